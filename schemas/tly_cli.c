@@ -1,0 +1,147 @@
+/* tly_cli.c — shared command-line plumbing; see tly_cli.h. */
+#include "tly_cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void tly_common_defaults(tly_common_opts *o)
+{
+    const char *env = getenv("TALLY_DATA");
+    o->data = (env && *env) ? env : TLY_DEFAULT_DATA;
+    o->ingest = TLY_DEFAULT_INGEST;
+    o->events = TLY_DEFAULT_EVENTS;
+    o->log_read = TLY_DEFAULT_LOG_READ;
+    o->query = TLY_DEFAULT_QUERY;
+    o->json = false;
+}
+
+int tly_opt_value(const char *name, int argc, char **argv, int *i, const char **value)
+{
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "tally: option %s needs a value\n", name);
+        return -1;
+    }
+    *i += 1;
+    *value = argv[*i];
+    return 1;
+}
+
+int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i)
+{
+    if (strcmp(argv[*i], "--json") == 0) {
+        o->json = true;
+        return 1;
+    }
+    static const char *const names[] = {"--data", "--ingest", "--events", "--log-read",
+                                        "--query"};
+    const char **slots[] = {&o->data, &o->ingest, &o->events, &o->log_read, &o->query};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        int rc = tly_opt_value(names[k], argc, argv, i, slots[k]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+void tly_errorf(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tally %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int tly_usagef(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tally %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'tally %s --help'.\n", cmd);
+    va_end(ap);
+    return TLY_EXIT_USAGE;
+}
+
+static bool progress_drawn;
+static uint64_t progress_last_ns;
+
+bool tly_progress_enabled(void)
+{
+    return isatty(STDERR_FILENO) != 0;
+}
+
+void tly_progress(const char *label, uint64_t done, uint64_t total)
+{
+    if (!tly_progress_enabled())
+        return;
+    uint64_t now = tly_mono_ns();
+    if (progress_drawn && now - progress_last_ns < 100000000ull && done != total)
+        return;
+    progress_last_ns = now;
+    progress_drawn = true;
+    if (total > 0) {
+        unsigned pct = (unsigned)(done * 100 / total);
+        char bar[31];
+        unsigned fill = pct * 30 / 100;
+        for (unsigned k = 0; k < 30; k++)
+            bar[k] = k < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%s [%s] %3u%% %llu/%llu", label, bar, pct,
+                (unsigned long long)done, (unsigned long long)total);
+    } else {
+        fprintf(stderr, "\r%s %llu", label, (unsigned long long)done);
+    }
+    fflush(stderr);
+}
+
+void tly_progress_end(void)
+{
+    if (progress_drawn) {
+        fputc('\n', stderr);
+        progress_drawn = false;
+    }
+}
+
+int64_t tly_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t tly_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,46 @@
+/*
+ * tly_json.h — JSON lines <-> MessagePack for events.
+ *
+ * JSON events use the same keys and types as MessagePack events (SPEC
+ * section 5); `at` may also be an ISO-8601 string, converted to Unix ms.
+ * Conversion keeps the JSON object's key order, so the same JSON text always
+ * gives the same bytes: a producer that resends a line resends the same
+ * event bytes, which the ledger's idempotency relies on.
+ */
+#ifndef TLY_JSON_H
+#define TLY_JSON_H
+
+#include <jansson.h>
+#include <msgpack.h>
+
+#include "tly_err.h"
+#include "tly_event.h"
+
+/*
+ * Converts one JSON event object into MessagePack, appended to out.
+ * Integers stay integers; a JSON real (1.5) anywhere is TLY_BAD_FIELD, since
+ * no event field is fractional; `at` given as a string is parsed with
+ * tly_time_parse. The result is not validated beyond that: pass it to
+ * tly_event_decode. On error nothing is appended and fe (may be NULL) says
+ * why. Returns TLY_OK, TLY_MALFORMED (not an object), TLY_BAD_FIELD or
+ * TLY_NOMEM.
+ */
+tly_err tly_json_event_to_mp(const json_t *event, msgpack_sbuffer *out, tly_field_error *fe);
+
+/*
+ * Converts any MessagePack value to JSON: str -> string, int -> integer,
+ * bin -> base64 string, map -> object (keys must be str), array -> array.
+ * Returns a new reference the caller must json_decref, or NULL on malformed
+ * input (floats become JSON reals; ext is malformed).
+ */
+json_t *tly_json_from_mp(const void *buf, size_t len);
+
+/* Standard base64 (RFC 4648, with padding). tly_b64_encode writes
+ * 4*ceil(len/3) characters plus NUL into out (caller sizes it) and returns
+ * the length written. */
+size_t tly_b64_encode(const void *buf, size_t len, char *out);
+
+/* Lowercase hex; writes 2*len characters plus NUL. */
+void tly_hex_encode(const void *buf, size_t len, char *out);
+
+#endif

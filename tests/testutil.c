@@ -1,0 +1,198 @@
+/* testutil.c — see testutil.h. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+char *tu_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/tally-test-XXXXXX", base && *base ? base : "/tmp");
+    char *p = mkdtemp(tmpl);
+    if (!p) {
+        perror("mkdtemp");
+        abort();
+    }
+    return strdup(p);
+}
+
+void tu_rmtree(char *path)
+{
+    if (!path)
+        return;
+    char *const argv[] = {"rm", "-rf", path, NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp("rm", argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    free(path);
+}
+
+int tu_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        perror("free port");
+        abort();
+    }
+    int port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+void tu_endpoint(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "tcp://127.0.0.1:%d", tu_free_port());
+}
+
+const char *tu_tally(void)
+{
+    const char *b = getenv("TALLY_BIN");
+    return b && *b ? b : "./tally";
+}
+
+char *tu_vector(const char *name)
+{
+    const char *dir = getenv("TALLY_VECTORS");
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s/%s", dir && *dir ? dir : "tests/vectors", name);
+    return strdup(buf);
+}
+
+static void redirect(int fd, const char *path, int flags)
+{
+    int f = open(path ? path : "/dev/null", flags, 0644);
+    if (f < 0)
+        _exit(126);
+    dup2(f, fd);
+    close(f);
+}
+
+static int status_code(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
+
+int tu_run(char *const argv[], const char *in_path, const char *out_path, const char *err_path)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        redirect(0, in_path, O_RDONLY);
+        redirect(1, out_path, O_WRONLY | O_CREAT | O_TRUNC);
+        redirect(2, err_path, O_WRONLY | O_CREAT | O_TRUNC);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return status_code(st);
+}
+
+pid_t tu_spawn(char *const argv[], const char *log_path)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        redirect(0, NULL, O_RDONLY);
+        redirect(1, log_path, O_WRONLY | O_CREAT | O_APPEND);
+        redirect(2, log_path, O_WRONLY | O_CREAT | O_APPEND);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int tu_kill_wait(pid_t pid, int sig)
+{
+    kill(pid, sig);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return status_code(st);
+}
+
+char *tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+bool tu_write_file(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return false;
+    bool ok = fwrite(buf, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+void tu_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+bool tu_wait_listening(const char *endpoint, int timeout_ms)
+{
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon)
+        return false;
+    int port = atoi(colon + 1);
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons((uint16_t)port);
+        int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+        close(fd);
+        if (rc == 0)
+            return true;
+        tu_sleep_ms(20);
+    }
+    return false;
+}

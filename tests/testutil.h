@@ -1,0 +1,53 @@
+/*
+ * testutil.h — helpers shared by the Check suites: temp directories, free
+ * loopback ports, running the real `tally` binary as a child process.
+ *
+ * The tally binary is found through $TALLY_BIN (set by ctest), the vectors
+ * through $TALLY_VECTORS.
+ */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Creates a fresh temp directory; returns a malloc'd path. */
+char *tu_tmpdir(void);
+/* Removes a directory tree (rm -rf) and frees path. NULL is a no-op. */
+void tu_rmtree(char *path);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int tu_free_port(void);
+/* "tcp://127.0.0.1:<free port>" into buf (at least 32 bytes). */
+void tu_endpoint(char *buf, size_t cap);
+
+/* Path of the tally binary ($TALLY_BIN, else "./tally"). */
+const char *tu_tally(void);
+/* Path of a file in the vectors folder; returns a malloc'd path. */
+char *tu_vector(const char *name);
+
+/* Runs argv (argv[0] is the program) to completion with stdin from in_path
+ * (NULL: /dev/null) and stdout/stderr into out_path/err_path (NULL:
+ * discarded). Returns the exit code, or 128+signal. */
+int tu_run(char *const argv[], const char *in_path, const char *out_path, const char *err_path);
+
+/* Starts argv in the background, stdout/stderr to log_path (NULL:
+ * discarded). Returns the pid. */
+pid_t tu_spawn(char *const argv[], const char *log_path);
+/* Sends sig and waits; returns the exit status as tu_run does. */
+int tu_kill_wait(pid_t pid, int sig);
+
+/* Reads a whole file; returns a malloc'd NUL-terminated buffer (NULL on error). */
+char *tu_read_file(const char *path, size_t *len);
+/* Writes a whole file; true on success. */
+bool tu_write_file(const char *path, const void *buf, size_t len);
+
+/* Sleeps ms milliseconds. */
+void tu_sleep_ms(int ms);
+
+/* Polls until connect() to the endpoint "tcp://127.0.0.1:PORT" succeeds or
+ * timeout_ms passes; true when it is listening. */
+bool tu_wait_listening(const char *endpoint, int timeout_ms);
+
+#endif
