@@ -1,0 +1,4 @@
+/* cmd_bench_fold.c — placeholder until its owner lands the real command. */
+#include "tly_cli.h"
+#include "tly_cmd.h"
+int tly_cmd_bench_fold(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("bench_fold", "not built yet"); return TLY_EXIT_FAIL; }

@@ -1,0 +1,4 @@
+/* cmd_query.c — placeholder until its owner lands the real command. */
+#include "tly_cli.h"
+#include "tly_cmd.h"
+int tly_cmd_query(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("query", "not built yet"); return TLY_EXIT_FAIL; }

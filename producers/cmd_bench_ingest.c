@@ -1,0 +1,4 @@
+/* cmd_bench_ingest.c — placeholder until its owner lands the real command. */
+#include "tly_cli.h"
+#include "tly_cmd.h"
+int tly_cmd_bench_ingest(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("bench_ingest", "not built yet"); return TLY_EXIT_FAIL; }
