@@ -77,4 +77,64 @@
 #define TLY_YEAR_MIN 2000
 #define TLY_YEAR_MAX 9999
 
+/* --- consumers (runtime, view store, bench fold) --- */
+
+/* Shards one deployment splits its partners into. Each shard is a process
+ * holding one read slot of the log environment (126 slots in all, shared
+ * with the daemon, the query service and audits), so 64 leaves room for
+ * the others. */
+#define TLY_SHARDS_MAX 64u
+
+/* Map size a new view environment starts with, and the largest it grows to
+ * by doubling. The map is address space, not disk. A shard of a million
+ * partners holds a few GiB of views; 1 TiB is far beyond that, and a map
+ * full at that size is TLY_STORAGE like a full disk. */
+#define TLY_VIEWS_MAP_BYTES_INIT ((size_t)64u << 20)
+#define TLY_VIEWS_MAP_BYTES_MAX ((size_t)1u << 40)
+
+/* Map doublings one commit may do before it gives up: from the initial
+ * size to the maximum is 14 doublings. */
+#define TLY_VIEWS_GROW_RETRIES_MAX 16u
+
+/* A read transaction retries after MDB_MAP_RESIZED (the consumer grew the
+ * map under a reader): each growth doubles the map, so a handful suffice. */
+#define TLY_VIEWS_RESIZE_RETRIES_MAX 8u
+
+/* Longest view key: "V/b/" + a 128-byte partner name, with room to spare;
+ * LMDB's own key limit is 511 bytes. */
+#define TLY_VIEWS_KEY_BYTES_MAX 256u
+
+/* Records folded per view transaction by default, and at most (--batch).
+ * One commit (and one fsync) per 10,000 records makes the commit cost
+ * negligible next to folding; the maximum bounds the dirty pages of one
+ * transaction and the work a crash throws away. */
+#define TLY_CONSUME_BATCH_RECORDS_DEFAULT 10000u
+#define TLY_CONSUME_BATCH_RECORDS_MAX 1000000u
+
+/* How long the consumer waits on the events socket before it polls the
+ * log anyway: a dropped PUB message, or a ledger that is not publishing,
+ * delays folding by at most this. Also the pace of waiting for DIR/log. */
+#define TLY_CONSUME_IDLE_POLL_MS 200
+
+/* Records asked for in one log-read request (the ledger may send fewer to
+ * keep the reply under TLY_FRAME_BYTES_MAX), and how long to wait for the
+ * reply before the request is sent again on a fresh socket. */
+#define TLY_CONSUME_LOGREAD_RECORDS_MAX 4096u
+#define TLY_CONSUME_LOGREAD_TIMEOUT_MS 5000
+
+/* Messages the events socket queues before ZeroMQ drops new ones. Drops are
+ * harmless (gaps are filled from the log); the bound caps the memory a fast
+ * ledger can pin in a slow consumer. */
+#define TLY_CONSUME_SUB_HWM 100000
+
+/* Times a consumer reloads its engine from the view store after a failed
+ * commit (the engine may have forgotten changes it flushed into the
+ * aborted transaction) before it stops with an error. */
+#define TLY_CONSUME_RELOAD_RETRIES_MAX 3u
+
+/* bench fold: events it generates at most, and latency samples it keeps
+ * (8 MiB of u64) for the query-read percentiles. */
+#define TLY_BENCH_EVENTS_MAX 100000000u
+#define TLY_BENCH_LATENCY_SAMPLES_MAX 1000000u
+
 #endif
