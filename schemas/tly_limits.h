@@ -137,4 +137,64 @@
 #define TLY_BENCH_EVENTS_MAX 100000000u
 #define TLY_BENCH_LATENCY_SAMPLES_MAX 1000000u
 
+/* --- query and supervision (query service, CLI queries, status, wait, up) --- */
+
+/* Largest query request frame. A request is a small map ({"q", "partner",
+ * filters}); 64 KiB is far above any honest one and bounds what a hostile
+ * client can make the service allocate before it answers. */
+#define TLY_QUERY_REQUEST_BYTES_MAX (64u * 1024u)
+
+/* Routing frames the service echoes back in front of a reply: a DEALER adds
+ * none, a REQ adds an empty delimiter, a chain of proxies a few more. */
+#define TLY_QUERY_ENVELOPE_FRAMES_MAX 8u
+
+/* Exceptions in one reply before it is cut at the next seq boundary with a
+ * "next_seq" cursor (the client asks again with "from_seq"): keeps a reply
+ * of ~200-byte exceptions near 4 MiB / 2, under TLY_FRAME_BYTES_MAX. */
+#define TLY_QUERY_EXCEPTIONS_PAGE_MAX 10000u
+
+/* Pages `tally exceptions` fetches at most: 100,000 pages of 10,000 is a
+ * billion exceptions, more than any log this tool is sized for. */
+#define TLY_QUERY_EXCEPTIONS_PAGES_MAX 100000u
+
+/* Programs one liabilities answer sums at most. A deployment runs a handful
+ * of programs; 4096 bounds the merge of the shards' shares. */
+#define TLY_QUERY_PROGRAMS_MAX 4096u
+
+/* How long the CLI waits for a query reply before it says the service is
+ * not reachable: the service answers in well under a millisecond, so five
+ * seconds only ever expires when nothing is listening. */
+#define TLY_QUERY_TIMEOUT_MS 5000
+
+/* `tally status` tries the service this long before it reads --data
+ * directly, so a stopped stack still gets an answer quickly. */
+#define TLY_STATUS_PROBE_MS 1000
+
+/* `tally wait`: default and largest --timeout, and the pause between polls
+ * (short next to a fold batch, long enough not to load the service). */
+#define TLY_WAIT_TIMEOUT_S_DEFAULT 60u
+#define TLY_WAIT_TIMEOUT_S_MAX 86400u
+#define TLY_WAIT_POLL_MS 50
+
+/* `tally up`: first restart delay of a child that died, doubled on each
+ * further death up to the maximum, and reset to the first once the child
+ * had stayed up TLY_UP_STABLE_MS: a crash loop costs little CPU, a rare
+ * crash is repaired at once. */
+#define TLY_UP_BACKOFF_MS_MIN 100
+#define TLY_UP_BACKOFF_MS_MAX 10000
+#define TLY_UP_STABLE_MS 10000
+
+/* How long `tally up` waits for its children to exit after SIGTERM before
+ * it sends SIGKILL. A consumer finishes its current batch commit first;
+ * ten seconds covers a large batch on a slow disk. */
+#define TLY_UP_STOP_GRACE_MS 10000
+
+/* How long `tally up` waits for the ledger's log-read socket to accept
+ * connections before it starts the consumers anyway (they wait too). */
+#define TLY_UP_LEDGER_READY_MS 5000
+
+/* Children of one `tally up`: the ledger, the query service and at most
+ * TLY_SHARDS_MAX consumers. */
+#define TLY_UP_CHILDREN_MAX (TLY_SHARDS_MAX + 2u)
+
 #endif
