@@ -197,4 +197,30 @@
  * TLY_SHARDS_MAX consumers. */
 #define TLY_UP_CHILDREN_MAX (TLY_SHARDS_MAX + 2u)
 
+/* --- audit (verify, export, digest, replay, diff) --- */
+
+/* One line of verdict text ("seq 1234: event invalid: amount: ..."): the
+ * event decoder's field (64) and message (160) plus room for the context. */
+#define TLY_AUDIT_ERROR_BYTES 320u
+
+/* Records verify and export handle between two progress reports: frequent
+ * enough for a smooth bar, rare enough to cost nothing. */
+#define TLY_AUDIT_PROGRESS_RECORDS 4096u
+
+/* Records a replay folds per view-store commit. One commit per 10,000
+ * records makes commits negligible next to folding, and bounds the dirty
+ * pages of one transaction like the consumer's default batch. */
+#define TLY_AUDIT_REPLAY_BATCH_RECORDS 10000u
+
+/* Difference lines `audit diff` prints before it only counts: a diff of a
+ * wholly different store would otherwise print millions of lines. */
+#define TLY_AUDIT_DIFF_LINES_MAX 1000u
+
+/* Characters of a JSON value a diff line shows before it cuts with "...". */
+#define TLY_AUDIT_DIFF_VALUE_CHARS_MAX 120u
+
+/* Directory entries a views directory may hold while digest looks for its
+ * "K-of-N" shards: TLY_SHARDS_MAX shards of a few shard counts, and more. */
+#define TLY_AUDIT_VIEWS_DIRENTS_MAX 4096u
+
 #endif
