@@ -184,4 +184,15 @@ tly_err tly_ev_type_parse(const char *s, size_t len, tly_ev_type *out);
 /* True when s equals the NUL-terminated c string. */
 bool tly_str_eq(tly_str s, const char *c);
 
+/* Additions (schemas owner): text of the other enums, and the text checks
+ * the decoder applies, for modules that validate outside an event (the
+ * ledger checks `source` is UTF-8 [D12]). */
+const char *tly_rebate_mode_name(tly_rebate_mode mode);
+const char *tly_account_name(tly_account account);
+const char *tly_period_kind_name(tly_period_kind kind);
+/* True when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
+bool tly_utf8_valid(const char *s, size_t len);
+/* True when s[0..len) is an event id: 1..TLY_ID_BYTES_MAX of [A-Za-z0-9._:-]. */
+bool tly_id_valid(const char *s, size_t len);
+
 #endif

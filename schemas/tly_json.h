@@ -40,6 +40,11 @@ json_t *tly_json_from_mp(const void *buf, size_t len);
  * the length written. */
 size_t tly_b64_encode(const void *buf, size_t len, char *out);
 
+/* Addition: decodes standard padded base64 s[0..len) into out (cap bytes).
+ * Returns TLY_OK and *out_len, TLY_BAD_FIELD on bad text, TLY_TOO_LARGE when
+ * out is too small. 3*len/4 bytes always suffice. */
+tly_err tly_b64_decode(const char *s, size_t len, uint8_t *out, size_t cap, size_t *out_len);
+
 /* Lowercase hex; writes 2*len characters plus NUL. */
 void tly_hex_encode(const void *buf, size_t len, char *out);
 

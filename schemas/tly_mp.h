@@ -53,6 +53,8 @@ bool tly_mp_read_bool(tly_mp_reader *r, bool *out);
 bool tly_mp_read_int(tly_mp_reader *r, int64_t *out);
 /* Any non-negative integer encoding. */
 bool tly_mp_read_uint(tly_mp_reader *r, uint64_t *out);
+/* float 32 or float 64 (addition: used by tly_json_from_mp; never for money). */
+bool tly_mp_read_float(tly_mp_reader *r, double *out);
 bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len);
 bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len);
 /* Reads an array or map header; the elements (pairs) follow. */

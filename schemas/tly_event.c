@@ -1,0 +1,795 @@
+/*
+ * tly_event.c — decoding and structural validation of schema v1 events
+ * (SPEC section 5, [G6], [C3]); see tly_event.h.
+ *
+ * Decoding is one pass over the top-level map that records where each known
+ * key's value lies (a "slot"), then one validation step per field of the
+ * event's type, in a fixed order, so the reported error does not depend on
+ * the producer's key order. Nothing is allocated; keys are matched by
+ * length + memcmp against small tables.
+ *
+ * Decisions where the SPEC is silent (also in schemas/SCHEMA.md):
+ * - A nil value counts as absent: an optional field may be nil, a required
+ *   field that is nil is missing_field.
+ * - A key repeated in a map is bad_field on that key when Tally knows the
+ *   key (the two values would be ambiguous); repeated unknown keys are
+ *   ignored like any unknown key.
+ * - A map key that is not a str is malformed (SPEC section 4: maps have
+ *   string keys).
+ * - Names and free text must be valid UTF-8, so that every accepted event can
+ *   be shown as JSON (queries, export) without loss.
+ * - `currency` is checked against the pattern [A-Z]{3} only: a table of
+ *   every ISO 4217 code would reject a code minted after the build.
+ * - A claim's `amount` is validated only for submit, approve and pay [C3];
+ *   on cancel and reject it is ignored, whatever its type.
+ */
+#include "tly_event.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tly_mp.h"
+
+/* --- keys --- */
+
+typedef struct keydef {
+    const char *name;
+    uint32_t len;
+} keydef;
+
+#define KEY(s) {s, sizeof(s) - 1}
+
+enum {
+    K_TYPE, K_ID, K_AT, K_PROGRAM, K_VERSION, K_CURRENCY, K_PERIOD, K_TIERS, K_REBATE,
+    K_MDF_EXPIRY, K_TIER_WINDOW, K_PARTNER, K_NAME, K_KIND, K_REGION, K_SKU, K_QTY,
+    K_AMOUNT, K_SALE, K_PERSON, K_CERT, K_ACTION, K_CLAIM, K_ACTIVITY, K_REASON,
+    K_ACCOUNT, K_TOP_COUNT
+};
+
+static const keydef top_keys[K_TOP_COUNT] = {
+    KEY("type"), KEY("id"), KEY("at"), KEY("program"), KEY("version"), KEY("currency"),
+    KEY("period"), KEY("tiers"), KEY("rebate"), KEY("mdf_expiry_periods"),
+    KEY("tier_window_periods"), KEY("partner"), KEY("name"), KEY("kind"), KEY("region"),
+    KEY("sku"), KEY("qty"), KEY("amount"), KEY("sale"), KEY("person"), KEY("cert"),
+    KEY("action"), KEY("claim"), KEY("activity"), KEY("reason"), KEY("account"),
+};
+
+enum { KT_NAME, KT_MIN_REVENUE, KT_MIN_CERTS, KT_MDF_BPS, KT_COUNT };
+static const keydef tier_keys[KT_COUNT] = {
+    KEY("name"), KEY("min_revenue"), KEY("min_certs"), KEY("mdf_bps"),
+};
+
+enum { KR_MODE, KR_BRACKETS, KR_COUNT };
+static const keydef rebate_keys[KR_COUNT] = {KEY("mode"), KEY("brackets")};
+
+enum { KB_FROM, KB_BPS, KB_COUNT };
+static const keydef bracket_keys[KB_COUNT] = {KEY("from"), KEY("bps")};
+
+_Static_assert(K_TOP_COUNT <= 32, "seen-key mask is 32 bits");
+
+/* Where a key's value lies; p is NULL when the key is absent. */
+typedef struct slot {
+    const uint8_t *p;
+    size_t len;
+} slot;
+
+/* The name of a field for error reports: outer[index].inner, each part
+ * optional (outer NULL, index < 0, inner NULL). Formatted only on failure. */
+typedef struct fpath {
+    const char *outer;
+    int index;
+    const char *inner;
+} fpath;
+
+#define TOP(name) ((fpath){NULL, -1, (name)})
+
+/* --- failure reports --- */
+
+static void path_format(fpath path, char *buf, size_t cap)
+{
+    int n = 0;
+    buf[0] = '\0';
+    if (path.outer)
+        n = snprintf(buf, cap, "%s", path.outer);
+    if (path.index >= 0 && n >= 0 && (size_t)n < cap)
+        n += snprintf(buf + n, cap - (size_t)n, "[%d]", path.index);
+    if (path.inner && n >= 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, "%s%s", n > 0 ? "." : "", path.inner);
+}
+
+static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fmt, ...)
+{
+    if (!fe)
+        return err;
+    path_format(path, fe->field, sizeof fe->field);
+    /* The message starts with the field name: "amount: must be ...". */
+    size_t n = 0;
+    if (fe->field[0]) {
+        n = strlen(fe->field);
+        memcpy(fe->message, fe->field, n);
+        fe->message[n++] = ':';
+        fe->message[n++] = ' ';
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fe->message + n, sizeof fe->message - n, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static tly_err missing(tly_field_error *fe, fpath path)
+{
+    return fail(fe, TLY_MISSING_FIELD, path, "required field is absent");
+}
+
+/* --- text checks --- */
+
+bool tly_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp, min;
+        if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (len - i <= n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        /* Overlong forms, surrogates and values past U+10FFFF are invalid. */
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+bool tly_id_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > TLY_ID_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool tly_str_eq(tly_str s, const char *c)
+{
+    size_t n = strlen(c);
+    return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
+}
+
+/* --- map scanning --- */
+
+static int key_find(const keydef *keys, unsigned nkeys, const char *k, uint32_t len)
+{
+    for (unsigned i = 0; i < nkeys; i++) {
+        if (keys[i].len == len && memcmp(keys[i].name, k, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/*
+ * Reads the map at r (the caller has checked it is a map) and records the
+ * value span of each known key in slots[0..nkeys). The input has already
+ * been checked to be well-formed, so structural failures cannot happen here
+ * except for non-str keys.
+ */
+static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, slot *slots,
+                        fpath where, tly_field_error *fe)
+{
+    uint32_t count;
+    if (!tly_mp_read_map(r, &count))
+        return fail(fe, TLY_MALFORMED, where, "not a map");
+    memset(slots, 0, nkeys * sizeof *slots);
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const char *k;
+        uint32_t klen;
+        if (!tly_mp_read_str(r, &k, &klen))
+            return fail(fe, TLY_MALFORMED, where, "map key is not a string");
+        int id = key_find(keys, nkeys, k, klen);
+        const uint8_t *v;
+        size_t vlen;
+        if (!tly_mp_skip(r, &v, &vlen))
+            return fail(fe, TLY_MALFORMED, where, "truncated value");
+        if (id < 0)
+            continue; /* unknown keys are ignored (SPEC section 4) */
+        if (seen & (UINT32_C(1) << id)) {
+            /* "tiers[2]" + key → "tiers[2].name"; "rebate" + key → "rebate.mode". */
+            fpath p = where.inner ? (fpath){where.inner, -1, keys[id].name}
+                                  : (fpath){where.outer, where.index, keys[id].name};
+            return fail(fe, TLY_BAD_FIELD, p, "key appears twice");
+        }
+        seen |= UINT32_C(1) << id;
+        slots[id].p = v;
+        slots[id].len = vlen;
+    }
+    return TLY_OK;
+}
+
+/* True when the slot holds a value other than nil. */
+static bool present(slot s)
+{
+    return s.p != NULL && s.p[0] != 0xc0;
+}
+
+static void slot_reader(slot s, tly_mp_reader *r)
+{
+    tly_mp_init(r, s.p, s.len);
+}
+
+/* --- field readers --- */
+
+typedef enum str_kind { SK_ID, SK_NAME, SK_TEXT, SK_CURRENCY } str_kind;
+
+static bool currency_valid(const char *s, uint32_t len)
+{
+    return len == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' &&
+           s[2] >= 'A' && s[2] <= 'Z';
+}
+
+static tly_err str_check(const char *s, uint32_t len, str_kind kind, fpath path,
+                         tly_field_error *fe)
+{
+    switch (kind) {
+    case SK_ID:
+        if (!tly_id_valid(s, len))
+            return fail(fe, TLY_BAD_FIELD, path, "must be 1..%u bytes of [A-Za-z0-9._:-]",
+                        TLY_ID_BYTES_MAX);
+        return TLY_OK;
+    case SK_CURRENCY:
+        if (!currency_valid(s, len))
+            return fail(fe, TLY_BAD_FIELD, path, "must be an ISO 4217 code [A-Z]{3}");
+        return TLY_OK;
+    case SK_NAME:
+    case SK_TEXT: {
+        uint32_t max = kind == SK_NAME ? TLY_NAME_BYTES_MAX : TLY_TEXT_BYTES_MAX;
+        if (len < 1 || len > max)
+            return fail(fe, TLY_BAD_FIELD, path, "must be 1..%u bytes", max);
+        if (!tly_utf8_valid(s, len))
+            return fail(fe, TLY_BAD_FIELD, path, "must be valid UTF-8");
+        return TLY_OK;
+    }
+    }
+    return TLY_OK;
+}
+
+/* Reads a str field. Absent/nil: missing_field when required, else *out
+ * stays {NULL, 0}. */
+static tly_err get_str(slot s, fpath path, str_kind kind, bool required, tly_str *out,
+                       tly_field_error *fe)
+{
+    if (!present(s))
+        return required ? missing(fe, path) : TLY_OK;
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    const char *p;
+    uint32_t len;
+    if (!tly_mp_read_str(&r, &p, &len))
+        return fail(fe, TLY_BAD_FIELD, path, "must be a string");
+    tly_err err = str_check(p, len, kind, path, fe);
+    if (err != TLY_OK)
+        return err;
+    out->ptr = p;
+    out->len = len;
+    return TLY_OK;
+}
+
+/* Reads a required int field in [min, max]. */
+static tly_err get_int(slot s, fpath path, int64_t min, int64_t max, int64_t *out,
+                       tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, path);
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    int64_t v;
+    if (!tly_mp_read_int(&r, &v) || v < min || v > max)
+        return fail(fe, TLY_BAD_FIELD, path, "must be an integer %lld..%lld", (long long)min,
+                    (long long)max);
+    *out = v;
+    return TLY_OK;
+}
+
+/* Reads a required str field that must be one of names[0..n). */
+static tly_err get_enum(slot s, fpath path, const char *const *names, int n, int *out,
+                        tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, path);
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    const char *p;
+    uint32_t len;
+    if (tly_mp_read_str(&r, &p, &len)) {
+        for (int i = 0; i < n; i++) {
+            if (strlen(names[i]) == len && memcmp(names[i], p, len) == 0) {
+                *out = i;
+                return TLY_OK;
+            }
+        }
+    }
+    char list[160];
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? "|" : "",
+                                 names[i]);
+    return fail(fe, TLY_BAD_FIELD, path, "must be one of %s", list);
+}
+
+/* --- names --- */
+
+static const char *const type_names[TLY_EV_COUNT] = {
+    "program", "partner", "sale", "return", "certification",
+    "claim",   "close",   "payout", "adjust",
+};
+static const char *const kind_names[TLY_KIND_COUNT] = {
+    "var", "msp", "si", "oem", "isv", "distributor", "consultant",
+};
+static const char *const action_names[TLY_ACT_COUNT] = {
+    "earned", "expired", "revoked", "submit", "cancel", "approve", "reject", "pay",
+};
+static const char *const period_kind_names[] = {"quarter", "month"};
+static const char *const mode_names[] = {"retroactive", "incremental"};
+static const char *const account_names[] = {"mdf", "rebate"};
+
+const char *tly_ev_type_name(tly_ev_type type)
+{
+    return (unsigned)type < TLY_EV_COUNT ? type_names[type] : "unknown";
+}
+
+const char *tly_partner_kind_name(tly_partner_kind kind)
+{
+    return (unsigned)kind < TLY_KIND_COUNT ? kind_names[kind] : "unknown";
+}
+
+const char *tly_action_name(tly_action action)
+{
+    return (unsigned)action < TLY_ACT_COUNT ? action_names[action] : "unknown";
+}
+
+const char *tly_rebate_mode_name(tly_rebate_mode mode)
+{
+    return (unsigned)mode < 2 ? mode_names[mode] : "unknown";
+}
+
+const char *tly_account_name(tly_account account)
+{
+    return (unsigned)account < 2 ? account_names[account] : "unknown";
+}
+
+const char *tly_period_kind_name(tly_period_kind kind)
+{
+    return (unsigned)kind < 2 ? period_kind_names[kind] : "unknown";
+}
+
+tly_err tly_ev_type_parse(const char *s, size_t len, tly_ev_type *out)
+{
+    for (int i = 0; i < TLY_EV_COUNT; i++) {
+        if (strlen(type_names[i]) == len && memcmp(type_names[i], s, len) == 0) {
+            *out = (tly_ev_type)i;
+            return TLY_OK;
+        }
+    }
+    return TLY_BAD_TYPE;
+}
+
+/* --- the program event --- */
+
+static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
+{
+    slot ks[KT_COUNT];
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    if (tly_mp_peek(&r) != TLY_MP_MAP)
+        return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", i, NULL}), "must be a map");
+    tly_err err = scan_map(&r, tier_keys, KT_COUNT, ks, (fpath){"tiers", i, NULL}, fe);
+    if (err == TLY_OK)
+        err = get_str(ks[KT_NAME], (fpath){"tiers", i, "name"}, SK_NAME, true, &t->name, fe);
+    if (err == TLY_OK)
+        err = get_int(ks[KT_MIN_REVENUE], (fpath){"tiers", i, "min_revenue"}, 0,
+                      TLY_AMOUNT_MAX, &t->min_revenue, fe);
+    if (err == TLY_OK)
+        err = get_int(ks[KT_MIN_CERTS], (fpath){"tiers", i, "min_certs"}, 0, TLY_CERTS_MAX,
+                      &t->min_certs, fe);
+    int64_t bps = 0;
+    if (err == TLY_OK)
+        err = get_int(ks[KT_MDF_BPS], (fpath){"tiers", i, "mdf_bps"}, 0, TLY_BPS_MAX, &bps,
+                      fe);
+    t->mdf_bps = (int32_t)bps;
+    return err;
+}
+
+/* [G6] The first tier is 0/0; min_revenue and min_certs never decrease;
+ * names are unique (a tier is referred to by name across versions). */
+static tly_err check_tier_order(const tly_tier *t, uint32_t n, tly_field_error *fe)
+{
+    if (t[0].min_revenue != 0)
+        return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", 0, "min_revenue"}),
+                    "the first tier must have min_revenue 0 [G6]");
+    if (t[0].min_certs != 0)
+        return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", 0, "min_certs"}),
+                    "the first tier must have min_certs 0 [G6]");
+    for (uint32_t i = 1; i < n; i++) {
+        if (t[i].min_revenue < t[i - 1].min_revenue)
+            return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", (int)i, "min_revenue"}),
+                        "tiers must be ascending [G6]");
+        if (t[i].min_certs < t[i - 1].min_certs)
+            return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", (int)i, "min_certs"}),
+                        "tiers must be ascending [G6]");
+        for (uint32_t j = 0; j < i; j++) {
+            if (t[j].name.len == t[i].name.len &&
+                memcmp(t[j].name.ptr, t[i].name.ptr, t[i].name.len) == 0)
+                return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", (int)i, "name"}),
+                            "tier names must be unique");
+        }
+    }
+    return TLY_OK;
+}
+
+static tly_err decode_tiers(slot s, tly_event *ev, tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, TOP("tiers"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    uint32_t n;
+    if (!tly_mp_read_array(&r, &n) || n < 1 || n > TLY_TIERS_MAX)
+        return fail(fe, TLY_BAD_FIELD, TOP("tiers"), "must be an array of 1..%u tiers",
+                    TLY_TIERS_MAX);
+    for (uint32_t i = 0; i < n; i++) {
+        slot e;
+        tly_mp_skip(&r, &e.p, &e.len); /* well-formed: checked before */
+        tly_err err = decode_tier(e, (int)i, &ev->tiers[i], fe);
+        if (err != TLY_OK)
+            return err;
+    }
+    ev->tier_count = n;
+    return check_tier_order(ev->tiers, n, fe);
+}
+
+static tly_err decode_bracket(slot s, int i, tly_bracket *b, tly_field_error *fe)
+{
+    slot ks[KB_COUNT];
+    tly_mp_reader r;
+    fpath at = {"rebate.brackets", i, NULL};
+    slot_reader(s, &r);
+    if (tly_mp_peek(&r) != TLY_MP_MAP)
+        return fail(fe, TLY_BAD_FIELD, at, "must be a map");
+    tly_err err = scan_map(&r, bracket_keys, KB_COUNT, ks, at, fe);
+    if (err == TLY_OK)
+        err = get_int(ks[KB_FROM], (fpath){"rebate.brackets", i, "from"}, 0, TLY_AMOUNT_MAX,
+                      &b->from, fe);
+    int64_t bps = 0;
+    if (err == TLY_OK)
+        err = get_int(ks[KB_BPS], (fpath){"rebate.brackets", i, "bps"}, 0, TLY_BPS_MAX, &bps,
+                      fe);
+    b->bps = (int32_t)bps;
+    return err;
+}
+
+/* [G6] The first bracket starts at 0 and `from` strictly ascends. */
+static tly_err decode_brackets(slot s, tly_event *ev, tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, TOP("rebate.brackets"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    uint32_t n;
+    if (!tly_mp_read_array(&r, &n) || n < 1 || n > TLY_BRACKETS_MAX)
+        return fail(fe, TLY_BAD_FIELD, TOP("rebate.brackets"),
+                    "must be an array of 1..%u brackets", TLY_BRACKETS_MAX);
+    for (uint32_t i = 0; i < n; i++) {
+        slot e;
+        tly_mp_skip(&r, &e.p, &e.len);
+        tly_bracket *b = &ev->brackets[i];
+        tly_err err = decode_bracket(e, (int)i, b, fe);
+        if (err != TLY_OK)
+            return err;
+        if (i == 0 && b->from != 0)
+            return fail(fe, TLY_BAD_FIELD, ((fpath){"rebate.brackets", 0, "from"}),
+                        "the first bracket must start at 0 [G6]");
+        if (i > 0 && b->from <= ev->brackets[i - 1].from)
+            return fail(fe, TLY_BAD_FIELD, ((fpath){"rebate.brackets", (int)i, "from"}),
+                        "brackets must be strictly ascending [G6]");
+    }
+    ev->bracket_count = n;
+    return TLY_OK;
+}
+
+static tly_err decode_rebate(slot s, tly_event *ev, tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, TOP("rebate"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    if (tly_mp_peek(&r) != TLY_MP_MAP)
+        return fail(fe, TLY_BAD_FIELD, TOP("rebate"), "must be a map");
+    slot ks[KR_COUNT];
+    tly_err err = scan_map(&r, rebate_keys, KR_COUNT, ks, TOP("rebate"), fe);
+    int mode = 0;
+    if (err == TLY_OK)
+        err = get_enum(ks[KR_MODE], TOP("rebate.mode"), mode_names, 2, &mode, fe);
+    ev->rebate_mode = (tly_rebate_mode)mode;
+    if (err == TLY_OK)
+        err = decode_brackets(ks[KR_BRACKETS], ev, fe);
+    return err;
+}
+
+static tly_err decode_program(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int pk = 0;
+    tly_err err = get_str(s[K_PROGRAM], TOP("program"), SK_NAME, true, &ev->program, fe);
+    if (err == TLY_OK)
+        err = get_int(s[K_VERSION], TOP("version"), 1, TLY_VERSION_MAX, &ev->version, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_CURRENCY], TOP("currency"), SK_CURRENCY, true, &ev->currency, fe);
+    if (err == TLY_OK)
+        err = get_enum(s[K_PERIOD], TOP("period"), period_kind_names, 2, &pk, fe);
+    ev->period_kind = (tly_period_kind)pk;
+    if (err == TLY_OK)
+        err = decode_tiers(s[K_TIERS], ev, fe);
+    if (err == TLY_OK)
+        err = decode_rebate(s[K_REBATE], ev, fe);
+    if (err == TLY_OK)
+        err = get_int(s[K_MDF_EXPIRY], TOP("mdf_expiry_periods"), 1, TLY_PERIODS_SPAN_MAX,
+                      &ev->mdf_expiry_periods, fe);
+    if (err == TLY_OK)
+        err = get_int(s[K_TIER_WINDOW], TOP("tier_window_periods"), 1, TLY_PERIODS_SPAN_MAX,
+                      &ev->tier_window_periods, fe);
+    return err;
+}
+
+/* --- the other types --- */
+
+static tly_err decode_partner(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int kind = 0;
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_NAME], TOP("name"), SK_NAME, true, &ev->name, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_PROGRAM], TOP("program"), SK_NAME, true, &ev->program, fe);
+    if (err == TLY_OK)
+        err = get_enum(s[K_KIND], TOP("kind"), kind_names, TLY_KIND_COUNT, &kind, fe);
+    ev->kind = (tly_partner_kind)kind;
+    if (err == TLY_OK)
+        err = get_str(s[K_REGION], TOP("region"), SK_NAME, false, &ev->region, fe);
+    return err;
+}
+
+static tly_err get_amount(slot s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_int(s, TOP("amount"), 1, TLY_AMOUNT_MAX, &ev->amount, fe);
+    ev->has_amount = err == TLY_OK;
+    return err;
+}
+
+/* sale and return share everything but `sku` / `sale`. */
+static tly_err decode_sale(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK && ev->type == TLY_EV_SALE)
+        err = get_str(s[K_SKU], TOP("sku"), SK_NAME, true, &ev->sku, fe);
+    if (err == TLY_OK && ev->type == TLY_EV_RETURN)
+        err = get_str(s[K_SALE], TOP("sale"), SK_ID, true, &ev->sale, fe);
+    if (err == TLY_OK)
+        err = get_int(s[K_QTY], TOP("qty"), 1, TLY_QTY_MAX, &ev->qty, fe);
+    if (err == TLY_OK)
+        err = get_amount(s[K_AMOUNT], ev, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_CURRENCY], TOP("currency"), SK_CURRENCY, true, &ev->currency, fe);
+    return err;
+}
+
+static tly_err decode_certification(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int act = 0;
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_PERSON], TOP("person"), SK_NAME, true, &ev->person, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_CERT], TOP("cert"), SK_NAME, true, &ev->cert, fe);
+    if (err == TLY_OK)
+        err = get_enum(s[K_ACTION], TOP("action"), action_names, 3, &act, fe);
+    ev->action = (tly_action)act;
+    return err;
+}
+
+static tly_err decode_claim(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int act = 0;
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_CLAIM], TOP("claim"), SK_NAME, true, &ev->claim, fe);
+    if (err == TLY_OK)
+        err = get_enum(s[K_ACTION], TOP("action"), action_names + TLY_ACT_SUBMIT, 5, &act, fe);
+    ev->action = (tly_action)(TLY_ACT_SUBMIT + act);
+    /* [C3] amount is required for submit, approve and pay, ignored otherwise. */
+    bool wants_amount = ev->action == TLY_ACT_SUBMIT || ev->action == TLY_ACT_APPROVE ||
+                        ev->action == TLY_ACT_PAY;
+    if (err == TLY_OK && wants_amount)
+        err = get_amount(s[K_AMOUNT], ev, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_ACTIVITY], TOP("activity"), SK_TEXT, false, &ev->activity, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_REASON], TOP("reason"), SK_TEXT, false, &ev->reason, fe);
+    return err;
+}
+
+static tly_err get_period(slot s, tly_event *ev, tly_field_error *fe)
+{
+    tly_str text = {NULL, 0};
+    tly_err err = get_str(s, TOP("period"), SK_NAME, true, &text, fe);
+    if (err != TLY_OK)
+        return err;
+    if (tly_period_parse(text.ptr, text.len, &ev->period_text_kind, &ev->period) != TLY_OK)
+        return fail(fe, TLY_BAD_FIELD, TOP("period"),
+                    "must be a quarter YYYY-Qn or a month YYYY-MM");
+    return TLY_OK;
+}
+
+static tly_err decode_close(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_str(s[K_PROGRAM], TOP("program"), SK_NAME, true, &ev->program, fe);
+    if (err == TLY_OK)
+        err = get_period(s[K_PERIOD], ev, fe);
+    return err;
+}
+
+static tly_err decode_payout(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_period(s[K_PERIOD], ev, fe);
+    if (err == TLY_OK)
+        err = get_amount(s[K_AMOUNT], ev, fe);
+    return err;
+}
+
+static tly_err decode_adjust(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int acc = 0;
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_enum(s[K_ACCOUNT], TOP("account"), account_names, 2, &acc, fe);
+    ev->account = (tly_account)acc;
+    /* Signed: 1 <= |amount| <= TLY_AMOUNT_MAX. */
+    if (err == TLY_OK)
+        err = get_int(s[K_AMOUNT], TOP("amount"), -TLY_AMOUNT_MAX, TLY_AMOUNT_MAX,
+                      &ev->amount, fe);
+    if (err == TLY_OK && ev->amount == 0)
+        err = fail(fe, TLY_BAD_FIELD, TOP("amount"), "must not be 0");
+    ev->has_amount = err == TLY_OK;
+    if (err == TLY_OK)
+        err = get_str(s[K_REASON], TOP("reason"), SK_TEXT, true, &ev->reason, fe);
+    return err;
+}
+
+typedef tly_err (*type_decoder)(const slot *s, tly_event *ev, tly_field_error *fe);
+
+static const type_decoder decoders[TLY_EV_COUNT] = {
+    [TLY_EV_PROGRAM] = decode_program,
+    [TLY_EV_PARTNER] = decode_partner,
+    [TLY_EV_SALE] = decode_sale,
+    [TLY_EV_RETURN] = decode_sale,
+    [TLY_EV_CERTIFICATION] = decode_certification,
+    [TLY_EV_CLAIM] = decode_claim,
+    [TLY_EV_CLOSE] = decode_close,
+    [TLY_EV_PAYOUT] = decode_payout,
+    [TLY_EV_ADJUST] = decode_adjust,
+};
+
+/* --- entry points --- */
+
+/* Checks buf is one well-formed map and scans its keys into slots. */
+static tly_err scan_event(const void *buf, size_t len, slot *slots, tly_field_error *fe)
+{
+    if (!tly_mp_is_single_value(buf, len))
+        return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not one MessagePack value");
+    tly_mp_reader r;
+    tly_mp_init(&r, buf, len);
+    if (tly_mp_peek(&r) != TLY_MP_MAP)
+        return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not a map");
+    return scan_map(&r, top_keys, K_TOP_COUNT, slots, TOP(NULL), fe);
+}
+
+static tly_err get_type(slot s, tly_ev_type *type, tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, TOP("type"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    const char *p;
+    uint32_t len;
+    if (!tly_mp_read_str(&r, &p, &len))
+        return fail(fe, TLY_BAD_FIELD, TOP("type"), "must be a string");
+    if (tly_ev_type_parse(p, len, type) != TLY_OK)
+        return fail(fe, TLY_BAD_TYPE, TOP("type"), "unknown event type");
+    return TLY_OK;
+}
+
+static tly_err get_at(slot s, int64_t recorded_ms, int64_t *at_ms, tly_field_error *fe)
+{
+    int64_t max = recorded_ms > INT64_MAX - TLY_AT_FUTURE_MS ? INT64_MAX
+                                                              : recorded_ms + TLY_AT_FUTURE_MS;
+    if (!present(s))
+        return missing(fe, TOP("at"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    int64_t v;
+    if (!tly_mp_read_int(&r, &v))
+        return fail(fe, TLY_BAD_FIELD, TOP("at"), "must be an integer (Unix ms UTC)");
+    if (v < TLY_AT_MIN_MS || v > max)
+        return fail(fe, TLY_BAD_FIELD, TOP("at"),
+                    "must lie between 2000-01-01 and one day after the recorded time");
+    *at_ms = v;
+    return TLY_OK;
+}
+
+tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_event *ev,
+                         tly_field_error *fe)
+{
+    slot s[K_TOP_COUNT];
+    tly_err err = scan_event(buf, len, s, fe);
+    if (err != TLY_OK)
+        return err;
+    tly_event e;
+    memset(&e, 0, sizeof e);
+    err = get_type(s[K_TYPE], &e.type, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_ID], TOP("id"), SK_ID, true, &e.id, fe);
+    if (err == TLY_OK)
+        err = get_at(s[K_AT], recorded_ms, &e.at_ms, fe);
+    if (err == TLY_OK)
+        err = decoders[e.type](s, &e, fe);
+    if (err != TLY_OK)
+        return err;
+    *ev = e;
+    return TLY_OK;
+}
+
+tly_err tly_event_peek_id(const void *buf, size_t len, tly_ev_type *type, tly_str *id)
+{
+    slot s[K_TOP_COUNT];
+    tly_err err = scan_event(buf, len, s, NULL);
+    tly_ev_type t = TLY_EV_PROGRAM;
+    tly_str i = {NULL, 0};
+    if (err == TLY_OK)
+        err = get_type(s[K_TYPE], &t, NULL);
+    if (err == TLY_OK)
+        err = get_str(s[K_ID], TOP("id"), SK_ID, true, &i, NULL);
+    if (err != TLY_OK)
+        return err;
+    *type = t;
+    *id = i;
+    return TLY_OK;
+}
