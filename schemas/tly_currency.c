@@ -1,0 +1,103 @@
+/* tly_currency.c — ISO 4217 minor units and decimal amounts; see tly_currency.h. */
+#include "tly_currency.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "tly_limits.h"
+
+/*
+ * Currencies whose minor unit is not 2 digits (ISO 4217, list of 2024).
+ * Every other code of the main table below has 2.
+ */
+static const char zero_digit[] =
+    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF ";
+static const char three_digits[] = "BHD IQD JOD KWD LYD OMR TND ";
+static const char four_digits[] = "CLF UYW ";
+
+/* Active ISO 4217 codes with 2 minor-unit digits. */
+static const char two_digits[] =
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD "
+    "BTN BWP BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD "
+    "EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR "
+    "IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP "
+    "MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN "
+    "QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL "
+    "THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD YER ZAR ZMW "
+    "ZWL ";
+
+/* True when the 3-letter code appears in a table of "XXX " entries. */
+static bool in_table(const char *table, const char *code3)
+{
+    for (const char *p = table; *p; p += 4) {
+        if (memcmp(p, code3, 3) == 0)
+            return true;
+    }
+    return false;
+}
+
+tly_err tly_currency_exponent(const char *code3, int *exp)
+{
+    for (int i = 0; i < 3; i++) {
+        if (code3[i] < 'A' || code3[i] > 'Z')
+            return TLY_NOT_FOUND;
+    }
+    int e;
+    if (in_table(two_digits, code3))
+        e = 2;
+    else if (in_table(zero_digit, code3))
+        e = 0;
+    else if (in_table(three_digits, code3))
+        e = 3;
+    else if (in_table(four_digits, code3))
+        e = 4;
+    else
+        return TLY_NOT_FOUND;
+    *exp = e;
+    return TLY_OK;
+}
+
+/* Accumulates one digit into *v, refusing to pass TLY_AMOUNT_MAX. */
+static bool push_digit(int64_t *v, char c)
+{
+    if (c < '0' || c > '9')
+        return false;
+    if (*v > (TLY_AMOUNT_MAX - (c - '0')) / 10)
+        return false;
+    *v = *v * 10 + (c - '0');
+    return true;
+}
+
+tly_err tly_decimal_to_minor(const char *s, size_t len, int exp, int64_t *out)
+{
+    if (exp < 0 || exp > 4)
+        return TLY_BAD_FIELD;
+    size_t i = 0;
+    bool neg = false;
+    if (i < len && (s[i] == '-' || s[i] == '+'))
+        neg = s[i++] == '-';
+    int64_t v = 0;
+    size_t int_digits = 0;
+    for (; i < len && s[i] != '.'; i++, int_digits++) {
+        if (!push_digit(&v, s[i]))
+            return TLY_BAD_FIELD;
+    }
+    int frac = 0;
+    if (i < len) {
+        i++; /* the '.' */
+        if (i == len)
+            return TLY_BAD_FIELD; /* "12." */
+        for (; i < len; i++, frac++) {
+            if (frac == exp || !push_digit(&v, s[i]))
+                return TLY_BAD_FIELD; /* [D18] too many fraction digits */
+        }
+    }
+    if (int_digits == 0)
+        return TLY_BAD_FIELD; /* "", ".5", "-" */
+    for (; frac < exp; frac++) {
+        if (!push_digit(&v, '0'))
+            return TLY_BAD_FIELD;
+    }
+    *out = neg ? -v : v;
+    return TLY_OK;
+}
