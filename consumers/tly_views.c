@@ -1,0 +1,481 @@
+/* tly_views.c — the view store of one shard; see tly_views.h. */
+#include "tly_views.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "tly_cli.h"
+#include "tly_limits.h"
+
+/* The database inside the environment; the engine and the runtime share it
+ * so one transaction covers both. */
+#define VIEWS_DB_NAME "views"
+
+/* "K/N" with K, N < TLY_SHARDS_MAX fits easily. */
+#define SHARD_TEXT_BYTES 24u
+
+_Static_assert(TLY_VIEWS_MAP_BYTES_INIT <= TLY_VIEWS_MAP_BYTES_MAX, "map init within max");
+_Static_assert((TLY_VIEWS_MAP_BYTES_MAX / TLY_VIEWS_MAP_BYTES_INIT) <=
+                   ((size_t)1u << TLY_VIEWS_GROW_RETRIES_MAX),
+               "enough doublings to reach the maximum map");
+
+struct tly_views {
+    MDB_env *env;
+    MDB_dbi dbi;
+    bool writable;
+    size_t map_bytes;
+    char shard_text[SHARD_TEXT_BYTES];
+    char dir[TLY_PATH_BYTES_MAX];
+};
+
+/* Maps an LMDB failure to tly_err at the module edge and logs the original. */
+static tly_err mdb_fail(const char *what, const char *dir, int rc)
+{
+    fprintf(stderr, "tally views: %s (%s): %s\n", what, dir, mdb_strerror(rc));
+    if (rc == ENOMEM)
+        return TLY_NOMEM;
+    return TLY_STORAGE;
+}
+
+tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_count, char *buf,
+                       size_t cap)
+{
+    if (shard_count == 0 || shard >= shard_count)
+        return TLY_USAGE;
+    int n = snprintf(buf, cap, "%s/views/%u-of-%u", data_dir, shard, shard_count);
+    if (n < 0 || (size_t)n >= cap)
+        return TLY_USAGE;
+    return TLY_OK;
+}
+
+/* mkdir -p: creates dir and its missing parents. */
+static tly_err mkdir_p(const char *dir)
+{
+    char tmp[TLY_PATH_BYTES_MAX];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof tmp)
+        return TLY_USAGE;
+    memcpy(tmp, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char saved = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "tally views: mkdir %s: %s\n", tmp, strerror(errno));
+            return TLY_STORAGE;
+        }
+        tmp[i] = saved;
+    }
+    return TLY_OK;
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char path[TLY_PATH_BYTES_MAX + 16];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Begins a read transaction. Another process may have grown the map since
+ * we mapped it: LMDB then says MDB_MAP_RESIZED, and adopting the new size
+ * (set_mapsize 0) and retrying is the documented answer. */
+static int begin_read(tly_views *v, MDB_txn **txn)
+{
+    int rc = MDB_MAP_RESIZED;
+    for (unsigned i = 0; i < TLY_VIEWS_RESIZE_RETRIES_MAX && rc == MDB_MAP_RESIZED; i++) {
+        rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, txn);
+        if (rc == MDB_MAP_RESIZED)
+            mdb_env_set_mapsize(v->env, 0);
+    }
+    return rc;
+}
+
+static void refresh_map_bytes(tly_views *v)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(v->env, &info) == 0)
+        v->map_bytes = info.me_mapsize;
+}
+
+/* Checks "M/shard" against v->shard_text; writes it when absent and the
+ * transaction can write. */
+static tly_err check_shard(tly_views *v, MDB_txn *txn)
+{
+    MDB_val k = {strlen(TLY_VIEWS_KEY_SHARD), TLY_VIEWS_KEY_SHARD};
+    MDB_val d;
+    size_t want = strlen(v->shard_text);
+    int rc = mdb_get(txn, v->dbi, &k, &d);
+    if (rc == MDB_NOTFOUND && v->writable) {
+        d.mv_size = want;
+        d.mv_data = v->shard_text;
+        rc = mdb_put(txn, v->dbi, &k, &d, 0);
+        return rc == 0 ? TLY_OK : mdb_fail("write M/shard", v->dir, rc);
+    }
+    if (rc == MDB_NOTFOUND) {
+        fprintf(stderr, "tally views: %s has no M/shard key\n", v->dir);
+        return TLY_CORRUPT;
+    }
+    if (rc != 0)
+        return mdb_fail("read M/shard", v->dir, rc);
+    if (d.mv_size != want || memcmp(d.mv_data, v->shard_text, want) != 0) {
+        fprintf(stderr, "tally views: %s belongs to shard %.*s, not %s\n", v->dir,
+                (int)(d.mv_size < SHARD_TEXT_BYTES ? d.mv_size : SHARD_TEXT_BYTES),
+                (const char *)d.mv_data, v->shard_text);
+        return TLY_USAGE;
+    }
+    return TLY_OK;
+}
+
+/* Opens the "views" database and checks the shard, in one transaction that
+ * is committed so the dbi handle stays valid for the life of the env. */
+static tly_err open_db(tly_views *v)
+{
+    MDB_txn *txn;
+    int rc = v->writable ? mdb_txn_begin(v->env, NULL, 0, &txn) : begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin", v->dir, rc);
+    rc = mdb_dbi_open(txn, VIEWS_DB_NAME, v->writable ? MDB_CREATE : 0, &v->dbi);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc == MDB_NOTFOUND ? TLY_NOT_FOUND : mdb_fail("open database", v->dir, rc);
+    }
+    tly_err err = check_shard(v, txn);
+    if (err != TLY_OK) {
+        mdb_txn_abort(txn);
+        return err;
+    }
+    rc = mdb_txn_commit(txn);
+    return rc == 0 ? TLY_OK : mdb_fail("commit open", v->dir, rc);
+}
+
+static tly_err open_env(tly_views *v)
+{
+    int rc = mdb_env_create(&v->env);
+    if (rc != 0)
+        return mdb_fail("create env", v->dir, rc);
+    mdb_env_set_maxdbs(v->env, 2);
+    /* MDB_NOTLS: read transactions are not tied to threads, so a query
+     * service may use a pool. MDB_NOMETASYNC: a system crash can undo the
+     * last commit, never corrupt; the consumer then refolds those records
+     * from the log, so views and checkpoint stay consistent. */
+    unsigned flags = MDB_NOTLS;
+    if (v->writable) {
+        flags |= MDB_NOMETASYNC;
+        mdb_env_set_mapsize(v->env, TLY_VIEWS_MAP_BYTES_INIT);
+    } else {
+        flags |= MDB_RDONLY;
+    }
+    rc = mdb_env_open(v->env, v->dir, flags, 0644);
+    if (rc != 0)
+        return rc == ENOENT ? TLY_NOT_FOUND : mdb_fail("open env", v->dir, rc);
+    refresh_map_bytes(v);
+    return TLY_OK;
+}
+
+tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_count, int flags,
+                       tly_views **out)
+{
+    if (shard_count == 0 || shard_count > TLY_SHARDS_MAX || shard >= shard_count)
+        return TLY_USAGE;
+    tly_views *v = calloc(1, sizeof *v);
+    if (!v)
+        return TLY_NOMEM;
+    v->writable = (flags & TLY_VIEWS_WRITE) != 0;
+    snprintf(v->shard_text, sizeof v->shard_text, "%u/%u", shard, shard_count);
+    tly_err err = tly_views_path(data_dir, shard, shard_count, v->dir, sizeof v->dir);
+    if (err == TLY_OK && v->writable)
+        err = mkdir_p(v->dir);
+    /* A reader must not create lock.mdb or data.mdb, which mdb_env_open would. */
+    if (err == TLY_OK && !v->writable &&
+        (!file_exists(v->dir, "data.mdb") || !file_exists(v->dir, "lock.mdb")))
+        err = TLY_NOT_FOUND;
+    if (err == TLY_OK)
+        err = open_env(v);
+    if (err == TLY_OK)
+        err = open_db(v);
+    if (err != TLY_OK) {
+        tly_views_close(v);
+        return err;
+    }
+    *out = v;
+    return TLY_OK;
+}
+
+void tly_views_close(tly_views *v)
+{
+    if (!v)
+        return;
+    if (v->env)
+        mdb_env_close(v->env);
+    free(v);
+}
+
+const char *tly_views_dir(const tly_views *v)
+{
+    return v->dir;
+}
+
+size_t tly_views_map_bytes(const tly_views *v)
+{
+    return v->map_bytes;
+}
+
+/* Reads the checkpoint inside txn; 0 when absent (nothing applied yet). */
+static tly_err read_checkpoint(tly_views *v, MDB_txn *txn, uint64_t *seq)
+{
+    MDB_val k = {strlen(TLY_VIEWS_KEY_CHECKPOINT), TLY_VIEWS_KEY_CHECKPOINT};
+    MDB_val d;
+    int rc = mdb_get(txn, v->dbi, &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        *seq = 0;
+        return TLY_OK;
+    }
+    if (rc != 0)
+        return mdb_fail("read checkpoint", v->dir, rc);
+    if (d.mv_size != 8) {
+        fprintf(stderr, "tally views: %s: checkpoint of %zu bytes\n", v->dir, d.mv_size);
+        return TLY_CORRUPT;
+    }
+    const uint8_t *b = d.mv_data;
+    uint64_t s = 0;
+    for (int i = 0; i < 8; i++)
+        s = (s << 8) | b[i];
+    *seq = s;
+    return TLY_OK;
+}
+
+tly_err tly_views_checkpoint(tly_views *v, uint64_t *seq)
+{
+    MDB_txn *txn;
+    int rc = begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin read", v->dir, rc);
+    uint64_t s;
+    tly_err err = read_checkpoint(v, txn, &s);
+    mdb_txn_abort(txn);
+    if (err == TLY_OK)
+        *seq = s;
+    return err;
+}
+
+tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val,
+                      size_t *val_len, uint64_t *checkpoint)
+{
+    MDB_txn *txn;
+    int rc = begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin read", v->dir, rc);
+    MDB_val k = {key_len, (void *)key};
+    MDB_val d;
+    uint64_t seq = 0;
+    tly_err err = read_checkpoint(v, txn, &seq);
+    if (err == TLY_OK) {
+        rc = mdb_get(txn, v->dbi, &k, &d);
+        if (rc == MDB_NOTFOUND)
+            err = TLY_NOT_FOUND;
+        else if (rc != 0)
+            err = mdb_fail("get", v->dir, rc);
+    }
+    char *copy = NULL;
+    if (err == TLY_OK) {
+        copy = malloc(d.mv_size + 1);
+        if (!copy)
+            err = TLY_NOMEM;
+        else {
+            memcpy(copy, d.mv_data, d.mv_size);
+            copy[d.mv_size] = '\0';
+        }
+    }
+    mdb_txn_abort(txn); /* d dies here; copy survives */
+    if (err != TLY_OK)
+        return err;
+    *val = copy;
+    *val_len = d.mv_size;
+    if (checkpoint)
+        *checkpoint = seq;
+    return TLY_OK;
+}
+
+/* Walks the entries with the given prefix inside txn. */
+static tly_err scan_txn(tly_views *v, MDB_txn *txn, const void *prefix, size_t prefix_len,
+                        tly_views_visit_fn visit, void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, v->dbi, &cur);
+    if (rc != 0)
+        return mdb_fail("cursor", v->dir, rc);
+    MDB_val k = {prefix_len, (void *)prefix};
+    MDB_val d;
+    tly_err err = TLY_OK;
+    rc = prefix_len ? mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE)
+                    : mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+    /* Bounded by the entries of the snapshot: each step moves forward. */
+    while (rc == 0) {
+        if (k.mv_size < prefix_len || memcmp(k.mv_data, prefix, prefix_len) != 0)
+            break;
+        err = visit(ctx, k.mv_data, k.mv_size, d.mv_data, d.mv_size);
+        if (err != TLY_OK)
+            break;
+        rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
+    }
+    if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
+        err = mdb_fail("cursor walk", v->dir, rc);
+    mdb_cursor_close(cur);
+    return err;
+}
+
+tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
+                       tly_views_visit_fn visit, void *ctx, uint64_t *checkpoint)
+{
+    MDB_txn *txn;
+    int rc = begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin read", v->dir, rc);
+    uint64_t seq = 0;
+    tly_err err = read_checkpoint(v, txn, &seq);
+    if (err == TLY_OK)
+        err = scan_txn(v, txn, prefix, prefix_len, visit, ctx);
+    mdb_txn_abort(txn);
+    if (err == TLY_OK && checkpoint)
+        *checkpoint = seq;
+    return err;
+}
+
+static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void *val,
+                          size_t val_len)
+{
+    return tly_engine_load(ctx, key, key_len, val, val_len);
+}
+
+tly_err tly_views_load(tly_views *v, tly_engine *e)
+{
+    MDB_txn *txn;
+    int rc = begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin read", v->dir, rc);
+    uint64_t seq = 0;
+    tly_err err = read_checkpoint(v, txn, &seq);
+    if (err == TLY_OK)
+        err = scan_txn(v, txn, "S/", 2, load_visit, e);
+    mdb_txn_abort(txn);
+    if (err == TLY_OK)
+        tly_engine_set_seq(e, seq);
+    return err;
+}
+
+/* --- writing --- */
+
+typedef struct put_ctx {
+    tly_views *v;
+    MDB_txn *txn;
+    int mdb_rc; /* the LMDB code of the first failed put, 0 if none */
+} put_ctx;
+
+static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val,
+                      size_t val_len)
+{
+    put_ctx *c = ctx;
+    MDB_val k = {key_len, (void *)key};
+    MDB_val d = {val_len, (void *)val};
+    int rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
+    if (rc == 0)
+        return TLY_OK;
+    c->mdb_rc = rc;
+    if (rc != MDB_MAP_FULL) /* a full map is handled by the caller, quietly */
+        return mdb_fail("put", c->v->dir, rc);
+    return TLY_STORAGE;
+}
+
+/* Doubles the map. Only between transactions of this process. */
+static tly_err grow(tly_views *v)
+{
+    if (v->map_bytes >= TLY_VIEWS_MAP_BYTES_MAX) {
+        fprintf(stderr, "tally views: %s: map full at its maximum of %zu bytes\n", v->dir,
+                v->map_bytes);
+        return TLY_STORAGE;
+    }
+    size_t want = v->map_bytes * 2;
+    if (want > TLY_VIEWS_MAP_BYTES_MAX)
+        want = TLY_VIEWS_MAP_BYTES_MAX;
+    int rc = mdb_env_set_mapsize(v->env, want);
+    if (rc != 0)
+        return mdb_fail("grow map", v->dir, rc);
+    refresh_map_bytes(v);
+    return TLY_OK;
+}
+
+/* Grows ahead of need when over half of the map is in use, so that a commit
+ * (which cannot be redone once the engine forgot its changes) rarely meets
+ * a full map. */
+static tly_err grow_ahead(tly_views *v)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(v->env, &info) != 0 || mdb_env_stat(v->env, &st) != 0)
+        return TLY_OK; /* only an optimisation */
+    size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    return used > info.me_mapsize / 2 ? grow(v) : TLY_OK;
+}
+
+static tly_err put_checkpoint(put_ctx *c, uint64_t seq)
+{
+    uint8_t b[8];
+    for (int i = 7; i >= 0; i--) {
+        b[i] = (uint8_t)seq;
+        seq >>= 8;
+    }
+    return put_kv(c, TLY_VIEWS_KEY_CHECKPOINT, strlen(TLY_VIEWS_KEY_CHECKPOINT), b, sizeof b);
+}
+
+/* One attempt: checkpoint first (a full map there costs nothing to redo),
+ * then the engine's changes, then commit. *redo is set when the attempt
+ * failed on a full map before the engine forgot anything. */
+static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
+{
+    *redo = false;
+    put_ctx c = {v, NULL, 0};
+    int rc = mdb_txn_begin(v->env, NULL, 0, &c.txn);
+    if (rc != 0)
+        return mdb_fail("begin write", v->dir, rc);
+    tly_err err = put_checkpoint(&c, tly_engine_seq(e));
+    if (err == TLY_OK)
+        err = tly_engine_flush(e, put_kv, &c);
+    if (err != TLY_OK) {
+        mdb_txn_abort(c.txn);
+        *redo = c.mdb_rc == MDB_MAP_FULL;
+        return err;
+    }
+    rc = mdb_txn_commit(c.txn);
+    if (rc != 0)
+        return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
+    return TLY_OK;
+}
+
+tly_err tly_views_commit(tly_views *v, tly_engine *e)
+{
+    if (!v->writable)
+        return TLY_USAGE;
+    tly_err err = grow_ahead(v);
+    if (err != TLY_OK)
+        return err;
+    for (unsigned attempt = 0; attempt <= TLY_VIEWS_GROW_RETRIES_MAX; attempt++) {
+        bool redo;
+        err = commit_once(v, e, &redo);
+        if (!redo)
+            return err;
+        err = grow(v);
+        if (err != TLY_OK)
+            return err;
+    }
+    fprintf(stderr, "tally views: %s: map still full after %u doublings\n", v->dir,
+            TLY_VIEWS_GROW_RETRIES_MAX);
+    return TLY_STORAGE;
+}

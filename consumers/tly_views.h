@@ -1,0 +1,127 @@
+/*
+ * tly_views.h — the view store of one shard (SPEC section 2).
+ *
+ * Layout: the LMDB environment DIR/views/K-of-N (a directory holding
+ * data.mdb and lock.mdb) with one named database "views". Its keys:
+ *   "S/...", "V/...", "X/..."  written by the program engine through
+ *                              tly_engine_flush (layout: tly_engine.h)
+ *   "M/checkpoint"             u64be seq of the last record applied
+ *   "M/shard"                  the text "K/N", written when the store is
+ *                              created and checked at every open
+ * The checkpoint is written in the same transaction as the view changes of
+ * the records up to it, so a crash at any moment leaves the views and the
+ * checkpoint consistent: folding resumes at checkpoint + 1, exactly once.
+ *
+ * Processes: one writer per shard (the consumer, TLY_VIEWS_WRITE) and any
+ * number of readers (query service, status, bench; TLY_VIEWS_READ), also in
+ * other processes while the writer commits. LMDB allows one environment per
+ * path per process: open a shard at most once per process.
+ *
+ * Errors: TLY_NOT_FOUND, TLY_USAGE (shard mismatch), TLY_CORRUPT (a runtime
+ * key of the wrong size), TLY_STORAGE (any LMDB or I/O failure; the LMDB
+ * code is logged on stderr), TLY_NOMEM. Outputs are written only on success.
+ */
+#ifndef TLY_VIEWS_H
+#define TLY_VIEWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tly_engine.h"
+#include "tly_err.h"
+
+typedef struct tly_views tly_views;
+
+enum {
+    TLY_VIEWS_READ = 0,  /* read-only (MDB_RDONLY); never creates anything */
+    TLY_VIEWS_WRITE = 1, /* the shard's consumer; creates the directory */
+};
+
+/* Runtime keys, for tools that read the database directly. */
+#define TLY_VIEWS_KEY_CHECKPOINT "M/checkpoint"
+#define TLY_VIEWS_KEY_SHARD "M/shard"
+
+/* Writes "DATA/views/K-of-N" into buf (cap bytes). TLY_OK, or TLY_USAGE when
+ * it does not fit or shard ≥ shard_count. */
+tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_count, char *buf,
+                       size_t cap);
+
+/*
+ * Opens the view store of shard `shard` of `shard_count` under data_dir.
+ *
+ * TLY_VIEWS_WRITE creates DATA/views/K-of-N (and missing parents), the
+ * "views" database and "M/shard" when new. TLY_VIEWS_READ creates nothing:
+ * a missing directory, data.mdb or "views" database is TLY_NOT_FOUND (the
+ * consumer has not started yet: retry later).
+ * Either way an existing "M/shard" naming another K/N is TLY_USAGE: the
+ * directory was renamed or copied, and folding into it would mix shards.
+ *
+ * Returns TLY_OK, TLY_NOT_FOUND, TLY_USAGE, TLY_CORRUPT, TLY_STORAGE or
+ * TLY_NOMEM. Close with tly_views_close.
+ */
+tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_count, int flags,
+                       tly_views **out);
+
+/* Closes the store. NULL is a no-op. */
+void tly_views_close(tly_views *v);
+
+/* Path of the environment directory (owned by v, lives until close). */
+const char *tly_views_dir(const tly_views *v);
+
+/* Reads the checkpoint (0 for a store that has applied nothing). */
+tly_err tly_views_checkpoint(tly_views *v, uint64_t *seq);
+
+/*
+ * Restores engine e (new, nothing applied yet) from the store: every "S/"
+ * entry through tly_engine_load in key order, then tly_engine_set_seq with
+ * the checkpoint. All in one read transaction, so state and checkpoint
+ * match. Any error of tly_engine_load is returned as is; the engine is then
+ * unusable (free it).
+ */
+tly_err tly_views_load(tly_views *v, tly_engine *e);
+
+/*
+ * Commits what engine e changed since its last flush, and the checkpoint
+ * tly_engine_seq(e), in one write transaction (WRITE stores only).
+ *
+ * When the map fills, the transaction is aborted, the map doubled and the
+ * flush redone (the engine keeps its changes marked when a flush fails),
+ * up to TLY_VIEWS_MAP_BYTES_MAX. If the commit itself fails after a
+ * successful flush the engine has forgotten changes that were not stored:
+ * the function then returns TLY_STORAGE and the caller must discard e and
+ * load a fresh engine with tly_views_load (the store still holds the
+ * previous checkpoint and its views, consistently).
+ *
+ * Returns TLY_OK, TLY_STORAGE, TLY_NOMEM or an error of the engine's flush.
+ */
+tly_err tly_views_commit(tly_views *v, tly_engine *e);
+
+/*
+ * Reads one value, e.g. the key "V/b/<partner>". On TLY_OK *val is a
+ * malloc'd copy, NUL-terminated for convenience (the NUL is not counted in
+ * *val_len), which the caller frees; *checkpoint (may be NULL) receives the
+ * checkpoint of the same snapshot, i.e. the seq the value reflects.
+ * Returns TLY_OK, TLY_NOT_FOUND (no such key), TLY_STORAGE or TLY_NOMEM.
+ */
+tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val,
+                      size_t *val_len, uint64_t *checkpoint);
+
+/* Visitor of tly_views_scan. key and val point into the LMDB map and live
+ * only during the call. Returning anything but TLY_OK stops the scan, and
+ * tly_views_scan returns that value. */
+typedef tly_err (*tly_views_visit_fn)(void *ctx, const void *key, size_t key_len,
+                                      const void *val, size_t val_len);
+
+/*
+ * Visits every entry whose key starts with prefix (prefix_len 0: all), in
+ * key order, in one read transaction; *checkpoint (may be NULL) receives
+ * that snapshot's checkpoint. For "X/" this is the exceptions in log order.
+ * Returns TLY_OK, TLY_STORAGE or the visitor's error.
+ */
+tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
+                       tly_views_visit_fn visit, void *ctx, uint64_t *checkpoint);
+
+/* Current map size in bytes (grows by doubling; for tests and status). */
+size_t tly_views_map_bytes(const tly_views *v);
+
+#endif
