@@ -23,11 +23,51 @@
 
 #include "tly_err.h"
 #include "tly_event.h"
+#include "tly_limits.h"
 
 #define TLY_HASH_BYTES 32u
 
+/* --- limits of the log store (kept here rather than in tly_limits.h because
+ * only the ledger, the single writer, is bound by them) --- */
+
+/* Requests the daemon may group into one commit. Group commit pays one fsync
+ * for many requests; 16 full requests are already 64k events, far beyond the
+ * batch size where the fsync cost stops mattering (about 1,000 events). */
+#define TLY_LOG_BATCH_REQUESTS_MAX 16u
+
+/* Items in one tly_log_append call, and their total event bytes: 16 full
+ * requests. The byte bound keeps one transaction (64 MiB of records plus
+ * the index pages) well inside LMDB's dirty-page limit of 2^17 pages. */
+#define TLY_LOG_BATCH_ITEMS_MAX (TLY_LOG_BATCH_REQUESTS_MAX * TLY_BATCH_EVENTS_MAX)
+#define TLY_LOG_BATCH_BYTES_MAX ((size_t)TLY_LOG_BATCH_REQUESTS_MAX * TLY_FRAME_BYTES_MAX)
+
+/* Map size a new environment starts with. Small enough to be harmless on a
+ * test machine, large enough that a normal day never remaps. */
+#define TLY_LOG_MAP_BYTES_INIT ((size_t)64u << 20)
+
+/* Largest map the writer grows to by doubling (1 TiB). It is address space,
+ * not disk: the file only grows as pages are written. A map full at this
+ * size is reported as TLY_STORAGE, like a full disk. */
+#define TLY_LOG_MAP_BYTES_MAX ((size_t)1u << 40)
+
+/* Concurrent read transactions (LMDB reader slots) across all processes: the
+ * daemon, one consumer per shard, the query service and audits. 126 is
+ * LMDB's default and fills exactly one 4 KiB lock page. */
+#define TLY_LOG_READERS_MAX 126u
+
+/* Attempts to begin a read transaction after MDB_MAP_RESIZED: the writer can
+ * grow the map again between our resize and our retry, but not without
+ * bound since every growth doubles the map. */
+#define TLY_LOG_RESIZE_RETRIES_MAX 8u
+
+/* How long map growth waits for this process's open readers to close
+ * (growth remaps the file under them). Readers in the daemon are short; if
+ * one is held longer, the append fails with TLY_STORAGE and the next one
+ * retries. */
+#define TLY_LOG_GROW_WAIT_MS 1000u
+
 /* One stored record, decoded. Pointers borrow from the buffer it was decoded
- * from (for a reader: valid until the next tly_log_reader_next or close). */
+ * from (for a reader: valid until tly_log_reader_close). */
 typedef struct tly_record {
     uint64_t seq;
     int64_t recorded_ms;
@@ -39,16 +79,21 @@ typedef struct tly_record {
     size_t raw_len;
 } tly_record;
 
-/* Decodes a stored value: exactly [seq, recorded_ms, source, bin, bin32].
- * Returns TLY_OK or TLY_CORRUPT. */
+/* Decodes a stored value: exactly an array of 5 [seq (uint ≥ 1),
+ * recorded_ms (int), source (str, 1..TLY_SOURCE_BYTES_MAX bytes), event
+ * (bin), hash (bin of exactly TLY_HASH_BYTES)] and no trailing bytes.
+ * Returns TLY_OK or TLY_CORRUPT; rec is written only on TLY_OK. */
 tly_err tly_record_decode(const void *buf, size_t len, tly_record *rec);
 
-/* Appends the stored encoding of a record to out. */
+/* Appends the stored encoding of a record to out (canonical MessagePack:
+ * shortest forms, as msgpack-c packs them). TLY_OK or TLY_NOMEM. */
 tly_err tly_record_encode(msgpack_sbuffer *out, uint64_t seq, int64_t recorded_ms,
                           tly_str source, const void *event, size_t event_len,
                           const uint8_t hash[TLY_HASH_BYTES]);
 
-/* Computes the chain hash of a record from the previous hash. */
+/* Computes the chain hash of a record from the previous hash (SPEC section
+ * 3). recorded_ms enters as its two's-complement u64be. source.len must
+ * be ≤ UINT16_MAX (asserted). No allocation. */
 void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t recorded_ms,
                     tly_str source, const void *event, size_t event_len,
                     uint8_t out[TLY_HASH_BYTES]);
@@ -61,14 +106,52 @@ enum {
     TLY_LOG_NO_SYNC = 2   /* with WRITE: do not fsync commits (--no-sync) */
 };
 
-/* Opens the log environment in dir. Returns TLY_OK, TLY_NOT_FOUND (no log
- * there, READ), TLY_STORAGE or TLY_CORRUPT (the head record does not decode).
- * Close with tly_log_close. */
+/*
+ * Opens the log environment in dir.
+ *
+ * TLY_LOG_WRITE creates dir (and missing parents) and the two databases,
+ * loads the head (seq, hash, recorded_ms) from the last record and checks
+ * that it decodes. Only one writer may hold a log: a second gets
+ * TLY_UNAVAILABLE (an flock on dir/writer.lock, released at close or exit).
+ *
+ * TLY_LOG_READ never creates anything: a missing dir, a dir without
+ * data.mdb or without the "log" database is TLY_NOT_FOUND.
+ *
+ * LMDB allows one environment per process per path: open a directory at
+ * most once per process (the daemon reads through its writer handle).
+ *
+ * Returns TLY_OK, TLY_NOT_FOUND, TLY_UNAVAILABLE, TLY_STORAGE (LMDB or I/O
+ * failure, logged on stderr), TLY_CORRUPT (the head record does not decode)
+ * or TLY_NOMEM. *out is written only on success. Close with tly_log_close.
+ */
 tly_err tly_log_open(const char *dir, int flags, tly_log **out);
+
+/* Options of tly_log_open_opts; a zero field takes its default. */
+typedef struct tly_log_opts {
+    /* WRITE: map size a new environment starts with; an existing one keeps
+     * its own size if larger. Default TLY_LOG_MAP_BYTES_INIT. */
+    size_t map_bytes_init;
+    /* WRITE: the map never grows beyond this; an append that does not fit
+     * is TLY_STORAGE. Default: $TALLY_LOG_MAP_MAX_BYTES when set (a decimal
+     * byte count, meant for tests that simulate a full disk through the
+     * tally binary), else TLY_LOG_MAP_BYTES_MAX. */
+    size_t map_bytes_max;
+} tly_log_opts;
+
+/* tly_log_open with options (NULL: all defaults). */
+tly_err tly_log_open_opts(const char *dir, int flags, const tly_log_opts *opts, tly_log **out);
+
+/* Closes the environment. Every reader of this handle must be closed
+ * first. NULL is a no-op. */
 void tly_log_close(tly_log *log);
 
+/* Current map size in bytes (it grows by doubling when full). */
+size_t tly_log_map_bytes(const tly_log *log);
+
 /* Last seq (0 for an empty log) and its hash (zeros for an empty log). For a
- * reader this is read fresh from the environment. */
+ * writer this is the in-memory head; for a reader it is read fresh from the
+ * environment (TLY_CORRUPT if the last record does not decode). hash may be
+ * NULL. Outputs are written only on TLY_OK. */
 tly_err tly_log_head(tly_log *log, uint64_t *seq, uint8_t hash[TLY_HASH_BYTES]);
 
 /* One event offered for append. Inputs: source, id, event bytes, and err:
@@ -100,25 +183,59 @@ typedef struct tly_log_group {
  * same batch is a dup, or a conflict if its bytes differ). recorded_ms of the
  * batch is max(now_ms, previous recorded_ms) [D12].
  *
- * Grows the map and retries when LMDB reports it full. Returns TLY_OK when
- * the transaction committed (each item's err says its own outcome), or
- * TLY_STORAGE when it could not commit: then nothing was appended and every
- * item that was to be appended has err TLY_STORAGE.
+ * groups must partition items in order: groups[0].first == 0, each group
+ * starts where the previous one ended, and the counts sum to item_count
+ * (asserted). groups may be NULL with group_count 0: one non-atomic group.
+ *
+ * Per item (err TLY_OK on input): source 1..TLY_SOURCE_BYTES_MAX and id
+ * 1..TLY_ID_BYTES_MAX bytes, else TLY_BAD_FIELD; event 1..TLY_FRAME_BYTES_MAX
+ * bytes, else TLY_TOO_LARGE (or TLY_MALFORMED when empty). Then TLY_OK with
+ * its new seq, TLY_OK with dup and the original seq, TLY_CONFLICT, or
+ * TLY_ATOMIC_ABORTED. In an atomic group a dup of a record stored before
+ * (or appended by an earlier group) stays a dup; a dup of an item of the
+ * same aborted group is aborted with it.
+ *
+ * Grows the map and retries when LMDB reports it full. Returns:
+ * - TLY_OK: the transaction committed (or there was nothing to append);
+ *   each item's err says its own outcome.
+ * - TLY_TOO_LARGE: item_count > TLY_LOG_BATCH_ITEMS_MAX or the events
+ *   together exceed TLY_LOG_BATCH_BYTES_MAX; nothing was done, items are
+ *   untouched.
+ * - TLY_STORAGE (disk full, I/O, map at its maximum) or TLY_CORRUPT (a
+ *   stored record needed for a dup check does not decode): nothing was
+ *   appended, the log and the in-memory head are as before, and every item
+ *   that was to be appended, or was a dup of one, has err TLY_STORAGE.
+ *   Outcomes decided against the committed log (dup of a stored record,
+ *   conflict, aborted) are kept. The next call may succeed.
+ * - TLY_NOMEM: as TLY_STORAGE, but items are untouched.
+ *
+ * Writer only, one thread at a time. No allocation per event: scratch space
+ * is kept in the handle and grows to the largest batch seen.
  */
 tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32_t item_count,
                        const tly_log_group *groups, uint32_t group_count);
 
-/* Seq of the record appended for (source, id), or TLY_NOT_FOUND. */
+/* Seq of the record appended for (source, id): TLY_OK, TLY_NOT_FOUND, or
+ * TLY_STORAGE. Works on writer and reader handles (committed records only). */
 tly_err tly_log_lookup(tly_log *log, tly_str source, tly_str id, uint64_t *seq);
 
 /* A read cursor over records in seq order, in one LMDB read transaction
- * (a consistent snapshot). Use from any process; reopen to see new records. */
+ * (a consistent snapshot). Use from any process; reopen to see new records.
+ * An open reader pins the pages of its snapshot: keep it short-lived (read,
+ * close, reopen later), and close it before tly_log_close. On a writer
+ * handle a reader open from another thread delays map growth (up to
+ * TLY_LOG_GROW_WAIT_MS, then that append fails with TLY_STORAGE). */
 typedef struct tly_log_reader tly_log_reader;
 
-/* Starts reading at from_seq (≥ 1). */
+/* Starts reading at from_seq (0 reads from 1, like 1). Returns TLY_OK,
+ * TLY_STORAGE or TLY_NOMEM; *out only on success. */
 tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **out);
 /* Next record: TLY_OK, TLY_NOT_FOUND at the end of the snapshot, TLY_CORRUPT
- * when a stored value does not decode or its key differs from its seq. */
+ * when a stored value does not decode, its key differs from its seq, or a
+ * seq is missing (the first record returned must be from_seq unless the
+ * snapshot ends before it). rec borrows from the snapshot: valid until
+ * tly_log_reader_close. After TLY_CORRUPT every further call returns
+ * TLY_CORRUPT: a reader never skips a bad record. */
 tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec);
 void tly_log_reader_close(tly_log_reader *rd);
 

@@ -1,0 +1,92 @@
+/*
+ * tly_log_reader.c — reading records in seq order from one snapshot, in any
+ * process, while the writer appends.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log_internal.h"
+
+struct tly_log_reader {
+    tly_log *log;
+    MDB_txn *txn; /* read-only: the snapshot */
+    MDB_cursor *cur;
+    uint64_t next_seq; /* the seq the next record must carry */
+    bool started;
+    bool corrupt; /* sticky: a reader never skips a bad record */
+};
+
+tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **out)
+{
+    TLY_LOG_ASSERT(log && out);
+    tly_log_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return TLY_NOMEM;
+    tly_err err = tly__log_read_begin(log, &rd->txn);
+    if (err != TLY_OK) {
+        free(rd);
+        return err;
+    }
+    int rc = mdb_cursor_open(rd->txn, log->dbi_log, &rd->cur);
+    if (rc != MDB_SUCCESS) {
+        tly__log_read_end(log, rd->txn);
+        free(rd);
+        return tly__log_mdb_err(rc, "mdb_cursor_open");
+    }
+    rd->log = log;
+    rd->next_seq = from_seq == 0 ? 1 : from_seq;
+    *out = rd;
+    return TLY_OK;
+}
+
+/* Checks that the record under the cursor is the next one and decodes it. */
+static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val *v,
+                            tly_record *rec)
+{
+    tly_record r;
+    if (k->mv_size != 8 || tly__log_be64(k->mv_data) != rd->next_seq) {
+        fprintf(stderr, "tally: log: seq %llu is missing\n", (unsigned long long)rd->next_seq);
+        return TLY_CORRUPT;
+    }
+    if (tly_record_decode(v->mv_data, v->mv_size, &r) != TLY_OK || r.seq != rd->next_seq) {
+        fprintf(stderr, "tally: log: record %llu does not decode\n",
+                (unsigned long long)rd->next_seq);
+        return TLY_CORRUPT;
+    }
+    *rec = r;
+    return TLY_OK;
+}
+
+tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec)
+{
+    if (rd->corrupt)
+        return TLY_CORRUPT;
+    uint8_t key[8];
+    MDB_val k = {8, key}, v;
+    int rc;
+    if (rd->started) {
+        rc = mdb_cursor_get(rd->cur, &k, &v, MDB_NEXT);
+    } else {
+        tly__log_seq_key(rd->next_seq, key);
+        rc = mdb_cursor_get(rd->cur, &k, &v, MDB_SET_RANGE);
+    }
+    if (rc != MDB_SUCCESS)
+        return tly__log_mdb_err(rc, "mdb_cursor_get (log)");
+    rd->started = true;
+    tly_err err = check_record(rd, &k, &v, rec);
+    if (err != TLY_OK) {
+        rd->corrupt = true;
+        return err;
+    }
+    rd->next_seq++;
+    return TLY_OK;
+}
+
+void tly_log_reader_close(tly_log_reader *rd)
+{
+    if (!rd)
+        return;
+    mdb_cursor_close(rd->cur);
+    tly__log_read_end(rd->log, rd->txn);
+    free(rd);
+}
