@@ -1,0 +1,248 @@
+/* tly_auth.c — authorized keys, ZAP handler and roles; see tly_auth.h. */
+#include "tly_auth.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+typedef struct auth_key {
+    uint8_t key[32];
+    char source[TLY_SOURCE_BYTES_MAX + 1];
+    unsigned roles;
+} auth_key;
+
+struct tly_auth {
+    auth_key keys[TLY_AUTH_KEYS_MAX];
+    size_t count;
+    void *ctx;
+    pthread_t thread;
+    bool running;
+};
+
+static bool parse_roles(char *text, unsigned *roles)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } table[] = {{"sales", TLY_ROLE_SALES},
+                 {"certs", TLY_ROLE_CERTS},
+                 {"claims", TLY_ROLE_CLAIMS},
+                 {"finance", TLY_ROLE_FINANCE}};
+    *roles = 0;
+    char *save = NULL;
+    for (char *r = strtok_r(text, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+            if (strcmp(r, table[i].name) == 0)
+                bit = table[i].bit;
+        if (!bit)
+            return false;
+        *roles |= bit;
+    }
+    return *roles != 0;
+}
+
+static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, size_t cap)
+{
+    char *save = NULL;
+    char *key = strtok_r(line, " \t\r\n", &save);
+    if (!key || key[0] == '#')
+        return TLY_OK;
+    char *source = strtok_r(NULL, " \t\r\n", &save);
+    char *roles = strtok_r(NULL, " \t\r\n", &save);
+    auth_key *k = &a->keys[a->count];
+    if (!source || !roles || strtok_r(NULL, " \t\r\n", &save)) {
+        snprintf(msg, cap, "line %zu: expected '<z85-key> <source> <roles>'", lineno);
+        return TLY_BAD_FIELD;
+    }
+    if (strlen(key) != TLY_Z85_KEY_CHARS || !zmq_z85_decode(k->key, key)) {
+        snprintf(msg, cap, "line %zu: public key is not 40 Z85 characters", lineno);
+        return TLY_BAD_FIELD;
+    }
+    if (strlen(source) > TLY_SOURCE_BYTES_MAX) {
+        snprintf(msg, cap, "line %zu: source name longer than %u bytes", lineno,
+                 TLY_SOURCE_BYTES_MAX);
+        return TLY_BAD_FIELD;
+    }
+    if (!parse_roles(roles, &k->roles)) {
+        snprintf(msg, cap, "line %zu: roles must be sales, certs, claims or finance", lineno);
+        return TLY_BAD_FIELD;
+    }
+    if (a->count + 1 >= TLY_AUTH_KEYS_MAX) {
+        snprintf(msg, cap, "line %zu: more than %u keys", lineno, TLY_AUTH_KEYS_MAX);
+        return TLY_BAD_FIELD;
+    }
+    strcpy(k->source, source);
+    a->count++;
+    return TLY_OK;
+}
+
+tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(msg, cap, "cannot read authorized keys %s", path);
+        return TLY_IO;
+    }
+    tly_auth *a = calloc(1, sizeof *a);
+    if (!a) {
+        fclose(f);
+        return TLY_NOMEM;
+    }
+    char line[512];
+    size_t lineno = 0;
+    tly_err err = TLY_OK;
+    while (err == TLY_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        err = parse_line(a, line, lineno, msg, cap);
+    }
+    fclose(f);
+    if (err != TLY_OK) {
+        free(a);
+        return err;
+    }
+    *out = a;
+    return TLY_OK;
+}
+
+static const auth_key *find_key(const tly_auth *a, const uint8_t *key)
+{
+    for (size_t i = 0; i < a->count; i++)
+        if (memcmp(a->keys[i].key, key, 32) == 0)
+            return &a->keys[i];
+    return NULL;
+}
+
+/* Receives one ZAP request (RFC 27) into frames; returns the frame count or -1. */
+static int zap_recv(void *sock, zmq_msg_t *frames, int max)
+{
+    int n = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, 0) < 0) {
+            zmq_msg_close(&m);
+            for (int i = 0; i < n; i++)
+                zmq_msg_close(&frames[i]);
+            return -1;
+        }
+        more = zmq_msg_more(&m);
+        if (n < max)
+            frames[n++] = m;
+        else
+            zmq_msg_close(&m);
+    }
+    return n;
+}
+
+static void zap_reply(void *sock, zmq_msg_t *reqid, const char *code, const char *user)
+{
+    zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(sock, zmq_msg_data(reqid), zmq_msg_size(reqid), ZMQ_SNDMORE);
+    zmq_send(sock, code, strlen(code), ZMQ_SNDMORE);
+    zmq_send(sock, code[0] == '2' ? "OK" : "unknown key", code[0] == '2' ? 2 : 11,
+             ZMQ_SNDMORE);
+    zmq_send(sock, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(sock, "", 0, 0);
+}
+
+static void *zap_thread(void *arg)
+{
+    tly_auth *a = arg;
+    void *sock = zmq_socket(a->ctx, ZMQ_REP);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(sock, "inproc://zeromq.zap.01") != 0) {
+        fprintf(stderr, "tally ledger: ZAP bind failed: %s\n", zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    for (;;) {
+        zmq_msg_t f[8];
+        int n = zap_recv(sock, f, 8);
+        if (n < 0)
+            break; /* context terminated */
+        const auth_key *k = NULL;
+        /* frames: version, request id, domain, address, identity, mechanism, key */
+        if (n == 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
+            zmq_msg_size(&f[6]) == 32)
+            k = find_key(a, zmq_msg_data(&f[6]));
+        if (n >= 2)
+            zap_reply(sock, &f[1], k ? "200" : "400", k ? k->source : "");
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&f[i]);
+    }
+    zmq_close(sock);
+    return NULL;
+}
+
+tly_err tly_auth_start(tly_auth *auth, void *ctx)
+{
+    auth->ctx = ctx;
+    if (pthread_create(&auth->thread, NULL, zap_thread, auth) != 0)
+        return TLY_NOMEM;
+    auth->running = true;
+    return TLY_OK;
+}
+
+void tly_auth_free(tly_auth *auth)
+{
+    if (!auth)
+        return;
+    if (auth->running)
+        pthread_join(auth->thread, NULL);
+    free(auth);
+}
+
+unsigned tly_auth_roles(const tly_auth *auth, const char *source)
+{
+    for (size_t i = 0; i < auth->count; i++)
+        if (strcmp(auth->keys[i].source, source) == 0)
+            return auth->keys[i].roles;
+    return 0;
+}
+
+bool tly_auth_allows(unsigned roles, const tly_event *ev)
+{
+    if (roles & TLY_ROLE_FINANCE)
+        return true;
+    switch (ev->type) {
+    case TLY_EV_SALE:
+    case TLY_EV_RETURN:
+        return (roles & TLY_ROLE_SALES) != 0;
+    case TLY_EV_CERTIFICATION:
+        return (roles & TLY_ROLE_CERTS) != 0;
+    case TLY_EV_CLAIM:
+        return (roles & TLY_ROLE_CLAIMS) != 0 &&
+               (ev->action == TLY_ACT_SUBMIT || ev->action == TLY_ACT_CANCEL);
+    default:
+        return false;
+    }
+}
+
+tly_err tly_auth_read_secret(const char *path, char *secret, char *public_key, char *msg,
+                             size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(msg, cap, "cannot read CURVE secret key %s", path);
+        return TLY_IO;
+    }
+    char buf[128] = {0};
+    int n = fscanf(f, "%127s", buf);
+    fclose(f);
+    uint8_t raw[32];
+    if (n != 1 || strlen(buf) != TLY_Z85_KEY_CHARS || !zmq_z85_decode(raw, buf)) {
+        snprintf(msg, cap, "%s: expected a 40-character Z85 secret key", path);
+        return TLY_BAD_FIELD;
+    }
+    memcpy(secret, buf, TLY_Z85_KEY_CHARS + 1);
+    if (zmq_curve_public(public_key, secret) != 0) {
+        snprintf(msg, cap, "%s: cannot derive the public key", path);
+        return TLY_BAD_FIELD;
+    }
+    return TLY_OK;
+}

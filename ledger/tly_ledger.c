@@ -1,0 +1,589 @@
+/* tly_ledger.c — the ledger daemon loop; see tly_ledger.h and cmd_ledger.c. */
+#include "tly_ledger.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+#include "tly_auth.h"
+#include "tly_cli.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_wire.h"
+
+/* Requests drained into one group commit. Bounds the replies held and the
+ * latency one commit adds to the first request of the batch. */
+#define TLY_COMMIT_REQUESTS_MAX 512u
+/* Events in one group commit: about 4 MiB of records at typical sizes, one
+ * LMDB transaction that commits in a few ms. A request is taken into the
+ * batch only while it fits whole, so every batch holds whole requests. */
+#define TLY_COMMIT_EVENTS_MAX 16384u
+/* Routing frames before the body (a DEALER adds one; REQ via proxies more). */
+#define TLY_ENVELOPE_FRAMES_MAX 8u
+/* Frames above this size are dropped by ZeroMQ itself (the peer is
+ * disconnected); frames up to it but over TLY_FRAME_BYTES_MAX get a
+ * too_large reply. Bounds the memory one hostile peer can take. */
+#define TLY_FRAME_BYTES_HARD_MAX (64u * 1024u * 1024u)
+/* Records in one log-read reply (also bounded by TLY_FRAME_BYTES_MAX). */
+#define TLY_LOGREAD_RECORDS_MAX 4096u
+/* Log-read requests served between two ingest batches, so catch-up readers
+ * cannot starve producers. */
+#define TLY_LOGREAD_PER_TURN 8u
+/* Poll timeout: how often the loop looks at the stop flag when idle. */
+#define TLY_LEDGER_POLL_MS 200
+/* Published records queued per subscriber before PUB drops (they refill
+ * from log-read when they see the gap). */
+#define TLY_EVENTS_HWM 200000
+
+_Static_assert(TLY_COMMIT_EVENTS_MAX >= TLY_BATCH_EVENTS_MAX, "a whole request fits a batch");
+
+typedef struct pending {
+    zmq_msg_t env[TLY_ENVELOPE_FRAMES_MAX];
+    uint32_t env_count;
+    zmq_msg_t body;
+    tly_ingest_req *req;  /* decoded view into body */
+    tly_err whole_err;    /* whole-request error, TLY_OK when the events count */
+    char whole_msg[160];
+    char source[TLY_SOURCE_BYTES_MAX + 1];
+    uint32_t first_item;
+} pending;
+
+struct tly_ledger {
+    tly_ledger_opts opts;
+    void *ctx;
+    void *ingest;
+    void *events;
+    void *logread;
+    tly_log *log;
+    tly_auth *auth;
+    pending *reqs;        /* TLY_COMMIT_REQUESTS_MAX */
+    uint32_t req_count;
+    tly_log_item *items;  /* TLY_COMMIT_EVENTS_MAX */
+    tly_field_error *fes; /* per item */
+    uint32_t item_count;
+    tly_log_group *groups;
+    msgpack_sbuffer sbuf;
+};
+
+bool tly_endpoint_is_loopback(const char *ep)
+{
+    static const char *const ok[] = {"ipc://",          "inproc://",        "tcp://127.",
+                                     "tcp://localhost:", "tcp://[::1]:"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strncmp(ep, ok[i], strlen(ok[i])) == 0)
+            return true;
+    return false;
+}
+
+static tly_err setup_curve(tly_ledger *ld, void *sock, char *msg, size_t cap)
+{
+    char secret[TLY_Z85_KEY_CHARS + 1], pub[TLY_Z85_KEY_CHARS + 1];
+    tly_err err = tly_auth_read_secret(ld->opts.curve_secret, secret, pub, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    int one = 1;
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, TLY_Z85_KEY_CHARS);
+    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "tally", 5);
+    return TLY_OK;
+}
+
+static tly_err open_socket(tly_ledger *ld, int type, const char *ep, void **out, char *msg,
+                           size_t cap)
+{
+    void *s = zmq_socket(ld->ctx, type);
+    if (!s)
+        return TLY_NOMEM;
+    int linger = 0, hwm = TLY_EVENTS_HWM;
+    int64_t maxmsg = TLY_FRAME_BYTES_HARD_MAX;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (type == ZMQ_PUB)
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (ld->auth) {
+        tly_err err = setup_curve(ld, s, msg, cap);
+        if (err != TLY_OK) {
+            zmq_close(s);
+            return err;
+        }
+    }
+    if (zmq_bind(s, ep) != 0) {
+        snprintf(msg, cap, "cannot bind %s: %s", ep, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return TLY_UNAVAILABLE;
+    }
+    *out = s;
+    return TLY_OK;
+}
+
+static tly_err check_endpoints(const tly_ledger_opts *o, char *msg, size_t cap)
+{
+    const char *eps[] = {o->ingest, o->events, o->log_read};
+    for (size_t i = 0; i < 3; i++) {
+        if (!o->curve_secret && !o->insecure && !tly_endpoint_is_loopback(eps[i])) {
+            snprintf(msg, cap,
+                     "refusing to bind %s without CURVE: use a loopback endpoint, "
+                     "--curve-secret with --authorized-keys, or --insecure",
+                     eps[i]);
+            return TLY_USAGE;
+        }
+    }
+    return TLY_OK;
+}
+
+static tly_err alloc_buffers(tly_ledger *ld)
+{
+    ld->reqs = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *ld->reqs);
+    ld->items = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *ld->items);
+    ld->fes = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *ld->fes);
+    ld->groups = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *ld->groups);
+    if (!ld->reqs || !ld->items || !ld->fes || !ld->groups)
+        return TLY_NOMEM;
+    for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++) {
+        ld->reqs[i].req = malloc(sizeof(tly_ingest_req));
+        if (!ld->reqs[i].req)
+            return TLY_NOMEM;
+    }
+    msgpack_sbuffer_init(&ld->sbuf);
+    return TLY_OK;
+}
+
+static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
+{
+    char dir[TLY_PATH_BYTES_MAX];
+    if (snprintf(dir, sizeof dir, "%s/log", ld->opts.data) >= (int)sizeof dir) {
+        snprintf(msg, cap, "data directory path too long");
+        return TLY_USAGE;
+    }
+    if (mkdir(ld->opts.data, 0755) != 0 && errno != EEXIST) {
+        snprintf(msg, cap, "cannot create %s: %s", ld->opts.data, strerror(errno));
+        return TLY_STORAGE;
+    }
+    int flags = TLY_LOG_WRITE | (ld->opts.no_sync ? TLY_LOG_NO_SYNC : 0);
+    tly_err err = tly_log_open(dir, flags, &ld->log);
+    if (err != TLY_OK)
+        snprintf(msg, cap, "cannot open the log in %s: %s", dir, tly_strerror(err));
+    return err;
+}
+
+tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *msg, size_t cap)
+{
+    tly_err err = check_endpoints(opts, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    tly_ledger *ld = calloc(1, sizeof *ld);
+    if (!ld)
+        return TLY_NOMEM;
+    ld->opts = *opts;
+    ld->ctx = zmq_ctx_new();
+    err = alloc_buffers(ld);
+    if (err == TLY_OK && opts->authorized_keys) {
+        err = tly_auth_load(opts->authorized_keys, &ld->auth, msg, cap);
+        if (err == TLY_OK)
+            err = tly_auth_start(ld->auth, ld->ctx);
+    }
+    if (err == TLY_OK)
+        err = open_log(ld, msg, cap);
+    if (err == TLY_OK)
+        err = open_socket(ld, ZMQ_ROUTER, opts->ingest, &ld->ingest, msg, cap);
+    if (err == TLY_OK)
+        err = open_socket(ld, ZMQ_PUB, opts->events, &ld->events, msg, cap);
+    if (err == TLY_OK)
+        err = open_socket(ld, ZMQ_ROUTER, opts->log_read, &ld->logread, msg, cap);
+    if (err != TLY_OK) {
+        tly_ledger_stop(ld);
+        return err;
+    }
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    tly_log_head(ld->log, &head, hash);
+    fprintf(stderr, "tally ledger: serving ingest %s, events %s, log-read %s; head seq %llu%s%s\n",
+            opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
+            opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
+    *out = ld;
+    return TLY_OK;
+}
+
+void tly_ledger_stop(tly_ledger *ld)
+{
+    if (!ld)
+        return;
+    if (ld->ingest)
+        zmq_close(ld->ingest);
+    if (ld->events)
+        zmq_close(ld->events);
+    if (ld->logread)
+        zmq_close(ld->logread);
+    if (ld->ctx)
+        zmq_ctx_term(ld->ctx);
+    tly_auth_free(ld->auth);
+    tly_log_close(ld->log);
+    if (ld->reqs)
+        for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++)
+            free(ld->reqs[i].req);
+    free(ld->reqs);
+    free(ld->items);
+    free(ld->fes);
+    free(ld->groups);
+    msgpack_sbuffer_destroy(&ld->sbuf);
+    free(ld);
+}
+
+/* ---- receiving ---- */
+
+/* Receives one multipart message into p (envelope + body). Returns 1 when a
+ * message was read, 0 when none is waiting, -1 on error. */
+static int recv_request(void *sock, pending *p, int flags)
+{
+    p->env_count = 0;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, flags) < 0) {
+            zmq_msg_close(&m);
+            for (uint32_t i = 0; i < p->env_count; i++)
+                zmq_msg_close(&p->env[i]);
+            return zmq_errno() == EAGAIN ? 0 : -1;
+        }
+        flags = 0; /* the rest of a multipart message is already here */
+        if (!zmq_msg_more(&m)) {
+            p->body = m;
+            return 1;
+        }
+        if (p->env_count < TLY_ENVELOPE_FRAMES_MAX)
+            p->env[p->env_count++] = m;
+        else
+            zmq_msg_close(&m); /* too deep an envelope: the reply cannot route */
+    }
+}
+
+static void release_request(pending *p)
+{
+    for (uint32_t i = 0; i < p->env_count; i++)
+        zmq_msg_close(&p->env[i]);
+    zmq_msg_close(&p->body);
+    p->env_count = 0;
+}
+
+static void send_reply(void *sock, pending *p, const msgpack_sbuffer *sb)
+{
+    for (uint32_t i = 0; i < p->env_count; i++)
+        zmq_send(sock, zmq_msg_data(&p->env[i]), zmq_msg_size(&p->env[i]),
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    /* A peer that went away cannot be answered; it will resend. */
+    zmq_send(sock, sb->data, sb->size, ZMQ_DONTWAIT);
+}
+
+static bool utf8_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if (((unsigned char)s[i + k] >> 6) != 2)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+static void whole_error(pending *p, tly_err err, const char *msg)
+{
+    p->whole_err = err;
+    snprintf(p->whole_msg, sizeof p->whole_msg, "%s", msg);
+}
+
+/* Decides the request's source: the CURVE identity, or the declared one. */
+static void resolve_source(tly_ledger *ld, pending *p)
+{
+    tly_ingest_req *r = p->req;
+    const char *user = ld->auth ? zmq_msg_gets(&p->body, "User-Id") : NULL;
+    if (ld->auth) {
+        if (!user) {
+            whole_error(p, TLY_FORBIDDEN, "connection is not authenticated");
+            return;
+        }
+        if (r->source.ptr && !tly_str_eq(r->source, user)) {
+            whole_error(p, TLY_FORBIDDEN, "declared source differs from the authenticated key");
+            return;
+        }
+        snprintf(p->source, sizeof p->source, "%s", user);
+        return;
+    }
+    if (!r->source.ptr) {
+        whole_error(p, TLY_MALFORMED, "request has no \"source\" (required without CURVE)");
+        return;
+    }
+    if (r->source.len == 0 || r->source.len > TLY_SOURCE_BYTES_MAX ||
+        !utf8_valid(r->source.ptr, r->source.len)) {
+        whole_error(p, TLY_MALFORMED, "\"source\" must be UTF-8 of 1..64 bytes");
+        return;
+    }
+    memcpy(p->source, r->source.ptr, r->source.len);
+    p->source[r->source.len] = '\0';
+}
+
+/* Validates the events of one request into items; returns the count added. */
+static void take_events(tly_ledger *ld, pending *p, int64_t now_ms)
+{
+    unsigned roles = ld->auth ? tly_auth_roles(ld->auth, p->source) : TLY_ROLE_FINANCE;
+    p->first_item = ld->item_count;
+    tly_str source = {p->source, (uint32_t)strlen(p->source)};
+    for (uint32_t i = 0; i < p->req->event_count; i++) {
+        tly_log_item *it = &ld->items[ld->item_count];
+        tly_field_error *fe = &ld->fes[ld->item_count];
+        tly_event ev;
+        memset(it, 0, sizeof *it);
+        fe->field[0] = fe->message[0] = '\0';
+        it->source = source;
+        it->event = p->req->events[i].ptr;
+        it->event_len = p->req->events[i].len;
+        it->err = tly_event_decode(it->event, it->event_len, now_ms, &ev, fe);
+        if (it->err == TLY_OK) {
+            it->id = ev.id;
+            if (!tly_auth_allows(roles, &ev)) {
+                it->err = TLY_FORBIDDEN;
+                snprintf(fe->message, sizeof fe->message, "source '%s' may not send %s events",
+                         p->source, tly_ev_type_name(ev.type));
+            }
+        }
+        ld->item_count++;
+    }
+}
+
+/* Reads and decodes one waiting request into the batch. Returns false when
+ * none is waiting. */
+static bool take_request(tly_ledger *ld, int64_t now_ms, int flags)
+{
+    pending *p = &ld->reqs[ld->req_count];
+    int rc = recv_request(ld->ingest, p, flags);
+    if (rc <= 0)
+        return false;
+    ld->req_count++;
+    p->whole_err = TLY_OK;
+    p->source[0] = '\0';
+    p->first_item = ld->item_count;
+    size_t size = zmq_msg_size(&p->body);
+    p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), size, p->req, p->whole_msg,
+                                          sizeof p->whole_msg);
+    if (p->whole_err == TLY_OK)
+        resolve_source(ld, p);
+    if (p->whole_err == TLY_OK)
+        take_events(ld, p, now_ms);
+    else
+        p->req->event_count = 0;
+    return true;
+}
+
+/* ---- committing and replying ---- */
+
+static void result_of(const tly_ledger *ld, uint32_t k, tly_ingest_result *res)
+{
+    const tly_log_item *it = &ld->items[k];
+    memset(res, 0, sizeof *res);
+    res->err = it->err;
+    res->seq = it->seq;
+    res->dup = it->dup;
+    if (it->err == TLY_OK)
+        return;
+    snprintf(res->field, sizeof res->field, "%s", ld->fes[k].field);
+    snprintf(res->message, sizeof res->message, "%s",
+             ld->fes[k].message[0] ? ld->fes[k].message : tly_strerror(it->err));
+}
+
+static void reply_request(tly_ledger *ld, pending *p)
+{
+    msgpack_sbuffer_clear(&ld->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
+    if (p->whole_err != TLY_OK) {
+        tly_wire_reply_error(&pk, p->req->has_req, p->req->req, p->whole_err, p->whole_msg);
+    } else {
+        tly_wire_reply_begin(&pk, p->req->req, p->req->event_count);
+        for (uint32_t i = 0; i < p->req->event_count; i++) {
+            tly_ingest_result res;
+            result_of(ld, p->first_item + i, &res);
+            tly_wire_reply_result(&pk, &res);
+        }
+    }
+    send_reply(ld->ingest, p, &ld->sbuf);
+}
+
+/* Publishes records first..last on the events socket. */
+static void publish(tly_ledger *ld, uint64_t first, uint64_t last)
+{
+    tly_log_reader *rd = NULL;
+    if (tly_log_reader_open(ld->log, first, &rd) != TLY_OK)
+        return;
+    tly_record rec;
+    while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= last) {
+        tly_ev_type type;
+        tly_str id;
+        const char *topic = "unknown";
+        if (tly_event_peek_id(rec.event, rec.event_len, &type, &id) == TLY_OK)
+            topic = tly_ev_type_name(type);
+        zmq_send(ld->events, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(ld->events, rec.raw, rec.raw_len, ZMQ_DONTWAIT);
+    }
+    tly_log_reader_close(rd);
+}
+
+static void commit_batch(tly_ledger *ld, int64_t now_ms)
+{
+    uint32_t ngroups = 0;
+    for (uint32_t r = 0; r < ld->req_count; r++) {
+        pending *p = &ld->reqs[r];
+        if (p->whole_err != TLY_OK || p->req->event_count == 0)
+            continue;
+        ld->groups[ngroups].first = p->first_item;
+        ld->groups[ngroups].count = p->req->event_count;
+        ld->groups[ngroups].atomic = p->req->atomic;
+        ngroups++;
+    }
+    uint64_t before = 0, after = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    tly_log_head(ld->log, &before, hash);
+    if (ld->item_count > 0) {
+        tly_err err = tly_log_append(ld->log, now_ms, ld->items, ld->item_count, ld->groups,
+                                     ngroups);
+        if (err != TLY_OK)
+            fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", ld->item_count,
+                    tly_strerror(err));
+    }
+    tly_log_head(ld->log, &after, hash);
+    for (uint32_t r = 0; r < ld->req_count; r++) {
+        reply_request(ld, &ld->reqs[r]);
+        release_request(&ld->reqs[r]);
+    }
+    if (after > before)
+        publish(ld, before + 1, after);
+    ld->req_count = 0;
+    ld->item_count = 0;
+}
+
+/* Drains waiting requests into one batch, commits it, replies. */
+static void serve_ingest(tly_ledger *ld)
+{
+    int64_t now_ms = tly_now_ms();
+    while (ld->req_count < TLY_COMMIT_REQUESTS_MAX &&
+           ld->item_count + TLY_BATCH_EVENTS_MAX <= TLY_COMMIT_EVENTS_MAX) {
+        if (!take_request(ld, now_ms, ZMQ_DONTWAIT))
+            break;
+    }
+    if (ld->req_count > 0)
+        commit_batch(ld, now_ms);
+}
+
+/* ---- log-read ---- */
+
+static void logread_reply(tly_ledger *ld, uint64_t from, uint32_t max)
+{
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    tly_log_head(ld->log, &head, hash);
+    if (max > TLY_LOGREAD_RECORDS_MAX)
+        max = TLY_LOGREAD_RECORDS_MAX;
+    if (from == 0)
+        from = 1;
+    /* Count what fits first, so the array header is exact. */
+    uint32_t n = 0;
+    size_t bytes = 64;
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    if (from <= head && tly_log_reader_open(ld->log, from, &rd) == TLY_OK) {
+        while (n < max && tly_log_reader_next(rd, &rec) == TLY_OK &&
+               bytes + rec.raw_len + 5 <= TLY_FRAME_BYTES_MAX) {
+            bytes += rec.raw_len + 5;
+            n++;
+        }
+        tly_log_reader_close(rd);
+    }
+    msgpack_sbuffer_clear(&ld->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "records", 7);
+    msgpack_pack_array(&pk, n);
+    if (n > 0 && tly_log_reader_open(ld->log, from, &rd) == TLY_OK) {
+        for (uint32_t i = 0; i < n && tly_log_reader_next(rd, &rec) == TLY_OK; i++)
+            msgpack_pack_bin_with_body(&pk, rec.raw, rec.raw_len);
+        tly_log_reader_close(rd);
+    }
+    msgpack_pack_str_with_body(&pk, "head", 4);
+    msgpack_pack_uint64(&pk, head);
+}
+
+static void serve_logread(tly_ledger *ld)
+{
+    for (uint32_t turn = 0; turn < TLY_LOGREAD_PER_TURN; turn++) {
+        pending *p = &ld->reqs[ld->req_count]; /* a free slot */
+        if (recv_request(ld->logread, p, ZMQ_DONTWAIT) <= 0)
+            return;
+        uint64_t from = 0;
+        uint32_t max = 0;
+        tly_err err = tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body),
+                                              &from, &max);
+        if (err == TLY_OK) {
+            logread_reply(ld, from, max);
+        } else {
+            msgpack_sbuffer_clear(&ld->sbuf);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
+            tly_wire_reply_error(&pk, false, 0, err, "expected {\"from\": seq, \"max\": n}");
+        }
+        send_reply(ld->logread, p, &ld->sbuf);
+        release_request(p);
+    }
+}
+
+/* Answers every request still queued with `unavailable`. */
+static void refuse_queued(tly_ledger *ld)
+{
+    pending *p = &ld->reqs[0];
+    while (recv_request(ld->ingest, p, ZMQ_DONTWAIT) > 0) {
+        uint64_t req = 0;
+        bool has_req = false;
+        if (tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), p->req,
+                                   NULL, 0) == TLY_OK ||
+            p->req->has_req) {
+            has_req = p->req->has_req;
+            req = p->req->req;
+        }
+        msgpack_sbuffer_clear(&ld->sbuf);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
+        tly_wire_reply_error(&pk, has_req, req, TLY_UNAVAILABLE, "ledger is shutting down");
+        send_reply(ld->ingest, p, &ld->sbuf);
+        release_request(p);
+    }
+}
+
+tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
+{
+    zmq_pollitem_t items[2] = {{ld->ingest, 0, ZMQ_POLLIN, 0}, {ld->logread, 0, ZMQ_POLLIN, 0}};
+    while (!*stop) {
+        int rc = zmq_poll(items, 2, TLY_LEDGER_POLL_MS);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            fprintf(stderr, "tally ledger: poll failed: %s\n", zmq_strerror(zmq_errno()));
+            return TLY_IO;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            serve_ingest(ld);
+        if (items[1].revents & ZMQ_POLLIN)
+            serve_logread(ld);
+    }
+    refuse_queued(ld);
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    tly_log_head(ld->log, &head, hash);
+    fprintf(stderr, "tally ledger: stopped cleanly at seq %llu\n", (unsigned long long)head);
+    return TLY_OK;
+}

@@ -1,0 +1,44 @@
+/*
+ * tly_ledger.h — the ledger daemon as a library: start, serve, stop.
+ *
+ * `tally ledger` (cmd_ledger.c) is a thin wrapper; tests and `tally bench`
+ * use the same code through the binary.
+ */
+#ifndef TLY_LEDGER_H
+#define TLY_LEDGER_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "tly_err.h"
+
+typedef struct tly_ledger_opts {
+    const char *data;            /* data directory; the log is DIR/log */
+    const char *ingest;          /* endpoints */
+    const char *events;
+    const char *log_read;
+    bool no_sync;                /* --no-sync: commits are not fsynced */
+    bool insecure;               /* allow non-loopback endpoints without CURVE */
+    const char *curve_secret;    /* NULL: no CURVE */
+    const char *authorized_keys; /* with curve_secret */
+} tly_ledger_opts;
+
+typedef struct tly_ledger tly_ledger;
+
+/* Opens the log, loads keys and binds the sockets. On failure writes a
+ * sentence into msg and returns TLY_USAGE (bad endpoint or option),
+ * TLY_IO/TLY_BAD_FIELD (keys), TLY_STORAGE (log) or TLY_UNAVAILABLE (bind). */
+tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *msg, size_t cap);
+
+/* Serves until *stop becomes non-zero; the batch in hand is committed and
+ * acknowledged, requests still queued get `unavailable`. */
+tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop);
+
+/* Closes sockets and the log. NULL is a no-op. */
+void tly_ledger_stop(tly_ledger *ld);
+
+/* True when endpoint is loopback-only (tcp on 127.0.0.0/8, localhost or
+ * [::1], ipc://, inproc://). */
+bool tly_endpoint_is_loopback(const char *endpoint);
+
+#endif

@@ -1,0 +1,307 @@
+/* tly_client.c — producer client: window, acks, resend, reconnect; see tly_client.h. */
+#include "tly_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "tly_cli.h"
+#include "tly_limits.h"
+
+typedef struct slot {
+    bool used;
+    bool parked;          /* waiting for retry_at_ns before the next send */
+    uint64_t req;
+    msgpack_sbuffer frame;
+    uint64_t deadline_ns; /* reply expected by then */
+    uint64_t retry_at_ns;
+    uint32_t attempts;
+    uint64_t tag;
+    tly_client_done_fn done;
+    void *ctx;
+} slot;
+
+struct tly_client {
+    tly_client_opts opts;
+    void *zctx;
+    void *sock;
+    char secret[41];
+    char pub[41];
+    slot slots[TLY_CLIENT_WINDOW_MAX];
+    uint32_t in_flight;
+    uint64_t next_req;
+    int backoff_ms;
+    tly_ingest_result *results; /* TLY_BATCH_EVENTS_MAX */
+};
+
+static uint64_t ms_to_ns(int ms)
+{
+    return (uint64_t)ms * 1000000ull;
+}
+
+static tly_err connect_socket(tly_client *c)
+{
+    void *s = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!s)
+        return TLY_NOMEM;
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (c->opts.server_key) {
+        zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->opts.server_key, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->pub, 40);
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->secret, 40);
+    }
+    if (zmq_connect(s, c->opts.endpoint) != 0) {
+        zmq_close(s);
+        return TLY_USAGE;
+    }
+    c->sock = s;
+    return TLY_OK;
+}
+
+static tly_err read_secret(tly_client *c, char *msg, size_t cap)
+{
+    FILE *f = fopen(c->opts.secret_file, "r");
+    if (!f) {
+        snprintf(msg, cap, "cannot read secret key %s", c->opts.secret_file);
+        return TLY_IO;
+    }
+    int n = fscanf(f, "%40s", c->secret);
+    fclose(f);
+    if (n != 1 || strlen(c->secret) != 40 || zmq_curve_public(c->pub, c->secret) != 0) {
+        snprintf(msg, cap, "%s: expected a 40-character Z85 secret key", c->opts.secret_file);
+        return TLY_BAD_FIELD;
+    }
+    return TLY_OK;
+}
+
+tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg, size_t cap)
+{
+    if (!opts->endpoint || opts->window > TLY_CLIENT_WINDOW_MAX ||
+        (opts->server_key && (!opts->secret_file || strlen(opts->server_key) != 40))) {
+        snprintf(msg, cap, "client needs an endpoint, a window of at most %u, and with a "
+                           "server key a 40-character key and a secret key file",
+                 TLY_CLIENT_WINDOW_MAX);
+        return TLY_USAGE;
+    }
+    tly_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return TLY_NOMEM;
+    c->opts = *opts;
+    if (c->opts.ack_timeout_ms <= 0)
+        c->opts.ack_timeout_ms = TLY_ACK_TIMEOUT_MS;
+    if (c->opts.window == 0)
+        c->opts.window = 1;
+    c->backoff_ms = TLY_RETRY_BACKOFF_MS_FIRST;
+    c->next_req = 1;
+    c->results = calloc(TLY_BATCH_EVENTS_MAX, sizeof *c->results);
+    c->zctx = zmq_ctx_new();
+    tly_err err = c->results && c->zctx ? TLY_OK : TLY_NOMEM;
+    if (err == TLY_OK && opts->server_key)
+        err = read_secret(c, msg, cap);
+    if (err == TLY_OK && (err = connect_socket(c)) == TLY_USAGE)
+        snprintf(msg, cap, "cannot connect to %s: %s", opts->endpoint,
+                 zmq_strerror(zmq_errno()));
+    if (err != TLY_OK) {
+        tly_client_close(c);
+        return err;
+    }
+    *out = c;
+    return TLY_OK;
+}
+
+void tly_client_close(tly_client *c)
+{
+    if (!c)
+        return;
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++)
+        if (c->slots[i].used)
+            msgpack_sbuffer_destroy(&c->slots[i].frame);
+    if (c->sock)
+        zmq_close(c->sock);
+    if (c->zctx)
+        zmq_ctx_term(c->zctx);
+    free(c->results);
+    free(c);
+}
+
+static void send_slot(tly_client *c, slot *s)
+{
+    s->parked = false;
+    s->attempts++;
+    s->deadline_ns = tly_mono_ns() + ms_to_ns(c->opts.ack_timeout_ms);
+    /* DEALER queues while disconnected; the deadline covers a lost peer. */
+    zmq_send(c->sock, s->frame.data, s->frame.size, ZMQ_DONTWAIT);
+}
+
+static void finish(tly_client *c, slot *s, tly_err whole, uint32_t count, const char *msg)
+{
+    s->used = false;
+    c->in_flight--;
+    msgpack_sbuffer_destroy(&s->frame);
+    s->done(s->ctx, s->tag, whole, c->results, count, msg);
+}
+
+/* A request that must be tried again later: park it, or give up. */
+static void retry_later(tly_client *c, slot *s, tly_err why, const char *msg)
+{
+    if (c->opts.retries_max && s->attempts > c->opts.retries_max) {
+        finish(c, s, why == TLY_OK ? TLY_TIMEOUT : why, 0, msg);
+        return;
+    }
+    s->parked = true;
+    s->retry_at_ns = tly_mono_ns() + ms_to_ns(c->backoff_ms);
+    c->backoff_ms = c->backoff_ms * 2 > TLY_RETRY_BACKOFF_MS_MAX ? TLY_RETRY_BACKOFF_MS_MAX
+                                                                  : c->backoff_ms * 2;
+}
+
+static slot *find_req(tly_client *c, uint64_t req)
+{
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++)
+        if (c->slots[i].used && !c->slots[i].parked && c->slots[i].req == req)
+            return &c->slots[i];
+    return NULL;
+}
+
+static bool any_storage(const tly_ingest_result *r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (r[i].err == TLY_STORAGE)
+            return true;
+    return false;
+}
+
+static void handle_reply(tly_client *c, const void *buf, size_t len)
+{
+    uint64_t req = 0;
+    uint32_t count = 0;
+    char msg[160] = "";
+    tly_err whole = tly_wire_reply_decode(buf, len, &req, c->results, TLY_BATCH_EVENTS_MAX,
+                                          &count, msg, sizeof msg);
+    slot *s = find_req(c, req);
+    if (!s)
+        return; /* a late reply to a request already resent or finished */
+    if (whole == TLY_STORAGE || whole == TLY_UNAVAILABLE ||
+        (whole == TLY_OK && any_storage(c->results, count))) {
+        if (c->opts.verbose)
+            fprintf(stderr, "tally: ledger answered %s, retrying request %llu\n",
+                    whole == TLY_OK ? "storage" : tly_err_name(whole),
+                    (unsigned long long)s->req);
+        retry_later(c, s, whole == TLY_OK ? TLY_STORAGE : whole, msg);
+        return;
+    }
+    c->backoff_ms = TLY_RETRY_BACKOFF_MS_FIRST;
+    finish(c, s, whole, whole == TLY_OK ? count : 0, msg);
+}
+
+/* No reply in time: reconnect and resend everything in flight (Lazy Pirate). */
+static void reconnect(tly_client *c)
+{
+    if (c->opts.verbose)
+        fprintf(stderr, "tally: no ack from %s within %d ms, reconnecting\n", c->opts.endpoint,
+                c->opts.ack_timeout_ms);
+    zmq_close(c->sock);
+    c->sock = NULL;
+    if (connect_socket(c) != TLY_OK)
+        return;
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++) {
+        slot *s = &c->slots[i];
+        if (!s->used || s->parked)
+            continue;
+        if (c->opts.retries_max && s->attempts > c->opts.retries_max)
+            finish(c, s, TLY_TIMEOUT, 0, "no acknowledgement after all retries");
+        else
+            send_slot(c, s);
+    }
+}
+
+static void check_timers(tly_client *c)
+{
+    uint64_t now = tly_mono_ns();
+    bool expired = false;
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++) {
+        slot *s = &c->slots[i];
+        if (!s->used)
+            continue;
+        if (s->parked && now >= s->retry_at_ns)
+            send_slot(c, s);
+        else if (!s->parked && now >= s->deadline_ns)
+            expired = true;
+    }
+    if (expired)
+        reconnect(c);
+}
+
+static int next_wake_ms(const tly_client *c, int wait_ms)
+{
+    uint64_t now = tly_mono_ns();
+    uint64_t wake = now + ms_to_ns(wait_ms);
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++) {
+        const slot *s = &c->slots[i];
+        if (!s->used)
+            continue;
+        uint64_t t = s->parked ? s->retry_at_ns : s->deadline_ns;
+        if (t < wake)
+            wake = t;
+    }
+    return wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+}
+
+uint32_t tly_client_poll(tly_client *c, int wait_ms)
+{
+    uint64_t end = tly_mono_ns() + ms_to_ns(wait_ms);
+    do {
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+        int rc = c->sock ? zmq_poll(&it, 1, next_wake_ms(c, wait_ms)) : 0;
+        if (rc > 0) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            while (zmq_msg_recv(&m, c->sock, ZMQ_DONTWAIT) >= 0)
+                handle_reply(c, zmq_msg_data(&m), zmq_msg_size(&m));
+            zmq_msg_close(&m);
+            return c->in_flight;
+        }
+        check_timers(c);
+        if (!c->sock && connect_socket(c) != TLY_OK)
+            return c->in_flight;
+    } while (c->in_flight > 0 && tly_mono_ns() < end);
+    return c->in_flight;
+}
+
+void tly_client_drain(tly_client *c)
+{
+    while (c->in_flight > 0)
+        tly_client_poll(c, 1000);
+}
+
+tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events,
+                          uint32_t count, bool atomic, uint64_t tag, tly_client_done_fn done,
+                          void *ctx)
+{
+    if (count == 0 || count > TLY_BATCH_EVENTS_MAX || !done)
+        return TLY_USAGE;
+    while (c->in_flight >= c->opts.window)
+        tly_client_poll(c, 1000);
+    slot *s = NULL;
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX && !s; i++)
+        if (!c->slots[i].used)
+            s = &c->slots[i];
+    msgpack_sbuffer_init(&s->frame);
+    tly_err err = tly_wire_ingest_encode(&s->frame, c->next_req, source, atomic, events, count);
+    if (err == TLY_OK && s->frame.size > TLY_FRAME_BYTES_MAX)
+        err = TLY_TOO_LARGE;
+    if (err != TLY_OK) {
+        msgpack_sbuffer_destroy(&s->frame);
+        return err;
+    }
+    s->used = true;
+    s->req = c->next_req++;
+    s->attempts = 0;
+    s->tag = tag;
+    s->done = done;
+    s->ctx = ctx;
+    c->in_flight++;
+    send_slot(c, s);
+    return TLY_OK;
+}

@@ -1,0 +1,79 @@
+/*
+ * tly_client.h — the producer client library.
+ *
+ * A client holds one DEALER connection to the ledger's ingest socket and up
+ * to `window` requests in flight. Each request is kept, encoded, until its
+ * reply arrives. When no reply comes within the ack timeout the client drops
+ * the connection, opens a new one and resends every request in flight with
+ * the same bytes — the same (source, id) pairs — which is safe because the
+ * ledger acknowledges a resend as a duplicate (SPEC section 3). Whole-request
+ * errors that mean "try later" (`storage`, `unavailable`) are resent after a
+ * backoff; every other outcome is final and handed to the caller.
+ *
+ * Requests on one connection are appended in the order they were submitted
+ * unless a retry intervenes.
+ */
+#ifndef TLY_CLIENT_H
+#define TLY_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tly_err.h"
+#include "tly_wire.h"
+
+/* Default time to wait for an ack before reconnecting and resending. */
+#define TLY_ACK_TIMEOUT_MS 5000
+/* Requests in flight on one connection at most. */
+#define TLY_CLIENT_WINDOW_MAX 64u
+/* Backoff before resending after `storage`/`unavailable` or a timeout:
+ * doubles from the first value to the cap. */
+#define TLY_RETRY_BACKOFF_MS_FIRST 100
+#define TLY_RETRY_BACKOFF_MS_MAX 5000
+
+typedef struct tly_client_opts {
+    const char *endpoint;   /* ingest endpoint */
+    const char *server_key; /* Z85 public key of the ledger; NULL: no CURVE */
+    const char *secret_file;/* with server_key: this producer's secret key file */
+    int ack_timeout_ms;     /* 0: TLY_ACK_TIMEOUT_MS */
+    uint32_t window;        /* 0: 1; at most TLY_CLIENT_WINDOW_MAX */
+    uint32_t retries_max;   /* resends of one request before giving up; 0: unlimited */
+    bool verbose;           /* log reconnects and retries on stderr */
+} tly_client_opts;
+
+typedef struct tly_client tly_client;
+
+/*
+ * Called once per request when it is complete. whole is TLY_OK when results
+ * holds count per-event results (in order), else the whole-request error
+ * (msg says why; TLY_TIMEOUT when retries_max ran out). results and msg live
+ * only during the call.
+ */
+typedef void (*tly_client_done_fn)(void *ctx, uint64_t tag, tly_err whole,
+                                   const tly_ingest_result *results, uint32_t count,
+                                   const char *msg);
+
+/* Connects (lazily: ZeroMQ connects in the background). */
+tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg, size_t cap);
+void tly_client_close(tly_client *c);
+
+/*
+ * Submits one request of count (1..TLY_BATCH_EVENTS_MAX) encoded events with
+ * the declared source (NULL with CURVE: the key's name is the source). The
+ * event bytes are copied. Blocks, processing replies, while the window is
+ * full. done is called for this request from inside a later submit, poll or
+ * drain call. Returns TLY_OK, TLY_TOO_LARGE (the encoded request exceeds
+ * TLY_FRAME_BYTES_MAX), TLY_USAGE or TLY_NOMEM.
+ */
+tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events,
+                          uint32_t count, bool atomic, uint64_t tag, tly_client_done_fn done,
+                          void *ctx);
+
+/* Processes replies and timeouts for up to wait_ms; returns the number of
+ * requests still in flight. */
+uint32_t tly_client_poll(tly_client *c, int wait_ms);
+
+/* Waits until no request is in flight. */
+void tly_client_drain(tly_client *c);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * tly_send.h — streaming import: JSON lines or POS CSV into ledger requests.
+ *
+ * Used by `tally send`. Reads the stream line by line, converts each line to
+ * an event (MessagePack), batches consecutive events of one source and sends
+ * them through a tly_client, reporting every rejected event with its line
+ * number, id, code and message.
+ */
+#ifndef TLY_SEND_H
+#define TLY_SEND_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tly_client.h"
+#include "tly_err.h"
+#include "tly_event.h"
+
+typedef struct tly_send_config {
+    const char *source; /* overrides every record's source; NULL: per record */
+    bool csv;           /* POS CSV instead of JSON lines */
+    bool atomic;        /* each request all-or-nothing */
+    uint32_t batch;     /* events per request, 1..TLY_BATCH_EVENTS_MAX */
+    tly_client_opts client;
+    FILE *report;       /* rejected events are reported here (NULL: silent) */
+} tly_send_config;
+
+typedef struct tly_send_stats {
+    uint64_t lines;
+    uint64_t sent;       /* appended (not duplicates) [D10] */
+    uint64_t duplicates;
+    uint64_t rejected;   /* by the ledger or before sending (bad line) */
+} tly_send_stats;
+
+/* Sends everything in `in`. Returns TLY_OK when every event got a final
+ * outcome (stats say which), or an error that stopped the import (cannot
+ * connect: TLY_USAGE; a CSV without the expected header: TLY_MALFORMED), with
+ * msg set. */
+tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *stats, char *msg,
+                        size_t cap);
+
+/* Converts one CSV data row (fields in header order
+ * id,partner,sku,qty,amount,currency,at) into a sale event. amount is a
+ * decimal with at most the currency's minor-unit digits [D18]; at is an ISO
+ * date or time. Returns a new JSON object or NULL with fe filled. */
+json_t *tly_send_csv_row(const char *line, tly_field_error *fe);
+
+#endif
