@@ -223,4 +223,14 @@
  * "K-of-N" shards: TLY_SHARDS_MAX shards of a few shard counts, and more. */
 #define TLY_AUDIT_VIEWS_DIRENTS_MAX 4096u
 
+/* Entries of DIR/views the query service reads when it looks for shard
+ * stores: far more than the at most TLY_SHARDS_MAX stores of a few shard
+ * counts a directory ever holds. */
+#define TLY_QUERY_VIEWS_DIR_ENTRIES_MAX 4096u
+
+/* Stored exceptions one exceptions reply examines (matching a filter or
+ * not) before it is cut with "next_seq": bounds the work of one request
+ * when a filter matches little, so other clients are not held up long. */
+#define TLY_QUERY_EXCEPTIONS_SCAN_MAX 1000000u
+
 #endif
