@@ -1,4 +1,683 @@
-/* cmd_consume.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_consume.c — `tally consume`: one consumer shard (SPEC section 2).
+ *
+ * The consumer restores its engine from the shard's view store, then folds
+ * the log from checkpoint + 1 in seq order. Every batch (at most --batch
+ * records, or whatever the log holds) is committed with its checkpoint in
+ * one LMDB transaction, so a crash at any moment, kill -9 included, resumes
+ * at the checkpoint and applies every record exactly once.
+ *
+ * Where records come from:
+ *   - the log's LMDB environment DIR/log on this machine (the default): a
+ *     reader per batch sees what the ledger has committed; a missing DIR/log
+ *     is waited for (the ledger may start later);
+ *   - the ledger's log-read socket, with --remote, or when --log-read is
+ *     given explicitly and DIR/log does not exist when the consumer starts
+ *     (a consumer on another machine than the ledger).
+ * Live following: the events socket (SUB) delivers each committed record;
+ * the next expected seq is applied directly, an older one is ignored, a
+ * newer one is a gap that is filled from the log first. When the socket is
+ * quiet for TLY_CONSUME_IDLE_POLL_MS the log is polled anyway, so a dropped
+ * message delays folding but never stalls it.
+ *
+ * Exit: SIGTERM/SIGINT finish the current batch, commit and exit 0;
+ * --exit-at-head exits 0 once the log holds nothing more. A record that does
+ * not decode is log corruption: the records before it are committed and the
+ * consumer exits 1. An engine failure (out of memory, overflow) exits 1
+ * without committing, since the engine's state is then unusable.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_consume(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("consume", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_engine.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_mp.h"
+#include "tly_views.h"
+#include "tly_wire.h"
+
+#define CMD "consume"
+
+_Static_assert(TLY_CONSUME_BATCH_RECORDS_DEFAULT <= TLY_CONSUME_BATCH_RECORDS_MAX,
+               "default batch within the maximum");
+
+static volatile sig_atomic_t consume_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    consume_stop = 1;
+}
+
+typedef struct consume_opts {
+    tly_common_opts common;
+    uint32_t shard;
+    uint32_t shard_count;
+    uint32_t batch;
+    bool remote;
+    bool exit_at_head;
+    bool log_read_given;
+} consume_opts;
+
+typedef struct consumer {
+    consume_opts o;
+    char log_dir[TLY_PATH_BYTES_MAX];
+    tly_views *views;
+    tly_engine *engine;
+    uint32_t pending;         /* records applied since the last commit */
+    uint32_t commit_failures; /* consecutive */
+    bool engine_broken;       /* apply failed: never commit this state */
+    bool remote;
+    bool logread_quiet;       /* "no reply" already logged for this outage */
+    tly_log *log;             /* local source; NULL until DIR/log exists */
+    void *zctx;
+    void *sub;
+    void *dealer;
+    uint64_t start_seq;
+    tly_event ev; /* reused for every record: no per-record allocation */
+} consumer;
+
+/* --- applying and committing --- */
+
+static tly_err reload_engine(consumer *c)
+{
+    tly_engine_free(c->engine);
+    c->engine = NULL;
+    tly_err err = tly_engine_new(c->o.shard, c->o.shard_count, &c->engine);
+    if (err == TLY_OK)
+        err = tly_views_load(c->views, c->engine);
+    if (err != TLY_OK)
+        tly_errorf(CMD, "shard %u/%u: cannot load the view store: %s", c->o.shard,
+                   c->o.shard_count, tly_strerror(err));
+    return err;
+}
+
+/* Commits the pending records. After a failed commit the engine may have
+ * forgotten changes it flushed into the aborted transaction, so it is
+ * reloaded from the store: its seq falls back to the checkpoint and the
+ * sources, which always read from seq + 1, refold the lost records. */
+static tly_err commit(consumer *c)
+{
+    if (c->pending == 0 || c->engine_broken)
+        return TLY_OK;
+    tly_err err = tly_views_commit(c->views, c->engine);
+    if (err == TLY_OK) {
+        c->pending = 0;
+        c->commit_failures = 0;
+        return TLY_OK;
+    }
+    tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard,
+               c->o.shard_count, (unsigned long long)tly_engine_seq(c->engine),
+               tly_strerror(err));
+    c->pending = 0;
+    if (++c->commit_failures > TLY_CONSUME_RELOAD_RETRIES_MAX)
+        return err;
+    return reload_engine(c);
+}
+
+/*
+ * Applies one record if it is the next one. *gap is set when its seq lies
+ * beyond the next one (the caller fills from the log); older records are
+ * ignored. Commits when the batch is full.
+ */
+static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
+{
+    uint64_t applied = tly_engine_seq(c->engine);
+    *gap = false;
+    if (rec->seq <= applied)
+        return TLY_OK;
+    if (rec->seq != applied + 1) {
+        *gap = true;
+        return TLY_OK;
+    }
+    tly_field_error fe = {{0}, {0}};
+    tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &c->ev, &fe);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "shard %u/%u: record %llu does not decode (%s: %s%s%s): the log is "
+                   "corrupt", c->o.shard, c->o.shard_count, (unsigned long long)rec->seq,
+                   tly_err_name(err), fe.field, fe.field[0] ? ": " : "", fe.message);
+        return TLY_CORRUPT;
+    }
+    err = tly_engine_apply(c->engine, rec, &c->ev);
+    if (err != TLY_OK) {
+        c->engine_broken = true;
+        tly_errorf(CMD, "shard %u/%u: folding record %llu failed: %s", c->o.shard,
+                   c->o.shard_count, (unsigned long long)rec->seq, tly_strerror(err));
+        return err;
+    }
+    if (++c->pending >= c->o.batch)
+        return commit(c);
+    return TLY_OK;
+}
+
+/* --- local source: DIR/log --- */
+
+/* Opens DIR/log when it exists. *ready is false while it does not. */
+static tly_err local_open(consumer *c, bool *ready)
+{
+    *ready = c->log != NULL;
+    if (c->log)
+        return TLY_OK;
+    tly_err err = tly_log_open(c->log_dir, TLY_LOG_READ, &c->log);
+    if (err == TLY_NOT_FOUND && !c->o.exit_at_head)
+        return TLY_OK; /* the ledger has not created it yet: wait */
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "cannot open the log %s: %s", c->log_dir, tly_strerror(err));
+        return err;
+    }
+    *ready = true;
+    return TLY_OK;
+}
+
+/* One batch from DIR/log, in a fresh snapshot. *n counts records read. */
+static tly_err pass_local(consumer *c, uint32_t *n)
+{
+    bool ready;
+    *n = 0;
+    tly_err err = local_open(c, &ready);
+    if (err != TLY_OK || !ready)
+        return err;
+    tly_log_reader *rd;
+    err = tly_log_reader_open(c->log, tly_engine_seq(c->engine) + 1, &rd);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "cannot read the log %s: %s", c->log_dir, tly_strerror(err));
+        return err;
+    }
+    while (*n < c->o.batch && !consume_stop) {
+        tly_record rec;
+        err = tly_log_reader_next(rd, &rec);
+        if (err != TLY_OK)
+            break;
+        bool gap;
+        err = apply_one(c, &rec, &gap);
+        if (err != TLY_OK || gap) /* a gap here: a reload rewound the engine */
+            break;
+        ++*n;
+    }
+    tly_log_reader_close(rd);
+    if (err == TLY_NOT_FOUND)
+        err = TLY_OK; /* the end of the snapshot */
+    else if (err == TLY_CORRUPT)
+        tly_errorf(CMD, "the log %s is corrupt after seq %llu", c->log_dir,
+                   (unsigned long long)tly_engine_seq(c->engine));
+    return err;
+}
+
+/* --- remote source: the ledger's log-read socket --- */
+
+static tly_err dealer_open(consumer *c)
+{
+    if (c->dealer)
+        return TLY_OK;
+    c->dealer = zmq_socket(c->zctx, ZMQ_DEALER);
+    int zero = 0;
+    if (!c->dealer || zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_connect(c->dealer, c->o.common.log_read) != 0) {
+        tly_errorf(CMD, "log-read socket %s: %s", c->o.common.log_read,
+                   zmq_strerror(zmq_errno()));
+        if (c->dealer)
+            zmq_close(c->dealer);
+        c->dealer = NULL;
+        return TLY_IO;
+    }
+    return TLY_OK;
+}
+
+/* Drops the socket after a lost reply, so a late reply can never be taken
+ * for the answer to the next request. */
+static void dealer_reset(consumer *c)
+{
+    if (c->dealer)
+        zmq_close(c->dealer);
+    c->dealer = NULL;
+}
+
+static tly_err logread_send(consumer *c, uint64_t from, uint32_t max)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tly_wire_logread_encode(&pk, from, max);
+    int rc = zmq_send(c->dealer, sb.data, sb.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&sb);
+    return rc < 0 ? TLY_UNAVAILABLE : TLY_OK;
+}
+
+/* Waits for the reply frame (the last frame of the message). */
+static tly_err logread_recv(consumer *c, zmq_msg_t *msg)
+{
+    zmq_pollitem_t it = {c->dealer, 0, ZMQ_POLLIN, 0};
+    int rc = zmq_poll(&it, 1, TLY_CONSUME_LOGREAD_TIMEOUT_MS);
+    if (rc <= 0)
+        return TLY_TIMEOUT; /* or a signal: the caller looks at consume_stop */
+    zmq_msg_init(msg);
+    for (unsigned f = 0; f < 4; f++) { /* DEALER replies carry no envelope */
+        if (zmq_msg_recv(msg, c->dealer, 0) < 0) {
+            zmq_msg_close(msg);
+            return TLY_TIMEOUT;
+        }
+        if (!zmq_msg_more(msg))
+            return TLY_OK;
+    }
+    zmq_msg_close(msg);
+    return TLY_MALFORMED;
+}
+
+/* A parsed log-read reply: rd is positioned at the first record bin. */
+typedef struct logread_reply {
+    tly_mp_reader rd;
+    uint32_t count;
+    uint64_t head;
+} logread_reply;
+
+static bool key_is(const char *k, uint32_t len, const char *want)
+{
+    return strlen(want) == len && memcmp(k, want, len) == 0;
+}
+
+/* Reads {"records": [bin...], "head": seq} (unknown keys ignored). */
+static tly_err logread_parse(const void *buf, size_t len, logread_reply *out)
+{
+    tly_mp_reader r;
+    uint32_t pairs;
+    bool has_records = false;
+    tly_mp_init(&r, buf, len);
+    if (!tly_mp_read_map(&r, &pairs))
+        return TLY_MALFORMED;
+    for (uint32_t i = 0; i < pairs; i++) {
+        const char *k;
+        uint32_t klen;
+        if (!tly_mp_read_str(&r, &k, &klen))
+            return TLY_MALFORMED;
+        if (key_is(k, klen, "records") && tly_mp_read_array(&r, &out->count)) {
+            has_records = true;
+            out->rd = r;
+            for (uint32_t j = 0; j < out->count; j++)
+                if (!tly_mp_skip(&r, NULL, NULL))
+                    return TLY_MALFORMED;
+        } else if (key_is(k, klen, "head")) {
+            if (!tly_mp_read_uint(&r, &out->head))
+                return TLY_MALFORMED;
+        } else if (!tly_mp_skip(&r, NULL, NULL)) {
+            return TLY_MALFORMED;
+        }
+    }
+    return has_records ? TLY_OK : TLY_UNAVAILABLE; /* e.g. an {"error": ...} reply */
+}
+
+/* Applies the records of one reply; *n counts them, *gap as apply_one. */
+static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *gap)
+{
+    *gap = false;
+    for (uint32_t i = 0; i < rep->count && !consume_stop; i++) {
+        const uint8_t *bin;
+        uint32_t len;
+        tly_record rec;
+        if (!tly_mp_read_bin(&rep->rd, &bin, &len) ||
+            tly_record_decode(bin, len, &rec) != TLY_OK) {
+            tly_errorf(CMD, "log-read: record after seq %llu does not decode: the log is "
+                       "corrupt", (unsigned long long)tly_engine_seq(c->engine));
+            return TLY_CORRUPT;
+        }
+        tly_err err = apply_one(c, &rec, gap);
+        if (err != TLY_OK || *gap)
+            return err;
+        ++*n;
+    }
+    return TLY_OK;
+}
+
+/* One request and its reply. An unreachable ledger is not an error: the
+ * consumer waits and asks again. *count gets the records in the reply. */
+static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *count, bool *gap)
+{
+    *count = 0;
+    *gap = false;
+    tly_err err = dealer_open(c);
+    if (err == TLY_OK)
+        err = logread_send(c, tly_engine_seq(c->engine) + 1, want);
+    zmq_msg_t msg;
+    if (err == TLY_OK)
+        err = logread_recv(c, &msg);
+    if (err != TLY_OK) {
+        if (!c->logread_quiet && !consume_stop)
+            tly_errorf(CMD, "log-read %s: no reply; retrying", c->o.common.log_read);
+        c->logread_quiet = true;
+        dealer_reset(c);
+        /* --exit-at-head must not take silence for the head of the log. */
+        return c->o.exit_at_head && !consume_stop ? TLY_UNAVAILABLE : TLY_OK;
+    }
+    c->logread_quiet = false;
+    logread_reply rep = {0};
+    err = logread_parse(zmq_msg_data(&msg), zmq_msg_size(&msg), &rep);
+    if (err == TLY_OK) {
+        *count = rep.count;
+        err = apply_reply(c, &rep, n, gap);
+    } else {
+        tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.common.log_read,
+                   tly_err_name(err));
+        err = TLY_OK;
+    }
+    zmq_msg_close(&msg);
+    return err;
+}
+
+/* One batch through log-read: requests until the batch is full or a reply
+ * brings nothing new. Bounded: every further request follows a reply that
+ * applied at least one record, and *n stops at the batch size. */
+static tly_err pass_remote(consumer *c, uint32_t *n)
+{
+    *n = 0;
+    while (*n < c->o.batch && !consume_stop) {
+        uint32_t want = c->o.batch - *n, count, before = *n;
+        if (want > TLY_CONSUME_LOGREAD_RECORDS_MAX)
+            want = TLY_CONSUME_LOGREAD_RECORDS_MAX;
+        bool gap;
+        tly_err err = fetch_once(c, want, n, &count, &gap);
+        if (err != TLY_OK)
+            return err;
+        /* A gap (a reload rewound the engine mid-reply) ends the batch; the
+         * next pass asks again from the checkpoint. */
+        if (count == 0 || *n == before || gap)
+            break;
+    }
+    return TLY_OK;
+}
+
+/* --- live following: the events socket --- */
+
+/* Receives one published record (topic frame, record frame) without
+ * waiting. Returns 1 with *body set, 0 when none is queued. Malformed
+ * messages are dropped: the log stays the authority. */
+static int sub_recv(consumer *c, zmq_msg_t *body)
+{
+    zmq_msg_t topic;
+    zmq_msg_init(&topic);
+    if (zmq_msg_recv(&topic, c->sub, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&topic);
+        return 0;
+    }
+    bool more = zmq_msg_more(&topic);
+    zmq_msg_close(&topic);
+    if (!more)
+        return -1;
+    zmq_msg_init(body);
+    if (zmq_msg_recv(body, c->sub, 0) < 0) {
+        zmq_msg_close(body);
+        return -1;
+    }
+    /* Extra frames are not ours: drain them (bounded by the message). */
+    while (zmq_msg_more(body)) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        int rc = zmq_msg_recv(&extra, c->sub, 0);
+        bool again = rc >= 0 && zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+        if (!again) {
+            zmq_msg_close(body);
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Waits up to wait_ms for published records, applies those that are next
+ * in line (at most one batch), stops at a gap, commits. */
+static tly_err follow(consumer *c, int wait_ms)
+{
+    zmq_pollitem_t it = {c->sub, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, wait_ms) <= 0)
+        return TLY_OK; /* quiet, or a signal */
+    tly_err err = TLY_OK;
+    for (uint32_t i = 0; i < c->o.batch && !consume_stop && err == TLY_OK; i++) {
+        zmq_msg_t body;
+        int got = sub_recv(c, &body);
+        if (got == 0)
+            break;
+        if (got < 0)
+            continue;
+        tly_record rec;
+        bool gap = false;
+        if (tly_record_decode(zmq_msg_data(&body), zmq_msg_size(&body), &rec) == TLY_OK)
+            err = apply_one(c, &rec, &gap);
+        zmq_msg_close(&body);
+        if (gap)
+            break; /* the next pass fills it from the log */
+    }
+    if (err == TLY_OK)
+        err = commit(c);
+    return err;
+}
+
+static tly_err sub_open(consumer *c)
+{
+    int hwm = TLY_CONSUME_SUB_HWM, zero = 0;
+    c->sub = zmq_socket(c->zctx, ZMQ_SUB);
+    if (!c->sub || zmq_setsockopt(c->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(c->sub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(c->sub, ZMQ_SUBSCRIBE, "", 0) != 0 ||
+        zmq_connect(c->sub, c->o.common.events) != 0) {
+        tly_errorf(CMD, "events socket %s: %s", c->o.common.events, zmq_strerror(zmq_errno()));
+        return TLY_IO;
+    }
+    return TLY_OK;
+}
+
+/* --- the run --- */
+
+static bool dir_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static tly_err consumer_start(consumer *c)
+{
+    int n = snprintf(c->log_dir, sizeof c->log_dir, "%s/log", c->o.common.data);
+    if (n < 0 || (size_t)n >= sizeof c->log_dir)
+        return TLY_USAGE;
+    c->remote = c->o.remote || (c->o.log_read_given && !dir_exists(c->log_dir));
+    tly_err err = tly_views_open(c->o.common.data, c->o.shard, c->o.shard_count,
+                                 TLY_VIEWS_WRITE, &c->views);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "shard %u/%u: cannot open the view store under %s/views: %s",
+                   c->o.shard, c->o.shard_count, c->o.common.data, tly_strerror(err));
+        return err;
+    }
+    err = reload_engine(c);
+    if (err != TLY_OK)
+        return err;
+    c->start_seq = tly_engine_seq(c->engine);
+    if (c->remote || !c->o.exit_at_head) {
+        c->zctx = zmq_ctx_new();
+        if (!c->zctx)
+            return TLY_NOMEM;
+    }
+    if (!c->o.exit_at_head)
+        err = sub_open(c);
+    if (err == TLY_OK)
+        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s\n",
+                c->o.shard, c->o.shard_count, (unsigned long long)c->start_seq,
+                c->remote ? "log-read " : "", c->remote ? c->o.common.log_read : c->log_dir);
+    return err;
+}
+
+static void consumer_stop(consumer *c)
+{
+    if (c->sub)
+        zmq_close(c->sub);
+    if (c->dealer)
+        zmq_close(c->dealer);
+    if (c->zctx)
+        zmq_ctx_term(c->zctx);
+    tly_log_close(c->log);
+    tly_engine_free(c->engine);
+    tly_views_close(c->views);
+}
+
+/*
+ * The service loop: a batch from the log, then (when it brought nothing)
+ * a wait on the events socket. It runs until a signal or, with
+ * --exit-at-head, until a batch finds nothing new; each iteration is
+ * bounded by one batch and one TLY_CONSUME_IDLE_POLL_MS wait.
+ */
+static tly_err consumer_run(consumer *c)
+{
+    tly_err err = TLY_OK;
+    while (!consume_stop && err == TLY_OK) {
+        uint32_t n = 0;
+        err = c->remote ? pass_remote(c, &n) : pass_local(c, &n);
+        if (err == TLY_OK)
+            err = commit(c);
+        if (err != TLY_OK || consume_stop || (n == 0 && c->o.exit_at_head))
+            break;
+        if (c->sub)
+            err = follow(c, n > 0 ? 0 : TLY_CONSUME_IDLE_POLL_MS);
+    }
+    /* A corrupt record stops the run; what was folded before it is good. */
+    if (err == TLY_OK || err == TLY_CORRUPT) {
+        tly_err cerr = commit(c);
+        if (err == TLY_OK)
+            err = cerr;
+    }
+    return err;
+}
+
+/* --- command line --- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally consume [--shard K/N] [--data DIR] [--events EP] [--log-read EP]\n"
+            "                     [--remote] [--batch N] [--exit-at-head]\n"
+            "\n"
+            "Folds the log into the views of shard K of N (default 0/1), stored in\n"
+            "DIR/views/K-of-N with the checkpoint, one transaction per batch.\n"
+            "\n"
+            "  --shard K/N      this consumer's shard (N up to %u)\n"
+            "  --data DIR       data directory (default $TALLY_DATA, else ./tally-data)\n"
+            "  --events EP      the ledger's events socket to follow (default %s)\n"
+            "  --log-read EP    the ledger's log-read socket (default %s)\n"
+            "  --remote         read the log through log-read instead of DIR/log; also\n"
+            "                   chosen when --log-read is given and DIR/log does not exist\n"
+            "  --batch N        records per view transaction (default %u, max %u)\n"
+            "  --exit-at-head   exit once every record in the log is folded\n"
+            "\n"
+            "SIGTERM or SIGINT commit the current batch and exit 0. Exit 1 on an error\n"
+            "(the log is corrupt, the view store belongs to another shard, ...).\n",
+            TLY_SHARDS_MAX, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ,
+            TLY_CONSUME_BATCH_RECORDS_DEFAULT, TLY_CONSUME_BATCH_RECORDS_MAX);
+}
+
+/* Parses "K/N" with 0 ≤ K < N ≤ TLY_SHARDS_MAX. */
+static bool parse_shard(const char *s, uint32_t *k, uint32_t *n)
+{
+    const char *slash = strchr(s, '/');
+    char kbuf[16];
+    uint64_t kv, nv;
+    if (!slash || (size_t)(slash - s) >= sizeof kbuf)
+        return false;
+    memcpy(kbuf, s, (size_t)(slash - s));
+    kbuf[slash - s] = '\0';
+    if (!tly_parse_u64(kbuf, 0, TLY_SHARDS_MAX - 1, &kv) ||
+        !tly_parse_u64(slash + 1, 1, TLY_SHARDS_MAX, &nv) || kv >= nv)
+        return false;
+    *k = (uint32_t)kv;
+    *n = (uint32_t)nv;
+    return true;
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int parse_one(consume_opts *o, int argc, char **argv, int *i)
+{
+    const char *v;
+    int rc;
+    if (strncmp(argv[*i], "--log-read", 10) == 0)
+        o->log_read_given = true;
+    if ((rc = tly_common_flag(&o->common, argc, argv, i)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE : -1;
+    if ((rc = tly_opt_value("--shard", argc, argv, i, &v)) != 0) {
+        if (rc < 0 || !parse_shard(v, &o->shard, &o->shard_count))
+            return tly_usagef(CMD, "--shard wants K/N with 0 <= K < N <= %u", TLY_SHARDS_MAX);
+        return -1;
+    }
+    if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
+        uint64_t b;
+        if (rc < 0 || !tly_parse_u64(v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &b))
+            return tly_usagef(CMD, "--batch wants 1..%u", TLY_CONSUME_BATCH_RECORDS_MAX);
+        o->batch = (uint32_t)b;
+        return -1;
+    }
+    if (strcmp(argv[*i], "--remote") == 0)
+        o->remote = true;
+    else if (strcmp(argv[*i], "--exit-at-head") == 0)
+        o->exit_at_head = true;
+    else if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
+        usage(stdout);
+        return TLY_EXIT_OK;
+    } else
+        return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
+    return -1;
+}
+
+static int parse_args(consume_opts *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    tly_common_defaults(&o->common);
+    o->shard_count = 1;
+    o->batch = TLY_CONSUME_BATCH_RECORDS_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        int rc = parse_one(o, argc, argv, &i);
+        if (rc >= 0)
+            return rc;
+    }
+    return -1;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: blocking polls return EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+int tly_cmd_consume(int argc, char **argv)
+{
+    consumer *c = calloc(1, sizeof *c);
+    if (!c) {
+        tly_errorf(CMD, "out of memory");
+        return TLY_EXIT_FAIL;
+    }
+    int rc = parse_args(&c->o, argc, argv);
+    if (rc >= 0) {
+        free(c);
+        return rc;
+    }
+    install_signals();
+    uint64_t t0 = tly_mono_ns();
+    tly_err err = consumer_start(c);
+    if (err == TLY_OK)
+        err = consumer_run(c);
+    if (err == TLY_OK) {
+        uint64_t seq = tly_engine_seq(c->engine);
+        fprintf(stderr, "tally consume: shard %u/%u stopped at checkpoint %llu "
+                "(%llu records in %llu ms)\n", c->o.shard, c->o.shard_count,
+                (unsigned long long)seq, (unsigned long long)(seq - c->start_seq),
+                (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
+    }
+    consumer_stop(c);
+    free(c);
+    return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
