@@ -1,4 +1,196 @@
-/* cmd_gen.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_gen.c — `tally gen`: writes a seeded, realistic synthetic data set as
+ * JSON lines {"source": S, "event": E}, ready for `tally send`. The
+ * simulation itself is gen_sim.c; this file is the command line.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gen.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_gen(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("gen", "not built yet"); return TLY_EXIT_FAIL; }
+
+#define CMD "gen"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: tally gen [options]\n"
+        "\n"
+        "Writes a seeded synthetic data set for Tally as JSON lines, one record\n"
+        "{\"source\": S, \"event\": E} a line, in the order the sources would send\n"
+        "them (each source's records of a simulated day come together, so\n"
+        "`tally send` can batch them). The same flags give byte-identical output\n"
+        "on any machine: no clock, no locale, no floating point.\n"
+        "\n"
+        "Options:\n"
+        "  --seed N          PRNG seed (default 1)\n"
+        "  --events N        number of distinct events, 1..%u (default 10000);\n"
+        "                    resends come on top\n"
+        "  --partners N      partners, 1..%u (default events/120, 12..200000)\n"
+        "  --start DATE      first day, YYYY-MM-DD, UTC (default 2025-01-01)\n"
+        "  --months N        length of the simulated span in months, 1..%u\n"
+        "                    (default 18). Business time `at` stays inside\n"
+        "                    [start, start + months): pick a start at least that\n"
+        "                    long ago, or the ledger rejects events from the future.\n"
+        "  --resend-pct P    after each record, with probability P %% (0..100,\n"
+        "                    default 0), the source also resends one of its last\n"
+        "                    %u records byte for byte, to exercise idempotency\n"
+        "  --out FILE        write to FILE instead of stdout\n"
+        "  --help            this text\n"
+        "\n"
+        "What the data holds: programs apex (quarterly, retroactive rebate, USD),\n"
+        "nimbus (monthly, incremental, EUR) and summit (quarterly, incremental,\n"
+        "GBP) with tiers, brackets and later version bumps (one stale, one\n"
+        "rejected); partners of every kind and region enrolled by finance (some\n"
+        "only after their first sales, a few never); sales and returns from\n"
+        "dist-ingram, dist-tdsynnex, dist-arrow and dist-also (ids\n"
+        "ING-S-0000001, ING-R-0000001, ...; occasional foreign currency, late,\n"
+        "over-returned, unknown or mismatched); certifications from certsys;\n"
+        "claims submitted and cancelled through portal and approved, rejected\n"
+        "and paid by finance; period closes in order (rarely one out of order),\n"
+        "rebate payouts and adjustments. Tier thresholds and rebate brackets\n"
+        "scale with the expected revenue per partner, so tiers spread at any size.\n"
+        "\n"
+        "Exit codes: 0 success, 1 error (cannot write), 2 usage.\n",
+        TLY_GEN_EVENTS_MAX, TLY_GEN_PARTNERS_MAX, TLY_GEN_MONTHS_MAX, TLY_GEN_RING_LINES);
+}
+
+typedef struct gen_args {
+    tly_gen_opts opt;
+    const char *out_path;
+    bool help;
+} gen_args;
+
+/* Parses one numeric option value; false (usage printed) when invalid. */
+static bool num_value(const char *name, const char *v, uint64_t min, uint64_t max,
+                      uint64_t *out)
+{
+    if (tly_parse_u64(v, min, max, out))
+        return true;
+    tly_usagef(CMD, "%s expects an integer in %llu..%llu, got '%s'", name,
+               (unsigned long long)min, (unsigned long long)max, v);
+    return false;
+}
+
+/* Handles argv[*i] when it is a numeric option; 1 consumed, 0 not one, -1 error. */
+static int num_option(gen_args *a, int argc, char **argv, int *i)
+{
+    static const char *const names[] = {"--seed", "--events", "--partners", "--months",
+                                        "--resend-pct"};
+    const uint64_t max[] = {UINT64_MAX, TLY_GEN_EVENTS_MAX, TLY_GEN_PARTNERS_MAX,
+                            TLY_GEN_MONTHS_MAX, 100};
+    const uint64_t min[] = {0, 1, 1, 1, 0};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        const char *v;
+        int rc = tly_opt_value(names[k], argc, argv, i, &v);
+        if (rc <= 0) {
+            if (rc < 0)
+                return -1;
+            continue;
+        }
+        uint64_t n;
+        if (!num_value(names[k], v, min[k], max[k], &n))
+            return -1;
+        uint64_t *slots[] = {&a->opt.seed, &a->opt.events, &a->opt.partners, NULL, NULL};
+        if (slots[k])
+            *slots[k] = n;
+        else if (k == 3)
+            a->opt.months = (uint32_t)n;
+        else
+            a->opt.resend_pct = (uint32_t)n;
+        return 1;
+    }
+    return 0;
+}
+
+/* Returns TLY_EXIT_OK to go on, TLY_EXIT_USAGE after printing the error. */
+static int parse_args(gen_args *a, int argc, char **argv)
+{
+    tly_gen_parse_date("2025-01-01", &a->opt.start_ms);
+    a->opt.seed = 1;
+    a->opt.events = 10000;
+    a->opt.months = 18;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int rc = num_option(a, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc > 0)
+            continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            a->help = true;
+        } else if ((rc = tly_opt_value("--start", argc, argv, &i, &v)) != 0) {
+            if (rc < 0 || !tly_gen_parse_date(v, &a->opt.start_ms))
+                return rc < 0 ? TLY_EXIT_USAGE
+                              : tly_usagef(CMD, "--start expects YYYY-MM-DD, got '%s'", v);
+        } else if ((rc = tly_opt_value("--out", argc, argv, &i, &v)) != 0) {
+            if (rc < 0)
+                return TLY_EXIT_USAGE;
+            a->out_path = v;
+        } else {
+            return tly_usagef(CMD, "unknown argument '%s'", argv[i]);
+        }
+    }
+    return TLY_EXIT_OK;
+}
+
+/* Runs the generator into out; exit code. */
+static int generate(const gen_args *a, FILE *out)
+{
+    static char buf[1 << 20]; /* large writes: a million lines in a few seconds */
+    setvbuf(out, buf, _IOFBF, sizeof buf);
+    tly_gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        tly_errorf(CMD, "out of memory");
+        return TLY_EXIT_FAIL;
+    }
+    g->opt = a->opt;
+    g->out = out;
+    g->start_ms = a->opt.start_ms;
+    g->end_ms = tly_gen_add_months(a->opt.start_ms, a->opt.months);
+    tly_gen_rng_seed(&g->rng, a->opt.seed);
+    /* An independent stream for resends: the other records do not change. */
+    tly_gen_rng_seed(&g->rng_resend, a->opt.seed ^ UINT64_C(0x5245534E44524E47));
+    bool ok = tly_gen_world_init(g);
+    if (!ok)
+        tly_errorf(CMD, "out of memory for %llu partners", (unsigned long long)a->opt.partners);
+    else if (!tly_gen_run(g))
+        ok = false, tly_errorf(CMD, "write error");
+    tly_gen_out_free(g);
+    tly_gen_world_free(g);
+    free(g);
+    return ok ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
+
+int tly_cmd_gen(int argc, char **argv)
+{
+    gen_args a = {0};
+    int rc = parse_args(&a, argc, argv);
+    if (rc != TLY_EXIT_OK)
+        return rc;
+    if (a.help) {
+        usage(stdout);
+        return TLY_EXIT_OK;
+    }
+    if (tly_gen_add_months(a.opt.start_ms, a.opt.months) / TLY_GEN_DAY_MS >
+        tly_gen_days_from_civil(9999, 12, 31))
+        return tly_usagef(CMD, "--start plus --months runs past the year 9999");
+    FILE *out = stdout;
+    if (a.out_path && !(out = fopen(a.out_path, "w"))) {
+        tly_errorf(CMD, "cannot open %s: %s", a.out_path, strerror(errno));
+        return TLY_EXIT_FAIL;
+    }
+    rc = generate(&a, out);
+    if (fflush(out) != 0 && rc == TLY_EXIT_OK) {
+        tly_errorf(CMD, "write error: %s", strerror(errno));
+        rc = TLY_EXIT_FAIL;
+    }
+    if (out != stdout && fclose(out) != 0 && rc == TLY_EXIT_OK) {
+        tly_errorf(CMD, "cannot write %s", a.out_path);
+        rc = TLY_EXIT_FAIL;
+    }
+    return rc;
+}

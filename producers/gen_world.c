@@ -1,0 +1,507 @@
+/*
+ * gen_world.c — the PRNG, the calendar and the simulated world of `tally gen`:
+ * three programs, the partners, the SKU catalog. See gen.h.
+ */
+#include "gen.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+_Noreturn void tly_gen_panic(const char *file, int line, const char *what)
+{
+    fprintf(stderr, "tally gen: internal error at %s:%d: %s\n", file, line, what);
+    abort();
+}
+
+/* ---------------------------------------------------------------- PRNG */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+void tly_gen_rng_seed(tly_gen_rng *r, uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t tly_gen_rng_next(tly_gen_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+uint64_t tly_gen_rng_below(tly_gen_rng *r, uint64_t n)
+{
+    TLY_GEN_ASSERT(n >= 1);
+    /* Rejection keeps every value equally likely: draws at or above the
+     * largest multiple of n are retried (less than half the time). */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t x;
+    do {
+        x = tly_gen_rng_next(r);
+    } while (x >= limit);
+    return x % n;
+}
+
+int64_t tly_gen_rng_range(tly_gen_rng *r, int64_t lo, int64_t hi)
+{
+    TLY_GEN_ASSERT(lo <= hi);
+    return lo + (int64_t)tly_gen_rng_below(r, (uint64_t)(hi - lo) + 1);
+}
+
+bool tly_gen_rng_chance(tly_gen_rng *r, uint32_t per_10k)
+{
+    return tly_gen_rng_below(r, 10000) < per_10k;
+}
+
+uint32_t tly_gen_rng_weighted(tly_gen_rng *r, const uint32_t *weights, uint32_t n)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++)
+        total += weights[i];
+    uint64_t x = tly_gen_rng_below(r, total);
+    for (uint32_t i = 0; i < n; i++) {
+        if (x < weights[i])
+            return i;
+        x -= weights[i];
+    }
+    return n - 1;
+}
+
+/* ------------------------------------------------------------ calendar */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * algorithm: exact integer arithmetic, no tables, no time zone). */
+int64_t tly_gen_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int64_t *m)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+/* Month index y*12 + m-1 of an instant. */
+static int64_t month_index(int64_t at_ms)
+{
+    int64_t y, m;
+    civil_from_days(floor_div(at_ms, TLY_GEN_DAY_MS), &y, &m);
+    return y * 12 + m - 1;
+}
+
+static int64_t month_start_ms(int64_t idx)
+{
+    return tly_gen_days_from_civil(idx / 12, idx % 12 + 1, 1) * TLY_GEN_DAY_MS;
+}
+
+int32_t tly_gen_period_of(int kind, int64_t at_ms)
+{
+    int64_t mi = month_index(at_ms);
+    return (int32_t)(kind == TLY_GEN_QUARTER ? mi / 3 : mi);
+}
+
+int64_t tly_gen_period_start_ms(int kind, int32_t p)
+{
+    return month_start_ms(kind == TLY_GEN_QUARTER ? (int64_t)p * 3 : p);
+}
+
+void tly_gen_period_format(int kind, int32_t p, char *buf)
+{
+    /* Years are 2000..9999 here (--start and --months are checked), so the
+     * text is always 7 characters; written by hand to say so. */
+    int32_t y = kind == TLY_GEN_QUARTER ? p / 4 : p / 12;
+    TLY_GEN_ASSERT(y >= 1000 && y <= 9999);
+    for (int i = 3; i >= 0; i--, y /= 10)
+        buf[i] = (char)('0' + y % 10);
+    buf[4] = '-';
+    if (kind == TLY_GEN_QUARTER) {
+        buf[5] = 'Q';
+        buf[6] = (char)('1' + p % 4);
+    } else {
+        buf[5] = (char)('0' + (p % 12 + 1) / 10);
+        buf[6] = (char)('0' + (p % 12 + 1) % 10);
+    }
+    buf[7] = '\0';
+}
+
+int64_t tly_gen_add_months(int64_t at_ms, uint32_t months)
+{
+    return month_start_ms(month_index(at_ms) + months);
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool tly_gen_parse_date(const char *s, int64_t *ms)
+{
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, m, d;
+    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+        return false;
+    if (!digits(s, 4, &y) || !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d))
+        return false;
+    if (y < 2000 || y > 9999 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (m == 2 && d == 29 && !leap)
+        return false;
+    *ms = tly_gen_days_from_civil(y, m, d) * TLY_GEN_DAY_MS;
+    return true;
+}
+
+/* ------------------------------------------------------------- catalog */
+
+const char *const tly_gen_source_name[TLY_GEN_SRC_COUNT] = {
+    "finance", "portal", "certsys", "dist-ingram", "dist-tdsynnex", "dist-arrow", "dist-also",
+};
+const char *const tly_gen_source_prefix[TLY_GEN_SRC_COUNT] = {
+    "FIN", "PRT", "CRT", "ING", "TDS", "ARW", "ALS",
+};
+
+const tly_gen_sku tly_gen_catalog[] = {
+    {"SRV-R250", 189900, 10},        {"SRV-R650", 1249900, 6},
+    {"SRV-R760-GPU", 4899900, 2},    {"STO-ME5024", 1599900, 4},
+    {"NET-SW48-POE", 349900, 8},     {"NET-FW-1800", 529900, 5},
+    {"LIC-VIRT-STD-1Y", 59900, 14},  {"LIC-BACKUP-1TB-1Y", 24900, 14},
+    {"SUP-PRO-3Y", 89900, 10},       {"SUB-CLOUD-M", 9900, 12},
+    {"SUB-SECOPS-1Y", 299900, 6},    {"LAP-PRO14", 139900, 9},
+};
+const uint32_t tly_gen_catalog_count = sizeof tly_gen_catalog / sizeof tly_gen_catalog[0];
+
+const char *const tly_gen_kind_name[7] = {
+    "var", "msp", "si", "oem", "isv", "distributor", "consultant",
+};
+static const char *const kind_display[7] = {
+    "VAR", "Managed Services", "Systems Integration", "OEM", "Software", "Distribution",
+    "Consulting",
+};
+const char *const tly_gen_region_name[4] = {"AMER", "EMEA", "APAC", "LATAM"};
+const char *const tly_gen_cert_name[TLY_GEN_CERTS] = {
+    "sales-fundamentals", "presales-engineer", "data-platform",
+    "security-specialist", "cloud-architect", "support-engineer",
+};
+
+static const char *const company_slug[] = {
+    "contoso",   "fabrikam",     "northwind", "adatum",     "tailspin",  "wingtip",
+    "litware",   "proseware",    "lucerne",   "fourthcoffee", "alpine",  "humongous",
+    "woodgrove", "cohowinery",   "blueyonder", "margie",    "trey",      "wideworld",
+    "relecloud", "southridge",
+};
+static const char *const company_display[] = {
+    "Contoso",   "Fabrikam",     "Northwind", "Adatum",     "Tailspin",  "Wingtip",
+    "Litware",   "Proseware",    "Lucerne",   "Fourth Coffee", "Alpine", "Humongous",
+    "Woodgrove", "Coho Winery",  "Blue Yonder", "Margie's", "Trey",      "Wide World",
+    "Relecloud", "Southridge",
+};
+#define COMPANIES (sizeof company_slug / sizeof company_slug[0])
+_Static_assert(sizeof company_slug == sizeof company_display, "one display name per company");
+
+/* Quantity: half the lines are a single unit, most others a handful, a few
+ * are volume deals. Mean 6.05 units (0.5*1 + 0.3*3.5 + 0.2*22.5). */
+static uint32_t draw_qty(tly_gen_rng *r)
+{
+    uint64_t x = tly_gen_rng_below(r, 100);
+    if (x < 50)
+        return 1;
+    if (x < 80)
+        return (uint32_t)tly_gen_rng_range(r, 2, 5);
+    return (uint32_t)tly_gen_rng_range(r, 5, 40);
+}
+
+void tly_gen_sale_draw(tly_gen_rng *r, uint32_t *sku, uint32_t *qty, int64_t *amount)
+{
+    uint32_t w[sizeof tly_gen_catalog / sizeof tly_gen_catalog[0]];
+    for (uint32_t i = 0; i < tly_gen_catalog_count; i++)
+        w[i] = tly_gen_catalog[i].weight;
+    *sku = tly_gen_rng_weighted(r, w, tly_gen_catalog_count);
+    *qty = draw_qty(r);
+    /* Deal discount 0..15 %, whole percent: integer money only. */
+    int64_t discount_pct = tly_gen_rng_range(r, 0, 15);
+    int64_t gross = tly_gen_catalog[*sku].price * (int64_t)*qty;
+    *amount = gross * (100 - discount_pct) / 100;
+    if (*amount < 1)
+        *amount = 1;
+}
+
+int64_t tly_gen_sale_mean(void)
+{
+    int64_t sum = 0, weights = 0;
+    for (uint32_t i = 0; i < tly_gen_catalog_count; i++) {
+        sum += tly_gen_catalog[i].price * tly_gen_catalog[i].weight;
+        weights += tly_gen_catalog[i].weight;
+    }
+    /* mean price × mean qty 6.05 × mean discount factor 0.925 */
+    return sum / weights * 605 / 100 * 925 / 1000;
+}
+
+/* ------------------------------------------------------------- programs */
+
+typedef struct prog_spec {
+    const char *name, *currency;
+    int kind;
+    bool retroactive;
+    int64_t version, expiry, window;
+    uint32_t tiers;
+    const char *tier_name[TLY_GEN_TIERS_MAX];
+    int64_t tier_rev_x10[TLY_GEN_TIERS_MAX]; /* × unit revenue of the window / 10 */
+    int64_t tier_certs[TLY_GEN_TIERS_MAX];
+    int32_t tier_bps[TLY_GEN_TIERS_MAX];
+    uint32_t brackets;
+    int64_t bracket_x10[TLY_GEN_BRACKETS_MAX]; /* × unit revenue of a period / 10 */
+    int32_t bracket_bps[TLY_GEN_BRACKETS_MAX];
+} prog_spec;
+
+static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
+    [TLY_GEN_SPEC_APEX1] = {"apex", "USD", TLY_GEN_QUARTER, true, 1, 2, 2, 4,
+                            {"Authorized", "Silver", "Gold", "Platinum"},
+                            {0, 10, 30, 80}, {0, 1, 3, 5}, {100, 150, 200, 300},
+                            3, {0, 20, 60}, {100, 200, 350}},
+    [TLY_GEN_SPEC_NIMBUS1] = {"nimbus", "EUR", TLY_GEN_MONTH, false, 1, 3, 3, 3,
+                              {"Authorized", "Gold", "Platinum"},
+                              {0, 20, 60}, {0, 2, 4}, {80, 160, 240},
+                              3, {0, 15, 50}, {50, 150, 300}},
+    [TLY_GEN_SPEC_SUMMIT1] = {"summit", "GBP", TLY_GEN_QUARTER, false, 1, 3, 1, 4,
+                              {"Registered", "Silver", "Gold", "Platinum"},
+                              {0, 10, 30, 80}, {0, 1, 2, 4}, {90, 140, 190, 260},
+                              3, {0, 20, 60}, {75, 150, 250}},
+    [TLY_GEN_SPEC_APEX2] = {"apex", "USD", TLY_GEN_QUARTER, false, 2, 2, 2, 3,
+                            {"Authorized", "Gold", "Platinum"},
+                            {0, 25, 70}, {0, 2, 4}, {120, 225, 325},
+                            3, {0, 20, 60}, {100, 250, 400}},
+    [TLY_GEN_SPEC_NIMBUS2] = {"nimbus", "EUR", TLY_GEN_MONTH, false, 2, 4, 3, 3,
+                              {"Authorized", "Gold", "Platinum"},
+                              {0, 20, 60}, {0, 2, 4}, {80, 160, 240},
+                              3, {0, 15, 50}, {50, 175, 325}},
+};
+
+/* Rounds down to two significant digits, as a finance team writes
+ * thresholds (2,800,000 rather than 2,817,345), at least 100.00. */
+static int64_t nice(int64_t x)
+{
+    int64_t scale = 1;
+    while (x / scale >= 100)
+        scale *= 10;
+    int64_t v = x / scale * scale;
+    return v < 10000 ? 10000 : v;
+}
+
+static int64_t clamp_amount(int64_t v)
+{
+    return v > INT64_C(10000000000000) ? INT64_C(10000000000000) : v;
+}
+
+void tly_gen_program_rules(const tly_gen *g, int spec, tly_gen_program *out)
+{
+    const prog_spec *s = &specs[spec];
+    int64_t months = s->kind == TLY_GEN_QUARTER ? 3 : 1;
+    int64_t period_rev = g->unit_revenue * months;
+    memset(out, 0, sizeof *out);
+    out->name = s->name;
+    out->currency = s->currency;
+    out->kind = s->kind;
+    out->retroactive = s->retroactive;
+    out->version = s->version;
+    out->mdf_expiry_periods = s->expiry;
+    out->tier_window_periods = s->window;
+    out->tier_count = s->tiers;
+    for (uint32_t i = 0; i < s->tiers; i++) {
+        int64_t rev = period_rev * s->window * s->tier_rev_x10[i] / 10;
+        out->tiers[i] = (tly_gen_tier){s->tier_name[i], i ? clamp_amount(nice(rev)) : 0,
+                                       s->tier_certs[i], s->tier_bps[i]};
+    }
+    out->bracket_count = s->brackets;
+    for (uint32_t i = 0; i < s->brackets; i++) {
+        int64_t from = period_rev * s->bracket_x10[i] / 10;
+        out->bracket_from[i] = i ? clamp_amount(nice(from)) : 0;
+        out->bracket_bps[i] = s->bracket_bps[i];
+    }
+}
+
+int64_t tly_gen_rebate_estimate(const tly_gen_program *p, int64_t rev)
+{
+    if (rev <= 0)
+        return 0;
+    if (p->retroactive) {
+        int32_t bps = 0;
+        for (uint32_t i = 0; i < p->bracket_count; i++)
+            if (rev >= p->bracket_from[i])
+                bps = p->bracket_bps[i];
+        return rev * bps / 10000;
+    }
+    int64_t sum = 0; /* in minor units × bps: rounded once, like the engine */
+    for (uint32_t i = 0; i < p->bracket_count; i++) {
+        int64_t lo = p->bracket_from[i];
+        int64_t hi = i + 1 < p->bracket_count ? p->bracket_from[i + 1] : rev;
+        if (rev <= lo)
+            break;
+        sum += ((rev < hi ? rev : hi) - lo) * p->bracket_bps[i];
+    }
+    return sum / 10000;
+}
+
+/* ------------------------------------------------------------- partners */
+
+void tly_gen_partner_slug(const tly_gen *g, uint32_t i, char *buf, size_t cap)
+{
+    const tly_gen_partner *p = &g->partners[i];
+    snprintf(buf, cap, "%s-%s-%05u", company_slug[p->company], tly_gen_kind_name[p->kind],
+             i + 1);
+}
+
+void tly_gen_partner_display(const tly_gen *g, uint32_t i, char *buf, size_t cap)
+{
+    const tly_gen_partner *p = &g->partners[i];
+    snprintf(buf, cap, "%s %s %05u", company_display[p->company], kind_display[p->kind], i + 1);
+}
+
+void tly_gen_person(const tly_gen *g, uint32_t i, uint32_t person, char *buf, size_t cap)
+{
+    char slug[64];
+    tly_gen_partner_slug(g, i, slug, sizeof slug);
+    snprintf(buf, cap, "%s.u%02u", slug, person);
+}
+
+static const uint32_t kind_weights[7] = {30, 20, 15, 8, 10, 5, 12};
+static const uint32_t region_weights[5] = {40, 30, 20, 7, 3}; /* last: no region */
+static const uint32_t program_weights[TLY_GEN_PROGRAMS] = {50, 30, 20};
+static const uint32_t dist_weights[TLY_GEN_DISTS] = {40, 25, 20, 15};
+
+/* Partner 3 is never enrolled and partner 5 enrolls only after its first
+ * sales, so even a small data set has both; others are drawn at random. */
+#define GEN_NEVER_PARTNER 3u
+#define GEN_HELD_PARTNER 5u
+
+static void partner_draw(tly_gen *g, uint32_t i)
+{
+    tly_gen_partner *p = &g->partners[i];
+    tly_gen_rng *r = &g->rng;
+    p->company = (uint8_t)tly_gen_rng_below(r, COMPANIES);
+    /* The first seven cover every kind, the first three every program. */
+    p->kind = (uint8_t)(i < 7 ? i : tly_gen_rng_weighted(r, kind_weights, 7));
+    p->region = (uint8_t)tly_gen_rng_weighted(r, region_weights, 5);
+    p->program = (uint8_t)(i < TLY_GEN_PROGRAMS
+                               ? i
+                               : tly_gen_rng_weighted(r, program_weights, TLY_GEN_PROGRAMS));
+    p->home_dist = (uint8_t)tly_gen_rng_weighted(r, dist_weights, TLY_GEN_DISTS);
+    p->people = (uint8_t)tly_gen_rng_range(r, 1, 3);
+    for (int k = 0; k < 3; k++)
+        p->rev_period[k] = -1;
+}
+
+/* When the partner starts selling and when finance enrolls it. The initial
+ * partners are enrolled during the first day and sell from the second; the
+ * others join one by one over the first 80 % of the span. Partners sorted by
+ * active_from_ms keep "who can sell now" a prefix of the array. */
+static void partner_schedule(tly_gen *g, uint32_t i, int64_t *prev_active)
+{
+    tly_gen_partner *p = &g->partners[i];
+    tly_gen_rng *r = &g->rng;
+    int64_t span = g->end_ms - g->start_ms;
+    if (i < g->initial_count) {
+        int64_t step = (TLY_GEN_DAY_MS / 2) / g->initial_count;
+        p->enroll_ms = g->start_ms + 600000 + (int64_t)i * step;
+        p->active_from_ms = g->start_ms + TLY_GEN_DAY_MS;
+    } else {
+        uint64_t k = i - g->initial_count + 1, joiners = g->partner_count - g->initial_count;
+        int64_t at = g->start_ms + (int64_t)((uint64_t)(span / 10 * 8) / joiners * k);
+        p->enroll_ms = at;
+        p->active_from_ms = at + tly_gen_rng_range(r, 3600000, 3 * TLY_GEN_DAY_MS);
+    }
+    if (p->active_from_ms < *prev_active)
+        p->active_from_ms = *prev_active;
+    *prev_active = p->active_from_ms;
+    if (i == GEN_HELD_PARTNER || tly_gen_rng_chance(r, 300))
+        p->enroll_ms = p->active_from_ms + tly_gen_rng_range(r, 10, 45) * TLY_GEN_DAY_MS;
+    if (i == GEN_NEVER_PARTNER || tly_gen_rng_chance(r, 200))
+        p->enroll_ms = -1;
+}
+
+static uint32_t default_partners(uint64_t events)
+{
+    /* ~120 events per partner over the span: a few sales a month each, so
+     * tiers, claims and rebates all have something to work on. */
+    uint64_t n = events / 120;
+    if (n < 12)
+        n = 12;
+    if (n > 200000)
+        n = 200000;
+    return (uint32_t)n;
+}
+
+bool tly_gen_world_init(tly_gen *g)
+{
+    g->partner_count = g->opt.partners ? (uint32_t)g->opt.partners
+                                       : default_partners(g->opt.events);
+    g->initial_count = g->partner_count * 7 / 10;
+    if (g->initial_count == 0)
+        g->initial_count = 1;
+    /* Expected revenue of one partner in one month: the scale of every tier
+     * threshold and rebate bracket, so tiers spread whatever the size. */
+    int64_t sales = (int64_t)(g->opt.events * 3 / 4);
+    g->unit_revenue = sales * tly_gen_sale_mean() / g->partner_count / g->opt.months;
+    if (g->unit_revenue < 100000)
+        g->unit_revenue = 100000;
+    for (int i = 0; i < TLY_GEN_PROGRAMS; i++)
+        tly_gen_program_rules(g, TLY_GEN_SPEC_APEX1 + i, &g->programs[i]);
+    g->partners = calloc(g->partner_count, sizeof *g->partners);
+    if (!g->partners)
+        return false;
+    int64_t prev_active = g->start_ms;
+    for (uint32_t i = 0; i < g->partner_count; i++) {
+        partner_draw(g, i);
+        partner_schedule(g, i, &prev_active);
+    }
+    return true;
+}
+
+void tly_gen_world_free(tly_gen *g)
+{
+    free(g->partners);
+    g->partners = NULL;
+}
