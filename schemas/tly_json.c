@@ -87,7 +87,9 @@ static tly_err pack_array(msgpack_packer *pk, const json_t *v, const char *path,
 static tly_err pack_value(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
                           bool top, tly_field_error *fe)
 {
-    if (depth >= TLY_MP_DEPTH_MAX)
+    /* Containers nest at most TLY_MP_DEPTH_MAX levels, as the reader
+     * accepts; scalars do not count as a level. */
+    if (depth >= TLY_MP_DEPTH_MAX && (json_is_object(v) || json_is_array(v)))
         return jfail(fe, TLY_MALFORMED, path, "nested too deeply");
     int rc = 0;
     switch (json_typeof(v)) {
