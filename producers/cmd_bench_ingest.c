@@ -1,4 +1,434 @@
-/* cmd_bench_ingest.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_bench_ingest.c — `tally bench ingest`: offered load through the real
+ * ledger, beside the raw ceiling of the machine.
+ *
+ * For each batch size the bench starts a real `tally ledger` (this binary)
+ * on a fresh data directory with durable commits, runs P producer threads,
+ * each with its own connection and a window of requests in flight, and
+ * measures appended events/s and ack latency (submit to reply) p50/p99. It
+ * then appends the same records straight into a fresh log in this process
+ * (tly_log_append, same chain and dedupe, commits of P × window × batch
+ * events, the largest group the ledger can form): the raw ceiling. A last run sends one event per request with one request in
+ * flight, the latency floor.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "tly_cli.h"
+#include "tly_client.h"
 #include "tly_cmd.h"
-int tly_cmd_bench_ingest(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("bench_ingest", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_wire.h"
+
+/* Producers at most (threads). */
+#define TLY_BENCH_PRODUCERS_MAX 64u
+/* Batch sizes measured in one run at most. */
+#define TLY_BENCH_BATCHES_MAX 8u
+/* Events of the one-event-per-request latency run. */
+#define TLY_BENCH_SINGLE_EVENTS 5000u
+/* Wait for the ledger to answer its first request. */
+#define TLY_BENCH_START_MS 10000
+
+typedef struct bench_opts {
+    uint64_t events;
+    uint32_t producers;
+    uint32_t window;
+    uint32_t batches[TLY_BENCH_BATCHES_MAX];
+    uint32_t batch_count;
+    bool no_sync;
+    const char *dir;
+} bench_opts;
+
+/* Pre-encoded events of one producer. */
+typedef struct corpus {
+    char source[32];
+    msgpack_sbuffer buf;
+    size_t *offsets; /* count + 1 */
+    uint64_t count;
+} corpus;
+
+typedef struct producer {
+    const bench_opts *o;
+    corpus *c;
+    const char *endpoint;
+    uint32_t batch;
+    uint32_t window;
+    uint64_t *lat_ns; /* one per request */
+    uint64_t *sent_ns;
+    uint64_t requests;
+    uint64_t appended;
+    uint64_t failed;
+} producer;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally bench ingest [options]\n"
+            "Measures durable ingest through a real ledger and the raw LMDB ceiling.\n\n"
+            "  --events N       events per run (default 1000000)\n"
+            "  --producers N    producer connections (default 4)\n"
+            "  --window N       requests in flight per producer (default 16)\n"
+            "  --batches LIST   events per request, comma-separated (default 1,10,100,1000)\n"
+            "  --no-sync        run the ledger with --no-sync (not durable)\n"
+            "  --dir DIR        scratch directory (default a new one under /tmp)\n");
+}
+
+static int parse_batches(const char *s, bench_opts *o)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    o->batch_count = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+        if (o->batch_count == TLY_BENCH_BATCHES_MAX ||
+            !tly_parse_u64(t, 1, TLY_BATCH_EVENTS_MAX, &v))
+            return tly_usagef("bench ingest", "--batches: up to %u sizes of 1..%u",
+                              TLY_BENCH_BATCHES_MAX, TLY_BATCH_EVENTS_MAX);
+        o->batches[o->batch_count++] = (uint32_t)v;
+    }
+    return TLY_EXIT_OK;
+}
+
+static int parse_args(int argc, char **argv, bench_opts *o)
+{
+    o->events = 1000000;
+    o->producers = 4;
+    o->window = 16;
+    parse_batches("1,10,100,1000", o);
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        uint64_t n = 0;
+        int rc = 0;
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return -1;
+        } else if (strcmp(argv[i], "--no-sync") == 0) {
+            o->no_sync = true;
+        } else if ((rc = tly_opt_value("--events", argc, argv, &i, &v)) > 0) {
+            if (!tly_parse_u64(v, 1000, 100000000, &n))
+                return tly_usagef("bench ingest", "--events must be 1000..100000000");
+            o->events = n;
+        } else if ((rc = tly_opt_value("--producers", argc, argv, &i, &v)) > 0) {
+            if (!tly_parse_u64(v, 1, TLY_BENCH_PRODUCERS_MAX, &n))
+                return tly_usagef("bench ingest", "--producers must be 1..%u",
+                                  TLY_BENCH_PRODUCERS_MAX);
+            o->producers = (uint32_t)n;
+        } else if ((rc = tly_opt_value("--window", argc, argv, &i, &v)) > 0) {
+            if (!tly_parse_u64(v, 1, TLY_CLIENT_WINDOW_MAX, &n))
+                return tly_usagef("bench ingest", "--window must be 1..%u",
+                                  TLY_CLIENT_WINDOW_MAX);
+            o->window = (uint32_t)n;
+        } else if ((rc = tly_opt_value("--batches", argc, argv, &i, &v)) > 0) {
+            if (parse_batches(v, o) != TLY_EXIT_OK)
+                return TLY_EXIT_USAGE;
+        } else if ((rc = tly_opt_value("--dir", argc, argv, &i, &o->dir)) > 0) {
+        } else {
+            return rc < 0 ? TLY_EXIT_USAGE
+                          : tly_usagef("bench ingest", "unknown option '%s'", argv[i]);
+        }
+    }
+    return TLY_EXIT_OK;
+}
+
+/* A realistic sale event (~170 bytes encoded). */
+static void encode_sale(msgpack_packer *pk, const char *id, int64_t at, uint64_t n)
+{
+    char partner[32];
+    snprintf(partner, sizeof partner, "partner-%03llu", (unsigned long long)(n % 500));
+    msgpack_pack_map(pk, 8);
+    msgpack_pack_str_with_body(pk, "type", 4);
+    msgpack_pack_str_with_body(pk, "sale", 4);
+    msgpack_pack_str_with_body(pk, "id", 2);
+    msgpack_pack_str_with_body(pk, id, strlen(id));
+    msgpack_pack_str_with_body(pk, "at", 2);
+    msgpack_pack_int64(pk, at);
+    msgpack_pack_str_with_body(pk, "partner", 7);
+    msgpack_pack_str_with_body(pk, partner, strlen(partner));
+    msgpack_pack_str_with_body(pk, "sku", 3);
+    msgpack_pack_str_with_body(pk, "SRV-RACK-2U-XEON", 16);
+    msgpack_pack_str_with_body(pk, "qty", 3);
+    msgpack_pack_int64(pk, (int64_t)(1 + n % 7));
+    msgpack_pack_str_with_body(pk, "amount", 6);
+    msgpack_pack_int64(pk, (int64_t)(10000 + (n * 7919) % 5000000));
+    msgpack_pack_str_with_body(pk, "currency", 8);
+    msgpack_pack_str_with_body(pk, "USD", 3);
+}
+
+static tly_err build_corpus(corpus *c, const char *run, uint32_t p, uint64_t count)
+{
+    snprintf(c->source, sizeof c->source, "bench-%s-%u", run, p);
+    msgpack_sbuffer_init(&c->buf);
+    c->offsets = malloc((count + 1) * sizeof *c->offsets);
+    if (!c->offsets)
+        return TLY_NOMEM;
+    c->count = count;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &c->buf, msgpack_sbuffer_write);
+    int64_t at = tly_now_ms() - 86400000;
+    for (uint64_t i = 0; i < count; i++) {
+        char id[48];
+        snprintf(id, sizeof id, "S-%u-%010llu", p, (unsigned long long)i);
+        c->offsets[i] = c->buf.size;
+        encode_sale(&pk, id, at, i);
+    }
+    c->offsets[count] = c->buf.size;
+    return TLY_OK;
+}
+
+static void free_corpus(corpus *c)
+{
+    msgpack_sbuffer_destroy(&c->buf);
+    free(c->offsets);
+}
+
+static void fill_spans(const corpus *c, uint64_t first, uint32_t n, tly_span *spans)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        spans[k].ptr = (const uint8_t *)c->buf.data + c->offsets[first + k];
+        spans[k].len = c->offsets[first + k + 1] - c->offsets[first + k];
+    }
+}
+
+static void on_ack(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_result *res,
+                   uint32_t count, const char *msg)
+{
+    (void)msg;
+    producer *p = ctx;
+    p->lat_ns[tag] = tly_mono_ns() - p->sent_ns[tag];
+    for (uint32_t i = 0; i < count; i++)
+        if (whole == TLY_OK && res[i].err == TLY_OK)
+            p->appended++;
+        else
+            p->failed++;
+    if (whole != TLY_OK)
+        p->failed++;
+}
+
+static void *producer_main(void *arg)
+{
+    producer *p = arg;
+    tly_client_opts co = {.endpoint = p->endpoint, .window = p->window};
+    tly_client *c = NULL;
+    char msg[160];
+    if (tly_client_open(&co, &c, msg, sizeof msg) != TLY_OK) {
+        p->failed = p->c->count;
+        return NULL;
+    }
+    tly_span *spans = malloc(p->batch * sizeof *spans);
+    uint64_t req = 0;
+    for (uint64_t i = 0; spans && i < p->c->count; i += p->batch, req++) {
+        uint32_t n = (uint32_t)(p->c->count - i < p->batch ? p->c->count - i : p->batch);
+        fill_spans(p->c, i, n, spans);
+        p->sent_ns[req] = tly_mono_ns();
+        tly_client_submit(c, p->c->source, spans, n, false, req, on_ack, p);
+    }
+    tly_client_drain(c);
+    p->requests = req;
+    free(spans);
+    tly_client_close(c);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static pid_t start_ledger(const char *dir, const char *ingest, bool no_sync)
+{
+    char data[TLY_PATH_BYTES_MAX], events[TLY_PATH_BYTES_MAX], lr[TLY_PATH_BYTES_MAX];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(events, sizeof events, "ipc://%s/events.sock", dir);
+    snprintf(lr, sizeof lr, "ipc://%s/logread.sock", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {"tally", "ledger", "--data", data, "--ingest", (char *)ingest,
+                        "--events", events, "--log-read", lr,
+                        no_sync ? "--no-sync" : NULL, NULL};
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop_child(pid_t pid)
+{
+    int st;
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+}
+
+typedef struct run_result {
+    double eps; /* for display only: never used in money or stored */
+    uint64_t p50_us, p99_us, appended, failed;
+} run_result;
+
+static void summarize(producer *ps, uint32_t np, uint64_t elapsed_ns, run_result *r)
+{
+    uint64_t total_req = 0;
+    memset(r, 0, sizeof *r);
+    for (uint32_t i = 0; i < np; i++) {
+        total_req += ps[i].requests;
+        r->appended += ps[i].appended;
+        r->failed += ps[i].failed;
+    }
+    uint64_t *all = malloc((total_req + 1) * sizeof *all);
+    uint64_t k = 0;
+    for (uint32_t i = 0; all && i < np; i++)
+        for (uint64_t j = 0; j < ps[i].requests; j++)
+            all[k++] = ps[i].lat_ns[j];
+    if (all && k > 0) {
+        qsort(all, k, sizeof *all, cmp_u64);
+        r->p50_us = all[k / 2] / 1000;
+        r->p99_us = all[k * 99 / 100] / 1000;
+    }
+    free(all);
+    r->eps = (double)r->appended * 1e9 / (double)(elapsed_ns ? elapsed_ns : 1);
+}
+
+/* One offered-load run through a real ledger. */
+static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uint32_t batch,
+                          uint32_t window, uint64_t events, run_result *r)
+{
+    char ingest[TLY_PATH_BYTES_MAX];
+    snprintf(ingest, sizeof ingest, "ipc://%s/ingest.sock", dir);
+    pid_t pid = start_ledger(dir, ingest, o->no_sync);
+    corpus *cs = calloc(np, sizeof *cs);
+    producer *ps = calloc(np, sizeof *ps);
+    pthread_t *th = calloc(np, sizeof *th);
+    char run[16];
+    snprintf(run, sizeof run, "b%u", batch);
+    for (uint32_t i = 0; i < np; i++) {
+        build_corpus(&cs[i], run, i, events / np);
+        uint64_t nreq = cs[i].count / batch + 2;
+        ps[i] = (producer){.o = o, .c = &cs[i], .endpoint = ingest, .batch = batch,
+                           .window = window, .lat_ns = calloc(nreq, 8), .sent_ns = calloc(nreq, 8)};
+    }
+    usleep(300000); /* let the ledger bind before the clock starts */
+    uint64_t t0 = tly_mono_ns();
+    for (uint32_t i = 0; i < np; i++)
+        pthread_create(&th[i], NULL, producer_main, &ps[i]);
+    for (uint32_t i = 0; i < np; i++)
+        pthread_join(th[i], NULL);
+    summarize(ps, np, tly_mono_ns() - t0, r);
+    stop_child(pid);
+    for (uint32_t i = 0; i < np; i++) {
+        free(ps[i].lat_ns);
+        free(ps[i].sent_ns);
+        free_corpus(&cs[i]);
+    }
+    free(cs);
+    free(ps);
+    free(th);
+    return TLY_OK;
+}
+
+/* The raw ceiling: the same records appended in this process. */
+static double run_raw(const bench_opts *o, const char *dir, uint32_t np, uint32_t commit,
+                      uint64_t events)
+{
+    char path[TLY_PATH_BYTES_MAX];
+    snprintf(path, sizeof path, "%s/raw", dir);
+    tly_log *log = NULL;
+    if (tly_log_open(path, TLY_LOG_WRITE | (o->no_sync ? TLY_LOG_NO_SYNC : 0), &log) != TLY_OK)
+        return 0;
+    corpus c;
+    build_corpus(&c, "raw", 0, events);
+    tly_log_item *items = calloc(commit, sizeof *items);
+    tly_log_group g = {0, 0, false};
+    tly_str src = {c.source, (uint32_t)strlen(c.source)};
+    uint64_t t0 = tly_mono_ns();
+    for (uint64_t i = 0; i < c.count; i += commit) {
+        uint32_t n = (uint32_t)(c.count - i < commit ? c.count - i : commit);
+        for (uint32_t k = 0; k < n; k++) {
+            tly_log_item *it = &items[k];
+            memset(it, 0, sizeof *it);
+            it->source = src;
+            it->event = (const uint8_t *)c.buf.data + c.offsets[i + k];
+            it->event_len = c.offsets[i + k + 1] - c.offsets[i + k];
+            tly_ev_type t;
+            tly_event_peek_id(it->event, it->event_len, &t, &it->id);
+        }
+        g.count = n;
+        tly_log_append(log, tly_now_ms(), items, n, &g, 1);
+    }
+    double eps = (double)c.count * 1e9 / (double)(tly_mono_ns() - t0);
+    (void)np;
+    free(items);
+    free_corpus(&c);
+    tly_log_close(log);
+    return eps;
+}
+
+static void rm_tree(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", dir, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+int tly_cmd_bench_ingest(int argc, char **argv)
+{
+    bench_opts o = {0};
+    int rc = parse_args(argc, argv, &o);
+    if (rc < 0)
+        return TLY_EXIT_OK;
+    if (rc != TLY_EXIT_OK)
+        return rc;
+    char base[TLY_PATH_BYTES_MAX / 2];
+    snprintf(base, sizeof base, "%s/tally-bench-XXXXXX", o.dir ? o.dir : "/tmp");
+    if (!mkdtemp(base)) {
+        tly_errorf("bench ingest", "cannot create a scratch directory in %s",
+                   o.dir ? o.dir : "/tmp");
+        return TLY_EXIT_FAIL;
+    }
+    printf("tally bench ingest: %llu events per run, %u producers, window %u, %s commits\n",
+           (unsigned long long)o.events, o.producers, o.window,
+           o.no_sync ? "NO-SYNC" : "durable (fsync)");
+    printf("%-8s %12s %10s %10s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
+           "raw events/s", "ratio");
+    for (uint32_t b = 0; b < o.batch_count; b++) {
+        char dir[TLY_PATH_BYTES_MAX];
+        snprintf(dir, sizeof dir, "%s/run-%u", base, b);
+        mkdir(dir, 0755);
+        uint32_t batch = o.batches[b];
+        uint64_t events = o.events;
+        if (batch < 100 && events > (uint64_t)batch * 20000)
+            events = (uint64_t)batch * 20000; /* small batches: bounded run time */
+        run_result r;
+        run_ledger(&o, dir, o.producers, batch, o.window, events, &r);
+        /* Raw commits as large as the ledger's largest group: every request in
+         * flight, capped by the ledger's own commit limit. */
+        uint64_t commit = (uint64_t)batch * o.producers * o.window;
+        if (commit > 16384)
+            commit = 16384;
+        double raw = run_raw(&o, dir, o.producers, (uint32_t)commit, events);
+        printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps,
+               (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0, raw,
+               raw > 0 ? 100.0 * r.eps / raw : 0.0, r.failed ? "  (FAILURES)" : "");
+        fflush(stdout);
+        rm_tree(dir);
+    }
+    char dir[TLY_PATH_BYTES_MAX];
+    snprintf(dir, sizeof dir, "%s/single", base);
+    mkdir(dir, 0755);
+    run_result r;
+    run_ledger(&o, dir, 1, 1, 1, TLY_BENCH_SINGLE_EVENTS, &r);
+    printf("one event per request, one in flight: %.0f events/s, ack p50 %.3f ms, p99 %.3f ms\n",
+           r.eps, (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0);
+    rm_tree(base);
+    return TLY_EXIT_OK;
+}
