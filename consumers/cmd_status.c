@@ -1,5 +1,304 @@
-/* cmd_status.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_status.c — `tally status` (the ledger head, each shard's checkpoint
+ * and lag) and `tally wait --seq N` [D9] (until every shard has applied N).
+ *
+ * Both ask the query service for "status". When it does not answer within
+ * TLY_STATUS_PROBE_MS they read the data directory directly (the log head
+ * from DIR/log, the checkpoints from DIR/views/K-of-N, read-only), so they
+ * also work while the stack is stopped or starting; status says which
+ * source it used.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_status(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("status", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_wait(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("wait", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_limits.h"
+#include "tly_query.h"
+
+typedef struct status_opts {
+    tly_common_opts common;
+    uint32_t shards;    /* --shards N: expect N shards (0: discover) */
+    uint64_t seq;       /* wait: --seq */
+    bool has_seq;
+    uint64_t timeout_s; /* wait: --timeout */
+} status_opts;
+
+/* ------------------------------------------------------------------------ */
+/* Getting a status                                                          */
+
+/* Reads the status directly from DIR. TLY_NOT_FOUND when DIR has neither a
+ * log nor view stores. */
+static tly_err status_from_data(const status_opts *o, json_t **reply)
+{
+    char views[TLY_PATH_BYTES_MAX], logdir[TLY_PATH_BYTES_MAX];
+    if ((size_t)snprintf(views, sizeof views, "%s/views", o->common.data) >= sizeof views ||
+        (size_t)snprintf(logdir, sizeof logdir, "%s/log", o->common.data) >= sizeof logdir)
+        return TLY_USAGE;
+    if (access(views, F_OK) != 0 && access(logdir, F_OK) != 0)
+        return TLY_NOT_FOUND;
+    tly_query_store *store = NULL;
+    tly_err err = tly_query_store_open(views, logdir, o->shards, &store);
+    json_t *req = json_pack("{s:s}", "q", "status");
+    if (err == TLY_OK)
+        err = req ? tly_query_answer(store, req, reply) : TLY_NOMEM;
+    json_decref(req);
+    tly_query_store_close(store);
+    return err;
+}
+
+/* A status from the service (probe_ms at most), else from the data
+ * directory. *from_service says which answered. An error object from
+ * either is returned as TLY_STORAGE with its message printed. */
+static tly_err get_status(const char *cmd, const status_opts *o, int probe_ms, json_t **reply,
+                          bool *from_service)
+{
+    json_t *req = json_pack("{s:s}", "q", "status");
+    json_t *r = NULL;
+    tly_err err = req ? tly_query_call(o->common.query, req, probe_ms, &r) : TLY_NOMEM;
+    json_decref(req);
+    *from_service = err == TLY_OK;
+    if (err == TLY_TIMEOUT || err == TLY_IO)
+        err = status_from_data(o, &r);
+    if (err != TLY_OK)
+        return err;
+    if (json_object_get(r, "error")) {
+        tly_errorf(cmd, "%s", json_string_value(json_object_get(r, "message")));
+        json_decref(r);
+        return TLY_STORAGE;
+    }
+    *reply = r;
+    return TLY_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* status                                                                    */
+
+static void status_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally status [--json] [--query EP] [--data DIR] [--shards N]\n"
+            "\n"
+            "Shows the ledger head (the last seq in the log) and, per shard, the last\n"
+            "seq applied to its views (checkpoint) and how far it is behind (lag).\n"
+            "Asks the query service (default %s); when it does not answer within\n"
+            "%d ms, reads DIR/log and DIR/views directly and says so.\n"
+            "\n"
+            "  --json        {\"head\",\"shards\":[{\"shard\",\"checkpoint\",\"lag\"}],\n"
+            "                 \"source\":\"service\"|\"data\"}\n"
+            "  --shards N    when reading DIR directly, expect shards 0-of-N .. (N-1)-of-N\n"
+            "\n"
+            "Exit codes: 0 success, 1 neither the service nor DIR answered, 2 usage.\n",
+            TLY_DEFAULT_QUERY, TLY_STATUS_PROBE_MS);
+}
+
+static void print_status(const status_opts *o, const json_t *st, bool from_service)
+{
+    char head[24], src[TLY_PATH_BYTES_MAX * 2 + 64];
+    snprintf(head, sizeof head, "%lld", (long long)json_integer_value(json_object_get(st, "head")));
+    if (from_service)
+        snprintf(src, sizeof src, "query service at %s", o->common.query);
+    else
+        snprintf(src, sizeof src, "read from %s (query service not reachable at %s)",
+                 o->common.data, o->common.query);
+    printf("Ledger head  %s\nSource       %s\n\n", head, src);
+    json_t *shards = json_object_get(st, "shards");
+    if (json_array_size(shards) == 0) {
+        printf("No shard view stores yet.\n");
+        return;
+    }
+    printf("%-6s  %12s  %12s\n", "Shard", "Checkpoint", "Lag");
+    size_t i;
+    json_t *s;
+    json_array_foreach(shards, i, s) {
+        bool missing = json_is_false(json_object_get(s, "present"));
+        printf("%-6s  %12lld  %12lld%s\n", json_string_value(json_object_get(s, "shard")),
+               (long long)json_integer_value(json_object_get(s, "checkpoint")),
+               (long long)json_integer_value(json_object_get(s, "lag")),
+               missing ? "  (no view store yet)" : "");
+    }
+}
+
+/* Parses the options status and wait share; wait adds --seq/--timeout. */
+static int parse(const char *cmd, bool is_wait, status_opts *o, int argc, char **argv)
+{
+    tly_common_defaults(&o->common);
+    o->timeout_s = TLY_WAIT_TIMEOUT_S_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int rc = tly_common_flag(&o->common, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc > 0)
+            continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return -1;
+        uint64_t n;
+        if ((rc = tly_opt_value("--shards", argc, argv, &i, &v)) != 0) {
+            if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+                return tly_usagef(cmd, "--shards takes 1..%u", TLY_SHARDS_MAX);
+            o->shards = (uint32_t)n;
+        } else if (is_wait && (rc = tly_opt_value("--seq", argc, argv, &i, &v)) != 0) {
+            if (rc < 0 || !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->seq))
+                return tly_usagef(cmd, "--seq takes a log position");
+            o->has_seq = true;
+        } else if (is_wait && (rc = tly_opt_value("--timeout", argc, argv, &i, &v)) != 0) {
+            if (rc < 0 || !tly_parse_u64(v, 0, TLY_WAIT_TIMEOUT_S_MAX, &o->timeout_s))
+                return tly_usagef(cmd, "--timeout takes 0..%u seconds", TLY_WAIT_TIMEOUT_S_MAX);
+        } else {
+            return tly_usagef(cmd, "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (is_wait && !o->has_seq)
+        return tly_usagef(cmd, "--seq N is required");
+    return TLY_EXIT_OK;
+}
+
+int tly_cmd_status(int argc, char **argv)
+{
+    status_opts o = {0};
+    int rc = parse("status", false, &o, argc, argv);
+    if (rc < 0)
+        status_usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc < 0 ? TLY_EXIT_OK : rc;
+    json_t *st = NULL;
+    bool from_service = false;
+    tly_err err = get_status("status", &o, TLY_STATUS_PROBE_MS, &st, &from_service);
+    if (err == TLY_NOT_FOUND || err == TLY_TIMEOUT || err == TLY_IO) {
+        tly_errorf("status", "query service not reachable at %s and no data at %s",
+                   o.common.query, o.common.data);
+        return TLY_EXIT_FAIL;
+    }
+    if (err != TLY_OK) {
+        if (err != TLY_STORAGE)
+            tly_errorf("status", "%s", tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    if (o.common.json) {
+        json_object_set_new(st, "source", json_string(from_service ? "service" : "data"));
+        json_dumpf(st, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("\n");
+    } else {
+        print_status(&o, st, from_service);
+    }
+    json_decref(st);
+    return fflush(stdout) == 0 ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* wait                                                                      */
+
+static void wait_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally wait --seq N [--timeout SECONDS] [--query EP] [--data DIR]\n"
+            "                  [--shards N]\n"
+            "\n"
+            "Waits until every shard has applied log position N (its checkpoint is at\n"
+            "least N), so that every answer after it says seq >= N [D8]. Polls the query\n"
+            "service every %d ms, or DIR directly while the service does not answer.\n"
+            "\n"
+            "  --seq N            the log position to wait for (e.g. the last seq 'tally\n"
+            "                     send' was acknowledged)\n"
+            "  --timeout SECONDS  give up after this long (default %u, 0 checks once)\n"
+            "  --shards N         expect N shards (default: as many as exist)\n"
+            "\n"
+            "Exit codes: 0 every shard has applied N, 1 timed out, 2 usage.\n",
+            TLY_WAIT_POLL_MS, TLY_WAIT_TIMEOUT_S_DEFAULT);
+}
+
+/* True when the status shows every shard at seq or beyond. With --shards,
+ * exactly that many shards must be listed. */
+static bool reached(const status_opts *o, const json_t *st)
+{
+    json_t *shards = json_object_get(st, "shards");
+    size_t n = json_array_size(shards);
+    if (n == 0 || (o->shards && n != o->shards))
+        return false;
+    size_t i;
+    json_t *s;
+    json_array_foreach(shards, i, s) {
+        json_int_t c = json_integer_value(json_object_get(s, "checkpoint"));
+        if (c < 0 || (uint64_t)c < o->seq)
+            return false;
+    }
+    return true;
+}
+
+/* One line on why the wait has not finished, from the last status seen. */
+static void explain_timeout(const status_opts *o, const json_t *st)
+{
+    json_t *shards = json_object_get(st, "shards");
+    const json_t *low = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(shards, i, s) {
+        if (!low || json_integer_value(json_object_get(s, "checkpoint")) <
+                        json_integer_value(json_object_get(low, "checkpoint")))
+            low = s;
+    }
+    if (!st)
+        tly_errorf("wait", "timed out after %llu s waiting for seq %llu: query service not "
+                           "reachable at %s and no view stores under %s/views",
+                   (unsigned long long)o->timeout_s, (unsigned long long)o->seq, o->common.query,
+                   o->common.data);
+    else if (!low)
+        tly_errorf("wait", "timed out after %llu s waiting for seq %llu: no shard view stores yet",
+                   (unsigned long long)o->timeout_s, (unsigned long long)o->seq);
+    else
+        tly_errorf("wait", "timed out after %llu s waiting for seq %llu: shard %s is at %lld "
+                           "(ledger head %lld)",
+                   (unsigned long long)o->timeout_s, (unsigned long long)o->seq,
+                   json_string_value(json_object_get(low, "shard")),
+                   (long long)json_integer_value(json_object_get(low, "checkpoint")),
+                   (long long)json_integer_value(json_object_get(st, "head")));
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int tly_cmd_wait(int argc, char **argv)
+{
+    status_opts o = {0};
+    int rc = parse("wait", true, &o, argc, argv);
+    if (rc < 0)
+        wait_usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc < 0 ? TLY_EXIT_OK : rc;
+    int64_t timeout_ms = (int64_t)o.timeout_s * 1000;
+    uint64_t deadline = tly_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    json_t *last = NULL;
+    /* Each round sleeps TLY_WAIT_POLL_MS unless the deadline has passed. */
+    uint64_t rounds = (uint64_t)timeout_ms / TLY_WAIT_POLL_MS + 2;
+    for (uint64_t r = 0; r < rounds; r++) {
+        uint64_t now = tly_mono_ns();
+        int64_t left_ms = now < deadline ? (int64_t)((deadline - now) / 1000000u) : 0;
+        int probe = left_ms < TLY_STATUS_PROBE_MS ? (int)(left_ms > 0 ? left_ms : 1)
+                                                   : TLY_STATUS_PROBE_MS;
+        json_t *st = NULL;
+        bool svc;
+        if (get_status("wait", &o, probe, &st, &svc) == TLY_OK) {
+            json_decref(last);
+            last = st;
+            if (reached(&o, st)) {
+                json_decref(last);
+                return TLY_EXIT_OK;
+            }
+        }
+        now = tly_mono_ns();
+        if (now >= deadline)
+            break;
+        int64_t left = (int64_t)((deadline - now) / 1000000u);
+        sleep_ms(left < TLY_WAIT_POLL_MS ? left : TLY_WAIT_POLL_MS);
+    }
+    explain_timeout(&o, last);
+    json_decref(last);
+    return TLY_EXIT_FAIL;
+}

@@ -1,9 +1,673 @@
-/* cmd_views.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_views.c — the finance queries: `tally balance | rebate | tier | claims
+ * PARTNER`, `tally liabilities`, `tally exceptions` (SPEC sections 7, 8).
+ *
+ * Each command sends one request to the query service (--query) or, with
+ * --views DIR, answers it directly from the shard stores DIR/K-of-N through
+ * the same code the service runs (tly_query.c). --json prints the section 8
+ * object on one line, keys in SPEC order; otherwise a table for people:
+ * money as decimal amounts of the currency (minor units / 10^exponent,
+ * integer arithmetic), columns aligned, bold headings only on a terminal.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_balance(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("balance", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_rebate(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("rebate", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_tier(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("tier", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_claims(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("claims", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_liabilities(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("liabilities", "not built yet"); return TLY_EXIT_FAIL; }
-int tly_cmd_exceptions(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("exceptions", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_limits.h"
+#include "tly_query.h"
+
+typedef struct view_opts {
+    tly_common_opts common;
+    const char *views;   /* --views DIR: answer from the stores, no service */
+    uint32_t shards;     /* --shards N with --views */
+    const char *partner; /* PARTNER, or --partner for exceptions */
+    const char *kind;    /* --kind for exceptions */
+    uint64_t from_seq;   /* --from-seq for exceptions */
+} view_opts;
+
+/* Where answers come from during one command: the service or a store. */
+typedef struct source {
+    const char *cmd;
+    const view_opts *o;
+    tly_query_store *store; /* non-NULL with --views */
+} source;
+
+/* ------------------------------------------------------------------------ */
+/* Tables                                                                    */
+
+/* Columns of the widest table (liabilities). */
+#define TABLE_COLS_MAX 8u
+
+typedef struct table {
+    uint32_t cols;
+    const char *align; /* 'l' or 'r' per column */
+    char **cells;      /* rows * cols strings, row 0 the headings */
+    uint32_t rows;
+    uint32_t cap;
+} table;
+
+static bool out_is_tty(void)
+{
+    return isatty(STDOUT_FILENO) == 1;
+}
+
+static void table_init(table *t, const char *align)
+{
+    *t = (table){.cols = (uint32_t)strlen(align), .align = align};
+}
+
+/* Adds a row of t->cols strings (copied). Rows are bounded by the reply,
+ * which is bounded by the frame size. */
+static void table_row(table *t, ...)
+{
+    if (t->rows == t->cap) {
+        uint32_t cap = t->cap ? t->cap * 2 : 16;
+        char **c = realloc(t->cells, (size_t)cap * t->cols * sizeof *c);
+        if (!c)
+            abort();
+        t->cells = c;
+        t->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, t);
+    for (uint32_t c = 0; c < t->cols; c++) {
+        const char *s = va_arg(ap, const char *);
+        t->cells[(size_t)t->rows * t->cols + c] = strdup(s ? s : "");
+    }
+    va_end(ap);
+    t->rows++;
+}
+
+static void table_print(table *t, bool headings)
+{
+    size_t w[TABLE_COLS_MAX] = {0};
+    for (uint32_t r = 0; r < t->rows; r++)
+        for (uint32_t c = 0; c < t->cols; c++) {
+            size_t l = strlen(t->cells[(size_t)r * t->cols + c]);
+            w[c] = l > w[c] ? l : w[c];
+        }
+    bool tty = out_is_tty();
+    for (uint32_t r = 0; r < t->rows; r++) {
+        bool bold = tty && headings && r == 0;
+        char line[4096];
+        size_t o = 0;
+        for (uint32_t c = 0; c < t->cols; c++) {
+            const char *s = t->cells[(size_t)r * t->cols + c];
+            int n = snprintf(line + o, sizeof line - o, t->align[c] == 'r' ? "%s%*s" : "%s%-*s",
+                             c ? "  " : "", (int)w[c], s);
+            o += (size_t)n;
+            if (o >= sizeof line - 1) {
+                o = sizeof line - 1;
+                break;
+            }
+        }
+        while (o > 0 && line[o - 1] == ' ')
+            o--;
+        line[o] = '\0';
+        printf("%s%s%s\n", bold ? "\033[1m" : "", line, bold ? "\033[0m" : "");
+    }
+    for (uint32_t i = 0; i < t->rows * t->cols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    *t = (table){0};
+}
+
+/* ------------------------------------------------------------------------ */
+/* Field formatting                                                          */
+
+static const char *str_of(const json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : dflt;
+}
+
+/* Money field as a decimal amount; "-" when absent. */
+static const char *money_of(const json_t *o, const char *key, int exp, char *buf, size_t cap)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return "-";
+    tly_query_format_money((int64_t)json_integer_value(v), exp, buf, cap);
+    return buf;
+}
+
+static const char *int_of(const json_t *o, const char *key, char *buf, size_t cap)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return "-";
+    snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+    return buf;
+}
+
+/* The heading block: label/value pairs, values aligned. */
+static void print_head(const json_t *reply, const char *partner, const char *currency)
+{
+    table t;
+    table_init(&t, "ll");
+    char seq[32];
+    if (partner)
+        table_row(&t, "Partner", partner);
+    if (currency)
+        table_row(&t, "Currency", currency);
+    snprintf(seq, sizeof seq, "seq %s", int_of(reply, "seq", (char[24]){0}, 24));
+    table_row(&t, "As of", seq);
+    table_print(&t, false);
+}
+
+/* [D8] A cross-shard answer whose shards were at different positions. */
+static void print_differ_note(const json_t *reply)
+{
+    if (!json_is_true(json_object_get(reply, "shards_differ")))
+        return;
+    char seq[24];
+    printf("\nNote: the shards had applied different log positions; figures reflect at least\n"
+           "seq %s. Run 'tally wait --seq N' first for an answer as of one position.\n",
+           int_of(reply, "seq", seq, sizeof seq));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Human output per query                                                    */
+
+typedef struct money_ctx {
+    const char *currency; /* NULL when unknown */
+    int exp;
+} money_ctx;
+
+static void print_balance(const json_t *r, const money_ctx *m)
+{
+    table t;
+    table_init(&t, "ll");
+    table_row(&t, "Partner", str_of(r, "partner", "-"));
+    table_row(&t, "Program", str_of(r, "program", "-"));
+    table_row(&t, "Tier", str_of(r, "tier", "-"));
+    table_row(&t, "Currency", str_of(r, "currency", "-"));
+    char seq[48], num[24];
+    snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
+    table_row(&t, "As of", seq);
+    table_print(&t, false);
+    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired",
+                                       "pending", "approved",    "paid",     "deficit",
+                                       "available"};
+    static const char *const labels[] = {"Accrued",          "Clawed back",     "Adjusted",
+                                         "Expired",          "Pending claims",  "Approved, unpaid",
+                                         "Paid claims",      "Deficit",         "Available"};
+    table_init(&t, "lr");
+    table_row(&t, "MDF", "Amount");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char b[TLY_QUERY_MONEY_CHARS];
+        table_row(&t, labels[i], money_of(r, keys[i], m->exp, b, sizeof b));
+    }
+    printf("\n");
+    table_print(&t, true);
+    json_t *buckets = json_object_get(r, "buckets");
+    printf("\n");
+    if (json_array_size(buckets) == 0) {
+        printf("No live MDF buckets.\n");
+        return;
+    }
+    table_init(&t, "lrl");
+    table_row(&t, "Bucket", "Remaining", "Expires after");
+    size_t i;
+    json_t *b;
+    json_array_foreach(buckets, i, b) {
+        char a[TLY_QUERY_MONEY_CHARS];
+        table_row(&t, str_of(b, "period", "-"), money_of(b, "remaining", m->exp, a, sizeof a),
+                  str_of(b, "expires_after", "-"));
+    }
+    table_print(&t, true);
+}
+
+static void print_rebate(const json_t *r, const money_ctx *m)
+{
+    print_head(r, str_of(r, "partner", "-"), m->currency);
+    printf("\n");
+    json_t *periods = json_object_get(r, "periods");
+    table t;
+    if (json_array_size(periods) == 0) {
+        printf("No rebate periods yet.\n");
+    } else {
+        table_init(&t, "lrrrlr");
+        table_row(&t, "Period", "Net revenue", "Rate", "Rebate", "Status", "Paid");
+        size_t i;
+        json_t *p;
+        json_array_foreach(periods, i, p) {
+            char rev[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
+                paid[TLY_QUERY_MONEY_CHARS], rate[16] = "-";
+            json_t *bps = json_object_get(p, "rate_bps");
+            if (json_is_integer(bps))
+                tly_query_format_bps((int64_t)json_integer_value(bps), rate, sizeof rate);
+            table_row(&t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
+                      rate, money_of(p, "rebate", m->exp, reb, sizeof reb),
+                      str_of(p, "status", "-"), money_of(p, "paid", m->exp, paid, sizeof paid));
+        }
+        table_print(&t, true);
+    }
+    char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
+    table_init(&t, "lr");
+    table_row(&t, "Payable (final periods, unpaid)", money_of(r, "payable", m->exp, a, sizeof a));
+    table_row(&t, "Accrued in open periods", money_of(r, "accrued_open", m->exp, b, sizeof b));
+    printf("\n");
+    table_print(&t, false);
+}
+
+static void next_text(const json_t *next, const money_ctx *m, char *out, size_t cap)
+{
+    if (!json_is_object(next)) {
+        snprintf(out, cap, "none (top tier)");
+        return;
+    }
+    char rev[TLY_QUERY_MONEY_CHARS], certs[24];
+    snprintf(out, cap, "%s: needs %s more revenue and %s more certifications",
+             str_of(next, "tier", "-"), money_of(next, "revenue_needed", m->exp, rev, sizeof rev),
+             int_of(next, "certs_needed", certs, sizeof certs));
+}
+
+static void print_tier(const json_t *r, const money_ctx *m)
+{
+    table t;
+    table_init(&t, "ll");
+    char rev[TLY_QUERY_MONEY_CHARS], certs[24], next[512], seq[48], num[24];
+    table_row(&t, "Partner", str_of(r, "partner", "-"));
+    table_row(&t, "Tier", str_of(r, "tier", "-"));
+    table_row(&t, "Currency", m->currency ? m->currency : "-");
+    table_row(&t, "Window revenue", money_of(r, "window_revenue", m->exp, rev, sizeof rev));
+    table_row(&t, "Active certs", int_of(r, "active_certs", certs, sizeof certs));
+    next_text(json_object_get(r, "next"), m, next, sizeof next);
+    table_row(&t, "Next tier", next);
+    snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
+    table_row(&t, "As of", seq);
+    table_print(&t, false);
+    json_t *hist = json_object_get(r, "history");
+    printf("\n");
+    if (json_array_size(hist) == 0) {
+        printf("No tier changes yet.\n");
+        return;
+    }
+    table_init(&t, "rlll");
+    table_row(&t, "Seq", "Closed period", "From", "To");
+    size_t i;
+    json_t *h;
+    json_array_foreach(hist, i, h) {
+        char s[24];
+        table_row(&t, int_of(h, "seq", s, sizeof s), str_of(h, "period", "-"),
+                  str_of(h, "from", "-"), str_of(h, "to", "-"));
+    }
+    table_print(&t, true);
+}
+
+static void print_claims(const json_t *r, const money_ctx *m)
+{
+    print_head(r, str_of(r, "partner", "-"), m->currency);
+    printf("\n");
+    json_t *claims = json_object_get(r, "claims");
+    if (json_array_size(claims) == 0) {
+        printf("No claims.\n");
+        return;
+    }
+    table t;
+    table_init(&t, "llrrrl");
+    table_row(&t, "Claim", "Status", "Requested", "Approved", "Paid", "Reason");
+    size_t i;
+    json_t *c;
+    json_array_foreach(claims, i, c) {
+        char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS], d[TLY_QUERY_MONEY_CHARS];
+        table_row(&t, str_of(c, "claim", "-"), str_of(c, "status", "-"),
+                  money_of(c, "requested", m->exp, a, sizeof a),
+                  money_of(c, "approved", m->exp, b, sizeof b),
+                  money_of(c, "paid", m->exp, d, sizeof d), str_of(c, "reason", ""));
+    }
+    table_print(&t, true);
+}
+
+static void print_liabilities(const json_t *r, const money_ctx *unused)
+{
+    (void)unused;
+    print_head(r, NULL, NULL);
+    printf("\n");
+    json_t *progs = json_object_get(r, "programs");
+    if (json_array_size(progs) == 0) {
+        printf("No programs yet.\n");
+    } else {
+        static const char *const keys[] = {"mdf_available", "mdf_pending", "mdf_approved",
+                                           "rebate_accrued_open", "rebate_payable"};
+        table t;
+        table_init(&t, "llrrrrr");
+        table_row(&t, "Program", "Currency", "MDF available", "MDF pending", "MDF approved",
+                  "Rebate accrued (open)", "Rebate payable");
+        size_t i;
+        json_t *p;
+        json_array_foreach(progs, i, p) {
+            int exp = tly_query_currency_exponent(str_of(p, "currency", NULL));
+            char v[5][TLY_QUERY_MONEY_CHARS];
+            for (int k = 0; k < 5; k++)
+                money_of(p, keys[k], exp, v[k], sizeof v[k]);
+            table_row(&t, str_of(p, "program", "-"), str_of(p, "currency", "-"),
+                      json_is_integer(json_object_get(p, keys[0])) ? v[0] : "-",
+                      json_is_integer(json_object_get(p, keys[1])) ? v[1] : "-",
+                      json_is_integer(json_object_get(p, keys[2])) ? v[2] : "-",
+                      json_is_integer(json_object_get(p, keys[3])) ? v[3] : "-",
+                      json_is_integer(json_object_get(p, keys[4])) ? v[4] : "-");
+        }
+        table_print(&t, true);
+    }
+    print_differ_note(r);
+}
+
+static void print_exceptions(const json_t *r, const money_ctx *unused)
+{
+    (void)unused;
+    print_head(r, NULL, NULL);
+    printf("\n");
+    json_t *xs = json_object_get(r, "exceptions");
+    size_t count = json_array_size(xs);
+    if (count == 0) {
+        printf("No exceptions.\n");
+    } else {
+        table t;
+        table_init(&t, "rlll");
+        table_row(&t, "Seq", "Kind", "Partner", "Detail");
+        size_t i;
+        json_t *x;
+        json_array_foreach(xs, i, x) {
+            char s[24];
+            table_row(&t, int_of(x, "seq", s, sizeof s), str_of(x, "kind", "-"),
+                      str_of(x, "partner", "-"), str_of(x, "detail", ""));
+        }
+        table_print(&t, true);
+        printf("\n%zu exception%s\n", count, count == 1 ? "" : "s");
+    }
+    print_differ_note(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fetching                                                                  */
+
+/* Sends req to the service or answers it from the store. On success
+ * *reply holds the answer (never an error object). Otherwise prints one line
+ * on stderr and returns the exit code. */
+static int fetch(const source *src, json_t *req, json_t **reply)
+{
+    json_t *r = NULL;
+    tly_err err = src->store ? tly_query_answer(src->store, req, &r)
+                             : tly_query_call(src->o->common.query, req, TLY_QUERY_TIMEOUT_MS, &r);
+    if (err == TLY_TIMEOUT || err == TLY_IO) {
+        tly_errorf(src->cmd, "query service not reachable at %s", src->o->common.query);
+        return TLY_EXIT_FAIL;
+    }
+    if (err == TLY_USAGE)
+        return tly_usagef(src->cmd, "bad query endpoint '%s'", src->o->common.query);
+    if (err != TLY_OK) {
+        tly_errorf(src->cmd, "query failed: %s", tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    const char *code = json_string_value(json_object_get(r, "error"));
+    if (code) {
+        tly_errorf(src->cmd, "%s", str_of(r, "message", code));
+        json_decref(r);
+        return TLY_EXIT_FAIL;
+    }
+    *reply = r;
+    return TLY_EXIT_OK;
+}
+
+/* The partner's currency, for the tables of views that do not carry it. */
+static void partner_money(const source *src, const char *partner, char *cur, size_t cap,
+                          money_ctx *m)
+{
+    m->currency = NULL;
+    m->exp = 2;
+    json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", partner);
+    json_t *bal = NULL;
+    tly_err err = !req ? TLY_NOMEM
+                  : src->store ? tly_query_answer(src->store, req, &bal)
+                               : tly_query_call(src->o->common.query, req, TLY_QUERY_TIMEOUT_MS,
+                                                &bal);
+    const char *c = err == TLY_OK ? json_string_value(json_object_get(bal, "currency")) : NULL;
+    if (c) {
+        snprintf(cur, cap, "%s", c);
+        m->currency = cur;
+        m->exp = tly_query_currency_exponent(cur);
+    }
+    json_decref(bal);
+    json_decref(req);
+}
+
+/* Appends the page's exceptions to all and folds its seq and flags in. */
+static void merge_page(json_t *all, json_t *page)
+{
+    json_array_extend(json_object_get(all, "exceptions"), json_object_get(page, "exceptions"));
+    json_t *s_all = json_object_get(all, "seq"), *s_page = json_object_get(page, "seq");
+    if (json_integer_value(s_page) < json_integer_value(s_all))
+        json_object_set(all, "seq", s_page);
+    if (json_is_true(json_object_get(page, "shards_differ")))
+        json_object_set_new(all, "shards_differ", json_true());
+}
+
+/* [D16] The complete list: follows "next_seq" cursors page by page. */
+static int fetch_exceptions(const source *src, json_t *req, json_t **reply)
+{
+    json_t *all = NULL;
+    for (uint32_t page = 0; page < TLY_QUERY_EXCEPTIONS_PAGES_MAX; page++) {
+        json_t *r = NULL;
+        int rc = fetch(src, req, &r);
+        if (rc != TLY_EXIT_OK) {
+            json_decref(all);
+            return rc;
+        }
+        json_t *next = json_incref(json_object_get(r, "next_seq"));
+        json_object_del(r, "next_seq");
+        if (!all)
+            all = r;
+        else {
+            merge_page(all, r);
+            json_decref(r);
+        }
+        if (!next) {
+            *reply = all;
+            return TLY_EXIT_OK;
+        }
+        json_object_set_new(req, "from_seq", next);
+    }
+    json_decref(all);
+    tly_errorf(src->cmd, "more than %u pages of exceptions", TLY_QUERY_EXCEPTIONS_PAGES_MAX);
+    return TLY_EXIT_FAIL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands                                                                  */
+
+typedef void (*print_fn)(const json_t *reply, const money_ctx *m);
+
+typedef struct view_cmd {
+    const char *name;
+    bool partner;  /* takes PARTNER */
+    bool filters;  /* takes --partner/--kind/--from-seq */
+    print_fn print;
+    const char *what;
+} view_cmd;
+
+static void usage(const view_cmd *c, FILE *out)
+{
+    fprintf(out, "Usage: tally %s%s [--json] [--query EP | --views DIR [--shards N]]%s\n\n%s\n\n",
+            c->name, c->partner ? " PARTNER" : "",
+            c->filters ? "\n         [--partner P] [--kind KIND] [--from-seq SEQ]" : "", c->what);
+    fprintf(out,
+            "  --json          print the SPEC section 8 object on one line (keys in SPEC\n"
+            "                  order; money in minor units)\n"
+            "  --query EP      query service endpoint (default %s)\n"
+            "  --views DIR     answer directly from the shard stores DIR/K-of-N (e.g. a\n"
+            "                  replay from 'tally audit replay'), without the service\n"
+            "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n",
+            TLY_DEFAULT_QUERY);
+    if (c->filters)
+        fprintf(out, "  --partner P     only exceptions naming partner P\n"
+                     "  --kind KIND     only exceptions of this kind (e.g. over_return)\n"
+                     "  --from-seq SEQ  only exceptions at log positions >= SEQ\n");
+    fprintf(out, "\nAmounts are shown in the currency's units (minor units / 10^digits of\n"
+                 "ISO 4217). 'As of seq N' is the log position the answer reflects: the\n"
+                 "lowest checkpoint of the shards read.\n"
+                 "Exit codes: 0 success, 1 error (unknown partner, service not reachable),"
+                 " 2 usage.\n");
+}
+
+/* Parses the command-specific options; returns -1 after --help. */
+static int parse_one(const view_cmd *c, view_opts *o, int argc, char **argv, int *i)
+{
+    const char *v = NULL;
+    int rc;
+    uint64_t n;
+    if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
+        usage(c, stdout);
+        return -1;
+    }
+    if ((rc = tly_opt_value("--views", argc, argv, i, &o->views)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
+    if ((rc = tly_opt_value("--shards", argc, argv, i, &v)) != 0) {
+        if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+            return tly_usagef(c->name, "--shards takes 1..%u", TLY_SHARDS_MAX);
+        o->shards = (uint32_t)n;
+        return TLY_EXIT_OK;
+    }
+    if (c->filters && (rc = tly_opt_value("--partner", argc, argv, i, &o->partner)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
+    if (c->filters && (rc = tly_opt_value("--kind", argc, argv, i, &o->kind)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
+    if (c->filters && (rc = tly_opt_value("--from-seq", argc, argv, i, &v)) != 0) {
+        if (rc < 0 || !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->from_seq))
+            return tly_usagef(c->name, "--from-seq takes a seq");
+        return TLY_EXIT_OK;
+    }
+    if (c->partner && argv[*i][0] != '-' && !o->partner) {
+        o->partner = argv[*i];
+        return TLY_EXIT_OK;
+    }
+    return tly_usagef(c->name, "unexpected argument '%s'", argv[*i]);
+}
+
+static int parse(const view_cmd *c, view_opts *o, int argc, char **argv)
+{
+    tly_common_defaults(&o->common);
+    for (int i = 1; i < argc; i++) {
+        int rc = tly_common_flag(&o->common, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc == 0 && (rc = parse_one(c, o, argc, argv, &i)) != TLY_EXIT_OK)
+            return rc;
+    }
+    if (c->partner && !o->partner)
+        return tly_usagef(c->name, "PARTNER is required");
+    if (o->partner && (strlen(o->partner) == 0 || strlen(o->partner) > TLY_NAME_BYTES_MAX))
+        return tly_usagef(c->name, "a partner id is 1 to %u bytes", TLY_NAME_BYTES_MAX);
+    if (o->shards && !o->views)
+        return tly_usagef(c->name, "--shards goes with --views");
+    return TLY_EXIT_OK;
+}
+
+static json_t *build_request(const view_cmd *c, const view_opts *o)
+{
+    json_t *req = json_pack("{s:s}", "q", c->name);
+    if (req && o->partner)
+        json_object_set_new(req, "partner", json_string(o->partner));
+    if (req && o->kind)
+        json_object_set_new(req, "kind", json_string(o->kind));
+    if (req && o->from_seq)
+        json_object_set_new(req, "from_seq", json_integer((json_int_t)o->from_seq));
+    return req;
+}
+
+static void print_reply(const view_cmd *c, const source *src, const json_t *reply)
+{
+    if (src->o->common.json) {
+        json_dumpf(reply, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("\n");
+        return;
+    }
+    char cur[16];
+    money_ctx m = {NULL, 2};
+    const char *own = json_string_value(json_object_get(reply, "currency"));
+    if (own) {
+        m.currency = own;
+        m.exp = tly_query_currency_exponent(own);
+    } else if (c->partner) {
+        partner_money(src, src->o->partner, cur, sizeof cur, &m);
+    }
+    c->print(reply, &m);
+}
+
+static int run_view(const view_cmd *c, int argc, char **argv)
+{
+    view_opts o = {0};
+    int rc = parse(c, &o, argc, argv);
+    if (rc != TLY_EXIT_OK)
+        return rc < 0 ? TLY_EXIT_OK : rc;
+    source src = {c->name, &o, NULL};
+    if (o.views) {
+        tly_err err = tly_query_store_open(o.views, NULL, o.shards, &src.store);
+        if (err != TLY_OK) {
+            tly_errorf(c->name, "cannot open view stores under %s: %s", o.views,
+                       tly_strerror(err));
+            return TLY_EXIT_FAIL;
+        }
+    }
+    json_t *req = build_request(c, &o), *reply = NULL;
+    rc = !req ? TLY_EXIT_FAIL
+         : c->filters ? fetch_exceptions(&src, req, &reply)
+                      : fetch(&src, req, &reply);
+    if (rc == TLY_EXIT_OK)
+        print_reply(c, &src, reply);
+    json_decref(reply);
+    json_decref(req);
+    tly_query_store_close(src.store);
+    if (rc == TLY_EXIT_OK && fflush(stdout) != 0)
+        rc = TLY_EXIT_FAIL;
+    return rc;
+}
+
+static const view_cmd BALANCE = {"balance", true, false, print_balance,
+                                 "The MDF balance of a partner: totals and live buckets."};
+static const view_cmd REBATE = {"rebate", true, false, print_rebate,
+                                "The rebate periods of a partner: revenue, rate, rebate, paid."};
+static const view_cmd TIER = {"tier", true, false, print_tier,
+                              "The tier of a partner, what the next tier needs, and history."};
+static const view_cmd CLAIMS = {"claims", true, false, print_claims,
+                                "The MDF claims of a partner, in submit order."};
+static const view_cmd LIABILITIES = {"liabilities", false, false, print_liabilities,
+                                     "MDF and rebate liabilities per program, all partners."};
+static const view_cmd EXCEPTIONS = {
+    "exceptions", false, true, print_exceptions,
+    "Business exceptions recorded by the engine, in log order (the complete list)."};
+
+int tly_cmd_balance(int argc, char **argv)
+{
+    return run_view(&BALANCE, argc, argv);
+}
+
+int tly_cmd_rebate(int argc, char **argv)
+{
+    return run_view(&REBATE, argc, argv);
+}
+
+int tly_cmd_tier(int argc, char **argv)
+{
+    return run_view(&TIER, argc, argv);
+}
+
+int tly_cmd_claims(int argc, char **argv)
+{
+    return run_view(&CLAIMS, argc, argv);
+}
+
+int tly_cmd_liabilities(int argc, char **argv)
+{
+    return run_view(&LIABILITIES, argc, argv);
+}
+
+int tly_cmd_exceptions(int argc, char **argv)
+{
+    return run_view(&EXCEPTIONS, argc, argv);
+}

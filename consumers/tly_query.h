@@ -1,0 +1,109 @@
+/*
+ * tly_query.h — answering the queries of SPEC section 8 from the shard view
+ * stores, the query wire client, and the money formatting the CLI shares.
+ *
+ * The query logic lives here once and serves two callers: the query service
+ * (`tally query`, which receives requests over ZeroMQ) and the CLI's
+ * `--views DIR` mode (which answers directly from the stores, e.g. over a
+ * replay written by `tally audit replay`).
+ *
+ * A request is a JSON object {"q": name, ...args} (the service converts the
+ * MessagePack map it receives). Names and arguments:
+ *   "balance" | "rebate" | "tier" | "claims"   "partner": str
+ *   "liabilities"
+ *   "exceptions"   "partner"?: str, "kind"?: str, "from_seq"?: uint
+ *   "status"
+ * A reply is the section 8 object with its keys in the SPEC order and "seq"
+ * set [D8], {"head","shards":[{"shard","checkpoint","lag"}]} for status,
+ * or {"error": code, "message": str, "field"?: str} where code is a
+ * tly_err_name: not_found (unknown partner), missing_field / bad_field (a
+ * bad argument, "field" names it), malformed (not an object), unavailable
+ * (a shard has no view store yet), corrupt, storage.
+ *
+ * Additions beyond section 8, all optional for a client:
+ *   "shards_differ": true   on a cross-shard answer (liabilities, exceptions)
+ *                           whose shards were at different checkpoints; the
+ *                           key is absent otherwise.
+ *   "next_seq": uint        on an exceptions reply cut after
+ *                           TLY_QUERY_EXCEPTIONS_PAGE_MAX entries: ask again
+ *                           with "from_seq" = next_seq for the rest.
+ *
+ * View store layout: see tly_engine.h ("V/...", "X/...") and the consumer
+ * runtime's "M/checkpoint" (u64be, the last applied seq). Shard K of N lives
+ * in VIEWS/K-of-N, an LMDB environment with one named database "views".
+ */
+#ifndef TLY_QUERY_H
+#define TLY_QUERY_H
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tly_err.h"
+
+typedef struct tly_query_store tly_query_store;
+
+/*
+ * Prepares read-only access to the shard stores under views_dir (DIR/views)
+ * and, when log_dir is not NULL, to the log's head (DIR/log) for "status".
+ *
+ * shard_count N > 0 expects exactly the shards 0-of-N .. (N-1)-of-N. With 0
+ * the stores are discovered: the complete set K-of-N whose data was written
+ * most recently, else the most recent incomplete one. Stores that do not
+ * exist yet are looked for again on each request, so the service may start
+ * before the consumers; once a complete set is open it stays (restart the
+ * service to change N).
+ *
+ * Returns TLY_OK (even when no store exists yet), TLY_USAGE (a path longer
+ * than TLY_PATH_BYTES_MAX or shard_count above TLY_SHARDS_MAX) or
+ * TLY_NOMEM. Close with tly_query_store_close (NULL is a no-op).
+ */
+tly_err tly_query_store_open(const char *views_dir, const char *log_dir, uint32_t shard_count,
+                             tly_query_store **out);
+void tly_query_store_close(tly_query_store *s);
+
+/*
+ * Answers one request. *reply receives a new reference the caller must
+ * json_decref: the answer or an error object (a bad request is an error
+ * object, not a failure). Each shard the answer reads is read in one LMDB
+ * read transaction, so a shard's views and its checkpoint agree.
+ * Returns TLY_OK, or TLY_NOMEM when no reply could be built.
+ */
+tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply);
+
+/*
+ * Appends the MessagePack encoding of a JSON value to out: object -> map
+ * (insertion order kept), array, string, integer, true/false, null -> nil.
+ * Returns TLY_OK, TLY_BAD_FIELD (a real: no query field is fractional),
+ * TLY_TOO_LARGE (deeper than TLY_MP_DEPTH_MAX) or TLY_NOMEM.
+ */
+tly_err tly_query_pack(const json_t *v, msgpack_sbuffer *out);
+
+/*
+ * Sends one request to the query service at endpoint and waits at most
+ * timeout_ms for the reply, converted to JSON into *reply (new reference).
+ * Returns TLY_OK (the reply may be an error object), TLY_TIMEOUT (no reply:
+ * nothing is listening, or the service is stuck), TLY_MALFORMED (the reply
+ * is not a MessagePack map), TLY_USAGE (an endpoint ZeroMQ cannot parse) or
+ * TLY_IO / TLY_NOMEM.
+ */
+tly_err tly_query_call(const char *endpoint, const json_t *req, int timeout_ms, json_t **reply);
+
+/* Minor-unit digits of an ISO 4217 currency (tly_currency_exponent: 0 for
+ * JPY, 3 for KWD, ...); 2 for a code that table does not know. */
+int tly_query_currency_exponent(const char *currency);
+
+/*
+ * Writes minor units as a decimal amount with thousands separators,
+ * "-1,234.56" for (-123456, 2). Integer arithmetic only. out must hold at
+ * least TLY_QUERY_MONEY_CHARS bytes; exponent is clamped to 0..4.
+ */
+#define TLY_QUERY_MONEY_CHARS 40u
+void tly_query_format_money(int64_t minor, int exponent, char *out, size_t cap);
+
+/* "2.50%" for 250 basis points, into out (at least 16 bytes). */
+void tly_query_format_bps(int64_t bps, char *out, size_t cap);
+
+#endif
