@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs what Tally needs from Debian 12 packages, only what is missing.
+# Used by scripts/demo.sh and scripts/test.sh; run as root (or with sudo).
+set -eu
+PKGS="build-essential cmake pkg-config liblmdb-dev libzmq3-dev libmsgpack-dev check \
+libjansson-dev libssl-dev"
+[ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
