@@ -1,0 +1,512 @@
+/*
+ * audit_views.c — a set of shard view stores read as one; see audit_views.h.
+ *
+ * The stores are read with LMDB directly (layout: tly_engine.h and
+ * tly_views.h) because an audit reads any views directory, including a
+ * replay's --out, which has no data directory around it.
+ */
+#include "audit_views.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit_int.h"
+#include "tly_cli.h"
+#include "tly_limits.h"
+#include "tly_views.h"
+
+_Static_assert(TLY_SHARDS_MAX <= 64, "a shard set is tracked in a 64-bit mask");
+
+typedef struct audit_shard {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint64_t checkpoint;
+} audit_shard;
+
+struct tly_audit_viewset {
+    uint32_t count;
+    audit_shard shard[TLY_SHARDS_MAX];
+};
+
+/* ---- finding the shards ---- */
+
+/* Parses "K-of-N" (decimal, no signs or leading junk); false otherwise. */
+static bool parse_shard_name(const char *s, uint32_t *k, uint32_t *n)
+{
+    char tail;
+    unsigned a, b;
+    if (s[0] < '0' || s[0] > '9' || sscanf(s, "%u-of-%u%c", &a, &b, &tail) != 2)
+        return false;
+    char again[32];
+    snprintf(again, sizeof again, "%u-of-%u", a, b);
+    if (strcmp(again, s) != 0 || b == 0 || b > TLY_SHARDS_MAX || a >= b)
+        return false;
+    *k = a;
+    *n = b;
+    return true;
+}
+
+/* Modification time of views_dir/K-of-N/data.mdb (0 when absent). */
+static long long data_mtime(const char *views_dir, uint32_t k, uint32_t n)
+{
+    char path[TLY_PATH_BYTES_MAX + 64];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%u-of-%u/data.mdb", views_dir, k, n);
+    return stat(path, &st) == 0 ? (long long)st.st_mtime : 0;
+}
+
+/* Picks the shard count of the complete set (every K of one N) written
+ * most recently, as the query service does, so an audit reads what the
+ * queries answer from. Returns 0 when there is none. */
+static uint32_t pick_set(const char *views_dir, const uint64_t *mask)
+{
+    uint32_t best = 0;
+    long long best_mtime = -1;
+    for (uint32_t n = 1; n <= TLY_SHARDS_MAX; n++) {
+        uint64_t all = n == 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
+        if (mask[n] != all)
+            continue;
+        long long t = 0;
+        for (uint32_t k = 0; k < n; k++) {
+            long long m = data_mtime(views_dir, k, n);
+            t = m > t ? m : t;
+        }
+        if (t > best_mtime) {
+            best = n;
+            best_mtime = t;
+        }
+    }
+    return best;
+}
+
+static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t cap)
+{
+    DIR *d = opendir(views_dir);
+    if (!d) {
+        tly_audit_msgf(msg, cap, "cannot read the directory %s", views_dir);
+        return TLY_NOT_FOUND;
+    }
+    uint64_t mask[TLY_SHARDS_MAX + 1] = {0};
+    struct dirent *e;
+    uint32_t seen = 0;
+    while ((e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX) {
+        uint32_t k, cnt;
+        if (parse_shard_name(e->d_name, &k, &cnt))
+            mask[cnt] |= UINT64_C(1) << k;
+    }
+    closedir(d);
+    *n = pick_set(views_dir, mask);
+    if (*n == 0) {
+        tly_audit_msgf(msg, cap, "no complete set of shard stores K-of-N");
+        return TLY_NOT_FOUND;
+    }
+    return TLY_OK;
+}
+
+/* ---- opening one shard ---- */
+
+/* Reads "M/shard" (must be "K/N") and "M/checkpoint" in the snapshot. */
+static tly_err read_meta(audit_shard *s, uint32_t k, uint32_t n, char *msg, size_t cap)
+{
+    char want[32];
+    int len = snprintf(want, sizeof want, "%u/%u", k, n);
+    MDB_val key = {strlen(TLY_VIEWS_KEY_SHARD), TLY_VIEWS_KEY_SHARD}, v;
+    int rc = mdb_get(s->txn, s->dbi, &key, &v);
+    if (rc != 0 || v.mv_size != (size_t)len || memcmp(v.mv_data, want, v.mv_size) != 0) {
+        tly_audit_msgf(msg, cap, "store %u-of-%u does not say it is shard %s", k, n, want);
+        return rc == 0 || rc == MDB_NOTFOUND ? TLY_CORRUPT : tly_audit_lmdb_err(rc, "M/shard");
+    }
+    key.mv_size = strlen(TLY_VIEWS_KEY_CHECKPOINT);
+    key.mv_data = TLY_VIEWS_KEY_CHECKPOINT;
+    rc = mdb_get(s->txn, s->dbi, &key, &v);
+    s->checkpoint = 0;
+    if (rc == 0 && v.mv_size == 8)
+        s->checkpoint = tly_audit_get_be64(v.mv_data);
+    else if (rc == 0) {
+        tly_audit_msgf(msg, cap, "store %u-of-%u has a checkpoint of %zu bytes", k, n,
+                       v.mv_size);
+        return TLY_CORRUPT;
+    } else if (rc != MDB_NOTFOUND) {
+        return tly_audit_lmdb_err(rc, "M/checkpoint");
+    }
+    return TLY_OK;
+}
+
+static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_shard *s,
+                          char *msg, size_t cap)
+{
+    char path[TLY_PATH_BYTES_MAX + 64];
+    snprintf(path, sizeof path, "%s/%u-of-%u", views_dir, k, n);
+    tly_err err = tly_audit_env_open(path, 4, &s->env);
+    if (err == TLY_OK)
+        err = tly_audit_txn_begin(s->env, &s->txn);
+    if (err == TLY_OK) {
+        int rc = mdb_dbi_open(s->txn, "views", 0, &s->dbi);
+        err = rc == 0 ? TLY_OK : tly_audit_lmdb_err(rc, path);
+    }
+    if (err == TLY_OK)
+        err = read_meta(s, k, n, msg, cap);
+    else
+        tly_audit_msgf(msg, cap, "cannot open the store %s", path);
+    return err;
+}
+
+tly_err tly_audit_viewset_open(const char *views_dir, tly_audit_viewset **out, char *msg,
+                               size_t cap)
+{
+    uint32_t n;
+    tly_err err = find_set(views_dir, &n, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    tly_audit_viewset *vs = calloc(1, sizeof *vs);
+    if (!vs)
+        return TLY_NOMEM;
+    for (uint32_t k = 0; k < n && err == TLY_OK; k++) {
+        err = open_shard(views_dir, k, n, &vs->shard[k], msg, cap);
+        vs->count = k + 1;
+    }
+    if (err != TLY_OK) {
+        tly_audit_viewset_close(vs);
+        return err;
+    }
+    *out = vs;
+    return TLY_OK;
+}
+
+void tly_audit_viewset_close(tly_audit_viewset *vs)
+{
+    if (!vs)
+        return;
+    for (uint32_t k = 0; k < vs->count; k++) {
+        if (vs->shard[k].txn)
+            mdb_txn_abort(vs->shard[k].txn);
+        if (vs->shard[k].env)
+            mdb_env_close(vs->shard[k].env);
+    }
+    free(vs);
+}
+
+uint32_t tly_audit_viewset_shards(const tly_audit_viewset *vs)
+{
+    return vs->count;
+}
+
+uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k)
+{
+    return vs->shard[k].checkpoint;
+}
+
+/* ---- streams ---- */
+
+/* One shard's position in a family: the current entry, if any. */
+typedef struct stream_head {
+    MDB_cursor *cur;
+    MDB_val key, val;
+    bool live;
+} stream_head;
+
+/* Canonical docs of one exception seq, gathered from every shard. */
+typedef struct doc_list {
+    char **docs;
+    size_t count, next, cap;
+} doc_list;
+
+struct tly_audit_stream {
+    tly_audit_viewset *vs;
+    tly_audit_family family;
+    char prefix[8];
+    size_t prefix_len;
+    stream_head head[TLY_SHARDS_MAX];
+    uint8_t id[TLY_VIEWS_KEY_BYTES_MAX];
+    char *doc;        /* the current item's doc (partner families) */
+    doc_list pending; /* exceptions of the current seq */
+};
+
+static const char *const family_prefix[TLY_AUDIT_FAMILY_COUNT] = {
+    "V/b/", "V/r/", "V/t/", "V/c/", "V/l/", "X/",
+};
+
+/* Moves head h to its next entry in the family (or marks it done). */
+static tly_err head_step(tly_audit_stream *s, stream_head *h, MDB_cursor_op op)
+{
+    int rc = mdb_cursor_get(h->cur, &h->key, &h->val, op);
+    h->live = rc == 0 && h->key.mv_size >= s->prefix_len &&
+              memcmp(h->key.mv_data, s->prefix, s->prefix_len) == 0;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return tly_audit_lmdb_err(rc, "views cursor");
+    return TLY_OK;
+}
+
+tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_audit_stream **out)
+{
+    tly_audit_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return TLY_NOMEM;
+    s->vs = vs;
+    s->family = f;
+    s->prefix_len = strlen(family_prefix[f]);
+    memcpy(s->prefix, family_prefix[f], s->prefix_len);
+    tly_err err = TLY_OK;
+    for (uint32_t k = 0; k < vs->count && err == TLY_OK; k++) {
+        stream_head *h = &s->head[k];
+        int rc = mdb_cursor_open(vs->shard[k].txn, vs->shard[k].dbi, &h->cur);
+        if (rc != 0) {
+            err = tly_audit_lmdb_err(rc, "views cursor");
+            break;
+        }
+        h->key.mv_size = s->prefix_len;
+        h->key.mv_data = s->prefix;
+        err = head_step(s, h, MDB_SET_RANGE);
+    }
+    if (err != TLY_OK) {
+        tly_audit_stream_close(s);
+        return err;
+    }
+    *out = s;
+    return TLY_OK;
+}
+
+static void pending_clear(doc_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->docs[i]);
+    l->count = l->next = 0;
+}
+
+void tly_audit_stream_close(tly_audit_stream *s)
+{
+    if (!s)
+        return;
+    for (uint32_t k = 0; k < s->vs->count; k++)
+        if (s->head[k].cur)
+            mdb_cursor_close(s->head[k].cur);
+    pending_clear(&s->pending);
+    free(s->pending.docs);
+    free(s->doc);
+    free(s);
+}
+
+/* Byte order of two ids (shorter first on a common prefix). */
+static int id_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* Index of the shard whose current key is smallest; -1 when all are done. */
+static int min_head(const tly_audit_stream *s)
+{
+    int best = -1;
+    for (uint32_t k = 0; k < s->vs->count; k++) {
+        const stream_head *h = &s->head[k];
+        if (h->live && (best < 0 || id_cmp(h->key.mv_data, h->key.mv_size,
+                                           s->head[best].key.mv_data,
+                                           s->head[best].key.mv_size) < 0))
+            best = (int)k;
+    }
+    return best;
+}
+
+/* Parses a stored doc, which must be a JSON object. */
+static json_t *load_doc(const MDB_val *val, char *msg, size_t cap, const char *what)
+{
+    json_t *o = json_loadb(val->mv_data, val->mv_size, JSON_REJECT_DUPLICATES, NULL);
+    if (o && json_is_object(o))
+        return o;
+    json_decref(o);
+    tly_audit_msgf(msg, cap, "%s is not a JSON object", what);
+    return NULL;
+}
+
+/* The canonical text of an object: compact, keys in byte order. */
+static char *canonical(const json_t *o)
+{
+    return json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+/* Adds the integer fields of share into acc (liabilities of one program);
+ * text fields must agree. */
+static tly_err add_share(json_t *acc, const json_t *share, char *msg, size_t cap)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)share, key, v) {
+        json_t *a = json_object_get(acc, key);
+        if (!a) {
+            json_object_set(acc, key, v);
+            continue;
+        }
+        if (json_is_integer(a) && json_is_integer(v)) {
+            json_int_t sum;
+            if (__builtin_add_overflow(json_integer_value(a), json_integer_value(v), &sum))
+                return TLY_OVERFLOW;
+            json_integer_set(a, sum);
+        } else if (!json_equal(a, v)) {
+            tly_audit_msgf(msg, cap, "shards disagree on liabilities field \"%s\"", key);
+            return TLY_CORRUPT;
+        }
+    }
+    return TLY_OK;
+}
+
+/* Merges the entries with key equal to shard `first`'s key from every
+ * shard into one object, and steps those shards on. */
+static tly_err merge_key(tly_audit_stream *s, int first, json_t **out, char *msg, size_t cap)
+{
+    MDB_val key = s->head[first].key;
+    json_t *acc = NULL;
+    tly_err err = TLY_OK;
+    for (uint32_t k = (uint32_t)first; k < s->vs->count && err == TLY_OK; k++) {
+        stream_head *h = &s->head[k];
+        if (!h->live || id_cmp(h->key.mv_data, h->key.mv_size, key.mv_data, key.mv_size))
+            continue;
+        json_t *o = load_doc(&h->val, msg, cap, "a view doc");
+        if (!o)
+            err = TLY_CORRUPT;
+        else if (!acc)
+            acc = o;
+        else if (s->family != TLY_AUDIT_LIABILITIES) {
+            tly_audit_msgf(msg, cap, "\"%.*s\" is stored in more than one shard",
+                           (int)key.mv_size, (const char *)key.mv_data);
+            err = TLY_CORRUPT;
+            json_decref(o);
+        } else {
+            err = add_share(acc, o, msg, cap);
+            json_decref(o);
+        }
+        if (err == TLY_OK)
+            err = head_step(s, h, MDB_NEXT);
+    }
+    if (err != TLY_OK) {
+        json_decref(acc);
+        return err;
+    }
+    *out = acc;
+    return TLY_OK;
+}
+
+/* The next partner (or program) item. */
+static tly_err next_named(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
+{
+    int first = min_head(s);
+    if (first < 0)
+        return TLY_NOT_FOUND;
+    const MDB_val *key = &s->head[first].key;
+    size_t id_len = key->mv_size - s->prefix_len;
+    if (id_len > sizeof s->id) {
+        tly_audit_msgf(msg, cap, "a view key of %zu bytes", key->mv_size);
+        return TLY_CORRUPT;
+    }
+    memcpy(s->id, (const uint8_t *)key->mv_data + s->prefix_len, id_len);
+    json_t *o;
+    tly_err err = merge_key(s, first, &o, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    /* The view seq is where the store stands, not part of the figures. */
+    json_object_del(o, "seq");
+    free(s->doc);
+    s->doc = canonical(o);
+    json_decref(o);
+    if (!s->doc)
+        return TLY_NOMEM;
+    *item = (tly_audit_item){s->id, id_len, s->doc, strlen(s->doc)};
+    return TLY_OK;
+}
+
+static tly_err pending_push(doc_list *l, char *doc)
+{
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        char **p = realloc(l->docs, cap * sizeof *p);
+        if (!p)
+            return TLY_NOMEM;
+        l->docs = p;
+        l->cap = cap;
+    }
+    l->docs[l->count++] = doc;
+    return TLY_OK;
+}
+
+static int doc_cmp(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return id_cmp(x, strlen(x), y, strlen(y));
+}
+
+/* Seq of an exception key "X/" u64be(seq) u32be(n); false when malformed. */
+static bool exception_seq(const MDB_val *key, uint64_t *seq)
+{
+    if (key->mv_size != 2 + 8 + 4)
+        return false;
+    *seq = tly_audit_get_be64((const uint8_t *)key->mv_data + 2);
+    return true;
+}
+
+/* Gathers the exceptions of seq from shard h into the pending list. */
+static tly_err gather_seq(tly_audit_stream *s, stream_head *h, uint64_t seq, char *msg,
+                          size_t cap)
+{
+    uint64_t at;
+    tly_err err = TLY_OK;
+    while (err == TLY_OK && h->live && exception_seq(&h->key, &at) && at == seq) {
+        json_t *o = load_doc(&h->val, msg, cap, "an exception");
+        if (!o)
+            return TLY_CORRUPT;
+        char *doc = canonical(o);
+        json_decref(o);
+        err = doc ? pending_push(&s->pending, doc) : TLY_NOMEM;
+        if (err != TLY_OK)
+            free(doc);
+        else
+            err = head_step(s, h, MDB_NEXT);
+    }
+    return err;
+}
+
+/* Refills the pending list with every exception of the lowest seq left. */
+static tly_err refill_exceptions(tly_audit_stream *s, char *msg, size_t cap)
+{
+    int first = min_head(s);
+    if (first < 0)
+        return TLY_NOT_FOUND;
+    uint64_t seq;
+    if (!exception_seq(&s->head[first].key, &seq)) {
+        tly_audit_msgf(msg, cap, "an exception key of %zu bytes", s->head[first].key.mv_size);
+        return TLY_CORRUPT;
+    }
+    pending_clear(&s->pending);
+    for (uint32_t k = 0; k < s->vs->count; k++) {
+        tly_err err = gather_seq(s, &s->head[k], seq, msg, cap);
+        if (err != TLY_OK)
+            return err;
+    }
+    /* Shards number the exceptions of one seq independently: order them by
+     * their text so that the order does not depend on the shard count. */
+    qsort(s->pending.docs, s->pending.count, sizeof *s->pending.docs, doc_cmp);
+    tly_audit_put_be64(s->id, seq);
+    return TLY_OK;
+}
+
+static tly_err next_exception(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
+{
+    if (s->pending.next == s->pending.count) {
+        tly_err err = refill_exceptions(s, msg, cap);
+        if (err != TLY_OK)
+            return err;
+    }
+    const char *doc = s->pending.docs[s->pending.next++];
+    *item = (tly_audit_item){s->id, 8, doc, strlen(doc)};
+    return TLY_OK;
+}
+
+tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
+{
+    if (s->family == TLY_AUDIT_EXCEPTIONS)
+        return next_exception(s, item, msg, cap);
+    return next_named(s, item, msg, cap);
+}

@@ -1,0 +1,158 @@
+/*
+ * tly_audit.h — what an auditor runs against a Tally data directory
+ * (SPEC sections 3 and 7, [D14]):
+ *
+ *   verify   walks the log in one read snapshot and checks seq continuity,
+ *            the hash chain, that every record decodes and its event
+ *            validates, that recorded_ms never decreases [D12] and that the
+ *            idempotency index agrees with the log.
+ *   export   writes the records as JSON lines from which an outside tool can
+ *            recompute the chain.
+ *   digest   one SHA-256 per view family over a canonical encoding that does
+ *            not depend on the shard count or the machine (schemas/DIGEST.md).
+ *   replay   folds the log from scratch into fresh view stores.
+ *   diff     replays to the live views' checkpoints and compares every doc.
+ *
+ * Every function reads the log and the views read-only, so all of them run
+ * while the ledger and the consumers run: each sees one consistent snapshot.
+ *
+ * LMDB allows one environment per path per process: a process must not open
+ * the log (or a views shard) both here and elsewhere at the same time.
+ */
+#ifndef TLY_AUDIT_H
+#define TLY_AUDIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tly_err.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+
+/* Called now and then during long work: done of total records (total 0
+ * when unknown). May be NULL. */
+typedef void (*tly_audit_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* ---- verify ---- */
+
+/* The outcome of a verification. When ok is false, bad_seq names the first
+ * record found bad (the missing seq for a gap, 0 for a fault of the log as a
+ * whole) and error says why in one line ("hash mismatch", ...). records,
+ * head_seq and head_hash cover the records checked good before it. */
+typedef struct tly_audit_verdict {
+    bool ok;
+    uint64_t records;
+    uint64_t head_seq;
+    uint8_t head_hash[TLY_HASH_BYTES];
+    uint64_t bad_seq;
+    char error[TLY_AUDIT_ERROR_BYTES];
+} tly_audit_verdict;
+
+/*
+ * Verifies the log environment in log_dir (DIR/log) in one read snapshot.
+ * Returns TLY_OK when the check ran to a verdict (which may be "not ok"),
+ * TLY_NOT_FOUND when there is no log there, TLY_STORAGE when LMDB fails
+ * (logged on stderr) or TLY_NOMEM. *out is written whenever TLY_OK is
+ * returned.
+ */
+tly_err tly_audit_verify(const char *log_dir, tly_audit_progress_fn progress, void *ctx,
+                         tly_audit_verdict *out);
+
+/* ---- export ---- */
+
+/*
+ * Writes the records from_seq..to_seq (to_seq 0: up to the head of the
+ * snapshot) of the log in log_dir to out, one JSON object per line with
+ * exactly the keys, in this order, "seq", "recorded_ms", "source", "hash"
+ * (lowercase hex), "event_b64" (base64 of the stored event bytes) and
+ * "event" (the event as JSON). *count (may be NULL) gets the number of
+ * lines written. Returns TLY_OK, TLY_NOT_FOUND (no log), TLY_CORRUPT (a
+ * record does not decode: *bad_seq says which), TLY_IO (writing out
+ * failed), TLY_STORAGE or TLY_NOMEM.
+ */
+tly_err tly_audit_export(const char *log_dir, uint64_t from_seq, uint64_t to_seq, FILE *out,
+                         tly_audit_progress_fn progress, void *ctx, uint64_t *count,
+                         uint64_t *bad_seq);
+
+/* ---- digests (schemas/DIGEST.md) ---- */
+
+/* The view families, in the order `tally audit digest` prints them. */
+typedef enum tly_audit_family {
+    TLY_AUDIT_MDF = 0,     /* "V/b/<partner>" balance docs */
+    TLY_AUDIT_REBATES,     /* "V/r/<partner>" */
+    TLY_AUDIT_TIERS,       /* "V/t/<partner>" */
+    TLY_AUDIT_CLAIMS,      /* "V/c/<partner>" */
+    TLY_AUDIT_LIABILITIES, /* "V/l/<program>" summed over shards */
+    TLY_AUDIT_EXCEPTIONS,  /* "X/<seq><n>" */
+    TLY_AUDIT_FAMILY_COUNT
+} tly_audit_family;
+
+/* Name of a family as printed ("mdf", "rebates", ...). Static string. */
+const char *tly_audit_family_name(tly_audit_family f);
+
+/* The digests of one set of views. seq is the lowest checkpoint of the
+ * shards read; seq_max the highest (equal when the set is at one position). */
+typedef struct tly_audit_digest {
+    uint64_t seq;
+    uint64_t seq_max;
+    uint32_t shard_count;
+    uint8_t sha[TLY_AUDIT_FAMILY_COUNT][TLY_HASH_BYTES];
+} tly_audit_digest;
+
+/*
+ * Digests the views stored under views_dir (the directory holding the
+ * "K-of-N" shard environments: DIR/views, or a replay's --out). Each shard is
+ * read in one snapshot. Returns TLY_OK, TLY_NOT_FOUND (no complete set of
+ * shards there: every K of one N), TLY_CORRUPT (a stored doc is not the JSON
+ * the engine writes; msg says which), TLY_STORAGE or TLY_NOMEM. msg (cap
+ * bytes, may be NULL) gets a sentence on failure.
+ */
+tly_err tly_audit_digest_views(const char *views_dir, tly_audit_digest *out, char *msg,
+                               size_t cap);
+
+/* Writes "seq N\n" and one "<family> <hex>\n" line per family to out. */
+void tly_audit_digest_print(const tly_audit_digest *d, FILE *out);
+
+/* ---- replay ---- */
+
+typedef struct tly_audit_replay_opts {
+    const char *log_dir;  /* DIR/log */
+    const char *out_dir;  /* created; must not hold views already */
+    uint32_t shard_count; /* 1..TLY_AUDIT_SHARDS_MAX */
+    /* Stop points; 0 means none. to_seq: the last seq folded. until_ms: fold
+     * only records with recorded_ms <= until_ms (what the ledger knew then). */
+    uint64_t to_seq;
+    int64_t until_ms;
+    bool has_until;
+    /* Per-shard stop seqs (diff replays each shard to its own live
+     * checkpoint); NULL for none. Combined with to_seq/until by minimum. */
+    const uint64_t *shard_to_seq;
+} tly_audit_replay_opts;
+
+/*
+ * Folds the log from seq 1 into fresh view stores out_dir/K-of-N, the same
+ * layout the consumers write, so queries with --views out_dir answer from
+ * them. *last_seq gets the last seq folded (the lowest over shards).
+ * Returns TLY_OK, TLY_NOT_FOUND (no log), TLY_USAGE (out_dir already holds
+ * views; msg says so), TLY_CORRUPT (a record or event fails to decode),
+ * TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or TLY_NOMEM.
+ */
+tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress,
+                         void *ctx, uint64_t *last_seq, char *msg, size_t cap);
+
+/* ---- diff ---- */
+
+/*
+ * Compares the live views under views_dir with a replay of the log in
+ * log_dir into a temporary directory under tmp_parent (each shard replayed
+ * to its own live checkpoint, with the live shard count). Writes one line
+ * per difference to out (at most TLY_AUDIT_DIFF_LINES_MAX, then a count),
+ * or "all views match at seq N". *differences gets the number found.
+ * Returns TLY_OK when the comparison ran, else as replay and digest do.
+ */
+tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *tmp_parent,
+                       FILE *out, tly_audit_progress_fn progress, void *ctx,
+                       uint64_t *differences, char *msg, size_t cap);
+
+#endif
