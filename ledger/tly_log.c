@@ -324,10 +324,15 @@ static tly_err open_writer(tly_log *log, const char *dir, int flags, const tly_l
     tly_err err = make_dirs(dir);
     if (err == TLY_OK)
         err = lock_writer(log, dir);
+    /* No map size before the open: LMDB would impose it on an existing
+     * environment, shrinking a map that has grown. Open with the stored
+     * size, then raise it to init if smaller. */
     if (err == TLY_OK)
-        err = env_create(log, init);
+        err = env_create(log, 0);
     if (err == TLY_OK)
         err = env_open(log, dir, (flags & TLY_LOG_NO_SYNC) ? MDB_NOSYNC : 0);
+    if (err == TLY_OK && log->map_bytes < init)
+        err = tly__log_set_mapsize(log, init);
     if (err == TLY_OK)
         err = open_dbs_writer(log);
     if (err == TLY_OK && log->map_bytes > log->map_bytes_max)
