@@ -1,0 +1,754 @@
+/*
+ * test_consumers.c — the consumer runtime: the shard view store, `tally
+ * consume` over real logs (exactly once across restarts and kill -9, the
+ * same partner views for any shard count), and live following of a real
+ * `tally ledger` fed by `tally send`.
+ *
+ * Seeded tests print their seed; set TALLY_TEST_SEED to replay one.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tly_cli.h"
+#include "tly_engine.h"
+#include "tly_json.h"
+#include "tly_log.h"
+#include "tly_runtime.h"
+#include "tly_views.h"
+
+/* A generated log big enough that a consumer is killed mid-fold, small
+ * enough for a sanitizer build. */
+#define KILL_LOG_EVENTS 40000u
+#define KILL_ROUNDS 5
+#define KILL_DELAY_MS_MAX 400
+#define SHARD_LOG_EVENTS 15000u
+/* Generous: this is a liveness deadline, not a timing assertion. */
+#define LIVE_DEADLINE_MS 60000
+
+/* --- hand-written events (SPEC section 5) --- */
+
+static const char *const small_events[] = {
+    "{\"type\":\"program\",\"id\":\"p1\",\"at\":1735689600000,\"program\":\"apex\","
+    "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":["
+    "{\"name\":\"Authorized\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+    "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200}],"
+    "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100},"
+    "{\"from\":500000,\"bps\":200}]},\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
+    "{\"type\":\"partner\",\"id\":\"e1\",\"at\":1735689700000,\"partner\":\"acme\","
+    "\"name\":\"Acme\",\"program\":\"apex\",\"kind\":\"var\"}",
+    "{\"type\":\"partner\",\"id\":\"e2\",\"at\":1735689700001,\"partner\":\"globex\","
+    "\"name\":\"Globex\",\"program\":\"apex\",\"kind\":\"msp\",\"region\":\"EMEA\"}",
+    "{\"type\":\"sale\",\"id\":\"s1\",\"at\":1735689800000,\"partner\":\"acme\","
+    "\"sku\":\"x\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
+    "{\"type\":\"sale\",\"id\":\"s2\",\"at\":1735689800001,\"partner\":\"globex\","
+    "\"sku\":\"x\",\"qty\":2,\"amount\":250000,\"currency\":\"USD\"}",
+    "{\"type\":\"return\",\"id\":\"r1\",\"at\":1735689900000,\"partner\":\"globex\","
+    "\"sale\":\"s2\",\"qty\":1,\"amount\":50000,\"currency\":\"USD\"}",
+    "{\"type\":\"certification\",\"id\":\"c1\",\"at\":1735690000000,\"partner\":\"acme\","
+    "\"person\":\"ann\",\"cert\":\"net\",\"action\":\"earned\"}",
+    "{\"type\":\"claim\",\"id\":\"k1\",\"at\":1735690100000,\"partner\":\"acme\","
+    "\"claim\":\"cl1\",\"action\":\"submit\",\"amount\":500}",
+    "{\"type\":\"claim\",\"id\":\"k2\",\"at\":1735690200000,\"partner\":\"acme\","
+    "\"claim\":\"cl1\",\"action\":\"approve\",\"amount\":400}",
+    "{\"type\":\"close\",\"id\":\"z1\",\"at\":1743465600000,\"program\":\"apex\","
+    "\"period\":\"2025-Q1\"}",
+    "{\"type\":\"sale\",\"id\":\"s3\",\"at\":1743465700000,\"partner\":\"acme\","
+    "\"sku\":\"y\",\"qty\":1,\"amount\":10000,\"currency\":\"USD\"}",
+    "{\"type\":\"sale\",\"id\":\"s4\",\"at\":1743465800000,\"partner\":\"nobody\","
+    "\"sku\":\"x\",\"qty\":1,\"amount\":100,\"currency\":\"USD\"}",
+};
+#define SMALL_COUNT (sizeof small_events / sizeof small_events[0])
+
+/* --- helpers --- */
+
+static unsigned test_seed(void)
+{
+    const char *s = getenv("TALLY_TEST_SEED");
+    unsigned seed = s && *s ? (unsigned)strtoul(s, NULL, 10) : (unsigned)time(NULL);
+    printf("test seed %u (TALLY_TEST_SEED=%u to replay)\n", seed, seed);
+    fflush(stdout);
+    return seed;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* Appends events (JSON texts) under source "test" to the log in data/log. */
+static void append_json(const char *data, const char *const *events, size_t n)
+{
+    char *dir = path_join(data, "log");
+    tly_log *log;
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &log), TLY_OK);
+    msgpack_sbuffer *bufs = calloc(n, sizeof *bufs);
+    tly_log_item *items = calloc(n, sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        json_error_t je;
+        json_t *j = json_loads(events[i], 0, &je);
+        ck_assert_msg(j != NULL, "bad test JSON %zu: %s", i, je.text);
+        msgpack_sbuffer_init(&bufs[i]);
+        ck_assert_int_eq(tly_json_event_to_mp(j, &bufs[i], NULL), TLY_OK);
+        json_decref(j);
+        tly_ev_type type;
+        items[i].source = (tly_str){"test", 4};
+        items[i].event = (const uint8_t *)bufs[i].data;
+        items[i].event_len = bufs[i].size;
+        ck_assert_int_eq(tly_event_peek_id(bufs[i].data, bufs[i].size, &type, &items[i].id),
+                         TLY_OK);
+    }
+    tly_log_group g = {0, (uint32_t)n, false};
+    ck_assert_int_eq(tly_log_append(log, tly_now_ms(), items, (uint32_t)n, &g, 1),
+                     TLY_OK);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(items[i].err, TLY_OK);
+        msgpack_sbuffer_destroy(&bufs[i]);
+    }
+    free(bufs);
+    free(items);
+    tly_log_close(log);
+    free(dir);
+}
+
+static uint64_t log_head(const char *data)
+{
+    char *dir = path_join(data, "log");
+    tly_log *log;
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    ck_assert_int_eq(tly_log_head(log, &head, hash), TLY_OK);
+    tly_log_close(log);
+    free(dir);
+    return head;
+}
+
+/* A second data directory sharing src's log (a symlink), with views of its own. */
+static char *data_sharing_log(const char *src)
+{
+    char *dst = tu_tmpdir();
+    char *from = path_join(src, "log");
+    char *to = path_join(dst, "log");
+    ck_assert_int_eq(symlink(from, to), 0);
+    free(from);
+    free(to);
+    return dst;
+}
+
+/* Runs `tally consume --exit-at-head` on data; returns its exit code. */
+static int consume(const char *data, const char *shard, const char *batch)
+{
+    char *err = path_join(data, "consume.err");
+    char *const argv[] = {(char *)tu_tally(), "consume", "--data", (char *)data,
+                          "--exit-at-head", "--shard", (char *)(shard ? shard : "0/1"),
+                          "--batch", (char *)(batch ? batch : "10000"), NULL};
+    int rc = tu_run(argv, NULL, NULL, err);
+    if (rc != 0) {
+        char *text = tu_read_file(err, NULL);
+        fprintf(stderr, "consume %s failed (%d): %s\n", data, rc, text ? text : "");
+        free(text);
+    }
+    free(err);
+    return rc;
+}
+
+static tly_views *views_ro(const char *data, uint32_t k, uint32_t n)
+{
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, k, n, TLY_VIEWS_READ, &v), TLY_OK);
+    return v;
+}
+
+static uint64_t checkpoint_of(const char *data, uint32_t k, uint32_t n)
+{
+    tly_views *v = views_ro(data, k, n);
+    uint64_t seq = 0;
+    ck_assert_int_eq(tly_views_checkpoint(v, &seq), TLY_OK);
+    tly_views_close(v);
+    return seq;
+}
+
+/* The whole "views" database as bytes: (u32 klen, key, u32 vlen, val)*. */
+typedef struct dump {
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t entries;
+} dump;
+
+static void dump_add(dump *d, const void *p, size_t n)
+{
+    if (d->len + n > d->cap) {
+        d->cap = (d->len + n) * 2 + 4096;
+        d->buf = realloc(d->buf, d->cap);
+    }
+    memcpy(d->buf + d->len, p, n);
+    d->len += n;
+}
+
+static tly_err dump_visit(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    dump *d = ctx;
+    uint32_t kl = (uint32_t)klen, vl = (uint32_t)vlen;
+    dump_add(d, &kl, sizeof kl);
+    dump_add(d, k, klen);
+    dump_add(d, &vl, sizeof vl);
+    dump_add(d, v, vlen);
+    d->entries++;
+    return TLY_OK;
+}
+
+static dump dump_views(const char *data, uint32_t k, uint32_t n)
+{
+    dump d = {0};
+    tly_views *v = views_ro(data, k, n);
+    ck_assert_int_eq(tly_views_scan(v, "", 0, dump_visit, &d, NULL), TLY_OK);
+    tly_views_close(v);
+    return d;
+}
+
+static void assert_same_views(const char *a, const char *b)
+{
+    dump x = dump_views(a, 0, 1), y = dump_views(b, 0, 1);
+    ck_assert_uint_gt(x.entries, 0);
+    ck_assert_msg(x.len == y.len && memcmp(x.buf, y.buf, x.len) == 0,
+                  "views differ: %zu entries/%zu bytes vs %zu entries/%zu bytes", x.entries,
+                  x.len, y.entries, y.len);
+    free(x.buf);
+    free(y.buf);
+}
+
+static json_t *get_json(tly_views *v, const char *key)
+{
+    char *val = NULL;
+    size_t len;
+    if (tly_views_get(v, key, strlen(key), &val, &len, NULL) != TLY_OK)
+        return NULL;
+    json_t *j = json_loadb(val, len, 0, NULL);
+    free(val);
+    return j;
+}
+
+static long long jint(const json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    ck_assert_msg(json_is_integer(v), "field %s missing", k);
+    return (long long)json_integer_value(v);
+}
+
+/* --- view store --- */
+
+START_TEST(test_views_readonly_missing_creates_nothing)
+{
+    char *data = tu_tmpdir();
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v), TLY_NOT_FOUND);
+    ck_assert_ptr_null(v);
+    struct stat st;
+    char *views = path_join(data, "views");
+    ck_assert_int_ne(stat(views, &st), 0); /* nothing created */
+    /* An existing but empty shard directory stays empty. */
+    char *shard = path_join(data, "views/0-of-1");
+    ck_assert_int_eq(mkdir(views, 0755), 0);
+    ck_assert_int_eq(mkdir(shard, 0755), 0);
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v), TLY_NOT_FOUND);
+    char *lock = path_join(shard, "lock.mdb");
+    char *mdb = path_join(shard, "data.mdb");
+    ck_assert_int_ne(stat(lock, &st), 0);
+    ck_assert_int_ne(stat(mdb, &st), 0);
+    free(lock);
+    free(mdb);
+    free(shard);
+    free(views);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(test_views_shard_mismatch_refused)
+{
+    char *data = tu_tmpdir();
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 2, TLY_VIEWS_WRITE, &v), TLY_OK);
+    tly_views_close(v);
+    v = NULL;
+    /* The directory of shard 0/2 renamed to look like 1/2. */
+    char *from = path_join(data, "views/0-of-2");
+    char *to = path_join(data, "views/1-of-2");
+    ck_assert_int_eq(rename(from, to), 0);
+    ck_assert_int_eq(tly_views_open(data, 1, 2, TLY_VIEWS_WRITE, &v), TLY_USAGE);
+    ck_assert_int_eq(tly_views_open(data, 1, 2, TLY_VIEWS_READ, &v), TLY_USAGE);
+    ck_assert_ptr_null(v);
+    /* Out-of-range shards are usage errors too. */
+    ck_assert_int_eq(tly_views_open(data, 2, 2, TLY_VIEWS_WRITE, &v), TLY_USAGE);
+    ck_assert_int_eq(tly_views_open(data, 0, 0, TLY_VIEWS_WRITE, &v), TLY_USAGE);
+    /* Through the command line: exit 1 with a message. */
+    append_json(data, small_events, 1);
+    ck_assert_int_eq(consume(data, "1/2", NULL), 1);
+    free(from);
+    free(to);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Folds data/log in process into engine e, from e's seq + 1 to the head. */
+static void fold_log(const char *data, tly_engine *e)
+{
+    char *dir = path_join(data, "log");
+    tly_log *log;
+    tly_log_reader *rd;
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    ck_assert_int_eq(tly_log_reader_open(log, tly_engine_seq(e) + 1, &rd), TLY_OK);
+    tly_record rec;
+    tly_event ev;
+    while (tly_log_reader_next(rd, &rec) == TLY_OK) {
+        ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
+                         TLY_OK);
+        ck_assert_int_eq(tly_engine_apply(e, &rec, &ev), TLY_OK);
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    free(dir);
+}
+
+START_TEST(test_views_commit_load_roundtrip)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, SMALL_COUNT);
+    tly_views *v;
+    tly_engine *e, *e2;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    ck_assert_uint_eq(tly_engine_seq(e), 0);
+    fold_log(data, e);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    uint64_t cp = 0;
+    ck_assert_int_eq(tly_views_checkpoint(v, &cp), TLY_OK);
+    ck_assert_uint_eq(cp, SMALL_COUNT);
+    /* The stored balance view is the engine's answer without "seq". */
+    json_t *stored = get_json(v, "V/b/acme");
+    ck_assert_ptr_nonnull(stored);
+    json_t *live = tly_engine_view(e, 'b', "acme");
+    ck_assert_ptr_nonnull(live);
+    json_object_del(live, "seq");
+    ck_assert_msg(json_equal(stored, live), "stored balance differs from the engine's");
+    tly_views_close(v);
+    /* Reopen and load: the restored engine answers the same. */
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
+    ck_assert_uint_eq(tly_engine_seq(e2), SMALL_COUNT);
+    const char *names[] = {"acme", "globex"};
+    const char kinds[] = {'b', 'r', 't', 'c'};
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t k = 0; k < 4; k++) {
+            json_t *a = tly_engine_view(e, kinds[k], names[i]);
+            json_t *b = tly_engine_view(e2, kinds[k], names[i]);
+            ck_assert_msg(a && b && json_equal(a, b), "view %c/%s differs after load",
+                          kinds[k], names[i]);
+            json_decref(a);
+            json_decref(b);
+        }
+    }
+    json_decref(stored);
+    json_decref(live);
+    tly_engine_free(e);
+    tly_engine_free(e2);
+    tly_views_close(v);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* --- tally consume --- */
+
+static tly_err count_held(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    (void)k;
+    (void)klen;
+    json_t *j = json_loadb(v, vlen, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    if (kind && strcmp(kind, "held") == 0)
+        ++*(int *)ctx;
+    json_decref(j);
+    return TLY_OK;
+}
+
+START_TEST(test_consume_small_log)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, SMALL_COUNT);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), log_head(data));
+    ck_assert_uint_eq(log_head(data), SMALL_COUNT);
+    tly_views *v = views_ro(data, 0, 1);
+    json_t *b = get_json(v, "V/b/acme");
+    ck_assert_ptr_nonnull(b);
+    /* Q1 sale 100000 at 100 bps + Q2 sale 10000 at Silver's 200 bps. */
+    ck_assert_int_eq(jint(b, "accrued"), 1200);
+    ck_assert_str_eq(json_string_value(json_object_get(b, "tier")), "Silver");
+    /* The MDF invariant of SPEC section 6. */
+    ck_assert_int_eq(jint(b, "accrued") - jint(b, "clawed_back") + jint(b, "adjusted") -
+                         jint(b, "expired") - jint(b, "pending") - jint(b, "approved") -
+                         jint(b, "paid"),
+                     jint(b, "available"));
+    json_decref(b);
+    const char *keys[] = {"V/r/acme", "V/t/acme", "V/c/acme", "V/b/globex", "V/l/apex"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *j = get_json(v, keys[i]);
+        ck_assert_msg(j != NULL, "%s missing", keys[i]);
+        json_decref(j);
+    }
+    int held = 0;
+    ck_assert_int_eq(tly_views_scan(v, "X/", 2, count_held, &held, NULL), TLY_OK);
+    ck_assert_int_ge(held, 1); /* the sale of the never-enrolled "nobody" [E3] */
+    tly_views_close(v);
+    /* Running again with nothing new changes nothing. */
+    dump before = dump_views(data, 0, 1);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    dump after = dump_views(data, 0, 1);
+    ck_assert(before.len == after.len && memcmp(before.buf, after.buf, before.len) == 0);
+    free(before.buf);
+    free(after.buf);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(test_consume_corrupt_record_stops)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, 3);
+    /* A record whose event does not validate: only a broken ledger writes
+     * one, so the consumer must stop rather than skip it. */
+    const char *bad[] = {"{\"type\":\"sale\",\"id\":\"bad1\",\"at\":1735689800000,"
+                         "\"partner\":\"acme\",\"sku\":\"x\",\"qty\":1,\"amount\":-5,"
+                         "\"currency\":\"USD\"}"};
+    append_json(data, bad, 1);
+    append_json(data, small_events + 3, 2);
+    ck_assert_int_eq(consume(data, NULL, NULL), 1);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), 3);
+    char *err = path_join(data, "consume.err");
+    char *text = tu_read_file(err, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "record 4"));
+    free(text);
+    free(err);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Copies records [from, to] of src's log into dst's log (same source, id
+ * and bytes), as a ledger receiving the same events would store them. */
+static void copy_records(const char *src, const char *dst, uint64_t from, uint64_t to)
+{
+    char *sdir = path_join(src, "log"), *ddir = path_join(dst, "log");
+    tly_log *in, *out;
+    tly_log_reader *rd;
+    ck_assert_int_eq(tly_log_open(sdir, TLY_LOG_READ, &in), TLY_OK);
+    ck_assert_int_eq(tly_log_open(ddir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &out), TLY_OK);
+    ck_assert_int_eq(tly_log_reader_open(in, from, &rd), TLY_OK);
+    tly_record rec;
+    for (uint64_t s = from; s <= to; s++) {
+        ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
+        tly_log_item it = {0};
+        tly_ev_type type;
+        it.source = rec.source;
+        it.event = rec.event;
+        it.event_len = rec.event_len;
+        ck_assert_int_eq(tly_event_peek_id(rec.event, rec.event_len, &type, &it.id), TLY_OK);
+        tly_log_group g = {0, 1, false};
+        ck_assert_int_eq(tly_log_append(out, rec.recorded_ms, &it, 1, &g, 1), TLY_OK);
+        ck_assert_int_eq(it.err, TLY_OK);
+        ck_assert_uint_eq(it.seq, s);
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(in);
+    tly_log_close(out);
+    free(sdir);
+    free(ddir);
+}
+
+START_TEST(test_consume_restart_resumes_exactly_once)
+{
+    char *full = tu_tmpdir();
+    char *dir = path_join(full, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 7, 6000), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(full, NULL, "700"), 0);
+    /* The same log, arriving in three parts with a consumer run after each. */
+    char *parts = tu_tmpdir();
+    uint64_t cuts[] = {1, 2345, 4999, 6000};
+    for (int i = 0; i < 3; i++) {
+        copy_records(full, parts, cuts[i] + (i > 0), cuts[i + 1]);
+        ck_assert_int_eq(consume(parts, NULL, "700"), 0);
+        ck_assert_uint_eq(checkpoint_of(parts, 0, 1), cuts[i + 1]);
+    }
+    assert_same_views(full, parts);
+    tu_rmtree(full);
+    tu_rmtree(parts);
+}
+END_TEST
+
+START_TEST(test_consume_kill9_resumes_exactly_once)
+{
+    unsigned seed = test_seed();
+    srand(seed);
+    char *ref = tu_tmpdir();
+    char *dir = path_join(ref, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, seed, KILL_LOG_EVENTS), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(ref, NULL, NULL), 0);
+    for (int round = 0; round < 3; round++) {
+        char *data = data_sharing_log(ref);
+        char *logp = path_join(data, "consume.log");
+        for (int k = 0; k < KILL_ROUNDS; k++) {
+            char *const argv[] = {(char *)tu_tally(), "consume", "--data", data,
+                                  "--exit-at-head", "--batch", "500", NULL};
+            int delay = rand() % KILL_DELAY_MS_MAX;
+            pid_t pid = tu_spawn(argv, logp);
+            tu_sleep_ms(delay);
+            int rc = tu_kill_wait(pid, SIGKILL);
+            tly_views *v = NULL;
+            uint64_t cp = 0;
+            if (tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v) == TLY_OK)
+                tly_views_checkpoint(v, &cp);
+            tly_views_close(v);
+            printf("round %d kill %d after %d ms: status %d, checkpoint %llu\n", round, k,
+                   delay, rc, (unsigned long long)cp);
+        }
+        ck_assert_int_eq(consume(data, NULL, "500"), 0);
+        ck_assert_uint_eq(checkpoint_of(data, 0, 1), KILL_LOG_EVENTS);
+        assert_same_views(ref, data);
+        free(logp);
+        tu_rmtree(data);
+    }
+    tu_rmtree(ref);
+}
+END_TEST
+
+/* --- shard counts --- */
+
+typedef struct strs {
+    char **v;
+    size_t n;
+} strs;
+
+static tly_err collect(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    (void)k;
+    (void)klen;
+    strs *s = ctx;
+    s->v = realloc(s->v, (s->n + 1) * sizeof *s->v);
+    s->v[s->n] = strndup(v, vlen);
+    s->n++;
+    return TLY_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every exception of all n shards, sorted (their order across shards is not
+ * defined; their content is). */
+static strs all_exceptions(const char *data, uint32_t n)
+{
+    strs s = {0};
+    for (uint32_t k = 0; k < n; k++) {
+        tly_views *v = views_ro(data, k, n);
+        ck_assert_int_eq(tly_views_scan(v, "X/", 2, collect, &s, NULL), TLY_OK);
+        tly_views_close(v);
+    }
+    qsort(s.v, s.n, sizeof *s.v, cmp_str);
+    return s;
+}
+
+static void strs_free(strs *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+}
+
+static char *get_raw(tly_views *v, const char *key)
+{
+    char *val = NULL;
+    size_t len;
+    return tly_views_get(v, key, strlen(key), &val, &len, NULL) == TLY_OK ? val : NULL;
+}
+
+/* Partner views of the n-shard run equal the 1-shard run's, byte for byte. */
+static void compare_partners(const char *data, uint32_t n, uint32_t partners)
+{
+    tly_views *one = views_ro(data, 0, 1);
+    tly_views *sh[4];
+    for (uint32_t k = 0; k < n; k++)
+        sh[k] = views_ro(data, k, n);
+    const char kinds[] = {'b', 'r', 't', 'c'};
+    uint32_t present = 0;
+    for (uint32_t i = 0; i < partners; i++) {
+        char name[32], key[48];
+        tly_rtgen_partner_name(i, name, sizeof name);
+        uint32_t k = tly_engine_shard_of(name, strlen(name), n);
+        for (size_t j = 0; j < 4; j++) {
+            snprintf(key, sizeof key, "V/%c/%s", kinds[j], name);
+            char *a = get_raw(one, key), *b = get_raw(sh[k], key);
+            ck_assert_msg((!a && !b) || (a && b && strcmp(a, b) == 0),
+                          "%s differs between 1 and %u shards", key, n);
+            present += a != NULL;
+            free(a);
+            free(b);
+        }
+    }
+    ck_assert_uint_gt(present, partners); /* most partners have views */
+    for (uint32_t k = 0; k < n; k++)
+        tly_views_close(sh[k]);
+    tly_views_close(one);
+    strs x = all_exceptions(data, 1), y = all_exceptions(data, n);
+    ck_assert_uint_eq(x.n, y.n);
+    for (size_t i = 0; i < x.n; i++)
+        ck_assert_str_eq(x.v[i], y.v[i]);
+    strs_free(&x);
+    strs_free(&y);
+}
+
+START_TEST(test_shards_give_identical_partner_views)
+{
+    char *data = tu_tmpdir();
+    char *dir = path_join(data, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 3, SHARD_LOG_EVENTS), TLY_OK);
+    free(dir);
+    const char *shards[] = {"0/1", "0/2", "1/2", "0/4", "1/4", "2/4", "3/4"};
+    for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++)
+        ck_assert_int_eq(consume(data, shards[i], NULL), 0);
+    tly_rtgen *g;
+    ck_assert_int_eq(tly_rtgen_new(3, SHARD_LOG_EVENTS, &g), TLY_OK);
+    uint32_t partners = tly_rtgen_partner_count(g);
+    tly_rtgen_free(g);
+    compare_partners(data, 2, partners);
+    compare_partners(data, 4, partners);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* --- live: tally ledger + tally send --- */
+
+static void write_jsonl(const char *path, const char *const *events, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s\n", events[i]);
+    fclose(f);
+}
+
+static int send_file(const char *ingest, const char *path)
+{
+    char *const argv[] = {(char *)tu_tally(), "send", "--source", "test", "--ingest",
+                          (char *)ingest, (char *)path, NULL};
+    return tu_run(argv, NULL, NULL, NULL);
+}
+
+/* Polls a shard's checkpoint until it reaches want or the deadline passes. */
+static uint64_t wait_checkpoint(const char *data, uint64_t want)
+{
+    uint64_t cp = 0;
+    for (int waited = 0; waited < LIVE_DEADLINE_MS && cp < want; waited += 50) {
+        tly_views *v = NULL;
+        if (tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v) == TLY_OK)
+            tly_views_checkpoint(v, &cp);
+        tly_views_close(v);
+        if (cp < want)
+            tu_sleep_ms(50);
+    }
+    return cp;
+}
+
+START_TEST(test_live_follow_ledger)
+{
+    char *data = tu_tmpdir(), *remote = tu_tmpdir();
+    char ing[64], evt[64], lr[64];
+    tu_endpoint(ing, sizeof ing);
+    tu_endpoint(evt, sizeof evt);
+    tu_endpoint(lr, sizeof lr);
+    char *llog = path_join(data, "ledger.log"), *clog = path_join(data, "consume.log");
+    char *rlog = path_join(remote, "consume.log");
+    char *const ledger[] = {(char *)tu_tally(), "ledger", "--data", data, "--ingest", ing,
+                            "--events", evt, "--log-read", lr, "--no-sync", NULL};
+    pid_t lp = tu_spawn(ledger, llog);
+    ck_assert(tu_wait_listening(ing, 10000));
+    ck_assert(tu_wait_listening(lr, 10000));
+    /* Part one is in the log before the consumers start: they catch up. */
+    char *f1 = path_join(data, "part1.jsonl"), *f2 = path_join(data, "part2.jsonl");
+    write_jsonl(f1, small_events, 6);
+    write_jsonl(f2, small_events + 6, SMALL_COUNT - 6);
+    ck_assert_int_eq(send_file(ing, f1), 0);
+    char *const local[] = {(char *)tu_tally(), "consume", "--data", data, "--events", evt,
+                           "--log-read", lr, NULL};
+    /* No log in `remote`: with --log-read given it reads through the ledger. */
+    char *const far[] = {(char *)tu_tally(), "consume", "--data", remote, "--events", evt,
+                         "--log-read", lr, NULL};
+    pid_t cp1 = tu_spawn(local, clog);
+    pid_t cp2 = tu_spawn(far, rlog);
+    ck_assert_uint_eq(wait_checkpoint(data, 6), 6);
+    ck_assert_uint_eq(wait_checkpoint(remote, 6), 6);
+    /* Part two arrives while they follow the events socket. */
+    ck_assert_int_eq(send_file(ing, f2), 0);
+    ck_assert_uint_eq(wait_checkpoint(data, SMALL_COUNT), SMALL_COUNT);
+    ck_assert_uint_eq(wait_checkpoint(remote, SMALL_COUNT), SMALL_COUNT);
+    ck_assert_int_eq(tu_kill_wait(cp1, SIGTERM), 0);
+    ck_assert_int_eq(tu_kill_wait(cp2, SIGTERM), 0);
+    ck_assert_int_eq(tu_kill_wait(lp, SIGTERM), 0);
+    assert_same_views(data, remote);
+    free(f1);
+    free(f2);
+    free(llog);
+    free(clog);
+    free(rlog);
+    tu_rmtree(data);
+    tu_rmtree(remote);
+}
+END_TEST
+
+static Suite *consumers_suite(void)
+{
+    Suite *s = suite_create("consumers");
+    TCase *views = tcase_create("views");
+    tcase_add_test(views, test_views_readonly_missing_creates_nothing);
+    tcase_add_test(views, test_views_shard_mismatch_refused);
+    tcase_add_test(views, test_views_commit_load_roundtrip);
+    suite_add_tcase(s, views);
+    TCase *consume = tcase_create("consume");
+    tcase_set_timeout(consume, 600);
+    tcase_add_test(consume, test_consume_small_log);
+    tcase_add_test(consume, test_consume_corrupt_record_stops);
+    tcase_add_test(consume, test_consume_restart_resumes_exactly_once);
+    tcase_add_test(consume, test_consume_kill9_resumes_exactly_once);
+    tcase_add_test(consume, test_shards_give_identical_partner_views);
+    suite_add_tcase(s, consume);
+    TCase *live = tcase_create("live");
+    tcase_set_timeout(live, 300);
+    tcase_add_test(live, test_live_follow_ledger);
+    suite_add_tcase(s, live);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(consumers_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
