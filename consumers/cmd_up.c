@@ -1,4 +1,536 @@
-/* cmd_up.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_up.c — `tally up`: runs the whole stack on one machine and keeps it
+ * running (SPEC section 2, [D17]).
+ *
+ * Children: `tally ledger`, N x `tally consume --shard K/N` and `tally query`,
+ * each this same binary (/proc/self/exe) with the same --data and endpoint
+ * flags. A child that dies is logged (exit code or signal) and restarted
+ * after a backoff: TLY_UP_BACKOFF_MS_MIN doubling to TLY_UP_BACKOFF_MS_MAX,
+ * back to the minimum once a child had stayed up TLY_UP_STABLE_MS. SIGINT or
+ * SIGTERM stops the children with SIGTERM, waits TLY_UP_STOP_GRACE_MS, then
+ * SIGKILLs what is left, and exits 0.
+ *
+ * Signals are handled synchronously: SIGINT, SIGTERM and SIGCHLD stay
+ * blocked and the loop takes them with sigtimedwait, so no state is touched
+ * from a handler and no SIGCHLD is lost between a check and a sleep.
+ * Children run in their own process group (a terminal's Ctrl-C reaches only
+ * the supervisor, which stops them in order) and get SIGTERM if the
+ * supervisor itself dies (PR_SET_PDEATHSIG).
+ *
+ * DIR/tally.pid holds the supervisor's pid under an flock: a second `tally
+ * up` on the same DIR refuses to start while the first lives; a file left
+ * by a crashed one is not locked and is taken over.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_up(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("up", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_limits.h"
+
+#define CMD "up"
+
+/* Arguments of one child command line, with room to spare. */
+#define CHILD_ARGS_MAX 24u
+
+/* Pause between probes of the ledger's log-read port while it starts. */
+#define READY_PROBE_MS 20
+
+_Static_assert(TLY_UP_BACKOFF_MS_MIN > 0 && TLY_UP_BACKOFF_MS_MIN <= TLY_UP_BACKOFF_MS_MAX,
+               "backoff doubles from a positive minimum up to the maximum");
+
+typedef struct up_opts {
+    tly_common_opts common;
+    uint32_t shards;
+    bool no_sync;
+    bool insecure;
+} up_opts;
+
+typedef struct child {
+    char name[32];           /* "ledger", "consume 0/2", "query" */
+    char shard[24];          /* "K/N" for a consumer */
+    char *argv[CHILD_ARGS_MAX];
+    pid_t pid;               /* 0 while not running */
+    uint64_t started_ns;
+    uint64_t restart_at_ns;  /* when pid == 0: when to start it again */
+    int backoff_ms;          /* delay before the next restart */
+} child;
+
+typedef struct up_state {
+    up_opts o;
+    char shards_arg[16];
+    child kids[TLY_UP_CHILDREN_MAX];
+    uint32_t count;
+    sigset_t blocked;  /* SIGINT, SIGTERM, SIGCHLD: taken by sigtimedwait */
+    sigset_t original; /* restored in children before exec */
+    int pid_fd;
+    char pid_path[TLY_PATH_BYTES_MAX + 16];
+} up_state;
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally up [--data DIR] [--shards N] [--ingest EP] [--events EP]\n"
+            "                [--log-read EP] [--query EP] [--no-sync] [--insecure]\n"
+            "\n"
+            "Starts the whole stack on this machine and supervises it: the ledger, N\n"
+            "consumers (one per shard) and the query service, each a child process of\n"
+            "this binary with the same --data and endpoint flags. Prints one line per\n"
+            "child started; restarts a child that dies after %d ms, doubling up to\n"
+            "%d ms while it keeps dying (reset once it stayed up %d s), and logs why\n"
+            "it died. SIGINT or SIGTERM stops every child (SIGTERM, then SIGKILL after\n"
+            "%d s) and exits 0. DIR/tally.pid names the running supervisor; a second\n"
+            "'tally up' on the same DIR refuses to start.\n"
+            "\n"
+            "  --data DIR    data directory (default $TALLY_DATA, else %s)\n"
+            "  --shards N    consumer shards, 1..%u (default: number of online CPUs)\n"
+            "  --no-sync     ledger does not fsync (faster, not durable: tests, demos)\n"
+            "  --insecure    let the ledger and query service bind non-loopback\n"
+            "                endpoints (no CURVE: run 'tally ledger' yourself for that)\n"
+            "\n"
+            "Exit codes: 0 stopped cleanly, 1 error (e.g. already running), 2 usage.\n",
+            TLY_UP_BACKOFF_MS_MIN, TLY_UP_BACKOFF_MS_MAX, TLY_UP_STABLE_MS / 1000,
+            TLY_UP_STOP_GRACE_MS / 1000, TLY_DEFAULT_DATA, TLY_SHARDS_MAX);
+}
+
+static uint32_t default_shards(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1u : n > (long)TLY_SHARDS_MAX ? TLY_SHARDS_MAX : (uint32_t)n;
+}
+
+static int parse(int argc, char **argv, up_opts *o)
+{
+    tly_common_defaults(&o->common);
+    o->shards = default_shards();
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int rc = tly_common_flag(&o->common, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc > 0)
+            continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        uint64_t n;
+        if (strcmp(argv[i], "--no-sync") == 0) {
+            o->no_sync = true;
+        } else if (strcmp(argv[i], "--insecure") == 0) {
+            o->insecure = true;
+        } else if ((rc = tly_opt_value("--shards", argc, argv, &i, &v)) != 0) {
+            if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+                return tly_usagef(CMD, "--shards takes 1..%u", TLY_SHARDS_MAX);
+            o->shards = (uint32_t)n;
+        } else {
+            return tly_usagef(CMD, "unknown argument '%s'", argv[i]);
+        }
+    }
+    return TLY_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Children                                                                  */
+
+static uint64_t mono_ms(void)
+{
+    return tly_mono_ns() / 1000000u;
+}
+
+/* Appends "--flag value" pairs and flags to a child's argv. */
+static void add_arg(child *c, uint32_t *n, const char *a)
+{
+    if (*n + 1 >= CHILD_ARGS_MAX)
+        abort(); /* programmer error: CHILD_ARGS_MAX too small */
+    c->argv[(*n)++] = (char *)a;
+    c->argv[*n] = NULL;
+}
+
+static void add_pair(child *c, uint32_t *n, const char *flag, const char *value)
+{
+    add_arg(c, n, flag);
+    add_arg(c, n, value);
+}
+
+static child *new_child(up_state *u, const char *name, const char *sub, uint32_t *n)
+{
+    child *c = &u->kids[u->count++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->backoff_ms = TLY_UP_BACKOFF_MS_MIN;
+    *n = 0;
+    add_arg(c, n, "tally");
+    add_arg(c, n, sub);
+    add_pair(c, n, "--data", u->o.common.data);
+    return c;
+}
+
+/* The command lines: each child gets exactly the flags it understands. */
+static void plan_children(up_state *u)
+{
+    const tly_common_opts *co = &u->o.common;
+    uint32_t n;
+    child *c = new_child(u, "ledger", "ledger", &n);
+    add_pair(c, &n, "--ingest", co->ingest);
+    add_pair(c, &n, "--events", co->events);
+    add_pair(c, &n, "--log-read", co->log_read);
+    if (u->o.no_sync)
+        add_arg(c, &n, "--no-sync");
+    if (u->o.insecure)
+        add_arg(c, &n, "--insecure");
+    for (uint32_t k = 0; k < u->o.shards; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "consume %u/%u", k, u->o.shards);
+        c = new_child(u, name, "consume", &n);
+        snprintf(c->shard, sizeof c->shard, "%u/%u", k, u->o.shards);
+        add_pair(c, &n, "--shard", c->shard);
+        add_pair(c, &n, "--events", co->events);
+        add_pair(c, &n, "--log-read", co->log_read);
+    }
+    snprintf(u->shards_arg, sizeof u->shards_arg, "%u", u->o.shards);
+    c = new_child(u, "query", "query", &n);
+    add_pair(c, &n, "--query", co->query);
+    add_pair(c, &n, "--shards", u->shards_arg);
+    if (u->o.insecure)
+        add_arg(c, &n, "--insecure");
+}
+
+/* In the child, between fork and exec: own process group, default signal
+ * mask, and SIGTERM when the supervisor dies. */
+static void child_exec(const up_state *u, child *c)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1)
+        _exit(1); /* the supervisor is already gone */
+    sigprocmask(SIG_SETMASK, &u->original, NULL);
+    execv("/proc/self/exe", c->argv);
+    fprintf(stderr, "tally up: cannot exec %s: %s\n", c->name, strerror(errno));
+    _exit(127);
+}
+
+static void start_child(up_state *u, child *c)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(u, c);
+    if (pid < 0) {
+        fprintf(stderr, "tally up: cannot start %s: %s; retrying in %d ms\n", c->name,
+                strerror(errno), c->backoff_ms);
+        c->restart_at_ns = tly_mono_ns() + (uint64_t)c->backoff_ms * 1000000u;
+        return;
+    }
+    c->pid = pid;
+    c->started_ns = tly_mono_ns();
+    printf("tally up: started %s (pid %d)\n", c->name, (int)pid);
+    fflush(stdout);
+}
+
+static child *find_child(up_state *u, pid_t pid)
+{
+    for (uint32_t i = 0; i < u->count; i++)
+        if (u->kids[i].pid == pid)
+            return &u->kids[i];
+    return NULL;
+}
+
+static void describe_status(int st, char *buf, size_t cap)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, cap, "exited with code %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, cap, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(buf, cap, "stopped (status %#x)", st);
+}
+
+/* Schedules the restart of a child that died: the backoff starts over when
+ * it had been up long enough to count as healthy. */
+static void schedule_restart(child *c, int st)
+{
+    uint64_t now = tly_mono_ns();
+    uint64_t up_ms = (now - c->started_ns) / 1000000u;
+    if (up_ms >= TLY_UP_STABLE_MS)
+        c->backoff_ms = TLY_UP_BACKOFF_MS_MIN;
+    char why[96];
+    describe_status(st, why, sizeof why);
+    fprintf(stderr, "tally up: %s (pid %d) %s after %llu ms; restarting in %d ms\n", c->name,
+            (int)c->pid, why, (unsigned long long)up_ms, c->backoff_ms);
+    c->pid = 0;
+    c->restart_at_ns = now + (uint64_t)c->backoff_ms * 1000000u;
+    c->backoff_ms = c->backoff_ms * 2 > TLY_UP_BACKOFF_MS_MAX ? TLY_UP_BACKOFF_MS_MAX
+                                                              : c->backoff_ms * 2;
+}
+
+/* Reaps every child that has exited. When stopping, nothing restarts.
+ * Returns the number of children still running. */
+static uint32_t reap(up_state *u, bool stopping)
+{
+    for (uint32_t i = 0; i <= TLY_UP_CHILDREN_MAX; i++) {
+        int st;
+        pid_t pid = waitpid(-1, &st, WNOHANG);
+        if (pid <= 0)
+            break;
+        child *c = find_child(u, pid);
+        if (!c)
+            continue;
+        if (stopping) {
+            char why[96];
+            describe_status(st, why, sizeof why);
+            fprintf(stderr, "tally up: %s (pid %d) %s\n", c->name, (int)pid, why);
+            c->pid = 0;
+        } else {
+            schedule_restart(c, st);
+        }
+    }
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < u->count; i++)
+        live += u->kids[i].pid != 0;
+    return live;
+}
+
+static void restart_due(up_state *u)
+{
+    uint64_t now = tly_mono_ns();
+    for (uint32_t i = 0; i < u->count; i++) {
+        child *c = &u->kids[i];
+        if (c->pid == 0 && c->restart_at_ns <= now)
+            start_child(u, c);
+    }
+}
+
+/* Milliseconds until the next pending restart (capped at a second, so the
+ * loop wakes up regularly even with nothing to do). */
+static int next_wake_ms(const up_state *u)
+{
+    uint64_t now = tly_mono_ns();
+    uint64_t wake = now + 1000000000u;
+    for (uint32_t i = 0; i < u->count; i++)
+        if (u->kids[i].pid == 0 && u->kids[i].restart_at_ns < wake)
+            wake = u->kids[i].restart_at_ns;
+    return wake <= now ? 0 : (int)((wake - now) / 1000000u) + 1;
+}
+
+/* Waits up to ms for one of the blocked signals; returns it, or 0. */
+static int take_signal(up_state *u, int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    int sig = sigtimedwait(&u->blocked, NULL, &ts);
+    return sig < 0 ? 0 : sig;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Startup and shutdown                                                      */
+
+/* Whether a TCP endpoint on this machine accepts connections; true for an
+ * endpoint we cannot probe (not tcp:// on a loopback or wildcard host). */
+static bool tcp_listening(const char *ep)
+{
+    const char *colon = strrchr(ep, ':');
+    bool local = strncmp(ep, "tcp://127.0.0.1:", 16) == 0 ||
+                 strncmp(ep, "tcp://localhost:", 16) == 0 || strncmp(ep, "tcp://*:", 8) == 0 ||
+                 strncmp(ep, "tcp://0.0.0.0:", 14) == 0;
+    if (!local || !colon)
+        return true;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)atoi(colon + 1));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* Lets the ledger bind before the consumers connect (they would wait and
+ * retry anyway: this only keeps their logs quiet). Returns early on a
+ * stop signal (re-raised for the main loop) or a child's exit. */
+static void await_ledger(up_state *u)
+{
+    for (int waited = 0; waited < TLY_UP_LEDGER_READY_MS; waited += READY_PROBE_MS) {
+        if (tcp_listening(u->o.common.log_read))
+            return;
+        int sig = take_signal(u, READY_PROBE_MS);
+        if (sig == SIGINT || sig == SIGTERM) {
+            raise(sig); /* stays pending: the main loop takes it */
+            return;
+        }
+        if (sig == SIGCHLD)
+            return;
+    }
+    fprintf(stderr, "tally up: ledger not listening on %s after %d ms; starting the rest\n",
+            u->o.common.log_read, TLY_UP_LEDGER_READY_MS);
+}
+
+static void signal_all(up_state *u, int sig)
+{
+    for (uint32_t i = 0; i < u->count; i++)
+        if (u->kids[i].pid > 0)
+            kill(u->kids[i].pid, sig);
+}
+
+/* Stops every child: SIGTERM, up to TLY_UP_STOP_GRACE_MS for them to exit
+ * (a second SIGINT/SIGTERM cuts it short), then SIGKILL. */
+static void stop_all(up_state *u, int why)
+{
+    fprintf(stderr, "tally up: %s received, stopping %u children\n",
+            why == SIGINT ? "SIGINT" : "SIGTERM", u->count);
+    signal_all(u, SIGTERM);
+    uint64_t deadline = mono_ms() + TLY_UP_STOP_GRACE_MS;
+    uint32_t live = reap(u, true);
+    while (live > 0 && mono_ms() < deadline) {
+        int sig = take_signal(u, (int)(deadline - mono_ms()));
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        live = reap(u, true);
+    }
+    if (live > 0) {
+        fprintf(stderr, "tally up: %u children still running, sending SIGKILL\n", live);
+        signal_all(u, SIGKILL);
+        for (uint32_t i = 0; i < u->count; i++) {
+            int st;
+            if (u->kids[i].pid > 0 && waitpid(u->kids[i].pid, &st, 0) > 0)
+                u->kids[i].pid = 0;
+        }
+    }
+    fprintf(stderr, "tally up: all children stopped\n");
+}
+
+/* The supervisor's loop runs for the life of the stack: it ends only on
+ * SIGINT or SIGTERM, so it is bounded by the operator, not by a count. */
+static int supervise(up_state *u)
+{
+    for (;;) {
+        int sig = take_signal(u, next_wake_ms(u));
+        if (sig == SIGINT || sig == SIGTERM) {
+            stop_all(u, sig);
+            return TLY_EXIT_OK;
+        }
+        reap(u, false);
+        restart_due(u);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The pid file                                                              */
+
+/* mkdir -p for the data directory (the pid file lives in it). */
+static bool make_dirs(const char *path)
+{
+    char p[TLY_PATH_BYTES_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s", path) >= sizeof p)
+        return false;
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return false;
+        *s = '/';
+    }
+    return mkdir(p, 0755) == 0 || errno == EEXIST;
+}
+
+/* Takes DIR/tally.pid: TLY_EXIT_OK, or prints why not and returns 1. */
+static int take_pid_file(up_state *u)
+{
+    const char *dir = u->o.common.data;
+    if (!make_dirs(dir)) {
+        tly_errorf(CMD, "cannot create data directory %s: %s", dir, strerror(errno));
+        return TLY_EXIT_FAIL;
+    }
+    snprintf(u->pid_path, sizeof u->pid_path, "%s/tally.pid", dir);
+    u->pid_fd = open(u->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (u->pid_fd < 0) {
+        tly_errorf(CMD, "cannot open %s: %s", u->pid_path, strerror(errno));
+        return TLY_EXIT_FAIL;
+    }
+    if (flock(u->pid_fd, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = {0};
+        ssize_t n = pread(u->pid_fd, buf, sizeof buf - 1, 0);
+        buf[n > 0 ? n : 0] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+        tly_errorf(CMD, "another 'tally up' (pid %s) is running on %s", buf[0] ? buf : "?", dir);
+        close(u->pid_fd);
+        return TLY_EXIT_FAIL;
+    }
+    char line[32];
+    int len = snprintf(line, sizeof line, "%d\n", (int)getpid());
+    if (ftruncate(u->pid_fd, 0) != 0 || pwrite(u->pid_fd, line, (size_t)len, 0) != len) {
+        tly_errorf(CMD, "cannot write %s: %s", u->pid_path, strerror(errno));
+        close(u->pid_fd);
+        return TLY_EXIT_FAIL;
+    }
+    return TLY_EXIT_OK;
+}
+
+/* Removes the pid file while still holding its lock, so a new supervisor
+ * never sees our stale pid. */
+static void drop_pid_file(up_state *u)
+{
+    unlink(u->pid_path);
+    close(u->pid_fd);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void block_signals(up_state *u)
+{
+    /* SIGCHLD back to its default in case we inherited SIG_IGN, which would
+     * make the kernel reap children itself and leave waitpid nothing. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigemptyset(&u->blocked);
+    sigaddset(&u->blocked, SIGINT);
+    sigaddset(&u->blocked, SIGTERM);
+    sigaddset(&u->blocked, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &u->blocked, &u->original);
+}
+
+int tly_cmd_up(int argc, char **argv)
+{
+    up_state *u = calloc(1, sizeof *u);
+    if (!u)
+        return TLY_EXIT_FAIL;
+    int rc = parse(argc, argv, &u->o);
+    if (rc == TLY_EXIT_OK)
+        rc = take_pid_file(u);
+    if (rc != TLY_EXIT_OK) {
+        free(u);
+        return rc < 0 ? TLY_EXIT_OK : rc;
+    }
+    block_signals(u);
+    plan_children(u);
+    printf("tally up: data in %s, %u shard%s, query service on %s\n", u->o.common.data,
+           u->o.shards, u->o.shards == 1 ? "" : "s", u->o.common.query);
+    start_child(u, &u->kids[0]);
+    await_ledger(u);
+    for (uint32_t i = 1; i < u->count; i++)
+        start_child(u, &u->kids[i]);
+    rc = supervise(u);
+    drop_pid_file(u);
+    sigprocmask(SIG_SETMASK, &u->original, NULL);
+    free(u);
+    return rc;
+}
