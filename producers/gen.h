@@ -228,6 +228,7 @@ typedef struct tly_gen {
     tly_gen_source src[TLY_GEN_SRC_COUNT];
     tly_gen_line line;
     int cur_src; /* source of the record being built */
+    bool wrong_close_pending; /* the next close is preceded by a wrong one */
 } tly_gen;
 
 /* gen_world.c */

@@ -36,9 +36,10 @@ enum special {
     SP_APEX_V2,            /* bump that drops a tier [G3] and changes the mode */
     SP_APEX_STALE,         /* [G8] version 1 published again */
     SP_NIMBUS_BAD,         /* [G2] a version changing the currency */
+    SP_WRONG_CLOSE,        /* [L1] the next close names the wrong period */
     SP_COUNT
 };
-static const uint32_t special_pct[SP_COUNT] = {10, 35, 45, 50, 55, 65, 75};
+static const uint32_t special_pct[SP_COUNT] = {10, 35, 45, 50, 55, 65, 75, 40};
 
 static const char *const activities[] = {
     "webinar", "trade show booth", "training event", "digital campaign",
@@ -293,8 +294,10 @@ static void do_close(tly_gen *g, int index)
     int32_t period = prog->open_period;
     /* Everything that happened before the close reaches the ledger first. */
     tly_gen_flush(g);
-    if (tly_gen_rng_chance(R(g), 300)) /* [L1] a slip: the next period first */
+    /* [L1] a slip: the next period first, then the right one. */
+    if (g->wrong_close_pending || tly_gen_rng_chance(R(g), 200))
         emit_close(g, prog->name, prog->kind, period + 1);
+    g->wrong_close_pending = false;
     emit_close(g, prog->name, prog->kind, period);
     for (uint32_t i = 0; i < g->partner_count; i++)
         if (g->partners[i].program == index && g->partners[i].enrolled)
@@ -399,18 +402,18 @@ static void draw_return(tly_gen *g, const tly_gen_action *a, return_line *rl)
     rl->partner = a->partner;
     rl->counts = true;
     snprintf(rl->sale, sizeof rl->sale, "%s-S-%07llu", prefix, (unsigned long long)a->ref);
-    if (r < 100) {
+    if (r < 150) {
         snprintf(rl->sale, sizeof rl->sale, "%s-S-LEGACY-%06llu", prefix,
                  (unsigned long long)tly_gen_rng_below(R(g), 1000000));
         rl->qty = 1;
         rl->amount = tly_gen_rng_range(R(g), 1000, 200000);
         rl->counts = false;
-    } else if (r < 150 && g->partner_count > 1) {
+    } else if (r < 250 && g->partner_count > 1) {
         rl->partner = (a->partner + 1) % g->partner_count;
         rl->qty = 1;
         rl->amount = unit;
         rl->counts = false;
-    } else if (r < 450) {
+    } else if (r < 550) {
         rl->qty = a->qty + 1;
         rl->amount = a->a + unit * tly_gen_rng_range(R(g), 1, 2);
     } else {
@@ -669,7 +672,7 @@ static bool gen_adjust(tly_gen *g)
         return false;
     bool mdf = tly_gen_rng_chance(R(g), 6000);
     int64_t amount = tly_gen_rng_range(R(g), 1000, 500000);
-    if (tly_gen_rng_chance(R(g), mdf ? 3500 : 5000))
+    if (tly_gen_rng_chance(R(g), mdf ? 3500 : 4000))
         amount = -amount;
     uint64_t k = tly_gen_rng_below(R(g), sizeof adjust_reasons / sizeof *adjust_reasons);
     tly_gen_record_begin(g, TLY_GEN_SRC_FINANCE, "adjust", false, g->clock_ms, NULL);
@@ -725,6 +728,9 @@ static void do_special(tly_gen *g, int which)
         emit_program(g, &v1, v1.version, v1.currency);
         break;
     }
+    case SP_WRONG_CLOSE:
+        g->wrong_close_pending = true;
+        break;
     default: { /* a next version that would switch nimbus to USD */
         const tly_gen_program *p = &g->programs[1];
         emit_program(g, p, p->version + 1, "USD");
@@ -786,11 +792,11 @@ static void spontaneous(tly_gen *g)
         done = gen_cert(g);
     else if (r < 1050)
         done = gen_claim_submit(g);
-    else if (r < 1075)
+    else if (r < 1100)
         done = gen_adjust(g);
-    else if (r < 1085)
+    else if (r < 1110)
         done = gen_partner_update(g);
-    else if (r < 1090)
+    else if (r < 1115)
         done = gen_unknown_claim(g);
     if (!done)
         gen_sale(g);
@@ -804,7 +810,8 @@ static void plan(tly_gen *g)
         tly_gen_program *p = &g->programs[i];
         p->open_period = tly_gen_period_of(p->kind, g->start_ms);
         g->clock_ms = g->start_ms + i * 60000;
-        emit_program(g, p, p->version, p->currency);
+        if (g->emitted < g->opt.events) /* --events 1 is one event */
+            emit_program(g, p, p->version, p->currency);
         tly_gen_action a = {.kind = ACT_CLOSE, .ref = (uint64_t)i};
         a.due_ms = tly_gen_period_start_ms(p->kind, p->open_period + 1) + days(g, 3, 10);
         heap_push(g, a);
