@@ -1,0 +1,86 @@
+/* tly_money.c — rounding and checked money arithmetic; see tly_money.h. */
+#include "tly_money.h"
+
+#include <assert.h>
+
+int64_t tly_round_half_even(int64_t num, int64_t den)
+{
+    assert(den > 0);
+    int64_t q = num / den;
+    int64_t r = num % den;
+    /* C division truncates toward zero; move to floor so that 0 ≤ r < den
+     * and the tie test below is the same for negative numbers. q - 1 cannot
+     * overflow: r < 0 implies num < 0 and den ≥ 2, so q > INT64_MIN / 2. */
+    if (r < 0) {
+        q -= 1;
+        r += den;
+    }
+    int64_t rest = den - r; /* distance to the upper neighbour, > 0 */
+    /* q + 1 cannot overflow: r > 0 implies den ≥ 2, so q ≤ INT64_MAX / 2. */
+    if (r > rest || (r == rest && (q & 1) != 0))
+        q += 1;
+    return q;
+}
+
+tly_err tly_money_add(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t v;
+    if (__builtin_add_overflow(a, b, &v))
+        return TLY_OVERFLOW;
+    *out = v;
+    return TLY_OK;
+}
+
+tly_err tly_money_sub(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t v;
+    if (__builtin_sub_overflow(a, b, &v))
+        return TLY_OVERFLOW;
+    *out = v;
+    return TLY_OK;
+}
+
+tly_err tly_money_mul(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t v;
+    if (__builtin_mul_overflow(a, b, &v))
+        return TLY_OVERFLOW;
+    *out = v;
+    return TLY_OK;
+}
+
+tly_err tly_money_addto(int64_t *acc, int64_t x)
+{
+    return tly_money_add(*acc, x, acc);
+}
+
+tly_err tly_bps_sum_add(tly_bps_sum *s, int64_t x, int32_t bps)
+{
+    assert(bps >= 0 && bps <= 10000);
+    /* x = q × 10000 + r with |r| < 10000 and r of x's sign: q × bps has
+     * |q × bps| ≤ |x| and r × bps < 10^8, so neither product overflows. */
+    int64_t q = x / TLY_BPS_DENOM;
+    int64_t r = x % TLY_BPS_DENOM;
+    int64_t whole, frac;
+    if (tly_money_add(s->whole, q * bps, &whole) != TLY_OK ||
+        tly_money_add(s->frac, r * bps, &frac) != TLY_OK)
+        return TLY_OVERFLOW;
+    s->whole = whole;
+    s->frac = frac;
+    return TLY_OK;
+}
+
+tly_err tly_bps_sum_round(const tly_bps_sum *s, int64_t *out)
+{
+    /* whole is an integer, so rhe(whole + frac/10000) = whole + rhe(frac/10000). */
+    return tly_money_add(s->whole, tly_round_half_even(s->frac, TLY_BPS_DENOM), out);
+}
+
+int64_t tly_money_bps(int64_t x, int32_t bps)
+{
+    assert(bps >= 0 && bps <= 10000);
+    int64_t q = x / TLY_BPS_DENOM;
+    int64_t r = x % TLY_BPS_DENOM;
+    /* |q × bps + rhe(r × bps / 10000)| ≤ |x|: no overflow possible. */
+    return q * bps + tly_round_half_even(r * bps, TLY_BPS_DENOM);
+}
