@@ -360,9 +360,23 @@ static int run_replay(int argc, char **argv)
     int rc = replay_parse(&o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
-    /* Lands with the engine: the fold needs tly_engine. */
-    tly_errorf(CMD " replay", "not built yet");
-    return TLY_EXIT_FAIL;
+    char log_dir[TLY_PATH_BYTES_MAX + 8];
+    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+        return TLY_EXIT_USAGE;
+    tly_audit_replay_opts ro = {.log_dir = log_dir, .out_dir = o.out,
+                                .shard_count = (uint32_t)o.shards, .to_seq = o.to_seq,
+                                .until_ms = o.until_ms, .has_until = o.has_until};
+    uint64_t last = 0;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);
+    tly_progress_end();
+    if (err == TLY_NOT_FOUND && !msg[0])
+        return log_error(CMD " replay", log_dir, err);
+    if (err != TLY_OK) {
+        tly_errorf(CMD " replay", "%s", msg[0] ? msg : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    return digest_and_print(CMD " replay", o.out, o.common.json);
 }
 
 /* ---- diff ---- */
@@ -378,13 +392,39 @@ static const char diff_help[] =
 
 static int run_diff(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    (void)views_flag;
-    (void)diff_help;
-    /* Lands with the engine: the replay needs tly_engine. */
-    tly_errorf(CMD " diff", "not built yet");
-    return TLY_EXIT_FAIL;
+    audit_opts o = {0};
+    tly_common_defaults(&o.common);
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(diff_help, stdout);
+            return TLY_EXIT_OK;
+        }
+        int rc = tly_common_flag(&o.common, argc, argv, &i);
+        if (rc == 0)
+            rc = views_flag(&o, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc == 0)
+            return tly_usagef(CMD " diff", "unknown option '%s'", argv[i]);
+    }
+    char log_dir[TLY_PATH_BYTES_MAX + 8], views_dir[TLY_PATH_BYTES_MAX + 8];
+    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+        return TLY_EXIT_USAGE;
+    if (o.views)
+        snprintf(views_dir, sizeof views_dir, "%s", o.views);
+    else if (!join_path(views_dir, sizeof views_dir, o.common.data, "views"))
+        return TLY_EXIT_USAGE;
+    const char *tmp = getenv("TMPDIR");
+    uint64_t differences = 0;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    tly_err err = tly_audit_diff(log_dir, views_dir, tmp && *tmp ? tmp : "/tmp", stdout,
+                                 cli_progress, "replay", &differences, msg, sizeof msg);
+    tly_progress_end();
+    if (err != TLY_OK) {
+        tly_errorf(CMD " diff", "%s", msg[0] ? msg : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    return differences ? TLY_EXIT_FAIL : TLY_EXIT_OK;
 }
 
 /* ---- dispatch ---- */

@@ -1,0 +1,259 @@
+/*
+ * audit_replay.c — `tally audit replay`: folds the log from seq 1 into fresh
+ * view stores with the consumer runtime's own pieces (tly_engine for the
+ * fold, tly_views for the stores and checkpoints), so a replay is exactly
+ * what the consumers would have written.
+ *
+ * All shards are folded in one pass over the log: each record is read and
+ * decoded once and applied to every shard's engine (each engine sees every
+ * record, as a consumer does; it keeps what its shard owns). Commits come
+ * every TLY_AUDIT_REPLAY_BATCH_RECORDS records.
+ *
+ * tly_views_open places a store in DATA/views/K-of-N, while a replay's
+ * --out is itself a views directory (OUT/K-of-N, what `--views OUT` reads).
+ * The stores are therefore built in OUT/views/K-of-N and renamed into place
+ * once closed; a directory rename is atomic, and an interrupted replay
+ * leaves only OUT/views behind, never a half-built OUT/K-of-N.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "audit_int.h"
+#include "tly_audit.h"
+#include "tly_cli.h"
+#include "tly_engine.h"
+#include "tly_event.h"
+#include "tly_log.h"
+#include "tly_views.h"
+
+typedef struct replay_shard {
+    tly_views *views;
+    tly_engine *engine;
+    uint64_t stop; /* last seq to fold; UINT64_MAX for none */
+} replay_shard;
+
+typedef struct replay_run {
+    const tly_audit_replay_opts *o;
+    replay_shard shard[TLY_SHARDS_MAX];
+    uint32_t opened;
+    uint64_t stop_max; /* the largest stop of any shard */
+    tly_event ev;
+    char *msg;
+    size_t cap;
+} replay_run;
+
+/* mkdir -p for the --out directory. */
+static tly_err make_dirs(const char *dir)
+{
+    char tmp[TLY_PATH_BYTES_MAX];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof tmp)
+        return TLY_USAGE;
+    memcpy(tmp, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return TLY_STORAGE;
+        tmp[i] = i == len ? '\0' : '/';
+    }
+    return TLY_OK;
+}
+
+static bool path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Refuses an --out that already holds views or the staging directory. */
+static tly_err check_out(replay_run *r)
+{
+    char path[TLY_PATH_BYTES_MAX + 64];
+    const char *out = r->o->out_dir;
+    snprintf(path, sizeof path, "%s/views", out);
+    if (path_exists(path)) {
+        tly_audit_msgf(r->msg, r->cap, "%s exists (an interrupted replay?): remove it", path);
+        return TLY_USAGE;
+    }
+    for (uint32_t k = 0; k < r->o->shard_count; k++) {
+        snprintf(path, sizeof path, "%s/%u-of-%u", out, k, r->o->shard_count);
+        if (path_exists(path)) {
+            tly_audit_msgf(r->msg, r->cap, "%s already holds views; choose an empty --out",
+                           out);
+            return TLY_USAGE;
+        }
+    }
+    if (make_dirs(out) != TLY_OK) {
+        tly_audit_msgf(r->msg, r->cap, "cannot create %s", out);
+        return TLY_STORAGE;
+    }
+    return TLY_OK;
+}
+
+/* Stop seq of shard k: the smallest of --to, the shard's own stop. */
+static uint64_t shard_stop(const tly_audit_replay_opts *o, uint32_t k)
+{
+    uint64_t stop = o->to_seq ? o->to_seq : UINT64_MAX;
+    if (o->shard_to_seq && o->shard_to_seq[k] < stop)
+        stop = o->shard_to_seq[k];
+    return stop;
+}
+
+static tly_err open_shards(replay_run *r)
+{
+    uint32_t n = r->o->shard_count;
+    for (uint32_t k = 0; k < n; k++) {
+        replay_shard *s = &r->shard[k];
+        tly_err err = tly_views_open(r->o->out_dir, k, n, TLY_VIEWS_WRITE, &s->views);
+        if (err == TLY_OK)
+            err = tly_engine_new(k, n, &s->engine);
+        r->opened = k + 1;
+        if (err != TLY_OK) {
+            tly_audit_msgf(r->msg, r->cap, "cannot create the view store %u-of-%u: %s", k, n,
+                           tly_strerror(err));
+            return err;
+        }
+        s->stop = shard_stop(r->o, k);
+        r->stop_max = s->stop > r->stop_max ? s->stop : r->stop_max;
+    }
+    return TLY_OK;
+}
+
+/* Commits every shard's changes and checkpoint. */
+static tly_err commit_all(replay_run *r)
+{
+    for (uint32_t k = 0; k < r->opened; k++) {
+        tly_err err = tly_views_commit(r->shard[k].views, r->shard[k].engine);
+        if (err != TLY_OK) {
+            tly_audit_msgf(r->msg, r->cap, "commit of shard %u failed: %s", k,
+                           tly_strerror(err));
+            return err;
+        }
+    }
+    return TLY_OK;
+}
+
+/* Folds one record into every shard that has not reached its stop. */
+static tly_err fold_one(replay_run *r, const tly_record *rec)
+{
+    tly_field_error fe = {{0}, {0}};
+    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &r->ev, &fe) != TLY_OK) {
+        tly_audit_msgf(r->msg, r->cap, "seq %llu: event invalid (%s): run 'tally audit verify'",
+                       (unsigned long long)rec->seq, fe.message);
+        return TLY_CORRUPT;
+    }
+    for (uint32_t k = 0; k < r->opened; k++) {
+        if (rec->seq > r->shard[k].stop)
+            continue;
+        tly_err err = tly_engine_apply(r->shard[k].engine, rec, &r->ev);
+        if (err != TLY_OK) {
+            tly_audit_msgf(r->msg, r->cap, "seq %llu: the engine of shard %u failed: %s",
+                           (unsigned long long)rec->seq, k, tly_strerror(err));
+            return err;
+        }
+    }
+    return TLY_OK;
+}
+
+/* True when rec is past every stop: the fold is over. */
+static bool past_end(const replay_run *r, const tly_record *rec)
+{
+    if (r->o->has_until && rec->recorded_ms > r->o->until_ms)
+        return true; /* recorded_ms never decreases [D12]: nothing later counts */
+    return rec->seq > r->stop_max;
+}
+
+/* Reads the log once and folds it, committing in batches. */
+static tly_err fold_log(replay_run *r, tly_log *log, tly_audit_progress_fn progress, void *ctx)
+{
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    tly_err err = tly_log_head(log, &head, hash);
+    uint64_t total = head < r->stop_max ? head : r->stop_max;
+    tly_log_reader *rd = NULL;
+    if (err == TLY_OK && total > 0)
+        err = tly_log_reader_open(log, 1, &rd);
+    tly_record rec;
+    uint64_t done = 0;
+    while (err == TLY_OK && rd && (err = tly_log_reader_next(rd, &rec)) == TLY_OK) {
+        if (past_end(r, &rec))
+            break;
+        err = fold_one(r, &rec);
+        if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0) {
+            err = commit_all(r);
+            if (progress)
+                progress(ctx, done, total);
+        }
+    }
+    if (err == TLY_CORRUPT && !r->msg[0])
+        tly_audit_msgf(r->msg, r->cap, "seq %llu: record does not decode",
+                       (unsigned long long)done + 1);
+    tly_log_reader_close(rd);
+    if (err == TLY_NOT_FOUND || err == TLY_OK)
+        err = commit_all(r);
+    if (err == TLY_OK && progress)
+        progress(ctx, done, total);
+    return err;
+}
+
+/* Closes the stores and moves OUT/views/K-of-N to OUT/K-of-N. */
+static tly_err close_and_place(replay_run *r, tly_err err, uint64_t *last_seq)
+{
+    uint64_t last = UINT64_MAX;
+    char from[TLY_PATH_BYTES_MAX + 64], to[TLY_PATH_BYTES_MAX + 64];
+    uint32_t n = r->o->shard_count;
+    for (uint32_t k = 0; k < r->opened; k++) {
+        replay_shard *s = &r->shard[k];
+        if (s->engine) {
+            uint64_t seq = tly_engine_seq(s->engine);
+            last = seq < last ? seq : last;
+        }
+        tly_engine_free(s->engine);
+        tly_views_close(s->views);
+        snprintf(from, sizeof from, "%s/views/%u-of-%u", r->o->out_dir, k, n);
+        snprintf(to, sizeof to, "%s/%u-of-%u", r->o->out_dir, k, n);
+        if (err == TLY_OK && rename(from, to) != 0) {
+            tly_audit_msgf(r->msg, r->cap, "cannot move %s to %s", from, to);
+            err = TLY_STORAGE;
+        }
+    }
+    snprintf(from, sizeof from, "%s/views", r->o->out_dir);
+    if (err == TLY_OK)
+        rmdir(from);
+    if (err == TLY_OK && last_seq)
+        *last_seq = last == UINT64_MAX ? 0 : last;
+    return err;
+}
+
+tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress,
+                         void *ctx, uint64_t *last_seq, char *msg, size_t cap)
+{
+    if (o->shard_count < 1 || o->shard_count > TLY_SHARDS_MAX)
+        return TLY_USAGE;
+    replay_run *r = calloc(1, sizeof *r);
+    if (!r)
+        return TLY_NOMEM;
+    char none[1] = "";
+    *r = (replay_run){.o = o, .msg = msg && cap ? msg : none, .cap = msg ? cap : 1};
+    r->msg[0] = '\0';
+    tly_log *log = NULL;
+    tly_err err = tly_log_open(o->log_dir, TLY_LOG_READ, &log);
+    if (err != TLY_OK)
+        tly_audit_msgf(r->msg, r->cap, "%s in %s", err == TLY_NOT_FOUND ? "no log" :
+                       tly_strerror(err), o->log_dir);
+    if (err == TLY_OK)
+        err = check_out(r);
+    if (err == TLY_OK)
+        err = open_shards(r);
+    if (err == TLY_OK)
+        err = fold_log(r, log, progress, ctx);
+    err = close_and_place(r, err, last_seq);
+    tly_log_close(log);
+    free(r);
+    return err;
+}
