@@ -333,13 +333,15 @@ static int parse_one(bench_opts *o, int argc, char **argv, int *i)
     const char *v;
     uint64_t x;
     int rc;
+    /* --events is a count here, not the events endpoint of the common flags
+     * (bench fold talks to no service), so it is matched first. */
+    if ((rc = tly_opt_value("--events", argc, argv, i, &v)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE
+                      : parse_num("--events", v, 1, TLY_BENCH_EVENTS_MAX, &o->events);
     if (strncmp(argv[*i], "--data", 6) == 0)
         o->data_given = true;
     if ((rc = tly_common_flag(&o->common, argc, argv, i)) != 0)
         return rc < 0 ? TLY_EXIT_USAGE : -1;
-    if ((rc = tly_opt_value("--events", argc, argv, i, &v)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE
-                      : parse_num("--events", v, 1, TLY_BENCH_EVENTS_MAX, &o->events);
     if ((rc = tly_opt_value("--seed", argc, argv, i, &v)) != 0)
         return rc < 0 ? TLY_EXIT_USAGE : parse_num("--seed", v, 0, UINT64_MAX, &o->seed);
     if ((rc = tly_opt_value("--shards", argc, argv, i, &v)) != 0) {
@@ -449,7 +451,7 @@ int tly_cmd_bench_fold(int argc, char **argv)
     json_t *doc = json_pack("{s:I,s:b,s:f,s:o}", "events", (json_int_t)b->head, "reused",
                             !b->built, "build_s", b->build_s, "runs", runs);
     if (err == TLY_OK && b->o.common.json) {
-        json_dumpf(doc, stdout, JSON_INDENT(2));
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
     } else if (err == TLY_OK) {
         print_text(doc);
