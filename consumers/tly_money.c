@@ -72,15 +72,33 @@ tly_err tly_bps_sum_add(tly_bps_sum *s, int64_t x, int32_t bps)
 
 tly_err tly_bps_sum_round(const tly_bps_sum *s, int64_t *out)
 {
-    /* whole is an integer, so rhe(whole + frac/10000) = whole + rhe(frac/10000). */
-    return tly_money_add(s->whole, tly_round_half_even(s->frac, TLY_BPS_DENOM), out);
+    /* value = whole + frac / 10000. Move whole units out of frac (floor), so
+     * value = base + fr / 10000 with 0 ≤ fr < 10000. A tie rounds to the
+     * even neighbour of the whole value, so base's parity matters: keep it
+     * in the numerator and add the even rest outside, which cannot change
+     * the rounding. */
+    int64_t fq = s->frac / TLY_BPS_DENOM;
+    int64_t fr = s->frac % TLY_BPS_DENOM;
+    if (fr < 0) {
+        fq -= 1;
+        fr += TLY_BPS_DENOM;
+    }
+    int64_t base;
+    if (tly_money_add(s->whole, fq, &base) != TLY_OK)
+        return TLY_OVERFLOW;
+    int64_t parity = base & 1;
+    return tly_money_add(base - parity,
+                         tly_round_half_even(parity * TLY_BPS_DENOM + fr, TLY_BPS_DENOM), out);
 }
 
 int64_t tly_money_bps(int64_t x, int32_t bps)
 {
-    assert(bps >= 0 && bps <= 10000);
-    int64_t q = x / TLY_BPS_DENOM;
-    int64_t r = x % TLY_BPS_DENOM;
-    /* |q × bps + rhe(r × bps / 10000)| ≤ |x|: no overflow possible. */
-    return q * bps + tly_round_half_even(r * bps, TLY_BPS_DENOM);
+    tly_bps_sum s = {0, 0};
+    int64_t out = 0;
+    /* One term cannot overflow: |result| ≤ |x|. */
+    tly_err err = tly_bps_sum_add(&s, x, bps);
+    if (err == TLY_OK)
+        err = tly_bps_sum_round(&s, &out);
+    assert(err == TLY_OK);
+    return out;
 }
