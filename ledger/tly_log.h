@@ -10,6 +10,10 @@
  * One process writes (tly_log_open with TLY_LOG_WRITE: the ledger); any number
  * of processes read (consumers, audit), also while the ledger runs.
  *
+ * Threads: a handle's append, head and lookup are for one thread at a time;
+ * readers (tly_log_reader_*) may be opened and used from any thread, each
+ * reader by one thread at a time.
+ *
  * hash[n] = SHA-256(hash[n-1] ‖ u64be(seq) ‖ u64be(recorded_ms) ‖
  *                   u16be(len(source)) ‖ source ‖ event), hash[0] = 32 zero bytes.
  */

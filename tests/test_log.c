@@ -1327,17 +1327,24 @@ static void bench_event(msgpack_sbuffer *sb, const char *id, uint32_t k)
 #undef BENCH_STR
 }
 
-static int bench(const char *dir_arg)
+/* `test_log bench [DIR [BATCH [nosync]]]`: 1,000,000 events in batches of
+ * BATCH (default 1,000, at most 4,096), durable unless nosync. */
+static int bench(int argc, char **argv)
 {
-    enum { TOTAL = 1000000, BATCH = 1000 };
+    enum { TOTAL = 1000000, BATCH_MAX = 4096 };
+    const char *dir_arg = argc >= 3 && strcmp(argv[2], "-") != 0 ? argv[2] : NULL;
+    uint32_t BATCH = argc >= 4 ? (uint32_t)atoi(argv[3]) : 1000;
+    bool nosync = argc >= 5 && strcmp(argv[4], "nosync") == 0;
+    if (BATCH == 0 || BATCH > BATCH_MAX || TOTAL % BATCH != 0)
+        return 2;
     char *tmp = dir_arg ? NULL : tu_tmpdir();
     const char *dir = dir_arg ? dir_arg : tmp;
     tly_log *log;
-    if (tly_log_open(dir, TLY_LOG_WRITE, &log) != TLY_OK)
+    if (tly_log_open(dir, TLY_LOG_WRITE | (nosync ? TLY_LOG_NO_SYNC : 0), &log) != TLY_OK)
         return 1;
-    static uint8_t evs[BATCH][256];
-    static char ids[BATCH][32];
-    static tly_log_item items[BATCH];
+    static uint8_t evs[BATCH_MAX][256];
+    static char ids[BATCH_MAX][32];
+    static tly_log_item items[BATCH_MAX];
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     size_t bytes = 0;
@@ -1359,11 +1366,17 @@ static int bench(const char *dir_arg)
         in_append += now_s() - t1;
     }
     double t = now_s() - t0;
-    printf("appended %d events of %zu bytes on average in durable batches of %d\n"
+    printf("appended %d events of %zu bytes on average in %s batches of %u\n"
            "  wall %.2f s (%.0f events/s); inside tly_log_append %.2f s (%.0f events/s)\n"
            "  map %zu MiB\n",
-           TOTAL, bytes / TOTAL, BATCH, t, TOTAL / t, in_append, TOTAL / in_append,
+           TOTAL, bytes / TOTAL, nosync ? "no-sync" : "durable", BATCH, t, TOTAL / t, in_append, TOTAL / in_append,
            tly_log_map_bytes(log) >> 20);
+    /* Bytes this process caused to be written to disk (Linux). */
+    char *io = tu_read_file("/proc/self/io", NULL);
+    const char *wb = io ? strstr(io, "write_bytes: ") : NULL;
+    if (wb)
+        printf("  disk writes %.0f bytes per event\n", atof(wb + 13) / TOTAL);
+    free(io);
     msgpack_sbuffer_destroy(&sb);
     tly_log_close(log);
     tu_rmtree(tmp);
@@ -1407,7 +1420,7 @@ static Suite *log_suite(void)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "bench") == 0)
-        return bench(argc >= 3 ? argv[2] : NULL);
+        return bench(argc, argv);
     SRunner *sr = srunner_create(log_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
