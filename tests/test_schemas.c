@@ -1489,7 +1489,7 @@ START_TEST(test_wire_ingest_malformed)
             msgpack_pack_str_with_body(&pk, "source", 6);
             msgpack_pack_str_with_body(&pk, "0123456789012345678901234567890123456789"
                                             "01234567890123456789abcde", 65);
-            want = TLY_BAD_FIELD;
+            want = TLY_MALFORMED; /* [D12] source is 1..64 bytes */
             break;
         case 3:
             msgpack_pack_str_with_body(&pk, "source", 6);
