@@ -6,6 +6,7 @@
 #define TLY_AUDIT_INT_H
 
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,10 @@ uint64_t tly_audit_get_be64(const void *p);
 uint32_t tly_audit_get_be32(const void *p);
 void tly_audit_put_be64(void *p, uint64_t v);
 void tly_audit_put_be32(void *p, uint32_t v);
+
+/* Parses a shard store's directory name "K-of-N" (plain decimals, N in
+ * 1..TLY_SHARDS_MAX, K < N); false for anything else. */
+bool tly_audit_shard_name_parse(const char *name, uint32_t *k, uint32_t *n);
 
 /* Appends a formatted sentence to msg (cap bytes; NULL or 0: no-op). */
 void tly_audit_msgf(char *msg, size_t cap, const char *fmt, ...)

@@ -15,6 +15,7 @@
  * once closed; a directory rename is atomic, and an interrupted replay
  * leaves only OUT/views behind, never a half-built OUT/K-of-N.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,22 @@ static bool path_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+/* True when dir holds any shard store K-of-N (of any N): one views
+ * directory holds one set, or readers could not tell which to use. */
+static bool holds_stores(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    struct dirent *e;
+    uint32_t k, n, seen = 0;
+    bool found = false;
+    while (!found && (e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX)
+        found = tly_audit_shard_name_parse(e->d_name, &k, &n);
+    closedir(d);
+    return found;
+}
+
 /* Refuses an --out that already holds views or the staging directory. */
 static tly_err check_out(replay_run *r)
 {
@@ -80,13 +97,9 @@ static tly_err check_out(replay_run *r)
         tly_audit_msgf(r->msg, r->cap, "%s exists (an interrupted replay?): remove it", path);
         return TLY_USAGE;
     }
-    for (uint32_t k = 0; k < r->o->shard_count; k++) {
-        snprintf(path, sizeof path, "%s/%u-of-%u", out, k, r->o->shard_count);
-        if (path_exists(path)) {
-            tly_audit_msgf(r->msg, r->cap, "%s already holds views; choose an empty --out",
-                           out);
-            return TLY_USAGE;
-        }
+    if (holds_stores(out)) {
+        tly_audit_msgf(r->msg, r->cap, "%s already holds views; choose an empty --out", out);
+        return TLY_USAGE;
     }
     if (make_dirs(out) != TLY_OK) {
         tly_audit_msgf(r->msg, r->cap, "cannot create %s", out);

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "tly_cli.h"
+#include "tly_limits.h"
 #include "tly_log.h"
 
 tly_err tly_audit_lmdb_err(int rc, const char *what)
@@ -96,4 +98,20 @@ void tly_audit_msgf(char *msg, size_t cap, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, cap, fmt, ap);
     va_end(ap);
+}
+
+/* Parses "K-of-N" (decimal, no signs or leading junk); false otherwise. */
+bool tly_audit_shard_name_parse(const char *s, uint32_t *k, uint32_t *n)
+{
+    char tail;
+    unsigned a, b;
+    if (s[0] < '0' || s[0] > '9' || sscanf(s, "%u-of-%u%c", &a, &b, &tail) != 2)
+        return false;
+    char again[32];
+    snprintf(again, sizeof again, "%u-of-%u", a, b);
+    if (strcmp(again, s) != 0 || b == 0 || b > TLY_SHARDS_MAX || a >= b)
+        return false;
+    *k = a;
+    *n = b;
+    return true;
 }

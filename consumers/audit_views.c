@@ -35,22 +35,6 @@ struct tly_audit_viewset {
 
 /* ---- finding the shards ---- */
 
-/* Parses "K-of-N" (decimal, no signs or leading junk); false otherwise. */
-static bool parse_shard_name(const char *s, uint32_t *k, uint32_t *n)
-{
-    char tail;
-    unsigned a, b;
-    if (s[0] < '0' || s[0] > '9' || sscanf(s, "%u-of-%u%c", &a, &b, &tail) != 2)
-        return false;
-    char again[32];
-    snprintf(again, sizeof again, "%u-of-%u", a, b);
-    if (strcmp(again, s) != 0 || b == 0 || b > TLY_SHARDS_MAX || a >= b)
-        return false;
-    *k = a;
-    *n = b;
-    return true;
-}
-
 /* Modification time of views_dir/K-of-N/data.mdb (0 when absent). */
 static long long data_mtime(const char *views_dir, uint32_t k, uint32_t n)
 {
@@ -96,7 +80,7 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
     uint32_t seen = 0;
     while ((e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX) {
         uint32_t k, cnt;
-        if (parse_shard_name(e->d_name, &k, &cnt))
+        if (tly_audit_shard_name_parse(e->d_name, &k, &cnt))
             mask[cnt] |= UINT64_C(1) << k;
     }
     closedir(d);

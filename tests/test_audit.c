@@ -582,6 +582,308 @@ START_TEST(export_range)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ replay and digest */
+
+/* The stdout of `tally audit replay` into data/name with the given shards,
+ * which must succeed. */
+static char *replay(const char *data, const char *name, const char *shards, const char *x1,
+                    const char *x2)
+{
+    char *out_dir = join(data, name), *out, *err;
+    int rc = x1 ? audit(&out, &err, "replay", "--data", data, "--out", out_dir, x1, x2)
+                : audit(&out, &err, "replay", "--data", data, "--out", out_dir, "--shards",
+                        shards);
+    ck_assert_msg(rc == 0, "replay %s: exit %d: %s", name, rc, err);
+    free(err);
+    free(out_dir);
+    return out;
+}
+
+/* The line of a digest output that starts with `family `. */
+static char *digest_line(const char *text, const char *family)
+{
+    size_t n = strlen(family);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, family, n) == 0 && p[n] == ' ')
+            return strndup(p, strcspn(p, "\n"));
+    ck_abort_msg("no %s line in: %s", family, text);
+    return NULL;
+}
+
+START_TEST(digest_does_not_depend_on_shards)
+{
+    char *data = gen_data(3000);
+    char *d1 = replay(data, "r1", "1", NULL, NULL);
+    char *d2 = replay(data, "r2", "2", NULL, NULL);
+    char *d4 = replay(data, "r4", "4", NULL, NULL);
+    ck_assert_msg(strncmp(d1, "seq 3000\nmdf ", 13) == 0, "%s", d1);
+    ck_assert_str_eq(d1, d2);
+    ck_assert_str_eq(d1, d4);
+    /* Seven lines: seq and six families, each a 64-digit digest. */
+    int lines = 0;
+    for (const char *p = d1; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    ck_assert_int_eq(lines, 7);
+    /* `audit digest` of a replay's directory prints the same bytes. */
+    char *r2 = join(data, "r2"), *dd;
+    ck_assert_int_eq(audit(&dd, NULL, "digest", "--views", r2, NULL, NULL, NULL, NULL), 0);
+    ck_assert_str_eq(dd, d1);
+    free(dd);
+    free(r2);
+    /* The digest sees the figures: a shorter replay differs, in every family
+     * that changed, while the seq line says where it stopped. */
+    char *half = join(data, "half"), *dh;
+    ck_assert_int_eq(audit(&dh, NULL, "replay", "--data", data, "--out", half, "--to", "1500"),
+                     0);
+    ck_assert(strncmp(dh, "seq 1500\n", 9) == 0);
+    char *a = digest_line(d1, "mdf"), *b = digest_line(dh, "mdf");
+    ck_assert_str_ne(a, b);
+    free(a);
+    free(b);
+    free(half);
+    free(dh);
+    free(d1);
+    free(d2);
+    free(d4);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(replay_answers_queries_and_refuses_a_used_out)
+{
+    char *data = gen_data(2000);
+    char *d2 = replay(data, "r2", "2", NULL, NULL);
+    free(d2);
+    /* `tally balance --views DIR` answers from the replay. */
+    char name[32], *r2 = join(data, "r2"), *out, *err;
+    tly_rtgen_partner_name(0, name, sizeof name);
+    char *dir = tu_tmpdir();
+    char *op = join(dir, "out");
+    char *const argv[] = {(char *)tu_tally(), "balance", name, "--json", "--views", r2, NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, op, NULL), 0);
+    out = tu_read_file(op, NULL);
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "partner")), name);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "seq")), 2000);
+    json_decref(j);
+    free(out);
+    free(op);
+    tu_rmtree(dir);
+    /* A second replay into the same place is refused; nothing is touched. */
+    ck_assert_int_eq(audit(NULL, &err, "replay", "--data", data, "--out", r2, NULL, NULL), 1);
+    ck_assert_msg(strstr(err, "already holds views") != NULL, "%s", err);
+    free(err);
+    ck_assert_int_eq(audit(NULL, NULL, "digest", "--views", r2, NULL, NULL, NULL, NULL), 0);
+    /* Usage errors. */
+    ck_assert_int_eq(audit(NULL, NULL, "replay", "--data", data, NULL, NULL, NULL, NULL), 2);
+    ck_assert_int_eq(audit(NULL, NULL, "replay", "--out", r2, "--shards", "0", NULL, NULL), 2);
+    ck_assert_int_eq(audit(NULL, NULL, "replay", "--out", r2, "--until", "yesterday", NULL,
+                           NULL), 2);
+    free(r2);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(replay_until_cuts_by_recorded_time)
+{
+    /* 20 sales recorded on 2025-06-01, 15 more on 2025-06-11. */
+    char *data = tu_tmpdir(), *log_dir = join(data, "log");
+    char *ev[20];
+    for (int batch = 0; batch < 2; batch++) {
+        int n = batch ? 15 : 20;
+        int64_t now = T0_MS + batch * 10 * DAY_MS;
+        for (int i = 0; i < n; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "U-%d-%02d", batch, i);
+            ev[i] = sale_json(id, now - DAY_MS);
+        }
+        append_json(log_dir, ev, (uint32_t)n, now);
+        for (int i = 0; i < n; i++)
+            free(ev[i]);
+    }
+    char *cut = replay(data, "cut", "1", "--until", "2025-06-05T00:00:00Z");
+    ck_assert_msg(strncmp(cut, "seq 20\n", 7) == 0, "%s", cut);
+    char *all = replay(data, "all", "1", "--until", "2025-06-11");
+    ck_assert_msg(strncmp(all, "seq 35\n", 7) == 0, "%s", all);
+    char *none = replay(data, "none", "1", "--until", "2025-05-31");
+    ck_assert_msg(strncmp(none, "seq 0\n", 6) == 0, "%s", none);
+    /* Sales of partners never enrolled are held: the exceptions differ. */
+    char *a = digest_line(cut, "exceptions"), *b = digest_line(all, "exceptions");
+    ck_assert_str_ne(a, b);
+    free(a);
+    free(b);
+    free(cut);
+    free(all);
+    free(none);
+    free(log_dir);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ diff */
+
+/* Folds the log of data into live views with real consumers (shards 0..n-1
+ * of n, each exiting at the head). */
+static void consume_all(const char *data, int n)
+{
+    for (int k = 0; k < n; k++) {
+        char shard[32];
+        snprintf(shard, sizeof shard, "%d/%d", k, n);
+        char *const argv[] = {(char *)tu_tally(), "consume", "--data", (char *)data, "--shard",
+                              shard, "--exit-at-head", NULL};
+        ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
+    }
+}
+
+/* Opens a live shard store for writing with raw LMDB. */
+static void open_store(const char *data, const char *shard, MDB_env **env, MDB_txn **txn,
+                       MDB_dbi *dbi)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/views/%s", data, shard);
+    ck_assert_int_eq(mdb_env_create(env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(*env, 4), 0);
+    ck_assert_int_eq(mdb_env_open(*env, path, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(*env, NULL, 0, txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(*txn, "views", 0, dbi), 0);
+}
+
+/* Adds 1 to "available" of the first balance doc of a shard; returns the
+ * partner's id (malloc'd). */
+static char *corrupt_balance(const char *data, const char *shard)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    open_store(data, shard, &env, &txn, &dbi);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val k = {4, "V/b/"}, v;
+    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
+    ck_assert(k.mv_size > 4 && memcmp(k.mv_data, "V/b/", 4) == 0);
+    char *partner = strndup((const char *)k.mv_data + 4, k.mv_size - 4);
+    json_t *doc = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    json_t *avail = json_object_get(doc, "available");
+    ck_assert(json_is_integer(avail));
+    json_integer_set(avail, json_integer_value(avail) + 1);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    MDB_val nv = {strlen(text), text};
+    mdb_cursor_close(cur);
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(text);
+    json_decref(doc);
+    return partner;
+}
+
+/* Deletes the first exception of a shard; returns its seq. */
+static uint64_t drop_exception(const char *data, const char *shard)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    open_store(data, shard, &env, &txn, &dbi);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val k = {2, "X/"}, v;
+    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
+    ck_assert_uint_eq(k.mv_size, 14);
+    ck_assert(memcmp(k.mv_data, "X/", 2) == 0);
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++)
+        seq = seq << 8 | ((const uint8_t *)k.mv_data)[2 + i];
+    ck_assert_int_eq(mdb_cursor_del(cur, 0), 0);
+    mdb_cursor_close(cur);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return seq;
+}
+
+START_TEST(diff_finds_a_corrupted_view)
+{
+    char *data = gen_data(3000);
+    consume_all(data, 2);
+    char *out, *err;
+    int rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out, err);
+    ck_assert_str_eq(out, "all views match at seq 3000\n");
+    free(out);
+    free(err);
+    /* The live digest equals a replay's. */
+    char *live, *rep = replay(data, "r3", "3", NULL, NULL);
+    ck_assert_int_eq(audit(&live, NULL, "digest", "--data", data, NULL, NULL, NULL, NULL), 0);
+    ck_assert_str_eq(live, rep);
+    free(live);
+
+    char *partner = corrupt_balance(data, "0-of-2");
+    uint64_t xseq = drop_exception(data, "1-of-2");
+    rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s%s", rc, out, err);
+    char want[256];
+    snprintf(want, sizeof want, "partner %s mdf: field \"available\": live ", partner);
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    snprintf(want, sizeof want, "exception at seq %llu (", (unsigned long long)xseq);
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "only in the replay") != NULL, "%s", out);
+    /* Exactly these two differences. */
+    int lines = 0;
+    for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    ck_assert_msg(lines == 2, "%s", out);
+    free(out);
+    free(err);
+    /* And the digest shows it too. */
+    ck_assert_int_eq(audit(&live, NULL, "digest", "--data", data, NULL, NULL, NULL, NULL), 0);
+    char *a = digest_line(live, "mdf"), *b = digest_line(rep, "mdf");
+    ck_assert_str_ne(a, b);
+    free(a);
+    free(b);
+    a = digest_line(live, "rebates");
+    b = digest_line(rep, "rebates");
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    free(live);
+    free(rep);
+    free(partner);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(digest_refuses_shards_at_different_checkpoints)
+{
+    char *data = gen_data(1500);
+    consume_all(data, 2);
+    /* Grow the log, and let only shard 0 follow. */
+    char *log_dir = join(data, "log");
+    char *ev[3];
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "LATE-%d", i);
+        ev[i] = sale_json(id, tly_now_ms() - DAY_MS);
+    }
+    append_json(log_dir, ev, 3, tly_now_ms());
+    for (int i = 0; i < 3; i++)
+        free(ev[i]);
+    char *const argv[] = {(char *)tu_tally(), "consume", "--data", data, "--shard", "0/2",
+                          "--exit-at-head", NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
+    char *err, *out;
+    ck_assert_int_eq(audit(NULL, &err, "digest", "--data", data, NULL, NULL, NULL, NULL), 1);
+    ck_assert_msg(strstr(err, "seq 1500..1503") != NULL, "%s", err);
+    free(err);
+    /* diff still compares, each shard at its own checkpoint. */
+    int rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out, err);
+    ck_assert_str_eq(out, "all views match at seq 1500 (shards at seq 1500..1503)\n");
+    free(out);
+    free(err);
+    free(log_dir);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *audit_suite(void)
@@ -600,6 +902,17 @@ static Suite *audit_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, export_recomputes_to_verify_head);
     tcase_add_test(tc, export_range);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("replay");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, digest_does_not_depend_on_shards);
+    tcase_add_test(tc, replay_answers_queries_and_refuses_a_used_out);
+    tcase_add_test(tc, replay_until_cuts_by_recorded_time);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("diff");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, diff_finds_a_corrupted_view);
+    tcase_add_test(tc, digest_refuses_shards_at_different_checkpoints);
     suite_add_tcase(s, tc);
     return s;
 }
