@@ -288,6 +288,20 @@ static void plan_payout(tly_gen *g, uint32_t i, const tly_gen_program *prog, int
     schedule(g, a, days(g, 5, 25));
 }
 
+/* MDF of periods the close of `period` expires is gone: the partner's
+ * estimate is capped at what the periods still live accrued (the ring holds
+ * the last three; older ones count as expired, erring low). */
+static void expire_estimate(tly_gen_partner *p, const tly_gen_program *prog, int32_t period)
+{
+    int64_t live = 0;
+    int32_t oldest_live = period - (int32_t)prog->mdf_expiry_periods + 2;
+    for (int k = 0; k < 3; k++)
+        if (p->rev_period[k] >= oldest_live && p->rev[k] > 0)
+            live += p->rev[k] * prog->tiers[0].mdf_bps / 10000;
+    if (p->mdf_est > live)
+        p->mdf_est = live;
+}
+
 static void do_close(tly_gen *g, int index)
 {
     tly_gen_program *prog = &g->programs[index];
@@ -299,9 +313,13 @@ static void do_close(tly_gen *g, int index)
         emit_close(g, prog->name, prog->kind, period + 1);
     g->wrong_close_pending = false;
     emit_close(g, prog->name, prog->kind, period);
-    for (uint32_t i = 0; i < g->partner_count; i++)
-        if (g->partners[i].program == index && g->partners[i].enrolled)
+    for (uint32_t i = 0; i < g->partner_count; i++) {
+        if (g->partners[i].program != index)
+            continue;
+        expire_estimate(&g->partners[i], prog, period);
+        if (g->partners[i].enrolled)
             plan_payout(g, i, prog, period);
+    }
     prog->open_period = period + 1;
     /* The next close comes 3..10 days after the new open period ends. */
     tly_gen_action a = {.kind = ACT_CLOSE, .ref = (uint64_t)index};
@@ -391,6 +409,20 @@ typedef struct return_line {
     bool counts; /* reduces the partner's revenue in the generator's books */
 } return_line;
 
+/* Another enrolled partner of the same program as partner i (so the
+ * currency matches and the mismatch is the partner alone [S9]); i itself
+ * when there is none nearby. */
+static uint32_t sibling(const tly_gen *g, uint32_t i)
+{
+    const tly_gen_partner *p = &g->partners[i];
+    for (uint32_t k = 1; k < 64 && k < g->partner_count; k++) {
+        uint32_t j = (i + k) % g->partner_count;
+        if (g->partners[j].program == p->program && g->partners[j].enrolled)
+            return j;
+    }
+    return i;
+}
+
 /* Mostly a partial return of the sale; some return more than was sold
  * [S8], a few name a sale the ledger never saw [S2] or the wrong partner
  * [S1]. */
@@ -408,8 +440,7 @@ static void draw_return(tly_gen *g, const tly_gen_action *a, return_line *rl)
         rl->qty = 1;
         rl->amount = tly_gen_rng_range(R(g), 1000, 200000);
         rl->counts = false;
-    } else if (r < 250 && g->partner_count > 1) {
-        rl->partner = (a->partner + 1) % g->partner_count;
+    } else if (r < 250 && (rl->partner = sibling(g, a->partner)) != a->partner) {
         rl->qty = 1;
         rl->amount = unit;
         rl->counts = false;
@@ -436,8 +467,10 @@ static void do_return(tly_gen *g, const tly_gen_action *a)
     tly_gen_record_end(g);
     tly_gen_partner *p = &g->partners[a->partner];
     const tly_gen_program *prog = &g->programs[p->program];
-    if (rl.counts && a->currency == p->program)
+    if (rl.counts && a->currency == p->program) {
         rev_add(p, effective_period(prog, g->clock_ms), -rl.amount);
+        p->mdf_est -= rl.amount * prog->tiers[0].mdf_bps / 10000; /* the clawback */
+    }
     /* A second partial return of the same sale, sometimes more than what is
      * left of it: the capped part applies [S9]. step 1 marks it. */
     if (a->step == 0 && rl.counts && rl.qty < a->qty && tly_gen_rng_chance(R(g), 1500)) {
@@ -705,7 +738,7 @@ static void do_special(tly_gen *g, int which)
 {
     switch (which) {
     case SP_UNKNOWN_ENROLL: /* the never-enrolled partner, into a dead program */
-        emit_enrollment(g, 3 % g->partner_count, "legacy-2019");
+        emit_enrollment(g, g->initial_count >= 3 ? g->initial_count - 1 : 0, "legacy-2019");
         break;
     case SP_NIMBUS_V2:
         bump_program(g, 1, TLY_GEN_SPEC_NIMBUS2);

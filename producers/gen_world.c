@@ -412,10 +412,19 @@ static const uint32_t region_weights[5] = {40, 30, 20, 7, 3}; /* last: no region
 static const uint32_t program_weights[TLY_GEN_PROGRAMS] = {50, 30, 20};
 static const uint32_t dist_weights[TLY_GEN_DISTS] = {40, 25, 20, 15};
 
-/* Partner 3 is never enrolled and partner 5 enrolls only after its first
- * sales, so even a small data set has both; others are drawn at random. */
-#define GEN_NEVER_PARTNER 3u
-#define GEN_HELD_PARTNER 5u
+/* The last two initial partners (small ones: see pick_active) are always
+ * one never enrolled and one enrolled only after its first sales, so even a
+ * small data set has both; others are drawn at random among the smaller
+ * three quarters, as unregistered resellers are rarely the big ones. */
+static bool forced_never(const tly_gen *g, uint32_t i)
+{
+    return g->initial_count >= 3 && i == g->initial_count - 1;
+}
+
+static bool forced_held(const tly_gen *g, uint32_t i)
+{
+    return g->initial_count >= 3 && i == g->initial_count - 2;
+}
 
 static void partner_draw(tly_gen *g, uint32_t i)
 {
@@ -456,9 +465,10 @@ static void partner_schedule(tly_gen *g, uint32_t i, int64_t *prev_active)
     if (p->active_from_ms < *prev_active)
         p->active_from_ms = *prev_active;
     *prev_active = p->active_from_ms;
-    if (i == GEN_HELD_PARTNER || tly_gen_rng_chance(r, 300))
+    bool small = i >= g->partner_count / 4;
+    if (forced_held(g, i) || (small && tly_gen_rng_chance(r, 300)))
         p->enroll_ms = p->active_from_ms + tly_gen_rng_range(r, 10, 45) * TLY_GEN_DAY_MS;
-    if (i == GEN_NEVER_PARTNER || tly_gen_rng_chance(r, 200))
+    if (forced_never(g, i) || (small && tly_gen_rng_chance(r, 200)))
         p->enroll_ms = -1;
 }
 
