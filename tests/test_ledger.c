@@ -1,0 +1,1943 @@
+/*
+ * test_ledger.c — the ledger daemon end to end (SPEC sections 3, 4, 5).
+ *
+ * Every case starts the real `tally ledger` on free loopback ports with a
+ * fresh data directory and drives it with the real `tally send` or with a raw
+ * ZeroMQ DEALER/SUB in this process. The log is then inspected read-only
+ * through the log store's reader API: head, lookups, seq continuity, the hash
+ * chain and recorded_ms monotonicity [D12].
+ *
+ * Children are started with PR_SET_PDEATHSIG so that a test that fails or
+ * times out never leaves a ledger or a retrying producer behind. No
+ * assertion depends on timing: deadlines only keep a broken build from
+ * hanging. The crash test is seeded (TALLY_TEST_SEED overrides) and prints
+ * its seed.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "testutil.h"
+#include "tly_json.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_wire.h"
+
+/* Deadlines that only keep a broken build from hanging the suite. */
+#define LT_READY_MS 15000      /* ledger binds its three sockets */
+#define LT_REPLY_MS 15000      /* a reply from a running ledger */
+#define LT_EXIT_MS 30000       /* a signalled ledger exits */
+#define LT_SEND_MS 150000      /* a `tally send` finishes */
+#define LT_PROGRESS_MS 60000   /* the log reaches a head the producers will reach */
+/* How long a request to a ledger that must not answer is given. Only a
+ * missing answer passes, so a short wait cannot turn a failure into a pass. */
+#define LT_SILENCE_MS 1500
+
+/* A `sale` at 2025-01-01 01:02:22 UTC, well inside [2000, recorded + 1 day]. */
+#define LT_AT_MS 1735693342313LL
+
+#define LT_KEY_SEP '\x1f'
+
+/* ------------------------------------------------------------------ */
+/* processes                                                           */
+
+static void redirect_fd(int fd, const char *path, int flags)
+{
+    int f = open(path ? path : "/dev/null", flags, 0644);
+    if (f < 0)
+        _exit(126);
+    dup2(f, fd);
+    close(f);
+}
+
+/* Like tu_spawn, with separate stdout/stderr files (they may be the same
+ * path), and the child is killed when this test process dies. */
+static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
+{
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(125);
+        redirect_fd(0, NULL, O_RDONLY);
+        redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
+        if (err && out && strcmp(err, out) == 0)
+            dup2(1, 2);
+        else
+            redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int status_code(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
+
+/* Waits for pid; after timeout_ms it is killed and -1 returned. */
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return status_code(st);
+        if (r < 0 && errno != EINTR)
+            return -2;
+        if (waited >= timeout_ms) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            return -1;
+        }
+        tu_sleep_ms(10);
+    }
+}
+
+/* True when pid has already exited (reaped here); *code gets its status. */
+static bool exited(pid_t pid, int *code)
+{
+    int st;
+    if (waitpid(pid, &st, WNOHANG) != pid)
+        return false;
+    *code = status_code(st);
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* the ledger under test                                               */
+
+typedef struct lt_ledger {
+    char dir[512];  /* this test's temp dir; removed when the test passes */
+    char data[600];
+    char logdir[640];
+    char logfile[640];
+    char ingest[64];
+    char events[64];
+    char logread[64];
+    pid_t pid;
+} lt_ledger;
+
+static void lt_init(lt_ledger *L)
+{
+    memset(L, 0, sizeof *L);
+    char *tmp = tu_tmpdir();
+    snprintf(L->dir, sizeof L->dir, "%s", tmp);
+    free(tmp);
+    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
+    snprintf(L->logdir, sizeof L->logdir, "%s/data/log", L->dir);
+    snprintf(L->logfile, sizeof L->logfile, "%s/ledger.log", L->dir);
+    tu_endpoint(L->ingest, sizeof L->ingest);
+    tu_endpoint(L->events, sizeof L->events);
+    tu_endpoint(L->logread, sizeof L->logread);
+}
+
+static void dump_file(const char *what, const char *path)
+{
+    char *text = tu_read_file(path, NULL);
+    fprintf(stderr, "---- %s (%s) ----\n%s\n----\n", what, path, text ? text : "(none)");
+    free(text);
+}
+
+/* Starts the ledger with extra arguments (NULL-terminated, may be NULL) and
+ * waits until its three sockets accept connections. */
+static void lt_start(lt_ledger *L, const char *const *extra)
+{
+    const char *argv[40];
+    int n = 0;
+    const char *fixed[] = {tu_tally(), "ledger",  "--data",     L->data,   "--ingest",
+                           L->ingest,  "--events", L->events, "--log-read", L->logread};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = fixed[i];
+    for (; extra && *extra && n < 39; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    L->pid = spawn_tied(argv, L->logfile, L->logfile);
+    const char *eps[] = {L->ingest, L->events, L->logread};
+    for (int waited = 0, k = 0; k < 3;) {
+        int code;
+        if (exited(L->pid, &code)) {
+            dump_file("ledger log", L->logfile);
+            ck_abort_msg("tally ledger exited with %d while starting", code);
+        }
+        if (tu_wait_listening(eps[k], 0)) {
+            k++;
+            continue;
+        }
+        waited += 20;
+        if (waited > LT_READY_MS) {
+            dump_file("ledger log", L->logfile);
+            ck_abort_msg("tally ledger is not listening on %s", eps[k]);
+        }
+    }
+}
+
+/* Signals the ledger and returns its exit status (-1: it did not exit). */
+static int lt_stop(lt_ledger *L, int sig)
+{
+    ck_assert_int_gt(L->pid, 0);
+    kill(L->pid, sig);
+    int code = wait_exit(L->pid, LT_EXIT_MS);
+    L->pid = 0;
+    return code;
+}
+
+/* Stops a running ledger cleanly and removes the test directory. Called at
+ * the end of a passing test only: a failing one keeps its files. */
+static void lt_done(lt_ledger *L)
+{
+    if (L->pid > 0)
+        ck_assert_int_eq(lt_stop(L, SIGTERM), 0);
+    tu_rmtree(strdup(L->dir));
+}
+
+/* ------------------------------------------------------------------ */
+/* tally send                                                          */
+
+typedef struct lt_sent {
+    int rc;
+    long sent, dups, rejected;
+    bool parsed; /* stdout held "sent N, duplicates D, rejected R" */
+} lt_sent;
+
+static void send_paths(const lt_ledger *L, const char *tag, char *out, char *err, size_t cap)
+{
+    snprintf(out, cap, "%s/send-%s.out", L->dir, tag);
+    snprintf(err, cap, "%s/send-%s.err", L->dir, tag);
+}
+
+/* Starts `tally send --ingest EP ARGS...` in the background; its output goes
+ * to DIR/send-TAG.out and .err. */
+static pid_t send_spawn(const lt_ledger *L, const char *tag, const char *const *args)
+{
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = tu_tally();
+    argv[n++] = "send";
+    argv[n++] = "--ingest";
+    argv[n++] = L->ingest;
+    for (; *args && n < 39; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    char out[700], err[700];
+    send_paths(L, tag, out, err, sizeof out);
+    unlink(out);
+    unlink(err);
+    return spawn_tied(argv, out, err);
+}
+
+static lt_sent send_wait(const lt_ledger *L, const char *tag, pid_t pid)
+{
+    lt_sent s = {0};
+    s.rc = wait_exit(pid, LT_SEND_MS);
+    char out[700], err[700];
+    send_paths(L, tag, out, err, sizeof out);
+    char *text = tu_read_file(out, NULL);
+    s.parsed = text && sscanf(text, "sent %ld, duplicates %ld, rejected %ld", &s.sent, &s.dups,
+                              &s.rejected) == 3;
+    if (!s.parsed)
+        dump_file("tally send stderr", err);
+    free(text);
+    return s;
+}
+
+static lt_sent send_run(const lt_ledger *L, const char *tag, const char *const *args)
+{
+    return send_wait(L, tag, send_spawn(L, tag, args));
+}
+
+static char *send_stderr(const lt_ledger *L, const char *tag)
+{
+    char out[700], err[700];
+    send_paths(L, tag, out, err, sizeof out);
+    char *text = tu_read_file(err, NULL);
+    return text ? text : strdup("");
+}
+
+static void assert_sent(lt_sent s, int rc, long sent, long dups, long rejected)
+{
+    ck_assert_msg(s.parsed, "tally send printed no summary (exit %d)", s.rc);
+    ck_assert_msg(s.rc == rc && s.sent == sent && s.dups == dups && s.rejected == rejected,
+                  "tally send: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit "
+                  "%d, sent %ld, duplicates %ld, rejected %ld",
+                  s.rc, s.sent, s.dups, s.rejected, rc, sent, dups, rejected);
+}
+
+/* Writes n JSON-line sales with ids PREFIX-0 .. PREFIX-(n-1). */
+static void write_sales(const char *path, const char *prefix, int n)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"partner-%d\","
+                "\"sku\":\"SKU-%d\",\"qty\":%d,\"amount\":%d,\"currency\":\"USD\"}\n",
+                prefix, i, LT_AT_MS + i, i % 37, i % 11, 1 + i % 5, 100 + i);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* raw ZeroMQ                                                          */
+
+static void *lt_ctx(void)
+{
+    void *ctx = zmq_ctx_new();
+    ck_assert_ptr_nonnull(ctx);
+    return ctx;
+}
+
+/* A socket of type connected to ep; with server_pub, a CURVE client with the
+ * given keypair. */
+static void *lt_socket(void *ctx, int type, const char *ep, const char *server_pub,
+                       const char *pub, const char *sec)
+{
+    void *s = zmq_socket(ctx, type);
+    ck_assert_ptr_nonnull(s);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (server_pub) {
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 40), 0);
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 40), 0);
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40), 0);
+    }
+    ck_assert_int_eq(zmq_connect(s, ep), 0);
+    return s;
+}
+
+static void *lt_dealer(void *ctx, const char *ep)
+{
+    return lt_socket(ctx, ZMQ_DEALER, ep, NULL, NULL, NULL);
+}
+
+static void lt_send_frame(void *sock, const void *buf, size_t len)
+{
+    ck_assert_int_eq(zmq_send(sock, buf, len, 0), (int)len);
+}
+
+/* Receives one single-frame message within timeout_ms; false on timeout. */
+static bool lt_recv(void *sock, int timeout_ms, uint8_t **buf, size_t *len)
+{
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    int rc;
+    while ((rc = zmq_poll(&it, 1, timeout_ms)) < 0 && zmq_errno() == EINTR)
+        ;
+    if (rc <= 0)
+        return false;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
+    ck_assert_msg(!zmq_msg_more(&m), "expected a single-frame reply");
+    *len = zmq_msg_size(&m);
+    *buf = malloc(*len + 1);
+    memcpy(*buf, zmq_msg_data(&m), *len);
+    zmq_msg_close(&m);
+    return true;
+}
+
+/* Sends a frame and returns the reply (malloc'd); fails when none comes. */
+static uint8_t *lt_rpc(void *sock, const void *buf, size_t len, size_t *rlen)
+{
+    lt_send_frame(sock, buf, len);
+    uint8_t *reply = NULL;
+    ck_assert_msg(lt_recv(sock, LT_REPLY_MS, &reply, rlen), "no reply from the ledger");
+    return reply;
+}
+
+/* ------------------------------------------------------------------ */
+/* events and requests                                                 */
+
+typedef struct evlist {
+    msgpack_sbuffer sb;
+    size_t off[TLY_BATCH_EVENTS_MAX + 2];
+    tly_span spans[TLY_BATCH_EVENTS_MAX + 1];
+    uint32_t n;
+} evlist;
+
+static evlist *ev_new(void)
+{
+    evlist *e = calloc(1, sizeof *e);
+    ck_assert_ptr_nonnull(e);
+    msgpack_sbuffer_init(&e->sb);
+    return e;
+}
+
+static void ev_free(evlist *e)
+{
+    if (!e)
+        return;
+    msgpack_sbuffer_destroy(&e->sb);
+    free(e);
+}
+
+static void ev_add_raw(evlist *e, const void *buf, size_t len)
+{
+    ck_assert_uint_lt(e->n, TLY_BATCH_EVENTS_MAX + 1);
+    e->off[e->n++] = e->sb.size;
+    msgpack_sbuffer_write(&e->sb, buf, len);
+    e->off[e->n] = e->sb.size; /* the end of event n-1, kept when n is cut back */
+}
+
+/* Adds the MessagePack form of one JSON event, as `tally send` makes it. */
+static void ev_add_json(evlist *e, const char *json)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(json, 0, &jerr);
+    ck_assert_msg(j != NULL, "bad test JSON %s: %s", json, jerr.text);
+    ck_assert_uint_lt(e->n, TLY_BATCH_EVENTS_MAX + 1);
+    size_t before = e->sb.size;
+    tly_field_error fe;
+    ck_assert_int_eq(tly_json_event_to_mp(j, &e->sb, &fe), TLY_OK);
+    e->off[e->n++] = before;
+    e->off[e->n] = e->sb.size;
+    json_decref(j);
+}
+
+static void ev_add_sale(evlist *e, const char *id, long amount)
+{
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"acme\","
+             "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%ld,\"currency\":\"USD\"}",
+             id, LT_AT_MS, amount);
+    ev_add_json(e, json);
+}
+
+static const tly_span *ev_spans(evlist *e)
+{
+    for (uint32_t i = 0; i < e->n; i++) {
+        e->spans[i].ptr = (const uint8_t *)e->sb.data + e->off[i];
+        e->spans[i].len = e->off[i + 1] - e->off[i];
+    }
+    return e->spans;
+}
+
+static void req_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
+                       evlist *e)
+{
+    ck_assert_int_eq(tly_wire_ingest_encode(out, req, source, atomic, ev_spans(e), e->n),
+                     TLY_OK);
+}
+
+typedef struct lt_reply {
+    tly_err whole;
+    uint64_t req;
+    uint32_t count;
+    tly_ingest_result *res; /* TLY_BATCH_EVENTS_MAX */
+    char msg[160];
+    bool has_req; /* the reply map holds "req" */
+} lt_reply;
+
+static lt_reply *reply_new(void)
+{
+    lt_reply *r = calloc(1, sizeof *r);
+    r->res = calloc(TLY_BATCH_EVENTS_MAX, sizeof *r->res);
+    ck_assert_ptr_nonnull(r->res);
+    return r;
+}
+
+static void reply_free(lt_reply *r)
+{
+    if (r)
+        free(r->res);
+    free(r);
+}
+
+/* Looks key up in a MessagePack map object; NULL when absent. */
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, key, n) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static void reply_decode(const uint8_t *buf, size_t len, lt_reply *r)
+{
+    r->whole = tly_wire_reply_decode(buf, len, &r->req, r->res, TLY_BATCH_EVENTS_MAX, &r->count,
+                                     r->msg, sizeof r->msg);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    r->has_req = map_get(&u.data, "req") != NULL;
+    msgpack_unpacked_destroy(&u);
+}
+
+/* Sends an ingest frame and decodes the reply into r. */
+static void ingest_frame(void *sock, const void *buf, size_t len, lt_reply *r)
+{
+    size_t rlen;
+    uint8_t *reply = lt_rpc(sock, buf, len, &rlen);
+    reply_decode(reply, rlen, r);
+    free(reply);
+}
+
+static void ingest(void *sock, uint64_t req, const char *source, bool atomic, evlist *e,
+                   lt_reply *r)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    req_encode(&sb, req, source, atomic, e);
+    ingest_frame(sock, sb.data, sb.size, r);
+    msgpack_sbuffer_destroy(&sb);
+    if (r->whole == TLY_OK) {
+        ck_assert_uint_eq(r->req, req);
+        ck_assert_uint_eq(r->count, e->n);
+    }
+}
+
+static void assert_result_err(const lt_reply *r, uint32_t i, tly_err err, const char *field)
+{
+    ck_assert_uint_lt(i, r->count);
+    ck_assert_msg(r->res[i].err == err, "result %u: got %s (%s), expected %s", i,
+                  tly_err_name(r->res[i].err), r->res[i].message, tly_err_name(err));
+    if (field)
+        ck_assert_str_eq(r->res[i].field, field);
+}
+
+static void assert_result_seq(const lt_reply *r, uint32_t i, uint64_t seq, bool dup)
+{
+    ck_assert_uint_lt(i, r->count);
+    ck_assert_msg(r->res[i].err == TLY_OK, "result %u: %s (%s)", i,
+                  tly_err_name(r->res[i].err), r->res[i].message);
+    ck_assert_uint_eq(r->res[i].seq, seq);
+    ck_assert_int_eq(r->res[i].dup, dup);
+}
+
+/* ------------------------------------------------------------------ */
+/* the log, read-only                                                  */
+
+static tly_log *log_open_ro(const lt_ledger *L)
+{
+    tly_log *log = NULL;
+    tly_err err = tly_log_open(L->logdir, TLY_LOG_READ, &log);
+    ck_assert_msg(err == TLY_OK, "cannot open %s read-only: %s", L->logdir, tly_err_name(err));
+    return log;
+}
+
+static uint64_t log_head(const lt_ledger *L)
+{
+    tly_log *log = log_open_ro(L);
+    uint64_t head = 0;
+    ck_assert_int_eq(tly_log_head(log, &head, NULL), TLY_OK);
+    tly_log_close(log);
+    return head;
+}
+
+static tly_err log_lookup(const lt_ledger *L, const char *source, const char *id, uint64_t *seq)
+{
+    tly_log *log = log_open_ro(L);
+    tly_str s = {source, (uint32_t)strlen(source)};
+    tly_str i = {id, (uint32_t)strlen(id)};
+    tly_err err = tly_log_lookup(log, s, i, seq);
+    tly_log_close(log);
+    return err;
+}
+
+/* The stored value of record seq (malloc'd). */
+static uint8_t *log_raw(const lt_ledger *L, uint64_t seq, size_t *len)
+{
+    tly_log *log = log_open_ro(L);
+    tly_log_reader *rd = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, seq, &rd), TLY_OK);
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
+    ck_assert_uint_eq(rec.seq, seq);
+    uint8_t *copy = malloc(rec.raw_len);
+    memcpy(copy, rec.raw, rec.raw_len);
+    *len = rec.raw_len;
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    return copy;
+}
+
+/* Every record of the log, checked: seqs 1..head without gaps, the chain
+ * recomputed from zero, recorded_ms never decreasing [D12], the event
+ * readable, and no (source, id) twice. keys[seq-1] is "source\x1fid". */
+typedef struct lt_scan {
+    uint64_t count;
+    char **keys;
+} lt_scan;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void scan_record(lt_scan *s, const tly_record *rec, uint8_t prev[TLY_HASH_BYTES],
+                        int64_t *prev_ms)
+{
+    ck_assert_uint_eq(rec->seq, s->count + 1);
+    uint8_t h[TLY_HASH_BYTES];
+    tly_chain_hash(prev, rec->seq, rec->recorded_ms, rec->source, rec->event, rec->event_len, h);
+    ck_assert_msg(memcmp(h, rec->hash, TLY_HASH_BYTES) == 0, "chain broken at seq %llu",
+                  (unsigned long long)rec->seq);
+    memcpy(prev, h, TLY_HASH_BYTES);
+    ck_assert_msg(rec->recorded_ms >= *prev_ms, "recorded_ms decreases at seq %llu [D12]",
+                  (unsigned long long)rec->seq);
+    *prev_ms = rec->recorded_ms;
+    tly_ev_type type;
+    tly_str id;
+    ck_assert_int_eq(tly_event_peek_id(rec->event, rec->event_len, &type, &id), TLY_OK);
+    char *key = malloc(rec->source.len + id.len + 2);
+    memcpy(key, rec->source.ptr, rec->source.len);
+    key[rec->source.len] = LT_KEY_SEP;
+    memcpy(key + rec->source.len + 1, id.ptr, id.len);
+    key[rec->source.len + 1 + id.len] = '\0';
+    s->keys[s->count++] = key;
+}
+
+static void log_scan(const lt_ledger *L, lt_scan *s)
+{
+    tly_log *log = log_open_ro(L);
+    uint64_t head = 0;
+    uint8_t head_hash[TLY_HASH_BYTES];
+    ck_assert_int_eq(tly_log_head(log, &head, head_hash), TLY_OK);
+    s->count = 0;
+    s->keys = calloc(head + 1, sizeof *s->keys);
+    tly_log_reader *rd = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, 1, &rd), TLY_OK);
+    uint8_t prev[TLY_HASH_BYTES] = {0};
+    int64_t prev_ms = INT64_MIN;
+    tly_record rec;
+    tly_err err;
+    while ((err = tly_log_reader_next(rd, &rec)) == TLY_OK) {
+        ck_assert_uint_le(rec.seq, head);
+        scan_record(s, &rec, prev, &prev_ms);
+    }
+    ck_assert_int_eq(err, TLY_NOT_FOUND);
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    ck_assert_uint_eq(s->count, head);
+    ck_assert_msg(head == 0 || memcmp(prev, head_hash, TLY_HASH_BYTES) == 0,
+                  "head hash differs from the recomputed chain");
+    char **sorted = malloc((head + 1) * sizeof *sorted);
+    memcpy(sorted, s->keys, head * sizeof *sorted);
+    qsort(sorted, head, sizeof *sorted, cmp_str);
+    for (uint64_t i = 1; i < head; i++)
+        ck_assert_msg(strcmp(sorted[i - 1], sorted[i]) != 0, "(source, id) twice in the log: %s",
+                      sorted[i]);
+    free(sorted);
+}
+
+static void scan_free(lt_scan *s)
+{
+    for (uint64_t i = 0; i < s->count; i++)
+        free(s->keys[i]);
+    free(s->keys);
+}
+
+/* Every PREFIX-i (i < n) of source is in the log once, where its lookup says. */
+static void assert_all_present(const lt_ledger *L, const lt_scan *s, const char *source,
+                               const char *prefix, int n)
+{
+    tly_log *log = log_open_ro(L);
+    for (int i = 0; i < n; i++) {
+        char id[80], key[160];
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        snprintf(key, sizeof key, "%s%c%s", source, LT_KEY_SEP, id);
+        uint64_t seq = 0;
+        tly_str src = {source, (uint32_t)strlen(source)};
+        tly_str ids = {id, (uint32_t)strlen(id)};
+        tly_err err = tly_log_lookup(log, src, ids, &seq);
+        ck_assert_msg(err == TLY_OK, "(%s, %s) is not in the log: %s", source, id,
+                      tly_err_name(err));
+        ck_assert_msg(seq >= 1 && seq <= s->count && strcmp(s->keys[seq - 1], key) == 0,
+                      "lookup of (%s, %s) gives seq %llu holding another event", source, id,
+                      (unsigned long long)seq);
+    }
+    tly_log_close(log);
+}
+
+/* Polls the log until its head reaches target (the producers will get there). */
+static uint64_t wait_head(const lt_ledger *L, uint64_t target)
+{
+    for (int waited = 0;; waited += 5) {
+        uint64_t head = log_head(L);
+        if (head >= target)
+            return head;
+        ck_assert_msg(waited < LT_PROGRESS_MS, "log head stuck at %llu below %llu",
+                      (unsigned long long)head, (unsigned long long)target);
+        tu_sleep_ms(5);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. the conformance vectors through `tally send`                     */
+
+typedef struct vec_state {
+    lt_ledger *L;
+    char group_path[700];
+    FILE *group;
+    char source[128];
+    int groups;
+    long sent, dups, rejected;
+} vec_state;
+
+/* Sends the group in hand with `tally send --source S FILE` [D3]. */
+static void vec_flush(vec_state *v)
+{
+    if (!v->group)
+        return;
+    ck_assert_int_eq(fclose(v->group), 0);
+    v->group = NULL;
+    const char *args[] = {"--source", v->source, v->group_path, NULL};
+    lt_sent s = send_run(v->L, "group", args);
+    ck_assert_msg(s.parsed && s.rc == 0, "group %d (%s): exit %d", v->groups, v->source, s.rc);
+    v->sent += s.sent;
+    v->dups += s.dups;
+    v->rejected += s.rejected;
+    v->groups++;
+}
+
+static void vec_line(vec_state *v, json_t *rec)
+{
+    const char *source = json_string_value(json_object_get(rec, "source"));
+    json_t *ev = json_object_get(rec, "event");
+    ck_assert_msg(source && json_is_object(ev), "vector line is not {source, event}");
+    if (!v->group || strcmp(source, v->source) != 0) {
+        vec_flush(v);
+        snprintf(v->source, sizeof v->source, "%s", source);
+        v->group = fopen(v->group_path, "w");
+        ck_assert_ptr_nonnull(v->group);
+    }
+    char *text = json_dumps(ev, JSON_COMPACT);
+    fprintf(v->group, "%s\n", text);
+    free(text);
+}
+
+/* The keys of the vector file in order of first appearance. */
+static char **vec_expected(const char *path, size_t *count)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t cap = 4096, n = 0;
+    char **keys = malloc(cap * sizeof *keys);
+    char *line = NULL;
+    size_t linecap = 0;
+    while (getline(&line, &linecap, f) > 0) {
+        json_t *rec = json_loads(line, 0, NULL);
+        char key[256];
+        snprintf(key, sizeof key, "%s%c%s", json_string_value(json_object_get(rec, "source")),
+                 LT_KEY_SEP,
+                 json_string_value(json_object_get(json_object_get(rec, "event"), "id")));
+        json_decref(rec);
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(keys[i], key) == 0;
+        if (seen)
+            continue;
+        if (n == cap)
+            keys = realloc(keys, (cap *= 2) * sizeof *keys);
+        keys[n++] = strdup(key);
+    }
+    free(line);
+    fclose(f);
+    *count = n;
+    return keys;
+}
+
+START_TEST(test_vectors_through_send)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    char *path = tu_vector("seed101-events.jsonl");
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    vec_state v = {.L = &L};
+    snprintf(v.group_path, sizeof v.group_path, "%s/group.jsonl", L.dir);
+    char *line = NULL;
+    size_t linecap = 0;
+    long lines = 0;
+    while (getline(&line, &linecap, f) > 0) {
+        json_t *rec = json_loads(line, 0, NULL);
+        ck_assert_ptr_nonnull(rec);
+        vec_line(&v, rec);
+        json_decref(rec);
+        lines++;
+    }
+    vec_flush(&v);
+    free(line);
+    fclose(f);
+    ck_assert_int_eq(lines, 3176);
+    ck_assert_msg(v.sent == 3074 && v.dups == 102 && v.rejected == 0,
+                  "%d groups: sent %ld, duplicates %ld, rejected %ld", v.groups, v.sent, v.dups,
+                  v.rejected);
+    ck_assert_uint_eq(log_head(&L), 3074);
+
+    /* seq N is the N-th distinct (source, id) of the file. */
+    lt_scan s;
+    log_scan(&L, &s);
+    size_t n = 0;
+    char **expected = vec_expected(path, &n);
+    ck_assert_uint_eq(n, 3074);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(strcmp(s.keys[i], expected[i]) == 0, "seq %zu holds %s, expected %s",
+                      i + 1, s.keys[i], expected[i]);
+        free(expected[i]);
+    }
+    free(expected);
+    scan_free(&s);
+
+    /* The whole file again, each record with its own source. */
+    const char *args[] = {path, NULL};
+    assert_sent(send_run(&L, "resend", args), 0, 0, 3176, 0);
+    ck_assert_uint_eq(log_head(&L), 3074);
+    free(path);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 2. idempotency                                                      */
+
+START_TEST(test_idempotency)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+
+    evlist *a = ev_new();
+    ev_add_sale(a, "idem-1", 1000);
+    ev_add_sale(a, "idem-2", 2000);
+    ingest(d, 1, "dist-x", false, a, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    assert_result_seq(r, 0, 1, false);
+    assert_result_seq(r, 1, 2, false);
+
+    /* The same bytes again: the original seqs, dup, nothing appended. */
+    ingest(d, 2, "dist-x", false, a, r);
+    assert_result_seq(r, 0, 1, true);
+    assert_result_seq(r, 1, 2, true);
+
+    /* The same id from another source is another event. */
+    evlist *b = ev_new();
+    ev_add_sale(b, "idem-1", 1000);
+    ingest(d, 3, "dist-y", false, b, r);
+    assert_result_seq(r, 0, 3, false);
+
+    /* The same (source, id) with other bytes is a conflict; a new id in the
+     * same request is still appended. */
+    evlist *c = ev_new();
+    ev_add_sale(c, "idem-1", 1001);
+    ev_add_sale(c, "idem-3", 3000);
+    ingest(d, 4, "dist-x", false, c, r);
+    assert_result_err(r, 0, TLY_CONFLICT, NULL);
+    assert_result_seq(r, 1, 4, false);
+    ck_assert_uint_eq(log_head(&L), 4);
+
+    /* Dedupe survives a restart on the same data directory. */
+    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    zmq_close(d);
+    lt_start(&L, NULL);
+    d = lt_dealer(ctx, L.ingest);
+    ingest(d, 5, "dist-x", false, a, r);
+    assert_result_seq(r, 0, 1, true);
+    assert_result_seq(r, 1, 2, true);
+    ingest(d, 6, "dist-x", false, c, r);
+    assert_result_err(r, 0, TLY_CONFLICT, NULL);
+    assert_result_seq(r, 1, 4, true);
+    ck_assert_uint_eq(log_head(&L), 4);
+
+    /* And through `tally send`: ten events, a restart, the same file. */
+    char file[700];
+    snprintf(file, sizeof file, "%s/ten.jsonl", L.dir);
+    write_sales(file, "ten", 10);
+    const char *args[] = {"--source", "dist-z", file, NULL};
+    assert_sent(send_run(&L, "first", args), 0, 10, 0, 0);
+    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    lt_start(&L, NULL);
+    assert_sent(send_run(&L, "again", args), 0, 0, 10, 0);
+    ck_assert_uint_eq(log_head(&L), 14);
+
+    ev_free(a);
+    ev_free(b);
+    ev_free(c);
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 3. validation through the wire                                      */
+
+START_TEST(test_event_errors)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+    evlist *e = ev_new();
+    ev_add_sale(e, "ok-1", 100);
+    /* 1: no amount */
+    ev_add_json(e, "{\"type\":\"sale\",\"id\":\"bad-1\",\"at\":1735693342313,"
+                   "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"currency\":\"USD\"}");
+    /* 2: amount is a string */
+    ev_add_json(e, "{\"type\":\"sale\",\"id\":\"bad-2\",\"at\":1735693342313,"
+                   "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":\"12\","
+                   "\"currency\":\"USD\"}");
+    /* 3: unknown type */
+    ev_add_json(e, "{\"type\":\"refund\",\"id\":\"bad-3\",\"at\":1735693342313}");
+    /* 4: amount above 10^13 */
+    ev_add_json(e, "{\"type\":\"sale\",\"id\":\"bad-4\",\"at\":1735693342313,"
+                   "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":10000000000001,"
+                   "\"currency\":\"USD\"}");
+    /* 5: id outside [A-Za-z0-9._:-] */
+    ev_add_json(e, "{\"type\":\"sale\",\"id\":\"bad 5\",\"at\":1735693342313,"
+                   "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,"
+                   "\"currency\":\"USD\"}");
+    /* 6: at before 2000-01-01 */
+    ev_add_json(e, "{\"type\":\"sale\",\"id\":\"bad-6\",\"at\":946684799999,"
+                   "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,"
+                   "\"currency\":\"USD\"}");
+    ev_add_sale(e, "ok-2", 200);
+    /* 8: not a map at all */
+    const uint8_t five = 0x05;
+    ev_add_raw(e, &five, 1);
+    ingest(d, 41, "dist-v", false, e, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    assert_result_seq(r, 0, 1, false);
+    assert_result_err(r, 1, TLY_MISSING_FIELD, "amount");
+    assert_result_err(r, 2, TLY_BAD_FIELD, "amount");
+    assert_result_err(r, 3, TLY_BAD_TYPE, NULL);
+    assert_result_err(r, 4, TLY_BAD_FIELD, "amount");
+    assert_result_err(r, 5, TLY_BAD_FIELD, "id");
+    assert_result_err(r, 6, TLY_BAD_FIELD, "at");
+    assert_result_seq(r, 7, 2, false);
+    assert_result_err(r, 8, TLY_MALFORMED, NULL);
+    for (uint32_t i = 1; i < 7; i++)
+        ck_assert_msg(r->res[i].message[0] != '\0', "result %u has no message", i);
+    ck_assert_uint_eq(log_head(&L), 2);
+    ck_assert_int_eq(log_lookup(&L, "dist-v", "bad-1", &(uint64_t){0}), TLY_NOT_FOUND);
+
+    ev_free(e);
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* The daemon still appends a valid request (proof it kept serving). */
+static uint64_t still_serving(void *d, lt_ledger *L, uint64_t *head)
+{
+    static int k;
+    char id[32];
+    snprintf(id, sizeof id, "alive-%d", k++);
+    evlist *e = ev_new();
+    ev_add_sale(e, id, 1);
+    lt_reply *r = reply_new();
+    ingest(d, 1000 + (uint64_t)k, "dist-w", false, e, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    assert_result_seq(r, 0, *head + 1, false);
+    *head += 1;
+    ck_assert_uint_eq(log_head(L), *head);
+    ev_free(e);
+    reply_free(r);
+    return *head;
+}
+
+static void assert_whole(const lt_reply *r, tly_err err, bool has_req, uint64_t req)
+{
+    ck_assert_msg(r->whole == err, "whole-request error %s (%s), expected %s",
+                  tly_err_name(r->whole), r->msg, tly_err_name(err));
+    ck_assert_uint_eq(r->count, 0);
+    ck_assert_msg(r->msg[0] != '\0', "whole-request error without a message");
+    ck_assert_int_eq(r->has_req, has_req);
+    if (has_req)
+        ck_assert_uint_eq(r->req, req);
+}
+
+/* A request of exactly total bytes: {"req", "source", "events": [one sale],
+ * "pad": bin}. Unknown keys are ignored, so only the size matters. */
+static void sized_request(msgpack_sbuffer *out, uint64_t req, const char *id, size_t total)
+{
+    evlist *e = ev_new();
+    ev_add_sale(e, id, 7);
+    const tly_span *sp = ev_spans(e);
+    size_t pad = total - 1024;
+    for (int pass = 0; pass < 2; pass++) {
+        msgpack_sbuffer_clear(out);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        msgpack_pack_str_with_body(&pk, "req", 3);
+        msgpack_pack_uint64(&pk, req);
+        msgpack_pack_str_with_body(&pk, "source", 6);
+        msgpack_pack_str_with_body(&pk, "dist-w", 6);
+        msgpack_pack_str_with_body(&pk, "events", 6);
+        msgpack_pack_array(&pk, 1);
+        msgpack_sbuffer_write(out, (const char *)sp[0].ptr, sp[0].len);
+        msgpack_pack_str_with_body(&pk, "pad", 3);
+        msgpack_pack_bin(&pk, pad);
+        size_t before = out->size;
+        for (size_t i = 0; i < pad; i += 4096) {
+            static const char zeros[4096];
+            msgpack_sbuffer_write(out, zeros, pad - i < 4096 ? pad - i : 4096);
+        }
+        ck_assert_uint_eq(out->size - before, pad);
+        pad += total - out->size; /* bin32 header stays the same size */
+    }
+    ck_assert_uint_eq(out->size, total);
+    ev_free(e);
+}
+
+START_TEST(test_whole_request_errors)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+    uint64_t head = 0;
+    still_serving(d, &L, &head);
+
+    /* Not MessagePack (0xc1 is never used). */
+    ingest_frame(d, "\xc1\xc1\xc1", 3, r);
+    assert_whole(r, TLY_MALFORMED, false, 0);
+    still_serving(d, &L, &head);
+
+    /* MessagePack, not a map: [1, 2]. */
+    ingest_frame(d, "\x92\x01\x02", 3, r);
+    assert_whole(r, TLY_MALFORMED, false, 0);
+    still_serving(d, &L, &head);
+
+    /* A map without events: {"req": 5, "source": "s"}. */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "req", 3);
+    msgpack_pack_uint64(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "source", 6);
+    msgpack_pack_str_with_body(&pk, "s", 1);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_MALFORMED, true, 5);
+    still_serving(d, &L, &head);
+
+    /* An empty events array. */
+    evlist *none = ev_new();
+    msgpack_sbuffer_clear(&sb);
+    req_encode(&sb, 6, "dist-w", false, none);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_MALFORMED, true, 6);
+    still_serving(d, &L, &head);
+
+    /* 4097 events, `req` after the events array: too_large, req echoed. */
+    evlist *many = ev_new();
+    for (uint32_t i = 0; i <= TLY_BATCH_EVENTS_MAX; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "many-%u", i);
+        ev_add_sale(many, id, 1);
+    }
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "source", 6);
+    msgpack_pack_str_with_body(&pk, "dist-w", 6);
+    msgpack_pack_str_with_body(&pk, "events", 6);
+    msgpack_pack_array(&pk, many->n);
+    const tly_span *sp = ev_spans(many);
+    for (uint32_t i = 0; i < many->n; i++)
+        msgpack_sbuffer_write(&sb, (const char *)sp[i].ptr, sp[i].len);
+    msgpack_pack_str_with_body(&pk, "req", 3);
+    msgpack_pack_uint64(&pk, 77);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_TOO_LARGE, true, 77);
+    still_serving(d, &L, &head);
+
+    /* Exactly 4096 events is the limit, accepted. */
+    many->n = TLY_BATCH_EVENTS_MAX;
+    ingest(d, 78, "dist-w", false, many, r);
+    ck_assert_msg(r->whole == TLY_OK, "4096 events refused: %s (%s)", tly_err_name(r->whole),
+                  r->msg);
+    for (uint32_t i = 0; i < TLY_BATCH_EVENTS_MAX; i++)
+        assert_result_seq(r, i, head + 1 + i, false);
+    head += TLY_BATCH_EVENTS_MAX;
+    still_serving(d, &L, &head);
+
+    /* A frame of 4 MiB + 1 byte: too_large, req echoed. */
+    sized_request(&sb, 88, "big-1", (size_t)TLY_FRAME_BYTES_MAX + 1);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_TOO_LARGE, true, 88);
+    ck_assert_int_eq(log_lookup(&L, "dist-w", "big-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    still_serving(d, &L, &head);
+
+    /* A frame of exactly 4 MiB is within the limit. */
+    sized_request(&sb, 89, "big-2", TLY_FRAME_BYTES_MAX);
+    ingest_frame(d, sb.data, sb.size, r);
+    ck_assert_msg(r->whole == TLY_OK, "a 4 MiB frame was refused: %s (%s)",
+                  tly_err_name(r->whole), r->msg);
+    ck_assert_uint_eq(r->req, 89);
+    assert_result_seq(r, 0, head + 1, false);
+    head += 1;
+    still_serving(d, &L, &head);
+
+    ev_free(none);
+    ev_free(many);
+    msgpack_sbuffer_destroy(&sb);
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 4. atomic requests                                                  */
+
+START_TEST(test_atomic)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+
+    evlist *pre = ev_new();
+    ev_add_sale(pre, "pre-1", 10);
+    ingest(d, 1, "dist-a", false, pre, r);
+    assert_result_seq(r, 0, 1, false);
+
+    evlist *bad = ev_new();
+    ev_add_sale(bad, "at-1", 10);
+    ev_add_sale(bad, "at-2", 20);
+    ev_add_json(bad, "{\"type\":\"sale\",\"id\":\"at-3\",\"at\":1735693342313,"
+                     "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"currency\":\"USD\"}");
+    ev_add_sale(bad, "at-4", 40);
+    ingest(d, 2, "dist-a", true, bad, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    assert_result_err(r, 0, TLY_ATOMIC_ABORTED, NULL);
+    assert_result_err(r, 1, TLY_ATOMIC_ABORTED, NULL);
+    assert_result_err(r, 2, TLY_MISSING_FIELD, "amount");
+    assert_result_err(r, 3, TLY_ATOMIC_ABORTED, NULL);
+    ck_assert_uint_eq(log_head(&L), 1);
+    ck_assert_int_eq(log_lookup(&L, "dist-a", "at-1", &(uint64_t){0}), TLY_NOT_FOUND);
+
+    /* A conflict also aborts the whole atomic request. */
+    evlist *conf = ev_new();
+    ev_add_sale(conf, "at-5", 50);
+    ev_add_sale(conf, "pre-1", 11);
+    ingest(d, 3, "dist-a", true, conf, r);
+    assert_result_err(r, 0, TLY_ATOMIC_ABORTED, NULL);
+    assert_result_err(r, 1, TLY_CONFLICT, NULL);
+    ck_assert_uint_eq(log_head(&L), 1);
+
+    /* Valid atomic request: all appended, consecutive seqs. */
+    evlist *good = ev_new();
+    for (int i = 0; i < 5; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "good-%d", i);
+        ev_add_sale(good, id, 100 + i);
+    }
+    ingest(d, 4, "dist-a", true, good, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    for (uint32_t i = 0; i < 5; i++)
+        assert_result_seq(r, i, 2 + i, false);
+    ck_assert_uint_eq(log_head(&L), 6);
+
+    /* Through `tally send --atomic`: one bad line rejects its whole batch. */
+    char file[700];
+    snprintf(file, sizeof file, "%s/atomic.jsonl", L.dir);
+    write_sales(file, "snd", 4);
+    FILE *f = fopen(file, "a");
+    fprintf(f, "{\"type\":\"sale\",\"id\":\"snd-bad\",\"at\":1735693342313,\"partner\":\"p\","
+               "\"sku\":\"S\",\"qty\":0,\"amount\":1,\"currency\":\"USD\"}\n");
+    fclose(f);
+    const char *args[] = {"--atomic", "--source", "dist-a", file, NULL};
+    assert_sent(send_run(&L, "atomic", args), 1, 0, 0, 5);
+    ck_assert_uint_eq(log_head(&L), 6);
+    char *err = send_stderr(&L, "atomic");
+    ck_assert_msg(strstr(err, "line 5 (id snd-bad): bad_field [qty]") != NULL, "stderr: %s", err);
+    ck_assert_msg(strstr(err, "line 1 (id snd-0): atomic_aborted") != NULL, "stderr: %s", err);
+    free(err);
+
+    ev_free(pre);
+    ev_free(bad);
+    ev_free(conf);
+    ev_free(good);
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 5. group commit under concurrent producers                          */
+
+#define GC_PRODUCERS 4
+#define GC_EVENTS 5000
+
+START_TEST(test_concurrent_producers)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    pid_t pids[GC_PRODUCERS];
+    char files[GC_PRODUCERS][700], sources[GC_PRODUCERS][32], tags[GC_PRODUCERS][16];
+    for (int k = 0; k < GC_PRODUCERS; k++) {
+        snprintf(files[k], sizeof files[k], "%s/prod-%d.jsonl", L.dir, k);
+        snprintf(sources[k], sizeof sources[k], "producer-%d", k);
+        snprintf(tags[k], sizeof tags[k], "p%d", k);
+        write_sales(files[k], "gc", GC_EVENTS);
+    }
+    for (int k = 0; k < GC_PRODUCERS; k++) {
+        const char *args[] = {"--source", sources[k], "--batch", "50", files[k], NULL};
+        pids[k] = send_spawn(&L, tags[k], args);
+    }
+    for (int k = 0; k < GC_PRODUCERS; k++)
+        assert_sent(send_wait(&L, tags[k], pids[k]), 0, GC_EVENTS, 0, 0);
+    ck_assert_uint_eq(log_head(&L), GC_PRODUCERS * GC_EVENTS);
+    lt_scan s;
+    log_scan(&L, &s);
+    for (int k = 0; k < GC_PRODUCERS; k++)
+        assert_all_present(&L, &s, sources[k], "gc", GC_EVENTS);
+    scan_free(&s);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 6. crash: SIGKILL the ledger under load, restart, nothing lost or doubled */
+
+#define CR_PRODUCERS 3
+#define CR_EVENTS 3000
+
+static unsigned test_seed(const char *what)
+{
+    const char *env = getenv("TALLY_TEST_SEED");
+    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10)
+                                : (unsigned)time(NULL) ^ (unsigned)getpid();
+    fprintf(stderr, "test_ledger %s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed,
+            seed);
+    return seed;
+}
+
+/* An `audit verify` exists once the consumers' audit is built; when it does,
+ * it must agree with the chain check above. */
+static void audit_verify_if_built(const lt_ledger *L)
+{
+    const char *help[] = {tu_tally(), "audit", "verify", "--help", NULL};
+    if (wait_exit(spawn_tied(help, NULL, NULL), LT_EXIT_MS) != 0) {
+        fprintf(stderr, "test_ledger: `tally audit verify` not built yet, chain checked here\n");
+        return;
+    }
+    char out[700];
+    snprintf(out, sizeof out, "%s/audit.out", L->dir);
+    const char *argv[] = {tu_tally(), "audit", "verify", "--data", L->data, NULL};
+    int rc = wait_exit(spawn_tied(argv, out, out), LT_SEND_MS);
+    if (rc != 0)
+        dump_file("audit verify", out);
+    ck_assert_int_eq(rc, 0);
+}
+
+START_TEST(test_crash_recovery)
+{
+    unsigned seed = test_seed("crash");
+    srand(seed);
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    pid_t pids[CR_PRODUCERS];
+    char files[CR_PRODUCERS][700], sources[CR_PRODUCERS][32], tags[CR_PRODUCERS][16];
+    for (int k = 0; k < CR_PRODUCERS; k++) {
+        snprintf(files[k], sizeof files[k], "%s/crash-%d.jsonl", L.dir, k);
+        snprintf(sources[k], sizeof sources[k], "crash-src-%d", k);
+        snprintf(tags[k], sizeof tags[k], "c%d", k);
+        write_sales(files[k], "cr", CR_EVENTS);
+    }
+    for (int k = 0; k < CR_PRODUCERS; k++) {
+        const char *args[] = {"--source", sources[k], "--ack-timeout-ms", "500", "--batch", "20",
+                              "--window", "4", files[k], NULL};
+        pids[k] = send_spawn(&L, tags[k], args);
+    }
+    /* Kill at random points of progress (a head the producers will reach),
+     * not at random times, so every kill lands while they are sending. */
+    const uint64_t total = CR_PRODUCERS * CR_EVENTS;
+    int kills = 2 + (int)(rand() % 2);
+    uint64_t target = 0;
+    for (int k = 0; k < kills; k++) {
+        uint64_t span = total * 3 / 4 / (uint64_t)kills;
+        target = (uint64_t)k * span + 1 + (uint64_t)rand() % span;
+        uint64_t head = wait_head(&L, target);
+        ck_assert_int_eq(lt_stop(&L, SIGKILL), 128 + SIGKILL);
+        uint64_t after = log_head(&L);
+        fprintf(stderr, "test_ledger crash: kill %d at head >= %llu (seen %llu, durable %llu)\n",
+                k + 1, (unsigned long long)target, (unsigned long long)head,
+                (unsigned long long)after);
+        ck_assert_uint_ge(after, head); /* what a reader saw committed stays */
+        tu_sleep_ms(rand() % 300);
+        lt_start(&L, NULL);
+    }
+    long sent = 0;
+    for (int k = 0; k < CR_PRODUCERS; k++) {
+        lt_sent s = send_wait(&L, tags[k], pids[k]);
+        ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 &&
+                          s.sent + s.dups == CR_EVENTS,
+                      "producer %d: exit %d, sent %ld, duplicates %ld, rejected %ld (seed %u)",
+                      k, s.rc, s.sent, s.dups, s.rejected, seed);
+        sent += s.sent;
+    }
+    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    ck_assert_uint_eq(log_head(&L), total);
+    ck_assert_int_le(sent, (long)total); /* acks lost in a crash come back as duplicates */
+    lt_scan s;
+    log_scan(&L, &s);
+    for (int k = 0; k < CR_PRODUCERS; k++)
+        assert_all_present(&L, &s, sources[k], "cr", CR_EVENTS);
+    scan_free(&s);
+    audit_verify_if_built(&L);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 7. CURVE, roles, loopback                                           */
+
+typedef struct lt_keys {
+    char pub[41];
+    char sec[41];
+    char file[700]; /* the secret key file */
+} lt_keys;
+
+static void make_keys(const lt_ledger *L, const char *name, lt_keys *k)
+{
+    ck_assert_int_eq(zmq_curve_keypair(k->pub, k->sec), 0);
+    snprintf(k->file, sizeof k->file, "%s/%s.key", L->dir, name);
+    char text[64];
+    int n = snprintf(text, sizeof text, "%s\n", k->sec);
+    ck_assert(tu_write_file(k->file, text, (size_t)n));
+}
+
+static void write_lines(const char *path, const char *text)
+{
+    ck_assert(tu_write_file(path, text, strlen(text)));
+}
+
+START_TEST(test_curve_roles)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_keys server, sales, fin, stranger;
+    make_keys(&L, "server", &server);
+    make_keys(&L, "sales", &sales);
+    make_keys(&L, "finance", &fin);
+    make_keys(&L, "stranger", &stranger);
+    char authz[700], text[512];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    snprintf(text, sizeof text,
+             "# producers of the test\n%s dist-curve sales\n\n%s fin-curve finance\n", sales.pub,
+             fin.pub);
+    write_lines(authz, text);
+    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
+    lt_start(&L, extra);
+
+    char f_sale[700], f_close[700], f_spoof[700];
+    snprintf(f_sale, sizeof f_sale, "%s/sale.jsonl", L.dir);
+    snprintf(f_close, sizeof f_close, "%s/close.jsonl", L.dir);
+    snprintf(f_spoof, sizeof f_spoof, "%s/spoof.jsonl", L.dir);
+    write_lines(f_sale, "{\"type\":\"sale\",\"id\":\"cs-1\",\"at\":1735693342313,\"partner\":"
+                        "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":500,\"currency\":\"USD\"}\n"
+                        "{\"type\":\"close\",\"id\":\"cs-2\",\"at\":1735693342313,"
+                        "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    write_lines(f_close, "{\"type\":\"close\",\"id\":\"cf-1\",\"at\":1735693342313,"
+                         "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    write_lines(f_spoof, "{\"type\":\"sale\",\"id\":\"cs-3\",\"at\":1735693342313,\"partner\":"
+                         "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
+
+    /* An unknown key: ZAP denies the handshake, no ack ever comes. */
+    const char *a_unknown[] = {"--curve-server-key", server.pub, "--curve-secret", stranger.file,
+                               "--retries", "2", "--ack-timeout-ms", "300", f_spoof, NULL};
+    lt_sent s = send_run(&L, "unknown", a_unknown);
+    ck_assert_int_eq(s.rc, 1);
+    ck_assert_uint_eq(log_head(&L), 0);
+
+    /* A plain (non-CURVE) DEALER gets no answer either. */
+    void *ctx = lt_ctx();
+    void *plain = lt_dealer(ctx, L.ingest);
+    evlist *e = ev_new();
+    ev_add_sale(e, "plain-1", 5);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    req_encode(&sb, 1, "dist-curve", false, e);
+    lt_send_frame(plain, sb.data, sb.size);
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
+    ck_assert_msg(!lt_recv(plain, LT_SILENCE_MS, &reply, &rlen), "a plain client got a reply");
+    ck_assert_uint_eq(log_head(&L), 0);
+
+    /* The sales key: the sale is appended under its name, the close is forbidden. */
+    const char *a_sales[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
+                             f_sale, NULL};
+    assert_sent(send_run(&L, "sales", a_sales), 1, 1, 0, 1);
+    char *err = send_stderr(&L, "sales");
+    ck_assert_msg(strstr(err, "line 2 (id cs-2): forbidden") != NULL, "stderr: %s", err);
+    free(err);
+    uint64_t seq = 0;
+    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-1", &seq), TLY_OK);
+    ck_assert_uint_eq(seq, 1);
+    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
+
+    /* Declaring another source than the key's name is forbidden. */
+    const char *a_spoof[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
+                             "--source", "dist-other", f_spoof, NULL};
+    assert_sent(send_run(&L, "spoof", a_spoof), 1, 0, 0, 1);
+    err = send_stderr(&L, "spoof");
+    ck_assert_msg(strstr(err, "forbidden") != NULL, "stderr: %s", err);
+    free(err);
+    ck_assert_int_eq(log_lookup(&L, "dist-other", "cs-3", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
+
+    /* Declaring its own name is fine. */
+    const char *a_own[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
+                           "--source", "dist-curve", f_spoof, NULL};
+    assert_sent(send_run(&L, "own", a_own), 0, 1, 0, 0);
+
+    /* The finance key may close. */
+    const char *a_fin[] = {"--curve-server-key", server.pub, "--curve-secret", fin.file,
+                           f_close, NULL};
+    assert_sent(send_run(&L, "finance", a_fin), 0, 1, 0, 0);
+    ck_assert_int_eq(log_lookup(&L, "fin-curve", "cf-1", &seq), TLY_OK);
+    ck_assert_uint_eq(log_head(&L), 3);
+
+    ev_free(e);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(plain);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+START_TEST(test_loopback_only_without_curve)
+{
+    lt_ledger L;
+    lt_init(&L);
+    char wide[64];
+    snprintf(wide, sizeof wide, "tcp://0.0.0.0:%d", tu_free_port());
+    char out[700];
+    snprintf(out, sizeof out, "%s/refused.log", L.dir);
+    const char *argv[] = {tu_tally(), "ledger",  "--data",     L.data,    "--ingest", wide,
+                          "--events", L.events, "--log-read", L.logread, NULL};
+    int rc = wait_exit(spawn_tied(argv, out, out), LT_EXIT_MS);
+    ck_assert_msg(rc > 0 && rc < 128, "tally ledger on %s without CURVE: exit %d", wide, rc);
+    char *text = tu_read_file(out, NULL);
+    ck_assert_msg(text && strstr(text, wide), "the refusal does not name %s: %s", wide, text);
+    free(text);
+
+    /* --insecure allows it; 0.0.0.0 includes the loopback interface. */
+    snprintf(L.ingest, sizeof L.ingest, "%s", wide);
+    char loop[64];
+    snprintf(loop, sizeof loop, "tcp://127.0.0.1:%s", strrchr(wide, ':') + 1);
+    const char *extra[] = {"--insecure", NULL};
+    lt_start(&L, extra);
+    snprintf(L.ingest, sizeof L.ingest, "%s", loop);
+    char file[700];
+    snprintf(file, sizeof file, "%s/one.jsonl", L.dir);
+    write_sales(file, "wide", 1);
+    const char *args[] = {"--source", "dist-wide", file, NULL};
+    assert_sent(send_run(&L, "wide", args), 0, 1, 0, 0);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 8. SIGTERM while producers send                                     */
+
+#define ST_RAW_REQUESTS 10
+#define ST_RAW_EVENTS 20
+#define ST_BG_EVENTS 6000
+
+static evlist *raw_request_events(int r)
+{
+    evlist *e = ev_new();
+    for (int i = 0; i < ST_RAW_EVENTS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "raw-%d", r * ST_RAW_EVENTS + i);
+        ev_add_sale(e, id, 1 + i);
+    }
+    return e;
+}
+
+/* Records the seqs of an accepted reply in acked[] (0: not acknowledged). */
+static void note_acks(const lt_reply *r, uint64_t acked[][ST_RAW_EVENTS])
+{
+    if (r->whole != TLY_OK) {
+        ck_assert_msg(r->whole == TLY_UNAVAILABLE, "whole error %s", tly_err_name(r->whole));
+        return;
+    }
+    ck_assert_uint_ge(r->req, 1);
+    ck_assert_uint_le(r->req, ST_RAW_REQUESTS);
+    for (uint32_t i = 0; i < r->count; i++) {
+        ck_assert_msg(r->res[i].err == TLY_OK, "raw event refused: %s",
+                      tly_err_name(r->res[i].err));
+        acked[r->req - 1][i] = r->res[i].seq;
+    }
+}
+
+START_TEST(test_sigterm_keeps_acks)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    char file[700];
+    snprintf(file, sizeof file, "%s/bg.jsonl", L.dir);
+    write_sales(file, "bg", ST_BG_EVENTS);
+    const char *args[] = {"--source", "dist-bg", "--ack-timeout-ms", "500", "--batch", "20",
+                          "--window", "2", file, NULL};
+    pid_t bg = send_spawn(&L, "bg", args);
+    wait_head(&L, 500);
+
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+    evlist *reqs[ST_RAW_REQUESTS];
+    msgpack_sbuffer frames[ST_RAW_REQUESTS];
+    uint64_t acked[ST_RAW_REQUESTS][ST_RAW_EVENTS] = {{0}};
+    for (int k = 0; k < ST_RAW_REQUESTS; k++) {
+        reqs[k] = raw_request_events(k);
+        msgpack_sbuffer_init(&frames[k]);
+        req_encode(&frames[k], (uint64_t)k + 1, "dist-raw", false, reqs[k]);
+    }
+    /* Three acknowledged before the signal, the rest around it. */
+    for (int k = 0; k < 3; k++) {
+        ingest_frame(d, frames[k].data, frames[k].size, r);
+        ck_assert_int_eq(r->whole, TLY_OK);
+        note_acks(r, acked);
+    }
+    lt_send_frame(d, frames[3].data, frames[3].size);
+    kill(L.pid, SIGTERM);
+    for (int k = 4; k < ST_RAW_REQUESTS; k++)
+        lt_send_frame(d, frames[k].data, frames[k].size);
+    int code = wait_exit(L.pid, LT_EXIT_MS);
+    L.pid = 0;
+    ck_assert_int_eq(code, 0);
+    uint8_t *buf;
+    size_t len;
+    while (lt_recv(d, 300, &buf, &len)) {
+        reply_decode(buf, len, r);
+        free(buf);
+        note_acks(r, acked);
+    }
+
+    /* Every acknowledged event is in the log at its acknowledged seq. */
+    int n_acked = 0;
+    for (int k = 0; k < ST_RAW_REQUESTS; k++)
+        for (int i = 0; i < ST_RAW_EVENTS; i++) {
+            if (!acked[k][i])
+                continue;
+            char id[32];
+            snprintf(id, sizeof id, "raw-%d", k * ST_RAW_EVENTS + i);
+            uint64_t seq = 0;
+            ck_assert_msg(log_lookup(&L, "dist-raw", id, &seq) == TLY_OK && seq == acked[k][i],
+                          "acknowledged %s (seq %llu) lost by SIGTERM", id,
+                          (unsigned long long)acked[k][i]);
+            n_acked++;
+        }
+    fprintf(stderr, "test_ledger sigterm: %d raw events acknowledged before exit\n", n_acked);
+
+    /* Restart: resends of acknowledged events are duplicates at the same seq. */
+    lt_start(&L, NULL);
+    zmq_close(d);
+    d = lt_dealer(ctx, L.ingest);
+    for (int k = 0; k < ST_RAW_REQUESTS; k++) {
+        ingest_frame(d, frames[k].data, frames[k].size, r);
+        ck_assert_int_eq(r->whole, TLY_OK);
+        for (int i = 0; i < ST_RAW_EVENTS; i++) {
+            ck_assert_int_eq(r->res[i].err, TLY_OK);
+            if (acked[k][i])
+                assert_result_seq(r, (uint32_t)i, acked[k][i], true);
+        }
+    }
+    lt_sent s = send_wait(&L, "bg", bg);
+    ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == ST_BG_EVENTS,
+                  "background producer: exit %d, sent %ld, duplicates %ld, rejected %ld", s.rc,
+                  s.sent, s.dups, s.rejected);
+    ck_assert_uint_eq(log_head(&L), ST_BG_EVENTS + ST_RAW_REQUESTS * ST_RAW_EVENTS);
+    lt_scan scan;
+    log_scan(&L, &scan);
+    assert_all_present(&L, &scan, "dist-bg", "bg", ST_BG_EVENTS);
+    assert_all_present(&L, &scan, "dist-raw", "raw", ST_RAW_REQUESTS * ST_RAW_EVENTS);
+    scan_free(&scan);
+
+    for (int k = 0; k < ST_RAW_REQUESTS; k++) {
+        ev_free(reqs[k]);
+        msgpack_sbuffer_destroy(&frames[k]);
+    }
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 9. log-read and the events PUB                                      */
+
+static void logread_request(msgpack_sbuffer *sb, uint64_t from, uint32_t max)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    tly_wire_logread_encode(&pk, from, max);
+}
+
+/* Asks log-read for [from, from+max) and checks the records and the head. */
+static void check_logread(void *lr, const lt_ledger *L, uint64_t from, uint32_t max,
+                          uint32_t expect_count)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    logread_request(&sb, from, max);
+    size_t len;
+    uint8_t *reply = lt_rpc(lr, sb.data, sb.size, &len);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *recs = map_get(&u.data, "records");
+    const msgpack_object *head = map_get(&u.data, "head");
+    ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
+    ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
+    ck_assert_uint_eq(head->via.u64, log_head(L));
+    ck_assert_uint_eq(recs->via.array.size, expect_count);
+    for (uint32_t i = 0; i < recs->via.array.size; i++) {
+        const msgpack_object *b = &recs->via.array.ptr[i];
+        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
+        tly_record rec;
+        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
+        ck_assert_uint_eq(rec.seq, (from ? from : 1) + i);
+        size_t slen;
+        uint8_t *stored = log_raw(L, rec.seq, &slen);
+        ck_assert_msg(slen == b->via.bin.size && memcmp(stored, b->via.bin.ptr, slen) == 0,
+                      "log-read record %llu differs from the stored bytes",
+                      (unsigned long long)rec.seq);
+        free(stored);
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    free(reply);
+}
+
+static void check_logread_error(void *lr, const void *buf, size_t len)
+{
+    size_t rlen;
+    uint8_t *reply = lt_rpc(lr, buf, len, &rlen);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, rlen, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *err = map_get(&u.data, "error");
+    ck_assert_msg(err && err->type == MSGPACK_OBJECT_STR, "no error for a bad log-read request");
+    ck_assert_ptr_null(map_get(&u.data, "records"));
+    msgpack_unpacked_destroy(&u);
+    free(reply);
+}
+
+START_TEST(test_logread)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    char file[700];
+    snprintf(file, sizeof file, "%s/lr.jsonl", L.dir);
+    write_sales(file, "lr", 25);
+    const char *args[] = {"--source", "dist-lr", file, NULL};
+    assert_sent(send_run(&L, "lr", args), 0, 25, 0, 0);
+
+    void *ctx = lt_ctx();
+    void *lr = lt_dealer(ctx, L.logread);
+    check_logread(lr, &L, 1, 10, 10);
+    check_logread(lr, &L, 20, 10, 6);   /* up to the head */
+    check_logread(lr, &L, 26, 10, 0);   /* past the head */
+    check_logread(lr, &L, 0, 3, 3);     /* 0 reads from 1 */
+    check_logread_error(lr, "\xc1", 1); /* not MessagePack */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2); /* {"from": "1", "max": 10} */
+    msgpack_pack_str_with_body(&pk, "from", 4);
+    msgpack_pack_str_with_body(&pk, "1", 1);
+    msgpack_pack_str_with_body(&pk, "max", 3);
+    msgpack_pack_uint32(&pk, 10);
+    check_logread_error(lr, sb.data, sb.size);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 1); /* {"from": 1} */
+    msgpack_pack_str_with_body(&pk, "from", 4);
+    msgpack_pack_uint32(&pk, 1);
+    check_logread_error(lr, sb.data, sb.size);
+    check_logread(lr, &L, 1, 10, 10); /* still serving */
+
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(lr);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* Receives one [topic, record] message from a SUB within timeout_ms. */
+static bool sub_recv(void *sub, int timeout_ms, char *topic, size_t cap, uint8_t **rec,
+                     size_t *len)
+{
+    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return false;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
+    ck_assert_msg(zmq_msg_more(&m), "events message without a record frame");
+    size_t n = zmq_msg_size(&m) < cap - 1 ? zmq_msg_size(&m) : cap - 1;
+    memcpy(topic, zmq_msg_data(&m), n);
+    topic[n] = '\0';
+    zmq_msg_close(&m);
+    zmq_msg_init(&m);
+    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
+    ck_assert_msg(!zmq_msg_more(&m), "events message with more than 2 frames");
+    *len = zmq_msg_size(&m);
+    *rec = malloc(*len);
+    memcpy(*rec, zmq_msg_data(&m), *len);
+    zmq_msg_close(&m);
+    return true;
+}
+
+/* Checks a published record against the log; returns its event id. */
+static void check_published(const lt_ledger *L, const uint8_t *raw, size_t len, char *id,
+                            size_t cap)
+{
+    tly_record rec;
+    ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
+    size_t slen;
+    uint8_t *stored = log_raw(L, rec.seq, &slen);
+    ck_assert_msg(slen == len && memcmp(stored, raw, len) == 0,
+                  "published record %llu differs from the stored bytes",
+                  (unsigned long long)rec.seq);
+    free(stored);
+    tly_ev_type type;
+    tly_str sid;
+    ck_assert_int_eq(tly_event_peek_id(rec.event, rec.event_len, &type, &sid), TLY_OK);
+    ck_assert_int_eq(type, TLY_EV_SALE);
+    snprintf(id, cap, "%.*s", (int)sid.len, sid.ptr);
+}
+
+START_TEST(test_events_pub)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    void *sub = lt_socket(ctx, ZMQ_SUB, L.events, NULL, NULL, NULL);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "sale", 4), 0);
+    lt_reply *r = reply_new();
+    char topic[32], id[80];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+
+    /* A subscription takes effect some time after connect: send sales until
+     * one is seen (each is a new event, so each is published once). */
+    bool got = false;
+    for (int k = 0; !got; k++) {
+        ck_assert_msg(k < 100, "no sale published to a subscriber");
+        evlist *e = ev_new();
+        char sid[32];
+        snprintf(sid, sizeof sid, "pub-%d", k);
+        ev_add_sale(e, sid, 10 + k);
+        ingest(d, (uint64_t)k + 1, "dist-pub", false, e, r);
+        assert_result_seq(r, 0, (uint64_t)k + 1, false);
+        ev_free(e);
+        got = sub_recv(sub, 200, topic, sizeof topic, &raw, &len);
+    }
+    ck_assert_str_eq(topic, "sale");
+    check_published(&L, raw, len, id, sizeof id);
+    ck_assert_msg(strncmp(id, "pub-", 4) == 0, "published %s", id);
+    free(raw);
+
+    /* A partner event is not published on the "sale" topic; the sale after it is. */
+    evlist *e = ev_new();
+    ev_add_json(e, "{\"type\":\"partner\",\"id\":\"pub-partner\",\"at\":1735693342313,"
+                   "\"partner\":\"acme\",\"name\":\"Acme\",\"program\":\"apex\","
+                   "\"kind\":\"var\"}");
+    ev_add_sale(e, "pub-final", 99);
+    ingest(d, 500, "dist-pub", false, e, r);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    ck_assert_int_eq(r->res[0].err, TLY_OK);
+    uint64_t final_seq = r->res[1].seq;
+    bool final = false;
+    while (!final) {
+        ck_assert_msg(sub_recv(sub, LT_REPLY_MS, topic, sizeof topic, &raw, &len),
+                      "pub-final (seq %llu) was not published", (unsigned long long)final_seq);
+        ck_assert_str_eq(topic, "sale");
+        check_published(&L, raw, len, id, sizeof id);
+        final = strcmp(id, "pub-final") == 0;
+        free(raw);
+    }
+    ev_free(e);
+    reply_free(r);
+    zmq_close(sub);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 10. tally send --csv [D18]                                          */
+
+static void check_stored_sale(const lt_ledger *L, const char *source, const char *id,
+                              int64_t amount, int64_t at_ms, const char *currency)
+{
+    uint64_t seq = 0;
+    ck_assert_int_eq(log_lookup(L, source, id, &seq), TLY_OK);
+    size_t len;
+    uint8_t *raw = log_raw(L, seq, &len);
+    tly_record rec;
+    ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
+    tly_event ev;
+    tly_field_error fe;
+    ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, &fe),
+                     TLY_OK);
+    ck_assert_int_eq(ev.type, TLY_EV_SALE);
+    ck_assert_int_eq(ev.amount, amount);
+    ck_assert_int_eq(ev.at_ms, at_ms);
+    ck_assert(tly_str_eq(ev.currency, currency));
+    free(raw);
+}
+
+START_TEST(test_send_csv)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    char file[700];
+    snprintf(file, sizeof file, "%s/pos.csv", L.dir);
+    write_lines(file, "id,partner,sku,qty,amount,currency,at\n"
+                      "pos-1,acme,SKU-1,2,1234.50,USD,2025-03-01\n"
+                      "pos-2,acme,SKU-2,1,1000,JPY,2025-03-01T12:30:00Z\n"
+                      "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n"
+                      "pos-4,\"Acme, Inc.\",SKU-4,3,0.05,EUR,2025-03-02\n");
+    const char *args[] = {"--csv", "--source", "dist-pos", file, NULL};
+    assert_sent(send_run(&L, "csv", args), 1, 3, 0, 1);
+    char *err = send_stderr(&L, "csv");
+    ck_assert_msg(strstr(err, "line 4 ") != NULL && strstr(err, "[amount]") != NULL,
+                  "the rejected row is not reported with its line and field: %s", err);
+    free(err);
+    /* 2025-03-01T00:00:00Z and 12:30 that day. */
+    check_stored_sale(&L, "dist-pos", "pos-1", 123450, 1740787200000LL, "USD");
+    check_stored_sale(&L, "dist-pos", "pos-2", 1000, 1740832200000LL, "JPY");
+    check_stored_sale(&L, "dist-pos", "pos-4", 5, 1740873600000LL, "EUR");
+    ck_assert_int_eq(log_lookup(&L, "dist-pos", "pos-3", &(uint64_t){0}), TLY_NOT_FOUND);
+
+    /* A file without the POS header is refused as a whole. */
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/nohdr.csv", L.dir);
+    write_lines(bad, "pos-9,acme,SKU-1,2,1.50,USD,2025-03-01\n");
+    const char *a_bad[] = {"--csv", "--source", "dist-pos", bad, NULL};
+    lt_sent s = send_run(&L, "nohdr", a_bad);
+    ck_assert_int_eq(s.rc, 1);
+    ck_assert_int_eq(log_lookup(&L, "dist-pos", "pos-9", &(uint64_t){0}), TLY_NOT_FOUND);
+    lt_done(&L);
+}
+END_TEST
+
+/* The reject line names the row's id and a SPEC error code (section 4):
+ * a CSV amount with too many decimals is a field out of its pattern. */
+START_TEST(test_send_csv_reject_line)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    char file[700];
+    snprintf(file, sizeof file, "%s/pos.csv", L.dir);
+    write_lines(file, "id,partner,sku,qty,amount,currency,at\n"
+                      "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n");
+    const char *args[] = {"--csv", "--source", "dist-pos", file, NULL};
+    assert_sent(send_run(&L, "csv", args), 1, 0, 0, 1);
+    char *err = send_stderr(&L, "csv");
+    ck_assert_msg(strstr(err, "line 2 (id pos-3): bad_field [amount]") != NULL,
+                  "expected 'line 2 (id pos-3): bad_field [amount]: ...', got: %s", err);
+    free(err);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+static TCase *tcase(Suite *s, const char *name, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+static Suite *ledger_suite(void)
+{
+    Suite *s = suite_create("ledger");
+    tcase_add_test(tcase(s, "vectors", 240), test_vectors_through_send);
+    tcase_add_test(tcase(s, "idempotency", 60), test_idempotency);
+    TCase *v = tcase(s, "validation", 120);
+    tcase_add_test(v, test_event_errors);
+    tcase_add_test(v, test_whole_request_errors);
+    tcase_add_test(tcase(s, "atomic", 60), test_atomic);
+    tcase_add_test(tcase(s, "group_commit", 180), test_concurrent_producers);
+    tcase_add_test(tcase(s, "crash", 240), test_crash_recovery);
+    TCase *c = tcase(s, "curve", 60);
+    tcase_add_test(c, test_curve_roles);
+    tcase_add_test(c, test_loopback_only_without_curve);
+    tcase_add_test(tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
+    TCase *r = tcase(s, "log_read", 60);
+    tcase_add_test(r, test_logread);
+    tcase_add_test(r, test_events_pub);
+    TCase *csv = tcase(s, "csv", 60);
+    tcase_add_test(csv, test_send_csv);
+    tcase_add_test(csv, test_send_csv_reject_line);
+    return s;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    SRunner *sr = srunner_create(ledger_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
