@@ -578,6 +578,10 @@ START_TEST(test_event_unknown_keys_ignored)
 {
     expect(sample_sale, "x-origin", "{\"pos\":[1,2,\"three\"]}", TLY_OK, NULL);
     expect(sample_sale, "reason", "12", TLY_OK, NULL); /* not a sale field */
+    /* Optional fields are still type-checked when present. */
+    expect(sample_partner, "region", "5", TLY_BAD_FIELD, "region");
+    expect(sample_claim, "activity", "[\"webinar\"]", TLY_BAD_FIELD, "activity");
+    expect(sample_claim, "reason", "false", TLY_BAD_FIELD, "reason");
     /* An optional field may be null. */
     expect(sample_partner, "region", "null", TLY_OK, NULL);
     expect(sample_claim, "activity", "null", TLY_OK, NULL);
@@ -1517,6 +1521,27 @@ START_TEST(test_wire_ingest_malformed)
     /* trailing bytes */
     msgpack_sbuffer_write(&sb, "\xc0", 1);
     ck_assert_int_eq(decode_req(&sb, req), TLY_MALFORMED);
+
+    /* An element that is not a map passes the envelope and fails as an
+     * event (a per-event result, not a whole-request error). */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "req", 3);
+    msgpack_pack_uint64(&pk, 12);
+    msgpack_pack_str_with_body(&pk, "events", 6);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_int(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+    ck_assert_int_eq(decode_req(&sb, req), TLY_OK);
+    ck_assert_uint_eq(req->event_count, 2);
+    tly_field_error fe;
+    ck_assert_int_eq(decode_bytes(req->events[0].ptr, req->events[0].len, &fe), TLY_MALFORMED);
+    ck_assert_int_eq(decode_bytes(req->events[1].ptr, req->events[1].len, &fe), TLY_MALFORMED);
+    /* An element that is not well-formed breaks the whole frame. */
+    sb.data[sb.size - 2] = (char)0xa5; /* "x" now claims 5 bytes */
+    ck_assert_int_eq(decode_req(&sb, req), TLY_MALFORMED);
+    ck_assert(req->has_req && req->req == 12);
     msgpack_sbuffer_destroy(&sb);
     free(req);
 }
