@@ -1,0 +1,812 @@
+/*
+ * test_query.c — the query logic, the query service and the query CLI
+ * (balance, rebate, tier, claims, liabilities, exceptions, status, wait).
+ *
+ * Fixture (built once): the seed101 vector appended to a real log
+ * (tly_log_append, which drops the resends as duplicates) and folded by the
+ * real engine into real view stores (tly_views_commit) twice:
+ *   DATA/views/K-of-2: both shards at the head (3074);
+ *   DATA/views/K-of-3: shard 2 stopped at seq 2000, the others at 3074,
+ *                      for the [D8] "shards differ" answers and wait timeouts.
+ * The expectations are the engine's own in-memory answers (tly_engine_view,
+ * _liabilities, _exceptions), so these tests pin the store -> query -> CLI
+ * path; tests/test_up.c compares the whole stack with the vector's answers.
+ * Every command runs as a real `tally` process.
+ */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "testutil.h"
+#include "tly_cli.h"
+#include "tly_engine.h"
+#include "tly_json.h"
+#include "tly_log.h"
+#include "tly_query.h"
+#include "tly_views.h"
+
+#define LAG_SEQ 2000u
+#define HEAD_SEQ 3074u
+#define GOLDEN_PARTNER "adatum-distributor-543"
+
+static char *g_data;    /* the fixture's data directory */
+static char g_views[1100];
+static json_t *g_expect; /* {"partners": {P: {"balance": ...}}, "liabilities", "exceptions"} */
+
+/* ------------------------------------------------------------------------ */
+/* Fixture                                                                   */
+
+/* The fixture is built before the runner starts, where Check's asserts
+ * cannot report: these print the failing line and abort instead. */
+#define FX_EQ(a, b)                                                                       \
+    do {                                                                                  \
+        long long fx_a_ = (long long)(a), fx_b_ = (long long)(b);                         \
+        if (fx_a_ != fx_b_) {                                                             \
+            fprintf(stderr, "fixture: %s:%d: %s = %lld, want %lld\n", __FILE__, __LINE__, \
+                    #a, fx_a_, fx_b_);                                                    \
+            abort();                                                                      \
+        }                                                                                 \
+    } while (0)
+#define FX_NN(p) FX_EQ((p) != NULL, 1)
+
+/* Appends the vector's events to DATA/log, one batch per 256 records. */
+static void build_log(const char *data)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/log", data);
+    tly_log *log = NULL;
+    FX_EQ(tly_log_open(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &log), TLY_OK);
+    char *path = tu_vector("seed101-events.jsonl");
+    FILE *f = fopen(path, "r");
+    FX_NN(f);
+    enum { CHUNK = 256 };
+    json_t *lines[CHUNK];
+    msgpack_sbuffer bufs[CHUNK];
+    tly_log_item items[CHUNK];
+    char line[65536];
+    uint32_t n = 0;
+    bool eof = false;
+    while (!eof) {
+        eof = !fgets(line, sizeof line, f);
+        if (!eof) {
+            lines[n] = json_loads(line, 0, NULL);
+            FX_NN(lines[n]);
+            msgpack_sbuffer_init(&bufs[n]);
+            FX_EQ(tly_json_event_to_mp(json_object_get(lines[n], "event"), &bufs[n],
+                                                  NULL), TLY_OK);
+            const char *src = json_string_value(json_object_get(lines[n], "source"));
+            tly_ev_type t;
+            items[n] = (tly_log_item){.source = {src, (uint32_t)strlen(src)},
+                                      .event = (const uint8_t *)bufs[n].data,
+                                      .event_len = bufs[n].size};
+            FX_EQ(tly_event_peek_id(bufs[n].data, bufs[n].size, &t, &items[n].id),
+                             TLY_OK);
+            n++;
+        }
+        if (n == CHUNK || (eof && n > 0)) {
+            tly_log_group g = {0, n, false};
+            FX_EQ(tly_log_append(log, tly_now_ms(), items, n, &g, 1), TLY_OK);
+            for (uint32_t i = 0; i < n; i++) {
+                FX_EQ(items[i].err, TLY_OK);
+                msgpack_sbuffer_destroy(&bufs[i]);
+                json_decref(lines[i]);
+            }
+            n = 0;
+        }
+    }
+    fclose(f);
+    free(path);
+    uint64_t head;
+    uint8_t hash[TLY_HASH_BYTES];
+    FX_EQ(tly_log_head(log, &head, hash), TLY_OK);
+    FX_EQ(head, HEAD_SEQ);
+    tly_log_close(log);
+}
+
+/* Folds the log into shard k of n up to last_seq, commits it to the view
+ * store, and returns the engine (caller frees). */
+static tly_engine *fold_shard(const char *data, uint32_t k, uint32_t n, uint64_t last_seq)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/log", data);
+    tly_log *log = NULL;
+    FX_EQ(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    tly_engine *e = NULL;
+    FX_EQ(tly_engine_new(k, n, &e), TLY_OK);
+    tly_log_reader *rd = NULL;
+    FX_EQ(tly_log_reader_open(log, 1, &rd), TLY_OK);
+    tly_record rec;
+    while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= last_seq) {
+        tly_event ev;
+        FX_EQ(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
+                         TLY_OK);
+        FX_EQ(tly_engine_apply(e, &rec, &ev), TLY_OK);
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    tly_views *v = NULL;
+    FX_EQ(tly_views_open(data, k, n, TLY_VIEWS_WRITE, &v), TLY_OK);
+    FX_EQ(tly_views_commit(v, e), TLY_OK);
+    tly_views_close(v);
+    return e;
+}
+
+/* Adds shard e's answers to the expectations. */
+static void collect(tly_engine *e)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    static const char views[] = {'b', 'r', 't', 'c'};
+    json_t *partners = json_object_get(g_expect, "partners");
+    json_t *ids = tly_engine_partners(e);
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id) {
+        json_t *p = json_object();
+        for (int v = 0; v < 4; v++)
+            json_object_set_new(p, names[v], tly_engine_view(e, views[v], json_string_value(id)));
+        json_object_set_new(partners, json_string_value(id), p);
+    }
+    json_decref(ids);
+    json_array_extend(json_object_get(g_expect, "exceptions"), tly_engine_exceptions(e));
+    json_t *shares = tly_engine_liabilities(e);
+    json_array_extend(json_object_get(g_expect, "liabilities"), shares);
+    json_decref(shares);
+}
+
+static void build_fixture(void)
+{
+    g_data = tu_tmpdir();
+    snprintf(g_views, sizeof g_views, "%s/views", g_data);
+    build_log(g_data);
+    g_expect = json_pack("{s:{}, s:[], s:[]}", "partners", "exceptions", "liabilities");
+    for (uint32_t k = 0; k < 2; k++) {
+        tly_engine *e = fold_shard(g_data, k, 2, HEAD_SEQ);
+        collect(e);
+        tly_engine_free(e);
+    }
+    for (uint32_t k = 0; k < 3; k++)
+        tly_engine_free(fold_shard(g_data, k, 3, k == 2 ? LAG_SEQ : HEAD_SEQ));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running tally                                                             */
+
+typedef struct run_result {
+    int code;
+    char *out;
+    char *err;
+} run_result;
+
+static void run_free(run_result *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* Runs `tally args...` (NULL-terminated) and captures stdout and stderr. */
+static run_result tally_v(const char *first, va_list ap)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)tu_tally();
+    for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    argv[n] = NULL;
+    char out[1200], err[1200];
+    snprintf(err, sizeof err, "%s/err.%d.txt", g_data, (int)getpid());
+    snprintf(out, sizeof out, "%s/out.%d.txt", g_data, (int)getpid());
+    run_result r;
+    r.code = tu_run(argv, NULL, out, err);
+    r.out = tu_read_file(out, NULL);
+    r.err = tu_read_file(err, NULL);
+    return r;
+}
+
+static run_result tally(const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    run_result r = tally_v(first, ap);
+    va_end(ap);
+    return r;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; s && *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* Parses the one JSON line a --json command prints. */
+static json_t *parse_out(const run_result *r)
+{
+    ck_assert_msg(r->code == 0, "exit %d, stderr: %s", r->code, r->err);
+    ck_assert_uint_eq(count_lines(r->out), 1);
+    json_error_t je;
+    json_t *j = json_loads(r->out, 0, &je);
+    ck_assert_msg(j != NULL, "not JSON: %s (%s)", r->out, je.text);
+    return j;
+}
+
+static void assert_json_eq(const json_t *got, const json_t *want, const char *what)
+{
+    if (json_equal((json_t *)got, (json_t *)want))
+        return;
+    char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
+    ck_abort_msg("%s:\n got  %s\n want %s", what, g, w);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Partner views                                                             */
+
+/* Every partner, every view, from the stores: equal to the engine's own
+ * answer, seq = the shard's checkpoint [D8]. */
+START_TEST(test_views_every_partner)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    json_t *partners = json_object_get(g_expect, "partners");
+    ck_assert_uint_ge(json_object_size(partners), 19);
+    const char *id;
+    json_t *want;
+    json_object_foreach(partners, id, want) {
+        for (int v = 0; v < 4; v++) {
+            run_result r = tally(names[v], id, "--views", g_views, "--shards", "2", "--json", NULL);
+            json_t *got = parse_out(&r);
+            char what[256];
+            snprintf(what, sizeof what, "%s %s", names[v], id);
+            assert_json_eq(got, json_object_get(want, names[v]), what);
+            ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), HEAD_SEQ);
+            json_decref(got);
+            run_free(&r);
+        }
+    }
+}
+END_TEST
+
+/* Keys in SPEC section 8 order, "seq" where the SPEC puts it. */
+START_TEST(test_json_key_order)
+{
+    static const char *const want[] = {"partner", "program", "currency", "tier",    "seq",
+                                       "accrued", "clawed_back", "adjusted", "expired",
+                                       "pending", "approved", "paid",     "deficit",
+                                       "available", "buckets"};
+    run_result r = tally("balance", GOLDEN_PARTNER, "--views", g_views, "--shards", "2", "--json",
+                         NULL);
+    json_t *got = parse_out(&r);
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(got, key, v) {
+        ck_assert_uint_lt(i, sizeof want / sizeof want[0]);
+        ck_assert_str_eq(key, want[i]);
+        i++;
+    }
+    ck_assert_uint_eq(i, sizeof want / sizeof want[0]);
+    /* nested: a bucket is {"period","remaining","expires_after"} */
+    json_t *b = json_array_get(json_object_get(got, "buckets"), 0);
+    void *it = json_object_iter(b);
+    ck_assert_str_eq(json_object_iter_key(it), "period");
+    ck_assert_str_eq(json_object_iter_key(json_object_iter_next(b, it)), "remaining");
+    ck_assert_ptr_nonnull(strstr(r.out, "{\"partner\":\"" GOLDEN_PARTNER "\",\"program\":"));
+    json_decref(got);
+    run_free(&r);
+}
+END_TEST
+
+/* [D15] An unknown partner: exit 1, one line on stderr, nothing on stdout. */
+START_TEST(test_unknown_partner)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    for (int v = 0; v < 4; v++) {
+        for (int json = 0; json < 2; json++) {
+            run_result r = tally(names[v], "no-such-partner", "--views", g_views, "--shards",
+                                 "2", json ? "--json" : NULL, NULL);
+            ck_assert_int_eq(r.code, 1);
+            ck_assert_uint_eq(count_lines(r.err), 1);
+            ck_assert_ptr_nonnull(strstr(r.err, "unknown partner 'no-such-partner'"));
+            ck_assert_str_eq(r.out, "");
+            run_free(&r);
+        }
+    }
+}
+END_TEST
+
+/* Human tables of one partner, compared with golden files. With
+ * TALLY_UPDATE_GOLDEN set the files are rewritten instead (review the diff). */
+START_TEST(test_human_golden)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    const char *src = getenv("TALLY_SOURCE_DIR");
+    for (int v = 0; v < 4; v++) {
+        run_result r = tally(names[v], GOLDEN_PARTNER, "--views", g_views, "--shards", "2", NULL);
+        ck_assert_msg(r.code == 0, "%s: %s", names[v], r.err);
+        ck_assert_ptr_null(strchr(r.out, '\033')); /* no decoration off a terminal */
+        char path[1200];
+        snprintf(path, sizeof path, "%s/tests/golden/%s-%s.txt", src ? src : ".", names[v],
+                 GOLDEN_PARTNER);
+        if (getenv("TALLY_UPDATE_GOLDEN"))
+            ck_assert(tu_write_file(path, r.out, strlen(r.out)));
+        char *golden = tu_read_file(path, NULL);
+        ck_assert_msg(golden != NULL, "missing golden file %s", path);
+        ck_assert_str_eq(r.out, golden);
+        free(golden);
+        run_free(&r);
+    }
+}
+END_TEST
+
+/* Money is decimal in the currency's digits: the 2026-Q1 bucket of 145265
+ * minor units shows as 1,452.65; the header names the currency. */
+START_TEST(test_human_money)
+{
+    run_result r = tally("balance", GOLDEN_PARTNER, "--views", g_views, "--shards", "2", NULL);
+    ck_assert_int_eq(r.code, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "1,452.65"));
+    ck_assert_ptr_nonnull(strstr(r.out, "Currency  USD"));
+    run_free(&r);
+    char buf[TLY_QUERY_MONEY_CHARS];
+    tly_query_format_money(INT64_MIN, 2, buf, sizeof buf);
+    ck_assert_str_eq(buf, "-92,233,720,368,547,758.08");
+    tly_query_format_money(-5, 2, buf, sizeof buf);
+    ck_assert_str_eq(buf, "-0.05");
+    tly_query_format_money(1234567, 0, buf, sizeof buf);
+    ck_assert_str_eq(buf, "1,234,567");
+    tly_query_format_money(1234567, 3, buf, sizeof buf);
+    ck_assert_str_eq(buf, "1,234.567");
+    ck_assert_int_eq(tly_query_currency_exponent("JPY"), 0);
+    ck_assert_int_eq(tly_query_currency_exponent("KWD"), 3);
+    ck_assert_int_eq(tly_query_currency_exponent("EUR"), 2);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Cross-shard answers                                                       */
+
+/* Liabilities: the sum over shards of each program's share. */
+START_TEST(test_liabilities_sum)
+{
+    json_t *want = json_object();
+    size_t i;
+    json_t *share;
+    json_array_foreach(json_object_get(g_expect, "liabilities"), i, share) {
+        const char *prog = json_string_value(json_object_get(share, "program"));
+        json_t *acc = json_object_get(want, prog);
+        if (!acc) {
+            json_object_set_new(want, prog, json_deep_copy(share));
+            continue;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(share, key, v) {
+            if (json_is_integer(v))
+                json_object_set_new(acc, key, json_integer(json_integer_value(v) +
+                                                           json_integer_value(json_object_get(
+                                                               acc, key))));
+        }
+    }
+    run_result r = tally("liabilities", "--views", g_views, "--shards", "2", "--json", NULL);
+    json_t *got = parse_out(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), HEAD_SEQ);
+    ck_assert_ptr_null(json_object_get(got, "shards_differ"));
+    json_t *progs = json_object_get(got, "programs");
+    ck_assert_uint_eq(json_array_size(progs), json_object_size(want));
+    json_t *p;
+    json_array_foreach(progs, i, p) {
+        const char *name = json_string_value(json_object_get(p, "program"));
+        assert_json_eq(p, json_object_get(want, name), name);
+    }
+    /* programs are listed by name */
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(progs, 0), "program")),
+                     "apex");
+    json_decref(got);
+    json_decref(want);
+    run_free(&r);
+}
+END_TEST
+
+static int cmp_exc(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "seq"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "seq"));
+    return x < y ? -1 : x > y;
+}
+
+/* Exceptions: every shard's, merged in log order; the same (seq, kind,
+ * partner) list as the vector [D16]. */
+START_TEST(test_exceptions_merged)
+{
+    run_result r = tally("exceptions", "--views", g_views, "--shards", "2", "--json", NULL);
+    json_t *got = parse_out(&r);
+    json_t *xs = json_object_get(got, "exceptions");
+    json_t *want = json_object_get(g_expect, "exceptions");
+    ck_assert_uint_eq(json_array_size(xs), json_array_size(want));
+    size_t n = json_array_size(xs);
+    json_t **sorted = calloc(n, sizeof *sorted);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = json_array_get(want, i);
+    qsort(sorted, n, sizeof *sorted, cmp_exc);
+    char *vp = tu_vector("seed101-expected.json");
+    json_t *vec = json_load_file(vp, 0, NULL);
+    json_t *vx = json_object_get(json_object_get(vec, "exceptions"), "exceptions");
+    ck_assert_uint_eq(json_array_size(vx), n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *g = json_array_get(xs, i), *v = json_array_get(vx, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(g, "seq")),
+                         json_integer_value(json_object_get(sorted[i], "seq")));
+        ck_assert(json_equal(json_object_get(g, "seq"), json_object_get(v, "seq")));
+        ck_assert(json_equal(json_object_get(g, "kind"), json_object_get(v, "kind")));
+        ck_assert(json_equal(json_object_get(g, "partner"), json_object_get(v, "partner")));
+    }
+    free(sorted);
+    free(vp);
+    json_decref(vec);
+    json_decref(got);
+    run_free(&r);
+}
+END_TEST
+
+/* Filters: --partner, --kind and --from-seq select from the full list. */
+START_TEST(test_exceptions_filters)
+{
+    run_result all = tally("exceptions", "--views", g_views, "--shards", "2", "--json", NULL);
+    json_t *full = parse_out(&all);
+    run_result r = tally("exceptions", "--views", g_views, "--shards", "2", "--json", "--kind",
+                         "held", "--partner", "wideworld-consultant-639", "--from-seq", "100",
+                         NULL);
+    json_t *got = parse_out(&r);
+    size_t want = 0, i;
+    json_t *x;
+    json_array_foreach(json_object_get(full, "exceptions"), i, x) {
+        want += strcmp(json_string_value(json_object_get(x, "kind")), "held") == 0 &&
+                json_is_string(json_object_get(x, "partner")) &&
+                strcmp(json_string_value(json_object_get(x, "partner")),
+                       "wideworld-consultant-639") == 0 &&
+                json_integer_value(json_object_get(x, "seq")) >= 100;
+    }
+    ck_assert_uint_gt(want, 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(got, "exceptions")), want);
+    json_array_foreach(json_object_get(got, "exceptions"), i, x) {
+        ck_assert_str_eq(json_string_value(json_object_get(x, "kind")), "held");
+        ck_assert_int_ge(json_integer_value(json_object_get(x, "seq")), 100);
+    }
+    json_decref(full);
+    json_decref(got);
+    run_free(&all);
+    run_free(&r);
+}
+END_TEST
+
+/* [D8] Shards at different checkpoints: seq is the lowest, and the answer
+ * says so ("shards_differ", and a note in the table). */
+START_TEST(test_shards_differ)
+{
+    run_result r = tally("liabilities", "--views", g_views, "--shards", "3", "--json", NULL);
+    json_t *got = parse_out(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), LAG_SEQ);
+    ck_assert(json_is_true(json_object_get(got, "shards_differ")));
+    json_decref(got);
+    run_free(&r);
+    r = tally("exceptions", "--views", g_views, "--shards", "3", "--json", NULL);
+    got = parse_out(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), LAG_SEQ);
+    ck_assert(json_is_true(json_object_get(got, "shards_differ")));
+    json_decref(got);
+    run_free(&r);
+    r = tally("liabilities", "--views", g_views, "--shards", "3", NULL);
+    ck_assert_int_eq(r.code, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "Note: the shards had applied different log positions"));
+    run_free(&r);
+    r = tally("liabilities", "--views", g_views, "--shards", "2", NULL);
+    ck_assert_ptr_null(strstr(r.out, "Note:"));
+    run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* status and wait                                                           */
+
+static char g_dead_ep[64]; /* nothing listens here */
+
+START_TEST(test_status_from_data)
+{
+    run_result r = tally("status", "--data", g_data, "--shards", "3", "--query", g_dead_ep,
+                         "--json", NULL);
+    json_t *got = parse_out(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(got, "head")), HEAD_SEQ);
+    ck_assert_str_eq(json_string_value(json_object_get(got, "source")), "data");
+    json_t *shards = json_object_get(got, "shards");
+    ck_assert_uint_eq(json_array_size(shards), 3);
+    json_t *s2 = json_array_get(shards, 2);
+    ck_assert_str_eq(json_string_value(json_object_get(s2, "shard")), "2/3");
+    ck_assert_int_eq(json_integer_value(json_object_get(s2, "checkpoint")), LAG_SEQ);
+    ck_assert_int_eq(json_integer_value(json_object_get(s2, "lag")), HEAD_SEQ - LAG_SEQ);
+    json_decref(got);
+    run_free(&r);
+    r = tally("status", "--data", g_data, "--shards", "3", "--query", g_dead_ep, NULL);
+    ck_assert_int_eq(r.code, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "Ledger head  3074"));
+    ck_assert_ptr_nonnull(strstr(r.out, "query service not reachable"));
+    ck_assert_ptr_nonnull(strstr(r.out, "2/3             2000          1074"));
+    run_free(&r);
+}
+END_TEST
+
+/* [D9] wait succeeds at once when every shard is there, and times out with
+ * exit 1 and one clear line when one is behind. */
+START_TEST(test_wait)
+{
+    run_result r = tally("wait", "--seq", "2000", "--data", g_data, "--shards", "3", "--query",
+                         g_dead_ep, "--timeout", "5", NULL);
+    ck_assert_msg(r.code == 0, "%s", r.err);
+    run_free(&r);
+    r = tally("wait", "--seq", "2001", "--data", g_data, "--shards", "3", "--query", g_dead_ep,
+              "--timeout", "1", NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_uint_eq(count_lines(r.err), 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "timed out after 1 s waiting for seq 2001"));
+    ck_assert_ptr_nonnull(strstr(r.err, "shard 2/3 is at 2000"));
+    run_free(&r);
+    r = tally("wait", "--data", g_data, NULL);
+    ck_assert_int_eq(r.code, 2);
+    run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* The service                                                               */
+
+static pid_t start_service(char *ep, size_t cap, const char *shards)
+{
+    tu_endpoint(ep, cap);
+    char log[1200];
+    snprintf(log, sizeof log, "%s/query.%d.log", g_data, (int)getpid());
+    char *const argv[] = {(char *)tu_tally(), "query", "--data", g_data, "--query", ep,
+                          "--shards", (char *)shards, NULL};
+    pid_t pid = tu_spawn(argv, log);
+    ck_assert(tu_wait_listening(ep, 10000));
+    return pid;
+}
+
+/* The CLI through the service answers as the stores do. */
+START_TEST(test_service_answers)
+{
+    char ep[64];
+    pid_t pid = start_service(ep, sizeof ep, "2");
+    json_t *partners = json_object_get(g_expect, "partners");
+    const char *id;
+    json_t *want;
+    json_object_foreach(partners, id, want) {
+        run_result r = tally("balance", id, "--query", ep, "--json", NULL);
+        json_t *got = parse_out(&r);
+        assert_json_eq(got, json_object_get(want, "balance"), id);
+        json_decref(got);
+        run_free(&r);
+    }
+    run_result r = tally("claims", "nobody", "--query", ep, NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_uint_eq(count_lines(r.err), 1);
+    run_free(&r);
+    r = tally("status", "--query", ep, "--json", NULL);
+    json_t *st = parse_out(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "source")), "service");
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "head")), HEAD_SEQ);
+    json_decref(st);
+    run_free(&r);
+    r = tally("wait", "--seq", "3074", "--query", ep, "--timeout", "5", NULL);
+    ck_assert_int_eq(r.code, 0);
+    run_free(&r);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+}
+END_TEST
+
+static json_t *call(const char *ep, const char *req_text)
+{
+    json_t *req = json_loads(req_text, 0, NULL);
+    json_t *reply = NULL;
+    ck_assert_int_eq(tly_query_call(ep, req, 5000, &reply), TLY_OK);
+    json_decref(req);
+    return reply;
+}
+
+static void assert_error(const char *ep, const char *req, const char *code, const char *field)
+{
+    json_t *r = call(ep, req);
+    ck_assert_msg(json_is_string(json_object_get(r, "error")), "%s: no error", req);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), code);
+    if (field)
+        ck_assert_str_eq(json_string_value(json_object_get(r, "field")), field);
+    json_decref(r);
+}
+
+/* Bad requests get error replies with stable codes; the service lives on. */
+START_TEST(test_service_bad_requests)
+{
+    char ep[64];
+    pid_t pid = start_service(ep, sizeof ep, "2");
+    assert_error(ep, "{}", "missing_field", "q");
+    assert_error(ep, "{\"q\": 7}", "bad_field", "q");
+    assert_error(ep, "{\"q\": \"bogus\"}", "bad_field", "q");
+    assert_error(ep, "{\"q\": \"balance\"}", "missing_field", "partner");
+    assert_error(ep, "{\"q\": \"balance\", \"partner\": 3}", "bad_field", "partner");
+    assert_error(ep, "{\"q\": \"balance\", \"partner\": \"\"}", "bad_field", "partner");
+    assert_error(ep, "{\"q\": \"balance\", \"partner\": \"zz\"}", "not_found", "partner");
+    assert_error(ep, "{\"q\": \"exceptions\", \"from_seq\": -1}", "bad_field", "from_seq");
+    /* not MessagePack at all */
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+    ck_assert_int_eq(zmq_connect(s, ep), 0);
+    ck_assert_int_eq(zmq_send(s, "\xc1", 1, 0), 1);
+    char buf[512];
+    int n = zmq_recv(s, buf, sizeof buf, 0);
+    ck_assert_int_gt(n, 0);
+    json_t *r = tly_json_from_mp(buf, (size_t)n);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "malformed");
+    json_decref(r);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    json_t *ok = call(ep, "{\"q\": \"liabilities\"}");
+    ck_assert_int_eq(json_integer_value(json_object_get(ok, "seq")), HEAD_SEQ);
+    json_decref(ok);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+}
+END_TEST
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Round-trip latency of balance queries over loopback, printed for the
+ * record (no timing assertion: machines differ); every reply is checked. */
+START_TEST(test_service_latency)
+{
+    enum { SAMPLES = 5000 };
+    char ep[64];
+    pid_t pid = start_service(ep, sizeof ep, "2");
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+    ck_assert_int_eq(zmq_connect(s, ep), 0);
+    json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", GOLDEN_PARTNER);
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    ck_assert_int_eq(tly_query_pack(req, &body), TLY_OK);
+    static uint64_t ns[SAMPLES];
+    static char buf[65536];
+    for (int i = 0; i < SAMPLES; i++) {
+        uint64_t t0 = tly_mono_ns();
+        ck_assert_int_eq(zmq_send(s, body.data, body.size, 0), (int)body.size);
+        int n = zmq_recv(s, buf, sizeof buf, 0);
+        ns[i] = tly_mono_ns() - t0;
+        ck_assert_int_gt(n, 100);
+        json_t *reply = tly_json_from_mp(buf, (size_t)n);
+        ck_assert(json_is_integer(json_object_get(reply, "available")));
+        json_decref(reply);
+    }
+    qsort(ns, SAMPLES, sizeof ns[0], cmp_u64);
+    printf("query latency (balance, loopback round trip, %d samples): p50 %llu us, p99 %llu us, "
+           "max %llu us\n",
+           SAMPLES, (unsigned long long)ns[SAMPLES / 2] / 1000,
+           (unsigned long long)ns[SAMPLES * 99 / 100] / 1000,
+           (unsigned long long)ns[SAMPLES - 1] / 1000);
+    msgpack_sbuffer_destroy(&body);
+    /* The service's own work per request (answer + encode), in process:
+     * what remains of the round trip is ZeroMQ and the scheduler. */
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(g_views, NULL, 2, &store), TLY_OK);
+    for (int i = 0; i < SAMPLES; i++) {
+        uint64_t t0 = tly_mono_ns();
+        json_t *reply = NULL;
+        ck_assert_int_eq(tly_query_answer(store, req, &reply), TLY_OK);
+        msgpack_sbuffer_init(&body);
+        ck_assert_int_eq(tly_query_pack(reply, &body), TLY_OK);
+        ns[i] = tly_mono_ns() - t0;
+        ck_assert(json_is_integer(json_object_get(reply, "available")));
+        msgpack_sbuffer_destroy(&body);
+        json_decref(reply);
+    }
+    tly_query_store_close(store);
+    qsort(ns, SAMPLES, sizeof ns[0], cmp_u64);
+    printf("query work (balance, answer + encode in process): p50 %llu us, p99 %llu us\n",
+           (unsigned long long)ns[SAMPLES / 2] / 1000,
+           (unsigned long long)ns[SAMPLES * 99 / 100] / 1000);
+    json_decref(req);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+}
+END_TEST
+
+/* The service may start before the consumers: it answers "unavailable"
+ * until the stores exist, then picks them up without a restart. */
+START_TEST(test_service_before_stores)
+{
+    char *data = tu_tmpdir();
+    char ep[64];
+    tu_endpoint(ep, sizeof ep);
+    char *const argv[] = {(char *)tu_tally(), "query", "--data", data, "--query", ep,
+                          "--shards", "1", NULL};
+    pid_t pid = tu_spawn(argv, NULL);
+    ck_assert(tu_wait_listening(ep, 10000));
+    assert_error(ep, "{\"q\": \"liabilities\"}", "unavailable", NULL);
+    tly_engine *e = NULL;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    tly_views_close(v);
+    tly_engine_free(e);
+    json_t *r = call(ep, "{\"q\": \"liabilities\"}");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "seq")), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "programs")), 0);
+    json_decref(r);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+    tu_rmtree(data);
+}
+END_TEST
+
+START_TEST(test_unreachable_and_usage)
+{
+    run_result r = tally("balance", GOLDEN_PARTNER, "--query", g_dead_ep, NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_uint_eq(count_lines(r.err), 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "query service not reachable at"));
+    run_free(&r);
+    r = tally("balance", NULL);
+    ck_assert_int_eq(r.code, 2);
+    run_free(&r);
+    r = tally("balance", "--help", NULL);
+    ck_assert_int_eq(r.code, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "Usage: tally balance PARTNER"));
+    run_free(&r);
+    r = tally("query", "--query", "tcp://10.1.2.3:7413", "--data", g_data, NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "not a loopback endpoint"));
+    run_free(&r);
+}
+END_TEST
+
+static Suite *query_suite(void)
+{
+    Suite *s = suite_create("query");
+    TCase *tc = tcase_create("views");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_views_every_partner);
+    tcase_add_test(tc, test_json_key_order);
+    tcase_add_test(tc, test_unknown_partner);
+    tcase_add_test(tc, test_human_golden);
+    tcase_add_test(tc, test_human_money);
+    tcase_add_test(tc, test_liabilities_sum);
+    tcase_add_test(tc, test_exceptions_merged);
+    tcase_add_test(tc, test_exceptions_filters);
+    tcase_add_test(tc, test_shards_differ);
+    tcase_add_test(tc, test_status_from_data);
+    tcase_add_test(tc, test_wait);
+    tcase_add_test(tc, test_service_answers);
+    tcase_add_test(tc, test_service_bad_requests);
+    tcase_add_test(tc, test_service_latency);
+    tcase_add_test(tc, test_service_before_stores);
+    tcase_add_test(tc, test_unreachable_and_usage);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    build_fixture();
+    tu_endpoint(g_dead_ep, sizeof g_dead_ep);
+    SRunner *sr = srunner_create(query_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    json_decref(g_expect);
+    tu_rmtree(g_data);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
