@@ -62,6 +62,9 @@ static void redirect_fd(int fd, const char *path, int flags)
     close(f);
 }
 
+/* "NAME=VALUE" strings the next spawned child gets in its environment. */
+static const char *const *g_child_env;
+
 /* Like tu_spawn, with separate stdout/stderr files (they may be the same
  * path), and the child is killed when this test process dies. */
 static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
@@ -74,6 +77,8 @@ static pid_t spawn_tied(const char *const *argv, const char *out, const char *er
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(125);
+        for (const char *const *e = g_child_env; e && *e; e++)
+            putenv((char *)*e);
         redirect_fd(0, NULL, O_RDONLY);
         redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
         if (err && out && strcmp(err, out) == 0)
@@ -857,6 +862,22 @@ START_TEST(test_idempotency)
     assert_result_seq(r, 1, 4, false);
     ck_assert_uint_eq(log_head(&L), 4);
 
+    /* Within one request: a second copy is a dup of the first, a second
+     * version with other bytes a conflict. */
+    evlist *twice = ev_new();
+    ev_add_sale(twice, "idem-4", 4000);
+    ev_add_sale(twice, "idem-4", 4000);
+    ev_add_sale(twice, "idem-4", 4001);
+    ingest(d, 7, "dist-x", false, twice, r);
+    assert_result_seq(r, 0, 5, false);
+    assert_result_seq(r, 1, 5, true);
+    assert_result_err(r, 2, TLY_CONFLICT, NULL);
+    ck_assert_uint_eq(log_head(&L), 5);
+    ev_free(twice);
+    uint64_t seq = 0;
+    ck_assert_int_eq(log_lookup(&L, "dist-x", "idem-4", &seq), TLY_OK);
+    ck_assert_uint_eq(seq, 5);
+
     /* Dedupe survives a restart on the same data directory. */
     ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
     zmq_close(d);
@@ -868,7 +889,7 @@ START_TEST(test_idempotency)
     ingest(d, 6, "dist-x", false, c, r);
     assert_result_err(r, 0, TLY_CONFLICT, NULL);
     assert_result_seq(r, 1, 4, true);
-    ck_assert_uint_eq(log_head(&L), 4);
+    ck_assert_uint_eq(log_head(&L), 5);
 
     /* And through `tally send`: ten events, a restart, the same file. */
     char file[700];
@@ -879,7 +900,7 @@ START_TEST(test_idempotency)
     ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
     lt_start(&L, NULL);
     assert_sent(send_run(&L, "again", args), 0, 0, 10, 0);
-    ck_assert_uint_eq(log_head(&L), 14);
+    ck_assert_uint_eq(log_head(&L), 15);
 
     ev_free(a);
     ev_free(b);
@@ -1052,6 +1073,33 @@ START_TEST(test_whole_request_errors)
     assert_whole(r, TLY_MALFORMED, true, 5);
     still_serving(d, &L, &head);
 
+    /* Without CURVE a request must declare its source [D3]. */
+    evlist *one = ev_new();
+    ev_add_sale(one, "nosource-1", 1);
+    msgpack_sbuffer_clear(&sb);
+    req_encode(&sb, 9, NULL, false, one);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_MALFORMED, true, 9);
+    still_serving(d, &L, &head);
+
+    /* A source of 65 bytes is refused [D12]; 64 bytes is fine. */
+    char src[70];
+    memset(src, 's', 65);
+    src[65] = '\0';
+    msgpack_sbuffer_clear(&sb);
+    req_encode(&sb, 10, src, false, one);
+    ingest_frame(d, sb.data, sb.size, r);
+    ck_assert_msg(r->whole == TLY_MALFORMED || r->whole == TLY_BAD_FIELD,
+                  "a 65-byte source: %s", tly_err_name(r->whole));
+    ck_assert_int_eq(r->has_req, true);
+    ck_assert_uint_eq(log_head(&L), head);
+    src[64] = '\0';
+    ingest(d, 11, src, false, one, r);
+    assert_result_seq(r, 0, head + 1, false);
+    head += 1;
+    ck_assert_int_eq(log_lookup(&L, src, "nosource-1", &(uint64_t){0}), TLY_OK);
+    ev_free(one);
+
     /* An empty events array. */
     evlist *none = ev_new();
     msgpack_sbuffer_clear(&sb);
@@ -1173,6 +1221,16 @@ START_TEST(test_atomic)
         assert_result_seq(r, i, 2 + i, false);
     ck_assert_uint_eq(log_head(&L), 6);
 
+    /* A resend inside an atomic request stays a dup; the rest is appended. */
+    evlist *mixed = ev_new();
+    ev_add_sale(mixed, "good-0", 100);
+    ev_add_sale(mixed, "good-9", 109);
+    ingest(d, 5, "dist-a", true, mixed, r);
+    assert_result_seq(r, 0, 2, true);
+    assert_result_seq(r, 1, 7, false);
+    ck_assert_uint_eq(log_head(&L), 7);
+    ev_free(mixed);
+
     /* Through `tally send --atomic`: one bad line rejects its whole batch. */
     char file[700];
     snprintf(file, sizeof file, "%s/atomic.jsonl", L.dir);
@@ -1183,7 +1241,7 @@ START_TEST(test_atomic)
     fclose(f);
     const char *args[] = {"--atomic", "--source", "dist-a", file, NULL};
     assert_sent(send_run(&L, "atomic", args), 1, 0, 0, 5);
-    ck_assert_uint_eq(log_head(&L), 6);
+    ck_assert_uint_eq(log_head(&L), 7);
     char *err = send_stderr(&L, "atomic");
     ck_assert_msg(strstr(err, "line 5 (id snd-bad): bad_field [qty]") != NULL, "stderr: %s", err);
     ck_assert_msg(strstr(err, "line 1 (id snd-0): atomic_aborted") != NULL, "stderr: %s", err);
@@ -1325,6 +1383,97 @@ START_TEST(test_crash_recovery)
         assert_all_present(&L, &s, sources[k], "cr", CR_EVENTS);
     scan_free(&s);
     audit_verify_if_built(&L);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* a full disk is an error reply, never a corrupted log (SPEC section 3) */
+
+#define FULL_EVENTS 200
+#define FULL_REQUESTS_MAX 400
+
+static evlist *full_request(int k)
+{
+    evlist *e = ev_new();
+    for (int i = 0; i < FULL_EVENTS; i++) {
+        char id[48];
+        snprintf(id, sizeof id, "full-%d-%d", k, i);
+        ev_add_sale(e, id, 1 + i);
+    }
+    return e;
+}
+
+/* True when the whole request was appended at first..; false when every
+ * event got `storage`. Anything else fails. */
+static bool full_outcome(const lt_reply *r, uint64_t first)
+{
+    ck_assert_msg(r->whole == TLY_OK, "whole-request %s (%s)", tly_err_name(r->whole), r->msg);
+    if (r->res[0].err == TLY_STORAGE) {
+        for (uint32_t i = 0; i < r->count; i++)
+            assert_result_err(r, i, TLY_STORAGE, NULL);
+        return false;
+    }
+    for (uint32_t i = 0; i < r->count; i++)
+        assert_result_seq(r, i, first + i, false);
+    return true;
+}
+
+START_TEST(test_storage_full)
+{
+    lt_ledger L;
+    lt_init(&L);
+    const char *env[] = {"TALLY_LOG_MAP_MAX_BYTES=1048576", NULL};
+    g_child_env = env;
+    lt_start(&L, NULL);
+    g_child_env = NULL;
+    void *ctx = lt_ctx();
+    void *d = lt_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+    uint64_t head = 0;
+    int full = -1;
+    for (int k = 0; k < FULL_REQUESTS_MAX && full < 0; k++) {
+        evlist *e = full_request(k);
+        ingest(d, (uint64_t)k + 1, "dist-full", false, e, r);
+        if (full_outcome(r, head + 1))
+            head += FULL_EVENTS;
+        else
+            full = k;
+        ev_free(e);
+    }
+    ck_assert_msg(full > 0, "a 1 MiB log never filled (or nothing fit)");
+    ck_assert_uint_eq(log_head(&L), head);
+
+    /* Still serving: dups of stored events need no space; the full request
+     * is refused again. */
+    evlist *first = full_request(0);
+    ingest(d, 1000, "dist-full", false, first, r);
+    for (uint32_t i = 0; i < FULL_EVENTS; i++)
+        assert_result_seq(r, i, 1 + i, true);
+    evlist *last = full_request(full);
+    ingest(d, 1001, "dist-full", false, last, r);
+    ck_assert(!full_outcome(r, head + 1));
+    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    lt_scan s;
+    log_scan(&L, &s);
+    scan_free(&s);
+
+    /* With room again (no ceiling), the refused request is appended. */
+    lt_start(&L, NULL);
+    zmq_close(d);
+    d = lt_dealer(ctx, L.ingest);
+    ingest(d, 1002, "dist-full", false, last, r);
+    ck_assert(full_outcome(r, head + 1));
+    head += FULL_EVENTS;
+    ck_assert_uint_eq(log_head(&L), head);
+    log_scan(&L, &s);
+    scan_free(&s);
+
+    ev_free(first);
+    ev_free(last);
+    reply_free(r);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
     lt_done(&L);
 }
 END_TEST
@@ -1919,6 +2068,7 @@ static Suite *ledger_suite(void)
     tcase_add_test(tcase(s, "atomic", 60), test_atomic);
     tcase_add_test(tcase(s, "group_commit", 180), test_concurrent_producers);
     tcase_add_test(tcase(s, "crash", 240), test_crash_recovery);
+    tcase_add_test(tcase(s, "storage", 120), test_storage_full);
     TCase *c = tcase(s, "curve", 60);
     tcase_add_test(c, test_curve_roles);
     tcase_add_test(c, test_loopback_only_without_curve);
