@@ -64,49 +64,91 @@ typedef struct gen_args {
     bool help;
 } gen_args;
 
-/* Parses one numeric option value; false (usage printed) when invalid. */
-static bool num_value(const char *name, const char *v, uint64_t min, uint64_t max,
-                      uint64_t *out)
+/* The numeric options: name, range, and where the value goes. */
+typedef struct num_opt {
+    const char *name;
+    uint64_t min, max;
+} num_opt;
+
+enum { OPT_SEED, OPT_EVENTS, OPT_PARTNERS, OPT_MONTHS, OPT_RESEND, OPT_NUM_COUNT };
+
+static const num_opt num_opts[OPT_NUM_COUNT] = {
+    [OPT_SEED] = {"--seed", 0, UINT64_MAX},
+    [OPT_EVENTS] = {"--events", 1, TLY_GEN_EVENTS_MAX},
+    [OPT_PARTNERS] = {"--partners", 1, TLY_GEN_PARTNERS_MAX},
+    [OPT_MONTHS] = {"--months", 1, TLY_GEN_MONTHS_MAX},
+    [OPT_RESEND] = {"--resend-pct", 0, 100},
+};
+
+static void set_num(tly_gen_opts *o, int which, uint64_t v)
 {
-    if (tly_parse_u64(v, min, max, out))
-        return true;
-    tly_usagef(CMD, "%s expects an integer in %llu..%llu, got '%s'", name,
-               (unsigned long long)min, (unsigned long long)max, v);
-    return false;
+    switch (which) {
+    case OPT_SEED:
+        o->seed = v;
+        break;
+    case OPT_EVENTS:
+        o->events = v;
+        break;
+    case OPT_PARTNERS:
+        o->partners = v;
+        break;
+    case OPT_MONTHS:
+        o->months = (uint32_t)v; /* ≤ TLY_GEN_MONTHS_MAX */
+        break;
+    default:
+        o->resend_pct = (uint32_t)v; /* ≤ 100 */
+        break;
+    }
 }
 
-/* Handles argv[*i] when it is a numeric option; 1 consumed, 0 not one, -1 error. */
+/* Handles argv[*i] when it is a numeric option: 1 consumed, 0 not one,
+ * -1 usage error (printed). */
 static int num_option(gen_args *a, int argc, char **argv, int *i)
 {
-    static const char *const names[] = {"--seed", "--events", "--partners", "--months",
-                                        "--resend-pct"};
-    const uint64_t max[] = {UINT64_MAX, TLY_GEN_EVENTS_MAX, TLY_GEN_PARTNERS_MAX,
-                            TLY_GEN_MONTHS_MAX, 100};
-    const uint64_t min[] = {0, 1, 1, 1, 0};
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+    for (int k = 0; k < OPT_NUM_COUNT; k++) {
+        const num_opt *n = &num_opts[k];
         const char *v;
-        int rc = tly_opt_value(names[k], argc, argv, i, &v);
-        if (rc <= 0) {
-            if (rc < 0)
-                return -1;
+        int rc = tly_opt_value(n->name, argc, argv, i, &v);
+        if (rc == 0)
             continue;
-        }
-        uint64_t n;
-        if (!num_value(names[k], v, min[k], max[k], &n))
+        if (rc < 0)
             return -1;
-        uint64_t *slots[] = {&a->opt.seed, &a->opt.events, &a->opt.partners, NULL, NULL};
-        if (slots[k])
-            *slots[k] = n;
-        else if (k == 3)
-            a->opt.months = (uint32_t)n;
-        else
-            a->opt.resend_pct = (uint32_t)n;
+        uint64_t value;
+        if (!tly_parse_u64(v, n->min, n->max, &value)) {
+            tly_usagef(CMD, "%s expects an integer in %llu..%llu, got '%s'", n->name,
+                       (unsigned long long)n->min, (unsigned long long)n->max, v);
+            return -1;
+        }
+        set_num(&a->opt, k, value);
         return 1;
     }
     return 0;
 }
 
-/* Returns TLY_EXIT_OK to go on, TLY_EXIT_USAGE after printing the error. */
+/* Handles the other options at argv[*i]; exit code of a usage error, or
+ * TLY_EXIT_OK. */
+static int other_option(gen_args *a, int argc, char **argv, int *i)
+{
+    const char *v;
+    int rc;
+    if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
+        a->help = true;
+    } else if ((rc = tly_opt_value("--start", argc, argv, i, &v)) != 0) {
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (!tly_gen_parse_date(v, &a->opt.start_ms))
+            return tly_usagef(CMD, "--start expects a date YYYY-MM-DD, got '%s'", v);
+    } else if ((rc = tly_opt_value("--out", argc, argv, i, &v)) != 0) {
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        a->out_path = v;
+    } else {
+        return tly_usagef(CMD, "unknown argument '%s'", argv[*i]);
+    }
+    return TLY_EXIT_OK;
+}
+
+/* Fills a from argv; TLY_EXIT_OK or TLY_EXIT_USAGE (error printed). */
 static int parse_args(gen_args *a, int argc, char **argv)
 {
     tly_gen_parse_date("2025-01-01", &a->opt.start_ms);
@@ -114,25 +156,11 @@ static int parse_args(gen_args *a, int argc, char **argv)
     a->opt.events = 10000;
     a->opt.months = 18;
     for (int i = 1; i < argc; i++) {
-        const char *v;
         int rc = num_option(a, argc, argv, &i);
         if (rc < 0)
             return TLY_EXIT_USAGE;
-        if (rc > 0)
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            a->help = true;
-        } else if ((rc = tly_opt_value("--start", argc, argv, &i, &v)) != 0) {
-            if (rc < 0 || !tly_gen_parse_date(v, &a->opt.start_ms))
-                return rc < 0 ? TLY_EXIT_USAGE
-                              : tly_usagef(CMD, "--start expects YYYY-MM-DD, got '%s'", v);
-        } else if ((rc = tly_opt_value("--out", argc, argv, &i, &v)) != 0) {
-            if (rc < 0)
-                return TLY_EXIT_USAGE;
-            a->out_path = v;
-        } else {
-            return tly_usagef(CMD, "unknown argument '%s'", argv[i]);
-        }
+        if (rc == 0 && (rc = other_option(a, argc, argv, &i)) != TLY_EXIT_OK)
+            return rc;
     }
     return TLY_EXIT_OK;
 }
@@ -155,10 +183,12 @@ static int generate(const gen_args *a, FILE *out)
     /* An independent stream for resends: the other records do not change. */
     tly_gen_rng_seed(&g->rng_resend, a->opt.seed ^ UINT64_C(0x5245534E44524E47));
     bool ok = tly_gen_world_init(g);
-    if (!ok)
-        tly_errorf(CMD, "out of memory for %llu partners", (unsigned long long)a->opt.partners);
-    else if (!tly_gen_run(g))
-        ok = false, tly_errorf(CMD, "write error");
+    if (!ok) {
+        tly_errorf(CMD, "out of memory for the partners");
+    } else if (!tly_gen_run(g)) {
+        tly_errorf(CMD, "write error: %s", strerror(errno));
+        ok = false;
+    }
     tly_gen_out_free(g);
     tly_gen_world_free(g);
     free(g);

@@ -121,7 +121,7 @@ static int64_t days(tly_gen *g, int64_t lo, int64_t hi)
 
 /* ------------------------------------------------------------ helpers */
 
-static tly_gen_rng *R(tly_gen *g)
+static tly_gen_rng *rng(tly_gen *g)
 {
     return &g->rng;
 }
@@ -134,7 +134,7 @@ static uint32_t pick_active(tly_gen *g)
     uint64_t k = g->active_count;
     if (k == 0)
         return UINT32_MAX;
-    uint64_t u = tly_gen_rng_next(R(g)) >> 32;
+    uint64_t u = tly_gen_rng_next(rng(g)) >> 32;
     uint64_t u2 = (u * u) >> 32;
     return (uint32_t)((u2 * k) >> 32);
 }
@@ -270,10 +270,10 @@ static void emit_close(tly_gen *g, const char *program, int kind, int32_t period
 static void plan_payout(tly_gen *g, uint32_t i, const tly_gen_program *prog, int32_t period)
 {
     int64_t est = tly_gen_rebate_estimate(prog, rev_of(&g->partners[i], period));
-    if (est < 100 || !tly_gen_rng_chance(R(g), 6000))
+    if (est < 100 || !tly_gen_rng_chance(rng(g), 6000))
         return;
     tly_gen_action a = {.kind = ACT_PAYOUT, .partner = i, .period = period, .a = est};
-    uint64_t r = tly_gen_rng_below(R(g), 10000);
+    uint64_t r = tly_gen_rng_below(rng(g), 10000);
     if (r < 300)
         a.a = est * 2 + 100;
     else if (r < 500)
@@ -281,7 +281,7 @@ static void plan_payout(tly_gen *g, uint32_t i, const tly_gen_program *prog, int
     else if (r < 1500)
         a.a = est / 2;
     else
-        a.a = est * tly_gen_rng_range(R(g), 90, 100) / 100;
+        a.a = est * tly_gen_rng_range(rng(g), 90, 100) / 100;
     if (a.a < 1)
         a.a = 1;
     a.ref = (uint64_t)g->partners[i].program;
@@ -309,7 +309,7 @@ static void do_close(tly_gen *g, int index)
     /* Everything that happened before the close reaches the ledger first. */
     tly_gen_flush(g);
     /* [L1] a slip: the next period first, then the right one. */
-    if (g->wrong_close_pending || tly_gen_rng_chance(R(g), 200))
+    if (g->wrong_close_pending || tly_gen_rng_chance(rng(g), 200))
         emit_close(g, prog->name, prog->kind, period + 1);
     g->wrong_close_pending = false;
     emit_close(g, prog->name, prog->kind, period);
@@ -344,9 +344,9 @@ static const uint32_t dist_weights[TLY_GEN_DISTS] = {40, 25, 20, 15};
 static int pick_dist(tly_gen *g, const tly_gen_partner *p)
 {
     /* A partner buys mostly through its home distributor. */
-    if (tly_gen_rng_chance(R(g), 8000))
+    if (tly_gen_rng_chance(rng(g), 8000))
         return TLY_GEN_SRC_DIST0 + p->home_dist;
-    return TLY_GEN_SRC_DIST0 + (int)tly_gen_rng_weighted(R(g), dist_weights, TLY_GEN_DISTS);
+    return TLY_GEN_SRC_DIST0 + (int)tly_gen_rng_weighted(rng(g), dist_weights, TLY_GEN_DISTS);
 }
 
 /* Business time of a sale: now, or rarely a sale reported late whose `at`
@@ -354,13 +354,13 @@ static int pick_dist(tly_gen *g, const tly_gen_partner *p)
 static int64_t sale_time(tly_gen *g, const tly_gen_program *prog)
 {
     int32_t first = tly_gen_period_of(prog->kind, g->start_ms);
-    if (prog->open_period <= first || !tly_gen_rng_chance(R(g), 40))
+    if (prog->open_period <= first || !tly_gen_rng_chance(rng(g), 40))
         return g->clock_ms;
     int64_t lo = tly_gen_period_start_ms(prog->kind, prog->open_period - 1);
     int64_t hi = tly_gen_period_start_ms(prog->kind, prog->open_period) - 1;
     if (lo < g->start_ms)
         lo = g->start_ms;
-    return tly_gen_rng_range(R(g), lo, hi);
+    return tly_gen_rng_range(rng(g), lo, hi);
 }
 
 static bool gen_sale(tly_gen *g)
@@ -373,11 +373,11 @@ static bool gen_sale(tly_gen *g)
     int src = pick_dist(g, p);
     uint32_t sku, qty;
     int64_t amount;
-    tly_gen_sale_draw(R(g), &sku, &qty, &amount);
+    tly_gen_sale_draw(rng(g), &sku, &qty, &amount);
     int64_t at = sale_time(g, prog);
     /* Now and then a line is invoiced in another program's currency. */
     uint8_t cur = p->program;
-    if (tly_gen_rng_chance(R(g), 50))
+    if (tly_gen_rng_chance(rng(g), 50))
         cur = (uint8_t)((cur + 1) % TLY_GEN_PROGRAMS);
     tly_gen_record_begin(g, src, "sale", false, at, NULL);
     partner_field(g, pi);
@@ -390,7 +390,7 @@ static bool gen_sale(tly_gen *g)
         rev_add(p, effective_period(prog, at), amount);
         p->mdf_est += amount * prog->tiers[0].mdf_bps / 10000;
     }
-    if (tly_gen_rng_chance(R(g), 700)) {
+    if (tly_gen_rng_chance(rng(g), 700)) {
         tly_gen_action a = {.kind = ACT_RETURN, .src = (uint8_t)src, .currency = cur,
                             .partner = pi, .ref = g->src[src].next_id[0], .a = amount,
                             .qty = qty};
@@ -430,15 +430,15 @@ static void draw_return(tly_gen *g, const tly_gen_action *a, return_line *rl)
 {
     const char *prefix = tly_gen_source_prefix[a->src];
     int64_t unit = a->a / a->qty > 0 ? a->a / a->qty : 1;
-    uint64_t r = tly_gen_rng_below(R(g), 10000);
+    uint64_t r = tly_gen_rng_below(rng(g), 10000);
     rl->partner = a->partner;
     rl->counts = true;
     snprintf(rl->sale, sizeof rl->sale, "%s-S-%07llu", prefix, (unsigned long long)a->ref);
     if (r < 150) {
         snprintf(rl->sale, sizeof rl->sale, "%s-S-LEGACY-%06llu", prefix,
-                 (unsigned long long)tly_gen_rng_below(R(g), 1000000));
+                 (unsigned long long)tly_gen_rng_below(rng(g), 1000000));
         rl->qty = 1;
-        rl->amount = tly_gen_rng_range(R(g), 1000, 200000);
+        rl->amount = tly_gen_rng_range(rng(g), 1000, 200000);
         rl->counts = false;
     } else if (r < 250 && (rl->partner = sibling(g, a->partner)) != a->partner) {
         rl->qty = 1;
@@ -446,9 +446,9 @@ static void draw_return(tly_gen *g, const tly_gen_action *a, return_line *rl)
         rl->counts = false;
     } else if (r < 550) {
         rl->qty = a->qty + 1;
-        rl->amount = a->a + unit * tly_gen_rng_range(R(g), 1, 2);
+        rl->amount = a->a + unit * tly_gen_rng_range(rng(g), 1, 2);
     } else {
-        rl->qty = (uint32_t)tly_gen_rng_range(R(g), 1, a->qty);
+        rl->qty = (uint32_t)tly_gen_rng_range(rng(g), 1, a->qty);
         rl->amount = rl->qty == a->qty ? a->a : unit * rl->qty;
     }
 }
@@ -473,7 +473,7 @@ static void do_return(tly_gen *g, const tly_gen_action *a)
     }
     /* A second partial return of the same sale, sometimes more than what is
      * left of it: the capped part applies [S9]. step 1 marks it. */
-    if (a->step == 0 && rl.counts && rl.qty < a->qty && tly_gen_rng_chance(R(g), 1500)) {
+    if (a->step == 0 && rl.counts && rl.qty < a->qty && tly_gen_rng_chance(rng(g), 1500)) {
         tly_gen_action again = *a;
         again.step = 1;
         schedule(g, again, days(g, 5, 40));
@@ -488,12 +488,12 @@ static const char *cert_action(tly_gen *g, tly_gen_partner *p, uint64_t bit)
 {
     bool active = (p->certs & bit) != 0;
     if (!active) {
-        if (!tly_gen_rng_chance(R(g), 9700))
+        if (!tly_gen_rng_chance(rng(g), 9700))
             return "expired";
         p->certs |= bit;
         return "earned";
     }
-    uint64_t r = tly_gen_rng_below(R(g), 100);
+    uint64_t r = tly_gen_rng_below(rng(g), 100);
     if (r < 50)
         return "earned";
     p->certs &= ~bit;
@@ -506,10 +506,10 @@ static bool gen_cert(tly_gen *g)
     if (pi == UINT32_MAX)
         return false;
     tly_gen_partner *p = &g->partners[pi];
-    if (p->people < TLY_GEN_PEOPLE_MAX && tly_gen_rng_chance(R(g), 800))
+    if (p->people < TLY_GEN_PEOPLE_MAX && tly_gen_rng_chance(rng(g), 800))
         p->people++; /* the partner hired or trained someone new */
-    uint32_t person = (uint32_t)tly_gen_rng_below(R(g), p->people);
-    uint32_t cert = (uint32_t)tly_gen_rng_below(R(g), TLY_GEN_CERTS);
+    uint32_t person = (uint32_t)tly_gen_rng_below(rng(g), p->people);
+    uint32_t cert = (uint32_t)tly_gen_rng_below(rng(g), TLY_GEN_CERTS);
     const char *action = cert_action(g, p, UINT64_C(1) << (person * 8 + cert));
     char who[96];
     tly_gen_person(g, pi, person, who, sizeof who);
@@ -558,7 +558,7 @@ static uint32_t pick_claimant(tly_gen *g)
         if (pi == UINT32_MAX)
             return pi;
         const tly_gen_partner *p = &g->partners[pi];
-        if (p->mdf_est >= 5000 || (p->enroll_ms < 0 && tly_gen_rng_chance(R(g), 2000)))
+        if (p->mdf_est >= 5000 || (p->enroll_ms < 0 && tly_gen_rng_chance(rng(g), 2000)))
             return pi;
     }
     return UINT32_MAX;
@@ -571,21 +571,21 @@ static bool gen_claim_submit(tly_gen *g)
         return false;
     tly_gen_partner *p = &g->partners[pi];
     int64_t est = p->mdf_est > 0 ? p->mdf_est : 0;
-    int64_t requested = est * tly_gen_rng_range(R(g), 20, 70) / 100;
-    if (tly_gen_rng_chance(R(g), 200)) /* asks for more than it has */
-        requested = est * 3 + tly_gen_rng_range(R(g), 1000, 100000);
+    int64_t requested = est * tly_gen_rng_range(rng(g), 20, 70) / 100;
+    if (tly_gen_rng_chance(rng(g), 200)) /* asks for more than it has */
+        requested = est * 3 + tly_gen_rng_range(rng(g), 1000, 100000);
     if (requested < 100)
         requested = 100;
-    uint32_t activity = (uint32_t)tly_gen_rng_below(R(g), ACTIVITIES);
+    uint32_t activity = (uint32_t)tly_gen_rng_below(rng(g), ACTIVITIES);
     uint64_t n = ++p->claims;
     emit_submit(g, pi, n, requested, activity);
     p->mdf_est -= requested < est ? requested : est;
     tly_gen_action a = {.kind = ACT_CLAIM, .step = CLAIM_DECIDE, .partner = pi, .ref = n,
                         .a = requested, .qty = activity};
     schedule(g, a, days(g, 1, 14));
-    if (tly_gen_rng_chance(R(g), 50)) { /* a double submit from the portal [C2] */
+    if (tly_gen_rng_chance(rng(g), 50)) { /* a double submit from the portal [C2] */
         a.kind = ACT_DUP_SUBMIT;
-        schedule(g, a, tly_gen_rng_range(R(g), 60000, 2 * TLY_GEN_DAY_MS));
+        schedule(g, a, tly_gen_rng_range(rng(g), 60000, 2 * TLY_GEN_DAY_MS));
     }
     return true;
 }
@@ -597,7 +597,7 @@ static void claim_simple(tly_gen *g, const tly_gen_action *a, int src, const cha
     claim_id(g, a->partner, a->ref, id, sizeof id);
     emit_claim(g, src, a->partner, id, action, amount);
     if (strcmp(action, "reject") == 0) {
-        uint64_t k = tly_gen_rng_below(R(g), sizeof reject_reasons / sizeof *reject_reasons);
+        uint64_t k = tly_gen_rng_below(rng(g), sizeof reject_reasons / sizeof *reject_reasons);
         tly_gen_kstr(&g->line, "reason", reject_reasons[k]);
     }
     tly_gen_record_end(g);
@@ -607,8 +607,8 @@ static void claim_simple(tly_gen *g, const tly_gen_action *a, int src, const cha
 static void claim_approve(tly_gen *g, tly_gen_action a)
 {
     int64_t approved = a.a;
-    if (!tly_gen_rng_chance(R(g), 8000))
-        approved = a.a * tly_gen_rng_range(R(g), 50, 95) / 100;
+    if (!tly_gen_rng_chance(rng(g), 8000))
+        approved = a.a * tly_gen_rng_range(rng(g), 50, 95) / 100;
     if (approved < 1)
         approved = 1;
     claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "approve", approved);
@@ -623,7 +623,7 @@ static void claim_approve(tly_gen *g, tly_gen_action a)
  * approvals exceed the request and are redone the next day [C4]. */
 static void claim_decide(tly_gen *g, tly_gen_action a)
 {
-    uint64_t r = tly_gen_rng_below(R(g), 10000);
+    uint64_t r = tly_gen_rng_below(rng(g), 10000);
     if (r < 1300) {
         bool cancel = r < 500;
         claim_simple(g, &a, cancel ? TLY_GEN_SRC_PORTAL : TLY_GEN_SRC_FINANCE,
@@ -632,7 +632,7 @@ static void claim_decide(tly_gen *g, tly_gen_action a)
         return;
     }
     if (r < 1400) {
-        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "approve", a.a + tly_gen_rng_range(R(g), 1, a.a));
+        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "approve", a.a + tly_gen_rng_range(rng(g), 1, a.a));
         a.step = CLAIM_APPROVE;
         schedule(g, a, days(g, 1, 2));
         return;
@@ -646,19 +646,19 @@ static void claim_decide(tly_gen *g, tly_gen_action a)
 static void claim_pay(tly_gen *g, tly_gen_action a)
 {
     int64_t unpaid = a.b - a.c;
-    if (tly_gen_rng_chance(R(g), 100)) {
-        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay", unpaid + tly_gen_rng_range(R(g), 1, 1000));
+    if (tly_gen_rng_chance(rng(g), 100)) {
+        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay", unpaid + tly_gen_rng_range(rng(g), 1, 1000));
         schedule(g, a, days(g, 1, 7));
         return;
     }
-    if (unpaid >= 2 && tly_gen_rng_chance(R(g), 1500)) {
+    if (unpaid >= 2 && tly_gen_rng_chance(rng(g), 1500)) {
         claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay", unpaid / 2);
         a.c += unpaid / 2;
         schedule(g, a, days(g, 7, 30));
         return;
     }
     claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay", unpaid);
-    if (tly_gen_rng_chance(R(g), 50)) {
+    if (tly_gen_rng_chance(rng(g), 50)) {
         a.step = CLAIM_LATE_CANCEL;
         schedule(g, a, days(g, 1, 10));
     }
@@ -690,8 +690,8 @@ static bool gen_unknown_claim(tly_gen *g)
         return false;
     char id[48];
     snprintf(id, sizeof id, "CLM-UNKNOWN-%05llu",
-             (unsigned long long)tly_gen_rng_below(R(g), 100000));
-    emit_claim(g, TLY_GEN_SRC_FINANCE, pi, id, "approve", tly_gen_rng_range(R(g), 1000, 50000));
+             (unsigned long long)tly_gen_rng_below(rng(g), 100000));
+    emit_claim(g, TLY_GEN_SRC_FINANCE, pi, id, "approve", tly_gen_rng_range(rng(g), 1000, 50000));
     tly_gen_record_end(g);
     return true;
 }
@@ -703,11 +703,11 @@ static bool gen_adjust(tly_gen *g)
     uint32_t pi = pick_active(g);
     if (pi == UINT32_MAX)
         return false;
-    bool mdf = tly_gen_rng_chance(R(g), 6000);
-    int64_t amount = tly_gen_rng_range(R(g), 1000, 500000);
-    if (tly_gen_rng_chance(R(g), mdf ? 3500 : 4000))
+    bool mdf = tly_gen_rng_chance(rng(g), 6000);
+    int64_t amount = tly_gen_rng_range(rng(g), 1000, 500000);
+    if (tly_gen_rng_chance(rng(g), mdf ? 3500 : 4000))
         amount = -amount;
-    uint64_t k = tly_gen_rng_below(R(g), sizeof adjust_reasons / sizeof *adjust_reasons);
+    uint64_t k = tly_gen_rng_below(rng(g), sizeof adjust_reasons / sizeof *adjust_reasons);
     tly_gen_record_begin(g, TLY_GEN_SRC_FINANCE, "adjust", false, g->clock_ms, NULL);
     partner_field(g, pi);
     tly_gen_kstr(&g->line, "account", mdf ? "mdf" : "rebate");
@@ -819,7 +819,7 @@ static void do_action(tly_gen *g, const tly_gen_action *a)
  * (no partner with MDF, say) falls back to a sale. */
 static void spontaneous(tly_gen *g)
 {
-    uint64_t r = tly_gen_rng_below(R(g), 10000);
+    uint64_t r = tly_gen_rng_below(rng(g), 10000);
     bool done = false;
     if (r < 450)
         done = gen_cert(g);
@@ -864,14 +864,16 @@ static void plan(tly_gen *g)
     }
 }
 
-/* The next tick: the time left shared by the events left, jittered ±50 %. */
+/* The next tick: the time left shared by the events left, jittered ±50 %.
+ * The last instant of the span is end_ms - 1: `at` stays inside it. */
 static int64_t next_tick(tly_gen *g)
 {
     uint64_t left = g->opt.events - g->emitted;
-    int64_t step = (g->end_ms - g->clock_ms) / (int64_t)left;
-    step = step * tly_gen_rng_range(R(g), 50, 150) / 100;
+    int64_t last = g->end_ms - 1;
+    int64_t step = (last - g->clock_ms) / (int64_t)left;
+    step = step * tly_gen_rng_range(rng(g), 50, 150) / 100;
     int64_t next = g->clock_ms + step;
-    return next > g->end_ms ? g->end_ms : next;
+    return next > last ? last : next;
 }
 
 bool tly_gen_run(tly_gen *g)
