@@ -50,6 +50,8 @@ struct tly_log {
     uint8_t head_hash[TLY_HASH_BYTES];
     int64_t head_recorded_ms;
 
+    uint32_t commits_since_reader_check;
+
     /* Writer scratch, reused across appends (no allocation per event). */
     msgpack_sbuffer sbuf;
     log_slot *slots;
@@ -86,6 +88,11 @@ uint64_t tly__log_be64(const uint8_t b[8]);
 /* Reads the last record of the "log" database in txn: seq 0 when empty.
  * TLY_OK, TLY_CORRUPT or TLY_STORAGE. */
 tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty);
+
+/* Frees the reader slots of processes that died with a read transaction
+ * open (a crashed consumer). Such a slot pins the pages of its old snapshot,
+ * so the file would grow without bound, and a few of them fill the table. */
+void tly__log_clear_stale_readers(tly_log *log);
 
 /* Frees the writer's scratch space (tly_log_append.c). */
 void tly__log_scratch_free(tly_log *log);

@@ -108,15 +108,31 @@ tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
     return rc == MDB_SUCCESS ? TLY_OK : tly__log_mdb_err(rc, "mdb_env_set_mapsize");
 }
 
+void tly__log_clear_stale_readers(tly_log *log)
+{
+    int dead = 0;
+    int rc = mdb_reader_check(log->env, &dead);
+    if (rc != MDB_SUCCESS)
+        tly__log_mdb_err(rc, "mdb_reader_check");
+    else if (dead > 0)
+        fprintf(stderr, "tally: log: freed %d reader slot(s) of dead processes\n", dead);
+}
+
 tly_err tly__log_read_begin(tly_log *log, MDB_txn **txn)
 {
+    bool checked = false;
     for (uint32_t attempt = 0;; attempt++) {
         pthread_rwlock_rdlock(&log->map_lock);
         int rc = mdb_txn_begin(log->env, NULL, MDB_RDONLY, txn);
         if (rc == MDB_SUCCESS)
             return TLY_OK;
         pthread_rwlock_unlock(&log->map_lock);
-        if (rc != MDB_MAP_RESIZED || attempt == TLY_LOG_RESIZE_RETRIES_MAX)
+        if (rc == MDB_READERS_FULL && !checked) {
+            checked = true; /* perhaps dead processes hold the slots */
+            tly__log_clear_stale_readers(log);
+            continue;
+        }
+        if (rc != MDB_MAP_RESIZED || attempt >= TLY_LOG_RESIZE_RETRIES_MAX)
             return tly__log_mdb_err(rc, "mdb_txn_begin (read)");
         /* Another process grew the map: adopt its size (0 = the size in the
          * environment's meta page) and try again. */
@@ -333,6 +349,8 @@ static tly_err open_writer(tly_log *log, const char *dir, int flags, const tly_l
         err = env_open(log, dir, (flags & TLY_LOG_NO_SYNC) ? MDB_NOSYNC : 0);
     if (err == TLY_OK && log->map_bytes < init)
         err = tly__log_set_mapsize(log, init);
+    if (err == TLY_OK)
+        tly__log_clear_stale_readers(log);
     if (err == TLY_OK)
         err = open_dbs_writer(log);
     if (err == TLY_OK && log->map_bytes > log->map_bytes_max)

@@ -30,6 +30,11 @@ enum log_kind {
  * cannot double more than 64 times; the real bound is map_bytes_max. */
 #define LOG_GROW_ATTEMPTS_MAX 64u
 
+/* Commits between two sweeps for reader slots of dead processes. A sweep
+ * reads the 126-slot table and probes a lock per process: at a commit every
+ * few milliseconds, 1,024 commits is a few seconds, and the cost vanishes. */
+#define LOG_READER_CHECK_COMMITS 1024u
+
 typedef struct batch {
     tly_log *log;
     MDB_txn *txn;
@@ -410,6 +415,10 @@ static void commit_head(tly_log *log, const batch *b, int64_t recorded_ms,
 {
     if (count_new(b) == 0)
         return;
+    if (++log->commits_since_reader_check >= LOG_READER_CHECK_COMMITS) {
+        log->commits_since_reader_check = 0;
+        tly__log_clear_stale_readers(log);
+    }
     log->head_seq = b->next_seq - 1;
     memcpy(log->head_hash, hash, TLY_HASH_BYTES);
     log->head_recorded_ms = recorded_ms;

@@ -1228,6 +1228,48 @@ START_TEST(test_readers_max)
 }
 END_TEST
 
+/* A process that dies with readers open leaves its slots taken; they are
+ * reclaimed (mdb_reader_check) instead of failing every later reader. */
+static int die_with_readers(const char *dir)
+{
+    tly_log *log;
+    tly_log_reader *rd;
+    if (tly_log_open(dir, TLY_LOG_READ, &log) != TLY_OK)
+        return 1;
+    for (uint32_t i = 0; i < TLY_LOG_READERS_MAX; i++)
+        if (tly_log_reader_open(log, 1, &rd) != TLY_OK)
+            return 2;
+    return 0; /* exits without closing anything */
+}
+
+START_TEST(test_stale_reader_slots_reclaimed)
+{
+    char *dir = tu_tmpdir();
+    fill(dir, 2);
+    for (int round = 0; round < 2; round++) {
+        /* This process keeps the environment open throughout (a reader
+         * handle, then a writer): otherwise the next open would find the
+         * lock file unused and reset the reader table itself. */
+        tly_log *log;
+        ck_assert_int_eq(tly_log_open(dir, round == 0 ? TLY_LOG_READ : TLY_LOG_WRITE, &log),
+                         TLY_OK);
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+            _exit(die_with_readers(dir));
+        ck_assert_int_eq(child_status(pid), 0);
+        tly_log_reader *rd[TLY_LOG_READERS_MAX];
+        for (uint32_t i = 0; i < TLY_LOG_READERS_MAX; i++)
+            ck_assert_int_eq(tly_log_reader_open(log, 1, &rd[i]), TLY_OK);
+        for (uint32_t i = 0; i < TLY_LOG_READERS_MAX; i++)
+            tly_log_reader_close(rd[i]);
+        tly_log_close(log);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* Growth waits for this process's readers (TLY_LOG_GROW_WAIT_MS), then
  * fails the append as a storage error; after the reader closes it works. */
 START_TEST(test_growth_waits_for_open_reader)
@@ -1369,8 +1411,8 @@ static int bench(int argc, char **argv)
     printf("appended %d events of %zu bytes on average in %s batches of %u\n"
            "  wall %.2f s (%.0f events/s); inside tly_log_append %.2f s (%.0f events/s)\n"
            "  map %zu MiB\n",
-           TOTAL, bytes / TOTAL, nosync ? "no-sync" : "durable", BATCH, t, TOTAL / t, in_append, TOTAL / in_append,
-           tly_log_map_bytes(log) >> 20);
+           TOTAL, bytes / TOTAL, nosync ? "no-sync" : "durable", BATCH, t, TOTAL / t,
+           in_append, TOTAL / in_append, tly_log_map_bytes(log) >> 20);
     /* Bytes this process caused to be written to disk (Linux). */
     char *io = tu_read_file("/proc/self/io", NULL);
     const char *wb = io ? strstr(io, "write_bytes: ") : NULL;
@@ -1410,6 +1452,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, test_item_limits);
     tcase_add_test(tc, test_batch_limits);
     tcase_add_test(tc, test_readers_max);
+    tcase_add_test(tc, test_stale_reader_slots_reclaimed);
     tcase_add_test(tc, test_growth_waits_for_open_reader);
     tcase_add_test(tc, test_single_writer);
     tcase_add_test(tc, test_writer_creates_parents_and_no_sync);
