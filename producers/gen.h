@@ -46,10 +46,10 @@
 
 /* Programmer errors only (a record over TLY_GEN_LINE_BYTES_MAX, a string
  * that would need JSON escaping): stays on in release builds. */
-#define TLY_GEN_ASSERT(cond)                                                             \
-    do {                                                                                 \
-        if (!(cond))                                                                     \
-            tly_gen_panic(__FILE__, __LINE__, #cond);                                    \
+#define TLY_GEN_ASSERT(cond)                                                                       \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            tly_gen_panic(__FILE__, __LINE__, #cond);                                              \
     } while (0)
 _Noreturn void tly_gen_panic(const char *file, int line, const char *what);
 
@@ -151,10 +151,10 @@ typedef struct tly_gen_partner {
     int64_t mdf_est;        /* MDF the partner believes it has */
     int64_t rev[3];         /* net revenue per period, ring by period % 3 */
     int32_t rev_period[3];
-    uint64_t certs;         /* active (person, cert) pairs, bit p*8+c */
-    uint32_t claims;        /* claims submitted so far: the claim number */
+    uint64_t certs;  /* active (person, cert) pairs, bit p*8+c */
+    uint32_t claims; /* claims submitted so far: the claim number */
     uint8_t kind, region, company, program, home_dist, people;
-    bool enrolled;          /* its enrollment has been emitted */
+    bool enrolled; /* its enrollment has been emitted */
 } tly_gen_partner;
 
 typedef struct tly_gen_sku {
@@ -178,7 +178,7 @@ typedef struct tly_gen_line {
 } tly_gen_line;
 
 typedef struct tly_gen_source {
-    char *batch;        /* records waiting to be written */
+    char *batch; /* records waiting to be written */
     size_t batch_len, batch_cap;
     uint32_t batch_lines; /* original records in the batch (resends excluded) */
     uint64_t next_id[2];  /* [0] events (sales for a distributor), [1] returns */
@@ -197,8 +197,8 @@ typedef struct tly_gen_action {
     uint8_t src;      /* source of a return */
     uint8_t currency; /* program index whose currency a sale used, or 255 */
     uint32_t partner;
-    uint64_t ref;     /* sale number, claim number, program index, ... */
-    int64_t a, b, c;  /* amounts: sale amount / requested, approved, paid */
+    uint64_t ref;    /* sale number, claim number, program index, ... */
+    int64_t a, b, c; /* amounts: sale amount / requested, approved, paid */
     int32_t period;
     uint32_t qty;
 } tly_gen_action;
@@ -227,7 +227,7 @@ typedef struct tly_gen {
     tly_gen_heap heap;
     tly_gen_source src[TLY_GEN_SRC_COUNT];
     tly_gen_line line;
-    int cur_src; /* source of the record being built */
+    int cur_src;              /* source of the record being built */
     bool wrong_close_pending; /* the next close is preceded by a wrong one */
 } tly_gen;
 

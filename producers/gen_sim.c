@@ -42,17 +42,20 @@ enum special {
 static const uint32_t special_pct[SP_COUNT] = {10, 35, 45, 50, 55, 65, 75, 40};
 
 static const char *const activities[] = {
-    "webinar", "trade show booth", "training event", "digital campaign",
-    "co-branded collateral", "lead generation program", "customer roadshow",
+    "webinar",           "trade show booth",      "training event",
+    "digital campaign",  "co-branded collateral", "lead generation program",
+    "customer roadshow",
 };
 #define ACTIVITIES (sizeof activities / sizeof activities[0])
 static const char *const reject_reasons[] = {
-    "missing proof of performance", "duplicate of earlier claim",
-    "activity not pre-approved", "outside program guidelines",
+    "missing proof of performance",
+    "duplicate of earlier claim",
+    "activity not pre-approved",
+    "outside program guidelines",
 };
 static const char *const adjust_reasons[] = {
-    "audit finding", "co-marketing true-up", "goodwill credit", "billing correction",
-    "contract settlement",
+    "audit finding",      "co-marketing true-up", "goodwill credit",
+    "billing correction", "contract settlement",
 };
 
 /* ------------------------------------------------------------- the queue */
@@ -391,8 +394,12 @@ static bool gen_sale(tly_gen *g)
         p->mdf_est += amount * prog->tiers[0].mdf_bps / 10000;
     }
     if (tly_gen_rng_chance(rng(g), 700)) {
-        tly_gen_action a = {.kind = ACT_RETURN, .src = (uint8_t)src, .currency = cur,
-                            .partner = pi, .ref = g->src[src].next_id[0], .a = amount,
+        tly_gen_action a = {.kind = ACT_RETURN,
+                            .src = (uint8_t)src,
+                            .currency = cur,
+                            .partner = pi,
+                            .ref = g->src[src].next_id[0],
+                            .a = amount,
                             .qty = qty};
         schedule(g, a, days(g, 1, 45));
     }
@@ -524,8 +531,8 @@ static bool gen_cert(tly_gen *g)
 
 /* ------------------------------------------------------------- claims */
 
-static void emit_claim(tly_gen *g, int src, uint32_t partner, const char *claim,
-                       const char *action, int64_t amount)
+static void emit_claim(tly_gen *g, int src, uint32_t partner, const char *claim, const char *action,
+                       int64_t amount)
 {
     tly_gen_record_begin(g, src, "claim", false, g->clock_ms, NULL);
     partner_field(g, partner);
@@ -539,8 +546,7 @@ static void emit_claim(tly_gen *g, int src, uint32_t partner, const char *claim,
         tly_gen_ki64(&g->line, "amount", amount);
 }
 
-static void emit_submit(tly_gen *g, uint32_t partner, uint64_t n, int64_t amount,
-                        uint32_t activity)
+static void emit_submit(tly_gen *g, uint32_t partner, uint64_t n, int64_t amount, uint32_t activity)
 {
     char id[96];
     claim_id(g, partner, n, id, sizeof id);
@@ -580,8 +586,12 @@ static bool gen_claim_submit(tly_gen *g)
     uint64_t n = ++p->claims;
     emit_submit(g, pi, n, requested, activity);
     p->mdf_est -= requested < est ? requested : est;
-    tly_gen_action a = {.kind = ACT_CLAIM, .step = CLAIM_DECIDE, .partner = pi, .ref = n,
-                        .a = requested, .qty = activity};
+    tly_gen_action a = {.kind = ACT_CLAIM,
+                        .step = CLAIM_DECIDE,
+                        .partner = pi,
+                        .ref = n,
+                        .a = requested,
+                        .qty = activity};
     schedule(g, a, days(g, 1, 14));
     if (tly_gen_rng_chance(rng(g), 50)) { /* a double submit from the portal [C2] */
         a.kind = ACT_DUP_SUBMIT;
@@ -632,7 +642,8 @@ static void claim_decide(tly_gen *g, tly_gen_action a)
         return;
     }
     if (r < 1400) {
-        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "approve", a.a + tly_gen_rng_range(rng(g), 1, a.a));
+        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "approve",
+                     a.a + tly_gen_rng_range(rng(g), 1, a.a));
         a.step = CLAIM_APPROVE;
         schedule(g, a, days(g, 1, 2));
         return;
@@ -647,7 +658,8 @@ static void claim_pay(tly_gen *g, tly_gen_action a)
 {
     int64_t unpaid = a.b - a.c;
     if (tly_gen_rng_chance(rng(g), 100)) {
-        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay", unpaid + tly_gen_rng_range(rng(g), 1, 1000));
+        claim_simple(g, &a, TLY_GEN_SRC_FINANCE, "pay",
+                     unpaid + tly_gen_rng_range(rng(g), 1, 1000));
         schedule(g, a, days(g, 1, 7));
         return;
     }
@@ -783,8 +795,7 @@ static void advance_to(tly_gen *g, int64_t t)
         tly_gen_flush(g);
     g->day = day;
     g->clock_ms = t;
-    while (g->active_count < g->partner_count &&
-           g->partners[g->active_count].active_from_ms <= t)
+    while (g->active_count < g->partner_count && g->partners[g->active_count].active_from_ms <= t)
         g->active_count++;
 }
 
@@ -852,8 +863,7 @@ static void plan(tly_gen *g)
     for (uint32_t i = 0; i < g->partner_count; i++) {
         if (g->partners[i].enroll_ms < 0)
             continue;
-        tly_gen_action a = {.kind = ACT_ENROLL, .partner = i,
-                            .due_ms = g->partners[i].enroll_ms};
+        tly_gen_action a = {.kind = ACT_ENROLL, .partner = i, .due_ms = g->partners[i].enroll_ms};
         heap_push(g, a);
     }
     int64_t span = g->end_ms - g->start_ms;

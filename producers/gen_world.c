@@ -205,12 +205,10 @@ const char *const tly_gen_source_prefix[TLY_GEN_SRC_COUNT] = {
 };
 
 const tly_gen_sku tly_gen_catalog[] = {
-    {"SRV-R250", 189900, 10},        {"SRV-R650", 1249900, 6},
-    {"SRV-R760-GPU", 4899900, 2},    {"STO-ME5024", 1599900, 4},
-    {"NET-SW48-POE", 349900, 8},     {"NET-FW-1800", 529900, 5},
-    {"LIC-VIRT-STD-1Y", 59900, 14},  {"LIC-BACKUP-1TB-1Y", 24900, 14},
-    {"SUP-PRO-3Y", 89900, 10},       {"SUB-CLOUD-M", 9900, 12},
-    {"SUB-SECOPS-1Y", 299900, 6},    {"LAP-PRO14", 139900, 9},
+    {"SRV-R250", 189900, 10},       {"SRV-R650", 1249900, 6},         {"SRV-R760-GPU", 4899900, 2},
+    {"STO-ME5024", 1599900, 4},     {"NET-SW48-POE", 349900, 8},      {"NET-FW-1800", 529900, 5},
+    {"LIC-VIRT-STD-1Y", 59900, 14}, {"LIC-BACKUP-1TB-1Y", 24900, 14}, {"SUP-PRO-3Y", 89900, 10},
+    {"SUB-CLOUD-M", 9900, 12},      {"SUB-SECOPS-1Y", 299900, 6},     {"LAP-PRO14", 139900, 9},
 };
 const uint32_t tly_gen_catalog_count = sizeof tly_gen_catalog / sizeof tly_gen_catalog[0];
 
@@ -218,26 +216,25 @@ const char *const tly_gen_kind_name[7] = {
     "var", "msp", "si", "oem", "isv", "distributor", "consultant",
 };
 static const char *const kind_display[7] = {
-    "VAR", "Managed Services", "Systems Integration", "OEM", "Software", "Distribution",
-    "Consulting",
+    "VAR",      "Managed Services", "Systems Integration", "OEM",
+    "Software", "Distribution",     "Consulting",
 };
 const char *const tly_gen_region_name[4] = {"AMER", "EMEA", "APAC", "LATAM"};
 const char *const tly_gen_cert_name[TLY_GEN_CERTS] = {
-    "sales-fundamentals", "presales-engineer", "data-platform",
-    "security-specialist", "cloud-architect", "support-engineer",
+    "sales-fundamentals",  "presales-engineer", "data-platform",
+    "security-specialist", "cloud-architect",   "support-engineer",
 };
 
 static const char *const company_slug[] = {
-    "contoso",   "fabrikam",     "northwind", "adatum",     "tailspin",  "wingtip",
-    "litware",   "proseware",    "lucerne",   "fourthcoffee", "alpine",  "humongous",
-    "woodgrove", "cohowinery",   "blueyonder", "margie",    "trey",      "wideworld",
-    "relecloud", "southridge",
+    "contoso",    "fabrikam", "northwind",    "adatum",    "tailspin",  "wingtip",    "litware",
+    "proseware",  "lucerne",  "fourthcoffee", "alpine",    "humongous", "woodgrove",  "cohowinery",
+    "blueyonder", "margie",   "trey",         "wideworld", "relecloud", "southridge",
 };
 static const char *const company_display[] = {
-    "Contoso",   "Fabrikam",     "Northwind", "Adatum",     "Tailspin",  "Wingtip",
-    "Litware",   "Proseware",    "Lucerne",   "Fourth Coffee", "Alpine", "Humongous",
-    "Woodgrove", "Coho Winery",  "Blue Yonder", "Margie's", "Trey",      "Wide World",
-    "Relecloud", "Southridge",
+    "Contoso",  "Fabrikam",  "Northwind",  "Adatum",      "Tailspin",
+    "Wingtip",  "Litware",   "Proseware",  "Lucerne",     "Fourth Coffee",
+    "Alpine",   "Humongous", "Woodgrove",  "Coho Winery", "Blue Yonder",
+    "Margie's", "Trey",      "Wide World", "Relecloud",   "Southridge",
 };
 #define COMPANIES (sizeof company_slug / sizeof company_slug[0])
 _Static_assert(sizeof company_slug == sizeof company_display, "one display name per company");
@@ -297,27 +294,99 @@ typedef struct prog_spec {
     int32_t bracket_bps[TLY_GEN_BRACKETS_MAX];
 } prog_spec;
 
+/* The rule sets, one block each. Thresholds are in tenths of the unit
+ * revenue so that tiers and brackets scale with the data set's size. */
 static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
-    [TLY_GEN_SPEC_APEX1] = {"apex", "USD", TLY_GEN_QUARTER, true, 1, 2, 2, 4,
-                            {"Authorized", "Silver", "Gold", "Platinum"},
-                            {0, 5, 20, 60}, {0, 1, 3, 5}, {100, 150, 200, 300},
-                            3, {0, 20, 60}, {100, 200, 350}},
-    [TLY_GEN_SPEC_NIMBUS1] = {"nimbus", "EUR", TLY_GEN_MONTH, false, 1, 3, 3, 3,
-                              {"Authorized", "Gold", "Platinum"},
-                              {0, 12, 45}, {0, 2, 4}, {80, 160, 240},
-                              3, {0, 15, 50}, {50, 150, 300}},
-    [TLY_GEN_SPEC_SUMMIT1] = {"summit", "GBP", TLY_GEN_QUARTER, false, 1, 3, 1, 4,
-                              {"Registered", "Silver", "Gold", "Platinum"},
-                              {0, 5, 20, 60}, {0, 1, 2, 4}, {90, 140, 190, 260},
-                              3, {0, 20, 60}, {75, 150, 250}},
-    [TLY_GEN_SPEC_APEX2] = {"apex", "USD", TLY_GEN_QUARTER, false, 2, 2, 2, 3,
-                            {"Authorized", "Gold", "Platinum"},
-                            {0, 15, 50}, {0, 2, 4}, {120, 225, 325},
-                            3, {0, 20, 60}, {100, 250, 400}},
-    [TLY_GEN_SPEC_NIMBUS2] = {"nimbus", "EUR", TLY_GEN_MONTH, false, 2, 4, 3, 3,
-                              {"Authorized", "Gold", "Platinum"},
-                              {0, 12, 45}, {0, 2, 4}, {80, 160, 240},
-                              3, {0, 15, 50}, {50, 175, 325}},
+    [TLY_GEN_SPEC_APEX1] =
+        {
+            .name = "apex",
+            .currency = "USD",
+            .kind = TLY_GEN_QUARTER,
+            .retroactive = true,
+            .version = 1,
+            .expiry = 2,
+            .window = 2,
+            .tiers = 4,
+            .tier_name = {"Authorized", "Silver", "Gold", "Platinum"},
+            .tier_rev_x10 = {0, 5, 20, 60},
+            .tier_certs = {0, 1, 3, 5},
+            .tier_bps = {100, 150, 200, 300},
+            .brackets = 3,
+            .bracket_x10 = {0, 20, 60},
+            .bracket_bps = {100, 200, 350},
+        },
+    [TLY_GEN_SPEC_NIMBUS1] =
+        {
+            .name = "nimbus",
+            .currency = "EUR",
+            .kind = TLY_GEN_MONTH,
+            .retroactive = false,
+            .version = 1,
+            .expiry = 3,
+            .window = 3,
+            .tiers = 3,
+            .tier_name = {"Authorized", "Gold", "Platinum"},
+            .tier_rev_x10 = {0, 12, 45},
+            .tier_certs = {0, 2, 4},
+            .tier_bps = {80, 160, 240},
+            .brackets = 3,
+            .bracket_x10 = {0, 15, 50},
+            .bracket_bps = {50, 150, 300},
+        },
+    [TLY_GEN_SPEC_SUMMIT1] =
+        {
+            .name = "summit",
+            .currency = "GBP",
+            .kind = TLY_GEN_QUARTER,
+            .retroactive = false,
+            .version = 1,
+            .expiry = 3,
+            .window = 1,
+            .tiers = 4,
+            .tier_name = {"Registered", "Silver", "Gold", "Platinum"},
+            .tier_rev_x10 = {0, 5, 20, 60},
+            .tier_certs = {0, 1, 2, 4},
+            .tier_bps = {90, 140, 190, 260},
+            .brackets = 3,
+            .bracket_x10 = {0, 20, 60},
+            .bracket_bps = {75, 150, 250},
+        },
+    [TLY_GEN_SPEC_APEX2] =
+        {
+            .name = "apex",
+            .currency = "USD",
+            .kind = TLY_GEN_QUARTER,
+            .retroactive = false,
+            .version = 2,
+            .expiry = 2,
+            .window = 2,
+            .tiers = 3,
+            .tier_name = {"Authorized", "Gold", "Platinum"},
+            .tier_rev_x10 = {0, 15, 50},
+            .tier_certs = {0, 2, 4},
+            .tier_bps = {120, 225, 325},
+            .brackets = 3,
+            .bracket_x10 = {0, 20, 60},
+            .bracket_bps = {100, 250, 400},
+        },
+    [TLY_GEN_SPEC_NIMBUS2] =
+        {
+            .name = "nimbus",
+            .currency = "EUR",
+            .kind = TLY_GEN_MONTH,
+            .retroactive = false,
+            .version = 2,
+            .expiry = 4,
+            .window = 3,
+            .tiers = 3,
+            .tier_name = {"Authorized", "Gold", "Platinum"},
+            .tier_rev_x10 = {0, 12, 45},
+            .tier_certs = {0, 2, 4},
+            .tier_bps = {80, 160, 240},
+            .brackets = 3,
+            .bracket_x10 = {0, 15, 50},
+            .bracket_bps = {50, 175, 325},
+        },
 };
 
 /* Rounds down to two significant digits, as a finance team writes
@@ -390,8 +459,7 @@ int64_t tly_gen_rebate_estimate(const tly_gen_program *p, int64_t rev)
 void tly_gen_partner_slug(const tly_gen *g, uint32_t i, char *buf, size_t cap)
 {
     const tly_gen_partner *p = &g->partners[i];
-    snprintf(buf, cap, "%s-%s-%05u", company_slug[p->company], tly_gen_kind_name[p->kind],
-             i + 1);
+    snprintf(buf, cap, "%s-%s-%05u", company_slug[p->company], tly_gen_kind_name[p->kind], i + 1);
 }
 
 void tly_gen_partner_display(const tly_gen *g, uint32_t i, char *buf, size_t cap)
@@ -486,8 +554,8 @@ static uint32_t default_partners(uint64_t events)
 
 bool tly_gen_world_init(tly_gen *g)
 {
-    g->partner_count = g->opt.partners ? (uint32_t)g->opt.partners
-                                       : default_partners(g->opt.events);
+    g->partner_count =
+        g->opt.partners ? (uint32_t)g->opt.partners : default_partners(g->opt.events);
     g->initial_count = g->partner_count * 7 / 10;
     if (g->initial_count == 0)
         g->initial_count = 1;

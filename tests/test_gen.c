@@ -99,20 +99,13 @@ END_TEST
 /* Each row is one bad command line; every one is a usage error (exit 2)
  * with nothing on stdout. */
 static const char *const bad_args[][3] = {
-    {"--bogus", NULL, NULL},
-    {"extra", NULL, NULL},
-    {"--events", "abc", NULL},
-    {"--events", "0", NULL},
-    {"--events", "-5", NULL},
-    {"--events", "100000001", NULL},
-    {"--partners", "0", NULL},
-    {"--seed", NULL, NULL},
-    {"--start", "2025-13-01", NULL},
-    {"--start", "2025-02-29", NULL},
-    {"--start", "1999-12-31", NULL},
-    {"--months", "0", NULL},
-    {"--months", "121", NULL},
-    {"--resend-pct", "101", NULL},
+    {"--bogus", NULL, NULL},         {"extra", NULL, NULL},
+    {"--events", "abc", NULL},       {"--events", "0", NULL},
+    {"--events", "-5", NULL},        {"--events", "100000001", NULL},
+    {"--partners", "0", NULL},       {"--seed", NULL, NULL},
+    {"--start", "2025-13-01", NULL}, {"--start", "2025-02-29", NULL},
+    {"--start", "1999-12-31", NULL}, {"--months", "0", NULL},
+    {"--months", "121", NULL},       {"--resend-pct", "101", NULL},
 };
 
 START_TEST(bad_flag_exits_2)
@@ -209,7 +202,7 @@ END_TEST
 
 /* One parsed line. */
 typedef struct rec {
-    json_t *root;     /* owns the rest */
+    json_t *root; /* owns the rest */
     const char *source;
     json_t *ev;
     const char *type, *id;
@@ -220,8 +213,8 @@ static void parse_rec(const char *line, size_t len, size_t lineno, rec *r)
 {
     json_error_t je;
     r->root = json_loadb(line, len, 0, &je);
-    ck_assert_msg(r->root && json_is_object(r->root), "line %zu: not a JSON object: %s",
-                  lineno, je.text);
+    ck_assert_msg(r->root && json_is_object(r->root), "line %zu: not a JSON object: %s", lineno,
+                  je.text);
     ck_assert_uint_eq(json_object_size(r->root), 2);
     r->source = json_string_value(json_object_get(r->root, "source"));
     r->ev = json_object_get(r->root, "event");
@@ -250,8 +243,8 @@ static void check_role(const rec *r, size_t lineno)
     const char *want = "finance";
     const char *action = str_field(r, "action");
     if (strcmp(r->type, "sale") == 0 || strcmp(r->type, "return") == 0) {
-        ck_assert_msg(strncmp(r->source, "dist-", 5) == 0, "line %zu: %s from %s", lineno,
-                      r->type, r->source);
+        ck_assert_msg(strncmp(r->source, "dist-", 5) == 0, "line %zu: %s from %s", lineno, r->type,
+                      r->source);
         return;
     }
     if (strcmp(r->type, "certification") == 0)
@@ -387,12 +380,12 @@ START_TEST(default_set_shape)
     shape_ctx c;
     shape_init(&c, "2025-01-01", "2026-07-01");
     each_line(out, len, shape_line, &c);
-    static const char *const types[] = {"program", "partner", "sale", "return",
-                                        "certification", "claim", "close", "payout", "adjust"};
+    static const char *const types[] = {"program", "partner", "sale",   "return", "certification",
+                                        "claim",   "close",   "payout", "adjust"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         ck_assert_msg(json_object_get(c.types, types[i]), "no %s event", types[i]);
-    static const char *const kinds[] = {"var", "msp", "si", "oem", "isv", "distributor",
-                                        "consultant"};
+    static const char *const kinds[] = {"var", "msp",         "si",        "oem",
+                                        "isv", "distributor", "consultant"};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         ck_assert_msg(json_object_get(c.kinds, kinds[i]), "no %s partner", kinds[i]);
     ck_assert_uint_eq(c.ids.resends, 0);
@@ -404,8 +397,8 @@ END_TEST
 /* --start and --months bound business time; records still decode. */
 START_TEST(span_follows_start_and_months)
 {
-    const char *args[] = {"--start", "2024-03-01", "--months", "6", "--events", "3000",
-                          "--seed", "11", NULL};
+    const char *args[] = {"--start", "2024-03-01", "--months", "6", "--events",
+                          "3000",    "--seed",     "11",       NULL};
     size_t len;
     char *out = gen("span", args, &len);
     shape_ctx c;
@@ -429,8 +422,7 @@ START_TEST(resends_are_exact_and_only_added)
     shape_ctx c;
     shape_init(&c, "2025-01-01", "2026-07-01");
     each_line(w, w_len, shape_line, &c);
-    ck_assert_msg(c.ids.resends >= 300 && c.ids.resends <= 900, "%zu resends",
-                  c.ids.resends);
+    ck_assert_msg(c.ids.resends >= 300 && c.ids.resends <= 900, "%zu resends", c.ids.resends);
     /* Rebuild the output without repeated lines and compare. */
     char *firsts = malloc(w_len + 1);
     size_t f_len = 0;
@@ -462,16 +454,22 @@ END_TEST
 /* Things a default-size data set must contain, counted while walking it in
  * file order with a tiny model of the engine's bookkeeping. */
 enum {
-    X_HELD,           /* a sale before its partner's enrollment [E3] */
-    X_NEVER,          /* a partner with sales that is never enrolled */
-    X_LATE,           /* a sale in an already closed period [P2] */
-    X_CURRENCY,       /* a sale in another currency than the program's */
-    X_RET_PARTIAL,    /* returns: part of a sale */
-    X_RET_OVER,       /* more than the sale [S8] */
-    X_RET_UNKNOWN,    /* of a sale never seen from that source [S2] */
-    X_RET_MISMATCH,   /* naming another partner than the sale [S1] */
-    X_EARNED, X_EXPIRED, X_REVOKED,
-    X_SUBMIT, X_CANCEL, X_APPROVE, X_REJECT, X_PAY,
+    X_HELD,         /* a sale before its partner's enrollment [E3] */
+    X_NEVER,        /* a partner with sales that is never enrolled */
+    X_LATE,         /* a sale in an already closed period [P2] */
+    X_CURRENCY,     /* a sale in another currency than the program's */
+    X_RET_PARTIAL,  /* returns: part of a sale */
+    X_RET_OVER,     /* more than the sale [S8] */
+    X_RET_UNKNOWN,  /* of a sale never seen from that source [S2] */
+    X_RET_MISMATCH, /* naming another partner than the sale [S1] */
+    X_EARNED,
+    X_EXPIRED,
+    X_REVOKED,
+    X_SUBMIT,
+    X_CANCEL,
+    X_APPROVE,
+    X_REJECT,
+    X_PAY,
     X_APPROVE_PARTIAL, /* approved less than requested */
     X_PAY_PARTIAL,     /* paid less than approved */
     X_BUMP,            /* a program version above the last */
@@ -480,25 +478,50 @@ enum {
     X_CLOSE_WRONG,     /* any other close [L1] */
     X_UNKNOWN_PROGRAM, /* enrollment or close naming no program [E2, L2] */
     X_PAYOUT,
-    X_ADJ_MDF_UP, X_ADJ_MDF_DOWN, X_ADJ_REBATE_UP, X_ADJ_REBATE_DOWN,
+    X_ADJ_MDF_UP,
+    X_ADJ_MDF_DOWN,
+    X_ADJ_REBATE_UP,
+    X_ADJ_REBATE_DOWN,
     X_COUNT
 };
 static const char *const x_name[X_COUNT] = {
-    "held sale", "never enrolled", "late sale", "currency mismatch", "partial return",
-    "over-return", "unknown-sale return", "wrong-partner return", "earned", "expired",
-    "revoked", "submit", "cancel", "approve", "reject", "pay", "partial approval",
-    "partial payment", "version bump", "stale version", "close", "out-of-order close",
-    "unknown program", "payout", "adjust mdf +", "adjust mdf -", "adjust rebate +",
+    "held sale",
+    "never enrolled",
+    "late sale",
+    "currency mismatch",
+    "partial return",
+    "over-return",
+    "unknown-sale return",
+    "wrong-partner return",
+    "earned",
+    "expired",
+    "revoked",
+    "submit",
+    "cancel",
+    "approve",
+    "reject",
+    "pay",
+    "partial approval",
+    "partial payment",
+    "version bump",
+    "stale version",
+    "close",
+    "out-of-order close",
+    "unknown program",
+    "payout",
+    "adjust mdf +",
+    "adjust mdf -",
+    "adjust rebate +",
     "adjust rebate -",
 };
 
 typedef struct model {
-    json_t *programs; /* name → {"currency","kind","open","version"} */
-    json_t *partners; /* partner → program name, once enrolled */
+    json_t *programs;         /* name → {"currency","kind","open","version"} */
+    json_t *partners;         /* partner → program name, once enrolled */
     json_t *unenrolled_sales; /* partner → true while it sells unenrolled */
-    json_t *sales;    /* "source/id" → {"partner","amount"} */
-    json_t *claims;   /* "partner/claim" → {"requested","approved"} */
-    json_t *seen;     /* resends are skipped: line → true */
+    json_t *sales;            /* "source/id" → {"partner","amount"} */
+    json_t *claims;           /* "partner/claim" → {"requested","approved"} */
+    json_t *seen;             /* resends are skipped: line → true */
     size_t x[X_COUNT];
 } model;
 
@@ -522,8 +545,8 @@ static void model_program(model *m, const rec *r)
     }
     if (int_field(r, "version") <= jint(p, "version")) {
         m->x[X_STALE]++;
-    } else if (strcmp(str_field(r, "currency"), json_string_value(
-                                                     json_object_get(p, "currency"))) == 0) {
+    } else if (strcmp(str_field(r, "currency"),
+                      json_string_value(json_object_get(p, "currency"))) == 0) {
         m->x[X_BUMP]++;
         json_object_set_new(p, "version", json_integer(int_field(r, "version")));
     }
@@ -556,8 +579,9 @@ static void model_sale(model *m, const rec *r)
     const char *partner = str_field(r, "partner");
     char key[160];
     snprintf(key, sizeof key, "%s/%s", r->source, r->id);
-    json_object_set_new(m->sales, key, json_pack("{s:s, s:I}", "partner", partner, "amount",
-                                                 int_field(r, "amount")));
+    json_object_set_new(
+        m->sales, key,
+        json_pack("{s:s, s:I}", "partner", partner, "amount", int_field(r, "amount")));
     json_t *p = program_of(m, partner);
     if (!p) {
         json_object_set_new(m->unenrolled_sales, partner, json_true());
@@ -576,8 +600,8 @@ static void model_return(model *m, const rec *r)
     json_t *sale = json_object_get(m->sales, key);
     if (!sale)
         m->x[X_RET_UNKNOWN]++;
-    else if (strcmp(json_string_value(json_object_get(sale, "partner")),
-                    str_field(r, "partner")) != 0)
+    else if (strcmp(json_string_value(json_object_get(sale, "partner")), str_field(r, "partner")) !=
+             0)
         m->x[X_RET_MISMATCH]++;
     else if (int_field(r, "amount") > jint(sale, "amount"))
         m->x[X_RET_OVER]++;
@@ -597,8 +621,9 @@ static void model_claim(model *m, const rec *r)
         if (strcmp(action, actions[i]) == 0)
             m->x[X_SUBMIT + i]++;
     if (strcmp(action, "submit") == 0 && !c) {
-        json_object_set_new(m->claims, key, json_pack("{s:I, s:I}", "requested", amount,
-                                                      "approved", (json_int_t)0));
+        json_object_set_new(
+            m->claims, key,
+            json_pack("{s:I, s:I}", "requested", amount, "approved", (json_int_t)0));
     } else if (c && strcmp(action, "approve") == 0 && amount <= jint(c, "requested")) {
         m->x[X_APPROVE_PARTIAL] += amount < jint(c, "requested");
         json_object_set_new(c, "approved", json_integer(amount));
@@ -630,8 +655,9 @@ static void model_other(model *m, const rec *r)
 {
     if (strcmp(r->type, "certification") == 0) {
         const char *a = str_field(r, "action");
-        m->x[strcmp(a, "earned") == 0 ? X_EARNED : strcmp(a, "expired") == 0 ? X_EXPIRED
-                                                                              : X_REVOKED]++;
+        m->x[strcmp(a, "earned") == 0    ? X_EARNED
+             : strcmp(a, "expired") == 0 ? X_EXPIRED
+                                         : X_REVOKED]++;
     } else if (strcmp(r->type, "payout") == 0) {
         m->x[X_PAYOUT]++;
     } else if (strcmp(r->type, "adjust") == 0) {
@@ -676,8 +702,13 @@ START_TEST(default_set_exercises_the_engine)
     const char *args[] = {"--seed", scenario_seeds[_i], "--resend-pct", "3", NULL};
     size_t len;
     char *out = gen("scenario", args, &len);
-    model m = {json_object(), json_object(), json_object(), json_object(), json_object(),
-               json_object(), {0}};
+    model m = {json_object(),
+               json_object(),
+               json_object(),
+               json_object(),
+               json_object(),
+               json_object(),
+               {0}};
     each_line(out, len, model_line, &m);
     m.x[X_NEVER] = json_object_size(m.unenrolled_sales);
     for (int i = 0; i < X_COUNT; i++)
