@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <msgpack.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,1242 @@ START_TEST(vector_seed101)
 }
 END_TEST
 
+/* ---- hand-computed scenarios ---- */
+
+/* Sends one JSON event (printf-style) from source to every shard. */
+static void tsend(shards *s, const char *source, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void tsend(shards *s, const char *source, const char *fmt, ...)
+{
+    char text[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_error_t je;
+    json_t *ev = json_loads(text, 0, &je);
+    ck_assert_msg(ev != NULL, "bad test JSON: %s: %s", je.text, text);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp(ev, &sb);
+    shards_apply(s, source, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(ev);
+}
+
+/* Event id counter: ids only need to be unique per source. */
+static int next_id;
+
+/* The test program "acme": USD, quarters, tiers Base 0/0 100 bps, Silver
+ * 100000/1 200 bps, Gold 500000/2 300 bps; retroactive rebate 0:100,
+ * 100000:200, 500000:300; MDF expires after 2 periods; window 1. */
+static void program(shards *s, const char *name, int version, const char *currency,
+                    const char *mode, int64_t at)
+{
+    tsend(s, "fin",
+         "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
+         "\"version\":%d,\"currency\":\"%s\",\"period\":\"quarter\","
+         "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+         "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200},"
+         "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+         "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
+         "{\"from\":100000,\"bps\":200},{\"from\":500000,\"bps\":300}]},"
+         "\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
+         ++next_id, at, name, version, currency, mode);
+}
+
+static void enroll(shards *s, const char *partner, const char *prog, int64_t at)
+{
+    tsend(s, "fin",
+         "{\"type\":\"partner\",\"id\":\"E%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"name\":\"%s\",\"program\":\"%s\",\"kind\":\"var\"}",
+         ++next_id, at, partner, partner, prog);
+}
+
+static void sale(shards *s, const char *src, const char *id, const char *partner,
+                 int64_t amount, const char *cur, int64_t at)
+{
+    tsend(s, src,
+         "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"sku\":\"X\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+         id, at, partner, amount, cur);
+}
+
+static void ret(shards *s, const char *src, const char *sale_id, const char *partner,
+                int64_t amount, const char *cur, int64_t at)
+{
+    tsend(s, src,
+         "{\"type\":\"return\",\"id\":\"R%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+         ++next_id, at, partner, sale_id, amount, cur);
+}
+
+static void cert(shards *s, const char *partner, const char *person, const char *action,
+                 int64_t at)
+{
+    tsend(s, "certs",
+         "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"person\":\"%s\",\"cert\":\"sales\",\"action\":\"%s\"}",
+         ++next_id, at, partner, person, action);
+}
+
+/* amount < 0: no amount field. */
+static void claim(shards *s, const char *partner, const char *id, const char *action,
+                  int64_t amount, int64_t at)
+{
+    char amt[64] = "";
+    if (amount >= 0)
+        snprintf(amt, sizeof amt, ",\"amount\":%" PRId64, amount);
+    tsend(s, "portal",
+         "{\"type\":\"claim\",\"id\":\"K%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"claim\":\"%s\",\"action\":\"%s\"%s}",
+         ++next_id, at, partner, id, action, amt);
+}
+
+static void close_period(shards *s, const char *prog, const char *period, int64_t at)
+{
+    tsend(s, "fin",
+         "{\"type\":\"close\",\"id\":\"L%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
+         "\"period\":\"%s\"}",
+         ++next_id, at, prog, period);
+}
+
+static void payout(shards *s, const char *partner, const char *period, int64_t amount,
+                   int64_t at)
+{
+    tsend(s, "fin",
+         "{\"type\":\"payout\",\"id\":\"Y%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"period\":\"%s\",\"amount\":%" PRId64 "}",
+         ++next_id, at, partner, period, amount);
+}
+
+static void adjust(shards *s, const char *partner, const char *account, int64_t amount,
+                   int64_t at)
+{
+    tsend(s, "fin",
+         "{\"type\":\"adjust\",\"id\":\"A%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+         "\"account\":\"%s\",\"amount\":%" PRId64 ",\"reason\":\"test\"}",
+         ++next_id, at, partner, account, amount);
+}
+
+/* An integer field of a view; path "a" or "a.i.b" (array index i). */
+static int64_t vint(const shards *s, char v, const char *partner, const char *path)
+{
+    json_t *doc = view(s, v, partner);
+    ck_assert_msg(doc != NULL, "no view of %s", partner);
+    json_t *cur = doc;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *tok = strtok(buf, "."); tok != NULL && cur != NULL; tok = strtok(NULL, ".")) {
+        if (json_is_array(cur))
+            cur = json_array_get(cur, (size_t)atoi(tok));
+        else
+            cur = json_object_get(cur, tok);
+    }
+    ck_assert_msg(json_is_integer(cur), "%s of %s is not an integer", path, partner);
+    int64_t out = json_integer_value(cur);
+    json_decref(doc);
+    return out;
+}
+
+/* A string field of a view, compared. */
+static void vstr_eq(const shards *s, char v, const char *partner, const char *path,
+                    const char *want)
+{
+    json_t *doc = view(s, v, partner);
+    ck_assert_ptr_nonnull(doc);
+    json_t *cur = doc;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *tok = strtok(buf, "."); tok != NULL && cur != NULL; tok = strtok(NULL, ".")) {
+        if (json_is_array(cur))
+            cur = json_array_get(cur, (size_t)atoi(tok));
+        else
+            cur = json_object_get(cur, tok);
+    }
+    ck_assert_msg(json_is_string(cur), "%s of %s is not a string", path, partner);
+    ck_assert_str_eq(json_string_value(cur), want);
+    json_decref(doc);
+}
+
+/* The exceptions as "seq:kind:partner" lines, for compact comparisons. */
+static char *exc_text(const shards *s)
+{
+    json_t *list = merged_exceptions(s);
+    size_t cap = 64 + json_array_size(list) * 160;
+    char *out = calloc(1, cap);
+    size_t at = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *x = json_array_get(list, i);
+        json_t *p = json_object_get(x, "partner");
+        at += (size_t)snprintf(out + at, cap - at, "%" PRId64 ":%s:%s\n",
+                               (int64_t)json_integer_value(json_object_get(x, "seq")),
+                               json_string_value(json_object_get(x, "kind")),
+                               json_is_string(p) ? json_string_value(p) : "-");
+    }
+    json_decref(list);
+    return out;
+}
+
+static void expect_excs(const shards *s, const char *want)
+{
+    char *got = exc_text(s);
+    ck_assert_msg(strcmp(got, want) == 0, "exceptions\n got:\n%s want:\n%s", got, want);
+    free(got);
+}
+
+/* The MDF invariant of SPEC section 6, read from the balance view. */
+static void expect_invariant(const shards *s, const char *partner)
+{
+    json_t *b = view(s, 'b', partner);
+    ck_assert_ptr_nonnull(b);
+#define F(k) ((int64_t)json_integer_value(json_object_get(b, k)))
+    int64_t lhs = F("accrued") - F("clawed_back") + F("adjusted") - F("expired") - F("pending") -
+                  F("approved") - F("paid");
+    int64_t sum = 0;
+    json_t *bk = json_object_get(b, "buckets");
+    for (size_t i = 0; i < json_array_size(bk); i++)
+        sum += json_integer_value(json_object_get(json_array_get(bk, i), "remaining"));
+    ck_assert_msg(lhs == F("available") && sum - F("deficit") == F("available"),
+                  "MDF invariant broken for %s at seq %" PRId64, partner, F("seq"));
+#undef F
+    json_decref(b);
+}
+
+START_TEST(rhe_cases)
+{
+    /* rhe: ties to even, both signs; non-ties to nearest. */
+    ck_assert_int_eq(tly_round_half_even(5, 2), 2);   /* 2.5 -> 2 (even down) */
+    ck_assert_int_eq(tly_round_half_even(7, 2), 4);   /* 3.5 -> 4 (odd up) */
+    ck_assert_int_eq(tly_round_half_even(1, 2), 0);   /* 0.5 -> 0 */
+    ck_assert_int_eq(tly_round_half_even(-5, 2), -2); /* -2.5 -> -2 */
+    ck_assert_int_eq(tly_round_half_even(-7, 2), -4); /* -3.5 -> -4 */
+    ck_assert_int_eq(tly_round_half_even(-1, 2), 0);  /* -0.5 -> 0 */
+    ck_assert_int_eq(tly_round_half_even(5, 3), 2);   /* 1.67 -> 2 */
+    ck_assert_int_eq(tly_round_half_even(4, 3), 1);   /* 1.33 -> 1 */
+    ck_assert_int_eq(tly_round_half_even(-5, 3), -2);
+    ck_assert_int_eq(tly_round_half_even(-4, 3), -1);
+    ck_assert_int_eq(tly_round_half_even(INT64_MIN, 1), INT64_MIN);
+    ck_assert_int_eq(tly_round_half_even(INT64_MAX, 2), INT64_MAX / 2 + 1); /* .5, odd */
+    /* bps products: 474.5 -> 474 (the vector's case), 475.5 -> 476,
+     * 1.5 -> 2, 2.5 -> 2, -2.5 -> -2, 2.51 -> 3. */
+    ck_assert_int_eq(tly_money_bps(14600, 325), 474);
+    ck_assert_int_eq(tly_money_bps(150, 100), 2);
+    ck_assert_int_eq(tly_money_bps(250, 100), 2);
+    ck_assert_int_eq(tly_money_bps(-250, 100), -2);
+    ck_assert_int_eq(tly_money_bps(-350, 100), -4);
+    ck_assert_int_eq(tly_money_bps(251, 100), 3);
+    ck_assert_int_eq(tly_money_bps(INT64_MAX, 10000), INT64_MAX);
+    /* a sum of slices is rounded once: 0.5 + 0.5 + 0.5 = 1.5 -> 2 */
+    tly_bps_sum sum = {0, 0};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(tly_bps_sum_add(&sum, 50, 100), TLY_OK);
+    int64_t out;
+    ck_assert_int_eq(tly_bps_sum_round(&sum, &out), TLY_OK);
+    ck_assert_int_eq(out, 2);
+    ck_assert_int_eq(tly_money_add(INT64_MAX, 1, &out), TLY_OVERFLOW);
+    ck_assert_int_eq(tly_money_sub(INT64_MIN, 1, &out), TLY_OVERFLOW);
+    ck_assert_int_eq(tly_money_mul(INT64_MAX / 2 + 1, 2, &out), TLY_OVERFLOW);
+    ck_assert_int_eq(out, 2); /* untouched on overflow */
+}
+END_TEST
+
+/* [P2] [P3] late data lands in the earliest open period and is flagged. */
+START_TEST(late_lands_in_open_period)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);    /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);      /* 3 */
+    sale(&s, "d", "S1", "p1", 10000, "USD", Q1_25 + DAY);  /* 4: late, lands in Q2 */
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q3_25 + DAY);  /* 5: a future period [P4] */
+    expect_excs(&s, "4:late:p1\n");
+    vstr_eq(&s, 'b', "p1", "buckets.0.period", "2025-Q2");
+    ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 100);
+    vstr_eq(&s, 'b', "p1", "buckets.1.period", "2025-Q3");
+    vstr_eq(&s, 'r', "p1", "periods.0.period", "2025-Q2");
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 10000);
+    vstr_eq(&s, 'r', "p1", "periods.1.status", "open");
+    ck_assert_int_eq(vint(&s, 'r', "p1", "accrued_open"), 200); /* both rows open [P4] */
+    shards_free(&s);
+}
+END_TEST
+
+/* [E3] [D7] held events fold at enrollment in log order with their own
+ * seqs; [E2] an unknown program leaves the partner unenrolled. */
+START_TEST(held_fold_at_enrollment)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    ret(&s, "d", "S1", "p1", 100, "USD", Q1_25 + DAY);    /* 2: held, folds before S1 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3: held */
+    cert(&s, "p1", "ann", "earned", Q1_25 + DAY);          /* 4: held */
+    enroll(&s, "p1", "nope", Q1_25 + DAY);                 /* 5: unknown program */
+    ret(&s, "d", "S1", "p1", 30000, "USD", Q1_25 + DAY);  /* 6: held */
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);     /* 7 */
+    enroll(&s, "p1", "acme", Q2_25 + DAY);                /* 8: folds 2, 3, 4, 6 */
+    expect_excs(&s, "2:held:p1\n2:unknown_sale:p1\n3:held:p1\n3:late:p1\n4:held:p1\n"
+                    "5:unknown_program:p1\n6:held:p1\n6:late:p1\n");
+    /* 100000 at 100 bps = 1000, return 30000 claws 300; all lands in Q2 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 1000);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 300);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 70000);
+    ck_assert_int_eq(vint(&s, 't', "p1", "active_certs"), 1);
+    shards_free(&s);
+}
+END_TEST
+
+/* [C4] partial approval: the unapproved part is released newest first; a
+ * share whose bucket expired goes to expired [G5] [M4]. */
+START_TEST(partial_approval_into_expired_bucket)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3: Q1 bucket 1000 */
+    sale(&s, "d", "S2", "p1", 50000, "USD", Q2_25 + DAY);     /* 4: Q2 bucket 500 */
+    claim(&s, "p1", "c1", "submit", 1200, Q2_25 + DAY);       /* 5: Q1 gives 1000, Q2 200 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 300);
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);         /* 6 */
+    close_period(&s, "acme", "2025-Q2", Q3_25 + DAY);         /* 7: Q1 expires (0 left) */
+    vstr_eq(&s, 'b', "p1", "buckets.0.period", "2025-Q2");
+    vstr_eq(&s, 'b', "p1", "buckets.0.expires_after", "2025-Q3"); /* A + N - 1 [M4] */
+    /* Approve 300 of 1200: release 900 newest first: 200 back to Q2 (live),
+     * then 700 of Q1's share to expired. */
+    claim(&s, "p1", "c1", "approve", 300, Q3_25 + DAY);       /* 8 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 700);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "pending"), 0);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "approved"), 300);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 500);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 500);
+    claim(&s, "p1", "c1", "pay", 100, Q3_25 + DAY);           /* 9: partial */
+    vstr_eq(&s, 'c', "p1", "claims.0.status", "approved");
+    claim(&s, "p1", "c1", "pay", 200, Q3_25 + DAY);           /* 10 */
+    vstr_eq(&s, 'c', "p1", "claims.0.status", "paid");
+    ck_assert_int_eq(vint(&s, 'b', "p1", "paid"), 300);
+    expect_invariant(&s, "p1");
+    expect_excs(&s, "");
+    shards_free(&s);
+}
+END_TEST
+
+/* [M6] a clawback beyond the buckets is a deficit; [M1] a later accrual
+ * and a release pay the deficit first; [M2] the deficit never expires. */
+START_TEST(clawback_deficit_paid_by_credit)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3: 1000 */
+    claim(&s, "p1", "c1", "submit", 1000, Q1_25 + DAY);       /* 4: reserves all */
+    ret(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);     /* 5: claws 1000 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 1000);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), -1000);
+    sale(&s, "d", "S2", "p1", 50000, "USD", Q1_25 + DAY);     /* 6: 500 pays deficit */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
+    ck_assert_int_eq(json_array_size(json_object_get(view(&s, 'b', "p1"), "buckets")), 0);
+    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 7 */
+    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 8: deficit stays [M2] */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
+    /* The claim's share was in Q1, now expired: the release goes to expired
+     * and does not pay the deficit. */
+    claim(&s, "p1", "c1", "reject", -1, Q3_25);               /* 9 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 1000);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
+    claim(&s, "p1", "c2", "submit", 1, Q3_25);                /* 10: denied */
+    sale(&s, "d", "S3", "p1", 80000, "USD", Q3_25 + DAY);     /* 11: 800: 500 deficit */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 0);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 300);
+    /* A live release pays the deficit first [M1]. */
+    claim(&s, "p1", "c3", "submit", 300, Q3_25 + DAY);        /* 12 */
+    adjust(&s, "p1", "mdf", -200, Q3_25 + DAY);               /* 13: deficit 200 */
+    claim(&s, "p1", "c3", "cancel", -1, Q3_25 + DAY);         /* 14: 200 pays it, 100 back */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 0);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 100);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 100);
+    expect_invariant(&s, "p1");
+    expect_excs(&s, "10:insufficient_funds:p1\n");
+    vstr_eq(&s, 'c', "p1", "claims.1.reason", "insufficient_funds");
+    shards_free(&s);
+}
+END_TEST
+
+/* [R1] [R2] retroactive vs incremental at bracket edges R = from - 1,
+ * from, from + 1 (bracket 100000 at 200 bps over 0 at 100 bps). */
+START_TEST(rebate_bracket_edges)
+{
+    static const struct { int64_t r; int32_t bps; int64_t retro, incr; } cases[] = {
+        {99999, 100, 1000, 1000},   /* 999.99 both */
+        {100000, 200, 2000, 1000},  /* retro: all at 2 %; incr: 1000 + 0 */
+        {100001, 200, 2000, 1000},  /* 2000.02; 1000 + 0.02 */
+        {100075, 200, 2002, 1002},  /* 2001.5 -> 2002; 1000 + 1.5 -> 1002 (ties even) */
+    };
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "retro", 1, "USD", "retroactive", Q1_25);
+    program(&s, "incr", 1, "USD", "incremental", Q1_25);
+    char name[32], id[48];
+    for (int i = 0; i < 4; i++) {
+        for (int m = 0; m < 2; m++) {
+            snprintf(name, sizeof name, "%s%d", m ? "i" : "r", i);
+            snprintf(id, sizeof id, "S%s", name);
+            enroll(&s, name, m ? "incr" : "retro", Q1_25);
+            sale(&s, "d", id, name, cases[i].r, "USD", Q1_25 + DAY);
+        }
+    }
+    close_period(&s, "retro", "2025-Q1", Q2_25);
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "r%d", i);
+        int64_t want = cases[i].retro;
+        ck_assert_int_eq(vint(&s, 'r', name, "periods.0.rebate"), want);
+        ck_assert_int_eq(vint(&s, 'r', name, "periods.0.rate_bps"), cases[i].bps);
+        vstr_eq(&s, 'r', name, "periods.0.status", "final");
+        ck_assert_int_eq(vint(&s, 'r', name, "payable"), want);
+        snprintf(name, sizeof name, "i%d", i);
+        ck_assert_int_eq(vint(&s, 'r', name, "periods.0.rebate"), cases[i].incr);
+        ck_assert_int_eq(vint(&s, 'r', name, "periods.0.rate_bps"), cases[i].bps);
+        vstr_eq(&s, 'r', name, "periods.0.status", "open");
+        ck_assert_int_eq(vint(&s, 'r', name, "accrued_open"), cases[i].incr);
+    }
+    shards_free(&s);
+}
+END_TEST
+
+/* [T1] [T2] [T3] [T4] [G7] tier upgrade and downgrade, with history. */
+START_TEST(tier_upgrade_downgrade)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 3 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 4: again: no change [T4] */
+    cert(&s, "p1", "bob", "revoked", Q1_25);                  /* 5: cert_not_active */
+    sale(&s, "d", "S1", "p1", 600000, "USD", Q1_25 + DAY);    /* 6 */
+    ck_assert_int_eq(vint(&s, 't', "p1", "window_revenue"), 600000); /* [T2] */
+    vstr_eq(&s, 't', "p1", "next.tier", "Silver");
+    ck_assert_int_eq(vint(&s, 't', "p1", "next.revenue_needed"), 0); /* floored [T3] */
+    ck_assert_int_eq(vint(&s, 't', "p1", "next.certs_needed"), 0);
+    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 7: Silver (1 cert) [G7] */
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    vstr_eq(&s, 't', "p1", "history.0.period", "2025-Q1");
+    ck_assert_int_eq(vint(&s, 't', "p1", "history.0.seq"), 7);
+    ck_assert_int_eq(vint(&s, 't', "p1", "next.certs_needed"), 1);
+    ck_assert_int_eq(vint(&s, 't', "p1", "next.revenue_needed"), 500000);
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY);     /* 8: 200 bps now */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 6000 + 200);
+    cert(&s, "p1", "bob", "earned", Q2_25);                   /* 9 */
+    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 10: 10000 < 100000: Base */
+    vstr_eq(&s, 't', "p1", "tier", "Base");
+    vstr_eq(&s, 't', "p1", "history.1.from", "Silver");
+    vstr_eq(&s, 't', "p1", "history.1.to", "Base");
+    close_period(&s, "acme", "2025-Q3", Q4_25);               /* 11: no change: no entry */
+    json_t *t = view(&s, 't', "p1");
+    ck_assert_int_eq(json_array_size(json_object_get(t, "history")), 2);
+    json_decref(t);
+    expect_excs(&s, "5:cert_not_active:p1\n");
+    shards_free(&s);
+}
+END_TEST
+
+/* [G1] [G2] [G3] [G8] program versions. */
+START_TEST(program_versions)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
+    enroll(&s, "p2", "acme", Q1_25);                          /* 3 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 4 */
+    sale(&s, "d", "S1", "p1", 150000, "USD", Q1_25 + DAY);    /* 5 */
+    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 6: p1 Silver */
+    vstr_eq(&s, 'b', "p1", "tier", "Silver");
+    /* v2 without Silver, Base renamed: both partners drop [G3] */
+    tsend(&s, "fin",
+         "{\"type\":\"program\",\"id\":\"V2\",\"at\":%" PRId64 ",\"program\":\"acme\","
+         "\"version\":2,\"currency\":\"USD\",\"period\":\"quarter\","
+         "\"tiers\":[{\"name\":\"Entry\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":50},"
+         "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+         "\"rebate\":{\"mode\":\"incremental\",\"brackets\":[{\"from\":0,\"bps\":1000}]},"
+         "\"mdf_expiry_periods\":3,\"tier_window_periods\":1}", Q2_25);     /* 7 */
+    vstr_eq(&s, 't', "p1", "history.1.from", "Silver");
+    vstr_eq(&s, 't', "p1", "history.1.to", "Entry");
+    vstr_eq(&s, 't', "p1", "history.1.period", "2025-Q2");
+    ck_assert_int_eq(vint(&s, 't', "p1", "history.1.seq"), 7);
+    vstr_eq(&s, 't', "p2", "history.0.from", "Base");
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY);     /* 8: 50 bps */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 1500 + 50);
+    /* the final Q1 figure stays; the open Q2 row follows the new rules [G4] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.rebate"), 3000);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.1.rebate"), 1000);
+    vstr_eq(&s, 'b', "p1", "buckets.1.expires_after", "2025-Q4"); /* new N [M4] */
+    program(&s, "acme", 2, "USD", "retroactive", Q2_25);      /* 9: stale [G8] */
+    program(&s, "acme", 1, "USD", "retroactive", Q2_25);      /* 10: stale */
+    program(&s, "acme", 3, "EUR", "retroactive", Q2_25);      /* 11: rejected [G2] */
+    vstr_eq(&s, 'b', "p1", "tier", "Entry");
+    vstr_eq(&s, 'b', "p1", "currency", "USD");
+    program(&s, "acme", 4, "USD", "retroactive", Q2_25);      /* 12: Entry gone again */
+    vstr_eq(&s, 'b', "p1", "tier", "Base");
+    expect_excs(&s, "9:stale_version:-\n10:stale_version:-\n11:program_change_rejected:-\n");
+    shards_free(&s);
+}
+END_TEST
+
+/* [L1] [L2] closes out of order and of unknown programs change nothing. */
+START_TEST(close_out_of_order_and_unknown)
+{
+    shards s;
+    shards_init(&s, 2);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3 */
+    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 4: not the earliest */
+    close_period(&s, "acme", "2025-01", Q3_25);               /* 5: a month of a quarter one */
+    close_period(&s, "nope", "2025-Q1", Q3_25);               /* 6: unknown [L2] */
+    vstr_eq(&s, 'r', "p1", "periods.0.status", "open");
+    close_period(&s, "acme", "2025-Q1", Q3_25);               /* 7 */
+    vstr_eq(&s, 'r', "p1", "periods.0.status", "final");
+    expect_excs(&s, "4:close_out_of_order:-\n5:close_out_of_order:-\n6:unknown_program:-\n");
+    /* partner-less exceptions are shard 0's only */
+    json_t *x1 = tly_engine_exceptions(s.e[1]);
+    for (size_t i = 0; i < json_array_size(x1); i++)
+        ck_assert(json_is_string(json_object_get(json_array_get(x1, i), "partner")));
+    json_decref(x1);
+    shards_free(&s);
+}
+END_TEST
+
+/* [S3] [S8] [S9] over-returns: the capped part applies; a wholly excess
+ * return only raises over_return; clawbacks never exceed the accrual. */
+START_TEST(over_return_partial)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);       /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                           /* 2 */
+    sale(&s, "d", "S1", "p1", 250, "USD", Q1_25 + DAY);        /* 3: 2.5 -> 2 */
+    ret(&s, "d", "S1", "p1", 150, "USD", Q1_25 + DAY);         /* 4: 1.5 -> 2 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 2);
+    ret(&s, "d", "S1", "p1", 300, "USD", Q1_25 + DAY);         /* 5: 100 applies, claw 0 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 2);   /* capped at accrual [S3] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 0);
+    ret(&s, "d", "S1", "p1", 10, "USD", Q1_25 + DAY);          /* 6: wholly excess [S8] */
+    ret(&s, "d", "S1", "p1", 10, "CAD", Q1_25 + DAY);          /* 7: currency first [S9] */
+    ret(&s, "d", "S9", "p1", 10, "CAD", Q1_25 + DAY);          /* 8: currency before unknown */
+    ret(&s, "d", "S9", "p1", 10, "USD", Q1_25 + DAY);          /* 9: unknown sale */
+    sale(&s, "d", "S2", "p1", 100, "CAD", Q1_25 + DAY);        /* 10: moved nothing */
+    ret(&s, "d", "S2", "p1", 10, "USD", Q1_25 + DAY);          /* 11: unknown [S2] */
+    ret(&s, "e", "S1", "p1", 10, "USD", Q1_25 + DAY);          /* 12: other source */
+    sale(&s, "d", "S3", "p1", 10, "USD", Q1_25 + DAY);         /* 13: accrual 0, revenue [M7] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 10);
+    expect_excs(&s, "5:over_return:p1\n6:over_return:p1\n7:currency_mismatch:p1\n"
+                    "8:currency_mismatch:p1\n9:unknown_sale:p1\n10:currency_mismatch:p1\n"
+                    "11:unknown_sale:p1\n12:unknown_sale:p1\n");
+    shards_free(&s);
+}
+END_TEST
+
+/* Two partner ids on different shards of 2 (and of 4 when possible). */
+static void split_pair(char *a, char *b, size_t cap)
+{
+    snprintf(a, cap, "pa");
+    uint32_t sa2 = tly_engine_shard_of(a, strlen(a), 2), sa4 = tly_engine_shard_of(a, 2, 4);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(b, cap, "pb%d", i);
+        if (tly_engine_shard_of(b, strlen(b), 2) != sa2 &&
+            tly_engine_shard_of(b, strlen(b), 4) != sa4)
+            return;
+    }
+    ck_abort_msg("no split pair");
+}
+
+/* [S1] a return naming another partner than its sale, decided by a shard
+ * that does not own the sale; [S2] a held sale has moved no money. */
+START_TEST(return_partner_mismatch_across_shards)
+{
+    static const uint32_t counts[] = {1, 2, 4};
+    char a[16], b[16];
+    split_pair(a, b, sizeof a);
+    for (int i = 0; i < 3; i++) {
+        shards s;
+        shards_init(&s, counts[i]);
+        program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+        enroll(&s, b, "acme", Q1_25);                          /* 2 */
+        sale(&s, "d", "SA", a, 1000, "USD", Q1_25 + DAY);      /* 3: held: a unenrolled */
+        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);         /* 4: unknown [S2] */
+        enroll(&s, a, "acme", Q1_25);                          /* 5 */
+        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);         /* 6: mismatch [S1] */
+        ret(&s, "d", "SA", a, 10, "USD", Q1_25 + DAY);         /* 7: fine */
+        char want[256];
+        snprintf(want, sizeof want, "3:held:%s\n4:unknown_sale:%s\n6:return_partner_mismatch:%s\n",
+                 a, b, b);
+        expect_excs(&s, want);
+        ck_assert_int_eq(vint(&s, 'r', a, "periods.0.revenue"), 990);
+        json_t *rb = view(&s, 'r', b); /* the refused returns moved nothing */
+        ck_assert_int_eq(json_array_size(json_object_get(rb, "periods")), 0);
+        json_decref(rb);
+        shards_free(&s);
+    }
+}
+END_TEST
+
+/* [R6] [R7] [R10] [E7] payouts and rebate adjustments [R8]. */
+START_TEST(payouts)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                         /* 2 */
+    sale(&s, "d", "S1", "p1", 50000, "USD", Q1_25 + DAY);    /* 3: rebate 500 */
+    adjust(&s, "p1", "rebate", -120, Q1_25 + DAY);           /* 4: 380 [R8] */
+    payout(&s, "p1", "2025-Q1", 100, Q1_25 + DAY);           /* 5: not final [R7] */
+    close_period(&s, "acme", "2025-Q1", Q2_25);              /* 6 */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), 380);
+    payout(&s, "p1", "2025-Q1", 381, Q2_25);                 /* 7: overpayment [R6] */
+    payout(&s, "p1", "2025-Q1", 300, Q2_25);                 /* 8 */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), 80);    /* [R10] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.paid"), 300);
+    payout(&s, "p1", "2024-Q4", 1, Q2_25);                   /* 9: closed, no row */
+    payout(&s, "p1", "2025-01", 1, Q2_25);                   /* 10: a month: not final */
+    payout(&s, "ghost", "2025-Q1", 1, Q2_25);                /* 11: unknown [E7] */
+    adjust(&s, "ghost", "mdf", 5, Q2_25);                    /* 12 */
+    adjust(&s, "p1", "rebate", 7, Q2_25);                    /* 13: lands in Q2 [R8] */
+    adjust(&s, "p1", "mdf", 9, Q2_25);                       /* 14: credit to Q2 [M8] */
+    vstr_eq(&s, 'r', "p1", "periods.1.period", "2025-Q2");
+    ck_assert_int_eq(vint(&s, 'r', "p1", "accrued_open"), 7);
+    vstr_eq(&s, 'b', "p1", "buckets.1.period", "2025-Q2");
+    ck_assert_int_eq(vint(&s, 'b', "p1", "adjusted"), 9);
+    expect_excs(&s, "5:payout_not_final:p1\n7:overpayment:p1\n9:overpayment:p1\n"
+                    "10:payout_not_final:p1\n11:unknown_partner:ghost\n"
+                    "12:unknown_partner:ghost\n");
+    shards_free(&s);
+}
+END_TEST
+
+/* [C1]..[C8] the claim state machine. */
+START_TEST(claim_state_machine)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
+    claim(&s, "p1", "c0", "submit", 10, Q1_25);              /* 2: unknown partner */
+    claim(&s, "p1", "c0", "approve", 10, Q1_25);             /* 3: unknown partner [E7] */
+    enroll(&s, "p1", "acme", Q1_25);                         /* 4 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);   /* 5: 1000 */
+    claim(&s, "p1", "c0", "approve", 10, Q1_25);             /* 6: denied: invalid [C6] */
+    claim(&s, "p1", "c9", "approve", 10, Q1_25);             /* 7: unknown claim */
+    claim(&s, "p1", "c1", "submit", 400, Q1_25);             /* 8 */
+    claim(&s, "p1", "c1", "submit", 400, Q1_25);             /* 9: duplicate [C2] */
+    claim(&s, "p1", "c1", "pay", 100, Q1_25);                /* 10: pending: invalid */
+    claim(&s, "p1", "c1", "approve", 401, Q1_25);            /* 11: exceeds [C4] */
+    vstr_eq(&s, 'c', "p1", "claims.1.status", "pending");
+    claim(&s, "p1", "c1", "approve", 400, Q1_25);            /* 12 */
+    claim(&s, "p1", "c1", "pay", 401, Q1_25);                /* 13: exceeds [C5] */
+    claim(&s, "p1", "c1", "cancel", -1, Q1_25);              /* 14: approved: invalid */
+    claim(&s, "p1", "c1", "pay", 400, Q1_25);                /* 15 */
+    claim(&s, "p1", "c1", "pay", 1, Q1_25);                  /* 16: paid: invalid */
+    claim(&s, "p1", "c2", "submit", 700, Q1_25);             /* 17: 600 left: denied */
+    claim(&s, "p1", "c3", "submit", 100, Q1_25);             /* 18 */
+    tsend(&s, "fin", "{\"type\":\"claim\",\"id\":\"RJ\",\"at\":%" PRId64 ",\"partner\":\"p1\","
+                    "\"claim\":\"c3\",\"action\":\"reject\",\"reason\":\"no proof\"}",
+         Q1_25);                                             /* 19 */
+    claim(&s, "p1", "c3", "approve", 100, Q1_25);            /* 20: rejected: invalid */
+    expect_excs(&s, "2:unknown_partner:p1\n3:unknown_partner:p1\n6:invalid_transition:p1\n"
+                    "7:unknown_claim:p1\n9:duplicate_claim:p1\n10:invalid_transition:p1\n"
+                    "11:approve_exceeds_requested:p1\n13:pay_exceeds_approved:p1\n"
+                    "14:invalid_transition:p1\n16:invalid_transition:p1\n"
+                    "17:insufficient_funds:p1\n20:invalid_transition:p1\n");
+    /* [C8] submit order; [C7] reason and zero defaults */
+    vstr_eq(&s, 'c', "p1", "claims.0.claim", "c0");
+    vstr_eq(&s, 'c', "p1", "claims.0.status", "denied");
+    vstr_eq(&s, 'c', "p1", "claims.0.reason", "unknown_partner");
+    vstr_eq(&s, 'c', "p1", "claims.1.status", "paid");
+    ck_assert_int_eq(vint(&s, 'c', "p1", "claims.1.paid"), 400);
+    vstr_eq(&s, 'c', "p1", "claims.2.reason", "insufficient_funds");
+    ck_assert_int_eq(vint(&s, 'c', "p1", "claims.2.approved"), 0);
+    vstr_eq(&s, 'c', "p1", "claims.3.status", "rejected");
+    vstr_eq(&s, 'c', "p1", "claims.3.reason", "no proof");
+    json_t *c = view(&s, 'c', "p1");
+    ck_assert(json_is_null(json_object_get(json_array_get(json_object_get(c, "claims"), 1),
+                                           "reason")));
+    json_decref(c);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 600);
+    expect_invariant(&s, "p1");
+    shards_free(&s);
+}
+END_TEST
+
+/* [E1] re-enrollment updates identity only; another program is refused. */
+START_TEST(enrollment_rules)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
+    program(&s, "beta", 1, "USD", "retroactive", Q1_25);     /* 2 */
+    enroll(&s, "p1", "acme", Q1_25);                         /* 3 */
+    enroll(&s, "p1", "acme", Q1_25);                         /* 4: same program: fine */
+    enroll(&s, "p1", "beta", Q1_25);                         /* 5: refused */
+    vstr_eq(&s, 'b', "p1", "program", "acme");
+    expect_excs(&s, "5:partner_program_change:p1\n");
+    ck_assert_ptr_null(view(&s, 'b', "nobody"));
+    shards_free(&s);
+}
+END_TEST
+
+/* ---- seeded random streams ---- */
+
+static uint64_t g_seed = UINT64_C(20261126);
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+/* splitmix64: tiny, seedable, good enough for test data. */
+static uint64_t rnext(rng *r)
+{
+    uint64_t z = (r->s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi]. */
+static int64_t rint_in(rng *r, int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1));
+}
+
+static bool chance(rng *r, int percent)
+{
+    return rint_in(r, 1, 100) <= percent;
+}
+
+typedef struct gen_sale {
+    int src, partner;
+    int64_t amount;
+    char id[24];
+} gen_sale;
+
+typedef struct gen {
+    rng r;
+    msgpack_sbuffer sb;
+    stream *out;
+    int partners;
+    int64_t now;
+    int32_t eop[2];     /* generator's view of each program's open period */
+    int version[2];
+    int next_claim;
+    gen_sale *sales;
+    size_t sale_count, sale_cap;
+    int64_t ids;
+} gen;
+
+static const char *const gen_sources[] = {"dist-a", "dist-b", "dist-c"};
+static const char *const gen_programs[] = {"alpha", "beta"};
+static const char *const gen_currency[] = {"USD", "EUR"};
+
+static void gen_emit(gen *g, const char *source, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gen_emit(gen *g, const char *source, const char *fmt, ...)
+{
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_t *ev = json_loads(text, 0, NULL);
+    ck_assert_msg(ev != NULL, "generator JSON: %s", text);
+    to_mp(ev, &g->sb);
+    stream_push(g->out, source, g->sb.data, g->sb.size);
+    json_decref(ev);
+}
+
+static void gen_program(gen *g, int which, int version, const char *currency)
+{
+    /* Two rule sets alternate with the version: tier names and rates
+     * change, so upgrades, downgrades and drops all happen. */
+    bool alt = version % 2 == 0;
+    gen_emit(g, "finance",
+             "{\"type\":\"program\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"program\":\"%s\",\"version\":%d,\"currency\":\"%s\",\"period\":\"%s\","
+             "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":%d},"
+             "{\"name\":\"%s\",\"min_revenue\":%d,\"min_certs\":1,\"mdf_bps\":%d},"
+             "{\"name\":\"Gold\",\"min_revenue\":%d,\"min_certs\":3,\"mdf_bps\":325}],"
+             "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
+             "{\"from\":%d,\"bps\":250},{\"from\":5000000,\"bps\":375}]},"
+             "\"mdf_expiry_periods\":%d,\"tier_window_periods\":%d}",
+             ++g->ids, g->now, gen_programs[which], version, currency,
+             which == 0 ? "quarter" : "month", alt ? 120 : 100, alt ? "Plus" : "Silver",
+             alt ? 800000 : 1000000, alt ? 175 : 200, alt ? 3000000 : 4000000,
+             alt ? "incremental" : "retroactive", alt ? 1500000 : 1000000, alt ? 3 : 2,
+             which == 0 ? 2 : 3);
+}
+
+static tly_period_kind gen_kind(int which)
+{
+    return which == 0 ? TLY_PERIOD_QUARTER : TLY_PERIOD_MONTH;
+}
+
+static void gen_closes(gen *g)
+{
+    for (int w = 0; w < 2; w++) {
+        int64_t due = tly_period_start_ms(gen_kind(w), g->eop[w] + 1) + 5 * DAY;
+        if (g->now < due)
+            continue;
+        char text[TLY_PERIOD_TEXT_BYTES];
+        /* now and then a close of the wrong period [L1] */
+        bool wrong = chance(&g->r, 5);
+        tly_period_format(gen_kind(w), g->eop[w] + (wrong ? 1 : 0), text);
+        gen_emit(g, "finance",
+                 "{\"type\":\"close\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
+                 "\"program\":\"%s\",\"period\":\"%s\"}",
+                 ++g->ids, g->now, gen_programs[w], text);
+        if (!wrong)
+            g->eop[w]++;
+    }
+}
+
+static int gen_prog_of(int partner)
+{
+    return partner % 2;
+}
+
+static void gen_partner_name(int p, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "partner-%03d", p);
+}
+
+static void gen_sale_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    int src = (int)rint_in(&g->r, 0, 2);
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    gen_sale s = {.src = src, .partner = p, .amount = rint_in(&g->r, 1, 400000)};
+    snprintf(s.id, sizeof s.id, "S%" PRId64, ++g->ids);
+    int64_t lag = chance(&g->r, 8) ? rint_in(&g->r, 0, 200) * DAY : rint_in(&g->r, 0, 3 * DAY);
+    const char *cur = chance(&g->r, 4) ? "CAD" : gen_currency[w];
+    gen_emit(g, gen_sources[src],
+             "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+             "\"sku\":\"K\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+             s.id, g->now - lag, name, s.amount, cur);
+    if (g->sale_count == g->sale_cap) {
+        g->sale_cap = g->sale_cap ? g->sale_cap * 2 : 1024;
+        g->sales = realloc(g->sales, g->sale_cap * sizeof *g->sales);
+    }
+    g->sales[g->sale_count++] = s;
+}
+
+static void gen_return_ev(gen *g)
+{
+    if (g->sale_count == 0)
+        return;
+    /* mostly recent sales, so over-returns happen */
+    size_t back = (size_t)rint_in(&g->r, 0, g->sale_count < 200 ? (int64_t)g->sale_count - 1 : 199);
+    const gen_sale *s = &g->sales[g->sale_count - 1 - back];
+    int p = chance(&g->r, 5) ? (int)rint_in(&g->r, 0, g->partners - 1) : s->partner;
+    char name[32], sale_id[32];
+    gen_partner_name(p, name, sizeof name);
+    snprintf(sale_id, sizeof sale_id, "%s", chance(&g->r, 4) ? "S-unknown" : s->id);
+    int64_t amount = rint_in(&g->r, 1, s->amount + s->amount / 4);
+    gen_emit(g, gen_sources[chance(&g->r, 3) ? (s->src + 1) % 3 : s->src],
+             "{\"type\":\"return\",\"id\":\"R%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ","
+             "\"currency\":\"%s\"}",
+             ++g->ids, g->now - rint_in(&g->r, 0, 2 * DAY), name, sale_id, amount,
+             gen_currency[gen_prog_of(p)]);
+}
+
+static void gen_cert_ev(gen *g)
+{
+    static const char *const actions[] = {"earned", "earned", "earned", "expired", "revoked"};
+    char name[32];
+    gen_partner_name((int)rint_in(&g->r, 0, g->partners - 1), name, sizeof name);
+    gen_emit(g, "certsys",
+             "{\"type\":\"certification\",\"id\":\"C%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"person\":\"u%d\",\"cert\":\"c%d\",\"action\":\"%s\"}",
+             ++g->ids, g->now, name, (int)rint_in(&g->r, 0, 4), (int)rint_in(&g->r, 0, 2),
+             actions[rint_in(&g->r, 0, 4)]);
+}
+
+static void gen_claim_ev(gen *g)
+{
+    static const char *const actions[] = {"submit", "submit", "submit", "approve", "approve",
+                                          "pay",    "pay",    "reject", "cancel"};
+    int p = (int)rint_in(&g->r, 0, g->partners - 1);
+    const char *action = actions[rint_in(&g->r, 0, 8)];
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    int id = strcmp(action, "submit") == 0 ? ++g->next_claim
+                                           : (int)rint_in(&g->r, 1, g->next_claim + 1);
+    int64_t amount = rint_in(&g->r, 1, strcmp(action, "submit") == 0 ? 30000 : 20000);
+    gen_emit(g, "portal",
+             "{\"type\":\"claim\",\"id\":\"K%" PRId64 "\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+             "\"claim\":\"cl-%d\",\"action\":\"%s\",\"amount\":%" PRId64 "}",
+             ++g->ids, g->now, name, id % 64 == 0 ? id : id, action, amount);
+}
+
+static void gen_money_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    char name[32], period[TLY_PERIOD_TEXT_BYTES];
+    gen_partner_name(p, name, sizeof name);
+    if (chance(&g->r, 60)) {
+        tly_period_format(gen_kind(w), g->eop[w] - (int32_t)rint_in(&g->r, 0, 3), period);
+        gen_emit(g, "finance",
+                 "{\"type\":\"payout\",\"id\":\"Y%" PRId64 "\",\"at\":%" PRId64 ","
+                 "\"partner\":\"%s\",\"period\":\"%s\",\"amount\":%" PRId64 "}",
+                 ++g->ids, g->now, name, period, rint_in(&g->r, 1, 20000));
+        return;
+    }
+    int64_t amount = rint_in(&g->r, 1, 30000) * (chance(&g->r, 50) ? -1 : 1);
+    gen_emit(g, "finance",
+             "{\"type\":\"adjust\",\"id\":\"A%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"account\":\"%s\",\"amount\":%" PRId64 ","
+             "\"reason\":\"r\"}",
+             ++g->ids, g->now, name, chance(&g->r, 50) ? "mdf" : "rebate", amount);
+}
+
+static void gen_enroll_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    int roll = (int)rint_in(&g->r, 1, 10);
+    const char *prog = roll <= 8 ? gen_programs[w] : roll == 9 ? gen_programs[1 - w] : "gamma";
+    gen_emit(g, "finance",
+             "{\"type\":\"partner\",\"id\":\"E%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"name\":\"N\",\"program\":\"%s\",\"kind\":\"msp\"}",
+             ++g->ids, g->now, name, prog);
+}
+
+static void gen_version_ev(gen *g)
+{
+    int w = (int)rint_in(&g->r, 0, 1);
+    int roll = (int)rint_in(&g->r, 1, 10);
+    if (roll <= 6)
+        gen_program(g, w, ++g->version[w], gen_currency[w]);
+    else if (roll <= 8)
+        gen_program(g, w, g->version[w], gen_currency[w]); /* stale [G8] */
+    else
+        gen_program(g, w, g->version[w] + 1, gen_currency[1 - w]); /* [G2] */
+}
+
+/* A stream of about `events` events over two programs and `partners`
+ * partners, deterministic for a seed. */
+static void gen_stream(stream *out, uint64_t seed, size_t events, int partners)
+{
+    gen g = {.r = {seed}, .out = out, .partners = partners, .now = Q1_25};
+    msgpack_sbuffer_init(&g.sb);
+    for (int w = 0; w < 2; w++) {
+        g.eop[w] = tly_period_of(gen_kind(w), g.now);
+        g.version[w] = 1;
+        gen_program(&g, w, 1, gen_currency[w]);
+    }
+    /* Window ~ two years: gaps average ~ (2 years / events). */
+    int64_t gap_max = (int64_t)(2 * 365 * DAY / (int64_t)events) * 2 + 1;
+    while (out->count < events) {
+        g.now += rint_in(&g.r, 0, gap_max);
+        gen_closes(&g);
+        int roll = (int)rint_in(&g.r, 1, 1000);
+        if (roll <= 450)
+            gen_sale_ev(&g);
+        else if (roll <= 560)
+            gen_return_ev(&g);
+        else if (roll <= 620)
+            gen_cert_ev(&g);
+        else if (roll <= 850)
+            gen_claim_ev(&g);
+        else if (roll <= 930)
+            gen_money_ev(&g);
+        else if (roll <= 998)
+            gen_enroll_ev(&g);
+        else
+            gen_version_ev(&g);
+    }
+    msgpack_sbuffer_destroy(&g.sb);
+    free(g.sales);
+}
+
+/* Every view of every partner, liabilities and exceptions (with detail)
+ * of two folds are equal. */
+static void expect_same(const shards *a, const shards *b, const char *what)
+{
+    json_t *pa = tly_engine_partners(a->e[0]);
+    for (uint32_t k = 1; k < a->n; k++) {
+        json_t *more = tly_engine_partners(a->e[k]);
+        json_array_extend(pa, more);
+        json_decref(more);
+    }
+    size_t total = 0;
+    for (uint32_t k = 0; k < b->n; k++) {
+        json_t *pb = tly_engine_partners(b->e[k]);
+        total += json_array_size(pb);
+        json_decref(pb);
+    }
+    ck_assert_msg(total == json_array_size(pa), "%s: partner count, seed %" PRIu64, what,
+                  g_seed);
+    char msg[256];
+    for (size_t i = 0; i < json_array_size(pa); i++) {
+        const char *p = json_string_value(json_array_get(pa, i));
+        for (const char *v = "brtc"; *v; v++) {
+            json_t *x = view(a, *v, p), *y = view(b, *v, p);
+            snprintf(msg, sizeof msg, "%s: view %c of %s (seed %" PRIu64 ")", what, *v, p,
+                     g_seed);
+            ck_assert_msg(x != NULL && y != NULL, "%s: missing", msg);
+            expect_json(x, y, msg);
+            json_decref(x);
+            json_decref(y);
+        }
+    }
+    json_decref(pa);
+    json_t *la = merged_liabilities(a), *lb = merged_liabilities(b);
+    snprintf(msg, sizeof msg, "%s: liabilities (seed %" PRIu64 ")", what, g_seed);
+    expect_json(la, lb, msg);
+    json_decref(la);
+    json_decref(lb);
+    json_t *xa = merged_exceptions(a), *xb = merged_exceptions(b);
+    snprintf(msg, sizeof msg, "%s: exceptions (seed %" PRIu64 ")", what, g_seed);
+    expect_json(xa, xb, msg);
+    json_decref(xa);
+    json_decref(xb);
+}
+
+/* The MDF invariant for every partner after every event (N = 1), then
+ * the same stream on 2 and 4 shards gives the same answers. */
+START_TEST(random_streams)
+{
+    stream st = {0};
+    uint64_t seed = g_seed + (uint64_t)_i;
+    gen_stream(&st, seed, 20000, 24);
+    shards one;
+    shards_init(&one, 1);
+    for (size_t i = 0; i < st.count; i++) {
+        shards_fold(&one, &st, i, i + 1);
+        json_t *ps = tly_engine_partners(one.e[0]);
+        for (size_t k = 0; k < json_array_size(ps); k++)
+            expect_invariant(&one, json_string_value(json_array_get(ps, k)));
+        json_decref(ps);
+    }
+    /* the stream must exercise the rules it claims to test */
+    json_t *x = merged_exceptions(&one);
+    ck_assert_msg(json_array_size(x) > 500, "too few exceptions (seed %" PRIu64 ")", seed);
+    json_decref(x);
+    for (uint32_t n = 2; n <= 4; n += 2) {
+        shards many;
+        shards_init(&many, n);
+        shards_fold(&many, &st, 0, st.count);
+        char what[64];
+        snprintf(what, sizeof what, "N=1 vs N=%u", n);
+        expect_same(&one, &many, what);
+        shards_free(&many);
+    }
+    shards_free(&one);
+    stream_free(&st);
+}
+END_TEST
+
+/* ---- flush and load ---- */
+
+typedef struct kv_entry {
+    char *key, *val;
+    size_t klen, vlen;
+} kv_entry;
+
+/* A sorted in-memory key/value store, like the shard's LMDB database. */
+typedef struct kv {
+    kv_entry *e;
+    size_t count, cap;
+} kv;
+
+static int kv_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+static size_t kv_find(const kv *s, const char *key, size_t klen, bool *found)
+{
+    size_t lo = 0, hi = s->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (kv_cmp(s->e[mid].key, s->e[mid].klen, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < s->count && kv_cmp(s->e[lo].key, s->e[lo].klen, key, klen) == 0;
+    return lo;
+}
+
+static tly_err kv_put(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    kv *s = ctx;
+    bool found;
+    size_t i = kv_find(s, key, klen, &found);
+    if (found) {
+        /* exceptions are append-only [D11] */
+        ck_assert_msg(klen < 2 || memcmp(key, "X/", 2) != 0, "an exception key was rewritten");
+        free(s->e[i].val);
+    } else {
+        if (s->count == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 1024;
+            s->e = realloc(s->e, s->cap * sizeof *s->e);
+        }
+        memmove(&s->e[i + 1], &s->e[i], (s->count - i) * sizeof *s->e);
+        s->count++;
+        s->e[i].key = malloc(klen);
+        memcpy(s->e[i].key, key, klen);
+        s->e[i].klen = klen;
+    }
+    s->e[i].val = malloc(vlen + 1);
+    memcpy(s->e[i].val, val, vlen);
+    s->e[i].vlen = vlen;
+    return TLY_OK;
+}
+
+static void kv_free(kv *s)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        free(s->e[i].key);
+        free(s->e[i].val);
+    }
+    free(s->e);
+    memset(s, 0, sizeof *s);
+}
+
+/* Folds st[from, to) flushing every `batch` records and at the end. */
+static void fold_flushing(shards *s, kv *stores, const stream *st, size_t from, size_t to,
+                          size_t batch)
+{
+    for (size_t i = from; i < to; i++) {
+        shards_fold(s, st, i, i + 1);
+        if ((i + 1) % batch == 0 || i + 1 == to)
+            for (uint32_t k = 0; k < s->n; k++)
+                ck_assert_int_eq(tly_engine_flush(s->e[k], kv_put, &stores[k]), TLY_OK);
+    }
+}
+
+static void expect_same_store(const kv *a, const kv *b, uint32_t n, uint32_t shard)
+{
+    ck_assert_msg(a->count == b->count, "N=%u shard %u: %zu keys vs %zu (seed %" PRIu64 ")",
+                  n, shard, a->count, b->count, g_seed);
+    for (size_t i = 0; i < a->count; i++) {
+        const kv_entry *x = &a->e[i], *y = &b->e[i];
+        ck_assert_msg(kv_cmp(x->key, x->klen, y->key, y->klen) == 0 && x->vlen == y->vlen &&
+                          memcmp(x->val, y->val, x->vlen) == 0,
+                      "N=%u shard %u: stored entry %.*s differs (seed %" PRIu64 ")", n, shard,
+                      (int)x->klen, x->key, g_seed);
+    }
+}
+
+/* Fold half, flush, load into fresh engines, fold the rest: the same
+ * answers and the same stored bytes as one uninterrupted fold. */
+START_TEST(flush_load_resume)
+{
+    uint32_t n = (uint32_t)_i + 1;
+    stream st = {0};
+    gen_stream(&st, g_seed + 100 + n, 8000, 16);
+    size_t half = st.count / 2 + 7;
+    kv stores[SHARDS_MAX] = {{0}}, direct[SHARDS_MAX] = {{0}};
+    shards a, b, c;
+    shards_init(&a, n);
+    fold_flushing(&a, stores, &st, 0, half, 397);
+    shards_free(&a);
+    shards_init(&b, n);
+    for (uint32_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < stores[k].count; i++) {
+            const kv_entry *x = &stores[k].e[i];
+            tly_err err = tly_engine_load(b.e[k], x->key, x->klen, x->val, x->vlen);
+            if (x->key[0] == 'S' || x->key[0] == 'X')
+                ck_assert_msg(err == TLY_OK, "load %.*s: %s", (int)x->klen, x->key,
+                              tly_err_name(err));
+        }
+        tly_engine_set_seq(b.e[k], half);
+    }
+    b.seq = half;
+    fold_flushing(&b, stores, &st, half, st.count, 397);
+    shards_init(&c, n);
+    fold_flushing(&c, direct, &st, 0, st.count, 1000);
+    expect_same(&b, &c, n == 1 ? "resumed vs direct, N=1" : "resumed vs direct, N=2");
+    for (uint32_t k = 0; k < n; k++) {
+        expect_same_store(&stores[k], &direct[k], n, k);
+        kv_free(&stores[k]);
+        kv_free(&direct[k]);
+    }
+    shards_free(&b);
+    shards_free(&c);
+    stream_free(&st);
+}
+END_TEST
+
+/* A record out of order is refused and changes nothing. */
+START_TEST(apply_out_of_order)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    tly_event ev = {.type = TLY_EV_CLOSE};
+    tly_record rec = {.seq = 5, .source = {"x", 1}};
+    ck_assert_int_eq(tly_engine_apply(s.e[0], &rec, &ev), TLY_USAGE);
+    ck_assert_uint_eq(tly_engine_seq(s.e[0]), 1);
+    shards_free(&s);
+}
+END_TEST
+
+/* ---- benchmark (not a test) ---- */
+
+static double secs_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Generates `events` events (500 partners) and times the fold of one
+ * shard: decode alone, then decode + apply, then one flush. */
+static int bench(size_t events)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed, events, 500);
+    tly_engine *e;
+    if (tly_engine_new(0, 1, &e) != TLY_OK)
+        return 1;
+    tly_event ev;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t i = 0; i < st.count; i++)
+        if (tly_event_decode(st.recs[i].bytes, st.recs[i].len, REC_MS, &ev, NULL) != TLY_OK)
+            return 1;
+    double t_decode = secs_since(&t0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t i = 0; i < st.count; i++) {
+        tly_record rec = {.seq = i + 1, .recorded_ms = REC_MS,
+                          .source = {st.recs[i].source, (uint32_t)strlen(st.recs[i].source)},
+                          .event = st.recs[i].bytes, .event_len = st.recs[i].len};
+        if (tly_event_decode(st.recs[i].bytes, st.recs[i].len, REC_MS, &ev, NULL) != TLY_OK ||
+            tly_engine_apply(e, &rec, &ev) != TLY_OK)
+            return 1;
+    }
+    double t_fold = secs_since(&t0);
+    kv store = {0};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tly_err err = tly_engine_flush(e, kv_put, &store);
+    double t_flush = secs_since(&t0);
+    printf("events %zu: decode %.0f ev/s; decode+apply %.0f ev/s; apply alone %.0f ev/s; "
+           "flush of everything %.2f s (%zu keys, %s)\n",
+           st.count, (double)st.count / t_decode, (double)st.count / t_fold,
+           (double)st.count / (t_fold - t_decode), t_flush, store.count, tly_err_name(err));
+    kv_free(&store);
+    tly_engine_free(e);
+    stream_free(&st);
+    return 0;
+}
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -303,13 +1540,42 @@ static Suite *engine_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, vector_seed101, 0, 3);
     suite_add_tcase(s, tc);
+    tc = tcase_create("scenarios");
+    tcase_add_test(tc, rhe_cases);
+    tcase_add_test(tc, late_lands_in_open_period);
+    tcase_add_test(tc, held_fold_at_enrollment);
+    tcase_add_test(tc, partial_approval_into_expired_bucket);
+    tcase_add_test(tc, clawback_deficit_paid_by_credit);
+    tcase_add_test(tc, rebate_bracket_edges);
+    tcase_add_test(tc, tier_upgrade_downgrade);
+    tcase_add_test(tc, program_versions);
+    tcase_add_test(tc, close_out_of_order_and_unknown);
+    tcase_add_test(tc, over_return_partial);
+    tcase_add_test(tc, return_partner_mismatch_across_shards);
+    tcase_add_test(tc, payouts);
+    tcase_add_test(tc, claim_state_machine);
+    tcase_add_test(tc, enrollment_rules);
+    tcase_add_test(tc, apply_out_of_order);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("random");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, random_streams, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("flush_load");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, flush_load_resume, 0, 2);
+    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    const char *seed = getenv("TALLY_SEED");
+    if (seed != NULL && *seed != '\0')
+        g_seed = strtoull(seed, NULL, 10);
+    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
+        return bench(argc >= 3 ? (size_t)strtoull(argv[2], NULL, 10) : 1000000);
+    printf("seed %" PRIu64 " (set TALLY_SEED to repeat another)\n", g_seed);
     SRunner *sr = srunner_create(engine_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
