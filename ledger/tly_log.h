@@ -212,6 +212,9 @@ typedef struct tly_log_group {
  *   Outcomes decided against the committed log (dup of a stored record,
  *   conflict, aborted) are kept. The next call may succeed.
  * - TLY_NOMEM: as TLY_STORAGE, but items are untouched.
+ * After a fatal LMDB error (MDB_PANIC: a failed write of the meta page, an
+ * I/O error) every later append fails with TLY_STORAGE until the handle is
+ * closed and reopened; the log on disk is the last committed state.
  *
  * Writer only, one thread at a time. No allocation per event: scratch space
  * is kept in the handle and grows to the largest batch seen.

@@ -53,6 +53,16 @@ void tly__log_scratch_free(tly_log *log)
     log->slots_cap = log->table_cap = 0;
 }
 
+/* Slots of the batch table for count items: a power of two, load factor
+ * at most 1/2, which keeps linear probes short. */
+static uint32_t table_size_for(uint32_t count)
+{
+    uint32_t cap = 16;
+    while (cap < 2u * count)
+        cap *= 2;
+    return cap;
+}
+
 /* Grows the scratch space to hold count items; it never shrinks, so a
  * steady stream of batches allocates nothing. */
 static tly_err scratch_reserve(tly_log *log, uint32_t count)
@@ -64,10 +74,7 @@ static tly_err scratch_reserve(tly_log *log, uint32_t count)
         log->slots = s;
         log->slots_cap = count;
     }
-    /* Load factor at most 1/2 keeps linear probes short. */
-    uint32_t cap = 16;
-    while (cap < 2u * count)
-        cap *= 2;
+    uint32_t cap = table_size_for(count);
     if (cap > log->table_cap) {
         uint32_t *t = realloc(log->table, (size_t)cap * sizeof *t);
         if (!t)
@@ -76,14 +83,6 @@ static tly_err scratch_reserve(tly_log *log, uint32_t count)
         log->table_cap = cap;
     }
     return TLY_OK;
-}
-
-static uint32_t table_size_for(uint32_t count)
-{
-    uint32_t cap = 16;
-    while (cap < 2u * count)
-        cap *= 2;
-    return cap;
 }
 
 /* FNV-1a over source, a separator and id: cheap, and inputs are short. */
@@ -456,6 +455,8 @@ tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32
         group_count = 1;
     }
     assert_partition(groups, group_count, item_count);
+    if (item_count == 0)
+        return TLY_OK;
     tly_err err = check_batch(items, item_count);
     if (err == TLY_OK)
         err = scratch_reserve(log, item_count);
