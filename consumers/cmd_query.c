@@ -93,8 +93,8 @@ static int parse(int argc, char **argv, query_opts *o)
 /* True for endpoints only this machine can reach. */
 static bool is_loopback(const char *ep)
 {
-    static const char *const ok[] = {"tcp://127.", "tcp://localhost:", "tcp://[::1]:",
-                                     "ipc://", "inproc://"};
+    static const char *const ok[] = {"tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://",
+                                     "inproc://"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (strncmp(ep, ok[i], strlen(ok[i])) == 0)
             return true;
@@ -125,8 +125,8 @@ static void answer(tly_query_store *store, const void *body, size_t len, msgpack
         reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_MALFORMED), "message",
                           "a query is a single-frame MessagePack map {\"q\": name, ...}");
     else if (tly_query_answer(store, req, &reply) != TLY_OK)
-        reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message",
-                          "out of memory");
+        reply =
+            json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message", "out of memory");
     if (reply)
         encode_reply(reply, out);
     json_decref(reply);

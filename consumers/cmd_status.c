@@ -21,8 +21,8 @@
 
 typedef struct status_opts {
     tly_common_opts common;
-    uint32_t shards;    /* --shards N: expect N shards (0: discover) */
-    uint64_t seq;       /* wait: --seq */
+    uint32_t shards; /* --shards N: expect N shards (0: discover) */
+    uint64_t seq;    /* wait: --seq */
     bool has_seq;
     uint64_t timeout_s; /* wait: --timeout */
 } status_opts;
@@ -113,7 +113,8 @@ static void print_status(const status_opts *o, const json_t *st, bool from_servi
     printf("%-6s  %12s  %12s\n", "Shard", "Checkpoint", "Lag");
     size_t i;
     json_t *s;
-    json_array_foreach(shards, i, s) {
+    json_array_foreach(shards, i, s)
+    {
         bool missing = json_is_false(json_object_get(s, "present"));
         printf("%-6s  %12lld  %12lld%s\n", json_string_value(json_object_get(s, "shard")),
                (long long)json_integer_value(json_object_get(s, "checkpoint")),
@@ -169,8 +170,8 @@ int tly_cmd_status(int argc, char **argv)
     bool from_service = false;
     tly_err err = get_status("status", &o, TLY_STATUS_PROBE_MS, &st, &from_service);
     if (err == TLY_NOT_FOUND || err == TLY_TIMEOUT || err == TLY_IO) {
-        tly_errorf("status", "query service not reachable at %s and no data at %s",
-                   o.common.query, o.common.data);
+        tly_errorf("status", "query service not reachable at %s and no data at %s", o.common.query,
+                   o.common.data);
         return TLY_EXIT_FAIL;
     }
     if (err != TLY_OK) {
@@ -221,7 +222,8 @@ static bool reached(const status_opts *o, const json_t *st)
         return false;
     size_t i;
     json_t *s;
-    json_array_foreach(shards, i, s) {
+    json_array_foreach(shards, i, s)
+    {
         json_int_t c = json_integer_value(json_object_get(s, "checkpoint"));
         if (c < 0 || (uint64_t)c < o->seq)
             return false;
@@ -236,22 +238,25 @@ static void explain_timeout(const status_opts *o, const json_t *st)
     const json_t *low = NULL;
     size_t i;
     json_t *s;
-    json_array_foreach(shards, i, s) {
+    json_array_foreach(shards, i, s)
+    {
         if (!low || json_integer_value(json_object_get(s, "checkpoint")) <
                         json_integer_value(json_object_get(low, "checkpoint")))
             low = s;
     }
     if (!st)
-        tly_errorf("wait", "timed out after %llu s waiting for seq %llu: query service not "
-                           "reachable at %s and no view stores under %s/views",
+        tly_errorf("wait",
+                   "timed out after %llu s waiting for seq %llu: query service not "
+                   "reachable at %s and no view stores under %s/views",
                    (unsigned long long)o->timeout_s, (unsigned long long)o->seq, o->common.query,
                    o->common.data);
     else if (!low)
         tly_errorf("wait", "timed out after %llu s waiting for seq %llu: no shard view stores yet",
                    (unsigned long long)o->timeout_s, (unsigned long long)o->seq);
     else
-        tly_errorf("wait", "timed out after %llu s waiting for seq %llu: shard %s is at %lld "
-                           "(ledger head %lld)",
+        tly_errorf("wait",
+                   "timed out after %llu s waiting for seq %llu: shard %s is at %lld "
+                   "(ledger head %lld)",
                    (unsigned long long)o->timeout_s, (unsigned long long)o->seq,
                    json_string_value(json_object_get(low, "shard")),
                    (long long)json_integer_value(json_object_get(low, "checkpoint")),
@@ -280,8 +285,8 @@ int tly_cmd_wait(int argc, char **argv)
     for (uint64_t r = 0; r < rounds; r++) {
         uint64_t now = tly_mono_ns();
         int64_t left_ms = now < deadline ? (int64_t)((deadline - now) / 1000000u) : 0;
-        int probe = left_ms < TLY_STATUS_PROBE_MS ? (int)(left_ms > 0 ? left_ms : 1)
-                                                   : TLY_STATUS_PROBE_MS;
+        int probe =
+            left_ms < TLY_STATUS_PROBE_MS ? (int)(left_ms > 0 ? left_ms : 1) : TLY_STATUS_PROBE_MS;
         json_t *st = NULL;
         bool svc;
         if (get_status("wait", &o, probe, &st, &svc) == TLY_OK) {

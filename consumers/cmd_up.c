@@ -60,13 +60,13 @@ typedef struct up_opts {
 } up_opts;
 
 typedef struct child {
-    char name[32];           /* "ledger", "consume 0/2", "query" */
-    char shard[24];          /* "K/N" for a consumer */
+    char name[32];  /* "ledger", "consume 0/2", "query" */
+    char shard[24]; /* "K/N" for a consumer */
     char *argv[CHILD_ARGS_MAX];
-    pid_t pid;               /* 0 while not running */
+    pid_t pid; /* 0 while not running */
     uint64_t started_ns;
-    uint64_t restart_at_ns;  /* when pid == 0: when to start it again */
-    int backoff_ms;          /* delay before the next restart */
+    uint64_t restart_at_ns; /* when pid == 0: when to start it again */
+    int backoff_ms;         /* delay before the next restart */
 } child;
 
 typedef struct up_state {
@@ -276,8 +276,8 @@ static void schedule_restart(child *c, int st)
             (int)c->pid, why, (unsigned long long)up_ms, c->backoff_ms);
     c->pid = 0;
     c->restart_at_ns = now + (uint64_t)c->backoff_ms * 1000000u;
-    c->backoff_ms = c->backoff_ms * 2 > TLY_UP_BACKOFF_MS_MAX ? TLY_UP_BACKOFF_MS_MAX
-                                                              : c->backoff_ms * 2;
+    c->backoff_ms =
+        c->backoff_ms * 2 > TLY_UP_BACKOFF_MS_MAX ? TLY_UP_BACKOFF_MS_MAX : c->backoff_ms * 2;
 }
 
 /* Reaps every child that has exited. When stopping, nothing restarts.
@@ -522,8 +522,8 @@ int tly_cmd_up(int argc, char **argv)
     }
     block_signals(u);
     plan_children(u);
-    printf("tally up: data in %s, %u shard%s, query service on %s\n", u->o.common.data,
-           u->o.shards, u->o.shards == 1 ? "" : "s", u->o.common.query);
+    printf("tally up: data in %s, %u shard%s, query service on %s\n", u->o.common.data, u->o.shards,
+           u->o.shards == 1 ? "" : "s", u->o.common.query);
     start_child(u, &u->kids[0]);
     await_ledger(u);
     for (uint32_t i = 1; i < u->count; i++)

@@ -190,12 +190,11 @@ static void print_balance(const json_t *r, const money_ctx *m)
     snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
     table_row(&t, "As of", seq);
     table_print(&t, false);
-    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired",
-                                       "pending", "approved",    "paid",     "deficit",
-                                       "available"};
-    static const char *const labels[] = {"Accrued",          "Clawed back",     "Adjusted",
-                                         "Expired",          "Pending claims",  "Approved, unpaid",
-                                         "Paid claims",      "Deficit",         "Available"};
+    static const char *const keys[] = {"accrued",  "clawed_back", "adjusted", "expired",  "pending",
+                                       "approved", "paid",        "deficit",  "available"};
+    static const char *const labels[] = {"Accrued",     "Clawed back",    "Adjusted",
+                                         "Expired",     "Pending claims", "Approved, unpaid",
+                                         "Paid claims", "Deficit",        "Available"};
     table_init(&t, "lr");
     table_row(&t, "MDF", "Amount");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -214,7 +213,8 @@ static void print_balance(const json_t *r, const money_ctx *m)
     table_row(&t, "Bucket", "Remaining", "Expires after");
     size_t i;
     json_t *b;
-    json_array_foreach(buckets, i, b) {
+    json_array_foreach(buckets, i, b)
+    {
         char a[TLY_QUERY_MONEY_CHARS];
         table_row(&t, str_of(b, "period", "-"), money_of(b, "remaining", m->exp, a, sizeof a),
                   str_of(b, "expires_after", "-"));
@@ -235,7 +235,8 @@ static void print_rebate(const json_t *r, const money_ctx *m)
         table_row(&t, "Period", "Net revenue", "Rate", "Rebate", "Status", "Paid");
         size_t i;
         json_t *p;
-        json_array_foreach(periods, i, p) {
+        json_array_foreach(periods, i, p)
+        {
             char rev[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
                 paid[TLY_QUERY_MONEY_CHARS], rate[16] = "-";
             json_t *bps = json_object_get(p, "rate_bps");
@@ -292,7 +293,8 @@ static void print_tier(const json_t *r, const money_ctx *m)
     table_row(&t, "Seq", "Closed period", "From", "To");
     size_t i;
     json_t *h;
-    json_array_foreach(hist, i, h) {
+    json_array_foreach(hist, i, h)
+    {
         char s[24];
         table_row(&t, int_of(h, "seq", s, sizeof s), str_of(h, "period", "-"),
                   str_of(h, "from", "-"), str_of(h, "to", "-"));
@@ -314,7 +316,8 @@ static void print_claims(const json_t *r, const money_ctx *m)
     table_row(&t, "Claim", "Status", "Requested", "Approved", "Paid", "Reason");
     size_t i;
     json_t *c;
-    json_array_foreach(claims, i, c) {
+    json_array_foreach(claims, i, c)
+    {
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS], d[TLY_QUERY_MONEY_CHARS];
         table_row(&t, str_of(c, "claim", "-"), str_of(c, "status", "-"),
                   money_of(c, "requested", m->exp, a, sizeof a),
@@ -341,7 +344,8 @@ static void print_liabilities(const json_t *r, const money_ctx *unused)
                   "Rebate accrued (open)", "Rebate payable");
         size_t i;
         json_t *p;
-        json_array_foreach(progs, i, p) {
+        json_array_foreach(progs, i, p)
+        {
             int exp = tly_query_currency_exponent(str_of(p, "currency", NULL));
             char v[5][TLY_QUERY_MONEY_CHARS];
             for (int k = 0; k < 5; k++)
@@ -373,7 +377,8 @@ static void print_exceptions(const json_t *r, const money_ctx *unused)
         table_row(&t, "Seq", "Kind", "Partner", "Detail");
         size_t i;
         json_t *x;
-        json_array_foreach(xs, i, x) {
+        json_array_foreach(xs, i, x)
+        {
             char s[24];
             table_row(&t, int_of(x, "seq", s, sizeof s), str_of(x, "kind", "-"),
                       str_of(x, "partner", "-"), str_of(x, "detail", ""));
@@ -424,9 +429,9 @@ static void partner_money(const source *src, const char *partner, char *cur, siz
     json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", partner);
     json_t *bal = NULL;
     tly_err err = !req ? TLY_NOMEM
-                  : src->store ? tly_query_answer(src->store, req, &bal)
-                               : tly_query_call(src->o->common.query, req, TLY_QUERY_TIMEOUT_MS,
-                                                &bal);
+                  : src->store
+                      ? tly_query_answer(src->store, req, &bal)
+                      : tly_query_call(src->o->common.query, req, TLY_QUERY_TIMEOUT_MS, &bal);
     const char *c = err == TLY_OK ? json_string_value(json_object_get(bal, "currency")) : NULL;
     if (c) {
         snprintf(cur, cap, "%s", c);
@@ -485,8 +490,8 @@ typedef void (*print_fn)(const json_t *reply, const money_ctx *m);
 
 typedef struct view_cmd {
     const char *name;
-    bool partner;  /* takes PARTNER */
-    bool filters;  /* takes --partner/--kind/--from-seq */
+    bool partner; /* takes PARTNER */
+    bool filters; /* takes --partner/--kind/--from-seq */
     print_fn print;
     const char *what;
 } view_cmd;
@@ -609,13 +614,12 @@ static int run_view(const view_cmd *c, int argc, char **argv)
     if (o.views) {
         tly_err err = tly_query_store_open(o.views, NULL, o.shards, &src.store);
         if (err != TLY_OK) {
-            tly_errorf(c->name, "cannot open view stores under %s: %s", o.views,
-                       tly_strerror(err));
+            tly_errorf(c->name, "cannot open view stores under %s: %s", o.views, tly_strerror(err));
             return TLY_EXIT_FAIL;
         }
     }
     json_t *req = build_request(c, &o), *reply = NULL;
-    rc = !req ? TLY_EXIT_FAIL
+    rc = !req         ? TLY_EXIT_FAIL
          : c->filters ? fetch_exceptions(&src, req, &reply)
                       : fetch(&src, req, &reply);
     if (rc == TLY_EXIT_OK)

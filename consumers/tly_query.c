@@ -364,11 +364,11 @@ static json_t *err_reply(tly_err err, const char *field, const char *fmt, ...)
 
 /* The key orders of SPEC section 8. */
 static const char *const BALANCE_KEYS[] = {
-    "partner", "program", "currency", "tier",    "seq",     "accrued",   "clawed_back", "adjusted",
-    "expired", "pending", "approved", "paid",    "deficit", "available", "buckets",     NULL};
+    "partner", "program", "currency", "tier", "seq",     "accrued",   "clawed_back", "adjusted",
+    "expired", "pending", "approved", "paid", "deficit", "available", "buckets",     NULL};
 static const char *const BUCKET_KEYS[] = {"period", "remaining", "expires_after", NULL};
-static const char *const REBATE_KEYS[] = {"partner", "seq", "periods", "payable", "accrued_open",
-                                          NULL};
+static const char *const REBATE_KEYS[] = {"partner", "seq",          "periods",
+                                          "payable", "accrued_open", NULL};
 static const char *const PERIOD_KEYS[] = {"period", "revenue", "rate_bps", "rebate",
                                           "status", "paid",    NULL};
 static const char *const TIER_KEYS[] = {"partner",      "seq",  "tier",    "window_revenue",
@@ -378,9 +378,9 @@ static const char *const HISTORY_KEYS[] = {"seq", "period", "from", "to", NULL};
 static const char *const CLAIMS_KEYS[] = {"partner", "seq", "claims", NULL};
 static const char *const CLAIM_KEYS[] = {"claim", "status", "requested", "approved",
                                          "paid",  "reason", NULL};
-static const char *const PROGRAM_KEYS[] = {"program",      "currency",
-                                           "mdf_available", "mdf_pending",
-                                           "mdf_approved", "rebate_accrued_open",
+static const char *const PROGRAM_KEYS[] = {"program",        "currency",
+                                           "mdf_available",  "mdf_pending",
+                                           "mdf_approved",   "rebate_accrued_open",
                                            "rebate_payable", NULL};
 static const char *const EXCEPTION_KEYS[] = {"seq", "kind", "partner", "detail", NULL};
 
@@ -406,7 +406,8 @@ static json_t *order_obj(json_t *src, const char *const *keys)
     }
     const char *key;
     json_t *v;
-    json_object_foreach(src, key, v) {
+    json_object_foreach(src, key, v)
+    {
         if (!in_list(key, keys))
             json_object_set(o, key, v);
     }
@@ -422,7 +423,8 @@ static void order_elems(json_t *obj, const char *member, const char *const *keys
     json_t *out = json_array();
     size_t i;
     json_t *e;
-    json_array_foreach(arr, i, e) {
+    json_array_foreach(arr, i, e)
+    {
         json_array_append_new(out, json_is_object(e) ? order_obj(e, keys) : json_incref(e));
     }
     json_object_set_new(obj, member, out);
@@ -507,8 +509,7 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     size_t len = strlen(partner);
     uint32_t k = s->n ? tly_engine_shard_of(partner, len, s->n) : 0;
     if (!s->n || !s->sh[k].env)
-        return s->n ? err_reply(TLY_UNAVAILABLE, NULL, "shard %u/%u has no view store yet", k,
-                                s->n)
+        return s->n ? err_reply(TLY_UNAVAILABLE, NULL, "shard %u/%u has no view store yet", k, s->n)
                     : err_reply(TLY_UNAVAILABLE, NULL, "no view store under %s yet", s->views);
     snap sn;
     tly_err err = snap_begin(&s->sh[k], &sn);
@@ -811,8 +812,8 @@ static tly_err xm_run(xmerge *xm, const xfilter *f, json_t *arr, uint64_t *next_
         if (k < 0)
             return TLY_OK;
         uint64_t seq = be64((const uint8_t *)xm->key[k].mv_data + 2);
-        bool full = emitted >= TLY_QUERY_EXCEPTIONS_PAGE_MAX ||
-                    scanned >= TLY_QUERY_EXCEPTIONS_SCAN_MAX;
+        bool full =
+            emitted >= TLY_QUERY_EXCEPTIONS_PAGE_MAX || scanned >= TLY_QUERY_EXCEPTIONS_SCAN_MAX;
         if (full && seq != last_seq) {
             *next_seq = seq;
             return TLY_OK;
@@ -936,7 +937,8 @@ static json_t *answer_status(tly_query_store *s)
     }
     size_t i;
     json_t *sh;
-    json_array_foreach(shards, i, sh) {
+    json_array_foreach(shards, i, sh)
+    {
         uint64_t lag = head > cps[i] ? head - cps[i] : 0;
         json_object_set_new(sh, "lag", json_integer((json_int_t)lag));
     }
@@ -1004,7 +1006,8 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, unsigned depth)
     msgpack_pack_map(pk, json_object_size(v));
     const char *key;
     json_t *m;
-    json_object_foreach((json_t *)v, key, m) {
+    json_object_foreach((json_t *)v, key, m)
+    {
         tly_err err = pack_str(pk, key, strlen(key));
         if (err == TLY_OK)
             err = pack_value(pk, m, depth + 1);
@@ -1025,7 +1028,8 @@ static tly_err pack_value(msgpack_packer *pk, const json_t *v, unsigned depth)
         msgpack_pack_array(pk, json_array_size(v));
         size_t i;
         json_t *e;
-        json_array_foreach((json_t *)v, i, e) {
+        json_array_foreach((json_t *)v, i, e)
+        {
             tly_err err = pack_value(pk, e, depth + 1);
             if (err != TLY_OK)
                 return err;

@@ -15,9 +15,9 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +36,7 @@
 #define HEAD_SEQ 3074u
 #define GOLDEN_PARTNER "adatum-distributor-543"
 
-static char *g_data;    /* the fixture's data directory */
+static char *g_data; /* the fixture's data directory */
 static char g_views[1100];
 static json_t *g_expect; /* {"partners": {P: {"balance": ...}}, "liabilities", "exceptions"} */
 
@@ -45,14 +45,14 @@ static json_t *g_expect; /* {"partners": {P: {"balance": ...}}, "liabilities", "
 
 /* The fixture is built before the runner starts, where Check's asserts
  * cannot report: these print the failing line and abort instead. */
-#define FX_EQ(a, b)                                                                       \
-    do {                                                                                  \
-        long long fx_a_ = (long long)(a), fx_b_ = (long long)(b);                         \
-        if (fx_a_ != fx_b_) {                                                             \
-            fprintf(stderr, "fixture: %s:%d: %s = %lld, want %lld\n", __FILE__, __LINE__, \
-                    #a, fx_a_, fx_b_);                                                    \
-            abort();                                                                      \
-        }                                                                                 \
+#define FX_EQ(a, b)                                                                                \
+    do {                                                                                           \
+        long long fx_a_ = (long long)(a), fx_b_ = (long long)(b);                                  \
+        if (fx_a_ != fx_b_) {                                                                      \
+            fprintf(stderr, "fixture: %s:%d: %s = %lld, want %lld\n", __FILE__, __LINE__, #a,      \
+                    fx_a_, fx_b_);                                                                 \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 #define FX_NN(p) FX_EQ((p) != NULL, 1)
 
@@ -79,15 +79,13 @@ static void build_log(const char *data)
             lines[n] = json_loads(line, 0, NULL);
             FX_NN(lines[n]);
             msgpack_sbuffer_init(&bufs[n]);
-            FX_EQ(tly_json_event_to_mp(json_object_get(lines[n], "event"), &bufs[n],
-                                                  NULL), TLY_OK);
+            FX_EQ(tly_json_event_to_mp(json_object_get(lines[n], "event"), &bufs[n], NULL), TLY_OK);
             const char *src = json_string_value(json_object_get(lines[n], "source"));
             tly_ev_type t;
             items[n] = (tly_log_item){.source = {src, (uint32_t)strlen(src)},
                                       .event = (const uint8_t *)bufs[n].data,
                                       .event_len = bufs[n].size};
-            FX_EQ(tly_event_peek_id(bufs[n].data, bufs[n].size, &t, &items[n].id),
-                             TLY_OK);
+            FX_EQ(tly_event_peek_id(bufs[n].data, bufs[n].size, &t, &items[n].id), TLY_OK);
             n++;
         }
         if (n == CHUNK || (eof && n > 0)) {
@@ -125,8 +123,7 @@ static tly_engine *fold_shard(const char *data, uint32_t k, uint32_t n, uint64_t
     tly_record rec;
     while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= last_seq) {
         tly_event ev;
-        FX_EQ(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
-                         TLY_OK);
+        FX_EQ(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL), TLY_OK);
         FX_EQ(tly_engine_apply(e, &rec, &ev), TLY_OK);
     }
     tly_log_reader_close(rd);
@@ -147,14 +144,17 @@ static void collect(tly_engine *e)
     json_t *ids = tly_engine_partners(e);
     size_t i;
     json_t *id;
-    json_array_foreach(ids, i, id) {
+    json_array_foreach(ids, i, id)
+    {
         json_t *p = json_object();
         for (int v = 0; v < 4; v++)
             json_object_set_new(p, names[v], tly_engine_view(e, views[v], json_string_value(id)));
         json_object_set_new(partners, json_string_value(id), p);
     }
     json_decref(ids);
-    json_array_extend(json_object_get(g_expect, "exceptions"), tly_engine_exceptions(e));
+    json_t *xs = tly_engine_exceptions(e);
+    json_array_extend(json_object_get(g_expect, "exceptions"), xs);
+    json_decref(xs);
     json_t *shares = tly_engine_liabilities(e);
     json_array_extend(json_object_get(g_expect, "liabilities"), shares);
     json_decref(shares);
@@ -257,7 +257,8 @@ START_TEST(test_views_every_partner)
     ck_assert_uint_ge(json_object_size(partners), 19);
     const char *id;
     json_t *want;
-    json_object_foreach(partners, id, want) {
+    json_object_foreach(partners, id, want)
+    {
         for (int v = 0; v < 4; v++) {
             run_result r = tally(names[v], id, "--views", g_views, "--shards", "2", "--json", NULL);
             json_t *got = parse_out(&r);
@@ -275,17 +276,17 @@ END_TEST
 /* Keys in SPEC section 8 order, "seq" where the SPEC puts it. */
 START_TEST(test_json_key_order)
 {
-    static const char *const want[] = {"partner", "program", "currency", "tier",    "seq",
-                                       "accrued", "clawed_back", "adjusted", "expired",
-                                       "pending", "approved", "paid",     "deficit",
-                                       "available", "buckets"};
-    run_result r = tally("balance", GOLDEN_PARTNER, "--views", g_views, "--shards", "2", "--json",
-                         NULL);
+    static const char *const want[] = {
+        "partner", "program", "currency", "tier", "seq",     "accrued",   "clawed_back", "adjusted",
+        "expired", "pending", "approved", "paid", "deficit", "available", "buckets"};
+    run_result r =
+        tally("balance", GOLDEN_PARTNER, "--views", g_views, "--shards", "2", "--json", NULL);
     json_t *got = parse_out(&r);
     size_t i = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(got, key, v) {
+    json_object_foreach(got, key, v)
+    {
         ck_assert_uint_lt(i, sizeof want / sizeof want[0]);
         ck_assert_str_eq(key, want[i]);
         i++;
@@ -308,8 +309,8 @@ START_TEST(test_unknown_partner)
     static const char *const names[] = {"balance", "rebate", "tier", "claims"};
     for (int v = 0; v < 4; v++) {
         for (int json = 0; json < 2; json++) {
-            run_result r = tally(names[v], "no-such-partner", "--views", g_views, "--shards",
-                                 "2", json ? "--json" : NULL, NULL);
+            run_result r = tally(names[v], "no-such-partner", "--views", g_views, "--shards", "2",
+                                 json ? "--json" : NULL, NULL);
             ck_assert_int_eq(r.code, 1);
             ck_assert_uint_eq(count_lines(r.err), 1);
             ck_assert_ptr_nonnull(strstr(r.err, "unknown partner 'no-such-partner'"));
@@ -377,7 +378,8 @@ START_TEST(test_liabilities_sum)
     json_t *want = json_object();
     size_t i;
     json_t *share;
-    json_array_foreach(json_object_get(g_expect, "liabilities"), i, share) {
+    json_array_foreach(json_object_get(g_expect, "liabilities"), i, share)
+    {
         const char *prog = json_string_value(json_object_get(share, "program"));
         json_t *acc = json_object_get(want, prog);
         if (!acc) {
@@ -386,11 +388,12 @@ START_TEST(test_liabilities_sum)
         }
         const char *key;
         json_t *v;
-        json_object_foreach(share, key, v) {
+        json_object_foreach(share, key, v)
+        {
             if (json_is_integer(v))
-                json_object_set_new(acc, key, json_integer(json_integer_value(v) +
-                                                           json_integer_value(json_object_get(
-                                                               acc, key))));
+                json_object_set_new(acc, key,
+                                    json_integer(json_integer_value(v) +
+                                                 json_integer_value(json_object_get(acc, key))));
         }
     }
     run_result r = tally("liabilities", "--views", g_views, "--shards", "2", "--json", NULL);
@@ -400,7 +403,8 @@ START_TEST(test_liabilities_sum)
     json_t *progs = json_object_get(got, "programs");
     ck_assert_uint_eq(json_array_size(progs), json_object_size(want));
     json_t *p;
-    json_array_foreach(progs, i, p) {
+    json_array_foreach(progs, i, p)
+    {
         const char *name = json_string_value(json_object_get(p, "program"));
         assert_json_eq(p, json_object_get(want, name), name);
     }
@@ -459,13 +463,14 @@ START_TEST(test_exceptions_filters)
 {
     run_result all = tally("exceptions", "--views", g_views, "--shards", "2", "--json", NULL);
     json_t *full = parse_out(&all);
-    run_result r = tally("exceptions", "--views", g_views, "--shards", "2", "--json", "--kind",
-                         "held", "--partner", "wideworld-consultant-639", "--from-seq", "100",
-                         NULL);
+    run_result r =
+        tally("exceptions", "--views", g_views, "--shards", "2", "--json", "--kind", "held",
+              "--partner", "wideworld-consultant-639", "--from-seq", "100", NULL);
     json_t *got = parse_out(&r);
     size_t want = 0, i;
     json_t *x;
-    json_array_foreach(json_object_get(full, "exceptions"), i, x) {
+    json_array_foreach(json_object_get(full, "exceptions"), i, x)
+    {
         want += strcmp(json_string_value(json_object_get(x, "kind")), "held") == 0 &&
                 json_is_string(json_object_get(x, "partner")) &&
                 strcmp(json_string_value(json_object_get(x, "partner")),
@@ -474,7 +479,8 @@ START_TEST(test_exceptions_filters)
     }
     ck_assert_uint_gt(want, 0);
     ck_assert_uint_eq(json_array_size(json_object_get(got, "exceptions")), want);
-    json_array_foreach(json_object_get(got, "exceptions"), i, x) {
+    json_array_foreach(json_object_get(got, "exceptions"), i, x)
+    {
         ck_assert_str_eq(json_string_value(json_object_get(x, "kind")), "held");
         ck_assert_int_ge(json_integer_value(json_object_get(x, "seq")), 100);
     }
@@ -518,8 +524,8 @@ static char g_dead_ep[64]; /* nothing listens here */
 
 START_TEST(test_status_from_data)
 {
-    run_result r = tally("status", "--data", g_data, "--shards", "3", "--query", g_dead_ep,
-                         "--json", NULL);
+    run_result r =
+        tally("status", "--data", g_data, "--shards", "3", "--query", g_dead_ep, "--json", NULL);
     json_t *got = parse_out(&r);
     ck_assert_int_eq(json_integer_value(json_object_get(got, "head")), HEAD_SEQ);
     ck_assert_str_eq(json_string_value(json_object_get(got, "source")), "data");
@@ -569,8 +575,8 @@ static pid_t start_service(char *ep, size_t cap, const char *shards)
     tu_endpoint(ep, cap);
     char log[1200];
     snprintf(log, sizeof log, "%s/query.%d.log", g_data, (int)getpid());
-    char *const argv[] = {(char *)tu_tally(), "query", "--data", g_data, "--query", ep,
-                          "--shards", (char *)shards, NULL};
+    char *const argv[] = {(char *)tu_tally(), "query",        "--data", g_data, "--query", ep,
+                          "--shards",         (char *)shards, NULL};
     pid_t pid = tu_spawn(argv, log);
     ck_assert(tu_wait_listening(ep, 10000));
     return pid;
@@ -584,7 +590,8 @@ START_TEST(test_service_answers)
     json_t *partners = json_object_get(g_expect, "partners");
     const char *id;
     json_t *want;
-    json_object_foreach(partners, id, want) {
+    json_object_foreach(partners, id, want)
+    {
         run_result r = tally("balance", id, "--query", ep, "--json", NULL);
         json_t *got = parse_out(&r);
         assert_json_eq(got, json_object_get(want, "balance"), id);
@@ -732,7 +739,7 @@ START_TEST(test_service_before_stores)
     char ep[64];
     tu_endpoint(ep, sizeof ep);
     char *const argv[] = {(char *)tu_tally(), "query", "--data", data, "--query", ep,
-                          "--shards", "1", NULL};
+                          "--shards",         "1",     NULL};
     pid_t pid = tu_spawn(argv, NULL);
     ck_assert(tu_wait_listening(ep, 10000));
     assert_error(ep, "{\"q\": \"liabilities\"}", "unavailable", NULL);

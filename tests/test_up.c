@@ -40,10 +40,10 @@ static void stack_up(stack *s, const char *shards)
     tu_endpoint(s->log_read, sizeof s->log_read);
     tu_endpoint(s->query, sizeof s->query);
     snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char *const argv[] = {(char *)tu_tally(), "up",         "--data",   s->dir,
-                          "--shards",         (char *)shards, "--ingest", s->ingest,
-                          "--events",         s->events,    "--log-read", s->log_read,
-                          "--query",          s->query,     "--no-sync", NULL};
+    char *const argv[] = {(char *)tu_tally(), "up",           "--data",     s->dir,
+                          "--shards",         (char *)shards, "--ingest",   s->ingest,
+                          "--events",         s->events,      "--log-read", s->log_read,
+                          "--query",          s->query,       "--no-sync",  NULL};
     s->pid = tu_spawn(argv, s->log);
     ck_assert(tu_wait_listening(s->ingest, 15000));
     ck_assert(tu_wait_listening(s->query, 15000));
@@ -112,8 +112,8 @@ static int send_vector(const stack *s)
         if (g && (eof || strcmp(src, source) != 0)) {
             fclose(g);
             g = NULL;
-            int rc = run_quiet(NULL, err, "send", "--source", source, "--ingest", s->ingest,
-                               group, NULL);
+            int rc = run_quiet(NULL, err, "send", "--source", source, "--ingest", s->ingest, group,
+                               NULL);
             ck_assert_msg(rc == 0, "send of group %d (%s) exit %d", runs, source, rc);
             runs++;
         }
@@ -166,10 +166,12 @@ static void check_answers(const stack *s)
     ck_assert_ptr_nonnull(vec);
     const char *id;
     json_t *views;
-    json_object_foreach(json_object_get(vec, "partners"), id, views) {
+    json_object_foreach(json_object_get(vec, "partners"), id, views)
+    {
         const char *name;
         json_t *want;
-        json_object_foreach(views, name, want) {
+        json_object_foreach(views, name, want)
+        {
             json_t *got = query_json(s, name, id);
             char what[256];
             snprintf(what, sizeof what, "%s %s", name, id);
@@ -218,7 +220,8 @@ START_TEST(test_stack_end_to_end)
     char wait_err[1200];
     snprintf(wait_err, sizeof wait_err, "%s/wait.err", s.dir);
     ck_assert_int_eq(run_quiet(NULL, wait_err, "wait", "--seq", "3074", "--timeout", "120",
-                               "--query", s.query, NULL), 0);
+                               "--query", s.query, NULL),
+                     0);
     check_answers(&s);
 
     /* A second supervisor on the same data directory refuses to start. */
@@ -231,6 +234,10 @@ START_TEST(test_stack_end_to_end)
 
     ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
     ck_assert(log_has(&s, "tally up: all children stopped"));
+    /* No child died on its own during the run, and each stopped cleanly. */
+    ck_assert(!log_has(&s, "restarting in"));
+    ck_assert(!log_has(&s, "was killed by signal"));
+    ck_assert(!log_has(&s, "still running, sending SIGKILL"));
     assert_children_gone(&s);
     char pidfile[1200];
     snprintf(pidfile, sizeof pidfile, "%s/tally.pid", s.dir);
@@ -273,10 +280,11 @@ START_TEST(test_consumer_restarted)
                        "\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
                        "\"tier_window_periods\":2}\n";
     ck_assert(tu_write_file(ev, line, strlen(line)));
-    ck_assert_int_eq(run_quiet(NULL, NULL, "send", "--source", "finance", "--ingest", s.ingest,
-                               ev, NULL), 0);
-    ck_assert_int_eq(run_quiet(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query",
-                               s.query, NULL), 0);
+    ck_assert_int_eq(
+        run_quiet(NULL, NULL, "send", "--source", "finance", "--ingest", s.ingest, ev, NULL), 0);
+    ck_assert_int_eq(
+        run_quiet(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query", s.query, NULL),
+        0);
     ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
     assert_children_gone(&s);
     stack_free(&s);
