@@ -695,6 +695,58 @@ static uint64_t wait_head(const lt_ledger *L, uint64_t target)
 }
 
 /* ------------------------------------------------------------------ */
+/* log-read                                                            */
+
+static void logread_request(msgpack_sbuffer *sb, uint64_t from, uint32_t max)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    tly_wire_logread_encode(&pk, from, max);
+}
+
+/* Asks log-read for [from, from+max) and checks the records and the head. */
+static void check_logread(void *lr, const lt_ledger *L, uint64_t from, uint32_t max,
+                          uint32_t expect_count)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    logread_request(&sb, from, max);
+    size_t len;
+    uint8_t *reply = lt_rpc(lr, sb.data, sb.size, &len);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *recs = map_get(&u.data, "records");
+    const msgpack_object *head = map_get(&u.data, "head");
+    ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
+    ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
+    ck_assert_uint_eq(head->via.u64, log_head(L));
+    ck_assert_uint_eq(recs->via.array.size, expect_count);
+    tly_log *log = log_open_ro(L);
+    tly_log_reader *rd = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, from ? from : 1, &rd), TLY_OK);
+    for (uint32_t i = 0; i < recs->via.array.size; i++) {
+        const msgpack_object *b = &recs->via.array.ptr[i];
+        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
+        tly_record rec, stored;
+        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
+        ck_assert_uint_eq(rec.seq, (from ? from : 1) + i);
+        ck_assert_int_eq(tly_log_reader_next(rd, &stored), TLY_OK);
+        ck_assert_msg(stored.raw_len == b->via.bin.size &&
+                          memcmp(stored.raw, b->via.bin.ptr, stored.raw_len) == 0,
+                      "log-read record %llu differs from the stored bytes",
+                      (unsigned long long)rec.seq);
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    free(reply);
+}
+
+/* ------------------------------------------------------------------ */
 /* 1. the conformance vectors through `tally send`                     */
 
 typedef struct vec_state {
@@ -950,6 +1002,16 @@ START_TEST(test_event_errors)
     /* 8: not a map at all */
     const uint8_t five = 0x05;
     ev_add_raw(e, &five, 1);
+    /* 9: at two days after now (the limit is recorded time + 1 day) */
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"type\":\"sale\",\"id\":\"bad-9\",\"at\":%lld,\"partner\":\"acme\","
+             "\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}",
+             (long long)time(NULL) * 1000LL + 2 * 86400000LL);
+    ev_add_json(e, json);
+    /* 10: a close naming a period that is not a period */
+    ev_add_json(e, "{\"type\":\"close\",\"id\":\"bad-10\",\"at\":1735693342313,"
+                   "\"program\":\"apex\",\"period\":\"2025-Q5\"}");
     ingest(d, 41, "dist-v", false, e, r);
     ck_assert_int_eq(r->whole, TLY_OK);
     assert_result_seq(r, 0, 1, false);
@@ -961,6 +1023,8 @@ START_TEST(test_event_errors)
     assert_result_err(r, 6, TLY_BAD_FIELD, "at");
     assert_result_seq(r, 7, 2, false);
     assert_result_err(r, 8, TLY_MALFORMED, NULL);
+    assert_result_err(r, 9, TLY_BAD_FIELD, "at");
+    assert_result_err(r, 10, TLY_BAD_FIELD, "period");
     for (uint32_t i = 1; i < 7; i++)
         ck_assert_msg(r->res[i].message[0] != '\0', "result %u has no message", i);
     ck_assert_uint_eq(log_head(&L), 2);
@@ -1289,6 +1353,14 @@ START_TEST(test_concurrent_producers)
     for (int k = 0; k < GC_PRODUCERS; k++)
         assert_all_present(&L, &s, sources[k], "gc", GC_EVENTS);
     scan_free(&s);
+
+    /* A log-read asking for more than 4096 records gets at most 4096. */
+    void *ctx = lt_ctx();
+    void *lr = lt_dealer(ctx, L.logread);
+    check_logread(lr, &L, 1, 100000, 4096);
+    check_logread(lr, &L, GC_PRODUCERS * GC_EVENTS - 99, 4096, 100);
+    zmq_close(lr);
+    zmq_ctx_term(ctx);
     lt_done(&L);
 }
 END_TEST
@@ -1587,6 +1659,19 @@ START_TEST(test_curve_roles)
     ck_assert_int_eq(log_lookup(&L, "fin-curve", "cf-1", &seq), TLY_OK);
     ck_assert_uint_eq(log_head(&L), 3);
 
+    /* log-read is behind CURVE too: an authorized key reads, a plain socket
+     * gets nothing. */
+    void *lr = lt_socket(ctx, ZMQ_DEALER, L.logread, server.pub, fin.pub, fin.sec);
+    check_logread(lr, &L, 1, 10, 3);
+    zmq_close(lr);
+    void *lr_plain = lt_dealer(ctx, L.logread);
+    msgpack_sbuffer_clear(&sb);
+    logread_request(&sb, 1, 10);
+    lt_send_frame(lr_plain, sb.data, sb.size);
+    ck_assert_msg(!lt_recv(lr_plain, LT_SILENCE_MS, &reply, &rlen),
+                  "a plain client read the log of a CURVE ledger");
+    zmq_close(lr_plain);
+
     ev_free(e);
     msgpack_sbuffer_destroy(&sb);
     zmq_close(plain);
@@ -1623,6 +1708,85 @@ START_TEST(test_loopback_only_without_curve)
     write_sales(file, "wide", 1);
     const char *args[] = {"--source", "dist-wide", file, NULL};
     assert_sent(send_run(&L, "wide", args), 0, 1, 0, 0);
+    lt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* start-up: one writer per log, option and key-file errors            */
+
+/* Runs `tally ledger ARGS...` (on free ports, in DIR/data unless ARGS say
+ * otherwise) expecting it to refuse to start; returns its exit code and
+ * leaves its output in DIR/refused.log. */
+static int ledger_refuses(const lt_ledger *L, const char *const *args)
+{
+    const char *argv[40];
+    int n = 0;
+    char ing[64], ev[64], lr[64], out[700];
+    tu_endpoint(ing, sizeof ing);
+    tu_endpoint(ev, sizeof ev);
+    tu_endpoint(lr, sizeof lr);
+    const char *fixed[] = {tu_tally(), "ledger",  "--data", L->data, "--ingest",
+                           ing,        "--events", ev,      "--log-read", lr};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = fixed[i];
+    for (; *args && n < 39; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    snprintf(out, sizeof out, "%s/refused.log", L->dir);
+    unlink(out);
+    return wait_exit(spawn_tied(argv, out, out), LT_EXIT_MS);
+}
+
+static void assert_refusal_says(const lt_ledger *L, const char *needle)
+{
+    char out[700];
+    snprintf(out, sizeof out, "%s/refused.log", L->dir);
+    char *text = tu_read_file(out, NULL);
+    ck_assert_msg(text && strstr(text, needle), "expected '%s' in: %s", needle, text);
+    free(text);
+}
+
+START_TEST(test_startup_refusals)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+
+    /* A second ledger on the same data directory must not start. */
+    const char *none[] = {NULL};
+    ck_assert_int_eq(ledger_refuses(&L, none), 1);
+    assert_refusal_says(&L, L.logdir);
+    char file[700];
+    snprintf(file, sizeof file, "%s/one.jsonl", L.dir);
+    write_sales(file, "solo", 3);
+    const char *args[] = {"--source", "dist-solo", file, NULL};
+    assert_sent(send_run(&L, "solo", args), 0, 3, 0, 0);
+
+    /* Usage errors exit 2. */
+    const char *bogus[] = {"--bogus", NULL};
+    ck_assert_int_eq(ledger_refuses(&L, bogus), 2);
+    lt_keys k;
+    make_keys(&L, "server", &k);
+    const char *half[] = {"--curve-secret", k.file, NULL};
+    ck_assert_int_eq(ledger_refuses(&L, half), 2);
+
+    /* A bad authorized-keys line: exit 1, the line named. */
+    char other[700], authz[700], text[256];
+    snprintf(other, sizeof other, "%s/other-data", L.dir);
+    snprintf(authz, sizeof authz, "%s/bad_keys", L.dir);
+    snprintf(text, sizeof text, "%s dist-a sales\nnot-a-key dist-b sales\n", k.pub);
+    write_lines(authz, text);
+    const char *badkeys[] = {"--data", other, "--curve-secret", k.file, "--authorized-keys",
+                             authz, NULL};
+    ck_assert_int_eq(ledger_refuses(&L, badkeys), 1);
+    assert_refusal_says(&L, "line 2");
+    snprintf(text, sizeof text, "%s dist-a sellers\n", k.pub);
+    write_lines(authz, text);
+    ck_assert_int_eq(ledger_refuses(&L, badkeys), 1);
+    assert_refusal_says(&L, "line 1");
+
+    ck_assert_uint_eq(log_head(&L), 3);
     lt_done(&L);
 }
 END_TEST
@@ -1768,51 +1932,6 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 /* 9. log-read and the events PUB                                      */
-
-static void logread_request(msgpack_sbuffer *sb, uint64_t from, uint32_t max)
-{
-    msgpack_sbuffer_clear(sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    tly_wire_logread_encode(&pk, from, max);
-}
-
-/* Asks log-read for [from, from+max) and checks the records and the head. */
-static void check_logread(void *lr, const lt_ledger *L, uint64_t from, uint32_t max,
-                          uint32_t expect_count)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    logread_request(&sb, from, max);
-    size_t len;
-    uint8_t *reply = lt_rpc(lr, sb.data, sb.size, &len);
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, len, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
-    const msgpack_object *recs = map_get(&u.data, "records");
-    const msgpack_object *head = map_get(&u.data, "head");
-    ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
-    ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
-    ck_assert_uint_eq(head->via.u64, log_head(L));
-    ck_assert_uint_eq(recs->via.array.size, expect_count);
-    for (uint32_t i = 0; i < recs->via.array.size; i++) {
-        const msgpack_object *b = &recs->via.array.ptr[i];
-        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
-        tly_record rec;
-        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
-        ck_assert_uint_eq(rec.seq, (from ? from : 1) + i);
-        size_t slen;
-        uint8_t *stored = log_raw(L, rec.seq, &slen);
-        ck_assert_msg(slen == b->via.bin.size && memcmp(stored, b->via.bin.ptr, slen) == 0,
-                      "log-read record %llu differs from the stored bytes",
-                      (unsigned long long)rec.seq);
-        free(stored);
-    }
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
-    free(reply);
-}
 
 static void check_logread_error(void *lr, const void *buf, size_t len)
 {
@@ -2023,6 +2142,20 @@ START_TEST(test_send_csv)
     check_stored_sale(&L, "dist-pos", "pos-4", 5, 1740873600000LL, "EUR");
     ck_assert_int_eq(log_lookup(&L, "dist-pos", "pos-3", &(uint64_t){0}), TLY_NOT_FOUND);
 
+    /* JSON lines may give `at` as ISO-8601 text (SPEC section 5). */
+    char jfile[700];
+    snprintf(jfile, sizeof jfile, "%s/iso.jsonl", L.dir);
+    write_lines(jfile, "{\"type\":\"sale\",\"id\":\"iso-1\",\"at\":\"2025-03-01T12:30:00Z\","
+                       "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
+                       "\"currency\":\"USD\"}\n"
+                       "{\"type\":\"sale\",\"id\":\"iso-2\",\"at\":\"2025-03-01T14:30:00+02:00\","
+                       "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":8,"
+                       "\"currency\":\"USD\"}\n");
+    const char *a_iso[] = {"--source", "dist-pos", jfile, NULL};
+    assert_sent(send_run(&L, "iso", a_iso), 0, 2, 0, 0);
+    check_stored_sale(&L, "dist-pos", "iso-1", 7, 1740832200000LL, "USD");
+    check_stored_sale(&L, "dist-pos", "iso-2", 8, 1740832200000LL, "USD");
+
     /* A file without the POS header is refused as a whole. */
     char bad[700];
     snprintf(bad, sizeof bad, "%s/nohdr.csv", L.dir);
@@ -2081,6 +2214,7 @@ static Suite *ledger_suite(void)
     TCase *c = tcase(s, "curve", 60);
     tcase_add_test(c, test_curve_roles);
     tcase_add_test(c, test_loopback_only_without_curve);
+    tcase_add_test(c, test_startup_refusals);
     tcase_add_test(tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tcase(s, "log_read", 60);
     tcase_add_test(r, test_logread);
