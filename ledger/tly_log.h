@@ -34,16 +34,21 @@
 /* --- limits of the log store (kept here rather than in tly_limits.h because
  * only the ledger, the single writer, is bound by them) --- */
 
-/* Requests the daemon may group into one commit. Group commit pays one fsync
- * for many requests; 16 full requests are already 64k events, far beyond the
- * batch size where the fsync cost stops mattering (about 1,000 events). */
+/* Full requests (TLY_BATCH_EVENTS_MAX events each) one tly_log_append call
+ * may carry. Group commit pays one fsync for many requests; 16 full requests
+ * are 64k events, far beyond the batch size where the fsync cost stops
+ * mattering (about 1,000 events). */
 #define TLY_LOG_BATCH_REQUESTS_MAX 16u
 
-/* Items in one tly_log_append call, and their total event bytes: 16 full
- * requests. The byte bound keeps one transaction (64 MiB of records plus
- * the index pages) well inside LMDB's dirty-page limit of 2^17 pages. */
+/* Items in one tly_log_append call. Sizes the per-item scratch space the
+ * writer keeps (about 1.5 MiB at this bound). */
 #define TLY_LOG_BATCH_ITEMS_MAX (TLY_LOG_BATCH_REQUESTS_MAX * TLY_BATCH_EVENTS_MAX)
-#define TLY_LOG_BATCH_BYTES_MAX ((size_t)TLY_LOG_BATCH_REQUESTS_MAX * TLY_FRAME_BYTES_MAX)
+
+/* Event bytes in one commit. A call carrying more is committed in several
+ * transactions, split between groups. Keeps a transaction (the records plus
+ * index pages) well inside LMDB's dirty list of 2^17 pages, so it never
+ * spills, and bounds the memory LMDB holds for it. 16 full frames. */
+#define TLY_LOG_COMMIT_BYTES_MAX ((size_t)TLY_LOG_BATCH_REQUESTS_MAX * TLY_FRAME_BYTES_MAX)
 
 /* Map size a new environment starts with. Small enough to be harmless on a
  * test machine, large enough that a normal day never remaps. */
@@ -182,7 +187,9 @@ typedef struct tly_log_group {
 
 /*
  * Appends a batch in one write transaction (group commit) and makes it
- * durable before returning (unless TLY_LOG_NO_SYNC). Groups are resolved in
+ * durable before returning (unless TLY_LOG_NO_SYNC). A batch whose events
+ * exceed TLY_LOG_COMMIT_BYTES_MAX is committed in several transactions,
+ * each holding whole groups. Groups are resolved in
  * order; items within a batch see each other (a second copy of an id in the
  * same batch is a dup, or a conflict if its bytes differ). recorded_ms of the
  * batch is max(now_ms, previous recorded_ms) [D12].
@@ -202,16 +209,18 @@ typedef struct tly_log_group {
  * Grows the map and retries when LMDB reports it full. Returns:
  * - TLY_OK: the transaction committed (or there was nothing to append);
  *   each item's err says its own outcome.
- * - TLY_TOO_LARGE: item_count > TLY_LOG_BATCH_ITEMS_MAX or the events
- *   together exceed TLY_LOG_BATCH_BYTES_MAX; nothing was done, items are
- *   untouched.
- * - TLY_STORAGE (disk full, I/O, map at its maximum) or TLY_CORRUPT (a
- *   stored record needed for a dup check does not decode): nothing was
- *   appended, the log and the in-memory head are as before, and every item
- *   that was to be appended, or was a dup of one, has err TLY_STORAGE.
- *   Outcomes decided against the committed log (dup of a stored record,
- *   conflict, aborted) are kept. The next call may succeed.
- * - TLY_NOMEM: as TLY_STORAGE, but items are untouched.
+ * - TLY_TOO_LARGE: item_count > TLY_LOG_BATCH_ITEMS_MAX or one group's
+ *   events exceed TLY_LOG_COMMIT_BYTES_MAX (impossible for a group built
+ *   from one frame); nothing was done, items are untouched.
+ * - TLY_STORAGE (disk full, I/O, map at its maximum), TLY_CORRUPT (a
+ *   stored record needed for a dup check does not decode) or TLY_NOMEM: a
+ *   commit failed. Nothing of it was appended and the log and the
+ *   in-memory head are as after the previous commit; every item that was
+ *   to be appended by it or a later one, or was a dup of such an item, has
+ *   err TLY_STORAGE. Outcomes decided against the committed log (dup of a
+ *   stored record, conflict, aborted) are kept. Only a batch split into
+ *   several commits can have appended part of its groups (their items have
+ *   their seqs); the head tells. The next call may succeed.
  * After a fatal LMDB error (MDB_PANIC: a failed write of the meta page, an
  * I/O error) every later append fails with TLY_STORAGE until the handle is
  * closed and reopened; the log on disk is the last committed state.

@@ -35,11 +35,13 @@ enum log_kind {
  * few milliseconds, 1,024 commits is a few seconds, and the cost vanishes. */
 #define LOG_READER_CHECK_COMMITS 1024u
 
+/* One commit: the items [lo, hi) of the call (indexes are the call's, so
+ * log->slots and items line up). */
 typedef struct batch {
     tly_log *log;
     MDB_txn *txn;
     tly_log_item *items;
-    uint32_t count;
+    uint32_t lo, hi;
     uint32_t table_mask;
     uint64_t next_seq; /* the tentative seq of the next NEW item */
 } batch;
@@ -284,7 +286,7 @@ static int write_batch(batch *b, int64_t recorded_ms, uint8_t hash[TLY_HASH_BYTE
 {
     memcpy(hash, b->log->head_hash, TLY_HASH_BYTES);
     uint64_t expect = b->log->head_seq + 1;
-    for (uint32_t i = 0; i < b->count; i++) {
+    for (uint32_t i = b->lo; i < b->hi; i++) {
         if (b->log->slots[i].kind != K_NEW)
             continue;
         TLY_LOG_ASSERT(b->items[i].seq == expect);
@@ -299,7 +301,7 @@ static int write_batch(batch *b, int64_t recorded_ms, uint8_t hash[TLY_HASH_BYTE
 /* Puts items back to their input state before an attempt. */
 static void reset_items(batch *b)
 {
-    for (uint32_t i = 0; i < b->count; i++) {
+    for (uint32_t i = b->lo; i < b->hi; i++) {
         b->items[i].err = b->log->slots[i].in_err;
         b->items[i].seq = 0;
         b->items[i].dup = false;
@@ -313,7 +315,7 @@ static void reset_items(batch *b)
  * TLY_STORAGE; outcomes decided against the committed log stay. */
 static void mark_storage(batch *b)
 {
-    for (uint32_t i = 0; i < b->count; i++) {
+    for (uint32_t i = b->lo; i < b->hi; i++) {
         uint8_t kind = b->log->slots[i].kind;
         bool pending = kind == K_PENDING && b->items[i].err == TLY_OK;
         if (kind == K_NEW || kind == K_DUP_BATCH || pending) {
@@ -393,20 +395,44 @@ static void assert_partition(const tly_log_group *groups, uint32_t group_count, 
     TLY_LOG_ASSERT(next == count);
 }
 
-/* Checks the batch limits; TLY_OK or TLY_TOO_LARGE. */
-static tly_err check_batch(const tly_log_item *items, uint32_t count)
+/* Event bytes of a group that count against TLY_LOG_COMMIT_BYTES_MAX: items
+ * still to append and within the frame limit (the others are rejected). */
+static size_t group_bytes(const tly_log_item *items, const tly_log_group *g)
+{
+    size_t bytes = 0;
+    for (uint32_t i = g->first; i < g->first + g->count; i++)
+        if (items[i].err == TLY_OK && items[i].event_len <= TLY_FRAME_BYTES_MAX)
+            bytes += items[i].event_len;
+    return bytes;
+}
+
+/* Checks the call's limits; TLY_OK or TLY_TOO_LARGE. */
+static tly_err check_batch(const tly_log_item *items, uint32_t count,
+                           const tly_log_group *groups, uint32_t group_count)
 {
     if (count > TLY_LOG_BATCH_ITEMS_MAX)
         return TLY_TOO_LARGE;
-    size_t bytes = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        if (items[i].err != TLY_OK)
-            continue;
-        if (items[i].event_len > TLY_LOG_BATCH_BYTES_MAX - bytes)
+    for (uint32_t g = 0; g < group_count; g++)
+        if (group_bytes(items, &groups[g]) > TLY_LOG_COMMIT_BYTES_MAX)
             return TLY_TOO_LARGE;
-        bytes += items[i].event_len;
-    }
     return TLY_OK;
+}
+
+/* End of the commit that starts at group g: as many whole groups as fit
+ * TLY_LOG_COMMIT_BYTES_MAX, at least one. */
+static uint32_t chunk_end(const tly_log_item *items, const tly_log_group *groups,
+                          uint32_t group_count, uint32_t g)
+{
+    size_t bytes = group_bytes(items, &groups[g]);
+    uint32_t h = g + 1;
+    while (h < group_count) {
+        size_t more = group_bytes(items, &groups[h]);
+        if (more > TLY_LOG_COMMIT_BYTES_MAX - bytes)
+            break;
+        bytes += more;
+        h++;
+    }
+    return h;
 }
 
 static void commit_head(tly_log *log, const batch *b, int64_t recorded_ms,
@@ -445,6 +471,35 @@ static tly_err run(batch *b, const tly_log_group *groups, uint32_t group_count, 
     return TLY_STORAGE;
 }
 
+/* After a failure: items of later commits that were to be appended. */
+static void mark_rest_storage(tly_log_item *items, uint32_t from, uint32_t count)
+{
+    for (uint32_t i = from; i < count; i++)
+        if (items[i].err == TLY_OK)
+            items[i].err = TLY_STORAGE;
+}
+
+/* Commits the groups in runs of at most TLY_LOG_COMMIT_BYTES_MAX; stops at
+ * the first failure. */
+static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items,
+                             uint32_t item_count, const tly_log_group *groups,
+                             uint32_t group_count)
+{
+    for (uint32_t g = 0; g < group_count;) {
+        uint32_t h = chunk_end(items, groups, group_count, g);
+        uint32_t lo = groups[g].first, hi = groups[h - 1].first + groups[h - 1].count;
+        batch b = {log, NULL, items, lo, hi, table_size_for(hi - lo) - 1, 0};
+        tly_err err = run(&b, groups + g, h - g, now_ms);
+        if (err != TLY_OK) {
+            mark_storage(&b);
+            mark_rest_storage(items, hi, item_count);
+            return err == TLY_CORRUPT || err == TLY_NOMEM ? err : TLY_STORAGE;
+        }
+        g = h;
+    }
+    return TLY_OK;
+}
+
 tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32_t item_count,
                        const tly_log_group *groups, uint32_t group_count)
 {
@@ -457,20 +512,14 @@ tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32
     assert_partition(groups, group_count, item_count);
     if (item_count == 0)
         return TLY_OK;
-    tly_err err = check_batch(items, item_count);
-    if (err == TLY_OK)
-        err = scratch_reserve(log, item_count);
+    tly_err err = check_batch(items, item_count, groups, group_count);
     if (err != TLY_OK)
         return err;
+    if (scratch_reserve(log, item_count) != TLY_OK) {
+        mark_rest_storage(items, 0, item_count);
+        return TLY_NOMEM;
+    }
     for (uint32_t i = 0; i < item_count; i++)
         log->slots[i].in_err = items[i].err;
-    batch b = {log, NULL, items, item_count, table_size_for(item_count) - 1, 0};
-    err = run(&b, groups, group_count, now_ms);
-    if (err == TLY_NOMEM) {
-        reset_items(&b);
-    } else if (err != TLY_OK) {
-        mark_storage(&b);
-        err = err == TLY_CORRUPT ? TLY_CORRUPT : TLY_STORAGE;
-    }
-    return err;
+    return append_chunks(log, now_ms, items, item_count, groups, group_count);
 }

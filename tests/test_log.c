@@ -1105,6 +1105,35 @@ END_TEST
 /* ---------------------------------------------------------------------
  * Limits of this module, each at its edge.
  */
+
+/* n items of TLY_FRAME_BYTES_MAX bytes each, sharing one buffer. */
+typedef struct big_items {
+    uint32_t n;
+    uint8_t *buf;
+    tly_log_item *items;
+    char (*ids)[16];
+} big_items;
+
+static big_items big_items_new(size_t n, const char *prefix)
+{
+    big_items b = {(uint32_t)n, calloc(1, TLY_FRAME_BYTES_MAX), calloc(n, sizeof *b.items),
+                   calloc(n, 16)};
+    ck_assert(b.buf && b.items && b.ids);
+    for (uint32_t i = 0; i < b.n; i++) {
+        snprintf(b.ids[i], 16, "%s%u", prefix, i);
+        b.items[i] = (tly_log_item){.source = {"s", 1},
+                                    .id = {b.ids[i], (uint32_t)strlen(b.ids[i])},
+                                    .event = b.buf, .event_len = TLY_FRAME_BYTES_MAX};
+    }
+    return b;
+}
+
+static void big_items_free(big_items *b)
+{
+    free(b->buf);
+    free(b->items);
+    free(b->ids);
+}
 START_TEST(test_item_limits)
 {
     char *dir = tu_tmpdir();
@@ -1175,32 +1204,56 @@ START_TEST(test_batch_limits)
                      TLY_OK);
     ck_assert_uint_eq(p->items[TLY_LOG_BATCH_ITEMS_MAX - 1].seq, TLY_LOG_BATCH_ITEMS_MAX);
 
-    /* TLY_LOG_BATCH_BYTES_MAX event bytes: accepted; one more: refused.
-     * Items may share one buffer: only (source, id) must differ. */
-    uint32_t n = (uint32_t)(TLY_LOG_BATCH_BYTES_MAX / TLY_FRAME_BYTES_MAX);
-    uint8_t *big = calloc(1, TLY_FRAME_BYTES_MAX);
-    tly_log_item *bi = calloc(n + 1, sizeof *bi);
-    char (*ids)[16] = calloc(n + 1, 16);
-    ck_assert(big && bi && ids);
-    for (uint32_t i = 0; i <= n; i++) {
-        snprintf(ids[i], 16, "big-%u", i);
-        bi[i] = (tly_log_item){.source = {"s", 1}, .id = {ids[i], (uint32_t)strlen(ids[i])},
-                               .event = big, .event_len = TLY_FRAME_BYTES_MAX};
-    }
-    bi[n].event_len = 1;
-    ck_assert_int_eq(tly_log_append(log, T0_MS, bi, n + 1, NULL, 0), TLY_TOO_LARGE);
+    /* One group of TLY_LOG_COMMIT_BYTES_MAX event bytes: accepted; one more
+     * byte: refused whole. Items may share one buffer: only ids differ. */
+    big_items bi = big_items_new(TLY_LOG_COMMIT_BYTES_MAX / TLY_FRAME_BYTES_MAX + 1, "big-");
+    uint32_t n = bi.n - 1;
+    bi.items[n].event_len = 1;
+    tly_log_group one = {0, n + 1, false};
+    ck_assert_int_eq(tly_log_append(log, T0_MS, bi.items, n + 1, &one, 1), TLY_TOO_LARGE);
+    ck_assert(bi.items[0].err == TLY_OK && bi.items[0].seq == 0); /* untouched */
     /* A pre-failed item's bytes do not count. */
-    bi[n].err = TLY_BAD_FIELD;
-    ck_assert_int_eq(tly_log_append(log, T0_MS, bi, n + 1, NULL, 0), TLY_OK);
-    ck_assert_uint_eq(bi[n - 1].seq, TLY_LOG_BATCH_ITEMS_MAX + n);
-    ck_assert_int_eq(bi[n].err, TLY_BAD_FIELD);
+    bi.items[n].err = TLY_BAD_FIELD;
+    ck_assert_int_eq(tly_log_append(log, T0_MS, bi.items, n + 1, &one, 1), TLY_OK);
+    ck_assert_uint_eq(bi.items[n - 1].seq, TLY_LOG_BATCH_ITEMS_MAX + n);
+    ck_assert_int_eq(bi.items[n].err, TLY_BAD_FIELD);
     tly_log_close(log);
     ck_assert_int_eq(scan_log(dir), TLY_LOG_BATCH_ITEMS_MAX + n);
-    free(ids);
-    free(bi);
-    free(big);
+    big_items_free(&bi);
     pool_free(p);
     tu_rmtree(dir);
+}
+END_TEST
+
+/* More than TLY_LOG_COMMIT_BYTES_MAX in one call, in groups: several
+ * commits, each of whole groups, one chain. A failure of the second commit
+ * leaves the first one appended and reports the rest as storage errors. */
+START_TEST(test_commit_split)
+{
+    for (int fail = 0; fail < 2; fail++) {
+        char *dir = tu_tmpdir();
+        /* 66 MiB holds the first commit (16 frames) but not the second. */
+        const tly_log_opts opts = {.map_bytes_init = 66u << 20, .map_bytes_max = 66u << 20};
+        tly_log *log;
+        ck_assert_int_eq(tly_log_open_opts(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC,
+                                           fail ? &opts : NULL, &log), TLY_OK);
+        big_items bi = big_items_new(TLY_LOG_COMMIT_BYTES_MAX / TLY_FRAME_BYTES_MAX + 1, "b-");
+        tly_log_group *g = calloc(bi.n, sizeof *g);
+        for (uint32_t i = 0; i < bi.n; i++)
+            g[i] = (tly_log_group){i, 1, i % 2 == 0};
+        tly_err err = tly_log_append(log, T0_MS, bi.items, bi.n, g, bi.n);
+        ck_assert_int_eq(err, fail ? TLY_STORAGE : TLY_OK);
+        for (uint32_t i = 0; i + 1 < bi.n; i++)
+            ck_assert(bi.items[i].err == TLY_OK && bi.items[i].seq == i + 1);
+        ck_assert_int_eq(bi.items[bi.n - 1].err, fail ? TLY_STORAGE : TLY_OK);
+        ck_assert_uint_eq(bi.items[bi.n - 1].seq, fail ? 0 : bi.n);
+        ck_assert_uint_eq(head_of(log), bi.n - (uint32_t)fail);
+        tly_log_close(log);
+        ck_assert_int_eq(scan_log(dir), bi.n - (uint32_t)fail);
+        free(g);
+        big_items_free(&bi);
+        tu_rmtree(dir);
+    }
 }
 END_TEST
 
@@ -1451,6 +1504,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, test_record_decode_strict);
     tcase_add_test(tc, test_item_limits);
     tcase_add_test(tc, test_batch_limits);
+    tcase_add_test(tc, test_commit_split);
     tcase_add_test(tc, test_readers_max);
     tcase_add_test(tc, test_stale_reader_slots_reclaimed);
     tcase_add_test(tc, test_growth_waits_for_open_reader);
