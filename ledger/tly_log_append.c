@@ -9,7 +9,9 @@
  *      "ids" yet. An atomic group with a failure is rolled back: its NEW
  *      items leave the table and its tentative seqs are reused.
  *   2. write the NEW items in order: chain hash, record, "ids" entry.
- * Then one commit. The in-memory head changes only after the commit.
+ * Then one commit. The in-memory head changes only after the commit. A call
+ * whose events exceed TLY_LOG_COMMIT_BYTES_MAX runs this once per run of
+ * whole groups that fits; a later run finds the earlier ones in "ids".
  */
 #include <errno.h>
 #include <stdio.h>
