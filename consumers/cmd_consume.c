@@ -118,6 +118,13 @@ static tly_err commit(consumer *c)
                c->o.shard_count, (unsigned long long)tly_engine_seq(c->engine),
                tly_strerror(err));
     c->pending = 0;
+    if (err == TLY_TOO_LARGE && c->o.batch > 1) {
+        /* Halving is bounded: at most log2(batch) times down to 1. */
+        c->o.batch /= 2;
+        tly_errorf(CMD, "shard %u/%u: refolding with batches of %u records", c->o.shard,
+                   c->o.shard_count, c->o.batch);
+        return reload_engine(c);
+    }
     if (++c->commit_failures > TLY_CONSUME_RELOAD_RETRIES_MAX)
         return err;
     return reload_engine(c);

@@ -389,9 +389,11 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     if (rc == 0)
         return TLY_OK;
     c->mdb_rc = rc;
-    if (rc != MDB_MAP_FULL) /* a full map is handled by the caller, quietly */
-        return mdb_fail("put", c->v->dir, rc);
-    return TLY_STORAGE;
+    if (rc == MDB_MAP_FULL) /* handled by the caller, quietly */
+        return TLY_STORAGE;
+    if (rc == MDB_TXN_FULL) /* too many dirty pages: the caller halves its batch */
+        return TLY_TOO_LARGE;
+    return mdb_fail("put", c->v->dir, rc);
 }
 
 /* Doubles the map. Only between transactions of this process. */

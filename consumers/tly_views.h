@@ -92,7 +92,12 @@ tly_err tly_views_load(tly_views *v, tly_engine *e);
  * load a fresh engine with tly_views_load (the store still holds the
  * previous checkpoint and its views, consistently).
  *
- * Returns TLY_OK, TLY_STORAGE, TLY_NOMEM or an error of the engine's flush.
+ * A batch whose changes outgrow one LMDB transaction (MDB_TXN_FULL, the
+ * dirty-page limit) is TLY_TOO_LARGE: nothing was written; reload the
+ * engine and fold fewer records per commit.
+ *
+ * Returns TLY_OK, TLY_STORAGE, TLY_TOO_LARGE, TLY_NOMEM or an error of the
+ * engine's flush.
  */
 tly_err tly_views_commit(tly_views *v, tly_engine *e);
 
