@@ -404,12 +404,12 @@ static tly_err bench_runs(bench *b, json_t *runs)
 
 static tly_err bench_setup(bench *b, char *tmp, size_t cap)
 {
-    ssize_t n = readlink("/proc/self/exe", b->exe, sizeof b->exe - 1);
-    if (n <= 0) {
+    ssize_t len = readlink("/proc/self/exe", b->exe, sizeof b->exe - 1);
+    if (len <= 0) {
         tly_errorf(CMD, "cannot find the tally binary: %s", strerror(errno));
         return TLY_IO;
     }
-    b->exe[n] = '\0';
+    b->exe[len] = '\0';
     if (!b->o.data_given) {
         const char *base = getenv("TMPDIR");
         snprintf(tmp, cap, "%s/tally-bench-XXXXXX", base && *base ? base : "/tmp");
@@ -422,7 +422,11 @@ static tly_err bench_setup(bench *b, char *tmp, size_t cap)
         tly_errorf(CMD, "cannot create %s: %s", b->o.common.data, strerror(errno));
         return TLY_IO;
     }
-    snprintf(b->log_dir, sizeof b->log_dir, "%s/log", b->o.common.data);
+    int n = snprintf(b->log_dir, sizeof b->log_dir, "%s/log", b->o.common.data);
+    if (n < 0 || (size_t)n >= sizeof b->log_dir) {
+        tly_errorf(CMD, "data directory path too long");
+        return TLY_USAGE;
+    }
     return TLY_OK;
 }
 
