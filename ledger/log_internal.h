@@ -16,8 +16,7 @@
 /* Checks a programmer error. Unlike assert() it stays on when NDEBUG is
  * defined (release builds): a broken invariant of the log must stop the
  * writer before it stores anything. */
-#define TLY_LOG_ASSERT(cond) \
-    ((cond) ? (void)0 : tly__log_panic(#cond, __FILE__, __LINE__))
+#define TLY_LOG_ASSERT(cond) ((cond) ? (void)0 : tly__log_panic(#cond, __FILE__, __LINE__))
 _Noreturn void tly__log_panic(const char *cond, const char *file, int line);
 
 /* ids key: u16be(len(source)) ‖ source ‖ id. */
@@ -26,10 +25,10 @@ _Static_assert(TLY_LOG_IDS_KEY_BYTES_MAX <= 511, "LMDB's default maximum key siz
 
 /* Per-item state during one append; lives in the handle and is reused. */
 typedef struct log_slot {
-    tly_err in_err;   /* the item's err on input, restored before a retry */
-    uint32_t dup_of;  /* DUP_BATCH: index of the earlier item */
+    tly_err in_err;     /* the item's err on input, restored before a retry */
+    uint32_t dup_of;    /* DUP_BATCH: index of the earlier item */
     uint32_t table_pos; /* NEW: its position in the batch table */
-    uint8_t kind;     /* enum log_kind in tly_log_append.c */
+    uint8_t kind;       /* enum log_kind in tly_log_append.c */
 } log_slot;
 
 struct tly_log {
@@ -37,6 +36,7 @@ struct tly_log {
     MDB_dbi dbi_log;
     MDB_dbi dbi_ids;
     bool writer;
+    bool env_opened; /* mdb_env_open succeeded */
     int lock_fd; /* writer: flock'd dir/writer.lock; -1 for a reader */
 
     /* Growth remaps the file: it takes this lock for writing, every reader
@@ -56,7 +56,7 @@ struct tly_log {
     msgpack_sbuffer sbuf;
     log_slot *slots;
     uint32_t slots_cap;
-    uint32_t *table; /* open addressing: item index + 1, 0 = empty */
+    uint32_t *table;    /* open addressing: item index + 1, 0 = empty */
     uint32_t table_cap; /* a power of two */
 };
 

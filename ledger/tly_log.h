@@ -83,8 +83,8 @@ typedef struct tly_record {
     tly_str source;
     const uint8_t *event; /* the event's MessagePack bytes exactly as accepted */
     size_t event_len;
-    const uint8_t *hash;  /* TLY_HASH_BYTES */
-    const uint8_t *raw;   /* the whole stored value */
+    const uint8_t *hash; /* TLY_HASH_BYTES */
+    const uint8_t *raw;  /* the whole stored value */
     size_t raw_len;
 } tly_record;
 
@@ -96,9 +96,8 @@ tly_err tly_record_decode(const void *buf, size_t len, tly_record *rec);
 
 /* Appends the stored encoding of a record to out (canonical MessagePack:
  * shortest forms, as msgpack-c packs them). TLY_OK or TLY_NOMEM. */
-tly_err tly_record_encode(msgpack_sbuffer *out, uint64_t seq, int64_t recorded_ms,
-                          tly_str source, const void *event, size_t event_len,
-                          const uint8_t hash[TLY_HASH_BYTES]);
+tly_err tly_record_encode(msgpack_sbuffer *out, uint64_t seq, int64_t recorded_ms, tly_str source,
+                          const void *event, size_t event_len, const uint8_t hash[TLY_HASH_BYTES]);
 
 /* Computes the chain hash of a record from the previous hash (SPEC section
  * 3). recorded_ms enters as its two's-complement u64be. source.len must
@@ -110,9 +109,9 @@ void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t re
 typedef struct tly_log tly_log;
 
 enum {
-    TLY_LOG_READ = 0,     /* read-only; the directory must exist */
-    TLY_LOG_WRITE = 1,    /* the single writer; creates the directory */
-    TLY_LOG_NO_SYNC = 2   /* with WRITE: do not fsync commits (--no-sync) */
+    TLY_LOG_READ = 0,   /* read-only; the directory must exist */
+    TLY_LOG_WRITE = 1,  /* the single writer; creates the directory */
+    TLY_LOG_NO_SYNC = 2 /* with WRITE: do not fsync commits (--no-sync) */
 };
 
 /*
@@ -150,8 +149,9 @@ typedef struct tly_log_opts {
 /* tly_log_open with options (NULL: all defaults). */
 tly_err tly_log_open_opts(const char *dir, int flags, const tly_log_opts *opts, tly_log **out);
 
-/* Closes the environment. Every reader of this handle must be closed
- * first. NULL is a no-op. */
+/* Closes the environment; a writer first syncs it to disk (this makes a
+ * TLY_LOG_NO_SYNC log durable at a clean stop). Every reader of this
+ * handle must be closed first. NULL is a no-op. */
 void tly_log_close(tly_log *log);
 
 /* Current map size in bytes (it grows by doubling when full). */

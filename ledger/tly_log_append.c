@@ -157,8 +157,8 @@ static tly_err resolve_stored(batch *b, uint32_t i, uint64_t seq)
     MDB_val k = {8, key}, v;
     int rc = mdb_get(b->txn, b->log->dbi_log, &k, &v);
     tly_record rec;
-    if (rc == MDB_NOTFOUND || (rc == MDB_SUCCESS &&
-                               tly_record_decode(v.mv_data, v.mv_size, &rec) != TLY_OK)) {
+    if (rc == MDB_NOTFOUND ||
+        (rc == MDB_SUCCESS && tly_record_decode(v.mv_data, v.mv_size, &rec) != TLY_OK)) {
         fprintf(stderr, "tally: log: ids points to seq %llu, which does not decode\n",
                 (unsigned long long)seq);
         return TLY_CORRUPT;
@@ -270,8 +270,8 @@ static int write_item(batch *b, const tly_log_item *it, int64_t recorded_ms,
     tly_log *log = b->log;
     tly_chain_hash(hash, it->seq, recorded_ms, it->source, it->event, it->event_len, hash);
     log->sbuf.size = 0; /* reuse the buffer: no allocation once it is large enough */
-    if (tly_record_encode(&log->sbuf, it->seq, recorded_ms, it->source, it->event,
-                          it->event_len, hash) != TLY_OK)
+    if (tly_record_encode(&log->sbuf, it->seq, recorded_ms, it->source, it->event, it->event_len,
+                          hash) != TLY_OK)
         return ENOMEM;
     uint8_t seq_key[8];
     tly__log_seq_key(it->seq, seq_key);
@@ -351,8 +351,7 @@ static tly_err grow_map(tly_log *log)
                 log->map_bytes_max);
         return TLY_STORAGE;
     }
-    size_t next = log->map_bytes > log->map_bytes_max / 2 ? log->map_bytes_max
-                                                          : log->map_bytes * 2;
+    size_t next = log->map_bytes > log->map_bytes_max / 2 ? log->map_bytes_max : log->map_bytes * 2;
     return tly__log_set_mapsize(log, next);
 }
 
@@ -409,8 +408,8 @@ static size_t group_bytes(const tly_log_item *items, const tly_log_group *g)
 }
 
 /* Checks the call's limits; TLY_OK or TLY_TOO_LARGE. */
-static tly_err check_batch(const tly_log_item *items, uint32_t count,
-                           const tly_log_group *groups, uint32_t group_count)
+static tly_err check_batch(const tly_log_item *items, uint32_t count, const tly_log_group *groups,
+                           uint32_t group_count)
 {
     if (count > TLY_LOG_BATCH_ITEMS_MAX)
         return TLY_TOO_LARGE;
@@ -483,9 +482,8 @@ static void mark_rest_storage(tly_log_item *items, uint32_t from, uint32_t count
 
 /* Commits the groups in runs of at most TLY_LOG_COMMIT_BYTES_MAX; stops at
  * the first failure. */
-static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items,
-                             uint32_t item_count, const tly_log_group *groups,
-                             uint32_t group_count)
+static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items, uint32_t item_count,
+                             const tly_log_group *groups, uint32_t group_count)
 {
     for (uint32_t g = 0; g < group_count;) {
         uint32_t h = chunk_end(items, groups, group_count, g);

@@ -40,8 +40,7 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
 }
 
 /* Checks that the record under the cursor is the next one and decodes it. */
-static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val *v,
-                            tly_record *rec)
+static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val *v, tly_record *rec)
 {
     tly_record r;
     if (k->mv_size != 8 || tly__log_be64(k->mv_data) != rd->next_seq) {

@@ -47,9 +47,8 @@ void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t re
     SHA256_Final(out, &ctx);
 }
 
-tly_err tly_record_encode(msgpack_sbuffer *out, uint64_t seq, int64_t recorded_ms,
-                          tly_str source, const void *event, size_t event_len,
-                          const uint8_t hash[TLY_HASH_BYTES])
+tly_err tly_record_encode(msgpack_sbuffer *out, uint64_t seq, int64_t recorded_ms, tly_str source,
+                          const void *event, size_t event_len, const uint8_t hash[TLY_HASH_BYTES])
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);

@@ -70,8 +70,7 @@ static void pool_free(pool *p)
 
 /* Adds (source, id) with the event {"id": id, "v": variant, "pad": bin}
  * padded with pad bytes: the same (id, variant, pad) gives the same bytes. */
-static tly_log_item *pool_add(pool *p, const char *source, const char *id, int variant,
-                              size_t pad)
+static tly_log_item *pool_add(pool *p, const char *source, const char *id, int variant, size_t pad)
 {
     need(p->n < p->cap);
     char *idb = p->ids + (size_t)p->n * ID_CAP;
@@ -313,8 +312,7 @@ START_TEST(test_append_read_back)
     uint64_t seq = 0;
     ck_assert_int_eq(tly_log_lookup(log, p->items[1].source, p->items[1].id, &seq), TLY_OK);
     ck_assert_uint_eq(seq, 2);
-    ck_assert_int_eq(tly_log_lookup(log, p->items[2].source, p->items[1].id, &seq),
-                     TLY_NOT_FOUND);
+    ck_assert_int_eq(tly_log_lookup(log, p->items[2].source, p->items[1].id, &seq), TLY_NOT_FOUND);
     tly_log_close(log);
     ck_assert_int_eq(scan_log(dir), 3);
     pool_free(p);
@@ -550,7 +548,7 @@ START_TEST(test_atomic_conflict_aborts_group)
     pool_add(p, "fin", "n1", 0, 0);     /* group 0, atomic */
     pool_add(p, "fin", "stored", 1, 0); /* conflict */
     pool_add(p, "fin", "n2", 0, 0);
-    pool_add(p, "fin", "n1", 0, 0);     /* group 1: n1 again, must now be new */
+    pool_add(p, "fin", "n1", 0, 0); /* group 1: n1 again, must now be new */
     pool_add(p, "fin", "n3", 0, 0);
     const tly_log_group g[] = {{0, 3, true}, {3, 2, false}};
     ck_assert_int_eq(tly_log_append(log, T0_MS, p->items, p->n, g, 2), TLY_OK);
@@ -1009,9 +1007,9 @@ typedef struct rec_spec {
     int64_t seq;     /* packed as int */
     bool source_bin; /* source as bin instead of str */
     uint32_t source_len;
-    bool event_str;  /* event as str instead of bin */
+    bool event_str; /* event as str instead of bin */
     uint32_t hash_len;
-    bool trailing;   /* one extra byte */
+    bool trailing; /* one extra byte */
 } rec_spec;
 
 static tly_err decode_spec(rec_spec s)
@@ -1123,7 +1121,8 @@ static big_items big_items_new(size_t n, const char *prefix)
         snprintf(b.ids[i], 16, "%s%u", prefix, i);
         b.items[i] = (tly_log_item){.source = {"s", 1},
                                     .id = {b.ids[i], (uint32_t)strlen(b.ids[i])},
-                                    .event = b.buf, .event_len = TLY_FRAME_BYTES_MAX};
+                                    .event = b.buf,
+                                    .event_len = TLY_FRAME_BYTES_MAX};
     }
     return b;
 }
@@ -1175,8 +1174,7 @@ START_TEST(test_item_limits)
     big[0] = 0x80;
     tly_log_item bi[2] = {
         {.source = {"s", 1}, .id = {"big", 3}, .event = big, .event_len = TLY_FRAME_BYTES_MAX},
-        {.source = {"s", 1}, .id = {"big2", 4}, .event = big,
-         .event_len = TLY_FRAME_BYTES_MAX + 1},
+        {.source = {"s", 1}, .id = {"big2", 4}, .event = big, .event_len = TLY_FRAME_BYTES_MAX + 1},
     };
     ck_assert_int_eq(tly_log_append(log, T0_MS, bi, 2, NULL, 0), TLY_OK);
     ck_assert(bi[0].err == TLY_OK && bi[0].seq == 3);
@@ -1235,8 +1233,9 @@ START_TEST(test_commit_split)
         /* 66 MiB holds the first commit (16 frames) but not the second. */
         const tly_log_opts opts = {.map_bytes_init = 66u << 20, .map_bytes_max = 66u << 20};
         tly_log *log;
-        ck_assert_int_eq(tly_log_open_opts(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC,
-                                           fail ? &opts : NULL, &log), TLY_OK);
+        ck_assert_int_eq(
+            tly_log_open_opts(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, fail ? &opts : NULL, &log),
+            TLY_OK);
         big_items bi = big_items_new(TLY_LOG_COMMIT_BYTES_MAX / TLY_FRAME_BYTES_MAX + 1, "b-");
         tly_log_group *g = calloc(bi.n, sizeof *g);
         for (uint32_t i = 0; i < bi.n; i++)
@@ -1403,8 +1402,7 @@ static void bench_event(msgpack_sbuffer *sb, const char *id, uint32_t k)
     char partner[32], sku[32], notes[80];
     snprintf(partner, sizeof partner, "partner-%06u", k % 5000);
     snprintf(sku, sizeof sku, "SKU-ACME-%07u", k % 100000);
-    snprintf(notes, sizeof notes, "POS batch import, store %05u, register %03u", k % 977,
-             k % 13);
+    snprintf(notes, sizeof notes, "POS batch import, store %05u, register %03u", k % 977, k % 13);
     sb->size = 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -1452,7 +1450,8 @@ static int bench(int argc, char **argv)
             memcpy(evs[i], sb.data, sb.size);
             items[i] = (tly_log_item){.source = {"dist-emea-01", 12},
                                       .id = {ids[i], (uint32_t)strlen(ids[i])},
-                                      .event = evs[i], .event_len = sb.size};
+                                      .event = evs[i],
+                                      .event_len = sb.size};
             bytes += sb.size;
         }
         double t1 = now_s();
@@ -1464,8 +1463,8 @@ static int bench(int argc, char **argv)
     printf("appended %d events of %zu bytes on average in %s batches of %u\n"
            "  wall %.2f s (%.0f events/s); inside tly_log_append %.2f s (%.0f events/s)\n"
            "  map %zu MiB\n",
-           TOTAL, bytes / TOTAL, nosync ? "no-sync" : "durable", BATCH, t, TOTAL / t,
-           in_append, TOTAL / in_append, tly_log_map_bytes(log) >> 20);
+           TOTAL, bytes / TOTAL, nosync ? "no-sync" : "durable", BATCH, t, TOTAL / t, in_append,
+           TOTAL / in_append, tly_log_map_bytes(log) >> 20);
     /* Bytes this process caused to be written to disk (Linux). */
     char *io = tu_read_file("/proc/self/io", NULL);
     const char *wb = io ? strstr(io, "write_bytes: ") : NULL;
