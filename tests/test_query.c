@@ -16,6 +16,7 @@
 #include <check.h>
 #include <errno.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -759,6 +760,90 @@ START_TEST(test_service_before_stores)
 }
 END_TEST
 
+/* Writes a one-shard store whose "X/" keys hold `count` exceptions, two per
+ * seq (n = 0, 1), straight through LMDB in the layout of tly_engine.h. */
+static void write_exceptions(const char *data, uint32_t count)
+{
+    tly_engine *e = NULL;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s", tly_views_dir(v));
+    tly_views_close(v);
+    tly_engine_free(e);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t seq = 1 + i / 2;
+        uint8_t key[14] = {'X', '/'};
+        for (int b = 0; b < 8; b++)
+            key[2 + b] = (uint8_t)(seq >> (56 - 8 * b));
+        key[13] = (uint8_t)(i % 2);
+        char val[160];
+        int len = snprintf(val, sizeof val,
+                           "{\"seq\":%llu,\"kind\":\"%s\",\"partner\":\"p%u\",\"detail\":\"d\"}",
+                           (unsigned long long)seq, i % 2 ? "late" : "held", i % 7);
+        MDB_val k = {sizeof key, key}, d = {(size_t)len, val};
+        ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+    }
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* [D16] A list longer than one reply: the service cuts it between two seqs
+ * with "next_seq", and the CLI follows the cursor to the complete list. */
+START_TEST(test_exceptions_paging)
+{
+    enum { COUNT = TLY_QUERY_EXCEPTIONS_PAGE_MAX + 501 };
+    char *data = tu_tmpdir();
+    write_exceptions(data, COUNT);
+    char views[1200];
+    snprintf(views, sizeof views, "%s/views", data);
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(views, NULL, 1, &store), TLY_OK);
+    json_t *req = json_pack("{s:s}", "q", "exceptions"), *page = NULL;
+    ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+    json_t *xs = json_object_get(page, "exceptions");
+    /* the page ends with both exceptions of its last seq */
+    ck_assert_uint_eq(json_array_size(xs), TLY_QUERY_EXCEPTIONS_PAGE_MAX);
+    json_int_t next = json_integer_value(json_object_get(page, "next_seq"));
+    ck_assert_int_eq(next, TLY_QUERY_EXCEPTIONS_PAGE_MAX / 2 + 1);
+    json_object_set_new(req, "from_seq", json_integer(next));
+    json_decref(page);
+    ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "exceptions")), 501);
+    ck_assert_ptr_null(json_object_get(page, "next_seq"));
+    json_decref(page);
+    json_decref(req);
+    tly_query_store_close(store);
+    run_result r = tally("exceptions", "--views", views, "--json", NULL);
+    json_t *got = parse_out(&r);
+    ck_assert_uint_eq(json_array_size(json_object_get(got, "exceptions")), COUNT);
+    ck_assert_ptr_null(json_object_get(got, "next_seq"));
+    json_t *last = json_array_get(json_object_get(got, "exceptions"), COUNT - 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(last, "seq")), 1 + (COUNT - 1) / 2);
+    json_decref(got);
+    run_free(&r);
+    r = tally("exceptions", "--views", views, "--json", "--kind", "late", "--partner", "p3", NULL);
+    got = parse_out(&r);
+    size_t want = 0;
+    for (uint32_t i = 0; i < COUNT; i++)
+        want += i % 2 == 1 && i % 7 == 3;
+    ck_assert_uint_eq(json_array_size(json_object_get(got, "exceptions")), want);
+    json_decref(got);
+    run_free(&r);
+    tu_rmtree(data);
+}
+END_TEST
+
 START_TEST(test_unreachable_and_usage)
 {
     run_result r = tally("balance", GOLDEN_PARTNER, "--query", g_dead_ep, NULL);
@@ -800,6 +885,7 @@ static Suite *query_suite(void)
     tcase_add_test(tc, test_service_bad_requests);
     tcase_add_test(tc, test_service_latency);
     tcase_add_test(tc, test_service_before_stores);
+    tcase_add_test(tc, test_exceptions_paging);
     tcase_add_test(tc, test_unreachable_and_usage);
     suite_add_tcase(s, tc);
     return s;
