@@ -7,7 +7,7 @@
  *     tests/vectors/seed101-expected.json, liabilities too, and exceptions
  *     by (seq, kind, partner);
  *   - a second `tally up` on the same data directory refuses to start;
- *   - SIGTERM stops `tally up` with exit 0 and no child left;
+ *   - SIGTERM (and SIGINT) stop `tally up` with exit 0 and no child left;
  *   - a consumer killed with SIGKILL is restarted by `tally up`.
  */
 #include <check.h>
@@ -285,7 +285,9 @@ START_TEST(test_consumer_restarted)
     ck_assert_int_eq(
         run_quiet(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query", s.query, NULL),
         0);
-    ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
+    /* SIGINT (Ctrl-C) stops the stack as SIGTERM does. */
+    ck_assert_int_eq(tu_kill_wait(s.pid, SIGINT), 0);
+    ck_assert(log_has(&s, "SIGINT received"));
     assert_children_gone(&s);
     stack_free(&s);
 }
