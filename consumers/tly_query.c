@@ -6,6 +6,12 @@
  * shard it needs, back to back, reads, and aborts them. Read transactions
  * never block the consumers' writers and cost a few microseconds, which is
  * what keeps a query well under a millisecond.
+ *
+ * This file reads the stores with LMDB directly rather than through
+ * tly_views.h: a cross-shard answer needs every shard's snapshot open at
+ * once (the exceptions merge walks N cursors side by side), and --views
+ * points at a views directory (DIR/K-of-N) rather than a data directory.
+ * The layout and the "M/shard" check are the same as tly_views.c's.
  */
 #include "tly_query.h"
 
@@ -37,7 +43,8 @@
 typedef struct qshard {
     MDB_env *env;
     MDB_dbi dbi;
-    bool has_dbi; /* the "views" database exists (the consumer created it) */
+    bool has_dbi;  /* the "views" database exists (the consumer created it) */
+    char name[24]; /* "K/N": what the store's "M/shard" must say */
 } qshard;
 
 struct tly_query_store {
@@ -83,9 +90,8 @@ static void shard_path(const tly_query_store *s, uint32_t k, uint32_t n, char *b
 static bool store_exists(const char *dir, int64_t *mtime)
 {
     char p[TLY_PATH_BYTES_MAX + 16];
-    snprintf(p, sizeof p, "%s/data.mdb", dir);
     struct stat st;
-    if (stat(p, &st) != 0)
+    if (snprintf(p, sizeof p, "%s/data.mdb", dir) >= (int)sizeof p || stat(p, &st) != 0)
         return false;
     if (mtime)
         *mtime = (int64_t)st.st_mtime;
@@ -131,8 +137,10 @@ static void open_missing(tly_query_store *s)
             continue;
         char p[TLY_PATH_BYTES_MAX + 32];
         shard_path(s, k, s->n, p, sizeof p);
-        if (store_exists(p, NULL) && env_open(p, &s->sh[k].env) == TLY_OK)
+        if (store_exists(p, NULL) && env_open(p, &s->sh[k].env) == TLY_OK) {
+            snprintf(s->sh[k].name, sizeof s->sh[k].name, "%u/%u", k, s->n);
             s->open_count++;
+        }
     }
 }
 
@@ -271,6 +279,16 @@ static tly_err ensure_dbi(qshard *sh)
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc == MDB_NOTFOUND ? TLY_OK : map_mdb(rc);
+    }
+    /* A store renamed or copied under another K-of-N would answer for the
+     * wrong partners: refuse it, as the consumer does (tly_views.h). */
+    MDB_val k = {7, "M/shard"}, v;
+    rc = mdb_get(txn, sh->dbi, &k, &v);
+    if (rc == 0 && (v.mv_size != strlen(sh->name) || memcmp(v.mv_data, sh->name, v.mv_size))) {
+        fprintf(stderr, "tally query: the store opened as shard %s says it is shard %.*s\n",
+                sh->name, (int)(v.mv_size < 24 ? v.mv_size : 24), (const char *)v.mv_data);
+        mdb_txn_abort(txn);
+        return TLY_CORRUPT;
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0)

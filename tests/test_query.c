@@ -844,6 +844,24 @@ START_TEST(test_exceptions_paging)
 }
 END_TEST
 
+/* A store under another K-of-N name than its own "M/shard" is refused:
+ * it would answer for the wrong partners. */
+START_TEST(test_shard_mismatch)
+{
+    char *tmp = tu_tmpdir();
+    char link[1200], target[1200];
+    snprintf(link, sizeof link, "%s/0-of-1", tmp);
+    snprintf(target, sizeof target, "%s/1-of-2", g_views);
+    ck_assert_int_eq(symlink(target, link), 0);
+    run_result r = tally("liabilities", "--views", tmp, "--shards", "1", "--json", NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "says it is shard 1/2"));
+    ck_assert_str_eq(r.out, "");
+    run_free(&r);
+    tu_rmtree(tmp);
+}
+END_TEST
+
 START_TEST(test_unreachable_and_usage)
 {
     run_result r = tally("balance", GOLDEN_PARTNER, "--query", g_dead_ep, NULL);
@@ -886,6 +904,7 @@ static Suite *query_suite(void)
     tcase_add_test(tc, test_service_latency);
     tcase_add_test(tc, test_service_before_stores);
     tcase_add_test(tc, test_exceptions_paging);
+    tcase_add_test(tc, test_shard_mismatch);
     tcase_add_test(tc, test_unreachable_and_usage);
     suite_add_tcase(s, tc);
     return s;
