@@ -246,6 +246,7 @@ START_TEST(test_empty_head)
     ck_assert_int_eq(tly_log_head(log, &seq, hash), TLY_OK);
     ck_assert_uint_eq(seq, 0);
     ck_assert_mem_eq(hash, zeros, 32);
+    ck_assert_uint_eq(tly_log_map_bytes(log), TLY_LOG_MAP_BYTES_INIT);
     tly_log_close(log);
 
     /* The same through a reader handle, which reads the environment. */
@@ -528,6 +529,19 @@ START_TEST(test_dedupe_survives_restart)
     ck_assert_uint_eq(head_of(log), 550);
     tly_log_close(log);
     ck_assert_int_eq(scan_log(dir), 550);
+
+    /* The index answers through a reader handle too. */
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    uint64_t seq = 0;
+    ck_assert_int_eq(tly_log_lookup(log, p->items[299].source, p->items[299].id, &seq), TLY_OK);
+    ck_assert_uint_eq(seq, 550);
+    char long_id[TLY_ID_BYTES_MAX + 1];
+    memset(long_id, 'x', sizeof long_id);
+    ck_assert_int_eq(
+        tly_log_lookup(log, p->items[0].source, (tly_str){long_id, sizeof long_id}, &seq),
+        TLY_NOT_FOUND);
+    ck_assert_uint_eq(seq, 550); /* untouched */
+    tly_log_close(log);
     pool_free(p);
     tu_rmtree(dir);
 }
