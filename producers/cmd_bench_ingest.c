@@ -33,8 +33,9 @@
 #define TLY_BENCH_BATCHES_MAX 8u
 /* Events of the one-event-per-request latency run. */
 #define TLY_BENCH_SINGLE_EVENTS 5000u
-/* Wait for the ledger to answer its first request. */
-#define TLY_BENCH_START_MS 10000
+/* Scratch directory paths: short enough that every file path under them
+ * fits TLY_PATH_BYTES_MAX. */
+#define TLY_BENCH_DIR_BYTES (TLY_PATH_BYTES_MAX / 2)
 
 typedef struct bench_opts {
     uint64_t events;
@@ -388,7 +389,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
         return TLY_EXIT_OK;
     if (rc != TLY_EXIT_OK)
         return rc;
-    char base[TLY_PATH_BYTES_MAX / 2];
+    char base[TLY_BENCH_DIR_BYTES / 2];
     snprintf(base, sizeof base, "%s/tally-bench-XXXXXX", o.dir ? o.dir : "/tmp");
     if (!mkdtemp(base)) {
         tly_errorf("bench ingest", "cannot create a scratch directory in %s",
@@ -401,7 +402,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
     printf("%-8s %12s %10s %10s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
            "raw events/s", "ratio");
     for (uint32_t b = 0; b < o.batch_count; b++) {
-        char dir[TLY_PATH_BYTES_MAX];
+        char dir[TLY_BENCH_DIR_BYTES];
         snprintf(dir, sizeof dir, "%s/run-%u", base, b);
         mkdir(dir, 0755);
         uint32_t batch = o.batches[b];
@@ -422,7 +423,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
         fflush(stdout);
         rm_tree(dir);
     }
-    char dir[TLY_PATH_BYTES_MAX];
+    char dir[TLY_BENCH_DIR_BYTES];
     snprintf(dir, sizeof dir, "%s/single", base);
     mkdir(dir, 0755);
     run_result r;

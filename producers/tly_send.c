@@ -215,6 +215,16 @@ static json_t *line_event(const tly_send_config *cfg, const char *line, json_t *
     return root;
 }
 
+/* The id column of a CSV row that could not be converted, for the report. */
+static void csv_first_field(const char *line, char *out)
+{
+    size_t n = strcspn(line, ",\r\n");
+    if (n > TLY_ID_BYTES_MAX)
+        n = TLY_ID_BYTES_MAX;
+    memcpy(out, line, n);
+    out[n] = '\0';
+}
+
 static void id_of(json_t *ev, char *out)
 {
     const char *id = json_string_value(json_object_get(ev, "id"));
@@ -230,9 +240,13 @@ static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, con
     const char *source = NULL;
     char id[TLY_ID_BYTES_MAX + 1] = "";
     json_t *ev = line_event(cfg, line, &holder, &source, &fe);
-    tly_err err = ev ? TLY_OK : TLY_MALFORMED;
+    /* A CSV row with a bad value is bad_field on that column; a line that is
+     * not a row or not a JSON object is malformed. */
+    tly_err err = ev ? TLY_OK : fe.field[0] ? TLY_BAD_FIELD : TLY_MALFORMED;
     if (ev)
         id_of(ev, id);
+    else if (cfg->csv)
+        csv_first_field(line, id);
     if (ev && !source && !cfg->client.server_key) {
         err = TLY_MALFORMED;
         snprintf(fe.message, sizeof fe.message, "no source: give --source NAME");
