@@ -31,6 +31,7 @@ static const command commands[] = {
     {"claims", tly_cmd_claims, "MDF claims of a partner"},
     {"liabilities", tly_cmd_liabilities, "MDF and rebate liabilities per program"},
     {"exceptions", tly_cmd_exceptions, "business exceptions recorded by the engine"},
+    {"summary", tly_cmd_summary, "finance summary: liabilities, top partners, tiers, exceptions"},
     {"explain", tly_cmd_explain, "trace a partner's figures to their events"},
     {"audit", tly_cmd_audit, "verify, export, replay, diff and digest the log"},
     {"bench", cmd_bench, "measure ingest (bench ingest) and folding (bench fold)"},

@@ -27,6 +27,7 @@ int tly_cmd_tier(int argc, char **argv);
 int tly_cmd_claims(int argc, char **argv);
 int tly_cmd_liabilities(int argc, char **argv);
 int tly_cmd_exceptions(int argc, char **argv);
+int tly_cmd_summary(int argc, char **argv);
 int tly_cmd_explain(int argc, char **argv);
 int tly_cmd_audit(int argc, char **argv);
 int tly_cmd_bench_fold(int argc, char **argv);
