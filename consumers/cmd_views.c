@@ -515,7 +515,9 @@ static void usage(const view_cmd *c, FILE *out)
                      "  --from-seq SEQ  only exceptions at log positions >= SEQ\n");
     fprintf(out, "\nAmounts are shown in the currency's units (minor units / 10^digits of\n"
                  "ISO 4217). 'As of seq N' is the log position the answer reflects: the\n"
-                 "lowest checkpoint of the shards read.\n"
+                 "lowest checkpoint of the shards read [D8]; a cross-shard answer\n"
+                 "(liabilities, exceptions) whose shards were at different positions\n"
+                 "says so: \"shards_differ\": true in --json, a note under the table.\n"
                  "Exit codes: 0 success, 1 error (unknown partner, service not reachable),"
                  " 2 usage.\n");
 }
