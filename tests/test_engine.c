@@ -634,7 +634,9 @@ START_TEST(clawback_deficit_paid_by_credit)
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), -1000);
     sale(&s, "d", "S2", "p1", 50000, "USD", Q1_25 + DAY);     /* 6: 500 pays deficit */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
-    ck_assert_int_eq(json_array_size(json_object_get(view(&s, 'b', "p1"), "buckets")), 0);
+    json_t *b = view(&s, 'b', "p1");
+    ck_assert_int_eq(json_array_size(json_object_get(b, "buckets")), 0);
+    json_decref(b);
     close_period(&s, "acme", "2025-Q1", Q2_25);               /* 7 */
     close_period(&s, "acme", "2025-Q2", Q3_25);               /* 8: deficit stays [M2] */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
@@ -1486,15 +1488,52 @@ END_TEST
 
 /* ---- benchmark (not a test) ---- */
 
+/* CPU time of this process: the machine may be shared with other work. */
 static double secs_since(const struct timespec *t0)
 {
     struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 /* Generates `events` events (500 partners) and times the fold of one
  * shard: decode alone, then decode + apply, then one flush. */
+static size_t bench_events = 1000000;
+
+/* A sink that only counts: the benchmark times the engine, not a store. */
+static tly_err count_put(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    size_t *n = ctx;
+    (void)key;
+    (void)val;
+    n[0]++;
+    n[1] += klen + vlen;
+    return TLY_OK;
+}
+
+/* Runs inside a Check runner: the generator uses Check's assertions. */
+static int bench(size_t events);
+START_TEST(bench_test)
+{
+    ck_assert_int_eq(bench(bench_events), 0);
+}
+END_TEST
+
+static int bench_main(void)
+{
+    Suite *s = suite_create("engine-bench");
+    TCase *tc = tcase_create("bench");
+    tcase_set_timeout(tc, 0);
+    tcase_add_test(tc, bench_test);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 static int bench(size_t events)
 {
     stream st = {0};
@@ -1504,12 +1543,12 @@ static int bench(size_t events)
         return 1;
     tly_event ev;
     struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
     for (size_t i = 0; i < st.count; i++)
         if (tly_event_decode(st.recs[i].bytes, st.recs[i].len, REC_MS, &ev, NULL) != TLY_OK)
             return 1;
     double t_decode = secs_since(&t0);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
     for (size_t i = 0; i < st.count; i++) {
         tly_record rec = {.seq = i + 1, .recorded_ms = REC_MS,
                           .source = {st.recs[i].source, (uint32_t)strlen(st.recs[i].source)},
@@ -1519,15 +1558,14 @@ static int bench(size_t events)
             return 1;
     }
     double t_fold = secs_since(&t0);
-    kv store = {0};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    tly_err err = tly_engine_flush(e, kv_put, &store);
+    size_t keys[2] = {0, 0};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    tly_err err = tly_engine_flush(e, count_put, keys);
     double t_flush = secs_since(&t0);
     printf("events %zu: decode %.0f ev/s; decode+apply %.0f ev/s; apply alone %.0f ev/s; "
-           "flush of everything %.2f s (%zu keys, %s)\n",
+           "one flush of everything %.2f s (%zu keys, %zu bytes, %s)\n",
            st.count, (double)st.count / t_decode, (double)st.count / t_fold,
-           (double)st.count / (t_fold - t_decode), t_flush, store.count, tly_err_name(err));
-    kv_free(&store);
+           (double)st.count / (t_fold - t_decode), t_flush, keys[0], keys[1], tly_err_name(err));
     tly_engine_free(e);
     stream_free(&st);
     return 0;
@@ -1559,7 +1597,7 @@ static Suite *engine_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("random");
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, random_streams, 0, 2);
+    tcase_add_loop_test(tc, random_streams, 0, 1);
     suite_add_tcase(s, tc);
     tc = tcase_create("flush_load");
     tcase_set_timeout(tc, 300);
@@ -1574,7 +1612,11 @@ int main(int argc, char **argv)
     if (seed != NULL && *seed != '\0')
         g_seed = strtoull(seed, NULL, 10);
     if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
-        return bench(argc >= 3 ? (size_t)strtoull(argv[2], NULL, 10) : 1000000);
+    {
+        if (argc >= 3)
+            bench_events = (size_t)strtoull(argv[2], NULL, 10);
+        return bench_main();
+    }
     printf("seed %" PRIu64 " (set TALLY_SEED to repeat another)\n", g_seed);
     SRunner *sr = srunner_create(engine_suite());
     srunner_run_all(sr, CK_NORMAL);
