@@ -144,7 +144,7 @@ static tly_err diff_streams(diff_run *d, tly_audit_family f, tly_audit_stream *l
                             tly_audit_stream *rs)
 {
     tly_audit_item li, ri;
-    bool lm, rm;
+    bool lm = false, rm = false;
     tly_err err = step(ls, &li, &lm, d);
     if (err == TLY_OK)
         err = step(rs, &ri, &rm, d);

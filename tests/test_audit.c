@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "testutil.h"
 #include "tly_audit.h"
@@ -39,7 +40,8 @@ static char *join(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
-    ck_assert_ptr_nonnull(p);
+    if (!p)
+        abort(); /* also used by bench mode, outside any Check test */
     snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
@@ -917,10 +919,86 @@ static Suite *audit_suite(void)
     return s;
 }
 
+/* ------------------------------------------------------------------ bench */
+
+static double seconds_since(uint64_t t0_ns)
+{
+    return (double)(tly_mono_ns() - t0_ns) / 1e9;
+}
+
+/* CPU seconds this process has used: on a shared machine the wall clock
+ * also counts other processes' turns, so both are printed. */
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Times one replay into data/name; prints the rate. */
+static void bench_replay(const char *data, uint32_t shards, uint64_t events)
+{
+    char name[32];
+    snprintf(name, sizeof name, "replay-%u", shards);
+    char *log_dir = join(data, "log"), *out_dir = join(data, name);
+    tly_audit_replay_opts o = {.log_dir = log_dir, .out_dir = out_dir, .shard_count = shards};
+    uint64_t last = 0, t0 = tly_mono_ns();
+    double c0 = cpu_seconds();
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    tly_err err = tly_audit_replay(&o, NULL, NULL, &last, msg, sizeof msg);
+    double s = seconds_since(t0), c = cpu_seconds() - c0;
+    printf("replay %u shard(s): %s, seq %llu, %.2f s wall (%.0f events/s), %.2f s CPU "
+           "(%.0f events/s)\n", shards, tly_err_name(err), (unsigned long long)last, s,
+           (double)events / s, c, (double)events / c);
+    tly_audit_digest d;
+    t0 = tly_mono_ns();
+    err = tly_audit_digest_views(out_dir, &d, msg, sizeof msg);
+    printf("digest of %u shard(s): %s, %.2f s\n", shards, tly_err_name(err), seconds_since(t0));
+    free(log_dir);
+    free(out_dir);
+}
+
+/* `test_audit bench [EVENTS [DIR]]`: measures verify and replay on a
+ * generated log. Prints figures; asserts nothing about time. */
+static int bench(int argc, char **argv)
+{
+    uint64_t events = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000u;
+    char *data = argc > 3 ? strdup(argv[3]) : tu_tmpdir();
+    char *log_dir = join(data, "log");
+    uint64_t t0 = tly_mono_ns();
+    tly_err err = tly_rtgen_build_log(log_dir, GEN_SEED, events);
+    printf("built %llu events: %s, %.2f s\n", (unsigned long long)events, tly_err_name(err),
+           seconds_since(t0));
+    tly_audit_verdict v;
+    t0 = tly_mono_ns();
+    double c0 = cpu_seconds();
+    err = tly_audit_verify(log_dir, NULL, NULL, &v);
+    double s = seconds_since(t0), c = cpu_seconds() - c0;
+    printf("verify: %s, ok %d, %llu records, %.2f s wall (%.0f records/s), %.2f s CPU "
+           "(%.0f records/s)\n", tly_err_name(err), v.ok, (unsigned long long)v.records, s,
+           (double)v.records / s, c, (double)v.records / c);
+    FILE *null = fopen("/dev/null", "w");
+    uint64_t n = 0, bad = 0;
+    t0 = tly_mono_ns();
+    err = tly_audit_export(log_dir, 0, 0, null, NULL, NULL, &n, &bad);
+    s = seconds_since(t0);
+    printf("export: %s, %llu lines, %.2f s, %.0f records/s\n", tly_err_name(err),
+           (unsigned long long)n, s, (double)n / s);
+    fclose(null);
+    bench_replay(data, 1, events);
+    bench_replay(data, 4, events);
+    free(log_dir);
+    if (argc > 3)
+        free(data);
+    else
+        tu_rmtree(data);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1 && strcmp(argv[1], "bench") == 0)
+        return bench(argc, argv);
     SRunner *sr = srunner_create(audit_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
