@@ -1781,6 +1781,105 @@ START_TEST(test_curve_roles)
 }
 END_TEST
 
+/* Every event type against every role (SPEC section 4): sales may send
+ * sale and return, certs certification, claims claim submit and cancel,
+ * finance everything. */
+#define RM_KINDS 11
+
+static const char *const rm_events[RM_KINDS] = {
+    "{\"type\":\"sale\",\"id\":\"%s-0\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}",
+    "{\"type\":\"return\",\"id\":\"%s-1\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"sale\":\"x-0\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}",
+    "{\"type\":\"certification\",\"id\":\"%s-2\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"person\":\"ann\",\"cert\":\"cx\",\"action\":\"earned\"}",
+    "{\"type\":\"claim\",\"id\":\"%s-3\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"claim\":\"c1\",\"action\":\"submit\",\"amount\":100}",
+    "{\"type\":\"claim\",\"id\":\"%s-4\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"claim\":\"c1\",\"action\":\"cancel\"}",
+    "{\"type\":\"claim\",\"id\":\"%s-5\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"claim\":\"c1\",\"action\":\"approve\",\"amount\":100}",
+    "{\"at\":1735689600000,\"currency\":\"USD\",\"id\":\"%s-6\",\"mdf_expiry_periods\":2,"
+    "\"period\":\"quarter\",\"program\":\"apex\",\"rebate\":{\"brackets\":[{\"bps\":100,"
+    "\"from\":0}],\"mode\":\"retroactive\"},\"tier_window_periods\":2,\"tiers\":[{\"mdf_bps\":"
+    "100,\"min_certs\":0,\"min_revenue\":0,\"name\":\"Authorized\"}],\"type\":\"program\","
+    "\"version\":1}",
+    "{\"type\":\"partner\",\"id\":\"%s-7\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"name\":\"Acme\",\"program\":\"apex\",\"kind\":\"var\"}",
+    "{\"type\":\"close\",\"id\":\"%s-8\",\"at\":1735693342313,\"program\":\"apex\","
+    "\"period\":\"2025-Q1\"}",
+    "{\"type\":\"payout\",\"id\":\"%s-9\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"period\":\"2025-Q1\",\"amount\":5}",
+    "{\"type\":\"adjust\",\"id\":\"%s-10\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"account\":\"mdf\",\"amount\":-5,\"reason\":\"correction\"}",
+};
+
+typedef struct rm_role {
+    const char *name;  /* source name and key file name */
+    const char *roles; /* as written in authorized_keys */
+    const char *allow; /* RM_KINDS characters: '1' allowed */
+    lt_keys keys;
+} rm_role;
+
+START_TEST(test_curve_role_matrix)
+{
+    lt_ledger L;
+    lt_init(&L);
+    rm_role roles[] = {{"r-sales", "sales", "11000000000", {{0}, {0}, {0}}},
+                       {"r-certs", "certs", "00100000000", {{0}, {0}, {0}}},
+                       {"r-claims", "claims", "00011000000", {{0}, {0}, {0}}},
+                       {"r-finance", "finance", "11111111111", {{0}, {0}, {0}}},
+                       {"r-mixed", "sales,certs", "11100000000", {{0}, {0}, {0}}}};
+    const size_t n_roles = sizeof roles / sizeof roles[0];
+    lt_keys server;
+    make_keys(&L, "server", &server);
+    char authz[700], text[2048] = "";
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    for (size_t i = 0; i < n_roles; i++) {
+        make_keys(&L, roles[i].name, &roles[i].keys);
+        size_t used = strlen(text);
+        snprintf(text + used, sizeof text - used, "%s %s %s\n", roles[i].keys.pub,
+                 roles[i].name, roles[i].roles);
+    }
+    write_lines(authz, text);
+    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
+    lt_start(&L, extra);
+    void *ctx = lt_ctx();
+    lt_reply *r = reply_new();
+    for (size_t i = 0; i < n_roles; i++) {
+        void *d = lt_socket(ctx, ZMQ_DEALER, L.ingest, server.pub, roles[i].keys.pub,
+                            roles[i].keys.sec);
+        evlist *e = ev_new();
+        for (int k = 0; k < RM_KINDS; k++) {
+            char json[1024];
+            snprintf(json, sizeof json, rm_events[k], roles[i].name);
+            ev_add_json(e, json);
+        }
+        ingest(d, 1, NULL, false, e, r);
+        ck_assert_msg(r->whole == TLY_OK, "%s: %s (%s)", roles[i].name, tly_err_name(r->whole),
+                      r->msg);
+        for (int k = 0; k < RM_KINDS; k++) {
+            bool allowed = roles[i].allow[k] == '1';
+            ck_assert_msg(allowed ? r->res[k].err == TLY_OK : r->res[k].err == TLY_FORBIDDEN,
+                          "role %s, event %d: %s (%s)", roles[i].roles, k,
+                          tly_err_name(r->res[k].err), r->res[k].message);
+            char id[64];
+            snprintf(id, sizeof id, "%s-%d", roles[i].name, k);
+            uint64_t seq = 0;
+            ck_assert_int_eq(log_lookup(&L, roles[i].name, id, &seq),
+                             allowed ? TLY_OK : TLY_NOT_FOUND);
+            if (allowed)
+                ck_assert_uint_eq(seq, r->res[k].seq);
+        }
+        ev_free(e);
+        zmq_close(d);
+    }
+    reply_free(r);
+    zmq_ctx_term(ctx);
+    lt_done(&L);
+}
+END_TEST
+
 START_TEST(test_loopback_only_without_curve)
 {
     lt_ledger L;
@@ -2351,6 +2450,7 @@ static Suite *ledger_suite(void)
     tcase_add_test(tcase(s, "storage", 120), test_storage_full);
     TCase *c = tcase(s, "curve", 60);
     tcase_add_test(c, test_curve_roles);
+    tcase_add_test(c, test_curve_role_matrix);
     tcase_add_test(c, test_loopback_only_without_curve);
     tcase_add_test(c, test_startup_refusals);
     tcase_add_test(tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
