@@ -36,11 +36,11 @@
 #include "tly_wire.h"
 
 /* Deadlines that only keep a broken build from hanging the suite. */
-#define LT_READY_MS 15000      /* ledger binds its three sockets */
-#define LT_REPLY_MS 15000      /* a reply from a running ledger */
-#define LT_EXIT_MS 30000       /* a signalled ledger exits */
-#define LT_SEND_MS 150000      /* a `tally send` finishes */
-#define LT_PROGRESS_MS 60000   /* the log reaches a head the producers will reach */
+#define LT_READY_MS 15000    /* ledger binds its three sockets */
+#define LT_REPLY_MS 15000    /* a reply from a running ledger */
+#define LT_EXIT_MS 30000     /* a signalled ledger exits */
+#define LT_SEND_MS 150000    /* a `tally send` finishes */
+#define LT_PROGRESS_MS 60000 /* the log reaches a head the producers will reach */
 /* How long a request to a ledger that must not answer is given. Only a
  * missing answer passes, so a short wait cannot turn a failure into a pass. */
 #define LT_SILENCE_MS 1500
@@ -134,7 +134,7 @@ static bool exited(pid_t pid, int *code)
 /* the ledger under test                                               */
 
 typedef struct lt_ledger {
-    char dir[512];  /* this test's temp dir; removed when the test passes */
+    char dir[512]; /* this test's temp dir; removed when the test passes */
     char data[600];
     char logdir[640];
     char logfile[640];
@@ -171,7 +171,7 @@ static void lt_start(lt_ledger *L, const char *const *extra)
 {
     const char *argv[40];
     int n = 0;
-    const char *fixed[] = {tu_tally(), "ledger",  "--data",     L->data,   "--ingest",
+    const char *fixed[] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
                            L->ingest,  "--events", L->events, "--log-read", L->logread};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = fixed[i];
@@ -314,8 +314,8 @@ static void *lt_ctx(void)
 
 /* A socket of type connected to ep; with server_pub, a CURVE client with the
  * given keypair. */
-static void *lt_socket(void *ctx, int type, const char *ep, const char *server_pub,
-                       const char *pub, const char *sec)
+static void *lt_socket(void *ctx, int type, const char *ep, const char *server_pub, const char *pub,
+                       const char *sec)
 {
     void *s = zmq_socket(ctx, type);
     ck_assert_ptr_nonnull(s);
@@ -440,8 +440,7 @@ static const tly_span *ev_spans(evlist *e)
 static void req_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
                        evlist *e)
 {
-    ck_assert_int_eq(tly_wire_ingest_encode(out, req, source, atomic, ev_spans(e), e->n),
-                     TLY_OK);
+    ck_assert_int_eq(tly_wire_ingest_encode(out, req, source, atomic, ev_spans(e), e->n), TLY_OK);
 }
 
 typedef struct lt_reply {
@@ -489,8 +488,7 @@ static void reply_decode(const uint8_t *buf, size_t len, lt_reply *r)
                                      r->msg, sizeof r->msg);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL), MSGPACK_UNPACK_SUCCESS);
     r->has_req = map_get(&u.data, "req") != NULL;
     msgpack_unpacked_destroy(&u);
 }
@@ -530,8 +528,8 @@ static void assert_result_err(const lt_reply *r, uint32_t i, tly_err err, const 
 static void assert_result_seq(const lt_reply *r, uint32_t i, uint64_t seq, bool dup)
 {
     ck_assert_uint_lt(i, r->count);
-    ck_assert_msg(r->res[i].err == TLY_OK, "result %u: %s (%s)", i,
-                  tly_err_name(r->res[i].err), r->res[i].message);
+    ck_assert_msg(r->res[i].err == TLY_OK, "result %u: %s (%s)", i, tly_err_name(r->res[i].err),
+                  r->res[i].message);
     ck_assert_uint_eq(r->res[i].seq, seq);
     ck_assert_int_eq(r->res[i].dup, dup);
 }
@@ -857,8 +855,8 @@ START_TEST(test_vectors_through_send)
     char **expected = vec_expected(path, &n);
     ck_assert_uint_eq(n, 3074);
     for (size_t i = 0; i < n; i++) {
-        ck_assert_msg(strcmp(s.keys[i], expected[i]) == 0, "seq %zu holds %s, expected %s",
-                      i + 1, s.keys[i], expected[i]);
+        ck_assert_msg(strcmp(s.keys[i], expected[i]) == 0, "seq %zu holds %s, expected %s", i + 1,
+                      s.keys[i], expected[i]);
         free(expected[i]);
     }
     free(expected);
@@ -1153,8 +1151,8 @@ START_TEST(test_whole_request_errors)
     msgpack_sbuffer_clear(&sb);
     req_encode(&sb, 10, src, false, one);
     ingest_frame(d, sb.data, sb.size, r);
-    ck_assert_msg(r->whole == TLY_MALFORMED || r->whole == TLY_BAD_FIELD,
-                  "a 65-byte source: %s", tly_err_name(r->whole));
+    ck_assert_msg(r->whole == TLY_MALFORMED || r->whole == TLY_BAD_FIELD, "a 65-byte source: %s",
+                  tly_err_name(r->whole));
     ck_assert_int_eq(r->has_req, true);
     ck_assert_uint_eq(log_head(&L), head);
     src[64] = '\0';
@@ -1214,8 +1212,8 @@ START_TEST(test_whole_request_errors)
     /* A frame of exactly 4 MiB is within the limit. */
     sized_request(&sb, 89, "big-2", TLY_FRAME_BYTES_MAX);
     ingest_frame(d, sb.data, sb.size, r);
-    ck_assert_msg(r->whole == TLY_OK, "a 4 MiB frame was refused: %s (%s)",
-                  tly_err_name(r->whole), r->msg);
+    ck_assert_msg(r->whole == TLY_OK, "a 4 MiB frame was refused: %s (%s)", tly_err_name(r->whole),
+                  r->msg);
     ck_assert_uint_eq(r->req, 89);
     assert_result_seq(r, 0, head + 1, false);
     head += 1;
@@ -1473,10 +1471,9 @@ END_TEST
 static unsigned test_seed(const char *what)
 {
     const char *env = getenv("TALLY_TEST_SEED");
-    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10)
-                                : (unsigned)time(NULL) ^ (unsigned)getpid();
-    fprintf(stderr, "test_ledger %s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed,
-            seed);
+    unsigned seed =
+        env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+    fprintf(stderr, "test_ledger %s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed, seed);
     return seed;
 }
 
@@ -1515,7 +1512,7 @@ START_TEST(test_crash_recovery)
     }
     for (int k = 0; k < CR_PRODUCERS; k++) {
         const char *args[] = {"--source", sources[k], "--ack-timeout-ms", "500", "--batch", "20",
-                              "--window", "4", files[k], NULL};
+                              "--window", "4",        files[k],           NULL};
         pids[k] = send_spawn(&L, tags[k], args);
     }
     /* Kill at random points of progress (a head the producers will reach),
@@ -1539,10 +1536,9 @@ START_TEST(test_crash_recovery)
     long sent = 0;
     for (int k = 0; k < CR_PRODUCERS; k++) {
         lt_sent s = send_wait(&L, tags[k], pids[k]);
-        ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 &&
-                          s.sent + s.dups == CR_EVENTS,
-                      "producer %d: exit %d, sent %ld, duplicates %ld, rejected %ld (seed %u)",
-                      k, s.rc, s.sent, s.dups, s.rejected, seed);
+        ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == CR_EVENTS,
+                      "producer %d: exit %d, sent %ld, duplicates %ld, rejected %ld (seed %u)", k,
+                      s.rc, s.sent, s.dups, s.rejected, seed);
         sent += s.sent;
     }
     ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
@@ -1706,8 +1702,9 @@ START_TEST(test_curve_roles)
                          "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
 
     /* An unknown key: ZAP denies the handshake, no ack ever comes. */
-    const char *a_unknown[] = {"--curve-server-key", server.pub, "--curve-secret", stranger.file,
-                               "--retries", "2", "--ack-timeout-ms", "300", f_spoof, NULL};
+    const char *a_unknown[] = {
+        "--curve-server-key", server.pub, "--curve-secret", stranger.file, "--retries", "2",
+        "--ack-timeout-ms",   "300",      f_spoof,          NULL};
     lt_sent s = send_run(&L, "unknown", a_unknown);
     ck_assert_int_eq(s.rc, 1);
     ck_assert_uint_eq(log_head(&L), 0);
@@ -1727,8 +1724,8 @@ START_TEST(test_curve_roles)
     ck_assert_uint_eq(log_head(&L), 0);
 
     /* The sales key: the sale is appended under its name, the close is forbidden. */
-    const char *a_sales[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
-                             f_sale, NULL};
+    const char *a_sales[] = {"--curve-server-key", server.pub, "--curve-secret",
+                             sales.file,           f_sale,     NULL};
     assert_sent(send_run(&L, "sales", a_sales), 1, 1, 0, 1);
     char *err = send_stderr(&L, "sales");
     ck_assert_msg(strstr(err, "line 2 (id cs-2): forbidden") != NULL, "stderr: %s", err);
@@ -1739,8 +1736,8 @@ START_TEST(test_curve_roles)
     ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
 
     /* Declaring another source than the key's name is forbidden. */
-    const char *a_spoof[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
-                             "--source", "dist-other", f_spoof, NULL};
+    const char *a_spoof[] = {"--curve-server-key", server.pub,   "--curve-secret", sales.file,
+                             "--source",           "dist-other", f_spoof,          NULL};
     assert_sent(send_run(&L, "spoof", a_spoof), 1, 0, 0, 1);
     err = send_stderr(&L, "spoof");
     ck_assert_msg(strstr(err, "forbidden") != NULL, "stderr: %s", err);
@@ -1749,13 +1746,13 @@ START_TEST(test_curve_roles)
     ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
 
     /* Declaring its own name is fine. */
-    const char *a_own[] = {"--curve-server-key", server.pub, "--curve-secret", sales.file,
-                           "--source", "dist-curve", f_spoof, NULL};
+    const char *a_own[] = {"--curve-server-key", server.pub,   "--curve-secret", sales.file,
+                           "--source",           "dist-curve", f_spoof,          NULL};
     assert_sent(send_run(&L, "own", a_own), 0, 1, 0, 0);
 
     /* The finance key may close. */
-    const char *a_fin[] = {"--curve-server-key", server.pub, "--curve-secret", fin.file,
-                           f_close, NULL};
+    const char *a_fin[] = {
+        "--curve-server-key", server.pub, "--curve-secret", fin.file, f_close, NULL};
     assert_sent(send_run(&L, "finance", a_fin), 0, 1, 0, 0);
     ck_assert_int_eq(log_lookup(&L, "fin-curve", "cf-1", &seq), TLY_OK);
     ck_assert_uint_eq(log_head(&L), 3);
@@ -1838,8 +1835,8 @@ START_TEST(test_curve_role_matrix)
     for (size_t i = 0; i < n_roles; i++) {
         make_keys(&L, roles[i].name, &roles[i].keys);
         size_t used = strlen(text);
-        snprintf(text + used, sizeof text - used, "%s %s %s\n", roles[i].keys.pub,
-                 roles[i].name, roles[i].roles);
+        snprintf(text + used, sizeof text - used, "%s %s %s\n", roles[i].keys.pub, roles[i].name,
+                 roles[i].roles);
     }
     write_lines(authz, text);
     const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
@@ -1847,8 +1844,8 @@ START_TEST(test_curve_role_matrix)
     void *ctx = lt_ctx();
     lt_reply *r = reply_new();
     for (size_t i = 0; i < n_roles; i++) {
-        void *d = lt_socket(ctx, ZMQ_DEALER, L.ingest, server.pub, roles[i].keys.pub,
-                            roles[i].keys.sec);
+        void *d =
+            lt_socket(ctx, ZMQ_DEALER, L.ingest, server.pub, roles[i].keys.pub, roles[i].keys.sec);
         evlist *e = ev_new();
         for (int k = 0; k < RM_KINDS; k++) {
             char json[1024];
@@ -1888,7 +1885,7 @@ START_TEST(test_loopback_only_without_curve)
     snprintf(wide, sizeof wide, "tcp://0.0.0.0:%d", tu_free_port());
     char out[700];
     snprintf(out, sizeof out, "%s/refused.log", L.dir);
-    const char *argv[] = {tu_tally(), "ledger",  "--data",     L.data,    "--ingest", wide,
+    const char *argv[] = {tu_tally(), "ledger", "--data",     L.data,    "--ingest", wide,
                           "--events", L.events, "--log-read", L.logread, NULL};
     int rc = wait_exit(spawn_tied(argv, out, out), LT_EXIT_MS);
     ck_assert_msg(rc > 0 && rc < 128, "tally ledger on %s without CURVE: exit %d", wide, rc);
@@ -1926,8 +1923,8 @@ static int ledger_refuses(const lt_ledger *L, const char *const *args)
     tu_endpoint(ing, sizeof ing);
     tu_endpoint(ev, sizeof ev);
     tu_endpoint(lr, sizeof lr);
-    const char *fixed[] = {tu_tally(), "ledger",  "--data", L->data, "--ingest",
-                           ing,        "--events", ev,      "--log-read", lr};
+    const char *fixed[] = {tu_tally(), "ledger",   "--data", L->data,      "--ingest",
+                           ing,        "--events", ev,       "--log-read", lr};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = fixed[i];
     for (; *args && n < 39; args++)
@@ -1978,7 +1975,7 @@ START_TEST(test_startup_refusals)
     snprintf(text, sizeof text, "%s dist-a sales\nnot-a-key dist-b sales\n", k.pub);
     write_lines(authz, text);
     const char *badkeys[] = {"--data", other, "--curve-secret", k.file, "--authorized-keys",
-                             authz, NULL};
+                             authz,    NULL};
     ck_assert_int_eq(ledger_refuses(&L, badkeys), 1);
     assert_refusal_says(&L, "line 2");
     snprintf(text, sizeof text, "%s dist-a sellers\n", k.pub);
@@ -2036,8 +2033,9 @@ START_TEST(test_sigterm_keeps_acks)
     char file[700];
     snprintf(file, sizeof file, "%s/bg.jsonl", L.dir);
     write_sales(file, "bg", ST_BG_EVENTS);
-    const char *args[] = {"--source", "dist-bg", "--ack-timeout-ms", "500", "--batch", "20",
-                          "--window", "2", file, NULL};
+    const char *args[] = {"--source", "dist-bg", "--ack-timeout-ms", "500",
+                          "--batch",  "20",      "--window",         "2",
+                          file,       NULL};
     pid_t bg = send_spawn(&L, "bg", args);
     wait_head(&L, 500);
 
@@ -2087,8 +2085,10 @@ START_TEST(test_sigterm_keeps_acks)
                           (unsigned long long)acked[k][i]);
             n_acked++;
         }
-    fprintf(stderr, "test_ledger sigterm: %d raw events acknowledged before exit, %d requests "
-                    "answered unavailable\n", n_acked, g_unavailable);
+    fprintf(stderr,
+            "test_ledger sigterm: %d raw events acknowledged before exit, %d requests "
+            "answered unavailable\n",
+            n_acked, g_unavailable);
 
     /* Restart: resends of acknowledged events are duplicates at the same seq. */
     lt_start(&L, NULL);
@@ -2106,8 +2106,7 @@ START_TEST(test_sigterm_keeps_acks)
                 unacked_stored++;
         }
     }
-    fprintf(stderr, "test_ledger sigterm: %d raw events stored without an ack\n",
-            unacked_stored);
+    fprintf(stderr, "test_ledger sigterm: %d raw events stored without an ack\n", unacked_stored);
     lt_sent s = send_wait(&L, "bg", bg);
     ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == ST_BG_EVENTS,
                   "background producer: exit %d, sent %ld, duplicates %ld, rejected %ld", s.rc,
@@ -2191,8 +2190,7 @@ START_TEST(test_logread)
 END_TEST
 
 /* Receives one [topic, record] message from a SUB within timeout_ms. */
-static bool sub_recv(void *sub, int timeout_ms, char *topic, size_t cap, uint8_t **rec,
-                     size_t *len)
+static bool sub_recv(void *sub, int timeout_ms, char *topic, size_t cap, uint8_t **rec, size_t *len)
 {
     zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&it, 1, timeout_ms) <= 0)
@@ -2222,8 +2220,8 @@ static void check_published(const lt_ledger *L, const uint8_t *raw, size_t len, 
 {
     tly_record rec;
     ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
-    ck_assert_msg(rec.seq > *last, "published seq %llu after %llu",
-                  (unsigned long long)rec.seq, (unsigned long long)*last);
+    ck_assert_msg(rec.seq > *last, "published seq %llu after %llu", (unsigned long long)rec.seq,
+                  (unsigned long long)*last);
     *last = rec.seq;
     size_t slen;
     uint8_t *stored = log_raw(L, rec.seq, &slen);
@@ -2314,8 +2312,7 @@ static void check_stored_sale(const lt_ledger *L, const char *source, const char
     ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
     tly_event ev;
     tly_field_error fe;
-    ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, &fe),
-                     TLY_OK);
+    ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, &fe), TLY_OK);
     ck_assert_int_eq(ev.type, TLY_EV_SALE);
     ck_assert_int_eq(ev.amount, amount);
     ck_assert_int_eq(ev.at_ms, at_ms);
@@ -2373,8 +2370,8 @@ START_TEST(test_send_csv)
                     "{\"type\":\"sale\",\"id\":\"in-2\",\"at\":1735693342313,"
                     "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":-7,"
                     "\"currency\":\"USD\"}\n");
-    char *const a_stdin[] = {(char *)tu_tally(), "send", "--ingest", L.ingest, "--source",
-                             "dist-in", "-", NULL};
+    char *const a_stdin[] = {(char *)tu_tally(), "send",    "--ingest", L.ingest,
+                             "--source",         "dist-in", "-",        NULL};
     ck_assert_int_eq(tu_run(a_stdin, in, out, errp), 1);
     char *text = tu_read_file(out, NULL);
     ck_assert_str_eq(text, "sent 1, duplicates 0, rejected 1\n");
