@@ -72,9 +72,9 @@ void eng_map_free(eng_map *m);
 
 /* Grows a vector *v of *cap elements of size elem so it holds need. */
 tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);
-#define ENG_PUSH(vec, n, cap, value)                                                    \
-    (eng_grow((void **)&(vec), &(cap), (n) + 1, sizeof *(vec)) != TLY_OK                \
-         ? TLY_NOMEM                                                                    \
+#define ENG_PUSH(vec, n, cap, value)                                                               \
+    (eng_grow((void **)&(vec), &(cap), (n) + 1, sizeof *(vec)) != TLY_OK                           \
+         ? TLY_NOMEM                                                                               \
          : ((vec)[(n)++] = (value), TLY_OK))
 
 /* ---- programs ---- */
@@ -108,15 +108,15 @@ typedef struct eng_program {
     int32_t expired_upto; /* buckets of periods ≤ this have expired [G5] */
     uint32_t *members;    /* owned, enrolled partners (for closes [T7]) */
     uint32_t member_count, member_cap;
-    bool dirty;           /* state or liabilities share changed */
+    bool dirty; /* state or liabilities share changed */
 } eng_program;
 
 /* ---- sales registry (all shards) ---- */
 
 enum eng_sale_state {
-    ENG_SALE_HELD = 0,  /* partner not enrolled yet */
-    ENG_SALE_MOVED,     /* folded: moved money and revenue */
-    ENG_SALE_NO_MONEY   /* folded but moved nothing (currency) */
+    ENG_SALE_HELD = 0, /* partner not enrolled yet */
+    ENG_SALE_MOVED,    /* folded: moved money and revenue */
+    ENG_SALE_NO_MONEY  /* folded but moved nothing (currency) */
 };
 
 typedef struct eng_sale {
@@ -135,7 +135,7 @@ typedef struct eng_sale_detail {
     int64_t returned; /* capped returned amount so far */
     int64_t accrual;
     int64_t clawed;
-    int32_t bps;      /* the rate the accrual used [S7] */
+    int32_t bps; /* the rate the accrual used [S7] */
 } eng_sale_detail;
 
 /* ---- owned partner state ---- */
@@ -166,11 +166,11 @@ typedef struct eng_held {
     uint64_t seq;
     int64_t at_ms;
     int64_t amount;
-    uint32_t next_n;   /* next exception index of this seq [D7] */
-    uint32_t sale;     /* sale: registry index */
-    const char *key;   /* return: sale key; certification: pair key (arena) */
+    uint32_t next_n; /* next exception index of this seq [D7] */
+    uint32_t sale;   /* sale: registry index */
+    const char *key; /* return: sale key; certification: pair key (arena) */
     uint32_t key_len;
-    uint8_t type;      /* TLY_EV_SALE, TLY_EV_RETURN, TLY_EV_CERTIFICATION */
+    uint8_t type; /* TLY_EV_SALE, TLY_EV_RETURN, TLY_EV_CERTIFICATION */
     uint8_t action;
     char currency[3];
 } eng_held;
@@ -178,17 +178,17 @@ typedef struct eng_held {
 typedef struct eng_pstate {
     eng_name name, region; /* region.ptr NULL when absent */
     tly_partner_kind kind;
-    uint32_t tier;             /* index into the program's current tiers */
+    uint32_t tier; /* index into the program's current tiers */
     int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
-    eng_bucket *buckets;       /* live buckets, by period ascending */
+    eng_bucket *buckets; /* live buckets, by period ascending */
     uint32_t bucket_count, bucket_cap;
-    eng_row *rows;             /* by period ascending */
+    eng_row *rows; /* by period ascending */
     uint32_t row_count, row_cap;
     eng_hist *hist;
     uint32_t hist_count, hist_cap;
-    eng_name *certs;           /* active (person, cert) pair keys, interned */
+    eng_name *certs; /* active (person, cert) pair keys, interned */
     uint32_t cert_count, cert_cap;
-    uint32_t *claims;          /* claim indices in submit order [C8] */
+    uint32_t *claims; /* claim indices in submit order [C8] */
     uint32_t claim_count, claim_cap;
     eng_held *held;
     uint32_t held_count, held_cap;
@@ -203,7 +203,7 @@ typedef struct eng_partner {
     uint64_t touch_seq;   /* seq of the last apply that touched it */
     uint32_t *held_sales; /* not owned: registry indices of held sales */
     uint32_t held_sale_count, held_sale_cap;
-    eng_pstate *st;       /* owned only */
+    eng_pstate *st; /* owned only */
 } eng_partner;
 
 /* ---- claims (owned partners) ---- */
@@ -229,8 +229,8 @@ typedef struct eng_claim {
     uint8_t status;
     bool dirty;
     int64_t requested, approved, paid;
-    eng_name reason; /* ptr NULL: none */
-    eng_share *shares;  /* reservation by bucket, oldest first */
+    eng_name reason;   /* ptr NULL: none */
+    eng_share *shares; /* reservation by bucket, oldest first */
     uint32_t share_count, share_cap;
 } eng_claim;
 
@@ -263,7 +263,7 @@ typedef enum eng_exc_kind {
 
 typedef struct eng_exc {
     uint64_t seq;
-    uint32_t n;       /* order among the exceptions of one seq */
+    uint32_t n; /* order among the exceptions of one seq */
     uint32_t kind;
     uint32_t partner; /* ENG_NONE: no partner */
     eng_name detail;
@@ -336,8 +336,8 @@ tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
 tly_err eng_claim_dirty(tly_engine *e, uint32_t c);
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */
-tly_err eng_raise(tly_engine *e, eng_pos pos, eng_exc_kind kind, uint32_t partner,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+tly_err eng_raise(tly_engine *e, eng_pos pos, eng_exc_kind kind, uint32_t partner, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
 tly_err eng_exc_add(tly_engine *e, const eng_exc *x);
 /* Interns a pair key; out->ptr is the stable identity. */
 tly_err eng_pair_intern(tly_engine *e, const char *key, size_t len, eng_name *out);

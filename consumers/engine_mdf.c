@@ -8,11 +8,11 @@
 
 #include "engine_internal.h"
 
-#define TRY(x)                        \
-    do {                              \
-        tly_err err_ = (x);           \
-        if (err_ != TLY_OK)           \
-            return err_;              \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        tly_err err_ = (x);                                                                        \
+        if (err_ != TLY_OK)                                                                        \
+            return err_;                                                                           \
     } while (0)
 
 /* ---- buckets ---- */
@@ -37,8 +37,7 @@ static tly_err bucket_get(eng_pstate *st, int32_t period, eng_bucket **out)
     if (i == st->bucket_count || st->buckets[i].period != period) {
         TRY(eng_grow((void **)&st->buckets, &st->bucket_cap, st->bucket_count + 1,
                      sizeof *st->buckets));
-        memmove(&st->buckets[i + 1], &st->buckets[i],
-                (st->bucket_count - i) * sizeof *st->buckets);
+        memmove(&st->buckets[i + 1], &st->buckets[i], (st->bucket_count - i) * sizeof *st->buckets);
         st->buckets[i] = (eng_bucket){.period = period, .remaining = 0};
         st->bucket_count++;
     }
@@ -167,8 +166,7 @@ tly_err eng_row_figure(const eng_rules *r, const eng_row *row, int64_t *fig, int
     return tly_money_add(calc, row->adj, fig);
 }
 
-tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open,
-                          int64_t *payable)
+tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open, int64_t *payable)
 {
     int64_t o = 0, p = 0;
     for (uint32_t i = 0; i < st->row_count; i++) {
@@ -220,8 +218,7 @@ static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
     if (t == st->tier)
         return TLY_OK;
     /* History holds changes only; period is the closed period [T1]. */
-    eng_hist h = {.seq = seq, .period = p, .from = r->tiers[st->tier].name,
-                  .to = r->tiers[t].name};
+    eng_hist h = {.seq = seq, .period = p, .from = r->tiers[st->tier].name, .to = r->tiers[t].name};
     TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
     st->tier = t;
     return TLY_OK;
@@ -324,8 +321,7 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
     char *id = eng_arena_copy(&e->arena, ev->claim.ptr, ev->claim.len);
     if (k == NULL || id == NULL)
         return TLY_NOMEM;
-    eng_claim c = {.id = id, .id_len = ev->claim.len, .partner = p,
-                   .requested = ev->amount};
+    eng_claim c = {.id = id, .id_len = ev->claim.len, .partner = p, .requested = ev->amount};
     TRY(ENG_PUSH(e->claims, e->claim_count, e->claim_cap, c));
     uint32_t ci = e->claim_count - 1;
     TRY(eng_map_put(&e->claim_map, k, klen, eng_hash(k, klen), ci));
@@ -348,8 +344,7 @@ static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
 /* Claims of an unenrolled partner are unknown_partner, not held [E7]; a
  * submit still records the claim as denied so that later actions on it are
  * invalid transitions [C6]. */
-static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos,
-                                     const tly_event *ev)
+static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
 {
     if (ev->action == TLY_ACT_SUBMIT) {
         TRY(eng_raise(e, pos, ENG_X_UNKNOWN_PARTNER, p, "claim denied: unknown partner"));
@@ -362,7 +357,7 @@ static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos,
         return TLY_OK;
     }
     return eng_raise(e, pos, ENG_X_UNKNOWN_PARTNER, p, "%s of claim '%.*s': unknown partner",
-                   tly_action_name(ev->action), CLAIM_ARGS(ev));
+                     tly_action_name(ev->action), CLAIM_ARGS(ev));
 }
 
 static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
@@ -379,8 +374,8 @@ static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_ev
         c->status = ENG_CLAIM_DENIED;
         c->reason = (eng_name){"insufficient_funds", 18};
         return eng_raise(e, pos, ENG_X_INSUFFICIENT_FUNDS, p,
-                       "claim '%.*s' denied: available %lld < %lld", CLAIM_ARGS(ev),
-                       (long long)avail, (long long)ev->amount);
+                         "claim '%.*s' denied: available %lld < %lld", CLAIM_ARGS(ev),
+                         (long long)avail, (long long)ev->amount);
     }
     TRY(claim_reserve(st, c, ev->amount));
     return tly_money_addto(&st->pending, ev->amount);
@@ -390,8 +385,7 @@ static tly_err claim_invalid(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
                              const eng_claim *c)
 {
     return eng_raise(e, pos, ENG_X_INVALID_TRANSITION, p, "%s of %s claim '%.*s'",
-                   tly_action_name(ev->action), eng_claim_status_name(c->status),
-                   CLAIM_ARGS(ev));
+                     tly_action_name(ev->action), eng_claim_status_name(c->status), CLAIM_ARGS(ev));
 }
 
 /* Approval of a pending claim: the unapproved part is released [C4]. */
@@ -401,8 +395,8 @@ static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
     eng_pstate *st = e->partners[p].st;
     if (ev->amount > c->requested)
         return eng_raise(e, pos, ENG_X_APPROVE_EXCEEDS_REQUESTED, p,
-                       "approve %lld > requested %lld of claim '%.*s'", (long long)ev->amount,
-                       (long long)c->requested, CLAIM_ARGS(ev));
+                         "approve %lld > requested %lld of claim '%.*s'", (long long)ev->amount,
+                         (long long)c->requested, CLAIM_ARGS(ev));
     const eng_program *g = &e->programs[e->partners[p].program];
     TRY(claim_release(g, st, c, c->requested - ev->amount));
     TRY(tly_money_sub(st->pending, ev->amount, &st->pending));
@@ -413,15 +407,14 @@ static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
 }
 
 /* Payment of an approved claim, possibly partial [C5]. */
-static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev,
-                         eng_claim *c)
+static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev, eng_claim *c)
 {
     eng_pstate *st = e->partners[p].st;
     int64_t unpaid = c->approved - c->paid;
     if (ev->amount > unpaid)
         return eng_raise(e, pos, ENG_X_PAY_EXCEEDS_APPROVED, p,
-                       "pay %lld > approved unpaid %lld of claim '%.*s'",
-                       (long long)ev->amount, (long long)unpaid, CLAIM_ARGS(ev));
+                         "pay %lld > approved unpaid %lld of claim '%.*s'", (long long)ev->amount,
+                         (long long)unpaid, CLAIM_ARGS(ev));
     TRY(tly_money_sub(st->approved, ev->amount, &st->approved));
     TRY(tly_money_addto(&st->paid, ev->amount));
     c->paid += ev->amount;
@@ -450,8 +443,7 @@ static tly_err claim_end(tly_engine *e, uint32_t p, const tly_event *ev, eng_cla
     return TLY_OK;
 }
 
-static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev,
-                         uint32_t ci)
+static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev, uint32_t ci)
 {
     eng_claim *c = &e->claims[ci];
     bool pending = c->status == ENG_CLAIM_PENDING;
@@ -486,7 +478,7 @@ tly_err eng_claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_event 
     uint32_t ci = claim_find(e, p, ev);
     if (ci == ENG_NONE)
         return eng_raise(e, pos, ENG_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
-                       tly_action_name(ev->action), CLAIM_ARGS(ev));
+                         tly_action_name(ev->action), CLAIM_ARGS(ev));
     TRY(claim_act(e, p, pos, ev, ci));
     return eng_claim_dirty(e, ci);
 }

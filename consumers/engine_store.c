@@ -21,11 +21,11 @@
 #include "engine_internal.h"
 #include "tly_mp.h"
 
-#define TRY(x)                        \
-    do {                              \
-        tly_err err_ = (x);           \
-        if (err_ != TLY_OK)           \
-            return err_;              \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        tly_err err_ = (x);                                                                        \
+        if (err_ != TLY_OK)                                                                        \
+            return err_;                                                                           \
     } while (0)
 
 #define STORE_FORMAT 1
@@ -54,8 +54,8 @@ static void pk_bin(msgpack_packer *pk, const char *s, size_t len)
     msgpack_pack_bin_with_body(pk, s, len);
 }
 
-static tly_err put(tly_kv_put_fn fn, void *ctx, const char *key, size_t klen,
-                   const void *val, size_t vlen)
+static tly_err put(tly_kv_put_fn fn, void *ctx, const char *key, size_t klen, const void *val,
+                   size_t vlen)
 {
     return fn(ctx, key, klen, val, vlen);
 }
@@ -273,8 +273,7 @@ static tly_err flush_programs(flush_ctx *f, bool *liab)
             TRY(put_packed(f->fn, f->ctx, "S/1/", g->name, g->name_len, &f->sb));
         }
         if (g->dirty || liab[i])
-            TRY(put_json(f->fn, f->ctx, "V/l/", g->name, g->name_len,
-                         eng_liability_json(e, g)));
+            TRY(put_json(f->fn, f->ctx, "V/l/", g->name, g->name_len, eng_liability_json(e, g)));
     }
     return TLY_OK;
 }
@@ -381,10 +380,10 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
 /* ---- load ---- */
 
 /* Each reader step either succeeds or the entry is corrupt. */
-#define RD(x)                         \
-    do {                              \
-        if (!(x))                     \
-            return TLY_CORRUPT;       \
+#define RD(x)                                                                                      \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            return TLY_CORRUPT;                                                                    \
     } while (0)
 
 static bool rd_i64(tly_mp_reader *r, int64_t *v)
@@ -513,8 +512,8 @@ static tly_err load_sale(tly_engine *e, tly_mp_reader *r)
     char *k = eng_arena_copy(&e->arena, key, klen);
     if (k == NULL)
         return TLY_NOMEM;
-    eng_sale s = {.key = k, .key_len = klen, .partner = p, .detail = ENG_NONE,
-                  .state = (uint8_t)state};
+    eng_sale s = {
+        .key = k, .key_len = klen, .partner = p, .detail = ENG_NONE, .state = (uint8_t)state};
     memcpy(s.currency, cur, 3);
     if (count == 10) {
         eng_sale_detail d;
@@ -749,8 +748,8 @@ static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, 
         err = x.kind == ENG_X_COUNT ? TLY_CORRUPT : x.detail.ptr == NULL ? TLY_NOMEM : TLY_OK;
     }
     if (err == TLY_OK && json_is_string(partner))
-        err = eng_partner_get(e, json_string_value(partner), json_string_length(partner),
-                              &x.partner);
+        err =
+            eng_partner_get(e, json_string_value(partner), json_string_length(partner), &x.partner);
     json_decref(doc);
     TRY(err);
     TRY(eng_exc_add(e, &x));

@@ -211,7 +211,8 @@ json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
         const eng_pstate *st = e->partners[g->members[i]].st;
         int64_t a, o, p;
         if (eng_available(st, &a) != TLY_OK || eng_rebate_totals(&g->rules, st, &o, &p) != TLY_OK ||
-            tly_money_addto(&avail, a) != TLY_OK || tly_money_addto(&pending, st->pending) != TLY_OK ||
+            tly_money_addto(&avail, a) != TLY_OK ||
+            tly_money_addto(&pending, st->pending) != TLY_OK ||
             tly_money_addto(&approved, st->approved) != TLY_OK ||
             tly_money_addto(&open, o) != TLY_OK || tly_money_addto(&payable, p) != TLY_OK)
             return NULL;

@@ -13,23 +13,37 @@
 
 #include "engine_internal.h"
 
-#define TRY(x)                        \
-    do {                              \
-        tly_err err_ = (x);           \
-        if (err_ != TLY_OK)           \
-            return err_;              \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        tly_err err_ = (x);                                                                        \
+        if (err_ != TLY_OK)                                                                        \
+            return err_;                                                                           \
     } while (0)
 
 /* Longest exception detail; details quote at most a few names. */
 #define ENG_DETAIL_BYTES_MAX 512
 
-static const char *const exc_kind_names[ENG_X_COUNT] = {
-    "held", "late", "currency_mismatch", "unknown_sale", "return_partner_mismatch",
-    "over_return", "unknown_partner", "insufficient_funds", "unknown_claim",
-    "duplicate_claim", "invalid_transition", "approve_exceeds_requested",
-    "pay_exceeds_approved", "payout_not_final", "overpayment", "stale_version",
-    "program_change_rejected", "unknown_program", "close_out_of_order",
-    "partner_program_change", "cert_not_active"};
+static const char *const exc_kind_names[ENG_X_COUNT] = {"held",
+                                                        "late",
+                                                        "currency_mismatch",
+                                                        "unknown_sale",
+                                                        "return_partner_mismatch",
+                                                        "over_return",
+                                                        "unknown_partner",
+                                                        "insufficient_funds",
+                                                        "unknown_claim",
+                                                        "duplicate_claim",
+                                                        "invalid_transition",
+                                                        "approve_exceeds_requested",
+                                                        "pay_exceeds_approved",
+                                                        "payout_not_final",
+                                                        "overpayment",
+                                                        "stale_version",
+                                                        "program_change_rejected",
+                                                        "unknown_program",
+                                                        "close_out_of_order",
+                                                        "partner_program_change",
+                                                        "cert_not_active"};
 
 const char *eng_exc_kind_name(uint32_t kind)
 {
@@ -148,8 +162,8 @@ tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out
     char *key = eng_arena_copy(&e->arena, id, len);
     if (key == NULL)
         return TLY_NOMEM;
-    eng_partner rec = {.id = key, .id_len = (uint32_t)len, .program = ENG_NONE,
-                       .owned = eng_owned(e, id, len)};
+    eng_partner rec = {
+        .id = key, .id_len = (uint32_t)len, .program = ENG_NONE, .owned = eng_owned(e, id, len)};
     if (rec.owned && (rec.st = eng_pstate_new()) == NULL)
         return TLY_NOMEM;
     tly_err err = ENG_PUSH(e->partners, e->partner_count, e->partner_cap, rec);
@@ -200,8 +214,8 @@ tly_err eng_exc_add(tly_engine *e, const eng_exc *x)
     return ENG_PUSH(e->excs, e->exc_count, e->exc_cap, *x);
 }
 
-tly_err eng_raise(tly_engine *e, eng_pos pos, eng_exc_kind kind, uint32_t partner,
-                const char *fmt, ...)
+tly_err eng_raise(tly_engine *e, eng_pos pos, eng_exc_kind kind, uint32_t partner, const char *fmt,
+                  ...)
 {
     char buf[ENG_DETAIL_BYTES_MAX];
     va_list ap;
@@ -253,8 +267,7 @@ static uint32_t key2(char *buf, const char *a, uint32_t alen, const char *b, uin
     return 1 + alen + blen;
 }
 
-uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *id,
-                      uint32_t id_len)
+uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *id, uint32_t id_len)
 {
     return key2(buf, src, src_len, id, id_len);
 }
@@ -289,8 +302,10 @@ static tly_err rules_from_event(tly_engine *e, const tly_event *ev, eng_rules *r
         char *name = eng_arena_copy(&e->arena, t->name.ptr, t->name.len);
         if (name == NULL)
             return TLY_NOMEM;
-        r->tiers[i] = (eng_tier){.name = {name, t->name.len}, .min_revenue = t->min_revenue,
-                                 .min_certs = t->min_certs, .mdf_bps = t->mdf_bps};
+        r->tiers[i] = (eng_tier){.name = {name, t->name.len},
+                                 .min_revenue = t->min_revenue,
+                                 .min_certs = t->min_certs,
+                                 .mdf_bps = t->mdf_bps};
     }
     r->mode = ev->rebate_mode;
     r->bracket_count = ev->bracket_count;
@@ -318,8 +333,7 @@ static tly_err program_create(tly_engine *e, const tly_event *ev)
     g.dirty = true;
     TRY(ENG_PUSH(e->programs, e->program_count, e->program_cap, g));
     uint32_t gi = e->program_count - 1;
-    return eng_map_put(&e->program_map, name, ev->program.len,
-                       eng_hash(name, ev->program.len), gi);
+    return eng_map_put(&e->program_map, name, ev->program.len, eng_hash(name, ev->program.len), gi);
 }
 
 static int32_t tier_by_name(const eng_rules *r, eng_name name)
@@ -362,13 +376,13 @@ static tly_err on_program(tly_engine *e, eng_pos pos, const tly_event *ev)
     bool keeps = e->shard == 0; /* partner-less exceptions live in shard 0 */
     if (ev->version <= g->rules.version)
         return keeps ? eng_raise(e, pos, ENG_X_STALE_VERSION, ENG_NONE,
-                               "program %.*s version %lld <= %lld", STR_ARGS(ev->program),
-                               (long long)ev->version, (long long)g->rules.version)
+                                 "program %.*s version %lld <= %lld", STR_ARGS(ev->program),
+                                 (long long)ev->version, (long long)g->rules.version)
                      : TLY_OK;
     if (!currency_is(g->currency, ev->currency) || ev->period_kind != g->kind)
         return keeps ? eng_raise(e, pos, ENG_X_PROGRAM_CHANGE_REJECTED, ENG_NONE,
-                               "program %.*s version %lld changes currency or period; ignored",
-                               STR_ARGS(ev->program), (long long)ev->version)
+                                 "program %.*s version %lld changes currency or period; ignored",
+                                 STR_ARGS(ev->program), (long long)ev->version)
                      : TLY_OK;
     eng_rules nr;
     TRY(rules_from_event(e, ev, &nr));
@@ -412,7 +426,7 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
             return TLY_OK;
         TRY(eng_partner_dirty(e, p));
         return eng_raise(e, pos, ENG_X_CURRENCY_MISMATCH, p, "sale in %.3s, program %.*s is %.3s",
-                       sale->currency, (int)g->name_len, g->name, g->currency);
+                         sale->currency, (int)g->name_len, g->name, g->currency);
     }
     sale->state = ENG_SALE_MOVED;
     if (!pp->owned)
@@ -443,9 +457,8 @@ static const char *sale_id_of_key(const char *key, uint32_t *len, uint32_t key_l
 
 /* Returns the capped amount that applies, 0 when nothing does. Checks run
  * in the order currency, unknown sale, partner mismatch, over-return [S9]. */
-static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *key,
-                            uint32_t klen, int64_t amount, const char cur[3], int64_t *apply,
-                            uint32_t *sale_out)
+static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *key, uint32_t klen,
+                            int64_t amount, const char cur[3], int64_t *apply, uint32_t *sale_out)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
     uint32_t idlen;
@@ -453,17 +466,17 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     *apply = 0;
     if (memcmp(cur, g->currency, 3) != 0)
         return eng_raise(e, pos, ENG_X_CURRENCY_MISMATCH, p, "return in %.3s, program %.*s is %.3s",
-                       cur, (int)g->name_len, g->name, g->currency);
+                         cur, (int)g->name_len, g->name, g->currency);
     uint32_t s = eng_map_get(&e->sale_map, key, klen, eng_hash(key, klen));
     /* A sale that moved no money is unknown [S2]. */
     if (s == ENG_NONE || e->sales[s].state != ENG_SALE_MOVED)
-        return eng_raise(e, pos, ENG_X_UNKNOWN_SALE, p, "return of unknown sale '%.*s'",
-                       (int)idlen, id);
+        return eng_raise(e, pos, ENG_X_UNKNOWN_SALE, p, "return of unknown sale '%.*s'", (int)idlen,
+                         id);
     if (e->sales[s].partner != p) { /* [S1] */
         const eng_partner *o = &e->partners[e->sales[s].partner];
         return eng_raise(e, pos, ENG_X_RETURN_PARTNER_MISMATCH, p,
-                       "return of sale '%.*s' which belongs to partner '%.*s'", (int)idlen, id,
-                       (int)o->id_len, o->id);
+                         "return of sale '%.*s' which belongs to partner '%.*s'", (int)idlen, id,
+                         (int)o->id_len, o->id);
     }
     const eng_sale_detail *d = &e->details[e->sales[s].detail];
     int64_t unreturned = d->amount - d->returned;
@@ -475,12 +488,13 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     /* The capped part applies; a wholly excess return only raises
      * over_return [S8] [S9]. */
     *apply = unreturned;
-    return eng_raise(e, pos, ENG_X_OVER_RETURN, p, "returned %lld, unreturned %lld, excess %lld ignored",
-                   (long long)amount, (long long)unreturned, (long long)(amount - unreturned));
+    return eng_raise(e, pos, ENG_X_OVER_RETURN, p,
+                     "returned %lld, unreturned %lld, excess %lld ignored", (long long)amount,
+                     (long long)unreturned, (long long)(amount - unreturned));
 }
 
-static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms,
-                           const char *key, uint32_t klen, int64_t amount, const char cur[3])
+static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms, const char *key,
+                           uint32_t klen, int64_t amount, const char cur[3])
 {
     int64_t apply;
     uint32_t s = ENG_NONE;
@@ -513,8 +527,7 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
 /* Active certifications are distinct (person, cert) pairs; earning an
  * active pair again changes nothing, ending an inactive one is
  * cert_not_active [T4]. */
-static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair,
-                         uint8_t action)
+static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair, uint8_t action)
 {
     eng_pstate *st = e->partners[p].st;
     uint32_t i = 0;
@@ -522,7 +535,8 @@ static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair,
         i++;
     TRY(eng_partner_dirty(e, p));
     if (action == TLY_ACT_EARNED)
-        return i < st->cert_count ? TLY_OK : ENG_PUSH(st->certs, st->cert_count, st->cert_cap, pair);
+        return i < st->cert_count ? TLY_OK
+                                  : ENG_PUSH(st->certs, st->cert_count, st->cert_cap, pair);
     if (i < st->cert_count) {
         memmove(&st->certs[i], &st->certs[i + 1], (st->cert_count - i - 1) * sizeof *st->certs);
         st->cert_count--;
@@ -530,15 +544,15 @@ static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair,
     }
     int plen = (unsigned char)pair.ptr[0];
     return eng_raise(e, pos, ENG_X_CERT_NOT_ACTIVE, p, "%s of inactive %.*s/%.*s",
-                   tly_action_name((tly_action)action), plen, pair.ptr + 1,
-                   (int)pair.len - 1 - plen, pair.ptr + 1 + plen);
+                     tly_action_name((tly_action)action), plen, pair.ptr + 1,
+                     (int)pair.len - 1 - plen, pair.ptr + 1 + plen);
 }
 
 static tly_err hold(tly_engine *e, uint32_t p, eng_pos pos, eng_held h, const char *what)
 {
     const eng_partner *pp = &e->partners[p];
     TRY(eng_raise(e, pos, ENG_X_HELD, p, "%s held until partner '%.*s' is enrolled", what,
-                (int)pp->id_len, pp->id));
+                  (int)pp->id_len, pp->id));
     h.seq = pos.seq;
     h.next_n = *pos.n;
     eng_pstate *st = pp->st;
@@ -556,8 +570,8 @@ static tly_err on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const 
     char *k = eng_arena_copy(&e->arena, key, klen);
     if (k == NULL)
         return TLY_NOMEM;
-    eng_sale sale = {.key = k, .key_len = klen, .partner = p, .detail = ENG_NONE,
-                     .state = ENG_SALE_HELD};
+    eng_sale sale = {
+        .key = k, .key_len = klen, .partner = p, .detail = ENG_NONE, .state = ENG_SALE_HELD};
     memcpy(sale.currency, ev->currency.ptr, 3);
     TRY(ENG_PUSH(e->sales, e->sale_count, e->sale_cap, sale));
     uint32_t s = e->sale_count - 1;
@@ -577,8 +591,7 @@ static tly_err on_return(tly_engine *e, const tly_record *rec, eng_pos pos, cons
     if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
         return TLY_OK;
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_NAME_BYTES_MAX];
-    uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->sale.ptr,
-                                 ev->sale.len);
+    uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->sale.ptr, ev->sale.len);
     uint32_t p;
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     if (e->partners[p].program != ENG_NONE)
@@ -586,8 +599,8 @@ static tly_err on_return(tly_engine *e, const tly_record *rec, eng_pos pos, cons
     char *k = eng_arena_copy(&e->arena, key, klen);
     if (k == NULL)
         return TLY_NOMEM;
-    eng_held hd = {.at_ms = ev->at_ms, .amount = ev->amount, .key = k, .key_len = klen,
-                   .type = TLY_EV_RETURN};
+    eng_held hd = {
+        .at_ms = ev->at_ms, .amount = ev->amount, .key = k, .key_len = klen, .type = TLY_EV_RETURN};
     memcpy(hd.currency, ev->currency.ptr, 3);
     return hold(e, p, pos, hd, "return");
 }
@@ -604,8 +617,11 @@ static tly_err on_cert(tly_engine *e, eng_pos pos, const tly_event *ev)
     TRY(eng_pair_intern(e, key, klen, &pair));
     if (e->partners[p].program != ENG_NONE)
         return fold_cert(e, p, pos, pair, (uint8_t)ev->action);
-    eng_held hd = {.at_ms = ev->at_ms, .key = pair.ptr, .key_len = klen,
-                   .type = TLY_EV_CERTIFICATION, .action = (uint8_t)ev->action};
+    eng_held hd = {.at_ms = ev->at_ms,
+                   .key = pair.ptr,
+                   .key_len = klen,
+                   .type = TLY_EV_CERTIFICATION,
+                   .action = (uint8_t)ev->action};
     return hold(e, p, pos, hd, "certification");
 }
 
@@ -689,8 +705,8 @@ static tly_err on_partner(tly_engine *e, eng_pos pos, const tly_event *ev)
             return TLY_OK;
         TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
         return eng_raise(e, pos, ENG_X_UNKNOWN_PROGRAM, p,
-                       "partner '%.*s' enrolls in unknown program %.*s", STR_ARGS(ev->partner),
-                       STR_ARGS(ev->program));
+                         "partner '%.*s' enrolls in unknown program %.*s", STR_ARGS(ev->partner),
+                         STR_ARGS(ev->program));
     }
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     eng_partner *pp = &e->partners[p];
@@ -704,9 +720,8 @@ static tly_err on_partner(tly_engine *e, eng_pos pos, const tly_event *ev)
     }
     const eng_program *cur = &e->programs[pp->program];
     return eng_raise(e, pos, ENG_X_PARTNER_PROGRAM_CHANGE, p,
-                   "partner '%.*s' is in program %.*s; enrollment in %.*s ignored",
-                   STR_ARGS(ev->partner), (int)cur->name_len, cur->name,
-                   STR_ARGS(ev->program));
+                     "partner '%.*s' is in program %.*s; enrollment in %.*s ignored",
+                     STR_ARGS(ev->partner), (int)cur->name_len, cur->name, STR_ARGS(ev->program));
 }
 
 /* ---- closes [L1] [L2] [T7] ---- */
@@ -717,7 +732,7 @@ static tly_err on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
     uint32_t gi = eng_program_find(e, ev->program.ptr, ev->program.len);
     if (gi == ENG_NONE)
         return keeps ? eng_raise(e, pos, ENG_X_UNKNOWN_PROGRAM, ENG_NONE,
-                               "close of unknown program %.*s", STR_ARGS(ev->program))
+                                 "close of unknown program %.*s", STR_ARGS(ev->program))
                      : TLY_OK;
     eng_program *g = &e->programs[gi];
     if (ev->period_text_kind != g->kind || ev->period != g->eop) {
@@ -727,7 +742,7 @@ static tly_err on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
         tly_period_format(g->kind, g->eop, want);
         tly_period_format(ev->period_text_kind, ev->period, got);
         return eng_raise(e, pos, ENG_X_CLOSE_OUT_OF_ORDER, ENG_NONE,
-                       "close %s of %.*s, earliest open is %s", got, STR_ARGS(ev->program), want);
+                         "close %s of %.*s, earliest open is %s", got, STR_ARGS(ev->program), want);
     }
     /* Every partner enrolled in the program is evaluated [T7]; each shard
      * closes the members it owns. */
@@ -753,13 +768,13 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
      * period text of the other kind names no period of this program. */
     if (ev->period_text_kind != g->kind || ev->period >= g->eop)
         return eng_raise(e, pos, ENG_X_PAYOUT_NOT_FINAL, p, "payout for %s which is not final",
-                       text);
+                         text);
     /* A closed period without a row had no revenue: its payable is 0. */
     eng_row *row = eng_row_find(st, ev->period);
     int64_t payable = row == NULL ? 0 : row->figure - row->paid;
     if (ev->amount > payable)
         return eng_raise(e, pos, ENG_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
-                       (long long)ev->amount, (long long)payable, text);
+                         (long long)ev->amount, (long long)payable, text);
     return tly_money_addto(&row->paid, ev->amount);
 }
 
@@ -791,8 +806,8 @@ static tly_err on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev)
         return eng_claim_event(e, p, pos, ev);
     if (e->partners[p].program == ENG_NONE)
         return eng_raise(e, pos, ENG_X_UNKNOWN_PARTNER, p, "%s %s unknown partner",
-                       ev->type == TLY_EV_PAYOUT ? "payout" : "adjust",
-                       ev->type == TLY_EV_PAYOUT ? "to" : "of");
+                         ev->type == TLY_EV_PAYOUT ? "payout" : "adjust",
+                         ev->type == TLY_EV_PAYOUT ? "to" : "of");
     if (ev->type == TLY_EV_PAYOUT)
         return on_payout(e, p, pos, ev);
     return on_adjust(e, p, ev);

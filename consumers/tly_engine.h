@@ -32,6 +32,11 @@
  *                         of one seq. Append-only.
  * The runtime adds "M/..." keys of its own (checkpoint); the engine never
  * writes them.
+ *
+ * State layout (engine_store.c): "S/1/<program>", "S/2/<sale key>" (every
+ * shard keeps the registry of all sales: partner, moved money or not),
+ * "S/3/<claim key>", "S/4/<partner>"; MessagePack arrays led by a format
+ * number. Key order is load order: programs, sales, claims, partners.
  */
 #ifndef TLY_ENGINE_H
 #define TLY_ENGINE_H
@@ -56,7 +61,8 @@ void tly_engine_free(tly_engine *e);
 /*
  * Folds one record whose event has been decoded into ev. Records must come
  * in seq order without gaps (rec->seq == tly_engine_seq(e) + 1); otherwise
- * TLY_USAGE and nothing changes. Business outcomes are never errors: they are
+ * TLY_USAGE and nothing changes. A sale whose (source, id) was already
+ * folded (impossible in a log the ledger wrote) is also TLY_USAGE. Business outcomes are never errors: they are
  * exceptions in the views. Returns TLY_OK, TLY_NOMEM or TLY_OVERFLOW (money
  * arithmetic left int64: the state is then unusable and the consumer stops).
  * In debug builds the MDF invariant of SPEC section 6 is asserted after every
@@ -77,7 +83,13 @@ typedef tly_err (*tly_kv_put_fn)(void *ctx, const void *key, size_t key_len, con
 tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put, void *ctx);
 
 /* Restores one "S/..." entry written by an earlier flush. Call for every such
- * key, in key order, before the first apply; then tly_engine_set_seq. */
+ * key, in key order, before the first apply; then tly_engine_set_seq.
+ * Returns TLY_OK, TLY_NOMEM or TLY_CORRUPT (not a value this engine wrote,
+ * or written by another shard layout).
+ * Optionally also pass the "X/..." entries (after the "S/" ones, as key
+ * order gives): they restore the list tly_engine_exceptions returns. Without
+ * them that list holds only exceptions recorded after the restart; the
+ * stored "X/" keys stay complete either way. */
 tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const void *val,
                         size_t val_len);
 void tly_engine_set_seq(tly_engine *e, uint64_t seq);
@@ -87,8 +99,9 @@ void tly_engine_set_seq(tly_engine *e, uint64_t seq);
  * 'c' (claims). Returns a new reference, or NULL for an unknown partner. */
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
 
-/* Every exception this shard has recorded, in order, as the "exceptions"
- * array of section 8 (new reference). Liabilities share: one object per
+/* Every exception this shard has recorded, ordered by (seq, n) like the
+ * "X/" keys (an exception of a held event, raised at enrollment, sits at its
+ * own seq [D7]), as the "exceptions" array of section 8 (new reference). Liabilities share: one object per
  * program as stored under "V/l/" (new reference, array ordered by program). */
 json_t *tly_engine_exceptions(const tly_engine *e);
 json_t *tly_engine_liabilities(const tly_engine *e);

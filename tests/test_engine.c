@@ -107,11 +107,12 @@ static void shards_apply(shards *s, const char *source, const void *bytes, size_
     tly_event ev;
     tly_field_error fe;
     tly_err err = tly_event_decode(bytes, len, REC_MS, &ev, &fe);
-    ck_assert_msg(err == TLY_OK, "decode seq %" PRIu64 ": %s %s", s->seq + 1, fe.field,
-                  fe.message);
-    tly_record rec = {.seq = ++s->seq, .recorded_ms = REC_MS,
+    ck_assert_msg(err == TLY_OK, "decode seq %" PRIu64 ": %s %s", s->seq + 1, fe.field, fe.message);
+    tly_record rec = {.seq = ++s->seq,
+                      .recorded_ms = REC_MS,
                       .source = {source, (uint32_t)strlen(source)},
-                      .event = bytes, .event_len = len};
+                      .event = bytes,
+                      .event_len = len};
     for (uint32_t k = 0; k < s->n; k++) {
         err = tly_engine_apply(s->e[k], &rec, &ev);
         ck_assert_msg(err == TLY_OK, "apply seq %" PRIu64 " shard %u: %s", rec.seq, k,
@@ -221,8 +222,7 @@ static void load_vector_stream(stream *st)
         json_t *ev = json_object_get(r, "event");
         to_mp(ev, &sb);
         char key[256];
-        snprintf(key, sizeof key, "%s\x1f%s", source,
-                 json_string_value(json_object_get(ev, "id")));
+        snprintf(key, sizeof key, "%s\x1f%s", source, json_string_value(json_object_get(ev, "id")));
         json_t *prev = json_object_get(seen, key);
         if (prev == NULL) {
             json_object_set_new(seen, key, json_stringn(sb.data, 0));
@@ -261,9 +261,12 @@ static void check_vector(uint32_t n)
 
     const char *partner;
     json_t *pv;
-    static const struct { char v; const char *name; } views[] = {
-        {'b', "balance"}, {'r', "rebate"}, {'t', "tier"}, {'c', "claims"}};
-    json_object_foreach(json_object_get(want, "partners"), partner, pv) {
+    static const struct {
+        char v;
+        const char *name;
+    } views[] = {{'b', "balance"}, {'r', "rebate"}, {'t', "tier"}, {'c', "claims"}};
+    json_object_foreach(json_object_get(want, "partners"), partner, pv)
+    {
         for (size_t i = 0; i < 4; i++) {
             char what[256];
             snprintf(what, sizeof what, "N=%u %s of %s", n, views[i].name, partner);
@@ -277,8 +280,8 @@ static void check_vector(uint32_t n)
     expect_json(liab, json_object_get(want, "liabilities"), "liabilities");
     json_decref(liab);
     json_t *got_x = merged_exceptions(&s);
-    json_t *want_x = json_deep_copy(json_object_get(json_object_get(want, "exceptions"),
-                                                    "exceptions"));
+    json_t *want_x =
+        json_deep_copy(json_object_get(json_object_get(want, "exceptions"), "exceptions"));
     strip_detail(got_x);
     strip_detail(want_x);
     expect_json(got_x, want_x, "exceptions (seq, kind, partner)");
@@ -330,50 +333,49 @@ static void program(shards *s, const char *name, int version, const char *curren
                     const char *mode, int64_t at)
 {
     tsend(s, "fin",
-         "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
-         "\"version\":%d,\"currency\":\"%s\",\"period\":\"quarter\","
-         "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
-         "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200},"
-         "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
-         "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
-         "{\"from\":100000,\"bps\":200},{\"from\":500000,\"bps\":300}]},"
-         "\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
-         ++next_id, at, name, version, currency, mode);
+          "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
+          "\"version\":%d,\"currency\":\"%s\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+          "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200},"
+          "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+          "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
+          "{\"from\":100000,\"bps\":200},{\"from\":500000,\"bps\":300}]},"
+          "\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
+          ++next_id, at, name, version, currency, mode);
 }
 
 static void enroll(shards *s, const char *partner, const char *prog, int64_t at)
 {
     tsend(s, "fin",
-         "{\"type\":\"partner\",\"id\":\"E%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"name\":\"%s\",\"program\":\"%s\",\"kind\":\"var\"}",
-         ++next_id, at, partner, partner, prog);
+          "{\"type\":\"partner\",\"id\":\"E%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"name\":\"%s\",\"program\":\"%s\",\"kind\":\"var\"}",
+          ++next_id, at, partner, partner, prog);
 }
 
-static void sale(shards *s, const char *src, const char *id, const char *partner,
-                 int64_t amount, const char *cur, int64_t at)
+static void sale(shards *s, const char *src, const char *id, const char *partner, int64_t amount,
+                 const char *cur, int64_t at)
 {
     tsend(s, src,
-         "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"sku\":\"X\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
-         id, at, partner, amount, cur);
+          "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"sku\":\"X\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+          id, at, partner, amount, cur);
 }
 
 static void ret(shards *s, const char *src, const char *sale_id, const char *partner,
                 int64_t amount, const char *cur, int64_t at)
 {
     tsend(s, src,
-         "{\"type\":\"return\",\"id\":\"R%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
-         ++next_id, at, partner, sale_id, amount, cur);
+          "{\"type\":\"return\",\"id\":\"R%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+          ++next_id, at, partner, sale_id, amount, cur);
 }
 
-static void cert(shards *s, const char *partner, const char *person, const char *action,
-                 int64_t at)
+static void cert(shards *s, const char *partner, const char *person, const char *action, int64_t at)
 {
     tsend(s, "certs",
-         "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"person\":\"%s\",\"cert\":\"sales\",\"action\":\"%s\"}",
-         ++next_id, at, partner, person, action);
+          "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"person\":\"%s\",\"cert\":\"sales\",\"action\":\"%s\"}",
+          ++next_id, at, partner, person, action);
 }
 
 /* amount < 0: no amount field. */
@@ -384,35 +386,33 @@ static void claim(shards *s, const char *partner, const char *id, const char *ac
     if (amount >= 0)
         snprintf(amt, sizeof amt, ",\"amount\":%" PRId64, amount);
     tsend(s, "portal",
-         "{\"type\":\"claim\",\"id\":\"K%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"claim\":\"%s\",\"action\":\"%s\"%s}",
-         ++next_id, at, partner, id, action, amt);
+          "{\"type\":\"claim\",\"id\":\"K%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"claim\":\"%s\",\"action\":\"%s\"%s}",
+          ++next_id, at, partner, id, action, amt);
 }
 
 static void close_period(shards *s, const char *prog, const char *period, int64_t at)
 {
     tsend(s, "fin",
-         "{\"type\":\"close\",\"id\":\"L%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
-         "\"period\":\"%s\"}",
-         ++next_id, at, prog, period);
+          "{\"type\":\"close\",\"id\":\"L%d\",\"at\":%" PRId64 ",\"program\":\"%s\","
+          "\"period\":\"%s\"}",
+          ++next_id, at, prog, period);
 }
 
-static void payout(shards *s, const char *partner, const char *period, int64_t amount,
-                   int64_t at)
+static void payout(shards *s, const char *partner, const char *period, int64_t amount, int64_t at)
 {
     tsend(s, "fin",
-         "{\"type\":\"payout\",\"id\":\"Y%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"period\":\"%s\",\"amount\":%" PRId64 "}",
-         ++next_id, at, partner, period, amount);
+          "{\"type\":\"payout\",\"id\":\"Y%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"period\":\"%s\",\"amount\":%" PRId64 "}",
+          ++next_id, at, partner, period, amount);
 }
 
-static void adjust(shards *s, const char *partner, const char *account, int64_t amount,
-                   int64_t at)
+static void adjust(shards *s, const char *partner, const char *account, int64_t amount, int64_t at)
 {
     tsend(s, "fin",
-         "{\"type\":\"adjust\",\"id\":\"A%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
-         "\"account\":\"%s\",\"amount\":%" PRId64 ",\"reason\":\"test\"}",
-         ++next_id, at, partner, account, amount);
+          "{\"type\":\"adjust\",\"id\":\"A%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+          "\"account\":\"%s\",\"amount\":%" PRId64 ",\"reason\":\"test\"}",
+          ++next_id, at, partner, account, amount);
 }
 
 /* An integer field of a view; path "a" or "a.i.b" (array index i). */
@@ -542,11 +542,11 @@ START_TEST(late_lands_in_open_period)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);    /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
-    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);      /* 3 */
-    sale(&s, "d", "S1", "p1", 10000, "USD", Q1_25 + DAY);  /* 4: late, lands in Q2 */
-    sale(&s, "d", "S2", "p1", 10000, "USD", Q3_25 + DAY);  /* 5: a future period [P4] */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);  /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                      /* 2 */
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);     /* 3 */
+    sale(&s, "d", "S1", "p1", 10000, "USD", Q1_25 + DAY); /* 4: late, lands in Q2 */
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q3_25 + DAY); /* 5: a future period [P4] */
     expect_excs(&s, "4:late:p1\n");
     vstr_eq(&s, 'b', "p1", "buckets.0.period", "2025-Q2");
     ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 100);
@@ -566,13 +566,13 @@ START_TEST(held_fold_at_enrollment)
     shards s;
     shards_init(&s, 1);
     program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
-    ret(&s, "d", "S1", "p1", 100, "USD", Q1_25 + DAY);    /* 2: held, folds before S1 */
+    ret(&s, "d", "S1", "p1", 100, "USD", Q1_25 + DAY);     /* 2: held, folds before S1 */
     sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3: held */
     cert(&s, "p1", "ann", "earned", Q1_25 + DAY);          /* 4: held */
     enroll(&s, "p1", "nope", Q1_25 + DAY);                 /* 5: unknown program */
-    ret(&s, "d", "S1", "p1", 30000, "USD", Q1_25 + DAY);  /* 6: held */
-    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);     /* 7 */
-    enroll(&s, "p1", "acme", Q2_25 + DAY);                /* 8: folds 2, 3, 4, 6 */
+    ret(&s, "d", "S1", "p1", 30000, "USD", Q1_25 + DAY);   /* 6: held */
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);      /* 7 */
+    enroll(&s, "p1", "acme", Q2_25 + DAY);                 /* 8: folds 2, 3, 4, 6 */
     expect_excs(&s, "2:held:p1\n2:unknown_sale:p1\n3:held:p1\n3:late:p1\n4:held:p1\n"
                     "5:unknown_program:p1\n6:held:p1\n6:late:p1\n");
     /* 100000 at 100 bps = 1000, return 30000 claws 300; all lands in Q2 */
@@ -590,27 +590,27 @@ START_TEST(partial_approval_into_expired_bucket)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
-    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3: Q1 bucket 1000 */
-    sale(&s, "d", "S2", "p1", 50000, "USD", Q2_25 + DAY);     /* 4: Q2 bucket 500 */
-    claim(&s, "p1", "c1", "submit", 1200, Q2_25 + DAY);       /* 5: Q1 gives 1000, Q2 200 */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3: Q1 bucket 1000 */
+    sale(&s, "d", "S2", "p1", 50000, "USD", Q2_25 + DAY);  /* 4: Q2 bucket 500 */
+    claim(&s, "p1", "c1", "submit", 1200, Q2_25 + DAY);    /* 5: Q1 gives 1000, Q2 200 */
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 300);
-    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY);         /* 6 */
-    close_period(&s, "acme", "2025-Q2", Q3_25 + DAY);         /* 7: Q1 expires (0 left) */
+    close_period(&s, "acme", "2025-Q1", Q2_25 + DAY); /* 6 */
+    close_period(&s, "acme", "2025-Q2", Q3_25 + DAY); /* 7: Q1 expires (0 left) */
     vstr_eq(&s, 'b', "p1", "buckets.0.period", "2025-Q2");
     vstr_eq(&s, 'b', "p1", "buckets.0.expires_after", "2025-Q3"); /* A + N - 1 [M4] */
     /* Approve 300 of 1200: release 900 newest first: 200 back to Q2 (live),
      * then 700 of Q1's share to expired. */
-    claim(&s, "p1", "c1", "approve", 300, Q3_25 + DAY);       /* 8 */
+    claim(&s, "p1", "c1", "approve", 300, Q3_25 + DAY); /* 8 */
     ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 700);
     ck_assert_int_eq(vint(&s, 'b', "p1", "pending"), 0);
     ck_assert_int_eq(vint(&s, 'b', "p1", "approved"), 300);
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 500);
     ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 500);
-    claim(&s, "p1", "c1", "pay", 100, Q3_25 + DAY);           /* 9: partial */
+    claim(&s, "p1", "c1", "pay", 100, Q3_25 + DAY); /* 9: partial */
     vstr_eq(&s, 'c', "p1", "claims.0.status", "approved");
-    claim(&s, "p1", "c1", "pay", 200, Q3_25 + DAY);           /* 10 */
+    claim(&s, "p1", "c1", "pay", 200, Q3_25 + DAY); /* 10 */
     vstr_eq(&s, 'c', "p1", "claims.0.status", "paid");
     ck_assert_int_eq(vint(&s, 'b', "p1", "paid"), 300);
     expect_invariant(&s, "p1");
@@ -625,34 +625,34 @@ START_TEST(clawback_deficit_paid_by_credit)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
-    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3: 1000 */
-    claim(&s, "p1", "c1", "submit", 1000, Q1_25 + DAY);       /* 4: reserves all */
-    ret(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);     /* 5: claws 1000 */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3: 1000 */
+    claim(&s, "p1", "c1", "submit", 1000, Q1_25 + DAY);    /* 4: reserves all */
+    ret(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);  /* 5: claws 1000 */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 1000);
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), -1000);
-    sale(&s, "d", "S2", "p1", 50000, "USD", Q1_25 + DAY);     /* 6: 500 pays deficit */
+    sale(&s, "d", "S2", "p1", 50000, "USD", Q1_25 + DAY); /* 6: 500 pays deficit */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
     json_t *b = view(&s, 'b', "p1");
     ck_assert_int_eq(json_array_size(json_object_get(b, "buckets")), 0);
     json_decref(b);
-    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 7 */
-    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 8: deficit stays [M2] */
+    close_period(&s, "acme", "2025-Q1", Q2_25); /* 7 */
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* 8: deficit stays [M2] */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
     /* The claim's share was in Q1, now expired: the release goes to expired
      * and does not pay the deficit. */
-    claim(&s, "p1", "c1", "reject", -1, Q3_25);               /* 9 */
+    claim(&s, "p1", "c1", "reject", -1, Q3_25); /* 9 */
     ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 1000);
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 500);
-    claim(&s, "p1", "c2", "submit", 1, Q3_25);                /* 10: denied */
-    sale(&s, "d", "S3", "p1", 80000, "USD", Q3_25 + DAY);     /* 11: 800: 500 deficit */
+    claim(&s, "p1", "c2", "submit", 1, Q3_25);            /* 10: denied */
+    sale(&s, "d", "S3", "p1", 80000, "USD", Q3_25 + DAY); /* 11: 800: 500 deficit */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 0);
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 300);
     /* A live release pays the deficit first [M1]. */
-    claim(&s, "p1", "c3", "submit", 300, Q3_25 + DAY);        /* 12 */
-    adjust(&s, "p1", "mdf", -200, Q3_25 + DAY);               /* 13: deficit 200 */
-    claim(&s, "p1", "c3", "cancel", -1, Q3_25 + DAY);         /* 14: 200 pays it, 100 back */
+    claim(&s, "p1", "c3", "submit", 300, Q3_25 + DAY); /* 12 */
+    adjust(&s, "p1", "mdf", -200, Q3_25 + DAY);        /* 13: deficit 200 */
+    claim(&s, "p1", "c3", "cancel", -1, Q3_25 + DAY);  /* 14: 200 pays it, 100 back */
     ck_assert_int_eq(vint(&s, 'b', "p1", "deficit"), 0);
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 100);
     ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 100);
@@ -667,11 +667,15 @@ END_TEST
  * from, from + 1 (bracket 100000 at 200 bps over 0 at 100 bps). */
 START_TEST(rebate_bracket_edges)
 {
-    static const struct { int64_t r; int32_t bps; int64_t retro, incr; } cases[] = {
-        {99999, 100, 1000, 1000},   /* 999.99 both */
-        {100000, 200, 2000, 1000},  /* retro: all at 2 %; incr: 1000 + 0 */
-        {100001, 200, 2000, 1000},  /* 2000.02; 1000 + 0.02 */
-        {100075, 200, 2002, 1002},  /* 2001.5 -> 2002; 1000 + 1.5 -> 1002 (ties even) */
+    static const struct {
+        int64_t r;
+        int32_t bps;
+        int64_t retro, incr;
+    } cases[] = {
+        {99999, 100, 1000, 1000},  /* 999.99 both */
+        {100000, 200, 2000, 1000}, /* retro: all at 2 %; incr: 1000 + 0 */
+        {100001, 200, 2000, 1000}, /* 2000.02; 1000 + 0.02 */
+        {100075, 200, 2002, 1002}, /* 2001.5 -> 2002; 1000 + 1.5 -> 1002 (ties even) */
     };
     shards s;
     shards_init(&s, 1);
@@ -709,30 +713,30 @@ START_TEST(tier_upgrade_downgrade)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
-    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 3 */
-    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 4: again: no change [T4] */
-    cert(&s, "p1", "bob", "revoked", Q1_25);                  /* 5: cert_not_active */
-    sale(&s, "d", "S1", "p1", 600000, "USD", Q1_25 + DAY);    /* 6 */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);             /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                                 /* 2 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                          /* 3 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                          /* 4: again: no change [T4] */
+    cert(&s, "p1", "bob", "revoked", Q1_25);                         /* 5: cert_not_active */
+    sale(&s, "d", "S1", "p1", 600000, "USD", Q1_25 + DAY);           /* 6 */
     ck_assert_int_eq(vint(&s, 't', "p1", "window_revenue"), 600000); /* [T2] */
     vstr_eq(&s, 't', "p1", "next.tier", "Silver");
     ck_assert_int_eq(vint(&s, 't', "p1", "next.revenue_needed"), 0); /* floored [T3] */
     ck_assert_int_eq(vint(&s, 't', "p1", "next.certs_needed"), 0);
-    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 7: Silver (1 cert) [G7] */
+    close_period(&s, "acme", "2025-Q1", Q2_25); /* 7: Silver (1 cert) [G7] */
     vstr_eq(&s, 't', "p1", "tier", "Silver");
     vstr_eq(&s, 't', "p1", "history.0.period", "2025-Q1");
     ck_assert_int_eq(vint(&s, 't', "p1", "history.0.seq"), 7);
     ck_assert_int_eq(vint(&s, 't', "p1", "next.certs_needed"), 1);
     ck_assert_int_eq(vint(&s, 't', "p1", "next.revenue_needed"), 500000);
-    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY);     /* 8: 200 bps now */
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY); /* 8: 200 bps now */
     ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 6000 + 200);
-    cert(&s, "p1", "bob", "earned", Q2_25);                   /* 9 */
-    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 10: 10000 < 100000: Base */
+    cert(&s, "p1", "bob", "earned", Q2_25);     /* 9 */
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* 10: 10000 < 100000: Base */
     vstr_eq(&s, 't', "p1", "tier", "Base");
     vstr_eq(&s, 't', "p1", "history.1.from", "Silver");
     vstr_eq(&s, 't', "p1", "history.1.to", "Base");
-    close_period(&s, "acme", "2025-Q3", Q4_25);               /* 11: no change: no entry */
+    close_period(&s, "acme", "2025-Q3", Q4_25); /* 11: no change: no entry */
     json_t *t = view(&s, 't', "p1");
     ck_assert_int_eq(json_array_size(json_object_get(t, "history")), 2);
     json_decref(t);
@@ -746,38 +750,39 @@ START_TEST(program_versions)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
-    enroll(&s, "p2", "acme", Q1_25);                          /* 3 */
-    cert(&s, "p1", "ann", "earned", Q1_25);                   /* 4 */
-    sale(&s, "d", "S1", "p1", 150000, "USD", Q1_25 + DAY);    /* 5 */
-    close_period(&s, "acme", "2025-Q1", Q2_25);               /* 6: p1 Silver */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    enroll(&s, "p2", "acme", Q1_25);                       /* 3 */
+    cert(&s, "p1", "ann", "earned", Q1_25);                /* 4 */
+    sale(&s, "d", "S1", "p1", 150000, "USD", Q1_25 + DAY); /* 5 */
+    close_period(&s, "acme", "2025-Q1", Q2_25);            /* 6: p1 Silver */
     vstr_eq(&s, 'b', "p1", "tier", "Silver");
     /* v2 without Silver, Base renamed: both partners drop [G3] */
     tsend(&s, "fin",
-         "{\"type\":\"program\",\"id\":\"V2\",\"at\":%" PRId64 ",\"program\":\"acme\","
-         "\"version\":2,\"currency\":\"USD\",\"period\":\"quarter\","
-         "\"tiers\":[{\"name\":\"Entry\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":50},"
-         "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
-         "\"rebate\":{\"mode\":\"incremental\",\"brackets\":[{\"from\":0,\"bps\":1000}]},"
-         "\"mdf_expiry_periods\":3,\"tier_window_periods\":1}", Q2_25);     /* 7 */
+          "{\"type\":\"program\",\"id\":\"V2\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":2,\"currency\":\"USD\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Entry\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":50},"
+          "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+          "\"rebate\":{\"mode\":\"incremental\",\"brackets\":[{\"from\":0,\"bps\":1000}]},"
+          "\"mdf_expiry_periods\":3,\"tier_window_periods\":1}",
+          Q2_25); /* 7 */
     vstr_eq(&s, 't', "p1", "history.1.from", "Silver");
     vstr_eq(&s, 't', "p1", "history.1.to", "Entry");
     vstr_eq(&s, 't', "p1", "history.1.period", "2025-Q2");
     ck_assert_int_eq(vint(&s, 't', "p1", "history.1.seq"), 7);
     vstr_eq(&s, 't', "p2", "history.0.from", "Base");
-    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY);     /* 8: 50 bps */
+    sale(&s, "d", "S2", "p1", 10000, "USD", Q2_25 + DAY); /* 8: 50 bps */
     ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 1500 + 50);
     /* the final Q1 figure stays; the open Q2 row follows the new rules [G4] */
     ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.rebate"), 3000);
     ck_assert_int_eq(vint(&s, 'r', "p1", "periods.1.rebate"), 1000);
     vstr_eq(&s, 'b', "p1", "buckets.1.expires_after", "2025-Q4"); /* new N [M4] */
-    program(&s, "acme", 2, "USD", "retroactive", Q2_25);      /* 9: stale [G8] */
-    program(&s, "acme", 1, "USD", "retroactive", Q2_25);      /* 10: stale */
-    program(&s, "acme", 3, "EUR", "retroactive", Q2_25);      /* 11: rejected [G2] */
+    program(&s, "acme", 2, "USD", "retroactive", Q2_25);          /* 9: stale [G8] */
+    program(&s, "acme", 1, "USD", "retroactive", Q2_25);          /* 10: stale */
+    program(&s, "acme", 3, "EUR", "retroactive", Q2_25);          /* 11: rejected [G2] */
     vstr_eq(&s, 'b', "p1", "tier", "Entry");
     vstr_eq(&s, 'b', "p1", "currency", "USD");
-    program(&s, "acme", 4, "USD", "retroactive", Q2_25);      /* 12: Entry gone again */
+    program(&s, "acme", 4, "USD", "retroactive", Q2_25); /* 12: Entry gone again */
     vstr_eq(&s, 'b', "p1", "tier", "Base");
     expect_excs(&s, "9:stale_version:-\n10:stale_version:-\n11:program_change_rejected:-\n");
     shards_free(&s);
@@ -789,14 +794,14 @@ START_TEST(close_out_of_order_and_unknown)
 {
     shards s;
     shards_init(&s, 2);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);      /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                          /* 2 */
-    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);    /* 3 */
-    close_period(&s, "acme", "2025-Q2", Q3_25);               /* 4: not the earliest */
-    close_period(&s, "acme", "2025-01", Q3_25);               /* 5: a month of a quarter one */
-    close_period(&s, "nope", "2025-Q1", Q3_25);               /* 6: unknown [L2] */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3 */
+    close_period(&s, "acme", "2025-Q2", Q3_25);            /* 4: not the earliest */
+    close_period(&s, "acme", "2025-01", Q3_25);            /* 5: a month of a quarter one */
+    close_period(&s, "nope", "2025-Q1", Q3_25);            /* 6: unknown [L2] */
     vstr_eq(&s, 'r', "p1", "periods.0.status", "open");
-    close_period(&s, "acme", "2025-Q1", Q3_25);               /* 7 */
+    close_period(&s, "acme", "2025-Q1", Q3_25); /* 7 */
     vstr_eq(&s, 'r', "p1", "periods.0.status", "final");
     expect_excs(&s, "4:close_out_of_order:-\n5:close_out_of_order:-\n6:unknown_program:-\n");
     /* partner-less exceptions are shard 0's only */
@@ -814,22 +819,22 @@ START_TEST(over_return_partial)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);       /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                           /* 2 */
-    sale(&s, "d", "S1", "p1", 250, "USD", Q1_25 + DAY);        /* 3: 2.5 -> 2 */
-    ret(&s, "d", "S1", "p1", 150, "USD", Q1_25 + DAY);         /* 4: 1.5 -> 2 */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25); /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                     /* 2 */
+    sale(&s, "d", "S1", "p1", 250, "USD", Q1_25 + DAY);  /* 3: 2.5 -> 2 */
+    ret(&s, "d", "S1", "p1", 150, "USD", Q1_25 + DAY);   /* 4: 1.5 -> 2 */
     ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 2);
-    ret(&s, "d", "S1", "p1", 300, "USD", Q1_25 + DAY);         /* 5: 100 applies, claw 0 */
-    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 2);   /* capped at accrual [S3] */
+    ret(&s, "d", "S1", "p1", 300, "USD", Q1_25 + DAY);       /* 5: 100 applies, claw 0 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 2); /* capped at accrual [S3] */
     ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 0);
-    ret(&s, "d", "S1", "p1", 10, "USD", Q1_25 + DAY);          /* 6: wholly excess [S8] */
-    ret(&s, "d", "S1", "p1", 10, "CAD", Q1_25 + DAY);          /* 7: currency first [S9] */
-    ret(&s, "d", "S9", "p1", 10, "CAD", Q1_25 + DAY);          /* 8: currency before unknown */
-    ret(&s, "d", "S9", "p1", 10, "USD", Q1_25 + DAY);          /* 9: unknown sale */
-    sale(&s, "d", "S2", "p1", 100, "CAD", Q1_25 + DAY);        /* 10: moved nothing */
-    ret(&s, "d", "S2", "p1", 10, "USD", Q1_25 + DAY);          /* 11: unknown [S2] */
-    ret(&s, "e", "S1", "p1", 10, "USD", Q1_25 + DAY);          /* 12: other source */
-    sale(&s, "d", "S3", "p1", 10, "USD", Q1_25 + DAY);         /* 13: accrual 0, revenue [M7] */
+    ret(&s, "d", "S1", "p1", 10, "USD", Q1_25 + DAY);   /* 6: wholly excess [S8] */
+    ret(&s, "d", "S1", "p1", 10, "CAD", Q1_25 + DAY);   /* 7: currency first [S9] */
+    ret(&s, "d", "S9", "p1", 10, "CAD", Q1_25 + DAY);   /* 8: currency before unknown */
+    ret(&s, "d", "S9", "p1", 10, "USD", Q1_25 + DAY);   /* 9: unknown sale */
+    sale(&s, "d", "S2", "p1", 100, "CAD", Q1_25 + DAY); /* 10: moved nothing */
+    ret(&s, "d", "S2", "p1", 10, "USD", Q1_25 + DAY);   /* 11: unknown [S2] */
+    ret(&s, "e", "S1", "p1", 10, "USD", Q1_25 + DAY);   /* 12: other source */
+    sale(&s, "d", "S3", "p1", 10, "USD", Q1_25 + DAY);  /* 13: accrual 0, revenue [M7] */
     ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 10);
     expect_excs(&s, "5:over_return:p1\n6:over_return:p1\n7:currency_mismatch:p1\n"
                     "8:currency_mismatch:p1\n9:unknown_sale:p1\n10:currency_mismatch:p1\n"
@@ -862,13 +867,13 @@ START_TEST(return_partner_mismatch_across_shards)
     for (int i = 0; i < 3; i++) {
         shards s;
         shards_init(&s, counts[i]);
-        program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
-        enroll(&s, b, "acme", Q1_25);                          /* 2 */
-        sale(&s, "d", "SA", a, 1000, "USD", Q1_25 + DAY);      /* 3: held: a unenrolled */
-        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);         /* 4: unknown [S2] */
-        enroll(&s, a, "acme", Q1_25);                          /* 5 */
-        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);         /* 6: mismatch [S1] */
-        ret(&s, "d", "SA", a, 10, "USD", Q1_25 + DAY);         /* 7: fine */
+        program(&s, "acme", 1, "USD", "retroactive", Q1_25); /* 1 */
+        enroll(&s, b, "acme", Q1_25);                        /* 2 */
+        sale(&s, "d", "SA", a, 1000, "USD", Q1_25 + DAY);    /* 3: held: a unenrolled */
+        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);       /* 4: unknown [S2] */
+        enroll(&s, a, "acme", Q1_25);                        /* 5 */
+        ret(&s, "d", "SA", b, 10, "USD", Q1_25 + DAY);       /* 6: mismatch [S1] */
+        ret(&s, "d", "SA", a, 10, "USD", Q1_25 + DAY);       /* 7: fine */
         char want[256];
         snprintf(want, sizeof want, "3:held:%s\n4:unknown_sale:%s\n6:return_partner_mismatch:%s\n",
                  a, b, b);
@@ -887,23 +892,23 @@ START_TEST(payouts)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
-    enroll(&s, "p1", "acme", Q1_25);                         /* 2 */
-    sale(&s, "d", "S1", "p1", 50000, "USD", Q1_25 + DAY);    /* 3: rebate 500 */
-    adjust(&s, "p1", "rebate", -120, Q1_25 + DAY);           /* 4: 380 [R8] */
-    payout(&s, "p1", "2025-Q1", 100, Q1_25 + DAY);           /* 5: not final [R7] */
-    close_period(&s, "acme", "2025-Q1", Q2_25);              /* 6 */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);  /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                      /* 2 */
+    sale(&s, "d", "S1", "p1", 50000, "USD", Q1_25 + DAY); /* 3: rebate 500 */
+    adjust(&s, "p1", "rebate", -120, Q1_25 + DAY);        /* 4: 380 [R8] */
+    payout(&s, "p1", "2025-Q1", 100, Q1_25 + DAY);        /* 5: not final [R7] */
+    close_period(&s, "acme", "2025-Q1", Q2_25);           /* 6 */
     ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), 380);
-    payout(&s, "p1", "2025-Q1", 381, Q2_25);                 /* 7: overpayment [R6] */
-    payout(&s, "p1", "2025-Q1", 300, Q2_25);                 /* 8 */
-    ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), 80);    /* [R10] */
+    payout(&s, "p1", "2025-Q1", 381, Q2_25);              /* 7: overpayment [R6] */
+    payout(&s, "p1", "2025-Q1", 300, Q2_25);              /* 8 */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), 80); /* [R10] */
     ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.paid"), 300);
-    payout(&s, "p1", "2024-Q4", 1, Q2_25);                   /* 9: closed, no row */
-    payout(&s, "p1", "2025-01", 1, Q2_25);                   /* 10: a month: not final */
-    payout(&s, "ghost", "2025-Q1", 1, Q2_25);                /* 11: unknown [E7] */
-    adjust(&s, "ghost", "mdf", 5, Q2_25);                    /* 12 */
-    adjust(&s, "p1", "rebate", 7, Q2_25);                    /* 13: lands in Q2 [R8] */
-    adjust(&s, "p1", "mdf", 9, Q2_25);                       /* 14: credit to Q2 [M8] */
+    payout(&s, "p1", "2024-Q4", 1, Q2_25);    /* 9: closed, no row */
+    payout(&s, "p1", "2025-01", 1, Q2_25);    /* 10: a month: not final */
+    payout(&s, "ghost", "2025-Q1", 1, Q2_25); /* 11: unknown [E7] */
+    adjust(&s, "ghost", "mdf", 5, Q2_25);     /* 12 */
+    adjust(&s, "p1", "rebate", 7, Q2_25);     /* 13: lands in Q2 [R8] */
+    adjust(&s, "p1", "mdf", 9, Q2_25);        /* 14: credit to Q2 [M8] */
     vstr_eq(&s, 'r', "p1", "periods.1.period", "2025-Q2");
     ck_assert_int_eq(vint(&s, 'r', "p1", "accrued_open"), 7);
     vstr_eq(&s, 'b', "p1", "buckets.1.period", "2025-Q2");
@@ -920,29 +925,30 @@ START_TEST(claim_state_machine)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
-    claim(&s, "p1", "c0", "submit", 10, Q1_25);              /* 2: unknown partner */
-    claim(&s, "p1", "c0", "approve", 10, Q1_25);             /* 3: unknown partner [E7] */
-    enroll(&s, "p1", "acme", Q1_25);                         /* 4 */
-    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);   /* 5: 1000 */
-    claim(&s, "p1", "c0", "approve", 10, Q1_25);             /* 6: denied: invalid [C6] */
-    claim(&s, "p1", "c9", "approve", 10, Q1_25);             /* 7: unknown claim */
-    claim(&s, "p1", "c1", "submit", 400, Q1_25);             /* 8 */
-    claim(&s, "p1", "c1", "submit", 400, Q1_25);             /* 9: duplicate [C2] */
-    claim(&s, "p1", "c1", "pay", 100, Q1_25);                /* 10: pending: invalid */
-    claim(&s, "p1", "c1", "approve", 401, Q1_25);            /* 11: exceeds [C4] */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);   /* 1 */
+    claim(&s, "p1", "c0", "submit", 10, Q1_25);            /* 2: unknown partner */
+    claim(&s, "p1", "c0", "approve", 10, Q1_25);           /* 3: unknown partner [E7] */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 4 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 5: 1000 */
+    claim(&s, "p1", "c0", "approve", 10, Q1_25);           /* 6: denied: invalid [C6] */
+    claim(&s, "p1", "c9", "approve", 10, Q1_25);           /* 7: unknown claim */
+    claim(&s, "p1", "c1", "submit", 400, Q1_25);           /* 8 */
+    claim(&s, "p1", "c1", "submit", 400, Q1_25);           /* 9: duplicate [C2] */
+    claim(&s, "p1", "c1", "pay", 100, Q1_25);              /* 10: pending: invalid */
+    claim(&s, "p1", "c1", "approve", 401, Q1_25);          /* 11: exceeds [C4] */
     vstr_eq(&s, 'c', "p1", "claims.1.status", "pending");
-    claim(&s, "p1", "c1", "approve", 400, Q1_25);            /* 12 */
-    claim(&s, "p1", "c1", "pay", 401, Q1_25);                /* 13: exceeds [C5] */
-    claim(&s, "p1", "c1", "cancel", -1, Q1_25);              /* 14: approved: invalid */
-    claim(&s, "p1", "c1", "pay", 400, Q1_25);                /* 15 */
-    claim(&s, "p1", "c1", "pay", 1, Q1_25);                  /* 16: paid: invalid */
-    claim(&s, "p1", "c2", "submit", 700, Q1_25);             /* 17: 600 left: denied */
-    claim(&s, "p1", "c3", "submit", 100, Q1_25);             /* 18 */
-    tsend(&s, "fin", "{\"type\":\"claim\",\"id\":\"RJ\",\"at\":%" PRId64 ",\"partner\":\"p1\","
-                    "\"claim\":\"c3\",\"action\":\"reject\",\"reason\":\"no proof\"}",
-         Q1_25);                                             /* 19 */
-    claim(&s, "p1", "c3", "approve", 100, Q1_25);            /* 20: rejected: invalid */
+    claim(&s, "p1", "c1", "approve", 400, Q1_25); /* 12 */
+    claim(&s, "p1", "c1", "pay", 401, Q1_25);     /* 13: exceeds [C5] */
+    claim(&s, "p1", "c1", "cancel", -1, Q1_25);   /* 14: approved: invalid */
+    claim(&s, "p1", "c1", "pay", 400, Q1_25);     /* 15 */
+    claim(&s, "p1", "c1", "pay", 1, Q1_25);       /* 16: paid: invalid */
+    claim(&s, "p1", "c2", "submit", 700, Q1_25);  /* 17: 600 left: denied */
+    claim(&s, "p1", "c3", "submit", 100, Q1_25);  /* 18 */
+    tsend(&s, "fin",
+          "{\"type\":\"claim\",\"id\":\"RJ\",\"at\":%" PRId64 ",\"partner\":\"p1\","
+          "\"claim\":\"c3\",\"action\":\"reject\",\"reason\":\"no proof\"}",
+          Q1_25);                                 /* 19 */
+    claim(&s, "p1", "c3", "approve", 100, Q1_25); /* 20: rejected: invalid */
     expect_excs(&s, "2:unknown_partner:p1\n3:unknown_partner:p1\n6:invalid_transition:p1\n"
                     "7:unknown_claim:p1\n9:duplicate_claim:p1\n10:invalid_transition:p1\n"
                     "11:approve_exceeds_requested:p1\n13:pay_exceeds_approved:p1\n"
@@ -959,8 +965,8 @@ START_TEST(claim_state_machine)
     vstr_eq(&s, 'c', "p1", "claims.3.status", "rejected");
     vstr_eq(&s, 'c', "p1", "claims.3.reason", "no proof");
     json_t *c = view(&s, 'c', "p1");
-    ck_assert(json_is_null(json_object_get(json_array_get(json_object_get(c, "claims"), 1),
-                                           "reason")));
+    ck_assert(
+        json_is_null(json_object_get(json_array_get(json_object_get(c, "claims"), 1), "reason")));
     json_decref(c);
     ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 600);
     expect_invariant(&s, "p1");
@@ -973,11 +979,11 @@ START_TEST(enrollment_rules)
 {
     shards s;
     shards_init(&s, 1);
-    program(&s, "acme", 1, "USD", "retroactive", Q1_25);     /* 1 */
-    program(&s, "beta", 1, "USD", "retroactive", Q1_25);     /* 2 */
-    enroll(&s, "p1", "acme", Q1_25);                         /* 3 */
-    enroll(&s, "p1", "acme", Q1_25);                         /* 4: same program: fine */
-    enroll(&s, "p1", "beta", Q1_25);                         /* 5: refused */
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25); /* 1 */
+    program(&s, "beta", 1, "USD", "retroactive", Q1_25); /* 2 */
+    enroll(&s, "p1", "acme", Q1_25);                     /* 3 */
+    enroll(&s, "p1", "acme", Q1_25);                     /* 4: same program: fine */
+    enroll(&s, "p1", "beta", Q1_25);                     /* 5: refused */
     vstr_eq(&s, 'b', "p1", "program", "acme");
     expect_excs(&s, "5:partner_program_change:p1\n");
     ck_assert_ptr_null(view(&s, 'b', "nobody"));
@@ -1025,7 +1031,7 @@ typedef struct gen {
     stream *out;
     int partners;
     int64_t now;
-    int32_t eop[2];     /* generator's view of each program's open period */
+    int32_t eop[2]; /* generator's view of each program's open period */
     int version[2];
     int next_claim;
     gen_sale *sales;
@@ -1169,8 +1175,8 @@ static void gen_claim_ev(gen *g)
     const char *action = actions[rint_in(&g->r, 0, 8)];
     char name[32];
     gen_partner_name(p, name, sizeof name);
-    int id = strcmp(action, "submit") == 0 ? ++g->next_claim
-                                           : (int)rint_in(&g->r, 1, g->next_claim + 1);
+    int id =
+        strcmp(action, "submit") == 0 ? ++g->next_claim : (int)rint_in(&g->r, 1, g->next_claim + 1);
     int64_t amount = rint_in(&g->r, 1, strcmp(action, "submit") == 0 ? 30000 : 20000);
     gen_emit(g, "portal",
              "{\"type\":\"claim\",\"id\":\"K%" PRId64 "\",\"at\":%" PRId64 ",\"partner\":\"%s\","
@@ -1276,15 +1282,13 @@ static void expect_same(const shards *a, const shards *b, const char *what)
         total += json_array_size(pb);
         json_decref(pb);
     }
-    ck_assert_msg(total == json_array_size(pa), "%s: partner count, seed %" PRIu64, what,
-                  g_seed);
+    ck_assert_msg(total == json_array_size(pa), "%s: partner count, seed %" PRIu64, what, g_seed);
     char msg[256];
     for (size_t i = 0; i < json_array_size(pa); i++) {
         const char *p = json_string_value(json_array_get(pa, i));
         for (const char *v = "brtc"; *v; v++) {
             json_t *x = view(a, *v, p), *y = view(b, *v, p);
-            snprintf(msg, sizeof msg, "%s: view %c of %s (seed %" PRIu64 ")", what, *v, p,
-                     g_seed);
+            snprintf(msg, sizeof msg, "%s: view %c of %s (seed %" PRIu64 ")", what, *v, p, g_seed);
             ck_assert_msg(x != NULL && y != NULL, "%s: missing", msg);
             expect_json(x, y, msg);
             json_decref(x);
@@ -1421,8 +1425,8 @@ static void fold_flushing(shards *s, kv *stores, const stream *st, size_t from, 
 
 static void expect_same_store(const kv *a, const kv *b, uint32_t n, uint32_t shard)
 {
-    ck_assert_msg(a->count == b->count, "N=%u shard %u: %zu keys vs %zu (seed %" PRIu64 ")",
-                  n, shard, a->count, b->count, g_seed);
+    ck_assert_msg(a->count == b->count, "N=%u shard %u: %zu keys vs %zu (seed %" PRIu64 ")", n,
+                  shard, a->count, b->count, g_seed);
     for (size_t i = 0; i < a->count; i++) {
         const kv_entry *x = &a->e[i], *y = &b->e[i];
         ck_assert_msg(kv_cmp(x->key, x->klen, y->key, y->klen) == 0 && x->vlen == y->vlen &&
@@ -1550,9 +1554,11 @@ static int bench(size_t events)
     double t_decode = secs_since(&t0);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
     for (size_t i = 0; i < st.count; i++) {
-        tly_record rec = {.seq = i + 1, .recorded_ms = REC_MS,
+        tly_record rec = {.seq = i + 1,
+                          .recorded_ms = REC_MS,
                           .source = {st.recs[i].source, (uint32_t)strlen(st.recs[i].source)},
-                          .event = st.recs[i].bytes, .event_len = st.recs[i].len};
+                          .event = st.recs[i].bytes,
+                          .event_len = st.recs[i].len};
         if (tly_event_decode(st.recs[i].bytes, st.recs[i].len, REC_MS, &ev, NULL) != TLY_OK ||
             tly_engine_apply(e, &rec, &ev) != TLY_OK)
             return 1;
@@ -1611,8 +1617,7 @@ int main(int argc, char **argv)
     const char *seed = getenv("TALLY_SEED");
     if (seed != NULL && *seed != '\0')
         g_seed = strtoull(seed, NULL, 10);
-    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
-    {
+    if (argc >= 2 && strcmp(argv[1], "--bench") == 0) {
         if (argc >= 3)
             bench_events = (size_t)strtoull(argv[2], NULL, 10);
         return bench_main();
