@@ -51,8 +51,8 @@ static void describe(FILE *out, tly_audit_family f, const tly_audit_item *it)
         json_decref(o);
         return;
     }
-    fprintf(out, "%s %.*s", f == TLY_AUDIT_LIABILITIES ? "program" : "partner",
-            (int)it->id_len, (const char *)it->id);
+    fprintf(out, "%s %.*s", f == TLY_AUDIT_LIABILITIES ? "program" : "partner", (int)it->id_len,
+            (const char *)it->id);
 }
 
 /* One side only. */
@@ -84,8 +84,8 @@ static void print_value(FILE *out, const json_t *v)
 }
 
 /* One line for a field that differs. */
-static void report_field(diff_run *d, tly_audit_family f, const tly_audit_item *it,
-                         const char *key, const json_t *live, const json_t *replay)
+static void report_field(diff_run *d, tly_audit_family f, const tly_audit_item *it, const char *key,
+                         const json_t *live, const json_t *replay)
 {
     if (!report(d))
         return;
@@ -105,14 +105,17 @@ static void compare_docs(diff_run *d, tly_audit_family f, const tly_audit_item *
     json_t *a = json_loads(live->doc, 0, NULL), *b = json_loads(replay->doc, 0, NULL);
     const char *key;
     json_t *v;
-    json_object_foreach(a, key, v) {
+    json_object_foreach(a, key, v)
+    {
         json_t *w = json_object_get(b, key);
         if (!w || !json_equal(v, w))
             report_field(d, f, live, key, v, w);
     }
     json_object_foreach(b, key, v)
+    {
         if (!json_object_get(a, key))
             report_field(d, f, live, key, NULL, v);
+    }
     json_decref(a);
     json_decref(b);
 }
@@ -200,8 +203,8 @@ static tly_err replay_like(const char *log_dir, const char *tmp, tly_audit_views
     uint32_t n = tly_audit_viewset_shards(live);
     for (uint32_t k = 0; k < n; k++)
         stops[k] = tly_audit_viewset_checkpoint(live, k);
-    tly_audit_replay_opts o = {.log_dir = log_dir, .out_dir = tmp, .shard_count = n,
-                               .shard_to_seq = stops};
+    tly_audit_replay_opts o = {
+        .log_dir = log_dir, .out_dir = tmp, .shard_count = n, .shard_to_seq = stops};
     uint64_t last;
     return tly_audit_replay(&o, progress, ctx, &last, msg, cap);
 }
@@ -231,8 +234,8 @@ static tly_err compare_sets(diff_run *d, tly_audit_viewset *live, tly_audit_view
 }
 
 tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *tmp_parent,
-                       FILE *out, tly_audit_progress_fn progress, void *ctx,
-                       uint64_t *differences, char *msg, size_t cap)
+                       FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *differences,
+                       char *msg, size_t cap)
 {
     diff_run d = {.out = out, .msg = msg, .cap = cap};
     tly_audit_viewset *live = NULL, *replay = NULL;

@@ -80,8 +80,7 @@ static tly_err digest_set(tly_audit_viewset *vs, tly_audit_digest *out, char *ms
     return err;
 }
 
-tly_err tly_audit_digest_views(const char *views_dir, tly_audit_digest *out, char *msg,
-                               size_t cap)
+tly_err tly_audit_digest_views(const char *views_dir, tly_audit_digest *out, char *msg, size_t cap)
 {
     tly_audit_viewset *vs;
     tly_err err = tly_audit_viewset_open(views_dir, &vs, msg, cap);

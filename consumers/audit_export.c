@@ -46,8 +46,8 @@ static json_t *record_json(const tly_record *rec, text_buf *b64)
     if (!event)
         return NULL;
     /* "s%" takes the source with its length: it is not NUL-terminated. */
-    return json_pack("{s:I, s:I, s:s%, s:s, s:s, s:o}", "seq", (json_int_t)rec->seq,
-                     "recorded_ms", (json_int_t)rec->recorded_ms, "source", rec->source.ptr,
+    return json_pack("{s:I, s:I, s:s%, s:s, s:s, s:o}", "seq", (json_int_t)rec->seq, "recorded_ms",
+                     (json_int_t)rec->recorded_ms, "source", rec->source.ptr,
                      (size_t)rec->source.len, "hash", hex, "event_b64", b64->ptr, "event", event);
 }
 
@@ -66,9 +66,9 @@ static tly_err write_line(const tly_record *rec, text_buf *b64, FILE *out)
 }
 
 /* Streams the records of one snapshot from rd. */
-static tly_err export_records(tly_log_reader *rd, uint64_t first, uint64_t to_seq,
-                              uint64_t total, FILE *out, tly_audit_progress_fn progress,
-                              void *ctx, uint64_t *count, uint64_t *bad_seq)
+static tly_err export_records(tly_log_reader *rd, uint64_t first, uint64_t to_seq, uint64_t total,
+                              FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *count,
+                              uint64_t *bad_seq)
 {
     text_buf b64 = {NULL, 0};
     tly_record rec;

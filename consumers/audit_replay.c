@@ -143,8 +143,7 @@ static tly_err commit_all(replay_run *r)
     for (uint32_t k = 0; k < r->opened; k++) {
         tly_err err = tly_views_commit(r->shard[k].views, r->shard[k].engine);
         if (err != TLY_OK) {
-            tly_audit_msgf(r->msg, r->cap, "commit of shard %u failed: %s", k,
-                           tly_strerror(err));
+            tly_audit_msgf(r->msg, r->cap, "commit of shard %u failed: %s", k, tly_strerror(err));
             return err;
         }
     }
@@ -243,8 +242,8 @@ static tly_err close_and_place(replay_run *r, tly_err err, uint64_t *last_seq)
     return err;
 }
 
-tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress,
-                         void *ctx, uint64_t *last_seq, char *msg, size_t cap)
+tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress, void *ctx,
+                         uint64_t *last_seq, char *msg, size_t cap)
 {
     if (o->shard_count < 1 || o->shard_count > TLY_SHARDS_MAX)
         return TLY_USAGE;
@@ -257,8 +256,8 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
     tly_log *log = NULL;
     tly_err err = tly_log_open(o->log_dir, TLY_LOG_READ, &log);
     if (err != TLY_OK)
-        tly_audit_msgf(r->msg, r->cap, "%s in %s", err == TLY_NOT_FOUND ? "no log" :
-                       tly_strerror(err), o->log_dir);
+        tly_audit_msgf(r->msg, r->cap, "%s in %s",
+                       err == TLY_NOT_FOUND ? "no log" : tly_strerror(err), o->log_dir);
     if (err == TLY_OK)
         err = check_out(r);
     if (err == TLY_OK)

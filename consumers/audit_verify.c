@@ -25,10 +25,10 @@
 typedef struct verify_state {
     MDB_txn *txn;
     MDB_dbi ids;
-    uint64_t expect;                 /* the seq the next record must have */
+    uint64_t expect; /* the seq the next record must have */
     uint8_t prev_hash[TLY_HASH_BYTES];
     int64_t prev_ms;
-    tly_event ev;                    /* reused: it is large */
+    tly_event ev; /* reused: it is large */
     tly_audit_verdict *out;
 } verify_state;
 
@@ -90,8 +90,7 @@ static bool check_key(verify_state *st, const MDB_val *key)
         return fail(st, st->expect, "missing (gap: the next stored seq is %llu)",
                     (unsigned long long)k);
     if (k < st->expect)
-        return fail(st, k, "out of order (expected seq %llu)",
-                    (unsigned long long)st->expect);
+        return fail(st, k, "out of order (expected seq %llu)", (unsigned long long)st->expect);
     return true;
 }
 
@@ -107,8 +106,8 @@ static bool check_record(verify_state *st, const MDB_val *val, tly_record *rec)
         !utf8_valid((const uint8_t *)rec->source.ptr, rec->source.len))
         return fail(st, seq, "source is not 1..%u bytes of UTF-8", TLY_SOURCE_BYTES_MAX);
     uint8_t h[TLY_HASH_BYTES];
-    tly_chain_hash(st->prev_hash, seq, rec->recorded_ms, rec->source, rec->event,
-                   rec->event_len, h);
+    tly_chain_hash(st->prev_hash, seq, rec->recorded_ms, rec->source, rec->event, rec->event_len,
+                   h);
     if (memcmp(h, rec->hash, TLY_HASH_BYTES) != 0)
         return fail(st, seq, "hash mismatch");
     if (rec->recorded_ms < st->prev_ms)

@@ -112,8 +112,7 @@ static tly_err read_meta(audit_shard *s, uint32_t k, uint32_t n, char *msg, size
     if (rc == 0 && v.mv_size == 8)
         s->checkpoint = tly_audit_get_be64(v.mv_data);
     else if (rc == 0) {
-        tly_audit_msgf(msg, cap, "store %u-of-%u has a checkpoint of %zu bytes", k, n,
-                       v.mv_size);
+        tly_audit_msgf(msg, cap, "store %u-of-%u has a checkpoint of %zu bytes", k, n, v.mv_size);
         return TLY_CORRUPT;
     } else if (rc != MDB_NOTFOUND) {
         return tly_audit_lmdb_err(rc, "M/checkpoint");
@@ -121,8 +120,8 @@ static tly_err read_meta(audit_shard *s, uint32_t k, uint32_t n, char *msg, size
     return TLY_OK;
 }
 
-static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_shard *s,
-                          char *msg, size_t cap)
+static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_shard *s, char *msg,
+                          size_t cap)
 {
     char path[TLY_PATH_BYTES_MAX + 64];
     snprintf(path, sizeof path, "%s/%u-of-%u", views_dir, k, n);
@@ -288,9 +287,9 @@ static int min_head(const tly_audit_stream *s)
     int best = -1;
     for (uint32_t k = 0; k < s->vs->count; k++) {
         const stream_head *h = &s->head[k];
-        if (h->live && (best < 0 || id_cmp(h->key.mv_data, h->key.mv_size,
-                                           s->head[best].key.mv_data,
-                                           s->head[best].key.mv_size) < 0))
+        if (h->live &&
+            (best < 0 || id_cmp(h->key.mv_data, h->key.mv_size, s->head[best].key.mv_data,
+                                s->head[best].key.mv_size) < 0))
             best = (int)k;
     }
     return best;
@@ -319,7 +318,8 @@ static tly_err add_share(json_t *acc, const json_t *share, char *msg, size_t cap
 {
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)share, key, v) {
+    json_object_foreach((json_t *)share, key, v)
+    {
         json_t *a = json_object_get(acc, key);
         if (!a) {
             json_object_set(acc, key, v);
@@ -355,8 +355,8 @@ static tly_err merge_key(tly_audit_stream *s, int first, json_t **out, char *msg
         else if (!acc)
             acc = o;
         else if (s->family != TLY_AUDIT_LIABILITIES) {
-            tly_audit_msgf(msg, cap, "\"%.*s\" is stored in more than one shard",
-                           (int)key.mv_size, (const char *)key.mv_data);
+            tly_audit_msgf(msg, cap, "\"%.*s\" is stored in more than one shard", (int)key.mv_size,
+                           (const char *)key.mv_data);
             err = TLY_CORRUPT;
             json_decref(o);
         } else {
@@ -432,8 +432,7 @@ static bool exception_seq(const MDB_val *key, uint64_t *seq)
 }
 
 /* Gathers the exceptions of seq from shard h into the pending list. */
-static tly_err gather_seq(tly_audit_stream *s, stream_head *h, uint64_t seq, char *msg,
-                          size_t cap)
+static tly_err gather_seq(tly_audit_stream *s, stream_head *h, uint64_t seq, char *msg, size_t cap)
 {
     uint64_t at;
     tly_err err = TLY_OK;

@@ -49,8 +49,7 @@ typedef struct tly_audit_item {
 typedef struct tly_audit_stream tly_audit_stream;
 
 /* Starts a stream over family f of vs (vs must outlive it). */
-tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f,
-                              tly_audit_stream **out);
+tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_audit_stream **out);
 
 /* The next item: TLY_OK, TLY_NOT_FOUND at the end, TLY_CORRUPT (msg says
  * why: a doc that is not a JSON object, a partner in two shards, shares

@@ -82,13 +82,13 @@ static int verify_report(const tly_audit_verdict *v, bool json)
         printf("{\"ok\":true,\"records\":%llu,\"head_seq\":%llu,\"head_hash\":\"%s\"}\n",
                (unsigned long long)v->records, (unsigned long long)v->head_seq, hex);
     else if (v->ok)
-        printf("ok: %llu records, head seq %llu, head hash %s\n",
-               (unsigned long long)v->records, (unsigned long long)v->head_seq, hex);
+        printf("ok: %llu records, head seq %llu, head hash %s\n", (unsigned long long)v->records,
+               (unsigned long long)v->head_seq, hex);
     if (v->ok)
         return TLY_EXIT_OK;
     if (json) {
-        json_t *o = json_pack("{s:b, s:I, s:s}", "ok", 0, "seq", (json_int_t)v->bad_seq,
-                              "error", v->error);
+        json_t *o =
+            json_pack("{s:b, s:I, s:s}", "ok", 0, "seq", (json_int_t)v->bad_seq, "error", v->error);
         if (o) {
             json_dumpf(o, stdout, JSON_COMPACT);
             putchar('\n');
@@ -195,8 +195,8 @@ static int run_export(int argc, char **argv)
     if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
         return TLY_EXIT_USAGE;
     uint64_t n = 0, bad = 0;
-    tly_err err = tly_audit_export(log_dir, o.from_seq, o.to_seq, stdout, cli_progress,
-                                   "export", &n, &bad);
+    tly_err err =
+        tly_audit_export(log_dir, o.from_seq, o.to_seq, stdout, cli_progress, "export", &n, &bad);
     tly_progress_end();
     if (err == TLY_CORRUPT) {
         tly_errorf(CMD " export", "seq %llu: record does not decode", (unsigned long long)bad);
@@ -251,7 +251,8 @@ static int digest_and_print(const char *sub, const char *views_dir, bool json)
         return TLY_EXIT_FAIL;
     }
     if (d.seq != d.seq_max) {
-        tly_errorf(sub, "shards are at different checkpoints (seq %llu..%llu): wait until "
+        tly_errorf(sub,
+                   "shards are at different checkpoints (seq %llu..%llu): wait until "
                    "they agree, then digest again",
                    (unsigned long long)d.seq, (unsigned long long)d.seq_max);
         return TLY_EXIT_FAIL;
@@ -363,9 +364,12 @@ static int run_replay(int argc, char **argv)
     char log_dir[TLY_PATH_BYTES_MAX + 8];
     if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
         return TLY_EXIT_USAGE;
-    tly_audit_replay_opts ro = {.log_dir = log_dir, .out_dir = o.out,
-                                .shard_count = (uint32_t)o.shards, .to_seq = o.to_seq,
-                                .until_ms = o.until_ms, .has_until = o.has_until};
+    tly_audit_replay_opts ro = {.log_dir = log_dir,
+                                .out_dir = o.out,
+                                .shard_count = (uint32_t)o.shards,
+                                .to_seq = o.to_seq,
+                                .until_ms = o.until_ms,
+                                .has_until = o.has_until};
     uint64_t last = 0;
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);

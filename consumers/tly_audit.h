@@ -108,8 +108,7 @@ typedef struct tly_audit_digest {
  * the engine writes; msg says which), TLY_STORAGE or TLY_NOMEM. msg (cap
  * bytes, may be NULL) gets a sentence on failure.
  */
-tly_err tly_audit_digest_views(const char *views_dir, tly_audit_digest *out, char *msg,
-                               size_t cap);
+tly_err tly_audit_digest_views(const char *views_dir, tly_audit_digest *out, char *msg, size_t cap);
 
 /* Writes "seq N\n" and one "<family> <hex>\n" line per family to out. */
 void tly_audit_digest_print(const tly_audit_digest *d, FILE *out);
@@ -138,8 +137,8 @@ typedef struct tly_audit_replay_opts {
  * views; msg says so), TLY_CORRUPT (a record or event fails to decode),
  * TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or TLY_NOMEM.
  */
-tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress,
-                         void *ctx, uint64_t *last_seq, char *msg, size_t cap);
+tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress, void *ctx,
+                         uint64_t *last_seq, char *msg, size_t cap);
 
 /* ---- diff ---- */
 
@@ -152,7 +151,7 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
  * Returns TLY_OK when the comparison ran, else as replay and digest do.
  */
 tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *tmp_parent,
-                       FILE *out, tly_audit_progress_fn progress, void *ctx,
-                       uint64_t *differences, char *msg, size_t cap);
+                       FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *differences,
+                       char *msg, size_t cap);
 
 #endif

@@ -76,9 +76,9 @@ static void append_json(const char *log_dir, char **events, uint32_t n, int64_t 
         msgpack_sbuffer_init(&bufs[i]);
         ck_assert_int_eq(tly_json_event_to_mp(j, &bufs[i], NULL), TLY_OK);
         tly_event ev;
-        ck_assert_int_eq(tly_event_decode(bufs[i].data, bufs[i].size, now_ms, &ev, NULL),
-                         TLY_OK);
-        items[i] = (tly_log_item){.source = {"test", 4}, .id = ev.id,
+        ck_assert_int_eq(tly_event_decode(bufs[i].data, bufs[i].size, now_ms, &ev, NULL), TLY_OK);
+        items[i] = (tly_log_item){.source = {"test", 4},
+                                  .id = ev.id,
                                   .event = (const uint8_t *)bufs[i].data,
                                   .event_len = bufs[i].size};
         json_decref(j);
@@ -134,8 +134,8 @@ static int audit(char **out, char **err, const char *a1, const char *a2, const c
 {
     char *dir = tu_tmpdir();
     char *op = join(dir, "out"), *ep = join(dir, "err");
-    char *const argv[] = {(char *)tu_tally(), "audit", (char *)a1, (char *)a2, (char *)a3,
-                          (char *)a4, (char *)a5, (char *)a6, (char *)a7, NULL};
+    char *const argv[] = {(char *)tu_tally(), "audit",    (char *)a1, (char *)a2, (char *)a3,
+                          (char *)a4,         (char *)a5, (char *)a6, (char *)a7, NULL};
     int rc = tu_run(argv, NULL, op, ep);
     if (out)
         *out = tu_read_file(op, NULL);
@@ -292,13 +292,13 @@ END_TEST
 
 typedef enum fault {
     FAULT_NONE,
-    FAULT_GAP,        /* the record at the fault seq is missing */
-    FAULT_GARBAGE,    /* its value is not a record */
-    FAULT_INNER_SEQ,  /* the value says another seq than its key */
-    FAULT_BAD_EVENT,  /* chained correctly, but the event lacks "amount" */
-    FAULT_MS_BACK,    /* recorded_ms goes back [D12] */
-    FAULT_DUP_ID,     /* repeats the (source, id) of seq 1 */
-    FAULT_FUTURE_AT,  /* `at` more than a day after recorded_ms */
+    FAULT_GAP,       /* the record at the fault seq is missing */
+    FAULT_GARBAGE,   /* its value is not a record */
+    FAULT_INNER_SEQ, /* the value says another seq than its key */
+    FAULT_BAD_EVENT, /* chained correctly, but the event lacks "amount" */
+    FAULT_MS_BACK,   /* recorded_ms goes back [D12] */
+    FAULT_DUP_ID,    /* repeats the (source, id) of seq 1 */
+    FAULT_FUTURE_AT, /* `at` more than a day after recorded_ms */
 } fault;
 
 static void put(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t kl, const void *v, size_t vl)
@@ -319,11 +319,12 @@ static void fault_event(uint64_t s, fault f, uint64_t fault_seq, int64_t rec_ms,
                         msgpack_sbuffer *out)
 {
     char id[32], text[300];
-    snprintf(id, sizeof id, "R-%llu", (unsigned long long)(f == FAULT_DUP_ID && s == fault_seq
-                                                               ? 1 : s));
+    snprintf(id, sizeof id, "R-%llu",
+             (unsigned long long)(f == FAULT_DUP_ID && s == fault_seq ? 1 : s));
     int64_t at = f == FAULT_FUTURE_AT && s == fault_seq ? rec_ms + 2 * DAY_MS : rec_ms - DAY_MS;
     if (f == FAULT_BAD_EVENT && s == fault_seq)
-        snprintf(text, sizeof text, "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,"
+        snprintf(text, sizeof text,
+                 "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,"
                  "\"partner\":\"p\",\"sku\":\"k\",\"qty\":1,\"currency\":\"USD\"}",
                  id, (long long)at);
     else {
@@ -480,8 +481,8 @@ static long b64_decode(const char *s, uint8_t *out)
 }
 
 /* The chain step of SPEC section 3 with a stock SHA-256. */
-static void chain_step(uint8_t h[32], uint64_t seq, int64_t ms, const char *src,
-                       const uint8_t *ev, size_t ev_len)
+static void chain_step(uint8_t h[32], uint64_t seq, int64_t ms, const char *src, const uint8_t *ev,
+                       size_t ev_len)
 {
     uint8_t buf[16 + 2 + 64];
     size_t sl = strlen(src);
@@ -507,12 +508,13 @@ static void to_hex(const uint8_t *b, size_t n, char *out)
 /* Checks one export line's keys, in order, and folds it into the chain. */
 static void check_export_line(json_t *j, uint64_t want_seq, uint8_t h[32], uint8_t *evbuf)
 {
-    static const char *const keys[] = {"seq", "recorded_ms", "source", "hash", "event_b64",
-                                       "event"};
+    static const char *const keys[] = {"seq",  "recorded_ms", "source",
+                                       "hash", "event_b64",   "event"};
     size_t k = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(j, key, v) {
+    json_object_foreach(j, key, v)
+    {
         ck_assert_uint_lt(k, 6);
         ck_assert_str_eq(key, keys[k++]);
     }
@@ -533,8 +535,7 @@ START_TEST(export_recomputes_to_verify_head)
     char *data = gen_data(2000);
     char *out, *vout;
     ck_assert_int_eq(audit(&out, NULL, "export", "--data", data, NULL, NULL, NULL, NULL), 0);
-    ck_assert_int_eq(audit(&vout, NULL, "verify", "--data", data, "--json", NULL, NULL, NULL),
-                     0);
+    ck_assert_int_eq(audit(&vout, NULL, "verify", "--data", data, "--json", NULL, NULL, NULL), 0);
     uint8_t h[32] = {0}, *evbuf = malloc(1 << 20);
     uint64_t seq = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
@@ -560,8 +561,7 @@ START_TEST(export_range)
 {
     char *data = sales_data(30, 1);
     char *out;
-    ck_assert_int_eq(audit(&out, NULL, "export", "--data", data, "--from", "10", "--to", "20"),
-                     0);
+    ck_assert_int_eq(audit(&out, NULL, "export", "--data", data, "--from", "10", "--to", "20"), 0);
     int lines = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         json_t *j = json_loads(line, 0, NULL);
@@ -575,8 +575,7 @@ START_TEST(export_range)
     ck_assert_int_eq(lines, 11);
     free(out);
     /* Past the head: nothing, successfully. */
-    ck_assert_int_eq(audit(&out, NULL, "export", "--data", data, "--from", "31", NULL, NULL),
-                     0);
+    ck_assert_int_eq(audit(&out, NULL, "export", "--data", data, "--from", "31", NULL, NULL), 0);
     ck_assert_str_eq(out, "");
     free(out);
     ck_assert_int_eq(audit(NULL, NULL, "export", "--data", data, "--from", "x", NULL, NULL), 2);
@@ -593,8 +592,7 @@ static char *replay(const char *data, const char *name, const char *shards, cons
 {
     char *out_dir = join(data, name), *out, *err;
     int rc = x1 ? audit(&out, &err, "replay", "--data", data, "--out", out_dir, x1, x2)
-                : audit(&out, &err, "replay", "--data", data, "--out", out_dir, "--shards",
-                        shards);
+                : audit(&out, &err, "replay", "--data", data, "--out", out_dir, "--shards", shards);
     ck_assert_msg(rc == 0, "replay %s: exit %d: %s", name, rc, err);
     free(err);
     free(out_dir);
@@ -635,8 +633,7 @@ START_TEST(digest_does_not_depend_on_shards)
     /* The digest sees the figures: a shorter replay differs, in every family
      * that changed, while the seq line says where it stopped. */
     char *half = join(data, "half"), *dh;
-    ck_assert_int_eq(audit(&dh, NULL, "replay", "--data", data, "--out", half, "--to", "1500"),
-                     0);
+    ck_assert_int_eq(audit(&dh, NULL, "replay", "--data", data, "--out", half, "--to", "1500"), 0);
     ck_assert(strncmp(dh, "seq 1500\n", 9) == 0);
     char *a = digest_line(d1, "mdf"), *b = digest_line(dh, "mdf");
     ck_assert_str_ne(a, b);
@@ -679,8 +676,8 @@ START_TEST(replay_answers_queries_and_refuses_a_used_out)
     /* Usage errors. */
     ck_assert_int_eq(audit(NULL, NULL, "replay", "--data", data, NULL, NULL, NULL, NULL), 2);
     ck_assert_int_eq(audit(NULL, NULL, "replay", "--out", r2, "--shards", "0", NULL, NULL), 2);
-    ck_assert_int_eq(audit(NULL, NULL, "replay", "--out", r2, "--until", "yesterday", NULL,
-                           NULL), 2);
+    ck_assert_int_eq(audit(NULL, NULL, "replay", "--out", r2, "--until", "yesterday", NULL, NULL),
+                     2);
     free(r2);
     tu_rmtree(data);
 }
@@ -731,8 +728,8 @@ static void consume_all(const char *data, int n)
     for (int k = 0; k < n; k++) {
         char shard[32];
         snprintf(shard, sizeof shard, "%d/%d", k, n);
-        char *const argv[] = {(char *)tu_tally(), "consume", "--data", (char *)data, "--shard",
-                              shard, "--exit-at-head", NULL};
+        char *const argv[] = {(char *)tu_tally(), "consume", "--data",         (char *)data,
+                              "--shard",          shard,     "--exit-at-head", NULL};
         ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
     }
 }
@@ -868,8 +865,8 @@ START_TEST(digest_refuses_shards_at_different_checkpoints)
     append_json(log_dir, ev, 3, tly_now_ms());
     for (int i = 0; i < 3; i++)
         free(ev[i]);
-    char *const argv[] = {(char *)tu_tally(), "consume", "--data", data, "--shard", "0/2",
-                          "--exit-at-head", NULL};
+    char *const argv[] = {(char *)tu_tally(), "consume", "--data",         data,
+                          "--shard",          "0/2",     "--exit-at-head", NULL};
     ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
     char *err, *out;
     ck_assert_int_eq(audit(NULL, &err, "digest", "--data", data, NULL, NULL, NULL, NULL), 1);
@@ -948,8 +945,9 @@ static void bench_replay(const char *data, uint32_t shards, uint64_t events)
     tly_err err = tly_audit_replay(&o, NULL, NULL, &last, msg, sizeof msg);
     double s = seconds_since(t0), c = cpu_seconds() - c0;
     printf("replay %u shard(s): %s, seq %llu, %.2f s wall (%.0f events/s), %.2f s CPU "
-           "(%.0f events/s)\n", shards, tly_err_name(err), (unsigned long long)last, s,
-           (double)events / s, c, (double)events / c);
+           "(%.0f events/s)\n",
+           shards, tly_err_name(err), (unsigned long long)last, s, (double)events / s, c,
+           (double)events / c);
     tly_audit_digest d;
     t0 = tly_mono_ns();
     err = tly_audit_digest_views(out_dir, &d, msg, sizeof msg);
@@ -975,8 +973,9 @@ static int bench(int argc, char **argv)
     err = tly_audit_verify(log_dir, NULL, NULL, &v);
     double s = seconds_since(t0), c = cpu_seconds() - c0;
     printf("verify: %s, ok %d, %llu records, %.2f s wall (%.0f records/s), %.2f s CPU "
-           "(%.0f records/s)\n", tly_err_name(err), v.ok, (unsigned long long)v.records, s,
-           (double)v.records / s, c, (double)v.records / c);
+           "(%.0f records/s)\n",
+           tly_err_name(err), v.ok, (unsigned long long)v.records, s, (double)v.records / s, c,
+           (double)v.records / c);
     FILE *null = fopen("/dev/null", "w");
     uint64_t n = 0, bad = 0;
     t0 = tly_mono_ns();
