@@ -17,10 +17,12 @@
 #include <jansson.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "testutil.h"
@@ -883,6 +885,105 @@ START_TEST(digest_refuses_shards_at_different_checkpoints)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ live stack */
+
+/* True once pid has exited (reaped, status in *code); false while it runs. */
+static bool exited(pid_t pid, int *code)
+{
+    int st;
+    if (waitpid(pid, &st, WNOHANG) != pid)
+        return false;
+    *code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return true;
+}
+
+/* Runs `tally audit verify --json` on a live data dir: must be ok; returns
+ * the records it saw. */
+static long long verify_live(const char *data)
+{
+    char *out, *err;
+    int rc = audit(&out, &err, "verify", "--json", "--data", data, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "verify while the ledger runs: exit %d: %s%s", rc, out, err);
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert(json_is_true(json_object_get(j, "ok")));
+    long long n = json_integer_value(json_object_get(j, "records"));
+    json_decref(j);
+    free(out);
+    free(err);
+    return n;
+}
+
+/* Runs the tally binary with the given arguments; returns its exit code
+ * and its stdout when asked. */
+static int run(char **out, char *const *argv)
+{
+    char *dir = tu_tmpdir(), *op = join(dir, "out");
+    int rc = tu_run(argv, NULL, op, NULL);
+    if (out)
+        *out = tu_read_file(op, NULL);
+    free(op);
+    tu_rmtree(dir);
+    return rc;
+}
+
+START_TEST(audit_a_running_stack)
+{
+    char *data = tu_tmpdir(), *events = join(data, "gen.jsonl");
+    char ingest[32], pub[32], logread[32], query[32];
+    tu_endpoint(ingest, sizeof ingest);
+    tu_endpoint(pub, sizeof pub);
+    tu_endpoint(logread, sizeof logread);
+    tu_endpoint(query, sizeof query);
+    char *const gen[] = {(char *)tu_tally(), "gen", "--seed", "5", "--events", "20000", NULL};
+    char *dir = tu_tmpdir(), *err = join(dir, "err");
+    ck_assert_int_eq(tu_run(gen, NULL, events, NULL), 0);
+    char *const up[] = {(char *)tu_tally(), "up",   "--data",    data, "--shards",   "2",
+                        "--ingest",         ingest, "--events",  pub,  "--log-read", logread,
+                        "--query",          query,  "--no-sync", NULL};
+    pid_t up_pid = tu_spawn(up, err);
+    ck_assert(tu_wait_listening(ingest, 20000));
+    char *const send[] = {(char *)tu_tally(), "send", events, "--ingest", ingest, NULL};
+    pid_t send_pid = tu_spawn(send, NULL);
+    /* Verify again and again while events arrive: every snapshot is a
+     * valid log, and none is shorter than the one before. */
+    long long seen = 0;
+    int code = -1;
+    for (int i = 0; i < 1000 && !exited(send_pid, &code); i++) {
+        long long n = verify_live(data);
+        ck_assert_int_ge(n, seen);
+        seen = n;
+    }
+    if (code < 0)
+        code = tu_kill_wait(send_pid, 0);
+    ck_assert_int_eq(code, 0);
+    long long head = verify_live(data);
+    ck_assert_int_gt(head, 19000);
+    char seq[32];
+    snprintf(seq, sizeof seq, "%lld", head);
+    char *const wait[] = {(char *)tu_tally(), "wait", "--seq",     seq,   "--query", query,
+                          "--data",           data,   "--timeout", "120", NULL};
+    ck_assert_int_eq(run(NULL, wait), 0);
+    /* The live views equal a replay, while everything still runs. */
+    char *out;
+    int rc = audit(&out, NULL, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    char want[64];
+    snprintf(want, sizeof want, "all views match at seq %lld\n", head);
+    ck_assert_msg(rc == 0, "diff: exit %d: %s", rc, out);
+    ck_assert_str_eq(out, want);
+    free(out);
+    char *live, *rep = replay(data, "replay3", "3", NULL, NULL);
+    ck_assert_int_eq(audit(&live, NULL, "digest", "--data", data, NULL, NULL, NULL, NULL), 0);
+    ck_assert_str_eq(live, rep);
+    free(live);
+    free(rep);
+    ck_assert_int_eq(tu_kill_wait(up_pid, SIGTERM), 0);
+    free(events);
+    free(err);
+    tu_rmtree(dir);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *audit_suite(void)
@@ -912,6 +1013,10 @@ static Suite *audit_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, diff_finds_a_corrupted_view);
     tcase_add_test(tc, digest_refuses_shards_at_different_checkpoints);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("live");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, audit_a_running_stack);
     suite_add_tcase(s, tc);
     return s;
 }
