@@ -156,6 +156,18 @@ static tly_err open_db(tly_views *v)
     return rc == 0 ? TLY_OK : mdb_fail("commit open", v->dir, rc);
 }
 
+/* Map size of a new environment: TLY_VIEWS_MAP_BYTES_INIT, or
+ * $TALLY_VIEWS_MAP_INIT_BYTES when set (tests start tiny to drive the
+ * growth path through the real binary). */
+static size_t map_bytes_init(void)
+{
+    const char *env = getenv("TALLY_VIEWS_MAP_INIT_BYTES");
+    uint64_t n;
+    if (env && tly_parse_u64(env, (uint64_t)1 << 16, TLY_VIEWS_MAP_BYTES_MAX, &n))
+        return (size_t)n;
+    return TLY_VIEWS_MAP_BYTES_INIT;
+}
+
 static tly_err open_env(tly_views *v)
 {
     int rc = mdb_env_create(&v->env);
@@ -169,7 +181,7 @@ static tly_err open_env(tly_views *v)
     unsigned flags = MDB_NOTLS;
     if (v->writable) {
         flags |= MDB_NOMETASYNC;
-        mdb_env_set_mapsize(v->env, TLY_VIEWS_MAP_BYTES_INIT);
+        mdb_env_set_mapsize(v->env, map_bytes_init());
     } else {
         flags |= MDB_RDONLY;
     }

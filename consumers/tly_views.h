@@ -50,7 +50,9 @@ tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_coun
  * Opens the view store of shard `shard` of `shard_count` under data_dir.
  *
  * TLY_VIEWS_WRITE creates DATA/views/K-of-N (and missing parents), the
- * "views" database and "M/shard" when new. TLY_VIEWS_READ creates nothing:
+ * "views" database and "M/shard" when new. A new map starts at
+ * TLY_VIEWS_MAP_BYTES_INIT ($TALLY_VIEWS_MAP_INIT_BYTES overrides it, for
+ * tests of growth) and doubles when full. TLY_VIEWS_READ creates nothing:
  * a missing directory, data.mdb or "views" database is TLY_NOT_FOUND (the
  * consumer has not started yet: retry later).
  * Either way an existing "M/shard" naming another K/N is TLY_USAGE: the

@@ -480,8 +480,21 @@ static void copy_records(const char *src, const char *dst, uint64_t from, uint64
     free(ddir);
 }
 
+static off_t file_size(const char *dir, const char *name)
+{
+    char *p = path_join(dir, name);
+    struct stat st;
+    off_t n = stat(p, &st) == 0 ? st.st_size : -1;
+    free(p);
+    return n;
+}
+
 START_TEST(test_consume_restart_resumes_exactly_once)
 {
+    /* A tiny initial map: the consumers grow it many times (abort, double,
+     * flush again), under a reader of this process that holds the store
+     * open and must follow the growth (MDB_MAP_RESIZED). */
+    setenv("TALLY_VIEWS_MAP_INIT_BYTES", "262144", 1);
     char *full = tu_tmpdir();
     char *dir = path_join(full, "log");
     ck_assert_int_eq(tly_rtgen_build_log(dir, 7, 6000), TLY_OK);
@@ -489,13 +502,23 @@ START_TEST(test_consume_restart_resumes_exactly_once)
     ck_assert_int_eq(consume(full, NULL, "700"), 0);
     /* The same log, arriving in three parts with a consumer run after each. */
     char *parts = tu_tmpdir();
-    uint64_t cuts[] = {1, 2345, 4999, 6000};
+    uint64_t cuts[] = {1, 400, 2999, 6000};
+    tly_views *reader = NULL;
     for (int i = 0; i < 3; i++) {
         copy_records(full, parts, cuts[i] + (i > 0), cuts[i + 1]);
         ck_assert_int_eq(consume(parts, NULL, "700"), 0);
-        ck_assert_uint_eq(checkpoint_of(parts, 0, 1), cuts[i + 1]);
+        if (!reader)
+            reader = views_ro(parts, 0, 1);
+        uint64_t cp = 0;
+        ck_assert_int_eq(tly_views_checkpoint(reader, &cp), TLY_OK);
+        ck_assert_uint_eq(cp, cuts[i + 1]);
     }
+    tly_views_close(reader);
     assert_same_views(full, parts);
+    /* The store outgrew its first map by far: growth really happened. */
+    char *shard = path_join(parts, "views/0-of-1");
+    ck_assert_int_gt(file_size(shard, "data.mdb"), 4 * 262144);
+    free(shard);
     tu_rmtree(full);
     tu_rmtree(parts);
 }
