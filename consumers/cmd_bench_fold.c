@@ -140,8 +140,9 @@ static pid_t spawn_consumer(const bench *b, uint32_t k, uint32_t n)
         dup2(fd, STDOUT_FILENO);
         close(fd);
     }
-    char *argv[] = {"tally", "consume", "--shard", shard, "--data", (char *)b->o.common.data,
-                    "--exit-at-head", "--batch", batch, NULL};
+    char *argv[] = {
+        "tally",          "consume", "--shard", shard, "--data", (char *)b->o.common.data,
+        "--exit-at-head", "--batch", batch,     NULL};
     execv(b->exe, argv);
     _exit(127);
 }
@@ -160,8 +161,8 @@ static void sample_read(bench *b, bench_run *r, tly_views **views)
     char name[32], key[48];
     tly_rtgen_partner_name((uint32_t)(bench_rnd(b) % b->partners), name, sizeof name);
     uint32_t k = tly_engine_shard_of(name, strlen(name), r->shards);
-    if (!views[k] && tly_views_open(b->o.common.data, k, r->shards, TLY_VIEWS_READ,
-                                    &views[k]) != TLY_OK)
+    if (!views[k] &&
+        tly_views_open(b->o.common.data, k, r->shards, TLY_VIEWS_READ, &views[k]) != TLY_OK)
         return; /* the consumer has not created its store yet */
     int klen = snprintf(key, sizeof key, "V/b/%s", name);
     char *val = NULL;
@@ -217,8 +218,8 @@ static tly_err run_shards(bench *b, bench_run *r)
         tly_views_close(views[k]);
     for (uint32_t k = 0; k < r->shards; k++) {
         if (r->res[k].exit_code != 0) {
-            tly_errorf(CMD, "consumer %u/%u failed (exit %d): see %s/bench-consume-%u-of-%u.log",
-                       k, r->shards, r->res[k].exit_code, b->o.common.data, k, r->shards);
+            tly_errorf(CMD, "consumer %u/%u failed (exit %d): see %s/bench-consume-%u-of-%u.log", k,
+                       r->shards, r->res[k].exit_code, b->o.common.data, k, r->shards);
             return TLY_IO;
         }
     }
@@ -250,14 +251,13 @@ static json_t *run_json(const bench *b, bench_run *r)
     for (uint32_t k = 0; k < r->shards; k++) {
         double rate = r->res[k].seconds > 0 ? (double)b->head / r->res[k].seconds : 0;
         total += rate;
-        json_array_append_new(shards, json_pack("{s:I,s:I,s:f,s:I}", "shard", (json_int_t)k,
-                                                "records", (json_int_t)b->head, "seconds",
-                                                r->res[k].seconds, "events_per_s",
-                                                (json_int_t)rate));
+        json_array_append_new(shards,
+                              json_pack("{s:I,s:I,s:f,s:I}", "shard", (json_int_t)k, "records",
+                                        (json_int_t)b->head, "seconds", r->res[k].seconds,
+                                        "events_per_s", (json_int_t)rate));
     }
     json_t *q = json_pack("{s:I,s:I,s:f,s:f}", "samples", (json_int_t)r->samples, "found",
-                          (json_int_t)r->found, "p50_us", pct_us(r, 50), "p99_us",
-                          pct_us(r, 99));
+                          (json_int_t)r->found, "p50_us", pct_us(r, 50), "p99_us", pct_us(r, 99));
     double log_rate = r->wall_s > 0 ? (double)b->head / r->wall_s : 0;
     return json_pack("{s:I,s:f,s:I,s:I,s:o,s:o}", "shards", (json_int_t)r->shards, "wall_s",
                      r->wall_s, "total_events_per_s", (json_int_t)total, "log_records_per_s",
@@ -272,7 +272,8 @@ static void print_text(const json_t *doc)
            json_real_value(json_object_get(doc, "build_s")));
     size_t i;
     json_t *run;
-    json_array_foreach(json_object_get(doc, "runs"), i, run) {
+    json_array_foreach(json_object_get(doc, "runs"), i, run)
+    {
         long long n = (long long)json_integer_value(json_object_get(run, "shards"));
         size_t j;
         json_t *s;
@@ -282,8 +283,8 @@ static void print_text(const json_t *doc)
                    (long long)json_integer_value(json_object_get(s, "records")),
                    json_real_value(json_object_get(s, "seconds")),
                    (long long)json_integer_value(json_object_get(s, "events_per_s")));
-        printf("fold shards=%lld total events_per_s=%lld wall_s=%.3f log_records_per_s=%lld\n",
-               n, (long long)json_integer_value(json_object_get(run, "total_events_per_s")),
+        printf("fold shards=%lld total events_per_s=%lld wall_s=%.3f log_records_per_s=%lld\n", n,
+               (long long)json_integer_value(json_object_get(run, "total_events_per_s")),
                json_real_value(json_object_get(run, "wall_s")),
                (long long)json_integer_value(json_object_get(run, "log_records_per_s")));
         json_t *q = json_object_get(run, "query_read");
@@ -318,8 +319,7 @@ static void usage(FILE *out)
             TLY_CONSUME_BATCH_RECORDS_DEFAULT);
 }
 
-static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max,
-                     uint64_t *out)
+static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!tly_parse_u64(v, min, max, out))
         return tly_usagef(CMD, "%s wants %llu..%llu", name, (unsigned long long)min,
@@ -350,8 +350,8 @@ static int parse_one(bench_opts *o, int argc, char **argv, int *i)
         return rc;
     }
     if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
-        rc = rc < 0 ? TLY_EXIT_USAGE
-                    : parse_num("--batch", v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &x);
+        rc =
+            rc < 0 ? TLY_EXIT_USAGE : parse_num("--batch", v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &x);
         o->batch = (uint32_t)x;
         return rc;
     }
@@ -452,8 +452,8 @@ int tly_cmd_bench_fold(int argc, char **argv)
     json_t *runs = json_array();
     if (err == TLY_OK)
         err = bench_runs(b, runs);
-    json_t *doc = json_pack("{s:I,s:b,s:f,s:o}", "events", (json_int_t)b->head, "reused",
-                            !b->built, "build_s", b->build_s, "runs", runs);
+    json_t *doc = json_pack("{s:I,s:b,s:f,s:o}", "events", (json_int_t)b->head, "reused", !b->built,
+                            "build_s", b->build_s, "runs", runs);
     if (err == TLY_OK && b->o.common.json) {
         json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);

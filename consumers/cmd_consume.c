@@ -76,8 +76,8 @@ typedef struct consumer {
     uint32_t commit_failures; /* consecutive */
     bool engine_broken;       /* apply failed: never commit this state */
     bool remote;
-    bool logread_quiet;       /* "no reply" already logged for this outage */
-    tly_log *log;             /* local source; NULL until DIR/log exists */
+    bool logread_quiet; /* "no reply" already logged for this outage */
+    tly_log *log;       /* local source; NULL until DIR/log exists */
     void *zctx;
     void *sub;
     void *dealer;
@@ -95,8 +95,8 @@ static tly_err reload_engine(consumer *c)
     if (err == TLY_OK)
         err = tly_views_load(c->views, c->engine);
     if (err != TLY_OK)
-        tly_errorf(CMD, "shard %u/%u: cannot load the view store: %s", c->o.shard,
-                   c->o.shard_count, tly_strerror(err));
+        tly_errorf(CMD, "shard %u/%u: cannot load the view store: %s", c->o.shard, c->o.shard_count,
+                   tly_strerror(err));
     return err;
 }
 
@@ -114,9 +114,8 @@ static tly_err commit(consumer *c)
         c->commit_failures = 0;
         return TLY_OK;
     }
-    tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard,
-               c->o.shard_count, (unsigned long long)tly_engine_seq(c->engine),
-               tly_strerror(err));
+    tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
+               (unsigned long long)tly_engine_seq(c->engine), tly_strerror(err));
     c->pending = 0;
     if (err == TLY_TOO_LARGE && c->o.batch > 1) {
         /* Halving is bounded: at most log2(batch) times down to 1. */
@@ -148,16 +147,18 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
     tly_field_error fe = {{0}, {0}};
     tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &c->ev, &fe);
     if (err != TLY_OK) {
-        tly_errorf(CMD, "shard %u/%u: record %llu does not decode (%s: %s%s%s): the log is "
-                   "corrupt", c->o.shard, c->o.shard_count, (unsigned long long)rec->seq,
-                   tly_err_name(err), fe.field, fe.field[0] ? ": " : "", fe.message);
+        tly_errorf(CMD,
+                   "shard %u/%u: record %llu does not decode (%s: %s%s%s): the log is "
+                   "corrupt",
+                   c->o.shard, c->o.shard_count, (unsigned long long)rec->seq, tly_err_name(err),
+                   fe.field, fe.field[0] ? ": " : "", fe.message);
         return TLY_CORRUPT;
     }
     err = tly_engine_apply(c->engine, rec, &c->ev);
     if (err != TLY_OK) {
         c->engine_broken = true;
-        tly_errorf(CMD, "shard %u/%u: folding record %llu failed: %s", c->o.shard,
-                   c->o.shard_count, (unsigned long long)rec->seq, tly_strerror(err));
+        tly_errorf(CMD, "shard %u/%u: folding record %llu failed: %s", c->o.shard, c->o.shard_count,
+                   (unsigned long long)rec->seq, tly_strerror(err));
         return err;
     }
     if (++c->pending >= c->o.batch)
@@ -228,8 +229,7 @@ static tly_err dealer_open(consumer *c)
     int zero = 0;
     if (!c->dealer || zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_connect(c->dealer, c->o.common.log_read) != 0) {
-        tly_errorf(CMD, "log-read socket %s: %s", c->o.common.log_read,
-                   zmq_strerror(zmq_errno()));
+        tly_errorf(CMD, "log-read socket %s: %s", c->o.common.log_read, zmq_strerror(zmq_errno()));
         if (c->dealer)
             zmq_close(c->dealer);
         c->dealer = NULL;
@@ -329,10 +329,11 @@ static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *g
         const uint8_t *bin;
         uint32_t len;
         tly_record rec;
-        if (!tly_mp_read_bin(&rep->rd, &bin, &len) ||
-            tly_record_decode(bin, len, &rec) != TLY_OK) {
-            tly_errorf(CMD, "log-read: record after seq %llu does not decode: the log is "
-                       "corrupt", (unsigned long long)tly_engine_seq(c->engine));
+        if (!tly_mp_read_bin(&rep->rd, &bin, &len) || tly_record_decode(bin, len, &rec) != TLY_OK) {
+            tly_errorf(CMD,
+                       "log-read: record after seq %llu does not decode: the log is "
+                       "corrupt",
+                       (unsigned long long)tly_engine_seq(c->engine));
             return TLY_CORRUPT;
         }
         tly_err err = apply_one(c, &rec, gap);
@@ -493,11 +494,11 @@ static tly_err consumer_start(consumer *c)
     if (n < 0 || (size_t)n >= sizeof c->log_dir)
         return TLY_USAGE;
     c->remote = c->o.remote || (c->o.log_read_given && !dir_exists(c->log_dir));
-    tly_err err = tly_views_open(c->o.common.data, c->o.shard, c->o.shard_count,
-                                 TLY_VIEWS_WRITE, &c->views);
+    tly_err err =
+        tly_views_open(c->o.common.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);
     if (err != TLY_OK) {
-        tly_errorf(CMD, "shard %u/%u: cannot open the view store under %s/views: %s",
-                   c->o.shard, c->o.shard_count, c->o.common.data, tly_strerror(err));
+        tly_errorf(CMD, "shard %u/%u: cannot open the view store under %s/views: %s", c->o.shard,
+                   c->o.shard_count, c->o.common.data, tly_strerror(err));
         return err;
     }
     err = reload_engine(c);
@@ -512,9 +513,9 @@ static tly_err consumer_start(consumer *c)
     if (!c->o.exit_at_head)
         err = sub_open(c);
     if (err == TLY_OK)
-        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s\n",
-                c->o.shard, c->o.shard_count, (unsigned long long)c->start_seq,
-                c->remote ? "log-read " : "", c->remote ? c->o.common.log_read : c->log_dir);
+        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s\n", c->o.shard,
+                c->o.shard_count, (unsigned long long)c->start_seq, c->remote ? "log-read " : "",
+                c->remote ? c->o.common.log_read : c->log_dir);
     return err;
 }
 
@@ -679,9 +680,11 @@ int tly_cmd_consume(int argc, char **argv)
         err = consumer_run(c);
     if (err == TLY_OK) {
         uint64_t seq = tly_engine_seq(c->engine);
-        fprintf(stderr, "tally consume: shard %u/%u stopped at checkpoint %llu "
-                "(%llu records in %llu ms)\n", c->o.shard, c->o.shard_count,
-                (unsigned long long)seq, (unsigned long long)(seq - c->start_seq),
+        fprintf(stderr,
+                "tally consume: shard %u/%u stopped at checkpoint %llu "
+                "(%llu records in %llu ms)\n",
+                c->o.shard, c->o.shard_count, (unsigned long long)seq,
+                (unsigned long long)(seq - c->start_seq),
                 (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
     }
     consumer_stop(c);

@@ -88,8 +88,9 @@ tly_err tly_rtgen_new(uint64_t seed, uint64_t events, tly_rtgen **out)
     g->rng = seed;
     g->total = events;
     uint64_t p = events / GEN_EVENTS_PER_PARTNER;
-    g->partners = (uint32_t)(p < GEN_PARTNERS_MIN ? GEN_PARTNERS_MIN
-                             : p > GEN_PARTNERS_MAX ? GEN_PARTNERS_MAX : p);
+    g->partners = (uint32_t)(p < GEN_PARTNERS_MIN   ? GEN_PARTNERS_MIN
+                             : p > GEN_PARTNERS_MAX ? GEN_PARTNERS_MAX
+                                                    : p);
     g->at_ms = GEN_AT_START_MS;
     g->step_ms = GEN_SPAN_MS / (int64_t)events;
     if (g->step_ms < 1)
@@ -147,8 +148,7 @@ static void begin_event(tly_rtgen *g, const char *type, uint32_t fields)
     kv_int(&g->pk, "at", g->at_ms);
 }
 
-static void pack_tier(msgpack_packer *pk, const char *name, int64_t rev, int64_t certs,
-                      int64_t bps)
+static void pack_tier(msgpack_packer *pk, const char *name, int64_t rev, int64_t certs, int64_t bps)
 {
     msgpack_pack_map(pk, 4);
     kv_str(pk, "name", name);
@@ -243,8 +243,8 @@ static void ev_return(tly_rtgen *g)
     tly_rtgen_partner_name(s->partner, name, sizeof name);
     snprintf(sale, sizeof sale, "g-%llu", (unsigned long long)s->id);
     /* One in twenty over-returns, to exercise the cap [S3]. */
-    int64_t amount = rnd_below(g, 20) == 0 ? s->amount + 100
-                                           : 1 + (int64_t)rnd_below(g, (uint64_t)s->amount);
+    int64_t amount =
+        rnd_below(g, 20) == 0 ? s->amount + 100 : 1 + (int64_t)rnd_below(g, (uint64_t)s->amount);
     begin_event(g, "return", 5);
     kv_str(&g->pk, "partner", name);
     kv_str(&g->pk, "sale", sale);
@@ -421,8 +421,8 @@ static tly_err fill_batch(tly_rtgen *g, gen_batch *b, int64_t now_ms, uint32_t *
         tly_field_error fe;
         tly_err err = tly_event_decode(it->event, it->event_len, now_ms, &ev, &fe);
         if (err != TLY_OK) {
-            fprintf(stderr, "tally: generated event %s invalid: %s: %s\n", b->ids[i],
-                    fe.field, fe.message);
+            fprintf(stderr, "tally: generated event %s invalid: %s: %s\n", b->ids[i], fe.field,
+                    fe.message);
             return err;
         }
     }

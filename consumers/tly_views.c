@@ -278,8 +278,8 @@ tly_err tly_views_checkpoint(tly_views *v, uint64_t *seq)
     return err;
 }
 
-tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val,
-                      size_t *val_len, uint64_t *checkpoint)
+tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val, size_t *val_len,
+                      uint64_t *checkpoint)
 {
     MDB_txn *txn;
     int rc = begin_read(v, &txn);
@@ -391,8 +391,7 @@ typedef struct put_ctx {
     int mdb_rc; /* the LMDB code of the first failed put, 0 if none */
 } put_ctx;
 
-static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val,
-                      size_t val_len)
+static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val, size_t val_len)
 {
     put_ctx *c = ctx;
     MDB_val k = {key_len, (void *)key};

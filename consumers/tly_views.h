@@ -110,14 +110,14 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e);
  * checkpoint of the same snapshot, i.e. the seq the value reflects.
  * Returns TLY_OK, TLY_NOT_FOUND (no such key), TLY_STORAGE or TLY_NOMEM.
  */
-tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val,
-                      size_t *val_len, uint64_t *checkpoint);
+tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val, size_t *val_len,
+                      uint64_t *checkpoint);
 
 /* Visitor of tly_views_scan. key and val point into the LMDB map and live
  * only during the call. Returning anything but TLY_OK stops the scan, and
  * tly_views_scan returns that value. */
-typedef tly_err (*tly_views_visit_fn)(void *ctx, const void *key, size_t key_len,
-                                      const void *val, size_t val_len);
+typedef tly_err (*tly_views_visit_fn)(void *ctx, const void *key, size_t key_len, const void *val,
+                                      size_t val_len);
 
 /*
  * Visits every entry whose key starts with prefix (prefix_len 0: all), in

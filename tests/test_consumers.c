@@ -111,8 +111,7 @@ static void append_json(const char *data, const char *const *events, size_t n)
                          TLY_OK);
     }
     tly_log_group g = {0, (uint32_t)n, false};
-    ck_assert_int_eq(tly_log_append(log, tly_now_ms(), items, (uint32_t)n, &g, 1),
-                     TLY_OK);
+    ck_assert_int_eq(tly_log_append(log, tly_now_ms(), items, (uint32_t)n, &g, 1), TLY_OK);
     for (size_t i = 0; i < n; i++) {
         ck_assert_int_eq(items[i].err, TLY_OK);
         msgpack_sbuffer_destroy(&bufs[i]);
@@ -152,9 +151,16 @@ static char *data_sharing_log(const char *src)
 static int consume(const char *data, const char *shard, const char *batch)
 {
     char *err = path_join(data, "consume.err");
-    char *const argv[] = {(char *)tu_tally(), "consume", "--data", (char *)data,
-                          "--exit-at-head", "--shard", (char *)(shard ? shard : "0/1"),
-                          "--batch", (char *)(batch ? batch : "10000"), NULL};
+    char *const argv[] = {(char *)tu_tally(),
+                          "consume",
+                          "--data",
+                          (char *)data,
+                          "--exit-at-head",
+                          "--shard",
+                          (char *)(shard ? shard : "0/1"),
+                          "--batch",
+                          (char *)(batch ? batch : "10000"),
+                          NULL};
     int rc = tu_run(argv, NULL, NULL, err);
     if (rc != 0) {
         char *text = tu_read_file(err, NULL);
@@ -225,8 +231,8 @@ static void assert_same_views(const char *a, const char *b)
     dump x = dump_views(a, 0, 1), y = dump_views(b, 0, 1);
     ck_assert_uint_gt(x.entries, 0);
     ck_assert_msg(x.len == y.len && memcmp(x.buf, y.buf, x.len) == 0,
-                  "views differ: %zu entries/%zu bytes vs %zu entries/%zu bytes", x.entries,
-                  x.len, y.entries, y.len);
+                  "views differ: %zu entries/%zu bytes vs %zu entries/%zu bytes", x.entries, x.len,
+                  y.entries, y.len);
     free(x.buf);
     free(y.buf);
 }
@@ -357,8 +363,8 @@ START_TEST(test_views_commit_load_roundtrip)
         for (size_t k = 0; k < 4; k++) {
             json_t *a = tly_engine_view(e, kinds[k], names[i]);
             json_t *b = tly_engine_view(e2, kinds[k], names[i]);
-            ck_assert_msg(a && b && json_equal(a, b), "view %c/%s differs after load",
-                          kinds[k], names[i]);
+            ck_assert_msg(a && b && json_equal(a, b), "view %c/%s differs after load", kinds[k],
+                          names[i]);
             json_decref(a);
             json_decref(b);
         }
@@ -547,7 +553,7 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
         uint64_t cp = 0;
         for (int k = 0; k < KILL_ROUNDS; k++) {
             char *const argv[] = {(char *)tu_tally(), "consume", "--data", data,
-                                  "--exit-at-head", "--batch", "500", NULL};
+                                  "--exit-at-head",   "--batch", "500",    NULL};
             long left_ms = fold_ms * (long)(KILL_LOG_EVENTS - cp) / KILL_LOG_EVENTS + 20;
             if (left_ms > KILL_DELAY_MS_MAX)
                 left_ms = KILL_DELAY_MS_MAX;
@@ -559,8 +565,8 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
             if (tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v) == TLY_OK)
                 tly_views_checkpoint(v, &cp);
             tly_views_close(v);
-            printf("round %d kill %d after %d ms: status %d, checkpoint %llu\n", round, k,
-                   delay, rc, (unsigned long long)cp);
+            printf("round %d kill %d after %d ms: status %d, checkpoint %llu\n", round, k, delay,
+                   rc, (unsigned long long)cp);
         }
         ck_assert_int_eq(consume(data, NULL, "500"), 0);
         ck_assert_uint_eq(checkpoint_of(data, 0, 1), KILL_LOG_EVENTS);
@@ -690,8 +696,8 @@ static void write_jsonl(const char *path, const char *const *events, size_t n)
 
 static int send_file(const char *ingest, const char *path)
 {
-    char *const argv[] = {(char *)tu_tally(), "send", "--source", "test", "--ingest",
-                          (char *)ingest, (char *)path, NULL};
+    char *const argv[] = {(char *)tu_tally(), "send",         "--source",   "test",
+                          "--ingest",         (char *)ingest, (char *)path, NULL};
     return tu_run(argv, NULL, NULL, NULL);
 }
 
@@ -719,8 +725,8 @@ START_TEST(test_live_follow_ledger)
     tu_endpoint(lr, sizeof lr);
     char *llog = path_join(data, "ledger.log"), *clog = path_join(data, "consume.log");
     char *rlog = path_join(remote, "consume.log");
-    char *const ledger[] = {(char *)tu_tally(), "ledger", "--data", data, "--ingest", ing,
-                            "--events", evt, "--log-read", lr, "--no-sync", NULL};
+    char *const ledger[] = {(char *)tu_tally(), "ledger", "--data",     data, "--ingest",  ing,
+                            "--events",         evt,      "--log-read", lr,   "--no-sync", NULL};
     pid_t lp = tu_spawn(ledger, llog);
     ck_assert(tu_wait_listening(ing, 10000));
     ck_assert(tu_wait_listening(lr, 10000));
@@ -730,10 +736,10 @@ START_TEST(test_live_follow_ledger)
     write_jsonl(f2, small_events + 6, SMALL_COUNT - 6);
     ck_assert_int_eq(send_file(ing, f1), 0);
     char *const local[] = {(char *)tu_tally(), "consume", "--data", data, "--events", evt,
-                           "--log-read", lr, NULL};
+                           "--log-read",       lr,        NULL};
     /* No log in `remote`: with --log-read given it reads through the ledger. */
     char *const far[] = {(char *)tu_tally(), "consume", "--data", remote, "--events", evt,
-                         "--log-read", lr, NULL};
+                         "--log-read",       lr,        NULL};
     pid_t cp1 = tu_spawn(local, clog);
     pid_t cp2 = tu_spawn(far, rlog);
     ck_assert_uint_eq(wait_checkpoint(data, 6), 6);
