@@ -183,7 +183,10 @@ static uint64_t last_seq(MDB_cursor *cur)
 static void check_ids_count(verify_state *st)
 {
     MDB_stat ms;
-    if (mdb_stat(st->txn, st->ids, &ms) != 0 || ms.ms_entries != st->out->records)
+    int rc = mdb_stat(st->txn, st->ids, &ms);
+    if (rc != 0)
+        fail(st, 0, "idempotency index: %s", mdb_strerror(rc));
+    else if (ms.ms_entries != st->out->records)
         fail(st, 0, "idempotency index holds %llu entries for %llu records",
              (unsigned long long)ms.ms_entries, (unsigned long long)st->out->records);
 }

@@ -72,7 +72,7 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
 {
     DIR *d = opendir(views_dir);
     if (!d) {
-        tly_audit_msgf(msg, cap, "cannot read the directory %s", views_dir);
+        tly_audit_msgf(msg, cap, "no views in %s (cannot read the directory)", views_dir);
         return TLY_NOT_FOUND;
     }
     uint64_t mask[TLY_SHARDS_MAX + 1] = {0};
@@ -86,7 +86,8 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
     closedir(d);
     *n = pick_set(views_dir, mask);
     if (*n == 0) {
-        tly_audit_msgf(msg, cap, "no complete set of shard stores K-of-N");
+        tly_audit_msgf(msg, cap, "no views in %s (no complete set of shard stores K-of-N)",
+                       views_dir);
         return TLY_NOT_FOUND;
     }
     return TLY_OK;

@@ -242,12 +242,12 @@ static int digest_and_print(const char *sub, const char *views_dir, bool json)
     tly_audit_digest d;
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_digest_views(views_dir, &d, msg, sizeof msg);
-    if (err == TLY_NOT_FOUND) {
-        tly_errorf(sub, "no views in %s%s%s", views_dir, msg[0] ? ": " : "", msg);
+    if (err != TLY_OK && msg[0]) {
+        tly_errorf(sub, "%s", msg);
         return TLY_EXIT_FAIL;
     }
     if (err != TLY_OK) {
-        tly_errorf(sub, "%s: %s", views_dir, msg[0] ? msg : tly_strerror(err));
+        tly_errorf(sub, "%s: %s", views_dir, tly_strerror(err));
         return TLY_EXIT_FAIL;
     }
     if (d.seq != d.seq_max) {
