@@ -32,6 +32,8 @@
 /* Longest wait before a kill, whatever the machine's speed. */
 #define KILL_DELAY_MS_MAX 5000
 #define SHARD_LOG_EVENTS 15000u
+/* Several log-read requests (TLY_CONSUME_LOGREAD_RECORDS_MAX each). */
+#define REMOTE_LOG_EVENTS 10000u
 /* Generous: this is a liveness deadline, not a timing assertion. */
 #define LIVE_DEADLINE_MS 60000
 
@@ -762,6 +764,38 @@ START_TEST(test_live_follow_ledger)
 }
 END_TEST
 
+/* A consumer on "another machine" (no DIR/log) catches up through the
+ * ledger's log-read socket, many requests per batch, and exits at the head
+ * with the same views as a local consumer of the same log. */
+START_TEST(test_remote_catch_up_through_log_read)
+{
+    char *data = tu_tmpdir(), *far = tu_tmpdir();
+    char *dir = path_join(data, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 11, REMOTE_LOG_EVENTS), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    char ing[64], evt[64], lr[64];
+    tu_endpoint(ing, sizeof ing);
+    tu_endpoint(evt, sizeof evt);
+    tu_endpoint(lr, sizeof lr);
+    char *llog = path_join(data, "ledger.log"), *rerr = path_join(far, "consume.err");
+    char *const ledger[] = {(char *)tu_tally(), "ledger", "--data",     data, "--ingest",  ing,
+                            "--events",         evt,      "--log-read", lr,   "--no-sync", NULL};
+    pid_t lp = tu_spawn(ledger, llog);
+    ck_assert(tu_wait_listening(lr, 10000));
+    char *const remote[] = {(char *)tu_tally(), "consume", "--data",         far, "--remote",
+                            "--log-read",       lr,        "--exit-at-head", NULL};
+    ck_assert_int_eq(tu_run(remote, NULL, NULL, rerr), 0);
+    ck_assert_uint_eq(checkpoint_of(far, 0, 1), REMOTE_LOG_EVENTS);
+    ck_assert_int_eq(tu_kill_wait(lp, SIGTERM), 0);
+    assert_same_views(data, far);
+    free(llog);
+    free(rerr);
+    tu_rmtree(data);
+    tu_rmtree(far);
+}
+END_TEST
+
 static Suite *consumers_suite(void)
 {
     Suite *s = suite_create("consumers");
@@ -781,6 +815,7 @@ static Suite *consumers_suite(void)
     TCase *live = tcase_create("live");
     tcase_set_timeout(live, 300);
     tcase_add_test(live, test_live_follow_ledger);
+    tcase_add_test(live, test_remote_catch_up_through_log_read);
     suite_add_tcase(s, live);
     return s;
 }
