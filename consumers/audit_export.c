@@ -52,17 +52,27 @@ static json_t *record_json(const tly_record *rec, text_buf *b64)
 }
 
 /* Writes one line; TLY_CORRUPT when the record cannot be shown as JSON,
- * TLY_IO when out fails. */
-static tly_err write_line(const tly_record *rec, text_buf *b64, FILE *out)
+ * TLY_IO when out fails. The line is built in line (reused) and written
+ * with one fwrite: json_dumpf writes piece by piece, which cost a quarter
+ * of the export's time. */
+static tly_err write_line(const tly_record *rec, text_buf *b64, text_buf *line, FILE *out)
 {
     json_t *o = record_json(rec, b64);
     if (!o)
         return TLY_CORRUPT;
-    int rc = json_dumpf(o, out, JSON_COMPACT);
+    size_t n = json_dumpb(o, line->ptr, line->cap, JSON_COMPACT);
+    if (n + 1 > line->cap && n > 0) {
+        if (!text_reserve(line, n + 1)) {
+            json_decref(o);
+            return TLY_NOMEM;
+        }
+        n = json_dumpb(o, line->ptr, line->cap, JSON_COMPACT);
+    }
     json_decref(o);
-    if (rc != 0 || fputc('\n', out) == EOF)
-        return TLY_IO;
-    return TLY_OK;
+    if (n == 0)
+        return TLY_NOMEM;
+    line->ptr[n] = '\n';
+    return fwrite(line->ptr, 1, n + 1, out) == n + 1 ? TLY_OK : TLY_IO;
 }
 
 /* Streams the records of one snapshot from rd. */
@@ -70,7 +80,7 @@ static tly_err export_records(tly_log_reader *rd, uint64_t first, uint64_t to_se
                               FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *count,
                               uint64_t *bad_seq)
 {
-    text_buf b64 = {NULL, 0};
+    text_buf b64 = {NULL, 0}, line = {NULL, 0};
     tly_record rec;
     tly_err err;
     uint64_t n = 0;
@@ -79,7 +89,7 @@ static tly_err export_records(tly_log_reader *rd, uint64_t first, uint64_t to_se
         if (to_seq && rec.seq > to_seq)
             break;
         expect = rec.seq + 1;
-        err = write_line(&rec, &b64, out);
+        err = write_line(&rec, &b64, &line, out);
         if (err != TLY_OK) {
             *bad_seq = rec.seq;
             break;
@@ -88,6 +98,7 @@ static tly_err export_records(tly_log_reader *rd, uint64_t first, uint64_t to_se
             progress(ctx, n, total);
     }
     free(b64.ptr);
+    free(line.ptr);
     if (err == TLY_CORRUPT && *bad_seq == 0)
         *bad_seq = expect; /* the reader refused the record after the last good one */
     *count = n;
