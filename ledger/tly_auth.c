@@ -70,7 +70,16 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
         snprintf(msg, cap, "line %zu: roles must be sales, certs, claims or finance", lineno);
         return TLY_BAD_FIELD;
     }
-    if (a->count + 1 >= TLY_AUTH_KEYS_MAX) {
+    for (size_t i = 0; i < a->count; i++) {
+        /* Roles are looked up by the authenticated name, so one name (say,
+         * two keys of one producer during a key rotation) has one role set. */
+        if (strcmp(a->keys[i].source, source) == 0 && a->keys[i].roles != k->roles) {
+            snprintf(msg, cap, "line %zu: source '%s' is listed earlier with other roles",
+                     lineno, source);
+            return TLY_BAD_FIELD;
+        }
+    }
+    if (a->count >= TLY_AUTH_KEYS_MAX) {
         snprintf(msg, cap, "line %zu: more than %u keys", lineno, TLY_AUTH_KEYS_MAX);
         return TLY_BAD_FIELD;
     }

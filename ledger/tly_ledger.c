@@ -34,6 +34,8 @@
 #define TLY_LOGREAD_PER_TURN 8u
 /* Poll timeout: how often the loop looks at the stop flag when idle. */
 #define TLY_LEDGER_POLL_MS 200
+/* How long the last replies may take to leave at shutdown. */
+#define TLY_LEDGER_LINGER_MS 1000
 /* Published records queued per subscriber before PUB drops (they refill
  * from log-read when they see the gap). */
 #define TLY_EVENTS_HWM 200000
@@ -211,8 +213,13 @@ void tly_ledger_stop(tly_ledger *ld)
 {
     if (!ld)
         return;
-    if (ld->ingest)
+    if (ld->ingest) {
+        /* Give the last replies (the batch in hand, `unavailable` answers) a
+         * moment to leave before the socket goes. */
+        int linger = TLY_LEDGER_LINGER_MS;
+        zmq_setsockopt(ld->ingest, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(ld->ingest);
+    }
     if (ld->events)
         zmq_close(ld->events);
     if (ld->logread)
@@ -452,9 +459,15 @@ static void commit_batch(tly_ledger *ld, int64_t now_ms)
     if (ld->item_count > 0) {
         tly_err err = tly_log_append(ld->log, now_ms, ld->items, ld->item_count, ld->groups,
                                      ngroups);
-        if (err != TLY_OK)
+        if (err != TLY_OK) {
             fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", ld->item_count,
                     tly_strerror(err));
+            /* Never acknowledge what the store did not decide: an event still
+             * marked OK without a seq was not appended. */
+            for (uint32_t k = 0; k < ld->item_count; k++)
+                if (ld->items[k].err == TLY_OK && ld->items[k].seq == 0)
+                    ld->items[k].err = TLY_STORAGE;
+        }
     }
     tly_log_head(ld->log, &after, hash);
     for (uint32_t r = 0; r < ld->req_count; r++) {
