@@ -8,7 +8,8 @@
  * The comparison then walks both sets family by family in the canonical
  * order of audit_views.h: a partner (or program, or exception) present on
  * one side only is one line; a doc that differs is one line per top-level
- * field that differs.
+ * field that differs. Every live balance is also checked against the MDF
+ * invariant of SPEC section 6 (one line when it does not hold).
  */
 /* nftw is an XSI function: ask for it before any header. */
 #define _XOPEN_SOURCE 700
@@ -120,6 +121,75 @@ static void compare_docs(diff_run *d, tly_audit_family f, const tly_audit_item *
     json_decref(b);
 }
 
+/* An integer member of a balance doc; false when absent or not one. */
+static bool member(const json_t *doc, const char *key, json_int_t *out)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (!json_is_integer(v))
+        return false;
+    *out = json_integer_value(v);
+    return true;
+}
+
+/* accrued − clawed_back + adjusted − expired − pending − approved − paid
+ * (SPEC section 6); false when a member is missing or the sum overflows. */
+static bool mdf_total(const json_t *doc, json_int_t *out)
+{
+    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired",
+                                       "pending", "approved",    "paid"};
+    json_int_t sum = 0, v;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (!member(doc, keys[i], &v))
+            return false;
+        bool bad = i == 0 || i == 2 ? __builtin_add_overflow(sum, v, &sum)
+                                    : __builtin_sub_overflow(sum, v, &sum);
+        if (bad)
+            return false;
+    }
+    *out = sum;
+    return true;
+}
+
+/* Σ buckets[].remaining − deficit; false when malformed or overflowing. */
+static bool bucket_total(const json_t *doc, json_int_t *out)
+{
+    json_int_t sum = 0, v;
+    size_t i;
+    json_t *b;
+    if (!json_is_array(json_object_get(doc, "buckets")) || !member(doc, "deficit", &v))
+        return false;
+    if (__builtin_sub_overflow(sum, v, &sum))
+        return false;
+    json_array_foreach(json_object_get(doc, "buckets"), i, b)
+    {
+        if (!member(b, "remaining", &v) || __builtin_add_overflow(sum, v, &sum))
+            return false;
+    }
+    *out = sum;
+    return true;
+}
+
+/* Checks a live balance doc against the MDF invariant of SPEC section 6,
+ * which the audit checks on its own: a view can be wrong in a way that a
+ * replay with the same engine reproduces, but not while it balances. */
+static void check_invariant(diff_run *d, const tly_audit_item *it)
+{
+    json_t *doc = json_loads(it->doc, 0, NULL);
+    json_int_t available = 0, total = 0, buckets = 0;
+    bool ok = member(doc, "available", &available) && mdf_total(doc, &total) &&
+              bucket_total(doc, &buckets);
+    if (!ok || total != available || buckets != available) {
+        if (report(d)) {
+            describe(d->out, TLY_AUDIT_MDF, it);
+            fprintf(d->out,
+                    " mdf: invariant broken: available %lld, accrued - clawed_back + adjusted"
+                    " - expired - pending - approved - paid = %lld, buckets - deficit = %lld\n",
+                    (long long)available, (long long)total, (long long)buckets);
+        }
+    }
+    json_decref(doc);
+}
+
 /* Order of two items: by id, and for exceptions then by doc. */
 static int item_cmp(tly_audit_family f, const tly_audit_item *a, const tly_audit_item *b)
 {
@@ -142,13 +212,23 @@ static tly_err step(tly_audit_stream *s, tly_audit_item *it, bool *more, diff_ru
     return err == TLY_NOT_FOUND ? TLY_OK : err;
 }
 
+/* Steps the live stream, checking each balance doc it yields. */
+static tly_err step_live(tly_audit_stream *s, tly_audit_family f, tly_audit_item *it, bool *more,
+                         diff_run *d)
+{
+    tly_err err = step(s, it, more, d);
+    if (err == TLY_OK && *more && f == TLY_AUDIT_MDF)
+        check_invariant(d, it);
+    return err;
+}
+
 /* Walks one family of both sets in step (a merge of two sorted lists). */
 static tly_err diff_streams(diff_run *d, tly_audit_family f, tly_audit_stream *ls,
                             tly_audit_stream *rs)
 {
     tly_audit_item li, ri;
     bool lm = false, rm = false;
-    tly_err err = step(ls, &li, &lm, d);
+    tly_err err = step_live(ls, f, &li, &lm, d);
     if (err == TLY_OK)
         err = step(rs, &ri, &rm, d);
     while (err == TLY_OK && (lm || rm)) {
@@ -160,7 +240,7 @@ static tly_err diff_streams(diff_run *d, tly_audit_family f, tly_audit_stream *l
         else if (li.doc_len != ri.doc_len || memcmp(li.doc, ri.doc, li.doc_len) != 0)
             compare_docs(d, f, &li, &ri);
         if (c <= 0)
-            err = step(ls, &li, &lm, d);
+            err = step_live(ls, f, &li, &lm, d);
         if (err == TLY_OK && c >= 0)
             err = step(rs, &ri, &rm, d);
     }

@@ -911,11 +911,14 @@ START_TEST(diff_finds_a_corrupted_view)
     snprintf(want, sizeof want, "exception at seq %llu (", (unsigned long long)xseq);
     ck_assert_msg(strstr(out, want) != NULL, "%s", out);
     ck_assert_msg(strstr(out, "only in the replay") != NULL, "%s", out);
-    /* Exactly these two differences. */
+    /* The changed balance no longer adds up [SPEC 6 invariant]. */
+    snprintf(want, sizeof want, "partner %s mdf: invariant broken: available ", partner);
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    /* Exactly these three lines. */
     int lines = 0;
     for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
         lines++;
-    ck_assert_msg(lines == 2, "%s", out);
+    ck_assert_msg(lines == 3, "%s", out);
     free(out);
     free(err);
     /* And the digest shows it too. */
