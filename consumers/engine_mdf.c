@@ -166,6 +166,8 @@ tly_err eng_row_figure(const eng_rules *r, const eng_row *row, int64_t *fig, int
     return tly_money_add(calc, row->adj, fig);
 }
 
+/* accrued_open sums every open row, future periods included [P4];
+ * payable = Σ over final rows of (figure − paid) [R10]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open, int64_t *payable)
 {
     int64_t o = 0, p = 0;
@@ -331,6 +333,7 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
     return eng_claim_dirty(e, ci);
 }
 
+/* A claim is identified by (partner, claim) [C1]. */
 static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
 {
     char key[1 + 2 * TLY_NAME_BYTES_MAX];
@@ -363,6 +366,8 @@ static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, con
 static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
 {
     eng_pstate *st = e->partners[p].st;
+    /* [C2] also when the existing claim was denied: a submit names an id,
+     * and the id exists ([C6] covers the other actions). */
     if (claim_find(e, p, ev) != ENG_NONE)
         return eng_raise(e, pos, ENG_X_DUPLICATE_CLAIM, p, "claim '%.*s' exists", CLAIM_ARGS(ev));
     int64_t avail;
@@ -469,6 +474,8 @@ static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
     return claim_invalid(e, p, pos, ev, c);
 }
 
+/* [C3] the decoder guarantees amount for submit, approve and pay; the
+ * other actions ignore it. */
 tly_err eng_claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
 {
     if (e->partners[p].program == ENG_NONE)

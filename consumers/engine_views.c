@@ -88,6 +88,8 @@ static json_t *view_balance(const tly_engine *e, uint32_t p, bool with_seq)
     return o;
 }
 
+/* Rows are the periods with a sale, return or rebate adjustment [R4];
+ * revenue is net R [R3]; figures may be negative through adjustments [R5]. */
 static json_t *view_rebate(const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
@@ -156,6 +158,8 @@ static json_t *view_tier(const tly_engine *e, uint32_t p, bool with_seq)
     return o;
 }
 
+/* Claims in submit order [C8]; approved and paid are 0 until set, reason is
+ * the reject reason, the denial code or null [C7]. */
 static json_t *view_claims(const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_pstate *st = e->partners[p].st;

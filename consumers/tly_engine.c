@@ -23,6 +23,8 @@
 /* Longest exception detail; details quote at most a few names. */
 #define ENG_DETAIL_BYTES_MAX 512
 
+/* The exception kinds of [D6], in enum order. Only folded events raise
+ * them; duplicates and rejected events never reach the engine [D11]. */
 static const char *const exc_kind_names[ENG_X_COUNT] = {"held",
                                                         "late",
                                                         "currency_mismatch",
@@ -586,6 +588,7 @@ static tly_err on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const 
     return hold(e, p, pos, hd, "sale");
 }
 
+/* qty is informational [S4]: money follows amount only. */
 static tly_err on_return(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev)
 {
     if (!eng_owned(e, ev->partner.ptr, ev->partner.len))

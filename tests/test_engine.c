@@ -1528,6 +1528,72 @@ START_TEST(flush_load_resume)
 }
 END_TEST
 
+/* [P5] the first program event's period, whatever its version; [S4] qty
+ * is informational; [S6] a return lands in its own period and can make it
+ * negative; [S7] the clawback uses the sale's own rate; [M3] [M5] buckets
+ * with nothing left are not listed; [M9] signed liabilities; [T5] the first
+ * tier qualifies with negative revenue; [T7] a close evaluates partners
+ * without activity; [R3] [R4] [R5] rows, net revenue, negative figures. */
+START_TEST(details_pinned)
+{
+    shards s;
+    shards_init(&s, 2);
+    program(&s, "acme", 3, "USD", "retroactive", Q2_25);   /* 1: first period Q2 [P5] */
+    enroll(&s, "p1", "acme", Q2_25);                       /* 2 */
+    enroll(&s, "p2", "acme", Q2_25);                       /* 3 */
+    cert(&s, "p1", "ann", "earned", Q2_25);                /* 4 */
+    cert(&s, "p2", "bob", "earned", Q2_25);                /* 5 */
+    sale(&s, "d", "S0", "p1", 10000, "USD", Q1_25 + DAY);  /* 6: before the first period */
+    sale(&s, "d", "S1", "p1", 200000, "USD", Q2_25 + DAY); /* 7: 2000 at 100 bps */
+    sale(&s, "d", "S2", "p2", 150000, "USD", Q2_25 + DAY); /* 8: 1500 */
+    close_period(&s, "acme", "2025-Q2", Q3_25);            /* 9: both Silver */
+    vstr_eq(&s, 'b', "p1", "tier", "Silver");
+    tsend(&s, "d",
+          "{\"type\":\"return\",\"id\":\"RQ\",\"at\":%" PRId64 ",\"partner\":\"p1\","
+          "\"sale\":\"S1\",\"qty\":999,\"amount\":100000,\"currency\":\"USD\"}",
+          Q3_25 + DAY); /* 10: claws 1000, not 2000 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "clawed_back"), 1000);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.1.revenue"), -100000); /* [S6] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 210000);
+    claim(&s, "p1", "c1", "submit", 1100, Q3_25 + DAY); /* 11: empties Q2 */
+    json_t *b = view(&s, 'b', "p1");
+    ck_assert_int_eq(json_array_size(json_object_get(b, "buckets")), 0); /* [M3] */
+    json_decref(b);
+    adjust(&s, "p1", "rebate", -5000, Q3_25 + DAY); /* 12 */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "accrued_open"), -5000);
+    close_period(&s, "acme", "2025-Q3", Q4_25); /* 13 */
+    adjust(&s, "p1", "mdf", -3000, Q4_25);      /* 14 */
+    /* p1: Q3 revenue is negative, the first tier still qualifies [T5] */
+    vstr_eq(&s, 't', "p1", "history.1.to", "Base");
+    ck_assert_int_eq(vint(&s, 't', "p1", "history.1.seq"), 13);
+    /* p2 had no events since Q2 and is evaluated all the same [T7] */
+    vstr_eq(&s, 't', "p2", "history.1.from", "Silver");
+    vstr_eq(&s, 't', "p2", "history.1.period", "2025-Q3");
+    ck_assert_int_eq(vint(&s, 'b', "p2", "expired"), 1500);
+    json_t *r = view(&s, 'r', "p1");
+    ck_assert_int_eq(json_array_size(json_object_get(r, "periods")), 2); /* [R4] */
+    json_decref(r);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.rebate"), 4200);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.1.rebate"), -5000); /* [R5] */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.1.rate_bps"), 100);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "payable"), -800);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), -3000);
+    expect_invariant(&s, "p1");
+    expect_invariant(&s, "p2");
+    json_t *l = merged_liabilities(&s);
+    json_t *want = json_pack("{s:I,s:[{s:s,s:s,s:I,s:I,s:I,s:I,s:I}]}", "seq", (json_int_t)14,
+                             "programs", "program", "acme", "currency", "USD", "mdf_available",
+                             (json_int_t)-3000, "mdf_pending", (json_int_t)1100, "mdf_approved",
+                             (json_int_t)0, "rebate_accrued_open", (json_int_t)0, "rebate_payable",
+                             (json_int_t)(-800 + 3000));
+    expect_json(l, want, "liabilities [M9]");
+    json_decref(l);
+    json_decref(want);
+    expect_excs(&s, "6:late:p1\n");
+    shards_free(&s);
+}
+END_TEST
+
 /* A record out of order is refused and changes nothing. */
 START_TEST(apply_out_of_order)
 {
@@ -1652,6 +1718,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, claim_state_machine);
     tcase_add_test(tc, enrollment_rules);
     tcase_add_test(tc, apply_out_of_order);
+    tcase_add_test(tc, details_pinned);
     suite_add_tcase(s, tc);
     tc = tcase_create("random");
     tcase_set_timeout(tc, 300);
