@@ -390,9 +390,11 @@ static const char diff_help[] =
     "\n"
     "Replays DIR/log into a temporary directory, each shard to the checkpoint of\n"
     "the live shard, and compares every partner's views, the liabilities and the\n"
-    "exceptions with the live views in DIR/views (or --views). Prints one line\n"
-    "per difference (partner, view, field) and exits 1, or prints\n"
-    "'all views match at seq N' and exits 0.\n";
+    "exceptions with the live views in DIR/views (or --views), and checks every\n"
+    "live balance against the MDF invariant (accrued - clawed_back + adjusted -\n"
+    "expired - pending - approved - paid = available = buckets - deficit).\n"
+    "Prints one line per difference (partner, view, field) and exits 1, or\n"
+    "prints 'all views match at seq N' and exits 0.\n";
 
 static int run_diff(int argc, char **argv)
 {

@@ -145,7 +145,8 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
 /*
  * Compares the live views under views_dir with a replay of the log in
  * log_dir into a temporary directory under tmp_parent (each shard replayed
- * to its own live checkpoint, with the live shard count). Writes one line
+ * to its own live checkpoint, with the live shard count), and checks each
+ * live balance against the MDF invariant of SPEC section 6. Writes one line
  * per difference to out (at most TLY_AUDIT_DIFF_LINES_MAX, then a count),
  * or "all views match at seq N". *differences gets the number found.
  * Returns TLY_OK when the comparison ran, else as replay and digest do.
