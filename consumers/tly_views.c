@@ -2,13 +2,16 @@
 #include "tly_views.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "tly_cli.h"
 #include "tly_limits.h"
@@ -28,6 +31,7 @@ _Static_assert((TLY_VIEWS_MAP_BYTES_MAX / TLY_VIEWS_MAP_BYTES_INIT) <=
 struct tly_views {
     MDB_env *env;
     MDB_dbi dbi;
+    int lock_fd; /* WRITE: flock held on consumer.lock; -1 otherwise */
     bool writable;
     size_t map_bytes;
     char shard_text[SHARD_TEXT_BYTES];
@@ -192,6 +196,25 @@ static tly_err open_env(tly_views *v)
     return TLY_OK;
 }
 
+/* One writer per shard: two consumers folding into one store would each
+ * flush only what their own batches changed, leaving a mix of two states
+ * under one checkpoint. The flock dies with the process, kill -9 included. */
+static tly_err lock_writer(tly_views *v)
+{
+    char path[TLY_PATH_BYTES_MAX + 16];
+    snprintf(path, sizeof path, "%s/consumer.lock", v->dir);
+    v->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (v->lock_fd < 0) {
+        fprintf(stderr, "tally views: open %s: %s\n", path, strerror(errno));
+        return TLY_STORAGE;
+    }
+    if (flock(v->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "tally views: %s is in use by another consumer\n", v->dir);
+        return TLY_UNAVAILABLE;
+    }
+    return TLY_OK;
+}
+
 tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_count, int flags,
                        tly_views **out)
 {
@@ -201,10 +224,13 @@ tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_coun
     if (!v)
         return TLY_NOMEM;
     v->writable = (flags & TLY_VIEWS_WRITE) != 0;
+    v->lock_fd = -1;
     snprintf(v->shard_text, sizeof v->shard_text, "%u/%u", shard, shard_count);
     tly_err err = tly_views_path(data_dir, shard, shard_count, v->dir, sizeof v->dir);
     if (err == TLY_OK && v->writable)
         err = mkdir_p(v->dir);
+    if (err == TLY_OK && v->writable)
+        err = lock_writer(v);
     /* A reader must not create lock.mdb or data.mdb, which mdb_env_open would. */
     if (err == TLY_OK && !v->writable &&
         (!file_exists(v->dir, "data.mdb") || !file_exists(v->dir, "lock.mdb")))
@@ -227,6 +253,8 @@ void tly_views_close(tly_views *v)
         return;
     if (v->env)
         mdb_env_close(v->env);
+    if (v->lock_fd >= 0)
+        close(v->lock_fd); /* releases the flock */
     free(v);
 }
 

@@ -57,9 +57,11 @@ tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_coun
  * consumer has not started yet: retry later).
  * Either way an existing "M/shard" naming another K/N is TLY_USAGE: the
  * directory was renamed or copied, and folding into it would mix shards.
+ * One writer per store: WRITE takes an flock on K-of-N/consumer.lock (held
+ * until close or process exit); while another holds it, TLY_UNAVAILABLE.
  *
- * Returns TLY_OK, TLY_NOT_FOUND, TLY_USAGE, TLY_CORRUPT, TLY_STORAGE or
- * TLY_NOMEM. Close with tly_views_close.
+ * Returns TLY_OK, TLY_NOT_FOUND, TLY_USAGE, TLY_UNAVAILABLE, TLY_CORRUPT,
+ * TLY_STORAGE or TLY_NOMEM. Close with tly_views_close.
  */
 tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_count, int flags,
                        tly_views **out);

@@ -299,6 +299,14 @@ START_TEST(test_views_shard_mismatch_refused)
     ck_assert_int_eq(tly_views_open(data, 1, 2, TLY_VIEWS_WRITE, &v), TLY_USAGE);
     ck_assert_int_eq(tly_views_open(data, 1, 2, TLY_VIEWS_READ, &v), TLY_USAGE);
     ck_assert_ptr_null(v);
+    /* One writer per store. */
+    tly_views *w1 = NULL, *w2 = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 2, TLY_VIEWS_WRITE, &w1), TLY_OK);
+    ck_assert_int_eq(tly_views_open(data, 0, 2, TLY_VIEWS_WRITE, &w2), TLY_UNAVAILABLE);
+    ck_assert_ptr_null(w2);
+    tly_views_close(w1);
+    ck_assert_int_eq(tly_views_open(data, 0, 2, TLY_VIEWS_WRITE, &w2), TLY_OK);
+    tly_views_close(w2);
     /* Out-of-range shards are usage errors too. */
     ck_assert_int_eq(tly_views_open(data, 2, 2, TLY_VIEWS_WRITE, &v), TLY_USAGE);
     ck_assert_int_eq(tly_views_open(data, 0, 0, TLY_VIEWS_WRITE, &v), TLY_USAGE);
