@@ -1594,6 +1594,78 @@ START_TEST(details_pinned)
 }
 END_TEST
 
+/* Money that leaves int64 is TLY_OVERFLOW, never undefined behaviour: a
+ * stored partner whose accrued total sits at the edge takes one more
+ * accrual. (Reaching the edge by events would take ~10^6 maximal sales.) */
+START_TEST(overflow_is_an_error)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    kv store = {0};
+    ck_assert_int_eq(tly_engine_flush(s.e[0], kv_put, &store), TLY_OK);
+    tly_engine *fresh;
+    ck_assert_int_eq(tly_engine_new(0, 1, &fresh), TLY_OK);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < store.count; i++) {
+        const kv_entry *x = &store.e[i];
+        const void *val = x->val;
+        size_t vlen = x->vlen;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
+            /* element 8 of a partner entry is `accrued` */
+            ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+            ck_assert_uint_eq(up.data.via.array.size, 22);
+            up.data.via.array.ptr[8].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            up.data.via.array.ptr[8].via.u64 = (uint64_t)INT64_MAX - 5;
+            msgpack_packer pk;
+            msgpack_sbuffer_clear(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_object(&pk, up.data);
+            val = sb.data;
+            vlen = sb.size;
+        }
+        if (x->key[0] == 'S')
+            ck_assert_int_eq(tly_engine_load(fresh, x->key, x->klen, val, vlen), TLY_OK);
+        msgpack_unpacked_destroy(&up);
+    }
+    tly_engine_set_seq(fresh, 2);
+    tly_engine_free(s.e[0]);
+    s.e[0] = fresh;
+    /* 1000 at 100 bps accrues 10: INT64_MAX - 5 + 10 overflows */
+    tly_event ev;
+    msgpack_sbuffer_clear(&sb);
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s,s:i,s:i,s:s}", "type", "sale", "id", "S1", "at",
+                          (json_int_t)(Q1_25 + DAY), "partner", "p1", "sku", "X", "qty", 1,
+                          "amount", 1000, "currency", "USD");
+    to_mp(j, &sb);
+    ck_assert_int_eq(tly_event_decode(sb.data, sb.size, REC_MS, &ev, NULL), TLY_OK);
+    tly_record rec = {.seq = 3, .recorded_ms = REC_MS, .source = {"d", 1}};
+    ck_assert_int_eq(tly_engine_apply(fresh, &rec, &ev), TLY_OVERFLOW);
+    json_decref(j);
+    msgpack_sbuffer_destroy(&sb);
+    kv_free(&store);
+    shards_free(&s);
+}
+END_TEST
+
+/* A corrupt state entry is TLY_CORRUPT, not a crash. */
+START_TEST(load_rejects_garbage)
+{
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    static const uint8_t junk[] = {0x93, 0x01, 0xa1, 'x'};
+    ck_assert_int_eq(tly_engine_load(e, "S/1/x", 5, junk, sizeof junk), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_load(e, "S/4/x", 5, junk, 2), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_load(e, "S/9/x", 5, junk, sizeof junk), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_load(e, "Q", 1, junk, sizeof junk), TLY_CORRUPT);
+    tly_engine_free(e);
+}
+END_TEST
+
 /* A record out of order is refused and changes nothing. */
 START_TEST(apply_out_of_order)
 {
@@ -1719,6 +1791,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, enrollment_rules);
     tcase_add_test(tc, apply_out_of_order);
     tcase_add_test(tc, details_pinned);
+    tcase_add_test(tc, load_rejects_garbage);
     suite_add_tcase(s, tc);
     tc = tcase_create("random");
     tcase_set_timeout(tc, 300);
@@ -1727,6 +1800,7 @@ static Suite *engine_suite(void)
     tc = tcase_create("flush_load");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
+    tcase_add_test(tc, overflow_is_an_error);
     suite_add_tcase(s, tc);
     return s;
 }
