@@ -266,10 +266,11 @@ static json_t *run_json(const bench *b, bench_run *r)
 
 static void print_text(const json_t *doc)
 {
-    printf("log events=%lld reused=%s build_s=%.3f\n",
+    printf("log events=%lld reused=%s build_s=%.3f batch=%lld\n",
            (long long)json_integer_value(json_object_get(doc, "events")),
            json_is_true(json_object_get(doc, "reused")) ? "yes" : "no",
-           json_real_value(json_object_get(doc, "build_s")));
+           json_real_value(json_object_get(doc, "build_s")),
+           (long long)json_integer_value(json_object_get(doc, "batch")));
     size_t i;
     json_t *run;
     json_array_foreach(json_object_get(doc, "runs"), i, run)
@@ -452,8 +453,9 @@ int tly_cmd_bench_fold(int argc, char **argv)
     json_t *runs = json_array();
     if (err == TLY_OK)
         err = bench_runs(b, runs);
-    json_t *doc = json_pack("{s:I,s:b,s:f,s:o}", "events", (json_int_t)b->head, "reused", !b->built,
-                            "build_s", b->build_s, "runs", runs);
+    json_t *doc =
+        json_pack("{s:I,s:b,s:f,s:I,s:o}", "events", (json_int_t)b->head, "reused", !b->built,
+                  "build_s", b->build_s, "batch", (json_int_t)b->o.batch, "runs", runs);
     if (err == TLY_OK && b->o.common.json) {
         json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
