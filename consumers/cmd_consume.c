@@ -46,6 +46,10 @@
 
 #define CMD "consume"
 
+/* Records between two looks at the clock for TLY_CONSUME_COMMIT_INTERVAL_MS:
+ * about a millisecond of folding, so the interval is kept closely enough. */
+#define CLOCK_CHECK_RECORDS 1024u
+
 _Static_assert(TLY_CONSUME_BATCH_RECORDS_DEFAULT <= TLY_CONSUME_BATCH_RECORDS_MAX,
                "default batch within the maximum");
 
@@ -73,6 +77,7 @@ typedef struct consumer {
     tly_views *views;
     tly_engine *engine;
     uint32_t pending;         /* records applied since the last commit */
+    uint64_t batch_start_ns;  /* when the first pending record was applied */
     uint32_t commit_failures; /* consecutive */
     bool engine_broken;       /* apply failed: never commit this state */
     bool remote;
@@ -129,6 +134,16 @@ static tly_err commit(consumer *c)
     return reload_engine(c);
 }
 
+/* True when the open batch is older than TLY_CONSUME_COMMIT_INTERVAL_MS.
+ * The clock is read once per CLOCK_CHECK_RECORDS records only. */
+static bool batch_too_old(const consumer *c)
+{
+    if (c->pending % CLOCK_CHECK_RECORDS != 0)
+        return false;
+    uint64_t age_ns = tly_mono_ns() - c->batch_start_ns;
+    return age_ns >= (uint64_t)TLY_CONSUME_COMMIT_INTERVAL_MS * 1000000u;
+}
+
 /*
  * Applies one record if it is the next one. *gap is set when its seq lies
  * beyond the next one (the caller fills from the log); older records are
@@ -161,7 +176,9 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
                    (unsigned long long)rec->seq, tly_strerror(err));
         return err;
     }
-    if (++c->pending >= c->o.batch)
+    if (c->pending++ == 0)
+        c->batch_start_ns = tly_mono_ns();
+    if (c->pending >= c->o.batch || batch_too_old(c))
         return commit(c);
     return TLY_OK;
 }
