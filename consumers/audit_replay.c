@@ -4,10 +4,13 @@
  * fold, tly_views for the stores and checkpoints), so a replay is exactly
  * what the consumers would have written.
  *
- * All shards are folded in one pass over the log: each record is read and
- * decoded once and applied to every shard's engine (each engine sees every
- * record, as a consumer does; it keeps what its shard owns). Commits come
- * every TLY_AUDIT_REPLAY_BATCH_RECORDS records.
+ * The shards are split over up to one thread per CPU. Each thread reads
+ * the whole log once with its own reader (the log handle is shared: its
+ * read transactions are not tied to threads) and applies every record to
+ * each of its shards' engines, as a consumer does: an engine sees every
+ * record and keeps what its shard owns. Engines share nothing, so the
+ * threads need no locks. Commits come every TLY_AUDIT_REPLAY_BATCH_RECORDS
+ * records.
  *
  * tly_views_open places a store in DATA/views/K-of-N, while a replay's
  * --out is itself a views directory (OUT/K-of-N, what `--views OUT` reads).
@@ -17,6 +20,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,8 +44,6 @@ typedef struct replay_run {
     const tly_audit_replay_opts *o;
     replay_shard shard[TLY_SHARDS_MAX];
     uint32_t opened;
-    uint64_t stop_max; /* the largest stop of any shard */
-    tly_event ev;
     char *msg;
     size_t cap;
 } replay_run;
@@ -132,39 +134,57 @@ static tly_err open_shards(replay_run *r)
             return err;
         }
         s->stop = shard_stop(r->o, k);
-        r->stop_max = s->stop > r->stop_max ? s->stop : r->stop_max;
     }
     return TLY_OK;
 }
 
-/* Commits every shard's changes and checkpoint. */
-static tly_err commit_all(replay_run *r)
+/* One thread of a replay: it reads the whole log with its own reader and
+ * folds it into the shards first .. first+count-1. */
+typedef struct replay_worker {
+    replay_run *r;
+    tly_log *log;
+    uint32_t first, count;
+    uint64_t stop_max;              /* the largest stop of its shards */
+    tly_audit_progress_fn progress; /* set for one worker only */
+    void *ctx;
+    tly_err err;
+    char msg[TLY_AUDIT_ERROR_BYTES];
+    tly_event ev; /* reused: it is large */
+} replay_worker;
+
+/* Commits the worker's shards: changes and checkpoint. */
+static tly_err commit_all(replay_worker *w)
 {
-    for (uint32_t k = 0; k < r->opened; k++) {
-        tly_err err = tly_views_commit(r->shard[k].views, r->shard[k].engine);
+    for (uint32_t k = w->first; k < w->first + w->count; k++) {
+        replay_shard *s = &w->r->shard[k];
+        tly_err err = tly_views_commit(s->views, s->engine);
         if (err != TLY_OK) {
-            tly_audit_msgf(r->msg, r->cap, "commit of shard %u failed: %s", k, tly_strerror(err));
+            tly_audit_msgf(w->msg, sizeof w->msg, "commit of shard %u failed: %s", k,
+                           tly_strerror(err));
             return err;
         }
     }
     return TLY_OK;
 }
 
-/* Folds one record into every shard that has not reached its stop. */
-static tly_err fold_one(replay_run *r, const tly_record *rec)
+/* Folds one record into each of the worker's shards that has not reached
+ * its stop. */
+static tly_err fold_one(replay_worker *w, const tly_record *rec)
 {
     tly_field_error fe = {{0}, {0}};
-    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &r->ev, &fe) != TLY_OK) {
-        tly_audit_msgf(r->msg, r->cap, "seq %llu: event invalid (%s): run 'tally audit verify'",
+    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &w->ev, &fe) != TLY_OK) {
+        tly_audit_msgf(w->msg, sizeof w->msg,
+                       "seq %llu: event invalid (%s): run 'tally audit verify'",
                        (unsigned long long)rec->seq, fe.message);
         return TLY_CORRUPT;
     }
-    for (uint32_t k = 0; k < r->opened; k++) {
-        if (rec->seq > r->shard[k].stop)
+    for (uint32_t k = w->first; k < w->first + w->count; k++) {
+        replay_shard *s = &w->r->shard[k];
+        if (rec->seq > s->stop)
             continue;
-        tly_err err = tly_engine_apply(r->shard[k].engine, rec, &r->ev);
+        tly_err err = tly_engine_apply(s->engine, rec, &w->ev);
         if (err != TLY_OK) {
-            tly_audit_msgf(r->msg, r->cap, "seq %llu: the engine of shard %u failed: %s",
+            tly_audit_msgf(w->msg, sizeof w->msg, "seq %llu: the engine of shard %u failed: %s",
                            (unsigned long long)rec->seq, k, tly_strerror(err));
             return err;
         }
@@ -172,44 +192,114 @@ static tly_err fold_one(replay_run *r, const tly_record *rec)
     return TLY_OK;
 }
 
-/* True when rec is past every stop: the fold is over. */
-static bool past_end(const replay_run *r, const tly_record *rec)
+/* True when rec is past every stop of the worker: its fold is over. */
+static bool past_end(const replay_worker *w, const tly_record *rec)
 {
-    if (r->o->has_until && rec->recorded_ms > r->o->until_ms)
+    const tly_audit_replay_opts *o = w->r->o;
+    if (o->has_until && rec->recorded_ms > o->until_ms)
         return true; /* recorded_ms never decreases [D12]: nothing later counts */
-    return rec->seq > r->stop_max;
+    return rec->seq > w->stop_max;
 }
 
 /* Reads the log once and folds it, committing in batches. */
-static tly_err fold_log(replay_run *r, tly_log *log, tly_audit_progress_fn progress, void *ctx)
+static tly_err fold_log(replay_worker *w)
 {
     uint64_t head = 0;
     uint8_t hash[TLY_HASH_BYTES];
-    tly_err err = tly_log_head(log, &head, hash);
-    uint64_t total = head < r->stop_max ? head : r->stop_max;
+    tly_err err = tly_log_head(w->log, &head, hash);
+    uint64_t total = head < w->stop_max ? head : w->stop_max;
     tly_log_reader *rd = NULL;
     if (err == TLY_OK && total > 0)
-        err = tly_log_reader_open(log, 1, &rd);
+        err = tly_log_reader_open(w->log, 1, &rd);
     tly_record rec;
     uint64_t done = 0;
     while (err == TLY_OK && rd && (err = tly_log_reader_next(rd, &rec)) == TLY_OK) {
-        if (past_end(r, &rec))
+        if (past_end(w, &rec))
             break;
-        err = fold_one(r, &rec);
+        err = fold_one(w, &rec);
         if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0) {
-            err = commit_all(r);
-            if (progress)
-                progress(ctx, done, total);
+            err = commit_all(w);
+            if (w->progress)
+                w->progress(w->ctx, done, total);
         }
     }
-    if (err == TLY_CORRUPT && !r->msg[0])
-        tly_audit_msgf(r->msg, r->cap, "seq %llu: record does not decode",
+    if (err == TLY_CORRUPT && !w->msg[0])
+        tly_audit_msgf(w->msg, sizeof w->msg, "seq %llu: record does not decode",
                        (unsigned long long)done + 1);
     tly_log_reader_close(rd);
     if (err == TLY_NOT_FOUND || err == TLY_OK)
-        err = commit_all(r);
-    if (err == TLY_OK && progress)
-        progress(ctx, done, total);
+        err = commit_all(w);
+    if (err == TLY_OK && w->progress)
+        w->progress(w->ctx, done, total);
+    return err;
+}
+
+static void *worker_main(void *arg)
+{
+    replay_worker *w = arg;
+    w->err = fold_log(w);
+    return NULL;
+}
+
+/* Threads to fold with: one per shard, at most one per online CPU (more
+ * would only take turns), at least one. */
+static uint32_t thread_count(uint32_t shards)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t t = cpus < 1 ? 1 : (uint32_t)(cpus < (long)TLY_SHARDS_MAX ? cpus : TLY_SHARDS_MAX);
+    return t < shards ? t : shards;
+}
+
+/* Splits the shards over the workers as evenly as possible. */
+static void plan_workers(replay_run *r, tly_log *log, replay_worker *w, uint32_t t)
+{
+    uint32_t n = r->o->shard_count, next = 0;
+    for (uint32_t i = 0; i < t; i++) {
+        w[i].r = r;
+        w[i].log = log;
+        w[i].first = next;
+        w[i].count = n / t + (i < n % t ? 1 : 0);
+        next += w[i].count;
+        for (uint32_t k = w[i].first; k < next; k++)
+            w[i].stop_max = r->shard[k].stop > w[i].stop_max ? r->shard[k].stop : w[i].stop_max;
+    }
+}
+
+/* Runs the workers (worker 0 in this thread) and returns the first error,
+ * with its message. */
+static tly_err fold_all(replay_run *r, tly_log *log, tly_audit_progress_fn progress, void *ctx)
+{
+    uint32_t t = thread_count(r->o->shard_count);
+    replay_worker *w = calloc(t, sizeof *w);
+    pthread_t *tid = calloc(t, sizeof *tid);
+    bool *started = calloc(t, sizeof *started);
+    if (!w || !tid || !started) {
+        free(w);
+        free(tid);
+        free(started);
+        return TLY_NOMEM;
+    }
+    plan_workers(r, log, w, t);
+    w[0].progress = progress;
+    w[0].ctx = ctx;
+    for (uint32_t i = 1; i < t; i++)
+        started[i] = pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0;
+    for (uint32_t i = 1; i < t; i++)
+        if (!started[i])
+            worker_main(&w[i]); /* no thread to spare: fold it here */
+    worker_main(&w[0]);
+    tly_err err = TLY_OK;
+    for (uint32_t i = 0; i < t; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        if (err == TLY_OK && w[i].err != TLY_OK) {
+            err = w[i].err;
+            tly_audit_msgf(r->msg, r->cap, "%s", w[i].msg);
+        }
+    }
+    free(w);
+    free(tid);
+    free(started);
     return err;
 }
 
@@ -263,7 +353,7 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
     if (err == TLY_OK)
         err = open_shards(r);
     if (err == TLY_OK)
-        err = fold_log(r, log, progress, ctx);
+        err = fold_all(r, log, progress, ctx);
     err = close_and_place(r, err, last_seq);
     tly_log_close(log);
     free(r);
