@@ -11,9 +11,10 @@
  *   - the log's LMDB environment DIR/log on this machine (the default): a
  *     reader per batch sees what the ledger has committed; a missing DIR/log
  *     is waited for (the ledger may start later);
- *   - the ledger's log-read socket, with --remote, or when --log-read is
- *     given explicitly and DIR/log does not exist when the consumer starts
- *     (a consumer on another machine than the ledger).
+ *   - the ledger's log-read socket: always with --remote; with --log-read
+ *     given explicitly, whenever DIR/log does not exist (a consumer on
+ *     another machine, or one started before the ledger created the log).
+ *     The choice is made again for every batch.
  * Live following: the events socket (SUB) delivers each committed record;
  * the next expected seq is applied directly, an older one is ignored, a
  * newer one is a gap that is filled from the log first. When the socket is
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <zmq.h>
 
 #include "tly_cli.h"
@@ -80,9 +80,8 @@ typedef struct consumer {
     uint64_t batch_start_ns;  /* when the first pending record was applied */
     uint32_t commit_failures; /* consecutive */
     bool engine_broken;       /* apply failed: never commit this state */
-    bool remote;
-    bool logread_quiet; /* "no reply" already logged for this outage */
-    tly_log *log;       /* local source; NULL until DIR/log exists */
+    bool logread_quiet;       /* "no reply" already logged for this outage */
+    tly_log *log;             /* local source; NULL until DIR/log exists */
     void *zctx;
     void *sub;
     void *dealer;
@@ -185,15 +184,16 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
 
 /* --- local source: DIR/log --- */
 
-/* Opens DIR/log when it exists. *ready is false while it does not. */
+/* Opens DIR/log when it exists. *ready is false while it does not (the
+ * ledger has not created it yet, or it lives on another machine). */
 static tly_err local_open(consumer *c, bool *ready)
 {
     *ready = c->log != NULL;
     if (c->log)
         return TLY_OK;
     tly_err err = tly_log_open(c->log_dir, TLY_LOG_READ, &c->log);
-    if (err == TLY_NOT_FOUND && !c->o.exit_at_head)
-        return TLY_OK; /* the ledger has not created it yet: wait */
+    if (err == TLY_NOT_FOUND)
+        return TLY_OK;
     if (err != TLY_OK) {
         tly_errorf(CMD, "cannot open the log %s: %s", c->log_dir, tly_strerror(err));
         return err;
@@ -202,16 +202,12 @@ static tly_err local_open(consumer *c, bool *ready)
     return TLY_OK;
 }
 
-/* One batch from DIR/log, in a fresh snapshot. *n counts records read. */
+/* One batch from DIR/log (open), in a fresh snapshot. *n counts records. */
 static tly_err pass_local(consumer *c, uint32_t *n)
 {
-    bool ready;
     *n = 0;
-    tly_err err = local_open(c, &ready);
-    if (err != TLY_OK || !ready)
-        return err;
     tly_log_reader *rd;
-    err = tly_log_reader_open(c->log, tly_engine_seq(c->engine) + 1, &rd);
+    tly_err err = tly_log_reader_open(c->log, tly_engine_seq(c->engine) + 1, &rd);
     if (err != TLY_OK) {
         tly_errorf(CMD, "cannot read the log %s: %s", c->log_dir, tly_strerror(err));
         return err;
@@ -418,6 +414,31 @@ static tly_err pass_remote(consumer *c, uint32_t *n)
     return TLY_OK;
 }
 
+/*
+ * One batch from whichever source serves: log-read with --remote; else
+ * DIR/log once it exists; until then log-read when --log-read was given
+ * (a consumer on another machine, or started before the ledger created the
+ * log), else nothing (wait). Every pass reads from the engine's seq + 1, so
+ * switching sources between passes is seamless.
+ */
+static tly_err pass(consumer *c, uint32_t *n)
+{
+    *n = 0;
+    if (c->o.remote)
+        return pass_remote(c, n);
+    bool ready;
+    tly_err err = local_open(c, &ready);
+    if (err != TLY_OK || ready)
+        return err == TLY_OK ? pass_local(c, n) : err;
+    if (c->o.log_read_given)
+        return pass_remote(c, n);
+    if (c->o.exit_at_head) {
+        tly_errorf(CMD, "no log in %s (give --log-read to read a remote one)", c->log_dir);
+        return TLY_NOT_FOUND;
+    }
+    return TLY_OK;
+}
+
 /* --- live following: the events socket --- */
 
 /* Receives one published record (topic frame, record frame) without
@@ -499,18 +520,11 @@ static tly_err sub_open(consumer *c)
 
 /* --- the run --- */
 
-static bool dir_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static tly_err consumer_start(consumer *c)
 {
     int n = snprintf(c->log_dir, sizeof c->log_dir, "%s/log", c->o.common.data);
     if (n < 0 || (size_t)n >= sizeof c->log_dir)
         return TLY_USAGE;
-    c->remote = c->o.remote || (c->o.log_read_given && !dir_exists(c->log_dir));
     tly_err err =
         tly_views_open(c->o.common.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);
     if (err != TLY_OK) {
@@ -522,7 +536,7 @@ static tly_err consumer_start(consumer *c)
     if (err != TLY_OK)
         return err;
     c->start_seq = tly_engine_seq(c->engine);
-    if (c->remote || !c->o.exit_at_head) {
+    if (c->o.remote || c->o.log_read_given || !c->o.exit_at_head) {
         c->zctx = zmq_ctx_new();
         if (!c->zctx)
             return TLY_NOMEM;
@@ -530,9 +544,12 @@ static tly_err consumer_start(consumer *c)
     if (!c->o.exit_at_head)
         err = sub_open(c);
     if (err == TLY_OK)
-        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s\n", c->o.shard,
-                c->o.shard_count, (unsigned long long)c->start_seq, c->remote ? "log-read " : "",
-                c->remote ? c->o.common.log_read : c->log_dir);
+        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s%s\n", c->o.shard,
+                c->o.shard_count, (unsigned long long)c->start_seq, c->o.remote ? "" : c->log_dir,
+                c->o.remote ? "log-read " : "",
+                c->o.remote           ? c->o.common.log_read
+                : c->o.log_read_given ? " (until it exists: log-read)"
+                                      : "");
     return err;
 }
 
@@ -560,7 +577,7 @@ static tly_err consumer_run(consumer *c)
     tly_err err = TLY_OK;
     while (!consume_stop && err == TLY_OK) {
         uint32_t n = 0;
-        err = c->remote ? pass_remote(c, &n) : pass_local(c, &n);
+        err = pass(c, &n);
         if (err == TLY_OK)
             err = commit(c);
         if (err != TLY_OK || consume_stop || (n == 0 && c->o.exit_at_head))
@@ -592,8 +609,8 @@ static void usage(FILE *out)
             "  --data DIR       data directory (default $TALLY_DATA, else ./tally-data)\n"
             "  --events EP      the ledger's events socket to follow (default %s)\n"
             "  --log-read EP    the ledger's log-read socket (default %s)\n"
-            "  --remote         read the log through log-read instead of DIR/log; also\n"
-            "                   chosen when --log-read is given and DIR/log does not exist\n"
+            "  --remote         read the log through log-read only, never DIR/log; with\n"
+            "                   --log-read alone, log-read serves while DIR/log is absent\n"
             "  --batch N        records per view transaction (default %u, max %u)\n"
             "  --exit-at-head   exit once every record in the log is folded\n"
             "\n"
