@@ -737,20 +737,22 @@ START_TEST(test_live_follow_ledger)
     char *rlog = path_join(remote, "consume.log");
     char *const ledger[] = {(char *)tu_tally(), "ledger", "--data",     data, "--ingest",  ing,
                             "--events",         evt,      "--log-read", lr,   "--no-sync", NULL};
+    /* The local consumer starts before the ledger, as under `tally up`: it
+     * asks log-read until DIR/log exists, then reads DIR/log. */
+    char *const local[] = {(char *)tu_tally(), "consume", "--data", data, "--events", evt,
+                           "--log-read",       lr,        NULL};
+    pid_t cp1 = tu_spawn(local, clog);
     pid_t lp = tu_spawn(ledger, llog);
     ck_assert(tu_wait_listening(ing, 10000));
     ck_assert(tu_wait_listening(lr, 10000));
-    /* Part one is in the log before the consumers start: they catch up. */
+    /* Part one is in the log before the remote consumer starts: it catches up. */
     char *f1 = path_join(data, "part1.jsonl"), *f2 = path_join(data, "part2.jsonl");
     write_jsonl(f1, small_events, 6);
     write_jsonl(f2, small_events + 6, SMALL_COUNT - 6);
     ck_assert_int_eq(send_file(ing, f1), 0);
-    char *const local[] = {(char *)tu_tally(), "consume", "--data", data, "--events", evt,
-                           "--log-read",       lr,        NULL};
     /* No log in `remote`: with --log-read given it reads through the ledger. */
     char *const far[] = {(char *)tu_tally(), "consume", "--data", remote, "--events", evt,
                          "--log-read",       lr,        NULL};
-    pid_t cp1 = tu_spawn(local, clog);
     pid_t cp2 = tu_spawn(far, rlog);
     ck_assert_uint_eq(wait_checkpoint(data, 6), 6);
     ck_assert_uint_eq(wait_checkpoint(remote, 6), 6);
