@@ -175,7 +175,19 @@ typedef struct eng_held {
     char currency[3];
 } eng_held;
 
+/* The trace hook (engine_trace.c). One per engine; the pstate of every
+ * traced partner points at it, so a movement deep in the bucket code can
+ * report itself with one pointer test and no engine in reach. */
+typedef struct eng_trace {
+    tly_engine_trace_fn fn;
+    void *ctx;
+    char *partner; /* owned; NULL: every owned partner */
+    size_t partner_len;
+    tly_trace_line cur; /* the event being traced: seq, cause, ids, period */
+} eng_trace;
+
 typedef struct eng_pstate {
+    eng_trace *trace; /* NULL unless this partner is traced; not owned */
     eng_name name, region; /* region.ptr NULL when absent */
     tly_partner_kind kind;
     uint32_t tier; /* index into the program's current tiers */
@@ -320,6 +332,12 @@ struct tly_engine {
     uint32_t *dirty_claims;
     uint32_t dirty_claim_count, dirty_claim_cap;
 
+    /* tracing: NULL when off; rec/ev are the record being applied, set
+     * only while tracing (source and id of the lines) */
+    eng_trace *trace;
+    const tly_record *trace_rec;
+    const tly_event *trace_ev;
+
     /* partners touched by the current apply, for the invariant check */
     uint32_t *touched;
     uint32_t touched_count, touched_cap;
@@ -376,6 +394,38 @@ tly_err eng_claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_event 
 tly_err eng_close_partner(tly_engine *e, eng_program *g, uint32_t p, uint64_t seq);
 /* The MDF invariant of SPEC section 6; true when it holds. */
 bool eng_invariant_ok(const eng_pstate *st);
+
+/* Index of the highest bracket max(R,0) reaches [R1]. */
+uint32_t eng_bracket_top(const eng_rules *r, int64_t base);
+
+/* ---- tracing (engine_trace.c) ---- */
+
+/* Starts the lines of one event for owned partner p: seq, cause, the
+ * event's source and id (when seq is the record being applied, else
+ * empty), effective period and lateness. No-op when p is not traced. */
+void eng_trace_begin(tly_engine *e, uint32_t p, uint64_t seq, const char *cause, int32_t period,
+                     bool late);
+/* For a held event folded at enrollment: the source (and a sale's id) from
+ * the registry key the engine kept, when begin found no record. */
+void eng_trace_held(eng_pstate *st, const char *key, uint32_t key_len, bool is_sale);
+/* Reports one movement with the context of the current event. */
+void eng_trace_emit(eng_trace *t, tly_trace_kind kind, int32_t bucket, int64_t amount);
+/* Reports a line built by the caller (from t->cur). */
+void eng_trace_line(eng_trace *t, const tly_trace_line *line);
+/* Slices and figure of a rebate row under rules r: kind is
+ * TLY_TRACE_REBATE_FINAL or TLY_TRACE_REBATE_OPEN. */
+void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_trace_kind kind,
+                      int64_t figure);
+/* Attaches the trace to a new owned pstate of partner id when it is traced. */
+void eng_trace_attach(tly_engine *e, eng_pstate *st, const char *id, size_t len);
+void eng_trace_free(eng_trace *t);
+
+/* One pointer test when tracing is off. */
+#define ENG_TRACE(st, kind, bucket, amount)                                                        \
+    do {                                                                                           \
+        if ((st)->trace != NULL)                                                                   \
+            eng_trace_emit((st)->trace, (kind), (bucket), (amount));                               \
+    } while (0)
 
 /* ---- views (engine_views.c) ---- */
 

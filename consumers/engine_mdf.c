@@ -52,11 +52,15 @@ tly_err eng_credit(eng_pstate *st, int32_t period, int64_t x)
     assert(x >= 0);
     int64_t pay = x < st->deficit ? x : st->deficit;
     st->deficit -= pay;
+    if (pay > 0)
+        ENG_TRACE(st, TLY_TRACE_DEFICIT_PAYOFF, period, pay);
     if (x - pay == 0)
         return TLY_OK;
     eng_bucket *b;
     TRY(bucket_get(st, period, &b));
-    return tly_money_addto(&b->remaining, x - pay);
+    TRY(tly_money_addto(&b->remaining, x - pay));
+    ENG_TRACE(st, TLY_TRACE_CREDIT, period, x - pay);
+    return TLY_OK;
 }
 
 /* Debits take buckets strictly oldest first, future ones included; what
@@ -70,9 +74,13 @@ tly_err eng_debit(eng_pstate *st, int64_t x)
         if (take > 0) {
             b->remaining -= take;
             x -= take;
+            ENG_TRACE(st, TLY_TRACE_DEBIT, b->period, take);
         }
     }
-    return tly_money_addto(&st->deficit, x);
+    TRY(tly_money_addto(&st->deficit, x));
+    if (x > 0)
+        ENG_TRACE(st, TLY_TRACE_DEFICIT, 0, x);
+    return TLY_OK;
 }
 
 tly_err eng_available(const eng_pstate *st, int64_t *out)
@@ -134,13 +142,19 @@ tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out)
  * reaches. Incremental: each bracket's slice at its own rate, summed
  * exactly and rounded once. A bracket is reached when R ≥ from [R1]; the
  * rate shown is the rate of the highest bracket reached [R2]. */
-tly_err eng_rebate_calc(const eng_rules *r, int64_t revenue, int64_t *rebate, int32_t *bps)
+uint32_t eng_bracket_top(const eng_rules *r, int64_t base)
 {
-    int64_t base = revenue > 0 ? revenue : 0;
     uint32_t top = 0;
     for (uint32_t i = 1; i < r->bracket_count; i++)
         if (base >= r->brackets[i].from)
             top = i;
+    return top;
+}
+
+tly_err eng_rebate_calc(const eng_rules *r, int64_t revenue, int64_t *rebate, int32_t *bps)
+{
+    int64_t base = revenue > 0 ? revenue : 0;
+    uint32_t top = eng_bracket_top(r, base);
     *bps = r->brackets[top].bps;
     if (r->mode == TLY_REBATE_RETROACTIVE) {
         *rebate = tly_money_bps(base, r->brackets[top].bps);
@@ -234,10 +248,13 @@ static tly_err close_expire(eng_program *g, eng_pstate *st)
     uint32_t keep = 0;
     for (uint32_t i = 0; i < st->bucket_count; i++) {
         eng_bucket *b = &st->buckets[i];
-        if (b->period <= last)
-            TRY(tly_money_addto(&st->expired, b->remaining));
-        else
+        if (b->period > last) {
             st->buckets[keep++] = *b;
+            continue;
+        }
+        TRY(tly_money_addto(&st->expired, b->remaining));
+        if (b->remaining > 0)
+            ENG_TRACE(st, TLY_TRACE_EXPIRY, b->period, b->remaining);
     }
     st->bucket_count = keep;
     return TLY_OK;
@@ -246,11 +263,14 @@ static tly_err close_expire(eng_program *g, eng_pstate *st)
 tly_err eng_close_partner(tly_engine *e, eng_program *g, uint32_t p, uint64_t seq)
 {
     eng_pstate *st = e->partners[p].st;
+    eng_trace_begin(e, p, seq, "close", g->eop, false);
     eng_row *row = eng_row_find(st, g->eop);
     if (row != NULL && !row->final) {
         /* The close fixes the figure with the rules then in force [G4]. */
         TRY(eng_row_figure(&g->rules, row, &row->figure, &row->rate_bps));
         row->final = true;
+        if (st->trace != NULL)
+            eng_trace_rebate(st->trace, &g->rules, row, TLY_TRACE_REBATE_FINAL, row->figure);
     }
     TRY(close_tier(g, st, seq));
     TRY(close_expire(g, st));
@@ -288,6 +308,7 @@ static tly_err claim_reserve(eng_pstate *st, eng_claim *c, int64_t amount)
         TRY(ENG_PUSH(c->shares, c->share_count, c->share_cap, sh));
         b->remaining -= take;
         amount -= take;
+        ENG_TRACE(st, TLY_TRACE_RESERVE, b->period, take);
     }
     /* available ≥ amount and deficit ≥ 0 imply the buckets cover it. */
     assert(amount == 0);
@@ -305,7 +326,11 @@ static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c,
         int64_t give = sh->amount < x ? sh->amount : x;
         sh->amount -= give;
         x -= give;
-        if (sh->period <= g->expired_upto)
+        if (give == 0)
+            continue;
+        bool gone = sh->period <= g->expired_upto;
+        ENG_TRACE(st, gone ? TLY_TRACE_RELEASE_EXPIRED : TLY_TRACE_RELEASE, sh->period, give);
+        if (gone)
             TRY(tly_money_addto(&st->expired, give));
         else
             TRY(eng_credit(st, sh->period, give));
@@ -406,6 +431,7 @@ static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
     TRY(claim_release(g, st, c, c->requested - ev->amount));
     TRY(tly_money_sub(st->pending, ev->amount, &st->pending));
     TRY(tly_money_addto(&st->approved, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_APPROVE, 0, ev->amount);
     c->approved = ev->amount;
     c->status = ENG_CLAIM_APPROVED;
     return TLY_OK;
@@ -422,6 +448,7 @@ static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
                          (long long)unpaid, CLAIM_ARGS(ev));
     TRY(tly_money_sub(st->approved, ev->amount, &st->approved));
     TRY(tly_money_addto(&st->paid, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_PAY, 0, ev->amount);
     c->paid += ev->amount;
     if (c->paid == c->approved)
         c->status = ENG_CLAIM_PAID;
@@ -474,12 +501,27 @@ static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
     return claim_invalid(e, p, pos, ev, c);
 }
 
+/* A claim's lines sit in its effective period, max(period(at), earliest
+ * open period), like any event's (SPEC section 6). */
+static void trace_claim(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    eng_pstate *st = e->partners[p].st;
+    if (st->trace == NULL)
+        return;
+    const eng_program *g = &e->programs[e->partners[p].program];
+    int32_t at = tly_period_of(g->kind, ev->at_ms);
+    /* not flagged late: lateness is an exception of sales and returns [P2] */
+    eng_trace_begin(e, p, pos.seq, tly_action_name(ev->action), at < g->eop ? g->eop : at, false);
+    st->trace->cur.ref = ev->claim;
+}
+
 /* [C3] the decoder guarantees amount for submit, approve and pay; the
  * other actions ignore it. */
 tly_err eng_claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
 {
     if (e->partners[p].program == ENG_NONE)
         return claim_unknown_partner(e, p, pos, ev);
+    trace_claim(e, p, pos, ev);
     if (ev->action == TLY_ACT_SUBMIT)
         return claim_submit(e, p, pos, ev);
     uint32_t ci = claim_find(e, p, ev);

@@ -127,6 +127,7 @@ void tly_engine_free(tly_engine *e)
     eng_map_free(&e->sale_map);
     eng_map_free(&e->claim_map);
     eng_map_free(&e->pair_map);
+    eng_trace_free(e->trace);
     eng_arena_free(&e->arena);
     free(e);
 }
@@ -168,6 +169,8 @@ tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out
         .id = key, .id_len = (uint32_t)len, .program = ENG_NONE, .owned = eng_owned(e, id, len)};
     if (rec.owned && (rec.st = eng_pstate_new()) == NULL)
         return TLY_NOMEM;
+    if (rec.st != NULL)
+        eng_trace_attach(e, rec.st, id, len);
     tly_err err = ENG_PUSH(e->partners, e->partner_count, e->partner_cap, rec);
     if (err != TLY_OK) {
         eng_pstate_free(rec.st);
@@ -413,6 +416,22 @@ static tly_err exc_late(tly_engine *e, eng_pos pos, uint32_t p, const eng_progra
     return eng_raise(e, pos, ENG_X_LATE, p, "%s lands in %s", what, text);
 }
 
+/* The accrual line of a traced sale; a held sale's ids come from its
+ * registry key. */
+static void trace_accrual(eng_pstate *st, const eng_sale *sale, const eng_sale_detail *d,
+                          eng_name tier)
+{
+    eng_trace_held(st, sale->key, sale->key_len, true);
+    tly_trace_line l = st->trace->cur;
+    l.kind = TLY_TRACE_ACCRUAL;
+    l.bucket = l.period;
+    l.amount = d->accrual;
+    l.basis = d->amount;
+    l.bps = d->bps;
+    l.tier = (tly_str){tier.ptr, tier.len};
+    eng_trace_line(st->trace, &l);
+}
+
 /* Folds a registered sale of an enrolled partner. Every shard decides
  * whether it moved money (the registry); the owner books the money. */
 static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int64_t at_ms,
@@ -440,12 +459,16 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
     eng_sale_detail d = {.amount = amount, .accrual = tly_money_bps(amount, bps), .bps = bps};
     TRY(ENG_PUSH(e->details, e->detail_count, e->detail_cap, d));
     e->sales[s].detail = e->detail_count - 1;
+    eng_trace_begin(e, p, pos.seq, "sale", eff, late);
+    if (st->trace != NULL)
+        trace_accrual(st, &e->sales[s], &d, g->rules.tiers[st->tier].name);
     TRY(eng_credit(st, eff, d.accrual));
     TRY(tly_money_addto(&st->accrued, d.accrual));
     eng_row *row;
     TRY(eng_row_get(st, eff, &row));
     /* revenue counts even when the accrual rounds to 0 [M7] */
     TRY(tly_money_addto(&row->revenue, amount));
+    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount);
     TRY(eng_partner_dirty(e, p));
     return late ? exc_late(e, pos, p, g, "sale", eff) : TLY_OK;
 }
@@ -495,6 +518,23 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
                      (long long)unreturned, (long long)(amount - unreturned));
 }
 
+/* The clawback line of a traced return: ref is the sale it names; a held
+ * return keeps only its sale's key, hence only its source. */
+static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64_t c,
+                           int64_t apply, int32_t bps)
+{
+    eng_trace_held(st, key, klen, false);
+    uint32_t idlen;
+    const char *id = sale_id_of_key(key, &idlen, klen);
+    st->trace->cur.ref = (tly_str){id, idlen};
+    tly_trace_line l = st->trace->cur;
+    l.kind = TLY_TRACE_CLAWBACK;
+    l.amount = c;
+    l.basis = apply;
+    l.bps = bps;
+    eng_trace_line(st->trace, &l);
+}
+
 static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms, const char *key,
                            uint32_t klen, int64_t amount, const char cur[3])
 {
@@ -515,14 +555,18 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     d->returned += apply;
     d->clawed += c;
     TRY(eng_sale_dirty(e, s));
-    TRY(tly_money_addto(&st->clawed_back, c));
-    TRY(eng_debit(st, c));
     bool late;
     int32_t eff = effective_period(g, at_ms, &late);
+    eng_trace_begin(e, p, pos.seq, "return", eff, late);
+    if (st->trace != NULL)
+        trace_clawback(st, key, klen, c, apply, d->bps);
+    TRY(tly_money_addto(&st->clawed_back, c));
+    TRY(eng_debit(st, c));
     eng_row *row;
     TRY(eng_row_get(st, eff, &row));
     /* A return reduces its own effective period, which may go negative [S6]. */
     TRY(tly_money_sub(row->revenue, apply, &row->revenue));
+    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, -apply);
     return late ? exc_late(e, pos, p, g, "return", eff) : TLY_OK;
 }
 
@@ -778,19 +822,26 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
     if (ev->amount > payable)
         return eng_raise(e, pos, ENG_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
                          (long long)ev->amount, (long long)payable, text);
-    return tly_money_addto(&row->paid, ev->amount);
+    TRY(tly_money_addto(&row->paid, ev->amount));
+    eng_trace_begin(e, p, pos.seq, "payout", ev->period, false);
+    ENG_TRACE(st, TLY_TRACE_PAYOUT, 0, ev->amount);
+    return TLY_OK;
 }
 
-static tly_err on_adjust(tly_engine *e, uint32_t p, const tly_event *ev)
+static tly_err on_adjust(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
     eng_pstate *st = e->partners[p].st;
+    eng_trace_begin(e, p, pos.seq, "adjust", g->eop, false);
     if (ev->account == TLY_ACCOUNT_REBATE) {
         eng_row *row;
         TRY(eng_row_get(st, g->eop, &row));
-        return tly_money_addto(&row->adj, ev->amount);
+        TRY(tly_money_addto(&row->adj, ev->amount));
+        ENG_TRACE(st, TLY_TRACE_ADJUST_REBATE, 0, ev->amount);
+        return TLY_OK;
     }
     TRY(tly_money_addto(&st->adjusted, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_ADJUST_MDF, 0, ev->amount);
     if (ev->amount > 0)
         return eng_credit(st, g->eop, ev->amount);
     return eng_debit(st, -ev->amount);
@@ -813,7 +864,7 @@ static tly_err on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev)
                          ev->type == TLY_EV_PAYOUT ? "to" : "of");
     if (ev->type == TLY_EV_PAYOUT)
         return on_payout(e, p, pos, ev);
-    return on_adjust(e, p, ev);
+    return on_adjust(e, p, pos, ev);
 }
 
 /* ---- apply ---- */
@@ -879,7 +930,14 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     eng_pos pos = {.seq = rec->seq, .n = &n};
     e->cur_seq = rec->seq;
     e->touched_count = 0;
-    TRY(dispatch(e, rec, pos, ev));
+    if (e->trace != NULL) { /* source and id of this record's trace lines */
+        e->trace_rec = rec;
+        e->trace_ev = ev;
+    }
+    tly_err err = dispatch(e, rec, pos, ev);
+    e->trace_rec = NULL;
+    e->trace_ev = NULL;
+    TRY(err);
     TRY(check_touched(e));
     e->seq = rec->seq;
     return TLY_OK;
