@@ -184,6 +184,22 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
 
 /* --- local source: DIR/log --- */
 
+/* A store whose checkpoint lies beyond the log's head belongs to another
+ * log (a wrong --data, a log restored from an older backup): folding on
+ * would silently wait forever, so it is an error. */
+static tly_err check_not_ahead(consumer *c, uint64_t head, const char *where)
+{
+    uint64_t seq = tly_engine_seq(c->engine);
+    if (head >= seq)
+        return TLY_OK;
+    tly_errorf(CMD,
+               "shard %u/%u: checkpoint %llu is beyond the head %llu of %s: the views belong "
+               "to another log",
+               c->o.shard, c->o.shard_count, (unsigned long long)seq, (unsigned long long)head,
+               where);
+    return TLY_CORRUPT;
+}
+
 /* Opens DIR/log when it exists. *ready is false while it does not (the
  * ledger has not created it yet, or it lives on another machine). */
 static tly_err local_open(consumer *c, bool *ready)
@@ -199,7 +215,10 @@ static tly_err local_open(consumer *c, bool *ready)
         return err;
     }
     *ready = true;
-    return TLY_OK;
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    err = tly_log_head(c->log, &head, hash);
+    return err == TLY_OK ? check_not_ahead(c, head, c->log_dir) : err;
 }
 
 /* One batch from DIR/log (open), in a fresh snapshot. *n counts records. */
@@ -297,6 +316,7 @@ typedef struct logread_reply {
     tly_mp_reader rd;
     uint32_t count;
     uint64_t head;
+    bool has_head;
 } logread_reply;
 
 static bool key_is(const char *k, uint32_t len, const char *want)
@@ -327,6 +347,7 @@ static tly_err logread_parse(const void *buf, size_t len, logread_reply *out)
         } else if (key_is(k, klen, "head")) {
             if (!tly_mp_read_uint(&r, &out->head))
                 return TLY_MALFORMED;
+            out->has_head = true;
         } else if (!tly_mp_skip(&r, NULL, NULL)) {
             return TLY_MALFORMED;
         }
@@ -382,7 +403,9 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
     err = logread_parse(zmq_msg_data(&msg), zmq_msg_size(&msg), &rep);
     if (err == TLY_OK) {
         *count = rep.count;
-        err = apply_reply(c, &rep, n, gap);
+        err = rep.has_head ? check_not_ahead(c, rep.head, c->o.common.log_read) : TLY_OK;
+        if (err == TLY_OK)
+            err = apply_reply(c, &rep, n, gap);
     } else {
         tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.common.log_read,
                    tly_err_name(err));

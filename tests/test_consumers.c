@@ -465,6 +465,28 @@ START_TEST(test_consume_corrupt_record_stops)
 }
 END_TEST
 
+START_TEST(test_consume_refuses_views_ahead_of_log)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, SMALL_COUNT);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    /* The log replaced by a shorter one (say, an older backup). */
+    char *log = path_join(data, "log");
+    char *const rm[] = {"rm", "-rf", log, NULL};
+    ck_assert_int_eq(tu_run(rm, NULL, NULL, NULL), 0);
+    append_json(data, small_events, 3);
+    ck_assert_int_eq(consume(data, NULL, NULL), 1);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), SMALL_COUNT); /* untouched */
+    char *err = path_join(data, "consume.err");
+    char *text = tu_read_file(err, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "beyond the head"));
+    free(text);
+    free(err);
+    free(log);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* Copies records [from, to] of src's log into dst's log (same source, id
  * and bytes), as a ledger receiving the same events would store them. */
 static void copy_records(const char *src, const char *dst, uint64_t from, uint64_t to)
@@ -821,6 +843,7 @@ static Suite *consumers_suite(void)
     tcase_set_timeout(consume, 600);
     tcase_add_test(consume, test_consume_small_log);
     tcase_add_test(consume, test_consume_corrupt_record_stops);
+    tcase_add_test(consume, test_consume_refuses_views_ahead_of_log);
     tcase_add_test(consume, test_consume_restart_resumes_exactly_once);
     tcase_add_test(consume, test_consume_kill9_resumes_exactly_once);
     tcase_add_test(consume, test_shards_give_identical_partner_views);
