@@ -2,6 +2,7 @@
 #include "tly_ledger.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,22 +54,46 @@ typedef struct pending {
     uint32_t first_item;
 } pending;
 
-struct tly_ledger {
-    tly_ledger_opts opts;
-    void *ctx;
-    void *ingest;
-    void *events;
-    void *logread;
-    tly_log *log;
-    tly_auth *auth;
+/* One group commit: the requests drained into it and their events. The
+ * ledger has two, so one can be filled and validated while the commit
+ * thread appends and syncs the other. */
+typedef struct batch {
     pending *reqs;        /* TLY_COMMIT_REQUESTS_MAX */
     uint32_t req_count;
     tly_log_item *items;  /* TLY_COMMIT_EVENTS_MAX */
     tly_field_error *fes; /* per item */
     uint32_t item_count;
     tly_log_group *groups;
+    uint32_t group_count;
+    int64_t now_ms;
+    /* set by the commit thread */
+    tly_err err;
+    uint64_t head_before, head_after;
+} batch;
+
+struct tly_ledger {
+    tly_ledger_opts opts;
+    void *ctx;
+    void *ingest;
+    void *events;
+    void *logread;
+    void *to_worker;   /* PAIR: main -> commit thread, one pointer per batch */
+    void *from_worker; /* PAIR: commit thread -> main, the batch done */
+    void *worker_in;   /* the commit thread's ends of the two pairs */
+    void *worker_out;
+    pthread_t worker;
+    bool worker_running;
+    tly_log *log;
+    tly_auth *auth;
+    batch batches[2];
+    batch *filling;    /* owned by the main thread */
+    batch *committing; /* owned by the commit thread while not NULL */
+    uint64_t head;     /* last committed seq, as the main thread knows it */
+    pending spare;     /* for log-read and refusals */
     msgpack_sbuffer sbuf;
 };
+
+static void stop_worker(tly_ledger *ld);
 
 bool tly_endpoint_is_loopback(const char *ep)
 {
@@ -136,20 +161,43 @@ static tly_err check_endpoints(const tly_ledger_opts *o, char *msg, size_t cap)
     return TLY_OK;
 }
 
-static tly_err alloc_buffers(tly_ledger *ld)
+static tly_err alloc_batch(batch *b)
 {
-    ld->reqs = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *ld->reqs);
-    ld->items = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *ld->items);
-    ld->fes = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *ld->fes);
-    ld->groups = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *ld->groups);
-    if (!ld->reqs || !ld->items || !ld->fes || !ld->groups)
+    b->reqs = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *b->reqs);
+    b->items = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *b->items);
+    b->fes = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *b->fes);
+    b->groups = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *b->groups);
+    if (!b->reqs || !b->items || !b->fes || !b->groups)
         return TLY_NOMEM;
     for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++) {
-        ld->reqs[i].req = malloc(sizeof(tly_ingest_req));
-        if (!ld->reqs[i].req)
+        b->reqs[i].req = malloc(sizeof(tly_ingest_req));
+        if (!b->reqs[i].req)
             return TLY_NOMEM;
     }
+    return TLY_OK;
+}
+
+static void free_batch(batch *b)
+{
+    if (b->reqs)
+        for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++)
+            free(b->reqs[i].req);
+    free(b->reqs);
+    free(b->items);
+    free(b->fes);
+    free(b->groups);
+}
+
+static tly_err alloc_buffers(tly_ledger *ld)
+{
     msgpack_sbuffer_init(&ld->sbuf);
+    ld->spare.req = malloc(sizeof(tly_ingest_req));
+    if (!ld->spare.req)
+        return TLY_NOMEM;
+    for (int i = 0; i < 2; i++)
+        if (alloc_batch(&ld->batches[i]) != TLY_OK)
+            return TLY_NOMEM;
+    ld->filling = &ld->batches[0];
     return TLY_OK;
 }
 
@@ -199,9 +247,9 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
         tly_ledger_stop(ld);
         return err;
     }
-    uint64_t head = 0;
     uint8_t hash[TLY_HASH_BYTES];
-    tly_log_head(ld->log, &head, hash);
+    tly_log_head(ld->log, &ld->head, hash);
+    uint64_t head = ld->head;
     fprintf(stderr, "tally ledger: serving ingest %s, events %s, log-read %s; head seq %llu%s%s\n",
             opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
@@ -224,17 +272,14 @@ void tly_ledger_stop(tly_ledger *ld)
         zmq_close(ld->events);
     if (ld->logread)
         zmq_close(ld->logread);
+    stop_worker(ld);
     if (ld->ctx)
         zmq_ctx_term(ld->ctx);
     tly_auth_free(ld->auth);
     tly_log_close(ld->log);
-    if (ld->reqs)
-        for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++)
-            free(ld->reqs[i].req);
-    free(ld->reqs);
-    free(ld->items);
-    free(ld->fes);
-    free(ld->groups);
+    for (int i = 0; i < 2; i++)
+        free_batch(&ld->batches[i]);
+    free(ld->spare.req);
     msgpack_sbuffer_destroy(&ld->sbuf);
     free(ld);
 }
@@ -284,22 +329,6 @@ static void send_reply(void *sock, pending *p, const msgpack_sbuffer *sb)
     zmq_send(sock, sb->data, sb->size, ZMQ_DONTWAIT);
 }
 
-static bool utf8_valid(const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if (((unsigned char)s[i + k] >> 6) != 2)
-                return false;
-        i += len;
-    }
-    return true;
-}
-
 static void whole_error(pending *p, tly_err err, const char *msg)
 {
     p->whole_err = err;
@@ -328,7 +357,7 @@ static void resolve_source(tly_ledger *ld, pending *p)
         return;
     }
     if (r->source.len == 0 || r->source.len > TLY_SOURCE_BYTES_MAX ||
-        !utf8_valid(r->source.ptr, r->source.len)) {
+        !tly_utf8_valid(r->source.ptr, r->source.len)) {
         whole_error(p, TLY_MALFORMED, "\"source\" must be UTF-8 of 1..64 bytes");
         return;
     }
@@ -336,22 +365,22 @@ static void resolve_source(tly_ledger *ld, pending *p)
     p->source[r->source.len] = '\0';
 }
 
-/* Validates the events of one request into items; returns the count added. */
-static void take_events(tly_ledger *ld, pending *p, int64_t now_ms)
+/* Validates the events of one request into the batch's items. */
+static void take_events(tly_ledger *ld, batch *b, pending *p)
 {
     unsigned roles = ld->auth ? tly_auth_roles(ld->auth, p->source) : TLY_ROLE_FINANCE;
-    p->first_item = ld->item_count;
+    p->first_item = b->item_count;
     tly_str source = {p->source, (uint32_t)strlen(p->source)};
     for (uint32_t i = 0; i < p->req->event_count; i++) {
-        tly_log_item *it = &ld->items[ld->item_count];
-        tly_field_error *fe = &ld->fes[ld->item_count];
+        tly_log_item *it = &b->items[b->item_count];
+        tly_field_error *fe = &b->fes[b->item_count];
         tly_event ev;
         memset(it, 0, sizeof *it);
         fe->field[0] = fe->message[0] = '\0';
         it->source = source;
         it->event = p->req->events[i].ptr;
         it->event_len = p->req->events[i].len;
-        it->err = tly_event_decode(it->event, it->event_len, now_ms, &ev, fe);
+        it->err = tly_event_decode(it->event, it->event_len, b->now_ms, &ev, fe);
         if (it->err == TLY_OK) {
             it->id = ev.id;
             if (!tly_auth_allows(roles, &ev)) {
@@ -360,51 +389,164 @@ static void take_events(tly_ledger *ld, pending *p, int64_t now_ms)
                          p->source, tly_ev_type_name(ev.type));
             }
         }
-        ld->item_count++;
+        b->item_count++;
     }
 }
 
-/* Reads and decodes one waiting request into the batch. Returns false when
+/* Reads and decodes one waiting request into batch b. Returns false when
  * none is waiting. */
-static bool take_request(tly_ledger *ld, int64_t now_ms, int flags)
+static bool take_request(tly_ledger *ld, batch *b)
 {
-    pending *p = &ld->reqs[ld->req_count];
-    int rc = recv_request(ld->ingest, p, flags);
-    if (rc <= 0)
+    pending *p = &b->reqs[b->req_count];
+    if (recv_request(ld->ingest, p, ZMQ_DONTWAIT) <= 0)
         return false;
-    ld->req_count++;
+    b->req_count++;
     p->whole_err = TLY_OK;
     p->source[0] = '\0';
-    p->first_item = ld->item_count;
-    size_t size = zmq_msg_size(&p->body);
-    p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), size, p->req, p->whole_msg,
-                                          sizeof p->whole_msg);
+    p->first_item = b->item_count;
+    p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body),
+                                          p->req, p->whole_msg, sizeof p->whole_msg);
     if (p->whole_err == TLY_OK)
         resolve_source(ld, p);
     if (p->whole_err == TLY_OK)
-        take_events(ld, p, now_ms);
+        take_events(ld, b, p);
     else
         p->req->event_count = 0;
     return true;
 }
 
-/* ---- committing and replying ---- */
-
-static void result_of(const tly_ledger *ld, uint32_t k, tly_ingest_result *res)
+static bool batch_full(const batch *b)
 {
-    const tly_log_item *it = &ld->items[k];
+    return b->req_count >= TLY_COMMIT_REQUESTS_MAX ||
+           b->item_count + TLY_BATCH_EVENTS_MAX > TLY_COMMIT_EVENTS_MAX;
+}
+
+/* Drains waiting requests into the filling batch while they fit. */
+static void drain_ingest(tly_ledger *ld)
+{
+    batch *b = ld->filling;
+    if (b->req_count == 0)
+        b->now_ms = tly_now_ms();
+    while (!batch_full(b) && take_request(ld, b))
+        ;
+}
+
+/* ---- committing (commit thread) ---- */
+
+static void build_groups(batch *b)
+{
+    b->group_count = 0;
+    for (uint32_t r = 0; r < b->req_count; r++) {
+        pending *p = &b->reqs[r];
+        if (p->whole_err != TLY_OK || p->req->event_count == 0)
+            continue;
+        b->groups[b->group_count].first = p->first_item;
+        b->groups[b->group_count].count = p->req->event_count;
+        b->groups[b->group_count].atomic = p->req->atomic;
+        b->group_count++;
+    }
+}
+
+/* Appends one batch: runs on the commit thread, touching only the log
+ * handle and the batch's items and groups. */
+static void commit_batch(tly_log *log, batch *b)
+{
+    uint8_t hash[TLY_HASH_BYTES];
+    build_groups(b);
+    tly_log_head(log, &b->head_before, hash);
+    b->err = TLY_OK;
+    if (b->item_count > 0)
+        b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups,
+                                b->group_count);
+    if (b->err != TLY_OK) {
+        fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", b->item_count,
+                tly_strerror(b->err));
+        /* Never acknowledge what the store did not decide: an event still
+         * marked OK without a seq was not appended. */
+        for (uint32_t k = 0; k < b->item_count; k++)
+            if (b->items[k].err == TLY_OK && b->items[k].seq == 0)
+                b->items[k].err = TLY_STORAGE;
+    }
+    tly_log_head(log, &b->head_after, hash);
+}
+
+/* The commit thread: receives a batch pointer, commits it, sends it back.
+ * A NULL pointer stops it. */
+static void *worker_main(void *arg)
+{
+    tly_ledger *ld = arg;
+    for (;;) {
+        batch *b = NULL;
+        if (zmq_recv(ld->worker_in, &b, sizeof b, 0) != (int)sizeof b || !b)
+            break;
+        commit_batch(ld->log, b);
+        zmq_send(ld->worker_out, &b, sizeof b, 0);
+    }
+    return NULL;
+}
+
+static tly_err start_worker(tly_ledger *ld)
+{
+    ld->to_worker = zmq_socket(ld->ctx, ZMQ_PAIR);
+    ld->from_worker = zmq_socket(ld->ctx, ZMQ_PAIR);
+    void *w_in = zmq_socket(ld->ctx, ZMQ_PAIR);
+    void *w_out = zmq_socket(ld->ctx, ZMQ_PAIR);
+    char name[64];
+    snprintf(name, sizeof name, "inproc://tally-commit-%p", (void *)ld);
+    /* The main thread uses to_worker/from_worker, the commit thread only
+     * worker_in/worker_out (pthread_create orders their creation before
+     * its first use). */
+    if (!ld->to_worker || !ld->from_worker || !w_in || !w_out ||
+        zmq_bind(w_in, name) != 0 || zmq_connect(ld->to_worker, name) != 0)
+        return TLY_NOMEM;
+    snprintf(name, sizeof name, "inproc://tally-done-%p", (void *)ld);
+    if (zmq_bind(ld->from_worker, name) != 0 || zmq_connect(w_out, name) != 0)
+        return TLY_NOMEM;
+    ld->worker_in = w_in;
+    ld->worker_out = w_out;
+    if (pthread_create(&ld->worker, NULL, worker_main, ld) != 0)
+        return TLY_NOMEM;
+    ld->worker_running = true;
+    return TLY_OK;
+}
+
+/* Stops the commit thread (after the batch it holds) and closes the pairs. */
+static void stop_worker(tly_ledger *ld)
+{
+    if (ld->worker_running) {
+        batch *none = NULL;
+        zmq_send(ld->to_worker, &none, sizeof none, 0);
+        pthread_join(ld->worker, NULL);
+        ld->worker_running = false;
+    }
+    void **socks[] = {&ld->to_worker, &ld->from_worker, &ld->worker_in, &ld->worker_out};
+    for (size_t i = 0; i < 4; i++) {
+        if (*socks[i]) {
+            int linger = 0;
+            zmq_setsockopt(*socks[i], ZMQ_LINGER, &linger, sizeof linger);
+            zmq_close(*socks[i]);
+            *socks[i] = NULL;
+        }
+    }
+}
+
+/* ---- replying (main thread) ---- */
+
+static void result_of(const batch *b, uint32_t k, tly_ingest_result *res)
+{
+    const tly_log_item *it = &b->items[k];
     memset(res, 0, sizeof *res);
     res->err = it->err;
     res->seq = it->seq;
     res->dup = it->dup;
     if (it->err == TLY_OK)
         return;
-    snprintf(res->field, sizeof res->field, "%s", ld->fes[k].field);
+    snprintf(res->field, sizeof res->field, "%s", b->fes[k].field);
     snprintf(res->message, sizeof res->message, "%s",
-             ld->fes[k].message[0] ? ld->fes[k].message : tly_strerror(it->err));
+             b->fes[k].message[0] ? b->fes[k].message : tly_strerror(it->err));
 }
 
-static void reply_request(tly_ledger *ld, pending *p)
+static void reply_request(tly_ledger *ld, const batch *b, pending *p)
 {
     msgpack_sbuffer_clear(&ld->sbuf);
     msgpack_packer pk;
@@ -415,7 +557,7 @@ static void reply_request(tly_ledger *ld, pending *p)
         tly_wire_reply_begin(&pk, p->req->req, p->req->event_count);
         for (uint32_t i = 0; i < p->req->event_count; i++) {
             tly_ingest_result res;
-            result_of(ld, p->first_item + i, &res);
+            result_of(b, p->first_item + i, &res);
             tly_wire_reply_result(&pk, &res);
         }
     }
@@ -441,76 +583,58 @@ static void publish(tly_ledger *ld, uint64_t first, uint64_t last)
     tly_log_reader_close(rd);
 }
 
-static void commit_batch(tly_ledger *ld, int64_t now_ms)
+/* A committed batch came back: acknowledge, release, publish. */
+static void finish_batch(tly_ledger *ld, batch *b)
 {
-    uint32_t ngroups = 0;
-    for (uint32_t r = 0; r < ld->req_count; r++) {
-        pending *p = &ld->reqs[r];
-        if (p->whole_err != TLY_OK || p->req->event_count == 0)
-            continue;
-        ld->groups[ngroups].first = p->first_item;
-        ld->groups[ngroups].count = p->req->event_count;
-        ld->groups[ngroups].atomic = p->req->atomic;
-        ngroups++;
+    for (uint32_t r = 0; r < b->req_count; r++) {
+        reply_request(ld, b, &b->reqs[r]);
+        release_request(&b->reqs[r]);
     }
-    uint64_t before = 0, after = 0;
-    uint8_t hash[TLY_HASH_BYTES];
-    tly_log_head(ld->log, &before, hash);
-    if (ld->item_count > 0) {
-        tly_err err = tly_log_append(ld->log, now_ms, ld->items, ld->item_count, ld->groups,
-                                     ngroups);
-        if (err != TLY_OK) {
-            fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", ld->item_count,
-                    tly_strerror(err));
-            /* Never acknowledge what the store did not decide: an event still
-             * marked OK without a seq was not appended. */
-            for (uint32_t k = 0; k < ld->item_count; k++)
-                if (ld->items[k].err == TLY_OK && ld->items[k].seq == 0)
-                    ld->items[k].err = TLY_STORAGE;
-        }
-    }
-    tly_log_head(ld->log, &after, hash);
-    for (uint32_t r = 0; r < ld->req_count; r++) {
-        reply_request(ld, &ld->reqs[r]);
-        release_request(&ld->reqs[r]);
-    }
-    if (after > before)
-        publish(ld, before + 1, after);
-    ld->req_count = 0;
-    ld->item_count = 0;
+    if (b->head_after > b->head_before)
+        publish(ld, b->head_before + 1, b->head_after);
+    ld->head = b->head_after;
+    b->req_count = 0;
+    b->item_count = 0;
 }
 
-/* Drains waiting requests into one batch, commits it, replies. */
-static void serve_ingest(tly_ledger *ld)
+/* Hands the filling batch to the commit thread when it is idle. */
+static void maybe_submit(tly_ledger *ld)
 {
-    int64_t now_ms = tly_now_ms();
-    while (ld->req_count < TLY_COMMIT_REQUESTS_MAX &&
-           ld->item_count + TLY_BATCH_EVENTS_MAX <= TLY_COMMIT_EVENTS_MAX) {
-        if (!take_request(ld, now_ms, ZMQ_DONTWAIT))
-            break;
-    }
-    if (ld->req_count > 0)
-        commit_batch(ld, now_ms);
+    if (ld->committing || ld->filling->req_count == 0)
+        return;
+    ld->committing = ld->filling;
+    ld->filling = ld->committing == &ld->batches[0] ? &ld->batches[1] : &ld->batches[0];
+    batch *b = ld->committing;
+    zmq_send(ld->to_worker, &b, sizeof b, 0);
+}
+
+/* Waits for the batch in the commit thread (if any) and finishes it. */
+static void collect_committed(tly_ledger *ld, int flags)
+{
+    batch *b = NULL;
+    if (!ld->committing || zmq_recv(ld->from_worker, &b, sizeof b, flags) != (int)sizeof b)
+        return;
+    finish_batch(ld, b);
+    ld->committing = NULL;
 }
 
 /* ---- log-read ---- */
 
 static void logread_reply(tly_ledger *ld, uint64_t from, uint32_t max)
 {
-    uint64_t head = 0;
-    uint8_t hash[TLY_HASH_BYTES];
-    tly_log_head(ld->log, &head, hash);
+    uint64_t head = ld->head;
     if (max > TLY_LOGREAD_RECORDS_MAX)
         max = TLY_LOGREAD_RECORDS_MAX;
     if (from == 0)
         from = 1;
-    /* Count what fits first, so the array header is exact. */
+    /* Count what fits first, so the array header is exact. Only records up
+     * to the acknowledged head are served. */
     uint32_t n = 0;
     size_t bytes = 64;
     tly_log_reader *rd = NULL;
     tly_record rec;
     if (from <= head && tly_log_reader_open(ld->log, from, &rd) == TLY_OK) {
-        while (n < max && tly_log_reader_next(rd, &rec) == TLY_OK &&
+        while (n < max && tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= head &&
                bytes + rec.raw_len + 5 <= TLY_FRAME_BYTES_MAX) {
             bytes += rec.raw_len + 5;
             n++;
@@ -534,8 +658,8 @@ static void logread_reply(tly_ledger *ld, uint64_t from, uint32_t max)
 
 static void serve_logread(tly_ledger *ld)
 {
+    pending *p = &ld->spare;
     for (uint32_t turn = 0; turn < TLY_LOGREAD_PER_TURN; turn++) {
-        pending *p = &ld->reqs[ld->req_count]; /* a free slot */
         if (recv_request(ld->logread, p, ZMQ_DONTWAIT) <= 0)
             return;
         uint64_t from = 0;
@@ -558,45 +682,59 @@ static void serve_logread(tly_ledger *ld)
 /* Answers every request still queued with `unavailable`. */
 static void refuse_queued(tly_ledger *ld)
 {
-    pending *p = &ld->reqs[0];
+    pending *p = &ld->spare;
     while (recv_request(ld->ingest, p, ZMQ_DONTWAIT) > 0) {
-        uint64_t req = 0;
-        bool has_req = false;
-        if (tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), p->req,
-                                   NULL, 0) == TLY_OK ||
-            p->req->has_req) {
-            has_req = p->req->has_req;
-            req = p->req->req;
-        }
+        tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), p->req, NULL, 0);
         msgpack_sbuffer_clear(&ld->sbuf);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
-        tly_wire_reply_error(&pk, has_req, req, TLY_UNAVAILABLE, "ledger is shutting down");
+        tly_wire_reply_error(&pk, p->req->has_req, p->req->req, TLY_UNAVAILABLE,
+                             "ledger is shutting down");
         send_reply(ld->ingest, p, &ld->sbuf);
         release_request(p);
     }
 }
 
+/* Commits and acknowledges everything in hand: the batch in the commit
+ * thread and the one being filled. */
+static void finish_in_hand(tly_ledger *ld)
+{
+    collect_committed(ld, 0);
+    maybe_submit(ld);
+    collect_committed(ld, 0);
+}
+
 tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
 {
-    zmq_pollitem_t items[2] = {{ld->ingest, 0, ZMQ_POLLIN, 0}, {ld->logread, 0, ZMQ_POLLIN, 0}};
+    tly_err err = start_worker(ld);
+    if (err != TLY_OK)
+        return err;
+    zmq_pollitem_t items[3] = {{ld->from_worker, 0, ZMQ_POLLIN, 0},
+                               {ld->logread, 0, ZMQ_POLLIN, 0},
+                               {ld->ingest, 0, ZMQ_POLLIN, 0}};
     while (!*stop) {
-        int rc = zmq_poll(items, 2, TLY_LEDGER_POLL_MS);
+        /* While the filling batch is full, leave new requests queued in
+         * ZeroMQ until the commit thread takes it. */
+        int n = batch_full(ld->filling) ? 2 : 3;
+        int rc = zmq_poll(items, n, TLY_LEDGER_POLL_MS);
         if (rc < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             fprintf(stderr, "tally ledger: poll failed: %s\n", zmq_strerror(zmq_errno()));
-            return TLY_IO;
+            err = TLY_IO;
+            break;
         }
         if (items[0].revents & ZMQ_POLLIN)
-            serve_ingest(ld);
+            collect_committed(ld, ZMQ_DONTWAIT);
+        if (n == 3 && (items[2].revents & ZMQ_POLLIN))
+            drain_ingest(ld);
+        maybe_submit(ld);
         if (items[1].revents & ZMQ_POLLIN)
             serve_logread(ld);
     }
+    finish_in_hand(ld);
     refuse_queued(ld);
-    uint64_t head = 0;
-    uint8_t hash[TLY_HASH_BYTES];
-    tly_log_head(ld->log, &head, hash);
-    fprintf(stderr, "tally ledger: stopped cleanly at seq %llu\n", (unsigned long long)head);
-    return TLY_OK;
+    stop_worker(ld);
+    fprintf(stderr, "tally ledger: stopped cleanly at seq %llu\n", (unsigned long long)ld->head);
+    return err;
 }
