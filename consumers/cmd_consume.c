@@ -46,6 +46,10 @@
 
 #define CMD "consume"
 
+/* Frames read from one incoming message at most: ours have one (log-read
+ * reply) or two (topic, record); anything longer is not ours and dropped. */
+#define MSG_FRAMES_MAX 8u
+
 /* Records between two looks at the clock for TLY_CONSUME_COMMIT_INTERVAL_MS:
  * about a millisecond of folding, so the interval is kept closely enough. */
 #define CLOCK_CHECK_RECORDS 1024u
@@ -299,7 +303,7 @@ static tly_err logread_recv(consumer *c, zmq_msg_t *msg)
     if (rc <= 0)
         return TLY_TIMEOUT; /* or a signal: the caller looks at consume_stop */
     zmq_msg_init(msg);
-    for (unsigned f = 0; f < 4; f++) { /* DEALER replies carry no envelope */
+    for (unsigned f = 0; f < MSG_FRAMES_MAX; f++) { /* DEALER replies carry no envelope */
         if (zmq_msg_recv(msg, c->dealer, 0) < 0) {
             zmq_msg_close(msg);
             return TLY_TIMEOUT;
@@ -464,6 +468,21 @@ static tly_err pass(consumer *c, uint32_t *n)
 
 /* --- live following: the events socket --- */
 
+/* Reads and drops the remaining frames of a message: a multipart message
+ * arrives whole, so they are all queued. */
+static void drain_frames(void *sock)
+{
+    for (unsigned f = 0; f < MSG_FRAMES_MAX; f++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        int rc = zmq_msg_recv(&m, sock, ZMQ_DONTWAIT);
+        bool more = rc >= 0 && zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (!more)
+            return;
+    }
+}
+
 /* Receives one published record (topic frame, record frame) without
  * waiting. Returns 1 with *body set, 0 when none is queued. Malformed
  * messages are dropped: the log stays the authority. */
@@ -484,17 +503,10 @@ static int sub_recv(consumer *c, zmq_msg_t *body)
         zmq_msg_close(body);
         return -1;
     }
-    /* Extra frames are not ours: drain them (bounded by the message). */
-    while (zmq_msg_more(body)) {
-        zmq_msg_t extra;
-        zmq_msg_init(&extra);
-        int rc = zmq_msg_recv(&extra, c->sub, 0);
-        bool again = rc >= 0 && zmq_msg_more(&extra);
-        zmq_msg_close(&extra);
-        if (!again) {
-            zmq_msg_close(body);
-            return -1;
-        }
+    if (zmq_msg_more(body)) { /* not (topic, record): drop the whole message */
+        drain_frames(c->sub);
+        zmq_msg_close(body);
+        return -1;
     }
     return 1;
 }
