@@ -150,6 +150,8 @@ typedef struct replay_worker {
     tly_err err;
     char msg[TLY_AUDIT_ERROR_BYTES];
     tly_event ev; /* reused: it is large */
+    tly_event what_if; /* the replacement rules, with the record's at and id */
+    bool what_if_seen; /* the program's first event has been replaced */
 } replay_worker;
 
 /* Commits the worker's shards: changes and checkpoint. */
@@ -167,6 +169,24 @@ static tly_err commit_all(replay_worker *w)
     return TLY_OK;
 }
 
+/* The event to fold for the record just decoded into w->ev: itself, the
+ * what-if rules in place of the first program event they replace, or NULL
+ * for a later program event of that program (skipped). */
+static const tly_event *what_if_event(replay_worker *w)
+{
+    const tly_event *rules = w->r->o->what_if;
+    if (!rules || w->ev.type != TLY_EV_PROGRAM || w->ev.program.len != rules->program.len ||
+        memcmp(w->ev.program.ptr, rules->program.ptr, rules->program.len) != 0)
+        return &w->ev;
+    if (w->what_if_seen)
+        return NULL;
+    w->what_if_seen = true;
+    w->what_if = *rules;
+    w->what_if.id = w->ev.id;
+    w->what_if.at_ms = w->ev.at_ms;
+    return &w->what_if;
+}
+
 /* Folds one record into each of the worker's shards that has not reached
  * its stop. */
 static tly_err fold_one(replay_worker *w, const tly_record *rec)
@@ -178,11 +198,17 @@ static tly_err fold_one(replay_worker *w, const tly_record *rec)
                        (unsigned long long)rec->seq, fe.message);
         return TLY_CORRUPT;
     }
+    const tly_event *ev = what_if_event(w);
     for (uint32_t k = w->first; k < w->first + w->count; k++) {
         replay_shard *s = &w->r->shard[k];
         if (rec->seq > s->stop)
             continue;
-        tly_err err = tly_engine_apply(s->engine, rec, &w->ev);
+        if (!ev) {
+            /* A later version of the replaced program: skipped, the seq moves on. */
+            tly_engine_set_seq(s->engine, rec->seq);
+            continue;
+        }
+        tly_err err = tly_engine_apply(s->engine, rec, ev);
         if (err != TLY_OK) {
             tly_audit_msgf(w->msg, sizeof w->msg, "seq %llu: the engine of shard %u failed: %s",
                            (unsigned long long)rec->seq, k, tly_strerror(err));

@@ -57,6 +57,7 @@ typedef struct audit_opts {
     tly_common_opts common;
     const char *views; /* --views DIR: a views directory instead of DATA/views */
     const char *out;   /* replay --out */
+    const char *program; /* replay --program (what-if) */
     uint64_t from_seq, to_seq, shards;
     bool has_until;
     int64_t until_ms;
@@ -305,7 +306,11 @@ static const char replay_help[] =
     "  --until TIME  fold only what the ledger had recorded at TIME (ISO-8601,\n"
     "                UTC unless an offset is given): records with recorded_ms <= TIME\n"
     "  --shards N    shard count of the new views (default 1; the digests do not\n"
-    "                depend on it)\n";
+    "                depend on it)\n"
+    "  --program FILE  what-if: replay with the rules of one program replaced by\n"
+    "                the program event in FILE (JSON; `id` and `at` may be left\n"
+    "                out) from the first event on; then 'tally liabilities --views\n"
+    "                DIR' shows what the program would have cost under those rules\n";
 
 /* Parses the replay-only options; 1 when argv[*i] was one, 0 when not,
  * TLY_EXIT_USAGE on a bad value. */
@@ -322,6 +327,8 @@ static int replay_flag(audit_opts *o, int argc, char **argv, int *i)
             return 1;
         return tly_usagef(sub, "--shards needs 1..%u, not '%s'", TLY_SHARDS_MAX, val);
     }
+    if (rc == 0 && (rc = tly_opt_value("--program", argc, argv, i, &o->program)) != 0)
+        return rc < 0 ? TLY_EXIT_USAGE : 1;
     if (rc == 0 && (rc = tly_opt_value("--until", argc, argv, i, &val)) == 1) {
         o->has_until = true;
         if (tly_time_parse(val, strlen(val), &o->until_ms) == TLY_OK)
@@ -355,6 +362,53 @@ static int replay_parse(audit_opts *o, int argc, char **argv)
     return 0;
 }
 
+/* The replacement rules of `replay --program FILE`, decoded. */
+typedef struct what_if {
+    msgpack_sbuffer buf; /* the event's bytes: ev's strings point here */
+    tly_event ev;
+} what_if;
+
+static void what_if_free(what_if *w)
+{
+    if (w->buf.data)
+        msgpack_sbuffer_destroy(&w->buf);
+}
+
+/* Reads FILE (one JSON program event; id and at may be omitted) and
+ * validates it as the ledger would. */
+static int what_if_load(const char *path, what_if *w)
+{
+    const char *sub = CMD " replay";
+    json_error_t jerr;
+    json_t *ev = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(ev)) {
+        json_decref(ev);
+        tly_errorf(sub, "%s: not a JSON object (%s, line %d)", path, jerr.text, jerr.line);
+        return TLY_EXIT_FAIL;
+    }
+    int64_t now = tly_now_ms();
+    if (!json_object_get(ev, "id"))
+        json_object_set_new(ev, "id", json_string("what-if"));
+    if (!json_object_get(ev, "at"))
+        json_object_set_new(ev, "at", json_integer(now));
+    tly_field_error fe = {{0}, {0}};
+    msgpack_sbuffer_init(&w->buf);
+    tly_err err = tly_json_event_to_mp(ev, &w->buf, &fe);
+    json_decref(ev);
+    if (err == TLY_OK)
+        err = tly_event_decode(w->buf.data, w->buf.size, now, &w->ev, &fe);
+    if (err == TLY_OK && w->ev.type != TLY_EV_PROGRAM) {
+        err = TLY_BAD_TYPE;
+        snprintf(fe.message, sizeof fe.message, "the event must be of type program");
+    }
+    if (err != TLY_OK) {
+        tly_errorf(sub, "%s: %s%s%s: %s", path, tly_err_name(err), fe.field[0] ? " " : "",
+                   fe.field, fe.message[0] ? fe.message : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    return TLY_EXIT_OK;
+}
+
 static int run_replay(int argc, char **argv)
 {
     audit_opts o = {0};
@@ -370,9 +424,17 @@ static int run_replay(int argc, char **argv)
                                 .to_seq = o.to_seq,
                                 .until_ms = o.until_ms,
                                 .has_until = o.has_until};
+    what_if wi = {0};
+    if (o.program) {
+        rc = what_if_load(o.program, &wi);
+        if (rc != TLY_EXIT_OK)
+            return rc;
+        ro.what_if = &wi.ev;
+    }
     uint64_t last = 0;
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);
+    what_if_free(&wi);
     tly_progress_end();
     if (err == TLY_NOT_FOUND && !msg[0])
         return log_error(CMD " replay", log_dir, err);

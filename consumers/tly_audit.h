@@ -127,6 +127,14 @@ typedef struct tly_audit_replay_opts {
     /* Per-shard stop seqs (diff replays each shard to its own live
      * checkpoint); NULL for none. Combined with to_seq/until by minimum. */
     const uint64_t *shard_to_seq;
+    /* What-if (`replay --program FILE`): a decoded program event whose rules
+     * replace those of the program it names, from the first event on. The
+     * first program event of that name in the log is folded with these rules
+     * instead (keeping its own `at` and id, so the program's first period is
+     * unchanged); later program events of that name are skipped, so the
+     * replaced rules stay in force. Everything else is folded as logged.
+     * NULL: an ordinary replay. Its strings must outlive the replay. */
+    const tly_event *what_if;
 } tly_audit_replay_opts;
 
 /*

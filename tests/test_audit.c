@@ -711,6 +711,93 @@ START_TEST(replay_answers_queries_and_refuses_a_used_out)
 }
 END_TEST
 
+/* A program of one tier at `bps`, version `version`, as JSON text. */
+static char *program_json(const char *id, int version, int bps, int64_t at_ms)
+{
+    char *s = malloc(512);
+    snprintf(s, 512,
+             "{\"type\":\"program\",\"id\":\"%s\",\"at\":%lld,\"program\":\"apex\","
+             "\"version\":%d,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":"
+             "[{\"name\":\"Authorized\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":%d}],"
+             "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+             "\"mdf_expiry_periods\":4,\"tier_window_periods\":2}",
+             id, (long long)at_ms, version, bps);
+    return s;
+}
+
+/* `tally balance P --json --views DIR`'s "accrued". */
+static long long accrued_in(const char *views, const char *partner)
+{
+    char *dir = tu_tmpdir(), *op = join(dir, "out");
+    char *const argv[] = {(char *)tu_tally(), "balance", (char *)partner, "--json", "--views",
+                          (char *)views, NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, op, NULL), 0);
+    char *out = tu_read_file(op, NULL);
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    long long v = (long long)json_integer_value(json_object_get(j, "accrued"));
+    json_decref(j);
+    free(out);
+    free(op);
+    tu_rmtree(dir);
+    return v;
+}
+
+START_TEST(replay_what_if_replaces_a_programs_rules)
+{
+    /* apex v1 at 100 bps, two sales of 1,000.00; v2 at 300 bps, one more. */
+    char *data = tu_tmpdir(), *log_dir = join(data, "log");
+    int64_t at = T0_MS - 10 * DAY_MS;
+    char partner[256], sales[3][256];
+    snprintf(partner, sizeof partner,
+             "{\"type\":\"partner\",\"id\":\"E1\",\"at\":%lld,\"partner\":\"p-A\","
+             "\"name\":\"A\",\"program\":\"apex\",\"kind\":\"var\"}",
+             (long long)at);
+    for (int i = 0; i < 3; i++)
+        snprintf(sales[i], sizeof sales[i],
+                 "{\"type\":\"sale\",\"id\":\"S%d\",\"at\":%lld,\"partner\":\"p-A\","
+                 "\"sku\":\"sku-1\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
+                 i, (long long)at);
+    char *ev[] = {program_json("P1", 1, 100, at), strdup(partner), strdup(sales[0]),
+                  strdup(sales[1]),               program_json("P2", 2, 300, at),
+                  strdup(sales[2])};
+    append_json(log_dir, ev, 6, T0_MS);
+    char *plain = replay(data, "plain", "1", NULL, NULL);
+    char *views = join(data, "plain");
+    /* 100000 x 1% twice, then x 3% [the rules in force at each sale] */
+    ck_assert_int_eq(accrued_in(views, "p-A"), 1000 + 1000 + 3000);
+    free(views);
+    /* What-if: apex at 5% from the first event on; v2 is skipped. */
+    char *file = join(data, "what-if.json"), *rules = program_json("X", 1, 500, at);
+    ck_assert(tu_write_file(file, rules, strlen(rules)));
+    char *wi = join(data, "wi"), *out, *err;
+    int rc = audit(&out, &err, "replay", "--data", data, "--out", wi, "--program", file);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_int_eq(accrued_in(wi, "p-A"), 3 * 5000);
+    /* The log itself is unchanged: an ordinary replay still gives 5000. */
+    ck_assert_str_ne(out, plain);
+    free(out);
+    free(err);
+    /* A file that is not a program event is refused with its reason. */
+    char *bad = join(data, "bad.json"), *wi2 = join(data, "wi2");
+    ck_assert(tu_write_file(bad, ev[2], strlen(ev[2])));
+    ck_assert_int_eq(audit(NULL, &err, "replay", "--data", data, "--out", wi2, "--program", bad),
+                     1);
+    ck_assert_msg(strstr(err, "program") != NULL, "%s", err);
+    free(err);
+    free(bad);
+    free(wi2);
+    free(wi);
+    free(rules);
+    free(file);
+    free(plain);
+    for (int i = 0; i < 6; i++)
+        free(ev[i]);
+    free(log_dir);
+    tu_rmtree(data);
+}
+END_TEST
+
 START_TEST(replay_until_cuts_by_recorded_time)
 {
     /* 20 sales recorded on 2025-06-01, 15 more on 2025-06-11. */
@@ -1099,6 +1186,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, digest_does_not_depend_on_shards);
     tcase_add_test(tc, replay_answers_queries_and_refuses_a_used_out);
     tcase_add_test(tc, replay_until_cuts_by_recorded_time);
+    tcase_add_test(tc, replay_what_if_replaces_a_programs_rules);
     tcase_add_test(tc, vector_digests_do_not_depend_on_shards);
     suite_add_tcase(s, tc);
     tc = tcase_create("diff");
