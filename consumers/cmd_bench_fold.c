@@ -41,6 +41,8 @@
 
 /* Default log size: big enough that process start-up is noise. */
 #define BENCH_EVENTS_DEFAULT 1000000u
+/* Partner ids kept for the query reads: a uniform sample needs no more. */
+#define BENCH_PARTNERS_MAX 100000u
 /* Pause between two query reads: the reader samples latency without taking
  * a core away from the folding processes it measures. */
 #define BENCH_READ_PAUSE_US 1000
@@ -75,7 +77,8 @@ typedef struct bench {
     uint64_t head;
     bool built;
     double build_s;
-    uint32_t partners;
+    char **partners; /* enrolled partner ids found in the log */
+    uint32_t partner_count;
     uint64_t rng;
 } bench;
 
@@ -122,6 +125,46 @@ static tly_err prepare_log(bench *b)
     return TLY_OK;
 }
 
+/* Remembers the partner of an enrollment event (the ids the query reads
+ * ask for), up to BENCH_PARTNERS_MAX. */
+static tly_err note_partner(bench *b, const tly_record *rec, tly_event *ev)
+{
+    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, ev, NULL) != TLY_OK ||
+        ev->type != TLY_EV_PARTNER || b->partner_count >= BENCH_PARTNERS_MAX)
+        return TLY_OK;
+    if (!b->partners && !(b->partners = calloc(BENCH_PARTNERS_MAX, sizeof *b->partners)))
+        return TLY_NOMEM;
+    b->partners[b->partner_count] = strndup(ev->partner.ptr, ev->partner.len);
+    if (!b->partners[b->partner_count])
+        return TLY_NOMEM;
+    b->partner_count++;
+    return TLY_OK;
+}
+
+/* Reads the log once for the partner ids, so the query reads ask for real
+ * partners whatever generated the log (this bench, `tally gen`, ...). */
+static tly_err collect_partners(bench *b)
+{
+    tly_log *log = NULL;
+    tly_log_reader *rd = NULL;
+    tly_event *ev = malloc(sizeof *ev);
+    tly_err err = ev ? tly_log_open(b->log_dir, TLY_LOG_READ, &log) : TLY_NOMEM;
+    if (err == TLY_OK)
+        err = tly_log_reader_open(log, 1, &rd);
+    tly_record rec;
+    /* Bounded by the records of the log snapshot. */
+    while (err == TLY_OK && (err = tly_log_reader_next(rd, &rec)) == TLY_OK)
+        err = note_partner(b, &rec, ev);
+    if (err == TLY_NOT_FOUND)
+        err = TLY_OK;
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    free(ev);
+    if (err != TLY_OK)
+        tly_errorf(CMD, "cannot read the log %s: %s", b->log_dir, tly_strerror(err));
+    return err;
+}
+
 /* --- consumers --- */
 
 static pid_t spawn_consumer(const bench *b, uint32_t k, uint32_t n)
@@ -158,8 +201,10 @@ static uint64_t bench_rnd(bench *b)
 /* One query read of a random partner's balance from its shard's store. */
 static void sample_read(bench *b, bench_run *r, tly_views **views)
 {
-    char name[32], key[48];
-    tly_rtgen_partner_name((uint32_t)(bench_rnd(b) % b->partners), name, sizeof name);
+    char key[8 + TLY_NAME_BYTES_MAX];
+    if (b->partner_count == 0)
+        return;
+    const char *name = b->partners[bench_rnd(b) % b->partner_count];
     uint32_t k = tly_engine_shard_of(name, strlen(name), r->shards);
     if (!views[k] &&
         tly_views_open(b->o.common.data, k, r->shards, TLY_VIEWS_READ, &views[k]) != TLY_OK)
@@ -446,10 +491,8 @@ int tly_cmd_bench_fold(int argc, char **argv)
     tly_err err = bench_setup(b, tmp, sizeof tmp);
     if (err == TLY_OK)
         err = prepare_log(b);
-    tly_rtgen *g = NULL;
-    if (err == TLY_OK && (err = tly_rtgen_new(b->o.seed, b->head, &g)) == TLY_OK)
-        b->partners = tly_rtgen_partner_count(g);
-    tly_rtgen_free(g);
+    if (err == TLY_OK)
+        err = collect_partners(b);
     json_t *runs = json_array();
     if (err == TLY_OK)
         err = bench_runs(b, runs);
@@ -465,6 +508,9 @@ int tly_cmd_bench_fold(int argc, char **argv)
     json_decref(doc);
     if (!b->o.data_given && b->o.common.data == tmp)
         rm_tree(tmp);
+    for (uint32_t i = 0; i < b->partner_count; i++)
+        free(b->partners[i]);
+    free(b->partners);
     free(b);
     return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }
