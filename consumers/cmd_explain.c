@@ -1,4 +1,473 @@
-/* cmd_explain.c — placeholder until its owner lands the real command. */
+/*
+ * cmd_explain.c — `tally explain PARTNER [--period P] [--json] [--data DIR]
+ * [--to SEQ]`: every MDF and rebate figure of a partner traced to the
+ * events that made it (issue "Audit, replay and explainable balances").
+ *
+ * Reads DIR/log read-only and folds it from seq 1 into a fresh one-shard
+ * engine with the trace hook set for PARTNER (tly_explain.h), up to --to
+ * or the head; folding is about a million events a second, so no view
+ * store is needed and the answer does not depend on the consumers. Then
+ * prints the lines, their sums next to the balance fields, and per rebate
+ * period the revenue lines, bracket, adjustments and payouts.
+ *
+ * Exit codes: 0 the lines match the balance and rebate views; 1 they do
+ * not (the difference is named on stderr), an unknown partner, or an
+ * unreadable log; 2 usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "tly_cli.h"
 #include "tly_cmd.h"
-int tly_cmd_explain(int argc, char **argv) { (void)argc; (void)argv; tly_errorf("explain", "not built yet"); return TLY_EXIT_FAIL; }
+#include "tly_engine.h"
+#include "tly_explain.h"
+#include "tly_log.h"
+#include "tly_query.h"
+
+#define CMD "explain"
+
+/* Records between two progress updates: tly_progress rate-limits itself,
+ * this only keeps the clock reads out of the fold's way. */
+#define EXPLAIN_PROGRESS_RECORDS 4096u
+
+typedef struct explain_opts {
+    const char *partner;
+    const char *period; /* --period P, NULL: every period */
+    const char *data;
+    uint64_t to_seq; /* --to SEQ, UINT64_MAX: the head */
+    bool json;
+} explain_opts;
+
+static const char usage_text[] =
+    "Usage: tally explain PARTNER [--period P] [--json] [--data DIR] [--to SEQ]\n"
+    "\n"
+    "Traces every MDF and rebate figure of PARTNER to the events that moved it:\n"
+    "accruals (sale, tier, rate), clawbacks, adjustments, bucket credits and debits,\n"
+    "deficit, claim reservations, releases, approvals and payments, expiries, and\n"
+    "per rebate period the revenue lines, bracket, adjustments and payouts. The sums\n"
+    "of the lines are checked against the balance and rebate figures.\n"
+    "\n"
+    "Options:\n"
+    "  --period P  show only the lines of effective period P (2026-Q3, 2026-07);\n"
+    "              the check against the balance still covers every line\n"
+    "  --json      one JSON object (see consumers/tly_explain.h)\n"
+    "  --data DIR  data directory (default $TALLY_DATA, else ./tally-data);\n"
+    "              DIR/log is read, never written\n"
+    "  --to SEQ    explain the figures as of seq SEQ\n"
+    "\n"
+    "Exit codes: 0 the lines match, 1 they do not / unknown partner / error, 2 usage.\n";
+
+/* ------------------------------------------------------------------------ */
+/* Arguments                                                                 */
+
+/* One option at argv[*i]: 1 taken, 0 not an option of ours, -1 usage error. */
+static int parse_opt(explain_opts *o, int argc, char **argv, int *i)
+{
+    const char *val = NULL;
+    int rc;
+    if (strcmp(argv[*i], "--json") == 0) {
+        o->json = true;
+        return 1;
+    }
+    if ((rc = tly_opt_value("--data", argc, argv, i, &val)) != 0) {
+        o->data = val;
+        return rc;
+    }
+    if ((rc = tly_opt_value("--period", argc, argv, i, &val)) != 0) {
+        tly_period_kind kind;
+        int32_t p;
+        if (rc > 0 && tly_period_parse(val, strlen(val), &kind, &p) != TLY_OK) {
+            tly_usagef(CMD, "--period: '%s' is not a period like 2026-Q3 or 2026-07", val);
+            return -1;
+        }
+        o->period = val;
+        return rc;
+    }
+    if ((rc = tly_opt_value("--to", argc, argv, i, &val)) != 0) {
+        if (rc > 0 && !tly_parse_u64(val, 1, UINT64_MAX - 1, &o->to_seq)) {
+            tly_usagef(CMD, "--to: '%s' is not a seq (1 or more)", val);
+            return -1;
+        }
+        return rc;
+    }
+    return 0;
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int parse_args(explain_opts *o, int argc, char **argv)
+{
+    tly_common_opts common;
+    tly_common_defaults(&common);
+    *o = (explain_opts){.data = common.data, .to_seq = UINT64_MAX};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_text, stdout);
+            return TLY_EXIT_OK;
+        }
+        int rc = parse_opt(o, argc, argv, &i);
+        if (rc < 0)
+            return TLY_EXIT_USAGE;
+        if (rc > 0)
+            continue;
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return tly_usagef(CMD, "unknown option %s", argv[i]);
+        if (o->partner != NULL)
+            return tly_usagef(CMD, "one partner only ('%s' and '%s')", o->partner, argv[i]);
+        o->partner = argv[i];
+    }
+    if (o->partner == NULL)
+        return tly_usagef(CMD, "PARTNER is required");
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The fold                                                                  */
+
+static tly_err fold_one(tly_engine *e, tly_explain *x, const tly_record *rec)
+{
+    tly_event ev;
+    tly_field_error fe = {{0}, {0}};
+    tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &ev, &fe);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "seq %llu does not decode (%s %s); run 'tally audit verify'",
+                   (unsigned long long)rec->seq, fe.field, fe.message);
+        return err;
+    }
+    err = tly_engine_apply(e, rec, &ev);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "seq %llu: the engine stopped: %s", (unsigned long long)rec->seq,
+                   tly_strerror(err));
+        return err;
+    }
+    tly_explain_note(x, rec, &ev);
+    return TLY_OK;
+}
+
+/* Folds records 1..last of the open log. */
+static tly_err fold_log(tly_log *log, uint64_t last, tly_engine *e, tly_explain *x)
+{
+    tly_log_reader *rd = NULL;
+    tly_err err = tly_log_reader_open(log, 1, &rd);
+    tly_record rec;
+    while (err == TLY_OK && tly_engine_seq(e) < last) {
+        err = tly_log_reader_next(rd, &rec);
+        if (err != TLY_OK) {
+            tly_errorf(CMD, "reading seq %llu: %s", (unsigned long long)tly_engine_seq(e) + 1,
+                       tly_strerror(err));
+            break;
+        }
+        err = fold_one(e, x, &rec);
+        if (rec.seq % EXPLAIN_PROGRESS_RECORDS == 0)
+            tly_progress("explain: folding", rec.seq, last);
+    }
+    tly_progress_end();
+    tly_log_reader_close(rd);
+    return err;
+}
+
+/* Opens DIR/log read-only and folds it to min(--to, head). The report's
+ * seq tells where it stopped. */
+static int fold_data(const explain_opts *o, tly_engine *e, tly_explain *x)
+{
+    char dir[TLY_PATH_BYTES_MAX];
+    if ((size_t)snprintf(dir, sizeof dir, "%s/log", o->data) >= sizeof dir)
+        return tly_usagef(CMD, "path too long: %s", o->data);
+    tly_log *log = NULL;
+    tly_err err = tly_log_open(dir, TLY_LOG_READ, &log);
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "cannot open the log %s: %s", dir, tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    uint64_t head = 0;
+    err = tly_log_head(log, &head, NULL);
+    if (err == TLY_OK && o->to_seq != UINT64_MAX && o->to_seq > head) {
+        tly_errorf(CMD, "--to %llu is beyond the log head %llu", (unsigned long long)o->to_seq,
+                   (unsigned long long)head);
+        tly_log_close(log);
+        return TLY_EXIT_FAIL;
+    }
+    if (err == TLY_OK)
+        err = fold_log(log, o->to_seq < head ? o->to_seq : head, e, x);
+    else
+        tly_errorf(CMD, "log head: %s", tly_strerror(err));
+    tly_log_close(log);
+    return err == TLY_OK ? -1 : TLY_EXIT_FAIL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Human output                                                              */
+
+/* Money text in one of a few rotating buffers, so a printf can hold
+ * several amounts. */
+#define MONEY_BUFS 6
+static const char *money(int64_t minor, int exp)
+{
+    static char bufs[MONEY_BUFS][TLY_QUERY_MONEY_CHARS];
+    static unsigned next;
+    char *b = bufs[next++ % MONEY_BUFS];
+    tly_query_format_money(minor, exp, b, TLY_QUERY_MONEY_CHARS);
+    return b;
+}
+
+static const char *rate(int64_t bps)
+{
+    static char bufs[2][16];
+    static unsigned next;
+    char *b = bufs[next++ % 2];
+    tly_query_format_bps(bps, b, 16);
+    return b;
+}
+
+static const char *sget(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s != NULL ? s : "?";
+}
+
+static int64_t iget(const json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+/* "source/id" of a line's event. */
+static void event_name(const json_t *l, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%s", sget(l, "source"), sget(l, "id"));
+}
+
+/* The right-hand description of an MDF line. */
+static void mdf_detail(const json_t *l, int exp, char *buf, size_t cap)
+{
+    const char *kind = sget(l, "kind");
+    char ev[160];
+    event_name(l, ev, sizeof ev);
+    if (strcmp(kind, "accrual") == 0)
+        snprintf(buf, cap, "sale %s: %s at %s (tier %s)%s", ev, money(iget(l, "sale_amount"), exp),
+                 rate(iget(l, "bps")), sget(l, "tier"), json_is_true(json_object_get(l, "late")) ? ", late" : "");
+    else if (strcmp(kind, "clawback") == 0)
+        snprintf(buf, cap, "return %s of sale %s: returned %s at %s", ev, sget(l, "sale"),
+                 money(iget(l, "returned"), exp), rate(iget(l, "bps")));
+    else if (strcmp(kind, "adjust_mdf") == 0)
+        snprintf(buf, cap, "adjust %s", ev);
+    else if (strcmp(kind, "expiry") == 0)
+        snprintf(buf, cap, "close %s: bucket %s expired", ev, sget(l, "bucket"));
+    else if (json_object_get(l, "claim") != NULL)
+        snprintf(buf, cap, "claim %s (%s %s)%s%s", sget(l, "claim"), sget(l, "cause"), ev,
+                 json_object_get(l, "bucket") ? ", bucket " : "",
+                 json_object_get(l, "bucket") ? sget(l, "bucket") : "");
+    else if (json_object_get(l, "bucket") != NULL)
+        snprintf(buf, cap, "bucket %s", sget(l, "bucket"));
+    else
+        snprintf(buf, cap, "%s", "");
+}
+
+/* Bucket-level lines are indented under the movement that caused them. */
+static bool is_sub_line(const char *kind)
+{
+    return strcmp(kind, "credit") == 0 || strcmp(kind, "debit") == 0 ||
+           strcmp(kind, "deficit") == 0 || strcmp(kind, "deficit_payoff") == 0;
+}
+
+static void print_mdf_lines(const json_t *lines, int exp)
+{
+    printf("  %8s  %-8s  %-18s %16s  %s\n", "seq", "period", "movement", "amount", "detail");
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        char detail[512], kind[40];
+        const char *k = sget(l, "kind");
+        snprintf(kind, sizeof kind, "%s%s", is_sub_line(k) ? "  " : "", k);
+        mdf_detail(l, exp, detail, sizeof detail);
+        printf("  %8lld  %-8s  %-18s %16s  %s\n", (long long)iget(l, "seq"), sget(l, "period"),
+               kind, money(iget(l, "amount"), exp), detail);
+    }
+}
+
+static void print_totals(const json_t *mdf, const json_t *bal_totals, int exp, const char *period)
+{
+    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired", "pending",
+                                       "approved", "paid", "deficit", "available"};
+    const json_t *t = json_object_get(mdf, "totals"), *pt = json_object_get(mdf, "period_totals");
+    printf("\n  %-12s %16s %16s", "total", "sum of lines", "balance");
+    if (pt != NULL)
+        printf(" %16s", period);
+    printf("\n");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        printf("  %-12s %16s %16s", keys[i], money(iget(t, keys[i]), exp),
+               money(iget(bal_totals, keys[i]), exp));
+        if (pt != NULL)
+            printf(" %16s", money(iget(pt, keys[i]), exp));
+        printf("\n");
+    }
+    size_t i;
+    json_t *b;
+    printf("  buckets:");
+    json_array_foreach(json_object_get(mdf, "buckets"), i, b)
+        printf(" %s %s", sget(b, "period"), money(iget(b, "remaining"), exp));
+    printf("%s\n", json_array_size(json_object_get(mdf, "buckets")) == 0 ? " none" : "");
+}
+
+static void print_rebate_line(const json_t *l, int exp, const char *label)
+{
+    char ev[160];
+    event_name(l, ev, sizeof ev);
+    const json_t *sale = json_object_get(l, "sale");
+    printf("    %8lld  %-10s %16s  %s%s%s%s\n", (long long)iget(l, "seq"), label,
+           money(iget(l, "amount"), exp), ev, sale ? " of sale " : "",
+           sale ? json_string_value(sale) : "",
+           json_is_true(json_object_get(l, "late")) ? ", late" : "");
+}
+
+static void print_row(const json_t *r, int exp)
+{
+    bool final = strcmp(sget(r, "status"), "final") == 0;
+    printf("\n  %s  %s", sget(r, "period"), sget(r, "status"));
+    if (final)
+        printf(" (closed at seq %lld)", (long long)iget(r, "final_seq"));
+    printf(", %s\n", sget(r, "mode"));
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(r, "revenue_lines"), i, l)
+        print_rebate_line(l, exp, iget(l, "amount") < 0 ? "return" : "sale");
+    printf("    %8s  %-10s %16s\n", "", "revenue", money(iget(r, "revenue"), exp));
+    json_array_foreach(json_object_get(r, "slices"), i, l)
+        printf("    %8s  %-10s %16s  from %s at %s\n", "", "slice", money(iget(l, "amount"), exp),
+               money(iget(l, "from"), exp), rate(iget(l, "bps")));
+    const json_t *br = json_object_get(r, "bracket");
+    printf("    %8s  %-10s %16s  bracket from %s at %s\n", "", "calculated",
+           money(iget(r, "calculated"), exp), money(iget(br, "from"), exp), rate(iget(br, "bps")));
+    json_array_foreach(json_object_get(r, "adjustments"), i, l)
+        print_rebate_line(l, exp, "adjust");
+    printf("    %8s  %-10s %16s\n", "", "rebate", money(iget(r, "rebate"), exp));
+    json_array_foreach(json_object_get(r, "payouts"), i, l)
+        print_rebate_line(l, exp, "payout");
+    printf("    %8s  %-10s %16s%s\n", "", "paid", money(iget(r, "paid"), exp),
+           json_is_true(json_object_get(r, "matches")) ? "" : "   DIFFERS from the rebate view");
+}
+
+static void print_report(const json_t *rep, const json_t *bal_totals)
+{
+    int exp = tly_query_currency_exponent(sget(rep, "currency"));
+    const char *period = json_string_value(json_object_get(rep, "period"));
+    printf("Partner   %s\nProgram   %s\nCurrency  %s\nAs of     seq %lld\n", sget(rep, "partner"),
+           sget(rep, "program"), sget(rep, "currency"), (long long)iget(rep, "seq"));
+    if (period != NULL)
+        printf("Period    %s\n", period);
+    const json_t *mdf = json_object_get(rep, "mdf");
+    printf("\nMDF\n");
+    print_mdf_lines(json_object_get(mdf, "lines"), exp);
+    print_totals(mdf, bal_totals, exp, period);
+    printf("\nRebates\n");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(json_object_get(rep, "rebates"), "periods"), i, r)
+        print_row(r, exp);
+    if (json_array_size(json_object_get(json_object_get(rep, "rebates"), "periods")) == 0)
+        printf("  no rebate periods\n");
+    printf("\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The verdict                                                               */
+
+/* The balance fields as the differences see them: totals with the
+ * balance's value where the lines differ. */
+static json_t *balance_totals(const json_t *mdf)
+{
+    json_t *t = json_deep_copy(json_object_get(mdf, "totals"));
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(mdf, "differences"), i, d)
+        if (strcmp(sget(d, "field"), "buckets") != 0)
+            json_object_set(t, sget(d, "field"), json_object_get(d, "balance"));
+    return t;
+}
+
+/* Names the first difference on stderr. */
+static void report_mismatch(const json_t *rep, int exp)
+{
+    const json_t *mdf = json_object_get(rep, "mdf");
+    const json_t *d = json_array_get(json_object_get(mdf, "differences"), 0);
+    if (d != NULL && strcmp(sget(d, "field"), "buckets") != 0) {
+        tly_errorf(CMD, "%s: the lines sum to %s, the balance says %s (difference %s) at seq %lld",
+                   sget(d, "field"), money(iget(d, "lines"), exp), money(iget(d, "balance"), exp),
+                   money(iget(d, "lines") - iget(d, "balance"), exp), (long long)iget(rep, "seq"));
+        return;
+    }
+    if (d != NULL) {
+        tly_errorf(CMD, "bucket remainders of the lines differ from the balance at seq %lld",
+                   (long long)iget(rep, "seq"));
+        return;
+    }
+    tly_errorf(CMD, "a rebate period's lines differ from the rebate view at seq %lld",
+               (long long)iget(rep, "seq"));
+}
+
+static int print_result(const explain_opts *o, const json_t *rep, bool matches)
+{
+    int exp = tly_query_currency_exponent(sget(rep, "currency"));
+    if (o->json) {
+        char *text = json_dumps(rep, JSON_COMPACT);
+        if (text == NULL) {
+            tly_errorf(CMD, "out of memory");
+            return TLY_EXIT_FAIL;
+        }
+        puts(text);
+        free(text);
+    } else {
+        json_t *bt = balance_totals(json_object_get(rep, "mdf"));
+        print_report(rep, bt);
+        json_decref(bt);
+        if (matches)
+            printf("matches balance at seq %lld\n", (long long)iget(rep, "seq"));
+    }
+    if (!matches)
+        report_mismatch(rep, exp);
+    return matches ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
+
+static int report(const explain_opts *o, tly_engine *e, tly_explain *x)
+{
+    json_t *rep = NULL;
+    bool matches = false;
+    tly_err err = tly_explain_report(x, o->period, &rep, &matches);
+    if (err == TLY_NOT_FOUND) {
+        tly_errorf(CMD, "unknown partner '%s' at seq %llu", o->partner,
+                   (unsigned long long)tly_engine_seq(e));
+        return TLY_EXIT_FAIL;
+    }
+    if (err == TLY_BAD_FIELD) {
+        tly_errorf(CMD, "--period %s is not a period of the partner's program", o->period);
+        return TLY_EXIT_FAIL;
+    }
+    if (err != TLY_OK) {
+        tly_errorf(CMD, "%s", tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    int rc = print_result(o, rep, matches);
+    json_decref(rep);
+    return rc;
+}
+
+int tly_cmd_explain(int argc, char **argv)
+{
+    explain_opts o;
+    int rc = parse_args(&o, argc, argv);
+    if (rc >= 0)
+        return rc;
+    tly_engine *e = NULL;
+    tly_explain *x = NULL;
+    if (tly_engine_new(0, 1, &e) != TLY_OK || tly_explain_new(e, o.partner, &x) != TLY_OK) {
+        tly_engine_free(e);
+        tly_errorf(CMD, "out of memory");
+        return TLY_EXIT_FAIL;
+    }
+    rc = fold_data(&o, e, x);
+    if (rc < 0)
+        rc = report(&o, e, x);
+    tly_explain_free(x);
+    tly_engine_free(e);
+    return rc;
+}
