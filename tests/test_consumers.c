@@ -21,6 +21,7 @@
 #include "tly_cli.h"
 #include "tly_engine.h"
 #include "tly_json.h"
+#include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_runtime.h"
 #include "tly_views.h"
@@ -487,6 +488,41 @@ START_TEST(test_consume_refuses_views_ahead_of_log)
 }
 END_TEST
 
+static int run_tally(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5)
+{
+    char *const argv[] = {(char *)tu_tally(), (char *)a1, (char *)a2, (char *)a3,
+                          (char *)a4,         (char *)a5, NULL};
+    return tu_run(argv, NULL, NULL, NULL);
+}
+
+/* The limits of the command line at their edges (TLY_SHARDS_MAX,
+ * TLY_CONSUME_BATCH_RECORDS_MAX): the value is accepted, one more is a
+ * usage error (exit 2). */
+START_TEST(test_consume_option_edges)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, SMALL_COUNT);
+    char max_shard[32], over_shard[32], max_batch[32], over_batch[32], over_shards[32];
+    snprintf(max_shard, sizeof max_shard, "%u/%u", TLY_SHARDS_MAX - 1, TLY_SHARDS_MAX);
+    snprintf(over_shard, sizeof over_shard, "0/%u", TLY_SHARDS_MAX + 1);
+    snprintf(over_shards, sizeof over_shards, "%u", TLY_SHARDS_MAX + 1);
+    snprintf(max_batch, sizeof max_batch, "%u", TLY_CONSUME_BATCH_RECORDS_MAX);
+    snprintf(over_batch, sizeof over_batch, "%u", TLY_CONSUME_BATCH_RECORDS_MAX + 1);
+    ck_assert_int_eq(consume(data, max_shard, max_batch), 0);
+    ck_assert_int_eq(consume(data, "0/1", "1"), 0); /* a commit per record */
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), SMALL_COUNT);
+    ck_assert_int_eq(run_tally("consume", "--data", data, "--shard", over_shard), 2);
+    ck_assert_int_eq(run_tally("consume", "--data", data, "--shard", "2/2"), 2);
+    ck_assert_int_eq(run_tally("consume", "--data", data, "--batch", over_batch), 2);
+    ck_assert_int_eq(run_tally("consume", "--data", data, "--batch", "0"), 2);
+    ck_assert_int_eq(run_tally("consume", "--bogus", NULL, NULL, NULL), 2);
+    ck_assert_int_eq(run_tally("consume", "--help", NULL, NULL, NULL), 0);
+    ck_assert_int_eq(run_tally("bench", "fold", "--shards", over_shards, NULL), 2);
+    ck_assert_int_eq(run_tally("bench", "fold", "--events", "0", NULL), 2);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* Copies records [from, to] of src's log into dst's log (same source, id
  * and bytes), as a ledger receiving the same events would store them. */
 static void copy_records(const char *src, const char *dst, uint64_t from, uint64_t to)
@@ -844,6 +880,7 @@ static Suite *consumers_suite(void)
     tcase_add_test(consume, test_consume_small_log);
     tcase_add_test(consume, test_consume_corrupt_record_stops);
     tcase_add_test(consume, test_consume_refuses_views_ahead_of_log);
+    tcase_add_test(consume, test_consume_option_edges);
     tcase_add_test(consume, test_consume_restart_resumes_exactly_once);
     tcase_add_test(consume, test_consume_kill9_resumes_exactly_once);
     tcase_add_test(consume, test_shards_give_identical_partner_views);
