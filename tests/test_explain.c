@@ -1,0 +1,1315 @@
+/*
+ * test_explain.c — Check suite of `tally explain` and the engine's trace
+ * hook (tly_engine_set_trace, consumers/tly_explain.h).
+ *
+ * (1) For every partner of the seed101 vectors, of a seeded random stream
+ *     (the generator of tests/test_engine.c, copied) and of a `tally gen`
+ *     data set, the trace lines alone rebuild every MDF total, every bucket
+ *     and every rebate period figure of the views — summed here,
+ *     independently of tly_explain.c, and again through its report.
+ * (2) A hand-written scenario whose lines are checked one by one.
+ * (3) The hook changes nothing: the flushed state and views of an engine
+ *     with a trace are byte-identical to one without.
+ * (4) The CLI on real logs (tly_log_append): exit 0 and "matches", unknown
+ *     partner exit 1, --period filters, --to stops early.
+ * Seeds are printed; TALLY_SEED repeats another.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "tly_engine.h"
+#include "tly_explain.h"
+#include "tly_json.h"
+#include "tly_log.h"
+#include "tly_money.h"
+
+/* recorded_ms given to in-process records: 2100-01-01, after every `at`. */
+#define REC_MS INT64_C(4102444800000)
+
+/* Quarter starts (Unix ms, UTC). */
+#define Q1_25 INT64_C(1735689600000)
+#define Q2_25 INT64_C(1743465600000)
+#define DAY INT64_C(86400000)
+
+/* ---- a stream of records: source + event bytes ---- */
+
+typedef struct rec_buf {
+    char *source;
+    uint8_t *bytes;
+    size_t len;
+} rec_buf;
+
+typedef struct stream {
+    rec_buf *recs;
+    size_t count, cap;
+} stream;
+
+static void stream_free(stream *s)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        free(s->recs[i].source);
+        free(s->recs[i].bytes);
+    }
+    free(s->recs);
+    memset(s, 0, sizeof *s);
+}
+
+/* Converts a JSON event to MessagePack; aborts the test on failure. */
+static void to_mp(json_t *ev, msgpack_sbuffer *sb)
+{
+    tly_field_error fe = {{0}, {0}};
+    msgpack_sbuffer_clear(sb);
+    tly_err err = tly_json_event_to_mp(ev, sb, &fe);
+    ck_assert_msg(err == TLY_OK, "to_mp: %s %s", fe.field, fe.message);
+}
+
+static void stream_push(stream *s, const char *source, const void *bytes, size_t len)
+{
+    if (s->count == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 1024;
+        s->recs = realloc(s->recs, s->cap * sizeof *s->recs);
+        ck_assert_ptr_nonnull(s->recs);
+    }
+    rec_buf *r = &s->recs[s->count++];
+    r->source = strdup(source);
+    r->bytes = malloc(len);
+    ck_assert_ptr_nonnull(r->bytes);
+    memcpy(r->bytes, bytes, len);
+    r->len = len;
+}
+
+/* Reads {"source","event"} lines, dropping resends of an accepted
+ * (source, id) as the ledger does. */
+static void load_jsonl(stream *st, const char *path)
+{
+    size_t len;
+    char *text = tu_read_file(path, &len);
+    ck_assert_msg(text != NULL, "cannot read %s", path);
+    json_t *seen = json_object();
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *r = json_loads(line, 0, NULL);
+        ck_assert_ptr_nonnull(r);
+        const char *source = json_string_value(json_object_get(r, "source"));
+        json_t *ev = json_object_get(r, "event");
+        char key[256];
+        snprintf(key, sizeof key, "%s\x1f%s", source, json_string_value(json_object_get(ev, "id")));
+        if (json_object_get(seen, key) == NULL) {
+            json_object_set_new(seen, key, json_true());
+            to_mp(ev, &sb);
+            stream_push(st, source, sb.data, sb.size);
+        }
+        json_decref(r);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(seen);
+    free(text);
+}
+
+/* Folds records [from, to) of a stream into e (record i has seq i + 1). */
+static void fold(tly_engine *e, const stream *st, size_t from, size_t to, tly_explain *x)
+{
+    for (size_t i = from; i < to; i++) {
+        const rec_buf *r = &st->recs[i];
+        tly_event ev;
+        tly_field_error fe;
+        ck_assert_msg(tly_event_decode(r->bytes, r->len, REC_MS, &ev, &fe) == TLY_OK,
+                      "decode %zu: %s %s", i + 1, fe.field, fe.message);
+        tly_record rec = {.seq = i + 1,
+                          .recorded_ms = REC_MS,
+                          .source = {r->source, (uint32_t)strlen(r->source)},
+                          .event = r->bytes,
+                          .event_len = r->len};
+        tly_err err = tly_engine_apply(e, &rec, &ev);
+        ck_assert_msg(err == TLY_OK, "apply %zu: %s", i + 1, tly_err_name(err));
+        if (x != NULL)
+            tly_explain_note(x, &rec, &ev);
+    }
+}
+
+
+/* ---- seeded random streams ---- */
+
+static uint64_t g_seed = UINT64_C(20261126);
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+/* splitmix64: tiny, seedable, good enough for test data. */
+static uint64_t rnext(rng *r)
+{
+    uint64_t z = (r->s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi]. */
+static int64_t rint_in(rng *r, int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(rnext(r) % (uint64_t)(hi - lo + 1));
+}
+
+static bool chance(rng *r, int percent)
+{
+    return rint_in(r, 1, 100) <= percent;
+}
+
+typedef struct gen_sale {
+    int src, partner;
+    int64_t amount;
+    char id[24];
+} gen_sale;
+
+typedef struct gen {
+    rng r;
+    msgpack_sbuffer sb;
+    stream *out;
+    int partners;
+    int64_t now;
+    int32_t eop[2]; /* generator's view of each program's open period */
+    int version[2];
+    int next_claim;
+    int (*claims)[2]; /* (partner, claim number) of submitted claims */
+    size_t claim_count, claim_cap;
+    gen_sale *sales;
+    size_t sale_count, sale_cap;
+    int64_t ids;
+} gen;
+
+static const char *const gen_sources[] = {"dist-a", "dist-b", "dist-c"};
+static const char *const gen_programs[] = {"alpha", "beta"};
+static const char *const gen_currency[] = {"USD", "EUR"};
+
+static void gen_emit(gen *g, const char *source, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gen_emit(gen *g, const char *source, const char *fmt, ...)
+{
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_t *ev = json_loads(text, 0, NULL);
+    ck_assert_msg(ev != NULL, "generator JSON: %s", text);
+    to_mp(ev, &g->sb);
+    stream_push(g->out, source, g->sb.data, g->sb.size);
+    json_decref(ev);
+}
+
+static void gen_program(gen *g, int which, int version, const char *currency)
+{
+    /* Two rule sets alternate with the version: tier names and rates
+     * change, so upgrades, downgrades and drops all happen. */
+    bool alt = version % 2 == 0;
+    gen_emit(g, "finance",
+             "{\"type\":\"program\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"program\":\"%s\",\"version\":%d,\"currency\":\"%s\",\"period\":\"%s\","
+             "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":%d},"
+             "{\"name\":\"%s\",\"min_revenue\":%d,\"min_certs\":1,\"mdf_bps\":%d},"
+             "{\"name\":\"Gold\",\"min_revenue\":%d,\"min_certs\":3,\"mdf_bps\":325}],"
+             "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
+             "{\"from\":%d,\"bps\":250},{\"from\":5000000,\"bps\":375}]},"
+             "\"mdf_expiry_periods\":%d,\"tier_window_periods\":%d}",
+             ++g->ids, g->now, gen_programs[which], version, currency,
+             which == 0 ? "quarter" : "month", alt ? 120 : 100, alt ? "Plus" : "Silver",
+             alt ? 800000 : 1000000, alt ? 175 : 200, alt ? 3000000 : 4000000,
+             alt ? "incremental" : "retroactive", alt ? 1500000 : 1000000, alt ? 3 : 2,
+             which == 0 ? 2 : 3);
+}
+
+static tly_period_kind gen_kind(int which)
+{
+    return which == 0 ? TLY_PERIOD_QUARTER : TLY_PERIOD_MONTH;
+}
+
+static void gen_closes(gen *g)
+{
+    for (int w = 0; w < 2; w++) {
+        int64_t due = tly_period_start_ms(gen_kind(w), g->eop[w] + 1) + 5 * DAY;
+        if (g->now < due)
+            continue;
+        char text[TLY_PERIOD_TEXT_BYTES];
+        /* now and then a close of the wrong period [L1] */
+        bool wrong = chance(&g->r, 20);
+        tly_period_format(gen_kind(w), g->eop[w] + (wrong ? 1 : 0), text);
+        gen_emit(g, "finance",
+                 "{\"type\":\"close\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
+                 "\"program\":\"%s\",\"period\":\"%s\"}",
+                 ++g->ids, g->now, gen_programs[w], text);
+        if (!wrong)
+            g->eop[w]++;
+    }
+}
+
+static int gen_prog_of(int partner)
+{
+    return partner % 2;
+}
+
+static void gen_partner_name(int p, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "partner-%03d", p);
+}
+
+static void gen_sale_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    int src = (int)rint_in(&g->r, 0, 2);
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    gen_sale s = {.src = src, .partner = p, .amount = rint_in(&g->r, 1, 400000)};
+    snprintf(s.id, sizeof s.id, "S%" PRId64, ++g->ids);
+    int64_t lag = chance(&g->r, 8) ? rint_in(&g->r, 0, 200) * DAY : rint_in(&g->r, 0, 3 * DAY);
+    const char *cur = chance(&g->r, 4) ? "CAD" : gen_currency[w];
+    gen_emit(g, gen_sources[src],
+             "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+             "\"sku\":\"K\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
+             s.id, g->now - lag, name, s.amount, cur);
+    if (g->sale_count == g->sale_cap) {
+        g->sale_cap = g->sale_cap ? g->sale_cap * 2 : 1024;
+        g->sales = realloc(g->sales, g->sale_cap * sizeof *g->sales);
+    }
+    g->sales[g->sale_count++] = s;
+}
+
+static void gen_return_ev(gen *g)
+{
+    if (g->sale_count == 0)
+        return;
+    /* mostly recent sales, so over-returns happen */
+    size_t back = (size_t)rint_in(&g->r, 0, g->sale_count < 200 ? (int64_t)g->sale_count - 1 : 199);
+    const gen_sale *s = &g->sales[g->sale_count - 1 - back];
+    int p = chance(&g->r, 5) ? (int)rint_in(&g->r, 0, g->partners - 1) : s->partner;
+    char name[32], sale_id[32];
+    gen_partner_name(p, name, sizeof name);
+    snprintf(sale_id, sizeof sale_id, "%s", chance(&g->r, 4) ? "S-unknown" : s->id);
+    int64_t amount = rint_in(&g->r, 1, s->amount + s->amount / 4);
+    gen_emit(g, gen_sources[chance(&g->r, 3) ? (s->src + 1) % 3 : s->src],
+             "{\"type\":\"return\",\"id\":\"R%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ","
+             "\"currency\":\"%s\"}",
+             ++g->ids, g->now - rint_in(&g->r, 0, 2 * DAY), name, sale_id, amount,
+             gen_currency[gen_prog_of(p)]);
+}
+
+static void gen_cert_ev(gen *g)
+{
+    static const char *const actions[] = {"earned", "earned", "earned", "expired", "revoked"};
+    char name[32];
+    gen_partner_name((int)rint_in(&g->r, 0, g->partners - 1), name, sizeof name);
+    gen_emit(g, "certsys",
+             "{\"type\":\"certification\",\"id\":\"C%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"person\":\"u%d\",\"cert\":\"c%d\",\"action\":\"%s\"}",
+             ++g->ids, g->now, name, (int)rint_in(&g->r, 0, 4), (int)rint_in(&g->r, 0, 2),
+             actions[rint_in(&g->r, 0, 4)]);
+}
+
+static void gen_claim_ev(gen *g)
+{
+    static const char *const actions[] = {"submit", "submit", "submit", "approve", "approve",
+                                          "pay",    "pay",    "reject", "cancel"};
+    const char *action = actions[rint_in(&g->r, 0, 8)];
+    bool submit = strcmp(action, "submit") == 0;
+    int p, id;
+    if (g->claim_count > 0 && (submit ? chance(&g->r, 3) : chance(&g->r, 92))) {
+        /* an existing claim: mostly recent ones, so the states advance */
+        size_t back =
+            (size_t)rint_in(&g->r, 0, g->claim_count < 40 ? (int64_t)g->claim_count - 1 : 39);
+        const int *c = g->claims[g->claim_count - 1 - back];
+        p = c[0];
+        id = c[1];
+    } else {
+        p = (int)rint_in(&g->r, 0, g->partners - 1);
+        id = submit ? ++g->next_claim : -1;
+        if (submit) {
+            if (g->claim_count == g->claim_cap) {
+                g->claim_cap = g->claim_cap ? g->claim_cap * 2 : 256;
+                g->claims = realloc(g->claims, g->claim_cap * sizeof *g->claims);
+            }
+            g->claims[g->claim_count][0] = p;
+            g->claims[g->claim_count++][1] = id;
+        }
+    }
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    int64_t amount = rint_in(&g->r, 1, submit ? 30000 : 12000);
+    gen_emit(g, "portal",
+             "{\"type\":\"claim\",\"id\":\"K%" PRId64 "\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+             "\"claim\":\"cl-%d\",\"action\":\"%s\",\"amount\":%" PRId64 "}",
+             ++g->ids, g->now, name, id, action, amount);
+}
+
+static void gen_money_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    char name[32], period[TLY_PERIOD_TEXT_BYTES];
+    gen_partner_name(p, name, sizeof name);
+    if (chance(&g->r, 60)) {
+        tly_period_format(gen_kind(w), g->eop[w] - (int32_t)rint_in(&g->r, 0, 3), period);
+        gen_emit(g, "finance",
+                 "{\"type\":\"payout\",\"id\":\"Y%" PRId64 "\",\"at\":%" PRId64 ","
+                 "\"partner\":\"%s\",\"period\":\"%s\",\"amount\":%" PRId64 "}",
+                 ++g->ids, g->now, name, period, rint_in(&g->r, 1, 20000));
+        return;
+    }
+    int64_t amount = rint_in(&g->r, 1, 30000) * (chance(&g->r, 50) ? -1 : 1);
+    gen_emit(g, "finance",
+             "{\"type\":\"adjust\",\"id\":\"A%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"account\":\"%s\",\"amount\":%" PRId64 ","
+             "\"reason\":\"r\"}",
+             ++g->ids, g->now, name, chance(&g->r, 50) ? "mdf" : "rebate", amount);
+}
+
+static void gen_enroll_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    int roll = (int)rint_in(&g->r, 1, 10);
+    const char *prog = roll <= 8 ? gen_programs[w] : roll == 9 ? gen_programs[1 - w] : "gamma";
+    gen_emit(g, "finance",
+             "{\"type\":\"partner\",\"id\":\"E%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"name\":\"N\",\"program\":\"%s\",\"kind\":\"msp\"}",
+             ++g->ids, g->now, name, prog);
+}
+
+static void gen_version_ev(gen *g)
+{
+    int w = (int)rint_in(&g->r, 0, 1);
+    int roll = (int)rint_in(&g->r, 1, 10);
+    if (roll <= 6)
+        gen_program(g, w, ++g->version[w], gen_currency[w]);
+    else if (roll <= 8)
+        gen_program(g, w, g->version[w], gen_currency[w]); /* stale [G8] */
+    else
+        gen_program(g, w, g->version[w] + 1, gen_currency[1 - w]); /* [G2] */
+}
+
+/* A stream of about `events` events over two programs and `partners`
+ * partners, deterministic for a seed. */
+static void gen_stream(stream *out, uint64_t seed, size_t events, int partners)
+{
+    gen g = {.r = {seed}, .out = out, .partners = partners, .now = Q1_25};
+    msgpack_sbuffer_init(&g.sb);
+    for (int w = 0; w < 2; w++) {
+        g.eop[w] = tly_period_of(gen_kind(w), g.now);
+        g.version[w] = 1;
+        gen_program(&g, w, 1, gen_currency[w]);
+    }
+    /* Window ~ two years: gaps average ~ (2 years / events). */
+    int64_t gap_max = (int64_t)(2 * 365 * DAY / (int64_t)events) * 2 + 1;
+    while (out->count < events) {
+        g.now += rint_in(&g.r, 0, gap_max);
+        gen_closes(&g);
+        int roll = (int)rint_in(&g.r, 1, 1000);
+        if (roll <= 450)
+            gen_sale_ev(&g);
+        else if (roll <= 560)
+            gen_return_ev(&g);
+        else if (roll <= 620)
+            gen_cert_ev(&g);
+        else if (roll <= 850)
+            gen_claim_ev(&g);
+        else if (roll <= 930)
+            gen_money_ev(&g);
+        else if (roll <= 998)
+            gen_enroll_ev(&g);
+        else
+            gen_version_ev(&g);
+    }
+    msgpack_sbuffer_destroy(&g.sb);
+    free(g.sales);
+    free(g.claims);
+}
+
+
+/* ---- (1) the lines rebuild every figure: an independent summing ---- */
+
+typedef struct sums {
+    json_t *by_partner; /* partner -> {"totals","buckets","rows"} */
+    uint32_t kinds_seen;  /* bit per tly_trace_kind */
+    uint64_t lines;
+} sums;
+
+static json_t *child(json_t *o, const char *k)
+{
+    json_t *c = json_object_get(o, k);
+    if (c == NULL) {
+        c = json_object();
+        json_object_set_new(o, k, c);
+    }
+    return c;
+}
+
+static void bump(json_t *o, const char *k, int64_t d)
+{
+    json_int_t v = json_integer_value(json_object_get(o, k));
+    json_object_set_new(o, k, json_integer(v + d));
+}
+
+static int64_t iget(const json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+/* Each line must describe itself consistently: an accrual is rhe(sale ×
+ * bps) [S7]; a clawback at most rhe(returned × the sale's bps) [S3]. */
+static void check_line(const tly_trace_line *l)
+{
+    ck_assert_int_ge(l->seq, 1);
+    ck_assert_ptr_nonnull(l->cause);
+    if (l->kind == TLY_TRACE_ACCRUAL)
+        ck_assert_int_eq(l->amount, tly_money_bps(l->basis, l->bps));
+    if (l->kind == TLY_TRACE_CLAWBACK)
+        ck_assert_int_le(l->amount, tly_money_bps(l->basis, l->bps));
+    if (l->kind != TLY_TRACE_ADJUST_MDF && l->kind != TLY_TRACE_ADJUST_REBATE &&
+        l->kind != TLY_TRACE_REVENUE && l->kind != TLY_TRACE_REBATE_FINAL &&
+        l->kind != TLY_TRACE_REBATE_OPEN)
+        ck_assert_int_ge(l->amount, 0);
+}
+
+/* Rebate lines of one row: revenue, adjustments, payouts, the exact sum
+ * of the slices, and the figure line. */
+static void sum_rebate_line(json_t *row, const tly_trace_line *l)
+{
+    switch (l->kind) {
+    case TLY_TRACE_REVENUE:
+        bump(row, "revenue", l->amount);
+        break;
+    case TLY_TRACE_ADJUST_REBATE:
+        bump(row, "adj", l->amount);
+        break;
+    case TLY_TRACE_PAYOUT:
+        bump(row, "paid", l->amount);
+        break;
+    case TLY_TRACE_REBATE_SLICE: {
+        tly_bps_sum s = {iget(row, "whole"), iget(row, "frac")};
+        ck_assert_int_eq(tly_bps_sum_add(&s, l->basis, l->bps), TLY_OK);
+        json_object_set_new(row, "whole", json_integer(s.whole));
+        json_object_set_new(row, "frac", json_integer(s.frac));
+        break;
+    }
+    default: /* REBATE_FINAL, REBATE_OPEN */
+        json_object_set_new(row, "figure", json_integer(l->amount));
+        json_object_set_new(row, "bps", json_integer(l->bps));
+        json_object_set_new(row, "status", json_string(l->kind == TLY_TRACE_REBATE_FINAL
+                                                           ? "final"
+                                                           : "open"));
+        json_object_set_new(row, "revenue_at_figure", json_integer(l->basis));
+    }
+}
+
+/* What each MDF line does to the totals and bucket remainders (SPEC 6). */
+static void sum_mdf_line(json_t *t, json_t *b, const char *bucket, const tly_trace_line *l)
+{
+    int64_t a = l->amount;
+    switch (l->kind) {
+    case TLY_TRACE_ACCRUAL: bump(t, "accrued", a); break;
+    case TLY_TRACE_CLAWBACK: bump(t, "clawed_back", a); break;
+    case TLY_TRACE_ADJUST_MDF: bump(t, "adjusted", a); break;
+    case TLY_TRACE_CREDIT: bump(b, bucket, a); break;
+    case TLY_TRACE_DEBIT: bump(b, bucket, -a); break;
+    case TLY_TRACE_DEFICIT: bump(t, "deficit", a); break;
+    case TLY_TRACE_DEFICIT_PAYOFF: bump(t, "deficit", -a); break;
+    case TLY_TRACE_RESERVE: bump(b, bucket, -a); bump(t, "pending", a); break;
+    case TLY_TRACE_RELEASE: bump(t, "pending", -a); break;
+    case TLY_TRACE_RELEASE_EXPIRED: bump(t, "pending", -a); bump(t, "expired", a); break;
+    case TLY_TRACE_APPROVE: bump(t, "pending", -a); bump(t, "approved", a); break;
+    case TLY_TRACE_PAY: bump(t, "approved", -a); bump(t, "paid", a); break;
+    case TLY_TRACE_EXPIRY: bump(b, bucket, -a); bump(t, "expired", a); break;
+    default: ck_abort_msg("not an MDF line: %d", (int)l->kind);
+    }
+}
+
+static void on_sum_line(void *ctx, const tly_trace_line *l)
+{
+    sums *s = ctx;
+    check_line(l);
+    s->kinds_seen |= 1u << l->kind;
+    s->lines++;
+    char pid[TLY_NAME_BYTES_MAX + 1], bucket[TLY_PERIOD_TEXT_BYTES], period[TLY_PERIOD_TEXT_BYTES];
+    snprintf(pid, sizeof pid, "%.*s", (int)l->partner.len, l->partner.ptr);
+    tly_period_format(l->period_kind, l->bucket, bucket);
+    tly_period_format(l->period_kind, l->period, period);
+    json_t *p = child(s->by_partner, pid);
+    if (l->kind >= TLY_TRACE_REVENUE)
+        sum_rebate_line(child(child(p, "rows"), period), l);
+    else
+        sum_mdf_line(child(p, "totals"), child(p, "buckets"), bucket, l);
+}
+
+static int cmp_text(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Buckets of the lines with remaining > 0, oldest first [M3], as the
+ * balance view lists them (without expires_after). */
+static json_t *line_buckets(json_t *b)
+{
+    const char *keys[256];
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+        if (json_integer_value(v) > 0) {
+            ck_assert_uint_lt(n, 256);
+            keys[n++] = k;
+        }
+    qsort(keys, n, sizeof keys[0], cmp_text);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(out, json_pack("{s:s,s:I}", "period", keys[i], "remaining",
+                                             json_object_get(b, keys[i]) ? iget(b, keys[i]) : 0));
+    return out;
+}
+
+static void expect_mdf(const json_t *p, const json_t *bal, const char *what)
+{
+    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired",
+                                       "pending", "approved",    "paid",     "deficit"};
+    json_t *t = json_object_get(p, "totals"), *b = json_object_get(p, "buckets");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        ck_assert_msg(iget(t, keys[i]) == iget(bal, keys[i]), "%s: %s lines %" PRId64
+                      " balance %" PRId64, what, keys[i], iget(t, keys[i]), iget(bal, keys[i]));
+    int64_t avail = -iget(t, "deficit");
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+        avail += json_integer_value(v);
+    ck_assert_msg(avail == iget(bal, "available"), "%s: available lines %" PRId64 " balance %"
+                  PRId64, what, avail, iget(bal, "available"));
+    json_t *lb = line_buckets(b), *vb = json_array();
+    size_t i;
+    json_array_foreach(json_object_get(bal, "buckets"), i, v)
+        json_array_append_new(vb, json_pack("{s:O,s:O}", "period", json_object_get(v, "period"),
+                                            "remaining", json_object_get(v, "remaining")));
+    ck_assert_msg(json_equal(lb, vb), "%s: buckets differ", what);
+    json_decref(lb);
+    json_decref(vb);
+}
+
+/* Every rebate row: revenue, paid, status, rate, and figure = rhe(Σ
+ * slices) + adjustments [R5] [R8]; no line outside the view's rows. */
+static void expect_rebates(const json_t *p, const json_t *reb, const char *what)
+{
+    json_t *rows = json_object_get(p, "rows");
+    size_t i;
+    json_t *vr;
+    json_array_foreach(json_object_get(reb, "periods"), i, vr)
+    {
+        const char *period = json_string_value(json_object_get(vr, "period"));
+        json_t *r = json_object_get(rows, period);
+        ck_assert_msg(r != NULL, "%s: no lines for rebate period %s", what, period);
+        tly_bps_sum s = {iget(r, "whole"), iget(r, "frac")};
+        int64_t calc;
+        ck_assert_int_eq(tly_bps_sum_round(&s, &calc), TLY_OK);
+        ck_assert_msg(iget(r, "revenue") == iget(vr, "revenue") &&
+                          iget(r, "paid") == iget(vr, "paid") &&
+                          iget(r, "figure") == iget(vr, "rebate") &&
+                          calc + iget(r, "adj") == iget(vr, "rebate") &&
+                          iget(r, "bps") == iget(vr, "rate_bps") &&
+                          json_equal(json_object_get(r, "status"), json_object_get(vr, "status")),
+                      "%s: rebate period %s: lines revenue %" PRId64 " paid %" PRId64
+                      " figure %" PRId64 " calc %" PRId64 " adj %" PRId64,
+                      what, period, iget(r, "revenue"), iget(r, "paid"), iget(r, "figure"), calc,
+                      iget(r, "adj"));
+    }
+    ck_assert_msg(json_object_size(rows) == json_array_size(json_object_get(reb, "periods")),
+                  "%s: lines for %zu rebate periods, the view has %zu", what,
+                  json_object_size(rows), json_array_size(json_object_get(reb, "periods")));
+}
+
+/* Folds the stream with a trace of every partner; each partner's lines
+ * must rebuild its balance and rebate views. Returns the kinds seen. */
+static uint32_t check_all_partners(const stream *st, const char *label)
+{
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    sums s = {.by_partner = json_object()};
+    ck_assert_int_eq(tly_engine_set_trace(e, NULL, on_sum_line, &s), TLY_OK);
+    fold(e, st, 0, st->count, NULL);
+    tly_engine_trace_open(e);
+    json_t *partners = tly_engine_partners(e);
+    ck_assert_uint_gt(json_array_size(partners), 0);
+    size_t i;
+    json_t *pj;
+    json_array_foreach(partners, i, pj)
+    {
+        const char *pid = json_string_value(pj);
+        char what[256];
+        snprintf(what, sizeof what, "%s, partner %s", label, pid);
+        json_t *bal = tly_engine_view(e, 'b', pid), *reb = tly_engine_view(e, 'r', pid);
+        json_t *p = child(s.by_partner, pid);
+        expect_mdf(p, bal, what);
+        expect_rebates(p, reb, what);
+        json_decref(bal);
+        json_decref(reb);
+    }
+    printf("%s: %zu partners, %" PRIu64 " lines, all sums match\n", label,
+           json_array_size(partners), s.lines);
+    json_decref(partners);
+    json_decref(s.by_partner);
+    tly_engine_free(e);
+    return s.kinds_seen;
+}
+
+/* Through tly_explain: one fold per partner, the report must match. */
+static void check_reports(const stream *st, const char *label)
+{
+    tly_engine *all;
+    ck_assert_int_eq(tly_engine_new(0, 1, &all), TLY_OK);
+    fold(all, st, 0, st->count, NULL);
+    json_t *partners = tly_engine_partners(all);
+    tly_engine_free(all);
+    size_t i;
+    json_t *pj;
+    json_array_foreach(partners, i, pj)
+    {
+        tly_engine *e;
+        tly_explain *x;
+        ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+        ck_assert_int_eq(tly_explain_new(e, json_string_value(pj), &x), TLY_OK);
+        fold(e, st, 0, st->count, x);
+        json_t *rep = NULL;
+        bool ok = false;
+        ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+        if (!ok) {
+            char *text = json_dumps(json_object_get(rep, "mdf"), JSON_COMPACT);
+            ck_abort_msg("%s: report of %s does not match: %.2000s", label,
+                         json_string_value(pj), text);
+        }
+        json_decref(rep);
+        tly_explain_free(x);
+        tly_engine_free(e);
+    }
+    json_decref(partners);
+}
+
+/* A `tally gen` data set of `events` events, as a stream. */
+static void gen_with_tally(stream *st, uint64_t seed, int events, int partners)
+{
+    char *dir = tu_tmpdir();
+    char path[1100], seed_s[32], ev_s[32], p_s[32];
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    snprintf(seed_s, sizeof seed_s, "%" PRIu64, seed);
+    snprintf(ev_s, sizeof ev_s, "%d", events);
+    snprintf(p_s, sizeof p_s, "%d", partners);
+    char *argv[] = {(char *)tu_tally(), "gen", "--seed", seed_s, "--events", ev_s,
+                    "--partners", p_s, "--resend-pct", "2", "--out", path, NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
+    load_jsonl(st, path);
+    tu_rmtree(dir);
+}
+
+/* Source _i: 0 the vectors, 1 the engine tests' generator, 2 tally gen. */
+static void load_source(int i, stream *st, char *label, size_t cap)
+{
+    if (i == 0) {
+        char *path = tu_vector("seed101-events.jsonl");
+        load_jsonl(st, path);
+        free(path);
+        ck_assert_uint_eq(st->count, 3074);
+        snprintf(label, cap, "seed101 vectors");
+    } else if (i == 1) {
+        gen_stream(st, g_seed, 20000, 24);
+        snprintf(label, cap, "random stream seed %" PRIu64, g_seed);
+    } else {
+        gen_with_tally(st, g_seed, 8000, 30);
+        snprintf(label, cap, "tally gen seed %" PRIu64, g_seed);
+    }
+}
+
+START_TEST(every_partner_sums)
+{
+    stream st = {0};
+    char label[96];
+    load_source(_i, &st, label, sizeof label);
+    uint32_t kinds = check_all_partners(&st, label);
+    check_reports(&st, label);
+    /* the random stream of the engine tests reaches every kind of line */
+    if (_i == 1)
+        for (int k = 0; k < TLY_TRACE_KIND_COUNT; k++)
+            ck_assert_msg(kinds & (1u << k), "%s: no %s line", label,
+                          tly_trace_kind_name((tly_trace_kind)k));
+    stream_free(&st);
+}
+END_TEST
+
+/* ---- (3) the hook changes nothing ---- */
+
+/* Every flushed key and value, in order, as one byte string. */
+static tly_err bytes_put(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    msgpack_sbuffer *sb = ctx;
+    uint64_t lens[2] = {klen, vlen};
+    msgpack_sbuffer_write(sb, (const char *)lens, sizeof lens);
+    msgpack_sbuffer_write(sb, key, klen);
+    msgpack_sbuffer_write(sb, val, vlen);
+    return TLY_OK;
+}
+
+static void count_line(void *ctx, const tly_trace_line *l)
+{
+    (void)l;
+    (*(uint64_t *)ctx)++;
+}
+
+/* Folds st with the trace set for partner (NULL: every partner; "" no
+ * trace), flushing every 500 records into sb; returns the lines seen. */
+static uint64_t fold_bytes(const stream *st, const char *partner, msgpack_sbuffer *sb)
+{
+    tly_engine *e;
+    uint64_t lines = 0;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    if (partner == NULL || *partner != '\0')
+        ck_assert_int_eq(tly_engine_set_trace(e, partner, count_line, &lines), TLY_OK);
+    for (size_t i = 0; i < st->count; i += 500) {
+        fold(e, st, i, i + 500 < st->count ? i + 500 : st->count, NULL);
+        ck_assert_int_eq(tly_engine_flush(e, bytes_put, sb), TLY_OK);
+    }
+    json_t *x = tly_engine_exceptions(e), *l = tly_engine_liabilities(e);
+    char *text = json_dumps(x, JSON_COMPACT), *ltext = json_dumps(l, JSON_COMPACT);
+    msgpack_sbuffer_write(sb, text, strlen(text));
+    msgpack_sbuffer_write(sb, ltext, strlen(ltext));
+    free(text);
+    free(ltext);
+    json_decref(x);
+    json_decref(l);
+    tly_engine_free(e);
+    return lines;
+}
+
+START_TEST(trace_changes_nothing)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed + 7, 8000, 16);
+    msgpack_sbuffer plain, all, one;
+    msgpack_sbuffer_init(&plain);
+    msgpack_sbuffer_init(&all);
+    msgpack_sbuffer_init(&one);
+    ck_assert_uint_eq(fold_bytes(&st, "", &plain), 0);
+    uint64_t n_all = fold_bytes(&st, NULL, &all);
+    uint64_t n_one = fold_bytes(&st, "partner-003", &one);
+    ck_assert_uint_gt(n_one, 0);
+    ck_assert_uint_gt(n_all, n_one);
+    ck_assert_msg(plain.size == all.size && memcmp(plain.data, all.data, plain.size) == 0,
+                  "a trace of every partner changed the flushed state (seed %" PRIu64 ")",
+                  g_seed + 7);
+    ck_assert_msg(plain.size == one.size && memcmp(plain.data, one.data, plain.size) == 0,
+                  "a trace of one partner changed the flushed state (seed %" PRIu64 ")",
+                  g_seed + 7);
+    msgpack_sbuffer_destroy(&plain);
+    msgpack_sbuffer_destroy(&all);
+    msgpack_sbuffer_destroy(&one);
+    stream_free(&st);
+}
+END_TEST
+
+/* ---- (2) a hand-written scenario, line by line ---- */
+
+/* acme: USD, quarters; Base 0/0 at 100 bps, Silver 100000/1 at 200 bps;
+ * retroactive rebate 0:100 1000000:200; buckets expire at the close of
+ * their own period (N = 1); tier window 1. Days 2025-01-11 (T1),
+ * 2025-04-06 (T2), 2025-04-11 (T3). */
+#define T1 "1736553600000"
+#define T2 "1743897600000"
+#define T3 "1744329600000"
+
+static const char *const scenario[][2] = {
+    {"finance",
+     "{\"type\":\"program\",\"id\":\"G1\",\"at\":1735689600000,\"program\":\"acme\","
+     "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":["
+     "{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+     "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200}],"
+     "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100},"
+     "{\"from\":1000000,\"bps\":200}]},\"mdf_expiry_periods\":1,\"tier_window_periods\":1}"},
+    {"finance", "{\"type\":\"partner\",\"id\":\"E1\",\"at\":" T1 ",\"partner\":\"p1\","
+                "\"name\":\"P One\",\"program\":\"acme\",\"kind\":\"var\"}"},
+    {"certsys", "{\"type\":\"certification\",\"id\":\"C1\",\"at\":" T1 ",\"partner\":\"p1\","
+                "\"person\":\"ann\",\"cert\":\"sales\",\"action\":\"earned\"}"},
+    {"dist-a", "{\"type\":\"sale\",\"id\":\"S1\",\"at\":" T1 ",\"partner\":\"p1\",\"sku\":\"K\","
+               "\"qty\":1,\"amount\":1000000,\"currency\":\"USD\"}"},
+    {"dist-a", "{\"type\":\"return\",\"id\":\"R1\",\"at\":" T1 ",\"partner\":\"p1\","
+               "\"sale\":\"S1\",\"qty\":1,\"amount\":250000,\"currency\":\"USD\"}"},
+    {"portal", "{\"type\":\"claim\",\"id\":\"K1\",\"at\":" T1 ",\"partner\":\"p1\","
+               "\"claim\":\"CL1\",\"action\":\"submit\",\"amount\":5000}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K2\",\"at\":" T1 ",\"partner\":\"p1\","
+                "\"claim\":\"CL1\",\"action\":\"approve\",\"amount\":3000}"},
+    {"portal", "{\"type\":\"claim\",\"id\":\"K3\",\"at\":" T1 ",\"partner\":\"p1\","
+               "\"claim\":\"CL2\",\"action\":\"submit\",\"amount\":1000}"},
+    {"finance", "{\"type\":\"adjust\",\"id\":\"A1\",\"at\":" T1 ",\"partner\":\"p1\","
+                "\"account\":\"rebate\",\"amount\":500,\"reason\":\"promo\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L1\",\"at\":" T2 ",\"program\":\"acme\","
+                "\"period\":\"2025-Q1\"}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K4\",\"at\":" T2 ",\"partner\":\"p1\","
+                "\"claim\":\"CL2\",\"action\":\"reject\",\"reason\":\"late\"}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K5\",\"at\":" T2 ",\"partner\":\"p1\","
+                "\"claim\":\"CL1\",\"action\":\"pay\",\"amount\":1000}"},
+    {"finance", "{\"type\":\"payout\",\"id\":\"Y1\",\"at\":" T2 ",\"partner\":\"p1\","
+                "\"period\":\"2025-Q1\",\"amount\":8000}"},
+    {"dist-a", "{\"type\":\"sale\",\"id\":\"S2\",\"at\":" T3 ",\"partner\":\"p1\",\"sku\":\"K\","
+               "\"qty\":1,\"amount\":200000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"adjust\",\"id\":\"A2\",\"at\":" T3 ",\"partner\":\"p1\","
+                "\"account\":\"mdf\",\"amount\":-10000,\"reason\":\"correction\"}"},
+    {"dist-a", "{\"type\":\"sale\",\"id\":\"S3\",\"at\":" T3 ",\"partner\":\"p1\",\"sku\":\"K\","
+               "\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}"},
+};
+#define SCENARIO_EVENTS (sizeof scenario / sizeof scenario[0])
+
+/* The lines of p1, hand-computed from SPEC section 6: the sale accrues at
+ * Base 1% [S7]; the return claws back 1% of 2,500.00 [S3] and debits the
+ * oldest bucket [M6]; CL1 reserves 50.00, its approval of 30.00 releases
+ * 20.00 as a credit [M1]; the close fixes Q1's rebate (7,500.00 × 1% + 5.00
+ * adjustment) and expires Q1's 35.00 [G5]; rejecting CL2 after that sends
+ * its 10.00 to expired; the new tier Silver (2%) accrues on S2; the −100.00
+ * adjustment empties Q2 and leaves a 60.00 deficit, which S3's 20.00
+ * accrual pays off first [M1]; Q2's open estimate closes the trace. */
+static const char scenario_lines[] =
+    "4 accrual 2025-Q1 10000 basis=1000000 bps=100 tier=Base @dist-a/S1\n"
+    "4 credit 2025-Q1 b=2025-Q1 10000 @dist-a/S1\n"
+    "4 revenue 2025-Q1 1000000 @dist-a/S1\n"
+    "5 clawback 2025-Q1 2500 basis=250000 bps=100 ref=S1 @dist-a/R1\n"
+    "5 debit 2025-Q1 b=2025-Q1 2500 ref=S1 @dist-a/R1\n"
+    "5 revenue 2025-Q1 -250000 ref=S1 @dist-a/R1\n"
+    "6 reserve 2025-Q1 b=2025-Q1 5000 ref=CL1 @portal/K1\n"
+    "7 release 2025-Q1 b=2025-Q1 2000 ref=CL1 @finance/K2\n"
+    "7 credit 2025-Q1 b=2025-Q1 2000 ref=CL1 @finance/K2\n"
+    "7 approve 2025-Q1 3000 ref=CL1 @finance/K2\n"
+    "8 reserve 2025-Q1 b=2025-Q1 1000 ref=CL2 @portal/K3\n"
+    "9 adjust_rebate 2025-Q1 500 @finance/A1\n"
+    "10 rebate_slice 2025-Q1 0 basis=750000 bps=100 from=0 @finance/L1\n"
+    "10 rebate_final 2025-Q1 8000 basis=750000 bps=100 from=0 @finance/L1\n"
+    "10 expiry 2025-Q1 b=2025-Q1 3500 @finance/L1\n"
+    "11 release_expired 2025-Q2 b=2025-Q1 1000 ref=CL2 @finance/K4\n"
+    "12 pay 2025-Q2 1000 ref=CL1 @finance/K5\n"
+    "13 payout 2025-Q1 8000 @finance/Y1\n"
+    "14 accrual 2025-Q2 4000 basis=200000 bps=200 tier=Silver @dist-a/S2\n"
+    "14 credit 2025-Q2 b=2025-Q2 4000 @dist-a/S2\n"
+    "14 revenue 2025-Q2 200000 @dist-a/S2\n"
+    "15 adjust_mdf 2025-Q2 -10000 @finance/A2\n"
+    "15 debit 2025-Q2 b=2025-Q2 4000 @finance/A2\n"
+    "15 deficit 2025-Q2 6000 @finance/A2\n"
+    "16 accrual 2025-Q2 2000 basis=100000 bps=200 tier=Silver @dist-a/S3\n"
+    "16 deficit_payoff 2025-Q2 b=2025-Q2 2000 @dist-a/S3\n"
+    "16 revenue 2025-Q2 100000 @dist-a/S3\n"
+    "16 rebate_slice 2025-Q2 0 basis=300000 bps=100 from=0 @/\n"
+    "16 rebate_open 2025-Q2 3000 basis=300000 bps=100 from=0 @/\n";
+
+static void scenario_stream(stream *st)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < SCENARIO_EVENTS; i++) {
+        json_error_t je;
+        json_t *ev = json_loads(scenario[i][1], 0, &je);
+        ck_assert_msg(ev != NULL, "scenario event %zu: %s", i + 1, je.text);
+        to_mp(ev, &sb);
+        stream_push(st, scenario[i][0], sb.data, sb.size);
+        json_decref(ev);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static bool is_bucket_line(tly_trace_kind k)
+{
+    return k == TLY_TRACE_CREDIT || k == TLY_TRACE_DEBIT || k == TLY_TRACE_RESERVE ||
+           k == TLY_TRACE_RELEASE || k == TLY_TRACE_RELEASE_EXPIRED || k == TLY_TRACE_EXPIRY ||
+           k == TLY_TRACE_DEFICIT_PAYOFF;
+}
+
+/* One line as text: seq kind period [b=bucket] amount [details] @source/id. */
+static void text_line(void *ctx, const tly_trace_line *l)
+{
+    msgpack_sbuffer *sb = ctx;
+    char period[TLY_PERIOD_TEXT_BYTES], bucket[TLY_PERIOD_TEXT_BYTES], buf[512];
+    tly_period_format(l->period_kind, l->period, period);
+    tly_period_format(l->period_kind, l->bucket, bucket);
+    int n = snprintf(buf, sizeof buf, "%" PRIu64 " %s %s", l->seq, tly_trace_kind_name(l->kind),
+                     period);
+    if (is_bucket_line(l->kind))
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " b=%s", bucket);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, " %" PRId64, l->amount);
+    bool figure = l->kind >= TLY_TRACE_REBATE_SLICE && l->kind <= TLY_TRACE_REBATE_OPEN;
+    if (l->kind == TLY_TRACE_ACCRUAL || l->kind == TLY_TRACE_CLAWBACK || figure)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " basis=%" PRId64 " bps=%d", l->basis,
+                      l->bps);
+    if (l->kind == TLY_TRACE_ACCRUAL)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " tier=%.*s", (int)l->tier.len,
+                      l->tier.ptr);
+    if (figure)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " from=%" PRId64, l->from);
+    if (l->ref.len > 0)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " ref=%.*s", (int)l->ref.len, l->ref.ptr);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, " @%.*s/%.*s\n", (int)l->source.len,
+                  l->source.ptr, (int)l->id.len, l->id.ptr);
+    msgpack_sbuffer_write(sb, buf, (size_t)n);
+}
+
+START_TEST(scenario_line_by_line)
+{
+    stream st = {0};
+    scenario_stream(&st);
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    ck_assert_int_eq(tly_engine_set_trace(e, "p1", text_line, &sb), TLY_OK);
+    fold(e, &st, 0, st.count, NULL);
+    tly_engine_trace_open(e);
+    msgpack_sbuffer_write(&sb, "", 1);
+    ck_assert_msg(strcmp(sb.data, scenario_lines) == 0, "lines differ\n got:\n%s\nwant:\n%s",
+                  sb.data, scenario_lines);
+    /* the balance the lines add up to, as computed by hand */
+    json_t *bal = tly_engine_view(e, 'b', "p1");
+    json_t *want = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "accrued", 16000,
+                             "clawed_back", 2500, "adjusted", -10000, "expired", 4500, "pending",
+                             0, "approved", 2000, "paid", 1000, "deficit", 4000, "available",
+                             -4000);
+    const char *k;
+    json_t *v;
+    json_object_foreach(want, k, v)
+        ck_assert_msg(json_equal(json_object_get(bal, k), v), "balance %s", k);
+    json_decref(want);
+    json_decref(bal);
+    msgpack_sbuffer_destroy(&sb);
+    tly_engine_free(e);
+    stream_free(&st);
+}
+END_TEST
+
+/* The report of the scenario: sums, the Q1 row, and the period filter. */
+START_TEST(scenario_report)
+{
+    stream st = {0};
+    scenario_stream(&st);
+    tly_engine *e;
+    tly_explain *x;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_explain_new(e, "p1", &x), TLY_OK);
+    fold(e, &st, 0, st.count, x);
+    json_t *rep;
+    bool ok = false;
+    ck_assert_int_eq(tly_explain_report(x, "2025-Q1", &rep, &ok), TLY_OK);
+    ck_assert(ok);
+    json_t *mdf = json_object_get(rep, "mdf");
+    ck_assert(json_is_true(json_object_get(mdf, "matches_balance")));
+    ck_assert_int_eq(iget(json_object_get(mdf, "totals"), "available"), -4000);
+    /* Q1 lines only: accrual, credit, clawback, debit, reserve, release,
+     * credit, approve, reserve, expiry */
+    ck_assert_uint_eq(json_array_size(json_object_get(mdf, "lines")), 10);
+    json_t *pt = json_object_get(mdf, "period_totals");
+    ck_assert_int_eq(iget(pt, "accrued"), 10000);
+    ck_assert_int_eq(iget(pt, "expired"), 3500);
+    json_t *rows = json_object_get(json_object_get(rep, "rebates"), "periods");
+    ck_assert_uint_eq(json_array_size(rows), 1);
+    json_t *q1 = json_array_get(rows, 0);
+    json_t *want = json_loads(
+        "{\"period\":\"2025-Q1\",\"revenue\":750000,\"bracket\":{\"from\":0,\"bps\":100},"
+        "\"mode\":\"retroactive\",\"calculated\":7500,\"rebate\":8000,\"status\":\"final\","
+        "\"final_seq\":10,\"paid\":8000,\"matches\":true}",
+        0, NULL);
+    const char *k;
+    json_t *v;
+    json_object_foreach(want, k, v)
+        ck_assert_msg(json_equal(json_object_get(q1, k), v), "Q1 row: %s", k);
+    json_t *rev = json_object_get(q1, "revenue_lines");
+    ck_assert_uint_eq(json_array_size(rev), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rev, 1), "id")), "R1");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rev, 1), "sale")), "S1");
+    ck_assert_int_eq(iget(json_array_get(rev, 1), "amount"), -250000);
+    json_decref(want);
+    json_decref(rep);
+    tly_explain_free(x);
+    tly_engine_free(e);
+    stream_free(&st);
+}
+END_TEST
+
+/* Sales and returns of an unenrolled partner are folded at enrollment
+ * with their own seq [E3] [D7]; the engine keeps only the return's sale,
+ * the report finds the return's own id. */
+START_TEST(held_events_keep_their_ids)
+{
+    stream st = {0};
+    scenario_stream(&st);
+    st.count = 1; /* the program only */
+    static const char *const held[][2] = {
+        {"dist-b", "{\"type\":\"sale\",\"id\":\"S9\",\"at\":" T1 ",\"partner\":\"p2\","
+                   "\"sku\":\"K\",\"qty\":1,\"amount\":40000,\"currency\":\"USD\"}"},
+        {"dist-b", "{\"type\":\"return\",\"id\":\"R9\",\"at\":" T1 ",\"partner\":\"p2\","
+                   "\"sale\":\"S9\",\"qty\":1,\"amount\":10000,\"currency\":\"USD\"}"},
+        {"finance", "{\"type\":\"partner\",\"id\":\"E2\",\"at\":" T1 ",\"partner\":\"p2\","
+                    "\"name\":\"P Two\",\"program\":\"acme\",\"kind\":\"msp\"}"}};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ev = json_loads(held[i][1], 0, NULL);
+        to_mp(ev, &sb);
+        stream_push(&st, held[i][0], sb.data, sb.size);
+        json_decref(ev);
+    }
+    tly_engine *e;
+    tly_explain *x;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_explain_new(e, "p2", &x), TLY_OK);
+    fold(e, &st, 0, st.count, x);
+    json_t *rep;
+    bool ok = false;
+    ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+    ck_assert(ok);
+    json_t *lines = json_object_get(json_object_get(rep, "mdf"), "lines");
+    json_t *acc = json_array_get(lines, 0), *claw = json_array_get(lines, 2);
+    ck_assert_str_eq(json_string_value(json_object_get(acc, "kind")), "accrual");
+    ck_assert_int_eq(iget(acc, "seq"), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(acc, "id")), "S9");
+    ck_assert_str_eq(json_string_value(json_object_get(claw, "kind")), "clawback");
+    ck_assert_int_eq(iget(claw, "seq"), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(claw, "source")), "dist-b");
+    ck_assert_str_eq(json_string_value(json_object_get(claw, "id")), "R9");
+    ck_assert_int_eq(iget(claw, "amount"), 100);
+    json_decref(rep);
+    msgpack_sbuffer_destroy(&sb);
+    tly_explain_free(x);
+    tly_engine_free(e);
+    stream_free(&st);
+}
+END_TEST
+
+/* ---- (4) the CLI on real logs ---- */
+
+/* Appends a stream to DATA/log with tly_log_append, as the ledger would. */
+static void write_log(const char *data, const stream *st)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/log", data);
+    tly_log *log = NULL;
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &log), TLY_OK);
+    enum { CHUNK = 512 };
+    tly_log_item items[CHUNK];
+    for (size_t i = 0; i < st->count; i += CHUNK) {
+        uint32_t n = (uint32_t)(st->count - i < CHUNK ? st->count - i : CHUNK);
+        for (uint32_t k = 0; k < n; k++) {
+            const rec_buf *r = &st->recs[i + k];
+            tly_ev_type t;
+            items[k] = (tly_log_item){.source = {r->source, (uint32_t)strlen(r->source)},
+                                      .event = r->bytes,
+                                      .event_len = r->len};
+            ck_assert_int_eq(tly_event_peek_id(r->bytes, r->len, &t, &items[k].id), TLY_OK);
+        }
+        tly_log_group g = {0, n, false};
+        ck_assert_int_eq(tly_log_append(log, REC_MS, items, n, &g, 1), TLY_OK);
+        for (uint32_t k = 0; k < n; k++)
+            ck_assert_int_eq(items[k].err, TLY_OK);
+    }
+    tly_log_close(log);
+}
+
+typedef struct run_out {
+    int rc;
+    char *out, *err;
+} run_out;
+
+/* Runs `tally explain ARGS... --data data`; NULL-terminated args. */
+static run_out explain(const char *data, const char *const *args)
+{
+    char *dir = tu_tmpdir();
+    char out[1100], err[1100];
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    char *argv[16] = {(char *)tu_tally(), "explain"};
+    int n = 2;
+    for (; *args != NULL && n < 12; args++)
+        argv[n++] = (char *)*args;
+    argv[n++] = "--data";
+    argv[n++] = (char *)data;
+    argv[n] = NULL;
+    run_out r = {.rc = tu_run(argv, NULL, out, err)};
+    size_t len;
+    r.out = tu_read_file(out, &len);
+    r.err = tu_read_file(err, &len);
+    tu_rmtree(dir);
+    return r;
+}
+
+static void run_free(run_out *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static json_t *run_json(const run_out *r)
+{
+    json_error_t je;
+    json_t *j = json_loads(r->out, 0, &je);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", je.text, r->out);
+    return j;
+}
+
+START_TEST(cli_scenario)
+{
+    stream st = {0};
+    scenario_stream(&st);
+    char *data = tu_tmpdir();
+    write_log(data, &st);
+
+    run_out r = explain(data, (const char *[]){"p1", "--json", NULL});
+    ck_assert_msg(r.rc == 0, "rc %d: %s", r.rc, r.err);
+    json_t *j = run_json(&r);
+    ck_assert_int_eq(iget(j, "seq"), 16);
+    ck_assert(json_is_true(json_object_get(json_object_get(j, "mdf"), "matches_balance")));
+    ck_assert_uint_eq(json_array_size(json_object_get(json_object_get(j, "rebates"), "periods")),
+                      2);
+    json_decref(j);
+    run_free(&r);
+
+    /* human output ends with the verdict */
+    r = explain(data, (const char *[]){"p1", NULL});
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_msg(strstr(r.out, "matches balance at seq 16\n") != NULL, "%s", r.out);
+    ck_assert_ptr_nonnull(strstr(r.out, "tier Silver"));
+    run_free(&r);
+
+    /* --period keeps one effective period */
+    r = explain(data, (const char *[]){"p1", "--json", "--period", "2025-Q2", NULL});
+    ck_assert_int_eq(r.rc, 0);
+    j = run_json(&r);
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(json_object_get(j, "mdf"), "lines"), i, l)
+        ck_assert_str_eq(json_string_value(json_object_get(l, "period")), "2025-Q2");
+    json_t *rows = json_object_get(json_object_get(j, "rebates"), "periods");
+    ck_assert_uint_eq(json_array_size(rows), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "period")),
+                     "2025-Q2");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "status")),
+                     "open");
+    json_decref(j);
+    run_free(&r);
+
+    /* --to stops early: after the return, before any claim */
+    r = explain(data, (const char *[]){"p1", "--json", "--to", "5", NULL});
+    ck_assert_int_eq(r.rc, 0);
+    j = run_json(&r);
+    ck_assert_int_eq(iget(j, "seq"), 5);
+    json_t *t = json_object_get(json_object_get(j, "mdf"), "totals");
+    ck_assert_int_eq(iget(t, "accrued"), 10000);
+    ck_assert_int_eq(iget(t, "available"), 7500);
+    json_decref(j);
+    run_free(&r);
+
+    /* an unknown partner: exit 1, one line on stderr [D15] */
+    r = explain(data, (const char *[]){"nobody", NULL});
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "unknown partner"));
+    ck_assert_ptr_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1);
+    ck_assert_str_eq(r.out, "");
+    run_free(&r);
+
+    /* usage errors: exit 2 */
+    r = explain(data, (const char *[]){"p1", "--period", "2025-Q5", NULL});
+    ck_assert_int_eq(r.rc, 2);
+    run_free(&r);
+    r = explain(data, (const char *[]){NULL});
+    ck_assert_int_eq(r.rc, 2);
+    run_free(&r);
+    /* a month where the program has quarters, --to beyond the head: exit 1 */
+    r = explain(data, (const char *[]){"p1", "--period", "2025-04", NULL});
+    ck_assert_int_eq(r.rc, 1);
+    run_free(&r);
+    r = explain(data, (const char *[]){"p1", "--to", "99", NULL});
+    ck_assert_int_eq(r.rc, 1);
+    run_free(&r);
+
+    tu_rmtree(data);
+    stream_free(&st);
+}
+END_TEST
+
+/* Every partner of the vector log explains itself and matches. */
+START_TEST(cli_vectors)
+{
+    stream st = {0};
+    char *path = tu_vector("seed101-events.jsonl");
+    load_jsonl(&st, path);
+    free(path);
+    char *data = tu_tmpdir();
+    write_log(data, &st);
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    fold(e, &st, 0, st.count, NULL);
+    json_t *partners = tly_engine_partners(e);
+    size_t i;
+    json_t *pj;
+    json_array_foreach(partners, i, pj)
+    {
+        run_out r = explain(data, (const char *[]){json_string_value(pj), NULL});
+        ck_assert_msg(r.rc == 0, "%s: rc %d: %s", json_string_value(pj), r.rc, r.err);
+        ck_assert_msg(strstr(r.out, "matches balance at seq 3074\n") != NULL, "%s",
+                      json_string_value(pj));
+        run_free(&r);
+    }
+    /* the JSON totals are the balance view's fields */
+    const char *p = json_string_value(json_array_get(partners, 0));
+    run_out r = explain(data, (const char *[]){p, "--json", NULL});
+    ck_assert_int_eq(r.rc, 0);
+    json_t *j = run_json(&r), *bal = tly_engine_view(e, 'b', p);
+    json_t *t = json_object_get(json_object_get(j, "mdf"), "totals");
+    const char *k;
+    json_t *v;
+    json_object_foreach(t, k, v)
+        ck_assert_msg(json_equal(v, json_object_get(bal, k)), "%s: %s", p, k);
+    json_decref(bal);
+    json_decref(j);
+    run_free(&r);
+    json_decref(partners);
+    tly_engine_free(e);
+    tu_rmtree(data);
+    stream_free(&st);
+}
+END_TEST
+
+static Suite *explain_suite(void)
+{
+    Suite *s = suite_create("explain");
+    TCase *tc = tcase_create("sums");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, every_partner_sums, 0, 3);
+    tcase_add_test(tc, trace_changes_nothing);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("scenario");
+    tcase_add_test(tc, scenario_line_by_line);
+    tcase_add_test(tc, scenario_report);
+    tcase_add_test(tc, held_events_keep_their_ids);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cli");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, cli_scenario);
+    tcase_add_test(tc, cli_vectors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    const char *seed = getenv("TALLY_SEED");
+    if (seed != NULL && *seed != '\0')
+        g_seed = strtoull(seed, NULL, 10);
+    printf("seed %" PRIu64 " (set TALLY_SEED to repeat another)\n", g_seed);
+    SRunner *sr = srunner_create(explain_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
