@@ -907,11 +907,12 @@ static const char scenario_lines[] =
     "16 rebate_slice 2025-Q2 0 basis=300000 bps=100 from=0 @/\n"
     "16 rebate_open 2025-Q2 3000 basis=300000 bps=100 from=0 @/\n";
 
-static void scenario_stream(stream *st)
+/* The first n events of the scenario. */
+static void scenario_head(stream *st, size_t n)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    for (size_t i = 0; i < SCENARIO_EVENTS; i++) {
+    for (size_t i = 0; i < n; i++) {
         json_error_t je;
         json_t *ev = json_loads(scenario[i][1], 0, &je);
         ck_assert_msg(ev != NULL, "scenario event %zu: %s", i + 1, je.text);
@@ -920,6 +921,11 @@ static void scenario_stream(stream *st)
         json_decref(ev);
     }
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void scenario_stream(stream *st)
+{
+    scenario_head(st, SCENARIO_EVENTS);
 }
 
 static bool is_bucket_line(tly_trace_kind k)
@@ -1043,8 +1049,7 @@ END_TEST
 START_TEST(held_events_keep_their_ids)
 {
     stream st = {0};
-    scenario_stream(&st);
-    st.count = 1; /* the program only */
+    scenario_head(&st, 1); /* the program only */
     static const char *const held[][2] = {
         {"dist-b", "{\"type\":\"sale\",\"id\":\"S9\",\"at\":" T1 ",\"partner\":\"p2\","
                    "\"sku\":\"K\",\"qty\":1,\"amount\":40000,\"currency\":\"USD\"}"},
