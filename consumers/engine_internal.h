@@ -433,4 +433,61 @@ json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
 json_t *eng_liability_json(const tly_engine *e, const eng_program *g);
 json_t *eng_exc_json(const tly_engine *e, const eng_exc *x);
 
+/* ---- JSON writer (engine_json.c) ----
+ *
+ * The section 8 objects are written once, against this writer, which has
+ * two back ends: text (the bytes json_dumps(doc, JSON_COMPACT) gives for
+ * the same tree, straight into a reusable buffer: the flush path) and tree
+ * (jansson objects for the public API). One definition per view, so the
+ * stored text and the API objects cannot drift. */
+
+/* Deepest nesting a view needs: object, array, object (one spare). */
+#define ENG_JW_DEPTH_MAX 4u
+
+/* A growable byte buffer, reused across documents; failed is sticky. */
+typedef struct eng_buf {
+    char *data; /* owned; freed by eng_buf_free */
+    size_t len, cap;
+    bool failed; /* an allocation failed: the contents are incomplete */
+} eng_buf;
+
+void eng_buf_free(eng_buf *b);
+
+typedef struct eng_jw {
+    eng_buf *text;                   /* text back end; NULL: tree back end */
+    bool comma;                      /* text: the next member or element needs a ',' */
+    const char *key;                 /* tree: name of the next member */
+    char closer[ENG_JW_DEPTH_MAX];   /* text: '}' or ']' of each open one */
+    json_t *stack[ENG_JW_DEPTH_MAX]; /* tree: open containers (borrowed) */
+    uint32_t depth;
+    json_t *root;
+    bool failed; /* tree: an allocation failed */
+} eng_jw;
+
+/* Starts a document appended to b (its len is not reset). */
+void eng_jw_init_text(eng_jw *w, eng_buf *b);
+void eng_jw_init_tree(eng_jw *w);
+/* Tree back end: the finished document (caller owns it), or NULL when an
+ * allocation failed. */
+json_t *eng_jw_take(eng_jw *w);
+void eng_jw_obj(eng_jw *w);
+void eng_jw_arr(eng_jw *w);
+void eng_jw_end(eng_jw *w);
+/* k is a literal that lives as long as the writer. */
+void eng_jw_key(eng_jw *w, const char *k);
+/* NULL writes null; bytes that are not UTF-8 (as jansson checks it) write
+ * "" exactly as json_stringn's refusal did. */
+void eng_jw_str(eng_jw *w, const char *s, size_t len);
+void eng_jw_int(eng_jw *w, int64_t v);
+void eng_jw_null(eng_jw *w);
+
+/* The section 8 documents against a writer. with_seq adds "seq" (API
+ * objects); the stored documents leave it out. */
+void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq);
+/* TLY_OVERFLOW (and nothing written) when a sum leaves int64. */
+tly_err eng_liability_write(eng_jw *w, const tly_engine *e, const eng_program *g);
+void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x);
+
+/* ---- end of JSON writer ---- */
+
 #endif

@@ -33,6 +33,17 @@
 /* Longest key: "S/3/" + 1 + 128 + 128. */
 #define STORE_KEY_BYTES_MAX 300
 
+/* One flush: the sink, and the two buffers every record and document of
+ * the flush is built in (reused, so a document costs no allocation). */
+typedef struct flush_ctx {
+    tly_engine *e;
+    tly_kv_put_fn fn;
+    void *ctx;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    eng_buf json;
+} flush_ctx;
+
 /* ---- packing ---- */
 
 static void pk_str(msgpack_packer *pk, const char *s, size_t len)
@@ -79,19 +90,16 @@ static tly_err put_packed(tly_kv_put_fn fn, void *ctx, const char *prefix, const
     return put(fn, ctx, key, klen, sb->data, sb->size);
 }
 
-static tly_err put_json(tly_kv_put_fn fn, void *ctx, const char *prefix, const char *body,
-                        size_t len, json_t *doc)
+/* Stores the document f->json holds (one view or exception, written by
+ * the text back end) under prefix ‖ body, and empties the buffer. */
+static tly_err put_json(flush_ctx *f, const char *prefix, const char *body, size_t len)
 {
-    if (doc == NULL)
-        return TLY_OVERFLOW; /* the only way a view is not built */
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    if (text == NULL)
+    if (f->json.failed)
         return TLY_NOMEM;
     char key[STORE_KEY_BYTES_MAX];
     size_t klen = mkkey(key, prefix, body, len);
-    tly_err err = put(fn, ctx, key, klen, text, strlen(text));
-    free(text);
+    tly_err err = put(f->fn, f->ctx, key, klen, f->json.data, f->json.len);
+    f->json.len = 0;
     return err;
 }
 
@@ -249,14 +257,6 @@ static void pack_partner(msgpack_packer *pk, const tly_engine *e, const eng_part
 
 /* ---- flush ---- */
 
-typedef struct flush_ctx {
-    tly_engine *e;
-    tly_kv_put_fn fn;
-    void *ctx;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} flush_ctx;
-
 static void fc_reset(flush_ctx *f)
 {
     msgpack_sbuffer_clear(&f->sb);
@@ -272,8 +272,12 @@ static tly_err flush_programs(flush_ctx *f, bool *liab)
             pack_program(&f->pk, g);
             TRY(put_packed(f->fn, f->ctx, "S/1/", g->name, g->name_len, &f->sb));
         }
-        if (g->dirty || liab[i])
-            TRY(put_json(f->fn, f->ctx, "V/l/", g->name, g->name_len, eng_liability_json(e, g)));
+        if (g->dirty || liab[i]) {
+            eng_jw w;
+            eng_jw_init_text(&w, &f->json);
+            TRY(eng_liability_write(&w, e, g)); /* TLY_OVERFLOW: not stored */
+            TRY(put_json(f, "V/l/", g->name, g->name_len));
+        }
     }
     return TLY_OK;
 }
@@ -309,8 +313,10 @@ static tly_err flush_partner(flush_ctx *f, const eng_partner *pp, uint32_t p)
     static const char views[4] = {'b', 'r', 't', 'c'};
     for (int v = 0; v < 4; v++) {
         char prefix[5] = {'V', '/', views[v], '/', '\0'};
-        TRY(put_json(f->fn, f->ctx, prefix, pp->id, pp->id_len,
-                     eng_view_json(f->e, views[v], p, false)));
+        eng_jw w;
+        eng_jw_init_text(&w, &f->json);
+        eng_view_write(&w, f->e, views[v], p, false);
+        TRY(put_json(f, prefix, pp->id, pp->id_len));
     }
     return TLY_OK;
 }
@@ -325,7 +331,10 @@ static tly_err flush_excs(flush_ctx *f)
             body[b] = (char)(x->seq >> (56 - 8 * b));
         for (int b = 0; b < 4; b++)
             body[8 + b] = (char)(x->n >> (24 - 8 * b));
-        TRY(put_json(f->fn, f->ctx, "X/", body, sizeof body, eng_exc_json(e, x)));
+        eng_jw w;
+        eng_jw_init_text(&w, &f->json);
+        eng_exc_write(&w, e, x);
+        TRY(put_json(f, "X/", body, sizeof body));
     }
     return TLY_OK;
 }
@@ -372,6 +381,7 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     msgpack_packer_init(&f.pk, &f.sb, msgpack_sbuffer_write);
     tly_err err = flush_all(&f);
     msgpack_sbuffer_destroy(&f.sb);
+    eng_buf_free(&f.json);
     if (err == TLY_OK)
         clear_dirty(e);
     return err;

@@ -1,7 +1,8 @@
 /*
- * engine_views.c — the SPEC section 8 objects, built with jansson in the
- * SPEC's key order (jansson keeps insertion order, so the stored JSON text
- * reads like the SPEC).
+ * engine_views.c — the SPEC section 8 objects, written once against the
+ * engine's JSON writer (engine_json.c) in the SPEC's key order: the text
+ * back end gives the stored documents, the tree back end the API objects
+ * (jansson keeps insertion order, so both read like the SPEC).
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -9,192 +10,225 @@
 
 #include "engine_internal.h"
 
-/* Names are UTF-8 (MessagePack str); a string jansson refuses becomes "". */
-static json_t *jstr(const char *s, size_t len)
+/* Short names for the writer calls, so a view reads like its SPEC table. */
+static void key_str(eng_jw *w, const char *k, const char *s, size_t len)
 {
-    json_t *j = s == NULL ? json_null() : json_stringn(s, len);
-    return j != NULL ? j : json_string("");
+    eng_jw_key(w, k);
+    eng_jw_str(w, s, len);
 }
 
-static json_t *jname(eng_name n)
+/* Names are UTF-8 (MessagePack str); the writer turns one jansson would
+ * refuse into "". */
+static void key_name(eng_jw *w, const char *k, eng_name n)
 {
-    return n.ptr == NULL ? json_null() : jstr(n.ptr, n.len);
+    key_str(w, k, n.ptr, n.len);
 }
 
-static json_t *jperiod(tly_period_kind kind, int32_t p)
+static void key_lit(eng_jw *w, const char *k, const char *lit)
+{
+    key_str(w, k, lit, strlen(lit));
+}
+
+static void key_int(eng_jw *w, const char *k, int64_t v)
+{
+    eng_jw_key(w, k);
+    eng_jw_int(w, v);
+}
+
+static void key_period(eng_jw *w, const char *k, tly_period_kind kind, int32_t p)
 {
     char text[TLY_PERIOD_TEXT_BYTES];
     tly_period_format(kind, p, text);
-    return json_string(text);
+    key_lit(w, k, text);
 }
 
-static void set(json_t *o, const char *k, json_t *v)
-{
-    json_object_set_new(o, k, v);
-}
-
-static void set_int(json_t *o, const char *k, int64_t v)
-{
-    json_object_set_new(o, k, json_integer(v));
-}
-
-static json_t *head(const tly_engine *e, uint32_t p, bool with_seq)
+/* Opens the document with "partner" (and "seq" for the API objects). */
+static void head(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_partner *pp = &e->partners[p];
-    json_t *o = json_object();
-    set(o, "partner", jstr(pp->id, pp->id_len));
+    eng_jw_obj(w);
+    key_str(w, "partner", pp->id, pp->id_len);
     if (with_seq)
-        set_int(o, "seq", (int64_t)e->seq);
-    return o;
+        key_int(w, "seq", (int64_t)e->seq);
 }
 
 /* [M3] live buckets with remaining > 0, oldest first; [M4] expires_after
  * is A + N - 1 with the current N. */
-static json_t *view_balance(const tly_engine *e, uint32_t p, bool with_seq)
+static void balance_buckets(eng_jw *w, const eng_program *g, const eng_pstate *st)
 {
-    const eng_partner *pp = &e->partners[p];
-    const eng_program *g = &e->programs[pp->program];
-    const eng_pstate *st = pp->st;
-    json_t *o = json_object();
-    set(o, "partner", jstr(pp->id, pp->id_len));
-    set(o, "program", jstr(g->name, g->name_len));
-    set(o, "currency", jstr(g->currency, 3));
-    set(o, "tier", jname(g->rules.tiers[st->tier].name));
-    if (with_seq)
-        set_int(o, "seq", (int64_t)e->seq);
-    set_int(o, "accrued", st->accrued);
-    set_int(o, "clawed_back", st->clawed_back);
-    set_int(o, "adjusted", st->adjusted);
-    set_int(o, "expired", st->expired);
-    set_int(o, "pending", st->pending);
-    set_int(o, "approved", st->approved);
-    set_int(o, "paid", st->paid);
-    set_int(o, "deficit", st->deficit);
-    int64_t avail = 0;
-    (void)eng_available(st, &avail); /* checked after every apply */
-    set_int(o, "available", avail);
-    json_t *arr = json_array();
+    eng_jw_key(w, "buckets");
+    eng_jw_arr(w);
     for (uint32_t i = 0; i < st->bucket_count; i++) {
         const eng_bucket *b = &st->buckets[i];
         if (b->remaining <= 0)
             continue;
-        json_t *bo = json_object();
-        set(bo, "period", jperiod(g->kind, b->period));
-        set_int(bo, "remaining", b->remaining);
-        set(bo, "expires_after", jperiod(g->kind, b->period + g->rules.expiry_n - 1));
-        json_array_append_new(arr, bo);
+        eng_jw_obj(w);
+        key_period(w, "period", g->kind, b->period);
+        key_int(w, "remaining", b->remaining);
+        key_period(w, "expires_after", g->kind, b->period + g->rules.expiry_n - 1);
+        eng_jw_end(w);
     }
-    set(o, "buckets", arr);
-    return o;
+    eng_jw_end(w);
+}
+
+static void view_balance(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
+{
+    const eng_partner *pp = &e->partners[p];
+    const eng_program *g = &e->programs[pp->program];
+    const eng_pstate *st = pp->st;
+    eng_jw_obj(w);
+    key_str(w, "partner", pp->id, pp->id_len);
+    key_str(w, "program", g->name, g->name_len);
+    key_str(w, "currency", g->currency, 3);
+    key_name(w, "tier", g->rules.tiers[st->tier].name);
+    if (with_seq)
+        key_int(w, "seq", (int64_t)e->seq);
+    key_int(w, "accrued", st->accrued);
+    key_int(w, "clawed_back", st->clawed_back);
+    key_int(w, "adjusted", st->adjusted);
+    key_int(w, "expired", st->expired);
+    key_int(w, "pending", st->pending);
+    key_int(w, "approved", st->approved);
+    key_int(w, "paid", st->paid);
+    key_int(w, "deficit", st->deficit);
+    int64_t avail = 0;
+    (void)eng_available(st, &avail); /* checked after every apply */
+    key_int(w, "available", avail);
+    balance_buckets(w, g, st);
+    eng_jw_end(w);
 }
 
 /* Rows are the periods with a sale, return or rebate adjustment [R4];
  * revenue is net R [R3]; figures may be negative through adjustments [R5]. */
-static json_t *view_rebate(const tly_engine *e, uint32_t p, bool with_seq)
+static void view_rebate(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
     const eng_pstate *st = e->partners[p].st;
-    json_t *o = head(e, p, with_seq);
-    json_t *arr = json_array();
+    head(w, e, p, with_seq);
+    eng_jw_key(w, "periods");
+    eng_jw_arr(w);
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *row = &st->rows[i];
         int64_t fig = 0;
         int32_t bps = 0;
         (void)eng_row_figure(&g->rules, row, &fig, &bps); /* checked after every apply */
-        json_t *ro = json_object();
-        set(ro, "period", jperiod(g->kind, row->period));
-        set_int(ro, "revenue", row->revenue);
-        set_int(ro, "rate_bps", bps);
-        set_int(ro, "rebate", fig);
-        set(ro, "status", json_string(row->final ? "final" : "open"));
-        set_int(ro, "paid", row->paid);
-        json_array_append_new(arr, ro);
+        eng_jw_obj(w);
+        key_period(w, "period", g->kind, row->period);
+        key_int(w, "revenue", row->revenue);
+        key_int(w, "rate_bps", bps);
+        key_int(w, "rebate", fig);
+        key_lit(w, "status", row->final ? "final" : "open");
+        key_int(w, "paid", row->paid);
+        eng_jw_end(w);
     }
-    set(o, "periods", arr);
+    eng_jw_end(w);
     int64_t open = 0, payable = 0;
     (void)eng_rebate_totals(&g->rules, st, &open, &payable);
-    set_int(o, "payable", payable);
-    set_int(o, "accrued_open", open);
-    return o;
+    key_int(w, "payable", payable);
+    key_int(w, "accrued_open", open);
+    eng_jw_end(w);
 }
 
-/* [T2] window of the next close; [T3] next tier, needs floored at 0. */
-static json_t *view_tier(const tly_engine *e, uint32_t p, bool with_seq)
+/* [T3] the next tier, needs floored at 0; null at the top tier. */
+static void tier_next(eng_jw *w, const eng_rules *r, const eng_pstate *st, int64_t window)
+{
+    eng_jw_key(w, "next");
+    if (st->tier + 1 >= r->tier_count) {
+        eng_jw_null(w);
+        return;
+    }
+    const eng_tier *t = &r->tiers[st->tier + 1];
+    int64_t rev = 0;
+    if (tly_money_sub(t->min_revenue, window, &rev) != TLY_OK || rev < 0)
+        rev = 0; /* window ≥ 0 when the subtraction fails upward */
+    int64_t certs = t->min_certs - (int64_t)st->cert_count;
+    eng_jw_obj(w);
+    key_name(w, "tier", t->name);
+    key_int(w, "revenue_needed", rev);
+    key_int(w, "certs_needed", certs > 0 ? certs : 0);
+    eng_jw_end(w);
+}
+
+/* [T2] window of the next close. */
+static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
     const eng_rules *r = &g->rules;
     const eng_pstate *st = e->partners[p].st;
-    json_t *o = head(e, p, with_seq);
-    set(o, "tier", jname(r->tiers[st->tier].name));
+    head(w, e, p, with_seq);
+    key_name(w, "tier", r->tiers[st->tier].name);
     int64_t window = 0;
     (void)eng_window_revenue(st, g->eop - r->window_w + 1, g->eop, &window);
-    set_int(o, "window_revenue", window);
-    set_int(o, "active_certs", st->cert_count);
-    if (st->tier + 1 < r->tier_count) {
-        const eng_tier *t = &r->tiers[st->tier + 1];
-        json_t *n = json_object();
-        set(n, "tier", jname(t->name));
-        int64_t rev = 0;
-        if (tly_money_sub(t->min_revenue, window, &rev) != TLY_OK || rev < 0)
-            rev = 0; /* window ≥ 0 when the subtraction fails upward */
-        int64_t certs = t->min_certs - (int64_t)st->cert_count;
-        set_int(n, "revenue_needed", rev);
-        set_int(n, "certs_needed", certs > 0 ? certs : 0);
-        set(o, "next", n);
-    } else {
-        set(o, "next", json_null());
-    }
-    json_t *arr = json_array();
+    key_int(w, "window_revenue", window);
+    key_int(w, "active_certs", st->cert_count);
+    tier_next(w, r, st, window);
+    eng_jw_key(w, "history");
+    eng_jw_arr(w);
     for (uint32_t i = 0; i < st->hist_count; i++) {
         const eng_hist *h = &st->hist[i];
-        json_t *ho = json_object();
-        set_int(ho, "seq", (int64_t)h->seq);
-        set(ho, "period", jperiod(g->kind, h->period));
-        set(ho, "from", jname(h->from));
-        set(ho, "to", jname(h->to));
-        json_array_append_new(arr, ho);
+        eng_jw_obj(w);
+        key_int(w, "seq", (int64_t)h->seq);
+        key_period(w, "period", g->kind, h->period);
+        key_name(w, "from", h->from);
+        key_name(w, "to", h->to);
+        eng_jw_end(w);
     }
-    set(o, "history", arr);
-    return o;
+    eng_jw_end(w);
+    eng_jw_end(w);
 }
 
 /* Claims in submit order [C8]; approved and paid are 0 until set, reason is
  * the reject reason, the denial code or null [C7]. */
-static json_t *view_claims(const tly_engine *e, uint32_t p, bool with_seq)
+static void view_claims(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_pstate *st = e->partners[p].st;
-    json_t *o = head(e, p, with_seq);
-    json_t *arr = json_array();
+    head(w, e, p, with_seq);
+    eng_jw_key(w, "claims");
+    eng_jw_arr(w);
     for (uint32_t i = 0; i < st->claim_count; i++) {
         const eng_claim *c = &e->claims[st->claims[i]];
-        json_t *co = json_object();
-        set(co, "claim", jstr(c->id, c->id_len));
-        set(co, "status", json_string(eng_claim_status_name(c->status)));
-        set_int(co, "requested", c->requested);
-        set_int(co, "approved", c->approved);
-        set_int(co, "paid", c->paid);
-        set(co, "reason", jname(c->reason));
-        json_array_append_new(arr, co);
+        eng_jw_obj(w);
+        key_str(w, "claim", c->id, c->id_len);
+        key_lit(w, "status", eng_claim_status_name(c->status));
+        key_int(w, "requested", c->requested);
+        key_int(w, "approved", c->approved);
+        key_int(w, "paid", c->paid);
+        key_name(w, "reason", c->reason);
+        eng_jw_end(w);
     }
-    set(o, "claims", arr);
-    return o;
+    eng_jw_end(w);
+    eng_jw_end(w);
 }
 
-json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
+void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq)
 {
     assert(e->partners[p].owned && e->partners[p].program != ENG_NONE);
     switch (view) {
     case 'b':
-        return view_balance(e, p, with_seq);
+        view_balance(w, e, p, with_seq);
+        break;
     case 'r':
-        return view_rebate(e, p, with_seq);
+        view_rebate(w, e, p, with_seq);
+        break;
     case 't':
-        return view_tier(e, p, with_seq);
+        view_tier(w, e, p, with_seq);
+        break;
     case 'c':
-        return view_claims(e, p, with_seq);
+        view_claims(w, e, p, with_seq);
+        break;
     default:
-        return NULL;
+        assert(!"unknown view");
     }
+}
+
+json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
+{
+    if (view != 'b' && view != 'r' && view != 't' && view != 'c')
+        return NULL;
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    eng_view_write(&w, e, view, p, with_seq);
+    return eng_jw_take(&w);
 }
 
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
@@ -207,8 +241,8 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
 }
 
 /* This shard's share of a program's liabilities; [M9] mdf_available is the
- * signed sum. NULL when a sum leaves int64. */
-json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
+ * signed sum. */
+tly_err eng_liability_write(eng_jw *w, const tly_engine *e, const eng_program *g)
 {
     int64_t avail = 0, pending = 0, approved = 0, open = 0, payable = 0;
     for (uint32_t i = 0; i < g->member_count; i++) {
@@ -219,30 +253,49 @@ json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
             tly_money_addto(&pending, st->pending) != TLY_OK ||
             tly_money_addto(&approved, st->approved) != TLY_OK ||
             tly_money_addto(&open, o) != TLY_OK || tly_money_addto(&payable, p) != TLY_OK)
-            return NULL;
+            return TLY_OVERFLOW;
     }
-    json_t *o = json_object();
-    set(o, "program", jstr(g->name, g->name_len));
-    set(o, "currency", jstr(g->currency, 3));
-    set_int(o, "mdf_available", avail);
-    set_int(o, "mdf_pending", pending);
-    set_int(o, "mdf_approved", approved);
-    set_int(o, "rebate_accrued_open", open);
-    set_int(o, "rebate_payable", payable);
-    return o;
+    eng_jw_obj(w);
+    key_str(w, "program", g->name, g->name_len);
+    key_str(w, "currency", g->currency, 3);
+    key_int(w, "mdf_available", avail);
+    key_int(w, "mdf_pending", pending);
+    key_int(w, "mdf_approved", approved);
+    key_int(w, "rebate_accrued_open", open);
+    key_int(w, "rebate_payable", payable);
+    eng_jw_end(w);
+    return TLY_OK;
+}
+
+/* NULL when a sum leaves int64. */
+json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
+{
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    if (eng_liability_write(&w, e, g) != TLY_OK)
+        return NULL;
+    return eng_jw_take(&w);
+}
+
+void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x)
+{
+    eng_jw_obj(w);
+    key_int(w, "seq", (int64_t)x->seq);
+    key_lit(w, "kind", eng_exc_kind_name(x->kind));
+    if (x->partner == ENG_NONE)
+        key_str(w, "partner", NULL, 0);
+    else
+        key_str(w, "partner", e->partners[x->partner].id, e->partners[x->partner].id_len);
+    key_name(w, "detail", x->detail);
+    eng_jw_end(w);
 }
 
 json_t *eng_exc_json(const tly_engine *e, const eng_exc *x)
 {
-    json_t *o = json_object();
-    set_int(o, "seq", (int64_t)x->seq);
-    set(o, "kind", json_string(eng_exc_kind_name(x->kind)));
-    if (x->partner == ENG_NONE)
-        set(o, "partner", json_null());
-    else
-        set(o, "partner", jstr(e->partners[x->partner].id, e->partners[x->partner].id_len));
-    set(o, "detail", jname(x->detail));
-    return o;
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    eng_exc_write(&w, e, x);
+    return eng_jw_take(&w);
 }
 
 static int cmp_exc(const void *a, const void *b)
@@ -320,9 +373,12 @@ json_t *tly_engine_partners(const tly_engine *e)
         if (e->partners[i].owned && e->partners[i].program != ENG_NONE)
             order[n++] = &e->partners[i];
     qsort(order, n, sizeof *order, cmp_partner);
-    json_t *arr = json_array();
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    eng_jw_arr(&w);
     for (uint32_t i = 0; i < n; i++)
-        json_array_append_new(arr, jstr(order[i]->id, order[i]->id_len));
+        eng_jw_str(&w, order[i]->id, order[i]->id_len);
+    eng_jw_end(&w);
     free(order);
-    return arr;
+    return eng_jw_take(&w);
 }

@@ -1,0 +1,320 @@
+/*
+ * engine_json.c — the writer the section 8 documents are built with.
+ *
+ * Text back end: the exact bytes json_dumps(doc, JSON_COMPACT) produces
+ * (jansson 2.x dump.c): no spaces, members in insertion order, integers
+ * as "%lld", strings escaping '"', '\\', \b \f \n \r \t and the other
+ * control characters as \u00XX (upper-case hex), '/' and non-ASCII UTF-8
+ * left as they are. The flush writes thousands of documents per batch, so
+ * this path allocates nothing but the growth of one reused buffer.
+ *
+ * Tree back end: the jansson objects the public API returns, built with
+ * the same calls the views make on the text back end.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* ---- the buffer ---- */
+
+/* Room for n more bytes; false (and b->failed) when out of memory. */
+static bool buf_reserve(eng_buf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return true;
+    if (b->failed)
+        return false;
+    size_t cap = b->cap < 256 ? 256 : b->cap;
+    while (cap - b->len < n)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+static void buf_put(eng_buf *b, const char *s, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void buf_ch(eng_buf *b, char c)
+{
+    if (!buf_reserve(b, 1))
+        return;
+    b->data[b->len++] = c;
+}
+
+void eng_buf_free(eng_buf *b)
+{
+    free(b->data);
+    *b = (eng_buf){0};
+}
+
+/* ---- UTF-8, as jansson's utf8_check_string decides it ---- */
+
+/* Length of the sequence lead byte u starts, 0 when u cannot start one. */
+static size_t utf8_lead(unsigned char u)
+{
+    if (u < 0x80)
+        return 1;
+    if (u < 0xC2) /* continuation byte, or overlong C0/C1 */
+        return 0;
+    if (u <= 0xDF)
+        return 2;
+    if (u <= 0xEF)
+        return 3;
+    return u <= 0xF4 ? 4 : 0;
+}
+
+/* The n-byte sequence at s is a shortest-form scalar value ≤ U+10FFFF. */
+static bool utf8_full(const unsigned char *s, size_t n)
+{
+    uint32_t v = s[0] & (n == 2 ? 0x1Fu : n == 3 ? 0x0Fu : 0x07u);
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return false;
+        v = (v << 6) | (s[i] & 0x3Fu);
+    }
+    if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return false;
+    return !((n == 2 && v < 0x80) || (n == 3 && v < 0x800) || (n == 4 && v < 0x10000));
+}
+
+static bool utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_lead(u[i]);
+        if (n == 0 || n > len - i || (n > 1 && !utf8_full(u + i, n)))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+/* ---- text back end ---- */
+
+/* jansson's escape of one byte below 0x80, or NULL when it is copied. The
+ * bytes of a multi-byte sequence are ≥ 0x80 and always copied. */
+static const char *escape_of(unsigned char c, char seq[7])
+{
+    static const char hex[] = "0123456789ABCDEF";
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case '\b':
+        return "\\b";
+    case '\f':
+        return "\\f";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    case '\t':
+        return "\\t";
+    default:
+        break;
+    }
+    if (c >= 0x20)
+        return NULL;
+    memcpy(seq, "\\u00", 4);
+    seq[4] = hex[c >> 4];
+    seq[5] = hex[c & 0xF];
+    seq[6] = '\0';
+    return seq;
+}
+
+/* A valid UTF-8 string, quoted and escaped; runs of plain bytes are
+ * copied whole. */
+static void text_string(eng_buf *b, const char *s, size_t len)
+{
+    buf_ch(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        char seq[7];
+        const char *esc = escape_of((unsigned char)s[i], seq);
+        if (esc == NULL)
+            continue;
+        buf_put(b, s + run, i - run);
+        buf_put(b, esc, strlen(esc));
+        run = i + 1;
+    }
+    buf_put(b, s + run, len - run);
+    buf_ch(b, '"');
+}
+
+/* "%lld" without the printf machinery; INT64_MIN through unsigned. */
+static void text_int(eng_buf *b, int64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (!buf_reserve(b, n + 1))
+        return;
+    if (v < 0)
+        b->data[b->len++] = '-';
+    while (n > 0)
+        b->data[b->len++] = tmp[--n];
+}
+
+/* The separator a value or member needs before it. */
+static void text_sep(eng_jw *w)
+{
+    if (w->comma)
+        buf_ch(w->text, ',');
+    w->comma = true;
+}
+
+/* ---- tree back end ---- */
+
+/* Adds v under the pending key or to the open array; the root when
+ * nothing is open. Takes the reference to v. After a failure the writer
+ * only counts depth, so a missing container is never dereferenced. */
+static bool tree_add(eng_jw *w, json_t *v)
+{
+    if (w->failed || v == NULL) {
+        json_decref(v);
+        w->failed = true;
+        return false;
+    }
+    if (w->depth == 0) {
+        assert(w->root == NULL);
+        w->root = v;
+        return true;
+    }
+    json_t *parent = w->stack[w->depth - 1];
+    int rc = json_is_object(parent) ? json_object_set_new(parent, w->key, v)
+                                    : json_array_append_new(parent, v);
+    w->failed = rc != 0;
+    return rc == 0;
+}
+
+/* The parent (or the root) holds c; the stack borrows it. */
+static void tree_open(eng_jw *w, json_t *c)
+{
+    assert(w->depth < ENG_JW_DEPTH_MAX);
+    w->stack[w->depth++] = tree_add(w, c) ? c : NULL;
+}
+
+/* ---- the interface ---- */
+
+void eng_jw_init_text(eng_jw *w, eng_buf *b)
+{
+    *w = (eng_jw){.text = b};
+}
+
+void eng_jw_init_tree(eng_jw *w)
+{
+    *w = (eng_jw){0};
+}
+
+json_t *eng_jw_take(eng_jw *w)
+{
+    assert(w->text == NULL && w->depth == 0);
+    json_t *root = w->root;
+    w->root = NULL;
+    if (w->failed) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+void eng_jw_obj(eng_jw *w)
+{
+    if (w->text == NULL) {
+        tree_open(w, json_object());
+        return;
+    }
+    assert(w->depth < ENG_JW_DEPTH_MAX);
+    w->closer[w->depth++] = '}';
+    text_sep(w);
+    buf_ch(w->text, '{');
+    w->comma = false;
+}
+
+void eng_jw_arr(eng_jw *w)
+{
+    if (w->text == NULL) {
+        tree_open(w, json_array());
+        return;
+    }
+    assert(w->depth < ENG_JW_DEPTH_MAX);
+    w->closer[w->depth++] = ']';
+    text_sep(w);
+    buf_ch(w->text, '[');
+    w->comma = false;
+}
+
+void eng_jw_end(eng_jw *w)
+{
+    assert(w->depth > 0);
+    w->depth--;
+    if (w->text == NULL)
+        return;
+    buf_ch(w->text, w->closer[w->depth]);
+    w->comma = true; /* a closed container is a value */
+}
+
+void eng_jw_key(eng_jw *w, const char *k)
+{
+    if (w->text == NULL) {
+        w->key = k;
+        return;
+    }
+    text_sep(w);
+    text_string(w->text, k, strlen(k));
+    buf_ch(w->text, ':');
+    w->comma = false;
+}
+
+void eng_jw_str(eng_jw *w, const char *s, size_t len)
+{
+    if (s == NULL) {
+        eng_jw_null(w);
+        return;
+    }
+    if (w->text == NULL) {
+        json_t *j = json_stringn(s, len);
+        tree_add(w, j != NULL ? j : json_string(""));
+        return;
+    }
+    text_sep(w);
+    text_string(w->text, s, utf8_valid(s, len) ? len : 0);
+}
+
+void eng_jw_int(eng_jw *w, int64_t v)
+{
+    if (w->text == NULL) {
+        tree_add(w, json_integer(v));
+        return;
+    }
+    text_sep(w);
+    text_int(w->text, v);
+}
+
+void eng_jw_null(eng_jw *w)
+{
+    if (w->text == NULL) {
+        tree_add(w, json_null());
+        return;
+    }
+    text_sep(w);
+    buf_put(w->text, "null", 4);
+}
