@@ -4,7 +4,8 @@
  * citing the SPEC section 9 rules they pin, long seeded random streams
  * (MDF invariant after every event, equality across shard counts), flush and
  * load against an uninterrupted fold, and a benchmark mode
- * (`test_engine --bench [EVENTS]`, not run by ctest).
+ * (`test_engine --bench [EVENTS]`, not run by ctest), and the stored view
+ * text checked byte for byte against json_dumps of the API objects.
  */
 #include <check.h>
 #include <inttypes.h>
@@ -1528,6 +1529,240 @@ START_TEST(flush_load_resume)
 }
 END_TEST
 
+/* ---- stored documents: the flush's text is the API object's json_dumps ---- */
+
+/* The API object a stored "V/" or "X/" entry must equal: view objects
+ * without their top-level "seq" (the stored ones leave it out), the
+ * program's share from tly_engine_liabilities, the i-th exception (the
+ * "X/" keys sort in the (seq, n) order tly_engine_exceptions gives). */
+static json_t *api_of(tly_engine *e, const kv_entry *x, json_t *excs, size_t *exc_i)
+{
+    if (x->klen == 14 && memcmp(x->key, "X/", 2) == 0)
+        return json_incref(json_array_get(excs, (*exc_i)++));
+    const char *body = x->key + 4;
+    size_t blen = x->klen - 4;
+    if (x->key[2] == 'l') {
+        json_t *all = tly_engine_liabilities(e), *found = NULL, *o;
+        size_t i;
+        json_array_foreach(all, i, o)
+        {
+            json_t *name = json_object_get(o, "program");
+            if (json_string_length(name) == blen &&
+                memcmp(json_string_value(name), body, blen) == 0)
+                found = json_incref(o);
+        }
+        json_decref(all);
+        return found;
+    }
+    char id[TLY_NAME_BYTES_MAX + 1];
+    ck_assert_uint_le(blen, TLY_NAME_BYTES_MAX);
+    memcpy(id, body, blen);
+    id[blen] = '\0';
+    json_t *v = tly_engine_view(e, x->key[2], id);
+    if (v != NULL)
+        json_object_del(v, "seq");
+    return v;
+}
+
+/* Every stored "V/" and "X/" value of every shard is, byte for byte,
+ * json_dumps(JSON_COMPACT) of the engine's API object; every owned
+ * partner has its four views and every exception its entry. Returns the
+ * number of documents compared. */
+static size_t expect_store_is_api(const shards *s, const kv *stores, const char *what)
+{
+    size_t docs = 0;
+    for (uint32_t k = 0; k < s->n; k++) {
+        json_t *excs = tly_engine_exceptions(s->e[k]), *partners = tly_engine_partners(s->e[k]);
+        size_t exc_i = 0, views = 0;
+        for (size_t i = 0; i < stores[k].count; i++) {
+            const kv_entry *x = &stores[k].e[i];
+            bool is_view = x->klen > 4 && memcmp(x->key, "V/", 2) == 0 && x->key[3] == '/';
+            if (!is_view && !(x->klen == 14 && memcmp(x->key, "X/", 2) == 0))
+                continue;
+            views += is_view && x->key[2] != 'l';
+            json_t *api = api_of(s->e[k], x, excs, &exc_i);
+            ck_assert_msg(api != NULL, "%s shard %u: no API object for %.*s (seed %" PRIu64 ")",
+                          what, k, (int)x->klen, x->key, g_seed);
+            char *text = json_dumps(api, JSON_COMPACT);
+            ck_assert_msg(strlen(text) == x->vlen && memcmp(text, x->val, x->vlen) == 0,
+                          "%s shard %u: %.*s\nstored: %.*s\n   api: %s (seed %" PRIu64 ")", what, k,
+                          (int)x->klen, x->key, (int)x->vlen, x->val, text, g_seed);
+            free(text);
+            json_decref(api);
+            docs++;
+        }
+        ck_assert_msg(exc_i == json_array_size(excs), "%s shard %u: %zu X/ of %zu exceptions", what,
+                      k, exc_i, json_array_size(excs));
+        ck_assert_msg(views == 4 * json_array_size(partners),
+                      "%s shard %u: %zu views, %zu partners", what, k, views,
+                      json_array_size(partners));
+        json_decref(excs);
+        json_decref(partners);
+    }
+    return docs;
+}
+
+/* Folds st on n shards flushing every `batch` records, then compares the
+ * stores with the API objects. */
+static size_t check_store_text(const stream *st, uint32_t n, size_t batch, const char *what)
+{
+    kv stores[SHARDS_MAX] = {{0}};
+    shards s;
+    shards_init(&s, n);
+    fold_flushing(&s, stores, st, 0, st->count, batch);
+    size_t docs = expect_store_is_api(&s, stores, what);
+    for (uint32_t k = 0; k < n; k++)
+        kv_free(&stores[k]);
+    shards_free(&s);
+    return docs;
+}
+
+START_TEST(stored_text_vectors)
+{
+    stream st = {0};
+    load_vector_stream(&st);
+    for (uint32_t n = 1; n <= 2; n++)
+        ck_assert_uint_gt(check_store_text(&st, n, 211, "vectors"), 100);
+    stream_free(&st);
+}
+END_TEST
+
+START_TEST(stored_text_random)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed + 300, 30000, 40);
+    for (uint32_t n = 1; n <= 2; n++)
+        ck_assert_uint_gt(check_store_text(&st, n, 997, "random"), 100);
+    stream_free(&st);
+}
+END_TEST
+
+/* Appends event ev (taken) from source to st. */
+static void stream_obj(stream *st, const char *source, json_t *ev)
+{
+    ck_assert_ptr_nonnull(ev);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp(ev, &sb);
+    stream_push(st, source, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(ev);
+}
+
+/* Every byte jansson escapes, and some it does not: '/', DEL, 2-, 3- and
+ * 4-byte UTF-8. NUL only where no C-string lookup needs the name. */
+static const char odd_ctl[] = "\x01\x02\x03\x04\x05\x06\x07\b\t\n\x0b\f\r\x0e\x0f\x10\x11\x12"
+                              "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f";
+#define ODD_PROGRAM "pr\"og\\/ \x7f \xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80"
+static const char *const odd_partners[] = {"q\"uo\\te/", "ctl\t\n\r\x01\x1f\x7f",
+                                           "\xc3\xbc\xe6\x96\x87\xf0\x9f\x98\x80", "plain"};
+
+static void odd_program(stream *st)
+{
+    json_t *tiers =
+        json_pack("[{s:s,s:i,s:i,s:i},{s:s,s:i,s:i,s:i},{s:s,s:i,s:i,s:i}]", "name", "Base\b\f",
+                  "min_revenue", 0, "min_certs", 0, "mdf_bps", 100, "name", odd_ctl, "min_revenue",
+                  100000, "min_certs", 0, "mdf_bps", 200, "name", "G\"o\\ld/\xc3\xa9",
+                  "min_revenue", 500000, "min_certs", 0, "mdf_bps", 300);
+    stream_obj(st, "fin",
+               json_pack("{s:s,s:s,s:I,s:s,s:i,s:s,s:s,s:o,s:{s:s,s:[{s:i,s:i}]},s:i,s:i}", "type",
+                         "program", "id", "P1", "at", (json_int_t)Q1_25, "program", ODD_PROGRAM,
+                         "version", 1, "currency", "USD", "period", "quarter", "tiers", tiers,
+                         "rebate", "mode", "retroactive", "brackets", "from", 0, "bps", 150,
+                         "mdf_expiry_periods", 2, "tier_window_periods", 1));
+}
+
+/* Claims with odd ids and reasons (one with every control character, NUL
+ * included), sales that move tiers across closes, held events and
+ * exceptions whose details quote the odd names. */
+static void odd_stream(stream *st)
+{
+    odd_program(st);
+    char id[32];
+    int n = 0;
+    for (size_t i = 0; i < 4; i++) {
+        const char *p = odd_partners[i];
+        snprintf(id, sizeof id, "S%d", ++n);
+        stream_obj(st, "d",
+                   json_pack("{s:s,s:s,s:I,s:s,s:s,s:i,s:i,s:s}", "type", "sale", "id", id, "at",
+                             (json_int_t)(Q1_25 + DAY), "partner", p, "sku", "x", "qty", 1,
+                             "amount", 300000 * (int)(i + 1), "currency", i == 3 ? "EUR" : "USD"));
+        snprintf(id, sizeof id, "E%d", ++n);
+        stream_obj(st, "fin",
+                   json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "partner", "id", id, "at",
+                             (json_int_t)(Q1_25 + DAY), "partner", p, "name", p, "program",
+                             ODD_PROGRAM, "kind", "var"));
+    }
+    stream_obj(st, "fin",
+               json_pack("{s:s,s:s,s:I,s:s,s:s}", "type", "close", "id", "L1", "at",
+                         (json_int_t)Q2_25, "program", ODD_PROGRAM, "period", "2025-Q1"));
+    char reason[64] = "r\"\\/\x7f\xc3\xa9";
+    size_t rlen = strlen(reason) + 1; /* the NUL */
+    memcpy(reason + rlen, odd_ctl, sizeof odd_ctl - 1);
+    rlen += sizeof odd_ctl - 1;
+    for (size_t i = 0; i < 4; i++) {
+        const char *p = odd_partners[i];
+        static const char *const claim_ids[] = {"c\"1\\", "c\t2\x1f", "c/3\xf0\x9f\x98\x80", "c4"};
+        snprintf(id, sizeof id, "K%d", ++n);
+        stream_obj(st, "portal",
+                   json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:i}", "type", "claim", "id", id, "at",
+                             (json_int_t)(Q2_25 + DAY), "partner", p, "claim", claim_ids[i],
+                             "action", "submit", "amount", 100));
+        snprintf(id, sizeof id, "K%d", ++n);
+        stream_obj(st, "portal",
+                   json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:s%}", "type", "claim", "id", id, "at",
+                             (json_int_t)(Q2_25 + DAY), "partner", p, "claim", claim_ids[i],
+                             "action", "reject", "reason", reason, rlen));
+    }
+    stream_obj(st, "d",
+               json_pack("{s:s,s:s,s:I,s:s,s:s,s:i,s:i,s:s}", "type", "sale", "id", "SX", "at",
+                         (json_int_t)(Q2_25 + DAY), "partner", "never\"\\\x01\xc3\xa9", "sku", "x",
+                         "qty", 1, "amount", 1000, "currency", "USD"));
+    stream_obj(st, "fin",
+               json_pack("{s:s,s:s,s:I,s:s,s:s}", "type", "close", "id", "L2", "at",
+                         (json_int_t)Q3_25, "program", ODD_PROGRAM, "period", "2025-Q2"));
+}
+
+/* A stored document (not an "S/" record) holds the bytes of pat. */
+static bool store_holds(const kv *stores, uint32_t n, const char *pat)
+{
+    size_t plen = strlen(pat);
+    for (uint32_t k = 0; k < n; k++)
+        for (size_t i = 0; i < stores[k].count; i++) {
+            const kv_entry *x = &stores[k].e[i];
+            for (size_t at = 0; x->key[0] != 'S' && at + plen <= x->vlen; at++)
+                if (memcmp(x->val + at, pat, plen) == 0)
+                    return true;
+        }
+    return false;
+}
+
+/* The stored text of names with every escapable character is jansson's
+ * text, and the escapes really occur. */
+START_TEST(stored_text_escapes)
+{
+    stream st = {0};
+    odd_stream(&st);
+    for (uint32_t n = 1; n <= 2; n++) {
+        kv stores[SHARDS_MAX] = {{0}};
+        shards s;
+        shards_init(&s, n);
+        fold_flushing(&s, stores, &st, 0, st.count, 3);
+        ck_assert_uint_gt(expect_store_is_api(&s, stores, "escapes"), 20);
+        static const char *const must[] = {
+            "\\u0000", "\\u0001", "\\u001F", "\\b", "\\f",  "\\n",      "\\r",
+            "\\t",     "\\\"",    "\\\\",    "/",   "\x7f", "\xc3\xa9", "\xf0\x9f\x98\x80"};
+        for (size_t m = 0; m < sizeof must / sizeof must[0]; m++)
+            ck_assert_msg(store_holds(stores, n, must[m]), "N=%u: no document holds %s", n,
+                          must[m]);
+        for (uint32_t k = 0; k < n; k++)
+            kv_free(&stores[k]);
+        shards_free(&s);
+    }
+    stream_free(&st);
+}
+END_TEST
+
 /* [P5] the first program event's period, whatever its version; [S4] qty
  * is informational; [S6] a return lands in its own period and can make it
  * negative; [S7] the clawback uses the sale's own rate; [M3] [M5] buckets
@@ -1801,6 +2036,12 @@ static Suite *engine_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_test(tc, overflow_is_an_error);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("stored_text");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, stored_text_vectors);
+    tcase_add_test(tc, stored_text_random);
+    tcase_add_test(tc, stored_text_escapes);
     suite_add_tcase(s, tc);
     return s;
 }
