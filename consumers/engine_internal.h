@@ -187,7 +187,6 @@ typedef struct eng_trace {
 } eng_trace;
 
 typedef struct eng_pstate {
-    eng_trace *trace; /* NULL unless this partner is traced; not owned */
     eng_name name, region; /* region.ptr NULL when absent */
     tly_partner_kind kind;
     uint32_t tier; /* index into the program's current tiers */
@@ -204,6 +203,7 @@ typedef struct eng_pstate {
     uint32_t claim_count, claim_cap;
     eng_held *held;
     uint32_t held_count, held_cap;
+    eng_trace *trace; /* NULL unless this partner is traced; not owned */
 } eng_pstate;
 
 typedef struct eng_partner {
@@ -420,7 +420,13 @@ void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_
 void eng_trace_attach(tly_engine *e, eng_pstate *st, const char *id, size_t len);
 void eng_trace_free(eng_trace *t);
 
-/* One pointer test when tracing is off. */
+/* One pointer test when tracing is off: the calls stay behind it. */
+#define ENG_TRACE_BEGIN(st, ...)                                                                   \
+    do {                                                                                           \
+        if ((st)->trace != NULL)                                                                   \
+            eng_trace_begin(__VA_ARGS__);                                                          \
+    } while (0)
+
 #define ENG_TRACE(st, kind, bucket, amount)                                                        \
     do {                                                                                           \
         if ((st)->trace != NULL)                                                                   \

@@ -263,7 +263,7 @@ static tly_err close_expire(eng_program *g, eng_pstate *st)
 tly_err eng_close_partner(tly_engine *e, eng_program *g, uint32_t p, uint64_t seq)
 {
     eng_pstate *st = e->partners[p].st;
-    eng_trace_begin(e, p, seq, "close", g->eop, false);
+    ENG_TRACE_BEGIN(st, e, p, seq, "close", g->eop, false);
     eng_row *row = eng_row_find(st, g->eop);
     if (row != NULL && !row->final) {
         /* The close fixes the figure with the rules then in force [G4]. */

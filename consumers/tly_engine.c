@@ -459,7 +459,7 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
     eng_sale_detail d = {.amount = amount, .accrual = tly_money_bps(amount, bps), .bps = bps};
     TRY(ENG_PUSH(e->details, e->detail_count, e->detail_cap, d));
     e->sales[s].detail = e->detail_count - 1;
-    eng_trace_begin(e, p, pos.seq, "sale", eff, late);
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "sale", eff, late);
     if (st->trace != NULL)
         trace_accrual(st, &e->sales[s], &d, g->rules.tiers[st->tier].name);
     TRY(eng_credit(st, eff, d.accrual));
@@ -557,7 +557,7 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     TRY(eng_sale_dirty(e, s));
     bool late;
     int32_t eff = effective_period(g, at_ms, &late);
-    eng_trace_begin(e, p, pos.seq, "return", eff, late);
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "return", eff, late);
     if (st->trace != NULL)
         trace_clawback(st, key, klen, c, apply, d->bps);
     TRY(tly_money_addto(&st->clawed_back, c));
@@ -823,7 +823,7 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
         return eng_raise(e, pos, ENG_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
                          (long long)ev->amount, (long long)payable, text);
     TRY(tly_money_addto(&row->paid, ev->amount));
-    eng_trace_begin(e, p, pos.seq, "payout", ev->period, false);
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "payout", ev->period, false);
     ENG_TRACE(st, TLY_TRACE_PAYOUT, 0, ev->amount);
     return TLY_OK;
 }
@@ -832,7 +832,7 @@ static tly_err on_adjust(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
 {
     const eng_program *g = &e->programs[e->partners[p].program];
     eng_pstate *st = e->partners[p].st;
-    eng_trace_begin(e, p, pos.seq, "adjust", g->eop, false);
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "adjust", g->eop, false);
     if (ev->account == TLY_ACCOUNT_REBATE) {
         eng_row *row;
         TRY(eng_row_get(st, g->eop, &row));
