@@ -244,7 +244,8 @@ static void mdf_detail(const json_t *l, int exp, char *buf, size_t cap)
     event_name(l, ev, sizeof ev);
     if (strcmp(kind, "accrual") == 0)
         snprintf(buf, cap, "sale %s: %s at %s (tier %s)%s", ev, money(iget(l, "sale_amount"), exp),
-                 rate(iget(l, "bps")), sget(l, "tier"), json_is_true(json_object_get(l, "late")) ? ", late" : "");
+                 rate(iget(l, "bps")), sget(l, "tier"),
+                 json_is_true(json_object_get(l, "late")) ? ", late" : "");
     else if (strcmp(kind, "clawback") == 0)
         snprintf(buf, cap, "return %s of sale %s: returned %s at %s", ev, sget(l, "sale"),
                  money(iget(l, "returned"), exp), rate(iget(l, "bps")));
@@ -287,12 +288,14 @@ static void print_mdf_lines(const json_t *lines, int exp)
 
 static void print_totals(const json_t *mdf, const json_t *bal_totals, int exp, const char *period)
 {
-    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired", "pending",
-                                       "approved", "paid", "deficit", "available"};
+    static const char *const keys[] = {"accrued",  "clawed_back", "adjusted", "expired",  "pending",
+                                       "approved", "paid",        "deficit",  "available"};
     const json_t *t = json_object_get(mdf, "totals"), *pt = json_object_get(mdf, "period_totals");
     printf("\n  %-12s %16s %16s", "total", "sum of lines", "balance");
-    if (pt != NULL)
-        printf(" %16s", period);
+    char in_period[32];
+    snprintf(in_period, sizeof in_period, "its %s lines", period ? period : "");
+    if (pt != NULL) /* what the shown lines moved; the check covers them all */
+        printf(" %16s", in_period);
     printf("\n");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         printf("  %-12s %16s %16s", keys[i], money(iget(t, keys[i]), exp),
@@ -338,11 +341,9 @@ static void print_row(const json_t *r, int exp)
     const json_t *br = json_object_get(r, "bracket");
     printf("    %8s  %-10s %16s  bracket from %s at %s\n", "", "calculated",
            money(iget(r, "calculated"), exp), money(iget(br, "from"), exp), rate(iget(br, "bps")));
-    json_array_foreach(json_object_get(r, "adjustments"), i, l)
-        print_rebate_line(l, exp, "adjust");
+    json_array_foreach(json_object_get(r, "adjustments"), i, l) print_rebate_line(l, exp, "adjust");
     printf("    %8s  %-10s %16s\n", "", "rebate", money(iget(r, "rebate"), exp));
-    json_array_foreach(json_object_get(r, "payouts"), i, l)
-        print_rebate_line(l, exp, "payout");
+    json_array_foreach(json_object_get(r, "payouts"), i, l) print_rebate_line(l, exp, "payout");
     printf("    %8s  %-10s %16s%s\n", "", "paid", money(iget(r, "paid"), exp),
            json_is_true(json_object_get(r, "matches")) ? "" : "   DIFFERS from the rebate view");
 }
@@ -379,9 +380,9 @@ static json_t *balance_totals(const json_t *mdf)
     json_t *t = json_deep_copy(json_object_get(mdf, "totals"));
     size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(mdf, "differences"), i, d)
-        if (strcmp(sget(d, "field"), "buckets") != 0)
-            json_object_set(t, sget(d, "field"), json_object_get(d, "balance"));
+    json_array_foreach(json_object_get(mdf, "differences"), i,
+                       d) if (strcmp(sget(d, "field"), "buckets") != 0)
+        json_object_set(t, sget(d, "field"), json_object_get(d, "balance"));
     return t;
 }
 

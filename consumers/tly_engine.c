@@ -520,8 +520,8 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
 
 /* The clawback line of a traced return: ref is the sale it names; a held
  * return keeps only its sale's key, hence only its source. */
-static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64_t c,
-                           int64_t apply, int32_t bps)
+static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64_t c, int64_t apply,
+                           int32_t bps)
 {
     eng_trace_held(st, key, klen, false);
     uint32_t idlen;

@@ -63,9 +63,10 @@ void tly_engine_free(tly_engine *e);
  * Folds one record whose event has been decoded into ev. Records must come
  * in seq order without gaps (rec->seq == tly_engine_seq(e) + 1); otherwise
  * TLY_USAGE and nothing changes. A sale whose (source, id) was already
- * folded (impossible in a log the ledger wrote) is also TLY_USAGE. Business outcomes are never errors: they are
- * exceptions in the views. Returns TLY_OK, TLY_NOMEM or TLY_OVERFLOW (money
- * arithmetic left int64: the state is then unusable and the consumer stops).
+ * folded (impossible in a log the ledger wrote) is also TLY_USAGE. Business
+ * outcomes are never errors: they are exceptions in the views. Returns
+ * TLY_OK, TLY_NOMEM or TLY_OVERFLOW (money arithmetic left int64: the state
+ * is then unusable and the consumer stops).
  * In debug builds the MDF invariant of SPEC section 6 is asserted after every
  * event.
  */
@@ -102,8 +103,9 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
 
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its
- * own seq [D7]), as the "exceptions" array of section 8 (new reference). Liabilities share: one object per
- * program as stored under "V/l/" (new reference, array ordered by program). */
+ * own seq [D7]), as the "exceptions" array of section 8 (new reference).
+ * Liabilities share: one object per program as stored under "V/l/" (new
+ * reference, array ordered by program). */
 json_t *tly_engine_exceptions(const tly_engine *e);
 json_t *tly_engine_liabilities(const tly_engine *e);
 
@@ -115,31 +117,49 @@ json_t *tly_engine_partners(const tly_engine *e);
 /* What a trace line moves. "period" in a line is the effective period of the
  * event that caused it (SPEC section 6); "bucket" the MDF bucket touched. */
 typedef enum tly_trace_kind {
-    TLY_TRACE_ACCRUAL = 0, /* sale: accrued += amount = rhe(basis × bps), tier named */
-    TLY_TRACE_CLAWBACK,    /* return of sale `ref`: clawed_back += amount, basis = the
-                            * capped returned amount, bps = the sale's rate [S3] [S7] */
-    TLY_TRACE_ADJUST_MDF,  /* adjust mdf: adjusted += amount (signed) [M8] */
-    TLY_TRACE_CREDIT,      /* bucket += amount (the part of a credit left after the
-                            * deficit payoff) [M1] */
-    TLY_TRACE_DEFICIT_PAYOFF, /* deficit -= amount: a credit pays the deficit first [M1] */
-    TLY_TRACE_DEBIT,       /* bucket -= amount, oldest first [M6] */
-    TLY_TRACE_DEFICIT,     /* deficit += amount: a debit the buckets could not cover */
-    TLY_TRACE_RESERVE,     /* claim `ref` submitted: bucket -= amount, pending += amount [M5] */
-    TLY_TRACE_RELEASE,     /* claim `ref`: pending -= amount back to bucket (a credit
-                            * follows: CREDIT and/or DEFICIT_PAYOFF lines) */
-    TLY_TRACE_RELEASE_EXPIRED, /* claim `ref`: pending -= amount, expired += amount (its
-                                * bucket had expired) */
-    TLY_TRACE_APPROVE,     /* claim `ref`: pending -= amount, approved += amount */
-    TLY_TRACE_PAY,         /* claim `ref`: approved -= amount, paid += amount */
-    TLY_TRACE_EXPIRY,      /* close: bucket's remainder -> expired += amount [G5] */
-    TLY_TRACE_REVENUE,     /* rebate revenue of `period` += amount (sale +, return −) [S6] */
-    TLY_TRACE_ADJUST_REBATE, /* rebate adjustment of `period` += amount [R8] */
-    TLY_TRACE_REBATE_SLICE,  /* part of a figure: basis of revenue from bracket `from` at
-                              * bps (retroactive: one slice, the whole of max(R,0)) */
-    TLY_TRACE_REBATE_FINAL,  /* close fixed `period`'s figure = amount: revenue basis,
-                              * bracket reached (from, bps), mode [G4] [R1] [R2] */
-    TLY_TRACE_REBATE_OPEN,   /* open estimate of `period` (tly_engine_trace_open) */
-    TLY_TRACE_PAYOUT,        /* rebate of `period` paid += amount */
+    /* sale: accrued += amount = rhe(basis × bps), the tier named [S7] */
+    TLY_TRACE_ACCRUAL = 0,
+    /* return of sale `ref`: clawed_back += amount; basis = the capped
+     * returned amount, bps = the sale's rate [S3] [S7] */
+    TLY_TRACE_CLAWBACK,
+    /* adjust mdf: adjusted += amount (signed) [M8] */
+    TLY_TRACE_ADJUST_MDF,
+    /* bucket += amount: the part of a credit left after the deficit [M1] */
+    TLY_TRACE_CREDIT,
+    /* deficit -= amount: a credit pays the deficit first [M1] */
+    TLY_TRACE_DEFICIT_PAYOFF,
+    /* bucket -= amount, oldest first [M6] */
+    TLY_TRACE_DEBIT,
+    /* deficit += amount: a debit the buckets could not cover */
+    TLY_TRACE_DEFICIT,
+    /* claim `ref` submitted: bucket -= amount, pending += amount [M5] */
+    TLY_TRACE_RESERVE,
+    /* claim `ref`: pending -= amount back to bucket (a credit follows:
+     * CREDIT and/or DEFICIT_PAYOFF lines) */
+    TLY_TRACE_RELEASE,
+    /* claim `ref`: pending -= amount, expired += amount (its bucket had
+     * expired) */
+    TLY_TRACE_RELEASE_EXPIRED,
+    /* claim `ref`: pending -= amount, approved += amount */
+    TLY_TRACE_APPROVE,
+    /* claim `ref`: approved -= amount, paid += amount */
+    TLY_TRACE_PAY,
+    /* close: the bucket's remainder, expired += amount [G5] */
+    TLY_TRACE_EXPIRY,
+    /* rebate revenue of `period` += amount (sale +, return −) [S6] */
+    TLY_TRACE_REVENUE,
+    /* rebate adjustment of `period` += amount [R8] */
+    TLY_TRACE_ADJUST_REBATE,
+    /* part of a figure: basis of revenue from bracket `from` at bps
+     * (retroactive: one slice, the whole of max(R,0)); amount 0 */
+    TLY_TRACE_REBATE_SLICE,
+    /* a close fixed `period`'s figure = amount: revenue basis, bracket
+     * reached (from, bps), mode [G4] [R1] [R2] */
+    TLY_TRACE_REBATE_FINAL,
+    /* the open estimate of `period` (tly_engine_trace_open) */
+    TLY_TRACE_REBATE_OPEN,
+    /* rebate of `period` paid += amount */
+    TLY_TRACE_PAYOUT,
     TLY_TRACE_KIND_COUNT
 } tly_trace_kind;
 
@@ -147,25 +167,25 @@ typedef enum tly_trace_kind {
  * folded: valid only during the callback. */
 typedef struct tly_trace_line {
     tly_trace_kind kind;
-    uint64_t seq;          /* the event (a close for EXPIRY and REBATE_FINAL) */
-    const char *cause;     /* "sale", "return", "adjust", "submit", "approve", "reject",
-                            * "cancel", "pay", "close", "payout", "open" */
+    uint64_t seq;      /* the event (a close for EXPIRY and REBATE_FINAL) */
+    const char *cause; /* "sale", "return", "adjust", "submit", "approve", "reject",
+                        * "cancel", "pay", "close", "payout", "open" */
     tly_str partner;
-    tly_str source, id;    /* the event's; id.len 0 for a held return folded at
-                            * enrollment (the engine keeps only its sale) */
-    tly_str ref;           /* the sale a return names; the claim id; else empty */
-    tly_str tier;          /* ACCRUAL: the tier whose rate applied */
+    tly_str source, id; /* the event's; id.len 0 for a held return folded at
+                         * enrollment (the engine keeps only its sale) */
+    tly_str ref;        /* the sale a return names; the claim id; else empty */
+    tly_str tier;       /* ACCRUAL: the tier whose rate applied */
     tly_period_kind period_kind;
-    int32_t period;        /* effective period of the event; rebate lines: the row */
-    int32_t bucket;        /* bucket period (CREDIT, DEBIT, RESERVE, RELEASE*, EXPIRY) */
-    int64_t amount;        /* what moved, minor units (signed only for adjustments
-                            * and REVENUE) */
-    int64_t basis;         /* ACCRUAL: sale amount; CLAWBACK: returned amount; SLICE:
-                            * the slice; REBATE_FINAL/OPEN: net revenue R */
-    int32_t bps;           /* ACCRUAL, CLAWBACK, SLICE, REBATE_FINAL/OPEN */
-    int64_t from;          /* SLICE, REBATE_FINAL/OPEN: bracket start */
-    tly_rebate_mode mode;  /* SLICE, REBATE_FINAL/OPEN */
-    bool late;             /* the event was late [P2] */
+    int32_t period;       /* effective period of the event; rebate lines: the row */
+    int32_t bucket;       /* bucket period (CREDIT, DEBIT, RESERVE, RELEASE*, EXPIRY) */
+    int64_t amount;       /* what moved, minor units (signed only for adjustments
+                           * and REVENUE) */
+    int64_t basis;        /* ACCRUAL: sale amount; CLAWBACK: returned amount; SLICE:
+                           * the slice; REBATE_FINAL/OPEN: net revenue R */
+    int32_t bps;          /* ACCRUAL, CLAWBACK, SLICE, REBATE_FINAL/OPEN */
+    int64_t from;         /* SLICE, REBATE_FINAL/OPEN: bracket start */
+    tly_rebate_mode mode; /* SLICE, REBATE_FINAL/OPEN */
+    bool late;            /* the event was late [P2] */
 } tly_trace_line;
 
 typedef void (*tly_engine_trace_fn)(void *ctx, const tly_trace_line *line);
@@ -180,8 +200,7 @@ const char *tly_trace_kind_name(tly_trace_kind kind);
  * pointer test. Set it before the first apply or load to see every line;
  * fn NULL removes it. Returns TLY_OK or TLY_NOMEM (nothing changed).
  */
-tly_err tly_engine_set_trace(tly_engine *e, const char *partner, tly_engine_trace_fn fn,
-                             void *ctx);
+tly_err tly_engine_set_trace(tly_engine *e, const char *partner, tly_engine_trace_fn fn, void *ctx);
 
 /* Emits REBATE_SLICE and REBATE_OPEN lines for every open rebate row of the
  * traced partner(s): the estimate under the rules in force now [G4]. */

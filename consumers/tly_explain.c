@@ -144,8 +144,14 @@ static void on_line(void *ctx, const tly_trace_line *l)
         return;
     }
     xline *o = &x->lines[x->count];
-    *o = (xline){.kind = l->kind, .seq = l->seq, .period = l->period, .bucket = l->bucket,
-                 .bps = l->bps, .amount = l->amount, .basis = l->basis, .from = l->from,
+    *o = (xline){.kind = l->kind,
+                 .seq = l->seq,
+                 .period = l->period,
+                 .bucket = l->bucket,
+                 .bps = l->bps,
+                 .amount = l->amount,
+                 .basis = l->basis,
+                 .from = l->from,
                  .mode = l->mode};
     bool figure = l->kind == TLY_TRACE_REBATE_SLICE || l->kind == TLY_TRACE_REBATE_FINAL ||
                   l->kind == TLY_TRACE_REBATE_OPEN;
@@ -230,8 +236,18 @@ static void fill_ids(tly_explain *x)
 
 /* ---- MDF sums ---- */
 
-enum { T_ACCRUED, T_CLAWED, T_ADJUSTED, T_EXPIRED, T_PENDING, T_APPROVED, T_PAID, T_DEFICIT,
-       T_AVAILABLE, T_COUNT };
+enum {
+    T_ACCRUED,
+    T_CLAWED,
+    T_ADJUSTED,
+    T_EXPIRED,
+    T_PENDING,
+    T_APPROVED,
+    T_PAID,
+    T_DEFICIT,
+    T_AVAILABLE,
+    T_COUNT
+};
 
 static const char *const total_names[T_COUNT] = {"accrued", "clawed_back", "adjusted",
                                                  "expired", "pending",     "approved",
@@ -513,9 +529,10 @@ static tly_err row_json(const tly_explain *x, const json_t *vr, int32_t period, 
     json_object_set_new(br, "from", json_integer(fig ? fig->from : 0));
     json_object_set_new(br, "bps", json_integer(fig ? fig->bps : 0));
     json_object_set_new(ro, "bracket", br);
-    json_object_set_new(ro, "mode", json_string(fig != NULL && fig->mode == TLY_REBATE_INCREMENTAL
-                                                    ? "incremental"
-                                                    : "retroactive"));
+    json_object_set_new(ro, "mode",
+                        json_string(fig != NULL && fig->mode == TLY_REBATE_INCREMENTAL
+                                        ? "incremental"
+                                        : "retroactive"));
     if (fig != NULL)
         TRY(row_slices(x, fig, ro, &r));
     json_object_set_new(ro, "rebate", json_integer(fig ? fig->amount : 0));

@@ -136,7 +136,6 @@ static void fold(tly_engine *e, const stream *st, size_t from, size_t to, tly_ex
     }
 }
 
-
 /* ---- seeded random streams ---- */
 
 static uint64_t g_seed = UINT64_C(20261126);
@@ -433,12 +432,11 @@ static void gen_stream(stream *out, uint64_t seed, size_t events, int partners)
     free(g.claims);
 }
 
-
 /* ---- (1) the lines rebuild every figure: an independent summing ---- */
 
 typedef struct sums {
-    json_t *by_partner; /* partner -> {"totals","buckets","rows"} */
-    uint32_t kinds_seen;  /* bit per tly_trace_kind */
+    json_t *by_partner;  /* partner -> {"totals","buckets","rows"} */
+    uint32_t kinds_seen; /* bit per tly_trace_kind */
     uint64_t lines;
 } sums;
 
@@ -503,9 +501,8 @@ static void sum_rebate_line(json_t *row, const tly_trace_line *l)
     default: /* REBATE_FINAL, REBATE_OPEN */
         json_object_set_new(row, "figure", json_integer(l->amount));
         json_object_set_new(row, "bps", json_integer(l->bps));
-        json_object_set_new(row, "status", json_string(l->kind == TLY_TRACE_REBATE_FINAL
-                                                           ? "final"
-                                                           : "open"));
+        json_object_set_new(row, "status",
+                            json_string(l->kind == TLY_TRACE_REBATE_FINAL ? "final" : "open"));
         json_object_set_new(row, "revenue_at_figure", json_integer(l->basis));
     }
 }
@@ -515,20 +512,52 @@ static void sum_mdf_line(json_t *t, json_t *b, const char *bucket, const tly_tra
 {
     int64_t a = l->amount;
     switch (l->kind) {
-    case TLY_TRACE_ACCRUAL: bump(t, "accrued", a); break;
-    case TLY_TRACE_CLAWBACK: bump(t, "clawed_back", a); break;
-    case TLY_TRACE_ADJUST_MDF: bump(t, "adjusted", a); break;
-    case TLY_TRACE_CREDIT: bump(b, bucket, a); break;
-    case TLY_TRACE_DEBIT: bump(b, bucket, -a); break;
-    case TLY_TRACE_DEFICIT: bump(t, "deficit", a); break;
-    case TLY_TRACE_DEFICIT_PAYOFF: bump(t, "deficit", -a); break;
-    case TLY_TRACE_RESERVE: bump(b, bucket, -a); bump(t, "pending", a); break;
-    case TLY_TRACE_RELEASE: bump(t, "pending", -a); break;
-    case TLY_TRACE_RELEASE_EXPIRED: bump(t, "pending", -a); bump(t, "expired", a); break;
-    case TLY_TRACE_APPROVE: bump(t, "pending", -a); bump(t, "approved", a); break;
-    case TLY_TRACE_PAY: bump(t, "approved", -a); bump(t, "paid", a); break;
-    case TLY_TRACE_EXPIRY: bump(b, bucket, -a); bump(t, "expired", a); break;
-    default: ck_abort_msg("not an MDF line: %d", (int)l->kind);
+    case TLY_TRACE_ACCRUAL:
+        bump(t, "accrued", a);
+        break;
+    case TLY_TRACE_CLAWBACK:
+        bump(t, "clawed_back", a);
+        break;
+    case TLY_TRACE_ADJUST_MDF:
+        bump(t, "adjusted", a);
+        break;
+    case TLY_TRACE_CREDIT:
+        bump(b, bucket, a);
+        break;
+    case TLY_TRACE_DEBIT:
+        bump(b, bucket, -a);
+        break;
+    case TLY_TRACE_DEFICIT:
+        bump(t, "deficit", a);
+        break;
+    case TLY_TRACE_DEFICIT_PAYOFF:
+        bump(t, "deficit", -a);
+        break;
+    case TLY_TRACE_RESERVE:
+        bump(b, bucket, -a);
+        bump(t, "pending", a);
+        break;
+    case TLY_TRACE_RELEASE:
+        bump(t, "pending", -a);
+        break;
+    case TLY_TRACE_RELEASE_EXPIRED:
+        bump(t, "pending", -a);
+        bump(t, "expired", a);
+        break;
+    case TLY_TRACE_APPROVE:
+        bump(t, "pending", -a);
+        bump(t, "approved", a);
+        break;
+    case TLY_TRACE_PAY:
+        bump(t, "approved", -a);
+        bump(t, "paid", a);
+        break;
+    case TLY_TRACE_EXPIRY:
+        bump(b, bucket, -a);
+        bump(t, "expired", a);
+        break;
+    default:
+        ck_abort_msg("not an MDF line: %d", (int)l->kind);
     }
 }
 
@@ -562,11 +591,11 @@ static json_t *line_buckets(json_t *b)
     size_t n = 0;
     const char *k;
     json_t *v;
-    json_object_foreach(b, k, v)
-        if (json_integer_value(v) > 0) {
-            ck_assert_uint_lt(n, 256);
-            keys[n++] = k;
-        }
+    json_object_foreach(b, k, v) if (json_integer_value(v) > 0)
+    {
+        ck_assert_uint_lt(n, 256);
+        keys[n++] = k;
+    }
     qsort(keys, n, sizeof keys[0], cmp_text);
     json_t *out = json_array();
     for (size_t i = 0; i < n; i++)
@@ -581,15 +610,16 @@ static void expect_mdf(const json_t *p, const json_t *bal, const char *what)
                                        "pending", "approved",    "paid",     "deficit"};
     json_t *t = json_object_get(p, "totals"), *b = json_object_get(p, "buckets");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        ck_assert_msg(iget(t, keys[i]) == iget(bal, keys[i]), "%s: %s lines %" PRId64
-                      " balance %" PRId64, what, keys[i], iget(t, keys[i]), iget(bal, keys[i]));
+        ck_assert_msg(iget(t, keys[i]) == iget(bal, keys[i]),
+                      "%s: %s lines %" PRId64 " balance %" PRId64, what, keys[i], iget(t, keys[i]),
+                      iget(bal, keys[i]));
     int64_t avail = -iget(t, "deficit");
     const char *k;
     json_t *v;
-    json_object_foreach(b, k, v)
-        avail += json_integer_value(v);
-    ck_assert_msg(avail == iget(bal, "available"), "%s: available lines %" PRId64 " balance %"
-                  PRId64, what, avail, iget(bal, "available"));
+    json_object_foreach(b, k, v) avail += json_integer_value(v);
+    ck_assert_msg(avail == iget(bal, "available"),
+                  "%s: available lines %" PRId64 " balance %" PRId64, what, avail,
+                  iget(bal, "available"));
     json_t *lb = line_buckets(b), *vb = json_array();
     size_t i;
     json_array_foreach(json_object_get(bal, "buckets"), i, v)
@@ -687,8 +717,8 @@ static void check_reports(const stream *st, const char *label)
         ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
         if (!ok) {
             char *text = json_dumps(json_object_get(rep, "mdf"), JSON_COMPACT);
-            ck_abort_msg("%s: report of %s does not match: %.2000s", label,
-                         json_string_value(pj), text);
+            ck_abort_msg("%s: report of %s does not match: %.2000s", label, json_string_value(pj),
+                         text);
         }
         json_decref(rep);
         tly_explain_free(x);
@@ -706,8 +736,9 @@ static void gen_with_tally(stream *st, uint64_t seed, int events, int partners)
     snprintf(seed_s, sizeof seed_s, "%" PRIu64, seed);
     snprintf(ev_s, sizeof ev_s, "%d", events);
     snprintf(p_s, sizeof p_s, "%d", partners);
-    char *argv[] = {(char *)tu_tally(), "gen", "--seed", seed_s, "--events", ev_s,
-                    "--partners", p_s, "--resend-pct", "2", "--out", path, NULL};
+    char *argv[] = {
+        (char *)tu_tally(), "gen", "--seed", seed_s, "--events", ev_s, "--partners", p_s,
+        "--resend-pct",     "2",   "--out",  path,   NULL};
     ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
     load_jsonl(st, path);
     tu_rmtree(dir);
@@ -952,8 +983,7 @@ static void text_line(void *ctx, const tly_trace_line *l)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " basis=%" PRId64 " bps=%d", l->basis,
                       l->bps);
     if (l->kind == TLY_TRACE_ACCRUAL)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " tier=%.*s", (int)l->tier.len,
-                      l->tier.ptr);
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " tier=%.*s", (int)l->tier.len, l->tier.ptr);
     if (figure)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " from=%" PRId64, l->from);
     if (l->ref.len > 0)
@@ -980,9 +1010,8 @@ START_TEST(scenario_line_by_line)
     /* the balance the lines add up to, as computed by hand */
     json_t *bal = tly_engine_view(e, 'b', "p1");
     json_t *want = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "accrued", 16000,
-                             "clawed_back", 2500, "adjusted", -10000, "expired", 4500, "pending",
-                             0, "approved", 2000, "paid", 1000, "deficit", 4000, "available",
-                             -4000);
+                             "clawed_back", 2500, "adjusted", -10000, "expired", 4500, "pending", 0,
+                             "approved", 2000, "paid", 1000, "deficit", 4000, "available", -4000);
     const char *k;
     json_t *v;
     json_object_foreach(want, k, v)
@@ -1198,8 +1227,7 @@ START_TEST(cli_scenario)
     ck_assert_uint_eq(json_array_size(rows), 1);
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "period")),
                      "2025-Q2");
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "status")),
-                     "open");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "status")), "open");
     json_decref(j);
     run_free(&r);
 
