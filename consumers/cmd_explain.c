@@ -247,8 +247,9 @@ static void mdf_detail(const json_t *l, int exp, char *buf, size_t cap)
                  rate(iget(l, "bps")), sget(l, "tier"),
                  json_is_true(json_object_get(l, "late")) ? ", late" : "");
     else if (strcmp(kind, "clawback") == 0)
-        snprintf(buf, cap, "return %s of sale %s: returned %s at %s", ev, sget(l, "sale"),
-                 money(iget(l, "returned"), exp), rate(iget(l, "bps")));
+        snprintf(buf, cap, "return %s of sale %s: returned %s at %s%s", ev, sget(l, "sale"),
+                 money(iget(l, "returned"), exp), rate(iget(l, "bps")),
+                 json_is_true(json_object_get(l, "capped")) ? ", capped at the accrual left" : "");
     else if (strcmp(kind, "adjust_mdf") == 0)
         snprintf(buf, cap, "adjust %s", ev);
     else if (strcmp(kind, "expiry") == 0)

@@ -111,6 +111,9 @@ static void line_extras(json_t *o, const tly_trace_line *l)
     } else if (l->kind == TLY_TRACE_CLAWBACK) {
         json_object_set_new(o, "returned", json_integer(l->basis));
         json_object_set_new(o, "bps", json_integer(l->bps));
+        /* the sale's accrual not yet clawed back was less [S3] */
+        if (l->amount < tly_money_bps(l->basis, l->bps))
+            json_object_set_new(o, "capped", json_true());
     }
     if (l->late)
         json_object_set_new(o, "late", json_true());

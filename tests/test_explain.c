@@ -1121,6 +1121,56 @@ START_TEST(held_events_keep_their_ids)
 }
 END_TEST
 
+/* A clawback is capped at the accrual not yet clawed back [S3]: sale 2.50
+ * accrues rhe(0.025) = 0.02; returning 1.50 claws rhe(0.015) = 0.02 back;
+ * returning the last 1.00 would claw 0.01, capped to 0. */
+START_TEST(capped_clawback_marked)
+{
+    stream st = {0};
+    scenario_head(&st, 2); /* program, p1 */
+    static const char *const evs[] = {
+        "{\"type\":\"sale\",\"id\":\"S7\",\"at\":" T1 ",\"partner\":\"p1\",\"sku\":\"K\","
+        "\"qty\":1,\"amount\":250,\"currency\":\"USD\"}",
+        "{\"type\":\"return\",\"id\":\"R7\",\"at\":" T1 ",\"partner\":\"p1\",\"sale\":\"S7\","
+        "\"qty\":1,\"amount\":150,\"currency\":\"USD\"}",
+        "{\"type\":\"return\",\"id\":\"R8\",\"at\":" T1 ",\"partner\":\"p1\",\"sale\":\"S7\","
+        "\"qty\":1,\"amount\":100,\"currency\":\"USD\"}"};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ev = json_loads(evs[i], 0, NULL);
+        ck_assert_ptr_nonnull(ev);
+        to_mp(ev, &sb);
+        stream_push(&st, "dist-a", sb.data, sb.size);
+        json_decref(ev);
+    }
+    tly_engine *e;
+    tly_explain *x;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_explain_new(e, "p1", &x), TLY_OK);
+    fold(e, &st, 0, st.count, x);
+    json_t *rep;
+    bool ok = false;
+    ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+    ck_assert(ok);
+    json_t *lines = json_object_get(json_object_get(rep, "mdf"), "lines");
+    /* accrual, credit, clawback R7, debit, clawback R8 (nothing to debit) */
+    ck_assert_uint_eq(json_array_size(lines), 5);
+    json_t *r7 = json_array_get(lines, 2), *r8 = json_array_get(lines, 4);
+    ck_assert_int_eq(iget(r7, "amount"), 2);
+    ck_assert_ptr_null(json_object_get(r7, "capped"));
+    ck_assert_str_eq(json_string_value(json_object_get(r8, "id")), "R8");
+    ck_assert_int_eq(iget(r8, "amount"), 0);
+    ck_assert_int_eq(iget(r8, "returned"), 100);
+    ck_assert(json_is_true(json_object_get(r8, "capped")));
+    json_decref(rep);
+    msgpack_sbuffer_destroy(&sb);
+    tly_explain_free(x);
+    tly_engine_free(e);
+    stream_free(&st);
+}
+END_TEST
+
 /* ---- (4) the CLI on real logs ---- */
 
 /* Appends a stream to DATA/log with tly_log_append, as the ledger would. */
@@ -1325,6 +1375,7 @@ static Suite *explain_suite(void)
     tcase_add_test(tc, scenario_line_by_line);
     tcase_add_test(tc, scenario_report);
     tcase_add_test(tc, held_events_keep_their_ids);
+    tcase_add_test(tc, capped_clawback_marked);
     suite_add_tcase(s, tc);
     tc = tcase_create("cli");
     tcase_set_timeout(tc, 300);
