@@ -14,6 +14,7 @@
  * and claims before partners because a partner refers to its held sales and
  * its claims by key.
  */
+#include <assert.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ typedef struct flush_ctx {
     void *ctx;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    eng_buf json;
+    eng_buf json; /* the document being written; also a sale record */
 } flush_ctx;
 
 /* ---- packing ---- */
@@ -90,6 +91,13 @@ static tly_err put_packed(tly_kv_put_fn fn, void *ctx, const char *prefix, const
     return put(fn, ctx, key, klen, sb->data, sb->size);
 }
 
+/* Starts a document in f->json, emptied (it may hold a sale record). */
+static void json_begin(flush_ctx *f, eng_jw *w)
+{
+    f->json.len = 0;
+    eng_jw_init_text(w, &f->json);
+}
+
 /* Stores the document f->json holds (one view or exception, written by
  * the text back end) under prefix ‖ body, and empties the buffer. */
 static tly_err put_json(flush_ctx *f, const char *prefix, const char *body, size_t len)
@@ -134,24 +142,96 @@ static void pack_program(msgpack_packer *pk, const eng_program *g)
     msgpack_pack_int32(pk, g->expired_upto);
 }
 
-static void pack_sale(msgpack_packer *pk, const tly_engine *e, const eng_sale *s)
+/* ---- sale records, packed by hand ----
+ *
+ * One "S/2/" record per sale is most of a flush's puts, so sale records
+ * skip msgpack-c's per-element callback: the bytes are msgpack-c's own
+ * (smallest integer form, as msgpack_pack_int64 picks it; str8/bin8 for
+ * the short strings a sale has), written into the flush's reused buffer. */
+
+static void mp_byte(uint8_t **at, uint8_t b)
 {
+    *(*at)++ = b;
+}
+
+/* The big-endian n bytes of v after marker m. */
+static void mp_be(uint8_t **at, uint8_t m, uint64_t v, int n)
+{
+    mp_byte(at, m);
+    for (int i = n - 1; i >= 0; i--)
+        mp_byte(at, (uint8_t)(v >> (8 * i)));
+}
+
+/* msgpack-c's choice (pack_template.h, msgpack_pack_real_int64). */
+static void mp_int(uint8_t **at, int64_t d)
+{
+    if (d < -(INT64_C(1) << 5)) {
+        if (d < -(INT64_C(1) << 31))
+            mp_be(at, 0xd3, (uint64_t)d, 8);
+        else if (d < -(INT64_C(1) << 15))
+            mp_be(at, 0xd2, (uint64_t)d, 4);
+        else if (d < -(INT64_C(1) << 7))
+            mp_be(at, 0xd1, (uint64_t)d, 2);
+        else
+            mp_be(at, 0xd0, (uint64_t)d, 1);
+    } else if (d < (INT64_C(1) << 7)) {
+        mp_byte(at, (uint8_t)d); /* positive or negative fixint */
+    } else if (d < (INT64_C(1) << 16)) {
+        mp_be(at, d < 256 ? 0xcc : 0xcd, (uint64_t)d, d < 256 ? 1 : 2);
+    } else {
+        bool big = d >= (INT64_C(1) << 32);
+        mp_be(at, big ? 0xcf : 0xce, (uint64_t)d, big ? 8 : 4);
+    }
+}
+
+/* str or bin of at most 255 bytes (a sale's names are shorter). */
+static void mp_bytes(uint8_t **at, bool bin, const char *s, uint32_t len)
+{
+    assert(len <= UINT8_MAX);
+    if (bin)
+        mp_be(at, 0xc4, len, 1);
+    else if (len < 32)
+        mp_byte(at, (uint8_t)(0xa0 | len));
+    else
+        mp_be(at, 0xd9, len, 1);
+    memcpy(*at, s, len);
+    *at += len;
+}
+
+/* Largest sale record: fixarray, 6 integers of ≤ 9 bytes, three names. */
+#define SALE_RECORD_BYTES_MAX (1 + 6 * 9 + 3 * (2 + UINT8_MAX))
+
+/* The record into b (emptied first); false when out of memory. */
+static bool pack_sale(eng_buf *b, const tly_engine *e, const eng_sale *s)
+{
+    _Static_assert(1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX <= UINT8_MAX, "sale key is bin8");
+    _Static_assert(TLY_NAME_BYTES_MAX <= UINT8_MAX, "partner id is str8");
+    b->len = 0;
+    if (b->cap < SALE_RECORD_BYTES_MAX) {
+        char *d = realloc(b->data, SALE_RECORD_BYTES_MAX);
+        if (d == NULL)
+            return false;
+        b->data = d;
+        b->cap = SALE_RECORD_BYTES_MAX;
+    }
     const eng_partner *pp = &e->partners[s->partner];
     bool detail = s->detail != ENG_NONE;
-    msgpack_pack_array(pk, detail ? 10 : 5);
-    msgpack_pack_int(pk, STORE_FORMAT);
-    pk_bin(pk, s->key, s->key_len);
-    pk_str(pk, pp->id, pp->id_len);
-    msgpack_pack_int(pk, s->state);
-    pk_str(pk, s->currency, 3);
-    if (!detail)
-        return;
-    const eng_sale_detail *d = &e->details[s->detail];
-    msgpack_pack_int64(pk, d->amount);
-    msgpack_pack_int64(pk, d->returned);
-    msgpack_pack_int64(pk, d->accrual);
-    msgpack_pack_int64(pk, d->clawed);
-    msgpack_pack_int32(pk, d->bps);
+    uint8_t *at = (uint8_t *)b->data;
+    mp_byte(&at, detail ? 0x9a : 0x95); /* fixarray of 10 or 5 */
+    mp_int(&at, STORE_FORMAT);
+    mp_bytes(&at, true, s->key, s->key_len);
+    mp_bytes(&at, false, pp->id, pp->id_len);
+    mp_int(&at, s->state);
+    mp_bytes(&at, false, s->currency, 3);
+    if (detail) {
+        const eng_sale_detail *d = &e->details[s->detail];
+        const int64_t v[5] = {d->amount, d->returned, d->accrual, d->clawed, d->bps};
+        for (int i = 0; i < 5; i++)
+            mp_int(&at, v[i]);
+    }
+    b->len = (size_t)(at - (uint8_t *)b->data);
+    assert(b->len <= SALE_RECORD_BYTES_MAX);
+    return true;
 }
 
 static void pack_claim(msgpack_packer *pk, const tly_engine *e, const eng_claim *c)
@@ -274,7 +354,7 @@ static tly_err flush_programs(flush_ctx *f, bool *liab)
         }
         if (g->dirty || liab[i]) {
             eng_jw w;
-            eng_jw_init_text(&w, &f->json);
+            json_begin(f, &w);
             TRY(eng_liability_write(&w, e, g)); /* TLY_OVERFLOW: not stored */
             TRY(put_json(f, "V/l/", g->name, g->name_len));
         }
@@ -287,9 +367,11 @@ static tly_err flush_records(flush_ctx *f)
     tly_engine *e = f->e;
     for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
         const eng_sale *s = &e->sales[e->dirty_sales[i]];
-        fc_reset(f);
-        pack_sale(&f->pk, e, s);
-        TRY(put_packed(f->fn, f->ctx, "S/2/", s->key, s->key_len, &f->sb));
+        if (!pack_sale(&f->json, e, s))
+            return TLY_NOMEM;
+        char key[STORE_KEY_BYTES_MAX];
+        size_t klen = mkkey(key, "S/2/", s->key, s->key_len);
+        TRY(put(f->fn, f->ctx, key, klen, f->json.data, f->json.len));
     }
     for (uint32_t i = 0; i < e->dirty_claim_count; i++) {
         const eng_claim *c = &e->claims[e->dirty_claims[i]];
@@ -314,7 +396,7 @@ static tly_err flush_partner(flush_ctx *f, const eng_partner *pp, uint32_t p)
     for (int v = 0; v < 4; v++) {
         char prefix[5] = {'V', '/', views[v], '/', '\0'};
         eng_jw w;
-        eng_jw_init_text(&w, &f->json);
+        json_begin(f, &w);
         eng_view_write(&w, f->e, views[v], p, false);
         TRY(put_json(f, prefix, pp->id, pp->id_len));
     }
@@ -332,7 +414,7 @@ static tly_err flush_excs(flush_ctx *f)
         for (int b = 0; b < 4; b++)
             body[8 + b] = (char)(x->n >> (24 - 8 * b));
         eng_jw w;
-        eng_jw_init_text(&w, &f->json);
+        json_begin(f, &w);
         eng_exc_write(&w, e, x);
         TRY(put_json(f, "X/", body, sizeof body));
     }
