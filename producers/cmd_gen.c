@@ -11,6 +11,7 @@
 #include "gen.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_limits.h"
 
 #define CMD "gen"
 
@@ -205,8 +206,8 @@ int tly_cmd_gen(int argc, char **argv)
         usage(stdout);
         return TLY_EXIT_OK;
     }
-    if (tly_gen_add_months(a.opt.start_ms, a.opt.months) / TLY_GEN_DAY_MS >
-        tly_gen_days_from_civil(9999, 12, 31))
+    if (tly_gen_add_months(a.opt.start_ms, a.opt.months) >=
+        tly_period_start_ms(TLY_PERIOD_MONTH, (TLY_YEAR_MAX + 1) * 12))
         return tly_usagef(CMD, "--start plus --months runs past the year 9999");
     FILE *out = stdout;
     if (a.out_path && !(out = fopen(a.out_path, "w"))) {

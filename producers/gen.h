@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tly_period.h"
+
 /* --- limits of the generator (not wire limits, so not in tly_limits.h) --- */
 
 /* --events: a hundred million lines is ~20 GB of JSON, far beyond any test
@@ -81,20 +83,17 @@ bool tly_gen_rng_chance(tly_gen_rng *r, uint32_t per_10k);
 /* Index into weights[0..n) picked in proportion to the weights. */
 uint32_t tly_gen_rng_weighted(tly_gen_rng *r, const uint32_t *weights, uint32_t n);
 
-/* --- calendar: the same period grid as tly_period.h (quarter y*4+q-1,
- * month y*12+m-1), kept here so the generator has no run-time dependency
- * beyond libc. --- */
+/* --- calendar: the period grid of tly_period.h (quarter y*4+q-1, month
+ * y*12+m-1); these wrappers only give it the shape the generator needs. --- */
 
-enum { TLY_GEN_QUARTER = 0, TLY_GEN_MONTH = 1 };
-
-int64_t tly_gen_days_from_civil(int64_t y, int64_t m, int64_t d);
-int32_t tly_gen_period_of(int kind, int64_t at_ms);
-int64_t tly_gen_period_start_ms(int kind, int32_t p);
-/* "2026-Q3" or "2026-07" into buf (at least 8 bytes). */
-void tly_gen_period_format(int kind, int32_t p, char *buf);
-/* Parses "YYYY-MM-DD" (years 2000..9999) to midnight UTC; false if invalid. */
+/* tly_period_format for the generator's years (2000..9999, checked by
+ * cmd_gen.c): asserts instead of clamping, since anything else is a bug. */
+void tly_gen_period_format(tly_period_kind kind, int32_t p, char *buf);
+/* Parses "YYYY-MM-DD" (years TLY_YEAR_MIN..TLY_YEAR_MAX, no time of day) to
+ * midnight UTC; false if invalid, and *ms is then untouched. */
 bool tly_gen_parse_date(const char *s, int64_t *ms);
-/* Start of the month `months` after the month holding at_ms. */
+/* Start of the month `months` (≤ TLY_GEN_MONTHS_MAX) after the month holding
+ * at_ms. */
 int64_t tly_gen_add_months(int64_t at_ms, uint32_t months);
 
 /* --- sources --- */
@@ -129,7 +128,7 @@ typedef struct tly_gen_tier {
 typedef struct tly_gen_program {
     const char *name;
     const char *currency;
-    int kind; /* TLY_GEN_QUARTER | TLY_GEN_MONTH */
+    tly_period_kind kind;
     bool retroactive;
     int64_t version;
     uint32_t tier_count;

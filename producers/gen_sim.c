@@ -146,7 +146,7 @@ static uint32_t pick_active(tly_gen *g)
  * open period of the program. */
 static int32_t effective_period(const tly_gen_program *prog, int64_t at_ms)
 {
-    int32_t p = tly_gen_period_of(prog->kind, at_ms);
+    int32_t p = tly_period_of(prog->kind, at_ms);
     return p < prog->open_period ? prog->open_period : p;
 }
 
@@ -180,9 +180,9 @@ static void claim_id(tly_gen *g, uint32_t partner, uint64_t n, char *buf, size_t
     snprintf(buf, cap, "CLM-%s-%03llu", slug, (unsigned long long)n);
 }
 
-static void period_field(tly_gen *g, const char *key, int kind, int32_t p)
+static void period_field(tly_gen *g, const char *key, tly_period_kind kind, int32_t p)
 {
-    char text[8];
+    char text[TLY_PERIOD_TEXT_BYTES];
     tly_gen_period_format(kind, p, text);
     tly_gen_kstr(&g->line, key, text);
 }
@@ -197,7 +197,7 @@ static void emit_program(tly_gen *g, const tly_gen_program *p, int64_t version,
     tly_gen_kstr(l, "program", p->name);
     tly_gen_ki64(l, "version", version);
     tly_gen_kstr(l, "currency", currency);
-    tly_gen_kstr(l, "period", p->kind == TLY_GEN_QUARTER ? "quarter" : "month");
+    tly_gen_kstr(l, "period", p->kind == TLY_PERIOD_QUARTER ? "quarter" : "month");
     tly_gen_key(l, "tiers");
     tly_gen_arr_begin(l);
     for (uint32_t i = 0; i < p->tier_count; i++) {
@@ -260,7 +260,7 @@ static void do_enroll(tly_gen *g, uint32_t i)
 
 /* ------------------------------------------------------ finance: closes */
 
-static void emit_close(tly_gen *g, const char *program, int kind, int32_t period)
+static void emit_close(tly_gen *g, const char *program, tly_period_kind kind, int32_t period)
 {
     tly_gen_record_begin(g, TLY_GEN_SRC_FINANCE, "close", false, g->clock_ms, NULL);
     tly_gen_kstr(&g->line, "program", program);
@@ -326,7 +326,7 @@ static void do_close(tly_gen *g, int index)
     prog->open_period = period + 1;
     /* The next close comes 3..10 days after the new open period ends. */
     tly_gen_action a = {.kind = ACT_CLOSE, .ref = (uint64_t)index};
-    a.due_ms = tly_gen_period_start_ms(prog->kind, period + 2) + days(g, 3, 10);
+    a.due_ms = tly_period_start_ms(prog->kind, period + 2) + days(g, 3, 10);
     heap_push(g, a);
 }
 
@@ -356,11 +356,11 @@ static int pick_dist(tly_gen *g, const tly_gen_partner *p)
  * lies in the program's last closed period [P2]. */
 static int64_t sale_time(tly_gen *g, const tly_gen_program *prog)
 {
-    int32_t first = tly_gen_period_of(prog->kind, g->start_ms);
+    int32_t first = tly_period_of(prog->kind, g->start_ms);
     if (prog->open_period <= first || !tly_gen_rng_chance(rng(g), 40))
         return g->clock_ms;
-    int64_t lo = tly_gen_period_start_ms(prog->kind, prog->open_period - 1);
-    int64_t hi = tly_gen_period_start_ms(prog->kind, prog->open_period) - 1;
+    int64_t lo = tly_period_start_ms(prog->kind, prog->open_period - 1);
+    int64_t hi = tly_period_start_ms(prog->kind, prog->open_period) - 1;
     if (lo < g->start_ms)
         lo = g->start_ms;
     return tly_gen_rng_range(rng(g), lo, hi);
@@ -756,8 +756,8 @@ static void do_special(tly_gen *g, int which)
         bump_program(g, 1, TLY_GEN_SPEC_NIMBUS2);
         break;
     case SP_UNKNOWN_CLOSE:
-        emit_close(g, "legacy-2019", TLY_GEN_QUARTER,
-                   tly_gen_period_of(TLY_GEN_QUARTER, g->clock_ms) - 1);
+        emit_close(g, "legacy-2019", TLY_PERIOD_QUARTER,
+                   tly_period_of(TLY_PERIOD_QUARTER, g->clock_ms) - 1);
         break;
     case SP_SWITCH: { /* partner 1 (nimbus) is put into apex by mistake */
         uint32_t pi = 1 % g->partner_count;
@@ -852,12 +852,12 @@ static void plan(tly_gen *g)
 {
     for (int i = 0; i < TLY_GEN_PROGRAMS; i++) {
         tly_gen_program *p = &g->programs[i];
-        p->open_period = tly_gen_period_of(p->kind, g->start_ms);
+        p->open_period = tly_period_of(p->kind, g->start_ms);
         g->clock_ms = g->start_ms + i * 60000;
         if (g->emitted < g->opt.events) /* --events 1 is one event */
             emit_program(g, p, p->version, p->currency);
         tly_gen_action a = {.kind = ACT_CLOSE, .ref = (uint64_t)i};
-        a.due_ms = tly_gen_period_start_ms(p->kind, p->open_period + 1) + days(g, 3, 10);
+        a.due_ms = tly_period_start_ms(p->kind, p->open_period + 1) + days(g, 3, 10);
         heap_push(g, a);
     }
     for (uint32_t i = 0; i < g->partner_count; i++) {

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_limits.h"
+
 _Noreturn void tly_gen_panic(const char *file, int line, const char *what)
 {
     fprintf(stderr, "tally gen: internal error at %s:%d: %s\n", file, line, what);
@@ -89,109 +91,32 @@ uint32_t tly_gen_rng_weighted(tly_gen_rng *r, const uint32_t *weights, uint32_t 
 
 /* ------------------------------------------------------------ calendar */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * algorithm: exact integer arithmetic, no tables, no time zone). */
-int64_t tly_gen_days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int64_t *m)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
-/* Month index y*12 + m-1 of an instant. */
-static int64_t month_index(int64_t at_ms)
-{
-    int64_t y, m;
-    civil_from_days(floor_div(at_ms, TLY_GEN_DAY_MS), &y, &m);
-    return y * 12 + m - 1;
-}
-
-static int64_t month_start_ms(int64_t idx)
-{
-    return tly_gen_days_from_civil(idx / 12, idx % 12 + 1, 1) * TLY_GEN_DAY_MS;
-}
-
-int32_t tly_gen_period_of(int kind, int64_t at_ms)
-{
-    int64_t mi = month_index(at_ms);
-    return (int32_t)(kind == TLY_GEN_QUARTER ? mi / 3 : mi);
-}
-
-int64_t tly_gen_period_start_ms(int kind, int32_t p)
-{
-    return month_start_ms(kind == TLY_GEN_QUARTER ? (int64_t)p * 3 : p);
-}
-
-void tly_gen_period_format(int kind, int32_t p, char *buf)
+void tly_gen_period_format(tly_period_kind kind, int32_t p, char *buf)
 {
     /* Years are 2000..9999 here (--start and --months are checked), so the
-     * text is always 7 characters; written by hand to say so. */
-    int32_t y = kind == TLY_GEN_QUARTER ? p / 4 : p / 12;
+     * text is always 7 characters; tly_period_format would clamp others. */
+    int32_t y = kind == TLY_PERIOD_QUARTER ? p / 4 : p / 12;
     TLY_GEN_ASSERT(y >= 1000 && y <= 9999);
-    for (int i = 3; i >= 0; i--, y /= 10)
-        buf[i] = (char)('0' + y % 10);
-    buf[4] = '-';
-    if (kind == TLY_GEN_QUARTER) {
-        buf[5] = 'Q';
-        buf[6] = (char)('1' + p % 4);
-    } else {
-        buf[5] = (char)('0' + (p % 12 + 1) / 10);
-        buf[6] = (char)('0' + (p % 12 + 1) % 10);
-    }
-    buf[7] = '\0';
+    tly_period_format(kind, p, buf);
 }
 
 int64_t tly_gen_add_months(int64_t at_ms, uint32_t months)
 {
-    return month_start_ms(month_index(at_ms) + months);
-}
-
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
+    TLY_GEN_ASSERT(months <= TLY_GEN_MONTHS_MAX);
+    int32_t month = tly_period_of(TLY_PERIOD_MONTH, at_ms) + (int32_t)months;
+    return tly_period_start_ms(TLY_PERIOD_MONTH, month);
 }
 
 bool tly_gen_parse_date(const char *s, int64_t *ms)
 {
-    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, m, d;
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+    /* tly_time_parse also takes a time of day and an offset: exactly ten
+     * characters leave only "YYYY-MM-DD". Four digits cap the year at 9999. */
+    int64_t at_ms;
+    if (strlen(s) != 10 || tly_time_parse(s, 10, &at_ms) != TLY_OK)
         return false;
-    if (!digits(s, 4, &y) || !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d))
+    if (at_ms < tly_period_start_ms(TLY_PERIOD_MONTH, TLY_YEAR_MIN * 12))
         return false;
-    if (y < 2000 || y > 9999 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (m == 2 && d == 29 && !leap)
-        return false;
-    *ms = tly_gen_days_from_civil(y, m, d) * TLY_GEN_DAY_MS;
+    *ms = at_ms;
     return true;
 }
 
@@ -281,7 +206,7 @@ int64_t tly_gen_sale_mean(void)
 
 typedef struct prog_spec {
     const char *name, *currency;
-    int kind;
+    tly_period_kind kind;
     bool retroactive;
     int64_t version, expiry, window;
     uint32_t tiers;
@@ -301,7 +226,7 @@ static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
         {
             .name = "apex",
             .currency = "USD",
-            .kind = TLY_GEN_QUARTER,
+            .kind = TLY_PERIOD_QUARTER,
             .retroactive = true,
             .version = 1,
             .expiry = 2,
@@ -319,7 +244,7 @@ static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
         {
             .name = "nimbus",
             .currency = "EUR",
-            .kind = TLY_GEN_MONTH,
+            .kind = TLY_PERIOD_MONTH,
             .retroactive = false,
             .version = 1,
             .expiry = 3,
@@ -337,7 +262,7 @@ static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
         {
             .name = "summit",
             .currency = "GBP",
-            .kind = TLY_GEN_QUARTER,
+            .kind = TLY_PERIOD_QUARTER,
             .retroactive = false,
             .version = 1,
             .expiry = 3,
@@ -355,7 +280,7 @@ static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
         {
             .name = "apex",
             .currency = "USD",
-            .kind = TLY_GEN_QUARTER,
+            .kind = TLY_PERIOD_QUARTER,
             .retroactive = false,
             .version = 2,
             .expiry = 2,
@@ -373,7 +298,7 @@ static const prog_spec specs[TLY_GEN_SPEC_COUNT] = {
         {
             .name = "nimbus",
             .currency = "EUR",
-            .kind = TLY_GEN_MONTH,
+            .kind = TLY_PERIOD_MONTH,
             .retroactive = false,
             .version = 2,
             .expiry = 4,
@@ -408,7 +333,7 @@ static int64_t clamp_amount(int64_t v)
 void tly_gen_program_rules(const tly_gen *g, int spec, tly_gen_program *out)
 {
     const prog_spec *s = &specs[spec];
-    int64_t months = s->kind == TLY_GEN_QUARTER ? 3 : 1;
+    int64_t months = s->kind == TLY_PERIOD_QUARTER ? 3 : 1;
     int64_t period_rev = g->unit_revenue * months;
     memset(out, 0, sizeof *out);
     out->name = s->name;
