@@ -19,7 +19,6 @@
  * leaves only OUT/views behind, never a half-built OUT/K-of-N.
  */
 #include <dirent.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,25 +46,6 @@ typedef struct replay_run {
     char *msg;
     size_t cap;
 } replay_run;
-
-/* mkdir -p for the --out directory. */
-static tly_err make_dirs(const char *dir)
-{
-    char tmp[TLY_PATH_BYTES_MAX];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof tmp)
-        return TLY_USAGE;
-    memcpy(tmp, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return TLY_STORAGE;
-        tmp[i] = i == len ? '\0' : '/';
-    }
-    return TLY_OK;
-}
 
 static bool path_exists(const char *path)
 {
@@ -103,7 +83,8 @@ static tly_err check_out(replay_run *r)
         tly_audit_msgf(r->msg, r->cap, "%s already holds views; choose an empty --out", out);
         return TLY_USAGE;
     }
-    if (make_dirs(out) != TLY_OK) {
+    /* --out must fit a TLY_PATH_BYTES_MAX buffer with its NUL. */
+    if (strlen(out) >= TLY_PATH_BYTES_MAX || tly_mkdirs(out, NULL) != TLY_OK) {
         tly_audit_msgf(r->msg, r->cap, "cannot create %s", out);
         return TLY_STORAGE;
     }

@@ -32,7 +32,6 @@
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -433,28 +432,13 @@ static int supervise(up_state *u)
 /* ------------------------------------------------------------------------ */
 /* The pid file                                                              */
 
-/* mkdir -p for the data directory (the pid file lives in it). */
-static bool make_dirs(const char *path)
-{
-    char p[TLY_PATH_BYTES_MAX];
-    if ((size_t)snprintf(p, sizeof p, "%s", path) >= sizeof p)
-        return false;
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST)
-            return false;
-        *s = '/';
-    }
-    return mkdir(p, 0755) == 0 || errno == EEXIST;
-}
-
 /* Takes DIR/tally.pid: TLY_EXIT_OK, or prints why not and returns 1. */
 static int take_pid_file(up_state *u)
 {
     const char *dir = u->o.common.data;
-    if (!make_dirs(dir)) {
+    /* mkdir -p (the pid file lives in it); DIR must fit a TLY_PATH_BYTES_MAX
+     * buffer with its NUL. */
+    if (strlen(dir) >= TLY_PATH_BYTES_MAX || tly_mkdirs(dir, NULL) != TLY_OK) {
         tly_errorf(CMD, "cannot create data directory %s: %s", dir, strerror(errno));
         return TLY_EXIT_FAIL;
     }

@@ -58,26 +58,15 @@ tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_coun
     return TLY_OK;
 }
 
-/* mkdir -p: creates dir and its missing parents. */
+/* mkdir -p: creates dir and its missing parents (v->dir is shorter than
+ * TLY_PATH_BYTES_MAX, so tly_mkdirs takes it whole). */
 static tly_err mkdir_p(const char *dir)
 {
-    char tmp[TLY_PATH_BYTES_MAX];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof tmp)
-        return TLY_USAGE;
-    memcpy(tmp, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        char saved = tmp[i];
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, "tally views: mkdir %s: %s\n", tmp, strerror(errno));
-            return TLY_STORAGE;
-        }
-        tmp[i] = saved;
-    }
-    return TLY_OK;
+    size_t failed_len = 0;
+    tly_err err = tly_mkdirs(dir, &failed_len);
+    if (err == TLY_STORAGE)
+        fprintf(stderr, "tally views: mkdir %.*s: %s\n", (int)failed_len, dir, strerror(errno));
+    return err;
 }
 
 static bool file_exists(const char *dir, const char *name)

@@ -177,23 +177,11 @@ tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty)
 /* mkdir -p: creates dir and its missing parents. */
 static tly_err make_dirs(const char *dir)
 {
-    char path[TLY_PATH_BYTES_MAX + 1];
-    size_t len = strlen(dir);
-    if (len == 0 || len > TLY_PATH_BYTES_MAX)
-        return TLY_USAGE;
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char c = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, "tally: log: mkdir %s: %s\n", path, strerror(errno));
-            return TLY_STORAGE;
-        }
-        path[i] = c;
-    }
-    return TLY_OK;
+    size_t failed_len = 0;
+    tly_err err = tly_mkdirs(dir, &failed_len);
+    if (err == TLY_STORAGE)
+        fprintf(stderr, "tally: log: mkdir %.*s: %s\n", (int)failed_len, dir, strerror(errno));
+    return err;
 }
 
 /* Joins dir and name into buf; TLY_USAGE when the path is too long. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,30 @@ int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i)
             return rc;
     }
     return 0;
+}
+
+tly_err tly_mkdirs(const char *dir, size_t *failed_len)
+{
+    char path[TLY_PATH_BYTES_MAX + 1];
+    size_t len = strlen(dir);
+    if (len == 0 || len > TLY_PATH_BYTES_MAX)
+        return TLY_USAGE;
+    memcpy(path, dir, len + 1);
+    /* Each prefix ending before a '/' (past the first byte, so "/" itself is
+     * not tried alone), then the whole path. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            if (failed_len)
+                *failed_len = i;
+            return TLY_STORAGE;
+        }
+        path[i] = c;
+    }
+    return TLY_OK;
 }
 
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)

@@ -9,6 +9,7 @@
 #define TLY_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tly_err.h"
@@ -55,6 +56,15 @@ int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i);
  * (usage error printed).
  */
 int tly_opt_value(const char *name, int argc, char **argv, int *i, const char **value);
+
+/*
+ * mkdir -p: creates dir (mode 0755) and each of its missing parents; what
+ * exists already is fine. dir is 1..TLY_PATH_BYTES_MAX bytes. Returns TLY_OK,
+ * TLY_USAGE for an empty or longer dir, or TLY_STORAGE when a mkdir fails:
+ * errno is then that mkdir's and, unless failed_len is NULL, *failed_len is
+ * the length of the prefix of dir that could not be created. Prints nothing.
+ */
+tly_err tly_mkdirs(const char *dir, size_t *failed_len);
 
 /* Parses a decimal unsigned integer in [min, max]; false otherwise. */
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
