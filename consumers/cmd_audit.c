@@ -63,6 +63,34 @@ typedef struct audit_opts {
     int64_t until_ms;
 } audit_opts;
 
+/* Parses the options of one subcommand besides the common ones at argv[*i]:
+ * 1 when it was one, 0 when not, -1 or TLY_EXIT_USAGE on a usage error
+ * (printed). */
+typedef int (*audit_flag_fn)(const char *sub, audit_opts *o, int argc, char **argv, int *i);
+
+/* Parses argv into o (defaults first): --help, the common flags, and what
+ * flag (NULL for none) accepts. Returns 0, -1 when the help was printed, or
+ * TLY_EXIT_USAGE (printed). */
+static int parse_opts(const char *sub, const char *help, audit_flag_fn flag, audit_opts *o,
+                      int argc, char **argv)
+{
+    tly_common_defaults(&o->common);
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(help, stdout);
+            return -1;
+        }
+        int rc = tly_common_flag(&o->common, argc, argv, &i);
+        if (rc == 0 && flag)
+            rc = flag(sub, o, argc, argv, &i);
+        if (rc < 0 || rc == TLY_EXIT_USAGE)
+            return TLY_EXIT_USAGE;
+        if (rc == 0)
+            return tly_usagef(sub, "unknown option '%s'", argv[i]);
+    }
+    return 0;
+}
+
 /* ---- verify ---- */
 
 static const char verify_help[] =
@@ -116,18 +144,9 @@ static int log_error(const char *sub, const char *log_dir, tly_err err)
 static int run_verify(int argc, char **argv)
 {
     audit_opts o = {0};
-    tly_common_defaults(&o.common);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(verify_help, stdout);
-            return TLY_EXIT_OK;
-        }
-        int rc = tly_common_flag(&o.common, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(CMD " verify", "unknown option '%s'", argv[i]);
-    }
+    int rc = parse_opts(CMD " verify", verify_help, NULL, &o, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8];
     if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
         return TLY_EXIT_USAGE;
@@ -176,20 +195,9 @@ static int range_flag(const char *sub, audit_opts *o, int argc, char **argv, int
 static int run_export(int argc, char **argv)
 {
     audit_opts o = {0};
-    tly_common_defaults(&o.common);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(export_help, stdout);
-            return TLY_EXIT_OK;
-        }
-        int rc = tly_common_flag(&o.common, argc, argv, &i);
-        if (rc == 0)
-            rc = range_flag(CMD " export", &o, argc, argv, &i);
-        if (rc < 0 || rc == TLY_EXIT_USAGE)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(CMD " export", "unknown option '%s'", argv[i]);
-    }
+    int rc = parse_opts(CMD " export", export_help, range_flag, &o, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? TLY_EXIT_OK : rc;
     if (o.to_seq && o.from_seq > o.to_seq)
         return tly_usagef(CMD " export", "--from is after --to");
     char log_dir[TLY_PATH_BYTES_MAX + 8];
@@ -263,32 +271,31 @@ static int digest_and_print(const char *sub, const char *views_dir, bool json)
 }
 
 /* Parses --views DIR. 1 when it was, 0 when not, -1 missing value. */
-static int views_flag(audit_opts *o, int argc, char **argv, int *i)
+static int views_flag(const char *sub, audit_opts *o, int argc, char **argv, int *i)
 {
+    (void)sub;
     return tly_opt_value("--views", argc, argv, i, &o->views);
+}
+
+/* The views directory: --views, else DATA/views; false (usage error
+ * printed) when it does not fit buf. */
+static bool views_dir_of(const audit_opts *o, char *buf, size_t cap)
+{
+    if (o->views) {
+        snprintf(buf, cap, "%s", o->views);
+        return true;
+    }
+    return join_path(buf, cap, o->common.data, "views");
 }
 
 static int run_digest(int argc, char **argv)
 {
     audit_opts o = {0};
-    tly_common_defaults(&o.common);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(digest_help, stdout);
-            return TLY_EXIT_OK;
-        }
-        int rc = tly_common_flag(&o.common, argc, argv, &i);
-        if (rc == 0)
-            rc = views_flag(&o, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(CMD " digest", "unknown option '%s'", argv[i]);
-    }
+    int rc = parse_opts(CMD " digest", digest_help, views_flag, &o, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? TLY_EXIT_OK : rc;
     char views_dir[TLY_PATH_BYTES_MAX + 8];
-    if (o.views)
-        snprintf(views_dir, sizeof views_dir, "%s", o.views);
-    else if (!join_path(views_dir, sizeof views_dir, o.common.data, "views"))
+    if (!views_dir_of(&o, views_dir, sizeof views_dir))
         return TLY_EXIT_USAGE;
     return digest_and_print(CMD " digest", views_dir, o.common.json);
 }
@@ -314,9 +321,9 @@ static const char replay_help[] =
 
 /* Parses the replay-only options; 1 when argv[*i] was one, 0 when not,
  * TLY_EXIT_USAGE on a bad value. */
-static int replay_flag(audit_opts *o, int argc, char **argv, int *i)
+static int replay_flag(const char *sub, audit_opts *o, int argc, char **argv, int *i)
 {
-    const char *sub = CMD " replay", *val;
+    const char *val;
     int rc = tly_opt_value("--to", argc, argv, i, &val);
     if (rc == 1)
         return seq_opt(sub, "--to", val, &o->to_seq) ? TLY_EXIT_USAGE : 1;
@@ -340,21 +347,10 @@ static int replay_flag(audit_opts *o, int argc, char **argv, int *i)
 
 static int replay_parse(audit_opts *o, int argc, char **argv)
 {
-    tly_common_defaults(&o->common);
     o->shards = 1;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(replay_help, stdout);
-            return -1;
-        }
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc == 0)
-            rc = replay_flag(o, argc, argv, &i);
-        if (rc < 0 || rc == TLY_EXIT_USAGE)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(CMD " replay", "unknown option '%s'", argv[i]);
-    }
+    int rc = parse_opts(CMD " replay", replay_help, replay_flag, o, argc, argv);
+    if (rc != 0)
+        return rc;
     if (!o->out)
         return tly_usagef(CMD " replay", "--out DIR is required");
     if (o->to_seq && o->has_until)
@@ -461,26 +457,13 @@ static const char diff_help[] =
 static int run_diff(int argc, char **argv)
 {
     audit_opts o = {0};
-    tly_common_defaults(&o.common);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(diff_help, stdout);
-            return TLY_EXIT_OK;
-        }
-        int rc = tly_common_flag(&o.common, argc, argv, &i);
-        if (rc == 0)
-            rc = views_flag(&o, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(CMD " diff", "unknown option '%s'", argv[i]);
-    }
+    int rc = parse_opts(CMD " diff", diff_help, views_flag, &o, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8], views_dir[TLY_PATH_BYTES_MAX + 8];
     if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
         return TLY_EXIT_USAGE;
-    if (o.views)
-        snprintf(views_dir, sizeof views_dir, "%s", o.views);
-    else if (!join_path(views_dir, sizeof views_dir, o.common.data, "views"))
+    if (!views_dir_of(&o, views_dir, sizeof views_dir))
         return TLY_EXIT_USAGE;
     const char *tmp = getenv("TMPDIR");
     uint64_t differences = 0;
