@@ -225,29 +225,38 @@ bool tly_mp_read_float(tly_mp_reader *r, double *out)
 }
 
 /*
- * Reads a length-prefixed header: fixed-size forms (fix_lo..fix_hi carry the
- * length in the low bits masked by fix_mask) or 8/16/32-bit length forms
- * whose first bytes are b8, b16, b32 (0 when the form does not exist).
- * Does not consume anything on failure. Sets *hdr to the header size.
+ * The header forms of a length-prefixed type: fixed-size forms (fix_lo..fix_hi
+ * carry the length in the low bits masked by fix_mask) and 8/16/32-bit length
+ * forms whose first bytes are b8, b16, b32 (0 when the form does not exist).
  */
-static bool read_len_header(const tly_mp_reader *r, uint8_t fix_lo, uint8_t fix_hi,
-                            uint8_t fix_mask, uint8_t b8, uint8_t b16, uint8_t b32,
-                            uint32_t *len, size_t *hdr)
+typedef struct len_forms {
+    uint8_t fix_lo, fix_hi, fix_mask, b8, b16, b32;
+} len_forms;
+
+static const len_forms str_forms = {0xa0, 0xbf, 0x1f, 0xd9, 0xda, 0xdb};
+static const len_forms bin_forms = {0, 0, 0, 0xc4, 0xc5, 0xc6};
+static const len_forms array_forms = {0x90, 0x9f, 0x0f, 0, 0xdc, 0xdd};
+static const len_forms map_forms = {0x80, 0x8f, 0x0f, 0, 0xde, 0xdf};
+
+/* Reads a header of one of forms f into *len (the length or count) and *hdr
+ * (the header size). Does not consume anything. */
+static bool read_len_header(const tly_mp_reader *r, const len_forms *f, uint32_t *len,
+                            size_t *hdr)
 {
     if (!have(r, 1))
         return false;
     uint8_t b = r->p[0];
     unsigned n;
-    if (fix_hi != 0 && b >= fix_lo && b <= fix_hi) {
-        *len = b & fix_mask;
+    if (f->fix_hi != 0 && b >= f->fix_lo && b <= f->fix_hi) {
+        *len = b & f->fix_mask;
         *hdr = 1;
         return true;
     }
-    if (b8 != 0 && b == b8)
+    if (f->b8 != 0 && b == f->b8)
         n = 1;
-    else if (b == b16)
+    else if (b == f->b16)
         n = 2;
-    else if (b == b32)
+    else if (b == f->b32)
         n = 4;
     else
         return false;
@@ -258,25 +267,13 @@ static bool read_len_header(const tly_mp_reader *r, uint8_t fix_lo, uint8_t fix_
     return true;
 }
 
-bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len)
+/* Reads a str or bin: *out points at its bytes inside the buffer. Consumes
+ * nothing on failure. */
+static bool read_bytes(tly_mp_reader *r, const len_forms *f, const uint8_t **out, uint32_t *len)
 {
     uint32_t n;
     size_t hdr;
-    if (!read_len_header(r, 0xa0, 0xbf, 0x1f, 0xd9, 0xda, 0xdb, &n, &hdr))
-        return false;
-    if (tly_mp_remaining(r) - hdr < n)
-        return false;
-    *out = (const char *)(r->p + hdr);
-    *len = n;
-    r->p += hdr + n;
-    return true;
-}
-
-bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
-{
-    uint32_t n;
-    size_t hdr;
-    if (!read_len_header(r, 0, 0, 0, 0xc4, 0xc5, 0xc6, &n, &hdr))
+    if (!read_len_header(r, f, &n, &hdr))
         return false;
     if (tly_mp_remaining(r) - hdr < n)
         return false;
@@ -286,26 +283,41 @@ bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
     return true;
 }
 
-bool tly_mp_read_array(tly_mp_reader *r, uint32_t *count)
+/* Reads an array or map header (its elements follow). Consumes nothing on
+ * failure. */
+static bool read_count(tly_mp_reader *r, const len_forms *f, uint32_t *count)
 {
     uint32_t n;
     size_t hdr;
-    if (!read_len_header(r, 0x90, 0x9f, 0x0f, 0, 0xdc, 0xdd, &n, &hdr))
+    if (!read_len_header(r, f, &n, &hdr))
         return false;
     *count = n;
     r->p += hdr;
     return true;
 }
 
+bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len)
+{
+    const uint8_t *bytes;
+    if (!read_bytes(r, &str_forms, &bytes, len))
+        return false;
+    *out = (const char *)bytes;
+    return true;
+}
+
+bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
+{
+    return read_bytes(r, &bin_forms, out, len);
+}
+
+bool tly_mp_read_array(tly_mp_reader *r, uint32_t *count)
+{
+    return read_count(r, &array_forms, count);
+}
+
 bool tly_mp_read_map(tly_mp_reader *r, uint32_t *count)
 {
-    uint32_t n;
-    size_t hdr;
-    if (!read_len_header(r, 0x80, 0x8f, 0x0f, 0, 0xde, 0xdf, &n, &hdr))
-        return false;
-    *count = n;
-    r->p += hdr;
-    return true;
+    return read_count(r, &map_forms, count);
 }
 
 /* Size of the ext payload plus header at r->p, or false when not an ext. */
