@@ -187,7 +187,12 @@ static int generate(const gen_args *a, FILE *out)
     if (!ok) {
         tly_errorf(CMD, "out of memory for the partners");
     } else if (!tly_gen_run(g)) {
-        tly_errorf(CMD, "write error: %s", strerror(errno));
+        if (g->stalled)
+            tly_errorf(CMD, "the span of %u month(s) is too short for %llu events: "
+                            "give more --months or fewer --events",
+                       a->opt.months, (unsigned long long)a->opt.events);
+        else
+            tly_errorf(CMD, "write error: %s", strerror(errno));
         ok = false;
     }
     tly_gen_out_free(g);

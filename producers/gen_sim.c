@@ -886,12 +886,19 @@ static int64_t next_tick(tly_gen *g)
     return next > last ? last : next;
 }
 
+/* Ticks in a row at the end of the span that wrote nothing before the run
+ * gives up: the span is too short for the events asked (e.g. every
+ * partner enrolls later than the span lasts). */
+#define TLY_GEN_STALL_TICKS_MAX 100000u
+
 bool tly_gen_run(tly_gen *g)
 {
     g->clock_ms = g->start_ms;
     g->day = g->start_ms / TLY_GEN_DAY_MS;
     plan(g);
+    uint32_t stalls = 0;
     while (g->emitted < g->opt.events) {
+        uint64_t before = g->emitted;
         int64_t next = next_tick(g);
         while (g->heap.len && g->heap.v[0].due_ms <= next && g->emitted < g->opt.events) {
             tly_gen_action a = heap_pop(g);
@@ -902,8 +909,13 @@ bool tly_gen_run(tly_gen *g)
             break;
         advance_to(g, next);
         spontaneous(g);
+        stalls = g->emitted == before && next >= g->end_ms - 1 ? stalls + 1 : 0;
+        if (stalls > TLY_GEN_STALL_TICKS_MAX) {
+            g->stalled = true;
+            break;
+        }
     }
     free(g->heap.v);
     g->heap = (tly_gen_heap){0};
-    return tly_gen_flush(g);
+    return tly_gen_flush(g) && !g->stalled;
 }

@@ -100,11 +100,15 @@ void tly_gen_period_format(tly_period_kind kind, int32_t p, char *buf)
     tly_period_format(kind, p, buf);
 }
 
+/* at_ms plus the length of `months` calendar months counted from at_ms's
+ * own month: a start on the 1st ends on a 1st; a start on the 30th still
+ * gets whole months (never a span of a day). */
 int64_t tly_gen_add_months(int64_t at_ms, uint32_t months)
 {
     TLY_GEN_ASSERT(months <= TLY_GEN_MONTHS_MAX);
-    int32_t month = tly_period_of(TLY_PERIOD_MONTH, at_ms) + (int32_t)months;
-    return tly_period_start_ms(TLY_PERIOD_MONTH, month);
+    int32_t month = tly_period_of(TLY_PERIOD_MONTH, at_ms);
+    return at_ms + tly_period_start_ms(TLY_PERIOD_MONTH, month + (int32_t)months) -
+           tly_period_start_ms(TLY_PERIOD_MONTH, month);
 }
 
 bool tly_gen_parse_date(const char *s, int64_t *ms)

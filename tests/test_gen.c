@@ -410,6 +410,23 @@ START_TEST(span_follows_start_and_months)
 }
 END_TEST
 
+/* A start late in a month still spans whole months: 2019-11-30 plus one
+ * month ends on 2019-12-30, not after one day (which once never finished). */
+START_TEST(late_start_spans_whole_months)
+{
+    const char *args[] = {"--start", "2019-11-30", "--months", "1", "--events",
+                          "3000",    "--seed",     "4",        NULL};
+    size_t len;
+    char *out = gen("late", args, &len);
+    ck_assert_uint_eq(count_lines(out, len), 3000);
+    shape_ctx c;
+    shape_init(&c, "2019-11-30", "2019-12-30");
+    each_line(out, len, shape_line, &c);
+    shape_free(&c);
+    free(out);
+}
+END_TEST
+
 /* With --resend-pct, ids repeat only as exact resends, about P % of the
  * records are resends, and dropping them gives back the P = 0 output. */
 START_TEST(resends_are_exact_and_only_added)
@@ -750,6 +767,7 @@ static Suite *gen_suite(void)
     tcase_set_timeout(data, 300);
     tcase_add_test(data, default_set_shape);
     tcase_add_test(data, span_follows_start_and_months);
+    tcase_add_test(data, late_start_spans_whole_months);
     tcase_add_test(data, resends_are_exact_and_only_added);
     tcase_add_loop_test(data, default_set_exercises_the_engine, 0,
                         (int)(sizeof scenario_seeds / sizeof scenario_seeds[0]));
