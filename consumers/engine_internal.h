@@ -56,6 +56,10 @@ typedef struct eng_slot {
     uint32_t val;
 } eng_slot;
 
+/* A slot table this big or bigger is aligned to, and asks for, huge pages
+ * (2 MB on x86-64 and arm64 Linux). */
+#define ENG_MAP_HUGE_BYTES ((size_t)2u << 20)
+
 /* Open addressing, linear probing, power-of-two capacity, load ≤ 1/2.
  * Keys are never removed (the engine only ever adds names). */
 typedef struct eng_map {
