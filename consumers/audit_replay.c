@@ -224,11 +224,10 @@ static tly_err fold_log(replay_worker *w)
         if (past_end(w, &rec))
             break;
         err = fold_one(w, &rec);
-        if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0) {
+        if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0)
             err = commit_all(w);
-            if (w->progress)
-                w->progress(w->ctx, done, total);
-        }
+        if (err == TLY_OK && done % TLY_AUDIT_PROGRESS_RECORDS == 0 && w->progress)
+            w->progress(w->ctx, done, total);
     }
     if (err == TLY_CORRUPT && !w->msg[0])
         tly_audit_msgf(w->msg, sizeof w->msg, "seq %llu: record does not decode",
