@@ -150,9 +150,11 @@ static bool batch_too_old(const consumer *c)
 /*
  * Applies one record if it is the next one. *gap is set when its seq lies
  * beyond the next one (the caller fills from the log); older records are
- * ignored. Commits when the batch is full.
+ * ignored. Commits when the batch is full. A published record (from the
+ * events socket, not the log) whose event does not decode proves nothing
+ * about the log: it is treated as a gap, so the log decides.
  */
-static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
+static tly_err apply_one(consumer *c, const tly_record *rec, bool published, bool *gap)
 {
     uint64_t applied = tly_engine_seq(c->engine);
     *gap = false;
@@ -164,6 +166,10 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool *gap)
     }
     tly_field_error fe = {{0}, {0}};
     tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &c->ev, &fe);
+    if (err != TLY_OK && published) {
+        *gap = true;
+        return TLY_OK;
+    }
     if (err != TLY_OK) {
         tly_errorf(CMD,
                    "shard %u/%u: record %llu does not decode (%s: %s%s%s): the log is "
@@ -241,7 +247,7 @@ static tly_err pass_local(consumer *c, uint32_t *n)
         if (err != TLY_OK)
             break;
         bool gap;
-        err = apply_one(c, &rec, &gap);
+        err = apply_one(c, &rec, false, &gap);
         if (err != TLY_OK || gap) /* a gap here: a reload rewound the engine */
             break;
         ++*n;
@@ -374,7 +380,7 @@ static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *g
                        (unsigned long long)tly_engine_seq(c->engine));
             return TLY_CORRUPT;
         }
-        tly_err err = apply_one(c, &rec, gap);
+        tly_err err = apply_one(c, &rec, false, gap);
         if (err != TLY_OK || *gap)
             return err;
         ++*n;
@@ -529,7 +535,7 @@ static tly_err follow(consumer *c, int wait_ms)
         tly_record rec;
         bool gap = false;
         if (tly_record_decode(zmq_msg_data(&body), zmq_msg_size(&body), &rec) == TLY_OK)
-            err = apply_one(c, &rec, &gap);
+            err = apply_one(c, &rec, true, &gap);
         zmq_msg_close(&body);
         if (gap)
             break; /* the next pass fills it from the log */

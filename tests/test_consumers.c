@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "testutil.h"
 #include "tly_cli.h"
@@ -867,6 +869,439 @@ START_TEST(test_remote_catch_up_through_log_read)
 }
 END_TEST
 
+/* --- an events socket that drops, repeats and reorders --- */
+
+/* Events of the fault tests: enough that every kind of fault occurs many
+ * times, few enough for a sanitizer build. */
+#define FAULT_LOG_EVENTS 2000u
+/* Parts the log grows by while the consumer follows it (waiting for the
+ * consumer to fold each); the remote test sends each with `tally send`. */
+#define FAULT_PARTS 8
+#define FAULT_REMOTE_PARTS 25
+/* Records per commit (and publication) at most, as the ledger's group
+ * commits: small, so that most records can be applied as published. */
+#define FAULT_GROUP_MAX 12
+/* Per mille of records hit by each kind of record fault. */
+#define FAULT_PERMILLE 70
+/* A log whose length is not a multiple of the tiny batch. */
+#define TINY_BATCH 7u
+#define TINY_BATCH_LOG_EVENTS 2003u
+_Static_assert(TINY_BATCH_LOG_EVENTS % TINY_BATCH != 0, "a last, partial batch");
+
+enum {
+    FAULT_GAP,       /* a record never published */
+    FAULT_TWICE,     /* a record published twice in a row */
+    FAULT_SWAP,      /* a record published after the one behind it */
+    FAULT_OLD,       /* an earlier record published again later */
+    FAULT_GARBAGE,   /* a body that is not a record */
+    FAULT_SINGLE,    /* a message of one frame */
+    FAULT_LONG,      /* (topic, the next record, one frame too many) */
+    FAULT_BAD_EVENT, /* a record of the next seq whose event does not decode */
+    FAULT_KINDS
+};
+
+static const char *const fault_names[FAULT_KINDS] = {
+    "gaps", "doubles", "swaps", "old resends", "garbage bodies", "single frames", "three frames",
+    "bad events"};
+
+/* The test's own events socket. XPUB is a PUB that also hands over the
+ * subscriptions, so the test knows when the consumer is listening. */
+typedef struct fault_pub {
+    void *ctx;
+    void *sock;
+    char ep[64];
+    unsigned counts[FAULT_KINDS];
+} fault_pub;
+
+/* One stored record, copied out of its read transaction. */
+typedef struct pub_rec {
+    uint64_t seq;
+    const char *topic;
+    uint8_t *raw;
+    size_t len;
+} pub_rec;
+
+static void pub_open(fault_pub *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ctx = zmq_ctx_new();
+    ck_assert_ptr_nonnull(p->ctx);
+    p->sock = zmq_socket(p->ctx, ZMQ_XPUB);
+    ck_assert_ptr_nonnull(p->sock);
+    int zero = 0; /* no linger; SNDHWM 0: no silent drops but ours */
+    ck_assert_int_eq(zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero), 0);
+    ck_assert_int_eq(zmq_setsockopt(p->sock, ZMQ_SNDHWM, &zero, sizeof zero), 0);
+    int rc = -1;
+    for (int tries = 0; tries < 20 && rc != 0; tries++) { /* a port taken meanwhile */
+        tu_endpoint(p->ep, sizeof p->ep);
+        rc = zmq_bind(p->sock, p->ep);
+    }
+    ck_assert_int_eq(rc, 0);
+}
+
+static void pub_close(fault_pub *p)
+{
+    zmq_close(p->sock);
+    zmq_ctx_term(p->ctx);
+}
+
+/* Waits for the consumer's subscription: from then on nothing is lost to a
+ * late join, every gap is one the test made. */
+static void pub_wait_subscriber(fault_pub *p)
+{
+    zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+    ck_assert_int_eq(zmq_poll(&it, 1, LIVE_DEADLINE_MS), 1);
+    uint8_t buf[8];
+    ck_assert_int_ge(zmq_recv(p->sock, buf, sizeof buf, 0), 1);
+    ck_assert_uint_eq(buf[0], 1); /* a subscribe, not an unsubscribe */
+}
+
+static void pub_send(fault_pub *p, const char *topic, const void *body, size_t len)
+{
+    ck_assert_int_eq(zmq_send(p->sock, topic, strlen(topic), ZMQ_SNDMORE), (int)strlen(topic));
+    ck_assert_int_eq(zmq_send(p->sock, body, len, 0), (int)len);
+}
+
+/* Messages no ledger sends, each of which the consumer must drop without
+ * applying anything; next is the record the consumer needs next. */
+static void pub_junk(fault_pub *p, const pub_rec *next)
+{
+    static const uint8_t garbage[] = {0x95, 0x01, 0xc1, 0xff, 0x00};
+    pub_send(p, "sale", garbage, sizeof garbage);
+    p->counts[FAULT_GARBAGE]++;
+    ck_assert_int_eq(zmq_send(p->sock, next->raw, next->len, 0), (int)next->len);
+    p->counts[FAULT_SINGLE]++;
+    ck_assert_int_eq(zmq_send(p->sock, next->topic, strlen(next->topic), ZMQ_SNDMORE),
+                     (int)strlen(next->topic));
+    ck_assert_int_eq(zmq_send(p->sock, next->raw, next->len, ZMQ_SNDMORE), (int)next->len);
+    ck_assert_int_eq(zmq_send(p->sock, "x", 1, 0), 1);
+    p->counts[FAULT_LONG]++;
+    /* A well-formed record of the next seq whose event is not MessagePack:
+     * only the log may say that a record is corrupt. */
+    static const uint8_t bad_event[] = {0xc1};
+    uint8_t hash[TLY_HASH_BYTES] = {0};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    ck_assert_int_eq(tly_record_encode(&sb, next->seq, 0, (tly_str){"test", 4}, bad_event,
+                                       sizeof bad_event, hash),
+                     TLY_OK);
+    pub_send(p, "sale", sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    p->counts[FAULT_BAD_EVENT]++;
+}
+
+/* Records [from, to] of data's log, copied. */
+static pub_rec *read_records(const char *data, uint64_t from, uint64_t to)
+{
+    char *dir = path_join(data, "log");
+    tly_log *log;
+    tly_log_reader *rd;
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    ck_assert_int_eq(tly_log_reader_open(log, from, &rd), TLY_OK);
+    pub_rec *recs = calloc(to - from + 1, sizeof *recs);
+    for (uint64_t i = 0; i <= to - from; i++) {
+        tly_record rec;
+        tly_ev_type type;
+        tly_str id;
+        ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
+        ck_assert_uint_eq(rec.seq, from + i);
+        ck_assert_int_eq(tly_event_peek_id(rec.event, rec.event_len, &type, &id), TLY_OK);
+        recs[i].seq = rec.seq;
+        recs[i].topic = tly_ev_type_name(type);
+        recs[i].raw = malloc(rec.raw_len);
+        memcpy(recs[i].raw, rec.raw, rec.raw_len);
+        recs[i].len = rec.raw_len;
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    free(dir);
+    return recs;
+}
+
+static void pub_rec_send(fault_pub *p, const pub_rec *r)
+{
+    pub_send(p, r->topic, r->raw, r->len);
+}
+
+/* Publishes n records as a ledger would, with faults drawn from rand():
+ * gaps, doubles, swaps, resends of older records and junk. */
+static void publish_faulty(fault_pub *p, const pub_rec *recs, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        int r = rand() % 1000;
+        if (r < FAULT_PERMILLE) {
+            p->counts[FAULT_GAP]++;
+            i++;
+        } else if (r < 2 * FAULT_PERMILLE) {
+            pub_rec_send(p, &recs[i]);
+            pub_rec_send(p, &recs[i]);
+            p->counts[FAULT_TWICE]++;
+            i++;
+        } else if (r < 3 * FAULT_PERMILLE && i + 1 < n) {
+            pub_rec_send(p, &recs[i + 1]);
+            pub_rec_send(p, &recs[i]);
+            p->counts[FAULT_SWAP]++;
+            i += 2;
+        } else if (r < 4 * FAULT_PERMILLE && i > 0) {
+            pub_rec_send(p, &recs[i]);
+            pub_rec_send(p, &recs[(size_t)rand() % i]);
+            p->counts[FAULT_OLD]++;
+            i++;
+        } else if (r < 4 * FAULT_PERMILLE + 10) {
+            pub_junk(p, &recs[i]);
+        } else {
+            pub_rec_send(p, &recs[i]);
+            i++;
+        }
+    }
+}
+
+static void pub_recs_free(pub_rec *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(recs[i].raw);
+    free(recs);
+}
+
+/* Records [from, to] of data's log published with faults. */
+static void publish_range(fault_pub *p, const char *data, uint64_t from, uint64_t to)
+{
+    size_t n = (size_t)(to - from + 1);
+    pub_rec *recs = read_records(data, from, to);
+    publish_faulty(p, recs, n);
+    pub_junk(p, &recs[n - 1]);
+    pub_recs_free(recs, n);
+}
+
+/* Appends records [from, to] of ref's log to data's log in groups of 1 to
+ * FAULT_GROUP_MAX, each published with faults right after its commit, as
+ * the ledger publishes each group commit. */
+static void grow_and_publish(fault_pub *p, const char *ref, const char *data, uint64_t from,
+                             uint64_t to)
+{
+    size_t n = (size_t)(to - from + 1);
+    pub_rec *recs = read_records(ref, from, to);
+    pub_junk(p, &recs[0]); /* before its commit: a bad event of the next seq */
+    for (uint64_t s = from; s <= to;) {
+        uint64_t end = s + (uint64_t)rand() % FAULT_GROUP_MAX;
+        if (end > to)
+            end = to;
+        copy_records(ref, data, s, end);
+        publish_faulty(p, recs + (s - from), (size_t)(end - s + 1));
+        s = end + 1;
+    }
+    pub_recs_free(recs, n);
+}
+
+/* Every kind of fault happened (printed for the record). */
+static void pub_check_counts(const fault_pub *p)
+{
+    for (int k = 0; k < FAULT_KINDS; k++) {
+        printf("%s%u %s", k ? ", " : "faults: ", p->counts[k], fault_names[k]);
+        ck_assert_uint_gt(p->counts[k], 0);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Polls shard 0/1's checkpoint of data until it reaches want. Fails at once
+ * when the consumer pid has exited, else after LIVE_DEADLINE_MS (a
+ * liveness deadline, not a timing assertion). */
+static void wait_folded(const char *data, uint64_t want, pid_t pid)
+{
+    uint64_t cp = 0;
+    for (int waited = 0; cp < want; waited += 20) {
+        int status = 0;
+        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0,
+                      "the consumer exited (status 0x%x) at checkpoint %llu of %llu", status,
+                      (unsigned long long)cp, (unsigned long long)want);
+        ck_assert_msg(waited < LIVE_DEADLINE_MS, "checkpoint %llu of %llu after %d ms",
+                      (unsigned long long)cp, (unsigned long long)want, waited);
+        tly_views *v = NULL;
+        if (tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v) == TLY_OK)
+            tly_views_checkpoint(v, &cp);
+        tly_views_close(v);
+        if (cp < want)
+            tu_sleep_ms(20);
+    }
+    ck_assert_uint_eq(cp, want); /* never beyond the log */
+}
+
+/* Cut points 0 = cuts[0] < cuts[1] < ... < cuts[FAULT_PARTS] = events,
+ * spread at random around equal parts. */
+static void random_cuts(uint64_t *cuts, uint64_t events)
+{
+    uint64_t part = events / FAULT_PARTS;
+    cuts[0] = 0;
+    for (int k = 1; k < FAULT_PARTS; k++)
+        cuts[k] = (uint64_t)k * part - part / 4 + (uint64_t)rand() % (part / 2);
+    cuts[FAULT_PARTS] = events;
+}
+
+/* A consumer reading DIR/log, following an events socket that drops,
+ * repeats and reorders records and sends junk, while the log grows: it
+ * applies every record exactly once and ends byte-equal to an
+ * uninterrupted fold of the same log. */
+START_TEST(test_follow_faulty_events_local)
+{
+    unsigned seed = test_seed();
+    srand(seed);
+    char *ref = tu_tmpdir(), *data = tu_tmpdir();
+    char *dir = path_join(ref, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, seed, FAULT_LOG_EVENTS), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(ref, NULL, NULL), 0);
+    uint64_t cuts[FAULT_PARTS + 1];
+    random_cuts(cuts, FAULT_LOG_EVENTS);
+    /* The first part is in the log before the consumer starts. */
+    copy_records(ref, data, 1, cuts[1]);
+    fault_pub p;
+    pub_open(&p);
+    char batch[16], *clog = path_join(data, "consume.log");
+    snprintf(batch, sizeof batch, "%d", 1 + rand() % 300);
+    printf("parts of about %u records, --batch %s\n", FAULT_LOG_EVENTS / FAULT_PARTS, batch);
+    char *const argv[] = {(char *)tu_tally(), "consume", "--data", data, "--events", p.ep,
+                          "--batch",          batch,     NULL};
+    pid_t pid = tu_spawn(argv, clog);
+    pub_wait_subscriber(&p);
+    wait_folded(data, cuts[1], pid);
+    /* Each further part: the consumer is at the head when it starts. */
+    for (int k = 1; k < FAULT_PARTS; k++) {
+        grow_and_publish(&p, ref, data, cuts[k] + 1, cuts[k + 1]);
+        wait_folded(data, cuts[k + 1], pid);
+    }
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+    pub_close(&p);
+    pub_check_counts(&p);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), FAULT_LOG_EVENTS);
+    assert_same_views(ref, data);
+    free(clog);
+    tu_rmtree(ref);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Splits the JSON lines of path into FAULT_REMOTE_PARTS files path.0,
+ * path.1, ...; returns their names (malloc'd). */
+static char **split_lines(const char *path, size_t lines)
+{
+    FILE *in = fopen(path, "r");
+    ck_assert_ptr_nonnull(in);
+    char **names = calloc(FAULT_REMOTE_PARTS, sizeof *names);
+    char *line = NULL;
+    size_t cap = 0, i = 0;
+    for (int k = 0; k < FAULT_REMOTE_PARTS; k++) {
+        size_t n = strlen(path) + 16;
+        names[k] = malloc(n);
+        snprintf(names[k], n, "%s.%d", path, k);
+        FILE *out = fopen(names[k], "w");
+        ck_assert_ptr_nonnull(out);
+        size_t end = lines * (size_t)(k + 1) / FAULT_REMOTE_PARTS;
+        for (; i < end; i++) {
+            ck_assert_int_gt(getline(&line, &cap, in), 0);
+            fputs(line, out);
+        }
+        fclose(out);
+    }
+    ck_assert_int_lt(getline(&line, &cap, in), 0); /* all lines placed */
+    free(line);
+    fclose(in);
+    return names;
+}
+
+/* `tally send FILE` of {"source","event"} records; its exit code. */
+static int send_records(const char *ingest, const char *path)
+{
+    char *const argv[] = {(char *)tu_tally(), "send", "--ingest", (char *)ingest, (char *)path,
+                          NULL};
+    return tu_run(argv, NULL, NULL, NULL);
+}
+
+/* A remote consumer (--remote: log-read only) of a real ledger fed by
+ * `tally send`, whose events socket is one only the test publishes to,
+ * with gaps, doubles, reorderings and junk: it fills every gap through
+ * log-read and ends byte-equal to a local uninterrupted fold. */
+START_TEST(test_follow_faulty_events_remote)
+{
+    unsigned seed = test_seed();
+    srand(seed);
+    char *data = tu_tmpdir(), *far = tu_tmpdir();
+    char ing[64], evt[64], lr[64], seed_s[16], events_s[16], batch[16];
+    tu_endpoint(ing, sizeof ing);
+    tu_endpoint(evt, sizeof evt);
+    tu_endpoint(lr, sizeof lr);
+    snprintf(seed_s, sizeof seed_s, "%u", seed);
+    snprintf(events_s, sizeof events_s, "%u", FAULT_LOG_EVENTS);
+    snprintf(batch, sizeof batch, "%d", 1 + rand() % 300);
+    char *gen = path_join(data, "gen.jsonl");
+    char *const gen_argv[] = {(char *)tu_tally(), "gen", "--seed", seed_s, "--events", events_s,
+                              "--out",            gen,   NULL};
+    ck_assert_int_eq(tu_run(gen_argv, NULL, NULL, NULL), 0);
+    char **parts = split_lines(gen, FAULT_LOG_EVENTS);
+    char *llog = path_join(data, "ledger.log"), *clog = path_join(far, "consume.log");
+    char *const ledger[] = {(char *)tu_tally(), "ledger", "--data",     data, "--ingest",  ing,
+                            "--events",         evt,      "--log-read", lr,   "--no-sync", NULL};
+    pid_t lp = tu_spawn(ledger, llog);
+    ck_assert(tu_wait_listening(ing, 10000));
+    ck_assert(tu_wait_listening(lr, 10000));
+    fault_pub p;
+    pub_open(&p);
+    printf("--batch %s\n", batch);
+    char *const remote[] = {(char *)tu_tally(), "consume",  "--data",  far,   "--remote",
+                            "--log-read",       lr,         "--events", p.ep, "--batch",
+                            batch,              NULL};
+    pid_t cp = tu_spawn(remote, clog);
+    pub_wait_subscriber(&p);
+    uint64_t head = 0;
+    for (int k = 0; k < FAULT_REMOTE_PARTS; k++) {
+        ck_assert_int_eq(send_records(ing, parts[k]), 0);
+        uint64_t from = head + 1;
+        head = log_head(data); /* every event acknowledged: committed */
+        ck_assert_uint_gt(head, from - 1);
+        publish_range(&p, data, from, head);
+        wait_folded(far, head, cp);
+    }
+    ck_assert_uint_eq(head, FAULT_LOG_EVENTS);
+    ck_assert_int_eq(tu_kill_wait(cp, SIGTERM), 0);
+    ck_assert_int_eq(tu_kill_wait(lp, SIGTERM), 0);
+    pub_close(&p);
+    pub_check_counts(&p);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), FAULT_LOG_EVENTS);
+    assert_same_views(data, far);
+    for (int k = 0; k < FAULT_REMOTE_PARTS; k++)
+        free(parts[k]);
+    free(parts);
+    free(gen);
+    free(llog);
+    free(clog);
+    tu_rmtree(data);
+    tu_rmtree(far);
+}
+END_TEST
+
+/* Batches of 7 over a log that ends with a partial one give the same views
+ * as a single batch of TLY_CONSUME_BATCH_RECORDS_MAX. */
+START_TEST(test_consume_tiny_batch_same_views)
+{
+    char *one = tu_tmpdir();
+    char *dir = path_join(one, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 5, TINY_BATCH_LOG_EVENTS), TLY_OK);
+    free(dir);
+    char *tiny = data_sharing_log(one);
+    char max_batch[16], tiny_batch[16];
+    snprintf(max_batch, sizeof max_batch, "%u", TLY_CONSUME_BATCH_RECORDS_MAX);
+    snprintf(tiny_batch, sizeof tiny_batch, "%u", TINY_BATCH);
+    ck_assert_int_eq(consume(one, NULL, max_batch), 0);
+    ck_assert_int_eq(consume(tiny, NULL, tiny_batch), 0);
+    ck_assert_uint_eq(checkpoint_of(one, 0, 1), TINY_BATCH_LOG_EVENTS);
+    ck_assert_uint_eq(checkpoint_of(tiny, 0, 1), TINY_BATCH_LOG_EVENTS);
+    assert_same_views(one, tiny);
+    tu_rmtree(one);
+    tu_rmtree(tiny);
+}
+END_TEST
+
 static Suite *consumers_suite(void)
 {
     Suite *s = suite_create("consumers");
@@ -890,6 +1325,12 @@ static Suite *consumers_suite(void)
     tcase_add_test(live, test_live_follow_ledger);
     tcase_add_test(live, test_remote_catch_up_through_log_read);
     suite_add_tcase(s, live);
+    TCase *faults = tcase_create("faults");
+    tcase_set_timeout(faults, 300);
+    tcase_add_test(faults, test_follow_faulty_events_local);
+    tcase_add_test(faults, test_follow_faulty_events_remote);
+    tcase_add_test(faults, test_consume_tiny_batch_same_views);
+    suite_add_tcase(s, faults);
     return s;
 }
 
