@@ -17,9 +17,11 @@
  *     The choice is made again for every batch.
  * Live following: the events socket (SUB) delivers each committed record;
  * the next expected seq is applied directly, an older one is ignored, a
- * newer one is a gap that is filled from the log first. When the socket is
- * quiet for TLY_CONSUME_IDLE_POLL_MS the log is polled anyway, so a dropped
- * message delays folding but never stalls it.
+ * newer one is a gap that is filled from the log first, and so is a
+ * published record whose event does not decode (only the log can prove a
+ * record corrupt). When the socket is quiet for TLY_CONSUME_IDLE_POLL_MS
+ * the log is polled anyway, so a dropped message delays folding but never
+ * stalls it.
  *
  * Exit: SIGTERM/SIGINT finish the current batch, commit and exit 0;
  * --exit-at-head exits 0 once the log holds nothing more. A record that does

@@ -1,8 +1,10 @@
 /*
  * test_consumers.c — the consumer runtime: the shard view store, `tally
  * consume` over real logs (exactly once across restarts and kill -9, the
- * same partner views for any shard count), and live following of a real
- * `tally ledger` fed by `tally send`.
+ * same partner views for any shard count), live following of a real
+ * `tally ledger` fed by `tally send`, and following an events socket that
+ * drops, repeats, reorders and garbles messages (never a missed or doubly
+ * applied record).
  *
  * Seeded tests print their seed; set TALLY_TEST_SEED to replay one.
  */
@@ -901,8 +903,8 @@ enum {
 };
 
 static const char *const fault_names[FAULT_KINDS] = {
-    "gaps", "doubles", "swaps", "old resends", "garbage bodies", "single frames", "three frames",
-    "bad events"};
+    "gaps",           "doubles",       "swaps",        "old resends",
+    "garbage bodies", "single frames", "three frames", "bad events"};
 
 /* The test's own events socket. XPUB is a PUB that also hands over the
  * subscriptions, so the test knows when the consumer is listening. */
@@ -1212,8 +1214,8 @@ static char **split_lines(const char *path, size_t lines)
 /* `tally send FILE` of {"source","event"} records; its exit code. */
 static int send_records(const char *ingest, const char *path)
 {
-    char *const argv[] = {(char *)tu_tally(), "send", "--ingest", (char *)ingest, (char *)path,
-                          NULL};
+    char *const argv[] = {(char *)tu_tally(), "send",       "--ingest",
+                          (char *)ingest,     (char *)path, NULL};
     return tu_run(argv, NULL, NULL, NULL);
 }
 
@@ -1234,8 +1236,8 @@ START_TEST(test_follow_faulty_events_remote)
     snprintf(events_s, sizeof events_s, "%u", FAULT_LOG_EVENTS);
     snprintf(batch, sizeof batch, "%d", 1 + rand() % 300);
     char *gen = path_join(data, "gen.jsonl");
-    char *const gen_argv[] = {(char *)tu_tally(), "gen", "--seed", seed_s, "--events", events_s,
-                              "--out",            gen,   NULL};
+    char *const gen_argv[] = {(char *)tu_tally(), "gen",   "--seed", seed_s, "--events",
+                              events_s,           "--out", gen,      NULL};
     ck_assert_int_eq(tu_run(gen_argv, NULL, NULL, NULL), 0);
     char **parts = split_lines(gen, FAULT_LOG_EVENTS);
     char *llog = path_join(data, "ledger.log"), *clog = path_join(far, "consume.log");
@@ -1247,9 +1249,9 @@ START_TEST(test_follow_faulty_events_remote)
     fault_pub p;
     pub_open(&p);
     printf("--batch %s\n", batch);
-    char *const remote[] = {(char *)tu_tally(), "consume",  "--data",  far,   "--remote",
-                            "--log-read",       lr,         "--events", p.ep, "--batch",
-                            batch,              NULL};
+    char *const remote[] = {
+        (char *)tu_tally(), "consume", "--data",  far,   "--remote", "--log-read", lr,
+        "--events",         p.ep,      "--batch", batch, NULL};
     pid_t cp = tu_spawn(remote, clog);
     pub_wait_subscriber(&p);
     uint64_t head = 0;
