@@ -377,7 +377,7 @@ static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max
 static int parse_one(bench_opts *o, int argc, char **argv, int *i)
 {
     const char *v;
-    uint64_t x;
+    uint64_t x = 0;
     int rc;
     /* --events is a count here, not the events endpoint of the common flags
      * (bench fold talks to no service), so it is matched first. */

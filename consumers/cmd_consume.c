@@ -37,6 +37,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "tly_ahead.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_engine.h"
@@ -156,7 +157,25 @@ static bool batch_too_old(const consumer *c)
  * events socket, not the log) whose event does not decode proves nothing
  * about the log: it is treated as a gap, so the log decides.
  */
+static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
+                             tly_err decoded, const tly_field_error *fe, bool published,
+                             bool *gap);
+
 static tly_err apply_one(consumer *c, const tly_record *rec, bool published, bool *gap)
+{
+    uint64_t applied = tly_engine_seq(c->engine);
+    tly_field_error fe = {{0}, {0}};
+    tly_err decoded = TLY_OK;
+    if (rec->seq == applied + 1) /* only the next record is worth decoding */
+        decoded = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &c->ev, &fe);
+    return apply_decoded(c, rec, &c->ev, decoded, &fe, published, gap);
+}
+
+/* apply_one for a record whose event is decoded already: decoded is
+ * tly_event_decode's result for ev, fe its details. */
+static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
+                             tly_err decoded, const tly_field_error *fe, bool published,
+                             bool *gap)
 {
     uint64_t applied = tly_engine_seq(c->engine);
     *gap = false;
@@ -166,21 +185,19 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool published, boo
         *gap = true;
         return TLY_OK;
     }
-    tly_field_error fe = {{0}, {0}};
-    tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &c->ev, &fe);
-    if (err != TLY_OK && published) {
+    if (decoded != TLY_OK && published) {
         *gap = true;
         return TLY_OK;
     }
-    if (err != TLY_OK) {
+    if (decoded != TLY_OK) {
         tly_errorf(CMD,
                    "shard %u/%u: record %llu does not decode (%s: %s%s%s): the log is "
                    "corrupt",
-                   c->o.shard, c->o.shard_count, (unsigned long long)rec->seq, tly_err_name(err),
-                   fe.field, fe.field[0] ? ": " : "", fe.message);
+                   c->o.shard, c->o.shard_count, (unsigned long long)rec->seq,
+                   tly_err_name(decoded), fe->field, fe->field[0] ? ": " : "", fe->message);
         return TLY_CORRUPT;
     }
-    err = tly_engine_apply(c->engine, rec, &c->ev);
+    tly_err err = tly_engine_apply(c->engine, rec, ev);
     if (err != TLY_OK) {
         c->engine_broken = true;
         tly_errorf(CMD, "shard %u/%u: folding record %llu failed: %s", c->o.shard, c->o.shard_count,
@@ -237,24 +254,25 @@ static tly_err local_open(consumer *c, bool *ready)
 static tly_err pass_local(consumer *c, uint32_t *n)
 {
     *n = 0;
-    tly_log_reader *rd;
-    tly_err err = tly_log_reader_open(c->log, tly_engine_seq(c->engine) + 1, &rd);
+    /* A second thread reads and decodes the records a little ahead. */
+    tly_ahead *ahead;
+    tly_err err = tly_ahead_start(c->log, tly_engine_seq(c->engine) + 1, c->o.batch, &ahead);
     if (err != TLY_OK) {
         tly_errorf(CMD, "cannot read the log %s: %s", c->log_dir, tly_strerror(err));
         return err;
     }
     while (*n < c->o.batch && !consume_stop) {
-        tly_record rec;
-        err = tly_log_reader_next(rd, &rec);
+        const tly_ahead_item *it;
+        err = tly_ahead_next(ahead, &it);
         if (err != TLY_OK)
             break;
         bool gap;
-        err = apply_one(c, &rec, false, &gap);
+        err = apply_decoded(c, &it->rec, &it->ev, it->err, &it->fe, false, &gap);
         if (err != TLY_OK || gap) /* a gap here: a reload rewound the engine */
             break;
         ++*n;
     }
-    tly_log_reader_close(rd);
+    tly_ahead_stop(ahead);
     if (err == TLY_NOT_FOUND)
         err = TLY_OK; /* the end of the snapshot */
     else if (err == TLY_CORRUPT)

@@ -106,13 +106,15 @@
 
 /* Records folded per view transaction by default, and at most (--batch).
  * A flush rewrites every partner the batch touched (state and four JSON
- * views), so its cost grows with the partners touched, not the records:
- * on 10,000 partners a flush costs about half a second, and folding 1M
- * records took 7.1 s in 100,000-record batches, 4.4 s in one batch. The
+ * views), so its cost grows with the partners touched, not the records;
+ * but a very large transaction pays in page faults for its dirty pages.
+ * Measured on 1M records over 10,000 partners (one shard, decode-ahead):
+ * 500,000-record batches 1.77-1.87 s, one batch of 1M 2.03-2.36 s, and
+ * (before the view-writer rework) 100,000-record batches 7.1 s. The
  * maximum bounds the work a crash throws away (a few seconds of folding);
  * a batch whose transaction outgrows LMDB's dirty-page limit is halved and
  * redone. */
-#define TLY_CONSUME_BATCH_RECORDS_DEFAULT 1000000u
+#define TLY_CONSUME_BATCH_RECORDS_DEFAULT 500000u
 #define TLY_CONSUME_BATCH_RECORDS_MAX 1000000u
 
 /* A batch is committed after this long even when it is not full, so the
