@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "audit_int.h"
+#include "tly_ahead.h"
 #include "tly_audit.h"
 #include "tly_cli.h"
 #include "tly_engine.h"
@@ -130,7 +131,6 @@ typedef struct replay_worker {
     void *ctx;
     tly_err err;
     char msg[TLY_AUDIT_ERROR_BYTES];
-    tly_event ev; /* reused: it is large */
     tly_event what_if; /* the replacement rules, with the record's at and id */
     bool what_if_seen; /* the program's first event has been replaced */
 } replay_worker;
@@ -153,33 +153,33 @@ static tly_err commit_all(replay_worker *w)
 /* The event to fold for the record just decoded into w->ev: itself, the
  * what-if rules in place of the first program event they replace, or NULL
  * for a later program event of that program (skipped). */
-static const tly_event *what_if_event(replay_worker *w)
+static const tly_event *what_if_event(replay_worker *w, const tly_event *ev)
 {
     const tly_event *rules = w->r->o->what_if;
-    if (!rules || w->ev.type != TLY_EV_PROGRAM || w->ev.program.len != rules->program.len ||
-        memcmp(w->ev.program.ptr, rules->program.ptr, rules->program.len) != 0)
-        return &w->ev;
+    if (!rules || ev->type != TLY_EV_PROGRAM || ev->program.len != rules->program.len ||
+        memcmp(ev->program.ptr, rules->program.ptr, rules->program.len) != 0)
+        return ev;
     if (w->what_if_seen)
         return NULL;
     w->what_if_seen = true;
     w->what_if = *rules;
-    w->what_if.id = w->ev.id;
-    w->what_if.at_ms = w->ev.at_ms;
+    w->what_if.id = ev->id;
+    w->what_if.at_ms = ev->at_ms;
     return &w->what_if;
 }
 
-/* Folds one record into each of the worker's shards that has not reached
- * its stop. */
-static tly_err fold_one(replay_worker *w, const tly_record *rec)
+/* Folds one record (decoded ahead) into each of the worker's shards that
+ * has not reached its stop. */
+static tly_err fold_one(replay_worker *w, const tly_ahead_item *it)
 {
-    tly_field_error fe = {{0}, {0}};
-    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &w->ev, &fe) != TLY_OK) {
+    const tly_record *rec = &it->rec;
+    if (it->err != TLY_OK) {
         tly_audit_msgf(w->msg, sizeof w->msg,
                        "seq %llu: event invalid (%s): run 'tally audit verify'",
-                       (unsigned long long)rec->seq, fe.message);
+                       (unsigned long long)rec->seq, it->fe.message);
         return TLY_CORRUPT;
     }
-    const tly_event *ev = what_if_event(w);
+    const tly_event *ev = what_if_event(w, &it->ev);
     for (uint32_t k = w->first; k < w->first + w->count; k++) {
         replay_shard *s = &w->r->shard[k];
         if (rec->seq > s->stop)
@@ -215,15 +215,18 @@ static tly_err fold_log(replay_worker *w)
     uint8_t hash[TLY_HASH_BYTES];
     tly_err err = tly_log_head(w->log, &head, hash);
     uint64_t total = head < w->stop_max ? head : w->stop_max;
-    tly_log_reader *rd = NULL;
+    /* Records are read and decoded a little ahead on a second thread. A log
+     * of more than 2^32 - 1 records would be read in that many at most. */
+    tly_ahead *ahead = NULL;
     if (err == TLY_OK && total > 0)
-        err = tly_log_reader_open(w->log, 1, &rd);
-    tly_record rec;
+        err = tly_ahead_start(w->log, 1, total > UINT32_MAX ? UINT32_MAX : (uint32_t)total,
+                              &ahead);
+    const tly_ahead_item *it;
     uint64_t done = 0;
-    while (err == TLY_OK && rd && (err = tly_log_reader_next(rd, &rec)) == TLY_OK) {
-        if (past_end(w, &rec))
+    while (err == TLY_OK && ahead && (err = tly_ahead_next(ahead, &it)) == TLY_OK) {
+        if (past_end(w, &it->rec))
             break;
-        err = fold_one(w, &rec);
+        err = fold_one(w, it);
         if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0)
             err = commit_all(w);
         if (err == TLY_OK && done % TLY_AUDIT_PROGRESS_RECORDS == 0 && w->progress)
@@ -232,7 +235,7 @@ static tly_err fold_log(replay_worker *w)
     if (err == TLY_CORRUPT && !w->msg[0])
         tly_audit_msgf(w->msg, sizeof w->msg, "seq %llu: record does not decode",
                        (unsigned long long)done + 1);
-    tly_log_reader_close(rd);
+    tly_ahead_stop(ahead);
     if (err == TLY_NOT_FOUND || err == TLY_OK)
         err = commit_all(w);
     if (err == TLY_OK && w->progress)
