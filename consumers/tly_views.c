@@ -484,6 +484,15 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         return err;
     }
     rc = mdb_txn_commit(c.txn);
+    if (rc == MDB_MAP_FULL) {
+        /* LMDB can still run out of map while saving its free list at commit,
+         * after the engine forgot its changes: the caller must reload and
+         * refold. Grow now (the failed commit ended the transaction), so that
+         * refold meets a larger map instead of the same wall every time. */
+        tly_err gerr = grow(v);
+        if (gerr != TLY_OK)
+            return gerr;
+    }
     if (rc != 0)
         return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
     return TLY_OK;
