@@ -602,6 +602,30 @@ START_TEST(test_consume_restart_resumes_exactly_once)
 }
 END_TEST
 
+/* A commit can meet a full map after the engine has forgotten its changes
+ * (LMDB saving its free list at mdb_txn_commit). The store must grow before
+ * the consumer reloads and refolds, or every refold meets the same wall:
+ * this log (the kill test's seed 1795711639) from a 128 KiB map did exactly
+ * that until the consumer gave up. */
+START_TEST(test_consume_full_map_at_commit_grows)
+{
+    char *ref = tu_tmpdir();
+    char *dir = path_join(ref, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 1795711639u, KILL_LOG_EVENTS), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(ref, NULL, "500"), 0);
+    char *data = data_sharing_log(ref);
+    setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
+    int rc = consume(data, NULL, "500");
+    unsetenv("TALLY_VIEWS_MAP_INIT_BYTES");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), KILL_LOG_EVENTS);
+    assert_same_views(ref, data);
+    tu_rmtree(data);
+    tu_rmtree(ref);
+}
+END_TEST
+
 START_TEST(test_consume_kill9_resumes_exactly_once)
 {
     unsigned seed = test_seed();
@@ -1320,6 +1344,7 @@ static Suite *consumers_suite(void)
     tcase_add_test(consume, test_consume_option_edges);
     tcase_add_test(consume, test_consume_restart_resumes_exactly_once);
     tcase_add_test(consume, test_consume_kill9_resumes_exactly_once);
+    tcase_add_test(consume, test_consume_full_map_at_commit_grows);
     tcase_add_test(consume, test_shards_give_identical_partner_views);
     suite_add_tcase(s, consume);
     TCase *live = tcase_create("live");
