@@ -374,7 +374,9 @@ END_TEST
 /* Cross-shard answers                                                       */
 
 /* Liabilities: the sum over shards of each program's share. */
-START_TEST(test_liabilities_sum)
+/* The fixture's liabilities: each program's shares of all shards summed,
+ * {"program": {...}} (new reference). */
+static json_t *expected_liabilities(void)
 {
     json_t *want = json_object();
     size_t i;
@@ -397,6 +399,13 @@ START_TEST(test_liabilities_sum)
                                                  json_integer_value(json_object_get(acc, key))));
         }
     }
+    return want;
+}
+
+START_TEST(test_liabilities_sum)
+{
+    json_t *want = expected_liabilities();
+    size_t i;
     run_result r = tally("liabilities", "--views", g_views, "--shards", "2", "--json", NULL);
     json_t *got = parse_out(&r);
     ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), HEAD_SEQ);
@@ -415,6 +424,90 @@ START_TEST(test_liabilities_sum)
     json_decref(got);
     json_decref(want);
     run_free(&r);
+}
+END_TEST
+
+/* `tally summary --json` over a data directory holding one 2-shard set: its
+ * figures are those of the views (liabilities summed, every exception
+ * counted by kind, tiers counted, partners ranked by available MDF). */
+START_TEST(test_summary)
+{
+    char *d = tu_tmpdir();
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "ln -s '%s/log' '%s/log' && mkdir '%s/views' && cp -r '%s/0-of-2' '%s/1-of-2' "
+             "'%s/views/'",
+             g_data, d, d, g_views, g_views, d);
+    ck_assert_int_eq(system(cmd), 0);
+    run_result r = tally("summary", "--data", d, "--json", "--top", "5", NULL);
+    json_t *got = parse_out(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(got, "seq")), HEAD_SEQ);
+    /* liabilities */
+    json_t *want = expected_liabilities();
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(got, "liabilities"), i, p)
+        assert_json_eq(p, json_object_get(want, json_string_value(json_object_get(p, "program"))),
+                       "summary liabilities");
+    ck_assert_uint_eq(json_array_size(json_object_get(got, "liabilities")),
+                      json_object_size(want));
+    json_decref(want);
+    /* exceptions by kind */
+    json_t *kinds = json_object();
+    json_t *x;
+    json_array_foreach(json_object_get(g_expect, "exceptions"), i, x)
+    {
+        const char *k = json_string_value(json_object_get(x, "kind"));
+        json_t *c = json_object_get(kinds, k);
+        json_object_set_new(kinds, k, json_integer(c ? json_integer_value(c) + 1 : 1));
+    }
+    json_t *exc = json_object_get(got, "exceptions");
+    ck_assert_int_eq(json_integer_value(json_object_get(exc, "total")),
+                     (json_int_t)json_array_size(json_object_get(g_expect, "exceptions")));
+    assert_json_eq(json_object_get(exc, "by_kind"), kinds, "exceptions by kind");
+    json_decref(kinds);
+    /* tiers and the ranking, from every partner's balance */
+    json_t *tiers = json_object();
+    json_int_t best = INT64_MIN;
+    const char *id;
+    json_t *views;
+    json_object_foreach(json_object_get(g_expect, "partners"), id, views)
+    {
+        json_t *b = json_object_get(views, "balance");
+        const char *prog = json_string_value(json_object_get(b, "program"));
+        const char *tier = json_string_value(json_object_get(b, "tier"));
+        json_t *t = json_object_get(tiers, prog);
+        if (!t)
+            json_object_set_new(tiers, prog, t = json_object());
+        json_t *c = json_object_get(t, tier);
+        json_object_set_new(t, tier, json_integer(c ? json_integer_value(c) + 1 : 1));
+        json_int_t av = json_integer_value(json_object_get(b, "available"));
+        best = av > best ? av : best;
+    }
+    assert_json_eq(json_object_get(got, "tiers"), tiers, "tier distribution");
+    json_decref(tiers);
+    json_t *top = json_object_get(got, "top");
+    ck_assert_uint_eq(json_array_size(top), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(top, 0), "available")),
+                     best);
+    for (i = 1; i < json_array_size(top); i++)
+        ck_assert_int_ge(json_integer_value(json_object_get(json_array_get(top, i - 1),
+                                                            "available")),
+                         json_integer_value(json_object_get(json_array_get(top, i), "available")));
+    json_decref(got);
+    run_free(&r);
+    /* The human report, and no views at all: exit 1 with one line. */
+    r = tally("summary", "--data", d, NULL);
+    ck_assert_int_eq(r.code, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "Tally finance summary, as of log position 3074"));
+    run_free(&r);
+    char *empty = tu_tmpdir();
+    r = tally("summary", "--data", empty, NULL);
+    ck_assert_int_eq(r.code, 1);
+    ck_assert_uint_eq(count_lines(r.err), 1);
+    run_free(&r);
+    tu_rmtree(empty);
+    tu_rmtree(d);
 }
 END_TEST
 
@@ -894,6 +987,7 @@ static Suite *query_suite(void)
     tcase_add_test(tc, test_human_golden);
     tcase_add_test(tc, test_human_money);
     tcase_add_test(tc, test_liabilities_sum);
+    tcase_add_test(tc, test_summary);
     tcase_add_test(tc, test_exceptions_merged);
     tcase_add_test(tc, test_exceptions_filters);
     tcase_add_test(tc, test_shards_differ);
