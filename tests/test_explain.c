@@ -39,36 +39,6 @@
 #define Q2_25 INT64_C(1743465600000)
 #define DAY INT64_C(86400000)
 
-/* Reads {"source","event"} lines, dropping resends of an accepted
- * (source, id) as the ledger does. */
-static void load_jsonl(stream *st, const char *path)
-{
-    size_t len;
-    char *text = tu_read_file(path, &len);
-    ck_assert_msg(text != NULL, "cannot read %s", path);
-    json_t *seen = json_object();
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        json_t *r = json_loads(line, 0, NULL);
-        ck_assert_ptr_nonnull(r);
-        const char *source = json_string_value(json_object_get(r, "source"));
-        json_t *ev = json_object_get(r, "event");
-        char key[256];
-        snprintf(key, sizeof key, "%s\x1f%s", source, json_string_value(json_object_get(ev, "id")));
-        if (json_object_get(seen, key) == NULL) {
-            json_object_set_new(seen, key, json_true());
-            to_mp(ev, &sb);
-            stream_push(st, source, sb.data, sb.size);
-        }
-        json_decref(r);
-    }
-    msgpack_sbuffer_destroy(&sb);
-    json_decref(seen);
-    free(text);
-}
-
 /* Folds records [from, to) of a stream into e (record i has seq i + 1). */
 static void fold(tly_engine *e, const stream *st, size_t from, size_t to, tly_explain *x)
 {

@@ -29,6 +29,10 @@ void stream_free(stream *s);
 void stream_push(stream *s, const char *source, const void *bytes, size_t len);
 /* Converts a JSON event to MessagePack into sb (cleared first). */
 void to_mp(json_t *ev, msgpack_sbuffer *sb);
+/* Appends the {"source","event"} records of a JSON-lines file, dropping
+ * resends of an accepted (source, id) as the ledger does (a resend with
+ * other bytes fails the test). */
+void load_jsonl(stream *st, const char *path);
 /* The conformance vectors (tests/vectors/seed101-events.jsonl), resends of
  * an accepted (source, id) with the same bytes dropped as the ledger does. */
 void load_vector_stream(stream *st);
