@@ -56,7 +56,6 @@ typedef struct corpus {
 } corpus;
 
 typedef struct producer {
-    const bench_opts *o;
     corpus *c;
     const char *endpoint;
     uint32_t batch;
@@ -311,7 +310,7 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
     for (uint32_t i = 0; i < np; i++) {
         build_corpus(&cs[i], run, i, events / np);
         uint64_t nreq = cs[i].count / batch + 2;
-        ps[i] = (producer){.o = o, .c = &cs[i], .endpoint = ingest, .batch = batch,
+        ps[i] = (producer){.c = &cs[i], .endpoint = ingest, .batch = batch,
                            .window = window, .lat_ns = calloc(nreq, 8), .sent_ns = calloc(nreq, 8)};
     }
     usleep(300000); /* let the ledger bind before the clock starts */
@@ -334,7 +333,7 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
 }
 
 /* The raw ceiling: the same records appended in this process. */
-static double run_raw(const bench_opts *o, const char *dir, uint32_t np, uint32_t commit,
+static double run_raw(const bench_opts *o, const char *dir, uint32_t commit,
                       uint64_t events)
 {
     char path[TLY_PATH_BYTES_MAX];
@@ -363,7 +362,6 @@ static double run_raw(const bench_opts *o, const char *dir, uint32_t np, uint32_
         tly_log_append(log, tly_now_ms(), items, n, &g, 1);
     }
     double eps = (double)c.count * 1e9 / (double)(tly_mono_ns() - t0);
-    (void)np;
     free(items);
     free_corpus(&c);
     tly_log_close(log);
@@ -416,7 +414,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
         uint64_t commit = (uint64_t)batch * o.producers * o.window;
         if (commit > 16384)
             commit = 16384;
-        double raw = run_raw(&o, dir, o.producers, (uint32_t)commit, events);
+        double raw = run_raw(&o, dir, (uint32_t)commit, events);
         printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps,
                (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0, raw,
                raw > 0 ? 100.0 * r.eps / raw : 0.0, r.failed ? "  (FAILURES)" : "");
