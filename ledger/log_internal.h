@@ -13,12 +13,6 @@
 
 #include "tly_log.h"
 
-/* Checks a programmer error. Unlike assert() it stays on when NDEBUG is
- * defined (release builds): a broken invariant of the log must stop the
- * writer before it stores anything. */
-#define TLY_LOG_ASSERT(cond) ((cond) ? (void)0 : tly__log_panic(#cond, __FILE__, __LINE__))
-_Noreturn void tly__log_panic(const char *cond, const char *file, int line);
-
 /* ids key: u16be(len(source)) ‖ source ‖ id. */
 #define TLY_LOG_IDS_KEY_BYTES_MAX (2u + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX)
 _Static_assert(TLY_LOG_IDS_KEY_BYTES_MAX <= 511, "LMDB's default maximum key size is 511");

@@ -10,7 +10,7 @@
 #include <zmq.h>
 
 #include "tly_auth.h"
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_wire.h"

@@ -15,22 +15,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tly_assert.h"
 #include "log_internal.h"
-#include "tly_cli.h"
+#include "tly_os.h"
 
 /* Named databases in the environment: "log" and "ids". Two spare slots cost
  * nothing and let a later version add an index without a format change. */
 #define LOG_DBS_MAX 4u
 
-void tly__log_panic(const char *cond, const char *file, int line)
-{
-    fprintf(stderr, "tally: log: %s:%d: assertion failed: %s\n", file, line, cond);
-    abort();
-}
-
 tly_err tly__log_mdb_err(int rc, const char *what)
 {
-    TLY_LOG_ASSERT(rc != MDB_SUCCESS);
+    TLY_ASSERT(rc != MDB_SUCCESS);
     if (rc == MDB_NOTFOUND)
         return TLY_NOT_FOUND;
     fprintf(stderr, "tally: log: %s: %s\n", what, mdb_strerror(rc));
@@ -67,7 +62,7 @@ uint64_t tly__log_be64(const uint8_t b[8])
 
 size_t tly__log_ids_key(tly_str source, tly_str id, uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX])
 {
-    TLY_LOG_ASSERT(source.len <= TLY_SOURCE_BYTES_MAX && id.len <= TLY_ID_BYTES_MAX);
+    TLY_ASSERT(source.len <= TLY_SOURCE_BYTES_MAX && id.len <= TLY_ID_BYTES_MAX);
     key[0] = (uint8_t)(source.len >> 8);
     key[1] = (uint8_t)source.len;
     memcpy(key + 2, source.ptr, source.len);
@@ -368,7 +363,7 @@ static tly_err open_reader(tly_log *log, const char *dir)
 
 tly_err tly_log_open_opts(const char *dir, int flags, const tly_log_opts *opts, tly_log **out)
 {
-    TLY_LOG_ASSERT(dir && out);
+    TLY_ASSERT(dir && out);
     tly_log *log = calloc(1, sizeof *log);
     if (!log)
         return TLY_NOMEM;

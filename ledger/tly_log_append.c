@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "log_internal.h"
 
 enum log_kind {
@@ -144,7 +145,7 @@ static bool item_within_limits(tly_log_item *it)
         it->err = it->event_len == 0 ? TLY_MALFORMED : TLY_TOO_LARGE;
         return false;
     }
-    TLY_LOG_ASSERT(it->event && it->source.ptr && it->id.ptr);
+    TLY_ASSERT(it->event && it->source.ptr && it->id.ptr);
     return true;
 }
 
@@ -291,7 +292,7 @@ static int write_batch(batch *b, int64_t recorded_ms, uint8_t hash[TLY_HASH_BYTE
     for (uint32_t i = b->lo; i < b->hi; i++) {
         if (b->log->slots[i].kind != K_NEW)
             continue;
-        TLY_LOG_ASSERT(b->items[i].seq == expect);
+        TLY_ASSERT(b->items[i].seq == expect);
         expect++;
         int rc = write_item(b, &b->items[i], recorded_ms, hash);
         if (rc != MDB_SUCCESS)
@@ -389,11 +390,11 @@ static void assert_partition(const tly_log_group *groups, uint32_t group_count, 
 {
     uint32_t next = 0;
     for (uint32_t g = 0; g < group_count; g++) {
-        TLY_LOG_ASSERT(groups[g].first == next);
-        TLY_LOG_ASSERT(groups[g].count <= count - next);
+        TLY_ASSERT(groups[g].first == next);
+        TLY_ASSERT(groups[g].count <= count - next);
         next += groups[g].count;
     }
-    TLY_LOG_ASSERT(next == count);
+    TLY_ASSERT(next == count);
 }
 
 /* Event bytes of a group that count against TLY_LOG_COMMIT_BYTES_MAX: items
@@ -503,7 +504,7 @@ static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items, 
 tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32_t item_count,
                        const tly_log_group *groups, uint32_t group_count)
 {
-    TLY_LOG_ASSERT(log && log->writer && (items || item_count == 0));
+    TLY_ASSERT(log && log->writer && (items || item_count == 0));
     tly_log_group whole = {0, item_count, false};
     if (group_count == 0) {
         groups = &whole;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tly_assert.h"
 #include "log_internal.h"
 
 struct tly_log_reader {
@@ -18,7 +19,7 @@ struct tly_log_reader {
 
 tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **out)
 {
-    TLY_LOG_ASSERT(log && out);
+    TLY_ASSERT(log && out);
     tly_log_reader *rd = calloc(1, sizeof *rd);
     if (!rd)
         return TLY_NOMEM;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_limits.h"
 
 typedef struct slot {

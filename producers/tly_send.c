@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_currency.h"
 #include "tly_json.h"
 #include "tly_limits.h"

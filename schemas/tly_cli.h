@@ -1,6 +1,7 @@
 /*
- * tly_cli.h — what every subcommand shares: default endpoints, the data
- * directory, the common service flags, error lines and progress output.
+ * tly_cli.h — what every subcommand shares: exit codes, default endpoints,
+ * the data directory, the common service flags and usage errors. Only the
+ * command layer (tally.c and each cli/ folder) includes it; libraries use tly_os.h.
  *
  * Exit codes of every subcommand (never renumbered):
  *   0 success, 1 user error (one line on stderr), 2 usage error.
@@ -13,6 +14,7 @@
 #include <stdint.h>
 
 #include "tly_err.h"
+#include "tly_os.h"
 
 #define TLY_EXIT_OK 0
 #define TLY_EXIT_FAIL 1
@@ -24,9 +26,6 @@
 #define TLY_DEFAULT_LOG_READ "tcp://127.0.0.1:7412"
 #define TLY_DEFAULT_QUERY "tcp://127.0.0.1:7413"
 #define TLY_DEFAULT_DATA "./tally-data"
-
-/* Longest path or endpoint the command line accepts. */
-#define TLY_PATH_BYTES_MAX 1024u
 
 /* The flags every service-facing subcommand accepts. */
 typedef struct tly_common_opts {
@@ -57,37 +56,8 @@ int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i);
  */
 int tly_opt_value(const char *name, int argc, char **argv, int *i, const char **value);
 
-/*
- * mkdir -p: creates dir (mode 0755) and each of its missing parents; what
- * exists already is fine. dir is 1..TLY_PATH_BYTES_MAX bytes. Returns TLY_OK,
- * TLY_USAGE for an empty or longer dir, or TLY_STORAGE when a mkdir fails:
- * errno is then that mkdir's and, unless failed_len is NULL, *failed_len is
- * the length of the prefix of dir that could not be created. Prints nothing.
- */
-tly_err tly_mkdirs(const char *dir, size_t *failed_len);
-
-/* Parses a decimal unsigned integer in [min, max]; false otherwise. */
-bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
-
-/* Prints "tally <cmd>: <message>" on stderr (printf-style). */
-void tly_errorf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* Prints a usage error "tally <cmd>: <message>\nTry 'tally <cmd> --help'."
  * and returns TLY_EXIT_USAGE. */
 int tly_usagef(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* True when stderr is a terminal: progress lines are shown only then. */
-bool tly_progress_enabled(void);
-
-/* Redraws a one-line progress report on stderr ("\r<label> done/total ...")
- * at most every 100 ms; total 0 means unknown. No-op off a terminal. */
-void tly_progress(const char *label, uint64_t done, uint64_t total);
-
-/* Ends a progress line (prints a newline when one was drawn). */
-void tly_progress_end(void);
-
-/* Wall clock in Unix ms and a monotonic clock in ns. */
-int64_t tly_now_ms(void);
-uint64_t tly_mono_ns(void);
 
 #endif

@@ -247,4 +247,7 @@
  * when a filter matches little, so other clients are not held up long. */
 #define TLY_QUERY_EXCEPTIONS_SCAN_MAX 1000000u
 
+/* Longest path or endpoint the command line and the data directory's layout accept. */
+#define TLY_PATH_BYTES_MAX 1024u
+
 #endif

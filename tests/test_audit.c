@@ -30,7 +30,7 @@
 #include "tly_cli.h"
 #include "tly_json.h"
 #include "tly_log.h"
-#include "tly_runtime.h"
+#include "tly_foldgen.h"
 
 #define T0_MS INT64_C(1748736000000) /* 2025-06-01T00:00:00Z */
 #define DAY_MS INT64_C(86400000)

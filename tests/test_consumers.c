@@ -27,7 +27,7 @@
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
-#include "tly_runtime.h"
+#include "tly_foldgen.h"
 #include "tly_views.h"
 
 /* A generated log big enough that a consumer is killed mid-fold, small

@@ -12,6 +12,7 @@
  *            not depend on the shard count or the machine (schemas/DIGEST.md).
  *   replay   folds the log from scratch into fresh view stores.
  *   diff     replays to the live views' checkpoints and compares every doc.
+ *   explain  folds the log through an engine with an explain trace.
  *
  * Every function reads the log and the views read-only, so all of them run
  * while the ledger and the consumers run: each sees one consistent snapshot.
@@ -26,7 +27,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tly_engine.h"
 #include "tly_err.h"
+#include "tly_explain.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 
@@ -162,5 +165,17 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
 tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *tmp_parent,
                        FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *differences,
                        char *msg, size_t cap);
+
+/* ---- explain ---- */
+
+/*
+ * Folds DATA/log from seq 1 to min(to_seq, head) (to_seq UINT64_MAX: the
+ * head) into e, a fresh engine, with the trace x attached. Read-only.
+ * Returns TLY_OK; TLY_USAGE for a data path that is too long; TLY_NOT_FOUND
+ * when to_seq is beyond the head; else the error of opening, reading or
+ * decoding the log, or of the engine. On an error msg says what happened.
+ */
+tly_err tly_audit_explain_fold(const char *data, uint64_t to_seq, tly_engine *e, tly_explain *x,
+                               char *msg, size_t cap);
 
 #endif

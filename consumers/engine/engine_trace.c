@@ -12,10 +12,10 @@
  * The hook never writes engine state. When no trace is set each movement
  * costs one test of a NULL pointer (pstate->trace, or e->trace).
  */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 
 static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
@@ -26,7 +26,7 @@ static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
 
 const char *tly_trace_kind_name(tly_trace_kind kind)
 {
-    assert(kind < TLY_TRACE_KIND_COUNT);
+    TLY_ASSERT(kind < TLY_TRACE_KIND_COUNT);
     return trace_kind_names[kind];
 }
 
@@ -102,7 +102,7 @@ void eng_trace_begin(tly_engine *e, uint32_t p, uint64_t seq, const char *cause,
     eng_trace *t = pp->st != NULL ? pp->st->trace : NULL;
     if (t == NULL)
         return;
-    assert(pp->program != ENG_NONE);
+    TLY_ASSERT(pp->program != ENG_NONE);
     const eng_program *g = &e->programs[pp->program];
     t->cur = (tly_trace_line){.seq = seq,
                               .cause = cause,

@@ -11,10 +11,10 @@
  * Tree back end: the jansson objects the public API returns, built with
  * the same calls the views make on the text back end.
  */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 
 /* ---- the buffer ---- */
@@ -194,7 +194,7 @@ static bool tree_add(eng_jw *w, json_t *v)
         return false;
     }
     if (w->depth == 0) {
-        assert(w->root == NULL);
+        TLY_ASSERT(w->root == NULL);
         w->root = v;
         return true;
     }
@@ -208,7 +208,7 @@ static bool tree_add(eng_jw *w, json_t *v)
 /* The parent (or the root) holds c; the stack borrows it. */
 static void tree_open(eng_jw *w, json_t *c)
 {
-    assert(w->depth < ENG_JW_DEPTH_MAX);
+    TLY_ASSERT(w->depth < ENG_JW_DEPTH_MAX);
     w->stack[w->depth++] = tree_add(w, c) ? c : NULL;
 }
 
@@ -226,7 +226,7 @@ void eng_jw_init_tree(eng_jw *w)
 
 json_t *eng_jw_take(eng_jw *w)
 {
-    assert(w->text == NULL && w->depth == 0);
+    TLY_ASSERT(w->text == NULL && w->depth == 0);
     json_t *root = w->root;
     w->root = NULL;
     if (w->failed) {
@@ -242,7 +242,7 @@ void eng_jw_obj(eng_jw *w)
         tree_open(w, json_object());
         return;
     }
-    assert(w->depth < ENG_JW_DEPTH_MAX);
+    TLY_ASSERT(w->depth < ENG_JW_DEPTH_MAX);
     w->closer[w->depth++] = '}';
     text_sep(w);
     buf_ch(w->text, '{');
@@ -255,7 +255,7 @@ void eng_jw_arr(eng_jw *w)
         tree_open(w, json_array());
         return;
     }
-    assert(w->depth < ENG_JW_DEPTH_MAX);
+    TLY_ASSERT(w->depth < ENG_JW_DEPTH_MAX);
     w->closer[w->depth++] = ']';
     text_sep(w);
     buf_ch(w->text, '[');
@@ -264,7 +264,7 @@ void eng_jw_arr(eng_jw *w)
 
 void eng_jw_end(eng_jw *w)
 {
-    assert(w->depth > 0);
+    TLY_ASSERT(w->depth > 0);
     w->depth--;
     if (w->text == NULL)
         return;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 

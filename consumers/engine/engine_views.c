@@ -4,10 +4,10 @@
  * back end gives the stored documents, the tree back end the API objects
  * (jansson keeps insertion order, so both read like the SPEC).
  */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 
 /* Short names for the writer calls, so a view reads like its SPEC table. */
@@ -202,7 +202,7 @@ static void view_claims(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
 
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq)
 {
-    assert(e->partners[p].owned && e->partners[p].program != ENG_NONE);
+    TLY_ASSERT(e->partners[p].owned && e->partners[p].program != ENG_NONE);
     switch (view) {
     case 'b':
         view_balance(w, e, p, with_seq);
@@ -217,7 +217,7 @@ void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool 
         view_claims(w, e, p, with_seq);
         break;
     default:
-        assert(!"unknown view");
+        TLY_ASSERT(!"unknown view");
     }
 }
 

@@ -18,18 +18,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_audit.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_engine.h"
 #include "tly_explain.h"
-#include "tly_log.h"
 #include "tly_query.h"
 
 #define CMD "explain"
 
-/* Records between two progress updates: tly_progress rate-limits itself,
- * this only keeps the clock reads out of the fold's way. */
-#define EXPLAIN_PROGRESS_RECORDS 4096u
 
 typedef struct explain_opts {
     const char *partner;
@@ -121,78 +118,18 @@ static int parse_args(explain_opts *o, int argc, char **argv)
     return -1;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The fold                                                                  */
-
-static tly_err fold_one(tly_engine *e, tly_explain *x, const tly_record *rec)
-{
-    tly_event ev;
-    tly_field_error fe = {{0}, {0}};
-    tly_err err = tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, &ev, &fe);
-    if (err != TLY_OK) {
-        tly_errorf(CMD, "seq %llu does not decode (%s %s); run 'tally audit verify'",
-                   (unsigned long long)rec->seq, fe.field, fe.message);
-        return err;
-    }
-    err = tly_engine_apply(e, rec, &ev);
-    if (err != TLY_OK) {
-        tly_errorf(CMD, "seq %llu: the engine stopped: %s", (unsigned long long)rec->seq,
-                   tly_strerror(err));
-        return err;
-    }
-    tly_explain_note(x, rec, &ev);
-    return TLY_OK;
-}
-
-/* Folds records 1..last of the open log. */
-static tly_err fold_log(tly_log *log, uint64_t last, tly_engine *e, tly_explain *x)
-{
-    tly_log_reader *rd = NULL;
-    tly_err err = tly_log_reader_open(log, 1, &rd);
-    tly_record rec;
-    while (err == TLY_OK && tly_engine_seq(e) < last) {
-        err = tly_log_reader_next(rd, &rec);
-        if (err != TLY_OK) {
-            tly_errorf(CMD, "reading seq %llu: %s", (unsigned long long)tly_engine_seq(e) + 1,
-                       tly_strerror(err));
-            break;
-        }
-        err = fold_one(e, x, &rec);
-        if (rec.seq % EXPLAIN_PROGRESS_RECORDS == 0)
-            tly_progress("explain: folding", rec.seq, last);
-    }
-    tly_progress_end();
-    tly_log_reader_close(rd);
-    return err;
-}
-
-/* Opens DIR/log read-only and folds it to min(--to, head). The report's
- * seq tells where it stopped. */
+/* Folds DIR/log to min(--to, head) through tly_audit_explain_fold. Returns
+ * -1 to go on, else the exit code. */
 static int fold_data(const explain_opts *o, tly_engine *e, tly_explain *x)
 {
-    char dir[TLY_PATH_BYTES_MAX];
-    if ((size_t)snprintf(dir, sizeof dir, "%s/log", o->data) >= sizeof dir)
-        return tly_usagef(CMD, "path too long: %s", o->data);
-    tly_log *log = NULL;
-    tly_err err = tly_log_open(dir, TLY_LOG_READ, &log);
-    if (err != TLY_OK) {
-        tly_errorf(CMD, "cannot open the log %s: %s", dir, tly_strerror(err));
-        return TLY_EXIT_FAIL;
-    }
-    uint64_t head = 0;
-    err = tly_log_head(log, &head, NULL);
-    if (err == TLY_OK && o->to_seq != UINT64_MAX && o->to_seq > head) {
-        tly_errorf(CMD, "--to %llu is beyond the log head %llu", (unsigned long long)o->to_seq,
-                   (unsigned long long)head);
-        tly_log_close(log);
-        return TLY_EXIT_FAIL;
-    }
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    tly_err err = tly_audit_explain_fold(o->data, o->to_seq, e, x, msg, sizeof msg);
     if (err == TLY_OK)
-        err = fold_log(log, o->to_seq < head ? o->to_seq : head, e, x);
-    else
-        tly_errorf(CMD, "log head: %s", tly_strerror(err));
-    tly_log_close(log);
-    return err == TLY_OK ? -1 : TLY_EXIT_FAIL;
+        return -1;
+    if (err == TLY_USAGE)
+        return tly_usagef(CMD, "%s", msg);
+    tly_errorf(CMD, "%s", msg[0] ? msg : tly_strerror(err));
+    return TLY_EXIT_FAIL;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -22,7 +22,7 @@
 #include "audit_int.h"
 #include "audit_views.h"
 #include "tly_audit.h"
-#include "tly_cli.h"
+#include "tly_os.h"
 
 /* The state of one comparison. */
 typedef struct diff_run {

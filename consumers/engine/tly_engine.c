@@ -5,12 +5,12 @@
  * figures are in engine_mdf.c; JSON in engine_views.c; persistence in
  * engine_store.c.
  */
-#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 
 #define TRY(x)                                                                                     \
@@ -49,7 +49,7 @@ static const char *const exc_kind_names[ENG_X_COUNT] = {"held",
 
 const char *eng_exc_kind_name(uint32_t kind)
 {
-    assert(kind < ENG_X_COUNT);
+    TLY_ASSERT(kind < ENG_X_COUNT);
     return exc_kind_names[kind];
 }
 
@@ -63,7 +63,7 @@ uint32_t eng_exc_kind_parse(const char *s, size_t len)
 
 uint32_t tly_engine_shard_of(const char *partner, size_t len, uint32_t shard_count)
 {
-    assert(shard_count >= 1);
+    TLY_ASSERT(shard_count >= 1);
     return (uint32_t)(eng_hash(partner, len) % shard_count);
 }
 
@@ -265,7 +265,7 @@ tly_err eng_pair_intern(tly_engine *e, const char *key, size_t len, eng_name *ou
 /* Keys are u8 length ‖ first ‖ second: unambiguous for any bytes. */
 static uint32_t key2(char *buf, const char *a, uint32_t alen, const char *b, uint32_t blen)
 {
-    assert(alen <= 255);
+    TLY_ASSERT(alen <= 255);
     buf[0] = (char)(unsigned char)alen;
     memcpy(buf + 1, a, alen);
     memcpy(buf + 1 + alen, b, blen);
@@ -905,7 +905,7 @@ static tly_err check_touched(const tly_engine *e)
         int64_t open, payable, avail;
         TRY(eng_rebate_totals(&e->programs[pp->program].rules, pp->st, &open, &payable));
         TRY(eng_available(pp->st, &avail));
-        assert(eng_invariant_ok(pp->st));
+        TLY_ASSERT(eng_invariant_ok(pp->st));
     }
     return TLY_OK;
 }

@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_limits.h"
 
 /* The database inside the environment; the engine and the runtime share it

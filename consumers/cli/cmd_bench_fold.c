@@ -34,7 +34,7 @@
 #include "tly_engine.h"
 #include "tly_limits.h"
 #include "tly_log.h"
-#include "tly_runtime.h"
+#include "tly_foldgen.h"
 #include "tly_views.h"
 
 #define CMD "bench fold"

@@ -14,11 +14,11 @@
  * and claims before partners because a partner refers to its held sales and
  * its claims by key.
  */
-#include <assert.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 #include "tly_mp.h"
 
@@ -187,7 +187,7 @@ static void mp_int(uint8_t **at, int64_t d)
 /* str or bin of at most 255 bytes (a sale's names are shorter). */
 static void mp_bytes(uint8_t **at, bool bin, const char *s, uint32_t len)
 {
-    assert(len <= UINT8_MAX);
+    TLY_ASSERT(len <= UINT8_MAX);
     if (bin)
         mp_be(at, 0xc4, len, 1);
     else if (len < 32)
@@ -230,7 +230,7 @@ static bool pack_sale(eng_buf *b, const tly_engine *e, const eng_sale *s)
             mp_int(&at, v[i]);
     }
     b->len = (size_t)(at - (uint8_t *)b->data);
-    assert(b->len <= SALE_RECORD_BYTES_MAX);
+    TLY_ASSERT(b->len <= SALE_RECORD_BYTES_MAX);
     return true;
 }
 

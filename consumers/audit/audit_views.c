@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 
 #include "audit_int.h"
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_limits.h"
 #include "tly_views.h"
 

@@ -2,10 +2,10 @@
  * engine_mdf.c — MDF buckets and deficit, claims, rebate figures and the
  * per-partner part of a close (SPEC section 6, section 9 [M*] [C*] [R*] [T*]).
  */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "engine_internal.h"
 
 #define TRY(x)                                                                                     \
@@ -49,7 +49,7 @@ static tly_err bucket_get(eng_pstate *st, int32_t period, eng_bucket **out)
  * period [M1] [M8]. The caller books x to accrued/adjusted/pending. */
 tly_err eng_credit(eng_pstate *st, int32_t period, int64_t x)
 {
-    assert(x >= 0);
+    TLY_ASSERT(x >= 0);
     int64_t pay = x < st->deficit ? x : st->deficit;
     st->deficit -= pay;
     if (pay > 0)
@@ -67,7 +67,7 @@ tly_err eng_credit(eng_pstate *st, int32_t period, int64_t x)
  * is left adds to the deficit [M6]. */
 tly_err eng_debit(eng_pstate *st, int64_t x)
 {
-    assert(x >= 0);
+    TLY_ASSERT(x >= 0);
     for (uint32_t i = 0; i < st->bucket_count && x > 0; i++) {
         eng_bucket *b = &st->buckets[i];
         int64_t take = b->remaining < x ? b->remaining : x;
@@ -284,7 +284,7 @@ static const char *const claim_status_names[] = {"pending",  "approved",  "paid"
 
 const char *eng_claim_status_name(uint8_t s)
 {
-    assert(s <= ENG_CLAIM_DENIED);
+    TLY_ASSERT(s <= ENG_CLAIM_DENIED);
     return claim_status_names[s];
 }
 
@@ -311,7 +311,7 @@ static tly_err claim_reserve(eng_pstate *st, eng_claim *c, int64_t amount)
         ENG_TRACE(st, TLY_TRACE_RESERVE, b->period, take);
     }
     /* available ≥ amount and deficit ≥ 0 imply the buckets cover it. */
-    assert(amount == 0);
+    TLY_ASSERT(amount == 0);
     return TLY_OK;
 }
 
@@ -335,7 +335,7 @@ static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c,
         else
             TRY(eng_credit(st, sh->period, give));
     }
-    assert(x == 0);
+    TLY_ASSERT(x == 0);
     return TLY_OK;
 }
 

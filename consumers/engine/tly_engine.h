@@ -48,7 +48,7 @@
 
 #include "tly_err.h"
 #include "tly_event.h"
-#include "tly_log.h"
+#include "tly_record.h"
 
 typedef struct tly_engine tly_engine;
 

@@ -1,5 +1,5 @@
 /*
- * tly_log_record.c — the stored record: its MessagePack encoding, its strict
+ * tly_record.c — the stored record: its MessagePack encoding, its strict
  * decoding and the chain hash (SPEC section 3).
  */
 
@@ -13,7 +13,9 @@
 #include <openssl/sha.h>
 #include <string.h>
 
-#include "log_internal.h"
+#include "tly_assert.h"
+#include "tly_limits.h"
+#include "tly_record.h"
 #include "tly_mp.h"
 
 _Static_assert(SHA256_DIGEST_LENGTH == TLY_HASH_BYTES, "the chain hash is SHA-256");
@@ -30,7 +32,7 @@ void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t re
                     tly_str source, const void *event, size_t event_len,
                     uint8_t out[TLY_HASH_BYTES])
 {
-    TLY_LOG_ASSERT(source.len <= UINT16_MAX);
+    TLY_ASSERT(source.len <= UINT16_MAX);
     /* prev ‖ u64be(seq) ‖ u64be(recorded_ms) ‖ u16be(len(source)) */
     uint8_t head[TLY_HASH_BYTES + 8 + 8 + 2];
     memcpy(head, prev, TLY_HASH_BYTES);

@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"

@@ -1,15 +1,15 @@
-/* runtime_gen.c — the seeded fold generator of tly_runtime.h. */
+/* gen_fold.c — the seeded fold generator of tly_foldgen.h. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_event.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_period.h"
-#include "tly_runtime.h"
+#include "tly_foldgen.h"
 
 /* Two programs: enough to exercise per-program periods and liabilities. */
 #define GEN_PROGRAMS 2u

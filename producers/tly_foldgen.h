@@ -1,8 +1,9 @@
 /*
- * tly_runtime.h — helpers of the consumer runtime shared by `tally consume`,
- * `tally bench fold` and the consumer tests.
+ * tly_foldgen.h — the fold generator: a cheap in-process source of load for
+ * `tally bench fold` and the consumer tests. It lives with the producers
+ * because it writes logs (tly_log_append); consumers only read them.
  *
- * The fold generator (runtime_gen.c) writes a seeded, valid event stream as
+ * The fold generator (gen_fold.c) writes a seeded, valid event stream as
  * MessagePack, fast enough to build logs of millions of events for the fold
  * benchmark: two programs (a quarterly USD one and a monthly EUR one),
  * enrollments interleaved with sales (some before their partner enrolls, so
@@ -15,8 +16,8 @@
  * It is not `tally gen` (producers/): that one is a realistic simulation
  * writing JSON lines; this one is a cheap in-process source of load.
  */
-#ifndef TLY_RUNTIME_H
-#define TLY_RUNTIME_H
+#ifndef TLY_FOLDGEN_H
+#define TLY_FOLDGEN_H
 
 #include <msgpack.h>
 #include <stddef.h>

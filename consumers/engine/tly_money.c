@@ -1,11 +1,11 @@
 /* tly_money.c — rounding and checked money arithmetic; see tly_money.h. */
+#include "tly_assert.h"
 #include "tly_money.h"
 
-#include <assert.h>
 
 int64_t tly_round_half_even(int64_t num, int64_t den)
 {
-    assert(den > 0);
+    TLY_ASSERT(den > 0);
     int64_t q = num / den;
     int64_t r = num % den;
     /* C division truncates toward zero; move to floor so that 0 ≤ r < den
@@ -56,7 +56,7 @@ tly_err tly_money_addto(int64_t *acc, int64_t x)
 
 tly_err tly_bps_sum_add(tly_bps_sum *s, int64_t x, int32_t bps)
 {
-    assert(bps >= 0 && bps <= 10000);
+    TLY_ASSERT(bps >= 0 && bps <= 10000);
     /* x = q × 10000 + r with |r| < 10000 and r of x's sign: q × bps has
      * |q × bps| ≤ |x| and r × bps < 10^8, so neither product overflows. */
     int64_t q = x / TLY_BPS_DENOM;
@@ -99,6 +99,6 @@ int64_t tly_money_bps(int64_t x, int32_t bps)
     tly_err err = tly_bps_sum_add(&s, x, bps);
     if (err == TLY_OK)
         err = tly_bps_sum_round(&s, &out);
-    assert(err == TLY_OK);
+    TLY_ASSERT(err == TLY_OK);
     return out;
 }

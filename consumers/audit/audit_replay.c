@@ -28,7 +28,7 @@
 #include "audit_int.h"
 #include "tly_ahead.h"
 #include "tly_audit.h"
-#include "tly_cli.h"
+#include "tly_os.h"
 #include "tly_engine.h"
 #include "tly_event.h"
 #include "tly_log.h"

@@ -1,5 +1,5 @@
 /*
- * cmd_consume.c — `tally consume`: one consumer shard (SPEC section 2).
+ * tly_consume.c — the consumer runtime: one shard folding the log (SPEC section 2).
  *
  * The consumer restores its engine from the shard's view store, then folds
  * the log from checkpoint + 1 in seq order. Every batch (at most --batch
@@ -38,10 +38,10 @@
 #include <zmq.h>
 
 #include "tly_ahead.h"
-#include "tly_cli.h"
-#include "tly_cmd.h"
+#include "tly_consume.h"
 #include "tly_engine.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 #include "tly_log.h"
 #include "tly_mp.h"
 #include "tly_views.h"
@@ -60,26 +60,9 @@
 _Static_assert(TLY_CONSUME_BATCH_RECORDS_DEFAULT <= TLY_CONSUME_BATCH_RECORDS_MAX,
                "default batch within the maximum");
 
-static volatile sig_atomic_t consume_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    consume_stop = 1;
-}
-
-typedef struct consume_opts {
-    tly_common_opts common;
-    uint32_t shard;
-    uint32_t shard_count;
-    uint32_t batch;
-    bool remote;
-    bool exit_at_head;
-    bool log_read_given;
-} consume_opts;
-
 typedef struct consumer {
-    consume_opts o;
+    tly_consume_opts o;
+    volatile sig_atomic_t *stop; /* set by the caller to end the run */
     char log_dir[TLY_PATH_BYTES_MAX];
     tly_views *views;
     tly_engine *engine;
@@ -261,7 +244,7 @@ static tly_err pass_local(consumer *c, uint32_t *n)
         tly_errorf(CMD, "cannot read the log %s: %s", c->log_dir, tly_strerror(err));
         return err;
     }
-    while (*n < c->o.batch && !consume_stop) {
+    while (*n < c->o.batch && !*c->stop) {
         const tly_ahead_item *it;
         err = tly_ahead_next(ahead, &it);
         if (err != TLY_OK)
@@ -290,8 +273,8 @@ static tly_err dealer_open(consumer *c)
     c->dealer = zmq_socket(c->zctx, ZMQ_DEALER);
     int zero = 0;
     if (!c->dealer || zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_connect(c->dealer, c->o.common.log_read) != 0) {
-        tly_errorf(CMD, "log-read socket %s: %s", c->o.common.log_read, zmq_strerror(zmq_errno()));
+        zmq_connect(c->dealer, c->o.log_read) != 0) {
+        tly_errorf(CMD, "log-read socket %s: %s", c->o.log_read, zmq_strerror(zmq_errno()));
         if (c->dealer)
             zmq_close(c->dealer);
         c->dealer = NULL;
@@ -327,7 +310,7 @@ static tly_err logread_recv(consumer *c, zmq_msg_t *msg)
     zmq_pollitem_t it = {c->dealer, 0, ZMQ_POLLIN, 0};
     int rc = zmq_poll(&it, 1, TLY_CONSUME_LOGREAD_TIMEOUT_MS);
     if (rc <= 0)
-        return TLY_TIMEOUT; /* or a signal: the caller looks at consume_stop */
+        return TLY_TIMEOUT; /* or a signal: the caller looks at *c->stop */
     zmq_msg_init(msg);
     for (unsigned f = 0; f < MSG_FRAMES_MAX; f++) { /* DEALER replies carry no envelope */
         if (zmq_msg_recv(msg, c->dealer, 0) < 0) {
@@ -389,7 +372,7 @@ static tly_err logread_parse(const void *buf, size_t len, logread_reply *out)
 static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *gap)
 {
     *gap = false;
-    for (uint32_t i = 0; i < rep->count && !consume_stop; i++) {
+    for (uint32_t i = 0; i < rep->count && !*c->stop; i++) {
         const uint8_t *bin;
         uint32_t len;
         tly_record rec;
@@ -421,23 +404,23 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
     if (err == TLY_OK)
         err = logread_recv(c, &msg);
     if (err != TLY_OK) {
-        if (!c->logread_quiet && !consume_stop)
-            tly_errorf(CMD, "log-read %s: no reply; retrying", c->o.common.log_read);
+        if (!c->logread_quiet && !*c->stop)
+            tly_errorf(CMD, "log-read %s: no reply; retrying", c->o.log_read);
         c->logread_quiet = true;
         dealer_reset(c);
         /* --exit-at-head must not take silence for the head of the log. */
-        return c->o.exit_at_head && !consume_stop ? TLY_UNAVAILABLE : TLY_OK;
+        return c->o.exit_at_head && !*c->stop ? TLY_UNAVAILABLE : TLY_OK;
     }
     c->logread_quiet = false;
     logread_reply rep = {0};
     err = logread_parse(zmq_msg_data(&msg), zmq_msg_size(&msg), &rep);
     if (err == TLY_OK) {
         *count = rep.count;
-        err = rep.has_head ? check_not_ahead(c, rep.head, c->o.common.log_read) : TLY_OK;
+        err = rep.has_head ? check_not_ahead(c, rep.head, c->o.log_read) : TLY_OK;
         if (err == TLY_OK)
             err = apply_reply(c, &rep, n, gap);
     } else {
-        tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.common.log_read,
+        tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.log_read,
                    tly_err_name(err));
         err = TLY_OK;
     }
@@ -451,7 +434,7 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
 static tly_err pass_remote(consumer *c, uint32_t *n)
 {
     *n = 0;
-    while (*n < c->o.batch && !consume_stop) {
+    while (*n < c->o.batch && !*c->stop) {
         uint32_t want = c->o.batch - *n, count, before = *n;
         if (want > TLY_CONSUME_LOGREAD_RECORDS_MAX)
             want = TLY_CONSUME_LOGREAD_RECORDS_MAX;
@@ -545,7 +528,7 @@ static tly_err follow(consumer *c, int wait_ms)
     if (zmq_poll(&it, 1, wait_ms) <= 0)
         return TLY_OK; /* quiet, or a signal */
     tly_err err = TLY_OK;
-    for (uint32_t i = 0; i < c->o.batch && !consume_stop && err == TLY_OK; i++) {
+    for (uint32_t i = 0; i < c->o.batch && !*c->stop && err == TLY_OK; i++) {
         zmq_msg_t body;
         int got = sub_recv(c, &body);
         if (got == 0)
@@ -572,8 +555,8 @@ static tly_err sub_open(consumer *c)
     if (!c->sub || zmq_setsockopt(c->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(c->sub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(c->sub, ZMQ_SUBSCRIBE, "", 0) != 0 ||
-        zmq_connect(c->sub, c->o.common.events) != 0) {
-        tly_errorf(CMD, "events socket %s: %s", c->o.common.events, zmq_strerror(zmq_errno()));
+        zmq_connect(c->sub, c->o.events) != 0) {
+        tly_errorf(CMD, "events socket %s: %s", c->o.events, zmq_strerror(zmq_errno()));
         return TLY_IO;
     }
     return TLY_OK;
@@ -583,14 +566,14 @@ static tly_err sub_open(consumer *c)
 
 static tly_err consumer_start(consumer *c)
 {
-    int n = snprintf(c->log_dir, sizeof c->log_dir, "%s/log", c->o.common.data);
+    int n = snprintf(c->log_dir, sizeof c->log_dir, "%s/log", c->o.data);
     if (n < 0 || (size_t)n >= sizeof c->log_dir)
         return TLY_USAGE;
     tly_err err =
-        tly_views_open(c->o.common.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);
+        tly_views_open(c->o.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);
     if (err != TLY_OK) {
         tly_errorf(CMD, "shard %u/%u: cannot open the view store under %s/views: %s", c->o.shard,
-                   c->o.shard_count, c->o.common.data, tly_strerror(err));
+                   c->o.shard_count, c->o.data, tly_strerror(err));
         return err;
     }
     err = reload_engine(c);
@@ -608,7 +591,7 @@ static tly_err consumer_start(consumer *c)
         fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s%s\n", c->o.shard,
                 c->o.shard_count, (unsigned long long)c->start_seq, c->o.remote ? "" : c->log_dir,
                 c->o.remote ? "log-read " : "",
-                c->o.remote           ? c->o.common.log_read
+                c->o.remote           ? c->o.log_read
                 : c->o.log_read_given ? " (until it exists: log-read)"
                                       : "");
     return err;
@@ -636,12 +619,12 @@ static void consumer_stop(consumer *c)
 static tly_err consumer_run(consumer *c)
 {
     tly_err err = TLY_OK;
-    while (!consume_stop && err == TLY_OK) {
+    while (!*c->stop && err == TLY_OK) {
         uint32_t n = 0;
         err = pass(c, &n);
         if (err == TLY_OK)
             err = commit(c);
-        if (err != TLY_OK || consume_stop || (n == 0 && c->o.exit_at_head))
+        if (err != TLY_OK || *c->stop || (n == 0 && c->o.exit_at_head))
             break;
         if (c->sub)
             err = follow(c, n > 0 ? 0 : TLY_CONSUME_IDLE_POLL_MS);
@@ -655,120 +638,16 @@ static tly_err consumer_run(consumer *c)
     return err;
 }
 
-/* --- command line --- */
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "Usage: tally consume [--shard K/N] [--data DIR] [--events EP] [--log-read EP]\n"
-            "                     [--remote] [--batch N] [--exit-at-head]\n"
-            "\n"
-            "Folds the log into the views of shard K of N (default 0/1), stored in\n"
-            "DIR/views/K-of-N with the checkpoint, one transaction per batch.\n"
-            "\n"
-            "  --shard K/N      this consumer's shard (N up to %u)\n"
-            "  --data DIR       data directory (default $TALLY_DATA, else ./tally-data)\n"
-            "  --events EP      the ledger's events socket to follow (default %s)\n"
-            "  --log-read EP    the ledger's log-read socket (default %s)\n"
-            "  --remote         read the log through log-read only, never DIR/log; with\n"
-            "                   --log-read alone, log-read serves while DIR/log is absent\n"
-            "  --batch N        records per view transaction (default %u, max %u)\n"
-            "  --exit-at-head   exit once every record in the log is folded\n"
-            "\n"
-            "SIGTERM or SIGINT commit the current batch and exit 0. Exit 1 on an error\n"
-            "(the log is corrupt, the view store belongs to another shard, ...).\n",
-            TLY_SHARDS_MAX, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ,
-            TLY_CONSUME_BATCH_RECORDS_DEFAULT, TLY_CONSUME_BATCH_RECORDS_MAX);
-}
-
-/* Parses "K/N" with 0 ≤ K < N ≤ TLY_SHARDS_MAX. */
-static bool parse_shard(const char *s, uint32_t *k, uint32_t *n)
-{
-    const char *slash = strchr(s, '/');
-    char kbuf[16];
-    uint64_t kv, nv;
-    if (!slash || (size_t)(slash - s) >= sizeof kbuf)
-        return false;
-    memcpy(kbuf, s, (size_t)(slash - s));
-    kbuf[slash - s] = '\0';
-    if (!tly_parse_u64(kbuf, 0, TLY_SHARDS_MAX - 1, &kv) ||
-        !tly_parse_u64(slash + 1, 1, TLY_SHARDS_MAX, &nv) || kv >= nv)
-        return false;
-    *k = (uint32_t)kv;
-    *n = (uint32_t)nv;
-    return true;
-}
-
-/* Returns -1 to go on, else the exit code. */
-static int parse_one(consume_opts *o, int argc, char **argv, int *i)
-{
-    const char *v;
-    int rc;
-    if (strncmp(argv[*i], "--log-read", 10) == 0)
-        o->log_read_given = true;
-    if ((rc = tly_common_flag(&o->common, argc, argv, i)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : -1;
-    if ((rc = tly_opt_value("--shard", argc, argv, i, &v)) != 0) {
-        if (rc < 0 || !parse_shard(v, &o->shard, &o->shard_count))
-            return tly_usagef(CMD, "--shard wants K/N with 0 <= K < N <= %u", TLY_SHARDS_MAX);
-        return -1;
-    }
-    if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
-        uint64_t b;
-        if (rc < 0 || !tly_parse_u64(v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &b))
-            return tly_usagef(CMD, "--batch wants 1..%u", TLY_CONSUME_BATCH_RECORDS_MAX);
-        o->batch = (uint32_t)b;
-        return -1;
-    }
-    if (strcmp(argv[*i], "--remote") == 0)
-        o->remote = true;
-    else if (strcmp(argv[*i], "--exit-at-head") == 0)
-        o->exit_at_head = true;
-    else if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-        usage(stdout);
-        return TLY_EXIT_OK;
-    } else
-        return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
-    return -1;
-}
-
-static int parse_args(consume_opts *o, int argc, char **argv)
-{
-    memset(o, 0, sizeof *o);
-    tly_common_defaults(&o->common);
-    o->shard_count = 1;
-    o->batch = TLY_CONSUME_BATCH_RECORDS_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        int rc = parse_one(o, argc, argv, &i);
-        if (rc >= 0)
-            return rc;
-    }
-    return -1;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: blocking polls return EINTR */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-}
-
-int tly_cmd_consume(int argc, char **argv)
+tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
 {
     consumer *c = calloc(1, sizeof *c);
     if (!c) {
         tly_errorf(CMD, "out of memory");
-        return TLY_EXIT_FAIL;
+        return TLY_NOMEM;
     }
-    int rc = parse_args(&c->o, argc, argv);
-    if (rc >= 0) {
-        free(c);
-        return rc;
-    }
-    install_signals();
+    c->o = *o;
+    c->stop = stop;
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK)
@@ -784,5 +663,5 @@ int tly_cmd_consume(int argc, char **argv)
     }
     consumer_stop(c);
     free(c);
-    return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+    return err;
 }

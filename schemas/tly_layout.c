@@ -1,0 +1,70 @@
+/*
+ * tly_layout.c — the data directory's layout (tly_layout.h).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tly_layout.h"
+#include "tly_limits.h"
+
+__attribute__((format(printf, 3, 4))) static tly_err fmt(char *buf, size_t cap, const char *f,
+                                                         ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(buf, cap, f, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap > 0)
+            buf[0] = '\0';
+        return TLY_USAGE;
+    }
+    return TLY_OK;
+}
+
+tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%s/%s", dir, name);
+}
+
+tly_err tly_layout_log(const char *data, char *buf, size_t cap)
+{
+    return tly_layout_join(data, TLY_LAYOUT_LOG, buf, cap);
+}
+
+tly_err tly_layout_views(const char *data, char *buf, size_t cap)
+{
+    return tly_layout_join(data, TLY_LAYOUT_VIEWS, buf, cap);
+}
+
+tly_err tly_layout_pid(const char *data, char *buf, size_t cap)
+{
+    return tly_layout_join(data, TLY_LAYOUT_PID, buf, cap);
+}
+
+tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%s/%u-of-%u", views_dir, k, n);
+}
+
+tly_err tly_layout_shard_name(uint32_t k, uint32_t n, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%u-of-%u", k, n);
+}
+
+bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n)
+{
+    unsigned a, b;
+    char tail, again[32];
+    if (name[0] < '0' || name[0] > '9' || sscanf(name, "%u-of-%u%c", &a, &b, &tail) != 2)
+        return false;
+    /* Printing the numbers back rules out leading zeros and signs. */
+    if (fmt(again, sizeof again, "%u-of-%u", a, b) != TLY_OK || strcmp(again, name) != 0)
+        return false;
+    if (b < 1 || b > TLY_SHARDS_MAX || a >= b)
+        return false;
+    *k = a;
+    *n = b;
+    return true;
+}

@@ -1,0 +1,52 @@
+/*
+ * tly_layout.h — the layout of a data directory, named in one place.
+ *
+ *   DATA/log/                 the log's LMDB environment (ledger/tly_log.h)
+ *   DATA/log/writer.lock      flock of the single writer
+ *   DATA/views/               the view stores of the consumers
+ *   DATA/views/K-of-N/        shard K of N (consumers/views/tly_views.h)
+ *   DATA/views/K-of-N/consumer.lock   flock of that shard's consumer
+ *   DATA/tally.pid            `tally up`'s supervisor, under an flock
+ *   <env>/data.mdb            the data file of any LMDB environment
+ *
+ * A "views directory" (what --views names, and what `audit replay --out`
+ * writes) holds K-of-N stores directly, like DATA/views.
+ *
+ * Every function writes a NUL-terminated path into buf (cap bytes) and
+ * returns TLY_OK, or TLY_USAGE when it would not fit (buf is then empty).
+ */
+#ifndef TLY_LAYOUT_H
+#define TLY_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tly_err.h"
+
+#define TLY_LAYOUT_LOG "log"
+#define TLY_LAYOUT_VIEWS "views"
+#define TLY_LAYOUT_PID "tally.pid"
+#define TLY_LAYOUT_WRITER_LOCK "writer.lock"
+#define TLY_LAYOUT_CONSUMER_LOCK "consumer.lock"
+#define TLY_LAYOUT_LMDB_DATA "data.mdb"
+
+/* dir/name. */
+tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap);
+
+/* DATA/log, DATA/views and DATA/tally.pid. */
+tly_err tly_layout_log(const char *data, char *buf, size_t cap);
+tly_err tly_layout_views(const char *data, char *buf, size_t cap);
+tly_err tly_layout_pid(const char *data, char *buf, size_t cap);
+
+/* VIEWS/K-of-N: shard k of n in a views directory. */
+tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap);
+
+/* The name "K-of-N" alone. */
+tly_err tly_layout_shard_name(uint32_t k, uint32_t n, char *buf, size_t cap);
+
+/* Parses a shard store's name "K-of-N": plain decimals, no signs, leading
+ * zeros or trailing bytes, 1 <= N <= TLY_SHARDS_MAX and K < N. */
+bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n);
+
+#endif

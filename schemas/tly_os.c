@@ -1,0 +1,129 @@
+/* tly_os.c — the operating-system edge shared by every room; see tly_os.h. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include "tly_os.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tly_limits.h"
+
+tly_err tly_mkdirs(const char *dir, size_t *failed_len)
+{
+    char path[TLY_PATH_BYTES_MAX + 1];
+    size_t len = strlen(dir);
+    if (len == 0 || len > TLY_PATH_BYTES_MAX)
+        return TLY_USAGE;
+    memcpy(path, dir, len + 1);
+    /* Each prefix ending before a '/' (past the first byte, so "/" itself is
+     * not tried alone), then the whole path. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            if (failed_len)
+                *failed_len = i;
+            return TLY_STORAGE;
+        }
+        path[i] = c;
+    }
+    return TLY_OK;
+}
+
+void tly_errorf(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tally %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static bool progress_drawn;
+static uint64_t progress_last_ns;
+
+bool tly_progress_enabled(void)
+{
+    return isatty(STDERR_FILENO) != 0;
+}
+
+void tly_progress(const char *label, uint64_t done, uint64_t total)
+{
+    if (!tly_progress_enabled())
+        return;
+    uint64_t now = tly_mono_ns();
+    if (progress_drawn && now - progress_last_ns < 100000000ull && done != total)
+        return;
+    progress_last_ns = now;
+    progress_drawn = true;
+    if (total > 0) {
+        unsigned pct = (unsigned)(done * 100 / total);
+        char bar[31];
+        unsigned fill = pct * 30 / 100;
+        for (unsigned k = 0; k < 30; k++)
+            bar[k] = k < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%s [%s] %3u%% %llu/%llu", label, bar, pct,
+                (unsigned long long)done, (unsigned long long)total);
+    } else {
+        fprintf(stderr, "\r%s %llu", label, (unsigned long long)done);
+    }
+    fflush(stderr);
+}
+
+void tly_progress_end(void)
+{
+    if (progress_drawn) {
+        fputc('\n', stderr);
+        progress_drawn = false;
+    }
+}
+
+int64_t tly_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t tly_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void tly_rmtree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
