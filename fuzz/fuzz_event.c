@@ -25,8 +25,8 @@ static void check_limits(const tly_event *ev)
         abort();
     if (ev->at_ms < TLY_AT_MIN_MS || ev->at_ms > FUZZ_RECORDED_MS + TLY_AT_FUTURE_MS)
         abort();
-    if (ev->has_amount && (ev->amount == 0 || ev->amount > TLY_AMOUNT_MAX ||
-                           ev->amount < -TLY_AMOUNT_MAX))
+    if (ev->has_amount &&
+        (ev->amount == 0 || ev->amount > TLY_AMOUNT_MAX || ev->amount < -TLY_AMOUNT_MAX))
         abort();
     if (ev->type == TLY_EV_PROGRAM) {
         if (ev->tier_count < 1 || ev->tier_count > TLY_TIERS_MAX)

@@ -31,7 +31,7 @@ struct tly_log {
     MDB_dbi dbi_ids;
     bool writer;
     bool env_opened; /* mdb_env_open succeeded */
-    int lock_fd; /* writer: flock'd dir/writer.lock; -1 for a reader */
+    int lock_fd;     /* writer: flock'd dir/writer.lock; -1 for a reader */
 
     /* Growth remaps the file: it takes this lock for writing, every reader
      * and short read transaction of this handle holds it for reading. */

@@ -74,8 +74,8 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
         /* Roles are looked up by the authenticated name, so one name (say,
          * two keys of one producer during a key rotation) has one role set. */
         if (strcmp(a->keys[i].source, source) == 0 && a->keys[i].roles != k->roles) {
-            snprintf(msg, cap, "line %zu: source '%s' is listed earlier with other roles",
-                     lineno, source);
+            snprintf(msg, cap, "line %zu: source '%s' is listed earlier with other roles", lineno,
+                     source);
             return TLY_BAD_FIELD;
         }
     }
@@ -152,8 +152,7 @@ static void zap_reply(void *sock, zmq_msg_t *reqid, const char *code, const char
     zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(sock, zmq_msg_data(reqid), zmq_msg_size(reqid), ZMQ_SNDMORE);
     zmq_send(sock, code, strlen(code), ZMQ_SNDMORE);
-    zmq_send(sock, code[0] == '2' ? "OK" : "unknown key", code[0] == '2' ? 2 : 11,
-             ZMQ_SNDMORE);
+    zmq_send(sock, code[0] == '2' ? "OK" : "unknown key", code[0] == '2' ? 2 : 11, ZMQ_SNDMORE);
     zmq_send(sock, user, strlen(user), ZMQ_SNDMORE);
     zmq_send(sock, "", 0, 0);
 }

@@ -10,9 +10,9 @@
 #include <zmq.h>
 
 #include "tly_auth.h"
-#include "tly_os.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 #include "tly_wire.h"
 
 /* Requests drained into one group commit. Bounds the replies held and the
@@ -47,8 +47,8 @@ typedef struct pending {
     zmq_msg_t env[TLY_ENVELOPE_FRAMES_MAX];
     uint32_t env_count;
     zmq_msg_t body;
-    tly_ingest_req *req;  /* decoded view into body */
-    tly_err whole_err;    /* whole-request error, TLY_OK when the events count */
+    tly_ingest_req *req; /* decoded view into body */
+    tly_err whole_err;   /* whole-request error, TLY_OK when the events count */
     char whole_msg[160];
     char source[TLY_SOURCE_BYTES_MAX + 1];
     uint32_t first_item;
@@ -58,7 +58,7 @@ typedef struct pending {
  * ledger has two, so one can be filled and validated while the commit
  * thread appends and syncs the other. */
 typedef struct batch {
-    pending *reqs;        /* TLY_COMMIT_REQUESTS_MAX */
+    pending *reqs; /* TLY_COMMIT_REQUESTS_MAX */
     uint32_t req_count;
     tly_log_item *items;  /* TLY_COMMIT_EVENTS_MAX */
     tly_field_error *fes; /* per item */
@@ -97,7 +97,7 @@ static void stop_worker(tly_ledger *ld);
 
 bool tly_endpoint_is_loopback(const char *ep)
 {
-    static const char *const ok[] = {"ipc://",          "inproc://",        "tcp://127.",
+    static const char *const ok[] = {"ipc://", "inproc://", "tcp://127.",
                                      "tcp://localhost:", "tcp://[::1]:"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (strncmp(ep, ok[i], strlen(ok[i])) == 0)
@@ -404,8 +404,8 @@ static bool take_request(tly_ledger *ld, batch *b)
     p->whole_err = TLY_OK;
     p->source[0] = '\0';
     p->first_item = b->item_count;
-    p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body),
-                                          p->req, p->whole_msg, sizeof p->whole_msg);
+    p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), p->req,
+                                          p->whole_msg, sizeof p->whole_msg);
     if (p->whole_err == TLY_OK)
         resolve_source(ld, p);
     if (p->whole_err == TLY_OK)
@@ -456,8 +456,7 @@ static void commit_batch(tly_log *log, batch *b)
     tly_log_head(log, &b->head_before, hash);
     b->err = TLY_OK;
     if (b->item_count > 0)
-        b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups,
-                                b->group_count);
+        b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups, b->group_count);
     if (b->err != TLY_OK) {
         fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", b->item_count,
                 tly_strerror(b->err));
@@ -496,8 +495,8 @@ static tly_err start_worker(tly_ledger *ld)
     /* The main thread uses to_worker/from_worker, the commit thread only
      * worker_in/worker_out (pthread_create orders their creation before
      * its first use). */
-    if (!ld->to_worker || !ld->from_worker || !w_in || !w_out ||
-        zmq_bind(w_in, name) != 0 || zmq_connect(ld->to_worker, name) != 0)
+    if (!ld->to_worker || !ld->from_worker || !w_in || !w_out || zmq_bind(w_in, name) != 0 ||
+        zmq_connect(ld->to_worker, name) != 0)
         return TLY_NOMEM;
     snprintf(name, sizeof name, "inproc://tally-done-%p", (void *)ld);
     if (zmq_bind(ld->from_worker, name) != 0 || zmq_connect(w_out, name) != 0)
@@ -664,8 +663,8 @@ static void serve_logread(tly_ledger *ld)
             return;
         uint64_t from = 0;
         uint32_t max = 0;
-        tly_err err = tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body),
-                                              &from, &max);
+        tly_err err =
+            tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), &from, &max);
         if (err == TLY_OK) {
             logread_reply(ld, from, max);
         } else {

@@ -13,8 +13,8 @@
 #include "tly_err.h"
 
 typedef struct tly_ledger_opts {
-    const char *data;            /* data directory; the log is DIR/log */
-    const char *ingest;          /* endpoints */
+    const char *data;   /* data directory; the log is DIR/log */
+    const char *ingest; /* endpoints */
     const char *events;
     const char *log_read;
     bool no_sync;                /* --no-sync: commits are not fsynced */

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tly_assert.h"
 #include "log_internal.h"
+#include "tly_assert.h"
 #include "tly_os.h"
 
 /* Named databases in the environment: "log" and "ids". Two spare slots cost

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "log_internal.h"
+#include "tly_assert.h"
 
 enum log_kind {
     K_PENDING = 0, /* not resolved yet (this attempt) */

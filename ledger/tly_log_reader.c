@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "tly_assert.h"
 #include "log_internal.h"
+#include "tly_assert.h"
 
 struct tly_log_reader {
     tly_log *log;

@@ -212,7 +212,7 @@ typedef struct tly_gen_heap {
 
 typedef struct tly_gen {
     tly_gen_opts opt;
-    bool stalled; /* the span's end was reached with events left to write */
+    bool stalled;           /* the span's end was reached with events left to write */
     tly_gen_rng rng;        /* every choice of the data set */
     tly_gen_rng rng_resend; /* resends only: --resend-pct does not change the
                                other records */

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_os.h"
 #include "tly_event.h"
+#include "tly_foldgen.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 #include "tly_period.h"
-#include "tly_foldgen.h"
 
 /* Two programs: enough to exercise per-program periods and liabilities. */
 #define GEN_PROGRAMS 2u

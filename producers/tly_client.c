@@ -6,12 +6,12 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "tly_os.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 
 typedef struct slot {
     bool used;
-    bool parked;          /* waiting for retry_at_ns before the next send */
+    bool parked; /* waiting for retry_at_ns before the next send */
     uint64_t req;
     msgpack_sbuffer frame;
     uint64_t deadline_ns; /* reply expected by then */
@@ -80,8 +80,9 @@ tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg
 {
     if (!opts->endpoint || opts->window > TLY_CLIENT_WINDOW_MAX ||
         (opts->server_key && (!opts->secret_file || strlen(opts->server_key) != 40))) {
-        snprintf(msg, cap, "client needs an endpoint, a window of at most %u, and with a "
-                           "server key a 40-character key and a secret key file",
+        snprintf(msg, cap,
+                 "client needs an endpoint, a window of at most %u, and with a "
+                 "server key a 40-character key and a secret key file",
                  TLY_CLIENT_WINDOW_MAX);
         return TLY_USAGE;
     }
@@ -101,8 +102,7 @@ tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg
     if (err == TLY_OK && opts->server_key)
         err = read_secret(c, msg, cap);
     if (err == TLY_OK && (err = connect_socket(c)) == TLY_USAGE)
-        snprintf(msg, cap, "cannot connect to %s: %s", opts->endpoint,
-                 zmq_strerror(zmq_errno()));
+        snprintf(msg, cap, "cannot connect to %s: %s", opts->endpoint, zmq_strerror(zmq_errno()));
     if (err != TLY_OK) {
         tly_client_close(c);
         return err;
@@ -152,8 +152,8 @@ static void retry_later(tly_client *c, slot *s, tly_err why, const char *msg)
     }
     s->parked = true;
     s->retry_at_ns = tly_mono_ns() + ms_to_ns(c->backoff_ms);
-    c->backoff_ms = c->backoff_ms * 2 > TLY_RETRY_BACKOFF_MS_MAX ? TLY_RETRY_BACKOFF_MS_MAX
-                                                                  : c->backoff_ms * 2;
+    c->backoff_ms =
+        c->backoff_ms * 2 > TLY_RETRY_BACKOFF_MS_MAX ? TLY_RETRY_BACKOFF_MS_MAX : c->backoff_ms * 2;
 }
 
 static slot *find_req(tly_client *c, uint64_t req)
@@ -177,8 +177,8 @@ static void handle_reply(tly_client *c, const void *buf, size_t len)
     uint64_t req = 0;
     uint32_t count = 0;
     char msg[160] = "";
-    tly_err whole = tly_wire_reply_decode(buf, len, &req, c->results, TLY_BATCH_EVENTS_MAX,
-                                          &count, msg, sizeof msg);
+    tly_err whole = tly_wire_reply_decode(buf, len, &req, c->results, TLY_BATCH_EVENTS_MAX, &count,
+                                          msg, sizeof msg);
     slot *s = find_req(c, req);
     if (!s)
         return; /* a late reply to a request already resent or finished */
@@ -186,8 +186,7 @@ static void handle_reply(tly_client *c, const void *buf, size_t len)
         (whole == TLY_OK && any_storage(c->results, count))) {
         if (c->opts.verbose)
             fprintf(stderr, "tally: ledger answered %s, retrying request %llu\n",
-                    whole == TLY_OK ? "storage" : tly_err_name(whole),
-                    (unsigned long long)s->req);
+                    whole == TLY_OK ? "storage" : tly_err_name(whole), (unsigned long long)s->req);
         retry_later(c, s, whole == TLY_OK ? TLY_STORAGE : whole, msg);
         return;
     }
@@ -275,9 +274,8 @@ void tly_client_drain(tly_client *c)
         tly_client_poll(c, 1000);
 }
 
-tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events,
-                          uint32_t count, bool atomic, uint64_t tag, tly_client_done_fn done,
-                          void *ctx)
+tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events, uint32_t count,
+                          bool atomic, uint64_t tag, tly_client_done_fn done, void *ctx)
 {
     if (count == 0 || count > TLY_BATCH_EVENTS_MAX || !done)
         return TLY_USAGE;

@@ -32,13 +32,13 @@
 #define TLY_RETRY_BACKOFF_MS_MAX 5000
 
 typedef struct tly_client_opts {
-    const char *endpoint;   /* ingest endpoint */
-    const char *server_key; /* Z85 public key of the ledger; NULL: no CURVE */
-    const char *secret_file;/* with server_key: this producer's secret key file */
-    int ack_timeout_ms;     /* 0: TLY_ACK_TIMEOUT_MS */
-    uint32_t window;        /* 0: 1; at most TLY_CLIENT_WINDOW_MAX */
-    uint32_t retries_max;   /* resends of one request before giving up; 0: unlimited */
-    bool verbose;           /* log reconnects and retries on stderr */
+    const char *endpoint;    /* ingest endpoint */
+    const char *server_key;  /* Z85 public key of the ledger; NULL: no CURVE */
+    const char *secret_file; /* with server_key: this producer's secret key file */
+    int ack_timeout_ms;      /* 0: TLY_ACK_TIMEOUT_MS */
+    uint32_t window;         /* 0: 1; at most TLY_CLIENT_WINDOW_MAX */
+    uint32_t retries_max;    /* resends of one request before giving up; 0: unlimited */
+    bool verbose;            /* log reconnects and retries on stderr */
 } tly_client_opts;
 
 typedef struct tly_client tly_client;
@@ -65,9 +65,8 @@ void tly_client_close(tly_client *c);
  * drain call. Returns TLY_OK, TLY_TOO_LARGE (the encoded request exceeds
  * TLY_FRAME_BYTES_MAX), TLY_USAGE or TLY_NOMEM.
  */
-tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events,
-                          uint32_t count, bool atomic, uint64_t tag, tly_client_done_fn done,
-                          void *ctx);
+tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events, uint32_t count,
+                          bool atomic, uint64_t tag, tly_client_done_fn done, void *ctx);
 
 /* Processes replies and timeouts for up to wait_ms; returns the number of
  * requests still in flight. */

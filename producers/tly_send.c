@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_os.h"
 #include "tly_currency.h"
 #include "tly_json.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 #include "tly_period.h"
 
 /* Encoded bytes per request before it is sent early: headroom under
@@ -37,8 +37,8 @@ typedef struct batch {
     uint32_t count;
 } batch;
 
-static void report_reject(FILE *out, uint64_t line, const char *id, tly_err err,
-                          const char *field, const char *message)
+static void report_reject(FILE *out, uint64_t line, const char *id, tly_err err, const char *field,
+                          const char *message)
 {
     if (!out)
         return;
@@ -58,9 +58,9 @@ static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_res
     for (uint32_t i = 0; i < m->count; i++) {
         if (whole != TLY_OK || i >= count) {
             m->stats->rejected++;
-            report_reject(m->report, m->lines[i], m->ids[i], whole == TLY_OK ? TLY_MALFORMED
-                                                                            : whole,
-                          NULL, whole == TLY_OK ? "no result for this event" : msg);
+            report_reject(m->report, m->lines[i], m->ids[i],
+                          whole == TLY_OK ? TLY_MALFORMED : whole, NULL,
+                          whole == TLY_OK ? "no result for this event" : msg);
         } else if (results[i].err != TLY_OK) {
             m->stats->rejected++;
             report_reject(m->report, m->lines[i], m->ids[i], results[i].err, results[i].field,
@@ -171,8 +171,9 @@ json_t *tly_send_csv_row(const char *line, tly_field_error *fe)
         return csv_fail(fe, "currency", "unknown ISO 4217 currency");
     int64_t amount = 0;
     if (tly_decimal_to_minor(f[4], strlen(f[4]), exp, &amount) != TLY_OK)
-        return csv_fail(fe, "amount", "amount must be a decimal with at most the currency's "
-                                      "minor-unit digits");
+        return csv_fail(fe, "amount",
+                        "amount must be a decimal with at most the currency's "
+                        "minor-unit digits");
     int64_t at = 0;
     if (tly_time_parse(f[6], strlen(f[6]), &at) != TLY_OK)
         return csv_fail(fe, "at", "at must be an ISO-8601 date or time");

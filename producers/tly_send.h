@@ -24,14 +24,14 @@ typedef struct tly_send_config {
     bool atomic;        /* each request all-or-nothing */
     uint32_t batch;     /* events per request, 1..TLY_BATCH_EVENTS_MAX */
     tly_client_opts client;
-    FILE *report;       /* rejected events are reported here (NULL: silent) */
+    FILE *report; /* rejected events are reported here (NULL: silent) */
 } tly_send_config;
 
 typedef struct tly_send_stats {
     uint64_t lines;
-    uint64_t sent;       /* appended (not duplicates) [D10] */
+    uint64_t sent; /* appended (not duplicates) [D10] */
     uint64_t duplicates;
-    uint64_t rejected;   /* by the ledger or before sending (bad line) */
+    uint64_t rejected; /* by the ledger or before sending (bad line) */
 } tly_send_stats;
 
 /* Sends everything in `in`. Returns TLY_OK when every event got a final

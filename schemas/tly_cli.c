@@ -46,8 +46,7 @@ int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i)
         o->json = true;
         return 1;
     }
-    static const char *const names[] = {"--data", "--ingest", "--events", "--log-read",
-                                        "--query"};
+    static const char *const names[] = {"--data", "--ingest", "--events", "--log-read", "--query"};
     const char **slots[] = {&o->data, &o->ingest, &o->events, &o->log_read, &o->query};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         int rc = tly_opt_value(names[k], argc, argv, i, slots[k]);
@@ -56,7 +55,6 @@ int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i)
     }
     return 0;
 }
-
 
 int tly_usagef(const char *cmd, const char *fmt, ...)
 {
@@ -68,4 +66,3 @@ int tly_usagef(const char *cmd, const char *fmt, ...)
     va_end(ap);
     return TLY_EXIT_USAGE;
 }
-

@@ -15,8 +15,7 @@ static const char *const err_texts[] = {
 #undef TLY_ERR_TEXT_
 };
 
-_Static_assert(sizeof err_names / sizeof err_names[0] == TLY_ERR_COUNT,
-               "one name per error code");
+_Static_assert(sizeof err_names / sizeof err_names[0] == TLY_ERR_COUNT, "one name per error code");
 
 const char *tly_err_name(tly_err err)
 {

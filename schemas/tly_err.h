@@ -14,32 +14,32 @@
 #ifndef TLY_ERR_H
 #define TLY_ERR_H
 
-#define TLY_ERR_LIST(X)                                                          \
-    X(OK, "ok", "success")                                                       \
-    X(MALFORMED, "malformed", "not MessagePack or not a map")                    \
-    X(TOO_LARGE, "too_large", "frame or batch larger than the limit")            \
-    X(BAD_TYPE, "bad_type", "unknown event type")                                \
-    X(MISSING_FIELD, "missing_field", "a required field is absent")              \
-    X(BAD_FIELD, "bad_field", "a field has the wrong type or is out of range")   \
-    X(CONFLICT, "conflict", "same id already accepted with different bytes")     \
-    X(FORBIDDEN, "forbidden", "not allowed for this source or role")             \
-    X(ATOMIC_ABORTED, "atomic_aborted", "another event of the atomic request failed") \
-    X(STORAGE, "storage", "storage failure (disk full or I/O): retry later")     \
-    X(UNAVAILABLE, "unavailable", "service unavailable (shutting down)")         \
-    /* internal, never in an ingest reply */                                     \
-    X(NOMEM, "nomem", "out of memory")                                           \
-    X(IO, "io", "input/output error")                                            \
-    X(NOT_FOUND, "not_found", "not found")                                       \
-    X(TIMEOUT, "timeout", "timed out")                                           \
-    X(CORRUPT, "corrupt", "data fails verification")                             \
-    X(USAGE, "usage", "invalid usage")                                           \
+#define TLY_ERR_LIST(X)                                                                            \
+    X(OK, "ok", "success")                                                                         \
+    X(MALFORMED, "malformed", "not MessagePack or not a map")                                      \
+    X(TOO_LARGE, "too_large", "frame or batch larger than the limit")                              \
+    X(BAD_TYPE, "bad_type", "unknown event type")                                                  \
+    X(MISSING_FIELD, "missing_field", "a required field is absent")                                \
+    X(BAD_FIELD, "bad_field", "a field has the wrong type or is out of range")                     \
+    X(CONFLICT, "conflict", "same id already accepted with different bytes")                       \
+    X(FORBIDDEN, "forbidden", "not allowed for this source or role")                               \
+    X(ATOMIC_ABORTED, "atomic_aborted", "another event of the atomic request failed")              \
+    X(STORAGE, "storage", "storage failure (disk full or I/O): retry later")                       \
+    X(UNAVAILABLE, "unavailable", "service unavailable (shutting down)")                           \
+    /* internal, never in an ingest reply */                                                       \
+    X(NOMEM, "nomem", "out of memory")                                                             \
+    X(IO, "io", "input/output error")                                                              \
+    X(NOT_FOUND, "not_found", "not found")                                                         \
+    X(TIMEOUT, "timeout", "timed out")                                                             \
+    X(CORRUPT, "corrupt", "data fails verification")                                               \
+    X(USAGE, "usage", "invalid usage")                                                             \
     X(OVERFLOW, "overflow", "arithmetic overflow")
 
 typedef enum tly_err {
 #define TLY_ERR_ENUM_(id, name, text) TLY_##id,
     TLY_ERR_LIST(TLY_ERR_ENUM_)
 #undef TLY_ERR_ENUM_
-    TLY_ERR_COUNT
+        TLY_ERR_COUNT
 } tly_err;
 
 /* Stable machine code of err ("missing_field"); "unknown" for an out-of-range value.

@@ -38,26 +38,76 @@ typedef struct keydef {
     uint32_t len;
 } keydef;
 
-#define KEY(s) {s, sizeof(s) - 1}
+#define KEY(s)                                                                                     \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
 
 enum {
-    K_TYPE, K_ID, K_AT, K_PROGRAM, K_VERSION, K_CURRENCY, K_PERIOD, K_TIERS, K_REBATE,
-    K_MDF_EXPIRY, K_TIER_WINDOW, K_PARTNER, K_NAME, K_KIND, K_REGION, K_SKU, K_QTY,
-    K_AMOUNT, K_SALE, K_PERSON, K_CERT, K_ACTION, K_CLAIM, K_ACTIVITY, K_REASON,
-    K_ACCOUNT, K_TOP_COUNT
+    K_TYPE,
+    K_ID,
+    K_AT,
+    K_PROGRAM,
+    K_VERSION,
+    K_CURRENCY,
+    K_PERIOD,
+    K_TIERS,
+    K_REBATE,
+    K_MDF_EXPIRY,
+    K_TIER_WINDOW,
+    K_PARTNER,
+    K_NAME,
+    K_KIND,
+    K_REGION,
+    K_SKU,
+    K_QTY,
+    K_AMOUNT,
+    K_SALE,
+    K_PERSON,
+    K_CERT,
+    K_ACTION,
+    K_CLAIM,
+    K_ACTIVITY,
+    K_REASON,
+    K_ACCOUNT,
+    K_TOP_COUNT
 };
 
 static const keydef top_keys[K_TOP_COUNT] = {
-    KEY("type"), KEY("id"), KEY("at"), KEY("program"), KEY("version"), KEY("currency"),
-    KEY("period"), KEY("tiers"), KEY("rebate"), KEY("mdf_expiry_periods"),
-    KEY("tier_window_periods"), KEY("partner"), KEY("name"), KEY("kind"), KEY("region"),
-    KEY("sku"), KEY("qty"), KEY("amount"), KEY("sale"), KEY("person"), KEY("cert"),
-    KEY("action"), KEY("claim"), KEY("activity"), KEY("reason"), KEY("account"),
+    KEY("type"),
+    KEY("id"),
+    KEY("at"),
+    KEY("program"),
+    KEY("version"),
+    KEY("currency"),
+    KEY("period"),
+    KEY("tiers"),
+    KEY("rebate"),
+    KEY("mdf_expiry_periods"),
+    KEY("tier_window_periods"),
+    KEY("partner"),
+    KEY("name"),
+    KEY("kind"),
+    KEY("region"),
+    KEY("sku"),
+    KEY("qty"),
+    KEY("amount"),
+    KEY("sale"),
+    KEY("person"),
+    KEY("cert"),
+    KEY("action"),
+    KEY("claim"),
+    KEY("activity"),
+    KEY("reason"),
+    KEY("account"),
 };
 
 enum { KT_NAME, KT_MIN_REVENUE, KT_MIN_CERTS, KT_MDF_BPS, KT_COUNT };
 static const keydef tier_keys[KT_COUNT] = {
-    KEY("name"), KEY("min_revenue"), KEY("min_certs"), KEY("mdf_bps"),
+    KEY("name"),
+    KEY("min_revenue"),
+    KEY("min_certs"),
+    KEY("mdf_bps"),
 };
 
 enum { KR_MODE, KR_BRACKETS, KR_COUNT };
@@ -256,8 +306,8 @@ typedef enum str_kind { SK_ID, SK_NAME, SK_TEXT, SK_CURRENCY } str_kind;
 
 static bool currency_valid(const char *s, uint32_t len)
 {
-    return len == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' &&
-           s[2] >= 'A' && s[2] <= 'Z';
+    return len == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && s[2] >= 'A' &&
+           s[2] <= 'Z';
 }
 
 static tly_err str_check(const char *s, uint32_t len, str_kind kind, fpath path,
@@ -345,16 +395,14 @@ static tly_err get_enum(slot s, fpath path, const char *const *names, int n, int
     size_t used = 0;
     list[0] = '\0';
     for (int i = 0; i < n && used < sizeof list; i++)
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? "|" : "",
-                                 names[i]);
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? "|" : "", names[i]);
     return fail(fe, TLY_BAD_FIELD, path, "must be one of %s", list);
 }
 
 /* --- names --- */
 
 static const char *const type_names[TLY_EV_COUNT] = {
-    "program", "partner", "sale", "return", "certification",
-    "claim",   "close",   "payout", "adjust",
+    "program", "partner", "sale", "return", "certification", "claim", "close", "payout", "adjust",
 };
 static const char *const kind_names[TLY_KIND_COUNT] = {
     "var", "msp", "si", "oem", "isv", "distributor", "consultant",
@@ -420,15 +468,14 @@ static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
     if (err == TLY_OK)
         err = get_str(ks[KT_NAME], (fpath){"tiers", i, "name"}, SK_NAME, true, &t->name, fe);
     if (err == TLY_OK)
-        err = get_int(ks[KT_MIN_REVENUE], (fpath){"tiers", i, "min_revenue"}, 0,
-                      TLY_AMOUNT_MAX, &t->min_revenue, fe);
+        err = get_int(ks[KT_MIN_REVENUE], (fpath){"tiers", i, "min_revenue"}, 0, TLY_AMOUNT_MAX,
+                      &t->min_revenue, fe);
     if (err == TLY_OK)
         err = get_int(ks[KT_MIN_CERTS], (fpath){"tiers", i, "min_certs"}, 0, TLY_CERTS_MAX,
                       &t->min_certs, fe);
     int64_t bps = 0;
     if (err == TLY_OK)
-        err = get_int(ks[KT_MDF_BPS], (fpath){"tiers", i, "mdf_bps"}, 0, TLY_BPS_MAX, &bps,
-                      fe);
+        err = get_int(ks[KT_MDF_BPS], (fpath){"tiers", i, "mdf_bps"}, 0, TLY_BPS_MAX, &bps, fe);
     t->mdf_bps = (int32_t)bps;
     return err;
 }
@@ -495,8 +542,7 @@ static tly_err decode_bracket(slot s, int i, tly_bracket *b, tly_field_error *fe
                       &b->from, fe);
     int64_t bps = 0;
     if (err == TLY_OK)
-        err = get_int(ks[KB_BPS], (fpath){"rebate.brackets", i, "bps"}, 0, TLY_BPS_MAX, &bps,
-                      fe);
+        err = get_int(ks[KB_BPS], (fpath){"rebate.brackets", i, "bps"}, 0, TLY_BPS_MAX, &bps, fe);
     b->bps = (int32_t)bps;
     return err;
 }
@@ -510,8 +556,8 @@ static tly_err decode_brackets(slot s, tly_event *ev, tly_field_error *fe)
     slot_reader(s, &r);
     uint32_t n;
     if (!tly_mp_read_array(&r, &n) || n < 1 || n > TLY_BRACKETS_MAX)
-        return fail(fe, TLY_BAD_FIELD, TOP("rebate.brackets"),
-                    "must be an array of 1..%u brackets", TLY_BRACKETS_MAX);
+        return fail(fe, TLY_BAD_FIELD, TOP("rebate.brackets"), "must be an array of 1..%u brackets",
+                    TLY_BRACKETS_MAX);
     for (uint32_t i = 0; i < n; i++) {
         slot e;
         tly_mp_skip(&r, &e.p, &e.len);
@@ -639,8 +685,8 @@ static tly_err decode_claim(const slot *s, tly_event *ev, tly_field_error *fe)
         err = get_enum(s[K_ACTION], TOP("action"), action_names + TLY_ACT_SUBMIT, 5, &act, fe);
     ev->action = (tly_action)(TLY_ACT_SUBMIT + act);
     /* [C3] amount is required for submit, approve and pay, ignored otherwise. */
-    bool wants_amount = ev->action == TLY_ACT_SUBMIT || ev->action == TLY_ACT_APPROVE ||
-                        ev->action == TLY_ACT_PAY;
+    bool wants_amount =
+        ev->action == TLY_ACT_SUBMIT || ev->action == TLY_ACT_APPROVE || ev->action == TLY_ACT_PAY;
     if (err == TLY_OK && wants_amount)
         err = get_amount(s[K_AMOUNT], ev, fe);
     if (err == TLY_OK)
@@ -689,8 +735,7 @@ static tly_err decode_adjust(const slot *s, tly_event *ev, tly_field_error *fe)
     ev->account = (tly_account)acc;
     /* Signed: 1 <= |amount| <= TLY_AMOUNT_MAX. */
     if (err == TLY_OK)
-        err = get_int(s[K_AMOUNT], TOP("amount"), -TLY_AMOUNT_MAX, TLY_AMOUNT_MAX,
-                      &ev->amount, fe);
+        err = get_int(s[K_AMOUNT], TOP("amount"), -TLY_AMOUNT_MAX, TLY_AMOUNT_MAX, &ev->amount, fe);
     if (err == TLY_OK && ev->amount == 0)
         err = fail(fe, TLY_BAD_FIELD, TOP("amount"), "must not be 0");
     ev->has_amount = err == TLY_OK;
@@ -744,8 +789,8 @@ static tly_err get_type(slot s, tly_ev_type *type, tly_field_error *fe)
 
 static tly_err get_at(slot s, int64_t recorded_ms, int64_t *at_ms, tly_field_error *fe)
 {
-    int64_t max = recorded_ms > INT64_MAX - TLY_AT_FUTURE_MS ? INT64_MAX
-                                                              : recorded_ms + TLY_AT_FUTURE_MS;
+    int64_t max =
+        recorded_ms > INT64_MAX - TLY_AT_FUTURE_MS ? INT64_MAX : recorded_ms + TLY_AT_FUTURE_MS;
     if (!present(s))
         return missing(fe, TOP("at"));
     tly_mp_reader r;

@@ -65,15 +65,9 @@ typedef enum tly_action {
     TLY_ACT_COUNT
 } tly_action;
 
-typedef enum tly_rebate_mode {
-    TLY_REBATE_RETROACTIVE = 0,
-    TLY_REBATE_INCREMENTAL
-} tly_rebate_mode;
+typedef enum tly_rebate_mode { TLY_REBATE_RETROACTIVE = 0, TLY_REBATE_INCREMENTAL } tly_rebate_mode;
 
-typedef enum tly_account {
-    TLY_ACCOUNT_MDF = 0,
-    TLY_ACCOUNT_REBATE
-} tly_account;
+typedef enum tly_account { TLY_ACCOUNT_MDF = 0, TLY_ACCOUNT_REBATE } tly_account;
 
 typedef struct tly_tier {
     tly_str name;        /* 1..TLY_NAME_BYTES_MAX, unique within the program */
@@ -100,16 +94,16 @@ typedef struct tly_event {
     /* program, partner, close */
     tly_str program;
     /* program */
-    int64_t version;              /* 1..TLY_VERSION_MAX */
-    tly_str currency;             /* also sale, return: [A-Z]{3} */
-    tly_period_kind period_kind;  /* program: "quarter" | "month" */
-    uint32_t tier_count;          /* 1..TLY_TIERS_MAX */
+    int64_t version;             /* 1..TLY_VERSION_MAX */
+    tly_str currency;            /* also sale, return: [A-Z]{3} */
+    tly_period_kind period_kind; /* program: "quarter" | "month" */
+    uint32_t tier_count;         /* 1..TLY_TIERS_MAX */
     tly_tier tiers[TLY_TIERS_MAX];
     tly_rebate_mode rebate_mode;
-    uint32_t bracket_count;       /* 1..TLY_BRACKETS_MAX */
+    uint32_t bracket_count; /* 1..TLY_BRACKETS_MAX */
     tly_bracket brackets[TLY_BRACKETS_MAX];
-    int64_t mdf_expiry_periods;   /* 1..TLY_PERIODS_SPAN_MAX */
-    int64_t tier_window_periods;  /* 1..TLY_PERIODS_SPAN_MAX */
+    int64_t mdf_expiry_periods;  /* 1..TLY_PERIODS_SPAN_MAX */
+    int64_t tier_window_periods; /* 1..TLY_PERIODS_SPAN_MAX */
 
     /* partner, sale, return, certification, claim, payout, adjust */
     tly_str partner;
@@ -119,9 +113,9 @@ typedef struct tly_event {
     tly_str region; /* optional */
 
     /* sale, return */
-    tly_str sku;    /* sale */
-    tly_str sale;   /* return: id of the original sale, same source */
-    int64_t qty;    /* 1..TLY_QTY_MAX */
+    tly_str sku;  /* sale */
+    tly_str sale; /* return: id of the original sale, same source */
+    int64_t qty;  /* 1..TLY_QTY_MAX */
 
     /* sale, return, claim (submit/approve/pay), payout: 1..TLY_AMOUNT_MAX;
      * adjust: signed, 1 ≤ |amount| ≤ TLY_AMOUNT_MAX */

@@ -37,8 +37,8 @@ static void path_push_index(char *buf, size_t cap, const char *base, size_t i)
 static tly_err pack_value(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
                           bool top, tly_field_error *fe);
 
-static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path,
-                           unsigned depth, bool top, tly_field_error *fe)
+static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
+                           bool top, tly_field_error *fe)
 {
     if (msgpack_pack_map(pk, json_object_size(v)) != 0)
         return TLY_NOMEM;
@@ -46,7 +46,8 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path
     size_t klen;
     json_t *val;
     /* Insertion order: jansson keeps the order of the text (since 2.8). */
-    json_object_keylen_foreach((json_t *)v, key, klen, val) {
+    json_object_keylen_foreach((json_t *)v, key, klen, val)
+    {
         if (msgpack_pack_str(pk, klen) != 0 || msgpack_pack_str_body(pk, key, klen) != 0)
             return TLY_NOMEM;
         char sub[64];
@@ -68,8 +69,8 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path
     return TLY_OK;
 }
 
-static tly_err pack_array(msgpack_packer *pk, const json_t *v, const char *path,
-                          unsigned depth, tly_field_error *fe)
+static tly_err pack_array(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
+                          tly_field_error *fe)
 {
     size_t n = json_array_size(v);
     if (msgpack_pack_array(pk, n) != 0)
@@ -181,8 +182,8 @@ static json_t *from_mp_map(tly_mp_reader *r, unsigned depth)
         uint32_t klen;
         json_t *key = tly_mp_read_str(r, &k, &klen) ? json_text(k, klen) : NULL;
         json_t *val = key ? from_mp(r, depth + 1) : NULL;
-        if (!val || json_object_setn_new(obj, json_string_value(key),
-                                         json_string_length(key), val) != 0) {
+        if (!val ||
+            json_object_setn_new(obj, json_string_value(key), json_string_length(key), val) != 0) {
             json_decref(obj);
             obj = NULL;
         }
@@ -275,8 +276,7 @@ json_t *tly_json_from_mp(const void *buf, size_t len)
 
 size_t tly_b64_encode(const void *buf, size_t len, char *out)
 {
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const uint8_t *p = buf;
     size_t o = 0;
     for (size_t i = 0; i < len; i += 3) {

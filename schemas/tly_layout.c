@@ -8,8 +8,7 @@
 #include "tly_layout.h"
 #include "tly_limits.h"
 
-__attribute__((format(printf, 3, 4))) static tly_err fmt(char *buf, size_t cap, const char *f,
-                                                         ...)
+__attribute__((format(printf, 3, 4))) static tly_err fmt(char *buf, size_t cap, const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);

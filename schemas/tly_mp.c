@@ -135,15 +135,40 @@ static bool read_integer(tly_mp_reader *r, bool *neg, int64_t *sv, uint64_t *uv)
     unsigned n;
     bool is_signed;
     switch (b) {
-    case 0xcc: n = 1; is_signed = false; break;
-    case 0xcd: n = 2; is_signed = false; break;
-    case 0xce: n = 4; is_signed = false; break;
-    case 0xcf: n = 8; is_signed = false; break;
-    case 0xd0: n = 1; is_signed = true; break;
-    case 0xd1: n = 2; is_signed = true; break;
-    case 0xd2: n = 4; is_signed = true; break;
-    case 0xd3: n = 8; is_signed = true; break;
-    default: return false;
+    case 0xcc:
+        n = 1;
+        is_signed = false;
+        break;
+    case 0xcd:
+        n = 2;
+        is_signed = false;
+        break;
+    case 0xce:
+        n = 4;
+        is_signed = false;
+        break;
+    case 0xcf:
+        n = 8;
+        is_signed = false;
+        break;
+    case 0xd0:
+        n = 1;
+        is_signed = true;
+        break;
+    case 0xd1:
+        n = 2;
+        is_signed = true;
+        break;
+    case 0xd2:
+        n = 4;
+        is_signed = true;
+        break;
+    case 0xd3:
+        n = 8;
+        is_signed = true;
+        break;
+    default:
+        return false;
     }
     if (!have(r, 1 + n))
         return false;
@@ -240,8 +265,7 @@ static const len_forms map_forms = {0x80, 0x8f, 0x0f, 0, 0xde, 0xdf};
 
 /* Reads a header of one of forms f into *len (the length or count) and *hdr
  * (the header size). Does not consume anything. */
-static bool read_len_header(const tly_mp_reader *r, const len_forms *f, uint32_t *len,
-                            size_t *hdr)
+static bool read_len_header(const tly_mp_reader *r, const len_forms *f, uint32_t *len, size_t *hdr)
 {
     if (!have(r, 1))
         return false;

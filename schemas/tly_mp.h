@@ -28,7 +28,7 @@ typedef enum tly_mp_type {
     TLY_MP_INVALID = 0, /* truncated, reserved byte 0xc1, or end of input */
     TLY_MP_NIL,
     TLY_MP_BOOL,
-    TLY_MP_INT,   /* any integer that fits int64 */
+    TLY_MP_INT,    /* any integer that fits int64 */
     TLY_MP_UINT64, /* an unsigned integer above INT64_MAX */
     TLY_MP_FLOAT,
     TLY_MP_STR,

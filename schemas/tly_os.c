@@ -72,8 +72,8 @@ void tly_progress(const char *label, uint64_t done, uint64_t total)
         for (unsigned k = 0; k < 30; k++)
             bar[k] = k < fill ? '#' : '.';
         bar[30] = '\0';
-        fprintf(stderr, "\r%s [%s] %3u%% %llu/%llu", label, bar, pct,
-                (unsigned long long)done, (unsigned long long)total);
+        fprintf(stderr, "\r%s [%s] %3u%% %llu/%llu", label, bar, pct, (unsigned long long)done,
+                (unsigned long long)total);
     } else {
         fprintf(stderr, "\r%s %llu", label, (unsigned long long)done);
     }

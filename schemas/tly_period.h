@@ -14,10 +14,7 @@
 
 #include "tly_err.h"
 
-typedef enum tly_period_kind {
-    TLY_PERIOD_QUARTER = 0,
-    TLY_PERIOD_MONTH = 1
-} tly_period_kind;
+typedef enum tly_period_kind { TLY_PERIOD_QUARTER = 0, TLY_PERIOD_MONTH = 1 } tly_period_kind;
 
 /* Longest period text plus NUL ("2026-Q3", "2026-07"). */
 #define TLY_PERIOD_TEXT_BYTES 8u

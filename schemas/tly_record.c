@@ -15,8 +15,8 @@
 
 #include "tly_assert.h"
 #include "tly_limits.h"
-#include "tly_record.h"
 #include "tly_mp.h"
+#include "tly_record.h"
 
 _Static_assert(SHA256_DIGEST_LENGTH == TLY_HASH_BYTES, "the chain hash is SHA-256");
 

@@ -100,8 +100,8 @@ static bool read_source(tly_mp_reader *r, tly_ingest_req *req, ingest_state *st)
 }
 
 /* Reads the value of one top-level key; false when the input is broken. */
-static bool read_ingest_key(tly_mp_reader *r, const char *k, uint32_t klen,
-                            tly_ingest_req *req, ingest_state *st)
+static bool read_ingest_key(tly_mp_reader *r, const char *k, uint32_t klen, tly_ingest_req *req,
+                            ingest_state *st)
 {
     static const char *const names[] = {"req", "source", "atomic", "events"};
     int id = -1;
@@ -183,8 +183,8 @@ static int pack_cstr(msgpack_packer *pk, const char *s)
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
 }
 
-tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source,
-                               bool atomic, const tly_span *events, uint32_t count)
+tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
+                               const tly_span *events, uint32_t count)
 {
     size_t mark = out->size;
     msgpack_packer pk;
@@ -324,8 +324,8 @@ static bool decode_results(tly_mp_reader *r, tly_ingest_result *results, uint32_
 }
 
 tly_err tly_wire_reply_decode(const void *buf, size_t len, uint64_t *req,
-                              tly_ingest_result *results, uint32_t max, uint32_t *count,
-                              char *msg, size_t cap)
+                              tly_ingest_result *results, uint32_t max, uint32_t *count, char *msg,
+                              size_t cap)
 {
     tly_mp_reader r;
     tly_mp_init(&r, buf, len);

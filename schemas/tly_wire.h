@@ -48,15 +48,15 @@ tly_err tly_wire_ingest_decode(const void *buf, size_t len, tly_ingest_req *req,
                                size_t cap);
 
 /* Encodes an ingest request (used by producers). events[i] are encoded events. */
-tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source,
-                               bool atomic, const tly_span *events, uint32_t count);
+tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
+                               const tly_span *events, uint32_t count);
 
 /* One result of an ingest reply. */
 typedef struct tly_ingest_result {
-    tly_err err;     /* TLY_OK when accepted */
-    uint64_t seq;    /* when accepted */
-    bool dup;        /* accepted earlier with the same bytes */
-    char field[64];  /* for TLY_MISSING_FIELD / TLY_BAD_FIELD, else "" */
+    tly_err err;    /* TLY_OK when accepted */
+    uint64_t seq;   /* when accepted */
+    bool dup;       /* accepted earlier with the same bytes */
+    char field[64]; /* for TLY_MISSING_FIELD / TLY_BAD_FIELD, else "" */
     char message[160];
 } tly_ingest_result;
 
@@ -76,8 +76,8 @@ void tly_wire_reply_error(msgpack_packer *pk, bool has_req, uint64_t req, tly_er
  * the reply cannot be read.
  */
 tly_err tly_wire_reply_decode(const void *buf, size_t len, uint64_t *req,
-                              tly_ingest_result *results, uint32_t max, uint32_t *count,
-                              char *msg, size_t cap);
+                              tly_ingest_result *results, uint32_t max, uint32_t *count, char *msg,
+                              size_t cap);
 
 /* Log-read request {"from": seq, "max": n}. */
 tly_err tly_wire_logread_decode(const void *buf, size_t len, uint64_t *from, uint32_t *max);

@@ -28,9 +28,9 @@
 #include "testutil.h"
 #include "tly_audit.h"
 #include "tly_cli.h"
+#include "tly_foldgen.h"
 #include "tly_json.h"
 #include "tly_log.h"
-#include "tly_foldgen.h"
 
 #define T0_MS INT64_C(1748736000000) /* 2025-06-01T00:00:00Z */
 #define DAY_MS INT64_C(86400000)
@@ -730,7 +730,7 @@ static long long accrued_in(const char *views, const char *partner)
 {
     char *dir = tu_tmpdir(), *op = join(dir, "out");
     char *const argv[] = {(char *)tu_tally(), "balance", (char *)partner, "--json", "--views",
-                          (char *)views, NULL};
+                          (char *)views,      NULL};
     ck_assert_int_eq(tu_run(argv, NULL, op, NULL), 0);
     char *out = tu_read_file(op, NULL);
     json_t *j = json_loads(out, 0, NULL);
@@ -758,9 +758,9 @@ START_TEST(replay_what_if_replaces_a_programs_rules)
                  "{\"type\":\"sale\",\"id\":\"S%d\",\"at\":%lld,\"partner\":\"p-A\","
                  "\"sku\":\"sku-1\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
                  i, (long long)at);
-    char *ev[] = {program_json("P1", 1, 100, at), strdup(partner), strdup(sales[0]),
-                  strdup(sales[1]),               program_json("P2", 2, 300, at),
-                  strdup(sales[2])};
+    char *ev[] = {
+        program_json("P1", 1, 100, at), strdup(partner), strdup(sales[0]), strdup(sales[1]),
+        program_json("P2", 2, 300, at), strdup(sales[2])};
     append_json(log_dir, ev, 6, T0_MS);
     char *plain = replay(data, "plain", "1", NULL, NULL);
     char *views = join(data, "plain");

@@ -24,10 +24,10 @@
 #include "testutil.h"
 #include "tly_cli.h"
 #include "tly_engine.h"
+#include "tly_foldgen.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
-#include "tly_foldgen.h"
 #include "tly_views.h"
 
 /* A generated log big enough that a consumer is killed mid-fold, small

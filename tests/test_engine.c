@@ -159,7 +159,6 @@ static void expect_json(json_t *got, json_t *want, const char *what)
 
 /* ---- the conformance vectors ---- */
 
-
 static void strip_detail(json_t *list)
 {
     for (size_t i = 0; i < json_array_size(list); i++)

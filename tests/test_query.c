@@ -449,8 +449,7 @@ START_TEST(test_summary)
     json_array_foreach(json_object_get(got, "liabilities"), i, p)
         assert_json_eq(p, json_object_get(want, json_string_value(json_object_get(p, "program"))),
                        "summary liabilities");
-    ck_assert_uint_eq(json_array_size(json_object_get(got, "liabilities")),
-                      json_object_size(want));
+    ck_assert_uint_eq(json_array_size(json_object_get(got, "liabilities")), json_object_size(want));
     json_decref(want);
     /* exceptions by kind */
     json_t *kinds = json_object();
@@ -491,9 +490,9 @@ START_TEST(test_summary)
     ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(top, 0), "available")),
                      best);
     for (i = 1; i < json_array_size(top); i++)
-        ck_assert_int_ge(json_integer_value(json_object_get(json_array_get(top, i - 1),
-                                                            "available")),
-                         json_integer_value(json_object_get(json_array_get(top, i), "available")));
+        ck_assert_int_ge(
+            json_integer_value(json_object_get(json_array_get(top, i - 1), "available")),
+            json_integer_value(json_object_get(json_array_get(top, i), "available")));
     json_decref(got);
     run_free(&r);
     /* The human report, and no views at all: exit 1 with one line. */

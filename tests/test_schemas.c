@@ -125,7 +125,7 @@ static void jset(json_t *root, const char *path, json_t *val)
             return;
         }
         cur = json_is_array(cur) ? json_array_get(cur, strtoul(tok, NULL, 10))
-                                  : json_object_get(cur, tok);
+                                 : json_object_get(cur, tok);
         ck_assert_msg(cur != NULL, "no %s in test event", path);
         tok = next;
     }
@@ -491,8 +491,7 @@ START_TEST(test_event_vectors_all_decode)
         tly_event ev;
         tly_field_error fe = {"", ""};
         tly_err err = decode_json(json_object_get(r, "event"), rec, &ev, &fe);
-        ck_assert_msg(err == TLY_OK, "line %zu: %s %s", lines + 1, tly_err_name(err),
-                      fe.message);
+        ck_assert_msg(err == TLY_OK, "line %zu: %s %s", lines + 1, tly_err_name(err), fe.message);
         json_decref(r);
         lines++;
     }
@@ -515,12 +514,15 @@ START_TEST(test_event_malformed)
     tly_field_error fe;
     ck_assert_int_eq(decode_bytes("", 0, &fe), TLY_MALFORMED);
     ck_assert_int_eq(decode_bytes("\x93\x01\x02\x03", 4, &fe), TLY_MALFORMED); /* array */
-    ck_assert_int_eq(decode_bytes("\xa3" "abc", 4, &fe), TLY_MALFORMED);       /* str */
-    ck_assert_int_eq(decode_bytes("\x81\xa1", 2, &fe), TLY_MALFORMED);         /* truncated */
-    ck_assert_int_eq(decode_bytes("\x81\x01\x01", 3, &fe), TLY_MALFORMED);     /* int key */
-    ck_assert_int_eq(decode_bytes("\x80\xc0", 2, &fe), TLY_MALFORMED);         /* trailing */
-    ck_assert_int_eq(decode_bytes("\xc1", 1, &fe), TLY_MALFORMED);             /* reserved */
-    ck_assert_int_eq(decode_bytes("\x80", 1, &fe), TLY_MISSING_FIELD);         /* {} */
+    ck_assert_int_eq(decode_bytes("\xa3"
+                                  "abc",
+                                  4, &fe),
+                     TLY_MALFORMED);                                       /* str */
+    ck_assert_int_eq(decode_bytes("\x81\xa1", 2, &fe), TLY_MALFORMED);     /* truncated */
+    ck_assert_int_eq(decode_bytes("\x81\x01\x01", 3, &fe), TLY_MALFORMED); /* int key */
+    ck_assert_int_eq(decode_bytes("\x80\xc0", 2, &fe), TLY_MALFORMED);     /* trailing */
+    ck_assert_int_eq(decode_bytes("\xc1", 1, &fe), TLY_MALFORMED);         /* reserved */
+    ck_assert_int_eq(decode_bytes("\x80", 1, &fe), TLY_MISSING_FIELD);     /* {} */
     ck_assert_str_eq(fe.field, "type");
 
     /* An event nested deeper than TLY_MP_DEPTH_MAX is malformed, at the
@@ -710,8 +712,8 @@ START_TEST(test_event_enums_and_patterns)
     expect(sample_program, "rebate/mode", "\"flat\"", TLY_BAD_FIELD, "rebate.mode");
     expect(sample_program, "rebate/mode", "\"incremental\"", TLY_OK, NULL);
     expect(sample_partner, "kind", "\"reseller\"", TLY_BAD_FIELD, "kind");
-    static const char *const kinds[] = {"var", "msp", "si", "oem", "isv", "distributor",
-                                        "consultant"};
+    static const char *const kinds[] = {"var", "msp",         "si",        "oem",
+                                        "isv", "distributor", "consultant"};
     for (int i = 0; i < 7; i++) {
         char v[32];
         snprintf(v, sizeof v, "\"%s\"", kinds[i]);
@@ -785,8 +787,7 @@ START_TEST(test_limit_id_bytes)
     expect_val(sample_sale, "id", jrepeat('a', TLY_ID_BYTES_MAX), TLY_OK, NULL);
     expect_val(sample_sale, "id", jrepeat('a', TLY_ID_BYTES_MAX + 1), TLY_BAD_FIELD, "id");
     expect_val(sample_return, "sale", jrepeat('s', TLY_ID_BYTES_MAX), TLY_OK, NULL);
-    expect_val(sample_return, "sale", jrepeat('s', TLY_ID_BYTES_MAX + 1), TLY_BAD_FIELD,
-               "sale");
+    expect_val(sample_return, "sale", jrepeat('s', TLY_ID_BYTES_MAX + 1), TLY_BAD_FIELD, "sale");
 }
 END_TEST
 
@@ -821,8 +822,7 @@ START_TEST(test_limit_name_and_text_bytes)
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         expect_val(*f[i].sample, f[i].path, jrepeat('n', f[i].max), TLY_OK, NULL);
-        expect_val(*f[i].sample, f[i].path, jrepeat('n', f[i].max + 1), TLY_BAD_FIELD,
-                   f[i].field);
+        expect_val(*f[i].sample, f[i].path, jrepeat('n', f[i].max + 1), TLY_BAD_FIELD, f[i].field);
         expect_val(*f[i].sample, f[i].path, jrepeat('n', 1), TLY_OK, NULL);
         expect_val(*f[i].sample, f[i].path, jrepeat('n', 0), TLY_BAD_FIELD, f[i].field);
     }
@@ -830,8 +830,8 @@ START_TEST(test_limit_name_and_text_bytes)
 END_TEST
 
 /* An int field at its bounds: lo and hi accepted, lo-1 and hi+1 rejected. */
-static void expect_int_range(const char *sample, const char *path, const char *field,
-                             int64_t lo, int64_t hi)
+static void expect_int_range(const char *sample, const char *path, const char *field, int64_t lo,
+                             int64_t hi)
 {
     expect_val(sample, path, json_integer(lo), TLY_OK, NULL);
     expect_val(sample, path, json_integer(hi), TLY_OK, NULL);
@@ -856,10 +856,9 @@ START_TEST(test_limit_amounts_and_ranges)
     expect_int_range(sample_program, "rebate/brackets/0/bps", "rebate.brackets[0].bps", 0,
                      TLY_BPS_MAX);
     /* The last tier / bracket may go up to the limit; the first is pinned at 0. */
-    expect_int_range(sample_program, "tiers/2/min_revenue", "tiers[2].min_revenue",
-                     2800000, TLY_AMOUNT_MAX);
-    expect_int_range(sample_program, "tiers/2/min_certs", "tiers[2].min_certs", 1,
-                     TLY_CERTS_MAX);
+    expect_int_range(sample_program, "tiers/2/min_revenue", "tiers[2].min_revenue", 2800000,
+                     TLY_AMOUNT_MAX);
+    expect_int_range(sample_program, "tiers/2/min_certs", "tiers[2].min_certs", 1, TLY_CERTS_MAX);
     expect_int_range(sample_program, "rebate/brackets/1/from", "rebate.brackets[1].from", 1,
                      TLY_AMOUNT_MAX);
     /* A uint64 beyond int64 is out of range, not a crash (JSON cannot hold
@@ -903,10 +902,8 @@ START_TEST(test_limit_adjust_signed_amount)
     expect_val(sample_adjust, "amount", json_integer(-1), TLY_OK, NULL);
     expect_val(sample_adjust, "amount", json_integer(1), TLY_OK, NULL);
     expect_val(sample_adjust, "amount", json_integer(0), TLY_BAD_FIELD, "amount");
-    expect_val(sample_adjust, "amount", json_integer(-TLY_AMOUNT_MAX - 1), TLY_BAD_FIELD,
-               "amount");
-    expect_val(sample_adjust, "amount", json_integer(TLY_AMOUNT_MAX + 1), TLY_BAD_FIELD,
-               "amount");
+    expect_val(sample_adjust, "amount", json_integer(-TLY_AMOUNT_MAX - 1), TLY_BAD_FIELD, "amount");
+    expect_val(sample_adjust, "amount", json_integer(TLY_AMOUNT_MAX + 1), TLY_BAD_FIELD, "amount");
 }
 END_TEST
 
@@ -992,8 +989,7 @@ START_TEST(test_limit_tiers_and_brackets_count)
     ck_assert_int_eq(decode_program_with("tiers", 0, &fe), TLY_BAD_FIELD);
     ck_assert_str_eq(fe.field, "tiers");
     ck_assert_int_eq(decode_program_with("brackets", TLY_BRACKETS_MAX, &fe), TLY_OK);
-    ck_assert_int_eq(decode_program_with("brackets", TLY_BRACKETS_MAX + 1, &fe),
-                     TLY_BAD_FIELD);
+    ck_assert_int_eq(decode_program_with("brackets", TLY_BRACKETS_MAX + 1, &fe), TLY_BAD_FIELD);
     ck_assert_str_eq(fe.field, "rebate.brackets");
     ck_assert_int_eq(decode_program_with("brackets", 1, &fe), TLY_OK);
     ck_assert_int_eq(decode_program_with("brackets", 0, &fe), TLY_BAD_FIELD);
@@ -1007,8 +1003,7 @@ START_TEST(test_g6_tier_and_bracket_order)
     expect(sample_program, "tiers/0/min_revenue", "1", TLY_BAD_FIELD, "tiers[0].min_revenue");
     expect(sample_program, "tiers/0/min_certs", "1", TLY_BAD_FIELD, "tiers[0].min_certs");
     /* [G6] ascending: a later tier may not need less revenue or fewer certs */
-    expect(sample_program, "tiers/2/min_revenue", "2799999", TLY_BAD_FIELD,
-           "tiers[2].min_revenue");
+    expect(sample_program, "tiers/2/min_revenue", "2799999", TLY_BAD_FIELD, "tiers[2].min_revenue");
     expect(sample_program, "tiers/2/min_certs", "0", TLY_BAD_FIELD, "tiers[2].min_certs");
     /* equal thresholds are allowed (non-decreasing); [G7] the last wins */
     expect(sample_program, "tiers/2/min_revenue", "2800000", TLY_OK, NULL);
@@ -1018,10 +1013,8 @@ START_TEST(test_g6_tier_and_bracket_order)
     /* a tier that is not a map */
     expect(sample_program, "tiers/1", "7", TLY_BAD_FIELD, "tiers[1]");
     /* [G6] first bracket from 0, strictly ascending */
-    expect(sample_program, "rebate/brackets/0/from", "1", TLY_BAD_FIELD,
-           "rebate.brackets[0].from");
-    expect(sample_program, "rebate/brackets/1/from", "0", TLY_BAD_FIELD,
-           "rebate.brackets[1].from");
+    expect(sample_program, "rebate/brackets/0/from", "1", TLY_BAD_FIELD, "rebate.brackets[0].from");
+    expect(sample_program, "rebate/brackets/1/from", "0", TLY_BAD_FIELD, "rebate.brackets[1].from");
     expect(sample_program, "rebate/brackets/1", "[]", TLY_BAD_FIELD, "rebate.brackets[1]");
     json_t *j = program_with("brackets", 3);
     jset(j, "rebate/brackets/2/from", json_integer(1000)); /* equal to [1] */
@@ -1117,17 +1110,35 @@ START_TEST(test_time_parse)
     ck_assert_int_eq(iso("2024-02-29T12:00:00Z"), INT64_C(1709208000000)); /* leap day */
     ck_assert_int_eq(iso("2000-03-01"), INT64_C(951868800000));
     static const char *const bad[] = {
-        "", "2025", "2025-01", "2025-1-01", "2026-02-29", "2026-02-30", "2025-04-31",
-        "2025-13-01", "2025-00-10", "2025-01-00", "1900-02-29", "2025-01-01T24:00:00Z",
-        "2025-01-01T12:60:00Z", "2025-01-01T12:00:60Z", "2025-01-01T12Z", "2025-01-01T",
-        "2025-01-01T12:00:00.Z", "2025-01-01T12:00:00+25:00", "2025-01-01T12:00:00+02:60",
-        "2025-01-01T12:00:00 Z", "2025-01-01x", "2025-01-01T12:00:00Zjunk", "20250101",
+        "",
+        "2025",
+        "2025-01",
+        "2025-1-01",
+        "2026-02-29",
+        "2026-02-30",
+        "2025-04-31",
+        "2025-13-01",
+        "2025-00-10",
+        "2025-01-00",
+        "1900-02-29",
+        "2025-01-01T24:00:00Z",
+        "2025-01-01T12:60:00Z",
+        "2025-01-01T12:00:60Z",
+        "2025-01-01T12Z",
+        "2025-01-01T",
+        "2025-01-01T12:00:00.Z",
+        "2025-01-01T12:00:00+25:00",
+        "2025-01-01T12:00:00+02:60",
+        "2025-01-01T12:00:00 Z",
+        "2025-01-01x",
+        "2025-01-01T12:00:00Zjunk",
+        "20250101",
         "2025-01-01T12:00:00+2",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t ms = 77;
-        ck_assert_msg(tly_time_parse(bad[i], strlen(bad[i]), &ms) == TLY_BAD_FIELD,
-                      "accepted '%s'", bad[i]);
+        ck_assert_msg(tly_time_parse(bad[i], strlen(bad[i]), &ms) == TLY_BAD_FIELD, "accepted '%s'",
+                      bad[i]);
         ck_assert_int_eq(ms, 77);
     }
     /* Length is honoured: no reading past len. */
@@ -1212,9 +1223,9 @@ START_TEST(test_period_parse_format)
     ck_assert_int_eq(tly_period_parse("9999-Q4", 7, &k, &p), TLY_OK);
     tly_period_format(k, p, buf);
     ck_assert_str_eq(buf, "9999-Q4");
-    static const char *const bad[] = {"1999-12", "1999-Q4", "2026-Q0", "2026-Q5", "2026-00",
-                                      "2026-13", "2026-q3", "2026-7",  "2026Q3",  "26-Q3",
-                                      "2026-Q3 ", "",       "2026-0a"};
+    static const char *const bad[] = {"1999-12",  "1999-Q4", "2026-Q0", "2026-Q5", "2026-00",
+                                      "2026-13",  "2026-q3", "2026-7",  "2026Q3",  "26-Q3",
+                                      "2026-Q3 ", "",        "2026-0a"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = -5;
         ck_assert_msg(tly_period_parse(bad[i], strlen(bad[i]), &k, &p) == TLY_BAD_FIELD,
@@ -1236,8 +1247,8 @@ START_TEST(test_b64_hex)
 {
     /* RFC 4648 section 10 test vectors */
     static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                      "Zm9vYmFy"};
+    static const char *const out[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (int i = 0; i < 7; i++) {
         char buf[16];
         ck_assert_uint_eq(tly_b64_encode(in[i], strlen(in[i]), buf), strlen(out[i]));
@@ -1388,8 +1399,7 @@ START_TEST(test_wire_ingest_round_trip)
     ck_assert_uint_eq(req->events[1].len, e2.size);
     ck_assert(memcmp(req->events[1].ptr, e2.data, e2.size) == 0);
     tly_event ev;
-    ck_assert_int_eq(tly_event_decode(req->events[0].ptr, req->events[0].len, now_ms(), &ev,
-                                      NULL),
+    ck_assert_int_eq(tly_event_decode(req->events[0].ptr, req->events[0].len, now_ms(), &ev, NULL),
                      TLY_OK);
     ck_assert(tly_str_eq(ev.id, "S-1"));
     /* without source and atomic */
@@ -1491,14 +1501,18 @@ START_TEST(test_wire_ingest_malformed)
             break;
         case 2:
             msgpack_pack_str_with_body(&pk, "source", 6);
-            msgpack_pack_str_with_body(&pk, "0123456789012345678901234567890123456789"
-                                            "01234567890123456789abcde", 65);
+            msgpack_pack_str_with_body(&pk,
+                                       "0123456789012345678901234567890123456789"
+                                       "01234567890123456789abcde",
+                                       65);
             want = TLY_MALFORMED; /* [D12] source is 1..64 bytes */
             break;
         case 3:
             msgpack_pack_str_with_body(&pk, "source", 6);
-            msgpack_pack_str_with_body(&pk, "0123456789012345678901234567890123456789"
-                                            "01234567890123456789abcd", 64);
+            msgpack_pack_str_with_body(&pk,
+                                       "0123456789012345678901234567890123456789"
+                                       "01234567890123456789abcd",
+                                       64);
             want = TLY_OK;
             break;
         default:
@@ -1578,8 +1592,7 @@ START_TEST(test_wire_frame_limit)
     ck_assert_uint_eq(sb.size, TLY_FRAME_BYTES_MAX);
     ck_assert_int_eq(decode_req(&sb, req), TLY_OK);
     tly_event ev;
-    ck_assert_int_eq(tly_event_decode(req->events[0].ptr, req->events[0].len, now_ms(), &ev,
-                                      NULL),
+    ck_assert_int_eq(tly_event_decode(req->events[0].ptr, req->events[0].len, now_ms(), &ev, NULL),
                      TLY_OK);
     msgpack_sbuffer_destroy(&sb);
     request_of(&sb, 1, TLY_FRAME_BYTES_MAX - overhead + 1, 32);
@@ -1614,8 +1627,7 @@ START_TEST(test_wire_reply_round_trip)
     uint64_t req = 0;
     uint32_t count = 0;
     char msg[64];
-    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg,
-                                           sizeof msg),
+    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg, sizeof msg),
                      TLY_OK);
     ck_assert_uint_eq(req, 77);
     ck_assert_uint_eq(count, 3);
@@ -1633,14 +1645,12 @@ START_TEST(test_wire_reply_round_trip)
     free(s);
     json_decref(j);
     /* more results than the caller can hold: malformed */
-    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 2, &count, msg,
-                                           sizeof msg),
+    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 2, &count, msg, sizeof msg),
                      TLY_MALFORMED);
     /* a whole-request error comes back as the function's value */
     msgpack_sbuffer_clear(&sb);
     tly_wire_reply_error(&pk, true, 78, TLY_TOO_LARGE, "more than 4096 events");
-    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg,
-                                           sizeof msg),
+    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg, sizeof msg),
                      TLY_TOO_LARGE);
     ck_assert_uint_eq(req, 78);
     ck_assert_uint_eq(count, 0);
@@ -1650,15 +1660,15 @@ START_TEST(test_wire_reply_round_trip)
     j = tly_json_from_mp(sb.data, sb.size);
     ck_assert_ptr_null(json_object_get(j, "req"));
     json_decref(j);
-    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg,
-                                           sizeof msg),
+    ck_assert_int_eq(tly_wire_reply_decode(sb.data, sb.size, &req, out, 3, &count, msg, sizeof msg),
                      TLY_MALFORMED);
     ck_assert_str_eq(msg, "not a map");
     /* garbage */
     ck_assert_int_eq(tly_wire_reply_decode("\x93", 1, &req, out, 3, &count, msg, sizeof msg),
                      TLY_MALFORMED);
-    ck_assert_int_eq(tly_wire_reply_decode("\x81\xa5" "error\xa4nope", 12, &req, out, 3,
-                                           &count, msg, sizeof msg),
+    ck_assert_int_eq(tly_wire_reply_decode("\x81\xa5"
+                                           "error\xa4nope",
+                                           12, &req, out, 3, &count, msg, sizeof msg),
                      TLY_MALFORMED);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -1675,10 +1685,13 @@ START_TEST(test_wire_logread)
     uint32_t max = 0;
     ck_assert_int_eq(tly_wire_logread_decode(sb.data, sb.size, &from, &max), TLY_OK);
     ck_assert(from == 12345 && max == 500);
-    ck_assert_int_eq(tly_wire_logread_decode("\x81\xa4" "from\x01", 7, &from, &max),
+    ck_assert_int_eq(tly_wire_logread_decode("\x81\xa4"
+                                             "from\x01",
+                                             7, &from, &max),
                      TLY_MISSING_FIELD);
-    ck_assert_int_eq(tly_wire_logread_decode("\x82\xa4" "from\x01\xa3max\xa1x", 13, &from,
-                                             &max),
+    ck_assert_int_eq(tly_wire_logread_decode("\x82\xa4"
+                                             "from\x01\xa3max\xa1x",
+                                             13, &from, &max),
                      TLY_BAD_FIELD);
     ck_assert_int_eq(tly_wire_logread_decode("\x91\x01", 2, &from, &max), TLY_MALFORMED);
     msgpack_sbuffer_destroy(&sb);
@@ -1721,11 +1734,19 @@ START_TEST(test_decimal_to_minor)
         int exp;
         int64_t want;
     } ok[] = {
-        {"1234.50", 2, 123450}, {"1234.5", 2, 123450}, {"1234", 2, 123400},
-        {"0.01", 2, 1},         {"0", 2, 0},           {"007.10", 2, 710},
-        {"1500", 0, 1500},      {"1.234", 3, 1234},    {"-12.34", 2, -1234},
-        {"+5", 2, 500},         {"100000000000.00", 2, TLY_AMOUNT_MAX},
-        {"10000000000000", 0, TLY_AMOUNT_MAX},         {"10000000000.000", 3, TLY_AMOUNT_MAX},
+        {"1234.50", 2, 123450},
+        {"1234.5", 2, 123450},
+        {"1234", 2, 123400},
+        {"0.01", 2, 1},
+        {"0", 2, 0},
+        {"007.10", 2, 710},
+        {"1500", 0, 1500},
+        {"1.234", 3, 1234},
+        {"-12.34", 2, -1234},
+        {"+5", 2, 500},
+        {"100000000000.00", 2, TLY_AMOUNT_MAX},
+        {"10000000000000", 0, TLY_AMOUNT_MAX},
+        {"10000000000.000", 3, TLY_AMOUNT_MAX},
         {"-100000000000", 2, -TLY_AMOUNT_MAX},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -1737,19 +1758,27 @@ START_TEST(test_decimal_to_minor)
         const char *s;
         int exp;
     } bad[] = {
-        {"12.345", 2},  /* [D18] more fraction digits than the currency has */
-        {"12.340", 2},  /* even zeros */
-        {"12.0", 0},    /* JPY has none */
+        {"12.345", 2},          /* [D18] more fraction digits than the currency has */
+        {"12.340", 2},          /* even zeros */
+        {"12.0", 0},            /* JPY has none */
         {"100000000000.01", 2}, /* above TLY_AMOUNT_MAX */
         {"10000000000001", 0},
         {"99999999999999999999999", 0}, /* would overflow int64 */
-        {"", 2}, {".5", 2}, {"12.", 2}, {"-", 2}, {"1,234.00", 2}, {" 12", 2}, {"12 ", 2},
-        {"1e3", 2}, {"--1", 2}, {"0x10", 2}, {"12.3.4", 2},
+        {"", 2},
+        {".5", 2},
+        {"12.", 2},
+        {"-", 2},
+        {"1,234.00", 2},
+        {" 12", 2},
+        {"12 ", 2},
+        {"1e3", 2},
+        {"--1", 2},
+        {"0x10", 2},
+        {"12.3.4", 2},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = -7;
-        ck_assert_msg(dec(bad[i].s, bad[i].exp, &v) == TLY_BAD_FIELD, "accepted '%s'",
-                      bad[i].s);
+        ck_assert_msg(dec(bad[i].s, bad[i].exp, &v) == TLY_BAD_FIELD, "accepted '%s'", bad[i].s);
         ck_assert_int_eq(v, -7);
     }
     /* length is honoured */

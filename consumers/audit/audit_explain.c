@@ -15,8 +15,7 @@
  * this only keeps the clock reads out of the fold's way. */
 #define EXPLAIN_PROGRESS_RECORDS 4096u
 
-static tly_err fold_one(tly_engine *e, tly_explain *x, const tly_record *rec, char *msg,
-                        size_t cap)
+static tly_err fold_one(tly_engine *e, tly_explain *x, const tly_record *rec, char *msg, size_t cap)
 {
     tly_event ev;
     tly_field_error fe = {{0}, {0}};
@@ -28,8 +27,8 @@ static tly_err fold_one(tly_engine *e, tly_explain *x, const tly_record *rec, ch
     }
     err = tly_engine_apply(e, rec, &ev);
     if (err != TLY_OK) {
-        tly_audit_msgf(msg, cap, "seq %llu: the engine stopped: %s",
-                       (unsigned long long)rec->seq, tly_strerror(err));
+        tly_audit_msgf(msg, cap, "seq %llu: the engine stopped: %s", (unsigned long long)rec->seq,
+                       tly_strerror(err));
         return err;
     }
     tly_explain_note(x, rec, &ev);

@@ -28,10 +28,10 @@
 #include "audit_int.h"
 #include "tly_ahead.h"
 #include "tly_audit.h"
-#include "tly_os.h"
 #include "tly_engine.h"
 #include "tly_event.h"
 #include "tly_log.h"
+#include "tly_os.h"
 #include "tly_views.h"
 
 typedef struct replay_shard {
@@ -219,8 +219,7 @@ static tly_err fold_log(replay_worker *w)
      * of more than 2^32 - 1 records would be read in that many at most. */
     tly_ahead *ahead = NULL;
     if (err == TLY_OK && total > 0)
-        err = tly_ahead_start(w->log, 1, total > UINT32_MAX ? UINT32_MAX : (uint32_t)total,
-                              &ahead);
+        err = tly_ahead_start(w->log, 1, total > UINT32_MAX ? UINT32_MAX : (uint32_t)total, &ahead);
     const tly_ahead_item *it;
     uint64_t done = 0;
     while (err == TLY_OK && ahead && (err = tly_ahead_next(ahead, &it)) == TLY_OK) {

@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tly_os.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 
 tly_err tly_audit_lmdb_err(int rc, const char *what)
 {

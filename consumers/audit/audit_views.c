@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 
 #include "audit_int.h"
-#include "tly_os.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 #include "tly_views.h"
 
 _Static_assert(TLY_SHARDS_MAX <= 64, "a shard set is tracked in a 64-bit mask");

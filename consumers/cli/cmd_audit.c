@@ -55,8 +55,8 @@ static bool is_help(const char *arg)
  * checked by its own parser. */
 typedef struct audit_opts {
     tly_common_opts common;
-    const char *views; /* --views DIR: a views directory instead of DATA/views */
-    const char *out;   /* replay --out */
+    const char *views;   /* --views DIR: a views directory instead of DATA/views */
+    const char *out;     /* replay --out */
     const char *program; /* replay --program (what-if) */
     uint64_t from_seq, to_seq, shards;
     bool has_until;
@@ -398,8 +398,8 @@ static int what_if_load(const char *path, what_if *w)
         snprintf(fe.message, sizeof fe.message, "the event must be of type program");
     }
     if (err != TLY_OK) {
-        tly_errorf(sub, "%s: %s%s%s: %s", path, tly_err_name(err), fe.field[0] ? " " : "",
-                   fe.field, fe.message[0] ? fe.message : tly_strerror(err));
+        tly_errorf(sub, "%s: %s%s%s: %s", path, tly_err_name(err), fe.field[0] ? " " : "", fe.field,
+                   fe.message[0] ? fe.message : tly_strerror(err));
         return TLY_EXIT_FAIL;
     }
     return TLY_EXIT_OK;

@@ -32,9 +32,9 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_engine.h"
+#include "tly_foldgen.h"
 #include "tly_limits.h"
 #include "tly_log.h"
-#include "tly_foldgen.h"
 #include "tly_views.h"
 
 #define CMD "bench fold"

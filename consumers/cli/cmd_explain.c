@@ -27,7 +27,6 @@
 
 #define CMD "explain"
 
-
 typedef struct explain_opts {
     const char *partner;
     const char *period; /* --period P, NULL: every period */

@@ -95,7 +95,8 @@ static json_t *exception_counts(tly_query_store *s, json_int_t *total)
         json_t *list = json_object_get(r, "exceptions");
         size_t i;
         json_t *x;
-        json_array_foreach(list, i, x) {
+        json_array_foreach(list, i, x)
+        {
             const char *kind = json_string_value(json_object_get(x, "kind"));
             json_t *c = json_object_get(counts, kind ? kind : "?");
             json_object_set_new(counts, kind ? kind : "?",
@@ -116,8 +117,7 @@ typedef struct collect_ctx {
     json_t *balances;
 } collect_ctx;
 
-static tly_err collect(void *ctx, const void *key, size_t key_len, const void *val,
-                       size_t val_len)
+static tly_err collect(void *ctx, const void *key, size_t key_len, const void *val, size_t val_len)
 {
     (void)key;
     (void)key_len;
@@ -175,7 +175,7 @@ static json_t *top_partners(json_t *balances, uint32_t top)
     json_t *out = json_array();
     for (size_t i = 0; i < n && i < top; i++) {
         json_t *row = json_object();
-        static const char *const keys[] = {"partner", "program", "currency", "tier",
+        static const char *const keys[] = {"partner",   "program", "currency", "tier",
                                            "available", "pending", "deficit"};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             json_object_set(row, keys[k], json_object_get(v[i], keys[k]));
@@ -191,7 +191,8 @@ static json_t *tier_distribution(json_t *balances)
     json_t *out = json_object();
     size_t i;
     json_t *b;
-    json_array_foreach(balances, i, b) {
+    json_array_foreach(balances, i, b)
+    {
         const char *prog = json_string_value(json_object_get(b, "program"));
         const char *tier = json_string_value(json_object_get(b, "tier"));
         if (!prog || !tier)
@@ -220,7 +221,8 @@ static void print_liabilities(json_t *liab)
            "MDF pending", "MDF approved", "rebate accrued open", "rebate payable");
     size_t i;
     json_t *p;
-    json_array_foreach(json_object_get(liab, "programs"), i, p) {
+    json_array_foreach(json_object_get(liab, "programs"), i, p)
+    {
         const char *ccy = json_string_value(json_object_get(p, "currency"));
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS], c[TLY_QUERY_MONEY_CHARS],
             d[TLY_QUERY_MONEY_CHARS], e[TLY_QUERY_MONEY_CHARS];
@@ -241,7 +243,8 @@ static void print_top(json_t *top)
            "pending claims");
     size_t i;
     json_t *r;
-    json_array_foreach(top, i, r) {
+    json_array_foreach(top, i, r)
+    {
         const char *ccy = json_string_value(json_object_get(r, "currency"));
         char a[TLY_QUERY_MONEY_CHARS], p[TLY_QUERY_MONEY_CHARS];
         money(r, "available", ccy, a);
@@ -258,7 +261,8 @@ static void print_tiers(json_t *tiers)
     printf("\nTier distribution (partners per tier)\n");
     const char *prog;
     json_t *p;
-    json_object_foreach(tiers, prog, p) {
+    json_object_foreach(tiers, prog, p)
+    {
         printf("  %-12s", prog);
         const char *tier;
         json_t *c;

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "engine_internal.h"
+#include "tly_assert.h"
 
 /* ---- the buffer ---- */
 

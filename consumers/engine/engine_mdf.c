@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "engine_internal.h"
+#include "tly_assert.h"
 
 #define TRY(x)                                                                                     \
     do {                                                                                           \

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "engine_internal.h"
+#include "tly_assert.h"
 #include "tly_mp.h"
 
 #define TRY(x)                                                                                     \

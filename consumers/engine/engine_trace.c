@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "engine_internal.h"
+#include "tly_assert.h"
 
 static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
     "accrual",      "clawback",     "adjust_mdf",  "credit",  "deficit_payoff",

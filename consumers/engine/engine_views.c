@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_assert.h"
 #include "engine_internal.h"
+#include "tly_assert.h"
 
 /* Short names for the writer calls, so a view reads like its SPEC table. */
 static void key_str(eng_jw *w, const char *k, const char *s, size_t len)

@@ -1,7 +1,6 @@
 /* tly_money.c — rounding and checked money arithmetic; see tly_money.h. */
-#include "tly_assert.h"
 #include "tly_money.h"
-
+#include "tly_assert.h"
 
 int64_t tly_round_half_even(int64_t num, int64_t den)
 {

@@ -25,12 +25,12 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#include "tly_os.h"
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 
 /* Named databases a view environment may hold; we open only "views", but
  * LMDB needs room for the name table of the writer's environment. */

@@ -28,7 +28,7 @@ static uint32_t fill_chunk(tly_ahead *a, tly_ahead_item *chunk, uint32_t *left, 
                            tly_err *why)
 {
     uint32_t n = 0;
-    while (n < TLY_AHEAD_CHUNK_RECORDS && *left > 0) {
+    while (n<TLY_AHEAD_CHUNK_RECORDS && * left> 0) {
         tly_ahead_item *it = &chunk[n];
         tly_err err = tly_log_reader_next(a->rd, &it->rec);
         if (err != TLY_OK) {
@@ -37,8 +37,8 @@ static uint32_t fill_chunk(tly_ahead *a, tly_ahead_item *chunk, uint32_t *left, 
             return n;
         }
         it->fe.field[0] = it->fe.message[0] = '\0';
-        it->err = tly_event_decode(it->rec.event, it->rec.event_len, it->rec.recorded_ms,
-                                   &it->ev, &it->fe);
+        it->err = tly_event_decode(it->rec.event, it->rec.event_len, it->rec.recorded_ms, &it->ev,
+                                   &it->fe);
         n++;
         --*left;
     }

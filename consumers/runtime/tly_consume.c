@@ -41,9 +41,9 @@
 #include "tly_consume.h"
 #include "tly_engine.h"
 #include "tly_limits.h"
-#include "tly_os.h"
 #include "tly_log.h"
 #include "tly_mp.h"
+#include "tly_os.h"
 #include "tly_views.h"
 #include "tly_wire.h"
 
@@ -141,8 +141,7 @@ static bool batch_too_old(const consumer *c)
  * about the log: it is treated as a gap, so the log decides.
  */
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
-                             tly_err decoded, const tly_field_error *fe, bool published,
-                             bool *gap);
+                             tly_err decoded, const tly_field_error *fe, bool published, bool *gap);
 
 static tly_err apply_one(consumer *c, const tly_record *rec, bool published, bool *gap)
 {
@@ -157,8 +156,7 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool published, boo
 /* apply_one for a record whose event is decoded already: decoded is
  * tly_event_decode's result for ev, fe its details. */
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
-                             tly_err decoded, const tly_field_error *fe, bool published,
-                             bool *gap)
+                             tly_err decoded, const tly_field_error *fe, bool published, bool *gap)
 {
     uint64_t applied = tly_engine_seq(c->engine);
     *gap = false;
@@ -420,8 +418,7 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
         if (err == TLY_OK)
             err = apply_reply(c, &rep, n, gap);
     } else {
-        tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.log_read,
-                   tly_err_name(err));
+        tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.log_read, tly_err_name(err));
         err = TLY_OK;
     }
     zmq_msg_close(&msg);
@@ -637,7 +634,6 @@ static tly_err consumer_run(consumer *c)
     }
     return err;
 }
-
 
 tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
 {

@@ -13,8 +13,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "tly_os.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 
 /* The database inside the environment; the engine and the runtime share it
  * so one transaction covers both. */

@@ -73,8 +73,7 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o)
         } else if (strcmp(argv[i], "--insecure") == 0) {
             o->insecure = true;
         } else if ((rc = tly_opt_value("--curve-secret", argc, argv, &i, &o->curve_secret)) ||
-                   (rc = tly_opt_value("--authorized-keys", argc, argv, &i,
-                                       &o->authorized_keys))) {
+                   (rc = tly_opt_value("--authorized-keys", argc, argv, &i, &o->authorized_keys))) {
             if (rc < 0)
                 return TLY_EXIT_USAGE;
         } else {

@@ -8,8 +8,8 @@
  * measures appended events/s and ack latency (submit to reply) p50/p99. It
  * then appends the same records straight into a fresh log in this process
  * (tly_log_append, same chain and dedupe, commits of P × window × batch
- * events, the largest group the ledger can form): the raw ceiling. A last run sends one event per request with one request in
- * flight, the latency floor.
+ * events, the largest group the ledger can form): the raw ceiling. A last run sends one event per
+ * request with one request in flight, the latency floor.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -69,15 +69,14 @@ typedef struct producer {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: tally bench ingest [options]\n"
-            "Measures durable ingest through a real ledger and the raw LMDB ceiling.\n\n"
-            "  --events N       events per run (default 1000000)\n"
-            "  --producers N    producer connections (default 4)\n"
-            "  --window N       requests in flight per producer (default 16)\n"
-            "  --batches LIST   events per request, comma-separated (default 1,10,100,1000)\n"
-            "  --no-sync        run the ledger with --no-sync (not durable)\n"
-            "  --dir DIR        scratch directory (default a new one under /tmp)\n");
+    fprintf(out, "Usage: tally bench ingest [options]\n"
+                 "Measures durable ingest through a real ledger and the raw LMDB ceiling.\n\n"
+                 "  --events N       events per run (default 1000000)\n"
+                 "  --producers N    producer connections (default 4)\n"
+                 "  --window N       requests in flight per producer (default 16)\n"
+                 "  --batches LIST   events per request, comma-separated (default 1,10,100,1000)\n"
+                 "  --no-sync        run the ledger with --no-sync (not durable)\n"
+                 "  --dir DIR        scratch directory (default a new one under /tmp)\n");
 }
 
 static int parse_batches(const char *s, bench_opts *o)
@@ -123,8 +122,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->producers = (uint32_t)n;
         } else if ((rc = tly_opt_value("--window", argc, argv, &i, &v)) > 0) {
             if (!tly_parse_u64(v, 1, TLY_CLIENT_WINDOW_MAX, &n))
-                return tly_usagef("bench ingest", "--window must be 1..%u",
-                                  TLY_CLIENT_WINDOW_MAX);
+                return tly_usagef("bench ingest", "--window must be 1..%u", TLY_CLIENT_WINDOW_MAX);
             o->window = (uint32_t)n;
         } else if ((rc = tly_opt_value("--batches", argc, argv, &i, &v)) > 0) {
             if (parse_batches(v, o) != TLY_EXIT_OK)
@@ -251,9 +249,18 @@ static pid_t start_ledger(const char *dir, const char *ingest, bool no_sync)
     snprintf(lr, sizeof lr, "ipc://%s/logread.sock", dir);
     pid_t pid = fork();
     if (pid == 0) {
-        char *argv[] = {"tally", "ledger", "--data", data, "--ingest", (char *)ingest,
-                        "--events", events, "--log-read", lr,
-                        no_sync ? "--no-sync" : NULL, NULL};
+        char *argv[] = {"tally",
+                        "ledger",
+                        "--data",
+                        data,
+                        "--ingest",
+                        (char *)ingest,
+                        "--events",
+                        events,
+                        "--log-read",
+                        lr,
+                        no_sync ? "--no-sync" : NULL,
+                        NULL};
         execv("/proc/self/exe", argv);
         _exit(127);
     }
@@ -310,8 +317,12 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
     for (uint32_t i = 0; i < np; i++) {
         build_corpus(&cs[i], run, i, events / np);
         uint64_t nreq = cs[i].count / batch + 2;
-        ps[i] = (producer){.c = &cs[i], .endpoint = ingest, .batch = batch,
-                           .window = window, .lat_ns = calloc(nreq, 8), .sent_ns = calloc(nreq, 8)};
+        ps[i] = (producer){.c = &cs[i],
+                           .endpoint = ingest,
+                           .batch = batch,
+                           .window = window,
+                           .lat_ns = calloc(nreq, 8),
+                           .sent_ns = calloc(nreq, 8)};
     }
     usleep(300000); /* let the ledger bind before the clock starts */
     uint64_t t0 = tly_mono_ns();
@@ -333,8 +344,7 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
 }
 
 /* The raw ceiling: the same records appended in this process. */
-static double run_raw(const bench_opts *o, const char *dir, uint32_t commit,
-                      uint64_t events)
+static double run_raw(const bench_opts *o, const char *dir, uint32_t commit, uint64_t events)
 {
     char path[TLY_PATH_BYTES_MAX];
     snprintf(path, sizeof path, "%s/raw", dir);

@@ -188,8 +188,9 @@ static int generate(const gen_args *a, FILE *out)
         tly_errorf(CMD, "out of memory for the partners");
     } else if (!tly_gen_run(g)) {
         if (g->stalled)
-            tly_errorf(CMD, "the span of %u month(s) is too short for %llu events: "
-                            "give more --months or fewer --events",
+            tly_errorf(CMD,
+                       "the span of %u month(s) is too short for %llu events: "
+                       "give more --months or fewer --events",
                        a->opt.months, (unsigned long long)a->opt.events);
         else
             tly_errorf(CMD, "write error: %s", strerror(errno));

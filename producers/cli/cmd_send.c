@@ -66,8 +66,7 @@ static void usage(FILE *out)
             TLY_CLIENT_WINDOW_MAX, TLY_DEFAULT_INGEST, TLY_ACK_TIMEOUT_MS);
 }
 
-static int parse_number(const char *name, const char *v, uint64_t min, uint64_t max,
-                        uint64_t *out)
+static int parse_number(const char *name, const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!tly_parse_u64(v, min, max, out))
         return tly_usagef("send", "%s must be an integer in %llu..%llu", name,
@@ -88,8 +87,7 @@ static int parse_option(send_opts *o, tly_common_opts *c, int argc, char **argv,
         o->atomic = true;
     } else if ((rc = tly_opt_value("--source", argc, argv, i, &o->source))) {
         return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    } else if ((rc = tly_opt_value("--curve-server-key", argc, argv, i,
-                                   &o->client.server_key))) {
+    } else if ((rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->client.server_key))) {
         return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
     } else if ((rc = tly_opt_value("--curve-secret", argc, argv, i, &o->client.secret_file))) {
         return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
