@@ -9,37 +9,13 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
+#include "ledger_out.h"
 #include "tly_auth.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_os.h"
 #include "tly_wire.h"
-
-/* Requests drained into one group commit. Bounds the replies held and the
- * latency one commit adds to the first request of the batch. */
-#define TLY_COMMIT_REQUESTS_MAX 512u
-/* Events in one group commit: about 4 MiB of records at typical sizes, one
- * LMDB transaction that commits in a few ms. A request is taken into the
- * batch only while it fits whole, so every batch holds whole requests. */
-#define TLY_COMMIT_EVENTS_MAX 16384u
-/* Routing frames before the body (a DEALER adds one; REQ via proxies more). */
-#define TLY_ENVELOPE_FRAMES_MAX 8u
-/* Frames above this size are dropped by ZeroMQ itself (the peer is
- * disconnected); frames up to it but over TLY_FRAME_BYTES_MAX get a
- * too_large reply. Bounds the memory one hostile peer can take. */
-#define TLY_FRAME_BYTES_HARD_MAX (64u * 1024u * 1024u)
-/* Records in one log-read reply (also bounded by TLY_FRAME_BYTES_MAX). */
-#define TLY_LOGREAD_RECORDS_MAX 4096u
-/* Log-read requests served between two ingest batches, so catch-up readers
- * cannot starve producers. */
-#define TLY_LOGREAD_PER_TURN 8u
-/* Poll timeout: how often the loop looks at the stop flag when idle. */
-#define TLY_LEDGER_POLL_MS 200
-/* How long the last replies may take to leave at shutdown. */
-#define TLY_LEDGER_LINGER_MS 1000
-/* Published records queued per subscriber before PUB drops (they refill
- * from log-read when they see the gap). */
-#define TLY_EVENTS_HWM 200000
 
 _Static_assert(TLY_COMMIT_EVENTS_MAX >= TLY_BATCH_EVENTS_MAX, "a whole request fits a batch");
 
@@ -91,6 +67,8 @@ struct tly_ledger {
     uint64_t head;     /* last committed seq, as the main thread knows it */
     pending spare;     /* for log-read and refusals */
     msgpack_sbuffer sbuf;
+    tly_outq replies; /* ingest and log-read replies not yet read */
+    tly_outq published;
 };
 
 static void stop_worker(tly_ledger *ld);
@@ -118,18 +96,29 @@ static tly_err setup_curve(tly_ledger *ld, void *sock, char *msg, size_t cap)
     return TLY_OK;
 }
 
-static tly_err open_socket(tly_ledger *ld, int type, const char *ep, void **out, char *msg,
-                           size_t cap)
+/* Queue bounds of one socket: replies or records queued per peer, and
+ * requests read ahead from one peer (ledger_out.h has the byte budgets). */
+static void set_queue_bounds(void *s, int type, int sndhwm, int rcvhwm)
+{
+    int one = 1;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    if (type == ZMQ_ROUTER) /* a full or vanished peer is an error, not a silent drop */
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+}
+
+/* Opens and binds one socket; sndhwm bounds what is queued per peer. */
+static tly_err open_socket(tly_ledger *ld, int type, const char *ep, int sndhwm, void **out,
+                           char *msg, size_t cap)
 {
     void *s = zmq_socket(ld->ctx, type);
     if (!s)
         return TLY_NOMEM;
-    int linger = 0, hwm = TLY_EVENTS_HWM;
+    int linger = 0;
     int64_t maxmsg = TLY_FRAME_BYTES_HARD_MAX;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (type == ZMQ_PUB)
-        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    set_queue_bounds(s, type, sndhwm, TLY_LEDGER_PEER_REQUESTS_MAX);
     if (ld->auth) {
         tly_err err = setup_curve(ld, s, msg, cap);
         if (err != TLY_OK) {
@@ -204,7 +193,7 @@ static tly_err alloc_buffers(tly_ledger *ld)
 static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
 {
     char dir[TLY_PATH_BYTES_MAX];
-    if (snprintf(dir, sizeof dir, "%s/log", ld->opts.data) >= (int)sizeof dir) {
+    if (tly_layout_log(ld->opts.data, dir, sizeof dir) != TLY_OK) {
         snprintf(msg, cap, "data directory path too long");
         return TLY_USAGE;
     }
@@ -228,6 +217,9 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (!ld)
         return TLY_NOMEM;
     ld->opts = *opts;
+    tly__outq_malloc_setup();
+    tly__outq_init(&ld->replies, TLY_LEDGER_REPLIES_BYTES_MAX, "replies");
+    tly__outq_init(&ld->published, TLY_LEDGER_EVENTS_BYTES_MAX, "events");
     ld->ctx = zmq_ctx_new();
     err = alloc_buffers(ld);
     if (err == TLY_OK && opts->authorized_keys) {
@@ -238,11 +230,13 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (err == TLY_OK)
         err = open_log(ld, msg, cap);
     if (err == TLY_OK)
-        err = open_socket(ld, ZMQ_ROUTER, opts->ingest, &ld->ingest, msg, cap);
+        err = open_socket(ld, ZMQ_ROUTER, opts->ingest, TLY_LEDGER_PEER_REPLIES_MAX, &ld->ingest,
+                          msg, cap);
     if (err == TLY_OK)
-        err = open_socket(ld, ZMQ_PUB, opts->events, &ld->events, msg, cap);
+        err = open_socket(ld, ZMQ_PUB, opts->events, TLY_EVENTS_HWM, &ld->events, msg, cap);
     if (err == TLY_OK)
-        err = open_socket(ld, ZMQ_ROUTER, opts->log_read, &ld->logread, msg, cap);
+        err = open_socket(ld, ZMQ_ROUTER, opts->log_read, TLY_LEDGER_LOGREAD_PEER_REPLIES_MAX,
+                          &ld->logread, msg, cap);
     if (err != TLY_OK) {
         tly_ledger_stop(ld);
         return err;
@@ -320,13 +314,11 @@ static void release_request(pending *p)
     p->env_count = 0;
 }
 
-static void send_reply(void *sock, pending *p, const msgpack_sbuffer *sb)
+/* Sends a reply within the replies budget. A peer that went away, or does
+ * not read, cannot be answered; it will resend. */
+static void send_reply(tly_ledger *ld, void *sock, pending *p, const msgpack_sbuffer *sb)
 {
-    for (uint32_t i = 0; i < p->env_count; i++)
-        zmq_send(sock, zmq_msg_data(&p->env[i]), zmq_msg_size(&p->env[i]),
-                 ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    /* A peer that went away cannot be answered; it will resend. */
-    zmq_send(sock, sb->data, sb->size, ZMQ_DONTWAIT);
+    tly__outq_reply(&ld->replies, sock, p->env, p->env_count, sb->data, sb->size);
 }
 
 static void whole_error(pending *p, tly_err err, const char *msg)
@@ -560,7 +552,7 @@ static void reply_request(tly_ledger *ld, const batch *b, pending *p)
             tly_wire_reply_result(&pk, &res);
         }
     }
-    send_reply(ld->ingest, p, &ld->sbuf);
+    send_reply(ld, ld->ingest, p, &ld->sbuf);
 }
 
 /* Publishes records first..last on the events socket. */
@@ -576,8 +568,7 @@ static void publish(tly_ledger *ld, uint64_t first, uint64_t last)
         const char *topic = "unknown";
         if (tly_event_peek_id(rec.event, rec.event_len, &type, &id) == TLY_OK)
             topic = tly_ev_type_name(type);
-        zmq_send(ld->events, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(ld->events, rec.raw, rec.raw_len, ZMQ_DONTWAIT);
+        tly__outq_publish(&ld->published, ld->events, topic, rec.raw, rec.raw_len);
     }
     tly_log_reader_close(rd);
 }
@@ -633,8 +624,11 @@ static void logread_reply(tly_ledger *ld, uint64_t from, uint32_t max)
     tly_log_reader *rd = NULL;
     tly_record rec;
     if (from <= head && tly_log_reader_open(ld->log, from, &rd) == TLY_OK) {
+        /* The first record is served whatever its size (the reply may then
+         * exceed TLY_FRAME_BYTES_MAX, up to TLY_LOGREAD_REPLY_BYTES_MAX), so a
+         * reader always moves on; more records only while the reply fits. */
         while (n < max && tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= head &&
-               bytes + rec.raw_len + 5 <= TLY_FRAME_BYTES_MAX) {
+               (n == 0 || bytes + rec.raw_len + 5 <= TLY_FRAME_BYTES_MAX)) {
             bytes += rec.raw_len + 5;
             n++;
         }
@@ -673,7 +667,7 @@ static void serve_logread(tly_ledger *ld)
             msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
             tly_wire_reply_error(&pk, false, 0, err, "expected {\"from\": seq, \"max\": n}");
         }
-        send_reply(ld->logread, p, &ld->sbuf);
+        send_reply(ld, ld->logread, p, &ld->sbuf);
         release_request(p);
     }
 }
@@ -689,7 +683,7 @@ static void refuse_queued(tly_ledger *ld)
         msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
         tly_wire_reply_error(&pk, p->req->has_req, p->req->req, TLY_UNAVAILABLE,
                              "ledger is shutting down");
-        send_reply(ld->ingest, p, &ld->sbuf);
+        send_reply(ld, ld->ingest, p, &ld->sbuf);
         release_request(p);
     }
 }
@@ -716,6 +710,10 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
          * ZeroMQ until the commit thread takes it. */
         int n = batch_full(ld->filling) ? 2 : 3;
         int rc = zmq_poll(items, n, TLY_LEDGER_POLL_MS);
+        if (rc == 0) {
+            tly_outq *queues[] = {&ld->replies, &ld->published};
+            tly__outq_trim(queues, 2);
+        }
         if (rc < 0) {
             if (zmq_errno() == EINTR)
                 continue;

@@ -250,4 +250,86 @@
 /* Longest path or endpoint the command line and the data directory's layout accept. */
 #define TLY_PATH_BYTES_MAX 1024u
 
+/* --- ledger daemon (ledger/tly_ledger.c) --- */
+
+/* Requests drained into one group commit. Bounds the replies held and the
+ * latency one commit adds to the first request of the batch. */
+#define TLY_COMMIT_REQUESTS_MAX 512u
+/* Events in one group commit: about 4 MiB of records at typical sizes, one
+ * LMDB transaction that commits in a few ms. A request is taken into the
+ * batch only while it fits whole, so every batch holds whole requests. */
+#define TLY_COMMIT_EVENTS_MAX 16384u
+/* Routing frames before the body (a DEALER adds one; REQ via proxies more). */
+#define TLY_ENVELOPE_FRAMES_MAX 8u
+/* Frames above this size are dropped by ZeroMQ itself (the peer is
+ * disconnected); frames up to it but over TLY_FRAME_BYTES_MAX get a
+ * too_large reply. Bounds the memory one hostile peer can take. */
+#define TLY_FRAME_BYTES_HARD_MAX (64u * 1024u * 1024u)
+/* Records in one log-read reply (also bounded by TLY_FRAME_BYTES_MAX). */
+#define TLY_LOGREAD_RECORDS_MAX 4096u
+/* Log-read requests served between two ingest batches, so catch-up readers
+ * cannot starve producers. */
+#define TLY_LOGREAD_PER_TURN 8u
+/* Poll timeout: how often the loop looks at the stop flag when idle. */
+#define TLY_LEDGER_POLL_MS 200
+/* How long the last replies may take to leave at shutdown. */
+#define TLY_LEDGER_LINGER_MS 1000
+/* Published records queued per subscriber before PUB drops for that
+ * subscriber (it refills from the log when it sees the gap). Records are
+ * mostly a few hundred bytes; the byte bound is TLY_LEDGER_EVENTS_BYTES_MAX. */
+#define TLY_EVENTS_HWM 20000
+
+/* --- the ledger's memory budget (ledger/ledger_out.h) ---
+ * Replies and published records wait in ZeroMQ's queues until a peer reads
+ * them; these bound those bytes whatever clients do. In all, the ledger holds
+ * at most: its batches (2 x TLY_COMMIT_EVENTS_MAX items, a few MiB), the
+ * replies budget, the events budget, and per connected producer up to
+ * TLY_LEDGER_PEER_REQUESTS_MAX requests not yet read (only while a group
+ * commit is full). README "Operating it" repeats this. */
+
+/* One encoded per-event result at most: {"error": code (≤ 16 bytes),
+ * "message": ≤ 159 bytes, "field": ≤ 63 bytes} with MessagePack headers. */
+#define TLY_LEDGER_RESULT_BYTES_MAX 288u
+
+/* One ingest reply at most: the map, "req" and a result per event. */
+#define TLY_LEDGER_REPLY_BYTES_MAX (64u + TLY_BATCH_EVENTS_MAX * TLY_LEDGER_RESULT_BYTES_MAX)
+
+/* Replies (ingest and log-read) sent and not yet read by their peers, in
+ * bytes, across all connections. Beyond it replies are dropped (the producer
+ * resends). 256 MiB is over 200 maximal ingest replies or 60 full log-read
+ * replies in flight: far above what honest clients keep unread. */
+#define TLY_LEDGER_REPLIES_BYTES_MAX ((size_t)256u << 20)
+
+/* Replies queued for one connection (ZMQ_SNDHWM). A producer keeps at most
+ * TLY_CLIENT_WINDOW_MAX (64) requests in flight, so an honest one never
+ * meets it; one that does not read is cut off here, at most 64 maximal
+ * replies (75 MiB), well before the total budget. */
+#define TLY_LEDGER_PEER_REPLIES_MAX 64
+
+/* Requests queued from one connection before ZeroMQ stops reading it
+ * (ZMQ_RCVHWM); the same window. */
+#define TLY_LEDGER_PEER_REQUESTS_MAX 64
+
+/* Log-read replies queued for one reader: a reader has one request out. */
+#define TLY_LEDGER_LOGREAD_PEER_REPLIES_MAX 4
+
+/* Published records not yet written to every subscriber, in bytes. A
+ * stopped subscriber holds at most this (then publishing pauses and every
+ * subscriber fills the gap from the log). */
+#define TLY_LEDGER_EVENTS_BYTES_MAX ((size_t)64u << 20)
+
+/* A log-read reply at most: the first record is always served whatever its
+ * size, so a reply can exceed TLY_FRAME_BYTES_MAX by one record's envelope
+ * (seq, recorded_ms, source, hash, the event's bin header: under 1 KiB). */
+#define TLY_LOGREAD_REPLY_BYTES_MAX (TLY_FRAME_BYTES_MAX + 1024u)
+
+/* How often a drop is logged at most (with the count since the last line). */
+#define TLY_LEDGER_DROP_LOG_MS 10000u
+
+/* How often idle memory is handed back to the system at most. */
+#define TLY_LEDGER_TRIM_INTERVAL_MS 1000u
+
+/* Buffers from this size on are mmapped and unmapped when freed. */
+#define TLY_LEDGER_MMAP_THRESHOLD_BYTES (128u * 1024u)
+
 #endif

@@ -40,6 +40,7 @@
 #include "tly_ahead.h"
 #include "tly_consume.h"
 #include "tly_engine.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_mp.h"
@@ -389,6 +390,20 @@ static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *g
     return TLY_OK;
 }
 
+/* A reply with no records while the head lies beyond the checkpoint: the
+ * ledger could not serve the next record. Never taken for the head of the
+ * log: with --exit-at-head it is an error, otherwise the next pass asks
+ * again. */
+static tly_err below_head_empty(consumer *c, const logread_reply *rep)
+{
+    uint64_t seq = tly_engine_seq(c->engine);
+    if (rep->count > 0 || !rep->has_head || rep->head <= seq)
+        return TLY_OK;
+    tly_errorf(CMD, "log-read %s: no record served at seq %llu below the head %llu",
+               c->o.log_read, (unsigned long long)seq + 1, (unsigned long long)rep->head);
+    return c->o.exit_at_head ? TLY_UNAVAILABLE : TLY_OK;
+}
+
 /* One request and its reply. An unreachable ledger is not an error: the
  * consumer waits and asks again. *count gets the records in the reply. */
 static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *count, bool *gap)
@@ -416,10 +431,13 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
         *count = rep.count;
         err = rep.has_head ? check_not_ahead(c, rep.head, c->o.log_read) : TLY_OK;
         if (err == TLY_OK)
+            err = below_head_empty(c, &rep);
+        if (err == TLY_OK)
             err = apply_reply(c, &rep, n, gap);
     } else {
         tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.log_read, tly_err_name(err));
-        err = TLY_OK;
+        /* --exit-at-head must not take an error reply for the head. */
+        err = c->o.exit_at_head ? TLY_UNAVAILABLE : TLY_OK;
     }
     zmq_msg_close(&msg);
     return err;
@@ -563,8 +581,7 @@ static tly_err sub_open(consumer *c)
 
 static tly_err consumer_start(consumer *c)
 {
-    int n = snprintf(c->log_dir, sizeof c->log_dir, "%s/log", c->o.data);
-    if (n < 0 || (size_t)n >= sizeof c->log_dir)
+    if (tly_layout_log(c->o.data, c->log_dir, sizeof c->log_dir) != TLY_OK)
         return TLY_USAGE;
     tly_err err =
         tly_views_open(c->o.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);
