@@ -11,6 +11,7 @@ typedef struct auth_key {
     uint8_t key[32];
     char source[TLY_SOURCE_BYTES_MAX + 1];
     unsigned roles;
+    char partner[TLY_NAME_BYTES_MAX + 1]; /* with TLY_ROLE_PARTNER */
 } auth_key;
 
 struct tly_auth {
@@ -21,23 +22,36 @@ struct tly_auth {
     bool running;
 };
 
-static bool parse_roles(char *text, unsigned *roles)
+/* "partner:ID": the partner-portal role, answering one partner's figures. */
+static bool parse_partner_role(const char *r, auth_key *k)
+{
+    size_t n = strlen(TLY_ROLE_PARTNER_PREFIX), len = strlen(r);
+    if (strncmp(r, TLY_ROLE_PARTNER_PREFIX, n) != 0 || len == n || len - n > TLY_NAME_BYTES_MAX ||
+        k->partner[0] != '\0')
+        return false;
+    memcpy(k->partner, r + n, len - n + 1);
+    k->roles |= TLY_ROLE_PARTNER;
+    return true;
+}
+
+static bool parse_roles(char *text, auth_key *k)
 {
     static const struct {
         const char *name;
         unsigned bit;
-    } table[] = {{"sales", TLY_ROLE_SALES},
-                 {"certs", TLY_ROLE_CERTS},
-                 {"claims", TLY_ROLE_CLAIMS},
-                 {"finance", TLY_ROLE_FINANCE}};
+    } table[] = {{"sales", TLY_ROLE_SALES},   {"certs", TLY_ROLE_CERTS},
+                 {"claims", TLY_ROLE_CLAIMS}, {"finance", TLY_ROLE_FINANCE},
+                 {"reader", TLY_ROLE_READER}, {"auditor", TLY_ROLE_AUDITOR}};
+    unsigned *roles = &k->roles;
     *roles = 0;
+    k->partner[0] = '\0';
     char *save = NULL;
     for (char *r = strtok_r(text, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
         unsigned bit = 0;
         for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
             if (strcmp(r, table[i].name) == 0)
                 bit = table[i].bit;
-        if (!bit)
+        if (!bit && !parse_partner_role(r, k))
             return false;
         *roles |= bit;
     }
@@ -66,14 +80,18 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
                  TLY_SOURCE_BYTES_MAX);
         return TLY_BAD_FIELD;
     }
-    if (!parse_roles(roles, &k->roles)) {
-        snprintf(msg, cap, "line %zu: roles must be sales, certs, claims or finance", lineno);
+    if (!parse_roles(roles, k)) {
+        snprintf(msg, cap,
+                 "line %zu: roles must be sales, certs, claims, finance, reader, auditor or "
+                 "one partner:ID",
+                 lineno);
         return TLY_BAD_FIELD;
     }
     for (size_t i = 0; i < a->count; i++) {
         /* Roles are looked up by the authenticated name, so one name (say,
          * two keys of one producer during a key rotation) has one role set. */
-        if (strcmp(a->keys[i].source, source) == 0 && a->keys[i].roles != k->roles) {
+        if (strcmp(a->keys[i].source, source) == 0 &&
+            (a->keys[i].roles != k->roles || strcmp(a->keys[i].partner, k->partner) != 0)) {
             snprintf(msg, cap, "line %zu: source '%s' is listed earlier with other roles", lineno,
                      source);
             return TLY_BAD_FIELD;
@@ -178,6 +196,13 @@ static void *zap_thread(void *arg)
         if (n == 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
             zmq_msg_size(&f[6]) == 32)
             k = find_key(a, zmq_msg_data(&f[6]));
+        /* A socket that serves the whole log (events) admits readers only:
+         * PUB cannot refuse one message, so the connection is refused. */
+        size_t dl = strlen(TLY_ZAP_DOMAIN_LOG);
+        if (k && zmq_msg_size(&f[2]) == dl &&
+            memcmp(zmq_msg_data(&f[2]), TLY_ZAP_DOMAIN_LOG, dl) == 0 &&
+            !tly_auth_reads_log(k->roles))
+            k = NULL;
         if (n >= 2)
             zap_reply(sock, &f[1], k ? "200" : "400", k ? k->source : "");
         for (int i = 0; i < n; i++)
@@ -253,4 +278,17 @@ tly_err tly_auth_read_secret(const char *path, char *secret, char *public_key, c
         return TLY_BAD_FIELD;
     }
     return TLY_OK;
+}
+
+bool tly_auth_reads_log(unsigned roles)
+{
+    return (roles & (TLY_ROLE_READER | TLY_ROLE_AUDITOR | TLY_ROLE_FINANCE)) != 0;
+}
+
+const char *tly_auth_partner(const tly_auth *auth, const char *source)
+{
+    for (size_t i = 0; i < auth->count; i++)
+        if (strcmp(auth->keys[i].source, source) == 0 && (auth->keys[i].roles & TLY_ROLE_PARTNER))
+            return auth->keys[i].partner;
+    return NULL;
 }

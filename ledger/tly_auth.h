@@ -3,11 +3,15 @@
  *
  * The authorized-keys file has one line per producer:
  *     <z85-public-key> <source-name> <role>[,<role>...]
- * Blank lines and lines starting with '#' are ignored. Roles: sales (sale,
- * return), certs (certification), claims (claim submit and cancel), finance
- * (everything). A ZAP handler thread accepts exactly the listed keys and sets
- * the ZeroMQ User-Id of each connection to the source name, which the ledger
- * reads from every request (zmq_msg_gets "User-Id").
+ * Blank lines and lines starting with '#' are ignored. Write roles: sales
+ * (sale, return), certs (certification), claims (claim submit and cancel),
+ * finance (everything). Read roles: reader (the events and log-read sockets:
+ * the whole log), auditor (the same, and every query), finance (everything),
+ * partner:ID (the query service answers that partner's balance, rebate,
+ * tier and claims only; a partner portal's key). A key without a read role
+ * is refused on the events socket and gets `forbidden` on log-read. A ZAP handler thread accepts
+ * exactly the listed keys and sets the ZeroMQ User-Id of each connection to the source name, which
+ * the ledger reads from every request (zmq_msg_gets "User-Id").
  */
 #ifndef TLY_AUTH_H
 #define TLY_AUTH_H
@@ -22,8 +26,19 @@ enum {
     TLY_ROLE_SALES = 1u << 0,
     TLY_ROLE_CERTS = 1u << 1,
     TLY_ROLE_CLAIMS = 1u << 2,
-    TLY_ROLE_FINANCE = 1u << 3
+    TLY_ROLE_FINANCE = 1u << 3,
+    TLY_ROLE_READER = 1u << 4,
+    TLY_ROLE_AUDITOR = 1u << 5,
+    TLY_ROLE_PARTNER = 1u << 6
 };
+
+/* The role "partner:ID" names its partner after this prefix. */
+#define TLY_ROLE_PARTNER_PREFIX "partner:"
+
+/* ZAP domains: sockets that serve any authorized key, and sockets that serve
+ * the whole log (events), which admit reading roles only. */
+#define TLY_ZAP_DOMAIN "tally"
+#define TLY_ZAP_DOMAIN_LOG "tally-log"
 
 /* Authorized keys at most; a partner program has tens of producers. */
 #define TLY_AUTH_KEYS_MAX 1024u
@@ -46,6 +61,13 @@ void tly_auth_free(tly_auth *auth);
 
 /* Roles of an authenticated source name; 0 when unknown. */
 unsigned tly_auth_roles(const tly_auth *auth, const char *source);
+
+/* True when roles may read the whole log (events, log-read). */
+bool tly_auth_reads_log(unsigned roles);
+
+/* The partner a source's key answers for (its partner:ID role), or NULL.
+ * Borrowed from auth. */
+const char *tly_auth_partner(const tly_auth *auth, const char *source);
 
 /* True when roles allow the event (type and, for claims, action). */
 bool tly_auth_allows(unsigned roles, const tly_event *ev);

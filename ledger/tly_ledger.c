@@ -83,7 +83,7 @@ bool tly_endpoint_is_loopback(const char *ep)
     return false;
 }
 
-static tly_err setup_curve(tly_ledger *ld, void *sock, char *msg, size_t cap)
+static tly_err setup_curve(tly_ledger *ld, void *sock, const char *domain, char *msg, size_t cap)
 {
     char secret[TLY_Z85_KEY_CHARS + 1], pub[TLY_Z85_KEY_CHARS + 1];
     tly_err err = tly_auth_read_secret(ld->opts.curve_secret, secret, pub, msg, cap);
@@ -92,7 +92,7 @@ static tly_err setup_curve(tly_ledger *ld, void *sock, char *msg, size_t cap)
     int one = 1;
     zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one);
     zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, TLY_Z85_KEY_CHARS);
-    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "tally", 5);
+    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain));
     return TLY_OK;
 }
 
@@ -120,7 +120,8 @@ static tly_err open_socket(tly_ledger *ld, int type, const char *ep, int sndhwm,
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     set_queue_bounds(s, type, sndhwm, TLY_LEDGER_PEER_REQUESTS_MAX);
     if (ld->auth) {
-        tly_err err = setup_curve(ld, s, msg, cap);
+        const char *domain = type == ZMQ_PUB ? TLY_ZAP_DOMAIN_LOG : TLY_ZAP_DOMAIN;
+        tly_err err = setup_curve(ld, s, domain, msg, cap);
         if (err != TLY_OK) {
             zmq_close(s);
             return err;
@@ -649,6 +650,23 @@ static void logread_reply(tly_ledger *ld, uint64_t from, uint32_t max)
     msgpack_pack_uint64(&pk, head);
 }
 
+/* With CURVE, only keys with a reading role may read the log. */
+static bool logread_allowed(tly_ledger *ld, pending *p)
+{
+    if (!ld->auth)
+        return true;
+    const char *user = zmq_msg_gets(&p->body, "User-Id");
+    return user && tly_auth_reads_log(tly_auth_roles(ld->auth, user));
+}
+
+static void logread_error(tly_ledger *ld, tly_err err, const char *message)
+{
+    msgpack_sbuffer_clear(&ld->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
+    tly_wire_reply_error(&pk, false, 0, err, message);
+}
+
 static void serve_logread(tly_ledger *ld)
 {
     pending *p = &ld->spare;
@@ -659,13 +677,13 @@ static void serve_logread(tly_ledger *ld)
         uint32_t max = 0;
         tly_err err =
             tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), &from, &max);
-        if (err == TLY_OK) {
+        if (err == TLY_OK && !logread_allowed(ld, p)) {
+            logread_error(ld, TLY_FORBIDDEN,
+                          "this key has no reading role (reader, auditor, finance)");
+        } else if (err == TLY_OK) {
             logread_reply(ld, from, max);
         } else {
-            msgpack_sbuffer_clear(&ld->sbuf);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
-            tly_wire_reply_error(&pk, false, 0, err, "expected {\"from\": seq, \"max\": n}");
+            logread_error(ld, err, "expected {\"from\": seq, \"max\": n}");
         }
         send_reply(ld, ld->logread, p, &ld->sbuf);
         release_request(p);
