@@ -14,9 +14,11 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "tly_auth.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_json.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_query.h"
 
@@ -34,12 +36,18 @@ typedef struct query_opts {
     tly_common_opts common;
     uint32_t shards;
     bool insecure;
+    const char *curve_secret;    /* --curve-secret FILE */
+    const char *authorized_keys; /* --authorized-keys FILE */
 } query_opts;
+
+/* The service's authorized keys with CURVE; NULL without (loopback only). */
+static tly_auth *query_auth;
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: tally query [--data DIR] [--query ENDPOINT] [--shards N] [--insecure]\n"
+            "                   [--curve-secret FILE --authorized-keys FILE]\n"
             "\n"
             "Runs the query service: a ZeroMQ ROUTER on ENDPOINT (default %s) that\n"
             "answers balance, rebate, tier, claims, liabilities, exceptions and status\n"
@@ -50,8 +58,12 @@ static void usage(FILE *out)
             "  --shards N        expect the shards 0-of-N .. (N-1)-of-N (default: use the\n"
             "                    complete set found under DIR/views; stores that do not\n"
             "                    exist yet are picked up as the consumers create them)\n"
-            "  --insecure        allow a non-loopback endpoint (the service has no\n"
-            "                    authentication: anyone who reaches it reads every view)\n"
+            "  --insecure        allow a non-loopback endpoint without CURVE (anyone who\n"
+            "                    reaches it reads every view)\n"
+            "  --curve-secret F  serve with CURVE: the service's secret key file\n"
+            "  --authorized-keys F  the keys that may ask, with their roles: finance and\n"
+            "                    auditor ask anything; partner:ID only that partner's\n"
+            "                    balance, rebate, tier and claims; others get forbidden\n"
             "\n"
             "Stops on SIGINT or SIGTERM. Exit codes: 0 stopped cleanly, 1 error, 2 usage.\n",
             TLY_DEFAULT_QUERY, TLY_DEFAULT_DATA);
@@ -73,6 +85,12 @@ static int parse(int argc, char **argv, query_opts *o)
         }
         if (strcmp(argv[i], "--insecure") == 0) {
             o->insecure = true;
+            continue;
+        }
+        if ((rc = tly_opt_value("--curve-secret", argc, argv, &i, &o->curve_secret)) != 0 ||
+            (rc = tly_opt_value("--authorized-keys", argc, argv, &i, &o->authorized_keys)) != 0) {
+            if (rc < 0)
+                return TLY_EXIT_USAGE;
             continue;
         }
         rc = tly_opt_value("--shards", argc, argv, &i, &v);
@@ -116,14 +134,30 @@ static void encode_reply(json_t *reply, msgpack_sbuffer *out)
     json_decref(e);
 }
 
-/* Answers one request body into out. */
-static void answer(tly_query_store *store, const void *body, size_t len, msgpack_sbuffer *out)
+/* With CURVE: TLY_OK when the authenticated key (user, its source name)
+ * may ask req, else TLY_FORBIDDEN. Without CURVE everything is allowed. */
+static tly_err permitted(const json_t *req, const char *user)
+{
+    if (!query_auth)
+        return TLY_OK;
+    unsigned roles = user ? tly_auth_roles(query_auth, user) : 0;
+    bool everything = (roles & (TLY_ROLE_FINANCE | TLY_ROLE_AUDITOR)) != 0;
+    const char *partner = (roles & TLY_ROLE_PARTNER) ? tly_auth_partner(query_auth, user) : NULL;
+    return tly_query_permits(req, everything, partner);
+}
+
+/* Answers one request body into out; user is the CURVE identity or NULL. */
+static void answer(tly_query_store *store, const void *body, size_t len, const char *user,
+                   msgpack_sbuffer *out)
 {
     json_t *req = tly_json_from_mp(body, len);
     json_t *reply = NULL;
     if (!json_is_object(req))
         reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_MALFORMED), "message",
                           "a query is a single-frame MessagePack map {\"q\": name, ...}");
+    else if (permitted(req, user) != TLY_OK)
+        reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_FORBIDDEN), "message",
+                          "this key may not ask this query");
     else if (tly_query_answer(store, req, &reply) != TLY_OK)
         reply =
             json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message", "out of memory");
@@ -161,7 +195,8 @@ static void serve_one(void *sock, tly_query_store *store)
     if (n >= 2 && !more && !overflow) {
         msgpack_sbuffer out;
         msgpack_sbuffer_init(&out);
-        answer(store, zmq_msg_data(&parts[n - 1]), zmq_msg_size(&parts[n - 1]), &out);
+        answer(store, zmq_msg_data(&parts[n - 1]), zmq_msg_size(&parts[n - 1]),
+               zmq_msg_gets(&parts[n - 1], "User-Id"), &out);
         for (uint32_t i = 0; i + 1 < n; i++)
             zmq_send(sock, zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]), ZMQ_SNDMORE);
         zmq_send(sock, out.data, out.size, 0);
@@ -196,9 +231,28 @@ static int serve(void *sock, tly_query_store *store)
     return TLY_EXIT_OK;
 }
 
-static void *bind_router(void *ctx, const char *ep)
+/* Makes sock a CURVE server with the secret key in path. */
+static bool setup_curve(void *sock, const char *path)
+{
+    char secret[TLY_Z85_KEY_CHARS + 1], pub[TLY_Z85_KEY_CHARS + 1], msg[256];
+    if (tly_auth_read_secret(path, secret, pub, msg, sizeof msg) != TLY_OK) {
+        tly_errorf("query", "%s", msg);
+        return false;
+    }
+    int one = 1;
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, TLY_Z85_KEY_CHARS);
+    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, TLY_ZAP_DOMAIN, strlen(TLY_ZAP_DOMAIN));
+    return true;
+}
+
+static void *bind_router(void *ctx, const char *ep, const char *curve_secret)
 {
     void *sock = zmq_socket(ctx, ZMQ_ROUTER);
+    if (curve_secret && !setup_curve(sock, curve_secret)) {
+        zmq_close(sock);
+        return NULL;
+    }
     int zero = 0;
     int64_t max = TLY_QUERY_REQUEST_BYTES_MAX;
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
@@ -211,11 +265,27 @@ static void *bind_router(void *ctx, const char *ep)
     return sock;
 }
 
+/* Loads the authorized keys and starts the ZAP handler on ctx. */
+static bool start_auth(const query_opts *o, void *ctx)
+{
+    char msg[256] = "";
+    tly_err err = tly_auth_load(o->authorized_keys, &query_auth, msg, sizeof msg);
+    if (err == TLY_OK)
+        err = tly_auth_start(query_auth, ctx);
+    if (err != TLY_OK) {
+        tly_errorf("query", "%s", msg[0] ? msg : tly_strerror(err));
+        tly_auth_free(query_auth);
+        query_auth = NULL;
+        return false;
+    }
+    return true;
+}
+
 static int run(const query_opts *o)
 {
     char views[TLY_PATH_BYTES_MAX], logdir[TLY_PATH_BYTES_MAX];
-    if ((size_t)snprintf(views, sizeof views, "%s/views", o->common.data) >= sizeof views ||
-        (size_t)snprintf(logdir, sizeof logdir, "%s/log", o->common.data) >= sizeof logdir)
+    if (tly_layout_views(o->common.data, views, sizeof views) != TLY_OK ||
+        tly_layout_log(o->common.data, logdir, sizeof logdir) != TLY_OK)
         return tly_usagef("query", "--data path too long");
     tly_query_store *store = NULL;
     tly_err err = tly_query_store_open(views, logdir, o->shards, &store);
@@ -224,7 +294,12 @@ static int run(const query_opts *o)
         return TLY_EXIT_FAIL;
     }
     void *ctx = zmq_ctx_new();
-    void *sock = bind_router(ctx, o->common.query);
+    if (o->authorized_keys && !start_auth(o, ctx)) {
+        zmq_ctx_term(ctx);
+        tly_query_store_close(store);
+        return TLY_EXIT_FAIL;
+    }
+    void *sock = bind_router(ctx, o->common.query, o->curve_secret);
     int code = TLY_EXIT_FAIL;
     if (sock) {
         fprintf(stderr, "tally query: listening on %s, views under %s\n", o->common.query, views);
@@ -232,6 +307,8 @@ static int run(const query_opts *o)
         zmq_close(sock);
     }
     zmq_ctx_term(ctx);
+    tly_auth_free(query_auth);
+    query_auth = NULL;
     tly_query_store_close(store);
     return code;
 }
@@ -242,10 +319,12 @@ int tly_cmd_query(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc != TLY_EXIT_OK)
         return rc < 0 ? TLY_EXIT_OK : rc;
-    if (!o.insecure && !is_loopback(o.common.query)) {
+    if (!o.curve_secret != !o.authorized_keys)
+        return tly_usagef("query", "--curve-secret and --authorized-keys go together");
+    if (!o.insecure && !o.curve_secret && !is_loopback(o.common.query)) {
         tly_errorf("query",
-                   "refusing to bind %s: not a loopback endpoint (the query service has no "
-                   "authentication; pass --insecure to allow it)",
+                   "refusing to bind %s: not a loopback endpoint (serve it with "
+                   "--curve-secret and --authorized-keys, or pass --insecure)",
                    o.common.query);
         return TLY_EXIT_FAIL;
     }

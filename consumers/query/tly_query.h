@@ -106,4 +106,13 @@ void tly_query_format_money(int64_t minor, int exponent, char *out, size_t cap);
 /* "2.50%" for 250 basis points, into out (at least 16 bytes). */
 void tly_query_format_bps(int64_t bps, char *out, size_t cap);
 
+/*
+ * Read-side authorization: TLY_OK when a reader may ask req, else
+ * TLY_FORBIDDEN. everything: a finance or auditor key, which may ask any
+ * query. Otherwise partner names the one partner the key answers for (its
+ * partner:ID role; NULL: none), and only balance, rebate, tier, claims and
+ * statement about exactly that partner are permitted.
+ */
+tly_err tly_query_permits(const json_t *req, bool everything, const char *partner);
+
 #endif
