@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -61,6 +62,8 @@ static int cmd_bench(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Data files are private whatever the caller's umask (tly_os.h). */
+    umask(077);
     if (argc < 2) {
         usage(stderr);
         return TLY_EXIT_USAGE;

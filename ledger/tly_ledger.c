@@ -198,7 +198,7 @@ static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
         snprintf(msg, cap, "data directory path too long");
         return TLY_USAGE;
     }
-    if (mkdir(ld->opts.data, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(ld->opts.data, TLY_DIR_MODE) != 0 && errno != EEXIST) {
         snprintf(msg, cap, "cannot create %s: %s", ld->opts.data, strerror(errno));
         return TLY_STORAGE;
     }

@@ -3,6 +3,7 @@
  * edge (error mapping, read transactions that survive a growing map).
  *
  * The append path is in tly_log_append.c, the reader in tly_log_reader.c,
+ * the raw snapshot scan (for the audit) in tly_log_scan.c,
  * the record format and chain hash in tly_log_record.c.
  */
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include "log_internal.h"
 #include "tly_assert.h"
+#include "tly_layout.h"
 #include "tly_os.h"
 
 /* Named databases in the environment: "log" and "ids". Two spare slots cost
@@ -179,22 +181,15 @@ static tly_err make_dirs(const char *dir)
     return err;
 }
 
-/* Joins dir and name into buf; TLY_USAGE when the path is too long. */
-static tly_err join_path(char *buf, size_t cap, const char *dir, const char *name)
-{
-    int n = snprintf(buf, cap, "%s/%s", dir, name);
-    return n > 0 && (size_t)n < cap ? TLY_OK : TLY_USAGE;
-}
-
 /* Takes the single-writer lock: an flock on dir/writer.lock. LMDB's own
  * writer mutex only serialises transactions; two ledgers would both keep a
  * head in memory and fight over the next seq. */
 static tly_err lock_writer(tly_log *log, const char *dir)
 {
     char path[TLY_PATH_BYTES_MAX + 32];
-    if (join_path(path, sizeof path, dir, "writer.lock") != TLY_OK)
+    if (tly_layout_join(dir, TLY_LAYOUT_WRITER_LOCK, path, sizeof path) != TLY_OK)
         return TLY_USAGE;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, TLY_FILE_MODE);
     if (fd < 0) {
         fprintf(stderr, "tally: log: open %s: %s\n", path, strerror(errno));
         return TLY_STORAGE;
@@ -229,7 +224,7 @@ static tly_err env_open(tly_log *log, const char *dir, unsigned flags)
 {
     /* MDB_NOTLS: read transactions belong to the handle, not the thread, so
      * a thread may hold several readers and hand them to another thread. */
-    int rc = mdb_env_open(log->env, dir, flags | MDB_NOTLS, 0644);
+    int rc = mdb_env_open(log->env, dir, flags | MDB_NOTLS, TLY_FILE_MODE);
     MDB_envinfo info;
     if (rc == MDB_SUCCESS)
         rc = mdb_env_info(log->env, &info);
@@ -348,7 +343,7 @@ static tly_err open_reader(tly_log *log, const char *dir)
      * fails to find data.mdb, and a reader must leave no trace. */
     char path[TLY_PATH_BYTES_MAX + 32];
     struct stat st;
-    if (join_path(path, sizeof path, dir, "data.mdb") != TLY_OK)
+    if (tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, path, sizeof path) != TLY_OK)
         return TLY_USAGE;
     if (stat(path, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR ? TLY_NOT_FOUND : TLY_STORAGE;

@@ -28,7 +28,7 @@ tly_err tly_mkdirs(const char *dir, size_t *failed_len)
             continue;
         char c = path[i];
         path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(path, TLY_DIR_MODE) != 0 && errno != EEXIST) {
             if (failed_len)
                 *failed_len = i;
             return TLY_STORAGE;

@@ -12,8 +12,15 @@
 
 #include "tly_err.h"
 
+/* Data is private by default: directories Tally creates are 0700 and the
+ * files 0600, whatever the caller's umask (tally's main sets umask 077, so
+ * these modes are exact). README "Security" says how to let an auditors'
+ * group read a data directory. */
+#define TLY_DIR_MODE 0700
+#define TLY_FILE_MODE 0600
+
 /*
- * mkdir -p: creates dir (mode 0755) and each of its missing parents; what
+ * mkdir -p: creates dir (mode TLY_DIR_MODE) and each of its missing parents; what
  * exists already is fine. dir is 1..TLY_PATH_BYTES_MAX bytes. Returns TLY_OK,
  * TLY_USAGE for an empty or longer dir, or TLY_STORAGE when a mkdir fails:
  * errno is then that mkdir's and, unless failed_len is NULL, *failed_len is

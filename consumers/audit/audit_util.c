@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_os.h"
@@ -23,7 +24,7 @@ tly_err tly_audit_env_open(const char *dir, unsigned maxdbs, MDB_env **out)
 {
     char path[TLY_PATH_BYTES_MAX + 16];
     struct stat st;
-    if (snprintf(path, sizeof path, "%s/data.mdb", dir) >= (int)sizeof path)
+    if (tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, path, sizeof path) != TLY_OK)
         return TLY_NOT_FOUND;
     /* Check first: a read-only open must never leave an empty environment
      * behind in a mistyped directory. */
@@ -36,7 +37,7 @@ tly_err tly_audit_env_open(const char *dir, unsigned maxdbs, MDB_env **out)
     if (rc == 0)
         rc = mdb_env_set_maxreaders(env, TLY_LOG_READERS_MAX);
     if (rc == 0)
-        rc = mdb_env_open(env, dir, MDB_RDONLY, 0644);
+        rc = mdb_env_open(env, dir, MDB_RDONLY, TLY_FILE_MODE);
     if (rc != 0) {
         mdb_env_close(env);
         return tly_audit_lmdb_err(rc, dir);
@@ -98,20 +99,4 @@ void tly_audit_msgf(char *msg, size_t cap, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, cap, fmt, ap);
     va_end(ap);
-}
-
-/* Parses "K-of-N" (decimal, no signs or leading junk); false otherwise. */
-bool tly_audit_shard_name_parse(const char *s, uint32_t *k, uint32_t *n)
-{
-    char tail;
-    unsigned a, b;
-    if (s[0] < '0' || s[0] > '9' || sscanf(s, "%u-of-%u%c", &a, &b, &tail) != 2)
-        return false;
-    char again[32];
-    snprintf(again, sizeof again, "%u-of-%u", a, b);
-    if (strcmp(again, s) != 0 || b == 0 || b > TLY_SHARDS_MAX || a >= b)
-        return false;
-    *k = a;
-    *n = b;
-    return true;
 }

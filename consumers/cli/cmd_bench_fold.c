@@ -33,8 +33,10 @@
 #include "tly_cmd.h"
 #include "tly_engine.h"
 #include "tly_foldgen.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 #include "tly_views.h"
 
 #define CMD "bench fold"
@@ -177,7 +179,7 @@ static pid_t spawn_consumer(const bench *b, uint32_t k, uint32_t n)
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, TLY_FILE_MODE);
     if (fd >= 0) {
         dup2(fd, STDERR_FILENO);
         dup2(fd, STDOUT_FILENO);
@@ -245,8 +247,9 @@ static uint32_t reap(bench_run *r, pid_t *pids, uint64_t t0)
 static tly_err run_shards(bench *b, bench_run *r)
 {
     char views_dir[TLY_PATH_BYTES_MAX + 8];
-    snprintf(views_dir, sizeof views_dir, "%s/views", b->o.common.data);
-    rm_tree(views_dir);
+    /* Fits: the data path fitted log_dir (bench_setup). */
+    if (tly_layout_views(b->o.common.data, views_dir, sizeof views_dir) == TLY_OK)
+        rm_tree(views_dir);
     pid_t pids[TLY_SHARDS_MAX] = {0};
     tly_views *views[TLY_SHARDS_MAX] = {0};
     uint64_t t0 = tly_mono_ns();
@@ -464,12 +467,11 @@ static tly_err bench_setup(bench *b, char *tmp, size_t cap)
             return TLY_IO;
         }
         b->o.common.data = tmp;
-    } else if (mkdir(b->o.common.data, 0755) != 0 && errno != EEXIST) {
+    } else if (mkdir(b->o.common.data, TLY_DIR_MODE) != 0 && errno != EEXIST) {
         tly_errorf(CMD, "cannot create %s: %s", b->o.common.data, strerror(errno));
         return TLY_IO;
     }
-    int n = snprintf(b->log_dir, sizeof b->log_dir, "%s/log", b->o.common.data);
-    if (n < 0 || (size_t)n >= sizeof b->log_dir) {
+    if (tly_layout_log(b->o.common.data, b->log_dir, sizeof b->log_dir) != TLY_OK) {
         tly_errorf(CMD, "data directory path too long");
         return TLY_USAGE;
     }

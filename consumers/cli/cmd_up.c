@@ -38,7 +38,9 @@
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 
 #define CMD "up"
 
@@ -442,8 +444,8 @@ static int take_pid_file(up_state *u)
         tly_errorf(CMD, "cannot create data directory %s: %s", dir, strerror(errno));
         return TLY_EXIT_FAIL;
     }
-    snprintf(u->pid_path, sizeof u->pid_path, "%s/tally.pid", dir);
-    u->pid_fd = open(u->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    (void)tly_layout_pid(dir, u->pid_path, sizeof u->pid_path); /* fits: dir is bounded above */
+    u->pid_fd = open(u->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, TLY_FILE_MODE);
     if (u->pid_fd < 0) {
         tly_errorf(CMD, "cannot open %s: %s", u->pid_path, strerror(errno));
         return TLY_EXIT_FAIL;

@@ -28,6 +28,7 @@
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_os.h"
@@ -81,9 +82,10 @@ static tly_err map_mdb(int rc)
     return TLY_STORAGE;
 }
 
-static void shard_path(const tly_query_store *s, uint32_t k, uint32_t n, char *buf, size_t cap)
+/* VIEWS/K-of-N into buf; false when it does not fit. */
+static bool shard_path(const tly_query_store *s, uint32_t k, uint32_t n, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/%u-of-%u", s->views, k, n);
+    return tly_layout_shard(s->views, k, n, buf, cap) == TLY_OK;
 }
 
 /* True when dir/data.mdb exists; *mtime gets its modification time. */
@@ -91,7 +93,7 @@ static bool store_exists(const char *dir, int64_t *mtime)
 {
     char p[TLY_PATH_BYTES_MAX + 16];
     struct stat st;
-    if (snprintf(p, sizeof p, "%s/data.mdb", dir) >= (int)sizeof p || stat(p, &st) != 0)
+    if (tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, p, sizeof p) != TLY_OK || stat(p, &st) != 0)
         return false;
     if (mtime)
         *mtime = (int64_t)st.st_mtime;
@@ -108,7 +110,7 @@ static tly_err env_open(const char *dir, MDB_env **out)
      * request's transactions never collide with a stale slot of this
      * process. */
     if (rc == 0)
-        rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
+        rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, TLY_FILE_MODE);
     if (rc != 0) {
         if (env)
             mdb_env_close(env);
@@ -136,26 +138,12 @@ static void open_missing(tly_query_store *s)
         if (s->sh[k].env)
             continue;
         char p[TLY_PATH_BYTES_MAX + 32];
-        shard_path(s, k, s->n, p, sizeof p);
-        if (store_exists(p, NULL) && env_open(p, &s->sh[k].env) == TLY_OK) {
+        if (shard_path(s, k, s->n, p, sizeof p) && store_exists(p, NULL) &&
+            env_open(p, &s->sh[k].env) == TLY_OK) {
             snprintf(s->sh[k].name, sizeof s->sh[k].name, "%u/%u", k, s->n);
             s->open_count++;
         }
     }
-}
-
-/* Parses a directory name "K-of-N" with 0 <= K < N <= TLY_SHARDS_MAX. */
-static bool parse_shard_name(const char *name, uint32_t *k, uint32_t *n)
-{
-    unsigned kk, nn;
-    int used = 0;
-    if (sscanf(name, "%3u-of-%3u%n", &kk, &nn, &used) != 2 || name[used] != '\0')
-        return false;
-    if (name[0] < '0' || name[0] > '9' || nn == 0 || nn > TLY_SHARDS_MAX || kk >= nn)
-        return false;
-    *k = kk;
-    *n = nn;
-    return true;
 }
 
 /* Per shard count N seen in the views directory: which K exist, and the
@@ -193,12 +181,11 @@ static uint32_t discover_n(const tly_query_store *s)
     struct dirent *de;
     for (uint32_t i = 0; i < TLY_QUERY_VIEWS_DIR_ENTRIES_MAX && (de = readdir(d)); i++) {
         uint32_t k, n;
-        if (!parse_shard_name(de->d_name, &k, &n))
+        if (!tly_layout_shard_parse(de->d_name, &k, &n))
             continue;
         char p[TLY_PATH_BYTES_MAX + 32];
-        shard_path(s, k, n, p, sizeof p);
         int64_t mtime = 0;
-        if (!store_exists(p, &mtime))
+        if (!shard_path(s, k, n, p, sizeof p) || !store_exists(p, &mtime))
             continue;
         sets[n].present |= (uint64_t)1 << k;
         if (mtime > sets[n].mtime)

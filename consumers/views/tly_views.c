@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
 
@@ -52,10 +53,14 @@ tly_err tly_views_path(const char *data_dir, uint32_t shard, uint32_t shard_coun
 {
     if (shard_count == 0 || shard >= shard_count)
         return TLY_USAGE;
-    int n = snprintf(buf, cap, "%s/views/%u-of-%u", data_dir, shard, shard_count);
-    if (n < 0 || (size_t)n >= cap)
-        return TLY_USAGE;
-    return TLY_OK;
+    char views[TLY_PATH_BYTES_MAX + 32];
+    tly_err err = tly_layout_views(data_dir, views, sizeof views);
+    if (err != TLY_OK) {
+        if (cap > 0)
+            buf[0] = '\0';
+        return err;
+    }
+    return tly_layout_shard(views, shard, shard_count, buf, cap);
 }
 
 /* mkdir -p: creates dir and its missing parents (v->dir is shorter than
@@ -72,9 +77,9 @@ static tly_err mkdir_p(const char *dir)
 static bool file_exists(const char *dir, const char *name)
 {
     char path[TLY_PATH_BYTES_MAX + 16];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return tly_layout_join(dir, name, path, sizeof path) == TLY_OK && stat(path, &st) == 0 &&
+           S_ISREG(st.st_mode);
 }
 
 /* Begins a read transaction. Another process may have grown the map since
@@ -178,7 +183,7 @@ static tly_err open_env(tly_views *v)
     } else {
         flags |= MDB_RDONLY;
     }
-    rc = mdb_env_open(v->env, v->dir, flags, 0644);
+    rc = mdb_env_open(v->env, v->dir, flags, TLY_FILE_MODE);
     if (rc != 0)
         return rc == ENOENT ? TLY_NOT_FOUND : mdb_fail("open env", v->dir, rc);
     refresh_map_bytes(v);
@@ -191,8 +196,9 @@ static tly_err open_env(tly_views *v)
 static tly_err lock_writer(tly_views *v)
 {
     char path[TLY_PATH_BYTES_MAX + 16];
-    snprintf(path, sizeof path, "%s/consumer.lock", v->dir);
-    v->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (tly_layout_join(v->dir, TLY_LAYOUT_CONSUMER_LOCK, path, sizeof path) != TLY_OK)
+        return TLY_USAGE;
+    v->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, TLY_FILE_MODE);
     if (v->lock_fd < 0) {
         fprintf(stderr, "tally views: open %s: %s\n", path, strerror(errno));
         return TLY_STORAGE;
@@ -222,7 +228,7 @@ tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_coun
         err = lock_writer(v);
     /* A reader must not create lock.mdb or data.mdb, which mdb_env_open would. */
     if (err == TLY_OK && !v->writable &&
-        (!file_exists(v->dir, "data.mdb") || !file_exists(v->dir, "lock.mdb")))
+        (!file_exists(v->dir, TLY_LAYOUT_LMDB_DATA) || !file_exists(v->dir, TLY_LAYOUT_LMDB_LOCK)))
         err = TLY_NOT_FOUND;
     if (err == TLY_OK)
         err = open_env(v);

@@ -25,6 +25,7 @@
 #include "tly_cmd.h"
 #include "tly_limits.h"
 #include "tly_log.h"
+#include "tly_os.h"
 #include "tly_wire.h"
 
 /* Producers at most (threads). */
@@ -412,7 +413,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
     for (uint32_t b = 0; b < o.batch_count; b++) {
         char dir[TLY_BENCH_DIR_BYTES];
         snprintf(dir, sizeof dir, "%s/run-%u", base, b);
-        mkdir(dir, 0755);
+        mkdir(dir, TLY_DIR_MODE);
         uint32_t batch = o.batches[b];
         uint64_t events = o.events;
         if (batch < 100 && events > (uint64_t)batch * 20000)
@@ -433,7 +434,7 @@ int tly_cmd_bench_ingest(int argc, char **argv)
     }
     char dir[TLY_BENCH_DIR_BYTES];
     snprintf(dir, sizeof dir, "%s/single", base);
-    mkdir(dir, 0755);
+    mkdir(dir, TLY_DIR_MODE);
     run_result r;
     run_ledger(&o, dir, 1, 1, 1, TLY_BENCH_SINGLE_EVENTS, &r);
     printf("one event per request, one in flight: %.0f events/s, ack p50 %.3f ms, p99 %.3f ms\n",
