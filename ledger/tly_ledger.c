@@ -62,10 +62,11 @@ struct tly_ledger {
     tly_log *log;
     tly_auth *auth;
     batch batches[2];
-    batch *filling;    /* owned by the main thread */
-    batch *committing; /* owned by the commit thread while not NULL */
-    uint64_t head;     /* last committed seq, as the main thread knows it */
-    pending spare;     /* for log-read and refusals */
+    batch *filling;      /* owned by the main thread */
+    batch *committing;   /* owned by the commit thread while not NULL */
+    uint64_t head;       /* last committed seq, as the main thread knows it */
+    int64_t recorded_ms; /* recorded time of the last batch taken (or the head's) */
+    pending spare;       /* for log-read and refusals */
     msgpack_sbuffer sbuf;
     tly_outq replies; /* ingest and log-read replies not yet read */
     tly_outq published;
@@ -209,6 +210,20 @@ static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
     return err;
 }
 
+/* recorded_ms of record seq (0 for an empty log or on a read error: the
+ * append itself still keeps recorded time from decreasing). */
+static int64_t head_recorded_ms(tly_log *log, uint64_t seq)
+{
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    int64_t ms = 0;
+    if (seq > 0 && tly_log_reader_open(log, seq, &rd) == TLY_OK &&
+        tly_log_reader_next(rd, &rec) == TLY_OK)
+        ms = rec.recorded_ms;
+    tly_log_reader_close(rd);
+    return ms;
+}
+
 tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *msg, size_t cap)
 {
     tly_err err = check_endpoints(opts, msg, cap);
@@ -244,6 +259,7 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     }
     uint8_t hash[TLY_HASH_BYTES];
     tly_log_head(ld->log, &ld->head, hash);
+    ld->recorded_ms = head_recorded_ms(ld->log, ld->head);
     uint64_t head = ld->head;
     fprintf(stderr, "tally ledger: serving ingest %s, events %s, log-read %s; head seq %llu%s%s\n",
             opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
@@ -414,12 +430,25 @@ static bool batch_full(const batch *b)
            b->item_count + TLY_BATCH_EVENTS_MAX > TLY_COMMIT_EVENTS_MAX;
 }
 
+/* The recorded time the next batch will get: the wall clock, but never
+ * before the previous batch's (the log keeps recorded_ms from decreasing
+ * [D12]). Events are validated against it, so their `at` bound is the
+ * recorded time even after the wall clock stepped back. */
+static int64_t recorded_time(tly_ledger *ld)
+{
+    int64_t now = tly_now_ms();
+    if (now < ld->recorded_ms)
+        now = ld->recorded_ms;
+    ld->recorded_ms = now;
+    return now;
+}
+
 /* Drains waiting requests into the filling batch while they fit. */
 static void drain_ingest(tly_ledger *ld)
 {
     batch *b = ld->filling;
     if (b->req_count == 0)
-        b->now_ms = tly_now_ms();
+        b->now_ms = recorded_time(ld);
     while (!batch_full(b) && take_request(ld, b))
         ;
 }
