@@ -132,44 +132,11 @@ static bool read_integer(tly_mp_reader *r, bool *neg, int64_t *sv, uint64_t *uv)
         r->p += 1;
         return true;
     }
-    unsigned n;
-    bool is_signed;
-    switch (b) {
-    case 0xcc:
-        n = 1;
-        is_signed = false;
-        break;
-    case 0xcd:
-        n = 2;
-        is_signed = false;
-        break;
-    case 0xce:
-        n = 4;
-        is_signed = false;
-        break;
-    case 0xcf:
-        n = 8;
-        is_signed = false;
-        break;
-    case 0xd0:
-        n = 1;
-        is_signed = true;
-        break;
-    case 0xd1:
-        n = 2;
-        is_signed = true;
-        break;
-    case 0xd2:
-        n = 4;
-        is_signed = true;
-        break;
-    case 0xd3:
-        n = 8;
-        is_signed = true;
-        break;
-    default:
+    /* 0xcc..0xcf: uint 8/16/32/64; 0xd0..0xd3: int 8/16/32/64. */
+    if (b < 0xcc || b > 0xd3)
         return false;
-    }
+    unsigned n = 1u << ((b - 0xcc) & 3);
+    bool is_signed = b >= 0xd0;
     if (!have(r, 1 + n))
         return false;
     uint64_t raw = be_read(r->p + 1, n);

@@ -873,6 +873,25 @@ static json_t *run_json(const run_out *r)
     return j;
 }
 
+/* explain --period keeps one effective period. */
+static void check_explain_period(const char *data)
+{
+    run_out r = explain(data, (const char *[]){"p1", "--json", "--period", "2025-Q2", NULL});
+    ck_assert_int_eq(r.rc, 0);
+    json_t *j = run_json(&r);
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(json_object_get(j, "mdf"), "lines"), i, l)
+        ck_assert_str_eq(json_string_value(json_object_get(l, "period")), "2025-Q2");
+    json_t *rows = json_object_get(json_object_get(j, "rebates"), "periods");
+    ck_assert_uint_eq(json_array_size(rows), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "period")),
+                     "2025-Q2");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "status")), "open");
+    json_decref(j);
+    run_free(&r);
+}
+
 START_TEST(cli_scenario)
 {
     stream st = {0};
@@ -897,21 +916,7 @@ START_TEST(cli_scenario)
     ck_assert_ptr_nonnull(strstr(r.out, "tier Silver"));
     run_free(&r);
 
-    /* --period keeps one effective period */
-    r = explain(data, (const char *[]){"p1", "--json", "--period", "2025-Q2", NULL});
-    ck_assert_int_eq(r.rc, 0);
-    j = run_json(&r);
-    size_t i;
-    json_t *l;
-    json_array_foreach(json_object_get(json_object_get(j, "mdf"), "lines"), i, l)
-        ck_assert_str_eq(json_string_value(json_object_get(l, "period")), "2025-Q2");
-    json_t *rows = json_object_get(json_object_get(j, "rebates"), "periods");
-    ck_assert_uint_eq(json_array_size(rows), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "period")),
-                     "2025-Q2");
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "status")), "open");
-    json_decref(j);
-    run_free(&r);
+    check_explain_period(data);
 
     /* --to stops early: after the return, before any claim */
     r = explain(data, (const char *[]){"p1", "--json", "--to", "5", NULL});
@@ -932,20 +937,22 @@ START_TEST(cli_scenario)
     ck_assert_str_eq(r.out, "");
     run_free(&r);
 
-    /* usage errors: exit 2 */
-    r = explain(data, (const char *[]){"p1", "--period", "2025-Q5", NULL});
-    ck_assert_int_eq(r.rc, 2);
-    run_free(&r);
-    r = explain(data, (const char *[]){NULL});
-    ck_assert_int_eq(r.rc, 2);
-    run_free(&r);
-    /* a month where the program has quarters, --to beyond the head: exit 1 */
-    r = explain(data, (const char *[]){"p1", "--period", "2025-04", NULL});
-    ck_assert_int_eq(r.rc, 1);
-    run_free(&r);
-    r = explain(data, (const char *[]){"p1", "--to", "99", NULL});
-    ck_assert_int_eq(r.rc, 1);
-    run_free(&r);
+    static const struct {
+        const char *args[4];
+        int rc;
+    } failures[] = {
+        {{"p1", "--period", "2025-Q5", NULL}, 2}, /* usage errors: exit 2 */
+        {{NULL}, 2},
+        /* a month where the program has quarters, --to beyond the head: exit 1 */
+        {{"p1", "--period", "2025-04", NULL}, 1},
+        {{"p1", "--to", "99", NULL}, 1},
+    };
+    for (size_t k = 0; k < sizeof failures / sizeof failures[0]; k++) {
+        r = explain(data, failures[k].args);
+        ck_assert_msg(r.rc == failures[k].rc, "case %zu: exit %d, expected %d", k, r.rc,
+                      failures[k].rc);
+        run_free(&r);
+    }
 
     tu_rmtree(data);
     stream_free(&st);

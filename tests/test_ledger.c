@@ -664,8 +664,10 @@ static void assert_all_present(const lt_ledger *L, const lt_scan *s, const char 
     tly_log *log = log_open_ro(L);
     for (int i = 0; i < n; i++) {
         char id[80], key[160];
-        snprintf(id, sizeof id, "%s-%d", prefix, i);
-        snprintf(key, sizeof key, "%s%c%s", source, LT_KEY_SEP, id);
+        int idn = snprintf(id, sizeof id, "%s-%d", prefix, i);
+        int keyn = snprintf(key, sizeof key, "%s%c%s", source, LT_KEY_SEP, id);
+        ck_assert_msg(idn > 0 && (size_t)idn < sizeof id && keyn > 0 && (size_t)keyn < sizeof key,
+                      "(%s, %s-%d) does not fit the key buffer", source, prefix, i);
         uint64_t seq = 0;
         tly_str src = {source, (uint32_t)strlen(source)};
         tly_str ids = {id, (uint32_t)strlen(id)};
@@ -874,6 +876,40 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* 2. idempotency                                                      */
 
+/* Within one request: a second copy is a dup of the first, a second version
+ * with other bytes a conflict. The log holds 4 events before. */
+static void check_dups_in_one_request(lt_ledger *L, void *d, lt_reply *r)
+{
+    evlist *twice = ev_new();
+    ev_add_sale(twice, "idem-4", 4000);
+    ev_add_sale(twice, "idem-4", 4000);
+    ev_add_sale(twice, "idem-4", 4001);
+    ingest(d, 7, "dist-x", false, twice, r);
+    assert_result_seq(r, 0, 5, false);
+    assert_result_seq(r, 1, 5, true);
+    assert_result_err(r, 2, TLY_CONFLICT, NULL);
+    ck_assert_uint_eq(log_head(L), 5);
+    ev_free(twice);
+    uint64_t seq = 0;
+    ck_assert_int_eq(log_lookup(L, "dist-x", "idem-4", &seq), TLY_OK);
+    ck_assert_uint_eq(seq, 5);
+}
+
+/* Through `tally send`: ten events, a restart, the same file. The log holds
+ * 5 events before. */
+static void check_resend_after_restart(lt_ledger *L)
+{
+    char file[700];
+    snprintf(file, sizeof file, "%s/ten.jsonl", L->dir);
+    write_sales(file, "ten", 10);
+    const char *args[] = {"--source", "dist-z", file, NULL};
+    assert_sent(send_run(L, "first", args), 0, 10, 0, 0);
+    ck_assert_int_eq(lt_stop(L, SIGTERM), 0);
+    lt_start(L, NULL);
+    assert_sent(send_run(L, "again", args), 0, 0, 10, 0);
+    ck_assert_uint_eq(log_head(L), 15);
+}
+
 START_TEST(test_idempotency)
 {
     lt_ledger L;
@@ -911,22 +947,7 @@ START_TEST(test_idempotency)
     assert_result_err(r, 0, TLY_CONFLICT, NULL);
     assert_result_seq(r, 1, 4, false);
     ck_assert_uint_eq(log_head(&L), 4);
-
-    /* Within one request: a second copy is a dup of the first, a second
-     * version with other bytes a conflict. */
-    evlist *twice = ev_new();
-    ev_add_sale(twice, "idem-4", 4000);
-    ev_add_sale(twice, "idem-4", 4000);
-    ev_add_sale(twice, "idem-4", 4001);
-    ingest(d, 7, "dist-x", false, twice, r);
-    assert_result_seq(r, 0, 5, false);
-    assert_result_seq(r, 1, 5, true);
-    assert_result_err(r, 2, TLY_CONFLICT, NULL);
-    ck_assert_uint_eq(log_head(&L), 5);
-    ev_free(twice);
-    uint64_t seq = 0;
-    ck_assert_int_eq(log_lookup(&L, "dist-x", "idem-4", &seq), TLY_OK);
-    ck_assert_uint_eq(seq, 5);
+    check_dups_in_one_request(&L, d, r);
 
     /* Dedupe survives a restart on the same data directory. */
     ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
@@ -940,17 +961,7 @@ START_TEST(test_idempotency)
     assert_result_err(r, 0, TLY_CONFLICT, NULL);
     assert_result_seq(r, 1, 4, true);
     ck_assert_uint_eq(log_head(&L), 5);
-
-    /* And through `tally send`: ten events, a restart, the same file. */
-    char file[700];
-    snprintf(file, sizeof file, "%s/ten.jsonl", L.dir);
-    write_sales(file, "ten", 10);
-    const char *args[] = {"--source", "dist-z", file, NULL};
-    assert_sent(send_run(&L, "first", args), 0, 10, 0, 0);
-    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
-    lt_start(&L, NULL);
-    assert_sent(send_run(&L, "again", args), 0, 0, 10, 0);
-    ck_assert_uint_eq(log_head(&L), 15);
+    check_resend_after_restart(&L);
 
     ev_free(a);
     ev_free(b);
@@ -1100,75 +1111,85 @@ static void sized_request(msgpack_sbuffer *out, uint64_t req, const char *id, si
     ev_free(e);
 }
 
-START_TEST(test_whole_request_errors)
-{
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
-    lt_reply *r = reply_new();
-    uint64_t head = 0;
-    still_serving(d, &L, &head);
+/* What the whole-request checks share: the ledger, a dealer on its ingest
+ * socket, a reply, the log head so far and a scratch buffer. */
+typedef struct {
+    lt_ledger *L;
+    void *d;
+    lt_reply *r;
+    uint64_t head;
+    msgpack_sbuffer sb;
+} wr_ctx;
 
+/* Frames that are no request: not MessagePack, not a map, no events. */
+static void whole_bad_shapes(wr_ctx *w)
+{
     /* Not MessagePack (0xc1 is never used). */
-    ingest_frame(d, "\xc1\xc1\xc1", 3, r);
-    assert_whole(r, TLY_MALFORMED, false, 0);
-    still_serving(d, &L, &head);
+    ingest_frame(w->d, "\xc1\xc1\xc1", 3, w->r);
+    assert_whole(w->r, TLY_MALFORMED, false, 0);
+    still_serving(w->d, w->L, &w->head);
 
     /* MessagePack, not a map: [1, 2]. */
-    ingest_frame(d, "\x92\x01\x02", 3, r);
-    assert_whole(r, TLY_MALFORMED, false, 0);
-    still_serving(d, &L, &head);
+    ingest_frame(w->d, "\x92\x01\x02", 3, w->r);
+    assert_whole(w->r, TLY_MALFORMED, false, 0);
+    still_serving(w->d, w->L, &w->head);
 
     /* A map without events: {"req": 5, "source": "s"}. */
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &w->sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_clear(&w->sb);
     msgpack_pack_map(&pk, 2);
     msgpack_pack_str_with_body(&pk, "req", 3);
     msgpack_pack_uint64(&pk, 5);
     msgpack_pack_str_with_body(&pk, "source", 6);
     msgpack_pack_str_with_body(&pk, "s", 1);
-    ingest_frame(d, sb.data, sb.size, r);
-    assert_whole(r, TLY_MALFORMED, true, 5);
-    still_serving(d, &L, &head);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    assert_whole(w->r, TLY_MALFORMED, true, 5);
+    still_serving(w->d, w->L, &w->head);
+}
 
+/* The source: declared without CURVE, at most 64 bytes. */
+static void whole_source(wr_ctx *w)
+{
     /* Without CURVE a request must declare its source [D3]. */
     evlist *one = ev_new();
     ev_add_sale(one, "nosource-1", 1);
-    msgpack_sbuffer_clear(&sb);
-    req_encode(&sb, 9, NULL, false, one);
-    ingest_frame(d, sb.data, sb.size, r);
-    assert_whole(r, TLY_MALFORMED, true, 9);
-    still_serving(d, &L, &head);
+    msgpack_sbuffer_clear(&w->sb);
+    req_encode(&w->sb, 9, NULL, false, one);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    assert_whole(w->r, TLY_MALFORMED, true, 9);
+    still_serving(w->d, w->L, &w->head);
 
     /* A source of 65 bytes is refused [D12]; 64 bytes is fine. */
     char src[70];
     memset(src, 's', 65);
     src[65] = '\0';
-    msgpack_sbuffer_clear(&sb);
-    req_encode(&sb, 10, src, false, one);
-    ingest_frame(d, sb.data, sb.size, r);
-    ck_assert_msg(r->whole == TLY_MALFORMED || r->whole == TLY_BAD_FIELD, "a 65-byte source: %s",
-                  tly_err_name(r->whole));
-    ck_assert_int_eq(r->has_req, true);
-    ck_assert_uint_eq(log_head(&L), head);
+    msgpack_sbuffer_clear(&w->sb);
+    req_encode(&w->sb, 10, src, false, one);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    ck_assert_msg(w->r->whole == TLY_MALFORMED || w->r->whole == TLY_BAD_FIELD,
+                  "a 65-byte source: %s", tly_err_name(w->r->whole));
+    ck_assert_int_eq(w->r->has_req, true);
+    ck_assert_uint_eq(log_head(w->L), w->head);
     src[64] = '\0';
-    ingest(d, 11, src, false, one, r);
-    assert_result_seq(r, 0, head + 1, false);
-    head += 1;
-    ck_assert_int_eq(log_lookup(&L, src, "nosource-1", &(uint64_t){0}), TLY_OK);
+    ingest(w->d, 11, src, false, one, w->r);
+    assert_result_seq(w->r, 0, w->head + 1, false);
+    w->head += 1;
+    ck_assert_int_eq(log_lookup(w->L, src, "nosource-1", &(uint64_t){0}), TLY_OK);
     ev_free(one);
+}
 
+/* The events array: not empty, at most 4096 events. */
+static void whole_event_count(wr_ctx *w)
+{
     /* An empty events array. */
     evlist *none = ev_new();
-    msgpack_sbuffer_clear(&sb);
-    req_encode(&sb, 6, "dist-w", false, none);
-    ingest_frame(d, sb.data, sb.size, r);
-    assert_whole(r, TLY_MALFORMED, true, 6);
-    still_serving(d, &L, &head);
+    msgpack_sbuffer_clear(&w->sb);
+    req_encode(&w->sb, 6, "dist-w", false, none);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    assert_whole(w->r, TLY_MALFORMED, true, 6);
+    still_serving(w->d, w->L, &w->head);
+    ev_free(none);
 
     /* 4097 events, `req` after the events array: too_large, req echoed. */
     evlist *many = ev_new();
@@ -1177,7 +1198,9 @@ START_TEST(test_whole_request_errors)
         snprintf(id, sizeof id, "many-%u", i);
         ev_add_sale(many, id, 1);
     }
-    msgpack_sbuffer_clear(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &w->sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_clear(&w->sb);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "source", 6);
     msgpack_pack_str_with_body(&pk, "dist-w", 6);
@@ -1185,45 +1208,64 @@ START_TEST(test_whole_request_errors)
     msgpack_pack_array(&pk, many->n);
     const tly_span *sp = ev_spans(many);
     for (uint32_t i = 0; i < many->n; i++)
-        msgpack_sbuffer_write(&sb, (const char *)sp[i].ptr, sp[i].len);
+        msgpack_sbuffer_write(&w->sb, (const char *)sp[i].ptr, sp[i].len);
     msgpack_pack_str_with_body(&pk, "req", 3);
     msgpack_pack_uint64(&pk, 77);
-    ingest_frame(d, sb.data, sb.size, r);
-    assert_whole(r, TLY_TOO_LARGE, true, 77);
-    still_serving(d, &L, &head);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    assert_whole(w->r, TLY_TOO_LARGE, true, 77);
+    still_serving(w->d, w->L, &w->head);
 
     /* Exactly 4096 events is the limit, accepted. */
     many->n = TLY_BATCH_EVENTS_MAX;
-    ingest(d, 78, "dist-w", false, many, r);
-    ck_assert_msg(r->whole == TLY_OK, "4096 events refused: %s (%s)", tly_err_name(r->whole),
-                  r->msg);
+    ingest(w->d, 78, "dist-w", false, many, w->r);
+    ck_assert_msg(w->r->whole == TLY_OK, "4096 events refused: %s (%s)", tly_err_name(w->r->whole),
+                  w->r->msg);
     for (uint32_t i = 0; i < TLY_BATCH_EVENTS_MAX; i++)
-        assert_result_seq(r, i, head + 1 + i, false);
-    head += TLY_BATCH_EVENTS_MAX;
-    still_serving(d, &L, &head);
+        assert_result_seq(w->r, i, w->head + 1 + i, false);
+    w->head += TLY_BATCH_EVENTS_MAX;
+    still_serving(w->d, w->L, &w->head);
+    ev_free(many);
+}
 
+/* The frame: at most 4 MiB. */
+static void whole_frame_size(wr_ctx *w)
+{
     /* A frame of 4 MiB + 1 byte: too_large, req echoed. */
-    sized_request(&sb, 88, "big-1", (size_t)TLY_FRAME_BYTES_MAX + 1);
-    ingest_frame(d, sb.data, sb.size, r);
-    assert_whole(r, TLY_TOO_LARGE, true, 88);
-    ck_assert_int_eq(log_lookup(&L, "dist-w", "big-1", &(uint64_t){0}), TLY_NOT_FOUND);
-    still_serving(d, &L, &head);
+    sized_request(&w->sb, 88, "big-1", (size_t)TLY_FRAME_BYTES_MAX + 1);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    assert_whole(w->r, TLY_TOO_LARGE, true, 88);
+    ck_assert_int_eq(log_lookup(w->L, "dist-w", "big-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    still_serving(w->d, w->L, &w->head);
 
     /* A frame of exactly 4 MiB is within the limit. */
-    sized_request(&sb, 89, "big-2", TLY_FRAME_BYTES_MAX);
-    ingest_frame(d, sb.data, sb.size, r);
-    ck_assert_msg(r->whole == TLY_OK, "a 4 MiB frame was refused: %s (%s)", tly_err_name(r->whole),
-                  r->msg);
-    ck_assert_uint_eq(r->req, 89);
-    assert_result_seq(r, 0, head + 1, false);
-    head += 1;
-    still_serving(d, &L, &head);
+    sized_request(&w->sb, 89, "big-2", TLY_FRAME_BYTES_MAX);
+    ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
+    ck_assert_msg(w->r->whole == TLY_OK, "a 4 MiB frame was refused: %s (%s)",
+                  tly_err_name(w->r->whole), w->r->msg);
+    ck_assert_uint_eq(w->r->req, 89);
+    assert_result_seq(w->r, 0, w->head + 1, false);
+    w->head += 1;
+    still_serving(w->d, w->L, &w->head);
+}
 
-    ev_free(none);
-    ev_free(many);
-    msgpack_sbuffer_destroy(&sb);
-    reply_free(r);
-    zmq_close(d);
+START_TEST(test_whole_request_errors)
+{
+    lt_ledger L;
+    lt_init(&L);
+    lt_start(&L, NULL);
+    void *ctx = lt_ctx();
+    wr_ctx w = {.L = &L, .d = lt_dealer(ctx, L.ingest), .r = reply_new()};
+    msgpack_sbuffer_init(&w.sb);
+    still_serving(w.d, &L, &w.head);
+
+    whole_bad_shapes(&w);
+    whole_source(&w);
+    whole_event_count(&w);
+    whole_frame_size(&w);
+
+    msgpack_sbuffer_destroy(&w.sb);
+    reply_free(w.r);
+    zmq_close(w.d);
     zmq_ctx_term(ctx);
     lt_done(&L);
 }
@@ -1331,6 +1373,26 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* 4. atomic requests                                                  */
 
+/* Through `tally send --atomic`: one bad line rejects its whole batch. The
+ * log holds 7 events before and after. */
+static void check_send_atomic(lt_ledger *L)
+{
+    char file[700];
+    snprintf(file, sizeof file, "%s/atomic.jsonl", L->dir);
+    write_sales(file, "snd", 4);
+    FILE *f = fopen(file, "a");
+    fprintf(f, "{\"type\":\"sale\",\"id\":\"snd-bad\",\"at\":1735693342313,\"partner\":\"p\","
+               "\"sku\":\"S\",\"qty\":0,\"amount\":1,\"currency\":\"USD\"}\n");
+    fclose(f);
+    const char *args[] = {"--atomic", "--source", "dist-a", file, NULL};
+    assert_sent(send_run(L, "atomic", args), 1, 0, 0, 5);
+    ck_assert_uint_eq(log_head(L), 7);
+    char *err = send_stderr(L, "atomic");
+    ck_assert_msg(strstr(err, "line 5 (id snd-bad): bad_field [qty]") != NULL, "stderr: %s", err);
+    ck_assert_msg(strstr(err, "line 1 (id snd-0): atomic_aborted") != NULL, "stderr: %s", err);
+    free(err);
+}
+
 START_TEST(test_atomic)
 {
     lt_ledger L;
@@ -1392,21 +1454,7 @@ START_TEST(test_atomic)
     ck_assert_uint_eq(log_head(&L), 7);
     ev_free(mixed);
 
-    /* Through `tally send --atomic`: one bad line rejects its whole batch. */
-    char file[700];
-    snprintf(file, sizeof file, "%s/atomic.jsonl", L.dir);
-    write_sales(file, "snd", 4);
-    FILE *f = fopen(file, "a");
-    fprintf(f, "{\"type\":\"sale\",\"id\":\"snd-bad\",\"at\":1735693342313,\"partner\":\"p\","
-               "\"sku\":\"S\",\"qty\":0,\"amount\":1,\"currency\":\"USD\"}\n");
-    fclose(f);
-    const char *args[] = {"--atomic", "--source", "dist-a", file, NULL};
-    assert_sent(send_run(&L, "atomic", args), 1, 0, 0, 5);
-    ck_assert_uint_eq(log_head(&L), 7);
-    char *err = send_stderr(&L, "atomic");
-    ck_assert_msg(strstr(err, "line 5 (id snd-bad): bad_field [qty]") != NULL, "stderr: %s", err);
-    ck_assert_msg(strstr(err, "line 1 (id snd-0): atomic_aborted") != NULL, "stderr: %s", err);
-    free(err);
+    check_send_atomic(&L);
 
     ev_free(pre);
     ev_free(bad);
@@ -1670,48 +1718,57 @@ static void write_lines(const char *path, const char *text)
     ck_assert(tu_write_file(path, text, strlen(text)));
 }
 
-START_TEST(test_curve_roles)
-{
-    lt_ledger L;
-    lt_init(&L);
+/* The CURVE ledger of test_curve_roles: its keys and the files sent. */
+typedef struct {
     lt_keys server, sales, fin, stranger;
-    make_keys(&L, "server", &server);
-    make_keys(&L, "sales", &sales);
-    make_keys(&L, "finance", &fin);
-    make_keys(&L, "stranger", &stranger);
-    char authz[700], text[512];
-    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
-    snprintf(text, sizeof text,
-             "# producers of the test\n%s dist-curve sales\n\n%s fin-curve finance\n", sales.pub,
-             fin.pub);
-    write_lines(authz, text);
-    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
-    lt_start(&L, extra);
-
     char f_sale[700], f_close[700], f_spoof[700];
-    snprintf(f_sale, sizeof f_sale, "%s/sale.jsonl", L.dir);
-    snprintf(f_close, sizeof f_close, "%s/close.jsonl", L.dir);
-    snprintf(f_spoof, sizeof f_spoof, "%s/spoof.jsonl", L.dir);
-    write_lines(f_sale, "{\"type\":\"sale\",\"id\":\"cs-1\",\"at\":1735693342313,\"partner\":"
-                        "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":500,\"currency\":\"USD\"}\n"
-                        "{\"type\":\"close\",\"id\":\"cs-2\",\"at\":1735693342313,"
-                        "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
-    write_lines(f_close, "{\"type\":\"close\",\"id\":\"cf-1\",\"at\":1735693342313,"
-                         "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
-    write_lines(f_spoof, "{\"type\":\"sale\",\"id\":\"cs-3\",\"at\":1735693342313,\"partner\":"
-                         "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
+} curve_env;
 
+/* Starts a CURVE ledger that knows the sales and finance keys (not the
+ * stranger's) and writes the files to send. */
+static void curve_start(lt_ledger *L, curve_env *c)
+{
+    make_keys(L, "server", &c->server);
+    make_keys(L, "sales", &c->sales);
+    make_keys(L, "finance", &c->fin);
+    make_keys(L, "stranger", &c->stranger);
+    char authz[700], text[512];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L->dir);
+    snprintf(text, sizeof text,
+             "# producers of the test\n%s dist-curve sales\n\n%s fin-curve finance\n", c->sales.pub,
+             c->fin.pub);
+    write_lines(authz, text);
+    const char *extra[] = {"--curve-secret", c->server.file, "--authorized-keys", authz, NULL};
+    lt_start(L, extra);
+
+    snprintf(c->f_sale, sizeof c->f_sale, "%s/sale.jsonl", L->dir);
+    snprintf(c->f_close, sizeof c->f_close, "%s/close.jsonl", L->dir);
+    snprintf(c->f_spoof, sizeof c->f_spoof, "%s/spoof.jsonl", L->dir);
+    write_lines(c->f_sale, "{\"type\":\"sale\",\"id\":\"cs-1\",\"at\":1735693342313,\"partner\":"
+                           "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":500,\"currency\":\"USD\"}\n"
+                           "{\"type\":\"close\",\"id\":\"cs-2\",\"at\":1735693342313,"
+                           "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    write_lines(c->f_close, "{\"type\":\"close\",\"id\":\"cf-1\",\"at\":1735693342313,"
+                            "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    write_lines(c->f_spoof,
+                "{\"type\":\"sale\",\"id\":\"cs-3\",\"at\":1735693342313,\"partner\":"
+                "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
+}
+
+/* An unknown key and a plain socket get no answer; nothing is appended. */
+static void curve_strangers(lt_ledger *L, const curve_env *c, void *ctx)
+{
     /* An unknown key: ZAP denies the handshake, no ack ever comes. */
     const char *a_unknown[] = {
-        "--curve-server-key", server.pub, "--curve-secret", stranger.file, "--retries", "2",
-        "--ack-timeout-ms",   "300",      f_spoof,          NULL};
-    lt_sent s = send_run(&L, "unknown", a_unknown);
+        "--curve-server-key", c->server.pub, "--curve-secret",   c->stranger.file,
+        "--retries",          "2",           "--ack-timeout-ms", "300",
+        c->f_spoof,           NULL};
+    lt_sent s = send_run(L, "unknown", a_unknown);
     ck_assert_int_eq(s.rc, 1);
-    ck_assert_uint_eq(log_head(&L), 0);
+    ck_assert_uint_eq(log_head(L), 0);
 
     /* A plain (non-CURVE) DEALER gets no answer either. */
-    void *ctx = lt_ctx();
-    void *plain = lt_dealer(ctx, L.ingest);
+    void *plain = lt_dealer(ctx, L->ingest);
     evlist *e = ev_new();
     ev_add_sale(e, "plain-1", 5);
     msgpack_sbuffer sb;
@@ -1721,58 +1778,77 @@ START_TEST(test_curve_roles)
     uint8_t *reply = NULL;
     size_t rlen = 0;
     ck_assert_msg(!lt_recv(plain, LT_SILENCE_MS, &reply, &rlen), "a plain client got a reply");
-    ck_assert_uint_eq(log_head(&L), 0);
+    ck_assert_uint_eq(log_head(L), 0);
+    ev_free(e);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(plain);
+}
 
+/* Each key sends under its own name and within its role. */
+static void curve_roles(lt_ledger *L, const curve_env *c)
+{
     /* The sales key: the sale is appended under its name, the close is forbidden. */
-    const char *a_sales[] = {"--curve-server-key", server.pub, "--curve-secret",
-                             sales.file,           f_sale,     NULL};
-    assert_sent(send_run(&L, "sales", a_sales), 1, 1, 0, 1);
-    char *err = send_stderr(&L, "sales");
+    const char *a_sales[] = {"--curve-server-key", c->server.pub, "--curve-secret",
+                             c->sales.file,        c->f_sale,     NULL};
+    assert_sent(send_run(L, "sales", a_sales), 1, 1, 0, 1);
+    char *err = send_stderr(L, "sales");
     ck_assert_msg(strstr(err, "line 2 (id cs-2): forbidden") != NULL, "stderr: %s", err);
     free(err);
     uint64_t seq = 0;
-    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-1", &seq), TLY_OK);
+    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-1", &seq), TLY_OK);
     ck_assert_uint_eq(seq, 1);
-    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
 
     /* Declaring another source than the key's name is forbidden. */
-    const char *a_spoof[] = {"--curve-server-key", server.pub,   "--curve-secret", sales.file,
-                             "--source",           "dist-other", f_spoof,          NULL};
-    assert_sent(send_run(&L, "spoof", a_spoof), 1, 0, 0, 1);
-    err = send_stderr(&L, "spoof");
+    const char *a_spoof[] = {"--curve-server-key", c->server.pub, "--curve-secret", c->sales.file,
+                             "--source",           "dist-other",  c->f_spoof,       NULL};
+    assert_sent(send_run(L, "spoof", a_spoof), 1, 0, 0, 1);
+    err = send_stderr(L, "spoof");
     ck_assert_msg(strstr(err, "forbidden") != NULL, "stderr: %s", err);
     free(err);
-    ck_assert_int_eq(log_lookup(&L, "dist-other", "cs-3", &seq), TLY_NOT_FOUND);
-    ck_assert_int_eq(log_lookup(&L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(log_lookup(L, "dist-other", "cs-3", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
 
     /* Declaring its own name is fine. */
-    const char *a_own[] = {"--curve-server-key", server.pub,   "--curve-secret", sales.file,
-                           "--source",           "dist-curve", f_spoof,          NULL};
-    assert_sent(send_run(&L, "own", a_own), 0, 1, 0, 0);
+    const char *a_own[] = {"--curve-server-key", c->server.pub, "--curve-secret", c->sales.file,
+                           "--source",           "dist-curve",  c->f_spoof,       NULL};
+    assert_sent(send_run(L, "own", a_own), 0, 1, 0, 0);
 
     /* The finance key may close. */
-    const char *a_fin[] = {
-        "--curve-server-key", server.pub, "--curve-secret", fin.file, f_close, NULL};
-    assert_sent(send_run(&L, "finance", a_fin), 0, 1, 0, 0);
-    ck_assert_int_eq(log_lookup(&L, "fin-curve", "cf-1", &seq), TLY_OK);
-    ck_assert_uint_eq(log_head(&L), 3);
+    const char *a_fin[] = {"--curve-server-key", c->server.pub, "--curve-secret",
+                           c->fin.file,          c->f_close,    NULL};
+    assert_sent(send_run(L, "finance", a_fin), 0, 1, 0, 0);
+    ck_assert_int_eq(log_lookup(L, "fin-curve", "cf-1", &seq), TLY_OK);
+    ck_assert_uint_eq(log_head(L), 3);
+}
+
+START_TEST(test_curve_roles)
+{
+    lt_ledger L;
+    lt_init(&L);
+    curve_env c;
+    curve_start(&L, &c);
+    void *ctx = lt_ctx();
+    curve_strangers(&L, &c, ctx);
+    curve_roles(&L, &c);
 
     /* log-read is behind CURVE too: an authorized key reads, a plain socket
      * gets nothing. */
-    void *lr = lt_socket(ctx, ZMQ_DEALER, L.logread, server.pub, fin.pub, fin.sec);
+    void *lr = lt_socket(ctx, ZMQ_DEALER, L.logread, c.server.pub, c.fin.pub, c.fin.sec);
     check_logread(lr, &L, 1, 10, 3);
     zmq_close(lr);
     void *lr_plain = lt_dealer(ctx, L.logread);
-    msgpack_sbuffer_clear(&sb);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
     logread_request(&sb, 1, 10);
     lt_send_frame(lr_plain, sb.data, sb.size);
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
     ck_assert_msg(!lt_recv(lr_plain, LT_SILENCE_MS, &reply, &rlen),
                   "a plain client read the log of a CURVE ledger");
     zmq_close(lr_plain);
 
-    ev_free(e);
     msgpack_sbuffer_destroy(&sb);
-    zmq_close(plain);
     zmq_ctx_term(ctx);
     lt_done(&L);
 }
@@ -2025,6 +2101,74 @@ static void note_acks(const lt_reply *r, uint64_t acked[][ST_RAW_EVENTS])
     }
 }
 
+/* Sends the raw requests on d around a SIGTERM to the ledger: three
+ * acknowledged before the signal, the rest around it. Notes every ack in
+ * acked[] and waits for the ledger to exit 0. */
+static void send_around_sigterm(lt_ledger *L, void *d, lt_reply *r, const msgpack_sbuffer *frames,
+                                uint64_t acked[][ST_RAW_EVENTS])
+{
+    for (int k = 0; k < 3; k++) {
+        ingest_frame(d, frames[k].data, frames[k].size, r);
+        ck_assert_int_eq(r->whole, TLY_OK);
+        note_acks(r, acked);
+    }
+    lt_send_frame(d, frames[3].data, frames[3].size);
+    kill(L->pid, SIGTERM);
+    for (int k = 4; k < ST_RAW_REQUESTS; k++)
+        lt_send_frame(d, frames[k].data, frames[k].size);
+    int code = wait_exit(L->pid, LT_EXIT_MS);
+    L->pid = 0;
+    ck_assert_int_eq(code, 0);
+    uint8_t *buf;
+    size_t len;
+    while (lt_recv(d, 300, &buf, &len)) {
+        reply_decode(buf, len, r);
+        free(buf);
+        note_acks(r, acked);
+    }
+}
+
+/* Every acknowledged event is in the log at its acknowledged seq. Returns
+ * how many were acknowledged. */
+static int assert_acked_in_log(const lt_ledger *L, uint64_t acked[][ST_RAW_EVENTS])
+{
+    int n_acked = 0;
+    for (int k = 0; k < ST_RAW_REQUESTS; k++)
+        for (int i = 0; i < ST_RAW_EVENTS; i++) {
+            if (!acked[k][i])
+                continue;
+            char id[32];
+            snprintf(id, sizeof id, "raw-%d", k * ST_RAW_EVENTS + i);
+            uint64_t seq = 0;
+            ck_assert_msg(log_lookup(L, "dist-raw", id, &seq) == TLY_OK && seq == acked[k][i],
+                          "acknowledged %s (seq %llu) lost by SIGTERM", id,
+                          (unsigned long long)acked[k][i]);
+            n_acked++;
+        }
+    return n_acked;
+}
+
+/* Resends every raw request on d: acknowledged events are duplicates at
+ * their acknowledged seq. Returns how many unacknowledged events were
+ * stored all the same. */
+static int resend_raw(void *d, lt_reply *r, const msgpack_sbuffer *frames,
+                      uint64_t acked[][ST_RAW_EVENTS])
+{
+    int unacked_stored = 0;
+    for (int k = 0; k < ST_RAW_REQUESTS; k++) {
+        ingest_frame(d, frames[k].data, frames[k].size, r);
+        ck_assert_int_eq(r->whole, TLY_OK);
+        for (int i = 0; i < ST_RAW_EVENTS; i++) {
+            ck_assert_int_eq(r->res[i].err, TLY_OK);
+            if (acked[k][i])
+                assert_result_seq(r, (uint32_t)i, acked[k][i], true);
+            else if (r->res[i].dup)
+                unacked_stored++;
+        }
+    }
+    return unacked_stored;
+}
+
 START_TEST(test_sigterm_keeps_acks)
 {
     lt_ledger L;
@@ -2050,41 +2194,8 @@ START_TEST(test_sigterm_keeps_acks)
         msgpack_sbuffer_init(&frames[k]);
         req_encode(&frames[k], (uint64_t)k + 1, "dist-raw", false, reqs[k]);
     }
-    /* Three acknowledged before the signal, the rest around it. */
-    for (int k = 0; k < 3; k++) {
-        ingest_frame(d, frames[k].data, frames[k].size, r);
-        ck_assert_int_eq(r->whole, TLY_OK);
-        note_acks(r, acked);
-    }
-    lt_send_frame(d, frames[3].data, frames[3].size);
-    kill(L.pid, SIGTERM);
-    for (int k = 4; k < ST_RAW_REQUESTS; k++)
-        lt_send_frame(d, frames[k].data, frames[k].size);
-    int code = wait_exit(L.pid, LT_EXIT_MS);
-    L.pid = 0;
-    ck_assert_int_eq(code, 0);
-    uint8_t *buf;
-    size_t len;
-    while (lt_recv(d, 300, &buf, &len)) {
-        reply_decode(buf, len, r);
-        free(buf);
-        note_acks(r, acked);
-    }
-
-    /* Every acknowledged event is in the log at its acknowledged seq. */
-    int n_acked = 0;
-    for (int k = 0; k < ST_RAW_REQUESTS; k++)
-        for (int i = 0; i < ST_RAW_EVENTS; i++) {
-            if (!acked[k][i])
-                continue;
-            char id[32];
-            snprintf(id, sizeof id, "raw-%d", k * ST_RAW_EVENTS + i);
-            uint64_t seq = 0;
-            ck_assert_msg(log_lookup(&L, "dist-raw", id, &seq) == TLY_OK && seq == acked[k][i],
-                          "acknowledged %s (seq %llu) lost by SIGTERM", id,
-                          (unsigned long long)acked[k][i]);
-            n_acked++;
-        }
+    send_around_sigterm(&L, d, r, frames, acked);
+    int n_acked = assert_acked_in_log(&L, acked);
     fprintf(stderr,
             "test_ledger sigterm: %d raw events acknowledged before exit, %d requests "
             "answered unavailable\n",
@@ -2094,18 +2205,7 @@ START_TEST(test_sigterm_keeps_acks)
     lt_start(&L, NULL);
     zmq_close(d);
     d = lt_dealer(ctx, L.ingest);
-    int unacked_stored = 0;
-    for (int k = 0; k < ST_RAW_REQUESTS; k++) {
-        ingest_frame(d, frames[k].data, frames[k].size, r);
-        ck_assert_int_eq(r->whole, TLY_OK);
-        for (int i = 0; i < ST_RAW_EVENTS; i++) {
-            ck_assert_int_eq(r->res[i].err, TLY_OK);
-            if (acked[k][i])
-                assert_result_seq(r, (uint32_t)i, acked[k][i], true);
-            else if (r->res[i].dup)
-                unacked_stored++;
-        }
-    }
+    int unacked_stored = resend_raw(d, r, frames, acked);
     fprintf(stderr, "test_ledger sigterm: %d raw events stored without an ack\n", unacked_stored);
     lt_sent s = send_wait(&L, "bg", bg);
     ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == ST_BG_EVENTS,
@@ -2320,6 +2420,32 @@ static void check_stored_sale(const lt_ledger *L, const char *source, const char
     free(raw);
 }
 
+/* `tally send -` reads standard input; blank lines count in the reported
+ * line numbers. */
+static void check_send_stdin(lt_ledger *L)
+{
+    char in[700], out[700], errp[700];
+    snprintf(in, sizeof in, "%s/stdin.jsonl", L->dir);
+    snprintf(out, sizeof out, "%s/stdin.out", L->dir);
+    snprintf(errp, sizeof errp, "%s/stdin.err", L->dir);
+    write_lines(in, "{\"type\":\"sale\",\"id\":\"in-1\",\"at\":1735693342313,"
+                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
+                    "\"currency\":\"USD\"}\n"
+                    "\n"
+                    "{\"type\":\"sale\",\"id\":\"in-2\",\"at\":1735693342313,"
+                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":-7,"
+                    "\"currency\":\"USD\"}\n");
+    char *const a_stdin[] = {(char *)tu_tally(), "send",    "--ingest", L->ingest,
+                             "--source",         "dist-in", "-",        NULL};
+    ck_assert_int_eq(tu_run(a_stdin, in, out, errp), 1);
+    char *text = tu_read_file(out, NULL);
+    ck_assert_str_eq(text, "sent 1, duplicates 0, rejected 1\n");
+    free(text);
+    text = tu_read_file(errp, NULL);
+    ck_assert_msg(strstr(text, "line 3 (id in-2): bad_field [amount]") != NULL, "%s", text);
+    free(text);
+}
+
 START_TEST(test_send_csv)
 {
     lt_ledger L;
@@ -2358,27 +2484,7 @@ START_TEST(test_send_csv)
     check_stored_sale(&L, "dist-pos", "iso-1", 7, 1740832200000LL, "USD");
     check_stored_sale(&L, "dist-pos", "iso-2", 8, 1740832200000LL, "USD");
 
-    /* From standard input; blank lines count in the reported line numbers. */
-    char in[700], out[700], errp[700];
-    snprintf(in, sizeof in, "%s/stdin.jsonl", L.dir);
-    snprintf(out, sizeof out, "%s/stdin.out", L.dir);
-    snprintf(errp, sizeof errp, "%s/stdin.err", L.dir);
-    write_lines(in, "{\"type\":\"sale\",\"id\":\"in-1\",\"at\":1735693342313,"
-                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
-                    "\"currency\":\"USD\"}\n"
-                    "\n"
-                    "{\"type\":\"sale\",\"id\":\"in-2\",\"at\":1735693342313,"
-                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":-7,"
-                    "\"currency\":\"USD\"}\n");
-    char *const a_stdin[] = {(char *)tu_tally(), "send",    "--ingest", L.ingest,
-                             "--source",         "dist-in", "-",        NULL};
-    ck_assert_int_eq(tu_run(a_stdin, in, out, errp), 1);
-    char *text = tu_read_file(out, NULL);
-    ck_assert_str_eq(text, "sent 1, duplicates 0, rejected 1\n");
-    free(text);
-    text = tu_read_file(errp, NULL);
-    ck_assert_msg(strstr(text, "line 3 (id in-2): bad_field [amount]") != NULL, "%s", text);
-    free(text);
+    check_send_stdin(&L);
 
     /* Windows line ends are fine. */
     char crlf[700];

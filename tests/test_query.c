@@ -430,6 +430,39 @@ END_TEST
 /* `tally summary --json` over a data directory holding one 2-shard set: its
  * figures are those of the views (liabilities summed, every exception
  * counted by kind, tiers counted, partners ranked by available MDF). */
+/* tally summary's tiers and top-5 ranking, against every partner's balance
+ * in the expected views. */
+static void assert_summary_tiers(json_t *got)
+{
+    json_t *tiers = json_object();
+    json_int_t best = INT64_MIN;
+    const char *id;
+    json_t *views;
+    json_object_foreach(json_object_get(g_expect, "partners"), id, views)
+    {
+        json_t *b = json_object_get(views, "balance");
+        const char *prog = json_string_value(json_object_get(b, "program"));
+        const char *tier = json_string_value(json_object_get(b, "tier"));
+        json_t *t = json_object_get(tiers, prog);
+        if (!t)
+            json_object_set_new(tiers, prog, t = json_object());
+        json_t *c = json_object_get(t, tier);
+        json_object_set_new(t, tier, json_integer(c ? json_integer_value(c) + 1 : 1));
+        json_int_t av = json_integer_value(json_object_get(b, "available"));
+        best = av > best ? av : best;
+    }
+    assert_json_eq(json_object_get(got, "tiers"), tiers, "tier distribution");
+    json_decref(tiers);
+    json_t *top = json_object_get(got, "top");
+    ck_assert_uint_eq(json_array_size(top), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(top, 0), "available")),
+                     best);
+    for (size_t i = 1; i < json_array_size(top); i++)
+        ck_assert_int_ge(
+            json_integer_value(json_object_get(json_array_get(top, i - 1), "available")),
+            json_integer_value(json_object_get(json_array_get(top, i), "available")));
+}
+
 START_TEST(test_summary)
 {
     char *d = tu_tmpdir();
@@ -465,34 +498,7 @@ START_TEST(test_summary)
                      (json_int_t)json_array_size(json_object_get(g_expect, "exceptions")));
     assert_json_eq(json_object_get(exc, "by_kind"), kinds, "exceptions by kind");
     json_decref(kinds);
-    /* tiers and the ranking, from every partner's balance */
-    json_t *tiers = json_object();
-    json_int_t best = INT64_MIN;
-    const char *id;
-    json_t *views;
-    json_object_foreach(json_object_get(g_expect, "partners"), id, views)
-    {
-        json_t *b = json_object_get(views, "balance");
-        const char *prog = json_string_value(json_object_get(b, "program"));
-        const char *tier = json_string_value(json_object_get(b, "tier"));
-        json_t *t = json_object_get(tiers, prog);
-        if (!t)
-            json_object_set_new(tiers, prog, t = json_object());
-        json_t *c = json_object_get(t, tier);
-        json_object_set_new(t, tier, json_integer(c ? json_integer_value(c) + 1 : 1));
-        json_int_t av = json_integer_value(json_object_get(b, "available"));
-        best = av > best ? av : best;
-    }
-    assert_json_eq(json_object_get(got, "tiers"), tiers, "tier distribution");
-    json_decref(tiers);
-    json_t *top = json_object_get(got, "top");
-    ck_assert_uint_eq(json_array_size(top), 5);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(top, 0), "available")),
-                     best);
-    for (i = 1; i < json_array_size(top); i++)
-        ck_assert_int_ge(
-            json_integer_value(json_object_get(json_array_get(top, i - 1), "available")),
-            json_integer_value(json_object_get(json_array_get(top, i), "available")));
+    assert_summary_tiers(got);
     json_decref(got);
     run_free(&r);
     /* The human report, and no views at all: exit 1 with one line. */
