@@ -399,8 +399,8 @@ static tly_err below_head_empty(consumer *c, const logread_reply *rep)
     uint64_t seq = tly_engine_seq(c->engine);
     if (rep->count > 0 || !rep->has_head || rep->head <= seq)
         return TLY_OK;
-    tly_errorf(CMD, "log-read %s: no record served at seq %llu below the head %llu",
-               c->o.log_read, (unsigned long long)seq + 1, (unsigned long long)rep->head);
+    tly_errorf(CMD, "log-read %s: no record served at seq %llu below the head %llu", c->o.log_read,
+               (unsigned long long)seq + 1, (unsigned long long)rep->head);
     return c->o.exit_at_head ? TLY_UNAVAILABLE : TLY_OK;
 }
 
