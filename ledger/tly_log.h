@@ -223,4 +223,48 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
 tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec);
 void tly_log_reader_close(tly_log_reader *rd);
 
+/* A raw scan of one read snapshot, for an auditor that must name exactly
+ * what is wrong with the stored bytes (tly_log_reader only says "corrupt"):
+ * the "log" database's entries as stored, in key order, checked by nothing,
+ * and the "ids" index of the same snapshot. Same rules as a reader: any
+ * thread, one thread at a time per scan, keep it short-lived, close it
+ * before tly_log_close. Failures of LMDB are logged on stderr. */
+typedef struct tly_log_scan tly_log_scan;
+
+/* One entry of the "log" database as stored: key (u64be(seq) when sound)
+ * and value (a record when sound). The bytes belong to the snapshot. */
+typedef struct tly_log_raw {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *val;
+    size_t val_len;
+} tly_log_raw;
+
+/* Opens one read snapshot of log (a reader or writer handle). Returns
+ * TLY_OK, TLY_STORAGE or TLY_NOMEM; *out only on success. */
+tly_err tly_log_scan_open(tly_log *log, tly_log_scan **out);
+
+/* The next entry in key order (the first entry on the first call): TLY_OK,
+ * TLY_NOT_FOUND after the last, or TLY_STORAGE / TLY_CORRUPT / TLY_NOMEM
+ * (LMDB failed). raw's pointers stay valid until tly_log_scan_close. */
+tly_err tly_log_scan_next(tly_log_scan *sc, tly_log_raw *raw);
+
+/* The seq in the snapshot's last key: 0 when the log is empty, its last key
+ * is not 8 bytes or LMDB fails. Does not move tly_log_scan_next. */
+uint64_t tly_log_scan_last_seq(tly_log_scan *sc);
+
+/* The ids index's raw value for (source, id) in the snapshot (u64be(seq)
+ * when sound): TLY_OK with *val / *val_len set (valid until
+ * tly_log_scan_close), TLY_NOT_FOUND (also for a source or id longer than
+ * any appended one), or TLY_STORAGE / TLY_CORRUPT / TLY_NOMEM. */
+tly_err tly_log_scan_ids_get(tly_log_scan *sc, tly_str source, tly_str id, const uint8_t **val,
+                             size_t *val_len);
+
+/* Entries in the snapshot's ids index into *count: TLY_OK, or TLY_STORAGE
+ * / TLY_CORRUPT / TLY_NOMEM. */
+tly_err tly_log_scan_ids_count(tly_log_scan *sc, uint64_t *count);
+
+/* Ends the snapshot; NULL is a no-op. */
+void tly_log_scan_close(tly_log_scan *sc);
+
 #endif

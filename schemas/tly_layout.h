@@ -8,6 +8,7 @@
  *   DATA/views/K-of-N/consumer.lock   flock of that shard's consumer
  *   DATA/tally.pid            `tally up`'s supervisor, under an flock
  *   <env>/data.mdb            the data file of any LMDB environment
+ *   <env>/lock.mdb            its lock file (readers never create it)
  *
  * A "views directory" (what --views names, and what `audit replay --out`
  * writes) holds K-of-N stores directly, like DATA/views.
@@ -30,6 +31,7 @@
 #define TLY_LAYOUT_WRITER_LOCK "writer.lock"
 #define TLY_LAYOUT_CONSUMER_LOCK "consumer.lock"
 #define TLY_LAYOUT_LMDB_DATA "data.mdb"
+#define TLY_LAYOUT_LMDB_LOCK "lock.mdb"
 
 /* dir/name. */
 tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap);

@@ -17,6 +17,7 @@
 #include "tly_currency.h"
 #include "tly_event.h"
 #include "tly_json.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_mp.h"
 #include "tly_period.h"
@@ -1811,6 +1812,72 @@ START_TEST(test_decimal_to_minor)
 }
 END_TEST
 
+/* Every path of the data directory's layout, and the empty buffer of a path
+ * that does not fit. */
+START_TEST(test_layout_paths)
+{
+    char buf[TLY_PATH_BYTES_MAX + 32];
+    ck_assert_int_eq(tly_layout_log("d", buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "d/log");
+    ck_assert_int_eq(tly_layout_views("d", buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "d/views");
+    ck_assert_int_eq(tly_layout_pid("d", buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "d/tally.pid");
+    ck_assert_int_eq(tly_layout_shard("d/views", 2, 4, buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "d/views/2-of-4");
+    ck_assert_int_eq(tly_layout_shard_name(0, 1, buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "0-of-1");
+    ck_assert_int_eq(tly_layout_join("d/log", TLY_LAYOUT_WRITER_LOCK, buf, sizeof buf), TLY_OK);
+    ck_assert_str_eq(buf, "d/log/writer.lock");
+    /* "d/log" needs 6 bytes with its NUL: 5 is too few, 6 is enough. */
+    ck_assert_int_eq(tly_layout_log("d", buf, 5), TLY_USAGE);
+    ck_assert_str_eq(buf, "");
+    ck_assert_int_eq(tly_layout_log("d", buf, 6), TLY_OK);
+    char dir[TLY_PATH_BYTES_MAX];
+    memset(dir, 'a', sizeof dir - 1);
+    dir[sizeof dir - 1] = '\0';
+    char small[TLY_PATH_BYTES_MAX];
+    tly_err (*const fn[])(const char *, char *, size_t) = {tly_layout_log, tly_layout_views,
+                                                           tly_layout_pid};
+    for (size_t i = 0; i < sizeof fn / sizeof fn[0]; i++) {
+        strcpy(small, "junk");
+        ck_assert_int_eq(fn[i](dir, small, sizeof small), TLY_USAGE);
+        ck_assert_str_eq(small, "");
+    }
+    strcpy(small, "junk");
+    ck_assert_int_eq(tly_layout_shard(dir, 0, 1, small, sizeof small), TLY_USAGE);
+    ck_assert_str_eq(small, "");
+    strcpy(small, "junk");
+    ck_assert_int_eq(tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, small, sizeof small), TLY_USAGE);
+    ck_assert_str_eq(small, "");
+}
+END_TEST
+
+/* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
+START_TEST(test_layout_shard_parse)
+{
+    char max_ok[32], max_over[32];
+    snprintf(max_ok, sizeof max_ok, "0-of-%u", TLY_SHARDS_MAX);
+    snprintf(max_over, sizeof max_over, "0-of-%u", TLY_SHARDS_MAX + 1);
+    uint32_t k = 99, n = 99;
+    ck_assert(tly_layout_shard_parse("0-of-1", &k, &n));
+    ck_assert_uint_eq(k, 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(tly_layout_shard_parse("3-of-7", &k, &n));
+    ck_assert_uint_eq(k, 3);
+    ck_assert_uint_eq(n, 7);
+    ck_assert(tly_layout_shard_parse(max_ok, &k, &n));
+    ck_assert_uint_eq(k, 0);
+    ck_assert_uint_eq(n, TLY_SHARDS_MAX);
+    const char *bad[] = {"1-of-1",  "01-of-2", "0-of-02", "0-of-0",   max_over,
+                         "0-of-2x", "0-of-2 ", "0-of-2/", "+0-of-2",  "0-of-+2",
+                         " 0-of-2", "-1-of-2", "0-of-",   "-of-2",    "0of2",
+                         "0-Of-2",  "",        "views",   "0-of-1.0", "4294967296-of-2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!tly_layout_shard_parse(bad[i], &k, &n), "accepted '%s'", bad[i]);
+}
+END_TEST
+
 static Suite *schemas_suite(void)
 {
     Suite *s = suite_create("schemas");
@@ -1876,6 +1943,11 @@ static Suite *schemas_suite(void)
     tcase_add_test(cur, test_currency_exponent);
     tcase_add_test(cur, test_decimal_to_minor);
     suite_add_tcase(s, cur);
+
+    TCase *lay = tcase_create("layout");
+    tcase_add_test(lay, test_layout_paths);
+    tcase_add_test(lay, test_layout_shard_parse);
+    suite_add_tcase(s, lay);
     return s;
 }
 

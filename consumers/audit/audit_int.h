@@ -13,7 +13,8 @@
 #include "tly_err.h"
 
 /* Opens the LMDB environment in dir read-only, with room for maxdbs named
- * databases. A dir without data.mdb is TLY_NOT_FOUND (nothing is created).
+ * databases: a view store (the log is read through tly_log.h only). A dir
+ * without data.mdb is TLY_NOT_FOUND (nothing is created).
  * Returns TLY_OK, TLY_NOT_FOUND or TLY_STORAGE (logged). */
 tly_err tly_audit_env_open(const char *dir, unsigned maxdbs, MDB_env **out);
 
@@ -30,10 +31,6 @@ uint64_t tly_audit_get_be64(const void *p);
 uint32_t tly_audit_get_be32(const void *p);
 void tly_audit_put_be64(void *p, uint64_t v);
 void tly_audit_put_be32(void *p, uint32_t v);
-
-/* Parses a shard store's directory name "K-of-N" (plain decimals, N in
- * 1..TLY_SHARDS_MAX, K < N); false for anything else. */
-bool tly_audit_shard_name_parse(const char *name, uint32_t *k, uint32_t *n);
 
 /* Appends a formatted sentence to msg (cap bytes; NULL or 0: no-op). */
 void tly_audit_msgf(char *msg, size_t cap, const char *fmt, ...)

@@ -30,6 +30,7 @@
 #include "tly_audit.h"
 #include "tly_engine.h"
 #include "tly_event.h"
+#include "tly_layout.h"
 #include "tly_log.h"
 #include "tly_os.h"
 #include "tly_views.h"
@@ -65,7 +66,7 @@ static bool holds_stores(const char *dir)
     uint32_t k, n, seen = 0;
     bool found = false;
     while (!found && (e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX)
-        found = tly_audit_shard_name_parse(e->d_name, &k, &n);
+        found = tly_layout_shard_parse(e->d_name, &k, &n);
     closedir(d);
     return found;
 }
@@ -75,8 +76,7 @@ static tly_err check_out(replay_run *r)
 {
     char path[TLY_PATH_BYTES_MAX + 64];
     const char *out = r->o->out_dir;
-    snprintf(path, sizeof path, "%s/views", out);
-    if (path_exists(path)) {
+    if (tly_layout_views(out, path, sizeof path) == TLY_OK && path_exists(path)) {
         tly_audit_msgf(r->msg, r->cap, "%s exists (an interrupted replay?): remove it", path);
         return TLY_USAGE;
     }
@@ -315,8 +315,10 @@ static tly_err fold_all(replay_run *r, tly_log *log, tly_audit_progress_fn progr
 static tly_err close_and_place(replay_run *r, tly_err err, uint64_t *last_seq)
 {
     uint64_t last = UINT64_MAX;
-    char from[TLY_PATH_BYTES_MAX + 64], to[TLY_PATH_BYTES_MAX + 64];
+    char views[TLY_PATH_BYTES_MAX + 64], from[TLY_PATH_BYTES_MAX + 64], to[TLY_PATH_BYTES_MAX + 64];
     uint32_t n = r->o->shard_count;
+    /* check_out bounded out_dir, so every path below fits. */
+    tly_layout_views(r->o->out_dir, views, sizeof views);
     for (uint32_t k = 0; k < r->opened; k++) {
         replay_shard *s = &r->shard[k];
         if (s->engine) {
@@ -325,16 +327,15 @@ static tly_err close_and_place(replay_run *r, tly_err err, uint64_t *last_seq)
         }
         tly_engine_free(s->engine);
         tly_views_close(s->views);
-        snprintf(from, sizeof from, "%s/views/%u-of-%u", r->o->out_dir, k, n);
-        snprintf(to, sizeof to, "%s/%u-of-%u", r->o->out_dir, k, n);
+        tly_layout_shard(views, k, n, from, sizeof from);
+        tly_layout_shard(r->o->out_dir, k, n, to, sizeof to);
         if (err == TLY_OK && rename(from, to) != 0) {
             tly_audit_msgf(r->msg, r->cap, "cannot move %s to %s", from, to);
             err = TLY_STORAGE;
         }
     }
-    snprintf(from, sizeof from, "%s/views", r->o->out_dir);
     if (err == TLY_OK)
-        rmdir(from);
+        rmdir(views);
     if (err == TLY_OK && last_seq)
         *last_seq = last == UINT64_MAX ? 0 : last;
     return err;

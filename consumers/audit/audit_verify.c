@@ -1,14 +1,15 @@
 /*
  * audit_verify.c — `tally audit verify` [D14]: one pass over the log in one
- * LMDB read snapshot.
+ * read snapshot.
  *
- * The log is read with LMDB directly rather than through tly_log_reader:
- * the audit must name exactly what is wrong with a record (a gap, a key that
- * differs from the seq inside, a value that does not decode), where the
- * reader only says "corrupt", and an audit should not lean on the code it
- * audits more than it must. The chain hash and the record and event
- * decoders are shared on purpose: they are the definitions being checked,
- * and the export test recomputes the chain independently of them.
+ * The log is read through the ledger's raw scan (tly_log_scan) rather than
+ * through tly_log_reader: the audit must name exactly what is wrong with a
+ * record (a gap, a key that differs from the seq inside, a value that does
+ * not decode), where the reader only says "corrupt", and an audit should not
+ * lean on the code it audits more than it must: the scan hands over the
+ * stored bytes unchecked. The chain hash and the record and event decoders
+ * are shared on purpose: they are the definitions being checked, and the
+ * export test recomputes the chain independently of them.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -23,9 +24,8 @@
 
 /* Everything one verification pass carries from record to record. */
 typedef struct verify_state {
-    MDB_txn *txn;
-    MDB_dbi ids;
-    uint64_t expect; /* the seq the next record must have */
+    tly_log_scan *scan; /* the snapshot being verified */
+    uint64_t expect;    /* the seq the next record must have */
     uint8_t prev_hash[TLY_HASH_BYTES];
     int64_t prev_ms;
     tly_event ev; /* reused: it is large */
@@ -81,11 +81,11 @@ static bool utf8_valid(const uint8_t *s, size_t len)
 }
 
 /* The key and the seq inside the value must be the next seq [D14]. */
-static bool check_key(verify_state *st, const MDB_val *key)
+static bool check_key(verify_state *st, const tly_log_raw *raw)
 {
-    if (key->mv_size != 8)
-        return fail(st, st->expect, "stored key is %zu bytes, not 8", key->mv_size);
-    uint64_t k = tly_audit_get_be64(key->mv_data);
+    if (raw->key_len != 8)
+        return fail(st, st->expect, "stored key is %zu bytes, not 8", raw->key_len);
+    uint64_t k = tly_audit_get_be64(raw->key);
     if (k > st->expect)
         return fail(st, st->expect, "missing (gap: the next stored seq is %llu)",
                     (unsigned long long)k);
@@ -95,10 +95,10 @@ static bool check_key(verify_state *st, const MDB_val *key)
 }
 
 /* The stored record: shape, seq inside, source, chain hash, recorded_ms. */
-static bool check_record(verify_state *st, const MDB_val *val, tly_record *rec)
+static bool check_record(verify_state *st, const tly_log_raw *raw, tly_record *rec)
 {
     uint64_t seq = st->expect;
-    if (tly_record_decode(val->mv_data, val->mv_size, rec) != TLY_OK)
+    if (tly_record_decode(raw->val, raw->val_len, rec) != TLY_OK)
         return fail(st, seq, "record does not decode");
     if (rec->seq != seq)
         return fail(st, seq, "record says seq %llu", (unsigned long long)rec->seq);
@@ -132,21 +132,16 @@ static bool check_event(verify_state *st, const tly_record *rec)
  * here. */
 static bool check_ids(verify_state *st, const tly_record *rec)
 {
-    uint8_t key[2 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
-    tly_str id = st->ev.id;
-    key[0] = (uint8_t)(rec->source.len >> 8);
-    key[1] = (uint8_t)rec->source.len;
-    memcpy(key + 2, rec->source.ptr, rec->source.len);
-    memcpy(key + 2 + rec->source.len, id.ptr, id.len);
-    MDB_val k = {2 + rec->source.len + id.len, key}, v;
-    int rc = mdb_get(st->txn, st->ids, &k, &v);
-    if (rc == MDB_NOTFOUND)
+    const uint8_t *v;
+    size_t len;
+    tly_err err = tly_log_scan_ids_get(st->scan, rec->source, st->ev.id, &v, &len);
+    if (err == TLY_NOT_FOUND)
         return fail(st, rec->seq, "(source, id) missing from the idempotency index");
-    if (rc != 0)
-        return fail(st, rec->seq, "idempotency index: %s", mdb_strerror(rc));
-    if (v.mv_size != 8)
+    if (err != TLY_OK)
+        return fail(st, rec->seq, "idempotency index: %s", tly_strerror(err));
+    if (len != 8)
         return fail(st, rec->seq, "idempotency index value is not 8 bytes");
-    uint64_t at = tly_audit_get_be64(v.mv_data);
+    uint64_t at = tly_audit_get_be64(v);
     if (at != rec->seq)
         return fail(st, rec->seq, "(source, id) is also at seq %llu (duplicate id)",
                     (unsigned long long)at);
@@ -154,10 +149,10 @@ static bool check_ids(verify_state *st, const tly_record *rec)
 }
 
 /* Checks one stored record and advances the state. */
-static bool check_one(verify_state *st, const MDB_val *key, const MDB_val *val)
+static bool check_one(verify_state *st, const tly_log_raw *raw)
 {
     tly_record rec;
-    if (!check_key(st, key) || !check_record(st, val, &rec) || !check_event(st, &rec) ||
+    if (!check_key(st, raw) || !check_record(st, raw, &rec) || !check_event(st, &rec) ||
         !check_ids(st, &rec))
         return false;
     memcpy(st->prev_hash, rec.hash, TLY_HASH_BYTES);
@@ -169,46 +164,33 @@ static bool check_one(verify_state *st, const MDB_val *key, const MDB_val *val)
     return true;
 }
 
-/* Seq of the last key, for the progress total (0 for an empty log). */
-static uint64_t last_seq(MDB_cursor *cur)
-{
-    MDB_val k, v;
-    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) != 0 || k.mv_size != 8)
-        return 0;
-    return tly_audit_get_be64(k.mv_data);
-}
-
 /* Every index entry belongs to one record: more entries than records means
  * the index knows identities the log does not hold. */
 static void check_ids_count(verify_state *st)
 {
-    MDB_stat ms;
-    int rc = mdb_stat(st->txn, st->ids, &ms);
-    if (rc != 0)
-        fail(st, 0, "idempotency index: %s", mdb_strerror(rc));
-    else if (ms.ms_entries != st->out->records)
+    uint64_t entries;
+    tly_err err = tly_log_scan_ids_count(st->scan, &entries);
+    if (err != TLY_OK)
+        fail(st, 0, "idempotency index: %s", tly_strerror(err));
+    else if (entries != st->out->records)
         fail(st, 0, "idempotency index holds %llu entries for %llu records",
-             (unsigned long long)ms.ms_entries, (unsigned long long)st->out->records);
+             (unsigned long long)entries, (unsigned long long)st->out->records);
 }
 
-/* Walks the whole log with a cursor. */
-static tly_err walk(verify_state *st, MDB_dbi log, tly_audit_progress_fn progress, void *ctx)
+/* Walks the whole log in the scan's snapshot; the progress total is the
+ * last key's seq. TLY_OK (the verdict says the rest), or the scan's error. */
+static tly_err walk(verify_state *st, tly_audit_progress_fn progress, void *ctx)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(st->txn, log, &cur);
-    if (rc != 0)
-        return tly_audit_lmdb_err(rc, "log cursor");
-    uint64_t total = last_seq(cur);
-    MDB_val k, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0 && check_one(st, &k, &v)) {
+    uint64_t total = tly_log_scan_last_seq(st->scan);
+    tly_log_raw raw;
+    tly_err err = tly_log_scan_next(st->scan, &raw);
+    while (err == TLY_OK && check_one(st, &raw)) {
         if (progress && st->out->records % TLY_AUDIT_PROGRESS_RECORDS == 0)
             progress(ctx, st->out->records, total);
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        err = tly_log_scan_next(st->scan, &raw);
     }
-    mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return tly_audit_lmdb_err(rc, "log cursor");
+    if (err != TLY_OK && err != TLY_NOT_FOUND)
+        return err;
     if (progress)
         progress(ctx, st->out->records, total);
     if (st->out->ok)
@@ -216,42 +198,29 @@ static tly_err walk(verify_state *st, MDB_dbi log, tly_audit_progress_fn progres
     return TLY_OK;
 }
 
-/* Opens both databases of the log inside txn. */
-static tly_err open_dbis(MDB_txn *txn, MDB_dbi *log, MDB_dbi *ids)
-{
-    int rc = mdb_dbi_open(txn, "log", 0, log);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "ids", 0, ids);
-    return rc == 0 ? TLY_OK : tly_audit_lmdb_err(rc, "log databases");
-}
-
 tly_err tly_audit_verify(const char *log_dir, tly_audit_progress_fn progress, void *ctx,
                          tly_audit_verdict *out)
 {
-    MDB_env *env;
-    tly_err err = tly_audit_env_open(log_dir, 4, &env);
+    tly_log *log;
+    tly_err err = tly_log_open(log_dir, TLY_LOG_READ, &log);
     if (err != TLY_OK)
         return err;
     verify_state *st = calloc(1, sizeof *st);
     if (!st) {
-        mdb_env_close(env);
+        tly_log_close(log);
         return TLY_NOMEM;
     }
-    MDB_dbi log;
-    err = tly_audit_txn_begin(env, &st->txn);
+    err = tly_log_scan_open(log, &st->scan);
     if (err == TLY_OK) {
-        err = open_dbis(st->txn, &log, &st->ids);
-        if (err == TLY_OK) {
-            tly_audit_verdict v = {.ok = true};
-            st->out = &v;
-            st->expect = 1;
-            err = walk(st, log, progress, ctx);
-            if (err == TLY_OK)
-                *out = v;
-        }
-        mdb_txn_abort(st->txn);
+        tly_audit_verdict v = {.ok = true};
+        st->out = &v;
+        st->expect = 1;
+        err = walk(st, progress, ctx);
+        if (err == TLY_OK)
+            *out = v;
+        tly_log_scan_close(st->scan);
     }
     free(st);
-    mdb_env_close(env);
+    tly_log_close(log);
     return err;
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "audit_int.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
 #include "tly_views.h"
@@ -38,9 +39,11 @@ struct tly_audit_viewset {
 /* Modification time of views_dir/K-of-N/data.mdb (0 when absent). */
 static long long data_mtime(const char *views_dir, uint32_t k, uint32_t n)
 {
-    char path[TLY_PATH_BYTES_MAX + 64];
+    char dir[TLY_PATH_BYTES_MAX + 64], path[TLY_PATH_BYTES_MAX + 64];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%u-of-%u/data.mdb", views_dir, k, n);
+    if (tly_layout_shard(views_dir, k, n, dir, sizeof dir) != TLY_OK ||
+        tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, path, sizeof path) != TLY_OK)
+        return 0;
     return stat(path, &st) == 0 ? (long long)st.st_mtime : 0;
 }
 
@@ -80,7 +83,7 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
     uint32_t seen = 0;
     while ((e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX) {
         uint32_t k, cnt;
-        if (tly_audit_shard_name_parse(e->d_name, &k, &cnt))
+        if (tly_layout_shard_parse(e->d_name, &k, &cnt))
             mask[cnt] |= UINT64_C(1) << k;
     }
     closedir(d);
@@ -125,8 +128,9 @@ static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_s
                           size_t cap)
 {
     char path[TLY_PATH_BYTES_MAX + 64];
-    snprintf(path, sizeof path, "%s/%u-of-%u", views_dir, k, n);
-    tly_err err = tly_audit_env_open(path, 4, &s->env);
+    tly_err err = tly_layout_shard(views_dir, k, n, path, sizeof path);
+    if (err == TLY_OK)
+        err = tly_audit_env_open(path, 4, &s->env);
     if (err == TLY_OK)
         err = tly_audit_txn_begin(s->env, &s->txn);
     if (err == TLY_OK) {

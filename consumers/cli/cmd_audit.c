@@ -13,6 +13,7 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_json.h"
+#include "tly_layout.h"
 #include "tly_period.h"
 
 #define CMD "audit"
@@ -37,15 +38,6 @@ static void cli_progress(void *ctx, uint64_t done, uint64_t total)
     tly_progress((const char *)ctx, done, total);
 }
 
-/* "DIR/name" into buf; false (usage error printed) when it does not fit. */
-static bool join_path(char *buf, size_t cap, const char *dir, const char *name)
-{
-    if ((size_t)snprintf(buf, cap, "%s/%s", dir, name) < cap)
-        return true;
-    tly_usagef(CMD, "path too long: %s", dir);
-    return false;
-}
-
 static bool is_help(const char *arg)
 {
     return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
@@ -62,6 +54,15 @@ typedef struct audit_opts {
     bool has_until;
     int64_t until_ms;
 } audit_opts;
+
+/* DATA/log into buf; false (usage error printed) when it does not fit. */
+static bool log_dir_of(const audit_opts *o, char *buf, size_t cap)
+{
+    if (tly_layout_log(o->common.data, buf, cap) == TLY_OK)
+        return true;
+    tly_usagef(CMD, "path too long: %s", o->common.data);
+    return false;
+}
 
 /* Parses the options of one subcommand besides the common ones at argv[*i]:
  * 1 when it was one, 0 when not, -1 or TLY_EXIT_USAGE on a usage error
@@ -148,7 +149,7 @@ static int run_verify(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8];
-    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+    if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
     tly_audit_verdict v;
     tly_err err = tly_audit_verify(log_dir, cli_progress, "verify", &v);
@@ -201,7 +202,7 @@ static int run_export(int argc, char **argv)
     if (o.to_seq && o.from_seq > o.to_seq)
         return tly_usagef(CMD " export", "--from is after --to");
     char log_dir[TLY_PATH_BYTES_MAX + 8];
-    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+    if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
     uint64_t n = 0, bad = 0;
     tly_err err =
@@ -285,7 +286,10 @@ static bool views_dir_of(const audit_opts *o, char *buf, size_t cap)
         snprintf(buf, cap, "%s", o->views);
         return true;
     }
-    return join_path(buf, cap, o->common.data, "views");
+    if (tly_layout_views(o->common.data, buf, cap) == TLY_OK)
+        return true;
+    tly_usagef(CMD, "path too long: %s", o->common.data);
+    return false;
 }
 
 static int run_digest(int argc, char **argv)
@@ -412,7 +416,7 @@ static int run_replay(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8];
-    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+    if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
     tly_audit_replay_opts ro = {.log_dir = log_dir,
                                 .out_dir = o.out,
@@ -461,7 +465,7 @@ static int run_diff(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8], views_dir[TLY_PATH_BYTES_MAX + 8];
-    if (!join_path(log_dir, sizeof log_dir, o.common.data, "log"))
+    if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
     if (!views_dir_of(&o, views_dir, sizeof views_dir))
         return TLY_EXIT_USAGE;

@@ -16,6 +16,7 @@
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_query.h"
 
@@ -35,8 +36,8 @@ typedef struct status_opts {
 static tly_err status_from_data(const status_opts *o, json_t **reply)
 {
     char views[TLY_PATH_BYTES_MAX], logdir[TLY_PATH_BYTES_MAX];
-    if ((size_t)snprintf(views, sizeof views, "%s/views", o->common.data) >= sizeof views ||
-        (size_t)snprintf(logdir, sizeof logdir, "%s/log", o->common.data) >= sizeof logdir)
+    if (tly_layout_views(o->common.data, views, sizeof views) != TLY_OK ||
+        tly_layout_log(o->common.data, logdir, sizeof logdir) != TLY_OK)
         return TLY_USAGE;
     if (access(views, F_OK) != 0 && access(logdir, F_OK) != 0)
         return TLY_NOT_FOUND;

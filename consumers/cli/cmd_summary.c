@@ -14,6 +14,7 @@
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_layout.h"
 #include "tly_query.h"
 #include "tly_views.h"
 
@@ -289,10 +290,10 @@ int tly_cmd_summary(int argc, char **argv)
     if (rc != TLY_EXIT_OK)
         return rc;
     char views[TLY_PATH_BYTES_MAX], log[TLY_PATH_BYTES_MAX];
-    snprintf(views, sizeof views, "%s/views", o.data);
-    snprintf(log, sizeof log, "%s/log", o.data);
     tly_query_store *s = NULL;
-    if (tly_query_store_open(views, log, 0, &s) != TLY_OK) {
+    if (tly_layout_views(o.data, views, sizeof views) != TLY_OK ||
+        tly_layout_log(o.data, log, sizeof log) != TLY_OK ||
+        tly_query_store_open(views, log, 0, &s) != TLY_OK) {
         tly_errorf("summary", "cannot read the views in %s", views);
         return TLY_EXIT_FAIL;
     }
