@@ -155,6 +155,12 @@
  * client can make the service allocate before it answers. */
 #define TLY_QUERY_REQUEST_BYTES_MAX (64u * 1024u)
 
+/* Largest frame the query service lets ZeroMQ receive (ZMQ_MAXMSGSIZE), so
+ * that a request over TLY_QUERY_REQUEST_BYTES_MAX still gets a too_large
+ * answer. Beyond it ZeroMQ drops the frame and disconnects the peer without
+ * an answer: the wire's own frame limit, the most any Tally socket takes. */
+#define TLY_QUERY_FRAME_BYTES_HARD_MAX TLY_FRAME_BYTES_MAX
+
 /* Routing frames the service echoes back in front of a reply: a DEALER adds
  * none, a REQ adds an empty delimiter, a chain of proxies a few more. */
 #define TLY_QUERY_ENVELOPE_FRAMES_MAX 8u

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <lmdb.h>
+#include <msgpack.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -765,6 +766,93 @@ START_TEST(test_service_bad_requests)
 }
 END_TEST
 
+/* A query of exactly len bytes: {"q": "liabilities", "pad": str} (unknown
+ * keys are ignored, so only the size differs). */
+static void sized_query(msgpack_sbuffer *sb, size_t len)
+{
+    size_t pad = len - 64;
+    for (int pass = 0; pass < 2; pass++) {
+        msgpack_sbuffer_clear(sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        msgpack_pack_str_with_body(&pk, "q", 1);
+        msgpack_pack_str_with_body(&pk, "liabilities", 11);
+        msgpack_pack_str_with_body(&pk, "pad", 3);
+        msgpack_pack_str(&pk, pad);
+        char *body = malloc(pad);
+        memset(body, 'x', pad);
+        msgpack_pack_str_body(&pk, body, pad);
+        free(body);
+        pad += len - sb->size; /* the str header keeps its size */
+    }
+    ck_assert_uint_eq(sb->size, len);
+}
+
+/* Sends one frame of len bytes on a fresh DEALER and returns the reply, or
+ * NULL when none comes within timeout_ms. */
+static json_t *raw_query(const char *ep, size_t len, int timeout_ms)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sized_query(&sb, len);
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    ck_assert_int_eq(zmq_connect(s, ep), 0);
+    ck_assert_int_eq(zmq_send(s, sb.data, sb.size, 0), (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    json_t *r = NULL;
+    if (zmq_poll(&it, 1, timeout_ms) == 1) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        ck_assert_int_ge(zmq_msg_recv(&m, s, 0), 0);
+        r = tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m));
+        ck_assert_ptr_nonnull(r);
+        zmq_msg_close(&m);
+    }
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return r;
+}
+
+/* How long a request the service must not answer is given: only a missing
+ * answer passes, so a short wait cannot turn a failure into a pass. */
+#define QT_SILENCE_MS 1500
+
+/* Request size at its edges through a real `tally query`: exactly
+ * TLY_QUERY_REQUEST_BYTES_MAX is answered, one byte more is too_large, and
+ * so is anything up to TLY_QUERY_FRAME_BYTES_HARD_MAX; beyond that ZeroMQ
+ * drops the frame unanswered and the service goes on. */
+START_TEST(test_service_request_size)
+{
+    char ep[64];
+    pid_t pid = start_service(ep, sizeof ep, "2");
+    json_t *r = raw_query(ep, TLY_QUERY_REQUEST_BYTES_MAX, 5000);
+    ck_assert_msg(r && !json_object_get(r, "error"), "a request of the largest size was refused");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "seq")), HEAD_SEQ);
+    json_decref(r);
+    const size_t over[] = {TLY_QUERY_REQUEST_BYTES_MAX + 1, TLY_QUERY_FRAME_BYTES_HARD_MAX};
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        r = raw_query(ep, over[i], 5000);
+        ck_assert_msg(r != NULL, "no answer to a request of %zu bytes", over[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "too_large");
+        const char *msg = json_string_value(json_object_get(r, "message"));
+        ck_assert_ptr_nonnull(msg);
+        ck_assert_ptr_nonnull(strstr(msg, "65536"));
+        json_decref(r);
+    }
+    r = raw_query(ep, (size_t)TLY_QUERY_FRAME_BYTES_HARD_MAX + 1, QT_SILENCE_MS);
+    ck_assert_msg(r == NULL, "a frame over the hard maximum was answered");
+    r = raw_query(ep, 256, 5000);
+    ck_assert_msg(r && json_integer_value(json_object_get(r, "seq")) == HEAD_SEQ,
+                  "the service stopped answering after an oversized frame");
+    json_decref(r);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+}
+END_TEST
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1000,6 +1088,7 @@ static Suite *query_suite(void)
     tcase_add_test(tc, test_wait);
     tcase_add_test(tc, test_service_answers);
     tcase_add_test(tc, test_service_bad_requests);
+    tcase_add_test(tc, test_service_request_size);
     tcase_add_test(tc, test_service_latency);
     tcase_add_test(tc, test_service_before_stores);
     tcase_add_test(tc, test_exceptions_paging);

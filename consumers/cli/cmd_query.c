@@ -6,6 +6,12 @@
  * the logic, shared with the CLI's --views mode). One thread, one request
  * at a time: an answer costs a few LMDB reads, far below a millisecond, so a
  * queue in front of one worker is both simplest and fast enough.
+ *
+ * Request size: ZeroMQ takes frames up to TLY_QUERY_FRAME_BYTES_HARD_MAX
+ * (4 MiB); a request over TLY_QUERY_REQUEST_BYTES_MAX (64 KiB) but within
+ * that is answered {"error": "too_large"} without being decoded. A frame
+ * over the hard maximum is dropped by ZeroMQ itself, which disconnects the
+ * peer: that client gets no answer (the service goes on serving others).
  */
 #include <errno.h>
 #include <signal.h>
@@ -146,13 +152,26 @@ static tly_err permitted(const json_t *req, const char *user)
     return tly_query_permits(req, everything, partner);
 }
 
-/* Answers one request body into out; user is the CURVE identity or NULL. */
+/* The too_large reply to a request body of len bytes. */
+static json_t *too_large_reply(size_t len)
+{
+    char m[128];
+    snprintf(m, sizeof m, "a query request is at most %u bytes; this one is %zu",
+             TLY_QUERY_REQUEST_BYTES_MAX, len);
+    return json_pack("{s:s, s:s}", "error", tly_err_name(TLY_TOO_LARGE), "message", m);
+}
+
+/* Answers one request body into out; user is the CURVE identity or NULL. A
+ * body over TLY_QUERY_REQUEST_BYTES_MAX is too_large, not decoded. */
 static void answer(tly_query_store *store, const void *body, size_t len, const char *user,
                    msgpack_sbuffer *out)
 {
-    json_t *req = tly_json_from_mp(body, len);
+    bool big = len > TLY_QUERY_REQUEST_BYTES_MAX;
+    json_t *req = big ? NULL : tly_json_from_mp(body, len);
     json_t *reply = NULL;
-    if (!json_is_object(req))
+    if (big)
+        reply = too_large_reply(len);
+    else if (!json_is_object(req))
         reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_MALFORMED), "message",
                           "a query is a single-frame MessagePack map {\"q\": name, ...}");
     else if (permitted(req, user) != TLY_OK)
@@ -254,7 +273,7 @@ static void *bind_router(void *ctx, const char *ep, const char *curve_secret)
         return NULL;
     }
     int zero = 0;
-    int64_t max = TLY_QUERY_REQUEST_BYTES_MAX;
+    int64_t max = TLY_QUERY_FRAME_BYTES_HARD_MAX; /* larger requests get too_large */
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
     if (zmq_bind(sock, ep) != 0) {
