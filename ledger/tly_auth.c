@@ -75,9 +75,10 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
         snprintf(msg, cap, "line %zu: public key is not 40 Z85 characters", lineno);
         return TLY_BAD_FIELD;
     }
-    if (strlen(source) > TLY_SOURCE_BYTES_MAX) {
-        snprintf(msg, cap, "line %zu: source name longer than %u bytes", lineno,
-                 TLY_SOURCE_BYTES_MAX);
+    if (!tly_source_valid(source, strlen(source))) {
+        snprintf(msg, cap,
+                 "line %zu: source name must be 1..%u bytes of UTF-8 without control characters",
+                 lineno, TLY_SOURCE_BYTES_MAX);
         return TLY_BAD_FIELD;
     }
     if (!parse_roles(roles, k)) {

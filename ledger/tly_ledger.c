@@ -365,9 +365,9 @@ static void resolve_source(tly_ledger *ld, pending *p)
         whole_error(p, TLY_MALFORMED, "request has no \"source\" (required without CURVE)");
         return;
     }
-    if (r->source.len == 0 || r->source.len > TLY_SOURCE_BYTES_MAX ||
-        !tly_utf8_valid(r->source.ptr, r->source.len)) {
-        whole_error(p, TLY_MALFORMED, "\"source\" must be UTF-8 of 1..64 bytes");
+    if (!tly_source_valid(r->source.ptr, r->source.len)) {
+        whole_error(p, TLY_MALFORMED,
+                    "\"source\" must be 1..64 bytes of UTF-8 without control characters");
         return;
     }
     memcpy(p->source, r->source.ptr, r->source.len);
@@ -563,6 +563,11 @@ static void result_of(const batch *b, uint32_t k, tly_ingest_result *res)
     if (it->err == TLY_OK)
         return;
     snprintf(res->field, sizeof res->field, "%s", b->fes[k].field);
+    /* The log store refuses a source or id outside its limits with a bare
+     * bad_field (the checks before it make that unreachable); name it. */
+    if (!res->field[0] && (it->err == TLY_BAD_FIELD || it->err == TLY_MISSING_FIELD))
+        snprintf(res->field, sizeof res->field, "%s",
+                 tly_source_valid(it->source.ptr, it->source.len) ? "id" : "source");
     snprintf(res->message, sizeof res->message, "%s",
              b->fes[k].message[0] ? b->fes[k].message : tly_strerror(it->err));
 }

@@ -21,14 +21,23 @@
  * - `currency` is checked against the pattern [A-Z]{3} only: a table of
  *   every ISO 4217 code would reject a code minted after the build.
  * - A claim's `amount` is validated only for submit, approve and pay [C3];
- *   on cancel and reject it is ignored, whatever its type.
+ *   on cancel and reject it is not read.
+ * - Every value no decoder reads (unknown keys at any level, known keys the
+ *   type does not use, a claim's ignored amount) must still be something
+ *   JSON lines can carry, so that `tally audit export` and every other
+ *   reader handle every event the ledger accepts: no ext, no NaN or
+ *   infinity, str keys, strings and keys of UTF-8 without NUL, nested at
+ *   most TLY_EVENT_DEPTH_MAX levels. Otherwise it is bad_field naming the key
+ *   (the first such key in map order).
  */
 #include "tly_event.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "tly_assert.h"
 #include "tly_mp.h"
 
 /* --- keys --- */
@@ -117,6 +126,11 @@ enum { KB_FROM, KB_BPS, KB_COUNT };
 static const keydef bracket_keys[KB_COUNT] = {KEY("from"), KEY("bps")};
 
 _Static_assert(K_TOP_COUNT <= 32, "seen-key mask is 32 bits");
+_Static_assert(TLY_EVENT_DEPTH_MAX < TLY_MP_DEPTH_MAX, "the reader reads one level too deep");
+
+/* Levels of the maps scan_map reads (TLY_EVENT_DEPTH_MAX counts the same
+ * way): the event, the rebate, a tier (inside `tiers`), a bracket. */
+enum { LV_EVENT = 1, LV_REBATE = 2, LV_TIER = 3, LV_BRACKET = 4 };
 
 /* Where a key's value lies; p is NULL when the key is absent. */
 typedef struct slot {
@@ -151,12 +165,10 @@ static void path_format(fpath path, char *buf, size_t cap)
 static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fmt, ...)
+/* Writes fe->message from fe->field (already set) and fmt. The message
+ * starts with the field name: "amount: must be ...". */
+static void message_v(tly_field_error *fe, const char *fmt, va_list ap)
 {
-    if (!fe)
-        return err;
-    path_format(path, fe->field, sizeof fe->field);
-    /* The message starts with the field name: "amount: must be ...". */
     size_t n = 0;
     if (fe->field[0]) {
         n = strlen(fe->field);
@@ -164,9 +176,30 @@ static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fm
         fe->message[n++] = ':';
         fe->message[n++] = ' ';
     }
+    vsnprintf(fe->message + n, sizeof fe->message - n, fmt, ap);
+}
+
+static tly_err fail(tly_field_error *fe, tly_err err, fpath path, const char *fmt, ...)
+{
+    if (!fe)
+        return err;
+    path_format(path, fe->field, sizeof fe->field);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(fe->message + n, sizeof fe->message - n, fmt, ap);
+    message_v(fe, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+/* fail() for a field name the caller has written into fe->field. */
+static tly_err fail_named(tly_field_error *fe, tly_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static tly_err fail_named(tly_field_error *fe, tly_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message_v(fe, fmt, ap);
     va_end(ap);
     return err;
 }
@@ -228,10 +261,223 @@ bool tly_id_valid(const char *s, size_t len)
     return true;
 }
 
+bool tly_source_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > TLY_SOURCE_BYTES_MAX || !tly_utf8_valid(s, len))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 bool tly_str_eq(tly_str s, const char *c)
 {
     size_t n = strlen(c);
     return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
+}
+
+/* --- field names built from the producer's keys --- */
+
+/* A field name being written into buf[0..cap). A part that does not fit
+ * whole ends the name: what is written is always a clean prefix. */
+typedef struct fname {
+    char *buf;
+    size_t cap;
+    size_t n;
+    bool full;
+} fname;
+
+static void fname_put(fname *f, const char *s, size_t len)
+{
+    if (f->full || f->n + len >= f->cap) {
+        f->full = true;
+        return;
+    }
+    memcpy(f->buf + f->n, s, len);
+    f->n += len;
+    f->buf[f->n] = '\0';
+}
+
+/* Appends ".key" ("key" first): UTF-8 characters as they are, control
+ * bytes and bytes of invalid UTF-8 as \xNN, an empty key as "", so the
+ * name is always printable UTF-8 that names the key. */
+static void fname_key(fname *f, const char *k, uint32_t len)
+{
+    if (f->n > 0)
+        fname_put(f, ".", 1);
+    if (len == 0)
+        fname_put(f, "\"\"", 2);
+    for (uint32_t i = 0; i < len && !f->full;) {
+        unsigned char c = (unsigned char)k[i];
+        uint32_t step = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
+        bool plain = step <= len - i && tly_utf8_valid(k + i, step) && c >= 0x20 && c != 0x7f;
+        if (plain) {
+            fname_put(f, k + i, step);
+            i += step;
+            continue;
+        }
+        char esc[5];
+        snprintf(esc, sizeof esc, "\\x%02x", c);
+        fname_put(f, esc, 4);
+        i++;
+    }
+}
+
+static void fname_index(fname *f, uint32_t i)
+{
+    char text[16];
+    int n = snprintf(text, sizeof text, "[%u]", i);
+    fname_put(f, text, (size_t)n);
+}
+
+/* --- values JSON lines can carry --- */
+
+/* Why a value cannot be carried by JSON lines. */
+typedef enum vwhy {
+    VW_DEEP,     /* nested deeper than TLY_EVENT_DEPTH_MAX */
+    VW_EXT,      /* a MessagePack ext */
+    VW_FLOAT,    /* NaN or an infinity */
+    VW_TEXT,     /* a str that is not UTF-8 without NUL */
+    VW_KEY_TYPE, /* a map key that is not a str */
+    VW_KEY_TEXT, /* a map key that is not UTF-8 without NUL */
+    VW_BROKEN    /* not well-formed (cannot happen after scan_event) */
+} vwhy;
+
+/* One step below the checked key: a map key (key != NULL) or an index. */
+typedef struct vstep {
+    const char *key;
+    uint32_t klen;
+    uint32_t index;
+} vstep;
+
+/* A value check under way: the steps from the checked key down to the
+ * value at hand, and on failure why. A step is pushed per container, and a
+ * container deeper than TLY_EVENT_DEPTH_MAX is refused before it is
+ * entered, so TLY_EVENT_DEPTH_MAX steps are room enough. */
+typedef struct vwalk {
+    vstep steps[TLY_EVENT_DEPTH_MAX];
+    unsigned n;
+    vwhy why;
+} vwalk;
+
+/* True for text every JSON reader loads back: UTF-8 without NUL (jansson,
+ * which `tally send` uses, refuses "\u0000"). */
+static bool text_ok(const char *s, uint32_t len)
+{
+    return tly_utf8_valid(s, len) && (len == 0 || memchr(s, 0, len) == NULL);
+}
+
+static bool refuse(vwalk *w, vwhy why)
+{
+    w->why = why;
+    return false;
+}
+
+static bool value_ok(tly_mp_reader *r, unsigned level, vwalk *w);
+
+/* Checks the elements (map: keys and values) of the container at r, whose
+ * own level is level. */
+static bool elems_ok(tly_mp_reader *r, unsigned level, bool is_map, vwalk *w)
+{
+    uint32_t n;
+    if (is_map ? !tly_mp_read_map(r, &n) : !tly_mp_read_array(r, &n))
+        return refuse(w, VW_BROKEN);
+    TLY_ASSERT(w->n < TLY_EVENT_DEPTH_MAX);
+    vstep *st = &w->steps[w->n++];
+    for (uint32_t i = 0; i < n; i++) {
+        *st = (vstep){NULL, 0, i};
+        if (is_map && !tly_mp_read_str(r, &st->key, &st->klen))
+            return refuse(w, VW_KEY_TYPE);
+        if (is_map && !text_ok(st->key, st->klen))
+            return refuse(w, VW_KEY_TEXT);
+        if (!value_ok(r, level + 1, w))
+            return false;
+    }
+    w->n--;
+    return true;
+}
+
+/* Reads one value at level (the event map is level 1) and checks that JSON
+ * lines can carry it; false with w->why set when not. */
+static bool value_ok(tly_mp_reader *r, unsigned level, vwalk *w)
+{
+    if (level > TLY_EVENT_DEPTH_MAX)
+        return refuse(w, VW_DEEP);
+    const char *s;
+    uint32_t len;
+    double d;
+    switch (tly_mp_peek(r)) {
+    case TLY_MP_ARRAY:
+        return elems_ok(r, level, false, w);
+    case TLY_MP_MAP:
+        return elems_ok(r, level, true, w);
+    case TLY_MP_EXT:
+        return refuse(w, VW_EXT);
+    case TLY_MP_FLOAT:
+        if (!tly_mp_read_float(r, &d))
+            return refuse(w, VW_BROKEN);
+        return isfinite(d) || refuse(w, VW_FLOAT);
+    case TLY_MP_STR:
+        if (!tly_mp_read_str(r, &s, &len))
+            return refuse(w, VW_BROKEN);
+        return text_ok(s, len) || refuse(w, VW_TEXT);
+    default: /* nil, bool, integers, bin */
+        return tly_mp_skip(r, NULL, NULL) || refuse(w, VW_BROKEN);
+    }
+}
+
+/* Reports a refused value: the field is where, the key, and the steps down
+ * to the innermost key above the refused value (indices after it are left
+ * out: the field names a key). */
+static tly_err value_fail(tly_field_error *fe, fpath where, const char *k, uint32_t klen,
+                          const vwalk *w)
+{
+    if (!fe)
+        return TLY_BAD_FIELD;
+    path_format(where, fe->field, sizeof fe->field);
+    fname f = {fe->field, sizeof fe->field, strlen(fe->field), false};
+    fname_key(&f, k, klen);
+    unsigned last_key = 0; /* steps to write */
+    for (unsigned i = 0; i < w->n; i++)
+        if (w->steps[i].key)
+            last_key = i + 1;
+    for (unsigned i = 0; i < last_key; i++) {
+        if (w->steps[i].key)
+            fname_key(&f, w->steps[i].key, w->steps[i].klen);
+        else
+            fname_index(&f, w->steps[i].index);
+    }
+    if (w->why == VW_DEEP)
+        return fail_named(fe, TLY_BAD_FIELD, "nested deeper than %u levels (the event is level 1)",
+                          TLY_EVENT_DEPTH_MAX);
+    static const char *const text[] = {
+        [VW_DEEP] = "nested too deeply",
+        [VW_EXT] = "a MessagePack ext is not allowed (JSON lines cannot carry it)",
+        [VW_FLOAT] = "NaN and infinities are not allowed (JSON lines cannot carry them)",
+        [VW_TEXT] = "strings must be valid UTF-8 without NUL",
+        [VW_KEY_TYPE] = "map keys must be strings",
+        [VW_KEY_TEXT] = "keys must be valid UTF-8 without NUL",
+        [VW_BROKEN] = "not well-formed MessagePack",
+    };
+    return fail_named(fe, TLY_BAD_FIELD, "%s", text[w->why]);
+}
+
+/* Checks that JSON lines can carry key k (of the map at where) and its
+ * value span v, which lies at level; bad_field naming the key otherwise. */
+static tly_err check_value(fpath where, const char *k, uint32_t klen, const uint8_t *v, size_t vlen,
+                           unsigned level, tly_field_error *fe)
+{
+    vwalk w;
+    w.n = 0;
+    w.why = VW_KEY_TEXT;
+    tly_mp_reader r;
+    tly_mp_init(&r, v, vlen);
+    if (text_ok(k, klen) && value_ok(&r, level, &w))
+        return TLY_OK;
+    return value_fail(fe, where, k, klen, &w);
 }
 
 /* --- map scanning --- */
@@ -251,13 +497,15 @@ static int key_find(const keydef *keys, unsigned nkeys, const char *k, uint32_t 
 }
 
 /*
- * Reads the map at r (the caller has checked it is a map) and records the
- * value span of each known key in slots[0..nkeys). The input has already
- * been checked to be well-formed, so structural failures cannot happen here
- * except for non-str keys.
+ * Reads the map at r (the caller has checked it is a map), which lies at
+ * level, and records the value span of each known key in slots[0..nkeys).
+ * With check, each unknown key and its value must be something JSON lines
+ * can carry (check_value). The input has already been checked to be
+ * well-formed, so structural failures cannot happen here except for non-str
+ * keys.
  */
 static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, slot *slots,
-                        fpath where, tly_field_error *fe)
+                        fpath where, unsigned level, bool check, tly_field_error *fe)
 {
     uint32_t count;
     if (!tly_mp_read_map(r, &count))
@@ -274,8 +522,13 @@ static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, sl
         size_t vlen;
         if (!tly_mp_skip(r, &v, &vlen))
             return fail(fe, TLY_MALFORMED, where, "truncated value");
+        /* Unknown keys are ignored (SPEC section 4), but must be readable. */
+        tly_err err =
+            id < 0 && check ? check_value(where, k, klen, v, vlen, level + 1, fe) : TLY_OK;
+        if (err != TLY_OK)
+            return err;
         if (id < 0)
-            continue; /* unknown keys are ignored (SPEC section 4) */
+            continue;
         if (seen & (UINT32_C(1) << id)) {
             /* "tiers[2]" + key → "tiers[2].name"; "rebate" + key → "rebate.mode". */
             fpath p = where.inner ? (fpath){where.inner, -1, keys[id].name}
@@ -464,7 +717,8 @@ static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
     slot_reader(s, &r);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", i, NULL}), "must be a map");
-    tly_err err = scan_map(&r, tier_keys, KT_COUNT, ks, (fpath){"tiers", i, NULL}, fe);
+    tly_err err =
+        scan_map(&r, tier_keys, KT_COUNT, ks, (fpath){"tiers", i, NULL}, LV_TIER, true, fe);
     if (err == TLY_OK)
         err = get_str(ks[KT_NAME], (fpath){"tiers", i, "name"}, SK_NAME, true, &t->name, fe);
     if (err == TLY_OK)
@@ -536,7 +790,7 @@ static tly_err decode_bracket(slot s, int i, tly_bracket *b, tly_field_error *fe
     slot_reader(s, &r);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, at, "must be a map");
-    tly_err err = scan_map(&r, bracket_keys, KB_COUNT, ks, at, fe);
+    tly_err err = scan_map(&r, bracket_keys, KB_COUNT, ks, at, LV_BRACKET, true, fe);
     if (err == TLY_OK)
         err = get_int(ks[KB_FROM], (fpath){"rebate.brackets", i, "from"}, 0, TLY_AMOUNT_MAX,
                       &b->from, fe);
@@ -585,7 +839,7 @@ static tly_err decode_rebate(slot s, tly_event *ev, tly_field_error *fe)
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, TOP("rebate"), "must be a map");
     slot ks[KR_COUNT];
-    tly_err err = scan_map(&r, rebate_keys, KR_COUNT, ks, TOP("rebate"), fe);
+    tly_err err = scan_map(&r, rebate_keys, KR_COUNT, ks, TOP("rebate"), LV_REBATE, true, fe);
     int mode = 0;
     if (err == TLY_OK)
         err = get_enum(ks[KR_MODE], TOP("rebate.mode"), mode_names, 2, &mode, fe);
@@ -746,6 +1000,48 @@ static tly_err decode_adjust(const slot *s, tly_event *ev, tly_field_error *fe)
 
 typedef tly_err (*type_decoder)(const slot *s, tly_event *ev, tly_field_error *fe);
 
+#define KB(k) (UINT32_C(1) << (k))
+
+/* Top-level keys the decoder of ev's type read and validated: every other
+ * key present is checked like an unknown one (check_unread). A claim's
+ * amount is read only when the action wants it [C3]. */
+static uint32_t read_keys(const tly_event *ev)
+{
+    static const uint32_t by_type[TLY_EV_COUNT] = {
+        [TLY_EV_PROGRAM] = KB(K_PROGRAM) | KB(K_VERSION) | KB(K_CURRENCY) | KB(K_PERIOD) |
+                           KB(K_TIERS) | KB(K_REBATE) | KB(K_MDF_EXPIRY) | KB(K_TIER_WINDOW),
+        [TLY_EV_PARTNER] = KB(K_PARTNER) | KB(K_NAME) | KB(K_PROGRAM) | KB(K_KIND) | KB(K_REGION),
+        [TLY_EV_SALE] = KB(K_PARTNER) | KB(K_SKU) | KB(K_QTY) | KB(K_AMOUNT) | KB(K_CURRENCY),
+        [TLY_EV_RETURN] = KB(K_PARTNER) | KB(K_SALE) | KB(K_QTY) | KB(K_AMOUNT) | KB(K_CURRENCY),
+        [TLY_EV_CERTIFICATION] = KB(K_PARTNER) | KB(K_PERSON) | KB(K_CERT) | KB(K_ACTION),
+        [TLY_EV_CLAIM] = KB(K_PARTNER) | KB(K_CLAIM) | KB(K_ACTION) | KB(K_AMOUNT) |
+                         KB(K_ACTIVITY) | KB(K_REASON),
+        [TLY_EV_CLOSE] = KB(K_PROGRAM) | KB(K_PERIOD),
+        [TLY_EV_PAYOUT] = KB(K_PARTNER) | KB(K_PERIOD) | KB(K_AMOUNT),
+        [TLY_EV_ADJUST] = KB(K_PARTNER) | KB(K_ACCOUNT) | KB(K_AMOUNT) | KB(K_REASON),
+    };
+    uint32_t keys = KB(K_TYPE) | KB(K_ID) | KB(K_AT) | by_type[ev->type];
+    if (ev->type == TLY_EV_CLAIM && !ev->has_amount)
+        keys &= ~KB(K_AMOUNT);
+    return keys;
+}
+
+/* Known top-level keys the type does not read must hold values JSON lines
+ * can carry, like unknown keys; checked in key-table order. */
+static tly_err check_unread(const slot *s, const tly_event *ev, tly_field_error *fe)
+{
+    uint32_t read = read_keys(ev);
+    for (unsigned k = 0; k < K_TOP_COUNT; k++) {
+        if ((read & KB(k)) || !s[k].p)
+            continue;
+        tly_err err = check_value(TOP(NULL), top_keys[k].name, top_keys[k].len, s[k].p, s[k].len,
+                                  LV_EVENT + 1, fe);
+        if (err != TLY_OK)
+            return err;
+    }
+    return TLY_OK;
+}
+
 static const type_decoder decoders[TLY_EV_COUNT] = {
     [TLY_EV_PROGRAM] = decode_program,
     [TLY_EV_PARTNER] = decode_partner,
@@ -760,8 +1056,9 @@ static const type_decoder decoders[TLY_EV_COUNT] = {
 
 /* --- entry points --- */
 
-/* Checks buf is one well-formed map and scans its keys into slots. */
-static tly_err scan_event(const void *buf, size_t len, slot *slots, tly_field_error *fe)
+/* Checks buf is one well-formed map and scans its keys into slots; with
+ * check, unknown keys' values too (scan_map). */
+static tly_err scan_event(const void *buf, size_t len, slot *slots, bool check, tly_field_error *fe)
 {
     if (!tly_mp_is_single_value(buf, len))
         return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not one MessagePack value");
@@ -769,7 +1066,7 @@ static tly_err scan_event(const void *buf, size_t len, slot *slots, tly_field_er
     tly_mp_init(&r, buf, len);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not a map");
-    return scan_map(&r, top_keys, K_TOP_COUNT, slots, TOP(NULL), fe);
+    return scan_map(&r, top_keys, K_TOP_COUNT, slots, TOP(NULL), LV_EVENT, check, fe);
 }
 
 static tly_err get_type(slot s, tly_ev_type *type, tly_field_error *fe)
@@ -809,7 +1106,7 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
                          tly_field_error *fe)
 {
     slot s[K_TOP_COUNT];
-    tly_err err = scan_event(buf, len, s, fe);
+    tly_err err = scan_event(buf, len, s, true, fe);
     if (err != TLY_OK)
         return err;
     tly_event e;
@@ -821,6 +1118,8 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
         err = get_at(s[K_AT], recorded_ms, &e.at_ms, fe);
     if (err == TLY_OK)
         err = decoders[e.type](s, &e, fe);
+    if (err == TLY_OK)
+        err = check_unread(s, &e, fe);
     if (err != TLY_OK)
         return err;
     *ev = e;
@@ -830,7 +1129,7 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
 tly_err tly_event_peek_id(const void *buf, size_t len, tly_ev_type *type, tly_str *id)
 {
     slot s[K_TOP_COUNT];
-    tly_err err = scan_event(buf, len, s, NULL);
+    tly_err err = scan_event(buf, len, s, false, NULL);
     tly_ev_type t = TLY_EV_PROGRAM;
     tly_str i = {NULL, 0};
     if (err == TLY_OK)

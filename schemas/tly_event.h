@@ -157,8 +157,17 @@ typedef struct tly_field_error {
  * ev: written on success; its strings borrow from buf.
  * fe: written on failure (may be NULL).
  *
+ * Values no field rule reads (unknown keys at any level, keys the type does
+ * not use) must be what JSON lines can carry — no ext, no NaN or infinity,
+ * str keys, strings and keys of UTF-8 without NUL, nested at most
+ * TLY_EVENT_DEPTH_MAX levels — so that every reader (export, replay,
+ * verify) handles every accepted event; otherwise TLY_BAD_FIELD naming the
+ * key (the innermost key above the refused value, e.g. "x-note",
+ * "tiers[1].x-note", "x-note.y").
+ *
  * Returns TLY_OK, TLY_MALFORMED (not a map / not MessagePack), TLY_BAD_TYPE,
- * TLY_MISSING_FIELD or TLY_BAD_FIELD.
+ * TLY_MISSING_FIELD or TLY_BAD_FIELD. A TLY_BAD_TYPE, TLY_MISSING_FIELD or
+ * TLY_BAD_FIELD always names its field in fe->field (printable UTF-8).
  */
 tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_event *ev,
                          tly_field_error *fe);
@@ -188,5 +197,8 @@ const char *tly_period_kind_name(tly_period_kind kind);
 bool tly_utf8_valid(const char *s, size_t len);
 /* True when s[0..len) is an event id: 1..TLY_ID_BYTES_MAX of [A-Za-z0-9._:-]. */
 bool tly_id_valid(const char *s, size_t len);
+/* True when s[0..len) is a source [D12]: 1..TLY_SOURCE_BYTES_MAX bytes of
+ * UTF-8 without control bytes (below 0x20, 0x7f). */
+bool tly_source_valid(const char *s, size_t len);
 
 #endif

@@ -23,10 +23,13 @@ static tly_err jfail(tly_field_error *fe, tly_err err, const char *field, const 
     return err;
 }
 
-/* Appends ".key" or "[i]" to the path in buf (truncated, never overflowed). */
+/* Appends ".key" or "[i]" to the path in buf (truncated, never overflowed,
+ * never inside a UTF-8 character); an empty key is written "". */
 static void path_push_key(char *buf, size_t cap, const char *base, const char *key)
 {
-    snprintf(buf, cap, "%s%s%s", base, base[0] ? "." : "", key);
+    int n = snprintf(buf, cap, "%s%s%s", base, base[0] ? "." : "", key[0] ? key : "\"\"");
+    for (size_t len = strlen(buf); n >= (int)cap && len > 0 && !tly_utf8_valid(buf, len); len--)
+        buf[len - 1] = '\0';
 }
 
 static void path_push_index(char *buf, size_t cap, const char *base, size_t i)
@@ -34,11 +37,22 @@ static void path_push_index(char *buf, size_t cap, const char *base, size_t i)
     snprintf(buf, cap, "%s[%zu]", base, i);
 }
 
-static tly_err pack_value(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
-                          bool top, tly_field_error *fe);
+/*
+ * Where a value lies: path names it exactly ("x[0].y[2]"), field is path up
+ * to its innermost key ("x[0].y"), what a refused value is reported as, the
+ * same name tly_event_decode gives it. depth is 0 for the event object.
+ */
+typedef struct jpos {
+    const char *path;
+    const char *field;
+    unsigned depth;
+} jpos;
 
-static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
-                           bool top, tly_field_error *fe)
+static tly_err pack_value(msgpack_packer *pk, const json_t *v, jpos at, bool top,
+                          tly_field_error *fe);
+
+static tly_err pack_object(msgpack_packer *pk, const json_t *v, jpos at, bool top,
+                           tly_field_error *fe)
 {
     if (msgpack_pack_map(pk, json_object_size(v)) != 0)
         return TLY_NOMEM;
@@ -51,7 +65,7 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path
         if (msgpack_pack_str(pk, klen) != 0 || msgpack_pack_str_body(pk, key, klen) != 0)
             return TLY_NOMEM;
         char sub[64];
-        path_push_key(sub, sizeof sub, path, key);
+        path_push_key(sub, sizeof sub, at.path, key);
         tly_err err;
         if (top && klen == 2 && memcmp(key, "at", 2) == 0 && json_is_string(val)) {
             /* `at` may be ISO-8601 text; it becomes the same int a producer
@@ -61,7 +75,7 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path
                 return jfail(fe, TLY_BAD_FIELD, "at", "not an ISO-8601 time");
             err = msgpack_pack_int64(pk, ms) != 0 ? TLY_NOMEM : TLY_OK;
         } else {
-            err = pack_value(pk, val, sub, depth + 1, false, fe);
+            err = pack_value(pk, val, (jpos){sub, sub, at.depth + 1}, false, fe);
         }
         if (err != TLY_OK)
             return err;
@@ -69,35 +83,40 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, const char *path
     return TLY_OK;
 }
 
-static tly_err pack_array(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
-                          tly_field_error *fe)
+static tly_err pack_array(msgpack_packer *pk, const json_t *v, jpos at, tly_field_error *fe)
 {
     size_t n = json_array_size(v);
     if (msgpack_pack_array(pk, n) != 0)
         return TLY_NOMEM;
     for (size_t i = 0; i < n; i++) {
         char sub[64];
-        path_push_index(sub, sizeof sub, path, i);
-        tly_err err = pack_value(pk, json_array_get(v, i), sub, depth + 1, false, fe);
+        path_push_index(sub, sizeof sub, at.path, i);
+        tly_err err =
+            pack_value(pk, json_array_get(v, i), (jpos){sub, at.field, at.depth + 1}, false, fe);
         if (err != TLY_OK)
             return err;
     }
     return TLY_OK;
 }
 
-static tly_err pack_value(msgpack_packer *pk, const json_t *v, const char *path, unsigned depth,
-                          bool top, tly_field_error *fe)
+static tly_err pack_value(msgpack_packer *pk, const json_t *v, jpos at, bool top,
+                          tly_field_error *fe)
 {
-    /* Containers nest at most TLY_MP_DEPTH_MAX levels, as the reader
-     * accepts; scalars do not count as a level. */
-    if (depth >= TLY_MP_DEPTH_MAX && (json_is_object(v) || json_is_array(v)))
-        return jfail(fe, TLY_MALFORMED, path, "nested too deeply");
+    /* Values nest at most TLY_EVENT_DEPTH_MAX levels, the event object being
+     * level 1 and scalars counting: the limit of tly_event_decode and of
+     * tly_json_from_mp, so every event converted here can be exported. */
+    if (at.depth >= TLY_EVENT_DEPTH_MAX) {
+        char why[64];
+        snprintf(why, sizeof why, "nested deeper than %u levels (the event is level 1)",
+                 TLY_EVENT_DEPTH_MAX);
+        return jfail(fe, TLY_BAD_FIELD, at.field, why);
+    }
     int rc = 0;
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        return pack_object(pk, v, path, depth, top, fe);
+        return pack_object(pk, v, at, top, fe);
     case JSON_ARRAY:
-        return pack_array(pk, v, path, depth, fe);
+        return pack_array(pk, v, at, fe);
     case JSON_STRING: {
         size_t n = json_string_length(v);
         rc = msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, json_string_value(v), n);
@@ -108,7 +127,7 @@ static tly_err pack_value(msgpack_packer *pk, const json_t *v, const char *path,
         break;
     case JSON_REAL:
         /* No field is fractional; money is integer minor units. */
-        return jfail(fe, TLY_BAD_FIELD, path, "must be an integer, not a real number");
+        return jfail(fe, TLY_BAD_FIELD, at.path, "must be an integer, not a real number");
     case JSON_TRUE:
         rc = msgpack_pack_true(pk);
         break;
@@ -129,7 +148,7 @@ tly_err tly_json_event_to_mp(const json_t *event, msgpack_sbuffer *out, tly_fiel
     size_t mark = out->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    tly_err err = pack_value(&pk, event, "", 0, true, fe);
+    tly_err err = pack_value(&pk, event, (jpos){"", "", 0}, true, fe);
     if (err == TLY_NOMEM)
         jfail(fe, TLY_NOMEM, "", "out of memory");
     if (err != TLY_OK)
@@ -232,7 +251,9 @@ static json_t *from_mp(tly_mp_reader *r, unsigned depth)
     bool b;
     double d;
     char digits[24];
-    if (depth >= TLY_MP_DEPTH_MAX)
+    /* The event limit (the event map at depth 0 is level 1): every event
+     * tly_event_decode accepts converts. */
+    if (depth >= TLY_EVENT_DEPTH_MAX)
         return NULL;
     switch (tly_mp_peek(r)) {
     case TLY_MP_NIL:

@@ -20,9 +20,11 @@
  * Converts one JSON event object into MessagePack, appended to out.
  * Integers stay integers; a JSON real (1.5) anywhere is TLY_BAD_FIELD, since
  * no event field is fractional; `at` given as a string is parsed with
- * tly_time_parse. The result is not validated beyond that: pass it to
- * tly_event_decode. On error nothing is appended and fe (may be NULL) says
- * why. Returns TLY_OK, TLY_MALFORMED (not an object), TLY_BAD_FIELD or
+ * tly_time_parse; a value nested deeper than TLY_EVENT_DEPTH_MAX levels (the
+ * event object is level 1) is TLY_BAD_FIELD naming its innermost key, as
+ * tly_event_decode names it. The result is not validated beyond that: pass
+ * it to tly_event_decode. On error nothing is appended and fe (may be NULL)
+ * says why. Returns TLY_OK, TLY_MALFORMED (not an object), TLY_BAD_FIELD or
  * TLY_NOMEM.
  */
 tly_err tly_json_event_to_mp(const json_t *event, msgpack_sbuffer *out, tly_field_error *fe);
@@ -31,7 +33,9 @@ tly_err tly_json_event_to_mp(const json_t *event, msgpack_sbuffer *out, tly_fiel
  * Converts any MessagePack value to JSON: str -> string, int -> integer,
  * bin -> base64 string, map -> object (keys must be str), array -> array.
  * Returns a new reference the caller must json_decref, or NULL on malformed
- * input (floats become JSON reals; ext is malformed).
+ * input (floats become JSON reals; NaN, infinities and ext are malformed, as
+ * are values nested deeper than TLY_EVENT_DEPTH_MAX levels, the outermost
+ * value being level 1). Every event tly_event_decode accepts converts.
  */
 json_t *tly_json_from_mp(const void *buf, size_t len);
 

@@ -20,17 +20,29 @@
  * producer can put into one group commit. */
 #define TLY_BATCH_EVENTS_MAX 4096u
 
-/* Nesting depth accepted by the MessagePack reader. Events nest at most four
- * levels (request → events → program → tiers → tier); anything deeper is
- * malformed, and the bound keeps the recursive skip safe on hostile input. */
-#define TLY_MP_DEPTH_MAX 8u
+/* Containers the MessagePack reader reads nested in one value (an event, a
+ * request's envelope keys); anything deeper is malformed, and the bound keeps
+ * the recursive skip safe on hostile input. One more than
+ * TLY_EVENT_DEPTH_MAX, so that a value one level too deep in an event is
+ * still read and refused as bad_field naming its key. */
+#define TLY_MP_DEPTH_MAX (TLY_EVENT_DEPTH_MAX + 1u)
 
 /* --- events (SPEC section 5) --- */
+
+/* Levels an event's values nest, counting the event map as level 1 and each
+ * value one level below its container, scalars included. Known fields reach
+ * level 5 (rebate → brackets → bracket → from); unknown keys may use the
+ * rest. Every reader handles exactly this depth: the validator refuses more
+ * (bad_field), JSON import refuses more, and `tally audit export`'s JSON
+ * (tly_json_from_mp) converts up to it. */
+#define TLY_EVENT_DEPTH_MAX 8u
 
 /* Event id: 1..64 bytes of [A-Za-z0-9._:-]. */
 #define TLY_ID_BYTES_MAX 64u
 
-/* Source (producer identity): UTF-8, 1..64 bytes [D12]. */
+/* Source (producer identity): UTF-8, 1..64 bytes [D12], no control
+ * character (bytes below 0x20, 0x7f): the ledger, the idempotency index and
+ * every log line hold it as C text, where a NUL would cut it short. */
 #define TLY_SOURCE_BYTES_MAX 64u
 
 /* Names: partner, program, sku, cert, person, claim, display name, region,

@@ -5,7 +5,8 @@
  * Decisions where the SPEC is silent (also in schemas/SCHEMA.md):
  * - `source` and `atomic` may be nil, meaning absent.
  * - A `source` of the right type but outside 1..TLY_SOURCE_BYTES_MAX bytes of
- *   UTF-8 [D12] is malformed, like every other defect of the envelope: the
+ *   UTF-8 [D12], or holding a control byte (a NUL would cut it short where it
+ *   is C text), is malformed, like every other defect of the envelope: the
  *   whole request is refused and the producer has one code to look for.
  * - A key repeated in the request map is malformed.
  * - When a frame is over TLY_FRAME_BYTES_MAX or has too many events the
@@ -92,8 +93,9 @@ static bool read_source(tly_mp_reader *r, tly_ingest_req *req, ingest_state *st)
         ingest_fail(st, TLY_MALFORMED, "source must be a string");
         return tly_mp_skip(r, NULL, NULL);
     }
-    if (n < 1 || n > TLY_SOURCE_BYTES_MAX || !tly_utf8_valid(s, n))
-        ingest_fail(st, TLY_MALFORMED, "source must be 1..64 bytes of UTF-8 [D12]");
+    if (!tly_source_valid(s, n))
+        ingest_fail(st, TLY_MALFORMED,
+                    "source must be 1..64 bytes of UTF-8 without control characters [D12]");
     req->source.ptr = s;
     req->source.len = n;
     return true;

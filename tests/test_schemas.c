@@ -526,11 +526,14 @@ START_TEST(test_event_malformed)
     ck_assert_int_eq(decode_bytes("\x80", 1, &fe), TLY_MISSING_FIELD);     /* {} */
     ck_assert_str_eq(fe.field, "type");
 
-    /* An event nested deeper than TLY_MP_DEPTH_MAX is malformed, at the
-     * limit it is fine (an unknown key holds the nesting). */
+    /* Values nest TLY_EVENT_DEPTH_MAX levels (the event is level 1, the int
+     * at the bottom counts): at the limit it is fine (an unknown key holds
+     * the nesting), one level more is bad_field naming the key, and past
+     * what the reader reads (TLY_MP_DEPTH_MAX containers) malformed. More in
+     * test_schemas_values.c. */
     json_t *j = jparse(sample_sale);
     json_t *deep = json_integer(1);
-    for (unsigned i = 0; i < TLY_MP_DEPTH_MAX - 1; i++) {
+    for (unsigned i = 0; i < TLY_EVENT_DEPTH_MAX - 2; i++) {
         json_t *a = json_array();
         json_array_append_new(a, deep);
         deep = a;
@@ -543,11 +546,12 @@ START_TEST(test_event_malformed)
     ck_assert_int_eq(to_mp(j, &sb, &fe), TLY_OK);
     ck_assert_int_eq(decode_bytes(sb.data, sb.size, &fe), TLY_OK);
     msgpack_sbuffer_destroy(&sb);
-    /* One level more: built by hand, since the JSON converter refuses it too. */
+    /* One level more: the JSON converter refuses it as the decoder does. */
     json_t *a = json_array();
     json_array_append_new(a, deep);
     json_object_set_new(j, "x-deep", a);
-    ck_assert_int_eq(to_mp(j, &sb, &fe), TLY_MALFORMED);
+    ck_assert_int_eq(to_mp(j, &sb, &fe), TLY_BAD_FIELD);
+    ck_assert_str_eq(fe.field, "x-deep");
     msgpack_sbuffer_destroy(&sb);
     json_decref(j);
 
