@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "tly_limits.h"
+#include "tly_mp.h"
 #include "tly_os.h"
 
 typedef struct slot {
@@ -40,7 +41,9 @@ static uint64_t ms_to_ns(int ms)
     return (uint64_t)ms * 1000000ull;
 }
 
-static tly_err connect_socket(tly_client *c)
+/* A DEALER connected to endpoint with c's CURVE keys (if any) into *out:
+ * TLY_OK, TLY_NOMEM, or TLY_USAGE when the endpoint is not valid. */
+static tly_err dealer_to(const tly_client *c, const char *endpoint, void **out)
 {
     void *s = zmq_socket(c->zctx, ZMQ_DEALER);
     if (!s)
@@ -52,12 +55,18 @@ static tly_err connect_socket(tly_client *c)
         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->pub, 40);
         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->secret, 40);
     }
-    if (zmq_connect(s, c->opts.endpoint) != 0) {
+    if (zmq_connect(s, endpoint) != 0) {
         zmq_close(s);
         return TLY_USAGE;
     }
-    c->sock = s;
+    *out = s;
     return TLY_OK;
+}
+
+/* (Re)opens c's ingest connection. */
+static tly_err connect_socket(tly_client *c)
+{
+    return dealer_to(c, c->opts.endpoint, &c->sock);
 }
 
 static tly_err read_secret(tly_client *c, char *msg, size_t cap)
@@ -302,4 +311,85 @@ tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *eve
     c->in_flight++;
     send_slot(c, s);
     return TLY_OK;
+}
+
+size_t tly_client_request_bytes(const tly_client *c, const char *source, bool atomic,
+                                uint32_t count, size_t event_bytes)
+{
+    return tly_wire_ingest_envelope_bytes(c->next_req, source, atomic, count) + event_bytes;
+}
+
+uint32_t tly_client_fit(const tly_client *c, const char *source, bool atomic,
+                        const tly_span *events, uint32_t count)
+{
+    size_t bytes = 0;
+    uint32_t n = 0;
+    while (n < count && n < TLY_BATCH_EVENTS_MAX &&
+           tly_client_request_bytes(c, source, atomic, n + 1, bytes + events[n].len) <=
+               TLY_FRAME_BYTES_MAX)
+        bytes += events[n++].len;
+    return n;
+}
+
+/* Reads a log-read reply: {"records": [...], "head": seq} gives TLY_OK and
+ * *head; {"error": code, "message": str} gives that code and msg; anything
+ * else TLY_MALFORMED. Unknown keys are skipped. */
+static tly_err head_reply_decode(const void *buf, size_t len, uint64_t *head, char *msg, size_t cap)
+{
+    tly_mp_reader r;
+    tly_mp_init(&r, buf, len);
+    uint32_t n = 0;
+    bool has_head = false, ok = tly_mp_is_single_value(buf, len) && tly_mp_read_map(&r, &n);
+    tly_err err = TLY_MALFORMED;
+    snprintf(msg, cap, "log-read did not answer {\"records\", \"head\"}");
+    for (uint32_t i = 0; ok && i < n; i++) {
+        const char *k, *v;
+        uint32_t klen, vlen;
+        ok = tly_mp_read_str(&r, &k, &klen);
+        if (ok && klen == 4 && memcmp(k, "head", 4) == 0) {
+            ok = has_head = tly_mp_read_uint(&r, head);
+        } else if (ok && klen == 5 && memcmp(k, "error", 5) == 0 &&
+                   tly_mp_read_str(&r, &v, &vlen)) {
+            char code[32];
+            snprintf(code, sizeof code, "%.*s", (int)(vlen < 31 ? vlen : 31), v);
+            if (tly_err_from_name(code, &err) != TLY_OK || err == TLY_OK)
+                err = TLY_MALFORMED;
+            snprintf(msg, cap, "log-read answered %s", code);
+        } else if (ok) {
+            ok = tly_mp_skip(&r, NULL, NULL);
+        }
+    }
+    return !ok ? TLY_MALFORMED : has_head ? TLY_OK : err;
+}
+
+tly_err tly_client_log_head(tly_client *c, const char *log_read, uint64_t *head, char *msg,
+                            size_t cap)
+{
+    msgpack_sbuffer ask; /* {"from": 0, "max": 0}: no records, only the head */
+    msgpack_sbuffer_init(&ask);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ask, msgpack_sbuffer_write);
+    tly_wire_logread_encode(&pk, 0, 0);
+    void *s = NULL;
+    tly_err err = dealer_to(c, log_read, &s);
+    if (err != TLY_OK) {
+        msgpack_sbuffer_destroy(&ask);
+        snprintf(msg, cap, "cannot connect to %s", log_read);
+        return err;
+    }
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    err = TLY_TIMEOUT;
+    snprintf(msg, cap, "no answer from %s within %d ms", log_read, c->opts.ack_timeout_ms);
+    if (zmq_send(s, ask.data, ask.size, ZMQ_DONTWAIT) == (int)ask.size &&
+        zmq_poll(&it, 1, c->opts.ack_timeout_ms) > 0) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        err = zmq_msg_recv(&m, s, 0) >= 0 ? TLY_OK : TLY_IO;
+        if (err == TLY_OK)
+            err = head_reply_decode(zmq_msg_data(&m), zmq_msg_size(&m), head, msg, cap);
+        zmq_msg_close(&m);
+    }
+    zmq_close(s);
+    msgpack_sbuffer_destroy(&ask);
+    return err;
 }

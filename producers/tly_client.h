@@ -17,6 +17,7 @@
 #define TLY_CLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tly_err.h"
@@ -67,6 +68,36 @@ void tly_client_close(tly_client *c);
  */
 tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events, uint32_t count,
                           bool atomic, uint64_t tag, tly_client_done_fn done, void *ctx);
+
+/*
+ * Encoded size in bytes of the request the next tly_client_submit on c would
+ * send with these arguments and count events of event_bytes bytes in all:
+ * the envelope (map, "req" with the request number it will get, "source",
+ * "atomic", the "events" array header) plus the events. A request is
+ * accepted by the ledger only up to TLY_FRAME_BYTES_MAX.
+ */
+size_t tly_client_request_bytes(const tly_client *c, const char *source, bool atomic,
+                                uint32_t count, size_t event_bytes);
+
+/*
+ * How many of events[0..count) the next request can carry: the longest
+ * prefix of at most TLY_BATCH_EVENTS_MAX events whose request stays within
+ * TLY_FRAME_BYTES_MAX. 0 when events[0] does not fit even alone (or count
+ * is 0). Submitting prefixes of this length splits any list of events into
+ * requests the ledger accepts by size.
+ */
+uint32_t tly_client_fit(const tly_client *c, const char *source, bool atomic,
+                        const tly_span *events, uint32_t count);
+
+/*
+ * Asks the ledger's log-read endpoint (with c's CURVE keys, if any) for the
+ * log head: the seq of the last acknowledged record, 0 for an empty log.
+ * Waits up to c's ack timeout. Returns TLY_OK, TLY_TIMEOUT (no answer),
+ * TLY_USAGE (bad endpoint) or the error the ledger answered (e.g.
+ * TLY_FORBIDDEN), with msg set on failure.
+ */
+tly_err tly_client_log_head(tly_client *c, const char *log_read, uint64_t *head, char *msg,
+                            size_t cap);
 
 /* Processes replies and timeouts for up to wait_ms; returns the number of
  * requests still in flight. */

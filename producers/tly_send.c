@@ -10,17 +10,30 @@
 #include "tly_os.h"
 #include "tly_period.h"
 
-/* Encoded bytes per request before it is sent early: headroom under
- * TLY_FRAME_BYTES_MAX for the request envelope. */
-#define TLY_SEND_BATCH_BYTES_MAX (TLY_FRAME_BYTES_MAX - 64u * 1024u)
 /* CSV columns of a POS file [D18]. */
 #define TLY_CSV_COLUMNS 7u
 static const char csv_header[] = "id,partner,sku,qty,amount,currency,at";
 
-/* What a request carries besides its bytes, to report outcomes per line. */
-typedef struct batch_meta {
+/*
+ * What this run has appended. The ledger's log head is read before the
+ * first request is sent; every record this run appends gets a seq above it.
+ * After a ledger crash the resend of a request whose acknowledgement was
+ * lost comes back `dup` with the seqs the first attempt got: a dup above the
+ * head is this run's own and counts as sent, unless its seq was already
+ * counted (the same event twice in the input). bits[i] is seq head+1+i.
+ */
+typedef struct send_run {
     tly_send_stats *stats;
     FILE *report;
+    bool head_known; /* false: every dup counts as a duplicate */
+    uint64_t head;
+    uint8_t *bits;
+    size_t bits_bytes;
+} send_run;
+
+/* What a request carries besides its bytes, to report outcomes per line. */
+typedef struct batch_meta {
+    send_run *run;
     uint32_t count;
     uint64_t *lines;
     char (*ids)[TLY_ID_BYTES_MAX + 1];
@@ -29,7 +42,8 @@ typedef struct batch_meta {
 /* The batch being filled. */
 typedef struct batch {
     char source[TLY_SOURCE_BYTES_MAX + 1];
-    msgpack_sbuffer buf;
+    msgpack_sbuffer buf; /* the events, back to back */
+    msgpack_sbuffer ev;  /* the line being added, before it joins buf */
     tly_span spans[TLY_BATCH_EVENTS_MAX];
     size_t offsets[TLY_BATCH_EVENTS_MAX];
     uint64_t lines[TLY_BATCH_EVENTS_MAX];
@@ -50,25 +64,65 @@ static void report_reject(FILE *out, uint64_t line, const char *id, tly_err err,
     fprintf(out, ": %s\n", message && message[0] ? message : tly_strerror(err));
 }
 
+/* Marks seq as counted by this run. True when it is above the head and was
+ * not counted before; false when it was, or cannot be tracked (at or below
+ * the head, unknown head, beyond TLY_SEND_RUN_SEQS_MAX, out of memory). */
+static bool run_claim(send_run *r, uint64_t seq)
+{
+    if (!r->head_known || seq <= r->head || seq - r->head > TLY_SEND_RUN_SEQS_MAX)
+        return false;
+    uint64_t bit = seq - r->head - 1;
+    if (bit / 8 >= r->bits_bytes) {
+        size_t want = r->bits_bytes ? r->bits_bytes : 4096;
+        while (want <= bit / 8)
+            want *= 2;
+        uint8_t *grown = realloc(r->bits, want);
+        if (!grown)
+            return false;
+        memset(grown + r->bits_bytes, 0, want - r->bits_bytes);
+        r->bits = grown;
+        r->bits_bytes = want;
+    }
+    uint8_t mask = (uint8_t)(1u << (bit % 8));
+    if (r->bits[bit / 8] & mask)
+        return false;
+    r->bits[bit / 8] |= mask;
+    return true;
+}
+
+/* Counts one acknowledged event: new is sent; dup is sent when this run
+ * appended it (see send_run), else a duplicate. */
+static void count_ack(send_run *r, const tly_ingest_result *res)
+{
+    if (!res->dup) {
+        run_claim(r, res->seq);
+        r->stats->sent++;
+    } else if (run_claim(r, res->seq)) {
+        r->stats->sent++;
+        r->stats->recovered++;
+    } else {
+        r->stats->duplicates++;
+    }
+}
+
 static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_result *results,
                     uint32_t count, const char *msg)
 {
     (void)tag;
     batch_meta *m = ctx;
+    tly_send_stats *st = m->run->stats;
     for (uint32_t i = 0; i < m->count; i++) {
         if (whole != TLY_OK || i >= count) {
-            m->stats->rejected++;
-            report_reject(m->report, m->lines[i], m->ids[i],
+            st->rejected++;
+            report_reject(m->run->report, m->lines[i], m->ids[i],
                           whole == TLY_OK ? TLY_MALFORMED : whole, NULL,
                           whole == TLY_OK ? "no result for this event" : msg);
         } else if (results[i].err != TLY_OK) {
-            m->stats->rejected++;
-            report_reject(m->report, m->lines[i], m->ids[i], results[i].err, results[i].field,
+            st->rejected++;
+            report_reject(m->run->report, m->lines[i], m->ids[i], results[i].err, results[i].field,
                           results[i].message);
-        } else if (results[i].dup) {
-            m->stats->duplicates++;
         } else {
-            m->stats->sent++;
+            count_ack(m->run, &results[i]);
         }
     }
     free(m->lines);
@@ -76,16 +130,22 @@ static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_res
     free(m);
 }
 
-static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b,
-                           tly_send_stats *stats)
+/* The source a request of events from src declares: none with CURVE when
+ * the line named none (the key's name is the source). */
+static const char *wire_source(const tly_send_config *cfg, const char *src)
+{
+    return cfg->client.server_key && !src[0] ? NULL : src;
+}
+
+/* Submits the batch as one request (when it holds any event) and empties it. */
+static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b, send_run *run)
 {
     if (b->count == 0)
         return TLY_OK;
     batch_meta *m = calloc(1, sizeof *m);
     if (!m)
         return TLY_NOMEM;
-    m->stats = stats;
-    m->report = cfg->report;
+    m->run = run;
     m->count = b->count;
     m->lines = malloc(b->count * sizeof *m->lines);
     m->ids = malloc(b->count * sizeof *m->ids);
@@ -101,8 +161,8 @@ static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b,
         b->spans[i].ptr = (const uint8_t *)b->buf.data + b->offsets[i];
         b->spans[i].len = (i + 1 < b->count ? b->offsets[i + 1] : b->buf.size) - b->offsets[i];
     }
-    const char *source = cfg->client.server_key && !b->source[0] ? NULL : b->source;
-    tly_err err = tly_client_submit(c, source, b->spans, b->count, cfg->atomic, 0, on_done, m);
+    tly_err err = tly_client_submit(c, wire_source(cfg, b->source), b->spans, b->count, cfg->atomic,
+                                    0, on_done, m);
     if (err != TLY_OK) {
         on_done(m, 0, err, NULL, 0, tly_strerror(err));
     }
@@ -232,10 +292,51 @@ static void id_of(json_t *ev, char *out)
     snprintf(out, TLY_ID_BYTES_MAX + 1, "%s", id ? id : "");
 }
 
-/* Adds one line to the batch, flushing first when it must. */
-static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, const char *line,
-                        tly_send_stats *st)
+/*
+ * Moves the encoded event in b->ev (of source src, id id, from the current
+ * input line) into the batch. The batch is sent first when the event would not join
+ * it: the batch holds cfg->batch events, has another source, or its request
+ * would outgrow TLY_FRAME_BYTES_MAX with the event (tly_client_request_bytes
+ * counts the envelope exactly). An event whose request would outgrow the
+ * frame even alone is refused: TLY_TOO_LARGE with fe->message saying so.
+ */
+static tly_err batch_append(tly_client *c, const tly_send_config *cfg, batch *b, const char *src,
+                            send_run *run, tly_field_error *fe, const char *id)
 {
+    const char *ws = wire_source(cfg, src);
+    size_t len = b->ev.size;
+    tly_err err = TLY_OK;
+    if (b->count > 0 && (b->count == cfg->batch || strcmp(b->source, src) != 0 ||
+                         tly_client_request_bytes(c, ws, cfg->atomic, b->count + 1,
+                                                  b->buf.size + len) > TLY_FRAME_BYTES_MAX))
+        err = flush_batch(c, cfg, b, run);
+    if (err != TLY_OK)
+        return err;
+    size_t alone = tly_client_request_bytes(c, ws, cfg->atomic, 1, len);
+    if (alone > TLY_FRAME_BYTES_MAX) {
+        fe->field[0] = '\0';
+        snprintf(fe->message, sizeof fe->message,
+                 "event is %zu bytes, at most %zu fit one request (frame limit %u bytes): "
+                 "not sent",
+                 len, len - (alone - TLY_FRAME_BYTES_MAX), TLY_FRAME_BYTES_MAX);
+        return TLY_TOO_LARGE;
+    }
+    if (msgpack_sbuffer_write(&b->buf, b->ev.data, len) != 0)
+        return TLY_NOMEM;
+    snprintf(b->source, sizeof b->source, "%s", src);
+    b->offsets[b->count] = b->buf.size - len;
+    b->lines[b->count] = run->stats->lines;
+    memcpy(b->ids[b->count], id, TLY_ID_BYTES_MAX + 1);
+    b->count++;
+    return TLY_OK;
+}
+
+/* Adds one line to the batch (see batch_append); a line that cannot be
+ * sent is reported and counted as rejected. */
+static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, const char *line,
+                        send_run *run)
+{
+    tly_send_stats *st = run->stats;
     tly_field_error fe = {{0}, {0}};
     json_t *holder = NULL;
     const char *source = NULL;
@@ -257,20 +358,12 @@ static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, con
         snprintf(fe.message, sizeof fe.message, "source longer than %u bytes",
                  TLY_SOURCE_BYTES_MAX);
     }
-    const char *src = source ? source : "";
-    if (err == TLY_OK && (b->count == cfg->batch || strcmp(b->source, src) != 0 ||
-                          b->buf.size > TLY_SEND_BATCH_BYTES_MAX))
-        err = flush_batch(c, cfg, b, st);
-    size_t before = b->buf.size;
+    msgpack_sbuffer_clear(&b->ev);
     if (err == TLY_OK)
-        err = tly_json_event_to_mp(ev, &b->buf, &fe);
-    if (err == TLY_OK) {
-        snprintf(b->source, sizeof b->source, "%s", src);
-        b->offsets[b->count] = before;
-        b->lines[b->count] = st->lines;
-        memcpy(b->ids[b->count], id, sizeof id);
-        b->count++;
-    } else if (err != TLY_NOMEM) {
+        err = tly_json_event_to_mp(ev, &b->ev, &fe);
+    if (err == TLY_OK)
+        err = batch_append(c, cfg, b, source ? source : "", run, &fe, id);
+    if (err != TLY_OK && err != TLY_NOMEM) {
         st->rejected++;
         report_reject(cfg->report, st->lines, id, err, fe.field, fe.message);
         err = TLY_OK;
@@ -301,6 +394,42 @@ static bool blank(const char *s)
     return s[strspn(s, " \t\r\n")] == '\0';
 }
 
+/*
+ * Learns the log head before anything is sent (see send_run), from the
+ * ledger's log-read endpoint cfg->log_read. Without it (no endpoint, no
+ * answer, forbidden) the run goes on and every dup counts as a duplicate;
+ * why is kept in why[] for the note at the end.
+ */
+static void learn_head(tly_client *c, const tly_send_config *cfg, send_run *run, char *why,
+                       size_t cap)
+{
+    if (!cfg->log_read) {
+        snprintf(why, cap, "no log-read endpoint (give --log-read)");
+        return;
+    }
+    run->head_known = tly_client_log_head(c, cfg->log_read, &run->head, why, cap) == TLY_OK;
+}
+
+/* The notes at the end of a run: events recovered as sent, or duplicates
+ * counted without knowing the head. */
+static void note_head(const send_run *run, const char *why)
+{
+    if (!run->report)
+        return;
+    tly_progress_end();
+    if (run->stats->recovered > 0)
+        fprintf(run->report,
+                "tally send: %llu events acknowledged as duplicates were appended by this run "
+                "(above the log head %llu at its start) and count as sent\n",
+                (unsigned long long)run->stats->recovered, (unsigned long long)run->head);
+    if (run->head_known || run->stats->duplicates == 0)
+        return;
+    fprintf(run->report,
+            "tally send: note: the log head at the start was not known (%s), so events this "
+            "run appended before a ledger crash count as duplicates\n",
+            why);
+}
+
 tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st, char *msg,
                         size_t cap)
 {
@@ -314,22 +443,30 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
         return TLY_NOMEM;
     }
     msgpack_sbuffer_init(&b->buf);
+    msgpack_sbuffer_init(&b->ev);
+    send_run run = {.stats = st, .report = cfg->report};
+    char why[256] = "";
     if (cfg->csv)
         err = check_csv_header(in, st, msg, cap);
+    if (err == TLY_OK)
+        learn_head(c, cfg, &run, why, sizeof why);
     char *line = NULL;
     size_t linecap = 0;
     while (err == TLY_OK && getline(&line, &linecap, in) > 0) {
         st->lines++;
         if (blank(line))
             continue;
-        err = add_line(c, cfg, b, line, st);
+        err = add_line(c, cfg, b, line, &run);
         tly_progress("sending", st->sent + st->duplicates + st->rejected, 0);
     }
     if (err == TLY_OK)
-        err = flush_batch(c, cfg, b, st);
+        err = flush_batch(c, cfg, b, &run);
     tly_client_drain(c);
+    note_head(&run, why);
     free(line);
+    free(run.bits);
     msgpack_sbuffer_destroy(&b->buf);
+    msgpack_sbuffer_destroy(&b->ev);
     free(b);
     tly_client_close(c);
     return err;

@@ -4,7 +4,10 @@
  * Used by `tally send`. Reads the stream line by line, converts each line to
  * an event (MessagePack), batches consecutive events of one source and sends
  * them through a tly_client, reporting every rejected event with its line
- * number, id, code and message.
+ * number, id, code and message. A request is closed before it outgrows the
+ * frame (TLY_FRAME_BYTES_MAX, envelope included) or holds the batch size;
+ * an event too large for a request even alone is rejected (too_large)
+ * without being sent.
  */
 #ifndef TLY_SEND_H
 #define TLY_SEND_H
@@ -24,14 +27,23 @@ typedef struct tly_send_config {
     bool atomic;        /* each request all-or-nothing */
     uint32_t batch;     /* events per request, 1..TLY_BATCH_EVENTS_MAX */
     tly_client_opts client;
+    /* The ledger's log-read endpoint, asked for the log head before the
+     * first request: an event acknowledged as a duplicate with a seq above
+     * that head was appended by this run (its acknowledgement lost in a
+     * ledger crash) and counts as sent. NULL: every duplicate counts as
+     * one. */
+    const char *log_read;
     FILE *report; /* rejected events are reported here (NULL: silent) */
 } tly_send_config;
 
 typedef struct tly_send_stats {
     uint64_t lines;
-    uint64_t sent; /* appended (not duplicates) [D10] */
-    uint64_t duplicates;
-    uint64_t rejected; /* by the ledger or before sending (bad line) */
+    uint64_t sent;       /* appended by this run, each once [D10] */
+    uint64_t duplicates; /* acknowledged as appended before this run */
+    uint64_t rejected;   /* by the ledger or before sending (bad line) */
+    /* Of sent: acknowledged as dup, but appended by an attempt of this run
+     * whose acknowledgement was lost (a ledger crash). */
+    uint64_t recovered;
 } tly_send_stats;
 
 /* Sends everything in `in`. Returns TLY_OK when every event got a final

@@ -89,6 +89,15 @@
 #define TLY_YEAR_MIN 2000
 #define TLY_YEAR_MAX 9999
 
+/* --- producers (client library, tally send) --- */
+
+/* Seqs past the run's starting head that `tally send` tracks (one bit each)
+ * to count as sent, exactly once, a duplicate its own unacknowledged
+ * attempt appended: 2^30 bits is 128 MiB, reached only when a billion
+ * records are appended while one send runs; a duplicate beyond it counts
+ * as a duplicate. */
+#define TLY_SEND_RUN_SEQS_MAX ((uint64_t)1u << 30)
+
 /* --- consumers (runtime, view store, bench fold) --- */
 
 /* Shards one deployment splits its partners into. Each shard is a process

@@ -185,19 +185,44 @@ static int pack_cstr(msgpack_packer *pk, const char *s)
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
 }
 
+/* Packs everything of an ingest request before its events: the map header,
+ * req, source, atomic and the events array header. Nonzero on failure. */
+static int pack_ingest_head(msgpack_packer *pk, uint64_t req, const char *source, bool atomic,
+                            uint32_t count)
+{
+    int rc = msgpack_pack_map(pk, 2 + (source != NULL) + atomic);
+    rc = rc || pack_cstr(pk, "req") || msgpack_pack_uint64(pk, req);
+    if (source)
+        rc = rc || pack_cstr(pk, "source") || pack_cstr(pk, source);
+    if (atomic)
+        rc = rc || pack_cstr(pk, "atomic") || msgpack_pack_true(pk);
+    return rc || pack_cstr(pk, "events") || msgpack_pack_array(pk, count);
+}
+
+/* A packer sink that only counts the bytes it is given. */
+static int count_write(void *data, const char *buf, size_t len)
+{
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
+size_t tly_wire_ingest_envelope_bytes(uint64_t req, const char *source, bool atomic, uint32_t count)
+{
+    size_t bytes = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &bytes, count_write);
+    pack_ingest_head(&pk, req, source, atomic, count);
+    return bytes;
+}
+
 tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
                                const tly_span *events, uint32_t count)
 {
     size_t mark = out->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, sbuf_write);
-    int rc = msgpack_pack_map(&pk, 2 + (source != NULL) + atomic);
-    rc = rc || pack_cstr(&pk, "req") || msgpack_pack_uint64(&pk, req);
-    if (source)
-        rc = rc || pack_cstr(&pk, "source") || pack_cstr(&pk, source);
-    if (atomic)
-        rc = rc || pack_cstr(&pk, "atomic") || msgpack_pack_true(&pk);
-    rc = rc || pack_cstr(&pk, "events") || msgpack_pack_array(&pk, count);
+    int rc = pack_ingest_head(&pk, req, source, atomic, count);
     /* Events are copied verbatim: their bytes are what the ledger stores. */
     for (uint32_t i = 0; !rc && i < count; i++)
         rc = msgpack_sbuffer_write(out, (const char *)events[i].ptr, events[i].len);

@@ -51,6 +51,13 @@ tly_err tly_wire_ingest_decode(const void *buf, size_t len, tly_ingest_req *req,
 tly_err tly_wire_ingest_encode(msgpack_sbuffer *out, uint64_t req, const char *source, bool atomic,
                                const tly_span *events, uint32_t count);
 
+/* Bytes tly_wire_ingest_encode writes besides the events themselves (map
+ * header, req, source, atomic, events array header) for these arguments:
+ * a request's encoded size is this plus the sum of its events' lengths.
+ * Producers use it to close a request before it outgrows the frame. */
+size_t tly_wire_ingest_envelope_bytes(uint64_t req, const char *source, bool atomic,
+                                      uint32_t count);
+
 /* One result of an ingest reply. */
 typedef struct tly_ingest_result {
     tly_err err;    /* TLY_OK when accepted */

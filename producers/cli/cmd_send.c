@@ -11,6 +11,18 @@
  * Source: --source NAME sets it for every line [D3] (without CURVE); else a
  * record's own "source"; with CURVE the key's name is the source.
  *
+ * Requests are closed by count (--batch) and by size: a request never
+ * outgrows the 4 MiB frame, so an event that fits a request alone is never
+ * refused for size; one that does not is rejected (too_large) unsent.
+ *
+ * Sent or duplicate: before the first request, send asks the ledger's
+ * log-read endpoint for the log head. A `dup` acknowledgement with a seq
+ * above it is an event this run appended (an attempt whose acknowledgement
+ * a ledger crash lost) and counts as sent, once. The endpoint is --log-read,
+ * or the default one when --ingest is the default too; without it, or when
+ * the ledger does not answer within the ack timeout (or forbids the read),
+ * every dup counts as a duplicate and a note says so.
+ *
  * Output: a progress line on a terminal; every rejected event on stderr as
  * "line L (id X): code [field]: message"; then on stdout
  * "sent N, duplicates D, rejected R" [D10]. Exit 1 when R > 0.
@@ -40,6 +52,8 @@ typedef struct send_opts {
     bool atomic;
     uint32_t batch;
     tly_client_opts client;
+    bool log_read_given; /* --log-read was on the command line */
+    const char *log_read;
 } send_opts;
 
 static void usage(FILE *out)
@@ -55,6 +69,10 @@ static void usage(FILE *out)
             "  --window N             requests in flight (default %u, max %u)\n"
             "  --atomic               each request is all-or-nothing\n"
             "  --ingest EP            ledger ingest endpoint (default %s)\n"
+            "  --log-read EP          ledger log-read endpoint, asked for the log head so\n"
+            "                         that events this run appended before a ledger crash\n"
+            "                         count as sent, not duplicates (default %s when\n"
+            "                         --ingest is the default)\n"
             "  --curve-server-key K   the ledger's Z85 public key (enables CURVE)\n"
             "  --curve-secret FILE    this producer's Z85 secret key\n"
             "  --ack-timeout-ms N     wait for an ack before resending (default %d)\n"
@@ -63,7 +81,7 @@ static void usage(FILE *out)
             "  --help                 show this help\n\n"
             "Prints 'sent N, duplicates D, rejected R'; exits 1 when R > 0.\n",
             TLY_SEND_BATCH_DEFAULT, TLY_BATCH_EVENTS_MAX, TLY_SEND_WINDOW_DEFAULT,
-            TLY_CLIENT_WINDOW_MAX, TLY_DEFAULT_INGEST, TLY_ACK_TIMEOUT_MS);
+            TLY_CLIENT_WINDOW_MAX, TLY_DEFAULT_INGEST, TLY_DEFAULT_LOG_READ, TLY_ACK_TIMEOUT_MS);
 }
 
 static int parse_number(const char *name, const char *v, uint64_t min, uint64_t max, uint64_t *out)
@@ -79,6 +97,8 @@ static int parse_option(send_opts *o, tly_common_opts *c, int argc, char **argv,
     const char *v = NULL;
     uint64_t n = 0;
     int rc;
+    if (strncmp(argv[*i], "--log-read", 10) == 0)
+        o->log_read_given = true;
     if ((rc = tly_common_flag(c, argc, argv, i)) != 0)
         return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
     if (strcmp(argv[*i], "--csv") == 0) {
@@ -138,6 +158,9 @@ static int parse_args(int argc, char **argv, send_opts *o)
     if (!o->client.server_key != !o->client.secret_file)
         return tly_usagef("send", "--curve-server-key and --curve-secret go together");
     o->client.endpoint = c.ingest;
+    /* The default log-read belongs to the default ledger only. */
+    if (o->log_read_given || strcmp(c.ingest, TLY_DEFAULT_INGEST) == 0)
+        o->log_read = c.log_read;
     return TLY_EXIT_OK;
 }
 
@@ -160,6 +183,7 @@ int tly_cmd_send(int argc, char **argv)
                            .atomic = o.atomic,
                            .batch = o.batch,
                            .client = o.client,
+                           .log_read = o.log_read,
                            .report = stderr};
     char msg[256] = "";
     tly_err err = tly_send_stream(&cfg, in, &st, msg, sizeof msg);
