@@ -56,8 +56,9 @@ consumers/engine      lmdb.h zmq.h time.h sys/time.h unistd.h fcntl.h dirent.h
                       sys/stat.h pthread.h
 '
 
-# Internal headers: included only from the folder that holds them.
-INTERNAL_HEADERS='*_internal.h audit_int.h'
+# Internal headers: included only from the folder that holds them (engine_*.h:
+# the engine's floor headers, see consumers/engine/engine_internal.h).
+INTERNAL_HEADERS='*_internal.h audit_int.h engine_*.h'
 
 # The command layer's headers: included only from these places (a glob on the
 # file's path) and from the file that implements the header (tly_cli.c).
@@ -177,51 +178,45 @@ def line_of(starts, pos):
     return bisect.bisect_right(starts, pos)
 
 
-def function_name(code, close_paren):
-    """The name of the function whose parameter list ends at close_paren."""
-    depth, i = 0, close_paren
-    while i >= 0:
-        if code[i] == ")":
-            depth += 1
-        elif code[i] == "(":
-            depth -= 1
-            if depth == 0:
-                break
-        i -= 1
-    end = i
-    while end > 0 and code[end - 1].isspace():
-        end -= 1
-    begin = end
-    while begin > 0 and (code[begin - 1].isalnum() or code[begin - 1] == "_"):
-        begin -= 1
-    name = code[begin:end] or "?"
-    if name == "START_TEST":
-        name = code[i + 1:close_paren].strip()
-    return name
+def function_name(head):
+    """The name a function definition's head declares: the identifier before
+    its first parenthesis (for START_TEST(name), the name)."""
+    m = re.search(r"(\w+)\s*\(\s*(\w*)", head)
+    if not m:
+        return "?"
+    return m.group(2) if m.group(1) == "START_TEST" else m.group(1)
 
 
 def check_functions(path, code):
+    """Every top-level brace whose head (the text since the last top-level
+    ';' or '}') has a parenthesis and no '=' opens a function body; struct,
+    union and enum bodies and initializers have none or an '='."""
     starts = [0] + [m.end() for m in re.finditer(r"\n", code)]
     depth = 0
+    head = 0  # where the current top-level declaration starts
     start = None  # (line of the opening brace, name) of the open function
-    for m in re.finditer(r"[{}]", code):
+    for m in re.finditer(r"[{};]", code):
         i = m.start()
-        if code[i] == "{":
+        c = code[i]
+        if c == ";":
             if depth == 0:
-                j = i - 1
-                while j >= 0 and code[j].isspace():
-                    j -= 1
+                head = i + 1
+        elif c == "{":
+            if depth == 0:
+                text = code[head:i]
                 start = None
-                if j >= 0 and code[j] == ")":  # a parameter list: a function body
-                    start = (line_of(starts, i), function_name(code, j))
+                if "(" in text and "=" not in text:
+                    start = (line_of(starts, i), function_name(text))
             depth += 1
         elif depth > 0:
             depth -= 1
-            if depth == 0 and start:
-                body = line_of(starts, i) - start[0] - 1
-                if body > max_lines:
-                    report(path, start[0], "length",
-                           "function %s has %d lines (max %d)" % (start[1], body, max_lines))
+            if depth == 0:
+                head = i + 1
+                if start:
+                    body = max(0, line_of(starts, i) - start[0] - 1)
+                    if body > max_lines:
+                        report(path, start[0], "length", "function %s has %d lines (max %d)"
+                               % (start[1], body, max_lines))
                 start = None
 
 
