@@ -4,15 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tly_currency.h"
+#include "tly_import.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_os.h"
-#include "tly_period.h"
 
-/* CSV columns of a POS file [D18]. */
-#define TLY_CSV_COLUMNS 7u
-static const char csv_header[] = "id,partner,sku,qty,amount,currency,at";
+static const char csv_header[] = TLY_CSV_HEADER;
 
 /*
  * What this run has appended. The ledger's log head is read before the
@@ -171,84 +168,6 @@ static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b, 
     return TLY_OK;
 }
 
-/* ---- CSV ---- */
-
-/* Splits one CSV line into fields (RFC 4180 quoting). Fields are written
- * NUL-terminated into storage; returns the field count or -1. */
-static int csv_split(const char *line, char *storage, size_t cap, char **fields, int max)
-{
-    int n = 0;
-    size_t w = 0;
-    const char *p = line;
-    for (;;) {
-        if (n >= max || w >= cap)
-            return -1;
-        fields[n++] = storage + w;
-        bool quoted = *p == '"';
-        if (quoted)
-            p++;
-        while (*p && (quoted || (*p != ',' && *p != '\r' && *p != '\n'))) {
-            if (quoted && *p == '"') {
-                if (p[1] != '"') {
-                    quoted = false;
-                    p++;
-                    continue;
-                }
-                p++;
-            }
-            if (w + 1 >= cap)
-                return -1;
-            storage[w++] = *p++;
-        }
-        if (quoted)
-            return -1;
-        storage[w++] = '\0';
-        if (*p != ',')
-            return n;
-        p++;
-    }
-}
-
-static json_t *csv_fail(tly_field_error *fe, const char *field, const char *message)
-{
-    snprintf(fe->field, sizeof fe->field, "%s", field);
-    snprintf(fe->message, sizeof fe->message, "%s", message);
-    return NULL;
-}
-
-json_t *tly_send_csv_row(const char *line, tly_field_error *fe)
-{
-    char storage[4096];
-    char *f[TLY_CSV_COLUMNS + 1];
-    int n = csv_split(line, storage, sizeof storage, f, (int)TLY_CSV_COLUMNS + 1);
-    if (n != (int)TLY_CSV_COLUMNS)
-        return csv_fail(fe, "", "expected 7 columns: id,partner,sku,qty,amount,currency,at");
-    uint64_t qty = 0;
-    if (!tly_parse_u64(f[3], 1, (uint64_t)TLY_QTY_MAX, &qty))
-        return csv_fail(fe, "qty", "qty must be an integer from 1");
-    int exp = 0;
-    if (tly_currency_exponent(f[5], &exp) != TLY_OK)
-        return csv_fail(fe, "currency", "unknown ISO 4217 currency");
-    int64_t amount = 0;
-    if (tly_decimal_to_minor(f[4], strlen(f[4]), exp, &amount) != TLY_OK)
-        return csv_fail(fe, "amount",
-                        "amount must be a decimal with at most the currency's "
-                        "minor-unit digits");
-    int64_t at = 0;
-    if (tly_time_parse(f[6], strlen(f[6]), &at) != TLY_OK)
-        return csv_fail(fe, "at", "at must be an ISO-8601 date or time");
-    json_t *ev = json_object();
-    json_object_set_new(ev, "type", json_string("sale"));
-    json_object_set_new(ev, "id", json_string(f[0]));
-    json_object_set_new(ev, "at", json_integer(at));
-    json_object_set_new(ev, "partner", json_string(f[1]));
-    json_object_set_new(ev, "sku", json_string(f[2]));
-    json_object_set_new(ev, "qty", json_integer((json_int_t)qty));
-    json_object_set_new(ev, "amount", json_integer(amount));
-    json_object_set_new(ev, "currency", json_string(f[5]));
-    return ev;
-}
-
 /* ---- lines ---- */
 
 /* Turns one input line into (source, event). Returns the event (new
@@ -259,21 +178,12 @@ static json_t *line_event(const tly_send_config *cfg, const char *line, json_t *
     *holder = NULL;
     *source = cfg->source;
     if (cfg->csv)
-        return tly_send_csv_row(line, fe);
-    json_error_t jerr;
-    json_t *root = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return csv_fail(fe, "", "line is not a JSON object");
-    }
-    json_t *ev = json_object_get(root, "event");
-    if (json_is_object(ev) && !json_object_get(root, "type")) {
-        *holder = root;
-        if (!*source)
-            *source = json_string_value(json_object_get(root, "source"));
-        return json_incref(ev);
-    }
-    return root;
+        return tly_import_csv_row(line, fe);
+    const char *record_source = NULL;
+    json_t *ev = tly_import_json_line(line, holder, &record_source, fe);
+    if (!*source)
+        *source = record_source;
+    return ev;
 }
 
 /* The id column of a CSV row that could not be converted, for the report. */
@@ -353,9 +263,10 @@ static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, con
         err = TLY_MALFORMED;
         snprintf(fe.message, sizeof fe.message, "no source: give --source NAME");
     }
-    if (ev && source && strlen(source) > TLY_SOURCE_BYTES_MAX) {
+    if (ev && source && !tly_source_valid(source, strlen(source))) {
         err = TLY_MALFORMED;
-        snprintf(fe.message, sizeof fe.message, "source longer than %u bytes",
+        snprintf(fe.message, sizeof fe.message,
+                 "source must be 1..%u bytes of UTF-8 without control characters",
                  TLY_SOURCE_BYTES_MAX);
     }
     msgpack_sbuffer_clear(&b->ev);

@@ -53,10 +53,4 @@ typedef struct tly_send_stats {
 tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *stats, char *msg,
                         size_t cap);
 
-/* Converts one CSV data row (fields in header order
- * id,partner,sku,qty,amount,currency,at) into a sale event. amount is a
- * decimal with at most the currency's minor-unit digits [D18]; at is an ISO
- * date or time. Returns a new JSON object or NULL with fe filled. */
-json_t *tly_send_csv_row(const char *line, tly_field_error *fe);
-
 #endif

@@ -98,6 +98,12 @@
  * as a duplicate. */
 #define TLY_SEND_RUN_SEQS_MAX ((uint64_t)1u << 30)
 
+/* Bytes a POS CSV row's seven fields take once split, each with its NUL
+ * (an unquoted row of up to 4095 bytes): a real row is a few hundred bytes,
+ * and the split works in a fixed buffer on the stack. A longer row is
+ * refused as not having the seven columns. */
+#define TLY_CSV_ROW_BYTES_MAX 4096u
+
 /* --- consumers (runtime, view store, bench fold) --- */
 
 /* Shards one deployment splits its partners into. Each shard is a process

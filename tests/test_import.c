@@ -1,0 +1,134 @@
+/*
+ * test_import.c — one line of `tally send` input to one event
+ * (producers/tly_import.h): JSON lines (bare events and {"source",
+ * "event"} records) and POS CSV rows [D18], including the row size limit
+ * TLY_CSV_ROW_BYTES_MAX at its edge and text columns that are not UTF-8.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tly_import.h"
+#include "tly_json.h"
+#include "tly_limits.h"
+
+START_TEST(test_json_line_shapes)
+{
+    json_t *holder = (json_t *)1;
+    const char *source = "x";
+    tly_field_error fe = {"?", "?"};
+    json_t *ev = tly_import_json_line("{\"type\":\"sale\",\"id\":\"a\"}", &holder, &source, &fe);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_null(holder);
+    ck_assert_ptr_null(source);
+    ck_assert_str_eq(json_string_value(json_object_get(ev, "id")), "a");
+    json_decref(ev);
+    /* a record: the event, and its source borrowed from the holder */
+    ev = tly_import_json_line("{\"source\":\"dist-a\",\"event\":{\"id\":\"b\"}}", &holder, &source,
+                              &fe);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_nonnull(holder);
+    ck_assert_str_eq(source, "dist-a");
+    ck_assert_str_eq(json_string_value(json_object_get(ev, "id")), "b");
+    json_decref(ev);
+    json_decref(holder);
+    /* an event that has a key named "event" stays an event (it has a type) */
+    ev = tly_import_json_line("{\"type\":\"sale\",\"event\":{}}", &holder, &source, &fe);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_null(holder);
+    ck_assert_ptr_nonnull(json_object_get(ev, "type"));
+    json_decref(ev);
+    /* not an object, not JSON, duplicate keys: malformed, no field */
+    static const char *const bad[] = {
+        "[1]", "17", "{\"a\":", "", "{\"a\":1,\"a\":2}", "{\"a\":\"\\u0000\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_ptr_null(tly_import_json_line(bad[i], &holder, &source, &fe));
+        ck_assert_ptr_null(holder);
+        ck_assert_str_eq(fe.field, "");
+        ck_assert_str_eq(fe.message, "line is not a JSON object");
+    }
+}
+END_TEST
+
+START_TEST(test_csv_row)
+{
+    tly_field_error fe;
+    json_t *ev = tly_import_csv_row("INV-1,acme,\"HW-7,rack\",2,1234.5,USD,2026-07-14\n", &fe);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_str_eq(json_string_value(json_object_get(ev, "sku")), "HW-7,rack");
+    ck_assert_int_eq(json_integer_value(json_object_get(ev, "amount")), 123450);
+    ck_assert_int_eq(json_integer_value(json_object_get(ev, "at")), INT64_C(1783987200000));
+    json_decref(ev);
+    static const struct {
+        const char *row;
+        const char *field;
+    } bad[] = {
+        {"INV-1,acme,SKU,2,1234.5,USD", ""},
+        {"INV-1,acme,SKU,2,1234.5,USD,2026-07-14,extra", ""},
+        {"INV-1,acme,\"SKU,2,1234.5,USD,2026-07-14", ""},
+        {"INV-1,acme,SKU,0,1234.5,USD,2026-07-14", "qty"},
+        {"INV-1,acme,SKU,2,12.345,USD,2026-07-14", "amount"},
+        {"INV-1,acme,SKU,2,12,XXX,2026-07-14", "currency"},
+        {"INV-1,acme,SKU,2,12,USD,2026-02-30", "at"},
+        {"INV-\xff,acme,SKU,2,12,USD,2026-07-14", "id"},
+        {"INV-1,ac\xc3,SKU,2,12,USD,2026-07-14", "partner"},
+        {"INV-1,acme,\"S\xed\xa0\x80\",2,12,USD,2026-07-14", "sku"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&fe, 0, sizeof fe);
+        ck_assert_msg(tly_import_csv_row(bad[i].row, &fe) == NULL, "row %zu accepted", i);
+        ck_assert_msg(strcmp(fe.field, bad[i].field) == 0, "row %zu: field '%s'", i, fe.field);
+        ck_assert_uint_gt(strlen(fe.message), 0);
+    }
+}
+END_TEST
+
+/* A row whose split fields (each with its NUL) take exactly
+ * TLY_CSV_ROW_BYTES_MAX bytes converts; one byte more does not. */
+START_TEST(test_csv_row_bytes_limit)
+{
+    const char *head = "I,p,";
+    const char *tail = ",1,1,USD,2026-07-14";
+    /* storage: I\0 p\0 sku\0 1\0 1\0 USD\0 2026-07-14\0 */
+    size_t fixed = 2 + 2 + 2 + 2 + 4 + 11 + 1; /* everything but the sku's bytes */
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t sku = TLY_CSV_ROW_BYTES_MAX - fixed + extra;
+        size_t len = strlen(head) + sku + strlen(tail);
+        char *row = malloc(len + 1);
+        memcpy(row, head, strlen(head));
+        memset(row + strlen(head), 'k', sku);
+        memcpy(row + strlen(head) + sku, tail, strlen(tail) + 1);
+        tly_field_error fe = {"", ""};
+        json_t *ev = tly_import_csv_row(row, &fe);
+        if (extra == 0) {
+            ck_assert_msg(ev != NULL, "row of %zu bytes refused: %s", len, fe.message);
+            ck_assert_uint_eq(json_string_length(json_object_get(ev, "sku")), sku);
+        } else {
+            ck_assert_ptr_null(ev);
+            ck_assert_str_eq(fe.field, "");
+        }
+        json_decref(ev);
+        free(row);
+    }
+}
+END_TEST
+
+static Suite *import_suite(void)
+{
+    Suite *s = suite_create("import");
+    TCase *tc = tcase_create("lines");
+    tcase_add_test(tc, test_json_line_shapes);
+    tcase_add_test(tc, test_csv_row);
+    tcase_add_test(tc, test_csv_row_bytes_limit);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(import_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
