@@ -19,6 +19,7 @@
 #include "tly_cmd.h"
 #include "tly_limits.h"
 #include "tly_query.h"
+#include "tly_xkind.h"
 
 typedef struct view_opts {
     tly_common_opts common;
@@ -510,9 +511,11 @@ static void usage(const view_cmd *c, FILE *out)
             "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n",
             TLY_DEFAULT_QUERY);
     if (c->filters)
-        fprintf(out, "  --partner P     only exceptions naming partner P\n"
-                     "  --kind KIND     only exceptions of this kind (e.g. over_return)\n"
-                     "  --from-seq SEQ  only exceptions at log positions >= SEQ\n");
+        fprintf(out,
+                "  --partner P     only exceptions naming partner P\n"
+                "  --kind KIND     only exceptions of this kind (e.g. %s)\n"
+                "  --from-seq SEQ  only exceptions at log positions >= SEQ\n",
+                tly_xkind_name(TLY_X_OVER_RETURN));
     fprintf(out, "\nAmounts are shown in the currency's units (minor units / 10^digits of\n"
                  "ISO 4217). 'As of seq N' is the log position the answer reflects: the\n"
                  "lowest checkpoint of the shards read [D8]; a cross-shard answer\n"

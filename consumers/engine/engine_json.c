@@ -1,5 +1,6 @@
 /*
- * engine_json.c — the writer the section 8 documents are built with.
+ * engine_json.c — floor 5 of the engine (see engine_internal.h): the writer
+ * the section 8 documents are built with.
  *
  * Text back end: the exact bytes json_dumps(doc, JSON_COMPACT) produces
  * (jansson 2.x dump.c): no spaces, members in insertion order, integers
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "engine_base.h"
 #include "tly_assert.h"
 
 /* ---- the buffer ---- */

@@ -1,9 +1,10 @@
-/* engine_map.c — the engine's string arena, hash map and vectors. */
+/* engine_map.c — floor 5 of the engine (see engine_internal.h): the
+ * engine's string arena, hash map and vectors. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "engine_internal.h"
+#include "engine_base.h"
 
 char *eng_arena_copy(eng_arena *a, const void *s, size_t len)
 {

@@ -1,6 +1,8 @@
 /*
- * engine_store.c — flush (state, views, exceptions through the sink) and
- * load (state back from the view store).
+ * engine_store.c — floor 1 of the engine (see engine_internal.h): flush
+ * (state, views, exceptions through the sink) and load (state back from
+ * the view store). The documents come from engine_views.c (floor 2), the
+ * tables from engine_state.c (floor 3).
  *
  * State keys, in the order load needs them (LMDB returns keys sorted):
  *   "S/1/<program>"            program rules and periods
@@ -18,16 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "engine_rules.h"
 #include "tly_assert.h"
 #include "tly_mp.h"
-
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        tly_err err_ = (x);                                                                        \
-        if (err_ != TLY_OK)                                                                        \
-            return err_;                                                                           \
-    } while (0)
 
 #define STORE_FORMAT 1
 
@@ -385,8 +380,11 @@ static tly_err flush_records(flush_ctx *f)
     return TLY_OK;
 }
 
+/* Stores partner pp's state and, when owned and enrolled, its four views.
+ * What is stored keeps the MDF invariant (TLY_ASSERT, every build type). */
 static tly_err flush_partner(flush_ctx *f, const eng_partner *pp, uint32_t p)
 {
+    TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
     fc_reset(f);
     pack_partner(&f->pk, f->e, pp);
     TRY(put_packed(f->fn, f->ctx, "S/4/", pp->id, pp->id_len, &f->sb));
@@ -834,10 +832,10 @@ static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, 
     json_t *detail = json_object_get(doc, "detail");
     tly_err err = TLY_CORRUPT;
     if (json_is_string(kind) && json_is_string(detail) && partner != NULL) {
-        x.kind = eng_exc_kind_parse(json_string_value(kind), json_string_length(kind));
+        x.kind = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
         x.detail.len = (uint32_t)json_string_length(detail);
         x.detail.ptr = eng_arena_copy(&e->arena, json_string_value(detail), x.detail.len);
-        err = x.kind == ENG_X_COUNT ? TLY_CORRUPT : x.detail.ptr == NULL ? TLY_NOMEM : TLY_OK;
+        err = x.kind == TLY_X_COUNT ? TLY_CORRUPT : x.detail.ptr == NULL ? TLY_NOMEM : TLY_OK;
     }
     if (err == TLY_OK && json_is_string(partner))
         err =

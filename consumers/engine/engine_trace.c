@@ -1,7 +1,8 @@
 /*
- * engine_trace.c — the trace hook behind `tally explain`: every money
- * movement of a partner reported as it happens, from the exact places in
- * tly_engine.c and engine_mdf.c where the money moves.
+ * engine_trace.c — floor 4 (see engine_internal.h): the trace hook behind
+ * `tally explain`: every money movement of a partner reported as it
+ * happens, from the exact places in the rules (floor 2) and the accounts
+ * (engine_mdf.c) where the money moves.
  *
  * Why a hook rather than a second calculation: an explanation computed
  * apart from the fold could agree with itself and still differ from the
@@ -15,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "engine_trace.h"
 #include "tly_assert.h"
 
 static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
@@ -24,23 +25,27 @@ static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
     "approve",      "pay",          "expiry",      "revenue", "adjust_rebate",
     "rebate_slice", "rebate_final", "rebate_open", "payout"};
 
+/* The name table entry of kind; kind must be in range. */
 const char *tly_trace_kind_name(tly_trace_kind kind)
 {
     TLY_ASSERT(kind < TLY_TRACE_KIND_COUNT);
     return trace_kind_names[kind];
 }
 
+/* True when t traces partner id (t->partner NULL: every partner). */
 static bool trace_wants(const eng_trace *t, const char *id, size_t len)
 {
     return t->partner == NULL || (t->partner_len == len && memcmp(t->partner, id, len) == 0);
 }
 
+/* Points st at the engine's trace when it wants partner id. */
 void eng_trace_attach(tly_engine *e, eng_pstate *st, const char *id, size_t len)
 {
     if (e->trace != NULL && trace_wants(e->trace, id, len))
         st->trace = e->trace;
 }
 
+/* Frees t and its partner name; t may be NULL. */
 void eng_trace_free(eng_trace *t)
 {
     if (t == NULL)
@@ -59,6 +64,8 @@ static void trace_attach_all(tly_engine *e, eng_trace *t)
     }
 }
 
+/* Replaces the engine's trace (fn NULL: none) and re-points every owned
+ * pstate (tly_engine.h). */
 tly_err tly_engine_set_trace(tly_engine *e, const char *partner, tly_engine_trace_fn fn, void *ctx)
 {
     eng_trace *t = NULL;
@@ -95,6 +102,8 @@ static void trace_held_ids(tly_trace_line *l, tly_str key, bool is_sale)
         l->id = (tly_str){key.ptr + 1 + slen, key.len - 1 - slen};
 }
 
+/* The context of p's next lines in t->cur; the record's source and id
+ * only when seq is the record being applied. */
 void eng_trace_begin(tly_engine *e, uint32_t p, uint64_t seq, const char *cause, int32_t period,
                      bool late)
 {
@@ -116,17 +125,20 @@ void eng_trace_begin(tly_engine *e, uint32_t p, uint64_t seq, const char *cause,
     }
 }
 
+/* Fills source (and a sale's id) from key when begin found no record. */
 void eng_trace_held(eng_pstate *st, const char *key, uint32_t key_len, bool is_sale)
 {
     if (st->trace != NULL && st->trace->cur.source.len == 0)
         trace_held_ids(&st->trace->cur, (tly_str){key, key_len}, is_sale);
 }
 
+/* Hands line to the trace's callback. */
 void eng_trace_line(eng_trace *t, const tly_trace_line *line)
 {
     t->fn(t->ctx, line);
 }
 
+/* One line of kind from the current context: bucket and amount set. */
 void eng_trace_emit(eng_trace *t, tly_trace_kind kind, int32_t bucket, int64_t amount)
 {
     tly_trace_line l = t->cur;
@@ -134,56 +146,4 @@ void eng_trace_emit(eng_trace *t, tly_trace_kind kind, int32_t bucket, int64_t a
     l.bucket = bucket;
     l.amount = amount;
     t->fn(t->ctx, &l);
-}
-
-/* The slices of eng_rebate_calc, then the figure: retroactive is one slice
- * (the whole of max(R,0) at the rate reached), incremental one per
- * bracket reached [R1] [R2]. Slices carry amount 0: the figure rounds
- * their exact sum once, so per-slice roundings would not add up. */
-void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_trace_kind kind,
-                      int64_t figure)
-{
-    int64_t base = row->revenue > 0 ? row->revenue : 0;
-    uint32_t top = eng_bracket_top(r, base);
-    tly_trace_line l = t->cur;
-    l.period = row->period;
-    l.mode = r->mode;
-    l.kind = TLY_TRACE_REBATE_SLICE;
-    uint32_t first = r->mode == TLY_REBATE_RETROACTIVE ? top : 0;
-    for (uint32_t i = first; i <= top; i++) {
-        int64_t end = i == top ? base : r->brackets[i + 1].from;
-        int64_t start = r->mode == TLY_REBATE_RETROACTIVE ? 0 : r->brackets[i].from;
-        l.from = r->brackets[i].from;
-        l.bps = r->brackets[i].bps;
-        l.basis = end - start;
-        t->fn(t->ctx, &l);
-    }
-    l.kind = kind;
-    l.amount = figure;
-    l.basis = row->revenue;
-    l.from = r->brackets[top].from;
-    l.bps = r->brackets[top].bps;
-    t->fn(t->ctx, &l);
-}
-
-void tly_engine_trace_open(tly_engine *e)
-{
-    if (e->trace == NULL)
-        return;
-    for (uint32_t p = 0; p < e->partner_count; p++) {
-        eng_partner *pp = &e->partners[p];
-        if (pp->st == NULL || pp->st->trace == NULL || pp->program == ENG_NONE)
-            continue;
-        const eng_rules *r = &e->programs[pp->program].rules;
-        for (uint32_t i = 0; i < pp->st->row_count; i++) {
-            const eng_row *row = &pp->st->rows[i];
-            int64_t fig;
-            int32_t bps;
-            /* checked after every apply: it fits int64 */
-            if (row->final || eng_row_figure(r, row, &fig, &bps) != TLY_OK)
-                continue;
-            eng_trace_begin(e, p, e->seq, "open", row->period, false);
-            eng_trace_rebate(pp->st->trace, r, row, TLY_TRACE_REBATE_OPEN, fig);
-        }
-    }
 }

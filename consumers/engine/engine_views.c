@@ -1,13 +1,15 @@
 /*
- * engine_views.c — the SPEC section 8 objects, written once against the
- * engine's JSON writer (engine_json.c) in the SPEC's key order: the text
- * back end gives the stored documents, the tree back end the API objects
- * (jansson keeps insertion order, so both read like the SPEC).
+ * engine_views.c — floor 2 of the engine (see engine_internal.h): the SPEC
+ * section 8 objects, written once against the engine's JSON writer
+ * (engine_json.c) in the SPEC's key order: the text back end gives the
+ * stored documents, the tree back end the API objects (jansson keeps
+ * insertion order, so both read like the SPEC). Reads the accounts
+ * (engine_mdf.c) and the tables (engine_state.c) of floor 3.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "engine_rules.h"
 #include "tly_assert.h"
 
 /* Short names for the writer calls, so a view reads like its SPEC table. */
@@ -221,7 +223,8 @@ void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool 
     }
 }
 
-json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
+/* A view as a jansson tree; NULL for an unknown view letter. */
+static json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
 {
     if (view != 'b' && view != 'r' && view != 't' && view != 'c')
         return NULL;
@@ -267,8 +270,8 @@ tly_err eng_liability_write(eng_jw *w, const tly_engine *e, const eng_program *g
     return TLY_OK;
 }
 
-/* NULL when a sum leaves int64. */
-json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
+/* A liabilities share as a jansson tree; NULL when a sum leaves int64. */
+static json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
 {
     eng_jw w;
     eng_jw_init_tree(&w);
@@ -281,7 +284,7 @@ void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x)
 {
     eng_jw_obj(w);
     key_int(w, "seq", (int64_t)x->seq);
-    key_lit(w, "kind", eng_exc_kind_name(x->kind));
+    key_lit(w, "kind", tly_xkind_name((tly_xkind)x->kind));
     if (x->partner == ENG_NONE)
         key_str(w, "partner", NULL, 0);
     else
@@ -290,7 +293,8 @@ void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x)
     eng_jw_end(w);
 }
 
-json_t *eng_exc_json(const tly_engine *e, const eng_exc *x)
+/* An exception as a jansson tree. */
+static json_t *eng_exc_json(const tly_engine *e, const eng_exc *x)
 {
     eng_jw w;
     eng_jw_init_tree(&w);

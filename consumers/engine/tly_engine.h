@@ -28,8 +28,9 @@
  *                          "mdf_approved","rebate_accrued_open","rebate_payable"}
  *                         (sum the shares of all shards for the answer)
  *   "X/<u64be seq><u32be n>" one exception, JSON {"seq","kind","partner","detail"}
- *                         ("partner" null when none); n orders the exceptions
- *                         of one seq. Append-only.
+ *                         ("partner" null when none; "kind" a name of
+ *                         tly_xkind.h); n orders the exceptions of one seq.
+ *                         Append-only.
  * The runtime adds "M/..." keys of its own (checkpoint); the engine never
  * writes them.
  *
@@ -37,6 +38,20 @@
  * shard keeps the registry of all sales: partner, moved money or not),
  * "S/3/<claim key>", "S/4/<partner>"; MessagePack arrays led by a format
  * number. Key order is load order: programs, sales, claims, partners.
+ *
+ * Inside, the engine reads top-down in five floors; a file calls only the
+ * floors below its own (engine_internal.h draws them in full):
+ *   1 entry  tly_engine.c (lifecycle, apply: dispatch and after-event
+ *            checks), engine_store.c (flush, load)
+ *   2 rules  engine_program.c (programs, closes), engine_sales.c
+ *            (enrollment, held events, sales, returns, certifications),
+ *            engine_claims.c (claims, payouts, adjustments),
+ *            engine_views.c (the section 8 documents)
+ *   3 state  engine_state.c (the engine's tables), engine_mdf.c (a
+ *            partner's MDF buckets, rebate figures, the MDF invariant)
+ *   4 trace  engine_trace.c (the hook of `tally explain`)
+ *   5 base   engine_map.c, engine_json.c, tly_xkind.c (the exception
+ *            kinds, tly_xkind.h), tly_money.c
  */
 #ifndef TLY_ENGINE_H
 #define TLY_ENGINE_H
@@ -67,13 +82,18 @@ void tly_engine_free(tly_engine *e);
  * outcomes are never errors: they are exceptions in the views. Returns
  * TLY_OK, TLY_NOMEM or TLY_OVERFLOW (money arithmetic left int64: the state
  * is then unusable and the consumer stops).
- * In debug builds the MDF invariant of SPEC section 6 is asserted after every
- * event.
+ * The MDF invariant of SPEC section 6 is asserted (TLY_ASSERT, in every
+ * build type) for every partner the event touched.
  */
 tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *ev);
 
 /* Seq of the last record folded (0 when none). */
 uint64_t tly_engine_seq(const tly_engine *e);
+
+/* True when the MDF invariant of SPEC section 6 holds for every partner
+ * this shard owns (apply asserts it for the partners each event touches;
+ * flush asserts it for every partner it writes). For tests. */
+bool tly_engine_invariant_ok(const tly_engine *e);
 
 /* Receives key/value pairs from tly_engine_flush. Returns TLY_OK to go on. */
 typedef tly_err (*tly_kv_put_fn)(void *ctx, const void *key, size_t key_len, const void *val,

@@ -10,16 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_base.h"
 #include "tly_explain.h"
 #include "tly_money.h"
 #include "tly_period.h"
-
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        tly_err err_ = (x);                                                                        \
-        if (err_ != TLY_OK)                                                                        \
-            return err_;                                                                           \
-    } while (0)
 
 typedef struct xline {
     tly_trace_kind kind;

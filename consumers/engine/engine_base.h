@@ -1,0 +1,136 @@
+/*
+ * engine_base.h — floor 5 of the engine, the lowest: what the engine is
+ * built from, knowing nothing of programs, partners or money. The TRY
+ * macro, the string arena, the hash map and growable vectors
+ * (engine_map.c), the JSON writer (engine_json.c); beside it, on the same
+ * floor with headers of their own, the exception kinds (tly_xkind.c) and
+ * money arithmetic (tly_money.c). Files here call nothing of the engine
+ * above them; engine_internal.h draws the floors.
+ */
+#ifndef TLY_ENGINE_BASE_H
+#define TLY_ENGINE_BASE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tly_err.h"
+
+/* Returns from the calling function with the error of x, if any. */
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        tly_err err_ = (x);                                                                        \
+        if (err_ != TLY_OK)                                                                        \
+            return err_;                                                                           \
+    } while (0)
+
+#define ENG_NONE UINT32_MAX
+
+/* A string with its length; ptr points into the arena (NUL-terminated). */
+typedef struct eng_name {
+    const char *ptr;
+    uint32_t len;
+} eng_name;
+
+/* Arena chunk: large enough that chunk overhead is negligible, small
+ * enough that an engine with few strings stays small. */
+#define ENG_ARENA_CHUNK_BYTES (64u * 1024u)
+
+/* ---- arena and map (engine_map.c) ---- */
+
+typedef struct eng_chunk {
+    struct eng_chunk *next;
+    size_t used, cap;
+    char data[];
+} eng_chunk;
+
+typedef struct eng_arena {
+    eng_chunk *head;
+} eng_arena;
+
+/* Copies len bytes plus a NUL into the arena; NULL when out of memory. */
+char *eng_arena_copy(eng_arena *a, const void *s, size_t len);
+void eng_arena_free(eng_arena *a);
+
+typedef struct eng_slot {
+    uint64_t hash;
+    const char *key; /* NULL: empty slot; points into the arena */
+    uint32_t len;
+    uint32_t val;
+} eng_slot;
+
+/* A slot table this big or bigger is aligned to, and asks for, huge pages
+ * (2 MB on x86-64 and arm64 Linux). */
+#define ENG_MAP_HUGE_BYTES ((size_t)2u << 20)
+
+/* Open addressing, linear probing, power-of-two capacity, load ≤ 1/2.
+ * Keys are never removed (the engine only ever adds names). */
+typedef struct eng_map {
+    eng_slot *slots;
+    uint32_t cap, count;
+} eng_map;
+
+uint64_t eng_hash(const void *s, size_t len);
+/* Value of key, or ENG_NONE. */
+uint32_t eng_map_get(const eng_map *m, const void *key, size_t len, uint64_t hash);
+/* Adds key (which must be absent and must outlive the map) → val. */
+tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val);
+void eng_map_free(eng_map *m);
+
+/* Grows a vector *v of *cap elements of size elem so it holds need. */
+tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);
+#define ENG_PUSH(vec, n, cap, value)                                                               \
+    (eng_grow((void **)&(vec), &(cap), (n) + 1, sizeof *(vec)) != TLY_OK                           \
+         ? TLY_NOMEM                                                                               \
+         : ((vec)[(n)++] = (value), TLY_OK))
+
+/* ---- JSON writer (engine_json.c) ----
+ *
+ * The section 8 objects are written once, against this writer, which has
+ * two back ends: text (the bytes json_dumps(doc, JSON_COMPACT) gives for
+ * the same tree, straight into a reusable buffer: the flush path) and tree
+ * (jansson objects for the public API). One definition per view, so the
+ * stored text and the API objects cannot drift. */
+
+/* Deepest nesting a view needs: object, array, object (one spare). */
+#define ENG_JW_DEPTH_MAX 4u
+
+/* A growable byte buffer, reused across documents; failed is sticky. */
+typedef struct eng_buf {
+    char *data; /* owned; freed by eng_buf_free */
+    size_t len, cap;
+    bool failed; /* an allocation failed: the contents are incomplete */
+} eng_buf;
+
+void eng_buf_free(eng_buf *b);
+
+typedef struct eng_jw {
+    eng_buf *text;                   /* text back end; NULL: tree back end */
+    bool comma;                      /* text: the next member or element needs a ',' */
+    const char *key;                 /* tree: name of the next member */
+    char closer[ENG_JW_DEPTH_MAX];   /* text: '}' or ']' of each open one */
+    json_t *stack[ENG_JW_DEPTH_MAX]; /* tree: open containers (borrowed) */
+    uint32_t depth;
+    json_t *root;
+    bool failed; /* tree: an allocation failed */
+} eng_jw;
+
+/* Starts a document appended to b (its len is not reset). */
+void eng_jw_init_text(eng_jw *w, eng_buf *b);
+void eng_jw_init_tree(eng_jw *w);
+/* Tree back end: the finished document (caller owns it), or NULL when an
+ * allocation failed. */
+json_t *eng_jw_take(eng_jw *w);
+void eng_jw_obj(eng_jw *w);
+void eng_jw_arr(eng_jw *w);
+void eng_jw_end(eng_jw *w);
+/* k is a literal that lives as long as the writer. */
+void eng_jw_key(eng_jw *w, const char *k);
+/* NULL writes null; bytes that are not UTF-8 (as jansson checks it) write
+ * "" exactly as json_stringn's refusal did. */
+void eng_jw_str(eng_jw *w, const char *s, size_t len);
+void eng_jw_int(eng_jw *w, int64_t v);
+void eng_jw_null(eng_jw *w);
+
+#endif

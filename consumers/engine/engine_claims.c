@@ -1,0 +1,327 @@
+/*
+ * engine_claims.c — floor 2 (see engine_internal.h): the events that move
+ * a partner's money by hand: claims, payouts and adjustments (SPEC section
+ * 6 and 9 [C*] [M5] [M8] [R6] [R7] [R8] [E7]).
+ */
+#include <string.h>
+
+#include "engine_rules.h"
+#include "tly_assert.h"
+
+/* ---- claims ---- */
+
+/* Reserves amount from buckets oldest first, recording each share [M5]. */
+static tly_err claim_reserve(eng_pstate *st, eng_claim *c, int64_t amount)
+{
+    for (uint32_t i = 0; i < st->bucket_count && amount > 0; i++) {
+        eng_bucket *b = &st->buckets[i];
+        int64_t take = b->remaining < amount ? b->remaining : amount;
+        if (take <= 0)
+            continue;
+        eng_share sh = {.period = b->period, .amount = take};
+        TRY(ENG_PUSH(c->shares, c->share_count, c->share_cap, sh));
+        b->remaining -= take;
+        amount -= take;
+        ENG_TRACE(st, TLY_TRACE_RESERVE, b->period, take);
+    }
+    /* available ≥ amount and deficit ≥ 0 imply the buckets cover it. */
+    TLY_ASSERT(amount == 0);
+    return TLY_OK;
+}
+
+/* Gives x back to the claim's buckets newest first, each up to what it
+ * gave. A live bucket gets a credit (deficit first [M1]); a share whose
+ * bucket has expired goes to expired instead. */
+static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c, int64_t x)
+{
+    TRY(tly_money_sub(st->pending, x, &st->pending));
+    for (uint32_t i = c->share_count; i-- > 0 && x > 0;) {
+        eng_share *sh = &c->shares[i];
+        int64_t give = sh->amount < x ? sh->amount : x;
+        sh->amount -= give;
+        x -= give;
+        if (give == 0)
+            continue;
+        bool gone = sh->period <= g->expired_upto;
+        ENG_TRACE(st, gone ? TLY_TRACE_RELEASE_EXPIRED : TLY_TRACE_RELEASE, sh->period, give);
+        if (gone)
+            TRY(tly_money_addto(&st->expired, give));
+        else
+            TRY(eng_credit(st, sh->period, give));
+    }
+    TLY_ASSERT(x == 0);
+    return TLY_OK;
+}
+
+/* Registers a new pending claim of p (id and key in the arena), last in
+ * p's submit order [C8]; *out is its index. */
+static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
+{
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    const eng_partner *pp = &e->partners[p];
+    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, ev->claim.ptr, ev->claim.len);
+    char *k = eng_arena_copy(&e->arena, key, klen);
+    char *id = eng_arena_copy(&e->arena, ev->claim.ptr, ev->claim.len);
+    if (k == NULL || id == NULL)
+        return TLY_NOMEM;
+    eng_claim c = {.id = id, .id_len = ev->claim.len, .partner = p, .requested = ev->amount};
+    TRY(ENG_PUSH(e->claims, e->claim_count, e->claim_cap, c));
+    uint32_t ci = e->claim_count - 1;
+    TRY(eng_map_put(&e->claim_map, k, klen, eng_hash(k, klen), ci));
+    eng_pstate *st = pp->st;
+    TRY(ENG_PUSH(st->claims, st->claim_count, st->claim_cap, ci));
+    *out = ci;
+    return eng_claim_dirty(e, ci);
+}
+
+/* A claim is identified by (partner, claim) [C1]. */
+static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
+{
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    const eng_partner *pp = &e->partners[p];
+    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, ev->claim.ptr, ev->claim.len);
+    return eng_map_get(&e->claim_map, key, klen, eng_hash(key, klen));
+}
+
+#define CLAIM_ARGS(ev) (int)(ev)->claim.len, (ev)->claim.ptr
+
+/* A denied claim's reason: the code of the exception that denied it [C7]. */
+static eng_name denial(tly_xkind kind)
+{
+    const char *code = tly_xkind_name(kind);
+    return (eng_name){code, (uint32_t)strlen(code)};
+}
+
+/* Claims of an unenrolled partner are unknown_partner, not held [E7]; a
+ * submit still records the claim as denied so that later actions on it are
+ * invalid transitions [C6]. */
+static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    if (ev->action == TLY_ACT_SUBMIT) {
+        TRY(eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "claim denied: unknown partner"));
+        if (claim_find(e, p, ev) != ENG_NONE)
+            return TLY_OK;
+        uint32_t ci;
+        TRY(claim_new(e, p, ev, &ci));
+        e->claims[ci].status = ENG_CLAIM_DENIED;
+        e->claims[ci].reason = denial(TLY_X_UNKNOWN_PARTNER);
+        return TLY_OK;
+    }
+    return eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "%s of claim '%.*s': unknown partner",
+                     tly_action_name(ev->action), CLAIM_ARGS(ev));
+}
+
+/* A submit reserves the amount from the buckets oldest first, or is
+ * denied (insufficient_funds) or refused (duplicate_claim) [C2] [M5]. */
+static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    eng_pstate *st = e->partners[p].st;
+    /* [C2] also when the existing claim was denied: a submit names an id,
+     * and the id exists ([C6] covers the other actions). */
+    if (claim_find(e, p, ev) != ENG_NONE)
+        return eng_raise(e, pos, TLY_X_DUPLICATE_CLAIM, p, "claim '%.*s' exists", CLAIM_ARGS(ev));
+    int64_t avail;
+    TRY(eng_available(st, &avail));
+    uint32_t ci;
+    TRY(claim_new(e, p, ev, &ci));
+    eng_claim *c = &e->claims[ci];
+    if (avail < ev->amount) {
+        c->status = ENG_CLAIM_DENIED;
+        c->reason = denial(TLY_X_INSUFFICIENT_FUNDS);
+        return eng_raise(e, pos, TLY_X_INSUFFICIENT_FUNDS, p,
+                         "claim '%.*s' denied: available %lld < %lld", CLAIM_ARGS(ev),
+                         (long long)avail, (long long)ev->amount);
+    }
+    TRY(claim_reserve(st, c, ev->amount));
+    return tly_money_addto(&st->pending, ev->amount);
+}
+
+/* An action the claim's status does not allow [C6]. */
+static tly_err claim_invalid(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev,
+                             const eng_claim *c)
+{
+    return eng_raise(e, pos, TLY_X_INVALID_TRANSITION, p, "%s of %s claim '%.*s'",
+                     tly_action_name(ev->action), eng_claim_status_name(c->status), CLAIM_ARGS(ev));
+}
+
+/* Approval of a pending claim: the unapproved part is released [C4]. */
+static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev,
+                             eng_claim *c)
+{
+    eng_pstate *st = e->partners[p].st;
+    if (ev->amount > c->requested)
+        return eng_raise(e, pos, TLY_X_APPROVE_EXCEEDS_REQUESTED, p,
+                         "approve %lld > requested %lld of claim '%.*s'", (long long)ev->amount,
+                         (long long)c->requested, CLAIM_ARGS(ev));
+    const eng_program *g = &e->programs[e->partners[p].program];
+    TRY(claim_release(g, st, c, c->requested - ev->amount));
+    TRY(tly_money_sub(st->pending, ev->amount, &st->pending));
+    TRY(tly_money_addto(&st->approved, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_APPROVE, 0, ev->amount);
+    c->approved = ev->amount;
+    c->status = ENG_CLAIM_APPROVED;
+    return TLY_OK;
+}
+
+/* Payment of an approved claim, possibly partial [C5]. */
+static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev, eng_claim *c)
+{
+    eng_pstate *st = e->partners[p].st;
+    int64_t unpaid = c->approved - c->paid;
+    if (ev->amount > unpaid)
+        return eng_raise(e, pos, TLY_X_PAY_EXCEEDS_APPROVED, p,
+                         "pay %lld > approved unpaid %lld of claim '%.*s'", (long long)ev->amount,
+                         (long long)unpaid, CLAIM_ARGS(ev));
+    TRY(tly_money_sub(st->approved, ev->amount, &st->approved));
+    TRY(tly_money_addto(&st->paid, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_PAY, 0, ev->amount);
+    c->paid += ev->amount;
+    if (c->paid == c->approved)
+        c->status = ENG_CLAIM_PAID;
+    return TLY_OK;
+}
+
+/* Reject or cancel of a pending claim gives everything back. */
+static tly_err claim_end(tly_engine *e, uint32_t p, const tly_event *ev, eng_claim *c)
+{
+    eng_pstate *st = e->partners[p].st;
+    const eng_program *g = &e->programs[e->partners[p].program];
+    TRY(claim_release(g, st, c, c->requested));
+    if (ev->action == TLY_ACT_REJECT) {
+        c->status = ENG_CLAIM_REJECTED;
+        if (ev->reason.ptr != NULL) {
+            c->reason.ptr = eng_arena_copy(&e->arena, ev->reason.ptr, ev->reason.len);
+            if (c->reason.ptr == NULL)
+                return TLY_NOMEM;
+            c->reason.len = ev->reason.len;
+        }
+    } else {
+        c->status = ENG_CLAIM_CANCELLED;
+    }
+    return TLY_OK;
+}
+
+/* An approve, pay, reject or cancel of existing claim ci. */
+static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev, uint32_t ci)
+{
+    eng_claim *c = &e->claims[ci];
+    bool pending = c->status == ENG_CLAIM_PENDING;
+    switch (ev->action) {
+    case TLY_ACT_APPROVE:
+        if (pending)
+            return claim_approve(e, p, pos, ev, c);
+        break;
+    case TLY_ACT_PAY:
+        if (c->status == ENG_CLAIM_APPROVED)
+            return claim_pay(e, p, pos, ev, c);
+        break;
+    case TLY_ACT_REJECT:
+    case TLY_ACT_CANCEL:
+        if (pending)
+            return claim_end(e, p, ev, c);
+        break;
+    default:
+        break;
+    }
+    /* Any other transition, including every action on a denied claim [C6],
+     * is recorded and moves no money. */
+    return claim_invalid(e, p, pos, ev, c);
+}
+
+/* A claim's lines sit in its effective period, max(period(at), earliest
+ * open period), like any event's (SPEC section 6). */
+static void trace_claim(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    eng_pstate *st = e->partners[p].st;
+    if (st->trace == NULL)
+        return;
+    const eng_program *g = &e->programs[e->partners[p].program];
+    int32_t at = tly_period_of(g->kind, ev->at_ms);
+    /* not flagged late: lateness is an exception of sales and returns [P2] */
+    eng_trace_begin(e, p, pos.seq, tly_action_name(ev->action), at < g->eop ? g->eop : at, false);
+    st->trace->cur.ref = ev->claim;
+}
+
+/* [C3] the decoder guarantees amount for submit, approve and pay; the
+ * other actions ignore it. */
+static tly_err claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    if (e->partners[p].program == ENG_NONE)
+        return claim_unknown_partner(e, p, pos, ev);
+    trace_claim(e, p, pos, ev);
+    if (ev->action == TLY_ACT_SUBMIT)
+        return claim_submit(e, p, pos, ev);
+    uint32_t ci = claim_find(e, p, ev);
+    if (ci == ENG_NONE)
+        return eng_raise(e, pos, TLY_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
+                         tly_action_name(ev->action), CLAIM_ARGS(ev));
+    TRY(claim_act(e, p, pos, ev, ci));
+    return eng_claim_dirty(e, ci);
+}
+
+/* ---- payouts [R6] [R7] and adjustments [M8] [R8] ---- */
+
+/* A payout of a final rebate period, up to its payable [R6] [R7]. */
+static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    const eng_program *g = &e->programs[e->partners[p].program];
+    eng_pstate *st = e->partners[p].st;
+    char text[TLY_PERIOD_TEXT_BYTES];
+    tly_period_format(ev->period_text_kind, ev->period, text);
+    /* Periods before the earliest open one are closed, hence final. A
+     * period text of the other kind names no period of this program. */
+    if (ev->period_text_kind != g->kind || ev->period >= g->eop)
+        return eng_raise(e, pos, TLY_X_PAYOUT_NOT_FINAL, p, "payout for %s which is not final",
+                         text);
+    /* A closed period without a row had no revenue: its payable is 0. */
+    eng_row *row = eng_row_find(st, ev->period);
+    int64_t payable = row == NULL ? 0 : row->figure - row->paid;
+    if (ev->amount > payable)
+        return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
+                         (long long)ev->amount, (long long)payable, text);
+    TRY(tly_money_addto(&row->paid, ev->amount));
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "payout", ev->period, false);
+    ENG_TRACE(st, TLY_TRACE_PAYOUT, 0, ev->amount);
+    return TLY_OK;
+}
+
+/* An adjustment of the MDF (a credit or debit) or of the rebate of the
+ * earliest open period [M8] [R8]. */
+static tly_err on_adjust(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev)
+{
+    const eng_program *g = &e->programs[e->partners[p].program];
+    eng_pstate *st = e->partners[p].st;
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "adjust", g->eop, false);
+    if (ev->account == TLY_ACCOUNT_REBATE) {
+        eng_row *row;
+        TRY(eng_row_get(st, g->eop, &row));
+        TRY(tly_money_addto(&row->adj, ev->amount));
+        ENG_TRACE(st, TLY_TRACE_ADJUST_REBATE, 0, ev->amount);
+        return TLY_OK;
+    }
+    TRY(tly_money_addto(&st->adjusted, ev->amount));
+    ENG_TRACE(st, TLY_TRACE_ADJUST_MDF, 0, ev->amount);
+    if (ev->amount > 0)
+        return eng_credit(st, g->eop, ev->amount);
+    return eng_debit(st, -ev->amount);
+}
+
+/* Claims, payouts and adjustments of an unenrolled partner are
+ * unknown_partner, not held [E7]. */
+tly_err eng_on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev)
+{
+    if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
+        return TLY_OK;
+    uint32_t p;
+    TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
+    TRY(eng_partner_dirty(e, p));
+    if (ev->type == TLY_EV_CLAIM)
+        return claim_event(e, p, pos, ev);
+    if (e->partners[p].program == ENG_NONE)
+        return eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "%s %s unknown partner",
+                         ev->type == TLY_EV_PAYOUT ? "payout" : "adjust",
+                         ev->type == TLY_EV_PAYOUT ? "to" : "of");
+    if (ev->type == TLY_EV_PAYOUT)
+        return on_payout(e, p, pos, ev);
+    return on_adjust(e, p, pos, ev);
+}
