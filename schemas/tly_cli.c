@@ -66,3 +66,14 @@ int tly_usagef(const char *cmd, const char *fmt, ...)
     va_end(ap);
     return TLY_EXIT_USAGE;
 }
+
+int tly_common_opt(tly_common_opts *o, int argc, char **argv, int *i, void (*usage)(FILE *out))
+{
+    int rc = tly_common_flag(o, argc, argv, i);
+    if (rc != 0)
+        return rc < 0 ? TLY_OPT_BAD : TLY_OPT_TAKEN;
+    if (strcmp(argv[*i], "--help") != 0 && strcmp(argv[*i], "-h") != 0)
+        return TLY_OPT_NONE;
+    usage(stdout);
+    return TLY_OPT_HELP;
+}

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tly_err.h"
 #include "tly_os.h"
@@ -47,6 +48,17 @@ void tly_common_defaults(tly_common_opts *o);
  * has been printed).
  */
 int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i);
+
+/* What tly_common_opt found at argv[*i]. */
+enum { TLY_OPT_NONE, TLY_OPT_TAKEN, TLY_OPT_HELP, TLY_OPT_BAD };
+
+/*
+ * The start of every option loop: a common flag (as tly_common_flag) or
+ * --help / -h, which prints usage(stdout). Returns TLY_OPT_TAKEN (go to the
+ * next argument), TLY_OPT_HELP (help printed: exit 0), TLY_OPT_BAD (a usage
+ * error was printed: exit 2) or TLY_OPT_NONE (not one of these).
+ */
+int tly_common_opt(tly_common_opts *o, int argc, char **argv, int *i, void (*usage)(FILE *out));
 
 /*
  * Matches a long option with a value at argv[*i]: "--name VALUE" or

@@ -80,15 +80,11 @@ static int parse(int argc, char **argv, query_opts *o)
     tly_common_defaults(&o->common);
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
+        int rc = tly_common_opt(&o->common, argc, argv, &i, usage);
+        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
+            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
+        if (rc == TLY_OPT_TAKEN)
             continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
         if (strcmp(argv[i], "--insecure") == 0) {
             o->insecure = true;
             continue;
@@ -125,21 +121,6 @@ static bool is_loopback(const char *ep)
     return false;
 }
 
-/* Encodes reply into a message; a reply too large for a frame becomes an
- * error reply, so the client always hears back. */
-static void encode_reply(json_t *reply, msgpack_sbuffer *out)
-{
-    tly_err err = tly_query_pack(reply, out);
-    if (err == TLY_OK && out->size <= TLY_FRAME_BYTES_MAX)
-        return;
-    out->size = 0;
-    json_t *e = json_pack("{s:s, s:s}", "error", tly_err_name(err == TLY_OK ? TLY_TOO_LARGE : err),
-                          "message", "the answer does not fit in one reply frame");
-    if (tly_query_pack(e, out) != TLY_OK)
-        out->size = 0;
-    json_decref(e);
-}
-
 /* With CURVE: TLY_OK when the authenticated key (user, its source name)
  * may ask req, else TLY_FORBIDDEN. Without CURVE everything is allowed. */
 static tly_err permitted(const json_t *req, const char *user)
@@ -152,36 +133,22 @@ static tly_err permitted(const json_t *req, const char *user)
     return tly_query_permits(req, everything, partner);
 }
 
-/* The too_large reply to a request body of len bytes. */
-static json_t *too_large_reply(size_t len)
-{
-    char m[128];
-    snprintf(m, sizeof m, "a query request is at most %u bytes; this one is %zu",
-             TLY_QUERY_REQUEST_BYTES_MAX, len);
-    return json_pack("{s:s, s:s}", "error", tly_err_name(TLY_TOO_LARGE), "message", m);
-}
-
-/* Answers one request body into out; user is the CURVE identity or NULL. A
- * body over TLY_QUERY_REQUEST_BYTES_MAX is too_large, not decoded. */
+/* Answers one request body into out; user is the CURVE identity or NULL.
+ * Decoding (too_large, malformed) and encoding are the library's
+ * (tly_query_request_decode, tly_query_reply_encode). */
 static void answer(tly_query_store *store, const void *body, size_t len, const char *user,
                    msgpack_sbuffer *out)
 {
-    bool big = len > TLY_QUERY_REQUEST_BYTES_MAX;
-    json_t *req = big ? NULL : tly_json_from_mp(body, len);
     json_t *reply = NULL;
-    if (big)
-        reply = too_large_reply(len);
-    else if (!json_is_object(req))
-        reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_MALFORMED), "message",
-                          "a query is a single-frame MessagePack map {\"q\": name, ...}");
-    else if (permitted(req, user) != TLY_OK)
+    json_t *req = tly_query_request_decode(body, len, &reply);
+    if (req && permitted(req, user) != TLY_OK)
         reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_FORBIDDEN), "message",
                           "this key may not ask this query");
-    else if (tly_query_answer(store, req, &reply) != TLY_OK)
+    else if (req && tly_query_answer(store, req, &reply) != TLY_OK)
         reply =
             json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message", "out of memory");
     if (reply)
-        encode_reply(reply, out);
+        tly_query_reply_encode(reply, out);
     json_decref(reply);
     json_decref(req);
 }

@@ -50,15 +50,11 @@ static int parse_args(int argc, char **argv, summary_opts *o)
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         uint64_t n = 0;
-        int rc = tly_common_flag(&c, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
+        int rc = tly_common_opt(&c, argc, argv, &i, usage);
+        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
+            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
+        if (rc == TLY_OPT_TAKEN)
             continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
         rc = tly_opt_value("--top", argc, argv, &i, &v);
         if (rc < 0)
             return TLY_EXIT_USAGE;

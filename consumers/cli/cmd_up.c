@@ -122,15 +122,11 @@ static int parse(int argc, char **argv, up_opts *o)
     o->shards = default_shards();
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
+        int rc = tly_common_opt(&o->common, argc, argv, &i, usage);
+        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
+            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
+        if (rc == TLY_OPT_TAKEN)
             continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
         uint64_t n;
         if (strcmp(argv[i], "--no-sync") == 0) {
             o->no_sync = true;

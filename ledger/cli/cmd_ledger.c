@@ -59,15 +59,11 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o)
     tly_common_opts c;
     tly_common_defaults(&c);
     for (int i = 1; i < argc; i++) {
-        int rc = tly_common_flag(&c, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
+        int rc = tly_common_opt(&c, argc, argv, &i, usage);
+        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
+            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
+        if (rc == TLY_OPT_TAKEN)
             continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
         if (strcmp(argv[i], "--no-sync") == 0) {
             o->no_sync = true;
         } else if (strcmp(argv[i], "--insecure") == 0) {
