@@ -838,6 +838,7 @@ static tly_err xm_run(xmerge *xm, const xfilter *f, json_t *arr, uint64_t *next_
 
 static json_t *parse_xfilter(const json_t *req, xfilter *f)
 {
+    *f = (xfilter){0}; /* every field set, also when a bad one returns early */
     json_t *bad = NULL;
     f->partner = opt_name(req, "partner", &bad);
     if (!bad)
