@@ -2,13 +2,19 @@
  * fuzz_event.c — libFuzzer target: tly_event_decode and tly_json_from_mp on
  * arbitrary bytes.
  *
- * Beyond "no crash, no sanitizer report", it checks two properties:
+ * Beyond "no crash, no sanitizer report", it checks these properties:
  * - a decoded event obeys the limits the decoder promises (so a consumer
  *   can rely on them without re-checking);
+ * - every accepted event converts to JSON and prints (what `tally audit
+ *   export` does with every record: the ledger accepts nothing it cannot
+ *   export);
  * - an accepted event survives MessagePack -> JSON -> MessagePack and
  *   decodes to the same type, id, time and amount (what `tally audit export`
- *   and `tally send` rely on).
+ *   and `tally send` rely on);
+ * - a refusal with bad_field, missing_field or bad_type names its field,
+ *   in printable UTF-8.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +61,15 @@ static void check_json_round_trip(const tly_event *ev, json_t *j)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* True when j (an event converted from MessagePack) prints as JSON. */
+static bool exports(const json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    bool ok = text != NULL;
+    free(text);
+    return ok;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     tly_event ev;
@@ -69,8 +84,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (memchr(fe.field, '\0', sizeof fe.field) == NULL ||
                memchr(fe.message, '\0', sizeof fe.message) == NULL) {
         abort(); /* reports are always terminated */
+    } else if ((err == TLY_BAD_FIELD || err == TLY_MISSING_FIELD || err == TLY_BAD_TYPE) &&
+               (fe.field[0] == '\0' || !tly_utf8_valid(fe.field, strlen(fe.field)))) {
+        abort(); /* a per-event error names its field */
     }
     json_t *j = tly_json_from_mp(data, size);
+    if (err == TLY_OK && !exports(j))
+        abort();
     if (j && err == TLY_OK)
         check_json_round_trip(&ev, j);
     json_decref(j);

@@ -115,4 +115,23 @@ void tly_query_format_bps(int64_t bps, char *out, size_t cap);
  */
 tly_err tly_query_permits(const json_t *req, bool everything, const char *partner);
 
+/*
+ * The query service's reading of one request frame, without sockets (and
+ * the fuzz target fuzz/fuzz_query.c's entry): a body over
+ * TLY_QUERY_REQUEST_BYTES_MAX is too_large without being decoded; a body
+ * that is not one MessagePack map tly_json_from_mp converts (nested at most
+ * TLY_EVENT_DEPTH_MAX levels, no ext, no NaN) is malformed. Returns the
+ * request object (new reference), or NULL with *error set to the error
+ * reply (new reference; NULL only when out of memory).
+ */
+json_t *tly_query_request_decode(const void *body, size_t len, json_t **error);
+
+/*
+ * Encodes reply into out (empty on entry) as the service sends it; a reply
+ * that does not pack (tly_query_pack) or does not fit TLY_FRAME_BYTES_MAX
+ * becomes an error reply, so a client always hears back. out stays empty
+ * only when even that cannot be encoded (out of memory).
+ */
+void tly_query_reply_encode(const json_t *reply, msgpack_sbuffer *out);
+
 #endif

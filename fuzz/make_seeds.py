@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""make_seeds.py — writes the seeds of fuzz_query, fuzz_logread, fuzz_jsonl,
+fuzz_csv and the unknown-key seeds of fuzz_event into fuzz/corpus/ (the
+first seeds of fuzz_event and fuzz_ingest come from make_seeds.c). Run by
+hand from anywhere; the output is committed. Needs only the standard
+library: a few lines of MessagePack encoding are below."""
+import hashlib
+import json
+import os
+import struct
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.join(here, 'corpus')
+vectors = os.path.join(here, '..', 'tests', 'vectors', 'seed101-events.jsonl')
+
+class Raw(bytes): pass
+class Bin(bytes): pass
+
+def mp(v):
+    if isinstance(v, Raw): return bytes(v)
+    if v is None: return b'\xc0'
+    if v is True: return b'\xc3'
+    if v is False: return b'\xc2'
+    if isinstance(v, int):
+        if 0 <= v < 128: return bytes([v])
+        if -32 <= v < 0: return struct.pack('b', v)
+        if 0 <= v < 2**32: return b'\xce' + struct.pack('>I', v)
+        if 0 <= v < 2**64 and v >= 2**63: return b'\xcf' + struct.pack('>Q', v)
+        return b'\xd3' + struct.pack('>q', v)
+    if isinstance(v, float): return b'\xcb' + struct.pack('>d', v)
+    if isinstance(v, Bin):
+        return (b'\xc4' + bytes([len(v)]) if len(v) < 256 else b'\xc6' + struct.pack('>I', len(v))) + bytes(v)
+    if isinstance(v, str):
+        b = v.encode()
+        if len(b) < 32: return bytes([0xa0 | len(b)]) + b
+        if len(b) < 256: return b'\xd9' + bytes([len(b)]) + b
+        return b'\xdb' + struct.pack('>I', len(b)) + b
+    if isinstance(v, list):
+        h = bytes([0x90 | len(v)]) if len(v) < 16 else b'\xdd' + struct.pack('>I', len(v))
+        return h + b''.join(mp(x) for x in v)
+    if isinstance(v, dict):
+        h = bytes([0x80 | len(v)]) if len(v) < 16 else b'\xdf' + struct.pack('>I', len(v))
+        return h + b''.join(mp(k) + mp(x) for k, x in v.items())
+    raise TypeError(v)
+
+def write(target, name, data):
+    d = os.path.join(root, target); os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f: f.write(data)
+
+# fuzz_query
+qs = {
+ 'balance': {'q': 'balance', 'partner': 'acme'},
+ 'rebate': {'q': 'rebate', 'partner': 'acme-var-1'},
+ 'tier': {'q': 'tier', 'partner': 'acme'},
+ 'claims': {'q': 'claims', 'partner': 'acme'},
+ 'statement': {'q': 'statement', 'partner': 'acme', 'period': '2026-Q2'},
+ 'liabilities': {'q': 'liabilities'},
+ 'exceptions': {'q': 'exceptions', 'partner': 'acme', 'kind': 'late', 'from_seq': 17},
+ 'exceptions-bad-seq': {'q': 'exceptions', 'from_seq': -1},
+ 'status': {'q': 'status'},
+ 'unknown-q': {'q': 'drop-tables'},
+ 'q-not-str': {'q': 7},
+ 'no-q': {'partner': 'acme'},
+ 'nested': {'q': 'balance', 'partner': 'acme', 'x': [[[[[[1]]]]]]},
+ 'float': {'q': 'balance', 'x': 1.5},
+ 'bin-partner': {'q': 'balance', 'partner': Bin(b'acme')},
+}
+for n, v in qs.items(): write('fuzz_query', n, mp(v))
+write('fuzz_query', 'ext', mp({'q': Raw(b'\xd4\x01\x00')}))
+
+# fuzz_logread
+write('fuzz_logread', 'from-max', mp({'from': 1, 'max': 4096}))
+write('fuzz_logread', 'zero', mp({'from': 0, 'max': 0}))
+write('fuzz_logread', 'max-u32', mp({'from': 2**64 - 1, 'max': 2**32 - 1}))
+write('fuzz_logread', 'missing', mp({'from': 1}))
+write('fuzz_logread', 'extra-key', mp({'max': 5, 'x': [1, 2], 'from': 3}))
+ev = mp({'type': 'sale', 'id': 'INV-1001', 'at': 1784021400000, 'partner': 'acme', 'sku': 'SW-100',
+         'qty': 2, 'amount': 123450, 'currency': 'USD'})
+h = hashlib.sha256(bytes(32) + struct.pack('>QQH', 1, 1784021400123, 8) + b'pos-acme' + ev).digest()
+write('fuzz_logread', 'record', mp([1, 1784021400123, 'pos-acme', Bin(ev), Bin(h)]))
+
+# fuzz_jsonl: one line per type from the vectors, as records and bare events
+seen = {}
+with open(vectors) as f:
+    for line in f:
+        r = json.loads(line)
+        t = r['event']['type']
+        if t not in seen:
+            seen[t] = line
+            write('fuzz_jsonl', 'record-' + t, line.encode())
+            write('fuzz_jsonl', 'bare-' + t, (json.dumps(r['event'], separators=(',', ':')) + '\n').encode())
+sale = ('{"type":"sale","id":"INV-1001","at":"2026-07-14T09:30:00Z","partner":"acme","sku":"SW-100",'
+        '"qty":2,"amount":123450,"currency":"USD"%s}\n')
+write('fuzz_jsonl', 'sale-iso', (sale % '').encode())
+write('fuzz_jsonl', 'sale-note-limit', (sale % ',"x-note":[[[[[[1]]]]]]').encode())
+write('fuzz_jsonl', 'sale-note-deep', (sale % ',"x-note":[[[[[[[1]]]]]]]').encode())
+write('fuzz_jsonl', 'sale-note-objects', (sale % ',"x":{"a":{"b":{"c":"\\u00e9\\t"}},"":null}').encode())
+write('fuzz_jsonl', 'sale-real', (sale % ',"x":1.5').encode())
+
+# fuzz_csv
+rows = ['INV-1001,acme-var-1,SW-100,2,1234.50,USD,2026-07-14T09:30:00Z\n',
+        'INV-1002,acme-var-1,"HW-7,rack",1,980000,JPY,2026-07-14\n',
+        'INV-1003,acme-var-1,SVC-1,1,12.345,KWD,2026-07-15 08:00:00+03:00\n',
+        'INV-1004,"ac""me",SVC-1,1,12.3,EUR,2026-07-15T08:00:00.250+0200\r\n',
+        'INV-1005,acme,SVC-1,0,1,USD,2026-07-15\n']
+for i, r in enumerate(rows): write('fuzz_csv', 'row-%d' % i, r.encode())
+
+# fuzz_event: unknown-key shapes at and past the limits
+base = {'type': 'sale', 'id': 'S-1', 'at': 1735689600000, 'partner': 'acme', 'sku': 'SKU-9',
+        'qty': 3, 'amount': 123450, 'currency': 'USD'}
+shapes = {
+ 'note-nan': Raw(b'\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00'),
+ 'note-ext': Raw(b'\xd4\x01\x00'),
+ 'note-limit': [[[[[[1]]]]]],
+ 'note-deep': [[[[[[[1]]]]]]],
+ 'note-map': {'a': {'b': [Bin(b'\x00\x01'), 2**64 - 1, -2**63, 0.25, None, True]}},
+ 'note-int-key': Raw(b'\x81\x01\x02'),
+}
+for n, v in shapes.items():
+    e = dict(base); e['x-note'] = v
+    write('fuzz_event', n, mp(e))
