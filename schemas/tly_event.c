@@ -16,8 +16,10 @@
  *   ignored like any unknown key.
  * - A map key that is not a str is malformed (SPEC section 4: maps have
  *   string keys).
- * - Names and free text must be valid UTF-8, so that every accepted event can
- *   be shown as JSON (queries, export) without loss.
+ * - Names and free text must be valid UTF-8 without NUL, so that every
+ *   accepted event can be shown as JSON (queries, export, the views) without
+ *   loss and read back (JSON readers such as jansson refuse "\u0000"; a
+ *   partner named with a NUL made replay fail on its view documents).
  * - `currency` is checked against the pattern [A-Z]{3} only: a table of
  *   every ISO 4217 code would reject a code minted after the build.
  * - A claim's `amount` is validated only for submit, approve and pay [C3];
@@ -581,8 +583,8 @@ static tly_err str_check(const char *s, uint32_t len, str_kind kind, fpath path,
         uint32_t max = kind == SK_NAME ? TLY_NAME_BYTES_MAX : TLY_TEXT_BYTES_MAX;
         if (len < 1 || len > max)
             return fail(fe, TLY_BAD_FIELD, path, "must be 1..%u bytes", max);
-        if (!tly_utf8_valid(s, len))
-            return fail(fe, TLY_BAD_FIELD, path, "must be valid UTF-8");
+        if (!text_ok(s, len))
+            return fail(fe, TLY_BAD_FIELD, path, "must be valid UTF-8 without NUL");
         return TLY_OK;
     }
     }

@@ -376,6 +376,75 @@ START_TEST(test_every_accepted_shape_reaches_every_reader)
 }
 END_TEST
 
+/* Names may hold any UTF-8 but NUL, control characters included (SPEC
+ * section 5 bounds only their length): a program, a partner and sales with
+ * such names reach every reader. A NUL (which made replay fail on the view
+ * documents) is bad_field naming the field. */
+START_TEST(test_names_with_control_characters_reach_every_reader)
+{
+    static const char *const events[] = {
+        "{\"type\":\"program\",\"id\":\"P\",\"at\":1735693342313,\"program\":\"p\\u0001\","
+        "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":[{\"name\":"
+        "\"t\\t\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{\"mode\":"
+        "\"incremental\",\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
+        "\"tier_window_periods\":2}",
+        "{\"type\":\"partner\",\"id\":\"E\",\"at\":1735693342313,\"partner\":\"a\\u0002b\","
+        "\"name\":\"\\u001b[31mred\",\"program\":\"p\\u0001\",\"kind\":\"var\"}",
+        "{\"type\":\"sale\",\"id\":\"S\",\"at\":1735693342313,\"partner\":\"a\\u0002b\","
+        "\"sku\":\"k\\u007f\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
+        "{\"type\":\"sale\",\"id\":\"S2\",\"at\":1735693342313,\"partner\":\"a\\u0002c\","
+        "\"sku\":\"k\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
+    };
+    enum { N = sizeof events / sizeof events[0] };
+    ht_ledger L;
+    ledger_start(&L);
+    void *ctx = zmq_ctx_new();
+    void *sock = dealer(ctx, &L);
+    msgpack_sbuffer *evs[N];
+    for (size_t i = 0; i < N; i++) {
+        json_error_t je;
+        json_t *j = json_loads(events[i], JSON_ALLOW_NUL, &je);
+        ck_assert_msg(j != NULL, "event %zu: %s", i, je.text);
+        evs[i] = msgpack_sbuffer_new();
+        ck_assert_int_eq(tly_json_event_to_mp(j, evs[i], NULL), TLY_OK);
+        json_decref(j);
+    }
+    msgpack_sbuffer frame;
+    ht_reply reply;
+    request(&frame, 1, "finance", 7, evs, N);
+    rpc(sock, &frame, &reply);
+    msgpack_sbuffer_destroy(&frame);
+    ck_assert_int_eq(reply.whole, TLY_OK);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_msg(reply.results[i].err == TLY_OK, "event %zu: %s", i, reply.results[i].message);
+    msgpack_sbuffer *nul = msgpack_sbuffer_new();
+    json_t *j =
+        json_loads("{\"type\":\"sale\",\"id\":\"S3\",\"at\":1735693342313,\"partner\":"
+                   "\"a\\u0000b\",\"sku\":\"k\",\"qty\":1,\"amount\":1,\"currency\":\"USD\"}",
+                   JSON_ALLOW_NUL, NULL);
+    ck_assert_int_eq(tly_json_event_to_mp(j, nul, NULL), TLY_OK);
+    json_decref(j);
+    request(&frame, 2, "finance", 7, &nul, 1);
+    rpc(sock, &frame, &reply);
+    msgpack_sbuffer_destroy(&frame);
+    free_event(nul);
+    ck_assert_int_eq(reply.results[0].err, TLY_BAD_FIELD);
+    ck_assert_str_eq(reply.results[0].field, "partner");
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    ledger_stop(&L);
+    char out[600], views[600];
+    snprintf(out, sizeof out, "%s/export.jsonl", L.dir);
+    snprintf(views, sizeof views, "%s/replay", L.dir);
+    ck_assert_int_eq(audit(&L, "verify", NULL, NULL, NULL), 0);
+    ck_assert_int_eq(audit(&L, "export", NULL, NULL, out), 0);
+    ck_assert_int_eq(audit(&L, "replay", "--out", views, NULL), 0);
+    for (size_t i = 0; i < N; i++)
+        free_event(evs[i]);
+    ledger_done(&L);
+}
+END_TEST
+
 /* A NUL or another control byte in the declared source is malformed for
  * the whole request: nothing is appended under a cut-short name. */
 START_TEST(test_source_control_bytes_malformed)
@@ -509,6 +578,7 @@ static Suite *hostile_suite(void)
     TCase *tc = tcase_create("readers");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_every_accepted_shape_reaches_every_reader);
+    tcase_add_test(tc, test_names_with_control_characters_reach_every_reader);
     tcase_add_test(tc, test_source_control_bytes_malformed);
     tcase_add_test(tc, test_per_event_errors_name_their_field);
     tcase_add_test(tc, test_send_json_lines_at_the_limit);

@@ -507,6 +507,45 @@ START_TEST(test_json_real_path)
 }
 END_TEST
 
+/* Names and texts are UTF-8 without NUL (a NUL in a partner name made
+ * replay fail on its view documents); other control characters are fine
+ * (test_hostile.c shows them reaching every reader). */
+START_TEST(test_names_refuse_nul)
+{
+    static const struct {
+        const char *json;
+        const char *field;
+    } cases[] = {
+        {"{\"type\":\"sale\",\"id\":\"S\",\"at\":1735689600000,\"partner\":\"a\\u0000b\","
+         "\"sku\":\"k\",\"qty\":1,\"amount\":1,\"currency\":\"USD\"}",
+         "partner"},
+        {"{\"type\":\"claim\",\"id\":\"C\",\"at\":1735689600000,\"partner\":\"a\","
+         "\"claim\":\"c\",\"action\":\"reject\",\"reason\":\"no\\u0000\"}",
+         "reason"},
+        {"{\"type\":\"program\",\"id\":\"P\",\"at\":1735689600000,\"program\":\"p\","
+         "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":[{\"name\":"
+         "\"\\u0000\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":1}],\"rebate\":{\"mode\":"
+         "\"incremental\",\"brackets\":[{\"from\":0,\"bps\":1}]},\"mdf_expiry_periods\":1,"
+         "\"tier_window_periods\":1}",
+         "tiers[0].name"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_error_t je;
+        json_t *j = json_loads(cases[i].json, JSON_ALLOW_NUL, &je);
+        ck_assert_msg(j != NULL, "case %zu: %s", i, je.text);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        ck_assert_int_eq(tly_json_event_to_mp(j, &sb, NULL), TLY_OK);
+        json_decref(j);
+        tly_field_error fe;
+        tly_err err = decode(&sb, &fe);
+        ck_assert_msg(err == TLY_BAD_FIELD, "case %zu: %s", i, tly_err_name(err));
+        ck_assert_str_eq(fe.field, cases[i].field);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+END_TEST
+
 /* ---------- source ---------- */
 
 START_TEST(test_source_valid_edges)
@@ -623,6 +662,7 @@ static Suite *values_suite(void)
     tcase_add_test(v, test_values_nobody_reads);
     tcase_add_test(v, test_claim_cancel_amount_any_json);
     tcase_add_test(v, test_key_names_in_fields);
+    tcase_add_test(v, test_names_refuse_nul);
     suite_add_tcase(s, v);
     TCase *js = tcase_create("json");
     tcase_add_test(js, test_json_import_agrees_at_the_limit);
