@@ -308,8 +308,10 @@ static void fname_put(fname *f, const char *s, size_t len)
  * name is always printable UTF-8 that names the key. */
 static void fname_key(fname *f, const char *k, uint32_t len)
 {
+    size_t dot = f->n;
     if (f->n > 0)
         fname_put(f, ".", 1);
+    size_t start = f->n;
     if (len == 0)
         fname_put(f, "\"\"", 2);
     for (uint32_t i = 0; i < len && !f->full;) {
@@ -325,6 +327,10 @@ static void fname_key(fname *f, const char *k, uint32_t len)
         snprintf(esc, sizeof esc, "\\x%02x", c);
         fname_put(f, esc, 4);
         i++;
+    }
+    if (f->full && f->n == start) { /* nothing of the key fit: no dangling "." */
+        f->n = dot;
+        f->buf[dot] = '\0';
     }
 }
 

@@ -391,6 +391,21 @@ START_TEST(test_key_names_in_fields)
     ck_assert_uint_lt(strlen(fe.field), sizeof fe.field);
     ck_assert(tly_utf8_valid(fe.field, strlen(fe.field)));
     msgpack_sbuffer_destroy(&sb);
+    /* an inner key of 4-byte characters that cannot start in the room left
+     * leaves the outer key alone, without a dangling "." */
+    char v[2 + 20 + 9];
+    v[0] = (char)0x81;
+    v[1] = (char)(0xa0 | 20); /* fixstr of 20 bytes: five 4-byte characters */
+    for (int c = 0; c < 5; c++)
+        memcpy(v + 2 + 4 * c, "\xf0\x9d\x84\x9e", 4);
+    memcpy(v + 22, "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", 9);
+    char outer[61];
+    memset(outer, 'o', sizeof outer);
+    sale_with(outer, sizeof outer, v, sizeof v, &sb);
+    ck_assert_int_eq(decode(&sb, &fe), TLY_BAD_FIELD);
+    ck_assert_uint_eq(strlen(fe.field), sizeof outer);
+    ck_assert_int_eq(memcmp(fe.field, outer, sizeof outer), 0);
+    msgpack_sbuffer_destroy(&sb);
 }
 END_TEST
 
