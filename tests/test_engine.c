@@ -1308,8 +1308,10 @@ static void odd_stream(stream *st)
     stream_obj(st, "fin",
                json_pack("{s:s,s:s,s:I,s:s,s:s}", "type", "close", "id", "L1", "at",
                          (json_int_t)Q2_25, "program", ODD_PROGRAM, "period", "2025-Q1"));
+    /* No NUL: the ledger refuses it in names and texts (JSON readers of the
+     * views cannot load "\u0000"); every other control character is here. */
     char reason[64] = "r\"\\/\x7f\xc3\xa9";
-    size_t rlen = strlen(reason) + 1; /* the NUL */
+    size_t rlen = strlen(reason);
     memcpy(reason + rlen, odd_ctl, sizeof odd_ctl - 1);
     rlen += sizeof odd_ctl - 1;
     for (size_t i = 0; i < 4; i++) {
@@ -1362,7 +1364,7 @@ START_TEST(stored_text_escapes)
         fold_flushing(&s, stores, &st, 0, st.count, 3);
         ck_assert_uint_gt(expect_store_is_api(&s, stores, "escapes"), 20);
         static const char *const must[] = {
-            "\\u0000", "\\u0001", "\\u001F", "\\b", "\\f",  "\\n",      "\\r",
+            "\\u0002", "\\u0001", "\\u001F", "\\b", "\\f",  "\\n",      "\\r",
             "\\t",     "\\\"",    "\\\\",    "/",   "\x7f", "\xc3\xa9", "\xf0\x9f\x98\x80"};
         for (size_t m = 0; m < sizeof must / sizeof must[0]; m++)
             ck_assert_msg(store_holds(stores, n, must[m]), "N=%u: no document holds %s", n,
