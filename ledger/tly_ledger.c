@@ -740,6 +740,18 @@ static void refuse_queued(tly_ledger *ld)
     }
 }
 
+/* Lets the events socket process its commands (ZMQ_EVENTS does): the loop
+ * never polls it and, while the events budget is full, never sends on it.
+ * Without this a stopped subscriber that left would keep its pipe and the
+ * records queued for it (the whole budget) for good, no new subscriber would
+ * be attached, and publishing would stop for everyone. */
+static void service_events(tly_ledger *ld)
+{
+    int events;
+    size_t len = sizeof events;
+    zmq_getsockopt(ld->events, ZMQ_EVENTS, &events, &len);
+}
+
 /* Commits and acknowledges everything in hand: the batch in the commit
  * thread and the one being filled. */
 static void finish_in_hand(tly_ledger *ld)
@@ -780,6 +792,7 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
         maybe_submit(ld);
         if (items[1].revents & ZMQ_POLLIN)
             serve_logread(ld);
+        service_events(ld);
     }
     finish_in_hand(ld);
     refuse_queued(ld);

@@ -1,0 +1,1615 @@
+/*
+ * test_readers.c — the read side and the ledger's resource bounds (issue 8):
+ * private data files whatever the caller's umask, read roles on the events,
+ * log-read and query sockets, memory bounded by configuration against
+ * clients that never read, and log-read serving records of any size.
+ *
+ * Every case runs the real `tally` binary ($TALLY_BIN) as child processes on
+ * free loopback ports with a fresh data directory, and talks to it with real
+ * ZeroMQ sockets from this process. Children are started with
+ * PR_SET_PDEATHSIG so that a failing or timed-out case leaves no process
+ * behind; a passing case removes its directory. No assertion depends on
+ * timing: deadlines only keep a broken build from hanging, and a silence is
+ * only ever asserted together with a ZeroMQ monitor event that proves the
+ * handshake was refused. The memory cases print their measured figures.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "testutil.h"
+#include "tly_json.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_os.h"
+#include "tly_query.h"
+#include "tly_wire.h"
+
+/* Deadlines that only keep a broken build from hanging the suite. */
+#define RT_READY_MS 15000     /* a service binds its sockets */
+#define RT_REPLY_MS 15000     /* a reply from a running service */
+#define RT_EXIT_MS 30000      /* a signalled service exits */
+#define RT_RUN_MS 150000      /* a `tally send`, `consume` or `status` finishes */
+#define RT_PROGRESS_MS 180000 /* the ledger works through a load it was given */
+/* How long a socket whose handshake was refused is watched for a message
+ * that must not come (the refusal itself is proven by the monitor). */
+#define RT_SILENCE_MS 1000
+
+/* A business time well inside [2000, recorded + 1 day]. */
+#define RT_AT_MS 1735693342313LL
+
+#define RT_MIB ((size_t)1 << 20)
+
+/* Under AddressSanitizer the ledger's heap is ASan's: freed memory waits in
+ * its quarantine and every byte has shadow memory, so its RSS says nothing
+ * about the budgets. The sanitizer run drives the same loads (the replies
+ * load smaller: the ledger is several times slower) and checks everything
+ * else; it prints the figures, and the release run asserts them. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RT_SANITIZED 1
+#endif
+#endif
+#ifndef RT_SANITIZED
+#define RT_SANITIZED 0
+#endif
+
+/* The memory cases. 16 clients that never read send 1024 requests each of
+ * TLY_BATCH_EVENTS_MAX invalid events (the integer 1): about 68 MB of
+ * requests, each answered by a reply of about 40 times its size. Under a
+ * sanitizer 256 each: still several times what one peer may have queued. */
+#define RT_MEM_CLIENTS 16
+#define RT_MEM_REQUESTS (RT_SANITIZED ? 256 : 1024)
+/* Besides the budgets the ledger holds its two batches (a few MiB), the
+ * requests read ahead from each peer (TLY_LEDGER_PEER_REQUESTS_MAX of 4 KiB
+ * here), ZeroMQ's own buffers and the allocator's slack. */
+#define RT_MEM_SLACK_BYTES (64 * RT_MIB)
+/* Once the clients are gone the ledger's memory is back within this of its
+ * base, after at most RT_MEM_SETTLE_MS. */
+#define RT_MEM_SETTLED_BYTES (64 * RT_MIB)
+#define RT_MEM_SETTLE_MS 20000
+/* The stopped subscriber: records of about 1 MiB, four times the events
+ * budget in all. */
+#define RT_BIG_EVENTS 256
+#define RT_BIG_NOTE_BYTES RT_MIB
+/* Receive buffer of a client that does not read: small, so that the
+ * ledger meets its bounds rather than the kernel absorbing the backlog. */
+#define RT_STALLED_RCVBUF 65536
+
+/* ------------------------------------------------------------------ */
+/* processes                                                           */
+
+static void redirect_fd(int fd, const char *path, int flags)
+{
+    int f = open(path ? path : "/dev/null", flags, 0644);
+    if (f < 0)
+        _exit(126);
+    dup2(f, fd);
+    close(f);
+}
+
+/* Starts argv with stdout/stderr appended to out/err (NULL: discarded); the
+ * child is killed when this test process dies. */
+static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
+{
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(125);
+        redirect_fd(0, NULL, O_RDONLY);
+        redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
+        redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int status_code(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
+
+/* Waits for pid; after timeout_ms it is killed and -1 returned. */
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return status_code(st);
+        if (r < 0 && errno != EINTR)
+            return -2;
+        if (waited >= timeout_ms) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            return -1;
+        }
+        tu_sleep_ms(10);
+    }
+}
+
+static bool exited(pid_t pid, int *code)
+{
+    int st;
+    if (waitpid(pid, &st, WNOHANG) != pid)
+        return false;
+    *code = status_code(st);
+    return true;
+}
+
+static void dump_file(const char *what, const char *path)
+{
+    char *text = tu_read_file(path, NULL);
+    fprintf(stderr, "---- %s (%s) ----\n%s\n----\n", what, path, text ? text : "(none)");
+    free(text);
+}
+
+/* ------------------------------------------------------------------ */
+/* the ledger and the other services under test                        */
+
+typedef struct rt_ledger {
+    char dir[512]; /* this test's temp dir; removed when the test passes */
+    char data[600];
+    char logdir[640];
+    char logfile[640]; /* the ledger's stdout and stderr */
+    char ingest[64];
+    char events[64];
+    char logread[64];
+    char dead[64]; /* an endpoint nothing listens on */
+    pid_t pid;
+} rt_ledger;
+
+static void rt_init(rt_ledger *L)
+{
+    memset(L, 0, sizeof *L);
+    char *tmp = tu_tmpdir();
+    snprintf(L->dir, sizeof L->dir, "%s", tmp);
+    free(tmp);
+    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
+    snprintf(L->logdir, sizeof L->logdir, "%s/data/log", L->dir);
+    snprintf(L->logfile, sizeof L->logfile, "%s/ledger.log", L->dir);
+    tu_endpoint(L->ingest, sizeof L->ingest);
+    tu_endpoint(L->events, sizeof L->events);
+    tu_endpoint(L->logread, sizeof L->logread);
+    tu_endpoint(L->dead, sizeof L->dead);
+}
+
+/* Waits until pid listens on every endpoint of eps (NULL-terminated). */
+static void wait_ready(pid_t pid, const char *const *eps, const char *log, const char *what)
+{
+    for (int waited = 0; *eps;) {
+        int code;
+        if (exited(pid, &code)) {
+            dump_file(what, log);
+            ck_abort_msg("%s exited with %d while starting", what, code);
+        }
+        if (tu_wait_listening(*eps, 0)) {
+            eps++;
+            continue;
+        }
+        waited += 20;
+        if (waited > RT_READY_MS) {
+            dump_file(what, log);
+            ck_abort_msg("%s is not listening on %s", what, *eps);
+        }
+        tu_sleep_ms(20);
+    }
+}
+
+/* Starts `tally ledger` with extra arguments (NULL-terminated, may be NULL)
+ * and waits until its three sockets accept connections. */
+static void rt_start(rt_ledger *L, const char *const *extra)
+{
+    const char *argv[40];
+    int n = 0;
+    const char *fixed[] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
+                           L->ingest,  "--events", L->events, "--log-read", L->logread};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = fixed[i];
+    for (; extra && *extra && n < 39; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    L->pid = spawn_tied(argv, L->logfile, L->logfile);
+    const char *eps[] = {L->ingest, L->events, L->logread, NULL};
+    wait_ready(L->pid, eps, L->logfile, "tally ledger");
+}
+
+/* Stops a service with SIGTERM; returns its exit status (-1: it hung). */
+static int stop_pid(pid_t *pid)
+{
+    ck_assert_int_gt(*pid, 0);
+    kill(*pid, SIGTERM);
+    int code = wait_exit(*pid, RT_EXIT_MS);
+    *pid = 0;
+    return code;
+}
+
+/* Stops a running ledger cleanly and removes the test directory. Called at
+ * the end of a passing test only: a failing one keeps its files. */
+static void rt_done(rt_ledger *L)
+{
+    if (L->pid > 0)
+        ck_assert_int_eq(stop_pid(&L->pid), 0);
+    tu_rmtree(strdup(L->dir));
+}
+
+/* Runs `tally ARGS...` to completion; stdout and stderr go to DIR/TAG.out
+ * and DIR/TAG.err. Returns the exit status. */
+static int rt_run(const rt_ledger *L, const char *tag, const char *const *args)
+{
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = tu_tally();
+    for (; *args && n < 39; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    char out[700], err[700];
+    snprintf(out, sizeof out, "%s/%s.out", L->dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", L->dir, tag);
+    unlink(out);
+    unlink(err);
+    int code = wait_exit(spawn_tied(argv, out, err), RT_RUN_MS);
+    if (code != 0)
+        dump_file(tag, err);
+    return code;
+}
+
+/* The stdout (ext "out") or stderr ("err") of an rt_run; malloc'd. */
+static char *rt_output(const rt_ledger *L, const char *tag, const char *ext)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.%s", L->dir, tag, ext);
+    char *text = tu_read_file(path, NULL);
+    return text ? text : strdup("");
+}
+
+static void write_text(const char *path, const char *text)
+{
+    ck_assert(tu_write_file(path, text, strlen(text)));
+}
+
+/* Sends the JSON lines in text with `tally send OPTS...` (NULL-terminated:
+ * the source or the CURVE keys) and checks that all `count` were sent. */
+static void send_lines(const rt_ledger *L, const char *tag, const char *const *opts,
+                       const char *text, long count)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.jsonl", L->dir, tag);
+    write_text(path, text);
+    const char *args[16] = {"send", "--ingest", L->ingest};
+    int n = 3;
+    for (; *opts && n < 14; opts++)
+        args[n++] = *opts;
+    args[n++] = path;
+    args[n] = NULL;
+    ck_assert_int_eq(rt_run(L, tag, args), 0);
+    char *out = rt_output(L, tag, "out");
+    long sent = -1, dups = -1, rejected = -1;
+    ck_assert_msg(sscanf(out, "sent %ld, duplicates %ld, rejected %ld", &sent, &dups, &rejected) ==
+                      3,
+                  "tally send printed: %s", out);
+    ck_assert_msg(sent == count && dups == 0 && rejected == 0,
+                  "tally send: sent %ld, duplicates %ld, rejected %ld; expected sent %ld", sent,
+                  dups, rejected, count);
+    free(out);
+}
+
+/* `count` sales with ids PREFIX-0.. for partner acme, as JSON lines. */
+static char *sales_lines(const char *prefix, int count)
+{
+    size_t cap = (size_t)count * 256 + 1, used = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    text[0] = '\0';
+    for (int i = 0; i < count; i++)
+        used += (size_t)snprintf(text + used, cap - used,
+                                 "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":"
+                                 "\"acme\",\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,"
+                                 "\"currency\":\"USD\"}\n",
+                                 prefix, i, RT_AT_MS + i, 1000 + i);
+    return text;
+}
+
+/* The ledger is healthy: a normal `tally send` of a few events succeeds. */
+static void assert_healthy(const rt_ledger *L, const char *prefix)
+{
+    char *lines = sales_lines(prefix, 3);
+    const char *opts[] = {"--source", "dist-health", NULL};
+    send_lines(L, prefix, opts, lines, 3);
+    free(lines);
+}
+
+/* The log's head, read-only from DIR/log. */
+static uint64_t log_head(const rt_ledger *L)
+{
+    tly_log *log = NULL;
+    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
+    uint64_t head = 0;
+    ck_assert_int_eq(tly_log_head(log, &head, NULL), TLY_OK);
+    tly_log_close(log);
+    return head;
+}
+
+/* ------------------------------------------------------------------ */
+/* CURVE keys                                                          */
+
+typedef struct rt_keys {
+    char pub[41];
+    char sec[41];
+    char file[700]; /* the secret key file */
+} rt_keys;
+
+static void make_keys(const rt_ledger *L, const char *name, rt_keys *k)
+{
+    ck_assert_int_eq(zmq_curve_keypair(k->pub, k->sec), 0);
+    snprintf(k->file, sizeof k->file, "%s/%s.key", L->dir, name);
+    char text[64];
+    int n = snprintf(text, sizeof text, "%s\n", k->sec);
+    ck_assert(tu_write_file(k->file, text, (size_t)n));
+}
+
+/* One key of the role tests: its source name and roles in authorized_keys
+ * and what it may do on each socket. */
+typedef struct rt_role {
+    const char *name;
+    const char *roles;
+    bool reads_log;   /* events and log-read */
+    bool asks_all;    /* every query */
+    const char *mine; /* the partner a partner:ID key asks about */
+    rt_keys keys;
+} rt_role;
+
+#define RT_ROLES 8
+static void roles_init(rt_role r[RT_ROLES])
+{
+    const rt_role init[RT_ROLES] = {
+        {"r-sales", "sales", false, false, NULL, {{0}, {0}, {0}}},
+        {"r-certs", "certs", false, false, NULL, {{0}, {0}, {0}}},
+        {"r-claims", "claims", false, false, NULL, {{0}, {0}, {0}}},
+        {"r-finance", "finance", true, true, NULL, {{0}, {0}, {0}}},
+        {"r-reader", "reader", true, false, NULL, {{0}, {0}, {0}}},
+        {"r-auditor", "auditor", true, true, NULL, {{0}, {0}, {0}}},
+        {"r-partner", "partner:acme", false, false, "acme", {{0}, {0}, {0}}},
+        {"r-mixed", "sales,reader", true, false, NULL, {{0}, {0}, {0}}},
+    };
+    memcpy(r, init, sizeof init);
+}
+
+/* Makes every role's keys, the server's and a stranger's (not listed), and
+ * writes DIR/authorized_keys into authz. */
+static void roles_keys(const rt_ledger *L, rt_role r[RT_ROLES], rt_keys *server, rt_keys *stranger,
+                       char *authz, size_t cap)
+{
+    make_keys(L, "server", server);
+    make_keys(L, "stranger", stranger);
+    char text[4096] = "# the keys of test_readers\n";
+    for (int i = 0; i < RT_ROLES; i++) {
+        make_keys(L, r[i].name, &r[i].keys);
+        size_t used = strlen(text);
+        snprintf(text + used, sizeof text - used, "%s %s %s\n", r[i].keys.pub, r[i].name,
+                 r[i].roles);
+    }
+    snprintf(authz, cap, "%s/authorized_keys", L->dir);
+    write_text(authz, text);
+}
+
+/* ------------------------------------------------------------------ */
+/* raw ZeroMQ                                                          */
+
+static void *rt_ctx(void)
+{
+    void *ctx = zmq_ctx_new();
+    ck_assert_ptr_nonnull(ctx);
+    return ctx;
+}
+
+/* An unconnected socket; with server_pub, a CURVE client with keys k. */
+static void *rt_sock(void *ctx, int type, const char *server_pub, const rt_keys *k)
+{
+    void *s = zmq_socket(ctx, type);
+    ck_assert_ptr_nonnull(s);
+    int linger = 0, sndtimeo = RT_REPLY_MS;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    if (server_pub) {
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 40), 0);
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, k->pub, 40), 0);
+        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, k->sec, 40), 0);
+    }
+    return s;
+}
+
+static void *rt_connect(void *s, const char *ep)
+{
+    ck_assert_int_eq(zmq_connect(s, ep), 0);
+    return s;
+}
+
+/* A socket that never reads: one message queued in ZeroMQ at most and a
+ * small kernel receive buffer, so the backlog stays in the ledger. */
+static void set_stalled(void *s)
+{
+    int one = 1, rcvbuf = RT_STALLED_RCVBUF, sndtimeo = RT_PROGRESS_MS;
+    ck_assert_int_eq(zmq_setsockopt(s, ZMQ_RCVHWM, &one, sizeof one), 0);
+    ck_assert_int_eq(zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+    ck_assert_int_eq(zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo), 0);
+}
+
+static void send_frame(void *sock, const void *buf, size_t len)
+{
+    ck_assert_int_eq(zmq_send(sock, buf, len, 0), (int)len);
+}
+
+/* Sends a request that may find no connection to go out on (a refused
+ * handshake closes it until the next attempt): false when it could not be
+ * sent within the socket's ZMQ_SNDTIMEO, and then no answer can come. */
+static bool send_request(void *sock, const void *buf, size_t len)
+{
+    if (zmq_send(sock, buf, len, 0) == (int)len)
+        return true;
+    ck_assert_int_eq(zmq_errno(), EAGAIN);
+    return false;
+}
+
+/* A socket of a refused key: a request waits a short while for a
+ * connection attempt to go out on. */
+static void set_refused(void *s)
+{
+    int sndtimeo = RT_SILENCE_MS;
+    ck_assert_int_eq(zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo), 0);
+}
+
+/* Receives one single-frame message within timeout_ms; false on timeout. */
+static bool recv_frame(void *sock, int timeout_ms, uint8_t **buf, size_t *len)
+{
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    int rc;
+    while ((rc = zmq_poll(&it, 1, timeout_ms)) < 0 && zmq_errno() == EINTR)
+        ;
+    if (rc <= 0)
+        return false;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
+    ck_assert_msg(!zmq_msg_more(&m), "expected a single-frame reply");
+    *len = zmq_msg_size(&m);
+    *buf = malloc(*len + 1);
+    memcpy(*buf, zmq_msg_data(&m), *len);
+    zmq_msg_close(&m);
+    return true;
+}
+
+/* Receives one [topic, record] message of the events socket within
+ * timeout_ms and returns the record's seq (0: none came). */
+static uint64_t sub_recv_seq(void *sub, int timeout_ms)
+{
+    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return 0;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
+    ck_assert_msg(zmq_msg_more(&m), "events message without a record frame");
+    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
+    ck_assert_msg(!zmq_msg_more(&m), "events message with more than 2 frames");
+    tly_record rec;
+    ck_assert_int_eq(tly_record_decode(zmq_msg_data(&m), zmq_msg_size(&m), &rec), TLY_OK);
+    zmq_msg_close(&m);
+    return rec.seq;
+}
+
+/* Watches a socket's handshakes: call before connecting it. */
+static void *monitor(void *ctx, void *s)
+{
+    static int counter;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://rt-monitor-%d", counter++);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+    ck_assert_int_eq(zmq_socket_monitor(s, ep, events), 0);
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    int linger = 0;
+    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger);
+    ck_assert_int_eq(zmq_connect(mon, ep), 0);
+    return mon;
+}
+
+/* The first handshake outcome the monitor reports: 1 succeeded, -1 refused
+ * (*status gets ZAP's status code for an authentication failure), 0 none
+ * within RT_REPLY_MS. */
+static int handshake(void *mon, int *status)
+{
+    zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, RT_REPLY_MS) <= 0)
+        return 0;
+    uint8_t ev[6];
+    ck_assert_int_eq(zmq_recv(mon, ev, sizeof ev, 0), 6);
+    char addr[256];
+    ck_assert_int_ge(zmq_recv(mon, addr, sizeof addr, 0), 0);
+    uint16_t event;
+    uint32_t value;
+    memcpy(&event, ev, 2);
+    memcpy(&value, ev + 2, 4);
+    *status = (int)value;
+    return event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED ? 1 : -1;
+}
+
+/* Asserts that the socket watched by mon was refused by authentication. */
+static void assert_refused(void *mon, const char *who)
+{
+    int status = 0;
+    int outcome = handshake(mon, &status);
+    ck_assert_msg(outcome == -1, "%s: handshake %s", who,
+                  outcome == 1 ? "succeeded" : "neither succeeded nor failed");
+    ck_assert_msg(status == 400, "%s: ZAP status %d, expected 400", who, status);
+}
+
+static void assert_admitted(void *mon, const char *who)
+{
+    int status = 0;
+    ck_assert_msg(handshake(mon, &status) == 1, "%s: handshake refused (%d)", who, status);
+}
+
+/* ------------------------------------------------------------------ */
+/* MessagePack and ingest                                              */
+
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, key, n) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    msgpack_pack_str_with_body(pk, k, strlen(k));
+    msgpack_pack_str_with_body(pk, v, strlen(v));
+}
+
+static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+    msgpack_pack_str_with_body(pk, k, strlen(k));
+    msgpack_pack_int64(pk, v);
+}
+
+/* A sale of partner acme; with note_len > 0 it carries an unknown key
+ * "x-note" holding a string of that many bytes. Appended to sb. */
+static void pack_sale(msgpack_sbuffer *sb, const char *id, size_t note_len)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, note_len ? 9 : 8);
+    pack_kv_str(&pk, "type", "sale");
+    pack_kv_str(&pk, "id", id);
+    pack_kv_int(&pk, "at", RT_AT_MS);
+    pack_kv_str(&pk, "partner", "acme");
+    pack_kv_str(&pk, "sku", "SKU-1");
+    pack_kv_int(&pk, "qty", 1);
+    pack_kv_int(&pk, "amount", 100);
+    pack_kv_str(&pk, "currency", "USD");
+    if (note_len) {
+        char *note = malloc(note_len);
+        ck_assert_ptr_nonnull(note);
+        memset(note, 'n', note_len);
+        msgpack_pack_str_with_body(&pk, "x-note", 6);
+        msgpack_pack_str_with_body(&pk, note, note_len);
+        free(note);
+    }
+}
+
+/* A request {"req", "source"?, "events": [one sale]} into out (cleared). */
+static void sale_request(msgpack_sbuffer *out, uint64_t req, const char *source, const char *id,
+                         size_t note_len)
+{
+    msgpack_sbuffer ev;
+    msgpack_sbuffer_init(&ev);
+    pack_sale(&ev, id, note_len);
+    tly_span span = {(const uint8_t *)ev.data, ev.size};
+    msgpack_sbuffer_clear(out);
+    ck_assert_int_eq(tly_wire_ingest_encode(out, req, source, false, &span, 1), TLY_OK);
+    msgpack_sbuffer_destroy(&ev);
+}
+
+/* Sends one ingest frame and returns the result of its single event;
+ * *seq gets its seq when accepted. */
+static tly_err ingest_one(void *d, const msgpack_sbuffer *frame, uint64_t *seq)
+{
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    send_frame(d, frame->data, frame->size);
+    ck_assert_msg(recv_frame(d, RT_REPLY_MS, &reply, &len), "no ingest reply");
+    uint64_t req;
+    tly_ingest_result res[1];
+    uint32_t count = 0;
+    char msg[160];
+    tly_err whole = tly_wire_reply_decode(reply, len, &req, res, 1, &count, msg, sizeof msg);
+    free(reply);
+    ck_assert_msg(whole == TLY_OK, "ingest: whole-request error %s (%s)", tly_err_name(whole), msg);
+    ck_assert_uint_eq(count, 1);
+    if (seq)
+        *seq = res[0].seq;
+    return res[0].err;
+}
+
+/* Sends a sale (req, id) and asserts it was appended; returns its seq. */
+static uint64_t ingest_sale(void *d, uint64_t req, const char *source, const char *id,
+                            size_t note_len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sale_request(&sb, req, source, id, note_len);
+    uint64_t seq = 0;
+    tly_err err = ingest_one(d, &sb, &seq);
+    ck_assert_msg(err == TLY_OK, "sale %s: %s", id, tly_err_name(err));
+    msgpack_sbuffer_destroy(&sb);
+    return seq;
+}
+
+/* ------------------------------------------------------------------ */
+/* log-read                                                            */
+
+typedef struct rt_logread {
+    bool answered;
+    char error[32];   /* the "error" code of an error reply */
+    uint32_t records; /* records served, checked against the log from `from` on */
+    uint64_t head;
+    size_t bytes; /* the reply frame */
+} rt_logread;
+
+/* Checks the served records: consecutive seqs from `from`, each exactly the
+ * stored bytes. */
+static void check_records(const rt_ledger *L, const msgpack_object *recs, uint64_t from)
+{
+    tly_log *log = NULL;
+    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
+    tly_log_reader *rd = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, from, &rd), TLY_OK);
+    for (uint32_t i = 0; i < recs->via.array.size; i++) {
+        const msgpack_object *b = &recs->via.array.ptr[i];
+        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
+        tly_record rec, stored;
+        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
+        ck_assert_uint_eq(rec.seq, from + i);
+        ck_assert_int_eq(tly_log_reader_next(rd, &stored), TLY_OK);
+        ck_assert_msg(stored.raw_len == b->via.bin.size &&
+                          memcmp(stored.raw, b->via.bin.ptr, stored.raw_len) == 0,
+                      "log-read record %llu differs from the stored bytes",
+                      (unsigned long long)rec.seq);
+    }
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+}
+
+static void logread_decode(const rt_ledger *L, const uint8_t *buf, size_t len, uint64_t from,
+                           rt_logread *out)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *err = map_get(&u.data, "error");
+    const msgpack_object *recs = map_get(&u.data, "records");
+    const msgpack_object *head = map_get(&u.data, "head");
+    if (err) {
+        ck_assert_int_eq(err->type, MSGPACK_OBJECT_STR);
+        ck_assert_ptr_null(recs);
+        snprintf(out->error, sizeof out->error, "%.*s", (int)err->via.str.size, err->via.str.ptr);
+    } else {
+        ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
+        ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
+        out->records = recs->via.array.size;
+        out->head = head->via.u64;
+        check_records(L, recs, from);
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+/* Asks log-read for {"from", "max"}; waits timeout_ms for the answer. */
+static rt_logread logread(const rt_ledger *L, void *lr, uint64_t from, uint32_t max, int timeout_ms)
+{
+    rt_logread out = {0};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tly_wire_logread_encode(&pk, from, max);
+    bool sent = send_request(lr, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    uint8_t *reply = NULL;
+    if (!sent || !recv_frame(lr, timeout_ms, &reply, &out.bytes))
+        return out;
+    out.answered = true;
+    logread_decode(L, reply, out.bytes, from, &out);
+    free(reply);
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. private data files                                               */
+
+static int g_tree_entries; /* entries the walk looked at */
+
+static int check_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    g_tree_entries++;
+    mode_t mode = st->st_mode & 07777;
+    if (flag == FTW_D)
+        ck_assert_msg(mode == TLY_DIR_MODE, "%s: mode %04o, expected %04o", path, mode,
+                      TLY_DIR_MODE);
+    else if (flag == FTW_F)
+        ck_assert_msg(mode == TLY_FILE_MODE, "%s: mode %04o, expected %04o", path, mode,
+                      TLY_FILE_MODE);
+    else
+        ck_abort_msg("%s: neither a directory nor a regular file (%d)", path, flag);
+    return 0;
+}
+
+static void assert_mode(const char *data, const char *rel, mode_t want)
+{
+    char path[900];
+    snprintf(path, sizeof path, "%s%s", data, rel);
+    struct stat st;
+    ck_assert_msg(stat(path, &st) == 0, "%s: %s", path, strerror(errno));
+    ck_assert_msg((st.st_mode & 07777) == want, "%s: mode %04o, expected %04o", path,
+                  st.st_mode & 07777, want);
+}
+
+/* Runs a ledger, a few events and `tally consume --exit-at-head` with the
+ * given umask inherited from this process, then checks every mode. */
+static void modes_under(mode_t mask)
+{
+    rt_ledger L;
+    rt_init(&L);
+    mode_t old = umask(mask);
+    rt_start(&L, NULL);
+    char *lines = sales_lines("m", 5);
+    const char *opts[] = {"--source", "dist-modes", NULL};
+    send_lines(&L, "send", opts, lines, 5);
+    free(lines);
+    const char *consume[] = {"consume", "--data", L.data, "--exit-at-head", NULL};
+    ck_assert_int_eq(rt_run(&L, "consume", consume), 0);
+    ck_assert_int_eq(stop_pid(&L.pid), 0);
+    umask(old);
+
+    const char *dirs[] = {"", "/log", "/views", "/views/0-of-1"};
+    const char *files[] = {"/log/data.mdb", "/log/lock.mdb", "/views/0-of-1/data.mdb",
+                           "/views/0-of-1/lock.mdb"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        assert_mode(L.data, dirs[i], TLY_DIR_MODE);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        assert_mode(L.data, files[i], TLY_FILE_MODE);
+    /* And everything else under DIR, whatever it is called. */
+    g_tree_entries = 0;
+    ck_assert_int_eq(nftw(L.data, check_entry, 16, FTW_PHYS), 0);
+    ck_assert_int_ge(g_tree_entries, 8);
+    rt_done(&L);
+}
+
+START_TEST(test_private_modes_umask_0)
+{
+    modes_under(0);
+}
+END_TEST
+
+START_TEST(test_private_modes_umask_022)
+{
+    modes_under(022);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 2. read roles on the events and log-read sockets                    */
+
+/* A CURVE ledger that knows every role's key (not the stranger's). */
+typedef struct curve_ledger {
+    rt_ledger L;
+    rt_role roles[RT_ROLES];
+    rt_keys server, stranger;
+    char authz[700];
+    void *ctx;
+} curve_ledger;
+
+static void curve_start(curve_ledger *c)
+{
+    rt_init(&c->L);
+    roles_init(c->roles);
+    roles_keys(&c->L, c->roles, &c->server, &c->stranger, c->authz, sizeof c->authz);
+    const char *extra[] = {"--curve-secret", c->server.file, "--authorized-keys",
+                           c->authz,         "--no-sync",    NULL};
+    rt_start(&c->L, extra);
+    c->ctx = rt_ctx();
+}
+
+/* Key i of the role tests; RT_ROLES is the stranger. */
+static const rt_keys *key_of(const curve_ledger *c, int i)
+{
+    return i < RT_ROLES ? &c->roles[i].keys : &c->stranger;
+}
+
+static const char *name_of(const curve_ledger *c, int i)
+{
+    return i < RT_ROLES ? c->roles[i].name : "stranger";
+}
+
+static bool reads_log(const curve_ledger *c, int i)
+{
+    return i < RT_ROLES && c->roles[i].reads_log;
+}
+
+/* A subscriber per key, each watched by a monitor. */
+typedef struct subs {
+    void *sock[RT_ROLES + 1];
+    void *mon[RT_ROLES + 1];
+    uint64_t last[RT_ROLES + 1]; /* the last seq each received */
+} subs;
+
+static void subs_open(curve_ledger *c, subs *s)
+{
+    for (int i = 0; i <= RT_ROLES; i++) {
+        s->sock[i] = rt_sock(c->ctx, ZMQ_SUB, c->server.pub, key_of(c, i));
+        ck_assert_int_eq(zmq_setsockopt(s->sock[i], ZMQ_SUBSCRIBE, "", 0), 0);
+        s->mon[i] = monitor(c->ctx, s->sock[i]);
+        rt_connect(s->sock[i], c->L.events);
+        s->last[i] = 0;
+    }
+}
+
+static void subs_close(subs *s)
+{
+    for (int i = 0; i <= RT_ROLES; i++) {
+        zmq_close(s->mon[i]);
+        zmq_close(s->sock[i]);
+    }
+}
+
+/* Takes what subscriber i has received so far, waiting up to wait_ms for
+ * the first message; seqs must increase. */
+static void sub_take(subs *s, int i, int wait_ms)
+{
+    uint64_t seq;
+    while ((seq = sub_recv_seq(s->sock[i], wait_ms)) != 0) {
+        ck_assert_uint_gt(seq, s->last[i]);
+        s->last[i] = seq;
+        wait_ms = 0;
+    }
+}
+
+/* A subscription takes effect some time after the handshake: sends sales
+ * with the finance key until every reading key has received one. */
+static void publish_until_heard(curve_ledger *c, void *fin, subs *s)
+{
+    for (int k = 0; k < 100; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "ev-%d", k);
+        ingest_sale(fin, (uint64_t)k + 1, NULL, id, 0);
+        bool all = true;
+        for (int i = 0; i < RT_ROLES; i++) {
+            if (!reads_log(c, i))
+                continue;
+            sub_take(s, i, s->last[i] ? 0 : 100);
+            all = all && s->last[i] != 0;
+        }
+        if (all)
+            return;
+    }
+    ck_abort_msg("a reading key received no published record");
+}
+
+/* The events socket admits reader, auditor and finance keys only: each of
+ * them receives every record up to a final one, the others are refused at
+ * the handshake and receive nothing. */
+START_TEST(test_events_roles)
+{
+    curve_ledger c;
+    curve_start(&c);
+    subs s;
+    subs_open(&c, &s);
+    int fin_i = 3;
+    ck_assert_str_eq(c.roles[fin_i].roles, "finance");
+    void *fin =
+        rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[fin_i].keys), c.L.ingest);
+    publish_until_heard(&c, fin, &s);
+    uint64_t final = ingest_sale(fin, 1000, NULL, "ev-final", 0);
+    for (int i = 0; i <= RT_ROLES; i++) {
+        if (!reads_log(&c, i))
+            continue;
+        while (s.last[i] < final) {
+            uint64_t before = s.last[i];
+            sub_take(&s, i, RT_REPLY_MS);
+            ck_assert_msg(s.last[i] > before, "%s: seq %llu was not published to it",
+                          name_of(&c, i), (unsigned long long) final);
+        }
+        assert_admitted(s.mon[i], name_of(&c, i));
+    }
+    for (int i = 0; i <= RT_ROLES; i++) {
+        if (reads_log(&c, i))
+            continue;
+        assert_refused(s.mon[i], name_of(&c, i));
+        ck_assert_msg(sub_recv_seq(s.sock[i], RT_SILENCE_MS) == 0,
+                      "%s (%s) received a published record", name_of(&c, i),
+                      i < RT_ROLES ? c.roles[i].roles : "unknown key");
+    }
+    zmq_close(fin);
+    subs_close(&s);
+    zmq_ctx_term(c.ctx);
+    rt_done(&c.L);
+}
+END_TEST
+
+/* Log-read with key i: records for a reading key, forbidden for another
+ * listed key, no answer (the handshake is refused) for the stranger. */
+static void logread_as(curve_ledger *c, int i, uint64_t head)
+{
+    void *lr = rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, key_of(c, i));
+    void *mon = monitor(c->ctx, lr);
+    rt_connect(lr, c->L.logread);
+    const char *who = name_of(c, i);
+    if (i == RT_ROLES) {
+        set_refused(lr);
+        assert_refused(mon, who);
+        rt_logread r = logread(&c->L, lr, 1, 100, RT_SILENCE_MS);
+        ck_assert_msg(!r.answered, "an unknown key was answered by log-read");
+    } else {
+        rt_logread r = logread(&c->L, lr, 1, 100, RT_REPLY_MS);
+        ck_assert_msg(r.answered, "%s: no log-read reply", who);
+        if (reads_log(c, i)) {
+            ck_assert_msg(r.error[0] == '\0', "%s (%s): log-read error %s", who, c->roles[i].roles,
+                          r.error);
+            ck_assert_uint_eq(r.records, head);
+            ck_assert_uint_eq(r.head, head);
+        } else {
+            ck_assert_msg(strcmp(r.error, "forbidden") == 0, "%s (%s): log-read gave '%s' (%u)",
+                          who, c->roles[i].roles, r.error, r.records);
+        }
+        assert_admitted(mon, who);
+    }
+    zmq_close(mon);
+    zmq_close(lr);
+}
+
+START_TEST(test_logread_roles)
+{
+    curve_ledger c;
+    curve_start(&c);
+    void *fin = rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[3].keys), c.L.ingest);
+    for (int k = 0; k < 5; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "lr-%d", k);
+        ingest_sale(fin, (uint64_t)k + 1, NULL, id, 0);
+    }
+    uint64_t head = log_head(&c.L);
+    ck_assert_uint_eq(head, 5);
+    for (int i = 0; i <= RT_ROLES; i++)
+        logread_as(&c, i, head);
+
+    /* Reading is not writing: the reader key may not send a sale. */
+    ck_assert_str_eq(c.roles[4].roles, "reader");
+    void *rd = rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[4].keys), c.L.ingest);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sale_request(&sb, 1, NULL, "rd-1", 0);
+    ck_assert_int_eq(ingest_one(rd, &sb, NULL), TLY_FORBIDDEN);
+    ck_assert_uint_eq(log_head(&c.L), head);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(rd);
+    zmq_close(fin);
+    zmq_ctx_term(c.ctx);
+    rt_done(&c.L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 3. read roles on the query service                                  */
+
+/* A program, two partners, their sales and claims (shapes of the seed101
+ * vector), sent by finance. */
+static const char QUERY_EVENTS[] =
+    "{\"at\":1735689600000,\"currency\":\"USD\",\"id\":\"FIN-1\",\"mdf_expiry_periods\":2,"
+    "\"period\":\"quarter\",\"program\":\"apex\",\"rebate\":{\"brackets\":[{\"bps\":100,"
+    "\"from\":0},{\"bps\":200,\"from\":3600000}],\"mode\":\"retroactive\"},"
+    "\"tier_window_periods\":2,\"tiers\":[{\"mdf_bps\":100,\"min_certs\":0,\"min_revenue\":0,"
+    "\"name\":\"Authorized\"},{\"mdf_bps\":150,\"min_certs\":1,\"min_revenue\":2800000,"
+    "\"name\":\"Silver\"}],\"type\":\"program\",\"version\":1}\n"
+    "{\"at\":1735689901000,\"id\":\"FIN-2\",\"kind\":\"var\",\"name\":\"Acme Var\","
+    "\"partner\":\"acme\",\"program\":\"apex\",\"region\":\"EMEA\",\"type\":\"partner\"}\n"
+    "{\"at\":1735689902000,\"id\":\"FIN-3\",\"kind\":\"si\",\"name\":\"Beta Si\","
+    "\"partner\":\"beta\",\"program\":\"apex\",\"region\":\"APAC\",\"type\":\"partner\"}\n"
+    "{\"amount\":2888400,\"at\":1735722142313,\"currency\":\"USD\",\"id\":\"S-1\","
+    "\"partner\":\"acme\",\"qty\":2,\"sku\":\"SRV-0006\",\"type\":\"sale\"}\n"
+    "{\"amount\":825690,\"at\":1735722150066,\"currency\":\"USD\",\"id\":\"S-2\","
+    "\"partner\":\"beta\",\"qty\":3,\"sku\":\"SRV-0017\",\"type\":\"sale\"}\n"
+    "{\"action\":\"submit\",\"activity\":\"webinar\",\"amount\":748,\"at\":1737969805215,"
+    "\"claim\":\"CLM-acme-001\",\"id\":\"C-1\",\"partner\":\"acme\",\"type\":\"claim\"}\n"
+    "{\"action\":\"submit\",\"activity\":\"training event\",\"amount\":3735,"
+    "\"at\":1737969806215,\"claim\":\"CLM-beta-001\",\"id\":\"C-2\",\"partner\":\"beta\","
+    "\"type\":\"claim\"}\n";
+#define QUERY_EVENT_COUNT 7
+
+#define RT_PARTNER_QS 4
+#define RT_GLOBAL_QS 3
+#define RT_QUERIES (RT_PARTNER_QS * 2 + RT_GLOBAL_QS)
+static const char *const partner_qs[RT_PARTNER_QS] = {"balance", "rebate", "tier", "claims"};
+static const char *const global_qs[RT_GLOBAL_QS] = {"liabilities", "exceptions", "status"};
+static const char *const partners[2] = {"acme", "beta"};
+
+/* Query n of the matrix as JSON text; *partner gets its partner (or NULL). */
+static void query_text(int n, char *buf, size_t cap, const char **partner)
+{
+    *partner = NULL;
+    if (n < RT_PARTNER_QS * 2) {
+        *partner = partners[n % 2];
+        snprintf(buf, cap, "{\"q\":\"%s\",\"partner\":\"%s\"}", partner_qs[n / 2], *partner);
+    } else {
+        snprintf(buf, cap, "{\"q\":\"%s\"}", global_qs[n - RT_PARTNER_QS * 2]);
+    }
+}
+
+/* Asks the query service; NULL when no answer comes within timeout_ms. */
+static json_t *ask(void *sock, const char *text, int timeout_ms)
+{
+    json_error_t jerr;
+    json_t *req = json_loads(text, 0, &jerr);
+    ck_assert_msg(req != NULL, "bad test JSON %s: %s", text, jerr.text);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    ck_assert_int_eq(tly_query_pack(req, &sb), TLY_OK);
+    bool sent = send_request(sock, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(req);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (!sent || !recv_frame(sock, timeout_ms, &buf, &len))
+        return NULL;
+    json_t *reply = tly_json_from_mp(buf, len);
+    free(buf);
+    ck_assert_msg(json_is_object(reply), "%s: the reply is not a map", text);
+    return reply;
+}
+
+static const char *error_of(const json_t *reply)
+{
+    return json_string_value(json_object_get(reply, "error"));
+}
+
+/* Starts `tally query` with CURVE on c's keys over DIR's views. */
+static pid_t query_start(const curve_ledger *c, char *ep, size_t cap)
+{
+    tu_endpoint(ep, cap);
+    char log[700];
+    snprintf(log, sizeof log, "%s/query.log", c->L.dir);
+    const char *argv[] = {
+        tu_tally(), "query",          "--data",       c->L.data,           "--query",
+        ep,         "--curve-secret", c->server.file, "--authorized-keys", c->authz,
+        NULL};
+    pid_t pid = spawn_tied(argv, log, log);
+    const char *eps[] = {ep, NULL};
+    wait_ready(pid, eps, log, "tally query");
+    return pid;
+}
+
+/* The finance key's answers: the reference every permitted answer equals.
+ * Each is a real answer (no error; a partner query names its partner). */
+static void reference_answers(curve_ledger *c, const char *ep, json_t *want[RT_QUERIES])
+{
+    void *s = rt_connect(rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), ep);
+    for (int n = 0; n < RT_QUERIES; n++) {
+        char text[128];
+        const char *partner;
+        query_text(n, text, sizeof text, &partner);
+        want[n] = ask(s, text, RT_REPLY_MS);
+        ck_assert_msg(want[n] != NULL, "finance: no answer to %s", text);
+        ck_assert_msg(!error_of(want[n]), "finance: %s answered %s", text, error_of(want[n]));
+        if (partner)
+            ck_assert_str_eq(json_string_value(json_object_get(want[n], "partner")), partner);
+    }
+    zmq_close(s);
+}
+
+/* Key i asks every query: a permitted one gets finance's answer, any other
+ * `forbidden`. */
+static void ask_all_as(curve_ledger *c, int i, const char *ep, json_t *const want[RT_QUERIES])
+{
+    const rt_role *r = &c->roles[i];
+    void *s = rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &r->keys);
+    void *mon = monitor(c->ctx, s);
+    rt_connect(s, ep);
+    for (int n = 0; n < RT_QUERIES; n++) {
+        char text[128];
+        const char *partner;
+        query_text(n, text, sizeof text, &partner);
+        json_t *got = ask(s, text, RT_REPLY_MS);
+        ck_assert_msg(got != NULL, "%s (%s): no answer to %s", r->name, r->roles, text);
+        bool allowed = r->asks_all || (partner && r->mine && strcmp(partner, r->mine) == 0);
+        char *dump = json_dumps(got, JSON_COMPACT);
+        if (allowed)
+            ck_assert_msg(json_equal(got, want[n]), "%s (%s) asked %s: %s", r->name, r->roles, text,
+                          dump);
+        else
+            ck_assert_msg(error_of(got) && strcmp(error_of(got), "forbidden") == 0,
+                          "%s (%s) asked %s: %s, expected forbidden", r->name, r->roles, text,
+                          dump);
+        free(dump);
+        json_decref(got);
+    }
+    assert_admitted(mon, r->name);
+    zmq_close(mon);
+    zmq_close(s);
+}
+
+START_TEST(test_query_roles)
+{
+    curve_ledger c;
+    curve_start(&c);
+    const char *opts[] = {"--curve-server-key", c.server.pub, "--curve-secret",
+                          c.roles[3].keys.file, NULL};
+    send_lines(&c.L, "query-events", opts, QUERY_EVENTS, QUERY_EVENT_COUNT);
+    const char *consume[] = {"consume", "--data", c.L.data, "--exit-at-head", NULL};
+    ck_assert_int_eq(rt_run(&c.L, "consume", consume), 0);
+    char ep[64];
+    pid_t q = query_start(&c, ep, sizeof ep);
+    json_t *want[RT_QUERIES];
+    reference_answers(&c, ep, want);
+    for (int i = 0; i < RT_ROLES; i++)
+        ask_all_as(&c, i, ep, want);
+
+    /* An unknown key is refused at the handshake: no answer at all. */
+    void *s = rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.stranger);
+    set_refused(s);
+    void *mon = monitor(c.ctx, s);
+    rt_connect(s, ep);
+    assert_refused(mon, "stranger");
+    json_t *got = ask(s, "{\"q\":\"status\"}", RT_SILENCE_MS);
+    ck_assert_msg(got == NULL, "an unknown key was answered by the query service");
+    zmq_close(mon);
+    zmq_close(s);
+
+    for (int n = 0; n < RT_QUERIES; n++)
+        json_decref(want[n]);
+    ck_assert_int_eq(stop_pid(&q), 0);
+    zmq_ctx_term(c.ctx);
+    rt_done(&c.L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 4. memory bounded by configuration                                  */
+
+typedef struct rt_mem {
+    size_t hwm, rss, anon, file; /* VmHWM, VmRSS, RssAnon, RssFile in bytes */
+} rt_mem;
+
+static size_t proc_field(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    ck_assert_msg(p != NULL, "no %s in /proc/PID/status", key);
+    return (size_t)strtoull(p + strlen(key), NULL, 10) * 1024u;
+}
+
+static rt_mem proc_mem(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *text = tu_read_file(path, NULL);
+    ck_assert_msg(text != NULL, "cannot read %s", path);
+    rt_mem m = {proc_field(text, "VmHWM:"), proc_field(text, "VmRSS:"),
+                proc_field(text, "RssAnon:"), proc_field(text, "RssFile:")};
+    free(text);
+    return m;
+}
+
+static void print_mem(const char *what, const char *when, rt_mem m)
+{
+    fprintf(stderr,
+            "test_readers: %s: %-6s VmHWM %6.1f MiB, VmRSS %6.1f MiB, RssAnon %6.1f MiB, "
+            "RssFile %6.1f MiB\n",
+            what, when, (double)m.hwm / RT_MIB, (double)m.rss / RT_MIB, (double)m.anon / RT_MIB,
+            (double)m.file / RT_MIB);
+}
+
+/* Asserts got < limit (bytes), except under a sanitizer (RT_SANITIZED). */
+static void assert_under(const char *what, size_t got, size_t limit)
+{
+    if (got < limit)
+        return;
+    fprintf(stderr, "test_readers: %s: %zu MiB, limit %zu MiB%s\n", what, got / RT_MIB,
+            limit / RT_MIB, RT_SANITIZED ? " (not asserted under a sanitizer)" : "");
+    ck_assert_msg(RT_SANITIZED, "%s: %zu MiB, not under %zu MiB", what, got / RT_MIB,
+                  limit / RT_MIB);
+}
+
+/* Polls until the ledger's RssAnon (anon) or VmRSS is under limit, for at
+ * most RT_MEM_SETTLE_MS (not under a sanitizer); returns the last reading. */
+static rt_mem settle(pid_t pid, bool anon, size_t limit)
+{
+    rt_mem m = proc_mem(pid);
+    for (int waited = 0;
+         !RT_SANITIZED && (anon ? m.anon : m.rss) >= limit && waited < RT_MEM_SETTLE_MS;
+         waited += 100) {
+        tu_sleep_ms(100);
+        m = proc_mem(pid);
+    }
+    return m;
+}
+
+static void assert_logged(const rt_ledger *L, const char *needle)
+{
+    char *text = tu_read_file(L->logfile, NULL);
+    ck_assert_msg(text && strstr(text, needle), "the ledger did not log \"%s\":\n%s", needle,
+                  text ? text : "");
+    free(text);
+}
+
+/* A request of TLY_BATCH_EVENTS_MAX events, each the integer 1 (not an
+ * event: each result is an error with a message). */
+static void invalid_request(msgpack_sbuffer *out)
+{
+    static const uint8_t one = 0x01;
+    tly_span *spans = malloc(TLY_BATCH_EVENTS_MAX * sizeof *spans);
+    ck_assert_ptr_nonnull(spans);
+    for (uint32_t i = 0; i < TLY_BATCH_EVENTS_MAX; i++)
+        spans[i] = (tly_span){&one, 1};
+    ck_assert_int_eq(tly_wire_ingest_encode(out, 1, "dist-mem", false, spans, TLY_BATCH_EVENTS_MAX),
+                     TLY_OK);
+    free(spans);
+}
+
+/* One such request from a client that reads: its reply is far larger than
+ * the request (the load below relies on it). Returns the reply's size. */
+static size_t reply_ratio(const rt_ledger *L, void *ctx, const msgpack_sbuffer *frame)
+{
+    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L->ingest);
+    send_frame(d, frame->data, frame->size);
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    ck_assert_msg(recv_frame(d, RT_REPLY_MS, &reply, &len), "no reply to the invalid request");
+    uint64_t req;
+    uint32_t count = 0;
+    tly_ingest_result *res = calloc(TLY_BATCH_EVENTS_MAX, sizeof *res);
+    ck_assert_int_eq(
+        tly_wire_reply_decode(reply, len, &req, res, TLY_BATCH_EVENTS_MAX, &count, NULL, 0),
+        TLY_OK);
+    ck_assert_uint_eq(count, TLY_BATCH_EVENTS_MAX);
+    ck_assert_int_ne(res[0].err, TLY_OK);
+    ck_assert_int_ne(res[TLY_BATCH_EVENTS_MAX - 1].err, TLY_OK);
+    ck_assert_uint_ge(len, 16 * frame->size);
+    free(res);
+    free(reply);
+    zmq_close(d);
+    return len;
+}
+
+/* Counts the clients' final sales ("mem-final-C") in the log. */
+static int finals_logged(const rt_ledger *L)
+{
+    tly_log *log = NULL;
+    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
+    int found = 0;
+    for (int c = 0; c < RT_MEM_CLIENTS; c++) {
+        char id[32];
+        snprintf(id, sizeof id, "mem-final-%d", c);
+        tly_str src = {"dist-mem", 8}, sid = {id, (uint32_t)strlen(id)};
+        uint64_t seq;
+        found += tly_log_lookup(log, src, sid, &seq) == TLY_OK;
+    }
+    tly_log_close(log);
+    return found;
+}
+
+/* Each client sends RT_MEM_REQUESTS invalid requests and then one valid
+ * sale, never reading; returns once the ledger has appended every final
+ * sale, so it has handled every request before it. */
+static void load_never_reading(const rt_ledger *L, void *d[RT_MEM_CLIENTS],
+                               const msgpack_sbuffer *frame)
+{
+    for (int r = 0; r < RT_MEM_REQUESTS; r++)
+        for (int c = 0; c < RT_MEM_CLIENTS; c++)
+            send_frame(d[c], frame->data, frame->size);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (int c = 0; c < RT_MEM_CLIENTS; c++) {
+        char id[32];
+        snprintf(id, sizeof id, "mem-final-%d", c);
+        sale_request(&sb, 2, "dist-mem", id, 0);
+        send_frame(d[c], sb.data, sb.size);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    for (int waited = 0; finals_logged(L) < RT_MEM_CLIENTS; waited += 100) {
+        ck_assert_msg(waited < RT_PROGRESS_MS, "the ledger did not get through the load");
+        tu_sleep_ms(100);
+    }
+}
+
+/* Clients that send and never read: the ledger's peak stays within its
+ * documented budget, it logs the drops, its memory comes back once they are
+ * gone, and it goes on serving. */
+START_TEST(test_replies_budget)
+{
+    rt_ledger L;
+    rt_init(&L);
+    const char *extra[] = {"--no-sync", NULL};
+    rt_start(&L, extra);
+    void *ctx = rt_ctx();
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init(&frame);
+    invalid_request(&frame);
+    size_t reply = reply_ratio(&L, ctx, &frame);
+    assert_healthy(&L, "before");
+    rt_mem base = proc_mem(L.pid);
+    fprintf(stderr,
+            "test_readers: replies budget: %d clients x %d requests of %zu bytes (%.1f MB), "
+            "each reply %zu bytes\n",
+            RT_MEM_CLIENTS, RT_MEM_REQUESTS, frame.size,
+            (double)frame.size * RT_MEM_CLIENTS * RT_MEM_REQUESTS / 1e6, reply);
+    print_mem("replies budget", "base", base);
+
+    void *d[RT_MEM_CLIENTS];
+    for (int c = 0; c < RT_MEM_CLIENTS; c++) {
+        d[c] = rt_sock(ctx, ZMQ_DEALER, NULL, NULL);
+        set_stalled(d[c]);
+        rt_connect(d[c], L.ingest);
+    }
+    load_never_reading(&L, d, &frame);
+    rt_mem peak = proc_mem(L.pid);
+    print_mem("replies budget", "loaded", peak);
+    size_t limit =
+        base.rss + TLY_LEDGER_REPLIES_BYTES_MAX + TLY_LEDGER_EVENTS_BYTES_MAX + RT_MEM_SLACK_BYTES;
+    assert_under("ledger peak (VmHWM) under the clients that never read", peak.hwm, limit);
+    assert_logged(&L, "replies: dropped");
+
+    for (int c = 0; c < RT_MEM_CLIENTS; c++)
+        zmq_close(d[c]);
+    rt_mem after = settle(L.pid, false, base.rss + RT_MEM_SETTLED_BYTES);
+    print_mem("replies budget", "after", after);
+    assert_under("ledger VmRSS after the clients left", after.rss, base.rss + RT_MEM_SETTLED_BYTES);
+    assert_healthy(&L, "after");
+    msgpack_sbuffer_destroy(&frame);
+    zmq_ctx_term(ctx);
+    rt_done(&L);
+}
+END_TEST
+
+/* Small sales until a new subscriber receives one: the ledger publishes. */
+static void published_again(void *ctx, const rt_ledger *L, void *d)
+{
+    void *sub = rt_sock(ctx, ZMQ_SUB, NULL, NULL);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
+    rt_connect(sub, L->events);
+    bool heard = false;
+    for (int k = 0; !heard; k++) {
+        ck_assert_msg(k < 100, "the ledger no longer publishes");
+        char id[32];
+        snprintf(id, sizeof id, "again-%d", k);
+        ingest_sale(d, 5000 + (uint64_t)k, "dist-big", id, 0);
+        heard = sub_recv_seq(sub, 100) != 0;
+    }
+    zmq_close(sub);
+}
+
+/* A subscriber that connects and never reads while a producer sends
+ * records of about 1 MiB: the ledger's memory stays within the events
+ * budget, the drops are logged, producers are still served. */
+START_TEST(test_stopped_subscriber)
+{
+    rt_ledger L;
+    rt_init(&L);
+    const char *extra[] = {"--no-sync", NULL};
+    rt_start(&L, extra);
+    void *ctx = rt_ctx();
+    void *sub = rt_sock(ctx, ZMQ_SUB, NULL, NULL);
+    set_stalled(sub);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
+    rt_connect(sub, L.events);
+    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
+    /* Small sales until the subscription is in place (one arrives); from
+     * then on the subscriber never reads. */
+    bool heard = false;
+    for (int k = 0; !heard; k++) {
+        ck_assert_msg(k < 100, "no record published to the subscriber");
+        char id[32];
+        snprintf(id, sizeof id, "warm-%d", k);
+        ingest_sale(d, (uint64_t)k + 1, "dist-big", id, 0);
+        heard = sub_recv_seq(sub, 100) != 0;
+    }
+    rt_mem base = proc_mem(L.pid);
+    print_mem("stopped subscriber", "base", base);
+    for (int k = 0; k < RT_BIG_EVENTS; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "big-%d", k);
+        ingest_sale(d, 1000 + (uint64_t)k, "dist-big", id, RT_BIG_NOTE_BYTES);
+    }
+    rt_mem peak = proc_mem(L.pid);
+    print_mem("stopped subscriber", "loaded", peak);
+    size_t limit =
+        base.rss + TLY_LEDGER_REPLIES_BYTES_MAX + TLY_LEDGER_EVENTS_BYTES_MAX + RT_MEM_SLACK_BYTES;
+    assert_under("ledger peak (VmHWM) under a stopped subscriber", peak.hwm, limit);
+    /* The records queued for the subscriber are heap memory; the log's
+     * pages the ledger read to publish them are file pages (RssFile). */
+    size_t anon_limit = base.anon + TLY_LEDGER_EVENTS_BYTES_MAX + RT_MEM_SLACK_BYTES;
+    assert_under("ledger RssAnon under a stopped subscriber", peak.anon, anon_limit);
+    assert_logged(&L, "events: dropped");
+    assert_healthy(&L, "after-big");
+
+    /* Once it leaves, the records queued for it are released (well below
+     * the budget they filled) and publishing resumes for a new subscriber. */
+    zmq_close(sub);
+    size_t released = base.anon + TLY_LEDGER_EVENTS_BYTES_MAX / 2;
+    rt_mem after = settle(L.pid, true, released);
+    print_mem("stopped subscriber", "after", after);
+    assert_under("ledger RssAnon after the subscriber left", after.anon, released);
+    published_again(ctx, &L, d);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    rt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 5. log-read serves records of any size                              */
+
+/* A request of one sale whose "x-note" makes the frame exactly
+ * TLY_FRAME_BYTES_MAX, so its record alone outgrows a log-read frame. */
+static void frame_filling_request(msgpack_sbuffer *out, uint64_t req, const char *id)
+{
+    size_t note = TLY_FRAME_BYTES_MAX - 1024;
+    sale_request(out, req, "dist-lr", id, note);
+    ck_assert_uint_le(out->size, TLY_FRAME_BYTES_MAX);
+    note += TLY_FRAME_BYTES_MAX - out->size;
+    sale_request(out, req, "dist-lr", id, note);
+    ck_assert_uint_eq(out->size, TLY_FRAME_BYTES_MAX);
+}
+
+/* Every `from` up to the head gets at least one record, in order. */
+static void logread_every_from(const rt_ledger *L, void *lr, uint64_t head)
+{
+    for (uint64_t from = 1; from <= head + 1; from++) {
+        rt_logread r = logread(L, lr, from, 5, RT_REPLY_MS);
+        ck_assert_msg(r.answered && r.error[0] == '\0', "log-read from %llu: %s",
+                      (unsigned long long)from, r.answered ? r.error : "no reply");
+        ck_assert_uint_eq(r.head, head);
+        ck_assert_uint_le(r.bytes, TLY_LOGREAD_REPLY_BYTES_MAX);
+        if (from <= head)
+            ck_assert_msg(r.records >= 1 && r.records <= head - from + 1,
+                          "log-read from %llu served %u records (head %llu)",
+                          (unsigned long long)from, r.records, (unsigned long long)head);
+        else
+            ck_assert_uint_eq(r.records, 0);
+    }
+}
+
+/* The checkpoint of shard 0/1 in DIR per `tally status --json`. */
+static uint64_t status_checkpoint(const rt_ledger *L, const char *dir)
+{
+    const char *args[] = {"status", "--data", dir, "--query", L->dead, "--json", NULL};
+    ck_assert_int_eq(rt_run(L, "status", args), 0);
+    char *out = rt_output(L, "status", "out");
+    json_error_t jerr;
+    json_t *st = json_loads(out, 0, &jerr);
+    ck_assert_msg(st != NULL, "tally status --json printed: %s", out);
+    json_t *shard = json_array_get(json_object_get(st, "shards"), 0);
+    ck_assert_msg(json_is_integer(json_object_get(shard, "checkpoint")), "status: %s", out);
+    uint64_t cp = (uint64_t)json_integer_value(json_object_get(shard, "checkpoint"));
+    json_decref(st);
+    free(out);
+    return cp;
+}
+
+START_TEST(test_logread_big_records)
+{
+    rt_ledger L;
+    rt_init(&L);
+    const char *extra[] = {"--no-sync", NULL};
+    rt_start(&L, extra);
+    void *ctx = rt_ctx();
+    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
+    ingest_sale(d, 1, "dist-lr", "lr-first", 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (int k = 0; k < 3; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "lr-big-%d", k);
+        frame_filling_request(&sb, 2 + (uint64_t)k, id);
+        uint64_t seq = 0;
+        ck_assert_int_eq(ingest_one(d, &sb, &seq), TLY_OK);
+        ck_assert_uint_eq(seq, 2 + (uint64_t)k);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    ingest_sale(d, 9, "dist-lr", "lr-last", 0);
+    uint64_t head = log_head(&L);
+    ck_assert_uint_eq(head, 5);
+
+    void *lr = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.logread);
+    rt_logread r = logread(&L, lr, 2, 5, RT_REPLY_MS);
+    ck_assert_msg(r.answered && r.error[0] == '\0', "log-read {from 2, max 5}: %s",
+                  r.answered ? r.error : "no reply");
+    ck_assert_uint_ge(r.records, 1); /* from seq 2 on, each the stored bytes */
+    /* The edge: one record alone makes a reply over the frame limit. */
+    ck_assert_uint_gt(r.bytes, TLY_FRAME_BYTES_MAX);
+    ck_assert_uint_le(r.bytes, TLY_LOGREAD_REPLY_BYTES_MAX);
+    logread_every_from(&L, lr, head);
+
+    /* A remote consumer with its own data directory reaches the head. */
+    char other[700];
+    snprintf(other, sizeof other, "%s/remote", L.dir);
+    const char *consume[] = {"consume", "--remote", "--log-read", L.logread,        "--events",
+                             L.events,  "--data",   other,        "--exit-at-head", NULL};
+    ck_assert_int_eq(rt_run(&L, "consume-remote", consume), 0);
+    char otherlog[800];
+    snprintf(otherlog, sizeof otherlog, "%s/log", other);
+    ck_assert_msg(access(otherlog, F_OK) != 0, "the remote consumer made a local log");
+    ck_assert_uint_eq(status_checkpoint(&L, other), head);
+
+    zmq_close(lr);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    rt_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+static TCase *tcase(Suite *s, const char *name, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+static Suite *readers_suite(void)
+{
+    Suite *s = suite_create("readers");
+    TCase *m = tcase(s, "private_modes", 120);
+    tcase_add_test(m, test_private_modes_umask_0);
+    tcase_add_test(m, test_private_modes_umask_022);
+    TCase *r = tcase(s, "read_roles", 120);
+    tcase_add_test(r, test_events_roles);
+    tcase_add_test(r, test_logread_roles);
+    tcase_add_test(r, test_query_roles);
+    TCase *b = tcase(s, "memory_bounds", 600);
+    tcase_add_test(b, test_replies_budget);
+    tcase_add_test(b, test_stopped_subscriber);
+    tcase_add_test(tcase(s, "big_records", 300), test_logread_big_records);
+    return s;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    SRunner *sr = srunner_create(readers_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
