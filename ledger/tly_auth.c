@@ -260,25 +260,12 @@ bool tly_auth_allows(unsigned roles, const tly_event *ev)
 tly_err tly_auth_read_secret(const char *path, char *secret, char *public_key, char *msg,
                              size_t cap)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(msg, cap, "cannot read CURVE secret key %s", path);
-        return TLY_IO;
-    }
-    char buf[128] = {0};
-    int n = fscanf(f, "%127s", buf);
-    fclose(f);
-    uint8_t raw[32];
-    if (n != 1 || strlen(buf) != TLY_Z85_KEY_CHARS || !zmq_z85_decode(raw, buf)) {
-        snprintf(msg, cap, "%s: expected a 40-character Z85 secret key", path);
-        return TLY_BAD_FIELD;
-    }
-    memcpy(secret, buf, TLY_Z85_KEY_CHARS + 1);
-    if (zmq_curve_public(public_key, secret) != 0) {
+    tly_err err = tly_key_read_secret(path, secret, msg, cap);
+    if (err == TLY_OK && zmq_curve_public(public_key, secret) != 0) {
         snprintf(msg, cap, "%s: cannot derive the public key", path);
         return TLY_BAD_FIELD;
     }
-    return TLY_OK;
+    return err;
 }
 
 bool tly_auth_reads_log(unsigned roles)

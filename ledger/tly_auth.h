@@ -21,6 +21,7 @@
 
 #include "tly_err.h"
 #include "tly_event.h"
+#include "tly_keys.h"
 
 enum {
     TLY_ROLE_SALES = 1u << 0,
@@ -42,8 +43,6 @@ enum {
 
 /* Authorized keys at most; a partner program has tens of producers. */
 #define TLY_AUTH_KEYS_MAX 1024u
-/* Length of a Z85-encoded CURVE key. */
-#define TLY_Z85_KEY_CHARS 40u
 
 typedef struct tly_auth tly_auth;
 

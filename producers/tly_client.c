@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "tly_keys.h"
 #include "tly_limits.h"
 #include "tly_mp.h"
 #include "tly_os.h"
@@ -71,18 +72,12 @@ static tly_err connect_socket(tly_client *c)
 
 static tly_err read_secret(tly_client *c, char *msg, size_t cap)
 {
-    FILE *f = fopen(c->opts.secret_file, "r");
-    if (!f) {
-        snprintf(msg, cap, "cannot read secret key %s", c->opts.secret_file);
-        return TLY_IO;
-    }
-    int n = fscanf(f, "%40s", c->secret);
-    fclose(f);
-    if (n != 1 || strlen(c->secret) != 40 || zmq_curve_public(c->pub, c->secret) != 0) {
-        snprintf(msg, cap, "%s: expected a 40-character Z85 secret key", c->opts.secret_file);
+    tly_err err = tly_key_read_secret(c->opts.secret_file, c->secret, msg, cap);
+    if (err == TLY_OK && zmq_curve_public(c->pub, c->secret) != 0) {
+        snprintf(msg, cap, "%s: cannot derive the public key", c->opts.secret_file);
         return TLY_BAD_FIELD;
     }
-    return TLY_OK;
+    return err;
 }
 
 tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg, size_t cap)

@@ -11,6 +11,7 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_consume.h"
+#include "tly_keys.h"
 #include "tly_limits.h"
 
 #define CMD "consume"
@@ -34,6 +35,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: tally consume [--shard K/N] [--data DIR] [--events EP] [--log-read EP]\n"
+            "                     [--curve-server-key KEY --curve-secret FILE]\n"
             "                     [--remote] [--batch N] [--exit-at-head]\n"
             "\n"
             "Folds the log into the views of shard K of N (default 0/1), stored in\n"
@@ -47,6 +49,9 @@ static void usage(FILE *out)
             "                   --log-read alone, log-read serves while DIR/log is absent\n"
             "  --batch N        records per view transaction (default %u, max %u)\n"
             "  --exit-at-head   exit once every record in the log is folded\n"
+            "  --curve-server-key KEY  the ledger's CURVE public key (Z85), with\n"
+            "  --curve-secret FILE     this reader's secret key file: read a CURVE\n"
+            "                   ledger's events and log-read (a reader, auditor or finance key)\n"
             "\n"
             "SIGTERM or SIGINT commit the current batch and exit 0. Exit 1 on an error\n"
             "(the log is corrupt, the view store belongs to another shard, ...).\n",
@@ -86,6 +91,9 @@ static int parse_one(consume_opts *o, int argc, char **argv, int *i)
             return tly_usagef(CMD, "--shard wants K/N with 0 <= K < N <= %u", TLY_SHARDS_MAX);
         return -1;
     }
+    if ((rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->run.curve_server_key)) ||
+        (rc = tly_opt_value("--curve-secret", argc, argv, i, &o->run.curve_secret)))
+        return rc < 0 ? TLY_EXIT_USAGE : -1;
     if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
         uint64_t b;
         if (rc < 0 || !tly_parse_u64(v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &b))
@@ -116,6 +124,10 @@ static int parse_args(consume_opts *o, int argc, char **argv)
         if (rc >= 0)
             return rc;
     }
+    if (!o->run.curve_server_key != !o->run.curve_secret)
+        return tly_usagef(CMD, "--curve-server-key and --curve-secret go together");
+    if (o->run.curve_server_key && !tly_key_z85_valid(o->run.curve_server_key))
+        return tly_usagef(CMD, "--curve-server-key wants the ledger's 40-character Z85 key");
     return -1;
 }
 

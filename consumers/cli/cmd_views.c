@@ -23,11 +23,13 @@
 
 typedef struct view_opts {
     tly_common_opts common;
-    const char *views;   /* --views DIR: answer from the stores, no service */
-    uint32_t shards;     /* --shards N with --views */
-    const char *partner; /* PARTNER, or --partner for exceptions */
-    const char *kind;    /* --kind for exceptions */
-    uint64_t from_seq;   /* --from-seq for exceptions */
+    const char *views;            /* --views DIR: answer from the stores, no service */
+    uint32_t shards;              /* --shards N with --views */
+    const char *partner;          /* PARTNER, or --partner for exceptions */
+    const char *kind;             /* --kind for exceptions */
+    uint64_t from_seq;            /* --from-seq for exceptions */
+    const char *curve_server_key; /* --curve-server-key: the service's key */
+    const char *curve_secret;     /* --curve-secret: this client's key file */
 } view_opts;
 
 /* Where answers come from during one command: the service or a store. */
@@ -508,7 +510,10 @@ static void usage(const view_cmd *c, FILE *out)
             "  --query EP      query service endpoint (default %s)\n"
             "  --views DIR     answer directly from the shard stores DIR/K-of-N (e.g. a\n"
             "                  replay from 'tally audit replay'), without the service\n"
-            "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n",
+            "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n"
+            "  --curve-server-key KEY, --curve-secret FILE\n"
+            "                  ask a CURVE query service (its public key, this client's\n"
+            "                  secret key file; the key's role decides what it may ask)\n",
             TLY_DEFAULT_QUERY);
     if (c->filters)
         fprintf(out,
@@ -535,7 +540,9 @@ static int parse_one(const view_cmd *c, view_opts *o, int argc, char **argv, int
         usage(c, stdout);
         return -1;
     }
-    if ((rc = tly_opt_value("--views", argc, argv, i, &o->views)) != 0)
+    if ((rc = tly_opt_value("--views", argc, argv, i, &o->views)) != 0 ||
+        (rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->curve_server_key)) != 0 ||
+        (rc = tly_opt_value("--curve-secret", argc, argv, i, &o->curve_secret)) != 0)
         return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
     if ((rc = tly_opt_value("--shards", argc, argv, i, &v)) != 0) {
         if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
@@ -609,6 +616,24 @@ static void print_reply(const view_cmd *c, const source *src, const json_t *repl
     c->print(reply, &m);
 }
 
+/* With --curve-server-key and --curve-secret, asks the service over CURVE. */
+static int use_curve(const view_cmd *c, const view_opts *o)
+{
+    char msg[256] = "";
+    if (!o->curve_server_key != !o->curve_secret)
+        return tly_usagef(c->name, "--curve-server-key and --curve-secret go together");
+    if (!o->curve_server_key)
+        return TLY_EXIT_OK;
+    tly_err err = tly_query_client_curve(o->curve_server_key, o->curve_secret, msg, sizeof msg);
+    if (err == TLY_USAGE)
+        return tly_usagef(c->name, "%s", msg);
+    if (err != TLY_OK) {
+        tly_errorf(c->name, "%s", msg);
+        return TLY_EXIT_FAIL;
+    }
+    return TLY_EXIT_OK;
+}
+
 static int run_view(const view_cmd *c, int argc, char **argv)
 {
     view_opts o = {0};
@@ -616,6 +641,8 @@ static int run_view(const view_cmd *c, int argc, char **argv)
     if (rc != TLY_EXIT_OK)
         return rc < 0 ? TLY_EXIT_OK : rc;
     source src = {c->name, &o, NULL};
+    if ((rc = use_curve(c, &o)) != TLY_EXIT_OK)
+        return rc;
     if (o.views) {
         tly_err err = tly_query_store_open(o.views, NULL, o.shards, &src.store);
         if (err != TLY_OK) {

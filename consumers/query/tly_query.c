@@ -28,6 +28,7 @@
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"
+#include "tly_keys.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
@@ -1075,9 +1076,45 @@ tly_err tly_query_pack(const json_t *v, msgpack_sbuffer *out)
 /* ------------------------------------------------------------------------ */
 /* Client                                                                    */
 
+/* The query client's CURVE keys (tly_query_client_curve); unset: plain. */
+static struct {
+    bool set;
+    char server[TLY_Z85_KEY_CHARS + 1];
+    char secret[TLY_Z85_KEY_CHARS + 1];
+    char pub[TLY_Z85_KEY_CHARS + 1];
+} client_curve;
+
+tly_err tly_query_client_curve(const char *server_key, const char *secret_file, char *msg,
+                               size_t cap)
+{
+    if (!tly_key_z85_valid(server_key)) {
+        snprintf(msg, cap, "the server key must be 40 Z85 characters");
+        return TLY_USAGE;
+    }
+    tly_err err = tly_key_read_secret(secret_file, client_curve.secret, msg, cap);
+    if (err == TLY_OK && zmq_curve_public(client_curve.pub, client_curve.secret) != 0) {
+        snprintf(msg, cap, "%s: cannot derive the public key", secret_file);
+        err = TLY_BAD_FIELD;
+    }
+    memcpy(client_curve.server, server_key, TLY_Z85_KEY_CHARS + 1);
+    client_curve.set = err == TLY_OK;
+    return err;
+}
+
+/* Makes sock a CURVE client when tly_query_client_curve was called. */
+static void apply_client_curve(void *sock)
+{
+    if (!client_curve.set)
+        return;
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, client_curve.server, TLY_Z85_KEY_CHARS);
+    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, client_curve.pub, TLY_Z85_KEY_CHARS);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, client_curve.secret, TLY_Z85_KEY_CHARS);
+}
+
 static tly_err call_on(void *sock, const char *endpoint, const msgpack_sbuffer *body,
                        int timeout_ms, json_t **reply)
 {
+    apply_client_curve(sock);
     int zero = 0;
     int64_t max = TLY_FRAME_BYTES_MAX;
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);

@@ -134,4 +134,13 @@ json_t *tly_query_request_decode(const void *body, size_t len, json_t **error);
  */
 void tly_query_reply_encode(const json_t *reply, msgpack_sbuffer *out);
 
+/*
+ * Makes every later tly_query_call of this process a CURVE client of a
+ * query service with Z85 public key server_key, using the secret key in
+ * secret_file. Returns TLY_OK, TLY_USAGE (a bad server key), TLY_IO or
+ * TLY_BAD_FIELD (the key file), with a sentence in msg on error.
+ */
+tly_err tly_query_client_curve(const char *server_key, const char *secret_file, char *msg,
+                               size_t cap);
+
 #endif

@@ -40,6 +40,7 @@
 #include "tly_ahead.h"
 #include "tly_consume.h"
 #include "tly_engine.h"
+#include "tly_keys.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_log.h"
@@ -77,7 +78,9 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev; /* reused for every record: no per-record allocation */
+    tly_event ev;                       /* reused for every record: no per-record allocation */
+    char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
+    char pub[TLY_Z85_KEY_CHARS + 1];
 } consumer;
 
 /* --- applying and committing --- */
@@ -265,6 +268,35 @@ static tly_err pass_local(consumer *c, uint32_t *n)
 
 /* --- remote source: the ledger's log-read socket --- */
 
+/* Makes s a CURVE client of the ledger when the options name its key (the
+ * ledger admits keys with a reading role: reader, auditor, finance). */
+static int curve_client(const consumer *c, void *s)
+{
+    if (!c->o.curve_server_key)
+        return 0;
+    const char *k = c->o.curve_server_key;
+    int rc = zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, k, TLY_Z85_KEY_CHARS);
+    if (rc == 0)
+        rc = zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->pub, TLY_Z85_KEY_CHARS);
+    if (rc == 0)
+        rc = zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->secret, TLY_Z85_KEY_CHARS);
+    return rc;
+}
+
+/* Reads this reader's CURVE keys once, at start. */
+static tly_err read_keys(consumer *c)
+{
+    char msg[256];
+    if (!c->o.curve_server_key)
+        return TLY_OK;
+    tly_err err = tly_key_read_secret(c->o.curve_secret, c->secret, msg, sizeof msg);
+    if (err == TLY_OK && zmq_curve_public(c->pub, c->secret) != 0)
+        err = TLY_BAD_FIELD;
+    if (err != TLY_OK)
+        tly_errorf(CMD, "%s", err == TLY_BAD_FIELD ? "cannot use the CURVE secret key" : msg);
+    return err;
+}
+
 static tly_err dealer_open(consumer *c)
 {
     if (c->dealer)
@@ -272,7 +304,7 @@ static tly_err dealer_open(consumer *c)
     c->dealer = zmq_socket(c->zctx, ZMQ_DEALER);
     int zero = 0;
     if (!c->dealer || zmq_setsockopt(c->dealer, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_connect(c->dealer, c->o.log_read) != 0) {
+        curve_client(c, c->dealer) != 0 || zmq_connect(c->dealer, c->o.log_read) != 0) {
         tly_errorf(CMD, "log-read socket %s: %s", c->o.log_read, zmq_strerror(zmq_errno()));
         if (c->dealer)
             zmq_close(c->dealer);
@@ -569,7 +601,7 @@ static tly_err sub_open(consumer *c)
     c->sub = zmq_socket(c->zctx, ZMQ_SUB);
     if (!c->sub || zmq_setsockopt(c->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(c->sub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(c->sub, ZMQ_SUBSCRIBE, "", 0) != 0 ||
+        zmq_setsockopt(c->sub, ZMQ_SUBSCRIBE, "", 0) != 0 || curve_client(c, c->sub) != 0 ||
         zmq_connect(c->sub, c->o.events) != 0) {
         tly_errorf(CMD, "events socket %s: %s", c->o.events, zmq_strerror(zmq_errno()));
         return TLY_IO;
@@ -582,6 +614,8 @@ static tly_err sub_open(consumer *c)
 static tly_err consumer_start(consumer *c)
 {
     if (tly_layout_log(c->o.data, c->log_dir, sizeof c->log_dir) != TLY_OK)
+        return TLY_USAGE;
+    if (read_keys(c) != TLY_OK)
         return TLY_USAGE;
     tly_err err =
         tly_views_open(c->o.data, c->o.shard, c->o.shard_count, TLY_VIEWS_WRITE, &c->views);

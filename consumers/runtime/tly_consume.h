@@ -27,6 +27,8 @@ typedef struct tly_consume_opts {
     bool remote;         /* read the log through log-read only */
     bool exit_at_head;   /* return once the log holds nothing more */
     bool log_read_given; /* log-read serves while DIR/log is absent */
+    const char *curve_server_key; /* the ledger's Z85 public key; NULL: no CURVE */
+    const char *curve_secret;     /* with it: this reader's secret key file */
 } tly_consume_opts;
 
 /*
