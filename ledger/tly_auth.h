@@ -22,6 +22,7 @@
 #include "tly_err.h"
 #include "tly_event.h"
 #include "tly_keys.h"
+#include "tly_limits.h"
 
 enum {
     TLY_ROLE_SALES = 1u << 0,
@@ -40,9 +41,6 @@ enum {
  * the whole log (events), which admit reading roles only. */
 #define TLY_ZAP_DOMAIN "tally"
 #define TLY_ZAP_DOMAIN_LOG "tally-log"
-
-/* Authorized keys at most; a partner program has tens of producers. */
-#define TLY_AUTH_KEYS_MAX 1024u
 
 typedef struct tly_auth tly_auth;
 

@@ -33,47 +33,6 @@
 /* --- limits of the log store (kept here rather than in tly_limits.h because
  * only the ledger, the single writer, is bound by them) --- */
 
-/* Full requests (TLY_BATCH_EVENTS_MAX events each) one tly_log_append call
- * may carry. Group commit pays one fsync for many requests; 16 full requests
- * are 64k events, far beyond the batch size where the fsync cost stops
- * mattering (about 1,000 events). */
-#define TLY_LOG_BATCH_REQUESTS_MAX 16u
-
-/* Items in one tly_log_append call. Sizes the per-item scratch space the
- * writer keeps (about 1.5 MiB at this bound). */
-#define TLY_LOG_BATCH_ITEMS_MAX (TLY_LOG_BATCH_REQUESTS_MAX * TLY_BATCH_EVENTS_MAX)
-
-/* Event bytes in one commit. A call carrying more is committed in several
- * transactions, split between groups. Keeps a transaction (the records plus
- * index pages) well inside LMDB's dirty list of 2^17 pages, so it never
- * spills, and bounds the memory LMDB holds for it. 16 full frames. */
-#define TLY_LOG_COMMIT_BYTES_MAX ((size_t)TLY_LOG_BATCH_REQUESTS_MAX * TLY_FRAME_BYTES_MAX)
-
-/* Map size a new environment starts with. Small enough to be harmless on a
- * test machine, large enough that a normal day never remaps. */
-#define TLY_LOG_MAP_BYTES_INIT ((size_t)64u << 20)
-
-/* Largest map the writer grows to by doubling (1 TiB). It is address space,
- * not disk: the file only grows as pages are written. A map full at this
- * size is reported as TLY_STORAGE, like a full disk. */
-#define TLY_LOG_MAP_BYTES_MAX ((size_t)1u << 40)
-
-/* Concurrent read transactions (LMDB reader slots) across all processes: the
- * daemon, one consumer per shard, the query service and audits. 126 is
- * LMDB's default and fills exactly one 4 KiB lock page. */
-#define TLY_LOG_READERS_MAX 126u
-
-/* Attempts to begin a read transaction after MDB_MAP_RESIZED: the writer can
- * grow the map again between our resize and our retry, but not without
- * bound since every growth doubles the map. */
-#define TLY_LOG_RESIZE_RETRIES_MAX 8u
-
-/* How long map growth waits for this process's open readers to close
- * (growth remaps the file under them). Readers in the daemon are short; if
- * one is held longer, the append fails with TLY_STORAGE and the next one
- * retries. */
-#define TLY_LOG_GROW_WAIT_MS 1000u
-
 typedef struct tly_log tly_log;
 
 enum {

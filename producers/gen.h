@@ -20,29 +20,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tly_limits.h"
 #include "tly_period.h"
 
 /* --- limits of the generator (not wire limits, so not in tly_limits.h) --- */
-
-/* --events: a hundred million lines is ~20 GB of JSON, far beyond any test
- * or benchmark, and keeps every per-event counter well inside 32 bits. */
-#define TLY_GEN_EVENTS_MAX 100000000u
-/* --partners: a million partners costs ~100 MB of state; more is not a
- * realistic single vendor's channel. */
-#define TLY_GEN_PARTNERS_MAX 1000000u
-/* --months: the simulated time span; ten years of months, the longest span
- * any period arithmetic in the engine is bounded by (TLY_PERIODS_SPAN_MAX). */
-#define TLY_GEN_MONTHS_MAX 120u
-/* Longest JSON record the generator writes. The biggest is a program event
- * with four tiers and three brackets (~700 bytes); the builder asserts. */
-#define TLY_GEN_LINE_BYTES_MAX 1024u
-/* Records of one source kept for exact resends (--resend-pct): a producer
- * retrying after a timeout resends something recent, never ancient. */
-#define TLY_GEN_RING_LINES 64u
-/* Records of one source held before they are written: sources send in
- * batches (a distributor's nightly POS feed); well below the 4096 events of
- * one ingest request so `tally send` never has to split a group. */
-#define TLY_GEN_BATCH_LINES_MAX 1024u
 
 #define TLY_GEN_DAY_MS INT64_C(86400000)
 

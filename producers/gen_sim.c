@@ -10,6 +10,7 @@
  * span, and a million events take the same 18 months as ten thousand.
  */
 #include "gen.h"
+#include "tly_limits.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -885,11 +886,6 @@ static int64_t next_tick(tly_gen *g)
     int64_t next = g->clock_ms + step;
     return next > last ? last : next;
 }
-
-/* Ticks in a row at the end of the span that wrote nothing before the run
- * gives up: the span is too short for the events asked (e.g. every
- * partner enrolls later than the span lasts). */
-#define TLY_GEN_STALL_TICKS_MAX 100000u
 
 bool tly_gen_run(tly_gen *g)
 {

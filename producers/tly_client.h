@@ -21,16 +21,8 @@
 #include <stdint.h>
 
 #include "tly_err.h"
+#include "tly_limits.h"
 #include "tly_wire.h"
-
-/* Default time to wait for an ack before reconnecting and resending. */
-#define TLY_ACK_TIMEOUT_MS 5000
-/* Requests in flight on one connection at most. */
-#define TLY_CLIENT_WINDOW_MAX 64u
-/* Backoff before resending after `storage`/`unavailable` or a timeout:
- * doubles from the first value to the cap. */
-#define TLY_RETRY_BACKOFF_MS_FIRST 100
-#define TLY_RETRY_BACKOFF_MS_MAX 5000
 
 typedef struct tly_client_opts {
     const char *endpoint;    /* ingest endpoint */

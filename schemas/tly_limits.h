@@ -365,4 +365,121 @@
 /* Buffers from this size on are mmapped and unmapped when freed. */
 #define TLY_LEDGER_MMAP_THRESHOLD_BYTES (128u * 1024u)
 
+/* --- client library (producers/tly_client.h) --- */
+
+/* Default time to wait for an ack before reconnecting and resending. */
+#define TLY_ACK_TIMEOUT_MS 5000
+
+/* Requests in flight on one connection at most. */
+#define TLY_CLIENT_WINDOW_MAX 64u
+
+/* Backoff before resending after `storage`/`unavailable` or a timeout:
+ * doubles from the first value to the cap. */
+#define TLY_RETRY_BACKOFF_MS_FIRST 100
+
+#define TLY_RETRY_BACKOFF_MS_MAX 5000
+
+/* --- log store (ledger/tly_log.h) --- */
+
+/* Full requests (TLY_BATCH_EVENTS_MAX events each) one tly_log_append call
+ * may carry. Group commit pays one fsync for many requests; 16 full requests
+ * are 64k events, far beyond the batch size where the fsync cost stops
+ * mattering (about 1,000 events). */
+#define TLY_LOG_BATCH_REQUESTS_MAX 16u
+
+/* Items in one tly_log_append call. Sizes the per-item scratch space the
+ * writer keeps (about 1.5 MiB at this bound). */
+#define TLY_LOG_BATCH_ITEMS_MAX (TLY_LOG_BATCH_REQUESTS_MAX * TLY_BATCH_EVENTS_MAX)
+
+/* Event bytes in one commit. A call carrying more is committed in several
+ * transactions, split between groups. Keeps a transaction (the records plus
+ * index pages) well inside LMDB's dirty list of 2^17 pages, so it never
+ * spills, and bounds the memory LMDB holds for it. 16 full frames. */
+#define TLY_LOG_COMMIT_BYTES_MAX ((size_t)TLY_LOG_BATCH_REQUESTS_MAX * TLY_FRAME_BYTES_MAX)
+
+/* Map size a new environment starts with. Small enough to be harmless on a
+ * test machine, large enough that a normal day never remaps. */
+#define TLY_LOG_MAP_BYTES_INIT ((size_t)64u << 20)
+
+/* Largest map the writer grows to by doubling (1 TiB). It is address space,
+ * not disk: the file only grows as pages are written. A map full at this
+ * size is reported as TLY_STORAGE, like a full disk. */
+#define TLY_LOG_MAP_BYTES_MAX ((size_t)1u << 40)
+
+/* Concurrent read transactions (LMDB reader slots) across all processes: the
+ * daemon, one consumer per shard, the query service and audits. 126 is
+ * LMDB's default and fills exactly one 4 KiB lock page. */
+#define TLY_LOG_READERS_MAX 126u
+
+/* Attempts to begin a read transaction after MDB_MAP_RESIZED: the writer can
+ * grow the map again between our resize and our retry, but not without
+ * bound since every growth doubles the map. */
+#define TLY_LOG_RESIZE_RETRIES_MAX 8u
+
+/* How long map growth waits for this process's open readers to close
+ * (growth remaps the file under them). Readers in the daemon are short; if
+ * one is held longer, the append fails with TLY_STORAGE and the next one
+ * retries. */
+#define TLY_LOG_GROW_WAIT_MS 1000u
+
+/* --- authorized keys (ledger/tly_auth.h) --- */
+
+/* Authorized keys at most; a partner program has tens of producers. */
+#define TLY_AUTH_KEYS_MAX 1024u
+
+/* --- tally gen (producers/gen.h) --- */
+
+/* --events: a hundred million lines is ~20 GB of JSON, far beyond any test
+ * or benchmark, and keeps every per-event counter well inside 32 bits. */
+#define TLY_GEN_EVENTS_MAX 100000000u
+
+/* --partners: a million partners costs ~100 MB of state; more is not a
+ * realistic single vendor's channel. */
+#define TLY_GEN_PARTNERS_MAX 1000000u
+
+/* --months: the simulated time span; ten years of months, the longest span
+ * any period arithmetic in the engine is bounded by (TLY_PERIODS_SPAN_MAX). */
+#define TLY_GEN_MONTHS_MAX 120u
+
+/* Longest JSON record the generator writes. The biggest is a program event
+ * with four tiers and three brackets (~700 bytes); the builder asserts. */
+#define TLY_GEN_LINE_BYTES_MAX 1024u
+
+/* Records of one source kept for exact resends (--resend-pct): a producer
+ * retrying after a timeout resends something recent, never ancient. */
+#define TLY_GEN_RING_LINES 64u
+
+/* Records of one source held before they are written: sources send in
+ * batches (a distributor's nightly POS feed); well below the 4096 events of
+ * one ingest request so `tally send` never has to split a group. */
+#define TLY_GEN_BATCH_LINES_MAX 1024u
+
+/* --- tally summary --- */
+
+/* Partners listed by default in the top list, and at most. */
+#define TLY_SUMMARY_TOP_DEFAULT 10u
+
+#define TLY_SUMMARY_TOP_MAX 1000u
+
+/* Pages of exceptions read at most (each TLY_QUERY_EXCEPTIONS_PAGE_MAX). */
+#define TLY_SUMMARY_EXCEPTION_PAGES_MAX 100000u
+
+/* --- tally bench ingest --- */
+
+/* Producers at most (threads). */
+#define TLY_BENCH_PRODUCERS_MAX 64u
+
+/* Batch sizes measured in one run at most. */
+#define TLY_BENCH_BATCHES_MAX 8u
+
+/* Events of the one-event-per-request latency run. */
+#define TLY_BENCH_SINGLE_EVENTS 5000u
+
+/* --- tally gen's simulation (producers/gen_sim.c) --- */
+
+/* Ticks in a row at the end of the span that wrote nothing before the run
+ * gives up: the span is too short for the events asked (e.g. every
+ * partner enrolls later than the span lasts). */
+#define TLY_GEN_STALL_TICKS_MAX 100000u
+
 #endif

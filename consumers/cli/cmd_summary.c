@@ -15,14 +15,9 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_layout.h"
+#include "tly_limits.h"
 #include "tly_query.h"
 #include "tly_views.h"
-
-/* Partners listed by default in the top list, and at most. */
-#define TLY_SUMMARY_TOP_DEFAULT 10u
-#define TLY_SUMMARY_TOP_MAX 1000u
-/* Pages of exceptions read at most (each TLY_QUERY_EXCEPTIONS_PAGE_MAX). */
-#define TLY_SUMMARY_EXCEPTION_PAGES_MAX 100000u
 
 typedef struct summary_opts {
     const char *data;

@@ -28,12 +28,6 @@
 #include "tly_os.h"
 #include "tly_wire.h"
 
-/* Producers at most (threads). */
-#define TLY_BENCH_PRODUCERS_MAX 64u
-/* Batch sizes measured in one run at most. */
-#define TLY_BENCH_BATCHES_MAX 8u
-/* Events of the one-event-per-request latency run. */
-#define TLY_BENCH_SINGLE_EVENTS 5000u
 /* Scratch directory paths: short enough that every file path under them
  * fits TLY_PATH_BYTES_MAX. */
 #define TLY_BENCH_DIR_BYTES (TLY_PATH_BYTES_MAX / 2)
