@@ -711,7 +711,9 @@ static void serve_logread(tly_ledger *ld)
         uint32_t max = 0;
         tly_err err =
             tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), &from, &max);
-        if (err == TLY_OK && !logread_allowed(ld, p)) {
+        /* The head alone (max 0) is no one's data: any authenticated key may
+         * ask it (`tally send` does, to tell its own resends from others'). */
+        if (err == TLY_OK && max > 0 && !logread_allowed(ld, p)) {
             logread_error(ld, TLY_FORBIDDEN,
                           "this key has no reading role (reader, auditor, finance)");
         } else if (err == TLY_OK) {
