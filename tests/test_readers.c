@@ -2,7 +2,8 @@
  * test_readers.c — the read side and the ledger's resource bounds (issue 8):
  * private data files whatever the caller's umask, read roles on the events,
  * log-read and query sockets, memory bounded by configuration against
- * clients that never read, and log-read serving records of any size.
+ * clients that never read, log-read serving records of any size, and the
+ * CURVE clients of the read side (`tally consume`, the query commands).
  *
  * Every case runs the real `tally` binary ($TALLY_BIN) as child processes on
  * free loopback ports with a fresh data directory, and talks to it with real
@@ -1578,6 +1579,205 @@ START_TEST(test_logread_big_records)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* 6. CURVE clients: tally consume and the query commands              */
+
+/* Asserts that the stderr of the rt_run `tag` says `a` or `b` (b may be
+ * NULL): a failure that tells why. */
+static void assert_said(const rt_ledger *L, const char *tag, const char *a, const char *b)
+{
+    char *err = rt_output(L, tag, "err");
+    ck_assert_msg(strstr(err, a) || (b && strstr(err, b)),
+                  "%s: stderr says neither \"%s\" nor \"%s\": %s", tag, a, b ? b : "", err);
+    free(err);
+}
+
+/* `tally consume --remote --exit-at-head` of c's CURVE ledger into dir,
+ * with --curve-server-key server and --curve-secret secret where given
+ * (NULL: left out); returns its exit status. */
+static int consume_as(const curve_ledger *c, const char *tag, const char *dir, const char *server,
+                      const char *secret)
+{
+    const char *args[20] = {"consume",   "--remote", "--log-read", c->L.logread,    "--events",
+                            c->L.events, "--data",   dir,          "--exit-at-head"};
+    int n = 9;
+    if (server) {
+        args[n++] = "--curve-server-key";
+        args[n++] = server;
+    }
+    if (secret) {
+        args[n++] = "--curve-secret";
+        args[n++] = secret;
+    }
+    args[n] = NULL;
+    return rt_run(&c->L, tag, args);
+}
+
+/* Five sales sent with the finance key; returns the head (5). */
+static uint64_t five_sales(curve_ledger *c)
+{
+    ck_assert_str_eq(c->roles[3].roles, "finance");
+    void *fin =
+        rt_connect(rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), c->L.ingest);
+    for (int k = 0; k < 5; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "cc-%d", k);
+        ingest_sale(fin, (uint64_t)k + 1, NULL, id, 0);
+    }
+    zmq_close(fin);
+    uint64_t head = log_head(&c->L);
+    ck_assert_uint_eq(head, 5);
+    return head;
+}
+
+/* A remote `tally consume` with a reader key reaches a CURVE ledger's head;
+ * with a sales key (log-read answers `forbidden`) or an unknown key (the
+ * handshake is refused: no answer) --exit-at-head fails, folding nothing;
+ * one of the two flags alone is a usage error. */
+START_TEST(test_consume_curve)
+{
+    curve_ledger c;
+    curve_start(&c);
+    uint64_t head = five_sales(&c);
+    char dir[700], log[800];
+    ck_assert_str_eq(c.roles[4].roles, "reader");
+    snprintf(dir, sizeof dir, "%s/reader", c.L.dir);
+    ck_assert_int_eq(consume_as(&c, "consume-reader", dir, c.server.pub, c.roles[4].keys.file), 0);
+    snprintf(log, sizeof log, "%s/log", dir);
+    ck_assert_msg(access(log, F_OK) != 0, "the remote consumer made a local log");
+    ck_assert_uint_eq(status_checkpoint(&c.L, dir), head);
+
+    ck_assert_str_eq(c.roles[0].roles, "sales");
+    snprintf(dir, sizeof dir, "%s/sales", c.L.dir);
+    ck_assert_int_eq(consume_as(&c, "consume-sales", dir, c.server.pub, c.roles[0].keys.file), 1);
+    assert_said(&c.L, "consume-sales", "forbidden", NULL);
+    ck_assert_uint_eq(status_checkpoint(&c.L, dir), 0);
+
+    snprintf(dir, sizeof dir, "%s/stranger", c.L.dir);
+    ck_assert_int_eq(consume_as(&c, "consume-stranger", dir, c.server.pub, c.stranger.file), 1);
+    assert_said(&c.L, "consume-stranger", "no reply", NULL);
+    ck_assert_uint_eq(status_checkpoint(&c.L, dir), 0);
+
+    snprintf(dir, sizeof dir, "%s/usage", c.L.dir);
+    ck_assert_int_eq(consume_as(&c, "consume-key-only", dir, c.server.pub, NULL), 2);
+    assert_said(&c.L, "consume-key-only", "go together", NULL);
+    ck_assert_int_eq(consume_as(&c, "consume-secret-only", dir, NULL, c.roles[4].keys.file), 2);
+    assert_said(&c.L, "consume-secret-only", "go together", NULL);
+    ck_assert_msg(access(dir, F_OK) != 0, "a usage error made the data directory");
+    zmq_ctx_term(c.ctx);
+    rt_done(&c.L);
+}
+END_TEST
+
+/* `tally VIEW [PARTNER] --json --query ep` with key k over CURVE (NULL:
+ * without --curve-secret); returns its exit status. */
+static int view_as(const curve_ledger *c, const char *tag, const char *view, const char *partner,
+                   const char *ep, const rt_keys *k)
+{
+    const char *args[16] = {view};
+    int n = 1;
+    if (partner)
+        args[n++] = partner;
+    const char *rest[] = {"--json", "--query", ep, "--curve-server-key", c->server.pub};
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+        args[n++] = rest[i];
+    if (k) {
+        args[n++] = "--curve-secret";
+        args[n++] = k->file;
+    }
+    args[n] = NULL;
+    return rt_run(&c->L, tag, args);
+}
+
+/* The one-line JSON object the rt_run `tag` printed; a new reference. */
+static json_t *printed_json(const rt_ledger *L, const char *tag)
+{
+    char *out = rt_output(L, tag, "out");
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    ck_assert_msg(json_is_object(j), "%s printed: %s", tag, out);
+    ck_assert_msg(!json_object_get(j, "error"), "%s printed an error: %s", tag, out);
+    free(out);
+    return j;
+}
+
+/* Asserts that the rt_runs a and b printed equal JSON objects. */
+static void same_answer(const rt_ledger *L, const char *a, const char *b)
+{
+    json_t *ja = printed_json(L, a), *jb = printed_json(L, b);
+    char *da = json_dumps(ja, JSON_COMPACT), *db = json_dumps(jb, JSON_COMPACT);
+    ck_assert_msg(json_equal(ja, jb), "%s printed %s\n%s printed %s", a, da, b, db);
+    free(da);
+    free(db);
+    json_decref(ja);
+    json_decref(jb);
+}
+
+/* The query service answers key k what the view stores say: the same
+ * command with --views DIR/views (no service) prints the same object. */
+static void assert_answered(const curve_ledger *c, const char *tag, const char *view,
+                            const char *partner, const char *ep, const rt_keys *k)
+{
+    ck_assert_int_eq(view_as(c, tag, view, partner, ep, k), 0);
+    char views[700], local[64];
+    snprintf(views, sizeof views, "%s/views", c->L.data);
+    snprintf(local, sizeof local, "%s-views", tag);
+    const char *args[6] = {view};
+    int n = 1;
+    if (partner)
+        args[n++] = partner;
+    const char *rest[] = {"--json", "--views", views, NULL};
+    memcpy(args + n, rest, sizeof rest);
+    ck_assert_int_eq(rt_run(&c->L, local, args), 0);
+    same_answer(&c->L, tag, local);
+}
+
+/* A refused query: exit 1, forbidden on stderr, nothing on stdout. */
+static void assert_forbidden(const curve_ledger *c, const char *tag, const char *view,
+                             const char *partner, const char *ep, const rt_keys *k)
+{
+    ck_assert_int_eq(view_as(c, tag, view, partner, ep, k), 1);
+    assert_said(&c->L, tag, "forbidden", "may not ask");
+    char *out = rt_output(&c->L, tag, "out");
+    ck_assert_msg(out[0] == '\0', "%s printed: %s", tag, out);
+    free(out);
+}
+
+/* The query commands against a CURVE query service: the partner:acme key
+ * gets acme's balance (finance's answer), is refused beta's balance and
+ * the liabilities, which finance gets; one flag alone is a usage error. */
+START_TEST(test_query_curve_cli)
+{
+    curve_ledger c;
+    curve_start(&c);
+    const rt_keys *fin = &c.roles[3].keys, *acme = &c.roles[6].keys;
+    ck_assert_str_eq(c.roles[6].roles, "partner:acme");
+    const char *opts[] = {"--curve-server-key", c.server.pub, "--curve-secret", fin->file, NULL};
+    send_lines(&c.L, "cli-events", opts, QUERY_EVENTS, QUERY_EVENT_COUNT);
+    const char *consume[] = {"consume", "--data", c.L.data, "--exit-at-head", NULL};
+    ck_assert_int_eq(rt_run(&c.L, "consume", consume), 0);
+    char ep[64];
+    pid_t q = query_start(&c, ep, sizeof ep);
+
+    assert_answered(&c, "bal-fin", "balance", "acme", ep, fin);
+    assert_answered(&c, "bal-acme", "balance", "acme", ep, acme);
+    same_answer(&c.L, "bal-acme", "bal-fin");
+    json_t *bal = printed_json(&c.L, "bal-acme");
+    ck_assert_str_eq(json_string_value(json_object_get(bal, "partner")), "acme");
+    json_decref(bal);
+
+    assert_forbidden(&c, "bal-beta", "balance", "beta", ep, acme);
+    assert_forbidden(&c, "liab-acme", "liabilities", NULL, ep, acme);
+    assert_answered(&c, "liab-fin", "liabilities", NULL, ep, fin);
+
+    ck_assert_int_eq(view_as(&c, "bal-key-only", "balance", "acme", ep, NULL), 2);
+    assert_said(&c.L, "bal-key-only", "go together", NULL);
+    ck_assert_int_eq(stop_pid(&q), 0);
+    zmq_ctx_term(c.ctx);
+    rt_done(&c.L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 
 static TCase *tcase(Suite *s, const char *name, int timeout_s)
 {
@@ -1601,6 +1801,9 @@ static Suite *readers_suite(void)
     tcase_add_test(b, test_replies_budget);
     tcase_add_test(b, test_stopped_subscriber);
     tcase_add_test(tcase(s, "big_records", 300), test_logread_big_records);
+    TCase *k = tcase(s, "curve_clients", 300);
+    tcase_add_test(k, test_consume_curve);
+    tcase_add_test(k, test_query_curve_cli);
     return s;
 }
 

@@ -361,6 +361,8 @@ typedef struct logread_reply {
     uint32_t count;
     uint64_t head;
     bool has_head;
+    const char *error, *message; /* an error reply's code and text (not NUL-terminated) */
+    uint32_t error_len, message_len;
 } logread_reply;
 
 static bool key_is(const char *k, uint32_t len, const char *want)
@@ -392,6 +394,9 @@ static tly_err logread_parse(const void *buf, size_t len, logread_reply *out)
             if (!tly_mp_read_uint(&r, &out->head))
                 return TLY_MALFORMED;
             out->has_head = true;
+        } else if (key_is(k, klen, "error") && tly_mp_read_str(&r, &out->error, &out->error_len)) {
+        } else if (key_is(k, klen, "message") &&
+                   tly_mp_read_str(&r, &out->message, &out->message_len)) {
         } else if (!tly_mp_skip(&r, NULL, NULL)) {
             return TLY_MALFORMED;
         }
@@ -466,6 +471,10 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
             err = below_head_empty(c, &rep);
         if (err == TLY_OK)
             err = apply_reply(c, &rep, n, gap);
+    } else if (rep.error_len > 0) { /* e.g. forbidden: this key has no reading role */
+        tly_errorf(CMD, "log-read %s: %.*s: %.*s", c->o.log_read, (int)rep.error_len, rep.error,
+                   (int)rep.message_len, rep.message);
+        err = c->o.exit_at_head ? TLY_UNAVAILABLE : TLY_OK;
     } else {
         tly_errorf(CMD, "log-read %s: unusable reply (%s)", c->o.log_read, tly_err_name(err));
         /* --exit-at-head must not take an error reply for the head. */
