@@ -415,7 +415,9 @@ static int fetch(const source *src, json_t *req, json_t **reply)
     }
     const char *code = json_string_value(json_object_get(r, "error"));
     if (code) {
-        tly_errorf(src->cmd, "%s", str_of(r, "message", code));
+        /* A refusal names itself, so a script can tell it from a failure. */
+        bool refused = strcmp(code, tly_err_name(TLY_FORBIDDEN)) == 0;
+        tly_errorf(src->cmd, "%s%s", refused ? "forbidden: " : "", str_of(r, "message", code));
         json_decref(r);
         return TLY_EXIT_FAIL;
     }
