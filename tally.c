@@ -9,6 +9,11 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 
+/* PROJECT_VERSION of the root CMakeLists.txt, defined for the command layer. */
+#ifndef TALLY_VERSION
+#error "TALLY_VERSION is not defined (the root CMakeLists.txt defines it)"
+#endif
+
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -16,6 +21,7 @@ typedef struct command {
 } command;
 
 static int cmd_bench(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
 
 static const command commands[] = {
     {"up", tly_cmd_up, "start ledger, consumers and query service; supervise them"},
@@ -36,6 +42,7 @@ static const command commands[] = {
     {"explain", tly_cmd_explain, "trace a partner's figures to their events"},
     {"audit", tly_cmd_audit, "verify, export, replay, diff and digest the log"},
     {"bench", cmd_bench, "measure ingest (bench ingest) and folding (bench fold)"},
+    {"version", cmd_version, "print the version (also 'tally --version')"},
 };
 
 static void usage(FILE *out)
@@ -47,6 +54,29 @@ static void usage(FILE *out)
                  "Exit codes: 0 success, 1 error, 2 usage.\n");
 }
 
+static int cmd_version(int argc, char **argv)
+{
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("Usage: tally version\n       tally --version\n\n"
+               "Prints 'tally VERSION'. Exit codes: 0 success, 2 usage.\n");
+        return TLY_EXIT_OK;
+    }
+    if (argc > 1)
+        return tly_usagef("version", "unexpected argument '%s'", argv[1]);
+    printf("tally %s\n", TALLY_VERSION);
+    return fflush(stdout) == 0 ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
+
+static void bench_usage(FILE *out)
+{
+    fprintf(out, "Usage: tally bench <command> [options]\n\n"
+                 "Commands:\n"
+                 "  ingest   durable ingest through a real ledger, beside the raw LMDB ceiling\n"
+                 "  fold     folding a generated log with 1 and with N shards, and view reads\n"
+                 "\n"
+                 "Run 'tally bench <command> --help' for its options.\n");
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "ingest") == 0)
@@ -54,7 +84,7 @@ static int cmd_bench(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "fold") == 0)
         return tly_cmd_bench_fold(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("Usage: tally bench ingest|fold [options]\n");
+        bench_usage(stdout);
         return TLY_EXIT_OK;
     }
     return tly_usagef("bench", "expected 'ingest' or 'fold'");
@@ -73,6 +103,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return TLY_EXIT_OK;
     }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

@@ -3,7 +3,9 @@
 # Used by scripts/demo.sh and scripts/test.sh; run as root (or with sudo).
 set -eu
 PKGS="build-essential cmake pkg-config liblmdb-dev libzmq3-dev libmsgpack-dev check \
-libjansson-dev libssl-dev clang-format python3"
+libjansson-dev libssl-dev libsystemd-dev clang-format python3"
+# test_install: man (renders the man pages), systemd (systemd-analyze verify).
+PKGS="$PKGS man-db systemd"
 [ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do

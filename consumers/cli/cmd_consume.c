@@ -1,12 +1,18 @@
 /*
  * cmd_consume.c — `tally consume`: the command line of one consumer shard.
  * The runtime itself is consumers/runtime/tly_consume.c.
+ *
+ * Under systemd (Type=notify, consumers/cli/tally-consume@.service.in) it
+ * sends READY=1 once the shard runs (view store open, following the log) and
+ * STOPPING=1 when the run has ended; without $NOTIFY_SOCKET sd_notify does
+ * nothing.
  */
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -131,6 +137,11 @@ static int parse_args(consume_opts *o, int argc, char **argv)
     return -1;
 }
 
+static void notify_ready(void)
+{
+    sd_notify(0, "READY=1");
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -150,6 +161,9 @@ int tly_cmd_consume(int argc, char **argv)
     o.run.data = o.common.data;
     o.run.events = o.common.events;
     o.run.log_read = o.common.log_read;
+    o.run.on_ready = notify_ready;
     install_signals();
-    return tly_consume_run(&o.run, &consume_stop) == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+    tly_err err = tly_consume_run(&o.run, &consume_stop);
+    sd_notify(0, "STOPPING=1");
+    return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }

@@ -12,12 +12,17 @@
  * that is answered {"error": "too_large"} without being decoded. A frame
  * over the hard maximum is dropped by ZeroMQ itself, which disconnects the
  * peer: that client gets no answer (the service goes on serving others).
+ *
+ * Under systemd (Type=notify, consumers/cli/tally-query.service.in) it sends
+ * READY=1 once the socket is bound and STOPPING=1 when a signal ended the
+ * loop; without $NOTIFY_SOCKET sd_notify does nothing.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <zmq.h>
 
 #include "tly_auth.h"
@@ -289,7 +294,9 @@ static int run(const query_opts *o)
     int code = TLY_EXIT_FAIL;
     if (sock) {
         fprintf(stderr, "tally query: listening on %s, views under %s\n", o->common.query, views);
+        sd_notify(0, "READY=1");
         code = serve(sock, store);
+        sd_notify(0, "STOPPING=1");
         zmq_close(sock);
     }
     zmq_ctx_term(ctx);

@@ -20,6 +20,11 @@
 #include "tly_limits.h"
 #include "tly_query.h"
 
+/* PROJECT_VERSION, defined for the command layer by the root CMakeLists.txt. */
+#ifndef TALLY_VERSION
+#error "TALLY_VERSION is not defined (the root CMakeLists.txt defines it)"
+#endif
+
 typedef struct status_opts {
     tly_common_opts common;
     uint32_t shards; /* --shards N: expect N shards (0: discover) */
@@ -89,7 +94,8 @@ static void status_usage(FILE *out)
             "%d ms, reads DIR/log and DIR/views directly and says so.\n"
             "\n"
             "  --json        {\"head\",\"shards\":[{\"shard\",\"checkpoint\",\"lag\"}],\n"
-            "                 \"source\":\"service\"|\"data\"}\n"
+            "                 \"source\":\"service\"|\"data\",\"version\"} (version: this\n"
+            "                 tally's, as 'tally --version' prints it)\n"
             "  --shards N    when reading DIR directly, expect shards 0-of-N .. (N-1)-of-N\n"
             "\n"
             "Exit codes: 0 success, 1 neither the service nor DIR answered, 2 usage.\n",
@@ -182,6 +188,7 @@ int tly_cmd_status(int argc, char **argv)
     }
     if (o.common.json) {
         json_object_set_new(st, "source", json_string(from_service ? "service" : "data"));
+        json_object_set_new(st, "version", json_string(TALLY_VERSION));
         json_dumpf(st, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("\n");
     } else {

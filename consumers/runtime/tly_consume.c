@@ -706,6 +706,8 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
     c->stop = stop;
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
+    if (err == TLY_OK && o->on_ready)
+        o->on_ready();
     if (err == TLY_OK)
         err = consumer_run(c);
     if (err == TLY_OK) {

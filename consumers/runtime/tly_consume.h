@@ -29,6 +29,8 @@ typedef struct tly_consume_opts {
     bool log_read_given; /* log-read serves while DIR/log is absent */
     const char *curve_server_key; /* the ledger's Z85 public key; NULL: no CURVE */
     const char *curve_secret;     /* with it: this reader's secret key file */
+    void (*on_ready)(void);       /* called once the shard runs (store open, following the
+                                     log), e.g. to tell a service manager; NULL: none */
 } tly_consume_opts;
 
 /*

@@ -15,11 +15,16 @@
  *
  * Shutdown: SIGTERM/SIGINT end the loop after the batch in hand has been
  * committed and acknowledged; requests still queued get `unavailable`.
+ *
+ * Under systemd (Type=notify, ledger/cli/tally-ledger.service.in) it sends
+ * READY=1 once its sockets are bound and STOPPING=1 when the loop has ended;
+ * without $NOTIFY_SOCKET sd_notify does nothing.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <zmq.h>
 
 #include "tly_auth.h"
@@ -108,7 +113,9 @@ int tly_cmd_ledger(int argc, char **argv)
         tly_errorf("ledger", "%s", msg[0] ? msg : tly_strerror(err));
         return TLY_EXIT_FAIL;
     }
+    sd_notify(0, "READY=1");
     err = tly_ledger_run(ld, &stop_requested);
+    sd_notify(0, "STOPPING=1");
     tly_ledger_stop(ld);
     if (err != TLY_OK) {
         tly_errorf("ledger", "stopped: %s", tly_strerror(err));
