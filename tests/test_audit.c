@@ -1166,38 +1166,25 @@ END_TEST
 static Suite *audit_suite(void)
 {
     Suite *s = suite_create("audit");
-    TCase *tc = tcase_create("verify");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, verify_ok_json_log);
-    tcase_add_test(tc, verify_ok_generated_log_json_output);
-    tcase_add_test(tc, verify_missing_log_is_an_error);
-    tcase_add_test(tc, verify_names_a_tampered_event);
-    tcase_add_test(tc, verify_counts_the_index);
+    TCase *tc = tu_tcase(s, "verify", 120);
+    tu_add_tests(tc, TU_TESTS(verify_ok_json_log, verify_ok_generated_log_json_output,
+                              verify_missing_log_is_an_error, verify_names_a_tampered_event,
+                              verify_counts_the_index));
     tcase_add_loop_test(tc, verify_names_each_fault, 0,
                         (int)(sizeof fault_cases / sizeof fault_cases[0]));
-    suite_add_tcase(s, tc);
-    tc = tcase_create("export");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, export_recomputes_to_verify_head);
-    tcase_add_test(tc, export_range);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("replay");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, digest_does_not_depend_on_shards);
-    tcase_add_test(tc, replay_answers_queries_and_refuses_a_used_out);
-    tcase_add_test(tc, replay_until_cuts_by_recorded_time);
-    tcase_add_test(tc, replay_what_if_replaces_a_programs_rules);
-    tcase_add_test(tc, vector_digests_do_not_depend_on_shards);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("diff");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, diff_finds_a_corrupted_view);
-    tcase_add_test(tc, digest_refuses_shards_at_different_checkpoints);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("live");
-    tcase_set_timeout(tc, 600);
+    tc = tu_tcase(s, "export", 120);
+    tu_add_tests(tc, TU_TESTS(export_recomputes_to_verify_head, export_range));
+    tc = tu_tcase(s, "replay", 300);
+    tu_add_tests(tc, TU_TESTS(digest_does_not_depend_on_shards,
+                              replay_answers_queries_and_refuses_a_used_out,
+                              replay_until_cuts_by_recorded_time,
+                              replay_what_if_replaces_a_programs_rules,
+                              vector_digests_do_not_depend_on_shards));
+    tc = tu_tcase(s, "diff", 300);
+    tu_add_tests(
+        tc, TU_TESTS(diff_finds_a_corrupted_view, digest_refuses_shards_at_different_checkpoints));
+    tc = tu_tcase(s, "live", 600);
     tcase_add_test(tc, audit_a_running_stack);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -1283,9 +1270,5 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "bench") == 0)
         return bench(argc, argv);
-    SRunner *sr = srunner_create(audit_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return tu_run_suite(audit_suite());
 }

@@ -1331,41 +1331,26 @@ END_TEST
 static Suite *consumers_suite(void)
 {
     Suite *s = suite_create("consumers");
-    TCase *views = tcase_create("views");
-    tcase_add_test(views, test_views_readonly_missing_creates_nothing);
-    tcase_add_test(views, test_views_shard_mismatch_refused);
-    tcase_add_test(views, test_views_commit_load_roundtrip);
-    suite_add_tcase(s, views);
-    TCase *consume = tcase_create("consume");
-    tcase_set_timeout(consume, 600);
-    tcase_add_test(consume, test_consume_small_log);
-    tcase_add_test(consume, test_consume_corrupt_record_stops);
-    tcase_add_test(consume, test_consume_refuses_views_ahead_of_log);
-    tcase_add_test(consume, test_consume_option_edges);
-    tcase_add_test(consume, test_consume_restart_resumes_exactly_once);
-    tcase_add_test(consume, test_consume_kill9_resumes_exactly_once);
-    tcase_add_test(consume, test_consume_full_map_at_commit_grows);
-    tcase_add_test(consume, test_shards_give_identical_partner_views);
-    suite_add_tcase(s, consume);
-    TCase *live = tcase_create("live");
-    tcase_set_timeout(live, 300);
-    tcase_add_test(live, test_live_follow_ledger);
-    tcase_add_test(live, test_remote_catch_up_through_log_read);
-    suite_add_tcase(s, live);
-    TCase *faults = tcase_create("faults");
-    tcase_set_timeout(faults, 300);
-    tcase_add_test(faults, test_follow_faulty_events_local);
-    tcase_add_test(faults, test_follow_faulty_events_remote);
-    tcase_add_test(faults, test_consume_tiny_batch_same_views);
-    suite_add_tcase(s, faults);
+    TCase *views = tu_tcase(s, "views", 0);
+    tu_add_tests(views,
+                 TU_TESTS(test_views_readonly_missing_creates_nothing,
+                          test_views_shard_mismatch_refused, test_views_commit_load_roundtrip));
+    TCase *consume = tu_tcase(s, "consume", 600);
+    tu_add_tests(
+        consume,
+        TU_TESTS(test_consume_small_log, test_consume_corrupt_record_stops,
+                 test_consume_refuses_views_ahead_of_log, test_consume_option_edges,
+                 test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
+                 test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views));
+    TCase *live = tu_tcase(s, "live", 300);
+    tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
+    TCase *faults = tu_tcase(s, "faults", 300);
+    tu_add_tests(faults, TU_TESTS(test_follow_faulty_events_local, test_follow_faulty_events_remote,
+                                  test_consume_tiny_batch_same_views));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(consumers_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(consumers_suite());
 }

@@ -1619,44 +1619,23 @@ static int bench(size_t events)
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
-    TCase *tc = tcase_create("vectors");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = tu_tcase(s, "vectors", 120);
     tcase_add_loop_test(tc, vector_seed101, 0, 3);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("scenarios");
-    tcase_add_test(tc, rhe_cases);
-    tcase_add_test(tc, late_lands_in_open_period);
-    tcase_add_test(tc, held_fold_at_enrollment);
-    tcase_add_test(tc, partial_approval_into_expired_bucket);
-    tcase_add_test(tc, clawback_deficit_paid_by_credit);
-    tcase_add_test(tc, rebate_bracket_edges);
-    tcase_add_test(tc, tier_upgrade_downgrade);
-    tcase_add_test(tc, program_versions);
-    tcase_add_test(tc, close_out_of_order_and_unknown);
-    tcase_add_test(tc, over_return_partial);
-    tcase_add_test(tc, return_partner_mismatch_across_shards);
-    tcase_add_test(tc, payouts);
-    tcase_add_test(tc, claim_state_machine);
-    tcase_add_test(tc, enrollment_rules);
-    tcase_add_test(tc, apply_out_of_order);
-    tcase_add_test(tc, details_pinned);
-    tcase_add_test(tc, load_rejects_garbage);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("random");
-    tcase_set_timeout(tc, 300);
+    tc = tu_tcase(s, "scenarios", 0);
+    tu_add_tests(tc, TU_TESTS(rhe_cases, late_lands_in_open_period, held_fold_at_enrollment,
+                              partial_approval_into_expired_bucket, clawback_deficit_paid_by_credit,
+                              rebate_bracket_edges, tier_upgrade_downgrade, program_versions,
+                              close_out_of_order_and_unknown, over_return_partial,
+                              return_partner_mismatch_across_shards, payouts, claim_state_machine,
+                              enrollment_rules, apply_out_of_order, details_pinned,
+                              load_rejects_garbage));
+    tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("flush_load");
-    tcase_set_timeout(tc, 300);
+    tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_test(tc, overflow_is_an_error);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("stored_text");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, stored_text_vectors);
-    tcase_add_test(tc, stored_text_random);
-    tcase_add_test(tc, stored_text_escapes);
-    suite_add_tcase(s, tc);
+    tc = tu_tcase(s, "stored_text", 300);
+    tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes));
     return s;
 }
 
@@ -1671,9 +1650,5 @@ int main(int argc, char **argv)
         return bench_main();
     }
     printf("seed %" PRIu64 " (set TALLY_SEED to repeat another)\n", g_seed);
-    SRunner *sr = srunner_create(engine_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(engine_suite());
 }

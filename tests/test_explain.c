@@ -60,6 +60,38 @@ static void fold(tly_engine *e, const stream *st, size_t from, size_t to, tly_ex
     }
 }
 
+/* Appends the MessagePack form of a JSON event from source to st. */
+static void push_json(stream *st, const char *source, const char *json)
+{
+    json_error_t je;
+    json_t *ev = json_loads(json, 0, &je);
+    ck_assert_msg(ev != NULL, "bad test event %s: %s", json, je.text);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp(ev, &sb);
+    stream_push(st, source, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(ev);
+}
+
+/* Folds the whole stream with an explain of partner and returns its report
+ * for period (NULL: every period; a new reference); *ok says whether it
+ * matches the views. */
+static json_t *explain_report(const stream *st, const char *partner, const char *period, bool *ok)
+{
+    tly_engine *e;
+    tly_explain *x;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_explain_new(e, partner, &x), TLY_OK);
+    fold(e, st, 0, st->count, x);
+    json_t *rep = NULL;
+    *ok = false;
+    ck_assert_int_eq(tly_explain_report(x, period, &rep, ok), TLY_OK);
+    tly_explain_free(x);
+    tly_engine_free(e);
+    return rep;
+}
+
 /* ---- seeded random streams ---- */
 
 static uint64_t g_seed = UINT64_C(20261126);
@@ -339,22 +371,14 @@ static void check_reports(const stream *st, const char *label)
     json_t *pj;
     json_array_foreach(partners, i, pj)
     {
-        tly_engine *e;
-        tly_explain *x;
-        ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-        ck_assert_int_eq(tly_explain_new(e, json_string_value(pj), &x), TLY_OK);
-        fold(e, st, 0, st->count, x);
-        json_t *rep = NULL;
         bool ok = false;
-        ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+        json_t *rep = explain_report(st, json_string_value(pj), NULL, &ok);
         if (!ok) {
             char *text = json_dumps(json_object_get(rep, "mdf"), JSON_COMPACT);
             ck_abort_msg("%s: report of %s does not match: %.2000s", label, json_string_value(pj),
                          text);
         }
         json_decref(rep);
-        tly_explain_free(x);
-        tly_engine_free(e);
     }
     json_decref(partners);
 }
@@ -573,17 +597,8 @@ static const char scenario_lines[] =
 /* The first n events of the scenario. */
 static void scenario_head(stream *st, size_t n)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    for (size_t i = 0; i < n; i++) {
-        json_error_t je;
-        json_t *ev = json_loads(scenario[i][1], 0, &je);
-        ck_assert_msg(ev != NULL, "scenario event %zu: %s", i + 1, je.text);
-        to_mp(ev, &sb);
-        stream_push(st, scenario[i][0], sb.data, sb.size);
-        json_decref(ev);
-    }
-    msgpack_sbuffer_destroy(&sb);
+    for (size_t i = 0; i < n; i++)
+        push_json(st, scenario[i][0], scenario[i][1]);
 }
 
 static void scenario_stream(stream *st)
@@ -661,14 +676,8 @@ START_TEST(scenario_report)
 {
     stream st = {0};
     scenario_stream(&st);
-    tly_engine *e;
-    tly_explain *x;
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_explain_new(e, "p1", &x), TLY_OK);
-    fold(e, &st, 0, st.count, x);
-    json_t *rep;
     bool ok = false;
-    ck_assert_int_eq(tly_explain_report(x, "2025-Q1", &rep, &ok), TLY_OK);
+    json_t *rep = explain_report(&st, "p1", "2025-Q1", &ok);
     ck_assert(ok);
     json_t *mdf = json_object_get(rep, "mdf");
     ck_assert(json_is_true(json_object_get(mdf, "matches_balance")));
@@ -698,8 +707,6 @@ START_TEST(scenario_report)
     ck_assert_int_eq(iget(json_array_get(rev, 1), "amount"), -250000);
     json_decref(want);
     json_decref(rep);
-    tly_explain_free(x);
-    tly_engine_free(e);
     stream_free(&st);
 }
 END_TEST
@@ -718,22 +725,10 @@ START_TEST(held_events_keep_their_ids)
                    "\"sale\":\"S9\",\"qty\":1,\"amount\":10000,\"currency\":\"USD\"}"},
         {"finance", "{\"type\":\"partner\",\"id\":\"E2\",\"at\":" T1 ",\"partner\":\"p2\","
                     "\"name\":\"P Two\",\"program\":\"acme\",\"kind\":\"msp\"}"}};
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    for (size_t i = 0; i < 3; i++) {
-        json_t *ev = json_loads(held[i][1], 0, NULL);
-        to_mp(ev, &sb);
-        stream_push(&st, held[i][0], sb.data, sb.size);
-        json_decref(ev);
-    }
-    tly_engine *e;
-    tly_explain *x;
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_explain_new(e, "p2", &x), TLY_OK);
-    fold(e, &st, 0, st.count, x);
-    json_t *rep;
+    for (size_t i = 0; i < 3; i++)
+        push_json(&st, held[i][0], held[i][1]);
     bool ok = false;
-    ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+    json_t *rep = explain_report(&st, "p2", NULL, &ok);
     ck_assert(ok);
     json_t *lines = json_object_get(json_object_get(rep, "mdf"), "lines");
     json_t *acc = json_array_get(lines, 0), *claw = json_array_get(lines, 2);
@@ -746,9 +741,6 @@ START_TEST(held_events_keep_their_ids)
     ck_assert_str_eq(json_string_value(json_object_get(claw, "id")), "R9");
     ck_assert_int_eq(iget(claw, "amount"), 100);
     json_decref(rep);
-    msgpack_sbuffer_destroy(&sb);
-    tly_explain_free(x);
-    tly_engine_free(e);
     stream_free(&st);
 }
 END_TEST
@@ -767,23 +759,10 @@ START_TEST(capped_clawback_marked)
         "\"qty\":1,\"amount\":150,\"currency\":\"USD\"}",
         "{\"type\":\"return\",\"id\":\"R8\",\"at\":" T1 ",\"partner\":\"p1\",\"sale\":\"S7\","
         "\"qty\":1,\"amount\":100,\"currency\":\"USD\"}"};
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    for (size_t i = 0; i < 3; i++) {
-        json_t *ev = json_loads(evs[i], 0, NULL);
-        ck_assert_ptr_nonnull(ev);
-        to_mp(ev, &sb);
-        stream_push(&st, "dist-a", sb.data, sb.size);
-        json_decref(ev);
-    }
-    tly_engine *e;
-    tly_explain *x;
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_explain_new(e, "p1", &x), TLY_OK);
-    fold(e, &st, 0, st.count, x);
-    json_t *rep;
+    for (size_t i = 0; i < 3; i++)
+        push_json(&st, "dist-a", evs[i]);
     bool ok = false;
-    ck_assert_int_eq(tly_explain_report(x, NULL, &rep, &ok), TLY_OK);
+    json_t *rep = explain_report(&st, "p1", NULL, &ok);
     ck_assert(ok);
     json_t *lines = json_object_get(json_object_get(rep, "mdf"), "lines");
     /* accrual, credit, clawback R7, debit, clawback R8 (nothing to debit) */
@@ -796,9 +775,6 @@ START_TEST(capped_clawback_marked)
     ck_assert_int_eq(iget(r8, "returned"), 100);
     ck_assert(json_is_true(json_object_get(r8, "capped")));
     json_decref(rep);
-    msgpack_sbuffer_destroy(&sb);
-    tly_explain_free(x);
-    tly_engine_free(e);
     stream_free(&st);
 }
 END_TEST
@@ -1005,22 +981,14 @@ END_TEST
 static Suite *explain_suite(void)
 {
     Suite *s = suite_create("explain");
-    TCase *tc = tcase_create("sums");
-    tcase_set_timeout(tc, 600);
+    TCase *tc = tu_tcase(s, "sums", 600);
     tcase_add_loop_test(tc, every_partner_sums, 0, 3);
     tcase_add_test(tc, trace_changes_nothing);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("scenario");
-    tcase_add_test(tc, scenario_line_by_line);
-    tcase_add_test(tc, scenario_report);
-    tcase_add_test(tc, held_events_keep_their_ids);
-    tcase_add_test(tc, capped_clawback_marked);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("cli");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, cli_scenario);
-    tcase_add_test(tc, cli_vectors);
-    suite_add_tcase(s, tc);
+    tc = tu_tcase(s, "scenario", 0);
+    tu_add_tests(tc, TU_TESTS(scenario_line_by_line, scenario_report, held_events_keep_their_ids,
+                              capped_clawback_marked));
+    tc = tu_tcase(s, "cli", 300);
+    tu_add_tests(tc, TU_TESTS(cli_scenario, cli_vectors));
     return s;
 }
 
@@ -1030,9 +998,5 @@ int main(void)
     if (seed != NULL && *seed != '\0')
         g_seed = strtoull(seed, NULL, 10);
     printf("seed %" PRIu64 " (set TALLY_SEED to repeat another)\n", g_seed);
-    SRunner *sr = srunner_create(explain_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(explain_suite());
 }

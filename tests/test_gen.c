@@ -748,38 +748,25 @@ END_TEST
 static Suite *gen_suite(void)
 {
     Suite *s = suite_create("gen");
-    TCase *cli = tcase_create("cli");
+    TCase *cli = tu_tcase(s, "cli", 0);
     tcase_add_checked_fixture(cli, setup, teardown);
     tcase_add_test(cli, help_exits_0);
     tcase_add_loop_test(cli, bad_flag_exits_2, 0, (int)(sizeof bad_args / sizeof bad_args[0]));
     tcase_add_test(cli, unwritable_out_exits_1);
-    suite_add_tcase(s, cli);
-    TCase *det = tcase_create("determinism");
+    TCase *det = tu_tcase(s, "determinism", 120);
     tcase_add_checked_fixture(det, setup, teardown);
-    tcase_set_timeout(det, 120);
-    tcase_add_test(det, same_seed_same_bytes);
-    tcase_add_test(det, out_file_equals_stdout);
-    tcase_add_test(det, different_seeds_differ);
-    tcase_add_test(det, events_count_respected);
-    suite_add_tcase(s, det);
-    TCase *data = tcase_create("data");
+    tu_add_tests(det, TU_TESTS(same_seed_same_bytes, out_file_equals_stdout, different_seeds_differ,
+                               events_count_respected));
+    TCase *data = tu_tcase(s, "data", 300);
     tcase_add_checked_fixture(data, setup, teardown);
-    tcase_set_timeout(data, 300);
-    tcase_add_test(data, default_set_shape);
-    tcase_add_test(data, span_follows_start_and_months);
-    tcase_add_test(data, late_start_spans_whole_months);
-    tcase_add_test(data, resends_are_exact_and_only_added);
+    tu_add_tests(data, TU_TESTS(default_set_shape, span_follows_start_and_months,
+                                late_start_spans_whole_months, resends_are_exact_and_only_added));
     tcase_add_loop_test(data, default_set_exercises_the_engine, 0,
                         (int)(sizeof scenario_seeds / sizeof scenario_seeds[0]));
-    suite_add_tcase(s, data);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(gen_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(gen_suite());
 }

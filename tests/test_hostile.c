@@ -10,109 +10,33 @@
  * the log. Children die with this process (PR_SET_PDEATHSIG).
  */
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <zmq.h>
 
+#include "testledger.h"
 #include "testutil.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_wire.h"
 
-/* Deadlines that only keep a broken build from hanging the suite. */
-#define HT_READY_MS 15000 /* the ledger listens */
-#define HT_REPLY_MS 15000 /* a reply from a running ledger */
-
-/* Business time of the events: 2025-01-01 01:02:22 UTC. */
-#define HT_AT_MS 1735693342313LL
-
 /* ------------------------------------------------------------------ */
 /* the ledger under test                                               */
 
-typedef struct ht_ledger {
-    char *dir;
-    char data[512];
-    char log[512];
-    char ingest[64], events[64], logread[64];
-    pid_t pid;
-} ht_ledger;
-
-/* Starts argv in the background with stdout and stderr to log; the child
- * is killed when this test process dies. */
-static pid_t spawn_tied(char *const *argv, const char *log)
+/* A fresh ledger on free ports (without fsync: no case needs durability). */
+static void ledger_start(tl_ledger *L)
 {
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(125);
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (in < 0 || out < 0)
-            _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void ledger_start(ht_ledger *L)
-{
-    memset(L, 0, sizeof *L);
-    L->dir = tu_tmpdir();
-    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
-    snprintf(L->log, sizeof L->log, "%s/ledger.log", L->dir);
-    tu_endpoint(L->ingest, sizeof L->ingest);
-    tu_endpoint(L->events, sizeof L->events);
-    tu_endpoint(L->logread, sizeof L->logread);
-    char *argv[] = {(char *)tu_tally(), "ledger",  "--data",     L->data,    "--ingest",  L->ingest,
-                    "--events",         L->events, "--log-read", L->logread, "--no-sync", NULL};
-    L->pid = spawn_tied(argv, L->log);
-    ck_assert_msg(tu_wait_listening(L->ingest, HT_READY_MS), "the ledger does not listen");
-}
-
-/* Stops the ledger (SIGTERM: it finishes and exits 0). */
-static void ledger_stop(ht_ledger *L)
-{
-    if (L->pid > 0)
-        ck_assert_int_eq(tu_kill_wait(L->pid, SIGTERM), 0);
-    L->pid = 0;
-}
-
-static void ledger_done(ht_ledger *L)
-{
-    ledger_stop(L);
-    tu_rmtree(L->dir);
-    L->dir = NULL;
+    tl_init(L);
+    const char *extra[] = {"--no-sync", NULL};
+    tl_start(L, extra);
 }
 
 /* ------------------------------------------------------------------ */
 /* requests                                                            */
-
-/* A DEALER connected to the ledger's ingest socket. */
-static void *dealer(void *ctx, const ht_ledger *L)
-{
-    void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    ck_assert_int_eq(zmq_connect(s, L->ingest), 0);
-    return s;
-}
 
 /* A reply to one request: the whole-request error, or one result per event. */
 typedef struct ht_reply {
@@ -125,19 +49,12 @@ typedef struct ht_reply {
 /* Sends one request frame and decodes the reply. */
 static void rpc(void *sock, const msgpack_sbuffer *frame, ht_reply *out)
 {
-    ck_assert_int_eq(zmq_send(sock, frame->data, frame->size, 0), (int)frame->size);
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-    int rc;
-    while ((rc = zmq_poll(&it, 1, HT_REPLY_MS)) < 0 && zmq_errno() == EINTR)
-        ;
-    ck_assert_msg(rc == 1, "no reply from the ledger");
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
+    size_t len = 0;
+    uint8_t *reply = tl_rpc(sock, frame->data, frame->size, &len);
     char msg[160];
-    out->whole = tly_wire_reply_decode(zmq_msg_data(&m), zmq_msg_size(&m), &out->req, out->results,
-                                       64, &out->count, msg, sizeof msg);
-    zmq_msg_close(&m);
+    out->whole = tly_wire_reply_decode(reply, len, &out->req, out->results, 64, &out->count, msg,
+                                       sizeof msg);
+    free(reply);
     ck_assert_msg(out->whole != TLY_MALFORMED || out->count == 0, "reply unreadable");
 }
 
@@ -166,7 +83,7 @@ static msgpack_sbuffer *sale_with_note(const char *id, const void *v, size_t vle
     snprintf(text, sizeof text,
              "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"acme\","
              "\"sku\":\"SKU-9\",\"qty\":3,\"amount\":123450,\"currency\":\"USD\"}",
-             id, HT_AT_MS);
+             id, TL_AT_MS);
     json_t *j = json_loads(text, 0, NULL);
     msgpack_sbuffer *sb = malloc(sizeof *sb);
     msgpack_sbuffer_init(sb);
@@ -189,68 +106,57 @@ static void free_event(msgpack_sbuffer *sb)
 /* ------------------------------------------------------------------ */
 /* the shapes                                                          */
 
-typedef struct ht_shape {
-    const char *name;
-    const char *bytes;
-    size_t len;
-} ht_shape;
-
-#define SHAPE(name, lit)                                                                           \
-    {                                                                                              \
-        name, lit, sizeof(lit) - 1                                                                 \
-    }
-
 /* Every shape of unknown-key value the ledger accepts. */
-static const ht_shape accepted[] = {
-    SHAPE("nil", "\xc0"),
-    SHAPE("true", "\xc3"),
-    SHAPE("false", "\xc2"),
-    SHAPE("int min", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),
-    SHAPE("int max", "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"),
-    SHAPE("uint max", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff"),
-    SHAPE("float32", "\xca\x3f\xc0\x00\x00"),
-    SHAPE("float64", "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18"),
-    SHAPE("float64 max", "\xcb\x7f\xef\xff\xff\xff\xff\xff\xff"),
-    SHAPE("str", "\xa5hello"),
-    SHAPE("str controls", "\xa3\x01\x1f\x7f"),
-    SHAPE("str UTF-8", "\xa9\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e"),
-    SHAPE("bin", "\xc4\x03\x01\x02\xff"),
-    SHAPE("array", "\x93\x01\xa1"
-                   "a\xc0"),
-    SHAPE("map", "\x83\xa1"
-                 "a\x01\xa0\x02\xa2"
-                 "b\x01\x92\xc2\xc3"),
+static const tu_shape accepted[] = {
+    TU_SHAPE("nil", "\xc0"),
+    TU_SHAPE("true", "\xc3"),
+    TU_SHAPE("false", "\xc2"),
+    TU_SHAPE("int min", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),
+    TU_SHAPE("int max", "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("uint max", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("float32", "\xca\x3f\xc0\x00\x00"),
+    TU_SHAPE("float64", "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18"),
+    TU_SHAPE("float64 max", "\xcb\x7f\xef\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("str", "\xa5hello"),
+    TU_SHAPE("str controls", "\xa3\x01\x1f\x7f"),
+    TU_SHAPE("str UTF-8", "\xa9\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e"),
+    TU_SHAPE("bin", "\xc4\x03\x01\x02\xff"),
+    TU_SHAPE("array", "\x93\x01\xa1"
+                      "a\xc0"),
+    TU_SHAPE("map", "\x83\xa1"
+                    "a\x01\xa0\x02\xa2"
+                    "b\x01\x92\xc2\xc3"),
     /* the value is level 2, the int at the bottom level 8 */
-    SHAPE("nested to the limit", "\x91\x91\x91\x91\x91\x91\x01"),
-    SHAPE("maps to the limit", "\x81\xa1"
-                               "a\x81\xa1"
-                               "b\x81\xa1"
-                               "c\x81\xa1"
-                               "d\x81\xa1"
-                               "e\x81\xa1"
-                               "f\xc4\x01\x00"),
+    TU_SHAPE("nested to the limit", "\x91\x91\x91\x91\x91\x91\x01"),
+    TU_SHAPE("maps to the limit", "\x81\xa1"
+                                  "a\x81\xa1"
+                                  "b\x81\xa1"
+                                  "c\x81\xa1"
+                                  "d\x81\xa1"
+                                  "e\x81\xa1"
+                                  "f\xc4\x01\x00"),
 };
 
 /* Shapes no reader could handle, and the field their refusal names. */
 static const struct {
-    ht_shape shape;
+    tu_shape shape;
     const char *field;
 } refused[] = {
-    {SHAPE("NaN", "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("+inf", "\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("-inf", "\xcb\xff\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("float32 NaN", "\xca\x7f\xc0\x00\x00"), "x-note"},
-    {SHAPE("ext", "\xd4\x01\x00"), "x-note"},
-    {SHAPE("ext 8", "\xc7\x01\x05\xaa"), "x-note"},
+    {TU_SHAPE("NaN", "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("+inf", "\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("-inf", "\xcb\xff\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("float32 NaN", "\xca\x7f\xc0\x00\x00"), "x-note"},
+    {TU_SHAPE("ext", "\xd4\x01\x00"), "x-note"},
+    {TU_SHAPE("ext 8", "\xc7\x01\x05\xaa"), "x-note"},
     /* {"x-note":[[[[[[[1]]]]]]]}: the int at level 9 */
-    {SHAPE("nesting limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x01"), "x-note"},
-    {SHAPE("int key", "\x81\x01\x02"), "x-note"},
-    {SHAPE("invalid UTF-8", "\xa2\xc3\x28"), "x-note"},
-    {SHAPE("NUL in a str", "\xa3"
-                           "a\x00"
-                           "b"),
+    {TU_SHAPE("nesting limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x01"), "x-note"},
+    {TU_SHAPE("int key", "\x81\x01\x02"), "x-note"},
+    {TU_SHAPE("invalid UTF-8", "\xa2\xc3\x28"), "x-note"},
+    {TU_SHAPE("NUL in a str", "\xa3"
+                              "a\x00"
+                              "b"),
      "x-note"},
-    {SHAPE("NaN in a map", "\x81\xa1y\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note.y"},
+    {TU_SHAPE("NaN in a map", "\x81\xa1y\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note.y"},
 };
 
 #define N_ACCEPTED (sizeof accepted / sizeof accepted[0])
@@ -261,7 +167,7 @@ static const struct {
 
 /* Runs `tally audit SUB --data DATA [extra]`; returns its exit code and
  * leaves stdout in out_path. */
-static int audit(const ht_ledger *L, const char *sub, const char *extra1, const char *extra2,
+static int audit(const tl_ledger *L, const char *sub, const char *extra1, const char *extra2,
                  const char *out_path)
 {
     char err_path[600];
@@ -317,10 +223,10 @@ static void check_export(const char *path, msgpack_sbuffer *const *want, size_t 
  * with bad_field naming the key, and nothing of it is appended. */
 START_TEST(test_every_accepted_shape_reaches_every_reader)
 {
-    ht_ledger L;
+    tl_ledger L;
     ledger_start(&L);
-    void *ctx = zmq_ctx_new();
-    void *sock = dealer(ctx, &L);
+    void *ctx = tl_ctx();
+    void *sock = tl_dealer(ctx, L.ingest);
     msgpack_sbuffer *good[N_ACCEPTED], *bad[N_REFUSED];
     for (size_t i = 0; i < N_ACCEPTED; i++) {
         char id[32];
@@ -359,7 +265,7 @@ START_TEST(test_every_accepted_shape_reaches_every_reader)
                       reply.results[i].message);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    ledger_stop(&L);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
 
     char out[600], views[600];
     snprintf(out, sizeof out, "%s/export.jsonl", L.dir);
@@ -372,7 +278,7 @@ START_TEST(test_every_accepted_shape_reaches_every_reader)
         free_event(good[i]);
     for (size_t i = 0; i < N_REFUSED; i++)
         free_event(bad[i]);
-    ledger_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -396,10 +302,10 @@ START_TEST(test_names_with_control_characters_reach_every_reader)
         "\"sku\":\"k\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}",
     };
     enum { N = sizeof events / sizeof events[0] };
-    ht_ledger L;
+    tl_ledger L;
     ledger_start(&L);
-    void *ctx = zmq_ctx_new();
-    void *sock = dealer(ctx, &L);
+    void *ctx = tl_ctx();
+    void *sock = tl_dealer(ctx, L.ingest);
     msgpack_sbuffer *evs[N];
     for (size_t i = 0; i < N; i++) {
         json_error_t je;
@@ -432,7 +338,7 @@ START_TEST(test_names_with_control_characters_reach_every_reader)
     ck_assert_str_eq(reply.results[0].field, "partner");
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    ledger_stop(&L);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     char out[600], views[600];
     snprintf(out, sizeof out, "%s/export.jsonl", L.dir);
     snprintf(views, sizeof views, "%s/replay", L.dir);
@@ -441,7 +347,7 @@ START_TEST(test_names_with_control_characters_reach_every_reader)
     ck_assert_int_eq(audit(&L, "replay", "--out", views, NULL), 0);
     for (size_t i = 0; i < N; i++)
         free_event(evs[i]);
-    ledger_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -449,10 +355,10 @@ END_TEST
  * the whole request: nothing is appended under a cut-short name. */
 START_TEST(test_source_control_bytes_malformed)
 {
-    ht_ledger L;
+    tl_ledger L;
     ledger_start(&L);
-    void *ctx = zmq_ctx_new();
-    void *sock = dealer(ctx, &L);
+    void *ctx = tl_ctx();
+    void *sock = tl_dealer(ctx, L.ingest);
     static const struct {
         const char *s;
         size_t len;
@@ -478,7 +384,7 @@ START_TEST(test_source_control_bytes_malformed)
     free_event(ev);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    ledger_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -498,10 +404,10 @@ START_TEST(test_per_event_errors_name_their_field)
         "\"action\":\"pay\"}",
     };
     enum { N = sizeof events / sizeof events[0] };
-    ht_ledger L;
+    tl_ledger L;
     ledger_start(&L);
-    void *ctx = zmq_ctx_new();
-    void *sock = dealer(ctx, &L);
+    void *ctx = tl_ctx();
+    void *sock = tl_dealer(ctx, L.ingest);
     msgpack_sbuffer *evs[N + 1];
     for (size_t i = 0; i < N; i++) {
         json_t *j = json_loads(events[i], 0, NULL);
@@ -529,7 +435,7 @@ START_TEST(test_per_event_errors_name_their_field)
         free_event(evs[i]);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    ledger_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -538,59 +444,46 @@ END_TEST
  * has the first. */
 START_TEST(test_send_json_lines_at_the_limit)
 {
-    ht_ledger L;
+    tl_ledger L;
     ledger_start(&L);
-    char path[600], out[600], err[600];
+    char path[600];
     snprintf(path, sizeof path, "%s/in.jsonl", L.dir);
-    snprintf(out, sizeof out, "%s/send.out", L.dir);
-    snprintf(err, sizeof err, "%s/send.err", L.dir);
     const char *base = "{\"type\":\"sale\",\"id\":\"%s\",\"at\":1735693342313,\"partner\":"
                        "\"acme\",\"sku\":\"k\",\"qty\":1,\"amount\":5,\"currency\":\"USD\","
                        "\"x-note\":%s}\n";
     char text[1024];
     int n = snprintf(text, sizeof text, base, "J-1", "[[[[[[1]]]]]]");
     snprintf(text + n, sizeof text - (size_t)n, base, "J-2", "[[[[[[[1]]]]]]]");
-    ck_assert(tu_write_file(path, text, strlen(text)));
-    char *argv[] = {(char *)tu_tally(), "send",       "--source", "dist-a", "--ingest",
-                    L.ingest,           "--log-read", L.logread,  path,     NULL};
-    ck_assert_int_eq(tu_run(argv, NULL, out, err), 1); /* one rejected */
-    char *report = tu_read_file(err, NULL);
-    ck_assert_ptr_nonnull(report);
+    tl_write_text(path, text);
+    const char *args[] = {"--source", "dist-a", path, NULL};
+    tl_sent s = tl_send_wait(&L, "limit", tl_send_spawn(&L, "limit", L.logread, args));
+    tl_assert_sent(s, 1, 1, 0, 1); /* one rejected */
+    char *report = tl_send_stderr(&L, "limit");
     ck_assert_msg(strstr(report, "line 2 (id J-2): bad_field [x-note]") != NULL, "report: %s",
                   report);
     free(report);
-    char *summary = tu_read_file(out, NULL);
-    ck_assert_msg(summary && strstr(summary, "sent 1, duplicates 0, rejected 1"), "summary: %s",
-                  summary ? summary : "");
-    free(summary);
-    ledger_stop(&L);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     char exp[600];
     snprintf(exp, sizeof exp, "%s/export.jsonl", L.dir);
     ck_assert_int_eq(audit(&L, "export", NULL, NULL, exp), 0);
     ck_assert_int_eq(audit(&L, "verify", NULL, NULL, NULL), 0);
-    ledger_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 static Suite *hostile_suite(void)
 {
     Suite *s = suite_create("hostile");
-    TCase *tc = tcase_create("readers");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_every_accepted_shape_reaches_every_reader);
-    tcase_add_test(tc, test_names_with_control_characters_reach_every_reader);
-    tcase_add_test(tc, test_source_control_bytes_malformed);
-    tcase_add_test(tc, test_per_event_errors_name_their_field);
-    tcase_add_test(tc, test_send_json_lines_at_the_limit);
-    suite_add_tcase(s, tc);
+    TCase *tc = tu_tcase(s, "readers", 120);
+    tu_add_tests(tc, TU_TESTS(test_every_accepted_shape_reaches_every_reader,
+                              test_names_with_control_characters_reach_every_reader,
+                              test_source_control_bytes_malformed,
+                              test_per_event_errors_name_their_field,
+                              test_send_json_lines_at_the_limit));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(hostile_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(hostile_suite());
 }

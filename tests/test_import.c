@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "tly_import.h"
 #include "tly_json.h"
 #include "tly_limits.h"
@@ -116,19 +117,12 @@ END_TEST
 static Suite *import_suite(void)
 {
     Suite *s = suite_create("import");
-    TCase *tc = tcase_create("lines");
-    tcase_add_test(tc, test_json_line_shapes);
-    tcase_add_test(tc, test_csv_row);
-    tcase_add_test(tc, test_csv_row_bytes_limit);
-    suite_add_tcase(s, tc);
+    TCase *tc = tu_tcase(s, "lines", 0);
+    tu_add_tests(tc, TU_TESTS(test_json_line_shapes, test_csv_row, test_csv_row_bytes_limit));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(import_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(import_suite());
 }

@@ -714,25 +714,15 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("install");
-    TCase *tc = tcase_create("install");
-    tcase_set_timeout(tc, 300);
+    TCase *tc = tu_tcase(s, "install", 300);
     tcase_add_unchecked_fixture(tc, install_setup, install_teardown);
-    tcase_add_test(tc, every_file_is_installed);
-    tcase_add_test(tc, version_matches_the_project);
-    tcase_add_test(tc, man_pages_render_without_warnings);
-    tcase_add_test(tc, every_command_has_a_page);
-    tcase_add_test(tc, pages_name_every_flag_of_the_help);
-    tcase_add_test(tc, client_links_with_pkg_config_alone);
-    tcase_add_test(tc, client_component_alone);
-    tcase_add_test(tc, units_are_hardened_notify_services);
-    tcase_add_test(tc, systemd_analyze_verifies_the_units);
-    tcase_add_test(tc, consume_template_turns_the_instance_into_a_shard);
-    tcase_add_test(tc, completion_completes_commands_and_flags);
-    tcase_add_test(tc, services_notify_ready_and_stopping);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    tu_add_tests(tc, TU_TESTS(every_file_is_installed, version_matches_the_project,
+                              man_pages_render_without_warnings, every_command_has_a_page,
+                              pages_name_every_flag_of_the_help, client_links_with_pkg_config_alone,
+                              client_component_alone, units_are_hardened_notify_services,
+                              systemd_analyze_verifies_the_units,
+                              consume_template_turns_the_instance_into_a_shard,
+                              completion_completes_commands_and_flags,
+                              services_notify_ready_and_stopping));
+    return tu_run_suite(s);
 }

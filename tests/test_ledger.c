@@ -7,367 +7,33 @@
  * through the log store's reader API: head, lookups, seq continuity, the hash
  * chain and recorded_ms monotonicity [D12].
  *
- * Children are started with PR_SET_PDEATHSIG so that a test that fails or
- * times out never leaves a ledger or a retrying producer behind. No
- * assertion depends on timing: deadlines only keep a broken build from
- * hanging. The crash test is seeded (TALLY_TEST_SEED overrides) and prints
- * its seed.
+ * The ledger, its processes and clients are testledger.h's (children die
+ * with the test; no assertion depends on timing). The crash test is seeded
+ * (TALLY_TEST_SEED overrides) and prints its seed.
  */
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "testledger.h"
 #include "testutil.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_wire.h"
 
-/* Deadlines that only keep a broken build from hanging the suite. */
-#define LT_READY_MS 15000    /* ledger binds its three sockets */
-#define LT_REPLY_MS 15000    /* a reply from a running ledger */
-#define LT_EXIT_MS 30000     /* a signalled ledger exits */
-#define LT_SEND_MS 150000    /* a `tally send` finishes */
-#define LT_PROGRESS_MS 60000 /* the log reaches a head the producers will reach */
 /* How long a request to a ledger that must not answer is given. Only a
  * missing answer passes, so a short wait cannot turn a failure into a pass. */
 #define LT_SILENCE_MS 1500
 
-/* A `sale` at 2025-01-01 01:02:22 UTC, well inside [2000, recorded + 1 day]. */
-#define LT_AT_MS 1735693342313LL
-
 #define LT_KEY_SEP '\x1f'
-
-/* ------------------------------------------------------------------ */
-/* processes                                                           */
-
-static void redirect_fd(int fd, const char *path, int flags)
-{
-    int f = open(path ? path : "/dev/null", flags, 0644);
-    if (f < 0)
-        _exit(126);
-    dup2(f, fd);
-    close(f);
-}
-
-/* "NAME=VALUE" strings the next spawned child gets in its environment. */
-static const char *const *g_child_env;
-
-/* Like tu_spawn, with separate stdout/stderr files (they may be the same
- * path), and the child is killed when this test process dies. */
-static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
-{
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(125);
-        for (const char *const *e = g_child_env; e && *e; e++)
-            putenv((char *)*e);
-        redirect_fd(0, NULL, O_RDONLY);
-        redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
-        if (err && out && strcmp(err, out) == 0)
-            dup2(1, 2);
-        else
-            redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int status_code(int st)
-{
-    if (WIFEXITED(st))
-        return WEXITSTATUS(st);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    return -1;
-}
-
-/* Waits for pid; after timeout_ms it is killed and -1 returned. */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    for (int waited = 0;; waited += 10) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return status_code(st);
-        if (r < 0 && errno != EINTR)
-            return -2;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-                ;
-            return -1;
-        }
-        tu_sleep_ms(10);
-    }
-}
-
-/* True when pid has already exited (reaped here); *code gets its status. */
-static bool exited(pid_t pid, int *code)
-{
-    int st;
-    if (waitpid(pid, &st, WNOHANG) != pid)
-        return false;
-    *code = status_code(st);
-    return true;
-}
-
-/* ------------------------------------------------------------------ */
-/* the ledger under test                                               */
-
-typedef struct lt_ledger {
-    char dir[512]; /* this test's temp dir; removed when the test passes */
-    char data[600];
-    char logdir[640];
-    char logfile[640];
-    char ingest[64];
-    char events[64];
-    char logread[64];
-    pid_t pid;
-} lt_ledger;
-
-static void lt_init(lt_ledger *L)
-{
-    memset(L, 0, sizeof *L);
-    char *tmp = tu_tmpdir();
-    snprintf(L->dir, sizeof L->dir, "%s", tmp);
-    free(tmp);
-    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
-    snprintf(L->logdir, sizeof L->logdir, "%s/data/log", L->dir);
-    snprintf(L->logfile, sizeof L->logfile, "%s/ledger.log", L->dir);
-    tu_endpoint(L->ingest, sizeof L->ingest);
-    tu_endpoint(L->events, sizeof L->events);
-    tu_endpoint(L->logread, sizeof L->logread);
-}
-
-static void dump_file(const char *what, const char *path)
-{
-    char *text = tu_read_file(path, NULL);
-    fprintf(stderr, "---- %s (%s) ----\n%s\n----\n", what, path, text ? text : "(none)");
-    free(text);
-}
-
-/* Starts the ledger with extra arguments (NULL-terminated, may be NULL) and
- * waits until its three sockets accept connections. */
-static void lt_start(lt_ledger *L, const char *const *extra)
-{
-    const char *argv[40];
-    int n = 0;
-    const char *fixed[] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
-                           L->ingest,  "--events", L->events, "--log-read", L->logread};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        argv[n++] = fixed[i];
-    for (; extra && *extra && n < 39; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    L->pid = spawn_tied(argv, L->logfile, L->logfile);
-    const char *eps[] = {L->ingest, L->events, L->logread};
-    for (int waited = 0, k = 0; k < 3;) {
-        int code;
-        if (exited(L->pid, &code)) {
-            dump_file("ledger log", L->logfile);
-            ck_abort_msg("tally ledger exited with %d while starting", code);
-        }
-        if (tu_wait_listening(eps[k], 0)) {
-            k++;
-            continue;
-        }
-        waited += 20;
-        if (waited > LT_READY_MS) {
-            dump_file("ledger log", L->logfile);
-            ck_abort_msg("tally ledger is not listening on %s", eps[k]);
-        }
-    }
-}
-
-/* Signals the ledger and returns its exit status (-1: it did not exit). */
-static int lt_stop(lt_ledger *L, int sig)
-{
-    ck_assert_int_gt(L->pid, 0);
-    kill(L->pid, sig);
-    int code = wait_exit(L->pid, LT_EXIT_MS);
-    L->pid = 0;
-    return code;
-}
-
-/* Stops a running ledger cleanly and removes the test directory. Called at
- * the end of a passing test only: a failing one keeps its files. */
-static void lt_done(lt_ledger *L)
-{
-    if (L->pid > 0)
-        ck_assert_int_eq(lt_stop(L, SIGTERM), 0);
-    tu_rmtree(strdup(L->dir));
-}
-
-/* ------------------------------------------------------------------ */
-/* tally send                                                          */
-
-typedef struct lt_sent {
-    int rc;
-    long sent, dups, rejected;
-    bool parsed; /* stdout held "sent N, duplicates D, rejected R" */
-} lt_sent;
-
-static void send_paths(const lt_ledger *L, const char *tag, char *out, char *err, size_t cap)
-{
-    snprintf(out, cap, "%s/send-%s.out", L->dir, tag);
-    snprintf(err, cap, "%s/send-%s.err", L->dir, tag);
-}
-
-/* Starts `tally send --ingest EP ARGS...` in the background; its output goes
- * to DIR/send-TAG.out and .err. */
-static pid_t send_spawn(const lt_ledger *L, const char *tag, const char *const *args)
-{
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = tu_tally();
-    argv[n++] = "send";
-    argv[n++] = "--ingest";
-    argv[n++] = L->ingest;
-    for (; *args && n < 39; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    unlink(out);
-    unlink(err);
-    return spawn_tied(argv, out, err);
-}
-
-static lt_sent send_wait(const lt_ledger *L, const char *tag, pid_t pid)
-{
-    lt_sent s = {0};
-    s.rc = wait_exit(pid, LT_SEND_MS);
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    char *text = tu_read_file(out, NULL);
-    s.parsed = text && sscanf(text, "sent %ld, duplicates %ld, rejected %ld", &s.sent, &s.dups,
-                              &s.rejected) == 3;
-    if (!s.parsed)
-        dump_file("tally send stderr", err);
-    free(text);
-    return s;
-}
-
-static lt_sent send_run(const lt_ledger *L, const char *tag, const char *const *args)
-{
-    return send_wait(L, tag, send_spawn(L, tag, args));
-}
-
-static char *send_stderr(const lt_ledger *L, const char *tag)
-{
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    char *text = tu_read_file(err, NULL);
-    return text ? text : strdup("");
-}
-
-static void assert_sent(lt_sent s, int rc, long sent, long dups, long rejected)
-{
-    ck_assert_msg(s.parsed, "tally send printed no summary (exit %d)", s.rc);
-    ck_assert_msg(s.rc == rc && s.sent == sent && s.dups == dups && s.rejected == rejected,
-                  "tally send: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit "
-                  "%d, sent %ld, duplicates %ld, rejected %ld",
-                  s.rc, s.sent, s.dups, s.rejected, rc, sent, dups, rejected);
-}
-
-/* Writes n JSON-line sales with ids PREFIX-0 .. PREFIX-(n-1). */
-static void write_sales(const char *path, const char *prefix, int n)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    for (int i = 0; i < n; i++)
-        fprintf(f,
-                "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"partner-%d\","
-                "\"sku\":\"SKU-%d\",\"qty\":%d,\"amount\":%d,\"currency\":\"USD\"}\n",
-                prefix, i, LT_AT_MS + i, i % 37, i % 11, 1 + i % 5, 100 + i);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-/* ------------------------------------------------------------------ */
-/* raw ZeroMQ                                                          */
-
-static void *lt_ctx(void)
-{
-    void *ctx = zmq_ctx_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
-
-/* A socket of type connected to ep; with server_pub, a CURVE client with the
- * given keypair. */
-static void *lt_socket(void *ctx, int type, const char *ep, const char *server_pub, const char *pub,
-                       const char *sec)
-{
-    void *s = zmq_socket(ctx, type);
-    ck_assert_ptr_nonnull(s);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (server_pub) {
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 40), 0);
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 40), 0);
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 40), 0);
-    }
-    ck_assert_int_eq(zmq_connect(s, ep), 0);
-    return s;
-}
-
-static void *lt_dealer(void *ctx, const char *ep)
-{
-    return lt_socket(ctx, ZMQ_DEALER, ep, NULL, NULL, NULL);
-}
-
-static void lt_send_frame(void *sock, const void *buf, size_t len)
-{
-    ck_assert_int_eq(zmq_send(sock, buf, len, 0), (int)len);
-}
-
-/* Receives one single-frame message within timeout_ms; false on timeout. */
-static bool lt_recv(void *sock, int timeout_ms, uint8_t **buf, size_t *len)
-{
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-    int rc;
-    while ((rc = zmq_poll(&it, 1, timeout_ms)) < 0 && zmq_errno() == EINTR)
-        ;
-    if (rc <= 0)
-        return false;
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
-    ck_assert_msg(!zmq_msg_more(&m), "expected a single-frame reply");
-    *len = zmq_msg_size(&m);
-    *buf = malloc(*len + 1);
-    memcpy(*buf, zmq_msg_data(&m), *len);
-    zmq_msg_close(&m);
-    return true;
-}
-
-/* Sends a frame and returns the reply (malloc'd); fails when none comes. */
-static uint8_t *lt_rpc(void *sock, const void *buf, size_t len, size_t *rlen)
-{
-    lt_send_frame(sock, buf, len);
-    uint8_t *reply = NULL;
-    ck_assert_msg(lt_recv(sock, LT_REPLY_MS, &reply, rlen), "no reply from the ledger");
-    return reply;
-}
 
 /* ------------------------------------------------------------------ */
 /* events and requests                                                 */
@@ -424,7 +90,7 @@ static void ev_add_sale(evlist *e, const char *id, long amount)
     snprintf(json, sizeof json,
              "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"acme\","
              "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%ld,\"currency\":\"USD\"}",
-             id, LT_AT_MS, amount);
+             id, TL_AT_MS, amount);
     ev_add_json(e, json);
 }
 
@@ -467,21 +133,6 @@ static void reply_free(lt_reply *r)
     free(r);
 }
 
-/* Looks key up in a MessagePack map object; NULL when absent. */
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
-{
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, key, n) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static void reply_decode(const uint8_t *buf, size_t len, lt_reply *r)
 {
     r->whole = tly_wire_reply_decode(buf, len, &r->req, r->res, TLY_BATCH_EVENTS_MAX, &r->count,
@@ -489,7 +140,7 @@ static void reply_decode(const uint8_t *buf, size_t len, lt_reply *r)
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL), MSGPACK_UNPACK_SUCCESS);
-    r->has_req = map_get(&u.data, "req") != NULL;
+    r->has_req = tl_map_get(&u.data, "req") != NULL;
     msgpack_unpacked_destroy(&u);
 }
 
@@ -497,7 +148,7 @@ static void reply_decode(const uint8_t *buf, size_t len, lt_reply *r)
 static void ingest_frame(void *sock, const void *buf, size_t len, lt_reply *r)
 {
     size_t rlen;
-    uint8_t *reply = lt_rpc(sock, buf, len, &rlen);
+    uint8_t *reply = tl_rpc(sock, buf, len, &rlen);
     reply_decode(reply, rlen, r);
     free(reply);
 }
@@ -537,37 +188,10 @@ static void assert_result_seq(const lt_reply *r, uint32_t i, uint64_t seq, bool 
 /* ------------------------------------------------------------------ */
 /* the log, read-only                                                  */
 
-static tly_log *log_open_ro(const lt_ledger *L)
-{
-    tly_log *log = NULL;
-    tly_err err = tly_log_open(L->logdir, TLY_LOG_READ, &log);
-    ck_assert_msg(err == TLY_OK, "cannot open %s read-only: %s", L->logdir, tly_err_name(err));
-    return log;
-}
-
-static uint64_t log_head(const lt_ledger *L)
-{
-    tly_log *log = log_open_ro(L);
-    uint64_t head = 0;
-    ck_assert_int_eq(tly_log_head(log, &head, NULL), TLY_OK);
-    tly_log_close(log);
-    return head;
-}
-
-static tly_err log_lookup(const lt_ledger *L, const char *source, const char *id, uint64_t *seq)
-{
-    tly_log *log = log_open_ro(L);
-    tly_str s = {source, (uint32_t)strlen(source)};
-    tly_str i = {id, (uint32_t)strlen(id)};
-    tly_err err = tly_log_lookup(log, s, i, seq);
-    tly_log_close(log);
-    return err;
-}
-
 /* The stored value of record seq (malloc'd). */
-static uint8_t *log_raw(const lt_ledger *L, uint64_t seq, size_t *len)
+static uint8_t *log_raw(const tl_ledger *L, uint64_t seq, size_t *len)
 {
-    tly_log *log = log_open_ro(L);
+    tly_log *log = tl_log_open(L);
     tly_log_reader *rd = NULL;
     ck_assert_int_eq(tly_log_reader_open(log, seq, &rd), TLY_OK);
     tly_record rec;
@@ -617,9 +241,9 @@ static void scan_record(lt_scan *s, const tly_record *rec, uint8_t prev[TLY_HASH
     s->keys[s->count++] = key;
 }
 
-static void log_scan(const lt_ledger *L, lt_scan *s)
+static void log_scan(const tl_ledger *L, lt_scan *s)
 {
-    tly_log *log = log_open_ro(L);
+    tly_log *log = tl_log_open(L);
     uint64_t head = 0;
     uint8_t head_hash[TLY_HASH_BYTES];
     ck_assert_int_eq(tly_log_head(log, &head, head_hash), TLY_OK);
@@ -658,10 +282,10 @@ static void scan_free(lt_scan *s)
 }
 
 /* Every PREFIX-i (i < n) of source is in the log once, where its lookup says. */
-static void assert_all_present(const lt_ledger *L, const lt_scan *s, const char *source,
+static void assert_all_present(const tl_ledger *L, const lt_scan *s, const char *source,
                                const char *prefix, int n)
 {
-    tly_log *log = log_open_ro(L);
+    tly_log *log = tl_log_open(L);
     for (int i = 0; i < n; i++) {
         char id[80], key[160];
         int idn = snprintf(id, sizeof id, "%s-%d", prefix, i);
@@ -681,19 +305,6 @@ static void assert_all_present(const lt_ledger *L, const lt_scan *s, const char 
     tly_log_close(log);
 }
 
-/* Polls the log until its head reaches target (the producers will get there). */
-static uint64_t wait_head(const lt_ledger *L, uint64_t target)
-{
-    for (int waited = 0;; waited += 5) {
-        uint64_t head = log_head(L);
-        if (head >= target)
-            return head;
-        ck_assert_msg(waited < LT_PROGRESS_MS, "log head stuck at %llu below %llu",
-                      (unsigned long long)head, (unsigned long long)target);
-        tu_sleep_ms(5);
-    }
-}
-
 /* ------------------------------------------------------------------ */
 /* log-read                                                            */
 
@@ -706,51 +317,21 @@ static void logread_request(msgpack_sbuffer *sb, uint64_t from, uint32_t max)
 }
 
 /* Asks log-read for [from, from+max) and checks the records and the head. */
-static void check_logread(void *lr, const lt_ledger *L, uint64_t from, uint32_t max,
+static void check_logread(void *lr, const tl_ledger *L, uint64_t from, uint32_t max,
                           uint32_t expect_count)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    logread_request(&sb, from, max);
-    size_t len;
-    uint8_t *reply = lt_rpc(lr, sb.data, sb.size, &len);
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, len, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
-    const msgpack_object *recs = map_get(&u.data, "records");
-    const msgpack_object *head = map_get(&u.data, "head");
-    ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
-    ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
-    ck_assert_uint_eq(head->via.u64, log_head(L));
-    ck_assert_uint_eq(recs->via.array.size, expect_count);
-    tly_log *log = log_open_ro(L);
-    tly_log_reader *rd = NULL;
-    ck_assert_int_eq(tly_log_reader_open(log, from ? from : 1, &rd), TLY_OK);
-    for (uint32_t i = 0; i < recs->via.array.size; i++) {
-        const msgpack_object *b = &recs->via.array.ptr[i];
-        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
-        tly_record rec, stored;
-        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
-        ck_assert_uint_eq(rec.seq, (from ? from : 1) + i);
-        ck_assert_int_eq(tly_log_reader_next(rd, &stored), TLY_OK);
-        ck_assert_msg(stored.raw_len == b->via.bin.size &&
-                          memcmp(stored.raw, b->via.bin.ptr, stored.raw_len) == 0,
-                      "log-read record %llu differs from the stored bytes",
-                      (unsigned long long)rec.seq);
-    }
-    tly_log_reader_close(rd);
-    tly_log_close(log);
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
-    free(reply);
+    tl_logread r = tl_logread_ask(L, lr, from, max, TL_REPLY_MS);
+    ck_assert_msg(r.answered, "no reply from the ledger");
+    ck_assert_msg(r.error[0] == '\0', "log-read error %s", r.error);
+    ck_assert_uint_eq(r.head, tl_log_head(L));
+    ck_assert_uint_eq(r.records, expect_count);
 }
 
 /* ------------------------------------------------------------------ */
 /* 1. the conformance vectors through `tally send`                     */
 
 typedef struct vec_state {
-    lt_ledger *L;
+    tl_ledger *L;
     char group_path[700];
     FILE *group;
     char source[128];
@@ -766,7 +347,7 @@ static void vec_flush(vec_state *v)
     ck_assert_int_eq(fclose(v->group), 0);
     v->group = NULL;
     const char *args[] = {"--source", v->source, v->group_path, NULL};
-    lt_sent s = send_run(v->L, "group", args);
+    tl_sent s = tl_send_run(v->L, "group", args);
     ck_assert_msg(s.parsed && s.rc == 0, "group %d (%s): exit %d", v->groups, v->source, s.rc);
     v->sent += s.sent;
     v->dups += s.dups;
@@ -823,9 +404,9 @@ static char **vec_expected(const char *path, size_t *count)
 
 START_TEST(test_vectors_through_send)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char *path = tu_vector("seed101-events.jsonl");
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "cannot open %s", path);
@@ -848,7 +429,7 @@ START_TEST(test_vectors_through_send)
     ck_assert_msg(v.sent == 3074 && v.dups == 102 && v.rejected == 0,
                   "%d groups: sent %ld, duplicates %ld, rejected %ld", v.groups, v.sent, v.dups,
                   v.rejected);
-    ck_assert_uint_eq(log_head(&L), 3074);
+    ck_assert_uint_eq(tl_log_head(&L), 3074);
 
     /* seq N is the N-th distinct (source, id) of the file. */
     lt_scan s;
@@ -866,10 +447,10 @@ START_TEST(test_vectors_through_send)
 
     /* The whole file again, each record with its own source. */
     const char *args[] = {path, NULL};
-    assert_sent(send_run(&L, "resend", args), 0, 0, 3176, 0);
-    ck_assert_uint_eq(log_head(&L), 3074);
+    tl_assert_sent(tl_send_run(&L, "resend", args), 0, 0, 3176, 0);
+    ck_assert_uint_eq(tl_log_head(&L), 3074);
     free(path);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -878,7 +459,7 @@ END_TEST
 
 /* Within one request: a second copy is a dup of the first, a second version
  * with other bytes a conflict. The log holds 4 events before. */
-static void check_dups_in_one_request(lt_ledger *L, void *d, lt_reply *r)
+static void check_dups_in_one_request(tl_ledger *L, void *d, lt_reply *r)
 {
     evlist *twice = ev_new();
     ev_add_sale(twice, "idem-4", 4000);
@@ -888,35 +469,35 @@ static void check_dups_in_one_request(lt_ledger *L, void *d, lt_reply *r)
     assert_result_seq(r, 0, 5, false);
     assert_result_seq(r, 1, 5, true);
     assert_result_err(r, 2, TLY_CONFLICT, NULL);
-    ck_assert_uint_eq(log_head(L), 5);
+    ck_assert_uint_eq(tl_log_head(L), 5);
     ev_free(twice);
     uint64_t seq = 0;
-    ck_assert_int_eq(log_lookup(L, "dist-x", "idem-4", &seq), TLY_OK);
+    ck_assert_int_eq(tl_log_lookup(L, "dist-x", "idem-4", &seq), TLY_OK);
     ck_assert_uint_eq(seq, 5);
 }
 
 /* Through `tally send`: ten events, a restart, the same file. The log holds
  * 5 events before. */
-static void check_resend_after_restart(lt_ledger *L)
+static void check_resend_after_restart(tl_ledger *L)
 {
     char file[700];
     snprintf(file, sizeof file, "%s/ten.jsonl", L->dir);
-    write_sales(file, "ten", 10);
+    tl_write_sales(file, "ten", 10);
     const char *args[] = {"--source", "dist-z", file, NULL};
-    assert_sent(send_run(L, "first", args), 0, 10, 0, 0);
-    ck_assert_int_eq(lt_stop(L, SIGTERM), 0);
-    lt_start(L, NULL);
-    assert_sent(send_run(L, "again", args), 0, 0, 10, 0);
-    ck_assert_uint_eq(log_head(L), 15);
+    tl_assert_sent(tl_send_run(L, "first", args), 0, 10, 0, 0);
+    ck_assert_int_eq(tl_stop(L, SIGTERM), 0);
+    tl_start(L, NULL);
+    tl_assert_sent(tl_send_run(L, "again", args), 0, 0, 10, 0);
+    ck_assert_uint_eq(tl_log_head(L), 15);
 }
 
 START_TEST(test_idempotency)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     lt_reply *r = reply_new();
 
     evlist *a = ev_new();
@@ -946,21 +527,21 @@ START_TEST(test_idempotency)
     ingest(d, 4, "dist-x", false, c, r);
     assert_result_err(r, 0, TLY_CONFLICT, NULL);
     assert_result_seq(r, 1, 4, false);
-    ck_assert_uint_eq(log_head(&L), 4);
+    ck_assert_uint_eq(tl_log_head(&L), 4);
     check_dups_in_one_request(&L, d, r);
 
     /* Dedupe survives a restart on the same data directory. */
-    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     zmq_close(d);
-    lt_start(&L, NULL);
-    d = lt_dealer(ctx, L.ingest);
+    tl_start(&L, NULL);
+    d = tl_dealer(ctx, L.ingest);
     ingest(d, 5, "dist-x", false, a, r);
     assert_result_seq(r, 0, 1, true);
     assert_result_seq(r, 1, 2, true);
     ingest(d, 6, "dist-x", false, c, r);
     assert_result_err(r, 0, TLY_CONFLICT, NULL);
     assert_result_seq(r, 1, 4, true);
-    ck_assert_uint_eq(log_head(&L), 5);
+    ck_assert_uint_eq(tl_log_head(&L), 5);
     check_resend_after_restart(&L);
 
     ev_free(a);
@@ -969,7 +550,7 @@ START_TEST(test_idempotency)
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -978,11 +559,11 @@ END_TEST
 
 START_TEST(test_event_errors)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     lt_reply *r = reply_new();
     evlist *e = ev_new();
     ev_add_sale(e, "ok-1", 100);
@@ -1036,19 +617,19 @@ START_TEST(test_event_errors)
     assert_result_err(r, 10, TLY_BAD_FIELD, "period");
     for (uint32_t i = 1; i < 7; i++)
         ck_assert_msg(r->res[i].message[0] != '\0', "result %u has no message", i);
-    ck_assert_uint_eq(log_head(&L), 2);
-    ck_assert_int_eq(log_lookup(&L, "dist-v", "bad-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    ck_assert_uint_eq(tl_log_head(&L), 2);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-v", "bad-1", &(uint64_t){0}), TLY_NOT_FOUND);
 
     ev_free(e);
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* The daemon still appends a valid request (proof it kept serving). */
-static uint64_t still_serving(void *d, lt_ledger *L, uint64_t *head)
+static uint64_t still_serving(void *d, tl_ledger *L, uint64_t *head)
 {
     static int k;
     char id[32];
@@ -1060,7 +641,7 @@ static uint64_t still_serving(void *d, lt_ledger *L, uint64_t *head)
     ck_assert_int_eq(r->whole, TLY_OK);
     assert_result_seq(r, 0, *head + 1, false);
     *head += 1;
-    ck_assert_uint_eq(log_head(L), *head);
+    ck_assert_uint_eq(tl_log_head(L), *head);
     ev_free(e);
     reply_free(r);
     return *head;
@@ -1114,7 +695,7 @@ static void sized_request(msgpack_sbuffer *out, uint64_t req, const char *id, si
 /* What the whole-request checks share: the ledger, a dealer on its ingest
  * socket, a reply, the log head so far and a scratch buffer. */
 typedef struct {
-    lt_ledger *L;
+    tl_ledger *L;
     void *d;
     lt_reply *r;
     uint64_t head;
@@ -1170,12 +751,12 @@ static void whole_source(wr_ctx *w)
     ck_assert_msg(w->r->whole == TLY_MALFORMED || w->r->whole == TLY_BAD_FIELD,
                   "a 65-byte source: %s", tly_err_name(w->r->whole));
     ck_assert_int_eq(w->r->has_req, true);
-    ck_assert_uint_eq(log_head(w->L), w->head);
+    ck_assert_uint_eq(tl_log_head(w->L), w->head);
     src[64] = '\0';
     ingest(w->d, 11, src, false, one, w->r);
     assert_result_seq(w->r, 0, w->head + 1, false);
     w->head += 1;
-    ck_assert_int_eq(log_lookup(w->L, src, "nosource-1", &(uint64_t){0}), TLY_OK);
+    ck_assert_int_eq(tl_log_lookup(w->L, src, "nosource-1", &(uint64_t){0}), TLY_OK);
     ev_free(one);
 }
 
@@ -1234,7 +815,7 @@ static void whole_frame_size(wr_ctx *w)
     sized_request(&w->sb, 88, "big-1", (size_t)TLY_FRAME_BYTES_MAX + 1);
     ingest_frame(w->d, w->sb.data, w->sb.size, w->r);
     assert_whole(w->r, TLY_TOO_LARGE, true, 88);
-    ck_assert_int_eq(log_lookup(w->L, "dist-w", "big-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(w->L, "dist-w", "big-1", &(uint64_t){0}), TLY_NOT_FOUND);
     still_serving(w->d, w->L, &w->head);
 
     /* A frame of exactly 4 MiB is within the limit. */
@@ -1250,11 +831,11 @@ static void whole_frame_size(wr_ctx *w)
 
 START_TEST(test_whole_request_errors)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    wr_ctx w = {.L = &L, .d = lt_dealer(ctx, L.ingest), .r = reply_new()};
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    wr_ctx w = {.L = &L, .d = tl_dealer(ctx, L.ingest), .r = reply_new()};
     msgpack_sbuffer_init(&w.sb);
     still_serving(w.d, &L, &w.head);
 
@@ -1267,7 +848,7 @@ START_TEST(test_whole_request_errors)
     reply_free(w.r);
     zmq_close(w.d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1283,7 +864,7 @@ static void big_request(msgpack_sbuffer *out, uint64_t req, const char *id)
     int n = snprintf(head, sizeof head,
                      "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"acme\","
                      "\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}",
-                     id, LT_AT_MS);
+                     id, TL_AT_MS);
     ck_assert_int_lt(n, (int)sizeof head);
     msgpack_sbuffer ev;
     msgpack_sbuffer_init(&ev);
@@ -1313,11 +894,11 @@ static void big_request(msgpack_sbuffer *out, uint64_t req, const char *id)
  * into one batch: every acknowledgement must name a stored record. */
 START_TEST(test_oversized_batch)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     int hwm = 0;
     zmq_setsockopt(d, ZMQ_SNDHWM, &hwm, sizeof hwm);
     lt_reply *r = reply_new();
@@ -1332,7 +913,7 @@ START_TEST(test_oversized_batch)
         char id[32];
         snprintf(id, sizeof id, "big-%d", k);
         big_request(&sb, (uint64_t)k + 10, id);
-        lt_send_frame(d, sb.data, sb.size);
+        tl_send_frame(d, sb.data, sb.size);
     }
     tu_sleep_ms(500); /* lets ZeroMQ hand the frames to the kernel; not asserted */
     ck_assert_int_eq(kill(L.pid, SIGCONT), 0);
@@ -1340,7 +921,7 @@ START_TEST(test_oversized_batch)
     for (int k = 0; k < BIG_REQUESTS; k++) {
         uint8_t *buf;
         size_t len;
-        ck_assert_msg(lt_recv(d, LT_REPLY_MS, &buf, &len), "reply %d of %d missing", k,
+        ck_assert_msg(tl_recv(d, TL_REPLY_MS, &buf, &len), "reply %d of %d missing", k,
                       BIG_REQUESTS);
         reply_decode(buf, len, r);
         free(buf);
@@ -1351,7 +932,7 @@ START_TEST(test_oversized_batch)
         char id[32];
         snprintf(id, sizeof id, "big-%llu", (unsigned long long)(r->req - 10));
         uint64_t seq = 0;
-        ck_assert_msg(r->res[0].seq >= 1 && log_lookup(&L, "dist-big", id, &seq) == TLY_OK &&
+        ck_assert_msg(r->res[0].seq >= 1 && tl_log_lookup(&L, "dist-big", id, &seq) == TLY_OK &&
                           seq == r->res[0].seq,
                       "%s acknowledged with seq %llu but stored at %llu", id,
                       (unsigned long long)r->res[0].seq, (unsigned long long)seq);
@@ -1366,7 +947,7 @@ START_TEST(test_oversized_batch)
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1375,19 +956,19 @@ END_TEST
 
 /* Through `tally send --atomic`: one bad line rejects its whole batch. The
  * log holds 7 events before and after. */
-static void check_send_atomic(lt_ledger *L)
+static void check_send_atomic(tl_ledger *L)
 {
     char file[700];
     snprintf(file, sizeof file, "%s/atomic.jsonl", L->dir);
-    write_sales(file, "snd", 4);
+    tl_write_sales(file, "snd", 4);
     FILE *f = fopen(file, "a");
     fprintf(f, "{\"type\":\"sale\",\"id\":\"snd-bad\",\"at\":1735693342313,\"partner\":\"p\","
                "\"sku\":\"S\",\"qty\":0,\"amount\":1,\"currency\":\"USD\"}\n");
     fclose(f);
     const char *args[] = {"--atomic", "--source", "dist-a", file, NULL};
-    assert_sent(send_run(L, "atomic", args), 1, 0, 0, 5);
-    ck_assert_uint_eq(log_head(L), 7);
-    char *err = send_stderr(L, "atomic");
+    tl_assert_sent(tl_send_run(L, "atomic", args), 1, 0, 0, 5);
+    ck_assert_uint_eq(tl_log_head(L), 7);
+    char *err = tl_send_stderr(L, "atomic");
     ck_assert_msg(strstr(err, "line 5 (id snd-bad): bad_field [qty]") != NULL, "stderr: %s", err);
     ck_assert_msg(strstr(err, "line 1 (id snd-0): atomic_aborted") != NULL, "stderr: %s", err);
     free(err);
@@ -1395,11 +976,11 @@ static void check_send_atomic(lt_ledger *L)
 
 START_TEST(test_atomic)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     lt_reply *r = reply_new();
 
     evlist *pre = ev_new();
@@ -1419,8 +1000,8 @@ START_TEST(test_atomic)
     assert_result_err(r, 1, TLY_ATOMIC_ABORTED, NULL);
     assert_result_err(r, 2, TLY_MISSING_FIELD, "amount");
     assert_result_err(r, 3, TLY_ATOMIC_ABORTED, NULL);
-    ck_assert_uint_eq(log_head(&L), 1);
-    ck_assert_int_eq(log_lookup(&L, "dist-a", "at-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    ck_assert_uint_eq(tl_log_head(&L), 1);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-a", "at-1", &(uint64_t){0}), TLY_NOT_FOUND);
 
     /* A conflict also aborts the whole atomic request. */
     evlist *conf = ev_new();
@@ -1429,7 +1010,7 @@ START_TEST(test_atomic)
     ingest(d, 3, "dist-a", true, conf, r);
     assert_result_err(r, 0, TLY_ATOMIC_ABORTED, NULL);
     assert_result_err(r, 1, TLY_CONFLICT, NULL);
-    ck_assert_uint_eq(log_head(&L), 1);
+    ck_assert_uint_eq(tl_log_head(&L), 1);
 
     /* Valid atomic request: all appended, consecutive seqs. */
     evlist *good = ev_new();
@@ -1442,7 +1023,7 @@ START_TEST(test_atomic)
     ck_assert_int_eq(r->whole, TLY_OK);
     for (uint32_t i = 0; i < 5; i++)
         assert_result_seq(r, i, 2 + i, false);
-    ck_assert_uint_eq(log_head(&L), 6);
+    ck_assert_uint_eq(tl_log_head(&L), 6);
 
     /* A resend inside an atomic request stays a dup; the rest is appended. */
     evlist *mixed = ev_new();
@@ -1451,7 +1032,7 @@ START_TEST(test_atomic)
     ingest(d, 5, "dist-a", true, mixed, r);
     assert_result_seq(r, 0, 2, true);
     assert_result_seq(r, 1, 7, false);
-    ck_assert_uint_eq(log_head(&L), 7);
+    ck_assert_uint_eq(tl_log_head(&L), 7);
     ev_free(mixed);
 
     check_send_atomic(&L);
@@ -1463,7 +1044,7 @@ START_TEST(test_atomic)
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1473,40 +1054,74 @@ END_TEST
 #define GC_PRODUCERS 4
 #define GC_EVENTS 5000
 
+#define PRODUCERS_MAX 4
+
+/* Concurrent `tally send` runs: producer k sends PREFIX-0 .. PREFIX-(n-1)
+ * from DIR/NAME-k.jsonl under source NAME-k (its tag too). */
+typedef struct producers {
+    int count;
+    const char *prefix;
+    int events;
+    pid_t pids[PRODUCERS_MAX];
+    char files[PRODUCERS_MAX][700], sources[PRODUCERS_MAX][32];
+} producers;
+
+/* Writes the files and starts count producers with the send options opts
+ * (NULL-terminated, at most 8). */
+static void producers_start(producers *p, const tl_ledger *L, int count, const char *name,
+                            const char *prefix, int events, const char *const *opts)
+{
+    ck_assert_int_le(count, PRODUCERS_MAX);
+    p->count = count;
+    p->prefix = prefix;
+    p->events = events;
+    for (int k = 0; k < count; k++) {
+        snprintf(p->sources[k], sizeof p->sources[k], "%s-%d", name, k);
+        snprintf(p->files[k], sizeof p->files[k], "%s/%s.jsonl", L->dir, p->sources[k]);
+        tl_write_sales(p->files[k], prefix, events);
+    }
+    for (int k = 0; k < count; k++) {
+        const char *args[12] = {"--source", p->sources[k]};
+        int n = 2;
+        for (const char *const *o = opts; *o && n < 10; o++)
+            args[n++] = *o;
+        args[n++] = p->files[k];
+        args[n] = NULL;
+        p->pids[k] = tl_send_spawn(L, p->sources[k], NULL, args);
+    }
+}
+
+/* The log passes log_scan and holds every event of every producer once. */
+static void producers_all_present(const producers *p, const tl_ledger *L)
+{
+    lt_scan s;
+    log_scan(L, &s);
+    for (int k = 0; k < p->count; k++)
+        assert_all_present(L, &s, p->sources[k], p->prefix, p->events);
+    scan_free(&s);
+}
+
 START_TEST(test_concurrent_producers)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    pid_t pids[GC_PRODUCERS];
-    char files[GC_PRODUCERS][700], sources[GC_PRODUCERS][32], tags[GC_PRODUCERS][16];
-    for (int k = 0; k < GC_PRODUCERS; k++) {
-        snprintf(files[k], sizeof files[k], "%s/prod-%d.jsonl", L.dir, k);
-        snprintf(sources[k], sizeof sources[k], "producer-%d", k);
-        snprintf(tags[k], sizeof tags[k], "p%d", k);
-        write_sales(files[k], "gc", GC_EVENTS);
-    }
-    for (int k = 0; k < GC_PRODUCERS; k++) {
-        const char *args[] = {"--source", sources[k], "--batch", "50", files[k], NULL};
-        pids[k] = send_spawn(&L, tags[k], args);
-    }
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    producers p;
+    const char *opts[] = {"--batch", "50", NULL};
+    producers_start(&p, &L, GC_PRODUCERS, "producer", "gc", GC_EVENTS, opts);
     for (int k = 0; k < GC_PRODUCERS; k++)
-        assert_sent(send_wait(&L, tags[k], pids[k]), 0, GC_EVENTS, 0, 0);
-    ck_assert_uint_eq(log_head(&L), GC_PRODUCERS * GC_EVENTS);
-    lt_scan s;
-    log_scan(&L, &s);
-    for (int k = 0; k < GC_PRODUCERS; k++)
-        assert_all_present(&L, &s, sources[k], "gc", GC_EVENTS);
-    scan_free(&s);
+        tl_assert_sent(tl_send_wait(&L, p.sources[k], p.pids[k]), 0, GC_EVENTS, 0, 0);
+    ck_assert_uint_eq(tl_log_head(&L), GC_PRODUCERS * GC_EVENTS);
+    producers_all_present(&p, &L);
 
     /* A log-read asking for more than 4096 records gets at most 4096. */
-    void *ctx = lt_ctx();
-    void *lr = lt_dealer(ctx, L.logread);
+    void *ctx = tl_ctx();
+    void *lr = tl_dealer(ctx, L.logread);
     check_logread(lr, &L, 1, 100000, 4096);
     check_logread(lr, &L, GC_PRODUCERS * GC_EVENTS - 99, 4096, 100);
     zmq_close(lr);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1516,53 +1131,23 @@ END_TEST
 #define CR_PRODUCERS 3
 #define CR_EVENTS 3000
 
-static unsigned test_seed(const char *what)
+/* `tally audit verify` agrees with the chain check of log_scan. */
+static void audit_verify(const tl_ledger *L)
 {
-    const char *env = getenv("TALLY_TEST_SEED");
-    unsigned seed =
-        env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
-    fprintf(stderr, "test_ledger %s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed, seed);
-    return seed;
-}
-
-/* An `audit verify` exists once the consumers' audit is built; when it does,
- * it must agree with the chain check above. */
-static void audit_verify_if_built(const lt_ledger *L)
-{
-    const char *help[] = {tu_tally(), "audit", "verify", "--help", NULL};
-    if (wait_exit(spawn_tied(help, NULL, NULL), LT_EXIT_MS) != 0) {
-        fprintf(stderr, "test_ledger: `tally audit verify` not built yet, chain checked here\n");
-        return;
-    }
-    char out[700];
-    snprintf(out, sizeof out, "%s/audit.out", L->dir);
-    const char *argv[] = {tu_tally(), "audit", "verify", "--data", L->data, NULL};
-    int rc = wait_exit(spawn_tied(argv, out, out), LT_SEND_MS);
-    if (rc != 0)
-        dump_file("audit verify", out);
-    ck_assert_int_eq(rc, 0);
+    const char *args[] = {"audit", "verify", "--data", L->data, NULL};
+    ck_assert_int_eq(tl_run(L, "audit", args), 0);
 }
 
 START_TEST(test_crash_recovery)
 {
-    unsigned seed = test_seed("crash");
+    unsigned seed = tu_test_seed("test_ledger crash");
     srand(seed);
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    pid_t pids[CR_PRODUCERS];
-    char files[CR_PRODUCERS][700], sources[CR_PRODUCERS][32], tags[CR_PRODUCERS][16];
-    for (int k = 0; k < CR_PRODUCERS; k++) {
-        snprintf(files[k], sizeof files[k], "%s/crash-%d.jsonl", L.dir, k);
-        snprintf(sources[k], sizeof sources[k], "crash-src-%d", k);
-        snprintf(tags[k], sizeof tags[k], "c%d", k);
-        write_sales(files[k], "cr", CR_EVENTS);
-    }
-    for (int k = 0; k < CR_PRODUCERS; k++) {
-        const char *args[] = {"--source", sources[k], "--ack-timeout-ms", "500", "--batch", "20",
-                              "--window", "4",        files[k],           NULL};
-        pids[k] = send_spawn(&L, tags[k], args);
-    }
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    producers p;
+    const char *opts[] = {"--ack-timeout-ms", "500", "--batch", "20", "--window", "4", NULL};
+    producers_start(&p, &L, CR_PRODUCERS, "crash-src", "cr", CR_EVENTS, opts);
     /* Kill at random points of progress (a head the producers will reach),
      * not at random times, so every kill lands while they are sending. */
     const uint64_t total = CR_PRODUCERS * CR_EVENTS;
@@ -1571,36 +1156,32 @@ START_TEST(test_crash_recovery)
     for (int k = 0; k < kills; k++) {
         uint64_t span = total * 3 / 4 / (uint64_t)kills;
         target = (uint64_t)k * span + 1 + (uint64_t)rand() % span;
-        uint64_t head = wait_head(&L, target);
-        ck_assert_int_eq(lt_stop(&L, SIGKILL), 128 + SIGKILL);
-        uint64_t after = log_head(&L);
+        uint64_t head = tl_wait_head(&L, target);
+        ck_assert_int_eq(tl_stop(&L, SIGKILL), 128 + SIGKILL);
+        uint64_t after = tl_log_head(&L);
         fprintf(stderr, "test_ledger crash: kill %d at head >= %llu (seen %llu, durable %llu)\n",
                 k + 1, (unsigned long long)target, (unsigned long long)head,
                 (unsigned long long)after);
         ck_assert_uint_ge(after, head); /* what a reader saw committed stays */
         tu_sleep_ms(rand() % 300);
-        lt_start(&L, NULL);
+        tl_start(&L, NULL);
     }
     long sent = 0;
     for (int k = 0; k < CR_PRODUCERS; k++) {
-        lt_sent s = send_wait(&L, tags[k], pids[k]);
+        tl_sent s = tl_send_wait(&L, p.sources[k], p.pids[k]);
         ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == CR_EVENTS,
                       "producer %d: exit %d, sent %ld, duplicates %ld, rejected %ld (seed %u)", k,
                       s.rc, s.sent, s.dups, s.rejected, seed);
         sent += s.sent;
     }
-    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
-    ck_assert_uint_eq(log_head(&L), total);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    ck_assert_uint_eq(tl_log_head(&L), total);
     ck_assert_int_le(sent, (long)total); /* acks lost in a crash come back as duplicates */
     fprintf(stderr, "test_ledger crash: %ld acknowledged as new, %ld as duplicates\n", sent,
             (long)total - sent);
-    lt_scan s;
-    log_scan(&L, &s);
-    for (int k = 0; k < CR_PRODUCERS; k++)
-        assert_all_present(&L, &s, sources[k], "cr", CR_EVENTS);
-    scan_free(&s);
-    audit_verify_if_built(&L);
-    lt_done(&L);
+    producers_all_present(&p, &L);
+    audit_verify(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1638,14 +1219,12 @@ static bool full_outcome(const lt_reply *r, uint64_t first)
 
 START_TEST(test_storage_full)
 {
-    lt_ledger L;
-    lt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     const char *env[] = {"TALLY_LOG_MAP_MAX_BYTES=1048576", NULL};
-    g_child_env = env;
-    lt_start(&L, NULL);
-    g_child_env = NULL;
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    tl_start_env(&L, NULL, env);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     lt_reply *r = reply_new();
     uint64_t head = 0;
     int full = -1;
@@ -1659,7 +1238,7 @@ START_TEST(test_storage_full)
         ev_free(e);
     }
     ck_assert_msg(full > 0, "a 1 MiB log never filled (or nothing fit)");
-    ck_assert_uint_eq(log_head(&L), head);
+    ck_assert_uint_eq(tl_log_head(&L), head);
 
     /* Still serving: dups of stored events need no space; the full request
      * is refused again. */
@@ -1670,19 +1249,19 @@ START_TEST(test_storage_full)
     evlist *last = full_request(full);
     ingest(d, 1001, "dist-full", false, last, r);
     ck_assert(!full_outcome(r, head + 1));
-    ck_assert_int_eq(lt_stop(&L, SIGTERM), 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     lt_scan s;
     log_scan(&L, &s);
     scan_free(&s);
 
     /* With room again (no ceiling), the refused request is appended. */
-    lt_start(&L, NULL);
+    tl_start(&L, NULL);
     zmq_close(d);
-    d = lt_dealer(ctx, L.ingest);
+    d = tl_dealer(ctx, L.ingest);
     ingest(d, 1002, "dist-full", false, last, r);
     ck_assert(full_outcome(r, head + 1));
     head += FULL_EVENTS;
-    ck_assert_uint_eq(log_head(&L), head);
+    ck_assert_uint_eq(tl_log_head(&L), head);
     log_scan(&L, &s);
     scan_free(&s);
 
@@ -1691,166 +1270,147 @@ START_TEST(test_storage_full)
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
 /* 7. CURVE, roles, loopback                                           */
 
-typedef struct lt_keys {
-    char pub[41];
-    char sec[41];
-    char file[700]; /* the secret key file */
-} lt_keys;
-
-static void make_keys(const lt_ledger *L, const char *name, lt_keys *k)
-{
-    ck_assert_int_eq(zmq_curve_keypair(k->pub, k->sec), 0);
-    snprintf(k->file, sizeof k->file, "%s/%s.key", L->dir, name);
-    char text[64];
-    int n = snprintf(text, sizeof text, "%s\n", k->sec);
-    ck_assert(tu_write_file(k->file, text, (size_t)n));
-}
-
-static void write_lines(const char *path, const char *text)
-{
-    ck_assert(tu_write_file(path, text, strlen(text)));
-}
-
 /* The CURVE ledger of test_curve_roles: its keys and the files sent. */
 typedef struct {
-    lt_keys server, sales, fin, stranger;
+    tl_keys server, sales, fin, stranger;
     char f_sale[700], f_close[700], f_spoof[700];
 } curve_env;
 
 /* Starts a CURVE ledger that knows the sales and finance keys (not the
  * stranger's) and writes the files to send. */
-static void curve_start(lt_ledger *L, curve_env *c)
+static void curve_start(tl_ledger *L, curve_env *c)
 {
-    make_keys(L, "server", &c->server);
-    make_keys(L, "sales", &c->sales);
-    make_keys(L, "finance", &c->fin);
-    make_keys(L, "stranger", &c->stranger);
+    tl_make_keys(L, "server", &c->server);
+    tl_make_keys(L, "sales", &c->sales);
+    tl_make_keys(L, "finance", &c->fin);
+    tl_make_keys(L, "stranger", &c->stranger);
     char authz[700], text[512];
     snprintf(authz, sizeof authz, "%s/authorized_keys", L->dir);
     snprintf(text, sizeof text,
              "# producers of the test\n%s dist-curve sales\n\n%s fin-curve finance\n", c->sales.pub,
              c->fin.pub);
-    write_lines(authz, text);
+    tl_write_text(authz, text);
     const char *extra[] = {"--curve-secret", c->server.file, "--authorized-keys", authz, NULL};
-    lt_start(L, extra);
+    tl_start(L, extra);
 
     snprintf(c->f_sale, sizeof c->f_sale, "%s/sale.jsonl", L->dir);
     snprintf(c->f_close, sizeof c->f_close, "%s/close.jsonl", L->dir);
     snprintf(c->f_spoof, sizeof c->f_spoof, "%s/spoof.jsonl", L->dir);
-    write_lines(c->f_sale, "{\"type\":\"sale\",\"id\":\"cs-1\",\"at\":1735693342313,\"partner\":"
-                           "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":500,\"currency\":\"USD\"}\n"
-                           "{\"type\":\"close\",\"id\":\"cs-2\",\"at\":1735693342313,"
-                           "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
-    write_lines(c->f_close, "{\"type\":\"close\",\"id\":\"cf-1\",\"at\":1735693342313,"
-                            "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
-    write_lines(c->f_spoof,
-                "{\"type\":\"sale\",\"id\":\"cs-3\",\"at\":1735693342313,\"partner\":"
-                "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
+    tl_write_text(c->f_sale,
+                  "{\"type\":\"sale\",\"id\":\"cs-1\",\"at\":1735693342313,\"partner\":"
+                  "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":500,\"currency\":\"USD\"}\n"
+                  "{\"type\":\"close\",\"id\":\"cs-2\",\"at\":1735693342313,"
+                  "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    tl_write_text(c->f_close, "{\"type\":\"close\",\"id\":\"cf-1\",\"at\":1735693342313,"
+                              "\"program\":\"apex\",\"period\":\"2025-Q1\"}\n");
+    tl_write_text(c->f_spoof,
+                  "{\"type\":\"sale\",\"id\":\"cs-3\",\"at\":1735693342313,\"partner\":"
+                  "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
 }
 
 /* An unknown key and a plain socket get no answer; nothing is appended. */
-static void curve_strangers(lt_ledger *L, const curve_env *c, void *ctx)
+static void curve_strangers(tl_ledger *L, const curve_env *c, void *ctx)
 {
     /* An unknown key: ZAP denies the handshake, no ack ever comes. */
     const char *a_unknown[] = {
         "--curve-server-key", c->server.pub, "--curve-secret",   c->stranger.file,
         "--retries",          "2",           "--ack-timeout-ms", "300",
         c->f_spoof,           NULL};
-    lt_sent s = send_run(L, "unknown", a_unknown);
+    tl_sent s = tl_send_run(L, "unknown", a_unknown);
     ck_assert_int_eq(s.rc, 1);
-    ck_assert_uint_eq(log_head(L), 0);
+    ck_assert_uint_eq(tl_log_head(L), 0);
 
     /* A plain (non-CURVE) DEALER gets no answer either. */
-    void *plain = lt_dealer(ctx, L->ingest);
+    void *plain = tl_dealer(ctx, L->ingest);
     evlist *e = ev_new();
     ev_add_sale(e, "plain-1", 5);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     req_encode(&sb, 1, "dist-curve", false, e);
-    lt_send_frame(plain, sb.data, sb.size);
+    tl_send_frame(plain, sb.data, sb.size);
     uint8_t *reply = NULL;
     size_t rlen = 0;
-    ck_assert_msg(!lt_recv(plain, LT_SILENCE_MS, &reply, &rlen), "a plain client got a reply");
-    ck_assert_uint_eq(log_head(L), 0);
+    ck_assert_msg(!tl_recv(plain, LT_SILENCE_MS, &reply, &rlen), "a plain client got a reply");
+    ck_assert_uint_eq(tl_log_head(L), 0);
     ev_free(e);
     msgpack_sbuffer_destroy(&sb);
     zmq_close(plain);
 }
 
 /* Each key sends under its own name and within its role. */
-static void curve_roles(lt_ledger *L, const curve_env *c)
+static void curve_roles(tl_ledger *L, const curve_env *c)
 {
     /* The sales key: the sale is appended under its name, the close is forbidden. */
     const char *a_sales[] = {"--curve-server-key", c->server.pub, "--curve-secret",
                              c->sales.file,        c->f_sale,     NULL};
-    assert_sent(send_run(L, "sales", a_sales), 1, 1, 0, 1);
-    char *err = send_stderr(L, "sales");
+    tl_assert_sent(tl_send_run(L, "sales", a_sales), 1, 1, 0, 1);
+    char *err = tl_send_stderr(L, "sales");
     ck_assert_msg(strstr(err, "line 2 (id cs-2): forbidden") != NULL, "stderr: %s", err);
     free(err);
     uint64_t seq = 0;
-    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-1", &seq), TLY_OK);
+    ck_assert_int_eq(tl_log_lookup(L, "dist-curve", "cs-1", &seq), TLY_OK);
     ck_assert_uint_eq(seq, 1);
-    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(L, "dist-curve", "cs-2", &seq), TLY_NOT_FOUND);
 
     /* Declaring another source than the key's name is forbidden. */
     const char *a_spoof[] = {"--curve-server-key", c->server.pub, "--curve-secret", c->sales.file,
                              "--source",           "dist-other",  c->f_spoof,       NULL};
-    assert_sent(send_run(L, "spoof", a_spoof), 1, 0, 0, 1);
-    err = send_stderr(L, "spoof");
+    tl_assert_sent(tl_send_run(L, "spoof", a_spoof), 1, 0, 0, 1);
+    err = tl_send_stderr(L, "spoof");
     ck_assert_msg(strstr(err, "forbidden") != NULL, "stderr: %s", err);
     free(err);
-    ck_assert_int_eq(log_lookup(L, "dist-other", "cs-3", &seq), TLY_NOT_FOUND);
-    ck_assert_int_eq(log_lookup(L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(L, "dist-other", "cs-3", &seq), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(L, "dist-curve", "cs-3", &seq), TLY_NOT_FOUND);
 
     /* Declaring its own name is fine. */
     const char *a_own[] = {"--curve-server-key", c->server.pub, "--curve-secret", c->sales.file,
                            "--source",           "dist-curve",  c->f_spoof,       NULL};
-    assert_sent(send_run(L, "own", a_own), 0, 1, 0, 0);
+    tl_assert_sent(tl_send_run(L, "own", a_own), 0, 1, 0, 0);
 
     /* The finance key may close. */
     const char *a_fin[] = {"--curve-server-key", c->server.pub, "--curve-secret",
                            c->fin.file,          c->f_close,    NULL};
-    assert_sent(send_run(L, "finance", a_fin), 0, 1, 0, 0);
-    ck_assert_int_eq(log_lookup(L, "fin-curve", "cf-1", &seq), TLY_OK);
-    ck_assert_uint_eq(log_head(L), 3);
+    tl_assert_sent(tl_send_run(L, "finance", a_fin), 0, 1, 0, 0);
+    ck_assert_int_eq(tl_log_lookup(L, "fin-curve", "cf-1", &seq), TLY_OK);
+    ck_assert_uint_eq(tl_log_head(L), 3);
 }
 
 START_TEST(test_curve_roles)
 {
-    lt_ledger L;
-    lt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     curve_env c;
     curve_start(&L, &c);
-    void *ctx = lt_ctx();
+    void *ctx = tl_ctx();
     curve_strangers(&L, &c, ctx);
     curve_roles(&L, &c);
 
     /* log-read is behind CURVE too: an authorized key reads, a plain socket
      * gets nothing. */
-    void *lr = lt_socket(ctx, ZMQ_DEALER, L.logread, c.server.pub, c.fin.pub, c.fin.sec);
+    void *lr = tl_connect(tl_sock(ctx, ZMQ_DEALER, c.server.pub, &c.fin), L.logread);
     check_logread(lr, &L, 1, 10, 3);
     zmq_close(lr);
-    void *lr_plain = lt_dealer(ctx, L.logread);
+    void *lr_plain = tl_dealer(ctx, L.logread);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     logread_request(&sb, 1, 10);
-    lt_send_frame(lr_plain, sb.data, sb.size);
+    tl_send_frame(lr_plain, sb.data, sb.size);
     uint8_t *reply = NULL;
     size_t rlen = 0;
-    ck_assert_msg(!lt_recv(lr_plain, LT_SILENCE_MS, &reply, &rlen),
+    ck_assert_msg(!tl_recv(lr_plain, LT_SILENCE_MS, &reply, &rlen),
                   "a plain client read the log of a CURVE ledger");
     zmq_close(lr_plain);
 
     msgpack_sbuffer_destroy(&sb);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1891,37 +1451,36 @@ typedef struct rm_role {
     const char *name;  /* source name and key file name */
     const char *roles; /* as written in authorized_keys */
     const char *allow; /* RM_KINDS characters: '1' allowed */
-    lt_keys keys;
+    tl_keys keys;
 } rm_role;
 
 START_TEST(test_curve_role_matrix)
 {
-    lt_ledger L;
-    lt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     rm_role roles[] = {{"r-sales", "sales", "11000000000", {{0}, {0}, {0}}},
                        {"r-certs", "certs", "00100000000", {{0}, {0}, {0}}},
                        {"r-claims", "claims", "00011000000", {{0}, {0}, {0}}},
                        {"r-finance", "finance", "11111111111", {{0}, {0}, {0}}},
                        {"r-mixed", "sales,certs", "11100000000", {{0}, {0}, {0}}}};
     const size_t n_roles = sizeof roles / sizeof roles[0];
-    lt_keys server;
-    make_keys(&L, "server", &server);
+    tl_keys server;
+    tl_make_keys(&L, "server", &server);
     char authz[700], text[2048] = "";
     snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
     for (size_t i = 0; i < n_roles; i++) {
-        make_keys(&L, roles[i].name, &roles[i].keys);
+        tl_make_keys(&L, roles[i].name, &roles[i].keys);
         size_t used = strlen(text);
         snprintf(text + used, sizeof text - used, "%s %s %s\n", roles[i].keys.pub, roles[i].name,
                  roles[i].roles);
     }
-    write_lines(authz, text);
+    tl_write_text(authz, text);
     const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
-    lt_start(&L, extra);
-    void *ctx = lt_ctx();
+    tl_start(&L, extra);
+    void *ctx = tl_ctx();
     lt_reply *r = reply_new();
     for (size_t i = 0; i < n_roles; i++) {
-        void *d =
-            lt_socket(ctx, ZMQ_DEALER, L.ingest, server.pub, roles[i].keys.pub, roles[i].keys.sec);
+        void *d = tl_connect(tl_sock(ctx, ZMQ_DEALER, server.pub, &roles[i].keys), L.ingest);
         evlist *e = ev_new();
         for (int k = 0; k < RM_KINDS; k++) {
             char json[1024];
@@ -1939,7 +1498,7 @@ START_TEST(test_curve_role_matrix)
             char id[64];
             snprintf(id, sizeof id, "%s-%d", roles[i].name, k);
             uint64_t seq = 0;
-            ck_assert_int_eq(log_lookup(&L, roles[i].name, id, &seq),
+            ck_assert_int_eq(tl_log_lookup(&L, roles[i].name, id, &seq),
                              allowed ? TLY_OK : TLY_NOT_FOUND);
             if (allowed)
                 ck_assert_uint_eq(seq, r->res[k].seq);
@@ -1949,21 +1508,21 @@ START_TEST(test_curve_role_matrix)
     }
     reply_free(r);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 START_TEST(test_loopback_only_without_curve)
 {
-    lt_ledger L;
-    lt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     char wide[64];
     snprintf(wide, sizeof wide, "tcp://0.0.0.0:%d", tu_free_port());
     char out[700];
     snprintf(out, sizeof out, "%s/refused.log", L.dir);
     const char *argv[] = {tu_tally(), "ledger", "--data",     L.data,    "--ingest", wide,
                           "--events", L.events, "--log-read", L.logread, NULL};
-    int rc = wait_exit(spawn_tied(argv, out, out), LT_EXIT_MS);
+    int rc = tl_wait_exit(tl_spawn(argv, out, out), TL_EXIT_MS);
     ck_assert_msg(rc > 0 && rc < 128, "tally ledger on %s without CURVE: exit %d", wide, rc);
     char *text = tu_read_file(out, NULL);
     ck_assert_msg(text && strstr(text, wide), "the refusal does not name %s: %s", wide, text);
@@ -1974,14 +1533,14 @@ START_TEST(test_loopback_only_without_curve)
     char loop[64];
     snprintf(loop, sizeof loop, "tcp://127.0.0.1:%s", strrchr(wide, ':') + 1);
     const char *extra[] = {"--insecure", NULL};
-    lt_start(&L, extra);
+    tl_start(&L, extra);
     snprintf(L.ingest, sizeof L.ingest, "%s", loop);
     char file[700];
     snprintf(file, sizeof file, "%s/one.jsonl", L.dir);
-    write_sales(file, "wide", 1);
+    tl_write_sales(file, "wide", 1);
     const char *args[] = {"--source", "dist-wide", file, NULL};
-    assert_sent(send_run(&L, "wide", args), 0, 1, 0, 0);
-    lt_done(&L);
+    tl_assert_sent(tl_send_run(&L, "wide", args), 0, 1, 0, 0);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1991,7 +1550,7 @@ END_TEST
 /* Runs `tally ledger ARGS...` (on free ports, in DIR/data unless ARGS say
  * otherwise) expecting it to refuse to start; returns its exit code and
  * leaves its output in DIR/refused.log. */
-static int ledger_refuses(const lt_ledger *L, const char *const *args)
+static int ledger_refuses(const tl_ledger *L, const char *const *args)
 {
     const char *argv[40];
     int n = 0;
@@ -2008,10 +1567,10 @@ static int ledger_refuses(const lt_ledger *L, const char *const *args)
     argv[n] = NULL;
     snprintf(out, sizeof out, "%s/refused.log", L->dir);
     unlink(out);
-    return wait_exit(spawn_tied(argv, out, out), LT_EXIT_MS);
+    return tl_wait_exit(tl_spawn(argv, out, out), TL_EXIT_MS);
 }
 
-static void assert_refusal_says(const lt_ledger *L, const char *needle)
+static void assert_refusal_says(const tl_ledger *L, const char *needle)
 {
     char out[700];
     snprintf(out, sizeof out, "%s/refused.log", L->dir);
@@ -2022,9 +1581,9 @@ static void assert_refusal_says(const lt_ledger *L, const char *needle)
 
 START_TEST(test_startup_refusals)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
 
     /* A second ledger on the same data directory must not start. */
     const char *none[] = {NULL};
@@ -2032,15 +1591,15 @@ START_TEST(test_startup_refusals)
     assert_refusal_says(&L, L.logdir);
     char file[700];
     snprintf(file, sizeof file, "%s/one.jsonl", L.dir);
-    write_sales(file, "solo", 3);
+    tl_write_sales(file, "solo", 3);
     const char *args[] = {"--source", "dist-solo", file, NULL};
-    assert_sent(send_run(&L, "solo", args), 0, 3, 0, 0);
+    tl_assert_sent(tl_send_run(&L, "solo", args), 0, 3, 0, 0);
 
     /* Usage errors exit 2. */
     const char *bogus[] = {"--bogus", NULL};
     ck_assert_int_eq(ledger_refuses(&L, bogus), 2);
-    lt_keys k;
-    make_keys(&L, "server", &k);
+    tl_keys k;
+    tl_make_keys(&L, "server", &k);
     const char *half[] = {"--curve-secret", k.file, NULL};
     ck_assert_int_eq(ledger_refuses(&L, half), 2);
 
@@ -2049,18 +1608,18 @@ START_TEST(test_startup_refusals)
     snprintf(other, sizeof other, "%s/other-data", L.dir);
     snprintf(authz, sizeof authz, "%s/bad_keys", L.dir);
     snprintf(text, sizeof text, "%s dist-a sales\nnot-a-key dist-b sales\n", k.pub);
-    write_lines(authz, text);
+    tl_write_text(authz, text);
     const char *badkeys[] = {"--data", other, "--curve-secret", k.file, "--authorized-keys",
                              authz,    NULL};
     ck_assert_int_eq(ledger_refuses(&L, badkeys), 1);
     assert_refusal_says(&L, "line 2");
     snprintf(text, sizeof text, "%s dist-a sellers\n", k.pub);
-    write_lines(authz, text);
+    tl_write_text(authz, text);
     ck_assert_int_eq(ledger_refuses(&L, badkeys), 1);
     assert_refusal_says(&L, "line 1");
 
-    ck_assert_uint_eq(log_head(&L), 3);
-    lt_done(&L);
+    ck_assert_uint_eq(tl_log_head(&L), 3);
+    tl_done(&L);
 }
 END_TEST
 
@@ -2104,7 +1663,7 @@ static void note_acks(const lt_reply *r, uint64_t acked[][ST_RAW_EVENTS])
 /* Sends the raw requests on d around a SIGTERM to the ledger: three
  * acknowledged before the signal, the rest around it. Notes every ack in
  * acked[] and waits for the ledger to exit 0. */
-static void send_around_sigterm(lt_ledger *L, void *d, lt_reply *r, const msgpack_sbuffer *frames,
+static void send_around_sigterm(tl_ledger *L, void *d, lt_reply *r, const msgpack_sbuffer *frames,
                                 uint64_t acked[][ST_RAW_EVENTS])
 {
     for (int k = 0; k < 3; k++) {
@@ -2112,16 +1671,16 @@ static void send_around_sigterm(lt_ledger *L, void *d, lt_reply *r, const msgpac
         ck_assert_int_eq(r->whole, TLY_OK);
         note_acks(r, acked);
     }
-    lt_send_frame(d, frames[3].data, frames[3].size);
+    tl_send_frame(d, frames[3].data, frames[3].size);
     kill(L->pid, SIGTERM);
     for (int k = 4; k < ST_RAW_REQUESTS; k++)
-        lt_send_frame(d, frames[k].data, frames[k].size);
-    int code = wait_exit(L->pid, LT_EXIT_MS);
+        tl_send_frame(d, frames[k].data, frames[k].size);
+    int code = tl_wait_exit(L->pid, TL_EXIT_MS);
     L->pid = 0;
     ck_assert_int_eq(code, 0);
     uint8_t *buf;
     size_t len;
-    while (lt_recv(d, 300, &buf, &len)) {
+    while (tl_recv(d, 300, &buf, &len)) {
         reply_decode(buf, len, r);
         free(buf);
         note_acks(r, acked);
@@ -2130,7 +1689,7 @@ static void send_around_sigterm(lt_ledger *L, void *d, lt_reply *r, const msgpac
 
 /* Every acknowledged event is in the log at its acknowledged seq. Returns
  * how many were acknowledged. */
-static int assert_acked_in_log(const lt_ledger *L, uint64_t acked[][ST_RAW_EVENTS])
+static int assert_acked_in_log(const tl_ledger *L, uint64_t acked[][ST_RAW_EVENTS])
 {
     int n_acked = 0;
     for (int k = 0; k < ST_RAW_REQUESTS; k++)
@@ -2140,7 +1699,7 @@ static int assert_acked_in_log(const lt_ledger *L, uint64_t acked[][ST_RAW_EVENT
             char id[32];
             snprintf(id, sizeof id, "raw-%d", k * ST_RAW_EVENTS + i);
             uint64_t seq = 0;
-            ck_assert_msg(log_lookup(L, "dist-raw", id, &seq) == TLY_OK && seq == acked[k][i],
+            ck_assert_msg(tl_log_lookup(L, "dist-raw", id, &seq) == TLY_OK && seq == acked[k][i],
                           "acknowledged %s (seq %llu) lost by SIGTERM", id,
                           (unsigned long long)acked[k][i]);
             n_acked++;
@@ -2171,20 +1730,20 @@ static int resend_raw(void *d, lt_reply *r, const msgpack_sbuffer *frames,
 
 START_TEST(test_sigterm_keeps_acks)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char file[700];
     snprintf(file, sizeof file, "%s/bg.jsonl", L.dir);
-    write_sales(file, "bg", ST_BG_EVENTS);
+    tl_write_sales(file, "bg", ST_BG_EVENTS);
     const char *args[] = {"--source", "dist-bg", "--ack-timeout-ms", "500",
                           "--batch",  "20",      "--window",         "2",
                           file,       NULL};
-    pid_t bg = send_spawn(&L, "bg", args);
-    wait_head(&L, 500);
+    pid_t bg = tl_send_spawn(&L, "bg", NULL, args);
+    tl_wait_head(&L, 500);
 
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
     lt_reply *r = reply_new();
     evlist *reqs[ST_RAW_REQUESTS];
     msgpack_sbuffer frames[ST_RAW_REQUESTS];
@@ -2202,16 +1761,16 @@ START_TEST(test_sigterm_keeps_acks)
             n_acked, g_unavailable);
 
     /* Restart: resends of acknowledged events are duplicates at the same seq. */
-    lt_start(&L, NULL);
+    tl_start(&L, NULL);
     zmq_close(d);
-    d = lt_dealer(ctx, L.ingest);
+    d = tl_dealer(ctx, L.ingest);
     int unacked_stored = resend_raw(d, r, frames, acked);
     fprintf(stderr, "test_ledger sigterm: %d raw events stored without an ack\n", unacked_stored);
-    lt_sent s = send_wait(&L, "bg", bg);
+    tl_sent s = tl_send_wait(&L, "bg", bg);
     ck_assert_msg(s.parsed && s.rc == 0 && s.rejected == 0 && s.sent + s.dups == ST_BG_EVENTS,
                   "background producer: exit %d, sent %ld, duplicates %ld, rejected %ld", s.rc,
                   s.sent, s.dups, s.rejected);
-    ck_assert_uint_eq(log_head(&L), ST_BG_EVENTS + ST_RAW_REQUESTS * ST_RAW_EVENTS);
+    ck_assert_uint_eq(tl_log_head(&L), ST_BG_EVENTS + ST_RAW_REQUESTS * ST_RAW_EVENTS);
     lt_scan scan;
     log_scan(&L, &scan);
     assert_all_present(&L, &scan, "dist-bg", "bg", ST_BG_EVENTS);
@@ -2225,7 +1784,7 @@ START_TEST(test_sigterm_keeps_acks)
     reply_free(r);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -2235,31 +1794,31 @@ END_TEST
 static void check_logread_error(void *lr, const void *buf, size_t len)
 {
     size_t rlen;
-    uint8_t *reply = lt_rpc(lr, buf, len, &rlen);
+    uint8_t *reply = tl_rpc(lr, buf, len, &rlen);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)reply, rlen, NULL),
                      MSGPACK_UNPACK_SUCCESS);
-    const msgpack_object *err = map_get(&u.data, "error");
+    const msgpack_object *err = tl_map_get(&u.data, "error");
     ck_assert_msg(err && err->type == MSGPACK_OBJECT_STR, "no error for a bad log-read request");
-    ck_assert_ptr_null(map_get(&u.data, "records"));
+    ck_assert_ptr_null(tl_map_get(&u.data, "records"));
     msgpack_unpacked_destroy(&u);
     free(reply);
 }
 
 START_TEST(test_logread)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char file[700];
     snprintf(file, sizeof file, "%s/lr.jsonl", L.dir);
-    write_sales(file, "lr", 25);
+    tl_write_sales(file, "lr", 25);
     const char *args[] = {"--source", "dist-lr", file, NULL};
-    assert_sent(send_run(&L, "lr", args), 0, 25, 0, 0);
+    tl_assert_sent(tl_send_run(&L, "lr", args), 0, 25, 0, 0);
 
-    void *ctx = lt_ctx();
-    void *lr = lt_dealer(ctx, L.logread);
+    void *ctx = tl_ctx();
+    void *lr = tl_dealer(ctx, L.logread);
     check_logread(lr, &L, 1, 10, 10);
     check_logread(lr, &L, 20, 10, 6);   /* up to the head */
     check_logread(lr, &L, 26, 10, 0);   /* past the head */
@@ -2285,37 +1844,13 @@ START_TEST(test_logread)
     msgpack_sbuffer_destroy(&sb);
     zmq_close(lr);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
-/* Receives one [topic, record] message from a SUB within timeout_ms. */
-static bool sub_recv(void *sub, int timeout_ms, char *topic, size_t cap, uint8_t **rec, size_t *len)
-{
-    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, timeout_ms) <= 0)
-        return false;
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
-    ck_assert_msg(zmq_msg_more(&m), "events message without a record frame");
-    size_t n = zmq_msg_size(&m) < cap - 1 ? zmq_msg_size(&m) : cap - 1;
-    memcpy(topic, zmq_msg_data(&m), n);
-    topic[n] = '\0';
-    zmq_msg_close(&m);
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
-    ck_assert_msg(!zmq_msg_more(&m), "events message with more than 2 frames");
-    *len = zmq_msg_size(&m);
-    *rec = malloc(*len);
-    memcpy(*rec, zmq_msg_data(&m), *len);
-    zmq_msg_close(&m);
-    return true;
-}
-
 /* Checks a published record against the log and that seqs arrive in
  * increasing order (*last); returns its event id. */
-static void check_published(const lt_ledger *L, const uint8_t *raw, size_t len, char *id,
+static void check_published(const tl_ledger *L, const uint8_t *raw, size_t len, char *id,
                             size_t cap, uint64_t *last)
 {
     tly_record rec;
@@ -2338,12 +1873,12 @@ static void check_published(const lt_ledger *L, const uint8_t *raw, size_t len, 
 
 START_TEST(test_events_pub)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
-    void *ctx = lt_ctx();
-    void *d = lt_dealer(ctx, L.ingest);
-    void *sub = lt_socket(ctx, ZMQ_SUB, L.events, NULL, NULL, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
+    void *sub = tl_connect(tl_sock(ctx, ZMQ_SUB, NULL, NULL), L.events);
     ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "sale", 4), 0);
     lt_reply *r = reply_new();
     char topic[32], id[80];
@@ -2363,7 +1898,7 @@ START_TEST(test_events_pub)
         ingest(d, (uint64_t)k + 1, "dist-pub", false, e, r);
         assert_result_seq(r, 0, (uint64_t)k + 1, false);
         ev_free(e);
-        got = sub_recv(sub, 200, topic, sizeof topic, &raw, &len);
+        got = tl_sub_recv(sub, 200, topic, sizeof topic, &raw, &len);
     }
     ck_assert_str_eq(topic, "sale");
     check_published(&L, raw, len, id, sizeof id, &last_seq);
@@ -2382,7 +1917,7 @@ START_TEST(test_events_pub)
     uint64_t final_seq = r->res[1].seq;
     bool final = false;
     while (!final) {
-        ck_assert_msg(sub_recv(sub, LT_REPLY_MS, topic, sizeof topic, &raw, &len),
+        ck_assert_msg(tl_sub_recv(sub, TL_REPLY_MS, topic, sizeof topic, &raw, &len),
                       "pub-final (seq %llu) was not published", (unsigned long long)final_seq);
         ck_assert_str_eq(topic, "sale");
         check_published(&L, raw, len, id, sizeof id, &last_seq);
@@ -2394,18 +1929,18 @@ START_TEST(test_events_pub)
     zmq_close(sub);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
 /* 10. tally send --csv [D18]                                          */
 
-static void check_stored_sale(const lt_ledger *L, const char *source, const char *id,
+static void check_stored_sale(const tl_ledger *L, const char *source, const char *id,
                               int64_t amount, int64_t at_ms, const char *currency)
 {
     uint64_t seq = 0;
-    ck_assert_int_eq(log_lookup(L, source, id, &seq), TLY_OK);
+    ck_assert_int_eq(tl_log_lookup(L, source, id, &seq), TLY_OK);
     size_t len;
     uint8_t *raw = log_raw(L, seq, &len);
     tly_record rec;
@@ -2422,19 +1957,19 @@ static void check_stored_sale(const lt_ledger *L, const char *source, const char
 
 /* `tally send -` reads standard input; blank lines count in the reported
  * line numbers. */
-static void check_send_stdin(lt_ledger *L)
+static void check_send_stdin(tl_ledger *L)
 {
     char in[700], out[700], errp[700];
     snprintf(in, sizeof in, "%s/stdin.jsonl", L->dir);
     snprintf(out, sizeof out, "%s/stdin.out", L->dir);
     snprintf(errp, sizeof errp, "%s/stdin.err", L->dir);
-    write_lines(in, "{\"type\":\"sale\",\"id\":\"in-1\",\"at\":1735693342313,"
-                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
-                    "\"currency\":\"USD\"}\n"
-                    "\n"
-                    "{\"type\":\"sale\",\"id\":\"in-2\",\"at\":1735693342313,"
-                    "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":-7,"
-                    "\"currency\":\"USD\"}\n");
+    tl_write_text(in, "{\"type\":\"sale\",\"id\":\"in-1\",\"at\":1735693342313,"
+                      "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
+                      "\"currency\":\"USD\"}\n"
+                      "\n"
+                      "{\"type\":\"sale\",\"id\":\"in-2\",\"at\":1735693342313,"
+                      "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":-7,"
+                      "\"currency\":\"USD\"}\n");
     char *const a_stdin[] = {(char *)tu_tally(), "send",    "--ingest", L->ingest,
                              "--source",         "dist-in", "-",        NULL};
     ck_assert_int_eq(tu_run(a_stdin, in, out, errp), 1);
@@ -2448,19 +1983,19 @@ static void check_send_stdin(lt_ledger *L)
 
 START_TEST(test_send_csv)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char file[700];
     snprintf(file, sizeof file, "%s/pos.csv", L.dir);
-    write_lines(file, "id,partner,sku,qty,amount,currency,at\n"
-                      "pos-1,acme,SKU-1,2,1234.50,USD,2025-03-01\n"
-                      "pos-2,acme,SKU-2,1,1000,JPY,2025-03-01T12:30:00Z\n"
-                      "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n"
-                      "pos-4,\"Acme, Inc.\",SKU-4,3,0.05,EUR,2025-03-02\n");
+    tl_write_text(file, "id,partner,sku,qty,amount,currency,at\n"
+                        "pos-1,acme,SKU-1,2,1234.50,USD,2025-03-01\n"
+                        "pos-2,acme,SKU-2,1,1000,JPY,2025-03-01T12:30:00Z\n"
+                        "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n"
+                        "pos-4,\"Acme, Inc.\",SKU-4,3,0.05,EUR,2025-03-02\n");
     const char *args[] = {"--csv", "--source", "dist-pos", file, NULL};
-    assert_sent(send_run(&L, "csv", args), 1, 3, 0, 1);
-    char *err = send_stderr(&L, "csv");
+    tl_assert_sent(tl_send_run(&L, "csv", args), 1, 3, 0, 1);
+    char *err = tl_send_stderr(&L, "csv");
     ck_assert_msg(strstr(err, "line 4 ") != NULL && strstr(err, "[amount]") != NULL,
                   "the rejected row is not reported with its line and field: %s", err);
     free(err);
@@ -2468,19 +2003,19 @@ START_TEST(test_send_csv)
     check_stored_sale(&L, "dist-pos", "pos-1", 123450, 1740787200000LL, "USD");
     check_stored_sale(&L, "dist-pos", "pos-2", 1000, 1740832200000LL, "JPY");
     check_stored_sale(&L, "dist-pos", "pos-4", 5, 1740873600000LL, "EUR");
-    ck_assert_int_eq(log_lookup(&L, "dist-pos", "pos-3", &(uint64_t){0}), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-pos", "pos-3", &(uint64_t){0}), TLY_NOT_FOUND);
 
     /* JSON lines may give `at` as ISO-8601 text (SPEC section 5). */
     char jfile[700];
     snprintf(jfile, sizeof jfile, "%s/iso.jsonl", L.dir);
-    write_lines(jfile, "{\"type\":\"sale\",\"id\":\"iso-1\",\"at\":\"2025-03-01T12:30:00Z\","
-                       "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
-                       "\"currency\":\"USD\"}\n"
-                       "{\"type\":\"sale\",\"id\":\"iso-2\",\"at\":\"2025-03-01T14:30:00+02:00\","
-                       "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":8,"
-                       "\"currency\":\"USD\"}\n");
+    tl_write_text(jfile, "{\"type\":\"sale\",\"id\":\"iso-1\",\"at\":\"2025-03-01T12:30:00Z\","
+                         "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":7,"
+                         "\"currency\":\"USD\"}\n"
+                         "{\"type\":\"sale\",\"id\":\"iso-2\",\"at\":\"2025-03-01T14:30:00+02:00\","
+                         "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":8,"
+                         "\"currency\":\"USD\"}\n");
     const char *a_iso[] = {"--source", "dist-pos", jfile, NULL};
-    assert_sent(send_run(&L, "iso", a_iso), 0, 2, 0, 0);
+    tl_assert_sent(tl_send_run(&L, "iso", a_iso), 0, 2, 0, 0);
     check_stored_sale(&L, "dist-pos", "iso-1", 7, 1740832200000LL, "USD");
     check_stored_sale(&L, "dist-pos", "iso-2", 8, 1740832200000LL, "USD");
 
@@ -2489,21 +2024,21 @@ START_TEST(test_send_csv)
     /* Windows line ends are fine. */
     char crlf[700];
     snprintf(crlf, sizeof crlf, "%s/crlf.csv", L.dir);
-    write_lines(crlf, "id,partner,sku,qty,amount,currency,at\r\n"
-                      "pos-5,acme,SKU-5,1,19.99,USD,2025-03-01\r\n");
+    tl_write_text(crlf, "id,partner,sku,qty,amount,currency,at\r\n"
+                        "pos-5,acme,SKU-5,1,19.99,USD,2025-03-01\r\n");
     const char *a_crlf[] = {"--csv", "--source", "dist-pos", crlf, NULL};
-    assert_sent(send_run(&L, "crlf", a_crlf), 0, 1, 0, 0);
+    tl_assert_sent(tl_send_run(&L, "crlf", a_crlf), 0, 1, 0, 0);
     check_stored_sale(&L, "dist-pos", "pos-5", 1999, 1740787200000LL, "USD");
 
     /* A file without the POS header is refused as a whole. */
     char bad[700];
     snprintf(bad, sizeof bad, "%s/nohdr.csv", L.dir);
-    write_lines(bad, "pos-9,acme,SKU-1,2,1.50,USD,2025-03-01\n");
+    tl_write_text(bad, "pos-9,acme,SKU-1,2,1.50,USD,2025-03-01\n");
     const char *a_bad[] = {"--csv", "--source", "dist-pos", bad, NULL};
-    lt_sent s = send_run(&L, "nohdr", a_bad);
+    tl_sent s = tl_send_run(&L, "nohdr", a_bad);
     ck_assert_int_eq(s.rc, 1);
-    ck_assert_int_eq(log_lookup(&L, "dist-pos", "pos-9", &(uint64_t){0}), TLY_NOT_FOUND);
-    lt_done(&L);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-pos", "pos-9", &(uint64_t){0}), TLY_NOT_FOUND);
+    tl_done(&L);
 }
 END_TEST
 
@@ -2511,67 +2046,50 @@ END_TEST
  * a CSV amount with too many decimals is a field out of its pattern. */
 START_TEST(test_send_csv_reject_line)
 {
-    lt_ledger L;
-    lt_init(&L);
-    lt_start(&L, NULL);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char file[700];
     snprintf(file, sizeof file, "%s/pos.csv", L.dir);
-    write_lines(file, "id,partner,sku,qty,amount,currency,at\n"
-                      "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n");
+    tl_write_text(file, "id,partner,sku,qty,amount,currency,at\n"
+                        "pos-3,acme,SKU-3,1,1.234,USD,2025-03-01\n");
     const char *args[] = {"--csv", "--source", "dist-pos", file, NULL};
-    assert_sent(send_run(&L, "csv", args), 1, 0, 0, 1);
-    char *err = send_stderr(&L, "csv");
+    tl_assert_sent(tl_send_run(&L, "csv", args), 1, 0, 0, 1);
+    char *err = tl_send_stderr(&L, "csv");
     ck_assert_msg(strstr(err, "line 2 (id pos-3): bad_field [amount]") != NULL,
                   "expected 'line 2 (id pos-3): bad_field [amount]: ...', got: %s", err);
     free(err);
-    lt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
 
-static TCase *tcase(Suite *s, const char *name, int timeout_s)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout_s);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *ledger_suite(void)
 {
     Suite *s = suite_create("ledger");
-    tcase_add_test(tcase(s, "vectors", 240), test_vectors_through_send);
-    tcase_add_test(tcase(s, "idempotency", 60), test_idempotency);
-    TCase *v = tcase(s, "validation", 120);
-    tcase_add_test(v, test_event_errors);
-    tcase_add_test(v, test_whole_request_errors);
-    tcase_add_test(tcase(s, "big_batch", 120), test_oversized_batch);
-    tcase_add_test(tcase(s, "atomic", 60), test_atomic);
-    tcase_add_test(tcase(s, "group_commit", 180), test_concurrent_producers);
-    tcase_add_test(tcase(s, "crash", 240), test_crash_recovery);
-    tcase_add_test(tcase(s, "storage", 120), test_storage_full);
-    TCase *c = tcase(s, "curve", 60);
-    tcase_add_test(c, test_curve_roles);
-    tcase_add_test(c, test_curve_role_matrix);
-    tcase_add_test(c, test_loopback_only_without_curve);
-    tcase_add_test(c, test_startup_refusals);
-    tcase_add_test(tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
-    TCase *r = tcase(s, "log_read", 60);
-    tcase_add_test(r, test_logread);
-    tcase_add_test(r, test_events_pub);
-    TCase *csv = tcase(s, "csv", 60);
-    tcase_add_test(csv, test_send_csv);
-    tcase_add_test(csv, test_send_csv_reject_line);
+    tcase_add_test(tu_tcase(s, "vectors", 240), test_vectors_through_send);
+    tcase_add_test(tu_tcase(s, "idempotency", 60), test_idempotency);
+    TCase *v = tu_tcase(s, "validation", 120);
+    tu_add_tests(v, TU_TESTS(test_event_errors, test_whole_request_errors));
+    tcase_add_test(tu_tcase(s, "big_batch", 120), test_oversized_batch);
+    tcase_add_test(tu_tcase(s, "atomic", 60), test_atomic);
+    tcase_add_test(tu_tcase(s, "group_commit", 180), test_concurrent_producers);
+    tcase_add_test(tu_tcase(s, "crash", 240), test_crash_recovery);
+    tcase_add_test(tu_tcase(s, "storage", 120), test_storage_full);
+    TCase *c = tu_tcase(s, "curve", 60);
+    tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
+                             test_loopback_only_without_curve, test_startup_refusals));
+    tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
+    TCase *r = tu_tcase(s, "log_read", 60);
+    tu_add_tests(r, TU_TESTS(test_logread, test_events_pub));
+    TCase *csv = tu_tcase(s, "csv", 60);
+    tu_add_tests(csv, TU_TESTS(test_send_csv, test_send_csv_reject_line));
     return s;
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    SRunner *sr = srunner_create(ledger_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return tu_run_suite(ledger_suite());
 }

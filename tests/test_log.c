@@ -225,6 +225,20 @@ static tly_record read_one(tly_log *log, uint64_t seq, tly_log_reader **rd)
     return rec;
 }
 
+#define NO_SCAN (-1L)
+
+/* The end of a case: closes the writer, checks that a fresh scan of the log
+ * finds `records` records and an intact chain (NO_SCAN: not scanned), frees
+ * the pool and removes the directory. */
+static void finish(tly_log *log, pool *p, char *dir, long records)
+{
+    tly_log_close(log);
+    if (records != NO_SCAN)
+        ck_assert_int_eq(scan_log(dir), records);
+    pool_free(p);
+    tu_rmtree(dir);
+}
+
 static int child_status(pid_t pid)
 {
     int st;
@@ -314,10 +328,7 @@ START_TEST(test_append_read_back)
     ck_assert_int_eq(tly_log_lookup(log, p->items[1].source, p->items[1].id, &seq), TLY_OK);
     ck_assert_uint_eq(seq, 2);
     ck_assert_int_eq(tly_log_lookup(log, p->items[2].source, p->items[1].id, &seq), TLY_NOT_FOUND);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 3);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 3);
 }
 END_TEST
 
@@ -368,9 +379,7 @@ START_TEST(test_chain_hash_matches_spec)
     rec = read_one(log, 50, &rd);
     ck_assert_mem_eq(rec.hash, head_hash, 32);
     tly_log_reader_close(rd);
-    tly_log_close(log);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, NO_SCAN);
 }
 END_TEST
 
@@ -428,10 +437,7 @@ START_TEST(test_recorded_ms_monotonic)
         ck_assert_int_eq(rec.recorded_ms, want[i]);
     }
     tly_log_reader_close(rd);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 4);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 4);
 }
 END_TEST
 
@@ -476,10 +482,7 @@ START_TEST(test_dup_and_conflict)
     ck_assert_int_eq(tly_log_head(log, &head, hash_after), TLY_OK);
     ck_assert_uint_eq(head, 3);
     ck_assert_mem_eq(hash_before, hash_after, 32);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 3);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 3);
 }
 END_TEST
 
@@ -501,10 +504,7 @@ START_TEST(test_dup_within_batch)
     ck_assert_int_eq(it[3].err, TLY_CONFLICT);
     ck_assert(it[4].err == TLY_OK && it[4].dup && it[4].seq == 2);
     ck_assert_uint_eq(head_of(log), 2);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 2);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 2);
 }
 END_TEST
 
@@ -541,9 +541,7 @@ START_TEST(test_dedupe_survives_restart)
         tly_log_lookup(log, p->items[0].source, (tly_str){long_id, sizeof long_id}, &seq),
         TLY_NOT_FOUND);
     ck_assert_uint_eq(seq, 550); /* untouched */
-    tly_log_close(log);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, NO_SCAN);
 }
 END_TEST
 
@@ -577,10 +575,7 @@ START_TEST(test_atomic_conflict_aborts_group)
     ck_assert_uint_eq(head_of(log), 3);
     uint64_t seq;
     ck_assert_int_eq(tly_log_lookup(log, it[2].source, it[2].id, &seq), TLY_NOT_FOUND);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 3);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 3);
 }
 END_TEST
 
@@ -609,10 +604,7 @@ START_TEST(test_atomic_prefailed_aborts_group)
     ck_assert(p->items[0].err == TLY_OK && p->items[0].seq == 2);
     ck_assert_int_eq(p->items[1].err, TLY_MISSING_FIELD);
     ck_assert(p->items[2].err == TLY_OK && p->items[2].seq == 3);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 3);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 3);
 }
 END_TEST
 
@@ -649,10 +641,7 @@ START_TEST(test_atomic_with_dups)
     ck_assert(!it[5].dup && it[5].seq == 0);
     ck_assert_int_eq(it[6].err, TLY_CONFLICT);
     ck_assert_uint_eq(head_of(log), 2);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 2);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 2);
 }
 END_TEST
 
@@ -680,9 +669,7 @@ START_TEST(test_map_growth)
     log = open_writer(dir, &opts);
     ck_assert_uint_ge(tly_log_map_bytes(log), 4u << 20);
     ck_assert_uint_eq(head_of(log), 4000);
-    tly_log_close(log);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, NO_SCAN);
 }
 END_TEST
 
@@ -733,10 +720,7 @@ START_TEST(test_map_max_is_storage_error)
     ck_assert(!p->items[1].dup && p->items[1].seq == 102);
     ck_assert_uint_eq(p->items[n_big - 2].seq, 101 + 2998);
     ck_assert(p->items[n_big - 1].dup && p->items[n_big - 1].seq == 107);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 101 + 2998);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 101 + 2998);
 }
 END_TEST
 
@@ -752,9 +736,7 @@ START_TEST(test_map_max_from_environment)
     pool_add_range(p, "src", "e-", 0, 2000, 1000);
     ck_assert_int_eq(tly_log_append(log, T0_MS, p->items, p->n, NULL, 0), TLY_STORAGE);
     ck_assert_uint_eq(head_of(log), 0);
-    tly_log_close(log);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, NO_SCAN);
 }
 END_TEST
 
@@ -1361,10 +1343,7 @@ START_TEST(test_growth_waits_for_open_reader)
         p->items[i].err = TLY_OK;
     ck_assert_int_eq(tly_log_append(log, T0_MS, p->items, p->n, NULL, 0), TLY_OK);
     ck_assert_uint_eq(head_of(log), 2010);
-    tly_log_close(log);
-    ck_assert_int_eq(scan_log(dir), 2010);
-    pool_free(p);
-    tu_rmtree(dir);
+    finish(log, p, dir, 2010);
 }
 END_TEST
 
@@ -1494,36 +1473,19 @@ static int bench(int argc, char **argv)
 static Suite *log_suite(void)
 {
     Suite *s = suite_create("log");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_empty_head);
-    tcase_add_test(tc, test_append_read_back);
-    tcase_add_test(tc, test_chain_hash_matches_spec);
-    tcase_add_test(tc, test_seq_continuity_and_restart);
-    tcase_add_test(tc, test_recorded_ms_monotonic);
-    tcase_add_test(tc, test_dup_and_conflict);
-    tcase_add_test(tc, test_dup_within_batch);
-    tcase_add_test(tc, test_dedupe_survives_restart);
-    tcase_add_test(tc, test_atomic_conflict_aborts_group);
-    tcase_add_test(tc, test_atomic_prefailed_aborts_group);
-    tcase_add_test(tc, test_atomic_with_dups);
-    tcase_add_test(tc, test_map_growth);
-    tcase_add_test(tc, test_map_max_is_storage_error);
-    tcase_add_test(tc, test_map_max_from_environment);
-    tcase_add_test(tc, test_storage_error_full_disk);
-    tcase_add_test(tc, test_reader_in_other_process);
-    tcase_add_test(tc, test_read_missing);
-    tcase_add_test(tc, test_reader_detects_corrupt);
-    tcase_add_test(tc, test_record_decode_strict);
-    tcase_add_test(tc, test_item_limits);
-    tcase_add_test(tc, test_batch_limits);
-    tcase_add_test(tc, test_commit_split);
-    tcase_add_test(tc, test_readers_max);
-    tcase_add_test(tc, test_stale_reader_slots_reclaimed);
-    tcase_add_test(tc, test_growth_waits_for_open_reader);
-    tcase_add_test(tc, test_single_writer);
-    tcase_add_test(tc, test_writer_creates_parents_and_no_sync);
-    suite_add_tcase(s, tc);
+    TCase *tc = tu_tcase(s, "core", 120);
+    tu_add_tests(
+        tc, TU_TESTS(test_empty_head, test_append_read_back, test_chain_hash_matches_spec,
+                     test_seq_continuity_and_restart, test_recorded_ms_monotonic,
+                     test_dup_and_conflict, test_dup_within_batch, test_dedupe_survives_restart,
+                     test_atomic_conflict_aborts_group, test_atomic_prefailed_aborts_group,
+                     test_atomic_with_dups, test_map_growth, test_map_max_is_storage_error,
+                     test_map_max_from_environment, test_storage_error_full_disk,
+                     test_reader_in_other_process, test_read_missing, test_reader_detects_corrupt,
+                     test_record_decode_strict, test_item_limits, test_batch_limits,
+                     test_commit_split, test_readers_max, test_stale_reader_slots_reclaimed,
+                     test_growth_waits_for_open_reader, test_single_writer,
+                     test_writer_creates_parents_and_no_sync));
     return s;
 }
 
@@ -1531,9 +1493,5 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "bench") == 0)
         return bench(argc, argv);
-    SRunner *sr = srunner_create(log_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return tu_run_suite(log_suite());
 }

@@ -1072,29 +1072,15 @@ END_TEST
 static Suite *query_suite(void)
 {
     Suite *s = suite_create("query");
-    TCase *tc = tcase_create("views");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_views_every_partner);
-    tcase_add_test(tc, test_json_key_order);
-    tcase_add_test(tc, test_unknown_partner);
-    tcase_add_test(tc, test_human_golden);
-    tcase_add_test(tc, test_human_money);
-    tcase_add_test(tc, test_liabilities_sum);
-    tcase_add_test(tc, test_summary);
-    tcase_add_test(tc, test_exceptions_merged);
-    tcase_add_test(tc, test_exceptions_filters);
-    tcase_add_test(tc, test_shards_differ);
-    tcase_add_test(tc, test_status_from_data);
-    tcase_add_test(tc, test_wait);
-    tcase_add_test(tc, test_service_answers);
-    tcase_add_test(tc, test_service_bad_requests);
-    tcase_add_test(tc, test_service_request_size);
-    tcase_add_test(tc, test_service_latency);
-    tcase_add_test(tc, test_service_before_stores);
-    tcase_add_test(tc, test_exceptions_paging);
-    tcase_add_test(tc, test_shard_mismatch);
-    tcase_add_test(tc, test_unreachable_and_usage);
-    suite_add_tcase(s, tc);
+    TCase *tc = tu_tcase(s, "views", 300);
+    tu_add_tests(tc,
+                 TU_TESTS(test_views_every_partner, test_json_key_order, test_unknown_partner,
+                          test_human_golden, test_human_money, test_liabilities_sum, test_summary,
+                          test_exceptions_merged, test_exceptions_filters, test_shards_differ,
+                          test_status_from_data, test_wait, test_service_answers,
+                          test_service_bad_requests, test_service_request_size,
+                          test_service_latency, test_service_before_stores, test_exceptions_paging,
+                          test_shard_mismatch, test_unreachable_and_usage));
     return s;
 }
 
@@ -1102,11 +1088,8 @@ int main(void)
 {
     build_fixture();
     tu_endpoint(g_dead_ep, sizeof g_dead_ep);
-    SRunner *sr = srunner_create(query_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = tu_run_suite(query_suite());
     json_decref(g_expect);
     tu_rmtree(g_data);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

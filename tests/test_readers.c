@@ -17,7 +17,6 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <msgpack.h>
@@ -25,12 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "testledger.h"
 #include "testutil.h"
 #include "tly_json.h"
 #include "tly_limits.h"
@@ -39,18 +37,11 @@
 #include "tly_query.h"
 #include "tly_wire.h"
 
-/* Deadlines that only keep a broken build from hanging the suite. */
-#define RT_READY_MS 15000     /* a service binds its sockets */
-#define RT_REPLY_MS 15000     /* a reply from a running service */
-#define RT_EXIT_MS 30000      /* a signalled service exits */
-#define RT_RUN_MS 150000      /* a `tally send`, `consume` or `status` finishes */
-#define RT_PROGRESS_MS 180000 /* the ledger works through a load it was given */
+/* The ledger works through a load it was given (a deadline only). */
+#define RT_PROGRESS_MS 180000
 /* How long a socket whose handshake was refused is watched for a message
  * that must not come (the refusal itself is proven by the monitor). */
 #define RT_SILENCE_MS 1000
-
-/* A business time well inside [2000, recorded + 1 day]. */
-#define RT_AT_MS 1735693342313LL
 
 #define RT_MIB ((size_t)1 << 20)
 
@@ -93,231 +84,23 @@
 #define RT_STALLED_RCVBUF 65536
 
 /* ------------------------------------------------------------------ */
-/* processes                                                           */
-
-static void redirect_fd(int fd, const char *path, int flags)
-{
-    int f = open(path ? path : "/dev/null", flags, 0644);
-    if (f < 0)
-        _exit(126);
-    dup2(f, fd);
-    close(f);
-}
-
-/* Starts argv with stdout/stderr appended to out/err (NULL: discarded); the
- * child is killed when this test process dies. */
-static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
-{
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(125);
-        redirect_fd(0, NULL, O_RDONLY);
-        redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
-        redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int status_code(int st)
-{
-    if (WIFEXITED(st))
-        return WEXITSTATUS(st);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    return -1;
-}
-
-/* Waits for pid; after timeout_ms it is killed and -1 returned. */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    for (int waited = 0;; waited += 10) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return status_code(st);
-        if (r < 0 && errno != EINTR)
-            return -2;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-                ;
-            return -1;
-        }
-        tu_sleep_ms(10);
-    }
-}
-
-static bool exited(pid_t pid, int *code)
-{
-    int st;
-    if (waitpid(pid, &st, WNOHANG) != pid)
-        return false;
-    *code = status_code(st);
-    return true;
-}
-
-static void dump_file(const char *what, const char *path)
-{
-    char *text = tu_read_file(path, NULL);
-    fprintf(stderr, "---- %s (%s) ----\n%s\n----\n", what, path, text ? text : "(none)");
-    free(text);
-}
-
-/* ------------------------------------------------------------------ */
-/* the ledger and the other services under test                        */
-
-typedef struct rt_ledger {
-    char dir[512]; /* this test's temp dir; removed when the test passes */
-    char data[600];
-    char logdir[640];
-    char logfile[640]; /* the ledger's stdout and stderr */
-    char ingest[64];
-    char events[64];
-    char logread[64];
-    char dead[64]; /* an endpoint nothing listens on */
-    pid_t pid;
-} rt_ledger;
-
-static void rt_init(rt_ledger *L)
-{
-    memset(L, 0, sizeof *L);
-    char *tmp = tu_tmpdir();
-    snprintf(L->dir, sizeof L->dir, "%s", tmp);
-    free(tmp);
-    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
-    snprintf(L->logdir, sizeof L->logdir, "%s/data/log", L->dir);
-    snprintf(L->logfile, sizeof L->logfile, "%s/ledger.log", L->dir);
-    tu_endpoint(L->ingest, sizeof L->ingest);
-    tu_endpoint(L->events, sizeof L->events);
-    tu_endpoint(L->logread, sizeof L->logread);
-    tu_endpoint(L->dead, sizeof L->dead);
-}
-
-/* Waits until pid listens on every endpoint of eps (NULL-terminated). */
-static void wait_ready(pid_t pid, const char *const *eps, const char *log, const char *what)
-{
-    for (int waited = 0; *eps;) {
-        int code;
-        if (exited(pid, &code)) {
-            dump_file(what, log);
-            ck_abort_msg("%s exited with %d while starting", what, code);
-        }
-        if (tu_wait_listening(*eps, 0)) {
-            eps++;
-            continue;
-        }
-        waited += 20;
-        if (waited > RT_READY_MS) {
-            dump_file(what, log);
-            ck_abort_msg("%s is not listening on %s", what, *eps);
-        }
-        tu_sleep_ms(20);
-    }
-}
-
-/* Starts `tally ledger` with extra arguments (NULL-terminated, may be NULL)
- * and waits until its three sockets accept connections. */
-static void rt_start(rt_ledger *L, const char *const *extra)
-{
-    const char *argv[40];
-    int n = 0;
-    const char *fixed[] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
-                           L->ingest,  "--events", L->events, "--log-read", L->logread};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        argv[n++] = fixed[i];
-    for (; extra && *extra && n < 39; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    L->pid = spawn_tied(argv, L->logfile, L->logfile);
-    const char *eps[] = {L->ingest, L->events, L->logread, NULL};
-    wait_ready(L->pid, eps, L->logfile, "tally ledger");
-}
-
-/* Stops a service with SIGTERM; returns its exit status (-1: it hung). */
-static int stop_pid(pid_t *pid)
-{
-    ck_assert_int_gt(*pid, 0);
-    kill(*pid, SIGTERM);
-    int code = wait_exit(*pid, RT_EXIT_MS);
-    *pid = 0;
-    return code;
-}
-
-/* Stops a running ledger cleanly and removes the test directory. Called at
- * the end of a passing test only: a failing one keeps its files. */
-static void rt_done(rt_ledger *L)
-{
-    if (L->pid > 0)
-        ck_assert_int_eq(stop_pid(&L->pid), 0);
-    tu_rmtree(strdup(L->dir));
-}
-
-/* Runs `tally ARGS...` to completion; stdout and stderr go to DIR/TAG.out
- * and DIR/TAG.err. Returns the exit status. */
-static int rt_run(const rt_ledger *L, const char *tag, const char *const *args)
-{
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = tu_tally();
-    for (; *args && n < 39; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
-    char out[700], err[700];
-    snprintf(out, sizeof out, "%s/%s.out", L->dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", L->dir, tag);
-    unlink(out);
-    unlink(err);
-    int code = wait_exit(spawn_tied(argv, out, err), RT_RUN_MS);
-    if (code != 0)
-        dump_file(tag, err);
-    return code;
-}
-
-/* The stdout (ext "out") or stderr ("err") of an rt_run; malloc'd. */
-static char *rt_output(const rt_ledger *L, const char *tag, const char *ext)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s.%s", L->dir, tag, ext);
-    char *text = tu_read_file(path, NULL);
-    return text ? text : strdup("");
-}
-
-static void write_text(const char *path, const char *text)
-{
-    ck_assert(tu_write_file(path, text, strlen(text)));
-}
+/* tally send                                                          */
 
 /* Sends the JSON lines in text with `tally send OPTS...` (NULL-terminated:
  * the source or the CURVE keys) and checks that all `count` were sent. */
-static void send_lines(const rt_ledger *L, const char *tag, const char *const *opts,
+static void send_lines(const tl_ledger *L, const char *tag, const char *const *opts,
                        const char *text, long count)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/%s.jsonl", L->dir, tag);
-    write_text(path, text);
-    const char *args[16] = {"send", "--ingest", L->ingest};
-    int n = 3;
+    tl_write_text(path, text);
+    const char *args[16];
+    int n = 0;
     for (; *opts && n < 14; opts++)
         args[n++] = *opts;
     args[n++] = path;
     args[n] = NULL;
-    ck_assert_int_eq(rt_run(L, tag, args), 0);
-    char *out = rt_output(L, tag, "out");
-    long sent = -1, dups = -1, rejected = -1;
-    ck_assert_msg(sscanf(out, "sent %ld, duplicates %ld, rejected %ld", &sent, &dups, &rejected) ==
-                      3,
-                  "tally send printed: %s", out);
-    ck_assert_msg(sent == count && dups == 0 && rejected == 0,
-                  "tally send: sent %ld, duplicates %ld, rejected %ld; expected sent %ld", sent,
-                  dups, rejected, count);
-    free(out);
+    tl_assert_sent(tl_send_run(L, tag, args), 0, count, 0, 0);
 }
 
 /* `count` sales with ids PREFIX-0.. for partner acme, as JSON lines. */
@@ -332,12 +115,12 @@ static char *sales_lines(const char *prefix, int count)
                                  "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":"
                                  "\"acme\",\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,"
                                  "\"currency\":\"USD\"}\n",
-                                 prefix, i, RT_AT_MS + i, 1000 + i);
+                                 prefix, i, TL_AT_MS + i, 1000 + i);
     return text;
 }
 
 /* The ledger is healthy: a normal `tally send` of a few events succeeds. */
-static void assert_healthy(const rt_ledger *L, const char *prefix)
+static void assert_healthy(const tl_ledger *L, const char *prefix)
 {
     char *lines = sales_lines(prefix, 3);
     const char *opts[] = {"--source", "dist-health", NULL};
@@ -345,34 +128,8 @@ static void assert_healthy(const rt_ledger *L, const char *prefix)
     free(lines);
 }
 
-/* The log's head, read-only from DIR/log. */
-static uint64_t log_head(const rt_ledger *L)
-{
-    tly_log *log = NULL;
-    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
-    uint64_t head = 0;
-    ck_assert_int_eq(tly_log_head(log, &head, NULL), TLY_OK);
-    tly_log_close(log);
-    return head;
-}
-
 /* ------------------------------------------------------------------ */
 /* CURVE keys                                                          */
-
-typedef struct rt_keys {
-    char pub[41];
-    char sec[41];
-    char file[700]; /* the secret key file */
-} rt_keys;
-
-static void make_keys(const rt_ledger *L, const char *name, rt_keys *k)
-{
-    ck_assert_int_eq(zmq_curve_keypair(k->pub, k->sec), 0);
-    snprintf(k->file, sizeof k->file, "%s/%s.key", L->dir, name);
-    char text[64];
-    int n = snprintf(text, sizeof text, "%s\n", k->sec);
-    ck_assert(tu_write_file(k->file, text, (size_t)n));
-}
 
 /* One key of the role tests: its source name and roles in authorized_keys
  * and what it may do on each socket. */
@@ -382,7 +139,7 @@ typedef struct rt_role {
     bool reads_log;   /* events and log-read */
     bool asks_all;    /* every query */
     const char *mine; /* the partner a partner:ID key asks about */
-    rt_keys keys;
+    tl_keys keys;
 } rt_role;
 
 #define RT_ROLES 8
@@ -403,53 +160,24 @@ static void roles_init(rt_role r[RT_ROLES])
 
 /* Makes every role's keys, the server's and a stranger's (not listed), and
  * writes DIR/authorized_keys into authz. */
-static void roles_keys(const rt_ledger *L, rt_role r[RT_ROLES], rt_keys *server, rt_keys *stranger,
+static void roles_keys(const tl_ledger *L, rt_role r[RT_ROLES], tl_keys *server, tl_keys *stranger,
                        char *authz, size_t cap)
 {
-    make_keys(L, "server", server);
-    make_keys(L, "stranger", stranger);
+    tl_make_keys(L, "server", server);
+    tl_make_keys(L, "stranger", stranger);
     char text[4096] = "# the keys of test_readers\n";
     for (int i = 0; i < RT_ROLES; i++) {
-        make_keys(L, r[i].name, &r[i].keys);
+        tl_make_keys(L, r[i].name, &r[i].keys);
         size_t used = strlen(text);
         snprintf(text + used, sizeof text - used, "%s %s %s\n", r[i].keys.pub, r[i].name,
                  r[i].roles);
     }
     snprintf(authz, cap, "%s/authorized_keys", L->dir);
-    write_text(authz, text);
+    tl_write_text(authz, text);
 }
 
 /* ------------------------------------------------------------------ */
 /* raw ZeroMQ                                                          */
-
-static void *rt_ctx(void)
-{
-    void *ctx = zmq_ctx_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
-
-/* An unconnected socket; with server_pub, a CURVE client with keys k. */
-static void *rt_sock(void *ctx, int type, const char *server_pub, const rt_keys *k)
-{
-    void *s = zmq_socket(ctx, type);
-    ck_assert_ptr_nonnull(s);
-    int linger = 0, sndtimeo = RT_REPLY_MS;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-    if (server_pub) {
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 40), 0);
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, k->pub, 40), 0);
-        ck_assert_int_eq(zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, k->sec, 40), 0);
-    }
-    return s;
-}
-
-static void *rt_connect(void *s, const char *ep)
-{
-    ck_assert_int_eq(zmq_connect(s, ep), 0);
-    return s;
-}
 
 /* A socket that never reads: one message queued in ZeroMQ at most and a
  * small kernel receive buffer, so the backlog stays in the ledger. */
@@ -461,22 +189,6 @@ static void set_stalled(void *s)
     ck_assert_int_eq(zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo), 0);
 }
 
-static void send_frame(void *sock, const void *buf, size_t len)
-{
-    ck_assert_int_eq(zmq_send(sock, buf, len, 0), (int)len);
-}
-
-/* Sends a request that may find no connection to go out on (a refused
- * handshake closes it until the next attempt): false when it could not be
- * sent within the socket's ZMQ_SNDTIMEO, and then no answer can come. */
-static bool send_request(void *sock, const void *buf, size_t len)
-{
-    if (zmq_send(sock, buf, len, 0) == (int)len)
-        return true;
-    ck_assert_int_eq(zmq_errno(), EAGAIN);
-    return false;
-}
-
 /* A socket of a refused key: a request waits a short while for a
  * connection attempt to go out on. */
 static void set_refused(void *s)
@@ -485,43 +197,20 @@ static void set_refused(void *s)
     ck_assert_int_eq(zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo), 0);
 }
 
-/* Receives one single-frame message within timeout_ms; false on timeout. */
-static bool recv_frame(void *sock, int timeout_ms, uint8_t **buf, size_t *len)
-{
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-    int rc;
-    while ((rc = zmq_poll(&it, 1, timeout_ms)) < 0 && zmq_errno() == EINTR)
-        ;
-    if (rc <= 0)
-        return false;
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
-    ck_assert_msg(!zmq_msg_more(&m), "expected a single-frame reply");
-    *len = zmq_msg_size(&m);
-    *buf = malloc(*len + 1);
-    memcpy(*buf, zmq_msg_data(&m), *len);
-    zmq_msg_close(&m);
-    return true;
-}
-
 /* Receives one [topic, record] message of the events socket within
  * timeout_ms and returns the record's seq (0: none came). */
 static uint64_t sub_recv_seq(void *sub, int timeout_ms)
 {
-    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+    char topic[64];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    if (!tl_sub_recv(sub, timeout_ms, topic, sizeof topic, &raw, &len))
         return 0;
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
-    ck_assert_msg(zmq_msg_more(&m), "events message without a record frame");
-    ck_assert_int_ge(zmq_msg_recv(&m, sub, 0), 0);
-    ck_assert_msg(!zmq_msg_more(&m), "events message with more than 2 frames");
     tly_record rec;
-    ck_assert_int_eq(tly_record_decode(zmq_msg_data(&m), zmq_msg_size(&m), &rec), TLY_OK);
-    zmq_msg_close(&m);
-    return rec.seq;
+    ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
+    uint64_t seq = rec.seq;
+    free(raw);
+    return seq;
 }
 
 /* Watches a socket's handshakes: call before connecting it. */
@@ -542,11 +231,11 @@ static void *monitor(void *ctx, void *s)
 
 /* The first handshake outcome the monitor reports: 1 succeeded, -1 refused
  * (*status gets ZAP's status code for an authentication failure), 0 none
- * within RT_REPLY_MS. */
+ * within TL_REPLY_MS. */
 static int handshake(void *mon, int *status)
 {
     zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, RT_REPLY_MS) <= 0)
+    if (zmq_poll(&it, 1, TL_REPLY_MS) <= 0)
         return 0;
     uint8_t ev[6];
     ck_assert_int_eq(zmq_recv(mon, ev, sizeof ev, 0), 6);
@@ -579,20 +268,6 @@ static void assert_admitted(void *mon, const char *who)
 /* ------------------------------------------------------------------ */
 /* MessagePack and ingest                                              */
 
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
-{
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, key, n) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
 {
     msgpack_pack_str_with_body(pk, k, strlen(k));
@@ -614,7 +289,7 @@ static void pack_sale(msgpack_sbuffer *sb, const char *id, size_t note_len)
     msgpack_pack_map(&pk, note_len ? 9 : 8);
     pack_kv_str(&pk, "type", "sale");
     pack_kv_str(&pk, "id", id);
-    pack_kv_int(&pk, "at", RT_AT_MS);
+    pack_kv_int(&pk, "at", TL_AT_MS);
     pack_kv_str(&pk, "partner", "acme");
     pack_kv_str(&pk, "sku", "SKU-1");
     pack_kv_int(&pk, "qty", 1);
@@ -649,8 +324,8 @@ static tly_err ingest_one(void *d, const msgpack_sbuffer *frame, uint64_t *seq)
 {
     uint8_t *reply = NULL;
     size_t len = 0;
-    send_frame(d, frame->data, frame->size);
-    ck_assert_msg(recv_frame(d, RT_REPLY_MS, &reply, &len), "no ingest reply");
+    tl_send_frame(d, frame->data, frame->size);
+    ck_assert_msg(tl_recv(d, TL_REPLY_MS, &reply, &len), "no ingest reply");
     uint64_t req;
     tly_ingest_result res[1];
     uint32_t count = 0;
@@ -676,84 +351,6 @@ static uint64_t ingest_sale(void *d, uint64_t req, const char *source, const cha
     ck_assert_msg(err == TLY_OK, "sale %s: %s", id, tly_err_name(err));
     msgpack_sbuffer_destroy(&sb);
     return seq;
-}
-
-/* ------------------------------------------------------------------ */
-/* log-read                                                            */
-
-typedef struct rt_logread {
-    bool answered;
-    char error[32];   /* the "error" code of an error reply */
-    uint32_t records; /* records served, checked against the log from `from` on */
-    uint64_t head;
-    size_t bytes; /* the reply frame */
-} rt_logread;
-
-/* Checks the served records: consecutive seqs from `from`, each exactly the
- * stored bytes. */
-static void check_records(const rt_ledger *L, const msgpack_object *recs, uint64_t from)
-{
-    tly_log *log = NULL;
-    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
-    tly_log_reader *rd = NULL;
-    ck_assert_int_eq(tly_log_reader_open(log, from, &rd), TLY_OK);
-    for (uint32_t i = 0; i < recs->via.array.size; i++) {
-        const msgpack_object *b = &recs->via.array.ptr[i];
-        ck_assert_int_eq(b->type, MSGPACK_OBJECT_BIN);
-        tly_record rec, stored;
-        ck_assert_int_eq(tly_record_decode(b->via.bin.ptr, b->via.bin.size, &rec), TLY_OK);
-        ck_assert_uint_eq(rec.seq, from + i);
-        ck_assert_int_eq(tly_log_reader_next(rd, &stored), TLY_OK);
-        ck_assert_msg(stored.raw_len == b->via.bin.size &&
-                          memcmp(stored.raw, b->via.bin.ptr, stored.raw_len) == 0,
-                      "log-read record %llu differs from the stored bytes",
-                      (unsigned long long)rec.seq);
-    }
-    tly_log_reader_close(rd);
-    tly_log_close(log);
-}
-
-static void logread_decode(const rt_ledger *L, const uint8_t *buf, size_t len, uint64_t from,
-                           rt_logread *out)
-{
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, len, NULL), MSGPACK_UNPACK_SUCCESS);
-    const msgpack_object *err = map_get(&u.data, "error");
-    const msgpack_object *recs = map_get(&u.data, "records");
-    const msgpack_object *head = map_get(&u.data, "head");
-    if (err) {
-        ck_assert_int_eq(err->type, MSGPACK_OBJECT_STR);
-        ck_assert_ptr_null(recs);
-        snprintf(out->error, sizeof out->error, "%.*s", (int)err->via.str.size, err->via.str.ptr);
-    } else {
-        ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply has no records");
-        ck_assert_msg(head && head->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no head");
-        out->records = recs->via.array.size;
-        out->head = head->via.u64;
-        check_records(L, recs, from);
-    }
-    msgpack_unpacked_destroy(&u);
-}
-
-/* Asks log-read for {"from", "max"}; waits timeout_ms for the answer. */
-static rt_logread logread(const rt_ledger *L, void *lr, uint64_t from, uint32_t max, int timeout_ms)
-{
-    rt_logread out = {0};
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    tly_wire_logread_encode(&pk, from, max);
-    bool sent = send_request(lr, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    uint8_t *reply = NULL;
-    if (!sent || !recv_frame(lr, timeout_ms, &reply, &out.bytes))
-        return out;
-    out.answered = true;
-    logread_decode(L, reply, out.bytes, from, &out);
-    free(reply);
-    return out;
 }
 
 /* ------------------------------------------------------------------ */
@@ -791,17 +388,17 @@ static void assert_mode(const char *data, const char *rel, mode_t want)
  * given umask inherited from this process, then checks every mode. */
 static void modes_under(mode_t mask)
 {
-    rt_ledger L;
-    rt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     mode_t old = umask(mask);
-    rt_start(&L, NULL);
+    tl_start(&L, NULL);
     char *lines = sales_lines("m", 5);
     const char *opts[] = {"--source", "dist-modes", NULL};
     send_lines(&L, "send", opts, lines, 5);
     free(lines);
     const char *consume[] = {"consume", "--data", L.data, "--exit-at-head", NULL};
-    ck_assert_int_eq(rt_run(&L, "consume", consume), 0);
-    ck_assert_int_eq(stop_pid(&L.pid), 0);
+    ck_assert_int_eq(tl_run(&L, "consume", consume), 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     umask(old);
 
     const char *dirs[] = {"", "/log", "/views", "/views/0-of-1"};
@@ -815,7 +412,7 @@ static void modes_under(mode_t mask)
     g_tree_entries = 0;
     ck_assert_int_eq(nftw(L.data, check_entry, 16, FTW_PHYS), 0);
     ck_assert_int_ge(g_tree_entries, 8);
-    rt_done(&L);
+    tl_done(&L);
 }
 
 START_TEST(test_private_modes_umask_0)
@@ -835,26 +432,26 @@ END_TEST
 
 /* A CURVE ledger that knows every role's key (not the stranger's). */
 typedef struct curve_ledger {
-    rt_ledger L;
+    tl_ledger L;
     rt_role roles[RT_ROLES];
-    rt_keys server, stranger;
+    tl_keys server, stranger;
     char authz[700];
     void *ctx;
 } curve_ledger;
 
 static void curve_start(curve_ledger *c)
 {
-    rt_init(&c->L);
+    tl_init(&c->L);
     roles_init(c->roles);
     roles_keys(&c->L, c->roles, &c->server, &c->stranger, c->authz, sizeof c->authz);
     const char *extra[] = {"--curve-secret", c->server.file, "--authorized-keys",
                            c->authz,         "--no-sync",    NULL};
-    rt_start(&c->L, extra);
-    c->ctx = rt_ctx();
+    tl_start(&c->L, extra);
+    c->ctx = tl_ctx();
 }
 
 /* Key i of the role tests; RT_ROLES is the stranger. */
-static const rt_keys *key_of(const curve_ledger *c, int i)
+static const tl_keys *key_of(const curve_ledger *c, int i)
 {
     return i < RT_ROLES ? &c->roles[i].keys : &c->stranger;
 }
@@ -879,10 +476,10 @@ typedef struct subs {
 static void subs_open(curve_ledger *c, subs *s)
 {
     for (int i = 0; i <= RT_ROLES; i++) {
-        s->sock[i] = rt_sock(c->ctx, ZMQ_SUB, c->server.pub, key_of(c, i));
+        s->sock[i] = tl_sock(c->ctx, ZMQ_SUB, c->server.pub, key_of(c, i));
         ck_assert_int_eq(zmq_setsockopt(s->sock[i], ZMQ_SUBSCRIBE, "", 0), 0);
         s->mon[i] = monitor(c->ctx, s->sock[i]);
-        rt_connect(s->sock[i], c->L.events);
+        tl_connect(s->sock[i], c->L.events);
         s->last[i] = 0;
     }
 }
@@ -940,7 +537,7 @@ START_TEST(test_events_roles)
     int fin_i = 3;
     ck_assert_str_eq(c.roles[fin_i].roles, "finance");
     void *fin =
-        rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[fin_i].keys), c.L.ingest);
+        tl_connect(tl_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[fin_i].keys), c.L.ingest);
     publish_until_heard(&c, fin, &s);
     uint64_t final = ingest_sale(fin, 1000, NULL, "ev-final", 0);
     for (int i = 0; i <= RT_ROLES; i++) {
@@ -948,7 +545,7 @@ START_TEST(test_events_roles)
             continue;
         while (s.last[i] < final) {
             uint64_t before = s.last[i];
-            sub_take(&s, i, RT_REPLY_MS);
+            sub_take(&s, i, TL_REPLY_MS);
             ck_assert_msg(s.last[i] > before, "%s: seq %llu was not published to it",
                           name_of(&c, i), (unsigned long long) final);
         }
@@ -965,7 +562,7 @@ START_TEST(test_events_roles)
     zmq_close(fin);
     subs_close(&s);
     zmq_ctx_term(c.ctx);
-    rt_done(&c.L);
+    tl_done(&c.L);
 }
 END_TEST
 
@@ -973,17 +570,17 @@ END_TEST
  * listed key, no answer (the handshake is refused) for the stranger. */
 static void logread_as(curve_ledger *c, int i, uint64_t head)
 {
-    void *lr = rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, key_of(c, i));
+    void *lr = tl_sock(c->ctx, ZMQ_DEALER, c->server.pub, key_of(c, i));
     void *mon = monitor(c->ctx, lr);
-    rt_connect(lr, c->L.logread);
+    tl_connect(lr, c->L.logread);
     const char *who = name_of(c, i);
     if (i == RT_ROLES) {
         set_refused(lr);
         assert_refused(mon, who);
-        rt_logread r = logread(&c->L, lr, 1, 100, RT_SILENCE_MS);
+        tl_logread r = tl_logread_ask(&c->L, lr, 1, 100, RT_SILENCE_MS);
         ck_assert_msg(!r.answered, "an unknown key was answered by log-read");
     } else {
-        rt_logread r = logread(&c->L, lr, 1, 100, RT_REPLY_MS);
+        tl_logread r = tl_logread_ask(&c->L, lr, 1, 100, TL_REPLY_MS);
         ck_assert_msg(r.answered, "%s: no log-read reply", who);
         if (reads_log(c, i)) {
             ck_assert_msg(r.error[0] == '\0', "%s (%s): log-read error %s", who, c->roles[i].roles,
@@ -1004,30 +601,30 @@ START_TEST(test_logread_roles)
 {
     curve_ledger c;
     curve_start(&c);
-    void *fin = rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[3].keys), c.L.ingest);
+    void *fin = tl_connect(tl_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[3].keys), c.L.ingest);
     for (int k = 0; k < 5; k++) {
         char id[32];
         snprintf(id, sizeof id, "lr-%d", k);
         ingest_sale(fin, (uint64_t)k + 1, NULL, id, 0);
     }
-    uint64_t head = log_head(&c.L);
+    uint64_t head = tl_log_head(&c.L);
     ck_assert_uint_eq(head, 5);
     for (int i = 0; i <= RT_ROLES; i++)
         logread_as(&c, i, head);
 
     /* Reading is not writing: the reader key may not send a sale. */
     ck_assert_str_eq(c.roles[4].roles, "reader");
-    void *rd = rt_connect(rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[4].keys), c.L.ingest);
+    void *rd = tl_connect(tl_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.roles[4].keys), c.L.ingest);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     sale_request(&sb, 1, NULL, "rd-1", 0);
     ck_assert_int_eq(ingest_one(rd, &sb, NULL), TLY_FORBIDDEN);
-    ck_assert_uint_eq(log_head(&c.L), head);
+    ck_assert_uint_eq(tl_log_head(&c.L), head);
     msgpack_sbuffer_destroy(&sb);
     zmq_close(rd);
     zmq_close(fin);
     zmq_ctx_term(c.ctx);
-    rt_done(&c.L);
+    tl_done(&c.L);
 }
 END_TEST
 
@@ -1086,12 +683,12 @@ static json_t *ask(void *sock, const char *text, int timeout_ms)
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     ck_assert_int_eq(tly_query_pack(req, &sb), TLY_OK);
-    bool sent = send_request(sock, sb.data, sb.size);
+    bool sent = tl_send_request(sock, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     json_decref(req);
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (!sent || !recv_frame(sock, timeout_ms, &buf, &len))
+    if (!sent || !tl_recv(sock, timeout_ms, &buf, &len))
         return NULL;
     json_t *reply = tly_json_from_mp(buf, len);
     free(buf);
@@ -1114,9 +711,9 @@ static pid_t query_start(const curve_ledger *c, char *ep, size_t cap)
         tu_tally(), "query",          "--data",       c->L.data,           "--query",
         ep,         "--curve-secret", c->server.file, "--authorized-keys", c->authz,
         NULL};
-    pid_t pid = spawn_tied(argv, log, log);
+    pid_t pid = tl_spawn(argv, log, log);
     const char *eps[] = {ep, NULL};
-    wait_ready(pid, eps, log, "tally query");
+    tl_wait_ready(pid, eps, log, "tally query");
     return pid;
 }
 
@@ -1124,12 +721,12 @@ static pid_t query_start(const curve_ledger *c, char *ep, size_t cap)
  * Each is a real answer (no error; a partner query names its partner). */
 static void reference_answers(curve_ledger *c, const char *ep, json_t *want[RT_QUERIES])
 {
-    void *s = rt_connect(rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), ep);
+    void *s = tl_connect(tl_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), ep);
     for (int n = 0; n < RT_QUERIES; n++) {
         char text[128];
         const char *partner;
         query_text(n, text, sizeof text, &partner);
-        want[n] = ask(s, text, RT_REPLY_MS);
+        want[n] = ask(s, text, TL_REPLY_MS);
         ck_assert_msg(want[n] != NULL, "finance: no answer to %s", text);
         ck_assert_msg(!error_of(want[n]), "finance: %s answered %s", text, error_of(want[n]));
         if (partner)
@@ -1143,14 +740,14 @@ static void reference_answers(curve_ledger *c, const char *ep, json_t *want[RT_Q
 static void ask_all_as(curve_ledger *c, int i, const char *ep, json_t *const want[RT_QUERIES])
 {
     const rt_role *r = &c->roles[i];
-    void *s = rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &r->keys);
+    void *s = tl_sock(c->ctx, ZMQ_DEALER, c->server.pub, &r->keys);
     void *mon = monitor(c->ctx, s);
-    rt_connect(s, ep);
+    tl_connect(s, ep);
     for (int n = 0; n < RT_QUERIES; n++) {
         char text[128];
         const char *partner;
         query_text(n, text, sizeof text, &partner);
-        json_t *got = ask(s, text, RT_REPLY_MS);
+        json_t *got = ask(s, text, TL_REPLY_MS);
         ck_assert_msg(got != NULL, "%s (%s): no answer to %s", r->name, r->roles, text);
         bool allowed = r->asks_all || (partner && r->mine && strcmp(partner, r->mine) == 0);
         char *dump = json_dumps(got, JSON_COMPACT);
@@ -1177,7 +774,7 @@ START_TEST(test_query_roles)
                           c.roles[3].keys.file, NULL};
     send_lines(&c.L, "query-events", opts, QUERY_EVENTS, QUERY_EVENT_COUNT);
     const char *consume[] = {"consume", "--data", c.L.data, "--exit-at-head", NULL};
-    ck_assert_int_eq(rt_run(&c.L, "consume", consume), 0);
+    ck_assert_int_eq(tl_run(&c.L, "consume", consume), 0);
     char ep[64];
     pid_t q = query_start(&c, ep, sizeof ep);
     json_t *want[RT_QUERIES];
@@ -1186,10 +783,10 @@ START_TEST(test_query_roles)
         ask_all_as(&c, i, ep, want);
 
     /* An unknown key is refused at the handshake: no answer at all. */
-    void *s = rt_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.stranger);
+    void *s = tl_sock(c.ctx, ZMQ_DEALER, c.server.pub, &c.stranger);
     set_refused(s);
     void *mon = monitor(c.ctx, s);
-    rt_connect(s, ep);
+    tl_connect(s, ep);
     assert_refused(mon, "stranger");
     json_t *got = ask(s, "{\"q\":\"status\"}", RT_SILENCE_MS);
     ck_assert_msg(got == NULL, "an unknown key was answered by the query service");
@@ -1198,9 +795,9 @@ START_TEST(test_query_roles)
 
     for (int n = 0; n < RT_QUERIES; n++)
         json_decref(want[n]);
-    ck_assert_int_eq(stop_pid(&q), 0);
+    ck_assert_int_eq(tl_stop_pid(&q, SIGTERM), 0);
     zmq_ctx_term(c.ctx);
-    rt_done(&c.L);
+    tl_done(&c.L);
 }
 END_TEST
 
@@ -1264,7 +861,7 @@ static rt_mem settle(pid_t pid, bool anon, size_t limit)
     return m;
 }
 
-static void assert_logged(const rt_ledger *L, const char *needle)
+static void assert_logged(const tl_ledger *L, const char *needle)
 {
     char *text = tu_read_file(L->logfile, NULL);
     ck_assert_msg(text && strstr(text, needle), "the ledger did not log \"%s\":\n%s", needle,
@@ -1288,13 +885,13 @@ static void invalid_request(msgpack_sbuffer *out)
 
 /* One such request from a client that reads: its reply is far larger than
  * the request (the load below relies on it). Returns the reply's size. */
-static size_t reply_ratio(const rt_ledger *L, void *ctx, const msgpack_sbuffer *frame)
+static size_t reply_ratio(const tl_ledger *L, void *ctx, const msgpack_sbuffer *frame)
 {
-    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L->ingest);
-    send_frame(d, frame->data, frame->size);
+    void *d = tl_connect(tl_sock(ctx, ZMQ_DEALER, NULL, NULL), L->ingest);
+    tl_send_frame(d, frame->data, frame->size);
     uint8_t *reply = NULL;
     size_t len = 0;
-    ck_assert_msg(recv_frame(d, RT_REPLY_MS, &reply, &len), "no reply to the invalid request");
+    ck_assert_msg(tl_recv(d, TL_REPLY_MS, &reply, &len), "no reply to the invalid request");
     uint64_t req;
     uint32_t count = 0;
     tly_ingest_result *res = calloc(TLY_BATCH_EVENTS_MAX, sizeof *res);
@@ -1312,10 +909,9 @@ static size_t reply_ratio(const rt_ledger *L, void *ctx, const msgpack_sbuffer *
 }
 
 /* Counts the clients' final sales ("mem-final-C") in the log. */
-static int finals_logged(const rt_ledger *L)
+static int finals_logged(const tl_ledger *L)
 {
-    tly_log *log = NULL;
-    ck_assert_int_eq(tly_log_open(L->logdir, TLY_LOG_READ, &log), TLY_OK);
+    tly_log *log = tl_log_open(L);
     int found = 0;
     for (int c = 0; c < RT_MEM_CLIENTS; c++) {
         char id[32];
@@ -1331,19 +927,19 @@ static int finals_logged(const rt_ledger *L)
 /* Each client sends RT_MEM_REQUESTS invalid requests and then one valid
  * sale, never reading; returns once the ledger has appended every final
  * sale, so it has handled every request before it. */
-static void load_never_reading(const rt_ledger *L, void *d[RT_MEM_CLIENTS],
+static void load_never_reading(const tl_ledger *L, void *d[RT_MEM_CLIENTS],
                                const msgpack_sbuffer *frame)
 {
     for (int r = 0; r < RT_MEM_REQUESTS; r++)
         for (int c = 0; c < RT_MEM_CLIENTS; c++)
-            send_frame(d[c], frame->data, frame->size);
+            tl_send_frame(d[c], frame->data, frame->size);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     for (int c = 0; c < RT_MEM_CLIENTS; c++) {
         char id[32];
         snprintf(id, sizeof id, "mem-final-%d", c);
         sale_request(&sb, 2, "dist-mem", id, 0);
-        send_frame(d[c], sb.data, sb.size);
+        tl_send_frame(d[c], sb.data, sb.size);
     }
     msgpack_sbuffer_destroy(&sb);
     for (int waited = 0; finals_logged(L) < RT_MEM_CLIENTS; waited += 100) {
@@ -1357,11 +953,11 @@ static void load_never_reading(const rt_ledger *L, void *d[RT_MEM_CLIENTS],
  * gone, and it goes on serving. */
 START_TEST(test_replies_budget)
 {
-    rt_ledger L;
-    rt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     const char *extra[] = {"--no-sync", NULL};
-    rt_start(&L, extra);
-    void *ctx = rt_ctx();
+    tl_start(&L, extra);
+    void *ctx = tl_ctx();
     msgpack_sbuffer frame;
     msgpack_sbuffer_init(&frame);
     invalid_request(&frame);
@@ -1377,9 +973,9 @@ START_TEST(test_replies_budget)
 
     void *d[RT_MEM_CLIENTS];
     for (int c = 0; c < RT_MEM_CLIENTS; c++) {
-        d[c] = rt_sock(ctx, ZMQ_DEALER, NULL, NULL);
+        d[c] = tl_sock(ctx, ZMQ_DEALER, NULL, NULL);
         set_stalled(d[c]);
-        rt_connect(d[c], L.ingest);
+        tl_connect(d[c], L.ingest);
     }
     load_never_reading(&L, d, &frame);
     rt_mem peak = proc_mem(L.pid);
@@ -1397,16 +993,16 @@ START_TEST(test_replies_budget)
     assert_healthy(&L, "after");
     msgpack_sbuffer_destroy(&frame);
     zmq_ctx_term(ctx);
-    rt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* Small sales until a new subscriber receives one: the ledger publishes. */
-static void published_again(void *ctx, const rt_ledger *L, void *d)
+static void published_again(void *ctx, const tl_ledger *L, void *d)
 {
-    void *sub = rt_sock(ctx, ZMQ_SUB, NULL, NULL);
+    void *sub = tl_sock(ctx, ZMQ_SUB, NULL, NULL);
     ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
-    rt_connect(sub, L->events);
+    tl_connect(sub, L->events);
     bool heard = false;
     for (int k = 0; !heard; k++) {
         ck_assert_msg(k < 100, "the ledger no longer publishes");
@@ -1423,16 +1019,16 @@ static void published_again(void *ctx, const rt_ledger *L, void *d)
  * budget, the drops are logged, producers are still served. */
 START_TEST(test_stopped_subscriber)
 {
-    rt_ledger L;
-    rt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     const char *extra[] = {"--no-sync", NULL};
-    rt_start(&L, extra);
-    void *ctx = rt_ctx();
-    void *sub = rt_sock(ctx, ZMQ_SUB, NULL, NULL);
+    tl_start(&L, extra);
+    void *ctx = tl_ctx();
+    void *sub = tl_sock(ctx, ZMQ_SUB, NULL, NULL);
     set_stalled(sub);
     ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
-    rt_connect(sub, L.events);
-    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
+    tl_connect(sub, L.events);
+    void *d = tl_connect(tl_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
     /* Small sales until the subscription is in place (one arrives); from
      * then on the subscriber never reads. */
     bool heard = false;
@@ -1472,7 +1068,7 @@ START_TEST(test_stopped_subscriber)
     published_again(ctx, &L, d);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    rt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -1492,10 +1088,10 @@ static void frame_filling_request(msgpack_sbuffer *out, uint64_t req, const char
 }
 
 /* Every `from` up to the head gets at least one record, in order. */
-static void logread_every_from(const rt_ledger *L, void *lr, uint64_t head)
+static void logread_every_from(const tl_ledger *L, void *lr, uint64_t head)
 {
     for (uint64_t from = 1; from <= head + 1; from++) {
-        rt_logread r = logread(L, lr, from, 5, RT_REPLY_MS);
+        tl_logread r = tl_logread_ask(L, lr, from, 5, TL_REPLY_MS);
         ck_assert_msg(r.answered && r.error[0] == '\0', "log-read from %llu: %s",
                       (unsigned long long)from, r.answered ? r.error : "no reply");
         ck_assert_uint_eq(r.head, head);
@@ -1510,11 +1106,13 @@ static void logread_every_from(const rt_ledger *L, void *lr, uint64_t head)
 }
 
 /* The checkpoint of shard 0/1 in DIR per `tally status --json`. */
-static uint64_t status_checkpoint(const rt_ledger *L, const char *dir)
+static uint64_t status_checkpoint(const tl_ledger *L, const char *dir)
 {
-    const char *args[] = {"status", "--data", dir, "--query", L->dead, "--json", NULL};
-    ck_assert_int_eq(rt_run(L, "status", args), 0);
-    char *out = rt_output(L, "status", "out");
+    char dead[64];
+    tu_endpoint(dead, sizeof dead); /* nothing listens there */
+    const char *args[] = {"status", "--data", dir, "--query", dead, "--json", NULL};
+    ck_assert_int_eq(tl_run(L, "status", args), 0);
+    char *out = tl_output(L, "status", "out");
     json_error_t jerr;
     json_t *st = json_loads(out, 0, &jerr);
     ck_assert_msg(st != NULL, "tally status --json printed: %s", out);
@@ -1528,12 +1126,12 @@ static uint64_t status_checkpoint(const rt_ledger *L, const char *dir)
 
 START_TEST(test_logread_big_records)
 {
-    rt_ledger L;
-    rt_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     const char *extra[] = {"--no-sync", NULL};
-    rt_start(&L, extra);
-    void *ctx = rt_ctx();
-    void *d = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
+    tl_start(&L, extra);
+    void *ctx = tl_ctx();
+    void *d = tl_connect(tl_sock(ctx, ZMQ_DEALER, NULL, NULL), L.ingest);
     ingest_sale(d, 1, "dist-lr", "lr-first", 0);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -1547,11 +1145,11 @@ START_TEST(test_logread_big_records)
     }
     msgpack_sbuffer_destroy(&sb);
     ingest_sale(d, 9, "dist-lr", "lr-last", 0);
-    uint64_t head = log_head(&L);
+    uint64_t head = tl_log_head(&L);
     ck_assert_uint_eq(head, 5);
 
-    void *lr = rt_connect(rt_sock(ctx, ZMQ_DEALER, NULL, NULL), L.logread);
-    rt_logread r = logread(&L, lr, 2, 5, RT_REPLY_MS);
+    void *lr = tl_connect(tl_sock(ctx, ZMQ_DEALER, NULL, NULL), L.logread);
+    tl_logread r = tl_logread_ask(&L, lr, 2, 5, TL_REPLY_MS);
     ck_assert_msg(r.answered && r.error[0] == '\0', "log-read {from 2, max 5}: %s",
                   r.answered ? r.error : "no reply");
     ck_assert_uint_ge(r.records, 1); /* from seq 2 on, each the stored bytes */
@@ -1565,7 +1163,7 @@ START_TEST(test_logread_big_records)
     snprintf(other, sizeof other, "%s/remote", L.dir);
     const char *consume[] = {"consume", "--remote", "--log-read", L.logread,        "--events",
                              L.events,  "--data",   other,        "--exit-at-head", NULL};
-    ck_assert_int_eq(rt_run(&L, "consume-remote", consume), 0);
+    ck_assert_int_eq(tl_run(&L, "consume-remote", consume), 0);
     char otherlog[800];
     snprintf(otherlog, sizeof otherlog, "%s/log", other);
     ck_assert_msg(access(otherlog, F_OK) != 0, "the remote consumer made a local log");
@@ -1574,18 +1172,18 @@ START_TEST(test_logread_big_records)
     zmq_close(lr);
     zmq_close(d);
     zmq_ctx_term(ctx);
-    rt_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
 /* 6. CURVE clients: tally consume and the query commands              */
 
-/* Asserts that the stderr of the rt_run `tag` says `a` or `b` (b may be
+/* Asserts that the stderr of the tl_run `tag` says `a` or `b` (b may be
  * NULL): a failure that tells why. */
-static void assert_said(const rt_ledger *L, const char *tag, const char *a, const char *b)
+static void assert_said(const tl_ledger *L, const char *tag, const char *a, const char *b)
 {
-    char *err = rt_output(L, tag, "err");
+    char *err = tl_output(L, tag, "err");
     ck_assert_msg(strstr(err, a) || (b && strstr(err, b)),
                   "%s: stderr says neither \"%s\" nor \"%s\": %s", tag, a, b ? b : "", err);
     free(err);
@@ -1609,7 +1207,7 @@ static int consume_as(const curve_ledger *c, const char *tag, const char *dir, c
         args[n++] = secret;
     }
     args[n] = NULL;
-    return rt_run(&c->L, tag, args);
+    return tl_run(&c->L, tag, args);
 }
 
 /* Five sales sent with the finance key; returns the head (5). */
@@ -1617,14 +1215,14 @@ static uint64_t five_sales(curve_ledger *c)
 {
     ck_assert_str_eq(c->roles[3].roles, "finance");
     void *fin =
-        rt_connect(rt_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), c->L.ingest);
+        tl_connect(tl_sock(c->ctx, ZMQ_DEALER, c->server.pub, &c->roles[3].keys), c->L.ingest);
     for (int k = 0; k < 5; k++) {
         char id[32];
         snprintf(id, sizeof id, "cc-%d", k);
         ingest_sale(fin, (uint64_t)k + 1, NULL, id, 0);
     }
     zmq_close(fin);
-    uint64_t head = log_head(&c->L);
+    uint64_t head = tl_log_head(&c->L);
     ck_assert_uint_eq(head, 5);
     return head;
 }
@@ -1664,14 +1262,14 @@ START_TEST(test_consume_curve)
     assert_said(&c.L, "consume-secret-only", "go together", NULL);
     ck_assert_msg(access(dir, F_OK) != 0, "a usage error made the data directory");
     zmq_ctx_term(c.ctx);
-    rt_done(&c.L);
+    tl_done(&c.L);
 }
 END_TEST
 
 /* `tally VIEW [PARTNER] --json --query ep` with key k over CURVE (NULL:
  * without --curve-secret); returns its exit status. */
 static int view_as(const curve_ledger *c, const char *tag, const char *view, const char *partner,
-                   const char *ep, const rt_keys *k)
+                   const char *ep, const tl_keys *k)
 {
     const char *args[16] = {view};
     int n = 1;
@@ -1685,13 +1283,13 @@ static int view_as(const curve_ledger *c, const char *tag, const char *view, con
         args[n++] = k->file;
     }
     args[n] = NULL;
-    return rt_run(&c->L, tag, args);
+    return tl_run(&c->L, tag, args);
 }
 
-/* The one-line JSON object the rt_run `tag` printed; a new reference. */
-static json_t *printed_json(const rt_ledger *L, const char *tag)
+/* The one-line JSON object the tl_run `tag` printed; a new reference. */
+static json_t *printed_json(const tl_ledger *L, const char *tag)
 {
-    char *out = rt_output(L, tag, "out");
+    char *out = tl_output(L, tag, "out");
     json_error_t jerr;
     json_t *j = json_loads(out, 0, &jerr);
     ck_assert_msg(json_is_object(j), "%s printed: %s", tag, out);
@@ -1701,7 +1299,7 @@ static json_t *printed_json(const rt_ledger *L, const char *tag)
 }
 
 /* Asserts that the rt_runs a and b printed equal JSON objects. */
-static void same_answer(const rt_ledger *L, const char *a, const char *b)
+static void same_answer(const tl_ledger *L, const char *a, const char *b)
 {
     json_t *ja = printed_json(L, a), *jb = printed_json(L, b);
     char *da = json_dumps(ja, JSON_COMPACT), *db = json_dumps(jb, JSON_COMPACT);
@@ -1715,7 +1313,7 @@ static void same_answer(const rt_ledger *L, const char *a, const char *b)
 /* The query service answers key k what the view stores say: the same
  * command with --views DIR/views (no service) prints the same object. */
 static void assert_answered(const curve_ledger *c, const char *tag, const char *view,
-                            const char *partner, const char *ep, const rt_keys *k)
+                            const char *partner, const char *ep, const tl_keys *k)
 {
     ck_assert_int_eq(view_as(c, tag, view, partner, ep, k), 0);
     char views[700], local[64];
@@ -1727,17 +1325,17 @@ static void assert_answered(const curve_ledger *c, const char *tag, const char *
         args[n++] = partner;
     const char *rest[] = {"--json", "--views", views, NULL};
     memcpy(args + n, rest, sizeof rest);
-    ck_assert_int_eq(rt_run(&c->L, local, args), 0);
+    ck_assert_int_eq(tl_run(&c->L, local, args), 0);
     same_answer(&c->L, tag, local);
 }
 
 /* A refused query: exit 1, forbidden on stderr, nothing on stdout. */
 static void assert_forbidden(const curve_ledger *c, const char *tag, const char *view,
-                             const char *partner, const char *ep, const rt_keys *k)
+                             const char *partner, const char *ep, const tl_keys *k)
 {
     ck_assert_int_eq(view_as(c, tag, view, partner, ep, k), 1);
     assert_said(&c->L, tag, "forbidden", "may not ask");
-    char *out = rt_output(&c->L, tag, "out");
+    char *out = tl_output(&c->L, tag, "out");
     ck_assert_msg(out[0] == '\0', "%s printed: %s", tag, out);
     free(out);
 }
@@ -1749,12 +1347,12 @@ START_TEST(test_query_curve_cli)
 {
     curve_ledger c;
     curve_start(&c);
-    const rt_keys *fin = &c.roles[3].keys, *acme = &c.roles[6].keys;
+    const tl_keys *fin = &c.roles[3].keys, *acme = &c.roles[6].keys;
     ck_assert_str_eq(c.roles[6].roles, "partner:acme");
     const char *opts[] = {"--curve-server-key", c.server.pub, "--curve-secret", fin->file, NULL};
     send_lines(&c.L, "cli-events", opts, QUERY_EVENTS, QUERY_EVENT_COUNT);
     const char *consume[] = {"consume", "--data", c.L.data, "--exit-at-head", NULL};
-    ck_assert_int_eq(rt_run(&c.L, "consume", consume), 0);
+    ck_assert_int_eq(tl_run(&c.L, "consume", consume), 0);
     char ep[64];
     pid_t q = query_start(&c, ep, sizeof ep);
 
@@ -1771,48 +1369,31 @@ START_TEST(test_query_curve_cli)
 
     ck_assert_int_eq(view_as(&c, "bal-key-only", "balance", "acme", ep, NULL), 2);
     assert_said(&c.L, "bal-key-only", "go together", NULL);
-    ck_assert_int_eq(stop_pid(&q), 0);
+    ck_assert_int_eq(tl_stop_pid(&q, SIGTERM), 0);
     zmq_ctx_term(c.ctx);
-    rt_done(&c.L);
+    tl_done(&c.L);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
 
-static TCase *tcase(Suite *s, const char *name, int timeout_s)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout_s);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *readers_suite(void)
 {
     Suite *s = suite_create("readers");
-    TCase *m = tcase(s, "private_modes", 120);
-    tcase_add_test(m, test_private_modes_umask_0);
-    tcase_add_test(m, test_private_modes_umask_022);
-    TCase *r = tcase(s, "read_roles", 120);
-    tcase_add_test(r, test_events_roles);
-    tcase_add_test(r, test_logread_roles);
-    tcase_add_test(r, test_query_roles);
-    TCase *b = tcase(s, "memory_bounds", 600);
-    tcase_add_test(b, test_replies_budget);
-    tcase_add_test(b, test_stopped_subscriber);
-    tcase_add_test(tcase(s, "big_records", 300), test_logread_big_records);
-    TCase *k = tcase(s, "curve_clients", 300);
-    tcase_add_test(k, test_consume_curve);
-    tcase_add_test(k, test_query_curve_cli);
+    TCase *m = tu_tcase(s, "private_modes", 120);
+    tu_add_tests(m, TU_TESTS(test_private_modes_umask_0, test_private_modes_umask_022));
+    TCase *r = tu_tcase(s, "read_roles", 120);
+    tu_add_tests(r, TU_TESTS(test_events_roles, test_logread_roles, test_query_roles));
+    TCase *b = tu_tcase(s, "memory_bounds", 600);
+    tu_add_tests(b, TU_TESTS(test_replies_budget, test_stopped_subscriber));
+    tcase_add_test(tu_tcase(s, "big_records", 300), test_logread_big_records);
+    TCase *k = tu_tcase(s, "curve_clients", 300);
+    tu_add_tests(k, TU_TESTS(test_consume_curve, test_query_curve_cli));
     return s;
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    SRunner *sr = srunner_create(readers_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return tu_run_suite(readers_suite());
 }

@@ -169,6 +169,21 @@ static void expect(const char *sample, const char *path, const char *val_text, t
     expect_val(sample, path, val_text ? jparse(val_text) : NULL, want, field);
 }
 
+/* One case of expect(): *sample with path set to value (JSON text). */
+typedef struct expect_case {
+    const char *const *sample;
+    const char *path, *value;
+    tly_err want;
+    const char *field;
+} expect_case;
+
+/* expect() for every case of a table, in order. */
+static void expect_cases(const expect_case *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        expect(*c[i].sample, c[i].path, c[i].value, c[i].want, c[i].field);
+}
+
 /* ---------- MessagePack reader ---------- */
 
 START_TEST(test_mp_ints)
@@ -712,11 +727,14 @@ END_TEST
 
 START_TEST(test_event_enums_and_patterns)
 {
-    expect(sample_program, "period", "\"year\"", TLY_BAD_FIELD, "period");
-    expect(sample_program, "period", "\"month\"", TLY_OK, NULL);
-    expect(sample_program, "rebate/mode", "\"flat\"", TLY_BAD_FIELD, "rebate.mode");
-    expect(sample_program, "rebate/mode", "\"incremental\"", TLY_OK, NULL);
-    expect(sample_partner, "kind", "\"reseller\"", TLY_BAD_FIELD, "kind");
+    static const expect_case enums[] = {
+        {&sample_program, "period", "\"year\"", TLY_BAD_FIELD, "period"},
+        {&sample_program, "period", "\"month\"", TLY_OK, NULL},
+        {&sample_program, "rebate/mode", "\"flat\"", TLY_BAD_FIELD, "rebate.mode"},
+        {&sample_program, "rebate/mode", "\"incremental\"", TLY_OK, NULL},
+        {&sample_partner, "kind", "\"reseller\"", TLY_BAD_FIELD, "kind"},
+    };
+    expect_cases(enums, sizeof enums / sizeof enums[0]);
     static const char *const kinds[] = {"var", "msp",         "si",        "oem",
                                         "isv", "distributor", "consultant"};
     for (int i = 0; i < 7; i++) {
@@ -725,31 +743,34 @@ START_TEST(test_event_enums_and_patterns)
         expect(sample_partner, "kind", v, TLY_OK, NULL);
         ck_assert_str_eq(tly_partner_kind_name((tly_partner_kind)i), kinds[i]);
     }
-    expect(sample_cert, "action", "\"submit\"", TLY_BAD_FIELD, "action");
-    expect(sample_claim, "action", "\"earned\"", TLY_BAD_FIELD, "action");
-    expect(sample_adjust, "account", "\"tier\"", TLY_BAD_FIELD, "account");
-    expect(sample_adjust, "account", "\"rebate\"", TLY_OK, NULL);
-    /* currency [A-Z]{3} */
-    expect(sample_sale, "currency", "\"usd\"", TLY_BAD_FIELD, "currency");
-    expect(sample_sale, "currency", "\"US\"", TLY_BAD_FIELD, "currency");
-    expect(sample_sale, "currency", "\"USDX\"", TLY_BAD_FIELD, "currency");
-    expect(sample_program, "currency", "\"EUR\"", TLY_OK, NULL);
-    /* id pattern [A-Za-z0-9._:-] */
-    expect(sample_sale, "id", "\"a.b_c:d-E9\"", TLY_OK, NULL);
-    expect(sample_sale, "id", "\"a b\"", TLY_BAD_FIELD, "id");
-    expect(sample_sale, "id", "\"a/b\"", TLY_BAD_FIELD, "id");
-    expect(sample_sale, "id", "\"caf\\u00e9\"", TLY_BAD_FIELD, "id");
-    expect(sample_sale, "id", "\"\"", TLY_BAD_FIELD, "id");
-    expect(sample_return, "sale", "\"S 1\"", TLY_BAD_FIELD, "sale");
-    /* period text */
-    expect(sample_close, "period", "\"2026-Q5\"", TLY_BAD_FIELD, "period");
-    expect(sample_close, "period", "\"2026-13\"", TLY_BAD_FIELD, "period");
-    expect(sample_close, "period", "\"1999-12\"", TLY_BAD_FIELD, "period");
-    expect(sample_close, "period", "\"2026-7\"", TLY_BAD_FIELD, "period");
-    expect(sample_payout, "period", "\"2026-07\"", TLY_OK, NULL);
-    /* names are UTF-8 */
-    expect(sample_partner, "name", "\"Caf\\u00e9 \\u6771\\u4eac\"", TLY_OK, NULL);
-    expect(sample_partner, "name", "\"\"", TLY_BAD_FIELD, "name");
+    static const expect_case patterns[] = {
+        {&sample_cert, "action", "\"submit\"", TLY_BAD_FIELD, "action"},
+        {&sample_claim, "action", "\"earned\"", TLY_BAD_FIELD, "action"},
+        {&sample_adjust, "account", "\"tier\"", TLY_BAD_FIELD, "account"},
+        {&sample_adjust, "account", "\"rebate\"", TLY_OK, NULL},
+        /* currency [A-Z]{3} */
+        {&sample_sale, "currency", "\"usd\"", TLY_BAD_FIELD, "currency"},
+        {&sample_sale, "currency", "\"US\"", TLY_BAD_FIELD, "currency"},
+        {&sample_sale, "currency", "\"USDX\"", TLY_BAD_FIELD, "currency"},
+        {&sample_program, "currency", "\"EUR\"", TLY_OK, NULL},
+        /* id pattern [A-Za-z0-9._:-] */
+        {&sample_sale, "id", "\"a.b_c:d-E9\"", TLY_OK, NULL},
+        {&sample_sale, "id", "\"a b\"", TLY_BAD_FIELD, "id"},
+        {&sample_sale, "id", "\"a/b\"", TLY_BAD_FIELD, "id"},
+        {&sample_sale, "id", "\"caf\\u00e9\"", TLY_BAD_FIELD, "id"},
+        {&sample_sale, "id", "\"\"", TLY_BAD_FIELD, "id"},
+        {&sample_return, "sale", "\"S 1\"", TLY_BAD_FIELD, "sale"},
+        /* period text */
+        {&sample_close, "period", "\"2026-Q5\"", TLY_BAD_FIELD, "period"},
+        {&sample_close, "period", "\"2026-13\"", TLY_BAD_FIELD, "period"},
+        {&sample_close, "period", "\"1999-12\"", TLY_BAD_FIELD, "period"},
+        {&sample_close, "period", "\"2026-7\"", TLY_BAD_FIELD, "period"},
+        {&sample_payout, "period", "\"2026-07\"", TLY_OK, NULL},
+        /* names are UTF-8 */
+        {&sample_partner, "name", "\"Caf\\u00e9 \\u6771\\u4eac\"", TLY_OK, NULL},
+        {&sample_partner, "name", "\"\"", TLY_BAD_FIELD, "name"},
+    };
+    expect_cases(patterns, sizeof patterns / sizeof patterns[0]);
 }
 END_TEST
 
@@ -1005,22 +1026,25 @@ END_TEST
 START_TEST(test_g6_tier_and_bracket_order)
 {
     /* [G6] first tier is 0/0 */
-    expect(sample_program, "tiers/0/min_revenue", "1", TLY_BAD_FIELD, "tiers[0].min_revenue");
-    expect(sample_program, "tiers/0/min_certs", "1", TLY_BAD_FIELD, "tiers[0].min_certs");
-    /* [G6] ascending: a later tier may not need less revenue or fewer certs */
-    expect(sample_program, "tiers/2/min_revenue", "2799999", TLY_BAD_FIELD, "tiers[2].min_revenue");
-    expect(sample_program, "tiers/2/min_certs", "0", TLY_BAD_FIELD, "tiers[2].min_certs");
-    /* equal thresholds are allowed (non-decreasing); [G7] the last wins */
-    expect(sample_program, "tiers/2/min_revenue", "2800000", TLY_OK, NULL);
-    expect(sample_program, "tiers/2/min_certs", "1", TLY_OK, NULL);
-    /* unique tier names */
-    expect(sample_program, "tiers/2/name", "\"Authorized\"", TLY_BAD_FIELD, "tiers[2].name");
-    /* a tier that is not a map */
-    expect(sample_program, "tiers/1", "7", TLY_BAD_FIELD, "tiers[1]");
-    /* [G6] first bracket from 0, strictly ascending */
-    expect(sample_program, "rebate/brackets/0/from", "1", TLY_BAD_FIELD, "rebate.brackets[0].from");
-    expect(sample_program, "rebate/brackets/1/from", "0", TLY_BAD_FIELD, "rebate.brackets[1].from");
-    expect(sample_program, "rebate/brackets/1", "[]", TLY_BAD_FIELD, "rebate.brackets[1]");
+    static const expect_case order[] = {
+        {&sample_program, "tiers/0/min_revenue", "1", TLY_BAD_FIELD, "tiers[0].min_revenue"},
+        {&sample_program, "tiers/0/min_certs", "1", TLY_BAD_FIELD, "tiers[0].min_certs"},
+        /* [G6] ascending: a later tier may not need less revenue or fewer certs */
+        {&sample_program, "tiers/2/min_revenue", "2799999", TLY_BAD_FIELD, "tiers[2].min_revenue"},
+        {&sample_program, "tiers/2/min_certs", "0", TLY_BAD_FIELD, "tiers[2].min_certs"},
+        /* equal thresholds are allowed (non-decreasing); [G7] the last wins */
+        {&sample_program, "tiers/2/min_revenue", "2800000", TLY_OK, NULL},
+        {&sample_program, "tiers/2/min_certs", "1", TLY_OK, NULL},
+        /* unique tier names */
+        {&sample_program, "tiers/2/name", "\"Authorized\"", TLY_BAD_FIELD, "tiers[2].name"},
+        /* a tier that is not a map */
+        {&sample_program, "tiers/1", "7", TLY_BAD_FIELD, "tiers[1]"},
+        /* [G6] first bracket from 0, strictly ascending */
+        {&sample_program, "rebate/brackets/0/from", "1", TLY_BAD_FIELD, "rebate.brackets[0].from"},
+        {&sample_program, "rebate/brackets/1/from", "0", TLY_BAD_FIELD, "rebate.brackets[1].from"},
+        {&sample_program, "rebate/brackets/1", "[]", TLY_BAD_FIELD, "rebate.brackets[1]"},
+    };
+    expect_cases(order, sizeof order / sizeof order[0]);
     json_t *j = program_with("brackets", 3);
     jset(j, "rebate/brackets/2/from", json_integer(1000)); /* equal to [1] */
     tly_event ev;
@@ -1885,81 +1909,46 @@ END_TEST
 static Suite *schemas_suite(void)
 {
     Suite *s = suite_create("schemas");
-    TCase *mp = tcase_create("mp");
-    tcase_add_test(mp, test_mp_ints);
-    tcase_add_test(mp, test_mp_uint64_and_failures);
-    tcase_add_test(mp, test_mp_containers_and_skip);
-    tcase_add_test(mp, test_mp_depth_limit);
-    suite_add_tcase(s, mp);
+    TCase *mp = tu_tcase(s, "mp", 0);
+    tu_add_tests(mp, TU_TESTS(test_mp_ints, test_mp_uint64_and_failures,
+                              test_mp_containers_and_skip, test_mp_depth_limit));
 
-    TCase *ev = tcase_create("event");
-    tcase_set_timeout(ev, 120);
-    tcase_add_test(ev, test_event_round_trip_every_type);
-    tcase_add_test(ev, test_event_decoded_fields);
-    tcase_add_test(ev, test_event_at_iso_equals_int);
-    tcase_add_test(ev, test_event_vectors_all_decode);
-    tcase_add_test(ev, test_event_malformed);
-    tcase_add_test(ev, test_event_type_errors);
-    tcase_add_test(ev, test_event_unknown_keys_ignored);
-    tcase_add_test(ev, test_event_duplicate_keys);
-    tcase_add_test(ev, test_event_required_fields);
-    tcase_add_test(ev, test_event_enums_and_patterns);
-    tcase_add_test(ev, test_event_invalid_utf8_name);
-    tcase_add_test(ev, test_event_decode_failure_leaves_output);
-    suite_add_tcase(s, ev);
+    TCase *ev = tu_tcase(s, "event", 120);
+    tu_add_tests(ev,
+                 TU_TESTS(test_event_round_trip_every_type, test_event_decoded_fields,
+                          test_event_at_iso_equals_int, test_event_vectors_all_decode,
+                          test_event_malformed, test_event_type_errors,
+                          test_event_unknown_keys_ignored, test_event_duplicate_keys,
+                          test_event_required_fields, test_event_enums_and_patterns,
+                          test_event_invalid_utf8_name, test_event_decode_failure_leaves_output));
 
-    TCase *lim = tcase_create("limits");
-    tcase_set_timeout(lim, 120);
-    tcase_add_test(lim, test_limit_id_bytes);
-    tcase_add_test(lim, test_limit_name_and_text_bytes);
-    tcase_add_test(lim, test_limit_amounts_and_ranges);
-    tcase_add_test(lim, test_limit_adjust_signed_amount);
-    tcase_add_test(lim, test_limit_at_range);
-    tcase_add_test(lim, test_limit_tiers_and_brackets_count);
-    tcase_add_test(lim, test_g6_tier_and_bracket_order);
-    tcase_add_test(lim, test_c3_claim_amount);
-    suite_add_tcase(s, lim);
+    TCase *lim = tu_tcase(s, "limits", 120);
+    tu_add_tests(lim, TU_TESTS(test_limit_id_bytes, test_limit_name_and_text_bytes,
+                               test_limit_amounts_and_ranges, test_limit_adjust_signed_amount,
+                               test_limit_at_range, test_limit_tiers_and_brackets_count,
+                               test_g6_tier_and_bracket_order, test_c3_claim_amount));
 
-    TCase *per = tcase_create("period");
-    tcase_add_test(per, test_time_parse);
-    tcase_add_test(per, test_time_format);
-    tcase_add_test(per, test_period_of_boundaries);
-    tcase_add_test(per, test_period_parse_format);
-    suite_add_tcase(s, per);
+    TCase *per = tu_tcase(s, "period", 0);
+    tu_add_tests(per, TU_TESTS(test_time_parse, test_time_format, test_period_of_boundaries,
+                               test_period_parse_format));
 
-    TCase *js = tcase_create("json");
-    tcase_add_test(js, test_b64_hex);
-    tcase_add_test(js, test_json_from_mp_types);
-    tcase_add_test(js, test_json_key_order_kept);
-    suite_add_tcase(s, js);
+    TCase *js = tu_tcase(s, "json", 0);
+    tu_add_tests(js, TU_TESTS(test_b64_hex, test_json_from_mp_types, test_json_key_order_kept));
 
-    TCase *w = tcase_create("wire");
-    tcase_set_timeout(w, 120);
-    tcase_add_test(w, test_wire_ingest_round_trip);
-    tcase_add_test(w, test_wire_ingest_malformed);
-    tcase_add_test(w, test_wire_batch_limit);
-    tcase_add_test(w, test_wire_frame_limit);
-    tcase_add_test(w, test_wire_reply_round_trip);
-    tcase_add_test(w, test_wire_logread);
-    suite_add_tcase(s, w);
+    TCase *w = tu_tcase(s, "wire", 120);
+    tu_add_tests(w, TU_TESTS(test_wire_ingest_round_trip, test_wire_ingest_malformed,
+                             test_wire_batch_limit, test_wire_frame_limit,
+                             test_wire_reply_round_trip, test_wire_logread));
 
-    TCase *cur = tcase_create("currency");
-    tcase_add_test(cur, test_currency_exponent);
-    tcase_add_test(cur, test_decimal_to_minor);
-    suite_add_tcase(s, cur);
+    TCase *cur = tu_tcase(s, "currency", 0);
+    tu_add_tests(cur, TU_TESTS(test_currency_exponent, test_decimal_to_minor));
 
-    TCase *lay = tcase_create("layout");
-    tcase_add_test(lay, test_layout_paths);
-    tcase_add_test(lay, test_layout_shard_parse);
-    suite_add_tcase(s, lay);
+    TCase *lay = tu_tcase(s, "layout", 0);
+    tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(schemas_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(schemas_suite());
 }

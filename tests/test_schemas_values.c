@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "tly_event.h"
 #include "tly_json.h"
 #include "tly_limits.h"
@@ -32,62 +33,50 @@ static const char *const tv_sale =
     "{\"type\":\"sale\",\"id\":\"S-1\",\"at\":1735689600000,\"partner\":\"acme\","
     "\"sku\":\"SKU-9\",\"qty\":3,\"amount\":123450,\"currency\":\"USD\"}";
 
-/* One value in raw MessagePack, with a name for failure messages. */
-typedef struct tv_shape {
-    const char *name;
-    const char *bytes;
-    size_t len;
-} tv_shape;
-
-#define SHAPE(name, lit)                                                                           \
-    {                                                                                              \
-        name, lit, sizeof(lit) - 1                                                                 \
-    }
-
 /* Shapes every reader handles: accepted under an unknown key. */
-static const tv_shape accepted[] = {
-    SHAPE("nil", "\xc0"),
-    SHAPE("true", "\xc3"),
-    SHAPE("false", "\xc2"),
-    SHAPE("int min", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),
-    SHAPE("int max", "\xd3\x7f\xff\xff\xff\xff\xff\xff\xff"),
-    SHAPE("uint max", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff"),
-    SHAPE("negative fixint", "\xff"),
-    SHAPE("float32 1.5", "\xca\x3f\xc0\x00\x00"),
-    SHAPE("float64 pi", "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18"),
-    SHAPE("float64 -0", "\xcb\x80\x00\x00\x00\x00\x00\x00\x00"),
-    SHAPE("float64 max", "\xcb\x7f\xef\xff\xff\xff\xff\xff\xff"),
-    SHAPE("float64 denormal", "\xcb\x00\x00\x00\x00\x00\x00\x00\x01"),
-    SHAPE("str", "\xa5hello"),
-    SHAPE("str empty", "\xd9\x00"),
-    SHAPE("str controls", "\xa3\x01\x1f\x7f"),
-    SHAPE("str UTF-8", "\xa9\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e"), /* é € 𝄞 */
-    SHAPE("bin", "\xc4\x03\x01\x02\x03"),
-    SHAPE("bin empty", "\xc4\x00"),
-    SHAPE("array", "\x93\x01\xa1"
-                   "a\xc0"),
-    SHAPE("array empty", "\x90"),
-    SHAPE("map", "\x82\xa1"
-                 "a\x01\xa1"
-                 "b\x92\xc2\xc3"),
-    SHAPE("map empty", "\x80"),
-    SHAPE("map empty key and control key", "\x82\xa0\x01\xa2"
-                                           "a\x01\x02"),
-    SHAPE("map repeated key", "\x82\xa1"
-                              "a\x01\xa1"
-                              "a\x02"),
+static const tu_shape accepted[] = {
+    TU_SHAPE("nil", "\xc0"),
+    TU_SHAPE("true", "\xc3"),
+    TU_SHAPE("false", "\xc2"),
+    TU_SHAPE("int min", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),
+    TU_SHAPE("int max", "\xd3\x7f\xff\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("uint max", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("negative fixint", "\xff"),
+    TU_SHAPE("float32 1.5", "\xca\x3f\xc0\x00\x00"),
+    TU_SHAPE("float64 pi", "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18"),
+    TU_SHAPE("float64 -0", "\xcb\x80\x00\x00\x00\x00\x00\x00\x00"),
+    TU_SHAPE("float64 max", "\xcb\x7f\xef\xff\xff\xff\xff\xff\xff"),
+    TU_SHAPE("float64 denormal", "\xcb\x00\x00\x00\x00\x00\x00\x00\x01"),
+    TU_SHAPE("str", "\xa5hello"),
+    TU_SHAPE("str empty", "\xd9\x00"),
+    TU_SHAPE("str controls", "\xa3\x01\x1f\x7f"),
+    TU_SHAPE("str UTF-8", "\xa9\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e"), /* é € 𝄞 */
+    TU_SHAPE("bin", "\xc4\x03\x01\x02\x03"),
+    TU_SHAPE("bin empty", "\xc4\x00"),
+    TU_SHAPE("array", "\x93\x01\xa1"
+                      "a\xc0"),
+    TU_SHAPE("array empty", "\x90"),
+    TU_SHAPE("map", "\x82\xa1"
+                    "a\x01\xa1"
+                    "b\x92\xc2\xc3"),
+    TU_SHAPE("map empty", "\x80"),
+    TU_SHAPE("map empty key and control key", "\x82\xa0\x01\xa2"
+                                              "a\x01\x02"),
+    TU_SHAPE("map repeated key", "\x82\xa1"
+                                 "a\x01\xa1"
+                                 "a\x02"),
     /* level 2 (the value) .. 8: six arrays, the int at level 8 */
-    SHAPE("nested to the limit", "\x91\x91\x91\x91\x91\x91\x01"),
+    TU_SHAPE("nested to the limit", "\x91\x91\x91\x91\x91\x91\x01"),
     /* seven arrays, the innermost (level 8) empty */
-    SHAPE("empty at the limit", "\x91\x91\x91\x91\x91\x91\x90"),
-    SHAPE("maps to the limit", "\x81\xa1"
-                               "a\x81\xa1"
-                               "b\x81\xa1"
-                               "c\x81\xa1"
-                               "d\x81\xa1"
-                               "e\x81\xa1"
-                               "f\xa1"
-                               "z"),
+    TU_SHAPE("empty at the limit", "\x91\x91\x91\x91\x91\x91\x90"),
+    TU_SHAPE("maps to the limit", "\x81\xa1"
+                                  "a\x81\xa1"
+                                  "b\x81\xa1"
+                                  "c\x81\xa1"
+                                  "d\x81\xa1"
+                                  "e\x81\xa1"
+                                  "f\xa1"
+                                  "z"),
 };
 
 /* A refused shape and the field the refusal names when the value sits
@@ -95,54 +84,54 @@ static const tv_shape accepted[] = {
  * invalid UTF-8, which it would show with U+FFFD, and NUL, which it would
  * write as \u0000 that jansson (`tally send`) cannot load back. */
 typedef struct tv_refused {
-    tv_shape shape;
+    tu_shape shape;
     const char *field;
 } tv_refused;
 
 static const tv_refused refused[] = {
-    {SHAPE("float64 NaN", "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("float64 +inf", "\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("float64 -inf", "\xcb\xff\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
-    {SHAPE("float32 NaN", "\xca\x7f\xc0\x00\x00"), "x-note"},
-    {SHAPE("float32 +inf", "\xca\x7f\x80\x00\x00"), "x-note"},
-    {SHAPE("float32 -inf", "\xca\xff\x80\x00\x00"), "x-note"},
-    {SHAPE("fixext 1", "\xd4\x01\x00"), "x-note"},
-    {SHAPE("fixext 16", "\xd8\x01"
-                        "0123456789abcdef"),
+    {TU_SHAPE("float64 NaN", "\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("float64 +inf", "\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("float64 -inf", "\xcb\xff\xf0\x00\x00\x00\x00\x00\x00"), "x-note"},
+    {TU_SHAPE("float32 NaN", "\xca\x7f\xc0\x00\x00"), "x-note"},
+    {TU_SHAPE("float32 +inf", "\xca\x7f\x80\x00\x00"), "x-note"},
+    {TU_SHAPE("float32 -inf", "\xca\xff\x80\x00\x00"), "x-note"},
+    {TU_SHAPE("fixext 1", "\xd4\x01\x00"), "x-note"},
+    {TU_SHAPE("fixext 16", "\xd8\x01"
+                           "0123456789abcdef"),
      "x-note"},
-    {SHAPE("ext 8", "\xc7\x02\x05\xaa\xbb"), "x-note"},
-    {SHAPE("ext 16 empty", "\xc8\x00\x00\x05"), "x-note"},
-    {SHAPE("ext 32", "\xc9\x00\x00\x00\x01\x05\xaa"), "x-note"},
+    {TU_SHAPE("ext 8", "\xc7\x02\x05\xaa\xbb"), "x-note"},
+    {TU_SHAPE("ext 16 empty", "\xc8\x00\x00\x05"), "x-note"},
+    {TU_SHAPE("ext 32", "\xc9\x00\x00\x00\x01\x05\xaa"), "x-note"},
     /* the brief's example: {"x-note":[[[[[[[1]]]]]]]}, the int at level 9 */
-    {SHAPE("limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x01"), "x-note"},
-    {SHAPE("empty at limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x90"), "x-note"},
-    {SHAPE("maps to limit + 1", "\x81\xa1"
-                                "a\x81\xa1"
-                                "b\x81\xa1"
-                                "c\x81\xa1"
-                                "d\x81\xa1"
-                                "e\x81\xa1"
-                                "f\x81\xa1"
-                                "g\x01"),
+    {TU_SHAPE("limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x01"), "x-note"},
+    {TU_SHAPE("empty at limit + 1", "\x91\x91\x91\x91\x91\x91\x91\x90"), "x-note"},
+    {TU_SHAPE("maps to limit + 1", "\x81\xa1"
+                                   "a\x81\xa1"
+                                   "b\x81\xa1"
+                                   "c\x81\xa1"
+                                   "d\x81\xa1"
+                                   "e\x81\xa1"
+                                   "f\x81\xa1"
+                                   "g\x01"),
      "x-note.a.b.c.d.e.f.g"},
-    {SHAPE("int key", "\x81\x01\x02"), "x-note"},
-    {SHAPE("nil key", "\x82\xa1"
-                      "a\x01\xc0\x02"),
+    {TU_SHAPE("int key", "\x81\x01\x02"), "x-note"},
+    {TU_SHAPE("nil key", "\x82\xa1"
+                         "a\x01\xc0\x02"),
      "x-note"},
-    {SHAPE("invalid UTF-8 str", "\xa2\xc3\x28"), "x-note"},
-    {SHAPE("surrogate str", "\xa3\xed\xa0\x80"), "x-note"},
-    {SHAPE("invalid UTF-8 key", "\x81\xa1\xff\x01"), "x-note.\\xff"},
-    {SHAPE("str NUL", "\xa3"
-                      "a\x00"
-                      "b"),
+    {TU_SHAPE("invalid UTF-8 str", "\xa2\xc3\x28"), "x-note"},
+    {TU_SHAPE("surrogate str", "\xa3\xed\xa0\x80"), "x-note"},
+    {TU_SHAPE("invalid UTF-8 key", "\x81\xa1\xff\x01"), "x-note.\\xff"},
+    {TU_SHAPE("str NUL", "\xa3"
+                         "a\x00"
+                         "b"),
      "x-note"},
-    {SHAPE("NUL key", "\x81\xa2"
-                      "a\x00\x01"),
+    {TU_SHAPE("NUL key", "\x81\xa2"
+                         "a\x00\x01"),
      "x-note.a\\x00"},
-    {SHAPE("NaN in a map", "\x81\xa1y\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note.y"},
-    {SHAPE("ext in an array", "\x92\x01\xd4\x01\x00"), "x-note"},
-    {SHAPE("ext in a map in an array", "\x91\x81\xa1"
-                                       "a\xd4\x01\x00"),
+    {TU_SHAPE("NaN in a map", "\x81\xa1y\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"), "x-note.y"},
+    {TU_SHAPE("ext in an array", "\x92\x01\xd4\x01\x00"), "x-note"},
+    {TU_SHAPE("ext in a map in an array", "\x91\x81\xa1"
+                                          "a\xd4\x01\x00"),
      "x-note[0].a"},
 };
 
@@ -187,7 +176,7 @@ static bool exports(const void *buf, size_t len)
 START_TEST(test_accepted_shapes_export)
 {
     for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
-        tv_shape s = accepted[i];
+        tu_shape s = accepted[i];
         msgpack_sbuffer sb;
         sale_with("x-note", 6, s.bytes, s.len, &sb);
         tly_field_error fe;
@@ -670,34 +659,21 @@ END_TEST
 static Suite *values_suite(void)
 {
     Suite *s = suite_create("schemas_values");
-    TCase *v = tcase_create("values");
-    tcase_add_test(v, test_accepted_shapes_export);
-    tcase_add_test(v, test_refused_shapes_name_the_key);
-    tcase_add_test(v, test_nesting_past_the_reader);
-    tcase_add_test(v, test_values_nobody_reads);
-    tcase_add_test(v, test_claim_cancel_amount_any_json);
-    tcase_add_test(v, test_key_names_in_fields);
-    tcase_add_test(v, test_names_refuse_nul);
-    suite_add_tcase(s, v);
-    TCase *js = tcase_create("json");
-    tcase_add_test(js, test_json_import_agrees_at_the_limit);
-    tcase_add_test(js, test_decoder_names_like_import);
-    tcase_add_test(js, test_json_round_trip_at_the_limit);
-    tcase_add_test(js, test_json_real_path);
-    suite_add_tcase(s, js);
-    TCase *src = tcase_create("source");
-    tcase_add_test(src, test_source_valid_edges);
-    tcase_add_test(src, test_wire_source_control_bytes);
-    tcase_add_test(src, test_every_field_error_names_a_field);
-    suite_add_tcase(s, src);
+    TCase *v = tu_tcase(s, "values", 0);
+    tu_add_tests(v, TU_TESTS(test_accepted_shapes_export, test_refused_shapes_name_the_key,
+                             test_nesting_past_the_reader, test_values_nobody_reads,
+                             test_claim_cancel_amount_any_json, test_key_names_in_fields,
+                             test_names_refuse_nul));
+    TCase *js = tu_tcase(s, "json", 0);
+    tu_add_tests(js, TU_TESTS(test_json_import_agrees_at_the_limit, test_decoder_names_like_import,
+                              test_json_round_trip_at_the_limit, test_json_real_path));
+    TCase *src = tu_tcase(s, "source", 0);
+    tu_add_tests(src, TU_TESTS(test_source_valid_edges, test_wire_source_control_bytes,
+                               test_every_field_error_names_a_field));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(values_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(values_suite());
 }

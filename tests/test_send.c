@@ -17,20 +17,15 @@
  * the crash case is seeded (TALLY_TEST_SEED repeats it).
  */
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <zmq.h>
 
+#include "testledger.h"
 #include "testutil.h"
 #include "tly_client.h"
 #include "tly_json.h"
@@ -39,187 +34,17 @@
 #include "tly_mp.h"
 #include "tly_wire.h"
 
-/* Deadlines that only keep a broken build from hanging the suite. */
-#define ST_READY_MS 15000    /* the ledger binds its three sockets */
-#define ST_EXIT_MS 30000     /* a signalled ledger exits */
-#define ST_SEND_MS 200000    /* a `tally send` finishes */
-#define ST_PROGRESS_MS 60000 /* the log reaches a head the producers will reach */
-
-/* A `sale` at 2025-01-01 01:02:22 UTC. */
-#define ST_AT_MS 1735693342313LL
-
 /* Bytes of "x-pad" from which its MessagePack string header is str32 (5
  * bytes) whatever the length: sizes above it grow one byte per character. */
 #define ST_PAD_STR32_MIN 65536u
 
 /* ------------------------------------------------------------------ */
-/* processes                                                           */
-
-static void redirect_fd(int fd, const char *path, int flags)
-{
-    int f = open(path ? path : "/dev/null", flags, 0644);
-    if (f < 0)
-        _exit(126);
-    dup2(f, fd);
-    close(f);
-}
-
-/* Starts argv with stdout and stderr appended to out and err (NULL:
- * discarded); the child is killed when this test process dies. */
-static pid_t spawn_tied(const char *const *argv, const char *out, const char *err)
-{
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(125);
-        redirect_fd(0, NULL, O_RDONLY);
-        redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
-        redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* The exit code of a wait status, 128+signal when signalled. */
-static int status_code(int st)
-{
-    if (WIFEXITED(st))
-        return WEXITSTATUS(st);
-    if (WIFSIGNALED(st))
-        return 128 + WTERMSIG(st);
-    return -1;
-}
-
-/* Waits for pid; after timeout_ms it is killed and -1 returned. */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    for (int waited = 0;; waited += 10) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return status_code(st);
-        if (r < 0 && errno != EINTR)
-            return -2;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-                ;
-            return -1;
-        }
-        tu_sleep_ms(10);
-    }
-}
-
-static void dump_file(const char *what, const char *path)
-{
-    char *text = tu_read_file(path, NULL);
-    fprintf(stderr, "---- %s (%s) ----\n%s\n----\n", what, path, text ? text : "(none)");
-    free(text);
-}
-
-/* ------------------------------------------------------------------ */
-/* the ledger                                                          */
-
-typedef struct st_ledger {
-    char dir[512];
-    char data[600];
-    char logdir[640];
-    char logfile[640];
-    char ingest[64];
-    char events[64];
-    char logread[64];
-    pid_t pid;
-} st_ledger;
-
-/* A fresh temp directory and free endpoints; nothing started. */
-static void st_init(st_ledger *L)
-{
-    memset(L, 0, sizeof *L);
-    char *tmp = tu_tmpdir();
-    snprintf(L->dir, sizeof L->dir, "%s", tmp);
-    free(tmp);
-    snprintf(L->data, sizeof L->data, "%s/data", L->dir);
-    snprintf(L->logdir, sizeof L->logdir, "%s/data/log", L->dir);
-    snprintf(L->logfile, sizeof L->logfile, "%s/ledger.log", L->dir);
-    tu_endpoint(L->ingest, sizeof L->ingest);
-    tu_endpoint(L->events, sizeof L->events);
-    tu_endpoint(L->logread, sizeof L->logread);
-}
-
-/* Starts the ledger and waits until its three sockets accept connections. */
-static void st_start(st_ledger *L)
-{
-    const char *argv[] = {tu_tally(), "ledger",  "--data",     L->data,    "--ingest", L->ingest,
-                          "--events", L->events, "--log-read", L->logread, NULL};
-    L->pid = spawn_tied(argv, L->logfile, L->logfile);
-    const char *eps[] = {L->ingest, L->events, L->logread};
-    for (int k = 0; k < 3; k++)
-        if (!tu_wait_listening(eps[k], ST_READY_MS)) {
-            dump_file("ledger log", L->logfile);
-            ck_abort_msg("tally ledger is not listening on %s", eps[k]);
-        }
-}
-
-/* Signals the ledger and returns its exit status (-1: it did not exit). */
-static int st_stop(st_ledger *L, int sig)
-{
-    ck_assert_int_gt(L->pid, 0);
-    kill(L->pid, sig);
-    int code = wait_exit(L->pid, ST_EXIT_MS);
-    L->pid = 0;
-    return code;
-}
-
-/* Stops the ledger cleanly and removes the directory (passing tests only). */
-static void st_done(st_ledger *L)
-{
-    if (L->pid > 0)
-        ck_assert_int_eq(st_stop(L, SIGTERM), 0);
-    tu_rmtree(strdup(L->dir));
-}
-
-/* ------------------------------------------------------------------ */
 /* the log, read-only                                                  */
 
-static tly_log *log_open_ro(const st_ledger *L)
-{
-    tly_log *log = NULL;
-    tly_err err = tly_log_open(L->logdir, TLY_LOG_READ, &log);
-    ck_assert_msg(err == TLY_OK, "cannot open %s: %s", L->logdir, tly_err_name(err));
-    return log;
-}
-
-static uint64_t log_head(const st_ledger *L)
-{
-    tly_log *log = log_open_ro(L);
-    uint64_t head = 0;
-    ck_assert_int_eq(tly_log_head(log, &head, NULL), TLY_OK);
-    tly_log_close(log);
-    return head;
-}
-
-/* Polls the log until its head reaches target (the producers will get there). */
-static uint64_t wait_head(const st_ledger *L, uint64_t target)
-{
-    for (int waited = 0;; waited += 5) {
-        uint64_t head = log_head(L);
-        if (head >= target)
-            return head;
-        ck_assert_msg(waited < ST_PROGRESS_MS, "log head stuck at %llu below %llu",
-                      (unsigned long long)head, (unsigned long long)target);
-        tu_sleep_ms(5);
-    }
-}
-
 /* The stored event length of (source, id); 0 when it is not in the log. */
-static size_t stored_event_len(const st_ledger *L, const char *source, const char *id)
+static size_t stored_event_len(const tl_ledger *L, const char *source, const char *id)
 {
-    tly_log *log = log_open_ro(L);
+    tly_log *log = tl_log_open(L);
     tly_str s = {source, (uint32_t)strlen(source)}, i = {id, (uint32_t)strlen(id)};
     uint64_t seq = 0;
     size_t len = 0;
@@ -236,105 +61,6 @@ static size_t stored_event_len(const st_ledger *L, const char *source, const cha
 }
 
 /* ------------------------------------------------------------------ */
-/* tally send                                                          */
-
-typedef struct st_sent {
-    int rc;
-    long sent, dups, rejected;
-    bool parsed; /* stdout held "sent N, duplicates D, rejected R" */
-} st_sent;
-
-static void send_paths(const st_ledger *L, const char *tag, char *out, char *err, size_t cap)
-{
-    snprintf(out, cap, "%s/send-%s.out", L->dir, tag);
-    snprintf(err, cap, "%s/send-%s.err", L->dir, tag);
-}
-
-/* Starts `tally send --ingest EP [--log-read LR] ARGS...` (logread NULL: no
- * --log-read); output to DIR/send-TAG.out and .err. */
-static pid_t send_spawn(const st_ledger *L, const char *tag, const char *logread,
-                        const char *const *args)
-{
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = tu_tally();
-    argv[n++] = "send";
-    argv[n++] = "--ingest";
-    argv[n++] = L->ingest;
-    if (logread) {
-        argv[n++] = "--log-read";
-        argv[n++] = logread;
-    }
-    for (; *args && n < 39; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    unlink(out);
-    unlink(err);
-    return spawn_tied(argv, out, err);
-}
-
-/* The result of the send TAG that exited with rc, from its output. */
-static st_sent send_result(const st_ledger *L, const char *tag, int rc)
-{
-    st_sent s = {0};
-    s.rc = rc;
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    char *text = tu_read_file(out, NULL);
-    s.parsed = text && sscanf(text, "sent %ld, duplicates %ld, rejected %ld", &s.sent, &s.dups,
-                              &s.rejected) == 3;
-    if (!s.parsed)
-        dump_file("tally send stderr", err);
-    free(text);
-    return s;
-}
-
-/* Waits for the send TAG (pid) and returns its result. */
-static st_sent send_wait(const st_ledger *L, const char *tag, pid_t pid)
-{
-    return send_result(L, tag, wait_exit(pid, ST_SEND_MS));
-}
-
-/* The whole stderr of a finished send (malloc'd, never NULL). */
-static char *send_stderr(const st_ledger *L, const char *tag)
-{
-    char out[700], err[700];
-    send_paths(L, tag, out, err, sizeof out);
-    char *text = tu_read_file(err, NULL);
-    return text ? text : strdup("");
-}
-
-static void assert_sent(st_sent s, int rc, long sent, long dups, long rejected)
-{
-    ck_assert_msg(s.parsed, "tally send printed no summary (exit %d)", s.rc);
-    ck_assert_msg(s.rc == rc && s.sent == sent && s.dups == dups && s.rejected == rejected,
-                  "tally send: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit "
-                  "%d, sent %ld, duplicates %ld, rejected %ld",
-                  s.rc, s.sent, s.dups, s.rejected, rc, sent, dups, rejected);
-}
-
-/* Appends one JSON-line sale with id ID to f. */
-static void put_sale(FILE *f, const char *id, int i)
-{
-    fprintf(f,
-            "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"partner-%d\","
-            "\"sku\":\"SKU-%d\",\"qty\":%d,\"amount\":%d,\"currency\":\"USD\"}\n",
-            id, ST_AT_MS + i, i % 37, i % 11, 1 + i % 5, 100 + i);
-}
-
-/* Appends sales PREFIX-from .. PREFIX-(to-1) to f. */
-static void put_sales(FILE *f, const char *prefix, int from, int to)
-{
-    for (int i = from; i < to; i++) {
-        char id[64];
-        snprintf(id, sizeof id, "%s-%d", prefix, i);
-        put_sale(f, id, i);
-    }
-}
-
-/* ------------------------------------------------------------------ */
 /* events of a given encoded size                                      */
 
 /* A sale line (no newline) padded by the unknown key "x-pad" with pad
@@ -345,7 +71,7 @@ static char *big_sale_text(const char *id, size_t pad)
     int n = snprintf(head, sizeof head,
                      "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%lld,\"partner\":\"acme\","
                      "\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\",\"x-pad\":\"",
-                     id, ST_AT_MS);
+                     id, TL_AT_MS);
     ck_assert_int_lt(n, (int)sizeof head);
     char *text = malloc((size_t)n + pad + 3);
     ck_assert_ptr_nonnull(text);
@@ -472,7 +198,7 @@ END_TEST
 /* requests split by size                                              */
 
 /* Opens DIR/NAME for writing into f; the path goes to path. */
-static FILE *open_input(const st_ledger *L, const char *name, char *path, size_t cap)
+static FILE *open_input(const tl_ledger *L, const char *name, char *path, size_t cap)
 {
     snprintf(path, cap, "%s/%s", L->dir, name);
     FILE *f = fopen(path, "w");
@@ -481,16 +207,16 @@ static FILE *open_input(const st_ledger *L, const char *name, char *path, size_t
 }
 
 /* Runs `tally send --source dist-big FILE` (with --log-read) to the end. */
-static st_sent send_big(const st_ledger *L, const char *tag, const char *file)
+static tl_sent send_big(const tl_ledger *L, const char *tag, const char *file)
 {
     const char *args[] = {"--source", "dist-big", file, NULL};
-    return send_wait(L, tag, send_spawn(L, tag, L->logread, args));
+    return tl_send_wait(L, tag, tl_send_spawn(L, tag, L->logread, args));
 }
 
 /* Events just under and exactly at the largest size that fits a request
  * alone, then several large events among small ones that must split into
  * several requests: every one is accepted, stored at its size. */
-static void check_large_accepted(const st_ledger *L, size_t e)
+static void check_large_accepted(const tl_ledger *L, size_t e)
 {
     char path[700];
     FILE *f = open_input(L, "alone.jsonl", path, sizeof path);
@@ -498,58 +224,58 @@ static void check_large_accepted(const st_ledger *L, size_t e)
     put_big_sale(f, "alone-2", e - 2);
     put_big_sale(f, "alone-max", e);
     ck_assert_int_eq(fclose(f), 0);
-    assert_sent(send_big(L, "alone", path), 0, 3, 0, 0);
+    tl_assert_sent(send_big(L, "alone", path), 0, 3, 0, 0);
     ck_assert_uint_eq(stored_event_len(L, "dist-big", "alone-max"), e);
     ck_assert_uint_eq(stored_event_len(L, "dist-big", "alone-1"), e - 1);
 
     f = open_input(L, "split.jsonl", path, sizeof path);
-    put_sales(f, "small", 0, 3);
+    tl_put_sales(f, "small", 0, 3);
     put_big_sale(f, "split-0", e / 3 + 1000);
-    put_sales(f, "small", 3, 4);
+    tl_put_sales(f, "small", 3, 4);
     put_big_sale(f, "split-1", e / 3 + 1000);
     put_big_sale(f, "split-2", e / 3 + 1000);
     put_big_sale(f, "split-3", e / 2);
-    put_sales(f, "small", 4, 10);
+    tl_put_sales(f, "small", 4, 10);
     put_big_sale(f, "split-4", e - 10);
-    put_sales(f, "small", 10, 12);
+    tl_put_sales(f, "small", 10, 12);
     ck_assert_int_eq(fclose(f), 0);
-    assert_sent(send_big(L, "split", path), 0, 17, 0, 0);
+    tl_assert_sent(send_big(L, "split", path), 0, 17, 0, 0);
     ck_assert_uint_eq(stored_event_len(L, "dist-big", "split-4"), e - 10);
     ck_assert_uint_eq(stored_event_len(L, "dist-big", "split-3"), e / 2);
-    ck_assert_uint_eq(log_head(L), 20);
+    ck_assert_uint_eq(tl_log_head(L), 20);
 }
 
 /* One byte over the largest size that fits alone: rejected by send with a
  * line naming it, never sent; the events around it are sent. */
-static void check_one_byte_over(const st_ledger *L, size_t e)
+static void check_one_byte_over(const tl_ledger *L, size_t e)
 {
     char path[700];
     FILE *f = open_input(L, "over.jsonl", path, sizeof path);
-    put_sales(f, "around", 0, 1);
+    tl_put_sales(f, "around", 0, 1);
     put_big_sale(f, "over", e + 1);
-    put_sales(f, "around", 1, 2);
+    tl_put_sales(f, "around", 1, 2);
     ck_assert_int_eq(fclose(f), 0);
-    assert_sent(send_big(L, "over", path), 1, 2, 0, 1);
-    char *err = send_stderr(L, "over");
+    tl_assert_sent(send_big(L, "over", path), 1, 2, 0, 1);
+    char *err = tl_send_stderr(L, "over");
     char want[160];
     snprintf(want, sizeof want, "line 2 (id over): too_large: event is %zu bytes, at most %zu fit",
              e + 1, e);
     ck_assert_msg(strstr(err, want) && strstr(err, "not sent"), "send said:\n%s", err);
     free(err);
     ck_assert_uint_eq(stored_event_len(L, "dist-big", "over"), 0);
-    ck_assert_uint_eq(log_head(L), 22);
+    ck_assert_uint_eq(tl_log_head(L), 22);
 }
 
 START_TEST(test_send_large_events)
 {
-    st_ledger L;
-    st_init(&L);
-    st_start(&L);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     /* Every request of these runs is numbered below 128: one envelope size. */
     size_t e = alone_max(1, "dist-big");
     check_large_accepted(&L, e);
     check_one_byte_over(&L, e);
-    st_done(&L);
+    tl_done(&L);
 }
 END_TEST
 
@@ -559,46 +285,37 @@ END_TEST
 #define CC_EVENTS 3000 /* fresh events per producer */
 #define CC_OLD 200     /* events of dist-b in the log before the runs */
 
-static unsigned test_seed(const char *what)
-{
-    const char *env = getenv("TALLY_TEST_SEED");
-    unsigned seed =
-        env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
-    fprintf(stderr, "test_send %s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed, seed);
-    return seed;
-}
-
 /* Starts a crash-test producer: small requests, a short ack timeout. */
-static pid_t crash_producer(const st_ledger *L, const char *tag, const char *source,
+static pid_t crash_producer(const tl_ledger *L, const char *tag, const char *source,
                             const char *file)
 {
     const char *args[] = {"--source", source, "--ack-timeout-ms", "500",
                           "--batch",  "20",   "--window",         "4",
                           file,       NULL};
-    return send_spawn(L, tag, L->logread, args);
+    return tl_send_spawn(L, tag, L->logread, args);
 }
 
 /* Kills the ledger with SIGKILL 2 or 3 times at random points of progress
  * between first and last (heads the producers will reach), restarting it
  * each time. */
-static void kill_while_sending(st_ledger *L, uint64_t first, uint64_t last)
+static void kill_while_sending(tl_ledger *L, uint64_t first, uint64_t last)
 {
     int kills = 2 + rand() % 2;
     uint64_t span = (last - first) / (uint64_t)kills;
     for (int k = 0; k < kills; k++) {
         uint64_t target = first + (uint64_t)k * span + 1 + (uint64_t)rand() % span;
-        uint64_t head = wait_head(L, target);
-        ck_assert_int_eq(st_stop(L, SIGKILL), 128 + SIGKILL);
+        uint64_t head = tl_wait_head(L, target);
+        ck_assert_int_eq(tl_stop(L, SIGKILL), 128 + SIGKILL);
         fprintf(stderr, "test_send crash: kill %d at head %llu\n", k + 1, (unsigned long long)head);
         tu_sleep_ms(rand() % 300);
-        st_start(L);
+        tl_start(L, NULL);
     }
 }
 
 /* Prints what a producer said about recovered events (for the log only). */
-static void show_recovered(const st_ledger *L, const char *tag)
+static void show_recovered(const tl_ledger *L, const char *tag)
 {
-    char *err = send_stderr(L, tag);
+    char *err = tl_send_stderr(L, tag);
     const char *line = strstr(err, "tally send: ");
     ck_assert_msg(!strstr(err, "note: the log head"), "%s: head unknown:\n%s", tag, err);
     fprintf(stderr, "test_send crash %s: %s", tag, line ? line : "no recovered events\n");
@@ -611,34 +328,35 @@ static void show_recovered(const st_ledger *L, const char *tag)
  * sent CC_EVENTS, duplicates CC_OLD + 1. */
 START_TEST(test_send_crash_counts)
 {
-    srand(test_seed("crash"));
-    st_ledger L;
-    st_init(&L);
-    st_start(&L);
+    srand(tu_test_seed("test_send crash"));
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char old[700], fa[700], fb[700];
     FILE *f = open_input(&L, "old.jsonl", old, sizeof old);
-    put_sales(f, "old", 0, CC_OLD);
+    tl_put_sales(f, "old", 0, CC_OLD);
     ck_assert_int_eq(fclose(f), 0);
     const char *args[] = {"--source", "dist-b", old, NULL};
-    assert_sent(send_wait(&L, "old", send_spawn(&L, "old", L.logread, args)), 0, CC_OLD, 0, 0);
+    tl_assert_sent(tl_send_wait(&L, "old", tl_send_spawn(&L, "old", L.logread, args)), 0, CC_OLD, 0,
+                   0);
     f = open_input(&L, "a.jsonl", fa, sizeof fa);
-    put_sales(f, "a", 0, CC_EVENTS);
+    tl_put_sales(f, "a", 0, CC_EVENTS);
     ck_assert_int_eq(fclose(f), 0);
     f = open_input(&L, "b.jsonl", fb, sizeof fb);
-    put_sales(f, "old", 0, CC_OLD);
-    put_sales(f, "b", 0, CC_EVENTS);
-    put_sale(f, "b-5", 5);
+    tl_put_sales(f, "old", 0, CC_OLD);
+    tl_put_sales(f, "b", 0, CC_EVENTS);
+    tl_put_sale(f, "b-5", 5);
     ck_assert_int_eq(fclose(f), 0);
     pid_t pa = crash_producer(&L, "a", "dist-a", fa);
     pid_t pb = crash_producer(&L, "b", "dist-b", fb);
     kill_while_sending(&L, CC_OLD + 50, CC_OLD + 2 * CC_EVENTS * 3 / 4);
-    assert_sent(send_wait(&L, "a", pa), 0, CC_EVENTS, 0, 0);
-    assert_sent(send_wait(&L, "b", pb), 0, CC_EVENTS, CC_OLD + 1, 0);
+    tl_assert_sent(tl_send_wait(&L, "a", pa), 0, CC_EVENTS, 0, 0);
+    tl_assert_sent(tl_send_wait(&L, "b", pb), 0, CC_EVENTS, CC_OLD + 1, 0);
     show_recovered(&L, "a");
     show_recovered(&L, "b");
-    ck_assert_int_eq(st_stop(&L, SIGTERM), 0);
-    ck_assert_uint_eq(log_head(&L), CC_OLD + 2 * CC_EVENTS);
-    st_done(&L);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    ck_assert_uint_eq(tl_log_head(&L), CC_OLD + 2 * CC_EVENTS);
+    tl_done(&L);
 }
 END_TEST
 
@@ -667,7 +385,7 @@ typedef struct fake {
 
 /* Binds the stand-in to L's ingest and log-read endpoints with old events
  * old-0 .. old-(old-1) at seqs 1..old. */
-static void fake_open(fake *f, const st_ledger *L, uint32_t old, uint32_t drop_every)
+static void fake_open(fake *f, const tl_ledger *L, uint32_t old, uint32_t drop_every)
 {
     memset(f, 0, sizeof *f);
     f->ctx = zmq_ctx_new();
@@ -808,35 +526,33 @@ static void fake_logread(fake *f)
 }
 
 /* Serves until the send process pid exits; returns its result. */
-static st_sent fake_serve(fake *f, const st_ledger *L, const char *tag, pid_t pid)
+static tl_sent fake_serve(fake *f, const tl_ledger *L, const char *tag, pid_t pid)
 {
-    int st, rc = -1;
-    for (int waited = 0; waited <= ST_SEND_MS; waited += 20) {
+    int rc = -1;
+    bool done = false;
+    for (int waited = 0; !done && waited <= TL_RUN_MS; waited += 20) {
         zmq_pollitem_t it[] = {{f->ingest, 0, ZMQ_POLLIN, 0}, {f->logread, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, 20) > 0) {
             fake_logread(f);
             fake_ingest(f);
         }
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            rc = status_code(st);
-            break;
-        }
+        done = tl_exited(pid, &rc);
     }
-    if (rc == -1)
-        wait_exit(pid, 0); /* over the deadline: killed */
-    return send_result(L, tag, rc);
+    if (!done)
+        tl_wait_exit(pid, 0); /* over the deadline: killed */
+    return tl_send_result(L, tag, rc);
 }
 
 #define FK_OLD 50    /* events in the stand-in's log before the run */
 #define FK_FRESH 600 /* new events the run sends */
 
 /* The input: the FK_OLD old events, FK_FRESH fresh ones, one of them twice. */
-static void fake_input(const st_ledger *L, char *path, size_t cap)
+static void fake_input(const tl_ledger *L, char *path, size_t cap)
 {
     FILE *f = open_input(L, "fake.jsonl", path, cap);
-    put_sales(f, "old", 0, FK_OLD);
-    put_sales(f, "fresh", 0, FK_FRESH);
-    put_sale(f, "fresh-7", 7);
+    tl_put_sales(f, "old", 0, FK_OLD);
+    tl_put_sales(f, "fresh", 0, FK_FRESH);
+    tl_put_sale(f, "fresh-7", 7);
     ck_assert_int_eq(fclose(f), 0);
 }
 
@@ -846,8 +562,8 @@ static void fake_input(const st_ledger *L, char *path, size_t cap)
  * forbidden, the same run counts them as duplicates and says why. */
 START_TEST(test_send_lost_acks)
 {
-    st_ledger L;
-    st_init(&L);
+    tl_ledger L;
+    tl_init(&L);
     char path[700];
     fake_input(&L, path, sizeof path);
     const char *args[] = {"--source", "dist-f", "--ack-timeout-ms", "200",
@@ -858,13 +574,13 @@ START_TEST(test_send_lost_acks)
         fake_open(&f, &L, FK_OLD, 3);
         f.logread_err = forbidden ? TLY_FORBIDDEN : TLY_OK;
         const char *tag = forbidden ? "forbidden" : "known";
-        st_sent s = fake_serve(&f, &L, tag, send_spawn(&L, tag, L.logread, args));
+        tl_sent s = fake_serve(&f, &L, tag, tl_send_spawn(&L, tag, L.logread, args));
         ck_assert_uint_gt(f.dropped, 0);
         ck_assert_uint_eq(f.head, FK_OLD + FK_FRESH);
         fake_close(&f);
-        char *err = send_stderr(&L, tag);
+        char *err = tl_send_stderr(&L, tag);
         if (!forbidden) {
-            assert_sent(s, 0, FK_FRESH, FK_OLD + 1, 0);
+            tl_assert_sent(s, 0, FK_FRESH, FK_OLD + 1, 0);
             ck_assert_msg(strstr(err, "acknowledged as duplicates were appended by this run"),
                           "send said:\n%s", err);
         } else {
@@ -885,62 +601,51 @@ END_TEST
 
 START_TEST(test_send_head_unknown)
 {
-    st_ledger L;
-    st_init(&L);
-    st_start(&L);
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
     char path[700], dead[64];
     FILE *f = open_input(&L, "ten.jsonl", path, sizeof path);
-    put_sales(f, "ten", 0, 10);
+    tl_put_sales(f, "ten", 0, 10);
     ck_assert_int_eq(fclose(f), 0);
     tu_endpoint(dead, sizeof dead); /* nothing listens here */
     const char *args[] = {"--source", "dist-u", "--ack-timeout-ms", "300", path, NULL};
-    assert_sent(send_wait(&L, "first", send_spawn(&L, "first", L.logread, args)), 0, 10, 0, 0);
+    tl_assert_sent(tl_send_wait(&L, "first", tl_send_spawn(&L, "first", L.logread, args)), 0, 10, 0,
+                   0);
     struct {
         const char *tag, *logread, *note;
     } runs[] = {{"none", NULL, "(no log-read endpoint (give --log-read))"},
                 {"dead", dead, "no answer from"},
                 {"known", L.logread, NULL}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        st_sent s = send_wait(&L, runs[i].tag, send_spawn(&L, runs[i].tag, runs[i].logread, args));
-        assert_sent(s, 0, 0, 10, 0);
-        char *err = send_stderr(&L, runs[i].tag);
+        tl_sent s =
+            tl_send_wait(&L, runs[i].tag, tl_send_spawn(&L, runs[i].tag, runs[i].logread, args));
+        tl_assert_sent(s, 0, 0, 10, 0);
+        char *err = tl_send_stderr(&L, runs[i].tag);
         bool noted = strstr(err, "note: the log head at the start was not known") != NULL;
         ck_assert_msg(noted == (runs[i].note != NULL) &&
                           (!runs[i].note || strstr(err, runs[i].note)),
                       "%s: send said:\n%s", runs[i].tag, err);
         free(err);
     }
-    ck_assert_uint_eq(log_head(&L), 10);
-    st_done(&L);
+    ck_assert_uint_eq(tl_log_head(&L), 10);
+    tl_done(&L);
 }
 END_TEST
-
-static TCase *tcase(Suite *s, const char *name, int timeout_s)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout_s);
-    suite_add_tcase(s, tc);
-    return tc;
-}
 
 static Suite *send_suite(void)
 {
     Suite *s = suite_create("send");
-    TCase *lib = tcase(s, "library", 60);
-    tcase_add_test(lib, test_envelope_bytes);
-    tcase_add_test(lib, test_client_fit);
-    tcase_add_test(tcase(s, "large", 240), test_send_large_events);
-    tcase_add_test(tcase(s, "lost_acks", 120), test_send_lost_acks);
-    tcase_add_test(tcase(s, "crash", 300), test_send_crash_counts);
-    tcase_add_test(tcase(s, "head", 120), test_send_head_unknown);
+    TCase *lib = tu_tcase(s, "library", 60);
+    tu_add_tests(lib, TU_TESTS(test_envelope_bytes, test_client_fit));
+    tcase_add_test(tu_tcase(s, "large", 240), test_send_large_events);
+    tcase_add_test(tu_tcase(s, "lost_acks", 120), test_send_lost_acks);
+    tcase_add_test(tu_tcase(s, "crash", 300), test_send_crash_counts);
+    tcase_add_test(tu_tcase(s, "head", 120), test_send_head_unknown);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(send_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(send_suite());
 }

@@ -8,7 +8,8 @@
  * (it must pass), then once per violation injected into one file, which is
  * restored after each run. Each violation must make tidy exit non-zero with
  * a report naming the file and the rule; a function of exactly 70 lines
- * and a line of exactly 100 columns must pass. Links no project library.
+ * and a line of exactly 100 columns must pass. Links no project library
+ * (testutil.c only).
  */
 #include <check.h>
 #include <stdbool.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include "testutil.h"
 
 static char g_tree[64]; /* the copy of the source tree */
 
@@ -265,26 +268,15 @@ END_TEST
 static Suite *tidy_suite(void)
 {
     Suite *s = suite_create("tidy");
-    TCase *tc = tcase_create("tidy");
+    TCase *tc = tu_tcase(s, "tidy", 300);
     tcase_add_unchecked_fixture(tc, copy_tree, remove_tree);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_clean_tree_passes);
-    tcase_add_test(tc, test_function_length);
-    tcase_add_test(tc, test_line_length);
-    tcase_add_test(tc, test_format);
-    tcase_add_test(tc, test_engine_includes_lmdb);
-    tcase_add_test(tc, test_library_includes_cmd);
-    tcase_add_test(tc, test_schemas_includes_views);
-    tcase_add_test(tc, test_internal_header_and_append);
-    suite_add_tcase(s, tc);
+    tu_add_tests(tc, TU_TESTS(test_clean_tree_passes, test_function_length, test_line_length,
+                              test_format, test_engine_includes_lmdb, test_library_includes_cmd,
+                              test_schemas_includes_views, test_internal_header_and_append));
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tidy_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return tu_run_suite(tidy_suite());
 }

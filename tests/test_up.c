@@ -296,14 +296,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("up");
-    TCase *tc = tcase_create("stack");
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_stack_end_to_end);
-    tcase_add_test(tc, test_consumer_restarted);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    TCase *tc = tu_tcase(s, "stack", 600);
+    tu_add_tests(tc, TU_TESTS(test_stack_end_to_end, test_consumer_restarted));
+    return tu_run_suite(s);
 }

@@ -196,3 +196,36 @@ bool tu_wait_listening(const char *endpoint, int timeout_ms)
     }
     return false;
 }
+
+unsigned tu_test_seed(const char *what)
+{
+    const char *env = getenv("TALLY_TEST_SEED");
+    unsigned seed =
+        env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+    fprintf(stderr, "%s: seed %u (TALLY_TEST_SEED=%u to repeat)\n", what, seed, seed);
+    return seed;
+}
+
+TCase *tu_tcase(Suite *s, const char *name, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    if (timeout_s > 0)
+        tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+void tu_add_tests(TCase *tc, const TTest *const *tests)
+{
+    for (; *tests; tests++)
+        tcase_add_test(tc, *tests);
+}
+
+int tu_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed < 255 ? failed : 255;
+}

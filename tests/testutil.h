@@ -1,6 +1,8 @@
 /*
- * testutil.h — helpers shared by the Check suites: temp directories, free
- * loopback ports, running the real `tally` binary as a child process.
+ * testutil.h — helpers shared by every Check suite: temp directories, free
+ * loopback ports, running the real `tally` binary as a child process, named
+ * raw values, seeds, and the suite's runner (its test cases and main()).
+ * Suites that drive a real ledger add testledger.h.
  *
  * The tally binary is found through $TALLY_BIN (set by ctest), the vectors
  * through $TALLY_VECTORS.
@@ -8,6 +10,7 @@
 #ifndef TESTUTIL_H
 #define TESTUTIL_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -21,6 +24,19 @@ void tu_rmtree(char *path);
 int tu_free_port(void);
 /* "tcp://127.0.0.1:<free port>" into buf (at least 32 bytes). */
 void tu_endpoint(char *buf, size_t cap);
+
+/* A value in raw bytes (MessagePack, say) with a name for failure messages.
+ * TU_SHAPE("name", "literal") spells one; its length is the literal's, NULs
+ * included. */
+typedef struct tu_shape {
+    const char *name;
+    const char *bytes;
+    size_t len;
+} tu_shape;
+#define TU_SHAPE(name, lit)                                                                        \
+    {                                                                                              \
+        name, lit, sizeof(lit) - 1                                                                 \
+    }
 
 /* Path of the tally binary ($TALLY_BIN, else "./tally"). */
 const char *tu_tally(void);
@@ -49,5 +65,22 @@ void tu_sleep_ms(int ms);
 /* Polls until connect() to the endpoint "tcp://127.0.0.1:PORT" succeeds or
  * timeout_ms passes; true when it is listening. */
 bool tu_wait_listening(const char *endpoint, int timeout_ms);
+
+/* A seed for a randomized test: $TALLY_TEST_SEED when set, else one from the
+ * clock and the pid. Prints "WHAT: seed N (TALLY_TEST_SEED=N to repeat)". */
+unsigned tu_test_seed(const char *what);
+
+/* A test case named name added to s, with a timeout of timeout_s seconds
+ * (0: Check's default, CK_DEFAULT_TIMEOUT or 4 s). */
+TCase *tu_tcase(Suite *s, const char *name, int timeout_s);
+/* Adds the tests of a NULL-terminated list (TU_TESTS) to tc, in order. */
+void tu_add_tests(TCase *tc, const TTest *const *tests);
+/* The NULL-terminated list of the tests named (START_TEST names). */
+#define TU_TESTS(...) ((const TTest *const[]){__VA_ARGS__, NULL})
+
+/* Runs every test of s (Check prints its summary line) and frees it.
+ * Returns the number of failed tests, at most 255: main's exit status, 0
+ * when every test passed. */
+int tu_run_suite(Suite *s);
 
 #endif
