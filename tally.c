@@ -41,7 +41,7 @@ static const command commands[] = {
     {"summary", tly_cmd_summary, "finance summary: liabilities, top partners, tiers, exceptions"},
     {"explain", tly_cmd_explain, "trace a partner's figures to their events"},
     {"audit", tly_cmd_audit, "verify, export, replay, diff and digest the log"},
-    {"bench", cmd_bench, "measure ingest (bench ingest) and folding (bench fold)"},
+    {"bench", cmd_bench, "measure ingest, folding and queries (bench ingest|fold|query)"},
     {"version", cmd_version, "print the version (also 'tally --version')"},
 };
 
@@ -73,7 +73,8 @@ static void bench_usage(FILE *out)
                  "Commands:\n"
                  "  ingest   durable ingest through a real ledger, beside the raw LMDB ceiling\n"
                  "  fold     folding a generated log with 1 and with N shards, and view reads\n"
-                 "\n"
+                 "  query    the query service's round trip and queries/s from N clients,\n"
+                 "           idle and while a consumer folds, beside an echo ceiling\n\n"
                  "Run 'tally bench <command> --help' for its options.\n");
 }
 
@@ -83,11 +84,13 @@ static int cmd_bench(int argc, char **argv)
         return tly_cmd_bench_ingest(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "fold") == 0)
         return tly_cmd_bench_fold(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "query") == 0)
+        return tly_cmd_bench_query(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         bench_usage(stdout);
         return TLY_EXIT_OK;
     }
-    return tly_usagef("bench", "expected 'ingest' or 'fold'");
+    return tly_usagef("bench", "expected 'ingest', 'fold' or 'query'");
 }
 
 int main(int argc, char **argv)

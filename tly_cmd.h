@@ -31,5 +31,6 @@ int tly_cmd_summary(int argc, char **argv);
 int tly_cmd_explain(int argc, char **argv);
 int tly_cmd_audit(int argc, char **argv);
 int tly_cmd_bench_fold(int argc, char **argv);
+int tly_cmd_bench_query(int argc, char **argv);
 
 #endif

@@ -203,6 +203,15 @@ typedef struct tly_log_raw {
  * TLY_OK, TLY_STORAGE or TLY_NOMEM; *out only on success. */
 tly_err tly_log_scan_open(tly_log *log, tly_log_scan **out);
 
+/* Opens another scan of sc's snapshot, for another thread to read the ids
+ * index of the same state (each scan is for one thread at a time; the
+ * entries sc returned stay readable from any thread). LMDB opens only the
+ * newest snapshot: when the writer has committed since sc was opened this
+ * is TLY_UNAVAILABLE (open sc and its twins again, or do without); else
+ * TLY_OK, TLY_STORAGE or TLY_NOMEM. *out only on success; close it with
+ * tly_log_scan_close. */
+tly_err tly_log_scan_open_twin(tly_log_scan *sc, tly_log_scan **out);
+
 /* The next entry in key order (the first entry on the first call): TLY_OK,
  * TLY_NOT_FOUND after the last, or TLY_STORAGE / TLY_CORRUPT / TLY_NOMEM
  * (LMDB failed). raw's pointers stay valid until tly_log_scan_close. */

@@ -12,6 +12,7 @@ struct tly_log_scan {
     tly_log *log;
     MDB_txn *txn; /* read-only: the snapshot */
     MDB_cursor *cur;
+    MDB_cursor *ids_cur; /* opened by the first ids lookup */
     bool started;
 };
 
@@ -34,6 +35,22 @@ tly_err tly_log_scan_open(tly_log *log, tly_log_scan **out)
     }
     sc->log = log;
     *out = sc;
+    return TLY_OK;
+}
+
+tly_err tly_log_scan_open_twin(tly_log_scan *sc, tly_log_scan **out)
+{
+    TLY_ASSERT(sc && out);
+    tly_log_scan *tw = NULL;
+    tly_err err = tly_log_scan_open(sc->log, &tw);
+    if (err != TLY_OK)
+        return err;
+    /* A read transaction's id is the id of the snapshot it reads. */
+    if (mdb_txn_id(tw->txn) != mdb_txn_id(sc->txn)) {
+        tly_log_scan_close(tw);
+        return TLY_UNAVAILABLE;
+    }
+    *out = tw;
     return TLY_OK;
 }
 
@@ -72,11 +89,21 @@ tly_err tly_log_scan_ids_get(tly_log_scan *sc, tly_str source, tly_str id, const
 {
     if (source.len > TLY_SOURCE_BYTES_MAX || id.len > TLY_ID_BYTES_MAX)
         return TLY_NOT_FOUND; /* could never have been appended */
+    if (!sc->ids_cur) {
+        int rc = mdb_cursor_open(sc->txn, sc->log->dbi_ids, &sc->ids_cur);
+        if (rc != MDB_SUCCESS) {
+            sc->ids_cur = NULL;
+            return tly__log_mdb_err(rc, "mdb_cursor_open (ids)");
+        }
+    }
     uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX];
     MDB_val k = {tly__log_ids_key(source, id, key), key}, v;
-    int rc = mdb_get(sc->txn, sc->log->dbi_ids, &k, &v);
+    /* One cursor for every lookup: when the next key lies in the leaf page
+     * the cursor is on (ids appended in order), LMDB searches that page
+     * alone instead of descending from the root. */
+    int rc = mdb_cursor_get(sc->ids_cur, &k, &v, MDB_SET);
     if (rc != MDB_SUCCESS)
-        return tly__log_mdb_err(rc, "mdb_get (ids)");
+        return tly__log_mdb_err(rc, "mdb_cursor_get (ids)");
     *val = v.mv_data;
     *val_len = v.mv_size;
     return TLY_OK;
@@ -96,6 +123,8 @@ void tly_log_scan_close(tly_log_scan *sc)
 {
     if (!sc)
         return;
+    if (sc->ids_cur)
+        mdb_cursor_close(sc->ids_cur);
     mdb_cursor_close(sc->cur);
     tly__log_read_end(sc->log, sc->txn);
     free(sc);

@@ -528,7 +528,9 @@ static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, sl
         int id = key_find(keys, nkeys, k, klen);
         const uint8_t *v;
         size_t vlen;
-        if (!tly_mp_skip(r, &v, &vlen))
+        /* The event's own values lie one container deep: skipped as
+         * tly_mp_is_single_value skips them (scan_event's one walk). */
+        if (!tly_mp_skip_at(r, level == LV_EVENT ? 1 : 0, &v, &vlen))
             return fail(fe, TLY_MALFORMED, where, "truncated value");
         /* Unknown keys are ignored (SPEC section 4), but must be readable. */
         tly_err err =
@@ -1065,12 +1067,23 @@ static const type_decoder decoders[TLY_EV_COUNT] = {
 /* --- entry points --- */
 
 /* Checks buf is one well-formed map and scans its keys into slots; with
- * check, unknown keys' values too (scan_map). */
+ * check, unknown keys' values too (scan_map).
+ *
+ * A sound event is walked once: scan_map reads the map's keys and skips
+ * each value at depth 1, which is what tly_mp_is_single_value does for a
+ * map with str keys, so a scan that succeeds and ends at the end of buf
+ * has the outcome the checks in their order below would have. Anything
+ * else is scanned again the slow way, for the error those name. */
 static tly_err scan_event(const void *buf, size_t len, slot *slots, bool check, tly_field_error *fe)
 {
+    tly_mp_reader r;
+    tly_mp_init(&r, buf, len);
+    if (tly_mp_peek(&r) == TLY_MP_MAP &&
+        scan_map(&r, top_keys, K_TOP_COUNT, slots, TOP(NULL), LV_EVENT, check, NULL) == TLY_OK &&
+        tly_mp_remaining(&r) == 0)
+        return TLY_OK;
     if (!tly_mp_is_single_value(buf, len))
         return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not one MessagePack value");
-    tly_mp_reader r;
     tly_mp_init(&r, buf, len);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not a map");

@@ -175,6 +175,14 @@
 #define TLY_BENCH_EVENTS_MAX 100000000u
 #define TLY_BENCH_LATENCY_SAMPLES_MAX 1000000u
 
+/* bench query: client threads at most; seconds one measured run lasts at
+ * most (each run also has a warm-up of TLY_BENCH_QUERY_WARMUP_MS, which is
+ * not counted); how long it waits for a service it started to answer. */
+#define TLY_BENCH_QUERY_CLIENTS_MAX 64u
+#define TLY_BENCH_QUERY_SECONDS_MAX 3600u
+#define TLY_BENCH_QUERY_WARMUP_MS 500u
+#define TLY_BENCH_QUERY_READY_MS 10000u
+
 /* --- query and supervision (query service, CLI queries, status, wait, up) --- */
 
 /* Largest query request frame. A request is a small map ({"q", "partner",
@@ -251,6 +259,29 @@
  * enough for a smooth bar, rare enough to cost nothing. */
 #define TLY_AUDIT_PROGRESS_RECORDS 4096u
 
+/* Threads `audit verify` checks records on: one per online core, at most
+ * this many. The hash chain is sequential but checking it is not (record n
+ * is checked against the hash stored in record n-1), so batches of records
+ * are checked in parallel and the verdicts merged in seq order. */
+#define TLY_AUDIT_VERIFY_THREADS_MAX 8u
+
+/* Consecutive records one verify thread checks at a time: large enough that
+ * handing a batch over costs nothing per record, small enough that a fault
+ * near the start is found without checking much past it. */
+#define TLY_AUDIT_VERIFY_BATCH_RECORDS 1024u
+
+/* Batches read ahead per verify thread (the queue between the scan and the
+ * checking threads): 4 keeps every thread busy while the first in seq
+ * order is still being checked. With the other two bounds this is at most
+ * 32 batches of 32-byte entries, 1 MiB. */
+#define TLY_AUDIT_VERIFY_BATCHES_PER_THREAD 4u
+
+/* Times `audit verify` opens one read snapshot per thread and finds that
+ * the ledger committed between two of them before it checks on one thread:
+ * the threads' snapshots must be the same one, and a commit lands between
+ * two opens (a microsecond apart) rarely. */
+#define TLY_AUDIT_VERIFY_SNAPSHOT_TRIES 16u
+
 /* Records a replay folds per view-store commit. A failed replay is redone
  * from scratch, so commits are not for crash recovery: each one costs an
  * fsync and a flush of every doc changed since the last, so fewer is
@@ -269,6 +300,20 @@
 /* Directory entries a views directory may hold while digest looks for its
  * "K-of-N" shards: TLY_SHARDS_MAX shards of a few shard counts, and more. */
 #define TLY_AUDIT_VIEWS_DIRENTS_MAX 4096u
+
+/* Requests the query service answers per wake-up before it polls (and
+ * looks at its stop flag) again: every request waiting, up to this many.
+ * A stop waits for at most this many answers, well under a millisecond. */
+#define TLY_QUERY_DRAIN_MAX 64u
+
+/* The query service's fast way from a stored view document to its reply
+ * (consumers/query/query_fast.c) reads documents of at most this many
+ * values, nested at most this deep; a larger or deeper one (a partner with
+ * thousands of claims) takes the jansson way, which gives the same bytes
+ * slower. A balance is about 30 values; 4096 of 40 bytes is 160 KiB of
+ * scratch per service. */
+#define TLY_QUERY_FAST_VALUES_MAX 4096u
+#define TLY_QUERY_FAST_DEPTH_MAX 8u
 
 /* Entries of DIR/views the query service reads when it looks for shard
  * stores: far more than the at most TLY_SHARDS_MAX stores of a few shard

@@ -363,6 +363,28 @@ static bool skip_scalar(tly_mp_reader *r)
 }
 
 /*
+ * The size of the value at r when it is one of the forms events are mostly
+ * made of and its size shows in its first byte: fixint, nil, bool, fixstr
+ * and the int forms. 0 for anything else (and for an empty input), which
+ * skip_scalar and skip_value then read the general way. The caller checks
+ * that the bytes are there: a value of these forms is well-formed exactly
+ * when its bytes are, as the general path would find.
+ */
+static size_t skip_fast(const tly_mp_reader *r)
+{
+    if (!have(r, 1))
+        return 0;
+    uint8_t b = r->p[0];
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 1;
+    if (b >= 0xa0 && b <= 0xbf)
+        return 1 + (size_t)(b & 0x1f);
+    if (b >= 0xcc && b <= 0xd3)
+        return 1 + ((size_t)1 << ((b - 0xcc) & 3));
+    return 0;
+}
+
+/*
  * Skips one value at nesting level depth (the outermost container is level
  * 1). Recursion is bounded by TLY_MP_DEPTH_MAX; element counts are checked
  * against the bytes left (every element takes at least one byte) so a
@@ -370,6 +392,13 @@ static bool skip_scalar(tly_mp_reader *r)
  */
 static bool skip_value(tly_mp_reader *r, unsigned depth)
 {
+    size_t n = skip_fast(r);
+    if (n > 0) {
+        if (!have(r, n))
+            return false;
+        r->p += n;
+        return true;
+    }
     tly_mp_type t = tly_mp_peek(r);
     if (t != TLY_MP_ARRAY && t != TLY_MP_MAP)
         return skip_scalar(r);
@@ -390,8 +419,13 @@ static bool skip_value(tly_mp_reader *r, unsigned depth)
 
 bool tly_mp_skip(tly_mp_reader *r, const uint8_t **start, size_t *len)
 {
+    return tly_mp_skip_at(r, 0, start, len);
+}
+
+bool tly_mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start, size_t *len)
+{
     tly_mp_reader save = *r;
-    if (!skip_value(r, 0)) {
+    if (!skip_value(r, depth)) {
         *r = save;
         return false;
     }

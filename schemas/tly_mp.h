@@ -66,6 +66,12 @@ bool tly_mp_read_map(tly_mp_reader *r, uint32_t *count);
  * Returns false on truncated, reserved or too deeply nested input. */
 bool tly_mp_skip(tly_mp_reader *r, const uint8_t **start, size_t *len);
 
+/* tly_mp_skip for a value that lies inside depth containers (0: the
+ * outermost value, as tly_mp_skip): it may nest TLY_MP_DEPTH_MAX - depth
+ * levels. Reading a container's elements with it at depth 1 accepts
+ * exactly what tly_mp_skip of the whole container accepts. */
+bool tly_mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start, size_t *len);
+
 /* True when buf[0..len) is exactly one well-formed value (no trailing bytes). */
 bool tly_mp_is_single_value(const void *buf, size_t len);
 

@@ -392,6 +392,7 @@ static char *raw_data(uint64_t count, fault f, uint64_t fault_seq)
     MDB_dbi log, ids;
     ck_assert_int_eq(mdb_env_create(&env), 0);
     ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_set_mapsize(env, (size_t)64 << 20), 0); /* a few thousand records */
     ck_assert_int_eq(mdb_env_open(env, log_dir, MDB_NOSYNC, 0644), 0);
     ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, "log", MDB_CREATE, &log), 0);
@@ -455,6 +456,65 @@ START_TEST(verify_names_each_fault)
     char *err;
     ck_assert_int_eq(audit(NULL, &err, "verify", "--data", data, NULL, NULL, NULL, NULL), 1);
     ck_assert_msg(strstr(err, "seq 5: ") != NULL, "%s", err);
+    free(err);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* verify checks batches of TLY_AUDIT_VERIFY_BATCH_RECORDS records on
+ * several threads: a fault on either side of a batch boundary, or deep in
+ * the log, gets the verdict of the single pass (the reason as for seq 5
+ * above, with the seqs it names moved along). */
+START_TEST(verify_names_each_fault_past_the_first_batches)
+{
+    const uint64_t b = TLY_AUDIT_VERIFY_BATCH_RECORDS;
+    const uint64_t at[] = {b, b + 1, 2 * b + 1, 5 * b - 7};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        uint64_t s = at[k];
+        char want[TLY_AUDIT_ERROR_BYTES];
+        snprintf(want, sizeof want, "%s", fault_cases[_i].error);
+        if (fault_cases[_i].f == FAULT_GAP)
+            snprintf(want, sizeof want, "missing (gap: the next stored seq is %llu)",
+                     (unsigned long long)s + 1);
+        if (fault_cases[_i].f == FAULT_INNER_SEQ)
+            snprintf(want, sizeof want, "record says seq %llu", (unsigned long long)s + 100);
+        if (fault_cases[_i].f == FAULT_MS_BACK)
+            snprintf(want, sizeof want, "recorded_ms %lld is before the previous %lld",
+                     (long long)T0_MS, (long long)(T0_MS + (int64_t)(s - 1) * 1000));
+        char *data = raw_data(5 * b + 100, fault_cases[_i].f, s);
+        tly_audit_verdict v = verify_dir(data);
+        ck_assert(!v.ok);
+        ck_assert_uint_eq(v.bad_seq, s);
+        ck_assert_uint_eq(v.records, s - 1);
+        ck_assert_uint_eq(v.head_seq, s - 1);
+        ck_assert_msg(strncmp(v.error, want, strlen(want)) == 0, "case %d at %llu: %s", _i,
+                      (unsigned long long)s, v.error);
+        tu_rmtree(data);
+    }
+}
+END_TEST
+
+/* Two faults in different batches: the first in seq order is the verdict,
+ * whichever thread finishes first; the head is the record before it. */
+START_TEST(verify_names_the_first_of_two_faults)
+{
+    const uint64_t b = TLY_AUDIT_VERIFY_BATCH_RECORDS;
+    char *data = raw_data(6 * b, FAULT_BAD_EVENT, 5 * b + 3);
+    char id[32];
+    snprintf(id, sizeof id, "R-%llu", (unsigned long long)(2 * b + 9));
+    ck_assert_int_eq(tamper_event_id(data, id, 'R', 'X'), 1); /* a hash mismatch */
+    tly_audit_verdict v = verify_dir(data);
+    ck_assert(!v.ok);
+    ck_assert_uint_eq(v.bad_seq, 2 * b + 9);
+    ck_assert_str_eq(v.error, "hash mismatch");
+    ck_assert_uint_eq(v.records, 2 * b + 8);
+    ck_assert_uint_eq(v.head_seq, 2 * b + 8);
+    char *err;
+    ck_assert_int_eq(audit(NULL, &err, "verify", "--data", data, NULL, NULL, NULL, NULL), 1);
+    char want[96];
+    snprintf(want, sizeof want, "tally audit verify: seq %llu: hash mismatch\n",
+             (unsigned long long)(2 * b + 9));
+    ck_assert_str_eq(err, want);
     free(err);
     tu_rmtree(data);
 }
@@ -1172,6 +1232,9 @@ static Suite *audit_suite(void)
                               verify_counts_the_index));
     tcase_add_loop_test(tc, verify_names_each_fault, 0,
                         (int)(sizeof fault_cases / sizeof fault_cases[0]));
+    tcase_add_loop_test(tc, verify_names_each_fault_past_the_first_batches, 0,
+                        (int)(sizeof fault_cases / sizeof fault_cases[0]));
+    tcase_add_test(tc, verify_names_the_first_of_two_faults);
     tc = tu_tcase(s, "export", 120);
     tu_add_tests(tc, TU_TESTS(export_recomputes_to_verify_head, export_range));
     tc = tu_tcase(s, "replay", 300);

@@ -1069,6 +1069,185 @@ START_TEST(test_unreachable_and_usage)
 }
 END_TEST
 
+/* The service's reply to req from store both ways: tly_query_answer_encode
+ * (the fast path where it applies) must give the bytes of tly_query_answer
+ * + tly_query_reply_encode. */
+static void assert_same_bytes(tly_query_store *store, json_t *req, const char *what)
+{
+    msgpack_sbuffer fast, slow;
+    msgpack_sbuffer_init(&fast);
+    msgpack_sbuffer_init(&slow);
+    ck_assert_int_eq(tly_query_answer_encode(store, req, &fast), TLY_OK);
+    json_t *reply = NULL;
+    ck_assert_int_eq(tly_query_answer(store, req, &reply), TLY_OK);
+    tly_query_reply_encode(reply, &slow);
+    ck_assert_msg(fast.size == slow.size && memcmp(fast.data, slow.data, fast.size) == 0,
+                  "%s: %zu bytes the fast way, %zu the jansson way", what, fast.size, slow.size);
+    json_decref(reply);
+    msgpack_sbuffer_destroy(&fast);
+    msgpack_sbuffer_destroy(&slow);
+}
+
+/* Every partner's four views, and the requests that are errors, give the
+ * same bytes both ways. */
+START_TEST(test_fast_answers_every_partner)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(g_views, NULL, 2, &store), TLY_OK);
+    const char *id;
+    json_t *want;
+    json_object_foreach(json_object_get(g_expect, "partners"), id, want)
+    {
+        for (int v = 0; v < 4; v++) {
+            json_t *req = json_pack("{s:s, s:s}", "q", names[v], "partner", id);
+            assert_same_bytes(store, req, id);
+            json_decref(req);
+        }
+    }
+    static const char *const odd[] = {
+        "{\"q\":\"balance\",\"partner\":\"nobody\"}",
+        "{\"q\":\"balance\"}",
+        "{\"q\":\"balance\",\"partner\":7}",
+        "{\"q\":\"balance\",\"partner\":\"\"}",
+        "{\"q\":\"tier\",\"partner\":null}",
+        "{\"q\":\"liabilities\"}",
+        "{\"q\":7}",
+        "{\"q\":\"nope\",\"partner\":\"x\"}",
+    };
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        json_t *req = json_loads(odd[i], 0, NULL);
+        assert_same_bytes(store, req, odd[i]);
+        json_decref(req);
+    }
+    tly_query_store_close(store);
+}
+END_TEST
+
+/* Documents the engine never writes: whatever the fast path reads it must
+ * read as jansson does, and what it does not read it leaves to jansson. */
+static const char *const odd_docs[] = {
+    "{}",
+    "{\"partner\":\"x\"}",
+    "{\"zz\":1,\"available\":-5,\"partner\":\"x\",\"seq\":\"s\",\"buckets\":[1,{\"z\":1,"
+    "\"remaining\":2,\"period\":\"q\"},[],null],\"next\":{\"certs_needed\":1,\"tier\":\"g\","
+    "\"o\":true},\"history\":[{\"to\":\"a\",\"seq\":1},2],\"periods\":{\"a\":1},\"claims\":"
+    "[{\"reason\":null,\"claim\":\"c\",\"x\":[{\"b\":1,\"a\":2}]}]}",
+    "{\"buckets\":{\"period\":1},\"next\":[1],\"history\":\"h\",\"claims\":7,\"periods\":[]}",
+    "{\"partner\":\"caf\xc3\xa9\",\"name\":\"\xe2\x82\xac \xf0\x9f\x98\x80\"}",
+    "{\"partner\":\"bad\xc3\"}",
+    "{\"partner\":\"\xed\xa0\x80\"}",
+    "{\"partner\":\"a\\\"b\",\"x\":\"\\u00e9\\n\"}",
+    "{\"a\":1.5}",
+    "{\"a\":1e3}",
+    "{\"a\":-0,\"b\":-1,\"c\":-128,\"d\":-129,\"e\":255,\"f\":65536,\"g\":-2147483649}",
+    "{\"a\":01}",
+    "{\"a\":-}",
+    "{\"a\":123456789012345678,\"b\":-123456789012345678}",
+    "{\"a\":1234567890123456789}",
+    "{\"a\":9223372036854775807,\"b\":-9223372036854775808}",
+    "{\"a\":9223372036854775808}",
+    "{\"a\":1,\"a\":2}",
+    "{\"a\":{\"b\":1,\"b\":2}}",
+    "{\"a\":[[[[[[[[[[1]]]]]]]]]]}",
+    "{\"a\":[[[[[[[1]]]]]]]}",
+    "{ \"a\":1}",
+    "{\"a\":1} ",
+    "[1]",
+    "\"s\"",
+    "{\"a\":true,\"b\":false,\"c\":null,\"\":\"\"}",
+    "{\"a\":\"\x01\"}",
+    "{\"a\":tru}",
+    "",
+    "{\"a\":",
+    "{\"a\":1,}",
+    "{,}",
+    "{\"a\" :1}",
+    "{\"a\":\"\x7f/\"}",
+};
+
+/* A doc with n members, or one of a long string, or an n-element array. */
+static char *big_doc(int kind, size_t n)
+{
+    size_t cap = 64 + n * 16;
+    char *d = malloc(cap), *p = d;
+    p += sprintf(p, kind == 1 ? "{\"partner\":\"" : kind == 2 ? "{\"a\":[" : "{");
+    for (size_t i = 0; i < n; i++)
+        p += kind == 1   ? sprintf(p, "x")
+             : kind == 2 ? sprintf(p, "%s%zu", i ? "," : "", i)
+                         : sprintf(p, "%s\"k%zu\":%zu", i ? "," : "", i, i);
+    sprintf(p, kind == 1 ? "\"}" : kind == 2 ? "]}" : "}");
+    return d;
+}
+
+/* Writes doc under V/<view>/<partner> of the store dir, for all four
+ * views. */
+static void put_doc(const char *dir, const char *partner, const char *doc)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+    for (const char *v = "brtc"; *v; v++) {
+        char key[200];
+        int klen = snprintf(key, sizeof key, "V/%c/%s", *v, partner);
+        MDB_val k = {(size_t)klen, key}, d = {strlen(doc), (void *)doc};
+        ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+    }
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+START_TEST(test_fast_answers_odd_docs)
+{
+    static const char *const names[] = {"balance", "rebate", "tier", "claims"};
+    char *data = tu_tmpdir();
+    tly_engine *e = NULL;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    char dir[1200], views[1200];
+    snprintf(dir, sizeof dir, "%s", tly_views_dir(v));
+    tly_views_close(v);
+    tly_engine_free(e);
+    size_t n_odd = sizeof odd_docs / sizeof odd_docs[0];
+    char *docs[64];
+    for (size_t i = 0; i < n_odd; i++)
+        docs[i] = strdup(odd_docs[i]);
+    size_t n = n_odd;
+    docs[n++] = big_doc(0, 40);   /* map16 */
+    docs[n++] = big_doc(1, 40);   /* str8 */
+    docs[n++] = big_doc(1, 300);  /* str16 */
+    docs[n++] = big_doc(2, 20);   /* array16 */
+    docs[n++] = big_doc(2, 5000); /* more values than the fast path reads */
+    for (size_t i = 0; i < n; i++) {
+        char partner[32];
+        snprintf(partner, sizeof partner, "p%zu", i);
+        put_doc(dir, partner, docs[i]);
+    }
+    snprintf(views, sizeof views, "%s/views", data);
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(views, NULL, 1, &store), TLY_OK);
+    for (size_t i = 0; i < n; i++) {
+        char partner[32];
+        snprintf(partner, sizeof partner, "p%zu", i);
+        for (int q = 0; q < 4; q++) {
+            json_t *req = json_pack("{s:s, s:s}", "q", names[q], "partner", partner);
+            assert_same_bytes(store, req, docs[i]);
+            json_decref(req);
+        }
+        free(docs[i]);
+    }
+    tly_query_store_close(store);
+    tu_rmtree(data);
+}
+END_TEST
+
 static Suite *query_suite(void)
 {
     Suite *s = suite_create("query");
@@ -1080,7 +1259,8 @@ static Suite *query_suite(void)
                           test_status_from_data, test_wait, test_service_answers,
                           test_service_bad_requests, test_service_request_size,
                           test_service_latency, test_service_before_stores, test_exceptions_paging,
-                          test_shard_mismatch, test_unreachable_and_usage));
+                          test_shard_mismatch, test_unreachable_and_usage,
+                          test_fast_answers_every_partner, test_fast_answers_odd_docs));
     return s;
 }
 

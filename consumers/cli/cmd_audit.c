@@ -52,6 +52,7 @@ typedef struct audit_opts {
     const char *program; /* replay --program (what-if) */
     uint64_t from_seq, to_seq, shards;
     bool has_until;
+    bool timing; /* replay --timing */
     int64_t until_ms;
 } audit_opts;
 
@@ -321,7 +322,10 @@ static const char replay_help[] =
     "  --program FILE  what-if: replay with the rules of one program replaced by\n"
     "                the program event in FILE (JSON; `id` and `at` may be left\n"
     "                out) from the first event on; then 'tally liabilities --views\n"
-    "                DIR' shows what the program would have cost under those rules\n";
+    "                DIR' shows what the program would have cost under those rules\n"
+    "  --timing      print the fold's rate on stderr when done, as 'replay: N\n"
+    "                records in S s, R records/s, K shard(s)' (a terminal shows it\n"
+    "                anyway, after the progress line), to compare with 'tally bench fold'\n";
 
 /* Parses the replay-only options; 1 when argv[*i] was one, 0 when not,
  * TLY_EXIT_USAGE on a bad value. */
@@ -340,6 +344,10 @@ static int replay_flag(const char *sub, audit_opts *o, int argc, char **argv, in
     }
     if (rc == 0 && (rc = tly_opt_value("--program", argc, argv, i, &o->program)) != 0)
         return rc < 0 ? TLY_EXIT_USAGE : 1;
+    if (rc == 0 && strcmp(argv[*i], "--timing") == 0) {
+        o->timing = true;
+        return 1;
+    }
     if (rc == 0 && (rc = tly_opt_value("--until", argc, argv, i, &val)) == 1) {
         o->has_until = true;
         if (tly_time_parse(val, strlen(val), &o->until_ms) == TLY_OK)
@@ -431,11 +439,16 @@ static int run_replay(int argc, char **argv)
             return rc;
         ro.what_if = &wi.ev;
     }
-    uint64_t last = 0;
+    uint64_t last = 0, t0_ns = tly_mono_ns();
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);
+    double s = (double)(tly_mono_ns() - t0_ns) / 1e9;
     what_if_free(&wi);
     tly_progress_end();
+    if (err == TLY_OK && (o.timing || tly_progress_enabled()))
+        fprintf(stderr, "replay: %llu records in %.2f s, %.0f records/s, %llu shard(s)\n",
+                (unsigned long long)last, s, s > 0 ? (double)last / s : 0.0,
+                (unsigned long long)o.shards);
     if (err == TLY_NOT_FOUND && !msg[0])
         return log_error(CMD " replay", log_dir, err);
     if (err != TLY_OK) {

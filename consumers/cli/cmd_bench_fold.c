@@ -15,27 +15,20 @@
  * Output: one line per measurement, "what key=value ...", so fields can be
  * added without breaking readers; --json prints one object instead.
  */
-#define _XOPEN_SOURCE 700 /* nftw */
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "bench_data.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_engine.h"
-#include "tly_foldgen.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
-#include "tly_log.h"
 #include "tly_os.h"
 #include "tly_views.h"
 
@@ -43,8 +36,6 @@
 
 /* Default log size: big enough that process start-up is noise. */
 #define BENCH_EVENTS_DEFAULT 1000000u
-/* Partner ids kept for the query reads: a uniform sample needs no more. */
-#define BENCH_PARTNERS_MAX 100000u
 /* Pause between two query reads: the reader samples latency without taking
  * a core away from the folding processes it measures. */
 #define BENCH_READ_PAUSE_US 1000
@@ -74,142 +65,20 @@ typedef struct bench_run {
 
 typedef struct bench {
     bench_opts o;
-    char exe[TLY_PATH_BYTES_MAX];
-    char log_dir[TLY_PATH_BYTES_MAX];
-    uint64_t head;
-    bool built;
-    double build_s;
-    char **partners; /* enrolled partner ids found in the log */
-    uint32_t partner_count;
-    uint64_t rng;
+    tly_bench_data d; /* the data directory, log and partners */
 } bench;
 
-static double seconds_since(uint64_t t0_ns)
-{
-    return (double)(tly_mono_ns() - t0_ns) / 1e9;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* rm -rf; a missing path is fine. */
-static void rm_tree(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* --- the log --- */
-
-static tly_err prepare_log(bench *b)
-{
-    tly_log *log = NULL;
-    uint8_t hash[TLY_HASH_BYTES];
-    tly_err err = tly_log_open(b->log_dir, TLY_LOG_READ, &log);
-    if (err == TLY_OK)
-        err = tly_log_head(log, &b->head, hash);
-    tly_log_close(log);
-    if (err == TLY_OK && b->head > 0)
-        return TLY_OK; /* reuse */
-    uint64_t t0 = tly_mono_ns();
-    err = tly_rtgen_build_log(b->log_dir, b->o.seed, b->o.events);
-    if (err != TLY_OK) {
-        tly_errorf(CMD, "cannot build the log in %s: %s", b->log_dir, tly_strerror(err));
-        return err;
-    }
-    b->build_s = seconds_since(t0);
-    b->built = true;
-    b->head = b->o.events;
-    return TLY_OK;
-}
-
-/* Remembers the partner of an enrollment event (the ids the query reads
- * ask for), up to BENCH_PARTNERS_MAX. */
-static tly_err note_partner(bench *b, const tly_record *rec, tly_event *ev)
-{
-    if (tly_event_decode(rec->event, rec->event_len, rec->recorded_ms, ev, NULL) != TLY_OK ||
-        ev->type != TLY_EV_PARTNER || b->partner_count >= BENCH_PARTNERS_MAX)
-        return TLY_OK;
-    if (!b->partners && !(b->partners = calloc(BENCH_PARTNERS_MAX, sizeof *b->partners)))
-        return TLY_NOMEM;
-    b->partners[b->partner_count] = strndup(ev->partner.ptr, ev->partner.len);
-    if (!b->partners[b->partner_count])
-        return TLY_NOMEM;
-    b->partner_count++;
-    return TLY_OK;
-}
-
-/* Reads the log once for the partner ids, so the query reads ask for real
- * partners whatever generated the log (this bench, `tally gen`, ...). */
-static tly_err collect_partners(bench *b)
-{
-    tly_log *log = NULL;
-    tly_log_reader *rd = NULL;
-    tly_event *ev = malloc(sizeof *ev);
-    tly_err err = ev ? tly_log_open(b->log_dir, TLY_LOG_READ, &log) : TLY_NOMEM;
-    if (err == TLY_OK)
-        err = tly_log_reader_open(log, 1, &rd);
-    tly_record rec;
-    /* Bounded by the records of the log snapshot. */
-    while (err == TLY_OK && (err = tly_log_reader_next(rd, &rec)) == TLY_OK)
-        err = note_partner(b, &rec, ev);
-    if (err == TLY_NOT_FOUND)
-        err = TLY_OK;
-    tly_log_reader_close(rd);
-    tly_log_close(log);
-    free(ev);
-    if (err != TLY_OK)
-        tly_errorf(CMD, "cannot read the log %s: %s", b->log_dir, tly_strerror(err));
-    return err;
-}
-
 /* --- consumers --- */
-
-static pid_t spawn_consumer(const bench *b, uint32_t k, uint32_t n)
-{
-    char shard[32], batch[16], logpath[TLY_PATH_BYTES_MAX + 64];
-    snprintf(shard, sizeof shard, "%u/%u", k, n);
-    snprintf(batch, sizeof batch, "%u", b->o.batch);
-    snprintf(logpath, sizeof logpath, "%s/bench-consume-%u-of-%u.log", b->o.common.data, k, n);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, TLY_FILE_MODE);
-    if (fd >= 0) {
-        dup2(fd, STDERR_FILENO);
-        dup2(fd, STDOUT_FILENO);
-        close(fd);
-    }
-    char *argv[] = {
-        "tally",          "consume", "--shard", shard, "--data", (char *)b->o.common.data,
-        "--exit-at-head", "--batch", batch,     NULL};
-    execv(b->exe, argv);
-    _exit(127);
-}
-
-static uint64_t bench_rnd(bench *b)
-{
-    uint64_t z = (b->rng += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
 
 /* One query read of a random partner's balance from its shard's store. */
 static void sample_read(bench *b, bench_run *r, tly_views **views)
 {
     char key[8 + TLY_NAME_BYTES_MAX];
-    if (b->partner_count == 0)
+    if (b->d.partner_count == 0)
         return;
-    const char *name = b->partners[bench_rnd(b) % b->partner_count];
+    const char *name = b->d.partners[tly_bench_rnd(&b->d.rng) % b->d.partner_count];
     uint32_t k = tly_engine_shard_of(name, strlen(name), r->shards);
-    if (!views[k] &&
-        tly_views_open(b->o.common.data, k, r->shards, TLY_VIEWS_READ, &views[k]) != TLY_OK)
+    if (!views[k] && tly_views_open(b->d.data, k, r->shards, TLY_VIEWS_READ, &views[k]) != TLY_OK)
         return; /* the consumer has not created its store yet */
     int klen = snprintf(key, sizeof key, "V/b/%s", name);
     char *val = NULL;
@@ -237,7 +106,7 @@ static uint32_t reap(bench_run *r, pid_t *pids, uint64_t t0)
             running++;
             continue;
         }
-        r->res[k].seconds = seconds_since(t0);
+        r->res[k].seconds = tly_bench_seconds_since(t0);
         r->res[k].exit_code = got < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
         pids[k] = 0;
     }
@@ -248,26 +117,26 @@ static tly_err run_shards(bench *b, bench_run *r)
 {
     char views_dir[TLY_PATH_BYTES_MAX + 8];
     /* Fits: the data path fitted log_dir (bench_setup). */
-    if (tly_layout_views(b->o.common.data, views_dir, sizeof views_dir) == TLY_OK)
-        rm_tree(views_dir);
+    if (tly_layout_views(b->d.data, views_dir, sizeof views_dir) == TLY_OK)
+        tly_bench_rm_tree(views_dir);
     pid_t pids[TLY_SHARDS_MAX] = {0};
     tly_views *views[TLY_SHARDS_MAX] = {0};
     uint64_t t0 = tly_mono_ns();
     for (uint32_t k = 0; k < r->shards; k++)
-        pids[k] = spawn_consumer(b, k, r->shards);
+        pids[k] = tly_bench_consumer_start(&b->d, k, r->shards, b->o.batch);
     struct timespec pause = {0, BENCH_READ_PAUSE_US * 1000L};
     /* Bounded by the consumers: each exits at the head of a finite log. */
     while (reap(r, pids, t0) > 0) {
         sample_read(b, r, views);
         nanosleep(&pause, NULL);
     }
-    r->wall_s = seconds_since(t0);
+    r->wall_s = tly_bench_seconds_since(t0);
     for (uint32_t k = 0; k < r->shards; k++)
         tly_views_close(views[k]);
     for (uint32_t k = 0; k < r->shards; k++) {
         if (r->res[k].exit_code != 0) {
             tly_errorf(CMD, "consumer %u/%u failed (exit %d): see %s/bench-consume-%u-of-%u.log", k,
-                       r->shards, r->res[k].exit_code, b->o.common.data, k, r->shards);
+                       r->shards, r->res[k].exit_code, b->d.data, k, r->shards);
             return TLY_IO;
         }
     }
@@ -276,37 +145,24 @@ static tly_err run_shards(bench *b, bench_run *r)
 
 /* --- reporting --- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(const bench_run *r, unsigned pct)
-{
-    if (r->samples == 0)
-        return 0;
-    size_t i = ((size_t)r->samples * pct + 99) / 100;
-    i = i == 0 ? 0 : i - 1;
-    return (double)r->lat_ns[i] / 1000.0;
-}
-
 static json_t *run_json(const bench *b, bench_run *r)
 {
-    qsort(r->lat_ns, r->samples, sizeof r->lat_ns[0], cmp_u64);
+    tly_bench_sort(r->lat_ns, r->samples);
     json_t *shards = json_array();
     double total = 0;
     for (uint32_t k = 0; k < r->shards; k++) {
-        double rate = r->res[k].seconds > 0 ? (double)b->head / r->res[k].seconds : 0;
+        double rate = r->res[k].seconds > 0 ? (double)b->d.head / r->res[k].seconds : 0;
         total += rate;
         json_array_append_new(shards,
                               json_pack("{s:I,s:I,s:f,s:I}", "shard", (json_int_t)k, "records",
-                                        (json_int_t)b->head, "seconds", r->res[k].seconds,
+                                        (json_int_t)b->d.head, "seconds", r->res[k].seconds,
                                         "events_per_s", (json_int_t)rate));
     }
-    json_t *q = json_pack("{s:I,s:I,s:f,s:f}", "samples", (json_int_t)r->samples, "found",
-                          (json_int_t)r->found, "p50_us", pct_us(r, 50), "p99_us", pct_us(r, 99));
-    double log_rate = r->wall_s > 0 ? (double)b->head / r->wall_s : 0;
+    json_t *q =
+        json_pack("{s:I,s:I,s:f,s:f}", "samples", (json_int_t)r->samples, "found",
+                  (json_int_t)r->found, "p50_us", tly_bench_quantile_us(r->lat_ns, r->samples, 500),
+                  "p99_us", tly_bench_quantile_us(r->lat_ns, r->samples, 990));
+    double log_rate = r->wall_s > 0 ? (double)b->d.head / r->wall_s : 0;
     return json_pack("{s:I,s:f,s:I,s:I,s:o,s:o}", "shards", (json_int_t)r->shards, "wall_s",
                      r->wall_s, "total_events_per_s", (json_int_t)total, "log_records_per_s",
                      (json_int_t)log_rate, "per_shard", shards, "query_read", q);
@@ -451,33 +307,6 @@ static tly_err bench_runs(bench *b, json_t *runs)
     return err;
 }
 
-static tly_err bench_setup(bench *b, char *tmp, size_t cap)
-{
-    ssize_t len = readlink("/proc/self/exe", b->exe, sizeof b->exe - 1);
-    if (len <= 0) {
-        tly_errorf(CMD, "cannot find the tally binary: %s", strerror(errno));
-        return TLY_IO;
-    }
-    b->exe[len] = '\0';
-    if (!b->o.data_given) {
-        const char *base = getenv("TMPDIR");
-        snprintf(tmp, cap, "%s/tally-bench-XXXXXX", base && *base ? base : "/tmp");
-        if (!mkdtemp(tmp)) {
-            tly_errorf(CMD, "cannot create a temp directory: %s", strerror(errno));
-            return TLY_IO;
-        }
-        b->o.common.data = tmp;
-    } else if (mkdir(b->o.common.data, TLY_DIR_MODE) != 0 && errno != EEXIST) {
-        tly_errorf(CMD, "cannot create %s: %s", b->o.common.data, strerror(errno));
-        return TLY_IO;
-    }
-    if (tly_layout_log(b->o.common.data, b->log_dir, sizeof b->log_dir) != TLY_OK) {
-        tly_errorf(CMD, "data directory path too long");
-        return TLY_USAGE;
-    }
-    return TLY_OK;
-}
-
 int tly_cmd_bench_fold(int argc, char **argv)
 {
     bench *b = calloc(1, sizeof *b);
@@ -488,19 +317,18 @@ int tly_cmd_bench_fold(int argc, char **argv)
         free(b);
         return rc;
     }
-    char tmp[TLY_PATH_BYTES_MAX];
-    b->rng = b->o.seed ^ UINT64_C(0x5eed);
-    tly_err err = bench_setup(b, tmp, sizeof tmp);
+    b->d.rng = b->o.seed ^ UINT64_C(0x5eed);
+    tly_err err = tly_bench_data_setup(&b->d, CMD, b->o.data_given ? b->o.common.data : NULL);
     if (err == TLY_OK)
-        err = prepare_log(b);
+        err = tly_bench_data_log(&b->d, b->o.seed, b->o.events);
     if (err == TLY_OK)
-        err = collect_partners(b);
+        err = tly_bench_data_partners(&b->d);
     json_t *runs = json_array();
     if (err == TLY_OK)
         err = bench_runs(b, runs);
     json_t *doc =
-        json_pack("{s:I,s:b,s:f,s:I,s:o}", "events", (json_int_t)b->head, "reused", !b->built,
-                  "build_s", b->build_s, "batch", (json_int_t)b->o.batch, "runs", runs);
+        json_pack("{s:I,s:b,s:f,s:I,s:o}", "events", (json_int_t)b->d.head, "reused", !b->d.built,
+                  "build_s", b->d.build_s, "batch", (json_int_t)b->o.batch, "runs", runs);
     if (err == TLY_OK && b->o.common.json) {
         json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
@@ -508,11 +336,7 @@ int tly_cmd_bench_fold(int argc, char **argv)
         print_text(doc);
     }
     json_decref(doc);
-    if (!b->o.data_given && b->o.common.data == tmp)
-        rm_tree(tmp);
-    for (uint32_t i = 0; i < b->partner_count; i++)
-        free(b->partners[i]);
-    free(b->partners);
+    tly_bench_data_free(&b->d);
     free(b);
     return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }

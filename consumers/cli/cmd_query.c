@@ -139,8 +139,9 @@ static tly_err permitted(const json_t *req, const char *user)
 }
 
 /* Answers one request body into out; user is the CURVE identity or NULL.
- * Decoding (too_large, malformed) and encoding are the library's
- * (tly_query_request_decode, tly_query_reply_encode). */
+ * Decoding (too_large, malformed), answering and encoding are the
+ * library's (tly_query_request_decode, tly_query_answer_encode,
+ * tly_query_reply_encode). */
 static void answer(tly_query_store *store, const void *body, size_t len, const char *user,
                    msgpack_sbuffer *out)
 {
@@ -149,7 +150,7 @@ static void answer(tly_query_store *store, const void *body, size_t len, const c
     if (req && permitted(req, user) != TLY_OK)
         reply = json_pack("{s:s, s:s}", "error", tly_err_name(TLY_FORBIDDEN), "message",
                           "this key may not ask this query");
-    else if (req && tly_query_answer(store, req, &reply) != TLY_OK)
+    else if (req && tly_query_answer_encode(store, req, out) != TLY_OK)
         reply =
             json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message", "out of memory");
     if (reply)
@@ -160,8 +161,10 @@ static void answer(tly_query_store *store, const void *body, size_t len, const c
 
 /* Receives one request (envelope frames, then the body), answers it and
  * sends the envelope back with the reply. A request with too many frames is
- * dropped: no client of ours sends one. */
-static void serve_one(void *sock, tly_query_store *store)
+ * dropped: no client of ours sends one. False when no request was waiting
+ * (ZeroMQ delivers the frames of a message together: only the first can
+ * be missing). */
+static bool serve_one(void *sock, tly_query_store *store)
 {
     zmq_msg_t parts[TLY_QUERY_ENVELOPE_FRAMES_MAX + 1];
     uint32_t n = 0;
@@ -171,8 +174,10 @@ static void serve_one(void *sock, tly_query_store *store)
         zmq_msg_t tmp;
         zmq_msg_t *m = n < TLY_QUERY_ENVELOPE_FRAMES_MAX + 1 ? &parts[n] : &tmp;
         zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, 0) < 0) {
+        if (zmq_msg_recv(m, sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(m);
+            if (n == 0)
+                return false;
             break;
         }
         more = zmq_msg_more(m);
@@ -195,6 +200,7 @@ static void serve_one(void *sock, tly_query_store *store)
     }
     for (uint32_t i = 0; i < n; i++)
         zmq_msg_close(&parts[i]);
+    return true;
 }
 
 static void install_signals(void)
@@ -216,8 +222,10 @@ static int serve(void *sock, tly_query_store *store)
             tly_errorf("query", "poll failed: %s", zmq_strerror(errno));
             return TLY_EXIT_FAIL;
         }
-        if (rc > 0)
-            serve_one(sock, store);
+        /* Every request waiting, up to TLY_QUERY_DRAIN_MAX, per wake-up:
+         * with several clients one poll serves many. */
+        for (uint32_t i = 0; rc > 0 && i < TLY_QUERY_DRAIN_MAX && serve_one(sock, store); i++)
+            ;
     }
     return TLY_EXIT_OK;
 }

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
+#include "query_internal.h"
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"
@@ -58,6 +59,7 @@ struct tly_query_store {
     uint32_t n;          /* shard count of the set in use, 0 while none */
     uint32_t open_count; /* shards of the set with env != NULL */
     qshard sh[TLY_SHARDS_MAX];
+    tly__qfast fast; /* scratch of the fast path (query_fast.c) */
 };
 
 /* A read snapshot of one shard for the duration of one request. */
@@ -224,6 +226,7 @@ tly_err tly_query_store_open(const char *views_dir, const char *log_dir, uint32_
         s->has_logdir = true;
     }
     s->want = shard_count;
+    tly__qfast_init(&s->fast); /* without it every answer takes the jansson way */
     refresh(s);
     *out = s;
     return TLY_OK;
@@ -235,6 +238,7 @@ void tly_query_store_close(tly_query_store *s)
         return;
     close_all(s);
     tly_log_close(s->log);
+    tly__qfast_free(&s->fast);
     free(s);
 }
 
@@ -443,29 +447,30 @@ static void order_member(json_t *obj, const char *member, const char *const *key
         json_object_set_new(obj, member, order_obj(v, keys));
 }
 
+/* The section 8 shapes of the partner views; the fast path
+ * (query_fast.c) writes the same orders from the same table. Every key
+ * list holds "seq". */
+static const tly__qshape SHAPES[] = {
+    {BALANCE_KEYS, "buckets", BUCKET_KEYS, NULL, NULL},
+    {REBATE_KEYS, "periods", PERIOD_KEYS, NULL, NULL},
+    {TIER_KEYS, "history", HISTORY_KEYS, "next", NEXT_KEYS},
+    {CLAIMS_KEYS, "claims", CLAIM_KEYS, NULL, NULL},
+};
+
+/* The shape of view 'b', 'r', 't' or 'c' (claims for any other). */
+static const tly__qshape *shape_of(char view)
+{
+    return &SHAPES[view == 'b' ? 0 : view == 'r' ? 1 : view == 't' ? 2 : 3];
+}
+
 /* The section 8 shape of a partner view (doc already carries "seq"). */
 static json_t *shape_view(json_t *doc, char view)
 {
-    json_t *o = NULL;
-    switch (view) {
-    case 'b':
-        o = order_obj(doc, BALANCE_KEYS);
-        order_elems(o, "buckets", BUCKET_KEYS);
-        break;
-    case 'r':
-        o = order_obj(doc, REBATE_KEYS);
-        order_elems(o, "periods", PERIOD_KEYS);
-        break;
-    case 't':
-        o = order_obj(doc, TIER_KEYS);
-        order_member(o, "next", NEXT_KEYS);
-        order_elems(o, "history", HISTORY_KEYS);
-        break;
-    default:
-        o = order_obj(doc, CLAIMS_KEYS);
-        order_elems(o, "claims", CLAIM_KEYS);
-        break;
-    }
+    const tly__qshape *sh = shape_of(view);
+    json_t *o = order_obj(doc, sh->keys);
+    if (sh->member)
+        order_member(o, sh->member, sh->member_keys);
+    order_elems(o, sh->elems, sh->elem_keys);
     return o;
 }
 
@@ -538,6 +543,37 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     json_t *out = shape_view(doc, view);
     json_decref(doc);
     return out;
+}
+
+/* The fast way for a partner query (query_fast.c): the request read as
+ * answer_partner reads it, the document read in one snapshot and encoded
+ * straight into out. False (out empty) unless it is the plain case: a bad
+ * argument, a store or partner that is missing, a document outside the
+ * fast path's subset all take the jansson way, which says what is wrong. */
+static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view,
+                                msgpack_sbuffer *out)
+{
+    json_t *p = json_object_get(req, "partner");
+    size_t len = json_string_length(p);
+    if (!json_is_string(p) || len == 0 || len > TLY_NAME_BYTES_MAX ||
+        strlen(json_string_value(p)) != len)
+        return false;
+    const char *partner = json_string_value(p);
+    refresh(s);
+    uint32_t k = s->n ? tly_engine_shard_of(partner, len, s->n) : 0;
+    snap sn;
+    if (!s->n || !s->sh[k].env || snap_begin(&s->sh[k], &sn) != TLY_OK)
+        return false;
+    bool ok = false;
+    if (s->sh[k].has_dbi) {
+        char key[TLY_VIEWS_KEY_BYTES_MAX];
+        int klen = snprintf(key, sizeof key, "V/%c/%s", view, partner);
+        MDB_val kv = {(size_t)klen, key}, v;
+        ok = mdb_get(sn.txn, s->sh[k].dbi, &kv, &v) == 0 &&
+             tly__qfast_reply(&s->fast, v.mv_data, v.mv_size, shape_of(view), sn.checkpoint, out);
+    }
+    snap_end(&sn);
+    return ok;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -992,6 +1028,24 @@ tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply)
         out = err_reply(TLY_BAD_FIELD, "q", "unknown query '%.64s'", q);
     *reply = out;
     return out ? TLY_OK : TLY_NOMEM;
+}
+
+tly_err tly_query_answer_encode(tly_query_store *s, const json_t *req, msgpack_sbuffer *out)
+{
+    static const struct {
+        const char *name;
+        char view;
+    } fast_qs[] = {{"balance", 'b'}, {"rebate", 'r'}, {"tier", 't'}, {"claims", 'c'}};
+    const char *q = json_string_value(json_object_get(req, "q"));
+    for (size_t i = 0; q && i < sizeof fast_qs / sizeof fast_qs[0]; i++)
+        if (strcmp(q, fast_qs[i].name) == 0 && answer_partner_fast(s, req, fast_qs[i].view, out))
+            return TLY_OK;
+    json_t *reply = NULL;
+    tly_err err = tly_query_answer(s, req, &reply);
+    if (err == TLY_OK)
+        tly_query_reply_encode(reply, out);
+    json_decref(reply);
+    return err;
 }
 
 /* ------------------------------------------------------------------------ */

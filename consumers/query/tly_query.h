@@ -74,6 +74,16 @@ void tly_query_store_close(tly_query_store *s);
 tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply);
 
 /*
+ * tly_query_answer and tly_query_reply_encode in one, into out (empty on
+ * entry): the same bytes, faster. A partner query (balance, rebate, tier,
+ * claims) whose document is the plain JSON the engine writes is encoded
+ * straight from the stored text, without a jansson tree; everything else
+ * takes those two functions. Returns TLY_OK, or TLY_NOMEM (out empty)
+ * when tly_query_answer built no reply.
+ */
+tly_err tly_query_answer_encode(tly_query_store *s, const json_t *req, msgpack_sbuffer *out);
+
+/*
  * Appends the MessagePack encoding of a JSON value to out: object -> map
  * (insertion order kept), array, string, integer, true/false, null -> nil.
  * Returns TLY_OK, TLY_BAD_FIELD (a real: no query field is fractional),

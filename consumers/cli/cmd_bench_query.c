@@ -1,0 +1,669 @@
+/*
+ * cmd_bench_query.c — `tally bench query`: the query service's round trip
+ * and throughput, idle and while a consumer folds.
+ *
+ * 1. The data: DIR/log is reused when it holds records (--data DIR), else a
+ *    fresh one of --events generated events is written; `tally consume
+ *    --shard 0/1 --exit-at-head` folds it into DIR/views/0-of-1 (at once
+ *    when that store is already at the head). The pieces are bench fold's
+ *    (bench_data.h).
+ * 2. Services: a real `tally query --shards 1` on the endpoint (a free
+ *    loopback TCP port unless --query says otherwise), and, as the ceiling
+ *    it is compared to, an echo service: a process with a ROUTER on the
+ *    same endpoint that sends every request straight back (the transport
+ *    and the clients, nothing else).
+ * 3. Clients: --clients threads, each with its own DEALER socket and one
+ *    request in flight: a balance query of a partner drawn at random from
+ *    those the log enrolls. After a warm-up of TLY_BENCH_QUERY_WARMUP_MS,
+ *    each run counts the queries answered in --seconds and the round-trip
+ *    percentiles. A reply that is not that partner's balance (or not the
+ *    request itself, for the echo) is an error.
+ * 4. Load: each service is measured idle, then while `tally consume --shard
+ *    0/2` folds the same log from scratch into DIR/views/0-of-2 (restarted
+ *    whenever it reaches the head): a consumer folding beside the service,
+ *    on the same disk and cores, as in production.
+ *
+ * Output: a table (one row per run) or, with --json, one object.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "bench_data.h"
+#include "tly_cli.h"
+#include "tly_cmd.h"
+#include "tly_layout.h"
+#include "tly_limits.h"
+#include "tly_mp.h"
+#include "tly_os.h"
+#include "tly_query.h"
+
+#define CMD "bench query"
+
+/* Default log size: the data set of bench fold. */
+#define BENCH_EVENTS_DEFAULT 1000000u
+#define BENCH_SECONDS_DEFAULT 5u
+#define BENCH_CLIENTS_DEFAULT 4u
+/* How often the main thread looks at the background consumer. */
+#define BENCH_TICK_MS 20
+/* Size of a request frame: {"q": "balance", "partner": name}. */
+#define BENCH_REQUEST_BYTES (32u + TLY_NAME_BYTES_MAX)
+_Static_assert(TLY_NAME_BYTES_MAX <= 255, "a partner name fits a str8");
+
+typedef struct qb_opts {
+    tly_common_opts common; /* --data, --query, --json */
+    bool data_given;
+    bool query_given;
+    uint64_t events;
+    uint64_t seed;
+    uint64_t seconds;
+    uint32_t clients;
+} qb_opts;
+
+enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
+
+struct qbench;
+
+/* One client thread and what it measured. */
+typedef struct qclient {
+    struct qbench *qb;
+    pthread_t tid;
+    uint64_t rng;
+    uint64_t *lat_ns; /* its share of TLY_BENCH_LATENCY_SAMPLES_MAX */
+    uint32_t cap;
+    uint32_t samples;
+    uint64_t answered; /* in the measured window */
+    uint64_t errors;
+} qclient;
+
+/* The background consumer and its completed folds. */
+typedef struct folder {
+    pid_t pid;
+    uint64_t t0_ns;
+    uint32_t folds;
+    double fold_s;
+    bool failed;
+} folder;
+
+typedef struct qbench {
+    qb_opts o;
+    tly_bench_data d;
+    char endpoint[TLY_PATH_BYTES_MAX + 16];
+    bool echo; /* this run's service is the echo */
+    void *ctx; /* the clients' ZeroMQ context, per run */
+    atomic_int phase;
+    qclient cl[TLY_BENCH_QUERY_CLIENTS_MAX];
+} qbench;
+
+/* --- the echo service (a forked child) --- */
+
+static volatile sig_atomic_t echo_stop;
+
+static void on_echo_stop(int sig)
+{
+    (void)sig;
+    echo_stop = 1;
+}
+
+/* Sends every frame of every request straight back until SIGTERM. */
+static void echo_main(const char *ep)
+{
+    signal(SIGTERM, on_echo_stop);
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(sock, ep) != 0)
+        _exit(1);
+    while (!echo_stop) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 200) <= 0)
+            continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        /* Bounded by the frames of the requests waiting. */
+        while (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) >= 0) {
+            int more = zmq_msg_more(&m);
+            zmq_msg_send(&m, sock, more ? ZMQ_SNDMORE : 0);
+            zmq_msg_init(&m);
+        }
+        zmq_msg_close(&m);
+    }
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    _exit(0);
+}
+
+/* --- services --- */
+
+static pid_t start_echo(const qbench *qb)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        echo_main(qb->endpoint);
+    return pid;
+}
+
+static pid_t start_query(const qbench *qb)
+{
+    char logpath[TLY_PATH_BYTES_MAX + 32];
+    snprintf(logpath, sizeof logpath, "%s/bench-query.log", qb->d.data);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    FILE *f = fopen(logpath, "w");
+    if (f) {
+        dup2(fileno(f), STDERR_FILENO);
+        dup2(fileno(f), STDOUT_FILENO);
+    }
+    char *argv[] = {
+        "tally",    "query", "--data", (char *)qb->d.data, "--query", (char *)qb->endpoint,
+        "--shards", "1",     NULL};
+    execv(qb->d.exe, argv);
+    _exit(127);
+}
+
+static void stop_child(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+/* Waits until the service at the endpoint answers a balance query of the
+ * first partner (the echo sends the request back, which is a map too).
+ * False when it does not within TLY_BENCH_QUERY_READY_MS. */
+static bool wait_ready(const qbench *qb, pid_t pid)
+{
+    json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", qb->d.partners[0]);
+    uint64_t t0 = tly_mono_ns();
+    bool ready = false;
+    /* Bounded by TLY_BENCH_QUERY_READY_MS. */
+    while (!ready && tly_bench_seconds_since(t0) * 1000 < TLY_BENCH_QUERY_READY_MS &&
+           waitpid(pid, NULL, WNOHANG) == 0) {
+        json_t *reply = NULL;
+        ready = tly_query_call(qb->endpoint, req, 200, &reply) == TLY_OK &&
+                !json_object_get(reply, "error");
+        json_decref(reply);
+        if (!ready) {
+            struct timespec pause = {0, 50 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+    }
+    json_decref(req);
+    return ready;
+}
+
+/* --- clients --- */
+
+/* Encodes the balance query {"q": "balance", "partner": partner} into buf
+ * (BENCH_REQUEST_BYTES); its length. Partner names are at most
+ * TLY_NAME_BYTES_MAX bytes, so a str8 header holds any. */
+static size_t encode_request(const char *partner, char *buf)
+{
+    static const char head[] = "\x82\xa1q\xa7"
+                               "balance"
+                               "\xa7"
+                               "partner";
+    size_t n = sizeof head - 1, plen = strlen(partner);
+    memcpy(buf, head, n);
+    if (plen < 32) {
+        buf[n++] = (char)(0xa0 | plen);
+    } else {
+        buf[n++] = (char)0xd9;
+        buf[n++] = (char)plen;
+    }
+    memcpy(buf + n, partner, plen);
+    return n + plen;
+}
+
+/* True when reply answers the request: for the echo the same bytes, for
+ * the service a balance object whose first key is "partner" with the
+ * partner asked for (SPEC section 8 order). */
+static bool reply_ok(bool echo, const char *req, size_t req_len, const char *partner,
+                     const void *reply, size_t len)
+{
+    if (echo)
+        return len == req_len && memcmp(reply, req, len) == 0;
+    tly_mp_reader r;
+    tly_mp_init(&r, reply, len);
+    uint32_t n, klen, vlen;
+    const char *k, *v;
+    return tly_mp_read_map(&r, &n) && n > 0 && tly_mp_read_str(&r, &k, &klen) && klen == 7 &&
+           memcmp(k, "partner", 7) == 0 && tly_mp_read_str(&r, &v, &vlen) &&
+           vlen == strlen(partner) && memcmp(v, partner, vlen) == 0;
+}
+
+/* A DEALER on the endpoint; replies wait at most TLY_QUERY_TIMEOUT_MS. */
+static void *client_socket(const qbench *qb)
+{
+    void *sock = zmq_socket(qb->ctx, ZMQ_DEALER);
+    int zero = 0, timeout = TLY_QUERY_TIMEOUT_MS;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_connect(sock, qb->endpoint);
+    return sock;
+}
+
+/* One round trip; false on an error (then the socket is replaced, so a
+ * late reply cannot be taken for the next one's). */
+static bool round_trip(qclient *c, void **sock, const char *partner)
+{
+    char req[BENCH_REQUEST_BYTES];
+    size_t len = encode_request(partner, req);
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    bool ok = zmq_send(*sock, req, len, 0) >= 0 && zmq_msg_recv(&m, *sock, 0) >= 0 &&
+              reply_ok(c->qb->echo, req, len, partner, zmq_msg_data(&m), zmq_msg_size(&m));
+    zmq_msg_close(&m);
+    if (!ok) {
+        zmq_close(*sock);
+        *sock = client_socket(c->qb);
+    }
+    return ok;
+}
+
+static void *client_main(void *arg)
+{
+    qclient *c = arg;
+    qbench *qb = c->qb;
+    void *sock = client_socket(qb);
+    int phase;
+    /* Bounded by the run's duration: the main thread sets PHASE_STOP. */
+    while ((phase = atomic_load(&qb->phase)) != PHASE_STOP) {
+        const char *p = qb->d.partners[tly_bench_rnd(&c->rng) % qb->d.partner_count];
+        uint64_t t0 = tly_mono_ns();
+        bool ok = round_trip(c, &sock, p);
+        uint64_t dt = tly_mono_ns() - t0;
+        if (phase != PHASE_MEASURE || atomic_load(&qb->phase) != PHASE_MEASURE)
+            continue;
+        c->answered += ok;
+        c->errors += !ok;
+        if (ok && c->samples < c->cap)
+            c->lat_ns[c->samples++] = dt;
+    }
+    zmq_close(sock);
+    return NULL;
+}
+
+/* --- the background consumer --- */
+
+static void folder_restart(qbench *qb, folder *f)
+{
+    char dir[TLY_PATH_BYTES_MAX + 32];
+    if (tly_layout_views(qb->d.data, dir, sizeof dir) == TLY_OK) {
+        size_t n = strlen(dir);
+        snprintf(dir + n, sizeof dir - n, "/0-of-2");
+        tly_bench_rm_tree(dir);
+    }
+    f->t0_ns = tly_mono_ns();
+    f->pid = tly_bench_consumer_start(&qb->d, 0, 2, TLY_CONSUME_BATCH_RECORDS_DEFAULT);
+    f->failed = f->pid < 0;
+}
+
+/* Counts a consumer that reached the head and starts the next. */
+static void folder_tick(qbench *qb, folder *f)
+{
+    int st;
+    if (f->pid <= 0 || waitpid(f->pid, &st, WNOHANG) != f->pid)
+        return;
+    f->pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        f->failed = true;
+        return;
+    }
+    f->folds++;
+    f->fold_s += tly_bench_seconds_since(f->t0_ns);
+    folder_restart(qb, f);
+}
+
+/* Sleeps ms milliseconds while keeping the consumer (f may be NULL) busy. */
+static void sleep_ticking(qbench *qb, folder *f, uint64_t ms)
+{
+    uint64_t t0 = tly_mono_ns();
+    while (tly_bench_seconds_since(t0) * 1000 < (double)ms) {
+        struct timespec pause = {0, BENCH_TICK_MS * 1000000L};
+        nanosleep(&pause, NULL);
+        if (f)
+            folder_tick(qb, f);
+    }
+}
+
+/* --- runs --- */
+
+/* What one run measured. */
+typedef struct qrun {
+    bool echo;
+    bool folding;
+    uint64_t answered;
+    uint64_t errors;
+    double seconds;
+    uint64_t *lat_ns; /* every client's samples, gathered */
+    size_t samples;
+    uint32_t folds;   /* background folds completed */
+    double fold_rps;  /* their records per second (0: none completed) */
+    bool fold_failed; /* the background consumer failed */
+} qrun;
+
+/* Starts the clients, waits out the warm-up and the measured window while
+ * keeping the consumer busy (f may be NULL), stops and joins them. */
+static tly_err drive_clients(qbench *qb, folder *f, qrun *r)
+{
+    uint32_t n = qb->o.clients, started = 0;
+    atomic_store(&qb->phase, PHASE_WARMUP);
+    for (uint32_t i = 0; i < n; i++) {
+        qclient *c = &qb->cl[i];
+        *c = (qclient){.qb = qb,
+                       .rng = qb->o.seed * 1000 + i,
+                       .lat_ns = r->lat_ns + i * (size_t)(TLY_BENCH_LATENCY_SAMPLES_MAX / n),
+                       .cap = TLY_BENCH_LATENCY_SAMPLES_MAX / n};
+        if (pthread_create(&c->tid, NULL, client_main, c) != 0)
+            break;
+        started++;
+    }
+    sleep_ticking(qb, f, TLY_BENCH_QUERY_WARMUP_MS);
+    uint64_t t0 = tly_mono_ns();
+    atomic_store(&qb->phase, PHASE_MEASURE);
+    sleep_ticking(qb, f, qb->o.seconds * 1000);
+    atomic_store(&qb->phase, PHASE_STOP);
+    r->seconds = tly_bench_seconds_since(t0);
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(qb->cl[i].tid, NULL);
+    return started == n ? TLY_OK : TLY_NOMEM;
+}
+
+/* Gathers the clients' counts and samples into r (sorted). */
+static void gather(qbench *qb, qrun *r)
+{
+    size_t share = TLY_BENCH_LATENCY_SAMPLES_MAX / qb->o.clients;
+    for (uint32_t i = 0; i < qb->o.clients; i++) {
+        const qclient *c = &qb->cl[i];
+        r->answered += c->answered;
+        r->errors += c->errors;
+        memmove(r->lat_ns + r->samples, r->lat_ns + i * share, c->samples * sizeof *r->lat_ns);
+        r->samples += c->samples;
+    }
+    tly_bench_sort(r->lat_ns, r->samples);
+}
+
+/* One run: the service (echo or query) idle or beside a folding consumer. */
+static tly_err run_one(qbench *qb, bool echo, bool folding, qrun *r)
+{
+    *r = (qrun){.echo = echo, .folding = folding, .lat_ns = r->lat_ns};
+    qb->echo = echo;
+    pid_t svc = echo ? start_echo(qb) : start_query(qb);
+    if (svc < 0 || !wait_ready(qb, svc)) {
+        tly_errorf(CMD, "the %s service did not answer on %s%s", echo ? "echo" : "query",
+                   qb->endpoint, echo ? "" : " (see bench-query.log in the data directory)");
+        stop_child(svc);
+        return TLY_IO;
+    }
+    folder f = {0};
+    if (folding)
+        folder_restart(qb, &f);
+    qb->ctx = zmq_ctx_new();
+    tly_err err = qb->ctx ? drive_clients(qb, folding ? &f : NULL, r) : TLY_IO;
+    zmq_ctx_term(qb->ctx);
+    qb->ctx = NULL;
+    stop_child(f.pid);
+    stop_child(svc);
+    gather(qb, r);
+    r->folds = f.folds;
+    r->fold_rps = f.fold_s > 0 ? (double)f.folds * (double)qb->d.head / f.fold_s : 0;
+    r->fold_failed = f.failed;
+    return err;
+}
+
+/* Folds the log into DIR/views/0-of-1, the store the service answers from
+ * (at once when it is at the head already). */
+static tly_err fold_first(qbench *qb)
+{
+    pid_t pid = tly_bench_consumer_start(&qb->d, 0, 1, TLY_CONSUME_BATCH_RECORDS_DEFAULT);
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        tly_errorf(CMD, "the consumer folding the log failed: see %s/bench-consume-0-of-1.log",
+                   qb->d.data);
+        return TLY_IO;
+    }
+    return TLY_OK;
+}
+
+/* A free loopback TCP port for the services (asked of the kernel, then
+ * let go: a race with another program is possible and shows as a service
+ * that does not answer). */
+static bool pick_endpoint(qbench *qb)
+{
+    if (qb->o.query_given) {
+        snprintf(qb->endpoint, sizeof qb->endpoint, "%s", qb->o.common.query);
+        return true;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(fd, (struct sockaddr *)&a, &len) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (ok)
+        snprintf(qb->endpoint, sizeof qb->endpoint, "tcp://127.0.0.1:%u", ntohs(a.sin_port));
+    else
+        tly_errorf(CMD, "cannot find a free loopback port: %s", strerror(errno));
+    return ok;
+}
+
+/* --- reporting --- */
+
+static json_t *run_json(const qrun *r)
+{
+    json_t *o = json_pack(
+        "{s:s,s:s,s:I,s:I,s:f,s:I,s:f,s:f,s:f}", "service", r->echo ? "echo" : "query",
+        "background", r->folding ? "consumer folding" : "idle", "queries", (json_int_t)r->answered,
+        "errors", (json_int_t)r->errors, "seconds", r->seconds, "queries_per_s",
+        (json_int_t)(r->seconds > 0 ? (double)r->answered / r->seconds : 0), "p50_us",
+        tly_bench_quantile_us(r->lat_ns, r->samples, 500), "p99_us",
+        tly_bench_quantile_us(r->lat_ns, r->samples, 990), "p999_us",
+        tly_bench_quantile_us(r->lat_ns, r->samples, 999));
+    if (r->folding)
+        json_object_set_new(o, "fold_records_per_s", json_integer((json_int_t)r->fold_rps));
+    return o;
+}
+
+static void print_text(const qbench *qb, const json_t *runs)
+{
+    printf("tally bench query: %llu events, %u partners, %u clients, balance of a random "
+           "partner, %s\n",
+           (unsigned long long)qb->d.head, qb->d.partner_count, qb->o.clients, qb->endpoint);
+    printf("%llu s per run after a %u ms warm-up; the echo service is the ceiling (transport "
+           "and clients only)\n",
+           (unsigned long long)qb->o.seconds, TLY_BENCH_QUERY_WARMUP_MS);
+    printf("%-8s %-18s %10s %9s %9s %9s %7s %15s\n", "service", "background", "queries/s", "p50 us",
+           "p99 us", "p99.9 us", "errors", "fold records/s");
+    size_t i;
+    json_t *r;
+    json_array_foreach(runs, i, r)
+    {
+        json_t *fold = json_object_get(r, "fold_records_per_s");
+        char fold_s[24] = "";
+        if (fold)
+            snprintf(fold_s, sizeof fold_s, "%lld", (long long)json_integer_value(fold));
+        printf("%-8s %-18s %10lld %9.1f %9.1f %9.1f %7lld %15s\n",
+               json_string_value(json_object_get(r, "service")),
+               json_string_value(json_object_get(r, "background")),
+               (long long)json_integer_value(json_object_get(r, "queries_per_s")),
+               json_real_value(json_object_get(r, "p50_us")),
+               json_real_value(json_object_get(r, "p99_us")),
+               json_real_value(json_object_get(r, "p999_us")),
+               (long long)json_integer_value(json_object_get(r, "errors")), fold_s);
+    }
+}
+
+/* --- command line --- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tally bench query [--events N] [--clients N] [--seconds S] [--data DIR]\n"
+            "                         [--query ENDPOINT] [--seed S] [--json]\n"
+            "\n"
+            "Measures the query service: folds a generated log (or DIR/log when --data\n"
+            "names one that holds records) into one shard, starts a real `tally query`,\n"
+            "and from --clients threads, one request in flight each, asks the balance of\n"
+            "random partners: queries/s and round-trip p50/p99/p99.9, idle and while\n"
+            "`tally consume` folds the same log into another store beside it. An echo\n"
+            "service on the same endpoint, measured the same way, is the ceiling.\n"
+            "\n"
+            "  --events N    events to generate (default %u, max %u)\n"
+            "  --clients N   client threads (default %u, max %u)\n"
+            "  --seconds S   measured seconds per run (default %u, max %u)\n"
+            "  --data DIR    keep the data here (default: a temp directory, removed after)\n"
+            "  --query EP    the services' endpoint (default: a free tcp://127.0.0.1 port)\n"
+            "  --seed S      generator and client seed (default 1)\n"
+            "  --json        one JSON object instead of the table\n",
+            BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, BENCH_CLIENTS_DEFAULT,
+            TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX);
+}
+
+/* Parses "--name N" into *out within min..max: 1 taken, 0 not this
+ * option, TLY_EXIT_USAGE on a bad or missing value. */
+static int num_opt(const char *name, uint64_t min, uint64_t max, int argc, char **argv, int *i,
+                   uint64_t *out)
+{
+    const char *v;
+    int rc = tly_opt_value(name, argc, argv, i, &v);
+    if (rc <= 0)
+        return rc < 0 ? TLY_EXIT_USAGE : 0;
+    if (tly_parse_u64(v, min, max, out))
+        return 1;
+    return tly_usagef(CMD, "%s wants %llu..%llu", name, (unsigned long long)min,
+                      (unsigned long long)max);
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int parse_one(qb_opts *o, int argc, char **argv, int *i)
+{
+    uint64_t clients = 0;
+    int rc;
+    /* --events is a count here, not the events endpoint of the common
+     * flags, so it is matched first. */
+    if ((rc = num_opt("--events", 1, TLY_BENCH_EVENTS_MAX, argc, argv, i, &o->events)) ||
+        (rc = num_opt("--seconds", 1, TLY_BENCH_QUERY_SECONDS_MAX, argc, argv, i, &o->seconds)) ||
+        (rc = num_opt("--seed", 0, UINT64_MAX, argc, argv, i, &o->seed)))
+        return rc == 1 ? -1 : rc;
+    if ((rc = num_opt("--clients", 1, TLY_BENCH_QUERY_CLIENTS_MAX, argc, argv, i, &clients))) {
+        o->clients = (uint32_t)clients;
+        return rc == 1 ? -1 : rc;
+    }
+    o->data_given |= strncmp(argv[*i], "--data", 6) == 0;
+    o->query_given |= strncmp(argv[*i], "--query", 7) == 0;
+    rc = tly_common_opt(&o->common, argc, argv, i, usage);
+    if (rc == TLY_OPT_TAKEN)
+        return -1;
+    if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
+        return rc == TLY_OPT_HELP ? TLY_EXIT_OK : TLY_EXIT_USAGE;
+    return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
+}
+
+static int parse_args(qb_opts *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    tly_common_defaults(&o->common);
+    o->events = BENCH_EVENTS_DEFAULT;
+    o->seed = 1;
+    o->seconds = BENCH_SECONDS_DEFAULT;
+    o->clients = BENCH_CLIENTS_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        int rc = parse_one(o, argc, argv, &i);
+        if (rc >= 0)
+            return rc;
+    }
+    return -1;
+}
+
+/* The four runs: echo and query, idle and beside a folding consumer. */
+static tly_err bench_runs(qbench *qb, json_t *runs)
+{
+    uint64_t *lat = malloc(sizeof(uint64_t) * TLY_BENCH_LATENCY_SAMPLES_MAX);
+    if (!lat)
+        return TLY_NOMEM;
+    tly_err err = TLY_OK;
+    for (int i = 0; i < 4 && err == TLY_OK; i++) {
+        qrun r = {.lat_ns = lat};
+        err = run_one(qb, i % 2 == 0, i >= 2, &r);
+        if (err == TLY_OK && r.fold_failed) {
+            tly_errorf(CMD, "the folding consumer failed: see %s/bench-consume-0-of-2.log",
+                       qb->d.data);
+            err = TLY_IO;
+        }
+        if (err == TLY_OK)
+            json_array_append_new(runs, run_json(&r));
+    }
+    free(lat);
+    return err;
+}
+
+/* The data: directory, log, partners, the folded store, the endpoint. */
+static tly_err prepare(qbench *qb)
+{
+    tly_err err = tly_bench_data_setup(&qb->d, CMD, qb->o.data_given ? qb->o.common.data : NULL);
+    if (err == TLY_OK)
+        err = tly_bench_data_log(&qb->d, qb->o.seed, qb->o.events);
+    if (err == TLY_OK)
+        err = tly_bench_data_partners(&qb->d);
+    if (err == TLY_OK && qb->d.partner_count == 0) {
+        tly_errorf(CMD, "the log enrolls no partner to ask about");
+        err = TLY_NOT_FOUND;
+    }
+    if (err == TLY_OK)
+        err = fold_first(qb);
+    if (err == TLY_OK && !pick_endpoint(qb))
+        err = TLY_IO;
+    return err;
+}
+
+int tly_cmd_bench_query(int argc, char **argv)
+{
+    qbench *qb = calloc(1, sizeof *qb);
+    if (!qb)
+        return TLY_EXIT_FAIL;
+    int rc = parse_args(&qb->o, argc, argv);
+    if (rc >= 0) {
+        free(qb);
+        return rc;
+    }
+    qb->d.rng = qb->o.seed ^ UINT64_C(0x5eed);
+    tly_err err = prepare(qb);
+    json_t *runs = json_array();
+    if (err == TLY_OK)
+        err = bench_runs(qb, runs);
+    if (err == TLY_OK && qb->o.common.json) {
+        json_t *doc =
+            json_pack("{s:I,s:I,s:I,s:I,s:s,s:O}", "events", (json_int_t)qb->d.head, "partners",
+                      (json_int_t)qb->d.partner_count, "clients", (json_int_t)qb->o.clients,
+                      "seconds", (json_int_t)qb->o.seconds, "endpoint", qb->endpoint, "runs", runs);
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        fputc('\n', stdout);
+        json_decref(doc);
+    } else if (err == TLY_OK) {
+        print_text(qb, runs);
+    }
+    json_decref(runs);
+    tly_bench_data_free(&qb->d);
+    free(qb);
+    return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}

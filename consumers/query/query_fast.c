@@ -1,0 +1,351 @@
+/*
+ * query_fast.c — the query service's fast way from a stored view document
+ * to its encoded reply (query_internal.h): the document is read once into
+ * a flat array of values (no allocation), then written out as MessagePack
+ * in the section 8 key order. It must give the bytes of the jansson way
+ * (json_loadb, order_obj, tly_query_pack) for every document it accepts;
+ * whatever it does not read exactly as jansson would, it refuses, and the
+ * jansson way answers.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "query_internal.h"
+#include "tly_event.h"
+#include "tly_limits.h"
+
+enum { QN_OBJ, QN_ARR, QN_STR, QN_INT, QN_TRUE, QN_FALSE, QN_NULL };
+
+/* A value. Children of an object are key, value, key, value ... (a key is
+ * a QN_STR), linked by next; 0 is "none" (node 0 is never used). */
+struct tly__qnode {
+    uint8_t type;
+    uint32_t count; /* OBJ: members; ARR: elements; STR: bytes */
+    uint32_t first; /* OBJ, ARR: the first child */
+    uint32_t next;  /* the next sibling */
+    const char *s;  /* STR: the bytes, inside the document */
+    int64_t i;      /* INT */
+};
+
+_Static_assert(TLY_QUERY_FAST_DEPTH_MAX < TLY_MP_DEPTH_MAX,
+               "a document the fast path reads always packs (tly_query_pack's depth)");
+
+bool tly__qfast_init(tly__qfast *f)
+{
+    f->nodes = calloc(TLY_QUERY_FAST_VALUES_MAX + 1u, sizeof *f->nodes);
+    f->cap = f->nodes ? TLY_QUERY_FAST_VALUES_MAX + 1u : 0;
+    return f->nodes != NULL;
+}
+
+void tly__qfast_free(tly__qfast *f)
+{
+    free(f->nodes);
+    f->nodes = NULL;
+    f->cap = 0;
+}
+
+/* --- reading --- */
+
+typedef struct qread {
+    const char *p, *end;
+    tly__qnode *nodes;
+    uint32_t n, cap;
+} qread;
+
+/* A new node of type t at the reader's position; 0 when full. */
+static uint32_t node_new(qread *r, uint8_t t)
+{
+    if (r->n + 1 >= r->cap)
+        return 0;
+    uint32_t k = ++r->n;
+    r->nodes[k] = (tly__qnode){.type = t};
+    return k;
+}
+
+static uint32_t read_value(qread *r, unsigned depth);
+
+/* A string without escapes or control characters, UTF-8 as jansson
+ * requires. r->p is at the opening quote. */
+static uint32_t read_string(qread *r)
+{
+    const char *s = ++r->p;
+    bool high = false;
+    while (r->p < r->end && *r->p != '"') {
+        unsigned char c = (unsigned char)*r->p++;
+        if (c < 0x20 || c == '\\')
+            return 0; /* control characters are invalid, escapes are jansson's */
+        high |= c >= 0x80;
+    }
+    if (r->p == r->end)
+        return 0;
+    size_t len = (size_t)(r->p++ - s);
+    if (len > UINT32_MAX || (high && !tly_utf8_valid(s, len)))
+        return 0;
+    uint32_t k = node_new(r, QN_STR);
+    if (k) {
+        r->nodes[k].s = s;
+        r->nodes[k].count = (uint32_t)len;
+    }
+    return k;
+}
+
+/* An integer as jansson reads one: -?(0|[1-9][0-9]*), here at most 18
+ * digits (so it fits int64 without a check) and not followed by what
+ * would make it a real. */
+static uint32_t read_int(qread *r)
+{
+    bool neg = r->p < r->end && *r->p == '-';
+    r->p += neg;
+    const char *d = r->p;
+    int64_t v = 0;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && r->p - d < 19)
+        v = v * 10 + (*r->p++ - '0');
+    size_t digits = (size_t)(r->p - d);
+    if (digits == 0 || digits > 18 || (digits > 1 && d[0] == '0'))
+        return 0;
+    if (r->p < r->end &&
+        (*r->p == '.' || *r->p == 'e' || *r->p == 'E' || (*r->p >= '0' && *r->p <= '9')))
+        return 0;
+    uint32_t k = node_new(r, QN_INT);
+    if (k)
+        r->nodes[k].i = neg ? -v : v;
+    return k;
+}
+
+static uint32_t read_word(qread *r, const char *w, uint8_t type)
+{
+    size_t n = strlen(w);
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, w, n) != 0)
+        return 0;
+    r->p += n;
+    return node_new(r, type);
+}
+
+/* True when the keys of object obj are all different. */
+static bool keys_unique(const qread *r, uint32_t obj)
+{
+    const tly__qnode *nd = r->nodes;
+    for (uint32_t a = nd[obj].first; a; a = nd[nd[a].next].next)
+        for (uint32_t b = nd[nd[a].next].next; b; b = nd[nd[b].next].next)
+            if (nd[a].count == nd[b].count && memcmp(nd[a].s, nd[b].s, nd[a].count) == 0)
+                return false;
+    return true;
+}
+
+/* The elements of an array or the members of an object; r->p is past the
+ * opening bracket. */
+static bool read_children(qread *r, uint32_t k, bool obj, unsigned depth)
+{
+    char close = obj ? '}' : ']';
+    uint32_t last = 0;
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return true;
+    }
+    for (;;) {
+        uint32_t key = 0;
+        if (obj && (r->p == r->end || *r->p != '"' || !(key = read_string(r)) || r->p == r->end ||
+                    *r->p++ != ':'))
+            return false;
+        uint32_t v = read_value(r, depth + 1);
+        if (!v)
+            return false;
+        if (key)
+            r->nodes[key].next = v;
+        uint32_t head = key ? key : v;
+        if (last)
+            r->nodes[last].next = head;
+        else
+            r->nodes[k].first = head;
+        last = v;
+        r->nodes[k].count++;
+        if (r->p == r->end)
+            return false;
+        char c = *r->p++;
+        if (c == close)
+            return !obj || keys_unique(r, k);
+        if (c != ',')
+            return false;
+    }
+}
+
+/* One value at nesting depth (the document is depth 0); 0 when it is not
+ * in the subset. */
+static uint32_t read_value(qread *r, unsigned depth)
+{
+    if (r->p == r->end || depth > TLY_QUERY_FAST_DEPTH_MAX)
+        return 0;
+    char c = *r->p;
+    uint32_t k;
+    switch (c) {
+    case '{':
+    case '[':
+        r->p++;
+        k = node_new(r, c == '{' ? QN_OBJ : QN_ARR);
+        return k && read_children(r, k, c == '{', depth) ? k : 0;
+    case '"':
+        return read_string(r);
+    case 't':
+        return read_word(r, "true", QN_TRUE);
+    case 'f':
+        return read_word(r, "false", QN_FALSE);
+    case 'n':
+        return read_word(r, "null", QN_NULL);
+    default:
+        return c == '-' || (c >= '0' && c <= '9') ? read_int(r) : 0;
+    }
+}
+
+/* --- writing --- */
+
+static void put_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+/* A value as tly_query_pack writes it (no reordering below it). */
+static void put_value(const tly__qnode *nd, uint32_t k, msgpack_packer *pk)
+{
+    const tly__qnode *v = &nd[k];
+    switch (v->type) {
+    case QN_OBJ:
+        msgpack_pack_map(pk, v->count);
+        for (uint32_t c = v->first; c; c = nd[nd[c].next].next) {
+            put_str(pk, nd[c].s, nd[c].count);
+            put_value(nd, nd[c].next, pk);
+        }
+        return;
+    case QN_ARR:
+        msgpack_pack_array(pk, v->count);
+        for (uint32_t c = v->first; c; c = nd[c].next)
+            put_value(nd, c, pk);
+        return;
+    case QN_STR:
+        put_str(pk, v->s, v->count);
+        return;
+    case QN_INT:
+        msgpack_pack_int64(pk, v->i);
+        return;
+    case QN_TRUE:
+        msgpack_pack_true(pk);
+        return;
+    case QN_FALSE:
+        msgpack_pack_false(pk);
+        return;
+    default:
+        msgpack_pack_nil(pk);
+        return;
+    }
+}
+
+/* True when key holds exactly the bytes of name. A key holds no NUL (no
+ * escapes, no control characters), so a shorter name differs within the
+ * first key->count bytes; no strlen per comparison. */
+static bool key_is(const tly__qnode *key, const char *name)
+{
+    return key->count > 0 ? name[0] == key->s[0] && strncmp(name, key->s, key->count) == 0 &&
+                                name[key->count] == '\0'
+                          : name[0] == '\0';
+}
+
+static bool listed(const tly__qnode *key, const char *const *keys)
+{
+    for (; *keys; keys++)
+        if (key_is(key, *keys))
+            return true;
+    return false;
+}
+
+/* The value of member name of object obj; 0 when absent. */
+static uint32_t member(const tly__qnode *nd, uint32_t obj, const char *name)
+{
+    for (uint32_t c = nd[obj].first; c; c = nd[nd[c].next].next)
+        if (key_is(&nd[c], name))
+            return nd[c].next;
+    return 0;
+}
+
+/* An object in order_obj's order: keys listed first, then the others. */
+static void put_ordered(const tly__qnode *nd, uint32_t obj, const char *const *keys,
+                        msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, nd[obj].count);
+    for (const char *const *k = keys; *k; k++) {
+        uint32_t v = member(nd, obj, *k);
+        if (v) {
+            put_str(pk, *k, strlen(*k));
+            put_value(nd, v, pk);
+        }
+    }
+    for (uint32_t c = nd[obj].first; c; c = nd[nd[c].next].next)
+        if (!listed(&nd[c], keys)) {
+            put_str(pk, nd[c].s, nd[c].count);
+            put_value(nd, nd[c].next, pk);
+        }
+}
+
+/* A top-level member's value: the shape's array member has its object
+ * elements ordered, its object member is ordered; anything else as is. */
+static void put_member(const tly__qnode *nd, const tly__qnode *key, uint32_t v,
+                       const tly__qshape *sh, msgpack_packer *pk)
+{
+    if (sh->elems && key_is(key, sh->elems) && nd[v].type == QN_ARR) {
+        msgpack_pack_array(pk, nd[v].count);
+        for (uint32_t c = nd[v].first; c; c = nd[c].next) {
+            if (nd[c].type == QN_OBJ)
+                put_ordered(nd, c, sh->elem_keys, pk);
+            else
+                put_value(nd, c, pk);
+        }
+    } else if (sh->member && key_is(key, sh->member) && nd[v].type == QN_OBJ) {
+        put_ordered(nd, v, sh->member_keys, pk);
+    } else {
+        put_value(nd, v, pk);
+    }
+}
+
+/* The reply: the document with "seq" set (an existing "seq" replaced), in
+ * the shape's order. */
+static void put_reply(const tly__qnode *nd, uint32_t doc, const tly__qshape *sh, uint64_t seq,
+                      msgpack_packer *pk)
+{
+    bool has_seq = member(nd, doc, "seq") != 0;
+    msgpack_pack_map(pk, nd[doc].count + !has_seq);
+    for (const char *const *k = sh->keys; *k; k++) {
+        if (strcmp(*k, "seq") == 0) {
+            put_str(pk, "seq", 3);
+            msgpack_pack_int64(pk, (int64_t)seq); /* as json_integer((json_int_t)seq) */
+            continue;
+        }
+        uint32_t v = member(nd, doc, *k);
+        if (v) {
+            put_str(pk, *k, strlen(*k));
+            tly__qnode key = {.type = QN_STR, .s = *k, .count = (uint32_t)strlen(*k)};
+            put_member(nd, &key, v, sh, pk);
+        }
+    }
+    for (uint32_t c = nd[doc].first; c; c = nd[nd[c].next].next)
+        if (!listed(&nd[c], sh->keys) && !key_is(&nd[c], "seq")) {
+            put_str(pk, nd[c].s, nd[c].count);
+            put_member(nd, &nd[c], nd[c].next, sh, pk);
+        }
+}
+
+bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
+                      uint64_t seq, msgpack_sbuffer *out)
+{
+    if (!f->nodes)
+        return false;
+    qread r = {doc, doc + len, f->nodes, 0, f->cap};
+    uint32_t top = read_value(&r, 0);
+    if (!top || r.p != r.end || f->nodes[top].type != QN_OBJ)
+        return false;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    put_reply(f->nodes, top, shape, seq, &pk);
+    if (out->size <= TLY_FRAME_BYTES_MAX)
+        return true;
+    out->size = 0;
+    return false;
+}

@@ -1,0 +1,58 @@
+/*
+ * query_internal.h — what the files of the query library share and nobody
+ * else may see.
+ */
+#ifndef TLY_QUERY_INTERNAL_H
+#define TLY_QUERY_INTERNAL_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The section 8 shape of a partner view: its keys in SPEC order, and the
+ * members whose objects are ordered too (NULL: none). order_obj in
+ * tly_query.c: the listed keys present, in list order, then the others as
+ * stored. */
+typedef struct tly__qshape {
+    const char *const *keys;        /* the top level (NULL-terminated) */
+    const char *elems;              /* an array member: its object elements */
+    const char *const *elem_keys;   /*   in this order */
+    const char *member;             /* an object member */
+    const char *const *member_keys; /*   in this order */
+} tly__qshape;
+
+/* One value of a document the fast path read (query_fast.c). */
+typedef struct tly__qnode tly__qnode;
+
+/* Scratch space of the fast path: TLY_QUERY_FAST_VALUES_MAX values, reused
+ * by every request of one store (one thread at a time, as the store). */
+typedef struct tly__qfast {
+    tly__qnode *nodes;
+    uint32_t cap;
+} tly__qfast;
+
+/* Allocates / frees the scratch space. tly__qfast_init: false when out of
+ * memory (the store then always takes the jansson way). */
+bool tly__qfast_init(tly__qfast *f);
+void tly__qfast_free(tly__qfast *f);
+
+/*
+ * Encodes into out (empty on entry) the reply to a partner query of the
+ * view of that shape whose stored document is
+ * doc[0..len) and whose shard is at checkpoint seq: exactly the bytes
+ * tly_query_reply_encode gives for the reply tly_query_answer builds from
+ * the same document (json_loadb, "seq" set, the section 8 key order, then
+ * tly_query_pack), without a jansson tree.
+ *
+ * It reads a subset of JSON, the one the engine writes: compact (no
+ * whitespace), strings without escapes, integers of at most 18 digits, no
+ * duplicate keys, nested at most TLY_QUERY_FAST_DEPTH_MAX levels, at most
+ * TLY_QUERY_FAST_VALUES_MAX values. For anything else (and for an answer
+ * over TLY_FRAME_BYTES_MAX) it returns false with out empty, and the caller
+ * takes the jansson way, which also says what is wrong with a bad document.
+ */
+bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
+                      uint64_t seq, msgpack_sbuffer *out);
+
+#endif
