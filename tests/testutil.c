@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,22 +45,43 @@ void tu_rmtree(char *path)
     free(path);
 }
 
-int tu_free_port(void)
+/* Ports tests listen on lie below the kernel's ephemeral range
+ * (net.ipv4.ip_local_port_range, 32768-60999 on Debian). A port from that
+ * range can be taken, while its server is down (a kill -9 test), by a
+ * client reconnecting to it: TCP connects a socket to itself when its
+ * ephemeral local port equals the closed port it dials, and the restarted
+ * server then fails with "Address already in use". */
+#define TU_PORT_LOW 10000
+#define TU_PORT_HIGH 32767
+#define TU_PORT_TRIES 1000
+
+/* True when port can be bound on 127.0.0.1 right now. */
+static bool port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("free port");
-        abort();
+    a.sin_port = htons((uint16_t)port);
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+int tu_free_port(void)
+{
+    static unsigned state;
+    if (state == 0)
+        state = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    for (int i = 0; i < TU_PORT_TRIES; i++) {
+        state = state * 1103515245u + 12345u;
+        int port = TU_PORT_LOW + (int)((state >> 8) % (TU_PORT_HIGH - TU_PORT_LOW));
+        if (port_free(port))
+            return port;
     }
-    int port = ntohs(a.sin_port);
-    close(fd);
-    return port;
+    fprintf(stderr, "no free port below the ephemeral range\n");
+    abort();
 }
 
 void tu_endpoint(char *buf, size_t cap)

@@ -20,7 +20,8 @@ char *tu_tmpdir(void);
 /* Removes a directory tree (rm -rf) and frees path. NULL is a no-op. */
 void tu_rmtree(char *path);
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
+/* A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's
+ * ephemeral range (see testutil.c). */
 int tu_free_port(void);
 /* "tcp://127.0.0.1:<free port>" into buf (at least 32 bytes). */
 void tu_endpoint(char *buf, size_t cap);
