@@ -104,7 +104,7 @@
  * refused as not having the seven columns. */
 #define TLY_CSV_ROW_BYTES_MAX 4096u
 
-/* --- consumers (runtime, view store, bench fold) --- */
+/* --- consumers (engine cache, runtime, view store, bench fold) --- */
 
 /* Shards one deployment splits its partners into. Each shard is a process
  * holding one read slot of the log environment (126 slots in all, shared
@@ -130,6 +130,30 @@
 /* Longest view key: "V/b/" + a 128-byte partner name, with room to spare;
  * LMDB's own key limit is 511 bytes. */
 #define TLY_VIEWS_KEY_BYTES_MAX 256u
+
+/* The engine's cache over a shard's view store (tly_engine_set_store):
+ * clean entries it keeps in memory after a flush, the least recently used
+ * dropped first. Partners (owned ones with their money state and claims,
+ * about 1-2 KiB each, and other shards' partners' enrollments): 16,384
+ * keep the working set of a shard hot and bound the cache near 32 MiB.
+ * Sales (about 200 bytes each with their share of the map): returns name
+ * recent sales, so 65,536 keep those in memory within about 13 MiB, and an
+ * older one costs one read. What changed since the last flush stays in
+ * memory until the next one, beyond these (TLY_CONSUME_DIRTY_ENTRIES_MAX
+ * bounds it). */
+#define TLY_ENGINE_PARTNERS_CACHED_MAX 16384u
+#define TLY_ENGINE_SALES_CACHED_MAX 65536u
+
+/* A batch is committed early once the engine holds this many changed
+ * entries (tly_engine_dirty: partners, sales, exceptions), which bounds
+ * the memory a batch pins whatever --batch says: about 200 bytes per
+ * changed sale, a few KiB per changed partner, so about 100 MiB at most.
+ * A default batch of sell-through data changes fewer (500,000 records of
+ * `bench fold` about 380,000 entries), so it is not cut short: every extra
+ * commit rewrites the views of every partner the batch touched. A close
+ * touches every member of its program at once and may exceed it for that
+ * one event. */
+#define TLY_CONSUME_DIRTY_ENTRIES_MAX 500000u
 
 /* Records folded per view transaction by default, and at most (--batch).
  * A flush rewrites every partner the batch touched (state and four JSON

@@ -644,9 +644,13 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
     long fold_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     printf("uninterrupted fold of %u events: %ld ms\n", KILL_LOG_EVENTS, fold_ms);
     /* The killed consumers start from a tiny map, so kills also land while
-     * a commit is aborted, the map doubled and the batch flushed again. */
+     * a commit is aborted, the map doubled and the batch flushed again.
+     * In the last round their engines also keep a tiny cache, so kills
+     * land while state is read back from the store. */
     setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
     for (int round = 0; round < 3; round++) {
+        if (round == 2)
+            setenv("TALLY_ENGINE_CACHE_ENTRIES", "5", 1);
         char *data = data_sharing_log(ref);
         char *logp = path_join(data, "consume.log");
         uint64_t cp = 0;
@@ -673,6 +677,7 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
         free(logp);
         tu_rmtree(data);
     }
+    unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
     tu_rmtree(ref);
 }
 END_TEST
@@ -779,6 +784,33 @@ START_TEST(test_shards_give_identical_partner_views)
     compare_partners(data, 2, partners);
     compare_partners(data, 4, partners);
     tu_rmtree(data);
+}
+END_TEST
+
+/* An engine cache of three partners and three sales (every lookup a read
+ * of the store, every commit a trim) gives the views of the default cache,
+ * byte for byte, on 1 shard and on 2 (returns across shards included). */
+START_TEST(test_consume_small_cache_same_views)
+{
+    char *ref = tu_tmpdir();
+    char *dir = path_join(ref, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 11, SHARD_LOG_EVENTS), TLY_OK);
+    free(dir);
+    ck_assert_int_eq(consume(ref, NULL, NULL), 0);
+    char *data = data_sharing_log(ref);
+    setenv("TALLY_ENGINE_CACHE_ENTRIES", "3", 1);
+    const char *shards[] = {"0/1", "0/2", "1/2"};
+    for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++)
+        ck_assert_int_eq(consume(data, shards[i], "700"), 0);
+    unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
+    assert_same_views(ref, data);
+    tly_rtgen *g;
+    ck_assert_int_eq(tly_rtgen_new(11, SHARD_LOG_EVENTS, &g), TLY_OK);
+    uint32_t partners = tly_rtgen_partner_count(g);
+    tly_rtgen_free(g);
+    compare_partners(data, 2, partners);
+    tu_rmtree(data);
+    tu_rmtree(ref);
 }
 END_TEST
 
@@ -1341,7 +1373,8 @@ static Suite *consumers_suite(void)
         TU_TESTS(test_consume_small_log, test_consume_corrupt_record_stops,
                  test_consume_refuses_views_ahead_of_log, test_consume_option_edges,
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
-                 test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views));
+                 test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views,
+                 test_consume_small_cache_same_views));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -109,6 +109,9 @@ static tly_err open_shards(replay_run *r)
         tly_err err = tly_views_open(r->o->out_dir, k, n, TLY_VIEWS_WRITE, &s->views);
         if (err == TLY_OK)
             err = tly_engine_new(k, n, &s->engine);
+        /* The engine keeps its state in the store, as a consumer's does. */
+        if (err == TLY_OK)
+            err = tly_views_load(s->views, s->engine);
         r->opened = k + 1;
         if (err != TLY_OK) {
             tly_audit_msgf(r->msg, r->cap, "cannot create the view store %u-of-%u: %s", k, n,
@@ -208,6 +211,16 @@ static bool past_end(const replay_worker *w, const tly_record *rec)
     return rec->seq > w->stop_max;
 }
 
+/* True when one of the worker's engines holds so many changes that they
+ * are committed early, bounding memory as a consumer does. */
+static bool worker_full(const replay_worker *w)
+{
+    for (uint32_t k = w->first; k < w->first + w->count; k++)
+        if (tly_engine_dirty(w->r->shard[k].engine) >= TLY_CONSUME_DIRTY_ENTRIES_MAX)
+            return true;
+    return false;
+}
+
 /* Reads the log once and folds it, committing in batches. */
 static tly_err fold_log(replay_worker *w)
 {
@@ -226,7 +239,7 @@ static tly_err fold_log(replay_worker *w)
         if (past_end(w, &it->rec))
             break;
         err = fold_one(w, it);
-        if (err == TLY_OK && ++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0)
+        if (err == TLY_OK && (++done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0 || worker_full(w)))
             err = commit_all(w);
         if (err == TLY_OK && done % TLY_AUDIT_PROGRESS_RECORDS == 0 && w->progress)
             w->progress(w->ctx, done, total);

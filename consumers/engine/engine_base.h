@@ -1,7 +1,7 @@
 /*
- * engine_base.h — floor 5 of the engine, the lowest: what the engine is
+ * engine_base.h — floor 6 of the engine, the lowest: what the engine is
  * built from, knowing nothing of programs, partners or money. The TRY
- * macro, the string arena, the hash map and growable vectors
+ * macro, the string arena, owned copies, the hash map and growable vectors
  * (engine_map.c), the JSON writer (engine_json.c); beside it, on the same
  * floor with headers of their own, the exception kinds (tly_xkind.c) and
  * money arithmetic (tly_money.c). Files here call nothing of the engine
@@ -27,7 +27,9 @@
 
 #define ENG_NONE UINT32_MAX
 
-/* A string with its length; ptr points into the arena (NUL-terminated). */
+/* A string with its length, NUL-terminated: either in the arena (global
+ * names, never freed one by one) or an owned copy (eng_copy, freed with
+ * eng_name_free by whatever holds it). */
 typedef struct eng_name {
     const char *ptr;
     uint32_t len;
@@ -53,6 +55,33 @@ typedef struct eng_arena {
 char *eng_arena_copy(eng_arena *a, const void *s, size_t len);
 void eng_arena_free(eng_arena *a);
 
+/* A pool of blocks of ENG_POOL_BLOCK_BYTES: the sale cache takes and
+ * gives back hundreds of thousands of small blocks per batch, which
+ * malloc serves slowly (consolidating its bins); the pool keeps freed
+ * blocks on a list for the next taker. Its chunks go with the engine, so
+ * it holds the most blocks ever taken at once. */
+#define ENG_POOL_BLOCK_BYTES 64u
+#define ENG_POOL_CHUNK_BLOCKS 1024u
+
+typedef struct eng_pool {
+    eng_chunk *chunks;
+    void *free; /* freed blocks, linked through their first bytes */
+} eng_pool;
+
+/* A block of len ≤ ENG_POOL_BLOCK_BYTES bytes from the pool, else from
+ * malloc; NULL when out of memory. Give it back with eng_pool_put and the
+ * same len. */
+char *eng_pool_get(eng_pool *p, size_t len);
+void eng_pool_put(eng_pool *p, char *block, size_t len);
+void eng_pool_free(eng_pool *p);
+
+/* An owned copy of len bytes plus a NUL (malloc); NULL when out of memory. */
+char *eng_copy(const void *s, size_t len);
+/* Owned copy of s into *out (s.ptr NULL: *out is none); TLY_NOMEM. */
+tly_err eng_name_copy(eng_name *out, const char *s, uint32_t len);
+/* Frees an owned name and empties it; a none name is a no-op. */
+void eng_name_free(eng_name *n);
+
 typedef struct eng_slot {
     uint64_t hash;
     const char *key; /* NULL: empty slot; points into the arena */
@@ -65,7 +94,8 @@ typedef struct eng_slot {
 #define ENG_MAP_HUGE_BYTES ((size_t)2u << 20)
 
 /* Open addressing, linear probing, power-of-two capacity, load ≤ 1/2.
- * Keys are never removed (the engine only ever adds names). */
+ * Keys are borrowed: each must stay valid while it is in the map; the
+ * caches remove theirs (eng_map_del) before freeing them. */
 typedef struct eng_map {
     eng_slot *slots;
     uint32_t cap, count;
@@ -74,9 +104,14 @@ typedef struct eng_map {
 uint64_t eng_hash(const void *s, size_t len);
 /* Value of key, or ENG_NONE. */
 uint32_t eng_map_get(const eng_map *m, const void *key, size_t len, uint64_t hash);
-/* Adds key (which must be absent and must outlive the map) → val. */
+/* Adds key (which must be absent and must stay valid while mapped) → val. */
 tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val);
+/* Removes key, which must be present (asserted). */
+void eng_map_del(eng_map *m, const void *key, size_t len, uint64_t hash);
 void eng_map_free(eng_map *m);
+/* The interned copy of s in map m and arena a: equal strings give the same
+ * pointer, kept until the arena is freed. */
+tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out);
 
 /* Grows a vector *v of *cap elements of size elem so it holds need. */
 tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);

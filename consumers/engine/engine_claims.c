@@ -53,43 +53,46 @@ static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c,
     return TLY_OK;
 }
 
-/* Registers a new pending claim of p (id and key in the arena), last in
- * p's submit order [C8]; *out is its index. */
+/* Registers a new pending claim of p, last in p's submit order [C8]; *out
+ * is its index among p's claims. */
 static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
 {
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    const eng_partner *pp = &e->partners[p];
-    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, ev->claim.ptr, ev->claim.len);
-    char *k = eng_arena_copy(&e->arena, key, klen);
-    char *id = eng_arena_copy(&e->arena, ev->claim.ptr, ev->claim.len);
-    if (k == NULL || id == NULL)
-        return TLY_NOMEM;
-    eng_claim c = {.id = id, .id_len = ev->claim.len, .partner = p, .requested = ev->amount};
-    TRY(ENG_PUSH(e->claims, e->claim_count, e->claim_cap, c));
-    uint32_t ci = e->claim_count - 1;
-    TRY(eng_map_put(&e->claim_map, k, klen, eng_hash(k, klen), ci));
-    eng_pstate *st = pp->st;
-    TRY(ENG_PUSH(st->claims, st->claim_count, st->claim_cap, ci));
-    *out = ci;
-    return eng_claim_dirty(e, ci);
+    eng_pstate *st = e->partners[p].st;
+    eng_claim c = {.requested = ev->amount, .dirty = true, .loaded = true};
+    TRY(eng_name_copy(&c.id, ev->claim.ptr, ev->claim.len));
+    tly_err err = ENG_PUSH(st->claims, st->claim_count, st->claim_cap, c);
+    if (err != TLY_OK) {
+        eng_claim_clear(&c);
+        return err;
+    }
+    *out = st->claim_count - 1;
+    e->partners[p].claims_changed = true;
+    return eng_claims_fill(e, p); /* its claims view lists them all */
 }
 
-/* A claim is identified by (partner, claim) [C1]. */
+/* A claim is identified by (partner, claim) [C1]: its index among p's
+ * claims, or ENG_NONE. The latest claims are the likeliest named. */
 static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
 {
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    const eng_partner *pp = &e->partners[p];
-    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, ev->claim.ptr, ev->claim.len);
-    return eng_map_get(&e->claim_map, key, klen, eng_hash(key, klen));
+    const eng_pstate *st = e->partners[p].st;
+    for (uint32_t i = st->claim_count; i-- > 0;) {
+        const eng_name *id = &st->claims[i].id;
+        if (id->len == ev->claim.len && memcmp(id->ptr, ev->claim.ptr, id->len) == 0)
+            return i;
+    }
+    return ENG_NONE;
 }
 
 #define CLAIM_ARGS(ev) (int)(ev)->claim.len, (ev)->claim.ptr
 
-/* A denied claim's reason: the code of the exception that denied it [C7]. */
-static eng_name denial(tly_xkind kind)
+/* Claim c is denied; its reason is the code of the exception that denied
+ * it [C7]. */
+static tly_err deny(eng_claim *c, tly_xkind kind)
 {
     const char *code = tly_xkind_name(kind);
-    return (eng_name){code, (uint32_t)strlen(code)};
+    c->status = ENG_CLAIM_DENIED;
+    eng_name_free(&c->reason);
+    return eng_name_copy(&c->reason, code, (uint32_t)strlen(code));
 }
 
 /* Claims of an unenrolled partner are unknown_partner, not held [E7]; a
@@ -103,9 +106,7 @@ static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, con
             return TLY_OK;
         uint32_t ci;
         TRY(claim_new(e, p, ev, &ci));
-        e->claims[ci].status = ENG_CLAIM_DENIED;
-        e->claims[ci].reason = denial(TLY_X_UNKNOWN_PARTNER);
-        return TLY_OK;
+        return deny(&e->partners[p].st->claims[ci], TLY_X_UNKNOWN_PARTNER);
     }
     return eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "%s of claim '%.*s': unknown partner",
                      tly_action_name(ev->action), CLAIM_ARGS(ev));
@@ -124,10 +125,9 @@ static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_ev
     TRY(eng_available(st, &avail));
     uint32_t ci;
     TRY(claim_new(e, p, ev, &ci));
-    eng_claim *c = &e->claims[ci];
+    eng_claim *c = &st->claims[ci];
     if (avail < ev->amount) {
-        c->status = ENG_CLAIM_DENIED;
-        c->reason = denial(TLY_X_INSUFFICIENT_FUNDS);
+        TRY(deny(c, TLY_X_INSUFFICIENT_FUNDS));
         return eng_raise(e, pos, TLY_X_INSUFFICIENT_FUNDS, p,
                          "claim '%.*s' denied: available %lld < %lld", CLAIM_ARGS(ev),
                          (long long)avail, (long long)ev->amount);
@@ -189,22 +189,18 @@ static tly_err claim_end(tly_engine *e, uint32_t p, const tly_event *ev, eng_cla
     TRY(claim_release(g, st, c, c->requested));
     if (ev->action == TLY_ACT_REJECT) {
         c->status = ENG_CLAIM_REJECTED;
-        if (ev->reason.ptr != NULL) {
-            c->reason.ptr = eng_arena_copy(&e->arena, ev->reason.ptr, ev->reason.len);
-            if (c->reason.ptr == NULL)
-                return TLY_NOMEM;
-            c->reason.len = ev->reason.len;
-        }
+        eng_name_free(&c->reason);
+        TRY(eng_name_copy(&c->reason, ev->reason.ptr, ev->reason.len));
     } else {
         c->status = ENG_CLAIM_CANCELLED;
     }
     return TLY_OK;
 }
 
-/* An approve, pay, reject or cancel of existing claim ci. */
+/* An approve, pay, reject or cancel of p's existing claim ci. */
 static tly_err claim_act(tly_engine *e, uint32_t p, eng_pos pos, const tly_event *ev, uint32_t ci)
 {
-    eng_claim *c = &e->claims[ci];
+    eng_claim *c = &e->partners[p].st->claims[ci];
     bool pending = c->status == ENG_CLAIM_PENDING;
     switch (ev->action) {
     case TLY_ACT_APPROVE:
@@ -255,8 +251,11 @@ static tly_err claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_eve
     if (ci == ENG_NONE)
         return eng_raise(e, pos, TLY_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
                          tly_action_name(ev->action), CLAIM_ARGS(ev));
+    TRY(eng_claims_fill(e, p)); /* ci, and the rest for the claims view */
     TRY(claim_act(e, p, pos, ev, ci));
-    return eng_claim_dirty(e, ci);
+    e->partners[p].st->claims[ci].dirty = true; /* p is dirty: the flush writes it */
+    e->partners[p].claims_changed = true;
+    return TLY_OK;
 }
 
 /* ---- payouts [R6] [R7] and adjustments [M8] [R8] ---- */

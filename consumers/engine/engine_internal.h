@@ -11,38 +11,52 @@
  * public API (tly_engine.h) is visible everywhere; each public function
  * lives on the floor of what it does (tly_engine_view on 2,
  * tly_engine_shard_of and tly_engine_trace_open on 3, tly_engine_set_trace
- * on 4) and no file calls one defined above its own floor.
+ * on 5) and no file calls one defined above its own floor.
  *
- *   floor      header          files
- *   1 entry    tly_engine.h    tly_engine.c      lifecycle; apply: dispatch of the
- *                                                nine event types, after-event checks
- *                              engine_store.c    flush and load
- *   2 rules    engine_rules.h  engine_program.c  programs and closes
- *                              engine_sales.c    enrollment and held events, sales,
- *                                                returns, certifications
- *                              engine_claims.c   claims, payouts, adjustments
- *                              engine_views.c    the section 8 documents
- *   3 state    engine_state.h  engine_state.c    the engine's tables: partners, dirty
- *                                                marks, exceptions, keys
- *                              engine_mdf.c      one partner's accounts: MDF buckets
- *                                                and deficit, rebate rows and figures,
- *                                                the MDF invariant
- *   4 trace    engine_trace.h  engine_trace.c    the trace hook of `tally explain`
- *   5 base     engine_base.h   engine_map.c      TRY, arena, hash map, vectors
- *                              engine_json.c     the JSON writer
- *              tly_xkind.h     tly_xkind.c       the exception kinds
- *              tly_money.h     tly_money.c       money arithmetic
+ *   floor      header           files
+ *   1 entry    tly_engine.h     tly_engine.c      lifecycle; apply: dispatch of the
+ *                                                 nine event types, after-event checks
+ *                               engine_store.c    flush, load, the cache's trim
+ *   2 rules    engine_rules.h   engine_program.c  programs and closes
+ *                               engine_sales.c    enrollment and held events, sales,
+ *                                                 returns, certifications
+ *                               engine_claims.c   claims, payouts, adjustments
+ *                               engine_views.c    the section 8 documents
+ *   3 state    engine_state.h   engine_state.c    the engine's tables: the partner and
+ *                                                 sale caches (read from the store on
+ *                                                 a miss), members, dirty marks,
+ *                                                 exceptions, keys
+ *                               engine_mdf.c      one partner's accounts: MDF buckets
+ *                                                 and deficit, rebate rows and figures,
+ *                                                 its liability share, the invariant
+ *   4 records  engine_records.h engine_records.c  the stored records: pack and unpack
+ *   5 trace    engine_trace.h   engine_trace.c    the trace hook of `tally explain`
+ *   6 base     engine_base.h    engine_map.c      TRY, arena, copies, hash map, vectors
+ *                               engine_json.c     the JSON writer
+ *              tly_xkind.h      tly_xkind.c       the exception kinds
+ *              tly_money.h      tly_money.c       money arithmetic
  *
- * This header sits beside floor 5 (it includes engine_base.h and the
- * public headers) and is read by floors 1 to 4. tly_explain.c is a client
+ * This header sits beside floor 6 (it includes engine_base.h and the
+ * public headers) and is read by floors 1 to 5. tly_explain.c is a client
  * above floor 1: it uses the public API only (and TRY).
  *
- * Layout. Every shard keeps the global facts (programs, every partner's
- * enrollment, the registry of every sale and whether it moved money) so
- * that results do not depend on the shard count; only the partners it owns
- * carry money state (eng_pstate). Strings live in one arena that is freed
- * with the engine, so pointers into it are stable and never freed one by
- * one.
+ * Layout. What every shard keeps in memory is global and small: the
+ * programs (their rules, periods and this shard's liability sums). The
+ * rest is a cache over the shard's view store (tly_engine_set_store):
+ * partners — the owned ones with their money state (eng_pstate) and
+ * claims, and other shards' partners' enrollment — and sales, each read
+ * on demand and dropped when clean and beyond a limit; what changed stays
+ * until the flush writes it. A sale is registered by every shard in a
+ * compact record (its partner and currency), so that a return folded by
+ * one shard can be judged against a sale of another shard's partner
+ * ([S1] [S2]) without any shard holding all sales in memory; the money
+ * facts of a sale live with its owner only. Without a store the cache is
+ * the whole state (nothing is dropped): tests and `tally explain`.
+ *
+ * Cache entries own their strings (eng_copy), so that dropping one frees
+ * it; the arena holds only global names (programs, tier names), freed with
+ * the engine. Slot indices of the caches are stable between two flushes:
+ * entries are dropped only at the end of a flush.
  */
 #ifndef TLY_ENGINE_INTERNAL_H
 #define TLY_ENGINE_INTERNAL_H
@@ -53,6 +67,7 @@
 
 #include "engine_base.h"
 #include "tly_engine.h"
+#include "tly_limits.h"
 #include "tly_money.h"
 #include "tly_xkind.h"
 
@@ -76,6 +91,12 @@ typedef struct eng_rules {
     int32_t window_w; /* tier_window_periods */
 } eng_rules;
 
+/* A partner's share of its program's liabilities (section 8), or their
+ * sum over this shard's members. */
+typedef struct eng_liab {
+    int64_t available, pending, approved, open, payable;
+} eng_liab;
+
 typedef struct eng_program {
     const char *name; /* arena */
     uint32_t name_len;
@@ -85,30 +106,16 @@ typedef struct eng_program {
     int32_t first_period;
     int32_t eop;          /* earliest open period */
     int32_t expired_upto; /* buckets of periods ≤ this have expired [G5] */
-    uint32_t *members;    /* owned, enrolled partners (for closes [T7]) */
-    uint32_t member_count, member_cap;
-    bool dirty; /* state or liabilities share changed */
+    /* Σ of the shares the owned members had at their last flush (each
+     * member stores its own, eng_partner.liab); the flush settles the
+     * members that changed, so no share is ever summed afresh. */
+    eng_liab liab;
+    bool dirty; /* rules, periods or liability sums changed */
 } eng_program;
 
-/* ---- sales registry (all shards) ---- */
+/* ---- sales: the registry every shard keeps, cached ---- */
 
-enum eng_sale_state {
-    ENG_SALE_HELD = 0, /* partner not enrolled yet */
-    ENG_SALE_MOVED,    /* folded: moved money and revenue */
-    ENG_SALE_NO_MONEY  /* folded but moved nothing (currency) */
-};
-
-typedef struct eng_sale {
-    const char *key; /* arena: u8 len(source) ‖ source ‖ id */
-    uint32_t key_len;
-    uint32_t partner;
-    uint32_t detail; /* index into e->details for owned moved sales, else ENG_NONE */
-    uint8_t state;
-    bool dirty;
-    char currency[3];
-} eng_sale;
-
-/* Money facts of a sale owned by this shard that moved money. */
+/* Money facts of a sale of an owned partner that moved money. */
 typedef struct eng_sale_detail {
     int64_t amount;
     int64_t returned; /* capped returned amount so far */
@@ -116,6 +123,26 @@ typedef struct eng_sale_detail {
     int64_t clawed;
     int32_t bps; /* the rate the accrual used [S7] */
 } eng_sale_detail;
+
+/* A registered sale. Whether it moved money is not stored but derived
+ * (engine_sales.c): a sale of an owned partner moved money when it has
+ * its facts (has_detail); a sale of another shard's partner when that
+ * partner is enrolled and the sale is in its program's currency — exactly
+ * the moments the owner folds it, at the sale or at the enrollment. */
+typedef struct eng_sale {
+    char *key; /* one block of e->sale_blocks: key (u8 len(source) ‖ source ‖ id) ‖
+                * partner id ‖ NUL; NULL: a free slot */
+    uint32_t key_len;
+    uint32_t partner_len; /* the partner id follows the key: ENG_SALE_PARTNER */
+    char currency[3];
+    bool has_detail;
+    bool dirty;
+    uint64_t used; /* seq of its last lookup: what is dropped first */
+    eng_sale_detail d;
+} eng_sale;
+
+#define ENG_SALE_PARTNER(s) ((s)->key + (s)->key_len)
+#define ENG_SALE_BLOCK_BYTES(s) ((size_t)(s)->key_len + (s)->partner_len + 1)
 
 /* ---- owned partner state ---- */
 
@@ -146,8 +173,7 @@ typedef struct eng_held {
     int64_t at_ms;
     int64_t amount;
     uint32_t next_n; /* next exception index of this seq [D7] */
-    uint32_t sale;   /* sale: registry index */
-    const char *key; /* return: sale key; certification: pair key (arena) */
+    char *key;       /* owned: sale and return: sale key; certification: pair key */
     uint32_t key_len;
     uint8_t type; /* TLY_EV_SALE, TLY_EV_RETURN, TLY_EV_CERTIFICATION */
     uint8_t action;
@@ -165,38 +191,6 @@ typedef struct eng_trace {
     tly_trace_line cur; /* the event being traced: seq, cause, ids, period */
 } eng_trace;
 
-typedef struct eng_pstate {
-    eng_name name, region; /* region.ptr NULL when absent */
-    tly_partner_kind kind;
-    uint32_t tier; /* index into the program's current tiers */
-    int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
-    eng_bucket *buckets; /* live buckets, by period ascending */
-    uint32_t bucket_count, bucket_cap;
-    eng_row *rows; /* by period ascending */
-    uint32_t row_count, row_cap;
-    eng_hist *hist;
-    uint32_t hist_count, hist_cap;
-    eng_name *certs; /* active (person, cert) pair keys, interned */
-    uint32_t cert_count, cert_cap;
-    uint32_t *claims; /* claim indices in submit order [C8] */
-    uint32_t claim_count, claim_cap;
-    eng_held *held;
-    uint32_t held_count, held_cap;
-    eng_trace *trace; /* NULL unless this partner is traced; not owned */
-} eng_pstate;
-
-typedef struct eng_partner {
-    const char *id; /* arena */
-    uint32_t id_len;
-    uint32_t program; /* ENG_NONE: not enrolled */
-    bool owned;
-    bool dirty;
-    uint64_t touch_seq;   /* seq of the last apply that touched it */
-    uint32_t *held_sales; /* not owned: registry indices of held sales */
-    uint32_t held_sale_count, held_sale_cap;
-    eng_pstate *st; /* owned only */
-} eng_partner;
-
 /* ---- claims (owned partners) ---- */
 
 enum eng_claim_status {
@@ -213,27 +207,80 @@ typedef struct eng_share {
     int64_t amount;
 } eng_share;
 
+/* A claim, held by its partner's state in submit order [C8]. A partner
+ * read from the store knows its claims' ids only; each is read when an
+ * event names it, all of them when its claims view is written. */
 typedef struct eng_claim {
-    const char *id; /* arena */
-    uint32_t id_len;
-    uint32_t partner;
+    eng_name id; /* owned */
+    bool loaded; /* the fields below are read (or set) */
     uint8_t status;
     bool dirty;
     int64_t requested, approved, paid;
-    eng_name reason;   /* ptr NULL: none */
+    eng_name reason;   /* owned; ptr NULL: none */
     eng_share *shares; /* reservation by bucket, oldest first */
     uint32_t share_count, share_cap;
 } eng_claim;
+
+/* The money state of an owned partner. Strings are owned (name, region,
+ * certs, held keys, claims) except the tier names of the history, which
+ * are global (a program's rules, or interned at load). */
+typedef struct eng_pstate {
+    eng_name name, region; /* owned; region.ptr NULL when absent */
+    tly_partner_kind kind;
+    uint32_t tier; /* index into the program's current tiers */
+    int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
+    eng_bucket *buckets; /* live buckets, by period ascending */
+    uint32_t bucket_count, bucket_cap;
+    eng_row *rows; /* by period ascending */
+    uint32_t row_count, row_cap;
+    eng_hist *hist;
+    uint32_t hist_count, hist_cap;
+    eng_name *certs; /* active (person, cert) pair keys, owned */
+    uint32_t cert_count, cert_cap;
+    eng_claim *claims; /* in submit order [C8] */
+    uint32_t claim_count, claim_cap;
+    eng_held *held;
+    uint32_t held_count, held_cap;
+    eng_trace *trace; /* NULL unless this partner is traced; not owned */
+} eng_pstate;
+
+/* A cached partner: an owned one with its state, or another shard's
+ * partner, of which only the enrollment is kept. */
+typedef struct eng_partner {
+    char *id; /* owned; NULL: a free slot */
+    uint32_t id_len;
+    uint32_t program; /* ENG_NONE: not enrolled */
+    bool owned;
+    bool dirty;
+    bool claims_changed; /* its claims view must be written (new claims, a state
+                          * change, a first enrollment) */
+    uint64_t touch_seq;  /* seq of the last apply that touched it */
+    uint64_t used;       /* seq of its last lookup: what is dropped first */
+    uint64_t visit;      /* the member walk that last visited it */
+    eng_liab liab;       /* owned, enrolled: its share as of its last flush */
+    eng_pstate *st;      /* owned only */
+} eng_partner;
 
 /* ---- exceptions (kinds: tly_xkind.h) ---- */
 
 typedef struct eng_exc {
     uint64_t seq;
-    uint32_t n;       /* order among the exceptions of one seq */
-    uint32_t kind;    /* tly_xkind */
-    uint32_t partner; /* ENG_NONE: no partner */
-    eng_name detail;
+    uint32_t n;           /* order among the exceptions of one seq */
+    uint32_t kind;        /* tly_xkind */
+    char *text;           /* owned block: partner id (partner_len bytes, when any) ‖ detail */
+    uint32_t partner_len; /* ENG_NONE: no partner */
+    uint32_t detail_len;
 } eng_exc;
+
+#define ENG_EXC_DETAIL(x) ((x)->text + ((x)->partner_len == ENG_NONE ? 0 : (x)->partner_len))
+
+/* A claim read by tly_engine_load before its partner (key order). */
+typedef struct eng_loose_claim {
+    char *key; /* owned claim key */
+    uint32_t key_len;
+    bool taken;
+    eng_claim c;
+} eng_loose_claim;
 
 /* ---- the engine ---- */
 
@@ -244,43 +291,52 @@ typedef struct eng_pos {
     uint32_t *n;
 } eng_pos;
 
+/* A cache's slots: entries live in a vector whose free slots are reused;
+ * live counts the used ones. */
+typedef struct eng_slots {
+    uint32_t count, cap, live; /* slots in the vector, allocated, in use */
+    uint32_t *free;            /* free slot indices */
+    uint32_t free_count, free_cap;
+} eng_slots;
+
 struct tly_engine {
     uint32_t shard, shard_count;
     uint64_t seq;
     uint64_t cur_seq; /* seq being applied */
-    eng_arena arena;
+    eng_arena arena;  /* global names: programs, tier names */
+    eng_map names;    /* tier names of loaded histories, interned in the arena */
 
     eng_program *programs;
     uint32_t program_count, program_cap;
     eng_map program_map;
 
     eng_partner *partners;
-    uint32_t partner_count, partner_cap;
+    eng_slots partner_slots;
     eng_map partner_map;
 
     eng_sale *sales;
-    uint32_t sale_count, sale_cap;
+    eng_slots sale_slots;
     eng_map sale_map;
-    eng_sale_detail *details;
-    uint32_t detail_count, detail_cap;
+    eng_pool sale_blocks; /* the sales' key blocks */
 
-    eng_claim *claims;
-    uint32_t claim_count, claim_cap;
-    eng_map claim_map;
+    eng_loose_claim *loose; /* tly_engine_load's claims, until their partner */
+    uint32_t loose_count, loose_cap;
+    eng_map loose_map;
 
-    eng_map pair_map; /* interned (person, cert) pair keys */
-
-    eng_exc *excs;
+    eng_exc *excs; /* with a store: only those not yet flushed */
     uint32_t exc_count, exc_cap;
     uint32_t exc_flushed; /* excs[0..exc_flushed) are written */
+
+    /* the view store behind the caches (get NULL: none, nothing is dropped) */
+    tly_engine_store store;
+    uint32_t partners_max, sales_max; /* cache limits, clean entries */
+    uint64_t visit;                   /* the latest member walk */
 
     /* dirty lists (indices); flags on the objects avoid duplicates */
     uint32_t *dirty_partners;
     uint32_t dirty_partner_count, dirty_partner_cap;
     uint32_t *dirty_sales;
     uint32_t dirty_sale_count, dirty_sale_cap;
-    uint32_t *dirty_claims;
-    uint32_t dirty_claim_count, dirty_claim_cap;
 
     /* tracing: NULL when off; rec/ev are the record being applied, set
      * only while tracing (source and id of the lines) */

@@ -1,5 +1,5 @@
 /*
- * engine_json.c — floor 5 of the engine (see engine_internal.h): the writer
+ * engine_json.c — floor 6 of the engine (see engine_internal.h): the writer
  * the section 8 documents are built with.
  *
  * Text back end: the exact bytes json_dumps(doc, JSON_COMPACT) produces

@@ -1,10 +1,11 @@
-/* engine_map.c — floor 5 of the engine (see engine_internal.h): the
- * engine's string arena, hash map and vectors. */
+/* engine_map.c — floor 6 of the engine (see engine_internal.h): the
+ * engine's string arena, owned copies, hash map and vectors. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "engine_base.h"
+#include "tly_assert.h"
 
 char *eng_arena_copy(eng_arena *a, const void *s, size_t len)
 {
@@ -46,6 +47,76 @@ void eng_arena_free(eng_arena *a)
         c = next;
     }
     a->head = NULL;
+}
+
+char *eng_pool_get(eng_pool *p, size_t len)
+{
+    if (len > ENG_POOL_BLOCK_BYTES)
+        return malloc(len);
+    if (p->free == NULL) {
+        eng_chunk *c = malloc(sizeof *c + (size_t)ENG_POOL_BLOCK_BYTES * ENG_POOL_CHUNK_BLOCKS);
+        if (c == NULL)
+            return NULL;
+        c->next = p->chunks;
+        c->used = c->cap = (size_t)ENG_POOL_BLOCK_BYTES * ENG_POOL_CHUNK_BLOCKS;
+        p->chunks = c;
+        for (uint32_t i = 0; i < ENG_POOL_CHUNK_BLOCKS; i++)
+            eng_pool_put(p, c->data + (size_t)i * ENG_POOL_BLOCK_BYTES, ENG_POOL_BLOCK_BYTES);
+    }
+    char *b = p->free;
+    memcpy(&p->free, b, sizeof p->free);
+    return b;
+}
+
+void eng_pool_put(eng_pool *p, char *block, size_t len)
+{
+    if (len > ENG_POOL_BLOCK_BYTES) {
+        free(block);
+        return;
+    }
+    memcpy(block, &p->free, sizeof p->free);
+    p->free = block;
+}
+
+void eng_pool_free(eng_pool *p)
+{
+    for (eng_chunk *c = p->chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    *p = (eng_pool){0};
+}
+
+/* malloc'd copy of len bytes and a NUL. */
+char *eng_copy(const void *s, size_t len)
+{
+    char *out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    if (len > 0)
+        memcpy(out, s, len);
+    out[len] = '\0';
+    return out;
+}
+
+/* Owned copy of (s, len) into *out; s NULL gives the none name. */
+tly_err eng_name_copy(eng_name *out, const char *s, uint32_t len)
+{
+    *out = (eng_name){NULL, 0};
+    if (s == NULL)
+        return TLY_OK;
+    char *c = eng_copy(s, len);
+    if (c == NULL)
+        return TLY_NOMEM;
+    *out = (eng_name){c, len};
+    return TLY_OK;
+}
+
+/* Frees an owned name (the engine made the copy, so the cast is sound). */
+void eng_name_free(eng_name *n)
+{
+    free((void *)(uintptr_t)n->ptr);
+    *n = (eng_name){NULL, 0};
 }
 
 /* FNV-1a 64: the same function decides shards (tly_engine_shard_of). */
@@ -149,6 +220,55 @@ tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, ui
     eng_slot s = {.hash = hash, .key = key, .len = len, .val = val};
     map_place(m->slots, m->cap, &s);
     m->count++;
+    return TLY_OK;
+}
+
+/* Index of key's slot; key must be present. */
+static uint32_t map_slot_of(const eng_map *m, const void *key, size_t len, uint64_t hash)
+{
+    TLY_ASSERT(m->cap > 0);
+    uint32_t mask = m->cap - 1;
+    for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
+        const eng_slot *s = &m->slots[i];
+        TLY_ASSERT(s->key != NULL);
+        if (s->hash == hash && s->len == len && memcmp(s->key, key, len) == 0)
+            return i;
+    }
+}
+
+/* Backward-shift deletion: every later slot of the probe run whose home
+ * is not in (hole, slot] moves into the hole, so no tombstone is left and
+ * lookups stay exact. */
+void eng_map_del(eng_map *m, const void *key, size_t len, uint64_t hash)
+{
+    uint32_t mask = m->cap - 1;
+    uint32_t hole = map_slot_of(m, key, len, hash);
+    for (uint32_t j = (hole + 1) & mask; m->slots[j].key != NULL; j = (j + 1) & mask) {
+        uint32_t home = (uint32_t)m->slots[j].hash & mask;
+        bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (stays)
+            continue;
+        m->slots[hole] = m->slots[j];
+        hole = j;
+    }
+    m->slots[hole] = (eng_slot){0};
+    m->count--;
+}
+
+tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out)
+{
+    uint64_t h = eng_hash(s, len);
+    uint32_t v = eng_map_get(m, s, len, h);
+    if (v != ENG_NONE) {
+        const eng_slot *slot = &m->slots[map_slot_of(m, s, len, h)];
+        *out = (eng_name){slot->key, slot->len};
+        return TLY_OK;
+    }
+    char *k = eng_arena_copy(a, s, len);
+    if (k == NULL)
+        return TLY_NOMEM;
+    TRY(eng_map_put(m, k, len, h, 0));
+    *out = (eng_name){k, len};
     return TLY_OK;
 }
 

@@ -1,9 +1,10 @@
 /*
  * engine_mdf.c — floor 3 (see engine_internal.h): one partner's accounts.
- * MDF buckets and deficit, rebate rows and figures, and the MDF invariant
- * (SPEC section 6, section 9 [M*] [R*]); the rebate figure's trace lines
- * sit beside the calculation they report. Reads and writes an eng_pstate;
- * calls the trace hook (floor 4) and the base (floor 5) only.
+ * MDF buckets and deficit, rebate rows and figures, the partner's share of
+ * its program's liabilities, and the MDF invariant (SPEC section 6,
+ * section 9 [M*] [R*]); the rebate figure's trace lines sit beside the
+ * calculation they report. Reads and writes an eng_pstate; calls the trace
+ * hook (floor 5) and the base (floor 6) only.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,31 @@ tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *ope
     return TLY_OK;
 }
 
+/* available, pending, approved, accrued_open and payable: what the
+ * partner adds to its program's liabilities [M9] [P4] [R10]. */
+tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out)
+{
+    eng_liab l = {.pending = st->pending, .approved = st->approved};
+    TRY(eng_available(st, &l.available));
+    TRY(eng_rebate_totals(r, st, &l.open, &l.payable));
+    *out = l;
+    return TLY_OK;
+}
+
+/* Field by field, checked; *acc changes only when every field fits. */
+tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub)
+{
+    tly_err (*op)(int64_t, int64_t, int64_t *) = sub ? tly_money_sub : tly_money_add;
+    eng_liab t;
+    TRY(op(acc->available, x->available, &t.available));
+    TRY(op(acc->pending, x->pending, &t.pending));
+    TRY(op(acc->approved, x->approved, &t.approved));
+    TRY(op(acc->open, x->open, &t.open));
+    TRY(op(acc->payable, x->payable, &t.payable));
+    *acc = t;
+    return TLY_OK;
+}
+
 /* Σ revenue of the rows of periods from..to (missing rows are 0). */
 tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out)
 {
@@ -251,14 +277,14 @@ void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_
 }
 
 /* REBATE_SLICE and REBATE_OPEN lines for the open rows of every traced
- * partner (tly_engine.h). */
+ * partner in memory (tly_engine.h). */
 void tly_engine_trace_open(tly_engine *e)
 {
     if (e->trace == NULL)
         return;
-    for (uint32_t p = 0; p < e->partner_count; p++) {
+    for (uint32_t p = 0; p < e->partner_slots.count; p++) {
         eng_partner *pp = &e->partners[p];
-        if (pp->st == NULL || pp->st->trace == NULL || pp->program == ENG_NONE)
+        if (pp->id == NULL || pp->st == NULL || pp->st->trace == NULL || pp->program == ENG_NONE)
             continue;
         const eng_rules *r = &e->programs[pp->program].rules;
         for (uint32_t i = 0; i < pp->st->row_count; i++) {

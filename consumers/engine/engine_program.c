@@ -58,9 +58,8 @@ static tly_err program_create(tly_engine *e, const tly_event *ev)
     g.eop = g.first_period;
     g.expired_upto = INT32_MIN;
     g.dirty = true;
-    TRY(ENG_PUSH(e->programs, e->program_count, e->program_cap, g));
-    uint32_t gi = e->program_count - 1;
-    return eng_map_put(&e->program_map, name, ev->program.len, eng_hash(name, ev->program.len), gi);
+    uint32_t gi;
+    return eng_program_add(e, &g, &gi);
 }
 
 /* Index of the tier called name in r, or -1. */
@@ -73,26 +72,31 @@ static int32_t tier_by_name(const eng_rules *r, eng_name name)
     return -1;
 }
 
+/* A version bump's walk over the members: the program, its new rules and
+ * the program event's seq. */
+typedef struct retier_ctx {
+    const eng_program *g;
+    const eng_rules *nr;
+    uint64_t seq;
+} retier_ctx;
+
 /* A partner keeps its tier name if the new rules have it, else drops to
  * the lowest, with a history entry at the program event's seq and the
  * earliest open period [G3]. */
-static tly_err program_retier(tly_engine *e, eng_program *g, const eng_rules *nr, uint64_t seq)
+static tly_err retier_member(tly_engine *e, uint32_t p, void *ctx)
 {
-    for (uint32_t i = 0; i < g->member_count; i++) {
-        uint32_t p = g->members[i];
-        eng_pstate *st = e->partners[p].st;
-        eng_name old = g->rules.tiers[st->tier].name;
-        int32_t t = tier_by_name(nr, old);
-        if (t < 0) {
-            eng_hist h = {.seq = seq, .period = g->eop, .from = old, .to = nr->tiers[0].name};
-            TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
-            t = 0;
-        }
-        st->tier = (uint32_t)t;
-        /* open rebate figures follow the rules in force now [G4] */
-        TRY(eng_partner_dirty(e, p));
+    const retier_ctx *c = ctx;
+    eng_pstate *st = e->partners[p].st;
+    eng_name old = c->g->rules.tiers[st->tier].name;
+    int32_t t = tier_by_name(c->nr, old);
+    if (t < 0) {
+        eng_hist h = {.seq = c->seq, .period = c->g->eop, .from = old, .to = c->nr->tiers[0].name};
+        TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
+        t = 0;
     }
-    return TLY_OK;
+    st->tier = (uint32_t)t;
+    /* open rebate figures follow the rules in force now [G4] */
+    return eng_partner_dirty(e, p);
 }
 
 /* Creates the program, or replaces its rules with a newer version of the
@@ -117,7 +121,12 @@ tly_err eng_on_program(tly_engine *e, eng_pos pos, const tly_event *ev)
                      : TLY_OK;
     eng_rules nr;
     TRY(rules_from_event(e, ev, &nr));
-    TRY(program_retier(e, g, &nr, pos.seq));
+    /* Every member is retiered, read from the store when not in memory
+     * (and kept until the flush, which settles its liability share under
+     * the new rules). */
+    retier_ctx rc = {g, &nr, pos.seq};
+    TRY(eng_members_each(e, gi, retier_member, &rc));
+    g = &e->programs[gi];
     g->rules = nr;
     g->dirty = true;
     return TLY_OK;
@@ -174,10 +183,19 @@ static tly_err close_expire(eng_program *g, eng_pstate *st)
     return TLY_OK;
 }
 
+/* A close's walk over the members: the program and the close's seq. */
+typedef struct close_ctx {
+    eng_program *g;
+    uint64_t seq;
+} close_ctx;
+
 /* Close of g->eop for owned member p: the rebate figure is fixed, the
  * tier evaluated, expired buckets moved [T1] [G4] [G5] [M4]. */
-static tly_err close_partner(tly_engine *e, eng_program *g, uint32_t p, uint64_t seq)
+static tly_err close_member(tly_engine *e, uint32_t p, void *ctx)
 {
+    const close_ctx *c = ctx;
+    eng_program *g = c->g;
+    uint64_t seq = c->seq;
     eng_pstate *st = e->partners[p].st;
     ENG_TRACE_BEGIN(st, e, p, seq, "close", g->eop, false);
     eng_row *row = eng_row_find(st, g->eop);
@@ -215,9 +233,9 @@ tly_err eng_on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
                          "close %s of %.*s, earliest open is %s", got, STR_ARGS(ev->program), want);
     }
     /* Every partner enrolled in the program is evaluated [T7]; each shard
-     * closes the members it owns. */
-    for (uint32_t i = 0; i < g->member_count; i++)
-        TRY(close_partner(e, g, g->members[i], pos.seq));
+     * closes the members it owns (read from the store when not in memory). */
+    close_ctx cc = {g, pos.seq};
+    TRY(eng_members_each(e, gi, close_member, &cc));
     int32_t last = g->eop - g->rules.expiry_n + 1;
     if (last > g->expired_upto)
         g->expired_upto = last;

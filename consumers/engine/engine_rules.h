@@ -2,7 +2,7 @@
  * engine_rules.h — floor 2 of the engine (see engine_internal.h): the rules
  * of SPEC sections 6 and 9, one file per family of events, and the section
  * 8 documents. Floor 1 (tly_engine.c's dispatch, engine_store.c's flush)
- * calls them; they call floors 3 to 5 and never each other.
+ * calls them; they call floors 3 to 6 and never each other.
  */
 #ifndef TLY_ENGINE_RULES_H
 #define TLY_ENGINE_RULES_H
@@ -44,10 +44,10 @@ tly_err eng_on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev);
 /* The section 8 documents against a writer. with_seq adds "seq" (API
  * objects); the stored documents leave it out. */
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq);
-/* TLY_OVERFLOW (and nothing written) when a sum leaves int64. */
-tly_err eng_liability_write(eng_jw *w, const tly_engine *e, const eng_program *g);
+/* Program g's liabilities share l, as stored under "V/l/". */
+void eng_liability_write(eng_jw *w, const eng_program *g, const eng_liab *l);
 /* Exception x as stored under "X/" and served: {"seq","kind","partner",
  * "detail"}. */
-void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x);
+void eng_exc_write(eng_jw *w, const eng_exc *x);
 
 #endif

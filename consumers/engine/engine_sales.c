@@ -1,8 +1,9 @@
 /*
  * engine_sales.c — floor 2 (see engine_internal.h): enrollment and held
  * events, sales, returns and certifications (SPEC section 6 and 9 [E*]
- * [S*] [T4]). Every shard keeps the registry of all sales; only the owner
- * of a partner books its money.
+ * [S*] [T4]). Every shard registers every sale (its partner and currency)
+ * and every partner's enrollment; only the owner of a partner books its
+ * money and keeps its sales' money facts.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static tly_err exc_late(tly_engine *e, eng_pos pos, uint32_t p, const eng_progra
 }
 
 /* The accrual line of a traced sale; a held sale's ids come from its
- * registry key. */
+ * key. */
 static void trace_accrual(eng_pstate *st, const eng_sale *sale, const eng_sale_detail *d,
                           eng_name tier)
 {
@@ -45,53 +46,64 @@ static void trace_accrual(eng_pstate *st, const eng_sale *sale, const eng_sale_d
     eng_trace_line(st->trace, &l);
 }
 
-/* Folds a registered sale of an enrolled partner. Every shard decides
- * whether it moved money (the registry); the owner books the money. */
+/* Folds registered sale s of enrolled owned partner p: a sale in the
+ * program's currency gets its money facts (it moved money), any other is
+ * an exception and moves nothing. */
 static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int64_t at_ms,
                          int64_t amount)
 {
-    eng_partner *pp = &e->partners[p];
-    const eng_program *g = &e->programs[pp->program];
+    const eng_program *g = &e->programs[e->partners[p].program];
     eng_sale *sale = &e->sales[s];
-    TRY(eng_sale_dirty(e, s));
-    if (memcmp(sale->currency, g->currency, 3) != 0) {
-        sale->state = ENG_SALE_NO_MONEY;
-        if (!pp->owned)
-            return TLY_OK;
-        TRY(eng_partner_dirty(e, p));
+    TRY(eng_partner_dirty(e, p));
+    if (memcmp(sale->currency, g->currency, 3) != 0)
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p, "sale in %.3s, program %.*s is %.3s",
                          sale->currency, (int)g->name_len, g->name, g->currency);
-    }
-    sale->state = ENG_SALE_MOVED;
-    if (!pp->owned)
-        return TLY_OK;
-    eng_pstate *st = pp->st;
+    eng_pstate *st = e->partners[p].st;
     bool late;
     int32_t eff = effective_period(g, at_ms, &late);
     int32_t bps = g->rules.tiers[st->tier].mdf_bps;
-    eng_sale_detail d = {.amount = amount, .accrual = tly_money_bps(amount, bps), .bps = bps};
-    TRY(ENG_PUSH(e->details, e->detail_count, e->detail_cap, d));
-    e->sales[s].detail = e->detail_count - 1;
+    sale->has_detail = true;
+    sale->d =
+        (eng_sale_detail){.amount = amount, .accrual = tly_money_bps(amount, bps), .bps = bps};
+    TRY(eng_sale_dirty(e, s));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "sale", eff, late);
     if (st->trace != NULL)
-        trace_accrual(st, &e->sales[s], &d, g->rules.tiers[st->tier].name);
-    TRY(eng_credit(st, eff, d.accrual));
-    TRY(tly_money_addto(&st->accrued, d.accrual));
+        trace_accrual(st, sale, &sale->d, g->rules.tiers[st->tier].name);
+    TRY(eng_credit(st, eff, sale->d.accrual));
+    TRY(tly_money_addto(&st->accrued, sale->d.accrual));
     eng_row *row;
     TRY(eng_row_get(st, eff, &row));
     /* revenue counts even when the accrual rounds to 0 [M7] */
     TRY(tly_money_addto(&row->revenue, amount));
     ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount);
-    TRY(eng_partner_dirty(e, p));
     return late ? exc_late(e, pos, p, g, "sale", eff) : TLY_OK;
 }
 
-/* The id part of a registry key (source, id); *len its length. */
+/* The id part of a sale key (source, id); *len its length. */
 static const char *sale_id_of_key(const char *key, uint32_t *len, uint32_t key_len)
 {
     uint32_t src = (unsigned char)key[0];
     *len = key_len - 1 - src;
     return key + 1 + src;
+}
+
+/* Whether registered sale s moved money. The owner of its partner knows
+ * from the sale's money facts; another shard derives it from what every
+ * shard registers: the partner is enrolled and the sale is in its
+ * program's currency (the owner folds it at the sale or at the
+ * enrollment, in that currency or not at all) [S2]. */
+static tly_err sale_moved(tly_engine *e, uint32_t s, bool *moved)
+{
+    const eng_sale *sale = &e->sales[s];
+    *moved = sale->has_detail;
+    if (eng_owned(e, ENG_SALE_PARTNER(sale), sale->partner_len))
+        return TLY_OK;
+    uint32_t q;
+    TRY(eng_partner_find(e, ENG_SALE_PARTNER(sale), sale->partner_len, &q));
+    const eng_partner *qp = q == ENG_NONE ? NULL : &e->partners[q];
+    *moved = qp != NULL && qp->program != ENG_NONE &&
+             memcmp(sale->currency, e->programs[qp->program].currency, 3) == 0;
+    return TLY_OK;
 }
 
 /* Returns the capped amount that applies, 0 when nothing does. Checks run
@@ -106,19 +118,22 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     if (memcmp(cur, g->currency, 3) != 0)
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p, "return in %.3s, program %.*s is %.3s",
                          cur, (int)g->name_len, g->name, g->currency);
-    uint32_t s = eng_map_get(&e->sale_map, key, klen, eng_hash(key, klen));
+    uint32_t s;
+    bool moved = false;
+    TRY(eng_sale_find(e, key, klen, &s));
+    if (s != ENG_NONE)
+        TRY(sale_moved(e, s, &moved));
     /* A sale that moved no money is unknown [S2]. */
-    if (s == ENG_NONE || e->sales[s].state != ENG_SALE_MOVED)
+    if (!moved)
         return eng_raise(e, pos, TLY_X_UNKNOWN_SALE, p, "return of unknown sale '%.*s'", (int)idlen,
                          id);
-    if (e->sales[s].partner != p) { /* [S1] */
-        const eng_partner *o = &e->partners[e->sales[s].partner];
-        return eng_raise(e, pos, TLY_X_RETURN_PARTNER_MISMATCH, p,
+    const eng_sale *sale = &e->sales[s];
+    const eng_partner *pp = &e->partners[p];
+    if (sale->partner_len != pp->id_len || memcmp(ENG_SALE_PARTNER(sale), pp->id, pp->id_len) != 0)
+        return eng_raise(e, pos, TLY_X_RETURN_PARTNER_MISMATCH, p, /* [S1] */
                          "return of sale '%.*s' which belongs to partner '%.*s'", (int)idlen, id,
-                         (int)o->id_len, o->id);
-    }
-    const eng_sale_detail *d = &e->details[e->sales[s].detail];
-    int64_t unreturned = d->amount - d->returned;
+                         (int)sale->partner_len, ENG_SALE_PARTNER(sale));
+    int64_t unreturned = sale->d.amount - sale->d.returned;
     *sale_out = s;
     if (amount <= unreturned) {
         *apply = amount;
@@ -163,7 +178,7 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
         return TLY_OK;
     eng_pstate *st = e->partners[p].st;
     const eng_program *g = &e->programs[e->partners[p].program];
-    eng_sale_detail *d = &e->details[e->sales[s].detail];
+    eng_sale_detail *d = &e->sales[s].d;
     /* Clawback on the capped amount at the sale's own rate, capped at the
      * accrual not yet clawed back [S3] [S7]. */
     int64_t c = tly_money_bps(apply, d->bps);
@@ -190,17 +205,26 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
 /* Active certifications are distinct (person, cert) pairs; earning an
  * active pair again changes nothing, ending an inactive one is
  * cert_not_active [T4]. */
-static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair, uint8_t action)
+static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, tly_str pair, uint8_t action)
 {
     eng_pstate *st = e->partners[p].st;
     uint32_t i = 0;
-    while (i < st->cert_count && st->certs[i].ptr != pair.ptr)
+    while (i < st->cert_count &&
+           (st->certs[i].len != pair.len || memcmp(st->certs[i].ptr, pair.ptr, pair.len) != 0))
         i++;
     TRY(eng_partner_dirty(e, p));
-    if (action == TLY_ACT_EARNED)
-        return i < st->cert_count ? TLY_OK
-                                  : ENG_PUSH(st->certs, st->cert_count, st->cert_cap, pair);
+    if (action == TLY_ACT_EARNED) {
+        if (i < st->cert_count)
+            return TLY_OK;
+        eng_name copy;
+        TRY(eng_name_copy(&copy, pair.ptr, pair.len));
+        tly_err err = ENG_PUSH(st->certs, st->cert_count, st->cert_cap, copy);
+        if (err != TLY_OK)
+            eng_name_free(&copy);
+        return err;
+    }
     if (i < st->cert_count) {
+        eng_name_free(&st->certs[i]);
         memmove(&st->certs[i], &st->certs[i + 1], (st->cert_count - i - 1) * sizeof *st->certs);
         st->cert_count--;
         return TLY_OK;
@@ -212,45 +236,43 @@ static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, eng_name pair, 
 }
 
 /* Keeps event h of unenrolled owned partner p until enrollment, with a
- * held exception; h keeps its seq and exception counter [E3] [D7]. */
-static tly_err hold(tly_engine *e, uint32_t p, eng_pos pos, eng_held h, const char *what)
+ * held exception; h keeps its seq and exception counter [E3] [D7]. h
+ * takes a copy of key. */
+static tly_err hold(tly_engine *e, uint32_t p, eng_pos pos, eng_held h, const char *key,
+                    const char *what)
 {
     const eng_partner *pp = &e->partners[p];
     TRY(eng_raise(e, pos, TLY_X_HELD, p, "%s held until partner '%.*s' is enrolled", what,
                   (int)pp->id_len, pp->id));
     h.seq = pos.seq;
     h.next_n = *pos.n;
+    h.key = eng_copy(key, h.key_len);
+    if (h.key == NULL)
+        return TLY_NOMEM;
     eng_pstate *st = pp->st;
-    TRY(ENG_PUSH(st->held, st->held_count, st->held_cap, h));
+    tly_err err = ENG_PUSH(st->held, st->held_count, st->held_cap, h);
+    if (err != TLY_OK) {
+        free(h.key);
+        return err;
+    }
     return eng_partner_dirty(e, p);
 }
 
-/* Registers the sale in every shard, then folds it (enrolled), remembers
- * it (not owned) or holds it (owned, unenrolled) [E3]. */
+/* Registers the sale in every shard (what a return needs to know of it);
+ * its owner folds it (enrolled) or holds it (unenrolled) [E3]. */
 tly_err eng_on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev)
 {
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
-    uint64_t h = eng_hash(key, klen);
-    uint32_t p;
+    uint32_t s, p;
+    TRY(eng_sale_add(e, key, klen, ev->partner, ev->currency.ptr, &s));
+    if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
+        return TLY_OK;
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
-    char *k = eng_arena_copy(&e->arena, key, klen);
-    if (k == NULL)
-        return TLY_NOMEM;
-    eng_sale sale = {
-        .key = k, .key_len = klen, .partner = p, .detail = ENG_NONE, .state = ENG_SALE_HELD};
-    memcpy(sale.currency, ev->currency.ptr, 3);
-    TRY(ENG_PUSH(e->sales, e->sale_count, e->sale_cap, sale));
-    uint32_t s = e->sale_count - 1;
-    TRY(eng_map_put(&e->sale_map, k, klen, h, s));
-    TRY(eng_sale_dirty(e, s));
-    eng_partner *pp = &e->partners[p];
-    if (pp->program != ENG_NONE)
+    if (e->partners[p].program != ENG_NONE)
         return fold_sale(e, p, s, pos, ev->at_ms, ev->amount);
-    if (!pp->owned) /* remembered to settle the registry at enrollment */
-        return ENG_PUSH(pp->held_sales, pp->held_sale_count, pp->held_sale_cap, s);
-    eng_held hd = {.at_ms = ev->at_ms, .amount = ev->amount, .sale = s, .type = TLY_EV_SALE};
-    return hold(e, p, pos, hd, "sale");
+    eng_held hd = {.at_ms = ev->at_ms, .amount = ev->amount, .key_len = klen, .type = TLY_EV_SALE};
+    return hold(e, p, pos, hd, key, "sale");
 }
 
 /* A return, folded or held by the partner's owner only. qty is
@@ -265,17 +287,13 @@ tly_err eng_on_return(tly_engine *e, const tly_record *rec, eng_pos pos, const t
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     if (e->partners[p].program != ENG_NONE)
         return fold_return(e, p, pos, ev->at_ms, key, klen, ev->amount, ev->currency.ptr);
-    char *k = eng_arena_copy(&e->arena, key, klen);
-    if (k == NULL)
-        return TLY_NOMEM;
     eng_held hd = {
-        .at_ms = ev->at_ms, .amount = ev->amount, .key = k, .key_len = klen, .type = TLY_EV_RETURN};
+        .at_ms = ev->at_ms, .amount = ev->amount, .key_len = klen, .type = TLY_EV_RETURN};
     memcpy(hd.currency, ev->currency.ptr, 3);
-    return hold(e, p, pos, hd, "return");
+    return hold(e, p, pos, hd, key, "return");
 }
 
-/* A certification, folded or held by the partner's owner only; the pair
- * key is interned so active pairs compare by pointer. */
+/* A certification, folded or held by the partner's owner only. */
 tly_err eng_on_cert(tly_engine *e, eng_pos pos, const tly_event *ev)
 {
     if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
@@ -284,89 +302,70 @@ tly_err eng_on_cert(tly_engine *e, eng_pos pos, const tly_event *ev)
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     char key[1 + 2 * TLY_NAME_BYTES_MAX];
     uint32_t klen = eng_pair_key(key, ev->person.ptr, ev->person.len, ev->cert.ptr, ev->cert.len);
-    eng_name pair;
-    TRY(eng_pair_intern(e, key, klen, &pair));
     if (e->partners[p].program != ENG_NONE)
-        return fold_cert(e, p, pos, pair, (uint8_t)ev->action);
+        return fold_cert(e, p, pos, (tly_str){key, klen}, (uint8_t)ev->action);
     eng_held hd = {.at_ms = ev->at_ms,
-                   .key = pair.ptr,
                    .key_len = klen,
                    .type = TLY_EV_CERTIFICATION,
                    .action = (uint8_t)ev->action};
-    return hold(e, p, pos, hd, "certification");
+    return hold(e, p, pos, hd, key, "certification");
 }
 
 /* ---- enrollment [E1] [E2] [E3] ---- */
+
+/* One held event of p, at its own seq [D7]; a held sale is registered. */
+static tly_err fold_held_one(tly_engine *e, uint32_t p, eng_held *h)
+{
+    eng_pos hpos = {.seq = h->seq, .n = &h->next_n};
+    if (h->type == TLY_EV_RETURN)
+        return fold_return(e, p, hpos, h->at_ms, h->key, h->key_len, h->amount, h->currency);
+    if (h->type == TLY_EV_CERTIFICATION)
+        return fold_cert(e, p, hpos, (tly_str){h->key, h->key_len}, h->action);
+    uint32_t s;
+    TRY(eng_sale_find(e, h->key, h->key_len, &s));
+    if (s == ENG_NONE)
+        return TLY_CORRUPT;
+    return fold_sale(e, p, s, hpos, h->at_ms, h->amount);
+}
 
 /* Folds the held events in their log order, each at its own seq [D7]. */
 static tly_err fold_held(tly_engine *e, uint32_t p)
 {
     eng_pstate *st = e->partners[p].st;
-    for (uint32_t i = 0; i < st->held_count; i++) {
-        eng_held *h = &st->held[i];
-        eng_pos hpos = {.seq = h->seq, .n = &h->next_n};
-        tly_err err = TLY_OK;
-        if (h->type == TLY_EV_SALE)
-            err = fold_sale(e, p, h->sale, hpos, h->at_ms, h->amount);
-        else if (h->type == TLY_EV_RETURN)
-            err = fold_return(e, p, hpos, h->at_ms, h->key, h->key_len, h->amount, h->currency);
-        else
-            err = fold_cert(e, p, hpos, (eng_name){h->key, h->key_len}, h->action);
-        TRY(err);
-    }
+    for (uint32_t i = 0; i < st->held_count; i++)
+        TRY(fold_held_one(e, p, &st->held[i]));
+    for (uint32_t i = 0; i < st->held_count; i++)
+        free(st->held[i].key);
     free(st->held);
     st->held = NULL;
     st->held_count = st->held_cap = 0;
     return TLY_OK;
 }
 
-/* A shard that does not own the partner only settles the registry. */
-static tly_err settle_held_sales(tly_engine *e, uint32_t p)
-{
-    eng_partner *pp = &e->partners[p];
-    const eng_program *g = &e->programs[pp->program];
-    for (uint32_t i = 0; i < pp->held_sale_count; i++) {
-        eng_sale *s = &e->sales[pp->held_sales[i]];
-        s->state = memcmp(s->currency, g->currency, 3) == 0 ? ENG_SALE_MOVED : ENG_SALE_NO_MONEY;
-        TRY(eng_sale_dirty(e, pp->held_sales[i]));
-    }
-    free(pp->held_sales);
-    pp->held_sales = NULL;
-    pp->held_sale_count = pp->held_sale_cap = 0;
-    return TLY_OK;
-}
-
 /* Name, kind and region of an owned partner from its partner event. */
-static tly_err set_identity(tly_engine *e, eng_pstate *st, const tly_event *ev)
+static tly_err set_identity(eng_pstate *st, const tly_event *ev)
 {
-    char *name = eng_arena_copy(&e->arena, ev->name.ptr, ev->name.len);
-    if (name == NULL)
-        return TLY_NOMEM;
-    st->name = (eng_name){name, ev->name.len};
+    eng_name_free(&st->name);
+    eng_name_free(&st->region);
     st->kind = ev->kind;
-    st->region = (eng_name){NULL, 0};
-    if (ev->region.ptr != NULL) {
-        char *region = eng_arena_copy(&e->arena, ev->region.ptr, ev->region.len);
-        if (region == NULL)
-            return TLY_NOMEM;
-        st->region = (eng_name){region, ev->region.len};
-    }
-    return TLY_OK;
+    TRY(eng_name_copy(&st->name, ev->name.ptr, ev->name.len));
+    return eng_name_copy(&st->region, ev->region.ptr, ev->region.len);
 }
 
 /* First enrollment of p in program gi: the owner sets identity and the
- * lowest tier and folds the held events; other shards settle the
- * registry [E1] [E3]. */
+ * lowest tier and folds the held events; other shards record the
+ * enrollment, which decides whether p's sales moved money [E1] [E3]. */
 static tly_err enroll(tly_engine *e, uint32_t p, uint32_t gi, const tly_event *ev)
 {
     eng_partner *pp = &e->partners[p];
     pp->program = gi;
+    pp->claims_changed = true; /* its first views */
     TRY(eng_partner_dirty(e, p));
     if (!pp->owned)
-        return settle_held_sales(e, p);
-    TRY(set_identity(e, pp->st, ev));
-    pp->st->tier = 0; /* a new partner starts at the lowest tier */
-    TRY(eng_program_add_member(&e->programs[gi], p));
+        return TLY_OK;
+    TRY(set_identity(pp->st, ev));
+    pp->st->tier = 0;           /* a new partner starts at the lowest tier */
+    TRY(eng_claims_fill(e, p)); /* denied claims of before, for its claims view */
     return fold_held(e, p);
 }
 
@@ -393,7 +392,7 @@ tly_err eng_on_partner(tly_engine *e, eng_pos pos, const tly_event *ev)
         return TLY_OK;
     if (pp->program == gi) { /* re-enrollment updates identity only [E1] */
         TRY(eng_partner_dirty(e, p));
-        return set_identity(e, pp->st, ev);
+        return set_identity(pp->st, ev);
     }
     const eng_program *cur = &e->programs[pp->program];
     return eng_raise(e, pos, TLY_X_PARTNER_PROGRAM_CHANGE, p,

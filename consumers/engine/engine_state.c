@@ -1,9 +1,11 @@
 /*
  * engine_state.c — floor 3 (see engine_internal.h): the engine's tables.
- * Partner records, dirty marks, the exception list, interned pair keys,
- * the registry and claim keys, and the claim status names: the helpers
- * every rule of floor 2 shares. Calls the trace hook (floor 4) and the
- * base (floor 5) only.
+ * Programs; the partner and sale caches, read from the view store on a
+ * miss (tly_engine_set_store) and trimmed after each flush; walks over a
+ * program's members; dirty marks, the exception list, the sale, claim and
+ * pair keys, and the claim status names: the helpers every rule of floor
+ * 2 shares. Calls the records (floor 4), the trace hook (floor 5) and the
+ * base (floor 6) only.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +17,12 @@
 
 /* Longest exception detail; details quote at most a few names. */
 #define ENG_DETAIL_BYTES_MAX 512
+
+/* Store key prefixes of the records read on a miss. */
+#define KEY_SALE "S/2/"
+#define KEY_CLAIM "S/3/"
+#define KEY_PARTNER "S/4/"
+#define KEY_PREFIX_BYTES 4u
 
 /* FNV-1a 64 of the id modulo the shard count (tly_engine.h). */
 uint32_t tly_engine_shard_of(const char *partner, size_t len, uint32_t shard_count)
@@ -35,35 +43,396 @@ uint32_t eng_program_find(const tly_engine *e, const char *name, size_t len)
     return eng_map_get(&e->program_map, name, len, eng_hash(name, len));
 }
 
-/* The partner record of id, created (unenrolled; with a money state when
- * owned, traced when the trace wants it) on first sight. */
-tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out)
+/* Appends g and maps its name (which lives in the arena). */
+tly_err eng_program_add(tly_engine *e, const eng_program *g, uint32_t *out)
 {
-    uint64_t h = eng_hash(id, len);
-    uint32_t p = eng_map_get(&e->partner_map, id, len, h);
-    if (p != ENG_NONE) {
-        *out = p;
+    TRY(ENG_PUSH(e->programs, e->program_count, e->program_cap, *g));
+    uint32_t gi = e->program_count - 1;
+    TRY(eng_map_put(&e->program_map, g->name, g->name_len, eng_hash(g->name, g->name_len), gi));
+    *out = gi;
+    return TLY_OK;
+}
+
+/* ---- slots ---- */
+
+/* A slot of a cache's vector *v (elements of elem bytes): a free one
+ * reused, or a new one. The free list is kept as large as the vector, so
+ * giving a slot back never allocates. */
+static tly_err slot_take(void **v, size_t elem, eng_slots *s, uint32_t *out)
+{
+    if (s->free_count > 0) {
+        *out = s->free[--s->free_count];
+        s->live++;
         return TLY_OK;
     }
-    char *key = eng_arena_copy(&e->arena, id, len);
-    if (key == NULL)
-        return TLY_NOMEM;
-    eng_partner rec = {
-        .id = key, .id_len = (uint32_t)len, .program = ENG_NONE, .owned = eng_owned(e, id, len)};
-    if (rec.owned && (rec.st = eng_pstate_new()) == NULL)
-        return TLY_NOMEM;
-    if (rec.st != NULL)
-        eng_trace_attach(e, rec.st, id, len);
-    tly_err err = ENG_PUSH(e->partners, e->partner_count, e->partner_cap, rec);
+    uint32_t cap = s->cap;
+    TRY(eng_grow(v, &cap, s->count + 1, elem));
+    uint32_t fcap = s->free_cap;
+    TRY(eng_grow((void **)&s->free, &fcap, cap, sizeof *s->free));
+    s->cap = cap;
+    s->free_cap = fcap;
+    *out = s->count++;
+    s->live++;
+    return TLY_OK;
+}
+
+static void slot_give(eng_slots *s, uint32_t i)
+{
+    TLY_ASSERT(s->free_count < s->free_cap && s->live > 0);
+    s->free[s->free_count++] = i;
+    s->live--;
+}
+
+/* key = prefix ‖ body into buf (≥ KEY_PREFIX_BYTES + len). */
+static size_t store_key(char *buf, const char *prefix, const char *body, size_t len)
+{
+    memcpy(buf, prefix, KEY_PREFIX_BYTES);
+    memcpy(buf + KEY_PREFIX_BYTES, body, len);
+    return KEY_PREFIX_BYTES + len;
+}
+
+/* The stored value of prefix ‖ body: TLY_OK, TLY_NOT_FOUND (also without a
+ * store), or the store's error. */
+static tly_err store_get(const tly_engine *e, const char *prefix, const char *body, size_t len,
+                         const void **val, size_t *vlen)
+{
+    if (e->store.get == NULL)
+        return TLY_NOT_FOUND;
+    char key[ENG_KEY_BYTES_MAX];
+    TLY_ASSERT(KEY_PREFIX_BYTES + len <= sizeof key);
+    size_t klen = store_key(key, prefix, body, len);
+    return e->store.get(e->store.ctx, key, klen, val, vlen);
+}
+
+/* ---- partners ---- */
+
+/* Puts a record for id (program gi, money state st or NULL) in a slot and
+ * maps it; st is freed on failure. */
+static tly_err partner_insert(tly_engine *e, const char *id, size_t len, uint64_t h, uint32_t gi,
+                              eng_pstate *st, uint32_t *out)
+{
+    char *copy = eng_copy(id, len);
+    uint32_t p;
+    tly_err err =
+        copy == NULL ? TLY_NOMEM
+                     : slot_take((void **)&e->partners, sizeof *e->partners, &e->partner_slots, &p);
+    if (err == TLY_OK && (err = eng_map_put(&e->partner_map, copy, (uint32_t)len, h, p)) != TLY_OK)
+        slot_give(&e->partner_slots, p);
     if (err != TLY_OK) {
-        eng_pstate_free(rec.st);
+        free(copy);
+        eng_pstate_free(st);
         return err;
     }
-    p = e->partner_count - 1;
-    TRY(eng_map_put(&e->partner_map, key, (uint32_t)len, h, p));
+    e->partners[p] = (eng_partner){.id = copy,
+                                   .id_len = (uint32_t)len,
+                                   .program = gi,
+                                   .owned = eng_owned(e, id, len),
+                                   .used = e->cur_seq,
+                                   .st = st};
+    if (st != NULL)
+        eng_trace_attach(e, st, id, len);
     *out = p;
     return TLY_OK;
 }
+
+/* Fills claim c (its id set) of partner (id, len) from the claims
+ * tly_engine_load kept, or else from its stored record. */
+static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *c)
+{
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    uint32_t klen = eng_claim_key(key, id, (uint32_t)len, c->id.ptr, c->id.len);
+    uint32_t i = eng_map_get(&e->loose_map, key, klen, eng_hash(key, klen));
+    if (i != ENG_NONE && !e->loose[i].taken) {
+        eng_claim_clear(c);
+        *c = e->loose[i].c;
+        e->loose[i].taken = true;
+        e->loose[i].c = (eng_claim){0};
+        return TLY_OK;
+    }
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, KEY_CLAIM, key, klen, &val, &vlen);
+    if (err != TLY_OK)
+        return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
+    eng_claim got;
+    tly_str partner;
+    TRY(eng_unpack_claim(val, vlen, &partner, &got));
+    if (partner.len != len || memcmp(partner.ptr, id, len) != 0 || got.id.len != c->id.len ||
+        memcmp(got.id.ptr, c->id.ptr, c->id.len) != 0) {
+        eng_claim_clear(&got);
+        return TLY_CORRUPT;
+    }
+    eng_claim_clear(c);
+    *c = got;
+    return TLY_OK;
+}
+
+tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci)
+{
+    const eng_partner *pp = &e->partners[p];
+    eng_claim *c = &pp->st->claims[ci];
+    return c->loaded ? TLY_OK : claim_fill(e, pp->id, pp->id_len, c);
+}
+
+tly_err eng_claims_fill(tly_engine *e, uint32_t p)
+{
+    for (uint32_t i = 0; i < e->partners[p].st->claim_count; i++)
+        TRY(eng_claim_fill(e, p, i));
+    return TLY_OK;
+}
+
+/* The money state of an owned partner's record (its claims' ids). */
+static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t gi, const void *val,
+                           size_t vlen, eng_pstate **out, eng_liab *liab)
+{
+    eng_pstate *st = eng_pstate_new();
+    if (st == NULL)
+        return TLY_NOMEM;
+    /* The bytes may go with the first claim read: copy the id first. */
+    char id[TLY_NAME_BYTES_MAX];
+    size_t len = head->id.len;
+    memcpy(id, head->id.ptr, len);
+    tly_err err = eng_unpack_pstate(val, vlen, &e->names, &e->arena, st, liab);
+    if (err == TLY_OK && gi != ENG_NONE && st->tier >= e->programs[gi].rules.tier_count)
+        err = TLY_CORRUPT;
+    /* Without a store the claims come from tly_engine_load, now; with one
+     * each is read when needed (eng_claim_fill). */
+    for (uint32_t i = 0; i < st->claim_count && err == TLY_OK && e->store.get == NULL; i++)
+        err = claim_fill(e, id, len, &st->claims[i]);
+    if (err != TLY_OK) {
+        eng_pstate_free(st);
+        return err;
+    }
+    *out = st;
+    return TLY_OK;
+}
+
+/* A stored partner record into the cache. A record of an owned partner
+ * that says it is not owned (or the reverse) was written by another shard
+ * layout: TLY_CORRUPT. */
+static tly_err partner_read(tly_engine *e, const void *val, size_t vlen, uint32_t *out)
+{
+    eng_partner_rec head;
+    TRY(eng_peek_partner(val, vlen, &head));
+    if (head.owned != eng_owned(e, head.id.ptr, head.id.len))
+        return TLY_CORRUPT;
+    uint32_t gi = ENG_NONE;
+    if (head.program.ptr != NULL &&
+        (gi = eng_program_find(e, head.program.ptr, head.program.len)) == ENG_NONE)
+        return TLY_CORRUPT;
+    uint64_t h = eng_hash(head.id.ptr, head.id.len);
+    if (eng_map_get(&e->partner_map, head.id.ptr, head.id.len, h) != ENG_NONE)
+        return TLY_CORRUPT;
+    char id[TLY_NAME_BYTES_MAX];
+    size_t len = head.id.len;
+    memcpy(id, head.id.ptr, len);
+    eng_pstate *st = NULL;
+    eng_liab liab = {0};
+    if (head.owned)
+        TRY(pstate_read(e, &head, gi, val, vlen, &st, &liab));
+    TRY(partner_insert(e, id, len, h, gi, st, out));
+    e->partners[*out].liab = liab;
+    return TLY_OK;
+}
+
+/* The cached record of id, else the stored one, else (create) a new one. */
+static tly_err partner_lookup(tly_engine *e, const char *id, size_t len, bool create, uint32_t *out)
+{
+    TLY_ASSERT(len <= TLY_NAME_BYTES_MAX);
+    uint64_t h = eng_hash(id, len);
+    uint32_t p = eng_map_get(&e->partner_map, id, len, h);
+    if (p != ENG_NONE) {
+        e->partners[p].used = e->cur_seq;
+        *out = p;
+        return TLY_OK;
+    }
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, KEY_PARTNER, id, len, &val, &vlen);
+    if (err == TLY_OK) {
+        TRY(partner_read(e, val, vlen, out));
+        const eng_partner *pp = &e->partners[*out];
+        return pp->id_len == len && memcmp(pp->id, id, len) == 0 ? TLY_OK : TLY_CORRUPT;
+    }
+    *out = ENG_NONE;
+    if (err != TLY_NOT_FOUND || !create)
+        return err == TLY_NOT_FOUND ? TLY_OK : err;
+    eng_pstate *st = NULL;
+    if (eng_owned(e, id, len) && (st = eng_pstate_new()) == NULL)
+        return TLY_NOMEM;
+    return partner_insert(e, id, len, h, ENG_NONE, st, out);
+}
+
+tly_err eng_partner_find(tly_engine *e, const char *id, size_t len, uint32_t *out)
+{
+    return partner_lookup(e, id, len, false, out);
+}
+
+tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out)
+{
+    return partner_lookup(e, id, len, true, out);
+}
+
+tly_err eng_partner_load(tly_engine *e, const void *val, size_t len)
+{
+    uint32_t p;
+    return partner_read(e, val, len, &p);
+}
+
+/* Keeps the claim under its key until its partner's record asks for it. */
+tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len)
+{
+    eng_loose_claim l = {0};
+    tly_str partner;
+    TRY(eng_unpack_claim(val, len, &partner, &l.c));
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    l.key_len = eng_claim_key(key, partner.ptr, partner.len, l.c.id.ptr, l.c.id.len);
+    uint64_t h = eng_hash(key, l.key_len);
+    tly_err err = eng_map_get(&e->loose_map, key, l.key_len, h) == ENG_NONE ? TLY_OK : TLY_CORRUPT;
+    if (err == TLY_OK && (l.key = eng_copy(key, l.key_len)) == NULL)
+        err = TLY_NOMEM;
+    if (err == TLY_OK)
+        err = ENG_PUSH(e->loose, e->loose_count, e->loose_cap, l);
+    if (err == TLY_OK)
+        return eng_map_put(&e->loose_map, l.key, l.key_len, h, e->loose_count - 1);
+    free(l.key);
+    eng_claim_clear(&l.c);
+    return err;
+}
+
+/* ---- sales ---- */
+
+/* Puts a sale in a slot and maps it. */
+static tly_err sale_insert(tly_engine *e, const char *key, uint32_t klen, uint64_t h,
+                           const eng_sale_rec *rec, uint32_t *out)
+{
+    size_t bytes = (size_t)klen + rec->partner.len + 1;
+    char *block = eng_pool_get(&e->sale_blocks, bytes);
+    if (block == NULL)
+        return TLY_NOMEM;
+    memcpy(block, key, klen);
+    memcpy(block + klen, rec->partner.ptr, rec->partner.len);
+    block[klen + rec->partner.len] = '\0';
+    uint32_t s;
+    tly_err err = slot_take((void **)&e->sales, sizeof *e->sales, &e->sale_slots, &s);
+    if (err == TLY_OK && (err = eng_map_put(&e->sale_map, block, klen, h, s)) != TLY_OK)
+        slot_give(&e->sale_slots, s);
+    if (err != TLY_OK) {
+        eng_pool_put(&e->sale_blocks, block, bytes);
+        return err;
+    }
+    eng_sale *sale = &e->sales[s];
+    *sale = (eng_sale){.key = block,
+                       .key_len = klen,
+                       .partner_len = rec->partner.len,
+                       .has_detail = rec->has_detail,
+                       .used = e->cur_seq,
+                       .d = rec->d};
+    memcpy(sale->currency, rec->currency, 3);
+    *out = s;
+    return TLY_OK;
+}
+
+tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out)
+{
+    uint64_t h = eng_hash(key, klen);
+    uint32_t s = eng_map_get(&e->sale_map, key, klen, h);
+    if (s != ENG_NONE) {
+        e->sales[s].used = e->cur_seq;
+        *out = s;
+        return TLY_OK;
+    }
+    *out = ENG_NONE;
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, KEY_SALE, key, klen, &val, &vlen);
+    if (err != TLY_OK)
+        return err == TLY_NOT_FOUND ? TLY_OK : err;
+    eng_sale_rec rec;
+    TRY(eng_unpack_sale(val, vlen, &rec));
+    return sale_insert(e, key, klen, h, &rec, out);
+}
+
+tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,
+                     const char cur[3], uint32_t *out)
+{
+    eng_sale_rec rec = {.partner = partner};
+    memcpy(rec.currency, cur, 3);
+    TRY(sale_insert(e, key, klen, eng_hash(key, klen), &rec, out));
+    return eng_sale_dirty(e, *out);
+}
+
+tly_err eng_sale_load(tly_engine *e, const char *key, uint32_t klen, const void *val, size_t len)
+{
+    eng_sale_rec rec;
+    TRY(eng_unpack_sale(val, len, &rec));
+    uint64_t h = eng_hash(key, klen);
+    if (klen < 1 || eng_map_get(&e->sale_map, key, klen, h) != ENG_NONE)
+        return TLY_CORRUPT;
+    uint32_t s;
+    return sale_insert(e, key, klen, h, &rec, &s);
+}
+
+/* ---- member walks [T7] [G3] ---- */
+
+typedef struct member_walk {
+    tly_engine *e;
+    uint32_t gi;
+    eng_member_fn fn;
+    void *ctx;
+} member_walk;
+
+/* fn for p when it is an owned member the walk has not visited yet. */
+static tly_err member_call(member_walk *w, uint32_t p)
+{
+    eng_partner *pp = &w->e->partners[p];
+    if (!pp->owned || pp->program == ENG_NONE || pp->visit == w->e->visit ||
+        (w->gi != ENG_NONE && pp->program != w->gi))
+        return TLY_OK;
+    pp->visit = w->e->visit;
+    return w->fn(w->e, p, w->ctx);
+}
+
+/* A stored partner record: its cached copy (which may be newer) when
+ * there is one, else the record read into the cache when it is a member. */
+static tly_err member_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    member_walk *w = ctx;
+    tly_engine *e = w->e;
+    const char *id = (const char *)key + KEY_PREFIX_BYTES;
+    size_t len = klen - KEY_PREFIX_BYTES;
+    if (klen <= KEY_PREFIX_BYTES || len > TLY_NAME_BYTES_MAX)
+        return TLY_CORRUPT;
+    if (!eng_owned(e, id, len))
+        return TLY_OK;
+    uint32_t p = eng_map_get(&e->partner_map, id, len, eng_hash(id, len));
+    if (p == ENG_NONE) {
+        eng_partner_rec head;
+        TRY(eng_peek_partner(val, vlen, &head));
+        const eng_program *g = w->gi == ENG_NONE ? NULL : &e->programs[w->gi];
+        if (head.program.ptr == NULL ||
+            (g != NULL && (head.program.len != g->name_len ||
+                           memcmp(head.program.ptr, g->name, g->name_len) != 0)))
+            return TLY_OK;
+        TRY(partner_read(e, val, vlen, &p));
+    }
+    return member_call(w, p);
+}
+
+tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx)
+{
+    member_walk w = {e, gi, fn, ctx};
+    e->visit++;
+    if (e->store.scan != NULL)
+        TRY(e->store.scan(e->store.ctx, KEY_PARTNER, KEY_PREFIX_BYTES, member_visit, &w));
+    /* Members the store does not hold yet: enrolled since the last flush. */
+    for (uint32_t p = 0; p < e->partner_slots.count; p++)
+        if (e->partners[p].id != NULL)
+            TRY(member_call(&w, p));
+    return TLY_OK;
+}
+
+/* ---- dirty marks and the trim ---- */
 
 /* Marks p for the next flush and, when owned, as touched by this apply
  * (the after-event checks read the touched list). */
@@ -81,7 +450,7 @@ tly_err eng_partner_dirty(tly_engine *e, uint32_t p)
     return TLY_OK;
 }
 
-/* Marks registry entry s for the next flush. */
+/* Marks sale s for the next flush. */
 tly_err eng_sale_dirty(tly_engine *e, uint32_t s)
 {
     if (e->sales[s].dirty)
@@ -91,24 +460,136 @@ tly_err eng_sale_dirty(tly_engine *e, uint32_t s)
     return TLY_OK;
 }
 
-/* Marks claim c for the next flush. */
-tly_err eng_claim_dirty(tly_engine *e, uint32_t c)
+/* The k-th smallest of v[0..n) (0-based, k < n; v is reordered): Wirth's
+ * selection, O(n) on average, so a trim costs no sort. */
+static uint64_t select_kth(uint64_t *v, uint32_t n, uint32_t k)
 {
-    if (e->claims[c].dirty)
-        return TLY_OK;
-    TRY(ENG_PUSH(e->dirty_claims, e->dirty_claim_count, e->dirty_claim_cap, c));
-    e->claims[c].dirty = true;
-    return TLY_OK;
+    int64_t l = 0, r = (int64_t)n - 1;
+    while (l < r) {
+        uint64_t x = v[k];
+        int64_t i = l, j = r;
+        do {
+            while (v[i] < x)
+                i++;
+            while (x < v[j])
+                j--;
+            if (i <= j) {
+                uint64_t t = v[i];
+                v[i++] = v[j];
+                v[j--] = t;
+            }
+        } while (i <= j);
+        if (j < (int64_t)k)
+            l = i;
+        if ((int64_t)k < i)
+            r = j;
+    }
+    return v[k];
 }
 
-/* Appends x to the exception list (flushed from exc_flushed on). */
-tly_err eng_exc_add(tly_engine *e, const eng_exc *x)
+/* Drops partner p from the cache (it is clean: the store holds it). */
+static void partner_drop(tly_engine *e, uint32_t p)
 {
-    return ENG_PUSH(e->excs, e->exc_count, e->exc_cap, *x);
+    eng_partner *pp = &e->partners[p];
+    eng_map_del(&e->partner_map, pp->id, pp->id_len, eng_hash(pp->id, pp->id_len));
+    free(pp->id);
+    eng_pstate_free(pp->st);
+    *pp = (eng_partner){0};
+    slot_give(&e->partner_slots, p);
 }
 
-/* Formats the detail into the arena (truncated to ENG_DETAIL_BYTES_MAX)
- * and appends the exception at pos, advancing pos's counter [D7]. */
+/* Drops sale s from the cache (it is clean: the store holds it). */
+static void sale_drop(tly_engine *e, uint32_t s)
+{
+    eng_sale *sale = &e->sales[s];
+    eng_map_del(&e->sale_map, sale->key, sale->key_len, eng_hash(sale->key, sale->key_len));
+    eng_pool_put(&e->sale_blocks, sale->key, ENG_SALE_BLOCK_BYTES(sale));
+    *sale = (eng_sale){0};
+    slot_give(&e->sale_slots, s);
+}
+
+/* Slot i of a cache: live, clean, and the seq of its last lookup. */
+static bool trim_candidate(const tly_engine *e, bool partners, uint32_t i, uint64_t *used)
+{
+    if (partners) {
+        *used = e->partners[i].used;
+        return e->partners[i].id != NULL && !e->partners[i].dirty;
+    }
+    *used = e->sales[i].used;
+    return e->sales[i].key != NULL && !e->sales[i].dirty;
+}
+
+/* Drops clean entries of one cache, least recently used first, down to
+ * three quarters of max, so that a trim is rare (the slack is a quarter
+ * of the cache): the drop-th oldest lookup is found by selection, then
+ * one pass drops what is older (and as many of its ties as needed).
+ * Without memory for the selection it drops nothing. */
+static void trim_one(tly_engine *e, bool partners, uint32_t max)
+{
+    eng_slots *s = partners ? &e->partner_slots : &e->sale_slots;
+    if (s->live <= max)
+        return;
+    uint64_t *used = malloc(((size_t)s->live + 1) * sizeof *used), u;
+    if (used == NULL)
+        return;
+    uint32_t n = 0, drop = s->live - (max - max / 4);
+    for (uint32_t i = 0; i < s->count; i++)
+        if (trim_candidate(e, partners, i, &u))
+            used[n++] = u;
+    uint64_t cut = n == 0 ? 0 : drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
+    uint32_t below = 0;
+    for (uint32_t i = 0; i < n && cut != UINT64_MAX; i++)
+        below += used[i] < cut;
+    free(used);
+    uint32_t ties = cut == UINT64_MAX ? 0 : drop - below; /* drops at the cut itself */
+    for (uint32_t i = 0; i < s->count && n > 0; i++) {
+        if (!trim_candidate(e, partners, i, &u) || u > cut || (u == cut && ties == 0))
+            continue;
+        if (u == cut && cut != UINT64_MAX)
+            ties--;
+        if (partners)
+            partner_drop(e, i);
+        else
+            sale_drop(e, i);
+    }
+}
+
+void eng_cache_trim(tly_engine *e)
+{
+    TLY_ASSERT(e->store.get != NULL && e->exc_flushed == e->exc_count);
+    for (uint32_t i = 0; i < e->exc_count; i++)
+        free(e->excs[i].text);
+    e->exc_count = e->exc_flushed = 0;
+    trim_one(e, true, e->partners_max);
+    trim_one(e, false, e->sales_max);
+}
+
+/* ---- exceptions ---- */
+
+tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint32_t n, uint32_t kind, tly_str partner,
+                    tly_str detail)
+{
+    size_t plen = partner.ptr == NULL ? 0 : partner.len;
+    char *text = malloc(plen + detail.len + 1);
+    if (text == NULL)
+        return TLY_NOMEM;
+    memcpy(text, partner.ptr == NULL ? "" : partner.ptr, plen);
+    memcpy(text + plen, detail.ptr, detail.len);
+    text[plen + detail.len] = '\0';
+    eng_exc x = {.seq = seq,
+                 .n = n,
+                 .kind = kind,
+                 .text = text,
+                 .partner_len = partner.ptr == NULL ? ENG_NONE : partner.len,
+                 .detail_len = detail.len};
+    tly_err err = ENG_PUSH(e->excs, e->exc_count, e->exc_cap, x);
+    if (err != TLY_OK)
+        free(text);
+    return err;
+}
+
+/* Formats the detail (truncated to ENG_DETAIL_BYTES_MAX) and appends the
+ * exception at pos, advancing pos's counter [D7]. */
 tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, const char *fmt,
                   ...)
 {
@@ -121,38 +602,13 @@ tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, 
         len = 0;
     if ((size_t)len >= sizeof buf)
         len = (int)sizeof buf - 1; /* truncated: details are for people */
-    eng_exc x = {.seq = pos.seq, .n = (*pos.n)++, .kind = kind, .partner = partner};
-    x.detail.ptr = eng_arena_copy(&e->arena, buf, (size_t)len);
-    x.detail.len = (uint32_t)len;
-    if (x.detail.ptr == NULL)
-        return TLY_NOMEM;
-    return eng_exc_add(e, &x);
+    tly_str who = {NULL, 0};
+    if (partner != ENG_NONE)
+        who = (tly_str){e->partners[partner].id, e->partners[partner].id_len};
+    return eng_exc_add(e, pos.seq, (*pos.n)++, kind, who, (tly_str){buf, (uint32_t)len});
 }
 
-/* The interned copy of a (person, cert) pair key: equal keys get the same
- * pointer, so an active pair compares by pointer. */
-tly_err eng_pair_intern(tly_engine *e, const char *key, size_t len, eng_name *out)
-{
-    uint64_t h = eng_hash(key, len);
-    uint32_t v = eng_map_get(&e->pair_map, key, len, h);
-    if (v != ENG_NONE) {
-        /* the map value is unused: the slot's key pointer is the identity */
-        uint32_t mask = e->pair_map.cap - 1;
-        for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
-            const eng_slot *s = &e->pair_map.slots[i];
-            if (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0) {
-                *out = (eng_name){s->key, s->len};
-                return TLY_OK;
-            }
-        }
-    }
-    char *k = eng_arena_copy(&e->arena, key, len);
-    if (k == NULL)
-        return TLY_NOMEM;
-    TRY(eng_map_put(&e->pair_map, k, (uint32_t)len, h, 0));
-    *out = (eng_name){k, (uint32_t)len};
-    return TLY_OK;
-}
+/* ---- keys ---- */
 
 /* Keys are u8 length ‖ first ‖ second: unambiguous for any bytes. The
  * first part is at most 255 bytes (asserted). */
@@ -165,7 +621,7 @@ static uint32_t key2(char *buf, const char *a, uint32_t alen, const char *b, uin
     return 1 + alen + blen;
 }
 
-/* Registry key of a sale: (source, id). */
+/* Key of a sale: (source, id). */
 uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *id, uint32_t id_len)
 {
     return key2(buf, src, src_len, id, id_len);
@@ -182,32 +638,6 @@ uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char
 uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *cert, uint32_t clen)
 {
     return key2(buf, person, plen, cert, clen);
-}
-
-/* Appends p to g's members. */
-tly_err eng_program_add_member(eng_program *g, uint32_t p)
-{
-    return ENG_PUSH(g->members, g->member_count, g->member_cap, p);
-}
-
-/* A zeroed money state (calloc); NULL when out of memory. */
-eng_pstate *eng_pstate_new(void)
-{
-    return calloc(1, sizeof(eng_pstate));
-}
-
-/* Frees st's vectors and st; names live in the arena. */
-void eng_pstate_free(eng_pstate *st)
-{
-    if (st == NULL)
-        return;
-    free(st->buckets);
-    free(st->rows);
-    free(st->hist);
-    free(st->certs);
-    free(st->claims);
-    free(st->held);
-    free(st);
 }
 
 /* Claim status names, in enum eng_claim_status order (claims view). */

@@ -1,40 +1,82 @@
 /*
  * engine_state.h — floor 3 of the engine (see engine_internal.h): the
  * helpers every rule shares. engine_state.c keeps the engine's tables
- * (partners, dirty marks, exceptions, keys); engine_mdf.c keeps one
- * partner's accounts (MDF buckets and deficit, rebate rows and figures,
- * the MDF invariant). The two never call each other; both may call the
- * trace hook (floor 4) and the base (floor 5).
+ * (programs, the partner and sale caches over the view store, member
+ * walks, dirty marks, exceptions, keys); engine_mdf.c keeps one partner's
+ * accounts (MDF buckets and deficit, rebate rows and figures, its
+ * liability share, the MDF invariant). The two never call each other;
+ * both may call the records (floor 4), the trace hook (floor 5) and the
+ * base (floor 6).
  */
 #ifndef TLY_ENGINE_STATE_H
 #define TLY_ENGINE_STATE_H
 
-#include "engine_trace.h"
+#include "engine_records.h"
 
 /* ---- the engine's tables (engine_state.c) ---- */
 
 /* True when this engine's shard owns partner id. */
 bool eng_owned(const tly_engine *e, const char *id, size_t len);
-/* Finds or creates the partner record of id; *out is its index. */
-tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out);
 /* Index of program name, or ENG_NONE. */
 uint32_t eng_program_find(const tly_engine *e, const char *name, size_t len);
-/* Marks p (and records it as touched by this apply), sale s or claim c as
- * changed since the last flush. */
+/* Adds program g (absent; its name in the arena); *out its index. */
+tly_err eng_program_add(tly_engine *e, const eng_program *g, uint32_t *out);
+
+/* The cached partner record of id, read from the store when not in memory;
+ * *out is ENG_NONE when the id is unknown (TLY_OK). Indices stay valid
+ * until the end of the next flush. */
+tly_err eng_partner_find(tly_engine *e, const char *id, size_t len, uint32_t *out);
+/* As eng_partner_find, but an unknown id gets a new record (unenrolled;
+ * with a money state when owned). */
+tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out);
+/* A stored partner record handed to tly_engine_load into the cache.
+ * TLY_CORRUPT when it is in memory already or belongs to another shard
+ * layout. */
+tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
+/* A stored claim handed to tly_engine_load, kept until its partner's
+ * record is loaded (claims sort before partners). */
+tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
+/* Reads owned partner p's claim ci, or all its claims, when not loaded
+ * yet (a partner read from the store knows only their ids). Never during
+ * a flush: whatever sets claims_changed loads them all first. */
+tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci);
+tly_err eng_claims_fill(tly_engine *e, uint32_t p);
+
+/* The cached sale of key, read from the store when not in memory; *out is
+ * ENG_NONE when there is no such sale. */
+tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
+/* Registers a new sale (absent) of partner in currency cur; marked dirty. */
+tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,
+                     const char cur[3], uint32_t *out);
+/* A stored sale record handed to tly_engine_load into the cache. */
+tly_err eng_sale_load(tly_engine *e, const char *key, uint32_t klen, const void *val, size_t len);
+
+/* Calls fn once for every owned partner enrolled in program gi (ENG_NONE:
+ * in any program): those in the store and those only in memory, each read
+ * into the cache. A close or a new version visits every member [T7]
+ * [G3]. fn may mark partners dirty; it must not look partners up. */
+typedef tly_err (*eng_member_fn)(tly_engine *e, uint32_t p, void *ctx);
+tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx);
+
+/* Marks p (and records it as touched by this apply) or sale s as changed
+ * since the last flush. */
 tly_err eng_partner_dirty(tly_engine *e, uint32_t p);
 tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
-tly_err eng_claim_dirty(tly_engine *e, uint32_t c);
+/* After a flush with a store: forgets the exceptions it wrote, then drops
+ * clean entries beyond the cache limits, least recently used first. */
+void eng_cache_trim(tly_engine *e);
+
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */
 tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, const char *fmt,
                   ...) __attribute__((format(printf, 5, 6)));
-/* Appends x as it is (load restores stored exceptions with it). */
-tly_err eng_exc_add(tly_engine *e, const eng_exc *x);
-/* Interns a pair key; out->ptr is the stable identity. */
-tly_err eng_pair_intern(tly_engine *e, const char *key, size_t len, eng_name *out);
+/* Appends an exception as it is (load restores stored ones with it);
+ * partner.ptr NULL for none. */
+tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint32_t n, uint32_t kind, tly_str partner,
+                    tly_str detail);
 /* Keys are u8 length ‖ first ‖ second: unambiguous for any bytes. Each
  * returns the key's length. */
-/* The registry key of (source, id) into buf (≥ 1 + 64 + 64 bytes). */
+/* The sale key of (source, id) into buf (≥ 1 + 64 + 128 bytes). */
 uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *id,
                       uint32_t id_len);
 /* The claim key (partner, claim) into buf (≥ 1 + 128 + 128 bytes). */
@@ -43,12 +85,6 @@ uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char
 /* The certification pair key (person, cert) into buf (≥ 1 + 128 + 128). */
 uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *cert,
                       uint32_t clen);
-/* Adds owned partner p to the members of g (closes evaluate them [T7]). */
-tly_err eng_program_add_member(eng_program *g, uint32_t p);
-/* A zeroed money state; NULL when out of memory. */
-eng_pstate *eng_pstate_new(void);
-/* Frees st and everything it owns; st may be NULL. */
-void eng_pstate_free(eng_pstate *st);
 /* Stable name of a claim status ("pending", ...). */
 const char *eng_claim_status_name(uint8_t s);
 
@@ -69,6 +105,10 @@ tly_err eng_row_figure(const eng_rules *r, const eng_row *row, int64_t *fig, int
 /* accrued_open and payable of a partner [P4] [R10]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open,
                           int64_t *payable);
+/* The partner's share of its program's liabilities under rules r [M9]. */
+tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out);
+/* *acc += x, or -= x when sub; TLY_OVERFLOW leaves *acc as it was. */
+tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub);
 /* Net revenue of periods from..to. */
 tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out);
 /* The MDF invariant of SPEC section 6; true when it holds. */

@@ -1,20 +1,21 @@
 /*
  * engine_store.c — floor 1 of the engine (see engine_internal.h): flush
- * (state, views, exceptions through the sink) and load (state back from
- * the view store). The documents come from engine_views.c (floor 2), the
- * tables from engine_state.c (floor 3).
+ * (state, views, exceptions through the sink, then the cache's trim) and
+ * load (state entries back from the view store). The records are
+ * engine_records.c's (floor 4), the documents engine_views.c's (floor 2),
+ * the tables engine_state.c's (floor 3).
  *
  * State keys, in the order load needs them (LMDB returns keys sorted):
- *   "S/1/<program>"            program rules and periods
+ *   "S/1/<program>"            program rules, periods, liability sums
  *   "S/2/<u8 len src><src><id>" one registered sale (every shard)
  *   "S/3/<u8 len p><p><claim>" one claim (owning shard)
- *   "S/4/<partner>"            a partner: enrollment (every shard), money
- *                              state, rows, history, certs, claim order and
- *                              held events (owning shard)
- * Values are MessagePack arrays whose first element is a format number.
- * Programs come first because sales, claims and partners name them; sales
- * and claims before partners because a partner refers to its held sales and
- * its claims by key.
+ *   "S/4/<partner>"            a partner: its enrollment (every shard
+ *                              that saw it enroll), and for the owning
+ *                              shard its money state, rows, history, certs,
+ *                              claim order, held events and liability share
+ * Programs come first because sales, claims and partners name them; claims
+ * before partners because a partner lists its claims by id. With a store
+ * only the programs are loaded: the rest is read when an event needs it.
  */
 #include <msgpack.h>
 #include <stdlib.h>
@@ -22,12 +23,6 @@
 
 #include "engine_rules.h"
 #include "tly_assert.h"
-#include "tly_mp.h"
-
-#define STORE_FORMAT 1
-
-/* Longest key: "S/3/" + 1 + 128 + 128. */
-#define STORE_KEY_BYTES_MAX 300
 
 /* One flush: the sink, and the two buffers every record and document of
  * the flush is built in (reused, so a document costs no allocation). */
@@ -40,50 +35,26 @@ typedef struct flush_ctx {
     eng_buf json; /* the document being written; also a sale record */
 } flush_ctx;
 
-/* ---- packing ---- */
-
-static void pk_str(msgpack_packer *pk, const char *s, size_t len)
-{
-    if (s == NULL) {
-        msgpack_pack_nil(pk);
-        return;
-    }
-    msgpack_pack_str_with_body(pk, s, len);
-}
-
-static void pk_name(msgpack_packer *pk, eng_name n)
-{
-    pk_str(pk, n.ptr, n.len);
-}
-
-static void pk_bin(msgpack_packer *pk, const char *s, size_t len)
-{
-    msgpack_pack_bin_with_body(pk, s, len);
-}
-
-static tly_err put(tly_kv_put_fn fn, void *ctx, const char *key, size_t klen, const void *val,
-                   size_t vlen)
-{
-    return fn(ctx, key, klen, val, vlen);
-}
-
 /* key = prefix ‖ body */
 static size_t mkkey(char *buf, const char *prefix, const char *body, size_t len)
 {
     size_t pl = strlen(prefix);
+    TLY_ASSERT(pl + len <= ENG_KEY_BYTES_MAX);
     memcpy(buf, prefix, pl);
     memcpy(buf + pl, body, len);
     return pl + len;
 }
 
-static tly_err put_packed(tly_kv_put_fn fn, void *ctx, const char *prefix, const char *body,
-                          size_t len, msgpack_sbuffer *sb)
+/* Stores what the packer holds under prefix ‖ body, and empties it. */
+static tly_err put_packed(flush_ctx *f, const char *prefix, const char *body, size_t len)
 {
-    char key[STORE_KEY_BYTES_MAX];
+    char key[ENG_KEY_BYTES_MAX];
     size_t klen = mkkey(key, prefix, body, len);
-    if (sb->data == NULL)
+    if (f->sb.data == NULL)
         return TLY_NOMEM;
-    return put(fn, ctx, key, klen, sb->data, sb->size);
+    tly_err err = f->fn(f->ctx, key, klen, f->sb.data, f->sb.size);
+    msgpack_sbuffer_clear(&f->sb);
+    return err;
 }
 
 /* Starts a document in f->json, emptied (it may hold a sale record). */
@@ -99,299 +70,102 @@ static tly_err put_json(flush_ctx *f, const char *prefix, const char *body, size
 {
     if (f->json.failed)
         return TLY_NOMEM;
-    char key[STORE_KEY_BYTES_MAX];
+    char key[ENG_KEY_BYTES_MAX];
     size_t klen = mkkey(key, prefix, body, len);
-    tly_err err = put(f->fn, f->ctx, key, klen, f->json.data, f->json.len);
+    tly_err err = f->fn(f->ctx, key, klen, f->json.data, f->json.len);
     f->json.len = 0;
     return err;
 }
 
-static void pack_program(msgpack_packer *pk, const eng_program *g)
-{
-    const eng_rules *r = &g->rules;
-    msgpack_pack_array(pk, 13);
-    msgpack_pack_int(pk, STORE_FORMAT);
-    pk_str(pk, g->name, g->name_len);
-    pk_str(pk, g->currency, 3);
-    msgpack_pack_int(pk, g->kind);
-    msgpack_pack_int64(pk, r->version);
-    msgpack_pack_array(pk, r->tier_count);
-    for (uint32_t i = 0; i < r->tier_count; i++) {
-        msgpack_pack_array(pk, 4);
-        pk_name(pk, r->tiers[i].name);
-        msgpack_pack_int64(pk, r->tiers[i].min_revenue);
-        msgpack_pack_int64(pk, r->tiers[i].min_certs);
-        msgpack_pack_int32(pk, r->tiers[i].mdf_bps);
-    }
-    msgpack_pack_int(pk, r->mode);
-    msgpack_pack_array(pk, r->bracket_count);
-    for (uint32_t i = 0; i < r->bracket_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int64(pk, r->brackets[i].from);
-        msgpack_pack_int32(pk, r->brackets[i].bps);
-    }
-    msgpack_pack_int32(pk, r->expiry_n);
-    msgpack_pack_int32(pk, r->window_w);
-    msgpack_pack_int32(pk, g->first_period);
-    msgpack_pack_int32(pk, g->eop);
-    msgpack_pack_int32(pk, g->expired_upto);
-}
-
-/* ---- sale records, packed by hand ----
- *
- * One "S/2/" record per sale is most of a flush's puts, so sale records
- * skip msgpack-c's per-element callback: the bytes are msgpack-c's own
- * (smallest integer form, as msgpack_pack_int64 picks it; str8/bin8 for
- * the short strings a sale has), written into the flush's reused buffer. */
-
-static void mp_byte(uint8_t **at, uint8_t b)
-{
-    *(*at)++ = b;
-}
-
-/* The big-endian n bytes of v after marker m. */
-static void mp_be(uint8_t **at, uint8_t m, uint64_t v, int n)
-{
-    mp_byte(at, m);
-    for (int i = n - 1; i >= 0; i--)
-        mp_byte(at, (uint8_t)(v >> (8 * i)));
-}
-
-/* msgpack-c's choice (pack_template.h, msgpack_pack_real_int64). */
-static void mp_int(uint8_t **at, int64_t d)
-{
-    if (d < -(INT64_C(1) << 5)) {
-        if (d < -(INT64_C(1) << 31))
-            mp_be(at, 0xd3, (uint64_t)d, 8);
-        else if (d < -(INT64_C(1) << 15))
-            mp_be(at, 0xd2, (uint64_t)d, 4);
-        else if (d < -(INT64_C(1) << 7))
-            mp_be(at, 0xd1, (uint64_t)d, 2);
-        else
-            mp_be(at, 0xd0, (uint64_t)d, 1);
-    } else if (d < (INT64_C(1) << 7)) {
-        mp_byte(at, (uint8_t)d); /* positive or negative fixint */
-    } else if (d < (INT64_C(1) << 16)) {
-        mp_be(at, d < 256 ? 0xcc : 0xcd, (uint64_t)d, d < 256 ? 1 : 2);
-    } else {
-        bool big = d >= (INT64_C(1) << 32);
-        mp_be(at, big ? 0xcf : 0xce, (uint64_t)d, big ? 8 : 4);
-    }
-}
-
-/* str or bin of at most 255 bytes (a sale's names are shorter). */
-static void mp_bytes(uint8_t **at, bool bin, const char *s, uint32_t len)
-{
-    TLY_ASSERT(len <= UINT8_MAX);
-    if (bin)
-        mp_be(at, 0xc4, len, 1);
-    else if (len < 32)
-        mp_byte(at, (uint8_t)(0xa0 | len));
-    else
-        mp_be(at, 0xd9, len, 1);
-    memcpy(*at, s, len);
-    *at += len;
-}
-
-/* Largest sale record: fixarray, 6 integers of ≤ 9 bytes, three names. */
-#define SALE_RECORD_BYTES_MAX (1 + 6 * 9 + 3 * (2 + UINT8_MAX))
-
-/* The record into b (emptied first); false when out of memory. */
-static bool pack_sale(eng_buf *b, const tly_engine *e, const eng_sale *s)
-{
-    _Static_assert(1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX <= UINT8_MAX, "sale key is bin8");
-    _Static_assert(TLY_NAME_BYTES_MAX <= UINT8_MAX, "partner id is str8");
-    b->len = 0;
-    if (b->cap < SALE_RECORD_BYTES_MAX) {
-        char *d = realloc(b->data, SALE_RECORD_BYTES_MAX);
-        if (d == NULL)
-            return false;
-        b->data = d;
-        b->cap = SALE_RECORD_BYTES_MAX;
-    }
-    const eng_partner *pp = &e->partners[s->partner];
-    bool detail = s->detail != ENG_NONE;
-    uint8_t *at = (uint8_t *)b->data;
-    mp_byte(&at, detail ? 0x9a : 0x95); /* fixarray of 10 or 5 */
-    mp_int(&at, STORE_FORMAT);
-    mp_bytes(&at, true, s->key, s->key_len);
-    mp_bytes(&at, false, pp->id, pp->id_len);
-    mp_int(&at, s->state);
-    mp_bytes(&at, false, s->currency, 3);
-    if (detail) {
-        const eng_sale_detail *d = &e->details[s->detail];
-        const int64_t v[5] = {d->amount, d->returned, d->accrual, d->clawed, d->bps};
-        for (int i = 0; i < 5; i++)
-            mp_int(&at, v[i]);
-    }
-    b->len = (size_t)(at - (uint8_t *)b->data);
-    TLY_ASSERT(b->len <= SALE_RECORD_BYTES_MAX);
-    return true;
-}
-
-static void pack_claim(msgpack_packer *pk, const tly_engine *e, const eng_claim *c)
-{
-    const eng_partner *pp = &e->partners[c->partner];
-    msgpack_pack_array(pk, 9);
-    msgpack_pack_int(pk, STORE_FORMAT);
-    pk_str(pk, pp->id, pp->id_len);
-    pk_str(pk, c->id, c->id_len);
-    msgpack_pack_int(pk, c->status);
-    msgpack_pack_int64(pk, c->requested);
-    msgpack_pack_int64(pk, c->approved);
-    msgpack_pack_int64(pk, c->paid);
-    pk_name(pk, c->reason);
-    msgpack_pack_array(pk, c->share_count);
-    for (uint32_t i = 0; i < c->share_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int32(pk, c->shares[i].period);
-        msgpack_pack_int64(pk, c->shares[i].amount);
-    }
-}
-
-static void pack_lists(msgpack_packer *pk, const tly_engine *e, const eng_pstate *st)
-{
-    msgpack_pack_array(pk, st->bucket_count);
-    for (uint32_t i = 0; i < st->bucket_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int32(pk, st->buckets[i].period);
-        msgpack_pack_int64(pk, st->buckets[i].remaining);
-    }
-    msgpack_pack_array(pk, st->row_count);
-    for (uint32_t i = 0; i < st->row_count; i++) {
-        const eng_row *r = &st->rows[i];
-        msgpack_pack_array(pk, 7);
-        msgpack_pack_int32(pk, r->period);
-        r->final ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-        msgpack_pack_int32(pk, r->rate_bps);
-        msgpack_pack_int64(pk, r->revenue);
-        msgpack_pack_int64(pk, r->adj);
-        msgpack_pack_int64(pk, r->figure);
-        msgpack_pack_int64(pk, r->paid);
-    }
-    msgpack_pack_array(pk, st->hist_count);
-    for (uint32_t i = 0; i < st->hist_count; i++) {
-        msgpack_pack_array(pk, 4);
-        msgpack_pack_uint64(pk, st->hist[i].seq);
-        msgpack_pack_int32(pk, st->hist[i].period);
-        pk_name(pk, st->hist[i].from);
-        pk_name(pk, st->hist[i].to);
-    }
-    msgpack_pack_array(pk, st->cert_count);
-    for (uint32_t i = 0; i < st->cert_count; i++)
-        pk_bin(pk, st->certs[i].ptr, st->certs[i].len);
-    msgpack_pack_array(pk, st->claim_count);
-    for (uint32_t i = 0; i < st->claim_count; i++) {
-        const eng_claim *c = &e->claims[st->claims[i]];
-        pk_str(pk, c->id, c->id_len);
-    }
-}
-
-static void pack_held(msgpack_packer *pk, const tly_engine *e, const eng_pstate *st)
-{
-    msgpack_pack_array(pk, st->held_count);
-    for (uint32_t i = 0; i < st->held_count; i++) {
-        const eng_held *h = &st->held[i];
-        msgpack_pack_array(pk, 8);
-        msgpack_pack_int(pk, h->type);
-        msgpack_pack_uint64(pk, h->seq);
-        msgpack_pack_int64(pk, h->at_ms);
-        msgpack_pack_int64(pk, h->amount);
-        msgpack_pack_uint32(pk, h->next_n);
-        if (h->type == TLY_EV_SALE)
-            pk_bin(pk, e->sales[h->sale].key, e->sales[h->sale].key_len);
-        else
-            pk_bin(pk, h->key, h->key_len);
-        msgpack_pack_int(pk, h->action);
-        pk_str(pk, h->currency, 3);
-    }
-}
-
-static void pack_partner(msgpack_packer *pk, const tly_engine *e, const eng_partner *pp)
-{
-    const eng_program *g = pp->program == ENG_NONE ? NULL : &e->programs[pp->program];
-    msgpack_pack_array(pk, pp->owned ? 22 : 4);
-    msgpack_pack_int(pk, STORE_FORMAT);
-    pk_str(pk, pp->id, pp->id_len);
-    pk_str(pk, g ? g->name : NULL, g ? g->name_len : 0);
-    pp->owned ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    if (!pp->owned)
-        return;
-    const eng_pstate *st = pp->st;
-    pk_name(pk, st->name);
-    msgpack_pack_int(pk, st->kind);
-    pk_name(pk, st->region);
-    msgpack_pack_uint32(pk, st->tier);
-    const int64_t totals[8] = {st->accrued, st->clawed_back, st->adjusted, st->expired,
-                               st->pending, st->approved,    st->paid,     st->deficit};
-    for (int i = 0; i < 8; i++)
-        msgpack_pack_int64(pk, totals[i]);
-    pack_lists(pk, e, st);
-    pack_held(pk, e, st);
-}
-
 /* ---- flush ---- */
 
-static void fc_reset(flush_ctx *f)
+/* Moves owned member pp's share of its program's liabilities from what
+ * its last flush stored to what it is now; the program's sums follow. A
+ * settled share is unchanged, so settling again (a retried flush) adds
+ * nothing. TLY_OVERFLOW when a sum leaves int64. */
+static tly_err settle_share(tly_engine *e, eng_partner *pp)
 {
-    msgpack_sbuffer_clear(&f->sb);
+    eng_program *g = &e->programs[pp->program];
+    eng_liab now, sum = g->liab;
+    TRY(eng_liab_of(&g->rules, pp->st, &now));
+    if (memcmp(&now, &pp->liab, sizeof now) == 0)
+        return TLY_OK;
+    TRY(eng_liab_add(&sum, &pp->liab, true));
+    TRY(eng_liab_add(&sum, &now, false));
+    g->liab = sum;
+    g->dirty = true;
+    pp->liab = now;
+    return TLY_OK;
 }
 
-static tly_err flush_programs(flush_ctx *f, bool *liab)
+static tly_err flush_programs(flush_ctx *f, const bool *liab)
 {
     tly_engine *e = f->e;
     for (uint32_t i = 0; i < e->program_count; i++) {
         const eng_program *g = &e->programs[i];
         if (g->dirty) {
-            fc_reset(f);
-            pack_program(&f->pk, g);
-            TRY(put_packed(f->fn, f->ctx, "S/1/", g->name, g->name_len, &f->sb));
+            eng_pack_program(&f->pk, g);
+            TRY(put_packed(f, "S/1/", g->name, g->name_len));
         }
         if (g->dirty || liab[i]) {
             eng_jw w;
             json_begin(f, &w);
-            TRY(eng_liability_write(&w, e, g)); /* TLY_OVERFLOW: not stored */
+            eng_liability_write(&w, g, &g->liab);
             TRY(put_json(f, "V/l/", g->name, g->name_len));
         }
     }
     return TLY_OK;
 }
 
-static tly_err flush_records(flush_ctx *f)
+static tly_err flush_sales(flush_ctx *f)
 {
     tly_engine *e = f->e;
     for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
         const eng_sale *s = &e->sales[e->dirty_sales[i]];
-        if (!pack_sale(&f->json, e, s))
+        if (!eng_pack_sale(&f->json, s))
             return TLY_NOMEM;
-        char key[STORE_KEY_BYTES_MAX];
+        char key[ENG_KEY_BYTES_MAX];
         size_t klen = mkkey(key, "S/2/", s->key, s->key_len);
-        TRY(put(f->fn, f->ctx, key, klen, f->json.data, f->json.len));
-    }
-    for (uint32_t i = 0; i < e->dirty_claim_count; i++) {
-        const eng_claim *c = &e->claims[e->dirty_claims[i]];
-        const eng_partner *pp = &e->partners[c->partner];
-        char key[1 + 2 * TLY_NAME_BYTES_MAX];
-        uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, c->id, c->id_len);
-        fc_reset(f);
-        pack_claim(&f->pk, e, c);
-        TRY(put_packed(f->fn, f->ctx, "S/3/", key, klen, &f->sb));
+        TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
     }
     return TLY_OK;
 }
 
-/* Stores partner pp's state and, when owned and enrolled, its four views.
- * What is stored keeps the MDF invariant (TLY_ASSERT, every build type). */
-static tly_err flush_partner(flush_ctx *f, const eng_partner *pp, uint32_t p)
+/* The changed claims of owned partner pp. */
+static tly_err flush_claims(flush_ctx *f, const eng_partner *pp)
 {
+    for (uint32_t i = 0; i < pp->st->claim_count; i++) {
+        const eng_claim *c = &pp->st->claims[i];
+        if (!c->dirty)
+            continue;
+        char key[1 + 2 * TLY_NAME_BYTES_MAX];
+        uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, c->id.ptr, c->id.len);
+        eng_pack_claim(&f->pk, pp, c);
+        TRY(put_packed(f, "S/3/", key, klen));
+    }
+    return TLY_OK;
+}
+
+/* Stores partner p's state and, when owned, its changed claims and (when
+ * enrolled) its views: balance, rebate and tier always, claims only when
+ * they changed (most events of a partner leave them as they were, and it
+ * is the largest document). What is stored keeps the MDF invariant
+ * (TLY_ASSERT, every build type). */
+static tly_err flush_partner(flush_ctx *f, uint32_t p)
+{
+    eng_partner *pp = &f->e->partners[p];
     TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
-    fc_reset(f);
-    pack_partner(&f->pk, f->e, pp);
-    TRY(put_packed(f->fn, f->ctx, "S/4/", pp->id, pp->id_len, &f->sb));
-    if (!pp->owned || pp->program == ENG_NONE)
+    bool member = pp->owned && pp->program != ENG_NONE;
+    if (member)
+        TRY(settle_share(f->e, pp));
+    eng_pack_partner(&f->pk, pp, pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program]);
+    TRY(put_packed(f, "S/4/", pp->id, pp->id_len));
+    if (pp->owned)
+        TRY(flush_claims(f, pp));
+    if (!member)
         return TLY_OK;
     static const char views[4] = {'b', 'r', 't', 'c'};
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < (pp->claims_changed ? 4 : 3); v++) {
         char prefix[5] = {'V', '/', views[v], '/', '\0'};
         eng_jw w;
         json_begin(f, &w);
@@ -413,12 +187,14 @@ static tly_err flush_excs(flush_ctx *f)
             body[8 + b] = (char)(x->n >> (24 - 8 * b));
         eng_jw w;
         json_begin(f, &w);
-        eng_exc_write(&w, e, x);
+        eng_exc_write(&w, x);
         TRY(put_json(f, "X/", body, sizeof body));
     }
     return TLY_OK;
 }
 
+/* Partners first: settling their shares moves their programs' sums, which
+ * the programs' records and liability documents then store. */
 static tly_err flush_all(flush_ctx *f)
 {
     tly_engine *e = f->e;
@@ -430,13 +206,13 @@ static tly_err flush_all(flush_ctx *f)
         const eng_partner *pp = &e->partners[e->dirty_partners[i]];
         if (pp->owned && pp->program != ENG_NONE)
             liab[pp->program] = true;
-        err = flush_partner(f, pp, e->dirty_partners[i]);
+        err = flush_partner(f, e->dirty_partners[i]);
     }
     if (err == TLY_OK)
         err = flush_programs(f, liab);
     free(liab);
     TRY(err);
-    TRY(flush_records(f));
+    TRY(flush_sales(f));
     return flush_excs(f);
 }
 
@@ -444,13 +220,16 @@ static void clear_dirty(tly_engine *e)
 {
     for (uint32_t i = 0; i < e->program_count; i++)
         e->programs[i].dirty = false;
-    for (uint32_t i = 0; i < e->dirty_partner_count; i++)
-        e->partners[e->dirty_partners[i]].dirty = false;
+    for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
+        eng_partner *pp = &e->partners[e->dirty_partners[i]];
+        pp->dirty = false;
+        pp->claims_changed = false;
+        for (uint32_t c = 0; pp->st != NULL && c < pp->st->claim_count; c++)
+            pp->st->claims[c].dirty = false;
+    }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;
-    for (uint32_t i = 0; i < e->dirty_claim_count; i++)
-        e->claims[e->dirty_claims[i]].dirty = false;
-    e->dirty_partner_count = e->dirty_sale_count = e->dirty_claim_count = 0;
+    e->dirty_partner_count = e->dirty_sale_count = 0;
     e->exc_flushed = e->exc_count;
 }
 
@@ -462,359 +241,24 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     tly_err err = flush_all(&f);
     msgpack_sbuffer_destroy(&f.sb);
     eng_buf_free(&f.json);
-    if (err == TLY_OK)
-        clear_dirty(e);
-    return err;
+    if (err != TLY_OK)
+        return err;
+    clear_dirty(e);
+    if (e->store.get != NULL)
+        eng_cache_trim(e);
+    return TLY_OK;
 }
 
 /* ---- load ---- */
 
-/* Each reader step either succeeds or the entry is corrupt. */
-#define RD(x)                                                                                      \
-    do {                                                                                           \
-        if (!(x))                                                                                  \
-            return TLY_CORRUPT;                                                                    \
-    } while (0)
-
-static bool rd_i64(tly_mp_reader *r, int64_t *v)
+static tly_err load_program(tly_engine *e, const void *val, size_t len)
 {
-    return tly_mp_read_int(r, v);
-}
-
-static bool rd_i32(tly_mp_reader *r, int32_t *v)
-{
-    int64_t x;
-    if (!tly_mp_read_int(r, &x) || x < INT32_MIN || x > INT32_MAX)
-        return false;
-    *v = (int32_t)x;
-    return true;
-}
-
-static bool rd_u32(tly_mp_reader *r, uint32_t *v)
-{
-    uint64_t x;
-    if (!tly_mp_read_uint(r, &x) || x > UINT32_MAX)
-        return false;
-    *v = (uint32_t)x;
-    return true;
-}
-
-static bool rd_bool(tly_mp_reader *r, bool *v)
-{
-    return tly_mp_read_bool(r, v);
-}
-
-/* A str or bin, or nil (ptr NULL) when nullable. */
-static bool rd_bytes(tly_mp_reader *r, const char **p, uint32_t *len, bool nullable)
-{
-    if (nullable && tly_mp_peek(r) == TLY_MP_NIL) {
-        *p = NULL;
-        *len = 0;
-        return tly_mp_read_nil(r);
-    }
-    if (tly_mp_peek(r) == TLY_MP_BIN)
-        return tly_mp_read_bin(r, (const uint8_t **)p, len);
-    return tly_mp_read_str(r, p, len);
-}
-
-/* Copies bytes (or nil) into the arena as a name. */
-static tly_err rd_name(tly_engine *e, tly_mp_reader *r, eng_name *out, bool nullable)
-{
-    const char *p;
-    uint32_t len;
-    RD(rd_bytes(r, &p, &len, nullable));
-    if (p == NULL) {
-        *out = (eng_name){NULL, 0};
-        return TLY_OK;
-    }
-    char *c = eng_arena_copy(&e->arena, p, len);
-    if (c == NULL)
-        return TLY_NOMEM;
-    *out = (eng_name){c, len};
-    return TLY_OK;
-}
-
-static bool rd_head(tly_mp_reader *r, uint32_t *count)
-{
-    int64_t fmt;
-    return tly_mp_read_array(r, count) && *count >= 1 && rd_i64(r, &fmt) && fmt == STORE_FORMAT;
-}
-
-static tly_err load_rules(tly_engine *e, tly_mp_reader *r, eng_rules *ru)
-{
-    int64_t mode;
-    RD(rd_i64(r, &ru->version) && tly_mp_read_array(r, &ru->tier_count));
-    RD(ru->tier_count >= 1 && ru->tier_count <= TLY_TIERS_MAX);
-    for (uint32_t i = 0; i < ru->tier_count; i++) {
-        uint32_t n;
-        eng_tier *t = &ru->tiers[i];
-        RD(tly_mp_read_array(r, &n) && n == 4);
-        TRY(rd_name(e, r, &t->name, false));
-        RD(rd_i64(r, &t->min_revenue) && rd_i64(r, &t->min_certs) && rd_i32(r, &t->mdf_bps));
-    }
-    RD(rd_i64(r, &mode) && tly_mp_read_array(r, &ru->bracket_count));
-    RD(ru->bracket_count >= 1 && ru->bracket_count <= TLY_BRACKETS_MAX);
-    ru->mode = mode == TLY_REBATE_INCREMENTAL ? TLY_REBATE_INCREMENTAL : TLY_REBATE_RETROACTIVE;
-    for (uint32_t i = 0; i < ru->bracket_count; i++) {
-        uint32_t n;
-        RD(tly_mp_read_array(r, &n) && n == 2);
-        RD(rd_i64(r, &ru->brackets[i].from) && rd_i32(r, &ru->brackets[i].bps));
-    }
-    RD(rd_i32(r, &ru->expiry_n) && rd_i32(r, &ru->window_w));
-    return TLY_OK;
-}
-
-static tly_err load_program(tly_engine *e, tly_mp_reader *r)
-{
-    uint32_t count, nlen, clen;
-    const char *name, *cur;
-    int64_t kind;
-    RD(rd_head(r, &count) && count == 13);
-    RD(rd_bytes(r, &name, &nlen, false) && rd_bytes(r, &cur, &clen, false) && clen == 3);
-    RD(rd_i64(r, &kind));
-    RD(eng_program_find(e, name, nlen) == ENG_NONE);
-    eng_program g = {.kind = kind == TLY_PERIOD_MONTH ? TLY_PERIOD_MONTH : TLY_PERIOD_QUARTER,
-                     .name_len = nlen};
-    memcpy(g.currency, cur, 3);
-    TRY(load_rules(e, r, &g.rules));
-    RD(rd_i32(r, &g.first_period) && rd_i32(r, &g.eop) && rd_i32(r, &g.expired_upto));
-    char *k = eng_arena_copy(&e->arena, name, nlen);
-    if (k == NULL)
-        return TLY_NOMEM;
-    g.name = k;
-    TRY(ENG_PUSH(e->programs, e->program_count, e->program_cap, g));
-    return eng_map_put(&e->program_map, k, nlen, eng_hash(k, nlen), e->program_count - 1);
-}
-
-static tly_err load_sale(tly_engine *e, tly_mp_reader *r)
-{
-    uint32_t count, klen, plen, clen;
-    const char *key, *pid, *cur;
-    int64_t state;
-    RD(rd_head(r, &count) && (count == 5 || count == 10));
-    RD(rd_bytes(r, &key, &klen, false) && rd_bytes(r, &pid, &plen, false));
-    RD(rd_i64(r, &state) && state >= ENG_SALE_HELD && state <= ENG_SALE_NO_MONEY);
-    RD(rd_bytes(r, &cur, &clen, false) && clen == 3 && klen >= 1);
-    uint64_t h = eng_hash(key, klen);
-    RD(eng_map_get(&e->sale_map, key, klen, h) == ENG_NONE);
-    uint32_t p;
-    TRY(eng_partner_get(e, pid, plen, &p));
-    char *k = eng_arena_copy(&e->arena, key, klen);
-    if (k == NULL)
-        return TLY_NOMEM;
-    eng_sale s = {
-        .key = k, .key_len = klen, .partner = p, .detail = ENG_NONE, .state = (uint8_t)state};
-    memcpy(s.currency, cur, 3);
-    if (count == 10) {
-        eng_sale_detail d;
-        RD(rd_i64(r, &d.amount) && rd_i64(r, &d.returned) && rd_i64(r, &d.accrual));
-        RD(rd_i64(r, &d.clawed) && rd_i32(r, &d.bps) && d.bps >= 0 && d.bps <= TLY_BPS_MAX);
-        TRY(ENG_PUSH(e->details, e->detail_count, e->detail_cap, d));
-        s.detail = e->detail_count - 1;
-    }
-    TRY(ENG_PUSH(e->sales, e->sale_count, e->sale_cap, s));
-    uint32_t si = e->sale_count - 1;
-    TRY(eng_map_put(&e->sale_map, k, klen, h, si));
-    eng_partner *pp = &e->partners[p];
-    if (s.state == ENG_SALE_HELD && !pp->owned)
-        return ENG_PUSH(pp->held_sales, pp->held_sale_count, pp->held_sale_cap, si);
-    return TLY_OK;
-}
-
-static tly_err load_shares(tly_mp_reader *r, eng_claim *c)
-{
-    uint32_t n;
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t m;
-        eng_share sh;
-        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &sh.period));
-        RD(rd_i64(r, &sh.amount));
-        TRY(ENG_PUSH(c->shares, c->share_count, c->share_cap, sh));
-    }
-    return TLY_OK;
-}
-
-static tly_err load_claim(tly_engine *e, tly_mp_reader *r)
-{
-    uint32_t count, plen, clen;
-    const char *pid, *cid;
-    int64_t status;
-    RD(rd_head(r, &count) && count == 9);
-    RD(rd_bytes(r, &pid, &plen, false) && rd_bytes(r, &cid, &clen, false));
-    RD(rd_i64(r, &status) && status >= 0 && status <= ENG_CLAIM_DENIED);
-    RD(plen <= TLY_NAME_BYTES_MAX && clen <= TLY_NAME_BYTES_MAX);
-    uint32_t p;
-    TRY(eng_partner_get(e, pid, plen, &p));
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    uint32_t klen = eng_claim_key(key, pid, plen, cid, clen);
-    uint64_t h = eng_hash(key, klen);
-    RD(eng_map_get(&e->claim_map, key, klen, h) == ENG_NONE);
-    char *k = eng_arena_copy(&e->arena, key, klen);
-    if (k == NULL)
-        return TLY_NOMEM;
-    eng_claim c = {.id = k + 1 + plen, .id_len = clen, .partner = p, .status = (uint8_t)status};
-    RD(rd_i64(r, &c.requested) && rd_i64(r, &c.approved) && rd_i64(r, &c.paid));
-    TRY(rd_name(e, r, &c.reason, true));
-    tly_err err = load_shares(r, &c);
-    if (err == TLY_OK)
-        err = ENG_PUSH(e->claims, e->claim_count, e->claim_cap, c);
-    if (err != TLY_OK) {
-        free(c.shares);
-        return err;
-    }
-    return eng_map_put(&e->claim_map, k, klen, h, e->claim_count - 1);
-}
-
-static tly_err load_buckets_rows(tly_mp_reader *r, eng_pstate *st)
-{
-    uint32_t n, m;
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        eng_bucket b;
-        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &b.period));
-        RD(rd_i64(r, &b.remaining));
-        RD(i == 0 || st->buckets[i - 1].period < b.period);
-        TRY(ENG_PUSH(st->buckets, st->bucket_count, st->bucket_cap, b));
-    }
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        eng_row w;
-        RD(tly_mp_read_array(r, &m) && m == 7 && rd_i32(r, &w.period));
-        RD(rd_bool(r, &w.final) && rd_i32(r, &w.rate_bps) && rd_i64(r, &w.revenue));
-        RD(rd_i64(r, &w.adj) && rd_i64(r, &w.figure) && rd_i64(r, &w.paid));
-        RD(i == 0 || st->rows[i - 1].period < w.period);
-        TRY(ENG_PUSH(st->rows, st->row_count, st->row_cap, w));
-    }
-    return TLY_OK;
-}
-
-static tly_err load_hist_certs(tly_engine *e, tly_mp_reader *r, eng_pstate *st)
-{
-    uint32_t n, m;
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        eng_hist h;
-        uint64_t seq;
-        RD(tly_mp_read_array(r, &m) && m == 4 && tly_mp_read_uint(r, &seq));
-        RD(rd_i32(r, &h.period));
-        h.seq = seq;
-        TRY(rd_name(e, r, &h.from, false));
-        TRY(rd_name(e, r, &h.to, false));
-        TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
-    }
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        const char *k;
-        uint32_t klen;
-        eng_name pair;
-        RD(rd_bytes(r, &k, &klen, false) && klen >= 1 && (unsigned char)k[0] < klen);
-        TRY(eng_pair_intern(e, k, klen, &pair));
-        TRY(ENG_PUSH(st->certs, st->cert_count, st->cert_cap, pair));
-    }
-    return TLY_OK;
-}
-
-static tly_err load_claim_order(tly_engine *e, tly_mp_reader *r, const eng_partner *pp)
-{
-    uint32_t n;
-    eng_pstate *st = pp->st;
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        const char *cid;
-        uint32_t clen;
-        char key[1 + 2 * TLY_NAME_BYTES_MAX];
-        RD(rd_bytes(r, &cid, &clen, false) && clen <= TLY_NAME_BYTES_MAX);
-        uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, cid, clen);
-        uint32_t ci = eng_map_get(&e->claim_map, key, klen, eng_hash(key, klen));
-        RD(ci != ENG_NONE);
-        TRY(ENG_PUSH(st->claims, st->claim_count, st->claim_cap, ci));
-    }
-    return TLY_OK;
-}
-
-static tly_err load_held_one(tly_engine *e, tly_mp_reader *r, eng_held *h)
-{
-    uint32_t m, klen, clen;
-    int64_t type, action;
-    uint64_t seq;
-    const char *key, *cur;
-    RD(tly_mp_read_array(r, &m) && m == 8 && rd_i64(r, &type) && tly_mp_read_uint(r, &seq));
-    RD(rd_i64(r, &h->at_ms) && rd_i64(r, &h->amount) && rd_u32(r, &h->next_n));
-    RD(rd_bytes(r, &key, &klen, false) && rd_i64(r, &action) && action >= 0);
-    RD(action < TLY_ACT_COUNT && rd_bytes(r, &cur, &clen, false) && clen == 3 && klen >= 1);
-    h->seq = seq;
-    h->type = (uint8_t)type;
-    h->action = (uint8_t)action;
-    memcpy(h->currency, cur, 3);
-    h->key_len = klen;
-    if (type == TLY_EV_SALE) {
-        h->sale = eng_map_get(&e->sale_map, key, klen, eng_hash(key, klen));
-        RD(h->sale != ENG_NONE);
-        h->key = NULL;
-        return TLY_OK;
-    }
-    if (type == TLY_EV_CERTIFICATION) {
-        eng_name pair;
-        TRY(eng_pair_intern(e, key, klen, &pair));
-        h->key = pair.ptr;
-        return TLY_OK;
-    }
-    RD(type == TLY_EV_RETURN);
-    h->key = eng_arena_copy(&e->arena, key, klen);
-    return h->key == NULL ? TLY_NOMEM : TLY_OK;
-}
-
-static tly_err load_owned(tly_engine *e, tly_mp_reader *r, eng_partner *pp)
-{
-    eng_pstate *st = pp->st;
-    int64_t kind;
-    TRY(rd_name(e, r, &st->name, true));
-    RD(rd_i64(r, &kind) && kind >= 0 && kind < TLY_KIND_COUNT);
-    st->kind = (tly_partner_kind)kind;
-    TRY(rd_name(e, r, &st->region, true));
-    RD(rd_u32(r, &st->tier));
-    int64_t *totals[8] = {&st->accrued, &st->clawed_back, &st->adjusted, &st->expired,
-                          &st->pending, &st->approved,    &st->paid,     &st->deficit};
-    for (int i = 0; i < 8; i++)
-        RD(rd_i64(r, totals[i]));
-    TRY(load_buckets_rows(r, st));
-    TRY(load_hist_certs(e, r, st));
-    TRY(load_claim_order(e, r, pp));
-    uint32_t n;
-    RD(tly_mp_read_array(r, &n));
-    for (uint32_t i = 0; i < n; i++) {
-        eng_held h = {0};
-        TRY(load_held_one(e, r, &h));
-        TRY(ENG_PUSH(st->held, st->held_count, st->held_cap, h));
-    }
-    return TLY_OK;
-}
-
-static tly_err load_partner(tly_engine *e, tly_mp_reader *r)
-{
-    uint32_t count, plen, glen;
-    const char *pid, *gname;
-    bool owned;
-    RD(rd_head(r, &count) && (count == 4 || count == 22));
-    RD(rd_bytes(r, &pid, &plen, false) && rd_bytes(r, &gname, &glen, true));
-    RD(rd_bool(r, &owned));
-    uint32_t p;
-    TRY(eng_partner_get(e, pid, plen, &p));
-    eng_partner *pp = &e->partners[p];
-    /* A state written by another shard layout is not this shard's. */
-    RD(pp->owned == owned && (count == 22) == owned && pp->program == ENG_NONE);
-    if (gname != NULL) {
-        pp->program = eng_program_find(e, gname, glen);
-        RD(pp->program != ENG_NONE);
-    }
-    if (!owned)
-        return TLY_OK;
-    TRY(load_owned(e, r, pp));
-    if (pp->program == ENG_NONE)
-        return TLY_OK;
-    RD(pp->st->tier < e->programs[pp->program].rules.tier_count);
-    return eng_program_add_member(&e->programs[pp->program], p);
+    eng_program g;
+    TRY(eng_unpack_program(&e->arena, val, len, &g));
+    if (eng_program_find(e, g.name, g.name_len) != ENG_NONE)
+        return TLY_CORRUPT;
+    uint32_t gi;
+    return eng_program_add(e, &g, &gi);
 }
 
 /* "X/" entries restore the in-memory exception list (optional: the query
@@ -822,27 +266,29 @@ static tly_err load_partner(tly_engine *e, tly_mp_reader *r)
 static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, size_t vlen)
 {
     json_t *doc = json_loadb(val, vlen, 0, NULL);
-    RD(doc != NULL);
-    eng_exc x = {.partner = ENG_NONE};
+    if (doc == NULL)
+        return TLY_CORRUPT;
+    uint64_t seq = 0;
+    uint32_t n = 0;
     for (int b = 0; b < 8; b++)
-        x.seq = (x.seq << 8) | k[b];
+        seq = (seq << 8) | k[b];
     for (int b = 0; b < 4; b++)
-        x.n = (x.n << 8) | k[8 + b];
+        n = (n << 8) | k[8 + b];
     json_t *kind = json_object_get(doc, "kind"), *partner = json_object_get(doc, "partner");
     json_t *detail = json_object_get(doc, "detail");
     tly_err err = TLY_CORRUPT;
-    if (json_is_string(kind) && json_is_string(detail) && partner != NULL) {
-        x.kind = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
-        x.detail.len = (uint32_t)json_string_length(detail);
-        x.detail.ptr = eng_arena_copy(&e->arena, json_string_value(detail), x.detail.len);
-        err = x.kind == TLY_X_COUNT ? TLY_CORRUPT : x.detail.ptr == NULL ? TLY_NOMEM : TLY_OK;
-    }
-    if (err == TLY_OK && json_is_string(partner))
+    tly_xkind x = TLY_X_COUNT;
+    if (json_is_string(kind) && json_is_string(detail) && partner != NULL)
+        x = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
+    tly_str who = {NULL, 0};
+    if (json_is_string(partner))
+        who = (tly_str){json_string_value(partner), (uint32_t)json_string_length(partner)};
+    if (x != TLY_X_COUNT && (json_is_string(partner) || json_is_null(partner)))
         err =
-            eng_partner_get(e, json_string_value(partner), json_string_length(partner), &x.partner);
+            eng_exc_add(e, seq, n, x, who,
+                        (tly_str){json_string_value(detail), (uint32_t)json_string_length(detail)});
     json_decref(doc);
     TRY(err);
-    TRY(eng_exc_add(e, &x));
     e->exc_flushed = e->exc_count;
     return TLY_OK;
 }
@@ -855,26 +301,18 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
         return load_exception(e, (const uint8_t *)k + 2, val, val_len);
     if (key_len < 5 || memcmp(k, "S/", 2) != 0 || k[3] != '/')
         return TLY_CORRUPT;
-    tly_mp_reader r;
-    tly_mp_init(&r, val, val_len);
-    tly_err err;
     switch (k[2]) {
     case '1':
-        err = load_program(e, &r);
-        break;
+        return load_program(e, val, val_len);
     case '2':
-        err = load_sale(e, &r);
-        break;
+        return key_len - 4 > 1 + TLY_SOURCE_BYTES_MAX + TLY_NAME_BYTES_MAX
+                   ? TLY_CORRUPT
+                   : eng_sale_load(e, k + 4, (uint32_t)(key_len - 4), val, val_len);
     case '3':
-        err = load_claim(e, &r);
-        break;
+        return eng_claim_stash(e, val, val_len);
     case '4':
-        err = load_partner(e, &r);
-        break;
+        return eng_partner_load(e, val, val_len);
     default:
         return TLY_CORRUPT;
     }
-    if (err == TLY_OK && tly_mp_remaining(&r) != 0)
-        err = TLY_CORRUPT;
-    return err;
 }

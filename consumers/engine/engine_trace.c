@@ -1,5 +1,5 @@
 /*
- * engine_trace.c — floor 4 (see engine_internal.h): the trace hook behind
+ * engine_trace.c — floor 5 (see engine_internal.h): the trace hook behind
  * `tally explain`: every money movement of a partner reported as it
  * happens, from the exact places in the rules (floor 2) and the accounts
  * (engine_mdf.c) where the money moves.
@@ -54,12 +54,13 @@ void eng_trace_free(eng_trace *t)
     free(t);
 }
 
-/* Points every owned pstate at t when t wants it (t NULL detaches all). */
+/* Points every owned pstate in memory at t when t wants it (t NULL
+ * detaches all); one read back later is attached as it is read. */
 static void trace_attach_all(tly_engine *e, eng_trace *t)
 {
-    for (uint32_t i = 0; i < e->partner_count; i++) {
+    for (uint32_t i = 0; i < e->partner_slots.count; i++) {
         eng_partner *pp = &e->partners[i];
-        if (pp->st != NULL)
+        if (pp->id != NULL && pp->st != NULL)
             pp->st->trace = t != NULL && trace_wants(t, pp->id, pp->id_len) ? t : NULL;
     }
 }
@@ -92,8 +93,8 @@ tly_err tly_engine_set_trace(tly_engine *e, const char *partner, tly_engine_trac
 }
 
 /* Source and id of a held event come from what the engine kept: a held
- * sale's registry key is (source, id); a held return's key names its sale,
- * so only its source is known. */
+ * sale's key is (source, id); a held return's key names its sale, so only
+ * its source is known. */
 static void trace_held_ids(tly_trace_line *l, tly_str key, bool is_sale)
 {
     uint32_t slen = (unsigned char)key.ptr[0];

@@ -188,9 +188,10 @@ static void view_claims(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
     eng_jw_key(w, "claims");
     eng_jw_arr(w);
     for (uint32_t i = 0; i < st->claim_count; i++) {
-        const eng_claim *c = &e->claims[st->claims[i]];
+        const eng_claim *c = &st->claims[i];
+        TLY_ASSERT(c->loaded);
         eng_jw_obj(w);
-        key_str(w, "claim", c->id, c->id_len);
+        key_name(w, "claim", c->id);
         key_lit(w, "status", eng_claim_status_name(c->status));
         key_int(w, "requested", c->requested);
         key_int(w, "approved", c->approved);
@@ -234,96 +235,162 @@ static json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool wi
     return eng_jw_take(&w);
 }
 
+/* The engine behind a const one, for reading into its cache: what the
+ * cache holds is not the engine's logical state (tly_engine_view), and
+ * engines are never defined const (tly_engine_new allocates them). */
+static tly_engine *cache_of(const tly_engine *e)
+{
+    return (tly_engine *)(uintptr_t)e;
+}
+
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
 {
     size_t len = strlen(partner);
-    uint32_t p = eng_map_get(&e->partner_map, partner, len, eng_hash(partner, len));
-    if (p == ENG_NONE || !e->partners[p].owned || e->partners[p].program == ENG_NONE)
+    uint32_t p;
+    if (len > TLY_NAME_BYTES_MAX || eng_partner_find(cache_of(e), partner, len, &p) != TLY_OK ||
+        p == ENG_NONE || !e->partners[p].owned || e->partners[p].program == ENG_NONE ||
+        (view == 'c' && eng_claims_fill(cache_of(e), p) != TLY_OK))
         return NULL;
     return eng_view_json(e, view, p, true);
 }
 
 /* This shard's share of a program's liabilities; [M9] mdf_available is the
  * signed sum. */
-tly_err eng_liability_write(eng_jw *w, const tly_engine *e, const eng_program *g)
+void eng_liability_write(eng_jw *w, const eng_program *g, const eng_liab *l)
 {
-    int64_t avail = 0, pending = 0, approved = 0, open = 0, payable = 0;
-    for (uint32_t i = 0; i < g->member_count; i++) {
-        const eng_pstate *st = e->partners[g->members[i]].st;
-        int64_t a, o, p;
-        if (eng_available(st, &a) != TLY_OK || eng_rebate_totals(&g->rules, st, &o, &p) != TLY_OK ||
-            tly_money_addto(&avail, a) != TLY_OK ||
-            tly_money_addto(&pending, st->pending) != TLY_OK ||
-            tly_money_addto(&approved, st->approved) != TLY_OK ||
-            tly_money_addto(&open, o) != TLY_OK || tly_money_addto(&payable, p) != TLY_OK)
-            return TLY_OVERFLOW;
-    }
     eng_jw_obj(w);
     key_str(w, "program", g->name, g->name_len);
     key_str(w, "currency", g->currency, 3);
-    key_int(w, "mdf_available", avail);
-    key_int(w, "mdf_pending", pending);
-    key_int(w, "mdf_approved", approved);
-    key_int(w, "rebate_accrued_open", open);
-    key_int(w, "rebate_payable", payable);
+    key_int(w, "mdf_available", l->available);
+    key_int(w, "mdf_pending", l->pending);
+    key_int(w, "mdf_approved", l->approved);
+    key_int(w, "rebate_accrued_open", l->open);
+    key_int(w, "rebate_payable", l->payable);
     eng_jw_end(w);
+}
+
+/* Program gi's share now: its sums as of the last flush, plus, for each
+ * member changed since, its share now less the share that flush stored;
+ * TLY_OVERFLOW when a sum leaves int64. */
+static tly_err liab_now(const tly_engine *e, uint32_t gi, eng_liab *out)
+{
+    const eng_program *g = &e->programs[gi];
+    eng_liab l = g->liab;
+    for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
+        const eng_partner *pp = &e->partners[e->dirty_partners[i]];
+        eng_liab now;
+        if (!pp->owned || pp->program != gi)
+            continue;
+        TRY(eng_liab_of(&g->rules, pp->st, &now));
+        TRY(eng_liab_add(&l, &pp->liab, true));
+        TRY(eng_liab_add(&l, &now, false));
+    }
+    *out = l;
     return TLY_OK;
 }
 
 /* A liabilities share as a jansson tree; NULL when a sum leaves int64. */
-static json_t *eng_liability_json(const tly_engine *e, const eng_program *g)
+static json_t *eng_liability_json(const tly_engine *e, uint32_t gi)
 {
+    eng_liab l;
+    if (liab_now(e, gi, &l) != TLY_OK)
+        return NULL;
     eng_jw w;
     eng_jw_init_tree(&w);
-    if (eng_liability_write(&w, e, g) != TLY_OK)
-        return NULL;
+    eng_liability_write(&w, &e->programs[gi], &l);
     return eng_jw_take(&w);
 }
 
-void eng_exc_write(eng_jw *w, const tly_engine *e, const eng_exc *x)
+void eng_exc_write(eng_jw *w, const eng_exc *x)
 {
     eng_jw_obj(w);
     key_int(w, "seq", (int64_t)x->seq);
     key_lit(w, "kind", tly_xkind_name((tly_xkind)x->kind));
-    if (x->partner == ENG_NONE)
+    if (x->partner_len == ENG_NONE)
         key_str(w, "partner", NULL, 0);
     else
-        key_str(w, "partner", e->partners[x->partner].id, e->partners[x->partner].id_len);
-    key_name(w, "detail", x->detail);
+        key_str(w, "partner", x->text, x->partner_len);
+    key_str(w, "detail", ENG_EXC_DETAIL(x), x->detail_len);
     eng_jw_end(w);
 }
 
 /* An exception as a jansson tree. */
-static json_t *eng_exc_json(const tly_engine *e, const eng_exc *x)
+static json_t *eng_exc_json(const eng_exc *x)
 {
     eng_jw w;
     eng_jw_init_tree(&w);
-    eng_exc_write(&w, e, x);
+    eng_exc_write(&w, x);
     return eng_jw_take(&w);
+}
+
+/* One exception of tly_engine_exceptions, with its order. */
+typedef struct exc_doc {
+    uint64_t seq;
+    uint32_t n;
+    json_t *doc;
+} exc_doc;
+
+typedef struct exc_docs {
+    exc_doc *v;
+    uint32_t count, cap;
+} exc_docs;
+
+static tly_err exc_docs_push(exc_docs *d, uint64_t seq, uint32_t n, json_t *doc)
+{
+    if (doc == NULL)
+        return TLY_NOMEM;
+    exc_doc x = {seq, n, doc};
+    tly_err err = ENG_PUSH(d->v, d->count, d->cap, x);
+    if (err != TLY_OK)
+        json_decref(doc);
+    return err;
+}
+
+/* A stored "X/<u64be seq><u32be n>" entry. */
+static tly_err exc_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    const uint8_t *k = (const uint8_t *)key + 2;
+    uint64_t seq = 0;
+    uint32_t n = 0;
+    if (klen != 2 + 12)
+        return TLY_CORRUPT;
+    for (int b = 0; b < 8; b++)
+        seq = (seq << 8) | k[b];
+    for (int b = 0; b < 4; b++)
+        n = (n << 8) | k[8 + b];
+    json_t *doc = json_loadb(val, vlen, 0, NULL);
+    return doc == NULL ? TLY_CORRUPT : exc_docs_push(ctx, seq, n, doc);
 }
 
 static int cmp_exc(const void *a, const void *b)
 {
-    const eng_exc *x = *(const eng_exc *const *)a, *y = *(const eng_exc *const *)b;
+    const exc_doc *x = a, *y = b;
     if (x->seq != y->seq)
         return x->seq < y->seq ? -1 : 1;
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
 /* Ordered by (seq, n), the order of the stored "X/" keys: an exception of a
- * held event, raised at enrollment, sits at its own seq [D7]. */
+ * held event, raised at enrollment, sits at its own seq [D7]. With a store,
+ * the stored ones and those not written yet. */
 json_t *tly_engine_exceptions(const tly_engine *e)
 {
-    const eng_exc **order = malloc((e->exc_count + 1) * sizeof *order);
-    if (order == NULL)
-        return NULL;
-    for (uint32_t i = 0; i < e->exc_count; i++)
-        order[i] = &e->excs[i];
-    qsort(order, e->exc_count, sizeof *order, cmp_exc);
-    json_t *arr = json_array();
-    for (uint32_t i = 0; i < e->exc_count; i++)
-        json_array_append_new(arr, eng_exc_json(e, order[i]));
-    free(order);
+    exc_docs d = {0};
+    tly_err err = TLY_OK;
+    bool stored = e->store.scan != NULL;
+    if (stored)
+        err = e->store.scan(e->store.ctx, "X/", 2, exc_visit, &d);
+    for (uint32_t i = stored ? e->exc_flushed : 0; i < e->exc_count && err == TLY_OK; i++)
+        err = exc_docs_push(&d, e->excs[i].seq, e->excs[i].n, eng_exc_json(&e->excs[i]));
+    if (d.count > 0)
+        qsort(d.v, d.count, sizeof *d.v, cmp_exc);
+    json_t *arr = err == TLY_OK ? json_array() : NULL;
+    for (uint32_t i = 0; i < d.count; i++) {
+        if (arr != NULL)
+            json_array_append(arr, d.v[i].doc);
+        json_decref(d.v[i].doc);
+    }
+    free(d.v);
     return arr;
 }
 
@@ -349,7 +416,7 @@ json_t *tly_engine_liabilities(const tly_engine *e)
     qsort(order, e->program_count, sizeof *order, cmp_program);
     json_t *arr = json_array();
     for (uint32_t i = 0; i < e->program_count; i++) {
-        json_t *o = eng_liability_json(e, order[i]);
+        json_t *o = eng_liability_json(e, (uint32_t)(order[i] - e->programs));
         if (o == NULL) {
             json_decref(arr);
             arr = NULL;
@@ -361,28 +428,46 @@ json_t *tly_engine_liabilities(const tly_engine *e)
     return arr;
 }
 
+/* The slots of the partners a walk visited. */
+typedef struct slot_list {
+    uint32_t *v;
+    uint32_t count, cap;
+} slot_list;
+
+static tly_err note_member(tly_engine *e, uint32_t p, void *ctx)
+{
+    (void)e;
+    slot_list *l = ctx;
+    return ENG_PUSH(l->v, l->count, l->cap, p);
+}
+
 static int cmp_partner(const void *a, const void *b)
 {
     const eng_partner *x = *(const eng_partner *const *)a, *y = *(const eng_partner *const *)b;
     return cmp_name(x->id, x->id_len, y->id, y->id_len);
 }
 
+/* Every owned enrolled partner, read into the cache when stored. */
 json_t *tly_engine_partners(const tly_engine *e)
 {
-    const eng_partner **order = malloc((e->partner_count + 1) * sizeof *order);
-    if (order == NULL)
+    slot_list l = {0};
+    tly_err err = eng_members_each(cache_of(e), ENG_NONE, note_member, &l);
+    const eng_partner **order = malloc((l.count + 1) * sizeof *order);
+    if (err != TLY_OK || order == NULL) {
+        free(l.v);
+        free(order);
         return NULL;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < e->partner_count; i++)
-        if (e->partners[i].owned && e->partners[i].program != ENG_NONE)
-            order[n++] = &e->partners[i];
-    qsort(order, n, sizeof *order, cmp_partner);
+    }
+    for (uint32_t i = 0; i < l.count; i++)
+        order[i] = &e->partners[l.v[i]];
+    qsort(order, l.count, sizeof *order, cmp_partner);
     eng_jw w;
     eng_jw_init_tree(&w);
     eng_jw_arr(&w);
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < l.count; i++)
         eng_jw_str(&w, order[i]->id, order[i]->id_len);
     eng_jw_end(&w);
     free(order);
+    free(l.v);
     return eng_jw_take(&w);
 }

@@ -13,8 +13,8 @@
 
 /* ---- lifecycle ---- */
 
-/* A zeroed engine (calloc) for shard of shard_count; TLY_USAGE when shard
- * is out of range. */
+/* A zeroed engine (calloc) for shard of shard_count, without a store;
+ * TLY_USAGE when shard is out of range. */
 tly_err tly_engine_new(uint32_t shard, uint32_t shard_count, tly_engine **out)
 {
     if (shard_count == 0 || shard >= shard_count)
@@ -28,34 +28,62 @@ tly_err tly_engine_new(uint32_t shard, uint32_t shard_count, tly_engine **out)
     return TLY_OK;
 }
 
+/* The cache limits of store s (0: the defaults). */
+void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
+{
+    e->store = s != NULL ? *s : (tly_engine_store){0};
+    e->partners_max = e->store.partners_cached_max ? e->store.partners_cached_max
+                                                   : TLY_ENGINE_PARTNERS_CACHED_MAX;
+    e->sales_max =
+        e->store.sales_cached_max ? e->store.sales_cached_max : TLY_ENGINE_SALES_CACHED_MAX;
+}
+
+/* Changed partners and sales, and exceptions not written yet. */
+uint32_t tly_engine_dirty(const tly_engine *e)
+{
+    return e->dirty_partner_count + e->dirty_sale_count + (e->exc_count - e->exc_flushed);
+}
+
+/* Frees the caches' entries and vectors. */
+static void free_caches(tly_engine *e)
+{
+    for (uint32_t i = 0; i < e->partner_slots.count; i++) {
+        free(e->partners[i].id);
+        eng_pstate_free(e->partners[i].st);
+    }
+    for (uint32_t i = 0; i < e->sale_slots.count; i++)
+        if (e->sales[i].key != NULL)
+            eng_pool_put(&e->sale_blocks, e->sales[i].key, ENG_SALE_BLOCK_BYTES(&e->sales[i]));
+    eng_pool_free(&e->sale_blocks);
+    for (uint32_t i = 0; i < e->loose_count; i++) {
+        free(e->loose[i].key);
+        eng_claim_clear(&e->loose[i].c);
+    }
+    for (uint32_t i = 0; i < e->exc_count; i++)
+        free(e->excs[i].text);
+    free(e->partners);
+    free(e->partner_slots.free);
+    free(e->sales);
+    free(e->sale_slots.free);
+    free(e->loose);
+    free(e->excs);
+}
+
 /* Frees every table, map, the trace and the arena; e may be NULL. */
 void tly_engine_free(tly_engine *e)
 {
     if (e == NULL)
         return;
-    for (uint32_t i = 0; i < e->program_count; i++)
-        free(e->programs[i].members);
-    for (uint32_t i = 0; i < e->partner_count; i++) {
-        free(e->partners[i].held_sales);
-        eng_pstate_free(e->partners[i].st);
-    }
-    for (uint32_t i = 0; i < e->claim_count; i++)
-        free(e->claims[i].shares);
+    free_caches(e);
     free(e->programs);
-    free(e->partners);
-    free(e->sales);
-    free(e->details);
-    free(e->claims);
-    free(e->excs);
     free(e->dirty_partners);
     free(e->dirty_sales);
-    free(e->dirty_claims);
     free(e->touched);
     eng_map_free(&e->program_map);
     eng_map_free(&e->partner_map);
     eng_map_free(&e->sale_map);
-    eng_map_free(&e->claim_map);
-    eng_map_free(&e->pair_map);
+    eng_map_free(&e->loose_map);
+    eng_map_free(&e->names);
     eng_trace_free(e->trace);
     eng_arena_free(&e->arena);
     free(e);
@@ -120,14 +148,18 @@ static tly_err check_touched(const tly_engine *e)
 }
 
 /* A log that repeats (source, id) for a sale is not one the ledger wrote
- * (it enforces idempotency [SPEC 3]); refuse it before changing anything. */
-static bool repeated_sale(const tly_engine *e, const tly_record *rec, const tly_event *ev)
+ * (it enforces idempotency [SPEC 3]); refuse it (TLY_USAGE) before
+ * changing anything. The lookup reads the store: every shard registers
+ * every sale. */
+static tly_err repeated_sale(tly_engine *e, const tly_record *rec, const tly_event *ev)
 {
     if (ev->type != TLY_EV_SALE)
-        return false;
+        return TLY_OK;
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
-    return eng_map_get(&e->sale_map, key, klen, eng_hash(key, klen)) != ENG_NONE;
+    uint32_t s;
+    TRY(eng_sale_find(e, key, klen, &s));
+    return s == ENG_NONE ? TLY_OK : TLY_USAGE;
 }
 
 /* Folds one record (tly_engine.h): order and idempotency checked first,
@@ -135,12 +167,12 @@ static bool repeated_sale(const tly_engine *e, const tly_record *rec, const tly_
  * pass. */
 tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *ev)
 {
-    if (rec->seq != e->seq + 1 || rec->source.len > TLY_SOURCE_BYTES_MAX ||
-        repeated_sale(e, rec, ev))
+    if (rec->seq != e->seq + 1 || rec->source.len > TLY_SOURCE_BYTES_MAX)
         return TLY_USAGE;
+    e->cur_seq = rec->seq;
+    TRY(repeated_sale(e, rec, ev));
     uint32_t n = 0;
     eng_pos pos = {.seq = rec->seq, .n = &n};
-    e->cur_seq = rec->seq;
     e->touched_count = 0;
     if (e->trace != NULL) { /* source and id of this record's trace lines */
         e->trace_rec = rec;
@@ -155,12 +187,13 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     return TLY_OK;
 }
 
-/* The invariant of every owned partner, enrolled or not (an unenrolled
- * one holds zeros). */
+/* The invariant of every owned partner in memory, enrolled or not (an
+ * unenrolled one holds zeros). */
 bool tly_engine_invariant_ok(const tly_engine *e)
 {
-    for (uint32_t i = 0; i < e->partner_count; i++)
-        if (e->partners[i].st != NULL && !eng_invariant_ok(e->partners[i].st))
+    for (uint32_t i = 0; i < e->partner_slots.count; i++)
+        if (e->partners[i].id != NULL && e->partners[i].st != NULL &&
+            !eng_invariant_ok(e->partners[i].st))
             return false;
     return true;
 }

@@ -3,22 +3,31 @@
  * into MDF balances, rebate accruals, tier status and exceptions
  * (SPEC section 6 and 9).
  *
- * The engine holds its state in memory. The consumer runtime feeds it records
- * in seq order, and after each batch asks it to flush what changed into the
- * shard's view store (through a key/value sink, in the same LMDB transaction
- * as the checkpoint). On restart the runtime hands every stored state entry
- * back through tly_engine_load, and folding resumes at the checkpoint.
+ * The consumer runtime feeds the engine records in seq order, and after
+ * each batch asks it to flush what changed into the shard's view store
+ * (through a key/value sink, in the same LMDB transaction as the
+ * checkpoint). The engine keeps in memory only what is global and small
+ * (the programs); partners, claims and sales are read from the view store
+ * when an event touches them (tly_engine_set_store: a getter the runtime
+ * provides) and kept in a bounded cache. On restart the runtime hands the
+ * stored programs back through tly_engine_load and folding resumes at the
+ * checkpoint: restart time and memory do not grow with the log. Without a
+ * store the engine keeps its whole state in memory (tests, `tally
+ * explain`), and tly_engine_load takes every stored entry.
  *
  * Sharding: an engine for shard K of N owns the partners whose
  * tly_engine_shard_of(partner, N) == K. It still reads every record (global
- * events such as program and close apply to all shards, and the small global
- * facts needed to decide returns against another partner's sale are kept by
- * every shard), so results do not depend on N. Exceptions that name no
- * partner are kept by shard 0 only.
+ * events such as program and close apply to all shards), so results do not
+ * depend on N: every shard registers every sale in a compact record (its
+ * partner and currency) and every partner's enrollment, which is what a
+ * return needs to know of another shard's partner's sale ([S1] [S2]); the
+ * money state of a partner, its claims and its sales' money facts live in
+ * the owning shard only. Exceptions that name no partner are kept by shard
+ * 0 only.
  *
  * Stored keys (all in the shard's "views" database; values are the bytes
  * written through the sink):
- *   "S/..."               engine state, opaque, read back by tly_engine_load
+ *   "S/..."               engine state, opaque, read back by the engine
  *   "V/b/<partner>"       balance view, JSON text (SPEC 8 without "seq")
  *   "V/r/<partner>"       rebate view, JSON text (without "seq")
  *   "V/t/<partner>"       tier view, JSON text (without "seq")
@@ -34,24 +43,29 @@
  * The runtime adds "M/..." keys of its own (checkpoint); the engine never
  * writes them.
  *
- * State layout (engine_store.c): "S/1/<program>", "S/2/<sale key>" (every
- * shard keeps the registry of all sales: partner, moved money or not),
- * "S/3/<claim key>", "S/4/<partner>"; MessagePack arrays led by a format
- * number. Key order is load order: programs, sales, claims, partners.
+ * State layout (engine_records.c): "S/1/<program>" (rules, periods, this
+ * shard's liability sums), "S/2/<sale key>" (every sale, every shard: its
+ * partner and currency; the owner adds its money facts), "S/3/<claim
+ * key>" (owning shard), "S/4/<partner>" (owned: the whole money state;
+ * another shard's partner: its enrollment); MessagePack arrays led by a
+ * format number. Key order is load order: programs, sales, claims,
+ * partners.
  *
- * Inside, the engine reads top-down in five floors; a file calls only the
+ * Inside, the engine reads top-down in six floors; a file calls only the
  * floors below its own (engine_internal.h draws them in full):
- *   1 entry  tly_engine.c (lifecycle, apply: dispatch and after-event
- *            checks), engine_store.c (flush, load)
- *   2 rules  engine_program.c (programs, closes), engine_sales.c
- *            (enrollment, held events, sales, returns, certifications),
- *            engine_claims.c (claims, payouts, adjustments),
- *            engine_views.c (the section 8 documents)
- *   3 state  engine_state.c (the engine's tables), engine_mdf.c (a
- *            partner's MDF buckets, rebate figures, the MDF invariant)
- *   4 trace  engine_trace.c (the hook of `tally explain`)
- *   5 base   engine_map.c, engine_json.c, tly_xkind.c (the exception
- *            kinds, tly_xkind.h), tly_money.c
+ *   1 entry   tly_engine.c (lifecycle, apply: dispatch and after-event
+ *             checks), engine_store.c (flush, load)
+ *   2 rules   engine_program.c (programs, closes), engine_sales.c
+ *             (enrollment, held events, sales, returns, certifications),
+ *             engine_claims.c (claims, payouts, adjustments),
+ *             engine_views.c (the section 8 documents)
+ *   3 state   engine_state.c (the engine's tables and caches),
+ *             engine_mdf.c (a partner's MDF buckets, rebate figures,
+ *             liability share, the MDF invariant)
+ *   4 records engine_records.c (the stored records)
+ *   5 trace   engine_trace.c (the hook of `tally explain`)
+ *   6 base    engine_map.c, engine_json.c, tly_xkind.c (the exception
+ *             kinds, tly_xkind.h), tly_money.c
  */
 #ifndef TLY_ENGINE_H
 #define TLY_ENGINE_H
@@ -74,6 +88,54 @@ uint32_t tly_engine_shard_of(const char *partner, size_t len, uint32_t shard_cou
 tly_err tly_engine_new(uint32_t shard, uint32_t shard_count, tly_engine **out);
 void tly_engine_free(tly_engine *e);
 
+/* Receives key/value pairs from tly_engine_flush (and visits entries for
+ * tly_kv_scan_fn). Returns TLY_OK to go on. */
+typedef tly_err (*tly_kv_put_fn)(void *ctx, const void *key, size_t key_len, const void *val,
+                                 size_t val_len);
+
+/* Reads the stored value of key: TLY_OK with *val, *val_len set, or
+ * TLY_NOT_FOUND, or an error (TLY_STORAGE, ...) that the engine returns
+ * as is. */
+typedef tly_err (*tly_kv_get_fn)(void *ctx, const void *key, size_t key_len, const void **val,
+                                 size_t *val_len);
+
+/* Calls visit for every stored entry whose key starts with prefix, in key
+ * order; a visit returning anything but TLY_OK stops the scan, which
+ * returns it. The getter may be called from inside a visit. */
+typedef tly_err (*tly_kv_scan_fn)(void *ctx, const void *prefix, size_t prefix_len,
+                                  tly_kv_put_fn visit, void *visit_ctx);
+
+/* The view store behind the engine's cache. Both functions read the store
+ * as the engine's last flush left it (a snapshot taken after that flush's
+ * commit, or the write transaction the flush writes into: anything the
+ * engine wrote is in memory until its flush, so either view is exact).
+ * Bytes they hand out must stay valid until the next flush. */
+typedef struct tly_engine_store {
+    tly_kv_get_fn get;
+    tly_kv_scan_fn scan;
+    void *ctx;
+    /* Clean entries kept in memory after a flush; 0: the defaults
+     * TLY_ENGINE_PARTNERS_CACHED_MAX and TLY_ENGINE_SALES_CACHED_MAX. */
+    uint32_t partners_cached_max;
+    uint32_t sales_cached_max;
+} tly_engine_store;
+
+/*
+ * Binds the engine to the store its flushes go to, before the first apply
+ * (after tly_engine_load of the programs): from then on partners, claims
+ * and sales that are not in memory are read from it when an event needs
+ * them, and every flush drops clean entries beyond the cache limits, and
+ * the exceptions it wrote. The public queries below read it too (a
+ * partner's views, the partner list, the exceptions). store NULL unbinds
+ * (only while nothing was dropped: before any flush).
+ */
+void tly_engine_set_store(tly_engine *e, const tly_engine_store *store);
+
+/* Entries changed since the last flush (partners, sales, exceptions): what
+ * the next flush writes, and what the engine must keep in memory until
+ * then. The runtime commits early when this grows large. */
+uint32_t tly_engine_dirty(const tly_engine *e);
+
 /*
  * Folds one record whose event has been decoded into ev. Records must come
  * in seq order without gaps (rec->seq == tly_engine_seq(e) + 1); otherwise
@@ -91,45 +153,52 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
 uint64_t tly_engine_seq(const tly_engine *e);
 
 /* True when the MDF invariant of SPEC section 6 holds for every partner
- * this shard owns (apply asserts it for the partners each event touches;
- * flush asserts it for every partner it writes). For tests. */
+ * this shard owns and holds in memory (apply asserts it for the partners
+ * each event touches; flush asserts it for every partner it writes). For
+ * tests. */
 bool tly_engine_invariant_ok(const tly_engine *e);
 
-/* Receives key/value pairs from tly_engine_flush. Returns TLY_OK to go on. */
-typedef tly_err (*tly_kv_put_fn)(void *ctx, const void *key, size_t key_len, const void *val,
-                                 size_t val_len);
-
 /* Writes everything that changed since the previous flush (state and views)
- * through put, then forgets the changes. On error the engine keeps the
- * changes marked, so a retry of the whole batch writes them again. */
+ * through put, then forgets the changes; with a store it then drops the
+ * exceptions it wrote and clean entries beyond the cache limits (the put
+ * must have gone to that store once the caller commits). On error the
+ * engine keeps the changes marked, so a retry of the whole batch writes
+ * them again. */
 tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put, void *ctx);
 
-/* Restores one "S/..." entry written by an earlier flush. Call for every such
- * key, in key order, before the first apply; then tly_engine_set_seq.
+/* Restores one "S/..." entry written by an earlier flush, in key order,
+ * before the first apply; then tly_engine_set_seq. With a store, pass the
+ * "S/1/" entries (the programs) only: the rest is read when needed.
+ * Without one, pass every "S/" entry.
  * Returns TLY_OK, TLY_NOMEM or TLY_CORRUPT (not a value this engine wrote,
  * or written by another shard layout).
- * Optionally also pass the "X/..." entries (after the "S/" ones, as key
- * order gives): they restore the list tly_engine_exceptions returns. Without
- * them that list holds only exceptions recorded after the restart; the
- * stored "X/" keys stay complete either way. */
+ * Without a store, optionally also pass the "X/..." entries (after the
+ * "S/" ones, as key order gives): they restore the list
+ * tly_engine_exceptions returns. Without them that list holds only
+ * exceptions recorded after the restart; the stored "X/" keys stay
+ * complete either way. */
 tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const void *val,
                         size_t val_len);
 void tly_engine_set_seq(tly_engine *e, uint64_t seq);
 
 /* The section 8 answer for a partner owned by this shard, with "seq" set to
  * tly_engine_seq. view is one of 'b' (balance), 'r' (rebate), 't' (tier),
- * 'c' (claims). Returns a new reference, or NULL for an unknown partner. */
+ * 'c' (claims). Returns a new reference, or NULL for an unknown partner
+ * (or a store that fails). A partner not in memory is read from the store
+ * (the cache is not part of the engine's logical state, hence const). */
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
 
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its
- * own seq [D7]), as the "exceptions" array of section 8 (new reference).
+ * own seq [D7]), as the "exceptions" array of section 8 (new reference;
+ * with a store, the stored ones and those not flushed yet).
  * Liabilities share: one object per program as stored under "V/l/" (new
  * reference, array ordered by program). */
 json_t *tly_engine_exceptions(const tly_engine *e);
 json_t *tly_engine_liabilities(const tly_engine *e);
 
-/* Ids of the partners this shard owns, sorted (new reference, JSON array). */
+/* Ids of the enrolled partners this shard owns, sorted (new reference, JSON
+ * array; with a store, those stored and those in memory). */
 json_t *tly_engine_partners(const tly_engine *e);
 
 /* ---- tracing: every money movement of one partner (tally explain) ---- */

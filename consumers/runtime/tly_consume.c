@@ -1,11 +1,15 @@
 /*
  * tly_consume.c — the consumer runtime: one shard folding the log (SPEC section 2).
  *
- * The consumer restores its engine from the shard's view store, then folds
- * the log from checkpoint + 1 in seq order. Every batch (at most --batch
- * records, or whatever the log holds) is committed with its checkpoint in
- * one LMDB transaction, so a crash at any moment, kill -9 included, resumes
- * at the checkpoint and applies every record exactly once.
+ * The consumer restores its engine from the shard's view store (the
+ * programs and the checkpoint: the engine reads the rest of its state from
+ * the store when an event needs it, so a restart takes the same time
+ * whatever the log holds), then folds the log from checkpoint + 1 in seq
+ * order. Every batch (at most --batch records, fewer when the engine holds
+ * TLY_CONSUME_DIRTY_ENTRIES_MAX changes, or whatever the log holds) is
+ * committed with its checkpoint in one LMDB transaction, so a crash at any
+ * moment, kill -9 included, resumes at the checkpoint and applies every
+ * record exactly once.
  *
  * Where records come from:
  *   - the log's LMDB environment DIR/log on this machine (the default): a
@@ -191,7 +195,10 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
     }
     if (c->pending++ == 0)
         c->batch_start_ns = tly_mono_ns();
-    if (c->pending >= c->o.batch || batch_too_old(c))
+    /* The engine keeps what a batch changed in memory until the commit:
+     * a batch ends early when that grows large, whatever --batch says. */
+    if (c->pending >= c->o.batch || batch_too_old(c) ||
+        tly_engine_dirty(c->engine) >= TLY_CONSUME_DIRTY_ENTRIES_MAX)
         return commit(c);
     return TLY_OK;
 }

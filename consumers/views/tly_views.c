@@ -21,6 +21,18 @@
  * so one transaction covers both. */
 #define VIEWS_DB_NAME "views"
 
+/* The engine's state records a load hands over: the programs; the rest
+ * the engine reads when it needs it (tly_engine.h). */
+#define TLY_VIEWS_PREFIX_PROGRAMS "S/1/"
+
+/* Returns from the calling function with the error of x, if any. */
+#define TRY_VIEWS(x)                                                                               \
+    do {                                                                                           \
+        tly_err err_ = (x);                                                                        \
+        if (err_ != TLY_OK)                                                                        \
+            return err_;                                                                           \
+    } while (0)
+
 /* "K/N" with K, N < TLY_SHARDS_MAX fits easily. */
 #define SHARD_TEXT_BYTES 24u
 
@@ -32,7 +44,9 @@ _Static_assert((TLY_VIEWS_MAP_BYTES_MAX / TLY_VIEWS_MAP_BYTES_INIT) <=
 struct tly_views {
     MDB_env *env;
     MDB_dbi dbi;
-    int lock_fd; /* WRITE: flock held on consumer.lock; -1 otherwise */
+    MDB_txn *snap;  /* the engine's reads (tly_views_load); NULL until the first */
+    bool snap_live; /* snap holds a snapshot (else it is reset) */
+    int lock_fd;    /* WRITE: flock held on consumer.lock; -1 otherwise */
     bool writable;
     size_t map_bytes;
     char shard_text[SHARD_TEXT_BYTES];
@@ -246,6 +260,8 @@ void tly_views_close(tly_views *v)
 {
     if (!v)
         return;
+    if (v->snap)
+        mdb_txn_abort(v->snap);
     if (v->env)
         mdb_env_close(v->env);
     if (v->lock_fd >= 0)
@@ -384,6 +400,80 @@ tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
     return err;
 }
 
+/* --- the engine's reads --- */
+
+/* Ends the engine's snapshot (before a write transaction, or a growth of
+ * the map, which needs no transaction of this process active); the next
+ * read takes a fresh one, which sees the commit. */
+static void snap_end(tly_views *v)
+{
+    if (v->snap_live)
+        mdb_txn_reset(v->snap);
+    v->snap_live = false;
+}
+
+/* The engine's snapshot, renewed when it was ended. */
+static tly_err snap_begin(tly_views *v)
+{
+    if (v->snap_live)
+        return TLY_OK;
+    int rc = v->snap ? mdb_txn_renew(v->snap) : begin_read(v, &v->snap);
+    if (rc == MDB_MAP_RESIZED) { /* another process grew the map: adopt it */
+        mdb_txn_abort(v->snap);
+        v->snap = NULL;
+        mdb_env_set_mapsize(v->env, 0);
+        rc = begin_read(v, &v->snap);
+    }
+    if (rc != 0) {
+        if (v->snap && !v->snap_live)
+            mdb_txn_abort(v->snap);
+        v->snap = NULL;
+        return mdb_fail("begin the engine's read", v->dir, rc);
+    }
+    v->snap_live = true;
+    return TLY_OK;
+}
+
+/* tly_kv_get_fn: the value lives until the snapshot ends (the commit). */
+static tly_err snap_get(void *ctx, const void *key, size_t key_len, const void **val,
+                        size_t *val_len)
+{
+    tly_views *v = ctx;
+    TRY_VIEWS(snap_begin(v));
+    MDB_val k = {key_len, (void *)key};
+    MDB_val d;
+    int rc = mdb_get(v->snap, v->dbi, &k, &d);
+    if (rc == MDB_NOTFOUND)
+        return TLY_NOT_FOUND;
+    if (rc != 0)
+        return mdb_fail("the engine's get", v->dir, rc);
+    *val = d.mv_data;
+    *val_len = d.mv_size;
+    return TLY_OK;
+}
+
+/* tly_kv_scan_fn over the same snapshot. */
+static tly_err snap_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv_put_fn visit,
+                         void *visit_ctx)
+{
+    tly_views *v = ctx;
+    TRY_VIEWS(snap_begin(v));
+    return scan_txn(v, v->snap, prefix, prefix_len, visit, visit_ctx);
+}
+
+/* The engine's cache limit (partners and sales alike) from
+ * $TALLY_ENGINE_CACHE_ENTRIES, for tests that make it tiny to drive
+ * every read and trim through the real store; 0 (the engine's defaults)
+ * when unset. */
+static uint32_t cache_entries_env(void)
+{
+    const char *env = getenv("TALLY_ENGINE_CACHE_ENTRIES");
+    uint64_t n;
+    if (env && tly_parse_u64(env, 1, UINT32_MAX, &n))
+        return (uint32_t)n;
+    return 0;
+}
+
 static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void *val,
                           size_t val_len)
 {
@@ -399,11 +489,20 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
     uint64_t seq = 0;
     tly_err err = read_checkpoint(v, txn, &seq);
     if (err == TLY_OK)
-        err = scan_txn(v, txn, "S/", 2, load_visit, e);
+        err = scan_txn(v, txn, TLY_VIEWS_PREFIX_PROGRAMS, strlen(TLY_VIEWS_PREFIX_PROGRAMS),
+                       load_visit, e);
     mdb_txn_abort(txn);
-    if (err == TLY_OK)
-        tly_engine_set_seq(e, seq);
-    return err;
+    if (err != TLY_OK)
+        return err;
+    tly_engine_set_seq(e, seq);
+    uint32_t cache = cache_entries_env();
+    tly_engine_store store = {.get = snap_get,
+                              .scan = snap_scan,
+                              .ctx = v,
+                              .partners_cached_max = cache,
+                              .sales_cached_max = cache};
+    tly_engine_set_store(e, &store);
+    return TLY_OK;
 }
 
 /* --- writing --- */
@@ -504,22 +603,24 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     return TLY_OK;
 }
 
+/* The engine's snapshot ends before the write transaction and again after
+ * it: whatever the engine reads next sees this commit. */
 tly_err tly_views_commit(tly_views *v, tly_engine *e)
 {
     if (!v->writable)
         return TLY_USAGE;
+    snap_end(v);
     tly_err err = grow_ahead(v);
-    if (err != TLY_OK)
-        return err;
-    for (unsigned attempt = 0; attempt <= TLY_VIEWS_GROW_RETRIES_MAX; attempt++) {
+    for (unsigned attempt = 0; attempt <= TLY_VIEWS_GROW_RETRIES_MAX && err == TLY_OK; attempt++) {
         bool redo;
         err = commit_once(v, e, &redo);
+        snap_end(v);
         if (!redo)
             return err;
         err = grow(v);
-        if (err != TLY_OK)
-            return err;
     }
+    if (err != TLY_OK)
+        return err;
     fprintf(stderr, "tally views: %s: map still full after %u doublings\n", v->dir,
             TLY_VIEWS_GROW_RETRIES_MAX);
     return TLY_STORAGE;

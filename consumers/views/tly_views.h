@@ -11,6 +11,8 @@
  * The checkpoint is written in the same transaction as the view changes of
  * the records up to it, so a crash at any moment leaves the views and the
  * checkpoint consistent: folding resumes at checkpoint + 1, exactly once.
+ * The engine's state lives here too, read on demand (tly_views_load): a
+ * consumer's memory and restart time do not grow with the log.
  *
  * Processes: one writer per shard (the consumer, TLY_VIEWS_WRITE) and any
  * number of readers (query service, status, bench; TLY_VIEWS_READ), also in
@@ -76,11 +78,17 @@ const char *tly_views_dir(const tly_views *v);
 tly_err tly_views_checkpoint(tly_views *v, uint64_t *seq);
 
 /*
- * Restores engine e (new, nothing applied yet) from the store: every "S/"
- * entry through tly_engine_load in key order, then tly_engine_set_seq with
- * the checkpoint. All in one read transaction, so state and checkpoint
- * match. Any error of tly_engine_load is returned as is; the engine is then
- * unusable (free it).
+ * Restores engine e (new, nothing applied yet) from the store and binds it
+ * to the store: the programs ("S/1/" entries) through tly_engine_load, then
+ * tly_engine_set_seq with the checkpoint, in one read transaction so state
+ * and checkpoint match; then tly_engine_set_store, so that the engine
+ * reads everything else (partners, claims, sales) when an event needs it,
+ * from a read snapshot of the last commit that tly_views_commit ends and
+ * the next read renews. The time it takes does not grow with the log. v
+ * must stay open while e may read (until e is freed). Any error of
+ * tly_engine_load is returned as is; the engine is then unusable (free
+ * it). An empty store loads nothing: a fresh engine is bound all the same.
+ * $TALLY_ENGINE_CACHE_ENTRIES (tests) sets the engine's cache limits.
  */
 tly_err tly_views_load(tly_views *v, tly_engine *e);
 

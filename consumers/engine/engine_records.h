@@ -1,0 +1,92 @@
+/*
+ * engine_records.h — floor 4 of the engine (see engine_internal.h): the
+ * stored records of the engine's state, packed for the flush (floor 1)
+ * and unpacked by the cache when an entry is read back (floor 3) or by
+ * tly_engine_load; and the destructors of what an unpacked record holds.
+ * Knows the data model and nothing of the caches; calls the trace hook
+ * (floor 5) and the base (floor 6) only.
+ *
+ * Records, MessagePack arrays led by ENG_RECORD_FORMAT:
+ *   "S/1/<program>"   [fmt, name, currency, kind, version, tiers, mode,
+ *                      brackets, expiry_n, window_w, first_period, eop,
+ *                      expired_upto, liab(5)]
+ *   "S/2/<sale key>"  [fmt, partner, currency] (every shard), and for a sale
+ *                      of an owned partner that moved money also [amount,
+ *                      returned, accrual, clawed, bps]
+ *   "S/3/<claim key>" [fmt, partner, claim, status, requested, approved,
+ *                      paid, reason, shares]
+ *   "S/4/<partner>"   [fmt, id, program, owned] for another shard's partner;
+ *                      an owned one adds [name, kind, region, tier, 8 totals,
+ *                      buckets, rows, history, certs, claim ids, held, liab(5)]
+ */
+#ifndef TLY_ENGINE_RECORDS_H
+#define TLY_ENGINE_RECORDS_H
+
+#include <msgpack.h>
+
+#include "engine_trace.h"
+
+/* The format number of every state record. Format 1 kept every sale's
+ * state (held, moved) in every shard; 2 derives it (engine_internal.h). */
+#define ENG_RECORD_FORMAT 2
+
+/* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
+#define ENG_KEY_BYTES_MAX 300
+
+/* Elements of a partner record: another shard's partner, an owned one. */
+#define ENG_PARTNER_FIELDS_FOREIGN 4u
+#define ENG_PARTNER_FIELDS_OWNED 23u
+
+/* ---- packing (into the flush's buffers) ---- */
+
+void eng_pack_program(msgpack_packer *pk, const eng_program *g);
+/* The sale record into b (emptied first); false when out of memory. */
+bool eng_pack_sale(eng_buf *b, const eng_sale *s);
+void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c);
+/* g is pp's program, NULL when it is not enrolled. */
+void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_program *g);
+
+/* ---- unpacking: TLY_CORRUPT for bytes this engine did not write ---- */
+
+/* A program (names copied into a, the global arena). */
+tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_program *out);
+
+/* A sale record; partner borrows the bytes. */
+typedef struct eng_sale_rec {
+    tly_str partner;
+    char currency[3];
+    bool has_detail;
+    eng_sale_detail d;
+} eng_sale_rec;
+tly_err eng_unpack_sale(const void *val, size_t len, eng_sale_rec *out);
+
+/* A claim into *out (owned copies; cleared on error); *partner borrows the
+ * bytes. */
+tly_err eng_unpack_claim(const void *val, size_t len, tly_str *partner, eng_claim *out);
+
+/* The head of a partner record; id and program borrow the bytes
+ * (program.ptr NULL: not enrolled). */
+typedef struct eng_partner_rec {
+    tly_str id, program;
+    bool owned;
+} eng_partner_rec;
+tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
+
+/* The money state of an owned partner's record into st (zeroed; on error
+ * it holds what was read, for eng_pstate_free) and its liability share
+ * into *liab. Its claims get their ids only (not loaded), in submit
+ * order: the caller reads each from its own record when needed. Tier names of the history are
+ * interned in names/a. */
+tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
+                          eng_liab *liab);
+
+/* ---- what records hold ---- */
+
+/* A zeroed money state; NULL when out of memory. */
+eng_pstate *eng_pstate_new(void);
+/* Frees st and everything it owns; st may be NULL. */
+void eng_pstate_free(eng_pstate *st);
+/* Frees what claim c owns and zeroes it. */
+void eng_claim_clear(eng_claim *c);
+
+#endif
