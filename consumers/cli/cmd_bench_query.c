@@ -23,7 +23,11 @@
  *    whenever it reaches the head): a consumer folding beside the service,
  *    on the same disk and cores, as in production.
  *
- * Output: a table (one row per run) or, with --json, one object.
+ * Output: a table (one row per run) or, with --json, one object. Beside
+ * queries/s and the percentiles, each run gives the service's CPU time per
+ * query (its process, ZeroMQ thread included, over its life, warm-up
+ * queries counted): on a shared machine the other figures move with the
+ * load, this one much less.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +55,7 @@
 #include "tly_mp.h"
 #include "tly_os.h"
 #include "tly_query.h"
+#include "tly_views.h"
 
 #define CMD "bench query"
 
@@ -87,14 +93,16 @@ typedef struct qclient {
     uint32_t samples;
     uint64_t answered; /* in the measured window */
     uint64_t errors;
+    uint64_t total; /* answered in the warm-up and the window */
 } qclient;
 
-/* The background consumer and its completed folds. */
+/* The background consumer and what it folded. */
 typedef struct folder {
     pid_t pid;
-    uint64_t t0_ns;
-    uint32_t folds;
-    double fold_s;
+    uint64_t t0_ns;   /* when the running one started */
+    uint32_t folds;   /* runs that reached the head */
+    uint64_t records; /* records folded by every run, the stopped one's too */
+    double fold_s;    /* how long the runs took */
     bool failed;
 } folder;
 
@@ -178,12 +186,18 @@ static pid_t start_query(const qbench *qb)
     _exit(127);
 }
 
-static void stop_child(pid_t pid)
+/* Stops a service; the CPU seconds (user and system, every thread) it
+ * used in its life. */
+static double stop_child(pid_t pid)
 {
     if (pid <= 0)
-        return;
+        return 0;
     kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    struct rusage ru;
+    if (wait4(pid, NULL, 0, &ru) != pid)
+        return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* Waits until the service at the endpoint answers a balance query of the
@@ -291,6 +305,7 @@ static void *client_main(void *arg)
         uint64_t t0 = tly_mono_ns();
         bool ok = round_trip(c, &sock, p);
         uint64_t dt = tly_mono_ns() - t0;
+        c->total += ok;
         if (phase != PHASE_MEASURE || atomic_load(&qb->phase) != PHASE_MEASURE)
             continue;
         c->answered += ok;
@@ -329,8 +344,27 @@ static void folder_tick(qbench *qb, folder *f)
         return;
     }
     f->folds++;
+    f->records += qb->d.head;
     f->fold_s += tly_bench_seconds_since(f->t0_ns);
     folder_restart(qb, f);
+}
+
+/* Stops the running consumer (SIGTERM: it commits the batch in hand) and
+ * counts what it folded: its store's checkpoint. */
+static void folder_stop(qbench *qb, folder *f)
+{
+    if (f->pid <= 0)
+        return;
+    kill(f->pid, SIGTERM);
+    waitpid(f->pid, NULL, 0);
+    f->pid = 0;
+    f->fold_s += tly_bench_seconds_since(f->t0_ns);
+    tly_views *v = NULL;
+    uint64_t checkpoint = 0;
+    if (tly_views_open(qb->d.data, 0, 2, TLY_VIEWS_READ, &v) == TLY_OK &&
+        tly_views_checkpoint(v, &checkpoint) == TLY_OK)
+        f->records += checkpoint;
+    tly_views_close(v);
 }
 
 /* Sleeps ms milliseconds while keeping the consumer (f may be NULL) busy. */
@@ -353,11 +387,12 @@ typedef struct qrun {
     bool folding;
     uint64_t answered;
     uint64_t errors;
+    uint64_t total;       /* answered in the warm-up too */
+    double service_cpu_s; /* the service process's CPU time over its life */
     double seconds;
     uint64_t *lat_ns; /* every client's samples, gathered */
     size_t samples;
-    uint32_t folds;   /* background folds completed */
-    double fold_rps;  /* their records per second (0: none completed) */
+    double fold_rps;  /* the background consumer's records per second */
     bool fold_failed; /* the background consumer failed */
 } qrun;
 
@@ -396,6 +431,7 @@ static void gather(qbench *qb, qrun *r)
         const qclient *c = &qb->cl[i];
         r->answered += c->answered;
         r->errors += c->errors;
+        r->total += c->total;
         memmove(r->lat_ns + r->samples, r->lat_ns + i * share, c->samples * sizeof *r->lat_ns);
         r->samples += c->samples;
     }
@@ -421,11 +457,10 @@ static tly_err run_one(qbench *qb, bool echo, bool folding, qrun *r)
     tly_err err = qb->ctx ? drive_clients(qb, folding ? &f : NULL, r) : TLY_IO;
     zmq_ctx_term(qb->ctx);
     qb->ctx = NULL;
-    stop_child(f.pid);
-    stop_child(svc);
+    folder_stop(qb, &f);
+    r->service_cpu_s = stop_child(svc);
     gather(qb, r);
-    r->folds = f.folds;
-    r->fold_rps = f.fold_s > 0 ? (double)f.folds * (double)qb->d.head / f.fold_s : 0;
+    r->fold_rps = f.fold_s > 0 ? (double)f.records / f.fold_s : 0;
     r->fold_failed = f.failed;
     return err;
 }
@@ -479,6 +514,10 @@ static json_t *run_json(const qrun *r)
         tly_bench_quantile_us(r->lat_ns, r->samples, 500), "p99_us",
         tly_bench_quantile_us(r->lat_ns, r->samples, 990), "p999_us",
         tly_bench_quantile_us(r->lat_ns, r->samples, 999));
+    /* The service's CPU per query (its ZeroMQ thread included): what a
+     * query costs whatever else the machine runs. */
+    json_object_set_new(o, "service_cpu_us_per_query",
+                        json_real(r->total ? r->service_cpu_s * 1e6 / (double)r->total : 0));
     if (r->folding)
         json_object_set_new(o, "fold_records_per_s", json_integer((json_int_t)r->fold_rps));
     return o;
@@ -492,8 +531,8 @@ static void print_text(const qbench *qb, const json_t *runs)
     printf("%llu s per run after a %u ms warm-up; the echo service is the ceiling (transport "
            "and clients only)\n",
            (unsigned long long)qb->o.seconds, TLY_BENCH_QUERY_WARMUP_MS);
-    printf("%-8s %-18s %10s %9s %9s %9s %7s %15s\n", "service", "background", "queries/s", "p50 us",
-           "p99 us", "p99.9 us", "errors", "fold records/s");
+    printf("%-8s %-17s %9s %8s %8s %9s %6s %11s %14s\n", "service", "background", "queries/s",
+           "p50 us", "p99 us", "p99.9 us", "errors", "cpu us/query", "fold records/s");
     size_t i;
     json_t *r;
     json_array_foreach(runs, i, r)
@@ -502,14 +541,15 @@ static void print_text(const qbench *qb, const json_t *runs)
         char fold_s[24] = "";
         if (fold)
             snprintf(fold_s, sizeof fold_s, "%lld", (long long)json_integer_value(fold));
-        printf("%-8s %-18s %10lld %9.1f %9.1f %9.1f %7lld %15s\n",
+        printf("%-8s %-17s %9lld %8.1f %8.1f %9.1f %6lld %11.1f %14s\n",
                json_string_value(json_object_get(r, "service")),
                json_string_value(json_object_get(r, "background")),
                (long long)json_integer_value(json_object_get(r, "queries_per_s")),
                json_real_value(json_object_get(r, "p50_us")),
                json_real_value(json_object_get(r, "p99_us")),
                json_real_value(json_object_get(r, "p999_us")),
-               (long long)json_integer_value(json_object_get(r, "errors")), fold_s);
+               (long long)json_integer_value(json_object_get(r, "errors")),
+               json_real_value(json_object_get(r, "service_cpu_us_per_query")), fold_s);
     }
 }
 
