@@ -98,10 +98,12 @@ static uint32_t read_int(qread *r)
     r->p += neg;
     const char *d = r->p;
     int64_t v = 0;
-    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && r->p - d < 19)
+    /* At most 18 digits are read (a 19th would overflow int64 for some
+     * values); a longer number stops at a digit and is left to jansson. */
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && r->p - d < 18)
         v = v * 10 + (*r->p++ - '0');
     size_t digits = (size_t)(r->p - d);
-    if (digits == 0 || digits > 18 || (digits > 1 && d[0] == '0'))
+    if (digits == 0 || (digits > 1 && d[0] == '0'))
         return 0;
     if (r->p < r->end &&
         (*r->p == '.' || *r->p == 'e' || *r->p == 'E' || (*r->p >= '0' && *r->p <= '9')))
