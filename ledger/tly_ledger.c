@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ typedef struct batch {
     uint32_t req_count;
     tly_log_item *items;  /* TLY_COMMIT_EVENTS_MAX */
     tly_field_error *fes; /* per item */
+    uint8_t *types;       /* per item: its tly_ev_type once it decoded (the events topic) */
     uint32_t item_count;
     tly_log_group *groups;
     uint32_t group_count;
@@ -62,11 +64,12 @@ struct tly_ledger {
     tly_log *log;
     tly_auth *auth;
     batch batches[2];
-    batch *filling;      /* owned by the main thread */
-    batch *committing;   /* owned by the commit thread while not NULL */
-    uint64_t head;       /* last committed seq, as the main thread knows it */
-    int64_t recorded_ms; /* recorded time of the last batch taken (or the head's) */
-    pending spare;       /* for log-read and refusals */
+    batch *filling;          /* owned by the main thread */
+    batch *committing;       /* owned by the commit thread while not NULL */
+    atomic_bool handed_back; /* the commit thread sent `committing` back, not collected yet */
+    uint64_t head;           /* last committed seq, as the main thread knows it */
+    int64_t recorded_ms;     /* recorded time of the last batch taken (or the head's) */
+    pending spare;           /* for log-read and refusals */
     msgpack_sbuffer sbuf;
     tly_outq replies; /* ingest and log-read replies not yet read */
     tly_outq published;
@@ -158,7 +161,8 @@ static tly_err alloc_batch(batch *b)
     b->items = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *b->items);
     b->fes = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *b->fes);
     b->groups = calloc(TLY_COMMIT_REQUESTS_MAX, sizeof *b->groups);
-    if (!b->reqs || !b->items || !b->fes || !b->groups)
+    b->types = calloc(TLY_COMMIT_EVENTS_MAX, sizeof *b->types);
+    if (!b->reqs || !b->items || !b->fes || !b->groups || !b->types)
         return TLY_NOMEM;
     for (uint32_t i = 0; i < TLY_COMMIT_REQUESTS_MAX; i++) {
         b->reqs[i].req = malloc(sizeof(tly_ingest_req));
@@ -177,6 +181,7 @@ static void free_batch(batch *b)
     free(b->items);
     free(b->fes);
     free(b->groups);
+    free(b->types);
 }
 
 static tly_err alloc_buffers(tly_ledger *ld)
@@ -232,6 +237,7 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     tly_ledger *ld = calloc(1, sizeof *ld);
     if (!ld)
         return TLY_NOMEM;
+    atomic_init(&ld->handed_back, false);
     ld->opts = *opts;
     tly__outq_malloc_setup();
     tly__outq_init(&ld->replies, TLY_LEDGER_REPLIES_BYTES_MAX, "replies");
@@ -392,6 +398,7 @@ static void take_events(tly_ledger *ld, batch *b, pending *p)
         it->err = tly_event_decode(it->event, it->event_len, b->now_ms, &ev, fe);
         if (it->err == TLY_OK) {
             it->id = ev.id;
+            b->types[b->item_count] = (uint8_t)ev.type;
             if (!tly_auth_allows(roles, &ev)) {
                 it->err = TLY_FORBIDDEN;
                 snprintf(fe->message, sizeof fe->message, "source '%s' may not send %s events",
@@ -443,14 +450,26 @@ static int64_t recorded_time(tly_ledger *ld)
     return now;
 }
 
-/* Drains waiting requests into the filling batch while they fit. */
+/* Drains waiting requests into the filling batch while they fit. It stops
+ * after the request in hand when the commit thread is idle, or has just
+ * handed its batch back: the commit thread then gets work at once, and
+ * appends while the rest is decoded. */
 static void drain_ingest(tly_ledger *ld)
 {
     batch *b = ld->filling;
     if (b->req_count == 0)
         b->now_ms = recorded_time(ld);
     while (!batch_full(b) && take_request(ld, b))
-        ;
+        if (!ld->committing || atomic_load(&ld->handed_back))
+            break;
+}
+
+/* True when a request waits on the ingest socket. */
+static bool ingest_waiting(tly_ledger *ld)
+{
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(ld->ingest, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
 }
 
 /* ---- committing (commit thread) ---- */
@@ -469,8 +488,9 @@ static void build_groups(batch *b)
     }
 }
 
-/* Appends one batch: runs on the commit thread, touching only the log
- * handle and the batch's items and groups. */
+/* Appends one batch, touching only the log handle and the batch's items
+ * and groups: on the commit thread, or on the main thread while the commit
+ * thread is idle (submit_or_commit), never on both at once. */
 static void commit_batch(tly_log *log, batch *b)
 {
     uint8_t hash[TLY_HASH_BYTES];
@@ -501,6 +521,8 @@ static void *worker_main(void *arg)
         if (zmq_recv(ld->worker_in, &b, sizeof b, 0) != (int)sizeof b || !b)
             break;
         commit_batch(ld->log, b);
+        /* Before the send: the main thread clears it after the receive. */
+        atomic_store(&ld->handed_back, true);
         zmq_send(ld->worker_out, &b, sizeof b, 0);
     }
     return NULL;
@@ -590,21 +612,35 @@ static void reply_request(tly_ledger *ld, const batch *b, pending *p)
     send_reply(ld, ld->ingest, p, &ld->sbuf);
 }
 
-/* Publishes records first..last on the events socket. */
-static void publish(tly_ledger *ld, uint64_t first, uint64_t last)
+/* The topic of record rec: the type of the item that appended it, known
+ * since it was validated (*k walks the batch's items in order along the
+ * records); the record's own event when no item matches. */
+static const char *record_topic(const batch *b, uint32_t *k, const tly_record *rec)
+{
+    while (*k < b->item_count && (b->items[*k].err != TLY_OK || b->items[*k].dup))
+        (*k)++;
+    if (*k < b->item_count && b->items[*k].seq == rec->seq)
+        return tly_ev_type_name((tly_ev_type)b->types[(*k)++]);
+    tly_ev_type type;
+    tly_str id;
+    if (tly_event_peek_id(rec->event, rec->event_len, &type, &id) == TLY_OK)
+        return tly_ev_type_name(type);
+    return "unknown";
+}
+
+/* Publishes the records batch b appended, head_before+1..head_after: its
+ * new items (not dups, not failed), in item order. The records are read
+ * back from the log (the chain hash is the commit thread's). */
+static void publish(tly_ledger *ld, const batch *b)
 {
     tly_log_reader *rd = NULL;
-    if (tly_log_reader_open(ld->log, first, &rd) != TLY_OK)
+    if (tly_log_reader_open(ld->log, b->head_before + 1, &rd) != TLY_OK)
         return;
     tly_record rec;
-    while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= last) {
-        tly_ev_type type;
-        tly_str id;
-        const char *topic = "unknown";
-        if (tly_event_peek_id(rec.event, rec.event_len, &type, &id) == TLY_OK)
-            topic = tly_ev_type_name(type);
-        tly__outq_publish(&ld->published, ld->events, topic, rec.raw, rec.raw_len);
-    }
+    uint32_t k = 0;
+    while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= b->head_after)
+        tly__outq_publish(&ld->published, ld->events, record_topic(b, &k, &rec), rec.raw,
+                          rec.raw_len);
     tly_log_reader_close(rd);
 }
 
@@ -616,14 +652,14 @@ static void finish_batch(tly_ledger *ld, batch *b)
         release_request(&b->reqs[r]);
     }
     if (b->head_after > b->head_before)
-        publish(ld, b->head_before + 1, b->head_after);
+        publish(ld, b);
     ld->head = b->head_after;
     b->req_count = 0;
     b->item_count = 0;
 }
 
 /* Hands the filling batch to the commit thread when it is idle. */
-static void maybe_submit(tly_ledger *ld)
+static void submit(tly_ledger *ld)
 {
     if (ld->committing || ld->filling->req_count == 0)
         return;
@@ -633,14 +669,34 @@ static void maybe_submit(tly_ledger *ld)
     zmq_send(ld->to_worker, &b, sizeof b, 0);
 }
 
-/* Waits for the batch in the commit thread (if any) and finishes it. */
+/* After a drain: a lone small request (nothing committing, nothing else
+ * waiting) is committed and acknowledged right here, the rest goes to the
+ * commit thread. Either way the acknowledgement follows the commit. */
+static void submit_or_commit(tly_ledger *ld)
+{
+    batch *b = ld->filling;
+    if (!ld->committing && b->req_count == 1 && b->item_count <= TLY_LEDGER_INLINE_EVENTS_MAX &&
+        !ingest_waiting(ld)) {
+        commit_batch(ld->log, b);
+        finish_batch(ld, b);
+        return;
+    }
+    submit(ld);
+}
+
+/* Waits for the batch in the commit thread (if any) and finishes it. The
+ * batch filled meanwhile goes to the commit thread first, so that it
+ * appends and syncs while this one is answered and published (b is then
+ * the filling batch, empty once finished). */
 static void collect_committed(tly_ledger *ld, int flags)
 {
     batch *b = NULL;
     if (!ld->committing || zmq_recv(ld->from_worker, &b, sizeof b, flags) != (int)sizeof b)
         return;
-    finish_batch(ld, b);
+    atomic_store(&ld->handed_back, false);
     ld->committing = NULL;
+    submit(ld);
+    finish_batch(ld, b);
 }
 
 /* ---- log-read ---- */
@@ -759,7 +815,7 @@ static void service_events(tly_ledger *ld)
 static void finish_in_hand(tly_ledger *ld)
 {
     collect_committed(ld, 0);
-    maybe_submit(ld);
+    submit(ld);
     collect_committed(ld, 0);
 }
 
@@ -791,7 +847,7 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
             collect_committed(ld, ZMQ_DONTWAIT);
         if (n == 3 && (items[2].revents & ZMQ_POLLIN))
             drain_ingest(ld);
-        maybe_submit(ld);
+        submit_or_commit(ld);
         if (items[1].revents & ZMQ_POLLIN)
             serve_logread(ld);
         service_events(ld);

@@ -361,6 +361,11 @@
  * LMDB transaction that commits in a few ms. A request is taken into the
  * batch only while it fits whole, so every batch holds whole requests. */
 #define TLY_COMMIT_EVENTS_MAX 16384u
+/* A batch of one request of at most this many events, taken while the
+ * commit thread is idle and nothing else waits, is committed by the main
+ * thread itself: the two thread hand-offs are a good part of what a lone
+ * event waits beyond its fsyncs, and there is nothing to overlap. */
+#define TLY_LEDGER_INLINE_EVENTS_MAX 16u
 /* Routing frames before the body (a DEALER adds one; REQ via proxies more). */
 #define TLY_ENVELOPE_FRAMES_MAX 8u
 /* Frames above this size are dropped by ZeroMQ itself (the peer is
@@ -543,6 +548,11 @@
 
 /* Events of the one-event-per-request latency run. */
 #define TLY_BENCH_SINGLE_EVENTS 5000u
+
+/* Two-fsync floor samples taken before and again after the one-event run
+ * (each a 4 KiB data page synced, then a meta write through O_DSYNC: what
+ * an LMDB commit waits for at least). */
+#define TLY_BENCH_FLOOR_SAMPLES 500u
 
 /* --- tally gen's simulation (producers/gen_sim.c) --- */
 

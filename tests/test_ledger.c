@@ -1933,6 +1933,127 @@ START_TEST(test_events_pub)
 }
 END_TEST
 
+/* Receives the records published after seq `after` (earlier ones still
+ * queued are skipped) and checks they are exactly ids[0..n) in seq order
+ * from after + 1, each on its event type's topic and as stored. */
+static void expect_published(void *sub, const tl_ledger *L, uint64_t after, const char *const *ids,
+                             uint32_t n)
+{
+    char topic[32];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    for (uint32_t i = 0; i < n;) {
+        ck_assert_msg(tl_sub_recv(sub, TL_REPLY_MS, topic, sizeof topic, &raw, &len),
+                      "record %llu (%s) was not published", (unsigned long long)(after + 1 + i),
+                      ids[i]);
+        tly_record rec;
+        ck_assert_int_eq(tly_record_decode(raw, len, &rec), TLY_OK);
+        if (rec.seq > after) {
+            ck_assert_uint_eq(rec.seq, after + 1 + i);
+            size_t slen;
+            uint8_t *stored = log_raw(L, rec.seq, &slen);
+            ck_assert(slen == len && memcmp(stored, raw, len) == 0);
+            free(stored);
+            tly_ev_type type;
+            tly_str id;
+            ck_assert_int_eq(tly_event_peek_id(rec.event, rec.event_len, &type, &id), TLY_OK);
+            ck_assert_str_eq(topic, tly_ev_type_name(type));
+            ck_assert_msg(tly_str_eq(id, ids[i]), "record %llu is %.*s, expected %s",
+                          (unsigned long long)rec.seq, (int)id.len, id.ptr, ids[i]);
+            i++;
+        }
+        free(raw);
+    }
+}
+
+/* One request: a new sale, a dup of the first warm-up sale, a refused
+ * sale, a new partner, then `more` new sales; checks the results and
+ * what is published. Small requests are committed by the main thread,
+ * large ones by the commit thread: both publish the same way. */
+static void pub_mixed(void *d, void *sub, const tl_ledger *L, uint64_t req, uint32_t more,
+                      uint64_t *head)
+{
+    static char names[24][32];
+    const char *ids[24];
+    evlist *e = ev_new();
+    char first[32];
+    snprintf(first, sizeof first, "mix-%llu-a", (unsigned long long)req);
+    ev_add_sale(e, first, 11);
+    memcpy(names[0], first, sizeof first);
+    ev_add_sale(e, "warm-0", 10);
+    ev_add_sale(e, "mix-refused", 0); /* amount 0: bad_field */
+    snprintf(names[1], sizeof names[1], "mix-%llu-p", (unsigned long long)req);
+    char json[400];
+    snprintf(json, sizeof json,
+             "{\"type\":\"partner\",\"id\":\"%s\",\"at\":1735693342313,\"partner\":\"acme\","
+             "\"name\":\"Acme\",\"program\":\"apex\",\"kind\":\"var\"}",
+             names[1]);
+    ev_add_json(e, json);
+    for (uint32_t k = 0; k < more; k++) {
+        char sid[32];
+        snprintf(sid, sizeof sid, "mix-%llu-%u", (unsigned long long)req, k);
+        ev_add_sale(e, sid, 20 + k);
+        memcpy(names[2 + k], sid, sizeof sid);
+    }
+    lt_reply *r = reply_new();
+    ingest(d, req, "dist-mix", false, e, r);
+    assert_result_seq(r, 0, *head + 1, false);
+    assert_result_seq(r, 1, 1, true);
+    assert_result_err(r, 2, TLY_BAD_FIELD, "amount");
+    for (uint32_t k = 0; k < more + 1; k++)
+        assert_result_seq(r, 3 + k, *head + 2 + k, false);
+    for (uint32_t k = 0; k < more + 2; k++)
+        ids[k] = names[k];
+    expect_published(sub, L, *head, ids, more + 2);
+    *head += more + 2;
+    reply_free(r);
+    ev_free(e);
+}
+
+/* Batches mixing new events of two types with a dup and a refused event
+ * publish exactly their new records, in seq order, each on its type's
+ * topic, whichever thread committed them. */
+START_TEST(test_events_pub_mixed)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
+    void *sub = tl_connect(tl_sock(ctx, ZMQ_SUB, NULL, NULL), L.events);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
+    lt_reply *r = reply_new();
+    char topic[32];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    uint64_t head = 0;
+    /* Sales until the subscription shows (see test_events_pub). */
+    for (bool got = false; !got; head++) {
+        ck_assert_msg(head < 100, "no record published to a subscriber");
+        evlist *e = ev_new();
+        char sid[32];
+        snprintf(sid, sizeof sid, "warm-%llu", (unsigned long long)head);
+        ev_add_sale(e, sid, 10);
+        ingest(d, head + 1, "dist-mix", false, e, r);
+        assert_result_seq(r, 0, head + 1, false);
+        ev_free(e);
+        got = tl_sub_recv(sub, 200, topic, sizeof topic, &raw, &len);
+        free(raw);
+    }
+    ck_assert_uint_gt(TLY_LEDGER_INLINE_EVENTS_MAX, 4);
+    pub_mixed(d, sub, &L, 1000, 0, &head);  /* 4 events: the main thread commits */
+    pub_mixed(d, sub, &L, 1001, 20, &head); /* 24 events: the commit thread */
+    pub_mixed(d, sub, &L, 1002, 1, &head);
+    ck_assert_msg(!tl_sub_recv(sub, 300, topic, sizeof topic, &raw, &len),
+                  "a record was published twice, or a dup or refused event was");
+    reply_free(r);
+    zmq_close(sub);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 10. tally send --csv [D18]                                          */
 
@@ -2140,7 +2261,7 @@ static Suite *ledger_suite(void)
                              test_loopback_only_without_curve, test_startup_refusals));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
-    tu_add_tests(r, TU_TESTS(test_logread, test_events_pub));
+    tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));
     TCase *csv = tu_tcase(s, "csv", 60);
     tu_add_tests(csv, TU_TESTS(test_send_csv, test_send_csv_reject_line));
     return s;

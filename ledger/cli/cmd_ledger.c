@@ -1,17 +1,19 @@
 /*
  * cmd_ledger.c — `tally ledger`, the log daemon and the only writer of the log.
  *
- * One thread serves three sockets:
+ * The main thread serves three sockets:
  *   ingest   (ROUTER): requests of SPEC section 4, group-committed;
  *   events   (PUB):    every committed record, frames [event type, record bytes];
  *   log-read (ROUTER): {"from","max"} -> {"records":[bin...],"head"}.
  *
  * Group commit: when ingest is readable the daemon drains every request that
- * is waiting (bounded by TLY_COMMIT_REQUESTS_MAX / TLY_COMMIT_EVENTS_MAX),
- * validates each event, appends all of them in one durable LMDB transaction
- * and only then replies to each request. While one commit is syncing, new
- * requests queue in ZeroMQ and form the next batch, so a slow disk raises
- * batch size rather than lowering durability.
+ * is waiting (bounded by TLY_COMMIT_REQUESTS_MAX / TLY_COMMIT_EVENTS_MAX) and
+ * validates each event into a batch; a commit thread appends a batch in one
+ * durable LMDB transaction, and only then is each of its requests answered.
+ * While one batch is appended and synced, new requests form the next one, so
+ * a slow disk raises batch size rather than lowering durability. A lone small
+ * request arriving while nothing is committing is appended by the main
+ * thread itself (tly_ledger.c).
  *
  * Shutdown: SIGTERM/SIGINT end the loop after the batch in hand has been
  * committed and acknowledged; requests still queued get `unavailable`.

@@ -5,12 +5,16 @@
  * For each batch size the bench starts a real `tally ledger` (this binary)
  * on a fresh data directory with durable commits, runs P producer threads,
  * each with its own connection and a window of requests in flight, and
- * measures appended events/s and ack latency (submit to reply) p50/p99. It
+ * measures appended events/s and ack latency (request sent to its reply,
+ * not counting the wait for room in the window) p50/p99. It
  * then appends the same records straight into a fresh log in this process
  * (tly_log_append, same chain and dedupe, commits of P × window × batch
  * events, the largest group the ledger can form): the raw ceiling. A last run sends one event per
- * request with one request in flight, the latency floor.
+ * request with one request in flight, printed beside the machine's
+ * two-fsync floor measured in the same directory just before and after it:
+ * what one durable LMDB commit must wait for at least.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +51,7 @@ typedef struct corpus {
     char source[32];
     msgpack_sbuffer buf;
     size_t *offsets; /* count + 1 */
+    tly_str *ids;    /* the raw ceiling's: each event's id, NULL until found */
     uint64_t count;
 } corpus;
 
@@ -159,6 +164,7 @@ static tly_err build_corpus(corpus *c, const char *run, uint32_t p, uint64_t cou
 {
     snprintf(c->source, sizeof c->source, "bench-%s-%u", run, p);
     msgpack_sbuffer_init(&c->buf);
+    c->ids = NULL;
     c->offsets = malloc((count + 1) * sizeof *c->offsets);
     if (!c->offsets)
         return TLY_NOMEM;
@@ -180,6 +186,23 @@ static void free_corpus(corpus *c)
 {
     msgpack_sbuffer_destroy(&c->buf);
     free(c->offsets);
+    free(c->ids);
+}
+
+/* Finds every event's id once, before the raw ceiling's clock starts (the
+ * ledger has it from validation, which the ceiling does not count). */
+static tly_err corpus_ids(corpus *c)
+{
+    c->ids = malloc(c->count * sizeof *c->ids);
+    if (!c->ids)
+        return TLY_NOMEM;
+    for (uint64_t i = 0; i < c->count; i++) {
+        tly_ev_type t;
+        const uint8_t *ev = (const uint8_t *)c->buf.data + c->offsets[i];
+        if (tly_event_peek_id(ev, c->offsets[i + 1] - c->offsets[i], &t, &c->ids[i]) != TLY_OK)
+            return TLY_MALFORMED;
+    }
+    return TLY_OK;
 }
 
 static void fill_spans(const corpus *c, uint64_t first, uint32_t n, tly_span *spans)
@@ -217,11 +240,17 @@ static void *producer_main(void *arg)
     }
     tly_span *spans = malloc(p->batch * sizeof *spans);
     uint64_t req = 0;
+    uint32_t in_flight = 0;
     for (uint64_t i = 0; spans && i < p->c->count; i += p->batch, req++) {
         uint32_t n = (uint32_t)(p->c->count - i < p->batch ? p->c->count - i : p->batch);
         fill_spans(p->c, i, n, spans);
+        /* The clock starts when the request can leave: time spent waiting
+         * for room in the window is the previous requests' latency. */
+        while (in_flight >= p->window)
+            in_flight = tly_client_poll(c, 1000);
         p->sent_ns[req] = tly_mono_ns();
-        tly_client_submit(c, p->c->source, spans, n, false, req, on_ack, p);
+        if (tly_client_submit(c, p->c->source, spans, n, false, req, on_ack, p) == TLY_OK)
+            in_flight++;
     }
     tly_client_drain(c);
     p->requests = req;
@@ -338,41 +367,6 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
     return TLY_OK;
 }
 
-/* The raw ceiling: the same records appended in this process. */
-static double run_raw(const bench_opts *o, const char *dir, uint32_t commit, uint64_t events)
-{
-    char path[TLY_PATH_BYTES_MAX];
-    snprintf(path, sizeof path, "%s/raw", dir);
-    tly_log *log = NULL;
-    if (tly_log_open(path, TLY_LOG_WRITE | (o->no_sync ? TLY_LOG_NO_SYNC : 0), &log) != TLY_OK)
-        return 0;
-    corpus c;
-    build_corpus(&c, "raw", 0, events);
-    tly_log_item *items = calloc(commit, sizeof *items);
-    tly_log_group g = {0, 0, false};
-    tly_str src = {c.source, (uint32_t)strlen(c.source)};
-    uint64_t t0 = tly_mono_ns();
-    for (uint64_t i = 0; i < c.count; i += commit) {
-        uint32_t n = (uint32_t)(c.count - i < commit ? c.count - i : commit);
-        for (uint32_t k = 0; k < n; k++) {
-            tly_log_item *it = &items[k];
-            memset(it, 0, sizeof *it);
-            it->source = src;
-            it->event = (const uint8_t *)c.buf.data + c.offsets[i + k];
-            it->event_len = c.offsets[i + k + 1] - c.offsets[i + k];
-            tly_ev_type t;
-            tly_event_peek_id(it->event, it->event_len, &t, &it->id);
-        }
-        g.count = n;
-        tly_log_append(log, tly_now_ms(), items, n, &g, 1);
-    }
-    double eps = (double)c.count * 1e9 / (double)(tly_mono_ns() - t0);
-    free(items);
-    free_corpus(&c);
-    tly_log_close(log);
-    return eps;
-}
-
 static void rm_tree(const char *dir)
 {
     pid_t pid = fork();
@@ -382,6 +376,195 @@ static void rm_tree(const char *dir)
     }
     int st;
     waitpid(pid, &st, 0);
+}
+
+/* The raw ceiling: the records of c appended in this process into a fresh
+ * log at dir/name, in commits of commit events (ids found beforehand). */
+static double run_raw(const bench_opts *o, const char *dir, const char *name, uint32_t commit,
+                      const corpus *c)
+{
+    char path[TLY_PATH_BYTES_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    tly_log *log = NULL;
+    if (tly_log_open(path, TLY_LOG_WRITE | (o->no_sync ? TLY_LOG_NO_SYNC : 0), &log) != TLY_OK)
+        return 0;
+    tly_log_item *items = calloc(commit, sizeof *items);
+    tly_log_group g = {0, 0, false};
+    tly_str src = {c->source, (uint32_t)strlen(c->source)};
+    uint64_t t0 = tly_mono_ns();
+    for (uint64_t i = 0; items && i < c->count; i += commit) {
+        uint32_t n = (uint32_t)(c->count - i < commit ? c->count - i : commit);
+        for (uint32_t k = 0; k < n; k++)
+            items[k] = (tly_log_item){
+                .source = src,
+                .id = c->ids[i + k],
+                .event = (const uint8_t *)c->buf.data + c->offsets[i + k],
+                .event_len = c->offsets[i + k + 1] - c->offsets[i + k],
+            };
+        g.count = n;
+        tly_log_append(log, tly_now_ms(), items, n, &g, 1);
+    }
+    double eps = items ? (double)c->count * 1e9 / (double)(tly_mono_ns() - t0) : 0;
+    free(items);
+    tly_log_close(log);
+    rm_tree(path);
+    return eps;
+}
+
+/* The size of one page of the floor's file, as LMDB writes them. */
+#define FLOOR_PAGE_BYTES 4096u
+/* Pages of the floor's file: data pages are rewritten in turn after the two
+ * meta pages, as LMDB reuses freed pages. */
+#define FLOOR_PAGES 64u
+
+/* Times count commits of the smallest LMDB shape into lat_ns: one data page
+ * written and fdatasync'd, then one meta page written through an O_DSYNC
+ * descriptor (LMDB's default: data pages, sync, meta page). */
+static bool floor_samples(const char *path, uint32_t count, uint64_t *lat_ns)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, TLY_FILE_MODE);
+    int mfd = fd >= 0 ? open(path, O_RDWR | O_DSYNC) : -1;
+    static const uint8_t page[FLOOR_PAGE_BYTES];
+    bool ok = fd >= 0 && mfd >= 0;
+    for (uint32_t p = 0; ok && p < FLOOR_PAGES; p++)
+        ok = pwrite(fd, page, sizeof page, (off_t)p * FLOOR_PAGE_BYTES) == (ssize_t)sizeof page;
+    ok = ok && fsync(fd) == 0;
+    for (uint32_t i = 0; ok && i < count; i++) {
+        off_t data = (off_t)(2 + i % (FLOOR_PAGES - 2)) * FLOOR_PAGE_BYTES;
+        uint64_t t0 = tly_mono_ns();
+        ok = pwrite(fd, page, sizeof page, data) == (ssize_t)sizeof page && fdatasync(fd) == 0 &&
+             pwrite(mfd, page, sizeof page, (off_t)(i % 2) * FLOOR_PAGE_BYTES) ==
+                 (ssize_t)sizeof page;
+        lat_ns[i] = tly_mono_ns() - t0;
+    }
+    if (mfd >= 0)
+        close(mfd);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    return ok;
+}
+
+/* One batch size: the raw ceiling, the ledger, the raw ceiling again; the
+ * ratio is to the better of the two ceilings, so that a burst of other
+ * load on the machine during one of them does not flatter the ledger. */
+static void run_batch(const bench_opts *o, const char *base, uint32_t b)
+{
+    char dir[TLY_BENCH_DIR_BYTES];
+    snprintf(dir, sizeof dir, "%s/run-%u", base, b);
+    mkdir(dir, TLY_DIR_MODE);
+    uint32_t batch = o->batches[b];
+    uint64_t events = o->events;
+    if (batch < 100 && events > (uint64_t)batch * 20000)
+        events = (uint64_t)batch * 20000; /* small batches: bounded run time */
+    /* Raw commits as large as the ledger's largest group: every request in
+     * flight, capped by the ledger's own commit limit. */
+    uint64_t commit = (uint64_t)batch * o->producers * o->window;
+    if (commit > TLY_COMMIT_EVENTS_MAX)
+        commit = TLY_COMMIT_EVENTS_MAX;
+    corpus c;
+    double raw = 0, after = 0;
+    bool have = build_corpus(&c, "raw", 0, events) == TLY_OK && corpus_ids(&c) == TLY_OK;
+    if (have)
+        raw = run_raw(o, dir, "raw-before", (uint32_t)commit, &c);
+    run_result r;
+    run_ledger(o, dir, o->producers, batch, o->window, events, &r);
+    if (have)
+        after = run_raw(o, dir, "raw-after", (uint32_t)commit, &c);
+    free_corpus(&c);
+    raw = after > raw ? after : raw;
+    printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps, (double)r.p50_us / 1000.0,
+           (double)r.p99_us / 1000.0, raw, raw > 0 ? 100.0 * r.eps / raw : 0.0,
+           r.failed ? "  (FAILURES)" : "");
+    fflush(stdout);
+    rm_tree(dir);
+}
+
+/* Times count one-event commits appended in this process to a fresh log
+ * at dir/name into lat_ns: the LMDB commit a lone event waits for, without
+ * the ledger around it. */
+static bool raw_single(const bench_opts *o, const char *dir, const char *name, uint32_t count,
+                       uint64_t *lat_ns)
+{
+    char path[TLY_PATH_BYTES_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    tly_log *log = NULL;
+    corpus c;
+    memset(&c, 0, sizeof c);
+    bool ok =
+        build_corpus(&c, name, 0, count) == TLY_OK && corpus_ids(&c) == TLY_OK &&
+        tly_log_open(path, TLY_LOG_WRITE | (o->no_sync ? TLY_LOG_NO_SYNC : 0), &log) == TLY_OK;
+    tly_str src = {c.source, (uint32_t)strlen(c.source)};
+    for (uint32_t i = 0; ok && i < count; i++) {
+        tly_log_item it = {.source = src,
+                           .id = c.ids[i],
+                           .event = (const uint8_t *)c.buf.data + c.offsets[i],
+                           .event_len = c.offsets[i + 1] - c.offsets[i]};
+        tly_log_group g = {0, 1, false};
+        uint64_t t0 = tly_mono_ns();
+        ok = tly_log_append(log, tly_now_ms(), &it, 1, &g, 1) == TLY_OK && it.err == TLY_OK;
+        lat_ns[i] = tly_mono_ns() - t0;
+    }
+    tly_log_close(log);
+    free_corpus(&c);
+    rm_tree(path);
+    return ok;
+}
+
+/* The machine's floors around the one-event run: half the samples before
+ * it, half after. */
+typedef struct floors {
+    uint64_t fsync_ns[2 * TLY_BENCH_FLOOR_SAMPLES];
+    uint64_t commit_ns[2 * TLY_BENCH_FLOOR_SAMPLES];
+    bool ok;
+} floors;
+
+static void sample_floors(const bench_opts *o, const char *dir, floors *f, uint32_t half)
+{
+    char path[TLY_PATH_BYTES_MAX];
+    snprintf(path, sizeof path, "%s/floor", dir);
+    uint64_t *fs = f->fsync_ns + half * TLY_BENCH_FLOOR_SAMPLES;
+    uint64_t *cs = f->commit_ns + half * TLY_BENCH_FLOOR_SAMPLES;
+    f->ok =
+        floor_samples(path, TLY_BENCH_FLOOR_SAMPLES, fs) &&
+        raw_single(o, dir, half ? "single-after" : "single-before", TLY_BENCH_FLOOR_SAMPLES, cs) &&
+        (half == 0 || f->ok);
+}
+
+static double p50_ms(uint64_t *ns, size_t n)
+{
+    qsort(ns, n, sizeof ns[0], cmp_u64);
+    return (double)ns[n / 2] / 1e6;
+}
+
+/* The one-event run, between two sets of floor samples in its directory. */
+static void run_single(const bench_opts *o, const char *base)
+{
+    char dir[TLY_BENCH_DIR_BYTES];
+    snprintf(dir, sizeof dir, "%s/single", base);
+    mkdir(dir, TLY_DIR_MODE);
+    floors *f = calloc(1, sizeof *f);
+    if (f)
+        sample_floors(o, dir, f, 0);
+    run_result r;
+    run_ledger(o, dir, 1, 1, 1, TLY_BENCH_SINGLE_EVENTS, &r);
+    if (f)
+        sample_floors(o, dir, f, 1);
+    printf("one event per request, one in flight: %.0f events/s, ack p50 %.3f ms, p99 %.3f ms\n",
+           r.eps, (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0);
+    if (!f || !f->ok) {
+        printf("floors: could not be measured in %s\n", dir);
+        free(f);
+        return;
+    }
+    double fsync = p50_ms(f->fsync_ns, 2 * TLY_BENCH_FLOOR_SAMPLES);
+    double commit = p50_ms(f->commit_ns, 2 * TLY_BENCH_FLOOR_SAMPLES);
+    printf("two-fsync floor (data page fdatasync + O_DSYNC meta page, same directory): p50 %.3f "
+           "ms; ack p50 - floor p50 = %.3f ms\n",
+           fsync, (double)r.p50_us / 1000.0 - fsync);
+    printf("one-event raw commit (tly_log_append in this process, same directory): p50 %.3f ms\n",
+           commit);
+    free(f);
 }
 
 int tly_cmd_bench_ingest(int argc, char **argv)
@@ -404,35 +587,9 @@ int tly_cmd_bench_ingest(int argc, char **argv)
            o.no_sync ? "NO-SYNC" : "durable (fsync)");
     printf("%-8s %12s %10s %10s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
            "raw events/s", "ratio");
-    for (uint32_t b = 0; b < o.batch_count; b++) {
-        char dir[TLY_BENCH_DIR_BYTES];
-        snprintf(dir, sizeof dir, "%s/run-%u", base, b);
-        mkdir(dir, TLY_DIR_MODE);
-        uint32_t batch = o.batches[b];
-        uint64_t events = o.events;
-        if (batch < 100 && events > (uint64_t)batch * 20000)
-            events = (uint64_t)batch * 20000; /* small batches: bounded run time */
-        run_result r;
-        run_ledger(&o, dir, o.producers, batch, o.window, events, &r);
-        /* Raw commits as large as the ledger's largest group: every request in
-         * flight, capped by the ledger's own commit limit. */
-        uint64_t commit = (uint64_t)batch * o.producers * o.window;
-        if (commit > 16384)
-            commit = 16384;
-        double raw = run_raw(&o, dir, (uint32_t)commit, events);
-        printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps,
-               (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0, raw,
-               raw > 0 ? 100.0 * r.eps / raw : 0.0, r.failed ? "  (FAILURES)" : "");
-        fflush(stdout);
-        rm_tree(dir);
-    }
-    char dir[TLY_BENCH_DIR_BYTES];
-    snprintf(dir, sizeof dir, "%s/single", base);
-    mkdir(dir, TLY_DIR_MODE);
-    run_result r;
-    run_ledger(&o, dir, 1, 1, 1, TLY_BENCH_SINGLE_EVENTS, &r);
-    printf("one event per request, one in flight: %.0f events/s, ack p50 %.3f ms, p99 %.3f ms\n",
-           r.eps, (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0);
+    for (uint32_t b = 0; b < o.batch_count; b++)
+        run_batch(&o, base, b);
+    run_single(&o, base);
     rm_tree(base);
     return TLY_EXIT_OK;
 }
