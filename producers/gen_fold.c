@@ -1,4 +1,5 @@
 /* gen_fold.c — the seeded fold generator of tly_foldgen.h. */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,12 @@ static uint64_t rnd_below(tly_rtgen *g, uint64_t n)
 
 tly_err tly_rtgen_new(uint64_t seed, uint64_t events, tly_rtgen **out)
 {
-    if (events == 0 || events > TLY_BENCH_EVENTS_MAX)
+    return tly_rtgen_new_partners(seed, events, 0, out);
+}
+
+tly_err tly_rtgen_new_partners(uint64_t seed, uint64_t events, uint32_t partners, tly_rtgen **out)
+{
+    if (events == 0 || events > TLY_BENCH_EVENTS_MAX || partners > TLY_GEN_PARTNERS_MAX)
         return TLY_USAGE;
     tly_rtgen *g = calloc(1, sizeof *g);
     if (!g)
@@ -91,6 +97,8 @@ tly_err tly_rtgen_new(uint64_t seed, uint64_t events, tly_rtgen **out)
     g->partners = (uint32_t)(p < GEN_PARTNERS_MIN   ? GEN_PARTNERS_MIN
                              : p > GEN_PARTNERS_MAX ? GEN_PARTNERS_MAX
                                                     : p);
+    if (partners > 0)
+        g->partners = partners;
     g->at_ms = GEN_AT_START_MS;
     g->step_ms = GEN_SPAN_MS / (int64_t)events;
     if (g->step_ms < 1)
@@ -430,34 +438,120 @@ static tly_err fill_batch(tly_rtgen *g, gen_batch *b, int64_t now_ms, uint32_t *
     return TLY_OK;
 }
 
-static tly_err append_all(tly_log *log, tly_rtgen *g, gen_batch *b)
+/* Building a log runs in two threads: a filler generates and validates
+ * one batch while the caller appends the other (the generator itself stays
+ * one sequence, so the bytes are those of one thread). */
+typedef struct gen_pipe {
+    tly_rtgen *g;
+    gen_batch *b[2];
+    uint32_t count[2]; /* events in b[i]; 0: the generator is done */
+    int64_t now_ms[2];
+    tly_err err[2]; /* fill_batch's result for b[i] */
+    bool full[2];   /* filled, not appended yet */
+    bool stop;      /* the appender gave up: stop filling */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} gen_pipe;
+
+static void *filler_main(void *arg)
 {
-    for (;;) { /* bounded: each pass consumes up to GEN_APPEND_BATCH of g->total */
+    gen_pipe *p = arg;
+    for (unsigned i = 0;; i ^= 1) { /* bounded: each fill consumes up to a batch of g->total */
+        pthread_mutex_lock(&p->mu);
+        while (p->full[i] && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            return NULL;
         int64_t now_ms = tly_now_ms();
         uint32_t n = 0;
-        tly_err err = fill_batch(g, b, now_ms, &n);
+        tly_err err = fill_batch(p->g, p->b[i], now_ms, &n);
+        pthread_mutex_lock(&p->mu);
+        p->count[i] = n;
+        p->now_ms[i] = now_ms;
+        p->err[i] = err;
+        p->full[i] = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
         if (err != TLY_OK || n == 0)
-            return err;
-        tly_log_group grp = {0, n, false};
-        err = tly_log_append(log, now_ms, b->items, n, &grp, 1);
-        for (uint32_t i = 0; err == TLY_OK && i < n; i++)
-            if (b->items[i].err != TLY_OK || b->items[i].dup)
-                err = b->items[i].dup ? TLY_CONFLICT : b->items[i].err;
-        if (err != TLY_OK)
-            return err;
-        tly_progress("building log", g->made, g->total);
+            return NULL;
     }
+}
+
+/* Appends the batch b[i] the filler handed over. */
+static tly_err append_batch(tly_log *log, gen_pipe *p, unsigned i)
+{
+    uint32_t n = p->count[i];
+    tly_log_group grp = {0, n, false};
+    tly_err err = tly_log_append(log, p->now_ms[i], p->b[i]->items, n, &grp, 1);
+    for (uint32_t k = 0; err == TLY_OK && k < n; k++)
+        if (p->b[i]->items[k].err != TLY_OK || p->b[i]->items[k].dup)
+            err = p->b[i]->items[k].dup ? TLY_CONFLICT : p->b[i]->items[k].err;
+    return err;
+}
+
+static tly_err append_all(tly_log *log, gen_pipe *p)
+{
+    tly_err err = TLY_OK;
+    uint64_t done = 0, total = p->g->total;
+    for (unsigned i = 0;; i ^= 1) { /* bounded: the filler ends after g->total events */
+        pthread_mutex_lock(&p->mu);
+        while (!p->full[i])
+            pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        err = p->err[i];
+        if (err != TLY_OK || p->count[i] == 0)
+            break;
+        err = append_batch(log, p, i);
+        done += p->count[i];
+        pthread_mutex_lock(&p->mu);
+        p->full[i] = false;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (err != TLY_OK)
+            break;
+        tly_progress("building log", done, total);
+    }
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return err;
+}
+
+/* Runs the filler beside append_all. */
+static tly_err build(tly_log *log, gen_pipe *p)
+{
+    pthread_t filler;
+    if (pthread_create(&filler, NULL, filler_main, p) != 0)
+        return TLY_NOMEM;
+    tly_err err = append_all(log, p);
+    pthread_join(filler, NULL);
+    return err;
 }
 
 tly_err tly_rtgen_build_log(const char *log_dir, uint64_t seed, uint64_t events)
 {
-    tly_rtgen *g = NULL;
+    return tly_rtgen_build_log_partners(log_dir, seed, events, 0);
+}
+
+tly_err tly_rtgen_build_log_partners(const char *log_dir, uint64_t seed, uint64_t events,
+                                     uint32_t partners)
+{
     tly_log *log = NULL;
-    gen_batch *b = calloc(1, sizeof *b);
-    if (!b)
+    gen_pipe *p = calloc(1, sizeof *p);
+    if (!p)
         return TLY_NOMEM;
-    msgpack_sbuffer_init(&b->buf);
-    tly_err err = tly_rtgen_new(seed, events, &g);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->b[0] = calloc(1, sizeof *p->b[0]);
+    p->b[1] = calloc(1, sizeof *p->b[1]);
+    tly_err err = p->b[0] && p->b[1] ? TLY_OK : TLY_NOMEM;
+    for (unsigned i = 0; err == TLY_OK && i < 2; i++)
+        msgpack_sbuffer_init(&p->b[i]->buf);
+    if (err == TLY_OK)
+        err = tly_rtgen_new_partners(seed, events, partners, &p->g);
     if (err == TLY_OK)
         err = tly_log_open(log_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &log);
     uint64_t head = 0;
@@ -467,11 +561,17 @@ tly_err tly_rtgen_build_log(const char *log_dir, uint64_t seed, uint64_t events)
     if (err == TLY_OK && head != 0)
         err = TLY_USAGE;
     if (err == TLY_OK)
-        err = append_all(log, g, b);
+        err = build(log, p);
     tly_progress_end();
     tly_log_close(log);
-    tly_rtgen_free(g);
-    msgpack_sbuffer_destroy(&b->buf);
-    free(b);
+    tly_rtgen_free(p->g);
+    for (unsigned i = 0; i < 2; i++)
+        if (p->b[i])
+            msgpack_sbuffer_destroy(&p->b[i]->buf);
+    free(p->b[0]);
+    free(p->b[1]);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
     return err;
 }

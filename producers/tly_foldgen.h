@@ -34,6 +34,10 @@ typedef struct tly_rtgen tly_rtgen;
  * partner population scales with the count (one per 50 events, 20 to
  * 10,000). Returns TLY_OK, TLY_USAGE or TLY_NOMEM. */
 tly_err tly_rtgen_new(uint64_t seed, uint64_t events, tly_rtgen **out);
+
+/* The same with `partners` partners (1..TLY_GEN_PARTNERS_MAX), or the
+ * default population when 0; TLY_USAGE for more. */
+tly_err tly_rtgen_new_partners(uint64_t seed, uint64_t events, uint32_t partners, tly_rtgen **out);
 void tly_rtgen_free(tly_rtgen *g);
 
 /* Number of partners and the name of partner i (< count) into buf (at
@@ -50,5 +54,9 @@ tly_err tly_rtgen_next(tly_rtgen *g, msgpack_sbuffer *out);
  * tly_log_append in batches (no fsync: it is test and bench data). The log
  * must not exist or be empty. Returns TLY_OK or the first failure. */
 tly_err tly_rtgen_build_log(const char *log_dir, uint64_t seed, uint64_t events);
+
+/* The same with `partners` partners (0: the default population). */
+tly_err tly_rtgen_build_log_partners(const char *log_dir, uint64_t seed, uint64_t events,
+                                     uint32_t partners);
 
 #endif

@@ -527,6 +527,74 @@ START_TEST(test_consume_option_edges)
 }
 END_TEST
 
+/* One run of `tally bench fold --growth` of a tiny log (its own size, below
+ * the smallest of the plan), JSON on out. */
+static void run_growth(const char *data, const char *out)
+{
+    char *const argv[] = {(char *)tu_tally(), "bench",    "fold", "--growth-max", "3000", "--data",
+                          (char *)data,       "--shards", "2",    "--json",       NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, out, NULL), 0);
+}
+
+/* Checks one growth run's shards: every figure measured. */
+static void check_growth_run(const json_t *run, json_int_t shards)
+{
+    ck_assert_int_eq(json_integer_value(json_object_get(run, "shards")), shards);
+    json_t *per = json_object_get(run, "per_shard");
+    ck_assert_uint_eq(json_array_size(per), (size_t)shards);
+    size_t k;
+    json_t *sh;
+    json_array_foreach(per, k, sh)
+    {
+        ck_assert_int_eq(json_integer_value(json_object_get(sh, "shard")), (json_int_t)k);
+        ck_assert_int_gt(json_integer_value(json_object_get(sh, "events_per_s")), 0);
+        ck_assert(json_real_value(json_object_get(sh, "restart_s")) > 0);
+        const char *kb[] = {"peak_rss_kb", "peak_anon_kb", "restart_peak_rss_kb",
+                            "restart_peak_anon_kb", "store_bytes"};
+        for (size_t i = 0; i < sizeof kb / sizeof kb[0]; i++)
+            ck_assert_msg(json_integer_value(json_object_get(sh, kb[i])) > 0, "%s", kb[i]);
+        /* A whole process's peak holds at least the anonymous part seen. */
+        ck_assert_int_ge(json_integer_value(json_object_get(sh, "peak_rss_kb")),
+                         json_integer_value(json_object_get(sh, "peak_anon_kb")));
+    }
+}
+
+/* `tally bench fold --growth`: a log per size in DATA/growth-N (reused by
+ * the next run), the ceiling, 1 and N shards with restart, RSS and store
+ * size; --events and --growth exclude each other. */
+START_TEST(test_bench_fold_growth)
+{
+    char *data = tu_tmpdir();
+    char out[600];
+    snprintf(out, sizeof out, "%s/growth.json", data);
+    for (int pass = 0; pass < 2; pass++) {
+        run_growth(data, out);
+        json_error_t jerr;
+        json_t *doc = json_load_file(out, 0, &jerr);
+        ck_assert_msg(doc != NULL, "%s", jerr.text);
+        json_t *sizes = json_object_get(doc, "growth");
+        ck_assert_uint_eq(json_array_size(sizes), 1);
+        json_t *size = json_array_get(sizes, 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(size, "events")), 3000);
+        ck_assert_int_eq(json_integer_value(json_object_get(size, "partners")), 30);
+        ck_assert(json_is_true(json_object_get(size, "reused")) == (pass == 1));
+        ck_assert_int_gt(json_integer_value(json_object_get(size, "ceiling_events_per_s")), 0);
+        json_t *runs = json_object_get(size, "runs");
+        ck_assert_uint_eq(json_array_size(runs), 2);
+        check_growth_run(json_array_get(runs, 0), 1);
+        check_growth_run(json_array_get(runs, 1), 2);
+        json_decref(doc);
+    }
+    char logdir[600];
+    snprintf(logdir, sizeof logdir, "%s/growth-3000/log", data);
+    struct stat st;
+    ck_assert_int_eq(stat(logdir, &st), 0);
+    ck_assert_int_eq(run_tally("bench", "fold", "--growth", "--events", "10"), 2);
+    ck_assert_int_eq(run_tally("bench", "fold", "--growth-max", "0", NULL), 2);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* Copies records [from, to] of src's log into dst's log (same source, id
  * and bytes), as a ledger receiving the same events would store them. */
 static void copy_records(const char *src, const char *dst, uint64_t from, uint64_t to)
@@ -1374,7 +1442,7 @@ static Suite *consumers_suite(void)
                  test_consume_refuses_views_ahead_of_log, test_consume_option_edges,
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views,
-                 test_consume_small_cache_same_views));
+                 test_consume_small_cache_same_views, test_bench_fold_growth));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -80,7 +80,7 @@ tly_err tly_bench_data_log(tly_bench_data *d, uint64_t seed, uint64_t events)
     if (err == TLY_OK && d->head > 0)
         return TLY_OK; /* reuse */
     uint64_t t0 = tly_mono_ns();
-    err = tly_rtgen_build_log(d->log_dir, seed, events);
+    err = tly_rtgen_build_log_partners(d->log_dir, seed, events, d->gen_partners);
     if (err != TLY_OK) {
         tly_errorf(d->cmd, "cannot build the log in %s: %s", d->log_dir, tly_strerror(err));
         return err;
