@@ -6,13 +6,17 @@
  * on a fresh data directory with durable commits, runs P producer threads,
  * each with its own connection and a window of requests in flight, and
  * measures appended events/s and ack latency (request sent to its reply,
- * not counting the wait for room in the window) p50/p99. It
- * then appends the same records straight into a fresh log in this process
- * (tly_log_append, same chain and dedupe, commits of P × window × batch
- * events, the largest group the ledger can form): the raw ceiling. A last run sends one event per
+ * not counting the wait for room in the window) p50/p99. Before and after
+ * that run it appends the same records (the P producers' sources and ids,
+ * interleaved by request as the ledger receives them, one group per
+ * request) straight into a fresh log in this process: tly_log_append, same
+ * chain and dedupe, commits of P × window × batch events (the largest
+ * group the ledger can form), ids found before the clock starts. The
+ * better of the two is the raw ceiling. A last run sends one event per
  * request with one request in flight, printed beside the machine's
- * two-fsync floor measured in the same directory just before and after it:
- * what one durable LMDB commit must wait for at least.
+ * two-fsync floor and one-event raw commits (tly_log_append, in this
+ * process) measured in the same directory just before and after it: what
+ * one durable LMDB commit must wait for at least.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -327,19 +331,43 @@ static void summarize(producer *ps, uint32_t np, uint64_t elapsed_ns, run_result
 }
 
 /* One offered-load run through a real ledger. */
-static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uint32_t batch,
-                          uint32_t window, uint64_t events, run_result *r)
+/* Builds the corpora of np producers for a run of `events` events in
+ * requests of batch events, ids found. */
+static corpus *build_corpora(uint32_t np, uint32_t batch, uint64_t events)
+{
+    corpus *cs = calloc(np, sizeof *cs);
+    char run[16];
+    snprintf(run, sizeof run, "b%u", batch);
+    bool ok = cs != NULL;
+    for (uint32_t i = 0; ok && i < np; i++)
+        ok = build_corpus(&cs[i], run, i, events / np) == TLY_OK && corpus_ids(&cs[i]) == TLY_OK;
+    if (!ok && cs) {
+        for (uint32_t i = 0; i < np; i++)
+            free_corpus(&cs[i]);
+        free(cs);
+        cs = NULL;
+    }
+    return cs;
+}
+
+static void free_corpora(corpus *cs, uint32_t np)
+{
+    for (uint32_t i = 0; cs && i < np; i++)
+        free_corpus(&cs[i]);
+    free(cs);
+}
+
+/* One offered-load run through a real ledger: np producers, each sending
+ * its corpus cs[i] in requests of batch events. */
+static tly_err run_ledger(const bench_opts *o, const char *dir, corpus *cs, uint32_t np,
+                          uint32_t batch, uint32_t window, run_result *r)
 {
     char ingest[TLY_PATH_BYTES_MAX];
     snprintf(ingest, sizeof ingest, "ipc://%s/ingest.sock", dir);
     pid_t pid = start_ledger(dir, ingest, o->no_sync);
-    corpus *cs = calloc(np, sizeof *cs);
     producer *ps = calloc(np, sizeof *ps);
     pthread_t *th = calloc(np, sizeof *th);
-    char run[16];
-    snprintf(run, sizeof run, "b%u", batch);
     for (uint32_t i = 0; i < np; i++) {
-        build_corpus(&cs[i], run, i, events / np);
         uint64_t nreq = cs[i].count / batch + 2;
         ps[i] = (producer){.c = &cs[i],
                            .endpoint = ingest,
@@ -359,9 +387,7 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, uint32_t np, uin
     for (uint32_t i = 0; i < np; i++) {
         free(ps[i].lat_ns);
         free(ps[i].sent_ns);
-        free_corpus(&cs[i]);
     }
-    free(cs);
     free(ps);
     free(th);
     return TLY_OK;
@@ -378,10 +404,51 @@ static void rm_tree(const char *dir)
     waitpid(pid, &st, 0);
 }
 
-/* The raw ceiling: the records of c appended in this process into a fresh
- * log at dir/name, in commits of commit events (ids found beforehand). */
-static double run_raw(const bench_opts *o, const char *dir, const char *name, uint32_t commit,
-                      const corpus *c)
+/* The raw ceiling's walk over the producers' requests: request r is the
+ * (r / np)-th request of producer r % np, as they interleave at the ledger. */
+typedef struct raw_walk {
+    const corpus *cs;
+    uint32_t np, batch;
+    uint64_t next; /* the next request */
+    uint64_t done; /* events taken */
+} raw_walk;
+
+/* Adds the walk's next request to items[n..] as one group; false when it
+ * would take a commit that holds requests over commit items, or none is
+ * left (commit is at least a request: every request in flight). */
+static bool raw_take(raw_walk *w, tly_log_item *items, uint32_t *n, tly_log_group *groups,
+                     uint32_t *ng, uint32_t commit)
+{
+    for (; w->next < (uint64_t)w->np * (w->cs[0].count / w->batch + 1); w->next++) {
+        const corpus *c = &w->cs[w->next % w->np];
+        uint64_t first = (w->next / w->np) * w->batch;
+        if (first >= c->count)
+            continue;
+        uint32_t len = (uint32_t)(c->count - first < w->batch ? c->count - first : w->batch);
+        if (*n > 0 && *n + len > commit)
+            return false;
+        tly_str src = {c->source, (uint32_t)strlen(c->source)};
+        groups[(*ng)++] = (tly_log_group){*n, len, false};
+        for (uint64_t k = first; k < first + len; k++)
+            items[(*n)++] = (tly_log_item){
+                .source = src,
+                .id = c->ids[k],
+                .event = (const uint8_t *)c->buf.data + c->offsets[k],
+                .event_len = c->offsets[k + 1] - c->offsets[k],
+            };
+        w->done += len;
+        w->next++;
+        return true;
+    }
+    return false;
+}
+
+/* The raw ceiling: the producers' records, interleaved by request as the
+ * ledger receives them, appended in this process into a fresh log at
+ * dir/name in commits of at most commit events (one group per request, ids
+ * found beforehand). */
+static double run_raw(const bench_opts *o, const char *dir, const char *name, const corpus *cs,
+                      uint32_t np, uint32_t batch, uint32_t commit)
 {
     char path[TLY_PATH_BYTES_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -389,23 +456,20 @@ static double run_raw(const bench_opts *o, const char *dir, const char *name, ui
     if (tly_log_open(path, TLY_LOG_WRITE | (o->no_sync ? TLY_LOG_NO_SYNC : 0), &log) != TLY_OK)
         return 0;
     tly_log_item *items = calloc(commit, sizeof *items);
-    tly_log_group g = {0, 0, false};
-    tly_str src = {c->source, (uint32_t)strlen(c->source)};
+    tly_log_group *groups = calloc(commit, sizeof *groups);
+    raw_walk w = {cs, np, batch, 0, 0};
     uint64_t t0 = tly_mono_ns();
-    for (uint64_t i = 0; items && i < c->count; i += commit) {
-        uint32_t n = (uint32_t)(c->count - i < commit ? c->count - i : commit);
-        for (uint32_t k = 0; k < n; k++)
-            items[k] = (tly_log_item){
-                .source = src,
-                .id = c->ids[i + k],
-                .event = (const uint8_t *)c->buf.data + c->offsets[i + k],
-                .event_len = c->offsets[i + k + 1] - c->offsets[i + k],
-            };
-        g.count = n;
-        tly_log_append(log, tly_now_ms(), items, n, &g, 1);
+    for (bool more = items && groups; more;) { /* bounded: each commit takes a request */
+        uint32_t n = 0, ng = 0;
+        while (raw_take(&w, items, &n, groups, &ng, commit))
+            ;
+        more = ng > 0;
+        if (more)
+            tly_log_append(log, tly_now_ms(), items, n, groups, ng);
     }
-    double eps = items ? (double)c->count * 1e9 / (double)(tly_mono_ns() - t0) : 0;
+    double eps = items && groups ? (double)w.done * 1e9 / (double)(tly_mono_ns() - t0) : 0;
     free(items);
+    free(groups);
     tly_log_close(log);
     rm_tree(path);
     return eps;
@@ -445,9 +509,10 @@ static bool floor_samples(const char *path, uint32_t count, uint64_t *lat_ns)
     return ok;
 }
 
-/* One batch size: the raw ceiling, the ledger, the raw ceiling again; the
- * ratio is to the better of the two ceilings, so that a burst of other
- * load on the machine during one of them does not flatter the ledger. */
+/* One batch size: the raw ceiling, the ledger, the raw ceiling again, all
+ * with the same records; the ratio is to the better of the two ceilings,
+ * so that a burst of other load on the machine during one of them does not
+ * flatter the ledger. */
 static void run_batch(const bench_opts *o, const char *base, uint32_t b)
 {
     char dir[TLY_BENCH_DIR_BYTES];
@@ -462,20 +527,20 @@ static void run_batch(const bench_opts *o, const char *base, uint32_t b)
     uint64_t commit = (uint64_t)batch * o->producers * o->window;
     if (commit > TLY_COMMIT_EVENTS_MAX)
         commit = TLY_COMMIT_EVENTS_MAX;
-    corpus c;
-    double raw = 0, after = 0;
-    bool have = build_corpus(&c, "raw", 0, events) == TLY_OK && corpus_ids(&c) == TLY_OK;
-    if (have)
-        raw = run_raw(o, dir, "raw-before", (uint32_t)commit, &c);
+    corpus *cs = build_corpora(o->producers, batch, events);
     run_result r;
-    run_ledger(o, dir, o->producers, batch, o->window, events, &r);
-    if (have)
-        after = run_raw(o, dir, "raw-after", (uint32_t)commit, &c);
-    free_corpus(&c);
+    memset(&r, 0, sizeof r);
+    double raw = 0, after = 0;
+    if (cs) {
+        raw = run_raw(o, dir, "raw-before", cs, o->producers, batch, (uint32_t)commit);
+        run_ledger(o, dir, cs, o->producers, batch, o->window, &r);
+        after = run_raw(o, dir, "raw-after", cs, o->producers, batch, (uint32_t)commit);
+    }
+    free_corpora(cs, o->producers);
     raw = after > raw ? after : raw;
     printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps, (double)r.p50_us / 1000.0,
            (double)r.p99_us / 1000.0, raw, raw > 0 ? 100.0 * r.eps / raw : 0.0,
-           r.failed ? "  (FAILURES)" : "");
+           r.failed || !cs ? "  (FAILURES)" : "");
     fflush(stdout);
     rm_tree(dir);
 }
@@ -547,7 +612,11 @@ static void run_single(const bench_opts *o, const char *base)
     if (f)
         sample_floors(o, dir, f, 0);
     run_result r;
-    run_ledger(o, dir, 1, 1, 1, TLY_BENCH_SINGLE_EVENTS, &r);
+    memset(&r, 0, sizeof r);
+    corpus *cs = build_corpora(1, 1, TLY_BENCH_SINGLE_EVENTS);
+    if (cs)
+        run_ledger(o, dir, cs, 1, 1, 1, &r);
+    free_corpora(cs, 1);
     if (f)
         sample_floors(o, dir, f, 1);
     printf("one event per request, one in flight: %.0f events/s, ack p50 %.3f ms, p99 %.3f ms\n",
