@@ -1315,6 +1315,18 @@ static void curve_start(tl_ledger *L, curve_env *c)
                   "\"acme\",\"sku\":\"S\",\"qty\":1,\"amount\":5,\"currency\":\"USD\"}\n");
 }
 
+/* A plain DEALER sends to a CURVE endpoint and must get nothing back. The
+ * send itself may time out: once the server refuses the handshake, the
+ * socket drops its pipe until it reconnects and has nowhere to queue. */
+static void plain_gets_nothing(void *plain, const msgpack_sbuffer *sb, const char *what)
+{
+    if (!tl_send_request(plain, sb->data, sb->size))
+        return;
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
+    ck_assert_msg(!tl_recv(plain, LT_SILENCE_MS, &reply, &rlen), "%s", what);
+}
+
 /* An unknown key and a plain socket get no answer; nothing is appended. */
 static void curve_strangers(tl_ledger *L, const curve_env *c, void *ctx)
 {
@@ -1334,10 +1346,7 @@ static void curve_strangers(tl_ledger *L, const curve_env *c, void *ctx)
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     req_encode(&sb, 1, "dist-curve", false, e);
-    tl_send_frame(plain, sb.data, sb.size);
-    uint8_t *reply = NULL;
-    size_t rlen = 0;
-    ck_assert_msg(!tl_recv(plain, LT_SILENCE_MS, &reply, &rlen), "a plain client got a reply");
+    plain_gets_nothing(plain, &sb, "a plain client got a reply");
     ck_assert_uint_eq(tl_log_head(L), 0);
     ev_free(e);
     msgpack_sbuffer_destroy(&sb);
@@ -1401,11 +1410,7 @@ START_TEST(test_curve_roles)
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     logread_request(&sb, 1, 10);
-    tl_send_frame(lr_plain, sb.data, sb.size);
-    uint8_t *reply = NULL;
-    size_t rlen = 0;
-    ck_assert_msg(!tl_recv(lr_plain, LT_SILENCE_MS, &reply, &rlen),
-                  "a plain client read the log of a CURVE ledger");
+    plain_gets_nothing(lr_plain, &sb, "a plain client read the log of a CURVE ledger");
     zmq_close(lr_plain);
 
     msgpack_sbuffer_destroy(&sb);
