@@ -679,7 +679,7 @@ static const char *const account_names[] = {"mdf", "rebate"};
 
 const char *tly_ev_type_name(tly_ev_type type)
 {
-    return (unsigned)type < TLY_EV_COUNT ? type_names[type] : "unknown";
+    return (unsigned)type < TLY_EV_COUNT && type_names[type] ? type_names[type] : "unknown";
 }
 
 const char *tly_partner_kind_name(tly_partner_kind kind)
@@ -710,7 +710,7 @@ const char *tly_period_kind_name(tly_period_kind kind)
 tly_err tly_ev_type_parse(const char *s, size_t len, tly_ev_type *out)
 {
     for (int i = 0; i < TLY_EV_COUNT; i++) {
-        if (strlen(type_names[i]) == len && memcmp(type_names[i], s, len) == 0) {
+        if (type_names[i] && strlen(type_names[i]) == len && memcmp(type_names[i], s, len) == 0) {
             *out = (tly_ev_type)i;
             return TLY_OK;
         }

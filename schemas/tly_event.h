@@ -26,7 +26,8 @@ typedef struct tly_str {
     uint32_t len;
 } tly_str;
 
-/* The nine event types. Values are stable (they index tables). */
+/* The eleven event types. Values are stable (they index tables); rate and
+ * referral are SPEC section 10's. */
 typedef enum tly_ev_type {
     TLY_EV_PROGRAM = 0,
     TLY_EV_PARTNER,
@@ -37,6 +38,8 @@ typedef enum tly_ev_type {
     TLY_EV_CLOSE,
     TLY_EV_PAYOUT,
     TLY_EV_ADJUST,
+    TLY_EV_RATE,     /* [F1] finance */
+    TLY_EV_REFERRAL, /* [Q1] sales */
     TLY_EV_COUNT
 } tly_ev_type;
 
@@ -69,11 +72,30 @@ typedef enum tly_rebate_mode { TLY_REBATE_RETROACTIVE = 0, TLY_REBATE_INCREMENTA
 
 typedef enum tly_account { TLY_ACCOUNT_MDF = 0, TLY_ACCOUNT_REBATE } tly_account;
 
+/* rebate.basis [R11]: "revenue" (v1) | "growth". */
+typedef enum tly_rebate_basis { TLY_BASIS_REVENUE = 0, TLY_BASIS_GROWTH } tly_rebate_basis;
+
+/* tier_moves [T8]: "any" (v1) | "one_step". */
+typedef enum tly_tier_moves { TLY_MOVES_ANY = 0, TLY_MOVES_ONE_STEP } tly_tier_moves;
+
+/* An exact decimal: units / 10^scale, e.g. "1.0823" is {10823, 4}. A rate
+ * has 1..TLY_RATE_INT_DIGITS_MAX digits before the point and
+ * 0..TLY_RATE_FRAC_DIGITS_MAX after it, and is > 0 [F1]. */
+typedef struct tly_decimal {
+    int64_t units;
+    int32_t scale;
+} tly_decimal;
+
 typedef struct tly_tier {
     tly_str name;        /* 1..TLY_NAME_BYTES_MAX, unique within the program */
     int64_t min_revenue; /* 0..TLY_AMOUNT_MAX, non-decreasing along the list */
     int64_t min_certs;   /* 0..TLY_CERTS_MAX, non-decreasing along the list */
     int32_t mdf_bps;     /* 0..TLY_BPS_MAX */
+    /* section 10, optional */
+    uint32_t benefit_count;             /* 0..TLY_BENEFITS_MAX */
+    tly_str benefits[TLY_BENEFITS_MAX]; /* each 1..TLY_BENEFIT_BYTES_MAX */
+    int32_t rebate_bonus_bps;           /* 0..TLY_BPS_MAX, default 0 [R14] */
+    int32_t referral_bps;               /* 0..TLY_BPS_MAX, default 0 [Q1] */
 } tly_tier;
 
 typedef struct tly_bracket {
@@ -95,7 +117,7 @@ typedef struct tly_event {
     tly_str program;
     /* program */
     int64_t version;             /* 1..TLY_VERSION_MAX */
-    tly_str currency;            /* also sale, return: [A-Z]{3} */
+    tly_str currency;            /* also sale, return, rate (from), referral: [A-Z]{3} */
     tly_period_kind period_kind; /* program: "quarter" | "month" */
     uint32_t tier_count;         /* 1..TLY_TIERS_MAX */
     tly_tier tiers[TLY_TIERS_MAX];
@@ -104,6 +126,17 @@ typedef struct tly_event {
     tly_bracket brackets[TLY_BRACKETS_MAX];
     int64_t mdf_expiry_periods;  /* 1..TLY_PERIODS_SPAN_MAX */
     int64_t tier_window_periods; /* 1..TLY_PERIODS_SPAN_MAX */
+    /* program, section 10 (all optional; the defaults are v1's) */
+    tly_rebate_basis rebate_basis; /* rebate.basis [R11] */
+    int64_t baseline_periods;      /* rebate.baseline_periods: 1..TLY_BASELINE_PERIODS_MAX,
+                                    * present iff growth; else 0 */
+    int64_t rebate_min;            /* rebate.min: 0..TLY_AMOUNT_MAX, default 0 [K2] */
+    int64_t rebate_cap;            /* rebate.cap: 1..TLY_AMOUNT_MAX [K3] */
+    bool has_rebate_cap;
+    int64_t mdf_cap_per_period; /* 1..TLY_AMOUNT_MAX [K1] */
+    bool has_mdf_cap;
+    tly_tier_moves tier_moves;  /* [T8] */
+    int64_t tier_grace_periods; /* 0..TLY_GRACE_PERIODS_MAX, default 0 [T9] */
 
     /* partner, sale, return, certification, claim, payout, adjust */
     tly_str partner;
@@ -127,6 +160,15 @@ typedef struct tly_event {
     tly_str cert;
     /* certification, claim */
     tly_action action;
+    /* certification (earned only [T13]): > at_ms; ISO-8601 in JSON lines [T10] */
+    int64_t expires_ms;
+    bool has_expires;
+
+    /* rate [F1]: 1 `currency` = `rate` `to`; currency != to */
+    tly_str to;
+    tly_decimal rate;
+    /* referral [Q1]: partner, amount, currency and the deal's name */
+    tly_str deal; /* 1..TLY_NAME_BYTES_MAX */
 
     /* claim */
     tly_str claim;

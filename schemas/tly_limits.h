@@ -76,6 +76,16 @@
 #define TLY_TIERS_MAX 16u
 #define TLY_BRACKETS_MAX 16u
 
+/* Section 10: a tier's benefits (at most 16, each 1..128 bytes), the
+ * growth baseline (1..12 periods), tier grace (0..8 failing closes) and a
+ * rate's digits (1..9 before the point, 0..9 after: 18 digits fit int64). */
+#define TLY_BENEFITS_MAX 16u
+#define TLY_BENEFIT_BYTES_MAX 128u
+#define TLY_BASELINE_PERIODS_MAX INT64_C(12)
+#define TLY_GRACE_PERIODS_MAX INT64_C(8)
+#define TLY_RATE_INT_DIGITS_MAX 9
+#define TLY_RATE_FRAC_DIGITS_MAX 9
+
 /* Program version: 1..2^31-1. */
 #define TLY_VERSION_MAX INT64_C(2147483647)
 
