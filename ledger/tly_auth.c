@@ -246,13 +246,14 @@ bool tly_auth_allows(unsigned roles, const tly_event *ev)
     switch (ev->type) {
     case TLY_EV_SALE:
     case TLY_EV_RETURN:
+    case TLY_EV_REFERRAL: /* SPEC section 10: sales */
         return (roles & TLY_ROLE_SALES) != 0;
     case TLY_EV_CERTIFICATION:
         return (roles & TLY_ROLE_CERTS) != 0;
     case TLY_EV_CLAIM:
         return (roles & TLY_ROLE_CLAIMS) != 0 &&
                (ev->action == TLY_ACT_SUBMIT || ev->action == TLY_ACT_CANCEL);
-    default:
+    default: /* program, partner, close, payout, adjust, rate: finance only */
         return false;
     }
 }

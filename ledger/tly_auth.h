@@ -4,14 +4,15 @@
  * The authorized-keys file has one line per producer:
  *     <z85-public-key> <source-name> <role>[,<role>...]
  * Blank lines and lines starting with '#' are ignored. Write roles: sales
- * (sale, return), certs (certification), claims (claim submit and cancel),
- * finance (everything). Read roles: reader (the events and log-read sockets:
- * the whole log), auditor (the same, and every query), finance (everything),
- * partner:ID (the query service answers that partner's balance, rebate,
- * tier and claims only; a partner portal's key). A key without a read role
- * is refused on the events socket and gets `forbidden` on log-read. A ZAP handler thread accepts
- * exactly the listed keys and sets the ZeroMQ User-Id of each connection to the source name, which
- * the ledger reads from every request (zmq_msg_gets "User-Id").
+ * (sale, return, referral), certs (certification), claims (claim submit and
+ * cancel), finance (everything; rate is finance only). Read roles: reader
+ * (the events and log-read sockets: the whole log), auditor (the same, and
+ * every query), finance (everything), partner:ID (the query service answers
+ * that partner's balance, rebate, tier and claims only; a partner portal's
+ * key). A key without a read role is refused on the events socket and gets
+ * `forbidden` on log-read. A ZAP handler thread accepts exactly the listed
+ * keys and sets the ZeroMQ User-Id of each connection to the source name,
+ * which the ledger reads from every request (zmq_msg_gets "User-Id").
  */
 #ifndef TLY_AUTH_H
 #define TLY_AUTH_H

@@ -1,6 +1,7 @@
 /*
- * tly_event.c — decoding and structural validation of schema v1 events
- * (SPEC section 5, [G6], [C3]); see tly_event.h.
+ * tly_event.c — decoding and structural validation of events: schema v1
+ * (SPEC section 5, [G6], [C3]) and the section 10 fields and types (program
+ * rules v2, certification expires, rate, referral); see tly_event.h.
  *
  * Decoding is one pass over the top-level map that records where each known
  * key's value lies (a "slot"), then one validation step per field of the
@@ -21,7 +22,16 @@
  *   loss and read back (JSON readers such as jansson refuse "\u0000"; a
  *   partner named with a NUL made replay fail on its view documents).
  * - `currency` is checked against the pattern [A-Z]{3} only: a table of
- *   every ISO 4217 code would reject a code minted after the build.
+ *   every ISO 4217 code would reject a code minted after the build. A
+ *   `rate`'s two currencies are the exception: converting needs their
+ *   minor-unit exponent, so a code without one in tly_currency.c is
+ *   bad_field [F6]; a sale in such a code is the engine's currency_mismatch.
+ * - Section 10 fields are optional with v1's meaning as default, so a v1
+ *   event decodes exactly as before. `rebate.baseline_periods` is required
+ *   with basis growth and bad_field without it; `expires` is bad_field on
+ *   an action other than earned [T13] and must be after `at`; a `rate` is
+ *   text (an exact decimal, never a float) and its `to` differs from its
+ *   `currency`. No cross-field rule ties rebate.min to rebate.cap.
  * - A claim's `amount` is validated only for submit, approve and pay [C3];
  *   on cancel and reject it is not read.
  * - Every value no decoder reads (unknown keys at any level, known keys the
@@ -40,6 +50,7 @@
 #include <string.h>
 
 #include "tly_assert.h"
+#include "tly_currency.h"
 #include "tly_mp.h"
 
 /* --- keys --- */
@@ -81,6 +92,14 @@ enum {
     K_ACTIVITY,
     K_REASON,
     K_ACCOUNT,
+    /* section 10 */
+    K_MDF_CAP,
+    K_TIER_MOVES,
+    K_TIER_GRACE,
+    K_EXPIRES,
+    K_TO,
+    K_RATE,
+    K_DEAL,
     K_TOP_COUNT
 };
 
@@ -111,23 +130,39 @@ static const keydef top_keys[K_TOP_COUNT] = {
     KEY("activity"),
     KEY("reason"),
     KEY("account"),
+    KEY("mdf_cap_per_period"),
+    KEY("tier_moves"),
+    KEY("tier_grace_periods"),
+    KEY("expires"),
+    KEY("to"),
+    KEY("rate"),
+    KEY("deal"),
 };
 
-enum { KT_NAME, KT_MIN_REVENUE, KT_MIN_CERTS, KT_MDF_BPS, KT_COUNT };
+enum {
+    KT_NAME,
+    KT_MIN_REVENUE,
+    KT_MIN_CERTS,
+    KT_MDF_BPS,
+    KT_BENEFITS,
+    KT_BONUS_BPS,
+    KT_REFERRAL_BPS,
+    KT_COUNT
+};
 static const keydef tier_keys[KT_COUNT] = {
-    KEY("name"),
-    KEY("min_revenue"),
-    KEY("min_certs"),
-    KEY("mdf_bps"),
+    KEY("name"),     KEY("min_revenue"),      KEY("min_certs"),    KEY("mdf_bps"),
+    KEY("benefits"), KEY("rebate_bonus_bps"), KEY("referral_bps"),
 };
 
-enum { KR_MODE, KR_BRACKETS, KR_COUNT };
-static const keydef rebate_keys[KR_COUNT] = {KEY("mode"), KEY("brackets")};
+enum { KR_MODE, KR_BRACKETS, KR_BASIS, KR_BASELINE, KR_MIN, KR_CAP, KR_COUNT };
+static const keydef rebate_keys[KR_COUNT] = {
+    KEY("mode"), KEY("brackets"), KEY("basis"), KEY("baseline_periods"), KEY("min"), KEY("cap"),
+};
 
 enum { KB_FROM, KB_BPS, KB_COUNT };
 static const keydef bracket_keys[KB_COUNT] = {KEY("from"), KEY("bps")};
 
-_Static_assert(K_TOP_COUNT <= 32, "seen-key mask is 32 bits");
+_Static_assert(K_TOP_COUNT <= 64, "seen-key and read-key masks are 64 bits");
 _Static_assert(TLY_EVENT_DEPTH_MAX < TLY_MP_DEPTH_MAX, "the reader reads one level too deep");
 
 /* Levels of the maps scan_map reads (TLY_EVENT_DEPTH_MAX counts the same
@@ -490,7 +525,7 @@ static tly_err check_value(fpath where, const char *k, uint32_t klen, const uint
 
 /* --- map scanning --- */
 
-/* Every event key passes here (26 candidates at the top level): the first
+/* Every event key passes here (33 candidates at the top level): the first
  * byte is compared inline so that nearly all candidates of the right
  * length are ruled out without a memcmp call. No key name is empty. */
 static int key_find(const keydef *keys, unsigned nkeys, const char *k, uint32_t len)
@@ -519,7 +554,7 @@ static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, sl
     if (!tly_mp_read_map(r, &count))
         return fail(fe, TLY_MALFORMED, where, "not a map");
     memset(slots, 0, nkeys * sizeof *slots);
-    uint32_t seen = 0;
+    uint64_t seen = 0;
     for (uint32_t i = 0; i < count; i++) {
         const char *k;
         uint32_t klen;
@@ -539,13 +574,13 @@ static tly_err scan_map(tly_mp_reader *r, const keydef *keys, unsigned nkeys, sl
             return err;
         if (id < 0)
             continue;
-        if (seen & (UINT32_C(1) << id)) {
+        if (seen & (UINT64_C(1) << id)) {
             /* "tiers[2]" + key → "tiers[2].name"; "rebate" + key → "rebate.mode". */
             fpath p = where.inner ? (fpath){where.inner, -1, keys[id].name}
                                   : (fpath){where.outer, where.index, keys[id].name};
             return fail(fe, TLY_BAD_FIELD, p, "key appears twice");
         }
-        seen |= UINT32_C(1) << id;
+        seen |= UINT64_C(1) << id;
         slots[id].p = v;
         slots[id].len = vlen;
     }
@@ -565,7 +600,7 @@ static void slot_reader(slot s, tly_mp_reader *r)
 
 /* --- field readers --- */
 
-typedef enum str_kind { SK_ID, SK_NAME, SK_TEXT, SK_CURRENCY } str_kind;
+typedef enum str_kind { SK_ID, SK_NAME, SK_TEXT, SK_BENEFIT, SK_CURRENCY } str_kind;
 
 static bool currency_valid(const char *s, uint32_t len)
 {
@@ -587,8 +622,11 @@ static tly_err str_check(const char *s, uint32_t len, str_kind kind, fpath path,
             return fail(fe, TLY_BAD_FIELD, path, "must be an ISO 4217 code [A-Z]{3}");
         return TLY_OK;
     case SK_NAME:
-    case SK_TEXT: {
-        uint32_t max = kind == SK_NAME ? TLY_NAME_BYTES_MAX : TLY_TEXT_BYTES_MAX;
+    case SK_TEXT:
+    case SK_BENEFIT: {
+        uint32_t max = kind == SK_NAME   ? TLY_NAME_BYTES_MAX
+                       : kind == SK_TEXT ? TLY_TEXT_BYTES_MAX
+                                         : TLY_BENEFIT_BYTES_MAX;
         if (len < 1 || len > max)
             return fail(fe, TLY_BAD_FIELD, path, "must be 1..%u bytes", max);
         if (!text_ok(s, len))
@@ -662,10 +700,35 @@ static tly_err get_enum(slot s, fpath path, const char *const *names, int n, int
     return fail(fe, TLY_BAD_FIELD, path, "must be one of %s", list);
 }
 
+/* Reads an optional int field in [min, max]: absent or nil leaves *out at
+ * dflt and *has (may be NULL) false. */
+static tly_err get_int_opt(slot s, fpath path, int64_t min, int64_t max, int64_t dflt, int64_t *out,
+                           bool *has, tly_field_error *fe)
+{
+    *out = dflt;
+    if (has)
+        *has = false;
+    if (!present(s))
+        return TLY_OK;
+    tly_err err = get_int(s, path, min, max, out, fe);
+    if (has)
+        *has = err == TLY_OK;
+    return err;
+}
+
+/* Reads an optional enum field: absent or nil is names[0], the default. */
+static tly_err get_enum_opt(slot s, fpath path, const char *const *names, int n, int *out,
+                            tly_field_error *fe)
+{
+    *out = 0;
+    return present(s) ? get_enum(s, path, names, n, out, fe) : TLY_OK;
+}
+
 /* --- names --- */
 
 static const char *const type_names[TLY_EV_COUNT] = {
-    "program", "partner", "sale", "return", "certification", "claim", "close", "payout", "adjust",
+    "program", "partner", "sale",   "return", "certification", "claim",
+    "close",   "payout",  "adjust", "rate",   "referral",
 };
 static const char *const kind_names[TLY_KIND_COUNT] = {
     "var", "msp", "si", "oem", "isv", "distributor", "consultant",
@@ -676,6 +739,8 @@ static const char *const action_names[TLY_ACT_COUNT] = {
 static const char *const period_kind_names[] = {"quarter", "month"};
 static const char *const mode_names[] = {"retroactive", "incremental"};
 static const char *const account_names[] = {"mdf", "rebate"};
+static const char *const basis_names[] = {"revenue", "growth"};
+static const char *const moves_names[] = {"any", "one_step"};
 
 const char *tly_ev_type_name(tly_ev_type type)
 {
@@ -720,6 +785,52 @@ tly_err tly_ev_type_parse(const char *s, size_t len, tly_ev_type *out)
 
 /* --- the program event --- */
 
+/* tiers[i].benefits: absent or nil is [], else an array of at most
+ * TLY_BENEFITS_MAX strings of 1..TLY_BENEFIT_BYTES_MAX bytes (SPEC section
+ * 10). An element's field is "tiers[i].benefits[j]". */
+static tly_err decode_benefits(slot s, int i, tly_tier *t, tly_field_error *fe)
+{
+    t->benefit_count = 0;
+    if (!present(s))
+        return TLY_OK;
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    uint32_t n;
+    if (!tly_mp_read_array(&r, &n) || n > TLY_BENEFITS_MAX)
+        return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", i, "benefits"}),
+                    "must be an array of 0..%u strings", TLY_BENEFITS_MAX);
+    char outer[32];
+    snprintf(outer, sizeof outer, "tiers[%d].benefits", i);
+    for (uint32_t j = 0; j < n; j++) {
+        slot e;
+        tly_mp_skip(&r, &e.p, &e.len); /* well-formed: checked before */
+        fpath at = {outer, (int)j, NULL};
+        tly_err err = present(e) ? get_str(e, at, SK_BENEFIT, true, &t->benefits[j], fe)
+                                 : fail(fe, TLY_BAD_FIELD, at, "must be a string, not nil");
+        if (err != TLY_OK)
+            return err;
+    }
+    t->benefit_count = n;
+    return TLY_OK;
+}
+
+/* A tier's section 10 fields, all optional: benefits, rebate_bonus_bps
+ * [R14] and referral_bps [Q1] (0 when absent). */
+static tly_err decode_tier_v2(const slot *ks, int i, tly_tier *t, tly_field_error *fe)
+{
+    int64_t bonus = 0, referral = 0;
+    tly_err err = decode_benefits(ks[KT_BENEFITS], i, t, fe);
+    if (err == TLY_OK)
+        err = get_int_opt(ks[KT_BONUS_BPS], (fpath){"tiers", i, "rebate_bonus_bps"}, 0, TLY_BPS_MAX,
+                          0, &bonus, NULL, fe);
+    if (err == TLY_OK)
+        err = get_int_opt(ks[KT_REFERRAL_BPS], (fpath){"tiers", i, "referral_bps"}, 0, TLY_BPS_MAX,
+                          0, &referral, NULL, fe);
+    t->rebate_bonus_bps = (int32_t)bonus;
+    t->referral_bps = (int32_t)referral;
+    return err;
+}
+
 static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
 {
     slot ks[KT_COUNT];
@@ -741,6 +852,8 @@ static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
     if (err == TLY_OK)
         err = get_int(ks[KT_MDF_BPS], (fpath){"tiers", i, "mdf_bps"}, 0, TLY_BPS_MAX, &bps, fe);
     t->mdf_bps = (int32_t)bps;
+    if (err == TLY_OK)
+        err = decode_tier_v2(ks, i, t, fe);
     return err;
 }
 
@@ -840,6 +953,30 @@ static tly_err decode_brackets(slot s, tly_event *ev, tly_field_error *fe)
     return TLY_OK;
 }
 
+/* The rebate's section 10 fields: basis [R11] (revenue when absent),
+ * baseline_periods (required with growth, refused without it), min [K2]
+ * (0 when absent) and cap [K3] (none when absent). min may exceed cap:
+ * the figure is then 0 or the cap, which is the program's business. */
+static tly_err decode_rebate_v2(const slot *ks, tly_event *ev, tly_field_error *fe)
+{
+    int basis = 0;
+    tly_err err = get_enum_opt(ks[KR_BASIS], TOP("rebate.basis"), basis_names, 2, &basis, fe);
+    ev->rebate_basis = (tly_rebate_basis)basis;
+    fpath baseline = TOP("rebate.baseline_periods");
+    if (err == TLY_OK && basis == TLY_BASIS_GROWTH)
+        err = get_int(ks[KR_BASELINE], baseline, 1, TLY_BASELINE_PERIODS_MAX, &ev->baseline_periods,
+                      fe);
+    else if (err == TLY_OK && present(ks[KR_BASELINE]))
+        err = fail(fe, TLY_BAD_FIELD, baseline, "only with rebate.basis growth [R11]");
+    if (err == TLY_OK)
+        err = get_int_opt(ks[KR_MIN], TOP("rebate.min"), 0, TLY_AMOUNT_MAX, 0, &ev->rebate_min,
+                          NULL, fe);
+    if (err == TLY_OK)
+        err = get_int_opt(ks[KR_CAP], TOP("rebate.cap"), 1, TLY_AMOUNT_MAX, 0, &ev->rebate_cap,
+                          &ev->has_rebate_cap, fe);
+    return err;
+}
+
 static tly_err decode_rebate(slot s, tly_event *ev, tly_field_error *fe)
 {
     if (!present(s))
@@ -856,6 +993,25 @@ static tly_err decode_rebate(slot s, tly_event *ev, tly_field_error *fe)
     ev->rebate_mode = (tly_rebate_mode)mode;
     if (err == TLY_OK)
         err = decode_brackets(ks[KR_BRACKETS], ev, fe);
+    if (err == TLY_OK)
+        err = decode_rebate_v2(ks, ev, fe);
+    return err;
+}
+
+/* The program's top-level section 10 fields, all optional:
+ * mdf_cap_per_period [K1] (none), tier_moves [T8] (any) and
+ * tier_grace_periods [T9] (0). */
+static tly_err decode_program_v2(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    int moves = 0;
+    tly_err err = get_int_opt(s[K_MDF_CAP], TOP("mdf_cap_per_period"), 1, TLY_AMOUNT_MAX, 0,
+                              &ev->mdf_cap_per_period, &ev->has_mdf_cap, fe);
+    if (err == TLY_OK)
+        err = get_enum_opt(s[K_TIER_MOVES], TOP("tier_moves"), moves_names, 2, &moves, fe);
+    ev->tier_moves = (tly_tier_moves)moves;
+    if (err == TLY_OK)
+        err = get_int_opt(s[K_TIER_GRACE], TOP("tier_grace_periods"), 0, TLY_GRACE_PERIODS_MAX, 0,
+                          &ev->tier_grace_periods, NULL, fe);
     return err;
 }
 
@@ -880,6 +1036,8 @@ static tly_err decode_program(const slot *s, tly_event *ev, tly_field_error *fe)
     if (err == TLY_OK)
         err = get_int(s[K_TIER_WINDOW], TOP("tier_window_periods"), 1, TLY_PERIODS_SPAN_MAX,
                       &ev->tier_window_periods, fe);
+    if (err == TLY_OK)
+        err = decode_program_v2(s, ev, fe);
     return err;
 }
 
@@ -925,6 +1083,26 @@ static tly_err decode_sale(const slot *s, tly_event *ev, tly_field_error *fe)
     return err;
 }
 
+/* certification.expires [T10]: optional, only with action earned [T13],
+ * an int after `at` and at most TLY_EXPIRES_MAX_MS. */
+static tly_err get_expires(slot s, tly_event *ev, tly_field_error *fe)
+{
+    if (!present(s))
+        return TLY_OK;
+    if (ev->action != TLY_ACT_EARNED)
+        return fail(fe, TLY_BAD_FIELD, TOP("expires"), "allowed only with action earned [T13]");
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    int64_t v;
+    if (!tly_mp_read_int(&r, &v) || v <= ev->at_ms || v > TLY_EXPIRES_MAX_MS)
+        return fail(fe, TLY_BAD_FIELD, TOP("expires"),
+                    "must be an integer (Unix ms UTC) after at and at most %lld (year 9999)",
+                    (long long)TLY_EXPIRES_MAX_MS);
+    ev->expires_ms = v;
+    ev->has_expires = true;
+    return TLY_OK;
+}
+
 static tly_err decode_certification(const slot *s, tly_event *ev, tly_field_error *fe)
 {
     int act = 0;
@@ -936,6 +1114,8 @@ static tly_err decode_certification(const slot *s, tly_event *ev, tly_field_erro
     if (err == TLY_OK)
         err = get_enum(s[K_ACTION], TOP("action"), action_names, 3, &act, fe);
     ev->action = (tly_action)act;
+    if (err == TLY_OK)
+        err = get_expires(s[K_EXPIRES], ev, fe);
     return err;
 }
 
@@ -1008,29 +1188,114 @@ static tly_err decode_adjust(const slot *s, tly_event *ev, tly_field_error *fe)
     return err;
 }
 
+/* A currency a rate converts from or to: [A-Z]{3} with a known ISO 4217
+ * minor-unit exponent, since a conversion needs it [F6]. */
+static tly_err get_rate_currency(slot s, fpath path, tly_str *out, tly_field_error *fe)
+{
+    int exp = 0;
+    tly_err err = get_str(s, path, SK_CURRENCY, true, out, fe);
+    if (err == TLY_OK && tly_currency_exponent(out->ptr, &exp) != TLY_OK)
+        return fail(fe, TLY_BAD_FIELD, path,
+                    "must be an ISO 4217 code whose minor-unit digits Tally knows [F6]");
+    return err;
+}
+
+/* Parses ^[0-9]{1,9}(\.[0-9]{1,9})?$ (the digit counts are the limits)
+ * into units / 10^scale; false on any other text. 18 digits fit int64. */
+static bool rate_parse(const char *p, uint32_t len, tly_decimal *out)
+{
+    _Static_assert(TLY_RATE_INT_DIGITS_MAX + TLY_RATE_FRAC_DIGITS_MAX <= 18, "fits int64");
+    int64_t units = 0;
+    uint32_t i = 0, int_digits = 0, frac_digits = 0;
+    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, int_digits++)
+        units = units * 10 + (p[i] - '0');
+    if (int_digits < 1 || int_digits > TLY_RATE_INT_DIGITS_MAX)
+        return false;
+    if (i < len && p[i] == '.') {
+        for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, frac_digits++)
+            units = units * 10 + (p[i] - '0');
+        if (frac_digits < 1 || frac_digits > TLY_RATE_FRAC_DIGITS_MAX)
+            return false;
+    }
+    if (i != len)
+        return false;
+    out->units = units;
+    out->scale = (int32_t)frac_digits;
+    return true;
+}
+
+/* rate [F1]: 1 `currency` = `rate` `to`, an exact decimal string > 0. */
+static tly_err get_rate(slot s, tly_decimal *out, tly_field_error *fe)
+{
+    if (!present(s))
+        return missing(fe, TOP("rate"));
+    tly_mp_reader r;
+    slot_reader(s, &r);
+    const char *p;
+    uint32_t len;
+    tly_decimal d;
+    if (!tly_mp_read_str(&r, &p, &len) || !rate_parse(p, len, &d) || d.units == 0)
+        return fail(fe, TLY_BAD_FIELD, TOP("rate"),
+                    "must be a decimal string above 0 with 1..%d digits before the point "
+                    "and 0..%d after it, e.g. \"1.0823\"",
+                    TLY_RATE_INT_DIGITS_MAX, TLY_RATE_FRAC_DIGITS_MAX);
+    *out = d;
+    return TLY_OK;
+}
+
+static tly_err decode_rate(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_rate_currency(s[K_CURRENCY], TOP("currency"), &ev->currency, fe);
+    if (err == TLY_OK)
+        err = get_rate_currency(s[K_TO], TOP("to"), &ev->to, fe);
+    if (err == TLY_OK)
+        err = get_rate(s[K_RATE], &ev->rate, fe);
+    if (err == TLY_OK && ev->to.len == ev->currency.len &&
+        memcmp(ev->to.ptr, ev->currency.ptr, ev->to.len) == 0)
+        err = fail(fe, TLY_BAD_FIELD, TOP("to"), "must differ from currency [F1]");
+    return err;
+}
+
+/* referral [Q1]: a sale-like event without sku or qty. */
+static tly_err decode_referral(const slot *s, tly_event *ev, tly_field_error *fe)
+{
+    tly_err err = get_str(s[K_PARTNER], TOP("partner"), SK_NAME, true, &ev->partner, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_DEAL], TOP("deal"), SK_NAME, true, &ev->deal, fe);
+    if (err == TLY_OK)
+        err = get_amount(s[K_AMOUNT], ev, fe);
+    if (err == TLY_OK)
+        err = get_str(s[K_CURRENCY], TOP("currency"), SK_CURRENCY, true, &ev->currency, fe);
+    return err;
+}
+
 typedef tly_err (*type_decoder)(const slot *s, tly_event *ev, tly_field_error *fe);
 
-#define KB(k) (UINT32_C(1) << (k))
+#define KB(k) (UINT64_C(1) << (k))
 
 /* Top-level keys the decoder of ev's type read and validated: every other
  * key present is checked like an unknown one (check_unread). A claim's
  * amount is read only when the action wants it [C3]. */
-static uint32_t read_keys(const tly_event *ev)
+static uint64_t read_keys(const tly_event *ev)
 {
-    static const uint32_t by_type[TLY_EV_COUNT] = {
+    static const uint64_t by_type[TLY_EV_COUNT] = {
         [TLY_EV_PROGRAM] = KB(K_PROGRAM) | KB(K_VERSION) | KB(K_CURRENCY) | KB(K_PERIOD) |
-                           KB(K_TIERS) | KB(K_REBATE) | KB(K_MDF_EXPIRY) | KB(K_TIER_WINDOW),
+                           KB(K_TIERS) | KB(K_REBATE) | KB(K_MDF_EXPIRY) | KB(K_TIER_WINDOW) |
+                           KB(K_MDF_CAP) | KB(K_TIER_MOVES) | KB(K_TIER_GRACE),
         [TLY_EV_PARTNER] = KB(K_PARTNER) | KB(K_NAME) | KB(K_PROGRAM) | KB(K_KIND) | KB(K_REGION),
         [TLY_EV_SALE] = KB(K_PARTNER) | KB(K_SKU) | KB(K_QTY) | KB(K_AMOUNT) | KB(K_CURRENCY),
         [TLY_EV_RETURN] = KB(K_PARTNER) | KB(K_SALE) | KB(K_QTY) | KB(K_AMOUNT) | KB(K_CURRENCY),
-        [TLY_EV_CERTIFICATION] = KB(K_PARTNER) | KB(K_PERSON) | KB(K_CERT) | KB(K_ACTION),
+        [TLY_EV_CERTIFICATION] =
+            KB(K_PARTNER) | KB(K_PERSON) | KB(K_CERT) | KB(K_ACTION) | KB(K_EXPIRES),
         [TLY_EV_CLAIM] = KB(K_PARTNER) | KB(K_CLAIM) | KB(K_ACTION) | KB(K_AMOUNT) |
                          KB(K_ACTIVITY) | KB(K_REASON),
         [TLY_EV_CLOSE] = KB(K_PROGRAM) | KB(K_PERIOD),
         [TLY_EV_PAYOUT] = KB(K_PARTNER) | KB(K_PERIOD) | KB(K_AMOUNT),
         [TLY_EV_ADJUST] = KB(K_PARTNER) | KB(K_ACCOUNT) | KB(K_AMOUNT) | KB(K_REASON),
+        [TLY_EV_RATE] = KB(K_CURRENCY) | KB(K_TO) | KB(K_RATE),
+        [TLY_EV_REFERRAL] = KB(K_PARTNER) | KB(K_DEAL) | KB(K_AMOUNT) | KB(K_CURRENCY),
     };
-    uint32_t keys = KB(K_TYPE) | KB(K_ID) | KB(K_AT) | by_type[ev->type];
+    uint64_t keys = KB(K_TYPE) | KB(K_ID) | KB(K_AT) | by_type[ev->type];
     if (ev->type == TLY_EV_CLAIM && !ev->has_amount)
         keys &= ~KB(K_AMOUNT);
     return keys;
@@ -1040,7 +1305,7 @@ static uint32_t read_keys(const tly_event *ev)
  * can carry, like unknown keys; checked in key-table order. */
 static tly_err check_unread(const slot *s, const tly_event *ev, tly_field_error *fe)
 {
-    uint32_t read = read_keys(ev);
+    uint64_t read = read_keys(ev);
     for (unsigned k = 0; k < K_TOP_COUNT; k++) {
         if ((read & KB(k)) || !s[k].p)
             continue;
@@ -1062,6 +1327,8 @@ static const type_decoder decoders[TLY_EV_COUNT] = {
     [TLY_EV_CLOSE] = decode_close,
     [TLY_EV_PAYOUT] = decode_payout,
     [TLY_EV_ADJUST] = decode_adjust,
+    [TLY_EV_RATE] = decode_rate,
+    [TLY_EV_REFERRAL] = decode_referral,
 };
 
 /* --- entry points --- */

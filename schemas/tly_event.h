@@ -1,9 +1,9 @@
 /*
- * tly_event.h — the events of schema v1 (SPEC section 5), decoded and
- * validated.
+ * tly_event.h — the events of schema v1 (SPEC section 5) and of program
+ * rules v2 (section 10), decoded and validated.
  *
  * tly_event_decode() reads one event's MessagePack bytes, checks every
- * structural rule of SPEC section 5 and section 9 [G6] (types, ranges,
+ * structural rule of SPEC sections 5 and 10 and section 9 [G6] (types, ranges,
  * lengths, patterns, required fields) and fills a tly_event whose strings
  * point into the input buffer. Business rules (unknown partner, insufficient
  * funds, ...) are not checked here: the consumers decide them.
@@ -164,7 +164,8 @@ typedef struct tly_event {
     int64_t expires_ms;
     bool has_expires;
 
-    /* rate [F1]: 1 `currency` = `rate` `to`; currency != to */
+    /* rate [F1]: 1 `currency` = `rate` `to`; currency != to; both [A-Z]{3}
+     * with a known minor-unit exponent [F6] (tly_currency_exponent) */
     tly_str to;
     tly_decimal rate;
     /* referral [Q1]: partner, amount, currency and the deal's name */

@@ -51,6 +51,19 @@ typedef struct jpos {
 static tly_err pack_value(msgpack_packer *pk, const json_t *v, jpos at, bool top,
                           tly_field_error *fe);
 
+/* True when key (klen bytes) of the event object holds a time that JSON
+ * lines may write as ISO-8601 text: `at`, and a certification's `expires`
+ * [T10] (only there, so an unknown `expires` of another type stays text). */
+static bool time_key(const json_t *event, const char *key, size_t klen)
+{
+    if (klen == 2 && memcmp(key, "at", 2) == 0)
+        return true;
+    if (klen != 7 || memcmp(key, "expires", 7) != 0)
+        return false;
+    const char *type = json_string_value(json_object_get(event, "type"));
+    return type && strcmp(type, "certification") == 0;
+}
+
 static tly_err pack_object(msgpack_packer *pk, const json_t *v, jpos at, bool top,
                            tly_field_error *fe)
 {
@@ -67,12 +80,13 @@ static tly_err pack_object(msgpack_packer *pk, const json_t *v, jpos at, bool to
         char sub[64];
         path_push_key(sub, sizeof sub, at.path, key);
         tly_err err;
-        if (top && klen == 2 && memcmp(key, "at", 2) == 0 && json_is_string(val)) {
-            /* `at` may be ISO-8601 text; it becomes the same int a producer
-             * would have sent, so both spellings give identical bytes. */
+        if (top && json_is_string(val) && time_key(v, key, klen)) {
+            /* `at` (and `expires`) may be ISO-8601 text; it becomes the same
+             * int a producer would have sent, so both spellings give
+             * identical bytes. */
             int64_t ms;
             if (tly_time_parse(json_string_value(val), json_string_length(val), &ms) != TLY_OK)
-                return jfail(fe, TLY_BAD_FIELD, "at", "not an ISO-8601 time");
+                return jfail(fe, TLY_BAD_FIELD, key, "not an ISO-8601 time");
             err = msgpack_pack_int64(pk, ms) != 0 ? TLY_NOMEM : TLY_OK;
         } else {
             err = pack_value(pk, val, (jpos){sub, sub, at.depth + 1}, false, fe);
@@ -126,7 +140,10 @@ static tly_err pack_value(msgpack_packer *pk, const json_t *v, jpos at, bool top
         rc = msgpack_pack_int64(pk, (int64_t)json_integer_value(v));
         break;
     case JSON_REAL:
-        /* No field is fractional; money is integer minor units. */
+        /* No field is fractional; money is integer minor units, and a rate
+         * is an exact decimal written as a string [F1]. */
+        if (at.depth == 1 && strcmp(at.path, "rate") == 0)
+            return jfail(fe, TLY_BAD_FIELD, at.path, "must be a decimal string such as \"1.0823\"");
         return jfail(fe, TLY_BAD_FIELD, at.path, "must be an integer, not a real number");
     case JSON_TRUE:
         rc = msgpack_pack_true(pk);

@@ -2,7 +2,8 @@
  * tly_json.h — JSON lines <-> MessagePack for events.
  *
  * JSON events use the same keys and types as MessagePack events (SPEC
- * section 5); `at` may also be an ISO-8601 string, converted to Unix ms.
+ * sections 5 and 10); `at`, and a certification's `expires`, may also be
+ * an ISO-8601 string, converted to Unix ms. A `rate` is a string in both.
  * Conversion keeps the JSON object's key order, so the same JSON text always
  * gives the same bytes: a producer that resends a line resends the same
  * event bytes, which the ledger's idempotency relies on.
@@ -19,7 +20,8 @@
 /*
  * Converts one JSON event object into MessagePack, appended to out.
  * Integers stay integers; a JSON real (1.5) anywhere is TLY_BAD_FIELD, since
- * no event field is fractional; `at` given as a string is parsed with
+ * no event field is fractional (a rate is a decimal string); `at` (and a
+ * certification's `expires`) given as a string is parsed with
  * tly_time_parse; a value nested deeper than TLY_EVENT_DEPTH_MAX levels (the
  * event object is level 1) is TLY_BAD_FIELD naming its innermost key, as
  * tly_event_decode names it. The result is not validated beyond that: pass

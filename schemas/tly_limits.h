@@ -86,6 +86,11 @@
 #define TLY_RATE_INT_DIGITS_MAX 9
 #define TLY_RATE_FRAC_DIGITS_MAX 9
 
+/* certification.expires [T10]: after `at` and at most the last millisecond
+ * of 9999 (9999-12-31T23:59:59.999Z), the last instant ISO-8601 text with a
+ * four-digit year (JSON lines, tly_time_format) can name. */
+#define TLY_EXPIRES_MAX_MS INT64_C(253402300799999)
+
 /* Program version: 1..2^31-1. */
 #define TLY_VERSION_MAX INT64_C(2147483647)
 

@@ -2,9 +2,11 @@
  * test_import.c — one line of `tally send` input to one event
  * (producers/tly_import.h): JSON lines (bare events and {"source",
  * "event"} records) and POS CSV rows [D18], including the row size limit
- * TLY_CSV_ROW_BYTES_MAX at its edge and text columns that are not UTF-8.
+ * TLY_CSV_ROW_BYTES_MAX at its edge and text columns that are not UTF-8;
+ * the public v2 vectors through the JSON-lines path.
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,6 +86,45 @@ START_TEST(test_csv_row)
 }
 END_TEST
 
+/* Every record of the public v2 vectors (SPEC section 10: rate, referral,
+ * certification expires, program rules v2) goes through `tally send`'s
+ * JSON-lines path, tly_import_json_line and tly_json_event_to_mp, and the
+ * ledger's MessagePack decoder without an error. */
+START_TEST(test_json_lines_v2_vectors)
+{
+    char *path = tu_vector("seed102-v2-events.jsonl");
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    char line[65536];
+    size_t lines = 0, by_type[TLY_EV_COUNT] = {0};
+    while (fgets(line, sizeof line, f)) {
+        json_t *holder = NULL;
+        const char *source = NULL;
+        tly_field_error fe = {"", ""};
+        json_t *ev = tly_import_json_line(line, &holder, &source, &fe);
+        ck_assert_msg(ev != NULL && source != NULL, "line %zu: %s", lines + 1, fe.message);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        tly_err err = tly_json_event_to_mp(ev, &sb, &fe);
+        tly_event dec;
+        if (err == TLY_OK) /* recorded 2027-01-01, after every event */
+            err = tly_event_decode(sb.data, sb.size, INT64_C(1798761600000), &dec, &fe);
+        ck_assert_msg(err == TLY_OK, "line %zu: %s %s", lines + 1, tly_err_name(err), fe.message);
+        by_type[dec.type]++;
+        msgpack_sbuffer_destroy(&sb);
+        json_decref(ev);
+        json_decref(holder);
+        lines++;
+    }
+    fclose(f);
+    free(path);
+    ck_assert_uint_eq(lines, 3017);
+    ck_assert_uint_eq(by_type[TLY_EV_RATE], 520);
+    ck_assert_uint_eq(by_type[TLY_EV_REFERRAL], 41);
+    ck_assert_uint_eq(by_type[TLY_EV_CERTIFICATION], 81);
+}
+END_TEST
+
 /* A row whose split fields (each with its NUL) take exactly
  * TLY_CSV_ROW_BYTES_MAX bytes converts; one byte more does not. */
 START_TEST(test_csv_row_bytes_limit)
@@ -117,6 +158,8 @@ END_TEST
 static Suite *import_suite(void)
 {
     Suite *s = suite_create("import");
+    TCase *v2 = tu_tcase(s, "v2", 120);
+    tu_add_tests(v2, TU_TESTS(test_json_lines_v2_vectors));
     TCase *tc = tu_tcase(s, "lines", 0);
     tu_add_tests(tc, TU_TESTS(test_json_line_shapes, test_csv_row, test_csv_row_bytes_limit));
     return s;

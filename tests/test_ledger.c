@@ -1419,10 +1419,10 @@ START_TEST(test_curve_roles)
 }
 END_TEST
 
-/* Every event type against every role (SPEC section 4): sales may send
- * sale and return, certs certification, claims claim submit and cancel,
- * finance everything. */
-#define RM_KINDS 11
+/* Every event type against every role (SPEC sections 4 and 10): sales may
+ * send sale, return and referral, certs certification, claims claim submit
+ * and cancel, finance everything (rate only finance). */
+#define RM_KINDS 13
 
 static const char *const rm_events[RM_KINDS] = {
     "{\"type\":\"sale\",\"id\":\"%s-0\",\"at\":1735693342313,\"partner\":\"acme\","
@@ -1450,6 +1450,10 @@ static const char *const rm_events[RM_KINDS] = {
     "\"period\":\"2025-Q1\",\"amount\":5}",
     "{\"type\":\"adjust\",\"id\":\"%s-10\",\"at\":1735693342313,\"partner\":\"acme\","
     "\"account\":\"mdf\",\"amount\":-5,\"reason\":\"correction\"}",
+    "{\"type\":\"rate\",\"id\":\"%s-11\",\"at\":1735693342313,\"currency\":\"EUR\","
+    "\"to\":\"USD\",\"rate\":\"1.0823\"}",
+    "{\"type\":\"referral\",\"id\":\"%s-12\",\"at\":1735693342313,\"partner\":\"acme\","
+    "\"deal\":\"D-1\",\"amount\":5,\"currency\":\"USD\"}",
 };
 
 typedef struct rm_role {
@@ -1463,11 +1467,11 @@ START_TEST(test_curve_role_matrix)
 {
     tl_ledger L;
     tl_init(&L);
-    rm_role roles[] = {{"r-sales", "sales", "11000000000", {{0}, {0}, {0}}},
-                       {"r-certs", "certs", "00100000000", {{0}, {0}, {0}}},
-                       {"r-claims", "claims", "00011000000", {{0}, {0}, {0}}},
-                       {"r-finance", "finance", "11111111111", {{0}, {0}, {0}}},
-                       {"r-mixed", "sales,certs", "11100000000", {{0}, {0}, {0}}}};
+    rm_role roles[] = {{"r-sales", "sales", "1100000000001", {{0}, {0}, {0}}},
+                       {"r-certs", "certs", "0010000000000", {{0}, {0}, {0}}},
+                       {"r-claims", "claims", "0001100000000", {{0}, {0}, {0}}},
+                       {"r-finance", "finance", "1111111111111", {{0}, {0}, {0}}},
+                       {"r-mixed", "sales,certs", "1110000000001", {{0}, {0}, {0}}}};
     const size_t n_roles = sizeof roles / sizeof roles[0];
     tl_keys server;
     tl_make_keys(&L, "server", &server);
