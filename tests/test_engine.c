@@ -163,6 +163,41 @@ static void expect_json(json_t *got, json_t *want, const char *what)
 
 /* ---- the conformance vectors ---- */
 
+/* got with only the keys want has, at every depth (new reference): the
+ * seed101 answers show the section 8 fields only, and an engine that
+ * implements section 10 adds fields (tests/vectors/README.md). */
+static json_t *project(json_t *got, json_t *want)
+{
+    if (json_is_object(got) && json_is_object(want)) {
+        json_t *out = json_object();
+        const char *k;
+        json_t *w;
+        json_object_foreach(want, k, w)
+        {
+            json_t *g = json_object_get(got, k);
+            if (g != NULL)
+                json_object_set_new(out, k, project(g, w));
+        }
+        return out;
+    }
+    if (json_is_array(got) && json_is_array(want) &&
+        json_array_size(got) == json_array_size(want)) {
+        json_t *out = json_array();
+        for (size_t i = 0; i < json_array_size(got); i++)
+            json_array_append_new(out, project(json_array_get(got, i), json_array_get(want, i)));
+        return out;
+    }
+    return json_incref(got);
+}
+
+/* expect_json of got's projection on want's keys. */
+static void expect_json_v1(json_t *got, json_t *want, const char *what)
+{
+    json_t *p = project(got, want);
+    expect_json(p, want, what);
+    json_decref(p);
+}
+
 static void strip_detail(json_t *list)
 {
     for (size_t i = 0; i < json_array_size(list); i++)
@@ -194,7 +229,7 @@ static void check_vector(uint32_t n)
             snprintf(what, sizeof what, "N=%u %s of %s", n, views[i].name, partner);
             json_t *got = view(&s, views[i].v, partner);
             ck_assert_msg(got != NULL, "%s: no view", what);
-            expect_json(got, json_object_get(pv, views[i].name), what);
+            expect_json_v1(got, json_object_get(pv, views[i].name), what);
             json_decref(got);
         }
     }
@@ -1558,11 +1593,11 @@ START_TEST(overflow_is_an_error)
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
         if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
-            /* element 8 of a partner entry is `accrued` */
+            /* element 10 of a partner entry is `accrued` (engine_records.h) */
             ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-            ck_assert_uint_eq(up.data.via.array.size, 23);
-            up.data.via.array.ptr[8].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-            up.data.via.array.ptr[8].via.u64 = (uint64_t)INT64_MAX - 5;
+            ck_assert_uint_eq(up.data.via.array.size, 25);
+            up.data.via.array.ptr[10].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            up.data.via.array.ptr[10].via.u64 = (uint64_t)INT64_MAX - 5;
             msgpack_packer pk;
             msgpack_sbuffer_clear(&sb);
             msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);

@@ -274,7 +274,8 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
                          text);
     /* A closed period without a row had no revenue: its payable is 0. */
     eng_row *row = eng_row_find(st, ev->period);
-    int64_t payable = row == NULL ? 0 : row->figure - row->paid;
+    /* a payout pays the rebate and the referral fees [Q3] */
+    int64_t payable = row == NULL ? 0 : row->figure + row->referral - row->paid;
     if (ev->amount > payable)
         return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
                          (long long)ev->amount, (long long)payable, text);

@@ -78,6 +78,10 @@ typedef struct eng_tier {
     int64_t min_revenue;
     int64_t min_certs;
     int32_t mdf_bps;
+    int32_t rebate_bonus_bps; /* [R14] */
+    int32_t referral_bps;     /* [Q1] */
+    uint32_t benefit_count;
+    eng_name benefits[TLY_BENEFITS_MAX]; /* arena */
 } eng_tier;
 
 typedef struct eng_rules {
@@ -89,7 +93,18 @@ typedef struct eng_rules {
     tly_bracket brackets[TLY_BRACKETS_MAX];
     int32_t expiry_n; /* mdf_expiry_periods */
     int32_t window_w; /* tier_window_periods */
+    /* section 10; the defaults are v1's */
+    tly_rebate_basis basis; /* [R11] */
+    int32_t baseline_k;     /* growth: 1..12; else 0 */
+    int64_t rebate_min;     /* [K2] */
+    int64_t rebate_cap;     /* [K3]; ENG_NO_CAP: none */
+    int64_t mdf_cap;        /* [K1] per partner and period; ENG_NO_CAP: none */
+    tly_tier_moves moves;   /* [T8] */
+    int32_t grace;          /* [T9] */
 } eng_rules;
+
+/* A cap that is not set. */
+#define ENG_NO_CAP INT64_MAX
 
 /* A partner's share of its program's liabilities (section 8), or their
  * sum over this shard's members. */
@@ -115,13 +130,28 @@ typedef struct eng_program {
 
 /* ---- sales: the registry every shard keeps, cached ---- */
 
-/* Money facts of a sale of an owned partner that moved money. */
+/* The conversion a sale used into its program's currency [F2]: 1 unit of
+ * the sale's currency is units / 10^scale of the program's, and the
+ * minor-unit exponents differ by ediff (e_K - e_C); {1, 0, 0} when the
+ * currencies are the same. */
+typedef struct eng_fx {
+    int64_t units;
+    int32_t scale;
+    int32_t ediff;
+} eng_fx;
+
+#define ENG_FX_SAME ((eng_fx){1, 0, 0})
+
+/* Money facts of a sale of an owned partner that moved money: amount and
+ * returned in the sale's currency [F8], accrual and clawed in the
+ * program's. */
 typedef struct eng_sale_detail {
     int64_t amount;
     int64_t returned; /* capped returned amount so far */
     int64_t accrual;
     int64_t clawed;
     int32_t bps; /* the rate the accrual used [S7] */
+    eng_fx fx;   /* the rate the sale used [F4] */
 } eng_sale_detail;
 
 /* A registered sale. Whether it moved money is not stored but derived
@@ -138,6 +168,8 @@ typedef struct eng_sale {
     bool has_detail;
     bool dirty;
     uint64_t used; /* seq of its last lookup: what is dropped first */
+    uint64_t seq;  /* the sale's own seq and business time: whether a sale */
+    int64_t at_ms; /* of another shard's partner converted [F2] [F7] */
     eng_sale_detail d;
 } eng_sale;
 
@@ -154,11 +186,16 @@ typedef struct eng_bucket {
 typedef struct eng_row {
     int32_t period;
     bool final;
-    int32_t rate_bps; /* frozen at close (final rows only) */
-    int64_t revenue;  /* net R [R3] */
-    int64_t adj;      /* rebate adjustments [R8] */
-    int64_t figure;   /* frozen at close (final rows only) */
+    bool has_baseline; /* frozen at close: the basis was growth [R17] */
+    int32_t rate_bps;  /* frozen at close (final rows only) */
+    int64_t revenue;   /* net R [R3] */
+    int64_t adj;       /* rebate adjustments [R8] */
+    int64_t figure;    /* frozen at close (final rows only) */
     int64_t paid;
+    int64_t basis, baseline; /* X and B, frozen at close [R17] */
+    int64_t referral;        /* the period's referral fees [Q3] */
+    int64_t referred;        /* referred amounts, tier revenue only [Q2] */
+    int64_t mdf_gross;       /* accruals credited to this period [K1] */
 } eng_row;
 
 typedef struct eng_hist {
@@ -175,10 +212,21 @@ typedef struct eng_held {
     uint32_t next_n; /* next exception index of this seq [D7] */
     char *key;       /* owned: sale and return: sale key; certification: pair key */
     uint32_t key_len;
-    uint8_t type; /* TLY_EV_SALE, TLY_EV_RETURN, TLY_EV_CERTIFICATION */
+    uint8_t type; /* TLY_EV_SALE, TLY_EV_RETURN, TLY_EV_CERTIFICATION,
+                   * TLY_EV_REFERRAL (key: source and deal) */
     uint8_t action;
     char currency[3];
+    int64_t expires_ms; /* certification: ENG_NO_EXPIRY when none */
 } eng_held;
+
+/* An active certification pair [T4]: its key and the expiry of its
+ * latest earned [T10] [T14]. */
+typedef struct eng_cert {
+    eng_name key; /* owned pair key */
+    int64_t expires_ms;
+} eng_cert;
+
+#define ENG_NO_EXPIRY INT64_MAX
 
 /* The trace hook (engine_trace.c). One per engine; the pstate of every
  * traced partner points at it, so a movement deep in the bucket code can
@@ -227,7 +275,8 @@ typedef struct eng_claim {
 typedef struct eng_pstate {
     eng_name name, region; /* owned; region.ptr NULL when absent */
     tly_partner_kind kind;
-    uint32_t tier; /* index into the program's current tiers */
+    uint32_t tier;  /* index into the program's current tiers */
+    uint32_t fails; /* failing closes kept by grace [T9] */
     int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
     eng_bucket *buckets; /* live buckets, by period ascending */
     uint32_t bucket_count, bucket_cap;
@@ -235,7 +284,7 @@ typedef struct eng_pstate {
     uint32_t row_count, row_cap;
     eng_hist *hist;
     uint32_t hist_count, hist_cap;
-    eng_name *certs; /* active (person, cert) pair keys, owned */
+    eng_cert *certs; /* active (person, cert) pairs */
     uint32_t cert_count, cert_cap;
     eng_claim *claims; /* in submit order [C8] */
     uint32_t claim_count, claim_cap;
@@ -255,11 +304,29 @@ typedef struct eng_partner {
     bool claims_changed; /* its claims view must be written (new claims, a state
                           * change, a first enrollment) */
     uint64_t touch_seq;  /* seq of the last apply that touched it */
+    uint64_t enroll_seq; /* seq of its enrollment; 0: not enrolled */
     uint64_t used;       /* seq of its last lookup: what is dropped first */
     uint64_t visit;      /* the member walk that last visited it */
     eng_liab liab;       /* owned, enrolled: its share as of its last flush */
     eng_pstate *st;      /* owned only */
 } eng_partner;
+
+/* ---- exchange rates [F1]: every shard keeps every rate ---- */
+
+typedef struct eng_rate {
+    int64_t at_ms;
+    uint64_t seq; /* the rate event's: of equal at, the later folded wins */
+    int64_t units;
+    int32_t scale;
+} eng_rate;
+
+/* The rates of one pair, by (at, seq) ascending. */
+typedef struct eng_rate_pair {
+    char from[3], to[3];
+    bool dirty;
+    eng_rate *rates;
+    uint32_t count, cap;
+} eng_rate_pair;
 
 /* ---- exceptions (kinds: tly_xkind.h) ---- */
 
@@ -309,6 +376,9 @@ struct tly_engine {
     eng_program *programs;
     uint32_t program_count, program_cap;
     eng_map program_map;
+
+    eng_rate_pair *pairs; /* few: a linear search */
+    uint32_t pair_count, pair_cap;
 
     eng_partner *partners;
     eng_slots partner_slots;

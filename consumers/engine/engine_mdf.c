@@ -90,6 +90,14 @@ tly_err eng_available(const eng_pstate *st, int64_t *out)
     return tly_money_sub(sum, st->deficit, out);
 }
 
+int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms)
+{
+    int64_t n = 0;
+    for (uint32_t i = 0; i < st->cert_count; i++)
+        n += st->certs[i].expires_ms >= start_ms;
+    return n;
+}
+
 /* accrued − clawed_back + adjusted − expired − pending − approved − paid
  * = available, every step in int64 (SPEC section 6). */
 bool eng_invariant_ok(const eng_pstate *st)
@@ -142,10 +150,10 @@ tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out)
     return TLY_OK;
 }
 
-/* Retroactive: the whole of max(R,0) at the rate of the bracket it
- * reaches. Incremental: each bracket's slice at its own rate, summed
- * exactly and rounded once. A bracket is reached when R ≥ from [R1]; the
- * rate shown is the rate of the highest bracket reached [R2]. */
+/* Retroactive: the whole of X at the rate of the bracket it reaches.
+ * Incremental: each bracket's slice at its own rate, summed exactly and
+ * rounded once. A bracket is reached when X ≥ from [R1]; the rate shown is
+ * the rate of the highest bracket reached [R2]. */
 static uint32_t bracket_top(const eng_rules *r, int64_t base)
 {
     uint32_t top = 0;
@@ -155,53 +163,111 @@ static uint32_t bracket_top(const eng_rules *r, int64_t base)
     return top;
 }
 
-/* Rebate of net revenue R under rules r, and the rate reached. */
-static tly_err rebate_calc(const eng_rules *r, int64_t revenue, int64_t *rebate, int32_t *bps)
+/* A bracket's bps plus the tier's bonus, capped at 10000 [R14]. */
+static int32_t bracket_bps(const eng_rules *r, uint32_t i, int32_t bonus)
 {
-    int64_t base = revenue > 0 ? revenue : 0;
-    uint32_t top = bracket_top(r, base);
-    *bps = r->brackets[top].bps;
+    int32_t b = r->brackets[i].bps + bonus;
+    return b > (int32_t)TLY_BPS_DENOM ? (int32_t)TLY_BPS_DENOM : b;
+}
+
+/* The bonus of the tier the partner holds now [R14]. */
+static int32_t tier_bonus(const eng_rules *r, const eng_pstate *st)
+{
+    return st->tier < r->tier_count ? r->tiers[st->tier].rebate_bonus_bps : 0;
+}
+
+/* Rebate of basis x ≥ 0 under rules r with bonus, and the rate reached
+ * [R13]. */
+static tly_err rebate_calc(const eng_rules *r, int64_t x, int32_t bonus, int64_t *rebate,
+                           int32_t *bps)
+{
+    uint32_t top = bracket_top(r, x);
+    *bps = bracket_bps(r, top, bonus);
     if (r->mode == TLY_REBATE_RETROACTIVE) {
-        *rebate = tly_money_bps(base, r->brackets[top].bps);
+        *rebate = tly_money_bps(x, *bps);
         return TLY_OK;
     }
     tly_bps_sum sum = {0, 0};
     for (uint32_t i = 0; i <= top; i++) {
-        int64_t end = i == top ? base : r->brackets[i + 1].from;
-        TRY(tly_bps_sum_add(&sum, end - r->brackets[i].from, r->brackets[i].bps));
+        int64_t end = i == top ? x : r->brackets[i + 1].from;
+        TRY(tly_bps_sum_add(&sum, end - r->brackets[i].from, bracket_bps(r, i, bonus)));
     }
     return tly_bps_sum_round(&sum, rebate);
 }
 
-/* Final rows keep their frozen figure and rate; open rows follow the
- * rules in force now plus their adjustments [G4] [R8]. */
-tly_err eng_row_figure(const eng_rules *r, const eng_row *row, int64_t *fig, int32_t *bps)
+/* Basis X and baseline B of an open row [R11] [R15]: revenue, or growth
+ * over the mean of the k periods before (missing ones count as 0). */
+static tly_err row_basis(const eng_rules *r, const eng_pstate *st, const eng_row *row,
+                         eng_figure *f)
 {
-    if (row->final) {
-        *fig = row->figure;
-        *bps = row->rate_bps;
-        return TLY_OK;
+    f->has_baseline = r->basis == TLY_BASIS_GROWTH;
+    f->baseline = 0;
+    int64_t x = row->revenue;
+    if (f->has_baseline) {
+        int64_t sum;
+        TRY(eng_window_sum(st, row->period - r->baseline_k, row->period - 1, false, &sum));
+        f->baseline = tly_round_half_even(sum, r->baseline_k);
+        TRY(tly_money_sub(x, f->baseline, &x));
     }
-    int64_t calc;
-    TRY(rebate_calc(r, row->revenue, &calc, bps));
-    return tly_money_add(calc, row->adj, fig);
+    f->basis = x > 0 ? x : 0;
+    return TLY_OK;
 }
 
-/* accrued_open sums every open row, future periods included [P4];
- * payable = Σ over final rows of (figure − paid) [R10]. */
+/* Final rows keep their frozen figure, rate, basis and baseline; open rows
+ * follow the rules in force now and the tier held now, plus their
+ * adjustments [G4] [R8] [R11] [K2] [R13] [R14] [K3]. */
+tly_err eng_row_figure(const eng_rules *r, const eng_pstate *st, const eng_row *row, eng_figure *f)
+{
+    if (row->final) {
+        *f = (eng_figure){.figure = row->figure,
+                          .bps = row->rate_bps,
+                          .basis = row->basis,
+                          .baseline = row->baseline,
+                          .has_baseline = row->has_baseline};
+        return TLY_OK;
+    }
+    TRY(row_basis(r, st, row, f));
+    int64_t calc = 0;
+    f->bps = 0;
+    if (f->basis >= r->rebate_min) /* below the minimum: 0 at rate 0 [K2] */
+        TRY(rebate_calc(r, f->basis, tier_bonus(r, st), &calc, &f->bps));
+    if (calc > r->rebate_cap)
+        calc = r->rebate_cap; /* [K3] */
+    return tly_money_add(calc, row->adj, &f->figure);
+}
+
+/* Freezes an open row's figure, rate, basis and baseline: the close of its
+ * period [G4] [R17]. */
+tly_err eng_row_finalize(const eng_rules *r, const eng_pstate *st, eng_row *row)
+{
+    eng_figure f;
+    TRY(eng_row_figure(r, st, row, &f));
+    row->figure = f.figure;
+    row->rate_bps = f.bps;
+    row->basis = f.basis;
+    row->baseline = f.baseline;
+    row->has_baseline = f.has_baseline;
+    row->final = true;
+    return TLY_OK;
+}
+
+/* accrued_open sums every open row's rebate and referral fees, future
+ * periods included [P4] [Q4]; payable = Σ over final rows of (figure +
+ * referral − paid) [R10] [Q3]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open, int64_t *payable)
 {
     int64_t o = 0, p = 0;
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *row = &st->rows[i];
-        int64_t fig, due;
-        int32_t bps;
-        TRY(eng_row_figure(r, row, &fig, &bps));
+        eng_figure f;
+        int64_t due;
+        TRY(eng_row_figure(r, st, row, &f));
+        TRY(tly_money_add(f.figure, row->referral, &due));
         if (row->final) {
-            TRY(tly_money_sub(fig, row->paid, &due));
+            TRY(tly_money_sub(due, row->paid, &due));
             TRY(tly_money_addto(&p, due));
         } else {
-            TRY(tly_money_addto(&o, fig));
+            TRY(tly_money_addto(&o, due));
         }
     }
     *open = o;
@@ -234,45 +300,64 @@ tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub)
     return TLY_OK;
 }
 
-/* Σ revenue of the rows of periods from..to (missing rows are 0). */
-tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out)
+/* Σ revenue of the rows of periods from..to (missing rows are 0), with
+ * the referred amounts when referred [Q2]. */
+tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *out)
 {
     int64_t sum = 0;
-    for (uint32_t i = row_pos(st, from); i < st->row_count && st->rows[i].period <= to; i++)
+    for (uint32_t i = row_pos(st, from); i < st->row_count && st->rows[i].period <= to; i++) {
         TRY(tly_money_addto(&sum, st->rows[i].revenue));
+        if (referred)
+            TRY(tly_money_addto(&sum, st->rows[i].referred));
+    }
     *out = sum;
     return TLY_OK;
+}
+
+/* The tier window's revenue: sales net of returns plus referred amounts
+ * [T1] [Q2]. */
+tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out)
+{
+    return eng_window_sum(st, from, to, true, out);
 }
 
 /* ---- rebate trace lines ---- */
 
 /* The slices of rebate_calc, then the figure: retroactive is one slice
- * (the whole of max(R,0) at the rate reached), incremental one per
- * bracket reached [R1] [R2]. Slices carry amount 0: the figure rounds
- * their exact sum once, so per-slice roundings would not add up. */
-void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_trace_kind kind,
-                      int64_t figure)
+ * (the whole of X at the rate reached), incremental one per bracket
+ * reached [R1] [R2]; each slice's rate includes the tier's bonus [R14].
+ * Slices carry amount 0: the figure rounds their exact sum once, so
+ * per-slice roundings would not add up. A basis under the minimum has no
+ * slices [K2]. */
+void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_pstate *st, const eng_row *row,
+                      tly_trace_kind kind)
 {
-    int64_t base = row->revenue > 0 ? row->revenue : 0;
+    eng_figure f;
+    if (eng_row_figure(r, st, row, &f) != TLY_OK) /* checked after every apply */
+        return;
+    /* traced when the figure is made: at the close, before the tiers
+     * move, or open; either way with the tier held now */
+    int64_t base = f.basis;
+    int32_t bonus = tier_bonus(r, st);
     uint32_t top = bracket_top(r, base);
     tly_trace_line l = t->cur;
     l.period = row->period;
     l.mode = r->mode;
     l.kind = TLY_TRACE_REBATE_SLICE;
     uint32_t first = r->mode == TLY_REBATE_RETROACTIVE ? top : 0;
-    for (uint32_t i = first; i <= top; i++) {
+    for (uint32_t i = first; i <= top && base >= r->rebate_min; i++) {
         int64_t end = i == top ? base : r->brackets[i + 1].from;
         int64_t start = r->mode == TLY_REBATE_RETROACTIVE ? 0 : r->brackets[i].from;
         l.from = r->brackets[i].from;
-        l.bps = r->brackets[i].bps;
+        l.bps = bracket_bps(r, i, bonus);
         l.basis = end - start;
         t->fn(t->ctx, &l);
     }
     l.kind = kind;
-    l.amount = figure;
+    l.amount = f.figure;
     l.basis = row->revenue;
     l.from = r->brackets[top].from;
-    l.bps = r->brackets[top].bps;
+    l.bps = f.bps;
     t->fn(t->ctx, &l);
 }
 
@@ -289,13 +374,10 @@ void tly_engine_trace_open(tly_engine *e)
         const eng_rules *r = &e->programs[pp->program].rules;
         for (uint32_t i = 0; i < pp->st->row_count; i++) {
             const eng_row *row = &pp->st->rows[i];
-            int64_t fig;
-            int32_t bps;
-            /* checked after every apply: it fits int64 */
-            if (row->final || eng_row_figure(r, row, &fig, &bps) != TLY_OK)
+            if (row->final)
                 continue;
             eng_trace_begin(e, p, e->seq, "open", row->period, false);
-            eng_trace_rebate(pp->st->trace, r, row, TLY_TRACE_REBATE_OPEN, fig);
+            eng_trace_rebate(pp->st->trace, r, pp->st, row, TLY_TRACE_REBATE_OPEN);
         }
     }
 }

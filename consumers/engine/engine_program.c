@@ -16,22 +16,53 @@ static bool currency_is(const char cur[3], tly_str s)
 
 /* ---- programs [G1] [G2] [G3] [G8] ---- */
 
+/* A name copied into the arena. */
+static tly_err arena_name(tly_engine *e, tly_str s, eng_name *out)
+{
+    char *c = eng_arena_copy(&e->arena, s.ptr, s.len);
+    if (c == NULL)
+        return TLY_NOMEM;
+    *out = (eng_name){c, s.len};
+    return TLY_OK;
+}
+
+/* A tier of a program event, its names copied into the arena. */
+static tly_err tier_from_event(tly_engine *e, const tly_tier *t, eng_tier *out)
+{
+    *out = (eng_tier){.min_revenue = t->min_revenue,
+                      .min_certs = t->min_certs,
+                      .mdf_bps = t->mdf_bps,
+                      .rebate_bonus_bps = t->rebate_bonus_bps,
+                      .referral_bps = t->referral_bps,
+                      .benefit_count = t->benefit_count};
+    TRY(arena_name(e, t->name, &out->name));
+    for (uint32_t i = 0; i < t->benefit_count; i++)
+        TRY(arena_name(e, t->benefits[i], &out->benefits[i]));
+    return TLY_OK;
+}
+
+/* The section 10 rules of a program event; absent fields keep v1's
+ * meaning. */
+static void rules_v2_from_event(const tly_event *ev, eng_rules *r)
+{
+    r->basis = ev->rebate_basis;
+    r->baseline_k = ev->rebate_basis == TLY_BASIS_GROWTH ? (int32_t)ev->baseline_periods : 0;
+    r->rebate_min = ev->rebate_min;
+    r->rebate_cap = ev->has_rebate_cap ? ev->rebate_cap : ENG_NO_CAP;
+    r->mdf_cap = ev->has_mdf_cap ? ev->mdf_cap_per_period : ENG_NO_CAP;
+    r->moves = ev->tier_moves;
+    r->grace = (int32_t)ev->tier_grace_periods;
+}
+
 /* Rules of a program event, tier names copied into the arena. */
 static tly_err rules_from_event(tly_engine *e, const tly_event *ev, eng_rules *r)
 {
     memset(r, 0, sizeof *r);
     r->version = ev->version;
     r->tier_count = ev->tier_count;
-    for (uint32_t i = 0; i < ev->tier_count; i++) {
-        const tly_tier *t = &ev->tiers[i];
-        char *name = eng_arena_copy(&e->arena, t->name.ptr, t->name.len);
-        if (name == NULL)
-            return TLY_NOMEM;
-        r->tiers[i] = (eng_tier){.name = {name, t->name.len},
-                                 .min_revenue = t->min_revenue,
-                                 .min_certs = t->min_certs,
-                                 .mdf_bps = t->mdf_bps};
-    }
+    for (uint32_t i = 0; i < ev->tier_count; i++)
+        TRY(tier_from_event(e, &ev->tiers[i], &r->tiers[i]));
+    rules_v2_from_event(ev, r);
     r->mode = ev->rebate_mode;
     r->bracket_count = ev->bracket_count;
     memcpy(r->brackets, ev->brackets, ev->bracket_count * sizeof ev->brackets[0]);
@@ -95,6 +126,7 @@ static tly_err retier_member(tly_engine *e, uint32_t p, void *ctx)
         t = 0;
     }
     st->tier = (uint32_t)t;
+    st->fails = 0; /* a new version restarts every grace count [T9] */
     /* open rebate figures follow the rules in force now [G4] */
     return eng_partner_dirty(e, p);
 }
@@ -145,15 +177,47 @@ static uint32_t tier_for(const eng_rules *r, int64_t revenue, int64_t certs)
     return best;
 }
 
+/* The tier a close moves to from cur toward evaluated, one position at
+ * most under one_step [T8]. */
+static uint32_t tier_step(const eng_rules *r, uint32_t cur, uint32_t evaluated)
+{
+    if (r->moves != TLY_MOVES_ONE_STEP)
+        return evaluated;
+    if (evaluated > cur)
+        return cur + 1;
+    return evaluated < cur ? cur - 1 : cur;
+}
+
+/* The tier after the close of g->eop: at or above the current tier the
+ * partner moves (clamped) and its failing count restarts; below, the count
+ * grows and the partner moves down only past the grace [T9] [T11]. */
+static uint32_t close_decide(const eng_rules *r, eng_pstate *st, uint32_t evaluated)
+{
+    if (evaluated >= st->tier) {
+        st->fails = 0;
+        return tier_step(r, st->tier, evaluated);
+    }
+    st->fails++;
+    if ((int64_t)st->fails <= r->grace)
+        return st->tier;
+    st->fails = 0;
+    return tier_step(r, st->tier, evaluated);
+}
+
 /* The tier for the window ending at the closed period, with a history
- * entry when it changes [T1] [T2]. */
+ * entry when it changes [T1] [T2]. Certifications count when their
+ * latest earned has not expired before the next period starts [T10]. */
 static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
 {
     const eng_rules *r = &g->rules;
     int32_t p = g->eop;
     int64_t window;
     TRY(eng_window_revenue(st, p - r->window_w + 1, p, &window));
-    uint32_t t = tier_for(r, window, st->cert_count);
+    int64_t certs = eng_active_certs(st, tly_period_start_ms(g->kind, p + 1));
+    uint32_t before = st->fails;
+    uint32_t t = close_decide(r, st, tier_for(r, window, certs));
+    if (st->trace != NULL && (st->fails != 0 || before != 0))
+        ENG_TRACE(st, TLY_TRACE_GRACE, p, (int64_t)st->fails);
     if (t == st->tier)
         return TLY_OK;
     /* History holds changes only; period is the closed period [T1]. */
@@ -200,14 +264,16 @@ static tly_err close_member(tly_engine *e, uint32_t p, void *ctx)
     ENG_TRACE_BEGIN(st, e, p, seq, "close", g->eop, false);
     eng_row *row = eng_row_find(st, g->eop);
     if (row != NULL && !row->final) {
-        /* The close fixes the figure with the rules then in force [G4]. */
-        TRY(eng_row_figure(&g->rules, row, &row->figure, &row->rate_bps));
-        row->final = true;
+        /* The close fixes the figure with the rules then in force and the
+         * tier held just before it [G4] [R14]; referral fees are fixed
+         * already [Q5]. */
+        TRY(eng_row_finalize(&g->rules, st, row));
         if (st->trace != NULL)
-            eng_trace_rebate(st->trace, &g->rules, row, TLY_TRACE_REBATE_FINAL, row->figure);
+            eng_trace_rebate(st->trace, &g->rules, st, row, TLY_TRACE_REBATE_FINAL);
     }
-    TRY(close_tier(g, st, seq));
+    /* then expiry, then tiers [L4] */
     TRY(close_expire(g, st));
+    TRY(close_tier(g, st, seq));
     return eng_partner_dirty(e, p);
 }
 
@@ -232,6 +298,18 @@ tly_err eng_on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
         return eng_raise(e, pos, TLY_X_CLOSE_OUT_OF_ORDER, ENG_NONE,
                          "close %s of %.*s, earliest open is %s", got, STR_ARGS(ev->program), want);
     }
+    /* Before the period has ended it changes nothing [L3]; at its first
+     * millisecond the next period has begun [L7]. */
+    int64_t ends = tly_period_start_ms(g->kind, g->eop + 1);
+    if (ev->at_ms < ends) {
+        if (!keeps)
+            return TLY_OK;
+        char text[TLY_PERIOD_TEXT_BYTES];
+        tly_period_format(g->kind, g->eop, text);
+        return eng_raise(e, pos, TLY_X_EARLY_CLOSE, ENG_NONE,
+                         "close %s of %.*s dated before the period ended; ignored", text,
+                         STR_ARGS(ev->program));
+    }
     /* Every partner enrolled in the program is evaluated [T7]; each shard
      * closes the members it owns (read from the store when not in memory). */
     close_ctx cc = {g, pos.seq};
@@ -242,4 +320,15 @@ tly_err eng_on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
     g->eop += 1;
     g->dirty = true;
     return TLY_OK;
+}
+
+/* ---- exchange rates [F1] ---- */
+
+/* A rate of its pair from its at on; every shard keeps it. A rate folded
+ * later never changes what was already folded: it only joins the table. */
+tly_err eng_on_rate(tly_engine *e, eng_pos pos, const tly_event *ev)
+{
+    eng_rate r = {
+        .at_ms = ev->at_ms, .seq = pos.seq, .units = ev->rate.units, .scale = ev->rate.scale};
+    return eng_rate_add(e, ev->currency.ptr, ev->to.ptr, r);
 }

@@ -47,7 +47,7 @@ static void pk_liab(msgpack_packer *pk, const eng_liab *l)
 void eng_pack_program(msgpack_packer *pk, const eng_program *g)
 {
     const eng_rules *r = &g->rules;
-    msgpack_pack_array(pk, 14);
+    msgpack_pack_array(pk, 21);
     msgpack_pack_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, g->name, g->name_len);
     pk_str(pk, g->currency, 3);
@@ -55,11 +55,17 @@ void eng_pack_program(msgpack_packer *pk, const eng_program *g)
     msgpack_pack_int64(pk, r->version);
     msgpack_pack_array(pk, r->tier_count);
     for (uint32_t i = 0; i < r->tier_count; i++) {
-        msgpack_pack_array(pk, 4);
-        pk_name(pk, r->tiers[i].name);
-        msgpack_pack_int64(pk, r->tiers[i].min_revenue);
-        msgpack_pack_int64(pk, r->tiers[i].min_certs);
-        msgpack_pack_int32(pk, r->tiers[i].mdf_bps);
+        const eng_tier *t = &r->tiers[i];
+        msgpack_pack_array(pk, 7);
+        pk_name(pk, t->name);
+        msgpack_pack_int64(pk, t->min_revenue);
+        msgpack_pack_int64(pk, t->min_certs);
+        msgpack_pack_int32(pk, t->mdf_bps);
+        msgpack_pack_int32(pk, t->rebate_bonus_bps);
+        msgpack_pack_int32(pk, t->referral_bps);
+        msgpack_pack_array(pk, t->benefit_count);
+        for (uint32_t b = 0; b < t->benefit_count; b++)
+            pk_name(pk, t->benefits[b]);
     }
     msgpack_pack_int(pk, r->mode);
     msgpack_pack_array(pk, r->bracket_count);
@@ -70,6 +76,13 @@ void eng_pack_program(msgpack_packer *pk, const eng_program *g)
     }
     msgpack_pack_int32(pk, r->expiry_n);
     msgpack_pack_int32(pk, r->window_w);
+    msgpack_pack_int(pk, r->basis);
+    msgpack_pack_int32(pk, r->baseline_k);
+    msgpack_pack_int64(pk, r->rebate_min);
+    msgpack_pack_int64(pk, r->rebate_cap);
+    msgpack_pack_int64(pk, r->mdf_cap);
+    msgpack_pack_int(pk, r->moves);
+    msgpack_pack_int32(pk, r->grace);
     msgpack_pack_int32(pk, g->first_period);
     msgpack_pack_int32(pk, g->eop);
     msgpack_pack_int32(pk, g->expired_upto);
@@ -130,11 +143,12 @@ static void mp_str(uint8_t **at, const char *s, uint32_t len)
     *at += len;
 }
 
-/* Largest sale record: fixarray, 6 integers of ≤ 9 bytes, two names. */
-#define SALE_RECORD_BYTES_MAX (1 + 6 * 9 + 2 * (2 + UINT8_MAX))
+/* Largest sale record: fixarray, 11 integers of ≤ 9 bytes, two names. */
+#define SALE_RECORD_BYTES_MAX (1 + 11 * 9 + 2 * (2 + UINT8_MAX))
 
-/* The sale record: [fmt, partner, currency] and, with its money facts,
- * [amount, returned, accrual, clawed, bps]. */
+/* The sale record: [fmt, partner, currency, seq, at] and, with its money
+ * facts, [amount, returned, accrual, clawed, bps, fx units, fx scale, fx
+ * ediff]. */
 bool eng_pack_sale(eng_buf *b, const eng_sale *s)
 {
     _Static_assert(TLY_NAME_BYTES_MAX <= UINT8_MAX, "partner id is str8");
@@ -147,13 +161,16 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
         b->cap = SALE_RECORD_BYTES_MAX;
     }
     uint8_t *at = (uint8_t *)b->data;
-    mp_byte(&at, s->has_detail ? 0x98 : 0x93); /* fixarray of 8 or 3 */
+    mp_byte(&at, s->has_detail ? 0x9d : 0x95); /* fixarray of 13 or 5 */
     mp_int(&at, ENG_RECORD_FORMAT);
     mp_str(&at, ENG_SALE_PARTNER(s), s->partner_len);
     mp_str(&at, s->currency, 3);
+    mp_int(&at, (int64_t)s->seq);
+    mp_int(&at, s->at_ms);
     if (s->has_detail) {
-        const int64_t v[5] = {s->d.amount, s->d.returned, s->d.accrual, s->d.clawed, s->d.bps};
-        for (int i = 0; i < 5; i++)
+        const int64_t v[8] = {s->d.amount, s->d.returned, s->d.accrual,  s->d.clawed,
+                              s->d.bps,    s->d.fx.units, s->d.fx.scale, s->d.fx.ediff};
+        for (int i = 0; i < 8; i++)
             mp_int(&at, v[i]);
     }
     b->len = (size_t)(at - (uint8_t *)b->data);
@@ -191,14 +208,17 @@ static void pack_accounts(msgpack_packer *pk, const eng_pstate *st)
     msgpack_pack_array(pk, st->row_count);
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *r = &st->rows[i];
-        msgpack_pack_array(pk, 7);
+        msgpack_pack_array(pk, 13);
         msgpack_pack_int32(pk, r->period);
         r->final ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
         msgpack_pack_int32(pk, r->rate_bps);
-        msgpack_pack_int64(pk, r->revenue);
-        msgpack_pack_int64(pk, r->adj);
-        msgpack_pack_int64(pk, r->figure);
-        msgpack_pack_int64(pk, r->paid);
+        const int64_t v[6] = {r->revenue, r->adj, r->figure, r->paid, r->basis, r->baseline};
+        for (int k = 0; k < 6; k++)
+            msgpack_pack_int64(pk, v[k]);
+        r->has_baseline ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        msgpack_pack_int64(pk, r->referral);
+        msgpack_pack_int64(pk, r->referred);
+        msgpack_pack_int64(pk, r->mdf_gross);
     }
 }
 
@@ -213,15 +233,18 @@ static void pack_lists(msgpack_packer *pk, const eng_pstate *st)
         pk_name(pk, st->hist[i].to);
     }
     msgpack_pack_array(pk, st->cert_count);
-    for (uint32_t i = 0; i < st->cert_count; i++)
-        pk_bin(pk, st->certs[i].ptr, st->certs[i].len);
+    for (uint32_t i = 0; i < st->cert_count; i++) {
+        msgpack_pack_array(pk, 2);
+        pk_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
+        msgpack_pack_int64(pk, st->certs[i].expires_ms);
+    }
     msgpack_pack_array(pk, st->claim_count);
     for (uint32_t i = 0; i < st->claim_count; i++)
         pk_name(pk, st->claims[i].id);
     msgpack_pack_array(pk, st->held_count);
     for (uint32_t i = 0; i < st->held_count; i++) {
         const eng_held *h = &st->held[i];
-        msgpack_pack_array(pk, 8);
+        msgpack_pack_array(pk, 9);
         msgpack_pack_int(pk, h->type);
         msgpack_pack_uint64(pk, h->seq);
         msgpack_pack_int64(pk, h->at_ms);
@@ -230,6 +253,7 @@ static void pack_lists(msgpack_packer *pk, const eng_pstate *st)
         pk_bin(pk, h->key, h->key_len);
         msgpack_pack_int(pk, h->action);
         pk_str(pk, h->currency, 3);
+        msgpack_pack_int64(pk, h->expires_ms);
     }
 }
 
@@ -240,6 +264,7 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
     pk_str(pk, pp->id, pp->id_len);
     pk_str(pk, g ? g->name : NULL, g ? g->name_len : 0);
     pp->owned ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    msgpack_pack_uint64(pk, pp->enroll_seq);
     if (!pp->owned)
         return;
     const eng_pstate *st = pp->st;
@@ -247,6 +272,7 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
     msgpack_pack_int(pk, st->kind);
     pk_name(pk, st->region);
     msgpack_pack_uint32(pk, st->tier);
+    msgpack_pack_uint32(pk, st->fails);
     const int64_t totals[8] = {st->accrued, st->clawed_back, st->adjusted, st->expired,
                                st->pending, st->approved,    st->paid,     st->deficit};
     for (int i = 0; i < 8; i++)
@@ -254,6 +280,23 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
     pack_accounts(pk, st);
     pack_lists(pk, st);
     pk_liab(pk, &pp->liab);
+}
+
+/* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
+void eng_pack_rates(msgpack_packer *pk, const eng_rate_pair *rp)
+{
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_int(pk, ENG_RECORD_FORMAT);
+    pk_str(pk, rp->from, 3);
+    pk_str(pk, rp->to, 3);
+    msgpack_pack_array(pk, rp->count);
+    for (uint32_t i = 0; i < rp->count; i++) {
+        msgpack_pack_array(pk, 4);
+        msgpack_pack_int64(pk, rp->rates[i].at_ms);
+        msgpack_pack_uint64(pk, rp->rates[i].seq);
+        msgpack_pack_int64(pk, rp->rates[i].units);
+        msgpack_pack_int32(pk, rp->rates[i].scale);
+    }
 }
 
 /* ---- unpacking ---- */
@@ -350,18 +393,45 @@ static tly_err rd_liab(tly_mp_reader *r, eng_liab *l)
     return TLY_OK;
 }
 
+static bool rd_bps(tly_mp_reader *r, int32_t *v)
+{
+    return rd_i32(r, v) && *v >= 0 && *v <= TLY_BPS_MAX;
+}
+
+static tly_err unpack_tier(eng_arena *a, tly_mp_reader *r, eng_tier *t)
+{
+    uint32_t n;
+    RD(tly_mp_read_array(r, &n) && n == 7);
+    TRY(rd_global(r, NULL, a, &t->name));
+    RD(rd_i64(r, &t->min_revenue) && rd_i64(r, &t->min_certs) && rd_bps(r, &t->mdf_bps));
+    RD(rd_bps(r, &t->rebate_bonus_bps) && rd_bps(r, &t->referral_bps));
+    RD(tly_mp_read_array(r, &t->benefit_count) && t->benefit_count <= TLY_BENEFITS_MAX);
+    for (uint32_t b = 0; b < t->benefit_count; b++)
+        TRY(rd_global(r, NULL, a, &t->benefits[b]));
+    return TLY_OK;
+}
+
+/* The section 10 rules after window_w. */
+static tly_err unpack_rules_v2(tly_mp_reader *r, eng_rules *ru)
+{
+    int64_t basis, moves;
+    RD(rd_i64(r, &basis) && rd_i32(r, &ru->baseline_k) && rd_i64(r, &ru->rebate_min));
+    RD(rd_i64(r, &ru->rebate_cap) && rd_i64(r, &ru->mdf_cap) && rd_i64(r, &moves));
+    RD(rd_i32(r, &ru->grace) && ru->grace >= 0 && ru->grace <= TLY_GRACE_PERIODS_MAX);
+    RD(basis == TLY_BASIS_REVENUE || (basis == TLY_BASIS_GROWTH && ru->baseline_k >= 1 &&
+                                      ru->baseline_k <= TLY_BASELINE_PERIODS_MAX));
+    ru->basis = (tly_rebate_basis)basis;
+    ru->moves = moves == TLY_MOVES_ONE_STEP ? TLY_MOVES_ONE_STEP : TLY_MOVES_ANY;
+    return TLY_OK;
+}
+
 static tly_err unpack_rules(eng_arena *a, tly_mp_reader *r, eng_rules *ru)
 {
     int64_t mode;
     RD(rd_i64(r, &ru->version) && tly_mp_read_array(r, &ru->tier_count));
     RD(ru->tier_count >= 1 && ru->tier_count <= TLY_TIERS_MAX);
-    for (uint32_t i = 0; i < ru->tier_count; i++) {
-        uint32_t n;
-        eng_tier *t = &ru->tiers[i];
-        RD(tly_mp_read_array(r, &n) && n == 4);
-        TRY(rd_global(r, NULL, a, &t->name));
-        RD(rd_i64(r, &t->min_revenue) && rd_i64(r, &t->min_certs) && rd_i32(r, &t->mdf_bps));
-    }
+    for (uint32_t i = 0; i < ru->tier_count; i++)
+        TRY(unpack_tier(a, r, &ru->tiers[i]));
     RD(rd_i64(r, &mode) && tly_mp_read_array(r, &ru->bracket_count));
     RD(ru->bracket_count >= 1 && ru->bracket_count <= TLY_BRACKETS_MAX);
     ru->mode = mode == TLY_REBATE_INCREMENTAL ? TLY_REBATE_INCREMENTAL : TLY_REBATE_RETROACTIVE;
@@ -371,7 +441,7 @@ static tly_err unpack_rules(eng_arena *a, tly_mp_reader *r, eng_rules *ru)
         RD(rd_i64(r, &ru->brackets[i].from) && rd_i32(r, &ru->brackets[i].bps));
     }
     RD(rd_i32(r, &ru->expiry_n) && rd_i32(r, &ru->window_w));
-    return TLY_OK;
+    return unpack_rules_v2(r, ru);
 }
 
 tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_program *out)
@@ -381,7 +451,7 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     uint32_t count;
     tly_str name, cur;
     int64_t kind;
-    RD(rd_head(&r, &count) && count == 14);
+    RD(rd_head(&r, &count) && count == 21);
     RD(rd_str(&r, &name, false) && rd_str(&r, &cur, false) && cur.len == 3);
     RD(rd_i64(&r, &kind));
     eng_program g = {.kind = kind == TLY_PERIOD_MONTH ? TLY_PERIOD_MONTH : TLY_PERIOD_QUARTER,
@@ -398,22 +468,56 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     return TLY_OK;
 }
 
+tly_err eng_unpack_rates(const void *val, size_t len, eng_rate_pair *out)
+{
+    tly_mp_reader r;
+    tly_mp_init(&r, val, len);
+    uint32_t count, n;
+    tly_str from, to;
+    RD(rd_head(&r, &count) && count == 4);
+    RD(rd_str(&r, &from, false) && from.len == 3 && rd_str(&r, &to, false) && to.len == 3);
+    RD(tly_mp_read_array(&r, &n));
+    *out = (eng_rate_pair){0};
+    memcpy(out->from, from.ptr, 3);
+    memcpy(out->to, to.ptr, 3);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t m;
+        eng_rate x;
+        tly_err err = TLY_CORRUPT;
+        if (tly_mp_read_array(&r, &m) && m == 4 && rd_i64(&r, &x.at_ms) &&
+            tly_mp_read_uint(&r, &x.seq) && rd_i64(&r, &x.units) && x.units > 0 &&
+            rd_i32(&r, &x.scale) && x.scale >= 0 && x.scale <= TLY_RATE_FRAC_DIGITS_MAX)
+            err = ENG_PUSH(out->rates, out->count, out->cap, x);
+        if (err != TLY_OK) {
+            free(out->rates);
+            return err;
+        }
+    }
+    return rd_end(&r);
+}
+
 tly_err eng_unpack_sale(const void *val, size_t len, eng_sale_rec *out)
 {
     tly_mp_reader r;
     tly_mp_init(&r, val, len);
     uint32_t count;
     tly_str cur;
-    RD(rd_head(&r, &count) && (count == 3 || count == 8));
+    RD(rd_head(&r, &count) && (count == 5 || count == 13));
     RD(rd_str(&r, &out->partner, false) && out->partner.len <= TLY_NAME_BYTES_MAX);
     RD(rd_str(&r, &cur, false) && cur.len == 3);
     memcpy(out->currency, cur.ptr, 3);
-    out->has_detail = count == 8;
+    int64_t seq;
+    RD(rd_i64(&r, &seq) && seq >= 0 && rd_i64(&r, &out->at_ms));
+    out->seq = (uint64_t)seq;
+    out->has_detail = count == 13;
     out->d = (eng_sale_detail){0};
     if (out->has_detail) {
         eng_sale_detail *d = &out->d;
         RD(rd_i64(&r, &d->amount) && rd_i64(&r, &d->returned) && rd_i64(&r, &d->accrual));
-        RD(rd_i64(&r, &d->clawed) && rd_i32(&r, &d->bps) && d->bps >= 0 && d->bps <= TLY_BPS_MAX);
+        RD(rd_i64(&r, &d->clawed) && rd_bps(&r, &d->bps));
+        RD(rd_i64(&r, &d->fx.units) && d->fx.units > 0 && rd_i32(&r, &d->fx.scale));
+        RD(d->fx.scale >= 0 && d->fx.scale <= TLY_RATE_FRAC_DIGITS_MAX);
+        RD(rd_i32(&r, &d->fx.ediff) && d->fx.ediff >= -9 && d->fx.ediff <= 9);
     }
     return rd_end(&r);
 }
@@ -471,6 +575,7 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
     RD(rd_str(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
     RD((count == ENG_PARTNER_FIELDS_OWNED) == out->owned);
+    RD(tly_mp_read_uint(&r, &out->enroll_seq));
     return out->owned ? TLY_OK : rd_end(&r);
 }
 
@@ -488,9 +593,11 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
         eng_row w;
-        RD(tly_mp_read_array(r, &m) && m == 7 && rd_i32(r, &w.period));
+        RD(tly_mp_read_array(r, &m) && m == 13 && rd_i32(r, &w.period));
         RD(tly_mp_read_bool(r, &w.final) && rd_i32(r, &w.rate_bps) && rd_i64(r, &w.revenue));
         RD(rd_i64(r, &w.adj) && rd_i64(r, &w.figure) && rd_i64(r, &w.paid));
+        RD(rd_i64(r, &w.basis) && rd_i64(r, &w.baseline) && tly_mp_read_bool(r, &w.has_baseline));
+        RD(rd_i64(r, &w.referral) && rd_i64(r, &w.referred) && rd_i64(r, &w.mdf_gross));
         RD(i == 0 || st->rows[i - 1].period < w.period);
         TRY(ENG_PUSH(st->rows, st->row_count, st->row_cap, w));
     }
@@ -521,10 +628,14 @@ static tly_err unpack_certs_claims(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
         tly_str k;
+        uint32_t m;
+        eng_cert c = {0};
+        RD(tly_mp_read_array(r, &m) && m == 2);
         RD(rd_str(r, &k, false) && k.len >= 1 && (unsigned char)k.ptr[0] < k.len);
+        RD(rd_i64(r, &c.expires_ms));
         TRY(eng_grow((void **)&st->certs, &st->cert_cap, st->cert_count + 1, sizeof *st->certs));
-        TRY(eng_name_copy(&st->certs[st->cert_count], k.ptr, k.len));
-        st->cert_count++;
+        TRY(eng_name_copy(&c.key, k.ptr, k.len));
+        st->certs[st->cert_count++] = c;
     }
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
@@ -545,11 +656,13 @@ static tly_err unpack_held_one(tly_mp_reader *r, eng_held *h)
     int64_t type, action;
     uint64_t seq;
     tly_str key, cur;
-    RD(tly_mp_read_array(r, &m) && m == 8 && rd_i64(r, &type) && tly_mp_read_uint(r, &seq));
+    RD(tly_mp_read_array(r, &m) && m == 9 && rd_i64(r, &type) && tly_mp_read_uint(r, &seq));
     RD(rd_i64(r, &h->at_ms) && rd_i64(r, &h->amount) && rd_u32(r, &h->next_n));
     RD(rd_str(r, &key, false) && rd_i64(r, &action) && action >= 0);
     RD(action < TLY_ACT_COUNT && rd_str(r, &cur, false) && cur.len == 3 && key.len >= 1);
-    RD(type == TLY_EV_SALE || type == TLY_EV_RETURN || type == TLY_EV_CERTIFICATION);
+    RD(type == TLY_EV_SALE || type == TLY_EV_RETURN || type == TLY_EV_CERTIFICATION ||
+       type == TLY_EV_REFERRAL);
+    RD(rd_i64(r, &h->expires_ms));
     RD((unsigned char)key.ptr[0] < key.len);
     h->seq = seq;
     h->type = (uint8_t)type;
@@ -590,13 +703,14 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     tly_str skip;
     bool owned;
     int64_t kind;
+    uint64_t enrolled;
     RD(rd_head(&r, &count) && rd_str(&r, &skip, false) && rd_str(&r, &skip, true));
-    RD(tly_mp_read_bool(&r, &owned));
+    RD(tly_mp_read_bool(&r, &owned) && tly_mp_read_uint(&r, &enrolled));
     TRY(rd_owned(&r, &st->name, true));
     RD(rd_i64(&r, &kind) && kind >= 0 && kind < TLY_KIND_COUNT);
     st->kind = (tly_partner_kind)kind;
     TRY(rd_owned(&r, &st->region, true));
-    RD(rd_u32(&r, &st->tier));
+    RD(rd_u32(&r, &st->tier) && rd_u32(&r, &st->fails));
     int64_t *totals[8] = {&st->accrued, &st->clawed_back, &st->adjusted, &st->expired,
                           &st->pending, &st->approved,    &st->paid,     &st->deficit};
     for (int i = 0; i < 8; i++)
@@ -632,7 +746,7 @@ void eng_pstate_free(eng_pstate *st)
     eng_name_free(&st->name);
     eng_name_free(&st->region);
     for (uint32_t i = 0; i < st->cert_count; i++)
-        eng_name_free(&st->certs[i]);
+        eng_name_free(&st->certs[i].key);
     for (uint32_t i = 0; i < st->claim_count; i++)
         eng_claim_clear(&st->claims[i]);
     for (uint32_t i = 0; i < st->held_count; i++)

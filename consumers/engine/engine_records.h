@@ -7,17 +7,27 @@
  * (floor 5) and the base (floor 6) only.
  *
  * Records, MessagePack arrays led by ENG_RECORD_FORMAT:
+ *   "S/0/<from><to>"  [fmt, from, to, [[at, seq, units, scale]...]]: the
+ *                      rates of one currency pair (every shard) [F1]
  *   "S/1/<program>"   [fmt, name, currency, kind, version, tiers, mode,
- *                      brackets, expiry_n, window_w, first_period, eop,
- *                      expired_upto, liab(5)]
- *   "S/2/<sale key>"  [fmt, partner, currency] (every shard), and for a sale
- *                      of an owned partner that moved money also [amount,
- *                      returned, accrual, clawed, bps]
+ *                      brackets, expiry_n, window_w, basis, baseline_k,
+ *                      rebate_min, rebate_cap, mdf_cap, moves, grace,
+ *                      first_period, eop, expired_upto, liab(5)]; a tier is
+ *                      [name, min_revenue, min_certs, mdf_bps, bonus bps,
+ *                      referral bps, benefits]
+ *   "S/2/<sale key>"  [fmt, partner, currency, seq, at] (every shard), and
+ *                      for a sale of an owned partner that moved money also
+ *                      [amount, returned, accrual, clawed, bps, fx units,
+ *                      fx scale, fx ediff]
  *   "S/3/<claim key>" [fmt, partner, claim, status, requested, approved,
  *                      paid, reason, shares]
- *   "S/4/<partner>"   [fmt, id, program, owned] for another shard's partner;
- *                      an owned one adds [name, kind, region, tier, 8 totals,
- *                      buckets, rows, history, certs, claim ids, held, liab(5)]
+ *   "S/4/<partner>"   [fmt, id, program, owned, enroll_seq] for another
+ *                      shard's partner; an owned one adds [name, kind,
+ *                      region, tier, fails, 8 totals, buckets, rows,
+ *                      history, certs, claim ids, held, liab(5)]; a row is
+ *                      [period, final, rate_bps, revenue, adj, figure, paid,
+ *                      basis, baseline, has_baseline, referral, referred,
+ *                      mdf_gross], a cert [pair key, expires]
  */
 #ifndef TLY_ENGINE_RECORDS_H
 #define TLY_ENGINE_RECORDS_H
@@ -27,19 +37,22 @@
 #include "engine_trace.h"
 
 /* The format number of every state record. Format 1 kept every sale's
- * state (held, moved) in every shard; 2 derives it (engine_internal.h). */
-#define ENG_RECORD_FORMAT 2
+ * state (held, moved) in every shard; 2 derives it (engine_internal.h); 3
+ * adds section 10's state (rates, caps, growth, referrals, grace, expiry). */
+#define ENG_RECORD_FORMAT 3
 
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
 
 /* Elements of a partner record: another shard's partner, an owned one. */
-#define ENG_PARTNER_FIELDS_FOREIGN 4u
-#define ENG_PARTNER_FIELDS_OWNED 23u
+#define ENG_PARTNER_FIELDS_FOREIGN 5u
+#define ENG_PARTNER_FIELDS_OWNED 25u
 
 /* ---- packing (into the flush's buffers) ---- */
 
 void eng_pack_program(msgpack_packer *pk, const eng_program *g);
+/* The rates of one pair. */
+void eng_pack_rates(msgpack_packer *pk, const eng_rate_pair *rp);
 /* The sale record into b (emptied first); false when out of memory. */
 bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c);
@@ -51,10 +64,15 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
 /* A program (names copied into a, the global arena). */
 tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_program *out);
 
+/* The rates of one pair into *out (its vector owned; freed on error). */
+tly_err eng_unpack_rates(const void *val, size_t len, eng_rate_pair *out);
+
 /* A sale record; partner borrows the bytes. */
 typedef struct eng_sale_rec {
     tly_str partner;
     char currency[3];
+    uint64_t seq;
+    int64_t at_ms;
     bool has_detail;
     eng_sale_detail d;
 } eng_sale_rec;
@@ -69,6 +87,7 @@ tly_err eng_unpack_claim(const void *val, size_t len, tly_str *partner, eng_clai
 typedef struct eng_partner_rec {
     tly_str id, program;
     bool owned;
+    uint64_t enroll_seq;
 } eng_partner_rec;
 tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
 

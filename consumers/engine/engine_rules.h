@@ -20,6 +20,8 @@ tly_err eng_on_program(tly_engine *e, eng_pos pos, const tly_event *ev);
 /* A close of the earliest open period: every owned member is closed [L1]
  * [L2] [T7]. */
 tly_err eng_on_close(tly_engine *e, eng_pos pos, const tly_event *ev);
+/* A rate event: the pair's rate from its at on [F1]. */
+tly_err eng_on_rate(tly_engine *e, eng_pos pos, const tly_event *ev);
 
 /* ---- enrollment, held events, sales, returns, certifications
  * (engine_sales.c) ---- */
@@ -32,6 +34,9 @@ tly_err eng_on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const tly
 tly_err eng_on_return(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev);
 /* A certification earned, expired or revoked [T4]. */
 tly_err eng_on_cert(tly_engine *e, eng_pos pos, const tly_event *ev);
+/* A referral of record rec: a fee, held, late and converted like a sale
+ * [Q1]. */
+tly_err eng_on_referral(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev);
 
 /* ---- claims, payouts and adjustments (engine_claims.c) ---- */
 

@@ -30,52 +30,110 @@ static tly_err exc_late(tly_engine *e, eng_pos pos, uint32_t p, const eng_progra
     return eng_raise(e, pos, TLY_X_LATE, p, "%s lands in %s", what, text);
 }
 
-/* The accrual line of a traced sale; a held sale's ids come from its
- * key. */
-static void trace_accrual(eng_pstate *st, const eng_sale *sale, const eng_sale_detail *d,
+/* The conversion fields of a trace line: amount in currency cur at fx
+ * (none when fx converts nothing) [F2]. */
+static void trace_fx(tly_trace_line *l, const eng_fx *fx, const char *cur, int64_t amount)
+{
+    if (fx->units == 1 && fx->scale == 0 && fx->ediff == 0)
+        return;
+    l->fx_currency = (tly_str){cur, 3};
+    l->fx_amount = amount;
+    l->fx_units = fx->units;
+    l->fx_scale = fx->scale;
+}
+
+/* The accrual line of a traced sale (basis: the amount in the program's
+ * currency) and, when the MDF cap cut it, the capped line [K1]; a held
+ * sale's ids come from its key. */
+static void trace_accrual(eng_pstate *st, const eng_sale *sale, int64_t amount_k, int64_t raw,
                           eng_name tier)
 {
+    const eng_sale_detail *d = &sale->d;
     eng_trace_held(st, sale->key, sale->key_len, true);
     tly_trace_line l = st->trace->cur;
     l.kind = TLY_TRACE_ACCRUAL;
     l.bucket = l.period;
     l.amount = d->accrual;
-    l.basis = d->amount;
+    l.basis = amount_k;
     l.bps = d->bps;
     l.tier = (tly_str){tier.ptr, tier.len};
+    trace_fx(&l, &d->fx, sale->currency, d->amount);
     eng_trace_line(st->trace, &l);
+    if (raw > d->accrual) {
+        l.kind = TLY_TRACE_CAPPED;
+        l.amount = raw - d->accrual;
+        l.basis = raw;
+        eng_trace_line(st->trace, &l);
+    }
 }
 
-/* Folds registered sale s of enrolled owned partner p: a sale in the
- * program's currency gets its money facts (it moved money), any other is
- * an exception and moves nothing. */
+/* Converts amount in cur into program g's currency at business time at
+ * with the rates folded so far [F2]; false (and a currency_mismatch of
+ * what) when no rate is in force or the result leaves the amount range. */
+static tly_err convert(tly_engine *e, uint32_t p, eng_pos pos, const char *what, const char cur[3],
+                       int64_t at_ms, int64_t amount, eng_fx *fx, int64_t *amount_k, bool *ok)
+{
+    const eng_program *g = &e->programs[e->partners[p].program];
+    *ok = false;
+    if (!eng_fx_for(e, cur, g->currency, at_ms, UINT64_MAX, fx))
+        return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
+                         "%s in %.3s, program %.*s is %.3s, no rate in force", what, cur,
+                         (int)g->name_len, g->name, g->currency);
+    if (eng_fx_apply(fx, amount, amount_k) != TLY_OK || *amount_k > TLY_AMOUNT_MAX)
+        return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
+                         "%s of %lld %.3s converts beyond the largest amount", what,
+                         (long long)amount, cur);
+    *ok = true;
+    return TLY_OK;
+}
+
+/* The accrual of a sale of amount_k at bps, cut to what the MDF cap of the
+ * sale's period leaves [K1] [K4] [K5]. */
+static int64_t capped_accrual(const eng_rules *r, const eng_row *row, int64_t raw)
+{
+    if (r->mdf_cap == ENG_NO_CAP)
+        return raw;
+    int64_t room = r->mdf_cap - row->mdf_gross;
+    if (room < 0)
+        room = 0;
+    return raw < room ? raw : room;
+}
+
+/* Folds registered sale s of enrolled owned partner p: converted into the
+ * program's currency it gets its money facts (it moved money); without a
+ * rate in force it is an exception and moves nothing [F2]. */
 static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int64_t at_ms,
                          int64_t amount)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
-    eng_sale *sale = &e->sales[s];
     TRY(eng_partner_dirty(e, p));
-    if (memcmp(sale->currency, g->currency, 3) != 0)
-        return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p, "sale in %.3s, program %.*s is %.3s",
-                         sale->currency, (int)g->name_len, g->name, g->currency);
+    eng_fx fx;
+    int64_t amount_k;
+    bool ok;
+    TRY(convert(e, p, pos, "sale", e->sales[s].currency, at_ms, amount, &fx, &amount_k, &ok));
+    if (!ok)
+        return TLY_OK;
+    eng_sale *sale = &e->sales[s];
     eng_pstate *st = e->partners[p].st;
     bool late;
     int32_t eff = effective_period(g, at_ms, &late);
     int32_t bps = g->rules.tiers[st->tier].mdf_bps;
+    eng_row *row;
+    TRY(eng_row_get(st, eff, &row));
+    int64_t raw = tly_money_bps(amount_k, bps);
     sale->has_detail = true;
-    sale->d =
-        (eng_sale_detail){.amount = amount, .accrual = tly_money_bps(amount, bps), .bps = bps};
+    sale->d = (eng_sale_detail){
+        .amount = amount, .accrual = capped_accrual(&g->rules, row, raw), .bps = bps, .fx = fx};
+    TRY(tly_money_addto(&row->mdf_gross, sale->d.accrual));
     TRY(eng_sale_dirty(e, s));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "sale", eff, late);
     if (st->trace != NULL)
-        trace_accrual(st, sale, &sale->d, g->rules.tiers[st->tier].name);
+        trace_accrual(st, sale, amount_k, raw, g->rules.tiers[st->tier].name);
+    /* revenue counts even when the accrual rounds to 0 [M7] */
+    TRY(tly_money_addto(&row->revenue, amount_k));
     TRY(eng_credit(st, eff, sale->d.accrual));
     TRY(tly_money_addto(&st->accrued, sale->d.accrual));
-    eng_row *row;
-    TRY(eng_row_get(st, eff, &row));
-    /* revenue counts even when the accrual rounds to 0 [M7] */
-    TRY(tly_money_addto(&row->revenue, amount));
-    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount);
+    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount_k);
     return late ? exc_late(e, pos, p, g, "sale", eff) : TLY_OK;
 }
 
@@ -101,13 +159,21 @@ static tly_err sale_moved(tly_engine *e, uint32_t s, bool *moved)
     uint32_t q;
     TRY(eng_partner_find(e, ENG_SALE_PARTNER(sale), sale->partner_len, &q));
     const eng_partner *qp = q == ENG_NONE ? NULL : &e->partners[q];
-    *moved = qp != NULL && qp->program != ENG_NONE &&
-             memcmp(sale->currency, e->programs[qp->program].currency, 3) == 0;
+    if (qp == NULL || qp->program == ENG_NONE)
+        return TLY_OK;
+    /* the owner converted it with the rates folded before the sale, or
+     * before the enrollment that folded it [F2] [F7] */
+    sale = &e->sales[s];
+    uint64_t by = sale->seq > qp->enroll_seq ? sale->seq : qp->enroll_seq;
+    eng_fx fx;
+    *moved = eng_fx_for(e, sale->currency, e->programs[qp->program].currency, sale->at_ms, by, &fx);
     return TLY_OK;
 }
 
 /* Returns the capped amount that applies, 0 when nothing does. Checks run
- * in the order currency, unknown sale, partner mismatch, over-return [S9]. */
+ * in the order currency, unknown sale, partner mismatch, over-return [S9]:
+ * a return of this partner's sale must be in the sale's currency [F4],
+ * any other in the program's [F5]. */
 static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *key, uint32_t klen,
                             int64_t amount, const char cur[3], int64_t *apply, uint32_t *sale_out)
 {
@@ -115,21 +181,24 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     uint32_t idlen;
     const char *id = sale_id_of_key(key, &idlen, klen);
     *apply = 0;
-    if (memcmp(cur, g->currency, 3) != 0)
-        return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p, "return in %.3s, program %.*s is %.3s",
-                         cur, (int)g->name_len, g->name, g->currency);
     uint32_t s;
     bool moved = false;
     TRY(eng_sale_find(e, key, klen, &s));
     if (s != ENG_NONE)
         TRY(sale_moved(e, s, &moved));
+    const eng_sale *sale = s == ENG_NONE ? NULL : &e->sales[s];
+    const eng_partner *pp = &e->partners[p];
+    bool same = moved && sale->partner_len == pp->id_len &&
+                memcmp(ENG_SALE_PARTNER(sale), pp->id, pp->id_len) == 0;
+    const char *want = same ? sale->currency : g->currency;
+    if (memcmp(cur, want, 3) != 0)
+        return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p, "return in %.3s, %s %.3s", cur,
+                         same ? "its sale was in" : "the program's currency is", want);
     /* A sale that moved no money is unknown [S2]. */
     if (!moved)
         return eng_raise(e, pos, TLY_X_UNKNOWN_SALE, p, "return of unknown sale '%.*s'", (int)idlen,
                          id);
-    const eng_sale *sale = &e->sales[s];
-    const eng_partner *pp = &e->partners[p];
-    if (sale->partner_len != pp->id_len || memcmp(ENG_SALE_PARTNER(sale), pp->id, pp->id_len) != 0)
+    if (!same)
         return eng_raise(e, pos, TLY_X_RETURN_PARTNER_MISMATCH, p, /* [S1] */
                          "return of sale '%.*s' which belongs to partner '%.*s'", (int)idlen, id,
                          (int)sale->partner_len, ENG_SALE_PARTNER(sale));
@@ -148,9 +217,10 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
 }
 
 /* The clawback line of a traced return: ref is the sale it names; a held
- * return keeps only its sale's key, hence only its source. */
-static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64_t c, int64_t apply,
-                           int32_t bps)
+ * return keeps only its sale's key, hence only its source. basis is the
+ * revenue reduction in the program's currency. */
+static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64_t c,
+                           int64_t reduction, const eng_sale *sale, int64_t apply)
 {
     eng_trace_held(st, key, klen, false);
     uint32_t idlen;
@@ -159,14 +229,15 @@ static void trace_clawback(eng_pstate *st, const char *key, uint32_t klen, int64
     tly_trace_line l = st->trace->cur;
     l.kind = TLY_TRACE_CLAWBACK;
     l.amount = c;
-    l.basis = apply;
-    l.bps = bps;
+    l.basis = reduction;
+    l.bps = sale->d.bps;
+    trace_fx(&l, &sale->d.fx, sale->currency, apply);
     eng_trace_line(st->trace, &l);
 }
 
-/* Folds a return of an enrolled owned partner: the capped amount claws
- * back at the sale's rate and reduces revenue of the return's own
- * effective period [S3] [S6] [S7]. */
+/* Folds a return of an enrolled owned partner: the capped amount, at the
+ * rate its sale used, reduces revenue of the return's own effective
+ * period and claws back at the sale's rate [S3] [S6] [S7] [F4]. */
 static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms, const char *key,
                            uint32_t klen, int64_t amount, const char cur[3])
 {
@@ -179,9 +250,12 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     eng_pstate *st = e->partners[p].st;
     const eng_program *g = &e->programs[e->partners[p].program];
     eng_sale_detail *d = &e->sales[s].d;
-    /* Clawback on the capped amount at the sale's own rate, capped at the
-     * accrual not yet clawed back [S3] [S7]. */
-    int64_t c = tly_money_bps(apply, d->bps);
+    /* The reduction converts cumulatively, so a full return nets the sale
+     * to 0; the clawback is on it at the sale's own rate, capped at the
+     * accrual not yet clawed back [S3] [S7] [F4]. */
+    int64_t reduction;
+    TRY(eng_fx_reduction(&d->fx, d->returned, d->returned + apply, &reduction));
+    int64_t c = tly_money_bps(reduction, d->bps);
     if (c > d->accrual - d->clawed)
         c = d->accrual - d->clawed;
     d->returned += apply;
@@ -191,40 +265,43 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     int32_t eff = effective_period(g, at_ms, &late);
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "return", eff, late);
     if (st->trace != NULL)
-        trace_clawback(st, key, klen, c, apply, d->bps);
+        trace_clawback(st, key, klen, c, reduction, &e->sales[s], apply);
     TRY(tly_money_addto(&st->clawed_back, c));
     TRY(eng_debit(st, c));
     eng_row *row;
     TRY(eng_row_get(st, eff, &row));
     /* A return reduces its own effective period, which may go negative [S6]. */
-    TRY(tly_money_sub(row->revenue, apply, &row->revenue));
-    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, -apply);
+    TRY(tly_money_sub(row->revenue, reduction, &row->revenue));
+    ENG_TRACE(st, TLY_TRACE_REVENUE, eff, -reduction);
     return late ? exc_late(e, pos, p, g, "return", eff) : TLY_OK;
 }
 
 /* Active certifications are distinct (person, cert) pairs; earning an
- * active pair again changes nothing, ending an inactive one is
- * cert_not_active [T4]. */
-static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, tly_str pair, uint8_t action)
+ * active pair again replaces its expiry [T14], ending an inactive one is
+ * cert_not_active, judged by the log alone [T4] [T10]. */
+static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, tly_str pair, uint8_t action,
+                         int64_t expires_ms)
 {
     eng_pstate *st = e->partners[p].st;
     uint32_t i = 0;
-    while (i < st->cert_count &&
-           (st->certs[i].len != pair.len || memcmp(st->certs[i].ptr, pair.ptr, pair.len) != 0))
+    while (i < st->cert_count && (st->certs[i].key.len != pair.len ||
+                                  memcmp(st->certs[i].key.ptr, pair.ptr, pair.len) != 0))
         i++;
     TRY(eng_partner_dirty(e, p));
     if (action == TLY_ACT_EARNED) {
-        if (i < st->cert_count)
+        if (i < st->cert_count) {
+            st->certs[i].expires_ms = expires_ms;
             return TLY_OK;
-        eng_name copy;
-        TRY(eng_name_copy(&copy, pair.ptr, pair.len));
-        tly_err err = ENG_PUSH(st->certs, st->cert_count, st->cert_cap, copy);
+        }
+        eng_cert c = {.expires_ms = expires_ms};
+        TRY(eng_name_copy(&c.key, pair.ptr, pair.len));
+        tly_err err = ENG_PUSH(st->certs, st->cert_count, st->cert_cap, c);
         if (err != TLY_OK)
-            eng_name_free(&copy);
+            eng_name_free(&c.key);
         return err;
     }
     if (i < st->cert_count) {
-        eng_name_free(&st->certs[i]);
+        eng_name_free(&st->certs[i].key);
         memmove(&st->certs[i], &st->certs[i + 1], (st->cert_count - i - 1) * sizeof *st->certs);
         st->cert_count--;
         return TLY_OK;
@@ -233,6 +310,56 @@ static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, tly_str pair, u
     return eng_raise(e, pos, TLY_X_CERT_NOT_ACTIVE, p, "%s of inactive %.*s/%.*s",
                      tly_action_name((tly_action)action), plen, pair.ptr + 1,
                      (int)pair.len - 1 - plen, pair.ptr + 1 + plen);
+}
+
+/* The referral line of a traced referral; a held one's source comes from
+ * its key (source, deal). */
+static void trace_referral(eng_pstate *st, const char *key, uint32_t klen, int64_t fee,
+                           int64_t amount_k, int32_t bps, eng_name tier, const eng_fx *fx,
+                           const char cur[3], int64_t amount)
+{
+    eng_trace_held(st, key, klen, false);
+    uint32_t dlen;
+    const char *deal = sale_id_of_key(key, &dlen, klen);
+    st->trace->cur.ref = (tly_str){deal, dlen};
+    tly_trace_line l = st->trace->cur;
+    l.kind = TLY_TRACE_REFERRAL;
+    l.amount = fee;
+    l.basis = amount_k;
+    l.bps = bps;
+    l.tier = (tly_str){tier.ptr, tier.len};
+    trace_fx(&l, fx, cur, amount);
+    eng_trace_line(st->trace, &l);
+}
+
+/* Folds a referral of an enrolled owned partner: converted like a sale, it
+ * earns the fee of the partner's current tier in its effective period,
+ * fixed now, and counts toward tier revenue; it moves no MDF and no
+ * rebate revenue [Q1] [Q2] [Q5]. key is (source, deal). */
+static tly_err fold_referral(tly_engine *e, uint32_t p, eng_pos pos, const eng_held *h)
+{
+    const eng_program *g = &e->programs[e->partners[p].program];
+    TRY(eng_partner_dirty(e, p));
+    eng_fx fx;
+    int64_t amount_k;
+    bool ok;
+    TRY(convert(e, p, pos, "referral", h->currency, h->at_ms, h->amount, &fx, &amount_k, &ok));
+    if (!ok)
+        return TLY_OK;
+    eng_pstate *st = e->partners[p].st;
+    bool late;
+    int32_t eff = effective_period(g, h->at_ms, &late);
+    const eng_tier *tier = &g->rules.tiers[st->tier];
+    int64_t fee = tly_money_bps(amount_k, tier->referral_bps);
+    eng_row *row;
+    TRY(eng_row_get(st, eff, &row));
+    TRY(tly_money_addto(&row->referral, fee));
+    TRY(tly_money_addto(&row->referred, amount_k));
+    ENG_TRACE_BEGIN(st, e, p, pos.seq, "referral", eff, late);
+    if (st->trace != NULL)
+        trace_referral(st, h->key, h->key_len, fee, amount_k, tier->referral_bps, tier->name, &fx,
+                       h->currency, h->amount);
+    return late ? exc_late(e, pos, p, g, "referral", eff) : TLY_OK;
 }
 
 /* Keeps event h of unenrolled owned partner p until enrollment, with a
@@ -265,7 +392,7 @@ tly_err eng_on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const tly
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
     uint32_t s, p;
-    TRY(eng_sale_add(e, key, klen, ev->partner, ev->currency.ptr, &s));
+    TRY(eng_sale_add(e, key, klen, ev->partner, ev->currency.ptr, ev->at_ms, &s));
     if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
         return TLY_OK;
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
@@ -302,13 +429,36 @@ tly_err eng_on_cert(tly_engine *e, eng_pos pos, const tly_event *ev)
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     char key[1 + 2 * TLY_NAME_BYTES_MAX];
     uint32_t klen = eng_pair_key(key, ev->person.ptr, ev->person.len, ev->cert.ptr, ev->cert.len);
+    int64_t expires = ev->has_expires ? ev->expires_ms : ENG_NO_EXPIRY;
     if (e->partners[p].program != ENG_NONE)
-        return fold_cert(e, p, pos, (tly_str){key, klen}, (uint8_t)ev->action);
+        return fold_cert(e, p, pos, (tly_str){key, klen}, (uint8_t)ev->action, expires);
     eng_held hd = {.at_ms = ev->at_ms,
                    .key_len = klen,
                    .type = TLY_EV_CERTIFICATION,
-                   .action = (uint8_t)ev->action};
+                   .action = (uint8_t)ev->action,
+                   .expires_ms = expires};
     return hold(e, p, pos, hd, key, "certification");
+}
+
+/* A referral, folded or held by the partner's owner only [Q1]. */
+tly_err eng_on_referral(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev)
+{
+    if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
+        return TLY_OK;
+    uint32_t p;
+    TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
+    char key[1 + TLY_SOURCE_BYTES_MAX + TLY_NAME_BYTES_MAX];
+    uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->deal.ptr, ev->deal.len);
+    eng_held hd = {.at_ms = ev->at_ms,
+                   .amount = ev->amount,
+                   .key = key,
+                   .key_len = klen,
+                   .type = TLY_EV_REFERRAL,
+                   .expires_ms = ENG_NO_EXPIRY};
+    memcpy(hd.currency, ev->currency.ptr, 3);
+    if (e->partners[p].program != ENG_NONE)
+        return fold_referral(e, p, pos, &hd);
+    return hold(e, p, pos, hd, key, "referral");
 }
 
 /* ---- enrollment [E1] [E2] [E3] ---- */
@@ -320,7 +470,9 @@ static tly_err fold_held_one(tly_engine *e, uint32_t p, eng_held *h)
     if (h->type == TLY_EV_RETURN)
         return fold_return(e, p, hpos, h->at_ms, h->key, h->key_len, h->amount, h->currency);
     if (h->type == TLY_EV_CERTIFICATION)
-        return fold_cert(e, p, hpos, (tly_str){h->key, h->key_len}, h->action);
+        return fold_cert(e, p, hpos, (tly_str){h->key, h->key_len}, h->action, h->expires_ms);
+    if (h->type == TLY_EV_REFERRAL)
+        return fold_referral(e, p, hpos, h);
     uint32_t s;
     TRY(eng_sale_find(e, h->key, h->key_len, &s));
     if (s == ENG_NONE)
@@ -359,6 +511,7 @@ static tly_err enroll(tly_engine *e, uint32_t p, uint32_t gi, const tly_event *e
 {
     eng_partner *pp = &e->partners[p];
     pp->program = gi;
+    pp->enroll_seq = e->cur_seq;
     pp->claims_changed = true; /* its first views */
     TRY(eng_partner_dirty(e, p));
     if (!pp->owned)

@@ -232,6 +232,7 @@ static tly_err partner_read(tly_engine *e, const void *val, size_t vlen, uint32_
         TRY(pstate_read(e, &head, gi, val, vlen, &st, &liab));
     TRY(partner_insert(e, id, len, h, gi, st, out));
     e->partners[*out].liab = liab;
+    e->partners[*out].enroll_seq = head.enroll_seq;
     return TLY_OK;
 }
 
@@ -327,6 +328,8 @@ static tly_err sale_insert(tly_engine *e, const char *key, uint32_t klen, uint64
                        .partner_len = rec->partner.len,
                        .has_detail = rec->has_detail,
                        .used = e->cur_seq,
+                       .seq = rec->seq,
+                       .at_ms = rec->at_ms,
                        .d = rec->d};
     memcpy(sale->currency, rec->currency, 3);
     *out = s;
@@ -354,9 +357,9 @@ tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *o
 }
 
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,
-                     const char cur[3], uint32_t *out)
+                     const char cur[3], int64_t at_ms, uint32_t *out)
 {
-    eng_sale_rec rec = {.partner = partner};
+    eng_sale_rec rec = {.partner = partner, .seq = e->cur_seq, .at_ms = at_ms};
     memcpy(rec.currency, cur, 3);
     TRY(sale_insert(e, key, klen, eng_hash(key, klen), &rec, out));
     return eng_sale_dirty(e, *out);

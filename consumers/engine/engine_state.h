@@ -45,9 +45,10 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 /* The cached sale of key, read from the store when not in memory; *out is
  * ENG_NONE when there is no such sale. */
 tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
-/* Registers a new sale (absent) of partner in currency cur; marked dirty. */
+/* Registers a new sale (absent) of partner in currency cur at business
+ * time at_ms, at the seq being applied; marked dirty. */
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,
-                     const char cur[3], uint32_t *out);
+                     const char cur[3], int64_t at_ms, uint32_t *out);
 /* A stored sale record handed to tly_engine_load into the cache. */
 tly_err eng_sale_load(tly_engine *e, const char *key, uint32_t klen, const void *val, size_t len);
 
@@ -88,6 +89,25 @@ uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *
 /* Stable name of a claim status ("pending", ...). */
 const char *eng_claim_status_name(uint8_t s);
 
+/* ---- exchange rates (engine_fx.c) ---- */
+
+/* Adds rate r of the pair from → to (every shard) [F1]. */
+tly_err eng_rate_add(tly_engine *e, const char from[3], const char to[3], eng_rate r);
+/* The rate of from → to in force at business time t among those folded
+ * before before_seq (UINT64_MAX: all of them); false when none. */
+bool eng_rate_find(const tly_engine *e, const char from[3], const char to[3], int64_t t,
+                   uint64_t before_seq, eng_rate *out);
+/* The conversion from → to at t (as eng_rate_find), ENG_FX_SAME for one
+ * currency; false when there is no rate in force or a code has no
+ * minor-unit exponent [F2] [F6]. */
+bool eng_fx_for(const tly_engine *e, const char from[3], const char to[3], int64_t t,
+                uint64_t before_seq, eng_fx *out);
+/* amount (≥ 0) converted by fx, rounded half to even [F2]. */
+tly_err eng_fx_apply(const eng_fx *fx, int64_t amount, int64_t *out);
+/* The converted reduction of a return taking the sale's returned amount
+ * from before to after [F4]. */
+tly_err eng_fx_reduction(const eng_fx *fx, int64_t before, int64_t after, int64_t *out);
+
 /* ---- one partner's accounts (engine_mdf.c) ---- */
 
 /* Books x ≥ 0 into the bucket of period, paying the deficit first [M1]. */
@@ -100,8 +120,19 @@ tly_err eng_available(const eng_pstate *st, int64_t *out);
 tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out);
 /* The rebate row of period, or NULL. */
 eng_row *eng_row_find(const eng_pstate *st, int32_t period);
-/* Figure of a row: frozen when final, else the rules in force now [G4]. */
-tly_err eng_row_figure(const eng_rules *r, const eng_row *row, int64_t *fig, int32_t *bps);
+/* A row's rebate: figure (adjustments included), rate, basis X and
+ * baseline B (has_baseline: the basis is growth) [R11] [R13] [K2] [K3]. */
+typedef struct eng_figure {
+    int64_t figure;
+    int32_t bps;
+    int64_t basis, baseline;
+    bool has_baseline;
+} eng_figure;
+/* Figure of row of partner st: frozen when final, else the rules in force
+ * now and the tier st holds now [G4] [R14]. */
+tly_err eng_row_figure(const eng_rules *r, const eng_pstate *st, const eng_row *row, eng_figure *f);
+/* Freezes row's figure, rate, basis and baseline (the close) [R17]. */
+tly_err eng_row_finalize(const eng_rules *r, const eng_pstate *st, eng_row *row);
 /* accrued_open and payable of a partner [P4] [R10]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open,
                           int64_t *payable);
@@ -109,13 +140,18 @@ tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *ope
 tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out);
 /* *acc += x, or -= x when sub; TLY_OVERFLOW leaves *acc as it was. */
 tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub);
-/* Net revenue of periods from..to. */
+/* Net revenue of periods from..to, with referred amounts when referred. */
+tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *out);
+/* The tier window's revenue of periods from..to (referred included) [Q2]. */
 tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out);
+/* Active pairs whose latest earned has no expiry or expires at or after
+ * start_ms [T10]. */
+int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms);
 /* The MDF invariant of SPEC section 6; true when it holds. */
 bool eng_invariant_ok(const eng_pstate *st);
 /* Slices and figure of a rebate row under rules r, reported to t: kind is
  * TLY_TRACE_REBATE_FINAL or TLY_TRACE_REBATE_OPEN. */
-void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_row *row, tly_trace_kind kind,
-                      int64_t figure);
+void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_pstate *st, const eng_row *row,
+                      tly_trace_kind kind);
 
 #endif

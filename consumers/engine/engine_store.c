@@ -6,6 +6,7 @@
  * the tables engine_state.c's (floor 3).
  *
  * State keys, in the order load needs them (LMDB returns keys sorted):
+ *   "S/0/<from><to>"           the rates of one currency pair (every shard)
  *   "S/1/<program>"            program rules, periods, liability sums
  *   "S/2/<u8 len src><src><id>" one registered sale (every shard)
  *   "S/3/<u8 len p><p><claim>" one claim (owning shard)
@@ -15,7 +16,8 @@
  *                              claim order, held events and liability share
  * Programs come first because sales, claims and partners name them; claims
  * before partners because a partner lists its claims by id. With a store
- * only the programs are loaded: the rest is read when an event needs it.
+ * only the rates and programs are loaded: the rest is read when an event
+ * needs it.
  */
 #include <msgpack.h>
 #include <stdlib.h>
@@ -113,6 +115,16 @@ static tly_err flush_programs(flush_ctx *f, const bool *liab)
             eng_liability_write(&w, g, &g->liab);
             TRY(put_json(f, "V/l/", g->name, g->name_len));
         }
+    }
+    for (uint32_t i = 0; i < e->pair_count; i++) {
+        const eng_rate_pair *rp = &e->pairs[i];
+        if (!rp->dirty)
+            continue;
+        char pair[6];
+        memcpy(pair, rp->from, 3);
+        memcpy(pair + 3, rp->to, 3);
+        eng_pack_rates(&f->pk, rp);
+        TRY(put_packed(f, "S/0/", pair, sizeof pair));
     }
     return TLY_OK;
 }
@@ -220,6 +232,8 @@ static void clear_dirty(tly_engine *e)
 {
     for (uint32_t i = 0; i < e->program_count; i++)
         e->programs[i].dirty = false;
+    for (uint32_t i = 0; i < e->pair_count; i++)
+        e->pairs[i].dirty = false;
     for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
         eng_partner *pp = &e->partners[e->dirty_partners[i]];
         pp->dirty = false;
@@ -259,6 +273,23 @@ static tly_err load_program(tly_engine *e, const void *val, size_t len)
         return TLY_CORRUPT;
     uint32_t gi;
     return eng_program_add(e, &g, &gi);
+}
+
+/* The rates of one pair, absent so far. */
+static tly_err load_rates(tly_engine *e, const void *val, size_t len)
+{
+    eng_rate_pair rp;
+    TRY(eng_unpack_rates(val, len, &rp));
+    for (uint32_t i = 0; i < e->pair_count; i++) {
+        if (memcmp(e->pairs[i].from, rp.from, 3) == 0 && memcmp(e->pairs[i].to, rp.to, 3) == 0) {
+            free(rp.rates);
+            return TLY_CORRUPT;
+        }
+    }
+    tly_err err = ENG_PUSH(e->pairs, e->pair_count, e->pair_cap, rp);
+    if (err != TLY_OK)
+        free(rp.rates);
+    return err;
 }
 
 /* "X/" entries restore the in-memory exception list (optional: the query
@@ -302,6 +333,8 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
     if (key_len < 5 || memcmp(k, "S/", 2) != 0 || k[3] != '/')
         return TLY_CORRUPT;
     switch (k[2]) {
+    case '0':
+        return load_rates(e, val, val_len);
     case '1':
         return load_program(e, val, val_len);
     case '2':

@@ -23,7 +23,8 @@ static const char *const trace_kind_names[TLY_TRACE_KIND_COUNT] = {
     "accrual",      "clawback",     "adjust_mdf",  "credit",  "deficit_payoff",
     "debit",        "deficit",      "reserve",     "release", "release_expired",
     "approve",      "pay",          "expiry",      "revenue", "adjust_rebate",
-    "rebate_slice", "rebate_final", "rebate_open", "payout"};
+    "rebate_slice", "rebate_final", "rebate_open", "payout",  "capped",
+    "referral",     "grace"};
 
 /* The name table entry of kind; kind must be in range. */
 const char *tly_trace_kind_name(tly_trace_kind kind)

@@ -100,8 +100,10 @@ static void view_balance(eng_jw *w, const tly_engine *e, uint32_t p, bool with_s
     eng_jw_end(w);
 }
 
-/* Rows are the periods with a sale, return or rebate adjustment [R4];
- * revenue is net R [R3]; figures may be negative through adjustments [R5]. */
+/* Rows are the periods with a sale, return, referral or rebate adjustment
+ * [R4]; revenue is net R [R3]; figures may be negative through adjustments
+ * [R5]; basis is X and baseline B (null for a revenue basis) [R11], referral
+ * the period's fees [Q3]. */
 static void view_rebate(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_program *g = &e->programs[e->partners[p].program];
@@ -111,16 +113,22 @@ static void view_rebate(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
     eng_jw_arr(w);
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *row = &st->rows[i];
-        int64_t fig = 0;
-        int32_t bps = 0;
-        (void)eng_row_figure(&g->rules, row, &fig, &bps); /* checked after every apply */
+        eng_figure f = {0};
+        (void)eng_row_figure(&g->rules, st, row, &f); /* checked after every apply */
         eng_jw_obj(w);
         key_period(w, "period", g->kind, row->period);
         key_int(w, "revenue", row->revenue);
-        key_int(w, "rate_bps", bps);
-        key_int(w, "rebate", fig);
+        key_int(w, "rate_bps", f.bps);
+        key_int(w, "rebate", f.figure);
         key_lit(w, "status", row->final ? "final" : "open");
         key_int(w, "paid", row->paid);
+        key_int(w, "basis", f.basis);
+        eng_jw_key(w, "baseline");
+        if (f.has_baseline)
+            eng_jw_int(w, f.baseline);
+        else
+            eng_jw_null(w);
+        key_int(w, "referral", row->referral);
         eng_jw_end(w);
     }
     eng_jw_end(w);
@@ -131,8 +139,20 @@ static void view_rebate(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
     eng_jw_end(w);
 }
 
-/* [T3] the next tier, needs floored at 0; null at the top tier. */
-static void tier_next(eng_jw *w, const eng_rules *r, const eng_pstate *st, int64_t window)
+/* A tier's benefits, as a JSON array of strings. */
+static void key_benefits(eng_jw *w, const eng_tier *t)
+{
+    eng_jw_key(w, "benefits");
+    eng_jw_arr(w);
+    for (uint32_t i = 0; i < t->benefit_count; i++)
+        eng_jw_str(w, t->benefits[i].ptr, t->benefits[i].len);
+    eng_jw_end(w);
+}
+
+/* [T3] the next tier, needs floored at 0; null at the top tier. Certs
+ * count as of the end of the earliest open period [T15]. */
+static void tier_next(eng_jw *w, const eng_rules *r, const eng_pstate *st, int64_t window,
+                      int64_t active)
 {
     eng_jw_key(w, "next");
     if (st->tier + 1 >= r->tier_count) {
@@ -143,11 +163,12 @@ static void tier_next(eng_jw *w, const eng_rules *r, const eng_pstate *st, int64
     int64_t rev = 0;
     if (tly_money_sub(t->min_revenue, window, &rev) != TLY_OK || rev < 0)
         rev = 0; /* window ≥ 0 when the subtraction fails upward */
-    int64_t certs = t->min_certs - (int64_t)st->cert_count;
+    int64_t certs = t->min_certs - active;
     eng_jw_obj(w);
     key_name(w, "tier", t->name);
     key_int(w, "revenue_needed", rev);
     key_int(w, "certs_needed", certs > 0 ? certs : 0);
+    key_benefits(w, t);
     eng_jw_end(w);
 }
 
@@ -162,8 +183,17 @@ static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
     int64_t window = 0;
     (void)eng_window_revenue(st, g->eop - r->window_w + 1, g->eop, &window);
     key_int(w, "window_revenue", window);
-    key_int(w, "active_certs", st->cert_count);
-    tier_next(w, r, st, window);
+    /* as of the end of the earliest open period [T10] [T15] */
+    int64_t active = eng_active_certs(st, tly_period_start_ms(g->kind, g->eop + 1));
+    key_int(w, "active_certs", active);
+    tier_next(w, r, st, window, active);
+    key_benefits(w, &r->tiers[st->tier]);
+    /* grace left while closes are failing; null without grace [T9] [T12] */
+    eng_jw_key(w, "grace_left");
+    if (r->grace > 0 && st->fails > 0)
+        eng_jw_int(w, r->grace - (int64_t)st->fails);
+    else
+        eng_jw_null(w);
     eng_jw_key(w, "history");
     eng_jw_arr(w);
     for (uint32_t i = 0; i < st->hist_count; i++) {

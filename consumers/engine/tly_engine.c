@@ -76,6 +76,9 @@ void tly_engine_free(tly_engine *e)
         return;
     free_caches(e);
     free(e->programs);
+    for (uint32_t i = 0; i < e->pair_count; i++)
+        free(e->pairs[i].rates);
+    free(e->pairs);
     free(e->dirty_partners);
     free(e->dirty_sales);
     free(e->touched);
@@ -120,6 +123,10 @@ static tly_err dispatch(tly_engine *e, const tly_record *rec, eng_pos pos, const
         return eng_on_cert(e, pos, ev);
     case TLY_EV_CLOSE:
         return eng_on_close(e, pos, ev);
+    case TLY_EV_RATE:
+        return eng_on_rate(e, pos, ev);
+    case TLY_EV_REFERRAL:
+        return eng_on_referral(e, rec, pos, ev);
     case TLY_EV_CLAIM:
     case TLY_EV_PAYOUT:
     case TLY_EV_ADJUST:

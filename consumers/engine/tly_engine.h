@@ -249,6 +249,15 @@ typedef enum tly_trace_kind {
     TLY_TRACE_REBATE_OPEN,
     /* rebate of `period` paid += amount */
     TLY_TRACE_PAYOUT,
+    /* sale: the part of its accrual (basis: before the cap) cut by the MDF
+     * cap of `period`; amount = the cut part [K1] */
+    TLY_TRACE_CAPPED,
+    /* referral: the period's referral fees += amount = rhe(basis × bps),
+     * the tier named [Q1] */
+    TLY_TRACE_REFERRAL,
+    /* close: the tier kept by grace or the count restarting; amount = the
+     * failing closes counted now [T9] */
+    TLY_TRACE_GRACE,
     TLY_TRACE_KIND_COUNT
 } tly_trace_kind;
 
@@ -275,6 +284,18 @@ typedef struct tly_trace_line {
     int64_t from;         /* SLICE, REBATE_FINAL/OPEN: bracket start */
     tly_rebate_mode mode; /* SLICE, REBATE_FINAL/OPEN */
     bool late;            /* the event was late [P2] */
+    /* ACCRUAL, CLAWBACK, REFERRAL in another currency [F2] [F4]: the
+     * event's amount in its currency, converted at fx_units / 10^fx_scale
+     * (fx_currency.len 0: no conversion) */
+    tly_str fx_currency;
+    int64_t fx_amount;
+    int64_t fx_units;
+    int32_t fx_scale;
+    /* REBATE_FINAL/OPEN: the basis X the brackets applied to and, for a
+     * growth basis, the baseline B [R11] */
+    int64_t rebate_basis;
+    int64_t baseline;
+    bool has_baseline;
 } tly_trace_line;
 
 typedef void (*tly_engine_trace_fn)(void *ctx, const tly_trace_line *line);

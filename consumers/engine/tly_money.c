@@ -101,3 +101,37 @@ int64_t tly_money_bps(int64_t x, int32_t bps)
     TLY_ASSERT(err == TLY_OK);
     return out;
 }
+
+/* rhe(num / 10^k) for a 128-bit num ≥ 0 and 0 ≤ k ≤ 18. */
+static unsigned __int128 rhe_pow10(unsigned __int128 num, int k)
+{
+    unsigned __int128 den = 1;
+    for (int i = 0; i < k; i++)
+        den *= 10;
+    unsigned __int128 q = num / den, r = num % den, rest = den - r;
+    if (r > rest || (r == rest && (q & 1) != 0))
+        q += 1;
+    return q;
+}
+
+tly_err tly_money_convert(int64_t amount, int64_t units, int32_t scale, int32_t ediff, int64_t *out)
+{
+    TLY_ASSERT(amount >= 0 && units > 0 && scale >= 0 && scale <= 9 && ediff >= -9 && ediff <= 9);
+    /* amount ≤ 2^63 and units ≤ 2^63: the product fits 126 bits; a
+     * positive exponent of at most 9 more would not, so it is checked. */
+    unsigned __int128 v = (unsigned __int128)amount * (unsigned __int128)units;
+    int32_t shift = ediff - scale; /* v × 10^shift */
+    if (shift < 0) {
+        v = rhe_pow10(v, -shift);
+    } else {
+        for (int32_t i = 0; i < shift; i++) {
+            if (v > ((unsigned __int128)INT64_MAX))
+                return TLY_OVERFLOW;
+            v *= 10;
+        }
+    }
+    if (v > (unsigned __int128)INT64_MAX)
+        return TLY_OVERFLOW;
+    *out = (int64_t)v;
+    return TLY_OK;
+}

@@ -55,4 +55,13 @@ tly_err tly_bps_sum_round(const tly_bps_sum *s, int64_t *out);
 /* rhe(x × bps / 10000) for one term; |result| ≤ |x|, so it cannot overflow. */
 int64_t tly_money_bps(int64_t x, int32_t bps);
 
+/*
+ * Currency conversion [F2]: *out = rhe(amount × units / 10^scale × 10^ediff)
+ * exactly, for amount ≥ 0, a rate units / 10^scale > 0 (scale 0..9) and
+ * the difference of the minor-unit exponents ediff = e_to − e_from
+ * (−9..9). TLY_OVERFLOW when the result leaves int64.
+ */
+tly_err tly_money_convert(int64_t amount, int64_t units, int32_t scale, int32_t ediff,
+                          int64_t *out);
+
 #endif

@@ -42,7 +42,8 @@
     X(UNKNOWN_PROGRAM, "unknown_program")                                                          \
     X(CLOSE_OUT_OF_ORDER, "close_out_of_order")                                                    \
     X(PARTNER_PROGRAM_CHANGE, "partner_program_change")                                            \
-    X(CERT_NOT_ACTIVE, "cert_not_active")
+    X(CERT_NOT_ACTIVE, "cert_not_active")                                                          \
+    X(EARLY_CLOSE, "early_close")
 
 typedef enum tly_xkind {
 #define TLY_XKIND_ENUM_(id, name) TLY_X_##id,

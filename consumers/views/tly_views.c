@@ -21,8 +21,9 @@
  * so one transaction covers both. */
 #define VIEWS_DB_NAME "views"
 
-/* The engine's state records a load hands over: the programs; the rest
- * the engine reads when it needs it (tly_engine.h). */
+/* The engine's state records a load hands over: the exchange rates and
+ * the programs; the rest the engine reads when it needs it (tly_engine.h). */
+#define TLY_VIEWS_PREFIX_RATES "S/0/"
 #define TLY_VIEWS_PREFIX_PROGRAMS "S/1/"
 
 /* Returns from the calling function with the error of x, if any. */
@@ -488,6 +489,9 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
         return mdb_fail("begin read", v->dir, rc);
     uint64_t seq = 0;
     tly_err err = read_checkpoint(v, txn, &seq);
+    if (err == TLY_OK)
+        err =
+            scan_txn(v, txn, TLY_VIEWS_PREFIX_RATES, strlen(TLY_VIEWS_PREFIX_RATES), load_visit, e);
     if (err == TLY_OK)
         err = scan_txn(v, txn, TLY_VIEWS_PREFIX_PROGRAMS, strlen(TLY_VIEWS_PREFIX_PROGRAMS),
                        load_visit, e);
