@@ -92,11 +92,16 @@ void load_jsonl(stream *st, const char *path)
     free(text);
 }
 
-void load_vector_stream(stream *st)
+void load_vector_named(stream *st, const char *name)
 {
-    char *path = tu_vector("seed101-events.jsonl");
+    char *path = tu_vector(name);
     load_jsonl(st, path);
     free(path);
+}
+
+void load_vector_stream(stream *st)
+{
+    load_vector_named(st, "seed101-events.jsonl");
 }
 
 typedef struct rng {
@@ -127,6 +132,7 @@ typedef struct gen_sale {
     int src, partner;
     int64_t amount;
     char id[24];
+    const char *currency;
 } gen_sale;
 
 typedef struct gen {
@@ -165,25 +171,49 @@ static void gen_emit(gen *g, const char *source, const char *fmt, ...)
     json_decref(ev);
 }
 
+/* The section 10 fields of a program version, inside its rebate object
+ * and at the top: the odd versions of beta have a growth basis, the even
+ * ones of both programs a rebate minimum and cap, an MDF cap per period,
+ * one-step moves and grace. */
+static void gen_rules_v2(int which, bool alt, char *rebate, char *top, size_t cap)
+{
+    rebate[0] = top[0] = '\0';
+    if (!alt) {
+        if (which == 1)
+            snprintf(rebate, cap, ",\"basis\":\"growth\",\"baseline_periods\":2");
+        return;
+    }
+    snprintf(rebate, cap, ",\"min\":20000,\"cap\":%d", which == 0 ? 40000 : 15000);
+    snprintf(top, cap,
+             ",\"mdf_cap_per_period\":%d,\"tier_moves\":\"one_step\",\"tier_grace_periods\":%d",
+             which == 0 ? 30000 : 9000, which == 0 ? 1 : 2);
+}
+
 static void gen_program(gen *g, int which, int version, const char *currency)
 {
     /* Two rule sets alternate with the version: tier names and rates
      * change, so upgrades, downgrades and drops all happen. */
     bool alt = version % 2 == 0;
+    char rebate[160], top[160];
+    gen_rules_v2(which, alt, rebate, top, sizeof rebate);
     gen_emit(g, "finance",
              "{\"type\":\"program\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
              "\"program\":\"%s\",\"version\":%d,\"currency\":\"%s\",\"period\":\"%s\","
-             "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":%d},"
-             "{\"name\":\"%s\",\"min_revenue\":%d,\"min_certs\":1,\"mdf_bps\":%d},"
-             "{\"name\":\"Gold\",\"min_revenue\":%d,\"min_certs\":3,\"mdf_bps\":325}],"
+             "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":%d,"
+             "\"referral_bps\":50},"
+             "{\"name\":\"%s\",\"min_revenue\":%d,\"min_certs\":1,\"mdf_bps\":%d,"
+             "\"rebate_bonus_bps\":25,\"referral_bps\":150,\"benefits\":[\"NFR units\"]},"
+             "{\"name\":\"Gold\",\"min_revenue\":%d,\"min_certs\":3,\"mdf_bps\":325,"
+             "\"rebate_bonus_bps\":%d,\"referral_bps\":300,"
+             "\"benefits\":[\"NFR units\",\"a partner account manager\"]}],"
              "\"rebate\":{\"mode\":\"%s\",\"brackets\":[{\"from\":0,\"bps\":100},"
-             "{\"from\":%d,\"bps\":250},{\"from\":5000000,\"bps\":375}]},"
-             "\"mdf_expiry_periods\":%d,\"tier_window_periods\":%d}",
+             "{\"from\":%d,\"bps\":250},{\"from\":5000000,\"bps\":375}]%s},"
+             "\"mdf_expiry_periods\":%d,\"tier_window_periods\":%d%s}",
              ++g->ids, g->now, gen_programs[which], version, currency,
              which == 0 ? "quarter" : "month", alt ? 120 : 100, alt ? "Plus" : "Silver",
-             alt ? 800000 : 1000000, alt ? 175 : 200, alt ? 3000000 : 4000000,
-             alt ? "incremental" : "retroactive", alt ? 1500000 : 1000000, alt ? 3 : 2,
-             which == 0 ? 2 : 3);
+             alt ? 800000 : 1000000, alt ? 175 : 200, alt ? 3000000 : 4000000, alt ? 9700 : 50,
+             alt ? "incremental" : "retroactive", alt ? 1500000 : 1000000, rebate, alt ? 3 : 2,
+             which == 0 ? 2 : 3, top);
 }
 
 static tly_period_kind gen_kind(int which)
@@ -194,7 +224,17 @@ static tly_period_kind gen_kind(int which)
 static void gen_closes(gen *g)
 {
     for (int w = 0; w < 2; w++) {
-        int64_t due = tly_period_start_ms(gen_kind(w), g->eop[w] + 1) + 5 * DAY;
+        int64_t ends = tly_period_start_ms(gen_kind(w), g->eop[w] + 1);
+        int64_t due = ends + 5 * DAY;
+        if (g->now < ends && chance(&g->r, 1) && chance(&g->r, 20)) {
+            /* now and then a close before the period has ended [L3] */
+            char text[TLY_PERIOD_TEXT_BYTES];
+            tly_period_format(gen_kind(w), g->eop[w], text);
+            gen_emit(g, "finance",
+                     "{\"type\":\"close\",\"id\":\"G%" PRId64 "\",\"at\":%" PRId64 ","
+                     "\"program\":\"%s\",\"period\":\"%s\"}",
+                     ++g->ids, g->now, gen_programs[w], text);
+        }
         if (g->now < due)
             continue;
         char text[TLY_PERIOD_TEXT_BYTES];
@@ -229,7 +269,14 @@ static void gen_sale_ev(gen *g)
     gen_sale s = {.src = src, .partner = p, .amount = rint_in(&g->r, 1, 400000)};
     snprintf(s.id, sizeof s.id, "S%" PRId64, ++g->ids);
     int64_t lag = chance(&g->r, 8) ? rint_in(&g->r, 0, 200) * DAY : rint_in(&g->r, 0, 3 * DAY);
-    const char *cur = chance(&g->r, 4) ? "CAD" : gen_currency[w];
+    /* CAD and the other program's currency convert once a rate is in
+     * force [F2]; CHF never has one */
+    int roll = (int)rint_in(&g->r, 1, 100);
+    const char *cur = roll <= 4   ? "CAD"
+                      : roll <= 7 ? gen_currency[1 - w]
+                      : roll == 8 ? "CHF"
+                                  : gen_currency[w];
+    s.currency = cur;
     gen_emit(g, gen_sources[src],
              "{\"type\":\"sale\",\"id\":\"%s\",\"at\":%" PRId64 ",\"partner\":\"%s\","
              "\"sku\":\"K\",\"qty\":1,\"amount\":%" PRId64 ",\"currency\":\"%s\"}",
@@ -253,24 +300,65 @@ static void gen_return_ev(gen *g)
     gen_partner_name(p, name, sizeof name);
     snprintf(sale_id, sizeof sale_id, "%s", chance(&g->r, 4) ? "S-unknown" : s->id);
     int64_t amount = rint_in(&g->r, 1, s->amount + s->amount / 4);
+    /* mostly in the sale's currency [F4], sometimes in the program's */
+    const char *cur = chance(&g->r, 90) ? s->currency : gen_currency[gen_prog_of(p)];
     gen_emit(g, gen_sources[chance(&g->r, 3) ? (s->src + 1) % 3 : s->src],
              "{\"type\":\"return\",\"id\":\"R%" PRId64 "\",\"at\":%" PRId64 ","
              "\"partner\":\"%s\",\"sale\":\"%s\",\"qty\":1,\"amount\":%" PRId64 ","
              "\"currency\":\"%s\"}",
-             ++g->ids, g->now - rint_in(&g->r, 0, 2 * DAY), name, sale_id, amount,
-             gen_currency[gen_prog_of(p)]);
+             ++g->ids, g->now - rint_in(&g->r, 0, 2 * DAY), name, sale_id, amount, cur);
 }
 
 static void gen_cert_ev(gen *g)
 {
     static const char *const actions[] = {"earned", "earned", "earned", "expired", "revoked"};
-    char name[32];
+    char name[32], expires[48] = "";
     gen_partner_name((int)rint_in(&g->r, 0, g->partners - 1), name, sizeof name);
+    const char *action = actions[rint_in(&g->r, 0, 4)];
+    /* half the earned ones lapse after a while [T10] */
+    if (strcmp(action, "earned") == 0 && chance(&g->r, 50))
+        snprintf(expires, sizeof expires, ",\"expires\":%" PRId64,
+                 g->now + rint_in(&g->r, 20, 400) * DAY);
     gen_emit(g, "certsys",
              "{\"type\":\"certification\",\"id\":\"C%" PRId64 "\",\"at\":%" PRId64 ","
-             "\"partner\":\"%s\",\"person\":\"u%d\",\"cert\":\"c%d\",\"action\":\"%s\"}",
-             ++g->ids, g->now, name, (int)rint_in(&g->r, 0, 4), (int)rint_in(&g->r, 0, 2),
-             actions[rint_in(&g->r, 0, 4)]);
+             "\"partner\":\"%s\",\"person\":\"u%d\",\"cert\":\"c%d\",\"action\":\"%s\"%s}",
+             ++g->ids, g->now, name, (int)rint_in(&g->r, 0, 4), (int)rint_in(&g->r, 0, 2), action,
+             expires);
+}
+
+/* A rate of one of the pairs, now and then a correction dated days back
+ * [F1]; CAD has rates only after the stream's first weeks. */
+static void gen_rate_ev(gen *g)
+{
+    static const char *const pairs[][2] = {
+        {"EUR", "USD"}, {"USD", "EUR"}, {"CAD", "USD"}, {"CAD", "EUR"}};
+    static const int64_t base[] = {10800, 9250, 7300, 6750}; /* 4 decimals */
+    int k = (int)rint_in(&g->r, 0, 3);
+    int64_t units = base[k] + rint_in(&g->r, -300, 300);
+    int64_t back = chance(&g->r, 20) ? rint_in(&g->r, 1, 10) * DAY : 0;
+    gen_emit(g, "finance",
+             "{\"type\":\"rate\",\"id\":\"X%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"currency\":\"%s\",\"to\":\"%s\",\"rate\":\"%" PRId64 ".%04" PRId64 "\"}",
+             ++g->ids, g->now - back, pairs[k][0], pairs[k][1], units / 10000, units % 10000);
+}
+
+/* A referral of a deal by a partner, some in a foreign currency, some
+ * late [Q1]. */
+static void gen_referral_ev(gen *g)
+{
+    int p = (int)rint_in(&g->r, 0, g->partners - 1), w = gen_prog_of(p);
+    char name[32];
+    gen_partner_name(p, name, sizeof name);
+    int64_t lag = chance(&g->r, 10) ? rint_in(&g->r, 0, 150) * DAY : 0;
+    int64_t id = ++g->ids;
+    gen_emit(g, "crm",
+             "{\"type\":\"referral\",\"id\":\"F%" PRId64 "\",\"at\":%" PRId64 ","
+             "\"partner\":\"%s\",\"deal\":\"deal %" PRId64 "\",\"amount\":%" PRId64 ","
+             "\"currency\":\"%s\"}",
+             id, g->now - lag, name, id, rint_in(&g->r, 1, 900000),
+             chance(&g->r, 85)   ? gen_currency[w]
+             : chance(&g->r, 70) ? "CAD"
+                                 : "CHF");
 }
 
 static void gen_claim_ev(gen *g)
@@ -371,10 +459,14 @@ void gen_stream(stream *out, uint64_t seed, size_t events, int partners)
         g.now += rint_in(&g.r, 0, gap_max);
         gen_closes(&g);
         int roll = (int)rint_in(&g.r, 1, 1000);
-        if (roll <= 450)
+        if (roll <= 430)
             gen_sale_ev(&g);
-        else if (roll <= 560)
+        else if (roll <= 530)
             gen_return_ev(&g);
+        else if (roll <= 545)
+            gen_rate_ev(&g);
+        else if (roll <= 570)
+            gen_referral_ev(&g);
         else if (roll <= 620)
             gen_cert_ev(&g);
         else if (roll <= 850)

@@ -36,6 +36,8 @@ void load_jsonl(stream *st, const char *path);
 /* The conformance vectors (tests/vectors/seed101-events.jsonl), resends of
  * an accepted (source, id) with the same bytes dropped as the ledger does. */
 void load_vector_stream(stream *st);
+/* The events of vector file name (tests/vectors/), as load_jsonl reads them. */
+void load_vector_named(stream *st, const char *name);
 /* A stream of about `events` events over two programs and `partners`
  * partners, deterministic for a seed: every event type, every exception
  * kind. */

@@ -330,9 +330,15 @@ typedef struct eng_rate_pair {
 
 /* ---- exceptions (kinds: tly_xkind.h) ---- */
 
+/* Exceptions are an append-only history, listed in the order they are
+ * raised: by at_seq, the record whose fold raised them, then n. seq is the
+ * event's own: a held event's exceptions, raised at its enrollment, keep
+ * their event's seq [D7]. All exceptions one record raises come from one
+ * shard, so (at_seq, n) orders every shard's exceptions as one list. */
 typedef struct eng_exc {
     uint64_t seq;
-    uint32_t n;           /* order among the exceptions of one seq */
+    uint64_t at_seq;
+    uint32_t n;           /* order among the exceptions raised at at_seq */
     uint32_t kind;        /* tly_xkind */
     char *text;           /* owned block: partner id (partner_len bytes, when any) ‖ detail */
     uint32_t partner_len; /* ENG_NONE: no partner */
@@ -396,6 +402,7 @@ struct tly_engine {
     eng_exc *excs; /* with a store: only those not yet flushed */
     uint32_t exc_count, exc_cap;
     uint32_t exc_flushed; /* excs[0..exc_flushed) are written */
+    uint32_t raised;      /* exceptions raised by the record being folded */
 
     /* the view store behind the caches (get NULL: none, nothing is dropped) */
     tly_engine_store store;

@@ -569,8 +569,8 @@ void eng_cache_trim(tly_engine *e)
 
 /* ---- exceptions ---- */
 
-tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint32_t n, uint32_t kind, tly_str partner,
-                    tly_str detail)
+tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint64_t at_seq, uint32_t n, uint32_t kind,
+                    tly_str partner, tly_str detail)
 {
     size_t plen = partner.ptr == NULL ? 0 : partner.len;
     char *text = malloc(plen + detail.len + 1);
@@ -580,6 +580,7 @@ tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint32_t n, uint32_t kind, tly_
     memcpy(text + plen, detail.ptr, detail.len);
     text[plen + detail.len] = '\0';
     eng_exc x = {.seq = seq,
+                 .at_seq = at_seq,
                  .n = n,
                  .kind = kind,
                  .text = text,
@@ -608,7 +609,9 @@ tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, 
     tly_str who = {NULL, 0};
     if (partner != ENG_NONE)
         who = (tly_str){e->partners[partner].id, e->partners[partner].id_len};
-    return eng_exc_add(e, pos.seq, (*pos.n)++, kind, who, (tly_str){buf, (uint32_t)len});
+    (*pos.n)++;
+    return eng_exc_add(e, pos.seq, e->cur_seq, e->raised++, kind, who,
+                       (tly_str){buf, (uint32_t)len});
 }
 
 /* ---- keys ---- */

@@ -194,7 +194,7 @@ static tly_err flush_excs(flush_ctx *f)
         const eng_exc *x = &e->excs[i];
         char body[12];
         for (int b = 0; b < 8; b++)
-            body[b] = (char)(x->seq >> (56 - 8 * b));
+            body[b] = (char)(x->at_seq >> (56 - 8 * b));
         for (int b = 0; b < 4; b++)
             body[8 + b] = (char)(x->n >> (24 - 8 * b));
         eng_jw w;
@@ -299,24 +299,25 @@ static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, 
     json_t *doc = json_loadb(val, vlen, 0, NULL);
     if (doc == NULL)
         return TLY_CORRUPT;
-    uint64_t seq = 0;
+    uint64_t at_seq = 0;
     uint32_t n = 0;
     for (int b = 0; b < 8; b++)
-        seq = (seq << 8) | k[b];
+        at_seq = (at_seq << 8) | k[b];
     for (int b = 0; b < 4; b++)
         n = (n << 8) | k[8 + b];
     json_t *kind = json_object_get(doc, "kind"), *partner = json_object_get(doc, "partner");
-    json_t *detail = json_object_get(doc, "detail");
+    json_t *detail = json_object_get(doc, "detail"), *seq = json_object_get(doc, "seq");
     tly_err err = TLY_CORRUPT;
     tly_xkind x = TLY_X_COUNT;
-    if (json_is_string(kind) && json_is_string(detail) && partner != NULL)
+    if (json_is_string(kind) && json_is_string(detail) && partner != NULL && json_is_integer(seq) &&
+        json_integer_value(seq) >= 0 && (uint64_t)json_integer_value(seq) <= at_seq)
         x = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
     tly_str who = {NULL, 0};
     if (json_is_string(partner))
         who = (tly_str){json_string_value(partner), (uint32_t)json_string_length(partner)};
     if (x != TLY_X_COUNT && (json_is_string(partner) || json_is_null(partner)))
         err =
-            eng_exc_add(e, seq, n, x, who,
+            eng_exc_add(e, (uint64_t)json_integer_value(seq), at_seq, n, x, who,
                         (tly_str){json_string_value(detail), (uint32_t)json_string_length(detail)});
     json_decref(doc);
     TRY(err);

@@ -353,9 +353,10 @@ static json_t *eng_exc_json(const eng_exc *x)
     return eng_jw_take(&w);
 }
 
-/* One exception of tly_engine_exceptions, with its order. */
+/* One exception of tly_engine_exceptions, with its order: raised by the
+ * fold of record at_seq, n-th. */
 typedef struct exc_doc {
-    uint64_t seq;
+    uint64_t at_seq;
     uint32_t n;
     json_t *doc;
 } exc_doc;
@@ -376,7 +377,7 @@ static tly_err exc_docs_push(exc_docs *d, uint64_t seq, uint32_t n, json_t *doc)
     return err;
 }
 
-/* A stored "X/<u64be seq><u32be n>" entry. */
+/* A stored "X/<u64be at_seq><u32be n>" entry (seq below: at_seq). */
 static tly_err exc_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
     const uint8_t *k = (const uint8_t *)key + 2;
@@ -395,15 +396,16 @@ static tly_err exc_visit(void *ctx, const void *key, size_t klen, const void *va
 static int cmp_exc(const void *a, const void *b)
 {
     const exc_doc *x = a, *y = b;
-    if (x->seq != y->seq)
-        return x->seq < y->seq ? -1 : 1;
+    if (x->at_seq != y->at_seq)
+        return x->at_seq < y->at_seq ? -1 : 1;
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
-/* Ordered by (seq, n), the order of the stored "X/" keys: an exception of a
- * held event, raised at enrollment, sits at its own seq [D7]. With a store,
- * the stored ones and those not written yet. */
-json_t *tly_engine_exceptions(const tly_engine *e)
+/* In the order they were raised, (at_seq, n), the order of the stored
+ * "X/" keys: an exception of a held event, raised at enrollment, sits
+ * there with its own seq [D7]. With a store, the stored ones and those not
+ * written yet. order: the documents, or the at_seq of each. */
+static json_t *exceptions(const tly_engine *e, bool order)
 {
     exc_docs d = {0};
     tly_err err = TLY_OK;
@@ -411,17 +413,29 @@ json_t *tly_engine_exceptions(const tly_engine *e)
     if (stored)
         err = e->store.scan(e->store.ctx, "X/", 2, exc_visit, &d);
     for (uint32_t i = stored ? e->exc_flushed : 0; i < e->exc_count && err == TLY_OK; i++)
-        err = exc_docs_push(&d, e->excs[i].seq, e->excs[i].n, eng_exc_json(&e->excs[i]));
+        err = exc_docs_push(&d, e->excs[i].at_seq, e->excs[i].n, eng_exc_json(&e->excs[i]));
     if (d.count > 0)
         qsort(d.v, d.count, sizeof *d.v, cmp_exc);
     json_t *arr = err == TLY_OK ? json_array() : NULL;
     for (uint32_t i = 0; i < d.count; i++) {
-        if (arr != NULL)
+        if (arr != NULL && order)
+            json_array_append_new(arr, json_integer((json_int_t)d.v[i].at_seq));
+        else if (arr != NULL)
             json_array_append(arr, d.v[i].doc);
         json_decref(d.v[i].doc);
     }
     free(d.v);
     return arr;
+}
+
+json_t *tly_engine_exceptions(const tly_engine *e)
+{
+    return exceptions(e, false);
+}
+
+json_t *tly_engine_exception_order(const tly_engine *e)
+{
+    return exceptions(e, true);
 }
 
 static int cmp_name(const char *a, uint32_t alen, const char *b, uint32_t blen)

@@ -181,6 +181,7 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     uint32_t n = 0;
     eng_pos pos = {.seq = rec->seq, .n = &n};
     e->touched_count = 0;
+    e->raised = 0;
     if (e->trace != NULL) { /* source and id of this record's trace lines */
         e->trace_rec = rec;
         e->trace_ev = ev;

@@ -195,6 +195,10 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * Liabilities share: one object per program as stored under "V/l/" (new
  * reference, array ordered by program). */
 json_t *tly_engine_exceptions(const tly_engine *e);
+/* The position each exception of tly_engine_exceptions was raised at: the
+ * seq of the record whose fold raised it (new reference, JSON array of
+ * integers, parallel to it). Exceptions are listed in raise order. */
+json_t *tly_engine_exception_order(const tly_engine *e);
 json_t *tly_engine_liabilities(const tly_engine *e);
 
 /* Ids of the enrolled partners this shard owns, sorted (new reference, JSON
