@@ -12,6 +12,7 @@ import struct
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.join(here, 'corpus')
 vectors = os.path.join(here, '..', 'tests', 'vectors', 'seed101-events.jsonl')
+vectors_v2 = os.path.join(here, '..', 'tests', 'vectors', 'seed102-v2-events.jsonl')
 
 class Raw(bytes): pass
 class Bin(bytes): pass
@@ -89,6 +90,25 @@ with open(vectors) as f:
             seen[t] = line
             write('fuzz_jsonl', 'record-' + t, line.encode())
             write('fuzz_jsonl', 'bare-' + t, (json.dumps(r['event'], separators=(',', ':')) + '\n').encode())
+# ... the section 10 types from the v2 vectors, and a v2 program
+with open(vectors_v2) as f:
+    for line in f:
+        r = json.loads(line)
+        t = r['event']['type']
+        name = t if t not in seen else t + '-v2' if t == 'program' else None
+        if name and name not in seen:
+            seen[name] = line
+            write('fuzz_jsonl', 'record-' + name, line.encode())
+            write('fuzz_jsonl', 'bare-' + name, (json.dumps(r['event'], separators=(',', ':')) + '\n').encode())
+        if t == 'program' and r['event']['rebate'].get('basis') == 'growth' and 'growth' not in seen:
+            seen['growth'] = line
+            write('fuzz_jsonl', 'bare-program-growth',
+                  (json.dumps(r['event'], separators=(',', ':')) + '\n').encode())
+write('fuzz_jsonl', 'cert-expires-iso', (
+    '{"type":"certification","id":"CRT-10","at":"2026-07-14T09:30:00Z","partner":"acme",'
+    '"person":"jdoe","cert":"net-pro","action":"earned","expires":"2027-07-14"}\n').encode())
+write('fuzz_jsonl', 'rate-real', (
+    '{"type":"rate","id":"FX-1","at":"2026-07-14","currency":"EUR","to":"USD","rate":1.0823}\n').encode())
 sale = ('{"type":"sale","id":"INV-1001","at":"2026-07-14T09:30:00Z","partner":"acme","sku":"SW-100",'
         '"qty":2,"amount":123450,"currency":"USD"%s}\n')
 write('fuzz_jsonl', 'sale-iso', (sale % '').encode())
