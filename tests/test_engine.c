@@ -203,37 +203,10 @@ static void expect_json(json_t *got, json_t *want, const char *what)
 
 /* ---- the conformance vectors ---- */
 
-/* got with only the keys want has, at every depth (new reference): the
- * seed101 answers show the section 8 fields only, and an engine that
- * implements section 10 adds fields (tests/vectors/README.md). */
-static json_t *project(json_t *got, json_t *want)
-{
-    if (json_is_object(got) && json_is_object(want)) {
-        json_t *out = json_object();
-        const char *k;
-        json_t *w;
-        json_object_foreach(want, k, w)
-        {
-            json_t *g = json_object_get(got, k);
-            if (g != NULL)
-                json_object_set_new(out, k, project(g, w));
-        }
-        return out;
-    }
-    if (json_is_array(got) && json_is_array(want) &&
-        json_array_size(got) == json_array_size(want)) {
-        json_t *out = json_array();
-        for (size_t i = 0; i < json_array_size(got); i++)
-            json_array_append_new(out, project(json_array_get(got, i), json_array_get(want, i)));
-        return out;
-    }
-    return json_incref(got);
-}
-
 /* expect_json of got's projection on want's keys. */
 static void expect_json_v1(json_t *got, json_t *want, const char *what)
 {
-    json_t *p = project(got, want);
+    json_t *p = tu_json_project(got, want);
     expect_json(p, want, what);
     json_decref(p);
 }

@@ -149,9 +149,13 @@ static json_t *query_json(const stack *s, const char *a, const char *b)
     return j;
 }
 
-static void assert_json_eq(const json_t *got, const json_t *want, const char *what)
+/* got equals want on want's keys (the section 8 fields of seed101). */
+static void assert_json_eq(json_t *got, json_t *want, const char *what)
 {
-    if (json_equal((json_t *)got, (json_t *)want))
+    json_t *p = tu_json_project(got, want);
+    bool same = json_equal(p, want);
+    json_decref(p);
+    if (same)
         return;
     char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
     char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);

@@ -11,6 +11,7 @@
 #define TESTUTIL_H
 
 #include <check.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -43,6 +44,10 @@ typedef struct tu_shape {
 const char *tu_tally(void);
 /* Path of a file in the vectors folder; returns a malloc'd path. */
 char *tu_vector(const char *name);
+/* got with only the keys want has, at every depth (new reference): the
+ * seed101 answers show the section 8 fields only, and an engine that
+ * implements section 10 adds fields (tests/vectors/README.md). */
+json_t *tu_json_project(json_t *got, json_t *want);
 
 /* Runs argv (argv[0] is the program) to completion with stdin from in_path
  * (NULL: /dev/null) and stdout/stderr into out_path/err_path (NULL:
