@@ -56,13 +56,15 @@ static void usage(FILE *out)
 
 static int cmd_version(int argc, char **argv)
 {
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    const tly_cli_spec spec = {"version", 0, NULL, 0, NULL, NULL};
+    int rc = tly_cli_parse(&spec, NULL, argc, argv);
+    if (rc == TLY_CLI_HELP) {
         printf("Usage: tally version\n       tally --version\n\n"
                "Prints 'tally VERSION'. Exit codes: 0 success, 2 usage.\n");
         return TLY_EXIT_OK;
     }
-    if (argc > 1)
-        return tly_usagef("version", "unexpected argument '%s'", argv[1]);
+    if (rc != TLY_EXIT_OK)
+        return rc;
     printf("tally %s\n", TALLY_VERSION);
     return fflush(stdout) == 0 ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }

@@ -38,11 +38,11 @@ static void note_drop(tly_outq *q)
     uint64_t now = tly_mono_ns();
     if (q->last_log_ns != 0 && now - q->last_log_ns < TLY_LEDGER_DROP_LOG_MS * 1000000ull)
         return;
-    fprintf(stderr,
-            "tally ledger: %s: dropped %llu message(s) (%llu in all): a peer is not reading, "
-            "or the %zu-byte budget is full\n",
-            q->what, (unsigned long long)(q->dropped - q->logged), (unsigned long long)q->dropped,
-            q->budget);
+    tly_logf(TLY_LOG_WARN, "ledger",
+             "%s: dropped %llu message(s) (%llu in all): a peer is not reading, "
+             "or the %zu-byte budget is full",
+             q->what, (unsigned long long)(q->dropped - q->logged), (unsigned long long)q->dropped,
+             q->budget);
     q->logged = q->dropped;
     q->last_log_ns = now;
 }

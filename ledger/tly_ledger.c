@@ -267,9 +267,9 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     tly_log_head(ld->log, &ld->head, hash);
     ld->recorded_ms = head_recorded_ms(ld->log, ld->head);
     uint64_t head = ld->head;
-    fprintf(stderr, "tally ledger: serving ingest %s, events %s, log-read %s; head seq %llu%s%s\n",
-            opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
-            opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
+    tly_logf(TLY_LOG_INFO, "ledger", "serving ingest %s, events %s, log-read %s; head seq %llu%s%s",
+             opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
+             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
     *out = ld;
     return TLY_OK;
 }
@@ -500,8 +500,8 @@ static void commit_batch(tly_log *log, batch *b)
     if (b->item_count > 0)
         b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups, b->group_count);
     if (b->err != TLY_OK) {
-        fprintf(stderr, "tally ledger: commit of %u events failed: %s\n", b->item_count,
-                tly_strerror(b->err));
+        tly_logf(TLY_LOG_ERROR, "ledger", "commit of %u events failed: %s", b->item_count,
+                 tly_strerror(b->err));
         /* Never acknowledge what the store did not decide: an event still
          * marked OK without a seq was not appended. */
         for (uint32_t k = 0; k < b->item_count; k++)
@@ -839,7 +839,7 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
         if (rc < 0) {
             if (zmq_errno() == EINTR)
                 continue;
-            fprintf(stderr, "tally ledger: poll failed: %s\n", zmq_strerror(zmq_errno()));
+            tly_logf(TLY_LOG_ERROR, "ledger", "poll failed: %s", zmq_strerror(zmq_errno()));
             err = TLY_IO;
             break;
         }
@@ -855,6 +855,6 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
     finish_in_hand(ld);
     refuse_queued(ld);
     stop_worker(ld);
-    fprintf(stderr, "tally ledger: stopped cleanly at seq %llu\n", (unsigned long long)ld->head);
+    tly_logf(TLY_LOG_INFO, "ledger", "stopped cleanly at seq %llu", (unsigned long long)ld->head);
     return err;
 }

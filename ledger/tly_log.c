@@ -30,7 +30,7 @@ tly_err tly__log_mdb_err(int rc, const char *what)
     TLY_ASSERT(rc != MDB_SUCCESS);
     if (rc == MDB_NOTFOUND)
         return TLY_NOT_FOUND;
-    fprintf(stderr, "tally: log: %s: %s\n", what, mdb_strerror(rc));
+    tly_logf(TLY_LOG_ERROR, NULL, "log: %s: %s", what, mdb_strerror(rc));
     switch (rc) {
     case ENOMEM:
         return TLY_NOMEM;
@@ -91,8 +91,8 @@ tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
     struct timespec deadline = grow_deadline();
     int prc = pthread_rwlock_timedwrlock(&log->map_lock, &deadline);
     if (prc != 0) {
-        fprintf(stderr, "tally: log: map resize: readers of this process stay open: %s\n",
-                strerror(prc));
+        tly_logf(TLY_LOG_ERROR, NULL, "log: map resize: readers of this process stay open: %s",
+                 strerror(prc));
         return TLY_STORAGE;
     }
     int rc = mdb_env_set_mapsize(log->env, bytes);
@@ -112,7 +112,7 @@ void tly__log_clear_stale_readers(tly_log *log)
     if (rc != MDB_SUCCESS)
         tly__log_mdb_err(rc, "mdb_reader_check");
     else if (dead > 0)
-        fprintf(stderr, "tally: log: freed %d reader slot(s) of dead processes\n", dead);
+        tly_logf(TLY_LOG_WARN, NULL, "log: freed %d reader slot(s) of dead processes", dead);
 }
 
 tly_err tly__log_read_begin(tly_log *log, MDB_txn **txn)
@@ -163,7 +163,7 @@ tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty)
     tly_record r;
     if (k.mv_size != 8 || tly_record_decode(v.mv_data, v.mv_size, &r) != TLY_OK ||
         r.seq != tly__log_be64(k.mv_data)) {
-        fprintf(stderr, "tally: log: the last record does not decode\n");
+        tly_logf(TLY_LOG_ERROR, NULL, "log: the last record does not decode");
         return TLY_CORRUPT;
     }
     *rec = r;
@@ -177,7 +177,7 @@ static tly_err make_dirs(const char *dir)
     size_t failed_len = 0;
     tly_err err = tly_mkdirs(dir, &failed_len);
     if (err == TLY_STORAGE)
-        fprintf(stderr, "tally: log: mkdir %.*s: %s\n", (int)failed_len, dir, strerror(errno));
+        tly_logf(TLY_LOG_ERROR, NULL, "log: mkdir %.*s: %s", (int)failed_len, dir, strerror(errno));
     return err;
 }
 
@@ -191,14 +191,14 @@ static tly_err lock_writer(tly_log *log, const char *dir)
         return TLY_USAGE;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, TLY_FILE_MODE);
     if (fd < 0) {
-        fprintf(stderr, "tally: log: open %s: %s\n", path, strerror(errno));
+        tly_logf(TLY_LOG_ERROR, NULL, "log: open %s: %s", path, strerror(errno));
         return TLY_STORAGE;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         close(fd);
-        fprintf(stderr, "tally: log: %s: %s\n", path,
-                e == EWOULDBLOCK ? "another writer holds the log" : strerror(e));
+        tly_logf(TLY_LOG_ERROR, NULL, "log: %s: %s", path,
+                 e == EWOULDBLOCK ? "another writer holds the log" : strerror(e));
         return e == EWOULDBLOCK ? TLY_UNAVAILABLE : TLY_STORAGE;
     }
     log->lock_fd = fd;
@@ -390,7 +390,7 @@ void tly_log_close(tly_log *log)
     /* A --no-sync ledger that stops cleanly still leaves a durable log;
      * for a durable writer this costs nothing (nothing is unsynced). */
     if (log->env_opened && log->writer && mdb_env_sync(log->env, 1) != MDB_SUCCESS)
-        fprintf(stderr, "tally: log: final sync failed\n");
+        tly_logf(TLY_LOG_ERROR, NULL, "log: final sync failed");
     if (log->env)
         mdb_env_close(log->env);
     if (log->lock_fd >= 0)

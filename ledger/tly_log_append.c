@@ -20,6 +20,7 @@
 
 #include "log_internal.h"
 #include "tly_assert.h"
+#include "tly_os.h"
 
 enum log_kind {
     K_PENDING = 0, /* not resolved yet (this attempt) */
@@ -160,8 +161,8 @@ static tly_err resolve_stored(batch *b, uint32_t i, uint64_t seq)
     tly_record rec;
     if (rc == MDB_NOTFOUND ||
         (rc == MDB_SUCCESS && tly_record_decode(v.mv_data, v.mv_size, &rec) != TLY_OK)) {
-        fprintf(stderr, "tally: log: ids points to seq %llu, which does not decode\n",
-                (unsigned long long)seq);
+        tly_logf(TLY_LOG_ERROR, NULL, "log: ids points to seq %llu, which does not decode",
+                 (unsigned long long)seq);
         return TLY_CORRUPT;
     }
     if (rc != MDB_SUCCESS)
@@ -186,7 +187,7 @@ static tly_err resolve_index(batch *b, uint32_t i, uint32_t pos)
     int rc = mdb_get(b->txn, b->log->dbi_ids, &k, &v);
     if (rc == MDB_SUCCESS) {
         if (v.mv_size != 8) {
-            fprintf(stderr, "tally: log: an ids value is not 8 bytes\n");
+            tly_logf(TLY_LOG_ERROR, NULL, "log: an ids value is not 8 bytes");
             return TLY_CORRUPT;
         }
         return resolve_stored(b, i, tly__log_be64(v.mv_data));
@@ -338,7 +339,7 @@ static uint32_t count_new(const batch *b)
 static tly_err write_error(int rc)
 {
     if (rc == MDB_KEYEXIST) {
-        fprintf(stderr, "tally: log: seq or id already stored: the head in memory is stale\n");
+        tly_logf(TLY_LOG_ERROR, NULL, "log: seq or id already stored: the head in memory is stale");
         return TLY_CORRUPT;
     }
     return rc == ENOMEM ? TLY_NOMEM : tly__log_mdb_err(rc, "mdb_put");
@@ -348,8 +349,8 @@ static tly_err write_error(int rc)
 static tly_err grow_map(tly_log *log)
 {
     if (log->map_bytes >= log->map_bytes_max) {
-        fprintf(stderr, "tally: log: the map is full at its maximum of %zu bytes\n",
-                log->map_bytes_max);
+        tly_logf(TLY_LOG_ERROR, NULL, "log: the map is full at its maximum of %zu bytes",
+                 log->map_bytes_max);
         return TLY_STORAGE;
     }
     size_t next = log->map_bytes > log->map_bytes_max / 2 ? log->map_bytes_max : log->map_bytes * 2;

@@ -7,6 +7,7 @@
 
 #include "log_internal.h"
 #include "tly_assert.h"
+#include "tly_os.h"
 
 struct tly_log_reader {
     tly_log *log;
@@ -45,12 +46,12 @@ static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val 
 {
     tly_record r;
     if (k->mv_size != 8 || tly__log_be64(k->mv_data) != rd->next_seq) {
-        fprintf(stderr, "tally: log: seq %llu is missing\n", (unsigned long long)rd->next_seq);
+        tly_logf(TLY_LOG_ERROR, NULL, "log: seq %llu is missing", (unsigned long long)rd->next_seq);
         return TLY_CORRUPT;
     }
     if (tly_record_decode(v->mv_data, v->mv_size, &r) != TLY_OK || r.seq != rd->next_seq) {
-        fprintf(stderr, "tally: log: record %llu does not decode\n",
-                (unsigned long long)rd->next_seq);
+        tly_logf(TLY_LOG_ERROR, NULL, "log: record %llu does not decode",
+                 (unsigned long long)rd->next_seq);
         return TLY_CORRUPT;
     }
     *rec = r;

@@ -35,6 +35,8 @@ struct tly_client {
     uint64_t next_req;
     int backoff_ms;
     tly_ingest_result *results; /* TLY_BATCH_EVENTS_MAX */
+    uint64_t progress_ns;       /* the last reply, or the start of waiting */
+    bool gave_up;               /* see tly_client_gave_up */
 };
 
 static uint64_t ms_to_ns(int ms)
@@ -186,6 +188,7 @@ static void handle_reply(tly_client *c, const void *buf, size_t len)
     slot *s = find_req(c, req);
     if (!s)
         return; /* a late reply to a request already resent or finished */
+    c->progress_ns = tly_mono_ns();
     if (whole == TLY_STORAGE || whole == TLY_UNAVAILABLE ||
         (whole == TLY_OK && any_storage(c->results, count))) {
         if (c->opts.verbose)
@@ -196,6 +199,29 @@ static void handle_reply(tly_client *c, const void *buf, size_t len)
     }
     c->backoff_ms = TLY_RETRY_BACKOFF_MS_FIRST;
     finish(c, s, whole, whole == TLY_OK ? count : 0, msg);
+}
+
+/* When c gives up: the moment opts.give_up_ms after the last progress. */
+static uint64_t give_up_at_ns(const tly_client *c)
+{
+    return c->progress_ns + (uint64_t)c->opts.give_up_ms * 1000000ull;
+}
+
+/* No reply for opts.give_up_ms: every request in flight ends TLY_TIMEOUT. */
+static void give_up(tly_client *c)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "no acknowledgement from %s for %lld ms", c->opts.endpoint,
+             (long long)c->opts.give_up_ms);
+    c->gave_up = true;
+    for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++)
+        if (c->slots[i].used)
+            finish(c, &c->slots[i], TLY_TIMEOUT, 0, msg);
+}
+
+bool tly_client_gave_up(const tly_client *c)
+{
+    return c->gave_up;
 }
 
 /* No reply in time: reconnect and resend everything in flight (Lazy Pirate). */
@@ -223,6 +249,10 @@ static void check_timers(tly_client *c)
 {
     uint64_t now = tly_mono_ns();
     bool expired = false;
+    if (c->opts.give_up_ms > 0 && c->in_flight > 0 && now >= give_up_at_ns(c)) {
+        give_up(c);
+        return;
+    }
     for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++) {
         slot *s = &c->slots[i];
         if (!s->used)
@@ -248,6 +278,8 @@ static int next_wake_ms(const tly_client *c, int wait_ms)
         if (t < wake)
             wake = t;
     }
+    if (c->opts.give_up_ms > 0 && c->in_flight > 0 && give_up_at_ns(c) < wake)
+        wake = give_up_at_ns(c);
     return wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
 }
 
@@ -283,8 +315,10 @@ tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *eve
 {
     if (count == 0 || count > TLY_BATCH_EVENTS_MAX || !done)
         return TLY_USAGE;
-    while (c->in_flight >= c->opts.window)
+    while (c->in_flight >= c->opts.window && !c->gave_up)
         tly_client_poll(c, 1000);
+    if (c->gave_up)
+        return TLY_TIMEOUT;
     slot *s = NULL;
     for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX && !s; i++)
         if (!c->slots[i].used)
@@ -303,7 +337,8 @@ tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *eve
     s->tag = tag;
     s->done = done;
     s->ctx = ctx;
-    c->in_flight++;
+    if (c->in_flight++ == 0)
+        c->progress_ns = tly_mono_ns(); /* waiting starts now */
     send_slot(c, s);
     return TLY_OK;
 }

@@ -31,6 +31,8 @@ typedef struct tly_client_opts {
     int ack_timeout_ms;      /* 0: TLY_ACK_TIMEOUT_MS */
     uint32_t window;         /* 0: 1; at most TLY_CLIENT_WINDOW_MAX */
     uint32_t retries_max;    /* resends of one request before giving up; 0: unlimited */
+    int64_t give_up_ms;      /* no reply at all this long with requests in flight: give
+                                up (tly_client_gave_up); 0: never */
     bool verbose;            /* log reconnects and retries on stderr */
 } tly_client_opts;
 
@@ -56,7 +58,8 @@ void tly_client_close(tly_client *c);
  * event bytes are copied. Blocks, processing replies, while the window is
  * full. done is called for this request from inside a later submit, poll or
  * drain call. Returns TLY_OK, TLY_TOO_LARGE (the encoded request exceeds
- * TLY_FRAME_BYTES_MAX), TLY_USAGE or TLY_NOMEM.
+ * TLY_FRAME_BYTES_MAX), TLY_TIMEOUT (the client has given up: see
+ * tly_client_gave_up; nothing sent), TLY_USAGE or TLY_NOMEM.
  */
 tly_err tly_client_submit(tly_client *c, const char *source, const tly_span *events, uint32_t count,
                           bool atomic, uint64_t tag, tly_client_done_fn done, void *ctx);
@@ -97,5 +100,10 @@ uint32_t tly_client_poll(tly_client *c, int wait_ms);
 
 /* Waits until no request is in flight. */
 void tly_client_drain(tly_client *c);
+
+/* True once c has given up (opts.give_up_ms passed without a reply while
+ * requests were in flight): every request then in flight was completed with
+ * TLY_TIMEOUT, and every later submit returns TLY_TIMEOUT unsent. */
+bool tly_client_gave_up(const tly_client *c);
 
 #endif

@@ -21,6 +21,7 @@ static const char csv_header[] = TLY_CSV_HEADER;
  */
 typedef struct send_run {
     tly_send_stats *stats;
+    tly_client *client;
     FILE *report;
     bool head_known; /* false: every dup counts as a duplicate */
     uint64_t head;
@@ -108,7 +109,10 @@ static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_res
     (void)tag;
     batch_meta *m = ctx;
     tly_send_stats *st = m->run->stats;
-    for (uint32_t i = 0; i < m->count; i++) {
+    /* Given up: these events may or may not be in the log. */
+    if (whole == TLY_TIMEOUT && tly_client_gave_up(m->run->client))
+        st->unconfirmed += m->count;
+    for (uint32_t i = 0; i < m->count && !tly_client_gave_up(m->run->client); i++) {
         if (whole != TLY_OK || i >= count) {
             st->rejected++;
             report_reject(m->run->report, m->lines[i], m->ids[i],
@@ -165,7 +169,7 @@ static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b, 
     }
     msgpack_sbuffer_clear(&b->buf);
     b->count = 0;
-    return TLY_OK;
+    return tly_client_gave_up(c) ? TLY_TIMEOUT : TLY_OK;
 }
 
 /* ---- lines ---- */
@@ -274,7 +278,7 @@ static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, con
         err = tly_json_event_to_mp(ev, &b->ev, &fe);
     if (err == TLY_OK)
         err = batch_append(c, cfg, b, source ? source : "", run, &fe, id);
-    if (err != TLY_OK && err != TLY_NOMEM) {
+    if (err != TLY_OK && err != TLY_NOMEM && err != TLY_TIMEOUT) {
         st->rejected++;
         report_reject(cfg->report, st->lines, id, err, fe.field, fe.message);
         err = TLY_OK;
@@ -355,7 +359,7 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
     }
     msgpack_sbuffer_init(&b->buf);
     msgpack_sbuffer_init(&b->ev);
-    send_run run = {.stats = st, .report = cfg->report};
+    send_run run = {.stats = st, .client = c, .report = cfg->report};
     char why[256] = "";
     if (cfg->csv)
         err = check_csv_header(in, st, msg, cap);
@@ -373,6 +377,12 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
     if (err == TLY_OK)
         err = flush_batch(c, cfg, b, &run);
     tly_client_drain(c);
+    if (tly_client_gave_up(c)) {
+        st->unconfirmed += b->count; /* read, never sent */
+        err = TLY_TIMEOUT;
+        snprintf(msg, cap, "no acknowledgement from %s for %lld s", cfg->client.endpoint,
+                 (long long)(cfg->client.give_up_ms / 1000));
+    }
     note_head(&run, why);
     free(line);
     free(run.bits);

@@ -44,11 +44,16 @@ typedef struct tly_send_stats {
     /* Of sent: acknowledged as dup, but appended by an attempt of this run
      * whose acknowledgement was lost (a ledger crash). */
     uint64_t recovered;
+    /* Handed to the ledger without an acknowledgement when the client gave
+     * up (tly_client_opts.give_up_ms): in the log or not. */
+    uint64_t unconfirmed;
 } tly_send_stats;
 
 /* Sends everything in `in`. Returns TLY_OK when every event got a final
  * outcome (stats say which), or an error that stopped the import (cannot
- * connect: TLY_USAGE; a CSV without the expected header: TLY_MALFORMED), with
+ * connect: TLY_USAGE; a CSV without the expected header: TLY_MALFORMED; no
+ * acknowledgement for cfg->client.give_up_ms: TLY_TIMEOUT, stats->unconfirmed
+ * events without an outcome and the input not read past stats->lines), with
  * msg set. */
 tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *stats, char *msg,
                         size_t cap);

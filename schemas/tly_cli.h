@@ -28,45 +28,102 @@
 #define TLY_DEFAULT_QUERY "tcp://127.0.0.1:7413"
 #define TLY_DEFAULT_DATA "./tally-data"
 
-/* The flags every service-facing subcommand accepts. */
+/* The flags several subcommands share; a command names the ones it takes
+ * (tly_cli_spec.common) and no other is accepted. */
+enum {
+    TLY_CO_DATA = 1u << 0,     /* --data DIR */
+    TLY_CO_INGEST = 1u << 1,   /* --ingest EP */
+    TLY_CO_EVENTS = 1u << 2,   /* --events EP */
+    TLY_CO_LOG_READ = 1u << 3, /* --log-read EP */
+    TLY_CO_QUERY = 1u << 4,    /* --query EP */
+    TLY_CO_JSON = 1u << 5,     /* --json */
+};
+#define TLY_CO_ENDPOINTS (TLY_CO_INGEST | TLY_CO_EVENTS | TLY_CO_LOG_READ | TLY_CO_QUERY)
+
 typedef struct tly_common_opts {
-    const char *data;     /* --data, else $TALLY_DATA, else ./tally-data */
-    const char *ingest;   /* --ingest */
-    const char *events;   /* --events */
-    const char *log_read; /* --log-read */
-    const char *query;    /* --query */
-    bool json;            /* --json */
+    const char *data;        /* --data, else $TALLY_DATA, else ./tally-data */
+    const char *ingest;      /* --ingest */
+    const char *events;      /* --events */
+    const char *log_read;    /* --log-read */
+    const char *query;       /* --query */
+    bool json;               /* --json */
+    unsigned given;          /* TLY_CO_* given on the command line */
+    bool data_named;         /* --data or $TALLY_DATA named the data directory */
+    bool endpoints_recorded; /* tly_common_endpoints took some from DIR */
 } tly_common_opts;
 
 /* Fills o with the defaults (data from $TALLY_DATA when set). */
 void tly_common_defaults(tly_common_opts *o);
 
 /*
- * Recognises a common flag at argv[*i] ("--data DIR" or "--data=DIR", ...,
- * "--json"). Returns 1 and advances *i past its value when it is one, 0 when
- * argv[*i] is not a common flag, -1 when its value is missing (a usage error
- * has been printed).
+ * The one option parser of every subcommand (SPEC section 7): a table of
+ * the command's own options plus the common flags it takes.
+ *
+ * Long options only: "--name VALUE" or "--name=VALUE" for one that takes a
+ * value, "--name" for one that does not; "--help" and "-h" ask for the help;
+ * "--" ends the options; "-" and anything not starting with '-' is an
+ * operand. A flag the command does not take is a usage error naming the
+ * command ("tally balance: unknown option '--shard'"), as is a missing
+ * value or a value given to a flag without one. Options are exact names:
+ * no abbreviations, so adding an option never changes what an old command
+ * line means.
  */
-int tly_common_flag(tly_common_opts *o, int argc, char **argv, int *i);
+typedef struct tly_opt {
+    const char *name; /* "--shards" */
+    int id;           /* the command's code for it, handed to handle; > 0 */
+    bool value;       /* takes a value */
+} tly_opt;
 
-/* What tly_common_opt found at argv[*i]. */
-enum { TLY_OPT_NONE, TLY_OPT_TAKEN, TLY_OPT_HELP, TLY_OPT_BAD };
+/* The id handed to handle for an operand. */
+#define TLY_OPT_ARG 0
+
+/* Handles one of the command's options (value NULL for a flag) or an
+ * operand (id TLY_OPT_ARG). Returns TLY_EXIT_OK, or an exit code after
+ * printing why (tly_usagef). */
+typedef int (*tly_opt_fn)(void *ctx, int id, const char *value);
+
+typedef struct tly_cli_spec {
+    const char *cmd;     /* "balance", "audit verify": named in usage errors */
+    unsigned common;     /* the TLY_CO_* flags taken, into *common */
+    const tly_opt *opts; /* the command's own options (may be NULL) */
+    size_t opt_count;
+    tly_opt_fn handle; /* NULL: no options of its own, no operands */
+    void *ctx;         /* handed to handle */
+} tly_cli_spec;
+
+/* What tly_cli_parse returns after --help: the caller prints its help on
+ * stdout and exits TLY_EXIT_OK. */
+#define TLY_CLI_HELP (-1)
 
 /*
- * The start of every option loop: a common flag (as tly_common_flag) or
- * --help / -h, which prints usage(stdout). Returns TLY_OPT_TAKEN (go to the
- * next argument), TLY_OPT_HELP (help printed: exit 0), TLY_OPT_BAD (a usage
- * error was printed: exit 2) or TLY_OPT_NONE (not one of these).
+ * Parses argv[1..argc) (argv[0] is the command's name) by spec. common
+ * (filled by tly_common_defaults first) takes the common flags; it may be
+ * NULL when spec->common is 0. Returns TLY_EXIT_OK, TLY_CLI_HELP, or an
+ * exit code after a usage error (printed, TLY_EXIT_USAGE) or what handle
+ * returned.
  */
-int tly_common_opt(tly_common_opts *o, int argc, char **argv, int *i, void (*usage)(FILE *out));
+int tly_cli_parse(const tly_cli_spec *spec, tly_common_opts *common, int argc, char **argv);
+
+/* Parses a decimal option value in [min, max]; TLY_EXIT_OK, else a usage
+ * error "<name> takes min..max, not 'value'" (printed) for cmd. */
+int tly_cli_u64(const char *cmd, const char *name, const char *value, uint64_t min, uint64_t max,
+                uint64_t *out);
 
 /*
- * Matches a long option with a value at argv[*i]: "--name VALUE" or
- * "--name=VALUE". Returns 1 and sets *value (advancing *i over a separate
- * value), 0 when argv[*i] is not this option, -1 when the value is missing
- * (usage error printed).
+ * The stack a client command talks to (README "Which stack a command
+ * talks to"). `tally up` records its endpoints in DATA/endpoints
+ * (tly_endpoints_write); a client command takes every endpoint it was not
+ * given by flag from the data directory's file when there is one, else the
+ * defaults stay. Returns TLY_EXIT_OK, or TLY_EXIT_FAIL after printing why
+ * (a file that exists but cannot be read or parsed).
  */
-int tly_opt_value(const char *name, int argc, char **argv, int *i, const char **value);
+int tly_common_endpoints(const char *cmd, tly_common_opts *o);
+
+/* Writes DATA/endpoints for o's data directory (mode TLY_FILE_MODE): a
+ * temporary file synced, renamed over the old one, and the directory
+ * synced, so a reader sees the old file or the new one, whole. Returns
+ * TLY_OK or TLY_STORAGE with msg set. */
+tly_err tly_endpoints_write(const tly_common_opts *o, char *msg, size_t cap);
 
 /* Prints a usage error "tally <cmd>: <message>\nTry 'tally <cmd> --help'."
  * and returns TLY_EXIT_USAGE. */

@@ -42,6 +42,11 @@ tly_err tly_layout_pid(const char *data, char *buf, size_t cap)
     return tly_layout_join(data, TLY_LAYOUT_PID, buf, cap);
 }
 
+tly_err tly_layout_endpoints(const char *data, char *buf, size_t cap)
+{
+    return tly_layout_join(data, TLY_LAYOUT_ENDPOINTS, buf, cap);
+}
+
 tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap)
 {
     return fmt(buf, cap, "%s/%u-of-%u", views_dir, k, n);

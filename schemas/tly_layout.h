@@ -7,6 +7,8 @@
  *   DATA/views/K-of-N/        shard K of N (consumers/views/tly_views.h)
  *   DATA/views/K-of-N/consumer.lock   flock of that shard's consumer
  *   DATA/tally.pid            `tally up`'s supervisor, under an flock
+ *   DATA/endpoints.json       the endpoints `tally up` serves DATA on, which
+ *                             client commands given DATA talk to (tly_cli.h)
  *   <env>/data.mdb            the data file of any LMDB environment
  *   <env>/lock.mdb            its lock file (readers never create it)
  *
@@ -28,6 +30,7 @@
 #define TLY_LAYOUT_LOG "log"
 #define TLY_LAYOUT_VIEWS "views"
 #define TLY_LAYOUT_PID "tally.pid"
+#define TLY_LAYOUT_ENDPOINTS "endpoints.json"
 #define TLY_LAYOUT_WRITER_LOCK "writer.lock"
 #define TLY_LAYOUT_CONSUMER_LOCK "consumer.lock"
 #define TLY_LAYOUT_LMDB_DATA "data.mdb"
@@ -40,6 +43,9 @@ tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap
 tly_err tly_layout_log(const char *data, char *buf, size_t cap);
 tly_err tly_layout_views(const char *data, char *buf, size_t cap);
 tly_err tly_layout_pid(const char *data, char *buf, size_t cap);
+
+/* DATA/endpoints.json. */
+tly_err tly_layout_endpoints(const char *data, char *buf, size_t cap);
 
 /* VIEWS/K-of-N: shard k of n in a views directory. */
 tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap);

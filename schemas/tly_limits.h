@@ -288,6 +288,12 @@
  * TLY_SHARDS_MAX consumers. */
 #define TLY_UP_CHILDREN_MAX (TLY_SHARDS_MAX + 2u)
 
+/* One log line (tly_logf), timestamp and level included: a message names at
+ * most a couple of paths (TLY_PATH_BYTES_MAX each) and endpoints; a longer
+ * one is cut. Written with one write(2): lines of processes sharing stderr
+ * do not interleave. */
+#define TLY_LOG_LINE_BYTES_MAX 8192u
+
 /* --- audit (verify, export, digest, replay, diff) --- */
 
 /* One line of verdict text ("seq 1234: event invalid: amount: ..."): the
@@ -458,6 +464,23 @@
 
 /* Default time to wait for an ack before reconnecting and resending. */
 #define TLY_ACK_TIMEOUT_MS 5000
+
+/* `tally send --ack-timeout-ms` and `--retries`: the largest values taken
+ * (an hour per attempt; a million resends of one request). */
+#define TLY_ACK_TIMEOUT_MS_MAX 3600000u
+#define TLY_SEND_RETRIES_MAX 1000000u
+
+/* `tally send --timeout`: how long send waits with requests in flight and
+ * no acknowledgement at all before it gives up (exit 1, the unconfirmed
+ * events named). Five minutes covers a ledger restart, a long fsync stall
+ * and a `tally up` backoff many times over, and still ends a script that
+ * points at the wrong port or a stopped stack within minutes. Progress
+ * restarts the clock, so a long import is never cut short. 0 waits for
+ * ever (the behaviour before --timeout). */
+#define TLY_SEND_TIMEOUT_S_DEFAULT 300u
+#define TLY_SEND_TIMEOUT_S_MAX 86400u
+_Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
+               "send gives up only after at least one resend");
 
 /* Requests in flight on one connection at most. */
 #define TLY_CLIENT_WINDOW_MAX 64u

@@ -38,13 +38,67 @@ tly_err tly_mkdirs(const char *dir, size_t *failed_len)
     return TLY_OK;
 }
 
+static bool log_daemon;
+
+void tly_log_daemon(void)
+{
+    log_daemon = true;
+}
+
+bool tly_colour_enabled(int fd)
+{
+    return getenv("NO_COLOR") == NULL && isatty(fd) == 1;
+}
+
+/* "2026-05-01T09:30:12.345Z " into buf (at least 32 bytes). */
+static void log_stamp(char *buf, size_t cap)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, cap - n, ".%03ldZ ", ts.tv_nsec / 1000000L);
+}
+
+static void vlogf(tly_log_level level, const char *cmd, const char *fmt, va_list ap)
+{
+    static const char *const names[] = {"ERROR", "WARN ", "INFO "};
+    static const char *const colours[] = {"\033[31m", "\033[33m", ""};
+    char line[TLY_LOG_LINE_BYTES_MAX];
+    size_t n = 0;
+    if (log_daemon) {
+        bool colour = tly_colour_enabled(STDERR_FILENO) && colours[level][0];
+        log_stamp(line, sizeof line);
+        n = strlen(line);
+        n += (size_t)snprintf(line + n, sizeof line - n, "%s%s%s ", colour ? colours[level] : "",
+                              names[level], colour ? "\033[0m" : "");
+    }
+    n += (size_t)snprintf(line + n, sizeof line - n, cmd ? "tally %s: " : "tally: %s",
+                          cmd ? cmd : "");
+    if (n < sizeof line - 1) {
+        int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+        n = m < 0 ? n : n + (size_t)m;
+    }
+    n = n < sizeof line - 1 ? n : sizeof line - 2; /* a longer message is cut */
+    line[n++] = '\n';
+    fflush(stderr);
+    (void)!write(STDERR_FILENO, line, n);
+}
+
+void tly_logf(tly_log_level level, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf(level, cmd, fmt, ap);
+    va_end(ap);
+}
+
 void tly_errorf(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "tally %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vlogf(TLY_LOG_ERROR, cmd, fmt, ap);
     va_end(ap);
 }
 

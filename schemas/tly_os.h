@@ -36,8 +36,36 @@ void tly_rmtree(const char *path);
  * or the environment); false otherwise. */
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
-/* Prints "tally <cmd>: <message>" on stderr (printf-style). */
+/*
+ * Lines on stderr. A command's own error is one line "tally <cmd>:
+ * <message>" (SPEC section 7). A daemon (tally ledger, consume, query, up:
+ * the commands that call tly_log_daemon first) logs instead, each line
+ *
+ *   2026-05-01T09:30:12.345Z INFO  tally ledger: serving ingest ...
+ *
+ * an ISO-8601 UTC timestamp with milliseconds, the level padded to five
+ * columns, then the same "tally <cmd>: <message>". The level is coloured
+ * (ERROR red, WARN yellow) only when stderr is a terminal and NO_COLOR is
+ * not set (tly_colour_enabled). Each line is written with one write(2), so
+ * the lines of processes sharing a stderr (tally up's children) never
+ * interleave within a line.
+ */
+typedef enum { TLY_LOG_ERROR, TLY_LOG_WARN, TLY_LOG_INFO } tly_log_level;
+
+/* From now on this process logs as a daemon (see above). */
+void tly_log_daemon(void);
+
+/* One line at level: "tally <cmd>: <message>" (cmd NULL: "tally: "), with
+ * the timestamp and level of a daemon's line. */
+void tly_logf(tly_log_level level, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* tly_logf at TLY_LOG_ERROR. */
 void tly_errorf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* True when output to fd may be coloured: fd is a terminal and NO_COLOR is
+ * not set (to anything, the empty string included: see README). */
+bool tly_colour_enabled(int fd);
 
 /* True when stderr is a terminal: progress lines are shown only then. */
 bool tly_progress_enabled(void);

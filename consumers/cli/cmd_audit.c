@@ -65,32 +65,82 @@ static bool log_dir_of(const audit_opts *o, char *buf, size_t cap)
     return false;
 }
 
-/* Parses the options of one subcommand besides the common ones at argv[*i]:
- * 1 when it was one, 0 when not, -1 or TLY_EXIT_USAGE on a usage error
- * (printed). */
-typedef int (*audit_flag_fn)(const char *sub, audit_opts *o, int argc, char **argv, int *i);
+/* The options of the audit subcommands; each takes the ones its table
+ * lists (one parser for all: audit_opt). */
+enum {
+    OPT_FROM = 1,
+    OPT_TO,
+    OPT_VIEWS,
+    OPT_OUT,
+    OPT_SHARDS,
+    OPT_PROGRAM,
+    OPT_TIMING,
+    OPT_UNTIL,
+};
 
-/* Parses argv into o (defaults first): --help, the common flags, and what
- * flag (NULL for none) accepts. Returns 0, -1 when the help was printed, or
- * TLY_EXIT_USAGE (printed). */
-static int parse_opts(const char *sub, const char *help, audit_flag_fn flag, audit_opts *o,
-                      int argc, char **argv)
+static const tly_opt export_opts[] = {{"--from", OPT_FROM, true}, {"--to", OPT_TO, true}};
+static const tly_opt views_opts[] = {{"--views", OPT_VIEWS, true}};
+static const tly_opt replay_opts[] = {
+    {"--to", OPT_TO, true},          {"--out", OPT_OUT, true},
+    {"--shards", OPT_SHARDS, true},  {"--program", OPT_PROGRAM, true},
+    {"--timing", OPT_TIMING, false}, {"--until", OPT_UNTIL, true},
+};
+
+typedef struct audit_parse {
+    const char *sub;
+    audit_opts *o;
+} audit_parse;
+
+/* Parses a seq option value into *out; usage error on a bad number. */
+static int seq_opt(const char *sub, const char *name, const char *val, uint64_t *out)
+{
+    if (tly_parse_u64(val, 1, UINT64_MAX, out))
+        return 0;
+    return tly_usagef(sub, "%s needs a seq (a whole number >= 1), not '%s'", name, val);
+}
+
+static int audit_opt(void *ctx, int id, const char *val)
+{
+    const audit_parse *p = ctx;
+    audit_opts *o = p->o;
+    switch (id) {
+    case OPT_FROM:
+        return seq_opt(p->sub, "--from", val, &o->from_seq);
+    case OPT_TO:
+        return seq_opt(p->sub, "--to", val, &o->to_seq);
+    case OPT_SHARDS:
+        if (tly_parse_u64(val, 1, TLY_SHARDS_MAX, &o->shards))
+            return TLY_EXIT_OK;
+        return tly_usagef(p->sub, "--shards needs 1..%u, not '%s'", TLY_SHARDS_MAX, val);
+    case OPT_UNTIL:
+        o->has_until = true;
+        if (tly_time_parse(val, strlen(val), &o->until_ms) == TLY_OK)
+            return TLY_EXIT_OK;
+        return tly_usagef(p->sub, "--until needs an ISO-8601 time, not '%s'", val);
+    case TLY_OPT_ARG:
+        return tly_usagef(p->sub, "unexpected argument '%s'", val);
+    default:
+        o->views = id == OPT_VIEWS ? val : o->views;
+        o->out = id == OPT_OUT ? val : o->out;
+        o->program = id == OPT_PROGRAM ? val : o->program;
+        o->timing = o->timing || id == OPT_TIMING;
+        return TLY_EXIT_OK;
+    }
+}
+
+/* Parses argv into o (defaults first): --help, the common flags taken
+ * (common) and the subcommand's own options (opts). Returns 0, -1 when the
+ * help was printed, or TLY_EXIT_USAGE (printed). */
+static int parse_opts(const char *sub, const char *help, unsigned common, const tly_opt *opts,
+                      size_t n, audit_opts *o, int argc, char **argv)
 {
     tly_common_defaults(&o->common);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            fputs(help, stdout);
-            return -1;
-        }
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc == 0 && flag)
-            rc = flag(sub, o, argc, argv, &i);
-        if (rc < 0 || rc == TLY_EXIT_USAGE)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef(sub, "unknown option '%s'", argv[i]);
-    }
-    return 0;
+    audit_parse p = {sub, o};
+    const tly_cli_spec spec = {sub, TLY_CO_DATA | common, opts, n, audit_opt, &p};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        fputs(help, stdout);
+    return rc;
 }
 
 /* ---- verify ---- */
@@ -146,7 +196,7 @@ static int log_error(const char *sub, const char *log_dir, tly_err err)
 static int run_verify(int argc, char **argv)
 {
     audit_opts o = {0};
-    int rc = parse_opts(CMD " verify", verify_help, NULL, &o, argc, argv);
+    int rc = parse_opts(CMD " verify", verify_help, TLY_CO_JSON, NULL, 0, &o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8];
@@ -171,33 +221,10 @@ static const char export_help[] =
     "hash[n] = SHA-256(hash[n-1] || u64be(seq) || u64be(recorded_ms) ||\n"
     "                  u16be(len(source)) || source || event), hash[0] = 32 zero bytes.\n";
 
-/* Parses a seq option value into *out; usage error on a bad number. */
-static int seq_opt(const char *sub, const char *name, const char *val, uint64_t *out)
-{
-    if (tly_parse_u64(val, 1, UINT64_MAX, out))
-        return 0;
-    return tly_usagef(sub, "%s needs a seq (a whole number >= 1), not '%s'", name, val);
-}
-
-/* Parses --from and --to; 1 when argv[*i] was one of them, 0 when not,
- * TLY_EXIT_USAGE on a bad value. */
-static int range_flag(const char *sub, audit_opts *o, int argc, char **argv, int *i)
-{
-    const char *val;
-    int rc = tly_opt_value("--from", argc, argv, i, &val);
-    if (rc == 1)
-        return seq_opt(sub, "--from", val, &o->from_seq) ? TLY_EXIT_USAGE : 1;
-    if (rc == 0)
-        rc = tly_opt_value("--to", argc, argv, i, &val);
-    if (rc == 1)
-        return seq_opt(sub, "--to", val, &o->to_seq) ? TLY_EXIT_USAGE : 1;
-    return rc < 0 ? TLY_EXIT_USAGE : 0;
-}
-
 static int run_export(int argc, char **argv)
 {
     audit_opts o = {0};
-    int rc = parse_opts(CMD " export", export_help, range_flag, &o, argc, argv);
+    int rc = parse_opts(CMD " export", export_help, 0, export_opts, 2, &o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     if (o.to_seq && o.from_seq > o.to_seq)
@@ -272,13 +299,6 @@ static int digest_and_print(const char *sub, const char *views_dir, bool json)
     return TLY_EXIT_OK;
 }
 
-/* Parses --views DIR. 1 when it was, 0 when not, -1 missing value. */
-static int views_flag(const char *sub, audit_opts *o, int argc, char **argv, int *i)
-{
-    (void)sub;
-    return tly_opt_value("--views", argc, argv, i, &o->views);
-}
-
 /* The views directory: --views, else DATA/views; false (usage error
  * printed) when it does not fit buf. */
 static bool views_dir_of(const audit_opts *o, char *buf, size_t cap)
@@ -296,7 +316,7 @@ static bool views_dir_of(const audit_opts *o, char *buf, size_t cap)
 static int run_digest(int argc, char **argv)
 {
     audit_opts o = {0};
-    int rc = parse_opts(CMD " digest", digest_help, views_flag, &o, argc, argv);
+    int rc = parse_opts(CMD " digest", digest_help, TLY_CO_JSON, views_opts, 1, &o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char views_dir[TLY_PATH_BYTES_MAX + 8];
@@ -327,40 +347,11 @@ static const char replay_help[] =
     "                records in S s, R records/s, K shard(s)' (a terminal shows it\n"
     "                anyway, after the progress line), to compare with 'tally bench fold'\n";
 
-/* Parses the replay-only options; 1 when argv[*i] was one, 0 when not,
- * TLY_EXIT_USAGE on a bad value. */
-static int replay_flag(const char *sub, audit_opts *o, int argc, char **argv, int *i)
-{
-    const char *val;
-    int rc = tly_opt_value("--to", argc, argv, i, &val);
-    if (rc == 1)
-        return seq_opt(sub, "--to", val, &o->to_seq) ? TLY_EXIT_USAGE : 1;
-    if (rc == 0 && (rc = tly_opt_value("--out", argc, argv, i, &o->out)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : 1;
-    if (rc == 0 && (rc = tly_opt_value("--shards", argc, argv, i, &val)) == 1) {
-        if (tly_parse_u64(val, 1, TLY_SHARDS_MAX, &o->shards))
-            return 1;
-        return tly_usagef(sub, "--shards needs 1..%u, not '%s'", TLY_SHARDS_MAX, val);
-    }
-    if (rc == 0 && (rc = tly_opt_value("--program", argc, argv, i, &o->program)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : 1;
-    if (rc == 0 && strcmp(argv[*i], "--timing") == 0) {
-        o->timing = true;
-        return 1;
-    }
-    if (rc == 0 && (rc = tly_opt_value("--until", argc, argv, i, &val)) == 1) {
-        o->has_until = true;
-        if (tly_time_parse(val, strlen(val), &o->until_ms) == TLY_OK)
-            return 1;
-        return tly_usagef(sub, "--until needs an ISO-8601 time, not '%s'", val);
-    }
-    return rc < 0 ? TLY_EXIT_USAGE : 0;
-}
-
 static int replay_parse(audit_opts *o, int argc, char **argv)
 {
     o->shards = 1;
-    int rc = parse_opts(CMD " replay", replay_help, replay_flag, o, argc, argv);
+    int rc = parse_opts(CMD " replay", replay_help, TLY_CO_JSON, replay_opts,
+                        sizeof replay_opts / sizeof replay_opts[0], o, argc, argv);
     if (rc != 0)
         return rc;
     if (!o->out)
@@ -474,7 +465,7 @@ static const char diff_help[] =
 static int run_diff(int argc, char **argv)
 {
     audit_opts o = {0};
-    int rc = parse_opts(CMD " diff", diff_help, views_flag, &o, argc, argv);
+    int rc = parse_opts(CMD " diff", diff_help, 0, views_opts, 1, &o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8], views_dir[TLY_PATH_BYTES_MAX + 8];

@@ -597,55 +597,43 @@ static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max
     if (!tly_parse_u64(v, min, max, out))
         return tly_usagef(CMD, "%s wants %llu..%llu", name, (unsigned long long)min,
                           (unsigned long long)max);
-    return -1;
+    return TLY_EXIT_OK;
+}
+
+/* --events is a count here, not the events endpoint (bench fold talks to
+ * no service): the common --events is not taken. */
+enum { OPT_EVENTS = 1, OPT_GROWTH, OPT_GROWTH_MAX, OPT_SEED, OPT_SHARDS, OPT_BATCH };
+
+static const tly_opt fold_opts_table[] = {
+    {"--events", OPT_EVENTS, true},         {"--growth", OPT_GROWTH, false},
+    {"--growth-max", OPT_GROWTH_MAX, true}, {"--seed", OPT_SEED, true},
+    {"--shards", OPT_SHARDS, true},         {"--batch", OPT_BATCH, true},
+};
+
+static int fold_opt(void *ctx, int id, const char *v)
+{
+    bench_opts *o = ctx;
+    uint64_t x = 0;
+    int rc = TLY_EXIT_OK;
+    o->events_given = o->events_given || id == OPT_EVENTS;
+    o->growth = o->growth || id == OPT_GROWTH || id == OPT_GROWTH_MAX;
+    if (id == OPT_EVENTS)
+        rc = parse_num("--events", v, 1, TLY_BENCH_EVENTS_MAX, &o->events);
+    else if (id == OPT_GROWTH_MAX)
+        rc = parse_num("--growth-max", v, 1, TLY_BENCH_EVENTS_MAX, &o->growth_max);
+    else if (id == OPT_SEED)
+        rc = parse_num("--seed", v, 0, UINT64_MAX, &o->seed);
+    else if (id == OPT_SHARDS && (rc = parse_num("--shards", v, 1, TLY_SHARDS_MAX, &x)) == 0)
+        o->shards = (uint32_t)x;
+    else if (id == OPT_BATCH &&
+             (rc = parse_num("--batch", v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &x)) == 0)
+        o->batch = (uint32_t)x;
+    else if (id == TLY_OPT_ARG)
+        rc = tly_usagef(CMD, "unexpected argument '%s'", v);
+    return rc;
 }
 
 /* Returns -1 to go on, else the exit code. */
-static int parse_one(bench_opts *o, int argc, char **argv, int *i)
-{
-    const char *v;
-    uint64_t x = 0;
-    int rc;
-    /* --events is a count here, not the events endpoint of the common flags
-     * (bench fold talks to no service), so it is matched first. */
-    if ((rc = tly_opt_value("--events", argc, argv, i, &v)) != 0) {
-        o->events_given = true;
-        return rc < 0 ? TLY_EXIT_USAGE
-                      : parse_num("--events", v, 1, TLY_BENCH_EVENTS_MAX, &o->events);
-    }
-    if (strcmp(argv[*i], "--growth") == 0) {
-        o->growth = true;
-        return -1;
-    }
-    if ((rc = tly_opt_value("--growth-max", argc, argv, i, &v)) != 0) {
-        o->growth = true;
-        return rc < 0 ? TLY_EXIT_USAGE
-                      : parse_num("--growth-max", v, 1, TLY_BENCH_EVENTS_MAX, &o->growth_max);
-    }
-    if (strncmp(argv[*i], "--data", 6) == 0)
-        o->data_given = true;
-    if ((rc = tly_common_flag(&o->common, argc, argv, i)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : -1;
-    if ((rc = tly_opt_value("--seed", argc, argv, i, &v)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : parse_num("--seed", v, 0, UINT64_MAX, &o->seed);
-    if ((rc = tly_opt_value("--shards", argc, argv, i, &v)) != 0) {
-        rc = rc < 0 ? TLY_EXIT_USAGE : parse_num("--shards", v, 1, TLY_SHARDS_MAX, &x);
-        o->shards = (uint32_t)x;
-        return rc;
-    }
-    if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
-        rc =
-            rc < 0 ? TLY_EXIT_USAGE : parse_num("--batch", v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &x);
-        o->batch = (uint32_t)x;
-        return rc;
-    }
-    if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-        usage(stdout);
-        return TLY_EXIT_OK;
-    }
-    return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
-}
-
 static int parse_args(bench_opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
@@ -655,11 +643,18 @@ static int parse_args(bench_opts *o, int argc, char **argv)
     o->shards = 2;
     o->batch = TLY_CONSUME_BATCH_RECORDS_DEFAULT;
     o->growth_max = growth_sizes[BENCH_GROWTH_SIZES - 1];
-    for (int i = 1; i < argc; i++) {
-        int rc = parse_one(o, argc, argv, &i);
-        if (rc >= 0)
-            return rc;
-    }
+    const tly_cli_spec spec = {CMD,
+                               TLY_CO_DATA | TLY_CO_JSON,
+                               fold_opts_table,
+                               sizeof fold_opts_table / sizeof fold_opts_table[0],
+                               fold_opt,
+                               o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc == TLY_CLI_HELP ? TLY_EXIT_OK : rc;
+    o->data_given = (o->common.given & TLY_CO_DATA) != 0;
     if (o->growth && o->events_given)
         return tly_usagef(CMD, "--events and --growth exclude each other (--growth-max sets "
                                "the largest log)");

@@ -579,46 +579,37 @@ static void usage(FILE *out)
             TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX);
 }
 
-/* Parses "--name N" into *out within min..max: 1 taken, 0 not this
- * option, TLY_EXIT_USAGE on a bad or missing value. */
-static int num_opt(const char *name, uint64_t min, uint64_t max, int argc, char **argv, int *i,
-                   uint64_t *out)
+/* --events is a count here, not the events endpoint: the common --events
+ * is not taken. */
+enum { OPT_EVENTS = 1, OPT_SECONDS, OPT_SEED, OPT_CLIENTS };
+
+static const tly_opt qb_opts_table[] = {
+    {"--events", OPT_EVENTS, true},
+    {"--seconds", OPT_SECONDS, true},
+    {"--seed", OPT_SEED, true},
+    {"--clients", OPT_CLIENTS, true},
+};
+
+static int qb_opt(void *ctx, int id, const char *v)
 {
-    const char *v;
-    int rc = tly_opt_value(name, argc, argv, i, &v);
-    if (rc <= 0)
-        return rc < 0 ? TLY_EXIT_USAGE : 0;
-    if (tly_parse_u64(v, min, max, out))
-        return 1;
-    return tly_usagef(CMD, "%s wants %llu..%llu", name, (unsigned long long)min,
-                      (unsigned long long)max);
+    qb_opts *o = ctx;
+    uint64_t n = 0;
+    static const uint64_t max[] = {0, TLY_BENCH_EVENTS_MAX, TLY_BENCH_QUERY_SECONDS_MAX, UINT64_MAX,
+                                   TLY_BENCH_QUERY_CLIENTS_MAX};
+    if (id == TLY_OPT_ARG)
+        return tly_usagef(CMD, "unexpected argument '%s'", v);
+    uint64_t min = id == OPT_SEED ? 0 : 1;
+    if (!tly_parse_u64(v, min, max[id], &n))
+        return tly_usagef(CMD, "%s wants %llu..%llu", qb_opts_table[id - 1].name,
+                          (unsigned long long)min, (unsigned long long)max[id]);
+    o->events = id == OPT_EVENTS ? n : o->events;
+    o->seconds = id == OPT_SECONDS ? n : o->seconds;
+    o->seed = id == OPT_SEED ? n : o->seed;
+    o->clients = id == OPT_CLIENTS ? (uint32_t)n : o->clients;
+    return TLY_EXIT_OK;
 }
 
 /* Returns -1 to go on, else the exit code. */
-static int parse_one(qb_opts *o, int argc, char **argv, int *i)
-{
-    uint64_t clients = 0;
-    int rc;
-    /* --events is a count here, not the events endpoint of the common
-     * flags, so it is matched first. */
-    if ((rc = num_opt("--events", 1, TLY_BENCH_EVENTS_MAX, argc, argv, i, &o->events)) ||
-        (rc = num_opt("--seconds", 1, TLY_BENCH_QUERY_SECONDS_MAX, argc, argv, i, &o->seconds)) ||
-        (rc = num_opt("--seed", 0, UINT64_MAX, argc, argv, i, &o->seed)))
-        return rc == 1 ? -1 : rc;
-    if ((rc = num_opt("--clients", 1, TLY_BENCH_QUERY_CLIENTS_MAX, argc, argv, i, &clients))) {
-        o->clients = (uint32_t)clients;
-        return rc == 1 ? -1 : rc;
-    }
-    o->data_given |= strncmp(argv[*i], "--data", 6) == 0;
-    o->query_given |= strncmp(argv[*i], "--query", 7) == 0;
-    rc = tly_common_opt(&o->common, argc, argv, i, usage);
-    if (rc == TLY_OPT_TAKEN)
-        return -1;
-    if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
-        return rc == TLY_OPT_HELP ? TLY_EXIT_OK : TLY_EXIT_USAGE;
-    return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
-}
-
 static int parse_args(qb_opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
@@ -627,11 +618,16 @@ static int parse_args(qb_opts *o, int argc, char **argv)
     o->seed = 1;
     o->seconds = BENCH_SECONDS_DEFAULT;
     o->clients = BENCH_CLIENTS_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        int rc = parse_one(o, argc, argv, &i);
-        if (rc >= 0)
-            return rc;
-    }
+    const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_QUERY | TLY_CO_JSON,
+                               qb_opts_table, sizeof qb_opts_table / sizeof qb_opts_table[0],
+                               qb_opt,        o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc == TLY_CLI_HELP ? TLY_EXIT_OK : rc;
+    o->data_given = (o->common.given & TLY_CO_DATA) != 0;
+    o->query_given = (o->common.given & TLY_CO_QUERY) != 0;
     return -1;
 }
 

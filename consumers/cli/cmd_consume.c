@@ -83,57 +83,75 @@ static bool parse_shard(const char *s, uint32_t *k, uint32_t *n)
     return true;
 }
 
-/* Returns -1 to go on, else the exit code. */
-static int parse_one(consume_opts *o, int argc, char **argv, int *i)
+enum { OPT_SHARD = 1, OPT_CURVE_SERVER_KEY, OPT_CURVE_SECRET, OPT_BATCH, OPT_REMOTE, OPT_AT_HEAD };
+
+static const tly_opt consume_opts_table[] = {
+    {"--shard", OPT_SHARD, true},
+    {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
+    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--batch", OPT_BATCH, true},
+    {"--remote", OPT_REMOTE, false},
+    {"--exit-at-head", OPT_AT_HEAD, false},
+};
+
+static int consume_opt(void *ctx, int id, const char *v)
 {
-    const char *v;
-    int rc;
-    if (strncmp(argv[*i], "--log-read", 10) == 0)
-        o->run.log_read_given = true;
-    if ((rc = tly_common_flag(&o->common, argc, argv, i)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : -1;
-    if ((rc = tly_opt_value("--shard", argc, argv, i, &v)) != 0) {
-        if (rc < 0 || !parse_shard(v, &o->run.shard, &o->run.shard_count))
+    consume_opts *o = ctx;
+    uint64_t b;
+    switch (id) {
+    case OPT_SHARD:
+        if (!parse_shard(v, &o->run.shard, &o->run.shard_count))
             return tly_usagef(CMD, "--shard wants K/N with 0 <= K < N <= %u", TLY_SHARDS_MAX);
-        return -1;
-    }
-    if ((rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->run.curve_server_key)) ||
-        (rc = tly_opt_value("--curve-secret", argc, argv, i, &o->run.curve_secret)))
-        return rc < 0 ? TLY_EXIT_USAGE : -1;
-    if ((rc = tly_opt_value("--batch", argc, argv, i, &v)) != 0) {
-        uint64_t b;
-        if (rc < 0 || !tly_parse_u64(v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &b))
+        return TLY_EXIT_OK;
+    case OPT_CURVE_SERVER_KEY:
+        o->run.curve_server_key = v;
+        return TLY_EXIT_OK;
+    case OPT_CURVE_SECRET:
+        o->run.curve_secret = v;
+        return TLY_EXIT_OK;
+    case OPT_BATCH:
+        if (!tly_parse_u64(v, 1, TLY_CONSUME_BATCH_RECORDS_MAX, &b))
             return tly_usagef(CMD, "--batch wants 1..%u", TLY_CONSUME_BATCH_RECORDS_MAX);
         o->run.batch = (uint32_t)b;
-        return -1;
-    }
-    if (strcmp(argv[*i], "--remote") == 0)
-        o->run.remote = true;
-    else if (strcmp(argv[*i], "--exit-at-head") == 0)
-        o->run.exit_at_head = true;
-    else if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-        usage(stdout);
         return TLY_EXIT_OK;
-    } else
-        return tly_usagef(CMD, "unknown option '%s'", argv[*i]);
-    return -1;
+    case OPT_REMOTE:
+        o->run.remote = true;
+        return TLY_EXIT_OK;
+    case OPT_AT_HEAD:
+        o->run.exit_at_head = true;
+        return TLY_EXIT_OK;
+    default:
+        return tly_usagef(CMD, "unexpected argument '%s'", v);
+    }
 }
 
+/* Returns -1 to go on, else the exit code. */
 static int parse_args(consume_opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     tly_common_defaults(&o->common);
     o->run.shard_count = 1;
     o->run.batch = TLY_CONSUME_BATCH_RECORDS_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        int rc = parse_one(o, argc, argv, &i);
-        if (rc >= 0)
-            return rc;
+    const tly_cli_spec spec = {CMD,
+                               TLY_CO_DATA | TLY_CO_EVENTS | TLY_CO_LOG_READ,
+                               consume_opts_table,
+                               sizeof consume_opts_table / sizeof consume_opts_table[0],
+                               consume_opt,
+                               o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP) {
+        usage(stdout);
+        return TLY_EXIT_OK;
     }
+    if (rc != TLY_EXIT_OK)
+        return rc;
     if (!o->run.curve_server_key != !o->run.curve_secret)
         return tly_usagef(CMD, "--curve-server-key and --curve-secret go together");
     if (o->run.curve_server_key && !tly_key_z85_valid(o->run.curve_server_key))
         return tly_usagef(CMD, "--curve-server-key wants the ledger's 40-character Z85 key");
+    if (tly_common_endpoints(CMD, &o->common) != TLY_EXIT_OK)
+        return TLY_EXIT_FAIL;
+    o->run.log_read_given = (o->common.given & TLY_CO_LOG_READ) != 0;
     return -1;
 }
 
@@ -162,6 +180,7 @@ int tly_cmd_consume(int argc, char **argv)
     o.run.events = o.common.events;
     o.run.log_read = o.common.log_read;
     o.run.on_ready = notify_ready;
+    tly_log_daemon();
     install_signals();
     tly_err err = tly_consume_run(&o.run, &consume_stop);
     sd_notify(0, "STOPPING=1");

@@ -57,37 +57,25 @@ static const char usage_text[] =
 /* ------------------------------------------------------------------------ */
 /* Arguments                                                                 */
 
-/* One option at argv[*i]: 1 taken, 0 not an option of ours, -1 usage error. */
-static int parse_opt(explain_opts *o, int argc, char **argv, int *i)
+enum { OPT_PERIOD = 1, OPT_TO };
+
+static const tly_opt explain_opts_table[] = {{"--period", OPT_PERIOD, true},
+                                             {"--to", OPT_TO, true}};
+
+static int explain_opt(void *ctx, int id, const char *val)
 {
-    const char *val = NULL;
-    int rc;
-    if (strcmp(argv[*i], "--json") == 0) {
-        o->json = true;
-        return 1;
-    }
-    if ((rc = tly_opt_value("--data", argc, argv, i, &val)) != 0) {
-        o->data = val;
-        return rc;
-    }
-    if ((rc = tly_opt_value("--period", argc, argv, i, &val)) != 0) {
-        tly_period_kind kind;
-        int32_t p;
-        if (rc > 0 && tly_period_parse(val, strlen(val), &kind, &p) != TLY_OK) {
-            tly_usagef(CMD, "--period: '%s' is not a period like 2026-Q3 or 2026-07", val);
-            return -1;
-        }
-        o->period = val;
-        return rc;
-    }
-    if ((rc = tly_opt_value("--to", argc, argv, i, &val)) != 0) {
-        if (rc > 0 && !tly_parse_u64(val, 1, UINT64_MAX - 1, &o->to_seq)) {
-            tly_usagef(CMD, "--to: '%s' is not a seq (1 or more)", val);
-            return -1;
-        }
-        return rc;
-    }
-    return 0;
+    explain_opts *o = ctx;
+    tly_period_kind kind;
+    int32_t p;
+    if (id == OPT_PERIOD && tly_period_parse(val, strlen(val), &kind, &p) != TLY_OK)
+        return tly_usagef(CMD, "--period: '%s' is not a period like 2026-Q3 or 2026-07", val);
+    if (id == OPT_TO && !tly_parse_u64(val, 1, UINT64_MAX - 1, &o->to_seq))
+        return tly_usagef(CMD, "--to: '%s' is not a seq (1 or more)", val);
+    if (id == TLY_OPT_ARG && o->partner)
+        return tly_usagef(CMD, "one partner only ('%s' and '%s')", o->partner, val);
+    o->period = id == OPT_PERIOD ? val : o->period;
+    o->partner = id == TLY_OPT_ARG ? val : o->partner;
+    return TLY_EXIT_OK;
 }
 
 /* Returns -1 to go on, else the exit code. */
@@ -95,23 +83,18 @@ static int parse_args(explain_opts *o, int argc, char **argv)
 {
     tly_common_opts common;
     tly_common_defaults(&common);
-    *o = (explain_opts){.data = common.data, .to_seq = UINT64_MAX};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(usage_text, stdout);
-            return TLY_EXIT_OK;
-        }
-        int rc = parse_opt(o, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
-            continue;
-        if (argv[i][0] == '-' && argv[i][1] != '\0')
-            return tly_usagef(CMD, "unknown option %s", argv[i]);
-        if (o->partner != NULL)
-            return tly_usagef(CMD, "one partner only ('%s' and '%s')", o->partner, argv[i]);
-        o->partner = argv[i];
+    *o = (explain_opts){.to_seq = UINT64_MAX};
+    const tly_cli_spec spec = {CMD, TLY_CO_DATA | TLY_CO_JSON, explain_opts_table, 2, explain_opt,
+                               o};
+    int rc = tly_cli_parse(&spec, &common, argc, argv);
+    if (rc == TLY_CLI_HELP) {
+        fputs(usage_text, stdout);
+        return TLY_EXIT_OK;
     }
+    if (rc != TLY_EXIT_OK)
+        return rc;
+    o->data = common.data;
+    o->json = common.json;
     if (o->partner == NULL)
         return tly_usagef(CMD, "PARTNER is required");
     return -1;

@@ -18,6 +18,7 @@
  * loop; without $NOTIFY_SOCKET sd_notify does nothing.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,39 +81,50 @@ static void usage(FILE *out)
             TLY_DEFAULT_QUERY, TLY_DEFAULT_DATA);
 }
 
+enum { OPT_SHARDS = 1, OPT_INSECURE, OPT_CURVE_SECRET, OPT_AUTHORIZED_KEYS };
+
+static const tly_opt query_opts_table[] = {
+    {"--shards", OPT_SHARDS, true},
+    {"--insecure", OPT_INSECURE, false},
+    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+};
+
+static int query_opt(void *ctx, int id, const char *v)
+{
+    query_opts *o = ctx;
+    uint64_t n;
+    switch (id) {
+    case OPT_SHARDS:
+        if (!tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+            return tly_usagef("query", "--shards takes 1..%u", TLY_SHARDS_MAX);
+        o->shards = (uint32_t)n;
+        return TLY_EXIT_OK;
+    case OPT_INSECURE:
+        o->insecure = true;
+        return TLY_EXIT_OK;
+    case OPT_CURVE_SECRET:
+        o->curve_secret = v;
+        return TLY_EXIT_OK;
+    case OPT_AUTHORIZED_KEYS:
+        o->authorized_keys = v;
+        return TLY_EXIT_OK;
+    default:
+        return tly_usagef("query", "unexpected argument '%s'", v);
+    }
+}
+
 static int parse(int argc, char **argv, query_opts *o)
 {
     tly_common_defaults(&o->common);
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        int rc = tly_common_opt(&o->common, argc, argv, &i, usage);
-        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
-            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
-        if (rc == TLY_OPT_TAKEN)
-            continue;
-        if (strcmp(argv[i], "--insecure") == 0) {
-            o->insecure = true;
-            continue;
-        }
-        if ((rc = tly_opt_value("--curve-secret", argc, argv, &i, &o->curve_secret)) != 0 ||
-            (rc = tly_opt_value("--authorized-keys", argc, argv, &i, &o->authorized_keys)) != 0) {
-            if (rc < 0)
-                return TLY_EXIT_USAGE;
-            continue;
-        }
-        rc = tly_opt_value("--shards", argc, argv, &i, &v);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        uint64_t n;
-        if (rc > 0 && tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n)) {
-            o->shards = (uint32_t)n;
-            continue;
-        }
-        if (rc > 0)
-            return tly_usagef("query", "--shards takes 1..%u", TLY_SHARDS_MAX);
-        return tly_usagef("query", "unknown argument '%s'", argv[i]);
-    }
-    return TLY_EXIT_OK;
+    const tly_cli_spec spec = {
+        "query",          TLY_CO_DATA | TLY_CO_QUERY,
+        query_opts_table, sizeof query_opts_table / sizeof query_opts_table[0],
+        query_opt,        o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    return rc;
 }
 
 /* True for endpoints only this machine can reach. */
@@ -292,6 +304,8 @@ static int run(const query_opts *o)
         tly_errorf("query", "cannot open the view stores: %s", tly_strerror(err));
         return TLY_EXIT_FAIL;
     }
+    char abs[PATH_MAX];
+    tly_query_store_set_data(store, realpath(o->common.data, abs) ? abs : o->common.data);
     void *ctx = zmq_ctx_new();
     if (o->authorized_keys && !start_auth(o, ctx)) {
         zmq_ctx_term(ctx);
@@ -301,7 +315,7 @@ static int run(const query_opts *o)
     void *sock = bind_router(ctx, o->common.query, o->curve_secret);
     int code = TLY_EXIT_FAIL;
     if (sock) {
-        fprintf(stderr, "tally query: listening on %s, views under %s\n", o->common.query, views);
+        tly_logf(TLY_LOG_INFO, "query", "listening on %s, views under %s", o->common.query, views);
         sd_notify(0, "READY=1");
         code = serve(sock, store);
         sd_notify(0, "STOPPING=1");
@@ -329,6 +343,7 @@ int tly_cmd_query(int argc, char **argv)
                    o.common.query);
         return TLY_EXIT_FAIL;
     }
+    tly_log_daemon();
     install_signals();
     return run(&o);
 }

@@ -8,6 +8,7 @@
  * also work while the stack is stopped or starting; status says which
  * source it used.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #endif
 
 typedef struct status_opts {
+    const char *cmd; /* "status" or "wait" */
     tly_common_opts common;
     uint32_t shards; /* --shards N: expect N shards (0: discover) */
     uint64_t seq;    /* wait: --seq */
@@ -49,6 +51,9 @@ static tly_err status_from_data(const status_opts *o, json_t **reply)
     tly_query_store *store = NULL;
     tly_err err = tly_query_store_open(views, logdir, o->shards, &store);
     json_t *req = json_pack("{s:s}", "q", "status");
+    char abs[PATH_MAX];
+    if (err == TLY_OK)
+        tly_query_store_set_data(store, realpath(o->common.data, abs) ? abs : o->common.data);
     if (err == TLY_OK)
         err = req ? tly_query_answer(store, req, reply) : TLY_NOMEM;
     json_decref(req);
@@ -94,11 +99,17 @@ static void status_usage(FILE *out)
             "%d ms, reads DIR/log and DIR/views directly and says so.\n"
             "\n"
             "  --json        {\"head\",\"shards\":[{\"shard\",\"checkpoint\",\"lag\"}],\n"
-            "                 \"source\":\"service\"|\"data\",\"version\"} (version: this\n"
-            "                 tally's, as 'tally --version' prints it)\n"
+            "                 \"data\",\"source\":\"service\"|\"data\",\"version\"} (data:\n"
+            "                 the directory the answering stack serves, absolute;\n"
+            "                 version: this tally's, as 'tally --version' prints it)\n"
+            "  --data DIR    the stack 'tally up' runs on DIR: the query endpoint it\n"
+            "                recorded in DIR/endpoints.json (--query wins), and DIR is\n"
+            "                read directly when no service answers. When the answering\n"
+            "                service serves another directory, a warning on stderr\n"
             "  --shards N    when reading DIR directly, expect shards 0-of-N .. (N-1)-of-N\n"
             "\n"
-            "Exit codes: 0 success, 1 neither the service nor DIR answered, 2 usage.\n",
+            "Exit codes: 0 success (also with the warning), 1 neither the service nor\n"
+            "DIR answered, 2 usage.\n",
             TLY_DEFAULT_QUERY, TLY_STATUS_PROBE_MS);
 }
 
@@ -111,7 +122,9 @@ static void print_status(const status_opts *o, const json_t *st, bool from_servi
     else
         snprintf(src, sizeof src, "read from %s (query service not reachable at %s)",
                  o->common.data, o->common.query);
-    printf("Ledger head  %s\nSource       %s\n\n", head, src);
+    const char *data = json_string_value(json_object_get(st, "data"));
+    printf("Ledger head  %s\nSource       %s\nData         %s\n\n", head, src,
+           data ? data : "(not said: a query service older than this tally)");
     json_t *shards = json_object_get(st, "shards");
     if (json_array_size(shards) == 0) {
         printf("No shard view stores yet.\n");
@@ -130,39 +143,80 @@ static void print_status(const status_opts *o, const json_t *st, bool from_servi
     }
 }
 
-/* Parses the options status and wait share; wait adds --seq/--timeout. */
+enum { OPT_SHARDS = 1, OPT_SEQ, OPT_TIMEOUT };
+
+static const tly_opt status_opts_table[] = {{"--shards", OPT_SHARDS, true}};
+static const tly_opt wait_opts_table[] = {
+    {"--shards", OPT_SHARDS, true},
+    {"--seq", OPT_SEQ, true},
+    {"--timeout", OPT_TIMEOUT, true},
+};
+
+static int status_opt(void *ctx, int id, const char *v)
+{
+    status_opts *o = ctx;
+    uint64_t n;
+    switch (id) {
+    case OPT_SHARDS:
+        if (!tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+            return tly_usagef(o->cmd, "--shards takes 1..%u", TLY_SHARDS_MAX);
+        o->shards = (uint32_t)n;
+        return TLY_EXIT_OK;
+    case OPT_SEQ:
+        if (!tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->seq))
+            return tly_usagef(o->cmd, "--seq takes a log position");
+        o->has_seq = true;
+        return TLY_EXIT_OK;
+    case OPT_TIMEOUT:
+        if (!tly_parse_u64(v, 0, TLY_WAIT_TIMEOUT_S_MAX, &o->timeout_s))
+            return tly_usagef(o->cmd, "--timeout takes 0..%u seconds", TLY_WAIT_TIMEOUT_S_MAX);
+        return TLY_EXIT_OK;
+    default:
+        return tly_usagef(o->cmd, "unexpected argument '%s'", v);
+    }
+}
+
+/* Parses the options status and wait share; wait adds --seq/--timeout,
+ * status --json. */
 static int parse(const char *cmd, bool is_wait, status_opts *o, int argc, char **argv)
 {
     tly_common_defaults(&o->common);
+    o->cmd = cmd;
     o->timeout_s = TLY_WAIT_TIMEOUT_S_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc > 0)
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return -1;
-        uint64_t n;
-        if ((rc = tly_opt_value("--shards", argc, argv, &i, &v)) != 0) {
-            if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
-                return tly_usagef(cmd, "--shards takes 1..%u", TLY_SHARDS_MAX);
-            o->shards = (uint32_t)n;
-        } else if (is_wait && (rc = tly_opt_value("--seq", argc, argv, &i, &v)) != 0) {
-            if (rc < 0 || !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->seq))
-                return tly_usagef(cmd, "--seq takes a log position");
-            o->has_seq = true;
-        } else if (is_wait && (rc = tly_opt_value("--timeout", argc, argv, &i, &v)) != 0) {
-            if (rc < 0 || !tly_parse_u64(v, 0, TLY_WAIT_TIMEOUT_S_MAX, &o->timeout_s))
-                return tly_usagef(cmd, "--timeout takes 0..%u seconds", TLY_WAIT_TIMEOUT_S_MAX);
-        } else {
-            return tly_usagef(cmd, "unknown argument '%s'", argv[i]);
-        }
-    }
+    const tly_cli_spec spec = {cmd,
+                               TLY_CO_DATA | TLY_CO_QUERY | (is_wait ? 0u : TLY_CO_JSON),
+                               is_wait ? wait_opts_table : status_opts_table,
+                               is_wait ? sizeof wait_opts_table / sizeof wait_opts_table[0] : 1,
+                               status_opt,
+                               o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc != TLY_EXIT_OK)
+        return rc;
     if (is_wait && !o->has_seq)
         return tly_usagef(cmd, "--seq N is required");
-    return TLY_EXIT_OK;
+    return tly_common_endpoints(cmd, &o->common);
+}
+
+/* [status] The data directory the answering stack serves against the one
+ * this command was given (--data or $TALLY_DATA): a warning on stderr when
+ * they differ. Without a named directory nothing is compared. */
+static void warn_mismatch(const status_opts *o, const json_t *st)
+{
+    const char *served = json_string_value(json_object_get(st, "data"));
+    if (!o->common.data_named || !served)
+        return;
+    char abs[PATH_MAX];
+    const char *mine = realpath(o->common.data, abs) ? abs : o->common.data;
+    if (strcmp(mine, served) == 0)
+        return;
+    fprintf(stderr,
+            "tally status: warning: the query service at %s serves %s, not %s: this is "
+            "another stack's status%s\n",
+            o->common.query, served, mine,
+            (o->common.given & TLY_CO_QUERY) || o->common.endpoints_recorded
+                ? ""
+                : " (no 'tally up' recorded its endpoints in that "
+                  "directory: give --query)");
 }
 
 int tly_cmd_status(int argc, char **argv)
@@ -186,6 +240,8 @@ int tly_cmd_status(int argc, char **argv)
             tly_errorf("status", "%s", tly_strerror(err));
         return TLY_EXIT_FAIL;
     }
+    if (from_service)
+        warn_mismatch(&o, st);
     if (o.common.json) {
         json_object_set_new(st, "source", json_string(from_service ? "service" : "data"));
         json_object_set_new(st, "version", json_string(TALLY_VERSION));

@@ -37,31 +37,35 @@ static void usage(FILE *out)
                  "Exit codes: 0 success, 1 no views in DIR, 2 usage.\n");
 }
 
+enum { OPT_TOP = 1 };
+
+static const tly_opt summary_opts_table[] = {{"--top", OPT_TOP, true}};
+
+static int summary_opt(void *ctx, int id, const char *v)
+{
+    summary_opts *o = ctx;
+    uint64_t n = 0;
+    if (id != OPT_TOP)
+        return tly_usagef("summary", "unexpected argument '%s'", v);
+    if (!tly_parse_u64(v, 1, TLY_SUMMARY_TOP_MAX, &n))
+        return tly_usagef("summary", "--top must be 1..%u", TLY_SUMMARY_TOP_MAX);
+    o->top = (uint32_t)n;
+    return TLY_EXIT_OK;
+}
+
 static int parse_args(int argc, char **argv, summary_opts *o)
 {
     tly_common_opts c;
     tly_common_defaults(&c);
     o->top = TLY_SUMMARY_TOP_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        uint64_t n = 0;
-        int rc = tly_common_opt(&c, argc, argv, &i, usage);
-        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
-            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
-        if (rc == TLY_OPT_TAKEN)
-            continue;
-        rc = tly_opt_value("--top", argc, argv, &i, &v);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0)
-            return tly_usagef("summary", "unknown option '%s'", argv[i]);
-        if (!tly_parse_u64(v, 1, TLY_SUMMARY_TOP_MAX, &n))
-            return tly_usagef("summary", "--top must be 1..%u", TLY_SUMMARY_TOP_MAX);
-        o->top = (uint32_t)n;
-    }
+    const tly_cli_spec spec = {
+        "summary", TLY_CO_DATA | TLY_CO_JSON, summary_opts_table, 1, summary_opt, o};
+    int rc = tly_cli_parse(&spec, &c, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
     o->data = c.data;
     o->json = c.json;
-    return TLY_EXIT_OK;
+    return rc;
 }
 
 static json_t *ask(tly_query_store *s, const char *q, json_t *args)

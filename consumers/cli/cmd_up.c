@@ -68,6 +68,7 @@ typedef struct child {
     uint64_t started_ns;
     uint64_t restart_at_ns; /* when pid == 0: when to start it again */
     int backoff_ms;         /* delay before the next restart */
+    uint32_t starts;        /* times it was started */
 } child;
 
 typedef struct up_state {
@@ -78,7 +79,9 @@ typedef struct up_state {
     sigset_t blocked;  /* SIGINT, SIGTERM, SIGCHLD: taken by sigtimedwait */
     sigset_t original; /* restored in children before exec */
     int pid_fd;
+    bool pid_taken; /* DIR/tally.pid is ours */
     char pid_path[TLY_PATH_BYTES_MAX + 16];
+    bool config_error; /* a child failed its first start: stop, exit 1 */
 } up_state;
 
 /* ------------------------------------------------------------------------ */
@@ -116,31 +119,41 @@ static uint32_t default_shards(void)
     return n < 1 ? 1u : n > (long)TLY_SHARDS_MAX ? TLY_SHARDS_MAX : (uint32_t)n;
 }
 
+enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE };
+
+static const tly_opt up_opts_table[] = {
+    {"--shards", OPT_SHARDS, true},
+    {"--no-sync", OPT_NO_SYNC, false},
+    {"--insecure", OPT_INSECURE, false},
+};
+
+static int up_opt(void *ctx, int id, const char *v)
+{
+    up_opts *o = ctx;
+    uint64_t n;
+    if (id == OPT_SHARDS) {
+        if (!tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+            return tly_usagef(CMD, "--shards takes 1..%u", TLY_SHARDS_MAX);
+        o->shards = (uint32_t)n;
+    }
+    o->no_sync = o->no_sync || id == OPT_NO_SYNC;
+    o->insecure = o->insecure || id == OPT_INSECURE;
+    if (id == TLY_OPT_ARG)
+        return tly_usagef(CMD, "unexpected argument '%s'", v);
+    return TLY_EXIT_OK;
+}
+
 static int parse(int argc, char **argv, up_opts *o)
 {
     tly_common_defaults(&o->common);
     o->shards = default_shards();
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        int rc = tly_common_opt(&o->common, argc, argv, &i, usage);
-        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
-            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
-        if (rc == TLY_OPT_TAKEN)
-            continue;
-        uint64_t n;
-        if (strcmp(argv[i], "--no-sync") == 0) {
-            o->no_sync = true;
-        } else if (strcmp(argv[i], "--insecure") == 0) {
-            o->insecure = true;
-        } else if ((rc = tly_opt_value("--shards", argc, argv, &i, &v)) != 0) {
-            if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
-                return tly_usagef(CMD, "--shards takes 1..%u", TLY_SHARDS_MAX);
-            o->shards = (uint32_t)n;
-        } else {
-            return tly_usagef(CMD, "unknown argument '%s'", argv[i]);
-        }
-    }
-    return TLY_EXIT_OK;
+    const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_ENDPOINTS,
+                               up_opts_table, sizeof up_opts_table / sizeof up_opts_table[0],
+                               up_opt,        o};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -219,7 +232,7 @@ static void child_exec(const up_state *u, child *c)
         _exit(1); /* the supervisor is already gone */
     sigprocmask(SIG_SETMASK, &u->original, NULL);
     execv("/proc/self/exe", c->argv);
-    fprintf(stderr, "tally up: cannot exec %s: %s\n", c->name, strerror(errno));
+    tly_logf(TLY_LOG_ERROR, "up", "cannot exec %s: %s", c->name, strerror(errno));
     _exit(127);
 }
 
@@ -230,14 +243,15 @@ static void start_child(up_state *u, child *c)
     if (pid == 0)
         child_exec(u, c);
     if (pid < 0) {
-        fprintf(stderr, "tally up: cannot start %s: %s; retrying in %d ms\n", c->name,
-                strerror(errno), c->backoff_ms);
+        tly_logf(TLY_LOG_WARN, "up", "cannot start %s: %s; retrying in %d ms", c->name,
+                 strerror(errno), c->backoff_ms);
         c->restart_at_ns = tly_mono_ns() + (uint64_t)c->backoff_ms * 1000000u;
         return;
     }
     c->pid = pid;
     c->started_ns = tly_mono_ns();
-    printf("tally up: started %s (pid %d)\n", c->name, (int)pid);
+    c->starts++;
+    tly_logf(TLY_LOG_INFO, "up", "started %s (pid %d)", c->name, (int)pid);
     fflush(stdout);
 }
 
@@ -269,12 +283,23 @@ static void schedule_restart(child *c, int st)
         c->backoff_ms = TLY_UP_BACKOFF_MS_MIN;
     char why[96];
     describe_status(st, why, sizeof why);
-    fprintf(stderr, "tally up: %s (pid %d) %s after %llu ms; restarting in %d ms\n", c->name,
-            (int)c->pid, why, (unsigned long long)up_ms, c->backoff_ms);
+    tly_logf(TLY_LOG_WARN, "up", "%s (pid %d) %s after %llu ms; restarting in %d ms", c->name,
+             (int)c->pid, why, (unsigned long long)up_ms, c->backoff_ms);
     c->pid = 0;
     c->restart_at_ns = now + (uint64_t)c->backoff_ms * 1000000u;
     c->backoff_ms =
         c->backoff_ms * 2 > TLY_UP_BACKOFF_MS_MAX ? TLY_UP_BACKOFF_MS_MAX : c->backoff_ms * 2;
+}
+
+/* A configuration error, not a crash: the child exited by itself with
+ * code 1 or 2 (its own error line is above) within TLY_UP_STABLE_MS of its
+ * first start. Restarting would only repeat it; a crash (a signal) or a
+ * later failure is restarted. */
+static bool config_error(const child *c, int st)
+{
+    uint64_t up_ms = (tly_mono_ns() - c->started_ns) / 1000000u;
+    return c->starts == 1 && up_ms < TLY_UP_STABLE_MS && WIFEXITED(st) &&
+           (WEXITSTATUS(st) == TLY_EXIT_FAIL || WEXITSTATUS(st) == TLY_EXIT_USAGE);
 }
 
 /* Reaps every child that has exited. When stopping, nothing restarts.
@@ -289,10 +314,18 @@ static uint32_t reap(up_state *u, bool stopping)
         child *c = find_child(u, pid);
         if (!c)
             continue;
-        if (stopping) {
+        if (!stopping && config_error(c, st)) {
+            tly_logf(TLY_LOG_ERROR, CMD,
+                     "%s (pid %d) exited with code %d at its first start: a configuration "
+                     "error (its message is above), not restarted; stopping",
+                     c->name, (int)pid, WEXITSTATUS(st));
+            c->pid = 0;
+            c->restart_at_ns = UINT64_MAX;
+            u->config_error = true;
+        } else if (stopping) {
             char why[96];
             describe_status(st, why, sizeof why);
-            fprintf(stderr, "tally up: %s (pid %d) %s\n", c->name, (int)pid, why);
+            tly_logf(TLY_LOG_INFO, "up", "%s (pid %d) %s", c->name, (int)pid, why);
             c->pid = 0;
         } else {
             schedule_restart(c, st);
@@ -374,8 +407,8 @@ static void await_ledger(up_state *u)
         if (sig == SIGCHLD)
             return;
     }
-    fprintf(stderr, "tally up: ledger not listening on %s after %d ms; starting the rest\n",
-            u->o.common.log_read, TLY_UP_LEDGER_READY_MS);
+    tly_logf(TLY_LOG_WARN, "up", "ledger not listening on %s after %d ms; starting the rest",
+             u->o.common.log_read, TLY_UP_LEDGER_READY_MS);
 }
 
 static void signal_all(up_state *u, int sig)
@@ -389,8 +422,11 @@ static void signal_all(up_state *u, int sig)
  * (a second SIGINT/SIGTERM cuts it short), then SIGKILL. */
 static void stop_all(up_state *u, int why)
 {
-    fprintf(stderr, "tally up: %s received, stopping %u children\n",
-            why == SIGINT ? "SIGINT" : "SIGTERM", u->count);
+    tly_logf(TLY_LOG_INFO, CMD, "%s, stopping %u children",
+             why == SIGINT    ? "SIGINT received"
+             : why == SIGTERM ? "SIGTERM received"
+                              : "a configuration error",
+             u->count);
     signal_all(u, SIGTERM);
     uint64_t deadline = mono_ms() + TLY_UP_STOP_GRACE_MS;
     uint32_t live = reap(u, true);
@@ -401,7 +437,7 @@ static void stop_all(up_state *u, int why)
         live = reap(u, true);
     }
     if (live > 0) {
-        fprintf(stderr, "tally up: %u children still running, sending SIGKILL\n", live);
+        tly_logf(TLY_LOG_WARN, "up", "%u children still running, sending SIGKILL", live);
         signal_all(u, SIGKILL);
         for (uint32_t i = 0; i < u->count; i++) {
             int st;
@@ -409,7 +445,7 @@ static void stop_all(up_state *u, int why)
                 u->kids[i].pid = 0;
         }
     }
-    fprintf(stderr, "tally up: all children stopped\n");
+    tly_logf(TLY_LOG_INFO, "up", "all children stopped");
 }
 
 /* The supervisor's loop runs for the life of the stack: it ends only on
@@ -423,6 +459,10 @@ static int supervise(up_state *u)
             return TLY_EXIT_OK;
         }
         reap(u, false);
+        if (u->config_error) {
+            stop_all(u, 0);
+            return TLY_EXIT_FAIL;
+        }
         restart_due(u);
     }
 }
@@ -462,6 +502,7 @@ static int take_pid_file(up_state *u)
         close(u->pid_fd);
         return TLY_EXIT_FAIL;
     }
+    u->pid_taken = true;
     return TLY_EXIT_OK;
 }
 
@@ -471,6 +512,118 @@ static void drop_pid_file(up_state *u)
 {
     unlink(u->pid_path);
     close(u->pid_fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Failing fast on a configuration error                                     */
+
+/* The address a tcp:// endpoint on this machine binds: loopback for host
+ * 127.0.0.1 or localhost, any for the wildcard or 0.0.0.0. False for one
+ * that cannot be probed here (another host, IPv6, an interface name,
+ * ipc://): the child's own bind decides those. */
+static bool local_tcp(const char *ep, struct sockaddr_in *a)
+{
+    static const char *const hosts[] = {
+        "tcp://127.0.0.1:", "tcp://localhost:", "tcp://*:", "tcp://0.0.0.0:"};
+    for (size_t k = 0; k < sizeof hosts / sizeof hosts[0]; k++) {
+        size_t n = strlen(hosts[k]);
+        uint64_t port;
+        if (strncmp(ep, hosts[k], n) != 0 || !tly_parse_u64(ep + n, 1, 65535, &port))
+            continue;
+        *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a->sin_addr.s_addr = htonl(k < 2 ? INADDR_LOOPBACK : INADDR_ANY);
+        return true;
+    }
+    return false;
+}
+
+/* True when something already listens on the endpoint's port: a bind with
+ * SO_REUSEADDR (as ZeroMQ binds) fails with EADDRINUSE. */
+static bool port_taken(const char *ep)
+{
+    struct sockaddr_in a;
+    if (!local_tcp(ep, &a))
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        return false;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool taken = bind(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
+/* True when another process holds the flock of path (a missing file is
+ * held by nobody). */
+static bool lock_held(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd); /* releases the probe's own lock */
+    return held;
+}
+
+/* The locks of DIR a child will take: the log's writer lock and each
+ * shard's consumer lock. Prints the first one held and returns false. */
+static bool locks_free(const up_state *u)
+{
+    const char *dir = u->o.common.data;
+    char path[TLY_PATH_BYTES_MAX + 64], sub[TLY_PATH_BYTES_MAX + 32];
+    if (tly_layout_log(dir, sub, sizeof sub) == TLY_OK &&
+        tly_layout_join(sub, TLY_LAYOUT_WRITER_LOCK, path, sizeof path) == TLY_OK &&
+        lock_held(path)) {
+        tly_errorf(CMD, "the data directory %s is locked: another ledger writes its log (%s)", dir,
+                   path);
+        return false;
+    }
+    for (uint32_t k = 0; k < u->o.shards; k++) {
+        char views[TLY_PATH_BYTES_MAX];
+        if (tly_layout_views(dir, views, sizeof views) == TLY_OK &&
+            tly_layout_shard(views, k, u->o.shards, sub, sizeof sub) == TLY_OK &&
+            tly_layout_join(sub, TLY_LAYOUT_CONSUMER_LOCK, path, sizeof path) == TLY_OK &&
+            lock_held(path)) {
+            tly_errorf(CMD,
+                       "the data directory %s is locked: another consumer folds shard %u/%u "
+                       "(%s)",
+                       dir, k, u->o.shards, path);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* [up] Before any child starts: every endpoint free, no lock of DIR held
+ * by another process. A configuration error is one line and exit 1, never
+ * a restart loop. */
+static int preflight(const up_state *u)
+{
+    const tly_common_opts *c = &u->o.common;
+    const char *const names[] = {"--ingest", "--events", "--log-read", "--query"};
+    const char *const eps[] = {c->ingest, c->events, c->log_read, c->query};
+    for (int k = 0; k < 4; k++) {
+        if (port_taken(eps[k])) {
+            tly_errorf(CMD,
+                       "%s %s: the port is in use by another process (another stack? "
+                       "give free ports with --ingest, --events, --log-read, --query)",
+                       names[k], eps[k]);
+            return TLY_EXIT_FAIL;
+        }
+    }
+    return locks_free(u) ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+}
+
+/* Records the endpoints in DIR/endpoints.json for client commands given
+ * --data DIR. */
+static int record_endpoints(const up_state *u)
+{
+    char msg[TLY_PATH_BYTES_MAX + 128];
+    if (tly_endpoints_write(&u->o.common, msg, sizeof msg) == TLY_OK)
+        return TLY_EXIT_OK;
+    tly_errorf(CMD, "%s", msg);
+    return TLY_EXIT_FAIL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -496,16 +649,22 @@ int tly_cmd_up(int argc, char **argv)
     if (!u)
         return TLY_EXIT_FAIL;
     int rc = parse(argc, argv, &u->o);
-    if (rc == TLY_EXIT_OK)
+    if (rc == TLY_EXIT_OK) {
+        tly_log_daemon();
         rc = take_pid_file(u);
+    }
+    if (rc == TLY_EXIT_OK && (rc = preflight(u)) == TLY_EXIT_OK)
+        rc = record_endpoints(u);
     if (rc != TLY_EXIT_OK) {
+        if (u->pid_taken)
+            drop_pid_file(u);
         free(u);
         return rc < 0 ? TLY_EXIT_OK : rc;
     }
     block_signals(u);
     plan_children(u);
-    printf("tally up: data in %s, %u shard%s, query service on %s\n", u->o.common.data, u->o.shards,
-           u->o.shards == 1 ? "" : "s", u->o.common.query);
+    tly_logf(TLY_LOG_INFO, "up", "data in %s, %u shard%s, query service on %s", u->o.common.data,
+             u->o.shards, u->o.shards == 1 ? "" : "s", u->o.common.query);
     start_child(u, &u->kids[0]);
     await_ledger(u);
     for (uint32_t i = 1; i < u->count; i++)

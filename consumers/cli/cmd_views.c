@@ -503,13 +503,18 @@ typedef struct view_cmd {
 
 static void usage(const view_cmd *c, FILE *out)
 {
-    fprintf(out, "Usage: tally %s%s [--json] [--query EP | --views DIR [--shards N]]%s\n\n%s\n\n",
+    fprintf(out,
+            "Usage: tally %s%s [--json] [--query EP | --data DIR | --views DIR [--shards N]]%s"
+            "\n\n%s\n\n",
             c->name, c->partner ? " PARTNER" : "",
             c->filters ? "\n         [--partner P] [--kind KIND] [--from-seq SEQ]" : "", c->what);
     fprintf(out,
             "  --json          print the SPEC section 8 object on one line (keys in SPEC\n"
             "                  order; money in minor units)\n"
             "  --query EP      query service endpoint (default %s)\n"
+            "  --data DIR      ask the stack 'tally up' runs on DIR: the query endpoint\n"
+            "                  it recorded in DIR/endpoints.json (default $TALLY_DATA,\n"
+            "                  else ./tally-data; --query wins)\n"
             "  --views DIR     answer directly from the shard stores DIR/K-of-N (e.g. a\n"
             "                  replay from 'tally audit replay'), without the service\n"
             "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n"
@@ -532,59 +537,76 @@ static void usage(const view_cmd *c, FILE *out)
                  " 2 usage.\n");
 }
 
-/* Parses the command-specific options; returns -1 after --help. */
-static int parse_one(const view_cmd *c, view_opts *o, int argc, char **argv, int *i)
+enum {
+    OPT_VIEWS = 1,
+    OPT_CURVE_SERVER_KEY,
+    OPT_CURVE_SECRET,
+    OPT_SHARDS,
+    OPT_PARTNER,
+    OPT_KIND,
+    OPT_FROM_SEQ,
+};
+
+/* The options of every view command; the exceptions filters come last. */
+static const tly_opt view_opts_table[] = {
+    {"--views", OPT_VIEWS, true},
+    {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
+    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--shards", OPT_SHARDS, true},
+    {"--partner", OPT_PARTNER, true},
+    {"--kind", OPT_KIND, true},
+    {"--from-seq", OPT_FROM_SEQ, true},
+};
+#define VIEW_OPTS_COMMON 4u /* the entries before the filters */
+
+typedef struct view_parse {
+    const view_cmd *c;
+    view_opts *o;
+} view_parse;
+
+static int view_opt(void *ctx, int id, const char *v)
 {
-    const char *v = NULL;
-    int rc;
-    uint64_t n;
-    if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-        usage(c, stdout);
-        return -1;
-    }
-    if ((rc = tly_opt_value("--views", argc, argv, i, &o->views)) != 0 ||
-        (rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->curve_server_key)) != 0 ||
-        (rc = tly_opt_value("--curve-secret", argc, argv, i, &o->curve_secret)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    if ((rc = tly_opt_value("--shards", argc, argv, i, &v)) != 0) {
-        if (rc < 0 || !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
-            return tly_usagef(c->name, "--shards takes 1..%u", TLY_SHARDS_MAX);
-        o->shards = (uint32_t)n;
-        return TLY_EXIT_OK;
-    }
-    if (c->filters && (rc = tly_opt_value("--partner", argc, argv, i, &o->partner)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    if (c->filters && (rc = tly_opt_value("--kind", argc, argv, i, &o->kind)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    if (c->filters && (rc = tly_opt_value("--from-seq", argc, argv, i, &v)) != 0) {
-        if (rc < 0 || !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->from_seq))
-            return tly_usagef(c->name, "--from-seq takes a seq");
-        return TLY_EXIT_OK;
-    }
-    if (c->partner && argv[*i][0] != '-' && !o->partner) {
-        o->partner = argv[*i];
-        return TLY_EXIT_OK;
-    }
-    return tly_usagef(c->name, "unexpected argument '%s'", argv[*i]);
+    const view_parse *p = ctx;
+    view_opts *o = p->o;
+    uint64_t n = 0;
+    if (id == OPT_SHARDS && !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
+        return tly_usagef(p->c->name, "--shards takes 1..%u", TLY_SHARDS_MAX);
+    if (id == OPT_FROM_SEQ && !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->from_seq))
+        return tly_usagef(p->c->name, "--from-seq takes a seq");
+    if (id == TLY_OPT_ARG && (!p->c->partner || o->partner))
+        return tly_usagef(p->c->name, "unexpected argument '%s'", v);
+    o->shards = id == OPT_SHARDS ? (uint32_t)n : o->shards;
+    o->views = id == OPT_VIEWS ? v : o->views;
+    o->curve_server_key = id == OPT_CURVE_SERVER_KEY ? v : o->curve_server_key;
+    o->curve_secret = id == OPT_CURVE_SECRET ? v : o->curve_secret;
+    o->partner = id == OPT_PARTNER || id == TLY_OPT_ARG ? v : o->partner;
+    o->kind = id == OPT_KIND ? v : o->kind;
+    return TLY_EXIT_OK;
 }
 
 static int parse(const view_cmd *c, view_opts *o, int argc, char **argv)
 {
     tly_common_defaults(&o->common);
-    for (int i = 1; i < argc; i++) {
-        int rc = tly_common_flag(&o->common, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0 && (rc = parse_one(c, o, argc, argv, &i)) != TLY_EXIT_OK)
-            return rc;
-    }
+    view_parse p = {c, o};
+    const tly_cli_spec spec = {
+        c->name,
+        TLY_CO_DATA | TLY_CO_QUERY | TLY_CO_JSON,
+        view_opts_table,
+        c->filters ? sizeof view_opts_table / sizeof view_opts_table[0] : VIEW_OPTS_COMMON,
+        view_opt,
+        &p};
+    int rc = tly_cli_parse(&spec, &o->common, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(c, stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc;
     if (c->partner && !o->partner)
         return tly_usagef(c->name, "PARTNER is required");
     if (o->partner && (strlen(o->partner) == 0 || strlen(o->partner) > TLY_NAME_BYTES_MAX))
         return tly_usagef(c->name, "a partner id is 1 to %u bytes", TLY_NAME_BYTES_MAX);
     if (o->shards && !o->views)
         return tly_usagef(c->name, "--shards goes with --views");
-    return TLY_EXIT_OK;
+    return o->views ? TLY_EXIT_OK : tly_common_endpoints(c->name, &o->common);
 }
 
 static json_t *build_request(const view_cmd *c, const view_opts *o)

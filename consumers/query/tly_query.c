@@ -59,7 +59,8 @@ struct tly_query_store {
     uint32_t n;          /* shard count of the set in use, 0 while none */
     uint32_t open_count; /* shards of the set with env != NULL */
     qshard sh[TLY_SHARDS_MAX];
-    tly__qfast fast; /* scratch of the fast path (query_fast.c) */
+    tly__qfast fast;               /* scratch of the fast path (query_fast.c) */
+    char data[TLY_PATH_BYTES_MAX]; /* tly_query_store_set_data, "" when not set */
 };
 
 /* A read snapshot of one shard for the duration of one request. */
@@ -117,7 +118,7 @@ static tly_err env_open(const char *dir, MDB_env **out)
     if (rc != 0) {
         if (env)
             mdb_env_close(env);
-        fprintf(stderr, "tally query: cannot open view store %s: %s\n", dir, mdb_strerror(rc));
+        tly_logf(TLY_LOG_ERROR, "query", "cannot open view store %s: %s", dir, mdb_strerror(rc));
         return map_mdb(rc);
     }
     *out = env;
@@ -277,8 +278,8 @@ static tly_err ensure_dbi(qshard *sh)
     MDB_val k = {7, "M/shard"}, v;
     rc = mdb_get(txn, sh->dbi, &k, &v);
     if (rc == 0 && (v.mv_size != strlen(sh->name) || memcmp(v.mv_data, sh->name, v.mv_size))) {
-        fprintf(stderr, "tally query: the store opened as shard %s says it is shard %.*s\n",
-                sh->name, (int)(v.mv_size < 24 ? v.mv_size : 24), (const char *)v.mv_data);
+        tly_logf(TLY_LOG_ERROR, "query", "the store opened as shard %s says it is shard %.*s",
+                 sh->name, (int)(v.mv_size < 24 ? v.mv_size : 24), (const char *)v.mv_data);
         mdb_txn_abort(txn);
         return TLY_CORRUPT;
     }
@@ -966,6 +967,12 @@ static json_t *shard_status(tly_query_store *s, uint32_t k, uint64_t *checkpoint
     return o;
 }
 
+void tly_query_store_set_data(tly_query_store *s, const char *data_dir)
+{
+    if (strlen(data_dir) < sizeof s->data)
+        memcpy(s->data, data_dir, strlen(data_dir) + 1);
+}
+
 static json_t *answer_status(tly_query_store *s)
 {
     json_t *shards = json_array();
@@ -988,6 +995,8 @@ static json_t *answer_status(tly_query_store *s)
     json_t *o = json_object();
     json_object_set_new(o, "head", json_integer((json_int_t)head));
     json_object_set_new(o, "shards", shards);
+    if (s->data[0])
+        json_object_set_new(o, "data", json_string(s->data));
     return o;
 }
 

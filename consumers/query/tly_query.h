@@ -62,6 +62,12 @@ typedef struct tly_query_store tly_query_store;
  */
 tly_err tly_query_store_open(const char *views_dir, const char *log_dir, uint32_t shard_count,
                              tly_query_store **out);
+
+/* Names the data directory the store serves (an absolute path, at most
+ * TLY_PATH_BYTES_MAX - 1 bytes; a longer one is ignored): the status answer
+ * carries it as "data", so `tally status` can say which directory the
+ * answering stack serves. The string is copied. */
+void tly_query_store_set_data(tly_query_store *s, const char *data_dir);
 void tly_query_store_close(tly_query_store *s);
 
 /*

@@ -122,8 +122,8 @@ static tly_err commit(consumer *c)
     if (err == TLY_TOO_LARGE && c->o.batch > 1) {
         /* Halving is bounded: at most log2(batch) times down to 1. */
         c->o.batch /= 2;
-        tly_errorf(CMD, "shard %u/%u: refolding with batches of %u records", c->o.shard,
-                   c->o.shard_count, c->o.batch);
+        tly_logf(TLY_LOG_WARN, CMD, "shard %u/%u: refolding with batches of %u records", c->o.shard,
+                 c->o.shard_count, c->o.batch);
         return reload_engine(c);
     }
     if (++c->commit_failures > TLY_CONSUME_RELOAD_RETRIES_MAX)
@@ -462,7 +462,7 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
         err = logread_recv(c, &msg);
     if (err != TLY_OK) {
         if (!c->logread_quiet && !*c->stop)
-            tly_errorf(CMD, "log-read %s: no reply; retrying", c->o.log_read);
+            tly_logf(TLY_LOG_WARN, CMD, "log-read %s: no reply; retrying", c->o.log_read);
         c->logread_quiet = true;
         dealer_reset(c);
         /* --exit-at-head must not take silence for the head of the log. */
@@ -652,12 +652,12 @@ static tly_err consumer_start(consumer *c)
     if (!c->o.exit_at_head)
         err = sub_open(c);
     if (err == TLY_OK)
-        fprintf(stderr, "tally consume: shard %u/%u, checkpoint %llu, reading %s%s%s\n", c->o.shard,
-                c->o.shard_count, (unsigned long long)c->start_seq, c->o.remote ? "" : c->log_dir,
-                c->o.remote ? "log-read " : "",
-                c->o.remote           ? c->o.log_read
-                : c->o.log_read_given ? " (until it exists: log-read)"
-                                      : "");
+        tly_logf(TLY_LOG_INFO, "consume", "shard %u/%u, checkpoint %llu, reading %s%s%s",
+                 c->o.shard, c->o.shard_count, (unsigned long long)c->start_seq,
+                 c->o.remote ? "" : c->log_dir, c->o.remote ? "log-read " : "",
+                 c->o.remote           ? c->o.log_read
+                 : c->o.log_read_given ? " (until it exists: log-read)"
+                                       : "");
     return err;
 }
 
@@ -719,12 +719,12 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
         err = consumer_run(c);
     if (err == TLY_OK) {
         uint64_t seq = tly_engine_seq(c->engine);
-        fprintf(stderr,
-                "tally consume: shard %u/%u stopped at checkpoint %llu "
-                "(%llu records in %llu ms)\n",
-                c->o.shard, c->o.shard_count, (unsigned long long)seq,
-                (unsigned long long)(seq - c->start_seq),
-                (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
+        tly_logf(TLY_LOG_INFO, "consume",
+                 "shard %u/%u stopped at checkpoint %llu "
+                 "(%llu records in %llu ms)",
+                 c->o.shard, c->o.shard_count, (unsigned long long)seq,
+                 (unsigned long long)(seq - c->start_seq),
+                 (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
     }
     consumer_stop(c);
     free(c);

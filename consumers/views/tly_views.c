@@ -57,7 +57,7 @@ struct tly_views {
 /* Maps an LMDB failure to tly_err at the module edge and logs the original. */
 static tly_err mdb_fail(const char *what, const char *dir, int rc)
 {
-    fprintf(stderr, "tally views: %s (%s): %s\n", what, dir, mdb_strerror(rc));
+    tly_logf(TLY_LOG_ERROR, "views", "%s (%s): %s", what, dir, mdb_strerror(rc));
     if (rc == ENOMEM)
         return TLY_NOMEM;
     return TLY_STORAGE;
@@ -85,7 +85,7 @@ static tly_err mkdir_p(const char *dir)
     size_t failed_len = 0;
     tly_err err = tly_mkdirs(dir, &failed_len);
     if (err == TLY_STORAGE)
-        fprintf(stderr, "tally views: mkdir %.*s: %s\n", (int)failed_len, dir, strerror(errno));
+        tly_logf(TLY_LOG_ERROR, "views", "mkdir %.*s: %s", (int)failed_len, dir, strerror(errno));
     return err;
 }
 
@@ -133,15 +133,15 @@ static tly_err check_shard(tly_views *v, MDB_txn *txn)
         return rc == 0 ? TLY_OK : mdb_fail("write M/shard", v->dir, rc);
     }
     if (rc == MDB_NOTFOUND) {
-        fprintf(stderr, "tally views: %s has no M/shard key\n", v->dir);
+        tly_logf(TLY_LOG_ERROR, "views", "%s has no M/shard key", v->dir);
         return TLY_CORRUPT;
     }
     if (rc != 0)
         return mdb_fail("read M/shard", v->dir, rc);
     if (d.mv_size != want || memcmp(d.mv_data, v->shard_text, want) != 0) {
-        fprintf(stderr, "tally views: %s belongs to shard %.*s, not %s\n", v->dir,
-                (int)(d.mv_size < SHARD_TEXT_BYTES ? d.mv_size : SHARD_TEXT_BYTES),
-                (const char *)d.mv_data, v->shard_text);
+        tly_logf(TLY_LOG_ERROR, "views", "%s belongs to shard %.*s, not %s", v->dir,
+                 (int)(d.mv_size < SHARD_TEXT_BYTES ? d.mv_size : SHARD_TEXT_BYTES),
+                 (const char *)d.mv_data, v->shard_text);
         return TLY_USAGE;
     }
     return TLY_OK;
@@ -215,11 +215,11 @@ static tly_err lock_writer(tly_views *v)
         return TLY_USAGE;
     v->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, TLY_FILE_MODE);
     if (v->lock_fd < 0) {
-        fprintf(stderr, "tally views: open %s: %s\n", path, strerror(errno));
+        tly_logf(TLY_LOG_ERROR, "views", "open %s: %s", path, strerror(errno));
         return TLY_STORAGE;
     }
     if (flock(v->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        fprintf(stderr, "tally views: %s is in use by another consumer\n", v->dir);
+        tly_logf(TLY_LOG_ERROR, "views", "%s is in use by another consumer", v->dir);
         return TLY_UNAVAILABLE;
     }
     return TLY_OK;
@@ -293,7 +293,7 @@ static tly_err read_checkpoint(tly_views *v, MDB_txn *txn, uint64_t *seq)
     if (rc != 0)
         return mdb_fail("read checkpoint", v->dir, rc);
     if (d.mv_size != 8) {
-        fprintf(stderr, "tally views: %s: checkpoint of %zu bytes\n", v->dir, d.mv_size);
+        tly_logf(TLY_LOG_ERROR, "views", "%s: checkpoint of %zu bytes", v->dir, d.mv_size);
         return TLY_CORRUPT;
     }
     const uint8_t *b = d.mv_data;
@@ -537,8 +537,8 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
 static tly_err grow(tly_views *v)
 {
     if (v->map_bytes >= TLY_VIEWS_MAP_BYTES_MAX) {
-        fprintf(stderr, "tally views: %s: map full at its maximum of %zu bytes\n", v->dir,
-                v->map_bytes);
+        tly_logf(TLY_LOG_ERROR, "views", "%s: map full at its maximum of %zu bytes", v->dir,
+                 v->map_bytes);
         return TLY_STORAGE;
     }
     size_t want = v->map_bytes * 2;
@@ -625,7 +625,7 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
     }
     if (err != TLY_OK)
         return err;
-    fprintf(stderr, "tally views: %s: map still full after %u doublings\n", v->dir,
-            TLY_VIEWS_GROW_RETRIES_MAX);
+    tly_logf(TLY_LOG_ERROR, "views", "%s: map still full after %u doublings", v->dir,
+             TLY_VIEWS_GROW_RETRIES_MAX);
     return TLY_STORAGE;
 }

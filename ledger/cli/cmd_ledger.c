@@ -61,28 +61,40 @@ static void usage(FILE *out)
             TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ);
 }
 
+enum { OPT_NO_SYNC = 1, OPT_INSECURE, OPT_CURVE_SECRET, OPT_AUTHORIZED_KEYS };
+
+static const tly_opt ledger_opts[] = {
+    {"--no-sync", OPT_NO_SYNC, false},
+    {"--insecure", OPT_INSECURE, false},
+    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+};
+
+static int ledger_opt(void *ctx, int id, const char *value)
+{
+    tly_ledger_opts *o = ctx;
+    if (id == TLY_OPT_ARG)
+        return tly_usagef("ledger", "unexpected argument '%s'", value);
+    o->no_sync = o->no_sync || id == OPT_NO_SYNC;
+    o->insecure = o->insecure || id == OPT_INSECURE;
+    o->curve_secret = id == OPT_CURVE_SECRET ? value : o->curve_secret;
+    o->authorized_keys = id == OPT_AUTHORIZED_KEYS ? value : o->authorized_keys;
+    return TLY_EXIT_OK;
+}
+
 static int parse_args(int argc, char **argv, tly_ledger_opts *o)
 {
     tly_common_opts c;
     tly_common_defaults(&c);
-    for (int i = 1; i < argc; i++) {
-        int rc = tly_common_opt(&c, argc, argv, &i, usage);
-        if (rc == TLY_OPT_HELP || rc == TLY_OPT_BAD)
-            return rc == TLY_OPT_HELP ? -1 : TLY_EXIT_USAGE;
-        if (rc == TLY_OPT_TAKEN)
-            continue;
-        if (strcmp(argv[i], "--no-sync") == 0) {
-            o->no_sync = true;
-        } else if (strcmp(argv[i], "--insecure") == 0) {
-            o->insecure = true;
-        } else if ((rc = tly_opt_value("--curve-secret", argc, argv, &i, &o->curve_secret)) ||
-                   (rc = tly_opt_value("--authorized-keys", argc, argv, &i, &o->authorized_keys))) {
-            if (rc < 0)
-                return TLY_EXIT_USAGE;
-        } else {
-            return tly_usagef("ledger", "unknown option '%s'", argv[i]);
-        }
-    }
+    const tly_cli_spec spec = {
+        "ledger",    TLY_CO_DATA | TLY_CO_INGEST | TLY_CO_EVENTS | TLY_CO_LOG_READ,
+        ledger_opts, sizeof ledger_opts / sizeof ledger_opts[0],
+        ledger_opt,  o};
+    int rc = tly_cli_parse(&spec, &c, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc;
     if (!o->curve_secret != !o->authorized_keys)
         return tly_usagef("ledger", "--curve-secret and --authorized-keys go together");
     o->data = c.data;
@@ -100,6 +112,7 @@ int tly_cmd_ledger(int argc, char **argv)
         return TLY_EXIT_OK;
     if (rc != TLY_EXIT_OK)
         return rc;
+    tly_log_daemon();
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

@@ -100,44 +100,60 @@ static int parse_batches(const char *s, bench_opts *o)
     return TLY_EXIT_OK;
 }
 
+enum { OPT_EVENTS = 1, OPT_PRODUCERS, OPT_WINDOW, OPT_BATCHES, OPT_DIR, OPT_NO_SYNC };
+
+static const tly_opt bench_opts_table[] = {
+    {"--events", OPT_EVENTS, true}, {"--producers", OPT_PRODUCERS, true},
+    {"--window", OPT_WINDOW, true}, {"--batches", OPT_BATCHES, true},
+    {"--dir", OPT_DIR, true},       {"--no-sync", OPT_NO_SYNC, false},
+};
+
+static int bench_opt(void *ctx, int id, const char *v)
+{
+    bench_opts *o = ctx;
+    uint64_t n = 0;
+    switch (id) {
+    case OPT_EVENTS:
+        if (!tly_parse_u64(v, 1000, 100000000, &n))
+            return tly_usagef("bench ingest", "--events must be 1000..100000000");
+        o->events = n;
+        return TLY_EXIT_OK;
+    case OPT_PRODUCERS:
+        if (!tly_parse_u64(v, 1, TLY_BENCH_PRODUCERS_MAX, &n))
+            return tly_usagef("bench ingest", "--producers must be 1..%u", TLY_BENCH_PRODUCERS_MAX);
+        o->producers = (uint32_t)n;
+        return TLY_EXIT_OK;
+    case OPT_WINDOW:
+        if (!tly_parse_u64(v, 1, TLY_CLIENT_WINDOW_MAX, &n))
+            return tly_usagef("bench ingest", "--window must be 1..%u", TLY_CLIENT_WINDOW_MAX);
+        o->window = (uint32_t)n;
+        return TLY_EXIT_OK;
+    case OPT_BATCHES:
+        return parse_batches(v, o);
+    case OPT_DIR:
+        o->dir = v;
+        return TLY_EXIT_OK;
+    case OPT_NO_SYNC:
+        o->no_sync = true;
+        return TLY_EXIT_OK;
+    default:
+        return tly_usagef("bench ingest", "unexpected argument '%s'", v);
+    }
+}
+
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     o->events = 1000000;
     o->producers = 4;
     o->window = 16;
     parse_batches("1,10,100,1000", o);
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        uint64_t n = 0;
-        int rc = 0;
-        if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return -1;
-        } else if (strcmp(argv[i], "--no-sync") == 0) {
-            o->no_sync = true;
-        } else if ((rc = tly_opt_value("--events", argc, argv, &i, &v)) > 0) {
-            if (!tly_parse_u64(v, 1000, 100000000, &n))
-                return tly_usagef("bench ingest", "--events must be 1000..100000000");
-            o->events = n;
-        } else if ((rc = tly_opt_value("--producers", argc, argv, &i, &v)) > 0) {
-            if (!tly_parse_u64(v, 1, TLY_BENCH_PRODUCERS_MAX, &n))
-                return tly_usagef("bench ingest", "--producers must be 1..%u",
-                                  TLY_BENCH_PRODUCERS_MAX);
-            o->producers = (uint32_t)n;
-        } else if ((rc = tly_opt_value("--window", argc, argv, &i, &v)) > 0) {
-            if (!tly_parse_u64(v, 1, TLY_CLIENT_WINDOW_MAX, &n))
-                return tly_usagef("bench ingest", "--window must be 1..%u", TLY_CLIENT_WINDOW_MAX);
-            o->window = (uint32_t)n;
-        } else if ((rc = tly_opt_value("--batches", argc, argv, &i, &v)) > 0) {
-            if (parse_batches(v, o) != TLY_EXIT_OK)
-                return TLY_EXIT_USAGE;
-        } else if ((rc = tly_opt_value("--dir", argc, argv, &i, &o->dir)) > 0) {
-        } else {
-            return rc < 0 ? TLY_EXIT_USAGE
-                          : tly_usagef("bench ingest", "unknown option '%s'", argv[i]);
-        }
-    }
-    return TLY_EXIT_OK;
+    const tly_cli_spec spec = {
+        "bench ingest", 0, bench_opts_table, sizeof bench_opts_table / sizeof bench_opts_table[0],
+        bench_opt,      o};
+    int rc = tly_cli_parse(&spec, NULL, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    return rc;
 }
 
 /* A realistic sale event (~170 bytes encoded). */

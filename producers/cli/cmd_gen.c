@@ -102,50 +102,39 @@ static void set_num(tly_gen_opts *o, int which, uint64_t v)
     }
 }
 
-/* Handles argv[*i] when it is a numeric option: 1 consumed, 0 not one,
- * -1 usage error (printed). */
-static int num_option(gen_args *a, int argc, char **argv, int *i)
-{
-    for (int k = 0; k < OPT_NUM_COUNT; k++) {
-        const num_opt *n = &num_opts[k];
-        const char *v;
-        int rc = tly_opt_value(n->name, argc, argv, i, &v);
-        if (rc == 0)
-            continue;
-        if (rc < 0)
-            return -1;
-        uint64_t value;
-        if (!tly_parse_u64(v, n->min, n->max, &value)) {
-            tly_usagef(CMD, "%s expects an integer in %llu..%llu, got '%s'", n->name,
-                       (unsigned long long)n->min, (unsigned long long)n->max, v);
-            return -1;
-        }
-        set_num(&a->opt, k, value);
-        return 1;
-    }
-    return 0;
-}
+/* The option table: the numeric ones keep their num_opts index as id - 1. */
+enum { OPT_START = OPT_NUM_COUNT + 1, OPT_OUT };
 
-/* Handles the other options at argv[*i]; exit code of a usage error, or
- * TLY_EXIT_OK. */
-static int other_option(gen_args *a, int argc, char **argv, int *i)
+static const tly_opt gen_opts_table[] = {
+    {"--seed", OPT_SEED + 1, true},
+    {"--events", OPT_EVENTS + 1, true},
+    {"--partners", OPT_PARTNERS + 1, true},
+    {"--months", OPT_MONTHS + 1, true},
+    {"--resend-pct", OPT_RESEND + 1, true},
+    {"--start", OPT_START, true},
+    {"--out", OPT_OUT, true},
+};
+
+static int gen_opt(void *ctx, int id, const char *v)
 {
-    const char *v;
-    int rc;
-    if (strcmp(argv[*i], "--help") == 0 || strcmp(argv[*i], "-h") == 0) {
-        a->help = true;
-    } else if ((rc = tly_opt_value("--start", argc, argv, i, &v)) != 0) {
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
+    gen_args *a = ctx;
+    if (id == OPT_START) {
         if (!tly_gen_parse_date(v, &a->opt.start_ms))
             return tly_usagef(CMD, "--start expects a date YYYY-MM-DD, got '%s'", v);
-    } else if ((rc = tly_opt_value("--out", argc, argv, i, &v)) != 0) {
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        a->out_path = v;
-    } else {
-        return tly_usagef(CMD, "unknown argument '%s'", argv[*i]);
+        return TLY_EXIT_OK;
     }
+    if (id == OPT_OUT) {
+        a->out_path = v;
+        return TLY_EXIT_OK;
+    }
+    if (id == TLY_OPT_ARG)
+        return tly_usagef(CMD, "unexpected argument '%s'", v);
+    const num_opt *n = &num_opts[id - 1];
+    uint64_t value;
+    if (!tly_parse_u64(v, n->min, n->max, &value))
+        return tly_usagef(CMD, "%s expects an integer in %llu..%llu, got '%s'", n->name,
+                          (unsigned long long)n->min, (unsigned long long)n->max, v);
+    set_num(&a->opt, id - 1, value);
     return TLY_EXIT_OK;
 }
 
@@ -156,14 +145,11 @@ static int parse_args(gen_args *a, int argc, char **argv)
     a->opt.seed = 1;
     a->opt.events = 10000;
     a->opt.months = 18;
-    for (int i = 1; i < argc; i++) {
-        int rc = num_option(a, argc, argv, &i);
-        if (rc < 0)
-            return TLY_EXIT_USAGE;
-        if (rc == 0 && (rc = other_option(a, argc, argv, &i)) != TLY_EXIT_OK)
-            return rc;
-    }
-    return TLY_EXIT_OK;
+    const tly_cli_spec spec = {
+        CMD, 0, gen_opts_table, sizeof gen_opts_table / sizeof gen_opts_table[0], gen_opt, a};
+    int rc = tly_cli_parse(&spec, NULL, argc, argv);
+    a->help = rc == TLY_CLI_HELP;
+    return a->help ? TLY_EXIT_OK : rc;
 }
 
 /* Runs the generator into out; exit code. */

@@ -52,7 +52,6 @@ typedef struct send_opts {
     bool atomic;
     uint32_t batch;
     tly_client_opts client;
-    bool log_read_given; /* --log-read was on the command line */
     const char *log_read;
 } send_opts;
 
@@ -68,6 +67,9 @@ static void usage(FILE *out)
             "  --batch N              events per request (default %u, max %u)\n"
             "  --window N             requests in flight (default %u, max %u)\n"
             "  --atomic               each request is all-or-nothing\n"
+            "  --data DIR             talk to the stack 'tally up' runs on DIR: the\n"
+            "                         endpoints it recorded in DIR/endpoints.json (flags\n"
+            "                         given win; default $TALLY_DATA, else ./tally-data)\n"
             "  --ingest EP            ledger ingest endpoint (default %s)\n"
             "  --log-read EP          ledger log-read endpoint, asked for the log head so\n"
             "                         that events this run appended before a ledger crash\n"
@@ -77,97 +79,136 @@ static void usage(FILE *out)
             "  --curve-secret FILE    this producer's Z85 secret key\n"
             "  --ack-timeout-ms N     wait for an ack before resending (default %d)\n"
             "  --retries N            resends of one request before giving up (default 0:\n"
-            "                         keep trying)\n"
+            "                         keep trying until --timeout)\n"
+            "  --timeout SECONDS      give up when the ledger has acknowledged nothing for\n"
+            "                         this long (default %u, 0: never)\n"
             "  --help                 show this help\n\n"
-            "Prints 'sent N, duplicates D, rejected R'; exits 1 when R > 0.\n",
+            "Outcomes (on stdout 'sent N, duplicates D, rejected R' when every event has\n"
+            "one):\n"
+            "  exit 0  every event appended (sent) or already in the log (duplicates)\n"
+            "  exit 1  R > 0: events refused, one line each on stderr; or the input\n"
+            "          cannot be read; or timed out: 'gave up after S s' on stderr with\n"
+            "          the events still unconfirmed, and no summary line (sending the\n"
+            "          same input again is safe: the ledger drops ids it has)\n"
+            "  exit 2  usage\n",
             TLY_SEND_BATCH_DEFAULT, TLY_BATCH_EVENTS_MAX, TLY_SEND_WINDOW_DEFAULT,
-            TLY_CLIENT_WINDOW_MAX, TLY_DEFAULT_INGEST, TLY_DEFAULT_LOG_READ, TLY_ACK_TIMEOUT_MS);
+            TLY_CLIENT_WINDOW_MAX, TLY_DEFAULT_INGEST, TLY_DEFAULT_LOG_READ, TLY_ACK_TIMEOUT_MS,
+            TLY_SEND_TIMEOUT_S_DEFAULT);
 }
 
-static int parse_number(const char *name, const char *v, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!tly_parse_u64(v, min, max, out))
-        return tly_usagef("send", "%s must be an integer in %llu..%llu", name,
-                          (unsigned long long)min, (unsigned long long)max);
-    return TLY_EXIT_OK;
-}
+enum {
+    OPT_SOURCE = 1,
+    OPT_CSV,
+    OPT_ATOMIC,
+    OPT_BATCH,
+    OPT_WINDOW,
+    OPT_CURVE_SERVER_KEY,
+    OPT_CURVE_SECRET,
+    OPT_ACK_TIMEOUT_MS,
+    OPT_RETRIES,
+    OPT_TIMEOUT,
+};
 
-static int parse_option(send_opts *o, tly_common_opts *c, int argc, char **argv, int *i)
+static const tly_opt send_opts_table[] = {
+    {"--source", OPT_SOURCE, true},
+    {"--csv", OPT_CSV, false},
+    {"--atomic", OPT_ATOMIC, false},
+    {"--batch", OPT_BATCH, true},
+    {"--window", OPT_WINDOW, true},
+    {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
+    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--ack-timeout-ms", OPT_ACK_TIMEOUT_MS, true},
+    {"--retries", OPT_RETRIES, true},
+    {"--timeout", OPT_TIMEOUT, true},
+};
+
+/* The numeric options: their bounds. */
+static int send_number(send_opts *o, int id, const char *v)
 {
-    const char *v = NULL;
     uint64_t n = 0;
-    int rc;
-    if (strncmp(argv[*i], "--log-read", 10) == 0)
-        o->log_read_given = true;
-    if ((rc = tly_common_flag(c, argc, argv, i)) != 0)
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    if (strcmp(argv[*i], "--csv") == 0) {
-        o->csv = true;
-    } else if (strcmp(argv[*i], "--atomic") == 0) {
-        o->atomic = true;
-    } else if ((rc = tly_opt_value("--source", argc, argv, i, &o->source))) {
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    } else if ((rc = tly_opt_value("--curve-server-key", argc, argv, i, &o->client.server_key))) {
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    } else if ((rc = tly_opt_value("--curve-secret", argc, argv, i, &o->client.secret_file))) {
-        return rc < 0 ? TLY_EXIT_USAGE : TLY_EXIT_OK;
-    } else if ((rc = tly_opt_value("--batch", argc, argv, i, &v))) {
-        if (rc < 0 || parse_number("--batch", v, 1, TLY_BATCH_EVENTS_MAX, &n))
-            return TLY_EXIT_USAGE;
+    int rc = TLY_EXIT_OK;
+    if (id == OPT_BATCH &&
+        (rc = tly_cli_u64("send", "--batch", v, 1, TLY_BATCH_EVENTS_MAX, &n)) == TLY_EXIT_OK)
         o->batch = (uint32_t)n;
-    } else if ((rc = tly_opt_value("--window", argc, argv, i, &v))) {
-        if (rc < 0 || parse_number("--window", v, 1, TLY_CLIENT_WINDOW_MAX, &n))
-            return TLY_EXIT_USAGE;
+    if (id == OPT_WINDOW &&
+        (rc = tly_cli_u64("send", "--window", v, 1, TLY_CLIENT_WINDOW_MAX, &n)) == TLY_EXIT_OK)
         o->client.window = (uint32_t)n;
-    } else if ((rc = tly_opt_value("--ack-timeout-ms", argc, argv, i, &v))) {
-        if (rc < 0 || parse_number("--ack-timeout-ms", v, 1, 3600000, &n))
-            return TLY_EXIT_USAGE;
+    if (id == OPT_ACK_TIMEOUT_MS && (rc = tly_cli_u64("send", "--ack-timeout-ms", v, 1,
+                                                      TLY_ACK_TIMEOUT_MS_MAX, &n)) == TLY_EXIT_OK)
         o->client.ack_timeout_ms = (int)n;
-    } else if ((rc = tly_opt_value("--retries", argc, argv, i, &v))) {
-        if (rc < 0 || parse_number("--retries", v, 0, 1000000, &n))
-            return TLY_EXIT_USAGE;
+    if (id == OPT_RETRIES &&
+        (rc = tly_cli_u64("send", "--retries", v, 0, TLY_SEND_RETRIES_MAX, &n)) == TLY_EXIT_OK)
         o->client.retries_max = (uint32_t)n;
-    } else if (argv[*i][0] == '-' && argv[*i][1] != '\0') {
-        return tly_usagef("send", "unknown option '%s'", argv[*i]);
-    } else if (!o->path) {
-        o->path = argv[*i];
-    } else {
-        return tly_usagef("send", "only one input file");
-    }
-    return TLY_EXIT_OK;
+    if (id == OPT_TIMEOUT &&
+        (rc = tly_cli_u64("send", "--timeout", v, 0, TLY_SEND_TIMEOUT_S_MAX, &n)) == TLY_EXIT_OK)
+        o->client.give_up_ms = (int64_t)n * 1000;
+    return rc;
 }
 
-static int parse_args(int argc, char **argv, send_opts *o)
+static int send_opt(void *ctx, int id, const char *v)
 {
-    tly_common_opts c;
-    tly_common_defaults(&c);
+    send_opts *o = ctx;
+    switch (id) {
+    case TLY_OPT_ARG:
+        if (o->path)
+            return tly_usagef("send", "only one input file");
+        o->path = v;
+        return TLY_EXIT_OK;
+    case OPT_SOURCE:
+        o->source = v;
+        return TLY_EXIT_OK;
+    case OPT_CSV:
+        o->csv = true;
+        return TLY_EXIT_OK;
+    case OPT_ATOMIC:
+        o->atomic = true;
+        return TLY_EXIT_OK;
+    case OPT_CURVE_SERVER_KEY:
+        o->client.server_key = v;
+        return TLY_EXIT_OK;
+    case OPT_CURVE_SECRET:
+        o->client.secret_file = v;
+        return TLY_EXIT_OK;
+    default:
+        return send_number(o, id, v);
+    }
+}
+
+static int parse_args(int argc, char **argv, send_opts *o, tly_common_opts *c)
+{
+    tly_common_defaults(c);
     o->batch = TLY_SEND_BATCH_DEFAULT;
     o->client.window = TLY_SEND_WINDOW_DEFAULT;
     o->client.verbose = true;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return -1;
-        }
-        int rc = parse_option(o, &c, argc, argv, &i);
-        if (rc != TLY_EXIT_OK)
-            return rc;
-    }
+    o->client.give_up_ms = (int64_t)TLY_SEND_TIMEOUT_S_DEFAULT * 1000;
+    const tly_cli_spec spec = {"send",          TLY_CO_DATA | TLY_CO_INGEST | TLY_CO_LOG_READ,
+                               send_opts_table, sizeof send_opts_table / sizeof send_opts_table[0],
+                               send_opt,        o};
+    int rc = tly_cli_parse(&spec, c, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc;
     if (!o->path)
         return tly_usagef("send", "expected FILE or - (standard input)");
     if (!o->client.server_key != !o->client.secret_file)
         return tly_usagef("send", "--curve-server-key and --curve-secret go together");
-    o->client.endpoint = c.ingest;
-    /* The default log-read belongs to the default ledger only. */
-    if (o->log_read_given || strcmp(c.ingest, TLY_DEFAULT_INGEST) == 0)
-        o->log_read = c.log_read;
+    if (tly_common_endpoints("send", c) != TLY_EXIT_OK)
+        return TLY_EXIT_FAIL;
+    o->client.endpoint = c->ingest;
+    /* The log-read endpoint belongs to the ledger of the ingest one: given,
+     * or of the same origin as ingest (both recorded, both default). */
+    if ((c->given & TLY_CO_LOG_READ) || !(c->given & TLY_CO_INGEST) ||
+        strcmp(c->ingest, TLY_DEFAULT_INGEST) == 0)
+        o->log_read = c->log_read;
     return TLY_EXIT_OK;
 }
 
 int tly_cmd_send(int argc, char **argv)
 {
     send_opts o = {0};
-    int rc = parse_args(argc, argv, &o);
+    tly_common_opts c;
+    int rc = parse_args(argc, argv, &o, &c);
     if (rc < 0)
         return TLY_EXIT_OK;
     if (rc != TLY_EXIT_OK)
@@ -190,6 +231,17 @@ int tly_cmd_send(int argc, char **argv)
     if (in != stdin)
         fclose(in);
     tly_progress_end();
+    if (err == TLY_TIMEOUT) {
+        tly_errorf("send",
+                   "gave up after %lld s: %s; %llu events without an outcome (in the log or "
+                   "not), input read to line %llu; before that sent %llu, duplicates %llu, "
+                   "rejected %llu. Sending the same input again is safe (ids already in the "
+                   "log come back as duplicates)",
+                   (long long)(o.client.give_up_ms / 1000), msg, (unsigned long long)st.unconfirmed,
+                   (unsigned long long)st.lines, (unsigned long long)st.sent,
+                   (unsigned long long)st.duplicates, (unsigned long long)st.rejected);
+        return TLY_EXIT_FAIL;
+    }
     if (err != TLY_OK) {
         tly_errorf("send", "%s", msg[0] ? msg : tly_strerror(err));
         return TLY_EXIT_FAIL;

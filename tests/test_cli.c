@@ -1,0 +1,494 @@
+/*
+ * test_cli.c — the command line every command shares (issue 12 items 3-5),
+ * with the real binary, real processes and loopback ports:
+ *
+ *   - every command and subcommand (the list `tally --help`, `tally audit
+ *     --help` and `tally bench --help` print, so a new one without a row
+ *     here fails) refuses a flag it does not take: exit 2, the command named;
+ *     a shared flag a command does not take is refused the same way;
+ *   - `tally up` records its endpoints in DATA/endpoints.json; with two
+ *     stacks on different ports, send, wait, status and a view command given
+ *     --data talk to the stack of that directory;
+ *   - status names the directory the answering stack serves and warns when
+ *     it is not the one asked for;
+ *   - `tally up` fails fast (exit 1, one line, no child started) when a port
+ *     is taken and when the data directory is locked by another ledger;
+ *   - `tally send --timeout` gives up against a ledger that never answers;
+ *   - daemon log lines: ISO-8601 timestamp and level; colour on a terminal
+ *     only, never with NO_COLOR set (even empty); a client's error line
+ *     stays plain.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pty.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+/* Arguments of one test command line, with room to spare. */
+#define ARGS_MAX 32
+
+/* Runs tally with the NULL-terminated arguments; stdout and stderr into
+ * out and err (files under dir). Returns the exit code. */
+static int run(const char *out, const char *err, ...)
+{
+    char *argv[ARGS_MAX];
+    int n = 0;
+    argv[n++] = (char *)tu_tally();
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; n < ARGS_MAX - 1 && (a = va_arg(ap, const char *));)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run(argv, NULL, out, err);
+}
+
+static bool file_has(const char *path, const char *text)
+{
+    char *t = tu_read_file(path, NULL);
+    bool found = t && strstr(t, text);
+    free(t);
+    return found;
+}
+
+static int file_lines(const char *path)
+{
+    char *t = tu_read_file(path, NULL);
+    int n = 0;
+    for (char *p = t; p && *p; p++)
+        n += *p == '\n';
+    free(t);
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Unknown flags                                                             */
+
+/* Every command line that names one command, and a shared flag it does not
+ * take (NULL: none to try). */
+typedef struct cmd_row {
+    const char *name; /* as `tally --help` lists it, or "audit verify" */
+    const char *foreign;
+} cmd_row;
+
+static const cmd_row rows[] = {
+    {"up", "--json"},
+    {"ledger", "--query"},
+    {"consume", "--ingest"},
+    {"query", "--events"},
+    {"send", "--query"},
+    {"gen", "--data"},
+    {"status", "--ingest"},
+    {"wait", "--json"},
+    {"balance", "--events"},
+    {"rebate", "--ingest"},
+    {"tier", "--log-read"},
+    {"claims", "--events"},
+    {"liabilities", "--ingest"},
+    {"exceptions", "--log-read"},
+    {"summary", "--query"},
+    {"explain", "--query"},
+    {"audit verify", "--query"},
+    {"audit export", "--json"},
+    {"audit digest", "--ingest"},
+    {"audit replay", "--query"},
+    {"audit diff", "--json"},
+    {"bench ingest", "--data"},
+    {"bench fold", "--query"},
+    {"bench query", "--ingest"},
+    {"version", "--json"},
+};
+
+static const cmd_row *row_of(const char *name)
+{
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        if (strcmp(rows[i].name, name) == 0)
+            return &rows[i];
+    return NULL;
+}
+
+/* Runs "tally <name> <flag>" (name may be "audit verify"); the exit code,
+ * stderr in err. */
+static int run_flag(const char *name, const char *flag, const char *err)
+{
+    char first[32], second[32] = "";
+    if (sscanf(name, "%31s %31s", first, second) < 1)
+        ck_abort_msg("bad row %s", name);
+    char *argv[] = {(char *)tu_tally(), first, second[0] ? second : (char *)flag,
+                    second[0] ? (char *)flag : NULL, NULL};
+    return tu_run(argv, NULL, NULL, err);
+}
+
+/* The command names a help text lists under "Commands:" ("  name  text"),
+ * each checked against the table; prefix names a command group. */
+static int check_listed(const char *help_path, const char *prefix)
+{
+    char *help = tu_read_file(help_path, NULL);
+    ck_assert_ptr_nonnull(help);
+    char *p = strstr(help, "Commands:");
+    ck_assert_ptr_nonnull(p);
+    int seen = 0;
+    for (char *line = strchr(p, '\n'); line && line[1] == ' '; line = strchr(line + 1, '\n')) {
+        char word[32], name[80];
+        if (line[3] == ' ')
+            continue; /* the summary's second line */
+        if (sscanf(line + 1, "%31s", word) != 1)
+            break;
+        snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] ? " " : "", word);
+        if (!prefix[0] && (strcmp(word, "audit") == 0 || strcmp(word, "bench") == 0))
+            continue; /* groups: their subcommands are listed by their own help */
+        ck_assert_msg(row_of(name) != NULL, "command '%s' has no row in test_cli", name);
+        seen++;
+    }
+    free(help);
+    return seen;
+}
+
+START_TEST(test_every_command_listed)
+{
+    char *dir = tu_tmpdir();
+    char out[1200];
+    snprintf(out, sizeof out, "%s/help", dir);
+    ck_assert_int_eq(run(out, NULL, "--help", NULL), 0);
+    int n = check_listed(out, "");
+    ck_assert_int_eq(run(out, NULL, "audit", "--help", NULL), 0);
+    n += check_listed(out, "audit");
+    ck_assert_int_eq(run(out, NULL, "bench", "--help", NULL), 0);
+    n += check_listed(out, "bench");
+    ck_assert_int_eq(n, (int)(sizeof rows / sizeof rows[0]));
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* A flag no command takes, and a shared flag this one does not: exit 2,
+ * one usage error naming the command and the flag. */
+START_TEST(test_unknown_flag)
+{
+    const cmd_row *r = &rows[_i];
+    char *dir = tu_tmpdir();
+    char err[1200], want[160];
+    snprintf(err, sizeof err, "%s/err", dir);
+    const char *flags[] = {"--no-such-flag", r->foreign};
+    for (int k = 0; k < 2 && flags[k]; k++) {
+        int rc = run_flag(r->name, flags[k], err);
+        ck_assert_msg(rc == 2, "tally %s %s: exit %d, want 2", r->name, flags[k], rc);
+        snprintf(want, sizeof want, "tally %s: unknown option '%s'", r->name, flags[k]);
+        ck_assert_msg(file_has(err, want), "tally %s %s: stderr lacks \"%s\"", r->name, flags[k],
+                      want);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Stacks                                                                    */
+
+typedef struct stack {
+    char *dir;
+    char ingest[64], events[64], log_read[64], query[64];
+    char log[1200];
+    pid_t pid;
+} stack;
+
+static void stack_up(stack *s)
+{
+    s->dir = tu_tmpdir();
+    tu_endpoint(s->ingest, sizeof s->ingest);
+    tu_endpoint(s->events, sizeof s->events);
+    tu_endpoint(s->log_read, sizeof s->log_read);
+    tu_endpoint(s->query, sizeof s->query);
+    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
+    char *const argv[] = {(char *)tu_tally(), "up",      "--data",     s->dir,
+                          "--shards",         "1",       "--ingest",   s->ingest,
+                          "--events",         s->events, "--log-read", s->log_read,
+                          "--query",          s->query,  "--no-sync",  NULL};
+    s->pid = tu_spawn(argv, s->log);
+    ck_assert(tu_wait_listening(s->ingest, 15000));
+    ck_assert(tu_wait_listening(s->query, 15000));
+}
+
+static void stack_down(stack *s)
+{
+    ck_assert_int_eq(tu_kill_wait(s->pid, SIGTERM), 0);
+    tu_rmtree(s->dir);
+}
+
+/* `status --json` with args; the reply object. */
+static json_t *status_json(const char *dir, const char *a, const char *b, const char *c,
+                           const char *d)
+{
+    char out[1200], err[1200];
+    snprintf(out, sizeof out, "%s/status.out", dir);
+    snprintf(err, sizeof err, "%s/status.err", dir);
+    int rc = run(out, err, "status", "--json", a, b, c, d, NULL);
+    ck_assert_msg(rc == 0, "status exit %d", rc);
+    json_t *j = json_load_file(out, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+static const char program_line[] =
+    "{\"type\":\"program\",\"id\":\"P1\",\"at\":1735689600000,"
+    "\"program\":\"apex\",\"version\":1,\"currency\":\"USD\","
+    "\"period\":\"quarter\",\"tiers\":[{\"name\":\"A\",\"min_revenue\":0,"
+    "\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{\"mode\":\"retroactive\","
+    "\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
+    "\"tier_window_periods\":2}\n";
+
+static void check_routing(const stack *a, const stack *b)
+{
+    char ev[1200], path[1200], out[1200];
+    snprintf(ev, sizeof ev, "%s/ev.jsonl", a->dir);
+    ck_assert(tu_write_file(ev, program_line, strlen(program_line)));
+    /* The endpoints file names A's ports. */
+    snprintf(path, sizeof path, "%s/endpoints.json", a->dir);
+    json_t *eps = json_load_file(path, 0, NULL);
+    ck_assert_ptr_nonnull(eps);
+    ck_assert_str_eq(json_string_value(json_object_get(eps, "ingest")), a->ingest);
+    ck_assert_str_eq(json_string_value(json_object_get(eps, "query")), a->query);
+    json_decref(eps);
+    /* send and wait with --data alone reach A. */
+    ck_assert_int_eq(run(NULL, NULL, "send", "--data", a->dir, "--source", "finance", ev, NULL), 0);
+    ck_assert_int_eq(
+        run(NULL, NULL, "wait", "--data", a->dir, "--seq", "1", "--timeout", "60", NULL), 0);
+    /* status --data A is A's, --data B is B's, each from its service. */
+    char ra[4096], rb[4096];
+    json_t *sa = status_json(a->dir, "--data", a->dir, NULL, NULL);
+    json_t *sb = status_json(b->dir, "--data", b->dir, NULL, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(sa, "head")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(sb, "head")), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(sa, "source")), "service");
+    ck_assert_str_eq(json_string_value(json_object_get(sb, "source")), "service");
+    ck_assert_ptr_nonnull(realpath(a->dir, ra));
+    ck_assert_ptr_nonnull(realpath(b->dir, rb));
+    ck_assert_str_eq(json_string_value(json_object_get(sa, "data")), ra);
+    ck_assert_str_eq(json_string_value(json_object_get(sb, "data")), rb);
+    json_decref(sa);
+    json_decref(sb);
+    /* A view command given --data asks that stack: A's answer is as of seq
+     * 1, B's as of 0. */
+    snprintf(out, sizeof out, "%s/liab.out", b->dir);
+    ck_assert_int_eq(run(out, NULL, "liabilities", "--data", a->dir, "--json", NULL), 0);
+    json_t *la = json_load_file(out, 0, NULL);
+    ck_assert_int_eq(run(out, NULL, "liabilities", "--data", b->dir, "--json", NULL), 0);
+    json_t *lb = json_load_file(out, 0, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(la, "seq")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(lb, "seq")), 0);
+    json_decref(la);
+    json_decref(lb);
+}
+
+/* status --data B answered by A's service (--query names it): a warning
+ * naming both directories, exit 0, the answer still printed. */
+static void check_mismatch(const stack *a, const stack *b)
+{
+    char out[1200], err[1200], ra[4096];
+    snprintf(out, sizeof out, "%s/mm.out", b->dir);
+    snprintf(err, sizeof err, "%s/mm.err", b->dir);
+    ck_assert_int_eq(run(out, err, "status", "--data", b->dir, "--query", a->query, NULL), 0);
+    ck_assert_ptr_nonnull(realpath(a->dir, ra));
+    ck_assert(file_has(err, "warning: the query service at"));
+    ck_assert(file_has(err, ra));
+    ck_assert(file_has(out, "Data         "));
+    ck_assert(file_has(out, ra));
+    /* No warning when the stack is the one asked for. */
+    ck_assert_int_eq(run(out, err, "status", "--data", a->dir, NULL), 0);
+    ck_assert(!file_has(err, "warning"));
+}
+
+START_TEST(test_data_routing)
+{
+    stack a, b;
+    stack_up(&a);
+    stack_up(&b);
+    check_routing(&a, &b);
+    check_mismatch(&a, &b);
+    stack_down(&a);
+    stack_down(&b);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Failing fast                                                              */
+
+/* A socket listening on a free loopback port (never accepting); its port. */
+static int listen_port(int *fd_out)
+{
+    for (int tries = 0; tries < 20; tries++) {
+        int port = tu_free_port();
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0) {
+            *fd_out = fd;
+            return port;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    ck_abort_msg("no port to listen on");
+    return 0;
+}
+
+/* `tally up` on dir with the given ingest endpoint and free others: exit
+ * code, its output (stdout and stderr) in out. */
+static int up_once(const char *dir, const char *ingest, const char *out)
+{
+    char ev[64], lr[64], q[64];
+    tu_endpoint(ev, sizeof ev);
+    tu_endpoint(lr, sizeof lr);
+    tu_endpoint(q, sizeof q);
+    return run(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest, "--events", ev,
+               "--log-read", lr, "--query", q, "--no-sync", NULL);
+}
+
+START_TEST(test_up_port_taken)
+{
+    char *dir = tu_tmpdir();
+    int fd;
+    char ingest[64], out[1200];
+    snprintf(ingest, sizeof ingest, "tcp://127.0.0.1:%d", listen_port(&fd));
+    snprintf(out, sizeof out, "%s/up.out", dir);
+    ck_assert_int_eq(up_once(dir, ingest, out), 1);
+    ck_assert_msg(file_lines(out) == 1, "want one line");
+    ck_assert(file_has(out, "ERROR tally up: --ingest "));
+    ck_assert(file_has(out, "the port is in use"));
+    ck_assert(!file_has(out, "started"));
+    close(fd);
+    tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_up_data_locked)
+{
+    char *dir = tu_tmpdir();
+    char in[64], ev[64], lr[64], ingest[64], out[1200], log[1200];
+    tu_endpoint(in, sizeof in);
+    tu_endpoint(ev, sizeof ev);
+    tu_endpoint(lr, sizeof lr);
+    snprintf(log, sizeof log, "%s/ledger.log", dir);
+    char *const argv[] = {(char *)tu_tally(), "ledger", "--data",     dir, "--ingest",  in,
+                          "--events",         ev,       "--log-read", lr,  "--no-sync", NULL};
+    pid_t ledger = tu_spawn(argv, log);
+    ck_assert(tu_wait_listening(in, 15000));
+    tu_endpoint(ingest, sizeof ingest);
+    snprintf(out, sizeof out, "%s/up.out", dir);
+    ck_assert_int_eq(up_once(dir, ingest, out), 1);
+    ck_assert_msg(file_lines(out) == 1, "want one line");
+    ck_assert(file_has(out, "is locked: another ledger writes its log"));
+    ck_assert(!file_has(out, "started"));
+    ck_assert_int_eq(tu_kill_wait(ledger, SIGTERM), 0);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* A "ledger" that accepts TCP connections (the kernel's backlog) and never
+ * answers: send gives up after --timeout, exit 1, no summary on stdout. */
+START_TEST(test_send_timeout)
+{
+    char *dir = tu_tmpdir();
+    int fd;
+    char ingest[64], ev[1200], out[1200], err[1200];
+    snprintf(ingest, sizeof ingest, "tcp://127.0.0.1:%d", listen_port(&fd));
+    snprintf(ev, sizeof ev, "%s/ev.jsonl", dir);
+    snprintf(out, sizeof out, "%s/send.out", dir);
+    snprintf(err, sizeof err, "%s/send.err", dir);
+    ck_assert(tu_write_file(ev, program_line, strlen(program_line)));
+    ck_assert_int_eq(run(out, err, "send", "--source", "finance", "--ingest", ingest,
+                         "--ack-timeout-ms", "200", "--timeout", "1", ev, NULL),
+                     1);
+    ck_assert(file_has(err, "tally send: gave up after 1 s"));
+    ck_assert(file_has(err, "1 events without an outcome"));
+    ck_assert_int_eq(file_lines(out), 0);
+    close(fd);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Log lines                                                                 */
+
+/* Runs tally on a terminal (a pty) with NO_COLOR unset (no_color NULL) or
+ * set to no_color; the terminal's output into buf. */
+static void run_on_pty(const char *no_color, char *const argv[], char *buf, size_t cap)
+{
+    int master;
+    fflush(NULL);
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (no_color)
+            setenv("NO_COLOR", no_color, 1);
+        else
+            unsetenv("NO_COLOR");
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    size_t n = 0;
+    for (ssize_t r; n + 1 < cap && (r = read(master, buf + n, cap - 1 - n)) > 0;)
+        n += (size_t)r;
+    buf[n] = '\0';
+    close(master);
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+/* The query service refusing a taken port logs one ERROR line. */
+START_TEST(test_log_lines)
+{
+    char *dir = tu_tmpdir();
+    int fd;
+    char q[64], err[1200], buf[4096];
+    snprintf(q, sizeof q, "tcp://127.0.0.1:%d", listen_port(&fd));
+    snprintf(err, sizeof err, "%s/query.err", dir);
+    ck_assert_int_eq(run(NULL, err, "query", "--data", dir, "--query", q, NULL), 1);
+    char *text = tu_read_file(err, NULL);
+    regex_t re;
+    ck_assert_int_eq(regcomp(&re,
+                             "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z "
+                             "ERROR tally query: cannot bind ",
+                             REG_EXTENDED | REG_NOSUB),
+                     0);
+    ck_assert_msg(regexec(&re, text, 0, NULL, 0) == 0, "log line: %s", text);
+    ck_assert_ptr_null(strchr(text, '\033')); /* not a terminal: no colour */
+    free(text);
+    char *const argv[] = {(char *)tu_tally(), "query", "--data", dir, "--query", q, NULL};
+    run_on_pty(NULL, argv, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "\033[31mERROR\033[0m tally query: cannot bind"), "tty: %s", buf);
+    run_on_pty("1", argv, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "Z ERROR tally query: cannot bind") && !strchr(buf, '\033'),
+                  "NO_COLOR=1: %s", buf);
+    run_on_pty("", argv, buf, sizeof buf);
+    ck_assert_msg(!strchr(buf, '\033'), "NO_COLOR set empty: %s", buf);
+    /* A client command's error stays one plain line. */
+    ck_assert_int_eq(run(NULL, err, "balance", "acme", "--query", q, NULL), 1);
+    text = tu_read_file(err, NULL);
+    ck_assert_msg(strncmp(text, "tally balance: ", 15) == 0, "client line: %s", text);
+    free(text);
+    regfree(&re);
+    close(fd);
+    tu_rmtree(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *flags = tu_tcase(s, "flags", 60);
+    tu_add_tests(flags, TU_TESTS(test_every_command_listed));
+    tcase_add_loop_test(flags, test_unknown_flag, 0, (int)(sizeof rows / sizeof rows[0]));
+    TCase *stacks = tu_tcase(s, "stacks", 300);
+    tu_add_tests(stacks, TU_TESTS(test_data_routing, test_up_port_taken, test_up_data_locked,
+                                  test_send_timeout, test_log_lines));
+    return tu_run_suite(s);
+}
