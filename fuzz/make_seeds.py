@@ -117,13 +117,29 @@ write('fuzz_jsonl', 'sale-note-deep', (sale % ',"x-note":[[[[[[[1]]]]]]]').encod
 write('fuzz_jsonl', 'sale-note-objects', (sale % ',"x":{"a":{"b":{"c":"\\u00e9\\t"}},"":null}').encode())
 write('fuzz_jsonl', 'sale-real', (sale % ',"x":1.5').encode())
 
-# fuzz_csv
+# fuzz_csv: whole files (the header first)
 rows = ['INV-1001,acme-var-1,SW-100,2,1234.50,USD,2026-07-14T09:30:00Z\n',
         'INV-1002,acme-var-1,"HW-7,rack",1,980000,JPY,2026-07-14\n',
         'INV-1003,acme-var-1,SVC-1,1,12.345,KWD,2026-07-15 08:00:00+03:00\n',
         'INV-1004,"ac""me",SVC-1,1,12.3,EUR,2026-07-15T08:00:00.250+0200\r\n',
         'INV-1005,acme,SVC-1,0,1,USD,2026-07-15\n']
-for i, r in enumerate(rows): write('fuzz_csv', 'row-%d' % i, r.encode())
+old_header = 'id,partner,sku,qty,amount,currency,at\n'
+for i, r in enumerate(rows): write('fuzz_csv', 'row-%d' % i, (old_header + r).encode())
+write('fuzz_csv', 'fixed-header', (old_header + ''.join(rows)).encode())
+write('fuzz_csv', 'typed-bom-crlf', ('\ufeffType,id,partner,sku,sale,deal,Qty,amount,currency,at,Note\r\n'
+    ',S1,acme,SKU-1,,,2,10.50,USD,2026-07-14,"a ""note"", here"\r\n'
+    'return,R1,acme,SKU-1,S1,,1,2.50,USD,2026-07-15,\r\n'
+    'referral,F1,acme,,,"Big\r\ndeal",,1000,JPY,2026-07-16T10:00:00Z,\r\n'
+    ',,,,,,,,,,\r\n'
+    'refund,X1,acme,SKU-1,,,1,1,USD,2026-07-15,\r\n').encode())
+write('fuzz_csv', 'columns', ('--columns id=InvoiceNo,amount=Net,at=Date\n'
+    'InvoiceNo,partner,sku,Net,currency,Date\n'
+    'INV-9,acme,S,12.5,JPY,2026-07-14\n'
+    'INV-10,acme,S,1250,JPY,2026-07-14\n').encode())
+write('fuzz_csv', 'bad-rows', (old_header + 'x,acme,12" rack,1,1,USD,2026-07-14\n'
+    'y,"acme"z,S,1,1,USD,2026-07-14\n'
+    'z,acme,S,1,1,USD,2026-07-14,,,extra\n'
+    'w,acme,"open,1,1,USD,2026-07-14\n').encode())
 
 # fuzz_event: unknown-key shapes at and past the limits
 base = {'type': 'sale', 'id': 'S-1', 'at': 1735689600000, 'partner': 'acme', 'sku': 'SKU-9',

@@ -1,10 +1,10 @@
 /*
- * tly_import.h — one input line of `tally send` to one event, without I/O.
+ * tly_import.h — one JSON line of `tally send` to one event, without I/O.
  *
- * The per-line conversions of the JSON-lines and POS CSV importers, pure
- * functions of their text (no sockets, no files), so that the fuzz targets
- * fuzz/fuzz_jsonl.c and fuzz/fuzz_csv.c reach exactly what `tally send`
- * runs. The event returned is JSON; tly_json_event_to_mp turns it into the
+ * The per-line conversion of the JSON-lines importer, a pure function of
+ * its text (no sockets, no files), so that the fuzz target fuzz/fuzz_jsonl.c
+ * reaches exactly what `tally send` runs (CSV files: tly_csv.h). The
+ * event returned is JSON; tly_json_event_to_mp turns it into the
  * MessagePack the ledger validates.
  */
 #ifndef TLY_IMPORT_H
@@ -13,10 +13,6 @@
 #include <jansson.h>
 
 #include "tly_event.h"
-
-/* CSV columns of a POS file [D18], and its header line. */
-#define TLY_CSV_COLUMNS 7u
-#define TLY_CSV_HEADER "id,partner,sku,qty,amount,currency,at"
 
 /*
  * Parses one JSON line: a bare event object, or a record {"source": S,
@@ -33,15 +29,5 @@
  */
 json_t *tly_import_json_line(const char *line, json_t **holder, const char **source,
                              tly_field_error *fe);
-
-/*
- * Converts one CSV data row (fields in TLY_CSV_HEADER order, RFC 4180
- * quoting) into a sale event. amount is a decimal with at most the
- * currency's minor-unit digits [D18]; at is an ISO date or time; text
- * columns must be UTF-8. Returns a new JSON object, or NULL with fe filled:
- * fe->field names the bad column, or is empty when the row does not have
- * TLY_CSV_COLUMNS columns.
- */
-json_t *tly_import_csv_row(const char *line, tly_field_error *fe);
 
 #endif

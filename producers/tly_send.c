@@ -4,12 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_csv.h"
 #include "tly_import.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_os.h"
-
-static const char csv_header[] = TLY_CSV_HEADER;
 
 /*
  * What this run has appended. The ledger's log head is read before the
@@ -23,6 +22,7 @@ typedef struct send_run {
     tly_send_stats *stats;
     tly_client *client;
     FILE *report;
+    uint64_t line;   /* where the event being added starts in the input */
     bool head_known; /* false: every dup counts as a duplicate */
     uint64_t head;
     uint8_t *bits;
@@ -174,30 +174,17 @@ static tly_err flush_batch(tly_client *c, const tly_send_config *cfg, batch *b, 
 
 /* ---- lines ---- */
 
-/* Turns one input line into (source, event). Returns the event (new
+/* Turns one JSON line into (source, event). Returns the event (new
  * reference) or NULL with fe set; *source borrows from *holder. */
 static json_t *line_event(const tly_send_config *cfg, const char *line, json_t **holder,
                           const char **source, tly_field_error *fe)
 {
-    *holder = NULL;
     *source = cfg->source;
-    if (cfg->csv)
-        return tly_import_csv_row(line, fe);
     const char *record_source = NULL;
     json_t *ev = tly_import_json_line(line, holder, &record_source, fe);
     if (!*source)
         *source = record_source;
     return ev;
-}
-
-/* The id column of a CSV row that could not be converted, for the report. */
-static void csv_first_field(const char *line, char *out)
-{
-    size_t n = strcspn(line, ",\r\n");
-    if (n > TLY_ID_BYTES_MAX)
-        n = TLY_ID_BYTES_MAX;
-    memcpy(out, line, n);
-    out[n] = '\0';
 }
 
 static void id_of(json_t *ev, char *out)
@@ -239,69 +226,63 @@ static tly_err batch_append(tly_client *c, const tly_send_config *cfg, batch *b,
         return TLY_NOMEM;
     snprintf(b->source, sizeof b->source, "%s", src);
     b->offsets[b->count] = b->buf.size - len;
-    b->lines[b->count] = run->stats->lines;
+    b->lines[b->count] = run->line;
     memcpy(b->ids[b->count], id, TLY_ID_BYTES_MAX + 1);
     b->count++;
     return TLY_OK;
 }
 
-/* Adds one line to the batch (see batch_append); a line that cannot be
- * sent is reported and counted as rejected. */
-static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, const char *line,
-                        send_run *run)
+/*
+ * Adds the event of input line run->line to the batch (see batch_append):
+ * ev with its source and id, or, when ev is NULL, the error err with fe
+ * that converting the line gave. A line that cannot be sent is reported and
+ * counted as rejected; only TLY_NOMEM stops the import.
+ */
+static tly_err add_event(tly_client *c, const tly_send_config *cfg, batch *b, send_run *run,
+                         json_t *ev, tly_err err, const char *source, tly_field_error *fe,
+                         const char *id)
 {
     tly_send_stats *st = run->stats;
-    tly_field_error fe = {{0}, {0}};
-    json_t *holder = NULL;
-    const char *source = NULL;
-    char id[TLY_ID_BYTES_MAX + 1] = "";
-    json_t *ev = line_event(cfg, line, &holder, &source, &fe);
-    /* A CSV row with a bad value is bad_field on that column; a line that is
-     * not a row or not a JSON object is malformed. */
-    tly_err err = ev ? TLY_OK : fe.field[0] ? TLY_BAD_FIELD : TLY_MALFORMED;
-    if (ev)
-        id_of(ev, id);
-    else if (cfg->csv)
-        csv_first_field(line, id);
     if (ev && !source && !cfg->client.server_key) {
         err = TLY_MALFORMED;
-        snprintf(fe.message, sizeof fe.message, "no source: give --source NAME");
+        snprintf(fe->message, sizeof fe->message, "no source: give --source NAME");
     }
     if (ev && source && !tly_source_valid(source, strlen(source))) {
         err = TLY_MALFORMED;
-        snprintf(fe.message, sizeof fe.message,
+        snprintf(fe->message, sizeof fe->message,
                  "source must be 1..%u bytes of UTF-8 without control characters",
                  TLY_SOURCE_BYTES_MAX);
     }
     msgpack_sbuffer_clear(&b->ev);
     if (err == TLY_OK)
-        err = tly_json_event_to_mp(ev, &b->ev, &fe);
+        err = tly_json_event_to_mp(ev, &b->ev, fe);
     if (err == TLY_OK)
-        err = batch_append(c, cfg, b, source ? source : "", run, &fe, id);
+        err = batch_append(c, cfg, b, source ? source : "", run, fe, id);
     if (err != TLY_OK && err != TLY_NOMEM && err != TLY_TIMEOUT) {
         st->rejected++;
-        report_reject(cfg->report, st->lines, id, err, fe.field, fe.message);
+        report_reject(cfg->report, run->line, id, err, fe->field, fe->message);
         err = TLY_OK;
     }
-    json_decref(ev);
-    json_decref(holder);
     return err;
 }
 
-static tly_err check_csv_header(FILE *in, tly_send_stats *st, char *msg, size_t cap)
+/* Adds one JSON line (see add_event). A line that is not a JSON object is
+ * malformed. */
+static tly_err add_line(tly_client *c, const tly_send_config *cfg, batch *b, const char *line,
+                        send_run *run)
 {
-    char line[256];
-    if (!fgets(line, sizeof line, in)) {
-        snprintf(msg, cap, "empty CSV: expected the header '%s'", csv_header);
-        return TLY_MALFORMED;
-    }
-    st->lines++;
-    line[strcspn(line, "\r\n")] = '\0';
-    if (strcmp(line, csv_header) != 0) {
-        snprintf(msg, cap, "CSV header must be '%s'", csv_header);
-        return TLY_MALFORMED;
-    }
-    return TLY_OK;
+    tly_field_error fe = {{0}, {0}};
+    json_t *holder = NULL;
+    const char *source = NULL;
+    char id[TLY_ID_BYTES_MAX + 1] = "";
+    json_t *ev = line_event(cfg, line, &holder, &source, &fe);
+    if (ev)
+        id_of(ev, id);
+    run->line = run->stats->lines;
+    tly_err err = add_event(c, cfg, b, run, ev, ev ? TLY_OK : TLY_MALFORMED, source, &fe, id);
+    json_decref(ev);
+    json_decref(holder);
+    return err;
 }
 
 static bool blank(const char *s)
@@ -345,6 +326,100 @@ static void note_head(const send_run *run, const char *why)
             why);
 }
 
+static void progress(const tly_send_stats *st)
+{
+    tly_progress("sending", st->sent + st->duplicates + st->rejected, 0);
+}
+
+/* Sends the JSON lines of `in`; blank lines count in the line numbers. */
+static tly_err send_lines(tly_client *c, const tly_send_config *cfg, batch *b, send_run *run,
+                          FILE *in)
+{
+    char *line = NULL;
+    size_t linecap = 0;
+    tly_err err = TLY_OK;
+    while (err == TLY_OK && getline(&line, &linecap, in) > 0) {
+        run->stats->lines++;
+        if (blank(line))
+            continue;
+        err = add_line(c, cfg, b, line, run);
+        progress(run->stats);
+    }
+    free(line);
+    return err;
+}
+
+/* A CSV import: the reader and the header's columns. */
+typedef struct csv_input {
+    tly_csv_reader *reader;
+    tly_csv_map map;
+    tly_csv_row row;
+} csv_input;
+
+/*
+ * Reads the CSV header of `in` and maps its columns (cfg->columns). Nothing
+ * has been sent when it fails: TLY_USAGE for bad --columns text,
+ * TLY_MALFORMED for a file without a usable header, TLY_IO, TLY_NOMEM;
+ * msg says why, with the header's line.
+ */
+static tly_err csv_start(const tly_send_config *cfg, FILE *in, csv_input *ci, char *msg, size_t cap)
+{
+    tly_csv_names names;
+    char why[200] = "";
+    tly_err err = tly_csv_names_parse(cfg->columns, &names, why, sizeof why);
+    if (err != TLY_OK) {
+        snprintf(msg, cap, "--columns: %s", why);
+        return err;
+    }
+    if ((err = tly_csv_reader_open(in, &ci->reader)) != TLY_OK)
+        return err;
+    err = tly_csv_reader_next(ci->reader, &ci->row, why, sizeof why);
+    if (err == TLY_NOT_FOUND) {
+        snprintf(msg, cap, "empty CSV: the first row must name the columns (%s)",
+                 "id,partner,sku,qty,amount,currency,at");
+        return TLY_MALFORMED;
+    }
+    if (err == TLY_OK)
+        err = tly_csv_map_header(&names, &ci->row, &ci->map, why, sizeof why);
+    if (err == TLY_MALFORMED)
+        snprintf(msg, cap, "CSV line %llu: %s", (unsigned long long)ci->row.line, why);
+    else if (err != TLY_OK)
+        snprintf(msg, cap, "%s", why);
+    return err;
+}
+
+/* Sends the CSV rows after the header, each reported by the line it
+ * starts on. A row the reader cannot read is malformed, and reading goes
+ * on with the next line. */
+static tly_err send_rows(tly_client *c, const tly_send_config *cfg, batch *b, send_run *run,
+                         csv_input *ci, char *msg, size_t cap)
+{
+    tly_err err = TLY_OK;
+    while (err == TLY_OK) {
+        tly_field_error fe = {{0}, {0}};
+        tly_err read = tly_csv_reader_next(ci->reader, &ci->row, fe.message, sizeof fe.message);
+        run->stats->lines = tly_csv_reader_lines(ci->reader);
+        if (read == TLY_NOT_FOUND)
+            break;
+        if (read != TLY_OK && read != TLY_MALFORMED) {
+            snprintf(msg, cap, "%s", fe.message);
+            return read;
+        }
+        char id[TLY_ID_BYTES_MAX + 1] = "";
+        tly_err conv = read;
+        json_t *ev = NULL;
+        if (read == TLY_OK) {
+            tly_csv_row_id(&ci->map, &ci->row, id);
+            ev = tly_csv_row_event(&ci->map, &ci->row, &conv, &fe);
+        }
+        run->line = ci->row.line;
+        err = conv == TLY_NOMEM ? conv : add_event(c, cfg, b, run, ev, conv, cfg->source, &fe, id);
+        json_decref(ev);
+        progress(run->stats);
+    }
+    return err;
+}
+
 tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st, char *msg,
                         size_t cap)
 {
@@ -353,27 +428,21 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
     if (err != TLY_OK)
         return err;
     batch *b = calloc(1, sizeof *b);
-    if (!b) {
-        tly_client_close(c);
-        return TLY_NOMEM;
-    }
-    msgpack_sbuffer_init(&b->buf);
-    msgpack_sbuffer_init(&b->ev);
+    csv_input *ci = cfg->csv ? calloc(1, sizeof *ci) : NULL;
     send_run run = {.stats = st, .client = c, .report = cfg->report};
     char why[256] = "";
-    if (cfg->csv)
-        err = check_csv_header(in, st, msg, cap);
+    if (!b || (cfg->csv && !ci))
+        err = TLY_NOMEM;
+    if (b) {
+        msgpack_sbuffer_init(&b->buf);
+        msgpack_sbuffer_init(&b->ev);
+    }
+    if (err == TLY_OK && ci)
+        err = csv_start(cfg, in, ci, msg, cap);
     if (err == TLY_OK)
         learn_head(c, cfg, &run, why, sizeof why);
-    char *line = NULL;
-    size_t linecap = 0;
-    while (err == TLY_OK && getline(&line, &linecap, in) > 0) {
-        st->lines++;
-        if (blank(line))
-            continue;
-        err = add_line(c, cfg, b, line, &run);
-        tly_progress("sending", st->sent + st->duplicates + st->rejected, 0);
-    }
+    if (err == TLY_OK)
+        err = ci ? send_rows(c, cfg, b, &run, ci, msg, cap) : send_lines(c, cfg, b, &run, in);
     if (err == TLY_OK)
         err = flush_batch(c, cfg, b, &run);
     tly_client_drain(c);
@@ -384,11 +453,15 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
                  (long long)(cfg->client.give_up_ms / 1000));
     }
     note_head(&run, why);
-    free(line);
     free(run.bits);
-    msgpack_sbuffer_destroy(&b->buf);
-    msgpack_sbuffer_destroy(&b->ev);
+    if (b) {
+        msgpack_sbuffer_destroy(&b->buf);
+        msgpack_sbuffer_destroy(&b->ev);
+    }
     free(b);
+    if (ci)
+        tly_csv_reader_free(ci->reader);
+    free(ci);
     tly_client_close(c);
     return err;
 }

@@ -1,8 +1,9 @@
 /*
- * tly_send.h — streaming import: JSON lines or POS CSV into ledger requests.
+ * tly_send.h — streaming import: JSON lines or CSV into ledger requests.
  *
- * Used by `tally send`. Reads the stream line by line, converts each line to
- * an event (MessagePack), batches consecutive events of one source and sends
+ * Used by `tally send`. Reads the stream line by line (a CSV row may span
+ * lines: it is numbered by its first), converts each to an event
+ * (MessagePack), batches consecutive events of one source and sends
  * them through a tly_client, reporting every rejected event with its line
  * number, id, code and message. A request is closed before it outgrows the
  * frame (TLY_FRAME_BYTES_MAX, envelope included) or holds the batch size;
@@ -23,7 +24,7 @@
 
 typedef struct tly_send_config {
     const char *source; /* overrides every record's source; NULL: per record */
-    bool csv;           /* POS CSV instead of JSON lines */
+    bool csv;           /* a CSV file (tly_csv.h) instead of JSON lines */
     bool atomic;        /* each request all-or-nothing */
     uint32_t batch;     /* events per request, 1..TLY_BATCH_EVENTS_MAX */
     tly_client_opts client;
@@ -34,6 +35,9 @@ typedef struct tly_send_config {
      * one. */
     const char *log_read;
     FILE *report; /* rejected events are reported here (NULL: silent) */
+    /* CSV: `--columns` text naming other columns for fields (see
+     * tly_csv_names_parse); NULL: every field reads its own name. */
+    const char *columns;
 } tly_send_config;
 
 typedef struct tly_send_stats {
@@ -51,10 +55,10 @@ typedef struct tly_send_stats {
 
 /* Sends everything in `in`. Returns TLY_OK when every event got a final
  * outcome (stats say which), or an error that stopped the import (cannot
- * connect: TLY_USAGE; a CSV without the expected header: TLY_MALFORMED; no
- * acknowledgement for cfg->client.give_up_ms: TLY_TIMEOUT, stats->unconfirmed
- * events without an outcome and the input not read past stats->lines), with
- * msg set. */
+ * connect or bad --columns text: TLY_USAGE; a CSV without a usable header:
+ * TLY_MALFORMED, nothing sent; a read error: TLY_IO; no acknowledgement for
+ * cfg->client.give_up_ms: TLY_TIMEOUT, stats->unconfirmed events without an
+ * outcome and the input not read past stats->lines), with msg set. */
 tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *stats, char *msg,
                         size_t cap);
 

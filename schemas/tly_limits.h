@@ -113,11 +113,30 @@
  * as a duplicate. */
 #define TLY_SEND_RUN_SEQS_MAX ((uint64_t)1u << 30)
 
-/* Bytes a POS CSV row's seven fields take once split, each with its NUL
- * (an unquoted row of up to 4095 bytes): a real row is a few hundred bytes,
- * and the split works in a fixed buffer on the stack. A longer row is
- * refused as not having the seven columns. */
+/* Bytes a CSV row's fields take once split, each with its NUL, every
+ * column counted (ignored ones too; an unquoted seven-column row of up to
+ * 4095 bytes): a real row is a few hundred bytes, and a row is held in a
+ * fixed buffer. A longer row is refused (malformed) and the import goes on
+ * with the next line. The header is a row like any other. */
 #define TLY_CSV_ROW_BYTES_MAX 4096u
+
+/* Fields a CSV row (the header included) may have: an ERP export has a
+ * few dozen columns; the row's field table is a fixed array. */
+#define TLY_CSV_COLUMNS_MAX 256u
+
+/* Bytes of a column name given to `tally send --columns FIELD=NAME`: a
+ * spreadsheet heading is a few words. A header cell longer than this can
+ * never be named, so it is an ignored column. */
+#define TLY_CSV_COLUMN_NAME_BYTES_MAX 64u
+
+/* Bytes a CSV row may take in the file, quotes, separators and line ends
+ * included, before it is cut off as too long: three times the split bound
+ * (a field of quotes doubles, and each field adds two quotes and a comma
+ * where the split adds one NUL), so no row within TLY_CSV_ROW_BYTES_MAX is
+ * ever cut. It bounds the parser's buffer and how far an unclosed quote
+ * carries the parser before it resynchronises at the next line. */
+#define TLY_CSV_ROW_FILE_BYTES_MAX (3u * TLY_CSV_ROW_BYTES_MAX + 2u)
+_Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes a byte");
 
 /* --- consumers (engine cache, runtime, view store, bench fold) --- */
 

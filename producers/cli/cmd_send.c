@@ -35,6 +35,7 @@
 #include "tly_cli.h"
 #include "tly_client.h"
 #include "tly_cmd.h"
+#include "tly_csv.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_send.h"
@@ -49,6 +50,7 @@ typedef struct send_opts {
     const char *path;
     const char *source;
     bool csv;
+    const char *columns; /* --columns FIELD=NAME,... (CSV) */
     bool atomic;
     uint32_t batch;
     tly_client_opts client;
@@ -62,8 +64,17 @@ static void usage(FILE *out)
             "Sends JSON-lines events (or {\"source\",\"event\"} records) to the ledger and\n"
             "waits until every event is acknowledged.\n\n"
             "  --source NAME          source of every event (without CURVE)\n"
-            "  --csv                  FILE is a POS CSV: id,partner,sku,qty,amount,currency,at\n"
-            "                         (decimal amounts, ISO dates; every row is a sale)\n"
+            "  --csv                  FILE is CSV with a header row naming its columns, in\n"
+            "                         any order (others ignored): id, partner, amount,\n"
+            "                         currency, at, and per row type: sale (the default):\n"
+            "                         sku, qty; return: sale (the sold id), qty; referral:\n"
+            "                         deal. Optional type column: sale|return|referral.\n"
+            "                         amount: decimal in major units, at most the\n"
+            "                         currency's digits (12.50 USD, 1250 JPY); qty: absent\n"
+            "                         column = 1; at: ISO date (midnight UTC) or time.\n"
+            "                         UTF-8 (a BOM is skipped), LF or CRLF, RFC 4180 quotes\n"
+            "  --columns F=NAME,...   CSV: read field F from column NAME\n"
+            "                         (e.g. --columns id=InvoiceNo,amount=Net)\n"
             "  --batch N              events per request (default %u, max %u)\n"
             "  --window N             requests in flight (default %u, max %u)\n"
             "  --atomic               each request is all-or-nothing\n"
@@ -86,8 +97,11 @@ static void usage(FILE *out)
             "Outcomes (on stdout 'sent N, duplicates D, rejected R' when every event has\n"
             "one):\n"
             "  exit 0  every event appended (sent) or already in the log (duplicates)\n"
-            "  exit 1  R > 0: events refused, one line each on stderr; or the input\n"
-            "          cannot be read; or timed out: 'gave up after S s' on stderr with\n"
+            "  exit 1  R > 0: events refused, one line each on stderr ('line L (id X):\n"
+            "          code [field]: message'; codes: malformed, missing_field, bad_field\n"
+            "          and the ledger's); or the input cannot be read (a CSV whose header\n"
+            "          cannot be used: nothing sent); or timed out: 'gave up after S s' on stderr "
+            "with\n"
             "          the events still unconfirmed, and no summary line (sending the\n"
             "          same input again is safe: the ledger drops ids it has)\n"
             "  exit 2  usage\n",
@@ -107,6 +121,7 @@ enum {
     OPT_ACK_TIMEOUT_MS,
     OPT_RETRIES,
     OPT_TIMEOUT,
+    OPT_COLUMNS,
 };
 
 static const tly_opt send_opts_table[] = {
@@ -120,6 +135,7 @@ static const tly_opt send_opts_table[] = {
     {"--ack-timeout-ms", OPT_ACK_TIMEOUT_MS, true},
     {"--retries", OPT_RETRIES, true},
     {"--timeout", OPT_TIMEOUT, true},
+    {"--columns", OPT_COLUMNS, true},
 };
 
 /* The numeric options: their bounds. */
@@ -143,6 +159,17 @@ static int send_number(send_opts *o, int id, const char *v)
         (rc = tly_cli_u64("send", "--timeout", v, 0, TLY_SEND_TIMEOUT_S_MAX, &n)) == TLY_EXIT_OK)
         o->client.give_up_ms = (int64_t)n * 1000;
     return rc;
+}
+
+/* --columns text is checked before anything is read (exit 2 when bad). */
+static int send_columns(send_opts *o, const char *v)
+{
+    tly_csv_names names;
+    char why[200];
+    if (tly_csv_names_parse(v, &names, why, sizeof why) != TLY_OK)
+        return tly_usagef("send", "--columns: %s", why);
+    o->columns = v;
+    return TLY_EXIT_OK;
 }
 
 static int send_opt(void *ctx, int id, const char *v)
@@ -169,6 +196,8 @@ static int send_opt(void *ctx, int id, const char *v)
     case OPT_CURVE_SECRET:
         o->client.secret_file = v;
         return TLY_EXIT_OK;
+    case OPT_COLUMNS:
+        return send_columns(o, v);
     default:
         return send_number(o, id, v);
     }
@@ -191,6 +220,8 @@ static int parse_args(int argc, char **argv, send_opts *o, tly_common_opts *c)
         return rc;
     if (!o->path)
         return tly_usagef("send", "expected FILE or - (standard input)");
+    if (o->columns && !o->csv)
+        return tly_usagef("send", "--columns goes with --csv");
     if (!o->client.server_key != !o->client.secret_file)
         return tly_usagef("send", "--curve-server-key and --curve-secret go together");
     if (tly_common_endpoints("send", c) != TLY_EXIT_OK)
@@ -221,6 +252,7 @@ int tly_cmd_send(int argc, char **argv)
     tly_send_stats st = {0};
     tly_send_config cfg = {.source = o.source,
                            .csv = o.csv,
+                           .columns = o.columns,
                            .atomic = o.atomic,
                            .batch = o.batch,
                            .client = o.client,
