@@ -9,6 +9,9 @@
  *   events an unacknowledged attempt committed come back `dup` with a seq
  *   above the log head at the run's start and count as sent; events that
  *   were in the log before the run (or twice in the input) stay duplicates.
+ * - CSV as distributors send it (issue 12 item 6): --columns, a type
+ *   column, BOM, CRLF, quotes; bad rows reported by line, the rest sent; a
+ *   header that cannot be used refuses the file unsent.
  *
  * Every case starts the real ledger on free loopback ports with a fresh data
  * directory and runs the real `tally send`; the log is read back through the
@@ -28,6 +31,7 @@
 #include "testledger.h"
 #include "testutil.h"
 #include "tly_client.h"
+#include "tly_event.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
@@ -633,6 +637,132 @@ START_TEST(test_send_head_unknown)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* tally send --csv: files as distributors send them (issue 12 item 6) */
+
+/* The stored event of (source, id), decoded into *ev; returns the record's
+ * bytes, which *ev points into (free them after). */
+static uint8_t *stored_event(const tl_ledger *L, const char *source, const char *id, tly_event *ev)
+{
+    tly_log *log = tl_log_open(L);
+    tly_str s = {source, (uint32_t)strlen(source)}, i = {id, (uint32_t)strlen(id)};
+    uint64_t seq = 0;
+    ck_assert_msg(tly_log_lookup(log, s, i, &seq) == TLY_OK, "%s is not stored", id);
+    tly_log_reader *rd = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, seq, &rd), TLY_OK);
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
+    uint8_t *copy = malloc(rec.event_len);
+    memcpy(copy, rec.event, rec.event_len);
+    tly_field_error fe;
+    ck_assert_int_eq(tly_event_decode(copy, rec.event_len, rec.recorded_ms, ev, &fe), TLY_OK);
+    tly_log_reader_close(rd);
+    tly_log_close(log);
+    return copy;
+}
+
+static void check_stored(const tl_ledger *L, const char *id, tly_ev_type type, const char *name,
+                         int64_t amount, const char *currency)
+{
+    tly_event ev;
+    uint8_t *raw = stored_event(L, "dist-erp", id, &ev);
+    ck_assert_int_eq(ev.type, type);
+    ck_assert_int_eq(ev.amount, amount);
+    ck_assert(tly_str_eq(ev.currency, currency));
+    tly_str got = type == TLY_EV_SALE ? ev.sku : type == TLY_EV_RETURN ? ev.sale : ev.deal;
+    ck_assert_msg(tly_str_eq(got, name), "%s: '%.*s'", id, (int)got.len, got.ptr);
+    free(raw);
+}
+
+/* An ERP export: a BOM, CRLF, its own headings mapped by --columns, an
+ * ignored comment column, quoted fields (a comma, doubled quotes, a line
+ * end), a sale, its return and a referral by the type column; a bad amount
+ * and a stray quote are reported by their lines and the rows after them are
+ * sent. Sent again, every row is a duplicate: the same bytes. */
+START_TEST(test_send_csv_distributor)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    char path[700];
+    snprintf(path, sizeof path, "%s/erp.csv", L.dir);
+    tl_write_text(path,
+                  "\xef\xbb\xbfType,InvoiceNo,Partner,Item,Quantity,Net,Currency,Date,Sale,"
+                  "Deal,Comment\r\n"
+                  ",INV-1,acme,\"HW-7, rack\",2,1234.50,USD,2025-03-01,,,\"a \"\"note\"\"\"\r\n"
+                  "return,RET-1,acme,HW-7,1,617.25,USD,2025-03-02,INV-1,,\r\n"
+                  "referral,REF-1,acme,,,5000,JPY,2025-03-03,,Big deal,\r\n"
+                  "sale,INV-2,acme,SKU-2,1,12.5,JPY,2025-03-01,,,\r\n"
+                  ",INV-3,acme,\"two\r\nlines\",1,1,USD,2025-03-01,,,\r\n"
+                  ",INV-4,acme,12\" rack,1,1,USD,2025-03-01,,,\r\n"
+                  ",,,,,,,,,,\r\n"
+                  ",INV-5,acme,SKU-5,1,0.05,EUR,2025-03-02,,,\r\n");
+    const char *args[] = {
+        "--csv",    "--columns", "id=InvoiceNo,sku=Item,qty=Quantity,amount=Net,at=Date",
+        "--source", "dist-erp",  path,
+        NULL};
+    tl_assert_sent(tl_send_run(&L, "erp", args), 1, 5, 0, 2);
+    char *err = tl_send_stderr(&L, "erp");
+    ck_assert_msg(strstr(err, "line 5 (id INV-2): bad_field [amount]: JPY has 0 decimals: 12.5 "
+                              "(column 'Net')\n") != NULL,
+                  "%s", err);
+    ck_assert_msg(strstr(err, "line 8 (id ?): malformed: a stray quote") != NULL, "%s", err);
+    free(err);
+    check_stored(&L, "INV-1", TLY_EV_SALE, "HW-7, rack", 123450, "USD");
+    check_stored(&L, "RET-1", TLY_EV_RETURN, "INV-1", 61725, "USD");
+    check_stored(&L, "REF-1", TLY_EV_REFERRAL, "Big deal", 5000, "JPY");
+    check_stored(&L, "INV-3", TLY_EV_SALE, "two\r\nlines", 100, "USD");
+    check_stored(&L, "INV-5", TLY_EV_SALE, "SKU-5", 5, "EUR");
+    tl_assert_sent(tl_send_run(&L, "again", args), 1, 0, 5, 2);
+    ck_assert_uint_eq(tl_log_head(&L), 5);
+    tl_done(&L);
+}
+END_TEST
+
+/* A header that cannot be used refuses the file before anything is sent
+ * (exit 1, one line saying why); bad --columns text is a usage error. */
+START_TEST(test_send_csv_refused)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    static const struct {
+        const char *text, *columns, *said;
+        int rc;
+    } cases[] = {
+        {"id,partner,sku,qty,amount,currency\nA,acme,S,1,1,USD\n", NULL,
+         "CSV line 1: header: no column 'at'", 1},
+        {"\n\nid,partner,sku,amount,currency,at,ID\nA,acme,S,1,USD,2025-03-01,B\n", NULL,
+         "CSV line 3: header: columns 1 and 7 are both named 'id'", 1},
+        {"id,partner,sku,amount,currency,at\nA,acme,S,1,USD,2025-03-01\n", "amount=Net",
+         "header: no column 'Net' (--columns amount=Net)", 1},
+        {"", NULL, "empty CSV", 1},
+        {"id\n", "price=Net", "--columns: 'price=Net' is not FIELD=NAME", 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[700], tag[16];
+        snprintf(path, sizeof path, "%s/refused-%zu.csv", L.dir, i);
+        snprintf(tag, sizeof tag, "refused-%zu", i);
+        tl_write_text(path, cases[i].text);
+        const char *args[] = {"--csv", "--source", "dist-erp", path, NULL, NULL, NULL};
+        if (cases[i].columns) {
+            args[3] = "--columns";
+            args[4] = cases[i].columns;
+            args[5] = path;
+        }
+        tl_sent s = tl_send_run(&L, tag, args);
+        ck_assert_int_eq(s.rc, cases[i].rc);
+        char *err = tl_send_stderr(&L, tag);
+        ck_assert_msg(strstr(err, cases[i].said) != NULL, "case %zu said: %s", i, err);
+        free(err);
+    }
+    const char *no_csv[] = {"--columns", "id=A", "--source", "dist-erp", "-", NULL};
+    ck_assert_int_eq(tl_send_run(&L, "no-csv", no_csv).rc, 2);
+    ck_assert_uint_eq(tl_log_head(&L), 0);
+    tl_done(&L);
+}
+END_TEST
+
 static Suite *send_suite(void)
 {
     Suite *s = suite_create("send");
@@ -642,6 +772,8 @@ static Suite *send_suite(void)
     tcase_add_test(tu_tcase(s, "lost_acks", 120), test_send_lost_acks);
     tcase_add_test(tu_tcase(s, "crash", 300), test_send_crash_counts);
     tcase_add_test(tu_tcase(s, "head", 120), test_send_head_unknown);
+    TCase *csv = tu_tcase(s, "csv", 120);
+    tu_add_tests(csv, TU_TESTS(test_send_csv_distributor, test_send_csv_refused));
     return s;
 }
 
