@@ -32,7 +32,8 @@ static tly_err claim_reserve(eng_pstate *st, eng_claim *c, int64_t amount)
 /* Gives x back to the claim's buckets newest first, each up to what it
  * gave. A live bucket gets a credit (deficit first [M1]); a share whose
  * bucket has expired goes to expired instead. */
-static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c, int64_t x)
+static tly_err claim_release(eng_program *g, eng_pstate *st, eng_claim *c, int64_t x,
+                             int32_t period)
 {
     TRY(tly_money_sub(st->pending, x, &st->pending));
     for (uint32_t i = c->share_count; i-- > 0 && x > 0;) {
@@ -44,8 +45,10 @@ static tly_err claim_release(const eng_program *g, eng_pstate *st, eng_claim *c,
             continue;
         bool gone = sh->period <= g->expired_upto;
         ENG_TRACE(st, gone ? TLY_TRACE_RELEASE_EXPIRED : TLY_TRACE_RELEASE, sh->period, give);
-        if (gone)
+        if (gone) /* reported in the release's period [RP3] */
             TRY(tly_money_addto(&st->expired, give));
+        if (gone)
+            TRY(eng_book(g, st, period, ENG_ACT_EXPIRED, give));
         else
             TRY(eng_credit(st, sh->period, give));
     }
@@ -153,10 +156,12 @@ static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
         return eng_raise(e, pos, TLY_X_APPROVE_EXCEEDS_REQUESTED, p,
                          "approve %lld > requested %lld of claim '%.*s'", (long long)ev->amount,
                          (long long)c->requested, CLAIM_ARGS(ev));
-    const eng_program *g = &e->programs[e->partners[p].program];
-    TRY(claim_release(g, st, c, c->requested - ev->amount));
+    eng_program *g = &e->programs[e->partners[p].program];
+    int32_t period = eng_event_period(g, ev->at_ms);
+    TRY(claim_release(g, st, c, c->requested - ev->amount, period));
     TRY(tly_money_sub(st->pending, ev->amount, &st->pending));
     TRY(tly_money_addto(&st->approved, ev->amount));
+    TRY(eng_book(g, st, period, ENG_ACT_APPROVED, ev->amount));
     ENG_TRACE(st, TLY_TRACE_APPROVE, 0, ev->amount);
     c->approved = ev->amount;
     c->status = ENG_CLAIM_APPROVED;
@@ -174,6 +179,8 @@ static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
                          (long long)unpaid, CLAIM_ARGS(ev));
     TRY(tly_money_sub(st->approved, ev->amount, &st->approved));
     TRY(tly_money_addto(&st->paid, ev->amount));
+    eng_program *g = &e->programs[e->partners[p].program];
+    TRY(eng_book(g, st, eng_event_period(g, ev->at_ms), ENG_ACT_PAID, ev->amount));
     ENG_TRACE(st, TLY_TRACE_PAY, 0, ev->amount);
     c->paid += ev->amount;
     if (c->paid == c->approved)
@@ -185,8 +192,8 @@ static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
 static tly_err claim_end(tly_engine *e, uint32_t p, const tly_event *ev, eng_claim *c)
 {
     eng_pstate *st = e->partners[p].st;
-    const eng_program *g = &e->programs[e->partners[p].program];
-    TRY(claim_release(g, st, c, c->requested));
+    eng_program *g = &e->programs[e->partners[p].program];
+    TRY(claim_release(g, st, c, c->requested, eng_event_period(g, ev->at_ms)));
     if (ev->action == TLY_ACT_REJECT) {
         c->status = ENG_CLAIM_REJECTED;
         eng_name_free(&c->reason);
@@ -280,6 +287,8 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
         return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
                          (long long)ev->amount, (long long)payable, text);
     TRY(tly_money_addto(&row->paid, ev->amount));
+    eng_program *gm = &e->programs[e->partners[p].program];
+    TRY(eng_book(gm, st, eng_event_period(gm, ev->at_ms), ENG_ACT_PAYOUT, ev->amount));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "payout", ev->period, false);
     ENG_TRACE(st, TLY_TRACE_PAYOUT, 0, ev->amount);
     return TLY_OK;
@@ -300,6 +309,8 @@ static tly_err on_adjust(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
         return TLY_OK;
     }
     TRY(tly_money_addto(&st->adjusted, ev->amount));
+    /* reported in the period it lands in [RP1] */
+    TRY(eng_book(&e->programs[e->partners[p].program], st, g->eop, ENG_ACT_ADJUSTED, ev->amount));
     ENG_TRACE(st, TLY_TRACE_ADJUST_MDF, 0, ev->amount);
     if (ev->amount > 0)
         return eng_credit(st, g->eop, ev->amount);

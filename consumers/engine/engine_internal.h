@@ -106,6 +106,42 @@ typedef struct eng_rules {
 /* A cap that is not set. */
 #define ENG_NO_CAP INT64_MAX
 
+/* An amount of one period: a claim's reservation in a bucket, an open
+ * rebate figure. */
+typedef struct eng_share {
+    int32_t period;
+    int64_t amount;
+} eng_share;
+
+/* What took effect in one period, for the finance outputs (SPEC section
+ * 11): a partner's (its journal) or the sum over this shard's members (its
+ * program's report). Each figure is booked when its event is folded, in
+ * the period section 11 names: revenue, accruals, clawbacks and referral
+ * fees by the event's effective period; adjustments by the earliest open
+ * period when folded [RP1]; approvals, payments and payouts by max(period
+ * of at, earliest open) [RP5]; expiries by the closed period, a release
+ * into an expired bucket by the release's period [RP3]; the rebate figure
+ * of a period when its close makes it final. */
+enum eng_act_field {
+    ENG_ACT_REVENUE = 0,
+    ENG_ACT_ACCRUED,
+    ENG_ACT_CLAWED,
+    ENG_ACT_ADJUSTED,
+    ENG_ACT_EXPIRED,
+    ENG_ACT_APPROVED,
+    ENG_ACT_PAID,
+    ENG_ACT_REBATE, /* final figures */
+    ENG_ACT_REFERRAL,
+    ENG_ACT_PAYOUT,
+    ENG_ACT_COUNT
+};
+
+typedef struct eng_act {
+    int32_t period;
+    bool dirty; /* changed since the last flush (a partner's: its journal row) */
+    int64_t v[ENG_ACT_COUNT];
+} eng_act;
+
 /* A partner's share of its program's liabilities (section 8), or their
  * sum over this shard's members. */
 typedef struct eng_liab {
@@ -125,6 +161,13 @@ typedef struct eng_program {
      * member stores its own, eng_partner.liab); the flush settles the
      * members that changed, so no share is ever summed afresh. */
     eng_liab liab;
+    /* what took effect per period, summed over the shard's members, by
+     * period ascending; open_rebate: the open figures' estimate, settled
+     * at each flush like liab (each member keeps its share, opens) */
+    eng_act *rep;
+    uint32_t rep_count, rep_cap;
+    eng_share *open_rebate;
+    uint32_t open_count, open_cap;
     bool dirty; /* rules, periods or liability sums changed */
 } eng_program;
 
@@ -250,11 +293,6 @@ enum eng_claim_status {
     ENG_CLAIM_DENIED
 };
 
-typedef struct eng_share {
-    int32_t period;
-    int64_t amount;
-} eng_share;
-
 /* A claim, held by its partner's state in submit order [C8]. A partner
  * read from the store knows its claims' ids only; each is read when an
  * event names it, all of them when its claims view is written. */
@@ -290,6 +328,11 @@ typedef struct eng_pstate {
     uint32_t claim_count, claim_cap;
     eng_held *held;
     uint32_t held_count, held_cap;
+    eng_act *acts; /* what took effect per period [section 11], ascending */
+    uint32_t act_count, act_cap;
+    eng_share *opens; /* its open rebate figures as of its last flush (its
+                       * share of its program's open_rebate) */
+    uint32_t open_count;
     eng_trace *trace; /* NULL unless this partner is traced; not owned */
 } eng_pstate;
 

@@ -381,3 +381,66 @@ void tly_engine_trace_open(tly_engine *e)
         }
     }
 }
+
+/* ---- what took effect per period (SPEC section 11) ---- */
+
+/* The entry of period in the ascending vector *v, inserted (zero) when
+ * absent. */
+static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, eng_act **out)
+{
+    uint32_t lo = 0, hi = *n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if ((*v)[mid].period < period)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == *n || (*v)[lo].period != period) {
+        TRY(eng_grow((void **)v, cap, *n + 1, sizeof **v));
+        memmove(&(*v)[lo + 1], &(*v)[lo], (*n - lo) * sizeof **v);
+        (*v)[lo] = (eng_act){.period = period};
+        (*n)++;
+    }
+    *out = &(*v)[lo];
+    return TLY_OK;
+}
+
+tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x)
+{
+    if (x == 0)
+        return TLY_OK;
+    eng_act *mine, *sum;
+    TRY(act_at(&st->acts, &st->act_count, &st->act_cap, period, &mine));
+    TRY(act_at(&g->rep, &g->rep_count, &g->rep_cap, period, &sum));
+    TRY(tly_money_addto(&mine->v[f], x));
+    TRY(tly_money_addto(&sum->v[f], x));
+    mine->dirty = true;
+    g->dirty = true;
+    return TLY_OK;
+}
+
+tly_err eng_open_figures(const eng_rules *r, const eng_pstate *st, eng_share **out, uint32_t *n)
+{
+    eng_share *v = NULL;
+    uint32_t count = 0, cap = 0;
+    for (uint32_t i = 0; i < st->row_count; i++) {
+        eng_figure f;
+        tly_err err = st->rows[i].final ? TLY_OK : eng_row_figure(r, st, &st->rows[i], &f);
+        if (err == TLY_OK && !st->rows[i].final && f.figure != 0)
+            err = ENG_PUSH(v, count, cap, ((eng_share){st->rows[i].period, f.figure}));
+        if (err != TLY_OK) {
+            free(v);
+            return err;
+        }
+    }
+    *out = v;
+    *n = count;
+    return TLY_OK;
+}
+
+int32_t eng_event_period(const eng_program *g, int64_t at_ms)
+{
+    int32_t p = tly_period_of(g->kind, at_ms);
+    return p < g->eop ? g->eop : p;
+}

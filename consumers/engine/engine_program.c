@@ -231,6 +231,7 @@ static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
  * [G5]; the deficit never expires [M2]. */
 static tly_err close_expire(eng_program *g, eng_pstate *st)
 {
+    int64_t gone = 0;
     int32_t last = g->eop - g->rules.expiry_n + 1;
     uint32_t keep = 0;
     for (uint32_t i = 0; i < st->bucket_count; i++) {
@@ -240,11 +241,13 @@ static tly_err close_expire(eng_program *g, eng_pstate *st)
             continue;
         }
         TRY(tly_money_addto(&st->expired, b->remaining));
+        TRY(tly_money_addto(&gone, b->remaining));
         if (b->remaining > 0)
             ENG_TRACE(st, TLY_TRACE_EXPIRY, b->period, b->remaining);
     }
     st->bucket_count = keep;
-    return TLY_OK;
+    /* reported in the closed period [section 11] */
+    return eng_book(g, st, g->eop, ENG_ACT_EXPIRED, gone);
 }
 
 /* A close's walk over the members: the program and the close's seq. */
@@ -268,6 +271,7 @@ static tly_err close_member(tly_engine *e, uint32_t p, void *ctx)
          * tier held just before it [G4] [R14]; referral fees are fixed
          * already [Q5]. */
         TRY(eng_row_finalize(&g->rules, st, row));
+        TRY(eng_book(g, st, g->eop, ENG_ACT_REBATE, row->figure));
         if (st->trace != NULL)
             eng_trace_rebate(st->trace, &g->rules, st, row, TLY_TRACE_REBATE_FINAL);
     }

@@ -43,11 +43,34 @@ static void pk_liab(msgpack_packer *pk, const eng_liab *l)
     msgpack_pack_int64(pk, l->payable);
 }
 
+/* What took effect per period: [[period, ENG_ACT_COUNT figures]...]. */
+static void pk_acts(msgpack_packer *pk, const eng_act *v, uint32_t n)
+{
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_pack_array(pk, 1 + ENG_ACT_COUNT);
+        msgpack_pack_int32(pk, v[i].period);
+        for (int f = 0; f < ENG_ACT_COUNT; f++)
+            msgpack_pack_int64(pk, v[i].v[f]);
+    }
+}
+
+/* Amounts by period: [[period, amount]...]. */
+static void pk_shares(msgpack_packer *pk, const eng_share *v, uint32_t n)
+{
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int32(pk, v[i].period);
+        msgpack_pack_int64(pk, v[i].amount);
+    }
+}
+
 /* The program record: rules, periods, and the shard's liability sums. */
 void eng_pack_program(msgpack_packer *pk, const eng_program *g)
 {
     const eng_rules *r = &g->rules;
-    msgpack_pack_array(pk, 21);
+    msgpack_pack_array(pk, 23);
     msgpack_pack_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, g->name, g->name_len);
     pk_str(pk, g->currency, 3);
@@ -87,6 +110,8 @@ void eng_pack_program(msgpack_packer *pk, const eng_program *g)
     msgpack_pack_int32(pk, g->eop);
     msgpack_pack_int32(pk, g->expired_upto);
     pk_liab(pk, &g->liab);
+    pk_acts(pk, g->rep, g->rep_count);
+    pk_shares(pk, g->open_rebate, g->open_count);
 }
 
 /* ---- sale records, packed by hand ----
@@ -280,6 +305,8 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
     pack_accounts(pk, st);
     pack_lists(pk, st);
     pk_liab(pk, &pp->liab);
+    pk_acts(pk, st->acts, st->act_count);
+    pk_shares(pk, st->opens, st->open_count);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -425,6 +452,33 @@ static tly_err unpack_rules_v2(tly_mp_reader *r, eng_rules *ru)
     return TLY_OK;
 }
 
+static tly_err unpack_acts(tly_mp_reader *r, eng_act **v, uint32_t *n, uint32_t *cap)
+{
+    uint32_t count, m;
+    RD(tly_mp_read_array(r, &count));
+    for (uint32_t i = 0; i < count; i++) {
+        eng_act a = {0};
+        RD(tly_mp_read_array(r, &m) && m == 1 + ENG_ACT_COUNT && rd_i32(r, &a.period));
+        for (int f = 0; f < ENG_ACT_COUNT; f++)
+            RD(rd_i64(r, &a.v[f]));
+        RD(i == 0 || (*v)[i - 1].period < a.period);
+        TRY(ENG_PUSH(*v, *n, *cap, a));
+    }
+    return TLY_OK;
+}
+
+static tly_err unpack_shares_by_period(tly_mp_reader *r, eng_share **v, uint32_t *n)
+{
+    uint32_t count, m, cap = 0;
+    RD(tly_mp_read_array(r, &count));
+    for (uint32_t i = 0; i < count; i++) {
+        eng_share sh;
+        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &sh.period) && rd_i64(r, &sh.amount));
+        TRY(ENG_PUSH(*v, *n, cap, sh));
+    }
+    return TLY_OK;
+}
+
 static tly_err unpack_rules(eng_arena *a, tly_mp_reader *r, eng_rules *ru)
 {
     int64_t mode;
@@ -451,7 +505,7 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     uint32_t count;
     tly_str name, cur;
     int64_t kind;
-    RD(rd_head(&r, &count) && count == 21);
+    RD(rd_head(&r, &count) && count == 23);
     RD(rd_str(&r, &name, false) && rd_str(&r, &cur, false) && cur.len == 3);
     RD(rd_i64(&r, &kind));
     eng_program g = {.kind = kind == TLY_PERIOD_MONTH ? TLY_PERIOD_MONTH : TLY_PERIOD_QUARTER,
@@ -460,7 +514,17 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     TRY(unpack_rules(a, &r, &g.rules));
     RD(rd_i32(&r, &g.first_period) && rd_i32(&r, &g.eop) && rd_i32(&r, &g.expired_upto));
     TRY(rd_liab(&r, &g.liab));
-    TRY(rd_end(&r));
+    tly_err err = unpack_acts(&r, &g.rep, &g.rep_count, &g.rep_cap);
+    if (err == TLY_OK)
+        err = unpack_shares_by_period(&r, &g.open_rebate, &g.open_count);
+    if (err == TLY_OK)
+        err = rd_end(&r);
+    if (err != TLY_OK) {
+        free(g.rep);
+        free(g.open_rebate);
+        return err;
+    }
+    g.open_cap = g.open_count;
     g.name = eng_arena_copy(a, name.ptr, name.len);
     if (g.name == NULL)
         return TLY_NOMEM;
@@ -720,6 +784,8 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     TRY(unpack_certs_claims(&r, st));
     TRY(unpack_held(&r, st));
     TRY(rd_liab(&r, liab));
+    TRY(unpack_acts(&r, &st->acts, &st->act_count, &st->act_cap));
+    TRY(unpack_shares_by_period(&r, &st->opens, &st->open_count));
     return rd_end(&r);
 }
 
@@ -757,5 +823,7 @@ void eng_pstate_free(eng_pstate *st)
     free(st->certs);
     free(st->claims);
     free(st->held);
+    free(st->acts);
+    free(st->opens);
     free(st);
 }

@@ -12,7 +12,8 @@
  *   "S/1/<program>"   [fmt, name, currency, kind, version, tiers, mode,
  *                      brackets, expiry_n, window_w, basis, baseline_k,
  *                      rebate_min, rebate_cap, mdf_cap, moves, grace,
- *                      first_period, eop, expired_upto, liab(5)]; a tier is
+ *                      first_period, eop, expired_upto, liab(5), report
+ *                      by period, open rebate by period]; a tier is
  *                      [name, min_revenue, min_certs, mdf_bps, bonus bps,
  *                      referral bps, benefits]
  *   "S/2/<sale key>"  [fmt, partner, currency, seq, at] (every shard), and
@@ -24,7 +25,8 @@
  *   "S/4/<partner>"   [fmt, id, program, owned, enroll_seq] for another
  *                      shard's partner; an owned one adds [name, kind,
  *                      region, tier, fails, 8 totals, buckets, rows,
- *                      history, certs, claim ids, held, liab(5)]; a row is
+ *                      history, certs, claim ids, held, liab(5), acts
+ *                      by period, open rebate figures]; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
  *                      basis, baseline, has_baseline, referral, referred,
  *                      mdf_gross], a cert [pair key, expires]
@@ -46,7 +48,7 @@
 
 /* Elements of a partner record: another shard's partner, an owned one. */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 25u
+#define ENG_PARTNER_FIELDS_OWNED 27u
 
 /* ---- packing (into the flush's buffers) ---- */
 

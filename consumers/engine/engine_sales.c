@@ -105,7 +105,7 @@ static int64_t capped_accrual(const eng_rules *r, const eng_row *row, int64_t ra
 static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int64_t at_ms,
                          int64_t amount)
 {
-    const eng_program *g = &e->programs[e->partners[p].program];
+    eng_program *g = &e->programs[e->partners[p].program];
     TRY(eng_partner_dirty(e, p));
     eng_fx fx;
     int64_t amount_k;
@@ -133,6 +133,8 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
     TRY(tly_money_addto(&row->revenue, amount_k));
     TRY(eng_credit(st, eff, sale->d.accrual));
     TRY(tly_money_addto(&st->accrued, sale->d.accrual));
+    TRY(eng_book(g, st, eff, ENG_ACT_REVENUE, amount_k));
+    TRY(eng_book(g, st, eff, ENG_ACT_ACCRUED, sale->d.accrual));
     ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount_k);
     return late ? exc_late(e, pos, p, g, "sale", eff) : TLY_OK;
 }
@@ -248,7 +250,7 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     if (apply == 0)
         return TLY_OK;
     eng_pstate *st = e->partners[p].st;
-    const eng_program *g = &e->programs[e->partners[p].program];
+    eng_program *g = &e->programs[e->partners[p].program];
     eng_sale_detail *d = &e->sales[s].d;
     /* The reduction converts cumulatively, so a full return nets the sale
      * to 0; the clawback is on it at the sale's own rate, capped at the
@@ -272,6 +274,8 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     TRY(eng_row_get(st, eff, &row));
     /* A return reduces its own effective period, which may go negative [S6]. */
     TRY(tly_money_sub(row->revenue, reduction, &row->revenue));
+    TRY(eng_book(g, st, eff, ENG_ACT_REVENUE, -reduction));
+    TRY(eng_book(g, st, eff, ENG_ACT_CLAWED, c));
     ENG_TRACE(st, TLY_TRACE_REVENUE, eff, -reduction);
     return late ? exc_late(e, pos, p, g, "return", eff) : TLY_OK;
 }
@@ -338,7 +342,7 @@ static void trace_referral(eng_pstate *st, const char *key, uint32_t klen, int64
  * rebate revenue [Q1] [Q2] [Q5]. key is (source, deal). */
 static tly_err fold_referral(tly_engine *e, uint32_t p, eng_pos pos, const eng_held *h)
 {
-    const eng_program *g = &e->programs[e->partners[p].program];
+    eng_program *g = &e->programs[e->partners[p].program];
     TRY(eng_partner_dirty(e, p));
     eng_fx fx;
     int64_t amount_k;
@@ -355,6 +359,7 @@ static tly_err fold_referral(tly_engine *e, uint32_t p, eng_pos pos, const eng_h
     TRY(eng_row_get(st, eff, &row));
     TRY(tly_money_addto(&row->referral, fee));
     TRY(tly_money_addto(&row->referred, amount_k));
+    TRY(eng_book(g, st, eff, ENG_ACT_REFERRAL, fee));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "referral", eff, late);
     if (st->trace != NULL)
         trace_referral(st, h->key, h->key_len, fee, amount_k, tier->referral_bps, tier->name, &fx,

@@ -147,6 +147,15 @@ tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64
 /* Active pairs whose latest earned has no expiry or expires at or after
  * start_ms [T10]. */
 int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms);
+/* max(period of at_ms, g's earliest open period): where an approval,
+ * payment, payout or release takes effect [RP5]. */
+int32_t eng_event_period(const eng_program *g, int64_t at_ms);
+/* Books x into field f of period for partner st and for its program's
+ * sums g (SPEC section 11). */
+tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x);
+/* The partner's nonzero open rebate figures by period, ascending (a new
+ * vector; *out NULL when none). */
+tly_err eng_open_figures(const eng_rules *r, const eng_pstate *st, eng_share **out, uint32_t *n);
 /* The MDF invariant of SPEC section 6; true when it holds. */
 bool eng_invariant_ok(const eng_pstate *st);
 /* Slices and figure of a rebate row under rules r, reported to t: kind is

@@ -81,6 +81,56 @@ static tly_err put_json(flush_ctx *f, const char *prefix, const char *body, size
 
 /* ---- flush ---- */
 
+/* Moves amounts by period (ascending) into the sums of *v: sub or add. */
+static tly_err shares_move(eng_share **v, uint32_t *n, uint32_t *cap, const eng_share *x,
+                           uint32_t xn, bool sub)
+{
+    for (uint32_t i = 0; i < xn; i++) {
+        uint32_t k = 0;
+        while (k < *n && (*v)[k].period < x[i].period)
+            k++;
+        if (k == *n || (*v)[k].period != x[i].period) {
+            TRY(eng_grow((void **)v, cap, *n + 1, sizeof **v));
+            memmove(&(*v)[k + 1], &(*v)[k], (*n - k) * sizeof **v);
+            (*v)[k] = (eng_share){.period = x[i].period};
+            (*n)++;
+        }
+        TRY((sub ? tly_money_sub : tly_money_add)((*v)[k].amount, x[i].amount, &(*v)[k].amount));
+        if ((*v)[k].amount == 0) { /* what is stored does not depend on the flushes */
+            memmove(&(*v)[k], &(*v)[k + 1], (*n - k - 1) * sizeof **v);
+            (*n)--;
+        }
+    }
+    return TLY_OK;
+}
+
+/* Moves member st's open rebate figures in its program's estimate from
+ * what its last flush stored to what they are now (as settle_share). */
+static tly_err settle_opens(eng_program *g, eng_pstate *st)
+{
+    eng_share *now;
+    uint32_t n;
+    TRY(eng_open_figures(&g->rules, st, &now, &n));
+    tly_err err = TLY_OK;
+    if (n == st->open_count && (n == 0 || memcmp(now, st->opens, n * sizeof *now) == 0)) {
+        free(now);
+        return TLY_OK;
+    }
+    err =
+        shares_move(&g->open_rebate, &g->open_count, &g->open_cap, st->opens, st->open_count, true);
+    if (err == TLY_OK)
+        err = shares_move(&g->open_rebate, &g->open_count, &g->open_cap, now, n, false);
+    if (err != TLY_OK) {
+        free(now);
+        return err;
+    }
+    free(st->opens);
+    st->opens = now;
+    st->open_count = n;
+    g->dirty = true;
+    return TLY_OK;
+}
+
 /* Moves owned member pp's share of its program's liabilities from what
  * its last flush stored to what it is now; the program's sums follow. A
  * settled share is unchanged, so settling again (a retried flush) adds
@@ -89,6 +139,7 @@ static tly_err settle_share(tly_engine *e, eng_partner *pp)
 {
     eng_program *g = &e->programs[pp->program];
     eng_liab now, sum = g->liab;
+    TRY(settle_opens(g, pp->st));
     TRY(eng_liab_of(&g->rules, pp->st, &now));
     if (memcmp(&now, &pp->liab, sizeof now) == 0)
         return TLY_OK;
@@ -114,6 +165,12 @@ static tly_err flush_programs(flush_ctx *f, const bool *liab)
             json_begin(f, &w);
             eng_liability_write(&w, g, &g->liab);
             TRY(put_json(f, "V/l/", g->name, g->name_len));
+        }
+        if (g->dirty) {
+            eng_jw w;
+            json_begin(f, &w);
+            eng_report_write(&w, g);
+            TRY(put_json(f, "V/R/", g->name, g->name_len));
         }
     }
     for (uint32_t i = 0; i < e->pair_count; i++) {
@@ -158,6 +215,48 @@ static tly_err flush_claims(flush_ctx *f, const eng_partner *pp)
     return TLY_OK;
 }
 
+/* The body of a key under program g: u8 length ‖ name ‖ rest. */
+static size_t program_body(char *buf, const eng_program *g, const char *rest, size_t len)
+{
+    buf[0] = (char)(unsigned char)g->name_len;
+    memcpy(buf + 1, g->name, g->name_len);
+    memcpy(buf + 1 + g->name_len, rest, len);
+    return 1 + g->name_len + len;
+}
+
+/* Member p's section 11 documents: its row of the partner list
+ * ("V/P/<partner>"), its expiring funds ("E/<program key><partner>") and
+ * its journal rows of the periods that changed ("J/<program key><u32be
+ * period + 2^31><partner>"), each a scan away for the query service. */
+static tly_err flush_finance(flush_ctx *f, uint32_t p)
+{
+    eng_partner *pp = &f->e->partners[p];
+    const eng_program *g = &f->e->programs[pp->program];
+    eng_jw w;
+    json_begin(f, &w);
+    eng_view_write(&w, f->e, 'P', p, false);
+    TRY(put_json(f, "V/P/", pp->id, pp->id_len));
+    char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
+    json_begin(f, &w);
+    eng_view_write(&w, f->e, 'e', p, false);
+    TRY(put_json(f, "E/", body, program_body(body, g, pp->id, pp->id_len)));
+    for (uint32_t i = 0; i < pp->st->act_count; i++) {
+        eng_act *a = &pp->st->acts[i];
+        if (!a->dirty)
+            continue;
+        char rest[4 + TLY_NAME_BYTES_MAX];
+        uint32_t u = (uint32_t)a->period ^ UINT32_C(0x80000000);
+        for (int b = 0; b < 4; b++)
+            rest[b] = (char)(u >> (24 - 8 * b));
+        memcpy(rest + 4, pp->id, pp->id_len);
+        json_begin(f, &w);
+        eng_journal_write(&w, pp, a);
+        TRY(put_json(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
+        a->dirty = false;
+    }
+    return TLY_OK;
+}
+
 /* Stores partner p's state and, when owned, its changed claims and (when
  * enrolled) its views: balance, rebate and tier always, claims only when
  * they changed (most events of a partner leave them as they were, and it
@@ -184,7 +283,7 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
         eng_view_write(&w, f->e, views[v], p, false);
         TRY(put_json(f, prefix, pp->id, pp->id_len));
     }
-    return TLY_OK;
+    return flush_finance(f, p);
 }
 
 static tly_err flush_excs(flush_ctx *f)

@@ -233,6 +233,105 @@ static void view_claims(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
     eng_jw_end(w);
 }
 
+/* ---- the finance outputs' documents (SPEC section 11) ---- */
+
+/* The names of what took effect, as section 11's report and journal rows
+ * name them (eng_act_field order). */
+static const char *const act_names[ENG_ACT_COUNT] = {
+    "revenue",      "mdf_accrued", "mdf_clawed_back", "mdf_adjusted", "mdf_expired",
+    "mdf_approved", "mdf_paid",    "rebate",          "referral",     "rebate_paid"};
+
+static void act_fields(eng_jw *w, const eng_act *a)
+{
+    for (int f = 0; f < ENG_ACT_COUNT; f++)
+        key_int(w, act_names[f], a->v[f]);
+}
+
+/* A partner's row of `tally partners` [section 11]. */
+static void view_partner_row(eng_jw *w, const tly_engine *e, uint32_t p)
+{
+    const eng_partner *pp = &e->partners[p];
+    const eng_program *g = &e->programs[pp->program];
+    const eng_pstate *st = pp->st;
+    head(w, e, p, false);
+    key_name(w, "name", st->name);
+    key_str(w, "program", g->name, g->name_len);
+    key_lit(w, "kind", tly_partner_kind_name(st->kind));
+    key_name(w, "region", st->region);
+    key_name(w, "tier", g->rules.tiers[st->tier].name);
+    int64_t avail = 0, open = 0, payable = 0;
+    (void)eng_available(st, &avail); /* checked after every apply */
+    (void)eng_rebate_totals(&g->rules, st, &open, &payable);
+    key_int(w, "available", avail);
+    key_int(w, "rebate_payable", payable);
+    eng_jw_end(w);
+}
+
+/* What the close of the earliest open period will expire of a partner:
+ * the buckets it ends, a deficit not netted [EX3]. */
+static int64_t expiring_of(const eng_program *g, const eng_pstate *st)
+{
+    int32_t last = g->eop - g->rules.expiry_n + 1;
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < st->bucket_count && st->buckets[i].period <= last; i++)
+        (void)tly_money_addto(&sum, st->buckets[i].remaining); /* ≤ available's sum */
+    return sum;
+}
+
+/* A partner's expiring funds: {"partner","amount"}. */
+static void view_expiring(eng_jw *w, const tly_engine *e, uint32_t p)
+{
+    const eng_partner *pp = &e->partners[p];
+    head(w, e, p, false);
+    key_int(w, "amount", expiring_of(&e->programs[pp->program], pp->st));
+    eng_jw_end(w);
+}
+
+void eng_journal_write(eng_jw *w, const eng_partner *pp, const eng_act *a)
+{
+    eng_jw_obj(w);
+    key_str(w, "partner", pp->id, pp->id_len);
+    act_fields(w, a);
+    eng_jw_end(w);
+}
+
+/* The open figure of period in g's settled estimates, or 0. */
+static int64_t open_rebate_of(const eng_program *g, int32_t period)
+{
+    for (uint32_t i = 0; i < g->open_count; i++)
+        if (g->open_rebate[i].period == period)
+            return g->open_rebate[i].amount;
+    return 0;
+}
+
+void eng_report_write(eng_jw *w, const eng_program *g)
+{
+    eng_jw_obj(w);
+    key_str(w, "program", g->name, g->name_len);
+    key_str(w, "currency", g->currency, 3);
+    key_period(w, "first", g->kind, g->first_period);
+    key_period(w, "open", g->kind, g->eop);
+    eng_jw_key(w, "periods");
+    eng_jw_arr(w);
+    /* every period with a booking or an open estimate, ascending */
+    uint32_t i = 0, j = 0;
+    while (i < g->rep_count || j < g->open_count) {
+        int32_t pa = i < g->rep_count ? g->rep[i].period : INT32_MAX;
+        int32_t pb = j < g->open_count ? g->open_rebate[j].period : INT32_MAX;
+        int32_t period = pa < pb ? pa : pb;
+        eng_act a = pa == period ? g->rep[i] : (eng_act){.period = period};
+        (void)tly_money_addto(&a.v[ENG_ACT_REBATE], open_rebate_of(g, period));
+        eng_jw_obj(w);
+        key_period(w, "period", g->kind, period);
+        act_fields(w, &a);
+        eng_jw_end(w);
+        i += pa == period;
+        j += pb == period;
+    }
+    eng_jw_end(w);
+    eng_jw_end(w);
+}
+
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq)
 {
     TLY_ASSERT(e->partners[p].owned && e->partners[p].program != ENG_NONE);
@@ -249,6 +348,12 @@ void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool 
     case 'c':
         view_claims(w, e, p, with_seq);
         break;
+    case 'P':
+        view_partner_row(w, e, p);
+        break;
+    case 'e':
+        view_expiring(w, e, p);
+        break;
     default:
         TLY_ASSERT(!"unknown view");
     }
@@ -257,7 +362,7 @@ void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool 
 /* A view as a jansson tree; NULL for an unknown view letter. */
 static json_t *eng_view_json(const tly_engine *e, char view, uint32_t p, bool with_seq)
 {
-    if (view != 'b' && view != 'r' && view != 't' && view != 'c')
+    if (view != 'b' && view != 'r' && view != 't' && view != 'c' && view != 'P' && view != 'e')
         return NULL;
     eng_jw w;
     eng_jw_init_tree(&w);
@@ -282,6 +387,17 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
         (view == 'c' && eng_claims_fill(cache_of(e), p) != TLY_OK))
         return NULL;
     return eng_view_json(e, view, p, true);
+}
+
+json_t *tly_engine_report(const tly_engine *e, const char *program)
+{
+    uint32_t gi = eng_program_find(e, program, strlen(program));
+    if (gi == ENG_NONE)
+        return NULL;
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    eng_report_write(&w, &e->programs[gi]);
+    return eng_jw_take(&w);
 }
 
 /* This shard's share of a program's liabilities; [M9] mdf_available is the

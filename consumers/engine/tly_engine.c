@@ -75,6 +75,10 @@ void tly_engine_free(tly_engine *e)
     if (e == NULL)
         return;
     free_caches(e);
+    for (uint32_t i = 0; i < e->program_count; i++) {
+        free(e->programs[i].rep);
+        free(e->programs[i].open_rebate);
+    }
     free(e->programs);
     for (uint32_t i = 0; i < e->pair_count; i++)
         free(e->pairs[i].rates);

@@ -188,6 +188,15 @@ void tly_engine_set_seq(tly_engine *e, uint64_t seq);
  * (the cache is not part of the engine's logical state, hence const). */
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
 
+/* Section 11 documents of this shard, as stored: view 'P' of
+ * tly_engine_view is the partner's row of `tally partners`, 'e' its funds
+ * the next close expires ({"partner","amount"}); tly_engine_report the
+ * program's sums per period over this shard's members ("V/R/": "first",
+ * "open", "periods" with what took effect in each; rebate of an open period
+ * is the members' estimate as of the last flush). NULL for an unknown
+ * program. */
+json_t *tly_engine_report(const tly_engine *e, const char *program);
+
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its
  * own seq [D7]), as the "exceptions" array of section 8 (new reference;
