@@ -271,6 +271,10 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * of programs; 4096 bounds the merge of the shards' shares. */
 #define TLY_QUERY_PROGRAMS_MAX 4096u
 
+/* Periods one `tally report` spans, from the program's first: 600 is fifty
+ * years of months; a store that names a later period is corrupt. */
+#define TLY_PERIODS_REPORT_MAX 600u
+
 /* How long the CLI waits for a query reply before it says the service is
  * not reachable: the service answers in well under a millisecond, so five
  * seconds only ever expires when nothing is listening. */

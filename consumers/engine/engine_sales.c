@@ -499,13 +499,16 @@ static tly_err fold_held(tly_engine *e, uint32_t p)
     return TLY_OK;
 }
 
-/* Name, kind and region of an owned partner from its partner event. */
+/* Name, kind and region of an owned partner from its partner event; a
+ * re-enrollment without a region keeps the one it had [E1]. */
 static tly_err set_identity(eng_pstate *st, const tly_event *ev)
 {
     eng_name_free(&st->name);
-    eng_name_free(&st->region);
     st->kind = ev->kind;
     TRY(eng_name_copy(&st->name, ev->name.ptr, ev->name.len));
+    if (ev->region.ptr == NULL && st->region.ptr != NULL)
+        return TLY_OK;
+    eng_name_free(&st->region);
     return eng_name_copy(&st->region, ev->region.ptr, ev->region.len);
 }
 

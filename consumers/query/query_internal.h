@@ -5,10 +5,13 @@
 #ifndef TLY_QUERY_INTERNAL_H
 #define TLY_QUERY_INTERNAL_H
 
+#include <jansson.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tly_err.h"
 
 /* The section 8 shape of a partner view: its keys in SPEC order, and the
  * members whose objects are ordered too (NULL: none). order_obj in
@@ -54,5 +57,32 @@ void tly__qfast_free(tly__qfast *f);
  */
 bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
                       uint64_t seq, msgpack_sbuffer *out);
+
+/* ---- answers over every shard (tly_query.c runs them, query_finance.c
+ * writes the section 11 ones) ---- */
+
+/* A consistent snapshot of every shard's view store. */
+typedef struct tly__qsnaps tly__qsnaps;
+
+/* One stored entry under a scanned prefix. */
+typedef tly_err (*tly__qvisit)(void *ctx, const void *key, size_t klen, const void *val,
+                               size_t vlen);
+/* Calls visit for every entry under prefix, shard after shard, each in key
+ * order; stops at the first error. */
+tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
+                   void *ctx);
+/* A cross-shard reply {"seq": lowest checkpoint [D8]} (and "shards_differ"
+ * when the shards' checkpoints differ); NULL when out of memory. */
+json_t *tly__qreply(const tly__qsnaps *ss);
+/* An error reply {"error","message","field"}. */
+json_t *tly__qerr(tly_err err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The section 11 answers (query_finance.c): req is the request map; the
+ * reply is an answer or an error reply, NULL when out of memory. */
+json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req);
+json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req);
+json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req);
+json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req);
 
 #endif

@@ -580,12 +580,13 @@ static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view
 /* ------------------------------------------------------------------------ */
 /* Cross-shard queries                                                       */
 
-typedef struct snapset {
+typedef struct tly__qsnaps {
     snap sn[TLY_SHARDS_MAX];
     uint32_t count;
     uint64_t seq_min;
     uint64_t seq_max;
 } snapset;
+/* query_internal.h names it tly__qsnaps */
 
 static void snapset_end(snapset *ss)
 {
@@ -627,6 +628,66 @@ static void mark_differ(json_t *o, const snapset *ss)
 {
     if (ss->seq_min != ss->seq_max)
         json_object_set_new(o, "shards_differ", json_true());
+}
+
+tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
+                   void *ctx)
+{
+    tly_err err = TLY_OK;
+    for (uint32_t k = 0; err == TLY_OK && k < ss->count; k++) {
+        const snap *sn = &ss->sn[k];
+        if (!sn->sh->has_dbi)
+            continue;
+        MDB_cursor *cur;
+        int rc = mdb_cursor_open(sn->txn, sn->sh->dbi, &cur);
+        if (rc != 0)
+            return map_mdb(rc);
+        MDB_val key = {plen, (void *)prefix}, val;
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+        while (rc == 0 && err == TLY_OK && key.mv_size >= plen &&
+               memcmp(key.mv_data, prefix, plen) == 0) {
+            err = visit(ctx, key.mv_data, key.mv_size, val.mv_data, val.mv_size);
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+        if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
+            err = map_mdb(rc);
+    }
+    return err;
+}
+
+json_t *tly__qreply(const tly__qsnaps *ss)
+{
+    json_t *o = cross_reply(ss);
+    if (o)
+        mark_differ(o, ss);
+    return o;
+}
+
+json_t *tly__qerr(tly_err err, const char *field, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_reply(err, field, "%s", msg);
+}
+
+/* Runs a cross-shard answer over one snapshot of every shard. */
+static json_t *answer_shards(tly_query_store *s, const json_t *req,
+                             json_t *(*fn)(const tly__qsnaps *, const json_t *))
+{
+    json_t *bad = NULL;
+    if (!shards_ready(s, &bad))
+        return bad;
+    snapset ss;
+    tly_err err = snapset_begin(s, &ss);
+    if (err != TLY_OK)
+        return err_reply(err, NULL, "cannot read the view stores: %s", tly_strerror(err));
+    json_t *out = fn(&ss, req);
+    snapset_end(&ss);
+    return out;
 }
 
 /* One program's liabilities, summed over the shards. */
@@ -1029,6 +1090,14 @@ tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply)
         ;
     else if (strcmp(q, "liabilities") == 0)
         out = answer_liabilities(s);
+    else if (strcmp(q, "partners") == 0)
+        out = answer_shards(s, req, tly__answer_partners);
+    else if (strcmp(q, "report") == 0)
+        out = answer_shards(s, req, tly__answer_report);
+    else if (strcmp(q, "expiring") == 0)
+        out = answer_shards(s, req, tly__answer_expiring);
+    else if (strcmp(q, "journal") == 0)
+        out = answer_shards(s, req, tly__answer_journal);
     else if (strcmp(q, "exceptions") == 0)
         out = answer_exceptions(s, req);
     else if (strcmp(q, "status") == 0)

@@ -1,0 +1,586 @@
+/*
+ * query_finance.c — the finance outputs of SPEC section 11 over every
+ * shard: partners, report, expiring, journal. Each reads what the
+ * consumers keep for it (consumers/engine/engine_store.c): the partner
+ * list rows "V/P/", the program's report sums per shard "V/R/<program>",
+ * the funds the next close expires "E/<program key><partner>" and the
+ * journal rows "J/<program key><period><partner>", where a program key is
+ * u8 length ‖ name. No answer walks every partner's state: a report sums
+ * one document per shard, a journal reads only the partners active in its
+ * period.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "query_internal.h"
+#include "tly_limits.h"
+#include "tly_period.h"
+
+/* ---- helpers ---- */
+
+/* A string option of the request: NULL when absent; *bad set when it is
+ * not a string of 1..TLY_NAME_BYTES_MAX bytes without NUL. */
+static const char *opt_str(const json_t *req, const char *field, json_t **bad)
+{
+    json_t *v = json_object_get(req, field);
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    size_t len = json_string_length(v);
+    if (!json_is_string(v) || len == 0 || len > TLY_NAME_BYTES_MAX ||
+        strlen(json_string_value(v)) != len) {
+        *bad = tly__qerr(TLY_BAD_FIELD, field, "'%s' must be a string of 1 to %u bytes", field,
+                         TLY_NAME_BYTES_MAX);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* The program key prefix (u8 length ‖ name) after a two-byte prefix. */
+static size_t program_prefix(char *buf, const char *pfx, const char *program)
+{
+    size_t len = strlen(program);
+    memcpy(buf, pfx, 2);
+    buf[2] = (char)(unsigned char)len;
+    memcpy(buf + 3, program, len);
+    return 3 + len;
+}
+
+static int64_t iget(const json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+/* strcmp of two const char * elements (qsort). */
+static int strcmp_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Appends a new reference to arr; false when out of memory. */
+static bool push(json_t *arr, json_t *v)
+{
+    return v != NULL && json_array_append_new(arr, v) == 0;
+}
+
+/* ---- partners ---- */
+
+typedef struct partner_filter {
+    const char *program, *tier, *kind, *search;
+    json_t *out;
+} partner_filter;
+
+/* ASCII case-insensitive substring [PA1]. */
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (const char *h = hay; *h; h++) {
+        size_t i = 0;
+        while (i < n && h[i] && tolower((unsigned char)h[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return true;
+    }
+    return n == 0;
+}
+
+static bool str_is(const json_t *o, const char *k, const char *want)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return want == NULL || (v != NULL && strcmp(v, want) == 0);
+}
+
+static tly_err partner_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    partner_filter *f = ctx;
+    json_t *row = json_loadb(val, vlen, 0, NULL);
+    if (row == NULL)
+        return TLY_CORRUPT;
+    const char *id = json_string_value(json_object_get(row, "partner"));
+    const char *name = json_string_value(json_object_get(row, "name"));
+    bool keep = str_is(row, "program", f->program) && str_is(row, "tier", f->tier) &&
+                str_is(row, "kind", f->kind) &&
+                (f->search == NULL || (id && contains_ci(id, f->search)) ||
+                 (name && contains_ci(name, f->search)));
+    if (keep)
+        return push(f->out, row) ? TLY_OK : TLY_NOMEM;
+    json_decref(row);
+    return TLY_OK;
+}
+
+static int by_partner(const void *a, const void *b)
+{
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "partner"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "partner"));
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* The array's elements sorted with cmp (a new array). */
+static json_t *sorted(json_t *arr, int (*cmp)(const void *, const void *))
+{
+    size_t n = json_array_size(arr);
+    json_t **v = malloc((n ? n : 1) * sizeof *v);
+    json_t *out = v ? json_array() : NULL;
+    for (size_t i = 0; out && i < n; i++)
+        v[i] = json_array_get(arr, i);
+    if (out && n)
+        qsort(v, n, sizeof *v, cmp);
+    for (size_t i = 0; out && i < n; i++)
+        json_array_append(out, v[i]);
+    free(v);
+    return out;
+}
+
+json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
+{
+    json_t *bad = NULL;
+    partner_filter f = {.program = opt_str(req, "program", &bad),
+                        .tier = opt_str(req, "tier", &bad),
+                        .kind = opt_str(req, "kind", &bad),
+                        .search = opt_str(req, "search", &bad),
+                        .out = json_array()};
+    if (bad || f.out == NULL) {
+        json_decref(f.out);
+        return bad;
+    }
+    tly_err err = tly__qscan(ss, "V/P/", 4, partner_visit, &f);
+    json_t *out = err == TLY_OK ? tly__qreply(ss) : NULL;
+    json_t *list = out ? sorted(f.out, by_partner) : NULL;
+    json_decref(f.out);
+    if (err != TLY_OK)
+        return tly__qerr(err, NULL, "cannot list partners: %s", tly_strerror(err));
+    if (list == NULL || json_object_set_new(out, "partners", list) != 0) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ---- report ---- */
+
+/* What took effect in a period, in section 11's order (the stored rows
+ * carry the same names). */
+static const char *const ACT_KEYS[] = {
+    "revenue",      "mdf_accrued", "mdf_clawed_back", "mdf_adjusted", "mdf_expired",
+    "mdf_approved", "mdf_paid",    "rebate",          "referral",     "rebate_paid"};
+#define ACT_KEY_COUNT (sizeof ACT_KEYS / sizeof ACT_KEYS[0])
+
+/* A program's report summed over the shards, periods first..last. */
+typedef struct report_sum {
+    const char *program;
+    json_t *currency;
+    tly_period_kind kind;
+    int32_t first, open;
+    bool seen;
+    int64_t (*sums)[ACT_KEY_COUNT]; /* TLY_PERIODS_REPORT_MAX periods from first */
+    int32_t last; /* the latest period with a non-zero figure, first - 1 if none */
+} report_sum;
+
+/* Parses the period text of key k in o. */
+static bool period_of(const json_t *o, const char *k, tly_period_kind *kind, int32_t *p)
+{
+    const char *t = json_string_value(json_object_get(o, k));
+    return t != NULL && tly_period_parse(t, strlen(t), kind, p) == TLY_OK;
+}
+
+/* Adds one shard's "V/R/<program>" document. */
+static tly_err report_add(report_sum *r, const json_t *doc)
+{
+    tly_period_kind k1, k2;
+    int32_t first, open;
+    if (!period_of(doc, "first", &k1, &first) || !period_of(doc, "open", &k2, &open) || k1 != k2)
+        return TLY_CORRUPT;
+    if (!r->seen) {
+        *r = (report_sum){.program = r->program,
+                          .sums = r->sums,
+                          .kind = k1,
+                          .first = first,
+                          .open = open,
+                          .seen = true,
+                          .last = first - 1,
+                          .currency = json_incref(json_object_get(doc, "currency"))};
+    }
+    if (k1 != r->kind || first != r->first)
+        return TLY_CORRUPT;
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(doc, "periods"), i, row)
+    {
+        tly_period_kind k;
+        int32_t p;
+        if (!period_of(row, "period", &k, &p) || k != r->kind || p < r->first ||
+            p - r->first >= (int32_t)TLY_PERIODS_REPORT_MAX)
+            return TLY_CORRUPT;
+        for (size_t f = 0; f < ACT_KEY_COUNT; f++) {
+            int64_t *cell = &r->sums[p - r->first][f];
+            if (__builtin_add_overflow(*cell, iget(row, ACT_KEYS[f]), cell))
+                return TLY_OVERFLOW;
+        }
+    }
+    return TLY_OK;
+}
+
+/* The report's periods: first to the latest with a non-zero figure [RP4]. */
+static json_t *report_periods(report_sum *r)
+{
+    for (int32_t i = 0; i < (int32_t)TLY_PERIODS_REPORT_MAX; i++)
+        for (size_t f = 0; f < ACT_KEY_COUNT; f++)
+            if (r->sums[i][f] != 0)
+                r->last = r->first + i;
+    json_t *arr = json_array();
+    for (int32_t p = r->first; arr && p <= r->last; p++) {
+        json_t *o = json_object();
+        char text[TLY_PERIOD_TEXT_BYTES];
+        tly_period_format(r->kind, p, text);
+        json_object_set_new(o, "period", json_string(text));
+        json_object_set_new(o, "status", json_string(p < r->open ? "closed" : "open"));
+        for (size_t f = 0; f < ACT_KEY_COUNT; f++)
+            json_object_set_new(o, ACT_KEYS[f], json_integer(r->sums[p - r->first][f]));
+        if (!push(arr, o)) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static tly_err report_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    report_sum *r = ctx;
+    if (klen != 4 + strlen(r->program)) /* another program sharing the prefix */
+        return TLY_OK;
+    (void)key;
+    json_t *doc = json_loadb(val, vlen, 0, NULL);
+    tly_err err = doc ? report_add(r, doc) : TLY_CORRUPT;
+    json_decref(doc);
+    return err;
+}
+
+/* The reply of a summed report. */
+static json_t *report_reply(const tly__qsnaps *ss, report_sum *r)
+{
+    json_t *out = tly__qreply(ss), *periods = report_periods(r);
+    if (out == NULL || periods == NULL) {
+        json_decref(out);
+        json_decref(periods);
+        return NULL;
+    }
+    json_object_set_new(out, "program", json_string(r->program));
+    json_object_set(out, "currency", r->currency);
+    json_object_set_new(out, "periods", periods);
+    return out;
+}
+
+json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req)
+{
+    json_t *bad = NULL;
+    report_sum r = {.program = opt_str(req, "program", &bad)};
+    if (bad)
+        return bad;
+    if (r.program == NULL)
+        return tly__qerr(TLY_MISSING_FIELD, "program", "'program' is required");
+    r.sums = calloc(TLY_PERIODS_REPORT_MAX, sizeof *r.sums);
+    if (r.sums == NULL)
+        return NULL;
+    char prefix[4 + TLY_NAME_BYTES_MAX];
+    memcpy(prefix, "V/R/", 4);
+    memcpy(prefix + 4, r.program, strlen(r.program));
+    tly_err err = tly__qscan(ss, prefix, 4 + strlen(r.program), report_visit, &r);
+    json_t *out;
+    if (err != TLY_OK)
+        out = tly__qerr(err, NULL, "cannot sum the report: %s", tly_strerror(err));
+    else if (!r.seen)
+        out = tly__qerr(TLY_NOT_FOUND, "program", "unknown program '%s'", r.program);
+    else
+        out = report_reply(ss, &r);
+    json_decref(r.currency);
+    free(r.sums);
+    return out;
+}
+
+/* ---- expiring ---- */
+
+/* Every program's funds the next close expires, as the scan finds them. */
+typedef struct expiring {
+    const char *only; /* --program, or NULL */
+    json_t *programs; /* name -> {"program","period","total","partners"} */
+    tly_err err;
+} expiring;
+
+/* A program's entry, from its report document (its earliest open period). */
+static tly_err expiring_program(void *ctx, const void *key, size_t klen, const void *val,
+                                size_t vlen)
+{
+    expiring *x = ctx;
+    char name[TLY_NAME_BYTES_MAX + 1];
+    if (klen - 4 > TLY_NAME_BYTES_MAX)
+        return TLY_CORRUPT;
+    memcpy(name, (const char *)key + 4, klen - 4);
+    name[klen - 4] = '\0';
+    if ((x->only && strcmp(x->only, name) != 0) || json_object_get(x->programs, name))
+        return TLY_OK;
+    json_t *doc = json_loadb(val, vlen, 0, NULL);
+    json_t *open = doc ? json_object_get(doc, "open") : NULL;
+    if (!json_is_string(open)) {
+        json_decref(doc);
+        return TLY_CORRUPT;
+    }
+    json_t *o = json_pack("{s:s, s:O, s:I, s:[]}", "program", name, "period", open, "total",
+                          (json_int_t)0, "partners");
+    json_decref(doc);
+    return o && json_object_set_new(x->programs, name, o) == 0 ? TLY_OK : TLY_NOMEM;
+}
+
+/* One partner's amount under "E/<program key><partner>". */
+static tly_err expiring_partner(void *ctx, const void *key, size_t klen, const void *val,
+                                size_t vlen)
+{
+    expiring *x = ctx;
+    const unsigned char *k = key;
+    size_t plen = k[2];
+    if (klen < 3 + plen)
+        return TLY_CORRUPT;
+    char name[TLY_NAME_BYTES_MAX + 1];
+    memcpy(name, k + 3, plen);
+    name[plen] = '\0';
+    json_t *prog = json_object_get(x->programs, name);
+    if (prog == NULL) /* filtered out, or a program without a report yet */
+        return TLY_OK;
+    json_t *doc = json_loadb(val, vlen, 0, NULL);
+    if (doc == NULL)
+        return TLY_CORRUPT;
+    int64_t amount = iget(doc, "amount"), total = iget(prog, "total");
+    tly_err err = TLY_OK;
+    if (amount != 0) {
+        if (__builtin_add_overflow(total, amount, &total))
+            err = TLY_OVERFLOW;
+        json_object_set_new(prog, "total", json_integer(total));
+        json_t *row = json_pack("{s:O, s:I}", "partner", json_object_get(doc, "partner"), "amount",
+                                (json_int_t)amount);
+        if (err == TLY_OK && !push(json_object_get(prog, "partners"), row))
+            err = TLY_NOMEM;
+    }
+    json_decref(doc);
+    return err;
+}
+
+/* Largest first, ties by partner id [EX1]. */
+static int by_amount(const void *a, const void *b)
+{
+    int64_t x = iget(*(json_t *const *)a, "amount"), y = iget(*(json_t *const *)b, "amount");
+    if (x != y)
+        return x > y ? -1 : 1;
+    return by_partner(a, b);
+}
+
+/* The programs by name, each with its partners sorted. */
+static json_t *expiring_list(json_t *programs)
+{
+    json_t *names = json_array(), *out = json_array();
+    const char *name;
+    json_t *o;
+    json_object_foreach(programs, name, o)
+    {
+        json_array_append_new(names, json_string(name));
+    }
+    json_t *ordered = NULL;
+    if (names && out) {
+        size_t n = json_array_size(names);
+        const char **v = calloc(n ? n : 1, sizeof *v);
+        for (size_t i = 0; v && i < n; i++)
+            v[i] = json_string_value(json_array_get(names, i));
+        if (v && n)
+            qsort(v, n, sizeof *v, strcmp_ptr);
+        for (size_t i = 0; v && i < n; i++) {
+            json_t *prog = json_object_get(programs, v[i]);
+            json_t *parts = sorted(json_object_get(prog, "partners"), by_amount);
+            json_object_set_new(prog, "partners", parts);
+            json_array_append(out, prog);
+        }
+        ordered = v ? out : NULL;
+        free(v);
+    }
+    json_decref(names);
+    if (ordered == NULL)
+        json_decref(out);
+    return ordered;
+}
+
+json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req)
+{
+    json_t *bad = NULL;
+    expiring x = {.only = opt_str(req, "program", &bad), .programs = json_object()};
+    if (bad || x.programs == NULL) {
+        json_decref(x.programs);
+        return bad;
+    }
+    tly_err err = tly__qscan(ss, "V/R/", 4, expiring_program, &x);
+    if (err == TLY_OK)
+        err = tly__qscan(ss, "E/", 2, expiring_partner, &x);
+    json_t *out = NULL;
+    if (err != TLY_OK)
+        out = tly__qerr(err, NULL, "cannot list expiring funds: %s", tly_strerror(err));
+    else if (x.only && json_object_size(x.programs) == 0)
+        out = tly__qerr(TLY_NOT_FOUND, "program", "unknown program '%s'", x.only);
+    else if ((out = tly__qreply(ss)) != NULL)
+        json_object_set_new(out, "programs", expiring_list(x.programs));
+    json_decref(x.programs);
+    return out;
+}
+
+/* ---- journal ---- */
+
+/* The entry kinds of section 11 in their order [JN3]: the stored row's
+ * fields that make the amount (the first added, the second subtracted, the
+ * third added), and the accounts of a positive amount [JN1]. */
+static const struct {
+    const char *kind, *plus, *minus, *plus2, *debit, *credit;
+} JOURNAL_KINDS[] = {
+    {"mdf_accrual", "mdf_accrued", "mdf_clawed_back", "mdf_adjusted", "contra_revenue_mdf",
+     "mdf_liability"},
+    {"mdf_expiry", "mdf_expired", NULL, NULL, "mdf_liability", "contra_revenue_mdf"},
+    {"mdf_payment", "mdf_paid", NULL, NULL, "mdf_liability", "cash"},
+    {"rebate_accrual", "rebate", NULL, NULL, "contra_revenue_rebate", "rebate_liability"},
+    {"referral_accrual", "referral", NULL, NULL, "referral_expense", "rebate_liability"},
+    {"rebate_payment", "rebate_paid", NULL, NULL, "rebate_liability", "cash"},
+};
+#define JOURNAL_KIND_COUNT (sizeof JOURNAL_KINDS / sizeof JOURNAL_KINDS[0])
+
+static tly_err journal_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    json_t *row = json_loadb(val, vlen, 0, NULL);
+    if (row == NULL)
+        return TLY_CORRUPT;
+    return push(ctx, row) ? TLY_OK : TLY_NOMEM;
+}
+
+/* The amount of kind k in row; TLY_OVERFLOW when it leaves int64. */
+static tly_err journal_amount(const json_t *row, size_t k, int64_t *out)
+{
+    int64_t a = iget(row, JOURNAL_KINDS[k].plus);
+    if (JOURNAL_KINDS[k].minus && __builtin_sub_overflow(a, iget(row, JOURNAL_KINDS[k].minus), &a))
+        return TLY_OVERFLOW;
+    if (JOURNAL_KINDS[k].plus2 && __builtin_add_overflow(a, iget(row, JOURNAL_KINDS[k].plus2), &a))
+        return TLY_OVERFLOW;
+    *out = a;
+    return TLY_OK;
+}
+
+/* One partner's entries, nonzero ones in kind order; a negative amount is
+ * shown positive with debit and credit swapped [JN1]. */
+static tly_err journal_entries(const json_t *row, json_t *entries)
+{
+    for (size_t k = 0; k < JOURNAL_KIND_COUNT; k++) {
+        int64_t a;
+        if (journal_amount(row, k, &a) != TLY_OK || a == INT64_MIN)
+            return TLY_OVERFLOW;
+        if (a == 0)
+            continue;
+        bool neg = a < 0;
+        json_t *e = json_pack("{s:O, s:s, s:s, s:s, s:I}", "partner",
+                              json_object_get(row, "partner"), "kind", JOURNAL_KINDS[k].kind,
+                              "debit", neg ? JOURNAL_KINDS[k].credit : JOURNAL_KINDS[k].debit,
+                              "credit", neg ? JOURNAL_KINDS[k].debit : JOURNAL_KINDS[k].credit,
+                              "amount", (json_int_t)(neg ? -a : a));
+        if (!push(entries, e))
+            return TLY_NOMEM;
+    }
+    return TLY_OK;
+}
+
+/* The report document of one program (its key's length) in any shard. */
+typedef struct program_doc {
+    size_t klen;
+    json_t *doc;
+} program_doc;
+
+/* The program's report document: its currency and period kind. */
+static tly_err journal_program(void *ctx, const void *key, size_t klen, const void *val,
+                               size_t vlen)
+{
+    (void)key;
+    program_doc *d = ctx;
+    if (d->doc != NULL || klen != d->klen) /* another program sharing the prefix */
+        return TLY_OK;
+    d->doc = json_loadb(val, vlen, 0, NULL);
+    return d->doc ? TLY_OK : TLY_CORRUPT;
+}
+
+/* Checks the request; *kind and *period its period, *cur the currency. */
+static json_t *journal_check(const tly__qsnaps *ss, const json_t *req, const char **program,
+                             int32_t *period, json_t **cur)
+{
+    json_t *bad = NULL;
+    *program = opt_str(req, "program", &bad);
+    const char *ptext = opt_str(req, "period", &bad);
+    if (bad)
+        return bad;
+    if (*program == NULL || ptext == NULL)
+        return tly__qerr(TLY_MISSING_FIELD, *program ? "period" : "program",
+                         "'program' and 'period' are required");
+    char prefix[4 + TLY_NAME_BYTES_MAX];
+    size_t len = strlen(*program);
+    memcpy(prefix, "V/R/", 4);
+    memcpy(prefix + 4, *program, len);
+    program_doc d = {4 + len, NULL};
+    tly_err err = tly__qscan(ss, prefix, 4 + len, journal_program, &d);
+    json_t *doc = d.doc;
+    tly_period_kind pk, gk;
+    int32_t open;
+    if (err != TLY_OK || doc == NULL) {
+        json_decref(doc);
+        return err != TLY_OK
+                   ? tly__qerr(err, NULL, "cannot read: %s", tly_strerror(err))
+                   : tly__qerr(TLY_NOT_FOUND, "program", "unknown program '%s'", *program);
+    }
+    bool ok = period_of(doc, "open", &gk, &open) &&
+              tly_period_parse(ptext, strlen(ptext), &pk, period) == TLY_OK && pk == gk;
+    *cur = json_incref(json_object_get(doc, "currency"));
+    json_decref(doc);
+    if (!ok) /* [JN4] */
+        return tly__qerr(TLY_BAD_FIELD, "period", "'%s' is not a %s of program %s", ptext,
+                         gk == TLY_PERIOD_MONTH ? "month (2026-07)" : "quarter (2026-Q3)",
+                         *program);
+    return NULL;
+}
+
+json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req)
+{
+    const char *program;
+    int32_t period;
+    json_t *cur = NULL, *bad = journal_check(ss, req, &program, &period, &cur);
+    if (bad) {
+        json_decref(cur);
+        return bad;
+    }
+    char prefix[2 + 1 + TLY_NAME_BYTES_MAX + 4];
+    size_t plen = program_prefix(prefix, "J/", program);
+    uint32_t u = (uint32_t)period ^ UINT32_C(0x80000000);
+    for (int b = 0; b < 4; b++)
+        prefix[plen++] = (char)(u >> (24 - 8 * b));
+    json_t *rows = json_array(), *entries = json_array(), *list = NULL;
+    tly_err err = rows && entries ? tly__qscan(ss, prefix, plen, journal_visit, rows) : TLY_NOMEM;
+    if (err == TLY_OK && (list = sorted(rows, by_partner)) == NULL)
+        err = TLY_NOMEM;
+    for (size_t i = 0; err == TLY_OK && i < json_array_size(list); i++)
+        err = journal_entries(json_array_get(list, i), entries);
+    json_t *out = err == TLY_OK ? tly__qreply(ss) : NULL;
+    if (out) {
+        json_object_set_new(out, "program", json_string(program));
+        json_object_set_new(out, "period",
+                            json_string(json_string_value(json_object_get(req, "period"))));
+        json_object_set(out, "currency", cur);
+        json_object_set(out, "entries", entries);
+    } else if (err != TLY_OK) {
+        out = tly__qerr(err, NULL, "cannot build the journal: %s", tly_strerror(err));
+    }
+    json_decref(rows);
+    json_decref(list);
+    json_decref(entries);
+    json_decref(cur);
+    return out;
+}

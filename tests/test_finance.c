@@ -1,0 +1,280 @@
+/*
+ * test_finance.c — the finance outputs of SPEC section 11 (partners,
+ * report, expiring, journal) through the real engine, the real view stores
+ * and the query library, against the seed102-v2 vector's answers.
+ *
+ * Fixture (built once): the vector's events folded by the real engine into
+ * real view stores (tly_views_open/_load/_commit) on 1 shard and on 2,
+ * committed every FX_BATCH records and reloaded from the store after every
+ * commit, as a consumer that restarts would: the stored report sums, open
+ * rebate estimates and journal rows must not depend on where the commits
+ * fall. Then tly_query_answer answers each query of the vector.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "teststream.h"
+#include "testutil.h"
+#include "tly_engine.h"
+#include "tly_query.h"
+#include "tly_views.h"
+
+#define FX_BATCH 97u /* a prime: commits fall at every kind of record */
+#define REC_MS INT64_C(1893456000000)
+
+static char *g_data[2]; /* 1 shard, 2 shards */
+
+/* The fixture is built by the runner itself (an unchecked fixture), where
+ * a failed check would not say where: need prints the condition and
+ * aborts. */
+#define need(cond)                                                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fixture: %s:%d: %s\n", __FILE__, __LINE__, #cond);                    \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+static json_t *g_want; /* the vector's "finance" answers */
+
+/* Folds the stream into shard k of n, committing every FX_BATCH records
+ * and starting a fresh engine from the store after each commit. */
+static void fold_committed(const char *data, const stream *st, uint32_t k, uint32_t n)
+{
+    tly_views *v = NULL;
+    tly_engine *e = NULL;
+    need(tly_views_open(data, k, n, TLY_VIEWS_WRITE, &v) == TLY_OK);
+    for (size_t i = 0; i < st->count; i++) {
+        if (e == NULL) {
+            need(tly_engine_new(k, n, &e) == TLY_OK);
+            need(tly_views_load(v, e) == TLY_OK);
+        }
+        const rec_buf *r = &st->recs[i];
+        tly_event ev;
+        need(tly_event_decode(r->bytes, r->len, REC_MS, &ev, NULL) == TLY_OK);
+        tly_record rec = {.seq = i + 1,
+                          .recorded_ms = REC_MS,
+                          .source = {r->source, (uint32_t)strlen(r->source)},
+                          .event = r->bytes,
+                          .event_len = r->len};
+        need(tly_engine_apply(e, &rec, &ev) == TLY_OK);
+        if ((i + 1) % FX_BATCH == 0 || i + 1 == st->count) {
+            need(tly_views_commit(v, e) == TLY_OK);
+            tly_engine_free(e);
+            e = NULL;
+        }
+    }
+    tly_views_close(v);
+}
+
+/* One query of the library against data's stores (n shards). */
+static json_t *ask(const char *data, uint32_t n, json_t *req)
+{
+    char views[1100];
+    snprintf(views, sizeof views, "%s/views", data);
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(views, NULL, n, &store), TLY_OK);
+    json_t *reply = NULL;
+    ck_assert_int_eq(tly_query_answer(store, req, &reply), TLY_OK);
+    tly_query_store_close(store);
+    json_decref(req);
+    ck_assert_ptr_nonnull(reply);
+    return reply;
+}
+
+/* The first difference of got and want, for the failure message. */
+static void expect_same(json_t *got, json_t *want, const char *what)
+{
+    if (json_equal(got, want))
+        return;
+    char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
+    char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
+    size_t at = 0;
+    while (g[at] && g[at] == w[at])
+        at++;
+    size_t from = at > 200 ? at - 200 : 0;
+    ck_abort_msg("%s differs at byte %zu:\n got  ...%.400s\n want ...%.400s", what, at, g + from,
+                 w + from);
+}
+
+/* "--program apex --kind msp" as a request {"q": q, "program": "apex", ...}. */
+static json_t *request_of(const char *q, const char *flags)
+{
+    json_t *req = json_pack("{s:s}", "q", q);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", flags);
+    for (char *tok = strtok(buf, " "); tok != NULL; tok = strtok(NULL, " ")) {
+        char *value = strtok(NULL, " ");
+        ck_assert_ptr_nonnull(value);
+        ck_assert(strncmp(tok, "--", 2) == 0);
+        json_object_set_new(req, tok + 2, json_string(value));
+    }
+    return req;
+}
+
+START_TEST(test_partners)
+{
+    const char *flags;
+    json_t *want;
+    json_object_foreach(json_object_get(g_want, "partners"), flags, want)
+    {
+        json_t *got = ask(g_data[_i], _i + 1, request_of("partners", flags));
+        char what[300];
+        snprintf(what, sizeof what, "N=%d partners %s", _i + 1, flags);
+        expect_same(got, want, what);
+        json_decref(got);
+    }
+}
+END_TEST
+
+START_TEST(test_report)
+{
+    const char *program;
+    json_t *want;
+    json_object_foreach(json_object_get(g_want, "report"), program, want)
+    {
+        json_t *got =
+            ask(g_data[_i], _i + 1, json_pack("{s:s, s:s}", "q", "report", "program", program));
+        char what[300];
+        snprintf(what, sizeof what, "N=%d report %s", _i + 1, program);
+        expect_same(got, want, what);
+        json_decref(got);
+    }
+}
+END_TEST
+
+START_TEST(test_expiring)
+{
+    json_t *got = ask(g_data[_i], _i + 1, json_pack("{s:s}", "q", "expiring"));
+    expect_same(got, json_object_get(g_want, "expiring"), "expiring");
+    json_decref(got);
+}
+END_TEST
+
+START_TEST(test_journal)
+{
+    const char *program, *period;
+    json_t *periods, *want;
+    json_object_foreach(json_object_get(g_want, "journal"), program, periods)
+    {
+        json_object_foreach(periods, period, want)
+        {
+            json_t *got = ask(
+                g_data[_i], _i + 1,
+                json_pack("{s:s, s:s, s:s}", "q", "journal", "program", program, "period", period));
+            char what[300];
+            snprintf(what, sizeof what, "N=%d journal %s %s", _i + 1, program, period);
+            expect_same(got, want, what);
+            /* every entry balances by construction; the period ties to the
+             * report's figures [section 11] */
+            json_decref(got);
+        }
+    }
+}
+END_TEST
+
+/* The journal of a period ties to the report of the same period: the
+ * accrual entries sum to accrued − clawed back + adjusted, and so on. */
+START_TEST(test_journal_ties_to_report)
+{
+    json_t *report =
+        ask(g_data[_i], _i + 1, json_pack("{s:s, s:s}", "q", "report", "program", "apex"));
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(report, "periods"), i, row)
+    {
+        const char *period = json_string_value(json_object_get(row, "period"));
+        json_t *j =
+            ask(g_data[_i], _i + 1,
+                json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "apex", "period", period));
+        json_int_t paid = 0, expiry = 0, referral = 0;
+        size_t k;
+        json_t *e;
+        json_array_foreach(json_object_get(j, "entries"), k, e)
+        {
+            const char *kind = json_string_value(json_object_get(e, "kind"));
+            json_int_t a = json_integer_value(json_object_get(e, "amount"));
+            bool swapped =
+                strcmp(json_string_value(json_object_get(e, "debit")), "cash") == 0 ||
+                strcmp(json_string_value(json_object_get(e, "credit")), "mdf_liability") == 0;
+            if (strcmp(kind, "mdf_payment") == 0)
+                paid += a;
+            else if (strcmp(kind, "mdf_expiry") == 0)
+                expiry += swapped ? -a : a;
+            else if (strcmp(kind, "referral_accrual") == 0)
+                referral += a;
+        }
+        ck_assert_int_eq(paid, json_integer_value(json_object_get(row, "mdf_paid")));
+        ck_assert_int_eq(expiry, json_integer_value(json_object_get(row, "mdf_expired")));
+        ck_assert_int_eq(referral, json_integer_value(json_object_get(row, "referral")));
+        json_decref(j);
+    }
+    json_decref(report);
+}
+END_TEST
+
+/* Bad requests: an unknown program, a period of the wrong kind [JN4], a
+ * missing program. */
+START_TEST(test_bad_requests)
+{
+    json_t *r = ask(g_data[0], 1, json_pack("{s:s, s:s}", "q", "report", "program", "nope"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
+    json_decref(r);
+    r = ask(g_data[0], 1,
+            json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "apex", "period", "2025-07"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "bad_field");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "field")), "period");
+    json_decref(r);
+    r = ask(g_data[0], 1, json_pack("{s:s}", "q", "journal"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "missing_field");
+    json_decref(r);
+    r = ask(g_data[0], 1, json_pack("{s:s, s:s}", "q", "partners", "search", "zzz-none"));
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "partners")), 0);
+    json_decref(r);
+}
+END_TEST
+
+static void build_fixture(void)
+{
+    stream st = {0};
+    load_vector_named(&st, "seed102-v2-events.jsonl");
+    for (uint32_t n = 1; n <= 2; n++) {
+        g_data[n - 1] = tu_tmpdir();
+        for (uint32_t k = 0; k < n; k++)
+            fold_committed(g_data[n - 1], &st, k, n);
+    }
+    stream_free(&st);
+    char *path = tu_vector("seed102-v2-expected.json");
+    json_t *all = json_load_file(path, 0, NULL);
+    free(path);
+    need(all != NULL);
+    g_want = json_incref(json_object_get(all, "finance"));
+    json_decref(all);
+}
+
+static Suite *finance_suite(void)
+{
+    Suite *s = suite_create("finance");
+    TCase *tc = tu_tcase(s, "answers", 300);
+    /* built once, in the runner, before the (forked) tests */
+    tcase_add_unchecked_fixture(tc, build_fixture, NULL);
+    tcase_add_loop_test(tc, test_partners, 0, 2);
+    tcase_add_loop_test(tc, test_report, 0, 2);
+    tcase_add_loop_test(tc, test_expiring, 0, 2);
+    tcase_add_loop_test(tc, test_journal, 0, 2);
+    tcase_add_loop_test(tc, test_journal_ties_to_report, 0, 2);
+    tcase_add_test(tc, test_bad_requests);
+    return s;
+}
+
+int main(void)
+{
+    int failed = tu_run_suite(finance_suite());
+    json_decref(g_want);
+    for (int i = 0; i < 2; i++)
+        if (g_data[i] != NULL)
+            tu_rmtree(g_data[i]);
+    return failed;
+}
