@@ -2,6 +2,7 @@
 #include "tly_currency.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tly_limits.h"
@@ -100,4 +101,38 @@ tly_err tly_decimal_to_minor(const char *s, size_t len, int exp, int64_t *out)
     }
     *out = neg ? -v : v;
     return TLY_OK;
+}
+
+void tly_money_text(int64_t minor, int exponent, char *out, size_t cap)
+{
+    static const uint64_t scales[] = {1, 10, 100, 1000, 10000};
+    exponent = exponent < 0 ? 0 : exponent > 4 ? 4 : exponent;
+    /* The magnitude as unsigned: -INT64_MIN does not fit int64. */
+    uint64_t mag = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
+    uint64_t whole = mag / scales[exponent], frac = mag % scales[exponent];
+    char digits[24];
+    int nd = snprintf(digits, sizeof digits, "%llu", (unsigned long long)whole);
+    char buf[TLY_MONEY_TEXT_BYTES];
+    size_t o = 0;
+    if (minor < 0)
+        buf[o++] = '-';
+    for (int i = 0; i < nd; i++) {
+        if (i > 0 && (nd - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    if (exponent > 0)
+        snprintf(buf + o, sizeof buf - o, ".%0*llu", exponent, (unsigned long long)frac);
+    snprintf(out, cap, "%s", buf);
+}
+
+void tly_money_text_cur(int64_t minor, const char *code3, char *out, size_t cap)
+{
+    int exp = 0;
+    if (tly_currency_exponent(code3, &exp) != TLY_OK)
+        exp = 0;
+    char num[TLY_MONEY_TEXT_BYTES];
+    tly_money_text(minor, exp, num, sizeof num);
+    snprintf(out, cap, "%s %.3s", num, code3);
 }

@@ -32,4 +32,19 @@ tly_err tly_currency_exponent(const char *code3, int *exp);
  */
 tly_err tly_decimal_to_minor(const char *s, size_t len, int exp, int64_t *out);
 
+/* Longest money text: sign, 19 digits, 6 group commas, point, 4 decimals,
+ * a space and a 3-letter code, NUL. */
+#define TLY_MONEY_TEXT_BYTES 40u
+
+/*
+ * minor units as a decimal for people: thousands grouped with commas,
+ * exponent (clamped to 0..4) decimals, e.g. (-123456, 2) "-1,234.56".
+ * out gets at most cap bytes (TLY_MONEY_TEXT_BYTES is always enough).
+ */
+void tly_money_text(int64_t minor, int exponent, char *out, size_t cap);
+
+/* The same followed by the currency code, "1,234.56 USD"; a code without
+ * a known exponent is shown with none ("1234 XXX"). */
+void tly_money_text_cur(int64_t minor, const char *code3, char *out, size_t cap);
+
 #endif

@@ -7,7 +7,28 @@
 
 #include "engine_rules.h"
 #include "tly_assert.h"
+#include "tly_currency.h"
 
+#define CLAIM_ARGS(ev) (int)(ev)->claim.len, (ev)->claim.ptr
+
+/* minor units of p's program's currency as "1,234.56 USD" [section 11]. */
+static void money_text(const tly_engine *e, uint32_t p, int64_t minor, char *out)
+{
+    const char *cur = e->programs[e->partners[p].program].currency;
+    tly_money_text_cur(minor, cur, out, TLY_MONEY_TEXT_BYTES);
+}
+
+/* An action on a claim over its limit: "approve 12.00 USD > requested
+ * 10.00 USD of claim 'c1'". */
+static tly_err over(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t p, const tly_event *ev,
+                    const char *limit, int64_t room)
+{
+    char a[TLY_MONEY_TEXT_BYTES], b[TLY_MONEY_TEXT_BYTES];
+    money_text(e, p, ev->amount, a);
+    money_text(e, p, room, b);
+    return eng_raise(e, pos, kind, p, "%s %s > %s %s of claim '%.*s'", tly_action_name(ev->action),
+                     a, limit, b, CLAIM_ARGS(ev));
+}
 /* ---- claims ---- */
 
 /* Reserves amount from buckets oldest first, recording each share [M5]. */
@@ -86,8 +107,6 @@ static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
     return ENG_NONE;
 }
 
-#define CLAIM_ARGS(ev) (int)(ev)->claim.len, (ev)->claim.ptr
-
 /* Claim c is denied; its reason is the code of the exception that denied
  * it [C7]. */
 static tly_err deny(eng_claim *c, tly_xkind kind)
@@ -131,9 +150,11 @@ static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_ev
     eng_claim *c = &st->claims[ci];
     if (avail < ev->amount) {
         TRY(deny(c, TLY_X_INSUFFICIENT_FUNDS));
+        char a[TLY_MONEY_TEXT_BYTES], b[TLY_MONEY_TEXT_BYTES];
+        money_text(e, p, avail, a);
+        money_text(e, p, ev->amount, b);
         return eng_raise(e, pos, TLY_X_INSUFFICIENT_FUNDS, p,
-                         "claim '%.*s' denied: available %lld < %lld", CLAIM_ARGS(ev),
-                         (long long)avail, (long long)ev->amount);
+                         "claim '%.*s' denied: available %s < %s", CLAIM_ARGS(ev), a, b);
     }
     TRY(claim_reserve(st, c, ev->amount));
     return tly_money_addto(&st->pending, ev->amount);
@@ -153,9 +174,7 @@ static tly_err claim_approve(tly_engine *e, uint32_t p, eng_pos pos, const tly_e
 {
     eng_pstate *st = e->partners[p].st;
     if (ev->amount > c->requested)
-        return eng_raise(e, pos, TLY_X_APPROVE_EXCEEDS_REQUESTED, p,
-                         "approve %lld > requested %lld of claim '%.*s'", (long long)ev->amount,
-                         (long long)c->requested, CLAIM_ARGS(ev));
+        return over(e, pos, TLY_X_APPROVE_EXCEEDS_REQUESTED, p, ev, "requested", c->requested);
     eng_program *g = &e->programs[e->partners[p].program];
     int32_t period = eng_event_period(g, ev->at_ms);
     TRY(claim_release(g, st, c, c->requested - ev->amount, period));
@@ -174,9 +193,7 @@ static tly_err claim_pay(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
     eng_pstate *st = e->partners[p].st;
     int64_t unpaid = c->approved - c->paid;
     if (ev->amount > unpaid)
-        return eng_raise(e, pos, TLY_X_PAY_EXCEEDS_APPROVED, p,
-                         "pay %lld > approved unpaid %lld of claim '%.*s'", (long long)ev->amount,
-                         (long long)unpaid, CLAIM_ARGS(ev));
+        return over(e, pos, TLY_X_PAY_EXCEEDS_APPROVED, p, ev, "approved unpaid", unpaid);
     TRY(tly_money_sub(st->approved, ev->amount, &st->approved));
     TRY(tly_money_addto(&st->paid, ev->amount));
     eng_program *g = &e->programs[e->partners[p].program];
@@ -283,9 +300,12 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
     eng_row *row = eng_row_find(st, ev->period);
     /* a payout pays the rebate and the referral fees [Q3] */
     int64_t payable = row == NULL ? 0 : row->figure + row->referral - row->paid;
-    if (ev->amount > payable)
-        return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %lld > payable %lld for %s",
-                         (long long)ev->amount, (long long)payable, text);
+    if (ev->amount > payable) {
+        char a[TLY_MONEY_TEXT_BYTES], b[TLY_MONEY_TEXT_BYTES];
+        money_text(e, p, ev->amount, a);
+        money_text(e, p, payable, b);
+        return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %s > payable %s for %s", a, b, text);
+    }
     TRY(tly_money_addto(&row->paid, ev->amount));
     eng_program *gm = &e->programs[e->partners[p].program];
     TRY(eng_book(gm, st, eng_event_period(gm, ev->at_ms), ENG_ACT_PAYOUT, ev->amount));

@@ -260,6 +260,8 @@ typedef struct eng_held {
     uint8_t action;
     char currency[3];
     int64_t expires_ms; /* certification: ENG_NO_EXPIRY when none */
+    char *ref;          /* owned: the event's own (source, id) key */
+    uint32_t ref_len;
 } eng_held;
 
 /* An active certification pair [T4]: its key and the expiry of its
@@ -383,12 +385,27 @@ typedef struct eng_exc {
     uint64_t at_seq;
     uint32_t n;           /* order among the exceptions raised at at_seq */
     uint32_t kind;        /* tly_xkind */
-    char *text;           /* owned block: partner id (partner_len bytes, when any) ‖ detail */
+    char *text;           /* owned block: partner id (partner_len bytes, when any) ‖ detail ‖
+                           * source ‖ event id */
     uint32_t partner_len; /* ENG_NONE: no partner */
-    uint32_t detail_len;
+    uint32_t detail_len, source_len, id_len;
+    bool has_amount; /* the money the event names [section 11] */
+    int64_t amount;
+    char currency[3]; /* of amount */
 } eng_exc;
 
 #define ENG_EXC_DETAIL(x) ((x)->text + ((x)->partner_len == ENG_NONE ? 0 : (x)->partner_len))
+#define ENG_EXC_SOURCE(x) (ENG_EXC_DETAIL(x) + (x)->detail_len)
+#define ENG_EXC_ID(x) (ENG_EXC_SOURCE(x) + (x)->source_len)
+
+/* The event an exception is about: the record being folded, or the held
+ * event folded at its enrollment. */
+typedef struct eng_about {
+    tly_str source, id;
+    bool has_amount;
+    int64_t amount;
+    char currency[3]; /* all zero: the partner's program's */
+} eng_about;
 
 /* A claim read by tly_engine_load before its partner (key order). */
 typedef struct eng_loose_claim {
@@ -446,6 +463,7 @@ struct tly_engine {
     uint32_t exc_count, exc_cap;
     uint32_t exc_flushed; /* excs[0..exc_flushed) are written */
     uint32_t raised;      /* exceptions raised by the record being folded */
+    eng_about about;      /* what the exceptions raised now are about */
 
     /* the view store behind the caches (get NULL: none, nothing is dropped) */
     tly_engine_store store;

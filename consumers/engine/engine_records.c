@@ -269,7 +269,7 @@ static void pack_lists(msgpack_packer *pk, const eng_pstate *st)
     msgpack_pack_array(pk, st->held_count);
     for (uint32_t i = 0; i < st->held_count; i++) {
         const eng_held *h = &st->held[i];
-        msgpack_pack_array(pk, 9);
+        msgpack_pack_array(pk, 10);
         msgpack_pack_int(pk, h->type);
         msgpack_pack_uint64(pk, h->seq);
         msgpack_pack_int64(pk, h->at_ms);
@@ -279,6 +279,7 @@ static void pack_lists(msgpack_packer *pk, const eng_pstate *st)
         msgpack_pack_int(pk, h->action);
         pk_str(pk, h->currency, 3);
         msgpack_pack_int64(pk, h->expires_ms);
+        pk_bin(pk, h->ref, h->ref_len);
     }
 }
 
@@ -720,21 +721,25 @@ static tly_err unpack_held_one(tly_mp_reader *r, eng_held *h)
     int64_t type, action;
     uint64_t seq;
     tly_str key, cur;
-    RD(tly_mp_read_array(r, &m) && m == 9 && rd_i64(r, &type) && tly_mp_read_uint(r, &seq));
+    RD(tly_mp_read_array(r, &m) && m == 10 && rd_i64(r, &type) && tly_mp_read_uint(r, &seq));
     RD(rd_i64(r, &h->at_ms) && rd_i64(r, &h->amount) && rd_u32(r, &h->next_n));
     RD(rd_str(r, &key, false) && rd_i64(r, &action) && action >= 0);
     RD(action < TLY_ACT_COUNT && rd_str(r, &cur, false) && cur.len == 3 && key.len >= 1);
     RD(type == TLY_EV_SALE || type == TLY_EV_RETURN || type == TLY_EV_CERTIFICATION ||
        type == TLY_EV_REFERRAL);
     RD(rd_i64(r, &h->expires_ms));
+    tly_str ref;
     RD((unsigned char)key.ptr[0] < key.len);
     h->seq = seq;
     h->type = (uint8_t)type;
     h->action = (uint8_t)action;
     memcpy(h->currency, cur.ptr, 3);
+    RD(rd_str(r, &ref, false) && ref.len >= 1 && (unsigned char)ref.ptr[0] < ref.len);
     h->key_len = key.len;
     h->key = eng_copy(key.ptr, key.len);
-    return h->key == NULL ? TLY_NOMEM : TLY_OK;
+    h->ref_len = ref.len;
+    h->ref = eng_copy(ref.ptr, ref.len);
+    return h->key == NULL || h->ref == NULL ? TLY_NOMEM : TLY_OK;
 }
 
 static tly_err unpack_held(tly_mp_reader *r, eng_pstate *st)
@@ -748,6 +753,7 @@ static tly_err unpack_held(tly_mp_reader *r, eng_pstate *st)
         tly_err err = unpack_held_one(r, h);
         if (err != TLY_OK) {
             free(h->key);
+            free(h->ref);
             return err;
         }
         st->held_count++;
@@ -815,8 +821,10 @@ void eng_pstate_free(eng_pstate *st)
         eng_name_free(&st->certs[i].key);
     for (uint32_t i = 0; i < st->claim_count; i++)
         eng_claim_clear(&st->claims[i]);
-    for (uint32_t i = 0; i < st->held_count; i++)
+    for (uint32_t i = 0; i < st->held_count; i++) {
         free(st->held[i].key);
+        free(st->held[i].ref);
+    }
     free(st->buckets);
     free(st->rows);
     free(st->hist);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine_rules.h"
+#include "tly_currency.h"
 
 /* ---- sales, returns, certifications [S*] [T4] ---- */
 
@@ -79,10 +80,11 @@ static tly_err convert(tly_engine *e, uint32_t p, eng_pos pos, const char *what,
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
                          "%s in %.3s, program %.*s is %.3s, no rate in force", what, cur,
                          (int)g->name_len, g->name, g->currency);
+    char text[TLY_MONEY_TEXT_BYTES];
+    tly_money_text_cur(amount, cur, text, sizeof text);
     if (eng_fx_apply(fx, amount, amount_k) != TLY_OK || *amount_k > TLY_AMOUNT_MAX)
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
-                         "%s of %lld %.3s converts beyond the largest amount", what,
-                         (long long)amount, cur);
+                         "%s of %s converts beyond the largest amount", what, text);
     *ok = true;
     return TLY_OK;
 }
@@ -213,9 +215,12 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     /* The capped part applies; a wholly excess return only raises
      * over_return [S8] [S9]. */
     *apply = unreturned;
-    return eng_raise(e, pos, TLY_X_OVER_RETURN, p,
-                     "returned %lld, unreturned %lld, excess %lld ignored", (long long)amount,
-                     (long long)unreturned, (long long)(amount - unreturned));
+    char a[TLY_MONEY_TEXT_BYTES], u[TLY_MONEY_TEXT_BYTES], x[TLY_MONEY_TEXT_BYTES];
+    tly_money_text_cur(amount, cur, a, sizeof a); /* the sale's currency [F8] */
+    tly_money_text_cur(unreturned, cur, u, sizeof u);
+    tly_money_text_cur(amount - unreturned, cur, x, sizeof x);
+    return eng_raise(e, pos, TLY_X_OVER_RETURN, p, "returned %s, unreturned %s, excess %s ignored",
+                     a, u, x);
 }
 
 /* The clawback line of a traced return: ref is the sale it names; a held
@@ -378,13 +383,21 @@ static tly_err hold(tly_engine *e, uint32_t p, eng_pos pos, eng_held h, const ch
                   (int)pp->id_len, pp->id));
     h.seq = pos.seq;
     h.next_n = *pos.n;
+    char ref[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
+    h.ref_len = eng_sale_key(ref, e->about.source.ptr, e->about.source.len, e->about.id.ptr,
+                             e->about.id.len);
     h.key = eng_copy(key, h.key_len);
-    if (h.key == NULL)
+    h.ref = eng_copy(ref, h.ref_len);
+    if (h.key == NULL || h.ref == NULL) {
+        free(h.key);
+        free(h.ref);
         return TLY_NOMEM;
+    }
     eng_pstate *st = pp->st;
     tly_err err = ENG_PUSH(st->held, st->held_count, st->held_cap, h);
     if (err != TLY_OK) {
         free(h.key);
+        free(h.ref);
         return err;
     }
     return eng_partner_dirty(e, p);
@@ -468,8 +481,34 @@ tly_err eng_on_referral(tly_engine *e, const tly_record *rec, eng_pos pos, const
 
 /* ---- enrollment [E1] [E2] [E3] ---- */
 
-/* One held event of p, at its own seq [D7]; a held sale is registered. */
+/* What the exceptions of held event h are about: its own source, id and
+ * amount (a sale's currency is its registered one). */
+static eng_about held_about(const eng_held *h)
+{
+    uint32_t src = (unsigned char)h->ref[0];
+    eng_about a = {.source = {h->ref + 1, src},
+                   .id = {h->ref + 1 + src, h->ref_len - 1 - src},
+                   .has_amount = h->type != TLY_EV_CERTIFICATION,
+                   .amount = h->amount};
+    if (h->type == TLY_EV_RETURN || h->type == TLY_EV_REFERRAL)
+        memcpy(a.currency, h->currency, 3);
+    return a;
+}
+
+static tly_err fold_held_event(tly_engine *e, uint32_t p, eng_held *h);
+
+/* One held event of p, at its own seq [D7], its exceptions about it. */
 static tly_err fold_held_one(tly_engine *e, uint32_t p, eng_held *h)
+{
+    eng_about outer = e->about;
+    e->about = held_about(h);
+    tly_err err = fold_held_event(e, p, h);
+    e->about = outer;
+    return err;
+}
+
+/* Folds held event h; a held sale is registered. */
+static tly_err fold_held_event(tly_engine *e, uint32_t p, eng_held *h)
 {
     eng_pos hpos = {.seq = h->seq, .n = &h->next_n};
     if (h->type == TLY_EV_RETURN)
@@ -482,6 +521,7 @@ static tly_err fold_held_one(tly_engine *e, uint32_t p, eng_held *h)
     TRY(eng_sale_find(e, h->key, h->key_len, &s));
     if (s == ENG_NONE)
         return TLY_CORRUPT;
+    memcpy(e->about.currency, e->sales[s].currency, 3);
     return fold_sale(e, p, s, hpos, h->at_ms, h->amount);
 }
 
@@ -491,8 +531,10 @@ static tly_err fold_held(tly_engine *e, uint32_t p)
     eng_pstate *st = e->partners[p].st;
     for (uint32_t i = 0; i < st->held_count; i++)
         TRY(fold_held_one(e, p, &st->held[i]));
-    for (uint32_t i = 0; i < st->held_count; i++)
+    for (uint32_t i = 0; i < st->held_count; i++) {
         free(st->held[i].key);
+        free(st->held[i].ref);
+    }
     free(st->held);
     st->held = NULL;
     st->held_count = st->held_cap = 0;

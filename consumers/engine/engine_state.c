@@ -569,24 +569,32 @@ void eng_cache_trim(tly_engine *e)
 
 /* ---- exceptions ---- */
 
-tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint64_t at_seq, uint32_t n, uint32_t kind,
-                    tly_str partner, tly_str detail)
+tly_err eng_exc_add(tly_engine *e, const eng_exc *x, tly_str partner, tly_str detail,
+                    const eng_about *about)
 {
     size_t plen = partner.ptr == NULL ? 0 : partner.len;
-    char *text = malloc(plen + detail.len + 1);
+    size_t bytes = plen + detail.len + about->source.len + about->id.len;
+    char *text = malloc(bytes + 1);
     if (text == NULL)
         return TLY_NOMEM;
-    memcpy(text, partner.ptr == NULL ? "" : partner.ptr, plen);
-    memcpy(text + plen, detail.ptr, detail.len);
-    text[plen + detail.len] = '\0';
-    eng_exc x = {.seq = seq,
-                 .at_seq = at_seq,
-                 .n = n,
-                 .kind = kind,
-                 .text = text,
-                 .partner_len = partner.ptr == NULL ? ENG_NONE : partner.len,
-                 .detail_len = detail.len};
-    tly_err err = ENG_PUSH(e->excs, e->exc_count, e->exc_cap, x);
+    char *at = text;
+    const tly_str parts[4] = {
+        {partner.ptr ? partner.ptr : "", (uint32_t)plen}, detail, about->source, about->id};
+    for (int i = 0; i < 4; i++) {
+        memcpy(at, parts[i].ptr ? parts[i].ptr : "", parts[i].len);
+        at += parts[i].len;
+    }
+    *at = '\0';
+    eng_exc c = *x;
+    c.text = text;
+    c.partner_len = partner.ptr == NULL ? ENG_NONE : partner.len;
+    c.detail_len = detail.len;
+    c.source_len = about->source.len;
+    c.id_len = about->id.len;
+    c.has_amount = about->has_amount;
+    c.amount = about->amount;
+    memcpy(c.currency, about->currency, 3);
+    tly_err err = ENG_PUSH(e->excs, e->exc_count, e->exc_cap, c);
     if (err != TLY_OK)
         free(text);
     return err;
@@ -610,8 +618,12 @@ tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, 
     if (partner != ENG_NONE)
         who = (tly_str){e->partners[partner].id, e->partners[partner].id_len};
     (*pos.n)++;
-    return eng_exc_add(e, pos.seq, e->cur_seq, e->raised++, kind, who,
-                       (tly_str){buf, (uint32_t)len});
+    eng_about about = e->about;
+    if (about.has_amount && about.currency[0] == '\0' && partner != ENG_NONE &&
+        e->partners[partner].program != ENG_NONE)
+        memcpy(about.currency, e->programs[e->partners[partner].program].currency, 3);
+    eng_exc x = {.seq = pos.seq, .at_seq = e->cur_seq, .n = e->raised++, .kind = kind};
+    return eng_exc_add(e, &x, who, (tly_str){buf, (uint32_t)len}, &about);
 }
 
 /* ---- keys ---- */

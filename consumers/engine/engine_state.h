@@ -73,8 +73,8 @@ tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, 
                   ...) __attribute__((format(printf, 5, 6)));
 /* Appends an exception as it is (load restores stored ones with it);
  * partner.ptr NULL for none. */
-tly_err eng_exc_add(tly_engine *e, uint64_t seq, uint64_t at_seq, uint32_t n, uint32_t kind,
-                    tly_str partner, tly_str detail);
+tly_err eng_exc_add(tly_engine *e, const eng_exc *x, tly_str partner, tly_str detail,
+                    const eng_about *about);
 /* Keys are u8 length ‖ first ‖ second: unambiguous for any bytes. Each
  * returns the key's length. */
 /* The sale key of (source, id) into buf (≥ 1 + 64 + 128 bytes). */

@@ -241,7 +241,7 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
     eng_view_write(&w, f->e, 'e', p, false);
     TRY(put_json(f, "E/", body, program_body(body, g, pp->id, pp->id_len)));
     for (uint32_t i = 0; i < pp->st->act_count; i++) {
-        eng_act *a = &pp->st->acts[i];
+        const eng_act *a = &pp->st->acts[i];
         if (!a->dirty)
             continue;
         char rest[4 + TLY_NAME_BYTES_MAX];
@@ -252,7 +252,6 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
         json_begin(f, &w);
         eng_journal_write(&w, pp, a);
         TRY(put_json(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
-        a->dirty = false;
     }
     return TLY_OK;
 }
@@ -339,6 +338,8 @@ static void clear_dirty(tly_engine *e)
         pp->claims_changed = false;
         for (uint32_t c = 0; pp->st != NULL && c < pp->st->claim_count; c++)
             pp->st->claims[c].dirty = false;
+        for (uint32_t a = 0; pp->st != NULL && a < pp->st->act_count; a++)
+            pp->st->acts[a].dirty = false; /* written: a failed flush writes them again */
     }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;
@@ -393,31 +394,51 @@ static tly_err load_rates(tly_engine *e, const void *val, size_t len)
 
 /* "X/" entries restore the in-memory exception list (optional: the query
  * service reads them from the store; tly_engine_exceptions needs them). */
+/* A string member of doc as a tly_str (len 0 when absent or null). */
+static tly_str doc_str(const json_t *doc, const char *k)
+{
+    const json_t *v = json_object_get(doc, k);
+    return json_is_string(v) ? (tly_str){json_string_value(v), (uint32_t)json_string_length(v)}
+                             : (tly_str){NULL, 0};
+}
+
+/* What a stored exception is about: its event, amount and currency. */
+static bool doc_about(const json_t *doc, eng_about *a)
+{
+    const json_t *amount = json_object_get(doc, "amount");
+    tly_str cur = doc_str(doc, "currency");
+    *a = (eng_about){.source = doc_str(doc, "source"),
+                     .id = doc_str(doc, "event_id"),
+                     .has_amount = json_is_integer(amount),
+                     .amount = json_is_integer(amount) ? json_integer_value(amount) : 0};
+    if (cur.len == 3)
+        memcpy(a->currency, cur.ptr, 3);
+    return (json_is_integer(amount) || json_is_null(amount)) && (cur.len == 3 || cur.len == 0);
+}
+
 static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, size_t vlen)
 {
     json_t *doc = json_loadb(val, vlen, 0, NULL);
     if (doc == NULL)
         return TLY_CORRUPT;
-    uint64_t at_seq = 0;
-    uint32_t n = 0;
+    eng_exc x = {0};
     for (int b = 0; b < 8; b++)
-        at_seq = (at_seq << 8) | k[b];
+        x.at_seq = (x.at_seq << 8) | k[b];
     for (int b = 0; b < 4; b++)
-        n = (n << 8) | k[8 + b];
+        x.n = (x.n << 8) | k[8 + b];
     json_t *kind = json_object_get(doc, "kind"), *partner = json_object_get(doc, "partner");
-    json_t *detail = json_object_get(doc, "detail"), *seq = json_object_get(doc, "seq");
+    json_t *seq = json_object_get(doc, "seq");
+    tly_str detail = doc_str(doc, "detail");
+    eng_about about;
     tly_err err = TLY_CORRUPT;
-    tly_xkind x = TLY_X_COUNT;
-    if (json_is_string(kind) && json_is_string(detail) && partner != NULL && json_is_integer(seq) &&
-        json_integer_value(seq) >= 0 && (uint64_t)json_integer_value(seq) <= at_seq)
-        x = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
-    tly_str who = {NULL, 0};
-    if (json_is_string(partner))
-        who = (tly_str){json_string_value(partner), (uint32_t)json_string_length(partner)};
-    if (x != TLY_X_COUNT && (json_is_string(partner) || json_is_null(partner)))
-        err =
-            eng_exc_add(e, (uint64_t)json_integer_value(seq), at_seq, n, x, who,
-                        (tly_str){json_string_value(detail), (uint32_t)json_string_length(detail)});
+    x.kind = TLY_X_COUNT;
+    if (json_is_string(kind) && detail.ptr != NULL && json_is_integer(seq) &&
+        json_integer_value(seq) >= 0 && (uint64_t)json_integer_value(seq) <= x.at_seq &&
+        (json_is_string(partner) || json_is_null(partner)) && doc_about(doc, &about))
+        x.kind = tly_xkind_parse(json_string_value(kind), json_string_length(kind));
+    x.seq = (uint64_t)json_integer_value(seq);
+    if (x.kind != TLY_X_COUNT)
+        err = eng_exc_add(e, &x, doc_str(doc, "partner"), detail, &about);
     json_decref(doc);
     TRY(err);
     e->exc_flushed = e->exc_count;

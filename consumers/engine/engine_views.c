@@ -457,6 +457,18 @@ void eng_exc_write(eng_jw *w, const eng_exc *x)
     else
         key_str(w, "partner", x->text, x->partner_len);
     key_str(w, "detail", ENG_EXC_DETAIL(x), x->detail_len);
+    /* what it is about, for finance to act on [section 11] */
+    key_str(w, "event_id", ENG_EXC_ID(x), x->id_len);
+    key_str(w, "source", ENG_EXC_SOURCE(x), x->source_len);
+    eng_jw_key(w, "amount");
+    if (x->has_amount)
+        eng_jw_int(w, x->amount);
+    else
+        eng_jw_null(w);
+    if (x->has_amount && x->currency[0] != '\0')
+        key_str(w, "currency", x->currency, 3);
+    else
+        key_str(w, "currency", NULL, 0);
     eng_jw_end(w);
 }
 

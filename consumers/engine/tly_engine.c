@@ -186,6 +186,10 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     eng_pos pos = {.seq = rec->seq, .n = &n};
     e->touched_count = 0;
     e->raised = 0;
+    e->about = (eng_about){
+        .source = rec->source, .id = ev->id, .has_amount = ev->has_amount, .amount = ev->amount};
+    if (ev->currency.len == 3 && ev->type != TLY_EV_PROGRAM && ev->type != TLY_EV_RATE)
+        memcpy(e->about.currency, ev->currency.ptr, 3);
     if (e->trace != NULL) { /* source and id of this record's trace lines */
         e->trace_rec = rec;
         e->trace_ev = ev;

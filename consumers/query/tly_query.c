@@ -393,7 +393,8 @@ static const char *const PROGRAM_KEYS[] = {"program",        "currency",
                                            "mdf_available",  "mdf_pending",
                                            "mdf_approved",   "rebate_accrued_open",
                                            "rebate_payable", NULL};
-static const char *const EXCEPTION_KEYS[] = {"seq", "kind", "partner", "detail", NULL};
+static const char *const EXCEPTION_KEYS[] = {"seq",    "kind",   "partner",  "detail", "event_id",
+                                             "source", "amount", "currency", NULL};
 
 static bool in_list(const char *key, const char *const *keys)
 {
@@ -1313,26 +1314,7 @@ int tly_query_currency_exponent(const char *currency)
 
 void tly_query_format_money(int64_t minor, int exponent, char *out, size_t cap)
 {
-    static const uint64_t scales[] = {1, 10, 100, 1000, 10000};
-    exponent = exponent < 0 ? 0 : exponent > 4 ? 4 : exponent;
-    /* The magnitude as unsigned: -INT64_MIN does not fit int64. */
-    uint64_t mag = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
-    uint64_t whole = mag / scales[exponent], frac = mag % scales[exponent];
-    char digits[24];
-    int nd = snprintf(digits, sizeof digits, "%llu", (unsigned long long)whole);
-    char buf[TLY_QUERY_MONEY_CHARS];
-    size_t o = 0;
-    if (minor < 0)
-        buf[o++] = '-';
-    for (int i = 0; i < nd; i++) {
-        if (i > 0 && (nd - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    if (exponent > 0)
-        snprintf(buf + o, sizeof buf - o, ".%0*llu", exponent, (unsigned long long)frac);
-    snprintf(out, cap, "%s", buf);
+    tly_money_text(minor, exponent, out, cap);
 }
 
 void tly_query_format_bps(int64_t bps, char *out, size_t cap)
