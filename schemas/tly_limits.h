@@ -275,6 +275,10 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * years of months; a store that names a later period is corrupt. */
 #define TLY_PERIODS_REPORT_MAX 600u
 
+/* Ids an unknown partner's error suggests (the nearest by edit distance,
+ * within a third of its length or 2). */
+#define TLY_QUERY_SUGGESTIONS_MAX 3u
+
 /* How long the CLI waits for a query reply before it says the service is
  * not reachable: the service answers in well under a millisecond, so five
  * seconds only ever expires when nothing is listening. */

@@ -230,6 +230,17 @@ START_TEST(test_bad_requests)
     r = ask(g_data[0], 1, json_pack("{s:s}", "q", "journal"));
     ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "missing_field");
     json_decref(r);
+    /* an unknown partner: the nearest ids are suggested, none for a far one */
+    r = ask(g_data[1], 2, json_pack("{s:s, s:s}", "q", "balance", "partner", "datum-msp-61"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(r, "suggestions"), 0)),
+                     "datum-msp-614");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "message")),
+                                 "did you mean 'datum-msp-614'"));
+    json_decref(r);
+    r = ask(g_data[0], 1, json_pack("{s:s, s:s}", "q", "tier", "partner", "qqqqqqqqqqqqqqqq"));
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "suggestions")), 0);
+    json_decref(r);
     r = ask(g_data[0], 1, json_pack("{s:s, s:s}", "q", "partners", "search", "zzz-none"));
     ck_assert_uint_eq(json_array_size(json_object_get(r, "partners")), 0);
     json_decref(r);

@@ -584,3 +584,86 @@ json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req)
     json_decref(cur);
     return out;
 }
+
+/* ---- the nearest partner ids of an unknown one ---- */
+
+/* Edit distance of a and b (each at most TLY_NAME_BYTES_MAX bytes). */
+static uint32_t edit_distance(const char *a, size_t al, const char *b, size_t bl)
+{
+    uint32_t row[TLY_NAME_BYTES_MAX + 1];
+    for (size_t j = 0; j <= bl; j++)
+        row[j] = (uint32_t)j;
+    for (size_t i = 1; i <= al; i++) {
+        uint32_t diag = row[0];
+        row[0] = (uint32_t)i;
+        for (size_t j = 1; j <= bl; j++) {
+            uint32_t up = row[j];
+            uint32_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[bl];
+}
+
+typedef struct nearest {
+    const char *want;
+    size_t want_len;
+    uint32_t limit; /* suggest only ids this close */
+    char ids[TLY_QUERY_SUGGESTIONS_MAX][TLY_NAME_BYTES_MAX + 1];
+    uint32_t dist[TLY_QUERY_SUGGESTIONS_MAX];
+    uint32_t count;
+} nearest;
+
+static tly_err nearest_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    nearest *n = ctx;
+    const char *id = (const char *)key + 4;
+    size_t len = klen - 4;
+    if (len > TLY_NAME_BYTES_MAX)
+        return TLY_CORRUPT;
+    uint32_t d = edit_distance(n->want, n->want_len, id, len);
+    if (d > n->limit)
+        return TLY_OK;
+    /* insertion into the few best, by distance then id */
+    uint32_t at = n->count;
+    while (at > 0 &&
+           (n->dist[at - 1] > d || (n->dist[at - 1] == d && strncmp(n->ids[at - 1], id, len) > 0)))
+        at--;
+    if (at >= TLY_QUERY_SUGGESTIONS_MAX)
+        return TLY_OK;
+    uint32_t last = n->count < TLY_QUERY_SUGGESTIONS_MAX ? n->count : TLY_QUERY_SUGGESTIONS_MAX - 1;
+    memmove(n->ids[at + 1], n->ids[at], (last - at) * sizeof n->ids[0]);
+    memmove(&n->dist[at + 1], &n->dist[at], (last - at) * sizeof n->dist[0]);
+    memcpy(n->ids[at], id, len);
+    n->ids[at][len] = '\0';
+    n->dist[at] = d;
+    if (n->count < TLY_QUERY_SUGGESTIONS_MAX)
+        n->count++;
+    return TLY_OK;
+}
+
+json_t *tly__suggest_partners(const tly__qsnaps *ss, const char *partner)
+{
+    nearest *n = calloc(1, sizeof *n);
+    json_t *out = json_array();
+    if (n == NULL || out == NULL) {
+        free(n);
+        json_decref(out);
+        return NULL;
+    }
+    n->want = partner;
+    n->want_len = strlen(partner);
+    n->limit = n->want_len / 3 > 2 ? (uint32_t)(n->want_len / 3) : 2;
+    if (tly__qscan(ss, "V/P/", 4, nearest_visit, n) == TLY_OK)
+        for (uint32_t i = 0; i < n->count; i++)
+            json_array_append_new(out, json_string(n->ids[i]));
+    free(n);
+    return out;
+}

@@ -84,5 +84,8 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req);
+/* The ids nearest to an unknown partner id (edit distance, at most
+ * TLY_QUERY_SUGGESTIONS_MAX, nearest first): a JSON array, maybe empty. */
+json_t *tly__suggest_partners(const tly__qsnaps *ss, const char *partner);
 
 #endif

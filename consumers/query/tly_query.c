@@ -511,6 +511,8 @@ static bool shards_ready(const tly_query_store *s, json_t **bad)
 /* ------------------------------------------------------------------------ */
 /* Partner queries                                                           */
 
+static json_t *unknown_partner(tly_query_store *s, const char *partner);
+
 static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
 {
     json_t *bad = NULL;
@@ -535,7 +537,7 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     uint64_t seq = sn.checkpoint;
     snap_end(&sn);
     if (err == TLY_NOT_FOUND)
-        return err_reply(TLY_NOT_FOUND, "partner", "unknown partner '%s'", partner);
+        return unknown_partner(s, partner);
     if (err != TLY_OK || !json_is_object(doc)) {
         json_decref(doc);
         return err_reply(err != TLY_OK ? err : TLY_CORRUPT, NULL, "view of '%s' unreadable",
@@ -629,6 +631,30 @@ static void mark_differ(json_t *o, const snapset *ss)
 {
     if (ss->seq_min != ss->seq_max)
         json_object_set_new(o, "shards_differ", json_true());
+}
+
+/* not_found for a partner, with the nearest known ids: "did you mean". */
+static json_t *unknown_partner(tly_query_store *s, const char *partner)
+{
+    snapset ss;
+    json_t *near = NULL;
+    if (s->n && s->open_count == s->n && snapset_begin(s, &ss) == TLY_OK) {
+        near = tly__suggest_partners(&ss, partner);
+        snapset_end(&ss);
+    }
+    char list[TLY_QUERY_SUGGESTIONS_MAX * (TLY_NAME_BYTES_MAX + 4) + 1] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < json_array_size(near); i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s'%s'", i ? ", " : "",
+                                 json_string_value(json_array_get(near, i)));
+    json_t *out = json_array_size(near) > 0
+                      ? err_reply(TLY_NOT_FOUND, "partner",
+                                  "unknown partner '%s'; did you mean %s?", partner, list)
+                      : err_reply(TLY_NOT_FOUND, "partner", "unknown partner '%s'", partner);
+    if (out && near)
+        json_object_set(out, "suggestions", near);
+    json_decref(near);
+    return out;
 }
 
 tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
