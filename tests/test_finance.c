@@ -235,8 +235,8 @@ START_TEST(test_bad_requests)
     ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
     ck_assert_str_eq(json_string_value(json_array_get(json_object_get(r, "suggestions"), 0)),
                      "datum-msp-614");
-    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "message")),
-                                 "did you mean 'datum-msp-614'"));
+    ck_assert_ptr_nonnull(
+        strstr(json_string_value(json_object_get(r, "message")), "did you mean 'datum-msp-614'"));
     json_decref(r);
     r = ask(g_data[0], 1, json_pack("{s:s, s:s}", "q", "tier", "partner", "qqqqqqqqqqqqqqqq"));
     ck_assert_uint_eq(json_array_size(json_object_get(r, "suggestions")), 0);
