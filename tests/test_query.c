@@ -33,6 +33,7 @@
 #include "tly_log.h"
 #include "tly_query.h"
 #include "tly_views.h"
+#include "tly_xkind.h"
 
 #define LAG_SEQ 2000u
 #define HEAD_SEQ 3074u
@@ -1065,6 +1066,13 @@ START_TEST(test_unreachable_and_usage)
     r = tally("query", "--query", "tcp://10.1.2.3:7413", "--data", g_data, NULL);
     ck_assert_int_eq(r.code, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "not a loopback endpoint"));
+    run_free(&r);
+    /* an unknown kind is a usage error that lists the kinds, the last too */
+    r = tally("exceptions", "--kind", "over-return", "--query", g_dead_ep, NULL);
+    ck_assert_int_eq(r.code, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "unknown kind 'over-return'"));
+    ck_assert_ptr_nonnull(strstr(r.err, "over_return"));
+    ck_assert_ptr_nonnull(strstr(r.err, tly_xkind_name((tly_xkind)(TLY_X_COUNT - 1))));
     run_free(&r);
 }
 END_TEST

@@ -564,6 +564,17 @@ typedef struct view_parse {
     view_opts *o;
 } view_parse;
 
+/* --kind names no exception kind: a usage error listing them all. */
+static int unknown_kind(const char *cmd, const char *kind)
+{
+    char list[TLY_X_COUNT * 32] = "";
+    size_t used = 0;
+    for (int k = 0; k < TLY_X_COUNT && used < sizeof list; k++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k ? ", " : "",
+                                 tly_xkind_name((tly_xkind)k));
+    return tly_usagef(cmd, "unknown kind '%s'; the kinds are %s", kind, list);
+}
+
 static int view_opt(void *ctx, int id, const char *v)
 {
     const view_parse *p = ctx;
@@ -573,6 +584,8 @@ static int view_opt(void *ctx, int id, const char *v)
         return tly_usagef(p->c->name, "--shards takes 1..%u", TLY_SHARDS_MAX);
     if (id == OPT_FROM_SEQ && !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->from_seq))
         return tly_usagef(p->c->name, "--from-seq takes a seq");
+    if (id == OPT_KIND && tly_xkind_parse(v, strlen(v)) == TLY_X_COUNT)
+        return unknown_kind(p->c->name, v);
     if (id == TLY_OPT_ARG && (!p->c->partner || o->partner))
         return tly_usagef(p->c->name, "unexpected argument '%s'", v);
     o->shards = id == OPT_SHARDS ? (uint32_t)n : o->shards;
