@@ -72,3 +72,24 @@ bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n)
     *n = b;
     return true;
 }
+
+tly_err tly_layout_asof(const char *data, char *buf, size_t cap)
+{
+    return tly_layout_join(data, TLY_LAYOUT_ASOF, buf, cap);
+}
+
+tly_err tly_layout_asof_index(const char *data, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%s/%s/%s", data, TLY_LAYOUT_ASOF, TLY_LAYOUT_ASOF_INDEX);
+}
+
+tly_err tly_layout_asof_views(const char *data, uint64_t seq, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%s/%s/seq-%llu", data, TLY_LAYOUT_ASOF, (unsigned long long)seq);
+}
+
+tly_err tly_layout_asof_build(const char *data, uint64_t seq, long pid, char *buf, size_t cap)
+{
+    return fmt(buf, cap, "%s/%s/build-%llu-%ld", data, TLY_LAYOUT_ASOF, (unsigned long long)seq,
+               pid);
+}

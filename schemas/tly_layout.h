@@ -9,6 +9,11 @@
  *   DATA/tally.pid            `tally up`'s supervisor, under an flock
  *   DATA/endpoints.json       the endpoints `tally up` serves DATA on, which
  *                             client commands given DATA talk to (tly_cli.h)
+ *   DATA/asof/                what `--as-of-close` keeps (consumers/audit/
+ *                             audit_asof.c), all of it rebuilt on demand:
+ *   DATA/asof/closes.json     the index (program, period) -> seq of the close
+ *   DATA/asof/seq-S/          a views directory: the log replayed to seq S
+ *   DATA/asof/build-S-PID/    a replay being built (renamed to seq-S when done)
  *   <env>/data.mdb            the data file of any LMDB environment
  *   <env>/lock.mdb            its lock file (readers never create it)
  *
@@ -35,6 +40,8 @@
 #define TLY_LAYOUT_CONSUMER_LOCK "consumer.lock"
 #define TLY_LAYOUT_LMDB_DATA "data.mdb"
 #define TLY_LAYOUT_LMDB_LOCK "lock.mdb"
+#define TLY_LAYOUT_ASOF "asof"
+#define TLY_LAYOUT_ASOF_INDEX "closes.json"
 
 /* dir/name. */
 tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap);
@@ -56,5 +63,11 @@ tly_err tly_layout_shard_name(uint32_t k, uint32_t n, char *buf, size_t cap);
 /* Parses a shard store's name "K-of-N": plain decimals, no signs, leading
  * zeros or trailing bytes, 1 <= N <= TLY_SHARDS_MAX and K < N. */
 bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n);
+
+/* DATA/asof, DATA/asof/closes.json, DATA/asof/seq-S and DATA/asof/build-S-PID. */
+tly_err tly_layout_asof(const char *data, char *buf, size_t cap);
+tly_err tly_layout_asof_index(const char *data, char *buf, size_t cap);
+tly_err tly_layout_asof_views(const char *data, uint64_t seq, char *buf, size_t cap);
+tly_err tly_layout_asof_build(const char *data, uint64_t seq, long pid, char *buf, size_t cap);
 
 #endif

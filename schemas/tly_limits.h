@@ -373,6 +373,24 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * "K-of-N" shards: TLY_SHARDS_MAX shards of a few shard counts, and more. */
 #define TLY_AUDIT_VIEWS_DIRENTS_MAX 4096u
 
+/* Programs the close index of `--as-of-close` (DATA/asof/closes.json)
+ * holds: as many as a liabilities answer sums. */
+#define TLY_AUDIT_CLOSES_PROGRAMS_MAX TLY_QUERY_PROGRAMS_MAX
+
+/* Closed periods the index holds per program: as many as a report spans
+ * (fifty years of months). */
+#define TLY_AUDIT_CLOSES_PERIODS_MAX TLY_PERIODS_REPORT_MAX
+
+/* Partners `audit replay --compare` lists per program as the ones whose MDF
+ * available and rebate payable change most: a page a controller reads; the
+ * full picture is a replay's --views away. */
+#define TLY_AUDIT_COMPARE_MOVERS_MAX 10u
+
+/* Shards of the replay an `--as-of-close` answer reads: one per online
+ * core up to this many (a replay folds each shard on its own thread, and
+ * every thread reads the whole log, so more shards than cores only cost). */
+#define TLY_AUDIT_ASOF_SHARDS_MAX 4u
+
 /* Requests the query service answers per wake-up before it polls (and
  * looks at its stop flag) again: every request waiting, up to this many.
  * A stop waits for at most this many answers, well under a millisecond. */

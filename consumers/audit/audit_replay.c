@@ -286,6 +286,17 @@ static void plan_workers(replay_run *r, tly_log *log, replay_worker *w, uint32_t
     }
 }
 
+/* A what-if whose program the fold never met would be a silent no-op. */
+static tly_err what_if_check(replay_run *r, bool seen)
+{
+    const tly_event *rules = r->o->what_if;
+    if (!rules || seen)
+        return TLY_OK;
+    tly_audit_msgf(r->msg, r->cap, "program '%.*s' is not in the log (up to the replay's end)",
+                   (int)rules->program.len, rules->program.ptr);
+    return TLY_NOT_FOUND;
+}
+
 /* Runs the workers (worker 0 in this thread) and returns the first error,
  * with its message. */
 static tly_err fold_all(replay_run *r, tly_log *log, tly_audit_progress_fn progress, void *ctx)
@@ -310,14 +321,17 @@ static tly_err fold_all(replay_run *r, tly_log *log, tly_audit_progress_fn progr
             worker_main(&w[i]); /* no thread to spare: fold it here */
     worker_main(&w[0]);
     tly_err err = TLY_OK;
+    bool seen = false;
     for (uint32_t i = 0; i < t; i++) {
         if (started[i])
             pthread_join(tid[i], NULL);
+        seen = seen || w[i].what_if_seen;
         if (err == TLY_OK && w[i].err != TLY_OK) {
             err = w[i].err;
             tly_audit_msgf(r->msg, r->cap, "%s", w[i].msg);
         }
     }
+    err = err == TLY_OK ? what_if_check(r, seen) : err;
     free(w);
     free(tid);
     free(started);

@@ -13,6 +13,7 @@
  *   replay   folds the log from scratch into fresh view stores.
  *   diff     replays to the live views' checkpoints and compares every doc.
  *   explain  folds the log through an engine with an explain trace.
+ *   asof     the close index and the kept replays of `--as-of-close`.
  *
  * Every function reads the log and the views read-only, so all of them run
  * while the ledger and the consumers run: each sees one consistent snapshot.
@@ -144,12 +145,78 @@ typedef struct tly_audit_replay_opts {
  * Folds the log from seq 1 into fresh view stores out_dir/K-of-N, the same
  * layout the consumers write, so queries with --views out_dir answer from
  * them. *last_seq gets the last seq folded (the lowest over shards).
- * Returns TLY_OK, TLY_NOT_FOUND (no log), TLY_USAGE (out_dir already holds
+ * Returns TLY_OK, TLY_NOT_FOUND (no log; or a what_if program the fold
+ * never met: msg names it), TLY_USAGE (out_dir already holds
  * views; msg says so), TLY_CORRUPT (a record or event fails to decode),
  * TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or TLY_NOMEM.
  */
 tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress, void *ctx,
                          uint64_t *last_seq, char *msg, size_t cap);
+
+/* ---- as of a close (`--as-of-close`) ---- */
+
+/*
+ * The index of closes: for each program of the log, the seq of the close
+ * that closed each of its periods, derived from the log with the engine's
+ * rules [P5] [G1] [G2] [L1] [L2] [L3] [L7] (audit_closes.c says how). It
+ * is kept in DATA/asof/closes.json and brought up to the log's head on
+ * open, reading only the records appended since it was written.
+ */
+typedef struct tly_audit_closes tly_audit_closes;
+
+/*
+ * Opens the index of DATA's log, up to the head of one snapshot. keep:
+ * write the index back (and, when it belonged to another log, drop
+ * DATA/asof first); false leaves DATA untouched (a read-only auditor).
+ * Returns TLY_OK, TLY_NOT_FOUND (no log), TLY_CORRUPT (a program or close
+ * event does not decode), TLY_TOO_LARGE (beyond the limits
+ * TLY_AUDIT_CLOSES_*), TLY_STORAGE (the log, or writing the index) or
+ * TLY_NOMEM, with a sentence in msg. Free with tly_audit_closes_free.
+ */
+tly_err tly_audit_closes_open(const char *data, bool keep, tly_audit_closes **out, char *msg,
+                              size_t cap);
+void tly_audit_closes_free(tly_audit_closes *c);
+
+/* The last seq the index has read (the head when it was opened). */
+uint64_t tly_audit_closes_scanned(const tly_audit_closes *c);
+
+/* The seq of the first program event of program, 0 when the log has none. */
+uint64_t tly_audit_closes_program_seq(const tly_audit_closes *c, const char *program);
+
+/* The programs' names, comma-separated ("none" for none), cut to cap. */
+void tly_audit_closes_names(const tly_audit_closes *c, char *buf, size_t cap);
+
+/*
+ * The seq of the close that closed period (text "2025-Q1", "2025-03") of
+ * program. Returns TLY_OK with *seq; TLY_NOT_FOUND for an unknown program
+ * (msg names the known ones) or a period before the program's first;
+ * TLY_BAD_FIELD for a period that is not one of the program's kind;
+ * TLY_UNAVAILABLE for a period not closed yet (msg names the earliest
+ * open one).
+ */
+tly_err tly_audit_closes_find(const tly_audit_closes *c, const char *program, const char *period,
+                              uint64_t *seq, char *msg, size_t cap);
+
+/* Where an as-of-close answer is read: a views directory of the log as it
+ * stood right after the close (its shards' checkpoints are seq). */
+typedef struct tly_audit_asof {
+    uint64_t seq;                       /* the close's */
+    bool reused;                        /* kept from an earlier question */
+    char views_dir[TLY_PATH_BYTES_MAX]; /* DATA/asof/seq-S */
+} tly_audit_asof;
+
+/*
+ * The views of the log as it stood right after the close of period of
+ * program: DATA/asof/seq-S, replayed now (progress reports it) or kept
+ * from an earlier question, and kept for the next one. Opening the views
+ * with tly_query_store_open(out->views_dir, NULL, 0, ...) answers any
+ * query as of that close. Returns TLY_OK with *out, an error of
+ * tly_audit_closes_open or tly_audit_closes_find, or of the replay
+ * (tly_audit_replay), with a sentence in msg.
+ */
+tly_err tly_audit_asof_views(const char *data, const char *program, const char *period,
+                             tly_audit_progress_fn progress, void *ctx, tly_audit_asof *out,
+                             char *msg, size_t cap);
 
 /* ---- diff ---- */
 

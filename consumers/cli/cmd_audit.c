@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_compare.h"
 #include "tly_audit.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -52,7 +53,8 @@ typedef struct audit_opts {
     const char *program; /* replay --program (what-if) */
     uint64_t from_seq, to_seq, shards;
     bool has_until;
-    bool timing; /* replay --timing */
+    bool timing;  /* replay --timing */
+    bool compare; /* replay --compare (with --program) */
     int64_t until_ms;
 } audit_opts;
 
@@ -76,14 +78,19 @@ enum {
     OPT_PROGRAM,
     OPT_TIMING,
     OPT_UNTIL,
+    OPT_COMPARE,
 };
 
 static const tly_opt export_opts[] = {{"--from", OPT_FROM, true}, {"--to", OPT_TO, true}};
 static const tly_opt views_opts[] = {{"--views", OPT_VIEWS, true}};
 static const tly_opt replay_opts[] = {
-    {"--to", OPT_TO, true},          {"--out", OPT_OUT, true},
-    {"--shards", OPT_SHARDS, true},  {"--program", OPT_PROGRAM, true},
-    {"--timing", OPT_TIMING, false}, {"--until", OPT_UNTIL, true},
+    {"--to", OPT_TO, true},
+    {"--out", OPT_OUT, true},
+    {"--shards", OPT_SHARDS, true},
+    {"--program", OPT_PROGRAM, true},
+    {"--timing", OPT_TIMING, false},
+    {"--until", OPT_UNTIL, true},
+    {"--compare", OPT_COMPARE, false},
 };
 
 typedef struct audit_parse {
@@ -124,6 +131,7 @@ static int audit_opt(void *ctx, int id, const char *val)
         o->out = id == OPT_OUT ? val : o->out;
         o->program = id == OPT_PROGRAM ? val : o->program;
         o->timing = o->timing || id == OPT_TIMING;
+        o->compare = o->compare || id == OPT_COMPARE;
         return TLY_EXIT_OK;
     }
 }
@@ -329,7 +337,7 @@ static int run_digest(int argc, char **argv)
 
 static const char replay_help[] =
     "Usage: tally audit replay --out DIR [--to SEQ | --until TIME] [--shards N]\n"
-    "                          [--data DATA] [--json]\n"
+    "                          [--program FILE [--compare]] [--data DATA] [--json]\n"
     "\n"
     "Folds DATA/log from seq 1 into fresh view stores DIR/K-of-N (the layout of\n"
     "live views: 'tally balance --views DIR' answers from them), then prints the\n"
@@ -342,7 +350,12 @@ static const char replay_help[] =
     "  --program FILE  what-if: replay with the rules of one program replaced by\n"
     "                the program event in FILE (JSON; `id` and `at` may be left\n"
     "                out) from the first event on; then 'tally liabilities --views\n"
-    "                DIR' shows what the program would have cost under those rules\n"
+    "                DIR' shows what the program would have cost under those rules;\n"
+    "                a program the log does not have is an error (exit 1)\n"
+    "  --compare     with --program: instead of the digests, each program's\n"
+    "                liabilities live (the log replayed to the same seq), under the\n"
+    "                new rules and the change, and the partners whose MDF available\n"
+    "                and rebate payable change most (--json: one object)\n"
     "  --timing      print the fold's rate on stderr when done, as 'replay: N\n"
     "                records in S s, R records/s, K shard(s)' (a terminal shows it\n"
     "                anyway, after the progress line), to compare with 'tally bench fold'\n";
@@ -358,6 +371,8 @@ static int replay_parse(audit_opts *o, int argc, char **argv)
         return tly_usagef(CMD " replay", "--out DIR is required");
     if (o->to_seq && o->has_until)
         return tly_usagef(CMD " replay", "give --to or --until, not both");
+    if (o->compare && !o->program)
+        return tly_usagef(CMD " replay", "--compare goes with --program FILE");
     return 0;
 }
 
@@ -408,6 +423,44 @@ static int what_if_load(const char *path, what_if *w)
     return TLY_EXIT_OK;
 }
 
+/* A what-if of a program the log does not have (a typo) would change
+ * nothing: refused before any replay, naming the programs there are. */
+static int what_if_known(const audit_opts *o, const what_if *w)
+{
+    const char *sub = CMD " replay";
+    tly_audit_closes *c = NULL;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "", name[TLY_NAME_BYTES_MAX + 1];
+    tly_err err = tly_audit_closes_open(o->common.data, false, &c, msg, sizeof msg);
+    if (err != TLY_OK) {
+        tly_errorf(sub, "%s", msg[0] ? msg : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    snprintf(name, sizeof name, "%.*s", (int)w->ev.program.len, w->ev.program.ptr);
+    uint64_t seq = tly_audit_closes_program_seq(c, name);
+    int rc = TLY_EXIT_OK;
+    if (seq == 0 || (o->to_seq && seq > o->to_seq)) {
+        char names[TLY_AUDIT_ERROR_BYTES];
+        tly_audit_closes_names(c, names, sizeof names);
+        tly_errorf(sub, "%s: program '%s' is not in the log%s (the log has: %s)", o->program, name,
+                   seq ? " up to --to" : "", names);
+        rc = TLY_EXIT_FAIL;
+    }
+    tly_audit_closes_free(c);
+    return rc;
+}
+
+/* After the replay: the digests, or with --compare the comparison. */
+static int replay_report(const audit_opts *o, const char *log_dir, const what_if *w, uint64_t last)
+{
+    if (!o->compare)
+        return digest_and_print(CMD " replay", o->out, o->common.json);
+    char name[TLY_NAME_BYTES_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)w->ev.program.len, w->ev.program.ptr);
+    const char *tmp = getenv("TMPDIR");
+    return tly_compare_print(CMD " replay", log_dir, o->out, (uint32_t)o->shards, last, name,
+                             w->ev.version, tmp && *tmp ? tmp : "/tmp", o->common.json);
+}
+
 static int run_replay(int argc, char **argv)
 {
     audit_opts o = {0};
@@ -426,27 +479,31 @@ static int run_replay(int argc, char **argv)
     what_if wi = {0};
     if (o.program) {
         rc = what_if_load(o.program, &wi);
-        if (rc != TLY_EXIT_OK)
+        if (rc == TLY_EXIT_OK)
+            rc = what_if_known(&o, &wi);
+        if (rc != TLY_EXIT_OK) {
+            what_if_free(&wi);
             return rc;
+        }
         ro.what_if = &wi.ev;
     }
     uint64_t last = 0, t0_ns = tly_mono_ns();
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);
     double s = (double)(tly_mono_ns() - t0_ns) / 1e9;
-    what_if_free(&wi);
     tly_progress_end();
     if (err == TLY_OK && (o.timing || tly_progress_enabled()))
         fprintf(stderr, "replay: %llu records in %.2f s, %.0f records/s, %llu shard(s)\n",
                 (unsigned long long)last, s, s > 0 ? (double)last / s : 0.0,
                 (unsigned long long)o.shards);
     if (err == TLY_NOT_FOUND && !msg[0])
-        return log_error(CMD " replay", log_dir, err);
-    if (err != TLY_OK) {
+        rc = log_error(CMD " replay", log_dir, err);
+    else if (err != TLY_OK)
         tly_errorf(CMD " replay", "%s", msg[0] ? msg : tly_strerror(err));
-        return TLY_EXIT_FAIL;
-    }
-    return digest_and_print(CMD " replay", o.out, o.common.json);
+    if (err == TLY_OK)
+        rc = replay_report(&o, log_dir, &wi, last);
+    what_if_free(&wi);
+    return err == TLY_OK || rc != TLY_EXIT_OK ? rc : TLY_EXIT_FAIL;
 }
 
 /* ---- diff ---- */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_asof.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_limits.h"
@@ -30,6 +31,8 @@ typedef struct view_opts {
     uint64_t from_seq;            /* --from-seq for exceptions */
     const char *curve_server_key; /* --curve-server-key: the service's key */
     const char *curve_secret;     /* --curve-secret: this client's key file */
+    const char *as_of;            /* --as-of-close PERIOD */
+    const char *program;          /* --program P with --as-of-close */
 } view_opts;
 
 /* Where answers come from during one command: the service or a store. */
@@ -504,8 +507,8 @@ typedef struct view_cmd {
 static void usage(const view_cmd *c, FILE *out)
 {
     fprintf(out,
-            "Usage: tally %s%s [--json] [--query EP | --data DIR | --views DIR [--shards N]]%s"
-            "\n\n%s\n\n",
+            "Usage: tally %s%s [--json] [--query EP | --data DIR | --views DIR [--shards N]]\n"
+            "         [--as-of-close PERIOD [--program P]]%s\n\n%s\n\n",
             c->name, c->partner ? " PARTNER" : "",
             c->filters ? "\n         [--partner P] [--kind KIND] [--from-seq SEQ]" : "", c->what);
     fprintf(out,
@@ -520,8 +523,11 @@ static void usage(const view_cmd *c, FILE *out)
             "  --shards N      with --views: expect the shards 0-of-N .. (N-1)-of-N\n"
             "  --curve-server-key KEY, --curve-secret FILE\n"
             "                  ask a CURVE query service (its public key, this client's\n"
-            "                  secret key file; the key's role decides what it may ask)\n",
-            TLY_DEFAULT_QUERY);
+            "                  secret key file; the key's role decides what it may ask)\n"
+            "%s"
+            "  --program P     with --as-of-close: the program whose close (needed when\n"
+            "                  there is no PARTNER; else the partner's program)\n",
+            TLY_DEFAULT_QUERY, TLY_ASOF_HELP);
     if (c->filters)
         fprintf(out,
                 "  --partner P     only exceptions naming partner P\n"
@@ -542,6 +548,8 @@ enum {
     OPT_CURVE_SERVER_KEY,
     OPT_CURVE_SECRET,
     OPT_SHARDS,
+    OPT_AS_OF,
+    OPT_PROGRAM,
     OPT_PARTNER,
     OPT_KIND,
     OPT_FROM_SEQ,
@@ -553,11 +561,13 @@ static const tly_opt view_opts_table[] = {
     {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
     {"--curve-secret", OPT_CURVE_SECRET, true},
     {"--shards", OPT_SHARDS, true},
+    {"--as-of-close", OPT_AS_OF, true},
+    {"--program", OPT_PROGRAM, true},
     {"--partner", OPT_PARTNER, true},
     {"--kind", OPT_KIND, true},
     {"--from-seq", OPT_FROM_SEQ, true},
 };
-#define VIEW_OPTS_COMMON 4u /* the entries before the filters */
+#define VIEW_OPTS_COMMON 6u /* the entries before the filters */
 
 typedef struct view_parse {
     const view_cmd *c;
@@ -588,6 +598,10 @@ static int view_opt(void *ctx, int id, const char *v)
         return unknown_kind(p->c->name, v);
     if (id == TLY_OPT_ARG && (!p->c->partner || o->partner))
         return tly_usagef(p->c->name, "unexpected argument '%s'", v);
+    if (id == OPT_AS_OF && tly_asof_check_period(p->c->name, v) != TLY_EXIT_OK)
+        return TLY_EXIT_USAGE;
+    o->as_of = id == OPT_AS_OF ? v : o->as_of;
+    o->program = id == OPT_PROGRAM ? v : o->program;
     o->shards = id == OPT_SHARDS ? (uint32_t)n : o->shards;
     o->views = id == OPT_VIEWS ? v : o->views;
     o->curve_server_key = id == OPT_CURVE_SERVER_KEY ? v : o->curve_server_key;
@@ -619,6 +633,10 @@ static int parse(const view_cmd *c, view_opts *o, int argc, char **argv)
         return tly_usagef(c->name, "a partner id is 1 to %u bytes", TLY_NAME_BYTES_MAX);
     if (o->shards && !o->views)
         return tly_usagef(c->name, "--shards goes with --views");
+    if (o->program && !o->as_of)
+        return tly_usagef(c->name, "--program goes with --as-of-close");
+    if (o->as_of && !c->partner && !o->program)
+        return tly_usagef(c->name, "--as-of-close needs --program P (the program whose close)");
     return o->views ? TLY_EXIT_OK : tly_common_endpoints(c->name, &o->common);
 }
 
@@ -671,6 +689,35 @@ static int use_curve(const view_cmd *c, const view_opts *o)
     return TLY_EXIT_OK;
 }
 
+/* The store to answer from: --views DIR, or with --as-of-close the replay
+ * at the close (the partner's program asked of --views or the service);
+ * none for the service. */
+static int open_source(const view_cmd *c, const view_opts *o, source *src)
+{
+    if (o->views) {
+        tly_err err = tly_query_store_open(o->views, NULL, o->shards, &src->store);
+        if (err != TLY_OK) {
+            tly_errorf(c->name, "cannot open view stores under %s: %s", o->views,
+                       tly_strerror(err));
+            return TLY_EXIT_FAIL;
+        }
+    }
+    if (!o->as_of)
+        return TLY_EXIT_OK;
+    char program[TLY_NAME_BYTES_MAX + 1];
+    int rc = TLY_EXIT_OK;
+    if (o->program)
+        snprintf(program, sizeof program, "%s", o->program);
+    else
+        rc = tly_asof_partner_program(c->name, src->store, o->common.query, o->partner, program,
+                                      sizeof program);
+    tly_query_store_close(src->store);
+    src->store = NULL;
+    if (rc == TLY_EXIT_OK)
+        rc = tly_asof_store(c->name, o->common.data, program, o->as_of, &src->store, NULL);
+    return rc;
+}
+
 static int run_view(const view_cmd *c, int argc, char **argv)
 {
     view_opts o = {0};
@@ -680,13 +727,8 @@ static int run_view(const view_cmd *c, int argc, char **argv)
     source src = {c->name, &o, NULL};
     if ((rc = use_curve(c, &o)) != TLY_EXIT_OK)
         return rc;
-    if (o.views) {
-        tly_err err = tly_query_store_open(o.views, NULL, o.shards, &src.store);
-        if (err != TLY_OK) {
-            tly_errorf(c->name, "cannot open view stores under %s: %s", o.views, tly_strerror(err));
-            return TLY_EXIT_FAIL;
-        }
-    }
+    if ((rc = open_source(c, &o, &src)) != TLY_EXIT_OK)
+        return rc;
     json_t *req = build_request(c, &o), *reply = NULL;
     rc = !req         ? TLY_EXIT_FAIL
          : c->filters ? fetch_exceptions(&src, req, &reply)
