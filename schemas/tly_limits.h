@@ -279,6 +279,14 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * within a third of its length or 2). */
 #define TLY_QUERY_SUGGESTIONS_MAX 3u
 
+/* `tally journal --accounts FILE`: the file is six account keys mapped to
+ * GL codes, a few hundred bytes; 64 KiB is room for any formatting and
+ * bounds what a wrong file (a log, say) makes the CLI read. A GL code is a
+ * short account number or name ("4010-200", "MDF Liability"); 64 bytes
+ * fits any chart of accounts we know of and keeps a table column sane. */
+#define TLY_ACCOUNTS_FILE_BYTES_MAX (64u * 1024u)
+#define TLY_GL_CODE_BYTES_MAX 64u
+
 /* How long the CLI waits for a query reply before it says the service is
  * not reachable: the service answers in well under a millisecond, so five
  * seconds only ever expires when nothing is listening. */

@@ -3,8 +3,9 @@
 # Tally, starts the whole stack (`tally up`) on a fresh data directory with
 # the embedded defaults, generates a realistic data set (`tally gen`), sends
 # it through the ledger (`tally send`), waits until every shard has folded
-# it, prints the finance summary and verifies the audit chain, then stops
-# the stack cleanly.
+# it, prints the finance summary and the finance pack (each program's period
+# report, the largest balances its next close expires), verifies the audit
+# chain, then stops the stack cleanly.
 #
 # Environment: TALLY_DEMO_EVENTS (default 50000), TALLY_DEMO_SEED (default 7).
 set -eu
@@ -44,6 +45,26 @@ echo "== waiting until every shard has applied seq $HEAD"
 echo
 echo "== finance summary"
 "$TALLY" summary --data "$DATA"
+
+echo
+echo "== finance pack"
+PROGRAMS=$("$TALLY" liabilities --data "$DATA" --json |
+    grep -o '"program": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/')
+for PROGRAM in $PROGRAMS; do
+    echo
+    echo "-- period report of $PROGRAM"
+    "$TALLY" report --data "$DATA" --program "$PROGRAM"
+done
+for PROGRAM in $PROGRAMS; do
+    echo
+    echo "-- the largest balances the next close of $PROGRAM expires"
+    # The heading block, the program's line, the column headings, ten rows.
+    "$TALLY" expiring --data "$DATA" --program "$PROGRAM" | head -n 14
+done
+# ---- finance pack: partner statement (issue 11 item 6) -------------------
+# The statement of one partner, as PDF and HTML, paths printed, goes here
+# (`tally statement PARTNER --period P --out FILE`, written separately).
+# ---- end of the statement's spot ------------------------------------------
 
 echo
 echo "== audit"

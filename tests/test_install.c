@@ -8,7 +8,7 @@
  * (an unchecked fixture); then:
  *
  *   - every file is there: the binary, libtally-client (.so, SONAME link,
- *     real file), its headers, tally-client.pc, seven man pages, the bash
+ *     real file), its headers, tally-client.pc, eight man pages, the bash
  *     completion, three systemd units;
  *   - `tally --version` and `tally version` print "tally <PROJECT_VERSION>",
  *     `tally status --json` carries it as "version";
@@ -172,7 +172,7 @@ static void install_teardown(void)
 
 static const char *const man_pages[] = {"tally",         "tally-ledger", "tally-send",
                                         "tally-consume", "tally-query",  "tally-audit",
-                                        "tally-up"};
+                                        "tally-up",      "tally-finance"};
 #define MAN_PAGES (sizeof man_pages / sizeof man_pages[0])
 
 static const char *const units[] = {"tally-ledger.service", "tally-consume@.service",
@@ -282,6 +282,10 @@ static const struct {
     {"claims", "tally-query"},
     {"liabilities", "tally-query"},
     {"exceptions", "tally-query"},
+    {"partners", "tally-finance"},
+    {"report", "tally-finance"},
+    {"expiring", "tally-finance"},
+    {"journal", "tally-finance"},
     {"summary", "tally-up"},
     {"explain", "tally-up"},
     {"audit verify", "tally-audit"},

@@ -50,6 +50,7 @@
 #include "bench_data.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_json.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_mp.h"
@@ -67,6 +68,12 @@
 #define BENCH_TICK_MS 20
 /* Size of a request frame: {"q": "balance", "partner": name}. */
 #define BENCH_REQUEST_BYTES (32u + TLY_NAME_BYTES_MAX)
+/* --finance: partners of the generated log (SPEC issue 11 item 8 asks for
+ * 100,000), times each query is asked, and queries at most (three, and a
+ * report and a journal per program; the generator has two programs). */
+#define BENCH_FINANCE_PARTNERS_DEFAULT 100000u
+#define BENCH_FINANCE_ROUNDS 25u
+#define BENCH_FINANCE_QUERIES_MAX 16u
 _Static_assert(TLY_NAME_BYTES_MAX <= 255, "a partner name fits a str8");
 
 typedef struct qb_opts {
@@ -77,6 +84,9 @@ typedef struct qb_opts {
     uint64_t seed;
     uint64_t seconds;
     uint32_t clients;
+    uint32_t partners; /* --partners: of the generated log (--finance) */
+    bool finance;      /* --finance: the SPEC section 11 answers */
+    unsigned given;    /* 1 << OPT_* of the options given */
 } qb_opts;
 
 enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
@@ -553,6 +563,233 @@ static void print_text(const qbench *qb, const json_t *runs)
     }
 }
 
+/* --- --finance: the answers of SPEC section 11 over a large partner list --- */
+
+/* One finance query, measured in process (the store answered and encoded
+ * as the service does, without ZeroMQ) and as a client sees it (a round
+ * trip to the real service, the reply decoded). */
+typedef struct fquery {
+    char label[96];
+    json_t *req;
+    uint64_t local_ns[BENCH_FINANCE_ROUNDS];
+    uint64_t cpu_ns[BENCH_FINANCE_ROUNDS]; /* this thread's CPU time in process */
+    uint64_t wire_ns[BENCH_FINANCE_ROUNDS];
+    uint32_t rounds;
+    size_t bytes;   /* the reply's MessagePack size */
+    size_t rows;    /* elements of the answer's list */
+    char error[48]; /* the error code of an error answer, else "" */
+} fquery;
+
+/* This thread's CPU time: what a query costs whatever else the machine
+ * runs (the wall clock of a loaded machine mostly measures the wait for a
+ * core). */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* The size of the answer's main list. */
+static size_t answer_rows(const json_t *a)
+{
+    static const char *const lists[] = {"partners", "periods", "programs", "entries"};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        if (json_is_array(json_object_get(a, lists[i])))
+            return json_array_size(json_object_get(a, lists[i]));
+    return 0;
+}
+
+/* Times one query BENCH_FINANCE_ROUNDS times, at most --seconds each way. */
+static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, fquery *q)
+{
+    msgpack_sbuffer req, out;
+    msgpack_sbuffer_init(&req);
+    msgpack_sbuffer_init(&out);
+    tly_err err = tly_query_pack(q->req, &req);
+    uint64_t t_all = tly_mono_ns();
+    for (q->rounds = 0; err == TLY_OK && q->rounds < BENCH_FINANCE_ROUNDS &&
+                        tly_bench_seconds_since(t_all) < (double)qb->o.seconds;
+         q->rounds++) {
+        out.size = 0;
+        uint64_t t0 = tly_mono_ns(), c0 = thread_cpu_ns();
+        err = tly_query_answer_encode(store, q->req, &out);
+        q->local_ns[q->rounds] = tly_mono_ns() - t0;
+        q->cpu_ns[q->rounds] = thread_cpu_ns() - c0;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        t0 = tly_mono_ns();
+        bool ok = err == TLY_OK && zmq_send(sock, req.data, req.size, 0) >= 0 &&
+                  zmq_msg_recv(&m, sock, 0) >= 0;
+        json_t *a = ok ? tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m)) : NULL;
+        q->wire_ns[q->rounds] = tly_mono_ns() - t0;
+        q->bytes = zmq_msg_size(&m);
+        q->rows = answer_rows(a);
+        snprintf(q->error, sizeof q->error, "%s",
+                 json_string_value(json_object_get(a, "error"))
+                     ? json_string_value(json_object_get(a, "error"))
+                     : "");
+        err = err != TLY_OK ? err : a ? TLY_OK : TLY_IO;
+        json_decref(a);
+        zmq_msg_close(&m);
+    }
+    msgpack_sbuffer_destroy(&req);
+    msgpack_sbuffer_destroy(&out);
+    return err;
+}
+
+/* The queries: every partner, a search, and per program its report,
+ * the expiring funds and the journal of its first period. */
+static size_t finance_queries(tly_query_store *store, fquery *qs, size_t cap)
+{
+    size_t n = 0;
+    qs[n++].req = json_pack("{s:s}", "q", "partners");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "search", "-00042");
+    qs[n++].req = json_pack("{s:s}", "q", "expiring");
+    json_t *liab = NULL, *lreq = json_pack("{s:s}", "q", "liabilities");
+    tly_query_answer(store, lreq, &liab);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(liab, "programs"), i, p)
+    {
+        const char *prog = json_string_value(json_object_get(p, "program"));
+        json_t *report = NULL, *rreq = json_pack("{s:s, s:s}", "q", "report", "program", prog);
+        tly_query_answer(store, rreq, &report);
+        json_t *first = json_array_get(json_object_get(report, "periods"), 0);
+        const char *period = json_string_value(json_object_get(first, "period"));
+        if (n + 2 <= cap && prog && period) {
+            qs[n++].req = json_incref(rreq);
+            qs[n++].req =
+                json_pack("{s:s, s:s, s:s}", "q", "journal", "program", prog, "period", period);
+        }
+        json_decref(report);
+        json_decref(rreq);
+    }
+    json_decref(liab);
+    json_decref(lreq);
+    for (i = 0; i < n; i++) {
+        const char *k;
+        json_t *v;
+        size_t o = (size_t)snprintf(qs[i].label, sizeof qs[i].label, "%s",
+                                    json_string_value(json_object_get(qs[i].req, "q")));
+        json_object_foreach(qs[i].req, k, v)
+        {
+            if (strcmp(k, "q") != 0 && o < sizeof qs[i].label)
+                o += (size_t)snprintf(qs[i].label + o, sizeof qs[i].label - o, " --%s %s", k,
+                                      json_string_value(v));
+        }
+    }
+    return n;
+}
+
+static json_t *finance_json(fquery *q)
+{
+    tly_bench_sort(q->local_ns, q->rounds);
+    tly_bench_sort(q->wire_ns, q->rounds);
+    tly_bench_sort(q->cpu_ns, q->rounds);
+    json_t *o = json_pack(
+        "{s:s, s:I, s:I, s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "query", q->label, "rounds",
+        (json_int_t)q->rounds, "rows", (json_int_t)q->rows, "reply_bytes", (json_int_t)q->bytes,
+        "in_process_ms", "p50", tly_bench_quantile_us(q->local_ns, q->rounds, 500) / 1e3, "p99",
+        tly_bench_quantile_us(q->local_ns, q->rounds, 990) / 1e3, "max",
+        tly_bench_quantile_us(q->local_ns, q->rounds, 1000) / 1e3, "round_trip_ms", "p50",
+        tly_bench_quantile_us(q->wire_ns, q->rounds, 500) / 1e3, "p99",
+        tly_bench_quantile_us(q->wire_ns, q->rounds, 990) / 1e3, "max",
+        tly_bench_quantile_us(q->wire_ns, q->rounds, 1000) / 1e3);
+    json_t *cpu =
+        json_pack("{s:f, s:f}", "p50", tly_bench_quantile_us(q->cpu_ns, q->rounds, 500) / 1e3,
+                  "max", tly_bench_quantile_us(q->cpu_ns, q->rounds, 1000) / 1e3);
+    if (o && cpu)
+        json_object_set_new(o, "in_process_cpu_ms", cpu);
+    if (o && q->error[0])
+        json_object_set_new(o, "error", json_string(q->error));
+    return o;
+}
+
+/* A timing of r as milliseconds: group ("in_process_ms"), field ("p50"). */
+static double ms_of(const json_t *r, const char *group, const char *field)
+{
+    return json_real_value(json_object_get(json_object_get(r, group), field));
+}
+
+static void finance_print(const qbench *qb, const json_t *runs)
+{
+    printf("tally bench query --finance: %llu events, %u partners, up to %u rounds per query\n"
+           "in process: the store's answer encoded as the service does (wall clock and this\n"
+           "thread's CPU time); round trip: a request to the real service, the reply decoded\n",
+           (unsigned long long)qb->d.head, qb->d.partner_count, BENCH_FINANCE_ROUNDS);
+    printf("%-40s %9s %11s %10s %10s %10s %10s\n", "query", "rows", "reply bytes", "wall p50",
+           "cpu p50", "trip p50", "trip max");
+    size_t i;
+    json_t *r;
+    json_array_foreach(runs, i, r)
+    {
+        const char *e = json_string_value(json_object_get(r, "error"));
+        char rows[24];
+        snprintf(rows, sizeof rows, "%lld",
+                 (long long)json_integer_value(json_object_get(r, "rows")));
+        printf("%-40s %9s %11lld %8.2fms %8.2fms %8.2fms %8.2fms\n",
+               json_string_value(json_object_get(r, "query")), e ? e : rows,
+               (long long)json_integer_value(json_object_get(r, "reply_bytes")),
+               ms_of(r, "in_process_ms", "p50"), ms_of(r, "in_process_cpu_ms", "p50"),
+               ms_of(r, "round_trip_ms", "p50"), ms_of(r, "round_trip_ms", "max"));
+    }
+}
+
+/* The finance runs: a table, or with --json one object. */
+static void finance_report(const qbench *qb, json_t *runs)
+{
+    if (!qb->o.common.json) {
+        finance_print(qb, runs);
+        return;
+    }
+    json_t *doc = json_pack("{s:I, s:I, s:I, s:O}", "events", (json_int_t)qb->d.head, "partners",
+                            (json_int_t)qb->d.partner_count, "rounds_max",
+                            (json_int_t)BENCH_FINANCE_ROUNDS, "queries", runs);
+    json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+    fputc('\n', stdout);
+    json_decref(doc);
+}
+
+/* Measures every finance query against the store and a real service. */
+static tly_err finance_runs(qbench *qb, json_t *runs)
+{
+    char views[TLY_PATH_BYTES_MAX + 32];
+    tly_query_store *store = NULL;
+    tly_err err = tly_layout_views(qb->d.data, views, sizeof views);
+    if (err == TLY_OK)
+        err = tly_query_store_open(views, NULL, 1, &store);
+    pid_t svc = err == TLY_OK ? start_query(qb) : -1;
+    if (err == TLY_OK && (svc < 0 || !wait_ready(qb, svc))) {
+        tly_errorf(CMD, "the query service did not answer on %s (see bench-query.log)",
+                   qb->endpoint);
+        err = TLY_IO;
+    }
+    fquery *qs = err == TLY_OK ? calloc(BENCH_FINANCE_QUERIES_MAX, sizeof *qs) : NULL;
+    size_t n = qs ? finance_queries(store, qs, BENCH_FINANCE_QUERIES_MAX) : 0;
+    qb->ctx = qs ? zmq_ctx_new() : NULL;
+    void *sock = qb->ctx ? client_socket(qb) : NULL;
+    int64_t max = TLY_FRAME_BYTES_MAX;
+    if (sock)
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    for (size_t i = 0; sock && i < n && err == TLY_OK; i++)
+        if ((err = finance_measure(qb, store, sock, &qs[i])) == TLY_OK)
+            json_array_append_new(runs, finance_json(&qs[i]));
+    if (err == TLY_OK && !sock)
+        err = TLY_NOMEM;
+    if (sock)
+        zmq_close(sock);
+    if (qb->ctx)
+        zmq_ctx_term(qb->ctx);
+    qb->ctx = NULL;
+    for (size_t i = 0; i < n; i++)
+        json_decref(qs[i].req);
+    free(qs);
+    stop_child(svc);
+    tly_query_store_close(store);
+    return err;
+}
+
 /* --- command line --- */
 
 static void usage(FILE *out)
@@ -560,6 +797,8 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: tally bench query [--events N] [--clients N] [--seconds S] [--data DIR]\n"
             "                         [--query ENDPOINT] [--seed S] [--json]\n"
+            "       tally bench query --finance [--partners N] [--events N] [--seconds S]\n"
+            "                         [--data DIR] [--query ENDPOINT] [--seed S] [--json]\n"
             "\n"
             "Measures the query service: folds a generated log (or DIR/log when --data\n"
             "names one that holds records) into one shard, starts a real `tally query`,\n"
@@ -574,30 +813,42 @@ static void usage(FILE *out)
             "  --data DIR    keep the data here (default: a temp directory, removed after)\n"
             "  --query EP    the services' endpoint (default: a free tcp://127.0.0.1 port)\n"
             "  --seed S      generator and client seed (default 1)\n"
-            "  --json        one JSON object instead of the table\n",
+            "  --json        one JSON object instead of the table\n"
+            "\n"
+            "  --finance     time the SPEC section 11 answers instead: a log with\n"
+            "                --partners partners (default %u, max %u) folded into one\n"
+            "                shard, then every partner, a search, the expiring funds and\n"
+            "                each program's report and first journal, %u times each (at\n"
+            "                most --seconds each), from one client: the service's work\n"
+            "                in process and a client's round trip\n",
             BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, BENCH_CLIENTS_DEFAULT,
-            TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX);
+            TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX,
+            BENCH_FINANCE_PARTNERS_DEFAULT, TLY_GEN_PARTNERS_MAX, BENCH_FINANCE_ROUNDS);
 }
 
 /* --events is a count here, not the events endpoint: the common --events
  * is not taken. */
-enum { OPT_EVENTS = 1, OPT_SECONDS, OPT_SEED, OPT_CLIENTS };
+enum { OPT_EVENTS = 1, OPT_SECONDS, OPT_SEED, OPT_CLIENTS, OPT_PARTNERS, OPT_FINANCE };
 
 static const tly_opt qb_opts_table[] = {
-    {"--events", OPT_EVENTS, true},
-    {"--seconds", OPT_SECONDS, true},
-    {"--seed", OPT_SEED, true},
-    {"--clients", OPT_CLIENTS, true},
+    {"--events", OPT_EVENTS, true},     {"--seconds", OPT_SECONDS, true},
+    {"--seed", OPT_SEED, true},         {"--clients", OPT_CLIENTS, true},
+    {"--partners", OPT_PARTNERS, true}, {"--finance", OPT_FINANCE, false},
 };
 
 static int qb_opt(void *ctx, int id, const char *v)
 {
     qb_opts *o = ctx;
     uint64_t n = 0;
-    static const uint64_t max[] = {0, TLY_BENCH_EVENTS_MAX, TLY_BENCH_QUERY_SECONDS_MAX, UINT64_MAX,
-                                   TLY_BENCH_QUERY_CLIENTS_MAX};
+    static const uint64_t max[] = {
+        0,          TLY_BENCH_EVENTS_MAX,        TLY_BENCH_QUERY_SECONDS_MAX,
+        UINT64_MAX, TLY_BENCH_QUERY_CLIENTS_MAX, TLY_GEN_PARTNERS_MAX};
     if (id == TLY_OPT_ARG)
         return tly_usagef(CMD, "unexpected argument '%s'", v);
+    if (id == OPT_FINANCE) {
+        o->finance = true;
+        return TLY_EXIT_OK;
+    }
     uint64_t min = id == OPT_SEED ? 0 : 1;
     if (!tly_parse_u64(v, min, max[id], &n))
         return tly_usagef(CMD, "%s wants %llu..%llu", qb_opts_table[id - 1].name,
@@ -606,6 +857,8 @@ static int qb_opt(void *ctx, int id, const char *v)
     o->seconds = id == OPT_SECONDS ? n : o->seconds;
     o->seed = id == OPT_SEED ? n : o->seed;
     o->clients = id == OPT_CLIENTS ? (uint32_t)n : o->clients;
+    o->partners = id == OPT_PARTNERS ? (uint32_t)n : o->partners;
+    o->given |= 1u << id;
     return TLY_EXIT_OK;
 }
 
@@ -628,6 +881,11 @@ static int parse_args(qb_opts *o, int argc, char **argv)
         return rc == TLY_CLI_HELP ? TLY_EXIT_OK : rc;
     o->data_given = (o->common.given & TLY_CO_DATA) != 0;
     o->query_given = (o->common.given & TLY_CO_QUERY) != 0;
+    if (o->finance && (o->given & (1u << OPT_CLIENTS)))
+        return tly_usagef(CMD, "--finance asks from one client: --clients does not apply");
+    if (!o->finance && (o->given & (1u << OPT_PARTNERS)))
+        return tly_usagef(CMD, "--partners goes with --finance");
+    o->partners = o->partners ? o->partners : BENCH_FINANCE_PARTNERS_DEFAULT;
     return -1;
 }
 
@@ -657,6 +915,7 @@ static tly_err bench_runs(qbench *qb, json_t *runs)
 static tly_err prepare(qbench *qb)
 {
     tly_err err = tly_bench_data_setup(&qb->d, CMD, qb->o.data_given ? qb->o.common.data : NULL);
+    qb->d.gen_partners = qb->o.finance ? qb->o.partners : 0;
     if (err == TLY_OK)
         err = tly_bench_data_log(&qb->d, qb->o.seed, qb->o.events);
     if (err == TLY_OK)
@@ -686,8 +945,10 @@ int tly_cmd_bench_query(int argc, char **argv)
     tly_err err = prepare(qb);
     json_t *runs = json_array();
     if (err == TLY_OK)
-        err = bench_runs(qb, runs);
-    if (err == TLY_OK && qb->o.common.json) {
+        err = qb->o.finance ? finance_runs(qb, runs) : bench_runs(qb, runs);
+    if (err == TLY_OK && qb->o.finance) {
+        finance_report(qb, runs);
+    } else if (err == TLY_OK && qb->o.common.json) {
         json_t *doc =
             json_pack("{s:I,s:I,s:I,s:I,s:s,s:O}", "events", (json_int_t)qb->d.head, "partners",
                       (json_int_t)qb->d.partner_count, "clients", (json_int_t)qb->o.clients,
