@@ -10,7 +10,8 @@
  *     every program and period), keys in SPEC order;
  *   - --csv row for row equal to the --json answer (money in minor units);
  *   - the tables show the key figures as decimals of the currency;
- *   - --views DIR and --data DIR reach the same answers;
+ *   - --views DIR and --data DIR reach the same answers; --as-of-close
+ *     PERIOD gives what a replay to that close's seq gives;
  *   - journal --accounts FILE maps accounts to GL codes (unmapped keys stay);
  *     a bad accounts file, an unknown program and a period of the wrong kind
  *     are exit 1 with one line; a flag the command does not take, a missing
@@ -590,6 +591,60 @@ START_TEST(test_tables_expiring_journal)
 }
 END_TEST
 
+/* --as-of-close PERIOD (issue 11 item 3): the answer of a replay to that
+ * close's seq, kept under --data; here report and journal equal what
+ * `tally audit replay --to SEQ` and --views give at the same seq. */
+START_TEST(test_as_of_close)
+{
+    char *out = NULL, *err = NULL;
+    ck_assert_int_eq(run(&out, &err, "report", "--program", "apex", "--as-of-close", "2025-Q2",
+                         "--data", g_stack.dir, "--json", NULL),
+                     0);
+    json_t *asof = json_loads(out, 0, NULL);
+    free(out);
+    free(err);
+    ck_assert_ptr_nonnull(asof);
+    json_int_t seq = json_integer_value(json_object_get(asof, "seq"));
+    ck_assert(seq > 0 && seq < 2910);
+    json_t *periods = json_object_get(asof, "periods");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(periods, 1), "status")),
+                     "closed");
+    char seqtext[24], replay[1200];
+    snprintf(seqtext, sizeof seqtext, "%lld", (long long)seq);
+    snprintf(replay, sizeof replay, "%s/replay-%s", g_stack.dir, seqtext);
+    ck_assert_int_eq(run(NULL, NULL, "audit", "replay", "--data", g_stack.dir, "--to", seqtext,
+                         "--out", replay, NULL),
+                     0);
+    static const char *const lines[][8] = {
+        {"report", "--program", "apex", NULL},
+        {"journal", "--program", "apex", "--period", "2025-Q2", NULL},
+        {"expiring", "--program", "apex", NULL},
+        {"partners", "--program", "apex", "--tier", "Gold", NULL},
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        const char *a[16], *b[16];
+        size_t n = 0;
+        for (; lines[i][n]; n++)
+            a[n] = b[n] = lines[i][n];
+        const char *ta[] = {"--as-of-close", "2025-Q2", "--data", g_stack.dir, "--json", NULL};
+        const char *tb[] = {"--views", replay, "--json", NULL};
+        memcpy(a + n, ta, sizeof ta);
+        memcpy(b + n, tb, sizeof tb);
+        char *x = NULL, *y = NULL;
+        ck_assert_int_eq(run_args(&x, NULL, a), 0);
+        ck_assert_int_eq(run_args(&y, NULL, b), 0);
+        json_t *jx = json_loads(x, 0, NULL), *jy = json_loads(y, 0, NULL);
+        ck_assert_int_eq(json_integer_value(json_object_get(jx, "seq")), seq);
+        expect_same(jx, jy, lines[i][0]);
+        json_decref(jx);
+        json_decref(jy);
+        free(x);
+        free(y);
+    }
+    json_decref(asof);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* --accounts                                                                */
 
@@ -729,6 +784,9 @@ static const bad_line bad_lines[] = {
     {{"partners", "--shards", "2"}, 2, "--shards goes with --views"},
     {{"report", "apex"}, 2, "tally report: unexpected argument 'apex'"},
     {{"partners", "--search"}, 2, "tally partners: "},
+    {{"partners", "--as-of-close", "2025-Q1"}, 2, "--as-of-close needs --program P"},
+    {{"report", "--program", "apex", "--as-of-close", "soon"}, 2, "tally report: "},
+    {{"report", "--program", "apex", "--as-of-close", "2030-Q1"}, 1, "is not closed yet"},
 };
 
 START_TEST(test_bad_inputs)
@@ -740,6 +798,8 @@ START_TEST(test_bad_inputs)
         args[n] = b->args[n];
     args[n++] = "--query";
     args[n++] = g_stack.query;
+    args[n++] = "--data"; /* for --as-of-close: the log it replays */
+    args[n++] = g_stack.dir;
     args[n] = NULL;
     if (strcmp(b->args[0], "partners") == 0 && strcmp(b->args[1], "--search") == 0)
         args[2] = NULL; /* the flag's value missing */
@@ -775,9 +835,9 @@ int main(void)
     /* one stack for every test, started by the runner before the forks */
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tu_add_tests(tc, TU_TESTS(test_partners_json, test_report_json, test_expiring_json,
-                              test_journal_json, test_views_and_data, test_csv, test_tables,
-                              test_tables_expiring_journal, test_accounts, test_accounts_bad,
-                              test_empty_answers));
+                              test_journal_json, test_views_and_data, test_as_of_close, test_csv,
+                              test_tables, test_tables_expiring_journal, test_accounts,
+                              test_accounts_bad, test_empty_answers));
     tcase_add_loop_test(tc, test_bad_inputs, 0, (int)(sizeof bad_lines / sizeof bad_lines[0]));
     return tu_run_suite(s);
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_asof.h"
 #include "finance_out.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -45,7 +46,8 @@ typedef struct fin_opts {
     uint32_t shards;   /* --shards N with --views */
     const char *program, *tier, *kind, *search, *period, *accounts;
     const char *curve_server_key, *curve_secret;
-    bool narrowable; /* takes the partner filters: a too large answer says so */
+    const char *as_of; /* --as-of-close PERIOD */
+    bool narrowable;   /* takes the partner filters: a too large answer says so */
 } fin_opts;
 
 /* Where the answers of one command come from. */
@@ -64,6 +66,7 @@ enum {
     OPT_SHARDS,
     OPT_CURVE_SERVER_KEY,
     OPT_CURVE_SECRET,
+    OPT_AS_OF,
     OPT_PROGRAM,
     OPT_TIER,
     OPT_KIND,
@@ -82,6 +85,7 @@ static const struct {
     {{"--shards", OPT_SHARDS, true}, 0},
     {{"--curve-server-key", OPT_CURVE_SERVER_KEY, true}, 0},
     {{"--curve-secret", OPT_CURVE_SECRET, true}, 0},
+    {{"--as-of-close", OPT_AS_OF, true}, 0},
     {{"--program", OPT_PROGRAM, true}, FIN_PROGRAM},
     {{"--tier", OPT_TIER, true}, FIN_FILTERS},
     {{"--kind", OPT_KIND, true}, FIN_FILTERS},
@@ -130,6 +134,9 @@ static int fin_opt(void *ctx, int id, const char *v)
         return name_value(cmd, "--search", v, &o->search);
     case OPT_PERIOD:
         return name_value(cmd, "--period", v, &o->period);
+    case OPT_AS_OF:
+        o->as_of = v;
+        return tly_asof_check_period(cmd, v);
     default:
         break;
     }
@@ -147,8 +154,10 @@ static void usage(const fin_cmd *c, FILE *out)
     fprintf(out,
             "Usage: tally %s %s\n"
             "       %*s [--json | --csv] [--query EP | --data DIR | --views DIR [--shards N]]\n"
+            "       %*s [--as-of-close PERIOD]\n"
             "\n%s\n\n",
-            c->name, c->synopsis, (int)strlen(c->name) + 6, "", c->what);
+            c->name, c->synopsis, (int)strlen(c->name) + 6, "", (int)strlen(c->name) + 6, "",
+            c->what);
     if (c->takes & FIN_PROGRAM)
         fprintf(out, "  --program P     %s\n",
                 c->program_required ? "the program" : "only partners of program P");
@@ -179,12 +188,13 @@ static void usage(const fin_cmd *c, FILE *out)
             "  --curve-server-key KEY, --curve-secret FILE\n"
             "                  ask a CURVE query service (its public key, this client's\n"
             "                  secret key file)\n"
+            "%s"
             "\nAmounts in tables are in the currency's units (minor units / 10^digits of\n"
             "ISO 4217). 'As of seq N' is the log position the answer reflects [D8].\n"
             "Exit codes: 0 success (an empty answer too), 1 error (unknown program, a\n"
             "period of the wrong kind, a bad accounts file, service not reachable),\n"
             "2 usage.\n",
-            TLY_DEFAULT_QUERY);
+            TLY_DEFAULT_QUERY, TLY_ASOF_HELP);
 }
 
 static int parse(const fin_cmd *c, fin_opts *o, int argc, char **argv)
@@ -212,6 +222,10 @@ static int parse(const fin_cmd *c, fin_opts *o, int argc, char **argv)
         return tly_usagef(c->name, "--json and --csv exclude each other");
     if (o->shards && !o->views)
         return tly_usagef(c->name, "--shards goes with --views");
+    if (o->as_of && !o->program)
+        return tly_usagef(c->name, "--as-of-close needs --program P (the program whose close)");
+    if (o->as_of && o->views)
+        return tly_usagef(c->name, "--as-of-close and --views exclude each other");
     if (!o->curve_server_key != !o->curve_secret)
         return tly_usagef(c->name, "--curve-server-key and --curve-secret go together");
     return o->views ? TLY_EXIT_OK : tly_common_endpoints(c->name, &o->common);
@@ -366,6 +380,20 @@ static int ask(const fin_cmd *c, const fin_show *s, source *src, const json_t *a
     return rc;
 }
 
+/* The store to answer from: --views DIR, or with --as-of-close the replay
+ * at the close of --program's PERIOD (kept under --data); none for the
+ * service. */
+static int open_source(const fin_cmd *c, const fin_opts *o, source *src)
+{
+    if (o->as_of)
+        return tly_asof_store(c->name, o->common.data, o->program, o->as_of, &src->store, NULL);
+    tly_err err = o->views ? tly_query_store_open(o->views, NULL, o->shards, &src->store) : TLY_OK;
+    if (err == TLY_OK)
+        return TLY_EXIT_OK;
+    tly_errorf(c->name, "cannot open view stores under %s: %s", o->views, tly_strerror(err));
+    return TLY_EXIT_FAIL;
+}
+
 static int run_fin(const fin_cmd *c, const fin_show *s, int argc, char **argv)
 {
     fin_opts o = {0};
@@ -381,13 +409,9 @@ static int run_fin(const fin_cmd *c, const fin_show *s, int argc, char **argv)
         return TLY_EXIT_FAIL;
     }
     source src = {c->name, &o, NULL};
-    tly_err err = o.views ? tly_query_store_open(o.views, NULL, o.shards, &src.store) : TLY_OK;
-    if (err != TLY_OK) {
-        tly_errorf(c->name, "cannot open view stores under %s: %s", o.views, tly_strerror(err));
-        rc = TLY_EXIT_FAIL;
-    } else {
+    rc = open_source(c, &o, &src);
+    if (rc == TLY_EXIT_OK)
         rc = ask(c, s, &src, accounts);
-    }
     tly_query_store_close(src.store);
     json_decref(accounts);
     if (rc == TLY_EXIT_OK && fflush(stdout) != 0)
