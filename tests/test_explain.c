@@ -25,11 +25,13 @@
 
 #include "teststream.h"
 #include "testutil.h"
+#include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_explain.h"
 #include "tly_json.h"
 #include "tly_log.h"
 #include "tly_money.h"
+#include "tly_period.h"
 
 /* recorded_ms given to in-process records: 2100-01-01, after every `at`. */
 #define REC_MS INT64_C(4102444800000)
@@ -98,10 +100,33 @@ static uint64_t g_seed = UINT64_C(20261126);
 
 /* ---- (1) the lines rebuild every figure: an independent summing ---- */
 
+/* Section 10 cases a stream reached, beyond the kinds of lines. */
+enum {
+    COV_FX_ACCRUAL,  /* a converted sale [F2] */
+    COV_FX_CLAWBACK, /* a converted return [F4] */
+    COV_FX_REFERRAL, /* a converted referral [Q1] */
+    COV_GROWTH,      /* a growth figure over a baseline > 0 [R11] */
+    COV_UNDER_MIN,   /* a basis > 0 under the minimum [K2] */
+    COV_REBATE_CAP,  /* a figure cut by rebate.cap [K3] */
+    COV_BONUS,       /* a figure with a tier bonus [R14] */
+    COV_GRACE_KEPT,  /* a tier kept by grace [T9]; a count reset and a grace
+                      * running out are rarer: the v2 scenario has them */
+    COV_COUNT
+};
+
+static const char *const cov_names[COV_COUNT] = {
+    "converted sale",      "converted return",         "converted referral", "growth figure",
+    "basis under minimum", "figure at the rebate cap", "tier bonus",         "tier kept by grace"};
+
 typedef struct sums {
-    json_t *by_partner;  /* partner -> {"totals","buckets","rows"} */
+    json_t *by_partner;  /* partner -> {"totals","buckets","rows","gross","fx"} */
     uint32_t kinds_seen; /* bit per tly_trace_kind */
     uint64_t lines;
+    uint64_t cov[COV_COUNT];
+    /* an accrual the MDF cap cut: its capped line must come next [K1] */
+    bool want_capped;
+    uint64_t want_seq;
+    int64_t want_cut, want_raw;
 } sums;
 
 static json_t *child(json_t *o, const char *k)
@@ -125,29 +150,79 @@ static int64_t iget(const json_t *o, const char *k)
     return (int64_t)json_integer_value(json_object_get(o, k));
 }
 
+static void iset(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer(v));
+}
+
+/* A grace decision [T9]: a failing close within the grace keeps the tier
+ * and counts one more; a count restarts at 0 on a passing close or when
+ * the grace ran out, and only then may the tier go down. */
+static void check_grace(const tly_trace_line *l)
+{
+    ck_assert_int_ge(l->amount, 0);
+    ck_assert_int_le(l->amount, l->grace);
+    if (l->amount > 0) {
+        ck_assert_int_eq(l->amount, l->fails_before + 1);
+        ck_assert_int_eq(l->move, 0);
+        ck_assert(l->ref.len == l->tier.len && memcmp(l->ref.ptr, l->tier.ptr, l->ref.len) == 0);
+        return;
+    }
+    ck_assert_int_gt(l->fails_before, 0); /* a count of 0 that stays 0 is no decision */
+    if (l->move < 0)
+        ck_assert_int_eq(l->fails_before, l->grace);
+}
+
 /* Each line must describe itself consistently: an accrual is rhe(sale ×
- * bps) [S7]; a clawback at most rhe(returned × the sale's bps) [S3]. */
+ * bps) less a capped part [S7] [K1]; a clawback at most rhe(reduction ×
+ * the sale's bps) [S3]; a referral fee rhe(referred × bps) [Q1]. */
 static void check_line(const tly_trace_line *l)
 {
     ck_assert_int_ge(l->seq, 1);
     ck_assert_ptr_nonnull(l->cause);
     if (l->kind == TLY_TRACE_ACCRUAL)
-        ck_assert_int_eq(l->amount, tly_money_bps(l->basis, l->bps));
+        ck_assert_int_le(l->amount, tly_money_bps(l->basis, l->bps));
     if (l->kind == TLY_TRACE_CLAWBACK)
         ck_assert_int_le(l->amount, tly_money_bps(l->basis, l->bps));
+    if (l->kind == TLY_TRACE_REFERRAL)
+        ck_assert_int_eq(l->amount, tly_money_bps(l->basis, l->bps));
+    if (l->kind == TLY_TRACE_REBATE_SLICE) /* bracket bps + bonus, at most 100 % [R14] */
+        ck_assert(l->bps >= l->bonus_bps && l->bps <= 10000);
+    if (l->kind == TLY_TRACE_GRACE)
+        check_grace(l);
     if (l->kind != TLY_TRACE_ADJUST_MDF && l->kind != TLY_TRACE_ADJUST_REBATE &&
         l->kind != TLY_TRACE_REVENUE && l->kind != TLY_TRACE_REBATE_FINAL &&
         l->kind != TLY_TRACE_REBATE_OPEN)
         ck_assert_int_ge(l->amount, 0);
 }
 
-/* Rebate lines of one row: revenue, adjustments, payouts, the exact sum
- * of the slices, and the figure line. */
+/* The figure line of a row: what the checks of expect_rebates compare. */
+static void sum_figure_line(json_t *row, const tly_trace_line *l)
+{
+    iset(row, "figure", l->amount);
+    iset(row, "bps", l->bps);
+    json_object_set_new(row, "status",
+                        json_string(l->kind == TLY_TRACE_REBATE_FINAL ? "final" : "open"));
+    iset(row, "revenue_at_figure", l->basis);
+    iset(row, "x", l->rebate_basis);
+    iset(row, "min", l->rebate_min);
+    iset(row, "cap", l->cap);
+    iset(row, "k", l->has_baseline ? l->baseline_periods : 0);
+    if (l->has_baseline)
+        iset(row, "baseline", l->baseline);
+    json_object_set_new(row, "incremental", json_boolean(l->mode == TLY_REBATE_INCREMENTAL));
+}
+
+/* Rebate lines of one row: revenue, referral fees, adjustments, payouts,
+ * the exact sum of the slices, and the figure line. */
 static void sum_rebate_line(json_t *row, const tly_trace_line *l)
 {
     switch (l->kind) {
     case TLY_TRACE_REVENUE:
         bump(row, "revenue", l->amount);
+        break;
+    case TLY_TRACE_REFERRAL:
+        bump(row, "referral", l->amount);
         break;
     case TLY_TRACE_ADJUST_REBATE:
         bump(row, "adj", l->amount);
@@ -158,16 +233,14 @@ static void sum_rebate_line(json_t *row, const tly_trace_line *l)
     case TLY_TRACE_REBATE_SLICE: {
         tly_bps_sum s = {iget(row, "whole"), iget(row, "frac")};
         ck_assert_int_eq(tly_bps_sum_add(&s, l->basis, l->bps), TLY_OK);
-        json_object_set_new(row, "whole", json_integer(s.whole));
-        json_object_set_new(row, "frac", json_integer(s.frac));
+        iset(row, "whole", s.whole);
+        iset(row, "frac", s.frac);
+        bump(row, "slices", 1);
+        bump(row, "slice_sum", l->basis);
         break;
     }
-    default: /* REBATE_FINAL, REBATE_OPEN */
-        json_object_set_new(row, "figure", json_integer(l->amount));
-        json_object_set_new(row, "bps", json_integer(l->bps));
-        json_object_set_new(row, "status",
-                            json_string(l->kind == TLY_TRACE_REBATE_FINAL ? "final" : "open"));
-        json_object_set_new(row, "revenue_at_figure", json_integer(l->basis));
+    default:
+        sum_figure_line(row, l);
     }
 }
 
@@ -225,23 +298,143 @@ static void sum_mdf_line(json_t *t, json_t *b, const char *bucket, const tly_tra
     }
 }
 
+/* An accrual the cap cut is followed by its capped line: accrual + cut =
+ * rhe(amount × bps), and the period's gross accruals reach the cap (or
+ * had reached it: nothing accrued) [K1]. gross: the partner's gross
+ * accruals per period, the accrual included. */
+static void sum_cap_line(sums *s, json_t *gross, const char *period, const tly_trace_line *l)
+{
+    bool wanted = s->want_capped;
+    s->want_capped = false;
+    if (l->kind == TLY_TRACE_CAPPED) {
+        ck_assert_msg(wanted, "seq %" PRIu64 ": a capped line without a cut accrual", l->seq);
+        ck_assert_int_eq(l->seq, s->want_seq);
+        ck_assert_int_eq(l->amount, s->want_cut);
+        ck_assert_int_eq(l->basis, s->want_raw);
+        ck_assert_int_lt(l->cap, INT64_MAX);
+        int64_t g = iget(gross, period);
+        ck_assert_msg(g == l->cap || (s->want_cut == s->want_raw && g >= l->cap),
+                      "seq %" PRIu64 ": gross %" PRId64 " of %s, cap %" PRId64, l->seq, g, period,
+                      l->cap);
+        return;
+    }
+    ck_assert_msg(!wanted, "seq %" PRIu64 ": a cut accrual without its capped line", s->want_seq);
+    if (l->kind != TLY_TRACE_ACCRUAL)
+        return;
+    bump(gross, period, l->amount);
+    int64_t raw = tly_money_bps(l->basis, l->bps);
+    if (l->amount < raw) {
+        s->want_capped = true;
+        s->want_seq = l->seq;
+        s->want_cut = raw - l->amount;
+        s->want_raw = raw;
+    }
+}
+
+/* A converted line's facts, checked once the program's currency is known
+ * (check_fx): [kind, currency, amount in it, units, scale, basis, sale]. */
+static void keep_fx(json_t *p, const tly_trace_line *l)
+{
+    bool converts = l->kind == TLY_TRACE_ACCRUAL || l->kind == TLY_TRACE_CLAWBACK ||
+                    l->kind == TLY_TRACE_REFERRAL;
+    if (!converts || l->fx_currency.len == 0)
+        return;
+    json_t *fx = json_object_get(p, "fx");
+    if (fx == NULL)
+        json_object_set_new(p, "fx", fx = json_array());
+    json_array_append_new(fx,
+                          json_pack("[i,s#,I,I,i,I,s#]", (int)l->kind, l->fx_currency.ptr,
+                                    (int)l->fx_currency.len, (json_int_t)l->fx_amount,
+                                    (json_int_t)l->fx_units, (int)l->fx_scale, (json_int_t)l->basis,
+                                    l->ref.ptr ? l->ref.ptr : "", (int)l->ref.len));
+}
+
+/* The section 10 cases line l shows. */
+static void cover_line(uint64_t cov[COV_COUNT], const tly_trace_line *l)
+{
+    bool fig = l->kind == TLY_TRACE_REBATE_FINAL || l->kind == TLY_TRACE_REBATE_OPEN;
+    if (l->fx_currency.len > 0 && l->kind <= TLY_TRACE_CLAWBACK)
+        cov[l->kind == TLY_TRACE_ACCRUAL ? COV_FX_ACCRUAL : COV_FX_CLAWBACK]++;
+    cov[COV_FX_REFERRAL] += l->kind == TLY_TRACE_REFERRAL && l->fx_currency.len > 0;
+    cov[COV_GROWTH] += fig && l->has_baseline && l->baseline > 0 && l->rebate_basis > 0;
+    cov[COV_UNDER_MIN] += fig && l->rebate_basis > 0 && l->rebate_basis < l->rebate_min;
+    cov[COV_BONUS] += fig && l->bonus_bps > 0 && l->bps > 0;
+    cov[COV_GRACE_KEPT] += l->kind == TLY_TRACE_GRACE && l->amount > 0;
+}
+
 static void on_sum_line(void *ctx, const tly_trace_line *l)
 {
     sums *s = ctx;
     check_line(l);
     s->kinds_seen |= 1u << l->kind;
     s->lines++;
+    cover_line(s->cov, l);
     char pid[TLY_NAME_BYTES_MAX + 1], bucket[TLY_PERIOD_TEXT_BYTES], period[TLY_PERIOD_TEXT_BYTES];
     snprintf(pid, sizeof pid, "%.*s", (int)l->partner.len, l->partner.ptr);
     tly_period_format(l->period_kind, l->bucket, bucket);
     tly_period_format(l->period_kind, l->period, period);
     json_t *p = child(s->by_partner, pid);
-    if (l->kind >= TLY_TRACE_REVENUE)
+    sum_cap_line(s, child(p, "gross"), period, l);
+    keep_fx(p, l);
+    if (l->kind == TLY_TRACE_GRACE || l->kind == TLY_TRACE_CAPPED)
+        bump(p, l->kind == TLY_TRACE_GRACE ? "grace_lines" : "capped_lines", 1);
+    else if (l->kind >= TLY_TRACE_REVENUE)
         sum_rebate_line(child(child(p, "rows"), period), l);
     else
         sum_mdf_line(child(p, "totals"), child(p, "buckets"), bucket, l);
 }
 
+/* rhe(amount × units × 10^d / 10^scale), in 128 bits: the conversion of
+ * [F2], computed apart from the engine's. */
+static int64_t convert_exact(int64_t amount, int64_t units, int scale, int d)
+{
+    __int128 num = (__int128)amount * units, den = 1;
+    for (int i = 0; i < scale; i++)
+        den *= 10;
+    for (int i = 0; i < (d > 0 ? d : -d); i++) {
+        if (d > 0)
+            num *= 10;
+        else
+            den *= 10;
+    }
+    __int128 q = num / den, r = num % den;
+    if (2 * r > den || (2 * r == den && (q & 1) != 0))
+        q++;
+    return (int64_t)q;
+}
+
+/* Every converted line of a partner whose program is in `currency`: an
+ * accrual's and a referral's amount convert at their rate, a return's
+ * cumulatively at its sale's rate [F2] [F4] [Q1]. */
+static void check_fx(const json_t *p, const char *currency, const char *what)
+{
+    int ek, ec;
+    ck_assert_int_eq(tly_currency_exponent(currency, &ek), TLY_OK);
+    json_t *returned = json_object(); /* sale -> cumulative returned amount */
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(p, "fx"), i, f)
+    {
+        int kind = (int)json_integer_value(json_array_get(f, 0));
+        ck_assert_int_eq(tly_currency_exponent(json_string_value(json_array_get(f, 1)), &ec),
+                         TLY_OK);
+        int64_t amount = json_integer_value(json_array_get(f, 2)), basis;
+        int64_t units = json_integer_value(json_array_get(f, 3));
+        int scale = (int)json_integer_value(json_array_get(f, 4));
+        basis = json_integer_value(json_array_get(f, 5));
+        int64_t want = convert_exact(amount, units, scale, ek - ec);
+        if (kind == TLY_TRACE_CLAWBACK) {
+            const char *sale = json_string_value(json_array_get(f, 6));
+            int64_t before = iget(returned, sale);
+            iset(returned, sale, before + amount);
+            want = convert_exact(before + amount, units, scale, ek - ec) -
+                   convert_exact(before, units, scale, ek - ec);
+        }
+        ck_assert_msg(basis == want, "%s: %s line %zu converts to %" PRId64 ", want %" PRId64, what,
+                      tly_trace_kind_name((tly_trace_kind)kind), i, basis, want);
+    }
+    json_decref(returned);
+}
 static int cmp_text(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -294,40 +487,109 @@ static void expect_mdf(const json_t *p, const json_t *bal, const char *what)
     json_decref(vb);
 }
 
-/* Every rebate row: revenue, paid, status, rate, and figure = rhe(Σ
- * slices) + adjustments [R5] [R8]; no line outside the view's rows. */
-static void expect_rebates(const json_t *p, const json_t *reb, const char *what)
+/* X and B of a row from the revenue lines alone [R11]: B is the mean of
+ * the k periods before it (no lines: 0), rounded half even; X = max(R −
+ * B, 0), or max(R, 0) without a baseline. */
+static int64_t row_basis(const json_t *rows, const char *period, const json_t *r, int64_t *b)
+{
+    int64_t k = iget(r, "k"), sum = 0, x = iget(r, "revenue");
+    tly_period_kind kind;
+    int32_t p;
+    ck_assert_int_eq(tly_period_parse(period, strlen(period), &kind, &p), TLY_OK);
+    for (int64_t i = 1; i <= k; i++) {
+        char text[TLY_PERIOD_TEXT_BYTES];
+        tly_period_format(kind, p - (int32_t)i, text);
+        sum += iget(json_object_get(rows, text), "revenue");
+    }
+    *b = k > 0 ? tly_round_half_even(sum, k) : 0;
+    x -= *b;
+    return x > 0 ? x : 0;
+}
+
+/* The figure of a row recomputed from its lines: rhe(Σ slices) (none and
+ * rate 0 under the minimum; the slices cover X), capped, plus the
+ * adjustments [R13] [K2] [K3] [R8]. */
+static int64_t row_figure(const json_t *r, int64_t x, const char *what, const char *period,
+                          uint64_t *capped)
+{
+    tly_bps_sum s = {iget(r, "whole"), iget(r, "frac")};
+    int64_t calc;
+    ck_assert_int_eq(tly_bps_sum_round(&s, &calc), TLY_OK);
+    if (x < iget(r, "min"))
+        ck_assert_msg(iget(r, "slices") == 0 && iget(r, "bps") == 0 && calc == 0,
+                      "%s: %s under the minimum has slices or a rate", what, period);
+    else if (json_is_true(json_object_get(r, "incremental")))
+        ck_assert_msg(iget(r, "slice_sum") == x, "%s: %s: slices cover %" PRId64 " of %" PRId64,
+                      what, period, iget(r, "slice_sum"), x);
+    else
+        ck_assert_msg(iget(r, "slices") == 1 && iget(r, "slice_sum") == x,
+                      "%s: %s: a retroactive figure is one slice of X", what, period);
+    if (calc > iget(r, "cap")) {
+        calc = iget(r, "cap");
+        (*capped)++;
+    }
+    return calc + iget(r, "adj");
+}
+
+static bool baseline_same(const json_t *vr, const json_t *r, int64_t b)
+{
+    json_t *v = json_object_get(vr, "baseline");
+    if (iget(r, "k") == 0)
+        return json_is_null(v) && json_object_get(r, "baseline") == NULL;
+    return json_is_integer(v) && json_integer_value(v) == b && iget(r, "baseline") == b;
+}
+
+/* One row of the view against its lines: revenue, basis and baseline,
+ * rate, figure, referral fees, paid, status. */
+static void expect_row(const json_t *rows, const json_t *vr, const char *what, uint64_t *capped)
+{
+    const char *period = json_string_value(json_object_get(vr, "period"));
+    json_t *r = json_object_get(rows, period);
+    ck_assert_msg(r != NULL, "%s: no lines for rebate period %s", what, period);
+    int64_t b, x = row_basis(rows, period, r, &b);
+    int64_t figure = row_figure(r, x, what, period, capped);
+    ck_assert_msg(
+        iget(r, "revenue") == iget(vr, "revenue") && iget(r, "paid") == iget(vr, "paid") &&
+            x == iget(r, "x") && x == iget(vr, "basis") && baseline_same(vr, r, b) &&
+            iget(r, "figure") == iget(vr, "rebate") && figure == iget(vr, "rebate") &&
+            iget(r, "referral") == iget(vr, "referral") && iget(r, "bps") == iget(vr, "rate_bps") &&
+            json_equal(json_object_get(r, "status"), json_object_get(vr, "status")),
+        "%s: rebate period %s: lines revenue %" PRId64 " paid %" PRId64 " X %" PRId64
+        " (line %" PRId64 ") B %" PRId64 " figure %" PRId64 " (line %" PRId64 ") referral %" PRId64,
+        what, period, iget(r, "revenue"), iget(r, "paid"), x, iget(r, "x"), b, figure,
+        iget(r, "figure"), iget(r, "referral"));
+}
+
+/* Every rebate row, then payable and accrued_open: Σ final (figure +
+ * referral − paid) and Σ open (figure + referral) [R10] [Q3] [P4]; no
+ * line outside the view's rows. */
+static void expect_rebates(const json_t *p, const json_t *reb, const char *what, uint64_t *capped)
 {
     json_t *rows = json_object_get(p, "rows");
     size_t i;
     json_t *vr;
+    int64_t payable = 0, open = 0;
     json_array_foreach(json_object_get(reb, "periods"), i, vr)
     {
-        const char *period = json_string_value(json_object_get(vr, "period"));
-        json_t *r = json_object_get(rows, period);
-        ck_assert_msg(r != NULL, "%s: no lines for rebate period %s", what, period);
-        tly_bps_sum s = {iget(r, "whole"), iget(r, "frac")};
-        int64_t calc;
-        ck_assert_int_eq(tly_bps_sum_round(&s, &calc), TLY_OK);
-        ck_assert_msg(iget(r, "revenue") == iget(vr, "revenue") &&
-                          iget(r, "paid") == iget(vr, "paid") &&
-                          iget(r, "figure") == iget(vr, "rebate") &&
-                          calc + iget(r, "adj") == iget(vr, "rebate") &&
-                          iget(r, "bps") == iget(vr, "rate_bps") &&
-                          json_equal(json_object_get(r, "status"), json_object_get(vr, "status")),
-                      "%s: rebate period %s: lines revenue %" PRId64 " paid %" PRId64
-                      " figure %" PRId64 " calc %" PRId64 " adj %" PRId64,
-                      what, period, iget(r, "revenue"), iget(r, "paid"), iget(r, "figure"), calc,
-                      iget(r, "adj"));
+        expect_row(rows, vr, what, capped);
+        const json_t *r = json_object_get(rows, json_string_value(json_object_get(vr, "period")));
+        int64_t due = iget(r, "figure") + iget(r, "referral");
+        if (strcmp(json_string_value(json_object_get(r, "status")), "final") == 0)
+            payable += due - iget(r, "paid");
+        else
+            open += due;
     }
+    ck_assert_msg(payable == iget(reb, "payable") && open == iget(reb, "accrued_open"),
+                  "%s: lines payable %" PRId64 " accrued_open %" PRId64, what, payable, open);
     ck_assert_msg(json_object_size(rows) == json_array_size(json_object_get(reb, "periods")),
                   "%s: lines for %zu rebate periods, the view has %zu", what,
                   json_object_size(rows), json_array_size(json_object_get(reb, "periods")));
 }
 
 /* Folds the stream with a trace of every partner; each partner's lines
- * must rebuild its balance and rebate views. Returns the kinds seen. */
-static uint32_t check_all_partners(const stream *st, const char *label)
+ * must rebuild its balance and rebate views. Returns the kinds seen and
+ * the section 10 cases reached (cov). */
+static uint32_t check_all_partners(const stream *st, const char *label, uint64_t cov[COV_COUNT])
 {
     tly_engine *e;
     ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
@@ -347,7 +609,8 @@ static uint32_t check_all_partners(const stream *st, const char *label)
         json_t *bal = tly_engine_view(e, 'b', pid), *reb = tly_engine_view(e, 'r', pid);
         json_t *p = child(s.by_partner, pid);
         expect_mdf(p, bal, what);
-        expect_rebates(p, reb, what);
+        expect_rebates(p, reb, what, &s.cov[COV_REBATE_CAP]);
+        check_fx(p, json_string_value(json_object_get(bal, "currency")), what);
         json_decref(bal);
         json_decref(reb);
     }
@@ -356,6 +619,7 @@ static uint32_t check_all_partners(const stream *st, const char *label)
     json_decref(partners);
     json_decref(s.by_partner);
     tly_engine_free(e);
+    memcpy(cov, s.cov, sizeof s.cov);
     return s.kinds_seen;
 }
 
@@ -423,13 +687,20 @@ START_TEST(every_partner_sums)
     stream st = {0};
     char label[96];
     load_source(_i, &st, label, sizeof label);
-    uint32_t kinds = check_all_partners(&st, label);
+    uint64_t cov[COV_COUNT];
+    uint32_t kinds = check_all_partners(&st, label, cov);
     check_reports(&st, label);
-    /* the random stream of the engine tests reaches every kind of line */
-    if (_i == 1)
+    /* the random stream of the engine tests reaches every kind of line
+     * and every section 10 case the checks above recompute */
+    if (_i == 1) {
         for (int k = 0; k < TLY_TRACE_KIND_COUNT; k++)
             ck_assert_msg(kinds & (1u << k), "%s: no %s line", label,
                           tly_trace_kind_name((tly_trace_kind)k));
+        for (int c = 0; c < COV_COUNT; c++) {
+            printf("  %s: %" PRIu64 "\n", cov_names[c], cov[c]);
+            ck_assert_msg(cov[c] > 0, "%s: no %s", label, cov_names[c]);
+        }
+    }
     stream_free(&st);
 }
 END_TEST

@@ -183,7 +183,8 @@ static void gen_rules_v2(int which, bool alt, char *rebate, char *top, size_t ca
             snprintf(rebate, cap, ",\"basis\":\"growth\",\"baseline_periods\":2");
         return;
     }
-    snprintf(rebate, cap, ",\"min\":20000,\"cap\":%d", which == 0 ? 40000 : 15000);
+    snprintf(rebate, cap, ",\"min\":%d,\"cap\":%d", which == 0 ? 20000 : 2000000,
+             which == 0 ? 40000 : 15000);
     snprintf(top, cap,
              ",\"mdf_cap_per_period\":%d,\"tier_moves\":\"one_step\",\"tier_grace_periods\":%d",
              which == 0 ? 30000 : 9000, which == 0 ? 1 : 2);

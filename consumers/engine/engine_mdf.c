@@ -344,6 +344,9 @@ void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_pstate *st, co
     l.period = row->period;
     l.mode = r->mode;
     l.kind = TLY_TRACE_REBATE_SLICE;
+    l.bonus_bps = bonus;
+    if (st->tier < r->tier_count)
+        l.tier = (tly_str){r->tiers[st->tier].name.ptr, r->tiers[st->tier].name.len};
     uint32_t first = r->mode == TLY_REBATE_RETROACTIVE ? top : 0;
     for (uint32_t i = first; i <= top && base >= r->rebate_min; i++) {
         int64_t end = i == top ? base : r->brackets[i + 1].from;
@@ -358,6 +361,12 @@ void eng_trace_rebate(eng_trace *t, const eng_rules *r, const eng_pstate *st, co
     l.basis = row->revenue;
     l.from = r->brackets[top].from;
     l.bps = f.bps;
+    l.rebate_basis = f.basis; /* [R11] */
+    l.baseline = f.baseline;
+    l.has_baseline = f.has_baseline;
+    l.baseline_periods = f.has_baseline ? r->baseline_k : 0;
+    l.rebate_min = r->rebate_min; /* [K2] */
+    l.cap = r->rebate_cap;        /* [K3] */
     t->fn(t->ctx, &l);
 }
 

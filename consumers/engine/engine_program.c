@@ -204,6 +204,22 @@ static uint32_t close_decide(const eng_rules *r, eng_pstate *st, uint32_t evalua
     return tier_step(r, st->tier, evaluated);
 }
 
+/* The grace line of a close that counted a failing close or restarted
+ * the count: the tier before and after, the counts [T9]. */
+static void trace_grace(eng_pstate *st, const eng_rules *r, uint32_t before, uint32_t t)
+{
+    tly_trace_line l = st->trace->cur;
+    l.kind = TLY_TRACE_GRACE;
+    l.bucket = l.period;
+    l.amount = (int64_t)st->fails;
+    l.grace = r->grace;
+    l.fails_before = (int64_t)before;
+    l.ref = (tly_str){r->tiers[st->tier].name.ptr, r->tiers[st->tier].name.len};
+    l.tier = (tly_str){r->tiers[t].name.ptr, r->tiers[t].name.len};
+    l.move = t < st->tier ? -1 : t > st->tier ? 1 : 0;
+    eng_trace_line(st->trace, &l);
+}
+
 /* The tier for the window ending at the closed period, with a history
  * entry when it changes [T1] [T2]. Certifications count when their
  * latest earned has not expired before the next period starts [T10]. */
@@ -217,7 +233,7 @@ static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
     uint32_t before = st->fails;
     uint32_t t = close_decide(r, st, tier_for(r, window, certs));
     if (st->trace != NULL && (st->fails != 0 || before != 0))
-        ENG_TRACE(st, TLY_TRACE_GRACE, p, (int64_t)st->fails);
+        trace_grace(st, r, before, t);
     if (t == st->tier)
         return TLY_OK;
     /* History holds changes only; period is the closed period [T1]. */

@@ -47,7 +47,7 @@ static void trace_fx(tly_trace_line *l, const eng_fx *fx, const char *cur, int64
  * currency) and, when the MDF cap cut it, the capped line [K1]; a held
  * sale's ids come from its key. */
 static void trace_accrual(eng_pstate *st, const eng_sale *sale, int64_t amount_k, int64_t raw,
-                          eng_name tier)
+                          eng_name tier, int64_t cap)
 {
     const eng_sale_detail *d = &sale->d;
     eng_trace_held(st, sale->key, sale->key_len, true);
@@ -64,6 +64,7 @@ static void trace_accrual(eng_pstate *st, const eng_sale *sale, int64_t amount_k
         l.kind = TLY_TRACE_CAPPED;
         l.amount = raw - d->accrual;
         l.basis = raw;
+        l.cap = cap;
         eng_trace_line(st->trace, &l);
     }
 }
@@ -130,7 +131,7 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
     TRY(eng_sale_dirty(e, s));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "sale", eff, late);
     if (st->trace != NULL)
-        trace_accrual(st, sale, amount_k, raw, g->rules.tiers[st->tier].name);
+        trace_accrual(st, sale, amount_k, raw, g->rules.tiers[st->tier].name, g->rules.mdf_cap);
     /* revenue counts even when the accrual rounds to 0 [M7] */
     TRY(tly_money_addto(&row->revenue, amount_k));
     TRY(eng_credit(st, eff, sale->d.accrual));

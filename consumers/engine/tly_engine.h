@@ -219,10 +219,13 @@ json_t *tly_engine_partners(const tly_engine *e);
 /* What a trace line moves. "period" in a line is the effective period of the
  * event that caused it (SPEC section 6); "bucket" the MDF bucket touched. */
 typedef enum tly_trace_kind {
-    /* sale: accrued += amount = rhe(basis × bps), the tier named [S7] */
+    /* sale: accrued += amount = rhe(basis × bps) less the CAPPED line's
+     * amount that follows it when the MDF cap cut it, the tier named [S7]
+     * [K1] */
     TLY_TRACE_ACCRUAL = 0,
-    /* return of sale `ref`: clawed_back += amount; basis = the capped
-     * returned amount, bps = the sale's rate [S3] [S7] */
+    /* return of sale `ref`: clawed_back += amount ≤ rhe(basis × bps);
+     * basis = the revenue reduction of the capped returned amount (in the
+     * program's currency [F4]), bps = the sale's rate [S3] [S7] */
     TLY_TRACE_CLAWBACK,
     /* adjust mdf: adjusted += amount (signed) [M8] */
     TLY_TRACE_ADJUST_MDF,
@@ -252,24 +255,27 @@ typedef enum tly_trace_kind {
     TLY_TRACE_REVENUE,
     /* rebate adjustment of `period` += amount [R8] */
     TLY_TRACE_ADJUST_REBATE,
-    /* part of a figure: basis of revenue from bracket `from` at bps
-     * (retroactive: one slice, the whole of max(R,0)); amount 0 */
+    /* part of a figure: basis of X from bracket `from` at bps, the tier
+     * bonus included (retroactive: one slice, the whole of X); amount 0;
+     * none when X is under the minimum [K2] */
     TLY_TRACE_REBATE_SLICE,
-    /* a close fixed `period`'s figure = amount: revenue basis, bracket
-     * reached (from, bps), mode [G4] [R1] [R2] */
+    /* a close fixed `period`'s figure = amount = min(rhe(Σ slices), cap)
+     * + adjustments: basis = net revenue R, rebate_basis = X, bracket
+     * reached (from, bps; bps 0 under the minimum), mode [G4] [R1] [R2]
+     * [R11] [K2] [K3] */
     TLY_TRACE_REBATE_FINAL,
     /* the open estimate of `period` (tly_engine_trace_open) */
     TLY_TRACE_REBATE_OPEN,
     /* rebate of `period` paid += amount */
     TLY_TRACE_PAYOUT,
     /* sale: the part of its accrual (basis: before the cap) cut by the MDF
-     * cap of `period`; amount = the cut part [K1] */
+     * cap (`cap`) of `period`; amount = the cut part [K1] */
     TLY_TRACE_CAPPED,
     /* referral: the period's referral fees += amount = rhe(basis × bps),
      * the tier named [Q1] */
     TLY_TRACE_REFERRAL,
     /* close: the tier kept by grace or the count restarting; amount = the
-     * failing closes counted now [T9] */
+     * failing closes counted now; bucket = period [T9] */
     TLY_TRACE_GRACE,
     TLY_TRACE_KIND_COUNT
 } tly_trace_kind;
@@ -305,10 +311,24 @@ typedef struct tly_trace_line {
     int64_t fx_units;
     int32_t fx_scale;
     /* REBATE_FINAL/OPEN: the basis X the brackets applied to and, for a
-     * growth basis, the baseline B [R11] */
+     * growth basis, the baseline B over baseline_periods k [R11]; the
+     * tier (`tier`) whose rebate bonus every slice's bps includes [R14];
+     * the minimum X must reach [K2] */
     int64_t rebate_basis;
     int64_t baseline;
     bool has_baseline;
+    int32_t baseline_periods;
+    int32_t bonus_bps;
+    int64_t rebate_min;
+    /* REBATE_FINAL/OPEN: rebate.cap [K3]; CAPPED: the MDF cap of the
+     * period [K1]; INT64_MAX: none */
+    int64_t cap;
+    /* GRACE: the grace g in force, the count before the close (amount:
+     * after it), the tier held before (`ref`) and after (`tier`), and the
+     * move: -1 down (the grace ran out), 0 kept, 1 up [T9] */
+    int32_t grace;
+    int64_t fails_before;
+    int32_t move;
 } tly_trace_line;
 
 typedef void (*tly_engine_trace_fn)(void *ctx, const tly_trace_line *line);

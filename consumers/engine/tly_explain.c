@@ -7,11 +7,14 @@
  * the same fold, so a difference means a movement the trace does not
  * report — exactly what this command exists to rule out.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_base.h"
+#include "tly_assert.h"
 #include "tly_explain.h"
+#include "tly_limits.h"
 #include "tly_money.h"
 #include "tly_period.h"
 
@@ -21,7 +24,12 @@ typedef struct xline {
     int32_t period, bucket, bps;
     int64_t amount, basis, from;
     tly_rebate_mode mode;
-    json_t *j; /* the report's line object; NULL for rebate figure lines */
+    /* figure lines: X, B over k periods, the bonus, minimum and cap */
+    bool has_baseline;
+    int32_t baseline_k, bonus_bps;
+    int64_t rebate_basis, baseline, rebate_min, cap;
+    json_t *j; /* the report's line object; figure lines: {"tier"} of the
+                * bonus; NULL for slices */
 } xline;
 
 typedef struct xret {
@@ -73,6 +81,58 @@ static json_t *jperiod(tly_period_kind kind, int32_t p)
     return json_string(text);
 }
 
+/* "1.0823" for units 10823 at scale 4: a rate as its exact decimal, from
+ * integers [F1]. */
+static void rate_text(int64_t units, int32_t scale, char *buf, size_t cap)
+{
+    char digits[24]; /* units < 10^19, scale ≤ 9: at most 19 digits */
+    TLY_ASSERT(units >= 0 && scale >= 0 && scale <= TLY_RATE_FRAC_DIGITS_MAX);
+    int n = snprintf(digits, sizeof digits, "%0*lld", scale + 1, (long long)units);
+    TLY_ASSERT(n > scale && (size_t)n < sizeof digits);
+    int whole = n - scale; /* at least one digit before the point */
+    snprintf(buf, cap, "%.*s%s%s", whole, digits, scale > 0 ? "." : "", digits + whole);
+}
+
+/* A converted amount: the event's amount in its currency and the rate
+ * used; "amount"/"sale_amount"/... are in the program's currency [F2]. */
+static void fx_extras(json_t *o, const tly_trace_line *l)
+{
+    if (l->fx_currency.len == 0)
+        return;
+    char rate[48];
+    rate_text(l->fx_units, l->fx_scale, rate, sizeof rate);
+    json_object_set_new(o, "currency", jstr(l->fx_currency));
+    json_object_set_new(o, "foreign_amount", json_integer(l->fx_amount));
+    json_object_set_new(o, "rate", json_string(rate));
+}
+
+static json_t *jcap(int64_t cap)
+{
+    return cap == INT64_MAX ? json_null() : json_integer(cap);
+}
+
+/* Keys of the section 10 lines: the MDF cap, a referral fee, a grace
+ * decision [K1] [Q1] [T9]. */
+static void v2_extras(json_t *o, const tly_trace_line *l)
+{
+    static const char *const moves[] = {"down", "kept", "up"};
+    if (l->kind == TLY_TRACE_CAPPED) {
+        json_object_set_new(o, "accrual_uncapped", json_integer(l->basis));
+        json_object_set_new(o, "cap", jcap(l->cap));
+    } else if (l->kind == TLY_TRACE_REFERRAL) {
+        json_object_set_new(o, "deal", jstr(l->ref));
+        json_object_set_new(o, "referred", json_integer(l->basis));
+        json_object_set_new(o, "tier", jstr(l->tier));
+        json_object_set_new(o, "bps", json_integer(l->bps));
+    } else if (l->kind == TLY_TRACE_GRACE) {
+        json_object_set_new(o, "tier_before", jstr(l->ref));
+        json_object_set_new(o, "tier", jstr(l->tier));
+        json_object_set_new(o, "grace", json_integer(l->grace));
+        json_object_set_new(o, "failing_closes_before", json_integer(l->fails_before));
+        json_object_set_new(o, "move", json_string(moves[l->move + 1]));
+    }
+}
+
 static bool is_bucket_kind(tly_trace_kind k)
 {
     return k == TLY_TRACE_CREDIT || k == TLY_TRACE_DEBIT || k == TLY_TRACE_RESERVE ||
@@ -109,6 +169,10 @@ static void line_extras(json_t *o, const tly_trace_line *l)
         if (l->amount < tly_money_bps(l->basis, l->bps))
             json_object_set_new(o, "capped", json_true());
     }
+    v2_extras(o, l);
+    if (l->kind == TLY_TRACE_ACCRUAL || l->kind == TLY_TRACE_CLAWBACK ||
+        l->kind == TLY_TRACE_REFERRAL)
+        fx_extras(o, l);
     if (l->late)
         json_object_set_new(o, "late", json_true());
 }
@@ -126,6 +190,15 @@ static json_t *line_json(const tly_trace_line *l)
     json_object_set_new(o, "period", jperiod(l->period_kind, l->period));
     json_object_set_new(o, "amount", json_integer(l->amount));
     line_extras(o, l);
+    return o;
+}
+
+/* A figure line's object: the tier whose bonus its rate includes. */
+static json_t *figure_json(const tly_trace_line *l)
+{
+    json_t *o = json_object();
+    if (o != NULL)
+        json_object_set_new(o, "tier", jstr(l->tier));
     return o;
 }
 
@@ -149,10 +222,17 @@ static void on_line(void *ctx, const tly_trace_line *l)
                  .amount = l->amount,
                  .basis = l->basis,
                  .from = l->from,
-                 .mode = l->mode};
-    bool figure = l->kind == TLY_TRACE_REBATE_SLICE || l->kind == TLY_TRACE_REBATE_FINAL ||
-                  l->kind == TLY_TRACE_REBATE_OPEN;
-    if (!figure && (o->j = line_json(l)) == NULL) {
+                 .mode = l->mode,
+                 .has_baseline = l->has_baseline,
+                 .baseline_k = l->baseline_periods,
+                 .bonus_bps = l->bonus_bps,
+                 .rebate_basis = l->rebate_basis,
+                 .baseline = l->baseline,
+                 .rebate_min = l->rebate_min,
+                 .cap = l->cap};
+    bool figure = l->kind == TLY_TRACE_REBATE_FINAL || l->kind == TLY_TRACE_REBATE_OPEN;
+    if (l->kind != TLY_TRACE_REBATE_SLICE &&
+        (o->j = figure ? figure_json(l) : line_json(l)) == NULL) {
         x->err = TLY_NOMEM;
         return;
     }
@@ -199,7 +279,8 @@ size_t tly_explain_line_count(const tly_explain *x)
 
 void tly_explain_note(tly_explain *x, const tly_record *rec, const tly_event *ev)
 {
-    if (ev->type != TLY_EV_RETURN || !tly_str_eq(ev->partner, x->partner) || x->err != TLY_OK)
+    bool kept = ev->type == TLY_EV_RETURN || ev->type == TLY_EV_REFERRAL;
+    if (!kept || !tly_str_eq(ev->partner, x->partner) || x->err != TLY_OK)
         return;
     if (!grow((void **)&x->rets, &x->ret_cap, x->ret_count + 1, sizeof *x->rets)) {
         x->err = TLY_NOMEM;
@@ -211,7 +292,8 @@ void tly_explain_note(tly_explain *x, const tly_record *rec, const tly_event *ev
     r->id[ev->id.len] = '\0';
 }
 
-/* A held return's line has no id: the collector noted it by seq. */
+/* A held return's or referral's line has no id: the collector noted it
+ * by seq. */
 static void fill_ids(tly_explain *x)
 {
     for (size_t i = 0; i < x->count; i++) {
@@ -393,9 +475,17 @@ static bool in_period(const xline *l, int32_t period)
     return period == INT32_MIN || l->period == period;
 }
 
+/* Lines of the MDF part: the movements, and the cut an accrual's cap
+ * made (which moves nothing) [K1]. */
 static bool is_mdf_kind(tly_trace_kind k)
 {
-    return k <= TLY_TRACE_EXPIRY;
+    return k <= TLY_TRACE_EXPIRY || k == TLY_TRACE_CAPPED;
+}
+
+/* Lines of a rebate row [R4] [Q3]. */
+static bool is_rebate_kind(tly_trace_kind k)
+{
+    return (k >= TLY_TRACE_REVENUE && k <= TLY_TRACE_PAYOUT) || k == TLY_TRACE_REFERRAL;
 }
 
 /* The "mdf" object; *ok false when a total or a bucket differs. */
@@ -439,36 +529,80 @@ static tly_err mdf_json(const tly_explain *x, const json_t *bal, int32_t period,
 
 /* What the lines of one rebate period add up to. */
 typedef struct xrow {
-    int64_t revenue, adj, paid;
+    int64_t revenue, adj, paid, referral;
     const xline *figure; /* REBATE_FINAL or REBATE_OPEN; NULL: none */
     tly_bps_sum calc;
+    size_t slices;
+    int64_t basis, baseline; /* X and B recomputed from the lines [R11] */
 } xrow;
+
+/* Adds line l to the row's list key and its amount to *sum. */
+static tly_err row_take(json_t *ro, const char *key, const xline *l, int64_t *sum)
+{
+    json_array_append(json_object_get(ro, key), l->j);
+    return tly_money_addto(sum, l->amount);
+}
 
 static tly_err row_lines(const tly_explain *x, int32_t period, json_t *ro, xrow *r)
 {
-    json_t *rev = json_array(), *adj = json_array(), *pay = json_array(), *sl = json_array();
-    json_object_set_new(ro, "revenue_lines", rev);
-    json_object_set_new(ro, "slices", sl);
-    json_object_set_new(ro, "adjustments", adj);
-    json_object_set_new(ro, "payouts", pay);
+    static const char *const keys[] = {"revenue_lines", "referral_lines", "slices", "adjustments",
+                                       "payouts"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        json_object_set_new(ro, keys[k], json_array());
     *r = (xrow){0};
     for (size_t i = 0; i < x->count; i++) {
         const xline *l = &x->lines[i];
         if (l->period != period)
             continue;
-        if (l->kind == TLY_TRACE_REVENUE) {
-            json_array_append(rev, l->j);
-            TRY(tly_money_addto(&r->revenue, l->amount));
-        } else if (l->kind == TLY_TRACE_ADJUST_REBATE) {
-            json_array_append(adj, l->j);
-            TRY(tly_money_addto(&r->adj, l->amount));
-        } else if (l->kind == TLY_TRACE_PAYOUT) {
-            json_array_append(pay, l->j);
-            TRY(tly_money_addto(&r->paid, l->amount));
-        } else if (l->kind == TLY_TRACE_REBATE_FINAL || l->kind == TLY_TRACE_REBATE_OPEN) {
+        if (l->kind == TLY_TRACE_REVENUE)
+            TRY(row_take(ro, "revenue_lines", l, &r->revenue));
+        else if (l->kind == TLY_TRACE_REFERRAL) /* [Q3] */
+            TRY(row_take(ro, "referral_lines", l, &r->referral));
+        else if (l->kind == TLY_TRACE_ADJUST_REBATE)
+            TRY(row_take(ro, "adjustments", l, &r->adj));
+        else if (l->kind == TLY_TRACE_PAYOUT)
+            TRY(row_take(ro, "payouts", l, &r->paid));
+        else if (l->kind == TLY_TRACE_REBATE_FINAL || l->kind == TLY_TRACE_REBATE_OPEN)
             r->figure = l; /* the close's: a final row is fixed once */
-        }
     }
+    return TLY_OK;
+}
+
+/* Net revenue of period p: the sum of its revenue lines [S6]. */
+static tly_err period_revenue(const tly_explain *x, int32_t p, int64_t *out)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < x->count; i++)
+        if (x->lines[i].kind == TLY_TRACE_REVENUE && x->lines[i].period == p)
+            TRY(tly_money_addto(&sum, x->lines[i].amount));
+    *out = sum;
+    return TLY_OK;
+}
+
+/* X and B of the row from the revenue lines alone: growth over the mean
+ * of the k periods before it (a period without revenue counts 0), else
+ * max(R, 0) [R11]; the k periods are listed, oldest first. */
+static tly_err row_basis(const tly_explain *x, const xline *fig, int32_t period, json_t *ro,
+                         xrow *r)
+{
+    bool growth = fig != NULL && fig->has_baseline && fig->baseline_k > 0;
+    int64_t v = r->revenue, sum = 0;
+    json_t *base = json_array();
+    json_object_set_new(ro, "baseline_periods", base);
+    for (int32_t k = growth ? fig->baseline_k : 0; k >= 1; k--) {
+        int64_t rev;
+        TRY(period_revenue(x, period - k, &rev));
+        TRY(tly_money_addto(&sum, rev));
+        json_t *o = json_object();
+        json_object_set_new(o, "period", jperiod(x->kind, period - k));
+        json_object_set_new(o, "revenue", json_integer(rev));
+        json_array_append_new(base, o);
+    }
+    r->baseline = growth ? tly_round_half_even(sum, fig->baseline_k) : 0;
+    TRY(tly_money_sub(v, r->baseline, &v));
+    r->basis = v > 0 ? v : 0;
+    json_object_set_new(ro, "basis", json_integer(r->basis));
+    json_object_set_new(ro, "baseline", growth ? json_integer(r->baseline) : json_null());
     return TLY_OK;
 }
 
@@ -486,42 +620,15 @@ static tly_err row_slices(const tly_explain *x, const xline *fig, json_t *ro, xr
         json_object_set_new(o, "amount", json_integer(l->basis));
         json_array_append_new(sl, o);
         TRY(tly_bps_sum_add(&r->calc, l->basis, l->bps));
+        r->slices++;
     }
     return TLY_OK;
 }
 
-/* Compares one view row with its lines; the figure = rhe(Σ slices) +
- * adjustments [R5] [R8]. */
-static tly_err row_check(const json_t *vr, json_t *ro, xrow *r, const xline *fig, bool *ok)
+/* The bracket reached, the tier bonus in its rate, the minimum and the
+ * cap of the figure line [R13] [R14] [K2] [K3]. */
+static void row_bracket(const xline *fig, json_t *ro)
 {
-    int64_t calc = 0, figure = 0;
-    if (fig != NULL) {
-        TRY(tly_bps_sum_round(&r->calc, &calc));
-        TRY(tly_money_add(calc, r->adj, &figure));
-    }
-    const char *status = json_string_value(json_object_get(vr, "status"));
-    bool final = status != NULL && strcmp(status, "final") == 0;
-    bool same = fig != NULL && (fig->kind == TLY_TRACE_REBATE_FINAL) == final &&
-                r->revenue == json_integer_value(json_object_get(vr, "revenue")) &&
-                figure == fig->amount &&
-                figure == json_integer_value(json_object_get(vr, "rebate")) &&
-                fig->bps == json_integer_value(json_object_get(vr, "rate_bps")) &&
-                r->paid == json_integer_value(json_object_get(vr, "paid"));
-    json_object_set_new(ro, "calculated", json_integer(calc));
-    json_object_set_new(ro, "matches", json_boolean(same));
-    *ok = *ok && same;
-    return TLY_OK;
-}
-
-/* One rebate period: its lines, bracket and figure, checked. */
-static tly_err row_json(const tly_explain *x, const json_t *vr, int32_t period, json_t *ro,
-                        bool *ok)
-{
-    xrow r;
-    json_object_set(ro, "period", json_object_get(vr, "period"));
-    TRY(row_lines(x, period, ro, &r));
-    json_object_set_new(ro, "revenue", json_integer(r.revenue));
-    const xline *fig = r.figure;
     json_t *br = json_object();
     json_object_set_new(br, "from", json_integer(fig ? fig->from : 0));
     json_object_set_new(br, "bps", json_integer(fig ? fig->bps : 0));
@@ -530,14 +637,106 @@ static tly_err row_json(const tly_explain *x, const json_t *vr, int32_t period, 
                         json_string(fig != NULL && fig->mode == TLY_REBATE_INCREMENTAL
                                         ? "incremental"
                                         : "retroactive"));
+    json_t *bonus = json_null();
+    if (fig != NULL && fig->bonus_bps > 0) {
+        bonus = json_object();
+        json_object_set(bonus, "tier", json_object_get(fig->j, "tier"));
+        json_object_set_new(bonus, "bps", json_integer(fig->bonus_bps));
+    }
+    json_object_set_new(ro, "bonus", bonus);
+    json_object_set_new(ro, "minimum", json_integer(fig ? fig->rebate_min : 0));
+    json_object_set_new(ro, "cap", jcap(fig ? fig->cap : INT64_MAX));
+}
+
+static bool view_baseline_is(const json_t *vr, bool growth, int64_t b)
+{
+    const json_t *v = json_object_get(vr, "baseline");
+    return growth ? json_is_integer(v) && json_integer_value(v) == b : json_is_null(v);
+}
+
+/* The basis agrees three ways (lines, figure line, view), and under the
+ * minimum there is no slice and rate 0 [R11] [K2]. */
+static bool basis_same(const json_t *vr, const xrow *r, const xline *fig)
+{
+    bool growth = fig->has_baseline;
+    bool under = r->basis < fig->rebate_min;
+    return r->basis == fig->rebate_basis &&
+           r->basis == json_integer_value(json_object_get(vr, "basis")) &&
+           (!growth || r->baseline == fig->baseline) && view_baseline_is(vr, growth, r->baseline) &&
+           (!under || (r->slices == 0 && fig->bps == 0));
+}
+
+/* Compares one view row with its lines; the figure = min(rhe(Σ slices),
+ * cap) + adjustments [R5] [R8] [K3]. */
+static tly_err row_check(const json_t *vr, json_t *ro, xrow *r, const xline *fig, bool *ok)
+{
+    int64_t calc = 0, figure = 0;
+    if (fig != NULL) {
+        TRY(tly_bps_sum_round(&r->calc, &calc));
+        TRY(tly_money_add(calc > fig->cap ? fig->cap : calc, r->adj, &figure));
+    }
+    const char *status = json_string_value(json_object_get(vr, "status"));
+    bool final = status != NULL && strcmp(status, "final") == 0;
+    bool same = fig != NULL && (fig->kind == TLY_TRACE_REBATE_FINAL) == final &&
+                r->revenue == json_integer_value(json_object_get(vr, "revenue")) &&
+                basis_same(vr, r, fig) && figure == fig->amount &&
+                figure == json_integer_value(json_object_get(vr, "rebate")) &&
+                fig->bps == json_integer_value(json_object_get(vr, "rate_bps")) &&
+                r->referral == json_integer_value(json_object_get(vr, "referral")) &&
+                r->paid == json_integer_value(json_object_get(vr, "paid"));
+    json_object_set_new(ro, "calculated", json_integer(calc));
+    json_object_set_new(ro, "capped", json_boolean(fig != NULL && calc > fig->cap));
+    json_object_set_new(ro, "matches", json_boolean(same));
+    *ok = *ok && same;
+    return TLY_OK;
+}
+
+/* What a row adds to payable (final) or accrued_open: its figure and
+ * referral fees, less what was paid on a final one [R10] [Q3] [P4]. */
+typedef struct xdue {
+    int64_t payable, open;
+} xdue;
+
+static tly_err row_due(const xrow *r, const xline *fig, xdue *due)
+{
+    int64_t d;
+    TRY(tly_money_add(fig != NULL ? fig->amount : 0, r->referral, &d));
+    if (fig == NULL || fig->kind != TLY_TRACE_REBATE_FINAL)
+        return tly_money_addto(&due->open, d);
+    TRY(tly_money_sub(d, r->paid, &d));
+    return tly_money_addto(&due->payable, d);
+}
+
+/* One rebate period: its lines, basis, bracket and figure, checked. */
+static tly_err row_json(const tly_explain *x, const json_t *vr, int32_t period, json_t *ro,
+                        xdue *due, bool *ok)
+{
+    xrow r;
+    json_object_set(ro, "period", json_object_get(vr, "period"));
+    TRY(row_lines(x, period, ro, &r));
+    json_object_set_new(ro, "revenue", json_integer(r.revenue));
+    const xline *fig = r.figure;
+    TRY(row_basis(x, fig, period, ro, &r));
+    row_bracket(fig, ro);
     if (fig != NULL)
         TRY(row_slices(x, fig, ro, &r));
     json_object_set_new(ro, "rebate", json_integer(fig ? fig->amount : 0));
+    json_object_set_new(ro, "referral", json_integer(r.referral));
     json_object_set(ro, "status", json_object_get(vr, "status"));
     if (fig != NULL && fig->kind == TLY_TRACE_REBATE_FINAL)
         json_object_set_new(ro, "final_seq", json_integer((json_int_t)fig->seq));
     json_object_set_new(ro, "paid", json_integer(r.paid));
+    TRY(row_due(&r, fig, due));
     return row_check(vr, ro, &r, fig, ok);
+}
+
+/* payable and accrued_open of the lines beside the view's [R10] [Q3]. */
+static void dues_json(const json_t *reb, const xdue *due, json_t *out, bool *ok)
+{
+    json_object_set_new(out, "payable", json_integer(due->payable));
+    json_object_set_new(out, "accrued_open", json_integer(due->open));
+    *ok = *ok && due->payable == json_integer_value(json_object_get(reb, "payable")) &&
+          due->open == json_integer_value(json_object_get(reb, "accrued_open"));
 }
 
 /* Every view row explained (only `period` when filtered); a line of a
@@ -547,9 +746,9 @@ static tly_err rebates_json(const tly_explain *x, const json_t *reb, int32_t per
 {
     json_t *rows = json_array();
     json_object_set_new(out, "periods", rows);
-    size_t i;
+    size_t i, seen = 0, all = 0;
     json_t *vr;
-    size_t seen = 0;
+    xdue due = {0, 0};
     json_array_foreach(json_object_get(reb, "periods"), i, vr)
     {
         const char *text = json_string_value(json_object_get(vr, "period"));
@@ -558,25 +757,32 @@ static tly_err rebates_json(const tly_explain *x, const json_t *reb, int32_t per
         if (text == NULL || tly_period_parse(text, strlen(text), &kind, &p) != TLY_OK)
             return TLY_CORRUPT;
         for (size_t k = 0; k < x->count; k++)
-            seen += x->lines[k].period == p && x->lines[k].kind >= TLY_TRACE_REVENUE;
-        if (period != INT32_MIN && p != period) {
-            bool dummy = true;
-            json_t *ro = json_object();
-            TRY(row_json(x, vr, p, ro, &dummy)); /* checked even when not shown */
-            *ok = *ok && dummy;
-            json_decref(ro);
-            continue;
-        }
+            seen += x->lines[k].period == p && is_rebate_kind(x->lines[k].kind);
         json_t *ro = json_object();
-        json_array_append_new(rows, ro);
-        TRY(row_json(x, vr, p, ro, ok));
+        bool shown = period == INT32_MIN || p == period;
+        if (shown)
+            json_array_append_new(rows, ro);
+        tly_err err = row_json(x, vr, p, ro, &due, ok); /* checked even when not shown */
+        if (!shown)
+            json_decref(ro);
+        TRY(err);
     }
-    size_t all = 0;
     for (size_t k = 0; k < x->count; k++)
-        all += x->lines[k].kind >= TLY_TRACE_REVENUE;
+        all += is_rebate_kind(x->lines[k].kind);
     *ok = *ok && seen == all;
+    dues_json(reb, &due, out, ok);
     json_object_set_new(out, "matches", json_boolean(*ok));
     return TLY_OK;
+}
+
+/* The grace decisions of the closes (only `period`'s when filtered) [T9]. */
+static void grace_json(const tly_explain *x, int32_t period, json_t *o)
+{
+    json_t *lines = json_array();
+    json_object_set_new(o, "grace", lines);
+    for (size_t i = 0; i < x->count; i++)
+        if (x->lines[i].kind == TLY_TRACE_GRACE && in_period(&x->lines[i], period))
+            json_array_append(lines, x->lines[i].j);
 }
 
 /* ---- the report ---- */
@@ -612,6 +818,7 @@ static tly_err report_body(tly_explain *x, const json_t *bal, const json_t *reb,
     json_object_set_new(o, "rebates", rebates);
     TRY(mdf_json(x, bal, p, mdf, &mdf_ok));
     TRY(rebates_json(x, reb, p, rebates, &reb_ok));
+    grace_json(x, p, o);
     *matches = mdf_ok && reb_ok;
     return TLY_OK;
 }

@@ -14,16 +14,30 @@
  *           expired, pending, approved, paid, deficit, available},
  *           "period_totals"?:{...},"buckets":[{"period","remaining"}],
  *           "matches_balance":bool,"differences":[{"field","lines","balance"}]},
- *    "rebates":{"periods":[{"period","revenue_lines":[...],"revenue",
- *           "bracket":{"from","bps"},"mode","slices":[{"from","bps","amount"}],
- *           "calculated","adjustments":[...],"rebate","status","final_seq"?,
- *           "paid","payouts":[...],"matches":bool}],"matches":bool}}
+ *    "rebates":{"periods":[{"period","revenue_lines":[...],
+ *           "referral_lines":[...],"slices":[{"from","bps","amount"}],
+ *           "adjustments":[...],"payouts":[...],"revenue","baseline_periods":
+ *           [{"period","revenue"}],"basis","baseline","bracket":{"from","bps"},
+ *           "mode","bonus":{"tier","bps"}|null,"minimum","cap","rebate",
+ *           "referral","status","final_seq"?,"paid","calculated","capped",
+ *           "matches":bool}],"payable","accrued_open","matches":bool},
+ *    "grace":[line...]}
  * A line is {"seq","kind","cause","source","id","period","amount"} plus,
  * by kind: "bucket" (bucket moves), "sale" (a return's), "claim", "tier",
- * "bps", "sale_amount" (accrual), "returned" (clawback), "late": true.
+ * "bps", "sale_amount" (accrual), "returned" (clawback: the reduction in
+ * the program's currency), "accrual_uncapped" and "cap" (capped),
+ * "deal", "referred" (referral), "tier_before", "grace",
+ * "failing_closes_before", "move" (grace: amount is the count now),
+ * "currency", "foreign_amount", "rate" (a converted accrual, clawback or
+ * referral: the event's amount in its currency and the rate, an exact
+ * decimal string), "late": true.
+ * The rebate part recomputes each row from its lines alone: basis X and
+ * baseline B from the revenue lines [R11], the figure min(rhe(Σ slices),
+ * cap) + adjustments [K2] [K3] [R13], referral fees [Q3], then payable
+ * and accrued_open; all are checked against the rebate view.
  * "totals" always sum every line (they are what the balance is checked
- * against); with a period filter "lines", "period_totals" and the rebate
- * periods are restricted to that effective period.
+ * against); with a period filter "lines", "period_totals", the rebate
+ * periods and "grace" are restricted to that effective period.
  */
 #ifndef TLY_EXPLAIN_H
 #define TLY_EXPLAIN_H
