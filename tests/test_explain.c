@@ -1249,6 +1249,291 @@ START_TEST(cli_vectors)
 }
 END_TEST
 
+/* ---- (5) section 10 in words: a v2 program, line by line and tables ---- */
+
+/* acme2: USD, quarters; Base (1 % MDF, 1 % referral fee) and Gold from
+ * 1,000.00 (2 % MDF, +0.50 % rebate bonus, 2 % referral fee); a growth
+ * rebate over 2 baseline periods at 1 %, minimum 1,000.00, cap 400.00; an
+ * MDF cap of 300.00 per period; one-step moves, a grace of 2 failing
+ * closes, a tier window of 1. Days 2025-01-02 (D1), -01-11 (D10), -01-21
+ * (D20); then 5 or 10 days into each later quarter. */
+#define V2_D1 "1735776000000"
+#define V2_D10 "1736553600000"
+#define V2_D20 "1737417600000"
+#define V2_Q2_5 "1743897600000"
+#define V2_Q2_10 "1744329600000"
+#define V2_Q3_5 "1751760000000"
+#define V2_Q4_5 "1759708800000"
+#define V2_Q4_10 "1760140800000"
+#define V2_Q5_5 "1767657600000"
+#define V2_Q6_5 "1775433600000"
+#define V2_Q7_5 "1783296000000"
+#define V2_CLOSE(id, at, p)                                                                        \
+    {                                                                                              \
+        "finance", "{\"type\":\"close\",\"id\":\"" id "\",\"at\":" at ",\"program\":\"acme2\","    \
+                   "\"period\":\"" p "\"}"                                                         \
+    }
+#define V2_SALE(id, at, amount, cur)                                                               \
+    {                                                                                              \
+        "dist-a", "{\"type\":\"sale\",\"id\":\"" id "\",\"at\":" at ",\"partner\":\"p1\","         \
+                  "\"sku\":\"K\",\"qty\":1,\"amount\":" amount ",\"currency\":\"" cur "\"}"        \
+    }
+
+static const char *const v2_scenario[][2] = {
+    {"finance",
+     "{\"type\":\"program\",\"id\":\"G1\",\"at\":1735689600000,\"program\":\"acme2\","
+     "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":["
+     "{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100,\"referral_bps\":100,"
+     "\"benefits\":[\"partner portal\"]},"
+     "{\"name\":\"Gold\",\"min_revenue\":100000,\"min_certs\":0,\"mdf_bps\":200,"
+     "\"rebate_bonus_bps\":50,\"referral_bps\":200,"
+     "\"benefits\":[\"NFR units\",\"a partner account manager\"]}],"
+     "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}],"
+     "\"basis\":\"growth\",\"baseline_periods\":2,\"min\":100000,\"cap\":40000},"
+     "\"mdf_expiry_periods\":4,\"tier_window_periods\":1,\"mdf_cap_per_period\":30000,"
+     "\"tier_moves\":\"one_step\",\"tier_grace_periods\":2}"},
+    {"finance", "{\"type\":\"rate\",\"id\":\"X1\",\"at\":" V2_D1 ",\"currency\":\"EUR\","
+                "\"to\":\"USD\",\"rate\":\"1.0823\"}"},
+    {"finance", "{\"type\":\"partner\",\"id\":\"E1\",\"at\":" V2_D1 ",\"partner\":\"p1\","
+                "\"name\":\"P One\",\"program\":\"acme2\",\"kind\":\"var\"}"},
+    V2_SALE("S1", V2_D10, "100000", "EUR"),
+    V2_SALE("S2", V2_D10, "3000000", "USD"),
+    {"dist-a", "{\"type\":\"return\",\"id\":\"R1\",\"at\":" V2_D10 ",\"partner\":\"p1\","
+               "\"sale\":\"S1\",\"qty\":1,\"amount\":50000,\"currency\":\"EUR\"}"},
+    {"sales", "{\"type\":\"referral\",\"id\":\"F1\",\"at\":" V2_D10 ",\"partner\":\"p1\","
+              "\"deal\":\"Acme deal\",\"amount\":200000,\"currency\":\"EUR\"}"},
+    V2_CLOSE("L0", V2_D20, "2025-Q1"), /* early [L3] */
+    V2_CLOSE("L1", V2_Q2_5, "2025-Q1"),
+    V2_SALE("S3", V2_Q2_10, "5000000", "USD"),
+    V2_CLOSE("L2", V2_Q3_5, "2025-Q2"),
+    V2_CLOSE("L3", V2_Q4_5, "2025-Q3"),
+    V2_SALE("S4", V2_Q4_10, "2550000", "USD"),
+    V2_CLOSE("L4", V2_Q5_5, "2025-Q4"),
+    V2_CLOSE("L5", V2_Q6_5, "2026-Q1"),
+    V2_CLOSE("L6", V2_Q7_5, "2026-Q2"),
+    V2_CLOSE("L7", "1791244800000", "2026-Q3"),
+    {"finance", "{\"type\":\"payout\",\"id\":\"Y1\",\"at\":1791244800000,\"partner\":\"p1\","
+                "\"period\":\"2025-Q1\",\"amount\":10000}"},
+};
+#define V2_EVENTS (sizeof v2_scenario / sizeof v2_scenario[0])
+
+static void v2_stream(stream *st)
+{
+    for (size_t i = 0; i < V2_EVENTS; i++)
+        push_json(st, v2_scenario[i][0], v2_scenario[i][1]);
+}
+
+/* A grace line as text: seq period count/grace before->after move. */
+static void grace_line(void *ctx, const tly_trace_line *l)
+{
+    if (l->kind != TLY_TRACE_GRACE)
+        return;
+    char period[TLY_PERIOD_TEXT_BYTES], buf[400];
+    tly_period_format(l->period_kind, l->period, period);
+    int n =
+        snprintf(buf, sizeof buf, "%" PRIu64 " %s %" PRId64 "/%d %.*s->%.*s %s\n", l->seq, period,
+                 l->amount, l->grace, (int)l->ref.len, l->ref.ptr, (int)l->tier.len, l->tier.ptr,
+                 l->move < 0   ? "down"
+                 : l->move > 0 ? "up"
+                               : "kept");
+    msgpack_sbuffer_write(ctx, buf, (size_t)n);
+}
+
+/* Hand-computed from SPEC section 10. S1: EUR 1,000.00 at 1.0823 = USD
+ * 1,082.30 accrues 10.82 at Base [F2]; S2's 300.00 is cut to the 289.18
+ * the 300.00 cap leaves [K1]; R1 returns EUR 500.00 = USD 541.15 at S1's
+ * rate [F4]; F1 refers EUR 2,000.00 = USD 2,164.60, a 21.65 fee [Q1]. Q1
+ * closes at 1 % of 30,541.15 growth over a 0 baseline = 305.41; Q2's
+ * baseline is rhe(30,541.15 / 2) = 15,270.58 (half even), its growth
+ * 34,729.42 at 1 % + Gold's 0.50 % = 520.94, capped at 400.00 [R11] [R13]
+ * [K3]; Q4's 500.00 growth over 25,000.00 is under the 1,000.00 minimum
+ * [K2]. The tier: Gold kept by grace after Q3, the count reset by Q4,
+ * kept twice more and lost at the third failing close [T9]. */
+START_TEST(v2_report)
+{
+    stream st = {0};
+    v2_stream(&st);
+    bool ok = false;
+    json_t *rep = explain_report(&st, "p1", NULL, &ok);
+    ck_assert(ok);
+    json_t *rows = json_object_get(json_object_get(rep, "rebates"), "periods");
+    ck_assert_uint_eq(json_array_size(rows), 3);
+    json_t *q1 = json_array_get(rows, 0), *q2 = json_array_get(rows, 1),
+           *q4 = json_array_get(rows, 2);
+    ck_assert_int_eq(iget(q1, "rebate"), 30541);
+    ck_assert_int_eq(iget(q1, "referral"), 2165);
+    ck_assert_int_eq(iget(q2, "baseline"), 1527058);
+    ck_assert_int_eq(iget(q2, "basis"), 3472942);
+    ck_assert_int_eq(iget(q2, "calculated"), 52094);
+    ck_assert(json_is_true(json_object_get(q2, "capped")));
+    ck_assert_int_eq(iget(q2, "rebate"), 40000);
+    ck_assert_int_eq(iget(json_object_get(q2, "bonus"), "bps"), 50);
+    ck_assert_int_eq(iget(q4, "basis"), 50000);
+    ck_assert_int_eq(iget(json_object_get(q4, "bracket"), "bps"), 0);
+    ck_assert_int_eq(iget(q4, "rebate"), 0);
+    ck_assert_int_eq(iget(json_object_get(rep, "rebates"), "payable"),
+                     30541 + 2165 - 10000 + 40000);
+    json_t *grace = json_object_get(rep, "grace");
+    ck_assert_uint_eq(json_array_size(grace), 5);
+    static const int64_t counts[] = {1, 0, 1, 2, 0};
+    for (size_t i = 0; i < 5; i++)
+        ck_assert_int_eq(iget(json_array_get(grace, i), "amount"), counts[i]);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(grace, 4), "move")), "down");
+    json_decref(rep);
+    stream_free(&st);
+}
+END_TEST
+
+/* Each grace decision of p1: kept, reset by a passing close, kept twice,
+ * and the count running out: Gold goes down one step [T8] [T9]. */
+START_TEST(v2_grace_runs_out)
+{
+    stream st = {0};
+    v2_stream(&st);
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    ck_assert_int_eq(tly_engine_set_trace(e, "p1", grace_line, &sb), TLY_OK);
+    fold(e, &st, 0, st.count, NULL);
+    msgpack_sbuffer_write(&sb, "", 1);
+    ck_assert_str_eq(sb.data, "12 2025-Q3 1/2 Gold->Gold kept\n"
+                              "14 2025-Q4 0/2 Gold->Gold kept\n"
+                              "15 2026-Q1 1/2 Gold->Gold kept\n"
+                              "16 2026-Q2 2/2 Gold->Gold kept\n"
+                              "17 2026-Q3 0/2 Gold->Base down\n");
+    msgpack_sbuffer_destroy(&sb);
+    tly_engine_free(e);
+    stream_free(&st);
+}
+END_TEST
+
+/* Runs `tally ARGS...` (NULL-terminated), output captured. */
+static run_out run_tally(const char *const *args)
+{
+    char *dir = tu_tmpdir();
+    char out[1100], err[1100];
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    char *argv[24] = {(char *)tu_tally()};
+    int n = 1;
+    for (; *args != NULL && n < 23; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    run_out r = {.rc = tu_run(argv, NULL, out, err)};
+    size_t len;
+    r.out = tu_read_file(out, &len);
+    r.err = tu_read_file(err, &len);
+    tu_rmtree(dir);
+    return r;
+}
+
+/* True when a line of out starts with label and holds value. */
+static bool line_has(const char *out, const char *label, const char *value)
+{
+    size_t n = strlen(label);
+    for (const char *l = out; l != NULL && *l != '\0'; l = strchr(l, '\n'), l = l ? l + 1 : l) {
+        const char *end = strchr(l, '\n');
+        size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)len, l);
+        if (strncmp(line, label, n) == 0 && strstr(line, value) != NULL)
+            return true;
+    }
+    return false;
+}
+
+static void expect_words(const run_out *r, const char *const *words, const char *what)
+{
+    ck_assert_msg(r->rc == 0, "%s: rc %d: %s", what, r->rc, r->err);
+    for (; *words != NULL; words++)
+        ck_assert_msg(strstr(r->out, *words) != NULL, "%s: no '%s' in:\n%s", what, *words, r->out);
+}
+
+/* Every section 10 line of `tally explain` in words. */
+static void check_v2_explain(const char *data)
+{
+    static const char *const words[] = {
+        "sale dist-a/S1: EUR 1,000.00 at 1.0823 = USD 1,082.30 at 1.00% (tier Base)",
+        "capped at 300.00 for 2025-Q1 (accrual 300.00 before the cap)",
+        "capped at 300.00 for 2025-Q2 (accrual 1,000.00 before the cap)",
+        "return dist-a/R1 of sale S1: returned EUR 500.00 at 1.0823 = USD 541.15 at 1.00%",
+        "deal 'Acme deal' (sales/F1): EUR 2,000.00 at 1.0823 = USD 2,164.60 referred at 1.00% "
+        "(tier Base)",
+        "capped at 300.00 for 2025-Q4 (accrual 510.00 before the cap)",
+        "growth over baseline 15,270.58, the mean of 2024-Q4 0.00, 2025-Q1 30,541.15",
+        "bracket from 0.00 at 1.50% incl. Gold bonus 0.50%",
+        "capped at 400.00 for 2025-Q2 (rebate cap)",
+        "under the minimum 1,000.00: rate 0",
+        "kept Gold by grace: 1 more failing close",
+        "passing close: failing closes back to 0 (Gold)",
+        "kept Gold by grace: no more failing closes",
+        "grace used up after 3 failing closes: Gold -> Base",
+        "627.06",
+        "matches balance at seq 18\n",
+        NULL};
+    run_out r = explain(data, (const char *[]){"p1", NULL});
+    expect_words(&r, words, "explain");
+    run_free(&r);
+}
+
+/* The tables of rebate, tier and exceptions from replayed views: basis,
+ * baseline and referral fees; benefits, the next tier's and the grace;
+ * early_close. */
+static void check_v2_tables(const char *data)
+{
+    char views[1100], at12[1100];
+    snprintf(views, sizeof views, "%s/views", data);
+    snprintf(at12, sizeof at12, "%s/views12", data);
+    run_out r =
+        run_tally((const char *[]){"audit", "replay", "--data", data, "--out", views, NULL});
+    ck_assert_msg(r.rc == 0, "replay: %s", r.err);
+    run_free(&r);
+    r = run_tally((const char *[]){"rebate", "p1", "--views", views, NULL});
+    expect_words(&r, (const char *[]){"Basis", "Baseline", "Referral fees", NULL}, "rebate");
+    ck_assert_msg(line_has(r.out, "2025-Q1", "30,541.15  growth over baseline 0.00") &&
+                      line_has(r.out, "2025-Q1", "21.65") &&
+                      line_has(r.out, "2025-Q2", "34,729.42  growth over baseline 15,270.58") &&
+                      line_has(r.out, "2025-Q4", "0.00%") && line_has(r.out, "Payable", "627.06"),
+                  "rebate: %s", r.out);
+    run_free(&r);
+    r = run_tally((const char *[]){"tier", "p1", "--views", views, NULL});
+    expect_words(&r, (const char *[]){"Base", NULL}, "tier");
+    ck_assert_msg(line_has(r.out, "Benefits", "partner portal") &&
+                      line_has(r.out, "Next benefits", "NFR units, a partner account manager") &&
+                      strstr(r.out, "Grace") == NULL,
+                  "tier: %s", r.out);
+    run_free(&r);
+    /* after the close of 2025-Q3: Gold kept by grace */
+    r = run_tally(
+        (const char *[]){"audit", "replay", "--data", data, "--out", at12, "--to", "12", NULL});
+    ck_assert_msg(r.rc == 0, "replay --to 12: %s", r.err);
+    run_free(&r);
+    r = run_tally((const char *[]){"tier", "p1", "--views", at12, NULL});
+    ck_assert_msg(r.rc == 0 &&
+                      line_has(r.out, "Grace", "kept Gold by grace: 1 more failing close") &&
+                      line_has(r.out, "Benefits", "NFR units, a partner account manager") &&
+                      line_has(r.out, "Next tier", "none (top tier)"),
+                  "tier at 12: %s", r.out);
+    run_free(&r);
+    r = run_tally((const char *[]){"exceptions", "--views", views, "--kind", "early_close", NULL});
+    expect_words(&r, (const char *[]){"early_close", "1 exception\n", NULL}, "exceptions");
+    run_free(&r);
+}
+
+START_TEST(cli_v2_words)
+{
+    stream st = {0};
+    v2_stream(&st);
+    char *data = tu_tmpdir();
+    write_log(data, &st);
+    check_v2_explain(data);
+    check_v2_tables(data);
+    tu_rmtree(data);
+    stream_free(&st);
+}
+END_TEST
+
 static Suite *explain_suite(void)
 {
     Suite *s = suite_create("explain");
@@ -1257,9 +1542,9 @@ static Suite *explain_suite(void)
     tcase_add_test(tc, trace_changes_nothing);
     tc = tu_tcase(s, "scenario", 0);
     tu_add_tests(tc, TU_TESTS(scenario_line_by_line, scenario_report, held_events_keep_their_ids,
-                              capped_clawback_marked));
+                              capped_clawback_marked, v2_report, v2_grace_runs_out));
     tc = tu_tcase(s, "cli", 300);
-    tu_add_tests(tc, TU_TESTS(cli_scenario, cli_vectors));
+    tu_add_tests(tc, TU_TESTS(cli_scenario, cli_vectors, cli_v2_words));
     return s;
 }
 

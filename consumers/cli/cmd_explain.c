@@ -39,10 +39,13 @@ static const char usage_text[] =
     "Usage: tally explain PARTNER [--period P] [--json] [--data DIR] [--to SEQ]\n"
     "\n"
     "Traces every MDF and rebate figure of PARTNER to the events that moved it:\n"
-    "accruals (sale, tier, rate), clawbacks, adjustments, bucket credits and debits,\n"
-    "deficit, claim reservations, releases, approvals and payments, expiries, and\n"
-    "per rebate period the revenue lines, bracket, adjustments and payouts. The sums\n"
-    "of the lines are checked against the balance and rebate figures.\n"
+    "accruals (sale, tier, rate, the exchange rate of a foreign sale, the part an\n"
+    "MDF cap cut), clawbacks, adjustments, bucket credits and debits, deficit, claim\n"
+    "reservations, releases, approvals and payments, expiries; per rebate period the\n"
+    "revenue lines, basis (growth over the baseline periods), bracket, tier bonus,\n"
+    "minimum and cap, adjustments, referral fees and payouts; and each tier grace\n"
+    "decision. The sums of the lines are checked against the balance and rebate\n"
+    "figures, payable and accrued_open included.\n"
     "\n"
     "Options:\n"
     "  --period P  show only the lines of effective period P (2026-Q3, 2026-07);\n"
@@ -117,9 +120,15 @@ static int fold_data(const explain_opts *o, tly_engine *e, tly_explain *x)
 /* ------------------------------------------------------------------------ */
 /* Human output                                                              */
 
+/* The program's currency, for every amount of a report. */
+typedef struct xmoney {
+    const char *cur;
+    int exp;
+} xmoney;
+
 /* Money text in one of a few rotating buffers, so a printf can hold
  * several amounts. */
-#define MONEY_BUFS 6
+#define MONEY_BUFS 8
 static const char *money(int64_t minor, int exp)
 {
     static char bufs[MONEY_BUFS][TLY_QUERY_MONEY_CHARS];
@@ -131,9 +140,9 @@ static const char *money(int64_t minor, int exp)
 
 static const char *rate(int64_t bps)
 {
-    static char bufs[2][16];
+    static char bufs[4][16];
     static unsigned next;
-    char *b = bufs[next++ % 2];
+    char *b = bufs[next++ % 4];
     tly_query_format_bps(bps, b, 16);
     return b;
 }
@@ -155,42 +164,75 @@ static void event_name(const json_t *l, char *buf, size_t cap)
     snprintf(buf, cap, "%s/%s", sget(l, "source"), sget(l, "id"));
 }
 
+/* An amount in the program's currency, and for a converted line the
+ * conversion that made it: "EUR 1,000.00 at 1.0823 = USD 1,082.30" [F2]. */
+static void amount_text(const json_t *l, int64_t amount, const xmoney *m, char *buf, size_t cap)
+{
+    const char *fc = json_string_value(json_object_get(l, "currency"));
+    if (fc == NULL) {
+        snprintf(buf, cap, "%s", money(amount, m->exp));
+        return;
+    }
+    snprintf(buf, cap, "%s %s at %s = %s %s", fc,
+             money(iget(l, "foreign_amount"), tly_query_currency_exponent(fc)), sget(l, "rate"),
+             m->cur, money(amount, m->exp));
+}
+
+/* An accrual, and what the MDF cap of its period cut off [K1]. */
+static void accrual_detail(const json_t *l, const char *ev, const xmoney *m, char *buf, size_t cap)
+{
+    char amount[160];
+    const char *kind = sget(l, "kind");
+    if (strcmp(kind, "capped") == 0) {
+        const json_t *c = json_object_get(l, "cap");
+        snprintf(buf, cap, "sale %s: capped at %s for %s (accrual %s before the cap)", ev,
+                 json_is_integer(c) ? money(json_integer_value(c), m->exp) : "?", sget(l, "period"),
+                 money(iget(l, "accrual_uncapped"), m->exp));
+        return;
+    }
+    amount_text(l, iget(l, "sale_amount"), m, amount, sizeof amount);
+    snprintf(buf, cap, "sale %s: %s at %s (tier %s)%s", ev, amount, rate(iget(l, "bps")),
+             sget(l, "tier"), json_is_true(json_object_get(l, "late")) ? ", late" : "");
+}
+
 /* The right-hand description of an MDF line. */
-static void mdf_detail(const json_t *l, int exp, char *buf, size_t cap)
+static void mdf_detail(const json_t *l, const xmoney *m, char *buf, size_t cap)
 {
     const char *kind = sget(l, "kind");
-    char ev[160];
+    char ev[160], amount[160];
     event_name(l, ev, sizeof ev);
-    if (strcmp(kind, "accrual") == 0)
-        snprintf(buf, cap, "sale %s: %s at %s (tier %s)%s", ev, money(iget(l, "sale_amount"), exp),
-                 rate(iget(l, "bps")), sget(l, "tier"),
-                 json_is_true(json_object_get(l, "late")) ? ", late" : "");
-    else if (strcmp(kind, "clawback") == 0)
-        snprintf(buf, cap, "return %s of sale %s: returned %s at %s%s", ev, sget(l, "sale"),
-                 money(iget(l, "returned"), exp), rate(iget(l, "bps")),
+    if (strcmp(kind, "accrual") == 0 || strcmp(kind, "capped") == 0) {
+        accrual_detail(l, ev, m, buf, cap);
+    } else if (strcmp(kind, "clawback") == 0) {
+        amount_text(l, iget(l, "returned"), m, amount, sizeof amount);
+        snprintf(buf, cap, "return %s of sale %s: returned %s at %s%s", ev, sget(l, "sale"), amount,
+                 rate(iget(l, "bps")),
                  json_is_true(json_object_get(l, "capped")) ? ", capped at the accrual left" : "");
-    else if (strcmp(kind, "adjust_mdf") == 0)
+    } else if (strcmp(kind, "adjust_mdf") == 0) {
         snprintf(buf, cap, "adjust %s", ev);
-    else if (strcmp(kind, "expiry") == 0)
+    } else if (strcmp(kind, "expiry") == 0) {
         snprintf(buf, cap, "close %s: bucket %s expired", ev, sget(l, "bucket"));
-    else if (json_object_get(l, "claim") != NULL)
+    } else if (json_object_get(l, "claim") != NULL) {
         snprintf(buf, cap, "claim %s (%s %s)%s%s", sget(l, "claim"), sget(l, "cause"), ev,
                  json_object_get(l, "bucket") ? ", bucket " : "",
                  json_object_get(l, "bucket") ? sget(l, "bucket") : "");
-    else if (json_object_get(l, "bucket") != NULL)
+    } else if (json_object_get(l, "bucket") != NULL) {
         snprintf(buf, cap, "bucket %s", sget(l, "bucket"));
-    else
+    } else {
         snprintf(buf, cap, "%s", "");
+    }
 }
 
-/* Bucket-level lines are indented under the movement that caused them. */
+/* Bucket-level lines are indented under the movement that caused them,
+ * and so is the part of an accrual its cap cut. */
 static bool is_sub_line(const char *kind)
 {
     return strcmp(kind, "credit") == 0 || strcmp(kind, "debit") == 0 ||
-           strcmp(kind, "deficit") == 0 || strcmp(kind, "deficit_payoff") == 0;
+           strcmp(kind, "deficit") == 0 || strcmp(kind, "deficit_payoff") == 0 ||
+           strcmp(kind, "capped") == 0;
 }
 
-static void print_mdf_lines(const json_t *lines, int exp)
+static void print_mdf_lines(const json_t *lines, const xmoney *m)
 {
     printf("  %8s  %-8s  %-18s %16s  %s\n", "seq", "period", "movement", "amount", "detail");
     size_t i;
@@ -200,9 +242,9 @@ static void print_mdf_lines(const json_t *lines, int exp)
         char detail[512], kind[40];
         const char *k = sget(l, "kind");
         snprintf(kind, sizeof kind, "%s%s", is_sub_line(k) ? "  " : "", k);
-        mdf_detail(l, exp, detail, sizeof detail);
+        mdf_detail(l, m, detail, sizeof detail);
         printf("  %8lld  %-8s  %-18s %16s  %s\n", (long long)iget(l, "seq"), sget(l, "period"),
-               kind, money(iget(l, "amount"), exp), detail);
+               kind, money(iget(l, "amount"), m->exp), detail);
     }
 }
 
@@ -243,8 +285,62 @@ static void print_rebate_line(const json_t *l, int exp, const char *label)
            json_is_true(json_object_get(l, "late")) ? ", late" : "");
 }
 
-static void print_row(const json_t *r, int exp)
+/* A referral fee: the deal, the referred amount (converted) and the rate
+ * of the tier [Q1]. */
+static void print_referral_line(const json_t *l, const xmoney *m)
 {
+    char ev[160], amount[160];
+    event_name(l, ev, sizeof ev);
+    amount_text(l, iget(l, "referred"), m, amount, sizeof amount);
+    printf("    %8lld  %-10s %16s  deal '%s' (%s): %s referred at %s (tier %s)%s\n",
+           (long long)iget(l, "seq"), "referral", money(iget(l, "amount"), m->exp), sget(l, "deal"),
+           ev, amount, rate(iget(l, "bps")), sget(l, "tier"),
+           json_is_true(json_object_get(l, "late")) ? ", late" : "");
+}
+
+/* The basis the brackets apply to: net revenue, or its growth over the
+ * mean of the baseline periods, each listed [R11]; under the minimum
+ * nothing is earned [K2]. */
+static void print_basis(const json_t *r, int exp)
+{
+    const json_t *b = json_object_get(r, "baseline");
+    if (json_is_integer(b)) {
+        printf("    %8s  %-10s %16s  growth over baseline %s, the mean of", "", "basis",
+               money(iget(r, "basis"), exp), money(json_integer_value(b), exp));
+        size_t i;
+        json_t *p;
+        json_array_foreach(json_object_get(r, "baseline_periods"), i, p)
+            printf("%s %s %s", i ? "," : "", sget(p, "period"), money(iget(p, "revenue"), exp));
+        printf("\n");
+    } else {
+        printf("    %8s  %-10s %16s  net revenue%s\n", "", "basis", money(iget(r, "basis"), exp),
+               iget(r, "revenue") < 0 ? " below 0 counts 0" : "");
+    }
+    if (iget(r, "basis") < iget(r, "minimum"))
+        printf("    %8s  %-10s %16s  under the minimum %s: rate 0\n", "", "", "",
+               money(iget(r, "minimum"), exp));
+}
+
+/* The bracket reached, with the tier bonus its rate includes [R14], and
+ * the rebate cap when it cut the figure [K3]. */
+static void print_calculated(const json_t *r, int exp)
+{
+    const json_t *br = json_object_get(r, "bracket"), *bonus = json_object_get(r, "bonus");
+    char with_bonus[200] = "";
+    if (json_is_object(bonus) && iget(br, "bps") > 0) /* none under the minimum [K2] */
+        snprintf(with_bonus, sizeof with_bonus, " incl. %s bonus %s", sget(bonus, "tier"),
+                 rate(iget(bonus, "bps")));
+    printf("    %8s  %-10s %16s  bracket from %s at %s%s\n", "", "calculated",
+           money(iget(r, "calculated"), exp), money(iget(br, "from"), exp), rate(iget(br, "bps")),
+           with_bonus);
+    if (json_is_true(json_object_get(r, "capped")))
+        printf("    %8s  %-10s %16s  capped at %s for %s (rebate cap)\n", "", "capped",
+               money(iget(r, "cap"), exp), money(iget(r, "cap"), exp), sget(r, "period"));
+}
+
+static void print_row(const json_t *r, const xmoney *m)
+{
+    int exp = m->exp;
     bool final = strcmp(sget(r, "status"), "final") == 0;
     printf("\n  %s  %s", sget(r, "period"), sget(r, "status"));
     if (final)
@@ -255,22 +351,77 @@ static void print_row(const json_t *r, int exp)
     json_array_foreach(json_object_get(r, "revenue_lines"), i, l)
         print_rebate_line(l, exp, iget(l, "amount") < 0 ? "return" : "sale");
     printf("    %8s  %-10s %16s\n", "", "revenue", money(iget(r, "revenue"), exp));
+    print_basis(r, exp);
     json_array_foreach(json_object_get(r, "slices"), i, l)
         printf("    %8s  %-10s %16s  from %s at %s\n", "", "slice", money(iget(l, "amount"), exp),
                money(iget(l, "from"), exp), rate(iget(l, "bps")));
-    const json_t *br = json_object_get(r, "bracket");
-    printf("    %8s  %-10s %16s  bracket from %s at %s\n", "", "calculated",
-           money(iget(r, "calculated"), exp), money(iget(br, "from"), exp), rate(iget(br, "bps")));
+    print_calculated(r, exp);
     json_array_foreach(json_object_get(r, "adjustments"), i, l) print_rebate_line(l, exp, "adjust");
     printf("    %8s  %-10s %16s\n", "", "rebate", money(iget(r, "rebate"), exp));
+    json_array_foreach(json_object_get(r, "referral_lines"), i, l) print_referral_line(l, m);
+    if (json_array_size(json_object_get(r, "referral_lines")) > 0)
+        printf("    %8s  %-10s %16s\n", "", "referrals", money(iget(r, "referral"), exp));
     json_array_foreach(json_object_get(r, "payouts"), i, l) print_rebate_line(l, exp, "payout");
     printf("    %8s  %-10s %16s%s\n", "", "paid", money(iget(r, "paid"), exp),
            json_is_true(json_object_get(r, "matches")) ? "" : "   DIFFERS from the rebate view");
 }
 
+/* "1 more failing close", "no more failing closes". */
+static void closes_left(int64_t n, char *buf, size_t cap)
+{
+    if (n <= 0)
+        snprintf(buf, cap, "no more failing closes");
+    else
+        snprintf(buf, cap, "%lld more failing close%s", (long long)n, n == 1 ? "" : "s");
+}
+
+/* One grace decision of a close, in words [T9]. */
+static void grace_text(const json_t *l, char *buf, size_t cap)
+{
+    int64_t now = iget(l, "amount"), before = iget(l, "failing_closes_before");
+    char left[64];
+    if (now > 0) {
+        closes_left(iget(l, "grace") - now, left, sizeof left);
+        snprintf(buf, cap, "kept %s by grace: %s", sget(l, "tier"), left);
+    } else if (strcmp(sget(l, "move"), "down") == 0) {
+        snprintf(buf, cap, "grace used up after %lld failing close%s: %s -> %s",
+                 (long long)before + 1, before == 0 ? "" : "s", sget(l, "tier_before"),
+                 sget(l, "tier"));
+    } else {
+        snprintf(buf, cap, "passing close: failing closes back to 0 (%s%s%s)",
+                 sget(l, "tier_before"), strcmp(sget(l, "move"), "up") == 0 ? " -> " : "",
+                 strcmp(sget(l, "move"), "up") == 0 ? sget(l, "tier") : "");
+    }
+}
+
+static void print_grace(const json_t *lines)
+{
+    if (json_array_size(lines) == 0)
+        return;
+    printf("\nTier grace\n  %8s  %-8s  %s\n", "seq", "period", "decision");
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        char text[400];
+        grace_text(l, text, sizeof text);
+        printf("  %8lld  %-8s  %s\n", (long long)iget(l, "seq"), sget(l, "period"), text);
+    }
+}
+
+/* What is owed on rebates: final periods (rebate + referral fees − paid)
+ * and the open estimate [R10] [Q3] [P4]. */
+static void print_dues(const json_t *rebates, int exp)
+{
+    printf("\n  %-44s %16s\n", "payable (final: rebate + referrals - paid)",
+           money(iget(rebates, "payable"), exp));
+    printf("  %-44s %16s\n", "accrued in open periods (rebate + referrals)",
+           money(iget(rebates, "accrued_open"), exp));
+}
+
 static void print_report(const json_t *rep, const json_t *bal_totals)
 {
-    int exp = tly_query_currency_exponent(sget(rep, "currency"));
+    xmoney m = {sget(rep, "currency"), tly_query_currency_exponent(sget(rep, "currency"))};
     const char *period = json_string_value(json_object_get(rep, "period"));
     printf("Partner   %s\nProgram   %s\nCurrency  %s\nAs of     seq %lld\n", sget(rep, "partner"),
            sget(rep, "program"), sget(rep, "currency"), (long long)iget(rep, "seq"));
@@ -278,15 +429,17 @@ static void print_report(const json_t *rep, const json_t *bal_totals)
         printf("Period    %s\n", period);
     const json_t *mdf = json_object_get(rep, "mdf");
     printf("\nMDF\n");
-    print_mdf_lines(json_object_get(mdf, "lines"), exp);
-    print_totals(mdf, bal_totals, exp, period);
+    print_mdf_lines(json_object_get(mdf, "lines"), &m);
+    print_totals(mdf, bal_totals, m.exp, period);
     printf("\nRebates\n");
+    const json_t *rebates = json_object_get(rep, "rebates");
     size_t i;
     json_t *r;
-    json_array_foreach(json_object_get(json_object_get(rep, "rebates"), "periods"), i, r)
-        print_row(r, exp);
-    if (json_array_size(json_object_get(json_object_get(rep, "rebates"), "periods")) == 0)
+    json_array_foreach(json_object_get(rebates, "periods"), i, r) print_row(r, &m);
+    if (json_array_size(json_object_get(rebates, "periods")) == 0)
         printf("  no rebate periods\n");
+    print_dues(rebates, m.exp);
+    print_grace(json_object_get(rep, "grace"));
     printf("\n");
 }
 

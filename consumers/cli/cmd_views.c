@@ -45,8 +45,8 @@ typedef struct source {
 /* ------------------------------------------------------------------------ */
 /* Tables                                                                    */
 
-/* Columns of the widest table (liabilities). */
-#define TABLE_COLS_MAX 8u
+/* Columns of the widest table (rebate periods, liabilities). */
+#define TABLE_COLS_MAX 9u
 
 typedef struct table {
     uint32_t cols;
@@ -228,6 +228,34 @@ static void print_balance(const json_t *r, const money_ctx *m)
     table_print(&t, true);
 }
 
+/* What the basis of a period's figure is, in words: net revenue
+ * (floored at 0), or its growth over the baseline [R11]. */
+static void baseline_text(const json_t *p, const money_ctx *m, char *out, size_t cap)
+{
+    char b[TLY_QUERY_MONEY_CHARS];
+    if (json_is_integer(json_object_get(p, "baseline")))
+        snprintf(out, cap, "growth over baseline %s", money_of(p, "baseline", m->exp, b, sizeof b));
+    else
+        snprintf(out, cap, "net revenue");
+}
+
+/* One rebate period: revenue, basis, rate, figure, referral fees [Q3]. */
+static void rebate_row(table *t, const json_t *p, const money_ctx *m)
+{
+    char rev[TLY_QUERY_MONEY_CHARS], x[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
+        ref[TLY_QUERY_MONEY_CHARS], paid[TLY_QUERY_MONEY_CHARS], rate[16] = "-",
+                                                                 base[TLY_QUERY_MONEY_CHARS + 32];
+    json_t *bps = json_object_get(p, "rate_bps");
+    if (json_is_integer(bps))
+        tly_query_format_bps((int64_t)json_integer_value(bps), rate, sizeof rate);
+    baseline_text(p, m, base, sizeof base);
+    table_row(t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
+              money_of(p, "basis", m->exp, x, sizeof x), base, rate,
+              money_of(p, "rebate", m->exp, reb, sizeof reb),
+              money_of(p, "referral", m->exp, ref, sizeof ref), str_of(p, "status", "-"),
+              money_of(p, "paid", m->exp, paid, sizeof paid));
+}
+
 static void print_rebate(const json_t *r, const money_ctx *m)
 {
     print_head(r, str_of(r, "partner", "-"), m->currency);
@@ -237,29 +265,57 @@ static void print_rebate(const json_t *r, const money_ctx *m)
     if (json_array_size(periods) == 0) {
         printf("No rebate periods yet.\n");
     } else {
-        table_init(&t, "lrrrlr");
-        table_row(&t, "Period", "Net revenue", "Rate", "Rebate", "Status", "Paid");
+        table_init(&t, "lrrlrrrlr");
+        table_row(&t, "Period", "Net revenue", "Basis", "Baseline", "Rate", "Rebate",
+                  "Referral fees", "Status", "Paid");
         size_t i;
         json_t *p;
-        json_array_foreach(periods, i, p)
-        {
-            char rev[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
-                paid[TLY_QUERY_MONEY_CHARS], rate[16] = "-";
-            json_t *bps = json_object_get(p, "rate_bps");
-            if (json_is_integer(bps))
-                tly_query_format_bps((int64_t)json_integer_value(bps), rate, sizeof rate);
-            table_row(&t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
-                      rate, money_of(p, "rebate", m->exp, reb, sizeof reb),
-                      str_of(p, "status", "-"), money_of(p, "paid", m->exp, paid, sizeof paid));
-        }
+        json_array_foreach(periods, i, p) rebate_row(&t, p, m);
         table_print(&t, true);
     }
     char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
     table_init(&t, "lr");
-    table_row(&t, "Payable (final periods, unpaid)", money_of(r, "payable", m->exp, a, sizeof a));
-    table_row(&t, "Accrued in open periods", money_of(r, "accrued_open", m->exp, b, sizeof b));
+    table_row(&t, "Payable (final periods, rebate and referral fees, unpaid)",
+              money_of(r, "payable", m->exp, a, sizeof a));
+    table_row(&t, "Accrued in open periods (rebate and referral fees)",
+              money_of(r, "accrued_open", m->exp, b, sizeof b));
     printf("\n");
     table_print(&t, false);
+}
+
+/* A tier's benefits, comma separated; "none" without any. */
+static void benefits_text(const json_t *o, char *out, size_t cap)
+{
+    const json_t *list = json_object_get(o, "benefits");
+    size_t i, n = 0;
+    json_t *b;
+    out[0] = '\0';
+    json_array_foreach(list, i, b)
+    {
+        const char *s = json_string_value(b);
+        int w = snprintf(out + n, cap - n, "%s%s", i ? ", " : "", s ? s : "?");
+        if (w < 0 || (size_t)w >= cap - n)
+            break; /* cut at the buffer: a table cell, not data */
+        n += (size_t)w;
+    }
+    if (n == 0)
+        snprintf(out, cap, "none");
+}
+
+/* "kept Gold by grace: 1 more failing close" while a grace is in use;
+ * false when none is [T9]. */
+static bool grace_text(const json_t *r, char *out, size_t cap)
+{
+    const json_t *left = json_object_get(r, "grace_left");
+    if (!json_is_integer(left))
+        return false;
+    long long n = (long long)json_integer_value(left);
+    if (n <= 0)
+        snprintf(out, cap, "kept %s by grace: no more failing closes", str_of(r, "tier", "-"));
+    else
+        snprintf(out, cap, "kept %s by grace: %lld more failing close%s", str_of(r, "tier", "-"), n,
+                 n == 1 ? "" : "s");
+    return true;
 }
 
 static void next_text(const json_t *next, const money_ctx *m, char *out, size_t cap)
@@ -279,13 +335,22 @@ static void print_tier(const json_t *r, const money_ctx *m)
     table t;
     table_init(&t, "ll");
     char rev[TLY_QUERY_MONEY_CHARS], certs[24], next[512], seq[48], num[24];
+    char benefits[1024], grace[256];
     table_row(&t, "Partner", str_of(r, "partner", "-"));
     table_row(&t, "Tier", str_of(r, "tier", "-"));
+    benefits_text(r, benefits, sizeof benefits);
+    table_row(&t, "Benefits", benefits);
+    if (grace_text(r, grace, sizeof grace))
+        table_row(&t, "Grace", grace);
     table_row(&t, "Currency", m->currency ? m->currency : "-");
     table_row(&t, "Window revenue", money_of(r, "window_revenue", m->exp, rev, sizeof rev));
     table_row(&t, "Active certs", int_of(r, "active_certs", certs, sizeof certs));
     next_text(json_object_get(r, "next"), m, next, sizeof next);
     table_row(&t, "Next tier", next);
+    if (json_is_object(json_object_get(r, "next"))) {
+        benefits_text(json_object_get(r, "next"), benefits, sizeof benefits);
+        table_row(&t, "Next benefits", benefits);
+    }
     snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
     table_row(&t, "As of", seq);
     table_print(&t, false);
@@ -504,6 +569,24 @@ typedef struct view_cmd {
     const char *what;
 } view_cmd;
 
+/* Every exception kind (tly_xkind.h), wrapped under --kind's help. */
+static void kinds_help(FILE *out)
+{
+    size_t col = 0;
+    for (int k = 0; k < TLY_X_COUNT; k++) {
+        const char *name = tly_xkind_name((tly_xkind)k);
+        size_t len = strlen(name) + (k + 1 < TLY_X_COUNT ? 1 : 0);
+        if (col > 0 && col + 1 + len > 58) {
+            fputc('\n', out);
+            col = 0;
+        }
+        fprintf(out, "%s%s%s", col == 0 ? "                    " : " ", name,
+                k + 1 < TLY_X_COUNT ? "," : "");
+        col += (col == 0 ? 0 : 1) + len;
+    }
+    fputc('\n', out);
+}
+
 static void usage(const view_cmd *c, FILE *out)
 {
     fprintf(out,
@@ -528,12 +611,12 @@ static void usage(const view_cmd *c, FILE *out)
             "  --program P     with --as-of-close: the program whose close (needed when\n"
             "                  there is no PARTNER; else the partner's program)\n",
             TLY_DEFAULT_QUERY, TLY_ASOF_HELP);
-    if (c->filters)
-        fprintf(out,
-                "  --partner P     only exceptions naming partner P\n"
-                "  --kind KIND     only exceptions of this kind (e.g. %s)\n"
-                "  --from-seq SEQ  only exceptions at log positions >= SEQ\n",
-                tly_xkind_name(TLY_X_OVER_RETURN));
+    if (c->filters) {
+        fprintf(out, "  --partner P     only exceptions naming partner P\n"
+                     "  --kind KIND     only exceptions of this kind, one of:\n");
+        kinds_help(out);
+        fprintf(out, "  --from-seq SEQ  only exceptions at log positions >= SEQ\n");
+    }
     fprintf(out, "\nAmounts are shown in the currency's units (minor units / 10^digits of\n"
                  "ISO 4217). 'As of seq N' is the log position the answer reflects: the\n"
                  "lowest checkpoint of the shards read [D8]; a cross-shard answer\n"
