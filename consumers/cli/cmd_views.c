@@ -828,10 +828,12 @@ static int run_view(const view_cmd *c, int argc, char **argv)
 
 static const view_cmd BALANCE = {"balance", true, false, print_balance,
                                  "The MDF balance of a partner: totals and live buckets."};
-static const view_cmd REBATE = {"rebate", true, false, print_rebate,
-                                "The rebate periods of a partner: revenue, rate, rebate, paid."};
-static const view_cmd TIER = {"tier", true, false, print_tier,
-                              "The tier of a partner, what the next tier needs, and history."};
+static const view_cmd REBATE = {
+    "rebate", true, false, print_rebate,
+    "The rebate periods of a partner: revenue, basis, rate, rebate, referral fees, paid."};
+static const view_cmd TIER = {
+    "tier", true, false, print_tier,
+    "The tier of a partner, its benefits and grace, the next tier, and history."};
 static const view_cmd CLAIMS = {"claims", true, false, print_claims,
                                 "The MDF claims of a partner, in submit order."};
 static const view_cmd LIABILITIES = {"liabilities", false, false, print_liabilities,
