@@ -500,8 +500,16 @@ static int run_replay(int argc, char **argv)
         rc = log_error(CMD " replay", log_dir, err);
     else if (err != TLY_OK)
         tly_errorf(CMD " replay", "%s", msg[0] ? msg : tly_strerror(err));
-    if (err == TLY_OK)
+    if (err == TLY_OK && o.has_until && last == 0) {
+        /* an empty replay is not an answer: nothing was recorded by then */
+        char when[TLY_TIME_TEXT_BYTES];
+        tly_time_format(o.until_ms, when);
+        tly_errorf(CMD " replay", "--until %s is before the log's first record: nothing to replay",
+                   when);
+        rc = TLY_EXIT_FAIL;
+    } else if (err == TLY_OK) {
         rc = replay_report(&o, log_dir, &wi, last);
+    }
     what_if_free(&wi);
     return err == TLY_OK || rc != TLY_EXIT_OK ? rc : TLY_EXIT_FAIL;
 }
