@@ -494,8 +494,11 @@ static void money_text(long long minor, int exp, char *buf, size_t cap)
         grouped[o++] = whole[i];
     }
     grouped[o] = '\0';
+    /* the fraction with its leading zeros: scale + rest without the "1" */
+    char frac[24];
+    snprintf(frac, sizeof frac, "%llu", scale + mag % scale);
     if (exp > 0)
-        snprintf(buf, cap, "%s%s.%0*llu", minor < 0 ? "-" : "", grouped, exp, mag % scale);
+        snprintf(buf, cap, "%s%s.%s", minor < 0 ? "-" : "", grouped, frac + 1);
     else
         snprintf(buf, cap, "%s%s", minor < 0 ? "-" : "", grouped);
 }
