@@ -279,6 +279,12 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * within a third of its length or 2). */
 #define TLY_QUERY_SUGGESTIONS_MAX 3u
 
+/* Rows of one `partners` answer: a page of at most 4096 rows (a row is at
+ * most ~700 bytes, so a page stays well under the 4 MiB reply frame); the
+ * answer names the last id as "next" when more follow, and the command
+ * asks again "after" it. */
+#define TLY_QUERY_PARTNERS_PAGE_MAX 4096u
+
 /* `tally journal --accounts FILE`: the file is six account keys mapped to
  * GL codes, a few hundred bytes; 64 KiB is room for any formatting and
  * bounds what a wrong file (a log, say) makes the CLI read. A GL code is a

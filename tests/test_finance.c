@@ -19,6 +19,7 @@
 #include "teststream.h"
 #include "testutil.h"
 #include "tly_engine.h"
+#include "tly_limits.h"
 #include "tly_query.h"
 #include "tly_views.h"
 
@@ -215,6 +216,44 @@ START_TEST(test_journal_ties_to_report)
 }
 END_TEST
 
+/* Pages: asked 3 at a time, each after the last id given, the partners
+ * are the whole list in order; the last page has no "next". */
+START_TEST(test_partners_pages)
+{
+    json_t *whole = ask(g_data[_i], _i + 1, json_pack("{s:s}", "q", "partners"));
+    ck_assert_ptr_null(json_object_get(whole, "next"));
+    json_t *all = json_array();
+    const char *after = NULL;
+    json_t *page = NULL;
+    for (int guard = 0; guard < 1000; guard++) {
+        json_t *req = json_pack("{s:s, s:i}", "q", "partners", "max", 3);
+        if (after)
+            json_object_set_new(req, "after", json_string(after));
+        json_decref(page);
+        page = ask(g_data[_i], _i + 1, req);
+        json_t *rows = json_object_get(page, "partners");
+        ck_assert_uint_le(json_array_size(rows), 3);
+        json_array_extend(all, rows);
+        json_t *next = json_object_get(page, "next");
+        if (next == NULL)
+            break;
+        ck_assert_uint_eq(json_array_size(rows), 3);
+        after = json_string_value(next);
+    }
+    ck_assert_msg(json_equal(all, json_object_get(whole, "partners")), "pages differ");
+    json_decref(page);
+    json_decref(all);
+    json_decref(whole);
+    json_t *r = ask(g_data[0], 1, json_pack("{s:s, s:i}", "q", "partners", "max", 0));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "field")), "max");
+    json_decref(r);
+    r = ask(g_data[0], 1,
+            json_pack("{s:s, s:i}", "q", "partners", "max", (int)TLY_QUERY_PARTNERS_PAGE_MAX + 1));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "field")), "max");
+    json_decref(r);
+}
+END_TEST
+
 /* Bad requests: an unknown program, a period of the wrong kind [JN4], a
  * missing program. */
 START_TEST(test_bad_requests)
@@ -273,6 +312,7 @@ static Suite *finance_suite(void)
     tcase_add_unchecked_fixture(tc, build_fixture, NULL);
     tcase_add_loop_test(tc, test_partners, 0, 2);
     tcase_add_loop_test(tc, test_report, 0, 2);
+    tcase_add_loop_test(tc, test_partners_pages, 0, 2);
     tcase_add_loop_test(tc, test_expiring, 0, 2);
     tcase_add_loop_test(tc, test_journal, 0, 2);
     tcase_add_loop_test(tc, test_journal_ties_to_report, 0, 2);

@@ -365,11 +365,38 @@ static void show(const source *src, const fin_show *s, const json_t *reply)
     }
 }
 
+/* The pages after the first of a partners answer ("next" names the last
+ * id given): each asked "after" it and appended to reply's list; the
+ * answer's seq is the lowest of the pages'. */
+static int follow_pages(source *src, json_t *req, json_t *reply)
+{
+    json_t *list = json_object_get(reply, "partners");
+    int rc = TLY_EXIT_OK;
+    while (rc == TLY_EXIT_OK && json_is_string(json_object_get(reply, "next"))) {
+        json_object_set(req, "after", json_object_get(reply, "next"));
+        json_object_del(reply, "next");
+        json_t *page = NULL;
+        rc = fetch(src, req, &page, false);
+        if (rc != TLY_EXIT_OK)
+            break;
+        json_array_extend(list, json_object_get(page, "partners"));
+        json_t *seq = json_object_get(page, "seq"), *next = json_object_get(page, "next");
+        if (json_integer_value(seq) < json_integer_value(json_object_get(reply, "seq")))
+            json_object_set(reply, "seq", seq);
+        if (next)
+            json_object_set(reply, "next", next);
+        json_decref(page);
+    }
+    return rc;
+}
+
 /* Asks and shows; accounts (or NULL) maps the journal's accounts. */
 static int ask(const fin_cmd *c, const fin_show *s, source *src, const json_t *accounts)
 {
     json_t *req = build_request(c, src->o), *reply = NULL;
     int rc = req ? fetch(src, req, &reply, false) : TLY_EXIT_FAIL;
+    if (rc == TLY_EXIT_OK && strcmp(c->name, "partners") == 0)
+        rc = follow_pages(src, req, reply);
     if (rc == TLY_EXIT_OK) {
         if (accounts)
             tly_fin_accounts_apply(reply, accounts);

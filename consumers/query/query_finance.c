@@ -68,6 +68,7 @@ static bool push(json_t *arr, json_t *v)
 typedef struct partner_filter {
     const char *program, *tier, *kind, *search;
     json_t *out;
+    uint32_t kept; /* rows kept from the shard being scanned */
 } partner_filter;
 
 /* ASCII case-insensitive substring [PA1]. */
@@ -104,8 +105,10 @@ static tly_err partner_visit(void *ctx, const void *key, size_t klen, const void
                 str_is(row, "kind", f->kind) &&
                 (f->search == NULL || (id && contains_ci(id, f->search)) ||
                  (name && contains_ci(name, f->search)));
-    if (keep)
+    if (keep) {
+        f->kept++;
         return push(f->out, row) ? TLY_OK : TLY_NOMEM;
+    }
     json_decref(row);
     return TLY_OK;
 }
@@ -133,6 +136,38 @@ static json_t *sorted(json_t *arr, int (*cmp)(const void *, const void *))
     return out;
 }
 
+/* The page size of a partners request: "max" (1..TLY_QUERY_PARTNERS_PAGE_MAX,
+ * the default); *bad when it is out of range. */
+static uint32_t page_max(const json_t *req, json_t **bad)
+{
+    json_t *v = json_object_get(req, "max");
+    if (v == NULL || json_is_null(v))
+        return TLY_QUERY_PARTNERS_PAGE_MAX;
+    json_int_t n = json_integer_value(v);
+    if (!json_is_integer(v) || n < 1 || n > (json_int_t)TLY_QUERY_PARTNERS_PAGE_MAX) {
+        *bad =
+            tly__qerr(TLY_BAD_FIELD, "max", "'max' must be 1 to %u", TLY_QUERY_PARTNERS_PAGE_MAX);
+        return 0;
+    }
+    return (uint32_t)n;
+}
+
+/* The first max rows of list (sorted) into out's "partners", and "next"
+ * (the last id given) when more follow. */
+static bool partners_page(json_t *out, json_t *list, uint32_t max)
+{
+    if (json_array_size(list) <= max)
+        return json_object_set(out, "partners", list) == 0;
+    json_t *page = json_array();
+    for (uint32_t i = 0; page && i < max; i++)
+        json_array_append(page, json_array_get(list, i));
+    json_t *last = json_object_get(json_array_get(list, max - 1), "partner");
+    return page && json_object_set_new(out, "partners", page) == 0 &&
+           json_object_set(out, "next", last) == 0;
+}
+
+/* The partners by id, a page at a time: each shard gives at most a page
+ * after the cursor ("after"), so the page is among what they give. */
 json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
 {
     json_t *bad = NULL;
@@ -141,17 +176,23 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
                         .kind = opt_str(req, "kind", &bad),
                         .search = opt_str(req, "search", &bad),
                         .out = json_array()};
+    const char *after = opt_str(req, "after", &bad);
+    uint32_t max = page_max(req, &bad);
     if (bad || f.out == NULL) {
         json_decref(f.out);
         return bad;
     }
-    tly_err err = tly__qscan(ss, "V/P/", 4, partner_visit, &f);
+    /* one more than a page from each shard: whether another page follows */
+    tly_err err = tly__qscan_after(ss, "V/P/", 4, after, after ? strlen(after) : 0, &f.kept,
+                                   max + 1, partner_visit, &f);
     json_t *out = err == TLY_OK ? tly__qreply(ss) : NULL;
     json_t *list = out ? sorted(f.out, by_partner) : NULL;
     json_decref(f.out);
     if (err != TLY_OK)
         return tly__qerr(err, NULL, "cannot list partners: %s", tly_strerror(err));
-    if (list == NULL || json_object_set_new(out, "partners", list) != 0) {
+    bool ok = list != NULL && partners_page(out, list, max);
+    json_decref(list);
+    if (!ok) {
         json_decref(out);
         return NULL;
     }

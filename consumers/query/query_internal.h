@@ -71,6 +71,12 @@ typedef tly_err (*tly__qvisit)(void *ctx, const void *key, size_t klen, const vo
  * order; stops at the first error. */
 tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
                    void *ctx);
+/* As tly__qscan, but each shard from the first key after `after` (under
+ * prefix; after NULL: from the prefix), and a shard's scan ends once *kept
+ * reaches limit (the visitor counts what it keeps; *kept is set to 0
+ * before each shard). */
+tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
+                         size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx);
 /* A cross-shard reply {"seq": lowest checkpoint [D8]} (and "shards_differ"
  * when the shards' checkpoints differ); NULL when out of memory. */
 json_t *tly__qreply(const tly__qsnaps *ss);

@@ -657,6 +657,43 @@ static json_t *unknown_partner(tly_query_store *s, const char *partner)
     return out;
 }
 
+tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
+                         size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx)
+{
+    char from[TLY_VIEWS_KEY_BYTES_MAX + 1];
+    if (plen + alen + 1 > sizeof from)
+        return TLY_BAD_FIELD;
+    memcpy(from, prefix, plen);
+    size_t flen = plen;
+    if (after) { /* the first key after prefix ‖ after: prefix ‖ after ‖ NUL */
+        memcpy(from + plen, after, alen);
+        from[plen + alen] = '\0';
+        flen = plen + alen + 1;
+    }
+    tly_err err = TLY_OK;
+    for (uint32_t k = 0; err == TLY_OK && k < ss->count; k++) {
+        const snap *sn = &ss->sn[k];
+        if (!sn->sh->has_dbi)
+            continue;
+        MDB_cursor *cur;
+        int rc = mdb_cursor_open(sn->txn, sn->sh->dbi, &cur);
+        if (rc != 0)
+            return map_mdb(rc);
+        MDB_val key = {flen, from}, val;
+        *kept = 0;
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+        while (rc == 0 && err == TLY_OK && *kept < limit && key.mv_size >= plen &&
+               memcmp(key.mv_data, prefix, plen) == 0) {
+            err = visit(ctx, key.mv_data, key.mv_size, val.mv_data, val.mv_size);
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+        if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
+            err = map_mdb(rc);
+    }
+    return err;
+}
+
 tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
                    void *ctx)
 {
