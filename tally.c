@@ -28,6 +28,7 @@ static const command commands[] = {
     {"ledger", tly_cmd_ledger, "run the log daemon (ingest, events, log-read)"},
     {"consume", tly_cmd_consume, "run a consumer shard that folds the log into views"},
     {"query", tly_cmd_query, "run the query service"},
+    {"web", tly_cmd_web, "serve the read-only finance console over HTTP"},
     {"send", tly_cmd_send, "send JSON-lines or CSV events to the ledger"},
     {"gen", tly_cmd_gen, "write a seeded synthetic data set as JSON lines"},
     {"status", tly_cmd_status, "show the ledger head and each shard's checkpoint and lag"},

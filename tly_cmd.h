@@ -18,6 +18,7 @@ int tly_cmd_bench_ingest(int argc, char **argv);
 /* consumers/ */
 int tly_cmd_consume(int argc, char **argv);
 int tly_cmd_query(int argc, char **argv);
+int tly_cmd_web(int argc, char **argv);
 int tly_cmd_up(int argc, char **argv);
 int tly_cmd_status(int argc, char **argv);
 int tly_cmd_wait(int argc, char **argv);

@@ -238,6 +238,8 @@ tly_err tly_endpoints_write(const tly_common_opts *o, char *msg, size_t cap)
     json_t *j = json_object();
     for (size_t k = 0; j && k < sizeof endpoint_fields / sizeof endpoint_fields[0]; k++)
         json_object_set_new(j, endpoint_fields[k].key, json_string(endpoint_of(o, k)));
+    if (j && o->web)
+        json_object_set_new(j, "web", json_string(o->web));
     if (j)
         json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
     char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;

@@ -26,6 +26,8 @@
 #define TLY_DEFAULT_EVENTS "tcp://127.0.0.1:7411"
 #define TLY_DEFAULT_LOG_READ "tcp://127.0.0.1:7412"
 #define TLY_DEFAULT_QUERY "tcp://127.0.0.1:7413"
+/* The web console (`tally web`): an HTTP address HOST:PORT, not a ZeroMQ endpoint. */
+#define TLY_DEFAULT_WEB "127.0.0.1:7414"
 #define TLY_DEFAULT_DATA "./tally-data"
 
 /* The flags several subcommands share; a command names the ones it takes
@@ -50,6 +52,7 @@ typedef struct tly_common_opts {
     unsigned given;          /* TLY_CO_* given on the command line */
     bool data_named;         /* --data or $TALLY_DATA named the data directory */
     bool endpoints_recorded; /* tly_common_endpoints took some from DIR */
+    const char *web;         /* `tally up`'s console address, recorded as "web" when set */
 } tly_common_opts;
 
 /* Fills o with the defaults (data from $TALLY_DATA when set). */

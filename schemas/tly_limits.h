@@ -302,6 +302,43 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * directly, so a stopped stack still gets an answer quickly. */
 #define TLY_STATUS_PROBE_MS 1000
 
+/* --- tally web (the read-only console, consumers/web/) --- */
+
+/* Largest request the console reads: the path, the query arguments' names
+ * and values and the header names and values, summed as the server
+ * decodes them. A console request is a path and a few filters; 8 KiB holds
+ * any honest one with a browser's headers and bounds what a client makes
+ * a connection hold. A larger one is answered 413 without being served. */
+#define TLY_WEB_REQUEST_BYTES_MAX (8u * 1024u)
+
+/* Memory libmicrohttpd may use per connection (its read buffer and the
+ * parsed headers): room for a request of TLY_WEB_REQUEST_BYTES_MAX with the
+ * request line and separators, so that the console's own count decides
+ * first; beyond it the library answers an error itself. */
+#define TLY_WEB_CONNECTION_MEMORY_BYTES (64u * 1024u)
+_Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX,
+               "a request the console accepts fits the library's connection memory");
+
+/* Connections served at once (one thread each): a console has a handful
+ * of finance users; a connection over the limit is closed unanswered. */
+#define TLY_WEB_CONNECTIONS_MAX 64u
+
+/* Seconds an idle keep-alive connection holds its slot. */
+#define TLY_WEB_IDLE_TIMEOUT_S 30u
+
+/* Query arguments one request may carry: every page takes at most a few
+ * filters and "format". */
+#define TLY_WEB_ARGS_MAX 16u
+
+/* Largest page the console renders: a partner page holds the explain
+ * lines, a list page the service's answer (at most TLY_FRAME_BYTES_MAX of
+ * MessagePack); HTML adds markup around each figure. Over it: 500. */
+#define TLY_WEB_PAGE_BYTES_MAX (64u * 1024u * 1024u)
+
+/* Explain lines a partner page shows (the newest are cut after a note;
+ * ?format=json has them all). */
+#define TLY_WEB_EXPLAIN_LINES_MAX 5000u
+
 /* `tally wait`: default and largest --timeout, and the pause between polls
  * (short next to a fold batch, long enough not to load the service). */
 #define TLY_WAIT_TIMEOUT_S_DEFAULT 60u
@@ -325,9 +362,9 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * connections before it starts the consumers anyway (they wait too). */
 #define TLY_UP_LEDGER_READY_MS 5000
 
-/* Children of one `tally up`: the ledger, the query service and at most
- * TLY_SHARDS_MAX consumers. */
-#define TLY_UP_CHILDREN_MAX (TLY_SHARDS_MAX + 2u)
+/* Children of one `tally up`: the ledger, the query service, the web
+ * console and at most TLY_SHARDS_MAX consumers. */
+#define TLY_UP_CHILDREN_MAX (TLY_SHARDS_MAX + 3u)
 
 /* One log line (tly_logf), timestamp and level included: a message names at
  * most a couple of paths (TLY_PATH_BYTES_MAX each) and endpoints; a longer

@@ -6,6 +6,9 @@ PKGS="build-essential cmake pkg-config liblmdb-dev libzmq3-dev libmsgpack-dev ch
 libjansson-dev libssl-dev libsystemd-dev clang-format python3"
 # libcsv: the CSV parser of `tally send --csv`.
 PKGS="$PKGS libcsv-dev"
+# tally web: libmicrohttpd (its HTTP server); test_web: chromium (the
+# headless browser that renders a partner page).
+PKGS="$PKGS libmicrohttpd-dev chromium"
 # test_install: man (renders the man pages), systemd (systemd-analyze verify).
 PKGS="$PKGS man-db systemd"
 [ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"

@@ -2,7 +2,8 @@
  * cmd_up.c — `tally up`: runs the whole stack on one machine and keeps it
  * running (SPEC section 2, [D17]).
  *
- * Children: `tally ledger`, N x `tally consume --shard K/N` and `tally query`,
+ * Children: `tally ledger`, N x `tally consume --shard K/N`, `tally query`
+ * and `tally web` (the console on --web ADDR),
  * each this same binary (/proc/self/exe) with the same --data and endpoint
  * flags. A child that dies is logged (exit code or signal) and restarted
  * after a backoff: TLY_UP_BACKOFF_MS_MIN doubling to TLY_UP_BACKOFF_MS_MAX,
@@ -58,6 +59,7 @@ typedef struct up_opts {
     uint32_t shards;
     bool no_sync;
     bool insecure;
+    const char *web; /* --web ADDR: the console's address */
 } up_opts;
 
 typedef struct child {
@@ -91,10 +93,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: tally up [--data DIR] [--shards N] [--ingest EP] [--events EP]\n"
-            "                [--log-read EP] [--query EP] [--no-sync] [--insecure]\n"
+            "                [--log-read EP] [--query EP] [--web ADDR] [--no-sync] [--insecure]\n"
             "\n"
             "Starts the whole stack on this machine and supervises it: the ledger, N\n"
-            "consumers (one per shard) and the query service, each a child process of\n"
+            "consumers (one per shard), the query service and the web console (tally\n"
+            "web, on --web ADDR, default %s), each a child process of\n"
             "this binary with the same --data and endpoint flags. Prints one line per\n"
             "child started; restarts a child that dies after %d ms, doubling up to\n"
             "%d ms while it keeps dying (reset once it stayed up %d s), and logs why\n"
@@ -104,12 +107,13 @@ static void usage(FILE *out)
             "\n"
             "  --data DIR    data directory (default $TALLY_DATA, else %s)\n"
             "  --shards N    consumer shards, 1..%u (default: number of online CPUs)\n"
+            "  --web ADDR    the web console's HOST:PORT\n"
             "  --no-sync     ledger does not fsync (faster, not durable: tests, demos)\n"
-            "  --insecure    let the ledger and query service bind non-loopback\n"
+            "  --insecure    let the ledger, query service and console bind non-loopback\n"
             "                endpoints (no CURVE: run 'tally ledger' yourself for that)\n"
             "\n"
             "Exit codes: 0 stopped cleanly, 1 error (e.g. already running), 2 usage.\n",
-            TLY_UP_BACKOFF_MS_MIN, TLY_UP_BACKOFF_MS_MAX, TLY_UP_STABLE_MS / 1000,
+            TLY_DEFAULT_WEB, TLY_UP_BACKOFF_MS_MIN, TLY_UP_BACKOFF_MS_MAX, TLY_UP_STABLE_MS / 1000,
             TLY_UP_STOP_GRACE_MS / 1000, TLY_DEFAULT_DATA, TLY_SHARDS_MAX);
 }
 
@@ -119,12 +123,13 @@ static uint32_t default_shards(void)
     return n < 1 ? 1u : n > (long)TLY_SHARDS_MAX ? TLY_SHARDS_MAX : (uint32_t)n;
 }
 
-enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE };
+enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE, OPT_WEB };
 
 static const tly_opt up_opts_table[] = {
     {"--shards", OPT_SHARDS, true},
     {"--no-sync", OPT_NO_SYNC, false},
     {"--insecure", OPT_INSECURE, false},
+    {"--web", OPT_WEB, true},
 };
 
 static int up_opt(void *ctx, int id, const char *v)
@@ -138,6 +143,7 @@ static int up_opt(void *ctx, int id, const char *v)
     }
     o->no_sync = o->no_sync || id == OPT_NO_SYNC;
     o->insecure = o->insecure || id == OPT_INSECURE;
+    o->web = id == OPT_WEB ? v : o->web;
     if (id == TLY_OPT_ARG)
         return tly_usagef(CMD, "unexpected argument '%s'", v);
     return TLY_EXIT_OK;
@@ -147,6 +153,7 @@ static int parse(int argc, char **argv, up_opts *o)
 {
     tly_common_defaults(&o->common);
     o->shards = default_shards();
+    o->web = TLY_DEFAULT_WEB;
     const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_ENDPOINTS,
                                up_opts_table, sizeof up_opts_table / sizeof up_opts_table[0],
                                up_opt,        o};
@@ -218,6 +225,11 @@ static void plan_children(up_state *u)
     c = new_child(u, "query", "query", &n);
     add_pair(c, &n, "--query", co->query);
     add_pair(c, &n, "--shards", u->shards_arg);
+    if (u->o.insecure)
+        add_arg(c, &n, "--insecure");
+    c = new_child(u, "web", "web", &n);
+    add_pair(c, &n, "--query", co->query);
+    add_pair(c, &n, "--web", u->o.web);
     if (u->o.insecure)
         add_arg(c, &n, "--insecure");
 }
@@ -612,6 +624,12 @@ static int preflight(const up_state *u)
             return TLY_EXIT_FAIL;
         }
     }
+    char web[TLY_NAME_BYTES_MAX + 8]; /* the console's HOST:PORT probed as tcp:// */
+    snprintf(web, sizeof web, "tcp://%s", u->o.web);
+    if (port_taken(web)) {
+        tly_errorf(CMD, "--web %s: the port is in use by another process", u->o.web);
+        return TLY_EXIT_FAIL;
+    }
     return locks_free(u) ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }
 
@@ -653,6 +671,7 @@ int tly_cmd_up(int argc, char **argv)
         tly_log_daemon();
         rc = take_pid_file(u);
     }
+    u->o.common.web = u->o.web; /* recorded as "web" in endpoints.json */
     if (rc == TLY_EXIT_OK && (rc = preflight(u)) == TLY_EXIT_OK)
         rc = record_endpoints(u);
     if (rc != TLY_EXIT_OK) {
