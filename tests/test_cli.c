@@ -86,6 +86,7 @@ static const cmd_row rows[] = {
     {"ledger", "--query"},
     {"consume", "--ingest"},
     {"query", "--events"},
+    {"web", "--ingest"},
     {"send", "--query"},
     {"gen", "--data"},
     {"status", "--ingest"},

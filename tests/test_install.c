@@ -170,13 +170,13 @@ static void install_teardown(void)
 /* ------------------------------------------------------------------------ */
 /* Files and version                                                         */
 
-static const char *const man_pages[] = {"tally",         "tally-ledger", "tally-send",
-                                        "tally-consume", "tally-query",  "tally-audit",
-                                        "tally-up",      "tally-finance"};
+static const char *const man_pages[] = {"tally",         "tally-ledger",  "tally-send",
+                                        "tally-consume", "tally-query",   "tally-audit",
+                                        "tally-up",      "tally-finance", "tally-web"};
 #define MAN_PAGES (sizeof man_pages / sizeof man_pages[0])
 
 static const char *const units[] = {"tally-ledger.service", "tally-consume@.service",
-                                    "tally-query.service"};
+                                    "tally-query.service", "tally-web.service"};
 #define UNITS (sizeof units / sizeof units[0])
 
 static const char *const headers[] = {"tly_client.h", "tly_err.h",    "tly_event.h", "tly_json.h",
@@ -272,6 +272,7 @@ static const struct {
     {"ledger", "tally-ledger"},
     {"consume", "tally-consume"},
     {"query", "tally-query"},
+    {"web", "tally-web"},
     {"send", "tally-send"},
     {"gen", "tally-send"},
     {"status", "tally-up"},
@@ -534,7 +535,7 @@ START_TEST(systemd_analyze_verifies_the_units)
         sh(NULL, NULL, "ln -sf 'tally-consume@.service' '%s/tally-consume@0-of-2.service'", dir),
         0);
     static const char *const verify[] = {"tally-ledger.service", "tally-consume@0-of-2.service",
-                                         "tally-query.service"};
+                                         "tally-query.service", "tally-web.service"};
     for (size_t i = 0; i < sizeof verify / sizeof verify[0]; i++) {
         char *out = NULL, *err = NULL;
         int rc = sh(&out, &err, "cd '%s' && MANPATH='%s/usr/share/man' systemd-analyze verify '%s'",

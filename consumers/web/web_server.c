@@ -335,7 +335,8 @@ static void route(const web_req *r, web_reply *out)
 }
 
 /* The request's checks before its page: method, size, arguments, format. */
-static void serve(web_req *r, struct MHD_Connection *conn, const char *method, web_reply *out)
+static void serve(web_req *r, struct MHD_Connection *conn, const char *method, bool body,
+                  web_reply *out)
 {
     collect c = {.r = r, .bytes = strlen(r->path)};
     MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, count_value, &c);
@@ -344,6 +345,8 @@ static void serve(web_req *r, struct MHD_Connection *conn, const char *method, w
     char msg[160];
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         web_error(r, out, 405, "usage", "the console is read-only: GET and HEAD only", NULL);
+    } else if (body) {
+        web_error(r, out, 413, "too_large", "no page takes a request body", NULL);
     } else if (c.bytes > TLY_WEB_REQUEST_BYTES_MAX) {
         snprintf(msg, sizeof msg,
                  "the request has %zu bytes of path, arguments and headers "
@@ -393,22 +396,41 @@ static enum MHD_Result respond(struct MHD_Connection *conn, web_reply *out)
     return rc;
 }
 
+/* True when the request announces a body (no page takes one). */
+static bool has_body(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    return (cl && strcmp(cl, "0") != 0) ||
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+}
+
+/*
+ * The library calls this once with the headers read, then again after the
+ * body. A plain GET or HEAD is answered at the second call, which keeps its
+ * connection alive; anything with a body is answered at once (the library
+ * then closes the connection rather than read a body nobody wants).
+ */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
+    static char pending, answered; /* the request's state in *con_cls */
     (void)version;
     (void)upload_data;
-    /* A body (which no page takes) is read and dropped after the answer. */
-    if (*con_cls) {
-        *upload_data_size = 0;
+    if (*con_cls == &answered) {
+        *upload_data_size = 0; /* a body's leftovers, dropped */
         return MHD_YES;
     }
-    *con_cls = conn;
+    bool body = has_body(conn);
+    if (*con_cls == NULL && !body) {
+        *con_cls = &pending;
+        return MHD_YES;
+    }
+    *con_cls = &answered;
     const tly_web *w = cls;
     web_req r = {.cfg = &w->cfg, .path = url};
     web_reply out = {.status = 200};
-    serve(&r, conn, method, &out);
+    serve(&r, conn, method, body, &out);
     return respond(conn, &out);
 }
 

@@ -1,0 +1,630 @@
+/*
+ * test_web.c — `tally web`, the read-only console, against a real stack:
+ * `tally up` on free loopback ports (it starts the console), the
+ * seed102-v2 vector sent group by group by source, then HTTP over a plain
+ * socket (no HTTP library):
+ *
+ *   - every page 200, its ?format=json equal to the query service's answer
+ *     (asked here with tly_query_call), its HTML holding the answer's
+ *     figures as decimals; a partner page for every partner;
+ *   - errors: unknown partner, program and path 404 (the partner's with
+ *     its suggestions), a bad filter 400, POST 405, / 302;
+ *   - limits at their edge: a request of TLY_WEB_REQUEST_BYTES_MAX bytes
+ *     served and one byte more 413; TLY_WEB_CONNECTIONS_MAX connections
+ *     served and one more closed unanswered;
+ *   - a non-loopback --web without --insecure is exit 2;
+ *   - headless Chromium renders a partner page: its DOM text holds the
+ *     balance's figures and its screenshot has the chart's colours where
+ *     the chart is drawn.
+ */
+/* strcasestr, asprintf */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <check.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tly_currency.h"
+#include "tly_limits.h"
+#include "tly_query.h"
+
+typedef struct stack {
+    char *dir;
+    char ingest[64], events[64], log_read[64], query[64], web[64];
+    int web_port;
+    char log[1200];
+    pid_t pid;
+} stack;
+
+static void stack_up(stack *s)
+{
+    s->dir = tu_tmpdir();
+    tu_endpoint(s->ingest, sizeof s->ingest);
+    tu_endpoint(s->events, sizeof s->events);
+    tu_endpoint(s->log_read, sizeof s->log_read);
+    tu_endpoint(s->query, sizeof s->query);
+    s->web_port = tu_free_port();
+    snprintf(s->web, sizeof s->web, "127.0.0.1:%d", s->web_port);
+    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
+    char *const argv[] = {
+        (char *)tu_tally(), "up",      "--data",   s->dir,    "--shards",   "2",
+        "--ingest",         s->ingest, "--events", s->events, "--log-read", s->log_read,
+        "--query",          s->query,  "--web",    s->web,    "--no-sync",  NULL};
+    s->pid = tu_spawn(argv, s->log);
+    char ep[96];
+    snprintf(ep, sizeof ep, "tcp://%s", s->web);
+    ck_assert(tu_wait_listening(s->ingest, 15000));
+    ck_assert(tu_wait_listening(s->query, 15000));
+    ck_assert_msg(tu_wait_listening(ep, 15000), "the console does not listen on %s", s->web);
+}
+
+static void stack_down(stack *s)
+{
+    ck_assert_int_eq(tu_kill_wait(s->pid, SIGTERM), 0);
+    tu_rmtree(s->dir);
+}
+
+/* Sends the vector: consecutive records of one source as one `tally send
+ * --source S` run, in file order. */
+static void send_vector(const stack *s, const char *name)
+{
+    char *path = tu_vector(name);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char group[1200], line[65536], source[128] = "";
+    snprintf(group, sizeof group, "%s/group.jsonl", s->dir);
+    FILE *g = NULL;
+    for (bool eof = false; !eof;) {
+        eof = !fgets(line, sizeof line, f);
+        json_t *rec = eof ? NULL : json_loads(line, 0, NULL);
+        const char *src = rec ? json_string_value(json_object_get(rec, "source")) : NULL;
+        ck_assert(eof || src);
+        if (g && (eof || strcmp(src, source) != 0)) {
+            fclose(g);
+            g = NULL;
+            char *const argv[] = {(char *)tu_tally(), "send", "--source", source, "--ingest",
+                                  (char *)s->ingest,  group,  NULL};
+            ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
+        }
+        if (!eof && !g) {
+            snprintf(source, sizeof source, "%s", src);
+            g = fopen(group, "w");
+        }
+        if (!eof)
+            fputs(line, g);
+        json_decref(rec);
+    }
+    fclose(f);
+    free(path);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP over a plain socket                                                  */
+
+typedef struct http_reply {
+    int status; /* 0: closed without an answer */
+    char *head; /* status line and headers */
+    char *body;
+} http_reply;
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void send_all(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    while (len > 0) {
+        ssize_t n = send(fd, text, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return; /* the server closed it: the reply says so */
+        text += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads one response: the head, then Content-Length bytes of body (HEAD
+ * responses and 0-length bodies have none). */
+static http_reply read_reply(int fd)
+{
+    size_t cap = 1 << 16, len = 0, want = SIZE_MAX, body = 0; /* body: where it starts */
+    char *buf = malloc(cap);
+    for (;;) {
+        if (body && len >= body + want)
+            break;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *end = body ? NULL : strstr(buf, "\r\n\r\n");
+        if (end) {
+            body = (size_t)(end + 4 - buf);
+            const char *cl = strcasestr(buf, "\r\nContent-Length:");
+            want = cl && cl < end ? (size_t)strtoull(cl + 17, NULL, 10) : 0;
+        }
+    }
+    buf[len] = '\0';
+    http_reply r = {0};
+    if (body && sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1) {
+        r.body = strdup(buf + body);
+        buf[body - 4] = '\0';
+        r.head = strdup(buf);
+    }
+    free(buf);
+    return r;
+}
+
+static void reply_free(http_reply *r)
+{
+    free(r->head);
+    free(r->body);
+}
+
+/* One request with extra header lines, on a connection of its own. */
+static http_reply http_req(const stack *s, const char *method, const char *path,
+                           const char *headers)
+{
+    int fd = connect_to(s->web_port);
+    char *req = NULL;
+    ck_assert_int_ge(asprintf(&req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n",
+                              method, path, headers ? headers : ""),
+                     0);
+    send_all(fd, req);
+    free(req);
+    http_reply r = read_reply(fd);
+    close(fd);
+    return r;
+}
+
+static http_reply http_get(const stack *s, const char *path)
+{
+    return http_req(s, "GET", path, NULL);
+}
+
+/* GET path, expecting status; the body parsed as JSON when it is JSON. */
+static json_t *get_json(const stack *s, const char *path, int status)
+{
+    http_reply r = http_get(s, path);
+    ck_assert_msg(r.status == status, "GET %s: %d, expected %d\n%.600s", path, r.status, status,
+                  r.body ? r.body : "");
+    ck_assert_msg(strcasestr(r.head, "Content-Type: application/json"), "GET %s: %s", path, r.head);
+    json_t *j = json_loads(r.body, 0, NULL);
+    ck_assert_msg(j != NULL, "GET %s: not JSON: %.600s", path, r.body);
+    reply_free(&r);
+    return j;
+}
+
+/* GET path, expecting status and an HTML page; returns its body. */
+static char *get_html(const stack *s, const char *path, int status)
+{
+    http_reply r = http_get(s, path);
+    ck_assert_msg(r.status == status, "GET %s: %d, expected %d", path, r.status, status);
+    ck_assert_msg(strcasestr(r.head, "Content-Type: text/html"), "GET %s: %s", path, r.head);
+    ck_assert(strstr(r.body, "<!DOCTYPE html>") == r.body);
+    free(r.head);
+    return r.body;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The service's answers                                                     */
+
+static json_t *ask(const stack *s, json_t *req)
+{
+    json_t *ans = NULL;
+    ck_assert_int_eq(tly_query_call(s->query, req, 10000, &ans), TLY_OK);
+    json_decref(req);
+    ck_assert_msg(!json_object_get(ans, "error"), "%.600s", json_dumps(ans, 0));
+    return ans;
+}
+
+static void assert_same(const json_t *got, const json_t *want, const char *what)
+{
+    if (json_equal(got, want))
+        return;
+    ck_abort_msg("%s:\n got  %.1500s\n want %.1500s", what, json_dumps(got, JSON_SORT_KEYS),
+                 json_dumps(want, JSON_SORT_KEYS));
+}
+
+/* The money text a page shows for a field of o. */
+static const char *money_text(const json_t *o, const char *key, const char *currency, char *buf)
+{
+    tly_money_text_cur((int64_t)json_integer_value(json_object_get(o, key)), currency, buf,
+                       TLY_MONEY_TEXT_BYTES);
+    *strchr(buf, ' ') = '\0'; /* the figure without its code */
+    return buf;
+}
+
+/* The page shows the figure in a numeric cell (or with its id). */
+static void assert_shows(const char *html, const char *id, const char *text, const char *what)
+{
+    char cell[160];
+    if (id)
+        snprintf(cell, sizeof cell, "id=\"%s\">%s<", id, text);
+    else
+        snprintf(cell, sizeof cell, "<td class=\"n\">%s</td>", text);
+    ck_assert_msg(strstr(html, cell), "%s: the page does not show %s", what, cell);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pages                                                                     */
+
+/* path?format=json equals the service's answer to req; the HTML is 200. */
+static json_t *check_json_page(const stack *s, const char *path, json_t *req)
+{
+    json_t *want = ask(s, req);
+    char jpath[512];
+    snprintf(jpath, sizeof jpath, "%s%sformat=json", path, strchr(path, '?') ? "&" : "?");
+    json_t *got = get_json(s, jpath, 200);
+    assert_same(got, want, path);
+    json_decref(got);
+    free(get_html(s, path, 200));
+    return want;
+}
+
+static void check_lists(const stack *s)
+{
+    json_t *liab = check_json_page(s, "/liabilities", json_pack("{s:s}", "q", "liabilities"));
+    char *html = get_html(s, "/liabilities", 200);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(liab, "programs"), i, p)
+    {
+        const char *prog = json_string_value(json_object_get(p, "program"));
+        const char *cur = json_string_value(json_object_get(p, "currency"));
+        char buf[TLY_MONEY_TEXT_BYTES], path[128];
+        assert_shows(html, NULL, money_text(p, "mdf_available", cur, buf), "liabilities");
+        snprintf(path, sizeof path, "/reports/%s", prog);
+        json_t *rep =
+            check_json_page(s, path, json_pack("{s:s,s:s}", "q", "report", "program", prog));
+        char *rhtml = get_html(s, path, 200);
+        size_t k;
+        json_t *row;
+        json_array_foreach(json_object_get(rep, "periods"), k, row)
+            assert_shows(rhtml, NULL, money_text(row, "revenue", cur, buf), path);
+        free(rhtml);
+        json_decref(rep);
+        snprintf(path, sizeof path, "/expiring?program=%s", prog);
+        json_decref(
+            check_json_page(s, path, json_pack("{s:s,s:s}", "q", "expiring", "program", prog)));
+    }
+    free(html);
+    json_decref(liab);
+    json_decref(check_json_page(s, "/expiring", json_pack("{s:s}", "q", "expiring")));
+    json_decref(check_json_page(s, "/exceptions", json_pack("{s:s}", "q", "exceptions")));
+    json_decref(check_json_page(s, "/exceptions?kind=held&partner=wingtip-consultant-069",
+                                json_pack("{s:s,s:s,s:s}", "q", "exceptions", "kind", "held",
+                                          "partner", "wingtip-consultant-069")));
+    json_decref(check_json_page(
+        s, "/partners?program=apex&search=MSP",
+        json_pack("{s:s,s:s,s:s}", "q", "partners", "program", "apex", "search", "MSP")));
+}
+
+/* A partner's page: the four answers and the explain report in its JSON,
+ * their figures in its HTML. */
+static void check_partner(const stack *s, const char *id)
+{
+    static const char *const qs[] = {"balance", "rebate", "tier", "claims"};
+    char path[256], buf[TLY_MONEY_TEXT_BYTES];
+    snprintf(path, sizeof path, "/partners/%s?format=json", id);
+    json_t *got = get_json(s, path, 200);
+    for (int q = 0; q < 4; q++) {
+        json_t *want = ask(s, json_pack("{s:s,s:s}", "q", qs[q], "partner", id));
+        assert_same(json_object_get(got, qs[q]), want, qs[q]);
+        json_decref(want);
+    }
+    const json_t *bal = json_object_get(got, "balance");
+    const json_t *mdf = json_object_get(json_object_get(got, "explain"), "mdf");
+    ck_assert_msg(json_is_object(mdf), "%s: no explain report", id);
+    const char *cur = json_string_value(json_object_get(bal, "currency"));
+    snprintf(path, sizeof path, "/partners/%s", id);
+    char *html = get_html(s, path, 200);
+    static const char *const keys[] = {"accrued", "expired", "paid", "deficit", "available"};
+    for (int k = 0; k < 5; k++) {
+        char cell[64];
+        snprintf(cell, sizeof cell, "balance-%s", keys[k]);
+        assert_shows(html, cell, money_text(bal, keys[k], cur, buf), id);
+    }
+    const json_t *reb = json_object_get(got, "rebate");
+    assert_shows(html, "rebate-payable", money_text(reb, "payable", cur, buf), id);
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(mdf, "lines"), i, l)
+    {
+        char seq[32];
+        snprintf(seq, sizeof seq, "%lld", (long long)json_integer_value(json_object_get(l, "seq")));
+        assert_shows(html, NULL, seq, id);
+    }
+    /* The chart's last bar is the balance's available. */
+    char bar[96];
+    snprintf(bar, sizeof bar, " available %s</title></rect>",
+             money_text(bal, "available", cur, buf));
+    ck_assert_msg(strstr(html, "<svg id=\"chart\"") && strstr(html, bar), "%s: chart %s", id, bar);
+    free(html);
+    json_decref(got);
+}
+
+static void check_partners(const stack *s)
+{
+    json_t *list = check_json_page(s, "/partners", json_pack("{s:s}", "q", "partners"));
+    char *html = get_html(s, "/partners", 200);
+    ck_assert_uint_gt(json_array_size(json_object_get(list, "partners")), 0);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(list, "partners"), i, p)
+    {
+        const char *id = json_string_value(json_object_get(p, "partner"));
+        char link[256];
+        snprintf(link, sizeof link, "<a href=\"/partners/%s\">%s</a>", id, id);
+        ck_assert_msg(strstr(html, link), "the list has no %s", link);
+        check_partner(s, id);
+    }
+    free(html);
+    json_decref(list);
+}
+
+static void check_errors(const stack *s)
+{
+    char *html = get_html(s, "/partners/alpine-distributor-76", 404);
+    ck_assert(strstr(html, "<a href=\"/partners/alpine-distributor-760\">"));
+    free(html);
+    json_t *e = get_json(s, "/partners/alpine-distributor-76?format=json", 404);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "not_found");
+    ck_assert(json_array_size(json_object_get(e, "suggestions")) > 0);
+    json_decref(e);
+    static const char *const bad[] = {"/partners?color=red", "/exceptions?kind=bogus",
+                                      "/exceptions?from_seq=x", "/liabilities?format=xml",
+                                      "/partners?tier=Gold&tier=Silver"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        free(get_html(s, bad[i], 400));
+        char path[128];
+        snprintf(path, sizeof path, "%s&format=json", bad[i]);
+        if (!strstr(bad[i], "format="))
+            json_decref(get_json(s, path, 400));
+    }
+    free(get_html(s, "/reports/nope", 404));
+    free(get_html(s, "/nope", 404));
+    http_reply r = http_req(s, "POST", "/partners", "Content-Length: 0\r\n");
+    ck_assert_int_eq(r.status, 405);
+    reply_free(&r);
+    r = http_get(s, "/");
+    ck_assert_int_eq(r.status, 302);
+    ck_assert(strcasestr(r.head, "\r\nLocation: /partners"));
+    reply_free(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Limits                                                                    */
+
+/* The console counts the path and the header names and values: "Host: t"
+ * (5), "Connection: close" (15), "X-Pad: ..." (5 + pad). */
+static int padded_get(const stack *s, const char *path, size_t bytes)
+{
+    size_t fixed = strlen(path) + 5 + 15 + 5;
+    ck_assert_uint_gt(bytes, fixed);
+    char *pad = malloc(bytes - fixed + 16);
+    memset(pad, 'p', bytes - fixed);
+    pad[bytes - fixed] = '\0';
+    char *hdr = NULL;
+    ck_assert_int_ge(asprintf(&hdr, "X-Pad: %s\r\n", pad), 0);
+    http_reply r = http_req(s, "GET", path, hdr);
+    free(hdr);
+    free(pad);
+    int status = r.status;
+    reply_free(&r);
+    return status;
+}
+
+/* A keep-alive request on fd; its status (0: closed unanswered). */
+static int keep_alive_get(int fd)
+{
+    send_all(fd, "GET /liabilities HTTP/1.1\r\nHost: t\r\n\r\n");
+    http_reply r = read_reply(fd);
+    int status = r.status;
+    reply_free(&r);
+    return status;
+}
+
+static void check_limits(const stack *s)
+{
+    ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX), 200);
+    ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX + 1), 413);
+    int fds[TLY_WEB_CONNECTIONS_MAX];
+    for (unsigned i = 0; i < TLY_WEB_CONNECTIONS_MAX; i++) {
+        fds[i] = connect_to(s->web_port);
+        ck_assert_int_eq(keep_alive_get(fds[i]), 200);
+    }
+    int extra = connect_to(s->web_port);
+    ck_assert_int_eq(keep_alive_get(extra), 0);
+    close(extra);
+    /* Every held connection is still served; one closed frees a slot (the
+     * server notices the close on its own time: ask until it has). */
+    ck_assert_int_eq(keep_alive_get(fds[0]), 200);
+    close(fds[0]);
+    int status = 0;
+    for (int tries = 0; status != 200 && tries < 1000; tries++) {
+        int fd = connect_to(s->web_port);
+        status = keep_alive_get(fd);
+        close(fd);
+        if (status != 200)
+            tu_sleep_ms(10);
+    }
+    ck_assert_int_eq(status, 200);
+    for (unsigned i = 1; i < TLY_WEB_CONNECTIONS_MAX; i++)
+        close(fds[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A real browser                                                            */
+
+/* Counts the pixels of the chart's two colours in a PNG (8-bit RGB or
+ * RGBA, non-interlaced, as Chromium writes) and where they are: prints
+ * "WIDTH HEIGHT BARS LINE TOP BOTTOM". */
+static const char png_check[] =
+    "import sys, zlib, struct\n"
+    "d = open(sys.argv[1], 'rb').read()\n"
+    "assert d[:8] == b'\\x89PNG\\r\\n\\x1a\\n'\n"
+    "i, idat = 8, b''\n"
+    "while i < len(d):\n"
+    "    n, t = struct.unpack('>I4s', d[i:i + 8]); c = d[i + 8:i + 8 + n]; i += 12 + n\n"
+    "    if t == b'IHDR': w, h, depth, ct, _, _, il = struct.unpack('>IIBBBBB', c)\n"
+    "    if t == b'IDAT': idat += c\n"
+    "assert depth == 8 and ct in (2, 6) and il == 0\n"
+    "bpp = 3 if ct == 2 else 4; raw = zlib.decompress(idat); stride = w * bpp\n"
+    "prev = bytearray(stride); bars = line = 0; top, bottom = h, -1\n"
+    "for y in range(h):\n"
+    "    f = raw[y * (stride + 1)]; cur = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + "
+    "1)])\n"
+    "    for x in range(stride):\n"
+    "        a = cur[x - bpp] if x >= bpp else 0; b = prev[x]; c = prev[x - bpp] if x >= bpp else "
+    "0\n"
+    "        if f == 1: cur[x] = (cur[x] + a) & 255\n"
+    "        elif f == 2: cur[x] = (cur[x] + b) & 255\n"
+    "        elif f == 3: cur[x] = (cur[x] + (a + b) // 2) & 255\n"
+    "        elif f == 4:\n"
+    "            p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)\n"
+    "            cur[x] = (cur[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255\n"
+    "    for x in range(0, stride, bpp):\n"
+    "        px = tuple(cur[x:x + 3])\n"
+    "        near = lambda q: all(abs(px[k] - q[k]) <= 8 for k in range(3))\n"
+    "        if near((0x2f, 0x6f, 0xd0)): bars += 1\n"
+    "        elif near((0xe0, 0x70, 0x00)): line += 1\n"
+    "        else: continue\n"
+    "        top = min(top, y); bottom = max(bottom, y)\n"
+    "    prev = cur\n"
+    "print(w, h, bars, line, top, bottom)\n";
+
+static void check_browser(const stack *s, const char *id)
+{
+    if (system("command -v chromium >/dev/null 2>&1") != 0)
+        ck_abort_msg("chromium is not installed: run scripts/deps.sh (it installs Debian's "
+                     "chromium, which this test needs)");
+    char url[256], png[1200], dom[1200], err[1200], profile[1200], script[1200], out[1200];
+    snprintf(url, sizeof url, "http://%s/partners/%s", s->web, id);
+    snprintf(png, sizeof png, "--screenshot=%s/page.png", s->dir);
+    snprintf(dom, sizeof dom, "%s/dom.html", s->dir);
+    snprintf(err, sizeof err, "%s/chromium.err", s->dir);
+    snprintf(profile, sizeof profile, "--user-data-dir=%s/chromium", s->dir);
+    char *const argv[] = {"chromium",
+                          "--headless",
+                          "--disable-gpu",
+                          "--no-sandbox",
+                          profile,
+                          "--window-size=1280,1400",
+                          "--hide-scrollbars",
+                          png,
+                          "--dump-dom",
+                          url,
+                          NULL};
+    int rc = tu_run(argv, NULL, dom, err);
+    char *etext = tu_read_file(err, NULL);
+    ck_assert_msg(rc == 0, "chromium exit %d: %.1500s", rc, etext);
+    free(etext);
+    /* The rendered document holds the JSON answer's figures. */
+    char path[256], buf[TLY_MONEY_TEXT_BYTES];
+    snprintf(path, sizeof path, "/partners/%s?format=json", id);
+    json_t *page = get_json(s, path, 200);
+    const json_t *bal = json_object_get(page, "balance");
+    const char *cur = json_string_value(json_object_get(bal, "currency"));
+    char *text = tu_read_file(dom, NULL);
+    ck_assert_ptr_nonnull(text);
+    static const char *const keys[] = {"accrued", "clawed_back", "adjusted", "expired",
+                                       "paid",    "deficit",     "available"};
+    for (int k = 0; k < 7; k++) {
+        char cell[64];
+        snprintf(cell, sizeof cell, "balance-%s", keys[k]);
+        assert_shows(text, cell, money_text(bal, keys[k], cur, buf), "the browser's DOM");
+    }
+    ck_assert(strstr(text, "<svg id=\"chart\""));
+    free(text);
+    json_decref(page);
+    /* The screenshot: the chart's bars and line are drawn, below the
+     * heading and within the first screen, where the page puts the chart. */
+    snprintf(script, sizeof script, "%s/png_check.py", s->dir);
+    snprintf(out, sizeof out, "%s/png.out", s->dir);
+    ck_assert(tu_write_file(script, png_check, strlen(png_check)));
+    char *const py[] = {"python3", script, png + strlen("--screenshot="), NULL};
+    ck_assert_int_eq(tu_run(py, NULL, out, err), 0);
+    text = tu_read_file(out, NULL);
+    int w = 0, h = 0, bars = 0, line = 0, top = 0, bottom = 0;
+    ck_assert_int_eq(sscanf(text, "%d %d %d %d %d %d", &w, &h, &bars, &line, &top, &bottom), 6);
+    ck_assert_msg(bars >= 500 && line >= 100 && top > 100 && bottom < 700,
+                  "the chart is not drawn: %s", text);
+    free(text);
+}
+
+/* ------------------------------------------------------------------------ */
+
+START_TEST(test_console_pages)
+{
+    stack s;
+    stack_up(&s);
+    send_vector(&s, "seed102-v2-events.jsonl");
+    char *const wait[] = {(char *)tu_tally(), "wait", "--seq", "2910", "--query", s.query,
+                          "--timeout",        "120",  NULL};
+    ck_assert_int_eq(tu_run(wait, NULL, NULL, NULL), 0);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/endpoints.json", s.dir);
+    json_t *eps = json_load_file(path, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(eps, "web")), s.web);
+    json_decref(eps);
+    check_lists(&s);
+    check_partners(&s);
+    check_errors(&s);
+    check_limits(&s);
+    check_browser(&s, "alpine-distributor-760");
+    stack_down(&s);
+}
+END_TEST
+
+/* A usage error is exit 2 before anything listens. */
+static int web_exit(const char *a, const char *b)
+{
+    char *const argv[] = {(char *)tu_tally(), "web", (char *)a, (char *)b, NULL};
+    return tu_run(argv, NULL, NULL, NULL);
+}
+
+START_TEST(test_console_usage)
+{
+    ck_assert_int_eq(web_exit("--web", "0.0.0.0:7999"), 2);
+    ck_assert_int_eq(web_exit("--web", "10.1.2.3:7999"), 2);
+    ck_assert_int_eq(web_exit("--web", "[::]:7999"), 2);
+    ck_assert_int_eq(web_exit("--web", "localhost"), 2);
+    ck_assert_int_eq(web_exit("--web", "127.0.0.1:0"), 2);
+    ck_assert_int_eq(web_exit("--ingest", "tcp://127.0.0.1:1"), 2);
+    ck_assert_int_eq(web_exit("--help", NULL), 0);
+    /* A taken port is exit 1 with one line. */
+    int port = tu_free_port();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 1), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    ck_assert_int_eq(web_exit("--web", addr), 1);
+    close(fd);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("web");
+    TCase *tc = tu_tcase(s, "console", 600);
+    tu_add_tests(tc, TU_TESTS(test_console_usage, test_console_pages));
+    return tu_run_suite(s);
+}
