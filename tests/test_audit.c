@@ -1180,9 +1180,11 @@ START_TEST(audit_a_running_stack)
     char *const gen[] = {(char *)tu_tally(), "gen", "--seed", "5", "--events", "20000", NULL};
     char *dir = tu_tmpdir(), *err = join(dir, "err");
     ck_assert_int_eq(tu_run(gen, NULL, events, NULL), 0);
-    char *const up[] = {(char *)tu_tally(), "up",   "--data",    data, "--shards",   "2",
-                        "--ingest",         ingest, "--events",  pub,  "--log-read", logread,
-                        "--query",          query,  "--no-sync", NULL};
+    char web[32]; /* the console's port: stacks run side by side */
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    char *const up[] = {(char *)tu_tally(), "up",   "--data",    data,    "--shards",   "2",
+                        "--ingest",         ingest, "--events",  pub,     "--log-read", logread,
+                        "--query",          query,  "--no-sync", "--web", web,          NULL};
     pid_t up_pid = tu_spawn(up, err);
     ck_assert(tu_wait_listening(ingest, 20000));
     char *const send[] = {(char *)tu_tally(), "send", events, "--ingest", ingest, NULL};

@@ -213,10 +213,12 @@ static void stack_up(stack *s)
     tu_endpoint(s->log_read, sizeof s->log_read);
     tu_endpoint(s->query, sizeof s->query);
     snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char *const argv[] = {(char *)tu_tally(), "up",      "--data",     s->dir,
-                          "--shards",         "1",       "--ingest",   s->ingest,
-                          "--events",         s->events, "--log-read", s->log_read,
-                          "--query",          s->query,  "--no-sync",  NULL};
+    char web[32]; /* the console's port: stacks run side by side */
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    char *const argv[] = {
+        (char *)tu_tally(), "up",      "--data",    s->dir,    "--shards",   "1",
+        "--ingest",         s->ingest, "--events",  s->events, "--log-read", s->log_read,
+        "--query",          s->query,  "--no-sync", "--web",   web,          NULL};
     s->pid = tu_spawn(argv, s->log);
     ck_assert(tu_wait_listening(s->ingest, 15000));
     ck_assert(tu_wait_listening(s->query, 15000));
@@ -349,12 +351,13 @@ static int listen_port(int *fd_out)
  * code, its output (stdout and stderr) in out. */
 static int up_once(const char *dir, const char *ingest, const char *out)
 {
-    char ev[64], lr[64], q[64];
+    char ev[64], lr[64], q[64], web[32];
     tu_endpoint(ev, sizeof ev);
     tu_endpoint(lr, sizeof lr);
     tu_endpoint(q, sizeof q);
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     return run(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest, "--events", ev,
-               "--log-read", lr, "--query", q, "--no-sync", NULL);
+               "--log-read", lr, "--query", q, "--web", web, "--no-sync", NULL);
 }
 
 START_TEST(test_up_port_taken)

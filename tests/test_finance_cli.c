@@ -162,14 +162,26 @@ static void stack_up(void)
     tu_endpoint(g_stack.log_read, sizeof g_stack.log_read);
     tu_endpoint(g_stack.query, sizeof g_stack.query);
     snprintf(g_stack.log, sizeof g_stack.log, "%s/up.log", g_stack.dir);
-    char *const argv[] = {(char *)tu_tally(), "up",
-                          "--data",           g_stack.dir,
-                          "--shards",         "2",
-                          "--ingest",         g_stack.ingest,
-                          "--events",         g_stack.events,
-                          "--log-read",       g_stack.log_read,
-                          "--query",          g_stack.query,
-                          "--no-sync",        NULL};
+    char web[32]; /* the console's port: stacks run side by side */
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    char *const argv[] = {(char *)tu_tally(),
+                          "up",
+                          "--web",
+                          web,
+                          "--data",
+                          g_stack.dir,
+                          "--shards",
+                          "2",
+                          "--ingest",
+                          g_stack.ingest,
+                          "--events",
+                          g_stack.events,
+                          "--log-read",
+                          g_stack.log_read,
+                          "--query",
+                          g_stack.query,
+                          "--no-sync",
+                          NULL};
     g_stack.pid = tu_spawn(argv, g_stack.log);
     need(tu_wait_listening(g_stack.ingest, 15000));
     need(tu_wait_listening(g_stack.query, 15000));

@@ -40,10 +40,12 @@ static void stack_up(stack *s, const char *shards)
     tu_endpoint(s->log_read, sizeof s->log_read);
     tu_endpoint(s->query, sizeof s->query);
     snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char *const argv[] = {(char *)tu_tally(), "up",           "--data",     s->dir,
-                          "--shards",         (char *)shards, "--ingest",   s->ingest,
-                          "--events",         s->events,      "--log-read", s->log_read,
-                          "--query",          s->query,       "--no-sync",  NULL};
+    char web[32]; /* the console's port: stacks run side by side */
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    char *const argv[] = {
+        (char *)tu_tally(), "up",           "--web",    web,       "--data",    s->dir,
+        "--shards",         (char *)shards, "--ingest", s->ingest, "--events",  s->events,
+        "--log-read",       s->log_read,    "--query",  s->query,  "--no-sync", NULL};
     s->pid = tu_spawn(argv, s->log);
     ck_assert(tu_wait_listening(s->ingest, 15000));
     ck_assert(tu_wait_listening(s->query, 15000));
