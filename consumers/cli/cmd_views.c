@@ -19,6 +19,7 @@
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_limits.h"
+#include "tly_money.h"
 #include "tly_query.h"
 #include "tly_xkind.h"
 
@@ -239,15 +240,39 @@ static void baseline_text(const json_t *p, const money_ctx *m, char *out, size_t
         snprintf(out, cap, "net revenue");
 }
 
+/* The rate reached, and beside it the effective rate (the figure over the
+ * basis, in hundredths of a percent, rounded half to even) when they
+ * differ: an incremental rebate's slices, a cap or an adjustment. */
+static void rate_text(const json_t *p, int64_t bps, char *out, size_t cap)
+{
+    char top[16], eff[16];
+    tly_query_format_bps(bps, top, sizeof top);
+    json_int_t basis = json_integer_value(json_object_get(p, "basis"));
+    json_int_t rebate = json_integer_value(json_object_get(p, "rebate"));
+    /* rebate ≤ basis × 10000 bps, so rebate × 10000 fits int64 for any
+     * amount under 9.2e14; a larger one shows the reached rate alone */
+    if (basis <= 0 || rebate < 0 || rebate > INT64_MAX / 10000) {
+        snprintf(out, cap, "%s", top);
+        return;
+    }
+    int64_t e = tly_round_half_even((int64_t)rebate * 10000, (int64_t)basis);
+    if (e == bps) {
+        snprintf(out, cap, "%s", top);
+        return;
+    }
+    tly_query_format_bps(e, eff, sizeof eff);
+    snprintf(out, cap, "%s (eff. %s)", top, eff);
+}
+
 /* One rebate period: revenue, basis, rate, figure, referral fees [Q3]. */
 static void rebate_row(table *t, const json_t *p, const money_ctx *m)
 {
     char rev[TLY_QUERY_MONEY_CHARS], x[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
-        ref[TLY_QUERY_MONEY_CHARS], paid[TLY_QUERY_MONEY_CHARS], rate[16] = "-",
+        ref[TLY_QUERY_MONEY_CHARS], paid[TLY_QUERY_MONEY_CHARS], rate[48] = "-",
                                                                  base[TLY_QUERY_MONEY_CHARS + 32];
     json_t *bps = json_object_get(p, "rate_bps");
     if (json_is_integer(bps))
-        tly_query_format_bps((int64_t)json_integer_value(bps), rate, sizeof rate);
+        rate_text(p, (int64_t)json_integer_value(bps), rate, sizeof rate);
     baseline_text(p, m, base, sizeof base);
     table_row(t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
               money_of(p, "basis", m->exp, x, sizeof x), base, rate,
@@ -325,9 +350,21 @@ static void next_text(const json_t *next, const money_ctx *m, char *out, size_t 
         return;
     }
     char rev[TLY_QUERY_MONEY_CHARS], certs[24];
-    snprintf(out, cap, "%s: needs %s more revenue and %s more certifications",
-             str_of(next, "tier", "-"), money_of(next, "revenue_needed", m->exp, rev, sizeof rev),
-             int_of(next, "certs_needed", certs, sizeof certs));
+    json_int_t need_rev = json_integer_value(json_object_get(next, "revenue_needed"));
+    json_int_t need_certs = json_integer_value(json_object_get(next, "certs_needed"));
+    const char *tier = str_of(next, "tier", "-");
+    money_of(next, "revenue_needed", m->exp, rev, sizeof rev);
+    int_of(next, "certs_needed", certs, sizeof certs);
+    if (need_rev == 0 && need_certs == 0)
+        snprintf(out, cap, "qualifies for %s at the next close", tier);
+    else if (need_certs == 0)
+        snprintf(out, cap, "%s: needs %s more revenue", tier, rev);
+    else if (need_rev == 0)
+        snprintf(out, cap, "%s: needs %s more certification%s", tier, certs,
+                 need_certs == 1 ? "" : "s");
+    else
+        snprintf(out, cap, "%s: needs %s more revenue and %s more certifications", tier, rev,
+                 certs);
 }
 
 static void print_tier(const json_t *r, const money_ctx *m)
