@@ -45,6 +45,7 @@ static const command commands[] = {
     {"journal", tly_cmd_journal, "balanced GL journal entries of a program's period"},
     {"summary", tly_cmd_summary, "finance summary: liabilities, top partners, tiers, exceptions"},
     {"explain", tly_cmd_explain, "trace a partner's figures to their events"},
+    {"statement", tly_cmd_statement, "write a partner's period statement as PDF or HTML"},
     {"audit", tly_cmd_audit, "verify, export, replay, diff and digest the log"},
     {"bench", cmd_bench, "measure ingest, folding and queries (bench ingest|fold|query)"},
     {"version", cmd_version, "print the version (also 'tally --version')"},

@@ -34,6 +34,7 @@ int tly_cmd_expiring(int argc, char **argv);
 int tly_cmd_journal(int argc, char **argv);
 int tly_cmd_summary(int argc, char **argv);
 int tly_cmd_explain(int argc, char **argv);
+int tly_cmd_statement(int argc, char **argv);
 int tly_cmd_audit(int argc, char **argv);
 int tly_cmd_bench_fold(int argc, char **argv);
 int tly_cmd_bench_query(int argc, char **argv);

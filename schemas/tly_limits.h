@@ -672,6 +672,26 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 /* Pages of exceptions read at most (each TLY_QUERY_EXCEPTIONS_PAGE_MAX). */
 #define TLY_SUMMARY_EXCEPTION_PAGES_MAX 100000u
 
+/* --- tally statement (consumers/cli/cmd_statement.c, consumers/report/) --- */
+
+/* Times the statement reads its answers again when they came from
+ * different log positions (a shard applied records in between), and the
+ * pause between tries: a ledger that keeps taking records for this long
+ * is not quiet enough for one statement at one seq. */
+#define TLY_STATEMENT_ATTEMPTS_MAX 50u
+#define TLY_STATEMENT_RETRY_MS 100u
+
+/* Periods the chart shows at most (the latest ones): 10 years of months
+ * stay readable on an A4 page; the table under it lists the same ones. */
+#define TLY_STATEMENT_CHART_PERIODS_MAX 120u
+
+/* Pages of one PDF statement at most: about 20,000 explain lines, far more
+ * than one partner's period holds; more is refused, not cut. */
+#define TLY_STATEMENT_PAGES_MAX 400u
+
+/* Lines of one period a statement lists at most (its pages bound it too). */
+#define TLY_STATEMENT_LINES_MAX 20000u
+
 /* --- tally bench ingest --- */
 
 /* Producers at most (threads). */

@@ -4,8 +4,9 @@
 # the embedded defaults, generates a realistic data set (`tally gen`), sends
 # it through the ledger (`tally send`), waits until every shard has folded
 # it, prints the finance summary and the finance pack (each program's period
-# report, the largest balances its next close expires), verifies the audit
-# chain, then stops the stack cleanly.
+# report, the largest balances its next close expires, one partner statement
+# as PDF and HTML with the paths printed), verifies the audit chain, then
+# stops the stack cleanly.
 #
 # Environment: TALLY_DEMO_EVENTS (default 50000), TALLY_DEMO_SEED (default 7).
 set -eu
@@ -62,8 +63,18 @@ for PROGRAM in $PROGRAMS; do
     "$TALLY" expiring --data "$DATA" --program "$PROGRAM" | head -n 14
 done
 # ---- finance pack: partner statement (issue 11 item 6) -------------------
-# The statement of one partner, as PDF and HTML, paths printed, goes here
-# (`tally statement PARTNER --period P --out FILE`, written separately).
+# The top partner by available MDF, its latest rebate period; `tally
+# statement` prints each path it wrote.
+PARTNER=$("$TALLY" summary --data "$DATA" --json |
+    sed -n 's/.*"top":\[{"partner":"\([^"]*\)".*/\1/p')
+PERIOD=$("$TALLY" rebate "$PARTNER" --data "$DATA" --json |
+    sed -n 's/.*"period":"\([^"]*\)".*/\1/p')
+echo
+echo "-- the statement of $PARTNER for $PERIOD"
+for ext in pdf html; do
+    "$TALLY" statement "$PARTNER" --period "$PERIOD" --data "$DATA" \
+        --out "$WORK/statement-$PARTNER-$PERIOD.$ext"
+done
 # ---- end of the statement's spot ------------------------------------------
 
 echo

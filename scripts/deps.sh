@@ -9,6 +9,9 @@ PKGS="$PKGS libcsv-dev"
 # tally web: libmicrohttpd (its HTTP server); test_web: chromium (the
 # headless browser that renders a partner page).
 PKGS="$PKGS libmicrohttpd-dev chromium"
+# tally statement: cairo and pango (PDF, SVG), the DejaVu fonts it names;
+# test_statement reads the PDFs back with pdftotext (poppler-utils).
+PKGS="$PKGS libcairo2-dev libpango1.0-dev fonts-dejavu-core poppler-utils"
 # test_install: man (renders the man pages), systemd (systemd-analyze verify).
 PKGS="$PKGS man-db systemd"
 [ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"

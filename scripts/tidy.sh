@@ -38,6 +38,7 @@ consumers/runtime     schemas tly_log.h consumers/engine consumers/views consume
 consumers/query       schemas tly_log.h consumers/engine consumers/views consumers/query
 consumers/audit       schemas tly_log.h consumers/engine consumers/views consumers/runtime
                       consumers/audit
+consumers/report      schemas consumers/query consumers/report
 consumers/web         schemas tly_log.h consumers/engine consumers/views consumers/runtime
                       consumers/audit consumers/query consumers/web
 ledger/cli            *

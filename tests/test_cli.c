@@ -103,6 +103,7 @@ static const cmd_row rows[] = {
     {"journal", "--ingest"},
     {"summary", "--query"},
     {"explain", "--query"},
+    {"statement", "--ingest"},
     {"audit verify", "--query"},
     {"audit export", "--json"},
     {"audit digest", "--ingest"},

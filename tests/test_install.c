@@ -170,9 +170,9 @@ static void install_teardown(void)
 /* ------------------------------------------------------------------------ */
 /* Files and version                                                         */
 
-static const char *const man_pages[] = {"tally",         "tally-ledger",  "tally-send",
-                                        "tally-consume", "tally-query",   "tally-audit",
-                                        "tally-up",      "tally-finance", "tally-web"};
+static const char *const man_pages[] = {
+    "tally",       "tally-ledger", "tally-send",    "tally-consume", "tally-query",
+    "tally-audit", "tally-up",     "tally-finance", "tally-web",     "tally-statement"};
 #define MAN_PAGES (sizeof man_pages / sizeof man_pages[0])
 
 static const char *const units[] = {"tally-ledger.service", "tally-consume@.service",
@@ -289,6 +289,7 @@ static const struct {
     {"journal", "tally-finance"},
     {"summary", "tally-up"},
     {"explain", "tally-up"},
+    {"statement", "tally-statement"},
     {"audit verify", "tally-audit"},
     {"audit export", "tally-audit"},
     {"audit digest", "tally-audit"},

@@ -1,0 +1,426 @@
+/*
+ * test_statement.c — `tally statement` against a real `tally up` stack
+ * (two shards, random loopback ports) holding seed102-v2, sent group by
+ * group of source as test_up sends seed101:
+ *
+ *   - PDF and HTML statements of partners of both programs (quarters in
+ *     USD, months in EUR), periods closed and open: `pdftotext` of the PDF
+ *     holds the figures of the query service's JSON answers at the seq the
+ *     statement names (balance, each rebate row up to the period and
+ *     payable, each claim, the tier, the funds the next close expires,
+ *     the chart's last point = available and the rows' cumulative revenue),
+ *     as many explain lines as `tally explain --json --period` has; the
+ *     HTML holds the same figures and an inline <svg> chart;
+ *   - a partner without activity in the period: an empty statement that
+ *     says so;
+ *   - a period of the other kind, before the program's first or after its
+ *     open one, an unknown partner: exit 1; a file that is neither .pdf
+ *     nor .html, or no --period: exit 2.
+ *
+ * The stack is started once for the suite (an unchecked fixture); every
+ * test writes into its own temporary directory.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "tly_query.h"
+
+#define VECTOR "seed102-v2-events.jsonl"
+
+static struct {
+    char *dir;
+    char ingest[64], events[64], log_read[64], query[64];
+    pid_t pid;
+    long long seq; /* the vector's head */
+} g;
+
+/* ---- running tally ---- */
+
+static int run_tally(const char *out, const char *err, ...)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)tu_tally();
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; n < 31 && (a = va_arg(ap, const char *));)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run(argv, NULL, out, err);
+}
+
+/* Sends the vector: consecutive records of one source as one `tally send
+ * --source S` run, in file order. */
+static void send_vector(void)
+{
+    char *path = tu_vector(VECTOR);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char group[1200], line[65536], source[128] = "";
+    snprintf(group, sizeof group, "%s/group.jsonl", g.dir);
+    FILE *gf = NULL;
+    for (bool eof = false; !eof;) {
+        eof = !fgets(line, sizeof line, f);
+        json_t *rec = eof ? NULL : json_loads(line, 0, NULL);
+        const char *src = rec ? json_string_value(json_object_get(rec, "source")) : NULL;
+        ck_assert(eof || src);
+        if (gf && (eof || strcmp(src, source) != 0)) {
+            fclose(gf);
+            gf = NULL;
+            ck_assert_int_eq(run_tally(NULL, NULL, "send", "--source", source, "--ingest", g.ingest,
+                                       group, NULL),
+                             0);
+        }
+        if (!eof) {
+            if (!gf) {
+                snprintf(source, sizeof source, "%s", src);
+                gf = fopen(group, "w");
+            }
+            fputs(line, gf);
+        }
+        json_decref(rec);
+    }
+    fclose(f);
+    free(path);
+}
+
+static void stack_up(void)
+{
+    g.dir = tu_tmpdir();
+    tu_endpoint(g.ingest, sizeof g.ingest);
+    tu_endpoint(g.events, sizeof g.events);
+    tu_endpoint(g.log_read, sizeof g.log_read);
+    tu_endpoint(g.query, sizeof g.query);
+    char log[1200];
+    snprintf(log, sizeof log, "%s/up.log", g.dir);
+    char *const argv[] = {(char *)tu_tally(), "up",     "--data",     g.dir,
+                          "--shards",         "2",      "--ingest",   g.ingest,
+                          "--events",         g.events, "--log-read", g.log_read,
+                          "--query",          g.query,  "--no-sync",  NULL};
+    g.pid = tu_spawn(argv, log);
+    ck_assert(tu_wait_listening(g.ingest, 15000));
+    ck_assert(tu_wait_listening(g.query, 15000));
+    send_vector();
+    char *vp = tu_vector("seed102-v2-expected.json");
+    json_t *vec = json_load_file(vp, 0, NULL);
+    free(vp);
+    ck_assert_ptr_nonnull(vec);
+    g.seq = (long long)json_integer_value(json_object_get(vec, "seq"));
+    json_decref(vec);
+    char seq[32];
+    snprintf(seq, sizeof seq, "%lld", g.seq);
+    ck_assert_int_eq(
+        run_tally(NULL, NULL, "wait", "--seq", seq, "--timeout", "120", "--query", g.query, NULL),
+        0);
+}
+
+static void stack_down(void)
+{
+    ck_assert_int_eq(tu_kill_wait(g.pid, SIGTERM), 0);
+    tu_rmtree(g.dir);
+}
+
+/* ---- text of the files ---- */
+
+/* The file's text with every run of blanks made one space. */
+static char *squeezed(const char *path)
+{
+    char *t = tu_read_file(path, NULL);
+    ck_assert_ptr_nonnull(t);
+    size_t o = 0;
+    for (size_t i = 0; t[i]; i++) {
+        bool blank = t[i] == ' ' || t[i] == '\t';
+        if (blank && o > 0 && (t[o - 1] == ' ' || t[o - 1] == '\n'))
+            continue;
+        t[o++] = blank ? ' ' : t[i];
+    }
+    t[o] = '\0';
+    return t;
+}
+
+static void assert_has(const char *text, const char *what, const char *where)
+{
+    ck_assert_msg(strstr(text, what) != NULL, "%s lacks \"%s\"", where, what);
+}
+
+static const char *money(int64_t minor, int exp)
+{
+    static char bufs[8][TLY_QUERY_MONEY_CHARS];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    tly_query_format_money(minor, exp, b, TLY_QUERY_MONEY_CHARS);
+    return b;
+}
+
+static int64_t iget(const json_t *o, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(o, k));
+}
+
+static const char *sget(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+/* The service's JSON answer to {"q": q, key: value}, at the vector's head. */
+static json_t *ask(const char *q, const char *key, const char *value)
+{
+    json_t *req = json_pack("{s:s, s:s}", "q", q, key, value), *r = NULL;
+    ck_assert_int_eq(tly_query_call(g.query, req, 5000, &r), 0);
+    json_decref(req);
+    ck_assert_msg(json_object_get(r, "error") == NULL, "%s %s: error", q, value);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "seq")), g.seq);
+    return r;
+}
+
+/* Explain's lines: every array of objects with a "seq" and a "kind". */
+static size_t count_lines(const json_t *v)
+{
+    size_t n = 0, i;
+    json_t *c;
+    const char *k;
+    if (json_is_array(v))
+        json_array_foreach(v, i, c)
+        {
+            if (json_is_object(c) && json_object_get(c, "seq") && json_object_get(c, "kind"))
+                n++;
+            else
+                n += count_lines(c);
+        }
+    else if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, c) n += count_lines(c);
+    return n;
+}
+
+static size_t explain_lines(const char *dir, const char *partner, const char *period)
+{
+    char out[1200];
+    snprintf(out, sizeof out, "%s/explain.json", dir);
+    /* exit 1 only says a rebate row differs from its view: the lines stand */
+    int rc = run_tally(out, NULL, "explain", partner, "--period", period, "--data", g.dir, "--json",
+                       NULL);
+    ck_assert_int_le(rc, 1);
+    json_t *j = json_load_file(out, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    size_t n = count_lines(j);
+    json_decref(j);
+    return n;
+}
+
+/* Writes the statement as FILE.ext under dir; returns its text (the PDF's
+ * through pdftotext -layout), blanks squeezed. */
+static char *statement(const char *dir, const char *partner, const char *period, const char *ext)
+{
+    char file[1200], out[1200], txt[1300];
+    snprintf(file, sizeof file, "%s/%s-%s.%s", dir, partner, period, ext);
+    snprintf(out, sizeof out, "%s/statement.out", dir);
+    ck_assert_int_eq(run_tally(out, NULL, "statement", partner, "--period", period, "--out", file,
+                               "--data", g.dir, "--query", g.query, NULL),
+                     0);
+    if (strcmp(ext, "html") == 0)
+        return squeezed(file);
+    snprintf(txt, sizeof txt, "%s.txt", file);
+    char *const argv[] = {"pdftotext", "-layout", file, txt, NULL};
+    ck_assert_msg(tu_run(argv, NULL, NULL, NULL) == 0,
+                  "pdftotext failed (scripts/deps.sh installs poppler-utils)");
+    return squeezed(txt);
+}
+
+typedef struct answers {
+    json_t *bal, *reb, *tier, *claims, *report, *exp;
+    int exp_digits;
+    const char *program;
+} answers;
+
+static void answers_get(answers *a, const char *partner)
+{
+    a->bal = ask("balance", "partner", partner);
+    a->reb = ask("rebate", "partner", partner);
+    a->tier = ask("tier", "partner", partner);
+    a->claims = ask("claims", "partner", partner);
+    a->program = sget(a->bal, "program");
+    a->report = ask("report", "program", a->program);
+    a->exp = ask("expiring", "program", a->program);
+    a->exp_digits = tly_query_currency_exponent(sget(a->bal, "currency"));
+}
+
+static void answers_free(answers *a)
+{
+    json_decref(a->bal);
+    json_decref(a->reb);
+    json_decref(a->tier);
+    json_decref(a->claims);
+    json_decref(a->report);
+    json_decref(a->exp);
+}
+
+/* Rebate rows up to the period, payable, and the chart's last point. */
+static void check_rebates(const char *t, const answers *a, const char *period, const char *where)
+{
+    char want[512];
+    int64_t cum = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(a->reb, "periods"), i, r)
+    {
+        cum += iget(r, "revenue");
+        if (strcmp(sget(r, "period"), period) > 0)
+            continue;
+        char rate[16];
+        tly_query_format_bps(iget(r, "rate_bps"), rate, sizeof rate);
+        int e = a->exp_digits;
+        snprintf(want, sizeof want, "%s %s %s %s %s %s %s %s", sget(r, "period"),
+                 money(iget(r, "revenue"), e), money(iget(r, "basis"), e), rate,
+                 money(iget(r, "rebate"), e), money(iget(r, "referral"), e), sget(r, "status"),
+                 money(iget(r, "paid"), e));
+        assert_has(t, want, where);
+    }
+    snprintf(want, sizeof want, "Payable now (final periods) %s",
+             money(iget(a->reb, "payable"), a->exp_digits));
+    assert_has(t, want, where);
+    /* the chart runs to the later of the open period and the report's last */
+    const json_t *ps = json_object_get(a->report, "periods");
+    const char *last = sget(json_array_get(ps, json_array_size(ps) - 1), "period");
+    const json_t *row = NULL;
+    json_array_foreach(json_object_get(a->exp, "programs"), i,
+                       r) if (strcmp(sget(r, "program"), a->program) == 0) row = r;
+    ck_assert_ptr_nonnull(row);
+    if (strcmp(sget(row, "period"), last) > 0)
+        last = sget(row, "period");
+    snprintf(want, sizeof want, "\n%s %s %s\n", last,
+             money(iget(a->bal, "available"), a->exp_digits), money(cum, a->exp_digits));
+    assert_has(t, want, where);
+}
+
+static void check_rest(const char *t, const answers *a, const char *partner, const char *where)
+{
+    char want[512];
+    int e = a->exp_digits;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(a->claims, "claims"), i, c)
+    {
+        snprintf(want, sizeof want, "%s %s %s %s %s", sget(c, "claim"), sget(c, "status"),
+                 money(iget(c, "requested"), e), money(iget(c, "approved"), e),
+                 money(iget(c, "paid"), e));
+        assert_has(t, want, where);
+    }
+    snprintf(want, sizeof want, "Current tier %s", sget(a->tier, "tier"));
+    assert_has(t, want, where);
+    json_t *r, *p;
+    json_array_foreach(json_object_get(a->exp, "programs"), i, r)
+    {
+        if (strcmp(sget(r, "program"), a->program) != 0)
+            continue;
+        int64_t amount = 0;
+        size_t k;
+        json_array_foreach(json_object_get(r, "partners"), k,
+                           p) if (strcmp(sget(p, "partner"), partner) == 0) amount =
+            iget(p, "amount");
+        if (amount == 0)
+            snprintf(want, sizeof want, "Nothing expires at the close of %s.", sget(r, "period"));
+        else
+            snprintf(want, sizeof want, "%s %s of available MDF expires at the close of %s.",
+                     money(amount, e), sget(a->bal, "currency"), sget(r, "period"));
+        assert_has(t, want, where);
+    }
+}
+
+static const struct {
+    const char *partner, *period;
+} cases[] = {
+    {"graphic-msp-522", "2025-Q3"},         /* apex, quarters, USD: closed */
+    {"litware-distributor-304", "2026-Q2"}, /* open, funds expiring */
+    {"nod-var-856", "2025-06"},             /* nimbus, months, EUR */
+    {"graphic-consultant-718", "2026-06"},  /* the open month */
+};
+
+START_TEST(test_figures_equal_answers)
+{
+    char *dir = tu_tmpdir();
+    answers a = {0};
+    answers_get(&a, cases[_i].partner);
+    char seq[64], where[160], lines[80];
+    snprintf(seq, sizeof seq, "as of log seq %lld.", g.seq);
+    snprintf(lines, sizeof lines, "in log order: %zu lines.",
+             explain_lines(dir, cases[_i].partner, cases[_i].period));
+    for (int k = 0; k < 2; k++) {
+        const char *ext = k ? "html" : "pdf";
+        char *t = statement(dir, cases[_i].partner, cases[_i].period, ext);
+        snprintf(where, sizeof where, "the %s of %s %s", ext, cases[_i].partner, cases[_i].period);
+        assert_has(t, seq, where);
+        assert_has(t, lines, where);
+        if (k == 0) {
+            check_rebates(t, &a, cases[_i].period, where);
+            check_rest(t, &a, cases[_i].partner, where);
+        } else {
+            assert_has(t, "<svg", where);
+            assert_has(t, money(iget(a.reb, "payable"), a.exp_digits), where);
+            assert_has(t, money(iget(a.bal, "available"), a.exp_digits), where);
+        }
+        free(t);
+    }
+    answers_free(&a);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* No line in the period: a statement that says so, and no line table. */
+START_TEST(test_empty_period)
+{
+    char *dir = tu_tmpdir();
+    ck_assert_int_eq(explain_lines(dir, "graphic-consultant-718", "2025-02"), 0);
+    for (int k = 0; k < 2; k++) {
+        char *t = statement(dir, "graphic-consultant-718", "2025-02", k ? "html" : "pdf");
+        assert_has(t, "No activity in 2025-02", "the empty statement");
+        ck_assert_ptr_null(strstr(t, "Activity in"));
+        free(t);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_bad_periods)
+{
+    char *dir = tu_tmpdir();
+    char file[1200];
+    snprintf(file, sizeof file, "%s/s.pdf", dir);
+    static const char *const bad[][2] = {
+        {"graphic-msp-522", "2025-07"}, /* months for a quarterly program */
+        {"graphic-msp-522", "2024-Q4"}, /* before the program's first */
+        {"graphic-msp-522", "2027-Q1"}, /* after its open period */
+        {"nod-var-856", "2025-Q2"},     /* quarters for a monthly one */
+        {"no-such-partner", "2025-Q2"}, /* [D15] */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run_tally(NULL, NULL, "statement", bad[i][0], "--period", bad[i][1], "--out", file,
+                           "--data", g.dir, "--query", g.query, NULL);
+        ck_assert_msg(rc == 1, "%s %s: exit %d, want 1", bad[i][0], bad[i][1], rc);
+    }
+    ck_assert_int_eq(run_tally(NULL, NULL, "statement", "graphic-msp-522", "--period", "2025-Q3",
+                               "--out", "s.txt", "--query", g.query, NULL),
+                     2);
+    ck_assert_int_eq(run_tally(NULL, NULL, "statement", "graphic-msp-522", "--out", file, "--query",
+                               g.query, NULL),
+                     2);
+    tu_rmtree(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("statement");
+    TCase *tc = tu_tcase(s, "stack", 600);
+    tcase_add_unchecked_fixture(tc, stack_up, stack_down);
+    tcase_add_loop_test(tc, test_figures_equal_answers, 0, (int)(sizeof cases / sizeof cases[0]));
+    tu_add_tests(tc, TU_TESTS(test_empty_period, test_bad_periods));
+    return tu_run_suite(s);
+}
