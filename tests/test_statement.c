@@ -219,12 +219,15 @@ static size_t explain_lines(const char *dir, const char *partner, const char *pe
  * through pdftotext -layout), blanks squeezed. */
 static char *statement(const char *dir, const char *partner, const char *period, const char *ext)
 {
-    char file[1200], out[1200], txt[1300];
+    char file[1200], out[1200], err[1200], txt[1300];
     snprintf(file, sizeof file, "%s/%s-%s.%s", dir, partner, period, ext);
     snprintf(out, sizeof out, "%s/statement.out", dir);
-    ck_assert_int_eq(run_tally(out, NULL, "statement", partner, "--period", period, "--out", file,
-                               "--data", g.dir, "--query", g.query, NULL),
-                     0);
+    snprintf(err, sizeof err, "%s/statement.err", dir);
+    int rc = run_tally(out, err, "statement", partner, "--period", period, "--out", file, "--data",
+                       g.dir, "--query", g.query, NULL);
+    char *etext = rc != 0 ? tu_read_file(err, NULL) : NULL;
+    ck_assert_msg(rc == 0, "statement %s %s %s: exit %d: %.2000s", partner, period, ext, rc,
+                  etext ? etext : "");
     if (strcmp(ext, "html") == 0)
         return squeezed(file);
     snprintf(txt, sizeof txt, "%s.txt", file);
