@@ -98,12 +98,13 @@ static void stack_up(void)
     tu_endpoint(g.events, sizeof g.events);
     tu_endpoint(g.log_read, sizeof g.log_read);
     tu_endpoint(g.query, sizeof g.query);
-    char log[1200];
+    char log[1200], web[32]; /* the console's port: stacks run side by side */
     snprintf(log, sizeof log, "%s/up.log", g.dir);
-    char *const argv[] = {(char *)tu_tally(), "up",     "--data",     g.dir,
-                          "--shards",         "2",      "--ingest",   g.ingest,
-                          "--events",         g.events, "--log-read", g.log_read,
-                          "--query",          g.query,  "--no-sync",  NULL};
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    char *const argv[] = {
+        (char *)tu_tally(), "up",       "--web",    web,      "--data",    g.dir,
+        "--shards",         "2",        "--ingest", g.ingest, "--events",  g.events,
+        "--log-read",       g.log_read, "--query",  g.query,  "--no-sync", NULL};
     g.pid = tu_spawn(argv, log);
     ck_assert(tu_wait_listening(g.ingest, 15000));
     ck_assert(tu_wait_listening(g.query, 15000));
