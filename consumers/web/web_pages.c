@@ -61,13 +61,14 @@ static void td_str(web_buf *b, const json_t *o, const char *key)
 /* ------------------------------------------------------------------------ */
 /* Partners                                                                  */
 
-static const char *const partner_filters[] = {"program", "tier", "kind", "search"};
+/* "after": the service answers a page at a time; its "next" is the link. */
+static const char *const partner_filters[] = {"program", "tier", "kind", "search", "after"};
 #define PARTNER_FILTERS (sizeof partner_filters / sizeof partner_filters[0])
 
 static void partners_form(web_buf *b, const web_req *r)
 {
     web_put(b, "<form class=\"filters\" method=\"get\" action=\"/partners\">");
-    for (size_t i = 0; i < PARTNER_FILTERS; i++) {
+    for (size_t i = 0; i + 1 < PARTNER_FILTERS; i++) {
         web_printf(b, "<label>%s <input name=\"%s\" value=\"", partner_filters[i],
                    partner_filters[i]);
         web_esc(b, web_arg_get(r, partner_filters[i]));
@@ -76,7 +77,7 @@ static void partners_form(web_buf *b, const web_req *r)
     web_put(b, "<button>Search</button></form>\n");
 }
 
-static void partners_table(web_buf *b, const json_t *ans, const json_t *liab)
+static void partners_table(web_buf *b, const web_req *r, const json_t *ans, const json_t *liab)
 {
     web_printf(b, "<p><span id=\"count\">%zu</span> partners</p>",
                json_array_size(json_object_get(ans, "partners")));
@@ -101,6 +102,18 @@ static void partners_table(web_buf *b, const json_t *ans, const json_t *liab)
         web_put(b, "</tr>\n");
     }
     web_put(b, "</table>\n");
+    if (!json_is_string(json_object_get(ans, "next")))
+        return;
+    web_put(b, "<p><a id=\"next\" href=\"/partners?after=");
+    web_url(b, web_sget(ans, "next"));
+    for (size_t k = 0; k + 1 < PARTNER_FILTERS; k++) {
+        const char *v = web_arg_get(r, partner_filters[k]);
+        if (v) {
+            web_printf(b, "&amp;%s=", partner_filters[k]);
+            web_url(b, v);
+        }
+    }
+    web_put(b, "\">More</a></p>\n");
 }
 
 /* Links to each program's report and expiring funds. */
@@ -134,7 +147,7 @@ void web_page_partners(const web_req *r, web_reply *out)
         web_page_open(&out->body, r, "Partners");
         web_put(&out->body, "<h1>Partners</h1>");
         partners_form(&out->body, r);
-        partners_table(&out->body, ans, liab);
+        partners_table(&out->body, r, ans, liab);
         program_links(&out->body, liab);
         web_page_close(&out->body, r, ans);
     }
