@@ -116,7 +116,7 @@ static void wait_stop(void)
 
 int tly_cmd_web(int argc, char **argv)
 {
-    web_opts o;
+    web_opts o = {0};
     tly_web_addr addr;
     int rc = parse(argc, argv, &o, &addr);
     if (rc >= 0)
