@@ -47,7 +47,21 @@ typedef struct batch {
     /* set by the commit thread */
     tly_err err;
     uint64_t head_before, head_after;
+    uint64_t append_ns; /* how long the append (and its sync) took */
 } batch;
+
+/* The ledger's series (README "Metrics"), counted by the main thread when
+ * a batch is finished: the commit thread only times its append. */
+typedef struct ledger_metrics {
+    tly_metric *appended[TLY_EV_COUNT];
+    tly_metric *duplicates[TLY_EV_COUNT];
+    tly_metric *rejected[TLY_ERR_COUNT];          /* events, by code (wire codes only) */
+    tly_metric *requests_rejected[TLY_ERR_COUNT]; /* whole requests, by code */
+    tly_metric *requests;
+    tly_metric *commit_events;
+    tly_metric *commit_seconds;
+    tly_metric *head;
+} ledger_metrics;
 
 struct tly_ledger {
     tly_ledger_opts opts;
@@ -73,6 +87,7 @@ struct tly_ledger {
     msgpack_sbuffer sbuf;
     tly_outq replies; /* ingest and log-read replies not yet read */
     tly_outq published;
+    ledger_metrics metrics; /* all NULL without opts.metrics */
 };
 
 static void stop_worker(tly_ledger *ld);
@@ -215,6 +230,76 @@ static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
     return err;
 }
 
+/* ---- metrics ---- */
+
+/* Registers every series up front, one per event type and per wire error
+ * code, so a scrape shows zeros rather than missing series and the hot
+ * path never registers. */
+static void register_metrics(tly_ledger *ld)
+{
+    tly_metrics *m = ld->opts.metrics;
+    ledger_metrics *lm = &ld->metrics;
+    for (int t = 0; t < TLY_EV_COUNT; t++) {
+        const char *type = tly_ev_type_name((tly_ev_type)t);
+        lm->appended[t] =
+            tly_metrics_counter(m, "tally_ledger_events_appended_total",
+                                "Events appended to the log, by event type.", "type", type);
+        lm->duplicates[t] = tly_metrics_counter(
+            m, "tally_ledger_events_duplicate_total",
+            "Events acknowledged as duplicates of one already in the log (same source, id "
+            "and bytes), by event type.",
+            "type", type);
+    }
+    for (int e = TLY_MALFORMED; e <= TLY_UNAVAILABLE; e++) {
+        lm->rejected[e] = tly_metrics_counter(
+            m, "tally_ledger_events_rejected_total",
+            "Events of accepted requests refused, by error code (SPEC section 4).", "code",
+            tly_err_name((tly_err)e));
+        lm->requests_rejected[e] = tly_metrics_counter(
+            m, "tally_ledger_requests_rejected_total",
+            "Ingest requests refused whole (malformed, forbidden, too large, shutting down), "
+            "by error code.",
+            "code", tly_err_name((tly_err)e));
+    }
+    lm->requests = tly_metrics_counter(m, "tally_ledger_requests_total",
+                                       "Ingest requests answered.", NULL, NULL);
+    lm->commit_events =
+        tly_metrics_histogram(m, "tally_ledger_group_commit_events",
+                              "Events in one group commit (every event of the requests it took).",
+                              NULL, NULL, &tly_metrics_sizes);
+    lm->commit_seconds =
+        tly_metrics_histogram(m, "tally_ledger_commit_duration_seconds",
+                              "Time one group commit took to append and sync its events.", NULL,
+                              NULL, &tly_metrics_seconds);
+    lm->head = tly_metrics_gauge(m, "tally_ledger_head_seq",
+                                 "Seq of the last record committed (0: empty log).", NULL, NULL);
+}
+
+/* Counts a finished batch: its requests, their events' outcomes, the
+ * commit's size and time, the head. */
+static void count_batch(tly_ledger *ld, const batch *b)
+{
+    ledger_metrics *lm = &ld->metrics;
+    if (!ld->opts.metrics)
+        return;
+    tly_metric_add(lm->requests, b->req_count);
+    for (uint32_t r = 0; r < b->req_count; r++)
+        if (b->reqs[r].whole_err > TLY_OK && b->reqs[r].whole_err < TLY_ERR_COUNT)
+            tly_metric_add(lm->requests_rejected[b->reqs[r].whole_err], 1);
+    for (uint32_t k = 0; k < b->item_count; k++) {
+        const tly_log_item *it = &b->items[k];
+        if (it->err == TLY_OK && b->types[k] < TLY_EV_COUNT)
+            tly_metric_add(it->dup ? lm->duplicates[b->types[k]] : lm->appended[b->types[k]], 1);
+        else if (it->err > TLY_OK && it->err < TLY_ERR_COUNT)
+            tly_metric_add(lm->rejected[it->err], 1);
+    }
+    if (b->item_count > 0) {
+        tly_metric_observe(lm->commit_events, b->item_count);
+        tly_metric_observe(lm->commit_seconds, b->append_ns);
+    }
+    tly_metric_set(lm->head, (int64_t)b->head_after);
+}
+
 /* recorded_ms of record seq (0 for an empty log or on a read error: the
  * append itself still keeps recorded time from decreasing). */
 static int64_t head_recorded_ms(tly_log *log, uint64_t seq)
@@ -266,6 +351,8 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     uint8_t hash[TLY_HASH_BYTES];
     tly_log_head(ld->log, &ld->head, hash);
     ld->recorded_ms = head_recorded_ms(ld->log, ld->head);
+    register_metrics(ld);
+    tly_metric_set(ld->metrics.head, (int64_t)ld->head);
     uint64_t head = ld->head;
     tly_logf(TLY_LOG_INFO, "ledger", "serving ingest %s, events %s, log-read %s; head seq %llu%s%s",
              opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
@@ -497,8 +584,10 @@ static void commit_batch(tly_log *log, batch *b)
     build_groups(b);
     tly_log_head(log, &b->head_before, hash);
     b->err = TLY_OK;
+    uint64_t t0 = tly_mono_ns();
     if (b->item_count > 0)
         b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups, b->group_count);
+    b->append_ns = tly_mono_ns() - t0;
     if (b->err != TLY_OK) {
         tly_logf(TLY_LOG_ERROR, "ledger", "commit of %u events failed: %s", b->item_count,
                  tly_strerror(b->err));
@@ -653,6 +742,7 @@ static void finish_batch(tly_ledger *ld, batch *b)
     }
     if (b->head_after > b->head_before)
         publish(ld, b);
+    count_batch(ld, b);
     ld->head = b->head_after;
     b->req_count = 0;
     b->item_count = 0;
@@ -793,6 +883,8 @@ static void refuse_queued(tly_ledger *ld)
         msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
         tly_wire_reply_error(&pk, p->req->has_req, p->req->req, TLY_UNAVAILABLE,
                              "ledger is shutting down");
+        tly_metric_add(ld->metrics.requests, 1);
+        tly_metric_add(ld->metrics.requests_rejected[TLY_UNAVAILABLE], 1);
         send_reply(ld, ld->ingest, p, &ld->sbuf);
         release_request(p);
     }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "tly_err.h"
+#include "tly_metrics.h"
 
 typedef struct tly_ledger_opts {
     const char *data;   /* data directory; the log is DIR/log */
@@ -21,6 +22,8 @@ typedef struct tly_ledger_opts {
     bool insecure;               /* allow non-loopback endpoints without CURVE */
     const char *curve_secret;    /* NULL: no CURVE */
     const char *authorized_keys; /* with curve_secret */
+    tly_metrics *metrics;        /* registers and counts the tally_ledger_* metrics there
+                                    (README "Metrics"); NULL: none. Outlives the ledger. */
 } tly_ledger_opts;
 
 typedef struct tly_ledger tly_ledger;

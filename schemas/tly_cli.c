@@ -49,9 +49,10 @@ int tly_cli_u64(const char *cmd, const char *name, const char *value, uint64_t m
 
 /* The common flags, in one table: name, TLY_CO_* bit, takes a value. */
 static const tly_opt common_opts[] = {
-    {"--data", TLY_CO_DATA, true},     {"--ingest", TLY_CO_INGEST, true},
-    {"--events", TLY_CO_EVENTS, true}, {"--log-read", TLY_CO_LOG_READ, true},
-    {"--query", TLY_CO_QUERY, true},   {"--json", TLY_CO_JSON, false},
+    {"--data", TLY_CO_DATA, true},       {"--ingest", TLY_CO_INGEST, true},
+    {"--events", TLY_CO_EVENTS, true},   {"--log-read", TLY_CO_LOG_READ, true},
+    {"--query", TLY_CO_QUERY, true},     {"--json", TLY_CO_JSON, false},
+    {"--metrics", TLY_CO_METRICS, true},
 };
 
 static void set_common(tly_common_opts *o, int bit, const char *value)
@@ -66,6 +67,7 @@ static void set_common(tly_common_opts *o, int bit, const char *value)
     o->log_read = bit == TLY_CO_LOG_READ ? value : o->log_read;
     o->query = bit == TLY_CO_QUERY ? value : o->query;
     o->json = o->json || bit == TLY_CO_JSON;
+    o->metrics = bit == TLY_CO_METRICS ? value : o->metrics;
 }
 
 /* The option named arg (up to its '=', if any) in table; NULL if none. */
@@ -228,7 +230,29 @@ static tly_err write_atomic(const char *dir, const char *path, const char *text,
     return TLY_OK;
 }
 
+/* Adds extra's entries to j (the file's object). */
+static void add_extra(json_t *j, const tly_endpoint_extra *extra, size_t n)
+{
+    for (size_t k = 0; j && k < n; k++) {
+        json_t *into = j;
+        if (extra[k].group) {
+            into = json_object_get(j, extra[k].group);
+            if (!into) {
+                into = json_object();
+                json_object_set_new(j, extra[k].group, into);
+            }
+        }
+        json_object_set_new(into, extra[k].key, json_string(extra[k].value));
+    }
+}
+
 tly_err tly_endpoints_write(const tly_common_opts *o, char *msg, size_t cap)
+{
+    return tly_endpoints_write_extra(o, NULL, 0, msg, cap);
+}
+
+tly_err tly_endpoints_write_extra(const tly_common_opts *o, const tly_endpoint_extra *extra,
+                                  size_t n_extra, char *msg, size_t cap)
 {
     char path[TLY_PATH_BYTES_MAX];
     if (tly_layout_endpoints(o->data, path, sizeof path) != TLY_OK) {
@@ -240,6 +264,7 @@ tly_err tly_endpoints_write(const tly_common_opts *o, char *msg, size_t cap)
         json_object_set_new(j, endpoint_fields[k].key, json_string(endpoint_of(o, k)));
     if (j && o->web)
         json_object_set_new(j, "web", json_string(o->web));
+    add_extra(j, extra, n_extra);
     if (j)
         json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
     char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;

@@ -39,6 +39,7 @@ enum {
     TLY_CO_LOG_READ = 1u << 3, /* --log-read EP */
     TLY_CO_QUERY = 1u << 4,    /* --query EP */
     TLY_CO_JSON = 1u << 5,     /* --json */
+    TLY_CO_METRICS = 1u << 6,  /* --metrics ADDR: a daemon's Prometheus endpoint */
 };
 #define TLY_CO_ENDPOINTS (TLY_CO_INGEST | TLY_CO_EVENTS | TLY_CO_LOG_READ | TLY_CO_QUERY)
 
@@ -49,6 +50,7 @@ typedef struct tly_common_opts {
     const char *log_read;    /* --log-read */
     const char *query;       /* --query */
     bool json;               /* --json */
+    const char *metrics;     /* --metrics HOST:PORT; NULL: no metrics served */
     unsigned given;          /* TLY_CO_* given on the command line */
     bool data_named;         /* --data or $TALLY_DATA named the data directory */
     bool endpoints_recorded; /* tly_common_endpoints took some from DIR */
@@ -127,6 +129,19 @@ int tly_common_endpoints(const char *cmd, tly_common_opts *o);
  * synced, so a reader sees the old file or the new one, whole. Returns
  * TLY_OK or TLY_STORAGE with msg set. */
 tly_err tly_endpoints_write(const tly_common_opts *o, char *msg, size_t cap);
+
+/* One more string of DATA/endpoints beside the common endpoints: key in
+ * the object named group (NULL: at the top level). */
+typedef struct tly_endpoint_extra {
+    const char *group; /* "metrics" */
+    const char *key;   /* "ledger" */
+    const char *value; /* "127.0.0.1:7420" */
+} tly_endpoint_extra;
+
+/* tly_endpoints_write with the n entries of extra added (tally up records
+ * its children's metrics addresses so). */
+tly_err tly_endpoints_write_extra(const tly_common_opts *o, const tly_endpoint_extra *extra,
+                                  size_t n, char *msg, size_t cap);
 
 /* Prints a usage error "tally <cmd>: <message>\nTry 'tally <cmd> --help'."
  * and returns TLY_EXIT_USAGE. */

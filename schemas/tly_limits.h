@@ -715,4 +715,43 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * partner enrolls later than the span lasts). */
 #define TLY_GEN_STALL_TICKS_MAX 100000u
 
+/* --- metrics (--metrics ADDR, schemas/tly_metrics.h, metrics/) --- */
+
+/* Metric families in one registry: the ledger has about a dozen, a
+ * consumer or the query service fewer; room for the console's. */
+#define TLY_METRICS_FAMILIES_MAX 64u
+
+/* Series in one registry: the ledger's counters by event type and by error
+ * code (tly_err's list, twice) are the most, about a hundred. */
+#define TLY_METRICS_SERIES_MAX 256u
+
+/* Bounds of one histogram (the +Inf bucket is extra): sixteen cover 100 µs
+ * to 10 s in 1-2.5-5 steps, seventeen the powers of two to 65536. */
+#define TLY_METRICS_BUCKETS_MAX 20u
+
+/* A metric or label name, and a HELP text, with their NUL. */
+#define TLY_METRICS_NAME_BYTES_MAX 64u
+#define TLY_METRICS_HELP_BYTES_MAX 200u
+
+/* A label value with its NUL: event types, error codes, query kinds and
+ * shard names are short. */
+#define TLY_METRICS_LABEL_BYTES_MAX 48u
+
+/* Scrapes served at once: Prometheus scrapes one at a time; a few more let
+ * an operator's curl in while a slow client holds one. */
+#define TLY_METRICS_CONNECTIONS_MAX 8u
+
+/* A connection idle this long is closed, so a client that connects and
+ * sends nothing cannot hold a slot for good. */
+#define TLY_METRICS_CONNECTION_TIMEOUT_S 10u
+
+/* The window a consumer's fold rate gauge averages over: long enough that
+ * one batch does not make it jump, short enough to show a stall. */
+#define TLY_METRICS_RATE_WINDOW_MS 5000u
+
+/* `tally up`: the metrics ports follow the ingest port at this distance
+ * (7410 -> 7420), the ledger's first, then the query service's, the
+ * console's, and consumer K's at + 3 + K. */
+#define TLY_UP_METRICS_PORT_OFFSET 10u
+
 #endif

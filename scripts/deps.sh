@@ -12,6 +12,8 @@ PKGS="$PKGS libmicrohttpd-dev chromium"
 # tally statement: cairo and pango (PDF, SVG), the DejaVu fonts it names;
 # test_statement reads the PDFs back with pdftotext (poppler-utils).
 PKGS="$PKGS libcairo2-dev libpango1.0-dev fonts-dejavu-core poppler-utils"
+# prometheus: promtool, which test_metrics checks the scraped text with.
+PKGS="$PKGS prometheus"
 # test_install: man (renders the man pages), systemd (systemd-analyze verify).
 PKGS="$PKGS man-db systemd"
 [ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"

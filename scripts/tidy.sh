@@ -30,6 +30,7 @@ MAX_COLUMNS=100
 # folder              may include project headers from
 INCLUDE_RULES='
 schemas               schemas
+metrics               schemas metrics
 ledger                schemas ledger
 producers             schemas ledger producers
 consumers/engine      schemas consumers/engine

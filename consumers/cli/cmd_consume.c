@@ -19,6 +19,7 @@
 #include "tly_consume.h"
 #include "tly_keys.h"
 #include "tly_limits.h"
+#include "tly_metrics_http.h"
 
 #define CMD "consume"
 
@@ -33,6 +34,7 @@ static void on_signal(int sig)
 typedef struct consume_opts {
     tly_common_opts common;
     tly_consume_opts run;
+    bool insecure; /* --insecure: a non-loopback --metrics */
 } consume_opts;
 
 /* --- command line --- */
@@ -43,6 +45,7 @@ static void usage(FILE *out)
             "Usage: tally consume [--shard K/N] [--data DIR] [--events EP] [--log-read EP]\n"
             "                     [--curve-server-key KEY --curve-secret FILE]\n"
             "                     [--remote] [--batch N] [--exit-at-head]\n"
+            "                     [--metrics HOST:PORT [--insecure]]\n"
             "\n"
             "Folds the log into the views of shard K of N (default 0/1), stored in\n"
             "DIR/views/K-of-N with the checkpoint, one transaction per batch.\n"
@@ -58,6 +61,9 @@ static void usage(FILE *out)
             "  --curve-server-key KEY  the ledger's CURVE public key (Z85), with\n"
             "  --curve-secret FILE     this reader's secret key file: read a CURVE\n"
             "                   ledger's events and log-read (a reader, auditor or finance key)\n"
+            "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "                   (loopback only without --insecure; README \"Metrics\")\n"
+            "  --insecure       allow a non-loopback --metrics\n"
             "\n"
             "SIGTERM or SIGINT commit the current batch and exit 0. Exit 1 on an error\n"
             "(the log is corrupt, the view store belongs to another shard, ...).\n",
@@ -83,7 +89,15 @@ static bool parse_shard(const char *s, uint32_t *k, uint32_t *n)
     return true;
 }
 
-enum { OPT_SHARD = 1, OPT_CURVE_SERVER_KEY, OPT_CURVE_SECRET, OPT_BATCH, OPT_REMOTE, OPT_AT_HEAD };
+enum {
+    OPT_SHARD = 1,
+    OPT_CURVE_SERVER_KEY,
+    OPT_CURVE_SECRET,
+    OPT_BATCH,
+    OPT_REMOTE,
+    OPT_AT_HEAD,
+    OPT_INSECURE
+};
 
 static const tly_opt consume_opts_table[] = {
     {"--shard", OPT_SHARD, true},
@@ -92,6 +106,7 @@ static const tly_opt consume_opts_table[] = {
     {"--batch", OPT_BATCH, true},
     {"--remote", OPT_REMOTE, false},
     {"--exit-at-head", OPT_AT_HEAD, false},
+    {"--insecure", OPT_INSECURE, false},
 };
 
 static int consume_opt(void *ctx, int id, const char *v)
@@ -120,6 +135,9 @@ static int consume_opt(void *ctx, int id, const char *v)
     case OPT_AT_HEAD:
         o->run.exit_at_head = true;
         return TLY_EXIT_OK;
+    case OPT_INSECURE:
+        o->insecure = true;
+        return TLY_EXIT_OK;
     default:
         return tly_usagef(CMD, "unexpected argument '%s'", v);
     }
@@ -133,7 +151,7 @@ static int parse_args(consume_opts *o, int argc, char **argv)
     o->run.shard_count = 1;
     o->run.batch = TLY_CONSUME_BATCH_RECORDS_DEFAULT;
     const tly_cli_spec spec = {CMD,
-                               TLY_CO_DATA | TLY_CO_EVENTS | TLY_CO_LOG_READ,
+                               TLY_CO_DATA | TLY_CO_EVENTS | TLY_CO_LOG_READ | TLY_CO_METRICS,
                                consume_opts_table,
                                sizeof consume_opts_table / sizeof consume_opts_table[0],
                                consume_opt,
@@ -149,6 +167,10 @@ static int parse_args(consume_opts *o, int argc, char **argv)
         return tly_usagef(CMD, "--curve-server-key and --curve-secret go together");
     if (o->run.curve_server_key && !tly_key_z85_valid(o->run.curve_server_key))
         return tly_usagef(CMD, "--curve-server-key wants the ledger's 40-character Z85 key");
+    char msg[256];
+    if (o->common.metrics &&
+        tly_metrics_addr_check(o->common.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(CMD, "%s", msg);
     if (tly_common_endpoints(CMD, &o->common) != TLY_EXIT_OK)
         return TLY_EXIT_FAIL;
     o->run.log_read_given = (o->common.given & TLY_CO_LOG_READ) != 0;
@@ -170,6 +192,25 @@ static void install_signals(void)
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* --metrics: the registry the shard counts into, served before it starts
+ * (its series appear once the view store is open). */
+static tly_err start_metrics(consume_opts *o, tly_metrics_http **http)
+{
+    char msg[256] = "";
+    tly_err err = tly_metrics_new(&o->run.metrics);
+    if (err == TLY_OK)
+        err = tly_metrics_http_start(o->common.metrics, o->insecure, o->run.metrics, http, msg,
+                                     sizeof msg);
+    if (err == TLY_OK) {
+        tly_logf(TLY_LOG_INFO, CMD, "metrics at http://%s/metrics", o->common.metrics);
+        return TLY_OK;
+    }
+    tly_errorf(CMD, "%s", msg[0] ? msg : tly_strerror(err));
+    tly_metrics_free(o->run.metrics);
+    o->run.metrics = NULL;
+    return err;
+}
+
 int tly_cmd_consume(int argc, char **argv)
 {
     consume_opts o;
@@ -182,7 +223,12 @@ int tly_cmd_consume(int argc, char **argv)
     o.run.on_ready = notify_ready;
     tly_log_daemon();
     install_signals();
+    tly_metrics_http *http = NULL;
+    if (o.common.metrics && start_metrics(&o, &http) != TLY_OK)
+        return TLY_EXIT_FAIL;
     tly_err err = tly_consume_run(&o.run, &consume_stop);
     sd_notify(0, "STOPPING=1");
+    tly_metrics_http_stop(http);
+    tly_metrics_free(o.run.metrics);
     return err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }

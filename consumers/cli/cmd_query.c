@@ -32,6 +32,7 @@
 #include "tly_json.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_metrics_http.h"
 #include "tly_query.h"
 
 /* How long one poll waits before the loop looks at the stop flag again. */
@@ -55,6 +56,47 @@ typedef struct query_opts {
 /* The service's authorized keys with CURVE; NULL without (loopback only). */
 static tly_auth *query_auth;
 
+/* The query kinds counted by name (tly_query.h lists them; a new kind
+ * gets a line here). Any other "q" counts as "other", a request that does
+ * not decode (malformed, too large) as "invalid". */
+static const char *const query_kinds[] = {
+    "balance", "rebate",   "tier",    "claims",     "statement", "liabilities", "partners",
+    "report",  "expiring", "journal", "exceptions", "status",    "other",       "invalid"};
+#define QUERY_KINDS (sizeof query_kinds / sizeof query_kinds[0])
+
+/* With --metrics: the service's series (README "Metrics"); NULL without. */
+static struct {
+    tly_metrics *reg;
+    tly_metric *requests[QUERY_KINDS];
+    tly_metric *seconds;
+} query_metrics;
+
+static void register_metrics(void)
+{
+    for (size_t k = 0; k < QUERY_KINDS; k++)
+        query_metrics.requests[k] = tly_metrics_counter(
+            query_metrics.reg, "tally_query_requests_total",
+            "Requests answered, by query kind (other: an unknown kind; invalid: a request that "
+            "did not decode).",
+            "kind", query_kinds[k]);
+    query_metrics.seconds = tly_metrics_histogram(
+        query_metrics.reg, "tally_query_request_duration_seconds",
+        "Time from a request's arrival to its encoded reply (decode, answer, encode).", NULL, NULL,
+        &tly_metrics_seconds);
+}
+
+/* Counts one request req (NULL: it did not decode) that took ns. */
+static void count_request(const json_t *req, uint64_t ns)
+{
+    const char *q = req ? json_string_value(json_object_get(req, "q")) : NULL;
+    size_t k = req ? QUERY_KINDS - 2 : QUERY_KINDS - 1;
+    for (size_t i = 0; q && i + 2 < QUERY_KINDS; i++)
+        if (strcmp(q, query_kinds[i]) == 0)
+            k = i;
+    tly_metric_add(query_metrics.requests[k], 1);
+    tly_metric_observe(query_metrics.seconds, ns);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -71,7 +113,9 @@ static void usage(FILE *out)
             "                    complete set found under DIR/views; stores that do not\n"
             "                    exist yet are picked up as the consumers create them)\n"
             "  --insecure        allow a non-loopback endpoint without CURVE (anyone who\n"
-            "                    reaches it reads every view)\n"
+            "                    reaches it reads every view), and a non-loopback --metrics\n"
+            "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "                    (loopback only without --insecure; README \"Metrics\")\n"
             "  --curve-secret F  serve with CURVE: the service's secret key file\n"
             "  --authorized-keys F  the keys that may ask, with their roles: finance and\n"
             "                    auditor ask anything; partner:ID only that partner's\n"
@@ -118,12 +162,16 @@ static int parse(int argc, char **argv, query_opts *o)
 {
     tly_common_defaults(&o->common);
     const tly_cli_spec spec = {
-        "query",          TLY_CO_DATA | TLY_CO_QUERY,
+        "query",          TLY_CO_DATA | TLY_CO_QUERY | TLY_CO_METRICS,
         query_opts_table, sizeof query_opts_table / sizeof query_opts_table[0],
         query_opt,        o};
     int rc = tly_cli_parse(&spec, &o->common, argc, argv);
     if (rc == TLY_CLI_HELP)
         usage(stdout);
+    char msg[256];
+    if (rc == TLY_EXIT_OK && o->common.metrics &&
+        tly_metrics_addr_check(o->common.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("query", "%s", msg);
     return rc;
 }
 
@@ -157,6 +205,7 @@ static tly_err permitted(const json_t *req, const char *user)
 static void answer(tly_query_store *store, const void *body, size_t len, const char *user,
                    msgpack_sbuffer *out)
 {
+    uint64_t t0 = tly_mono_ns();
     json_t *reply = NULL;
     json_t *req = tly_query_request_decode(body, len, &reply);
     if (req && permitted(req, user) != TLY_OK)
@@ -167,6 +216,8 @@ static void answer(tly_query_store *store, const void *body, size_t len, const c
             json_pack("{s:s, s:s}", "error", tly_err_name(TLY_NOMEM), "message", "out of memory");
     if (reply)
         tly_query_reply_encode(reply, out);
+    if (query_metrics.reg)
+        count_request(req, tly_mono_ns() - t0);
     json_decref(reply);
     json_decref(req);
 }
@@ -292,6 +343,24 @@ static bool start_auth(const query_opts *o, void *ctx)
     return true;
 }
 
+/* --metrics: the service's registry, served once its socket is bound. */
+static bool start_metrics(const query_opts *o, tly_metrics_http **http)
+{
+    char msg[256] = "";
+    tly_err err = tly_metrics_new(&query_metrics.reg);
+    if (err == TLY_OK) {
+        register_metrics();
+        err = tly_metrics_http_start(o->common.metrics, o->insecure, query_metrics.reg, http, msg,
+                                     sizeof msg);
+    }
+    if (err == TLY_OK) {
+        tly_logf(TLY_LOG_INFO, "query", "metrics at http://%s/metrics", o->common.metrics);
+        return true;
+    }
+    tly_errorf("query", "%s", msg[0] ? msg : tly_strerror(err));
+    return false;
+}
+
 static int run(const query_opts *o)
 {
     char views[TLY_PATH_BYTES_MAX], logdir[TLY_PATH_BYTES_MAX];
@@ -314,6 +383,11 @@ static int run(const query_opts *o)
     }
     void *sock = bind_router(ctx, o->common.query, o->curve_secret);
     int code = TLY_EXIT_FAIL;
+    tly_metrics_http *http = NULL;
+    if (sock && o->common.metrics && !start_metrics(o, &http)) {
+        zmq_close(sock);
+        sock = NULL;
+    }
     if (sock) {
         tly_logf(TLY_LOG_INFO, "query", "listening on %s, views under %s", o->common.query, views);
         sd_notify(0, "READY=1");
@@ -321,6 +395,9 @@ static int run(const query_opts *o)
         sd_notify(0, "STOPPING=1");
         zmq_close(sock);
     }
+    tly_metrics_http_stop(http);
+    tly_metrics_free(query_metrics.reg);
+    query_metrics.reg = NULL;
     zmq_ctx_term(ctx);
     tly_auth_free(query_auth);
     query_auth = NULL;

@@ -41,6 +41,7 @@
 #include "tly_cmd.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_metrics_http.h"
 #include "tly_os.h"
 
 #define CMD "up"
@@ -59,12 +60,21 @@ typedef struct up_opts {
     uint32_t shards;
     bool no_sync;
     bool insecure;
-    const char *web; /* --web ADDR: the console's address */
+    const char *web;       /* --web ADDR: the console's address */
+    bool no_metrics;       /* --no-metrics */
+    char metrics_host[64]; /* the children's metrics host ("127.0.0.1", "[::1]") */
+    uint32_t metrics_port; /* the first child's metrics port */
+    bool metrics_loopback; /* the host is loopback */
 } up_opts;
 
+/* The metrics port of each child: the first --metrics port + its slot
+ * (`tally web`, the console, takes METRICS_SLOT_WEB). */
+enum { METRICS_SLOT_LEDGER, METRICS_SLOT_QUERY, METRICS_SLOT_WEB, METRICS_SLOT_CONSUMER };
+
 typedef struct child {
-    char name[32];  /* "ledger", "consume 0/2", "query" */
-    char shard[24]; /* "K/N" for a consumer */
+    char name[32];    /* "ledger", "consume 0/2", "query" */
+    char shard[24];   /* "K/N" for a consumer */
+    char metrics[80]; /* its --metrics HOST:PORT; "" for none */
     char *argv[CHILD_ARGS_MAX];
     pid_t pid; /* 0 while not running */
     uint64_t started_ns;
@@ -94,6 +104,7 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: tally up [--data DIR] [--shards N] [--ingest EP] [--events EP]\n"
             "                [--log-read EP] [--query EP] [--web ADDR] [--no-sync] [--insecure]\n"
+            "                [--metrics HOST:PORT | --no-metrics]\n"
             "\n"
             "Starts the whole stack on this machine and supervises it: the ledger, N\n"
             "consumers (one per shard), the query service and the web console (tally\n"
@@ -110,11 +121,20 @@ static void usage(FILE *out)
             "  --web ADDR    the web console's HOST:PORT\n"
             "  --no-sync     ledger does not fsync (faster, not durable: tests, demos)\n"
             "  --insecure    let the ledger, query service and console bind non-loopback\n"
-            "                endpoints (no CURVE: run 'tally ledger' yourself for that)\n"
+            "                endpoints (no CURVE: run 'tally ledger' yourself for that),\n"
+            "                and the children serve metrics on a non-loopback host\n"
+            "  --metrics HOST:PORT  the first metrics port: the ledger serves Prometheus\n"
+            "                metrics there, the query service on PORT+1, consumer K on\n"
+            "                PORT+%u+K (PORT+2 is the console's); default: the ingest\n"
+            "                port + %u on 127.0.0.1 (7420 for the default 7410). Each\n"
+            "                child's address is printed when it starts and recorded in\n"
+            "                DIR/endpoints.json under \"metrics\"\n"
+            "  --no-metrics  serve no metrics\n"
             "\n"
             "Exit codes: 0 stopped cleanly, 1 error (e.g. already running), 2 usage.\n",
             TLY_DEFAULT_WEB, TLY_UP_BACKOFF_MS_MIN, TLY_UP_BACKOFF_MS_MAX, TLY_UP_STABLE_MS / 1000,
-            TLY_UP_STOP_GRACE_MS / 1000, TLY_DEFAULT_DATA, TLY_SHARDS_MAX);
+            TLY_UP_STOP_GRACE_MS / 1000, TLY_DEFAULT_DATA, TLY_SHARDS_MAX,
+            (unsigned)METRICS_SLOT_CONSUMER, TLY_UP_METRICS_PORT_OFFSET);
 }
 
 static uint32_t default_shards(void)
@@ -123,13 +143,12 @@ static uint32_t default_shards(void)
     return n < 1 ? 1u : n > (long)TLY_SHARDS_MAX ? TLY_SHARDS_MAX : (uint32_t)n;
 }
 
-enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE, OPT_WEB };
+enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE, OPT_WEB, OPT_NO_METRICS };
 
 static const tly_opt up_opts_table[] = {
-    {"--shards", OPT_SHARDS, true},
-    {"--no-sync", OPT_NO_SYNC, false},
-    {"--insecure", OPT_INSECURE, false},
-    {"--web", OPT_WEB, true},
+    {"--shards", OPT_SHARDS, true},          {"--no-sync", OPT_NO_SYNC, false},
+    {"--insecure", OPT_INSECURE, false},     {"--web", OPT_WEB, true},
+    {"--no-metrics", OPT_NO_METRICS, false},
 };
 
 static int up_opt(void *ctx, int id, const char *v)
@@ -144,8 +163,40 @@ static int up_opt(void *ctx, int id, const char *v)
     o->no_sync = o->no_sync || id == OPT_NO_SYNC;
     o->insecure = o->insecure || id == OPT_INSECURE;
     o->web = id == OPT_WEB ? v : o->web;
+    o->no_metrics = o->no_metrics || id == OPT_NO_METRICS;
     if (id == TLY_OPT_ARG)
         return tly_usagef(CMD, "unexpected argument '%s'", v);
+    return TLY_EXIT_OK;
+}
+
+/* The first metrics address: --metrics, else 127.0.0.1 and the ingest
+ * port + TLY_UP_METRICS_PORT_OFFSET (the default's when ingest names no
+ * TCP port), into o->metrics_host and o->metrics_port. Exit code. */
+static int resolve_metrics(up_opts *o)
+{
+    char addr[80], msg[256];
+    if (o->no_metrics && o->common.metrics)
+        return tly_usagef(CMD, "--metrics and --no-metrics exclude each other");
+    if (o->no_metrics)
+        return TLY_EXIT_OK;
+    const char *colon = strrchr(o->common.ingest, ':');
+    uint64_t port;
+    if (!colon || !tly_parse_u64(colon + 1, 1, 65535 - TLY_UP_METRICS_PORT_OFFSET, &port))
+        port = 7410;
+    snprintf(addr, sizeof addr, "127.0.0.1:%llu",
+             (unsigned long long)port + TLY_UP_METRICS_PORT_OFFSET);
+    if (o->common.metrics)
+        snprintf(addr, sizeof addr, "%s", o->common.metrics);
+    if (tly_metrics_addr_check(addr, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(CMD, "%s", msg);
+    o->metrics_loopback = tly_metrics_addr_check(addr, false, msg, sizeof msg) == TLY_OK;
+    colon = strrchr(addr, ':');
+    (void)tly_parse_u64(colon + 1, 1, 65535, &port); /* checked above */
+    if (port + METRICS_SLOT_CONSUMER + o->shards - 1 > 65535)
+        return tly_usagef(CMD, "--metrics %s: the ports of %u shards run past 65535", addr,
+                          o->shards);
+    snprintf(o->metrics_host, sizeof o->metrics_host, "%.*s", (int)(colon - addr), addr);
+    o->metrics_port = (uint32_t)port;
     return TLY_EXIT_OK;
 }
 
@@ -154,13 +205,22 @@ static int parse(int argc, char **argv, up_opts *o)
     tly_common_defaults(&o->common);
     o->shards = default_shards();
     o->web = TLY_DEFAULT_WEB;
-    const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_ENDPOINTS,
+    const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_ENDPOINTS | TLY_CO_METRICS,
                                up_opts_table, sizeof up_opts_table / sizeof up_opts_table[0],
                                up_opt,        o};
     int rc = tly_cli_parse(&spec, &o->common, argc, argv);
     if (rc == TLY_CLI_HELP)
         usage(stdout);
-    return rc;
+    return rc == TLY_EXIT_OK ? resolve_metrics(o) : rc;
+}
+
+/* The metrics address of slot (METRICS_SLOT_*) into buf; "" with
+ * --no-metrics. */
+static void metrics_addr(const up_opts *o, uint32_t slot, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (!o->no_metrics)
+        snprintf(buf, cap, "%s:%u", o->metrics_host, o->metrics_port + slot);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -184,6 +244,21 @@ static void add_pair(child *c, uint32_t *n, const char *flag, const char *value)
 {
     add_arg(c, n, flag);
     add_arg(c, n, value);
+}
+
+static child *new_child(up_state *u, const char *name, const char *sub, uint32_t *n);
+
+/* Gives c its --metrics (slot's port), and --insecure for a consumer when
+ * the host is not loopback (the ledger and the query service have it
+ * with up's --insecure already). */
+static void add_metrics(up_state *u, child *c, uint32_t *n, uint32_t slot)
+{
+    metrics_addr(&u->o, slot, c->metrics, sizeof c->metrics);
+    if (!c->metrics[0])
+        return;
+    add_pair(c, n, "--metrics", c->metrics);
+    if (slot >= METRICS_SLOT_CONSUMER && !u->o.metrics_loopback)
+        add_arg(c, n, "--insecure");
 }
 
 static child *new_child(up_state *u, const char *name, const char *sub, uint32_t *n)
@@ -212,6 +287,7 @@ static void plan_children(up_state *u)
         add_arg(c, &n, "--no-sync");
     if (u->o.insecure)
         add_arg(c, &n, "--insecure");
+    add_metrics(u, c, &n, METRICS_SLOT_LEDGER);
     for (uint32_t k = 0; k < u->o.shards; k++) {
         char name[32];
         snprintf(name, sizeof name, "consume %u/%u", k, u->o.shards);
@@ -220,6 +296,7 @@ static void plan_children(up_state *u)
         add_pair(c, &n, "--shard", c->shard);
         add_pair(c, &n, "--events", co->events);
         add_pair(c, &n, "--log-read", co->log_read);
+        add_metrics(u, c, &n, METRICS_SLOT_CONSUMER + k);
     }
     snprintf(u->shards_arg, sizeof u->shards_arg, "%u", u->o.shards);
     c = new_child(u, "query", "query", &n);
@@ -227,6 +304,7 @@ static void plan_children(up_state *u)
     add_pair(c, &n, "--shards", u->shards_arg);
     if (u->o.insecure)
         add_arg(c, &n, "--insecure");
+    add_metrics(u, c, &n, METRICS_SLOT_QUERY);
     c = new_child(u, "web", "web", &n);
     add_pair(c, &n, "--query", co->query);
     add_pair(c, &n, "--web", u->o.web);
@@ -263,7 +341,8 @@ static void start_child(up_state *u, child *c)
     c->pid = pid;
     c->started_ns = tly_mono_ns();
     c->starts++;
-    tly_logf(TLY_LOG_INFO, "up", "started %s (pid %d)", c->name, (int)pid);
+    tly_logf(TLY_LOG_INFO, "up", "started %s (pid %d)%s%s%s", c->name, (int)pid,
+             c->metrics[0] ? ", metrics http://" : "", c->metrics, c->metrics[0] ? "/metrics" : "");
     fflush(stdout);
 }
 
@@ -607,6 +686,24 @@ static bool locks_free(const up_state *u)
     return true;
 }
 
+/* Every child's metrics port free (the children are planned). Prints the
+ * first one taken and returns false. */
+static bool metrics_free(const up_state *u)
+{
+    for (uint32_t i = 0; i < u->count; i++) {
+        char ep[96];
+        snprintf(ep, sizeof ep, "tcp://%s", u->kids[i].metrics);
+        if (u->kids[i].metrics[0] && port_taken(ep)) {
+            tly_errorf(CMD,
+                       "metrics of %s on %s: the port is in use by another process (give "
+                       "another first port with --metrics, or --no-metrics)",
+                       u->kids[i].name, u->kids[i].metrics);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* [up] Before any child starts: every endpoint free, no lock of DIR held
  * by another process. A configuration error is one line and exit 1, never
  * a restart loop. */
@@ -630,15 +727,21 @@ static int preflight(const up_state *u)
         tly_errorf(CMD, "--web %s: the port is in use by another process", u->o.web);
         return TLY_EXIT_FAIL;
     }
-    return locks_free(u) ? TLY_EXIT_OK : TLY_EXIT_FAIL;
+    return metrics_free(u) && locks_free(u) ? TLY_EXIT_OK : TLY_EXIT_FAIL;
 }
 
 /* Records the endpoints in DIR/endpoints.json for client commands given
- * --data DIR. */
+ * --data DIR, and each child's metrics address under "metrics" (keyed by
+ * the child's name: "ledger", "query", "consume K/N"). */
 static int record_endpoints(const up_state *u)
 {
     char msg[TLY_PATH_BYTES_MAX + 128];
-    if (tly_endpoints_write(&u->o.common, msg, sizeof msg) == TLY_OK)
+    tly_endpoint_extra extra[TLY_UP_CHILDREN_MAX];
+    size_t n = 0;
+    for (uint32_t i = 0; i < u->count; i++)
+        if (u->kids[i].metrics[0])
+            extra[n++] = (tly_endpoint_extra){"metrics", u->kids[i].name, u->kids[i].metrics};
+    if (tly_endpoints_write_extra(&u->o.common, extra, n, msg, sizeof msg) == TLY_OK)
         return TLY_EXIT_OK;
     tly_errorf(CMD, "%s", msg);
     return TLY_EXIT_FAIL;
@@ -669,6 +772,7 @@ int tly_cmd_up(int argc, char **argv)
     int rc = parse(argc, argv, &u->o);
     if (rc == TLY_EXIT_OK) {
         tly_log_daemon();
+        plan_children(u);
         rc = take_pid_file(u);
     }
     u->o.common.web = u->o.web; /* recorded as "web" in endpoints.json */
@@ -681,7 +785,6 @@ int tly_cmd_up(int argc, char **argv)
         return rc < 0 ? TLY_EXIT_OK : rc;
     }
     block_signals(u);
-    plan_children(u);
     tly_logf(TLY_LOG_INFO, "up", "data in %s, %u shard%s, query service on %s", u->o.common.data,
              u->o.shards, u->o.shards == 1 ? "" : "s", u->o.common.query);
     start_child(u, &u->kids[0]);

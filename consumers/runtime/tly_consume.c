@@ -66,6 +66,18 @@
 _Static_assert(TLY_CONSUME_BATCH_RECORDS_DEFAULT <= TLY_CONSUME_BATCH_RECORDS_MAX,
                "default batch within the maximum");
 
+/* The shard's series (README "Metrics"); all NULL without metrics. */
+typedef struct consumer_metrics {
+    tly_metric *checkpoint, *head, *lag, *rate;
+    tly_metric *folded, *failures;
+    tly_metric *commit_seconds, *batch_records;
+    uint64_t head_seen;     /* the highest head or seq seen in the log */
+    uint64_t checkpoint_at; /* the last committed seq */
+    uint64_t folded_count;  /* records committed since the start */
+    uint64_t window_ns;     /* the fold rate's window: its start */
+    uint64_t window_count;  /* and folded_count then */
+} consumer_metrics;
+
 typedef struct consumer {
     tly_consume_opts o;
     volatile sig_atomic_t *stop; /* set by the caller to end the run */
@@ -85,7 +97,86 @@ typedef struct consumer {
     tly_event ev;                       /* reused for every record: no per-record allocation */
     char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
     char pub[TLY_Z85_KEY_CHARS + 1];
+    consumer_metrics m;
 } consumer;
+
+/* --- metrics --- */
+
+static void register_metrics(consumer *c)
+{
+    tly_metrics *r = c->o.metrics;
+    consumer_metrics *m = &c->m;
+    char shard[24];
+    snprintf(shard, sizeof shard, "%u/%u", c->o.shard, c->o.shard_count);
+    m->checkpoint =
+        tly_metrics_gauge(r, "tally_consumer_checkpoint_seq",
+                          "Seq of the last record committed to the shard's views.", "shard", shard);
+    m->head =
+        tly_metrics_gauge(r, "tally_consumer_head_seq",
+                          "Seq of the log's head as this consumer last saw it.", "shard", shard);
+    m->lag = tly_metrics_gauge(r, "tally_consumer_lag_records",
+                               "Records the checkpoint is behind the head.", "shard", shard);
+    m->rate = tly_metrics_gauge(r, "tally_consumer_fold_records_per_second",
+                                "Records folded and committed per second over the last window "
+                                "of at least TLY_METRICS_RATE_WINDOW_MS.",
+                                "shard", shard);
+    m->folded = tly_metrics_counter(r, "tally_consumer_records_folded_total",
+                                    "Records folded and committed since the consumer started.",
+                                    "shard", shard);
+    m->failures = tly_metrics_counter(r, "tally_consumer_commit_failures_total",
+                                      "Batch commits that failed (the batch is folded again).",
+                                      "shard", shard);
+    m->commit_seconds =
+        tly_metrics_histogram(r, "tally_consumer_commit_duration_seconds",
+                              "Time one batch commit (views and checkpoint, one transaction) took.",
+                              "shard", shard, &tly_metrics_seconds);
+    m->batch_records =
+        tly_metrics_histogram(r, "tally_consumer_batch_records", "Records in one committed batch.",
+                              "shard", shard, &tly_metrics_sizes);
+}
+
+/* The checkpoint, head and lag gauges, and the fold rate once its window
+ * has passed. Called after every pass and wait of the run loop. */
+static void update_metrics(consumer *c)
+{
+    consumer_metrics *m = &c->m;
+    if (!c->o.metrics)
+        return;
+    uint64_t head = 0;
+    uint8_t hash[TLY_HASH_BYTES];
+    if (c->log && tly_log_head(c->log, &head, hash) == TLY_OK && head > m->head_seen)
+        m->head_seen = head;
+    if (m->checkpoint_at > m->head_seen)
+        m->head_seen = m->checkpoint_at;
+    tly_metric_set(m->checkpoint, (int64_t)m->checkpoint_at);
+    tly_metric_set(m->head, (int64_t)m->head_seen);
+    tly_metric_set(m->lag, (int64_t)(m->head_seen - m->checkpoint_at));
+    uint64_t now = tly_mono_ns();
+    uint64_t span = now - m->window_ns;
+    if (span >= (uint64_t)TLY_METRICS_RATE_WINDOW_MS * 1000000u) {
+        uint64_t n = m->folded_count - m->window_count;
+        tly_metric_set(m->rate, (int64_t)(n * 1000000000u / span));
+        m->window_ns = now;
+        m->window_count = m->folded_count;
+    }
+}
+
+/* Counts one commit of n records that took ns (ok: it succeeded). */
+static void count_commit(consumer *c, uint32_t n, uint64_t ns, bool ok)
+{
+    consumer_metrics *m = &c->m;
+    if (!c->o.metrics)
+        return;
+    tly_metric_observe(m->commit_seconds, ns);
+    if (!ok) {
+        tly_metric_add(m->failures, 1);
+        return;
+    }
+    tly_metric_observe(m->batch_records, n);
+    tly_metric_add(m->folded, n);
+    m->folded_count += n;
+    m->checkpoint_at = tly_engine_seq(c->engine);
+}
 
 /* --- applying and committing --- */
 
@@ -110,7 +201,9 @@ static tly_err commit(consumer *c)
 {
     if (c->pending == 0 || c->engine_broken)
         return TLY_OK;
+    uint64_t t0 = tly_mono_ns();
     tly_err err = tly_views_commit(c->views, c->engine);
+    count_commit(c, c->pending, tly_mono_ns() - t0, err == TLY_OK);
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
@@ -473,6 +566,8 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
     err = logread_parse(zmq_msg_data(&msg), zmq_msg_size(&msg), &rep);
     if (err == TLY_OK) {
         *count = rep.count;
+        if (rep.has_head && rep.head > c->m.head_seen)
+            c->m.head_seen = rep.head;
         err = rep.has_head ? check_not_ahead(c, rep.head, c->o.log_read) : TLY_OK;
         if (err == TLY_OK)
             err = below_head_empty(c, &rep);
@@ -600,8 +695,10 @@ static tly_err follow(consumer *c, int wait_ms)
             continue;
         tly_record rec;
         bool gap = false;
-        if (tly_record_decode(zmq_msg_data(&body), zmq_msg_size(&body), &rec) == TLY_OK)
+        if (tly_record_decode(zmq_msg_data(&body), zmq_msg_size(&body), &rec) == TLY_OK) {
+            c->m.head_seen = rec.seq > c->m.head_seen ? rec.seq : c->m.head_seen;
             err = apply_one(c, &rec, true, &gap);
+        }
         zmq_msg_close(&body);
         if (gap)
             break; /* the next pass fills it from the log */
@@ -644,6 +741,10 @@ static tly_err consumer_start(consumer *c)
     if (err != TLY_OK)
         return err;
     c->start_seq = tly_engine_seq(c->engine);
+    register_metrics(c);
+    c->m.checkpoint_at = c->start_seq;
+    c->m.window_ns = tly_mono_ns();
+    update_metrics(c);
     if (c->o.remote || c->o.log_read_given || !c->o.exit_at_head) {
         c->zctx = zmq_ctx_new();
         if (!c->zctx)
@@ -688,6 +789,7 @@ static tly_err consumer_run(consumer *c)
         err = pass(c, &n);
         if (err == TLY_OK)
             err = commit(c);
+        update_metrics(c);
         if (err != TLY_OK || *c->stop || (n == 0 && c->o.exit_at_head))
             break;
         if (c->sub)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "tly_err.h"
+#include "tly_metrics.h"
 
 typedef struct tly_consume_opts {
     const char *data;     /* the data directory (log and views live there) */
@@ -31,6 +32,8 @@ typedef struct tly_consume_opts {
     const char *curve_secret;     /* with it: this reader's secret key file */
     void (*on_ready)(void);       /* called once the shard runs (store open, following the
                                      log), e.g. to tell a service manager; NULL: none */
+    tly_metrics *metrics;         /* registers and updates the tally_consumer_* metrics there,
+                                     labelled shard="K/N" (README "Metrics"); NULL: none */
 } tly_consume_opts;
 
 /*

@@ -34,6 +34,7 @@
 #include "tly_cmd.h"
 #include "tly_ledger.h"
 #include "tly_limits.h"
+#include "tly_metrics_http.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -56,7 +57,11 @@ static void usage(FILE *out)
             "  --no-sync               do not fsync commits (faster, not durable)\n"
             "  --curve-secret FILE     CURVE secret key of the ledger (Z85)\n"
             "  --authorized-keys FILE  lines '<z85-public-key> <source> <role>[,<role>]'\n"
-            "  --insecure              allow non-loopback endpoints without CURVE\n"
+            "  --metrics HOST:PORT     serve Prometheus metrics over HTTP at\n"
+            "                          http://HOST:PORT/metrics (loopback only without\n"
+            "                          --insecure; README \"Metrics\" lists them)\n"
+            "  --insecure              allow non-loopback endpoints without CURVE, and a\n"
+            "                          non-loopback --metrics\n"
             "  --help                  show this help\n",
             TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ);
 }
@@ -82,12 +87,12 @@ static int ledger_opt(void *ctx, int id, const char *value)
     return TLY_EXIT_OK;
 }
 
-static int parse_args(int argc, char **argv, tly_ledger_opts *o)
+static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **metrics)
 {
     tly_common_opts c;
     tly_common_defaults(&c);
     const tly_cli_spec spec = {
-        "ledger",    TLY_CO_DATA | TLY_CO_INGEST | TLY_CO_EVENTS | TLY_CO_LOG_READ,
+        "ledger",    TLY_CO_DATA | TLY_CO_INGEST | TLY_CO_EVENTS | TLY_CO_LOG_READ | TLY_CO_METRICS,
         ledger_opts, sizeof ledger_opts / sizeof ledger_opts[0],
         ledger_opt,  o};
     int rc = tly_cli_parse(&spec, &c, argc, argv);
@@ -97,6 +102,10 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o)
         return rc;
     if (!o->curve_secret != !o->authorized_keys)
         return tly_usagef("ledger", "--curve-secret and --authorized-keys go together");
+    char msg[256];
+    if (c.metrics && tly_metrics_addr_check(c.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("ledger", "%s", msg);
+    *metrics = c.metrics;
     o->data = c.data;
     o->ingest = c.ingest;
     o->events = c.events;
@@ -104,10 +113,34 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o)
     return TLY_EXIT_OK;
 }
 
+/* With --metrics: the registry the ledger counts into, served at addr once
+ * the ledger's sockets are bound. Exit code. */
+static int start_ledger(tly_ledger_opts *o, const char *addr, tly_ledger **ld,
+                        tly_metrics_http **http)
+{
+    char msg[256] = "";
+    tly_err err = addr ? tly_metrics_new(&o->metrics) : TLY_OK;
+    if (err == TLY_OK)
+        err = tly_ledger_start(o, ld, msg, sizeof msg);
+    if (err == TLY_OK && addr) {
+        err = tly_metrics_http_start(addr, o->insecure, o->metrics, http, msg, sizeof msg);
+        if (err == TLY_OK)
+            tly_logf(TLY_LOG_INFO, "ledger", "metrics at http://%s/metrics", addr);
+    }
+    if (err == TLY_OK)
+        return TLY_EXIT_OK;
+    tly_errorf("ledger", "%s", msg[0] ? msg : tly_strerror(err));
+    tly_ledger_stop(*ld);
+    *ld = NULL;
+    tly_metrics_free(o->metrics);
+    return TLY_EXIT_FAIL;
+}
+
 int tly_cmd_ledger(int argc, char **argv)
 {
     tly_ledger_opts o = {0};
-    int rc = parse_args(argc, argv, &o);
+    const char *metrics = NULL;
+    int rc = parse_args(argc, argv, &o, &metrics);
     if (rc < 0)
         return TLY_EXIT_OK;
     if (rc != TLY_EXIT_OK)
@@ -121,17 +154,16 @@ int tly_cmd_ledger(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    char msg[256] = "";
     tly_ledger *ld = NULL;
-    tly_err err = tly_ledger_start(&o, &ld, msg, sizeof msg);
-    if (err != TLY_OK) {
-        tly_errorf("ledger", "%s", msg[0] ? msg : tly_strerror(err));
+    tly_metrics_http *http = NULL;
+    if (start_ledger(&o, metrics, &ld, &http) != TLY_EXIT_OK)
         return TLY_EXIT_FAIL;
-    }
     sd_notify(0, "READY=1");
-    err = tly_ledger_run(ld, &stop_requested);
+    tly_err err = tly_ledger_run(ld, &stop_requested);
     sd_notify(0, "STOPPING=1");
+    tly_metrics_http_stop(http);
     tly_ledger_stop(ld);
+    tly_metrics_free(o.metrics);
     if (err != TLY_OK) {
         tly_errorf("ledger", "stopped: %s", tly_strerror(err));
         return TLY_EXIT_FAIL;
