@@ -185,13 +185,14 @@ static void stack_up(stack *s)
     tu_endpoint(s->log_read, sizeof s->log_read);
     tu_endpoint(s->query, sizeof s->query);
     s->metrics = free_ports(4);
-    char first[64];
+    char first[64], web[64];
     snprintf(first, sizeof first, "127.0.0.1:%d", s->metrics);
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
     char *const argv[] = {
-        (char *)tu_tally(), "up",      "--data",    s->dir,    "--shards",   "1",
-        "--ingest",         s->ingest, "--events",  s->events, "--log-read", s->log_read,
-        "--query",          s->query,  "--metrics", first,     "--no-sync",  NULL};
+        (char *)tu_tally(), "up",       "--data",  s->dir,       "--shards",  "1",       "--ingest",
+        s->ingest,          "--events", s->events, "--log-read", s->log_read, "--query", s->query,
+        "--metrics",        first,      "--web",   web,          "--no-sync", NULL};
     s->pid = tu_spawn(argv, s->log);
     ck_assert(tu_wait_listening(s->ingest, 15000));
     ck_assert(tu_wait_listening(s->query, 15000));
@@ -464,21 +465,22 @@ END_TEST
 START_TEST(test_up_metrics_port_taken)
 {
     char *dir = tu_tmpdir();
-    char ingest[64], events[64], log_read[64], query[64], first[64], err[1200];
+    char ingest[64], events[64], log_read[64], query[64], first[64], web[64], err[1200];
     tu_endpoint(ingest, sizeof ingest);
     tu_endpoint(events, sizeof events);
     tu_endpoint(log_read, sizeof log_read);
     tu_endpoint(query, sizeof query);
     int base = free_ports(4);
     snprintf(first, sizeof first, "127.0.0.1:%d", base);
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     snprintf(err, sizeof err, "%s/up.err", dir);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(base + 3))};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 1) == 0);
-    int rc =
-        run_quiet(NULL, err, "up", "--data", dir, "--shards", "1", "--ingest", ingest, "--events",
-                  events, "--log-read", log_read, "--query", query, "--metrics", first, NULL);
+    int rc = run_quiet(NULL, err, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
+                       "--events", events, "--log-read", log_read, "--query", query, "--web", web,
+                       "--metrics", first, NULL);
     ck_assert_int_eq(rc, 1);
     char *said = tu_read_file(err, NULL);
     ck_assert_msg(said && strstr(said, "metrics of consume 0/1"), "%s", said ? said : "");
