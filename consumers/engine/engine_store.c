@@ -303,6 +303,43 @@ static tly_err flush_excs(flush_ctx *f)
     return TLY_OK;
 }
 
+/* A dirty partner by its id, for sorting. */
+typedef struct flush_ref {
+    const char *id;
+    uint32_t len;
+    uint32_t index;
+} flush_ref;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const flush_ref *x = a, *y = b;
+    int c = memcmp(x->id, y->id, x->len < y->len ? x->len : y->len);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Puts the dirty partners in the order of their ids, so the flush writes
+ * each part of the store ("S/4/", "V/b/", ...) in key order: each put lands
+ * next to the one before, on a page the write transaction holds already,
+ * not on a random page of a store far larger than the CPU's caches (3M
+ * events of `bench fold`: LMDB's share of a fold 19 % → 13 %). Sales come
+ * in log order, which is usually their ids' order already. Without memory
+ * for sorting the order stays as it is (only slower). */
+static void sort_dirty_partners(tly_engine *e)
+{
+    uint32_t n = e->dirty_partner_count;
+    flush_ref *r = malloc(((size_t)n + 1) * sizeof *r);
+    if (r == NULL)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        const eng_partner *pp = &e->partners[e->dirty_partners[i]];
+        r[i] = (flush_ref){pp->id, pp->id_len, e->dirty_partners[i]};
+    }
+    qsort(r, n, sizeof *r, ref_cmp);
+    for (uint32_t i = 0; i < n; i++)
+        e->dirty_partners[i] = r[i].index;
+    free(r);
+}
+
 /* Partners first: settling their shares moves their programs' sums, which
  * the programs' records and liability documents then store. */
 static tly_err flush_all(flush_ctx *f)
@@ -311,6 +348,7 @@ static tly_err flush_all(flush_ctx *f)
     bool *liab = calloc(e->program_count + 1, sizeof *liab);
     if (liab == NULL)
         return TLY_NOMEM;
+    sort_dirty_partners(e);
     tly_err err = TLY_OK;
     for (uint32_t i = 0; i < e->dirty_partner_count && err == TLY_OK; i++) {
         const eng_partner *pp = &e->partners[e->dirty_partners[i]];
