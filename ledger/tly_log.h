@@ -182,6 +182,17 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
 tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec);
 void tly_log_reader_close(tly_log_reader *rd);
 
+/* Drops this process's page-table entries for the whole map of the log
+ * (madvise MADV_DONTNEED), so the records a long sequential read has passed
+ * stop counting in its resident memory; the file's pages stay in the page
+ * cache, and reading one again faults it back in with the same bytes. The
+ * reader and every record it returned stay valid. Meant for a reader that
+ * walks far more of the log than it keeps (a consumer folding from
+ * scratch), every few MB. Does nothing on a map written through (never the
+ * case: the log is not opened with MDB_WRITEMAP). Same thread rules as
+ * tly_log_reader_next. */
+void tly_log_reader_release(tly_log_reader *rd);
+
 /* A raw scan of one read snapshot, for an auditor that must name exactly
  * what is wrong with the stored bytes (tly_log_reader only says "corrupt"):
  * the "log" database's entries as stored, in key order, checked by nothing,

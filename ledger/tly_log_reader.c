@@ -15,7 +15,8 @@ struct tly_log_reader {
     MDB_cursor *cur;
     uint64_t next_seq; /* the seq the next record must carry */
     bool started;
-    bool corrupt; /* sticky: a reader never skips a bad record */
+    bool corrupt;         /* sticky: a reader never skips a bad record */
+    const void *last_val; /* the last value read: an address in the map */
 };
 
 tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **out)
@@ -74,6 +75,7 @@ tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec)
     if (rc != MDB_SUCCESS)
         return tly__log_mdb_err(rc, "mdb_cursor_get (log)");
     rd->started = true;
+    rd->last_val = v.mv_data;
     tly_err err = check_record(rd, &k, &v, rec);
     if (err != TLY_OK) {
         rd->corrupt = true;
@@ -90,4 +92,21 @@ void tly_log_reader_close(tly_log_reader *rd)
     mdb_cursor_close(rd->cur);
     tly__log_read_end(rd->log, rd->txn);
     free(rd);
+}
+
+/*
+ * Why dropping the page-table entries is safe while readers are open: LMDB
+ * maps data.mdb MAP_SHARED, and without MDB_WRITEMAP read-only (PROT_READ;
+ * the writer uses pwrite), so the map holds no data of its own: the page
+ * cache does. MADV_DONTNEED on such a mapping only unmaps; the next access
+ * to an address faults in the page cache's page, and LMDB never rewrites a
+ * page that a live snapshot can reach, so that is the same bytes the
+ * reader saw. tly_os_release_file_map checks the mapping is read-only and
+ * shared and does nothing otherwise (MDB_WRITEMAP maps it writable). This
+ * open reader holds map_lock for reading, so no growth moves the map
+ * meanwhile.
+ */
+void tly_log_reader_release(tly_log_reader *rd)
+{
+    (void)tly_os_release_file_map(rd->last_val);
 }

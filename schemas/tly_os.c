@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -180,4 +182,40 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 void tly_rmtree(const char *path)
 {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Lines of /proc/self/maps looked at, at most: a process of Tally has a few
+ * hundred mappings. */
+#define OS_MAPS_LINES_MAX 65536u
+
+/* Finds the mapping holding addr: its bounds and whether it is r--s. */
+static bool find_mapping(uintptr_t a, uintptr_t *lo, uintptr_t *hi, bool *ro_shared)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool found = false;
+    for (unsigned n = 0; n < OS_MAPS_LINES_MAX && fgets(line, sizeof line, f); n++) {
+        uintmax_t start, end;
+        char perms[8];
+        if (sscanf(line, "%jx-%jx %7s", &start, &end, perms) != 3 || a < start || a >= end)
+            continue;
+        *lo = (uintptr_t)start;
+        *hi = (uintptr_t)end;
+        *ro_shared = strcmp(perms, "r--s") == 0;
+        found = true;
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+bool tly_os_release_file_map(const void *addr)
+{
+    uintptr_t lo, hi;
+    bool ro_shared;
+    if (!addr || !find_mapping((uintptr_t)addr, &lo, &hi, &ro_shared) || !ro_shared)
+        return false;
+    return madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0;
 }

@@ -77,6 +77,19 @@ void tly_progress(const char *label, uint64_t done, uint64_t total);
 /* Ends a progress line (prints a newline when one was drawn). */
 void tly_progress_end(void);
 
+/*
+ * Drops this process's page-table entries for the whole mapping that
+ * contains addr (madvise MADV_DONTNEED), when that mapping is a read-only
+ * shared mapping of a file ("r--s" in /proc/self/maps): such a mapping
+ * holds no data of its own, only the page cache's pages, which stay there;
+ * touching an address again faults in the file's current page. Anything
+ * else (writable, private, anonymous, not found) is left alone. Meant for
+ * LMDB maps (opened without MDB_WRITEMAP) that a long fold reads through
+ * and would otherwise keep counted in its RSS. Returns true when it
+ * dropped them.
+ */
+bool tly_os_release_file_map(const void *addr);
+
 /* Wall clock in Unix ms and a monotonic clock in ns. */
 int64_t tly_now_ms(void);
 uint64_t tly_mono_ns(void);

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "tly_limits.h"
+
 struct tly_ahead {
     tly_log_reader *rd;
     uint32_t max;
@@ -21,6 +23,8 @@ struct tly_ahead {
     /* the caller's own */
     bool holding;
     uint32_t pos;
+    /* the reader thread's own */
+    size_t read_bytes; /* of records since the log's pages were last released */
 };
 
 /* Fills one chunk; returns its item count and sets *end when the pass is over. */
@@ -39,8 +43,15 @@ static uint32_t fill_chunk(tly_ahead *a, tly_ahead_item *chunk, uint32_t *left, 
         it->fe.field[0] = it->fe.message[0] = '\0';
         it->err = tly_event_decode(it->rec.event, it->rec.event_len, it->rec.recorded_ms, &it->ev,
                                    &it->fe);
+        a->read_bytes += it->rec.raw_len;
         n++;
         --*left;
+    }
+    /* What the fold has passed stops counting in the consumer's RSS: a
+     * pass reads far more of the log's map than it keeps. */
+    if (a->read_bytes >= TLY_CONSUME_LOG_RESIDENT_BYTES_MAX) {
+        tly_log_reader_release(a->rd);
+        a->read_bytes = 0;
     }
     if (*left == 0) {
         *end = true;

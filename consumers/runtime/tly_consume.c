@@ -288,6 +288,8 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
     }
     if (c->pending++ == 0)
         c->batch_start_ns = tly_mono_ns();
+    if (c->pending % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0)
+        tly_views_release(c->views);
     /* The engine keeps what a batch changed in memory until the commit:
      * a batch ends early when that grows large, whatever --batch says. */
     if (c->pending >= c->o.batch || batch_too_old(c) ||

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "tly_assert.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
@@ -50,6 +51,9 @@ struct tly_views {
     int lock_fd;    /* WRITE: flock held on consumer.lock; -1 otherwise */
     bool writable;
     size_t map_bytes;
+    /* An address in the map (a value read after the last commit), to find
+     * the mapping by; NULL until then and after the map moved (grow). */
+    const void *map_addr;
     char shard_text[SHARD_TEXT_BYTES];
     char dir[TLY_PATH_BYTES_MAX];
 };
@@ -105,8 +109,10 @@ static int begin_read(tly_views *v, MDB_txn **txn)
     int rc = MDB_MAP_RESIZED;
     for (unsigned i = 0; i < TLY_VIEWS_RESIZE_RETRIES_MAX && rc == MDB_MAP_RESIZED; i++) {
         rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, txn);
-        if (rc == MDB_MAP_RESIZED)
+        if (rc == MDB_MAP_RESIZED) {
+            v->map_addr = NULL; /* the map moves */
             mdb_env_set_mapsize(v->env, 0);
+        }
     }
     return rc;
 }
@@ -422,6 +428,7 @@ static tly_err snap_begin(tly_views *v)
     if (rc == MDB_MAP_RESIZED) { /* another process grew the map: adopt it */
         mdb_txn_abort(v->snap);
         v->snap = NULL;
+        v->map_addr = NULL; /* the map moves */
         mdb_env_set_mapsize(v->env, 0);
         rc = begin_read(v, &v->snap);
     }
@@ -454,12 +461,42 @@ static tly_err snap_get(void *ctx, const void *key, size_t key_len, const void *
 }
 
 /* tly_kv_scan_fn over the same snapshot. */
+/* The engine's visitor of one scan, and the bytes it has been shown. */
+typedef struct scan_ctx {
+    tly_kv_put_fn visit;
+    void *visit_ctx;
+    size_t bytes;
+} scan_ctx;
+
+/*
+ * A scan can read a large part of the store at once (a close visits every
+ * member of its program: 1 GB of partners at 100,000 of them), so the map's
+ * pages are dropped every TLY_VIEWS_RESIDENT_BYTES_MAX of values shown
+ * (release_map says why dropping them is safe). Here the engine's snapshot
+ * is open, and that is safe too: LMDB never changes a page that a live
+ * snapshot can reach, and this process, the only writer, writes nothing
+ * until its commit, so every page the snapshot, its cursor or the engine's
+ * values point to faults back in with the same bytes at the same address.
+ */
+static tly_err scan_visit(void *ctx, const void *key, size_t key_len, const void *val,
+                          size_t val_len)
+{
+    scan_ctx *s = ctx;
+    s->bytes += key_len + val_len;
+    if (s->bytes >= TLY_VIEWS_RESIDENT_BYTES_MAX) {
+        (void)tly_os_release_file_map(val);
+        s->bytes = 0;
+    }
+    return s->visit(s->visit_ctx, key, key_len, val, val_len);
+}
+
 static tly_err snap_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv_put_fn visit,
                          void *visit_ctx)
 {
     tly_views *v = ctx;
     TRY_VIEWS(snap_begin(v));
-    return scan_txn(v, v->snap, prefix, prefix_len, visit, visit_ctx);
+    scan_ctx s = {visit, visit_ctx, 0};
+    return scan_txn(v, v->snap, prefix, prefix_len, scan_visit, &s);
 }
 
 /* The engine's cache limit (partners and sales alike) from
@@ -514,7 +551,8 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
 typedef struct put_ctx {
     tly_views *v;
     MDB_txn *txn;
-    int mdb_rc; /* the LMDB code of the first failed put, 0 if none */
+    int mdb_rc;    /* the LMDB code of the first failed put, 0 if none */
+    uint32_t puts; /* since the map was last released */
 } put_ctx;
 
 static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val, size_t val_len)
@@ -523,6 +561,13 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     MDB_val k = {key_len, (void *)key};
     MDB_val d = {val_len, (void *)val};
     int rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
+    if (++c->puts >= TLY_VIEWS_RELEASE_PUTS) {
+        /* LMDB found each page these puts changed through the map, copied it
+         * into its own memory and reads it from there from now on: the map's
+         * pages are needed no more (release_map says why this is safe). */
+        (void)tly_os_release_file_map(c->v->map_addr);
+        c->puts = 0;
+    }
     if (rc == 0)
         return TLY_OK;
     c->mdb_rc = rc;
@@ -544,6 +589,7 @@ static tly_err grow(tly_views *v)
     size_t want = v->map_bytes * 2;
     if (want > TLY_VIEWS_MAP_BYTES_MAX)
         want = TLY_VIEWS_MAP_BYTES_MAX;
+    v->map_addr = NULL; /* the map moves */
     int rc = mdb_env_set_mapsize(v->env, want);
     if (rc != 0)
         return mdb_fail("grow map", v->dir, rc);
@@ -574,16 +620,28 @@ static tly_err put_checkpoint(put_ctx *c, uint64_t seq)
     return put_kv(c, TLY_VIEWS_KEY_CHECKPOINT, strlen(TLY_VIEWS_KEY_CHECKPOINT), b, sizeof b);
 }
 
+/* Sets v->map_addr to the checkpoint's value as txn sees it: an address
+ * in the map while that page is clean (at the start of a transaction), or
+ * one in LMDB's own memory, which tly_os_release_file_map then leaves
+ * alone; NULL in an empty store. */
+static void find_map(tly_views *v, MDB_txn *txn)
+{
+    MDB_val k = {strlen(TLY_VIEWS_KEY_CHECKPOINT), TLY_VIEWS_KEY_CHECKPOINT};
+    MDB_val d = {0, NULL};
+    v->map_addr = mdb_get(txn, v->dbi, &k, &d) == 0 ? d.mv_data : NULL;
+}
+
 /* One attempt: checkpoint first (a full map there costs nothing to redo),
  * then the engine's changes, then commit. *redo is set when the attempt
  * failed on a full map before the engine forgot anything. */
 static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
 {
     *redo = false;
-    put_ctx c = {v, NULL, 0};
+    put_ctx c = {v, NULL, 0, 0};
     int rc = mdb_txn_begin(v->env, NULL, 0, &c.txn);
     if (rc != 0)
         return mdb_fail("begin write", v->dir, rc);
+    find_map(v, c.txn); /* the map may have grown since the last commit */
     tly_err err = put_checkpoint(&c, tly_engine_seq(e));
     if (err == TLY_OK)
         err = tly_engine_flush(e, put_kv, &c);
@@ -607,6 +665,53 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     return TLY_OK;
 }
 
+/*
+ * Drops this process's page-table entries for the whole map after a
+ * commit, so the pages a fold read (the engine's reads, and the write
+ * transaction, which finds every page it changes through the map) stop
+ * counting in its resident memory: over a long catch-up that is most of
+ * the store. The pages stay in the page cache. The map is found by an
+ * address in it, the checkpoint's value, read in a transaction that ends
+ * first; put_kv releases it again every TLY_VIEWS_RELEASE_PUTS puts of a
+ * commit, snap_scan every TLY_VIEWS_RESIDENT_BYTES_MAX of a scan.
+ *
+ * Why this is safe: LMDB maps data.mdb MAP_SHARED, and without
+ * MDB_WRITEMAP (open_env never sets it) read-only, writing through pwrite:
+ * the map holds no data of its own, only the page cache's pages.
+ * MADV_DONTNEED unmaps them, and the next access to an address faults in
+ * the page cache's current page (tly_os_release_file_map checks that the
+ * mapping is read-only and shared, and leaves any other alone). That page
+ * holds the same bytes as before for every page a transaction of this
+ * process can reach: no read transaction is open here or in put_kv (the
+ * engine's snapshot ends before the write transaction, snap_end); the
+ * write transaction changes pages only in copies in its own memory, which
+ * reach the file at the commit (or a spill) under page numbers that no
+ * page it can reach has. A reader in another process has its own mapping.
+ */
+static void release_map(tly_views *v)
+{
+    TLY_ASSERT(!v->snap_live);
+    MDB_txn *txn;
+    if (begin_read(v, &txn) != 0)
+        return; /* only an optimisation */
+    find_map(v, txn);
+    mdb_txn_abort(txn);
+    (void)tly_os_release_file_map(v->map_addr);
+}
+
+/* Between two commits the engine's snapshot may end at any time: only
+ * this process writes the store (lock_writer), and it has committed
+ * nothing since, so the snapshot the engine's next read begins sees the
+ * same pages, and every value the engine was handed still holds the same
+ * bytes at the same address (tly_engine_store: until the next flush). */
+void tly_views_release(tly_views *v)
+{
+    if (!v->writable)
+        return;
+    snap_end(v);
+    release_map(v);
+}
+
 /* The engine's snapshot ends before the write transaction and again after
  * it: whatever the engine reads next sees this commit. */
 tly_err tly_views_commit(tly_views *v, tly_engine *e)
@@ -619,6 +724,8 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
         bool redo;
         err = commit_once(v, e, &redo);
         snap_end(v);
+        if (err == TLY_OK)
+            release_map(v);
         if (!redo)
             return err;
         err = grow(v);

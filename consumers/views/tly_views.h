@@ -138,6 +138,15 @@ typedef tly_err (*tly_views_visit_fn)(void *ctx, const void *key, size_t key_len
 tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
                        tly_views_visit_fn visit, void *ctx, uint64_t *checkpoint);
 
+/* Drops the pages of the store that this process has read since the last
+ * commit from its address space (they stay in the page cache), so a long
+ * batch's reads (a partner or an old sale not in the engine's cache each
+ * touch a page of a store that may hold GBs) stop counting in its RSS.
+ * Ends the engine's snapshot; its next read begins another, which sees
+ * the same (nothing was committed since). Between commits only, WRITE
+ * stores only (a no-op otherwise). */
+void tly_views_release(tly_views *v);
+
 /* Current map size in bytes (grows by doubling; for tests and status). */
 size_t tly_views_map_bytes(const tly_views *v);
 
