@@ -313,6 +313,10 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * asks again "after" it. */
 #define TLY_QUERY_PARTNERS_PAGE_MAX 4096u
 
+/* Bytes of a statement the console serves (a PDF of a long period is a few
+ * hundred KiB; a larger file is an error, not a reply). */
+#define TLY_WEB_STATEMENT_BYTES_MAX (16u * 1024u * 1024u)
+
 /* `tally journal --accounts FILE`: the file is six account keys mapped to
  * GL codes, a few hundred bytes; 64 KiB is room for any formatting and
  * bounds what a wrong file (a log, say) makes the CLI read. A GL code is a

@@ -567,6 +567,37 @@ static void check_browser(const stack *s, const char *id)
     free(text);
 }
 
+/* The partner page's statement links: the HTML statement (with its chart)
+ * and the PDF, of the latest rebate period or ?period; an unknown partner
+ * or a period that is not the program's is a 404 page. */
+static void check_statements(const stack *s)
+{
+    const char *id = "alpine-distributor-760";
+    char *page = get_html(s, "/partners/alpine-distributor-760", 200);
+    ck_assert_ptr_nonnull(strstr(page, "/partners/alpine-distributor-760/statement.pdf"));
+    free(page);
+    http_reply r = http_get(s, "/partners/alpine-distributor-760/statement.html");
+    ck_assert_msg(r.status == 200, "statement.html: %d %.400s", r.status, r.body ? r.body : "");
+    ck_assert_ptr_nonnull(strcasestr(r.head, "Content-Type: text/html"));
+    ck_assert_ptr_nonnull(strstr(r.body, id));
+    ck_assert_ptr_nonnull(strstr(r.body, "<svg"));
+    reply_free(&r);
+    r = http_get(s, "/partners/alpine-distributor-760/statement.pdf?period=2025-Q4");
+    ck_assert_msg(r.status == 200, "statement.pdf: %d", r.status);
+    ck_assert_ptr_nonnull(strcasestr(r.head, "Content-Type: application/pdf"));
+    ck_assert_int_eq(strncmp(r.body, "%PDF-", 5), 0);
+    reply_free(&r);
+    r = http_get(s, "/partners/alpine-distributor-760/statement.pdf?period=2025-07");
+    ck_assert_int_eq(r.status, 404);
+    reply_free(&r);
+    r = http_get(s, "/partners/no-such-partner/statement.html");
+    ck_assert_int_eq(r.status, 404);
+    reply_free(&r);
+    r = http_get(s, "/partners/alpine-distributor-760/statement.txt");
+    ck_assert_int_eq(r.status, 404);
+    reply_free(&r);
+}
+
 /* ------------------------------------------------------------------------ */
 
 START_TEST(test_console_pages)
@@ -585,6 +616,7 @@ START_TEST(test_console_pages)
     check_lists(&s);
     check_partners(&s);
     check_errors(&s);
+    check_statements(&s);
     check_limits(&s);
     check_browser(&s, "alpine-distributor-760");
     stack_down(&s);

@@ -61,6 +61,7 @@ typedef struct web_reply {
     int status;
     bool json;            /* body is JSON, else HTML */
     const char *location; /* a redirect's target (static) */
+    const char *type;     /* the content type when neither HTML nor JSON (static) */
     web_buf body;
 } web_reply;
 
@@ -99,6 +100,8 @@ void web_page_close(web_buf *b, const web_req *r, const json_t *answer);
 
 void web_page_partners(const web_req *r, web_reply *out);
 void web_page_partner(const web_req *r, const char *id, web_reply *out);
+/* /partners/ID/statement.html|pdf [?period=P] (web_statement.c). */
+void web_page_statement(const web_req *r, const char *id, const char *what, web_reply *out);
 void web_page_report(const web_req *r, const char *program, web_reply *out);
 void web_page_liabilities(const web_req *r, web_reply *out);
 void web_page_expiring(const web_req *r, web_reply *out);

@@ -321,6 +321,16 @@ static void route(const web_req *r, web_reply *out)
         web_page_partners(r, out);
     } else if (id && *id && !strchr(id, '/')) {
         web_page_partner(r, id, out);
+    } else if (id && *id && strchr(id, '/') && !strchr(strchr(id, '/') + 1, '/')) {
+        char pid[TLY_NAME_BYTES_MAX + 1];
+        size_t len = (size_t)(strchr(id, '/') - id);
+        if (len > TLY_NAME_BYTES_MAX) {
+            web_error(r, out, 404, "not_found", "no such page", NULL);
+            return;
+        }
+        memcpy(pid, id, len);
+        pid[len] = '\0';
+        web_page_statement(r, pid, id + len + 1, out);
     } else if (program && *program && !strchr(program, '/')) {
         web_page_report(r, program, out);
     } else if (strcmp(p, "/liabilities") == 0) {
@@ -384,7 +394,9 @@ static enum MHD_Result respond(struct MHD_Connection *conn, web_reply *out)
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            out->json ? "application/json" : "text/html; charset=utf-8");
+                            out->type   ? out->type
+                            : out->json ? "application/json"
+                                        : "text/html; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (out->location)
