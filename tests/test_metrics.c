@@ -44,7 +44,8 @@
 typedef struct stack {
     char *dir;
     char ingest[64], events[64], log_read[64], query[64];
-    int metrics; /* the first metrics port: ledger; query +1; consumer 0 +3 */
+    int metrics; /* the first metrics port: ledger; query +1; console +2; consumer 0 +3 */
+    int web;     /* the console's port */
     char log[1200];
     pid_t pid;
 } stack;
@@ -187,7 +188,8 @@ static void stack_up(stack *s)
     s->metrics = free_ports(4);
     char first[64], web[64];
     snprintf(first, sizeof first, "127.0.0.1:%d", s->metrics);
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    s->web = tu_free_port();
+    snprintf(web, sizeof web, "127.0.0.1:%d", s->web);
     snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
     char *const argv[] = {
         (char *)tu_tally(), "up",       "--data",  s->dir,       "--shards",  "1",       "--ingest",
@@ -196,8 +198,8 @@ static void stack_up(stack *s)
     s->pid = tu_spawn(argv, s->log);
     ck_assert(tu_wait_listening(s->ingest, 15000));
     ck_assert(tu_wait_listening(s->query, 15000));
-    int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3};
-    for (int i = 0; i < 3; i++) {
+    int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3, s->metrics + 2};
+    for (int i = 0; i < 4; i++) {
         char ep[64];
         snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", ports[i]);
         ck_assert_msg(tu_wait_listening(ep, 15000), "no metrics on %d", ports[i]);
@@ -257,10 +259,10 @@ static void assert_recorded(const stack *s)
     snprintf(path, sizeof path, "%s/endpoints.json", s->dir);
     json_t *j = json_load_file(path, 0, NULL);
     json_t *m = json_object_get(j, "metrics");
-    const char *names[] = {"ledger", "query", "consume 0/1"};
-    int slots[] = {0, 1, 3};
+    const char *names[] = {"ledger", "query", "consume 0/1", "web"};
+    int slots[] = {0, 1, 3, 2};
     char *log = tu_read_file(s->log, NULL);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         snprintf(want, sizeof want, "127.0.0.1:%d", s->metrics + slots[i]);
         const char *got = json_string_value(json_object_get(m, names[i]));
         ck_assert_msg(got && strcmp(got, want) == 0, "endpoints.json metrics.%s: %s", names[i],
@@ -275,9 +277,9 @@ static void assert_recorded(const stack *s)
 /* Every process's scrape before any traffic: valid, zero counts. */
 static void assert_fresh(const stack *s)
 {
-    const char *what[] = {"ledger", "query", "consumer"};
-    int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3};
-    for (int i = 0; i < 3; i++) {
+    const char *what[] = {"ledger", "query", "consumer", "console"};
+    int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3, s->metrics + 2};
+    for (int i = 0; i < 4; i++) {
         char *text = scrape(ports[i]);
         promtool_check(s->dir, text, what[i]);
         free(text);
@@ -375,6 +377,28 @@ static void assert_query(const stack *s, const char *partner)
     free(text);
 }
 
+/* Two console pages: the console's counters move by page, its
+ * histogram by two, and its scrape passes promtool. */
+static void assert_console(const stack *s)
+{
+    char *before = scrape(s->metrics + 2);
+    double partners0 = value_of(before, "tally_web_requests_total{page=\"partners\"}");
+    double liab0 = value_of(before, "tally_web_requests_total{page=\"liabilities\"}");
+    double count0 = value_of(before, "tally_web_request_duration_seconds_count");
+    free(before);
+    int status = 0;
+    free(http_get(s->web, "GET", "/partners", &status));
+    ck_assert_int_eq(status, 200);
+    free(http_get(s->web, "GET", "/liabilities", &status));
+    ck_assert_int_eq(status, 200);
+    char *text = scrape(s->metrics + 2);
+    promtool_check(s->dir, text, "console");
+    ck_assert(value_of(text, "tally_web_requests_total{page=\"partners\"}") == partners0 + 1);
+    ck_assert(value_of(text, "tally_web_requests_total{page=\"liabilities\"}") == liab0 + 1);
+    ck_assert(value_of(text, "tally_web_request_duration_seconds_count") == count0 + 2);
+    free(text);
+}
+
 START_TEST(test_counters_move_with_traffic)
 {
     stack s;
@@ -388,6 +412,7 @@ START_TEST(test_counters_move_with_traffic)
     assert_ledger(&s, counts);
     assert_consumer(&s);
     assert_query(&s, partner);
+    assert_console(&s);
     ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
     free(partner);
     json_decref(counts);

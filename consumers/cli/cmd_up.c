@@ -308,7 +308,10 @@ static void plan_children(up_state *u)
     c = new_child(u, "web", "web", &n);
     add_pair(c, &n, "--query", co->query);
     add_pair(c, &n, "--web", u->o.web);
-    if (u->o.insecure)
+    metrics_addr(&u->o, METRICS_SLOT_WEB, c->metrics, sizeof c->metrics);
+    if (c->metrics[0])
+        add_pair(c, &n, "--metrics", c->metrics);
+    if (u->o.insecure || (c->metrics[0] && !u->o.metrics_loopback))
         add_arg(c, &n, "--insecure");
 }
 

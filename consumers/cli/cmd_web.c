@@ -19,6 +19,7 @@
 
 #include "tly_cli.h"
 #include "tly_cmd.h"
+#include "tly_metrics_http.h"
 #include "tly_web.h"
 
 #define CMD "web"
@@ -48,6 +49,8 @@ static void usage(FILE *out)
             "  --query EP    the query service\n"
             "  --insecure    allow an address other machines reach (the console has no\n"
             "                login: anyone who reaches it reads every partner's figures)\n"
+            "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
+            "                (tally_web_requests_total{page}, _request_duration_seconds)\n"
             "\n"
             "Stops on SIGINT or SIGTERM. Exit codes: 0 stopped cleanly, 1 error (e.g. the\n"
             "address is in use), 2 usage (e.g. a non-loopback address without --insecure).\n",
@@ -79,7 +82,7 @@ static int parse(int argc, char **argv, web_opts *o, tly_web_addr *addr)
     tly_common_defaults(&o->common);
     o->web = TLY_DEFAULT_WEB;
     const tly_cli_spec spec = {CMD,
-                               TLY_CO_DATA | TLY_CO_QUERY,
+                               TLY_CO_DATA | TLY_CO_QUERY | TLY_CO_METRICS,
                                web_opts_table,
                                sizeof web_opts_table / sizeof web_opts_table[0],
                                web_opt,
@@ -93,6 +96,10 @@ static int parse(int argc, char **argv, web_opts *o, tly_web_addr *addr)
         return rc;
     if (tly_web_addr_parse(o->web, addr) != TLY_OK)
         return tly_usagef(CMD, "--web: '%s' is not HOST:PORT (127.0.0.1:7414, [::1]:7414)", o->web);
+    char msg[256];
+    if (o->common.metrics &&
+        tly_metrics_addr_check(o->common.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(CMD, "--metrics: %s", msg);
     if (!addr->loopback && !o->insecure)
         return tly_usagef(CMD,
                           "--web %s is reachable from other machines and the console has no "
@@ -132,9 +139,20 @@ int tly_cmd_web(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     tly_web_config cfg = {.query = o.common.query, .data = o.common.data, .addr = addr};
     tly_web *w = NULL;
+    tly_metrics_http *http = NULL;
     char msg[256] = "";
+    if (o.common.metrics && tly_metrics_new(&cfg.metrics) != TLY_OK)
+        return TLY_EXIT_FAIL;
     if (tly_web_start(&cfg, &w, msg, sizeof msg) != TLY_OK) {
         tly_errorf(CMD, "--web %s: %s", o.web, msg[0] ? msg : "cannot start");
+        tly_metrics_free(cfg.metrics);
+        return TLY_EXIT_FAIL;
+    }
+    if (cfg.metrics && tly_metrics_http_start(o.common.metrics, o.insecure, cfg.metrics, &http, msg,
+                                              sizeof msg) != TLY_OK) {
+        tly_errorf(CMD, "--metrics %s: %s", o.common.metrics, msg);
+        tly_web_stop(w);
+        tly_metrics_free(cfg.metrics);
         return TLY_EXIT_FAIL;
     }
     tly_logf(TLY_LOG_INFO, CMD, "console on http://%s/ (query service %s, data %s)", o.web,
@@ -142,6 +160,8 @@ int tly_cmd_web(int argc, char **argv)
     sd_notify(0, "READY=1");
     wait_stop();
     sd_notify(0, "STOPPING=1");
+    tly_metrics_http_stop(http);
     tly_web_stop(w);
+    tly_metrics_free(cfg.metrics);
     return TLY_EXIT_OK;
 }

@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 
 #include "tly_err.h"
+#include "tly_metrics.h"
 
 /* The listening address of the console: IPv4 or IPv6 and a port. */
 typedef struct tly_web_addr {
@@ -53,6 +54,7 @@ typedef struct tly_web_config {
     const char *query; /* the query service's endpoint; borrowed for the server's life */
     const char *data;  /* the data directory: DATA/log for the explain lines; borrowed */
     tly_web_addr addr;
+    tly_metrics *metrics; /* NULL: none; else the console's series are registered in it */
 } tly_web_config;
 
 typedef struct tly_web tly_web;

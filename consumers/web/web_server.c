@@ -23,10 +23,43 @@
 #include "tly_query.h"
 #include "web_internal.h"
 
+/* The pages the console counts requests of (README "Metrics"). */
+static const char *const web_pages[] = {"partners",    "partner",  "statement",  "report",
+                                        "liabilities", "expiring", "exceptions", "other"};
+#define WEB_PAGES (sizeof web_pages / sizeof web_pages[0])
+
 struct tly_web {
     struct MHD_Daemon *daemon;
     tly_web_config cfg;
+    tly_metric *requests[WEB_PAGES]; /* NULL without metrics */
+    tly_metric *seconds;
 };
+
+/* The page of a path, for the request counter. */
+static size_t page_of(const char *p)
+{
+    if (strncmp(p, "/partners/", 10) == 0)
+        return strchr(p + 10, '/') ? 2 : 1;
+    if (strncmp(p, "/reports/", 9) == 0)
+        return 3;
+    static const char *const exact[] = {"/partners",    NULL,        NULL,         NULL,
+                                        "/liabilities", "/expiring", "/exceptions"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (exact[i] && strcmp(p, exact[i]) == 0)
+            return i;
+    return WEB_PAGES - 1;
+}
+
+static void register_metrics(tly_web *w)
+{
+    for (size_t k = 0; k < WEB_PAGES; k++)
+        w->requests[k] =
+            tly_metrics_counter(w->cfg.metrics, "tally_web_requests_total",
+                                "Console requests answered, by page.", "page", web_pages[k]);
+    w->seconds = tly_metrics_histogram(w->cfg.metrics, "tally_web_request_duration_seconds",
+                                       "Time to render a console page (its queries included).",
+                                       NULL, NULL, &tly_metrics_seconds);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Addresses                                                                 */
@@ -442,7 +475,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     const tly_web *w = cls;
     web_req r = {.cfg = &w->cfg, .path = url};
     web_reply out = {.status = 200};
+    uint64_t t0 = tly_mono_ns();
     serve(&r, conn, method, body, &out);
+    tly_metric_add(w->requests[page_of(url)], 1);
+    tly_metric_observe(w->seconds, tly_mono_ns() - t0);
     return respond(conn, &out);
 }
 
@@ -464,6 +500,7 @@ tly_err tly_web_start(const tly_web_config *c, tly_web **out, char *msg, size_t 
     if (!w)
         return TLY_NOMEM;
     w->cfg = *c;
+    register_metrics(w);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ERROR_LOG | MHD_USE_POLL;
     if (c->addr.sa.ss_family == AF_INET6)
