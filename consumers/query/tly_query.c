@@ -697,27 +697,8 @@ tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen,
 tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,
                    void *ctx)
 {
-    tly_err err = TLY_OK;
-    for (uint32_t k = 0; err == TLY_OK && k < ss->count; k++) {
-        const snap *sn = &ss->sn[k];
-        if (!sn->sh->has_dbi)
-            continue;
-        MDB_cursor *cur;
-        int rc = mdb_cursor_open(sn->txn, sn->sh->dbi, &cur);
-        if (rc != 0)
-            return map_mdb(rc);
-        MDB_val key = {plen, (void *)prefix}, val;
-        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-        while (rc == 0 && err == TLY_OK && key.mv_size >= plen &&
-               memcmp(key.mv_data, prefix, plen) == 0) {
-            err = visit(ctx, key.mv_data, key.mv_size, val.mv_data, val.mv_size);
-            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
-        }
-        mdb_cursor_close(cur);
-        if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
-            err = map_mdb(rc);
-    }
-    return err;
+    uint32_t kept = 0; /* no visitor counts: every entry under prefix */
+    return tly__qscan_after(ss, prefix, plen, NULL, 0, &kept, UINT32_MAX, visit, ctx);
 }
 
 json_t *tly__qreply(const tly__qsnaps *ss)
