@@ -21,7 +21,8 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTALLY_SANITIZE=ON >/dev/null
 cmake --build build-asan -j "$JOBS"
 # test_tidy checks scripts/tidy.sh, not C code: the release run covers it.
 # tests/lsan.supp: fontconfig's own caches (tally statement), nothing of Tally's.
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --output-on-failure -j "$JOBS" -E '^test_tidy$')
+SUPP="$(pwd)/tests/lsan.supp" # the repository's, named before the cd
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$SUPP" ctest --output-on-failure -j "$JOBS" -E '^test_tidy$')
 
 if [ -x fuzz/smoke.sh ] || [ -f fuzz/smoke.sh ]; then
     echo "== fuzz smoke"
