@@ -206,8 +206,7 @@ json_t *tly_engine_report(const tly_engine *e, const char *program);
  * write). */
 #define TLY_ENGINE_ACT_FIELDS 10
 const char *tly_engine_act_name(unsigned f); /* NULL beyond the last */
-tly_err tly_engine_journal_decode(const void *val, size_t len,
-                                  int64_t out[TLY_ENGINE_ACT_FIELDS]);
+tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
 
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its

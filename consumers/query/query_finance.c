@@ -504,9 +504,9 @@ static tly_err journal_visit(void *ctx, const void *key, size_t klen, const void
     if (err != TLY_OK)
         return err;
     json_t *row = json_object();
-    bool ok = row != NULL &&
-              json_object_set_new(row, "partner",
-                                  json_stringn((const char *)k + at, klen - at)) == 0;
+    bool ok =
+        row != NULL &&
+        json_object_set_new(row, "partner", json_stringn((const char *)k + at, klen - at)) == 0;
     for (unsigned f = 0; ok && f < TLY_ENGINE_ACT_FIELDS; f++)
         ok = json_object_set_new(row, tly_engine_act_name(f), json_integer(v[f])) == 0;
     if (!ok) {
