@@ -225,10 +225,8 @@ static size_t program_body(char *buf, const eng_program *g, const char *rest, si
 }
 
 /* Member p's section 11 documents: its row of the partner list
- * ("V/P/<partner>"), its expiring funds ("E/<program key><partner>") and
- * its journal rows of the periods that changed ("J/<program key><u32be
- * period + 2^31><partner>", MessagePack: engine_records.h), each a scan
- * away for the query service. */
+ * ("V/P/<partner>") and its expiring funds ("E/<program key><partner>"),
+ * each a scan away for the query service (its journal rows: flush_journal). */
 static tly_err flush_finance(flush_ctx *f, uint32_t p)
 {
     eng_partner *pp = &f->e->partners[p];
@@ -237,23 +235,10 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
     json_begin(f, &w);
     eng_view_write(&w, f->e, 'P', p, false);
     TRY(put_json(f, "V/P/", pp->id, pp->id_len));
-    char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
+    char body[1 + TLY_NAME_BYTES_MAX + TLY_NAME_BYTES_MAX];
     json_begin(f, &w);
     eng_view_write(&w, f->e, 'e', p, false);
-    TRY(put_json(f, "E/", body, program_body(body, g, pp->id, pp->id_len)));
-    for (uint32_t i = 0; i < pp->st->act_count; i++) {
-        const eng_act *a = &pp->st->acts[i];
-        if (!a->dirty)
-            continue;
-        char rest[4 + TLY_NAME_BYTES_MAX];
-        uint32_t u = (uint32_t)a->period ^ UINT32_C(0x80000000);
-        for (int b = 0; b < 4; b++)
-            rest[b] = (char)(u >> (24 - 8 * b));
-        memcpy(rest + 4, pp->id, pp->id_len);
-        eng_pack_journal(&f->pk, a);
-        TRY(put_packed(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
-    }
-    return TLY_OK;
+    return put_json(f, "E/", body, program_body(body, g, pp->id, pp->id_len));
 }
 
 /* Stores partner p's state and, when owned, its changed claims and (when
@@ -340,6 +325,80 @@ static void sort_dirty_partners(tly_engine *e)
     free(r);
 }
 
+/* A changed journal row: its act, its partner and that partner's place
+ * in the (sorted) dirty list. */
+typedef struct jrow {
+    uint32_t program;
+    int32_t period;
+    uint32_t order, p;
+    const eng_act *act;
+} jrow;
+
+static int jrow_cmp(const void *a, const void *b)
+{
+    const jrow *x = a, *y = b;
+    if (x->program != y->program)
+        return x->program < y->program ? -1 : 1;
+    if (x->period != y->period)
+        return x->period < y->period ? -1 : 1;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* The changed journal rows of the dirty members, in key order: program,
+ * period, then partner id (the dirty list is sorted by id). Each member's
+ * acts are read once, in one pass. */
+static tly_err journal_rows(const tly_engine *e, jrow **out, uint32_t *count)
+{
+    jrow *v = NULL;
+    uint32_t n = 0, cap = 0;
+    for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
+        uint32_t p = e->dirty_partners[i];
+        const eng_partner *pp = &e->partners[p];
+        if (!pp->owned || pp->program == ENG_NONE)
+            continue;
+        for (uint32_t a = 0; a < pp->st->act_count; a++) {
+            const eng_act *act = &pp->st->acts[a];
+            if (act->dirty &&
+                ENG_PUSH(v, n, cap, ((jrow){pp->program, act->period, i, p, act})) != TLY_OK) {
+                free(v);
+                return TLY_NOMEM;
+            }
+        }
+    }
+    if (n > 1)
+        qsort(v, n, sizeof *v, jrow_cmp);
+    *out = v;
+    *count = n;
+    return TLY_OK;
+}
+
+/* The journal rows of the periods that changed ("J/<program key><u32be
+ * period + 2^31><partner>", MessagePack: engine_records.h) in key order,
+ * so each put lands beside the one before: written with their partners,
+ * a partner's periods one after the other jumped between the periods'
+ * ranges of the store. */
+static tly_err flush_journal(flush_ctx *f)
+{
+    const tly_engine *e = f->e;
+    jrow *v;
+    uint32_t n;
+    TRY(journal_rows(e, &v, &n));
+    tly_err err = TLY_OK;
+    char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
+    for (uint32_t k = 0; k < n && err == TLY_OK; k++) {
+        const eng_partner *pp = &e->partners[v[k].p];
+        size_t head = program_body(body, &e->programs[v[k].program], "", 0);
+        uint32_t u = (uint32_t)v[k].period ^ UINT32_C(0x80000000);
+        for (int b = 0; b < 4; b++)
+            body[head + (size_t)b] = (char)(u >> (24 - 8 * b));
+        memcpy(body + head + 4, pp->id, pp->id_len);
+        eng_pack_journal(&f->pk, v[k].act);
+        err = put_packed(f, "J/", body, head + 4 + pp->id_len);
+    }
+    free(v);
+    return err;
+}
+
 /* Partners first: settling their shares moves their programs' sums, which
  * the programs' records and liability documents then store. */
 static tly_err flush_all(flush_ctx *f)
@@ -356,6 +415,8 @@ static tly_err flush_all(flush_ctx *f)
             liab[pp->program] = true;
         err = flush_partner(f, e->dirty_partners[i]);
     }
+    if (err == TLY_OK)
+        err = flush_journal(f);
     if (err == TLY_OK)
         err = flush_programs(f, liab);
     free(liab);
