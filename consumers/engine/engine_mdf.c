@@ -429,18 +429,29 @@ static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, e
     return TLY_OK;
 }
 
-tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x)
+tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x,
+                  enum eng_act_field f2, int64_t x2)
 {
-    if (x == 0)
+    if (x == 0 && x2 == 0)
         return TLY_OK;
     eng_act *mine, *sum;
     TRY(act_at(&st->acts, &st->act_count, &st->act_cap, period, &mine));
     TRY(act_at(&g->rep, &g->rep_count, &g->rep_cap, period, &sum));
-    TRY(tly_money_addto(&mine->v[f], x));
-    TRY(tly_money_addto(&sum->v[f], x));
+    eng_act m = *mine, t = *sum; /* both fields or neither */
+    TRY(tly_money_addto(&m.v[f], x));
+    TRY(tly_money_addto(&t.v[f], x));
+    TRY(tly_money_addto(&m.v[f2], x2));
+    TRY(tly_money_addto(&t.v[f2], x2));
+    *mine = m;
+    *sum = t;
     mine->dirty = true;
     g->dirty = true;
     return TLY_OK;
+}
+
+tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x)
+{
+    return eng_book2(g, st, period, f, x, f, 0);
 }
 
 tly_err eng_open_figures(const eng_rules *r, const eng_pstate *st, eng_share **out, uint32_t *n)
