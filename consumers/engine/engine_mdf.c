@@ -285,6 +285,20 @@ tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *ope
     return TLY_OK;
 }
 
+tly_err eng_rebate_open(const eng_rules *r, const eng_pstate *st, int64_t *open)
+{
+    int64_t o = 0;
+    for (uint32_t i = st->row_count; i-- > 0 && !st->rows[i].final;) {
+        eng_figure f;
+        int64_t due;
+        TRY(eng_row_figure(r, st, &st->rows[i], &f));
+        TRY(tly_money_add(f.figure, st->rows[i].referral, &due));
+        TRY(tly_money_addto(&o, due));
+    }
+    *open = o;
+    return TLY_OK;
+}
+
 /* available, pending, approved, accrued_open and payable: what the
  * partner adds to its program's liabilities [M9] [P4] [R10]. */
 tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out)

@@ -140,6 +140,10 @@ tly_err eng_row_finalize(const eng_rules *r, const eng_pstate *st, eng_row *row)
 /* accrued_open and payable of a partner [P4] [R10]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open,
                           int64_t *payable);
+/* accrued_open alone, from the open rows at the end of st's rows: a close
+ * finalizes rows in period order and rows are made only for open periods,
+ * so the final ones come first. */
+tly_err eng_rebate_open(const eng_rules *r, const eng_pstate *st, int64_t *open);
 /* The partner's share of its program's liabilities under rules r [M9]. */
 tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out);
 /* *acc += x, or -= x when sub; TLY_OVERFLOW leaves *acc as it was. */
