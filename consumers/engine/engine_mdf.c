@@ -451,13 +451,19 @@ tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_f
     eng_act *mine, *sum;
     TRY(act_at(&st->acts, &st->act_count, &st->act_cap, period, &mine));
     TRY(act_at(&g->rep, &g->rep_count, &g->rep_cap, period, &sum));
-    eng_act m = *mine, t = *sum; /* both fields or neither */
-    TRY(tly_money_addto(&m.v[f], x));
-    TRY(tly_money_addto(&t.v[f], x));
-    TRY(tly_money_addto(&m.v[f2], x2));
-    TRY(tly_money_addto(&t.v[f2], x2));
-    *mine = m;
-    *sum = t;
+    int64_t m1, m2, t1, t2; /* both fields or neither */
+    TRY(tly_money_add(mine->v[f], x, &m1));
+    TRY(tly_money_add(sum->v[f], x, &t1));
+    mine->v[f] = m1;
+    sum->v[f] = t1;
+    if (tly_money_add(mine->v[f2], x2, &m2) != TLY_OK ||
+        tly_money_add(sum->v[f2], x2, &t2) != TLY_OK) {
+        mine->v[f] -= x; /* undone: it fitted before */
+        sum->v[f] -= x;
+        return TLY_OVERFLOW;
+    }
+    mine->v[f2] = m2;
+    sum->v[f2] = t2;
     mine->dirty = true;
     g->dirty = true;
     return TLY_OK;
