@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "tly_currency.h"
 #include "tly_event.h"
 #include "tly_json.h"
 #include "tly_limits.h"
@@ -656,6 +657,54 @@ START_TEST(test_every_field_error_names_a_field)
 }
 END_TEST
 
+/* Money in words as section 11's details show it: thousands grouped,
+ * the currency's decimals, a sign; cut like snprintf to the room given. */
+START_TEST(test_money_text)
+{
+    static const struct {
+        int64_t minor;
+        int exp;
+        const char *want;
+    } cases[] = {
+        {0, 2, "0.00"},
+        {5, 2, "0.05"},
+        {-5, 2, "-0.05"},
+        {123456789, 2, "1,234,567.89"},
+        {-100000, 2, "-1,000.00"},
+        {999, 0, "999"},
+        {1000, 0, "1,000"},
+        {1234567, 3, "1,234.567"},
+        {12345, 4, "1.2345"},
+        {INT64_MAX, 0, "9,223,372,036,854,775,807"},
+        {INT64_MIN, 2, "-92,233,720,368,547,758.08"},
+        {INT64_MIN, 4, "-922,337,203,685,477.5808"},
+        {150, 9, "0.0150"}, /* exponents beyond 4 are 4 */
+        {150, -1, "150"},
+    };
+    char out[TLY_MONEY_TEXT_BYTES];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tly_money_text(cases[i].minor, cases[i].exp, out, sizeof out);
+        ck_assert_str_eq(out, cases[i].want);
+    }
+    tly_money_text_cur(123456, "USD", out, sizeof out);
+    ck_assert_str_eq(out, "1,234.56 USD");
+    tly_money_text_cur(123456, "JPY", out, sizeof out);
+    ck_assert_str_eq(out, "123,456 JPY");
+    tly_money_text_cur(INT64_MIN, "KWD", out, sizeof out);
+    ck_assert_str_eq(out, "-9,223,372,036,854,775.808 KWD");
+    tly_money_text_cur(7, "XXY", out, sizeof out); /* no exponent known: whole units */
+    ck_assert_str_eq(out, "7 XXY");
+    char small[6];
+    tly_money_text(123456789, 2, small, sizeof small);
+    ck_assert_str_eq(small, "1,234");
+    tly_money_text_cur(123456, "USD", small, sizeof small);
+    ck_assert_str_eq(small, "1,234");
+    small[0] = 'x';
+    tly_money_text(1, 2, small, 0); /* no room: nothing written */
+    ck_assert_int_eq(small[0], 'x');
+}
+END_TEST
+
 static Suite *values_suite(void)
 {
     Suite *s = suite_create("schemas_values");
@@ -663,7 +712,7 @@ static Suite *values_suite(void)
     tu_add_tests(v, TU_TESTS(test_accepted_shapes_export, test_refused_shapes_name_the_key,
                              test_nesting_past_the_reader, test_values_nobody_reads,
                              test_claim_cancel_amount_any_json, test_key_names_in_fields,
-                             test_names_refuse_nul));
+                             test_names_refuse_nul, test_money_text));
     TCase *js = tu_tcase(s, "json", 0);
     tu_add_tests(js, TU_TESTS(test_json_import_agrees_at_the_limit, test_decoder_names_like_import,
                               test_json_round_trip_at_the_limit, test_json_real_path));
