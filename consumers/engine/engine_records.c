@@ -329,7 +329,7 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
     pack_lists(pk, st);
     pk_liab(pk, &pp->liab);
     uint32_t live = eng_acts_closed(st, g); /* the rest is in the journal rows */
-    pk_acts(pk, st->acts + live, st->act_count - live);
+    pk_acts(pk, live < st->act_count ? &st->acts[live] : NULL, st->act_count - live);
     pk_shares(pk, st->opens, st->open_count);
 }
 
