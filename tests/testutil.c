@@ -419,6 +419,12 @@ static int pick_ports(port_set *p, int off, int span)
     abort();
 }
 
+int tu_free_ports(int n)
+{
+    port_set p = {0};
+    return pick_ports(&p, 0, n);
+}
+
 /* A fresh directory and free ports for one try: the metrics ports too,
  * given (o->metrics) or derived from the ingest port. */
 static void stack_pick(tu_stack *s, const tu_stack_opts *o, int shards)

@@ -24,6 +24,9 @@ void tu_rmtree(char *path);
 /* A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's
  * ephemeral range (see testutil.c). */
 int tu_free_port(void);
+/* The first of n TCP ports in a row on 127.0.0.1 that were all free a
+ * moment ago (as tu_free_port's). */
+int tu_free_ports(int n);
 /* "tcp://127.0.0.1:<free port>" into buf (at least 32 bytes). */
 void tu_endpoint(char *buf, size_t cap);
 
