@@ -329,14 +329,14 @@ static void squatter_free(squatter *q)
         close(q->fds[i]);
 }
 
-/* Two tries lose a port: the third comes up, on none of their ports. */
+/* Two tries lose a port: a later one comes up, on none of their ports. */
 START_TEST(test_stack_retries_lost_port)
 {
     squatter q = {.tries = 2};
     tu_stack_opts o = {.on_try = take_port, .arg = &q};
     tu_stack s;
     ck_assert_msg(tu_stack_up(&s, &o), "%s", s.why);
-    ck_assert_int_eq(s.tries, 3);
+    ck_assert_int_ge(s.tries, 3); /* more when a port went by itself too */
     ck_assert_int_eq(q.n, 2);
     ck_assert(kill(s.pid, 0) == 0);
     ck_assert_int_eq(run_quiet(NULL, NULL, "status", "--query", s.query, NULL), 0);

@@ -1,7 +1,8 @@
 /*
  * testutil.h — helpers shared by every Check suite: temp directories, free
- * loopback ports, running the real `tally` binary as a child process, named
- * raw values, seeds, and the suite's runner (its test cases and main()).
+ * loopback ports, running the real `tally` binary as a child process, a
+ * whole `tally up` stack (tu_stack_up), named raw values, seeds, and the
+ * suite's runner (its test cases and main()).
  * Suites that drive a real ledger add testledger.h.
  *
  * The tally binary is found through $TALLY_BIN (set by ctest), the vectors
