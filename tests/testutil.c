@@ -56,18 +56,26 @@ void tu_rmtree(char *path)
 #define TU_PORT_HIGH 32767
 #define TU_PORT_TRIES 1000
 
-/* True when port can be bound on 127.0.0.1 right now. */
-static bool port_free(int port)
+/* True when a fresh TCP socket can bind (connect: false) or connect
+ * (true) to 127.0.0.1:port right now. */
+static bool port_try(int port, bool connect_to)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons((uint16_t)port);
-    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    const struct sockaddr *sa = (const struct sockaddr *)&a;
+    bool ok = fd >= 0 && (connect_to ? connect(fd, sa, sizeof a) : bind(fd, sa, sizeof a)) == 0;
     if (fd >= 0)
         close(fd);
     return ok;
+}
+
+/* True when port can be bound on 127.0.0.1 right now. */
+static bool port_free(int port)
+{
+    return port_try(port, false);
 }
 
 /* The next port to try, pseudo-random in [TU_PORT_LOW, TU_PORT_HIGH):
@@ -210,15 +218,7 @@ void tu_sleep_ms(int ms)
 /* True when a connect() to 127.0.0.1:port succeeds now. */
 static bool port_listening(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)port);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
+    return port_try(port, true);
 }
 
 /* The port of "tcp://HOST:PORT" (or "HOST:PORT"); 0 when there is none. */
