@@ -546,11 +546,12 @@ static stack_end stack_try(tu_stack *s, const tu_stack_opts *o, int shards)
     }
     if (r == TU_LISTEN_OURS)
         return STACK_UP;
-    const char *ep = i < n ? eps[i] : "every endpoint";
+    const char *ep = i < n ? eps[i] : NULL;
     if (r == TU_LISTEN_EXITED) {
         s->pid = 0;
-        snprintf(what, sizeof what, "tally up exited (status %d) before %s listened", s->status,
-                 ep);
+        snprintf(what, sizeof what, "tally up exited (status %d) %s%s%s", s->status,
+                 ep ? "before " : "once every endpoint listened", ep ? ep : "",
+                 ep ? " listened" : "");
     } else if (r == TU_LISTEN_FOREIGN) {
         snprintf(what, sizeof what, "another process listens on %s", ep);
     } else {
