@@ -199,36 +199,15 @@ END_TEST
 /* ------------------------------------------------------------------------ */
 /* Stacks                                                                    */
 
-typedef struct stack {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64];
-    char log[1200];
-    pid_t pid;
-} stack;
-
-static void stack_up(stack *s)
+/* A one-shard stack (tu_stack_up) and its stop: exit 0. */
+static void stack_up(tu_stack *s)
 {
-    s->dir = tu_tmpdir();
-    tu_endpoint(s->ingest, sizeof s->ingest);
-    tu_endpoint(s->events, sizeof s->events);
-    tu_endpoint(s->log_read, sizeof s->log_read);
-    tu_endpoint(s->query, sizeof s->query);
-    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char web[32]; /* the console's port: stacks run side by side */
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    char *const argv[] = {
-        (char *)tu_tally(), "up",      "--data",    s->dir,    "--shards",   "1",
-        "--ingest",         s->ingest, "--events",  s->events, "--log-read", s->log_read,
-        "--query",          s->query,  "--no-sync", "--web",   web,          NULL};
-    s->pid = tu_spawn(argv, s->log);
-    ck_assert(tu_wait_listening(s->ingest, 15000));
-    ck_assert(tu_wait_listening(s->query, 15000));
+    ck_assert_msg(tu_stack_up(s, NULL), "%s", s->why);
 }
 
-static void stack_down(stack *s)
+static void stack_down(tu_stack *s)
 {
-    ck_assert_int_eq(tu_kill_wait(s->pid, SIGTERM), 0);
-    tu_rmtree(s->dir);
+    ck_assert_int_eq(tu_stack_down(s), 0);
 }
 
 /* `status --json` with args; the reply object. */
@@ -253,7 +232,7 @@ static const char program_line[] =
     "\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
     "\"tier_window_periods\":2}\n";
 
-static void check_routing(const stack *a, const stack *b)
+static void check_routing(const tu_stack *a, const tu_stack *b)
 {
     char ev[1200], path[1200], out[1200];
     snprintf(ev, sizeof ev, "%s/ev.jsonl", a->dir);
@@ -298,7 +277,7 @@ static void check_routing(const stack *a, const stack *b)
 
 /* status --data B answered by A's service (--query names it): a warning
  * naming both directories, exit 0, the answer still printed. */
-static void check_mismatch(const stack *a, const stack *b)
+static void check_mismatch(const tu_stack *a, const tu_stack *b)
 {
     char out[1200], err[1200], ra[4096];
     snprintf(out, sizeof out, "%s/mm.out", b->dir);
@@ -316,7 +295,7 @@ static void check_mismatch(const stack *a, const stack *b)
 
 START_TEST(test_data_routing)
 {
-    stack a, b;
+    tu_stack a, b;
     stack_up(&a);
     stack_up(&b);
     check_routing(&a, &b);
@@ -389,7 +368,7 @@ START_TEST(test_up_data_locked)
     char *const argv[] = {(char *)tu_tally(), "ledger", "--data",     dir, "--ingest",  in,
                           "--events",         ev,       "--log-read", lr,  "--no-sync", NULL};
     pid_t ledger = tu_spawn(argv, log);
-    ck_assert(tu_wait_listening(in, 15000));
+    ck_assert_int_eq(tu_wait_listener(in, ledger, 15000, NULL), TU_LISTEN_OURS);
     tu_endpoint(ingest, sizeof ingest);
     snprintf(out, sizeof out, "%s/up.out", dir);
     ck_assert_int_eq(up_once(dir, ingest, out), 1);

@@ -19,7 +19,6 @@
  */
 #include <check.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +31,7 @@
 #define ARGS_MAX 32
 
 /* The stack the runner starts once, before the (forked) tests. */
-static struct {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64];
-    char log[1200];
-    pid_t pid;
-} g_stack;
+static tu_stack g_stack;
 static json_t *g_want; /* the vector's "finance" answers */
 
 /* The fixture runs in the runner, where a failed check would not say
@@ -156,35 +150,11 @@ static void expect_keys(const json_t *o, const char *keys, const char *what)
 
 static void stack_up(void)
 {
-    g_stack.dir = tu_tmpdir();
-    tu_endpoint(g_stack.ingest, sizeof g_stack.ingest);
-    tu_endpoint(g_stack.events, sizeof g_stack.events);
-    tu_endpoint(g_stack.log_read, sizeof g_stack.log_read);
-    tu_endpoint(g_stack.query, sizeof g_stack.query);
-    snprintf(g_stack.log, sizeof g_stack.log, "%s/up.log", g_stack.dir);
-    char web[32]; /* the console's port: stacks run side by side */
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    char *const argv[] = {(char *)tu_tally(),
-                          "up",
-                          "--web",
-                          web,
-                          "--data",
-                          g_stack.dir,
-                          "--shards",
-                          "2",
-                          "--ingest",
-                          g_stack.ingest,
-                          "--events",
-                          g_stack.events,
-                          "--log-read",
-                          g_stack.log_read,
-                          "--query",
-                          g_stack.query,
-                          "--no-sync",
-                          NULL};
-    g_stack.pid = tu_spawn(argv, g_stack.log);
-    need(tu_wait_listening(g_stack.ingest, 15000));
-    need(tu_wait_listening(g_stack.query, 15000));
+    tu_stack_opts o = {.shards = 2};
+    bool up = tu_stack_up(&g_stack, &o);
+    if (!up)
+        fprintf(stderr, "fixture: %s\n", g_stack.why);
+    need(up);
 }
 
 /* Sends the group in path as one `tally send --source S` run. */
@@ -248,11 +218,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (g_stack.pid > 0)
-        tu_kill_wait(g_stack.pid, SIGTERM);
-    g_stack.pid = 0;
-    tu_rmtree(g_stack.dir);
-    g_stack.dir = NULL;
+    tu_stack_down(&g_stack);
     json_decref(g_want);
     g_want = NULL;
 }

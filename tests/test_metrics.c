@@ -41,15 +41,6 @@
 /* How long a condition the stack reaches by itself is polled for. */
 #define WAIT_MS 30000
 
-typedef struct stack {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64];
-    int metrics; /* the first metrics port: ledger; query +1; console +2; consumer 0 +3 */
-    int web;     /* the console's port */
-    char log[1200];
-    pid_t pid;
-} stack;
-
 static int run_quiet(const char *out, const char *err, ...)
 {
     char *argv[32];
@@ -62,32 +53,6 @@ static int run_quiet(const char *out, const char *err, ...)
     va_end(ap);
     argv[n] = NULL;
     return tu_run(argv, NULL, out, err);
-}
-
-/* True when port can be bound on 127.0.0.1 now. */
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/* A first metrics port whose next `span` ports are free too. */
-static int free_ports(int span)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        int base = tu_free_port(), k = 1;
-        while (k < span && port_free(base + k))
-            k++;
-        if (k == span)
-            return base;
-    }
-    ck_abort_msg("no %d free ports in a row", span);
-    return 0;
 }
 
 /* Sends "METHOD PATH HTTP/1.0" to 127.0.0.1:port and reads the whole
@@ -178,37 +143,18 @@ static double await_value(int port, const char *series, double want)
     return v;
 }
 
-static void stack_up(stack *s)
+/* A one-shard stack with --metrics (tu_stack_up): s->metrics is the
+ * ledger's port; the query service's +1, the console's +2, consumer 0's
+ * +3. It waits for every port, the metrics ones too. */
+static void stack_up(tu_stack *s)
 {
-    s->dir = tu_tmpdir();
-    tu_endpoint(s->ingest, sizeof s->ingest);
-    tu_endpoint(s->events, sizeof s->events);
-    tu_endpoint(s->log_read, sizeof s->log_read);
-    tu_endpoint(s->query, sizeof s->query);
-    s->metrics = free_ports(4);
-    char first[64], web[64];
-    snprintf(first, sizeof first, "127.0.0.1:%d", s->metrics);
-    s->web = tu_free_port();
-    snprintf(web, sizeof web, "127.0.0.1:%d", s->web);
-    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char *const argv[] = {
-        (char *)tu_tally(), "up",       "--data",  s->dir,       "--shards",  "1",       "--ingest",
-        s->ingest,          "--events", s->events, "--log-read", s->log_read, "--query", s->query,
-        "--metrics",        first,      "--web",   web,          "--no-sync", NULL};
-    s->pid = tu_spawn(argv, s->log);
-    ck_assert(tu_wait_listening(s->ingest, 15000));
-    ck_assert(tu_wait_listening(s->query, 15000));
-    int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3, s->metrics + 2};
-    for (int i = 0; i < 4; i++) {
-        char ep[64];
-        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", ports[i]);
-        ck_assert_msg(tu_wait_listening(ep, 15000), "no metrics on %d", ports[i]);
-    }
+    tu_stack_opts o = {.metrics = true};
+    ck_assert_msg(tu_stack_up(s, &o), "%s", s->why);
 }
 
 /* The first SENT_RECORDS records of seed101 into DIR/ev.jsonl; counts[t]
  * the records of each type (by name, in types[]). Returns a partner id. */
-static char *write_events(const stack *s, json_t *counts)
+static char *write_events(const tu_stack *s, json_t *counts)
 {
     char *path = tu_vector("seed101-events.jsonl");
     FILE *f = fopen(path, "r");
@@ -253,7 +199,7 @@ static void assert_by_type(const char *text, const char *name, json_t *counts, b
 }
 
 /* tally up printed each child's metrics address and recorded it. */
-static void assert_recorded(const stack *s)
+static void assert_recorded(const tu_stack *s)
 {
     char path[1200], want[64], line[160];
     snprintf(path, sizeof path, "%s/endpoints.json", s->dir);
@@ -275,7 +221,7 @@ static void assert_recorded(const stack *s)
 }
 
 /* Every process's scrape before any traffic: valid, zero counts. */
-static void assert_fresh(const stack *s)
+static void assert_fresh(const tu_stack *s)
 {
     const char *what[] = {"ledger", "query", "consumer", "console"};
     int ports[] = {s->metrics, s->metrics + 1, s->metrics + 3, s->metrics + 2};
@@ -291,7 +237,7 @@ static void assert_fresh(const stack *s)
 }
 
 /* Sends the records, the same again, and two bad events. */
-static void send_traffic(const stack *s)
+static void send_traffic(const tu_stack *s)
 {
     char ev[1200], bad[1200], err[1200];
     snprintf(ev, sizeof ev, "%s/ev.jsonl", s->dir);
@@ -309,7 +255,7 @@ static void send_traffic(const stack *s)
         run_quiet(NULL, err, "send", "--source", "erp", "--ingest", s->ingest, bad, NULL), 1);
 }
 
-static void assert_ledger(const stack *s, json_t *counts)
+static void assert_ledger(const tu_stack *s, json_t *counts)
 {
     char *text = scrape(s->metrics);
     promtool_check(s->dir, text, "ledger");
@@ -330,7 +276,7 @@ static void assert_ledger(const stack *s, json_t *counts)
     free(text);
 }
 
-static void assert_consumer(const stack *s)
+static void assert_consumer(const tu_stack *s)
 {
     int port = s->metrics + 3;
     await_value(port, "tally_consumer_checkpoint_seq{shard=\"0/1\"}", SENT_RECORDS);
@@ -357,7 +303,7 @@ static void assert_consumer(const stack *s)
 }
 
 /* A balance and a status query move their kinds' counters by one each. */
-static void assert_query(const stack *s, const char *partner)
+static void assert_query(const tu_stack *s, const char *partner)
 {
     int port = s->metrics + 1;
     char *text = scrape(port);
@@ -379,7 +325,7 @@ static void assert_query(const stack *s, const char *partner)
 
 /* Two console pages: the console's counters move by page, its
  * histogram by two, and its scrape passes promtool. */
-static void assert_console(const stack *s)
+static void assert_console(const tu_stack *s)
 {
     char *before = scrape(s->metrics + 2);
     double partners0 = value_of(before, "tally_web_requests_total{page=\"partners\"}");
@@ -387,9 +333,9 @@ static void assert_console(const stack *s)
     double count0 = value_of(before, "tally_web_request_duration_seconds_count");
     free(before);
     int status = 0;
-    free(http_get(s->web, "GET", "/partners", &status));
+    free(http_get(s->web_port, "GET", "/partners", &status));
     ck_assert_int_eq(status, 200);
-    free(http_get(s->web, "GET", "/liabilities", &status));
+    free(http_get(s->web_port, "GET", "/liabilities", &status));
     ck_assert_int_eq(status, 200);
     char *text = scrape(s->metrics + 2);
     promtool_check(s->dir, text, "console");
@@ -401,7 +347,7 @@ static void assert_console(const stack *s)
 
 START_TEST(test_counters_move_with_traffic)
 {
-    stack s;
+    tu_stack s;
     stack_up(&s);
     assert_recorded(&s);
     assert_fresh(&s);
@@ -413,10 +359,9 @@ START_TEST(test_counters_move_with_traffic)
     assert_consumer(&s);
     assert_query(&s, partner);
     assert_console(&s);
-    ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
+    ck_assert_int_eq(tu_stack_down(&s), 0);
     free(partner);
     json_decref(counts);
-    tu_rmtree(s.dir);
 }
 END_TEST
 
@@ -465,7 +410,7 @@ START_TEST(test_insecure_and_http_errors)
                           "--log-read",       log_read,    "--metrics", addr,
                           "--insecure",       "--no-sync", NULL};
     pid_t pid = tu_spawn(argv, log);
-    ck_assert(tu_wait_listening(ep, 15000));
+    ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, NULL), TU_LISTEN_OURS);
     char *text = scrape(port);
     promtool_check(dir, text, "ledger");
     ck_assert(value_of(text, "tally_ledger_head_seq") == 0);
@@ -495,7 +440,7 @@ START_TEST(test_up_metrics_port_taken)
     tu_endpoint(events, sizeof events);
     tu_endpoint(log_read, sizeof log_read);
     tu_endpoint(query, sizeof query);
-    int base = free_ports(4);
+    int base = tu_free_ports(4);
     snprintf(first, sizeof first, "127.0.0.1:%d", base);
     snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     snprintf(err, sizeof err, "%s/up.err", dir);

@@ -22,7 +22,6 @@
  */
 #include <check.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +32,8 @@
 
 #define VECTOR "seed102-v2-events.jsonl"
 
-static struct {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64];
-    pid_t pid;
-    long long seq; /* the vector's head */
-} g;
+static tu_stack g;      /* the stack of the suite */
+static long long g_seq; /* the vector's head */
 
 /* ---- running tally ---- */
 
@@ -93,30 +88,17 @@ static void send_vector(void)
 
 static void stack_up(void)
 {
-    g.dir = tu_tmpdir();
-    tu_endpoint(g.ingest, sizeof g.ingest);
-    tu_endpoint(g.events, sizeof g.events);
-    tu_endpoint(g.log_read, sizeof g.log_read);
-    tu_endpoint(g.query, sizeof g.query);
-    char log[1200], web[32]; /* the console's port: stacks run side by side */
-    snprintf(log, sizeof log, "%s/up.log", g.dir);
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    char *const argv[] = {
-        (char *)tu_tally(), "up",       "--web",    web,      "--data",    g.dir,
-        "--shards",         "2",        "--ingest", g.ingest, "--events",  g.events,
-        "--log-read",       g.log_read, "--query",  g.query,  "--no-sync", NULL};
-    g.pid = tu_spawn(argv, log);
-    ck_assert(tu_wait_listening(g.ingest, 15000));
-    ck_assert(tu_wait_listening(g.query, 15000));
+    tu_stack_opts o = {.shards = 2};
+    ck_assert_msg(tu_stack_up(&g, &o), "%s", g.why);
     send_vector();
     char *vp = tu_vector("seed102-v2-expected.json");
     json_t *vec = json_load_file(vp, 0, NULL);
     free(vp);
     ck_assert_ptr_nonnull(vec);
-    g.seq = (long long)json_integer_value(json_object_get(vec, "seq"));
+    g_seq = (long long)json_integer_value(json_object_get(vec, "seq"));
     json_decref(vec);
     char seq[32];
-    snprintf(seq, sizeof seq, "%lld", g.seq);
+    snprintf(seq, sizeof seq, "%lld", g_seq);
     ck_assert_int_eq(
         run_tally(NULL, NULL, "wait", "--seq", seq, "--timeout", "120", "--query", g.query, NULL),
         0);
@@ -124,8 +106,7 @@ static void stack_up(void)
 
 static void stack_down(void)
 {
-    ck_assert_int_eq(tu_kill_wait(g.pid, SIGTERM), 0);
-    tu_rmtree(g.dir);
+    ck_assert_int_eq(tu_stack_down(&g), 0);
 }
 
 /* ---- text of the files ---- */
@@ -178,7 +159,7 @@ static json_t *ask(const char *q, const char *key, const char *value)
     ck_assert_int_eq(tly_query_call(g.query, req, 5000, &r), 0);
     json_decref(req);
     ck_assert_msg(json_object_get(r, "error") == NULL, "%s %s: error", q, value);
-    ck_assert_int_eq(json_integer_value(json_object_get(r, "seq")), g.seq);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "seq")), g_seq);
     return r;
 }
 
@@ -353,7 +334,7 @@ START_TEST(test_figures_equal_answers)
     answers a = {0};
     answers_get(&a, cases[_i].partner);
     char seq[64], where[160], lines[80];
-    snprintf(seq, sizeof seq, "as of log seq %lld.", g.seq);
+    snprintf(seq, sizeof seq, "as of log seq %lld.", g_seq);
     snprintf(lines, sizeof lines, "in log order: %zu lines.",
              explain_lines(dir, cases[_i].partner, cases[_i].period));
     for (int k = 0; k < 2; k++) {

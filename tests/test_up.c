@@ -8,58 +8,44 @@
  *     by (seq, kind, partner);
  *   - a second `tally up` on the same data directory refuses to start;
  *   - SIGTERM (and SIGINT) stop `tally up` with exit 0 and no child left;
- *   - a consumer killed with SIGKILL is restarted by `tally up`.
+ *   - a consumer killed with SIGKILL is restarted by `tally up`;
+ *   - tu_stack_up (testutil.h), which every suite's stack starts with: a
+ *     try that loses a port (one it names, or a metrics port `tally up`
+ *     derives) to another process is started again on fresh ports, up to
+ *     TU_STACK_TRIES, then it gives up saying why; tu_wait_listener tells
+ *     a listener that is not the child's, and a child that exited, at once.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tly_limits.h"
 
 /* Children one test looks for in the supervisor's log. */
 #define PIDS_MAX 64
 
-typedef struct stack {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64];
-    char log[1200];
-    pid_t pid;
-} stack;
+_Static_assert(TU_STACK_METRICS_OFFSET == TLY_UP_METRICS_PORT_OFFSET,
+               "tu_stack_up picks the metrics ports `tally up` derives from --ingest");
 
-static void stack_up(stack *s, const char *shards)
+static void stack_up(tu_stack *s, int shards)
 {
-    s->dir = tu_tmpdir();
-    tu_endpoint(s->ingest, sizeof s->ingest);
-    tu_endpoint(s->events, sizeof s->events);
-    tu_endpoint(s->log_read, sizeof s->log_read);
-    tu_endpoint(s->query, sizeof s->query);
-    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char web[32]; /* the console's port: stacks run side by side */
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    char *const argv[] = {
-        (char *)tu_tally(), "up",           "--web",    web,       "--data",    s->dir,
-        "--shards",         (char *)shards, "--ingest", s->ingest, "--events",  s->events,
-        "--log-read",       s->log_read,    "--query",  s->query,  "--no-sync", NULL};
-    s->pid = tu_spawn(argv, s->log);
-    ck_assert(tu_wait_listening(s->ingest, 15000));
-    ck_assert(tu_wait_listening(s->query, 15000));
-}
-
-static void stack_free(stack *s)
-{
-    tu_rmtree(s->dir);
-    s->dir = NULL;
+    tu_stack_opts o = {.shards = shards};
+    ck_assert_msg(tu_stack_up(s, &o), "%s", s->why);
 }
 
 /* The pids `tally up` logged for a child name ("consume 0/2"), in start
  * order. */
-static int child_pids(const stack *s, const char *name, pid_t *pids, int max)
+static int child_pids(const tu_stack *s, const char *name, pid_t *pids, int max)
 {
     char *log = tu_read_file(s->log, NULL);
     char pat[96];
@@ -71,7 +57,7 @@ static int child_pids(const stack *s, const char *name, pid_t *pids, int max)
     return n;
 }
 
-static bool log_has(const stack *s, const char *text)
+static bool log_has(const tu_stack *s, const char *text)
 {
     char *log = tu_read_file(s->log, NULL);
     bool found = log && strstr(log, text);
@@ -95,7 +81,7 @@ static int run_quiet(const char *out, const char *err, ...)
 
 /* Sends the vector: consecutive records of one source as one `tally send
  * --source S` run, in file order. Returns the number of runs. */
-static int send_vector(const stack *s)
+static int send_vector(const tu_stack *s)
 {
     char *path = tu_vector("seed101-events.jsonl");
     FILE *f = fopen(path, "r");
@@ -134,7 +120,7 @@ static int send_vector(const stack *s)
 }
 
 /* Runs a query command with --json and parses its one line. */
-static json_t *query_json(const stack *s, const char *a, const char *b)
+static json_t *query_json(const tu_stack *s, const char *a, const char *b)
 {
     char out[1200], err[1200];
     snprintf(out, sizeof out, "%s/q.out", s->dir);
@@ -164,7 +150,7 @@ static void assert_json_eq(json_t *got, json_t *want, const char *what)
     ck_abort_msg("%s:\n got  %s\n want %s", what, g, w);
 }
 
-static void check_answers(const stack *s)
+static void check_answers(const tu_stack *s)
 {
     char *vp = tu_vector("seed101-expected.json");
     json_t *vec = json_load_file(vp, 0, NULL);
@@ -205,7 +191,7 @@ static void check_answers(const stack *s)
 }
 
 /* Every pid `tally up` started is gone after it exited. */
-static void assert_children_gone(const stack *s)
+static void assert_children_gone(const tu_stack *s)
 {
     static const char *const names[] = {"ledger", "consume 0/2", "consume 1/2", "query"};
     for (int i = 0; i < 4; i++) {
@@ -220,8 +206,8 @@ static void assert_children_gone(const stack *s)
 
 START_TEST(test_stack_end_to_end)
 {
-    stack s;
-    stack_up(&s, "2");
+    tu_stack s;
+    stack_up(&s, 2);
     ck_assert_int_eq(send_vector(&s), 543);
     char wait_err[1200];
     snprintf(wait_err, sizeof wait_err, "%s/wait.err", s.dir);
@@ -238,7 +224,7 @@ START_TEST(test_stack_end_to_end)
     ck_assert_ptr_nonnull(strstr(etext, "another 'tally up'"));
     free(etext);
 
-    ck_assert_int_eq(tu_kill_wait(s.pid, SIGTERM), 0);
+    ck_assert_int_eq(tu_stack_stop(&s, SIGTERM), 0);
     ck_assert(log_has(&s, "tally up: all children stopped"));
     /* No child died on its own during the run, and each stopped cleanly. */
     ck_assert(!log_has(&s, "restarting in"));
@@ -248,13 +234,13 @@ START_TEST(test_stack_end_to_end)
     char pidfile[1200];
     snprintf(pidfile, sizeof pidfile, "%s/tally.pid", s.dir);
     ck_assert_int_eq(access(pidfile, F_OK), -1);
-    stack_free(&s);
+    tu_stack_down(&s);
 }
 END_TEST
 
 /* Polls the supervisor's log until the child has been started `times`
  * times (bounded: 15 s). */
-static bool await_starts(const stack *s, const char *name, int times, pid_t *pids)
+static bool await_starts(const tu_stack *s, const char *name, int times, pid_t *pids)
 {
     for (int waited = 0; waited < 15000; waited += 50) {
         if (child_pids(s, name, pids, PIDS_MAX) >= times)
@@ -266,8 +252,8 @@ static bool await_starts(const stack *s, const char *name, int times, pid_t *pid
 
 START_TEST(test_consumer_restarted)
 {
-    stack s;
-    stack_up(&s, "2");
+    tu_stack s;
+    stack_up(&s, 2);
     pid_t pids[PIDS_MAX];
     ck_assert(await_starts(&s, "consume 1/2", 1, pids));
     ck_assert_int_eq(kill(pids[0], SIGKILL), 0);
@@ -292,10 +278,120 @@ START_TEST(test_consumer_restarted)
         run_quiet(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query", s.query, NULL),
         0);
     /* SIGINT (Ctrl-C) stops the stack as SIGTERM does. */
-    ck_assert_int_eq(tu_kill_wait(s.pid, SIGINT), 0);
+    ck_assert_int_eq(tu_stack_stop(&s, SIGINT), 0);
     ck_assert(log_has(&s, "SIGINT received"));
     assert_children_gone(&s);
-    stack_free(&s);
+    tu_stack_down(&s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* tu_stack_up and tu_wait_listener                                          */
+
+/* A socket of this process listening on 127.0.0.1:port (close-on-exec:
+ * no child holds it); -1 when the port cannot be had. */
+static int squat(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 4) == 0)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* What on_try takes from each try: up to `tries` of them lose a port. */
+typedef struct squatter {
+    int tries; /* tries that lose a port (from the first) */
+    int fds[TU_STACK_TRIES];
+    int n;
+} squatter;
+
+/* Takes a port the try was given: the query endpoint's on odd tries, the
+ * first consumer's metrics port (one `tally up` derives) on even ones. */
+static void take_port(const tu_stack *s, int attempt, void *arg)
+{
+    squatter *q = arg;
+    if (attempt > q->tries)
+        return;
+    int port = attempt % 2 ? atoi(strrchr(s->query, ':') + 1)
+                           : s->metrics + TU_STACK_METRICS_SLOT_CONSUMER;
+    int fd = squat(port);
+    ck_assert_msg(fd >= 0, "try %d: cannot take port %d", attempt, port);
+    q->fds[q->n++] = fd;
+}
+
+static void squatter_free(squatter *q)
+{
+    for (int i = 0; i < q->n; i++)
+        close(q->fds[i]);
+}
+
+/* Two tries lose a port: a later one comes up, on none of their ports. */
+START_TEST(test_stack_retries_lost_port)
+{
+    squatter q = {.tries = 2};
+    tu_stack_opts o = {.on_try = take_port, .arg = &q};
+    tu_stack s;
+    ck_assert_msg(tu_stack_up(&s, &o), "%s", s.why);
+    ck_assert_int_ge(s.tries, 3); /* more when a port went by itself too */
+    ck_assert_int_eq(q.n, 2);
+    ck_assert(kill(s.pid, 0) == 0);
+    ck_assert_int_eq(run_quiet(NULL, NULL, "status", "--query", s.query, NULL), 0);
+    ck_assert_int_eq(tu_stack_down(&s), 0);
+    squatter_free(&q);
+}
+END_TEST
+
+/* Every try loses a port: false after TU_STACK_TRIES, the last try's log
+ * in why, nothing left running. */
+START_TEST(test_stack_gives_up)
+{
+    squatter q = {.tries = TU_STACK_TRIES};
+    tu_stack_opts o = {.shards = 2, .on_try = take_port, .arg = &q};
+    tu_stack s;
+    ck_assert(!tu_stack_up(&s, &o));
+    ck_assert_int_eq(s.tries, TU_STACK_TRIES);
+    ck_assert_int_eq(q.n, TU_STACK_TRIES);
+    char want[64];
+    snprintf(want, sizeof want, "try %d of %d: tally up exited (status 1)", TU_STACK_TRIES,
+             TU_STACK_TRIES);
+    ck_assert_msg(strstr(s.why, want), "%s", s.why);
+    ck_assert_msg(strstr(s.why, "the port is in use"), "%s", s.why);
+    ck_assert_int_eq(s.pid, 0);
+    ck_assert_ptr_null(s.dir);
+    ck_assert_int_eq(tu_stack_down(&s), -1);
+    squatter_free(&q);
+}
+END_TEST
+
+/* A listener that is not the child's is told at once, as is a child that
+ * exited; a child's own listener is its. */
+START_TEST(test_wait_listener)
+{
+    /* The child starts before the socket is made: no copy of it, even
+     * between its fork and its exec, holds the listener. */
+    char *const sleeper[] = {"sleep", "60", NULL};
+    pid_t pid = tu_spawn(sleeper, NULL);
+    int port = tu_free_port(), fd = squat(port);
+    ck_assert_int_ge(fd, 0);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, NULL), TU_LISTEN_FOREIGN);
+    tu_kill_wait(pid, SIGKILL);
+    close(fd); /* nobody listens now */
+    char *const quitter[] = {"sh", "-c", "exit 3", NULL};
+    pid = tu_spawn(quitter, NULL);
+    int status = -1;
+    ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, &status), TU_LISTEN_EXITED);
+    ck_assert_int_eq(status, 3);
+    tu_stack s;
+    tu_stack_opts o = {.wait = TU_WAIT_QUERY};
+    ck_assert_msg(tu_stack_up(&s, &o), "%s", s.why);
+    ck_assert_int_eq(tu_wait_listener(s.ingest, s.pid, 15000, NULL), TU_LISTEN_OURS);
+    ck_assert_int_eq(tu_stack_down(&s), 0);
 }
 END_TEST
 
@@ -304,5 +400,8 @@ int main(void)
     Suite *s = suite_create("up");
     TCase *tc = tu_tcase(s, "stack", 600);
     tu_add_tests(tc, TU_TESTS(test_stack_end_to_end, test_consumer_restarted));
+    TCase *helper = tu_tcase(s, "tu_stack", 300);
+    tu_add_tests(helper,
+                 TU_TESTS(test_stack_retries_lost_port, test_stack_gives_up, test_wait_listener));
     return tu_run_suite(s);
 }

@@ -23,7 +23,6 @@
 #include <check.h>
 #include <jansson.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,45 +34,22 @@
 #include "tly_limits.h"
 #include "tly_query.h"
 
-typedef struct stack {
-    char *dir;
-    char ingest[64], events[64], log_read[64], query[64], web[64];
-    int web_port;
-    char log[1200];
-    pid_t pid;
-} stack;
-
-static void stack_up(stack *s)
+/* A two-shard stack (tu_stack_up: it waits for the console too) and its
+ * stop: exit 0. */
+static void stack_up(tu_stack *s)
 {
-    s->dir = tu_tmpdir();
-    tu_endpoint(s->ingest, sizeof s->ingest);
-    tu_endpoint(s->events, sizeof s->events);
-    tu_endpoint(s->log_read, sizeof s->log_read);
-    tu_endpoint(s->query, sizeof s->query);
-    s->web_port = tu_free_port();
-    snprintf(s->web, sizeof s->web, "127.0.0.1:%d", s->web_port);
-    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
-    char *const argv[] = {
-        (char *)tu_tally(), "up",      "--data",   s->dir,    "--shards",   "2",
-        "--ingest",         s->ingest, "--events", s->events, "--log-read", s->log_read,
-        "--query",          s->query,  "--web",    s->web,    "--no-sync",  NULL};
-    s->pid = tu_spawn(argv, s->log);
-    char ep[96];
-    snprintf(ep, sizeof ep, "tcp://%s", s->web);
-    ck_assert(tu_wait_listening(s->ingest, 15000));
-    ck_assert(tu_wait_listening(s->query, 15000));
-    ck_assert_msg(tu_wait_listening(ep, 15000), "the console does not listen on %s", s->web);
+    tu_stack_opts o = {.shards = 2};
+    ck_assert_msg(tu_stack_up(s, &o), "%s", s->why);
 }
 
-static void stack_down(stack *s)
+static void stack_down(tu_stack *s)
 {
-    ck_assert_int_eq(tu_kill_wait(s->pid, SIGTERM), 0);
-    tu_rmtree(s->dir);
+    ck_assert_int_eq(tu_stack_down(s), 0);
 }
 
 /* Sends the vector: consecutive records of one source as one `tally send
  * --source S` run, in file order. */
-static void send_vector(const stack *s, const char *name)
+static void send_vector(const tu_stack *s, const char *name)
 {
     char *path = tu_vector(name);
     FILE *f = fopen(path, "r");
@@ -176,7 +152,7 @@ static void reply_free(http_reply *r)
 }
 
 /* One request with extra header lines, on a connection of its own. */
-static http_reply http_req(const stack *s, const char *method, const char *path,
+static http_reply http_req(const tu_stack *s, const char *method, const char *path,
                            const char *headers)
 {
     int fd = connect_to(s->web_port);
@@ -191,13 +167,13 @@ static http_reply http_req(const stack *s, const char *method, const char *path,
     return r;
 }
 
-static http_reply http_get(const stack *s, const char *path)
+static http_reply http_get(const tu_stack *s, const char *path)
 {
     return http_req(s, "GET", path, NULL);
 }
 
 /* GET path, expecting status; the body parsed as JSON when it is JSON. */
-static json_t *get_json(const stack *s, const char *path, int status)
+static json_t *get_json(const tu_stack *s, const char *path, int status)
 {
     http_reply r = http_get(s, path);
     ck_assert_msg(r.status == status, "GET %s: %d, expected %d\n%.600s", path, r.status, status,
@@ -210,7 +186,7 @@ static json_t *get_json(const stack *s, const char *path, int status)
 }
 
 /* GET path, expecting status and an HTML page; returns its body. */
-static char *get_html(const stack *s, const char *path, int status)
+static char *get_html(const tu_stack *s, const char *path, int status)
 {
     http_reply r = http_get(s, path);
     ck_assert_msg(r.status == status, "GET %s: %d, expected %d", path, r.status, status);
@@ -223,7 +199,7 @@ static char *get_html(const stack *s, const char *path, int status)
 /* ------------------------------------------------------------------------ */
 /* The service's answers                                                     */
 
-static json_t *ask(const stack *s, json_t *req)
+static json_t *ask(const tu_stack *s, json_t *req)
 {
     json_t *ans = NULL;
     ck_assert_int_eq(tly_query_call(s->query, req, 10000, &ans), TLY_OK);
@@ -264,7 +240,7 @@ static void assert_shows(const char *html, const char *id, const char *text, con
 /* Pages                                                                     */
 
 /* path?format=json equals the service's answer to req; the HTML is 200. */
-static json_t *check_json_page(const stack *s, const char *path, json_t *req)
+static json_t *check_json_page(const tu_stack *s, const char *path, json_t *req)
 {
     json_t *want = ask(s, req);
     char jpath[512];
@@ -276,7 +252,7 @@ static json_t *check_json_page(const stack *s, const char *path, json_t *req)
     return want;
 }
 
-static void check_lists(const stack *s)
+static void check_lists(const tu_stack *s)
 {
     json_t *liab = check_json_page(s, "/liabilities", json_pack("{s:s}", "q", "liabilities"));
     char *html = get_html(s, "/liabilities", 200);
@@ -316,7 +292,7 @@ static void check_lists(const stack *s)
 
 /* A partner's page: the four answers and the explain report in its JSON,
  * their figures in its HTML. */
-static void check_partner(const stack *s, const char *id)
+static void check_partner(const tu_stack *s, const char *id)
 {
     static const char *const qs[] = {"balance", "rebate", "tier", "claims"};
     char path[256], buf[TLY_MONEY_TEXT_BYTES];
@@ -358,7 +334,7 @@ static void check_partner(const stack *s, const char *id)
     json_decref(got);
 }
 
-static void check_partners(const stack *s)
+static void check_partners(const tu_stack *s)
 {
     json_t *list = check_json_page(s, "/partners", json_pack("{s:s}", "q", "partners"));
     char *html = get_html(s, "/partners", 200);
@@ -377,7 +353,7 @@ static void check_partners(const stack *s)
     json_decref(list);
 }
 
-static void check_errors(const stack *s)
+static void check_errors(const tu_stack *s)
 {
     char *html = get_html(s, "/partners/alpine-distributor-76", 404);
     ck_assert(strstr(html, "<a href=\"/partners/alpine-distributor-760\">"));
@@ -412,7 +388,7 @@ static void check_errors(const stack *s)
 
 /* The console counts the path and the header names and values: "Host: t"
  * (5), "Connection: close" (15), "X-Pad: ..." (5 + pad). */
-static int padded_get(const stack *s, const char *path, size_t bytes)
+static int padded_get(const tu_stack *s, const char *path, size_t bytes)
 {
     size_t fixed = strlen(path) + 5 + 15 + 5;
     ck_assert_uint_gt(bytes, fixed);
@@ -439,7 +415,7 @@ static int keep_alive_get(int fd)
     return status;
 }
 
-static void check_limits(const stack *s)
+static void check_limits(const tu_stack *s)
 {
     ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX), 200);
     ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX + 1), 413);
@@ -508,7 +484,7 @@ static const char png_check[] =
     "    prev = cur\n"
     "print(w, h, bars, line, top, bottom)\n";
 
-static void check_browser(const stack *s, const char *id)
+static void check_browser(const tu_stack *s, const char *id)
 {
     if (system("command -v chromium >/dev/null 2>&1") != 0)
         ck_abort_msg("chromium is not installed: run scripts/deps.sh (it installs Debian's "
@@ -570,7 +546,7 @@ static void check_browser(const stack *s, const char *id)
 /* The partner page's statement links: the HTML statement (with its chart)
  * and the PDF, of the latest rebate period or ?period; an unknown partner
  * or a period that is not the program's is a 404 page. */
-static void check_statements(const stack *s)
+static void check_statements(const tu_stack *s)
 {
     const char *id = "alpine-distributor-760";
     char *page = get_html(s, "/partners/alpine-distributor-760", 200);
@@ -602,7 +578,7 @@ static void check_statements(const stack *s)
 
 START_TEST(test_console_pages)
 {
-    stack s;
+    tu_stack s;
     stack_up(&s);
     send_vector(&s, "seed102-v2-events.jsonl");
     char *const wait[] = {(char *)tu_tally(), "wait", "--seq", "2910", "--query", s.query,

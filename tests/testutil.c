@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -55,28 +56,43 @@ void tu_rmtree(char *path)
 #define TU_PORT_HIGH 32767
 #define TU_PORT_TRIES 1000
 
-/* True when port can be bound on 127.0.0.1 right now. */
-static bool port_free(int port)
+/* True when a fresh TCP socket can bind (connect: false) or connect
+ * (true) to 127.0.0.1:port right now. */
+static bool port_try(int port, bool connect_to)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons((uint16_t)port);
-    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    const struct sockaddr *sa = (const struct sockaddr *)&a;
+    bool ok = fd >= 0 && (connect_to ? connect(fd, sa, sizeof a) : bind(fd, sa, sizeof a)) == 0;
     if (fd >= 0)
         close(fd);
     return ok;
 }
 
-int tu_free_port(void)
+/* True when port can be bound on 127.0.0.1 right now. */
+static bool port_free(int port)
+{
+    return port_try(port, false);
+}
+
+/* The next port to try, pseudo-random in [TU_PORT_LOW, TU_PORT_HIGH):
+ * processes side by side start from different seeds. */
+static int port_candidate(void)
 {
     static unsigned state;
     if (state == 0)
         state = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    state = state * 1103515245u + 12345u;
+    return TU_PORT_LOW + (int)((state >> 8) % (TU_PORT_HIGH - TU_PORT_LOW));
+}
+
+int tu_free_port(void)
+{
     for (int i = 0; i < TU_PORT_TRIES; i++) {
-        state = state * 1103515245u + 12345u;
-        int port = TU_PORT_LOW + (int)((state >> 8) % (TU_PORT_HIGH - TU_PORT_LOW));
+        int port = port_candidate();
         if (port_free(port))
             return port;
     }
@@ -199,25 +215,390 @@ void tu_sleep_ms(int ms)
         ;
 }
 
-bool tu_wait_listening(const char *endpoint, int timeout_ms)
+/* True when a connect() to 127.0.0.1:port succeeds now. */
+static bool port_listening(int port)
+{
+    return port_try(port, true);
+}
+
+/* The port of "tcp://HOST:PORT" (or "HOST:PORT"); 0 when there is none. */
+static int endpoint_port(const char *endpoint)
 {
     const char *colon = strrchr(endpoint, ':');
-    if (!colon)
+    return colon ? atoi(colon + 1) : 0;
+}
+
+bool tu_wait_listening(const char *endpoint, int timeout_ms)
+{
+    int port = endpoint_port(endpoint);
+    if (port <= 0)
         return false;
-    int port = atoi(colon + 1);
     for (int waited = 0; waited <= timeout_ms; waited += 20) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {0};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons((uint16_t)port);
-        int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
-        close(fd);
-        if (rc == 0)
+        if (port_listening(port))
             return true;
         tu_sleep_ms(20);
     }
     return false;
+}
+
+/* Listening sockets a port has at the most (one, unless SO_REUSEPORT). */
+#define TU_LISTENERS_MAX 8
+
+/* The inodes of the sockets listening on TCP port (the IPv4 and IPv6
+ * tables), at most TU_LISTENERS_MAX; -1 when neither table can be read. */
+static int listen_inodes(int port, unsigned long *inodes)
+{
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int n = 0;
+    bool read = false;
+    for (int t = 0; t < 2; t++) {
+        FILE *f = fopen(tables[t], "r");
+        if (!f)
+            continue;
+        read = true;
+        char line[512], local[64];
+        unsigned state;
+        unsigned long inode;
+        while (fgets(line, sizeof line, f)) {
+            /* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+            if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*u %*d %lu", local, &state, &inode) !=
+                3)
+                continue; /* the heading */
+            const char *colon = strrchr(local, ':');
+            if (state == 0x0A /* LISTEN */ && colon && strtol(colon + 1, NULL, 16) == port &&
+                n < TU_LISTENERS_MAX)
+                inodes[n++] = inode;
+        }
+        fclose(f);
+    }
+    return read ? n : -1;
+}
+
+/* True when process pid holds a descriptor of one of the n sockets. */
+static bool holds_socket(pid_t pid, const unsigned long *inodes, int n)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+        char path[384], link[64];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        unsigned long inode;
+        if (len <= 0)
+            continue;
+        link[len] = '\0';
+        if (sscanf(link, "socket:[%lu]", &inode) != 1)
+            continue;
+        for (int i = 0; i < n; i++)
+            found = found || inode == inodes[i];
+    }
+    closedir(d);
+    return found;
+}
+
+/* The parent of pid (/proc/PID/stat: "pid (comm) state ppid ..."); 0 when
+ * unknown. */
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* comm may hold blanks and ')' */
+    int ppid = 0;
+    return end && sscanf(end + 1, " %*c %d", &ppid) == 1 ? (pid_t)ppid : 0;
+}
+
+/* Who listens on port: 1 pid or a child of pid, -1 another process, 0
+ * nobody (yet). 1 when /proc cannot tell. */
+static int listener_owner(int port, pid_t pid)
+{
+    unsigned long inodes[TU_LISTENERS_MAX];
+    int n = listen_inodes(port, inodes);
+    if (n <= 0)
+        return n < 0 ? 1 : 0;
+    if (holds_socket(pid, inodes, n))
+        return 1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 1;
+    int owner = -1;
+    for (struct dirent *e; owner < 0 && (e = readdir(d)) != NULL;) {
+        pid_t p = (pid_t)atoi(e->d_name);
+        if (p > 0 && parent_of(p) == pid && holds_socket(p, inodes, n))
+            owner = 1;
+    }
+    closedir(d);
+    return owner;
+}
+
+tu_listen tu_wait_listener(const char *endpoint, pid_t pid, int timeout_ms, int *status)
+{
+    int port = endpoint_port(endpoint);
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            if (status)
+                *status = status_code(st);
+            return TU_LISTEN_EXITED;
+        }
+        int owner = port > 0 && port_listening(port) ? listener_owner(port, pid) : 0;
+        if (owner != 0)
+            return owner > 0 ? TU_LISTEN_OURS : TU_LISTEN_FOREIGN;
+        tu_sleep_ms(20);
+    }
+    return TU_LISTEN_TIMEOUT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* tu_stack                                                                  */
+
+/* Shards tu_stack_up starts at the most (a bound of its wait list). */
+#define TU_STACK_SHARDS_MAX 32
+/* Endpoints a wait list has at the most: four of ZeroMQ, the console,
+ * and a metrics port per slot. */
+#define TU_STACK_WAITS (5 + TU_STACK_METRICS_SLOT_CONSUMER + TU_STACK_SHARDS_MAX)
+/* Arguments of `tally up`: the fixed ones, --metrics, then the extra. */
+#define TU_STACK_ARGV_MAX (24 + TU_STACK_EXTRA_ARGS_MAX)
+/* Port ranges one stack picks: seven, with room. */
+#define TU_STACK_RANGES 16
+
+/* The ports one stack has picked, as ranges (first port, count). */
+typedef struct port_set {
+    int lo[TU_STACK_RANGES], n[TU_STACK_RANGES];
+    int count;
+} port_set;
+
+/* True when ports lo .. lo + n - 1 lie in the tests' range, are none of
+ * p's, and are free now. */
+static bool range_free(const port_set *p, int lo, int n)
+{
+    if (lo < TU_PORT_LOW || lo + n - 1 > TU_PORT_HIGH)
+        return false;
+    for (int i = 0; i < p->count; i++)
+        if (lo < p->lo[i] + p->n[i] && p->lo[i] < lo + n)
+            return false;
+    for (int k = 0; k < n; k++)
+        if (!port_free(lo + k))
+            return false;
+    return true;
+}
+
+static void range_take(port_set *p, int lo, int n)
+{
+    if (p->count == TU_STACK_RANGES) {
+        fprintf(stderr, "tu_stack: more than %d port ranges\n", TU_STACK_RANGES);
+        abort();
+    }
+    p->lo[p->count] = lo;
+    p->n[p->count++] = n;
+}
+
+/* A free port, none of p's, whose span ports from port + off on are free
+ * and none of p's too (span 0: no more); all of them become p's. */
+static int pick_ports(port_set *p, int off, int span)
+{
+    for (int i = 0; i < TU_PORT_TRIES; i++) {
+        int port = port_candidate();
+        if (!range_free(p, port, 1) || (span > 0 && !range_free(p, port + off, span)))
+            continue;
+        range_take(p, port, 1);
+        if (span > 0)
+            range_take(p, port + off, span);
+        return port;
+    }
+    fprintf(stderr, "no %d free ports below the ephemeral range\n", 1 + span);
+    abort();
+}
+
+int tu_free_ports(int n)
+{
+    port_set p = {0};
+    return pick_ports(&p, 0, n);
+}
+
+/* A fresh directory and free ports for one try: the metrics ports too,
+ * given (o->metrics) or derived from the ingest port. */
+static void stack_pick(tu_stack *s, const tu_stack_opts *o, int shards)
+{
+    port_set p = {0};
+    int span = TU_STACK_METRICS_SLOT_CONSUMER + shards;
+    s->dir = tu_tmpdir();
+    snprintf(s->log, sizeof s->log, "%s/up.log", s->dir);
+    int ingest = o->metrics ? pick_ports(&p, 0, 0) : pick_ports(&p, TU_STACK_METRICS_OFFSET, span);
+    snprintf(s->ingest, sizeof s->ingest, "tcp://127.0.0.1:%d", ingest);
+    snprintf(s->events, sizeof s->events, "tcp://127.0.0.1:%d", pick_ports(&p, 0, 0));
+    snprintf(s->log_read, sizeof s->log_read, "tcp://127.0.0.1:%d", pick_ports(&p, 0, 0));
+    snprintf(s->query, sizeof s->query, "tcp://127.0.0.1:%d", pick_ports(&p, 0, 0));
+    s->web_port = pick_ports(&p, 0, 0);
+    snprintf(s->web, sizeof s->web, "127.0.0.1:%d", s->web_port);
+    s->metrics = o->metrics ? pick_ports(&p, 0, span) : ingest + TU_STACK_METRICS_OFFSET;
+}
+
+/* One try's command line. */
+typedef struct stack_cmd {
+    char shards[16], metrics[32];
+    char *argv[TU_STACK_ARGV_MAX];
+} stack_cmd;
+
+static void stack_cmd_make(stack_cmd *c, const tu_stack *s, const tu_stack_opts *o, int shards)
+{
+    snprintf(c->shards, sizeof c->shards, "%d", shards);
+    snprintf(c->metrics, sizeof c->metrics, "127.0.0.1:%d", s->metrics);
+    const char *const fixed[] = {tu_tally(),   "up",        "--data",  s->dir,     "--shards",
+                                 c->shards,    "--ingest",  s->ingest, "--events", s->events,
+                                 "--log-read", s->log_read, "--query", s->query,   "--web",
+                                 s->web,       "--no-sync"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        c->argv[n++] = (char *)fixed[i];
+    if (o->metrics) {
+        c->argv[n++] = "--metrics";
+        c->argv[n++] = c->metrics;
+    }
+    for (int i = 0; o->args && o->args[i]; i++) {
+        if (i == TU_STACK_EXTRA_ARGS_MAX) {
+            fprintf(stderr, "tu_stack: more than %d extra arguments\n", TU_STACK_EXTRA_ARGS_MAX);
+            abort();
+        }
+        c->argv[n++] = (char *)o->args[i];
+    }
+    c->argv[n] = NULL;
+}
+
+/* The endpoints of the wait list, in the order the stack binds them;
+ * returns their count. */
+static int stack_waits(const tu_stack *s, unsigned wait, int shards, char eps[][64])
+{
+    const char *const zmq[] = {s->ingest, s->events, s->log_read, s->query};
+    const unsigned bits[] = {TU_WAIT_INGEST, TU_WAIT_EVENTS, TU_WAIT_LOG_READ, TU_WAIT_QUERY};
+    int n = 0;
+    for (int k = 0; k < 4; k++)
+        if (wait & bits[k])
+            snprintf(eps[n++], 64, "%s", zmq[k]);
+    if (wait & TU_WAIT_WEB)
+        snprintf(eps[n++], 64, "tcp://%s", s->web);
+    for (int k = 0; (wait & TU_WAIT_METRICS) && k < TU_STACK_METRICS_SLOT_CONSUMER + shards; k++)
+        snprintf(eps[n++], 64, "tcp://127.0.0.1:%d", s->metrics + k);
+    return n;
+}
+
+static bool file_says(const char *path, const char *text)
+{
+    char *t = tu_read_file(path, NULL);
+    bool found = t && strstr(t, text);
+    free(t);
+    return found;
+}
+
+/* Ends a failed try: stops `tally up` if it runs, says what happened in
+ * s->why with the end of the try's log, removes the try's directory. */
+static void stack_fail(tu_stack *s, const char *what)
+{
+    if (s->pid > 0)
+        s->status = tu_kill_wait(s->pid, SIGTERM);
+    s->pid = 0;
+    size_t len = 0;
+    char *log = tu_read_file(s->log, &len);
+    int n = snprintf(s->why, sizeof s->why, "try %d of %d: %s; the end of its log:\n", s->tries,
+                     TU_STACK_TRIES, what);
+    size_t used = n < 0 ? 0 : (size_t)n < sizeof s->why ? (size_t)n : sizeof s->why - 1;
+    size_t room = sizeof s->why - used - 1;
+    const char *tail = log ? log + (len > room ? len - room : 0) : "(none)";
+    snprintf(s->why + used, sizeof s->why - used, "%s", tail);
+    free(log);
+    tu_rmtree(s->dir);
+    s->dir = NULL;
+}
+
+/* How one try of tu_stack_up ended. */
+typedef enum stack_end { STACK_UP, STACK_AGAIN, STACK_FAILED } stack_end;
+
+/* Starts `tally up` once and waits for the wait list: STACK_AGAIN when the
+ * try lost a port to another process. */
+static stack_end stack_try(tu_stack *s, const tu_stack_opts *o, int shards)
+{
+    stack_pick(s, o, shards);
+    if (o->on_try)
+        o->on_try(s, s->tries, o->arg);
+    stack_cmd c;
+    stack_cmd_make(&c, s, o, shards);
+    s->pid = tu_spawn(c.argv, s->log);
+    char eps[TU_STACK_WAITS][64], what[200];
+    int n = stack_waits(s, o->wait ? o->wait : TU_WAIT_ALL, shards, eps);
+    tu_listen r = TU_LISTEN_OURS;
+    int i = 0;
+    while (i < n &&
+           (r = tu_wait_listener(eps[i], s->pid, TU_STACK_WAIT_MS, &s->status)) == TU_LISTEN_OURS)
+        i++;
+    int st;
+    if (r == TU_LISTEN_OURS && waitpid(s->pid, &st, WNOHANG) == s->pid) {
+        s->status = status_code(st);
+        r = TU_LISTEN_EXITED; /* every port listened, then it went */
+    }
+    if (r == TU_LISTEN_OURS)
+        return STACK_UP;
+    const char *ep = i < n ? eps[i] : NULL;
+    if (r == TU_LISTEN_EXITED) {
+        s->pid = 0;
+        snprintf(what, sizeof what, "tally up exited (status %d) %s%s%s", s->status,
+                 ep ? "before " : "once every endpoint listened", ep ? ep : "",
+                 ep ? " listened" : "");
+    } else if (r == TU_LISTEN_FOREIGN) {
+        snprintf(what, sizeof what, "another process listens on %s", ep);
+    } else {
+        snprintf(what, sizeof what, "nothing listens on %s after %d ms", ep, TU_STACK_WAIT_MS);
+    }
+    bool lost = r == TU_LISTEN_FOREIGN || (r == TU_LISTEN_EXITED && file_says(s->log, "in use"));
+    stack_fail(s, what);
+    return lost ? STACK_AGAIN : STACK_FAILED;
+}
+
+bool tu_stack_up(tu_stack *s, const tu_stack_opts *o)
+{
+    static const tu_stack_opts defaults = {0};
+    o = o ? o : &defaults;
+    int shards = o->shards > 0 ? o->shards : 1;
+    if (shards > TU_STACK_SHARDS_MAX) {
+        fprintf(stderr, "tu_stack_up: more than %d shards\n", TU_STACK_SHARDS_MAX);
+        abort();
+    }
+    memset(s, 0, sizeof *s);
+    s->status = -1;
+    for (s->tries = 1;; s->tries++) {
+        stack_end end = stack_try(s, o, shards);
+        if (end == STACK_UP)
+            return true;
+        if (end == STACK_FAILED || s->tries == TU_STACK_TRIES)
+            return false;
+        size_t len = strlen(s->why);
+        fprintf(stderr, "tu_stack_up: %s%s", s->why, len && s->why[len - 1] == '\n' ? "" : "\n");
+        fprintf(stderr, "tu_stack_up: starting again on fresh ports\n");
+    }
+}
+
+int tu_stack_stop(tu_stack *s, int sig)
+{
+    if (s->pid > 0)
+        s->status = tu_kill_wait(s->pid, sig);
+    s->pid = 0;
+    return s->status;
+}
+
+int tu_stack_down(tu_stack *s)
+{
+    int rc = s->dir ? tu_stack_stop(s, SIGTERM) : -1;
+    tu_rmtree(s->dir);
+    s->dir = NULL;
+    return rc;
 }
 
 unsigned tu_test_seed(const char *what)
