@@ -567,16 +567,20 @@ static void print_text(const qbench *qb, const json_t *runs)
 
 /* One finance query, measured in process (the store answered and encoded
  * as the service does, without ZeroMQ) and as a client sees it (a round
- * trip to the real service, the reply decoded). */
+ * trip to the real service, the reply decoded). An every_page query is
+ * the whole partner list as the command gets it: each page asked "after"
+ * the "next" of the one before, the figures summed over the pages. */
 typedef struct fquery {
     char label[96];
     json_t *req;
+    bool every_page;
     uint64_t local_ns[BENCH_FINANCE_ROUNDS];
     uint64_t cpu_ns[BENCH_FINANCE_ROUNDS]; /* this thread's CPU time in process */
     uint64_t wire_ns[BENCH_FINANCE_ROUNDS];
     uint32_t rounds;
-    size_t bytes;   /* the reply's MessagePack size */
-    size_t rows;    /* elements of the answer's list */
+    uint32_t pages; /* requests of one round */
+    size_t bytes;   /* the reply's MessagePack size (all pages) */
+    size_t rows;    /* elements of the answer's list (all pages) */
     char error[48]; /* the error code of an error answer, else "" */
 } fquery;
 
@@ -600,40 +604,88 @@ static size_t answer_rows(const json_t *a)
     return 0;
 }
 
+/* The request of the page after reply's "next" (a new reference), NULL
+ * when q is not every_page or no page follows. */
+static json_t *next_page(const fquery *q, const json_t *reply)
+{
+    json_t *next = json_object_get(reply, "next");
+    if (!q->every_page || !json_is_string(next))
+        return NULL;
+    json_t *req = json_deep_copy(q->req);
+    if (req)
+        json_object_set(req, "after", next);
+    return req;
+}
+
+/* One round in process: every page's answer encoded, timed (the decoding
+ * that finds the next page is not). */
+static tly_err local_round(tly_query_store *store, fquery *q, msgpack_sbuffer *out)
+{
+    json_t *req = json_incref(q->req);
+    tly_err err = TLY_OK;
+    q->local_ns[q->rounds] = q->cpu_ns[q->rounds] = 0;
+    while (req && err == TLY_OK) {
+        out->size = 0;
+        uint64_t t0 = tly_mono_ns(), c0 = thread_cpu_ns();
+        err = tly_query_answer_encode(store, req, out);
+        q->local_ns[q->rounds] += tly_mono_ns() - t0;
+        q->cpu_ns[q->rounds] += thread_cpu_ns() - c0;
+        json_decref(req);
+        json_t *a = err == TLY_OK ? tly_json_from_mp(out->data, out->size) : NULL;
+        req = next_page(q, a);
+        json_decref(a);
+    }
+    json_decref(req);
+    return err;
+}
+
+/* One round through the service: every page asked and decoded. */
+static tly_err wire_round(void *sock, fquery *q)
+{
+    json_t *req = json_incref(q->req);
+    tly_err err = TLY_OK;
+    q->wire_ns[q->rounds] = 0;
+    q->bytes = q->rows = q->pages = 0;
+    while (req && err == TLY_OK) {
+        msgpack_sbuffer body;
+        msgpack_sbuffer_init(&body);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        uint64_t t0 = tly_mono_ns();
+        bool ok = tly_query_pack(req, &body) == TLY_OK &&
+                  zmq_send(sock, body.data, body.size, 0) >= 0 && zmq_msg_recv(&m, sock, 0) >= 0;
+        json_t *a = ok ? tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m)) : NULL;
+        q->wire_ns[q->rounds] += tly_mono_ns() - t0;
+        q->bytes += zmq_msg_size(&m);
+        q->rows += answer_rows(a);
+        q->pages++;
+        const char *e = json_string_value(json_object_get(a, "error"));
+        snprintf(q->error, sizeof q->error, "%s", e ? e : "");
+        err = a ? TLY_OK : TLY_IO;
+        json_decref(req);
+        req = next_page(q, a);
+        json_decref(a);
+        zmq_msg_close(&m);
+        msgpack_sbuffer_destroy(&body);
+    }
+    json_decref(req);
+    return err;
+}
+
 /* Times one query BENCH_FINANCE_ROUNDS times, at most --seconds each way. */
 static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, fquery *q)
 {
-    msgpack_sbuffer req, out;
-    msgpack_sbuffer_init(&req);
+    msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
-    tly_err err = tly_query_pack(q->req, &req);
+    tly_err err = TLY_OK;
     uint64_t t_all = tly_mono_ns();
     for (q->rounds = 0; err == TLY_OK && q->rounds < BENCH_FINANCE_ROUNDS &&
                         tly_bench_seconds_since(t_all) < (double)qb->o.seconds;
          q->rounds++) {
-        out.size = 0;
-        uint64_t t0 = tly_mono_ns(), c0 = thread_cpu_ns();
-        err = tly_query_answer_encode(store, q->req, &out);
-        q->local_ns[q->rounds] = tly_mono_ns() - t0;
-        q->cpu_ns[q->rounds] = thread_cpu_ns() - c0;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        t0 = tly_mono_ns();
-        bool ok = err == TLY_OK && zmq_send(sock, req.data, req.size, 0) >= 0 &&
-                  zmq_msg_recv(&m, sock, 0) >= 0;
-        json_t *a = ok ? tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m)) : NULL;
-        q->wire_ns[q->rounds] = tly_mono_ns() - t0;
-        q->bytes = zmq_msg_size(&m);
-        q->rows = answer_rows(a);
-        snprintf(q->error, sizeof q->error, "%s",
-                 json_string_value(json_object_get(a, "error"))
-                     ? json_string_value(json_object_get(a, "error"))
-                     : "");
-        err = err != TLY_OK ? err : a ? TLY_OK : TLY_IO;
-        json_decref(a);
-        zmq_msg_close(&m);
+        err = local_round(store, q, &out);
+        if (err == TLY_OK)
+            err = wire_round(sock, q);
     }
-    msgpack_sbuffer_destroy(&req);
     msgpack_sbuffer_destroy(&out);
     return err;
 }
@@ -644,7 +696,14 @@ static size_t finance_queries(tly_query_store *store, fquery *qs, size_t cap)
 {
     size_t n = 0;
     qs[n++].req = json_pack("{s:s}", "q", "partners");
+    qs[n].every_page = true;
+    qs[n++].req = json_pack("{s:s}", "q", "partners");
     qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "search", "-00042");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "search", "P-0004");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "tier", "Silver");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "kind", "msp");
+    qs[n].every_page = true;
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "program", "beta");
     qs[n++].req = json_pack("{s:s}", "q", "expiring");
     json_t *liab = NULL, *lreq = json_pack("{s:s}", "q", "liabilities");
     tly_query_answer(store, lreq, &liab);
@@ -678,6 +737,8 @@ static size_t finance_queries(tly_query_store *store, fquery *qs, size_t cap)
                 o += (size_t)snprintf(qs[i].label + o, sizeof qs[i].label - o, " --%s %s", k,
                                       json_string_value(v));
         }
+        if (qs[i].every_page && o < sizeof qs[i].label)
+            snprintf(qs[i].label + o, sizeof qs[i].label - o, " (every page)");
     }
     return n;
 }
@@ -687,15 +748,16 @@ static json_t *finance_json(fquery *q)
     tly_bench_sort(q->local_ns, q->rounds);
     tly_bench_sort(q->wire_ns, q->rounds);
     tly_bench_sort(q->cpu_ns, q->rounds);
-    json_t *o = json_pack(
-        "{s:s, s:I, s:I, s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "query", q->label, "rounds",
-        (json_int_t)q->rounds, "rows", (json_int_t)q->rows, "reply_bytes", (json_int_t)q->bytes,
-        "in_process_ms", "p50", tly_bench_quantile_us(q->local_ns, q->rounds, 500) / 1e3, "p99",
-        tly_bench_quantile_us(q->local_ns, q->rounds, 990) / 1e3, "max",
-        tly_bench_quantile_us(q->local_ns, q->rounds, 1000) / 1e3, "round_trip_ms", "p50",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 500) / 1e3, "p99",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 990) / 1e3, "max",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 1000) / 1e3);
+    json_t *o =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "query",
+                  q->label, "rounds", (json_int_t)q->rounds, "requests", (json_int_t)q->pages,
+                  "rows", (json_int_t)q->rows, "reply_bytes", (json_int_t)q->bytes, "in_process_ms",
+                  "p50", tly_bench_quantile_us(q->local_ns, q->rounds, 500) / 1e3, "p99",
+                  tly_bench_quantile_us(q->local_ns, q->rounds, 990) / 1e3, "max",
+                  tly_bench_quantile_us(q->local_ns, q->rounds, 1000) / 1e3, "round_trip_ms", "p50",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 500) / 1e3, "p99",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 990) / 1e3, "max",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 1000) / 1e3);
     json_t *cpu =
         json_pack("{s:f, s:f}", "p50", tly_bench_quantile_us(q->cpu_ns, q->rounds, 500) / 1e3,
                   "max", tly_bench_quantile_us(q->cpu_ns, q->rounds, 1000) / 1e3);
