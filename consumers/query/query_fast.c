@@ -64,22 +64,42 @@ static uint32_t node_new(qread *r, uint8_t t)
 
 static uint32_t read_value(qread *r, unsigned depth);
 
+/* What a string's byte is to the reader: 0 ordinary, STOP the closing
+ * quote or a byte it refuses (a control character, which jansson refuses
+ * too, or an escape, which is jansson's to read), HIGH part of a UTF-8
+ * sequence (checked once the string ends). */
+enum { STOP = 1, HIGH = 2 };
+static const uint8_t str_class[256] = {
+    /* 0x00-0x1f: control characters; '"' (0x22) and '\\' (0x5c); 0x80-0xff */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+_Static_assert(STOP == 1 && HIGH == 2, "str_class spells the classes as numbers");
+
 /* A string without escapes or control characters, UTF-8 as jansson
  * requires. r->p is at the opening quote. */
 static uint32_t read_string(qread *r)
 {
     const char *s = ++r->p;
-    bool high = false;
-    while (r->p < r->end && *r->p != '"') {
-        unsigned char c = (unsigned char)*r->p++;
-        if (c < 0x20 || c == '\\')
-            return 0; /* control characters are invalid, escapes are jansson's */
-        high |= c >= 0x80;
+    uint8_t seen = 0;
+    for (;;) {
+        while (r->p < r->end && str_class[(unsigned char)*r->p] == 0)
+            r->p++;
+        if (r->p == r->end || str_class[(unsigned char)*r->p] != HIGH)
+            break;
+        seen = HIGH;
+        r->p++;
     }
-    if (r->p == r->end)
-        return 0;
+    if (r->p == r->end || *r->p != '"')
+        return 0; /* unterminated, a control character or an escape */
     size_t len = (size_t)(r->p++ - s);
-    if (len > UINT32_MAX || (high && !tly_utf8_valid(s, len)))
+    if (len > UINT32_MAX || (seen && !tly_utf8_valid(s, len)))
         return 0;
     uint32_t k = node_new(r, QN_STR);
     if (k) {
@@ -129,7 +149,9 @@ static bool keys_unique(const qread *r, uint32_t obj)
     const tly__qnode *nd = r->nodes;
     for (uint32_t a = nd[obj].first; a; a = nd[nd[a].next].next)
         for (uint32_t b = nd[nd[a].next].next; b; b = nd[nd[b].next].next)
-            if (nd[a].count == nd[b].count && memcmp(nd[a].s, nd[b].s, nd[a].count) == 0)
+            if (nd[a].count == nd[b].count &&
+                (nd[a].count == 0 ||
+                 (nd[a].s[0] == nd[b].s[0] && memcmp(nd[a].s, nd[b].s, nd[a].count) == 0)))
                 return false;
     return true;
 }
@@ -334,14 +356,44 @@ static void put_reply(const tly__qnode *nd, uint32_t doc, const tly__qshape *sh,
         }
 }
 
+uint32_t tly__qfast_read(tly__qfast *f, const char *doc, size_t len)
+{
+    if (!f->nodes)
+        return 0;
+    qread r = {doc, doc + len, f->nodes, 0, f->cap};
+    uint32_t top = read_value(&r, 0);
+    return top && r.p == r.end && f->nodes[top].type == QN_OBJ ? top : 0;
+}
+
+uint32_t tly__qfast_member(const tly__qfast *f, uint32_t obj, const char *name)
+{
+    return f->nodes[obj].type == QN_OBJ ? member(f->nodes, obj, name) : 0;
+}
+
+bool tly__qfast_str(const tly__qfast *f, uint32_t v, const char **s, size_t *len)
+{
+    if (v == 0 || f->nodes[v].type != QN_STR)
+        return false;
+    *s = f->nodes[v].s;
+    *len = f->nodes[v].count;
+    return true;
+}
+
+int64_t tly__qfast_int(const tly__qfast *f, uint32_t v)
+{
+    return v != 0 && f->nodes[v].type == QN_INT ? f->nodes[v].i : 0;
+}
+
+void tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_packer *pk)
+{
+    put_value(f->nodes, v, pk);
+}
+
 bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
                       uint64_t seq, msgpack_sbuffer *out)
 {
-    if (!f->nodes)
-        return false;
-    qread r = {doc, doc + len, f->nodes, 0, f->cap};
-    uint32_t top = read_value(&r, 0);
-    if (!top || r.p != r.end || f->nodes[top].type != QN_OBJ)
+    uint32_t top = tly__qfast_read(f, doc, len);
+    if (!top)
         return false;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
