@@ -195,10 +195,10 @@ static bool partner_filters(pfast *x, const json_t *req)
 /* The reply: the first max rows (sorted), "next" when more follow. */
 static bool partners_put(const pfast *x, const tly__qsnaps *ss, uint32_t max, msgpack_sbuffer *out)
 {
-    for (size_t i = 1; i < x->count; i++)
-        if (prow_cmp(&x->rows[i - 1], &x->rows[i]) == 0)
-            return false; /* one id twice: the jansson way's order is qsort's */
     size_t n = x->count < max ? x->count : max;
+    for (size_t i = 1; i < x->count && i - 1 < n; i++)
+        if (prow_cmp(&x->rows[i - 1], &x->rows[i]) == 0)
+            return false; /* one id twice in the page: the jansson way's order is qsort's */
     bool next = x->count > max;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
