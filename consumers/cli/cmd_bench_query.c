@@ -578,10 +578,11 @@ typedef struct fquery {
     uint64_t cpu_ns[BENCH_FINANCE_ROUNDS]; /* this thread's CPU time in process */
     uint64_t wire_ns[BENCH_FINANCE_ROUNDS];
     uint32_t rounds;
-    uint32_t pages; /* requests of one round */
-    size_t bytes;   /* the reply's MessagePack size (all pages) */
-    size_t rows;    /* elements of the answer's list (all pages) */
-    char error[48]; /* the error code of an error answer, else "" */
+    uint32_t pages;    /* requests of one round */
+    double service_ms; /* the service process's CPU time per round, mean */
+    size_t bytes;      /* the reply's MessagePack size (all pages) */
+    size_t rows;       /* elements of the answer's list (all pages) */
+    char error[48];    /* the error code of an error answer, else "" */
 } fquery;
 
 /* This thread's CPU time: what a query costs whatever else the machine
@@ -592,6 +593,26 @@ static uint64_t thread_cpu_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* A process's CPU time so far (user + system, from /proc: clock ticks),
+ * 0 when unreadable. */
+static uint64_t process_cpu_ns(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    unsigned long long ut = 0, st = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (p == NULL || hz <= 0 ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (uint64_t)((ut + st) * (UINT64_C(1000000000) / (uint64_t)hz));
 }
 
 /* The size of the answer's main list. */
@@ -673,19 +694,22 @@ static tly_err wire_round(void *sock, fquery *q)
 }
 
 /* Times one query BENCH_FINANCE_ROUNDS times, at most --seconds each way. */
-static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, fquery *q)
+static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, pid_t svc, fquery *q)
 {
     msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
     tly_err err = TLY_OK;
-    uint64_t t_all = tly_mono_ns();
+    uint64_t t_all = tly_mono_ns(), svc_ns = 0;
     for (q->rounds = 0; err == TLY_OK && q->rounds < BENCH_FINANCE_ROUNDS &&
                         tly_bench_seconds_since(t_all) < (double)qb->o.seconds;
          q->rounds++) {
         err = local_round(store, q, &out);
+        uint64_t c0 = process_cpu_ns(svc);
         if (err == TLY_OK)
             err = wire_round(sock, q);
+        svc_ns += process_cpu_ns(svc) - c0;
     }
+    q->service_ms = q->rounds ? (double)svc_ns / 1e6 / q->rounds : 0;
     msgpack_sbuffer_destroy(&out);
     return err;
 }
@@ -763,6 +787,8 @@ static json_t *finance_json(fquery *q)
                   "max", tly_bench_quantile_us(q->cpu_ns, q->rounds, 1000) / 1e3);
     if (o && cpu)
         json_object_set_new(o, "in_process_cpu_ms", cpu);
+    if (o)
+        json_object_set_new(o, "service_cpu_ms_mean", json_real(q->service_ms));
     if (o && q->error[0])
         json_object_set_new(o, "error", json_string(q->error));
     return o;
@@ -778,10 +804,12 @@ static void finance_print(const qbench *qb, const json_t *runs)
 {
     printf("tally bench query --finance: %llu events, %u partners, up to %u rounds per query\n"
            "in process: the store's answer encoded as the service does (wall clock and this\n"
-           "thread's CPU time); round trip: a request to the real service, the reply decoded\n",
+           "thread's CPU time); round trip: a request to the real service, the reply decoded\n"
+           "(svc cpu: the service process's CPU time per round trip, ZeroMQ included, mean);\n"
+           "(every page): the command's whole list, a request per page, figures summed\n",
            (unsigned long long)qb->d.head, qb->d.partner_count, BENCH_FINANCE_ROUNDS);
-    printf("%-40s %9s %11s %10s %10s %10s %10s\n", "query", "rows", "reply bytes", "wall p50",
-           "cpu p50", "trip p50", "trip max");
+    printf("%-40s %9s %11s %10s %10s %10s %10s %10s\n", "query", "rows", "reply bytes", "wall p50",
+           "cpu p50", "trip p50", "trip max", "svc cpu");
     size_t i;
     json_t *r;
     json_array_foreach(runs, i, r)
@@ -790,11 +818,12 @@ static void finance_print(const qbench *qb, const json_t *runs)
         char rows[24];
         snprintf(rows, sizeof rows, "%lld",
                  (long long)json_integer_value(json_object_get(r, "rows")));
-        printf("%-40s %9s %11lld %8.2fms %8.2fms %8.2fms %8.2fms\n",
+        printf("%-40s %9s %11lld %8.2fms %8.2fms %8.2fms %8.2fms %8.2fms\n",
                json_string_value(json_object_get(r, "query")), e ? e : rows,
                (long long)json_integer_value(json_object_get(r, "reply_bytes")),
                ms_of(r, "in_process_ms", "p50"), ms_of(r, "in_process_cpu_ms", "p50"),
-               ms_of(r, "round_trip_ms", "p50"), ms_of(r, "round_trip_ms", "max"));
+               ms_of(r, "round_trip_ms", "p50"), ms_of(r, "round_trip_ms", "max"),
+               json_real_value(json_object_get(r, "service_cpu_ms_mean")));
     }
 }
 
@@ -835,7 +864,7 @@ static tly_err finance_runs(qbench *qb, json_t *runs)
     if (sock)
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
     for (size_t i = 0; sock && i < n && err == TLY_OK; i++)
-        if ((err = finance_measure(qb, store, sock, &qs[i])) == TLY_OK)
+        if ((err = finance_measure(qb, store, sock, svc, &qs[i])) == TLY_OK)
             json_array_append_new(runs, finance_json(&qs[i]));
     if (err == TLY_OK && !sock)
         err = TLY_NOMEM;
@@ -879,10 +908,12 @@ static void usage(FILE *out)
             "\n"
             "  --finance     time the SPEC section 11 answers instead: a log with\n"
             "                --partners partners (default %u, max %u) folded into one\n"
-            "                shard, then every partner, a search, the expiring funds and\n"
-            "                each program's report and first journal, %u times each (at\n"
-            "                most --seconds each), from one client: the service's work\n"
-            "                in process and a client's round trip\n",
+            "                shard, then the partners (the first page, and every page\n"
+            "                as the command asks them), searches and filters, the\n"
+            "                expiring funds and each program's report and first\n"
+            "                journal, %u times each (at most --seconds each), from one\n"
+            "                client: the service's work in process, a client's round\n"
+            "                trip and the service process's CPU time per round trip\n",
             BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, BENCH_CLIENTS_DEFAULT,
             TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX,
             BENCH_FINANCE_PARTNERS_DEFAULT, TLY_GEN_PARTNERS_MAX, BENCH_FINANCE_ROUNDS);
