@@ -136,6 +136,16 @@ eng_row *eng_row_find(const eng_pstate *st, int32_t period)
     return i < st->row_count && st->rows[i].period == period ? &st->rows[i] : NULL;
 }
 
+void eng_prefetch_latest(const eng_pstate *st)
+{
+    if (st->row_count > 0)
+        __builtin_prefetch(&st->rows[st->row_count - 1], 1);
+    if (st->bucket_count > 0)
+        __builtin_prefetch(&st->buckets[st->bucket_count - 1], 1);
+    if (st->act_count > 0)
+        __builtin_prefetch(&st->acts[st->act_count - 1], 1);
+}
+
 /* The row of period, inserted (zero) in period order when absent. */
 tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out)
 {
@@ -397,6 +407,10 @@ void tly_engine_trace_open(tly_engine *e)
  * absent. */
 static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, eng_act **out)
 {
+    if (*n > 0 && (*v)[*n - 1].period == period) { /* most events: the latest period */
+        *out = &(*v)[*n - 1];
+        return TLY_OK;
+    }
     uint32_t lo = 0, hi = *n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;

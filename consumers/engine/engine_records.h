@@ -26,10 +26,14 @@
  *                      shard's partner; an owned one adds [name, kind,
  *                      region, tier, fails, 8 totals, buckets, rows,
  *                      history, certs, claim ids, held, liab(5), acts
- *                      by period, open rebate figures]; a row is
+ *                      by period, open rebate figures]; an act is
+ *                      [period, mask, the figures whose bit is set], in
+ *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
  *                      basis, baseline, has_baseline, referral, referred,
  *                      mdf_gross], a cert [pair key, expires]
+ *   "J/<program key><period><partner>" [mask, figures]: a journal row, one
+ *                      act without its period (section 11)
  */
 #ifndef TLY_ENGINE_RECORDS_H
 #define TLY_ENGINE_RECORDS_H
@@ -40,8 +44,9 @@
 
 /* The format number of every state record. Format 1 kept every sale's
  * state (held, moved) in every shard; 2 derives it (engine_internal.h); 3
- * adds section 10's state (rates, caps, growth, referrals, grace, expiry). */
-#define ENG_RECORD_FORMAT 3
+ * adds section 10's state (rates, caps, growth, referrals, grace, expiry);
+ * 4 packs what took effect per period sparsely (acts, journal rows). */
+#define ENG_RECORD_FORMAT 4
 
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
@@ -60,6 +65,8 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c);
 /* g is pp's program, NULL when it is not enrolled. */
 void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_program *g);
+/* A partner's journal row of one period: act a without its period. */
+void eng_pack_journal(msgpack_packer *pk, const eng_act *a);
 
 /* ---- unpacking: TLY_CORRUPT for bytes this engine did not write ---- */
 
@@ -101,7 +108,16 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab);
 
+/* A journal row into *out (period 0, dirty false). */
+tly_err eng_unpack_journal(const void *val, size_t len, eng_act *out);
+
 /* ---- what records hold ---- */
+
+/* How many of st's acts lie before g's earliest open period (g NULL:
+ * none). Nothing books into them again (late events land in the earliest
+ * open period [P2] [RP5]), so once their journal rows are written the
+ * flush drops them from memory and the partner record leaves them out. */
+uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g);
 
 /* A zeroed money state; NULL when out of memory. */
 eng_pstate *eng_pstate_new(void);

@@ -50,9 +50,6 @@ tly_err eng_on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev);
  * section 11 partner row ('P') and expiring funds ('e'). with_seq adds
  * "seq" (API objects); the stored documents leave it out. */
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq);
-/* A partner's journal row of one period (section 11), as stored under
- * "J/". */
-void eng_journal_write(eng_jw *w, const eng_partner *pp, const eng_act *a);
 /* Program g's report sums of this shard, as stored under "V/R/". */
 void eng_report_write(eng_jw *w, const eng_program *g);
 /* Program g's liabilities share l, as stored under "V/l/". */

@@ -81,11 +81,12 @@ static tly_err convert(tly_engine *e, uint32_t p, eng_pos pos, const char *what,
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
                          "%s in %.3s, program %.*s is %.3s, no rate in force", what, cur,
                          (int)g->name_len, g->name, g->currency);
-    char text[TLY_MONEY_TEXT_BYTES];
-    tly_money_text_cur(amount, cur, text, sizeof text);
-    if (eng_fx_apply(fx, amount, amount_k) != TLY_OK || *amount_k > TLY_AMOUNT_MAX)
+    if (eng_fx_apply(fx, amount, amount_k) != TLY_OK || *amount_k > TLY_AMOUNT_MAX) {
+        char text[TLY_MONEY_TEXT_BYTES]; /* only here: formatting costs every sale */
+        tly_money_text_cur(amount, cur, text, sizeof text);
         return eng_raise(e, pos, TLY_X_CURRENCY_MISMATCH, p,
                          "%s of %s converts beyond the largest amount", what, text);
+    }
     *ok = true;
     return TLY_OK;
 }
@@ -109,6 +110,7 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
                          int64_t amount)
 {
     eng_program *g = &e->programs[e->partners[p].program];
+    eng_prefetch_latest(e->partners[p].st);
     TRY(eng_partner_dirty(e, p));
     eng_fx fx;
     int64_t amount_k;
@@ -349,6 +351,7 @@ static void trace_referral(eng_pstate *st, const char *key, uint32_t klen, int64
 static tly_err fold_referral(tly_engine *e, uint32_t p, eng_pos pos, const eng_held *h)
 {
     eng_program *g = &e->programs[e->partners[p].program];
+    eng_prefetch_latest(e->partners[p].st);
     TRY(eng_partner_dirty(e, p));
     eng_fx fx;
     int64_t amount_k;

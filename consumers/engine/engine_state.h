@@ -116,6 +116,10 @@ tly_err eng_credit(eng_pstate *st, int32_t period, int64_t x);
 tly_err eng_debit(eng_pstate *st, int64_t x);
 /* Σ bucket remainders − deficit; TLY_OVERFLOW when it leaves int64. */
 tly_err eng_available(const eng_pstate *st, int64_t *out);
+/* Asks the CPU for st's latest row, bucket and act, which a sale is about
+ * to update: three vectors of a partner out of cache are three memory
+ * latencies in a row otherwise (a hint, no effect on state). */
+void eng_prefetch_latest(const eng_pstate *st);
 /* The rebate row of period, created when absent. */
 tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out);
 /* The rebate row of period, or NULL. */

@@ -227,7 +227,8 @@ static size_t program_body(char *buf, const eng_program *g, const char *rest, si
 /* Member p's section 11 documents: its row of the partner list
  * ("V/P/<partner>"), its expiring funds ("E/<program key><partner>") and
  * its journal rows of the periods that changed ("J/<program key><u32be
- * period + 2^31><partner>"), each a scan away for the query service. */
+ * period + 2^31><partner>", MessagePack: engine_records.h), each a scan
+ * away for the query service. */
 static tly_err flush_finance(flush_ctx *f, uint32_t p)
 {
     eng_partner *pp = &f->e->partners[p];
@@ -249,9 +250,8 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
         for (int b = 0; b < 4; b++)
             rest[b] = (char)(u >> (24 - 8 * b));
         memcpy(rest + 4, pp->id, pp->id_len);
-        json_begin(f, &w);
-        eng_journal_write(&w, pp, a);
-        TRY(put_json(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
+        eng_pack_journal(&f->pk, a);
+        TRY(put_packed(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
     }
     return TLY_OK;
 }
@@ -364,6 +364,18 @@ static tly_err flush_all(flush_ctx *f)
     return flush_excs(f);
 }
 
+/* After a flush: the acts of closed periods are in their journal rows and
+ * nothing books into them again (eng_acts_closed). */
+static void drop_closed_acts(const tly_engine *e, eng_partner *pp)
+{
+    if (pp->program == ENG_NONE)
+        return;
+    eng_pstate *st = pp->st;
+    uint32_t n = eng_acts_closed(st, &e->programs[pp->program]);
+    memmove(st->acts, st->acts + n, (st->act_count - n) * sizeof *st->acts);
+    st->act_count -= n;
+}
+
 static void clear_dirty(tly_engine *e)
 {
     for (uint32_t i = 0; i < e->program_count; i++)
@@ -376,8 +388,11 @@ static void clear_dirty(tly_engine *e)
         pp->claims_changed = false;
         for (uint32_t c = 0; pp->st != NULL && c < pp->st->claim_count; c++)
             pp->st->claims[c].dirty = false;
-        for (uint32_t a = 0; pp->st != NULL && a < pp->st->act_count; a++)
+        if (pp->st == NULL)
+            continue;
+        for (uint32_t a = 0; a < pp->st->act_count; a++)
             pp->st->acts[a].dirty = false; /* written: a failed flush writes them again */
+        drop_closed_acts(e, pp);
     }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;

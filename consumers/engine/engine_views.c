@@ -287,12 +287,9 @@ static void view_expiring(eng_jw *w, const tly_engine *e, uint32_t p)
     eng_jw_end(w);
 }
 
-void eng_journal_write(eng_jw *w, const eng_partner *pp, const eng_act *a)
+const char *tly_engine_act_name(unsigned f)
 {
-    eng_jw_obj(w);
-    key_str(w, "partner", pp->id, pp->id_len);
-    act_fields(w, a);
-    eng_jw_end(w);
+    return f < ENG_ACT_COUNT ? act_names[f] : NULL;
 }
 
 /* The open figure of period in g's settled estimates, or 0. */

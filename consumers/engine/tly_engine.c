@@ -213,3 +213,13 @@ bool tly_engine_invariant_ok(const tly_engine *e)
             return false;
     return true;
 }
+
+_Static_assert(TLY_ENGINE_ACT_FIELDS == ENG_ACT_COUNT, "the public count is the engine's");
+
+tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS])
+{
+    eng_act a;
+    TRY(eng_unpack_journal(val, len, &a));
+    memcpy(out, a.v, sizeof a.v);
+    return TLY_OK;
+}

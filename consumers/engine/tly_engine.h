@@ -197,6 +197,17 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * program. */
 json_t *tly_engine_report(const tly_engine *e, const char *program);
 
+/* A partner's journal row of one period, stored under "J/<u8 len
+ * program><program><u32be period XOR 2^31><partner>" (section 11): what
+ * took effect in that period, TLY_ENGINE_ACT_FIELDS figures named by
+ * tly_engine_act_name ("revenue", "mdf_accrued", ... "rebate_paid", the
+ * order of a report period). The value is MessagePack, opaque: decode it
+ * with tly_engine_journal_decode (TLY_CORRUPT for bytes the engine did not
+ * write). */
+#define TLY_ENGINE_ACT_FIELDS 10
+const char *tly_engine_act_name(unsigned f); /* NULL beyond the last */
+tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
+
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its
  * own seq [D7]), as the "exceptions" array of section 8 (new reference;

@@ -4,7 +4,8 @@
  * consumers keep for it (consumers/engine/engine_store.c): the partner
  * list rows "V/P/", the program's report sums per shard "V/R/<program>",
  * the funds the next close expires "E/<program key><partner>" and the
- * journal rows "J/<program key><period><partner>", where a program key is
+ * journal rows "J/<program key><period><partner>" (MessagePack figures,
+ * tly_engine_journal_decode), where a program key is
  * u8 length ‖ name. No answer walks every partner's state: a report sums
  * one document per shard, a journal reads only the partners active in its
  * period.
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "query_internal.h"
+#include "tly_engine.h"
 #include "tly_limits.h"
 #include "tly_period.h"
 
@@ -499,13 +501,28 @@ static const struct {
 };
 #define JOURNAL_KIND_COUNT (sizeof JOURNAL_KINDS / sizeof JOURNAL_KINDS[0])
 
+/* One stored journal row ("J/<program key><period><partner>", its figures
+ * in MessagePack) as the object {"partner", figure names...}. */
 static tly_err journal_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    (void)key;
-    (void)klen;
-    json_t *row = json_loadb(val, vlen, 0, NULL);
-    if (row == NULL)
+    const unsigned char *k = key;
+    int64_t v[TLY_ENGINE_ACT_FIELDS];
+    size_t at = klen >= 3 ? 3 + (size_t)k[2] + 4 : SIZE_MAX; /* the partner id */
+    if (at >= klen || klen - at > TLY_NAME_BYTES_MAX)
         return TLY_CORRUPT;
+    tly_err err = tly_engine_journal_decode(val, vlen, v);
+    if (err != TLY_OK)
+        return err;
+    json_t *row = json_object();
+    bool ok =
+        row != NULL &&
+        json_object_set_new(row, "partner", json_stringn((const char *)k + at, klen - at)) == 0;
+    for (unsigned f = 0; ok && f < TLY_ENGINE_ACT_FIELDS; f++)
+        ok = json_object_set_new(row, tly_engine_act_name(f), json_integer(v[f])) == 0;
+    if (!ok) {
+        json_decref(row);
+        return TLY_NOMEM;
+    }
     return push(ctx, row) ? TLY_OK : TLY_NOMEM;
 }
 
