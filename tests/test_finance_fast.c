@@ -421,6 +421,67 @@ START_TEST(test_odd_rows)
 }
 END_TEST
 
+/* A row with every MessagePack form the fast way writes at its bounds:
+ * integers, strings (fix, 8, 16 and 32-bit lengths), maps and arrays of
+ * 15 and 16; packed straight into the reply, it must be the reference's
+ * bytes. */
+START_TEST(test_row_encodings)
+{
+    static const char *const ints[] = {"0",
+                                       "-1",
+                                       "-32",
+                                       "-33",
+                                       "-128",
+                                       "-129",
+                                       "-32768",
+                                       "-32769",
+                                       "-2147483648",
+                                       "-2147483649",
+                                       "127",
+                                       "128",
+                                       "255",
+                                       "256",
+                                       "65535",
+                                       "65536",
+                                       "4294967295",
+                                       "4294967296",
+                                       "999999999999999999",
+                                       "-999999999999999999"};
+    static const size_t lens[] = {0, 31, 32, 255, 256, 65535, 65536};
+    size_t cap = 200000;
+    char *row = malloc(cap), *p = row;
+    p += sprintf(p, "{\"partner\":\"zz\",\"ints\":[");
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        p += sprintf(p, "%s%s", i ? "," : "", ints[i]);
+    p += sprintf(p, "],\"strs\":[");
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        p += sprintf(p, "%s\"", i ? "," : "");
+        memset(p, 's', lens[i]);
+        p += lens[i];
+        *p++ = '"';
+    }
+    for (int n = 15; n <= 16; n++) {
+        p += sprintf(p, "],\"map%d\":{", n);
+        for (int i = 0; i < n; i++)
+            p += sprintf(p, "%s\"k%d\":%s", i ? "," : "", i, i % 2 ? "true" : "null");
+        p += sprintf(p, "},\"arr%d\":[", n);
+        for (int i = 0; i < n; i++)
+            p += sprintf(p, "%s%s", i ? "," : "", i % 2 ? "false" : "{}");
+    }
+    sprintf(p, "]}");
+    gstore g;
+    gstore_new(&g, 1);
+    gstore_begin(&g);
+    put_row(&g, 0, "zz", row);
+    gstore_commit(&g);
+    tly_query_store *store = gstore_query(&g);
+    ck_assert(same_bytes(store, request("partners", NULL), "encodings"));
+    tly_query_store_close(store);
+    gstore_free(&g);
+    free(row);
+}
+END_TEST
+
 /* One id in two shards: the reference's order of the two rows is qsort's,
  * so the fast way gives up when the page holds one of them; a page that
  * ends before them it answers. */
@@ -499,6 +560,7 @@ static Suite *fast_suite(void)
     tcase_add_loop_test(tc, test_generated_partners, 0, 2);
     tcase_add_loop_test(tc, test_generated_expiring, 0, 2);
     tcase_add_loop_test(tc, test_odd_rows, 0, (int)(sizeof ODDS / sizeof ODDS[0]));
+    tcase_add_test(tc, test_row_encodings);
     tcase_add_test(tc, test_duplicate_id);
     tcase_add_test(tc, test_expiring_frame_edge);
     return s;

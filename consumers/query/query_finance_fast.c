@@ -115,7 +115,6 @@ typedef struct pfast {
     size_t search_len;
     bool searching;
     msgpack_sbuffer buf; /* the kept rows, packed */
-    msgpack_packer pk;
     prow *rows;
     size_t count, cap;
     uint32_t kept; /* rows kept from the shard being scanned */
@@ -160,7 +159,8 @@ static tly_err partner_row(void *ctx, const void *key, size_t klen, const void *
     if (!tly__qfast_str(x->f, tly__qfast_member(x->f, row, "partner"), &r.id, &r.id_len) ||
         !grow((void **)&x->rows, &x->cap, x->count, sizeof *x->rows))
         return GIVE_UP; /* a kept row without its id: the jansson way sorts it */
-    tly__qfast_put(x->f, row, &x->pk);
+    if (!tly__qfast_put(x->f, row, &x->buf))
+        return GIVE_UP;
     r.len = x->buf.size - r.off;
     x->rows[x->count++] = r;
     x->kept++;
@@ -171,6 +171,14 @@ static int prow_cmp(const void *a, const void *b)
 {
     const prow *x = a, *y = b;
     return bytes_cmp(x->id, x->id_len, y->id, y->id_len);
+}
+
+static bool in_order(const prow *rows, size_t count)
+{
+    for (size_t i = 1; i < count; i++)
+        if (prow_cmp(&rows[i - 1], &rows[i]) > 0)
+            return false;
+    return true;
 }
 
 /* The request's filters; false when one is bad (the jansson way says so). */
@@ -195,11 +203,15 @@ static bool partner_filters(pfast *x, const json_t *req)
 /* The reply: the first max rows (sorted), "next" when more follow. */
 static bool partners_put(const pfast *x, const tly__qsnaps *ss, uint32_t max, msgpack_sbuffer *out)
 {
-    size_t n = x->count < max ? x->count : max;
+    size_t n = x->count < max ? x->count : max, need = 32;
     for (size_t i = 1; i < x->count && i - 1 < n; i++)
         if (prow_cmp(&x->rows[i - 1], &x->rows[i]) == 0)
             return false; /* one id twice in the page: the jansson way's order is qsort's */
     bool next = x->count > max;
+    for (size_t i = 0; i < n; i++)
+        need += x->rows[i].len;
+    if (!tly__qfast_room(out, need + (next ? x->rows[max - 1].id_len : 0)))
+        return false;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
     put_head(&pk, ss, 1 + next);
@@ -228,11 +240,10 @@ bool tly__qfast_partners(tly__qfast *f, const tly__qsnaps *ss, const json_t *req
     if (!partner_filters(&x, req))
         return false;
     msgpack_sbuffer_init(&x.buf);
-    msgpack_packer_init(&x.pk, &x.buf, msgpack_sbuffer_write);
     /* as the jansson way: up to a page and one more from each shard */
     tly_err err = tly__qscan_after(ss, "V/P/", 4, after, after ? strlen(after) : 0, &x.kept,
                                    max + 1, partner_row, &x);
-    if (err == TLY_OK && x.count > 1)
+    if (err == TLY_OK && !in_order(x.rows, x.count)) /* one shard's rows are in order */
         qsort(x.rows, x.count, sizeof *x.rows, prow_cmp);
     bool ok = err == TLY_OK && partners_put(&x, ss, max, out);
     msgpack_sbuffer_destroy(&x.buf);

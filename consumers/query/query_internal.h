@@ -72,8 +72,13 @@ uint32_t tly__qfast_member(const tly__qfast *f, uint32_t obj, const char *name);
 bool tly__qfast_str(const tly__qfast *f, uint32_t v, const char **s, size_t *len);
 /* Value v as json_integer_value reads it: 0 unless an integer. */
 int64_t tly__qfast_int(const tly__qfast *f, uint32_t v);
-/* Packs value v as tly_query_pack packs jansson's reading of it. */
-void tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_packer *pk);
+/* Appends value v to out as tly_query_pack packs jansson's reading of it
+ * (the same bytes, written straight into the buffer); false when out of
+ * memory (out then holds part of it). */
+bool tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_sbuffer *out);
+/* Room for n more bytes in b (grown by doubling); false when out of
+ * memory. */
+bool tly__qfast_room(msgpack_sbuffer *b, size_t n);
 
 /* ---- answers over every shard (tly_query.c runs them, query_finance.c
  * writes the section 11 ones) ---- */
