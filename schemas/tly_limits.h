@@ -147,14 +147,17 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_SHARDS_MAX 64u
 
 /* Map size a new view environment starts with, and the largest it grows to
- * by doubling. The map is address space, not disk. A shard of a million
- * partners holds a few GiB of views; 1 TiB is far beyond that, and a map
- * full at that size is TLY_STORAGE like a full disk. */
-#define TLY_VIEWS_MAP_BYTES_INIT ((size_t)64u << 20)
+ * by doubling. The map is address space, not disk (the file grows with what
+ * is written). A fold from scratch writes about 200 MB in its first commit
+ * at 1M events; starting at 64 MiB, that commit met a full map and was
+ * redone whole after the map grew. A shard of a million partners holds a
+ * few GiB of views; 1 TiB is far beyond that, and a map full at that size
+ * is TLY_STORAGE like a full disk. */
+#define TLY_VIEWS_MAP_BYTES_INIT ((size_t)1u << 30)
 #define TLY_VIEWS_MAP_BYTES_MAX ((size_t)1u << 40)
 
 /* Map doublings one commit may do before it gives up: from the initial
- * size to the maximum is 14 doublings. */
+ * size to the maximum is 10 doublings. */
 #define TLY_VIEWS_GROW_RETRIES_MAX 16u
 
 /* A read transaction retries after MDB_MAP_RESIZED (the consumer grew the

@@ -1684,6 +1684,41 @@ START_TEST(load_rejects_garbage)
 }
 END_TEST
 
+/* A journal row is [mask, the figures whose bit is set]: decoded back to
+ * the ten figures; anything else is TLY_CORRUPT. */
+START_TEST(journal_row_decode)
+{
+    int64_t v[TLY_ENGINE_ACT_FIELDS];
+    /* mask 0b101: revenue 1000, mdf_clawed_back -5 */
+    static const uint8_t ok[] = {0x93, 0x05, 0xcd, 0x03, 0xe8, 0xfb};
+    ck_assert_int_eq(tly_engine_journal_decode(ok, sizeof ok, v), TLY_OK);
+    ck_assert_int_eq(v[0], 1000);
+    ck_assert_int_eq(v[1], 0);
+    ck_assert_int_eq(v[2], -5);
+    ck_assert_str_eq(tly_engine_act_name(0), "revenue");
+    ck_assert_str_eq(tly_engine_act_name(TLY_ENGINE_ACT_FIELDS - 1), "rebate_paid");
+    ck_assert_ptr_null(tly_engine_act_name(TLY_ENGINE_ACT_FIELDS));
+    static const uint8_t empty[] = {0x91, 0x00};
+    ck_assert_int_eq(tly_engine_journal_decode(empty, sizeof empty, v), TLY_OK);
+    ck_assert_int_eq(v[0], 0);
+    /* the highest bit there is, and one beyond it */
+    static const uint8_t last[] = {0x92, 0xcd, 0x02, 0x00, 0x07};
+    ck_assert_int_eq(tly_engine_journal_decode(last, sizeof last, v), TLY_OK);
+    ck_assert_int_eq(v[TLY_ENGINE_ACT_FIELDS - 1], 7);
+    static const uint8_t beyond[] = {0x92, 0xcd, 0x04, 0x00, 0x07};
+    static const uint8_t fewer[] = {0x92, 0x05, 0x01}; /* two bits, one figure */
+    static const uint8_t zero[] = {0x92, 0x01, 0x00};  /* a set bit's figure is 0 */
+    static const uint8_t trailing[] = {0x92, 0x01, 0x01, 0x01};
+    static const uint8_t notarray[] = {0x05};
+    ck_assert_int_eq(tly_engine_journal_decode(beyond, sizeof beyond, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_decode(fewer, sizeof fewer, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_decode(zero, sizeof zero, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_decode(trailing, sizeof trailing, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_decode(notarray, sizeof notarray, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_decode(ok, 3, v), TLY_CORRUPT);
+}
+END_TEST
+
 /* A record out of order is refused and changes nothing. */
 START_TEST(apply_out_of_order)
 {
@@ -1798,7 +1833,7 @@ static Suite *engine_suite(void)
                               close_out_of_order_and_unknown, over_return_partial,
                               return_partner_mismatch_across_shards, payouts, claim_state_machine,
                               enrollment_rules, apply_out_of_order, details_pinned,
-                              load_rejects_garbage));
+                              load_rejects_garbage, journal_row_decode));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);

@@ -354,6 +354,13 @@ typedef struct eng_partner {
     uint64_t visit;      /* the member walk that last visited it */
     eng_liab liab;       /* owned, enrolled: its share as of its last flush */
     eng_pstate *st;      /* owned only */
+    /* Its funds the next close expires as its last flush stored them
+     * ("E/"), so a flush that would store the same skips the document;
+     * known only while cached (a partner read from the store writes it
+     * again). exp_next: what this flush stores, kept once it succeeds. */
+    bool exp_known, exp_next_set;
+    uint32_t exp_program;
+    int64_t exp_amount, exp_next;
 } eng_partner;
 
 /* ---- exchange rates [F1]: every shard keeps every rate ---- */

@@ -285,6 +285,20 @@ tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *ope
     return TLY_OK;
 }
 
+tly_err eng_rebate_open(const eng_rules *r, const eng_pstate *st, int64_t *open)
+{
+    int64_t o = 0;
+    for (uint32_t i = st->row_count; i-- > 0 && !st->rows[i].final;) {
+        eng_figure f;
+        int64_t due;
+        TRY(eng_row_figure(r, st, &st->rows[i], &f));
+        TRY(tly_money_add(f.figure, st->rows[i].referral, &due));
+        TRY(tly_money_addto(&o, due));
+    }
+    *open = o;
+    return TLY_OK;
+}
+
 /* available, pending, approved, accrued_open and payable: what the
  * partner adds to its program's liabilities [M9] [P4] [R10]. */
 tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out)
@@ -429,18 +443,35 @@ static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, e
     return TLY_OK;
 }
 
-tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x)
+tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x,
+                  enum eng_act_field f2, int64_t x2)
 {
-    if (x == 0)
+    if (x == 0 && x2 == 0)
         return TLY_OK;
     eng_act *mine, *sum;
     TRY(act_at(&st->acts, &st->act_count, &st->act_cap, period, &mine));
     TRY(act_at(&g->rep, &g->rep_count, &g->rep_cap, period, &sum));
-    TRY(tly_money_addto(&mine->v[f], x));
-    TRY(tly_money_addto(&sum->v[f], x));
+    int64_t m1, m2, t1, t2; /* both fields or neither */
+    TRY(tly_money_add(mine->v[f], x, &m1));
+    TRY(tly_money_add(sum->v[f], x, &t1));
+    mine->v[f] = m1;
+    sum->v[f] = t1;
+    if (tly_money_add(mine->v[f2], x2, &m2) != TLY_OK ||
+        tly_money_add(sum->v[f2], x2, &t2) != TLY_OK) {
+        mine->v[f] -= x; /* undone: it fitted before */
+        sum->v[f] -= x;
+        return TLY_OVERFLOW;
+    }
+    mine->v[f2] = m2;
+    sum->v[f2] = t2;
     mine->dirty = true;
     g->dirty = true;
     return TLY_OK;
+}
+
+tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x)
+{
+    return eng_book2(g, st, period, f, x, f, 0);
 }
 
 tly_err eng_open_figures(const eng_rules *r, const eng_pstate *st, eng_share **out, uint32_t *n)

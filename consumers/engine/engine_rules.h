@@ -50,6 +50,9 @@ tly_err eng_on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev);
  * section 11 partner row ('P') and expiring funds ('e'). with_seq adds
  * "seq" (API objects); the stored documents leave it out. */
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq);
+/* What the close of owned member p's earliest open period will expire of
+ * its funds: the amount of its 'e' document. */
+int64_t eng_expiring_of(const tly_engine *e, uint32_t p);
 /* Program g's report sums of this shard, as stored under "V/R/". */
 void eng_report_write(eng_jw *w, const eng_program *g);
 /* Program g's liabilities share l, as stored under "V/l/". */

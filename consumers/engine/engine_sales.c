@@ -138,8 +138,7 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
     TRY(tly_money_addto(&row->revenue, amount_k));
     TRY(eng_credit(st, eff, sale->d.accrual));
     TRY(tly_money_addto(&st->accrued, sale->d.accrual));
-    TRY(eng_book(g, st, eff, ENG_ACT_REVENUE, amount_k));
-    TRY(eng_book(g, st, eff, ENG_ACT_ACCRUED, sale->d.accrual));
+    TRY(eng_book2(g, st, eff, ENG_ACT_REVENUE, amount_k, ENG_ACT_ACCRUED, sale->d.accrual));
     ENG_TRACE(st, TLY_TRACE_REVENUE, eff, amount_k);
     return late ? exc_late(e, pos, p, g, "sale", eff) : TLY_OK;
 }
@@ -282,8 +281,7 @@ static tly_err fold_return(tly_engine *e, uint32_t p, eng_pos pos, int64_t at_ms
     TRY(eng_row_get(st, eff, &row));
     /* A return reduces its own effective period, which may go negative [S6]. */
     TRY(tly_money_sub(row->revenue, reduction, &row->revenue));
-    TRY(eng_book(g, st, eff, ENG_ACT_REVENUE, -reduction));
-    TRY(eng_book(g, st, eff, ENG_ACT_CLAWED, c));
+    TRY(eng_book2(g, st, eff, ENG_ACT_REVENUE, -reduction, ENG_ACT_CLAWED, c));
     ENG_TRACE(st, TLY_TRACE_REVENUE, eff, -reduction);
     return late ? exc_late(e, pos, p, g, "return", eff) : TLY_OK;
 }

@@ -140,6 +140,10 @@ tly_err eng_row_finalize(const eng_rules *r, const eng_pstate *st, eng_row *row)
 /* accrued_open and payable of a partner [P4] [R10]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open,
                           int64_t *payable);
+/* accrued_open alone, from the open rows at the end of st's rows: a close
+ * finalizes rows in period order and rows are made only for open periods,
+ * so the final ones come first. */
+tly_err eng_rebate_open(const eng_rules *r, const eng_pstate *st, int64_t *open);
 /* The partner's share of its program's liabilities under rules r [M9]. */
 tly_err eng_liab_of(const eng_rules *r, const eng_pstate *st, eng_liab *out);
 /* *acc += x, or -= x when sub; TLY_OVERFLOW leaves *acc as it was. */
@@ -157,6 +161,10 @@ int32_t eng_event_period(const eng_program *g, int64_t at_ms);
 /* Books x into field f of period for partner st and for its program's
  * sums g (SPEC section 11). */
 tly_err eng_book(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x);
+/* Books x into f and x2 into f2 of one period (a sale's revenue and
+ * accrual): one look-up of the period for both. */
+tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_field f, int64_t x,
+                  enum eng_act_field f2, int64_t x2);
 /* The partner's nonzero open rebate figures by period, ascending (a new
  * vector; *out NULL when none). */
 tly_err eng_open_figures(const eng_rules *r, const eng_pstate *st, eng_share **out, uint32_t *n);

@@ -225,10 +225,11 @@ static size_t program_body(char *buf, const eng_program *g, const char *rest, si
 }
 
 /* Member p's section 11 documents: its row of the partner list
- * ("V/P/<partner>"), its expiring funds ("E/<program key><partner>") and
- * its journal rows of the periods that changed ("J/<program key><u32be
- * period + 2^31><partner>", MessagePack: engine_records.h), each a scan
- * away for the query service. */
+ * ("V/P/<partner>") and its expiring funds ("E/<program key><partner>"),
+ * each a scan away for the query service (its journal rows: flush_journal).
+ * The expiring funds change only when the oldest buckets do (a sale
+ * credits the newest), so the document is written only when its amount
+ * differs from what the last flush stored. */
 static tly_err flush_finance(flush_ctx *f, uint32_t p)
 {
     eng_partner *pp = &f->e->partners[p];
@@ -237,22 +238,15 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
     json_begin(f, &w);
     eng_view_write(&w, f->e, 'P', p, false);
     TRY(put_json(f, "V/P/", pp->id, pp->id_len));
-    char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
+    int64_t amount = eng_expiring_of(f->e, p);
+    if (pp->exp_known && pp->exp_program == pp->program && pp->exp_amount == amount)
+        return TLY_OK;
+    char body[1 + TLY_NAME_BYTES_MAX + TLY_NAME_BYTES_MAX];
     json_begin(f, &w);
     eng_view_write(&w, f->e, 'e', p, false);
     TRY(put_json(f, "E/", body, program_body(body, g, pp->id, pp->id_len)));
-    for (uint32_t i = 0; i < pp->st->act_count; i++) {
-        const eng_act *a = &pp->st->acts[i];
-        if (!a->dirty)
-            continue;
-        char rest[4 + TLY_NAME_BYTES_MAX];
-        uint32_t u = (uint32_t)a->period ^ UINT32_C(0x80000000);
-        for (int b = 0; b < 4; b++)
-            rest[b] = (char)(u >> (24 - 8 * b));
-        memcpy(rest + 4, pp->id, pp->id_len);
-        eng_pack_journal(&f->pk, a);
-        TRY(put_packed(f, "J/", body, program_body(body, g, rest, 4 + pp->id_len)));
-    }
+    pp->exp_next = amount; /* kept by clear_dirty, once the whole flush succeeded */
+    pp->exp_next_set = true;
     return TLY_OK;
 }
 
@@ -340,6 +334,130 @@ static void sort_dirty_partners(tly_engine *e)
     free(r);
 }
 
+/* A changed journal row: its act, its partner, and its (program, period)
+ * as an index into the flush's sorted list of them. */
+typedef struct jrow {
+    uint32_t pair, p;
+    const eng_act *act;
+} jrow;
+
+typedef struct jpair {
+    uint32_t program;
+    int32_t period;
+} jpair;
+
+static int jpair_cmp(const void *a, const void *b)
+{
+    const jpair *x = a, *y = b;
+    if (x->program != y->program)
+        return x->program < y->program ? -1 : 1;
+    return (x->period > y->period) - (x->period < y->period);
+}
+
+/* Index of (program, period) in the n pairs (a handful change in a batch);
+ * n when absent. */
+static uint32_t jpair_find(const jpair *v, uint32_t n, uint32_t program, int32_t period)
+{
+    uint32_t k = 0;
+    while (k < n && (v[k].program != program || v[k].period != period))
+        k++;
+    return k;
+}
+
+/* The changed journal rows of the dirty members (partner ids ascending:
+ * the dirty list is sorted), each member's acts read once; *pairs the
+ * (program, period) pairs they fall in, unsorted. */
+static tly_err journal_collect(const tly_engine *e, jrow **rows, uint32_t *nrows, jpair **pairs,
+                               uint32_t *npairs)
+{
+    uint32_t rcap = 0, pcap = 0;
+    for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
+        uint32_t p = e->dirty_partners[i];
+        const eng_partner *pp = &e->partners[p];
+        if (!pp->owned || pp->program == ENG_NONE)
+            continue;
+        for (uint32_t a = 0; a < pp->st->act_count; a++) {
+            const eng_act *act = &pp->st->acts[a];
+            if (!act->dirty)
+                continue;
+            uint32_t k = jpair_find(*pairs, *npairs, pp->program, act->period);
+            if (k == *npairs)
+                TRY(ENG_PUSH(*pairs, *npairs, pcap, ((jpair){pp->program, act->period})));
+            TRY(ENG_PUSH(*rows, *nrows, rcap, ((jrow){k, p, act})));
+        }
+    }
+    return TLY_OK;
+}
+
+/* The changed journal rows in key order: by (program, period), and within
+ * one by partner id; a counting sort (stable) over the pairs' order. */
+static tly_err journal_rows(const tly_engine *e, jrow **out, uint32_t *count)
+{
+    jrow *rows = NULL, *sorted = NULL;
+    jpair *pairs = NULL;
+    uint32_t n = 0, np = 0, *rank = NULL, *at = NULL;
+    tly_err err = journal_collect(e, &rows, &n, &pairs, &np);
+    if (err == TLY_OK && n > 0) {
+        jpair *order = malloc((size_t)np * sizeof *order);
+        rank = calloc(np, sizeof *rank);
+        at = calloc((size_t)np + 1, sizeof *at);
+        sorted = malloc((size_t)n * sizeof *sorted);
+        if (order && rank && at && sorted) {
+            memcpy(order, pairs, (size_t)np * sizeof *order);
+            qsort(order, np, sizeof *order, jpair_cmp);
+            for (uint32_t k = 0; k < np; k++) /* the place of pairs[k] in key order */
+                rank[k] = jpair_find(order, np, pairs[k].program, pairs[k].period);
+            for (uint32_t i = 0; i < n; i++)
+                at[rank[rows[i].pair] + 1]++;
+            for (uint32_t k = 0; k < np; k++)
+                at[k + 1] += at[k];
+            for (uint32_t i = 0; i < n; i++)
+                sorted[at[rank[rows[i].pair]]++] = rows[i];
+        } else {
+            err = TLY_NOMEM;
+        }
+        free(order);
+    }
+    free(rows);
+    free(pairs);
+    free(rank);
+    free(at);
+    if (err != TLY_OK) {
+        free(sorted);
+        return err;
+    }
+    *out = sorted;
+    *count = n;
+    return TLY_OK;
+}
+
+/* The journal rows of the periods that changed ("J/<program key><u32be
+ * period + 2^31><partner>", MessagePack: engine_records.h) in key order,
+ * so each put lands beside the one before: written with their partners,
+ * a partner's periods one after the other jumped between the periods'
+ * ranges of the store. */
+static tly_err flush_journal(flush_ctx *f)
+{
+    const tly_engine *e = f->e;
+    jrow *v;
+    uint32_t n;
+    TRY(journal_rows(e, &v, &n));
+    tly_err err = TLY_OK;
+    char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
+    for (uint32_t k = 0; k < n && err == TLY_OK; k++) {
+        const eng_partner *pp = &e->partners[v[k].p];
+        size_t head = program_body(body, &e->programs[pp->program], "", 0);
+        uint32_t u = (uint32_t)v[k].act->period ^ UINT32_C(0x80000000);
+        for (int b = 0; b < 4; b++)
+            body[head + (size_t)b] = (char)(u >> (24 - 8 * b));
+        memcpy(body + head + 4, pp->id, pp->id_len);
+        eng_pack_journal(&f->pk, v[k].act);
+        err = put_packed(f, "J/", body, head + 4 + pp->id_len);
+    }
+    free(v);
+    return err;
+}
+
 /* Partners first: settling their shares moves their programs' sums, which
  * the programs' records and liability documents then store. */
 static tly_err flush_all(flush_ctx *f)
@@ -356,6 +474,8 @@ static tly_err flush_all(flush_ctx *f)
             liab[pp->program] = true;
         err = flush_partner(f, e->dirty_partners[i]);
     }
+    if (err == TLY_OK)
+        err = flush_journal(f);
     if (err == TLY_OK)
         err = flush_programs(f, liab);
     free(liab);
@@ -386,6 +506,12 @@ static void clear_dirty(tly_engine *e)
         eng_partner *pp = &e->partners[e->dirty_partners[i]];
         pp->dirty = false;
         pp->claims_changed = false;
+        if (pp->exp_next_set) {
+            pp->exp_known = true;
+            pp->exp_program = pp->program;
+            pp->exp_amount = pp->exp_next;
+            pp->exp_next_set = false;
+        }
         for (uint32_t c = 0; pp->st != NULL && c < pp->st->claim_count; c++)
             pp->st->claims[c].dirty = false;
         if (pp->st == NULL)

@@ -278,12 +278,17 @@ static int64_t expiring_of(const eng_program *g, const eng_pstate *st)
     return sum;
 }
 
+int64_t eng_expiring_of(const tly_engine *e, uint32_t p)
+{
+    const eng_partner *pp = &e->partners[p];
+    return expiring_of(&e->programs[pp->program], pp->st);
+}
+
 /* A partner's expiring funds: {"partner","amount"}. */
 static void view_expiring(eng_jw *w, const tly_engine *e, uint32_t p)
 {
-    const eng_partner *pp = &e->partners[p];
     head(w, e, p, false);
-    key_int(w, "amount", expiring_of(&e->programs[pp->program], pp->st));
+    key_int(w, "amount", eng_expiring_of(e, p));
     eng_jw_end(w);
 }
 

@@ -143,15 +143,23 @@ static tly_err dispatch(tly_engine *e, const tly_record *rec, eng_pos pos, const
 /* After every event: every figure a view of a touched partner shows must
  * fit int64 (else TLY_OVERFLOW stops the consumer), and the MDF invariant
  * of SPEC section 6 must hold (TLY_ASSERT: in every build type; a broken
- * invariant stops the process before the batch is flushed). */
-static tly_err check_touched(const tly_engine *e)
+ * invariant stops the process before the batch is flushed). The final
+ * rows' sum (payable) changes only at a close, which freezes figures, and
+ * at a payout; after any other event only the open rows are summed again
+ * (they are few, where the final ones grow with the partner's history). */
+static tly_err check_touched(const tly_engine *e, tly_ev_type type)
 {
+    bool finals = type == TLY_EV_CLOSE || type == TLY_EV_PAYOUT;
     for (uint32_t i = 0; i < e->touched_count; i++) {
         const eng_partner *pp = &e->partners[e->touched[i]];
         if (pp->program == ENG_NONE)
             continue;
+        const eng_rules *r = &e->programs[pp->program].rules;
         int64_t open, payable, avail;
-        TRY(eng_rebate_totals(&e->programs[pp->program].rules, pp->st, &open, &payable));
+        if (finals)
+            TRY(eng_rebate_totals(r, pp->st, &open, &payable));
+        else
+            TRY(eng_rebate_open(r, pp->st, &open));
         TRY(eng_available(pp->st, &avail));
         TLY_ASSERT(eng_invariant_ok(pp->st));
     }
@@ -198,7 +206,7 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     e->trace_rec = NULL;
     e->trace_ev = NULL;
     TRY(err);
-    TRY(check_touched(e));
+    TRY(check_touched(e, ev->type));
     e->seq = rec->seq;
     return TLY_OK;
 }
