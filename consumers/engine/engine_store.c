@@ -492,7 +492,8 @@ static void drop_closed_acts(const tly_engine *e, eng_partner *pp)
         return;
     eng_pstate *st = pp->st;
     uint32_t n = eng_acts_closed(st, &e->programs[pp->program]);
-    memmove(st->acts, st->acts + n, (st->act_count - n) * sizeof *st->acts);
+    if (n > 0)
+        memmove(st->acts, st->acts + n, (st->act_count - n) * sizeof *st->acts);
     st->act_count -= n;
 }
 
