@@ -12,6 +12,7 @@
  */
 #include <check.h>
 #include <jansson.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,116 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
+/* The service's bytes for req both ways: tly_query_answer_encode (the
+ * fast way where it applies) and tly_query_answer + tly_query_reply_encode
+ * (the reference). True when the fast way gave them. */
+static bool same_bytes(tly_query_store *store, json_t *req, const char *what)
+{
+    uint64_t before = tly_query_store_fast_answers(store);
+    msgpack_sbuffer fast, slow;
+    msgpack_sbuffer_init(&fast);
+    msgpack_sbuffer_init(&slow);
+    ck_assert_int_eq(tly_query_answer_encode(store, req, &fast), TLY_OK);
+    bool was_fast = tly_query_store_fast_answers(store) > before;
+    json_t *reply = NULL;
+    ck_assert_int_eq(tly_query_answer(store, req, &reply), TLY_OK);
+    tly_query_reply_encode(reply, &slow);
+    ck_assert_msg(fast.size == slow.size && memcmp(fast.data, slow.data, fast.size) == 0,
+                  "%s: %zu bytes the fast way, %zu the jansson way", what, fast.size, slow.size);
+    json_decref(reply);
+    msgpack_sbuffer_destroy(&fast);
+    msgpack_sbuffer_destroy(&slow);
+    json_decref(req);
+    return was_fast;
+}
+
+/* Every page of max rows after `after` (NULL: from the first), each the
+ * same bytes both ways and the fast way's; returns the pages. */
+static int pages_same(tly_query_store *store, const char *flags, int max, const char *after)
+{
+    char *cursor = after ? strdup(after) : NULL;
+    int pages = 0;
+    for (; pages < 1000; pages++) {
+        json_t *req = request_of("partners", flags);
+        json_object_set_new(req, "max", json_integer(max));
+        if (cursor)
+            json_object_set_new(req, "after", json_string(cursor));
+        json_t *page = NULL;
+        ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+        char what[300];
+        snprintf(what, sizeof what, "partners %s max %d after %s", flags, max, cursor);
+        ck_assert_msg(same_bytes(store, req, what), "%s: not the fast way", what);
+        json_t *next = json_object_get(page, "next");
+        free(cursor);
+        cursor = next ? strdup(json_string_value(next)) : NULL;
+        json_decref(page);
+        if (cursor == NULL)
+            break;
+    }
+    return pages + 1;
+}
+
+/* The fast way of partners and expiring gives the reference's bytes for
+ * every request of the vector, every page size and the bad requests (which
+ * the reference answers). */
+START_TEST(test_fast_same_bytes)
+{
+    char views[1100];
+    snprintf(views, sizeof views, "%s/views", g_data[_i]);
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(views, NULL, (uint32_t)_i + 1, &store), TLY_OK);
+    const char *flags;
+    json_t *want;
+    json_object_foreach(json_object_get(g_want, "partners"), flags, want)
+    {
+        ck_assert(same_bytes(store, request_of("partners", flags), flags));
+        int rows = (int)json_array_size(json_object_get(want, "partners"));
+        for (int max = 1; max <= rows + 1; max++)
+            ck_assert_int_eq(pages_same(store, flags, max, NULL),
+                             rows > max ? (rows + max - 1) / max : 1);
+    }
+    pages_same(store, "", (int)TLY_QUERY_PARTNERS_PAGE_MAX, NULL);
+    ck_assert_int_eq(pages_same(store, "", 2, "a"), 10); /* before every id */
+    ck_assert_int_eq(pages_same(store, "", 2, "~"), 1);  /* after every id */
+    ck_assert_int_eq(pages_same(store, "--program nimbus", 1, "datum"), 2);
+    ck_assert_int_eq(pages_same(store, "--program nimbus", 1, "graphic-consultant-718"), 1);
+    ck_assert(same_bytes(store, json_pack("{s:s}", "q", "expiring"), "expiring"));
+    ck_assert(
+        same_bytes(store, json_pack("{s:s, s:s}", "q", "expiring", "program", "apex"), "apex"));
+    ck_assert(
+        same_bytes(store, json_pack("{s:s, s:s}", "q", "expiring", "program", "nimbus"), "n"));
+    /* what the reference answers with an error, the fast way leaves to it */
+    static const char *const bad[] = {
+        "{\"q\":\"partners\",\"max\":0}",
+        "{\"q\":\"partners\",\"max\":\"3\"}",
+        "{\"q\":\"partners\",\"max\":2.5}",
+        "{\"q\":\"partners\",\"after\":\"\"}",
+        "{\"q\":\"partners\",\"after\":7}",
+        "{\"q\":\"partners\",\"program\":7}",
+        "{\"q\":\"partners\",\"search\":\"\"}",
+        "{\"q\":\"partners\",\"tier\":[]}",
+        "{\"q\":\"expiring\",\"program\":\"nope\"}",
+        "{\"q\":\"expiring\",\"program\":\"\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!same_bytes(store, json_loads(bad[i], 0, NULL), bad[i]), "%s", bad[i]);
+    char name[TLY_NAME_BYTES_MAX + 2];
+    memset(name, 'x', sizeof name - 1);
+    name[sizeof name - 1] = '\0'; /* one byte over */
+    ck_assert(!same_bytes(store, json_pack("{s:s, s:s}", "q", "partners", "kind", name), "kind"));
+    name[TLY_NAME_BYTES_MAX] = '\0'; /* at the limit: no partner of that kind */
+    ck_assert(same_bytes(store, json_pack("{s:s, s:s}", "q", "partners", "kind", name), "kind"));
+    ck_assert(same_bytes(
+        store, json_pack("{s:s, s:i}", "q", "partners", "max", (int)TLY_QUERY_PARTNERS_PAGE_MAX),
+        "max at the limit"));
+    ck_assert(!same_bytes(
+        store,
+        json_pack("{s:s, s:i}", "q", "partners", "max", (int)TLY_QUERY_PARTNERS_PAGE_MAX + 1),
+        "max over"));
+    tly_query_store_close(store);
+}
+END_TEST
+
 static void build_fixture(void)
 {
     stream st = {0};
@@ -317,6 +428,7 @@ static Suite *finance_suite(void)
     tcase_add_loop_test(tc, test_journal, 0, 2);
     tcase_add_loop_test(tc, test_journal_ties_to_report, 0, 2);
     tcase_add_test(tc, test_bad_requests);
+    tcase_add_loop_test(tc, test_fast_same_bytes, 0, 2);
     return s;
 }
 

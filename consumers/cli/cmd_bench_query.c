@@ -567,17 +567,22 @@ static void print_text(const qbench *qb, const json_t *runs)
 
 /* One finance query, measured in process (the store answered and encoded
  * as the service does, without ZeroMQ) and as a client sees it (a round
- * trip to the real service, the reply decoded). */
+ * trip to the real service, the reply decoded). An every_page query is
+ * the whole partner list as the command gets it: each page asked "after"
+ * the "next" of the one before, the figures summed over the pages. */
 typedef struct fquery {
     char label[96];
     json_t *req;
+    bool every_page;
     uint64_t local_ns[BENCH_FINANCE_ROUNDS];
     uint64_t cpu_ns[BENCH_FINANCE_ROUNDS]; /* this thread's CPU time in process */
     uint64_t wire_ns[BENCH_FINANCE_ROUNDS];
     uint32_t rounds;
-    size_t bytes;   /* the reply's MessagePack size */
-    size_t rows;    /* elements of the answer's list */
-    char error[48]; /* the error code of an error answer, else "" */
+    uint32_t pages;    /* requests of one round */
+    double service_ms; /* the service process's CPU time per round, mean */
+    size_t bytes;      /* the reply's MessagePack size (all pages) */
+    size_t rows;       /* elements of the answer's list (all pages) */
+    char error[48];    /* the error code of an error answer, else "" */
 } fquery;
 
 /* This thread's CPU time: what a query costs whatever else the machine
@@ -590,6 +595,26 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
 }
 
+/* A process's CPU time so far (user + system, from /proc: clock ticks),
+ * 0 when unreadable. */
+static uint64_t process_cpu_ns(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    unsigned long long ut = 0, st = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (p == NULL || hz <= 0 ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (uint64_t)((ut + st) * (UINT64_C(1000000000) / (uint64_t)hz));
+}
+
 /* The size of the answer's main list. */
 static size_t answer_rows(const json_t *a)
 {
@@ -600,40 +625,91 @@ static size_t answer_rows(const json_t *a)
     return 0;
 }
 
-/* Times one query BENCH_FINANCE_ROUNDS times, at most --seconds each way. */
-static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, fquery *q)
+/* The request of the page after reply's "next" (a new reference), NULL
+ * when q is not every_page or no page follows. */
+static json_t *next_page(const fquery *q, const json_t *reply)
 {
-    msgpack_sbuffer req, out;
-    msgpack_sbuffer_init(&req);
+    json_t *next = json_object_get(reply, "next");
+    if (!q->every_page || !json_is_string(next))
+        return NULL;
+    json_t *req = json_deep_copy(q->req);
+    if (req)
+        json_object_set(req, "after", next);
+    return req;
+}
+
+/* One round in process: every page's answer encoded, timed (the decoding
+ * that finds the next page is not). */
+static tly_err local_round(tly_query_store *store, fquery *q, msgpack_sbuffer *out)
+{
+    json_t *req = json_incref(q->req);
+    tly_err err = TLY_OK;
+    q->local_ns[q->rounds] = q->cpu_ns[q->rounds] = 0;
+    while (req && err == TLY_OK) {
+        out->size = 0;
+        uint64_t t0 = tly_mono_ns(), c0 = thread_cpu_ns();
+        err = tly_query_answer_encode(store, req, out);
+        q->local_ns[q->rounds] += tly_mono_ns() - t0;
+        q->cpu_ns[q->rounds] += thread_cpu_ns() - c0;
+        json_decref(req);
+        json_t *a = err == TLY_OK ? tly_json_from_mp(out->data, out->size) : NULL;
+        req = next_page(q, a);
+        json_decref(a);
+    }
+    json_decref(req);
+    return err;
+}
+
+/* One round through the service: every page asked and decoded. */
+static tly_err wire_round(void *sock, fquery *q)
+{
+    json_t *req = json_incref(q->req);
+    tly_err err = TLY_OK;
+    q->wire_ns[q->rounds] = 0;
+    q->bytes = q->rows = q->pages = 0;
+    while (req && err == TLY_OK) {
+        msgpack_sbuffer body;
+        msgpack_sbuffer_init(&body);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        uint64_t t0 = tly_mono_ns();
+        bool ok = tly_query_pack(req, &body) == TLY_OK &&
+                  zmq_send(sock, body.data, body.size, 0) >= 0 && zmq_msg_recv(&m, sock, 0) >= 0;
+        json_t *a = ok ? tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m)) : NULL;
+        q->wire_ns[q->rounds] += tly_mono_ns() - t0;
+        q->bytes += zmq_msg_size(&m);
+        q->rows += answer_rows(a);
+        q->pages++;
+        const char *e = json_string_value(json_object_get(a, "error"));
+        snprintf(q->error, sizeof q->error, "%s", e ? e : "");
+        err = a ? TLY_OK : TLY_IO;
+        json_decref(req);
+        req = next_page(q, a);
+        json_decref(a);
+        zmq_msg_close(&m);
+        msgpack_sbuffer_destroy(&body);
+    }
+    json_decref(req);
+    return err;
+}
+
+/* Times one query BENCH_FINANCE_ROUNDS times, at most --seconds each way. */
+static tly_err finance_measure(qbench *qb, tly_query_store *store, void *sock, pid_t svc, fquery *q)
+{
+    msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
-    tly_err err = tly_query_pack(q->req, &req);
-    uint64_t t_all = tly_mono_ns();
+    tly_err err = TLY_OK;
+    uint64_t t_all = tly_mono_ns(), svc_ns = 0;
     for (q->rounds = 0; err == TLY_OK && q->rounds < BENCH_FINANCE_ROUNDS &&
                         tly_bench_seconds_since(t_all) < (double)qb->o.seconds;
          q->rounds++) {
-        out.size = 0;
-        uint64_t t0 = tly_mono_ns(), c0 = thread_cpu_ns();
-        err = tly_query_answer_encode(store, q->req, &out);
-        q->local_ns[q->rounds] = tly_mono_ns() - t0;
-        q->cpu_ns[q->rounds] = thread_cpu_ns() - c0;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        t0 = tly_mono_ns();
-        bool ok = err == TLY_OK && zmq_send(sock, req.data, req.size, 0) >= 0 &&
-                  zmq_msg_recv(&m, sock, 0) >= 0;
-        json_t *a = ok ? tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m)) : NULL;
-        q->wire_ns[q->rounds] = tly_mono_ns() - t0;
-        q->bytes = zmq_msg_size(&m);
-        q->rows = answer_rows(a);
-        snprintf(q->error, sizeof q->error, "%s",
-                 json_string_value(json_object_get(a, "error"))
-                     ? json_string_value(json_object_get(a, "error"))
-                     : "");
-        err = err != TLY_OK ? err : a ? TLY_OK : TLY_IO;
-        json_decref(a);
-        zmq_msg_close(&m);
+        err = local_round(store, q, &out);
+        uint64_t c0 = process_cpu_ns(svc);
+        if (err == TLY_OK)
+            err = wire_round(sock, q);
+        svc_ns += process_cpu_ns(svc) - c0;
     }
-    msgpack_sbuffer_destroy(&req);
+    q->service_ms = q->rounds ? (double)svc_ns / 1e6 / q->rounds : 0;
     msgpack_sbuffer_destroy(&out);
     return err;
 }
@@ -644,7 +720,14 @@ static size_t finance_queries(tly_query_store *store, fquery *qs, size_t cap)
 {
     size_t n = 0;
     qs[n++].req = json_pack("{s:s}", "q", "partners");
+    qs[n].every_page = true;
+    qs[n++].req = json_pack("{s:s}", "q", "partners");
     qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "search", "-00042");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "search", "P-0004");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "tier", "Silver");
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "kind", "msp");
+    qs[n].every_page = true;
+    qs[n++].req = json_pack("{s:s, s:s}", "q", "partners", "program", "beta");
     qs[n++].req = json_pack("{s:s}", "q", "expiring");
     json_t *liab = NULL, *lreq = json_pack("{s:s}", "q", "liabilities");
     tly_query_answer(store, lreq, &liab);
@@ -678,6 +761,8 @@ static size_t finance_queries(tly_query_store *store, fquery *qs, size_t cap)
                 o += (size_t)snprintf(qs[i].label + o, sizeof qs[i].label - o, " --%s %s", k,
                                       json_string_value(v));
         }
+        if (qs[i].every_page && o < sizeof qs[i].label)
+            snprintf(qs[i].label + o, sizeof qs[i].label - o, " (every page)");
     }
     return n;
 }
@@ -687,20 +772,23 @@ static json_t *finance_json(fquery *q)
     tly_bench_sort(q->local_ns, q->rounds);
     tly_bench_sort(q->wire_ns, q->rounds);
     tly_bench_sort(q->cpu_ns, q->rounds);
-    json_t *o = json_pack(
-        "{s:s, s:I, s:I, s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "query", q->label, "rounds",
-        (json_int_t)q->rounds, "rows", (json_int_t)q->rows, "reply_bytes", (json_int_t)q->bytes,
-        "in_process_ms", "p50", tly_bench_quantile_us(q->local_ns, q->rounds, 500) / 1e3, "p99",
-        tly_bench_quantile_us(q->local_ns, q->rounds, 990) / 1e3, "max",
-        tly_bench_quantile_us(q->local_ns, q->rounds, 1000) / 1e3, "round_trip_ms", "p50",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 500) / 1e3, "p99",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 990) / 1e3, "max",
-        tly_bench_quantile_us(q->wire_ns, q->rounds, 1000) / 1e3);
+    json_t *o =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "query",
+                  q->label, "rounds", (json_int_t)q->rounds, "requests", (json_int_t)q->pages,
+                  "rows", (json_int_t)q->rows, "reply_bytes", (json_int_t)q->bytes, "in_process_ms",
+                  "p50", tly_bench_quantile_us(q->local_ns, q->rounds, 500) / 1e3, "p99",
+                  tly_bench_quantile_us(q->local_ns, q->rounds, 990) / 1e3, "max",
+                  tly_bench_quantile_us(q->local_ns, q->rounds, 1000) / 1e3, "round_trip_ms", "p50",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 500) / 1e3, "p99",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 990) / 1e3, "max",
+                  tly_bench_quantile_us(q->wire_ns, q->rounds, 1000) / 1e3);
     json_t *cpu =
         json_pack("{s:f, s:f}", "p50", tly_bench_quantile_us(q->cpu_ns, q->rounds, 500) / 1e3,
                   "max", tly_bench_quantile_us(q->cpu_ns, q->rounds, 1000) / 1e3);
     if (o && cpu)
         json_object_set_new(o, "in_process_cpu_ms", cpu);
+    if (o)
+        json_object_set_new(o, "service_cpu_ms_mean", json_real(q->service_ms));
     if (o && q->error[0])
         json_object_set_new(o, "error", json_string(q->error));
     return o;
@@ -716,10 +804,12 @@ static void finance_print(const qbench *qb, const json_t *runs)
 {
     printf("tally bench query --finance: %llu events, %u partners, up to %u rounds per query\n"
            "in process: the store's answer encoded as the service does (wall clock and this\n"
-           "thread's CPU time); round trip: a request to the real service, the reply decoded\n",
+           "thread's CPU time); round trip: a request to the real service, the reply decoded\n"
+           "(svc cpu: the service process's CPU time per round trip, ZeroMQ included, mean);\n"
+           "(every page): the command's whole list, a request per page, figures summed\n",
            (unsigned long long)qb->d.head, qb->d.partner_count, BENCH_FINANCE_ROUNDS);
-    printf("%-40s %9s %11s %10s %10s %10s %10s\n", "query", "rows", "reply bytes", "wall p50",
-           "cpu p50", "trip p50", "trip max");
+    printf("%-40s %9s %11s %10s %10s %10s %10s %10s\n", "query", "rows", "reply bytes", "wall p50",
+           "cpu p50", "trip p50", "trip max", "svc cpu");
     size_t i;
     json_t *r;
     json_array_foreach(runs, i, r)
@@ -728,11 +818,12 @@ static void finance_print(const qbench *qb, const json_t *runs)
         char rows[24];
         snprintf(rows, sizeof rows, "%lld",
                  (long long)json_integer_value(json_object_get(r, "rows")));
-        printf("%-40s %9s %11lld %8.2fms %8.2fms %8.2fms %8.2fms\n",
+        printf("%-40s %9s %11lld %8.2fms %8.2fms %8.2fms %8.2fms %8.2fms\n",
                json_string_value(json_object_get(r, "query")), e ? e : rows,
                (long long)json_integer_value(json_object_get(r, "reply_bytes")),
                ms_of(r, "in_process_ms", "p50"), ms_of(r, "in_process_cpu_ms", "p50"),
-               ms_of(r, "round_trip_ms", "p50"), ms_of(r, "round_trip_ms", "max"));
+               ms_of(r, "round_trip_ms", "p50"), ms_of(r, "round_trip_ms", "max"),
+               json_real_value(json_object_get(r, "service_cpu_ms_mean")));
     }
 }
 
@@ -773,7 +864,7 @@ static tly_err finance_runs(qbench *qb, json_t *runs)
     if (sock)
         zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
     for (size_t i = 0; sock && i < n && err == TLY_OK; i++)
-        if ((err = finance_measure(qb, store, sock, &qs[i])) == TLY_OK)
+        if ((err = finance_measure(qb, store, sock, svc, &qs[i])) == TLY_OK)
             json_array_append_new(runs, finance_json(&qs[i]));
     if (err == TLY_OK && !sock)
         err = TLY_NOMEM;
@@ -817,10 +908,12 @@ static void usage(FILE *out)
             "\n"
             "  --finance     time the SPEC section 11 answers instead: a log with\n"
             "                --partners partners (default %u, max %u) folded into one\n"
-            "                shard, then every partner, a search, the expiring funds and\n"
-            "                each program's report and first journal, %u times each (at\n"
-            "                most --seconds each), from one client: the service's work\n"
-            "                in process and a client's round trip\n",
+            "                shard, then the partners (the first page, and every page\n"
+            "                as the command asks them), searches and filters, the\n"
+            "                expiring funds and each program's report and first\n"
+            "                journal, %u times each (at most --seconds each), from one\n"
+            "                client: the service's work in process, a client's round\n"
+            "                trip and the service process's CPU time per round trip\n",
             BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, BENCH_CLIENTS_DEFAULT,
             TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX,
             BENCH_FINANCE_PARTNERS_DEFAULT, TLY_GEN_PARTNERS_MAX, BENCH_FINANCE_ROUNDS);

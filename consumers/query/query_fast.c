@@ -64,22 +64,42 @@ static uint32_t node_new(qread *r, uint8_t t)
 
 static uint32_t read_value(qread *r, unsigned depth);
 
+/* What a string's byte is to the reader: 0 ordinary, STOP the closing
+ * quote or a byte it refuses (a control character, which jansson refuses
+ * too, or an escape, which is jansson's to read), HIGH part of a UTF-8
+ * sequence (checked once the string ends). */
+enum { STOP = 1, HIGH = 2 };
+static const uint8_t str_class[256] = {
+    /* 0x00-0x1f: control characters; '"' (0x22) and '\\' (0x5c); 0x80-0xff */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+_Static_assert(STOP == 1 && HIGH == 2, "str_class spells the classes as numbers");
+
 /* A string without escapes or control characters, UTF-8 as jansson
  * requires. r->p is at the opening quote. */
 static uint32_t read_string(qread *r)
 {
     const char *s = ++r->p;
-    bool high = false;
-    while (r->p < r->end && *r->p != '"') {
-        unsigned char c = (unsigned char)*r->p++;
-        if (c < 0x20 || c == '\\')
-            return 0; /* control characters are invalid, escapes are jansson's */
-        high |= c >= 0x80;
+    uint8_t seen = 0;
+    for (;;) {
+        while (r->p < r->end && str_class[(unsigned char)*r->p] == 0)
+            r->p++;
+        if (r->p == r->end || str_class[(unsigned char)*r->p] != HIGH)
+            break;
+        seen = HIGH;
+        r->p++;
     }
-    if (r->p == r->end)
-        return 0;
+    if (r->p == r->end || *r->p != '"')
+        return 0; /* unterminated, a control character or an escape */
     size_t len = (size_t)(r->p++ - s);
-    if (len > UINT32_MAX || (high && !tly_utf8_valid(s, len)))
+    if (len > UINT32_MAX || (seen && !tly_utf8_valid(s, len)))
         return 0;
     uint32_t k = node_new(r, QN_STR);
     if (k) {
@@ -129,7 +149,9 @@ static bool keys_unique(const qread *r, uint32_t obj)
     const tly__qnode *nd = r->nodes;
     for (uint32_t a = nd[obj].first; a; a = nd[nd[a].next].next)
         for (uint32_t b = nd[nd[a].next].next; b; b = nd[nd[b].next].next)
-            if (nd[a].count == nd[b].count && memcmp(nd[a].s, nd[b].s, nd[a].count) == 0)
+            if (nd[a].count == nd[b].count &&
+                (nd[a].count == 0 ||
+                 (nd[a].s[0] == nd[b].s[0] && memcmp(nd[a].s, nd[b].s, nd[a].count) == 0)))
                 return false;
     return true;
 }
@@ -334,14 +356,170 @@ static void put_reply(const tly__qnode *nd, uint32_t doc, const tly__qshape *sh,
         }
 }
 
+uint32_t tly__qfast_read(tly__qfast *f, const char *doc, size_t len)
+{
+    if (!f->nodes)
+        return 0;
+    qread r = {doc, doc + len, f->nodes, 0, f->cap};
+    uint32_t top = read_value(&r, 0);
+    return top && r.p == r.end && f->nodes[top].type == QN_OBJ ? top : 0;
+}
+
+uint32_t tly__qfast_member(const tly__qfast *f, uint32_t obj, const char *name)
+{
+    return f->nodes[obj].type == QN_OBJ ? member(f->nodes, obj, name) : 0;
+}
+
+bool tly__qfast_str(const tly__qfast *f, uint32_t v, const char **s, size_t *len)
+{
+    if (v == 0 || f->nodes[v].type != QN_STR)
+        return false;
+    *s = f->nodes[v].s;
+    *len = f->nodes[v].count;
+    return true;
+}
+
+int64_t tly__qfast_int(const tly__qfast *f, uint32_t v)
+{
+    return v != 0 && f->nodes[v].type == QN_INT ? f->nodes[v].i : 0;
+}
+
+/* --- writing straight into a buffer (the list answers): the bytes the
+ * msgpack_pack_* calls above give, without a call per piece --- */
+
+bool tly__qfast_room(msgpack_sbuffer *b, size_t n)
+{
+    if (b->alloc - b->size >= n)
+        return true;
+    size_t cap = b->alloc ? b->alloc : 8192;
+    while (cap - b->size < n) {
+        if (cap > SIZE_MAX / 2)
+            return false;
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (p == NULL)
+        return false;
+    b->data = p;
+    b->alloc = cap;
+    return true;
+}
+
+/* The low `bytes` bytes of v at p, big-endian; returns their end. */
+static char *put_be(char *p, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+    return p + bytes;
+}
+
+/* The header of a str, map or array of n (msgpack_pack_str, _map,
+ * _array): fix | n below fix_lim, then c8 (str only: 0 none) below 256,
+ * c16 below 65536, else c32. Room for 5 bytes at p. */
+static char *put_head(char *p, size_t n, unsigned fix, size_t fix_lim, unsigned c8, unsigned c16)
+{
+    if (n < fix_lim) {
+        *p = (char)(fix | n);
+        return p + 1;
+    }
+    if (c8 && n < 256) {
+        *p = (char)c8;
+        return put_be(p + 1, n, 1);
+    }
+    if (n < 65536) {
+        *p = (char)c16;
+        return put_be(p + 1, n, 2);
+    }
+    *p = (char)(c16 + 1);
+    return put_be(p + 1, n, 4);
+}
+
+/* An integer as msgpack_pack_int64 writes it. Room for 9 bytes at p. */
+static char *put_int(char *p, int64_t d)
+{
+    static const struct {
+        int64_t below;
+        unsigned char code;
+        int bytes;
+    } neg[] = {{-(INT64_C(1) << 31), 0xd3, 8},
+               {-(INT64_C(1) << 15), 0xd2, 4},
+               {-(INT64_C(1) << 7), 0xd1, 2},
+               {-(INT64_C(1) << 5), 0xd0, 1}};
+    static const struct {
+        int64_t below;
+        unsigned char code;
+        int bytes;
+    } pos[] = {
+        {INT64_C(1) << 8, 0xcc, 1}, {INT64_C(1) << 16, 0xcd, 2}, {INT64_C(1) << 32, 0xce, 4}};
+    if (d >= -(INT64_C(1) << 5) && d < (INT64_C(1) << 7)) {
+        *p = (char)(d & 0xff); /* fixint */
+        return p + 1;
+    }
+    if (d < 0) {
+        size_t i = 0;
+        while (i + 1 < sizeof neg / sizeof neg[0] && d >= neg[i].below)
+            i++;
+        *p = (char)neg[i].code;
+        return put_be(p + 1, (uint64_t)d, neg[i].bytes);
+    }
+    size_t i = 0;
+    while (i < sizeof pos / sizeof pos[0] && d >= pos[i].below)
+        i++;
+    *p = (char)(i < sizeof pos / sizeof pos[0] ? pos[i].code : 0xcf);
+    return put_be(p + 1, (uint64_t)d, i < sizeof pos / sizeof pos[0] ? pos[i].bytes : 8);
+}
+
+static bool emit_str(msgpack_sbuffer *b, const char *s, size_t len)
+{
+    if (!tly__qfast_room(b, 5 + len))
+        return false;
+    char *p = put_head(b->data + b->size, len, 0xa0, 32, 0xd9, 0xda);
+    memcpy(p, s, len);
+    b->size = (size_t)(p + len - b->data);
+    return true;
+}
+
+/* A value as put_value packs it. */
+static bool emit_value(const tly__qnode *nd, uint32_t k, msgpack_sbuffer *b)
+{
+    const tly__qnode *v = &nd[k];
+    if (v->type == QN_STR)
+        return emit_str(b, v->s, v->count);
+    if (!tly__qfast_room(b, 9))
+        return false;
+    char *p = b->data + b->size;
+    bool ok = true;
+    switch (v->type) {
+    case QN_OBJ:
+        b->size = (size_t)(put_head(p, v->count, 0x80, 16, 0, 0xde) - b->data);
+        for (uint32_t c = v->first; ok && c; c = nd[nd[c].next].next)
+            ok = emit_str(b, nd[c].s, nd[c].count) && emit_value(nd, nd[c].next, b);
+        return ok;
+    case QN_ARR:
+        b->size = (size_t)(put_head(p, v->count, 0x90, 16, 0, 0xdc) - b->data);
+        for (uint32_t c = v->first; ok && c; c = nd[c].next)
+            ok = emit_value(nd, c, b);
+        return ok;
+    case QN_INT:
+        b->size = (size_t)(put_int(p, v->i) - b->data);
+        return true;
+    default:
+        *p = (char)(v->type == QN_TRUE ? 0xc3 : v->type == QN_FALSE ? 0xc2 : 0xc0);
+        b->size++;
+        return true;
+    }
+}
+
+bool tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_sbuffer *out)
+{
+    return emit_value(f->nodes, v, out);
+}
+
 bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
                       uint64_t seq, msgpack_sbuffer *out)
 {
-    if (!f->nodes)
-        return false;
-    qread r = {doc, doc + len, f->nodes, 0, f->cap};
-    uint32_t top = read_value(&r, 0);
-    if (!top || r.p != r.end || f->nodes[top].type != QN_OBJ)
+    uint32_t top = tly__qfast_read(f, doc, len);
+    if (!top)
         return false;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);

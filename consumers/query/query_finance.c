@@ -154,6 +154,16 @@ static uint32_t page_max(const json_t *req, json_t **bad)
     return (uint32_t)n;
 }
 
+const char *tly__qopt_str(const json_t *req, const char *field, json_t **bad)
+{
+    return opt_str(req, field, bad);
+}
+
+uint32_t tly__qpage_max(const json_t *req, json_t **bad)
+{
+    return page_max(req, bad);
+}
+
 /* The first max rows of list (sorted) into out's "partners", and "next"
  * (the last id given) when more follow. */
 static bool partners_page(json_t *out, json_t *list, uint32_t max)

@@ -58,6 +58,28 @@ void tly__qfast_free(tly__qfast *f);
 bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
                       uint64_t seq, msgpack_sbuffer *out);
 
+/* The fast path's reader for the list answers (query_finance_fast.c):
+ * reads the document doc[0..len) into f's scratch (over what it read
+ * before) and returns its top value, an object; 0 when the document is
+ * not an object of the subset tly__qfast_reply reads (the caller then
+ * takes the jansson way). */
+uint32_t tly__qfast_read(tly__qfast *f, const char *doc, size_t len);
+/* The value of member name of object obj; 0 when absent (or obj is not an
+ * object), as json_object_get. */
+uint32_t tly__qfast_member(const tly__qfast *f, uint32_t obj, const char *name);
+/* String value v's bytes (inside the document; no NUL among them): false
+ * when v is 0 or not a string. */
+bool tly__qfast_str(const tly__qfast *f, uint32_t v, const char **s, size_t *len);
+/* Value v as json_integer_value reads it: 0 unless an integer. */
+int64_t tly__qfast_int(const tly__qfast *f, uint32_t v);
+/* Appends value v to out as tly_query_pack packs jansson's reading of it
+ * (the same bytes, written straight into the buffer); false when out of
+ * memory (out then holds part of it). */
+bool tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_sbuffer *out);
+/* Room for n more bytes in b (grown by doubling); false when out of
+ * memory. */
+bool tly__qfast_room(msgpack_sbuffer *b, size_t n);
+
 /* ---- answers over every shard (tly_query.c runs them, query_finance.c
  * writes the section 11 ones) ---- */
 
@@ -77,6 +99,9 @@ tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__
  * before each shard). */
 tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
                          size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx);
+/* The reply's "seq" (the lowest checkpoint [D8]) and whether the shards'
+ * checkpoints differ ("shards_differ"), as tly__qreply gives them. */
+void tly__qsnaps_seq(const tly__qsnaps *ss, uint64_t *seq, bool *differ);
 /* A cross-shard reply {"seq": lowest checkpoint [D8]} (and "shards_differ"
  * when the shards' checkpoints differ); NULL when out of memory. */
 json_t *tly__qreply(const tly__qsnaps *ss);
@@ -90,6 +115,24 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req);
+/* A string option of a section 11 request: NULL when absent; *bad (an
+ * error reply) when it is not a string of 1..TLY_NAME_BYTES_MAX bytes
+ * without NUL. */
+const char *tly__qopt_str(const json_t *req, const char *field, json_t **bad);
+/* The page size of a partners request ("max", by default and at most
+ * TLY_QUERY_PARTNERS_PAGE_MAX); *bad when it is out of range. */
+uint32_t tly__qpage_max(const json_t *req, json_t **bad);
+/* The fast way to the encoded reply of a partners or expiring request
+ * (query_finance_fast.c): into out (empty on entry) exactly the bytes
+ * tly_query_reply_encode gives for tly__answer_partners' or
+ * tly__answer_expiring's answer over the same snapshots; false (out empty)
+ * when it cannot tell them (a bad request, an error answer, a stored row
+ * outside the subset tly__qfast_read reads, a reply over the frame), and
+ * the caller takes the jansson way. */
+bool tly__qfast_partners(tly__qfast *f, const tly__qsnaps *ss, const json_t *req,
+                         msgpack_sbuffer *out);
+bool tly__qfast_expiring(tly__qfast *f, const tly__qsnaps *ss, const json_t *req,
+                         msgpack_sbuffer *out);
 /* The ids nearest to an unknown partner id (edit distance, at most
  * TLY_QUERY_SUGGESTIONS_MAX, nearest first): a JSON array, maybe empty. */
 json_t *tly__suggest_partners(const tly__qsnaps *ss, const char *partner);

@@ -60,6 +60,7 @@ struct tly_query_store {
     uint32_t open_count; /* shards of the set with env != NULL */
     qshard sh[TLY_SHARDS_MAX];
     tly__qfast fast;               /* scratch of the fast path (query_fast.c) */
+    uint64_t fast_answers;         /* tly_query_store_fast_answers */
     char data[TLY_PATH_BYTES_MAX]; /* tly_query_store_set_data, "" when not set */
 };
 
@@ -701,6 +702,12 @@ tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__
     return tly__qscan_after(ss, prefix, plen, NULL, 0, &kept, UINT32_MAX, visit, ctx);
 }
 
+void tly__qsnaps_seq(const tly__qsnaps *ss, uint64_t *seq, bool *differ)
+{
+    *seq = ss->seq_min;
+    *differ = ss->seq_min != ss->seq_max;
+}
+
 json_t *tly__qreply(const tly__qsnaps *ss)
 {
     json_t *o = cross_reply(ss);
@@ -1153,6 +1160,27 @@ tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply)
     return out ? TLY_OK : TLY_NOMEM;
 }
 
+/* The fast way of a cross-shard list answer (query_finance_fast.c), over
+ * one snapshot of every shard; false (out empty) for the jansson way. */
+static bool answer_shards_fast(tly_query_store *s, const json_t *req,
+                               bool (*fn)(tly__qfast *, const tly__qsnaps *, const json_t *,
+                                          msgpack_sbuffer *),
+                               msgpack_sbuffer *out)
+{
+    refresh(s);
+    json_t *bad = NULL;
+    snapset ss;
+    if (!shards_ready(s, &bad)) {
+        json_decref(bad);
+        return false;
+    }
+    if (snapset_begin(s, &ss) != TLY_OK)
+        return false;
+    bool ok = fn(&s->fast, &ss, req, out);
+    snapset_end(&ss);
+    return ok;
+}
+
 tly_err tly_query_answer_encode(tly_query_store *s, const json_t *req, msgpack_sbuffer *out)
 {
     static const struct {
@@ -1160,15 +1188,28 @@ tly_err tly_query_answer_encode(tly_query_store *s, const json_t *req, msgpack_s
         char view;
     } fast_qs[] = {{"balance", 'b'}, {"rebate", 'r'}, {"tier", 't'}, {"claims", 'c'}};
     const char *q = json_string_value(json_object_get(req, "q"));
-    for (size_t i = 0; q && i < sizeof fast_qs / sizeof fast_qs[0]; i++)
-        if (strcmp(q, fast_qs[i].name) == 0 && answer_partner_fast(s, req, fast_qs[i].view, out))
-            return TLY_OK;
+    bool fast = false;
+    for (size_t i = 0; q && !fast && i < sizeof fast_qs / sizeof fast_qs[0]; i++)
+        fast = strcmp(q, fast_qs[i].name) == 0 && answer_partner_fast(s, req, fast_qs[i].view, out);
+    if (q && !fast && strcmp(q, "partners") == 0)
+        fast = answer_shards_fast(s, req, tly__qfast_partners, out);
+    if (q && !fast && strcmp(q, "expiring") == 0)
+        fast = answer_shards_fast(s, req, tly__qfast_expiring, out);
+    if (fast) {
+        s->fast_answers++;
+        return TLY_OK;
+    }
     json_t *reply = NULL;
     tly_err err = tly_query_answer(s, req, &reply);
     if (err == TLY_OK)
         tly_query_reply_encode(reply, out);
     json_decref(reply);
     return err;
+}
+
+uint64_t tly_query_store_fast_answers(const tly_query_store *s)
+{
+    return s->fast_answers;
 }
 
 /* ------------------------------------------------------------------------ */

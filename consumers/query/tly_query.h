@@ -82,12 +82,17 @@ tly_err tly_query_answer(tly_query_store *s, const json_t *req, json_t **reply);
 /*
  * tly_query_answer and tly_query_reply_encode in one, into out (empty on
  * entry): the same bytes, faster. A partner query (balance, rebate, tier,
- * claims) whose document is the plain JSON the engine writes is encoded
- * straight from the stored text, without a jansson tree; everything else
- * takes those two functions. Returns TLY_OK, or TLY_NOMEM (out empty)
- * when tly_query_answer built no reply.
+ * claims) whose document is the plain JSON the engine writes, and a
+ * partners or expiring answer whose rows all are, are encoded straight
+ * from the stored text, without a jansson tree; everything else takes
+ * those two functions. Returns TLY_OK, or TLY_NOMEM (out empty) when
+ * tly_query_answer built no reply.
  */
 tly_err tly_query_answer_encode(tly_query_store *s, const json_t *req, msgpack_sbuffer *out);
+
+/* How many answers tly_query_answer_encode gave the fast way since the
+ * store was opened (tests check that it takes the plain cases). */
+uint64_t tly_query_store_fast_answers(const tly_query_store *s);
 
 /*
  * Appends the MessagePack encoding of a JSON value to out: object -> map
