@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "ledger_out.h"
+#include "ledger_repl.h"
 #include "tly_auth.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
@@ -76,6 +77,7 @@ struct tly_ledger {
     pthread_t worker;
     bool worker_running;
     tly_log *log;
+    tly_repl *repl; /* NULL: not replicated */
     tly_auth *auth;
     batch batches[2];
     batch *filling;          /* owned by the main thread */
@@ -230,6 +232,19 @@ static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
     return err;
 }
 
+/* --replicate: the stream, the copy or catch-up of [N1] [N3], then every
+ * commit goes through the stream first [N2]. */
+static tly_err open_replication(tly_ledger *ld, char *msg, size_t cap)
+{
+    if (!ld->opts.replicate)
+        return TLY_OK;
+    tly_repl_opts ro = {ld->opts.replicate, ld->opts.stream, ld->opts.replicas};
+    tly_err err = tly_repl_open(&ro, &ld->repl, msg, cap);
+    if (err == TLY_OK)
+        err = tly_repl_attach(ld->repl, ld->log, msg, cap);
+    return err;
+}
+
 /* ---- metrics ---- */
 
 /* Registers every series up front, one per event type and per wire error
@@ -337,6 +352,8 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (err == TLY_OK)
         err = open_log(ld, msg, cap);
     if (err == TLY_OK)
+        err = open_replication(ld, msg, cap);
+    if (err == TLY_OK)
         err = open_socket(ld, ZMQ_ROUTER, opts->ingest, TLY_LEDGER_PEER_REPLIES_MAX, &ld->ingest,
                           msg, cap);
     if (err == TLY_OK)
@@ -354,9 +371,11 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     register_metrics(ld);
     tly_metric_set(ld->metrics.head, (int64_t)ld->head);
     uint64_t head = ld->head;
-    tly_logf(TLY_LOG_INFO, "ledger", "serving ingest %s, events %s, log-read %s; head seq %llu%s%s",
-             opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
-             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
+    tly_logf(TLY_LOG_INFO, "ledger",
+             "serving ingest %s, events %s, log-read %s; head seq %llu%s%s%s%s", opts->ingest,
+             opts->events, opts->log_read, (unsigned long long)head,
+             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "",
+             ld->repl ? "; replicated to stream " : "", ld->repl ? tly_repl_stream(ld->repl) : "");
     *out = ld;
     return TLY_OK;
 }
@@ -381,6 +400,7 @@ void tly_ledger_stop(tly_ledger *ld)
         zmq_ctx_term(ld->ctx);
     tly_auth_free(ld->auth);
     tly_log_close(ld->log);
+    tly_repl_close(ld->repl);
     for (int i = 0; i < 2; i++)
         free_batch(&ld->batches[i]);
     free(ld->spare.req);
@@ -575,27 +595,48 @@ static void build_groups(batch *b)
     }
 }
 
-/* Appends one batch, touching only the log handle and the batch's items
- * and groups: on the commit thread, or on the main thread while the commit
- * thread is idle (submit_or_commit), never on both at once. */
-static void commit_batch(tly_log *log, batch *b)
+/* With replication, after a batch the stream did not acknowledge whole:
+ * the log takes what the stream holds beyond its head before anything is
+ * resolved against it [N3], so a resend is a dup with its original seq.
+ * TLY_UNAVAILABLE while the stream does not answer. */
+static tly_err catch_up_if_stale(tly_ledger *ld)
 {
+    if (!tly_repl_stale(ld->repl))
+        return TLY_OK;
+    char msg[256] = "";
+    tly_err err = tly_repl_catch_up(ld->repl, ld->log, msg, sizeof msg);
+    if (err != TLY_OK)
+        tly_logf(TLY_LOG_ERROR, "ledger", "catch-up from the stream failed: %s", msg);
+    return err == TLY_OK || err == TLY_CORRUPT ? err : TLY_UNAVAILABLE;
+}
+
+/* Appends one batch, touching only the log handle (and its replica) and
+ * the batch's items and groups: on the commit thread, or on the main thread while the commit
+ * thread is idle (submit_or_commit), never on both at once. */
+static void commit_batch(tly_ledger *ld, batch *b)
+{
+    tly_log *log = ld->log;
     uint8_t hash[TLY_HASH_BYTES];
     build_groups(b);
-    tly_log_head(log, &b->head_before, hash);
     b->err = TLY_OK;
     uint64_t t0 = tly_mono_ns();
-    if (b->item_count > 0)
+    if (b->item_count > 0 && ld->repl)
+        b->err = catch_up_if_stale(ld);
+    tly_log_head(log, &b->head_before, hash);
+    if (b->item_count > 0 && b->err == TLY_OK)
         b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups, b->group_count);
+    if (b->err != TLY_OK && ld->repl)
+        tly_repl_set_stale(ld->repl); /* the stream may hold what the log does not */
     b->append_ns = tly_mono_ns() - t0;
     if (b->err != TLY_OK) {
         tly_logf(TLY_LOG_ERROR, "ledger", "commit of %u events failed: %s", b->item_count,
                  tly_strerror(b->err));
         /* Never acknowledge what the store did not decide: an event still
          * marked OK without a seq was not appended. */
+        tly_err code = b->err == TLY_UNAVAILABLE ? TLY_UNAVAILABLE : TLY_STORAGE;
         for (uint32_t k = 0; k < b->item_count; k++)
             if (b->items[k].err == TLY_OK && b->items[k].seq == 0)
-                b->items[k].err = TLY_STORAGE;
+                b->items[k].err = code;
     }
     tly_log_head(log, &b->head_after, hash);
 }
@@ -609,7 +650,7 @@ static void *worker_main(void *arg)
         batch *b = NULL;
         if (zmq_recv(ld->worker_in, &b, sizeof b, 0) != (int)sizeof b || !b)
             break;
-        commit_batch(ld->log, b);
+        commit_batch(ld, b);
         /* Before the send: the main thread clears it after the receive. */
         atomic_store(&ld->handed_back, true);
         zmq_send(ld->worker_out, &b, sizeof b, 0);
@@ -767,7 +808,7 @@ static void submit_or_commit(tly_ledger *ld)
     batch *b = ld->filling;
     if (!ld->committing && b->req_count == 1 && b->item_count <= TLY_LEDGER_INLINE_EVENTS_MAX &&
         !ingest_waiting(ld)) {
-        commit_batch(ld->log, b);
+        commit_batch(ld, b);
         finish_batch(ld, b);
         return;
     }

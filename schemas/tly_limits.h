@@ -662,6 +662,47 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * retries. */
 #define TLY_LOG_GROW_WAIT_MS 1000u
 
+/* --- replication on NATS JetStream (ledger/ledger_repl.h, SPEC section 12) --- */
+
+/* The stream the log is replicated into when --stream is not given. */
+#define TLY_REPL_STREAM_DEFAULT "TALLY_LOG"
+/* A stream name: 1..32 bytes of [A-Za-z0-9_-] (JetStream forbids '.', '*',
+ * '>' and blanks; the lease bucket adds "_LEASE" to it). */
+#define TLY_REPL_STREAM_NAME_BYTES_MAX 32u
+/* Servers in one --replicate list: a cluster is 3 or 5 nodes; 16 leaves
+ * room for a super-cluster's seeds. */
+#define TLY_REPL_URLS_MAX 16u
+/* One URL of the list: "nats://user:password@host:port" fits easily. */
+#define TLY_REPL_URL_BYTES_MAX 256u
+/* --replicas: JetStream replicates a stream on at most 5 nodes. */
+#define TLY_REPL_REPLICAS_MAX 5
+#define TLY_REPL_REPLICAS_DEFAULT 3
+/* One record as a stream message at most: an event fills at most a frame,
+ * its envelope (seq, recorded_ms, source, hash, bin header) is under 1 KiB.
+ * The servers' max_payload must take it (scripts/nats-cluster.sh: 8 MB). */
+#define TLY_REPL_RECORD_BYTES_MAX (TLY_FRAME_BYTES_MAX + 1024u)
+/* How long a group commit waits for the stream's acknowledgements of all its
+ * records before the batch is `unavailable` [N2]: well under the producers'
+ * TLY_ACK_TIMEOUT_MS, so a producer hears `unavailable` and moves on [N5]
+ * rather than timing out; far above a healthy R3 round trip (~1 ms). */
+#define TLY_REPL_ACK_TIMEOUT_MS 2000
+/* How long one JetStream API call (stream info, create, get) waits. */
+#define TLY_REPL_API_WAIT_MS 2000
+/* How long connecting to the cluster may take at start, and the pause
+ * between reconnect attempts after losing a server (reconnects go on for
+ * ever: a ledger outlives a cluster restart). */
+#define TLY_REPL_CONNECT_TIMEOUT_MS 2000
+#define TLY_REPL_RECONNECT_WAIT_MS 100
+/* Records copied or caught up per LMDB transaction (and per wait for the
+ * stream's acknowledgements when a log is copied into an empty stream). */
+#define TLY_REPL_CHUNK_RECORDS 4096u
+/* How long a catch-up waits for the next message of the stream before it
+ * gives up (the stream said it holds it: only a lost quorum delays it). */
+#define TLY_REPL_FETCH_WAIT_MS 5000
+_Static_assert(TLY_REPL_ACK_TIMEOUT_MS < TLY_ACK_TIMEOUT_MS,
+               "a producer hears unavailable before its own timeout");
+_Static_assert(TLY_REPL_CHUNK_RECORDS <= TLY_LOG_BATCH_ITEMS_MAX, "a chunk is one append");
+
 /* --- authorized keys (ledger/tly_auth.h) --- */
 
 /* Authorized keys at most; a partner program has tens of producers. */

@@ -29,6 +29,7 @@
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
+#include "ledger_repl.h"
 #include "tly_auth.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -62,17 +63,31 @@ static void usage(FILE *out)
             "                          --insecure; README \"Metrics\" lists them)\n"
             "  --insecure              allow non-loopback endpoints without CURVE, and a\n"
             "                          non-loopback --metrics\n"
+            "  --replicate URL[,URL...]  replicate the log into a NATS JetStream stream\n"
+            "                          (SPEC section 12): acknowledge an event only once a\n"
+            "                          quorum of the stream and this disk hold it\n"
+            "  --stream NAME           the stream (default %s)\n"
+            "  --replicas R            replicas of a stream created here, 1-%d (default %d)\n"
             "  --help                  show this help\n",
-            TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ);
+            TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ, TLY_REPL_STREAM_DEFAULT,
+            TLY_REPL_REPLICAS_MAX, TLY_REPL_REPLICAS_DEFAULT);
 }
 
-enum { OPT_NO_SYNC = 1, OPT_INSECURE, OPT_CURVE_SECRET, OPT_AUTHORIZED_KEYS };
+enum {
+    OPT_NO_SYNC = 1,
+    OPT_INSECURE,
+    OPT_CURVE_SECRET,
+    OPT_AUTHORIZED_KEYS,
+    OPT_REPLICATE,
+    OPT_STREAM,
+    OPT_REPLICAS
+};
 
 static const tly_opt ledger_opts[] = {
-    {"--no-sync", OPT_NO_SYNC, false},
-    {"--insecure", OPT_INSECURE, false},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
-    {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+    {"--no-sync", OPT_NO_SYNC, false},          {"--insecure", OPT_INSECURE, false},
+    {"--curve-secret", OPT_CURVE_SECRET, true}, {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+    {"--replicate", OPT_REPLICATE, true},       {"--stream", OPT_STREAM, true},
+    {"--replicas", OPT_REPLICAS, true},
 };
 
 static int ledger_opt(void *ctx, int id, const char *value)
@@ -84,6 +99,15 @@ static int ledger_opt(void *ctx, int id, const char *value)
     o->insecure = o->insecure || id == OPT_INSECURE;
     o->curve_secret = id == OPT_CURVE_SECRET ? value : o->curve_secret;
     o->authorized_keys = id == OPT_AUTHORIZED_KEYS ? value : o->authorized_keys;
+    o->replicate = id == OPT_REPLICATE ? value : o->replicate;
+    o->stream = id == OPT_STREAM ? value : o->stream;
+    if (id == OPT_REPLICAS) {
+        uint64_t r = 0;
+        int rc = tly_cli_u64("ledger", "--replicas", value, 1, TLY_REPL_REPLICAS_MAX, &r);
+        if (rc != TLY_EXIT_OK)
+            return rc;
+        o->replicas = (int)r;
+    }
     return TLY_EXIT_OK;
 }
 
@@ -103,6 +127,11 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **me
     if (!o->curve_secret != !o->authorized_keys)
         return tly_usagef("ledger", "--curve-secret and --authorized-keys go together");
     char msg[256];
+    if (!o->replicate && (o->stream || o->replicas))
+        return tly_usagef("ledger", "--stream and --replicas go with --replicate");
+    tly_repl_opts ro = {o->replicate, o->stream, o->replicas};
+    if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("ledger", "%s", msg);
     if (c.metrics && tly_metrics_addr_check(c.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger", "%s", msg);
     *metrics = c.metrics;
