@@ -595,6 +595,17 @@ static void build_groups(batch *b)
     }
 }
 
+/* The message of an event refused because the stream did not acknowledge
+ * its batch [N2] (the reason is in the ledger's log). */
+static void name_unavailable(batch *b)
+{
+    for (uint32_t k = 0; k < b->item_count; k++)
+        if (b->items[k].err == TLY_UNAVAILABLE && !b->fes[k].message[0])
+            snprintf(b->fes[k].message, sizeof b->fes[k].message, "%s",
+                     "the replication stream did not acknowledge this batch: nothing of it is "
+                     "stored, send it again");
+}
+
 /* With replication, after a batch the stream did not acknowledge whole:
  * the log takes what the stream holds beyond its head before anything is
  * resolved against it [N3], so a resend is a dup with its original seq.
@@ -637,6 +648,8 @@ static void commit_batch(tly_ledger *ld, batch *b)
         for (uint32_t k = 0; k < b->item_count; k++)
             if (b->items[k].err == TLY_OK && b->items[k].seq == 0)
                 b->items[k].err = code;
+        if (code == TLY_UNAVAILABLE)
+            name_unavailable(b);
     }
     tly_log_head(log, &b->head_after, hash);
 }

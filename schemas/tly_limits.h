@@ -610,6 +610,10 @@ _Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX
 _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
                "send gives up only after at least one resend");
 
+/* Ingest endpoints one producer takes ("--ingest A,B", SPEC [N5]): a
+ * writer and its standbys, a handful at most. */
+#define TLY_CLIENT_ENDPOINTS_MAX 8u
+
 /* Requests in flight on one connection at most. */
 #define TLY_CLIENT_WINDOW_MAX 64u
 

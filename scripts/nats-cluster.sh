@@ -12,6 +12,10 @@
 #   nats-cluster.sh kill DIR N      kill -9 node N (1..3), for fault tests
 #   nats-cluster.sh start-node DIR N  starts node N again on its own ports
 #   nats-cluster.sh urls DIR        prints the client URLs
+#   nats-cluster.sh init DIR        only writes the configuration (prints the
+#                                   URLs): a test starts `nats-server -c
+#                                   DIR/nN.conf` itself, tied to its life
+#   nats-cluster.sh wait DIR        waits until JetStream is ready on the three
 #
 # Ports are chosen free on 127.0.0.1 when the cluster is created and kept in
 # DIR/nN.conf, so a node restarted later takes the same ones. Exit 0 on
@@ -27,7 +31,7 @@ READY_TIMEOUT_S=60
 MAX_PAYLOAD=8MB
 
 usage() {
-    echo "usage: nats-cluster.sh start|stop|urls DIR | kill|start-node DIR N" >&2
+    echo "usage: nats-cluster.sh start|stop|urls|init|wait DIR | kill|start-node DIR N" >&2
     exit 2
 }
 
@@ -96,7 +100,10 @@ wait_ready() { # DIR NODES...
     while [ "$t" -lt $((READY_TIMEOUT_S * 10)) ]; do
         ok=1
         for n in "$@"; do
-            node_alive "$dir" "$n" || { echo "node n$n exited: see $dir/n$n.log" >&2; return 1; }
+            if [ -f "$dir/n$n.pid" ] && ! node_alive "$dir" "$n"; then
+                echo "node n$n exited: see $dir/n$n.log" >&2
+                return 1
+            fi
             node_ready "$dir" "$n" || ok=0
         done
         [ "$ok" = 1 ] && return 0
@@ -147,6 +154,15 @@ start-node)
     ;;
 urls)
     cat "$dir/urls"
+    ;;
+init)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    [ -f "$dir/n1.conf" ] || write_configs "$dir"
+    cat "$dir/urls"
+    ;;
+wait)
+    wait_ready "$dir" $NODES
     ;;
 *)
     usage
