@@ -44,6 +44,7 @@ struct tly_repl {
     pub_rec *recs;
     uint32_t rec_count, rec_cap;
     acks acks;
+    kvStore *kv; /* the lease bucket, once tly_repl_lease_open ran */
     bool stale;
     char last_error[480];
 };
@@ -282,6 +283,7 @@ void tly_repl_close(tly_repl *r)
 {
     if (!r)
         return;
+    kvStore_Destroy(r->kv);
     if (r->js)
         jsCtx_Destroy(r->js);
     if (r->nc) {
@@ -704,4 +706,70 @@ tly_err tly_repl_attach(tly_repl *r, tly_log *log, char *msg, size_t cap)
     if (err == TLY_OK)
         set_replica(r, log);
     return err;
+}
+
+/* ---- the lease [N4] ---- */
+
+tly_err tly_repl_lease_open(tly_repl *r, char *msg, size_t cap)
+{
+    char bucket[TLY_REPL_STREAM_NAME_BYTES_MAX + 8];
+    snprintf(bucket, sizeof bucket, "%s_LEASE", r->stream);
+    if (r->kv)
+        return TLY_OK;
+    natsStatus s = js_KeyValue(&r->kv, r->js, bucket);
+    if (s == NATS_NOT_FOUND) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = bucket;
+        kc.History = 1;
+        kc.Replicas = r->replicas;
+        kc.StorageType = js_FileStorage;
+        s = js_CreateKeyValue(&r->kv, r->js, &kc);
+        if (s != NATS_OK) /* another ledger may have created it meanwhile */
+            s = js_KeyValue(&r->kv, r->js, bucket);
+    }
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "lease bucket %s: %s", bucket, natsStatus_GetText(s));
+        r->kv = NULL;
+        return TLY_UNAVAILABLE;
+    }
+    return TLY_OK;
+}
+
+tly_err tly_repl_lease_get(tly_repl *r, const char *key, char *val, size_t cap, uint64_t *rev)
+{
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, r->kv, key);
+    if (s == NATS_NOT_FOUND)
+        return TLY_NOT_FOUND;
+    if (s != NATS_OK)
+        return TLY_UNAVAILABLE;
+    int len = kvEntry_ValueLen(e);
+    size_t n = len > 0 && (size_t)len < cap ? (size_t)len : (len > 0 ? cap - 1 : 0);
+    memcpy(val, kvEntry_Value(e), n);
+    val[n] = '\0';
+    *rev = kvEntry_Revision(e);
+    kvEntry_Destroy(e);
+    return TLY_OK;
+}
+
+tly_err tly_repl_lease_cas(tly_repl *r, const char *key, const char *val, uint64_t rev,
+                           uint64_t *new_rev)
+{
+    natsStatus s = rev == 0 ? kvStore_CreateString(new_rev, r->kv, key, val)
+                            : kvStore_UpdateString(new_rev, r->kv, key, val, rev);
+    if (s == NATS_OK)
+        return TLY_OK;
+    /* JetStream refuses the write on the wrong last sequence (an update) or
+     * an existing key (a create); anything else is the cluster. */
+    const char *text = nats_GetLastError(NULL);
+    if (text && (strstr(text, "wrong last sequence") || strstr(text, "key exists")))
+        return TLY_CONFLICT;
+    return s == NATS_ERR ? TLY_CONFLICT : TLY_UNAVAILABLE;
+}
+
+tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val)
+{
+    uint64_t rev = 0;
+    return kvStore_PutString(&rev, r->kv, key, val) == NATS_OK ? TLY_OK : TLY_UNAVAILABLE;
 }

@@ -83,6 +83,31 @@ void tly_repl_set_stale(tly_repl *r);
 /* Why the last batch was refused ("" when it was not), for the log. */
 const char *tly_repl_last_error(const tly_repl *r);
 
+/* ---- the writer's lease [N4] ----
+ * A JetStream key-value bucket "<stream>_LEASE" (created when absent, as
+ * many replicas as the stream) holds under key "writer" the name of the
+ * ledger that writes, and under "promote" a request to take over
+ * (`tally ledger promote`). Every change of a key bumps its revision; a
+ * writer renews its lease by rewriting "writer" on the revision it last
+ * wrote (compare and set), so a renewal fails once anyone else wrote it. */
+
+/* Opens (or creates) the bucket: TLY_OK or TLY_UNAVAILABLE with msg. */
+tly_err tly_repl_lease_open(tly_repl *r, char *msg, size_t cap);
+
+/* Reads key ("writer" or "promote") of the bucket: its value into val (cap
+ * bytes, NUL-terminated) and its revision. TLY_OK, TLY_NOT_FOUND (never
+ * written) or TLY_UNAVAILABLE. */
+tly_err tly_repl_lease_get(tly_repl *r, const char *key, char *val, size_t cap, uint64_t *rev);
+
+/* Writes val under key when its revision is still rev (0: the key must not
+ * exist yet) and returns the new revision. TLY_OK, TLY_CONFLICT (someone
+ * else wrote it since), TLY_UNAVAILABLE. */
+tly_err tly_repl_lease_cas(tly_repl *r, const char *key, const char *val, uint64_t rev,
+                           uint64_t *new_rev);
+
+/* Writes val under key whatever it holds (`tally ledger promote`). */
+tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val);
+
 /* A reader of the stream from a seq on (an ordered consumer: in order, no
  * gaps, nothing acknowledged), for catch-up and followers. */
 typedef struct tly_repl_reader tly_repl_reader;

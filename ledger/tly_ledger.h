@@ -28,6 +28,13 @@ typedef struct tly_ledger_opts {
     const char *replicate;
     const char *stream;
     int replicas;
+    /* [N4] --standby: follow the stream, answer ingest `unavailable`, take
+     * over when the writer's lease lapses for takeover_after_ms (0:
+     * TLY_TAKEOVER_AFTER_S_DEFAULT) or on `tally ledger promote`. name: this
+     * ledger in the lease (NULL: HOST:DATA-DIR). */
+    bool standby;
+    int takeover_after_ms;
+    const char *name;
     tly_metrics *metrics; /* registers and counts the tally_ledger_* metrics there
                              (README "Metrics"); NULL: none. Outlives the ledger. */
 } tly_ledger_opts;

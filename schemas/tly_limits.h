@@ -703,6 +703,21 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 /* How long a catch-up waits for the next message of the stream before it
  * gives up (the stream said it holds it: only a lost quorum delays it). */
 #define TLY_REPL_FETCH_WAIT_MS 5000
+/* --takeover-after: seconds without a renewal of the writer's lease before
+ * a standby takes over [N4]. 5 s rides out a GC-like pause or a slow
+ * cluster election; 1 s is the least (a few renewals must fit in it), an
+ * hour the most anyone would wait. */
+#define TLY_TAKEOVER_AFTER_S_DEFAULT 5u
+#define TLY_TAKEOVER_AFTER_S_MAX 3600u
+/* Renewals of the lease per takeover_after: one lost renewal (a slow
+ * round trip) never costs the lease. */
+#define TLY_LEASE_RENEWALS 4
+/* How long a standby's follower waits for the stream's next records before
+ * it looks at the lease again: bounds the standby's lag behind a quiet
+ * stream and its reaction to `tally ledger promote`. */
+#define TLY_STANDBY_POLL_MS 100
+/* A ledger's name in the lease (--name; default HOST:DATA-DIR). */
+#define TLY_LEASE_NAME_BYTES_MAX 256u
 _Static_assert(TLY_REPL_ACK_TIMEOUT_MS < TLY_ACK_TIMEOUT_MS,
                "a producer hears unavailable before its own timeout");
 _Static_assert(TLY_REPL_CHUNK_RECORDS <= TLY_LOG_BATCH_ITEMS_MAX, "a chunk is one append");
