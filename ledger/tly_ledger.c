@@ -86,6 +86,7 @@ struct tly_ledger {
     tly_follower *follower;
     void *follow_pair; /* the follower's new heads arrive here */
     bool standby;
+    uint64_t promoted_ns; /* when this ledger last took over; 0 once it acknowledged */
     char name[TLY_LEASE_NAME_BYTES_MAX + 1];
     tly_auth *auth;
     batch batches[2];
@@ -871,6 +872,15 @@ static void finish_batch(tly_ledger *ld, batch *b)
     if (b->head_after > b->head_before)
         publish(ld, b);
     count_batch(ld, b);
+    if (ld->promoted_ns && b->head_after > b->head_before) {
+        /* [N4] the take-over is over for producers once one is acknowledged */
+        tly_logf(TLY_LOG_INFO, "ledger",
+                 "first acknowledgement as the writer, seq %llu, %llu ms "
+                 "after taking over",
+                 (unsigned long long)b->head_after,
+                 (unsigned long long)((tly_mono_ns() - ld->promoted_ns) / 1000000u));
+        ld->promoted_ns = 0;
+    }
     ld->head = b->head_after;
     b->req_count = 0;
     b->item_count = 0;
@@ -1073,6 +1083,7 @@ static void promote(tly_ledger *ld)
         return;
     }
     ld->standby = false;
+    ld->promoted_ns = t0;
     tly_logf(TLY_LOG_INFO, "ledger",
              "now the writer of stream %s at seq %llu (caught up in %llu ms)",
              tly_repl_stream(ld->repl), (unsigned long long)head,
