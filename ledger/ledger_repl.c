@@ -45,6 +45,7 @@ struct tly_repl {
     uint32_t rec_count, rec_cap;
     acks acks;
     kvStore *kv; /* the lease bucket, once tly_repl_lease_open ran */
+    bool no_create;
     bool stale;
     char last_error[480];
 };
@@ -224,6 +225,10 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
     jsStreamInfo_Destroy(si);
     if (s == NATS_OK)
         return TLY_OK;
+    if (jerr == JSStreamNotFoundErr && r->no_create) {
+        snprintf(msg, cap, "there is no stream %s on %s", r->stream, "the servers");
+        return TLY_NOT_FOUND;
+    }
     if (jerr != JSStreamNotFoundErr) {
         snprintf(msg, cap, "stream %s: %s (no JetStream quorum?)", r->stream,
                  natsStatus_GetText(s));
@@ -266,6 +271,7 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
              opts->stream ? opts->stream : TLY_REPL_STREAM_DEFAULT);
     snprintf(r->subject, sizeof r->subject, "%s.log", r->stream);
     r->replicas = opts->replicas ? opts->replicas : TLY_REPL_REPLICAS_DEFAULT;
+    r->no_create = opts->no_create;
     err = connect_cluster(r, opts->urls, msg, cap);
     if (err == TLY_OK)
         err = open_js(r, msg, cap);
@@ -772,4 +778,44 @@ tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val)
 {
     uint64_t rev = 0;
     return kvStore_PutString(&rev, r->kv, key, val) == NATS_OK ? TLY_OK : TLY_UNAVAILABLE;
+}
+
+/* ---- mirrors [N6] ---- */
+
+/* The log's head record is the stream's (or the log is empty). */
+static tly_err mirror_check(tly_repl *r, tly_log *log, char *msg, size_t cap)
+{
+    uint64_t last = 0, head = 0;
+    if (tly_repl_last_seq(r, &last) != TLY_OK) {
+        snprintf(msg, cap, "stream %s does not answer (no quorum?)", r->stream);
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_head(log, &head, NULL);
+    if (head > last) {
+        snprintf(msg, cap, "the log's head seq %llu is beyond stream %s's last seq %llu",
+                 (unsigned long long)head, r->stream, (unsigned long long)last);
+        return TLY_CORRUPT;
+    }
+    return head > 0 ? same_record(r, log, head, msg, cap) : TLY_OK;
+}
+
+tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t *head, char *msg,
+                        size_t cap)
+{
+    tly_repl *r = NULL;
+    tly_log *log = NULL;
+    tly_err err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK && (err = tly_log_open(log_dir, TLY_LOG_WRITE, &log)) != TLY_OK)
+        snprintf(msg, cap, "cannot open %s as a mirror of the stream: %s%s", log_dir,
+                 tly_strerror(err),
+                 err == TLY_UNAVAILABLE ? " (a ledger writes it: read that log directly)" : "");
+    if (err == TLY_OK)
+        err = mirror_check(r, log, msg, cap);
+    if (err == TLY_OK)
+        err = tly_repl_catch_up(r, log, msg, cap);
+    if (err == TLY_OK)
+        tly_log_head(log, head, NULL);
+    tly_log_close(log);
+    tly_repl_close(r);
+    return err;
 }

@@ -26,6 +26,7 @@ typedef struct tly_repl_opts {
     const char *urls;   /* "nats://HOST:PORT[,nats://HOST:PORT...]" */
     const char *stream; /* NULL: TLY_REPL_STREAM_DEFAULT */
     int replicas;       /* for a stream created here; 0: TLY_REPL_REPLICAS_DEFAULT */
+    bool no_create;     /* a reader's: an absent stream is TLY_NOT_FOUND, not created */
 } tly_repl_opts;
 
 typedef struct tly_repl tly_repl;
@@ -107,6 +108,17 @@ tly_err tly_repl_lease_cas(tly_repl *r, const char *key, const char *val, uint64
 
 /* Writes val under key whatever it holds (`tally ledger promote`). */
 tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val);
+
+/* [N6] Brings the log in log_dir (created when absent; this process then
+ * holds it as its writer) up to date with the stream, so a reader on
+ * another machine reads the stream through a log of its own: the records
+ * the stream holds beyond that log's head (checkpoint + 1 on) are appended,
+ * each checked as the next link of the chain; a log whose head record is not
+ * the stream's is refused. *head gets the log's head. TLY_OK, TLY_NOT_FOUND
+ * (no such stream), TLY_CORRUPT, TLY_UNAVAILABLE (the writer lock is held:
+ * a ledger owns that log; or no quorum) or TLY_STORAGE, with msg. */
+tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t *head, char *msg,
+                        size_t cap);
 
 /* A reader of the stream from a seq on (an ordered consumer: in order, no
  * gaps, nothing acknowledged), for catch-up and followers. */

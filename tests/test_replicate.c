@@ -127,7 +127,7 @@ static void start_replicated(tl_ledger *L, const cluster *c, const char *const *
 static void assert_stream_is_log(const cluster *c, const char *stream, const tl_ledger *L,
                                  uint64_t count)
 {
-    tly_repl_opts ro = {c->urls, stream, 0};
+    tly_repl_opts ro = {c->urls, stream, 0, true};
     tly_repl *r = NULL;
     char msg[256] = "";
     ck_assert_msg(tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_OK, "%s", msg);
@@ -476,6 +476,79 @@ START_TEST(test_fenced_writer)
 }
 END_TEST
 
+/* [N6]: an auditor elsewhere reads the stream into a mirror of its own,
+ * from its head + 1 on each time, and verifies or replays it. */
+START_TEST(test_audit_nats)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    char file[700], mirror[700], out[700];
+    snprintf(mirror, sizeof mirror, "%s/mirror", L.dir);
+    snprintf(out, sizeof out, "%s/replayed", L.dir);
+    write_sales(&L, "a", "au", 300, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 300, 0, 0);
+    const char *verify[] = {"audit", "verify", "--data", mirror, "--nats", c.urls, NULL};
+    ck_assert_int_eq(tl_run(&L, "verify1", verify), 0);
+    char *text = tl_output(&L, "verify1", "out");
+    ck_assert_msg(strstr(text, "ok: 300 records"), "%s", text);
+    free(text);
+    write_sales(&L, "b", "au2", 200, file, sizeof file);
+    tl_assert_sent(tl_send_run(&L, "second", args), 0, 200, 0, 0);
+    ck_assert_int_eq(tl_run(&L, "verify2", verify), 0);
+    text = tl_output(&L, "verify2", "out");
+    ck_assert_msg(strstr(text, "ok: 500 records"), "%s", text);
+    free(text);
+    const char *replay[] = {"audit", "replay", "--data", mirror, "--out",
+                            out,     "--nats", c.urls,   NULL};
+    ck_assert_int_eq(tl_run(&L, "replay", replay), 0);
+    /* the ledger's own log is its writer's: refused; no such stream: refused */
+    const char *own[] = {"audit", "verify", "--data", L.data, "--nats", c.urls, NULL};
+    ck_assert_int_eq(tl_run(&L, "own", own), 1);
+    const char *none[] = {"audit", "verify",   "--data", mirror, "--nats",
+                          c.urls,  "--stream", "NONE",   NULL};
+    ck_assert_int_eq(tl_run(&L, "none", none), 1);
+    const char *lone[] = {"audit", "verify", "--data", mirror, "--stream", "X", NULL};
+    ck_assert_int_eq(tl_run(&L, "lone", lone), 2);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* `tally up --replicate`: the stack on one machine with its ledger
+ * replicated. */
+START_TEST(test_up_replicate)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    char query[64], web[64], log[700];
+    tu_endpoint(query, sizeof query);
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    snprintf(log, sizeof log, "%s/up.log", L.dir);
+    const char *argv[] = {tu_tally(), "up",       "--data",      L.data,       "--ingest",
+                          L.ingest,   "--events", L.events,      "--log-read", L.logread,
+                          "--query",  query,      "--web",       web,          "--no-metrics",
+                          "--shards", "1",        "--replicate", c.urls,       NULL};
+    pid_t up = tl_spawn(argv, log, log);
+    const char *eps[] = {L.ingest, L.logread, NULL};
+    tl_wait_ready(up, eps, log, "tally up");
+    char file[700];
+    write_sales(&L, "a", "up", 400, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "up", args), 0, 400, 0, 0);
+    ck_assert_int_eq(tl_stop_pid(&up, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, 400);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
 /* Waits until the file holds needle (a deadline, not a bound). */
 static void wait_log_line(const char *path, const char *needle)
 {
@@ -608,6 +681,7 @@ int main(void)
     TCase *tc = tu_tcase(s, "replicate", 600);
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
-                              test_node_killed_under_load, test_takeover));
+                              test_node_killed_under_load, test_takeover, test_audit_nats,
+                              test_up_replicate));
     return tu_run_suite(s);
 }

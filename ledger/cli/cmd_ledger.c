@@ -162,7 +162,7 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **me
         (o->stream || o->replicas || o->standby || o->takeover_after_ms || o->name))
         return tly_usagef("ledger", "--stream, --replicas, --standby, --takeover-after and "
                                     "--name go with --replicate");
-    tly_repl_opts ro = {o->replicate, o->stream, o->replicas};
+    tly_repl_opts ro = {o->replicate, o->stream, o->replicas, false};
     if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger", "%s", msg);
     if (c.metrics && tly_metrics_addr_check(c.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
@@ -213,7 +213,7 @@ static int cmd_promote(int argc, char **argv)
         return rc < 0 ? TLY_EXIT_OK : rc;
     if (!o.replicate)
         return tly_usagef("ledger promote", "--replicate URL[,URL...] is required");
-    tly_repl_opts ro = {o.replicate, o.stream, o.replicas};
+    tly_repl_opts ro = {o.replicate, o.stream, o.replicas, true};
     tly_repl *r = NULL;
     char msg[256] = "";
     tly_err err = tly_repl_open(&ro, &r, msg, sizeof msg);
