@@ -405,24 +405,38 @@ static void acks_open(acks *a, uint64_t lo, uint64_t hi)
     pthread_mutex_unlock(&a->mu);
 }
 
-/* Waits until every record of the batch is answered or the time is up;
- * closes the batch (later answers are ignored). True when all were
- * answered; *ok and *bad count them. */
-static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
+static struct timespec deadline_in(int ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (dl.tv_nsec >= 1000000000L) {
         dl.tv_sec++;
         dl.tv_nsec -= 1000000000L;
     }
+    return dl;
+}
+
+/* Waits until every record of the batch is answered, or until no answer at
+ * all came for timeout_ms (a large batch on a busy cluster takes longer
+ * than that in all, but keeps being answered; a lost quorum answers
+ * nothing). Closes the batch (later answers are ignored). True when all
+ * were answered; *ok and *bad count them. */
+static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
+{
+    struct timespec dl = deadline_in(timeout_ms);
     pthread_mutex_lock(&a->mu);
-    uint32_t want = (uint32_t)(a->hi - a->lo + 1);
-    int rc = 0;
-    while (a->ok + a->bad < want && rc == 0)
-        rc = pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+    uint32_t want = (uint32_t)(a->hi - a->lo + 1), seen = a->ok + a->bad;
+    for (;;) {
+        int rc = 0;
+        while (a->ok + a->bad < want && rc == 0)
+            rc = pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+        if (a->ok + a->bad == want || a->ok + a->bad == seen)
+            break;
+        seen = a->ok + a->bad; /* progress: another timeout_ms */
+        dl = deadline_in(timeout_ms);
+    }
     bool all = a->ok + a->bad == want;
     *ok = a->ok;
     *bad = a->bad;

@@ -685,10 +685,12 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * its envelope (seq, recorded_ms, source, hash, bin header) is under 1 KiB.
  * The servers' max_payload must take it (scripts/nats-cluster.sh: 8 MB). */
 #define TLY_REPL_RECORD_BYTES_MAX (TLY_FRAME_BYTES_MAX + 1024u)
-/* How long a group commit waits for the stream's acknowledgements of all its
- * records before the batch is `unavailable` [N2]: well under the producers'
- * TLY_ACK_TIMEOUT_MS, so a producer hears `unavailable` and moves on [N5]
- * rather than timing out; far above a healthy R3 round trip (~1 ms). */
+/* How long a group commit waits without any acknowledgement from the
+ * stream before the batch is `unavailable` [N2] (while acknowledgements
+ * keep coming, a large batch on a busy cluster may take longer in all):
+ * well under the producers' TLY_ACK_TIMEOUT_MS, so a producer hears
+ * `unavailable` and moves on [N5] rather than timing out; far above a
+ * healthy R3 round trip (~1 ms). */
 #define TLY_REPL_ACK_TIMEOUT_MS 2000
 /* How long one JetStream API call (stream info, create, get) waits. */
 #define TLY_REPL_API_WAIT_MS 2000
