@@ -248,7 +248,7 @@ static uint64_t give_up_at_ns(const tly_client *c)
 static void give_up(tly_client *c)
 {
     char msg[160];
-    snprintf(msg, sizeof msg, "no acknowledgement from %s for %lld ms", c->eps[c->ep_index],
+    snprintf(msg, sizeof msg, "no acknowledgement from %.100s for %lld ms", c->eps[c->ep_index],
              (long long)c->opts.give_up_ms);
     c->gave_up = true;
     for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++)
