@@ -564,6 +564,27 @@ static void wait_log_line(const char *path, const char *needle)
     ck_abort_msg("'%s' never appeared in %s", needle, path);
 }
 
+/* [N4] a standby serves log-read from what it followed and answers ingest
+ * `unavailable` (its events socket is checked in test_takeover). */
+static void standby_serves(const tl_ledger *B, uint64_t head)
+{
+    void *ctx = tl_ctx();
+    void *lr = tl_dealer(ctx, B->logread);
+    tl_logread r = tl_logread_ask(B, lr, 1, 100, TL_REPLY_MS);
+    ck_assert_msg(r.answered && !r.error[0], "log-read of the standby: '%s'", r.error);
+    ck_assert_uint_eq(r.records, 100);
+    ck_assert_uint_ge(r.head, head);
+    void *d = tl_dealer(ctx, B->ingest);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sales_request(&sb, 1, "to-standby", 3);
+    ck_assert_int_eq(ask(d, &sb, 3, NULL), TLY_UNAVAILABLE);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(d);
+    zmq_close(lr);
+    zmq_ctx_term(ctx);
+}
+
 /* Fault (a) once, (d), (e) and promote [N4] [N5]: the writer is killed
  * under load, the standby takes over, the producer (given both endpoints)
  * moves on and resends; every event is in the new writer's log exactly
@@ -590,8 +611,21 @@ START_TEST(test_takeover)
     const char *args[] = {"--source", "dist-a", "--ack-timeout-ms", "1000", file, NULL};
     tl_assert_sent(tl_send_run(&both, "first", args), 0, 2000, 0, 0);
     tl_wait_head(&B, 2000); /* the standby follows */
+    standby_serves(&B, 2000);
+    void *ctx = tl_ctx();
+    void *sub = tl_connect(tl_sock(ctx, ZMQ_SUB, NULL, NULL), B.events);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
     write_sales(&A, "load", "ld", 20000, file, sizeof file);
     pid_t p = tl_send_spawn(&both, "load", NULL, args);
+    char topic[32];
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    ck_assert_msg(tl_sub_recv(sub, TL_PROGRESS_MS, topic, sizeof topic, &rec, &rec_len),
+                  "the standby published nothing it followed");
+    ck_assert_str_eq(topic, "sale");
+    free(rec);
+    zmq_close(sub);
+    zmq_ctx_term(ctx);
     tl_wait_head(&A, 4000);
     tl_stop_pid(&A.pid, SIGKILL);
     wait_log_line(B.logfile, "now the writer");
