@@ -201,7 +201,9 @@ static bool promote_asked(tly_follower *f)
         rev == f->promote_rev)
         return false;
     f->promote_rev = rev;
-    return strcmp(val, "*") == 0 || strcmp(val, f->name) == 0;
+    /* a read replica (no take-over) is promoted only by its own name */
+    bool any = strcmp(val, "*") == 0 && f->takeover_after_ms >= 0;
+    return any || strcmp(val, f->name) == 0;
 }
 
 /* Looks at the lease; takes it over when its holder has not renewed it for
@@ -219,7 +221,7 @@ static bool watch_lease(tly_follower *f)
         f->seen_rev = rev;
         f->seen_at_ns = now;
     }
-    if (!promote && now - f->seen_at_ns < ms_ns(f->takeover_after_ms))
+    if (!promote && (f->takeover_after_ms < 0 || now - f->seen_at_ns < ms_ns(f->takeover_after_ms)))
         return false;
     uint64_t took = 0;
     if (tly_repl_lease_cas(f->r, LEASE_KEY, f->name, err == TLY_OK ? rev : 0, &took) != TLY_OK)

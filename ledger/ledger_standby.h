@@ -48,7 +48,9 @@ typedef struct tly_follower tly_follower;
  * log's head to it (checked, tly_log_append_stored) and sends each new head
  * (a uint64_t) to the ZeroMQ PAIR endpoint notify of zctx; watches the
  * lease and, when it takes it over, sends UINT64_MAX there and stops. The
- * log is the follower's to append to until tly_follower_stop. */
+ * log is the follower's to append to until tly_follower_stop. A negative
+ * takeover_after_ms makes a read replica: it takes over only when a
+ * promote names it. */
 tly_err tly_follower_start(tly_repl *r, tly_log *log, const char *name, int takeover_after_ms,
                            void *zctx, const char *notify, tly_follower **out);
 

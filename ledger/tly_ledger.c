@@ -294,8 +294,8 @@ static tly_err start_follower(tly_ledger *ld)
         if (!ld->follow_pair || zmq_bind(ld->follow_pair, name) != 0)
             return TLY_NOMEM;
     }
-    return tly_follower_start(ld->repl, ld->log, ld->name, takeover_after_ms(ld), ld->ctx, name,
-                              &ld->follower);
+    int after_ms = ld->opts.no_takeover ? -1 : takeover_after_ms(ld);
+    return tly_follower_start(ld->repl, ld->log, ld->name, after_ms, ld->ctx, name, &ld->follower);
 }
 
 /* ---- metrics ---- */

@@ -33,6 +33,7 @@ typedef struct tly_ledger_opts {
      * TLY_TAKEOVER_AFTER_S_DEFAULT) or on `tally ledger promote`. name: this
      * ledger in the lease (NULL: HOST:DATA-DIR). */
     bool standby;
+    bool no_takeover; /* --no-takeover: a standby that is a read replica only */
     int takeover_after_ms;
     const char *name;
     tly_metrics *metrics; /* registers and counts the tally_ledger_* metrics there

@@ -111,12 +111,12 @@ static void cluster_stop(cluster *c)
             tl_stop_pid(&c->pid[n], SIGTERM);
 }
 
-/* Starts L with --replicate (and extra, NULL-terminated, up to 4). */
+/* Starts L with --replicate (and extra, NULL-terminated, up to 13). */
 static void start_replicated(tl_ledger *L, const cluster *c, const char *const *extra)
 {
-    const char *args[8] = {"--replicate", c->urls};
+    const char *args[16] = {"--replicate", c->urls};
     int n = 2;
-    for (int i = 0; extra && extra[i] && n < 7; i++)
+    for (int i = 0; extra && extra[i] && n < 15; i++)
         args[n++] = extra[i];
     args[n] = NULL;
     tl_start(L, args);
@@ -661,6 +661,46 @@ START_TEST(test_takeover)
 }
 END_TEST
 
+/* [N6] a read replica (--standby --no-takeover) follows the stream for
+ * local readers and never takes over when the lease lapses; a promote
+ * that names it does make it the writer. */
+START_TEST(test_read_replica)
+{
+    tl_ledger L, R;
+    cluster c;
+    tl_init(&L);
+    tl_init(&R);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, (const char *[]){"--name", "L", "--takeover-after", "1", NULL});
+    start_replicated(&R, &c,
+                     (const char *[]){"--name", "R", "--takeover-after", "1", "--standby",
+                                      "--no-takeover", NULL});
+    char file[700];
+    write_sales(&L, "a", "rr", 200, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 200, 0, 0);
+    tl_wait_head(&R, 200);
+    tl_stop_pid(&L.pid, SIGKILL);
+    tu_sleep_ms(3000); /* three times --takeover-after: only an absence passes */
+    standby_serves(&R, 200);
+    char *log = tu_read_file(R.logfile, NULL);
+    ck_assert_msg(log && !strstr(log, "took the writer's lease"), "%s", log);
+    free(log);
+    const char *promote[] = {"ledger", "promote", "--replicate", c.urls, "--name", "R", NULL};
+    ck_assert_int_eq(tl_run(&R, "promote", promote), 0);
+    wait_log_line(R.logfile, "now the writer");
+    tl_ledger to_r = L;
+    memcpy(to_r.ingest, R.ingest, sizeof R.ingest);
+    write_sales(&L, "b", "rr2", 50, file, sizeof file);
+    tl_assert_sent(tl_send_run(&to_r, "second", args), 0, 50, 0, 0);
+    ck_assert_int_eq(tl_stop(&R, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &R, 250);
+    cluster_stop(&c);
+    tl_done(&R);
+    tl_done(&L);
+}
+END_TEST
+
 /* Usage errors of the new flags, each at its limit's edge (exit 2). */
 START_TEST(test_replicate_usage)
 {
@@ -716,6 +756,6 @@ int main(void)
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
                               test_node_killed_under_load, test_takeover, test_audit_nats,
-                              test_up_replicate));
+                              test_up_replicate, test_read_replica));
     return tu_run_suite(s);
 }

@@ -73,6 +73,8 @@ static void usage(FILE *out)
             "                          writer when the writer's lease lapses\n"
             "  --takeover-after S      seconds without a lease renewal before a standby\n"
             "                          takes over, 1-%u (default %u)\n"
+            "  --no-takeover           with --standby: a read replica for local consumers\n"
+            "                          and auditors, writer only when promoted by --name\n"
             "  --name NAME             this ledger in the lease (default HOST:DATA-DIR)\n"
             "\n"
             "       tally ledger promote --replicate URL[,URL...] [--stream NAME] [--name NAME]\n"
@@ -93,7 +95,8 @@ enum {
     OPT_REPLICAS,
     OPT_STANDBY,
     OPT_TAKEOVER_AFTER,
-    OPT_NAME
+    OPT_NAME,
+    OPT_NO_TAKEOVER
 };
 
 static const tly_opt ledger_opts[] = {
@@ -107,6 +110,7 @@ static const tly_opt ledger_opts[] = {
     {"--standby", OPT_STANDBY, false},
     {"--takeover-after", OPT_TAKEOVER_AFTER, true},
     {"--name", OPT_NAME, true},
+    {"--no-takeover", OPT_NO_TAKEOVER, false},
 };
 
 static int ledger_opt(void *ctx, int id, const char *value)
@@ -121,6 +125,7 @@ static int ledger_opt(void *ctx, int id, const char *value)
     o->replicate = id == OPT_REPLICATE ? value : o->replicate;
     o->stream = id == OPT_STREAM ? value : o->stream;
     o->standby = o->standby || id == OPT_STANDBY;
+    o->no_takeover = o->no_takeover || id == OPT_NO_TAKEOVER;
     if (id == OPT_NAME && (!value[0] || strlen(value) > TLY_LEASE_NAME_BYTES_MAX))
         return tly_usagef("ledger", "--name takes 1 to %u bytes", TLY_LEASE_NAME_BYTES_MAX);
     o->name = id == OPT_NAME ? value : o->name;
@@ -162,6 +167,8 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **me
         (o->stream || o->replicas || o->standby || o->takeover_after_ms || o->name))
         return tly_usagef("ledger", "--stream, --replicas, --standby, --takeover-after and "
                                     "--name go with --replicate");
+    if (o->no_takeover && !o->standby)
+        return tly_usagef("ledger", "--no-takeover goes with --standby");
     tly_repl_opts ro = {o->replicate, o->stream, o->replicas, false};
     if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger", "%s", msg);
