@@ -833,3 +833,54 @@ tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t
     tly_repl_close(r);
     return err;
 }
+
+/* Appends what the stream got since the last call (waiting up to
+ * TLY_STANDBY_POLL_MS for it); a failed subscription is opened again. */
+static tly_err follow_step(tly_repl *r, tly_log *log, tly_repl_reader **rd, tly_log_stored *recs,
+                           char *msg, size_t cap)
+{
+    uint64_t head = 0, bad = 0;
+    tly_log_head(log, &head, NULL);
+    if (!*rd && tly_repl_reader_open(r, head + 1, rd) != TLY_OK)
+        return TLY_OK; /* no quorum yet: try again next step */
+    uint32_t n = 0;
+    if (tly_repl_reader_fetch(*rd, recs, TLY_REPL_CHUNK_RECORDS, TLY_STANDBY_POLL_MS, &n) !=
+        TLY_OK) {
+        tly_repl_reader_close(*rd);
+        *rd = NULL;
+        return TLY_OK;
+    }
+    char why[160] = "";
+    tly_err err = n ? tly_log_append_stored(log, recs, n, &bad, why, sizeof why) : TLY_OK;
+    if (err == TLY_CORRUPT)
+        snprintf(msg, cap, "stream %s, seq %llu: %s", r->stream, (unsigned long long)bad, why);
+    else if (err != TLY_OK)
+        snprintf(msg, cap, "appending to the mirror: %s", tly_strerror(err));
+    return err;
+}
+
+tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile sig_atomic_t *stop,
+                        void (*caught_up)(void *ctx), void *ctx, char *msg, size_t cap)
+{
+    uint64_t head = 0;
+    tly_err err = tly_repl_mirror(opts, log_dir, &head, msg, cap);
+    tly_repl *r = NULL;
+    tly_log *log = NULL;
+    if (err == TLY_OK)
+        err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK)
+        err = tly_log_open(log_dir, TLY_LOG_WRITE, &log);
+    tly_log_stored *recs = err == TLY_OK ? malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs) : NULL;
+    if (err == TLY_OK && !recs)
+        err = TLY_NOMEM;
+    if (err == TLY_OK)
+        caught_up(ctx);
+    tly_repl_reader *rd = NULL;
+    while (err == TLY_OK && !*stop)
+        err = follow_step(r, log, &rd, recs, msg, cap);
+    tly_repl_reader_close(rd);
+    free(recs);
+    tly_log_close(log);
+    tly_repl_close(r);
+    return err;
+}

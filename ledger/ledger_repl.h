@@ -15,6 +15,7 @@
 #ifndef LEDGER_REPL_H
 #define LEDGER_REPL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,6 +120,15 @@ tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val);
  * a ledger owns that log; or no quorum) or TLY_STORAGE, with msg. */
 tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t *head, char *msg,
                         size_t cap);
+
+/* [N6] Keeps the log in log_dir a mirror of the stream until *stop becomes
+ * non-zero: brought up to date as tly_repl_mirror does, then caught_up(ctx)
+ * is called once, then each record the stream gets is appended as it
+ * arrives (within TLY_STANDBY_POLL_MS). Returns TLY_OK on stop, or the
+ * error that ended it (msg says why; TLY_CORRUPT for a record that is not
+ * the next link of the chain). */
+tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile sig_atomic_t *stop,
+                        void (*caught_up)(void *ctx), void *ctx, char *msg, size_t cap);
 
 /* A reader of the stream from a seq on (an ordered consumer: in order, no
  * gaps, nothing acknowledged), for catch-up and followers. */

@@ -513,6 +513,16 @@ START_TEST(test_audit_nats)
     ck_assert_int_eq(tl_run(&L, "none", none), 1);
     const char *lone[] = {"audit", "verify", "--data", mirror, "--stream", "X", NULL};
     ck_assert_int_eq(tl_run(&L, "lone", lone), 2);
+    /* a consumer elsewhere: its own mirror, folded to the head */
+    char cdata[700];
+    snprintf(cdata, sizeof cdata, "%s/consumer", L.dir);
+    const char *consume[] = {"consume", "--data", cdata, "--nats", c.urls, "--exit-at-head", NULL};
+    ck_assert_int_eq(tl_run(&L, "consume", consume), 0);
+    const char *status[] = {"status", "--data", cdata, "--json", NULL};
+    ck_assert_int_eq(tl_run(&L, "status", status), 0);
+    text = tl_output(&L, "status", "out");
+    ck_assert_msg(strstr(text, "\"head\":500") && strstr(text, "\"checkpoint\":500"), "%s", text);
+    free(text);
     ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     cluster_stop(&c);
     tl_done(&L);
