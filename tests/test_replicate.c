@@ -516,8 +516,27 @@ START_TEST(test_audit_nats)
     /* a consumer elsewhere: its own mirror, folded to the head */
     char cdata[700];
     snprintf(cdata, sizeof cdata, "%s/consumer", L.dir);
-    const char *consume[] = {"consume", "--data", cdata, "--nats", c.urls, "--exit-at-head", NULL};
+    const char *keep[] = {tu_tally(), "consume", "--data", cdata, "--shard",
+                          "1/2",      "--nats",  c.urls,   NULL};
+    char keep_log[700];
+    snprintf(keep_log, sizeof keep_log, "%s/keep.log", L.dir);
+    pid_t keeper = tl_spawn(keep, keep_log, keep_log); /* shard 1/2 keeps the mirror */
+    char clog[700];
+    snprintf(clog, sizeof clog, "%s/consumer/log", L.dir);
+    uint64_t mirrored = 0;
+    for (int k = 0; k < TL_PROGRESS_MS / 50 && mirrored < 500; k++) {
+        tly_log *log = NULL;
+        if (tly_log_open(clog, TLY_LOG_READ, &log) == TLY_OK)
+            tly_log_head(log, &mirrored, NULL);
+        tly_log_close(log);
+        tu_sleep_ms(50);
+    }
+    ck_assert_uint_eq(mirrored, 500);
+    /* shard 0/2 on the same directory folds the mirror the other one keeps */
+    const char *consume[] = {"consume", "--data",         cdata, "--shard", "0/2", "--nats",
+                             c.urls,    "--exit-at-head", NULL};
     ck_assert_int_eq(tl_run(&L, "consume", consume), 0);
+    ck_assert_int_eq(tl_stop_pid(&keeper, SIGTERM), 0);
     const char *status[] = {"status", "--data", cdata, "--json", NULL};
     ck_assert_int_eq(tl_run(&L, "status", status), 0);
     text = tl_output(&L, "status", "out");

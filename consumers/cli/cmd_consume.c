@@ -24,6 +24,7 @@
 #include "tly_keys.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_log.h"
 #include "tly_metrics_http.h"
 
 #define CMD "consume"
@@ -251,12 +252,20 @@ static tly_err start_metrics(consume_opts *o, tly_metrics_http **http)
 }
 
 /* --nats: the mirror child's side. Writes one byte to fd once DIR/log has
- * what the stream held, then follows it until SIGTERM (or its parent's
- * death). Never returns. */
+ * what the stream held (1), then follows it until SIGTERM (or its parent's
+ * death); or, when another process (another shard's mirror, a ledger)
+ * writes DIR/log already, writes 2 and exits. Never returns. */
 static void mirror_child(const consume_opts *o, const char *log_dir, int fd)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     install_signals();
+    tly_log *probe = NULL;
+    if (tly_log_open(log_dir, TLY_LOG_WRITE, &probe) == TLY_UNAVAILABLE) {
+        /* another shard's mirror (or a ledger) writes DIR/log already */
+        char b = 2;
+        _exit(write(fd, &b, 1) == 1 ? TLY_EXIT_OK : TLY_EXIT_FAIL);
+    }
+    tly_log_close(probe);
     tly_repl_opts ro = {o->nats, o->stream, 0, true};
     char msg[256] = "";
     tly_err err = tly_repl_follow(&ro, log_dir, &consume_stop, mirror_ready, &fd, msg, sizeof msg);
@@ -285,8 +294,13 @@ static int start_mirror(const consume_opts *o, pid_t *pid)
     char b = 0;
     ssize_t n = *pid > 0 ? read(fds[0], &b, 1) : -1;
     close(fds[0]);
-    if (n == 1)
+    if (n == 1 && b == 1)
         return TLY_EXIT_OK;
+    if (n == 1 && b == 2) { /* someone else keeps DIR/log up to date: fold it */
+        waitpid(*pid, NULL, 0);
+        *pid = 0;
+        return TLY_EXIT_OK;
+    }
     if (*pid > 0)
         waitpid(*pid, NULL, 0);
     *pid = 0;
