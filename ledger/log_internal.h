@@ -17,6 +17,10 @@
 #define TLY_LOG_IDS_KEY_BYTES_MAX (2u + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX)
 _Static_assert(TLY_LOG_IDS_KEY_BYTES_MAX <= 511, "LMDB's default maximum key size is 511");
 
+/* Doublings of the map one append may do. The map size is a size_t, so it
+ * cannot double more than 64 times; the real bound is map_bytes_max. */
+#define TLY_LOG_GROW_ATTEMPTS_MAX 64u
+
 /* Per-item state during one append; lives in the handle and is reused. */
 typedef struct log_slot {
     tly_err in_err;     /* the item's err on input, restored before a retry */
@@ -45,6 +49,10 @@ struct tly_log {
     int64_t head_recorded_ms;
 
     uint32_t commits_since_reader_check;
+
+    /* Writer: the replica every commit is handed to first (has_replica). */
+    tly_log_replica replica;
+    bool has_replica;
 
     /* Writer scratch, reused across appends (no allocation per event). */
     msgpack_sbuffer sbuf;
@@ -87,6 +95,9 @@ tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty);
  * open (a crashed consumer). Such a slot pins the pages of its old snapshot,
  * so the file would grow without bound, and a few of them fill the table. */
 void tly__log_clear_stale_readers(tly_log *log);
+
+/* Grows the map by doubling up to its maximum (TLY_STORAGE at it). */
+tly_err tly__log_grow_map(tly_log *log);
 
 /* Frees the writer's scratch space (tly_log_append.c). */
 void tly__log_scratch_free(tly_log *log);

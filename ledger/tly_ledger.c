@@ -8,9 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "ledger_out.h"
+#include "ledger_repl.h"
+#include "ledger_standby.h"
 #include "tly_auth.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
@@ -76,6 +79,15 @@ struct tly_ledger {
     pthread_t worker;
     bool worker_running;
     tly_log *log;
+    tly_repl *repl; /* NULL: not replicated */
+    /* [N4] a writer holds the lease; a standby runs the follower and
+     * answers ingest `unavailable` until it takes over */
+    tly_lease *lease;
+    tly_follower *follower;
+    void *follow_pair; /* the follower's new heads arrive here */
+    bool standby;
+    uint64_t promoted_ns; /* when this ledger last took over; 0 once it acknowledged */
+    char name[TLY_LEASE_NAME_BYTES_MAX + 1];
     tly_auth *auth;
     batch batches[2];
     batch *filling;          /* owned by the main thread */
@@ -230,6 +242,62 @@ static tly_err open_log(tly_ledger *ld, char *msg, size_t cap)
     return err;
 }
 
+/* --replicate: the stream, the copy or catch-up of [N1] [N3], then every
+ * commit goes through the stream first [N2]. */
+static int takeover_after_ms(const tly_ledger *ld);
+
+static tly_err open_replication(tly_ledger *ld, char *msg, size_t cap)
+{
+    if (!ld->opts.replicate)
+        return TLY_OK;
+    tly_repl_opts ro = {ld->opts.replicate, ld->opts.stream, ld->opts.replicas, false};
+    tly_err err = tly_repl_open(&ro, &ld->repl, msg, cap);
+    if (err == TLY_OK)
+        err = tly_repl_attach(ld->repl, ld->log, msg, cap);
+    ld->standby = ld->opts.standby;
+    if (err == TLY_OK && !ld->standby)
+        err = tly_lease_start(ld->repl, ld->name, takeover_after_ms(ld), 0, &ld->lease, msg, cap);
+    return err;
+}
+
+static int takeover_after_ms(const tly_ledger *ld)
+{
+    return ld->opts.takeover_after_ms > 0 ? ld->opts.takeover_after_ms
+                                          : (int)TLY_TAKEOVER_AFTER_S_DEFAULT * 1000;
+}
+
+/* This ledger's name in the lease: --name, else HOST:DATA-DIR. */
+static void make_name(tly_ledger *ld)
+{
+    if (ld->opts.name) {
+        snprintf(ld->name, sizeof ld->name, "%s", ld->opts.name);
+        return;
+    }
+    char host[128] = "localhost", dir[TLY_PATH_BYTES_MAX];
+    gethostname(host, sizeof host - 1);
+    if (!realpath(ld->opts.data, dir))
+        snprintf(dir, sizeof dir, "%s", ld->opts.data);
+    char full[sizeof host + sizeof dir + 2];
+    snprintf(full, sizeof full, "%s:%s", host, dir);
+    /* A longer name keeps its end: the data directory tells ledgers apart. */
+    size_t len = strlen(full), keep = sizeof ld->name - 1;
+    memcpy(ld->name, full + (len > keep ? len - keep : 0), (len > keep ? keep : len) + 1);
+}
+
+/* A standby's follower, reporting to follow_pair. */
+static tly_err start_follower(tly_ledger *ld)
+{
+    char name[64];
+    snprintf(name, sizeof name, "inproc://tally-follow-%p", (void *)ld);
+    if (!ld->follow_pair) {
+        ld->follow_pair = zmq_socket(ld->ctx, ZMQ_PAIR);
+        if (!ld->follow_pair || zmq_bind(ld->follow_pair, name) != 0)
+            return TLY_NOMEM;
+    }
+    int after_ms = ld->opts.no_takeover ? -1 : takeover_after_ms(ld);
+    return tly_follower_start(ld->repl, ld->log, ld->name, after_ms, ld->ctx, name, &ld->follower);
+}
+
 /* ---- metrics ---- */
 
 /* Registers every series up front, one per event type and per wire error
@@ -324,6 +392,7 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
         return TLY_NOMEM;
     atomic_init(&ld->handed_back, false);
     ld->opts = *opts;
+    make_name(ld);
     tly__outq_malloc_setup();
     tly__outq_init(&ld->replies, TLY_LEDGER_REPLIES_BYTES_MAX, "replies");
     tly__outq_init(&ld->published, TLY_LEDGER_EVENTS_BYTES_MAX, "events");
@@ -337,6 +406,8 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (err == TLY_OK)
         err = open_log(ld, msg, cap);
     if (err == TLY_OK)
+        err = open_replication(ld, msg, cap);
+    if (err == TLY_OK)
         err = open_socket(ld, ZMQ_ROUTER, opts->ingest, TLY_LEDGER_PEER_REPLIES_MAX, &ld->ingest,
                           msg, cap);
     if (err == TLY_OK)
@@ -344,6 +415,8 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (err == TLY_OK)
         err = open_socket(ld, ZMQ_ROUTER, opts->log_read, TLY_LEDGER_LOGREAD_PEER_REPLIES_MAX,
                           &ld->logread, msg, cap);
+    if (err == TLY_OK && ld->standby)
+        err = start_follower(ld);
     if (err != TLY_OK) {
         tly_ledger_stop(ld);
         return err;
@@ -354,9 +427,14 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     register_metrics(ld);
     tly_metric_set(ld->metrics.head, (int64_t)ld->head);
     uint64_t head = ld->head;
-    tly_logf(TLY_LOG_INFO, "ledger", "serving ingest %s, events %s, log-read %s; head seq %llu%s%s",
-             opts->ingest, opts->events, opts->log_read, (unsigned long long)head,
-             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "");
+    tly_logf(TLY_LOG_INFO, "ledger",
+             "serving ingest %s, events %s, log-read %s; head seq %llu%s%s%s%s", opts->ingest,
+             opts->events, opts->log_read, (unsigned long long)head,
+             opts->no_sync ? "; NO SYNC" : "", ld->auth ? "; CURVE" : "",
+             !ld->repl     ? ""
+             : ld->standby ? "; standby of stream "
+                           : "; replicated to stream ",
+             ld->repl ? tly_repl_stream(ld->repl) : "");
     *out = ld;
     return TLY_OK;
 }
@@ -377,10 +455,15 @@ void tly_ledger_stop(tly_ledger *ld)
     if (ld->logread)
         zmq_close(ld->logread);
     stop_worker(ld);
+    tly_follower_stop(ld->follower);
+    tly_lease_stop(ld->lease);
+    if (ld->follow_pair)
+        zmq_close(ld->follow_pair);
     if (ld->ctx)
         zmq_ctx_term(ld->ctx);
     tly_auth_free(ld->auth);
     tly_log_close(ld->log);
+    tly_repl_close(ld->repl);
     for (int i = 0; i < 2; i++)
         free_batch(&ld->batches[i]);
     free(ld->spare.req);
@@ -575,27 +658,73 @@ static void build_groups(batch *b)
     }
 }
 
-/* Appends one batch, touching only the log handle and the batch's items
- * and groups: on the commit thread, or on the main thread while the commit
- * thread is idle (submit_or_commit), never on both at once. */
-static void commit_batch(tly_log *log, batch *b)
+/* [N4] a writer whose lease is not fresh (or taken) acknowledges nothing. */
+static tly_err refuse_without_lease(tly_ledger *ld)
 {
+    tly_logf(TLY_LOG_ERROR, "ledger", "%s: the batch is unavailable, nothing acknowledged",
+             tly_lease_deposed(ld->lease)
+                 ? "deposed (another ledger holds the writer's lease)"
+                 : "the writer's lease was not renewed in time (no quorum?)");
+    return TLY_UNAVAILABLE;
+}
+
+/* The message of an event refused because the stream did not acknowledge
+ * its batch [N2] (the reason is in the ledger's log). */
+static void name_unavailable(batch *b)
+{
+    for (uint32_t k = 0; k < b->item_count; k++)
+        if (b->items[k].err == TLY_UNAVAILABLE && !b->fes[k].message[0])
+            snprintf(b->fes[k].message, sizeof b->fes[k].message, "%s",
+                     "the replication stream did not acknowledge this batch: nothing of it is "
+                     "stored, send it again");
+}
+
+/* With replication, after a batch the stream did not acknowledge whole:
+ * the log takes what the stream holds beyond its head before anything is
+ * resolved against it [N3], so a resend is a dup with its original seq.
+ * TLY_UNAVAILABLE while the stream does not answer. */
+static tly_err catch_up_if_stale(tly_ledger *ld)
+{
+    if (!tly_repl_stale(ld->repl))
+        return TLY_OK;
+    char msg[256] = "";
+    tly_err err = tly_repl_catch_up(ld->repl, ld->log, msg, sizeof msg);
+    if (err != TLY_OK)
+        tly_logf(TLY_LOG_ERROR, "ledger", "catch-up from the stream failed: %s", msg);
+    return err == TLY_OK || err == TLY_CORRUPT ? err : TLY_UNAVAILABLE;
+}
+
+/* Appends one batch, touching only the log handle (and its replica) and
+ * the batch's items and groups: on the commit thread, or on the main thread while the commit
+ * thread is idle (submit_or_commit), never on both at once. */
+static void commit_batch(tly_ledger *ld, batch *b)
+{
+    tly_log *log = ld->log;
     uint8_t hash[TLY_HASH_BYTES];
     build_groups(b);
-    tly_log_head(log, &b->head_before, hash);
     b->err = TLY_OK;
     uint64_t t0 = tly_mono_ns();
-    if (b->item_count > 0)
+    if (b->item_count > 0 && ld->lease && !tly_lease_valid(ld->lease))
+        b->err = refuse_without_lease(ld);
+    if (b->item_count > 0 && ld->repl && b->err == TLY_OK)
+        b->err = catch_up_if_stale(ld);
+    tly_log_head(log, &b->head_before, hash);
+    if (b->item_count > 0 && b->err == TLY_OK)
         b->err = tly_log_append(log, b->now_ms, b->items, b->item_count, b->groups, b->group_count);
+    if (b->err != TLY_OK && ld->repl)
+        tly_repl_set_stale(ld->repl); /* the stream may hold what the log does not */
     b->append_ns = tly_mono_ns() - t0;
     if (b->err != TLY_OK) {
         tly_logf(TLY_LOG_ERROR, "ledger", "commit of %u events failed: %s", b->item_count,
                  tly_strerror(b->err));
         /* Never acknowledge what the store did not decide: an event still
          * marked OK without a seq was not appended. */
+        tly_err code = b->err == TLY_UNAVAILABLE ? TLY_UNAVAILABLE : TLY_STORAGE;
         for (uint32_t k = 0; k < b->item_count; k++)
             if (b->items[k].err == TLY_OK && b->items[k].seq == 0)
-                b->items[k].err = TLY_STORAGE;
+                b->items[k].err = code;
+        if (code == TLY_UNAVAILABLE)
+            name_unavailable(b);
     }
     tly_log_head(log, &b->head_after, hash);
 }
@@ -609,7 +738,7 @@ static void *worker_main(void *arg)
         batch *b = NULL;
         if (zmq_recv(ld->worker_in, &b, sizeof b, 0) != (int)sizeof b || !b)
             break;
-        commit_batch(ld->log, b);
+        commit_batch(ld, b);
         /* Before the send: the main thread clears it after the receive. */
         atomic_store(&ld->handed_back, true);
         zmq_send(ld->worker_out, &b, sizeof b, 0);
@@ -743,6 +872,15 @@ static void finish_batch(tly_ledger *ld, batch *b)
     if (b->head_after > b->head_before)
         publish(ld, b);
     count_batch(ld, b);
+    if (ld->promoted_ns && b->head_after > b->head_before) {
+        /* [N4] the take-over is over for producers once one is acknowledged */
+        tly_logf(TLY_LOG_INFO, "ledger",
+                 "first acknowledgement as the writer, seq %llu, %llu ms "
+                 "after taking over",
+                 (unsigned long long)b->head_after,
+                 (unsigned long long)((tly_mono_ns() - ld->promoted_ns) / 1000000u));
+        ld->promoted_ns = 0;
+    }
     ld->head = b->head_after;
     b->req_count = 0;
     b->item_count = 0;
@@ -767,7 +905,7 @@ static void submit_or_commit(tly_ledger *ld)
     batch *b = ld->filling;
     if (!ld->committing && b->req_count == 1 && b->item_count <= TLY_LEDGER_INLINE_EVENTS_MAX &&
         !ingest_waiting(ld)) {
-        commit_batch(ld->log, b);
+        commit_batch(ld, b);
         finish_batch(ld, b);
         return;
     }
@@ -873,7 +1011,7 @@ static void serve_logread(tly_ledger *ld)
 }
 
 /* Answers every request still queued with `unavailable`. */
-static void refuse_queued(tly_ledger *ld)
+static void refuse_queued(tly_ledger *ld, const char *why)
 {
     pending *p = &ld->spare;
     while (recv_request(ld->ingest, p, ZMQ_DONTWAIT) > 0) {
@@ -881,8 +1019,7 @@ static void refuse_queued(tly_ledger *ld)
         msgpack_sbuffer_clear(&ld->sbuf);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &ld->sbuf, msgpack_sbuffer_write);
-        tly_wire_reply_error(&pk, p->req->has_req, p->req->req, TLY_UNAVAILABLE,
-                             "ledger is shutting down");
+        tly_wire_reply_error(&pk, p->req->has_req, p->req->req, TLY_UNAVAILABLE, why);
         tly_metric_add(ld->metrics.requests, 1);
         tly_metric_add(ld->metrics.requests_rejected[TLY_UNAVAILABLE], 1);
         send_reply(ld, ld->ingest, p, &ld->sbuf);
@@ -911,18 +1048,100 @@ static void finish_in_hand(tly_ledger *ld)
     collect_committed(ld, 0);
 }
 
+/* ---- standby and take-over [N4] ---- */
+
+/* Publishes the records a follower or a catch-up appended, up to head. */
+static void publish_followed(tly_ledger *ld, uint64_t head)
+{
+    if (head <= ld->head)
+        return;
+    batch none = {0};
+    none.head_before = ld->head;
+    none.head_after = head;
+    publish(ld, &none);
+    ld->head = head;
+    tly_metric_set(ld->metrics.head, (int64_t)head);
+}
+
+/* The follower took the lease: catch up with the stream, then write. */
+static void promote(tly_ledger *ld)
+{
+    uint64_t t0 = tly_mono_ns(), rev = tly_follower_lease_rev(ld->follower), head = 0;
+    tly_follower_stop(ld->follower);
+    ld->follower = NULL;
+    char msg[256] = "";
+    tly_err err = tly_repl_attach(ld->repl, ld->log, msg, sizeof msg);
+    if (err == TLY_OK)
+        err = tly_lease_start(ld->repl, ld->name, takeover_after_ms(ld), rev, &ld->lease, msg,
+                              sizeof msg);
+    tly_log_head(ld->log, &head, NULL);
+    publish_followed(ld, head);
+    if (err != TLY_OK) {
+        tly_logf(TLY_LOG_ERROR, "ledger", "cannot take over: %s; staying a standby", msg);
+        if (start_follower(ld) != TLY_OK)
+            tly_logf(TLY_LOG_ERROR, "ledger", "cannot follow the stream again");
+        return;
+    }
+    ld->standby = false;
+    ld->promoted_ns = t0;
+    tly_logf(TLY_LOG_INFO, "ledger",
+             "now the writer of stream %s at seq %llu (caught up in %llu ms)",
+             tly_repl_stream(ld->repl), (unsigned long long)head,
+             (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
+}
+
+/* A deposed writer, once nothing is in hand, becomes a standby: it follows
+ * the stream and may be promoted again later. */
+static void step_down(tly_ledger *ld)
+{
+    if (!ld->lease || !tly_lease_deposed(ld->lease) || ld->committing || ld->filling->req_count)
+        return;
+    tly_lease_stop(ld->lease);
+    ld->lease = NULL;
+    ld->standby = true;
+    tly_log_set_replica(ld->log, NULL);
+    if (start_follower(ld) != TLY_OK)
+        tly_logf(TLY_LOG_ERROR, "ledger", "cannot follow the stream");
+    tly_logf(TLY_LOG_INFO, "ledger", "deposed: following stream %s as a standby from seq %llu",
+             tly_repl_stream(ld->repl), (unsigned long long)ld->head);
+}
+
+/* What the follower sent: a new head, or UINT64_MAX when it took over. */
+static void serve_follower(tly_ledger *ld)
+{
+    uint64_t head = 0;
+    while (ld->follow_pair &&
+           zmq_recv(ld->follow_pair, &head, sizeof head, ZMQ_DONTWAIT) == (int)sizeof head) {
+        if (head == UINT64_MAX) {
+            promote(ld);
+            return;
+        }
+        publish_followed(ld, head);
+    }
+}
+
+/* Ingest of a standby (or a deposed writer): all `unavailable`. */
+static bool refusing_ingest(tly_ledger *ld)
+{
+    return ld->standby || (ld->lease && tly_lease_deposed(ld->lease));
+}
+
 tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
 {
     tly_err err = start_worker(ld);
     if (err != TLY_OK)
         return err;
-    zmq_pollitem_t items[3] = {{ld->from_worker, 0, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[4] = {{ld->from_worker, 0, ZMQ_POLLIN, 0},
                                {ld->logread, 0, ZMQ_POLLIN, 0},
-                               {ld->ingest, 0, ZMQ_POLLIN, 0}};
+                               {ld->ingest, 0, ZMQ_POLLIN, 0},
+                               {ld->follow_pair, 0, ZMQ_POLLIN, 0}};
     while (!*stop) {
+        items[3].socket = ld->follow_pair; /* created by the first follower */
         /* While the filling batch is full, leave new requests queued in
          * ZeroMQ until the commit thread takes it. */
         int n = batch_full(ld->filling) ? 2 : 3;
+        if (ld->follow_pair && n == 3)
+            n = 4;
         int rc = zmq_poll(items, n, TLY_LEDGER_POLL_MS);
         if (rc == 0) {
             tly_outq *queues[] = {&ld->replies, &ld->published};
@@ -937,15 +1156,24 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
         }
         if (items[0].revents & ZMQ_POLLIN)
             collect_committed(ld, ZMQ_DONTWAIT);
-        if (n == 3 && (items[2].revents & ZMQ_POLLIN))
-            drain_ingest(ld);
+        if (n >= 3 && (items[2].revents & ZMQ_POLLIN)) {
+            if (refusing_ingest(ld))
+                refuse_queued(ld, ld->standby ? "standby: this ledger follows the stream; "
+                                                "send to the writer"
+                                              : "deposed: another ledger is the writer");
+            else
+                drain_ingest(ld);
+        }
         submit_or_commit(ld);
+        if (n == 4 && (items[3].revents & ZMQ_POLLIN))
+            serve_follower(ld);
+        step_down(ld);
         if (items[1].revents & ZMQ_POLLIN)
             serve_logread(ld);
         service_events(ld);
     }
     finish_in_hand(ld);
-    refuse_queued(ld);
+    refuse_queued(ld, "ledger is shutting down");
     stop_worker(ld);
     tly_logf(TLY_LOG_INFO, "ledger", "stopped cleanly at seq %llu", (unsigned long long)ld->head);
     return err;

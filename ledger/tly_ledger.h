@@ -22,15 +22,31 @@ typedef struct tly_ledger_opts {
     bool insecure;               /* allow non-loopback endpoints without CURVE */
     const char *curve_secret;    /* NULL: no CURVE */
     const char *authorized_keys; /* with curve_secret */
-    tly_metrics *metrics;        /* registers and counts the tally_ledger_* metrics there
-                                    (README "Metrics"); NULL: none. Outlives the ledger. */
+    /* SPEC section 12: --replicate URL[,URL...] (NULL: not replicated), the
+     * stream (NULL: TLY_REPL_STREAM_DEFAULT), replicas of a stream created
+     * here (0: TLY_REPL_REPLICAS_DEFAULT). */
+    const char *replicate;
+    const char *stream;
+    int replicas;
+    /* [N4] --standby: follow the stream, answer ingest `unavailable`, take
+     * over when the writer's lease lapses for takeover_after_ms (0:
+     * TLY_TAKEOVER_AFTER_S_DEFAULT) or on `tally ledger promote`. name: this
+     * ledger in the lease (NULL: HOST:DATA-DIR). */
+    bool standby;
+    bool no_takeover; /* --no-takeover: a standby that is a read replica only */
+    int takeover_after_ms;
+    const char *name;
+    tly_metrics *metrics; /* registers and counts the tally_ledger_* metrics there
+                             (README "Metrics"); NULL: none. Outlives the ledger. */
 } tly_ledger_opts;
 
 typedef struct tly_ledger tly_ledger;
 
 /* Opens the log, loads keys and binds the sockets. On failure writes a
  * sentence into msg and returns TLY_USAGE (bad endpoint or option),
- * TLY_IO/TLY_BAD_FIELD (keys), TLY_STORAGE (log) or TLY_UNAVAILABLE (bind). */
+ * TLY_IO/TLY_BAD_FIELD (keys), TLY_STORAGE (log) or TLY_UNAVAILABLE (bind).
+ * With replicate: TLY_UNAVAILABLE (no cluster, no quorum) or TLY_CORRUPT
+ * (the stream is not this log's), see ledger_repl.h. */
 tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *msg, size_t cap);
 
 /* Serves until *stop becomes non-zero; the batch in hand is committed and

@@ -158,6 +158,49 @@ typedef struct tly_log_group {
 tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32_t item_count,
                        const tly_log_group *groups, uint32_t group_count);
 
+/* A replica of the log (SPEC section 12, [N2]): what tly_log_append hands
+ * every record it writes to before it commits. Each attempt at a commit
+ * calls begin, then record for each new record in seq order (raw: its
+ * stored bytes, borrowed for the call), then, once all are written,
+ * commit: the LMDB transaction commits only when commit returns TLY_OK.
+ * Any other return aborts it: the items that were to be appended get that
+ * error (TLY_UNAVAILABLE for a replica that did not acknowledge) and
+ * tly_log_append returns it. A transaction that fails after commit
+ * returned TLY_OK leaves the replica ahead of the log (the caller catches
+ * up, see tly_log_append_stored). The callbacks run on the appending
+ * thread; ctx is theirs. */
+typedef struct tly_log_replica {
+    void *ctx;
+    void (*begin)(void *ctx);
+    tly_err (*record)(void *ctx, uint64_t seq, const uint8_t *raw, size_t raw_len);
+    tly_err (*commit)(void *ctx);
+} tly_log_replica;
+
+/* Sets (replica non-NULL, copied) or clears (NULL) the writer's replica.
+ * Writer only, not during an append. */
+void tly_log_set_replica(tly_log *log, const tly_log_replica *replica);
+
+/* One stored record as a replica holds it: the bytes of section 3. */
+typedef struct tly_log_stored {
+    const uint8_t *raw;
+    size_t raw_len;
+} tly_log_stored;
+
+/*
+ * Appends records exactly as a replica holds them (SPEC section 12, [N3]
+ * [N4]), in one durable transaction, without calling the replica. Each must
+ * decode, carry seq head + 1 (then + 2, ...), a recorded_ms not below the
+ * one before and the chain hash of its content after the one before, and an
+ * event whose (source, id) is not stored yet: the records then extend the
+ * verified chain, and the ids index learns them as tly_log_append would.
+ * count ≤ TLY_LOG_BATCH_ITEMS_MAX and the bytes ≤ TLY_LOG_COMMIT_BYTES_MAX,
+ * else TLY_TOO_LARGE. Returns TLY_OK, TLY_CORRUPT (the first record that is
+ * not so: *bad_seq gets its position's seq and why into msg; nothing is
+ * appended), TLY_STORAGE or TLY_NOMEM. Writer only, one thread at a time.
+ */
+tly_err tly_log_append_stored(tly_log *log, const tly_log_stored *recs, uint32_t count,
+                              uint64_t *bad_seq, char *msg, size_t cap);
+
 /* Seq of the record appended for (source, id): TLY_OK, TLY_NOT_FOUND, or
  * TLY_STORAGE. Works on writer and reader handles (committed records only). */
 tly_err tly_log_lookup(tly_log *log, tly_str source, tly_str id, uint64_t *seq);

@@ -30,10 +30,6 @@ enum log_kind {
     K_DUP_BATCH    /* dup of an earlier NEW item of this batch */
 };
 
-/* Doublings of the map one append may do. The map size is a size_t, so it
- * cannot double more than 64 times; the real bound is map_bytes_max. */
-#define LOG_GROW_ATTEMPTS_MAX 64u
-
 /* Commits between two sweeps for reader slots of dead processes. A sweep
  * reads the 126-slot table and probes a lock per process: at a commit every
  * few milliseconds, 1,024 commits is a few seconds, and the cost vanishes. */
@@ -281,6 +277,10 @@ static int write_item(batch *b, const tly_log_item *it, int64_t recorded_ms,
     int rc = mdb_put(b->txn, log->dbi_log, &k, &v, MDB_APPEND);
     if (rc != MDB_SUCCESS)
         return rc;
+    if (log->has_replica &&
+        log->replica.record(log->replica.ctx, it->seq, (const uint8_t *)log->sbuf.data,
+                            log->sbuf.size) != TLY_OK)
+        return ENOMEM;
     uint8_t id_key[TLY_LOG_IDS_KEY_BYTES_MAX];
     MDB_val ik = {tly__log_ids_key(it->source, it->id, id_key), id_key}, iv = {8, seq_key};
     return mdb_put(b->txn, log->dbi_ids, &ik, &iv, MDB_NOOVERWRITE);
@@ -315,15 +315,16 @@ static void reset_items(batch *b)
     b->next_seq = b->log->head_seq + 1;
 }
 
-/* After a failed attempt: whatever depended on the aborted transaction is
- * TLY_STORAGE; outcomes decided against the committed log stay. */
-static void mark_storage(batch *b)
+/* After a failed attempt: whatever depended on the aborted transaction
+ * gets code (TLY_STORAGE, or TLY_UNAVAILABLE when the replica did not
+ * acknowledge); outcomes decided against the committed log stay. */
+static void mark_failed(batch *b, tly_err code)
 {
     for (uint32_t i = b->lo; i < b->hi; i++) {
         uint8_t kind = b->log->slots[i].kind;
         bool pending = kind == K_PENDING && b->items[i].err == TLY_OK;
         if (kind == K_NEW || kind == K_DUP_BATCH || pending) {
-            b->items[i].err = TLY_STORAGE;
+            b->items[i].err = code;
             b->items[i].seq = 0;
             b->items[i].dup = false;
         }
@@ -345,8 +346,16 @@ static tly_err write_error(int rc)
     return rc == ENOMEM ? TLY_NOMEM : tly__log_mdb_err(rc, "mdb_put");
 }
 
+void tly_log_set_replica(tly_log *log, const tly_log_replica *replica)
+{
+    TLY_ASSERT(log && log->writer);
+    log->has_replica = replica != NULL;
+    if (replica)
+        log->replica = *replica;
+}
+
 /* Doubles the map, up to its maximum. */
-static tly_err grow_map(tly_log *log)
+tly_err tly__log_grow_map(tly_log *log)
 {
     if (log->map_bytes >= log->map_bytes_max) {
         tly_logf(TLY_LOG_ERROR, NULL, "log: the map is full at its maximum of %zu bytes",
@@ -363,6 +372,8 @@ static tly_err attempt(batch *b, const tly_log_group *groups, uint32_t group_cou
                        int64_t recorded_ms, uint8_t hash[TLY_HASH_BYTES], bool *map_full)
 {
     reset_items(b);
+    if (b->log->has_replica)
+        b->log->replica.begin(b->log->replica.ctx);
     int rc = mdb_txn_begin(b->log->env, NULL, 0, &b->txn);
     if (rc != MDB_SUCCESS)
         return tly__log_mdb_err(rc, "mdb_txn_begin (write)");
@@ -379,6 +390,12 @@ static tly_err attempt(batch *b, const tly_log_group *groups, uint32_t group_cou
         mdb_txn_abort(b->txn); /* never commit after an LMDB error */
         *map_full = rc == MDB_MAP_FULL;
         return *map_full ? TLY_OK : write_error(rc);
+    }
+    /* [N2] the replica acknowledges every record before the commit. */
+    err = b->log->has_replica ? b->log->replica.commit(b->log->replica.ctx) : TLY_OK;
+    if (err != TLY_OK) {
+        mdb_txn_abort(b->txn);
+        return err;
     }
     rc = mdb_txn_commit(b->txn); /* frees the transaction, also on failure */
     *map_full = rc == MDB_MAP_FULL;
@@ -459,7 +476,7 @@ static tly_err run(batch *b, const tly_log_group *groups, uint32_t group_count, 
     /* [D12] recorded_ms never decreases along the log. */
     int64_t recorded_ms = now_ms > log->head_recorded_ms ? now_ms : log->head_recorded_ms;
     uint8_t hash[TLY_HASH_BYTES];
-    for (uint32_t n = 0; n < LOG_GROW_ATTEMPTS_MAX; n++) {
+    for (uint32_t n = 0; n < TLY_LOG_GROW_ATTEMPTS_MAX; n++) {
         bool map_full = false;
         tly_err err = attempt(b, groups, group_count, recorded_ms, hash, &map_full);
         if (err == TLY_OK && !map_full) {
@@ -467,7 +484,7 @@ static tly_err run(batch *b, const tly_log_group *groups, uint32_t group_count, 
             return TLY_OK;
         }
         if (err == TLY_OK)
-            err = grow_map(log);
+            err = tly__log_grow_map(log);
         if (err != TLY_OK)
             return err;
     }
@@ -475,11 +492,11 @@ static tly_err run(batch *b, const tly_log_group *groups, uint32_t group_count, 
 }
 
 /* After a failure: items of later commits that were to be appended. */
-static void mark_rest_storage(tly_log_item *items, uint32_t from, uint32_t count)
+static void mark_rest(tly_log_item *items, uint32_t from, uint32_t count, tly_err code)
 {
     for (uint32_t i = from; i < count; i++)
         if (items[i].err == TLY_OK)
-            items[i].err = TLY_STORAGE;
+            items[i].err = code;
 }
 
 /* Commits the groups in runs of at most TLY_LOG_COMMIT_BYTES_MAX; stops at
@@ -493,9 +510,11 @@ static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items, 
         batch b = {log, NULL, items, lo, hi, table_size_for(hi - lo) - 1, 0};
         tly_err err = run(&b, groups + g, h - g, now_ms);
         if (err != TLY_OK) {
-            mark_storage(&b);
-            mark_rest_storage(items, hi, item_count);
-            return err == TLY_CORRUPT || err == TLY_NOMEM ? err : TLY_STORAGE;
+            tly_err code = err == TLY_UNAVAILABLE ? TLY_UNAVAILABLE : TLY_STORAGE;
+            mark_failed(&b, code);
+            mark_rest(items, hi, item_count, code);
+            return err == TLY_CORRUPT || err == TLY_NOMEM || err == TLY_UNAVAILABLE ? err
+                                                                                    : TLY_STORAGE;
         }
         g = h;
     }
@@ -518,7 +537,7 @@ tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32
     if (err != TLY_OK)
         return err;
     if (scratch_reserve(log, item_count) != TLY_OK) {
-        mark_rest_storage(items, 0, item_count);
+        mark_rest(items, 0, item_count, TLY_STORAGE);
         return TLY_NOMEM;
     }
     for (uint32_t i = 0; i < item_count; i++)

@@ -28,6 +28,10 @@ struct tly_client {
     tly_client_opts opts;
     void *zctx;
     void *sock;
+    /* [N5] the ingest endpoints of opts.endpoint ("A,B,..."), tried in turn */
+    char eps[TLY_CLIENT_ENDPOINTS_MAX][TLY_PATH_BYTES_MAX + 1];
+    uint32_t ep_count;
+    uint32_t ep_index; /* the one connected to */
     char secret[41];
     char pub[41];
     slot slots[TLY_CLIENT_WINDOW_MAX];
@@ -66,10 +70,28 @@ static tly_err dealer_to(const tly_client *c, const char *endpoint, void **out)
     return TLY_OK;
 }
 
-/* (Re)opens c's ingest connection. */
+/* (Re)opens c's ingest connection, to the current endpoint. */
 static tly_err connect_socket(tly_client *c)
 {
-    return dealer_to(c, c->opts.endpoint, &c->sock);
+    return dealer_to(c, c->eps[c->ep_index], &c->sock);
+}
+
+/* Splits opts.endpoint at commas into c->eps: 1..TLY_CLIENT_ENDPOINTS_MAX
+ * non-empty endpoints of at most TLY_PATH_BYTES_MAX bytes, else false. */
+static bool split_endpoints(tly_client *c, const char *list)
+{
+    c->ep_count = 0;
+    for (const char *p = list;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len > TLY_PATH_BYTES_MAX || c->ep_count == TLY_CLIENT_ENDPOINTS_MAX)
+            return false;
+        memcpy(c->eps[c->ep_count], p, len);
+        c->eps[c->ep_count++][len] = '\0';
+        if (!comma)
+            return true;
+        p = comma + 1;
+    }
 }
 
 static tly_err read_secret(tly_client *c, char *msg, size_t cap)
@@ -95,6 +117,12 @@ tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg
     tly_client *c = calloc(1, sizeof *c);
     if (!c)
         return TLY_NOMEM;
+    if (!split_endpoints(c, opts->endpoint)) {
+        snprintf(msg, cap, "the ingest endpoints are 1 to %u endpoints separated by commas",
+                 TLY_CLIENT_ENDPOINTS_MAX);
+        free(c);
+        return TLY_USAGE;
+    }
     c->opts = *opts;
     if (c->opts.ack_timeout_ms <= 0)
         c->opts.ack_timeout_ms = TLY_ACK_TIMEOUT_MS;
@@ -108,7 +136,7 @@ tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg
     if (err == TLY_OK && opts->server_key)
         err = read_secret(c, msg, cap);
     if (err == TLY_OK && (err = connect_socket(c)) == TLY_USAGE)
-        snprintf(msg, cap, "cannot connect to %s: %s", opts->endpoint, zmq_strerror(zmq_errno()));
+        snprintf(msg, cap, "cannot connect to %s: %s", c->eps[0], zmq_strerror(zmq_errno()));
     if (err != TLY_OK) {
         tly_client_close(c);
         return err;
@@ -170,13 +198,18 @@ static slot *find_req(tly_client *c, uint64_t req)
     return NULL;
 }
 
-static bool any_storage(const tly_ingest_result *r, uint32_t n)
+/* The first per-event "try later" outcome: `storage`, or `unavailable` (a
+ * replicated ledger whose stream did not acknowledge, [N2]); TLY_OK when
+ * there is none. */
+static tly_err any_retryable(const tly_ingest_result *r, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
-        if (r[i].err == TLY_STORAGE)
-            return true;
-    return false;
+        if (r[i].err == TLY_STORAGE || r[i].err == TLY_UNAVAILABLE)
+            return r[i].err;
+    return TLY_OK;
 }
+
+static void reconnect(tly_client *c, bool next_endpoint);
 
 static void handle_reply(tly_client *c, const void *buf, size_t len)
 {
@@ -189,12 +222,16 @@ static void handle_reply(tly_client *c, const void *buf, size_t len)
     if (!s)
         return; /* a late reply to a request already resent or finished */
     c->progress_ns = tly_mono_ns();
-    if (whole == TLY_STORAGE || whole == TLY_UNAVAILABLE ||
-        (whole == TLY_OK && any_storage(c->results, count))) {
+    tly_err later = whole == TLY_OK ? any_retryable(c->results, count) : whole;
+    if (later == TLY_STORAGE || later == TLY_UNAVAILABLE) {
         if (c->opts.verbose)
-            fprintf(stderr, "tally: ledger answered %s, retrying request %llu\n",
-                    whole == TLY_OK ? "storage" : tly_err_name(whole), (unsigned long long)s->req);
-        retry_later(c, s, whole == TLY_OK ? TLY_STORAGE : whole, msg);
+            fprintf(stderr, "tally: %s answered %s, retrying request %llu\n", c->eps[c->ep_index],
+                    tly_err_name(later), (unsigned long long)s->req);
+        retry_later(c, s, later, msg);
+        /* [N5] an unavailable ledger (a standby, one without its stream):
+         * the next endpoint gets everything in flight. */
+        if (later == TLY_UNAVAILABLE && c->ep_count > 1)
+            reconnect(c, true);
         return;
     }
     c->backoff_ms = TLY_RETRY_BACKOFF_MS_FIRST;
@@ -211,7 +248,7 @@ static uint64_t give_up_at_ns(const tly_client *c)
 static void give_up(tly_client *c)
 {
     char msg[160];
-    snprintf(msg, sizeof msg, "no acknowledgement from %s for %lld ms", c->opts.endpoint,
+    snprintf(msg, sizeof msg, "no acknowledgement from %.100s for %lld ms", c->eps[c->ep_index],
              (long long)c->opts.give_up_ms);
     c->gave_up = true;
     for (uint32_t i = 0; i < TLY_CLIENT_WINDOW_MAX; i++)
@@ -224,12 +261,16 @@ bool tly_client_gave_up(const tly_client *c)
     return c->gave_up;
 }
 
-/* No reply in time: reconnect and resend everything in flight (Lazy Pirate). */
-static void reconnect(tly_client *c)
+/* No reply in time: reconnect and resend everything in flight (Lazy
+ * Pirate), to the next endpoint when there are several [N5]. */
+static void reconnect(tly_client *c, bool next_endpoint)
 {
-    if (c->opts.verbose)
-        fprintf(stderr, "tally: no ack from %s within %d ms, reconnecting\n", c->opts.endpoint,
+    if (c->opts.verbose && !next_endpoint)
+        fprintf(stderr, "tally: no ack from %s within %d ms, reconnecting\n", c->eps[c->ep_index],
                 c->opts.ack_timeout_ms);
+    c->ep_index = (c->ep_index + 1) % c->ep_count;
+    if (c->opts.verbose && c->ep_count > 1)
+        fprintf(stderr, "tally: moving to %s\n", c->eps[c->ep_index]);
     zmq_close(c->sock);
     c->sock = NULL;
     if (connect_socket(c) != TLY_OK)
@@ -263,7 +304,7 @@ static void check_timers(tly_client *c)
             expired = true;
     }
     if (expired)
-        reconnect(c);
+        reconnect(c, false);
 }
 
 static int next_wake_ms(const tly_client *c, int wait_ms)

@@ -25,7 +25,9 @@
 #include "tly_wire.h"
 
 typedef struct tly_client_opts {
-    const char *endpoint;    /* ingest endpoint */
+    const char *endpoint;    /* ingest endpoint, or several separated by commas (at most
+                                TLY_CLIENT_ENDPOINTS_MAX): a request that times out or is
+                                answered `unavailable` goes to the next one (SPEC [N5]) */
     const char *server_key;  /* Z85 public key of the ledger; NULL: no CURVE */
     const char *secret_file; /* with server_key: this producer's secret key file */
     int ack_timeout_ms;      /* 0: TLY_ACK_TIMEOUT_MS */

@@ -613,6 +613,10 @@ _Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX
 _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
                "send gives up only after at least one resend");
 
+/* Ingest endpoints one producer takes ("--ingest A,B", SPEC [N5]): a
+ * writer and its standbys, a handful at most. */
+#define TLY_CLIENT_ENDPOINTS_MAX 8u
+
 /* Requests in flight on one connection at most. */
 #define TLY_CLIENT_WINDOW_MAX 64u
 
@@ -664,6 +668,64 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * one is held longer, the append fails with TLY_STORAGE and the next one
  * retries. */
 #define TLY_LOG_GROW_WAIT_MS 1000u
+
+/* --- replication on NATS JetStream (ledger/ledger_repl.h, SPEC section 12) --- */
+
+/* The stream the log is replicated into when --stream is not given. */
+#define TLY_REPL_STREAM_DEFAULT "TALLY_LOG"
+/* A stream name: 1..32 bytes of [A-Za-z0-9_-] (JetStream forbids '.', '*',
+ * '>' and blanks; the lease bucket adds "_LEASE" to it). */
+#define TLY_REPL_STREAM_NAME_BYTES_MAX 32u
+/* Servers in one --replicate list: a cluster is 3 or 5 nodes; 16 leaves
+ * room for a super-cluster's seeds. */
+#define TLY_REPL_URLS_MAX 16u
+/* One URL of the list: "nats://user:password@host:port" fits easily. */
+#define TLY_REPL_URL_BYTES_MAX 256u
+/* --replicas: JetStream replicates a stream on at most 5 nodes. */
+#define TLY_REPL_REPLICAS_MAX 5
+#define TLY_REPL_REPLICAS_DEFAULT 3
+/* One record as a stream message at most: an event fills at most a frame,
+ * its envelope (seq, recorded_ms, source, hash, bin header) is under 1 KiB.
+ * The servers' max_payload must take it (scripts/nats-cluster.sh: 8 MB). */
+#define TLY_REPL_RECORD_BYTES_MAX (TLY_FRAME_BYTES_MAX + 1024u)
+/* How long a group commit waits without any acknowledgement from the
+ * stream before the batch is `unavailable` [N2] (while acknowledgements
+ * keep coming, a large batch on a busy cluster may take longer in all):
+ * well under the producers' TLY_ACK_TIMEOUT_MS, so a producer hears
+ * `unavailable` and moves on [N5] rather than timing out; far above a
+ * healthy R3 round trip (~1 ms). */
+#define TLY_REPL_ACK_TIMEOUT_MS 2000
+/* How long one JetStream API call (stream info, create, get) waits. */
+#define TLY_REPL_API_WAIT_MS 2000
+/* How long connecting to the cluster may take at start, and the pause
+ * between reconnect attempts after losing a server (reconnects go on for
+ * ever: a ledger outlives a cluster restart). */
+#define TLY_REPL_CONNECT_TIMEOUT_MS 2000
+#define TLY_REPL_RECONNECT_WAIT_MS 100
+/* Records copied or caught up per LMDB transaction (and per wait for the
+ * stream's acknowledgements when a log is copied into an empty stream). */
+#define TLY_REPL_CHUNK_RECORDS 4096u
+/* How long a catch-up waits for the next message of the stream before it
+ * gives up (the stream said it holds it: only a lost quorum delays it). */
+#define TLY_REPL_FETCH_WAIT_MS 5000
+/* --takeover-after: seconds without a renewal of the writer's lease before
+ * a standby takes over [N4]. 5 s rides out a GC-like pause or a slow
+ * cluster election; 1 s is the least (a few renewals must fit in it), an
+ * hour the most anyone would wait. */
+#define TLY_TAKEOVER_AFTER_S_DEFAULT 5u
+#define TLY_TAKEOVER_AFTER_S_MAX 3600u
+/* Renewals of the lease per takeover_after: one lost renewal (a slow
+ * round trip) never costs the lease. */
+#define TLY_LEASE_RENEWALS 4
+/* How long a standby's follower waits for the stream's next records before
+ * it looks at the lease again: bounds the standby's lag behind a quiet
+ * stream and its reaction to `tally ledger promote`. */
+#define TLY_STANDBY_POLL_MS 100
+/* A ledger's name in the lease (--name; default HOST:DATA-DIR). */
+#define TLY_LEASE_NAME_BYTES_MAX 256u
+_Static_assert(TLY_REPL_ACK_TIMEOUT_MS < TLY_ACK_TIMEOUT_MS,
+               "a producer hears unavailable before its own timeout");
+_Static_assert(TLY_REPL_CHUNK_RECORDS <= TLY_LOG_BATCH_ITEMS_MAX, "a chunk is one append");
 
 /* --- authorized keys (ledger/tly_auth.h) --- */
 

@@ -16,6 +16,9 @@ PKGS="$PKGS libcairo2-dev libpango1.0-dev fonts-dejavu-core poppler-utils"
 PKGS="$PKGS prometheus"
 # test_install: man (renders the man pages), systemd (systemd-analyze verify).
 PKGS="$PKGS man-db systemd"
+# replication (SPEC section 12): the NATS server (scripts/nats-cluster.sh runs
+# three of it, with curl asking them when JetStream is ready) and its C client.
+PKGS="$PKGS nats-server libnats-dev curl"
 [ "${TALLY_WITH_FUZZ:-0}" = 1 ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli_compare.h"
+#include "ledger_repl.h"
 #include "tly_audit.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -56,6 +57,8 @@ typedef struct audit_opts {
     bool timing;  /* replay --timing */
     bool compare; /* replay --compare (with --program) */
     int64_t until_ms;
+    const char *nats;   /* --nats URL[,URL...]: read the stream into DATA/log first [N6] */
+    const char *stream; /* --stream NAME, with --nats */
 } audit_opts;
 
 /* DATA/log into buf; false (usage error printed) when it does not fit. */
@@ -79,9 +82,12 @@ enum {
     OPT_TIMING,
     OPT_UNTIL,
     OPT_COMPARE,
+    OPT_NATS,
+    OPT_STREAM,
 };
 
 static const tly_opt export_opts[] = {{"--from", OPT_FROM, true}, {"--to", OPT_TO, true}};
+static const tly_opt verify_opts[] = {{"--nats", OPT_NATS, true}, {"--stream", OPT_STREAM, true}};
 static const tly_opt views_opts[] = {{"--views", OPT_VIEWS, true}};
 static const tly_opt replay_opts[] = {
     {"--to", OPT_TO, true},
@@ -91,6 +97,8 @@ static const tly_opt replay_opts[] = {
     {"--timing", OPT_TIMING, false},
     {"--until", OPT_UNTIL, true},
     {"--compare", OPT_COMPARE, false},
+    {"--nats", OPT_NATS, true},
+    {"--stream", OPT_STREAM, true},
 };
 
 typedef struct audit_parse {
@@ -132,6 +140,8 @@ static int audit_opt(void *ctx, int id, const char *val)
         o->program = id == OPT_PROGRAM ? val : o->program;
         o->timing = o->timing || id == OPT_TIMING;
         o->compare = o->compare || id == OPT_COMPARE;
+        o->nats = id == OPT_NATS ? val : o->nats;
+        o->stream = id == OPT_STREAM ? val : o->stream;
         return TLY_EXIT_OK;
     }
 }
@@ -154,14 +164,18 @@ static int parse_opts(const char *sub, const char *help, unsigned common, const 
 /* ---- verify ---- */
 
 static const char verify_help[] =
-    "Usage: tally audit verify [--data DIR] [--json]\n"
+    "Usage: tally audit verify [--data DIR] [--json] [--nats URL[,URL...] [--stream NAME]]\n"
     "\n"
     "Reads DIR/log in one snapshot (also while the ledger runs) and checks that\n"
     "seqs run from 1 without gaps, that the hash chain recomputes, that every\n"
     "record decodes and its event validates, that recorded_ms never decreases and\n"
     "that the idempotency index agrees with the log.\n"
     "Prints 'ok: N records, head seq N, head hash HEX' and exits 0, or names the\n"
-    "first bad seq and why and exits 1.\n";
+    "first bad seq and why and exits 1.\n"
+    "  --nats URL[,URL...]  first read the replication stream (SPEC section 12) into\n"
+    "                DIR/log from its head + 1 on (DIR/log is then this machine's\n"
+    "                mirror of the stream; a log that is not the stream's is refused)\n"
+    "  --stream NAME the stream (default TALLY_LOG)\n";
 
 static int verify_report(const tly_audit_verdict *v, bool json)
 {
@@ -201,15 +215,39 @@ static int log_error(const char *sub, const char *log_dir, tly_err err)
     return TLY_EXIT_FAIL;
 }
 
+/* --nats [N6]: DATA/log becomes (or stays) a mirror of the stream, brought
+ * up to date from its head + 1 before the subcommand reads it. Exit code. */
+static int mirror_first(const char *sub, const audit_opts *o, const char *log_dir)
+{
+    if (!o->nats && o->stream)
+        return tly_usagef(sub, "--stream goes with --nats");
+    if (!o->nats)
+        return TLY_EXIT_OK;
+    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    char msg[256] = "";
+    if (tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(sub, "%s", msg);
+    uint64_t head = 0;
+    tly_err err = tly_repl_mirror(&ro, log_dir, &head, msg, sizeof msg);
+    if (err != TLY_OK) {
+        tly_errorf(sub, "%s", msg[0] ? msg : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    return TLY_EXIT_OK;
+}
+
 static int run_verify(int argc, char **argv)
 {
     audit_opts o = {0};
-    int rc = parse_opts(CMD " verify", verify_help, TLY_CO_JSON, NULL, 0, &o, argc, argv);
+    int rc = parse_opts(CMD " verify", verify_help, TLY_CO_JSON, verify_opts,
+                        sizeof verify_opts / sizeof verify_opts[0], &o, argc, argv);
     if (rc != 0)
         return rc < 0 ? TLY_EXIT_OK : rc;
     char log_dir[TLY_PATH_BYTES_MAX + 8];
     if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
+    if ((rc = mirror_first(CMD " verify", &o, log_dir)) != TLY_EXIT_OK)
+        return rc;
     tly_audit_verdict v;
     tly_err err = tly_audit_verify(log_dir, cli_progress, "verify", &v);
     tly_progress_end();
@@ -338,6 +376,7 @@ static int run_digest(int argc, char **argv)
 static const char replay_help[] =
     "Usage: tally audit replay --out DIR [--to SEQ | --until TIME] [--shards N]\n"
     "                          [--program FILE [--compare]] [--data DATA] [--json]\n"
+    "                          [--nats URL[,URL...] [--stream NAME]]\n"
     "\n"
     "Folds DATA/log from seq 1 into fresh view stores DIR/K-of-N (the layout of\n"
     "live views: 'tally balance --views DIR' answers from them), then prints the\n"
@@ -358,7 +397,10 @@ static const char replay_help[] =
     "                and rebate payable change most (--json: one object)\n"
     "  --timing      print the fold's rate on stderr when done, as 'replay: N\n"
     "                records in S s, R records/s, K shard(s)' (a terminal shows it\n"
-    "                anyway, after the progress line), to compare with 'tally bench fold'\n";
+    "                anyway, after the progress line), to compare with 'tally bench fold'\n"
+    "  --nats URL[,URL...]  first read the replication stream into DATA/log from its\n"
+    "                head + 1 on, as 'tally audit verify --nats' does\n"
+    "  --stream NAME the stream (default TALLY_LOG)\n";
 
 static int replay_parse(audit_opts *o, int argc, char **argv)
 {
@@ -470,6 +512,8 @@ static int run_replay(int argc, char **argv)
     char log_dir[TLY_PATH_BYTES_MAX + 8];
     if (!log_dir_of(&o, log_dir, sizeof log_dir))
         return TLY_EXIT_USAGE;
+    if ((rc = mirror_first(CMD " replay", &o, log_dir)) != TLY_EXIT_OK)
+        return rc;
     tly_audit_replay_opts ro = {.log_dir = log_dir,
                                 .out_dir = o.out,
                                 .shard_count = (uint32_t)o.shards,

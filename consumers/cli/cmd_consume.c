@@ -12,16 +12,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
+#include "ledger_repl.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_consume.h"
 #include "tly_keys.h"
+#include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_log.h"
 #include "tly_metrics_http.h"
 
 #define CMD "consume"
+
+/* The mirror child tells its parent it caught up: one byte on the pipe. */
+static void mirror_ready(void *ctx)
+{
+    int fd = *(int *)ctx;
+    char b = 1;
+    if (write(fd, &b, 1) != 1)
+        return;
+    close(fd);
+}
 
 static volatile sig_atomic_t consume_stop;
 
@@ -34,7 +50,9 @@ static void on_signal(int sig)
 typedef struct consume_opts {
     tly_common_opts common;
     tly_consume_opts run;
-    bool insecure; /* --insecure: a non-loopback --metrics */
+    bool insecure;      /* --insecure: a non-loopback --metrics */
+    const char *nats;   /* --nats URL[,URL...]: DIR/log mirrors the stream [N6] */
+    const char *stream; /* --stream NAME, with --nats */
 } consume_opts;
 
 /* --- command line --- */
@@ -64,6 +82,11 @@ static void usage(FILE *out)
             "  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics\n"
             "                   (loopback only without --insecure; README \"Metrics\")\n"
             "  --insecure       allow a non-loopback --metrics\n"
+            "  --nats URL[,URL...]  read the replication stream (SPEC section 12) instead\n"
+            "                   of a ledger: a child process keeps DIR/log a mirror of it\n"
+            "                   (from its head + 1 on, each record checked as the next link\n"
+            "                   of the chain) and the shard folds DIR/log\n"
+            "  --stream NAME    with --nats: the stream (default TALLY_LOG)\n"
             "\n"
             "SIGTERM or SIGINT commit the current batch and exit 0. Exit 1 on an error\n"
             "(the log is corrupt, the view store belongs to another shard, ...).\n",
@@ -96,7 +119,9 @@ enum {
     OPT_BATCH,
     OPT_REMOTE,
     OPT_AT_HEAD,
-    OPT_INSECURE
+    OPT_INSECURE,
+    OPT_NATS,
+    OPT_STREAM
 };
 
 static const tly_opt consume_opts_table[] = {
@@ -107,6 +132,8 @@ static const tly_opt consume_opts_table[] = {
     {"--remote", OPT_REMOTE, false},
     {"--exit-at-head", OPT_AT_HEAD, false},
     {"--insecure", OPT_INSECURE, false},
+    {"--nats", OPT_NATS, true},
+    {"--stream", OPT_STREAM, true},
 };
 
 static int consume_opt(void *ctx, int id, const char *v)
@@ -137,6 +164,12 @@ static int consume_opt(void *ctx, int id, const char *v)
         return TLY_EXIT_OK;
     case OPT_INSECURE:
         o->insecure = true;
+        return TLY_EXIT_OK;
+    case OPT_NATS:
+        o->nats = v;
+        return TLY_EXIT_OK;
+    case OPT_STREAM:
+        o->stream = v;
         return TLY_EXIT_OK;
     default:
         return tly_usagef(CMD, "unexpected argument '%s'", v);
@@ -170,6 +203,13 @@ static int parse_args(consume_opts *o, int argc, char **argv)
     char msg[256];
     if (o->common.metrics &&
         tly_metrics_addr_check(o->common.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(CMD, "%s", msg);
+    if (o->stream && !o->nats)
+        return tly_usagef(CMD, "--stream goes with --nats");
+    if (o->nats && o->run.remote)
+        return tly_usagef(CMD, "--nats reads the stream into DIR/log: not with --remote");
+    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    if (o->nats && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef(CMD, "%s", msg);
     if (tly_common_endpoints(CMD, &o->common) != TLY_EXIT_OK)
         return TLY_EXIT_FAIL;
@@ -211,6 +251,70 @@ static tly_err start_metrics(consume_opts *o, tly_metrics_http **http)
     return err;
 }
 
+/* --nats: the mirror child's side. Writes one byte to fd once DIR/log has
+ * what the stream held (1), then follows it until SIGTERM (or its parent's
+ * death); or, when another process (another shard's mirror, a ledger)
+ * writes DIR/log already, writes 2 and exits. Never returns. */
+static void mirror_child(const consume_opts *o, const char *log_dir, int fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    install_signals();
+    tly_log *probe = NULL;
+    if (tly_log_open(log_dir, TLY_LOG_WRITE, &probe) == TLY_UNAVAILABLE) {
+        /* another shard's mirror (or a ledger) writes DIR/log already */
+        char b = 2;
+        _exit(write(fd, &b, 1) == 1 ? TLY_EXIT_OK : TLY_EXIT_FAIL);
+    }
+    tly_log_close(probe);
+    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    char msg[256] = "";
+    tly_err err = tly_repl_follow(&ro, log_dir, &consume_stop, mirror_ready, &fd, msg, sizeof msg);
+    if (err != TLY_OK)
+        tly_errorf(CMD, "mirror of the stream: %s", msg[0] ? msg : tly_strerror(err));
+    _exit(err == TLY_OK ? TLY_EXIT_OK : TLY_EXIT_FAIL);
+}
+
+/* Starts the mirror child and waits until DIR/log holds what the stream
+ * held (so --exit-at-head folds all of it). Its pid into *pid; exit code. */
+static int start_mirror(const consume_opts *o, pid_t *pid)
+{
+    char log_dir[TLY_PATH_BYTES_MAX + 8];
+    if (tly_layout_log(o->common.data, log_dir, sizeof log_dir) != TLY_OK)
+        return tly_usagef(CMD, "path too long: %s", o->common.data);
+    int fds[2];
+    if (pipe(fds) != 0)
+        return TLY_EXIT_FAIL;
+    fflush(NULL);
+    *pid = fork();
+    if (*pid == 0) {
+        close(fds[0]);
+        mirror_child(o, log_dir, fds[1]);
+    }
+    close(fds[1]);
+    char b = 0;
+    ssize_t n = *pid > 0 ? read(fds[0], &b, 1) : -1;
+    close(fds[0]);
+    if (n == 1 && b == 1)
+        return TLY_EXIT_OK;
+    if (n == 1 && b == 2) { /* someone else keeps DIR/log up to date: fold it */
+        waitpid(*pid, NULL, 0);
+        *pid = 0;
+        return TLY_EXIT_OK;
+    }
+    if (*pid > 0)
+        waitpid(*pid, NULL, 0);
+    *pid = 0;
+    return TLY_EXIT_FAIL; /* the child said why */
+}
+
+static void stop_mirror(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 int tly_cmd_consume(int argc, char **argv)
 {
     consume_opts o;
@@ -223,10 +327,16 @@ int tly_cmd_consume(int argc, char **argv)
     o.run.on_ready = notify_ready;
     tly_log_daemon();
     install_signals();
-    tly_metrics_http *http = NULL;
-    if (o.common.metrics && start_metrics(&o, &http) != TLY_OK)
+    pid_t mirror = 0;
+    if (o.nats && start_mirror(&o, &mirror) != TLY_EXIT_OK)
         return TLY_EXIT_FAIL;
+    tly_metrics_http *http = NULL;
+    if (o.common.metrics && start_metrics(&o, &http) != TLY_OK) {
+        stop_mirror(mirror);
+        return TLY_EXIT_FAIL;
+    }
     tly_err err = tly_consume_run(&o.run, &consume_stop);
+    stop_mirror(mirror);
     sd_notify(0, "STOPPING=1");
     tly_metrics_http_stop(http);
     tly_metrics_free(o.run.metrics);

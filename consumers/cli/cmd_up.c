@@ -65,6 +65,8 @@ typedef struct up_opts {
     char metrics_host[64]; /* the children's metrics host ("127.0.0.1", "[::1]") */
     uint32_t metrics_port; /* the first child's metrics port */
     bool metrics_loopback; /* the host is loopback */
+    const char *replicate; /* --replicate URL[,URL...]: the ledger's (SPEC section 12) */
+    bool standby;          /* --standby: the ledger is a standby of that stream */
 } up_opts;
 
 /* The metrics port of each child: the first --metrics port + its slot
@@ -105,6 +107,7 @@ static void usage(FILE *out)
             "Usage: tally up [--data DIR] [--shards N] [--ingest EP] [--events EP]\n"
             "                [--log-read EP] [--query EP] [--web ADDR] [--no-sync] [--insecure]\n"
             "                [--metrics HOST:PORT | --no-metrics]\n"
+            "                [--replicate URL[,URL...] [--standby]]\n"
             "\n"
             "Starts the whole stack on this machine and supervises it: the ledger, N\n"
             "consumers (one per shard), the query service and the web console (tally\n"
@@ -130,6 +133,12 @@ static void usage(FILE *out)
             "                child's address is printed when it starts and recorded in\n"
             "                DIR/endpoints.json under \"metrics\"\n"
             "  --no-metrics  serve no metrics\n"
+            "  --replicate URL[,URL...]  the ledger replicates the log into the NATS\n"
+            "                JetStream stream TALLY_LOG on these servers (SPEC section 12;\n"
+            "                'tally ledger --replicate' for its other flags)\n"
+            "  --standby     with --replicate: the ledger is a standby that follows the\n"
+            "                stream (the consumers fold what it follows) and takes over\n"
+            "                as writer when the writer's lease lapses\n"
             "\n"
             "Exit codes: 0 stopped cleanly, 1 error (e.g. already running), 2 usage.\n",
             TLY_DEFAULT_WEB, TLY_UP_BACKOFF_MS_MIN, TLY_UP_BACKOFF_MS_MAX, TLY_UP_STABLE_MS / 1000,
@@ -143,12 +152,21 @@ static uint32_t default_shards(void)
     return n < 1 ? 1u : n > (long)TLY_SHARDS_MAX ? TLY_SHARDS_MAX : (uint32_t)n;
 }
 
-enum { OPT_SHARDS = 1, OPT_NO_SYNC, OPT_INSECURE, OPT_WEB, OPT_NO_METRICS };
+enum {
+    OPT_SHARDS = 1,
+    OPT_NO_SYNC,
+    OPT_INSECURE,
+    OPT_WEB,
+    OPT_NO_METRICS,
+    OPT_REPLICATE,
+    OPT_STANDBY
+};
 
 static const tly_opt up_opts_table[] = {
     {"--shards", OPT_SHARDS, true},          {"--no-sync", OPT_NO_SYNC, false},
     {"--insecure", OPT_INSECURE, false},     {"--web", OPT_WEB, true},
-    {"--no-metrics", OPT_NO_METRICS, false},
+    {"--no-metrics", OPT_NO_METRICS, false}, {"--replicate", OPT_REPLICATE, true},
+    {"--standby", OPT_STANDBY, false},
 };
 
 static int up_opt(void *ctx, int id, const char *v)
@@ -164,6 +182,8 @@ static int up_opt(void *ctx, int id, const char *v)
     o->insecure = o->insecure || id == OPT_INSECURE;
     o->web = id == OPT_WEB ? v : o->web;
     o->no_metrics = o->no_metrics || id == OPT_NO_METRICS;
+    o->replicate = id == OPT_REPLICATE ? v : o->replicate;
+    o->standby = o->standby || id == OPT_STANDBY;
     if (id == TLY_OPT_ARG)
         return tly_usagef(CMD, "unexpected argument '%s'", v);
     return TLY_EXIT_OK;
@@ -211,6 +231,8 @@ static int parse(int argc, char **argv, up_opts *o)
     int rc = tly_cli_parse(&spec, &o->common, argc, argv);
     if (rc == TLY_CLI_HELP)
         usage(stdout);
+    if (rc == TLY_EXIT_OK && o->standby && !o->replicate)
+        return tly_usagef(CMD, "--standby goes with --replicate");
     return rc == TLY_EXIT_OK ? resolve_metrics(o) : rc;
 }
 
@@ -287,6 +309,10 @@ static void plan_children(up_state *u)
         add_arg(c, &n, "--no-sync");
     if (u->o.insecure)
         add_arg(c, &n, "--insecure");
+    if (u->o.replicate)
+        add_pair(c, &n, "--replicate", u->o.replicate);
+    if (u->o.standby)
+        add_arg(c, &n, "--standby");
     add_metrics(u, c, &n, METRICS_SLOT_LEDGER);
     for (uint32_t k = 0; k < u->o.shards; k++) {
         char name[32];

@@ -29,6 +29,7 @@
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
+#include "ledger_repl.h"
 #include "tly_auth.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -62,17 +63,54 @@ static void usage(FILE *out)
             "                          --insecure; README \"Metrics\" lists them)\n"
             "  --insecure              allow non-loopback endpoints without CURVE, and a\n"
             "                          non-loopback --metrics\n"
+            "  --replicate URL[,URL...]  replicate the log into a NATS JetStream stream\n"
+            "                          (SPEC section 12): acknowledge an event only once a\n"
+            "                          quorum of the stream and this disk hold it\n"
+            "  --stream NAME           the stream (default %s)\n"
+            "  --replicas R            replicas of a stream created here, 1-%d (default %d)\n"
+            "  --standby               follow the stream into this log, serve events and\n"
+            "                          log-read, answer ingest unavailable; take over as\n"
+            "                          writer when the writer's lease lapses\n"
+            "  --takeover-after S      seconds without a lease renewal before a standby\n"
+            "                          takes over, 1-%u (default %u)\n"
+            "  --no-takeover           with --standby: a read replica for local consumers\n"
+            "                          and auditors, writer only when promoted by --name\n"
+            "  --name NAME             this ledger in the lease (default HOST:DATA-DIR)\n"
+            "\n"
+            "       tally ledger promote --replicate URL[,URL...] [--stream NAME] [--name NAME]\n"
+            "Asks the standby NAME (default: any) to take over as writer at once.\n"
             "  --help                  show this help\n",
-            TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ);
+            TLY_DEFAULT_INGEST, TLY_DEFAULT_EVENTS, TLY_DEFAULT_LOG_READ, TLY_REPL_STREAM_DEFAULT,
+            TLY_REPL_REPLICAS_MAX, TLY_REPL_REPLICAS_DEFAULT, TLY_TAKEOVER_AFTER_S_MAX,
+            TLY_TAKEOVER_AFTER_S_DEFAULT);
 }
 
-enum { OPT_NO_SYNC = 1, OPT_INSECURE, OPT_CURVE_SECRET, OPT_AUTHORIZED_KEYS };
+enum {
+    OPT_NO_SYNC = 1,
+    OPT_INSECURE,
+    OPT_CURVE_SECRET,
+    OPT_AUTHORIZED_KEYS,
+    OPT_REPLICATE,
+    OPT_STREAM,
+    OPT_REPLICAS,
+    OPT_STANDBY,
+    OPT_TAKEOVER_AFTER,
+    OPT_NAME,
+    OPT_NO_TAKEOVER
+};
 
 static const tly_opt ledger_opts[] = {
     {"--no-sync", OPT_NO_SYNC, false},
     {"--insecure", OPT_INSECURE, false},
     {"--curve-secret", OPT_CURVE_SECRET, true},
     {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+    {"--replicate", OPT_REPLICATE, true},
+    {"--stream", OPT_STREAM, true},
+    {"--replicas", OPT_REPLICAS, true},
+    {"--standby", OPT_STANDBY, false},
+    {"--takeover-after", OPT_TAKEOVER_AFTER, true},
+    {"--name", OPT_NAME, true},
+    {"--no-takeover", OPT_NO_TAKEOVER, false},
 };
 
 static int ledger_opt(void *ctx, int id, const char *value)
@@ -84,6 +122,28 @@ static int ledger_opt(void *ctx, int id, const char *value)
     o->insecure = o->insecure || id == OPT_INSECURE;
     o->curve_secret = id == OPT_CURVE_SECRET ? value : o->curve_secret;
     o->authorized_keys = id == OPT_AUTHORIZED_KEYS ? value : o->authorized_keys;
+    o->replicate = id == OPT_REPLICATE ? value : o->replicate;
+    o->stream = id == OPT_STREAM ? value : o->stream;
+    o->standby = o->standby || id == OPT_STANDBY;
+    o->no_takeover = o->no_takeover || id == OPT_NO_TAKEOVER;
+    if (id == OPT_NAME && (!value[0] || strlen(value) > TLY_LEASE_NAME_BYTES_MAX))
+        return tly_usagef("ledger", "--name takes 1 to %u bytes", TLY_LEASE_NAME_BYTES_MAX);
+    o->name = id == OPT_NAME ? value : o->name;
+    if (id == OPT_TAKEOVER_AFTER) {
+        uint64_t sec = 0;
+        int rc =
+            tly_cli_u64("ledger", "--takeover-after", value, 1, TLY_TAKEOVER_AFTER_S_MAX, &sec);
+        if (rc != TLY_EXIT_OK)
+            return rc;
+        o->takeover_after_ms = (int)sec * 1000;
+    }
+    if (id == OPT_REPLICAS) {
+        uint64_t r = 0;
+        int rc = tly_cli_u64("ledger", "--replicas", value, 1, TLY_REPL_REPLICAS_MAX, &r);
+        if (rc != TLY_EXIT_OK)
+            return rc;
+        o->replicas = (int)r;
+    }
     return TLY_EXIT_OK;
 }
 
@@ -103,6 +163,15 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **me
     if (!o->curve_secret != !o->authorized_keys)
         return tly_usagef("ledger", "--curve-secret and --authorized-keys go together");
     char msg[256];
+    if (!o->replicate &&
+        (o->stream || o->replicas || o->standby || o->takeover_after_ms || o->name))
+        return tly_usagef("ledger", "--stream, --replicas, --standby, --takeover-after and "
+                                    "--name go with --replicate");
+    if (o->no_takeover && !o->standby)
+        return tly_usagef("ledger", "--no-takeover goes with --standby");
+    tly_repl_opts ro = {o->replicate, o->stream, o->replicas, false};
+    if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("ledger", "%s", msg);
     if (c.metrics && tly_metrics_addr_check(c.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger", "%s", msg);
     *metrics = c.metrics;
@@ -136,8 +205,43 @@ static int start_ledger(tly_ledger_opts *o, const char *addr, tly_ledger **ld,
     return TLY_EXIT_FAIL;
 }
 
+/* `tally ledger promote`: puts the promote request into the lease bucket;
+ * the standby it names (or any, the first to see it) takes over at once. */
+static int cmd_promote(int argc, char **argv)
+{
+    tly_ledger_opts o = {0};
+    const tly_cli_spec spec = {"ledger promote", 0,
+                               ledger_opts,      sizeof ledger_opts / sizeof ledger_opts[0],
+                               ledger_opt,       &o};
+    int rc = tly_cli_parse(&spec, NULL, argc, argv);
+    if (rc == TLY_CLI_HELP)
+        usage(stdout);
+    if (rc != TLY_EXIT_OK)
+        return rc < 0 ? TLY_EXIT_OK : rc;
+    if (!o.replicate)
+        return tly_usagef("ledger promote", "--replicate URL[,URL...] is required");
+    tly_repl_opts ro = {o.replicate, o.stream, o.replicas, true};
+    tly_repl *r = NULL;
+    char msg[256] = "";
+    tly_err err = tly_repl_open(&ro, &r, msg, sizeof msg);
+    if (err == TLY_OK)
+        err = tly_repl_lease_open(r, msg, sizeof msg);
+    if (err == TLY_OK && (err = tly_repl_lease_put(r, "promote", o.name ? o.name : "*")) != TLY_OK)
+        snprintf(msg, sizeof msg, "the lease bucket does not answer");
+    tly_repl_close(r);
+    if (err != TLY_OK) {
+        tly_errorf("ledger promote", "%s", msg[0] ? msg : tly_strerror(err));
+        return TLY_EXIT_FAIL;
+    }
+    printf("asked %s to take over as writer of stream %s\n", o.name ? o.name : "a standby",
+           o.stream ? o.stream : TLY_REPL_STREAM_DEFAULT);
+    return TLY_EXIT_OK;
+}
+
 int tly_cmd_ledger(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "promote") == 0)
+        return cmd_promote(argc - 1, argv + 1);
     tly_ledger_opts o = {0};
     const char *metrics = NULL;
     int rc = parse_args(argc, argv, &o, &metrics);

@@ -48,6 +48,7 @@ typedef struct bench_opts {
     uint32_t batch_count;
     bool no_sync;
     const char *dir;
+    const char *replicate; /* --replicate URL: R1 and R3 runs beside each plain one */
 } bench_opts;
 
 /* Pre-encoded events of one producer. */
@@ -80,7 +81,10 @@ static void usage(FILE *out)
                  "  --window N       requests in flight per producer (default 16)\n"
                  "  --batches LIST   events per request, comma-separated (default 1,10,100,1000)\n"
                  "  --no-sync        run the ledger with --no-sync (not durable)\n"
-                 "  --dir DIR        scratch directory (default a new one under /tmp)\n");
+                 "  --dir DIR        scratch directory (default a new one under /tmp)\n"
+                 "  --replicate URL[,URL...]  also run each batch size through a ledger that\n"
+                 "                   replicates into JetStream there, with 1 and 3 replicas\n"
+                 "                   (a new stream per run)\n");
 }
 
 static int parse_batches(const char *s, bench_opts *o)
@@ -100,12 +104,24 @@ static int parse_batches(const char *s, bench_opts *o)
     return TLY_EXIT_OK;
 }
 
-enum { OPT_EVENTS = 1, OPT_PRODUCERS, OPT_WINDOW, OPT_BATCHES, OPT_DIR, OPT_NO_SYNC };
+enum {
+    OPT_EVENTS = 1,
+    OPT_PRODUCERS,
+    OPT_WINDOW,
+    OPT_BATCHES,
+    OPT_DIR,
+    OPT_NO_SYNC,
+    OPT_REPLICATE
+};
 
 static const tly_opt bench_opts_table[] = {
-    {"--events", OPT_EVENTS, true}, {"--producers", OPT_PRODUCERS, true},
-    {"--window", OPT_WINDOW, true}, {"--batches", OPT_BATCHES, true},
-    {"--dir", OPT_DIR, true},       {"--no-sync", OPT_NO_SYNC, false},
+    {"--events", OPT_EVENTS, true},
+    {"--producers", OPT_PRODUCERS, true},
+    {"--window", OPT_WINDOW, true},
+    {"--batches", OPT_BATCHES, true},
+    {"--dir", OPT_DIR, true},
+    {"--no-sync", OPT_NO_SYNC, false},
+    {"--replicate", OPT_REPLICATE, true},
 };
 
 static int bench_opt(void *ctx, int id, const char *v)
@@ -135,6 +151,9 @@ static int bench_opt(void *ctx, int id, const char *v)
         return TLY_EXIT_OK;
     case OPT_NO_SYNC:
         o->no_sync = true;
+        return TLY_EXIT_OK;
+    case OPT_REPLICATE:
+        o->replicate = v;
         return TLY_EXIT_OK;
     default:
         return tly_usagef("bench ingest", "unexpected argument '%s'", v);
@@ -285,7 +304,15 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static pid_t start_ledger(const char *dir, const char *ingest, bool no_sync)
+/* The replication of one run: NULL, or the cluster, a stream and its
+ * replicas. */
+typedef struct bench_repl {
+    const char *urls;
+    char stream[40];
+    char replicas[4];
+} bench_repl;
+
+static pid_t start_ledger(const char *dir, const char *ingest, bool no_sync, const bench_repl *rp)
 {
     char data[TLY_PATH_BYTES_MAX], events[TLY_PATH_BYTES_MAX], lr[TLY_PATH_BYTES_MAX];
     snprintf(data, sizeof data, "%s/data", dir);
@@ -304,7 +331,20 @@ static pid_t start_ledger(const char *dir, const char *ingest, bool no_sync)
                         "--log-read",
                         lr,
                         no_sync ? "--no-sync" : NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
                         NULL};
+        int n = no_sync ? 11 : 10;
+        if (rp) {
+            const char *more[] = {"--replicate", rp->urls,     "--stream",
+                                  rp->stream,    "--replicas", rp->replicas};
+            for (int i = 0; i < 6; i++)
+                argv[n++] = (char *)more[i];
+        }
         execv("/proc/self/exe", argv);
         _exit(127);
     }
@@ -376,11 +416,11 @@ static void free_corpora(corpus *cs, uint32_t np)
 /* One offered-load run through a real ledger: np producers, each sending
  * its corpus cs[i] in requests of batch events. */
 static tly_err run_ledger(const bench_opts *o, const char *dir, corpus *cs, uint32_t np,
-                          uint32_t batch, uint32_t window, run_result *r)
+                          uint32_t batch, uint32_t window, const bench_repl *rp, run_result *r)
 {
     char ingest[TLY_PATH_BYTES_MAX];
     snprintf(ingest, sizeof ingest, "ipc://%s/ingest.sock", dir);
-    pid_t pid = start_ledger(dir, ingest, o->no_sync);
+    pid_t pid = start_ledger(dir, ingest, o->no_sync, rp);
     producer *ps = calloc(np, sizeof *ps);
     pthread_t *th = calloc(np, sizeof *th);
     for (uint32_t i = 0; i < np; i++) {
@@ -392,7 +432,7 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, corpus *cs, uint
                            .lat_ns = calloc(nreq, 8),
                            .sent_ns = calloc(nreq, 8)};
     }
-    usleep(300000); /* let the ledger bind before the clock starts */
+    usleep(rp ? 3000000 : 300000); /* let the ledger bind (and make its stream) first */
     uint64_t t0 = tly_mono_ns();
     for (uint32_t i = 0; i < np; i++)
         pthread_create(&th[i], NULL, producer_main, &ps[i]);
@@ -529,6 +569,28 @@ static bool floor_samples(const char *path, uint32_t count, uint64_t *lat_ns)
  * with the same records; the ratio is to the better of the two ceilings,
  * so that a burst of other load on the machine during one of them does not
  * flatter the ledger. */
+/* The same corpus through a ledger replicating into a new stream of
+ * `replicas` replicas (SPEC section 12): a fresh data directory each. */
+static void run_replicated(const bench_opts *o, const char *dir, corpus *cs, uint32_t batch,
+                           int replicas, double raw)
+{
+    char sub[TLY_BENCH_DIR_BYTES + 16];
+    snprintf(sub, sizeof sub, "%s/r%d", dir, replicas);
+    mkdir(sub, TLY_DIR_MODE);
+    bench_repl rp = {o->replicate, "", ""};
+    snprintf(rp.stream, sizeof rp.stream, "BENCH_%d_%u_R%d", (int)getpid(), batch, replicas);
+    snprintf(rp.replicas, sizeof rp.replicas, "%d", replicas);
+    run_result r;
+    memset(&r, 0, sizeof r);
+    run_ledger(o, sub, cs, o->producers, batch, o->window, &rp, &r);
+    char label[16];
+    snprintf(label, sizeof label, "%u R%d", batch, replicas);
+    printf("%-8s %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", label, r.eps, (double)r.p50_us / 1000.0,
+           (double)r.p99_us / 1000.0, raw, raw > 0 ? 100.0 * r.eps / raw : 0.0,
+           r.failed ? "  (FAILURES)" : "");
+    fflush(stdout);
+}
+
 static void run_batch(const bench_opts *o, const char *base, uint32_t b)
 {
     char dir[TLY_BENCH_DIR_BYTES];
@@ -549,15 +611,17 @@ static void run_batch(const bench_opts *o, const char *base, uint32_t b)
     double raw = 0, after = 0;
     if (cs) {
         raw = run_raw(o, dir, "raw-before", cs, o->producers, batch, (uint32_t)commit);
-        run_ledger(o, dir, cs, o->producers, batch, o->window, &r);
+        run_ledger(o, dir, cs, o->producers, batch, o->window, NULL, &r);
         after = run_raw(o, dir, "raw-after", cs, o->producers, batch, (uint32_t)commit);
     }
-    free_corpora(cs, o->producers);
     raw = after > raw ? after : raw;
     printf("%-8u %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", batch, r.eps, (double)r.p50_us / 1000.0,
            (double)r.p99_us / 1000.0, raw, raw > 0 ? 100.0 * r.eps / raw : 0.0,
            r.failed || !cs ? "  (FAILURES)" : "");
     fflush(stdout);
+    for (int k = 0; cs && o->replicate && k < 2; k++)
+        run_replicated(o, dir, cs, batch, k == 0 ? 1 : 3, raw);
+    free_corpora(cs, o->producers);
     rm_tree(dir);
 }
 
@@ -631,7 +695,7 @@ static void run_single(const bench_opts *o, const char *base)
     memset(&r, 0, sizeof r);
     corpus *cs = build_corpora(1, 1, TLY_BENCH_SINGLE_EVENTS);
     if (cs)
-        run_ledger(o, dir, cs, 1, 1, 1, &r);
+        run_ledger(o, dir, cs, 1, 1, 1, NULL, &r);
     free_corpora(cs, 1);
     if (f)
         sample_floors(o, dir, f, 1);

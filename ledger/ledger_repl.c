@@ -1,0 +1,886 @@
+/* ledger_repl.c — the log replicated into JetStream; see ledger_repl.h. */
+#include "ledger_repl.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tly_assert.h"
+#include "tly_limits.h"
+#include "tly_os.h"
+
+_Static_assert(TLY_REPL_RECORD_BYTES_MAX <= INT32_MAX, "a record's length fits libnats' int");
+
+/* One record of the batch in hand: its seq and where its bytes are in buf. */
+typedef struct pub_rec {
+    uint64_t seq;
+    size_t off, len;
+} pub_rec;
+
+/* Acknowledgements of the batch in hand, counted by libnats' threads. */
+typedef struct acks {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t lo, hi; /* the batch's seqs; an ack outside is a late one of an earlier batch */
+    uint32_t ok, bad;
+    bool open;              /* a batch is waiting for its acks */
+    jsErrCode first_code;   /* of the first refusal */
+    char first_text[160];   /* its text */
+    uint64_t first_bad_seq; /* its record */
+} acks;
+
+struct tly_repl {
+    natsConnection *nc;
+    jsCtx *js;
+    char stream[TLY_REPL_STREAM_NAME_BYTES_MAX + 1];
+    char subject[TLY_REPL_STREAM_NAME_BYTES_MAX + 8];
+    int replicas;
+    /* the batch in hand (tly_log_replica callbacks) */
+    uint8_t *buf;
+    size_t buf_len, buf_cap;
+    pub_rec *recs;
+    uint32_t rec_count, rec_cap;
+    acks acks;
+    kvStore *kv; /* the lease bucket, once tly_repl_lease_open ran */
+    bool no_create;
+    bool stale;
+    char last_error[480];
+};
+
+struct tly_repl_reader {
+    natsSubscription *sub;
+    natsMsg **msgs; /* TLY_REPL_CHUNK_RECORDS, the last fetch's */
+    uint32_t count;
+};
+
+/* ---- options ---- */
+
+static bool stream_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TLY_REPL_STREAM_NAME_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Splits urls at commas into list (copies into store); TLY_USAGE on a
+ * list out of bounds. */
+static tly_err split_urls(const char *urls, char store[][TLY_REPL_URL_BYTES_MAX + 1],
+                          const char **list, int *count, char *msg, size_t cap)
+{
+    int n = 0;
+    const char *p = urls ? urls : "";
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len > TLY_REPL_URL_BYTES_MAX || n == (int)TLY_REPL_URLS_MAX) {
+            snprintf(msg, cap,
+                     "--replicate takes 1 to %u server URLs of at most %u bytes, "
+                     "separated by commas",
+                     TLY_REPL_URLS_MAX, TLY_REPL_URL_BYTES_MAX);
+            return TLY_USAGE;
+        }
+        memcpy(store[n], p, len);
+        store[n][len] = '\0';
+        list[n] = store[n];
+        n++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    *count = n;
+    return TLY_OK;
+}
+
+tly_err tly_repl_check(const tly_repl_opts *o, char *msg, size_t cap)
+{
+    char store[TLY_REPL_URLS_MAX][TLY_REPL_URL_BYTES_MAX + 1];
+    const char *list[TLY_REPL_URLS_MAX];
+    int n;
+    tly_err err = split_urls(o->urls, store, list, &n, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    if (o->stream && !stream_name_ok(o->stream)) {
+        snprintf(msg, cap, "--stream takes 1 to %u characters of A-Z, a-z, 0-9, _ and -",
+                 TLY_REPL_STREAM_NAME_BYTES_MAX);
+        return TLY_USAGE;
+    }
+    if (o->replicas < 0 || o->replicas > TLY_REPL_REPLICAS_MAX) {
+        snprintf(msg, cap, "--replicas takes 1 to %d", TLY_REPL_REPLICAS_MAX);
+        return TLY_USAGE;
+    }
+    return TLY_OK;
+}
+
+/* ---- acknowledgements ---- */
+
+/* Seq of a record's bytes (0 when they do not decode). */
+static uint64_t record_seq(const void *data, int len)
+{
+    tly_record rec;
+    return len > 0 && tly_record_decode(data, (size_t)len, &rec) == TLY_OK ? rec.seq : 0;
+}
+
+/* libnats' thread: one acknowledgement or refusal of a published record. */
+static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    tly_repl *r = closure;
+    acks *a = &r->acks;
+    uint64_t seq = record_seq(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    pthread_mutex_lock(&a->mu);
+    if (a->open && seq >= a->lo && seq <= a->hi) {
+        /* The stream stored it at its own seq, once: anything else (a
+         * duplicate, another position) is a refusal. */
+        bool good = pa && !pa->Duplicate && pa->Sequence == seq;
+        if (good) {
+            a->ok++;
+        } else {
+            if (a->bad++ == 0) {
+                a->first_code = pae ? pae->ErrCode : 0;
+                a->first_bad_seq = seq;
+                snprintf(a->first_text, sizeof a->first_text, "%s",
+                         pae ? (pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err))
+                             : "stored at another seq or as a duplicate");
+            }
+        }
+        if (a->ok + a->bad == (uint32_t)(a->hi - a->lo + 1))
+            pthread_cond_signal(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    natsMsg_Destroy(m);
+}
+
+/* ---- connecting ---- */
+
+static tly_err connect_cluster(tly_repl *r, const char *urls, char *msg, size_t cap)
+{
+    char store[TLY_REPL_URLS_MAX][TLY_REPL_URL_BYTES_MAX + 1];
+    const char *list[TLY_REPL_URLS_MAX];
+    int n;
+    tly_err err = split_urls(urls, store, list, &n, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(o, list, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(o, TLY_REPL_CONNECT_TIMEOUT_MS);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, TLY_REPL_RECONNECT_WAIT_MS);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(o, "tally ledger");
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&r->nc, o);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "cannot connect to %s: %s", urls, natsStatus_GetText(s));
+        return TLY_UNAVAILABLE;
+    }
+    if (natsConnection_GetMaxPayload(r->nc) < (int64_t)TLY_REPL_RECORD_BYTES_MAX) {
+        snprintf(msg, cap,
+                 "the servers take messages of at most %lld bytes, below a record's %u: "
+                 "set max_payload: 8MB in their configuration",
+                 (long long)natsConnection_GetMaxPayload(r->nc), TLY_REPL_RECORD_BYTES_MAX);
+        return TLY_USAGE;
+    }
+    return TLY_OK;
+}
+
+static tly_err open_js(tly_repl *r, char *msg, size_t cap)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = TLY_REPL_API_WAIT_MS;
+    jo.PublishAsync.MaxPending = TLY_LOG_BATCH_ITEMS_MAX;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    natsStatus s = natsConnection_JetStream(&r->js, r->nc, &jo);
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "JetStream: %s", natsStatus_GetText(s));
+        return TLY_UNAVAILABLE;
+    }
+    return TLY_OK;
+}
+
+/* Creates the stream when absent [N1]; an existing one is taken as it is. */
+static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_OK)
+        return TLY_OK;
+    if (jerr == JSStreamNotFoundErr && r->no_create) {
+        snprintf(msg, cap, "there is no stream %s on %s", r->stream, "the servers");
+        return TLY_NOT_FOUND;
+    }
+    if (jerr != JSStreamNotFoundErr) {
+        snprintf(msg, cap, "stream %s: %s (no JetStream quorum?)", r->stream,
+                 natsStatus_GetText(s));
+        return TLY_UNAVAILABLE;
+    }
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[1] = {r->subject};
+    cfg.Name = r->stream;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = r->replicas;
+    cfg.DenyDelete = true;
+    cfg.DenyPurge = true;
+    cfg.MaxMsgSize = (int32_t)TLY_REPL_RECORD_BYTES_MAX;
+    s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK && jerr != JSStreamNameExistErr) {
+        snprintf(msg, cap, "cannot create stream %s (replicas %d): %s", r->stream, r->replicas,
+                 nats_GetLastError(NULL));
+        return TLY_UNAVAILABLE;
+    }
+    tly_logf(TLY_LOG_INFO, "ledger", "created stream %s (subject %s, %d replicas)", r->stream,
+             r->subject, r->replicas);
+    return TLY_OK;
+}
+
+tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size_t cap)
+{
+    tly_err err = tly_repl_check(opts, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    tly_repl *r = calloc(1, sizeof *r);
+    if (!r)
+        return TLY_NOMEM;
+    pthread_mutex_init(&r->acks.mu, NULL);
+    pthread_cond_init(&r->acks.cv, NULL);
+    snprintf(r->stream, sizeof r->stream, "%s",
+             opts->stream ? opts->stream : TLY_REPL_STREAM_DEFAULT);
+    snprintf(r->subject, sizeof r->subject, "%s.log", r->stream);
+    r->replicas = opts->replicas ? opts->replicas : TLY_REPL_REPLICAS_DEFAULT;
+    r->no_create = opts->no_create;
+    err = connect_cluster(r, opts->urls, msg, cap);
+    if (err == TLY_OK)
+        err = open_js(r, msg, cap);
+    if (err == TLY_OK)
+        err = ensure_stream(r, msg, cap);
+    if (err != TLY_OK) {
+        tly_repl_close(r);
+        return err;
+    }
+    *out = r;
+    return TLY_OK;
+}
+
+void tly_repl_close(tly_repl *r)
+{
+    if (!r)
+        return;
+    kvStore_Destroy(r->kv);
+    if (r->js)
+        jsCtx_Destroy(r->js);
+    if (r->nc) {
+        natsConnection_Close(r->nc);
+        natsConnection_Destroy(r->nc);
+    }
+    pthread_mutex_destroy(&r->acks.mu);
+    pthread_cond_destroy(&r->acks.cv);
+    free(r->buf);
+    free(r->recs);
+    free(r);
+}
+
+const char *tly_repl_stream(const tly_repl *r)
+{
+    return r->stream;
+}
+
+tly_err tly_repl_last_seq(tly_repl *r, uint64_t *last)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    if (s == NATS_OK)
+        *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return s == NATS_OK ? TLY_OK : TLY_UNAVAILABLE;
+}
+
+bool tly_repl_stale(const tly_repl *r)
+{
+    return r->stale;
+}
+
+void tly_repl_set_stale(tly_repl *r)
+{
+    r->stale = true;
+}
+
+const char *tly_repl_last_error(const tly_repl *r)
+{
+    return r->last_error;
+}
+
+/* ---- publishing a batch [N2] (the log's replica) ---- */
+
+static void rep_begin(void *ctx)
+{
+    tly_repl *r = ctx;
+    r->buf_len = 0;
+    r->rec_count = 0;
+}
+
+/* Keeps a copy of the record: the log's encoder reuses its buffer. */
+static tly_err rep_record(void *ctx, uint64_t seq, const uint8_t *raw, size_t raw_len)
+{
+    tly_repl *r = ctx;
+    if (r->rec_count == r->rec_cap) {
+        uint32_t cap = r->rec_cap ? 2 * r->rec_cap : 1024;
+        pub_rec *p = realloc(r->recs, (size_t)cap * sizeof *p);
+        if (!p)
+            return TLY_NOMEM;
+        r->recs = p;
+        r->rec_cap = cap;
+    }
+    if (raw_len > r->buf_cap - r->buf_len) {
+        size_t cap = r->buf_cap ? r->buf_cap : (size_t)1 << 20;
+        while (cap - r->buf_len < raw_len)
+            cap *= 2;
+        uint8_t *b = realloc(r->buf, cap);
+        if (!b)
+            return TLY_NOMEM;
+        r->buf = b;
+        r->buf_cap = cap;
+    }
+    memcpy(r->buf + r->buf_len, raw, raw_len);
+    r->recs[r->rec_count++] = (pub_rec){seq, r->buf_len, raw_len};
+    r->buf_len += raw_len;
+    return TLY_OK;
+}
+
+/* Publishes one record with expected-last-sequence = seq - 1. libnats sends
+ * that header only for a non-zero value, so the first record of a stream
+ * carries it as a header of its own ("0": the stream must be empty). */
+static natsStatus publish_one(tly_repl *r, uint64_t seq, const uint8_t *raw, size_t len)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    if (seq > 1) {
+        po.ExpectLastSeq = seq - 1;
+        return js_PublishAsync(r->js, r->subject, raw, (int)len, &po);
+    }
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, r->subject, NULL, (const char *)raw, (int)len);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", "0");
+    if (s == NATS_OK)
+        s = js_PublishMsgAsync(r->js, &m, &po);
+    natsMsg_Destroy(m); /* a no-op once the library owns it */
+    return s;
+}
+
+static void acks_open(acks *a, uint64_t lo, uint64_t hi)
+{
+    pthread_mutex_lock(&a->mu);
+    a->lo = lo;
+    a->hi = hi;
+    a->ok = a->bad = 0;
+    a->first_code = 0;
+    a->first_text[0] = '\0';
+    a->first_bad_seq = 0;
+    a->open = true;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static struct timespec deadline_in(int ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
+/* Waits until every record of the batch is answered, or until no answer at
+ * all came for timeout_ms (a large batch on a busy cluster takes longer
+ * than that in all, but keeps being answered; a lost quorum answers
+ * nothing). Closes the batch (later answers are ignored). True when all
+ * were answered; *ok and *bad count them. */
+static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
+{
+    struct timespec dl = deadline_in(timeout_ms);
+    pthread_mutex_lock(&a->mu);
+    uint32_t want = (uint32_t)(a->hi - a->lo + 1), seen = a->ok + a->bad;
+    for (;;) {
+        int rc = 0;
+        while (a->ok + a->bad < want && rc == 0)
+            rc = pthread_cond_timedwait(&a->cv, &a->mu, &dl);
+        if (a->ok + a->bad == want || a->ok + a->bad == seen)
+            break;
+        seen = a->ok + a->bad; /* progress: another timeout_ms */
+        dl = deadline_in(timeout_ms);
+    }
+    bool all = a->ok + a->bad == want;
+    *ok = a->ok;
+    *bad = a->bad;
+    a->open = false;
+    pthread_mutex_unlock(&a->mu);
+    return all;
+}
+
+/* Drops what libnats still waits an answer for, after a timeout: the
+ * stream may have stored some of it, which the next catch-up finds. */
+static void drop_pending(tly_repl *r)
+{
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK)
+        natsMsgList_Destroy(&pending);
+}
+
+/* Why a batch was refused, logged once per batch and kept for the caller. */
+static tly_err refuse(tly_repl *r, const char *fmt, uint64_t a, uint64_t b, const char *text)
+{
+    char why[400];
+    snprintf(why, sizeof why, fmt, (unsigned long long)a, (unsigned long long)b, text);
+    snprintf(r->last_error, sizeof r->last_error, "stream %s: %s", r->stream, why);
+    tly_logf(TLY_LOG_ERROR, "ledger", "%s; the batch is unavailable, nothing acknowledged",
+             r->last_error);
+    r->stale = true;
+    return TLY_UNAVAILABLE;
+}
+
+/* Publishes every record of the batch, then waits once for all the
+ * acknowledgements: one round trip per group commit. */
+static tly_err rep_commit(void *ctx)
+{
+    tly_repl *r = ctx;
+    if (r->rec_count == 0)
+        return TLY_OK;
+    uint64_t lo = r->recs[0].seq, hi = r->recs[r->rec_count - 1].seq;
+    TLY_ASSERT(hi - lo + 1 == r->rec_count);
+    r->last_error[0] = '\0';
+    acks_open(&r->acks, lo, hi);
+    natsStatus s = NATS_OK;
+    for (uint32_t i = 0; i < r->rec_count && s == NATS_OK; i++)
+        s = publish_one(r, r->recs[i].seq, r->buf + r->recs[i].off, r->recs[i].len);
+    uint32_t ok = 0, bad = 0;
+    bool all = s == NATS_OK && acks_wait(&r->acks, TLY_REPL_ACK_TIMEOUT_MS, &ok, &bad);
+    if (!all) {
+        if (s != NATS_OK)
+            acks_wait(&r->acks, 0, &ok, &bad);
+        drop_pending(r);
+        return refuse(r, "%llu of %llu records acknowledged in time (%s)", ok, r->rec_count,
+                      s != NATS_OK ? natsStatus_GetText(s) : "no quorum or timeout");
+    }
+    if (bad > 0) {
+        const acks *a = &r->acks;
+        if (a->first_code == JSStreamWrongLastSequenceErr)
+            return refuse(r,
+                          "fenced at seq %llu: the stream's last seq is not %llu, another "
+                          "writer appended (%s)",
+                          a->first_bad_seq, a->first_bad_seq - 1, a->first_text);
+        return refuse(r, "record %llu refused (%llu refusals): %s", a->first_bad_seq, bad,
+                      a->first_text);
+    }
+    return TLY_OK;
+}
+
+static void set_replica(tly_repl *r, tly_log *log)
+{
+    tly_log_replica rep = {r, rep_begin, rep_record, rep_commit};
+    tly_log_set_replica(log, &rep);
+}
+
+/* ---- reading the stream ---- */
+
+tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **out)
+{
+    tly_repl_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return TLY_NOMEM;
+    rd->msgs = calloc(TLY_REPL_CHUNK_RECORDS, sizeof *rd->msgs);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Ordered = true;
+    so.Stream = r->stream;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from_seq ? from_seq : 1;
+    jsErrCode jerr = 0;
+    natsStatus s =
+        rd->msgs ? js_SubscribeSync(&rd->sub, r->js, r->subject, NULL, &so, &jerr) : NATS_NO_MEMORY;
+    if (s == NATS_OK)
+        natsSubscription_SetPendingLimits(rd->sub, -1, -1);
+    if (s != NATS_OK) {
+        tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu: %s", r->stream,
+                 (unsigned long long)so.Config.OptStartSeq, natsStatus_GetText(s));
+        tly_repl_reader_close(rd);
+        return s == NATS_NO_MEMORY ? TLY_NOMEM : TLY_UNAVAILABLE;
+    }
+    *out = rd;
+    return TLY_OK;
+}
+
+static void reader_release(tly_repl_reader *rd)
+{
+    for (uint32_t i = 0; i < rd->count; i++)
+        natsMsg_Destroy(rd->msgs[i]);
+    rd->count = 0;
+}
+
+tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t max, int wait_ms,
+                              uint32_t *n)
+{
+    reader_release(rd);
+    if (max > TLY_REPL_CHUNK_RECORDS)
+        max = TLY_REPL_CHUNK_RECORDS;
+    size_t bytes = 0;
+    while (rd->count < max) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, rd->sub, rd->count == 0 ? wait_ms : 0);
+        if (s == NATS_TIMEOUT)
+            break;
+        if (s != NATS_OK)
+            return TLY_UNAVAILABLE;
+        size_t len = (size_t)natsMsg_GetDataLength(m);
+        rd->msgs[rd->count++] = m;
+        out[rd->count - 1] = (tly_log_stored){(const uint8_t *)natsMsg_GetData(m), len};
+        bytes += len;
+        /* The next one could overflow a commit: stop while this fits. */
+        if (bytes > TLY_LOG_COMMIT_BYTES_MAX - TLY_REPL_RECORD_BYTES_MAX)
+            break;
+    }
+    *n = rd->count;
+    return TLY_OK;
+}
+
+void tly_repl_reader_close(tly_repl_reader *rd)
+{
+    if (!rd)
+        return;
+    reader_release(rd);
+    natsSubscription_Destroy(rd->sub);
+    free(rd->msgs);
+    free(rd);
+}
+
+/* ---- catching up [N3] ---- */
+
+/* Appends the stream's records head+1 .. last to the log. */
+static tly_err follow_to(tly_repl *r, tly_log *log, uint64_t last, char *msg, size_t cap)
+{
+    uint64_t head = 0;
+    tly_log_head(log, &head, NULL);
+    if (head >= last)
+        return TLY_OK;
+    tly_repl_reader *rd = NULL;
+    tly_log_stored *recs = malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs);
+    tly_err err = recs ? tly_repl_reader_open(r, head + 1, &rd) : TLY_NOMEM;
+    while (err == TLY_OK && head < last) {
+        uint32_t n = 0,
+                 want = (uint32_t)(last - head < TLY_REPL_CHUNK_RECORDS ? last - head
+                                                                        : TLY_REPL_CHUNK_RECORDS);
+        err = tly_repl_reader_fetch(rd, recs, want, TLY_REPL_FETCH_WAIT_MS, &n);
+        if (err == TLY_OK && n == 0)
+            err = TLY_UNAVAILABLE;
+        uint64_t bad = 0;
+        char why[160] = "";
+        if (err == TLY_OK)
+            err = tly_log_append_stored(log, recs, n, &bad, why, sizeof why);
+        if (err == TLY_CORRUPT)
+            snprintf(msg, cap, "stream %s, seq %llu: %s: refusing to take it into the log",
+                     r->stream, (unsigned long long)bad, why);
+        else if (err == TLY_UNAVAILABLE)
+            snprintf(msg, cap, "stream %s: seq %llu did not arrive", r->stream,
+                     (unsigned long long)head + 1);
+        tly_log_head(log, &head, NULL);
+    }
+    tly_repl_reader_close(rd);
+    free(recs);
+    return err;
+}
+
+tly_err tly_repl_catch_up(tly_repl *r, tly_log *log, char *msg, size_t cap)
+{
+    uint64_t last = 0, head = 0;
+    if (tly_repl_last_seq(r, &last) != TLY_OK) {
+        snprintf(msg, cap, "stream %s does not answer (no quorum?)", r->stream);
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_head(log, &head, NULL);
+    tly_err err = follow_to(r, log, last, msg, cap);
+    if (err == TLY_OK) {
+        r->stale = false;
+        if (last > head)
+            tly_logf(TLY_LOG_INFO, "ledger", "caught up seq %llu..%llu from stream %s",
+                     (unsigned long long)head + 1, (unsigned long long)last, r->stream);
+    }
+    return err;
+}
+
+/* ---- attaching [N1] ---- */
+
+/* Compares the log's record at seq with the stream's. */
+static tly_err same_record(tly_repl *r, tly_log *log, uint64_t seq, char *msg, size_t cap)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, r->js, r->stream, seq, NULL, &jerr);
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "stream %s: cannot read seq %llu: %s", r->stream,
+                 (unsigned long long)seq, natsStatus_GetText(s));
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    tly_err err = tly_log_reader_open(log, seq, &rd);
+    if (err == TLY_OK)
+        err = tly_log_reader_next(rd, &rec);
+    bool same = err == TLY_OK && rec.raw_len == (size_t)natsMsg_GetDataLength(m) &&
+                memcmp(rec.raw, natsMsg_GetData(m), rec.raw_len) == 0;
+    tly_log_reader_close(rd);
+    natsMsg_Destroy(m);
+    if (err != TLY_OK) {
+        snprintf(msg, cap, "cannot read seq %llu of the log: %s", (unsigned long long)seq,
+                 tly_strerror(err));
+        return err;
+    }
+    if (!same) {
+        snprintf(msg, cap,
+                 "stream %s holds another record at seq %llu than this log: the log is not "
+                 "the stream's (use another --stream, or a fresh data directory to follow it)",
+                 r->stream, (unsigned long long)seq);
+        return TLY_CORRUPT;
+    }
+    return TLY_OK;
+}
+
+/* Publishes the log's records 1..head into the empty stream, a chunk per
+ * wait for the acknowledgements. */
+static tly_err copy_log(tly_repl *r, tly_log *log, uint64_t head, char *msg, size_t cap)
+{
+    uint64_t next = 1;
+    while (next <= head) {
+        tly_log_reader *rd = NULL;
+        tly_record rec;
+        tly_err err = tly_log_reader_open(log, next, &rd);
+        rep_begin(r);
+        for (uint32_t i = 0; err == TLY_OK && i < TLY_REPL_CHUNK_RECORDS && next <= head; i++) {
+            err = tly_log_reader_next(rd, &rec);
+            if (err == TLY_OK)
+                err = rep_record(r, rec.seq, rec.raw, rec.raw_len);
+            next++;
+        }
+        tly_log_reader_close(rd);
+        if (err == TLY_OK)
+            err = rep_commit(r);
+        if (err != TLY_OK) {
+            snprintf(msg, cap, "copying the log into stream %s: %s", r->stream,
+                     r->last_error[0] ? r->last_error : tly_strerror(err));
+            return err;
+        }
+    }
+    tly_logf(TLY_LOG_INFO, "ledger", "copied the log's %llu records into stream %s",
+             (unsigned long long)head, r->stream);
+    return TLY_OK;
+}
+
+tly_err tly_repl_attach(tly_repl *r, tly_log *log, char *msg, size_t cap)
+{
+    uint64_t last = 0, head = 0;
+    if (tly_repl_last_seq(r, &last) != TLY_OK) {
+        snprintf(msg, cap, "stream %s does not answer (no quorum?)", r->stream);
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_head(log, &head, NULL);
+    tly_err err = TLY_OK;
+    if (last == 0 && head > 0) {
+        err = copy_log(r, log, head, msg, cap);
+    } else if (head > last) {
+        snprintf(msg, cap,
+                 "the log's head seq %llu is beyond stream %s's last seq %llu: the log is not "
+                 "the stream's",
+                 (unsigned long long)head, r->stream, (unsigned long long)last);
+        err = TLY_CORRUPT;
+    } else if (head > 0) {
+        err = same_record(r, log, head, msg, cap);
+    }
+    if (err == TLY_OK)
+        err = tly_repl_catch_up(r, log, msg, cap);
+    if (err == TLY_OK)
+        set_replica(r, log);
+    return err;
+}
+
+/* ---- the lease [N4] ---- */
+
+tly_err tly_repl_lease_open(tly_repl *r, char *msg, size_t cap)
+{
+    char bucket[TLY_REPL_STREAM_NAME_BYTES_MAX + 8];
+    snprintf(bucket, sizeof bucket, "%s_LEASE", r->stream);
+    if (r->kv)
+        return TLY_OK;
+    natsStatus s = js_KeyValue(&r->kv, r->js, bucket);
+    if (s == NATS_NOT_FOUND) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = bucket;
+        kc.History = 1;
+        kc.Replicas = r->replicas;
+        kc.StorageType = js_FileStorage;
+        s = js_CreateKeyValue(&r->kv, r->js, &kc);
+        if (s != NATS_OK) /* another ledger may have created it meanwhile */
+            s = js_KeyValue(&r->kv, r->js, bucket);
+    }
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "lease bucket %s: %s", bucket, natsStatus_GetText(s));
+        r->kv = NULL;
+        return TLY_UNAVAILABLE;
+    }
+    return TLY_OK;
+}
+
+tly_err tly_repl_lease_get(tly_repl *r, const char *key, char *val, size_t cap, uint64_t *rev)
+{
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, r->kv, key);
+    if (s == NATS_NOT_FOUND)
+        return TLY_NOT_FOUND;
+    if (s != NATS_OK)
+        return TLY_UNAVAILABLE;
+    int len = kvEntry_ValueLen(e);
+    size_t n = len > 0 && (size_t)len < cap ? (size_t)len : (len > 0 ? cap - 1 : 0);
+    memcpy(val, kvEntry_Value(e), n);
+    val[n] = '\0';
+    *rev = kvEntry_Revision(e);
+    kvEntry_Destroy(e);
+    return TLY_OK;
+}
+
+tly_err tly_repl_lease_cas(tly_repl *r, const char *key, const char *val, uint64_t rev,
+                           uint64_t *new_rev)
+{
+    natsStatus s = rev == 0 ? kvStore_CreateString(new_rev, r->kv, key, val)
+                            : kvStore_UpdateString(new_rev, r->kv, key, val, rev);
+    if (s == NATS_OK)
+        return TLY_OK;
+    /* JetStream refuses the write on the wrong last sequence (an update) or
+     * an existing key (a create); anything else is the cluster. */
+    const char *text = nats_GetLastError(NULL);
+    if (text && (strstr(text, "wrong last sequence") || strstr(text, "key exists")))
+        return TLY_CONFLICT;
+    return s == NATS_ERR ? TLY_CONFLICT : TLY_UNAVAILABLE;
+}
+
+tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val)
+{
+    uint64_t rev = 0;
+    return kvStore_PutString(&rev, r->kv, key, val) == NATS_OK ? TLY_OK : TLY_UNAVAILABLE;
+}
+
+/* ---- mirrors [N6] ---- */
+
+/* The log's head record is the stream's (or the log is empty). */
+static tly_err mirror_check(tly_repl *r, tly_log *log, char *msg, size_t cap)
+{
+    uint64_t last = 0, head = 0;
+    if (tly_repl_last_seq(r, &last) != TLY_OK) {
+        snprintf(msg, cap, "stream %s does not answer (no quorum?)", r->stream);
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_head(log, &head, NULL);
+    if (head > last) {
+        snprintf(msg, cap, "the log's head seq %llu is beyond stream %s's last seq %llu",
+                 (unsigned long long)head, r->stream, (unsigned long long)last);
+        return TLY_CORRUPT;
+    }
+    return head > 0 ? same_record(r, log, head, msg, cap) : TLY_OK;
+}
+
+tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t *head, char *msg,
+                        size_t cap)
+{
+    tly_repl *r = NULL;
+    tly_log *log = NULL;
+    tly_err err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK && (err = tly_log_open(log_dir, TLY_LOG_WRITE, &log)) != TLY_OK)
+        snprintf(msg, cap, "cannot open %s as a mirror of the stream: %s%s", log_dir,
+                 tly_strerror(err),
+                 err == TLY_UNAVAILABLE ? " (a ledger writes it: read that log directly)" : "");
+    if (err == TLY_OK)
+        err = mirror_check(r, log, msg, cap);
+    if (err == TLY_OK)
+        err = tly_repl_catch_up(r, log, msg, cap);
+    if (err == TLY_OK)
+        tly_log_head(log, head, NULL);
+    tly_log_close(log);
+    tly_repl_close(r);
+    return err;
+}
+
+/* Appends what the stream got since the last call (waiting up to
+ * TLY_STANDBY_POLL_MS for it); a failed subscription is opened again. */
+static tly_err follow_step(tly_repl *r, tly_log *log, tly_repl_reader **rd, tly_log_stored *recs,
+                           char *msg, size_t cap)
+{
+    uint64_t head = 0, bad = 0;
+    tly_log_head(log, &head, NULL);
+    if (!*rd && tly_repl_reader_open(r, head + 1, rd) != TLY_OK)
+        return TLY_OK; /* no quorum yet: try again next step */
+    uint32_t n = 0;
+    if (tly_repl_reader_fetch(*rd, recs, TLY_REPL_CHUNK_RECORDS, TLY_STANDBY_POLL_MS, &n) !=
+        TLY_OK) {
+        tly_repl_reader_close(*rd);
+        *rd = NULL;
+        return TLY_OK;
+    }
+    char why[160] = "";
+    tly_err err = n ? tly_log_append_stored(log, recs, n, &bad, why, sizeof why) : TLY_OK;
+    if (err == TLY_CORRUPT)
+        snprintf(msg, cap, "stream %s, seq %llu: %s", r->stream, (unsigned long long)bad, why);
+    else if (err != TLY_OK)
+        snprintf(msg, cap, "appending to the mirror: %s", tly_strerror(err));
+    return err;
+}
+
+tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile sig_atomic_t *stop,
+                        void (*caught_up)(void *ctx), void *ctx, char *msg, size_t cap)
+{
+    uint64_t head = 0;
+    tly_err err = tly_repl_mirror(opts, log_dir, &head, msg, cap);
+    tly_repl *r = NULL;
+    tly_log *log = NULL;
+    if (err == TLY_OK)
+        err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK)
+        err = tly_log_open(log_dir, TLY_LOG_WRITE, &log);
+    tly_log_stored *recs = err == TLY_OK ? malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs) : NULL;
+    if (err == TLY_OK && !recs)
+        err = TLY_NOMEM;
+    if (err == TLY_OK)
+        caught_up(ctx);
+    tly_repl_reader *rd = NULL;
+    while (err == TLY_OK && !*stop)
+        err = follow_step(r, log, &rd, recs, msg, cap);
+    tly_repl_reader_close(rd);
+    free(recs);
+    tly_log_close(log);
+    tly_repl_close(r);
+    return err;
+}

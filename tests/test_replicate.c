@@ -1,0 +1,790 @@
+/*
+ * test_replicate.c — the log replicated into NATS JetStream (SPEC section
+ * 12, [N1]–[N6]; issue 13 item 6).
+ *
+ * Every case runs a real cluster of three nats-server processes on free
+ * loopback ports (scripts/nats-cluster.sh writes their configuration and
+ * tells when JetStream is ready; the servers are this test's children, so
+ * they die with it) and the real `tally ledger --replicate`. The stream is
+ * read back through the ledger's own stream reader (ledger_repl.h) and
+ * compared byte for byte with the log. No assertion depends on timing: a
+ * deadline only keeps a broken build from hanging.
+ */
+#include <check.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ledger_repl.h"
+#include "testledger.h"
+#include "testutil.h"
+#include "tly_json.h"
+#include "tly_limits.h"
+#include "tly_log.h"
+#include "tly_wire.h"
+
+#define RT_NODES 3
+
+typedef struct cluster {
+    char dir[700];
+    char urls[512];
+    pid_t pid[RT_NODES + 1]; /* by node number 1..3 */
+} cluster;
+
+static const char *script(void)
+{
+    static char path[1024];
+    const char *src = getenv("TALLY_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/scripts/nats-cluster.sh", src ? src : ".");
+    return path;
+}
+
+/* Runs nats-cluster.sh CMD DIR; its stdout into out (may be NULL). */
+static int cluster_script(const cluster *c, const char *cmd, char *out, size_t cap)
+{
+    char out_path[800], err_path[800];
+    snprintf(out_path, sizeof out_path, "%s.%s.out", c->dir, cmd);
+    snprintf(err_path, sizeof err_path, "%s.%s.err", c->dir, cmd);
+    char *argv[] = {"sh", (char *)script(), (char *)cmd, (char *)c->dir, NULL};
+    int rc = tu_run(argv, NULL, out_path, err_path);
+    if (rc != 0)
+        tl_dump_file("nats-cluster.sh", err_path);
+    if (out) {
+        char *text = tu_read_file(out_path, NULL);
+        ck_assert_ptr_nonnull(text);
+        snprintf(out, cap, "%s", text);
+        out[strcspn(out, "\n")] = '\0';
+        free(text);
+    }
+    return rc;
+}
+
+/* nats-server's path, looked up in $PATH (tl_spawn does not search it). */
+static const char *nats_server(void)
+{
+    static char path[1024];
+    const char *dirs = getenv("PATH");
+    char list[4096];
+    snprintf(list, sizeof list, "%s:/usr/sbin:/usr/bin", dirs ? dirs : "");
+    for (char *save = NULL, *d = strtok_r(list, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(path, sizeof path, "%s/nats-server", d);
+        if (access(path, X_OK) == 0)
+            return path;
+    }
+    ck_abort_msg("nats-server is not installed (scripts/deps.sh installs it)");
+    return NULL;
+}
+
+static void node_start(cluster *c, int n)
+{
+    char conf[800], log[800];
+    snprintf(conf, sizeof conf, "%s/n%d.conf", c->dir, n);
+    snprintf(log, sizeof log, "%s/n%d.log", c->dir, n);
+    const char *argv[] = {nats_server(), "-c", conf, NULL};
+    c->pid[n] = tl_spawn(argv, log, log);
+}
+
+static void node_kill(cluster *c, int n)
+{
+    tl_stop_pid(&c->pid[n], SIGKILL);
+}
+
+/* Three servers as one cluster under L's directory; waits for JetStream. */
+static void cluster_start(const tl_ledger *L, cluster *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->dir, sizeof c->dir, "%s/nats", L->dir);
+    ck_assert_int_eq(cluster_script(c, "init", c->urls, sizeof c->urls), 0);
+    for (int n = 1; n <= RT_NODES; n++)
+        node_start(c, n);
+    ck_assert_msg(cluster_script(c, "wait", NULL, 0) == 0, "JetStream did not become ready");
+}
+
+static void cluster_stop(cluster *c)
+{
+    for (int n = 1; n <= RT_NODES; n++)
+        if (c->pid[n])
+            tl_stop_pid(&c->pid[n], SIGTERM);
+}
+
+/* Starts L with --replicate (and extra, NULL-terminated, up to 13). */
+static void start_replicated(tl_ledger *L, const cluster *c, const char *const *extra)
+{
+    const char *args[16] = {"--replicate", c->urls};
+    int n = 2;
+    for (int i = 0; extra && extra[i] && n < 15; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    tl_start(L, args);
+}
+
+/* The stream's records 1..count equal the log's, byte for byte, and the
+ * stream holds no more (stream sequence = log seq [N1]). */
+static void assert_stream_is_log(const cluster *c, const char *stream, const tl_ledger *L,
+                                 uint64_t count)
+{
+    tly_repl_opts ro = {c->urls, stream, 0, true};
+    tly_repl *r = NULL;
+    char msg[256] = "";
+    ck_assert_msg(tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_OK, "%s", msg);
+    uint64_t last = 0;
+    tly_err e = TLY_UNAVAILABLE;
+    for (int k = 0; k < 30 && e == TLY_UNAVAILABLE; k++)
+        e = tly_repl_last_seq(r, &last);
+    ck_assert_int_eq(e, TLY_OK);
+    ck_assert_uint_eq(last, count);
+    tly_log *log = tl_log_open(L);
+    tly_log_reader *lr = NULL;
+    tly_repl_reader *sr = NULL;
+    ck_assert_int_eq(tly_log_reader_open(log, 1, &lr), TLY_OK);
+    /* After a node's death the cluster may still be electing a leader: the
+     * consumer is created once it has one. */
+    tly_err err = TLY_UNAVAILABLE;
+    for (int k = 0; k < 30 && err == TLY_UNAVAILABLE; k++)
+        err = tly_repl_reader_open(r, 1, &sr);
+    ck_assert_int_eq(err, TLY_OK);
+    tly_log_stored *recs = malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs);
+    uint64_t seen = 0;
+    while (seen < count) {
+        uint32_t n = 0;
+        ck_assert_int_eq(tly_repl_reader_fetch(sr, recs, TLY_REPL_CHUNK_RECORDS, TL_REPLY_MS, &n),
+                         TLY_OK);
+        ck_assert_msg(n > 0, "the stream stopped at seq %llu", (unsigned long long)seen);
+        for (uint32_t i = 0; i < n; i++) {
+            tly_record rec;
+            ck_assert_int_eq(tly_log_reader_next(lr, &rec), TLY_OK);
+            ck_assert_uint_eq(rec.seq, seen + 1);
+            ck_assert_msg(rec.raw_len == recs[i].raw_len &&
+                              memcmp(rec.raw, recs[i].raw, rec.raw_len) == 0,
+                          "the stream's record %llu is not the log's", (unsigned long long)rec.seq);
+            seen++;
+        }
+    }
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_next(lr, &rec), TLY_NOT_FOUND);
+    free(recs);
+    tly_repl_reader_close(sr);
+    tly_log_reader_close(lr);
+    tly_log_close(log);
+    tly_repl_close(r);
+}
+
+static void audit_verify(const tl_ledger *L)
+{
+    const char *args[] = {"audit", "verify", "--data", L->data, NULL};
+    ck_assert_int_eq(tl_run(L, "audit", args), 0);
+}
+
+static void write_sales(const tl_ledger *L, const char *name, const char *prefix, int n, char *path,
+                        size_t cap)
+{
+    snprintf(path, cap, "%s/%s.jsonl", L->dir, name);
+    tl_write_sales(path, prefix, n);
+}
+
+/* [N1] [N2]: every acknowledged event is in the stream, at its seq, as
+ * stored; a resend is a dup. */
+START_TEST(test_replicated_ingest)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    char file[700];
+    write_sales(&L, "a", "rep", 3000, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 3000, 0, 0);
+    tl_assert_sent(tl_send_run(&L, "again", args), 0, 0, 3000, 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, 3000);
+    audit_verify(&L);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* The ledger's log says why it refused to start. */
+static void assert_refused(tl_ledger *L, const char *const *args, const char *needle)
+{
+    const char *argv[24] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
+                            L->ingest,  "--events", L->events, "--log-read", L->logread};
+    int n = 10;
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    char err[800];
+    snprintf(err, sizeof err, "%s/refused.err", L->dir);
+    pid_t pid = tl_spawn(argv, err, err);
+    ck_assert_int_eq(tl_wait_exit(pid, TL_EXIT_MS), 1);
+    char *text = tu_read_file(err, NULL);
+    ck_assert_msg(text && strstr(text, needle), "expected '%s' in: %s", needle, text);
+    free(text);
+}
+
+/* [N1]: a log is copied into an empty stream; a log that is not a stream's
+ * is refused, and so is a log beyond its stream. */
+START_TEST(test_copy_and_refuse)
+{
+    tl_ledger L, M;
+    cluster c;
+    tl_init(&L);
+    tl_init(&M);
+    cluster_start(&L, &c);
+    tl_start(&L, NULL);
+    char file[700];
+    write_sales(&L, "a", "cp", 500, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "plain", args), 0, 500, 0, 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    const char *copy[] = {"--stream", "COPY", "--replicas", "3", NULL};
+    start_replicated(&L, &c, copy);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_stream_is_log(&c, "COPY", &L, 500);
+
+    tl_start(&M, NULL);
+    write_sales(&M, "m", "other", 20, file, sizeof file);
+    tl_assert_sent(tl_send_run(&M, "other", args), 0, 20, 0, 0);
+    ck_assert_int_eq(tl_stop(&M, SIGTERM), 0);
+    const char *refuse[] = {"--replicate", c.urls, "--stream", "COPY", NULL};
+    assert_refused(&M, refuse, "is not the stream's");
+    /* M's 20 records are not a stream of 10 (a stream made of L's log) */
+    start_replicated(&L, &c, (const char *[]){"--stream", "SHORT", NULL});
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_refused(&M, (const char *[]){"--replicate", c.urls, "--stream", "SHORT", NULL},
+                   "is not the stream's");
+    cluster_stop(&c);
+    tl_done(&M);
+    tl_done(&L);
+}
+END_TEST
+
+/* [N3]: a ledger started on the stream with an empty log (or one behind)
+ * appends what the stream holds first; resends are dups with their
+ * original seqs. */
+START_TEST(test_catch_up)
+{
+    tl_ledger L, M;
+    cluster c;
+    tl_init(&L);
+    tl_init(&M);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    char file[700], more[700];
+    write_sales(&L, "a", "cu", 1000, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 1000, 0, 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+
+    start_replicated(&M, &c, NULL);
+    ck_assert_uint_eq(tl_log_head(&M), 1000);
+    tl_assert_sent(tl_send_run(&M, "resend", args), 0, 0, 1000, 0);
+    write_sales(&M, "b", "cu2", 500, more, sizeof more);
+    const char *args2[] = {"--source", "dist-b", more, NULL};
+    tl_assert_sent(tl_send_run(&M, "more", args2), 0, 500, 0, 0);
+    ck_assert_int_eq(tl_stop(&M, SIGTERM), 0);
+
+    start_replicated(&L, &c, NULL); /* 500 behind */
+    ck_assert_uint_eq(tl_log_head(&L), 1500);
+    tl_assert_sent(tl_send_run(&L, "resend2", args2), 0, 0, 500, 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, 1500);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &M, 1500);
+    audit_verify(&M);
+    cluster_stop(&c);
+    tl_done(&M);
+    tl_done(&L);
+}
+END_TEST
+
+/* A request of n sales ID-0.. as raw MessagePack. */
+static void sales_request(msgpack_sbuffer *sb, uint64_t req, const char *prefix, int n)
+{
+    msgpack_sbuffer ev;
+    msgpack_sbuffer_init(&ev);
+    tly_span spans[64];
+    size_t offs[65];
+    ck_assert_int_le(n, 64);
+    for (int i = 0; i < n; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"acme\","
+                 "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,\"currency\":\"USD\"}",
+                 prefix, i, TL_AT_MS, 100 + i);
+        json_t *j = json_loads(json, 0, NULL);
+        tly_field_error fe;
+        offs[i] = ev.size;
+        ck_assert_int_eq(tly_json_event_to_mp(j, &ev, &fe), TLY_OK);
+        json_decref(j);
+    }
+    offs[n] = ev.size;
+    for (int i = 0; i < n; i++)
+        spans[i] = (tly_span){(const uint8_t *)ev.data + offs[i], offs[i + 1] - offs[i]};
+    ck_assert_int_eq(tly_wire_ingest_encode(sb, req, "dist-raw", false, spans, (uint32_t)n),
+                     TLY_OK);
+    msgpack_sbuffer_destroy(&ev);
+}
+
+/* Sends the request and returns its per-event results' common code
+ * (TLY_OK when all were accepted, their seqs into seqs). */
+static tly_err ask(void *d, const msgpack_sbuffer *sb, int n, uint64_t *seqs)
+{
+    size_t rlen;
+    uint8_t *reply = tl_rpc(d, sb->data, sb->size, &rlen);
+    tly_ingest_result res[64];
+    uint64_t req;
+    uint32_t count = 0;
+    char msg[160];
+    tly_err whole = tly_wire_reply_decode(reply, rlen, &req, res, 64, &count, msg, sizeof msg);
+    free(reply);
+    if (whole != TLY_OK)
+        return whole;
+    ck_assert_uint_eq(count, (uint32_t)n);
+    for (int i = 1; i < n; i++)
+        ck_assert_msg(res[i].err == res[0].err, "one batch, one outcome: %s then %s",
+                      tly_err_name(res[0].err), tly_err_name(res[i].err));
+    for (int i = 0; i < n && seqs; i++)
+        seqs[i] = res[i].seq;
+    return res[0].err;
+}
+
+/* Fault (c): two of three nodes down: ingest answers `unavailable`,
+ * nothing is acknowledged or appended; it resumes when a node returns. */
+START_TEST(test_no_quorum)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sales_request(&sb, 1, "before", 10);
+    uint64_t seqs[64];
+    ck_assert_int_eq(ask(d, &sb, 10, seqs), TLY_OK);
+    ck_assert_uint_eq(seqs[9], 10);
+    node_kill(&c, 2);
+    node_kill(&c, 3);
+    msgpack_sbuffer_clear(&sb);
+    sales_request(&sb, 2, "during", 10);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(ask(d, &sb, 10, NULL), TLY_UNAVAILABLE);
+    ck_assert_uint_eq(tl_log_head(&L), 10);
+    node_start(&c, 2);
+    tly_err err = TLY_UNAVAILABLE;
+    for (int k = 0; k < 600 && err == TLY_UNAVAILABLE; k++) {
+        tu_sleep_ms(100); /* the stream elects a leader again: a deadline, not a bound */
+        err = ask(d, &sb, 10, seqs);
+    }
+    ck_assert_int_eq(err, TLY_OK);
+    ck_assert_uint_eq(seqs[0], 11);
+    ck_assert_uint_eq(seqs[9], 20);
+    node_start(&c, 3);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, 20);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* Fault (b): kill -9 one of the three servers under load from several
+ * producers: every event is acknowledged, none is lost, the stream is the
+ * log. */
+START_TEST(test_node_killed_under_load)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    enum { PRODUCERS = 3, EVENTS = 20000 };
+    char files[PRODUCERS][700], tags[PRODUCERS][16], sources[PRODUCERS][16];
+    pid_t pids[PRODUCERS];
+    for (int p = 0; p < PRODUCERS; p++) {
+        snprintf(tags[p], sizeof tags[p], "load%d", p);
+        snprintf(sources[p], sizeof sources[p], "dist-%d", p);
+        write_sales(&L, tags[p], tags[p], EVENTS, files[p], sizeof files[p]);
+        const char *args[] = {"--source", sources[p], files[p], NULL};
+        pids[p] = tl_send_spawn(&L, tags[p], NULL, args);
+    }
+    tl_wait_head(&L, EVENTS / 2);
+    node_kill(&c, 1);
+    for (int p = 0; p < PRODUCERS; p++)
+        tl_assert_sent(tl_send_wait(&L, tags[p], pids[p]), 0, EVENTS, 0, 0);
+    ck_assert_uint_eq(tl_log_head(&L), (uint64_t)PRODUCERS * EVENTS);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, (uint64_t)PRODUCERS * EVENTS);
+    audit_verify(&L);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* [N2] fencing: a second writer (here one started under the first one's
+ * name, as a copy restored elsewhere would be) appended to the stream behind
+ * a running ledger's back; that ledger's next batch fails on
+ * expected-last-sequence (or on its lease, if its renewal noticed first):
+ * nothing acknowledged, its log says why. */
+START_TEST(test_fenced_writer)
+{
+    tl_ledger L, M;
+    cluster c;
+    tl_init(&L);
+    tl_init(&M);
+    cluster_start(&L, &c);
+    const char *named[] = {"--name", "ledger-L", NULL};
+    start_replicated(&L, &c, named);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sales_request(&sb, 1, "first", 5);
+    uint64_t seqs[64];
+    ck_assert_int_eq(ask(d, &sb, 5, seqs), TLY_OK);
+    start_replicated(&M, &c, named); /* catches up 5, takes the lease, appends 5 */
+    char file[700];
+    write_sales(&M, "m", "other", 5, file, sizeof file);
+    const char *args[] = {"--source", "dist-m", file, NULL};
+    tl_assert_sent(tl_send_run(&M, "other", args), 0, 5, 0, 0);
+    ck_assert_int_eq(tl_stop(&M, SIGTERM), 0);
+    msgpack_sbuffer_clear(&sb);
+    sales_request(&sb, 2, "late", 5);
+    ck_assert_int_eq(ask(d, &sb, 5, NULL), TLY_UNAVAILABLE);
+    char *log = tu_read_file(L.logfile, NULL);
+    ck_assert_msg(log && (strstr(log, "fenced at seq 6") || strstr(log, "deposed")),
+                  "the ledger's log: %s", log);
+    free(log);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    ck_assert_uint_le(tl_log_head(&L), 10);
+    audit_verify(&L);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &M, 10);
+    cluster_stop(&c);
+    tl_done(&M);
+    tl_done(&L);
+}
+END_TEST
+
+/* [N6]: an auditor elsewhere reads the stream into a mirror of its own,
+ * from its head + 1 on each time, and verifies or replays it. */
+START_TEST(test_audit_nats)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, NULL);
+    char file[700], mirror[700], out[700];
+    snprintf(mirror, sizeof mirror, "%s/mirror", L.dir);
+    snprintf(out, sizeof out, "%s/replayed", L.dir);
+    write_sales(&L, "a", "au", 300, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 300, 0, 0);
+    const char *verify[] = {"audit", "verify", "--data", mirror, "--nats", c.urls, NULL};
+    ck_assert_int_eq(tl_run(&L, "verify1", verify), 0);
+    char *text = tl_output(&L, "verify1", "out");
+    ck_assert_msg(strstr(text, "ok: 300 records"), "%s", text);
+    free(text);
+    write_sales(&L, "b", "au2", 200, file, sizeof file);
+    tl_assert_sent(tl_send_run(&L, "second", args), 0, 200, 0, 0);
+    ck_assert_int_eq(tl_run(&L, "verify2", verify), 0);
+    text = tl_output(&L, "verify2", "out");
+    ck_assert_msg(strstr(text, "ok: 500 records"), "%s", text);
+    free(text);
+    const char *replay[] = {"audit", "replay", "--data", mirror, "--out",
+                            out,     "--nats", c.urls,   NULL};
+    ck_assert_int_eq(tl_run(&L, "replay", replay), 0);
+    /* the ledger's own log is its writer's: refused; no such stream: refused */
+    const char *own[] = {"audit", "verify", "--data", L.data, "--nats", c.urls, NULL};
+    ck_assert_int_eq(tl_run(&L, "own", own), 1);
+    const char *none[] = {"audit", "verify",   "--data", mirror, "--nats",
+                          c.urls,  "--stream", "NONE",   NULL};
+    ck_assert_int_eq(tl_run(&L, "none", none), 1);
+    const char *lone[] = {"audit", "verify", "--data", mirror, "--stream", "X", NULL};
+    ck_assert_int_eq(tl_run(&L, "lone", lone), 2);
+    /* a consumer elsewhere: its own mirror, folded to the head */
+    char cdata[700];
+    snprintf(cdata, sizeof cdata, "%s/consumer", L.dir);
+    const char *keep[] = {tu_tally(), "consume", "--data", cdata, "--shard",
+                          "1/2",      "--nats",  c.urls,   NULL};
+    char keep_log[700];
+    snprintf(keep_log, sizeof keep_log, "%s/keep.log", L.dir);
+    pid_t keeper = tl_spawn(keep, keep_log, keep_log); /* shard 1/2 keeps the mirror */
+    char clog[700];
+    snprintf(clog, sizeof clog, "%s/consumer/log", L.dir);
+    uint64_t mirrored = 0;
+    for (int k = 0; k < TL_PROGRESS_MS / 50 && mirrored < 500; k++) {
+        tly_log *log = NULL;
+        if (tly_log_open(clog, TLY_LOG_READ, &log) == TLY_OK)
+            tly_log_head(log, &mirrored, NULL);
+        tly_log_close(log);
+        tu_sleep_ms(50);
+    }
+    ck_assert_uint_eq(mirrored, 500);
+    /* shard 0/2 on the same directory folds the mirror the other one keeps */
+    const char *consume[] = {"consume", "--data",         cdata, "--shard", "0/2", "--nats",
+                             c.urls,    "--exit-at-head", NULL};
+    ck_assert_int_eq(tl_run(&L, "consume", consume), 0);
+    ck_assert_int_eq(tl_stop_pid(&keeper, SIGTERM), 0);
+    const char *status[] = {"status", "--data", cdata, "--json", NULL};
+    ck_assert_int_eq(tl_run(&L, "status", status), 0);
+    text = tl_output(&L, "status", "out");
+    ck_assert_msg(strstr(text, "\"head\":500") && strstr(text, "\"checkpoint\":500"), "%s", text);
+    free(text);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* `tally up --replicate`: the stack on one machine with its ledger
+ * replicated. */
+START_TEST(test_up_replicate)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    char query[64], web[64], log[700];
+    tu_endpoint(query, sizeof query);
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    snprintf(log, sizeof log, "%s/up.log", L.dir);
+    const char *argv[] = {tu_tally(), "up",       "--data",      L.data,       "--ingest",
+                          L.ingest,   "--events", L.events,      "--log-read", L.logread,
+                          "--query",  query,      "--web",       web,          "--no-metrics",
+                          "--shards", "1",        "--replicate", c.urls,       NULL};
+    pid_t up = tl_spawn(argv, log, log);
+    const char *eps[] = {L.ingest, L.logread, NULL};
+    tl_wait_ready(up, eps, log, "tally up");
+    char file[700];
+    write_sales(&L, "a", "up", 400, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "up", args), 0, 400, 0, 0);
+    ck_assert_int_eq(tl_stop_pid(&up, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, 400);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* Waits until the file holds needle (a deadline, not a bound). */
+static void wait_log_line(const char *path, const char *needle)
+{
+    for (int k = 0; k < TL_PROGRESS_MS / 50; k++) {
+        char *text = tu_read_file(path, NULL);
+        bool found = text && strstr(text, needle);
+        free(text);
+        if (found)
+            return;
+        tu_sleep_ms(50);
+    }
+    tl_dump_file("log", path);
+    ck_abort_msg("'%s' never appeared in %s", needle, path);
+}
+
+/* [N4] a standby serves log-read from what it followed and answers ingest
+ * `unavailable` (its events socket is checked in test_takeover). */
+static void standby_serves(const tl_ledger *B, uint64_t head)
+{
+    void *ctx = tl_ctx();
+    void *lr = tl_dealer(ctx, B->logread);
+    tl_logread r = tl_logread_ask(B, lr, 1, 100, TL_REPLY_MS);
+    ck_assert_msg(r.answered && !r.error[0], "log-read of the standby: '%s'", r.error);
+    ck_assert_uint_eq(r.records, 100);
+    ck_assert_uint_ge(r.head, head);
+    void *d = tl_dealer(ctx, B->ingest);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    sales_request(&sb, 1, "to-standby", 3);
+    ck_assert_int_eq(ask(d, &sb, 3, NULL), TLY_UNAVAILABLE);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(d);
+    zmq_close(lr);
+    zmq_ctx_term(ctx);
+}
+
+/* Fault (a) once, (d), (e) and promote [N4] [N5]: the writer is killed
+ * under load, the standby takes over, the producer (given both endpoints)
+ * moves on and resends; every event is in the new writer's log exactly
+ * once, the chain verifies there and on the stream. The old writer
+ * restarted with its data catches up and is refused; as a standby it is
+ * promoted back, and the deposed one steps down. */
+START_TEST(test_takeover)
+{
+    tl_ledger A, B;
+    cluster c;
+    tl_init(&A);
+    tl_init(&B);
+    cluster_start(&A, &c);
+    start_replicated(&A, &c, (const char *[]){"--name", "A", "--takeover-after", "1", NULL});
+    start_replicated(&B, &c,
+                     (const char *[]){"--name", "B", "--takeover-after", "1", "--standby", NULL});
+    tl_ledger both = A; /* `tally send --ingest A,B` */
+    char list[sizeof A.ingest * 2 + 2];
+    snprintf(list, sizeof list, "%s,%s", A.ingest, B.ingest);
+    ck_assert_uint_lt(strlen(list), sizeof both.ingest);
+    memcpy(both.ingest, list, strlen(list) + 1);
+    char file[700];
+    write_sales(&A, "first", "to", 2000, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", "--ack-timeout-ms", "1000", file, NULL};
+    tl_assert_sent(tl_send_run(&both, "first", args), 0, 2000, 0, 0);
+    tl_wait_head(&B, 2000); /* the standby follows */
+    standby_serves(&B, 2000);
+    void *ctx = tl_ctx();
+    void *sub = tl_connect(tl_sock(ctx, ZMQ_SUB, NULL, NULL), B.events);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0), 0);
+    write_sales(&A, "load", "ld", 20000, file, sizeof file);
+    pid_t p = tl_send_spawn(&both, "load", NULL, args);
+    char topic[32];
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    ck_assert_msg(tl_sub_recv(sub, TL_PROGRESS_MS, topic, sizeof topic, &rec, &rec_len),
+                  "the standby published nothing it followed");
+    ck_assert_str_eq(topic, "sale");
+    free(rec);
+    zmq_close(sub);
+    zmq_ctx_term(ctx);
+    tl_wait_head(&A, 4000);
+    tl_stop_pid(&A.pid, SIGKILL);
+    wait_log_line(B.logfile, "now the writer");
+    tl_sent s = tl_send_wait(&both, "load", p);
+    ck_assert_msg(s.rc == 0 && s.sent + s.dups == 20000 && s.rejected == 0,
+                  "send: exit %d, sent %ld, dups %ld, rejected %ld", s.rc, s.sent, s.dups,
+                  s.rejected);
+    ck_assert_uint_eq(tl_log_head(&B), 22000);
+    audit_verify(&B);
+
+    /* (d) the deposed writer with its old data: repaired, then refused */
+    const char *again[] = {"--replicate", c.urls, "--name", "A", "--takeover-after", "1", NULL};
+    assert_refused(&A, again, "who renews it");
+    ck_assert_uint_eq(tl_log_head(&A), 22000);
+
+    /* promote: A as a standby, promoted back; B steps down */
+    start_replicated(&A, &c,
+                     (const char *[]){"--name", "A", "--takeover-after", "1", "--standby", NULL});
+    const char *promote[] = {"ledger", "promote", "--replicate", c.urls, "--name", "A", NULL};
+    ck_assert_int_eq(tl_run(&A, "promote", promote), 0);
+    wait_log_line(A.logfile, "now the writer");
+    wait_log_line(B.logfile, "following stream");
+    write_sales(&A, "after", "af", 100, file, sizeof file);
+    tl_assert_sent(tl_send_run(&both, "after", args), 0, 100, 0, 0);
+    tl_wait_head(&B, 22100);
+    ck_assert_int_eq(tl_stop(&A, SIGTERM), 0);
+    ck_assert_int_eq(tl_stop(&B, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &A, 22100);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &B, 22100);
+    cluster_stop(&c);
+    tl_done(&B);
+    tl_done(&A);
+}
+END_TEST
+
+/* [N6] a read replica (--standby --no-takeover) follows the stream for
+ * local readers and never takes over when the lease lapses; a promote
+ * that names it does make it the writer. */
+START_TEST(test_read_replica)
+{
+    tl_ledger L, R;
+    cluster c;
+    tl_init(&L);
+    tl_init(&R);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, (const char *[]){"--name", "L", "--takeover-after", "1", NULL});
+    start_replicated(&R, &c,
+                     (const char *[]){"--name", "R", "--takeover-after", "1", "--standby",
+                                      "--no-takeover", NULL});
+    char file[700];
+    write_sales(&L, "a", "rr", 200, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "first", args), 0, 200, 0, 0);
+    tl_wait_head(&R, 200);
+    tl_stop_pid(&L.pid, SIGKILL);
+    tu_sleep_ms(3000); /* three times --takeover-after: only an absence passes */
+    standby_serves(&R, 200);
+    char *log = tu_read_file(R.logfile, NULL);
+    ck_assert_msg(log && !strstr(log, "took the writer's lease"), "%s", log);
+    free(log);
+    const char *promote[] = {"ledger", "promote", "--replicate", c.urls, "--name", "R", NULL};
+    ck_assert_int_eq(tl_run(&R, "promote", promote), 0);
+    wait_log_line(R.logfile, "now the writer");
+    tl_ledger to_r = L;
+    memcpy(to_r.ingest, R.ingest, sizeof R.ingest);
+    write_sales(&L, "b", "rr2", 50, file, sizeof file);
+    tl_assert_sent(tl_send_run(&to_r, "second", args), 0, 50, 0, 0);
+    ck_assert_int_eq(tl_stop(&R, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &R, 250);
+    cluster_stop(&c);
+    tl_done(&R);
+    tl_done(&L);
+}
+END_TEST
+
+/* Usage errors of the new flags, each at its limit's edge (exit 2). */
+START_TEST(test_replicate_usage)
+{
+    tl_ledger L;
+    tl_init(&L);
+    char many[TLY_REPL_URLS_MAX * 32] = "", edge[TLY_REPL_URLS_MAX * 32] = "";
+    for (unsigned i = 0; i <= TLY_REPL_URLS_MAX; i++) {
+        char *dst = i < TLY_REPL_URLS_MAX ? edge : many;
+        snprintf(dst + strlen(dst), 32, "%snats://127.0.0.1:%u", dst[0] ? "," : "", 1 + i);
+        if (i < TLY_REPL_URLS_MAX)
+            snprintf(many, sizeof many, "%s", edge);
+    }
+    char long_url[TLY_REPL_URL_BYTES_MAX + 2];
+    memset(long_url, 'x', sizeof long_url - 1);
+    long_url[sizeof long_url - 1] = '\0';
+    char name_max[TLY_REPL_STREAM_NAME_BYTES_MAX + 2];
+    memset(name_max, 'S', sizeof name_max - 1);
+    name_max[sizeof name_max - 1] = '\0';
+    const char *bad[][5] = {
+        {"--replicate", "nats://127.0.0.1:1", "--replicas", "0", NULL},
+        {"--replicate", "nats://127.0.0.1:1", "--replicas", "6", NULL},
+        {"--replicate", "nats://127.0.0.1:1", "--stream", "A.B", NULL},
+        {"--replicate", "nats://127.0.0.1:1", "--stream", name_max, NULL},
+        {"--replicate", "nats://127.0.0.1:1,", NULL},
+        {"--replicate", many, NULL},
+        {"--replicate", long_url, NULL},
+        {"--stream", "X", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[12] = {"ledger", "--data", L.data};
+        int n = 3;
+        for (int k = 0; bad[i][k]; k++)
+            argv[n++] = bad[i][k];
+        argv[n] = NULL;
+        ck_assert_msg(tl_run(&L, "usage", argv) == 2, "case %zu not a usage error", i);
+    }
+    /* At the edges: 16 URLs and a 32-byte name are taken (no server: exit 1). */
+    name_max[TLY_REPL_STREAM_NAME_BYTES_MAX] = '\0';
+    const char *ok[] = {"ledger",   "--data", L.data,       "--replicate", edge,
+                        "--stream", name_max, "--replicas", "5",           NULL};
+    ck_assert_int_eq(tl_run(&L, "edge", ok), 1);
+    char *err = tl_output(&L, "edge", "err");
+    ck_assert_msg(strstr(err, "cannot connect"), "%s", err);
+    free(err);
+    tl_done(&L);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("replicate");
+    TCase *tc = tu_tcase(s, "replicate", 600);
+    tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
+                              test_catch_up, test_no_quorum, test_fenced_writer,
+                              test_node_killed_under_load, test_takeover, test_audit_nats,
+                              test_up_replicate, test_read_replica));
+    return tu_run_suite(s);
+}
