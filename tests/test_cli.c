@@ -24,7 +24,6 @@
 #include <pty.h>
 #include <regex.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,25 +32,6 @@
 #include <unistd.h>
 
 #include "testutil.h"
-
-/* Arguments of one test command line, with room to spare. */
-#define ARGS_MAX 32
-
-/* Runs tally with the NULL-terminated arguments; stdout and stderr into
- * out and err (files under dir). Returns the exit code. */
-static int run(const char *out, const char *err, ...)
-{
-    char *argv[ARGS_MAX];
-    int n = 0;
-    argv[n++] = (char *)tu_tally();
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; n < ARGS_MAX - 1 && (a = va_arg(ap, const char *));)
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run(argv, NULL, out, err);
-}
 
 static bool file_has(const char *path, const char *text)
 {
@@ -165,11 +145,11 @@ START_TEST(test_every_command_listed)
     char *dir = tu_tmpdir();
     char out[1200];
     snprintf(out, sizeof out, "%s/help", dir);
-    ck_assert_int_eq(run(out, NULL, "--help", NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "--help", NULL), 0);
     int n = check_listed(out, "");
-    ck_assert_int_eq(run(out, NULL, "audit", "--help", NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "audit", "--help", NULL), 0);
     n += check_listed(out, "audit");
-    ck_assert_int_eq(run(out, NULL, "bench", "--help", NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "bench", "--help", NULL), 0);
     n += check_listed(out, "bench");
     ck_assert_int_eq(n, (int)(sizeof rows / sizeof rows[0]));
     tu_rmtree(dir);
@@ -217,7 +197,7 @@ static json_t *status_json(const char *dir, const char *a, const char *b, const 
     char out[1200], err[1200];
     snprintf(out, sizeof out, "%s/status.out", dir);
     snprintf(err, sizeof err, "%s/status.err", dir);
-    int rc = run(out, err, "status", "--json", a, b, c, d, NULL);
+    int rc = tu_run_tally(out, err, "status", "--json", a, b, c, d, NULL);
     ck_assert_msg(rc == 0, "status exit %d", rc);
     json_t *j = json_load_file(out, 0, NULL);
     ck_assert_ptr_nonnull(j);
@@ -245,9 +225,11 @@ static void check_routing(const tu_stack *a, const tu_stack *b)
     ck_assert_str_eq(json_string_value(json_object_get(eps, "query")), a->query);
     json_decref(eps);
     /* send and wait with --data alone reach A. */
-    ck_assert_int_eq(run(NULL, NULL, "send", "--data", a->dir, "--source", "finance", ev, NULL), 0);
     ck_assert_int_eq(
-        run(NULL, NULL, "wait", "--data", a->dir, "--seq", "1", "--timeout", "60", NULL), 0);
+        tu_run_tally(NULL, NULL, "send", "--data", a->dir, "--source", "finance", ev, NULL), 0);
+    ck_assert_int_eq(
+        tu_run_tally(NULL, NULL, "wait", "--data", a->dir, "--seq", "1", "--timeout", "60", NULL),
+        0);
     /* status --data A is A's, --data B is B's, each from its service. */
     char ra[4096], rb[4096];
     json_t *sa = status_json(a->dir, "--data", a->dir, NULL, NULL);
@@ -265,9 +247,9 @@ static void check_routing(const tu_stack *a, const tu_stack *b)
     /* A view command given --data asks that stack: A's answer is as of seq
      * 1, B's as of 0. */
     snprintf(out, sizeof out, "%s/liab.out", b->dir);
-    ck_assert_int_eq(run(out, NULL, "liabilities", "--data", a->dir, "--json", NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "liabilities", "--data", a->dir, "--json", NULL), 0);
     json_t *la = json_load_file(out, 0, NULL);
-    ck_assert_int_eq(run(out, NULL, "liabilities", "--data", b->dir, "--json", NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "liabilities", "--data", b->dir, "--json", NULL), 0);
     json_t *lb = json_load_file(out, 0, NULL);
     ck_assert_int_eq(json_integer_value(json_object_get(la, "seq")), 1);
     ck_assert_int_eq(json_integer_value(json_object_get(lb, "seq")), 0);
@@ -282,14 +264,15 @@ static void check_mismatch(const tu_stack *a, const tu_stack *b)
     char out[1200], err[1200], ra[4096];
     snprintf(out, sizeof out, "%s/mm.out", b->dir);
     snprintf(err, sizeof err, "%s/mm.err", b->dir);
-    ck_assert_int_eq(run(out, err, "status", "--data", b->dir, "--query", a->query, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, err, "status", "--data", b->dir, "--query", a->query, NULL),
+                     0);
     ck_assert_ptr_nonnull(realpath(a->dir, ra));
     ck_assert(file_has(err, "warning: the query service at"));
     ck_assert(file_has(err, ra));
     ck_assert(file_has(out, "Data         "));
     ck_assert(file_has(out, ra));
     /* No warning when the stack is the one asked for. */
-    ck_assert_int_eq(run(out, err, "status", "--data", a->dir, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(out, err, "status", "--data", a->dir, NULL), 0);
     ck_assert(!file_has(err, "warning"));
 }
 
@@ -336,8 +319,9 @@ static int up_once(const char *dir, const char *ingest, const char *out)
     tu_endpoint(lr, sizeof lr);
     tu_endpoint(q, sizeof q);
     snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    return run(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest, "--events", ev,
-               "--log-read", lr, "--query", q, "--web", web, "--no-sync", NULL);
+    return tu_run_tally(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
+                        "--events", ev, "--log-read", lr, "--query", q, "--web", web, "--no-sync",
+                        NULL);
 }
 
 START_TEST(test_up_port_taken)
@@ -392,8 +376,8 @@ START_TEST(test_send_timeout)
     snprintf(out, sizeof out, "%s/send.out", dir);
     snprintf(err, sizeof err, "%s/send.err", dir);
     ck_assert(tu_write_file(ev, program_line, strlen(program_line)));
-    ck_assert_int_eq(run(out, err, "send", "--source", "finance", "--ingest", ingest,
-                         "--ack-timeout-ms", "200", "--timeout", "1", ev, NULL),
+    ck_assert_int_eq(tu_run_tally(out, err, "send", "--source", "finance", "--ingest", ingest,
+                                  "--ack-timeout-ms", "200", "--timeout", "1", ev, NULL),
                      1);
     ck_assert(file_has(err, "tally send: gave up after 1 s"));
     ck_assert(file_has(err, "1 events without an outcome"));
@@ -439,7 +423,7 @@ START_TEST(test_log_lines)
     char q[64], err[1200], buf[4096];
     snprintf(q, sizeof q, "tcp://127.0.0.1:%d", listen_port(&fd));
     snprintf(err, sizeof err, "%s/query.err", dir);
-    ck_assert_int_eq(run(NULL, err, "query", "--data", dir, "--query", q, NULL), 1);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "query", "--data", dir, "--query", q, NULL), 1);
     char *text = tu_read_file(err, NULL);
     regex_t re;
     ck_assert_int_eq(regcomp(&re,
@@ -459,7 +443,7 @@ START_TEST(test_log_lines)
     run_on_pty("", argv, buf, sizeof buf);
     ck_assert_msg(!strchr(buf, '\033'), "NO_COLOR set empty: %s", buf);
     /* A client command's error stays one plain line. */
-    ck_assert_int_eq(run(NULL, err, "balance", "acme", "--query", q, NULL), 1);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "balance", "acme", "--query", q, NULL), 1);
     text = tu_read_file(err, NULL);
     ck_assert_msg(strncmp(text, "tally balance: ", 15) == 0, "client line: %s", text);
     free(text);

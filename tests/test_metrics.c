@@ -22,7 +22,6 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,20 +39,6 @@
 
 /* How long a condition the stack reaches by itself is polled for. */
 #define WAIT_MS 30000
-
-static int run_quiet(const char *out, const char *err, ...)
-{
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)tu_tally();
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; n < 31 && (a = va_arg(ap, const char *));)
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run(argv, NULL, out, err);
-}
 
 /* Sends "METHOD PATH HTTP/1.0" to 127.0.0.1:port and reads the whole
  * reply. Returns the body (malloc'd) and the status in *status; NULL when
@@ -243,16 +228,16 @@ static void send_traffic(const tu_stack *s)
     snprintf(ev, sizeof ev, "%s/ev.jsonl", s->dir);
     snprintf(bad, sizeof bad, "%s/bad.jsonl", s->dir);
     snprintf(err, sizeof err, "%s/send.err", s->dir);
-    ck_assert_int_eq(run_quiet(NULL, err, "send", "--ingest", s->ingest, ev, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "send", "--ingest", s->ingest, ev, NULL), 0);
     char *text = scrape(s->metrics);
     ck_assert(value_of(text, "tally_ledger_head_seq") == SENT_RECORDS);
     free(text);
-    ck_assert_int_eq(run_quiet(NULL, err, "send", "--ingest", s->ingest, ev, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "send", "--ingest", s->ingest, ev, NULL), 0);
     const char *lines = "{\"type\":\"sale\",\"id\":\"BAD-1\",\"at\":1735689901000}\n"
                         "{\"type\":\"nope\",\"id\":\"BAD-2\",\"at\":1735689901000}\n";
     ck_assert(tu_write_file(bad, lines, strlen(lines)));
     ck_assert_int_eq(
-        run_quiet(NULL, err, "send", "--source", "erp", "--ingest", s->ingest, bad, NULL), 1);
+        tu_run_tally(NULL, err, "send", "--source", "erp", "--ingest", s->ingest, bad, NULL), 1);
 }
 
 static void assert_ledger(const tu_stack *s, json_t *counts)
@@ -312,8 +297,8 @@ static void assert_query(const tu_stack *s, const char *partner)
     double count = value_of(text, "tally_query_request_duration_seconds_count");
     free(text);
     ck_assert(balance == 0 && status >= 0 && count >= 0);
-    ck_assert_int_eq(run_quiet(NULL, NULL, "balance", partner, "--query", s->query, NULL), 0);
-    ck_assert_int_eq(run_quiet(NULL, NULL, "status", "--query", s->query, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "balance", partner, "--query", s->query, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "status", "--query", s->query, NULL), 0);
     text = scrape(port);
     promtool_check(s->dir, text, "query");
     ck_assert(value_of(text, "tally_query_requests_total{kind=\"balance\"}") == balance + 1);
@@ -377,7 +362,7 @@ START_TEST(test_non_loopback_refused)
     const char *addrs[] = {"192.0.2.1:9100", "0.0.0.0:9100", "*:9100", "[2001:db8::1]:9100"};
     for (size_t c = 0; c < 4; c++) {
         for (size_t a = 0; a < 4; a++) {
-            int rc = run_quiet(NULL, err, cmds[c], "--data", dir, "--metrics", addrs[a], NULL);
+            int rc = tu_run_tally(NULL, err, cmds[c], "--data", dir, "--metrics", addrs[a], NULL);
             ck_assert_msg(rc == 2, "tally %s --metrics %s: exit %d", cmds[c], addrs[a], rc);
             char *said = tu_read_file(err, NULL);
             ck_assert_msg(said && strstr(said, "--insecure"), "%s", said ? said : "");
@@ -385,9 +370,10 @@ START_TEST(test_non_loopback_refused)
         }
         const char *bad[] = {"9100", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "host:80"};
         for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++)
-            ck_assert_int_eq(run_quiet(NULL, NULL, cmds[c], "--metrics", bad[b], NULL), 2);
+            ck_assert_int_eq(tu_run_tally(NULL, NULL, cmds[c], "--metrics", bad[b], NULL), 2);
     }
-    ck_assert_int_eq(run_quiet(NULL, NULL, "balance", "p", "--metrics", "127.0.0.1:9100", NULL), 2);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "balance", "p", "--metrics", "127.0.0.1:9100", NULL),
+                     2);
     tu_rmtree(dir);
 }
 END_TEST
@@ -448,15 +434,15 @@ START_TEST(test_up_metrics_port_taken)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(base + 3))};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 1) == 0);
-    int rc = run_quiet(NULL, err, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
-                       "--events", events, "--log-read", log_read, "--query", query, "--web", web,
-                       "--metrics", first, NULL);
+    int rc = tu_run_tally(NULL, err, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
+                          "--events", events, "--log-read", log_read, "--query", query, "--web",
+                          web, "--metrics", first, NULL);
     ck_assert_int_eq(rc, 1);
     char *said = tu_read_file(err, NULL);
     ck_assert_msg(said && strstr(said, "metrics of consume 0/1"), "%s", said ? said : "");
     free(said);
     close(fd);
-    ck_assert_int_eq(run_quiet(NULL, NULL, "up", "--metrics", first, "--no-metrics", NULL), 2);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "up", "--metrics", first, "--no-metrics", NULL), 2);
     tu_rmtree(dir);
 }
 END_TEST

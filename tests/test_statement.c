@@ -22,7 +22,6 @@
  */
 #include <check.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,20 +35,6 @@ static tu_stack g;      /* the stack of the suite */
 static long long g_seq; /* the vector's head */
 
 /* ---- running tally ---- */
-
-static int run_tally(const char *out, const char *err, ...)
-{
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)tu_tally();
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; n < 31 && (a = va_arg(ap, const char *));)
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run(argv, NULL, out, err);
-}
 
 /* Sends the vector: consecutive records of one source as one `tally send
  * --source S` run, in file order. */
@@ -69,8 +54,8 @@ static void send_vector(void)
         if (gf && (eof || strcmp(src, source) != 0)) {
             fclose(gf);
             gf = NULL;
-            ck_assert_int_eq(run_tally(NULL, NULL, "send", "--source", source, "--ingest", g.ingest,
-                                       group, NULL),
+            ck_assert_int_eq(tu_run_tally(NULL, NULL, "send", "--source", source, "--ingest",
+                                          g.ingest, group, NULL),
                              0);
         }
         if (!eof) {
@@ -99,9 +84,9 @@ static void stack_up(void)
     json_decref(vec);
     char seq[32];
     snprintf(seq, sizeof seq, "%lld", g_seq);
-    ck_assert_int_eq(
-        run_tally(NULL, NULL, "wait", "--seq", seq, "--timeout", "120", "--query", g.query, NULL),
-        0);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "wait", "--seq", seq, "--timeout", "120", "--query",
+                                  g.query, NULL),
+                     0);
 }
 
 static void stack_down(void)
@@ -187,8 +172,8 @@ static size_t explain_lines(const char *dir, const char *partner, const char *pe
     char out[1200];
     snprintf(out, sizeof out, "%s/explain.json", dir);
     /* exit 1 only says a rebate row differs from its view: the lines stand */
-    int rc = run_tally(out, NULL, "explain", partner, "--period", period, "--data", g.dir, "--json",
-                       NULL);
+    int rc = tu_run_tally(out, NULL, "explain", partner, "--period", period, "--data", g.dir,
+                          "--json", NULL);
     ck_assert_int_le(rc, 1);
     json_t *j = json_load_file(out, 0, NULL);
     ck_assert_ptr_nonnull(j);
@@ -205,8 +190,8 @@ static char *statement(const char *dir, const char *partner, const char *period,
     snprintf(file, sizeof file, "%s/%s-%s.%s", dir, partner, period, ext);
     snprintf(out, sizeof out, "%s/statement.out", dir);
     snprintf(err, sizeof err, "%s/statement.err", dir);
-    int rc = run_tally(out, err, "statement", partner, "--period", period, "--out", file, "--data",
-                       g.dir, "--query", g.query, NULL);
+    int rc = tu_run_tally(out, err, "statement", partner, "--period", period, "--out", file,
+                          "--data", g.dir, "--query", g.query, NULL);
     char *etext = rc != 0 ? tu_read_file(err, NULL) : NULL;
     ck_assert_msg(rc == 0, "statement %s %s %s: exit %d: %.2000s", partner, period, ext, rc,
                   etext ? etext : "");
@@ -386,15 +371,15 @@ START_TEST(test_bad_periods)
         {"no-such-partner", "2025-Q2"}, /* [D15] */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = run_tally(NULL, NULL, "statement", bad[i][0], "--period", bad[i][1], "--out", file,
-                           "--data", g.dir, "--query", g.query, NULL);
+        int rc = tu_run_tally(NULL, NULL, "statement", bad[i][0], "--period", bad[i][1], "--out",
+                              file, "--data", g.dir, "--query", g.query, NULL);
         ck_assert_msg(rc == 1, "%s %s: exit %d, want 1", bad[i][0], bad[i][1], rc);
     }
-    ck_assert_int_eq(run_tally(NULL, NULL, "statement", "graphic-msp-522", "--period", "2025-Q3",
-                               "--out", "s.txt", "--query", g.query, NULL),
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "statement", "graphic-msp-522", "--period", "2025-Q3",
+                                  "--out", "s.txt", "--query", g.query, NULL),
                      2);
-    ck_assert_int_eq(run_tally(NULL, NULL, "statement", "graphic-msp-522", "--out", file, "--query",
-                               g.query, NULL),
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "statement", "graphic-msp-522", "--out", file,
+                                  "--query", g.query, NULL),
                      2);
     tu_rmtree(dir);
 }

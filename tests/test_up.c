@@ -21,7 +21,6 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,20 +64,6 @@ static bool log_has(const tu_stack *s, const char *text)
     return found;
 }
 
-static int run_quiet(const char *out, const char *err, ...)
-{
-    char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)tu_tally();
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; n < 31 && (a = va_arg(ap, const char *));)
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    return tu_run(argv, NULL, out, err);
-}
-
 /* Sends the vector: consecutive records of one source as one `tally send
  * --source S` run, in file order. Returns the number of runs. */
 static int send_vector(const tu_stack *s)
@@ -100,8 +85,8 @@ static int send_vector(const tu_stack *s)
         if (g && (eof || strcmp(src, source) != 0)) {
             fclose(g);
             g = NULL;
-            int rc = run_quiet(NULL, err, "send", "--source", source, "--ingest", s->ingest, group,
-                               NULL);
+            int rc = tu_run_tally(NULL, err, "send", "--source", source, "--ingest", s->ingest,
+                                  group, NULL);
             ck_assert_msg(rc == 0, "send of group %d (%s) exit %d", runs, source, rc);
             runs++;
         }
@@ -125,8 +110,8 @@ static json_t *query_json(const tu_stack *s, const char *a, const char *b)
     char out[1200], err[1200];
     snprintf(out, sizeof out, "%s/q.out", s->dir);
     snprintf(err, sizeof err, "%s/q.err", s->dir);
-    int rc = b ? run_quiet(out, err, a, b, "--query", s->query, "--json", NULL)
-               : run_quiet(out, err, a, "--query", s->query, "--json", NULL);
+    int rc = b ? tu_run_tally(out, err, a, b, "--query", s->query, "--json", NULL)
+               : tu_run_tally(out, err, a, "--query", s->query, "--json", NULL);
     char *text = tu_read_file(out, NULL);
     char *etext = tu_read_file(err, NULL);
     ck_assert_msg(rc == 0, "%s %s: exit %d: %s", a, b ? b : "", rc, etext);
@@ -211,15 +196,15 @@ START_TEST(test_stack_end_to_end)
     ck_assert_int_eq(send_vector(&s), 543);
     char wait_err[1200];
     snprintf(wait_err, sizeof wait_err, "%s/wait.err", s.dir);
-    ck_assert_int_eq(run_quiet(NULL, wait_err, "wait", "--seq", "3074", "--timeout", "120",
-                               "--query", s.query, NULL),
+    ck_assert_int_eq(tu_run_tally(NULL, wait_err, "wait", "--seq", "3074", "--timeout", "120",
+                                  "--query", s.query, NULL),
                      0);
     check_answers(&s);
 
     /* A second supervisor on the same data directory refuses to start. */
     char err[1200];
     snprintf(err, sizeof err, "%s/second.err", s.dir);
-    ck_assert_int_eq(run_quiet(NULL, err, "up", "--data", s.dir, "--shards", "1", NULL), 1);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "up", "--data", s.dir, "--shards", "1", NULL), 1);
     char *etext = tu_read_file(err, NULL);
     ck_assert_ptr_nonnull(strstr(etext, "another 'tally up'"));
     free(etext);
@@ -273,9 +258,9 @@ START_TEST(test_consumer_restarted)
                        "\"tier_window_periods\":2}\n";
     ck_assert(tu_write_file(ev, line, strlen(line)));
     ck_assert_int_eq(
-        run_quiet(NULL, NULL, "send", "--source", "finance", "--ingest", s.ingest, ev, NULL), 0);
+        tu_run_tally(NULL, NULL, "send", "--source", "finance", "--ingest", s.ingest, ev, NULL), 0);
     ck_assert_int_eq(
-        run_quiet(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query", s.query, NULL),
+        tu_run_tally(NULL, NULL, "wait", "--seq", "1", "--timeout", "60", "--query", s.query, NULL),
         0);
     /* SIGINT (Ctrl-C) stops the stack as SIGTERM does. */
     ck_assert_int_eq(tu_stack_stop(&s, SIGINT), 0);
@@ -339,7 +324,7 @@ START_TEST(test_stack_retries_lost_port)
     ck_assert_int_ge(s.tries, 3); /* more when a port went by itself too */
     ck_assert_int_eq(q.n, 2);
     ck_assert(kill(s.pid, 0) == 0);
-    ck_assert_int_eq(run_quiet(NULL, NULL, "status", "--query", s.query, NULL), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "status", "--query", s.query, NULL), 0);
     ck_assert_int_eq(tu_stack_down(&s), 0);
     squatter_free(&q);
 }

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -660,4 +661,18 @@ json_t *tu_json_project(json_t *got, json_t *want)
         return out;
     }
     return json_incref(got);
+}
+
+int tu_run_tally(const char *out, const char *err, ...)
+{
+    char *argv[TU_TALLY_ARGS_MAX];
+    int n = 0;
+    argv[n++] = (char *)tu_tally();
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; n < TU_TALLY_ARGS_MAX - 1 && (a = va_arg(ap, const char *));)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    return tu_run(argv, NULL, out, err);
 }

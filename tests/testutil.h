@@ -58,6 +58,12 @@ json_t *tu_json_project(json_t *got, json_t *want);
  * discarded). Returns the exit code, or 128+signal. */
 int tu_run(char *const argv[], const char *in_path, const char *out_path, const char *err_path);
 
+/* Runs the tally binary with the NULL-terminated arguments (at most
+ * TU_TALLY_ARGS_MAX - 2 of them; more are left out), stdout and stderr into
+ * out and err as tu_run does. Returns the exit code as tu_run does. */
+#define TU_TALLY_ARGS_MAX 32
+int tu_run_tally(const char *out, const char *err, ...);
+
 /* Starts argv in the background, stdout/stderr to log_path (NULL:
  * discarded). Returns the pid. */
 pid_t tu_spawn(char *const argv[], const char *log_path);
