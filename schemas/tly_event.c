@@ -1207,14 +1207,22 @@ static bool rate_parse(const char *p, uint32_t len, tly_decimal *out)
     _Static_assert(TLY_RATE_INT_DIGITS_MAX + TLY_RATE_FRAC_DIGITS_MAX <= 18, "fits int64");
     int64_t units = 0;
     uint32_t i = 0, int_digits = 0, frac_digits = 0;
-    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, int_digits++)
+    /* Each loop stops at one digit past its limit, so units never holds
+     * more than the 18 digits that fit. */
+    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, int_digits++) {
+        if (int_digits == TLY_RATE_INT_DIGITS_MAX)
+            return false;
         units = units * 10 + (p[i] - '0');
-    if (int_digits < 1 || int_digits > TLY_RATE_INT_DIGITS_MAX)
+    }
+    if (int_digits < 1)
         return false;
     if (i < len && p[i] == '.') {
-        for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, frac_digits++)
+        for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, frac_digits++) {
+            if (frac_digits == TLY_RATE_FRAC_DIGITS_MAX)
+                return false;
             units = units * 10 + (p[i] - '0');
-        if (frac_digits < 1 || frac_digits > TLY_RATE_FRAC_DIGITS_MAX)
+        }
+        if (frac_digits < 1)
             return false;
     }
     if (i != len)
