@@ -138,7 +138,6 @@ enum eng_act_field {
 
 typedef struct eng_act {
     int32_t period;
-    bool dirty; /* changed since the last flush (a partner's: its journal row) */
     int64_t v[ENG_ACT_COUNT];
 } eng_act;
 

@@ -464,7 +464,6 @@ tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_f
     }
     mine->v[f2] = m2;
     sum->v[f2] = t2;
-    mine->dirty = true;
     g->dirty = true;
     return TLY_OK;
 }

@@ -515,6 +515,40 @@ tly_err eng_unpack_journal(const void *val, size_t len, eng_act *out)
     return TLY_OK;
 }
 
+tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, size_t program_len,
+                            int32_t period, tly_str *partner, eng_act *out)
+{
+    tly_mp_reader r;
+    eng_partner_rec rec;
+    TRY(eng_peek_partner(val, len, &rec));
+    if (!rec.owned || rec.program.len != program_len ||
+        memcmp(rec.program.ptr, program, program_len) != 0)
+        return TLY_NOT_FOUND;
+    /* The acts are the owned record's last element but one (eng_pack_partner):
+     * skip every element before them. */
+    tly_mp_init(&r, val, len);
+    uint32_t count, m;
+    RD(tly_mp_read_array(&r, &count));
+    for (uint32_t i = 0; i < ENG_PARTNER_FIELDS_OWNED - 2; i++)
+        RD(tly_mp_skip_at(&r, 1, NULL, NULL));
+    RD(tly_mp_read_array(&r, &count));
+    bool found = false;
+    for (uint32_t i = 0; i < count; i++) {
+        eng_act a = {0};
+        RD(tly_mp_read_array(&r, &m) && m >= 2 && rd_i32(&r, &a.period));
+        TRY(rd_figures(&r, m - 1, &a));
+        if (a.period == period) {
+            *out = a;
+            found = true;
+        }
+    }
+    /* the shares, and nothing after them: the whole record is checked */
+    RD(tly_mp_skip_at(&r, 1, NULL, NULL));
+    TRY(rd_end(&r));
+    *partner = rec.id;
+    return found ? TLY_OK : TLY_NOT_FOUND;
+}
+
 static tly_err unpack_shares_by_period(tly_mp_reader *r, eng_share **v, uint32_t *n)
 {
     uint32_t count, m, cap = 0;

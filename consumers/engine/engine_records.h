@@ -46,7 +46,7 @@
  * state (held, moved) in every shard; 2 derives it (engine_internal.h); 3
  * adds section 10's state (rates, caps, growth, referrals, grace, expiry);
  * 4 packs what took effect per period sparsely (acts, journal rows). */
-#define ENG_RECORD_FORMAT 4
+#define ENG_RECORD_FORMAT 5
 
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
@@ -108,15 +108,25 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab);
 
-/* A journal row into *out (period 0, dirty false). */
+/* A journal row into *out (period 0). */
 tly_err eng_unpack_journal(const void *val, size_t len, eng_act *out);
+
+/* What took effect in one period that is still open, read from a stored
+ * partner record: TLY_OK with *partner (pointing into val) and *out when
+ * the record is an owned member of program with figures in period;
+ * TLY_NOT_FOUND when it is not; TLY_CORRUPT for bytes it cannot read. */
+tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, size_t program_len,
+                            int32_t period, tly_str *partner, eng_act *out);
 
 /* ---- what records hold ---- */
 
 /* How many of st's acts lie before g's earliest open period (g NULL:
  * none). Nothing books into them again (late events land in the earliest
  * open period [P2] [RP5]), so once their journal rows are written the
- * flush drops them from memory and the partner record leaves them out. */
+ * flush drops them from memory and the partner record leaves them out.
+ * A journal row is written once, at the flush after its period's close
+ * (every member is dirty then): an open period's figures live only in
+ * the partner records (eng_unpack_open_act). */
 uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g);
 
 /* A zeroed money state; NULL when out of memory. */

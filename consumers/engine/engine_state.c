@@ -21,7 +21,7 @@
 /* Store key prefixes of the records read on a miss. */
 #define KEY_SALE "S/2/"
 #define KEY_CLAIM "S/3/"
-#define KEY_PARTNER "S/4/"
+#define KEY_PARTNER TLY_ENGINE_PARTNER_PREFIX
 #define KEY_PREFIX_BYTES 4u
 
 /* FNV-1a 64 of the id modulo the shard count (tly_engine.h). */

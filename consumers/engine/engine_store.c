@@ -263,7 +263,7 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
     if (member)
         TRY(settle_share(f->e, pp));
     eng_pack_partner(&f->pk, pp, pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program]);
-    TRY(put_packed(f, "S/4/", pp->id, pp->id_len));
+    TRY(put_packed(f, TLY_ENGINE_PARTNER_PREFIX, pp->id, pp->id_len));
     if (pp->owned)
         TRY(flush_claims(f, pp));
     if (!member)
@@ -364,9 +364,15 @@ static uint32_t jpair_find(const jpair *v, uint32_t n, uint32_t program, int32_t
     return k;
 }
 
-/* The changed journal rows of the dirty members (partner ids ascending:
- * the dirty list is sorted), each member's acts read once; *pairs the
- * (program, period) pairs they fall in, unsorted. */
+/* The journal rows to write: the acts of closed periods that the dirty
+ * members still hold (partner ids ascending: the dirty list is sorted).
+ * A close dirties every member and the flush after it drops what it wrote
+ * (drop_closed_acts), so each closed period's rows are written exactly
+ * once, at the flush after its close; an open period's figures live in the
+ * partner records only, which every flush writes anyway (a row per
+ * partner and period per commit was a third of what the section 11
+ * aggregates cost the fold). *pairs: the (program, period) pairs they
+ * fall in, unsorted. */
 static tly_err journal_collect(const tly_engine *e, jrow **rows, uint32_t *nrows, jpair **pairs,
                                uint32_t *npairs)
 {
@@ -376,10 +382,9 @@ static tly_err journal_collect(const tly_engine *e, jrow **rows, uint32_t *nrows
         const eng_partner *pp = &e->partners[p];
         if (!pp->owned || pp->program == ENG_NONE)
             continue;
-        for (uint32_t a = 0; a < pp->st->act_count; a++) {
+        uint32_t closed = eng_acts_closed(pp->st, &e->programs[pp->program]);
+        for (uint32_t a = 0; a < closed; a++) {
             const eng_act *act = &pp->st->acts[a];
-            if (!act->dirty)
-                continue;
             uint32_t k = jpair_find(*pairs, *npairs, pp->program, act->period);
             if (k == *npairs)
                 TRY(ENG_PUSH(*pairs, *npairs, pcap, ((jpair){pp->program, act->period})));
@@ -431,11 +436,9 @@ static tly_err journal_rows(const tly_engine *e, jrow **out, uint32_t *count)
     return TLY_OK;
 }
 
-/* The journal rows of the periods that changed ("J/<program key><u32be
+/* The journal rows of the periods just closed ("J/<program key><u32be
  * period + 2^31><partner>", MessagePack: engine_records.h) in key order,
- * so each put lands beside the one before: written with their partners,
- * a partner's periods one after the other jumped between the periods'
- * ranges of the store. */
+ * so each put lands beside the one before. */
 static tly_err flush_journal(flush_ctx *f)
 {
     const tly_engine *e = f->e;
@@ -517,9 +520,7 @@ static void clear_dirty(tly_engine *e)
             pp->st->claims[c].dirty = false;
         if (pp->st == NULL)
             continue;
-        for (uint32_t a = 0; a < pp->st->act_count; a++)
-            pp->st->acts[a].dirty = false; /* written: a failed flush writes them again */
-        drop_closed_acts(e, pp);
+        drop_closed_acts(e, pp); /* written: a failed flush writes them again */
     }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;

@@ -231,3 +231,16 @@ tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_E
     memcpy(out, a.v, sizeof a.v);
     return TLY_OK;
 }
+
+tly_err tly_engine_open_journal(const void *val, size_t len, const char *program,
+                                size_t program_len, int32_t period, const char **partner,
+                                size_t *partner_len, int64_t out[TLY_ENGINE_ACT_FIELDS])
+{
+    eng_act a;
+    tly_str id;
+    TRY(eng_unpack_open_act(val, len, program, program_len, period, &id, &a));
+    *partner = id.ptr;
+    *partner_len = id.len;
+    memcpy(out, a.v, sizeof a.v);
+    return TLY_OK;
+}

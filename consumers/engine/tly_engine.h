@@ -197,16 +197,28 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * program. */
 json_t *tly_engine_report(const tly_engine *e, const char *program);
 
-/* A partner's journal row of one period, stored under "J/<u8 len
- * program><program><u32be period XOR 2^31><partner>" (section 11): what
- * took effect in that period, TLY_ENGINE_ACT_FIELDS figures named by
- * tly_engine_act_name ("revenue", "mdf_accrued", ... "rebate_paid", the
- * order of a report period). The value is MessagePack, opaque: decode it
- * with tly_engine_journal_decode (TLY_CORRUPT for bytes the engine did not
- * write). */
+/* A partner's journal row of one closed period, stored under "J/<u8 len
+ * program><program><u32be period XOR 2^31><partner>" (section 11) by the
+ * flush after the period's close: what took effect in that period,
+ * TLY_ENGINE_ACT_FIELDS figures named by tly_engine_act_name ("revenue",
+ * "mdf_accrued", ... "rebate_paid", the order of a report period). The
+ * value is MessagePack, opaque: decode it with tly_engine_journal_decode
+ * (TLY_CORRUPT for bytes the engine did not write). */
 #define TLY_ENGINE_ACT_FIELDS 10
 const char *tly_engine_act_name(unsigned f); /* NULL beyond the last */
 tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
+
+/* The same figures of a period still open (or later), which only the
+ * partners' records hold: the value of a TLY_ENGINE_PARTNER_PREFIX row,
+ * read without loading it. TLY_OK with the partner's id (*partner points
+ * into val) and its figures when the record is an owned member of program
+ * with something in period; TLY_NOT_FOUND when it is not (another shard's
+ * partner, another program, nothing in that period); TLY_CORRUPT for
+ * bytes the engine did not write. */
+#define TLY_ENGINE_PARTNER_PREFIX "S/4/"
+tly_err tly_engine_open_journal(const void *val, size_t len, const char *program,
+                                size_t program_len, int32_t period, const char **partner,
+                                size_t *partner_len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
 
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its
