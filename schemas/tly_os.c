@@ -188,22 +188,49 @@ void tly_rmtree(const char *path)
  * hundred mappings. */
 #define OS_MAPS_LINES_MAX 65536u
 
-/* Finds the mapping holding addr: its bounds and whether it is r--s. */
+/* The hex number at *p (at most 16 digits), *p moved past it; false when
+ * there is none. */
+static bool maps_hex(const char **p, uintptr_t *out)
+{
+    uintptr_t v = 0;
+    int n = 0;
+    for (;; n++, (*p)++) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0 || n == 16)
+            break;
+        v = v << 4 | (uintptr_t)d;
+    }
+    *out = v;
+    return n > 0 && n <= 16;
+}
+
+/* Finds the mapping holding addr: its bounds and whether it is r--s. The
+ * lines ("start-end perms ...") come in address order, so the search stops
+ * at the first that starts beyond addr; parsed by hand, as a process that
+ * links Tally's libraries has hundreds of them and sscanf cost more than
+ * the release saved. */
 static bool find_mapping(uintptr_t a, uintptr_t *lo, uintptr_t *hi, bool *ro_shared)
 {
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f)
         return false;
     char line[512];
-    bool found = false;
+    bool found = false, at_start = true; /* of a line: a long path comes in pieces */
     for (unsigned n = 0; n < OS_MAPS_LINES_MAX && fgets(line, sizeof line, f); n++) {
-        uintmax_t start, end;
-        char perms[8];
-        if (sscanf(line, "%jx-%jx %7s", &start, &end, perms) != 3 || a < start || a >= end)
+        const char *p = line;
+        uintptr_t start, end;
+        bool whole = at_start;
+        at_start = strchr(line, '\n') != NULL;
+        if (!whole || !maps_hex(&p, &start) || *p++ != '-' || !maps_hex(&p, &end) || *p++ != ' ')
             continue;
-        *lo = (uintptr_t)start;
-        *hi = (uintptr_t)end;
-        *ro_shared = strcmp(perms, "r--s") == 0;
+        if (a < start)
+            break;
+        if (a >= end)
+            continue;
+        *lo = start;
+        *hi = end;
+        *ro_shared = strncmp(p, "r--s", 4) == 0;
         found = true;
         break;
     }

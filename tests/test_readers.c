@@ -17,6 +17,7 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <msgpack.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -1375,6 +1377,42 @@ START_TEST(test_query_curve_cli)
 }
 END_TEST
 
+/* tly_os_release_file_map drops the pages of a read-only shared file
+ * mapping (a reader's LMDB map) and leaves every other mapping alone: the
+ * file's bytes read back the same after a release, and a private or
+ * writable mapping keeps its data (MADV_DONTNEED would zero a private
+ * one). */
+START_TEST(test_release_file_map)
+{
+    char *dir = tu_tmpdir();
+    char path[1100];
+    snprintf(path, sizeof path, "%s/map", dir);
+    size_t size = 4 * (size_t)sysconf(_SC_PAGESIZE);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    for (size_t i = 0; i < size; i++)
+        ck_assert_int_eq(write(fd, &(char){(char)(i * 7)}, 1), 1);
+    const char *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    char *rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *anon = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(ro != MAP_FAILED && rw != MAP_FAILED && anon != MAP_FAILED);
+    memset(anon, 0x5a, size);
+    ck_assert(tly_os_release_file_map(ro + size / 2)); /* any address inside it */
+    for (size_t i = 0; i < size; i++)
+        ck_assert_int_eq(ro[i], (char)(i * 7));
+    ck_assert(!tly_os_release_file_map(rw));
+    ck_assert(!tly_os_release_file_map(anon + size - 1));
+    ck_assert_int_eq(anon[size - 1], 0x5a);
+    ck_assert(!tly_os_release_file_map(NULL));
+    munmap((void *)ro, size);
+    munmap(rw, size);
+    munmap(anon, size);
+    close(fd);
+    tly_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 static Suite *readers_suite(void)
@@ -1387,6 +1425,7 @@ static Suite *readers_suite(void)
     TCase *b = tu_tcase(s, "memory_bounds", 600);
     tu_add_tests(b, TU_TESTS(test_replies_budget, test_stopped_subscriber));
     tcase_add_test(tu_tcase(s, "big_records", 300), test_logread_big_records);
+    tcase_add_test(tu_tcase(s, "release_map", 30), test_release_file_map);
     TCase *k = tu_tcase(s, "curve_clients", 300);
     tu_add_tests(k, TU_TESTS(test_consume_curve, test_query_curve_cli));
     return s;
