@@ -1684,38 +1684,114 @@ START_TEST(load_rejects_garbage)
 }
 END_TEST
 
-/* A journal row is [mask, the figures whose bit is set]: decoded back to
- * the ten figures; anything else is TLY_CORRUPT. */
+/* What tly_engine_journal_each showed: the last entry's figures, how many
+ * entries, and the ids one after the other. */
+typedef struct jseen {
+    int64_t v[TLY_ENGINE_ACT_FIELDS];
+    uint32_t count;
+    tly_err fail_at_2; /* returned for the second entry when set */
+} jseen;
+
+static tly_err jseen_add(void *ctx, const char *partner, size_t len,
+                         const int64_t v[TLY_ENGINE_ACT_FIELDS])
+{
+    jseen *j = ctx;
+    ck_assert_uint_ge(len, 1);
+    ck_assert(partner[0] == 'p');
+    memcpy(j->v, v, sizeof j->v);
+    return ++j->count == 2 && j->fail_at_2 != TLY_OK ? j->fail_at_2 : TLY_OK;
+}
+
+/* body ([mask, figures...] as MessagePack) as a chunk of one entry for
+ * partner "p": [[ "p", mask, figures...]]; the chunk's status. */
+static tly_err journal_one(const uint8_t *body, size_t len, jseen *j)
+{
+    uint8_t buf[64];
+    ck_assert_uint_lt(len + 3, sizeof buf);
+    buf[0] = 0x91;
+    buf[1] = (uint8_t)(body[0] + 1); /* the fixarray, one element more */
+    buf[2] = 0xa1;
+    buf[3] = 'p';
+    memcpy(buf + 4, body + 1, len - 1);
+    *j = (jseen){.count = 0};
+    return tly_engine_journal_each(buf, len + 3, jseen_add, j);
+}
+
+/* A chunk of n entries for partners p0000, p0001, ... (or the ids given
+ * in order), each with revenue i + 1. */
+static tly_err journal_many(uint32_t n, bool descending, jseen *j)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "p%04u", descending ? n - i : i);
+        msgpack_pack_array(&pk, 3);
+        msgpack_pack_str_with_body(&pk, id, 5);
+        msgpack_pack_uint32(&pk, 1);
+        msgpack_pack_int64(&pk, i + 1);
+    }
+    tly_err err = tly_engine_journal_each(sb.data, sb.size, jseen_add, j);
+    msgpack_sbuffer_destroy(&sb);
+    return err;
+}
+
+/* A journal chunk is [[partner, mask, the figures whose bit is set]...],
+ * 1..TLY_ENGINE_JOURNAL_CHUNK_ROWS entries by ascending partner id: each
+ * decoded back to the ten figures; anything else is TLY_CORRUPT. */
 START_TEST(journal_row_decode)
 {
-    int64_t v[TLY_ENGINE_ACT_FIELDS];
+    jseen j;
     /* mask 0b101: revenue 1000, mdf_clawed_back -5 */
     static const uint8_t ok[] = {0x93, 0x05, 0xcd, 0x03, 0xe8, 0xfb};
-    ck_assert_int_eq(tly_engine_journal_decode(ok, sizeof ok, v), TLY_OK);
-    ck_assert_int_eq(v[0], 1000);
-    ck_assert_int_eq(v[1], 0);
-    ck_assert_int_eq(v[2], -5);
+    ck_assert_int_eq(journal_one(ok, sizeof ok, &j), TLY_OK);
+    ck_assert_uint_eq(j.count, 1);
+    ck_assert_int_eq(j.v[0], 1000);
+    ck_assert_int_eq(j.v[1], 0);
+    ck_assert_int_eq(j.v[2], -5);
     ck_assert_str_eq(tly_engine_act_name(0), "revenue");
     ck_assert_str_eq(tly_engine_act_name(TLY_ENGINE_ACT_FIELDS - 1), "rebate_paid");
     ck_assert_ptr_null(tly_engine_act_name(TLY_ENGINE_ACT_FIELDS));
     static const uint8_t empty[] = {0x91, 0x00};
-    ck_assert_int_eq(tly_engine_journal_decode(empty, sizeof empty, v), TLY_OK);
-    ck_assert_int_eq(v[0], 0);
+    ck_assert_int_eq(journal_one(empty, sizeof empty, &j), TLY_OK);
+    ck_assert_int_eq(j.v[0], 0);
     /* the highest bit there is, and one beyond it */
     static const uint8_t last[] = {0x92, 0xcd, 0x02, 0x00, 0x07};
-    ck_assert_int_eq(tly_engine_journal_decode(last, sizeof last, v), TLY_OK);
-    ck_assert_int_eq(v[TLY_ENGINE_ACT_FIELDS - 1], 7);
+    ck_assert_int_eq(journal_one(last, sizeof last, &j), TLY_OK);
+    ck_assert_int_eq(j.v[TLY_ENGINE_ACT_FIELDS - 1], 7);
     static const uint8_t beyond[] = {0x92, 0xcd, 0x04, 0x00, 0x07};
     static const uint8_t fewer[] = {0x92, 0x05, 0x01}; /* two bits, one figure */
     static const uint8_t zero[] = {0x92, 0x01, 0x00};  /* a set bit's figure is 0 */
-    static const uint8_t trailing[] = {0x92, 0x01, 0x01, 0x01};
+    ck_assert_int_eq(journal_one(beyond, sizeof beyond, &j), TLY_CORRUPT);
+    ck_assert_int_eq(journal_one(fewer, sizeof fewer, &j), TLY_CORRUPT);
+    ck_assert_int_eq(journal_one(zero, sizeof zero, &j), TLY_CORRUPT);
+    static const uint8_t trailing[] = {0x91, 0x92, 0xa1, 'p', 0x00, 0x01};
+    static const uint8_t noid[] = {0x91, 0x92, 0xa0, 0x00};
+    static const uint8_t none[] = {0x90};
     static const uint8_t notarray[] = {0x05};
-    ck_assert_int_eq(tly_engine_journal_decode(beyond, sizeof beyond, v), TLY_CORRUPT);
-    ck_assert_int_eq(tly_engine_journal_decode(fewer, sizeof fewer, v), TLY_CORRUPT);
-    ck_assert_int_eq(tly_engine_journal_decode(zero, sizeof zero, v), TLY_CORRUPT);
-    ck_assert_int_eq(tly_engine_journal_decode(trailing, sizeof trailing, v), TLY_CORRUPT);
-    ck_assert_int_eq(tly_engine_journal_decode(notarray, sizeof notarray, v), TLY_CORRUPT);
-    ck_assert_int_eq(tly_engine_journal_decode(ok, 3, v), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_each(trailing, sizeof trailing, jseen_add, &j),
+                     TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_each(noid, sizeof noid, jseen_add, &j), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_each(none, sizeof none, jseen_add, &j), TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_each(notarray, sizeof notarray, jseen_add, &j),
+                     TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_journal_each(trailing, 3, jseen_add, &j), TLY_CORRUPT);
+    /* the chunk size at its edge, partners in order only, fn's error */
+    j = (jseen){.count = 0};
+    ck_assert_int_eq(journal_many(TLY_ENGINE_JOURNAL_CHUNK_ROWS, false, &j), TLY_OK);
+    ck_assert_uint_eq(j.count, TLY_ENGINE_JOURNAL_CHUNK_ROWS);
+    ck_assert_int_eq(j.v[0], TLY_ENGINE_JOURNAL_CHUNK_ROWS);
+    j = (jseen){.count = 0};
+    ck_assert_int_eq(journal_many(TLY_ENGINE_JOURNAL_CHUNK_ROWS + 1, false, &j), TLY_CORRUPT);
+    ck_assert_uint_eq(j.count, 0);
+    j = (jseen){.count = 0};
+    ck_assert_int_eq(journal_many(2, true, &j), TLY_CORRUPT);
+    j = (jseen){.count = 0, .fail_at_2 = TLY_NOMEM};
+    ck_assert_int_eq(journal_many(3, false, &j), TLY_NOMEM);
+    ck_assert_uint_eq(j.count, 2);
 }
 END_TEST
 

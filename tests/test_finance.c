@@ -22,6 +22,7 @@
 #include "testutil.h"
 #include "tly_engine.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 #include "tly_period.h"
 #include "tly_query.h"
 #include "tly_views.h"
@@ -181,28 +182,35 @@ END_TEST
 
 /* The journal of a period ties to the report of the same period: the
  * accrual entries sum to accrued − clawed back + adjusted, and so on. */
-START_TEST(test_journal_ties_to_report)
+/* Checks that each period's journal of program ties to its report (data
+ * folded on n shards) and returns the most partners one period's journal
+ * names. */
+static size_t journal_ties(const char *data, uint32_t n, const char *program)
 {
-    json_t *report =
-        ask(g_data[_i], _i + 1, json_pack("{s:s, s:s}", "q", "report", "program", "apex"));
-    size_t i;
+    json_t *report = ask(data, n, json_pack("{s:s, s:s}", "q", "report", "program", program));
+    size_t i, most = 0;
     json_t *row;
     json_array_foreach(json_object_get(report, "periods"), i, row)
     {
         const char *period = json_string_value(json_object_get(row, "period"));
         json_t *j =
-            ask(g_data[_i], _i + 1,
-                json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "apex", "period", period));
+            ask(data, n,
+                json_pack("{s:s, s:s, s:s}", "q", "journal", "program", program, "period", period));
         json_int_t paid = 0, expiry = 0, referral = 0;
-        size_t k;
+        size_t k, partners = 0;
         json_t *e;
+        const char *prev = "";
         json_array_foreach(json_object_get(j, "entries"), k, e)
         {
             const char *kind = json_string_value(json_object_get(e, "kind"));
+            const char *who = json_string_value(json_object_get(e, "partner"));
             json_int_t a = json_integer_value(json_object_get(e, "amount"));
             bool swapped =
                 strcmp(json_string_value(json_object_get(e, "debit")), "cash") == 0 ||
                 strcmp(json_string_value(json_object_get(e, "credit")), "mdf_liability") == 0;
+            partners += strcmp(who, prev) != 0;
+            ck_assert_int_le(strcmp(prev, who), 0); /* by partner id [JN3] */
+            prev = who;
             if (strcmp(kind, "mdf_payment") == 0)
                 paid += a;
             else if (strcmp(kind, "mdf_expiry") == 0)
@@ -213,9 +221,63 @@ START_TEST(test_journal_ties_to_report)
         ck_assert_int_eq(paid, json_integer_value(json_object_get(row, "mdf_paid")));
         ck_assert_int_eq(expiry, json_integer_value(json_object_get(row, "mdf_expired")));
         ck_assert_int_eq(referral, json_integer_value(json_object_get(row, "referral")));
+        most = partners > most ? partners : most;
         json_decref(j);
     }
     json_decref(report);
+    return most;
+}
+
+START_TEST(test_journal_ties_to_report)
+{
+    journal_ties(g_data[_i], _i + 1, "apex");
+}
+END_TEST
+
+/* A closed period's journal is stored in chunks of
+ * TLY_ENGINE_JOURNAL_CHUNK_ROWS partners: with more members active in a
+ * period than one chunk holds, every closed period's journal is the same
+ * on 1 shard and on 2 (commits every FX_BATCH records, restarts after
+ * each), and ties to the report. */
+START_TEST(test_journal_chunks)
+{
+    stream st = {0};
+    gen_stream(&st, 11, 40000, 900);
+    char *data[2];
+    for (uint32_t n = 1; n <= 2; n++) {
+        data[n - 1] = tu_tmpdir();
+        for (uint32_t k = 0; k < n; k++)
+            fold_committed(data[n - 1], &st, k, n);
+    }
+    stream_free(&st);
+    static const char *const programs[] = {"alpha", "beta"};
+    size_t most = 0;
+    for (int g = 0; g < 2; g++) {
+        size_t m = journal_ties(data[0], 1, programs[g]);
+        most = m > most ? m : most;
+        json_t *report =
+            ask(data[0], 1, json_pack("{s:s, s:s}", "q", "report", "program", programs[g]));
+        size_t i;
+        json_t *row;
+        json_array_foreach(json_object_get(report, "periods"), i, row)
+        {
+            const char *period = json_string_value(json_object_get(row, "period"));
+            json_t *one[2];
+            for (uint32_t n = 1; n <= 2; n++)
+                one[n - 1] = ask(data[n - 1], n,
+                                 json_pack("{s:s, s:s, s:s}", "q", "journal", "program",
+                                           programs[g], "period", period));
+            expect_same(one[1], one[0], period);
+            json_decref(one[0]);
+            json_decref(one[1]);
+        }
+        json_decref(report);
+    }
+    ck_assert_uint_gt(most, TLY_ENGINE_JOURNAL_CHUNK_ROWS); /* chunks were split */
+    for (int n = 0; n < 2; n++) {
+        tly_rmtree(data[n]);
+        free(data[n]);
+    }
 }
 END_TEST
 
@@ -529,6 +591,7 @@ static Suite *finance_suite(void)
     tcase_add_loop_test(tc, test_journal_ties_to_report, 0, 2);
     tcase_add_test(tc, test_bad_requests);
     tcase_add_test(tc, test_open_journal_records);
+    tcase_add_test(tc, test_journal_chunks);
     tcase_add_loop_test(tc, test_fast_same_bytes, 0, 2);
     return s;
 }

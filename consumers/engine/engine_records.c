@@ -46,22 +46,26 @@ static void pk_liab(msgpack_packer *pk, const eng_liab *l)
 /* The figures of one period, sparse: [mask, the figures whose bit of mask
  * is set, in eng_act_field order] (most periods move 2-3 of the ten; a
  * pack call per figure was a measurable share of the flush). */
-static void pk_figures(msgpack_packer *pk, const eng_act *a, bool with_period)
+static void pk_figures_body(msgpack_packer *pk, const eng_act *a)
 {
-    uint32_t mask = 0, k = 0;
-    for (int f = 0; f < ENG_ACT_COUNT; f++) {
-        if (a->v[f] != 0) {
+    uint32_t mask = 0;
+    for (int f = 0; f < ENG_ACT_COUNT; f++)
+        if (a->v[f] != 0)
             mask |= 1u << f;
-            k++;
-        }
-    }
-    msgpack_pack_array(pk, (with_period ? 2 : 1) + k);
-    if (with_period)
-        msgpack_pack_int32(pk, a->period);
     msgpack_pack_uint32(pk, mask);
     for (int f = 0; f < ENG_ACT_COUNT; f++)
         if (a->v[f] != 0)
             msgpack_pack_int64(pk, a->v[f]);
+}
+
+static void pk_figures(msgpack_packer *pk, const eng_act *a)
+{
+    uint32_t k = 0;
+    for (int f = 0; f < ENG_ACT_COUNT; f++)
+        k += a->v[f] != 0;
+    msgpack_pack_array(pk, 2 + k);
+    msgpack_pack_int32(pk, a->period);
+    pk_figures_body(pk, a);
 }
 
 /* What took effect per period: [[period, mask, figures...]...]. */
@@ -69,12 +73,17 @@ static void pk_acts(msgpack_packer *pk, const eng_act *v, uint32_t n)
 {
     msgpack_pack_array(pk, n);
     for (uint32_t i = 0; i < n; i++)
-        pk_figures(pk, &v[i], true);
+        pk_figures(pk, &v[i]);
 }
 
-void eng_pack_journal(msgpack_packer *pk, const eng_act *a)
+void eng_pack_journal(msgpack_packer *pk, const char *partner, size_t len, const eng_act *a)
 {
-    pk_figures(pk, a, false);
+    uint32_t k = 0;
+    for (int f = 0; f < ENG_ACT_COUNT; f++)
+        k += a->v[f] != 0;
+    msgpack_pack_array(pk, 2 + k);
+    pk_str(pk, partner, len);
+    pk_figures_body(pk, a);
 }
 
 /* Amounts by period: [[period, amount]...]. */
@@ -503,16 +512,28 @@ static tly_err unpack_acts(tly_mp_reader *r, eng_act **v, uint32_t *n, uint32_t 
     return TLY_OK;
 }
 
-tly_err eng_unpack_journal(const void *val, size_t len, eng_act *out)
+tly_err eng_journal_each(const void *val, size_t len, eng_journal_fn fn, void *ctx)
 {
     tly_mp_reader r;
-    uint32_t m;
+    uint32_t n, m;
+    tly_str last = {NULL, 0};
     tly_mp_init(&r, val, len);
-    *out = (eng_act){0};
-    RD(tly_mp_read_array(&r, &m));
-    TRY(rd_figures(&r, m, out));
-    RD(tly_mp_remaining(&r) == 0);
-    return TLY_OK;
+    RD(tly_mp_read_array(&r, &n) && n >= 1 && n <= ENG_JOURNAL_CHUNK_ROWS);
+    for (uint32_t i = 0; i < n; i++) {
+        eng_act a = {0};
+        tly_str id;
+        RD(tly_mp_read_array(&r, &m) && m >= 2 && rd_str(&r, &id, false) && id.len >= 1 &&
+           id.len <= TLY_NAME_BYTES_MAX);
+        /* partner ids strictly ascending */
+        if (last.ptr != NULL) {
+            int c = memcmp(last.ptr, id.ptr, last.len < id.len ? last.len : id.len);
+            RD(c < 0 || (c == 0 && last.len < id.len));
+        }
+        TRY(rd_figures(&r, m - 1, &a));
+        TRY(fn(ctx, id.ptr, id.len, &a));
+        last = id;
+    }
+    return rd_end(&r);
 }
 
 tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, size_t program_len,

@@ -32,8 +32,10 @@
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
  *                      basis, baseline, has_baseline, referral, referred,
  *                      mdf_gross], a cert [pair key, expires]
- *   "J/<program key><period><partner>" [mask, figures]: a journal row, one
- *                      act without its period (section 11)
+ *   "J/<program key><period><partner>" [[partner, mask, figures]...]: a
+ *                      journal chunk of a closed period (section 11): up
+ *                      to ENG_JOURNAL_CHUNK_ROWS partners' acts without
+ *                      their period, by partner id, keyed by the first
  */
 #ifndef TLY_ENGINE_RECORDS_H
 #define TLY_ENGINE_RECORDS_H
@@ -51,6 +53,12 @@
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
 
+/* Partners in one journal chunk: a closed period's journal is written in
+ * chunks of this many members (about 30 bytes each), so the close of a
+ * program of 100,000 members writes 782 rows, not 100,000 (each put into
+ * a large store cost about 3,500 instructions). */
+#define ENG_JOURNAL_CHUNK_ROWS TLY_ENGINE_JOURNAL_CHUNK_ROWS
+
 /* Elements of a partner record: another shard's partner, an owned one. */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
 #define ENG_PARTNER_FIELDS_OWNED 27u
@@ -65,8 +73,10 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c);
 /* g is pp's program, NULL when it is not enrolled. */
 void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_program *g);
-/* A partner's journal row of one period: act a without its period. */
-void eng_pack_journal(msgpack_packer *pk, const eng_act *a);
+/* One partner's entry of a journal chunk: [partner, mask, figures] (act a
+ * without its period); the chunk is an array of up to
+ * ENG_JOURNAL_CHUNK_ROWS of them, partner ids ascending. */
+void eng_pack_journal(msgpack_packer *pk, const char *partner, size_t len, const eng_act *a);
 
 /* ---- unpacking: TLY_CORRUPT for bytes this engine did not write ---- */
 
@@ -108,8 +118,10 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab);
 
-/* A journal row into *out (period 0). */
-tly_err eng_unpack_journal(const void *val, size_t len, eng_act *out);
+/* Calls fn for each entry of a journal chunk (eng_pack_journal), in order,
+ * after checking it; stops at fn's first error. */
+typedef tly_err (*eng_journal_fn)(void *ctx, const char *partner, size_t len, const eng_act *a);
+tly_err eng_journal_each(const void *val, size_t len, eng_journal_fn fn, void *ctx);
 
 /* What took effect in one period that is still open, read from a stored
  * partner record: TLY_OK with *partner (pointing into val) and *out when

@@ -436,9 +436,10 @@ static tly_err journal_rows(const tly_engine *e, jrow **out, uint32_t *count)
     return TLY_OK;
 }
 
-/* The journal rows of the periods just closed ("J/<program key><u32be
- * period + 2^31><partner>", MessagePack: engine_records.h) in key order,
- * so each put lands beside the one before. */
+/* The journals of the periods just closed ("J/<program key><u32be period
+ * + 2^31><first partner>", MessagePack: engine_records.h) in key order, in
+ * chunks of up to ENG_JOURNAL_CHUNK_ROWS partners of one period: v[k..]
+ * holds the rows in (program, period, partner) order. */
 static tly_err flush_journal(flush_ctx *f)
 {
     const tly_engine *e = f->e;
@@ -447,15 +448,22 @@ static tly_err flush_journal(flush_ctx *f)
     TRY(journal_rows(e, &v, &n));
     tly_err err = TLY_OK;
     char body[1 + TLY_NAME_BYTES_MAX + 4 + TLY_NAME_BYTES_MAX];
-    for (uint32_t k = 0; k < n && err == TLY_OK; k++) {
-        const eng_partner *pp = &e->partners[v[k].p];
-        size_t head = program_body(body, &e->programs[pp->program], "", 0);
+    for (uint32_t k = 0, end; k < n && err == TLY_OK; k = end) {
+        end = k + 1;
+        while (end < n && end - k < ENG_JOURNAL_CHUNK_ROWS && v[end].pair == v[k].pair)
+            end++;
+        const eng_partner *first = &e->partners[v[k].p];
+        size_t head = program_body(body, &e->programs[first->program], "", 0);
         uint32_t u = (uint32_t)v[k].act->period ^ UINT32_C(0x80000000);
         for (int b = 0; b < 4; b++)
             body[head + (size_t)b] = (char)(u >> (24 - 8 * b));
-        memcpy(body + head + 4, pp->id, pp->id_len);
-        eng_pack_journal(&f->pk, v[k].act);
-        err = put_packed(f, "J/", body, head + 4 + pp->id_len);
+        memcpy(body + head + 4, first->id, first->id_len);
+        msgpack_pack_array(&f->pk, end - k);
+        for (uint32_t i = k; i < end; i++) {
+            const eng_partner *pp = &e->partners[v[i].p];
+            eng_pack_journal(&f->pk, pp->id, pp->id_len, v[i].act);
+        }
+        err = put_packed(f, "J/", body, head + 4 + first->id_len);
     }
     free(v);
     return err;

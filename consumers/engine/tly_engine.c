@@ -224,12 +224,21 @@ bool tly_engine_invariant_ok(const tly_engine *e)
 
 _Static_assert(TLY_ENGINE_ACT_FIELDS == ENG_ACT_COUNT, "the public count is the engine's");
 
-tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS])
+typedef struct journal_call {
+    tly_engine_journal_fn fn;
+    void *ctx;
+} journal_call;
+
+static tly_err journal_one(void *ctx, const char *partner, size_t len, const eng_act *a)
 {
-    eng_act a;
-    TRY(eng_unpack_journal(val, len, &a));
-    memcpy(out, a.v, sizeof a.v);
-    return TLY_OK;
+    const journal_call *c = ctx;
+    return c->fn(c->ctx, partner, len, a->v);
+}
+
+tly_err tly_engine_journal_each(const void *val, size_t len, tly_engine_journal_fn fn, void *ctx)
+{
+    journal_call c = {fn, ctx};
+    return eng_journal_each(val, len, journal_one, &c);
 }
 
 tly_err tly_engine_open_journal(const void *val, size_t len, const char *program,

@@ -197,16 +197,21 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * program. */
 json_t *tly_engine_report(const tly_engine *e, const char *program);
 
-/* A partner's journal row of one closed period, stored under "J/<u8 len
- * program><program><u32be period XOR 2^31><partner>" (section 11) by the
- * flush after the period's close: what took effect in that period,
- * TLY_ENGINE_ACT_FIELDS figures named by tly_engine_act_name ("revenue",
- * "mdf_accrued", ... "rebate_paid", the order of a report period). The
- * value is MessagePack, opaque: decode it with tly_engine_journal_decode
- * (TLY_CORRUPT for bytes the engine did not write). */
+/* The journal of a closed period (section 11): what took effect in that
+ * period per partner, TLY_ENGINE_ACT_FIELDS figures named by
+ * tly_engine_act_name ("revenue", "mdf_accrued", ... "rebate_paid", the
+ * order of a report period). The flush after the period's close stores
+ * it in chunks of up to TLY_ENGINE_JOURNAL_CHUNK_ROWS partners by id, each
+ * under "J/<u8 len program><program><u32be period XOR 2^31><its first
+ * partner>". The value is MessagePack, opaque: tly_engine_journal_each
+ * calls fn for each partner of a chunk in id order (TLY_CORRUPT for bytes
+ * the engine did not write; stops at fn's first error and returns it). */
 #define TLY_ENGINE_ACT_FIELDS 10
+#define TLY_ENGINE_JOURNAL_CHUNK_ROWS 128u
 const char *tly_engine_act_name(unsigned f); /* NULL beyond the last */
-tly_err tly_engine_journal_decode(const void *val, size_t len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
+typedef tly_err (*tly_engine_journal_fn)(void *ctx, const char *partner, size_t partner_len,
+                                         const int64_t v[TLY_ENGINE_ACT_FIELDS]);
+tly_err tly_engine_journal_each(const void *val, size_t len, tly_engine_journal_fn fn, void *ctx);
 
 /* The same figures of a period still open (or later), which only the
  * partners' records hold: the value of a TLY_ENGINE_PARTNER_PREFIX row,

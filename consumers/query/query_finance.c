@@ -4,8 +4,9 @@
  * consumers keep for it (consumers/engine/engine_store.c): the partner
  * list rows "V/P/", the program's report sums per shard "V/R/<program>",
  * the funds the next close expires "E/<program key><partner>" and the
- * journal rows of closed periods "J/<program key><period><partner>"
- * (MessagePack figures, tly_engine_journal_decode), where a program key is
+ * journals of closed periods "J/<program key><period><first partner>"
+ * (chunks of partners' figures, tly_engine_journal_each), where a program
+ * key is
  * u8 length ‖ name. A report sums one document per shard and a closed
  * period's journal reads only the partners active in it; an open period's
  * journal reads each partner's record (tly_engine_open_journal), the one
@@ -505,7 +506,7 @@ static const struct {
 #define JOURNAL_KIND_COUNT (sizeof JOURNAL_KINDS / sizeof JOURNAL_KINDS[0])
 
 /* A journal row as the object {"partner", figure names...}, pushed. */
-static tly_err journal_push(json_t *rows, const char *partner, size_t len,
+static tly_err journal_push(void *rows, const char *partner, size_t len,
                             const int64_t v[TLY_ENGINE_ACT_FIELDS])
 {
     json_t *row = json_object();
@@ -542,17 +543,16 @@ static tly_err open_visit(void *ctx, const void *key, size_t klen, const void *v
     return err == TLY_OK ? journal_push(o->rows, id, len, v) : err;
 }
 
-/* One stored journal row ("J/<program key><period><partner>", its figures
- * in MessagePack) as the object {"partner", figure names...}. */
+/* One stored journal chunk of a closed period ("J/<program key><period>
+ * <first partner>", MessagePack), each partner's figures pushed as the
+ * object {"partner", figure names...}. */
 static tly_err journal_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
     const unsigned char *k = key;
-    int64_t v[TLY_ENGINE_ACT_FIELDS];
-    size_t at = klen >= 3 ? 3 + (size_t)k[2] + 4 : SIZE_MAX; /* the partner id */
+    size_t at = klen >= 3 ? 3 + (size_t)k[2] + 4 : SIZE_MAX; /* the first partner's id */
     if (at >= klen || klen - at > TLY_NAME_BYTES_MAX)
         return TLY_CORRUPT;
-    tly_err err = tly_engine_journal_decode(val, vlen, v);
-    return err == TLY_OK ? journal_push(ctx, (const char *)k + at, klen - at, v) : err;
+    return tly_engine_journal_each(val, vlen, journal_push, ctx);
 }
 
 /* The amount of kind k in row; TLY_OVERFLOW when it leaves int64. */
