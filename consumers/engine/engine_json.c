@@ -142,8 +142,11 @@ static const char *escape_of(unsigned char c, char seq[7])
 static void text_string(eng_buf *b, const char *s, size_t len)
 {
     buf_ch(b, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < len; i++) {
+    size_t run = 0, i = 0;
+    /* most strings (every key) need no escape: find the first that does */
+    while (i < len && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+        i++;
+    for (; i < len; i++) {
         char seq[7];
         const char *esc = escape_of((unsigned char)s[i], seq);
         if (esc == NULL)
