@@ -303,6 +303,12 @@ void tly_repl_close(tly_repl *r)
     free(r);
 }
 
+tly_err tly_repl_delete_stream(tly_repl *r)
+{
+    jsErrCode jerr = 0;
+    return js_DeleteStream(r->js, r->stream, NULL, &jerr) == NATS_OK ? TLY_OK : TLY_UNAVAILABLE;
+}
+
 const char *tly_repl_stream(const tly_repl *r)
 {
     return r->stream;

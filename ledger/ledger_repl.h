@@ -48,6 +48,10 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
 /* Closes the connection. NULL is a no-op. */
 void tly_repl_close(tly_repl *r);
 
+/* Deletes r's stream and everything in it (a scratch stream of `tally
+ * bench ingest`; never the log's). TLY_OK or TLY_UNAVAILABLE. */
+tly_err tly_repl_delete_stream(tly_repl *r);
+
 /* The stream's name and its last sequence (asked of the cluster):
  * TLY_OK or TLY_UNAVAILABLE. */
 const char *tly_repl_stream(const tly_repl *r);

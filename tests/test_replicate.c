@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -778,6 +779,62 @@ START_TEST(test_replicate_usage)
 }
 END_TEST
 
+/* One replicated row of `tally bench ingest --replicate` ("100 R3 ..."):
+ * the ledger's events/s and the stream's own ceiling, both measured, and
+ * no failure. */
+static void bench_row(const char *out, const char *label)
+{
+    const char *row = strstr(out, label);
+    ck_assert_msg(row != NULL, "no row %s in:\n%s", label, out);
+    double eps, p50, p99, raw, ratio, ceiling;
+    ck_assert_int_eq(sscanf(row + strlen(label), "%lf %lf %lf %lf %lf%% %lf", &eps, &p50, &p99,
+                            &raw, &ratio, &ceiling),
+                     6);
+    ck_assert_msg(eps > 0 && ceiling > 0 && p50 > 0, "row %s: %.40s", label, row);
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(row, "\n"), row);
+    ck_assert_msg(strstr(line, "FAILURES") == NULL, "%s", line);
+}
+
+/* issue 13 item 7: the bench runs the ledger replicated with 1 and 3
+ * replicas and measures the stream's ceiling beside it, then deletes every
+ * stream it made. */
+START_TEST(test_bench_replicate)
+{
+    tl_ledger L;
+    tl_init(&L);
+    cluster c;
+    cluster_start(&L, &c);
+    char scratch[800];
+    snprintf(scratch, sizeof scratch, "%s/bench", L.dir);
+    ck_assert_int_eq(mkdir(scratch, 0700), 0);
+    const char *argv[] = {"bench", "ingest",   "--replicate", c.urls,        "--batches",
+                          "100",   "--events", "3000",        "--producers", "2",
+                          "--dir", scratch,    NULL};
+    ck_assert_int_eq(tl_run(&L, "bench", argv), 0);
+    char *out = tl_output(&L, "bench", "out"), *err = tl_output(&L, "bench", "err");
+    bench_row(out, "100 R1");
+    bench_row(out, "100 R3");
+    /* every stream the bench created is gone */
+    int created = 0;
+    for (const char *at = err; (at = strstr(at, "created stream ")) != NULL; created++) {
+        at += strlen("created stream ");
+        char name[64];
+        ck_assert_int_eq(sscanf(at, "%63s", name), 1);
+        tly_repl_opts ro = {c.urls, name, 0, true};
+        tly_repl *r = NULL;
+        char msg[256];
+        ck_assert_msg(tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_NOT_FOUND, "stream %s is left",
+                      name);
+    }
+    ck_assert_int_eq(created, 4); /* R1 and R3: the ledger's and the ceiling's */
+    free(out);
+    free(err);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replicate");
@@ -785,6 +842,6 @@ int main(void)
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
                               test_node_killed_under_load, test_takeover, test_audit_nats,
-                              test_up_replicate, test_read_replica));
+                              test_up_replicate, test_read_replica, test_bench_replicate));
     return tu_run_suite(s);
 }

@@ -17,6 +17,12 @@
  * two-fsync floor and one-event raw commits (tly_log_append, in this
  * process) measured in the same directory just before and after it: what
  * one durable LMDB commit must wait for at least.
+ *
+ * With --replicate, each batch size runs again through a ledger that
+ * replicates into a new stream with 1 and with 3 replicas; beside it, the
+ * stream's own ceiling: that run's log copied into another new stream of
+ * the same replicas by the ledger's publish path with nothing else running
+ * (stream_ceiling). Both scratch streams are deleted afterwards.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -28,6 +34,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ledger_repl.h"
 #include "tly_cli.h"
 #include "tly_client.h"
 #include "tly_cmd.h"
@@ -84,7 +91,9 @@ static void usage(FILE *out)
                  "  --dir DIR        scratch directory (default a new one under /tmp)\n"
                  "  --replicate URL[,URL...]  also run each batch size through a ledger that\n"
                  "                   replicates into JetStream there, with 1 and 3 replicas\n"
-                 "                   (a new stream per run)\n");
+                 "                   (a new stream per run), beside the stream's own ceiling:\n"
+                 "                   the run's log copied into another new stream by the\n"
+                 "                   ledger's publish path with nothing else running\n");
 }
 
 static int parse_batches(const char *s, bench_opts *o)
@@ -571,6 +580,51 @@ static bool floor_samples(const char *path, uint32_t count, uint64_t *lat_ns)
  * flatter the ledger. */
 /* The same corpus through a ledger replicating into a new stream of
  * `replicas` replicas (SPEC section 12): a fresh data directory each. */
+/* Deletes a scratch stream of this run. */
+static void drop_stream(const char *urls, const char *stream)
+{
+    tly_repl_opts ro = {.urls = urls, .stream = stream, .no_create = true};
+    tly_repl *r = NULL;
+    char msg[256];
+    if (tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_OK)
+        (void)tly_repl_delete_stream(r);
+    tly_repl_close(r);
+}
+
+/* The stream's own ceiling, measured beside the ledger's run: the run's
+ * log (dir/data/log) copied into a new stream with the same replicas
+ * through the ledger's publish path (chunks of TLY_REPL_CHUNK_RECORDS, each
+ * record with expected-last-sequence, one wait for a chunk's acks), with
+ * no ledger or producers running. Records/s; 0 on failure. */
+static double stream_ceiling(const char *urls, const char *dir, const char *stream, int replicas)
+{
+    char path[TLY_PATH_BYTES_MAX], msg[256];
+    snprintf(path, sizeof path, "%s/data/log", dir);
+    tly_log *log = NULL;
+    tly_repl *r = NULL;
+    tly_repl_opts ro = {.urls = urls, .stream = stream, .replicas = replicas};
+    uint64_t head = 0, t0 = 0;
+    double per_s = 0;
+    tly_err err = tly_log_open(path, TLY_LOG_WRITE, &log); /* the ledger has stopped */
+    if (err == TLY_OK)
+        err = tly_repl_open(&ro, &r, msg, sizeof msg);
+    if (err == TLY_OK) {
+        tly_log_head(log, &head, NULL);
+        t0 = tly_mono_ns();
+        err = tly_repl_attach(r, log, msg, sizeof msg);
+    }
+    if (err == TLY_OK && head > 0)
+        per_s = (double)head * 1e9 / (double)(tly_mono_ns() - t0);
+    else
+        fprintf(stderr, "tally bench ingest: stream ceiling: %s\n",
+                err == TLY_OK ? "empty log" : tly_strerror(err));
+    if (r != NULL)
+        (void)tly_repl_delete_stream(r);
+    tly_repl_close(r);
+    tly_log_close(log);
+    return per_s;
+}
+
 static void run_replicated(const bench_opts *o, const char *dir, corpus *cs, uint32_t batch,
                            int replicas, double raw)
 {
@@ -583,11 +637,16 @@ static void run_replicated(const bench_opts *o, const char *dir, corpus *cs, uin
     run_result r;
     memset(&r, 0, sizeof r);
     run_ledger(o, sub, cs, o->producers, batch, o->window, &rp, &r);
+    drop_stream(o->replicate, rp.stream);
+    char ceil_name[48];
+    snprintf(ceil_name, sizeof ceil_name, "%s_CEIL", rp.stream);
+    double ceiling = stream_ceiling(o->replicate, sub, ceil_name, replicas);
     char label[16];
     snprintf(label, sizeof label, "%u R%d", batch, replicas);
-    printf("%-8s %12.0f %10.3f %10.3f %14.0f %7.0f%%%s\n", label, r.eps, (double)r.p50_us / 1000.0,
-           (double)r.p99_us / 1000.0, raw, raw > 0 ? 100.0 * r.eps / raw : 0.0,
-           r.failed ? "  (FAILURES)" : "");
+    printf("%-8s %12.0f %10.3f %10.3f %14.0f %7.0f%% %14.0f %7.0f%%%s\n", label, r.eps,
+           (double)r.p50_us / 1000.0, (double)r.p99_us / 1000.0, raw,
+           raw > 0 ? 100.0 * r.eps / raw : 0.0, ceiling,
+           ceiling > 0 ? 100.0 * r.eps / ceiling : 0.0, r.failed ? "  (FAILURES)" : "");
     fflush(stdout);
 }
 
@@ -734,8 +793,12 @@ int tly_cmd_bench_ingest(int argc, char **argv)
     printf("tally bench ingest: %llu events per run, %u producers, window %u, %s commits\n",
            (unsigned long long)o.events, o.producers, o.window,
            o.no_sync ? "NO-SYNC" : "durable (fsync)");
-    printf("%-8s %12s %10s %10s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
-           "raw events/s", "ratio");
+    if (o.replicate)
+        printf("%-8s %12s %10s %10s %14s %8s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
+               "raw events/s", "ratio", "stream ceil/s", "ratio");
+    else
+        printf("%-8s %12s %10s %10s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
+               "raw events/s", "ratio");
     for (uint32_t b = 0; b < o.batch_count; b++)
         run_batch(&o, base, b);
     run_single(&o, base);
