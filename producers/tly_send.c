@@ -21,7 +21,7 @@
 typedef struct send_run {
     tly_send_stats *stats;
     tly_client *client;
-    FILE *report;
+    FILE *report, *receipts;
     uint64_t line;   /* where the event being added starts in the input */
     bool head_known; /* false: every dup counts as a duplicate */
     uint64_t head;
@@ -89,9 +89,10 @@ static bool run_claim(send_run *r, uint64_t seq)
 }
 
 /* Counts one acknowledged event: new is sent; dup is sent when this run
- * appended it (see send_run), else a duplicate. */
-static void count_ack(send_run *r, const tly_ingest_result *res)
+ * appended it (see send_run), else a duplicate; and writes its receipt. */
+static void count_ack(send_run *r, const tly_ingest_result *res, uint64_t line, const char *id)
 {
+    bool appended = true;
     if (!res->dup) {
         run_claim(r, res->seq);
         r->stats->sent++;
@@ -100,7 +101,11 @@ static void count_ack(send_run *r, const tly_ingest_result *res)
         r->stats->recovered++;
     } else {
         r->stats->duplicates++;
+        appended = false;
     }
+    if (r->receipts)
+        fprintf(r->receipts, "%llu %s %llu %s\n", (unsigned long long)line, id,
+                (unsigned long long)res->seq, appended ? "appended" : "duplicate");
 }
 
 static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_result *results,
@@ -123,7 +128,7 @@ static void on_done(void *ctx, uint64_t tag, tly_err whole, const tly_ingest_res
             report_reject(m->run->report, m->lines[i], m->ids[i], results[i].err, results[i].field,
                           results[i].message);
         } else {
-            count_ack(m->run, &results[i]);
+            count_ack(m->run, &results[i], m->lines[i], m->ids[i]);
         }
     }
     free(m->lines);
@@ -429,7 +434,7 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
         return err;
     batch *b = calloc(1, sizeof *b);
     csv_input *ci = cfg->csv ? calloc(1, sizeof *ci) : NULL;
-    send_run run = {.stats = st, .client = c, .report = cfg->report};
+    send_run run = {.stats = st, .client = c, .report = cfg->report, .receipts = cfg->receipts};
     char why[256] = "";
     if (!b || (cfg->csv && !ci))
         err = TLY_NOMEM;

@@ -35,6 +35,11 @@ typedef struct tly_send_config {
      * one. */
     const char *log_read;
     FILE *report; /* rejected events are reported here (NULL: silent) */
+    /* One line per acknowledged event, in acknowledgement order: "LINE ID
+     * SEQ appended|duplicate" (the input line, the event id, the seq the
+     * ledger holds it at; duplicate: in the log before this run). NULL:
+     * none. */
+    FILE *receipts;
     /* CSV: `--columns` text naming other columns for fields (see
      * tly_csv_names_parse); NULL: every field reads its own name. */
     const char *columns;

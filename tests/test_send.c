@@ -763,6 +763,70 @@ START_TEST(test_send_csv_refused)
 }
 END_TEST
 
+/* The seq the log holds (source dist-erp, id) at. */
+static uint64_t stored_seq(const tl_ledger *L, const char *id)
+{
+    tly_log *log = tl_log_open(L);
+    tly_str s = {"dist-erp", 8}, i = {id, (uint32_t)strlen(id)};
+    uint64_t seq = 0;
+    ck_assert_msg(tly_log_lookup(log, s, i, &seq) == TLY_OK, "%s is not stored", id);
+    tly_log_close(log);
+    return seq;
+}
+
+/* --receipts: one line per acknowledged event, 'LINE ID SEQ appended|
+ * duplicate', each seq the one the log holds the event at; a rejected
+ * event has none; sent again, the same seqs as duplicates; a file that
+ * cannot be written is exit 1 before anything is sent. */
+START_TEST(test_send_receipts)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    char path[700], rec1[700], rec2[700];
+    snprintf(path, sizeof path, "%s/in.jsonl", L.dir);
+    snprintf(rec1, sizeof rec1, "%s/r1.txt", L.dir);
+    snprintf(rec2, sizeof rec2, "%s/r2.txt", L.dir);
+    static const char sale[] = "{\"type\":\"sale\",\"id\":\"%s\",\"at\":1735693342313,"
+                               "\"partner\":\"acme\",\"sku\":\"S\",\"qty\":1,"
+                               "\"amount\":%s,\"currency\":\"USD\"}\n";
+    char text[1024] = "";
+    const char *ids[] = {"R-1", "R-2", "R-BAD", "R-3"};
+    for (int i = 0; i < 4; i++)
+        snprintf(text + strlen(text), sizeof text - strlen(text), sale, ids[i],
+                 i == 2 ? "-5" : "100");
+    tl_write_text(path, text);
+    const char *args[] = {"--source", "dist-erp", "--receipts", rec1, path, NULL};
+    tl_assert_sent(tl_send_run(&L, "r1", args), 1, 3, 0, 1);
+    char *got = tu_read_file(rec1, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "1 R-1 %llu appended\n2 R-2 %llu appended\n4 R-3 %llu appended\n",
+             (unsigned long long)stored_seq(&L, "R-1"), (unsigned long long)stored_seq(&L, "R-2"),
+             (unsigned long long)stored_seq(&L, "R-3"));
+    ck_assert_str_eq(got, want);
+    free(got);
+    args[3] = rec2;
+    tl_assert_sent(tl_send_run(&L, "r2", args), 1, 0, 3, 1);
+    got = tu_read_file(rec2, NULL);
+    snprintf(want, sizeof want,
+             "1 R-1 %llu duplicate\n2 R-2 %llu duplicate\n4 R-3 %llu duplicate\n",
+             (unsigned long long)stored_seq(&L, "R-1"), (unsigned long long)stored_seq(&L, "R-2"),
+             (unsigned long long)stored_seq(&L, "R-3"));
+    ck_assert_str_eq(got, want);
+    free(got);
+    char nowhere[800];
+    snprintf(nowhere, sizeof nowhere, "%s/no/such/dir/r.txt", L.dir);
+    args[3] = nowhere;
+    tl_sent s = tl_send_run(&L, "r3", args);
+    ck_assert_int_eq(s.rc, 1);
+    char *err = tl_send_stderr(&L, "r3");
+    ck_assert_msg(strstr(err, "cannot write the receipts") != NULL, "%s", err);
+    free(err);
+    ck_assert_uint_eq(tl_log_head(&L), 3);
+    tl_done(&L);
+}
+END_TEST
+
 static Suite *send_suite(void)
 {
     Suite *s = suite_create("send");
@@ -774,6 +838,7 @@ static Suite *send_suite(void)
     tcase_add_test(tu_tcase(s, "head", 120), test_send_head_unknown);
     TCase *csv = tu_tcase(s, "csv", 120);
     tu_add_tests(csv, TU_TESTS(test_send_csv_distributor, test_send_csv_refused));
+    tcase_add_test(tu_tcase(s, "receipts", 120), test_send_receipts);
     return s;
 }
 

@@ -55,6 +55,7 @@ typedef struct send_opts {
     uint32_t batch;
     tly_client_opts client;
     const char *log_read;
+    const char *receipts; /* --receipts FILE */
 } send_opts;
 
 static void usage(FILE *out)
@@ -95,6 +96,9 @@ static void usage(FILE *out)
             "                         keep trying until --timeout)\n"
             "  --timeout SECONDS      give up when the ledger has acknowledged nothing for\n"
             "                         this long (default %u, 0: never)\n"
+            "  --receipts FILE        write one line per acknowledged event, as acknowledged:\n"
+            "                         'LINE ID SEQ appended|duplicate' (the seq the log holds\n"
+            "                         it at; duplicate: in the log before this run)\n"
             "  --help                 show this help\n\n"
             "Outcomes (on stdout 'sent N, duplicates D, rejected R' when every event has\n"
             "one):\n"
@@ -124,6 +128,7 @@ enum {
     OPT_RETRIES,
     OPT_TIMEOUT,
     OPT_COLUMNS,
+    OPT_RECEIPTS,
 };
 
 static const tly_opt send_opts_table[] = {
@@ -138,6 +143,7 @@ static const tly_opt send_opts_table[] = {
     {"--retries", OPT_RETRIES, true},
     {"--timeout", OPT_TIMEOUT, true},
     {"--columns", OPT_COLUMNS, true},
+    {"--receipts", OPT_RECEIPTS, true},
 };
 
 /* The numeric options: their bounds. */
@@ -200,6 +206,9 @@ static int send_opt(void *ctx, int id, const char *v)
         return TLY_EXIT_OK;
     case OPT_COLUMNS:
         return send_columns(o, v);
+    case OPT_RECEIPTS:
+        o->receipts = v;
+        return TLY_EXIT_OK;
     default:
         return send_number(o, id, v);
     }
@@ -251,8 +260,16 @@ int tly_cmd_send(int argc, char **argv)
         tly_errorf("send", "cannot open %s", o.path);
         return TLY_EXIT_FAIL;
     }
+    FILE *receipts = o.receipts ? fopen(o.receipts, "w") : NULL;
+    if (o.receipts && !receipts) {
+        tly_errorf("send", "cannot write the receipts to %s", o.receipts);
+        if (in != stdin)
+            fclose(in);
+        return TLY_EXIT_FAIL;
+    }
     tly_send_stats st = {0};
     tly_send_config cfg = {.source = o.source,
+                           .receipts = receipts,
                            .csv = o.csv,
                            .columns = o.columns,
                            .atomic = o.atomic,
@@ -264,6 +281,11 @@ int tly_cmd_send(int argc, char **argv)
     tly_err err = tly_send_stream(&cfg, in, &st, msg, sizeof msg);
     if (in != stdin)
         fclose(in);
+    if (receipts && (ferror(receipts) | fclose(receipts)) != 0 && err == TLY_OK) {
+        tly_errorf("send", "cannot write the receipts to %s (every event was acknowledged)",
+                   o.receipts);
+        return TLY_EXIT_FAIL;
+    }
     tly_progress_end();
     if (err == TLY_TIMEOUT) {
         tly_errorf("send",
