@@ -7,10 +7,14 @@
 # standby. Afterwards every event the producers were acknowledged is in the
 # log exactly once (each send exits 0 only when all its events are
 # acknowledged, and the log holds exactly as many records as distinct
-# events were sent), the chain verifies on the last writer, on the standby
-# and on the stream (read back by a fresh ledger), and the take-over time,
-# from the kill to the new writer's first acknowledgement, is printed as
-# p50 and max. Needs a built tree (build/tally). Exit 0 when all holds.
+# events were sent), each at the seq it was acknowledged with (every send
+# writes --receipts, checked against the log), the chain verifies on the
+# last writer, on the standby and on the stream (read back by a fresh
+# ledger), a consumer that read the stream (`tally consume --nats`) through
+# every kill ends with the views of a replay of the log (equal digests),
+# and the take-over time, from the kill to the new writer's first
+# acknowledgement, is printed as p50 and max. Needs a built tree
+# (build/tally). Exit 0 when all holds.
 set -eu
 
 KILLS=${1:-50}
@@ -41,7 +45,7 @@ start() { # NAME [--standby]
 
 cleanup() {
     touch "$DIR/stop"
-    for n in a b c; do [ -f "$DIR/$n.pid" ] && kill "$(cat "$DIR/$n.pid")" 2>/dev/null || true; done
+    for n in a b c cons; do [ -f "$DIR/$n.pid" ] && kill "$(cat "$DIR/$n.pid")" 2>/dev/null || true; done
     sh "$ROOT/scripts/nats-cluster.sh" stop "$DIR/nats" || true
 }
 trap cleanup EXIT
@@ -50,6 +54,9 @@ start a
 sleep 1
 start b --standby
 sleep 1
+# A consumer on the stream through every kill [N6].
+"$TALLY" consume --nats "$URLS" --data "$DIR/cons" --shard 0/1 >>"$DIR/cons.log" 2>&1 &
+echo $! >"$DIR/cons.pid"
 
 producer() { # P: rounds of ROUND_EVENTS until DIR/stop exists
     p=$1
@@ -65,7 +72,8 @@ with open(path, "w") as f:
                             "currency": "USD"}) + "\n")
 EOF
         if "$TALLY" send --ingest "$a_ingest,$b_ingest" --ack-timeout-ms 1000 --source "dist-$p" \
-            "$DIR/p$p-$r.jsonl" >"$DIR/p$p-$r.out" 2>"$DIR/p$p-$r.err"; then
+            --receipts "$DIR/p$p-$r.receipts" "$DIR/p$p-$r.jsonl" >"$DIR/p$p-$r.out" \
+            2>"$DIR/p$p-$r.err"; then
             echo "$r" >>"$DIR/p$p.done"
         else
             echo "producer $p round $r failed: $(tail -n 2 "$DIR/p$p-$r.err")" >&2
@@ -126,8 +134,40 @@ kill "$(cat "$DIR/c.pid")"
 sleep 1
 hc=$("$TALLY" status --data "$DIR/c" 2>/dev/null | awk '/Ledger head/ {print $3}')
 "$TALLY" audit verify --data "$DIR/c" >"$DIR/verify-c" 2>&1 && vc=ok || vc=FAIL
+# Every receipt's seq is the seq the log holds that (source, id) at.
+"$TALLY" audit export --data "$DIR/c" >"$DIR/export.jsonl"
+if python3 - "$DIR" >"$DIR/receipts-check" <<'EOF'
+import glob, json, os, sys
+d = sys.argv[1]
+seq = {}
+for line in open(os.path.join(d, "export.jsonl")):
+    r = json.loads(line)
+    seq[(r["source"], r["event"]["id"])] = r["seq"]
+n = bad = 0
+for path in glob.glob(os.path.join(d, "p*-*.receipts")):
+    source = "dist-" + os.path.basename(path)[1:].split("-")[0]
+    for line in open(path):
+        _, eid, s, _ = line.split()
+        n += 1
+        if seq.get((source, eid)) != int(s):
+            bad += 1
+            if bad <= 5:
+                print("receipt %s %s seq %s, log %s" % (source, eid, s, seq.get((source, eid))))
+print("receipts %d, at another seq than the log's %d" % (n, bad))
+sys.exit(1 if bad or n == 0 else 0)
+EOF
+then vr=ok; else vr=FAIL; fi
+# The consumer that read the stream through the kills, brought to the head,
+# holds the views of a replay of the log.
+kill "$(cat "$DIR/cons.pid")" 2>/dev/null || true
+sleep 1
+"$TALLY" consume --nats "$URLS" --data "$DIR/cons" --shard 0/1 --exit-at-head >>"$DIR/cons.log" 2>&1
+"$TALLY" audit digest --views "$DIR/cons/views" >"$DIR/digest-cons" 2>&1
+"$TALLY" audit replay --data "$DIR/c" --out "$DIR/replay" >"$DIR/digest-replay" 2>&1
+cmp -s "$DIR/digest-cons" "$DIR/digest-replay" && vd=ok || vd=FAIL
 echo "kills $KILLS, producer rounds completed $rounds, failed $failed; events sent $expect"
 echo "log heads: a $ha, b $hb, stream (c) $hc; audit verify: a $va, b $vb, c $vc"
+echo "$(tail -n 1 "$DIR/receipts-check"): $vr; consumer on the stream = replay: $vd ($(head -n 1 "$DIR/digest-cons"))"
 python3 - "$DIR/kills" "$DIR/acks" <<'EOF'
 import sys, datetime
 def read(p):
@@ -138,5 +178,6 @@ if d:
     print("take-over, kill to first acknowledgement: n %d, p50 %.0f ms, max %.0f ms"
           % (len(d), d[len(d) // 2], d[-1]))
 EOF
-[ "$failed" = 0 ] && [ "$va$vb$vc" = okokok ] && [ "$ha" = "$expect" ] && [ "$hb" = "$expect" ] &&
+[ "$failed" = 0 ] && [ "$va$vb$vc$vr$vd" = okokokokok ] && [ "$ha" = "$expect" ] &&
+    [ "$hb" = "$expect" ] &&
     [ "$hc" = "$expect" ]
