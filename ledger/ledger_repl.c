@@ -1,12 +1,14 @@
 /* ledger_repl.c — the log replicated into JetStream; see ledger_repl.h. */
 #include "ledger_repl.h"
 
+#include <limits.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tly_assert.h"
 #include "tly_limits.h"
@@ -48,12 +50,19 @@ struct tly_repl {
     bool no_create;
     bool stale;
     char last_error[480];
+    /* A mirror's durable pull consumer [N6] (tly_repl_mirror and
+     * tly_repl_follow name it); empty: an ordered consumer, the ledger's
+     * own catch-up and standby. */
+    char durable[TLY_REPL_DURABLE_BYTES_MAX + 1];
 };
 
 struct tly_repl_reader {
     natsSubscription *sub;
-    natsMsg **msgs; /* TLY_REPL_CHUNK_RECORDS, the last fetch's */
+    natsMsg **msgs; /* TLY_REPL_CHUNK_RECORDS, the last fetch's (ordered) */
     uint32_t count;
+    bool pull;        /* a durable pull consumer: msgs come from list */
+    natsMsgList list; /* pull: the last fetch */
+    uint64_t next;    /* pull: the seq expected next (a redelivery is skipped) */
 };
 
 /* ---- options ---- */
@@ -516,11 +525,45 @@ static void set_replica(tly_repl *r, tly_log *log)
 
 /* ---- reading the stream ---- */
 
+/* The durable pull consumer of a mirror, from from_seq: the one of an
+ * earlier run is deleted first (its position is the servers'; the
+ * mirror's log is the checkpoint [N6]). Acknowledged all-up-to at each
+ * fetch. */
+static natsStatus pull_open(tly_repl *r, uint64_t from_seq, tly_repl_reader *rd)
+{
+    jsErrCode jerr = 0;
+    (void)js_DeleteConsumer(r->js, r->stream, r->durable, NULL, &jerr); /* absent: fine */
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = r->stream;
+    so.Config.Durable = r->durable;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from_seq;
+    so.Config.AckPolicy = js_AckAll;
+    so.Config.MaxAckPending = -1;
+    so.Config.InactiveThreshold = (int64_t)TLY_REPL_DURABLE_INACTIVE_S * 1000000000;
+    rd->pull = true;
+    rd->next = from_seq;
+    return js_PullSubscribe(&rd->sub, r->js, r->subject, r->durable, NULL, &so, &jerr);
+}
+
 tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **out)
 {
     tly_repl_reader *rd = calloc(1, sizeof *rd);
     if (!rd)
         return TLY_NOMEM;
+    if (r->durable[0]) {
+        natsStatus s = pull_open(r, from_seq ? from_seq : 1, rd);
+        if (s != NATS_OK) {
+            tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu as %s: %s",
+                     r->stream, (unsigned long long)(from_seq ? from_seq : 1), r->durable,
+                     natsStatus_GetText(s));
+            tly_repl_reader_close(rd);
+            return TLY_UNAVAILABLE;
+        }
+        *out = rd;
+        return TLY_OK;
+    }
     rd->msgs = calloc(TLY_REPL_CHUNK_RECORDS, sizeof *rd->msgs);
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -545,9 +588,51 @@ tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **o
 
 static void reader_release(tly_repl_reader *rd)
 {
+    if (rd->pull) {
+        natsMsgList_Destroy(&rd->list);
+        rd->list = (natsMsgList){0};
+        rd->count = 0;
+        return;
+    }
     for (uint32_t i = 0; i < rd->count; i++)
         natsMsg_Destroy(rd->msgs[i]);
     rd->count = 0;
+}
+
+/* A pull consumer's fetch: up to max records, at most a commit's bytes;
+ * a record before the one expected (a redelivery) is skipped; the last one
+ * taken is acknowledged with everything before it. */
+static tly_err pull_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t max, int wait_ms,
+                          uint32_t *n)
+{
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = (int)max;
+    req.MaxBytes = (int64_t)(TLY_LOG_COMMIT_BYTES_MAX - TLY_REPL_RECORD_BYTES_MAX);
+    req.Expires = (int64_t)wait_ms * 1000000;
+    natsStatus s = natsSubscription_FetchRequest(&rd->list, rd->sub, &req);
+    *n = 0;
+    if (s == NATS_TIMEOUT)
+        return TLY_OK;
+    if (s != NATS_OK)
+        return TLY_UNAVAILABLE;
+    natsMsg *last = NULL;
+    for (int i = 0; i < rd->list.Count; i++) {
+        natsMsg *m = rd->list.Msgs[i];
+        int len = natsMsg_GetDataLength(m);
+        uint64_t seq = record_seq(natsMsg_GetData(m), len);
+        if (seq == 0 || seq > rd->next)
+            return TLY_UNAVAILABLE; /* not a record, or a gap: open again */
+        if (seq < rd->next)
+            continue;
+        out[(*n)++] = (tly_log_stored){(const uint8_t *)natsMsg_GetData(m), (size_t)len};
+        rd->next++;
+        last = m;
+    }
+    rd->count = (uint32_t)rd->list.Count;
+    if (last)
+        (void)natsMsg_Ack(last, NULL);
+    return TLY_OK;
 }
 
 tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t max, int wait_ms,
@@ -556,6 +641,8 @@ tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t
     reader_release(rd);
     if (max > TLY_REPL_CHUNK_RECORDS)
         max = TLY_REPL_CHUNK_RECORDS;
+    if (rd->pull)
+        return pull_fetch(rd, out, max, wait_ms, n);
     size_t bytes = 0;
     while (rd->count < max) {
         natsMsg *m = NULL;
@@ -802,6 +889,30 @@ tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val)
 
 /* ---- mirrors [N6] ---- */
 
+/* A mirror's durable consumer: "tally_<host>_<FNV-1a of the log's absolute
+ * path, 8 hex digits>", the host's characters outside [A-Za-z0-9_-] as
+ * '_' (consumer names take no '.', '*', '>' or blanks). */
+void tly_repl_durable_name(const char *log_dir, char *out, size_t cap)
+{
+    char host[64] = "", path[PATH_MAX];
+    if (gethostname(host, sizeof host - 1) != 0)
+        snprintf(host, sizeof host, "host");
+    const char *p = realpath(log_dir, path) ? path : log_dir;
+    uint32_t h = 2166136261u;
+    for (; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    char host_ok[24];
+    size_t i = 0;
+    for (; host[i] && i < sizeof host_ok - 1; i++) {
+        char c = host[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        host_ok[i] = ok ? c : '_';
+    }
+    host_ok[i] = '\0';
+    snprintf(out, cap, "tally_%s_%08x", host_ok, h);
+}
+
 /* The log's head record is the stream's (or the log is empty). */
 static tly_err mirror_check(tly_repl *r, tly_log *log, char *msg, size_t cap)
 {
@@ -825,6 +936,8 @@ tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t
     tly_repl *r = NULL;
     tly_log *log = NULL;
     tly_err err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK)
+        tly_repl_durable_name(log_dir, r->durable, sizeof r->durable);
     if (err == TLY_OK && (err = tly_log_open(log_dir, TLY_LOG_WRITE, &log)) != TLY_OK)
         snprintf(msg, cap, "cannot open %s as a mirror of the stream: %s%s", log_dir,
                  tly_strerror(err),
@@ -874,6 +987,8 @@ tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile
     tly_log *log = NULL;
     if (err == TLY_OK)
         err = tly_repl_open(opts, &r, msg, cap);
+    if (err == TLY_OK)
+        tly_repl_durable_name(log_dir, r->durable, sizeof r->durable);
     if (err == TLY_OK)
         err = tly_log_open(log_dir, TLY_LOG_WRITE, &log);
     tly_log_stored *recs = err == TLY_OK ? malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs) : NULL;

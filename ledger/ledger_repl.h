@@ -119,11 +119,22 @@ tly_err tly_repl_lease_put(tly_repl *r, const char *key, const char *val);
  * another machine reads the stream through a log of its own: the records
  * the stream holds beyond that log's head (checkpoint + 1 on) are appended,
  * each checked as the next link of the chain; a log whose head record is not
- * the stream's is refused. *head gets the log's head. TLY_OK, TLY_NOT_FOUND
+ * the stream's is refused. The records are read through a durable pull
+ * consumer of the stream named after the log ("tally_<host>_<8 hex digits
+ * of its path>", tly_repl_durable_name), created from the log's head + 1
+ * (one left by an earlier run is replaced: the log is the checkpoint),
+ * acknowledged up to each fetch's last record, and removed by the servers
+ * TLY_REPL_DURABLE_INACTIVE_S after its reader is gone; the ledger's own
+ * catch-up and standby read with ordered consumers, which leave nothing on
+ * the servers. *head gets the log's head. TLY_OK, TLY_NOT_FOUND
  * (no such stream), TLY_CORRUPT, TLY_UNAVAILABLE (the writer lock is held:
  * a ledger owns that log; or no quorum) or TLY_STORAGE, with msg. */
 tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t *head, char *msg,
                         size_t cap);
+
+/* The name of the durable consumer a mirror of log_dir reads with, into
+ * out (at least TLY_REPL_DURABLE_BYTES_MAX + 1 bytes). */
+void tly_repl_durable_name(const char *log_dir, char *out, size_t cap);
 
 /* [N6] Keeps the log in log_dir a mirror of the stream until *stop becomes
  * non-zero: brought up to date as tly_repl_mirror does, then caught_up(ctx)

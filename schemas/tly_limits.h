@@ -708,6 +708,12 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 /* How long a catch-up waits for the next message of the stream before it
  * gives up (the stream said it holds it: only a lost quorum delays it). */
 #define TLY_REPL_FETCH_WAIT_MS 5000
+/* A mirror's durable consumer [N6]: its name, "tally_<host>_<8 hex digits
+ * of the mirror log's path>" cut to this many bytes, and how long the
+ * servers keep it after its reader is gone (a mirror stopped for longer
+ * starts from its own head again anyway: its log is the checkpoint). */
+#define TLY_REPL_DURABLE_BYTES_MAX 48u
+#define TLY_REPL_DURABLE_INACTIVE_S 86400
 /* --takeover-after: seconds without a renewal of the writer's lease before
  * a standby takes over [N4]. 5 s rides out a GC-like pause or a slow
  * cluster election; 1 s is the least (a few renewals must fit in it), an

@@ -12,6 +12,7 @@
  */
 #include <check.h>
 #include <msgpack.h>
+#include <nats/nats.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -477,6 +478,31 @@ START_TEST(test_fenced_writer)
 }
 END_TEST
 
+/* The mirror of data_dir read the stream through its durable pull consumer
+ * [N6], which the servers keep: delivered and acknowledged up to seq. */
+static void assert_durable(const cluster *c, const char *data_dir, uint64_t seq)
+{
+    char log_dir[800], name[TLY_REPL_DURABLE_BYTES_MAX + 1];
+    snprintf(log_dir, sizeof log_dir, "%s/log", data_dir);
+    tly_repl_durable_name(log_dir, name, sizeof name);
+    ck_assert_int_eq(strncmp(name, "tally_", 6), 0);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    ck_assert_msg(js_GetConsumerInfo(&ci, js, TLY_REPL_STREAM_DEFAULT, name, NULL, &jerr) ==
+                      NATS_OK,
+                  "no durable consumer %s (%d)", name, (int)jerr);
+    ck_assert_str_eq(ci->Config->Durable, name);
+    ck_assert_uint_eq(ci->Delivered.Stream, seq);
+    ck_assert_uint_eq(ci->AckFloor.Stream, seq);
+    jsConsumerInfo_Destroy(ci);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
 /* [N6]: an auditor elsewhere reads the stream into a mirror of its own,
  * from its head + 1 on each time, and verifies or replays it. */
 START_TEST(test_audit_nats)
@@ -506,6 +532,7 @@ START_TEST(test_audit_nats)
     const char *replay[] = {"audit", "replay", "--data", mirror, "--out",
                             out,     "--nats", c.urls,   NULL};
     ck_assert_int_eq(tl_run(&L, "replay", replay), 0);
+    assert_durable(&c, mirror, 500);
     /* the ledger's own log is its writer's: refused; no such stream: refused */
     const char *own[] = {"audit", "verify", "--data", L.data, "--nats", c.urls, NULL};
     ck_assert_int_eq(tl_run(&L, "own", own), 1);
