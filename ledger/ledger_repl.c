@@ -663,12 +663,39 @@ tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t
     return TLY_OK;
 }
 
+/* Closes a reader's subscription. libnats 3.4 (Debian 12's) can crash
+ * when a subscription is destroyed while its read loop delivers a message
+ * to it (nats.c issue 637, fixed in 3.6): a catch-up closes its reader with
+ * the writer still appending, and `nats-soak.sh` saw the restarted standby
+ * die so, twice in 70 kills. So the subscription is drained first: once
+ * the server has confirmed the unsubscribe, no message for it can arrive,
+ * and what is pending is taken and dropped; then it is destroyed. */
+static void sub_close(natsSubscription *sub)
+{
+    if (natsSubscription_DrainTimeout(sub, TLY_REPL_DRAIN_MS) == NATS_OK) {
+        for (int waited = 0; waited < TLY_REPL_DRAIN_MS; waited += 10) {
+            natsMsg *m = NULL;
+            while (natsSubscription_NextMsg(&m, sub, 0) == NATS_OK)
+                natsMsg_Destroy(m);
+            if (natsSubscription_WaitForDrainCompletion(sub, 10) == NATS_OK)
+                break;
+        }
+    }
+    natsSubscription_Destroy(sub);
+}
+
 void tly_repl_reader_close(tly_repl_reader *rd)
 {
     if (!rd)
         return;
     reader_release(rd);
-    natsSubscription_Destroy(rd->sub);
+    /* A pull consumer gets messages only for a fetch, and none is left
+     * outstanding; draining it would delete the durable (libnats removes a
+     * consumer it created when its subscription is drained). */
+    if (rd->pull)
+        natsSubscription_Destroy(rd->sub);
+    else
+        sub_close(rd->sub);
     free(rd->msgs);
     free(rd);
 }

@@ -708,6 +708,9 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 /* How long a catch-up waits for the next message of the stream before it
  * gives up (the stream said it holds it: only a lost quorum delays it). */
 #define TLY_REPL_FETCH_WAIT_MS 5000
+/* How long closing a stream reader waits for the servers to confirm its
+ * unsubscribe before destroying it anyway (ledger_repl.c, sub_close). */
+#define TLY_REPL_DRAIN_MS 2000
 /* A mirror's durable consumer [N6]: its name, "tally_<host>_<8 hex digits
  * of the mirror log's path>" cut to this many bytes, and how long the
  * servers keep it after its reader is gone (a mirror stopped for longer

@@ -758,6 +758,44 @@ START_TEST(test_read_replica)
 }
 END_TEST
 
+/* [N5] `tally bench ingest --ingest STANDBY,WRITER`: the producers hear
+ * `unavailable` from the standby and move to the writer; every event of
+ * both runs lands (a second run's ids are its own, not duplicates). */
+START_TEST(test_bench_endpoints)
+{
+    tl_ledger L, R;
+    cluster c;
+    tl_init(&L);
+    tl_init(&R);
+    cluster_start(&L, &c);
+    start_replicated(&L, &c, (const char *[]){"--name", "L", NULL});
+    start_replicated(&R, &c, (const char *[]){"--name", "R", "--standby", "--no-takeover", NULL});
+    char both[1200], scratch[800];
+    snprintf(both, sizeof both, "%s,%s", R.ingest, L.ingest);
+    snprintf(scratch, sizeof scratch, "%s/bench", L.dir);
+    ck_assert_int_eq(mkdir(scratch, 0700), 0);
+    const char *argv[] = {"bench", "ingest",   "--ingest", both,          "--batches",
+                          "100",   "--events", "2000",     "--producers", "2",
+                          "--dir", scratch,    NULL};
+    for (int run = 1; run <= 2; run++) {
+        ck_assert_int_eq(tl_run(&L, "bench", argv), 0);
+        char *out = tl_output(&L, "bench", "out");
+        const char *row = strstr(out, "\n100 ");
+        ck_assert_msg(row != NULL && strstr(out, "FAILURES") == NULL, "%s", out);
+        ck_assert_msg(strstr(out, "to the running ledgers") != NULL, "%s", out);
+        free(out);
+        uint64_t want = (uint64_t)run * (2000 + TLY_BENCH_SINGLE_EVENTS);
+        ck_assert_uint_eq(tl_log_head(&L), want);
+        tl_wait_head(&R, want);
+    }
+    ck_assert_int_eq(tl_stop(&R, SIGTERM), 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    cluster_stop(&c);
+    tl_done(&R);
+    tl_done(&L);
+}
+END_TEST
+
 /* Usage errors of the new flags, each at its limit's edge (exit 2). */
 START_TEST(test_replicate_usage)
 {
@@ -869,6 +907,7 @@ int main(void)
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
                               test_node_killed_under_load, test_takeover, test_audit_nats,
-                              test_up_replicate, test_read_replica, test_bench_replicate));
+                              test_up_replicate, test_read_replica, test_bench_replicate,
+                              test_bench_endpoints));
     return tu_run_suite(s);
 }

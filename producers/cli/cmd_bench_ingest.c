@@ -56,6 +56,7 @@ typedef struct bench_opts {
     bool no_sync;
     const char *dir;
     const char *replicate; /* --replicate URL: R1 and R3 runs beside each plain one */
+    const char *ingest;    /* --ingest EP[,EP...]: running ledgers instead of its own [N5] */
 } bench_opts;
 
 /* Pre-encoded events of one producer. */
@@ -93,7 +94,11 @@ static void usage(FILE *out)
                  "                   replicates into JetStream there, with 1 and 3 replicas\n"
                  "                   (a new stream per run), beside the stream's own ceiling:\n"
                  "                   the run's log copied into another new stream by the\n"
-                 "                   ledger's publish path with nothing else running\n");
+                 "                   ledger's publish path with nothing else running\n"
+                 "  --ingest EP[,EP...]  send to these running ledgers (a writer and its\n"
+                 "                   standbys: a request that times out or is answered\n"
+                 "                   unavailable moves to the next) instead of starting one;\n"
+                 "                   each run's events get ids no earlier run used\n");
 }
 
 static int parse_batches(const char *s, bench_opts *o)
@@ -120,7 +125,8 @@ enum {
     OPT_BATCHES,
     OPT_DIR,
     OPT_NO_SYNC,
-    OPT_REPLICATE
+    OPT_REPLICATE,
+    OPT_INGEST
 };
 
 static const tly_opt bench_opts_table[] = {
@@ -131,6 +137,7 @@ static const tly_opt bench_opts_table[] = {
     {"--dir", OPT_DIR, true},
     {"--no-sync", OPT_NO_SYNC, false},
     {"--replicate", OPT_REPLICATE, true},
+    {"--ingest", OPT_INGEST, true},
 };
 
 static int bench_opt(void *ctx, int id, const char *v)
@@ -163,6 +170,9 @@ static int bench_opt(void *ctx, int id, const char *v)
         return TLY_EXIT_OK;
     case OPT_REPLICATE:
         o->replicate = v;
+        return TLY_EXIT_OK;
+    case OPT_INGEST:
+        o->ingest = v;
         return TLY_EXIT_OK;
     default:
         return tly_usagef("bench ingest", "unexpected argument '%s'", v);
@@ -210,7 +220,13 @@ static void encode_sale(msgpack_packer *pk, const char *id, int64_t at, uint64_t
 
 static tly_err build_corpus(corpus *c, const char *run, uint32_t p, uint64_t count)
 {
-    snprintf(c->source, sizeof c->source, "bench-%s-%u", run, p);
+    /* the process and its start in every source: a run against a running
+     * ledger (--ingest) never resends an earlier run's ids */
+    static int64_t started;
+    if (started == 0)
+        started = tly_now_ms();
+    snprintf(c->source, sizeof c->source, "bench-%s-%u-%d-%lld", run, p, (int)getpid(),
+             (long long)started);
     msgpack_sbuffer_init(&c->buf);
     c->ids = NULL;
     c->offsets = malloc((count + 1) * sizeof *c->offsets);
@@ -429,26 +445,29 @@ static tly_err run_ledger(const bench_opts *o, const char *dir, corpus *cs, uint
 {
     char ingest[TLY_PATH_BYTES_MAX];
     snprintf(ingest, sizeof ingest, "ipc://%s/ingest.sock", dir);
-    pid_t pid = start_ledger(dir, ingest, o->no_sync, rp);
+    bool own = o->ingest == NULL || rp != NULL; /* a replicated run is always its own */
+    pid_t pid = own ? start_ledger(dir, ingest, o->no_sync, rp) : 0;
     producer *ps = calloc(np, sizeof *ps);
     pthread_t *th = calloc(np, sizeof *th);
     for (uint32_t i = 0; i < np; i++) {
         uint64_t nreq = cs[i].count / batch + 2;
         ps[i] = (producer){.c = &cs[i],
-                           .endpoint = ingest,
+                           .endpoint = own ? ingest : o->ingest,
                            .batch = batch,
                            .window = window,
                            .lat_ns = calloc(nreq, 8),
                            .sent_ns = calloc(nreq, 8)};
     }
-    usleep(rp ? 3000000 : 300000); /* let the ledger bind (and make its stream) first */
+    if (own)
+        usleep(rp ? 3000000 : 300000); /* let the ledger bind (and make its stream) first */
     uint64_t t0 = tly_mono_ns();
     for (uint32_t i = 0; i < np; i++)
         pthread_create(&th[i], NULL, producer_main, &ps[i]);
     for (uint32_t i = 0; i < np; i++)
         pthread_join(th[i], NULL);
     summarize(ps, np, tly_mono_ns() - t0, r);
-    stop_child(pid);
+    if (own)
+        stop_child(pid);
     for (uint32_t i = 0; i < np; i++) {
         free(ps[i].lat_ns);
         free(ps[i].sent_ns);
@@ -790,9 +809,14 @@ int tly_cmd_bench_ingest(int argc, char **argv)
                    o.dir ? o.dir : "/tmp");
         return TLY_EXIT_FAIL;
     }
-    printf("tally bench ingest: %llu events per run, %u producers, window %u, %s commits\n",
-           (unsigned long long)o.events, o.producers, o.window,
-           o.no_sync ? "NO-SYNC" : "durable (fsync)");
+    if (o.ingest)
+        printf("tally bench ingest: %llu events per run, %u producers, window %u, to the running "
+               "ledgers %s\n",
+               (unsigned long long)o.events, o.producers, o.window, o.ingest);
+    else
+        printf("tally bench ingest: %llu events per run, %u producers, window %u, %s commits\n",
+               (unsigned long long)o.events, o.producers, o.window,
+               o.no_sync ? "NO-SYNC" : "durable (fsync)");
     if (o.replicate)
         printf("%-8s %12s %10s %10s %14s %8s %14s %8s\n", "batch", "events/s", "p50 ms", "p99 ms",
                "raw events/s", "ratio", "stream ceil/s", "ratio");
