@@ -540,7 +540,10 @@ static natsStatus pull_open(tly_repl *r, uint64_t from_seq, tly_repl_reader *rd)
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = from_seq;
     so.Config.AckPolicy = js_AckAll;
-    so.Config.MaxAckPending = -1;
+    /* Each fetch is acknowledged before the next (at most a chunk); the
+     * servers' default of 1,000 unacknowledged would cut every fetch of a
+     * catch-up to 1,000 records, each waiting out its expiry. */
+    so.Config.MaxAckPending = 2 * (int64_t)TLY_REPL_CHUNK_RECORDS;
     so.Config.InactiveThreshold = (int64_t)TLY_REPL_DURABLE_INACTIVE_S * 1000000000;
     rd->pull = true;
     rd->next = from_seq;

@@ -496,6 +496,10 @@ static void assert_durable(const cluster *c, const char *data_dir, uint64_t seq)
                       NATS_OK,
                   "no durable consumer %s (%d)", name, (int)jerr);
     ck_assert_str_eq(ci->Config->Durable, name);
+    /* room for a whole fetch unacknowledged: the servers' default (1,000)
+     * would cut each fetch of a catch-up short and make it wait out its
+     * expiry */
+    ck_assert_int_eq(ci->Config->MaxAckPending, 2 * (int64_t)TLY_REPL_CHUNK_RECORDS);
     ck_assert_uint_eq(ci->Delivered.Stream, seq);
     ck_assert_uint_eq(ci->AckFloor.Stream, seq);
     jsConsumerInfo_Destroy(ci);
