@@ -984,7 +984,8 @@ tly_err tly_repl_mirror(const tly_repl_opts *opts, const char *log_dir, uint64_t
 }
 
 /* Appends what the stream got since the last call (waiting up to
- * TLY_STANDBY_POLL_MS for it); a failed subscription is opened again. */
+ * TLY_REPL_MIRROR_WAIT_MS for a chunk); a failed subscription is opened
+ * again. */
 static tly_err follow_step(tly_repl *r, tly_log *log, tly_repl_reader **rd, tly_log_stored *recs,
                            char *msg, size_t cap)
 {
@@ -993,7 +994,7 @@ static tly_err follow_step(tly_repl *r, tly_log *log, tly_repl_reader **rd, tly_
     if (!*rd && tly_repl_reader_open(r, head + 1, rd) != TLY_OK)
         return TLY_OK; /* no quorum yet: try again next step */
     uint32_t n = 0;
-    if (tly_repl_reader_fetch(*rd, recs, TLY_REPL_CHUNK_RECORDS, TLY_STANDBY_POLL_MS, &n) !=
+    if (tly_repl_reader_fetch(*rd, recs, TLY_REPL_CHUNK_RECORDS, TLY_REPL_MIRROR_WAIT_MS, &n) !=
         TLY_OK) {
         tly_repl_reader_close(*rd);
         *rd = NULL;

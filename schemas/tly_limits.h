@@ -711,6 +711,11 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 /* How long closing a stream reader waits for the servers to confirm its
  * unsubscribe before destroying it anyway (ledger_repl.c, sub_close). */
 #define TLY_REPL_DRAIN_MS 2000
+/* How long a mirror's fetch waits to fill a chunk: a pull fetch returns
+ * with a whole chunk or when its wait is over, so a mirror of a busy stream
+ * appends chunks (one durable commit each) rather than what 100 ms brought,
+ * and a quiet stream's records reach the mirror within this. */
+#define TLY_REPL_MIRROR_WAIT_MS 1000
 /* A mirror's durable consumer [N6]: its name, "tally_<host>_<8 hex digits
  * of the mirror log's path>" cut to this many bytes, and how long the
  * servers keep it after its reader is gone (a mirror stopped for longer
