@@ -58,9 +58,9 @@ struct tly_repl {
 
 struct tly_repl_reader {
     natsSubscription *sub;
-    natsMsg **msgs; /* TLY_REPL_CHUNK_RECORDS, the last fetch's (ordered) */
-    uint32_t count;
-    bool pull;        /* a durable pull consumer: msgs come from list */
+    natsMsg **msgs;   /* TLY_REPL_CHUNK_RECORDS, the last fetch's (ordered) */
+    uint32_t count;   /* of msgs */
+    bool pull;        /* a durable pull consumer: the messages are in list */
     natsMsgList list; /* pull: the last fetch */
     uint64_t next;    /* pull: the seq expected next (a redelivery is skipped) */
 };
@@ -550,38 +550,37 @@ static natsStatus pull_open(tly_repl *r, uint64_t from_seq, tly_repl_reader *rd)
     return js_PullSubscribe(&rd->sub, r->js, r->subject, r->durable, NULL, &so, &jerr);
 }
 
-tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **out)
+/* The ordered consumer of the ledger's own catch-up and standby, from
+ * from_seq: it leaves nothing on the servers. */
+static natsStatus ordered_open(tly_repl *r, uint64_t from_seq, tly_repl_reader *rd)
 {
-    tly_repl_reader *rd = calloc(1, sizeof *rd);
-    if (!rd)
-        return TLY_NOMEM;
-    if (r->durable[0]) {
-        natsStatus s = pull_open(r, from_seq ? from_seq : 1, rd);
-        if (s != NATS_OK) {
-            tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu as %s: %s",
-                     r->stream, (unsigned long long)(from_seq ? from_seq : 1), r->durable,
-                     natsStatus_GetText(s));
-            tly_repl_reader_close(rd);
-            return TLY_UNAVAILABLE;
-        }
-        *out = rd;
-        return TLY_OK;
-    }
     rd->msgs = calloc(TLY_REPL_CHUNK_RECORDS, sizeof *rd->msgs);
+    if (!rd->msgs)
+        return NATS_NO_MEMORY;
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Ordered = true;
     so.Stream = r->stream;
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from_seq ? from_seq : 1;
+    so.Config.OptStartSeq = from_seq;
     jsErrCode jerr = 0;
-    natsStatus s =
-        rd->msgs ? js_SubscribeSync(&rd->sub, r->js, r->subject, NULL, &so, &jerr) : NATS_NO_MEMORY;
+    natsStatus s = js_SubscribeSync(&rd->sub, r->js, r->subject, NULL, &so, &jerr);
     if (s == NATS_OK)
         natsSubscription_SetPendingLimits(rd->sub, -1, -1);
+    return s;
+}
+
+tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **out)
+{
+    tly_repl_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return TLY_NOMEM;
+    uint64_t from = from_seq ? from_seq : 1;
+    natsStatus s = r->durable[0] ? pull_open(r, from, rd) : ordered_open(r, from, rd);
     if (s != NATS_OK) {
-        tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu: %s", r->stream,
-                 (unsigned long long)so.Config.OptStartSeq, natsStatus_GetText(s));
+        tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu%s%s: %s", r->stream,
+                 (unsigned long long)from, r->durable[0] ? " as " : "", r->durable,
+                 natsStatus_GetText(s));
         tly_repl_reader_close(rd);
         return s == NATS_NO_MEMORY ? TLY_NOMEM : TLY_UNAVAILABLE;
     }
@@ -594,7 +593,6 @@ static void reader_release(tly_repl_reader *rd)
     if (rd->pull) {
         natsMsgList_Destroy(&rd->list);
         rd->list = (natsMsgList){0};
-        rd->count = 0;
         return;
     }
     for (uint32_t i = 0; i < rd->count; i++)
@@ -632,7 +630,6 @@ static tly_err pull_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t max
         rd->next++;
         last = m;
     }
-    rd->count = (uint32_t)rd->list.Count;
     if (last)
         (void)natsMsg_Ack(last, NULL);
     return TLY_OK;
@@ -675,6 +672,8 @@ tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t
  * and what is pending is taken and dropped; then it is destroyed. */
 static void sub_close(natsSubscription *sub)
 {
+    if (!sub) /* a reader whose open failed */
+        return;
     if (natsSubscription_DrainTimeout(sub, TLY_REPL_DRAIN_MS) == NATS_OK) {
         for (int waited = 0; waited < TLY_REPL_DRAIN_MS; waited += 10) {
             natsMsg *m = NULL;

@@ -28,8 +28,8 @@ static const char two_digits[] =
     "ZWL ";
 
 /* True when the 3-letter code appears in a table of "XXX " entries, which
- * is in alphabetical order (test_schemas_values checks each table's first
- * and last code): a binary search, as every sale and money text asks. */
+ * is in alphabetical order (test_schemas looks up every code AAA..ZZZ and
+ * counts the tables'): a binary search, as every sale and money text asks. */
 static bool in_table(const char *table, size_t size, const char *code3)
 {
     size_t lo = 0, hi = (size - 1) / 4; /* entries; size counts the NUL */

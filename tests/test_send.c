@@ -642,12 +642,21 @@ END_TEST
 
 /* The stored event of (source, id), decoded into *ev; returns the record's
  * bytes, which *ev points into (free them after). */
-static uint8_t *stored_event(const tl_ledger *L, const char *source, const char *id, tly_event *ev)
+/* The seq the log holds (source, id) at. */
+static uint64_t stored_seq(const tl_ledger *L, const char *source, const char *id)
 {
     tly_log *log = tl_log_open(L);
     tly_str s = {source, (uint32_t)strlen(source)}, i = {id, (uint32_t)strlen(id)};
     uint64_t seq = 0;
     ck_assert_msg(tly_log_lookup(log, s, i, &seq) == TLY_OK, "%s is not stored", id);
+    tly_log_close(log);
+    return seq;
+}
+
+static uint8_t *stored_event(const tl_ledger *L, const char *source, const char *id, tly_event *ev)
+{
+    uint64_t seq = stored_seq(L, source, id);
+    tly_log *log = tl_log_open(L);
     tly_log_reader *rd = NULL;
     ck_assert_int_eq(tly_log_reader_open(log, seq, &rd), TLY_OK);
     tly_record rec;
@@ -763,17 +772,6 @@ START_TEST(test_send_csv_refused)
 }
 END_TEST
 
-/* The seq the log holds (source dist-erp, id) at. */
-static uint64_t stored_seq(const tl_ledger *L, const char *id)
-{
-    tly_log *log = tl_log_open(L);
-    tly_str s = {"dist-erp", 8}, i = {id, (uint32_t)strlen(id)};
-    uint64_t seq = 0;
-    ck_assert_msg(tly_log_lookup(log, s, i, &seq) == TLY_OK, "%s is not stored", id);
-    tly_log_close(log);
-    return seq;
-}
-
 /* --receipts: one line per acknowledged event, 'LINE ID SEQ appended|
  * duplicate', each seq the one the log holds the event at; a rejected
  * event has none; sent again, the same seqs as duplicates; a file that
@@ -801,8 +799,9 @@ START_TEST(test_send_receipts)
     char *got = tu_read_file(rec1, NULL);
     char want[512];
     snprintf(want, sizeof want, "1 R-1 %llu appended\n2 R-2 %llu appended\n4 R-3 %llu appended\n",
-             (unsigned long long)stored_seq(&L, "R-1"), (unsigned long long)stored_seq(&L, "R-2"),
-             (unsigned long long)stored_seq(&L, "R-3"));
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-1"),
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-2"),
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-3"));
     ck_assert_str_eq(got, want);
     free(got);
     args[3] = rec2;
@@ -810,8 +809,9 @@ START_TEST(test_send_receipts)
     got = tu_read_file(rec2, NULL);
     snprintf(want, sizeof want,
              "1 R-1 %llu duplicate\n2 R-2 %llu duplicate\n4 R-3 %llu duplicate\n",
-             (unsigned long long)stored_seq(&L, "R-1"), (unsigned long long)stored_seq(&L, "R-2"),
-             (unsigned long long)stored_seq(&L, "R-3"));
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-1"),
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-2"),
+             (unsigned long long)stored_seq(&L, "dist-erp", "R-3"));
     ck_assert_str_eq(got, want);
     free(got);
     char nowhere[800];

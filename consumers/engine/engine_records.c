@@ -46,6 +46,15 @@ static void pk_liab(msgpack_packer *pk, const eng_liab *l)
 /* The figures of one period, sparse: [mask, the figures whose bit of mask
  * is set, in eng_act_field order] (most periods move 2-3 of the ten; a
  * pack call per figure was a measurable share of the flush). */
+/* How many of a's figures are not 0. */
+static uint32_t act_nonzero(const eng_act *a)
+{
+    uint32_t k = 0;
+    for (int f = 0; f < ENG_ACT_COUNT; f++)
+        k += a->v[f] != 0;
+    return k;
+}
+
 static void pk_figures_body(msgpack_packer *pk, const eng_act *a)
 {
     uint32_t mask = 0;
@@ -60,10 +69,7 @@ static void pk_figures_body(msgpack_packer *pk, const eng_act *a)
 
 static void pk_figures(msgpack_packer *pk, const eng_act *a)
 {
-    uint32_t k = 0;
-    for (int f = 0; f < ENG_ACT_COUNT; f++)
-        k += a->v[f] != 0;
-    msgpack_pack_array(pk, 2 + k);
+    msgpack_pack_array(pk, 2 + act_nonzero(a));
     msgpack_pack_int32(pk, a->period);
     pk_figures_body(pk, a);
 }
@@ -78,10 +84,7 @@ static void pk_acts(msgpack_packer *pk, const eng_act *v, uint32_t n)
 
 void eng_pack_journal(msgpack_packer *pk, const char *partner, size_t len, const eng_act *a)
 {
-    uint32_t k = 0;
-    for (int f = 0; f < ENG_ACT_COUNT; f++)
-        k += a->v[f] != 0;
-    msgpack_pack_array(pk, 2 + k);
+    msgpack_pack_array(pk, 2 + act_nonzero(a));
     pk_str(pk, partner, len);
     pk_figures_body(pk, a);
 }
@@ -498,14 +501,22 @@ static tly_err rd_figures(tly_mp_reader *r, uint32_t m, eng_act *a)
     return TLY_OK;
 }
 
+/* One act of pk_figures, [period, mask, figures], into *a (zeroed). */
+static tly_err rd_act(tly_mp_reader *r, eng_act *a)
+{
+    uint32_t m;
+    *a = (eng_act){0};
+    RD(tly_mp_read_array(r, &m) && m >= 2 && rd_i32(r, &a->period));
+    return rd_figures(r, m - 1, a);
+}
+
 static tly_err unpack_acts(tly_mp_reader *r, eng_act **v, uint32_t *n, uint32_t *cap)
 {
-    uint32_t count, m;
+    uint32_t count;
     RD(tly_mp_read_array(r, &count));
     for (uint32_t i = 0; i < count; i++) {
-        eng_act a = {0};
-        RD(tly_mp_read_array(r, &m) && m >= 2 && rd_i32(r, &a.period));
-        TRY(rd_figures(r, m - 1, &a));
+        eng_act a;
+        TRY(rd_act(r, &a));
         RD(i == 0 || (*v)[i - 1].period < a.period);
         TRY(ENG_PUSH(*v, *n, *cap, a));
     }
@@ -548,16 +559,18 @@ tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, si
     /* The acts are the owned record's last element but one (eng_pack_partner):
      * skip every element before them. */
     tly_mp_init(&r, val, len);
-    uint32_t count, m;
+    uint32_t count;
     RD(tly_mp_read_array(&r, &count));
     for (uint32_t i = 0; i < ENG_PARTNER_FIELDS_OWNED - 2; i++)
         RD(tly_mp_skip_at(&r, 1, NULL, NULL));
     RD(tly_mp_read_array(&r, &count));
     bool found = false;
+    int32_t before = 0;
     for (uint32_t i = 0; i < count; i++) {
-        eng_act a = {0};
-        RD(tly_mp_read_array(&r, &m) && m >= 2 && rd_i32(&r, &a.period));
-        TRY(rd_figures(&r, m - 1, &a));
+        eng_act a;
+        TRY(rd_act(&r, &a));
+        RD(i == 0 || before < a.period); /* ascending, as unpack_acts checks */
+        before = a.period;
         if (a.period == period) {
             *out = a;
             found = true;

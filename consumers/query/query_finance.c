@@ -607,7 +607,8 @@ static tly_err journal_program(void *ctx, const void *key, size_t klen, const vo
     return d->doc ? TLY_OK : TLY_CORRUPT;
 }
 
-/* Checks the request; *kind and *period its period, *cur the currency. */
+/* Checks the request; *period its period, *open the program's earliest
+ * open period, *cur the currency. */
 static json_t *journal_check(const tly__qsnaps *ss, const json_t *req, const char **program,
                              int32_t *period, int32_t *open, json_t **cur)
 {
