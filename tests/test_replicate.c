@@ -399,8 +399,8 @@ START_TEST(test_no_quorum)
 END_TEST
 
 /* Fault (b): kill -9 one of the three servers under load from several
- * producers: every event is acknowledged, none is lost, the stream is the
- * log. */
+ * producers: every event is stored exactly once (acknowledged as sent, or
+ * as a duplicate on its resend), none is lost, the stream is the log. */
 START_TEST(test_node_killed_under_load)
 {
     tl_ledger L;
@@ -420,8 +420,11 @@ START_TEST(test_node_killed_under_load)
     }
     tl_wait_head(&L, EVENTS / 2);
     node_kill(&c, 1);
+    /* A batch in flight when the node died may have been stored by the
+     * stream without its acknowledgement reaching the ledger: refused as
+     * unavailable, found by the next catch-up, its resend a duplicate. */
     for (int p = 0; p < PRODUCERS; p++)
-        tl_assert_sent(tl_send_wait(&L, tags[p], pids[p]), 0, EVENTS, 0, 0);
+        tl_assert_delivered(tl_send_wait(&L, tags[p], pids[p]), EVENTS, tags[p]);
     ck_assert_uint_eq(tl_log_head(&L), (uint64_t)PRODUCERS * EVENTS);
     ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
     assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &L, (uint64_t)PRODUCERS * EVENTS);
@@ -691,9 +694,7 @@ START_TEST(test_takeover)
     tl_stop_pid(&A.pid, SIGKILL);
     wait_log_line(B.logfile, "now the writer");
     tl_sent s = tl_send_wait(&both, "load", p);
-    ck_assert_msg(s.rc == 0 && s.sent + s.dups == 20000 && s.rejected == 0,
-                  "send: exit %d, sent %ld, dups %ld, rejected %ld", s.rc, s.sent, s.dups,
-                  s.rejected);
+    tl_assert_delivered(s, 20000, "send");
     ck_assert_uint_eq(tl_log_head(&B), 22000);
     audit_verify(&B);
 

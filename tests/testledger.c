@@ -289,6 +289,15 @@ void tl_assert_sent(tl_sent s, int rc, long sent, long dups, long rejected)
                   s.rc, s.sent, s.dups, s.rejected, rc, sent, dups, rejected);
 }
 
+void tl_assert_delivered(tl_sent s, long total, const char *who)
+{
+    ck_assert_msg(s.parsed, "%s: tally send printed no summary (exit %d)", who, s.rc);
+    ck_assert_msg(s.rc == 0 && s.sent + s.dups == total && s.rejected == 0,
+                  "%s: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit 0 and "
+                  "%ld sent or duplicates, none rejected",
+                  who, s.rc, s.sent, s.dups, s.rejected, total);
+}
+
 void tl_put_sale(FILE *f, const char *id, int i)
 {
     fprintf(f,

@@ -122,6 +122,11 @@ tl_sent tl_send_run(const tl_ledger *L, const char *tag, const char *const *args
 char *tl_send_stderr(const tl_ledger *L, const char *tag);
 /* Asserts the exit status and the three counts of a send. */
 void tl_assert_sent(tl_sent s, int rc, long sent, long dups, long rejected);
+/* Asserts a send that met a failure on the way exited 0 with every one of
+ * its `total` events stored (sent, or a duplicate: stored by a batch whose
+ * acknowledgement was lost, then resent) and none rejected. Exactly once is
+ * the caller's check on the log's head. */
+void tl_assert_delivered(tl_sent s, long total, const char *who);
 /* Appends one JSON-line sale with id ID to f (the i-th of a file: its time,
  * partner, sku, qty and amount vary with i). */
 void tl_put_sale(FILE *f, const char *id, int i);
