@@ -248,8 +248,15 @@ static void ev_return(tly_rtgen *g)
     uint32_t n = g->sale_count < GEN_SALE_RING ? g->sale_count : GEN_SALE_RING;
     const gen_sale *s = &g->sales[rnd_below(g, n)];
     char name[32], sale[GEN_ID_BYTES];
-    tly_rtgen_partner_name(s->partner, name, sizeof name);
-    snprintf(sale, sizeof sale, "g-%llu", (unsigned long long)s->id);
+    /* One in forty names another partner than its sale's, most often one
+     * of another shard (return_partner_mismatch [S1]); one in eighty an id
+     * the log does not hold as a sale yet, some of them events of other
+     * kinds or sales that come later (unknown_sale [S2]). */
+    uint64_t odd = rnd_below(g, 80);
+    uint32_t partner = odd < 2 ? (uint32_t)rnd_below(g, g->partners) : s->partner;
+    uint64_t id = odd == 2 ? g->made + 1 + rnd_below(g, 64) : s->id;
+    tly_rtgen_partner_name(partner, name, sizeof name);
+    snprintf(sale, sizeof sale, "g-%llu", (unsigned long long)id);
     /* One in twenty over-returns, to exercise the cap [S3]. */
     int64_t amount =
         rnd_below(g, 20) == 0 ? s->amount + 100 : 1 + (int64_t)rnd_below(g, (uint64_t)s->amount);

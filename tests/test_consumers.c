@@ -215,6 +215,11 @@ static void dump_add(dump *d, const void *p, size_t n)
 static tly_err dump_visit(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
 {
     dump *d = ctx;
+    /* Which sales a store registers is how it was folded (a --remote
+     * consumer registers every sale), not what it holds: with one shard
+     * every sale is its own either way. */
+    if (klen == strlen(TLY_VIEWS_KEY_SALES) && memcmp(k, TLY_VIEWS_KEY_SALES, klen) == 0)
+        return TLY_OK;
     uint32_t kl = (uint32_t)klen, vl = (uint32_t)vlen;
     dump_add(d, &kl, sizeof kl);
     dump_add(d, k, klen);
@@ -855,6 +860,86 @@ START_TEST(test_shards_give_identical_partner_views)
 }
 END_TEST
 
+/* The sales mode shard k of n was folded in (tly_views_sales). */
+static tly_views_sales_mode sales_mode(const char *data, uint32_t k, uint32_t n)
+{
+    tly_views *v = views_ro(data, k, n);
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(k, n, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    tly_views_sales_mode m = tly_views_sales(v);
+    tly_engine_free(e);
+    tly_views_close(v);
+    return m;
+}
+
+static tly_err count_visit(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    (void)k, (void)klen, (void)v, (void)vlen;
+    ++*(uint64_t *)ctx;
+    return TLY_OK;
+}
+
+/* Sales registered in shard k of n ("S/2/" entries). */
+static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
+{
+    tly_views *v = views_ro(data, k, n);
+    uint64_t count = 0;
+    ck_assert_int_eq(tly_views_scan(v, "S/2/", 4, count_visit, &count, NULL), TLY_OK);
+    tly_views_close(v);
+    return count;
+}
+
+/* Issue 9 item 2: beside DIR/log a shard registers its own partners'
+ * sales only and reads another's from the log when a return names it (the
+ * generator's returns name other partners' sales, ids of later sales and
+ * of other events): every sale is stored once across the shards, and the
+ * views and exceptions are those of stores that register every sale
+ * ($TALLY_CONSUME_ALL_SALES, what a --remote consumer does) and of one
+ * shard, byte for byte. */
+START_TEST(test_shards_register_own_sales)
+{
+    char *own = tu_tmpdir();
+    char *dir = path_join(own, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, 5, SHARD_LOG_EVENTS), TLY_OK);
+    free(dir);
+    char *all = data_sharing_log(own);
+    const char *shards[] = {"0/1", "0/2", "1/2"};
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_int_eq(consume(own, shards[i], "700"), 0);
+    setenv("TALLY_CONSUME_ALL_SALES", "1", 1);
+    for (size_t i = 1; i < 3; i++)
+        ck_assert_int_eq(consume(all, shards[i], "700"), 0);
+    unsetenv("TALLY_CONSUME_ALL_SALES");
+    uint64_t every = sales_stored(own, 0, 1);
+    ck_assert_uint_gt(every, SHARD_LOG_EVENTS / 4);
+    ck_assert_uint_eq(sales_stored(own, 0, 2) + sales_stored(own, 1, 2), every);
+    for (uint32_t k = 0; k < 2; k++) {
+        ck_assert_uint_lt(sales_stored(own, k, 2), every * 3 / 4);
+        ck_assert_uint_eq(sales_stored(all, k, 2), every);
+        ck_assert_int_eq(sales_mode(own, k, 2), TLY_VIEWS_SALES_OWN);
+        ck_assert_int_eq(sales_mode(all, k, 2), TLY_VIEWS_SALES_ALL);
+    }
+    tly_rtgen *g;
+    ck_assert_int_eq(tly_rtgen_new(5, SHARD_LOG_EVENTS, &g), TLY_OK);
+    uint32_t partners = tly_rtgen_partner_count(g);
+    tly_rtgen_free(g);
+    compare_partners(own, 2, partners);
+    strs x = all_exceptions(own, 2), y = all_exceptions(all, 2);
+    ck_assert_uint_eq(x.n, y.n);
+    size_t mismatched = 0;
+    for (size_t i = 0; i < x.n; i++) {
+        ck_assert_str_eq(x.v[i], y.v[i]);
+        mismatched += strstr(x.v[i], "\"return_partner_mismatch\"") != NULL;
+    }
+    ck_assert_uint_gt(mismatched, 0);
+    strs_free(&x);
+    strs_free(&y);
+    tu_rmtree(all);
+    tu_rmtree(own);
+}
+END_TEST
+
 /* An engine cache of three partners and three sales (every lookup a read
  * of the store, every commit a trim) gives the views of the default cache,
  * byte for byte, on 1 shard and on 2 (returns across shards included). */
@@ -988,6 +1073,16 @@ START_TEST(test_remote_catch_up_through_log_read)
     ck_assert_uint_eq(checkpoint_of(far, 0, 1), REMOTE_LOG_EVENTS);
     ck_assert_int_eq(tu_kill_wait(lp, SIGTERM), 0);
     assert_same_views(data, far);
+    ck_assert_int_eq(sales_mode(data, 0, 1), TLY_VIEWS_SALES_OWN);
+    ck_assert_int_eq(sales_mode(far, 0, 1), TLY_VIEWS_SALES_ALL);
+    /* A store that reads other shards' sales from DIR/log cannot go on
+     * without it: --remote on it is refused before anything is read. */
+    char *const moved[] = {(char *)tu_tally(), "consume", "--data",         data, "--remote",
+                           "--log-read",       lr,        "--exit-at-head", NULL};
+    ck_assert_int_ne(tu_run(moved, NULL, NULL, rerr), 0);
+    char *why = tu_read_file(rerr, NULL);
+    ck_assert_msg(why && strstr(why, "not --remote"), "consume --remote said: %s", why);
+    free(why);
     free(llog);
     free(rerr);
     tu_rmtree(data);
@@ -1442,7 +1537,8 @@ static Suite *consumers_suite(void)
                  test_consume_refuses_views_ahead_of_log, test_consume_option_edges,
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views,
-                 test_consume_small_cache_same_views, test_bench_fold_growth));
+                 test_consume_small_cache_same_views, test_shards_register_own_sales,
+                 test_bench_fold_growth));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -473,6 +473,8 @@ struct tly_engine {
 
     /* the view store behind the caches (get NULL: none, nothing is dropped) */
     tly_engine_store store;
+    tly_engine_sale_fn sale_fn; /* other shards' sales, from the log (NULL: registered) */
+    void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
     uint64_t visit;                   /* the latest member walk */
 

@@ -189,7 +189,7 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     *apply = 0;
     uint32_t s;
     bool moved = false;
-    TRY(eng_sale_find(e, key, klen, &s));
+    TRY(eng_sale_find_any(e, key, klen, &s));
     if (s != ENG_NONE)
         TRY(sale_moved(e, s, &moved));
     const eng_sale *sale = s == ENG_NONE ? NULL : &e->sales[s];
@@ -405,15 +405,19 @@ static tly_err hold(tly_engine *e, uint32_t p, eng_pos pos, eng_held h, const ch
     return eng_partner_dirty(e, p);
 }
 
-/* Registers the sale in every shard (what a return needs to know of it);
- * its owner folds it (enrolled) or holds it (unenrolled) [E3]. */
+/* Registers the sale (what a return needs to know of it): in every shard,
+ * or in its partner's only when the others read it from the log (a sale
+ * source); its owner folds it (enrolled) or holds it (unenrolled) [E3]. */
 tly_err eng_on_sale(tly_engine *e, const tly_record *rec, eng_pos pos, const tly_event *ev)
 {
+    bool owned = eng_owned(e, ev->partner.ptr, ev->partner.len);
+    if (!owned && e->sale_fn != NULL)
+        return TLY_OK;
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
     uint32_t s, p;
     TRY(eng_sale_add(e, key, klen, ev->partner, ev->currency.ptr, ev->at_ms, &s));
-    if (!eng_owned(e, ev->partner.ptr, ev->partner.len))
+    if (!owned)
         return TLY_OK;
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
     if (e->partners[p].program != ENG_NONE)

@@ -356,6 +356,26 @@ tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *o
     return sale_insert(e, key, klen, h, &rec, out);
 }
 
+tly_err eng_sale_find_any(tly_engine *e, const char *key, uint32_t klen, uint32_t *out)
+{
+    TRY(eng_sale_find(e, key, klen, out));
+    if (*out != ENG_NONE || e->sale_fn == NULL)
+        return TLY_OK;
+    uint32_t src = (unsigned char)key[0];
+    tly_str source = {key + 1, src}, id = {key + 1 + src, klen - 1 - src};
+    bool found = false;
+    tly_engine_sale fact;
+    TRY(e->sale_fn(e->sale_ctx, source, id, &found, &fact));
+    /* The registry holds the sales folded before this record; so does the
+     * log's answer, then. A sale of this shard's partner would be in the
+     * registry: the log's copy is another's. */
+    if (!found || fact.seq >= e->cur_seq || eng_owned(e, fact.partner.ptr, fact.partner.len))
+        return TLY_OK;
+    eng_sale_rec rec = {.partner = fact.partner, .seq = fact.seq, .at_ms = fact.at_ms};
+    memcpy(rec.currency, fact.currency, 3);
+    return sale_insert(e, key, klen, eng_hash(key, klen), &rec, out);
+}
+
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,
                      const char cur[3], int64_t at_ms, uint32_t *out)
 {

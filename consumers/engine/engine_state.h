@@ -45,6 +45,10 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 /* The cached sale of key, read from the store when not in memory; *out is
  * ENG_NONE when there is no such sale. */
 tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
+/* eng_sale_find, then, with a sale source (tly_engine_set_sale_source),
+ * the log: a sale of another shard's partner folded before the record being
+ * applied, cached clean (never stored). */
+tly_err eng_sale_find_any(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
 /* Registers a new sale (absent) of partner in currency cur at business
  * time at_ms, at the seq being applied; marked dirty. */
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,

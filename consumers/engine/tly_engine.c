@@ -29,6 +29,12 @@ tly_err tly_engine_new(uint32_t shard, uint32_t shard_count, tly_engine **out)
 }
 
 /* The cache limits of store s (0: the defaults). */
+void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx)
+{
+    e->sale_fn = fn;
+    e->sale_ctx = ctx;
+}
+
 void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
 {
     e->store = s != NULL ? *s : (tly_engine_store){0};
@@ -168,12 +174,13 @@ static tly_err check_touched(const tly_engine *e, tly_ev_type type)
 
 /* A log that repeats (source, id) for a sale is not one the ledger wrote
  * (it enforces idempotency [SPEC 3]); refuse it (TLY_USAGE) before
- * changing anything. The lookup reads the store: every shard registers
- * every sale. */
+ * changing anything. The lookup reads the store, which registers every
+ * sale of the shard's partners (and of all others without a sale source). */
 static tly_err repeated_sale(tly_engine *e, const tly_record *rec, const tly_event *ev)
 {
-    if (ev->type != TLY_EV_SALE)
-        return TLY_OK;
+    if (ev->type != TLY_EV_SALE ||
+        (e->sale_fn != NULL && !eng_owned(e, ev->partner.ptr, ev->partner.len)))
+        return TLY_OK; /* a sale of another shard's partner is not registered here */
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
     uint32_t s;

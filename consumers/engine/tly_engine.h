@@ -18,8 +18,9 @@
  * Sharding: an engine for shard K of N owns the partners whose
  * tly_engine_shard_of(partner, N) == K. It still reads every record (global
  * events such as program and close apply to all shards), so results do not
- * depend on N: every shard registers every sale in a compact record (its
- * partner and currency) and every partner's enrollment, which is what a
+ * depend on N: every shard registers every partner's enrollment and,
+ * unless it reads them from the log (tly_engine_set_sale_source), every
+ * sale in a compact record (its partner and currency), which is what a
  * return needs to know of another shard's partner's sale ([S1] [S2]); the
  * money state of a partner, its claims and its sales' money facts live in
  * the owning shard only. Exceptions that name no partner are kept by shard
@@ -44,8 +45,9 @@
  * writes them.
  *
  * State layout (engine_records.c): "S/1/<program>" (rules, periods, this
- * shard's liability sums), "S/2/<sale key>" (every sale, every shard: its
- * partner and currency; the owner adds its money facts), "S/3/<claim
+ * shard's liability sums), "S/2/<sale key>" (a sale: its partner and
+ * currency, the owner adds its money facts; every sale in every shard, or
+ * with a sale source its own partners' only), "S/3/<claim
  * key>" (owning shard), "S/4/<partner>" (owned: the whole money state;
  * another shard's partner: its enrollment); MessagePack arrays led by a
  * format number. Key order is load order: programs, sales, claims,
@@ -130,6 +132,34 @@ typedef struct tly_engine_store {
  * (only while nothing was dropped: before any flush).
  */
 void tly_engine_set_store(tly_engine *e, const tly_engine_store *store);
+
+/* A sale as the log holds it: what a return of another shard's partner's
+ * sale needs to know of it ([S1] [S2]). partner borrows bytes that stay
+ * valid until the next call of the source. */
+typedef struct tly_engine_sale {
+    uint64_t seq;
+    tly_str partner;
+    char currency[3];
+    int64_t at_ms;
+} tly_engine_sale;
+
+/* Finds the sale (source, id) in the log: TLY_OK with *found set (false:
+ * no record of that (source, id), or not a sale), or an error the engine
+ * returns as is. */
+typedef tly_err (*tly_engine_sale_fn)(void *ctx, tly_str source, tly_str id, bool *found,
+                                      tly_engine_sale *out);
+
+/*
+ * Lets the engine read other shards' partners' sales from the log (fn) on
+ * demand instead of registering every sale of the log in this shard: a
+ * shard then stores the sales of its own partners only, so N shards hold
+ * about 1/N of the sales each (issue 9). Results are the same either way
+ * (a return of a sale the shard does not know asks fn, and only a sale
+ * folded before the return counts); but a store folded with a source must
+ * keep one, since it lacks the others' sales (tly_views records which).
+ * Set it before the first apply; fn NULL: every shard registers every sale.
+ */
+void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx);
 
 /* Entries changed since the last flush (partners, sales, exceptions): what
  * the next flush writes, and what the engine must keep in memory until

@@ -94,7 +94,9 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev;                       /* reused for every record: no per-record allocation */
+    tly_event ev;      /* reused for every record: no per-record allocation */
+    tly_event sale_ev; /* a sale read back for the engine (log_sale) */
+    char sale_partner[TLY_NAME_BYTES_MAX];
     char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
     char pub[TLY_Z85_KEY_CHARS + 1];
     consumer_metrics m;
@@ -178,6 +180,67 @@ static void count_commit(consumer *c, uint32_t n, uint64_t ns, bool ok)
     m->checkpoint_at = tly_engine_seq(c->engine);
 }
 
+/* --- other shards' sales, from the log (issue 9) --- */
+
+static tly_err local_open(consumer *c, bool *ready);
+
+/* The engine's sale source (tly_engine_set_sale_source): the sale (source,
+ * id) as DIR/log holds it. A store that reads sales from the log cannot
+ * fold without it: TLY_UNAVAILABLE, and the consumer stops. */
+static tly_err log_sale(void *ctx, tly_str source, tly_str id, bool *found, tly_engine_sale *out)
+{
+    consumer *c = ctx;
+    *found = false;
+    bool ready;
+    tly_err err = local_open(c, &ready);
+    if (err == TLY_OK && !ready) {
+        tly_errorf(CMD,
+                   "shard %u/%u: this store reads other shards' sales from %s, which is not "
+                   "there",
+                   c->o.shard, c->o.shard_count, c->log_dir);
+        return TLY_UNAVAILABLE;
+    }
+    uint64_t seq = 0;
+    if (err == TLY_OK)
+        err = tly_log_lookup(c->log, source, id, &seq);
+    if (err != TLY_OK)
+        return err == TLY_NOT_FOUND ? TLY_OK : err;
+    tly_log_reader *rd;
+    err = tly_log_reader_open(c->log, seq, &rd);
+    if (err != TLY_OK)
+        return err;
+    tly_record rec;
+    tly_field_error fe;
+    err = tly_log_reader_next(rd, &rec);
+    if (err == TLY_OK && rec.seq != seq)
+        err = TLY_CORRUPT;
+    if (err == TLY_OK)
+        err = tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &c->sale_ev, &fe);
+    const tly_event *ev = &c->sale_ev;
+    if (err == TLY_OK && ev->type == TLY_EV_SALE && ev->partner.len <= sizeof c->sale_partner) {
+        memcpy(c->sale_partner, ev->partner.ptr, ev->partner.len);
+        *out = (tly_engine_sale){
+            .seq = seq, .partner = {c->sale_partner, ev->partner.len}, .at_ms = ev->at_ms};
+        memcpy(out->currency, ev->currency.ptr, 3);
+        *found = true;
+    }
+    tly_log_reader_close(rd);
+    return err;
+}
+
+/* Decides, before the first record of a new store is folded, which sales
+ * it registers: its own partners' only when DIR/log is here to read the
+ * others' from, every sale otherwise (a --remote consumer). Test hook:
+ * $TALLY_CONSUME_ALL_SALES registers every sale all the same. */
+static tly_err decide_sales(consumer *c)
+{
+    bool own = !c->o.remote && c->log != NULL && getenv("TALLY_CONSUME_ALL_SALES") == NULL;
+    tly_err err = tly_views_set_sales(c->views, own ? TLY_VIEWS_SALES_OWN : TLY_VIEWS_SALES_ALL);
+    if (err == TLY_OK && own)
+        tly_engine_set_sale_source(c->engine, log_sale, c);
+    return err;
+}
+
 /* --- applying and committing --- */
 
 static tly_err reload_engine(consumer *c)
@@ -187,10 +250,22 @@ static tly_err reload_engine(consumer *c)
     tly_err err = tly_engine_new(c->o.shard, c->o.shard_count, &c->engine);
     if (err == TLY_OK)
         err = tly_views_load(c->views, c->engine);
-    if (err != TLY_OK)
+    if (err != TLY_OK) {
         tly_errorf(CMD, "shard %u/%u: cannot load the view store: %s", c->o.shard, c->o.shard_count,
                    tly_strerror(err));
-    return err;
+        return err;
+    }
+    if (tly_views_sales(c->views) != TLY_VIEWS_SALES_OWN)
+        return TLY_OK; /* every sale is in the store, or decide_sales decides */
+    if (c->o.remote) {
+        tly_errorf(CMD,
+                   "shard %u/%u: this store reads other shards' sales from the log: run "
+                   "the consumer beside %s, not --remote (or remove %s to refold it)",
+                   c->o.shard, c->o.shard_count, c->log_dir, tly_views_dir(c->views));
+        return TLY_USAGE;
+    }
+    tly_engine_set_sale_source(c->engine, log_sale, c);
+    return TLY_OK;
 }
 
 /* Commits the pending records. After a failed commit the engine may have
@@ -279,7 +354,11 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
                    tly_err_name(decoded), fe->field, fe->field[0] ? ": " : "", fe->message);
         return TLY_CORRUPT;
     }
-    tly_err err = tly_engine_apply(c->engine, rec, ev);
+    tly_err err = TLY_OK;
+    if (tly_views_sales(c->views) == TLY_VIEWS_SALES_UNSET)
+        err = decide_sales(c);
+    if (err == TLY_OK)
+        err = tly_engine_apply(c->engine, rec, ev);
     if (err != TLY_OK) {
         c->engine_broken = true;
         tly_errorf(CMD, "shard %u/%u: folding record %llu failed: %s", c->o.shard, c->o.shard_count,

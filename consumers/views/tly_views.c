@@ -57,6 +57,8 @@ struct tly_views {
     const void *map_addr;
     char shard_text[SHARD_TEXT_BYTES];
     char dir[TLY_PATH_BYTES_MAX];
+    tly_views_sales_mode sales; /* as loaded, or as set for the first commit */
+    bool sales_unwritten;       /* set: the next commit writes "M/sales" */
 };
 
 /* Maps an LMDB failure to tly_err at the module edge and logs the original. */
@@ -519,6 +521,42 @@ static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void
     return tly_engine_load(ctx, key, key_len, val, val_len);
 }
 
+/* "M/sales": "own", or absent (every sale; UNSET while nothing is folded,
+ * which the first commit decides). */
+static tly_err read_sales(tly_views *v, MDB_txn *txn, uint64_t checkpoint)
+{
+    MDB_val k = {strlen(TLY_VIEWS_KEY_SALES), TLY_VIEWS_KEY_SALES};
+    MDB_val d;
+    int rc = mdb_get(txn, v->dbi, &k, &d);
+    v->sales_unwritten = false;
+    if (rc == MDB_NOTFOUND) {
+        v->sales = checkpoint == 0 ? TLY_VIEWS_SALES_UNSET : TLY_VIEWS_SALES_ALL;
+        return TLY_OK;
+    }
+    if (rc != 0)
+        return mdb_fail("read the sales mode", v->dir, rc);
+    if (d.mv_size != 3 || memcmp(d.mv_data, "own", 3) != 0) {
+        tly_logf(TLY_LOG_ERROR, "views", "%s: %s is not \"own\"", v->dir, TLY_VIEWS_KEY_SALES);
+        return TLY_CORRUPT;
+    }
+    v->sales = TLY_VIEWS_SALES_OWN;
+    return TLY_OK;
+}
+
+tly_views_sales_mode tly_views_sales(const tly_views *v)
+{
+    return v->sales;
+}
+
+tly_err tly_views_set_sales(tly_views *v, tly_views_sales_mode mode)
+{
+    if (!v->writable || v->sales != TLY_VIEWS_SALES_UNSET || mode == TLY_VIEWS_SALES_UNSET)
+        return TLY_USAGE;
+    v->sales = mode;
+    v->sales_unwritten = mode == TLY_VIEWS_SALES_OWN;
+    return TLY_OK;
+}
+
 tly_err tly_views_load(tly_views *v, tly_engine *e)
 {
     MDB_txn *txn;
@@ -533,6 +571,8 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
     if (err == TLY_OK)
         err = scan_txn(v, txn, TLY_VIEWS_PREFIX_PROGRAMS, strlen(TLY_VIEWS_PREFIX_PROGRAMS),
                        load_visit, e);
+    if (err == TLY_OK)
+        err = read_sales(v, txn, seq);
     mdb_txn_abort(txn);
     if (err != TLY_OK)
         return err;
@@ -660,6 +700,8 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         return mdb_fail("begin write", v->dir, rc);
     find_map(v, c.txn); /* the map may have grown since the last commit */
     tly_err err = put_checkpoint(&c, tly_engine_seq(e));
+    if (err == TLY_OK && v->sales_unwritten)
+        err = put_kv(&c, TLY_VIEWS_KEY_SALES, strlen(TLY_VIEWS_KEY_SALES), "own", 3);
     if (err == TLY_OK)
         err = tly_engine_flush(e, put_kv, &c);
     if (err != TLY_OK) {
@@ -679,6 +721,7 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     }
     if (rc != 0)
         return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
+    v->sales_unwritten = false;
     return TLY_OK;
 }
 

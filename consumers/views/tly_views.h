@@ -8,6 +8,11 @@
  *   "M/checkpoint"             u64be seq of the last record applied
  *   "M/shard"                  the text "K/N", written when the store is
  *                              created and checked at every open
+ *   "M/sales"                  "own" when the store registers its own
+ *                              partners' sales only and reads the others'
+ *                              from the log (tly_engine_set_sale_source);
+ *                              absent: every sale (written before any
+ *                              record is folded, never changed after)
  * The checkpoint is written in the same transaction as the view changes of
  * the records up to it, so a crash at any moment leaves the views and the
  * checkpoint consistent: folding resumes at checkpoint + 1, exactly once.
@@ -42,6 +47,14 @@ enum {
 /* Runtime keys, for tools that read the database directly. */
 #define TLY_VIEWS_KEY_CHECKPOINT "M/checkpoint"
 #define TLY_VIEWS_KEY_SHARD "M/shard"
+#define TLY_VIEWS_KEY_SALES "M/sales"
+
+/* Which sales a store registers (tly_views_sales). */
+typedef enum tly_views_sales_mode {
+    TLY_VIEWS_SALES_UNSET, /* nothing folded yet: the first commit decides */
+    TLY_VIEWS_SALES_ALL,   /* every sale of the log */
+    TLY_VIEWS_SALES_OWN,   /* its partners' only: the others' from the log */
+} tly_views_sales_mode;
 
 /* Writes "DATA/views/K-of-N" into buf (cap bytes). TLY_OK, or TLY_USAGE when
  * it does not fit or shard ≥ shard_count. */
@@ -91,6 +104,14 @@ tly_err tly_views_checkpoint(tly_views *v, uint64_t *seq);
  * $TALLY_ENGINE_CACHE_ENTRIES (tests) sets the engine's cache limits.
  */
 tly_err tly_views_load(tly_views *v, tly_engine *e);
+
+/* The sales this store registers, as tly_views_load found it. */
+tly_views_sales_mode tly_views_sales(const tly_views *v);
+
+/* Decides the sales of a store with nothing folded yet (UNSET), written
+ * with its first commit; TLY_USAGE for a store that is decided already
+ * or read-only. */
+tly_err tly_views_set_sales(tly_views *v, tly_views_sales_mode mode);
 
 /*
  * Commits what engine e changed since its last flush, and the checkpoint
