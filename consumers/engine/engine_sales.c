@@ -189,7 +189,7 @@ static tly_err return_check(tly_engine *e, uint32_t p, eng_pos pos, const char *
     *apply = 0;
     uint32_t s;
     bool moved = false;
-    TRY(eng_sale_find_any(e, key, klen, &s));
+    TRY(eng_sale_find(e, key, klen, &s));
     if (s != ENG_NONE)
         TRY(sale_moved(e, s, &moved));
     const eng_sale *sale = s == ENG_NONE ? NULL : &e->sales[s];

@@ -336,6 +336,50 @@ static tly_err sale_insert(tly_engine *e, const char *key, uint32_t klen, uint64
     return TLY_OK;
 }
 
+uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
+{
+    if (e->sale_fn == NULL) {
+        memcpy(buf, s->key, s->key_len);
+        return s->key_len;
+    }
+    for (int i = 0; i < 8; i++)
+        buf[i] = (char)(s->seq >> (56 - 8 * i));
+    return 8;
+}
+
+/* eng_sale_find with a sale source: the log knows the sale's seq, which
+ * keys this shard's own sales in the store; another shard's partner's
+ * sale is the log's copy, cached clean. Only a sale folded before the
+ * record being applied counts, as in the registry. */
+static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint64_t h,
+                             uint32_t *out)
+{
+    uint32_t src = (unsigned char)key[0];
+    tly_str source = {key + 1, src}, id = {key + 1 + src, klen - 1 - src};
+    bool found = false;
+    tly_engine_sale fact;
+    TRY(e->sale_fn(e->sale_ctx, source, id, &found, &fact));
+    if (!found || fact.seq >= e->cur_seq)
+        return TLY_OK;
+    eng_sale_rec rec = {.partner = fact.partner, .seq = fact.seq, .at_ms = fact.at_ms};
+    memcpy(rec.currency, fact.currency, 3);
+    if (eng_owned(e, fact.partner.ptr, fact.partner.len)) {
+        /* every sale of this shard's partners is registered */
+        char body[8];
+        eng_sale probe = {.seq = fact.seq};
+        const void *val;
+        size_t vlen;
+        tly_err err =
+            store_get(e, KEY_SALE, body, eng_sale_store_body(e, &probe, body), &val, &vlen);
+        if (err != TLY_OK)
+            return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
+        TRY(eng_unpack_sale(val, vlen, &rec));
+        if (rec.seq != fact.seq)
+            return TLY_CORRUPT;
+    }
+    return sale_insert(e, key, klen, h, &rec, out);
+}
+
 tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out)
 {
     uint64_t h = eng_hash(key, klen);
@@ -346,6 +390,8 @@ tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *o
         return TLY_OK;
     }
     *out = ENG_NONE;
+    if (e->sale_fn != NULL)
+        return sale_from_log(e, key, klen, h, out);
     const void *val;
     size_t vlen;
     tly_err err = store_get(e, KEY_SALE, key, klen, &val, &vlen);
@@ -354,26 +400,6 @@ tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *o
     eng_sale_rec rec;
     TRY(eng_unpack_sale(val, vlen, &rec));
     return sale_insert(e, key, klen, h, &rec, out);
-}
-
-tly_err eng_sale_find_any(tly_engine *e, const char *key, uint32_t klen, uint32_t *out)
-{
-    TRY(eng_sale_find(e, key, klen, out));
-    if (*out != ENG_NONE || e->sale_fn == NULL)
-        return TLY_OK;
-    uint32_t src = (unsigned char)key[0];
-    tly_str source = {key + 1, src}, id = {key + 1 + src, klen - 1 - src};
-    bool found = false;
-    tly_engine_sale fact;
-    TRY(e->sale_fn(e->sale_ctx, source, id, &found, &fact));
-    /* The registry holds the sales folded before this record; so does the
-     * log's answer, then. A sale of this shard's partner would be in the
-     * registry: the log's copy is another's. */
-    if (!found || fact.seq >= e->cur_seq || eng_owned(e, fact.partner.ptr, fact.partner.len))
-        return TLY_OK;
-    eng_sale_rec rec = {.partner = fact.partner, .seq = fact.seq, .at_ms = fact.at_ms};
-    memcpy(rec.currency, fact.currency, 3);
-    return sale_insert(e, key, klen, eng_hash(key, klen), &rec, out);
 }
 
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,

@@ -42,13 +42,17 @@ tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
 tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci);
 tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 
-/* The cached sale of key, read from the store when not in memory; *out is
- * ENG_NONE when there is no such sale. */
+/* The cached sale of key, read when not in memory: from the store, or,
+ * with a sale source (tly_engine_set_sale_source), by its seq from the log
+ * (this shard's partner's: then from the store under that seq). *out is
+ * ENG_NONE when there is no such sale folded before the record being
+ * applied. */
 tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
-/* eng_sale_find, then, with a sale source (tly_engine_set_sale_source),
- * the log: a sale of another shard's partner folded before the record being
- * applied, cached clean (never stored). */
-tly_err eng_sale_find_any(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
+/* The body of sale s's store key after "S/2/" into buf (at least
+ * 1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX bytes): its (source, id)
+ * key, or with a sale source its seq (u64be), so that new sales are
+ * appended in log order and a commit changes the newest pages only. */
+uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf);
 /* Registers a new sale (absent) of partner in currency cur at business
  * time at_ms, at the seq being applied; marked dirty. */
 tly_err eng_sale_add(tly_engine *e, const char *key, uint32_t klen, tly_str partner,

@@ -193,8 +193,8 @@ static tly_err flush_sales(flush_ctx *f)
         const eng_sale *s = &e->sales[e->dirty_sales[i]];
         if (!eng_pack_sale(&f->json, s))
             return TLY_NOMEM;
-        char key[ENG_KEY_BYTES_MAX];
-        size_t klen = mkkey(key, "S/2/", s->key, s->key_len);
+        char body[ENG_KEY_BYTES_MAX], key[ENG_KEY_BYTES_MAX];
+        size_t klen = mkkey(key, "S/2/", body, eng_sale_store_body(e, s, body));
         TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
     }
     return TLY_OK;

@@ -175,12 +175,11 @@ static tly_err check_touched(const tly_engine *e, tly_ev_type type)
 /* A log that repeats (source, id) for a sale is not one the ledger wrote
  * (it enforces idempotency [SPEC 3]); refuse it (TLY_USAGE) before
  * changing anything. The lookup reads the store, which registers every
- * sale of the shard's partners (and of all others without a sale source). */
+ * sale without a sale source; with one, the log answers for itself. */
 static tly_err repeated_sale(tly_engine *e, const tly_record *rec, const tly_event *ev)
 {
-    if (ev->type != TLY_EV_SALE ||
-        (e->sale_fn != NULL && !eng_owned(e, ev->partner.ptr, ev->partner.len)))
-        return TLY_OK; /* a sale of another shard's partner is not registered here */
+    if (ev->type != TLY_EV_SALE || e->sale_fn != NULL)
+        return TLY_OK; /* with a sale source, the log is the registry */
     char key[1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX];
     uint32_t klen = eng_sale_key(key, rec->source.ptr, rec->source.len, ev->id.ptr, ev->id.len);
     uint32_t s;

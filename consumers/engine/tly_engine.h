@@ -46,8 +46,9 @@
  *
  * State layout (engine_records.c): "S/1/<program>" (rules, periods, this
  * shard's liability sums), "S/2/<sale key>" (a sale: its partner and
- * currency, the owner adds its money facts; every sale in every shard, or
- * with a sale source its own partners' only), "S/3/<claim
+ * currency, the owner adds its money facts; every sale in every shard) or,
+ * with a sale source, "S/2/<u64be seq>" (the shard's own partners' sales
+ * only, appended in log order), "S/3/<claim
  * key>" (owning shard), "S/4/<partner>" (owned: the whole money state;
  * another shard's partner: its enrollment); MessagePack arrays led by a
  * format number. Key order is load order: programs, sales, claims,

@@ -9,10 +9,11 @@
  *   "M/shard"                  the text "K/N", written when the store is
  *                              created and checked at every open
  *   "M/sales"                  "own" when the store registers its own
- *                              partners' sales only and reads the others'
- *                              from the log (tly_engine_set_sale_source);
- *                              absent: every sale (written before any
- *                              record is folded, never changed after)
+ *                              partners' sales only, keyed by seq, and
+ *                              reads the others' from the log
+ *                              (tly_engine_set_sale_source); absent: every
+ *                              sale, keyed by (source, id) (written before
+ *                              any record is folded, never changed after)
  * The checkpoint is written in the same transaction as the view changes of
  * the records up to it, so a crash at any moment leaves the views and the
  * checkpoint consistent: folding resumes at checkpoint + 1, exactly once.
