@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
@@ -385,6 +386,60 @@ static void fold_log(const char *data, tly_engine *e)
     tly_log_close(log);
     free(dir);
 }
+
+/* Loads a fresh engine from shard 0/1 of data (opened with flags) and
+ * returns the store's sales mode; *v_out keeps the store open. */
+static tly_views_sales_mode load_sales(const char *data, int flags, tly_views **v_out,
+                                       tly_engine **e_out)
+{
+    ck_assert_int_eq(tly_views_open(data, 0, 1, flags, v_out), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, e_out), TLY_OK);
+    ck_assert_int_eq(tly_views_load(*v_out, *e_out), TLY_OK);
+    return tly_views_sales(*v_out);
+}
+
+/* "M/sales": undecided in a new store, decided once (before anything is
+ * folded), written with the first commit, refused when it holds anything
+ * but "own"; a read-only store cannot decide. */
+START_TEST(test_views_sales_mode)
+{
+    char *data = tu_tmpdir();
+    tly_views *v;
+    tly_engine *e;
+    ck_assert_int_eq(load_sales(data, TLY_VIEWS_WRITE, &v, &e), TLY_VIEWS_SALES_UNSET);
+    ck_assert_int_eq(tly_views_set_sales(v, TLY_VIEWS_SALES_UNSET), TLY_USAGE);
+    ck_assert_int_eq(tly_views_set_sales(v, TLY_VIEWS_SALES_OWN), TLY_OK);
+    ck_assert_int_eq(tly_views_set_sales(v, TLY_VIEWS_SALES_ALL), TLY_USAGE);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    tly_engine_free(e);
+    tly_views_close(v);
+    ck_assert_int_eq(load_sales(data, TLY_VIEWS_READ, &v, &e), TLY_VIEWS_SALES_OWN);
+    ck_assert_int_eq(tly_views_set_sales(v, TLY_VIEWS_SALES_OWN), TLY_USAGE);
+    tly_engine_free(e);
+    tly_views_close(v);
+    /* A value this Tally never writes. */
+    char *dir = path_join(data, "views/0-of-1");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+    MDB_val k = {strlen(TLY_VIEWS_KEY_SALES), TLY_VIEWS_KEY_SALES}, d = {3, "all"};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(dir);
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_CORRUPT);
+    tly_engine_free(e);
+    tly_views_close(v);
+    tu_rmtree(data);
+}
+END_TEST
 
 START_TEST(test_views_commit_load_roundtrip)
 {
@@ -1564,9 +1619,9 @@ static Suite *consumers_suite(void)
 {
     Suite *s = suite_create("consumers");
     TCase *views = tu_tcase(s, "views", 0);
-    tu_add_tests(views,
-                 TU_TESTS(test_views_readonly_missing_creates_nothing,
-                          test_views_shard_mismatch_refused, test_views_commit_load_roundtrip));
+    tu_add_tests(views, TU_TESTS(test_views_readonly_missing_creates_nothing,
+                                 test_views_shard_mismatch_refused, test_views_sales_mode,
+                                 test_views_commit_load_roundtrip));
     TCase *consume = tu_tcase(s, "consume", 600);
     tu_add_tests(
         consume,
