@@ -188,7 +188,8 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * recent sales, so 65,536 keep those in memory within about 13 MiB, and an
  * older one costs one read. What changed since the last flush stays in
  * memory until the next one, beyond these (TLY_CONSUME_DIRTY_ENTRIES_MAX
- * bounds it). */
+ * bounds it); and the partners a flush wrote stay cached until a flush of
+ * fewer follows (they were in memory at the batch's peak anyway). */
 #define TLY_ENGINE_PARTNERS_CACHED_MAX 16384u
 #define TLY_ENGINE_SALES_CACHED_MAX 65536u
 

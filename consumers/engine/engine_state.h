@@ -72,8 +72,10 @@ tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx
 tly_err eng_partner_dirty(tly_engine *e, uint32_t p);
 tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
 /* After a flush with a store: forgets the exceptions it wrote, then drops
- * clean entries beyond the cache limits, least recently used first. */
-void eng_cache_trim(tly_engine *e);
+ * clean entries beyond the cache limits, least recently used first;
+ * touched is the partners the flush wrote, which the default partner
+ * limit keeps when they are more. */
+void eng_cache_trim(tly_engine *e, uint32_t touched);
 
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */

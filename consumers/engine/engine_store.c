@@ -546,9 +546,10 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     eng_buf_free(&f.json);
     if (err != TLY_OK)
         return err;
+    uint32_t touched = e->dirty_partner_count;
     clear_dirty(e);
     if (e->store.get != NULL)
-        eng_cache_trim(e);
+        eng_cache_trim(e, touched);
     return TLY_OK;
 }
 

@@ -42,6 +42,7 @@ void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
                                                    : TLY_ENGINE_PARTNERS_CACHED_MAX;
     e->sales_max =
         e->store.sales_cached_max ? e->store.sales_cached_max : TLY_ENGINE_SALES_CACHED_MAX;
+    e->keep_touched = e->store.partners_cached_max == 0;
 }
 
 /* Changed partners and sales, and exceptions not written yet. */
