@@ -155,6 +155,16 @@ static char *data_sharing_log(const char *src)
     return dst;
 }
 
+/* A new data directory whose log holds `events` generated events (seed). */
+static char *data_with_log(uint64_t seed, uint64_t events)
+{
+    char *data = tu_tmpdir();
+    char *dir = path_join(data, "log");
+    ck_assert_int_eq(tly_rtgen_build_log(dir, seed, events), TLY_OK);
+    free(dir);
+    return data;
+}
+
 /* Runs `tally consume --exit-at-head` on data; returns its exit code. */
 static int consume(const char *data, const char *shard, const char *batch)
 {
@@ -738,10 +748,7 @@ START_TEST(test_consume_restart_resumes_exactly_once)
      * flush again), under a reader of this process that holds the store
      * open and must follow the growth (MDB_MAP_RESIZED). */
     setenv("TALLY_VIEWS_MAP_INIT_BYTES", "262144", 1);
-    char *full = tu_tmpdir();
-    char *dir = path_join(full, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 7, 6000), TLY_OK);
-    free(dir);
+    char *full = data_with_log(7, 6000);
     ck_assert_int_eq(consume(full, NULL, "700"), 0);
     /* The same log, arriving in three parts with a consumer run after each. */
     char *parts = tu_tmpdir();
@@ -774,10 +781,7 @@ END_TEST
  * that until the consumer gave up. */
 START_TEST(test_consume_full_map_at_commit_grows)
 {
-    char *ref = tu_tmpdir();
-    char *dir = path_join(ref, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 1795711639u, KILL_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *ref = data_with_log(1795711639u, KILL_LOG_EVENTS);
     ck_assert_int_eq(consume(ref, NULL, "500"), 0);
     char *data = data_sharing_log(ref);
     setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
@@ -795,10 +799,7 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
 {
     unsigned seed = test_seed();
     srand(seed);
-    char *ref = tu_tmpdir();
-    char *dir = path_join(ref, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, seed, KILL_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *ref = data_with_log(seed, KILL_LOG_EVENTS);
     /* The uninterrupted run's duration only spreads the kill moments over
      * the fold (nothing asserts on time): a kill lands at a random point of
      * what is left to fold, at a batch commit or between two. */
@@ -935,10 +936,7 @@ static void compare_partners(const char *data, uint32_t n, uint32_t partners)
 
 START_TEST(test_shards_give_identical_partner_views)
 {
-    char *data = tu_tmpdir();
-    char *dir = path_join(data, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 3, SHARD_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *data = data_with_log(3, SHARD_LOG_EVENTS);
     const char *shards[] = {"0/1", "0/2", "1/2", "0/4", "1/4", "2/4", "3/4"};
     for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++)
         ck_assert_int_eq(consume(data, shards[i], NULL), 0);
@@ -991,10 +989,7 @@ static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
  * shard, byte for byte. */
 START_TEST(test_shards_register_own_sales)
 {
-    char *own = tu_tmpdir();
-    char *dir = path_join(own, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 5, SHARD_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *own = data_with_log(5, SHARD_LOG_EVENTS);
     char *all = data_sharing_log(own);
     const char *shards[] = {"0/1", "0/2", "1/2"};
     for (size_t i = 0; i < 3; i++)
@@ -1037,10 +1032,7 @@ END_TEST
  * byte for byte, on 1 shard and on 2 (returns across shards included). */
 START_TEST(test_consume_small_cache_same_views)
 {
-    char *ref = tu_tmpdir();
-    char *dir = path_join(ref, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 11, SHARD_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *ref = data_with_log(11, SHARD_LOG_EVENTS);
     ck_assert_int_eq(consume(ref, NULL, NULL), 0);
     char *data = data_sharing_log(ref);
     setenv("TALLY_ENGINE_CACHE_ENTRIES", "3", 1);
@@ -1597,10 +1589,7 @@ END_TEST
  * as a single batch of TLY_CONSUME_BATCH_RECORDS_MAX. */
 START_TEST(test_consume_tiny_batch_same_views)
 {
-    char *one = tu_tmpdir();
-    char *dir = path_join(one, "log");
-    ck_assert_int_eq(tly_rtgen_build_log(dir, 5, TINY_BATCH_LOG_EVENTS), TLY_OK);
-    free(dir);
+    char *one = data_with_log(5, TINY_BATCH_LOG_EVENTS);
     char *tiny = data_sharing_log(one);
     char max_batch[16], tiny_batch[16];
     snprintf(max_batch, sizeof max_batch, "%u", TLY_CONSUME_BATCH_RECORDS_MAX);
