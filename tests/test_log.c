@@ -802,9 +802,9 @@ START_TEST(test_storage_error_full_disk)
     char *dir = tu_tmpdir();
     fflush(NULL);
     pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
     if (pid == 0)
         _exit(storage_child(dir));
+    ck_assert_int_ge(pid, 0);
     ck_assert_int_eq(child_status(pid), 0);
     /* The log verifies end to end: nothing of the failed commit shows. */
     ck_assert_int_eq(scan_log(dir), 2010);
@@ -858,11 +858,11 @@ START_TEST(test_reader_in_other_process)
     ck_assert_int_eq(pipe(fds), 0);
     fflush(NULL);
     pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(fds[1]);
         _exit(reader_child(dir, fds[0], 10 + 40 * 250));
     }
+    ck_assert_int_ge(pid, 0);
     close(fds[0]);
     log = open_writer(dir, &opts);
     for (uint32_t b = 0; b < 40; b++) { /* about 5 MB: the map grows 1 -> 8 MiB */
@@ -1303,9 +1303,9 @@ START_TEST(test_stale_reader_slots_reclaimed)
                          TLY_OK);
         fflush(NULL);
         pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
         if (pid == 0)
             _exit(die_with_readers(dir));
+        ck_assert_int_ge(pid, 0);
         ck_assert_int_eq(child_status(pid), 0);
         tly_log_reader *rd[TLY_LOG_READERS_MAX];
         for (uint32_t i = 0; i < TLY_LOG_READERS_MAX; i++)

@@ -18,6 +18,8 @@
 /* ------------------------------------------------------------------ */
 /* processes                                                           */
 
+extern char **environ;
+
 static void redirect_fd(int fd, const char *path, int flags)
 {
     int f = open(path ? path : "/dev/null", flags, 0644);
@@ -27,28 +29,53 @@ static void redirect_fd(int fd, const char *path, int flags)
     close(f);
 }
 
+/* The child's environment: env's entries first (getenv finds the first of
+ * a name), then this process's; built before the fork, since the child
+ * must not allocate. */
+static char **child_environ(const char *const *env)
+{
+    size_t n = 0, m = 0;
+    while (env && env[n])
+        n++;
+    while (environ[m])
+        m++;
+    char **all = malloc((n + m + 1) * sizeof *all);
+    ck_assert_ptr_nonnull(all);
+    for (size_t i = 0; i < n; i++)
+        all[i] = (char *)env[i];
+    for (size_t i = 0; i < m; i++)
+        all[n + i] = environ[i];
+    all[n + m] = NULL;
+    return all;
+}
+
 pid_t tl_spawn_env(const char *const *argv, const char *const *env, const char *out,
                    const char *err)
 {
     pid_t parent = getpid();
+    char **envp = child_environ(env);
     fflush(NULL);
     pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    /* The child calls nothing but async-signal-safe functions until exec:
+     * the parent has other threads (ZeroMQ's), and an assertion here, even
+     * a passing one (Check records a mark point: malloc, a lock, a write),
+     * could wait forever on a lock one of them held at the fork (it did,
+     * once, under ASan: the child never reached its redirects). */
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(125);
-        for (const char *const *e = env; e && *e; e++)
-            putenv((char *)*e);
         redirect_fd(0, NULL, O_RDONLY);
         redirect_fd(1, out, O_WRONLY | O_CREAT | O_APPEND);
         if (err && out && strcmp(err, out) == 0)
             dup2(1, 2);
         else
             redirect_fd(2, err, O_WRONLY | O_CREAT | O_APPEND);
-        execv(argv[0], (char *const *)argv);
+        execve(argv[0], (char *const *)argv, envp);
         _exit(127);
     }
+    free(envp);
+    ck_assert_int_ge(pid, 0);
     return pid;
 }
 
