@@ -214,8 +214,9 @@ static tly_err log_sale(void *ctx, tly_str source, tly_str id, bool *found, tly_
     err = tly_log_reader_next(rd, &rec);
     if (err == TLY_OK && rec.seq != seq)
         err = TLY_CORRUPT;
-    if (err == TLY_OK)
-        err = tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &c->sale_ev, &fe);
+    if (err == TLY_OK &&
+        tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &c->sale_ev, &fe) != TLY_OK)
+        err = TLY_CORRUPT; /* the ledger stored only events that decode */
     const tly_event *ev = &c->sale_ev;
     if (err == TLY_OK && ev->type == TLY_EV_SALE && ev->partner.len <= sizeof c->sale_partner) {
         memcpy(c->sale_partner, ev->partner.ptr, ev->partner.len);
