@@ -612,8 +612,9 @@ void eng_cache_trim(tly_engine *e, uint32_t touched)
     /* The partners a batch changed were all in memory at its peak: with the
      * default limits they stay until a smaller batch follows, so a
      * catch-up that touches more than the limit per batch does not read
-     * them all back from the store in the next one (a 3M-event fold of
-     * 30,000 partners: 25 % less CPU, the same peak memory). */
+     * them all back from the store in the next one (one shard of `bench
+     * fold --growth`: 10M events 134 s -> 110 s, 3M 9-13 % less; peak
+     * memory +2 %). */
     uint32_t keep = e->keep_touched && touched > e->partners_max ? touched : e->partners_max;
     trim_one(e, true, keep);
     trim_one(e, false, e->sales_max);

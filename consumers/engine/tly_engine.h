@@ -158,7 +158,9 @@ typedef tly_err (*tly_engine_sale_fn)(void *ctx, tly_str source, tly_str id, boo
  * (a return of a sale the shard does not know asks fn, and only a sale
  * folded before the return counts); but a store folded with a source must
  * keep one, since it lacks the others' sales (tly_views records which).
- * Set it before the first apply; fn NULL: every shard registers every sale.
+ * Its own sales are then stored under their seq, which fn gives, so it
+ * needs a store (tly_engine_set_store). Set it before the first apply; fn
+ * NULL: every shard registers every sale, under its (source, id).
  */
 void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx);
 
