@@ -476,7 +476,6 @@ struct tly_engine {
     tly_engine_sale_fn sale_fn; /* other shards' sales, from the log (NULL: registered) */
     void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
-    bool keep_touched;                /* default limits: a flush keeps what its batch touched */
     uint64_t visit;                   /* the latest member walk */
 
     /* dirty lists (indices); flags on the objects avoid duplicates */

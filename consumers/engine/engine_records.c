@@ -43,9 +43,6 @@ static void pk_liab(msgpack_packer *pk, const eng_liab *l)
     msgpack_pack_int64(pk, l->payable);
 }
 
-/* The figures of one period, sparse: [mask, the figures whose bit of mask
- * is set, in eng_act_field order] (most periods move 2-3 of the ten; a
- * pack call per figure was a measurable share of the flush). */
 /* How many of a's figures are not 0. */
 static uint32_t act_nonzero(const eng_act *a)
 {
@@ -55,6 +52,9 @@ static uint32_t act_nonzero(const eng_act *a)
     return k;
 }
 
+/* The figures of one period, sparse: [mask, the figures whose bit of mask
+ * is set, in eng_act_field order] (most periods move 2-3 of the ten; a
+ * pack call per figure was a measurable share of the flush). */
 static void pk_figures_body(msgpack_packer *pk, const eng_act *a)
 {
     uint32_t mask = 0;

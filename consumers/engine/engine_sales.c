@@ -146,9 +146,10 @@ static tly_err fold_sale(tly_engine *e, uint32_t p, uint32_t s, eng_pos pos, int
 /* The id part of a sale key (source, id); *len its length. */
 static const char *sale_id_of_key(const char *key, uint32_t *len, uint32_t key_len)
 {
-    uint32_t src = (unsigned char)key[0];
-    *len = key_len - 1 - src;
-    return key + 1 + src;
+    tly_str source, id;
+    eng_key2_split(key, key_len, &source, &id);
+    *len = id.len;
+    return id.ptr;
 }
 
 /* Whether registered sale s moved money. The owner of its partner knows

@@ -342,8 +342,7 @@ uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
         memcpy(buf, s->key, s->key_len);
         return s->key_len;
     }
-    for (int i = 0; i < 8; i++)
-        buf[i] = (char)(s->seq >> (56 - 8 * i));
+    eng_put_be64(buf, s->seq);
     return 8;
 }
 
@@ -354,8 +353,8 @@ uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
 static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint64_t h,
                              uint32_t *out)
 {
-    uint32_t src = (unsigned char)key[0];
-    tly_str source = {key + 1, src}, id = {key + 1 + src, klen - 1 - src};
+    tly_str source, id;
+    eng_key2_split(key, klen, &source, &id);
     bool found = false;
     tly_engine_sale fact;
     TRY(e->sale_fn(e->sale_ctx, source, id, &found, &fact));
@@ -365,12 +364,11 @@ static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint
     memcpy(rec.currency, fact.currency, 3);
     if (eng_owned(e, fact.partner.ptr, fact.partner.len)) {
         /* every sale of this shard's partners is registered */
-        char body[8];
-        eng_sale probe = {.seq = fact.seq};
+        char body[8]; /* the key of eng_sale_store_body with a sale source */
+        eng_put_be64(body, fact.seq);
         const void *val;
         size_t vlen;
-        tly_err err =
-            store_get(e, KEY_SALE, body, eng_sale_store_body(e, &probe, body), &val, &vlen);
+        tly_err err = store_get(e, KEY_SALE, body, sizeof body, &val, &vlen);
         if (err != TLY_OK)
             return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
         TRY(eng_unpack_sale(val, vlen, &rec));
@@ -615,7 +613,8 @@ void eng_cache_trim(tly_engine *e, uint32_t touched)
      * them all back from the store in the next one (one shard of `bench
      * fold --growth`: 10M events 134 s -> 110 s, 3M 9-13 % less; peak
      * memory +2 %). */
-    uint32_t keep = e->keep_touched && touched > e->partners_max ? touched : e->partners_max;
+    bool defaults = e->store.partners_cached_max == 0;
+    uint32_t keep = defaults && touched > e->partners_max ? touched : e->partners_max;
     trim_one(e, true, keep);
     trim_one(e, false, e->sales_max);
 }
@@ -690,6 +689,13 @@ static uint32_t key2(char *buf, const char *a, uint32_t alen, const char *b, uin
     memcpy(buf + 1, a, alen);
     memcpy(buf + 1 + alen, b, blen);
     return 1 + alen + blen;
+}
+
+void eng_key2_split(const char *key, uint32_t klen, tly_str *a, tly_str *b)
+{
+    uint32_t alen = (unsigned char)key[0];
+    *a = (tly_str){key + 1, alen};
+    *b = (tly_str){key + 1 + alen, klen - 1 - alen};
 }
 
 /* Key of a sale: (source, id). */

@@ -87,6 +87,10 @@ tly_err eng_exc_add(tly_engine *e, const eng_exc *x, tly_str partner, tly_str de
                     const eng_about *about);
 /* Keys are u8 length ‖ first ‖ second: unambiguous for any bytes. Each
  * returns the key's length. */
+/* The two parts of a key of eng_sale_key or eng_claim_key (a one-byte
+ * length, the first part, the second): source and id, or partner and
+ * claim; both borrow key. */
+void eng_key2_split(const char *key, uint32_t klen, tly_str *a, tly_str *b);
 /* The sale key of (source, id) into buf (≥ 1 + 64 + 128 bytes). */
 uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *id,
                       uint32_t id_len);

@@ -28,13 +28,13 @@ tly_err tly_engine_new(uint32_t shard, uint32_t shard_count, tly_engine **out)
     return TLY_OK;
 }
 
-/* The cache limits of store s (0: the defaults). */
 void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx)
 {
     e->sale_fn = fn;
     e->sale_ctx = ctx;
 }
 
+/* The cache limits of store s (0: the defaults). */
 void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
 {
     e->store = s != NULL ? *s : (tly_engine_store){0};
@@ -42,7 +42,6 @@ void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
                                                    : TLY_ENGINE_PARTNERS_CACHED_MAX;
     e->sales_max =
         e->store.sales_cached_max ? e->store.sales_cached_max : TLY_ENGINE_SALES_CACHED_MAX;
-    e->keep_touched = e->store.partners_cached_max == 0;
 }
 
 /* Changed partners and sales, and exceptions not written yet. */
