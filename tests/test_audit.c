@@ -989,8 +989,14 @@ static void open_store(const char *data, const char *shard, MDB_env **env, MDB_t
     ck_assert_int_eq(mdb_dbi_open(*txn, "views", 0, dbi), 0);
 }
 
-/* Adds 1 to "available" of the first balance doc of a shard; returns the
- * partner's id (malloc'd). */
+/* The stored state of an owned partner (engine_records.c): its owned flag
+ * and its live buckets, each [period, remaining]. */
+#define REC_OWNED 3
+#define REC_BUCKETS 18
+
+/* Adds 1 to the first live bucket of the first owned partner with one in
+ * a shard's stored state, so its balance document (rendered from that
+ * state) says 1 more "available"; returns the partner's id (malloc'd). */
 static char *corrupt_balance(const char *data, const char *shard)
 {
     MDB_env *env;
@@ -999,22 +1005,40 @@ static char *corrupt_balance(const char *data, const char *shard)
     MDB_cursor *cur;
     open_store(data, shard, &env, &txn, &dbi);
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
-    MDB_val k = {4, "V/b/"}, v;
-    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
-    ck_assert(k.mv_size > 4 && memcmp(k.mv_data, "V/b/", 4) == 0);
+    MDB_val k = {4, "S/4/"}, v;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    msgpack_object *rem = NULL;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (; rc == 0 && rem == NULL; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ck_assert(k.mv_size > 4 && memcmp(k.mv_data, "S/4/", 4) == 0);
+        ck_assert_int_eq(msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL),
+                         MSGPACK_UNPACK_SUCCESS);
+        const msgpack_object_array *rec = &u.data.via.array;
+        if (rec->size <= REC_BUCKETS || !rec->ptr[REC_OWNED].via.boolean ||
+            rec->ptr[REC_BUCKETS].via.array.size == 0)
+            continue;
+        rem = &rec->ptr[REC_BUCKETS].via.array.ptr[0].via.array.ptr[1];
+        if (rem->type != MSGPACK_OBJECT_POSITIVE_INTEGER || rem->via.u64 == 0)
+            rem = NULL;
+        else
+            break;
+    }
+    ck_assert_ptr_nonnull(rem);
     char *partner = strndup((const char *)k.mv_data + 4, k.mv_size - 4);
-    json_t *doc = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-    json_t *avail = json_object_get(doc, "available");
-    ck_assert(json_is_integer(avail));
-    json_integer_set(avail, json_integer_value(avail) + 1);
-    char *text = json_dumps(doc, JSON_COMPACT);
-    MDB_val nv = {strlen(text), text};
+    rem->via.u64++;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    ck_assert_int_eq(msgpack_pack_object(&pk, u.data), 0);
+    MDB_val nv = {sb.size, sb.data};
     mdb_cursor_close(cur);
     ck_assert_int_eq(mdb_put(txn, dbi, &k, &nv, 0), 0);
     ck_assert_int_eq(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    free(text);
-    json_decref(doc);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&u);
     return partner;
 }
 
@@ -1070,11 +1094,13 @@ START_TEST(diff_finds_a_corrupted_view)
     /* The changed balance no longer adds up [SPEC 6 invariant]. */
     snprintf(want, sizeof want, "partner %s mdf: invariant broken: available ", partner);
     ck_assert_msg(strstr(out, want) != NULL, "%s", out);
-    /* Exactly these three lines. */
+    /* The bucket that holds it, and exactly these four lines. */
+    snprintf(want, sizeof want, "partner %s mdf: field \"buckets\": live ", partner);
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
     int lines = 0;
     for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
         lines++;
-    ck_assert_msg(lines == 3, "%s", out);
+    ck_assert_msg(lines == 4, "%s", out);
     free(out);
     free(err);
     /* And the digest shows it too. */

@@ -308,6 +308,26 @@ static json_t *get_json(tly_views *v, const char *key)
     return j;
 }
 
+/* Partner's document `view` rendered from the state (tly_views_doc); NULL
+ * when it has none. */
+static char *get_doc(tly_views *v, char view, const char *partner)
+{
+    char *doc = NULL;
+    size_t len;
+    tly_err err = tly_views_doc(v, view, partner, strlen(partner), &doc, &len, NULL);
+    ck_assert_msg(err == TLY_OK || err == TLY_NOT_FOUND, "%c of %s: %s", view, partner,
+                  tly_strerror(err));
+    return doc;
+}
+
+static json_t *doc_json(tly_views *v, char view, const char *partner)
+{
+    char *doc = get_doc(v, view, partner);
+    json_t *j = doc ? json_loads(doc, 0, NULL) : NULL;
+    free(doc);
+    return j;
+}
+
 static long long jint(const json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -466,8 +486,9 @@ START_TEST(test_views_commit_load_roundtrip)
     uint64_t cp = 0;
     ck_assert_int_eq(tly_views_checkpoint(v, &cp), TLY_OK);
     ck_assert_uint_eq(cp, SMALL_COUNT);
-    /* The stored balance view is the engine's answer without "seq". */
-    json_t *stored = get_json(v, "V/b/acme");
+    /* The balance document rendered from the stored state is the engine's
+     * answer without "seq". */
+    json_t *stored = doc_json(v, 'b', "acme");
     ck_assert_ptr_nonnull(stored);
     json_t *live = tly_engine_view(e, 'b', "acme");
     ck_assert_ptr_nonnull(live);
@@ -523,7 +544,7 @@ START_TEST(test_consume_small_log)
     ck_assert_uint_eq(checkpoint_of(data, 0, 1), log_head(data));
     ck_assert_uint_eq(log_head(data), SMALL_COUNT);
     tly_views *v = views_ro(data, 0, 1);
-    json_t *b = get_json(v, "V/b/acme");
+    json_t *b = doc_json(v, 'b', "acme");
     ck_assert_ptr_nonnull(b);
     /* Q1 sale 100000 at 100 bps + Q2 sale 10000 at Silver's 200 bps. */
     ck_assert_int_eq(jint(b, "accrued"), 1200);
@@ -534,12 +555,16 @@ START_TEST(test_consume_small_log)
                          jint(b, "paid"),
                      jint(b, "available"));
     json_decref(b);
-    const char *keys[] = {"V/r/acme", "V/t/acme", "V/c/acme", "V/b/globex", "V/l/apex"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        json_t *j = get_json(v, keys[i]);
-        ck_assert_msg(j != NULL, "%s missing", keys[i]);
+    const char *docs[][2] = {{"r", "acme"}, {"t", "acme"}, {"c", "acme"}, {"b", "globex"}};
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        json_t *j = doc_json(v, docs[i][0][0], docs[i][1]);
+        ck_assert_msg(j != NULL, "%s of %s missing", docs[i][0], docs[i][1]);
         json_decref(j);
     }
+    json_t *liab = get_json(v, "V/l/apex");
+    ck_assert_ptr_nonnull(liab);
+    json_decref(liab);
+    ck_assert_ptr_null(get_doc(v, 'b', "nobody")); /* never enrolled */
     int held = 0;
     ck_assert_int_eq(tly_views_scan(v, "X/", 2, count_held, &held, NULL), TLY_OK);
     ck_assert_int_ge(held, 1); /* the sale of the never-enrolled "nobody" [E3] */
@@ -892,13 +917,6 @@ static void strs_free(strs *s)
     free(s->v);
 }
 
-static char *get_raw(tly_views *v, const char *key)
-{
-    char *val = NULL;
-    size_t len;
-    return tly_views_get(v, key, strlen(key), &val, &len, NULL) == TLY_OK ? val : NULL;
-}
-
 /* Partner views of the n-shard run equal the 1-shard run's, byte for byte. */
 static void compare_partners(const char *data, uint32_t n, uint32_t partners)
 {
@@ -909,14 +927,14 @@ static void compare_partners(const char *data, uint32_t n, uint32_t partners)
     const char kinds[] = {'b', 'r', 't', 'c'};
     uint32_t present = 0;
     for (uint32_t i = 0; i < partners; i++) {
-        char name[32], key[48];
+        char name[32];
         tly_rtgen_partner_name(i, name, sizeof name);
         uint32_t k = tly_engine_shard_of(name, strlen(name), n);
         for (size_t j = 0; j < 4; j++) {
-            snprintf(key, sizeof key, "V/%c/%s", kinds[j], name);
-            char *a = get_raw(one, key), *b = get_raw(sh[k], key);
+            char *a = get_doc(one, kinds[j], name), *b = get_doc(sh[k], kinds[j], name);
             ck_assert_msg((!a && !b) || (a && b && strcmp(a, b) == 0),
-                          "%s differs between 1 and %u shards", key, n);
+                          "%c of %s differs between 1 and %u shards", kinds[j], name, n);
+            ck_assert_ptr_null(get_doc(sh[(k + 1) % n], kinds[j], name)); /* owner's only */
             present += a != NULL;
             free(a);
             free(b);

@@ -1345,22 +1345,78 @@ static json_t *api_of(tly_engine *e, const kv_entry *x, json_t *excs, size_t *ex
     return v;
 }
 
+/* Each owned partner's four documents as a tly_view_reader renders them
+ * from shard k's store are, byte for byte, json_dumps(JSON_COMPACT) of
+ * the engine's API objects without "seq"; another shard's partner and an
+ * unknown one have none. Returns the number of documents compared. */
+static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_t *partners,
+                                   const char *what)
+{
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(k, s->n, &r), TLY_OK);
+    tly_engine_store st = {.get = kv_get, .scan = kv_scan, .ctx = store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &st, tly_engine_seq(s->e[k])), TLY_OK);
+    size_t docs = 0, i;
+    json_t *id;
+    json_array_foreach(partners, i, id)
+    {
+        for (const char *v = "brtc"; *v; v++) {
+            json_t *api = tly_engine_view(s->e[k], *v, json_string_value(id));
+            ck_assert_ptr_nonnull(api);
+            json_object_del(api, "seq");
+            char *text = json_dumps(api, JSON_COMPACT);
+            const char *doc;
+            size_t len;
+            ck_assert_int_eq(tly_view_reader_doc(r, *v, json_string_value(id),
+                                                 json_string_length(id), &doc, &len),
+                             TLY_OK);
+            ck_assert_msg(strlen(text) == len && memcmp(text, doc, len) == 0 && doc[len] == '\0',
+                          "%s shard %u: %c of %s\nrendered: %.*s\n     api: %s (seed %" PRIu64 ")",
+                          what, k, *v, json_string_value(id), (int)len, doc, text, g_seed);
+            free(text);
+            json_decref(api);
+            docs++;
+        }
+    }
+    for (uint32_t o = 0; o < s->n; o++) { /* the other shards' partners */
+        json_t *theirs = o == k ? NULL : tly_engine_partners(s->e[o]);
+        json_array_foreach(theirs, i, id)
+        {
+            const char *doc;
+            size_t len;
+            ck_assert_int_eq(tly_view_reader_doc(r, 'b', json_string_value(id),
+                                                 json_string_length(id), &doc, &len),
+                             TLY_NOT_FOUND);
+        }
+        json_decref(theirs);
+    }
+    const char *doc;
+    size_t len;
+    ck_assert_int_eq(tly_view_reader_doc(r, 'b', "no such partner", 15, &doc, &len), TLY_NOT_FOUND);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'P', "no such partner", 15, &doc, &len), TLY_USAGE);
+    tly_view_reader_free(r);
+    return docs;
+}
+
 /* Every stored "V/" and "X/" value of every shard is, byte for byte,
- * json_dumps(JSON_COMPACT) of the engine's API object; every owned
- * partner has its four views and every exception its entry. Returns the
- * number of documents compared. */
-static size_t expect_store_is_api(const shards *s, const kv *stores, const char *what)
+ * json_dumps(JSON_COMPACT) of the engine's API object, and so is every
+ * document a reader renders from the stored state; every owned partner
+ * has its four documents and no stored copy of them, and every exception
+ * its entry. Returns the number of documents compared. */
+static size_t expect_store_is_api(const shards *s, kv *stores, const char *what)
 {
     size_t docs = 0;
     for (uint32_t k = 0; k < s->n; k++) {
         json_t *excs = tly_engine_exceptions(s->e[k]), *partners = tly_engine_partners(s->e[k]);
-        size_t exc_i = 0, views = 0;
+        size_t exc_i = 0;
         for (size_t i = 0; i < stores[k].count; i++) {
             const kv_entry *x = &stores[k].e[i];
             bool is_view = x->klen > 4 && memcmp(x->key, "V/", 2) == 0 && x->key[3] == '/';
             if (!is_view && !(x->klen == 14 && memcmp(x->key, "X/", 2) == 0))
                 continue;
-            views += is_view && strchr("brtc", x->key[2]) != NULL;
+            ck_assert_msg(!is_view || strchr("brtc", x->key[2]) == NULL,
+                          "%s shard %u: a stored partner document %.*s", what, k, (int)x->klen,
+                          x->key);
             json_t *api = api_of(s->e[k], x, excs, &exc_i);
             ck_assert_msg(api != NULL, "%s shard %u: no API object for %.*s (seed %" PRIu64 ")",
                           what, k, (int)x->klen, x->key, g_seed);
@@ -1374,9 +1430,11 @@ static size_t expect_store_is_api(const shards *s, const kv *stores, const char 
         }
         ck_assert_msg(exc_i == json_array_size(excs), "%s shard %u: %zu X/ of %zu exceptions", what,
                       k, exc_i, json_array_size(excs));
+        size_t views = expect_reader_is_api(s, k, &stores[k], partners, what);
         ck_assert_msg(views == 4 * json_array_size(partners),
                       "%s shard %u: %zu views, %zu partners", what, k, views,
                       json_array_size(partners));
+        docs += views;
         json_decref(excs);
         json_decref(partners);
     }
@@ -1506,18 +1564,46 @@ static void odd_stream(stream *st)
                          (json_int_t)Q3_25, "program", ODD_PROGRAM, "period", "2025-Q2"));
 }
 
-/* A stored document (not an "S/" record) holds the bytes of pat. */
-static bool store_holds(const kv *stores, uint32_t n, const char *pat)
+static bool bytes_hold(const char *s, size_t len, const char *pat, size_t plen)
+{
+    for (size_t at = 0; at + plen <= len; at++)
+        if (memcmp(s + at, pat, plen) == 0)
+            return true;
+    return false;
+}
+
+/* A stored document (not an "S/" record), or a partner document rendered
+ * from a store, holds the bytes of pat. */
+static bool store_holds(const shards *s, kv *stores, const char *pat)
 {
     size_t plen = strlen(pat);
-    for (uint32_t k = 0; k < n; k++)
-        for (size_t i = 0; i < stores[k].count; i++) {
+    bool found = false;
+    for (uint32_t k = 0; k < s->n && !found; k++) {
+        for (size_t i = 0; i < stores[k].count && !found; i++) {
             const kv_entry *x = &stores[k].e[i];
-            for (size_t at = 0; x->key[0] != 'S' && at + plen <= x->vlen; at++)
-                if (memcmp(x->val + at, pat, plen) == 0)
-                    return true;
+            found = x->key[0] != 'S' && bytes_hold(x->val, x->vlen, pat, plen);
         }
-    return false;
+        tly_view_reader *r;
+        ck_assert_int_eq(tly_view_reader_new(k, s->n, &r), TLY_OK);
+        tly_engine_store st = {.get = kv_get, .scan = kv_scan, .ctx = &stores[k]};
+        ck_assert_int_eq(tly_view_reader_bind(r, &st, tly_engine_seq(s->e[k])), TLY_OK);
+        json_t *partners = tly_engine_partners(s->e[k]), *id;
+        size_t i;
+        json_array_foreach(partners, i, id)
+        {
+            for (const char *v = "brtc"; *v && !found; v++) {
+                const char *doc;
+                size_t len;
+                ck_assert_int_eq(tly_view_reader_doc(r, *v, json_string_value(id),
+                                                     json_string_length(id), &doc, &len),
+                                 TLY_OK);
+                found = bytes_hold(doc, len, pat, plen);
+            }
+        }
+        json_decref(partners);
+        tly_view_reader_free(r);
+    }
+    return found;
 }
 
 /* The stored text of names with every escapable character is jansson's
@@ -1536,7 +1622,7 @@ START_TEST(stored_text_escapes)
             "\\u0002", "\\u0001", "\\u001F", "\\b", "\\f",  "\\n",      "\\r",
             "\\t",     "\\\"",    "\\\\",    "/",   "\x7f", "\xc3\xa9", "\xf0\x9f\x98\x80"};
         for (size_t m = 0; m < sizeof must / sizeof must[0]; m++)
-            ck_assert_msg(store_holds(stores, n, must[m]), "N=%u: no document holds %s", n,
+            ck_assert_msg(store_holds(&s, stores, must[m]), "N=%u: no document holds %s", n,
                           must[m]);
         for (uint32_t k = 0; k < n; k++)
             kv_free(&stores[k]);

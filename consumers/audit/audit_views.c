@@ -191,11 +191,16 @@ uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k)
 
 /* ---- streams ---- */
 
-/* One shard's position in a family: the current entry, if any. */
+/* One shard's position in a family: the current entry, if any. A partner
+ * family walks the partner records ("S/4/<partner>") and val is the
+ * document its reader rendered from the state (tly_view_reader), which
+ * lives until the head's next step. */
 typedef struct stream_head {
     MDB_cursor *cur;
     MDB_val key, val;
     bool live;
+    tly_view_reader *reader; /* partner families only */
+    tly_views_txn txn;       /* the shard's snapshot, for the reader */
 } stream_head;
 
 /* Canonical docs of one exception seq, gathered from every shard. */
@@ -216,18 +221,56 @@ struct tly_audit_stream {
 };
 
 static const char *const family_prefix[TLY_AUDIT_FAMILY_COUNT] = {
-    "V/b/", "V/r/", "V/t/", "V/c/", "V/l/", "X/",
+    TLY_ENGINE_PARTNER_PREFIX,
+    TLY_ENGINE_PARTNER_PREFIX,
+    TLY_ENGINE_PARTNER_PREFIX,
+    TLY_ENGINE_PARTNER_PREFIX,
+    "V/l/",
+    "X/",
 };
 
-/* Moves head h to its next entry in the family (or marks it done). */
+/* The document letter of a partner family (tly_view_reader_doc); 0 for the
+ * other families, whose documents are stored. */
+static const char family_view[TLY_AUDIT_FAMILY_COUNT] = {'b', 'r', 't', 'c', 0, 0};
+
+/* Moves head h to its next entry in the family (or marks it done); in a
+ * partner family, to the next partner of the shard that has the document
+ * (another shard's partner and one not enrolled have none). */
 static tly_err head_step(tly_audit_stream *s, stream_head *h, MDB_cursor_op op)
 {
-    int rc = mdb_cursor_get(h->cur, &h->key, &h->val, op);
-    h->live = rc == 0 && h->key.mv_size >= s->prefix_len &&
-              memcmp(h->key.mv_data, s->prefix, s->prefix_len) == 0;
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return tly_audit_lmdb_err(rc, "views cursor");
-    return TLY_OK;
+    for (;;) {
+        int rc = mdb_cursor_get(h->cur, &h->key, &h->val, op);
+        h->live = rc == 0 && h->key.mv_size >= s->prefix_len &&
+                  memcmp(h->key.mv_data, s->prefix, s->prefix_len) == 0;
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return tly_audit_lmdb_err(rc, "views cursor");
+        if (!h->live || h->reader == NULL)
+            return TLY_OK;
+        const char *doc;
+        size_t len;
+        tly_err err = tly_view_reader_doc(h->reader, family_view[s->family],
+                                          (const char *)h->key.mv_data + s->prefix_len,
+                                          h->key.mv_size - s->prefix_len, &doc, &len);
+        if (err == TLY_OK) {
+            h->val = (MDB_val){len, (void *)doc};
+            return TLY_OK;
+        }
+        if (err != TLY_NOT_FOUND)
+            return err;
+        op = MDB_NEXT;
+    }
+}
+
+/* Gives head h of shard k a reader bound to the shard's snapshot. */
+static tly_err head_reader(tly_audit_stream *s, uint32_t k, stream_head *h)
+{
+    const audit_shard *sh = &s->vs->shard[k];
+    tly_err err = tly_view_reader_new(k, s->vs->count, &h->reader);
+    if (err != TLY_OK)
+        return err;
+    h->txn = (tly_views_txn){sh->txn, sh->dbi};
+    tly_engine_store store = tly_views_txn_store(&h->txn);
+    return tly_view_reader_bind(h->reader, &store, sh->checkpoint);
 }
 
 tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_audit_stream **out)
@@ -249,7 +292,10 @@ tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_aud
         }
         h->key.mv_size = s->prefix_len;
         h->key.mv_data = s->prefix;
-        err = head_step(s, h, MDB_SET_RANGE);
+        if (family_view[f])
+            err = head_reader(s, k, h);
+        if (err == TLY_OK)
+            err = head_step(s, h, MDB_SET_RANGE);
     }
     if (err != TLY_OK) {
         tly_audit_stream_close(s);
@@ -270,9 +316,11 @@ void tly_audit_stream_close(tly_audit_stream *s)
 {
     if (!s)
         return;
-    for (uint32_t k = 0; k < s->vs->count; k++)
+    for (uint32_t k = 0; k < s->vs->count; k++) {
         if (s->head[k].cur)
             mdb_cursor_close(s->head[k].cur);
+        tly_view_reader_free(s->head[k].reader);
+    }
     pending_clear(&s->pending);
     free(s->pending.docs);
     free(s->doc);

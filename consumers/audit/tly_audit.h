@@ -83,10 +83,10 @@ tly_err tly_audit_export(const char *log_dir, uint64_t from_seq, uint64_t to_seq
 
 /* The view families, in the order `tally audit digest` prints them. */
 typedef enum tly_audit_family {
-    TLY_AUDIT_MDF = 0,     /* "V/b/<partner>" balance docs */
-    TLY_AUDIT_REBATES,     /* "V/r/<partner>" */
-    TLY_AUDIT_TIERS,       /* "V/t/<partner>" */
-    TLY_AUDIT_CLAIMS,      /* "V/c/<partner>" */
+    TLY_AUDIT_MDF = 0,     /* balance docs, rendered from "S/4/<partner>" */
+    TLY_AUDIT_REBATES,     /* rebate docs, the same way */
+    TLY_AUDIT_TIERS,       /* tier docs */
+    TLY_AUDIT_CLAIMS,      /* claims docs */
     TLY_AUDIT_LIABILITIES, /* "V/l/<program>" summed over shards */
     TLY_AUDIT_EXCEPTIONS,  /* "X/<seq><n>" */
     TLY_AUDIT_FAMILY_COUNT

@@ -8,9 +8,10 @@
  *    log from scratch into fresh view stores. Each shard reads every record
  *    (global events go to all shards), so a shard's rate is log records per
  *    second; the total is the sum over shards.
- * 3. Under that load this process reads "V/b/<partner>" documents from the
- *    shards' view stores, read-only, as the query service does, and reports
- *    the read latency percentiles.
+ * 3. Under that load this process reads partners' balance documents from
+ *    the shards' view stores (rendered from the stored state, tly_views_doc),
+ *    read-only, as the query service does, and reports the read latency
+ *    percentiles.
  *
  * With --growth it measures how folding grows with the log instead: logs
  * of 1M, 3M and 10M generated events (one partner per 100 events: 100,000
@@ -104,18 +105,16 @@ typedef struct bench {
 /* One query read of a random partner's balance from its shard's store. */
 static void sample_read(bench *b, bench_run *r, tly_views **views)
 {
-    char key[8 + TLY_NAME_BYTES_MAX];
     if (b->d.partner_count == 0)
         return;
     const char *name = b->d.partners[tly_bench_rnd(&b->d.rng) % b->d.partner_count];
     uint32_t k = tly_engine_shard_of(name, strlen(name), r->shards);
     if (!views[k] && tly_views_open(b->d.data, k, r->shards, TLY_VIEWS_READ, &views[k]) != TLY_OK)
         return; /* the consumer has not created its store yet */
-    int klen = snprintf(key, sizeof key, "V/b/%s", name);
     char *val = NULL;
     size_t len;
     uint64_t t0 = tly_mono_ns();
-    tly_err err = tly_views_get(views[k], key, (size_t)klen, &val, &len, NULL);
+    tly_err err = tly_views_doc(views[k], 'b', name, strlen(name), &val, &len, NULL);
     uint64_t dt = tly_mono_ns() - t0;
     free(val);
     if (r->samples < TLY_BENCH_LATENCY_SAMPLES_MAX) {
@@ -568,7 +567,7 @@ static void usage(FILE *out)
             "Measures folding: builds a log of N generated events (or reuses DIR/log when\n"
             "--data names one that holds records), then times `tally consume\n"
             "--exit-at-head` folding it from scratch with 1 shard and with --shards shards\n"
-            "in parallel, while sampling query reads of V/b/<partner> from the view stores.\n"
+            "in parallel, while sampling reads of partners' balances from the view stores.\n"
             "\n"
             "With --growth, for logs of 1M, 3M and 10M events (one partner per 100\n"
             "events; kept in DIR/growth-N): the minimal scan + decode + fold of the log in\n"

@@ -139,7 +139,7 @@ static json_t *all_balances(const char *data, uint32_t n)
         tly_views *v = NULL;
         if (tly_views_open(data, k, n, TLY_VIEWS_READ, &v) != TLY_OK)
             continue;
-        tly_views_scan(v, "V/b/", 4, collect, &c, NULL);
+        tly_views_docs(v, 'b', collect, &c, NULL);
         tly_views_close(v);
     }
     return c.balances;

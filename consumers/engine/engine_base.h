@@ -145,6 +145,9 @@ typedef struct eng_buf {
     bool failed; /* an allocation failed: the contents are incomplete */
 } eng_buf;
 
+/* Puts a NUL after the contents (not counted in len); false when out of
+ * memory. */
+bool eng_buf_terminate(eng_buf *b);
 void eng_buf_free(eng_buf *b);
 
 typedef struct eng_jw {

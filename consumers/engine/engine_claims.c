@@ -90,8 +90,7 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
         return err;
     }
     *out = st->claim_count - 1;
-    e->partners[p].claims_changed = true;
-    return eng_claims_fill(e, p); /* its claims view lists them all */
+    return TLY_OK;
 }
 
 /* A claim is identified by (partner, claim) [C1]: its index among p's
@@ -275,10 +274,9 @@ static tly_err claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_eve
     if (ci == ENG_NONE)
         return eng_raise(e, pos, TLY_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
                          tly_action_name(ev->action), CLAIM_ARGS(ev));
-    TRY(eng_claims_fill(e, p)); /* ci, and the rest for the claims view */
+    TRY(eng_claim_fill(e, p, ci));
     TRY(claim_act(e, p, pos, ev, ci));
     e->partners[p].st->claims[ci].dirty = true; /* p is dirty: the flush writes it */
-    e->partners[p].claims_changed = true;
     return TLY_OK;
 }
 

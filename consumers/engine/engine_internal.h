@@ -345,8 +345,6 @@ typedef struct eng_partner {
     uint32_t program; /* ENG_NONE: not enrolled */
     bool owned;
     bool dirty;
-    bool claims_changed; /* its claims view must be written (new claims, a state
-                          * change, a first enrollment) */
     uint64_t touch_seq;  /* seq of the last apply that touched it */
     uint64_t enroll_seq; /* seq of its enrollment; 0: not enrolled */
     uint64_t used;       /* seq of its last lookup: what is dropped first */

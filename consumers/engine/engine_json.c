@@ -55,6 +55,14 @@ static void buf_ch(eng_buf *b, char c)
     b->data[b->len++] = c;
 }
 
+bool eng_buf_terminate(eng_buf *b)
+{
+    if (!buf_reserve(b, 1))
+        return false;
+    b->data[b->len] = '\0';
+    return true;
+}
+
 void eng_buf_free(eng_buf *b)
 {
     free(b->data);

@@ -569,13 +569,11 @@ static tly_err enroll(tly_engine *e, uint32_t p, uint32_t gi, const tly_event *e
     eng_partner *pp = &e->partners[p];
     pp->program = gi;
     pp->enroll_seq = e->cur_seq;
-    pp->claims_changed = true; /* its first views */
     TRY(eng_partner_dirty(e, p));
     if (!pp->owned)
         return TLY_OK;
     TRY(set_identity(pp->st, ev));
-    pp->st->tier = 0;           /* a new partner starts at the lowest tier */
-    TRY(eng_claims_fill(e, p)); /* denied claims of before, for its claims view */
+    pp->st->tier = 0; /* a new partner starts at the lowest tier */
     return fold_held(e, p);
 }
 

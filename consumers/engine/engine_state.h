@@ -37,8 +37,9 @@ tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
  * record is loaded (claims sort before partners). */
 tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
 /* Reads owned partner p's claim ci, or all its claims, when not loaded
- * yet (a partner read from the store knows only their ids). Never during
- * a flush: whatever sets claims_changed loads them all first. */
+ * yet (a partner read from the store knows only their ids): an event
+ * loads the claim it names, a claims document all of them. A flush needs
+ * none: it writes the changed claims, which are loaded. */
 tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci);
 tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 

@@ -251,10 +251,9 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
 }
 
 /* Stores partner p's state and, when owned, its changed claims and (when
- * enrolled) its views: balance, rebate and tier always, claims only when
- * they changed (most events of a partner leave them as they were, and it
- * is the largest document). What is stored keeps the MDF invariant
- * (TLY_ASSERT, every build type). */
+ * enrolled) its section 11 documents. Its balance, rebate, tier and claims
+ * documents are rendered from that state when read (engine_reader.c). What
+ * is stored keeps the MDF invariant (TLY_ASSERT, every build type). */
 static tly_err flush_partner(flush_ctx *f, uint32_t p)
 {
     eng_partner *pp = &f->e->partners[p];
@@ -266,17 +265,7 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
     TRY(put_packed(f, TLY_ENGINE_PARTNER_PREFIX, pp->id, pp->id_len));
     if (pp->owned)
         TRY(flush_claims(f, pp));
-    if (!member)
-        return TLY_OK;
-    static const char views[4] = {'b', 'r', 't', 'c'};
-    for (int v = 0; v < (pp->claims_changed ? 4 : 3); v++) {
-        char prefix[5] = {'V', '/', views[v], '/', '\0'};
-        eng_jw w;
-        json_begin(f, &w);
-        eng_view_write(&w, f->e, views[v], p, false);
-        TRY(put_json(f, prefix, pp->id, pp->id_len));
-    }
-    return flush_finance(f, p);
+    return member ? flush_finance(f, p) : TLY_OK;
 }
 
 static tly_err flush_excs(flush_ctx *f)
@@ -516,7 +505,6 @@ static void clear_dirty(tly_engine *e)
     for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
         eng_partner *pp = &e->partners[e->dirty_partners[i]];
         pp->dirty = false;
-        pp->claims_changed = false;
         if (pp->exp_next_set) {
             pp->exp_known = true;
             pp->exp_program = pp->program;

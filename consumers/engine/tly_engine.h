@@ -28,11 +28,10 @@
  *
  * Stored keys (all in the shard's "views" database; values are the bytes
  * written through the sink):
- *   "S/..."               engine state, opaque, read back by the engine
- *   "V/b/<partner>"       balance view, JSON text (SPEC 8 without "seq")
- *   "V/r/<partner>"       rebate view, JSON text (without "seq")
- *   "V/t/<partner>"       tier view, JSON text (without "seq")
- *   "V/c/<partner>"       claims view, JSON text (without "seq")
+ *   "S/..."               engine state, opaque, read back by the engine;
+ *                         a partner's balance, rebate, tier and claims
+ *                         documents are rendered from it when read
+ *                         (tly_view_reader below), not stored
  *   "V/l/<program>"       this shard's share of liabilities: JSON object
  *                         {"program","currency","mdf_available","mdf_pending",
  *                          "mdf_approved","rebate_accrued_open","rebate_payable"}
@@ -220,6 +219,36 @@ void tly_engine_set_seq(tly_engine *e, uint64_t seq);
  * (or a store that fails). A partner not in memory is read from the store
  * (the cache is not part of the engine's logical state, hence const). */
 json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
+
+/*
+ * Reading a view store's partner documents. A flush stores each partner's
+ * state, not its balance, rebate, tier and claims documents: a reader
+ * renders them from that state on demand, byte for byte what the section
+ * 8 answer holds without "seq" (JSON text, compact, in the SPEC's key
+ * order), as of the checkpoint of the snapshot it is bound to.
+ *
+ * tly_view_reader_new makes a reader for the store of shard `shard` of
+ * `shard_count` (TLY_USAGE when shard ≥ shard_count). Before each use
+ * (or run of uses in one snapshot) bind it: store reads one snapshot of
+ * that store (its get and scan; the cache limits are the reader's own),
+ * checkpoint is that snapshot's. Binding to the checkpoint it was bound to
+ * last keeps the programs it read; another checkpoint reads them again
+ * ("S/1/" entries). Returns TLY_OK or the store's or the load's error.
+ *
+ * tly_view_reader_doc renders view 'b', 'r', 't' or 'c' of partner (len
+ * bytes) into *doc (NUL-terminated, not counted in *doc_len), valid until
+ * the next call or free. TLY_NOT_FOUND when the partner is not an enrolled
+ * partner of this shard in that snapshot; TLY_USAGE for another view
+ * letter or a reader never bound; else the store's error, TLY_CORRUPT or
+ * TLY_NOMEM. The reader keeps no partner between calls beyond the last.
+ */
+typedef struct tly_view_reader tly_view_reader;
+tly_err tly_view_reader_new(uint32_t shard, uint32_t shard_count, tly_view_reader **out);
+void tly_view_reader_free(tly_view_reader *r);
+tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store,
+                             uint64_t checkpoint);
+tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
+                            const char **doc, size_t *doc_len);
 
 /* Section 11 documents of this shard, as stored: view 'P' of
  * tly_engine_view is the partner's row of `tally partners`, 'e' its funds

@@ -58,6 +58,15 @@ void tly__qfast_free(tly__qfast *f);
 bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
                       uint64_t seq, msgpack_sbuffer *out);
 
+/* The shape of partner view 'b', 'r', 't' or 'c' (claims for any other). */
+const tly__qshape *tly__qshape_of(char view);
+/* The jansson way's reply to a partner query of view whose document (JSON
+ * text, rendered from the shard's state) is doc[0..len), at checkpoint
+ * seq: the section 8 object in its key order; NULL when doc is not a JSON
+ * object (or out of memory). The fast way's bytes must equal its
+ * encoding (tly_query_reply_encode). */
+json_t *tly__qpartner_reply(const char *doc, size_t len, char view, uint64_t seq);
+
 /* The fast path's reader for the list answers (query_finance_fast.c):
  * reads the document doc[0..len) into f's scratch (over what it read
  * before) and returns its top value, an object; 0 when the document is

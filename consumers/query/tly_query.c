@@ -34,6 +34,7 @@
 #include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_os.h"
+#include "tly_views.h"
 
 /* Named databases a view environment may hold; we open only "views", but
  * LMDB needs room for the name table of the writer's environment. */
@@ -48,6 +49,10 @@ typedef struct qshard {
     MDB_dbi dbi;
     bool has_dbi;  /* the "views" database exists (the consumer created it) */
     char name[24]; /* "K/N": what the store's "M/shard" must say */
+    /* Renders the partner documents from the state (snap_doc); NULL until
+     * the first. txn: the snapshot it was last bound to. */
+    tly_view_reader *reader;
+    tly_views_txn txn;
 } qshard;
 
 struct tly_query_store {
@@ -131,6 +136,7 @@ static void close_all(tly_query_store *s)
     for (uint32_t k = 0; k < TLY_SHARDS_MAX; k++) {
         if (s->sh[k].env)
             mdb_env_close(s->sh[k].env);
+        tly_view_reader_free(s->sh[k].reader);
         s->sh[k] = (qshard){0};
     }
     s->open_count = 0;
@@ -338,17 +344,23 @@ static tly_err snap_begin(qshard *sh, snap *sn)
     return TLY_OK;
 }
 
-/* Reads the JSON document under key. TLY_NOT_FOUND when absent. */
-static tly_err snap_get_json(const snap *sn, const void *key, size_t len, json_t **out)
+/* Partner's document `view` ('b', 'r', 't', 'c') in snapshot sn of shard k
+ * of s->n, rendered from the state by the shard's reader: *doc (JSON text)
+ * lives until the shard's next render. TLY_NOT_FOUND when the partner is
+ * not an enrolled partner of the shard. */
+static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char view,
+                        const char *partner, size_t len, const char **doc, size_t *doc_len)
 {
-    if (!sn->sh->has_dbi)
+    qshard *sh = sn->sh;
+    if (!sh->has_dbi)
         return TLY_NOT_FOUND;
-    MDB_val k = {len, (void *)key}, v;
-    int rc = mdb_get(sn->txn, sn->sh->dbi, &k, &v);
-    if (rc != 0)
-        return map_mdb(rc);
-    *out = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-    return *out ? TLY_OK : TLY_CORRUPT;
+    tly_err err = TLY_OK;
+    if (sh->reader == NULL && (err = tly_view_reader_new(k, s->n, &sh->reader)) != TLY_OK)
+        return err;
+    sh->txn = (tly_views_txn){sn->txn, sh->dbi};
+    tly_engine_store store = tly_views_txn_store(&sh->txn);
+    err = tly_view_reader_bind(sh->reader, &store, sn->checkpoint);
+    return err == TLY_OK ? tly_view_reader_doc(sh->reader, view, partner, len, doc, doc_len) : err;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -460,8 +472,7 @@ static const tly__qshape SHAPES[] = {
     {CLAIMS_KEYS, "claims", CLAIM_KEYS, NULL, NULL},
 };
 
-/* The shape of view 'b', 'r', 't' or 'c' (claims for any other). */
-static const tly__qshape *shape_of(char view)
+const tly__qshape *tly__qshape_of(char view)
 {
     return &SHAPES[view == 'b' ? 0 : view == 'r' ? 1 : view == 't' ? 2 : 3];
 }
@@ -469,12 +480,25 @@ static const tly__qshape *shape_of(char view)
 /* The section 8 shape of a partner view (doc already carries "seq"). */
 static json_t *shape_view(json_t *doc, char view)
 {
-    const tly__qshape *sh = shape_of(view);
+    const tly__qshape *sh = tly__qshape_of(view);
     json_t *o = order_obj(doc, sh->keys);
     if (sh->member)
         order_member(o, sh->member, sh->member_keys);
     order_elems(o, sh->elems, sh->elem_keys);
     return o;
+}
+
+json_t *tly__qpartner_reply(const char *doc, size_t len, char view, uint64_t seq)
+{
+    json_t *o = json_loadb(doc, len, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "seq", json_integer((json_int_t)seq));
+    json_t *out = shape_view(o, view);
+    json_decref(o);
+    return out;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -531,22 +555,17 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     tly_err err = snap_begin(&s->sh[k], &sn);
     if (err != TLY_OK)
         return err_reply(err, NULL, "cannot read shard %u/%u: %s", k, s->n, tly_strerror(err));
-    char key[TLY_VIEWS_KEY_BYTES_MAX];
-    int klen = snprintf(key, sizeof key, "V/%c/%s", view, partner);
-    json_t *doc = NULL;
-    err = snap_get_json(&sn, key, (size_t)klen, &doc);
-    uint64_t seq = sn.checkpoint;
+    const char *text;
+    size_t text_len;
+    json_t *out = NULL;
+    err = snap_doc(s, k, &sn, view, partner, len, &text, &text_len);
+    if (err == TLY_OK && (out = tly__qpartner_reply(text, text_len, view, sn.checkpoint)) == NULL)
+        err = TLY_CORRUPT;
     snap_end(&sn);
     if (err == TLY_NOT_FOUND)
         return unknown_partner(s, partner);
-    if (err != TLY_OK || !json_is_object(doc)) {
-        json_decref(doc);
-        return err_reply(err != TLY_OK ? err : TLY_CORRUPT, NULL, "view of '%s' unreadable",
-                         partner);
-    }
-    json_object_set_new(doc, "seq", json_integer((json_int_t)seq));
-    json_t *out = shape_view(doc, view);
-    json_decref(doc);
+    if (err != TLY_OK)
+        return err_reply(err, NULL, "view of '%s' unreadable: %s", partner, tly_strerror(err));
     return out;
 }
 
@@ -569,14 +588,10 @@ static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view
     snap sn;
     if (!s->n || !s->sh[k].env || snap_begin(&s->sh[k], &sn) != TLY_OK)
         return false;
-    bool ok = false;
-    if (s->sh[k].has_dbi) {
-        char key[TLY_VIEWS_KEY_BYTES_MAX];
-        int klen = snprintf(key, sizeof key, "V/%c/%s", view, partner);
-        MDB_val kv = {(size_t)klen, key}, v;
-        ok = mdb_get(sn.txn, s->sh[k].dbi, &kv, &v) == 0 &&
-             tly__qfast_reply(&s->fast, v.mv_data, v.mv_size, shape_of(view), sn.checkpoint, out);
-    }
+    const char *text;
+    size_t text_len;
+    bool ok = snap_doc(s, k, &sn, view, partner, len, &text, &text_len) == TLY_OK &&
+              tly__qfast_reply(&s->fast, text, text_len, tly__qshape_of(view), sn.checkpoint, out);
     snap_end(&sn);
     return ok;
 }

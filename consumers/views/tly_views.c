@@ -56,6 +56,8 @@ struct tly_views {
      * the mapping by; NULL until then and after the map moved (grow). */
     const void *map_addr;
     char shard_text[SHARD_TEXT_BYTES];
+    uint32_t shard, shard_count;
+    tly_view_reader *reader; /* tly_views_doc(s); NULL until the first */
     char dir[TLY_PATH_BYTES_MAX];
     tly_views_sales_mode sales; /* as loaded, or as set for the first commit */
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
@@ -245,6 +247,8 @@ tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_coun
     v->writable = (flags & TLY_VIEWS_WRITE) != 0;
     v->lock_fd = -1;
     snprintf(v->shard_text, sizeof v->shard_text, "%u/%u", shard, shard_count);
+    v->shard = shard;
+    v->shard_count = shard_count;
     tly_err err = tly_views_path(data_dir, shard, shard_count, v->dir, sizeof v->dir);
     if (err == TLY_OK && v->writable)
         err = mkdir_p(v->dir);
@@ -272,6 +276,7 @@ void tly_views_close(tly_views *v)
         return;
     if (v->snap)
         mdb_txn_abort(v->snap);
+    tly_view_reader_free(v->reader);
     if (v->env)
         mdb_env_close(v->env);
     if (v->lock_fd >= 0)
@@ -799,4 +804,138 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
     tly_logf(TLY_LOG_ERROR, "views", "%s: map still full after %u doublings", v->dir,
              TLY_VIEWS_GROW_RETRIES_MAX);
     return TLY_STORAGE;
+}
+
+/* --- partner documents, rendered from the state (tly_view_reader) --- */
+
+/* The engine store over one read transaction on a "views" database. */
+static tly_err txn_get(void *ctx, const void *key, size_t key_len, const void **val,
+                       size_t *val_len)
+{
+    const tly_views_txn *t = ctx;
+    MDB_val k = {key_len, (void *)key};
+    MDB_val d;
+    int rc = mdb_get(t->txn, (MDB_dbi)t->dbi, &k, &d);
+    if (rc == MDB_NOTFOUND)
+        return TLY_NOT_FOUND;
+    if (rc != 0)
+        return mdb_fail("get", "a view store", rc);
+    *val = d.mv_data;
+    *val_len = d.mv_size;
+    return TLY_OK;
+}
+
+static tly_err txn_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv_put_fn visit,
+                        void *visit_ctx)
+{
+    const tly_views_txn *t = ctx;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, (MDB_dbi)t->dbi, &cur);
+    if (rc != 0)
+        return mdb_fail("cursor", "a view store", rc);
+    MDB_val k = {prefix_len, (void *)prefix}, d;
+    tly_err err = TLY_OK;
+    rc = mdb_cursor_get(cur, &k, &d, prefix_len ? MDB_SET_RANGE : MDB_FIRST);
+    /* Bounded by the entries of the snapshot: each step moves forward. */
+    while (rc == 0 && err == TLY_OK && k.mv_size >= prefix_len &&
+           memcmp(k.mv_data, prefix, prefix_len) == 0) {
+        err = visit(visit_ctx, k.mv_data, k.mv_size, d.mv_data, d.mv_size);
+        if (err == TLY_OK)
+            rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
+    }
+    if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
+        err = mdb_fail("cursor walk", "a view store", rc);
+    mdb_cursor_close(cur);
+    return err;
+}
+
+tly_engine_store tly_views_txn_store(tly_views_txn *t)
+{
+    return (tly_engine_store){.get = txn_get, .scan = txn_scan, .ctx = t};
+}
+
+/* One read snapshot of v with its reader bound to it. */
+typedef struct doc_snap {
+    tly_views *v;
+    tly_views_txn t;
+    uint64_t checkpoint;
+} doc_snap;
+
+static tly_err doc_begin(tly_views *v, doc_snap *ds)
+{
+    if (v->reader == NULL)
+        TRY_VIEWS(tly_view_reader_new(v->shard, v->shard_count, &v->reader));
+    MDB_txn *txn;
+    int rc = begin_read(v, &txn);
+    if (rc != 0)
+        return mdb_fail("begin read", v->dir, rc);
+    *ds = (doc_snap){.v = v, .t = {txn, v->dbi}};
+    tly_err err = read_checkpoint(v, txn, &ds->checkpoint);
+    if (err == TLY_OK) {
+        tly_engine_store store = tly_views_txn_store(&ds->t);
+        err = tly_view_reader_bind(v->reader, &store, ds->checkpoint);
+    }
+    if (err != TLY_OK)
+        mdb_txn_abort(txn);
+    return err;
+}
+
+tly_err tly_views_doc(tly_views *v, char view, const char *partner, size_t len, char **doc,
+                      size_t *doc_len, uint64_t *checkpoint)
+{
+    doc_snap ds;
+    TRY_VIEWS(doc_begin(v, &ds));
+    const char *d;
+    size_t dlen;
+    tly_err err = tly_view_reader_doc(v->reader, view, partner, len, &d, &dlen);
+    char *copy = NULL;
+    if (err == TLY_OK && (copy = malloc(dlen + 1)) == NULL)
+        err = TLY_NOMEM;
+    mdb_txn_abort(ds.t.txn);
+    if (err != TLY_OK)
+        return err;
+    memcpy(copy, d, dlen + 1);
+    *doc = copy;
+    *doc_len = dlen;
+    if (checkpoint)
+        *checkpoint = ds.checkpoint;
+    return TLY_OK;
+}
+
+/* A walk of every partner record of a snapshot, rendering one document. */
+typedef struct docs_walk {
+    tly_views *v;
+    char view;
+    tly_views_visit_fn visit;
+    void *ctx;
+} docs_walk;
+
+static tly_err docs_visit(void *ctx, const void *key, size_t key_len, const void *val,
+                          size_t val_len)
+{
+    (void)val;
+    (void)val_len;
+    docs_walk *w = ctx;
+    size_t plen = strlen(TLY_ENGINE_PARTNER_PREFIX);
+    const char *partner = (const char *)key + plen;
+    const char *d;
+    size_t dlen;
+    tly_err err = tly_view_reader_doc(w->v->reader, w->view, partner, key_len - plen, &d, &dlen);
+    if (err == TLY_NOT_FOUND) /* another shard's partner, or not enrolled */
+        return TLY_OK;
+    return err == TLY_OK ? w->visit(w->ctx, partner, key_len - plen, d, dlen) : err;
+}
+
+tly_err tly_views_docs(tly_views *v, char view, tly_views_visit_fn visit, void *ctx,
+                       uint64_t *checkpoint)
+{
+    doc_snap ds;
+    TRY_VIEWS(doc_begin(v, &ds));
+    docs_walk w = {v, view, visit, ctx};
+    tly_err err = scan_txn(v, ds.t.txn, TLY_ENGINE_PARTNER_PREFIX,
+                           strlen(TLY_ENGINE_PARTNER_PREFIX), docs_visit, &w);
+    mdb_txn_abort(ds.t.txn);
+    if (err == TLY_OK && checkpoint)
+        *checkpoint = ds.checkpoint;
+    return err;
 }

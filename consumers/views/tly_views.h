@@ -4,7 +4,9 @@
  * Layout: the LMDB environment DIR/views/K-of-N (a directory holding
  * data.mdb and lock.mdb) with one named database "views". Its keys:
  *   "S/...", "V/...", "X/..."  written by the program engine through
- *                              tly_engine_flush (layout: tly_engine.h)
+ *                              tly_engine_flush (layout: tly_engine.h); a
+ *                              partner's section 8 documents are rendered
+ *                              from its "S/" state (tly_views_doc)
  *   "M/checkpoint"             u64be seq of the last record applied
  *   "M/shard"                  the text "K/N", written when the store is
  *                              created and checked at every open
@@ -136,7 +138,7 @@ tly_err tly_views_set_sales(tly_views *v, tly_views_sales_mode mode);
 tly_err tly_views_commit(tly_views *v, tly_engine *e);
 
 /*
- * Reads one value, e.g. the key "V/b/<partner>". On TLY_OK *val is a
+ * Reads one value, e.g. the key "V/l/<program>". On TLY_OK *val is a
  * malloc'd copy, NUL-terminated for convenience (the NUL is not counted in
  * *val_len), which the caller frees; *checkpoint (may be NULL) receives the
  * checkpoint of the same snapshot, i.e. the seq the value reflects.
@@ -159,6 +161,32 @@ typedef tly_err (*tly_views_visit_fn)(void *ctx, const void *key, size_t key_len
  */
 tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
                        tly_views_visit_fn visit, void *ctx, uint64_t *checkpoint);
+
+/*
+ * A partner's balance, rebate, tier or claims document (view 'b', 'r', 't'
+ * or 'c'): the store holds the state it is rendered from (tly_view_reader,
+ * tly_engine.h), not the document. tly_views_doc reads one in one read
+ * snapshot, as a malloc'd NUL-terminated copy like tly_views_get, with that
+ * snapshot's checkpoint; TLY_NOT_FOUND when the partner is not an enrolled
+ * partner of this shard. tly_views_docs visits every such partner's
+ * document in partner id order in one snapshot (key: the partner id).
+ * Either returns the reader's or the visitor's errors, TLY_STORAGE or
+ * TLY_NOMEM.
+ */
+tly_err tly_views_doc(tly_views *v, char view, const char *partner, size_t len, char **doc,
+                      size_t *doc_len, uint64_t *checkpoint);
+tly_err tly_views_docs(tly_views *v, char view, tly_views_visit_fn visit, void *ctx,
+                       uint64_t *checkpoint);
+
+/* The engine store (for a tly_view_reader) over a read transaction that a
+ * tool opened on a store's "views" database itself (the query service, the
+ * audit): txn an MDB_txn *, dbi its MDB_dbi. t must outlive the store's
+ * uses, and what the store hands out lives as long as the transaction. */
+typedef struct tly_views_txn {
+    void *txn;
+    unsigned int dbi;
+} tly_views_txn;
+tly_engine_store tly_views_txn_store(tly_views_txn *t);
 
 /* Drops the pages of the store that this process has read since the last
  * commit from its address space (they stay in the page cache), so a long
