@@ -159,6 +159,14 @@ void tly_ahead_stop(tly_ahead *a)
     pthread_join(a->thread, NULL);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
+    /* A pass (one batch) shorter than TLY_CONSUME_LOG_RESIDENT_BYTES_MAX
+     * never reached the release above, and the map outlives the pass: the
+     * pages it read (and those the fold's look-ups of other shards' sales
+     * read) would stay counted in the consumer's RSS batch after batch
+     * (3M events at --batch 100000: 368 MB of the log's map resident, 30 MB
+     * at 500000). */
+    if (a->read_bytes > 0)
+        tly_log_reader_release(a->rd);
     tly_log_reader_close(a->rd);
     free(a->items);
     free(a);
