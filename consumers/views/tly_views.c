@@ -856,7 +856,6 @@ tly_engine_store tly_views_txn_store(tly_views_txn *t)
 
 /* One read snapshot of v with its reader bound to it. */
 typedef struct doc_snap {
-    tly_views *v;
     tly_views_txn t;
     uint64_t checkpoint;
 } doc_snap;
@@ -869,7 +868,7 @@ static tly_err doc_begin(tly_views *v, doc_snap *ds)
     int rc = begin_read(v, &txn);
     if (rc != 0)
         return mdb_fail("begin read", v->dir, rc);
-    *ds = (doc_snap){.v = v, .t = {txn, v->dbi}};
+    *ds = (doc_snap){.t = {txn, v->dbi}};
     tly_err err = read_checkpoint(v, txn, &ds->checkpoint);
     if (err == TLY_OK) {
         tly_engine_store store = tly_views_txn_store(&ds->t);
