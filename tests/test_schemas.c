@@ -20,6 +20,7 @@
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_mp.h"
+#include "tly_mpw.h"
 #include "tly_period.h"
 #include "tly_wire.h"
 
@@ -352,6 +353,105 @@ static const char *const *all_samples(size_t *n)
     *n = sizeof samples / sizeof samples[0];
     return samples;
 }
+
+/* ---------- MessagePack writer ---------- */
+
+/* Integers at the edges of every MessagePack integer form. */
+static const int64_t mpw_ints[] = {0,
+                                   1,
+                                   31,
+                                   32,
+                                   127,
+                                   128,
+                                   255,
+                                   256,
+                                   65535,
+                                   65536,
+                                   INT64_C(4294967295),
+                                   INT64_C(4294967296),
+                                   INT64_MAX,
+                                   -1,
+                                   -31,
+                                   -32,
+                                   -33,
+                                   -127,
+                                   -128,
+                                   -129,
+                                   -32768,
+                                   -32769,
+                                   INT64_C(-2147483648),
+                                   INT64_C(-2147483649),
+                                   INT64_MIN};
+
+/* Every edge integer as msgpack_pack_int64, _uint64 and _int32 pack it
+ * into pk, and as the writer does into w. */
+static void mpw_ints_both(msgpack_packer *pk, tly_mpw *w)
+{
+    for (size_t i = 0; i < sizeof mpw_ints / sizeof mpw_ints[0]; i++) {
+        int64_t v = mpw_ints[i];
+        msgpack_pack_int64(pk, v);
+        tly_mpw_int(w, v);
+        if (v >= 0) {
+            msgpack_pack_uint64(pk, (uint64_t)v);
+            tly_mpw_uint(w, (uint64_t)v);
+        }
+        if (v >= INT32_MIN && v <= INT32_MAX) {
+            msgpack_pack_int32(pk, (int32_t)v);
+            tly_mpw_int(w, v);
+        }
+    }
+    msgpack_pack_uint64(pk, UINT64_MAX);
+    tly_mpw_uint(w, UINT64_MAX);
+    msgpack_pack_uint64(pk, (uint64_t)INT64_MAX + 1);
+    tly_mpw_uint(w, (uint64_t)INT64_MAX + 1);
+}
+
+/* The writer gives msgpack-c's bytes for every form, at the edges of each
+ * (fixint, 8, 16, 32 and 64 bits either sign; fix, 8, 16 and 32-bit
+ * lengths of str, bin, array and map), and the put_* level the same as
+ * the writer level. */
+START_TEST(test_mpw_same_bytes_as_msgpack_c)
+{
+    static const size_t lens[] = {0, 1, 15, 16, 31, 32, 255, 256, 65535, 65536, 70000};
+    msgpack_sbuffer want, got;
+    msgpack_sbuffer_init(&want);
+    msgpack_sbuffer_init(&got);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &want, msgpack_sbuffer_write);
+    tly_mpw w = {.b = &got};
+    mpw_ints_both(&pk, &w);
+    char *text = calloc(1, 70000);
+    ck_assert_ptr_nonnull(text);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        msgpack_pack_str_with_body(&pk, text, lens[i]);
+        tly_mpw_str(&w, text, lens[i]);
+        msgpack_pack_bin_with_body(&pk, text, lens[i]);
+        tly_mpw_bin(&w, text, lens[i]);
+        msgpack_pack_array(&pk, lens[i]);
+        tly_mpw_array(&w, lens[i]);
+        msgpack_pack_map(&pk, lens[i]);
+        tly_mpw_map(&w, lens[i]);
+    }
+    msgpack_pack_true(&pk);
+    tly_mpw_bool(&w, true);
+    msgpack_pack_false(&pk);
+    tly_mpw_bool(&w, false);
+    msgpack_pack_nil(&pk);
+    tly_mpw_nil(&w);
+    ck_assert(!w.failed);
+    ck_assert_uint_eq(got.size, want.size);
+    ck_assert(memcmp(got.data, want.data, want.size) == 0);
+    /* The put level writes the same heads at a caller's pointer. */
+    char buf[TLY_MPW_HEAD_BYTES_MAX];
+    msgpack_sbuffer_clear(&want);
+    msgpack_pack_int64(&pk, -129);
+    ck_assert_uint_eq((size_t)(tly_mpw_put_int(buf, -129) - buf), want.size);
+    ck_assert(memcmp(buf, want.data, want.size) == 0);
+    free(text);
+    msgpack_sbuffer_destroy(&want);
+    msgpack_sbuffer_destroy(&got);
+}
+END_TEST
 
 START_TEST(test_event_round_trip_every_type)
 {
@@ -1928,8 +2028,9 @@ static Suite *schemas_suite(void)
 {
     Suite *s = suite_create("schemas");
     TCase *mp = tu_tcase(s, "mp", 0);
-    tu_add_tests(mp, TU_TESTS(test_mp_ints, test_mp_uint64_and_failures,
-                              test_mp_containers_and_skip, test_mp_depth_limit));
+    tu_add_tests(mp,
+                 TU_TESTS(test_mp_ints, test_mp_uint64_and_failures, test_mp_containers_and_skip,
+                          test_mp_depth_limit, test_mpw_same_bytes_as_msgpack_c));
 
     TCase *ev = tu_tcase(s, "event", 120);
     tu_add_tests(ev,

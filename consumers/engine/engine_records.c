@@ -11,36 +11,37 @@
 #include "engine_records.h"
 #include "tly_assert.h"
 #include "tly_mp.h"
+#include "tly_mpw.h"
 
 /* ---- packing ---- */
 
-static void pk_str(msgpack_packer *pk, const char *s, size_t len)
+static void pk_str(tly_mpw *pk, const char *s, size_t len)
 {
     if (s == NULL) {
-        msgpack_pack_nil(pk);
+        tly_mpw_nil(pk);
         return;
     }
-    msgpack_pack_str_with_body(pk, s, len);
+    tly_mpw_str(pk, s, len);
 }
 
-static void pk_name(msgpack_packer *pk, eng_name n)
+static void pk_name(tly_mpw *pk, eng_name n)
 {
     pk_str(pk, n.ptr, n.len);
 }
 
-static void pk_bin(msgpack_packer *pk, const char *s, size_t len)
+static void pk_bin(tly_mpw *pk, const char *s, size_t len)
 {
-    msgpack_pack_bin_with_body(pk, s, len);
+    tly_mpw_bin(pk, s, len);
 }
 
-static void pk_liab(msgpack_packer *pk, const eng_liab *l)
+static void pk_liab(tly_mpw *pk, const eng_liab *l)
 {
-    msgpack_pack_array(pk, 5);
-    msgpack_pack_int64(pk, l->available);
-    msgpack_pack_int64(pk, l->pending);
-    msgpack_pack_int64(pk, l->approved);
-    msgpack_pack_int64(pk, l->open);
-    msgpack_pack_int64(pk, l->payable);
+    tly_mpw_array(pk, 5);
+    tly_mpw_int(pk, l->available);
+    tly_mpw_int(pk, l->pending);
+    tly_mpw_int(pk, l->approved);
+    tly_mpw_int(pk, l->open);
+    tly_mpw_int(pk, l->payable);
 }
 
 /* How many of a's figures are not 0. */
@@ -55,152 +56,104 @@ static uint32_t act_nonzero(const eng_act *a)
 /* The figures of one period, sparse: [mask, the figures whose bit of mask
  * is set, in eng_act_field order] (most periods move 2-3 of the ten; a
  * pack call per figure was a measurable share of the flush). */
-static void pk_figures_body(msgpack_packer *pk, const eng_act *a)
+static void pk_figures_body(tly_mpw *pk, const eng_act *a)
 {
     uint32_t mask = 0;
     for (int f = 0; f < ENG_ACT_COUNT; f++)
         if (a->v[f] != 0)
             mask |= 1u << f;
-    msgpack_pack_uint32(pk, mask);
+    tly_mpw_uint(pk, mask);
     for (int f = 0; f < ENG_ACT_COUNT; f++)
         if (a->v[f] != 0)
-            msgpack_pack_int64(pk, a->v[f]);
+            tly_mpw_int(pk, a->v[f]);
 }
 
-static void pk_figures(msgpack_packer *pk, const eng_act *a)
+static void pk_figures(tly_mpw *pk, const eng_act *a)
 {
-    msgpack_pack_array(pk, 2 + act_nonzero(a));
-    msgpack_pack_int32(pk, a->period);
+    tly_mpw_array(pk, 2 + act_nonzero(a));
+    tly_mpw_int(pk, a->period);
     pk_figures_body(pk, a);
 }
 
 /* What took effect per period: [[period, mask, figures...]...]. */
-static void pk_acts(msgpack_packer *pk, const eng_act *v, uint32_t n)
+static void pk_acts(tly_mpw *pk, const eng_act *v, uint32_t n)
 {
-    msgpack_pack_array(pk, n);
+    tly_mpw_array(pk, n);
     for (uint32_t i = 0; i < n; i++)
         pk_figures(pk, &v[i]);
 }
 
-void eng_pack_journal(msgpack_packer *pk, const char *partner, size_t len, const eng_act *a)
+void eng_pack_journal(tly_mpw *pk, const char *partner, size_t len, const eng_act *a)
 {
-    msgpack_pack_array(pk, 2 + act_nonzero(a));
+    tly_mpw_array(pk, 2 + act_nonzero(a));
     pk_str(pk, partner, len);
     pk_figures_body(pk, a);
 }
 
 /* Amounts by period: [[period, amount]...]. */
-static void pk_shares(msgpack_packer *pk, const eng_share *v, uint32_t n)
+static void pk_shares(tly_mpw *pk, const eng_share *v, uint32_t n)
 {
-    msgpack_pack_array(pk, n);
+    tly_mpw_array(pk, n);
     for (uint32_t i = 0; i < n; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int32(pk, v[i].period);
-        msgpack_pack_int64(pk, v[i].amount);
+        tly_mpw_array(pk, 2);
+        tly_mpw_int(pk, v[i].period);
+        tly_mpw_int(pk, v[i].amount);
     }
 }
 
 /* The program record: rules, periods, and the shard's liability sums. */
-void eng_pack_program(msgpack_packer *pk, const eng_program *g)
+void eng_pack_program(tly_mpw *pk, const eng_program *g)
 {
     const eng_rules *r = &g->rules;
-    msgpack_pack_array(pk, 23);
-    msgpack_pack_int(pk, ENG_RECORD_FORMAT);
+    tly_mpw_array(pk, 23);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, g->name, g->name_len);
     pk_str(pk, g->currency, 3);
-    msgpack_pack_int(pk, g->kind);
-    msgpack_pack_int64(pk, r->version);
-    msgpack_pack_array(pk, r->tier_count);
+    tly_mpw_int(pk, g->kind);
+    tly_mpw_int(pk, r->version);
+    tly_mpw_array(pk, r->tier_count);
     for (uint32_t i = 0; i < r->tier_count; i++) {
         const eng_tier *t = &r->tiers[i];
-        msgpack_pack_array(pk, 7);
+        tly_mpw_array(pk, 7);
         pk_name(pk, t->name);
-        msgpack_pack_int64(pk, t->min_revenue);
-        msgpack_pack_int64(pk, t->min_certs);
-        msgpack_pack_int32(pk, t->mdf_bps);
-        msgpack_pack_int32(pk, t->rebate_bonus_bps);
-        msgpack_pack_int32(pk, t->referral_bps);
-        msgpack_pack_array(pk, t->benefit_count);
+        tly_mpw_int(pk, t->min_revenue);
+        tly_mpw_int(pk, t->min_certs);
+        tly_mpw_int(pk, t->mdf_bps);
+        tly_mpw_int(pk, t->rebate_bonus_bps);
+        tly_mpw_int(pk, t->referral_bps);
+        tly_mpw_array(pk, t->benefit_count);
         for (uint32_t b = 0; b < t->benefit_count; b++)
             pk_name(pk, t->benefits[b]);
     }
-    msgpack_pack_int(pk, r->mode);
-    msgpack_pack_array(pk, r->bracket_count);
+    tly_mpw_int(pk, r->mode);
+    tly_mpw_array(pk, r->bracket_count);
     for (uint32_t i = 0; i < r->bracket_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int64(pk, r->brackets[i].from);
-        msgpack_pack_int32(pk, r->brackets[i].bps);
+        tly_mpw_array(pk, 2);
+        tly_mpw_int(pk, r->brackets[i].from);
+        tly_mpw_int(pk, r->brackets[i].bps);
     }
-    msgpack_pack_int32(pk, r->expiry_n);
-    msgpack_pack_int32(pk, r->window_w);
-    msgpack_pack_int(pk, r->basis);
-    msgpack_pack_int32(pk, r->baseline_k);
-    msgpack_pack_int64(pk, r->rebate_min);
-    msgpack_pack_int64(pk, r->rebate_cap);
-    msgpack_pack_int64(pk, r->mdf_cap);
-    msgpack_pack_int(pk, r->moves);
-    msgpack_pack_int32(pk, r->grace);
-    msgpack_pack_int32(pk, g->first_period);
-    msgpack_pack_int32(pk, g->eop);
-    msgpack_pack_int32(pk, g->expired_upto);
+    tly_mpw_int(pk, r->expiry_n);
+    tly_mpw_int(pk, r->window_w);
+    tly_mpw_int(pk, r->basis);
+    tly_mpw_int(pk, r->baseline_k);
+    tly_mpw_int(pk, r->rebate_min);
+    tly_mpw_int(pk, r->rebate_cap);
+    tly_mpw_int(pk, r->mdf_cap);
+    tly_mpw_int(pk, r->moves);
+    tly_mpw_int(pk, r->grace);
+    tly_mpw_int(pk, g->first_period);
+    tly_mpw_int(pk, g->eop);
+    tly_mpw_int(pk, g->expired_upto);
     pk_liab(pk, &g->liab);
     pk_acts(pk, g->rep, g->rep_count);
     pk_shares(pk, g->open_rebate, g->open_count);
 }
 
-/* ---- sale records, packed by hand ----
+/* ---- sale records ----
  *
- * One "S/2/" record per sale is most of a flush's puts, so sale records
- * skip msgpack-c's per-element callback: the bytes are msgpack-c's own
- * (smallest integer form, as msgpack_pack_int64 picks it; str8 for the
- * short strings a sale has), written into the flush's reused buffer. */
-
-static void mp_byte(uint8_t **at, uint8_t b)
-{
-    *(*at)++ = b;
-}
-
-/* The big-endian n bytes of v after marker m. */
-static void mp_be(uint8_t **at, uint8_t m, uint64_t v, int n)
-{
-    mp_byte(at, m);
-    for (int i = n - 1; i >= 0; i--)
-        mp_byte(at, (uint8_t)(v >> (8 * i)));
-}
-
-/* msgpack-c's choice (pack_template.h, msgpack_pack_real_int64). */
-static void mp_int(uint8_t **at, int64_t d)
-{
-    if (d < -(INT64_C(1) << 5)) {
-        if (d < -(INT64_C(1) << 31))
-            mp_be(at, 0xd3, (uint64_t)d, 8);
-        else if (d < -(INT64_C(1) << 15))
-            mp_be(at, 0xd2, (uint64_t)d, 4);
-        else if (d < -(INT64_C(1) << 7))
-            mp_be(at, 0xd1, (uint64_t)d, 2);
-        else
-            mp_be(at, 0xd0, (uint64_t)d, 1);
-    } else if (d < (INT64_C(1) << 7)) {
-        mp_byte(at, (uint8_t)d); /* positive or negative fixint */
-    } else if (d < (INT64_C(1) << 16)) {
-        mp_be(at, d < 256 ? 0xcc : 0xcd, (uint64_t)d, d < 256 ? 1 : 2);
-    } else {
-        bool big = d >= (INT64_C(1) << 32);
-        mp_be(at, big ? 0xcf : 0xce, (uint64_t)d, big ? 8 : 4);
-    }
-}
-
-/* str of at most 255 bytes (a sale's names are shorter). */
-static void mp_str(uint8_t **at, const char *s, uint32_t len)
-{
-    TLY_ASSERT(len <= UINT8_MAX);
-    if (len < 32)
-        mp_byte(at, (uint8_t)(0xa0 | len));
-    else
-        mp_be(at, 0xd9, len, 1);
-    memcpy(*at, s, len);
-    *at += len;
-}
+ * One "S/2/" record per sale is most of a flush's puts: its bytes are
+ * written straight into the flush's reused buffer, a bounded record with
+ * no check of room per value. */
 
 /* Largest sale record: fixarray, 11 integers of ≤ 9 bytes, two names. */
 #define SALE_RECORD_BYTES_MAX (1 + 11 * 9 + 2 * (2 + UINT8_MAX))
@@ -219,124 +172,125 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
         b->data = d;
         b->cap = SALE_RECORD_BYTES_MAX;
     }
-    uint8_t *at = (uint8_t *)b->data;
-    mp_byte(&at, s->has_detail ? 0x9d : 0x95); /* fixarray of 13 or 5 */
-    mp_int(&at, ENG_RECORD_FORMAT);
-    mp_str(&at, ENG_SALE_PARTNER(s), s->partner_len);
-    mp_str(&at, s->currency, 3);
-    mp_int(&at, (int64_t)s->seq);
-    mp_int(&at, s->at_ms);
+    char *at = tly_mpw_put_array(b->data, s->has_detail ? 13 : 5);
+    at = tly_mpw_put_int(at, ENG_RECORD_FORMAT);
+    at = tly_mpw_put_str_head(at, s->partner_len);
+    memcpy(at, ENG_SALE_PARTNER(s), s->partner_len);
+    at = tly_mpw_put_str_head(at + s->partner_len, 3);
+    memcpy(at, s->currency, 3);
+    at = tly_mpw_put_uint(at + 3, s->seq);
+    at = tly_mpw_put_int(at, s->at_ms);
     if (s->has_detail) {
         const int64_t v[8] = {s->d.amount, s->d.returned, s->d.accrual,  s->d.clawed,
                               s->d.bps,    s->d.fx.units, s->d.fx.scale, s->d.fx.ediff};
         for (int i = 0; i < 8; i++)
-            mp_int(&at, v[i]);
+            at = tly_mpw_put_int(at, v[i]);
     }
-    b->len = (size_t)(at - (uint8_t *)b->data);
+    b->len = (size_t)(at - b->data);
     TLY_ASSERT(b->len <= SALE_RECORD_BYTES_MAX);
     return true;
 }
 
-void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c)
+void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c)
 {
-    msgpack_pack_array(pk, 9);
-    msgpack_pack_int(pk, ENG_RECORD_FORMAT);
+    tly_mpw_array(pk, 9);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, pp->id, pp->id_len);
     pk_name(pk, c->id);
-    msgpack_pack_int(pk, c->status);
-    msgpack_pack_int64(pk, c->requested);
-    msgpack_pack_int64(pk, c->approved);
-    msgpack_pack_int64(pk, c->paid);
+    tly_mpw_int(pk, c->status);
+    tly_mpw_int(pk, c->requested);
+    tly_mpw_int(pk, c->approved);
+    tly_mpw_int(pk, c->paid);
     pk_name(pk, c->reason);
-    msgpack_pack_array(pk, c->share_count);
+    tly_mpw_array(pk, c->share_count);
     for (uint32_t i = 0; i < c->share_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int32(pk, c->shares[i].period);
-        msgpack_pack_int64(pk, c->shares[i].amount);
+        tly_mpw_array(pk, 2);
+        tly_mpw_int(pk, c->shares[i].period);
+        tly_mpw_int(pk, c->shares[i].amount);
     }
 }
 
-static void pack_accounts(msgpack_packer *pk, const eng_pstate *st)
+static void pack_accounts(tly_mpw *pk, const eng_pstate *st)
 {
-    msgpack_pack_array(pk, st->bucket_count);
+    tly_mpw_array(pk, st->bucket_count);
     for (uint32_t i = 0; i < st->bucket_count; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_int32(pk, st->buckets[i].period);
-        msgpack_pack_int64(pk, st->buckets[i].remaining);
+        tly_mpw_array(pk, 2);
+        tly_mpw_int(pk, st->buckets[i].period);
+        tly_mpw_int(pk, st->buckets[i].remaining);
     }
-    msgpack_pack_array(pk, st->row_count);
+    tly_mpw_array(pk, st->row_count);
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *r = &st->rows[i];
-        msgpack_pack_array(pk, 13);
-        msgpack_pack_int32(pk, r->period);
-        r->final ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-        msgpack_pack_int32(pk, r->rate_bps);
+        tly_mpw_array(pk, 13);
+        tly_mpw_int(pk, r->period);
+        tly_mpw_bool(pk, r->final);
+        tly_mpw_int(pk, r->rate_bps);
         const int64_t v[6] = {r->revenue, r->adj, r->figure, r->paid, r->basis, r->baseline};
         for (int k = 0; k < 6; k++)
-            msgpack_pack_int64(pk, v[k]);
-        r->has_baseline ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-        msgpack_pack_int64(pk, r->referral);
-        msgpack_pack_int64(pk, r->referred);
-        msgpack_pack_int64(pk, r->mdf_gross);
+            tly_mpw_int(pk, v[k]);
+        tly_mpw_bool(pk, r->has_baseline);
+        tly_mpw_int(pk, r->referral);
+        tly_mpw_int(pk, r->referred);
+        tly_mpw_int(pk, r->mdf_gross);
     }
 }
 
-static void pack_lists(msgpack_packer *pk, const eng_pstate *st)
+static void pack_lists(tly_mpw *pk, const eng_pstate *st)
 {
-    msgpack_pack_array(pk, st->hist_count);
+    tly_mpw_array(pk, st->hist_count);
     for (uint32_t i = 0; i < st->hist_count; i++) {
-        msgpack_pack_array(pk, 4);
-        msgpack_pack_uint64(pk, st->hist[i].seq);
-        msgpack_pack_int32(pk, st->hist[i].period);
+        tly_mpw_array(pk, 4);
+        tly_mpw_uint(pk, st->hist[i].seq);
+        tly_mpw_int(pk, st->hist[i].period);
         pk_name(pk, st->hist[i].from);
         pk_name(pk, st->hist[i].to);
     }
-    msgpack_pack_array(pk, st->cert_count);
+    tly_mpw_array(pk, st->cert_count);
     for (uint32_t i = 0; i < st->cert_count; i++) {
-        msgpack_pack_array(pk, 2);
+        tly_mpw_array(pk, 2);
         pk_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
-        msgpack_pack_int64(pk, st->certs[i].expires_ms);
+        tly_mpw_int(pk, st->certs[i].expires_ms);
     }
-    msgpack_pack_array(pk, st->claim_count);
+    tly_mpw_array(pk, st->claim_count);
     for (uint32_t i = 0; i < st->claim_count; i++)
         pk_name(pk, st->claims[i].id);
-    msgpack_pack_array(pk, st->held_count);
+    tly_mpw_array(pk, st->held_count);
     for (uint32_t i = 0; i < st->held_count; i++) {
         const eng_held *h = &st->held[i];
-        msgpack_pack_array(pk, 10);
-        msgpack_pack_int(pk, h->type);
-        msgpack_pack_uint64(pk, h->seq);
-        msgpack_pack_int64(pk, h->at_ms);
-        msgpack_pack_int64(pk, h->amount);
-        msgpack_pack_uint32(pk, h->next_n);
+        tly_mpw_array(pk, 10);
+        tly_mpw_int(pk, h->type);
+        tly_mpw_uint(pk, h->seq);
+        tly_mpw_int(pk, h->at_ms);
+        tly_mpw_int(pk, h->amount);
+        tly_mpw_uint(pk, h->next_n);
         pk_bin(pk, h->key, h->key_len);
-        msgpack_pack_int(pk, h->action);
+        tly_mpw_int(pk, h->action);
         pk_str(pk, h->currency, 3);
-        msgpack_pack_int64(pk, h->expires_ms);
+        tly_mpw_int(pk, h->expires_ms);
         pk_bin(pk, h->ref, h->ref_len);
     }
 }
 
-void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_program *g)
+void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g)
 {
-    msgpack_pack_array(pk, pp->owned ? ENG_PARTNER_FIELDS_OWNED : ENG_PARTNER_FIELDS_FOREIGN);
-    msgpack_pack_int(pk, ENG_RECORD_FORMAT);
+    tly_mpw_array(pk, pp->owned ? ENG_PARTNER_FIELDS_OWNED : ENG_PARTNER_FIELDS_FOREIGN);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, pp->id, pp->id_len);
     pk_str(pk, g ? g->name : NULL, g ? g->name_len : 0);
-    pp->owned ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    msgpack_pack_uint64(pk, pp->enroll_seq);
+    tly_mpw_bool(pk, pp->owned);
+    tly_mpw_uint(pk, pp->enroll_seq);
     if (!pp->owned)
         return;
     const eng_pstate *st = pp->st;
     pk_name(pk, st->name);
-    msgpack_pack_int(pk, st->kind);
+    tly_mpw_int(pk, st->kind);
     pk_name(pk, st->region);
-    msgpack_pack_uint32(pk, st->tier);
-    msgpack_pack_uint32(pk, st->fails);
+    tly_mpw_uint(pk, st->tier);
+    tly_mpw_uint(pk, st->fails);
     const int64_t totals[8] = {st->accrued, st->clawed_back, st->adjusted, st->expired,
                                st->pending, st->approved,    st->paid,     st->deficit};
     for (int i = 0; i < 8; i++)
-        msgpack_pack_int64(pk, totals[i]);
+        tly_mpw_int(pk, totals[i]);
     pack_accounts(pk, st);
     pack_lists(pk, st);
     pk_liab(pk, &pp->liab);
@@ -346,19 +300,19 @@ void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_progr
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
-void eng_pack_rates(msgpack_packer *pk, const eng_rate_pair *rp)
+void eng_pack_rates(tly_mpw *pk, const eng_rate_pair *rp)
 {
-    msgpack_pack_array(pk, 4);
-    msgpack_pack_int(pk, ENG_RECORD_FORMAT);
+    tly_mpw_array(pk, 4);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, rp->from, 3);
     pk_str(pk, rp->to, 3);
-    msgpack_pack_array(pk, rp->count);
+    tly_mpw_array(pk, rp->count);
     for (uint32_t i = 0; i < rp->count; i++) {
-        msgpack_pack_array(pk, 4);
-        msgpack_pack_int64(pk, rp->rates[i].at_ms);
-        msgpack_pack_uint64(pk, rp->rates[i].seq);
-        msgpack_pack_int64(pk, rp->rates[i].units);
-        msgpack_pack_int32(pk, rp->rates[i].scale);
+        tly_mpw_array(pk, 4);
+        tly_mpw_int(pk, rp->rates[i].at_ms);
+        tly_mpw_uint(pk, rp->rates[i].seq);
+        tly_mpw_int(pk, rp->rates[i].units);
+        tly_mpw_int(pk, rp->rates[i].scale);
     }
 }
 

@@ -40,9 +40,8 @@
 #ifndef TLY_ENGINE_RECORDS_H
 #define TLY_ENGINE_RECORDS_H
 
-#include <msgpack.h>
-
 #include "engine_trace.h"
+#include "tly_mpw.h"
 
 /* The format number of every state record. Format 1 kept every sale's
  * state (held, moved) in every shard; 2 derives it (engine_internal.h); 3
@@ -65,18 +64,18 @@
 
 /* ---- packing (into the flush's buffers) ---- */
 
-void eng_pack_program(msgpack_packer *pk, const eng_program *g);
+void eng_pack_program(tly_mpw *pk, const eng_program *g);
 /* The rates of one pair. */
-void eng_pack_rates(msgpack_packer *pk, const eng_rate_pair *rp);
+void eng_pack_rates(tly_mpw *pk, const eng_rate_pair *rp);
 /* The sale record into b (emptied first); false when out of memory. */
 bool eng_pack_sale(eng_buf *b, const eng_sale *s);
-void eng_pack_claim(msgpack_packer *pk, const eng_partner *pp, const eng_claim *c);
+void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c);
 /* g is pp's program, NULL when it is not enrolled. */
-void eng_pack_partner(msgpack_packer *pk, const eng_partner *pp, const eng_program *g);
+void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g);
 /* One partner's entry of a journal chunk: [partner, mask, figures] (act a
  * without its period); the chunk is an array of up to
  * ENG_JOURNAL_CHUNK_ROWS of them, partner ids ascending. */
-void eng_pack_journal(msgpack_packer *pk, const char *partner, size_t len, const eng_act *a);
+void eng_pack_journal(tly_mpw *pk, const char *partner, size_t len, const eng_act *a);
 
 /* ---- unpacking: TLY_CORRUPT for bytes this engine did not write ---- */
 

@@ -33,7 +33,7 @@ typedef struct flush_ctx {
     tly_kv_put_fn fn;
     void *ctx;
     msgpack_sbuffer sb;
-    msgpack_packer pk;
+    tly_mpw pk;   /* writes into sb */
     eng_buf json; /* the document being written; also a sale record */
 } flush_ctx;
 
@@ -52,7 +52,7 @@ static tly_err put_packed(flush_ctx *f, const char *prefix, const char *body, si
 {
     char key[ENG_KEY_BYTES_MAX];
     size_t klen = mkkey(key, prefix, body, len);
-    if (f->sb.data == NULL)
+    if (f->pk.failed || f->sb.data == NULL)
         return TLY_NOMEM;
     tly_err err = f->fn(f->ctx, key, klen, f->sb.data, f->sb.size);
     msgpack_sbuffer_clear(&f->sb);
@@ -446,7 +446,7 @@ static tly_err flush_journal(flush_ctx *f)
         for (int b = 0; b < 4; b++)
             body[head + (size_t)b] = (char)(u >> (24 - 8 * b));
         memcpy(body + head + 4, first->id, first->id_len);
-        msgpack_pack_array(&f->pk, end - k);
+        tly_mpw_array(&f->pk, end - k);
         for (uint32_t i = k; i < end; i++) {
             const eng_partner *pp = &e->partners[v[i].p];
             eng_pack_journal(&f->pk, pp->id, pp->id_len, v[i].act);
@@ -527,7 +527,7 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
 {
     flush_ctx f = {.e = e, .fn = put_fn, .ctx = ctx};
     msgpack_sbuffer_init(&f.sb);
-    msgpack_packer_init(&f.pk, &f.sb, msgpack_sbuffer_write);
+    f.pk = (tly_mpw){.b = &f.sb};
     tly_err err = flush_all(&f);
     msgpack_sbuffer_destroy(&f.sb);
     eng_buf_free(&f.json);

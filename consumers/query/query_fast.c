@@ -13,6 +13,7 @@
 #include "query_internal.h"
 #include "tly_event.h"
 #include "tly_limits.h"
+#include "tly_mpw.h"
 
 enum { QN_OBJ, QN_ARR, QN_STR, QN_INT, QN_TRUE, QN_FALSE, QN_NULL };
 
@@ -387,93 +388,11 @@ int64_t tly__qfast_int(const tly__qfast *f, uint32_t v)
 /* --- writing straight into a buffer (the list answers): the bytes the
  * msgpack_pack_* calls above give, without a call per piece --- */
 
-bool tly__qfast_room(msgpack_sbuffer *b, size_t n)
-{
-    if (b->alloc - b->size >= n)
-        return true;
-    size_t cap = b->alloc ? b->alloc : 8192;
-    while (cap - b->size < n) {
-        if (cap > SIZE_MAX / 2)
-            return false;
-        cap *= 2;
-    }
-    char *p = realloc(b->data, cap);
-    if (p == NULL)
-        return false;
-    b->data = p;
-    b->alloc = cap;
-    return true;
-}
-
-/* The low `bytes` bytes of v at p, big-endian; returns their end. */
-static char *put_be(char *p, uint64_t v, int bytes)
-{
-    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xff);
-    return p + bytes;
-}
-
-/* The header of a str, map or array of n (msgpack_pack_str, _map,
- * _array): fix | n below fix_lim, then c8 (str only: 0 none) below 256,
- * c16 below 65536, else c32. Room for 5 bytes at p. */
-static char *put_head(char *p, size_t n, unsigned fix, size_t fix_lim, unsigned c8, unsigned c16)
-{
-    if (n < fix_lim) {
-        *p = (char)(fix | n);
-        return p + 1;
-    }
-    if (c8 && n < 256) {
-        *p = (char)c8;
-        return put_be(p + 1, n, 1);
-    }
-    if (n < 65536) {
-        *p = (char)c16;
-        return put_be(p + 1, n, 2);
-    }
-    *p = (char)(c16 + 1);
-    return put_be(p + 1, n, 4);
-}
-
-/* An integer as msgpack_pack_int64 writes it. Room for 9 bytes at p. */
-static char *put_int(char *p, int64_t d)
-{
-    static const struct {
-        int64_t below;
-        unsigned char code;
-        int bytes;
-    } neg[] = {{-(INT64_C(1) << 31), 0xd3, 8},
-               {-(INT64_C(1) << 15), 0xd2, 4},
-               {-(INT64_C(1) << 7), 0xd1, 2},
-               {-(INT64_C(1) << 5), 0xd0, 1}};
-    static const struct {
-        int64_t below;
-        unsigned char code;
-        int bytes;
-    } pos[] = {
-        {INT64_C(1) << 8, 0xcc, 1}, {INT64_C(1) << 16, 0xcd, 2}, {INT64_C(1) << 32, 0xce, 4}};
-    if (d >= -(INT64_C(1) << 5) && d < (INT64_C(1) << 7)) {
-        *p = (char)(d & 0xff); /* fixint */
-        return p + 1;
-    }
-    if (d < 0) {
-        size_t i = 0;
-        while (i + 1 < sizeof neg / sizeof neg[0] && d >= neg[i].below)
-            i++;
-        *p = (char)neg[i].code;
-        return put_be(p + 1, (uint64_t)d, neg[i].bytes);
-    }
-    size_t i = 0;
-    while (i < sizeof pos / sizeof pos[0] && d >= pos[i].below)
-        i++;
-    *p = (char)(i < sizeof pos / sizeof pos[0] ? pos[i].code : 0xcf);
-    return put_be(p + 1, (uint64_t)d, i < sizeof pos / sizeof pos[0] ? pos[i].bytes : 8);
-}
-
 static bool emit_str(msgpack_sbuffer *b, const char *s, size_t len)
 {
-    if (!tly__qfast_room(b, 5 + len))
+    if (!tly_mpw_room(b, TLY_MPW_HEAD_BYTES_MAX + len))
         return false;
-    char *p = put_head(b->data + b->size, len, 0xa0, 32, 0xd9, 0xda);
+    char *p = tly_mpw_put_str_head(b->data + b->size, len);
     memcpy(p, s, len);
     b->size = (size_t)(p + len - b->data);
     return true;
@@ -485,23 +404,23 @@ static bool emit_value(const tly__qnode *nd, uint32_t k, msgpack_sbuffer *b)
     const tly__qnode *v = &nd[k];
     if (v->type == QN_STR)
         return emit_str(b, v->s, v->count);
-    if (!tly__qfast_room(b, 9))
+    if (!tly_mpw_room(b, TLY_MPW_HEAD_BYTES_MAX))
         return false;
     char *p = b->data + b->size;
     bool ok = true;
     switch (v->type) {
     case QN_OBJ:
-        b->size = (size_t)(put_head(p, v->count, 0x80, 16, 0, 0xde) - b->data);
+        b->size = (size_t)(tly_mpw_put_map(p, v->count) - b->data);
         for (uint32_t c = v->first; ok && c; c = nd[nd[c].next].next)
             ok = emit_str(b, nd[c].s, nd[c].count) && emit_value(nd, nd[c].next, b);
         return ok;
     case QN_ARR:
-        b->size = (size_t)(put_head(p, v->count, 0x90, 16, 0, 0xdc) - b->data);
+        b->size = (size_t)(tly_mpw_put_array(p, v->count) - b->data);
         for (uint32_t c = v->first; ok && c; c = nd[c].next)
             ok = emit_value(nd, c, b);
         return ok;
     case QN_INT:
-        b->size = (size_t)(put_int(p, v->i) - b->data);
+        b->size = (size_t)(tly_mpw_put_int(p, v->i) - b->data);
         return true;
     default:
         *p = (char)(v->type == QN_TRUE ? 0xc3 : v->type == QN_FALSE ? 0xc2 : 0xc0);

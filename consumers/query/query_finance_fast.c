@@ -16,6 +16,7 @@
 #include "query_internal.h"
 #include "tly_event.h"
 #include "tly_limits.h"
+#include "tly_mpw.h"
 
 /* ---- helpers ---- */
 
@@ -210,7 +211,7 @@ static bool partners_put(const pfast *x, const tly__qsnaps *ss, uint32_t max, ms
     bool next = x->count > max;
     for (size_t i = 0; i < n; i++)
         need += x->rows[i].len;
-    if (!tly__qfast_room(out, need + (next ? x->rows[max - 1].id_len : 0)))
+    if (!tly_mpw_room(out, need + (next ? x->rows[max - 1].id_len : 0)))
         return false;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);

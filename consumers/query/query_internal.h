@@ -85,9 +85,6 @@ int64_t tly__qfast_int(const tly__qfast *f, uint32_t v);
  * (the same bytes, written straight into the buffer); false when out of
  * memory (out then holds part of it). */
 bool tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_sbuffer *out);
-/* Room for n more bytes in b (grown by doubling); false when out of
- * memory. */
-bool tly__qfast_room(msgpack_sbuffer *b, size_t n);
 
 /* ---- answers over every shard (tly_query.c runs them, query_finance.c
  * writes the section 11 ones) ---- */
