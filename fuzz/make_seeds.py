@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make_seeds.py — writes the seeds of fuzz_query, fuzz_logread, fuzz_jsonl,
 fuzz_csv and the unknown-key seeds of fuzz_event into fuzz/corpus/ (the
-first seeds of fuzz_event and fuzz_ingest come from make_seeds.c). Run by
+first seeds of fuzz_event and fuzz_ingest come from make_seeds.c, those of
+fuzz_state from the target itself: FUZZ_STATE_SEEDS=DIR fuzz_state). Run by
 hand from anywhere; the output is committed. Needs only the standard
 library: a few lines of MessagePack encoding are below."""
 import hashlib
