@@ -34,8 +34,6 @@
  *   (json_loadb).
  * Documents are asked for every key under "S/4/" (as tly_views_docs walks
  * them) and for the partners of the stream by id (as a query names one).
- * One input class, a known leak of the engine, is skipped for now: see
- * "a skipped input class" below.
  *
  * Seeds: with FUZZ_STATE_SEEDS=DIR in the environment the target writes
  * its seed corpus into DIR instead of fuzzing (each stored record under its
@@ -324,57 +322,6 @@ static void fold_stream(void)
         abort();
 }
 
-/* ---- a skipped input class ---- */
-
-/*
- * SKIPPED INPUT CLASS (remove once the engine is fixed): two "S/1/"
- * records that name the same program. tly_view_reader_bind loads the
- * second through load_program (consumers/engine/engine_store.c), which
- * returns TLY_CORRUPT for the duplicate name without freeing the report
- * and open-rebate vectors eng_unpack_program allocated: a leak on every
- * bind of such a store. Such inputs are not run, so that the rest keeps
- * being fuzzed; FUZZ_STATE_NO_SKIP=1 in the environment runs them (to
- * replay the leak, or to check the fix).
- */
-static bool skip_inputs = true;
-
-/* The name of a program record (element 1 after the format number, a str
- * or bin, as eng_unpack_program reads it), read with the engine's own
- * bounded reader (msgpack-c would allocate what an array header claims);
- * false when the value has none. */
-static bool program_name(const kv_entry *x, tly_str *out)
-{
-    tly_mp_reader r;
-    uint32_t count;
-    int64_t fmt;
-    tly_mp_init(&r, x->val, x->vlen);
-    if (!tly_mp_read_array(&r, &count) || count < 2 || !tly_mp_read_int(&r, &fmt))
-        return false;
-    if (tly_mp_peek(&r) == TLY_MP_BIN)
-        return tly_mp_read_bin(&r, (const uint8_t **)&out->ptr, &out->len);
-    return tly_mp_read_str(&r, &out->ptr, &out->len);
-}
-
-/* True when two "S/1/" records of work name the same program. */
-static bool duplicate_programs(void)
-{
-    bool found;
-    size_t from = kv_find(&work, "S/1/", PREFIX_BYTES, &found), to = from;
-    while (to < work.count && work.e[to].klen >= PREFIX_BYTES &&
-           memcmp(work.e[to].key, "S/1/", PREFIX_BYTES) == 0)
-        to++;
-    for (size_t a = from; a < to; a++) {
-        tly_str na, nb;
-        if (!program_name(&work.e[a], &na))
-            continue;
-        for (size_t b = a + 1; b < to; b++)
-            if (program_name(&work.e[b], &nb) && na.len == nb.len &&
-                memcmp(na.ptr, nb.ptr, na.len) == 0)
-                return true;
-    }
-    return false;
-}
-
 /* ---- seeds (FUZZ_STATE_SEEDS=DIR) ---- */
 
 static void write_seed(const char *dir, const char *name, uint8_t sel, const void *a, size_t alen,
@@ -461,8 +408,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fold_stream();
-    const char *all = getenv("FUZZ_STATE_NO_SKIP");
-    skip_inputs = all == NULL || strcmp(all, "1") != 0;
     const char *dir = getenv("FUZZ_STATE_SEEDS");
     if (dir != NULL) {
         write_seeds(dir);
@@ -541,10 +486,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t *added = NULL;
     apply_input(data, size, &added);
-    if (skip_inputs && duplicate_programs()) {
-        free(added);
-        return 0;
-    }
 
     tly_view_reader *r;
     if (tly_view_reader_new(0, 1, &r) != TLY_OK)

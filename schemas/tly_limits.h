@@ -104,6 +104,14 @@
 #define TLY_YEAR_MIN 2000
 #define TLY_YEAR_MAX 9999
 
+/* Highest period index a stored engine record may hold: the last month of
+ * year TLY_YEAR_MAX, and past it (period indices count periods since year
+ * 0, 12 a year for months, 4 for quarters). A consumer's store, read back
+ * and rendered, refuses anything outside 0..this as corrupt, which keeps
+ * every sum of a period and a span (expiry, tier window, baseline) far
+ * from overflow. */
+#define TLY_PERIOD_INDEX_MAX (12 * (TLY_YEAR_MAX + 1))
+
 /* --- producers (client library, tally send) --- */
 
 /* Seqs past the run's starting head that `tally send` tracks (one bit each)

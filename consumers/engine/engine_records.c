@@ -415,12 +415,29 @@ static bool rd_bps(tly_mp_reader *r, int32_t *v)
     return rd_i32(r, v) && *v >= 0 && *v <= TLY_BPS_MAX;
 }
 
+/* A stored period: an index of a year 0..TLY_YEAR_MAX. Every period the
+ * engine stores comes from an event's time (years TLY_YEAR_MIN..MAX), so
+ * a store that says otherwise is corrupt; bounding it here keeps every
+ * period sum a document computes (a bucket's expiry, a tier window, a
+ * growth baseline, a period's start instant) far from overflow. */
+static bool rd_period(tly_mp_reader *r, int32_t *v)
+{
+    return rd_i32(r, v) && *v >= 0 && *v <= TLY_PERIOD_INDEX_MAX;
+}
+
+/* A money amount or threshold the events bound to 0..max. */
+static bool rd_range(tly_mp_reader *r, int64_t *v, int64_t max)
+{
+    return rd_i64(r, v) && *v >= 0 && *v <= max;
+}
+
 static tly_err unpack_tier(eng_arena *a, tly_mp_reader *r, eng_tier *t)
 {
     uint32_t n;
     RD(tly_mp_read_array(r, &n) && n == 7);
     TRY(rd_global(r, NULL, a, &t->name));
-    RD(rd_i64(r, &t->min_revenue) && rd_i64(r, &t->min_certs) && rd_bps(r, &t->mdf_bps));
+    RD(rd_range(r, &t->min_revenue, TLY_AMOUNT_MAX) && rd_range(r, &t->min_certs, TLY_CERTS_MAX));
+    RD(rd_bps(r, &t->mdf_bps));
     RD(rd_bps(r, &t->rebate_bonus_bps) && rd_bps(r, &t->referral_bps));
     RD(tly_mp_read_array(r, &t->benefit_count) && t->benefit_count <= TLY_BENEFITS_MAX);
     for (uint32_t b = 0; b < t->benefit_count; b++)
@@ -460,7 +477,7 @@ static tly_err rd_act(tly_mp_reader *r, eng_act *a)
 {
     uint32_t m;
     *a = (eng_act){0};
-    RD(tly_mp_read_array(r, &m) && m >= 2 && rd_i32(r, &a->period));
+    RD(tly_mp_read_array(r, &m) && m >= 2 && rd_period(r, &a->period));
     return rd_figures(r, m - 1, a);
 }
 
@@ -543,7 +560,7 @@ static tly_err unpack_shares_by_period(tly_mp_reader *r, eng_share **v, uint32_t
     RD(tly_mp_read_array(r, &count));
     for (uint32_t i = 0; i < count; i++) {
         eng_share sh;
-        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &sh.period) && rd_i64(r, &sh.amount));
+        RD(tly_mp_read_array(r, &m) && m == 2 && rd_period(r, &sh.period) && rd_i64(r, &sh.amount));
         TRY(ENG_PUSH(*v, *n, cap, sh));
     }
     return TLY_OK;
@@ -562,9 +579,11 @@ static tly_err unpack_rules(eng_arena *a, tly_mp_reader *r, eng_rules *ru)
     for (uint32_t i = 0; i < ru->bracket_count; i++) {
         uint32_t n;
         RD(tly_mp_read_array(r, &n) && n == 2);
-        RD(rd_i64(r, &ru->brackets[i].from) && rd_i32(r, &ru->brackets[i].bps));
+        RD(rd_range(r, &ru->brackets[i].from, TLY_AMOUNT_MAX) && rd_bps(r, &ru->brackets[i].bps));
+        RD(i == 0 ? ru->brackets[0].from == 0 : ru->brackets[i - 1].from < ru->brackets[i].from);
     }
-    RD(rd_i32(r, &ru->expiry_n) && rd_i32(r, &ru->window_w));
+    RD(rd_i32(r, &ru->expiry_n) && ru->expiry_n >= 1 && ru->expiry_n <= TLY_PERIODS_SPAN_MAX);
+    RD(rd_i32(r, &ru->window_w) && ru->window_w >= 1 && ru->window_w <= TLY_PERIODS_SPAN_MAX);
     return unpack_rules_v2(r, ru);
 }
 
@@ -582,7 +601,10 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
                      .name_len = name.len};
     memcpy(g.currency, cur.ptr, 3);
     TRY(unpack_rules(a, &r, &g.rules));
-    RD(rd_i32(&r, &g.first_period) && rd_i32(&r, &g.eop) && rd_i32(&r, &g.expired_upto));
+    RD(rd_period(&r, &g.first_period) && rd_period(&r, &g.eop));
+    RD(rd_i32(&r, &g.expired_upto) &&
+       (g.expired_upto == INT32_MIN || /* none expired yet */
+        (g.expired_upto >= 0 && g.expired_upto <= TLY_PERIOD_INDEX_MAX)));
     TRY(rd_liab(&r, &g.liab));
     tly_err err = unpack_acts(&r, &g.rep, &g.rep_count, &g.rep_cap);
     if (err == TLY_OK)
@@ -663,7 +685,7 @@ static tly_err unpack_shares(tly_mp_reader *r, eng_claim *c)
     for (uint32_t i = 0; i < n; i++) {
         uint32_t m;
         eng_share sh;
-        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &sh.period));
+        RD(tly_mp_read_array(r, &m) && m == 2 && rd_period(r, &sh.period));
         RD(rd_i64(r, &sh.amount));
         TRY(ENG_PUSH(c->shares, c->share_count, c->share_cap, sh));
     }
@@ -719,7 +741,7 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
         eng_bucket b;
-        RD(tly_mp_read_array(r, &m) && m == 2 && rd_i32(r, &b.period));
+        RD(tly_mp_read_array(r, &m) && m == 2 && rd_period(r, &b.period));
         RD(rd_i64(r, &b.remaining));
         RD(i == 0 || st->buckets[i - 1].period < b.period);
         TRY(ENG_PUSH(st->buckets, st->bucket_count, st->bucket_cap, b));
@@ -727,7 +749,7 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
         eng_row w;
-        RD(tly_mp_read_array(r, &m) && m == 13 && rd_i32(r, &w.period));
+        RD(tly_mp_read_array(r, &m) && m == 13 && rd_period(r, &w.period));
         RD(tly_mp_read_bool(r, &w.final) && rd_i32(r, &w.rate_bps) && rd_i64(r, &w.revenue));
         RD(rd_i64(r, &w.adj) && rd_i64(r, &w.figure) && rd_i64(r, &w.paid));
         RD(rd_i64(r, &w.basis) && rd_i64(r, &w.baseline) && tly_mp_read_bool(r, &w.has_baseline));
@@ -746,7 +768,7 @@ static tly_err unpack_hist(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_p
         eng_hist h;
         uint64_t seq;
         RD(tly_mp_read_array(r, &m) && m == 4 && tly_mp_read_uint(r, &seq));
-        RD(rd_i32(r, &h.period));
+        RD(rd_period(r, &h.period));
         h.seq = seq;
         TRY(rd_global(r, names, a, &h.from));
         TRY(rd_global(r, names, a, &h.to));

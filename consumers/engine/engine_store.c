@@ -546,10 +546,15 @@ static tly_err load_program(tly_engine *e, const void *val, size_t len)
 {
     eng_program g;
     TRY(eng_unpack_program(&e->arena, val, len, &g));
-    if (eng_program_find(e, g.name, g.name_len) != ENG_NONE)
-        return TLY_CORRUPT;
-    uint32_t gi;
-    return eng_program_add(e, &g, &gi);
+    uint32_t gi, before = e->program_count;
+    tly_err err = eng_program_find(e, g.name, g.name_len) != ENG_NONE
+                      ? TLY_CORRUPT /* two records of one program */
+                      : eng_program_add(e, &g, &gi);
+    if (err != TLY_OK && e->program_count == before) { /* else the engine owns them */
+        free(g.rep);
+        free(g.open_rebate);
+    }
+    return err;
 }
 
 /* The rates of one pair, absent so far. */
