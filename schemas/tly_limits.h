@@ -183,7 +183,7 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_VIEWS_RELEASE_PUTS 4096u
 #define TLY_VIEWS_RESIDENT_BYTES_MAX ((size_t)16u << 20)
 
-/* Longest view key: "V/b/" + a 128-byte partner name, with room to spare;
+/* Longest view key: "V/P/" + a 128-byte partner name, with room to spare;
  * LMDB's own key limit is 511 bytes. */
 #define TLY_VIEWS_KEY_BYTES_MAX 256u
 

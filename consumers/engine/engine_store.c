@@ -300,7 +300,7 @@ static int ref_cmp(const void *a, const void *b)
 }
 
 /* Puts the dirty partners in the order of their ids, so the flush writes
- * each part of the store ("S/4/", "V/b/", ...) in key order: each put lands
+ * each part of the store ("S/4/", "V/P/", ...) in key order: each put lands
  * next to the one before, on a page the write transaction holds already,
  * not on a random page of a store far larger than the CPU's caches (3M
  * events of `bench fold`: LMDB's share of a fold 19 % → 13 %). Sales come
