@@ -417,6 +417,25 @@ static void fold_log(const char *data, tly_engine *e)
     free(dir);
 }
 
+/* Writes key = val into shard 0/1's store of data with LMDB itself. */
+static void raw_put(const char *data, const char *key, const char *val)
+{
+    char *dir = path_join(data, "views/0-of-1");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+    MDB_val k = {strlen(key), (void *)key}, d = {strlen(val), (void *)val};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(dir);
+}
+
 /* Loads a fresh engine from shard 0/1 of data (opened with flags) and
  * returns the store's sales mode; *v_out keeps the store open. */
 static tly_views_sales_mode load_sales(const char *data, int flags, tly_views **v_out,
@@ -447,25 +466,41 @@ START_TEST(test_views_sales_mode)
     ck_assert_int_eq(tly_views_set_sales(v, TLY_VIEWS_SALES_OWN), TLY_USAGE);
     tly_engine_free(e);
     tly_views_close(v);
-    /* A value this Tally never writes. */
-    char *dir = path_join(data, "views/0-of-1");
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
-    MDB_val k = {strlen(TLY_VIEWS_KEY_SALES), TLY_VIEWS_KEY_SALES}, d = {3, "all"};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    free(dir);
+    raw_put(data, TLY_VIEWS_KEY_SALES, "all"); /* a value this Tally never writes */
     ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_READ, &v), TLY_OK);
     ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
     ck_assert_int_eq(tly_views_load(v, e), TLY_CORRUPT);
     tly_engine_free(e);
+    tly_views_close(v);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* The partner documents an older Tally stored go at a consumer's first
+ * commit; the documents that are still stored stay, and the partner's
+ * document is the one rendered from its state. */
+START_TEST(test_views_drop_old_docs)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, SMALL_COUNT - 1);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    static const char *const old[] = {"V/b/acme", "V/r/acme", "V/t/globex", "V/c/zz"};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        raw_put(data, old[i], "{\"stale\":true}");
+    append_json(data, small_events + SMALL_COUNT - 1, 1);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    tly_views *v = views_ro(data, 0, 1);
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+        char *val = NULL;
+        size_t len;
+        ck_assert_int_eq(tly_views_get(v, old[i], strlen(old[i]), &val, &len, NULL), TLY_NOT_FOUND);
+    }
+    json_t *liab = get_json(v, "V/l/apex"), *b = doc_json(v, 'b', "acme");
+    ck_assert_ptr_nonnull(liab);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_null(json_object_get(b, "stale"));
+    json_decref(liab);
+    json_decref(b);
     tly_views_close(v);
     tu_rmtree(data);
 }
@@ -1628,7 +1663,7 @@ static Suite *consumers_suite(void)
     TCase *views = tu_tcase(s, "views", 0);
     tu_add_tests(views, TU_TESTS(test_views_readonly_missing_creates_nothing,
                                  test_views_shard_mismatch_refused, test_views_sales_mode,
-                                 test_views_commit_load_roundtrip));
+                                 test_views_commit_load_roundtrip, test_views_drop_old_docs));
     TCase *consume = tu_tcase(s, "consume", 600);
     tu_add_tests(
         consume,

@@ -61,6 +61,7 @@ struct tly_views {
     char dir[TLY_PATH_BYTES_MAX];
     tly_views_sales_mode sales; /* as loaded, or as set for the first commit */
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
+    bool old_docs_checked;      /* this process's first commit dropped them */
 };
 
 /* Maps an LMDB failure to tly_err at the module edge and logs the original. */
@@ -696,6 +697,47 @@ static void find_map(tly_views *v, MDB_txn *txn)
 /* One attempt: checkpoint first (a full map there costs nothing to redo),
  * then the engine's changes, then commit. *redo is set when the attempt
  * failed on a full map before the engine forgot anything. */
+/* The partner documents an older Tally stored beside the state (now
+ * rendered from it when read): left alone they would stay, never updated,
+ * for any tool reading the store directly. The first commit of a process
+ * deletes whatever there is of them (nothing, on a store this Tally
+ * folded: one look-up per prefix). */
+static tly_err drop_old_docs(put_ctx *c)
+{
+    static const char *const prefixes[] = {"V/b/", "V/r/", "V/t/", "V/c/"};
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->txn, c->v->dbi, &cur);
+    if (rc != 0)
+        return mdb_fail("cursor", c->v->dir, rc);
+    uint64_t dropped = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        /* Bounded by the store's entries: each round deletes one. */
+        for (;;) {
+            MDB_val k = {4, (void *)prefixes[i]}, d;
+            rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+            if (rc != 0 || k.mv_size < 4 || memcmp(k.mv_data, prefixes[i], 4) != 0)
+                break;
+            rc = mdb_cursor_del(cur, 0);
+            if (rc != 0)
+                break;
+            dropped++;
+        }
+        if (rc == MDB_NOTFOUND) /* nothing at or after the prefix */
+            rc = 0;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0) {
+        c->mdb_rc = rc;
+        return rc == MDB_MAP_FULL ? TLY_STORAGE : mdb_fail("drop old documents", c->v->dir, rc);
+    }
+    if (dropped > 0)
+        tly_logf(TLY_LOG_INFO, "views",
+                 "%s: dropped %llu partner documents an older Tally stored (now rendered from the "
+                 "state when read)",
+                 c->v->dir, (unsigned long long)dropped);
+    return TLY_OK;
+}
+
 static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
 {
     *redo = false;
@@ -707,6 +749,8 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     tly_err err = put_checkpoint(&c, tly_engine_seq(e));
     if (err == TLY_OK && v->sales_unwritten)
         err = put_kv(&c, TLY_VIEWS_KEY_SALES, strlen(TLY_VIEWS_KEY_SALES), "own", 3);
+    if (err == TLY_OK && !v->old_docs_checked)
+        err = drop_old_docs(&c);
     if (err == TLY_OK)
         err = tly_engine_flush(e, put_kv, &c);
     if (err != TLY_OK) {
@@ -727,6 +771,7 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     if (rc != 0)
         return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
     v->sales_unwritten = false;
+    v->old_docs_checked = true;
     return TLY_OK;
 }
 
