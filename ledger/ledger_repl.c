@@ -254,13 +254,21 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
     cfg.DenyDelete = true;
     cfg.DenyPurge = true;
     cfg.MaxMsgSize = (int32_t)TLY_REPL_RECORD_BYTES_MAX;
-    s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
-    if (s != NATS_OK && jerr != JSStreamNameExistErr) {
-        snprintf(msg, cap, "cannot create stream %s (replicas %d): %s", r->stream, r->replicas,
-                 nats_GetLastError(NULL));
-        return TLY_UNAVAILABLE;
+    for (int attempt = 1; attempt <= TLY_REPL_CREATE_TRIES; attempt++) {
+        jerr = 0;
+        s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        si = NULL;
+        if (s == NATS_OK || jerr == JSStreamNameExistErr)
+            break;
+        snprintf(msg, cap, "cannot create stream %s (replicas %d): %s (JetStream error %d)",
+                 r->stream, r->replicas, natsStatus_GetText(s), (int)jerr);
+        if (attempt < TLY_REPL_CREATE_TRIES)
+            tly_logf(TLY_LOG_WARN, "ledger", "%s; attempt %d of %d", msg, attempt,
+                     TLY_REPL_CREATE_TRIES);
     }
+    if (s != NATS_OK && jerr != JSStreamNameExistErr)
+        return TLY_UNAVAILABLE;
     tly_logf(TLY_LOG_INFO, "ledger", "created stream %s (subject %s, %d replicas)", r->stream,
              r->subject, r->replicas);
     return TLY_OK;

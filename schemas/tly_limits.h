@@ -706,6 +706,12 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
 #define TLY_REPL_ACK_TIMEOUT_MS 2000
 /* How long one JetStream API call (stream info, create, get) waits. */
 #define TLY_REPL_API_WAIT_MS 2000
+/* Attempts at creating the stream [N1], each waiting TLY_REPL_API_WAIT_MS:
+ * a cluster that has just elected its leaders may not place an R3 stream
+ * within one wait while the machine is busy (seen once in test_replicate,
+ * three servers and a test suite sharing two cores); a creation that timed
+ * out but happened is found by the next attempt. */
+#define TLY_REPL_CREATE_TRIES 5
 /* How long connecting to the cluster may take at start, and the pause
  * between reconnect attempts after losing a server (reconnects go on for
  * ever: a ledger outlives a cluster restart). */
