@@ -58,6 +58,7 @@ struct tly_views {
     char shard_text[SHARD_TEXT_BYTES];
     uint32_t shard, shard_count;
     tly_view_reader *reader; /* tly_views_doc(s); NULL until the first */
+    tly_views_txn doc_txn;   /* the snapshot reader is bound to (its store's ctx) */
     char dir[TLY_PATH_BYTES_MAX];
     tly_views_sales_mode sales; /* as loaded, or as set for the first commit */
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
@@ -372,13 +373,15 @@ tly_err tly_views_get(tly_views *v, const void *key, size_t key_len, char **val,
 }
 
 /* Walks the entries with the given prefix inside txn. */
-static tly_err scan_txn(tly_views *v, MDB_txn *txn, const void *prefix, size_t prefix_len,
-                        tly_views_visit_fn visit, void *ctx)
+/* Visits the entries of database dbi in txn whose key starts with prefix,
+ * in key order (dir names the store in a failure's log line). */
+static tly_err scan_dbi(MDB_txn *txn, MDB_dbi dbi, const char *dir, const void *prefix,
+                        size_t prefix_len, tly_views_visit_fn visit, void *ctx)
 {
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, v->dbi, &cur);
+    int rc = mdb_cursor_open(txn, dbi, &cur);
     if (rc != 0)
-        return mdb_fail("cursor", v->dir, rc);
+        return mdb_fail("cursor", dir, rc);
     MDB_val k = {prefix_len, (void *)prefix};
     MDB_val d;
     tly_err err = TLY_OK;
@@ -394,9 +397,31 @@ static tly_err scan_txn(tly_views *v, MDB_txn *txn, const void *prefix, size_t p
         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
     }
     if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
-        err = mdb_fail("cursor walk", v->dir, rc);
+        err = mdb_fail("cursor walk", dir, rc);
     mdb_cursor_close(cur);
     return err;
+}
+
+static tly_err scan_txn(tly_views *v, MDB_txn *txn, const void *prefix, size_t prefix_len,
+                        tly_views_visit_fn visit, void *ctx)
+{
+    return scan_dbi(txn, v->dbi, v->dir, prefix, prefix_len, visit, ctx);
+}
+
+/* The value of key in database dbi of txn, living as long as txn. */
+static tly_err get_dbi(MDB_txn *txn, MDB_dbi dbi, const char *dir, const void *key, size_t key_len,
+                       const void **val, size_t *val_len)
+{
+    MDB_val k = {key_len, (void *)key};
+    MDB_val d;
+    int rc = mdb_get(txn, dbi, &k, &d);
+    if (rc == MDB_NOTFOUND)
+        return TLY_NOT_FOUND;
+    if (rc != 0)
+        return mdb_fail("get", dir, rc);
+    *val = d.mv_data;
+    *val_len = d.mv_size;
+    return TLY_OK;
 }
 
 tly_err tly_views_scan(tly_views *v, const void *prefix, size_t prefix_len,
@@ -457,16 +482,7 @@ static tly_err snap_get(void *ctx, const void *key, size_t key_len, const void *
 {
     tly_views *v = ctx;
     TRY_VIEWS(snap_begin(v));
-    MDB_val k = {key_len, (void *)key};
-    MDB_val d;
-    int rc = mdb_get(v->snap, v->dbi, &k, &d);
-    if (rc == MDB_NOTFOUND)
-        return TLY_NOT_FOUND;
-    if (rc != 0)
-        return mdb_fail("the engine's get", v->dir, rc);
-    *val = d.mv_data;
-    *val_len = d.mv_size;
-    return TLY_OK;
+    return get_dbi(v->snap, v->dbi, v->dir, key, key_len, val, val_len);
 }
 
 /* tly_kv_scan_fn over the same snapshot. */
@@ -858,40 +874,14 @@ static tly_err txn_get(void *ctx, const void *key, size_t key_len, const void **
                        size_t *val_len)
 {
     const tly_views_txn *t = ctx;
-    MDB_val k = {key_len, (void *)key};
-    MDB_val d;
-    int rc = mdb_get(t->txn, (MDB_dbi)t->dbi, &k, &d);
-    if (rc == MDB_NOTFOUND)
-        return TLY_NOT_FOUND;
-    if (rc != 0)
-        return mdb_fail("get", "a view store", rc);
-    *val = d.mv_data;
-    *val_len = d.mv_size;
-    return TLY_OK;
+    return get_dbi(t->txn, (MDB_dbi)t->dbi, "a view store", key, key_len, val, val_len);
 }
 
 static tly_err txn_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv_put_fn visit,
                         void *visit_ctx)
 {
     const tly_views_txn *t = ctx;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, (MDB_dbi)t->dbi, &cur);
-    if (rc != 0)
-        return mdb_fail("cursor", "a view store", rc);
-    MDB_val k = {prefix_len, (void *)prefix}, d;
-    tly_err err = TLY_OK;
-    rc = mdb_cursor_get(cur, &k, &d, prefix_len ? MDB_SET_RANGE : MDB_FIRST);
-    /* Bounded by the entries of the snapshot: each step moves forward. */
-    while (rc == 0 && err == TLY_OK && k.mv_size >= prefix_len &&
-           memcmp(k.mv_data, prefix, prefix_len) == 0) {
-        err = visit(visit_ctx, k.mv_data, k.mv_size, d.mv_data, d.mv_size);
-        if (err == TLY_OK)
-            rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
-    }
-    if (err == TLY_OK && rc != 0 && rc != MDB_NOTFOUND)
-        err = mdb_fail("cursor walk", "a view store", rc);
-    mdb_cursor_close(cur);
-    return err;
+    return scan_dbi(t->txn, (MDB_dbi)t->dbi, "a view store", prefix, prefix_len, visit, visit_ctx);
 }
 
 tly_engine_store tly_views_txn_store(tly_views_txn *t)
@@ -899,13 +889,10 @@ tly_engine_store tly_views_txn_store(tly_views_txn *t)
     return (tly_engine_store){.get = txn_get, .scan = txn_scan, .ctx = t};
 }
 
-/* One read snapshot of v with its reader bound to it. */
-typedef struct doc_snap {
-    tly_views_txn t;
-    uint64_t checkpoint;
-} doc_snap;
-
-static tly_err doc_begin(tly_views *v, doc_snap *ds)
+/* Begins a read snapshot of v in v->doc_txn (where the reader's store
+ * finds it for as long as the reader is bound to it) and binds v's reader
+ * to it; *checkpoint is the snapshot's. */
+static tly_err doc_begin(tly_views *v, uint64_t *checkpoint)
 {
     if (v->reader == NULL)
         TRY_VIEWS(tly_view_reader_new(v->shard, v->shard_count, &v->reader));
@@ -913,11 +900,11 @@ static tly_err doc_begin(tly_views *v, doc_snap *ds)
     int rc = begin_read(v, &txn);
     if (rc != 0)
         return mdb_fail("begin read", v->dir, rc);
-    *ds = (doc_snap){.t = {txn, v->dbi}};
-    tly_err err = read_checkpoint(v, txn, &ds->checkpoint);
+    v->doc_txn = (tly_views_txn){txn, v->dbi};
+    tly_err err = read_checkpoint(v, txn, checkpoint);
     if (err == TLY_OK) {
-        tly_engine_store store = tly_views_txn_store(&ds->t);
-        err = tly_view_reader_bind(v->reader, &store, ds->checkpoint);
+        tly_engine_store store = tly_views_txn_store(&v->doc_txn);
+        err = tly_view_reader_bind(v->reader, &store, *checkpoint);
     }
     if (err != TLY_OK)
         mdb_txn_abort(txn);
@@ -927,22 +914,22 @@ static tly_err doc_begin(tly_views *v, doc_snap *ds)
 tly_err tly_views_doc(tly_views *v, char view, const char *partner, size_t len, char **doc,
                       size_t *doc_len, uint64_t *checkpoint)
 {
-    doc_snap ds;
-    TRY_VIEWS(doc_begin(v, &ds));
+    uint64_t seq;
+    TRY_VIEWS(doc_begin(v, &seq));
     const char *d;
     size_t dlen;
     tly_err err = tly_view_reader_doc(v->reader, view, partner, len, &d, &dlen);
     char *copy = NULL;
     if (err == TLY_OK && (copy = malloc(dlen + 1)) == NULL)
         err = TLY_NOMEM;
-    mdb_txn_abort(ds.t.txn);
+    mdb_txn_abort(v->doc_txn.txn);
     if (err != TLY_OK)
         return err;
     memcpy(copy, d, dlen + 1);
     *doc = copy;
     *doc_len = dlen;
     if (checkpoint)
-        *checkpoint = ds.checkpoint;
+        *checkpoint = seq;
     return TLY_OK;
 }
 
@@ -973,13 +960,13 @@ static tly_err docs_visit(void *ctx, const void *key, size_t key_len, const void
 tly_err tly_views_docs(tly_views *v, char view, tly_views_visit_fn visit, void *ctx,
                        uint64_t *checkpoint)
 {
-    doc_snap ds;
-    TRY_VIEWS(doc_begin(v, &ds));
+    uint64_t seq;
+    TRY_VIEWS(doc_begin(v, &seq));
     docs_walk w = {v, view, visit, ctx};
-    tly_err err = scan_txn(v, ds.t.txn, TLY_ENGINE_PARTNER_PREFIX,
+    tly_err err = scan_txn(v, v->doc_txn.txn, TLY_ENGINE_PARTNER_PREFIX,
                            strlen(TLY_ENGINE_PARTNER_PREFIX), docs_visit, &w);
-    mdb_txn_abort(ds.t.txn);
+    mdb_txn_abort(v->doc_txn.txn);
     if (err == TLY_OK && checkpoint)
-        *checkpoint = ds.checkpoint;
+        *checkpoint = seq;
     return err;
 }
