@@ -202,14 +202,17 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_ENGINE_SALES_CACHED_MAX 65536u
 
 /* A batch is committed early once the engine holds this many changed
- * entries (tly_engine_dirty: partners, sales, exceptions), which bounds
- * the memory a batch pins whatever --batch says: about 200 bytes per
- * changed sale, a few KiB per changed partner, so about 100 MiB at most.
- * A default batch of sell-through data changes fewer (500,000 records of
- * `bench fold` about 380,000 entries), so it is not cut short: every extra
- * commit rewrites the views of every partner the batch touched. A close
- * touches every member of its program at once and may exceed it for that
- * one event. */
+ * entries (tly_engine_dirty: partners, sales, exceptions), whatever
+ * --batch says. A changed sale pins about 200 bytes, a changed partner its
+ * whole state, about 5 KiB at 10M events of `bench fold` (8 periods, 9
+ * claims): a batch that changes many partners pins far more than one that
+ * registers many sales (10M events, 100,000 partners, all changed by every
+ * batch: about 500 MB; 1M events: about 100 MB). A default batch of
+ * sell-through data changes fewer (500,000 records of `bench fold` about
+ * 380,000 entries; the default is 400,000), so it is not cut short: every
+ * extra commit rewrites every partner the batch touched. A close touches
+ * every member of its program at once and may exceed it for that one
+ * event. */
 #define TLY_CONSUME_DIRTY_ENTRIES_MAX 500000u
 
 /* Records a consumer folds between two releases of the view store's map
@@ -231,8 +234,14 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * (before the view-writer rework) 100,000-record batches 7.1 s. The
  * maximum bounds the work a crash throws away (a few seconds of folding);
  * a batch whose transaction outgrows LMDB's dirty-page limit is halved and
- * redone. */
-#define TLY_CONSUME_BATCH_RECORDS_DEFAULT 500000u
+ * redone. 400,000 rather than 500,000 (seventh session): what a batch pins
+ * until its commit (its new sales, LMDB's copies of the pages the commit
+ * changes) is the peak of a fold, and `bench fold`'s 1M log on one shard
+ * peaked at 263 MB with 500,000 and 246 MB with 400,000 (228 MB with
+ * 333,334), at the same fold time (2.8-3.2 s); its 10M log (100,000
+ * partners, each rewritten once per batch) took 62.0 s against 59.2 s and
+ * peaked at 929 MB against 966 MB. */
+#define TLY_CONSUME_BATCH_RECORDS_DEFAULT 400000u
 #define TLY_CONSUME_BATCH_RECORDS_MAX 1000000u
 
 /* A batch is committed after this long even when it is not full, so the

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine_base.h"
 #include "teststream.h"
 #include "testutil.h"
 #include "tly_engine.h"
@@ -2016,6 +2017,54 @@ static tly_err count_put(void *ctx, const void *key, size_t klen, const void *va
 
 /* Runs inside a Check runner: the generator uses Check's assertions. */
 static int bench(size_t events);
+/* The engine's hash map at its load limit: a table of 64 slots takes
+ * ENG_MAP_LOAD_NUM/ENG_MAP_LOAD_DEN of 64 entries and doubles on the next;
+ * random puts and deletes (backward-shift deletion in long probe runs)
+ * agree with a plain array. */
+START_TEST(map_load_edge)
+{
+    enum { KEYS = 4000 };
+    static char keys[KEYS][16];
+    static bool in[KEYS];
+    eng_map m = {0};
+    uint32_t edge = 64u * ENG_MAP_LOAD_NUM / ENG_MAP_LOAD_DEN;
+    for (uint32_t i = 0; i < KEYS; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%u", i);
+        in[i] = false;
+    }
+    for (uint32_t i = 0; i < edge; i++) {
+        uint32_t len = (uint32_t)strlen(keys[i]);
+        ck_assert_int_eq(eng_map_put(&m, keys[i], len, eng_hash(keys[i], len), i), TLY_OK);
+        in[i] = true;
+    }
+    ck_assert_uint_eq(m.cap, 64);
+    uint32_t len = (uint32_t)strlen(keys[edge]);
+    ck_assert_int_eq(eng_map_put(&m, keys[edge], len, eng_hash(keys[edge], len), edge), TLY_OK);
+    in[edge] = true;
+    ck_assert_uint_eq(m.cap, 128);
+    uint64_t rng = g_seed | 1;
+    for (uint32_t step = 0; step < 200000; step++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint32_t k = (uint32_t)(rng % KEYS);
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        uint64_t h = eng_hash(keys[k], kl);
+        ck_assert_uint_eq(eng_map_get(&m, keys[k], kl, h), in[k] ? k : ENG_NONE);
+        if (in[k])
+            eng_map_del(&m, keys[k], kl, h);
+        else
+            ck_assert_int_eq(eng_map_put(&m, keys[k], kl, h, k), TLY_OK);
+        in[k] = !in[k];
+        ck_assert_uint_le((uint64_t)m.count * ENG_MAP_LOAD_DEN, (uint64_t)m.cap * ENG_MAP_LOAD_NUM);
+    }
+    for (uint32_t k = 0; k < KEYS; k++) {
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        ck_assert_uint_eq(eng_map_get(&m, keys[k], kl, eng_hash(keys[k], kl)),
+                          in[k] ? k : ENG_NONE);
+    }
+    eng_map_free(&m);
+}
+END_TEST
+
 START_TEST(bench_test)
 {
     ck_assert_int_eq(bench(bench_events), 0);
@@ -2089,7 +2138,7 @@ static Suite *engine_suite(void)
                               close_out_of_order_and_unknown, over_return_partial,
                               return_partner_mismatch_across_shards, payouts, claim_state_machine,
                               enrollment_rules, apply_out_of_order, details_pinned,
-                              load_rejects_garbage, journal_row_decode));
+                              load_rejects_garbage, journal_row_decode, map_load_edge));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);

@@ -100,7 +100,13 @@ typedef struct eng_slot {
  * (2 MB on x86-64 and arm64 Linux). */
 #define ENG_MAP_HUGE_BYTES ((size_t)2u << 20)
 
-/* Open addressing, linear probing, power-of-two capacity, load ≤ 1/2.
+/* A map holds at most ENG_MAP_LOAD_NUM/ENG_MAP_LOAD_DEN entries per slot;
+ * the put that would pass it doubles the table first (eng_map_put says why
+ * 3/4). */
+#define ENG_MAP_LOAD_NUM 3u
+#define ENG_MAP_LOAD_DEN 4u
+
+/* Open addressing, linear probing, power-of-two capacity, load ≤ 3/4.
  * Keys are borrowed: each must stay valid while it is in the map; the
  * caches remove theirs (eng_map_del) before freeing them. */
 typedef struct eng_map {
