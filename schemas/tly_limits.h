@@ -256,6 +256,13 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * per about 70,000 records and bounds the log's share of the RSS near it. */
 #define TLY_CONSUME_LOG_RESIDENT_BYTES_MAX ((size_t)16u << 20)
 
+/* Sales a consumer looks up in the log (another shard's, or its own when
+ * out of its cache and store: tly_consume.c log_sale) between two releases
+ * of the log's map: each reads up to one page per level of the ids index
+ * and the record's page, so 1,024 keep the look-ups' share of the RSS
+ * near 20 MB; a release is one madvise. */
+#define TLY_CONSUME_LOG_LOOKUPS_RELEASE 1024u
+
 /* How long the consumer waits on the events socket before it polls the
  * log anyway: a dropped PUB message, or a ledger that is not publishing,
  * delays folding by at most this. Also the pace of waiting for DIR/log. */
