@@ -97,7 +97,7 @@ typedef struct consumer {
     tly_event ev;      /* reused for every record: no per-record allocation */
     tly_event sale_ev; /* a sale read back for the engine (log_sale) */
     char sale_partner[TLY_NAME_BYTES_MAX];
-    uint32_t sale_lookups; /* log_sale's since it last released the log's map */
+    uint32_t sale_lookups;              /* log_sale's since it last released the log's map */
     char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
     char pub[TLY_Z85_KEY_CHARS + 1];
     consumer_metrics m;
