@@ -265,12 +265,8 @@ static tly_err head_step(tly_audit_stream *s, stream_head *h, MDB_cursor_op op)
 static tly_err head_reader(tly_audit_stream *s, uint32_t k, stream_head *h)
 {
     const audit_shard *sh = &s->vs->shard[k];
-    tly_err err = tly_view_reader_new(k, s->vs->count, &h->reader);
-    if (err != TLY_OK)
-        return err;
-    h->txn = (tly_views_txn){sh->txn, sh->dbi};
-    tly_engine_store store = tly_views_txn_store(&h->txn);
-    return tly_view_reader_bind(h->reader, &store, sh->checkpoint);
+    return tly_views_reader_bind(&h->reader, k, s->vs->count, &h->txn, sh->txn, sh->dbi,
+                                 sh->checkpoint);
 }
 
 tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_audit_stream **out)

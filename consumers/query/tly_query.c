@@ -354,12 +354,8 @@ static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char vie
     qshard *sh = sn->sh;
     if (!sh->has_dbi)
         return TLY_NOT_FOUND;
-    tly_err err = TLY_OK;
-    if (sh->reader == NULL && (err = tly_view_reader_new(k, s->n, &sh->reader)) != TLY_OK)
-        return err;
-    sh->txn = (tly_views_txn){sn->txn, sh->dbi};
-    tly_engine_store store = tly_views_txn_store(&sh->txn);
-    err = tly_view_reader_bind(sh->reader, &store, sn->checkpoint);
+    tly_err err =
+        tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi, sn->checkpoint);
     return err == TLY_OK ? tly_view_reader_doc(sh->reader, view, partner, len, doc, doc_len) : err;
 }
 

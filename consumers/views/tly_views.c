@@ -710,9 +710,6 @@ static void find_map(tly_views *v, MDB_txn *txn)
     v->map_addr = mdb_get(txn, v->dbi, &k, &d) == 0 ? d.mv_data : NULL;
 }
 
-/* One attempt: checkpoint first (a full map there costs nothing to redo),
- * then the engine's changes, then commit. *redo is set when the attempt
- * failed on a full map before the engine forgot anything. */
 /* The partner documents an older Tally stored beside the state (now
  * rendered from it when read): left alone they would stay, never updated,
  * for any tool reading the store directly. The first commit of a process
@@ -754,6 +751,9 @@ static tly_err drop_old_docs(put_ctx *c)
     return TLY_OK;
 }
 
+/* One attempt: checkpoint first (a full map there costs nothing to redo),
+ * then the engine's changes, then commit. *redo is set when the attempt
+ * failed on a full map before the engine forgot anything. */
 static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
 {
     *redo = false;
@@ -884,9 +884,14 @@ static tly_err txn_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv
     return scan_dbi(t->txn, (MDB_dbi)t->dbi, "a view store", prefix, prefix_len, visit, visit_ctx);
 }
 
-tly_engine_store tly_views_txn_store(tly_views_txn *t)
+tly_err tly_views_reader_bind(tly_view_reader **r, uint32_t k, uint32_t n, tly_views_txn *t,
+                              void *txn, unsigned int dbi, uint64_t checkpoint)
 {
-    return (tly_engine_store){.get = txn_get, .scan = txn_scan, .ctx = t};
+    if (*r == NULL)
+        TRY_VIEWS(tly_view_reader_new(k, n, r));
+    *t = (tly_views_txn){txn, dbi};
+    tly_engine_store store = {.get = txn_get, .scan = txn_scan, .ctx = t};
+    return tly_view_reader_bind(*r, &store, checkpoint);
 }
 
 /* Begins a read snapshot of v in v->doc_txn (where the reader's store
@@ -894,18 +899,14 @@ tly_engine_store tly_views_txn_store(tly_views_txn *t)
  * to it; *checkpoint is the snapshot's. */
 static tly_err doc_begin(tly_views *v, uint64_t *checkpoint)
 {
-    if (v->reader == NULL)
-        TRY_VIEWS(tly_view_reader_new(v->shard, v->shard_count, &v->reader));
     MDB_txn *txn;
     int rc = begin_read(v, &txn);
     if (rc != 0)
         return mdb_fail("begin read", v->dir, rc);
-    v->doc_txn = (tly_views_txn){txn, v->dbi};
     tly_err err = read_checkpoint(v, txn, checkpoint);
-    if (err == TLY_OK) {
-        tly_engine_store store = tly_views_txn_store(&v->doc_txn);
-        err = tly_view_reader_bind(v->reader, &store, *checkpoint);
-    }
+    if (err == TLY_OK)
+        err = tly_views_reader_bind(&v->reader, v->shard, v->shard_count, &v->doc_txn, txn, v->dbi,
+                                    *checkpoint);
     if (err != TLY_OK)
         mdb_txn_abort(txn);
     return err;

@@ -178,15 +178,22 @@ tly_err tly_views_doc(tly_views *v, char view, const char *partner, size_t len, 
 tly_err tly_views_docs(tly_views *v, char view, tly_views_visit_fn visit, void *ctx,
                        uint64_t *checkpoint);
 
-/* The engine store (for a tly_view_reader) over a read transaction that a
- * tool opened on a store's "views" database itself (the query service, the
- * audit): txn an MDB_txn *, dbi its MDB_dbi. t must outlive the store's
- * uses, and what the store hands out lives as long as the transaction. */
+/* A read transaction on a store's "views" database: txn an MDB_txn *, dbi
+ * its MDB_dbi. */
 typedef struct tly_views_txn {
     void *txn;
     unsigned int dbi;
 } tly_views_txn;
-tly_engine_store tly_views_txn_store(tly_views_txn *t);
+
+/* Binds a reader (tly_view_reader, tly_engine.h) to the state of the read
+ * transaction txn on database dbi, whose checkpoint is checkpoint: *r is
+ * made first, for shard k of n, when it is NULL (the caller frees it). *t
+ * is where the reader's store finds the transaction: it must stay in place
+ * while the reader is bound to it, and what the reader hands out lives as
+ * long as the transaction. For the consumer's store (tly_views_doc), the
+ * query service and the audit, each of which opens its own transactions. */
+tly_err tly_views_reader_bind(tly_view_reader **r, uint32_t k, uint32_t n, tly_views_txn *t,
+                              void *txn, unsigned int dbi, uint64_t checkpoint);
 
 /* Drops the pages of the store that this process has read since the last
  * commit from its address space (they stay in the page cache), so a long
