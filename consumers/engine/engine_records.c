@@ -29,11 +29,6 @@ static void pk_name(tly_mpw *pk, eng_name n)
     pk_str(pk, n.ptr, n.len);
 }
 
-static void pk_bin(tly_mpw *pk, const char *s, size_t len)
-{
-    tly_mpw_bin(pk, s, len);
-}
-
 static void pk_liab(tly_mpw *pk, const eng_liab *l)
 {
     tly_mpw_array(pk, 5);
@@ -248,7 +243,7 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
     tly_mpw_array(pk, st->cert_count);
     for (uint32_t i = 0; i < st->cert_count; i++) {
         tly_mpw_array(pk, 2);
-        pk_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
+        tly_mpw_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
         tly_mpw_int(pk, st->certs[i].expires_ms);
     }
     tly_mpw_array(pk, st->claim_count);
@@ -263,11 +258,11 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
         tly_mpw_int(pk, h->at_ms);
         tly_mpw_int(pk, h->amount);
         tly_mpw_uint(pk, h->next_n);
-        pk_bin(pk, h->key, h->key_len);
+        tly_mpw_bin(pk, h->key, h->key_len);
         tly_mpw_int(pk, h->action);
         pk_str(pk, h->currency, 3);
         tly_mpw_int(pk, h->expires_ms);
-        pk_bin(pk, h->ref, h->ref_len);
+        tly_mpw_bin(pk, h->ref, h->ref_len);
     }
 }
 
