@@ -206,24 +206,6 @@ typedef struct verify_batch {
     tly_log_raw raws[TLY_AUDIT_VERIFY_BATCH_RECORDS];
 } verify_batch;
 
-/* How many records ahead check_batch asks for a record's bytes, and how
- * many of its cache lines: a record is a few hundred bytes in the log's
- * map that nothing has read yet, and waiting for them was the largest
- * share of the checking threads' time. */
-#define VERIFY_PREFETCH_AHEAD 4u
-#define VERIFY_PREFETCH_LINES 4u
-#define VERIFY_CACHE_LINE 64u
-
-static void prefetch_val(const tly_log_raw *raw)
-{
-    const uint8_t *p = raw->val;
-    size_t lines = raw->val_len / VERIFY_CACHE_LINE + 1;
-    if (lines > VERIFY_PREFETCH_LINES)
-        lines = VERIFY_PREFETCH_LINES;
-    for (size_t k = 0; k < lines; k++)
-        __builtin_prefetch(p + k * VERIFY_CACHE_LINE);
-}
-
 /* Checks b as the single pass would if every record before it were good:
  * the chain goes on from the hash and recorded_ms stored in the entry
  * before it. */
@@ -245,12 +227,8 @@ static void check_batch(verify_state *st, verify_batch *b)
         memcpy(st->prev_hash, prev.hash, TLY_HASH_BYTES);
         st->prev_ms = prev.recorded_ms;
     }
-    for (uint32_t i = 0; i < b->count; i++) {
-        if (i + VERIFY_PREFETCH_AHEAD < b->count)
-            prefetch_val(&b->raws[i + VERIFY_PREFETCH_AHEAD]);
-        if (!check_one(st, &b->raws[i]))
-            break;
-    }
+    for (uint32_t i = 0; i < b->count && check_one(st, &b->raws[i]); i++)
+        ;
 }
 
 /* The ring of batches between the scan and the checking threads. Batch k
