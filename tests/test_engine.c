@@ -23,6 +23,7 @@
 #include "tly_engine.h"
 #include "tly_json.h"
 #include "tly_money.h"
+#include "tly_period.h"
 #include "tly_xkind.h"
 
 /* recorded_ms given to every test record: 2100-01-01, after every `at`. */
@@ -1304,6 +1305,139 @@ START_TEST(store_matches_memory)
 }
 END_TEST
 
+/* ---- the archive: rows no rule reads any more leave the partner record ---- */
+
+/* "acme" version v with a tier window of `window` quarters (else as
+ * program()). */
+static void program_window(shards *s, int v, int window, int64_t at)
+{
+    tsend(s, "fin",
+          "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":%d,\"currency\":\"USD\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+          "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200},"
+          "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+          "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100},"
+          "{\"from\":100000,\"bps\":200},{\"from\":500000,\"bps\":300}]},"
+          "\"mdf_expiry_periods\":2,\"tier_window_periods\":%d}",
+          ++next_id, at, v, window);
+}
+
+/* Start of the q-th quarter from 2025-Q1, and its text. */
+static int64_t quarter_ms(int q, char *text)
+{
+    int32_t p = tly_period_of(TLY_PERIOD_QUARTER, Q1_25) + q;
+    if (text != NULL)
+        tly_period_format(TLY_PERIOD_QUARTER, p, text);
+    return tly_period_start_ms(TLY_PERIOD_QUARTER, p);
+}
+
+/* Entries of store under prefix. */
+static size_t kv_count(const kv *store, const char *prefix)
+{
+    size_t n = 0, plen = strlen(prefix);
+    for (size_t i = 0; i < store->count; i++)
+        n += store->e[i].klen >= plen && memcmp(store->e[i].key, prefix, plen) == 0;
+    return n;
+}
+
+static void flush_into(shards *s, kv *store)
+{
+    ck_assert_int_eq(tly_engine_flush(s->e[0], kv_put, store), TLY_OK);
+}
+
+/* Twelve closed quarters of acme (window 1): p1 sells every quarter, p2
+ * in the even ones; a flush after each close. */
+static void archive_quarters(shards *s, kv *store)
+{
+    program(s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(s, "p1", "acme", Q1_25);
+    enroll(s, "p2", "acme", Q1_25);
+    cert(s, "p1", "ann", "earned", Q1_25);
+    for (int q = 0; q < 12; q++) {
+        char id[16], text[TLY_PERIOD_TEXT_BYTES];
+        int64_t at = quarter_ms(q, NULL) + DAY;
+        snprintf(id, sizeof id, "S%d", q);
+        sale(s, "d", id, "p1", 10000 + 500 * q, "USD", at);
+        snprintf(id, sizeof id, "T%d", q);
+        if (q % 2 == 0)
+            sale(s, "d", id, "p2", 20000, "USD", at);
+        int64_t end = quarter_ms(q + 1, NULL);
+        quarter_ms(q, text);
+        close_period(s, "acme", text, end);
+        flush_into(s, store);
+    }
+}
+
+/* What ENG_ARCH_CHUNK_ROWS is (engine_internal.h), as the store shows it. */
+#define ARCH_CHUNK_ROWS 4
+
+/* Final rows before the program's reach leave the partner's record in
+ * whole chunks ("S/5/"); a payout into an archived period, the rebate
+ * document, a restart on the store, and a new version whose longer window
+ * reads back into the archive all answer as an engine keeping everything
+ * in memory, and store the same bytes. */
+/* The same event into engines a and b, with the same id. */
+#define BOTH(call)                                                                                 \
+    do {                                                                                           \
+        int id_ = next_id;                                                                         \
+        shards *X = &a;                                                                            \
+        call;                                                                                      \
+        next_id = id_;                                                                             \
+        X = &b;                                                                                    \
+        call;                                                                                      \
+    } while (0)
+
+START_TEST(archive_rows)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    int base = next_id;
+    shards_init(&a, 1);
+    archive_quarters(&a, &direct);
+    next_id = base;
+    restart_on_stores(&b, 1, &store, 0, 1, 1);
+    archive_quarters(&b, &store);
+    /* window 1: the quarters before the last closed one are archivable,
+     * 10 of p1's 12 rows and 5 of p2's 6: two chunks and one */
+    ck_assert_uint_eq(kv_count(&store, "S/5/"), 3);
+    ck_assert_int_eq(vint(&b, 'r', "p1", "periods.11.revenue"), 15500);
+    ck_assert_int_eq(vint(&b, 'r', "p1", "periods.0.revenue"), 10000);
+    int64_t payable = vint(&b, 'r', "p1", "payable");
+    ck_assert_int_eq(payable, vint(&a, 'r', "p1", "payable"));
+    /* a payout into an archived quarter (2025-Q2: 105 of rebate), then
+     * one beyond what it owes */
+    BOTH(payout(X, "p1", "2025-Q2", 100, quarter_ms(12, NULL) + DAY));
+    BOTH(payout(X, "p1", "2025-Q2", 6, quarter_ms(12, NULL) + DAY));
+    ck_assert_int_eq(vint(&b, 'r', "p1", "payable"), payable - 100);
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    uint64_t seq = b.seq;
+    shards_free(&b);
+    restart_on_stores(&b, 1, &store, seq, 1, 1);
+    ck_assert_int_eq(vint(&b, 'r', "p1", "periods.1.paid"), 100);
+    ck_assert_int_eq(vint(&b, 'r', "p1", "payable"), payable - 100);
+    /* version 2, window 10: the next close ranks p1 on the quarters
+     * 2025-Q4 to 2028-Q1, 121,500 of revenue (Silver), of which the four
+     * it keeps hold 59,000 (Base): five of them are archived */
+    vstr_eq(&b, 't', "p1", "tier", "Base");
+    BOTH(program_window(X, 2, 10, quarter_ms(12, NULL) + 2 * DAY));
+    char text[TLY_PERIOD_TEXT_BYTES];
+    quarter_ms(12, text);
+    BOTH(close_period(X, "acme", text, quarter_ms(13, NULL)));
+    vstr_eq(&b, 't', "p1", "tier", "Silver");
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    expect_same(&b, &a, "archive: store vs memory");
+    expect_same_store(&store, &direct, 1, 0);
+    shards_free(&a);
+    shards_free(&b);
+    kv_free(&store);
+    kv_free(&direct);
+}
+END_TEST
+#undef BOTH
+
 /* ---- stored documents: the flush's text is the API object's json_dumps ---- */
 
 /* The API object a stored "V/" or "X/" entry must equal: view objects
@@ -1817,7 +1951,7 @@ START_TEST(overflow_is_an_error)
         if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
             /* element 10 of a partner entry is `accrued` (engine_records.h) */
             ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-            ck_assert_uint_eq(up.data.via.array.size, 27);
+            ck_assert_uint_eq(up.data.via.array.size, 30);
             up.data.via.array.ptr[10].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
             up.data.via.array.ptr[10].via.u64 = (uint64_t)INT64_MAX - 5;
             msgpack_packer pk;
@@ -2144,6 +2278,7 @@ static Suite *engine_suite(void)
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_loop_test(tc, store_matches_memory, 0, 3);
+    tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, overflow_is_an_error);
     tc = tu_tcase(s, "stored_text", 300);
     tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes,

@@ -296,6 +296,9 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
                          text);
     /* A closed period without a row had no revenue: its payable is 0. */
     eng_row *row = eng_row_find(st, ev->period);
+    bool archived = row == NULL;
+    if (archived)
+        TRY(eng_arch_row(e, p, ev->period, &row));
     /* a payout pays the rebate and the referral fees [Q3] */
     int64_t payable = row == NULL ? 0 : row->figure + row->referral - row->paid;
     if (ev->amount > payable) {
@@ -304,7 +307,10 @@ static tly_err on_payout(tly_engine *e, uint32_t p, eng_pos pos, const tly_event
         money_text(e, p, payable, b);
         return eng_raise(e, pos, TLY_X_OVERPAYMENT, p, "payout %s > payable %s for %s", a, b, text);
     }
-    TRY(tly_money_addto(&row->paid, ev->amount));
+    if (archived)
+        TRY(eng_arch_paid(st, row, ev->amount));
+    else
+        TRY(tly_money_addto(&row->paid, ev->amount));
     eng_program *gm = &e->programs[e->partners[p].program];
     TRY(eng_book(gm, st, eng_event_period(gm, ev->at_ms), ENG_ACT_PAYOUT, ev->amount));
     ENG_TRACE_BEGIN(st, e, p, pos.seq, "payout", ev->period, false);

@@ -156,6 +156,11 @@ typedef struct eng_program {
     int32_t first_period;
     int32_t eop;          /* earliest open period */
     int32_t expired_upto; /* buckets of periods ≤ this have expired [G5] */
+    /* Final rows of periods before this are archived at a flush: the
+     * highest eop − max(window, baseline) the program has had (never
+     * lower, so that what is archived depends on the events folded and
+     * not on when the flushes fell); 0 at first (periods are ≥ 0). */
+    int32_t arch_h;
     /* Σ of the shares the owned members had at their last flush (each
      * member stores its own, eng_partner.liab); the flush settles the
      * members that changed, so no share is ever summed afresh. */
@@ -229,6 +234,7 @@ typedef struct eng_row {
     int32_t period;
     bool final;
     bool has_baseline; /* frozen at close: the basis was growth [R17] */
+    bool dirty;        /* an archived row a payout changed since its flush */
     int32_t rate_bps;  /* frozen at close (final rows only) */
     int64_t revenue;   /* net R [R3] */
     int64_t adj;       /* rebate adjustments [R8] */
@@ -239,6 +245,21 @@ typedef struct eng_row {
     int64_t referred;        /* referred amounts, tier revenue only [Q2] */
     int64_t mdf_gross;       /* accruals credited to this period [K1] */
 } eng_row;
+
+/* Rows in a chunk of the archive: a flush archives whole chunks (the
+ * rows of fewer stay with the partner), so a close of a program's period
+ * writes a chunk per member every fourth close, not a row every close
+ * (100,000 members: 100,000 puts scattered over the archive's keys). */
+#define ENG_ARCH_CHUNK_ROWS 4u
+
+/* A partner's archive summary as a flush stores it: rows[0..n) join the
+ * archive, which then holds count rows, the newest of period last, owing
+ * payable (eng_arch_plan_of). */
+typedef struct eng_arch_plan {
+    uint32_t n, count;
+    int32_t last;
+    int64_t payable;
+} eng_arch_plan;
 
 typedef struct eng_hist {
     uint64_t seq;
@@ -319,8 +340,25 @@ typedef struct eng_pstate {
     int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
     eng_bucket *buckets; /* live buckets, by period ascending */
     uint32_t bucket_count, bucket_cap;
-    eng_row *rows; /* by period ascending */
+    eng_row *rows; /* by period ascending, after the archived ones */
     uint32_t row_count, row_cap;
+    /* The archive: final rows of periods before its program's arch_h,
+     * stored in chunks of ENG_ARCH_CHUNK_ROWS ("S/5/", engine_records.h)
+     * and left out of the partner's record, so that neither its record
+     * nor its memory grows with every period it ever closed. arch_count
+     * and arch_n are whole chunks, and arch holds whole chunks only. What the partner needs of
+     * them is summed here; the rows themselves are read when a payout
+     * names one of their periods (eng_arch_row), when the rebate document
+     * lists them, or when the rules reach back into them (a new version
+     * with a longer window or baseline: eng_arch_needed). Without a store
+     * every archived row stays in arch. */
+    uint32_t arch_count;  /* rows archived */
+    int32_t arch_last;    /* the newest archived row's period (arch_count > 0) */
+    int64_t arch_payable; /* Σ figure + referral − paid over them [R10] [Q3] */
+    eng_row *arch;        /* archived rows in memory, by period ascending */
+    uint32_t arch_n, arch_cap;
+    bool arch_all;         /* arch holds every archived row */
+    uint32_t arch_pending; /* rows[0..arch_pending) archived by the flush under way */
     eng_hist *hist;
     uint32_t hist_count, hist_cap;
     eng_cert *certs; /* active (person, cert) pairs */

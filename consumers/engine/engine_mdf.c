@@ -266,7 +266,7 @@ tly_err eng_row_finalize(const eng_rules *r, const eng_pstate *st, eng_row *row)
  * referral − paid) [R10] [Q3]. */
 tly_err eng_rebate_totals(const eng_rules *r, const eng_pstate *st, int64_t *open, int64_t *payable)
 {
-    int64_t o = 0, p = 0;
+    int64_t o = 0, p = st->arch_payable;
     for (uint32_t i = 0; i < st->row_count; i++) {
         const eng_row *row = &st->rows[i];
         eng_figure f;
@@ -326,16 +326,148 @@ tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub)
 
 /* Σ revenue of the rows of periods from..to (missing rows are 0), with
  * the referred amounts when referred [Q2]. */
+static tly_err rows_sum(const eng_row *v, uint32_t n, int32_t from, int32_t to, bool referred,
+                        int64_t *sum)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (v[i].period < from || v[i].period > to)
+            continue;
+        TRY(tly_money_addto(sum, v[i].revenue));
+        if (referred)
+            TRY(tly_money_addto(sum, v[i].referred));
+    }
+    return TLY_OK;
+}
+
+/* Archived rows count too: a version with a longer window or baseline
+ * reaches back into them, and eng_arch_needed has them read first. */
 tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *out)
 {
     int64_t sum = 0;
-    for (uint32_t i = row_pos(st, from); i < st->row_count && st->rows[i].period <= to; i++) {
-        TRY(tly_money_addto(&sum, st->rows[i].revenue));
-        if (referred)
-            TRY(tly_money_addto(&sum, st->rows[i].referred));
+    if (st->arch_count > 0 && from <= st->arch_last) {
+        TLY_ASSERT(st->arch_all);
+        TRY(rows_sum(st->arch, st->arch_n, from, to, referred, &sum));
     }
+    uint32_t i = row_pos(st, from);
+    TRY(rows_sum(st->rows + i, st->row_count - i, from, to, referred, &sum));
     *out = sum;
     return TLY_OK;
+}
+
+/* ---- the archive (engine_internal.h, eng_pstate) ---- */
+
+int32_t eng_rules_reach(const eng_rules *r, int32_t eop)
+{
+    int32_t back = r->window_w > r->baseline_k ? r->window_w : r->baseline_k;
+    return eop - back;
+}
+
+void eng_program_arch_advance(eng_program *g, const eng_rules *r)
+{
+    int32_t h = eng_rules_reach(r, g->eop);
+    if (h > g->arch_h)
+        g->arch_h = h;
+}
+
+bool eng_arch_needed(const eng_pstate *st, const eng_rules *r, int32_t eop, int32_t arch_h)
+{
+    int32_t reach = eng_rules_reach(r, eop);
+    return (st->arch_count > 0 && st->arch_last >= reach) || reach < arch_h;
+}
+
+/* What a row owes: its figure and referral fees less what was paid
+ * [R10] [Q3]. */
+static tly_err row_due(const eng_row *row, int64_t *out)
+{
+    TRY(tly_money_add(row->figure, row->referral, out));
+    return tly_money_sub(*out, row->paid, out);
+}
+
+tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_plan *out)
+{
+    eng_arch_plan a = {0, st->arch_count, st->arch_last, st->arch_payable};
+    uint32_t n = 0;
+    while (n < st->row_count && st->rows[n].final && st->rows[n].period < g->arch_h)
+        n++;
+    n -= n % ENG_ARCH_CHUNK_ROWS; /* whole chunks only */
+    for (; a.n < n; a.n++, a.count++) {
+        int64_t due;
+        TRY(row_due(&st->rows[a.n], &due));
+        TRY(tly_money_addto(&a.payable, due));
+        a.last = st->rows[a.n].period;
+    }
+    *out = a;
+    return TLY_OK;
+}
+
+tly_err eng_arch_paid(eng_pstate *st, eng_row *row, int64_t amount)
+{
+    int64_t payable;
+    TRY(tly_money_sub(st->arch_payable, amount, &payable));
+    TRY(tly_money_addto(&row->paid, amount));
+    st->arch_payable = payable;
+    row->dirty = true;
+    return TLY_OK;
+}
+
+/* Index of the archived row of period in st->arch, or where it goes. */
+uint32_t eng_arch_pos(const eng_pstate *st, int32_t period)
+{
+    uint32_t lo = 0, hi = st->arch_n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (st->arch[mid].period < period)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+tly_err eng_arch_insert(eng_pstate *st, const eng_row *chunk)
+{
+    const uint32_t k = ENG_ARCH_CHUNK_ROWS;
+    uint32_t i = eng_arch_pos(st, chunk[0].period);
+    /* chunks cover disjoint runs of periods: anything else is a store's
+     * corruption */
+    if (i % k != 0 || (i < st->arch_n && st->arch[i].period <= chunk[k - 1].period))
+        return TLY_CORRUPT;
+    TRY(eng_grow((void **)&st->arch, &st->arch_cap, st->arch_n + k, sizeof *st->arch));
+    memmove(&st->arch[i + k], &st->arch[i], (st->arch_n - i) * sizeof *st->arch);
+    memcpy(&st->arch[i], chunk, k * sizeof *chunk);
+    st->arch_n += k;
+    return TLY_OK;
+}
+
+void eng_arch_commit(eng_pstate *st, bool keep)
+{
+    uint32_t n = st->arch_pending;
+    for (uint32_t i = 0; i < st->arch_n; i++)
+        st->arch[i].dirty = false;
+    if (keep && n > 0) {
+        TLY_ASSERT(st->arch_n + n <= st->arch_cap); /* reserved by the flush */
+        memcpy(&st->arch[st->arch_n], st->rows, n * sizeof *st->rows);
+        st->arch_n += n;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int64_t due;
+        tly_err err = row_due(&st->rows[i], &due);
+        TLY_ASSERT(err == TLY_OK); /* eng_arch_plan summed the same rows */
+        st->arch_payable += due;
+    }
+    if (n > 0) {
+        st->arch_last = st->rows[n - 1].period;
+        st->arch_count += n;
+        memmove(st->rows, st->rows + n, (st->row_count - n) * sizeof *st->rows);
+        st->row_count -= n;
+    }
+    st->arch_pending = 0;
+    if (!keep) {
+        free(st->arch);
+        st->arch = NULL;
+        st->arch_n = st->arch_cap = 0;
+    }
+    st->arch_all = st->arch_n == st->arch_count;
 }
 
 /* The tier window's revenue: sales net of returns plus referred amounts

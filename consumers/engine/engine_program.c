@@ -127,6 +127,9 @@ static tly_err retier_member(tly_engine *e, uint32_t p, void *ctx)
     }
     st->tier = (uint32_t)t;
     st->fails = 0; /* a new version restarts every grace count [T9] */
+    /* a longer window or baseline reads back into the archive */
+    if (eng_arch_needed(st, c->nr, c->g->eop, c->g->arch_h))
+        TRY(eng_arch_fill(e, p));
     /* open rebate figures follow the rules in force now [G4] */
     return eng_partner_dirty(e, p);
 }
@@ -160,6 +163,7 @@ tly_err eng_on_program(tly_engine *e, eng_pos pos, const tly_event *ev)
     TRY(eng_members_each(e, gi, retier_member, &rc));
     g = &e->programs[gi];
     g->rules = nr;
+    eng_program_arch_advance(g, &g->rules);
     g->dirty = true;
     return TLY_OK;
 }
@@ -338,6 +342,7 @@ tly_err eng_on_close(tly_engine *e, eng_pos pos, const tly_event *ev)
     if (last > g->expired_upto)
         g->expired_upto = last;
     g->eop += 1;
+    eng_program_arch_advance(g, &g->rules);
     g->dirty = true;
     return TLY_OK;
 }

@@ -91,6 +91,8 @@ static tly_err render(tly_view_reader *r, char view, uint32_t p)
 {
     if (view == 'c')
         TRY(eng_claims_fill(r->e, p));
+    if (view == 'r')
+        TRY(eng_arch_fill(r->e, p));
     eng_jw w;
     r->doc.len = 0;
     r->doc.failed = false;

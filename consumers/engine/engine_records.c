@@ -100,7 +100,7 @@ static void pk_shares(tly_mpw *pk, const eng_share *v, uint32_t n)
 void eng_pack_program(tly_mpw *pk, const eng_program *g)
 {
     const eng_rules *r = &g->rules;
-    tly_mpw_array(pk, 23);
+    tly_mpw_array(pk, ENG_PROGRAM_FIELDS);
     tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, g->name, g->name_len);
     pk_str(pk, g->currency, 3);
@@ -142,6 +142,7 @@ void eng_pack_program(tly_mpw *pk, const eng_program *g)
     pk_liab(pk, &g->liab);
     pk_acts(pk, g->rep, g->rep_count);
     pk_shares(pk, g->open_rebate, g->open_count);
+    tly_mpw_int(pk, g->arch_h);
 }
 
 /* ---- sale records ----
@@ -205,7 +206,23 @@ void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c)
     }
 }
 
-static void pack_accounts(tly_mpw *pk, const eng_pstate *st)
+static void pk_row(tly_mpw *pk, const eng_row *r)
+{
+    tly_mpw_array(pk, 13);
+    tly_mpw_int(pk, r->period);
+    tly_mpw_bool(pk, r->final);
+    tly_mpw_int(pk, r->rate_bps);
+    const int64_t v[6] = {r->revenue, r->adj, r->figure, r->paid, r->basis, r->baseline};
+    for (int k = 0; k < 6; k++)
+        tly_mpw_int(pk, v[k]);
+    tly_mpw_bool(pk, r->has_baseline);
+    tly_mpw_int(pk, r->referral);
+    tly_mpw_int(pk, r->referred);
+    tly_mpw_int(pk, r->mdf_gross);
+}
+
+/* Buckets, and the rows from index first (those before go to the archive). */
+static void pack_accounts(tly_mpw *pk, const eng_pstate *st, uint32_t first)
 {
     tly_mpw_array(pk, st->bucket_count);
     for (uint32_t i = 0; i < st->bucket_count; i++) {
@@ -213,21 +230,18 @@ static void pack_accounts(tly_mpw *pk, const eng_pstate *st)
         tly_mpw_int(pk, st->buckets[i].period);
         tly_mpw_int(pk, st->buckets[i].remaining);
     }
-    tly_mpw_array(pk, st->row_count);
-    for (uint32_t i = 0; i < st->row_count; i++) {
-        const eng_row *r = &st->rows[i];
-        tly_mpw_array(pk, 13);
-        tly_mpw_int(pk, r->period);
-        tly_mpw_bool(pk, r->final);
-        tly_mpw_int(pk, r->rate_bps);
-        const int64_t v[6] = {r->revenue, r->adj, r->figure, r->paid, r->basis, r->baseline};
-        for (int k = 0; k < 6; k++)
-            tly_mpw_int(pk, v[k]);
-        tly_mpw_bool(pk, r->has_baseline);
-        tly_mpw_int(pk, r->referral);
-        tly_mpw_int(pk, r->referred);
-        tly_mpw_int(pk, r->mdf_gross);
-    }
+    tly_mpw_array(pk, st->row_count - first);
+    for (uint32_t i = first; i < st->row_count; i++)
+        pk_row(pk, &st->rows[i]);
+}
+
+void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows)
+{
+    tly_mpw_array(pk, 2);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
+    tly_mpw_array(pk, ENG_ARCH_CHUNK_ROWS);
+    for (uint32_t i = 0; i < ENG_ARCH_CHUNK_ROWS; i++)
+        pk_row(pk, &rows[i]);
 }
 
 static void pack_lists(tly_mpw *pk, const eng_pstate *st)
@@ -266,7 +280,8 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
     }
 }
 
-void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g)
+void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
+                      const eng_arch_plan *plan)
 {
     tly_mpw_array(pk, pp->owned ? ENG_PARTNER_FIELDS_OWNED : ENG_PARTNER_FIELDS_FOREIGN);
     tly_mpw_int(pk, ENG_RECORD_FORMAT);
@@ -286,12 +301,15 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g)
                                st->pending, st->approved,    st->paid,     st->deficit};
     for (int i = 0; i < 8; i++)
         tly_mpw_int(pk, totals[i]);
-    pack_accounts(pk, st);
+    pack_accounts(pk, st, plan->n);
     pack_lists(pk, st);
     pk_liab(pk, &pp->liab);
     uint32_t live = eng_acts_closed(st, g); /* the rest is in the journal rows */
     pk_acts(pk, live < st->act_count ? &st->acts[live] : NULL, st->act_count - live);
     pk_shares(pk, st->opens, st->open_count);
+    tly_mpw_uint(pk, plan->count);
+    tly_mpw_int(pk, plan->last);
+    tly_mpw_int(pk, plan->payable);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -522,13 +540,15 @@ tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, si
     if (!rec.owned || rec.program.len != program_len ||
         memcmp(rec.program.ptr, program, program_len) != 0)
         return TLY_NOT_FOUND;
-    /* The acts are the owned record's last element but one (eng_pack_partner):
+    /* The acts are element ENG_PARTNER_FIELDS_OWNED_V5 - 2 of an owned
+     * record (eng_pack_partner; the archive's summary came after them):
      * skip every element before them. */
     tly_mp_init(&r, val, len);
-    uint32_t count;
-    RD(tly_mp_read_array(&r, &count));
-    for (uint32_t i = 0; i < ENG_PARTNER_FIELDS_OWNED - 2; i++)
+    uint32_t fields;
+    RD(tly_mp_read_array(&r, &fields));
+    for (uint32_t i = 0; i < ENG_PARTNER_FIELDS_OWNED_V5 - 2; i++)
         RD(tly_mp_skip_at(&r, 1, NULL, NULL));
+    uint32_t count;
     RD(tly_mp_read_array(&r, &count));
     bool found = false;
     int32_t before = 0;
@@ -542,8 +562,10 @@ tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, si
             found = true;
         }
     }
-    /* the shares, and nothing after them: the whole record is checked */
-    RD(tly_mp_skip_at(&r, 1, NULL, NULL));
+    /* the shares, the archive's summary, and nothing after them: the
+     * whole record is checked */
+    for (uint32_t i = ENG_PARTNER_FIELDS_OWNED_V5 - 1; i < fields; i++)
+        RD(tly_mp_skip_at(&r, 1, NULL, NULL));
     TRY(rd_end(&r));
     *partner = rec.id;
     return found ? TLY_OK : TLY_NOT_FOUND;
@@ -589,7 +611,7 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     uint32_t count;
     tly_str name, cur;
     int64_t kind;
-    RD(rd_head(&r, &count) && count == 23);
+    RD(rd_head(&r, &count) && (count == ENG_PROGRAM_FIELDS || count == ENG_PROGRAM_FIELDS_V5));
     RD(rd_str(&r, &name, false) && rd_str(&r, &cur, false) && cur.len == 3);
     RD(rd_i64(&r, &kind));
     eng_program g = {.kind = kind == TLY_PERIOD_MONTH ? TLY_PERIOD_MONTH : TLY_PERIOD_QUARTER,
@@ -604,6 +626,8 @@ tly_err eng_unpack_program(eng_arena *a, const void *val, size_t len, eng_progra
     tly_err err = unpack_acts(&r, &g.rep, &g.rep_count, &g.rep_cap);
     if (err == TLY_OK)
         err = unpack_shares_by_period(&r, &g.open_rebate, &g.open_count);
+    if (err == TLY_OK && count == ENG_PROGRAM_FIELDS && !rd_period(&r, &g.arch_h))
+        err = TLY_CORRUPT;
     if (err == TLY_OK)
         err = rd_end(&r);
     if (err != TLY_OK) {
@@ -722,12 +746,39 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    RD(count == ENG_PARTNER_FIELDS_FOREIGN || count == ENG_PARTNER_FIELDS_OWNED);
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V5;
+    RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
     RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
     RD(rd_str(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
-    RD((count == ENG_PARTNER_FIELDS_OWNED) == out->owned);
+    RD(owned_count == out->owned);
     RD(tly_mp_read_uint(&r, &out->enroll_seq));
     return out->owned ? TLY_OK : rd_end(&r);
+}
+
+static tly_err unpack_row(tly_mp_reader *r, eng_row *w)
+{
+    uint32_t m;
+    *w = (eng_row){0};
+    RD(tly_mp_read_array(r, &m) && m == 13 && rd_period(r, &w->period));
+    RD(tly_mp_read_bool(r, &w->final) && rd_i32(r, &w->rate_bps) && rd_i64(r, &w->revenue));
+    RD(rd_i64(r, &w->adj) && rd_i64(r, &w->figure) && rd_i64(r, &w->paid));
+    RD(rd_i64(r, &w->basis) && rd_i64(r, &w->baseline) && tly_mp_read_bool(r, &w->has_baseline));
+    RD(rd_i64(r, &w->referral) && rd_i64(r, &w->referred) && rd_i64(r, &w->mdf_gross));
+    return TLY_OK;
+}
+
+tly_err eng_unpack_arch_chunk(const void *val, size_t len, eng_row *out)
+{
+    tly_mp_reader r;
+    tly_mp_init(&r, val, len);
+    uint32_t count, n;
+    RD(rd_head(&r, &count) && count == 2);
+    RD(tly_mp_read_array(&r, &n) && n == ENG_ARCH_CHUNK_ROWS);
+    for (uint32_t i = 0; i < n; i++) {
+        TRY(unpack_row(&r, &out[i]));
+        RD(out[i].final && (i == 0 || out[i - 1].period < out[i].period));
+    }
+    return rd_end(&r);
 }
 
 static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
@@ -744,11 +795,7 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
         eng_row w;
-        RD(tly_mp_read_array(r, &m) && m == 13 && rd_period(r, &w.period));
-        RD(tly_mp_read_bool(r, &w.final) && rd_i32(r, &w.rate_bps) && rd_i64(r, &w.revenue));
-        RD(rd_i64(r, &w.adj) && rd_i64(r, &w.figure) && rd_i64(r, &w.paid));
-        RD(rd_i64(r, &w.basis) && rd_i64(r, &w.baseline) && tly_mp_read_bool(r, &w.has_baseline));
-        RD(rd_i64(r, &w.referral) && rd_i64(r, &w.referred) && rd_i64(r, &w.mdf_gross));
+        TRY(unpack_row(r, &w));
         RD(i == 0 || st->rows[i - 1].period < w.period);
         TRY(ENG_PUSH(st->rows, st->row_count, st->row_cap, w));
     }
@@ -878,6 +925,14 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     TRY(rd_liab(&r, liab));
     TRY(unpack_acts(&r, &st->acts, &st->act_count, &st->act_cap));
     TRY(unpack_shares_by_period(&r, &st->opens, &st->open_count));
+    if (count == ENG_PARTNER_FIELDS_OWNED) {
+        RD(rd_u32(&r, &st->arch_count) && rd_i32(&r, &st->arch_last) &&
+           rd_i64(&r, &st->arch_payable));
+        /* every archived row lies before every row kept */
+        RD(st->arch_count == 0 || st->row_count == 0 || st->arch_last < st->rows[0].period);
+        RD(st->arch_count == 0 || st->arch_last >= 0);
+    }
+    st->arch_all = st->arch_count == 0;
     return rd_end(&r);
 }
 
@@ -893,7 +948,10 @@ uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g)
 
 eng_pstate *eng_pstate_new(void)
 {
-    return calloc(1, sizeof(eng_pstate));
+    eng_pstate *st = calloc(1, sizeof(eng_pstate));
+    if (st != NULL)
+        st->arch_all = true; /* an empty archive */
+    return st;
 }
 
 void eng_claim_clear(eng_claim *c)
@@ -927,5 +985,6 @@ void eng_pstate_free(eng_pstate *st)
     free(st->held);
     free(st->acts);
     free(st->opens);
+    free(st->arch);
     free(st);
 }

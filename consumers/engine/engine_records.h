@@ -13,7 +13,7 @@
  *                      brackets, expiry_n, window_w, basis, baseline_k,
  *                      rebate_min, rebate_cap, mdf_cap, moves, grace,
  *                      first_period, eop, expired_upto, liab(5), report
- *                      by period, open rebate by period]; a tier is
+ *                      by period, open rebate by period, arch_h]; a tier is
  *                      [name, min_revenue, min_certs, mdf_bps, bonus bps,
  *                      referral bps, benefits]
  *   "S/2/<sale key>"  [fmt, partner, currency, seq, at] (every shard), and
@@ -26,12 +26,16 @@
  *                      shard's partner; an owned one adds [name, kind,
  *                      region, tier, fails, 8 totals, buckets, rows,
  *                      history, certs, claim ids, held, liab(5), acts
- *                      by period, open rebate figures]; an act is
+ *                      by period, open rebate figures, archived rows,
+ *                      the newest one's period, what they owe]; an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
  *                      basis, baseline, has_baseline, referral, referred,
  *                      mdf_gross], a cert [pair key, expires]
+ *   "S/5/<u8 len, partner, be32 period>" [fmt, [row...]]: a chunk of
+ *                      ENG_ARCH_CHUNK_ROWS archived rows, keyed by the
+ *                      first one's period (engine_internal.h, eng_pstate)
  *   "J/<program key><period><partner>" [[partner, mask, figures]...]: a
  *                      journal chunk of a closed period (section 11): up
  *                      to ENG_JOURNAL_CHUNK_ROWS partners' acts without
@@ -58,9 +62,15 @@
  * a large store cost about 3,500 instructions). */
 #define ENG_JOURNAL_CHUNK_ROWS TLY_ENGINE_JOURNAL_CHUNK_ROWS
 
-/* Elements of a partner record: another shard's partner, an owned one. */
+/* Elements of a partner record: another shard's partner, an owned one
+ * (and an owned one written before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 27u
+#define ENG_PARTNER_FIELDS_OWNED 30u
+#define ENG_PARTNER_FIELDS_OWNED_V5 27u
+
+/* Elements of a program record (and of one written before the archive). */
+#define ENG_PROGRAM_FIELDS 24u
+#define ENG_PROGRAM_FIELDS_V5 23u
 
 /* ---- packing (into the flush's buffers) ---- */
 
@@ -70,8 +80,15 @@ void eng_pack_rates(tly_mpw *pk, const eng_rate_pair *rp);
 /* The sale record into b (emptied first); false when out of memory. */
 bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c);
-/* g is pp's program, NULL when it is not enrolled. */
-void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g);
+/* g is pp's program, NULL when it is not enrolled; plan (owned partners
+ * only) says which rows the flush archives and the summary it stores. */
+void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
+                      const eng_arch_plan *plan);
+/* A chunk of the archive: ENG_ARCH_CHUNK_ROWS rows from rows. */
+void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows);
+/* Reads a chunk of the archive into out[0..ENG_ARCH_CHUNK_ROWS) (final
+ * rows, periods ascending); TLY_CORRUPT otherwise. */
+tly_err eng_unpack_arch_chunk(const void *val, size_t len, eng_row *out);
 /* One partner's entry of a journal chunk: [partner, mask, figures] (act a
  * without its period); the chunk is an array of up to
  * ENG_JOURNAL_CHUNK_ROWS of them, partner ids ascending. */

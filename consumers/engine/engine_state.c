@@ -21,6 +21,7 @@
 /* Store key prefixes of the records read on a miss. */
 #define KEY_SALE "S/2/"
 #define KEY_CLAIM "S/3/"
+#define KEY_ARCH "S/5/"
 #define KEY_PARTNER TLY_ENGINE_PARTNER_PREFIX
 #define KEY_PREFIX_BYTES 4u
 
@@ -233,6 +234,10 @@ static tly_err partner_read(tly_engine *e, const void *val, size_t vlen, uint32_
     TRY(partner_insert(e, id, len, h, gi, st, out));
     e->partners[*out].liab = liab;
     e->partners[*out].enroll_seq = head.enroll_seq;
+    /* rules that reach back into its archive need those rows at hand */
+    const eng_program *g = gi == ENG_NONE ? NULL : &e->programs[gi];
+    if (st != NULL && g != NULL && eng_arch_needed(st, &g->rules, g->eop, g->arch_h))
+        TRY(eng_arch_fill(e, *out));
     return TLY_OK;
 }
 
@@ -272,6 +277,105 @@ tly_err eng_partner_find(tly_engine *e, const char *id, size_t len, uint32_t *ou
 tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out)
 {
     return partner_lookup(e, id, len, true, out);
+}
+
+/* ---- the archive ---- */
+
+/* A scan of a partner's chunks: every one into st->arch (fill), or only
+ * the one holding period (find, period ≥ 0). */
+typedef struct arch_scan {
+    eng_pstate *st;
+    int32_t period; /* -1: every chunk */
+    uint32_t seen;  /* rows scanned */
+    bool found;
+} arch_scan;
+
+static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    arch_scan *a = ctx;
+    eng_row chunk[ENG_ARCH_CHUNK_ROWS];
+    TRY(eng_unpack_arch_chunk(val, vlen, chunk));
+    const eng_row *last = &chunk[ENG_ARCH_CHUNK_ROWS - 1];
+    if (last->period > a->st->arch_last)
+        return TLY_CORRUPT;
+    a->seen += ENG_ARCH_CHUNK_ROWS;
+    if (a->period >= 0 && (a->period < chunk[0].period || a->period > last->period))
+        return TLY_OK;
+    a->found = true;
+    uint32_t i = eng_arch_pos(a->st, chunk[0].period);
+    if (i < a->st->arch_n && a->st->arch[i].period == chunk[0].period)
+        return TLY_OK; /* in memory already, perhaps changed */
+    return eng_arch_insert(a->st, chunk);
+}
+
+/* Scans owned partner p's chunks (a). */
+static tly_err arch_scan_run(tly_engine *e, uint32_t p, arch_scan *a)
+{
+    const eng_partner *pp = &e->partners[p];
+    char prefix[KEY_PREFIX_BYTES + 1 + TLY_NAME_BYTES_MAX];
+    memcpy(prefix, KEY_ARCH, KEY_PREFIX_BYTES);
+    prefix[KEY_PREFIX_BYTES] = (char)(unsigned char)pp->id_len;
+    memcpy(prefix + KEY_PREFIX_BYTES + 1, pp->id, pp->id_len);
+    return e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len, arch_visit, a);
+}
+
+tly_err eng_arch_fill(tly_engine *e, uint32_t p)
+{
+    eng_pstate *st = e->partners[p].st;
+    if (st->arch_all || e->store.scan == NULL)
+        return TLY_OK;
+    arch_scan a = {st, -1, 0, false};
+    TRY(arch_scan_run(e, p, &a));
+    if (a.seen != st->arch_count || st->arch_n != st->arch_count)
+        return TLY_CORRUPT;
+    st->arch_all = true;
+    return TLY_OK;
+}
+
+/* The row of period in st->arch, or NULL. */
+static eng_row *arch_find(eng_pstate *st, int32_t period)
+{
+    uint32_t i = eng_arch_pos(st, period);
+    return i < st->arch_n && st->arch[i].period == period ? &st->arch[i] : NULL;
+}
+
+tly_err eng_arch_row(tly_engine *e, uint32_t p, int32_t period, eng_row **out)
+{
+    eng_pstate *st = e->partners[p].st;
+    *out = NULL;
+    if (st->arch_count == 0 || period > st->arch_last)
+        return TLY_OK;
+    if ((*out = arch_find(st, period)) != NULL || st->arch_all || e->store.scan == NULL)
+        return TLY_OK;
+    /* its chunk, when it had a row (a closed period without revenue has none) */
+    arch_scan a = {st, period, 0, false};
+    TRY(arch_scan_run(e, p, &a));
+    *out = arch_find(st, period);
+    return TLY_OK;
+}
+
+tly_err eng_arch_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    const char *k = key;
+    if (klen < 1 + 4 || (size_t)(unsigned char)k[0] + 1 + 4 != klen)
+        return TLY_CORRUPT;
+    uint32_t plen = (unsigned char)k[0];
+    uint32_t p = eng_map_get(&e->partner_map, k + 1, plen, eng_hash(k + 1, plen));
+    if (p == ENG_NONE || e->partners[p].st == NULL)
+        return TLY_CORRUPT;
+    eng_pstate *st = e->partners[p].st;
+    eng_row chunk[ENG_ARCH_CHUNK_ROWS];
+    TRY(eng_unpack_arch_chunk(val, vlen, chunk));
+    char want[1 + TLY_NAME_BYTES_MAX + 4];
+    if (eng_arch_key(want, k + 1, plen, chunk[0].period) != klen || memcmp(want, k, klen) != 0 ||
+        st->arch_n >= st->arch_count || chunk[ENG_ARCH_CHUNK_ROWS - 1].period > st->arch_last ||
+        (st->arch_n > 0 && st->arch[st->arch_n - 1].period >= chunk[0].period))
+        return TLY_CORRUPT;
+    TRY(eng_arch_insert(st, chunk));
+    st->arch_all = st->arch_n == st->arch_count;
+    return TLY_OK;
 }
 
 tly_err eng_partner_load(tly_engine *e, const void *val, size_t len)
@@ -715,6 +819,16 @@ uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char
 uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *cert, uint32_t clen)
 {
     return key2(buf, person, plen, cert, clen);
+}
+
+/* Key of an archived row: (partner, period), the period big-endian so the
+ * rows of a partner sort by period. */
+uint32_t eng_arch_key(char *buf, const char *partner, uint32_t plen, int32_t period)
+{
+    char be[4];
+    for (int b = 0; b < 4; b++)
+        be[b] = (char)((uint32_t)period >> (24 - 8 * b));
+    return key2(buf, partner, plen, be, sizeof be);
 }
 
 /* Claim status names, in enum eng_claim_status order (claims view). */

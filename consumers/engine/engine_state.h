@@ -167,6 +167,39 @@ tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub);
 tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *out);
 /* The tier window's revenue of periods from..to (referred included) [Q2]. */
 tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64_t *out);
+/* ---- the archive (engine_internal.h, eng_pstate) ---- */
+/* The earliest period the rules r read back from eop, less one: the tier
+ * window's first, the growth baseline's first. */
+int32_t eng_rules_reach(const eng_rules *r, int32_t eop);
+/* Raises g->arch_h to what rules r reach now (a close, a new version). */
+void eng_program_arch_advance(eng_program *g, const eng_rules *r);
+/* True when rules r at eop read archived rows of st, or may read rows a
+ * flush will archive (after a version that reaches further back than the
+ * program's arch_h, until its closes catch up): then the archive is kept
+ * in memory (eng_arch_fill). */
+bool eng_arch_needed(const eng_pstate *st, const eng_rules *r, int32_t eop, int32_t arch_h);
+/* What a flush archives of st: its leading final rows before g->arch_h. */
+tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_plan *out);
+/* A payout of amount into archived row (in st->arch). */
+tly_err eng_arch_paid(eng_pstate *st, eng_row *row, int64_t amount);
+/* Index of period's row in st->arch, or where it would go. */
+uint32_t eng_arch_pos(const eng_pstate *st, int32_t period);
+/* Adds a chunk of ENG_ARCH_CHUNK_ROWS rows (not in st->arch) to st->arch. */
+tly_err eng_arch_insert(eng_pstate *st, const eng_row *chunk);
+/* After a flush: rows[0..arch_pending) leave the rows for the archive,
+ * kept in st->arch when keep (the flush reserved the room), else st->arch
+ * is emptied; dirty marks go. */
+void eng_arch_commit(eng_pstate *st, bool keep);
+/* Reads every archived row of owned partner p into its arch (a no-op
+ * when they are there, or without a store). */
+tly_err eng_arch_fill(tly_engine *e, uint32_t p);
+/* The archived row of period of owned partner p (read when needed), or
+ * NULL when the partner had none that period. */
+tly_err eng_arch_row(tly_engine *e, uint32_t p, int32_t period, eng_row **out);
+/* An archived row's record for tly_engine_load, after its partner's. */
+tly_err eng_arch_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen);
+/* The archive key of (partner, period) into buf (≥ 1 + 128 + 4 bytes). */
+uint32_t eng_arch_key(char *buf, const char *partner, uint32_t plen, int32_t period);
 /* Active pairs whose latest earned has no expiry or expires at or after
  * start_ms [T10]. */
 int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms);

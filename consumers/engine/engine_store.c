@@ -215,6 +215,47 @@ static tly_err flush_claims(flush_ctx *f, const eng_partner *pp)
     return TLY_OK;
 }
 
+/* Whether owned member pp keeps its archived rows in memory after a
+ * flush: without a store always (they are the whole state); with one only
+ * while the rules read back into them (eng_arch_needed). */
+static bool archive_kept(const tly_engine *e, const eng_partner *pp)
+{
+    const eng_program *g = &e->programs[pp->program];
+    const eng_pstate *st = pp->st;
+    return e->store.get == NULL ||
+           (st->arch_all && eng_arch_needed(st, &g->rules, g->eop, g->arch_h));
+}
+
+static tly_err put_arch_chunk(flush_ctx *f, const eng_partner *pp, const eng_row *rows)
+{
+    char key[1 + TLY_NAME_BYTES_MAX + 4];
+    uint32_t klen = eng_arch_key(key, pp->id, pp->id_len, rows[0].period);
+    eng_pack_arch_chunk(&f->pk, rows);
+    return put_packed(f, "S/5/", key, klen);
+}
+
+/* The chunks owned partner pp's flush archives (its first n rows), and
+ * the archived chunks a payout changed; n is kept for clear_dirty, which
+ * moves those rows once the commit holds them. */
+static tly_err flush_archive(flush_ctx *f, eng_partner *pp, uint32_t n)
+{
+    const uint32_t k = ENG_ARCH_CHUNK_ROWS;
+    eng_pstate *st = pp->st;
+    for (uint32_t i = 0; i < st->arch_n; i += k) {
+        bool dirty = false;
+        for (uint32_t j = i; j < i + k; j++)
+            dirty |= st->arch[j].dirty;
+        if (dirty)
+            TRY(put_arch_chunk(f, pp, &st->arch[i]));
+    }
+    for (uint32_t i = 0; i < n; i += k)
+        TRY(put_arch_chunk(f, pp, &st->rows[i]));
+    if (archive_kept(f->e, pp))
+        TRY(eng_grow((void **)&st->arch, &st->arch_cap, st->arch_n + n, sizeof *st->arch));
+    st->arch_pending = n;
+    return TLY_OK;
+}
+
 /* The body of a key under program g: u8 length ‖ name ‖ rest. */
 static size_t program_body(char *buf, const eng_program *g, const char *rest, size_t len)
 {
@@ -259,10 +300,16 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
     eng_partner *pp = &f->e->partners[p];
     TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
     bool member = pp->owned && pp->program != ENG_NONE;
+    const eng_program *g = pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program];
+    eng_arch_plan plan = {0};
     if (member)
         TRY(settle_share(f->e, pp));
-    eng_pack_partner(&f->pk, pp, pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program]);
+    if (member)
+        TRY(eng_arch_plan_of(pp->st, g, &plan));
+    eng_pack_partner(&f->pk, pp, g, &plan);
     TRY(put_packed(f, TLY_ENGINE_PARTNER_PREFIX, pp->id, pp->id_len));
+    if (member)
+        TRY(flush_archive(f, pp, plan.n));
     if (pp->owned)
         TRY(flush_claims(f, pp));
     return member ? flush_finance(f, p) : TLY_OK;
@@ -496,6 +543,13 @@ static void drop_closed_acts(const tly_engine *e, eng_partner *pp)
     st->act_count -= n;
 }
 
+/* After a flush: the rows it archived leave the partner's rows. */
+static void archive_rows(const tly_engine *e, eng_partner *pp)
+{
+    if (pp->owned && pp->program != ENG_NONE)
+        eng_arch_commit(pp->st, archive_kept(e, pp));
+}
+
 static void clear_dirty(tly_engine *e)
 {
     for (uint32_t i = 0; i < e->program_count; i++)
@@ -516,6 +570,7 @@ static void clear_dirty(tly_engine *e)
         if (pp->st == NULL)
             continue;
         drop_closed_acts(e, pp); /* written: a failed flush writes them again */
+        archive_rows(e, pp);
     }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;
@@ -648,6 +703,8 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
         return eng_claim_stash(e, val, val_len);
     case '4':
         return eng_partner_load(e, val, val_len);
+    case '5':
+        return eng_arch_load(e, k + 4, key_len - 4, val, val_len);
     default:
         return TLY_CORRUPT;
     }

@@ -111,8 +111,9 @@ static void view_rebate(eng_jw *w, const tly_engine *e, uint32_t p, bool with_se
     head(w, e, p, with_seq);
     eng_jw_key(w, "periods");
     eng_jw_arr(w);
-    for (uint32_t i = 0; i < st->row_count; i++) {
-        const eng_row *row = &st->rows[i];
+    TLY_ASSERT(st->arch_all); /* eng_arch_fill: the caller's */
+    for (uint32_t i = 0; i < st->arch_n + st->row_count; i++) {
+        const eng_row *row = i < st->arch_n ? &st->arch[i] : &st->rows[i - st->arch_n];
         eng_figure f = {0};
         (void)eng_row_figure(&g->rules, st, row, &f); /* checked after every apply */
         eng_jw_obj(w);
@@ -386,7 +387,8 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
     uint32_t p;
     if (len > TLY_NAME_BYTES_MAX || eng_partner_find(cache_of(e), partner, len, &p) != TLY_OK ||
         p == ENG_NONE || !e->partners[p].owned || e->partners[p].program == ENG_NONE ||
-        (view == 'c' && eng_claims_fill(cache_of(e), p) != TLY_OK))
+        (view == 'c' && eng_claims_fill(cache_of(e), p) != TLY_OK) ||
+        (view == 'r' && eng_arch_fill(cache_of(e), p) != TLY_OK))
         return NULL;
     return eng_view_json(e, view, p, true);
 }
