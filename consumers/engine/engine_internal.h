@@ -50,8 +50,12 @@
  * compact record (its partner and currency), so that a return folded by
  * one shard can be judged against a sale of another shard's partner
  * ([S1] [S2]) without any shard holding all sales in memory; the money
- * facts of a sale live with its owner only. Without a store the cache is
- * the whole state (nothing is dropped): tests and `tally explain`.
+ * facts of a sale live with its owner only. A partner's rebate rows of
+ * periods no rule reads any more leave its state for an archive of their
+ * own (eng_pstate), so that a partner's record and memory do not grow with
+ * every period it closes. Without a store the cache is the whole state
+ * (nothing is dropped, the archive stays in memory): tests and `tally
+ * explain`.
  *
  * Cache entries own their strings (eng_copy), so that dropping one frees
  * it; the arena holds only global names (programs, tier names), freed with
