@@ -115,18 +115,24 @@ bool eng_invariant_ok(const eng_pstate *st)
 
 /* ---- rebate rows ---- */
 
-/* Index of the row of period, or where it would be inserted. */
-static uint32_t row_pos(const eng_pstate *st, int32_t period)
+/* Index of the row of period in v[0..n) (period ascending), or where it
+ * would be inserted: the partner's rows and its archived ones. */
+static uint32_t rows_pos(const eng_row *v, uint32_t n, int32_t period)
 {
-    uint32_t lo = 0, hi = st->row_count;
+    uint32_t lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (st->rows[mid].period < period)
+        if (v[mid].period < period)
             lo = mid + 1;
         else
             hi = mid;
     }
     return lo;
+}
+
+static uint32_t row_pos(const eng_pstate *st, int32_t period)
+{
+    return rows_pos(st->rows, st->row_count, period);
 }
 
 /* Binary search of the rows (period ascending). */
@@ -326,10 +332,11 @@ tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub)
 
 /* Σ revenue of the rows of periods from..to (missing rows are 0), with
  * the referred amounts when referred [Q2]. */
-static tly_err rows_sum(const eng_row *v, uint32_t n, int32_t from, int32_t to, bool referred,
-                        int64_t *sum)
+/* Adds the revenue of v[first..n) in periods from..to to *sum. */
+static tly_err rows_sum(const eng_row *v, uint32_t first, uint32_t n, int32_t from, int32_t to,
+                        bool referred, int64_t *sum)
 {
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = first; i < n; i++) {
         if (v[i].period < from || v[i].period > to)
             continue;
         TRY(tly_money_addto(sum, v[i].revenue));
@@ -346,10 +353,9 @@ tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool refe
     int64_t sum = 0;
     if (st->arch_count > 0 && from <= st->arch_last) {
         TLY_ASSERT(st->arch_all);
-        TRY(rows_sum(st->arch, st->arch_n, from, to, referred, &sum));
+        TRY(rows_sum(st->arch, 0, st->arch_n, from, to, referred, &sum));
     }
-    uint32_t i = row_pos(st, from);
-    TRY(rows_sum(st->rows + i, st->row_count - i, from, to, referred, &sum));
+    TRY(rows_sum(st->rows, row_pos(st, from), st->row_count, from, to, referred, &sum));
     *out = sum;
     return TLY_OK;
 }
@@ -410,18 +416,9 @@ tly_err eng_arch_paid(eng_pstate *st, eng_row *row, int64_t amount)
     return TLY_OK;
 }
 
-/* Index of the archived row of period in st->arch, or where it goes. */
 uint32_t eng_arch_pos(const eng_pstate *st, int32_t period)
 {
-    uint32_t lo = 0, hi = st->arch_n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (st->arch[mid].period < period)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    return rows_pos(st->arch, st->arch_n, period);
 }
 
 tly_err eng_arch_insert(eng_pstate *st, const eng_row *chunk)

@@ -287,7 +287,6 @@ typedef struct arch_scan {
     eng_pstate *st;
     int32_t period; /* -1: every chunk */
     uint32_t seen;  /* rows scanned */
-    bool found;
 } arch_scan;
 
 static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
@@ -303,7 +302,6 @@ static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *v
     a->seen += ENG_ARCH_CHUNK_ROWS;
     if (a->period >= 0 && (a->period < chunk[0].period || a->period > last->period))
         return TLY_OK;
-    a->found = true;
     uint32_t i = eng_arch_pos(a->st, chunk[0].period);
     if (i < a->st->arch_n && a->st->arch[i].period == chunk[0].period)
         return TLY_OK; /* in memory already, perhaps changed */
@@ -326,7 +324,7 @@ tly_err eng_arch_fill(tly_engine *e, uint32_t p)
     eng_pstate *st = e->partners[p].st;
     if (st->arch_all || e->store.scan == NULL)
         return TLY_OK;
-    arch_scan a = {st, -1, 0, false};
+    arch_scan a = {st, -1, 0};
     TRY(arch_scan_run(e, p, &a));
     if (a.seen != st->arch_count || st->arch_n != st->arch_count)
         return TLY_CORRUPT;
@@ -350,7 +348,7 @@ tly_err eng_arch_row(tly_engine *e, uint32_t p, int32_t period, eng_row **out)
     if ((*out = arch_find(st, period)) != NULL || st->arch_all || e->store.scan == NULL)
         return TLY_OK;
     /* its chunk, when it had a row (a closed period without revenue has none) */
-    arch_scan a = {st, period, 0, false};
+    arch_scan a = {st, period, 0};
     TRY(arch_scan_run(e, p, &a));
     *out = arch_find(st, period);
     return TLY_OK;
