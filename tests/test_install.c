@@ -694,12 +694,16 @@ static void stop(const char *who, pid_t pid, int fd)
 START_TEST(services_notify_ready_and_stopping)
 {
     ck_assert_int_eq(g_install_rc, 0);
-    char data[1200], ingest[64], events[64], logread[64], query[64];
+    /* ipc:// in the test's directory, not TCP ports: a port found free
+     * when the test starts could be taken by a test running beside it
+     * before the service that wants it binds, seconds later under ASan
+     * (a query service that cannot bind exits before READY=1). */
+    char data[1200], ingest[1200], events[1200], logread[1200], query[1200];
     snprintf(data, sizeof data, "%s/ndata", g_tmp);
-    tu_endpoint(ingest, sizeof ingest);
-    tu_endpoint(events, sizeof events);
-    tu_endpoint(logread, sizeof logread);
-    tu_endpoint(query, sizeof query);
+    snprintf(ingest, sizeof ingest, "ipc://%s/ingest.sock", g_tmp);
+    snprintf(events, sizeof events, "ipc://%s/events.sock", g_tmp);
+    snprintf(logread, sizeof logread, "ipc://%s/logread.sock", g_tmp);
+    snprintf(query, sizeof query, "ipc://%s/query.sock", g_tmp);
     int fd = notify_socket();
     char *const ledger[] = {g_bin,      "ledger", "--data",     data,    "--ingest",  ingest,
                             "--events", events,   "--log-read", logread, "--no-sync", NULL};
