@@ -216,7 +216,7 @@ typedef struct dump {
     size_t len;
     size_t cap;
     size_t entries;
-    blob *sales; /* the "S/2/" values, dumped last in their own order */
+    blob *sales; /* the "S/2/" and "Z/" values, dumped last in their own order */
     size_t sale_count;
 } dump;
 
@@ -241,7 +241,9 @@ static tly_err dump_visit(void *ctx, const void *k, size_t klen, const void *v, 
     /* A store that reads sales from the log keys its own by seq, one that
      * registers every sale by (source, id): the same records (each holds
      * its seq) under other keys, compared by value. */
-    if (klen >= 4 && memcmp(k, "S/2/", 4) == 0) {
+    size_t zl = strlen(TLY_ENGINE_SEQ_SALE_PREFIX);
+    if ((klen >= 4 && memcmp(k, "S/2/", 4) == 0) ||
+        (klen >= zl && memcmp(k, TLY_ENGINE_SEQ_SALE_PREFIX, zl) == 0)) {
         d->sales = realloc(d->sales, (d->sale_count + 1) * sizeof *d->sales);
         blob *b = &d->sales[d->sale_count++];
         b->p = malloc(vlen);
@@ -1023,14 +1025,23 @@ static tly_err count_visit(void *ctx, const void *k, size_t klen, const void *v,
     return TLY_OK;
 }
 
-/* Sales registered in shard k of n ("S/2/" entries). */
-static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
+/* Entries of shard k of n under prefix. */
+static uint64_t entries_under(const char *data, uint32_t k, uint32_t n, const char *prefix)
 {
     tly_views *v = views_ro(data, k, n);
     uint64_t count = 0;
-    ck_assert_int_eq(tly_views_scan(v, "S/2/", 4, count_visit, &count, NULL), TLY_OK);
+    ck_assert_int_eq(tly_views_scan(v, prefix, strlen(prefix), count_visit, &count, NULL), TLY_OK);
     tly_views_close(v);
     return count;
+}
+
+/* Sales registered in shard k of n: "S/2/" entries (keyed by (source,
+ * id), or by seq in a store written before "Z/") and "Z/" ones (a
+ * shard's own, by seq). */
+static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
+{
+    return entries_under(data, k, n, "S/2/") +
+           entries_under(data, k, n, TLY_ENGINE_SEQ_SALE_PREFIX);
 }
 
 /* Issue 9 item 2: beside DIR/log a shard registers its own partners'
@@ -1059,6 +1070,9 @@ START_TEST(test_shards_register_own_sales)
         ck_assert_uint_eq(sales_stored(all, k, 2), every);
         ck_assert_int_eq(sales_mode(own, k, 2), TLY_VIEWS_SALES_OWN);
         ck_assert_int_eq(sales_mode(all, k, 2), TLY_VIEWS_SALES_ALL);
+        /* own sales by seq, last in the store; every sale by (source, id) */
+        ck_assert_uint_eq(entries_under(own, k, 2, "S/2/"), 0);
+        ck_assert_uint_eq(entries_under(all, k, 2, TLY_ENGINE_SEQ_SALE_PREFIX), 0);
     }
     tly_rtgen *g;
     ck_assert_int_eq(tly_rtgen_new(5, SHARD_LOG_EVENTS, &g), TLY_OK);
@@ -1077,6 +1091,74 @@ START_TEST(test_shards_register_own_sales)
     strs_free(&y);
     tu_rmtree(all);
     tu_rmtree(own);
+}
+END_TEST
+
+/* Rewrites shard 0/1 of data as a store written before "Z/": its own sales
+ * under "S/2/<seq>" and "M/sales" "own". */
+static void to_s2_layout(const char *data)
+{
+    char *dir = path_join(data, "views/0-of-1");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    size_t zl = strlen(TLY_ENGINE_SEQ_SALE_PREFIX), moved = 0;
+    MDB_val k = {zl, TLY_ENGINE_SEQ_SALE_PREFIX}, d;
+    int rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size == zl + 8 &&
+           memcmp(k.mv_data, TLY_ENGINE_SEQ_SALE_PREFIX, zl) == 0) {
+        char key[4 + 8];
+        memcpy(key, "S/2/", 4);
+        memcpy(key + 4, (const char *)k.mv_data + zl, 8);
+        MDB_val nk = {sizeof key, key}, nd = {d.mv_size, malloc(d.mv_size)};
+        memcpy(nd.mv_data, d.mv_data, d.mv_size);
+        ck_assert_int_eq(mdb_cursor_del(cur, 0), 0);
+        ck_assert_int_eq(mdb_put(txn, dbi, &nk, &nd, 0), 0);
+        free(nd.mv_data);
+        moved++;
+        k = (MDB_val){zl, TLY_ENGINE_SEQ_SALE_PREFIX};
+        rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+    }
+    ck_assert(rc == 0 || rc == MDB_NOTFOUND);
+    ck_assert_uint_gt(moved, 0);
+    mdb_cursor_close(cur);
+    MDB_val sk = {strlen(TLY_VIEWS_KEY_SALES), TLY_VIEWS_KEY_SALES}, sv = {3, "own"};
+    ck_assert_int_eq(mdb_put(txn, dbi, &sk, &sv, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(dir);
+}
+
+/* A store written before "Z/" keeps its own sales under "S/2/<seq>": the
+ * returns of the log's second half find the first half's sales there, the
+ * new sales go there too, and the views are those of a store written with
+ * "Z/" (whose sales, appended last, fill their pages). Looking for the
+ * first half's sales under "Z/" would stop the second consumer on a
+ * corrupt store. */
+START_TEST(test_seq_sales_in_s2_fold_on)
+{
+    char *ref = data_with_log(13, SHARD_LOG_EVENTS);
+    ck_assert_int_eq(consume(ref, NULL, "700"), 0);
+    ck_assert_uint_eq(entries_under(ref, 0, 1, "S/2/"), 0);
+    ck_assert_uint_gt(entries_under(ref, 0, 1, TLY_ENGINE_SEQ_SALE_PREFIX), SHARD_LOG_EVENTS / 4);
+    char *data = tu_tmpdir();
+    copy_records(ref, data, 1, SHARD_LOG_EVENTS / 2);
+    ck_assert_int_eq(consume(data, NULL, "700"), 0);
+    to_s2_layout(data);
+    copy_records(ref, data, SHARD_LOG_EVENTS / 2 + 1, SHARD_LOG_EVENTS);
+    ck_assert_int_eq(consume(data, NULL, "700"), 0);
+    ck_assert_uint_eq(entries_under(data, 0, 1, TLY_ENGINE_SEQ_SALE_PREFIX), 0);
+    ck_assert_uint_eq(sales_stored(data, 0, 1), sales_stored(ref, 0, 1));
+    assert_same_views(ref, data);
+    tu_rmtree(data);
+    tu_rmtree(ref);
 }
 END_TEST
 
@@ -1672,7 +1754,7 @@ static Suite *consumers_suite(void)
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views,
                  test_consume_small_cache_same_views, test_shards_register_own_sales,
-                 test_bench_fold_growth));
+                 test_seq_sales_in_s2_fold_on, test_bench_fold_growth));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

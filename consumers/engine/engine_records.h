@@ -16,7 +16,8 @@
  *                      by period, open rebate by period, arch_h]; a tier is
  *                      [name, min_revenue, min_certs, mdf_bps, bonus bps,
  *                      referral bps, benefits]
- *   "S/2/<sale key>"  [fmt, partner, currency, seq, at] (every shard), and
+ *   "S/2/<sale key>"  [fmt, partner, currency, seq, at] (every shard; with a
+ *                      sale source "Z/<u64be seq>", the shard's own only), and
  *                      for a sale of an owned partner that moved money also
  *                      [amount, returned, accrual, clawed, bps, fx units,
  *                      fx scale, fx ediff]

@@ -84,12 +84,15 @@ static void slot_give(eng_slots *s, uint32_t i)
     s->live--;
 }
 
-/* key = prefix ‖ body into buf (≥ KEY_PREFIX_BYTES + len). */
+/* key = prefix ‖ body into buf (≥ KEY_PREFIX_BYTES + len; a prefix is
+ * at most KEY_PREFIX_BYTES). */
 static size_t store_key(char *buf, const char *prefix, const char *body, size_t len)
 {
-    memcpy(buf, prefix, KEY_PREFIX_BYTES);
-    memcpy(buf + KEY_PREFIX_BYTES, body, len);
-    return KEY_PREFIX_BYTES + len;
+    size_t pl = strlen(prefix);
+    TLY_ASSERT(pl <= KEY_PREFIX_BYTES);
+    memcpy(buf, prefix, pl);
+    memcpy(buf + pl, body, len);
+    return pl + len;
 }
 
 /* The stored value of prefix ‖ body: TLY_OK, TLY_NOT_FOUND (also without a
@@ -438,6 +441,11 @@ static tly_err sale_insert(tly_engine *e, const char *key, uint32_t klen, uint64
     return TLY_OK;
 }
 
+const char *eng_sale_store_prefix(const tly_engine *e)
+{
+    return e->sale_fn == NULL || e->store.seq_sales_in_s2 ? KEY_SALE : TLY_ENGINE_SEQ_SALE_PREFIX;
+}
+
 uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
 {
     if (e->sale_fn == NULL) {
@@ -470,7 +478,7 @@ static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint
         eng_put_be64(body, fact.seq);
         const void *val;
         size_t vlen;
-        tly_err err = store_get(e, KEY_SALE, body, sizeof body, &val, &vlen);
+        tly_err err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);
         if (err != TLY_OK)
             return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
         TRY(eng_unpack_sale(val, vlen, &rec));

@@ -49,7 +49,10 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p);
  * ENG_NONE when there is no such sale folded before the record being
  * applied. */
 tly_err eng_sale_find(tly_engine *e, const char *key, uint32_t klen, uint32_t *out);
-/* The body of sale s's store key after "S/2/" into buf (at least
+/* The prefix of a sale's store key: "S/2/", or with a sale source
+ * TLY_ENGINE_SEQ_SALE_PREFIX (unless the store is older: seq_sales_in_s2). */
+const char *eng_sale_store_prefix(const tly_engine *e);
+/* The body of sale s's store key after its prefix into buf (at least
  * 1 + TLY_SOURCE_BYTES_MAX + TLY_ID_BYTES_MAX bytes): its (source, id)
  * key, or with a sale source its seq (u64be), so that new sales are
  * appended in log order and a commit changes the newest pages only. */

@@ -9,6 +9,8 @@
  *   "S/0/<from><to>"           the rates of one currency pair (every shard)
  *   "S/1/<program>"            program rules, periods, liability sums
  *   "S/2/<u8 len src><src><id>" one registered sale (every shard)
+ *   ("Z/<u64be seq>"            with a sale source: one of the shard's own
+ *                               partners' sales, last in key order)
  *   "S/3/<u8 len p><p><claim>" one claim (owning shard)
  *   "S/4/<partner>"            a partner: its enrollment (every shard
  *                              that saw it enroll), and for the owning
@@ -194,7 +196,7 @@ static tly_err flush_sales(flush_ctx *f)
         if (!eng_pack_sale(&f->json, s))
             return TLY_NOMEM;
         char body[ENG_KEY_BYTES_MAX], key[ENG_KEY_BYTES_MAX];
-        size_t klen = mkkey(key, "S/2/", body, eng_sale_store_body(e, s, body));
+        size_t klen = mkkey(key, eng_sale_store_prefix(e), body, eng_sale_store_body(e, s, body));
         TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
     }
     return TLY_OK;

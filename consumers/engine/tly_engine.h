@@ -46,8 +46,9 @@
  * State layout (engine_records.c): "S/1/<program>" (rules, periods, this
  * shard's liability sums), "S/2/<sale key>" (a sale: its partner and
  * currency, the owner adds its money facts; every sale in every shard) or,
- * with a sale source, "S/2/<u64be seq>" (the shard's own partners' sales
- * only, appended in log order), "S/3/<claim
+ * with a sale source, "Z/<u64be seq>" (the shard's own partners' sales
+ * only, appended in log order; stores written before "Z/" keep them under
+ * "S/2/<u64be seq>"), "S/3/<claim
  * key>" (owning shard), "S/4/<partner>" (owned: the whole money state;
  * another shard's partner: its enrollment); MessagePack arrays led by a
  * format number. Key order is load order: programs, sales, claims,
@@ -112,6 +113,14 @@ typedef tly_err (*tly_kv_scan_fn)(void *ctx, const void *prefix, size_t prefix_l
  * commit, or the write transaction the flush writes into: anything the
  * engine wrote is in memory until its flush, so either view is exact).
  * Bytes they hand out must stay valid until the next flush. */
+/* The prefix of the shard's own sales with a sale source, keyed by their
+ * seq: it sorts after every other key of a view store ("E/" .. "X/"), so
+ * each commit's new sales are the store's last keys and its put can append
+ * them to the last page (MDB_APPEND) instead of splitting it in half: the
+ * largest part of a store fills its pages (seventh-session stores were
+ * half empty there). */
+#define TLY_ENGINE_SEQ_SALE_PREFIX "Z/"
+
 typedef struct tly_engine_store {
     tly_kv_get_fn get;
     tly_kv_scan_fn scan;
@@ -120,6 +129,10 @@ typedef struct tly_engine_store {
      * TLY_ENGINE_PARTNERS_CACHED_MAX and TLY_ENGINE_SALES_CACHED_MAX. */
     uint32_t partners_cached_max;
     uint32_t sales_cached_max;
+    /* With a sale source: the store keeps the shard's own sales under
+     * "S/2/<u64be seq>", as stores written before "Z/" did (tly_views
+     * knows which from "M/sales"); false: under TLY_ENGINE_SEQ_SALE_PREFIX. */
+    bool seq_sales_in_s2;
 } tly_engine_store;
 
 /*

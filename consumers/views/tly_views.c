@@ -62,6 +62,7 @@ struct tly_views {
     char dir[TLY_PATH_BYTES_MAX];
     tly_views_sales_mode sales; /* as loaded, or as set for the first commit */
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
+    bool sales_in_s2;           /* "M/sales" is "own": own sales under "S/2/" */
     bool old_docs_checked;      /* this process's first commit dropped them */
 };
 
@@ -543,7 +544,7 @@ static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void
     return tly_engine_load(ctx, key, key_len, val, val_len);
 }
 
-/* "M/sales": "own", or absent (every sale; UNSET while nothing is folded,
+/* "M/sales": "own/Z" or "own", or absent (every sale; UNSET while nothing is folded,
  * which the first commit decides). */
 static tly_err read_sales(tly_views *v, MDB_txn *txn, uint64_t checkpoint)
 {
@@ -551,14 +552,19 @@ static tly_err read_sales(tly_views *v, MDB_txn *txn, uint64_t checkpoint)
     MDB_val d;
     int rc = mdb_get(txn, v->dbi, &k, &d);
     v->sales_unwritten = false;
+    v->sales_in_s2 = false;
     if (rc == MDB_NOTFOUND) {
         v->sales = checkpoint == 0 ? TLY_VIEWS_SALES_UNSET : TLY_VIEWS_SALES_ALL;
         return TLY_OK;
     }
     if (rc != 0)
         return mdb_fail("read the sales mode", v->dir, rc);
-    if (d.mv_size != 3 || memcmp(d.mv_data, "own", 3) != 0) {
-        tly_logf(TLY_LOG_ERROR, "views", "%s: %s is not \"own\"", v->dir, TLY_VIEWS_KEY_SALES);
+    size_t own_len = strlen(TLY_VIEWS_SALES_VALUE_OWN);
+    bool own = d.mv_size == own_len && memcmp(d.mv_data, TLY_VIEWS_SALES_VALUE_OWN, own_len) == 0;
+    v->sales_in_s2 = d.mv_size == 3 && memcmp(d.mv_data, "own", 3) == 0;
+    if (!own && !v->sales_in_s2) {
+        tly_logf(TLY_LOG_ERROR, "views", "%s: %s is neither \"%s\" nor \"own\"", v->dir,
+                 TLY_VIEWS_KEY_SALES, TLY_VIEWS_SALES_VALUE_OWN);
         return TLY_CORRUPT;
     }
     v->sales = TLY_VIEWS_SALES_OWN;
@@ -604,7 +610,8 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
                               .scan = snap_scan,
                               .ctx = v,
                               .partners_cached_max = cache,
-                              .sales_cached_max = cache};
+                              .sales_cached_max = cache,
+                              .seq_sales_in_s2 = v->sales_in_s2};
     tly_engine_set_store(e, &store);
     return TLY_OK;
 }
@@ -623,7 +630,14 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     put_ctx *c = ctx;
     MDB_val k = {key_len, (void *)key};
     MDB_val d = {val_len, (void *)val};
-    int rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
+    int rc = MDB_KEYEXIST;
+    if (key_len > strlen(TLY_ENGINE_SEQ_SALE_PREFIX) &&
+        memcmp(key, TLY_ENGINE_SEQ_SALE_PREFIX, strlen(TLY_ENGINE_SEQ_SALE_PREFIX)) == 0)
+        rc = mdb_put(c->txn, c->v->dbi, &k, &d, MDB_APPEND);
+    /* Appending is only for a key after every other one (a new sale);
+     * LMDB refuses any other with MDB_KEYEXIST before changing a thing. */
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
     if (++c->puts >= TLY_VIEWS_RELEASE_PUTS) {
         /* LMDB found each page these puts changed through the map, copied it
          * into its own memory and reads it from there from now on: the map's
@@ -764,7 +778,8 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     find_map(v, c.txn); /* the map may have grown since the last commit */
     tly_err err = put_checkpoint(&c, tly_engine_seq(e));
     if (err == TLY_OK && v->sales_unwritten)
-        err = put_kv(&c, TLY_VIEWS_KEY_SALES, strlen(TLY_VIEWS_KEY_SALES), "own", 3);
+        err = put_kv(&c, TLY_VIEWS_KEY_SALES, strlen(TLY_VIEWS_KEY_SALES),
+                     TLY_VIEWS_SALES_VALUE_OWN, strlen(TLY_VIEWS_SALES_VALUE_OWN));
     if (err == TLY_OK && !v->old_docs_checked)
         err = drop_old_docs(&c);
     if (err == TLY_OK)

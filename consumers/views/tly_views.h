@@ -10,12 +10,15 @@
  *   "M/checkpoint"             u64be seq of the last record applied
  *   "M/shard"                  the text "K/N", written when the store is
  *                              created and checked at every open
- *   "M/sales"                  "own" when the store registers its own
- *                              partners' sales only, keyed by seq, and
+ *   "M/sales"                  "own/Z" when the store registers its own
+ *                              partners' sales only, keyed by seq under
+ *                              "Z/" (TLY_ENGINE_SEQ_SALE_PREFIX), and
  *                              reads the others' from the log
- *                              (tly_engine_set_sale_source); absent: every
- *                              sale, keyed by (source, id) (written before
- *                              any record is folded, never changed after)
+ *                              (tly_engine_set_sale_source); "own" the same
+ *                              with the sales under "S/2/<seq>" (stores
+ *                              written before "Z/"); absent: every sale,
+ *                              keyed by (source, id) (written before any
+ *                              record is folded, never changed after)
  * The checkpoint is written in the same transaction as the view changes of
  * the records up to it, so a crash at any moment leaves the views and the
  * checkpoint consistent: folding resumes at checkpoint + 1, exactly once.
@@ -51,6 +54,7 @@ enum {
 #define TLY_VIEWS_KEY_CHECKPOINT "M/checkpoint"
 #define TLY_VIEWS_KEY_SHARD "M/shard"
 #define TLY_VIEWS_KEY_SALES "M/sales"
+#define TLY_VIEWS_SALES_VALUE_OWN "own/Z"
 
 /* Which sales a store registers (tly_views_sales). */
 typedef enum tly_views_sales_mode {
