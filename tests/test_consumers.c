@@ -419,23 +419,40 @@ static void fold_log(const char *data, tly_engine *e)
     free(dir);
 }
 
-/* Writes key = val into shard 0/1's store of data with LMDB itself. */
-static void raw_put(const char *data, const char *key, const char *val)
-{
-    char *dir = path_join(data, "views/0-of-1");
+/* Shard 0/1's store of data opened with LMDB itself, in a write
+ * transaction on its "views" database; raw_commit ends it. */
+typedef struct raw_store {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
-    MDB_val k = {strlen(key), (void *)key}, d = {strlen(val), (void *)val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+} raw_store;
+
+static raw_store raw_begin(const char *data)
+{
+    char *dir = path_join(data, "views/0-of-1");
+    raw_store r;
+    ck_assert_int_eq(mdb_env_create(&r.env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(r.env, 2), 0);
+    ck_assert_int_eq(mdb_env_open(r.env, dir, 0, 0600), 0);
+    ck_assert_int_eq(mdb_txn_begin(r.env, NULL, 0, &r.txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(r.txn, "views", 0, &r.dbi), 0);
     free(dir);
+    return r;
+}
+
+static void raw_commit(raw_store *r)
+{
+    ck_assert_int_eq(mdb_txn_commit(r->txn), 0);
+    mdb_env_close(r->env);
+}
+
+/* Writes key = val into shard 0/1's store of data with LMDB itself. */
+static void raw_put(const char *data, const char *key, const char *val)
+{
+    raw_store r = raw_begin(data);
+    MDB_val k = {strlen(key), (void *)key}, d = {strlen(val), (void *)val};
+    ck_assert_int_eq(mdb_put(r.txn, r.dbi, &k, &d, 0), 0);
+    raw_commit(&r);
 }
 
 /* Loads a fresh engine from shard 0/1 of data (opened with flags) and
@@ -1098,17 +1115,9 @@ END_TEST
  * under "S/2/<seq>" and "M/sales" "own". */
 static void to_s2_layout(const char *data)
 {
-    char *dir = path_join(data, "views/0-of-1");
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
+    raw_store r = raw_begin(data);
     MDB_cursor *cur;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(env, 2), 0);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
-    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    ck_assert_int_eq(mdb_cursor_open(r.txn, r.dbi, &cur), 0);
     size_t zl = strlen(TLY_ENGINE_SEQ_SALE_PREFIX), moved = 0;
     MDB_val k = {zl, TLY_ENGINE_SEQ_SALE_PREFIX}, d;
     int rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
@@ -1120,7 +1129,7 @@ static void to_s2_layout(const char *data)
         MDB_val nk = {sizeof key, key}, nd = {d.mv_size, malloc(d.mv_size)};
         memcpy(nd.mv_data, d.mv_data, d.mv_size);
         ck_assert_int_eq(mdb_cursor_del(cur, 0), 0);
-        ck_assert_int_eq(mdb_put(txn, dbi, &nk, &nd, 0), 0);
+        ck_assert_int_eq(mdb_put(r.txn, r.dbi, &nk, &nd, 0), 0);
         free(nd.mv_data);
         moved++;
         k = (MDB_val){zl, TLY_ENGINE_SEQ_SALE_PREFIX};
@@ -1130,10 +1139,8 @@ static void to_s2_layout(const char *data)
     ck_assert_uint_gt(moved, 0);
     mdb_cursor_close(cur);
     MDB_val sk = {strlen(TLY_VIEWS_KEY_SALES), TLY_VIEWS_KEY_SALES}, sv = {3, "own"};
-    ck_assert_int_eq(mdb_put(txn, dbi, &sk, &sv, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    free(dir);
+    ck_assert_int_eq(mdb_put(r.txn, r.dbi, &sk, &sv, 0), 0);
+    raw_commit(&r);
 }
 
 /* A store written before "Z/" keeps its own sales under "S/2/<seq>": the

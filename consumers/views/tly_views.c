@@ -48,7 +48,11 @@ struct tly_views {
     MDB_dbi dbi;
     MDB_txn *snap;  /* the engine's reads (tly_views_load); NULL until the first */
     bool snap_live; /* snap holds a snapshot (else it is reset) */
-    int lock_fd;    /* WRITE: flock held on consumer.lock; -1 otherwise */
+    /* What the engine's reads may have made resident of the map since it
+     * was last released: a value's bytes, and a leaf page per look-up
+     * (mapped_read). */
+    size_t snap_touched;
+    int lock_fd; /* WRITE: flock held on consumer.lock; -1 otherwise */
     bool writable;
     size_t map_bytes;
     size_t grew_last; /* bytes the file's used part grew by in the last commit */
@@ -477,51 +481,65 @@ static tly_err snap_begin(tly_views *v)
     return TLY_OK;
 }
 
+/*
+ * Counts what a read of the engine may have made resident of the map (n
+ * bytes, at val) and drops the map's pages every
+ * TLY_VIEWS_RESIDENT_BYTES_MAX of it. A close walks every member of its
+ * program: the scan shows their records, and each member's close looks
+ * up more of its state (archived rows, claims), a leaf page each
+ * (tly_limits.h has the figures). Here the engine's
+ * snapshot is open, and dropping is safe too: LMDB never changes a page
+ * that a live snapshot can reach, and this process, the only writer,
+ * writes nothing until its commit, so every page the snapshot, its cursor
+ * or the engine's values point to faults back in with the same bytes at
+ * the same address (release_map says why dropping is safe at all).
+ */
+static void mapped_read(tly_views *v, const void *val, size_t n)
+{
+    v->snap_touched += n;
+    if (v->snap_touched >= TLY_VIEWS_RESIDENT_BYTES_MAX) {
+        (void)tly_os_release_file_map(val);
+        v->snap_touched = 0;
+    }
+}
+
 /* tly_kv_get_fn: the value lives until the snapshot ends (the commit). */
 static tly_err snap_get(void *ctx, const void *key, size_t key_len, const void **val,
                         size_t *val_len)
 {
     tly_views *v = ctx;
     TRY_VIEWS(snap_begin(v));
-    return get_dbi(v->snap, v->dbi, v->dir, key, key_len, val, val_len);
+    tly_err err = get_dbi(v->snap, v->dbi, v->dir, key, key_len, val, val_len);
+    if (err == TLY_OK)
+        mapped_read(v, *val, *val_len + TLY_VIEWS_PAGE_BYTES);
+    return err;
 }
 
-/* tly_kv_scan_fn over the same snapshot. */
-/* The engine's visitor of one scan, and the bytes it has been shown. */
+/* The engine's visitor of one scan over the views. */
 typedef struct scan_ctx {
+    tly_views *v;
     tly_kv_put_fn visit;
     void *visit_ctx;
-    size_t bytes;
 } scan_ctx;
 
-/*
- * A scan can read a large part of the store at once (a close visits every
- * member of its program: 1 GB of partners at 100,000 of them), so the map's
- * pages are dropped every TLY_VIEWS_RESIDENT_BYTES_MAX of values shown
- * (release_map says why dropping them is safe). Here the engine's snapshot
- * is open, and that is safe too: LMDB never changes a page that a live
- * snapshot can reach, and this process, the only writer, writes nothing
- * until its commit, so every page the snapshot, its cursor or the engine's
- * values point to faults back in with the same bytes at the same address.
- */
+/* A scan can read a large part of the store at once (a close visits every
+ * member of its program): its entries count as they are shown
+ * (mapped_read). */
 static tly_err scan_visit(void *ctx, const void *key, size_t key_len, const void *val,
                           size_t val_len)
 {
     scan_ctx *s = ctx;
-    s->bytes += key_len + val_len;
-    if (s->bytes >= TLY_VIEWS_RESIDENT_BYTES_MAX) {
-        (void)tly_os_release_file_map(val);
-        s->bytes = 0;
-    }
+    mapped_read(s->v, val, key_len + val_len);
     return s->visit(s->visit_ctx, key, key_len, val, val_len);
 }
 
+/* tly_kv_scan_fn over the same snapshot. */
 static tly_err snap_scan(void *ctx, const void *prefix, size_t prefix_len, tly_kv_put_fn visit,
                          void *visit_ctx)
 {
     tly_views *v = ctx;
     TRY_VIEWS(snap_begin(v));
-    scan_ctx s = {visit, visit_ctx, 0};
+    scan_ctx s = {v, visit, visit_ctx};
     return scan_txn(v, v->snap, prefix, prefix_len, scan_visit, &s);
 }
 
@@ -814,7 +832,7 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
  * the store. The pages stay in the page cache. The map is found by an
  * address in it, the checkpoint's value, read in a transaction that ends
  * first; put_kv releases it again every TLY_VIEWS_RELEASE_PUTS puts of a
- * commit, snap_scan every TLY_VIEWS_RESIDENT_BYTES_MAX of a scan.
+ * commit, the engine's reads every TLY_VIEWS_RESIDENT_BYTES_MAX (mapped_read).
  *
  * Why this is safe: LMDB maps data.mdb MAP_SHARED, and without
  * MDB_WRITEMAP (open_env never sets it) read-only, writing through pwrite:
@@ -838,6 +856,7 @@ static void release_map(tly_views *v)
     find_map(v, txn);
     mdb_txn_abort(txn);
     (void)tly_os_release_file_map(v->map_addr);
+    v->snap_touched = 0;
 }
 
 /* Between two commits the engine's snapshot may end at any time: only
