@@ -259,16 +259,19 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 /* Bytes of log records a consumer reads from the log's map before it drops
  * the map's pages from its address space (tly_log_reader_release): reading
  * 10M records from scratch touches 2.3 GB of the map, all of which counted
- * in its RSS. The pages stay in the page cache; 16 MiB costs one madvise
- * per about 70,000 records and bounds the log's share of the RSS near it. */
-#define TLY_CONSUME_LOG_RESIDENT_BYTES_MAX ((size_t)16u << 20)
+ * in its RSS. The pages stay in the page cache; 4 MiB costs one madvise
+ * per about 17,000 records and bounds the log's share of the RSS near it
+ * (with TLY_CONSUME_LOG_LOOKUPS_RELEASE 256 rather than 16 MiB and 1,024:
+ * the 3M `bench fold` log on one shard peaked at 335 MB against 351, in
+ * the same time, alternated; the 10M log at 737 against 741 MB). */
+#define TLY_CONSUME_LOG_RESIDENT_BYTES_MAX ((size_t)4u << 20)
 
 /* Sales a consumer looks up in the log (another shard's, or its own when
  * out of its cache and store: tly_consume.c log_sale) between two releases
  * of the log's map: each reads up to one page per level of the ids index
- * and the record's page, so 1,024 keep the look-ups' share of the RSS
- * near 20 MB; a release is one madvise. */
-#define TLY_CONSUME_LOG_LOOKUPS_RELEASE 1024u
+ * and the record's page, so 256 keep the look-ups' share of the RSS
+ * near 5 MB; a release is one madvise. */
+#define TLY_CONSUME_LOG_LOOKUPS_RELEASE 256u
 
 /* How long the consumer waits on the events socket before it polls the
  * log anyway: a dropped PUB message, or a ledger that is not publishing,
