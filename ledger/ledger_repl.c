@@ -584,7 +584,20 @@ tly_err tly_repl_reader_open(tly_repl *r, uint64_t from_seq, tly_repl_reader **o
     if (!rd)
         return TLY_NOMEM;
     uint64_t from = from_seq ? from_seq : 1;
-    natsStatus s = r->durable[0] ? pull_open(r, from, rd) : ordered_open(r, from, rd);
+    natsStatus s = NATS_OK;
+    for (int attempt = 1; attempt <= TLY_REPL_READER_OPEN_TRIES; attempt++) {
+        s = r->durable[0] ? pull_open(r, from, rd) : ordered_open(r, from, rd);
+        if (s != NATS_TIMEOUT || attempt == TLY_REPL_READER_OPEN_TRIES)
+            break;
+        tly_logf(TLY_LOG_WARN, "ledger", "reading stream %s from seq %llu: %s; attempt %d of %d",
+                 r->stream, (unsigned long long)from, natsStatus_GetText(s), attempt,
+                 TLY_REPL_READER_OPEN_TRIES);
+        /* A consumer created after all is replaced (durable) or left to
+         * the servers' cleanup of inactive ones (ordered). */
+        natsSubscription_Destroy(rd->sub);
+        free(rd->msgs);
+        *rd = (tly_repl_reader){0};
+    }
     if (s != NATS_OK) {
         tly_logf(TLY_LOG_ERROR, "ledger", "cannot read stream %s from seq %llu%s%s: %s", r->stream,
                  (unsigned long long)from, r->durable[0] ? " as " : "", r->durable,

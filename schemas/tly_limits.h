@@ -738,6 +738,12 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * three servers and a test suite sharing two cores); a creation that timed
  * out but happened is found by the next attempt. */
 #define TLY_REPL_CREATE_TRIES 5
+/* Attempts at creating the consumer a catch-up, a standby or a mirror
+ * reads the stream with, each waiting TLY_REPL_API_WAIT_MS, for the same
+ * reason: a ledger starting on a busy machine once timed out creating its
+ * catch-up's ordered consumer (test_replicate test_catch_up, the suites
+ * under `ctest -j2`, 2026-12-03). */
+#define TLY_REPL_READER_OPEN_TRIES 5
 /* How long connecting to the cluster may take at start, and the pause
  * between reconnect attempts after losing a server (reconnects go on for
  * ever: a ledger outlives a cluster restart). */
