@@ -1052,6 +1052,24 @@ static uint64_t entries_under(const char *data, uint32_t k, uint32_t n, const ch
     return count;
 }
 
+/* Keeps the key it is shown: after a scan of everything, the last one. */
+static tly_err last_key_visit(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
+{
+    (void)v, (void)vlen;
+    char *last = ctx;
+    snprintf(last, 64, "%.*s", (int)(klen < 63 ? klen : 63), (const char *)k);
+    return TLY_OK;
+}
+
+/* The first bytes of shard k of n's last key. */
+static void last_key(const char *data, uint32_t k, uint32_t n, char last[64])
+{
+    tly_views *v = views_ro(data, k, n);
+    last[0] = 0;
+    ck_assert_int_eq(tly_views_scan(v, "", 0, last_key_visit, last, NULL), TLY_OK);
+    tly_views_close(v);
+}
+
 /* Sales registered in shard k of n: "S/2/" entries (keyed by (source,
  * id), or by seq in a store written before "Z/") and "Z/" ones (a
  * shard's own, by seq). */
@@ -1087,7 +1105,13 @@ START_TEST(test_shards_register_own_sales)
         ck_assert_uint_eq(sales_stored(all, k, 2), every);
         ck_assert_int_eq(sales_mode(own, k, 2), TLY_VIEWS_SALES_OWN);
         ck_assert_int_eq(sales_mode(all, k, 2), TLY_VIEWS_SALES_ALL);
-        /* own sales by seq, last in the store; every sale by (source, id) */
+        /* own sales by seq, last in the store (so that a commit appends
+         * them); every sale by (source, id) */
+        char last[64];
+        last_key(own, k, 2, last);
+        ck_assert_msg(
+            strncmp(last, TLY_ENGINE_SEQ_SALE_PREFIX, strlen(TLY_ENGINE_SEQ_SALE_PREFIX)) == 0,
+            "shard %u/2: the last key is %s, not a sale", k, last);
         ck_assert_uint_eq(entries_under(own, k, 2, "S/2/"), 0);
         ck_assert_uint_eq(entries_under(all, k, 2, TLY_ENGINE_SEQ_SALE_PREFIX), 0);
     }
