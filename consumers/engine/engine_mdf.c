@@ -330,9 +330,8 @@ tly_err eng_liab_add(eng_liab *acc, const eng_liab *x, bool sub)
     return TLY_OK;
 }
 
-/* Σ revenue of the rows of periods from..to (missing rows are 0), with
- * the referred amounts when referred [Q2]. */
-/* Adds the revenue of v[first..n) in periods from..to to *sum. */
+/* Adds to *sum the revenue of the rows v[first..n) of periods from..to
+ * (missing rows are 0), with the referred amounts when referred [Q2]. */
 static tly_err rows_sum(const eng_row *v, uint32_t first, uint32_t n, int32_t from, int32_t to,
                         bool referred, int64_t *sum)
 {

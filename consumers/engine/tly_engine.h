@@ -108,19 +108,19 @@ typedef tly_err (*tly_kv_get_fn)(void *ctx, const void *key, size_t key_len, con
 typedef tly_err (*tly_kv_scan_fn)(void *ctx, const void *prefix, size_t prefix_len,
                                   tly_kv_put_fn visit, void *visit_ctx);
 
+/* The prefix of the shard's own sales with a sale source, keyed by their
+ * seq: it sorts after every other key of a view store ("E/" .. "X/"), so
+ * each commit's new sales are the store's last keys and its put can append
+ * them to the last page (MDB_APPEND) instead of splitting it in half: the
+ * largest part of a store fills its pages (stores written before it were
+ * half empty there). */
+#define TLY_ENGINE_SEQ_SALE_PREFIX "Z/"
+
 /* The view store behind the engine's cache. Both functions read the store
  * as the engine's last flush left it (a snapshot taken after that flush's
  * commit, or the write transaction the flush writes into: anything the
  * engine wrote is in memory until its flush, so either view is exact).
  * Bytes they hand out must stay valid until the next flush. */
-/* The prefix of the shard's own sales with a sale source, keyed by their
- * seq: it sorts after every other key of a view store ("E/" .. "X/"), so
- * each commit's new sales are the store's last keys and its put can append
- * them to the last page (MDB_APPEND) instead of splitting it in half: the
- * largest part of a store fills its pages (seventh-session stores were
- * half empty there). */
-#define TLY_ENGINE_SEQ_SALE_PREFIX "Z/"
-
 typedef struct tly_engine_store {
     tly_kv_get_fn get;
     tly_kv_scan_fn scan;

@@ -70,6 +70,13 @@ struct tly_views {
     bool old_docs_checked;      /* this process's first commit dropped them */
 };
 
+/* True when d holds exactly the bytes of text. */
+static bool value_is(const MDB_val *d, const char *text)
+{
+    size_t n = strlen(text);
+    return d->mv_size == n && memcmp(d->mv_data, text, n) == 0;
+}
+
 /* Maps an LMDB failure to tly_err at the module edge and logs the original. */
 static tly_err mdb_fail(const char *what, const char *dir, int rc)
 {
@@ -156,7 +163,7 @@ static tly_err check_shard(tly_views *v, MDB_txn *txn)
     }
     if (rc != 0)
         return mdb_fail("read M/shard", v->dir, rc);
-    if (d.mv_size != want || memcmp(d.mv_data, v->shard_text, want) != 0) {
+    if (!value_is(&d, v->shard_text)) {
         tly_logf(TLY_LOG_ERROR, "views", "%s belongs to shard %.*s, not %s", v->dir,
                  (int)(d.mv_size < SHARD_TEXT_BYTES ? d.mv_size : SHARD_TEXT_BYTES),
                  (const char *)d.mv_data, v->shard_text);
@@ -562,6 +569,9 @@ static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void
     return tly_engine_load(ctx, key, key_len, val, val_len);
 }
 
+/* "M/sales" of a store written before "Z/": own sales under "S/2/<seq>". */
+#define SALES_VALUE_OWN_S2 "own"
+
 /* "M/sales": "own/Z" or "own", or absent (every sale; UNSET while nothing is folded,
  * which the first commit decides). */
 static tly_err read_sales(tly_views *v, MDB_txn *txn, uint64_t checkpoint)
@@ -577,12 +587,11 @@ static tly_err read_sales(tly_views *v, MDB_txn *txn, uint64_t checkpoint)
     }
     if (rc != 0)
         return mdb_fail("read the sales mode", v->dir, rc);
-    size_t own_len = strlen(TLY_VIEWS_SALES_VALUE_OWN);
-    bool own = d.mv_size == own_len && memcmp(d.mv_data, TLY_VIEWS_SALES_VALUE_OWN, own_len) == 0;
-    v->sales_in_s2 = d.mv_size == 3 && memcmp(d.mv_data, "own", 3) == 0;
+    bool own = value_is(&d, TLY_VIEWS_SALES_VALUE_OWN);
+    v->sales_in_s2 = value_is(&d, SALES_VALUE_OWN_S2);
     if (!own && !v->sales_in_s2) {
-        tly_logf(TLY_LOG_ERROR, "views", "%s: %s is neither \"%s\" nor \"own\"", v->dir,
-                 TLY_VIEWS_KEY_SALES, TLY_VIEWS_SALES_VALUE_OWN);
+        tly_logf(TLY_LOG_ERROR, "views", "%s: %s is neither \"%s\" nor \"%s\"", v->dir,
+                 TLY_VIEWS_KEY_SALES, TLY_VIEWS_SALES_VALUE_OWN, SALES_VALUE_OWN_S2);
         return TLY_CORRUPT;
     }
     v->sales = TLY_VIEWS_SALES_OWN;
@@ -648,12 +657,12 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     put_ctx *c = ctx;
     MDB_val k = {key_len, (void *)key};
     MDB_val d = {val_len, (void *)val};
-    int rc = MDB_KEYEXIST;
-    if (key_len > strlen(TLY_ENGINE_SEQ_SALE_PREFIX) &&
-        memcmp(key, TLY_ENGINE_SEQ_SALE_PREFIX, strlen(TLY_ENGINE_SEQ_SALE_PREFIX)) == 0)
-        rc = mdb_put(c->txn, c->v->dbi, &k, &d, MDB_APPEND);
-    /* Appending is only for a key after every other one (a new sale);
-     * LMDB refuses any other with MDB_KEYEXIST before changing a thing. */
+    const size_t zl = sizeof TLY_ENGINE_SEQ_SALE_PREFIX - 1;
+    bool seq_sale = key_len > zl && memcmp(key, TLY_ENGINE_SEQ_SALE_PREFIX, zl) == 0;
+    /* A new sale is the store's last key, appended; LMDB refuses to append
+     * any other key (a sale a return changed) with MDB_KEYEXIST before
+     * changing a thing, and that one is put as every other key is. */
+    int rc = seq_sale ? mdb_put(c->txn, c->v->dbi, &k, &d, MDB_APPEND) : MDB_KEYEXIST;
     if (rc == MDB_KEYEXIST)
         rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
     if (++c->puts >= TLY_VIEWS_RELEASE_PUTS) {
