@@ -548,21 +548,26 @@ START_TEST(test_views_commit_load_roundtrip)
     ck_assert_ptr_nonnull(live);
     json_object_del(live, "seq");
     ck_assert_msg(json_equal(stored, live), "stored balance differs from the engine's");
+    /* The engine's documents, while its store is open: it reads what it
+     * flushed (claims, archived rows) back from there. */
+    const char *names[] = {"acme", "globex"};
+    const char kinds[] = {'b', 'r', 't', 'c'};
+    json_t *before[2][4];
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < 4; k++)
+            ck_assert_ptr_nonnull(before[i][k] = tly_engine_view(e, kinds[k], names[i]));
     tly_views_close(v);
     /* Reopen and load: the restored engine answers the same. */
     ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
     ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
     ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
     ck_assert_uint_eq(tly_engine_seq(e2), SMALL_COUNT);
-    const char *names[] = {"acme", "globex"};
-    const char kinds[] = {'b', 'r', 't', 'c'};
     for (size_t i = 0; i < 2; i++) {
         for (size_t k = 0; k < 4; k++) {
-            json_t *a = tly_engine_view(e, kinds[k], names[i]);
             json_t *b = tly_engine_view(e2, kinds[k], names[i]);
-            ck_assert_msg(a && b && json_equal(a, b), "view %c/%s differs after load", kinds[k],
-                          names[i]);
-            json_decref(a);
+            ck_assert_msg(b && json_equal(before[i][k], b), "view %c/%s differs after load",
+                          kinds[k], names[i]);
+            json_decref(before[i][k]);
             json_decref(b);
         }
     }

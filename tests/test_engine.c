@@ -1305,6 +1305,165 @@ START_TEST(store_matches_memory)
 }
 END_TEST
 
+/* ---- claims: a partner's record does not list them ---- */
+
+/* Element indices in stored records (engine_records.h). */
+#define PARTNER_CLAIMS_AT 22u
+#define PARTNER_FIELDS_V6 30u
+#define CLAIM_FIELDS_V5 9u
+
+/* Packs obj as the value of store entry x. */
+static void kv_repack(kv_entry *x, const msgpack_object *obj)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    ck_assert_int_eq(msgpack_pack_object(&pk, *obj), 0);
+    free(x->val);
+    x->val = malloc(sb.size);
+    memcpy(x->val, sb.data, sb.size);
+    x->vlen = sb.size;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Rewrites store s as Tally wrote it before claim ordinals: every owned
+ * partner's record lists its claims' ids in submit order and has no claim
+ * count, and claim records have no ordinal. Returns the claims listed. */
+static size_t to_legacy_claims(kv *s)
+{
+    size_t listed = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/4/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        msgpack_object_array *a = &up.data.via.array;
+        if (a->size != PARTNER_FIELDS_V6 + 1) { /* another shard's partner */
+            msgpack_unpacked_destroy(&up);
+            continue;
+        }
+        uint64_t total = a->ptr[PARTNER_FIELDS_V6].via.u64;
+        ck_assert_uint_eq(a->ptr[PARTNER_CLAIMS_AT].via.array.size, 0);
+        /* its claims, "S/3/" ‖ len ‖ id ‖ claim, put in ordinal order */
+        char prefix[4 + 1 + 128];
+        memcpy(prefix, "S/3/", 4);
+        prefix[4] = (char)(x->klen - 4);
+        memcpy(prefix + 5, x->key + 4, x->klen - 4);
+        size_t plen = 5 + x->klen - 4;
+        msgpack_object *ids = calloc(total + 1, sizeof *ids);
+        msgpack_unpacked *cups = calloc(total + 1, sizeof *cups);
+        size_t found = 0;
+        for (size_t j = 0; j < s->count; j++) {
+            const kv_entry *c = &s->e[j];
+            if (c->klen <= plen || memcmp(c->key, prefix, plen) != 0)
+                continue;
+            ck_assert_uint_lt(found, total);
+            msgpack_unpacked_init(&cups[found]);
+            ck_assert(msgpack_unpack_next(&cups[found], c->val, c->vlen, NULL) ==
+                      MSGPACK_UNPACK_SUCCESS);
+            const msgpack_object_array *ca = &cups[found].data.via.array;
+            ck_assert_uint_eq(ca->size, CLAIM_FIELDS_V5 + 1);
+            uint64_t ord = ca->ptr[CLAIM_FIELDS_V5].via.u64;
+            ck_assert_uint_lt(ord, total);
+            ids[ord] = ca->ptr[2];
+            found++;
+        }
+        ck_assert_uint_eq(found, total);
+        a->ptr[PARTNER_CLAIMS_AT].via.array.ptr = ids;
+        a->ptr[PARTNER_CLAIMS_AT].via.array.size = (uint32_t)total;
+        a->size = PARTNER_FIELDS_V6;
+        kv_repack(x, &up.data);
+        listed += total;
+        for (size_t j = 0; j < found; j++)
+            msgpack_unpacked_destroy(&cups[j]);
+        free(cups);
+        free(ids);
+        msgpack_unpacked_destroy(&up);
+    }
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/3/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        up.data.via.array.size = CLAIM_FIELDS_V5;
+        kv_repack(x, &up.data);
+        msgpack_unpacked_destroy(&up);
+    }
+    return listed;
+}
+
+/* Owned partner records of s that still list claims (legacy), and of
+ * those that do not, how many claims they count. */
+static void count_partner_formats(const kv *s, size_t *legacy, uint64_t *counted)
+{
+    *legacy = 0;
+    *counted = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        const kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/4/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        const msgpack_object_array *a = &up.data.via.array;
+        if (a->size == PARTNER_FIELDS_V6)
+            ++*legacy;
+        else if (a->size == PARTNER_FIELDS_V6 + 1)
+            *counted += a->ptr[PARTNER_FIELDS_V6].via.u64;
+        msgpack_unpacked_destroy(&up);
+    }
+}
+
+/* A store written before claim ordinals folds on: engines reading it
+ * through a tiny cache give the answers of one uninterrupted fold; each
+ * partner a batch changes is written anew, with its claims (a restart on
+ * the mixed store answers the same), and a claim a later event names is
+ * read from the store, not from a list in the partner's record. */
+START_TEST(claims_legacy_fold_on)
+{
+    uint32_t n = (uint32_t)_i + 1;
+    stream st = {0};
+    gen_stream(&st, g_seed + 900 + n, 8000, 16);
+    size_t half = st.count / 2 + 3;
+    kv stores[SHARDS_MAX] = {{0}};
+    shards a, b, c;
+    shards_init(&a, n);
+    fold_flushing(&a, stores, &st, 0, half, 397);
+    shards_free(&a);
+    size_t listed = 0;
+    for (uint32_t k = 0; k < n; k++)
+        listed += to_legacy_claims(&stores[k]);
+    ck_assert_uint_gt(listed, 0); /* the stream files claims */
+    restart_on_stores(&b, n, stores, half, 2, 3);
+    fold_flushing(&b, stores, &st, half, st.count, 397);
+    shards_init(&c, n);
+    shards_fold(&c, &st, 0, st.count);
+    expect_same(&b, &c, n == 1 ? "legacy claims, N=1" : "legacy claims, N=2");
+    shards_free(&b);
+    size_t legacy = 0, left;
+    uint64_t counted = 0, more;
+    for (uint32_t k = 0; k < n; k++) {
+        count_partner_formats(&stores[k], &left, &more);
+        legacy += left;
+        counted += more;
+    }
+    ck_assert_uint_gt(counted, 0); /* partners were written anew, their claims counted */
+    restart_on_stores(&b, n, stores, st.count, 2, 3);
+    expect_same(&b, &c, "legacy claims, restarted on the mixed store");
+    (void)legacy;
+    for (uint32_t k = 0; k < n; k++)
+        kv_free(&stores[k]);
+    shards_free(&b);
+    shards_free(&c);
+    stream_free(&st);
+}
+END_TEST
+
 /* ---- the archive: rows no rule reads any more leave the partner record ---- */
 
 /* "acme" version v with a tier window of `window` quarters (else as
@@ -1951,7 +2110,7 @@ START_TEST(overflow_is_an_error)
         if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
             /* element 10 of a partner entry is `accrued` (engine_records.h) */
             ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-            ck_assert_uint_eq(up.data.via.array.size, 30);
+            ck_assert_uint_eq(up.data.via.array.size, 31);
             up.data.via.array.ptr[10].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
             up.data.via.array.ptr[10].via.u64 = (uint64_t)INT64_MAX - 5;
             msgpack_packer pk;
@@ -2278,6 +2437,7 @@ static Suite *engine_suite(void)
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_loop_test(tc, store_matches_memory, 0, 3);
+    tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, overflow_is_an_error);
     tc = tu_tcase(s, "stored_text", 300);

@@ -82,28 +82,24 @@ static tly_err claim_release(eng_program *g, eng_pstate *st, eng_claim *c, int64
 static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
 {
     eng_pstate *st = e->partners[p].st;
-    eng_claim c = {.requested = ev->amount, .dirty = true, .loaded = true};
+    eng_claim c = {
+        .ordinal = st->claim_total, .requested = ev->amount, .dirty = true, .loaded = true};
     TRY(eng_name_copy(&c.id, ev->claim.ptr, ev->claim.len));
     tly_err err = ENG_PUSH(st->claims, st->claim_count, st->claim_cap, c);
     if (err != TLY_OK) {
         eng_claim_clear(&c);
         return err;
     }
+    st->claim_total++;
     *out = st->claim_count - 1;
     return TLY_OK;
 }
 
-/* A claim is identified by (partner, claim) [C1]: its index among p's
- * claims, or ENG_NONE. The latest claims are the likeliest named. */
-static uint32_t claim_find(const tly_engine *e, uint32_t p, const tly_event *ev)
+/* A claim is identified by (partner, claim) [C1]: *out its index among
+ * p's claims, or ENG_NONE. */
+static tly_err claim_find(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
 {
-    const eng_pstate *st = e->partners[p].st;
-    for (uint32_t i = st->claim_count; i-- > 0;) {
-        const eng_name *id = &st->claims[i].id;
-        if (id->len == ev->claim.len && memcmp(id->ptr, ev->claim.ptr, id->len) == 0)
-            return i;
-    }
-    return ENG_NONE;
+    return eng_claim_lookup(e, p, ev->claim, out);
 }
 
 /* Claim c is denied; its reason is the code of the exception that denied
@@ -123,9 +119,10 @@ static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, con
 {
     if (ev->action == TLY_ACT_SUBMIT) {
         TRY(eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "claim denied: unknown partner"));
-        if (claim_find(e, p, ev) != ENG_NONE)
-            return TLY_OK;
         uint32_t ci;
+        TRY(claim_find(e, p, ev, &ci));
+        if (ci != ENG_NONE)
+            return TLY_OK;
         TRY(claim_new(e, p, ev, &ci));
         return deny(&e->partners[p].st->claims[ci], TLY_X_UNKNOWN_PARTNER);
     }
@@ -140,11 +137,12 @@ static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_ev
     eng_pstate *st = e->partners[p].st;
     /* [C2] also when the existing claim was denied: a submit names an id,
      * and the id exists ([C6] covers the other actions). */
-    if (claim_find(e, p, ev) != ENG_NONE)
+    uint32_t ci;
+    TRY(claim_find(e, p, ev, &ci));
+    if (ci != ENG_NONE)
         return eng_raise(e, pos, TLY_X_DUPLICATE_CLAIM, p, "claim '%.*s' exists", CLAIM_ARGS(ev));
     int64_t avail;
     TRY(eng_available(st, &avail));
-    uint32_t ci;
     TRY(claim_new(e, p, ev, &ci));
     eng_claim *c = &st->claims[ci];
     if (avail < ev->amount) {
@@ -270,7 +268,8 @@ static tly_err claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_eve
     trace_claim(e, p, pos, ev);
     if (ev->action == TLY_ACT_SUBMIT)
         return claim_submit(e, p, pos, ev);
-    uint32_t ci = claim_find(e, p, ev);
+    uint32_t ci;
+    TRY(claim_find(e, p, ev, &ci));
     if (ci == ENG_NONE)
         return eng_raise(e, pos, TLY_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
                          tly_action_name(ev->action), CLAIM_ARGS(ev));

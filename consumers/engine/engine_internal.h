@@ -319,12 +319,15 @@ enum eng_claim_status {
     ENG_CLAIM_DENIED
 };
 
-/* A claim, held by its partner's state in submit order [C8]. A partner
- * read from the store knows its claims' ids only; each is read when an
- * event names it, all of them when its claims view is written. */
+#define ENG_NO_ORDINAL UINT64_MAX
+
+/* A claim of an owned partner. Its ordinal is its place in the partner's
+ * submit order [C8] (0, 1, ...), stored with it ("S/3/"), so that the
+ * partner's record need not list its claims. */
 typedef struct eng_claim {
-    eng_name id; /* owned */
-    bool loaded; /* the fields below are read (or set) */
+    eng_name id;      /* owned */
+    uint64_t ordinal; /* ENG_NO_ORDINAL: a record written before ordinals */
+    bool loaded;      /* the fields below are read (or set) */
     uint8_t status;
     bool dirty;
     int64_t requested, approved, paid;
@@ -367,8 +370,19 @@ typedef struct eng_pstate {
     uint32_t hist_count, hist_cap;
     eng_cert *certs; /* active (person, cert) pairs */
     uint32_t cert_count, cert_cap;
-    eng_claim *claims; /* in submit order [C8] */
+    /* Claims: with a store only those an event named since the last flush
+     * (read from "S/3/" on demand: eng_claim_lookup), or every one while
+     * claims_all; without a store every one. By ordinal ascending. So
+     * neither the partner's record nor its memory grows with every claim
+     * it ever filed, and a claim is found without a walk over all of them.
+     * A record written before ordinals (claims_legacy) lists every claim's
+     * id in submit order; its claims are all kept until its first flush,
+     * which writes them with their ordinals (eng_partner_dirty). */
+    eng_claim *claims;
     uint32_t claim_count, claim_cap;
+    uint64_t claim_total; /* claims ever filed: the next one's ordinal */
+    bool claims_all;      /* claims holds all claim_total of them */
+    bool claims_legacy;   /* read from a record that lists every claim */
     eng_held *held;
     uint32_t held_count, held_cap;
     eng_act *acts; /* what took effect per period [section 11], ascending */
@@ -458,6 +472,7 @@ typedef struct eng_loose_claim {
     char *key; /* owned claim key */
     uint32_t key_len;
     bool taken;
+    uint32_t prev; /* the partner's loose claim stashed before, or ENG_NONE */
     eng_claim c;
 } eng_loose_claim;
 
@@ -503,7 +518,8 @@ struct tly_engine {
 
     eng_loose_claim *loose; /* tly_engine_load's claims, until their partner */
     uint32_t loose_count, loose_cap;
-    eng_map loose_map;
+    eng_map loose_map;         /* claim key -> loose index */
+    eng_map loose_partner_map; /* partner id -> its last loose claim's index */
 
     eng_exc *excs; /* with a store: only those not yet flushed */
     uint32_t exc_count, exc_cap;

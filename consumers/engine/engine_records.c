@@ -189,7 +189,8 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
 
 void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c)
 {
-    tly_mpw_array(pk, 9);
+    TLY_ASSERT(c->ordinal != ENG_NO_ORDINAL);
+    tly_mpw_array(pk, ENG_CLAIM_FIELDS);
     tly_mpw_int(pk, ENG_RECORD_FORMAT);
     pk_str(pk, pp->id, pp->id_len);
     pk_name(pk, c->id);
@@ -204,6 +205,7 @@ void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c)
         tly_mpw_int(pk, c->shares[i].period);
         tly_mpw_int(pk, c->shares[i].amount);
     }
+    tly_mpw_uint(pk, c->ordinal);
 }
 
 static void pk_row(tly_mpw *pk, const eng_row *r)
@@ -260,9 +262,9 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
         tly_mpw_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
         tly_mpw_int(pk, st->certs[i].expires_ms);
     }
-    tly_mpw_array(pk, st->claim_count);
-    for (uint32_t i = 0; i < st->claim_count; i++)
-        pk_name(pk, st->claims[i].id);
+    /* the claims are found by their records' ordinals (claim_total) */
+    TLY_ASSERT(!st->claims_legacy);
+    tly_mpw_array(pk, 0);
     tly_mpw_array(pk, st->held_count);
     for (uint32_t i = 0; i < st->held_count; i++) {
         const eng_held *h = &st->held[i];
@@ -310,6 +312,7 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_uint(pk, plan->count);
     tly_mpw_int(pk, plan->last);
     tly_mpw_int(pk, plan->payable);
+    tly_mpw_uint(pk, st->claim_total);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -716,7 +719,7 @@ static tly_err unpack_claim_body(tly_mp_reader *r, tly_str *partner, eng_claim *
 {
     uint32_t count;
     int64_t status;
-    RD(rd_head(r, &count) && count == 9);
+    RD(rd_head(r, &count) && (count == ENG_CLAIM_FIELDS || count == ENG_CLAIM_FIELDS_V5));
     RD(rd_str(r, partner, false) && partner->len <= TLY_NAME_BYTES_MAX);
     TRY(rd_owned(r, &c->id, false));
     RD(c->id.len <= TLY_NAME_BYTES_MAX);
@@ -725,6 +728,9 @@ static tly_err unpack_claim_body(tly_mp_reader *r, tly_str *partner, eng_claim *
     RD(rd_i64(r, &c->requested) && rd_i64(r, &c->approved) && rd_i64(r, &c->paid));
     TRY(rd_owned(r, &c->reason, true));
     TRY(unpack_shares(r, c));
+    c->ordinal = ENG_NO_ORDINAL;
+    if (count == ENG_CLAIM_FIELDS)
+        RD(tly_mp_read_uint(r, &c->ordinal) && c->ordinal != ENG_NO_ORDINAL);
     return rd_end(r);
 }
 
@@ -746,7 +752,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V5;
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V6 ||
+                       count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
     RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
     RD(rd_str(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
@@ -819,8 +826,9 @@ static tly_err unpack_hist(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_p
     return TLY_OK;
 }
 
-/* Active pairs, then the claim ids in submit order. */
-static tly_err unpack_certs_claims(tly_mp_reader *r, eng_pstate *st)
+/* Active pairs, then the claim ids in submit order: every claim's in a
+ * record written before ordinals (legacy), none in a newer one. */
+static tly_err unpack_certs_claims(tly_mp_reader *r, bool legacy, eng_pstate *st)
 {
     uint32_t n;
     RD(tly_mp_read_array(r, &n));
@@ -835,16 +843,18 @@ static tly_err unpack_certs_claims(tly_mp_reader *r, eng_pstate *st)
         TRY(eng_name_copy(&c.key, k.ptr, k.len));
         st->certs[st->cert_count++] = c;
     }
-    RD(tly_mp_read_array(r, &n));
+    RD(tly_mp_read_array(r, &n) && (legacy || n == 0));
     for (uint32_t i = 0; i < n; i++) {
         tly_str id;
         RD(rd_str(r, &id, false) && id.len <= TLY_NAME_BYTES_MAX);
         TRY(eng_grow((void **)&st->claims, &st->claim_cap, st->claim_count + 1,
                      sizeof *st->claims));
-        st->claims[st->claim_count] = (eng_claim){0};
+        st->claims[st->claim_count] = (eng_claim){.ordinal = i};
         TRY(eng_name_copy(&st->claims[st->claim_count].id, id.ptr, id.len));
         st->claim_count++;
     }
+    st->claim_total = n;
+    st->claims_legacy = n > 0;
     return TLY_OK;
 }
 
@@ -920,19 +930,22 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(rd_i64(&r, totals[i]));
     TRY(unpack_buckets_rows(&r, st));
     TRY(unpack_hist(&r, names, a, st));
-    TRY(unpack_certs_claims(&r, st));
+    TRY(unpack_certs_claims(&r, count != ENG_PARTNER_FIELDS_OWNED, st));
     TRY(unpack_held(&r, st));
     TRY(rd_liab(&r, liab));
     TRY(unpack_acts(&r, &st->acts, &st->act_count, &st->act_cap));
     TRY(unpack_shares_by_period(&r, &st->opens, &st->open_count));
-    if (count == ENG_PARTNER_FIELDS_OWNED) {
+    if (count != ENG_PARTNER_FIELDS_OWNED_V5) {
         RD(rd_u32(&r, &st->arch_count) && rd_i32(&r, &st->arch_last) &&
            rd_i64(&r, &st->arch_payable));
         /* every archived row lies before every row kept */
         RD(st->arch_count == 0 || st->row_count == 0 || st->arch_last < st->rows[0].period);
         RD(st->arch_count == 0 || st->arch_last >= 0);
     }
+    if (count == ENG_PARTNER_FIELDS_OWNED)
+        RD(tly_mp_read_uint(&r, &st->claim_total) && st->claim_total != ENG_NO_ORDINAL);
     st->arch_all = st->arch_count == 0;
+    st->claims_all = st->claim_count == st->claim_total;
     return rd_end(&r);
 }
 
@@ -950,7 +963,7 @@ eng_pstate *eng_pstate_new(void)
 {
     eng_pstate *st = calloc(1, sizeof(eng_pstate));
     if (st != NULL)
-        st->arch_all = true; /* an empty archive */
+        st->arch_all = st->claims_all = true; /* an empty archive, no claims */
     return st;
 }
 

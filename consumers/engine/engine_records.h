@@ -22,13 +22,17 @@
  *                      [amount, returned, accrual, clawed, bps, fx units,
  *                      fx scale, fx ediff]
  *   "S/3/<claim key>" [fmt, partner, claim, status, requested, approved,
- *                      paid, reason, shares]
+ *                      paid, reason, shares, ordinal] (ordinal: the claim's
+ *                      place in its partner's submit order [C8]; absent in
+ *                      records written before it)
  *   "S/4/<partner>"   [fmt, id, program, owned, enroll_seq] for another
  *                      shard's partner; an owned one adds [name, kind,
  *                      region, tier, fails, 8 totals, buckets, rows,
- *                      history, certs, claim ids, held, liab(5), acts
- *                      by period, open rebate figures, archived rows,
- *                      the newest one's period, what they owe]; an act is
+ *                      history, certs, claim ids (empty; written before
+ *                      ordinals, every claim's in submit order), held,
+ *                      liab(5), acts by period, open rebate figures,
+ *                      archived rows, the newest one's period, what they
+ *                      owe, claims ever filed]; an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
@@ -64,10 +68,16 @@
 #define ENG_JOURNAL_CHUNK_ROWS TLY_ENGINE_JOURNAL_CHUNK_ROWS
 
 /* Elements of a partner record: another shard's partner, an owned one
- * (and an owned one written before the archive, read as one with none). */
+ * (and an owned one written before claim ordinals, which lists every claim
+ * id, and one written before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 30u
+#define ENG_PARTNER_FIELDS_OWNED 31u
+#define ENG_PARTNER_FIELDS_OWNED_V6 30u
 #define ENG_PARTNER_FIELDS_OWNED_V5 27u
+
+/* Elements of a claim record (and of one written before ordinals). */
+#define ENG_CLAIM_FIELDS 10u
+#define ENG_CLAIM_FIELDS_V5 9u
 
 /* Elements of a program record (and of one written before the archive). */
 #define ENG_PROGRAM_FIELDS 24u

@@ -161,11 +161,14 @@ static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *
     eng_claim got;
     tly_str partner;
     TRY(eng_unpack_claim(val, vlen, &partner, &got));
+    /* a record written before ordinals takes its place in the list */
     if (partner.len != len || memcmp(partner.ptr, id, len) != 0 || got.id.len != c->id.len ||
-        memcmp(got.id.ptr, c->id.ptr, c->id.len) != 0) {
+        memcmp(got.id.ptr, c->id.ptr, c->id.len) != 0 ||
+        (got.ordinal != ENG_NO_ORDINAL && got.ordinal != c->ordinal)) {
         eng_claim_clear(&got);
         return TLY_CORRUPT;
     }
+    got.ordinal = c->ordinal;
     eng_claim_clear(c);
     *c = got;
     return TLY_OK;
@@ -178,10 +181,145 @@ tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci)
     return c->loaded ? TLY_OK : claim_fill(e, pp->id, pp->id_len, c);
 }
 
+/* The index in st->claims (by ordinal ascending) where ordinal belongs. */
+static uint32_t claim_pos(const eng_pstate *st, uint64_t ordinal)
+{
+    uint32_t lo = 0, hi = st->claim_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (st->claims[mid].ordinal < ordinal)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Puts claim c, read from a record with a new-format ordinal of st (below
+ * claim_total, not in memory: TLY_CORRUPT otherwise), in its place; st
+ * owns it then, also on failure. *out: its index. */
+static tly_err claim_insert(eng_pstate *st, eng_claim *c, uint32_t *out)
+{
+    uint32_t i = claim_pos(st, c->ordinal);
+    tly_err err = c->ordinal == ENG_NO_ORDINAL || c->ordinal >= st->claim_total ||
+                          (i < st->claim_count && st->claims[i].ordinal == c->ordinal)
+                      ? TLY_CORRUPT
+                      : eng_grow((void **)&st->claims, &st->claim_cap, st->claim_count + 1,
+                                 sizeof *st->claims);
+    if (err != TLY_OK) {
+        eng_claim_clear(c);
+        return err;
+    }
+    memmove(&st->claims[i + 1], &st->claims[i], (st->claim_count - i) * sizeof *st->claims);
+    st->claims[i] = *c;
+    st->claim_count++;
+    *out = i;
+    return TLY_OK;
+}
+
+/* The claim record val of the partner (id, len), with the claim id
+ * cid when given: TLY_CORRUPT when it is another's. */
+static tly_err claim_unpack_of(const void *val, size_t vlen, const char *id, size_t len,
+                               const tly_str *cid, eng_claim *out)
+{
+    tly_str partner;
+    TRY(eng_unpack_claim(val, vlen, &partner, out));
+    if (partner.len == len && memcmp(partner.ptr, id, len) == 0 &&
+        (cid == NULL || (out->id.len == cid->len && memcmp(out->id.ptr, cid->ptr, cid->len) == 0)))
+        return TLY_OK;
+    eng_claim_clear(out);
+    return TLY_CORRUPT;
+}
+
+tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out)
+{
+    const eng_partner *pp = &e->partners[p];
+    eng_pstate *st = pp->st;
+    *out = ENG_NONE;
+    /* the latest claims are the likeliest named */
+    for (uint32_t i = st->claim_count; i-- > 0;) {
+        const eng_name *id = &st->claims[i].id;
+        if (id->len == claim.len && memcmp(id->ptr, claim.ptr, id->len) == 0) {
+            *out = i;
+            return TLY_OK;
+        }
+    }
+    if (st->claims_all)
+        return TLY_OK;
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, claim.ptr, claim.len);
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, KEY_CLAIM, key, klen, &val, &vlen);
+    if (err != TLY_OK)
+        return err == TLY_NOT_FOUND ? TLY_OK : err;
+    eng_claim c;
+    TRY(claim_unpack_of(val, vlen, pp->id, pp->id_len, &claim, &c));
+    return claim_insert(st, &c, out);
+}
+
+/* A scan of a partner's claim records into its state (eng_claims_fill). */
+typedef struct claim_scan {
+    const eng_partner *pp;
+} claim_scan;
+
+static tly_err claim_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    const eng_partner *pp = ((claim_scan *)ctx)->pp;
+    eng_claim c;
+    TRY(claim_unpack_of(val, vlen, pp->id, pp->id_len, NULL, &c));
+    uint32_t i = claim_pos(pp->st, c.ordinal);
+    if (c.ordinal != ENG_NO_ORDINAL && i < pp->st->claim_count &&
+        pp->st->claims[i].ordinal == c.ordinal) {
+        eng_claim_clear(&c); /* in memory already, perhaps changed */
+        return TLY_OK;
+    }
+    return claim_insert(pp->st, &c, &i);
+}
+
 tly_err eng_claims_fill(tly_engine *e, uint32_t p)
 {
-    for (uint32_t i = 0; i < e->partners[p].st->claim_count; i++)
+    const eng_partner *pp = &e->partners[p];
+    eng_pstate *st = pp->st;
+    if (!st->claims_all) {
+        if (e->store.scan == NULL)
+            return TLY_CORRUPT; /* a store that reads claims one by one only */
+        char prefix[KEY_PREFIX_BYTES + 1 + TLY_NAME_BYTES_MAX];
+        memcpy(prefix, KEY_CLAIM, KEY_PREFIX_BYTES);
+        prefix[KEY_PREFIX_BYTES] = (char)(unsigned char)pp->id_len;
+        memcpy(prefix + KEY_PREFIX_BYTES + 1, pp->id, pp->id_len);
+        claim_scan cs = {pp};
+        TRY(e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len, claim_visit,
+                          &cs));
+        if (st->claim_count != st->claim_total)
+            return TLY_CORRUPT;
+        st->claims_all = true;
+    }
+    for (uint32_t i = 0; i < st->claim_count; i++)
         TRY(eng_claim_fill(e, p, i));
+    return TLY_OK;
+}
+
+/* Without a store: the claims tly_engine_load kept for the partner (id,
+ * len) of a record with ordinals, all of them, into st by ordinal. */
+static tly_err claims_take_loose(tly_engine *e, const char *id, size_t len, eng_pstate *st)
+{
+    uint32_t i = eng_map_get(&e->loose_partner_map, id, len, eng_hash(id, len));
+    for (; i != ENG_NONE; i = e->loose[i].prev) {
+        eng_loose_claim *l = &e->loose[i];
+        if (l->taken)
+            continue;
+        eng_claim c = l->c;
+        l->c = (eng_claim){0};
+        l->taken = true;
+        uint32_t at;
+        TRY(claim_insert(st, &c, &at));
+    }
+    if (st->claim_count != st->claim_total)
+        return TLY_CORRUPT;
+    st->claims_all = true;
     return TLY_OK;
 }
 
@@ -200,9 +338,11 @@ static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t 
     if (err == TLY_OK && gi != ENG_NONE && st->tier >= e->programs[gi].rules.tier_count)
         err = TLY_CORRUPT;
     /* Without a store the claims come from tly_engine_load, now; with one
-     * each is read when needed (eng_claim_fill). */
+     * each is read when needed (eng_claim_fill, eng_claim_lookup). */
     for (uint32_t i = 0; i < st->claim_count && err == TLY_OK && e->store.get == NULL; i++)
         err = claim_fill(e, id, len, &st->claims[i]);
+    if (err == TLY_OK && e->store.get == NULL && !st->claims_legacy)
+        err = claims_take_loose(e, id, len, st);
     if (err != TLY_OK) {
         eng_pstate_free(st);
         return err;
@@ -397,13 +537,22 @@ tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len)
     tly_err err = eng_map_get(&e->loose_map, key, l.key_len, h) == ENG_NONE ? TLY_OK : TLY_CORRUPT;
     if (err == TLY_OK && (l.key = eng_copy(key, l.key_len)) == NULL)
         err = TLY_NOMEM;
+    /* chained to the partner's claims stashed before: the key holds the
+     * partner after its length byte */
+    uint64_t ph = eng_hash(partner.ptr, partner.len);
+    l.prev = eng_map_get(&e->loose_partner_map, partner.ptr, partner.len, ph);
     if (err == TLY_OK)
         err = ENG_PUSH(e->loose, e->loose_count, e->loose_cap, l);
-    if (err == TLY_OK)
-        return eng_map_put(&e->loose_map, l.key, l.key_len, h, e->loose_count - 1);
-    free(l.key);
-    eng_claim_clear(&l.c);
-    return err;
+    if (err != TLY_OK) {
+        free(l.key);
+        eng_claim_clear(&l.c);
+        return err;
+    }
+    uint32_t i = e->loose_count - 1;
+    TRY(eng_map_put(&e->loose_map, l.key, l.key_len, h, i));
+    if (l.prev != ENG_NONE)
+        eng_map_del(&e->loose_partner_map, partner.ptr, partner.len, ph);
+    return eng_map_put(&e->loose_partner_map, l.key + 1, partner.len, ph, i);
 }
 
 /* ---- sales ---- */
@@ -593,6 +742,20 @@ tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx
 
 /* Marks p for the next flush and, when owned, as touched by this apply
  * (the after-event checks read the touched list). */
+/* A partner read from a record that lists every claim (written before
+ * ordinals) changes: its claims are read and marked, so that the flush
+ * writes each with its ordinal before the partner's record stops listing
+ * them. */
+static tly_err claims_unlegacy(tly_engine *e, uint32_t p)
+{
+    eng_pstate *st = e->partners[p].st;
+    TRY(eng_claims_fill(e, p));
+    for (uint32_t i = 0; i < st->claim_count; i++)
+        st->claims[i].dirty = true;
+    st->claims_legacy = false;
+    return TLY_OK;
+}
+
 tly_err eng_partner_dirty(tly_engine *e, uint32_t p)
 {
     eng_partner *pp = &e->partners[p];
@@ -602,6 +765,8 @@ tly_err eng_partner_dirty(tly_engine *e, uint32_t p)
     }
     if (pp->dirty)
         return TLY_OK;
+    if (pp->st != NULL && pp->st->claims_legacy)
+        TRY(claims_unlegacy(e, p));
     TRY(ENG_PUSH(e->dirty_partners, e->dirty_partner_count, e->dirty_partner_cap, p));
     pp->dirty = true;
     return TLY_OK;

@@ -36,11 +36,15 @@ tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
 /* A stored claim handed to tly_engine_load, kept until its partner's
  * record is loaded (claims sort before partners). */
 tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
-/* Reads owned partner p's claim ci, or all its claims, when not loaded
- * yet (a partner read from the store knows only their ids): an event
- * loads the claim it names, a claims document all of them. A flush needs
- * none: it writes the changed claims, which are loaded. */
+/* Owned partner p's claim named claim: *out its index among p's claims
+ * in memory, read from the store when it is not (ENG_NONE: p has no such
+ * claim). */
+tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out);
+/* Reads owned partner p's claim ci when not loaded yet (a partner read
+ * from a record written before ordinals knows only their ids). */
 tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci);
+/* Reads all of p's claims, in submit order [C8], for its claims document.
+ * A flush needs none: it writes the changed claims, which are loaded. */
 tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 
 /* The cached sale of key, read when not in memory: from the store, or,

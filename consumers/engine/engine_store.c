@@ -545,6 +545,18 @@ static void drop_closed_acts(const tly_engine *e, eng_partner *pp)
     st->act_count -= n;
 }
 
+/* After a flush: with a store, the claims it wrote leave the partner's
+ * memory (eng_claim_lookup reads one back when an event names it). */
+static void drop_claims(const tly_engine *e, eng_pstate *st)
+{
+    if (e->store.get == NULL)
+        return;
+    for (uint32_t c = 0; c < st->claim_count; c++)
+        eng_claim_clear(&st->claims[c]);
+    st->claim_count = 0;
+    st->claims_all = st->claim_total == 0;
+}
+
 /* After a flush: the rows it archived leave the partner's rows. */
 static void archive_rows(const tly_engine *e, eng_partner *pp)
 {
@@ -571,6 +583,7 @@ static void clear_dirty(tly_engine *e)
             pp->st->claims[c].dirty = false;
         if (pp->st == NULL)
             continue;
+        drop_claims(e, pp->st);
         drop_closed_acts(e, pp); /* written: a failed flush writes them again */
         archive_rows(e, pp);
     }

@@ -215,6 +215,7 @@ static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 static void view_claims(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
 {
     const eng_pstate *st = e->partners[p].st;
+    TLY_ASSERT(st->claims_all); /* eng_claims_fill: the caller's */
     head(w, e, p, with_seq);
     eng_jw_key(w, "claims");
     eng_jw_arr(w);

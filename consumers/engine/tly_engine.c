@@ -96,6 +96,7 @@ void tly_engine_free(tly_engine *e)
     eng_map_free(&e->partner_map);
     eng_map_free(&e->sale_map);
     eng_map_free(&e->loose_map);
+    eng_map_free(&e->loose_partner_map);
     eng_map_free(&e->names);
     eng_trace_free(e->trace);
     eng_arena_free(&e->arena);
