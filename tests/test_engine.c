@@ -1341,7 +1341,7 @@ static size_t to_legacy_claims(kv *s)
         msgpack_unpacked_init(&up);
         ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
         msgpack_object_array *a = &up.data.via.array;
-        if (a->size != PARTNER_FIELDS_V6 + 1) { /* another shard's partner */
+        if (a->size != PARTNER_FIELDS_V6 + 2) { /* another shard's partner */
             msgpack_unpacked_destroy(&up);
             continue;
         }
@@ -1413,7 +1413,7 @@ static void count_partner_formats(const kv *s, size_t *legacy, uint64_t *counted
         const msgpack_object_array *a = &up.data.via.array;
         if (a->size == PARTNER_FIELDS_V6)
             ++*legacy;
-        else if (a->size == PARTNER_FIELDS_V6 + 1)
+        else if (a->size == PARTNER_FIELDS_V6 + 2)
             *counted += a->ptr[PARTNER_FIELDS_V6].via.u64;
         msgpack_unpacked_destroy(&up);
     }
@@ -1546,6 +1546,122 @@ static void archive_quarters(shards *s, kv *store)
         X = &b;                                                                                    \
         call;                                                                                      \
     } while (0)
+
+/* kv with a count of the claim records read from it. */
+typedef struct counting_kv {
+    kv *kv;
+    size_t claim_gets;
+} counting_kv;
+
+static tly_err counting_get(void *ctx, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+    counting_kv *c = ctx;
+    c->claim_gets += klen > 4 && memcmp(key, "S/3/", 4) == 0;
+    return kv_get(c->kv, key, klen, val, vlen);
+}
+
+static tly_err counting_scan(void *ctx, const void *prefix, size_t plen, tly_kv_put_fn visit,
+                             void *vctx)
+{
+    return kv_scan(((counting_kv *)ctx)->kv, prefix, plen, visit, vctx);
+}
+
+/* The value of key in s (asserted present). */
+static const kv_entry *kv_entry_of(const kv *s, const char *key)
+{
+    bool found;
+    size_t i = kv_find(s, key, strlen(key), &found);
+    ck_assert_msg(found, "no %s", key);
+    return &s->e[i];
+}
+
+/* Exceptions of kind in a store's "X/" entries. */
+static size_t kv_exceptions(const kv *s, const char *kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        const kv_entry *x = &s->e[i];
+        if (x->klen < 2 || memcmp(x->key, "X/", 2) != 0)
+            continue;
+        json_t *j = json_loadb(x->val, x->vlen, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        n += strcmp(json_string_value(json_object_get(j, "kind")), kind) == 0;
+        json_decref(j);
+    }
+    return n;
+}
+
+/* Claims c<from>..c<to - 1> of p1, each denied: acme holds no MDF. */
+static void denied_claims(shards *s, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "c%d", i);
+        claim(s, "p1", id, "submit", 10, Q1_25 + DAY);
+    }
+}
+
+/* A partner's claims leave its record and, after a flush, its memory:
+ * the record stays the same size as it files more claims, a submit reads
+ * the store only when the claim filter may hold its id, and the answers
+ * and the stored bytes are those of an engine that keeps every claim. */
+START_TEST(claims_leave_memory)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    int base = next_id;
+    shards_init(&a, 1);
+    restart_on_stores(&b, 1, &store, 0, 8, 8);
+    counting_kv counted = {&store, 0};
+    tly_engine_store cs = {.get = counting_get, .scan = counting_scan, .ctx = &counted};
+    tly_engine_set_store(b.e[0], &cs);
+    next_id = base;
+    BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));
+    BOTH(enroll(X, "p1", "acme", Q1_25));
+    BOTH(denied_claims(X, 0, 30));
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    /* the record counts its claims and lists none */
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    const kv_entry *rec = kv_entry_of(&store, "S/4/p1");
+    size_t size30 = rec->vlen;
+    ck_assert(msgpack_unpack_next(&up, rec->val, rec->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+    ck_assert_uint_eq(up.data.via.array.size, PARTNER_FIELDS_V6 + 2);
+    ck_assert_uint_eq(up.data.via.array.ptr[PARTNER_CLAIMS_AT].via.array.size, 0);
+    ck_assert_uint_eq(up.data.via.array.ptr[PARTNER_FIELDS_V6].via.u64, 30);
+    msgpack_unpacked_destroy(&up);
+    BOTH(denied_claims(X, 30, 60));
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    ck_assert_uint_eq(kv_entry_of(&store, "S/4/p1")->vlen, size30);
+    /* 100 new ids: the filter answers most without a read */
+    counted.claim_gets = 0;
+    BOTH(denied_claims(X, 60, 160));
+    ck_assert_uint_lt(counted.claim_gets, 100);
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    /* ids filed batches ago are still known [C2] [C6] */
+    counted.claim_gets = 0;
+    BOTH(claim(X, "p1", "c5", "submit", 10, Q1_25 + DAY));
+    BOTH(claim(X, "p1", "c7", "approve", 10, Q1_25 + DAY));
+    ck_assert_uint_eq(counted.claim_gets, 2);
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    ck_assert_uint_eq(kv_exceptions(&store, "insufficient_funds"), 160);
+    ck_assert_uint_eq(kv_exceptions(&store, "duplicate_claim"), 1);
+    ck_assert_uint_eq(kv_exceptions(&store, "invalid_transition"), 1);
+    vstr_eq(&b, 'c', "p1", "claims.0.claim", "c0");
+    vstr_eq(&b, 'c', "p1", "claims.159.claim", "c159");
+    vstr_eq(&b, 'c', "p1", "claims.7.status", "denied");
+    expect_same(&b, &a, "claims: store vs memory");
+    expect_same_store(&store, &direct, 1, 0);
+    shards_free(&a);
+    shards_free(&b);
+    kv_free(&store);
+    kv_free(&direct);
+}
+END_TEST
 
 START_TEST(archive_rows)
 {
@@ -2110,7 +2226,7 @@ START_TEST(overflow_is_an_error)
         if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
             /* element 10 of a partner entry is `accrued` (engine_records.h) */
             ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-            ck_assert_uint_eq(up.data.via.array.size, 31);
+            ck_assert_uint_eq(up.data.via.array.size, 32);
             up.data.via.array.ptr[10].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
             up.data.via.array.ptr[10].via.u64 = (uint64_t)INT64_MAX - 5;
             msgpack_packer pk;
@@ -2439,6 +2555,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, store_matches_memory, 0, 3);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
     tcase_add_test(tc, archive_rows);
+    tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);
     tc = tu_tcase(s, "stored_text", 300);
     tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes,

@@ -91,6 +91,7 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
         return err;
     }
     st->claim_total++;
+    eng_claim_filter_add(st, ev->claim.ptr, ev->claim.len);
     *out = st->claim_count - 1;
     return TLY_OK;
 }

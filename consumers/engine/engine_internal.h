@@ -321,6 +321,18 @@ enum eng_claim_status {
 
 #define ENG_NO_ORDINAL UINT64_MAX
 
+/* A partner's claim filter: ENG_CLAIM_FILTER_BITS bits, ENG_CLAIM_FILTER_K
+ * of them set by each claim id it ever filed (a Bloom filter, stored with
+ * the partner). A submit checks [C2] against the store only when the
+ * filter may hold its id: a new id is nearly always new at sight, and the
+ * filter's size does not grow with the claims. With n claims a new id
+ * needs a read with probability about (1 - e^(-K n / BITS))^K: 0.2 % at
+ * 10 claims, 3 % at 30, 40 % at 100 (the read is what every submit cost
+ * without the filter: 3M-event fold 10-15 % slower). */
+#define ENG_CLAIM_FILTER_BITS 256u
+#define ENG_CLAIM_FILTER_K 3u
+#define ENG_CLAIM_FILTER_WORDS (ENG_CLAIM_FILTER_BITS / 64u)
+
 /* A claim of an owned partner. Its ordinal is its place in the partner's
  * submit order [C8] (0, 1, ...), stored with it ("S/3/"), so that the
  * partner's record need not list its claims. */
@@ -380,9 +392,10 @@ typedef struct eng_pstate {
      * which writes them with their ordinals (eng_partner_dirty). */
     eng_claim *claims;
     uint32_t claim_count, claim_cap;
-    uint64_t claim_total; /* claims ever filed: the next one's ordinal */
-    bool claims_all;      /* claims holds all claim_total of them */
-    bool claims_legacy;   /* read from a record that lists every claim */
+    uint64_t claim_total;                          /* claims ever filed: the next one's ordinal */
+    uint64_t claim_filter[ENG_CLAIM_FILTER_WORDS]; /* their ids (eng_claim_filter_add) */
+    bool claims_all;                               /* claims holds all claim_total of them */
+    bool claims_legacy;                            /* read from a record that lists every claim */
     eng_held *held;
     uint32_t held_count, held_cap;
     eng_act *acts; /* what took effect per period [section 11], ascending */

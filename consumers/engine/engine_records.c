@@ -313,6 +313,11 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_int(pk, plan->last);
     tly_mpw_int(pk, plan->payable);
     tly_mpw_uint(pk, st->claim_total);
+    uint8_t filter[ENG_CLAIM_FILTER_WORDS * 8];
+    for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
+        for (uint32_t b = 0; b < 8; b++)
+            filter[w * 8 + b] = (uint8_t)(st->claim_filter[w] >> (8 * b));
+    tly_mpw_bin(pk, filter, sizeof filter);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -904,6 +909,19 @@ static tly_err unpack_held(tly_mp_reader *r, eng_pstate *st)
     return TLY_OK;
 }
 
+/* The claims ever filed and their filter (little-endian words). */
+static tly_err unpack_claim_count(tly_mp_reader *r, eng_pstate *st)
+{
+    const uint8_t *f;
+    uint32_t n;
+    RD(tly_mp_read_uint(r, &st->claim_total) && st->claim_total != ENG_NO_ORDINAL);
+    RD(tly_mp_read_bin(r, &f, &n) && n == ENG_CLAIM_FILTER_WORDS * 8);
+    for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
+        for (uint32_t b = 0; b < 8; b++)
+            st->claim_filter[w] |= (uint64_t)f[w * 8 + b] << (8 * b);
+    return TLY_OK;
+}
+
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab)
 {
@@ -943,7 +961,7 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(st->arch_count == 0 || st->arch_last >= 0);
     }
     if (count == ENG_PARTNER_FIELDS_OWNED)
-        RD(tly_mp_read_uint(&r, &st->claim_total) && st->claim_total != ENG_NO_ORDINAL);
+        TRY(unpack_claim_count(&r, st));
     st->arch_all = st->arch_count == 0;
     st->claims_all = st->claim_count == st->claim_total;
     return rd_end(&r);

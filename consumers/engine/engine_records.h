@@ -32,7 +32,8 @@
  *                      ordinals, every claim's in submit order), held,
  *                      liab(5), acts by period, open rebate figures,
  *                      archived rows, the newest one's period, what they
- *                      owe, claims ever filed]; an act is
+ *                      owe, claims ever filed, their filter (bin,
+ *                      ENG_CLAIM_FILTER_BITS / 8 bytes)]; an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
@@ -71,7 +72,7 @@
  * (and an owned one written before claim ordinals, which lists every claim
  * id, and one written before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 31u
+#define ENG_PARTNER_FIELDS_OWNED 32u
 #define ENG_PARTNER_FIELDS_OWNED_V6 30u
 #define ENG_PARTNER_FIELDS_OWNED_V5 27u
 

@@ -231,6 +231,33 @@ static tly_err claim_unpack_of(const void *val, size_t vlen, const char *id, siz
     return TLY_CORRUPT;
 }
 
+/* The filter bits of claim id: ENG_CLAIM_FILTER_K slices of its hash. */
+static void claim_filter_bits(const char *id, uint32_t len, uint32_t bits[ENG_CLAIM_FILTER_K])
+{
+    uint64_t h = eng_hash(id, len);
+    for (uint32_t k = 0; k < ENG_CLAIM_FILTER_K; k++)
+        bits[k] = (uint32_t)(h >> (21 * k)) % ENG_CLAIM_FILTER_BITS;
+}
+
+void eng_claim_filter_add(eng_pstate *st, const char *id, uint32_t len)
+{
+    uint32_t bits[ENG_CLAIM_FILTER_K];
+    claim_filter_bits(id, len, bits);
+    for (uint32_t k = 0; k < ENG_CLAIM_FILTER_K; k++)
+        st->claim_filter[bits[k] / 64] |= UINT64_C(1) << (bits[k] % 64);
+}
+
+/* False when st never filed claim id; true when it may have. */
+static bool claim_filter_may_hold(const eng_pstate *st, const char *id, uint32_t len)
+{
+    uint32_t bits[ENG_CLAIM_FILTER_K];
+    claim_filter_bits(id, len, bits);
+    for (uint32_t k = 0; k < ENG_CLAIM_FILTER_K; k++)
+        if ((st->claim_filter[bits[k] / 64] & UINT64_C(1) << (bits[k] % 64)) == 0)
+            return false;
+    return true;
+}
+
 tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out)
 {
     const eng_partner *pp = &e->partners[p];
@@ -244,7 +271,7 @@ tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out
             return TLY_OK;
         }
     }
-    if (st->claims_all)
+    if (st->claims_all || !claim_filter_may_hold(st, claim.ptr, claim.len))
         return TLY_OK;
     char key[1 + 2 * TLY_NAME_BYTES_MAX];
     uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, claim.ptr, claim.len);
@@ -750,8 +777,10 @@ static tly_err claims_unlegacy(tly_engine *e, uint32_t p)
 {
     eng_pstate *st = e->partners[p].st;
     TRY(eng_claims_fill(e, p));
-    for (uint32_t i = 0; i < st->claim_count; i++)
+    for (uint32_t i = 0; i < st->claim_count; i++) {
         st->claims[i].dirty = true;
+        eng_claim_filter_add(st, st->claims[i].id.ptr, st->claims[i].id.len);
+    }
     st->claims_legacy = false;
     return TLY_OK;
 }

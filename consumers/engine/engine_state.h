@@ -36,6 +36,8 @@ tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
 /* A stored claim handed to tly_engine_load, kept until its partner's
  * record is loaded (claims sort before partners). */
 tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
+/* Adds claim id (len bytes) to st's claim filter. */
+void eng_claim_filter_add(eng_pstate *st, const char *id, uint32_t len);
 /* Owned partner p's claim named claim: *out its index among p's claims
  * in memory, read from the store when it is not (ENG_NONE: p has no such
  * claim). */
