@@ -224,14 +224,6 @@ typedef struct eng_sale {
     eng_sale_detail d;
 } eng_sale;
 
-/* An own sale (with a sale source) registered since the last flush and
- * moved out of the sale cache (eng_sales_spill): its packed record,
- * spill_bytes[off, off + len), which the flush puts under its seq. */
-typedef struct eng_spilled {
-    uint64_t seq;
-    uint32_t off, len;
-} eng_spilled;
-
 #define ENG_SALE_PARTNER(s) ((s)->key + (s)->key_len)
 #define ENG_SALE_BLOCK_BYTES(s) ((size_t)(s)->key_len + (s)->partner_len + 1)
 
@@ -560,10 +552,6 @@ struct tly_engine {
     uint32_t dirty_partner_count, dirty_partner_cap;
     uint32_t *dirty_sales;
     uint32_t dirty_sale_count, dirty_sale_cap;
-    /* own sales spilled from the cache since the last flush, by seq */
-    eng_spilled *spilled;
-    uint32_t spilled_count, spilled_cap;
-    eng_buf spill_bytes;
 
     /* tracing: NULL when off; rec/ev are the record being applied, set
      * only while tracing (source and id of the lines) */

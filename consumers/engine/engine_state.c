@@ -632,20 +632,6 @@ uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
     return 8;
 }
 
-/* The spilled sale of seq, or NULL. */
-static const eng_spilled *spilled_find(const tly_engine *e, uint64_t seq)
-{
-    uint32_t lo = 0, hi = e->spilled_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (e->spilled[mid].seq < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < e->spilled_count && e->spilled[lo].seq == seq ? &e->spilled[lo] : NULL;
-}
-
 /* eng_sale_find with a sale source: the log knows the sale's seq, which
  * keys this shard's own sales in the store; another shard's partner's
  * sale is the log's copy, cached clean. Only a sale folded before the
@@ -663,20 +649,12 @@ static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint
     eng_sale_rec rec = {.partner = fact.partner, .seq = fact.seq, .at_ms = fact.at_ms};
     memcpy(rec.currency, fact.currency, 3);
     if (eng_owned(e, fact.partner.ptr, fact.partner.len)) {
-        /* every sale of this shard's partners is registered: spilled since
-         * the last flush, or in the store */
+        /* every sale of this shard's partners is registered */
         char body[8]; /* the key of eng_sale_store_body with a sale source */
         eng_put_be64(body, fact.seq);
         const void *val;
         size_t vlen;
-        const eng_spilled *sp = spilled_find(e, fact.seq);
-        tly_err err = TLY_OK;
-        if (sp != NULL) {
-            val = e->spill_bytes.data + sp->off;
-            vlen = sp->len;
-        } else {
-            err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);
-        }
+        tly_err err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);
         if (err != TLY_OK)
             return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
         TRY(eng_unpack_sale(val, vlen, &rec));
@@ -831,58 +809,6 @@ tly_err eng_sale_dirty(tly_engine *e, uint32_t s)
     TRY(ENG_PUSH(e->dirty_sales, e->dirty_sale_count, e->dirty_sale_cap, s));
     e->sales[s].dirty = true;
     return TLY_OK;
-}
-
-static void sale_drop(tly_engine *e, uint32_t s);
-
-/* Appends sale s's packed record (its bytes in tmp) to the spill. */
-static tly_err spill_one(tly_engine *e, const eng_sale *s, eng_buf *tmp)
-{
-    if (!eng_pack_sale(tmp, s))
-        return TLY_NOMEM;
-    eng_buf *b = &e->spill_bytes;
-    if (b->len + tmp->len > UINT32_MAX)
-        return TLY_NOMEM; /* offsets are 32-bit: far beyond any batch */
-    if (b->len + tmp->len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + tmp->len)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL)
-            return TLY_NOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    eng_spilled sp = {s->seq, (uint32_t)b->len, (uint32_t)tmp->len};
-    TRY(ENG_PUSH(e->spilled, e->spilled_count, e->spilled_cap, sp));
-    memcpy(b->data + b->len, tmp->data, tmp->len);
-    b->len += tmp->len;
-    return TLY_OK;
-}
-
-tly_err eng_sales_spill(tly_engine *e)
-{
-    if (e->store.get == NULL || e->sale_fn == NULL || e->dirty_sale_count < e->sales_max)
-        return TLY_OK;
-    eng_buf tmp = {0};
-    tly_err err = TLY_OK;
-    uint32_t kept = 0;
-    for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
-        uint32_t si = e->dirty_sales[i];
-        eng_sale *s = &e->sales[si];
-        /* in seq order only: a sale changed again after its spill (a
-         * return) stays in the cache and the flush puts it over its spill */
-        bool later = e->spilled_count == 0 || s->seq > e->spilled[e->spilled_count - 1].seq;
-        if (err == TLY_OK && later && (err = spill_one(e, s, &tmp)) == TLY_OK) {
-            s->dirty = false;
-            sale_drop(e, si);
-        } else {
-            e->dirty_sales[kept++] = si;
-        }
-    }
-    e->dirty_sale_count = kept;
-    eng_buf_free(&tmp);
-    return err;
 }
 
 /* The k-th smallest of v[0..n) (0-based, k < n; v is reordered): Wirth's

@@ -81,14 +81,6 @@ tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx
  * since the last flush. */
 tly_err eng_partner_dirty(tly_engine *e, uint32_t p);
 tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
-/* With a store and a sale source, once the cache holds as many changed
- * sales as it keeps clean ones (sales_max): packs the changed sales
- * registered after every sale spilled so far into e->spill_bytes and
- * drops them from the cache. A batch of 400,000 events then holds about
- * 60 bytes per new sale instead of 200 until its flush, which puts the
- * spilled ones first (their seq keys append) and the cache's changed
- * sales after them; a lookup of a spilled sale reads its packed record. */
-tly_err eng_sales_spill(tly_engine *e);
 /* After a flush with a store: forgets the exceptions it wrote, then drops
  * clean entries beyond the cache limits, least recently used first;
  * touched is the partners the flush wrote, which the default partner

@@ -191,14 +191,6 @@ static tly_err flush_programs(flush_ctx *f, const bool *liab)
 static tly_err flush_sales(flush_ctx *f)
 {
     tly_engine *e = f->e;
-    /* the spilled ones first: by seq, after every key stored (appended) */
-    for (uint32_t i = 0; i < e->spilled_count; i++) {
-        const eng_spilled *sp = &e->spilled[i];
-        char body[8], key[ENG_KEY_BYTES_MAX];
-        eng_put_be64(body, sp->seq);
-        size_t klen = mkkey(key, eng_sale_store_prefix(e), body, sizeof body);
-        TRY(f->fn(f->ctx, key, klen, e->spill_bytes.data + sp->off, sp->len));
-    }
     for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
         const eng_sale *s = &e->sales[e->dirty_sales[i]];
         if (!eng_pack_sale(&f->json, s))
@@ -598,8 +590,6 @@ static void clear_dirty(tly_engine *e)
     for (uint32_t i = 0; i < e->dirty_sale_count; i++)
         e->sales[e->dirty_sales[i]].dirty = false;
     e->dirty_partner_count = e->dirty_sale_count = 0;
-    e->spilled_count = 0;
-    e->spill_bytes.len = 0;
     e->exc_flushed = e->exc_count;
 }
 

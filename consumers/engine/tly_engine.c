@@ -47,8 +47,7 @@ void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
 /* Changed partners and sales, and exceptions not written yet. */
 uint32_t tly_engine_dirty(const tly_engine *e)
 {
-    return e->dirty_partner_count + e->dirty_sale_count + e->spilled_count +
-           (e->exc_count - e->exc_flushed);
+    return e->dirty_partner_count + e->dirty_sale_count + (e->exc_count - e->exc_flushed);
 }
 
 /* Frees the caches' entries and vectors. */
@@ -92,8 +91,6 @@ void tly_engine_free(tly_engine *e)
     free(e->pairs);
     free(e->dirty_partners);
     free(e->dirty_sales);
-    free(e->spilled);
-    eng_buf_free(&e->spill_bytes);
     free(e->touched);
     eng_map_free(&e->program_map);
     eng_map_free(&e->partner_map);
@@ -218,7 +215,7 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
     TRY(err);
     TRY(check_touched(e, ev->type));
     e->seq = rec->seq;
-    return eng_sales_spill(e);
+    return TLY_OK;
 }
 
 /* The invariant of every owned partner in memory, enrolled or not (an
