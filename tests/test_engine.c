@@ -1547,6 +1547,18 @@ static void archive_quarters(shards *s, kv *store)
         call;                                                                                      \
     } while (0)
 
+/* Engine b over store and engine a in memory (flushed into direct) give
+ * the same answers and stored bytes (one shard); then all four are freed. */
+static void expect_same_and_free(shards *b, shards *a, kv *store, kv *direct, const char *what)
+{
+    expect_same(b, a, what);
+    expect_same_store(store, direct, 1, 0);
+    shards_free(a);
+    shards_free(b);
+    kv_free(store);
+    kv_free(direct);
+}
+
 /* kv with a count of the claim records read from it. */
 typedef struct counting_kv {
     kv *kv;
@@ -1654,12 +1666,7 @@ START_TEST(claims_leave_memory)
     vstr_eq(&b, 'c', "p1", "claims.0.claim", "c0");
     vstr_eq(&b, 'c', "p1", "claims.159.claim", "c159");
     vstr_eq(&b, 'c', "p1", "claims.7.status", "denied");
-    expect_same(&b, &a, "claims: store vs memory");
-    expect_same_store(&store, &direct, 1, 0);
-    shards_free(&a);
-    shards_free(&b);
-    kv_free(&store);
-    kv_free(&direct);
+    expect_same_and_free(&b, &a, &store, &direct, "claims: store vs memory");
 }
 END_TEST
 
@@ -1703,12 +1710,7 @@ START_TEST(archive_rows)
     vstr_eq(&b, 't', "p1", "tier", "Silver");
     flush_into(&a, &direct);
     flush_into(&b, &store);
-    expect_same(&b, &a, "archive: store vs memory");
-    expect_same_store(&store, &direct, 1, 0);
-    shards_free(&a);
-    shards_free(&b);
-    kv_free(&store);
-    kv_free(&direct);
+    expect_same_and_free(&b, &a, &store, &direct, "archive: store vs memory");
 }
 END_TEST
 #undef BOTH

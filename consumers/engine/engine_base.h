@@ -126,6 +126,21 @@ void eng_map_free(eng_map *m);
  * pointer, kept until the arena is freed. */
 tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out);
 
+/* Sets out to the first index of v[0..n) whose member is not below key
+ * (v sorted by member, ascending): where key is, or would be inserted. */
+#define ENG_LOWER_BOUND(v, n, member, key, out)                                                    \
+    do {                                                                                           \
+        uint32_t lo_ = 0, hi_ = (n);                                                               \
+        while (lo_ < hi_) {                                                                        \
+            uint32_t mid_ = lo_ + (hi_ - lo_) / 2;                                                 \
+            if ((v)[mid_].member < (key))                                                          \
+                lo_ = mid_ + 1;                                                                    \
+            else                                                                                   \
+                hi_ = mid_;                                                                        \
+        }                                                                                          \
+        (out) = lo_;                                                                               \
+    } while (0)
+
 /* Grows a vector *v of *cap elements of size elem so it holds need. */
 tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);
 #define ENG_PUSH(vec, n, cap, value)                                                               \

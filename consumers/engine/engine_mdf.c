@@ -17,15 +17,9 @@
 /* Index of the bucket of period, or where it would be inserted. */
 static uint32_t bucket_pos(const eng_pstate *st, int32_t period)
 {
-    uint32_t lo = 0, hi = st->bucket_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (st->buckets[mid].period < period)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    uint32_t i;
+    ENG_LOWER_BOUND(st->buckets, st->bucket_count, period, period, i);
+    return i;
 }
 
 /* The bucket of period, inserted (empty) in period order when absent. */
@@ -119,15 +113,9 @@ bool eng_invariant_ok(const eng_pstate *st)
  * would be inserted: the partner's rows and its archived ones. */
 static uint32_t rows_pos(const eng_row *v, uint32_t n, int32_t period)
 {
-    uint32_t lo = 0, hi = n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (v[mid].period < period)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    uint32_t i;
+    ENG_LOWER_BOUND(v, n, period, period, i);
+    return i;
 }
 
 static uint32_t row_pos(const eng_pstate *st, int32_t period)
@@ -553,14 +541,8 @@ static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, e
         *out = &(*v)[*n - 1];
         return TLY_OK;
     }
-    uint32_t lo = 0, hi = *n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if ((*v)[mid].period < period)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    uint32_t lo;
+    ENG_LOWER_BOUND(*v, *n, period, period, lo);
     if (lo == *n || (*v)[lo].period != period) {
         TRY(eng_grow((void **)v, cap, *n + 1, sizeof **v));
         memmove(&(*v)[lo + 1], &(*v)[lo], (*n - lo) * sizeof **v);

@@ -184,15 +184,9 @@ tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci)
 /* The index in st->claims (by ordinal ascending) where ordinal belongs. */
 static uint32_t claim_pos(const eng_pstate *st, uint64_t ordinal)
 {
-    uint32_t lo = 0, hi = st->claim_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (st->claims[mid].ordinal < ordinal)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    uint32_t i;
+    ENG_LOWER_BOUND(st->claims, st->claim_count, ordinal, ordinal, i);
+    return i;
 }
 
 /* Puts claim c, read from a record with a new-format ordinal of st (below
