@@ -4,6 +4,7 @@
  * by nothing (the auditor does the checking).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "log_internal.h"
 #include "tly_assert.h"
@@ -13,6 +14,7 @@ struct tly_log_scan {
     MDB_txn *txn; /* read-only: the snapshot */
     MDB_cursor *cur;
     MDB_cursor *ids_cur; /* opened by the first ids lookup */
+    bool ids_on;         /* ids_cur is on the entry the last lookup found */
     bool started;
 };
 
@@ -98,10 +100,20 @@ tly_err tly_log_scan_ids_get(tly_log_scan *sc, tly_str source, tly_str id, const
     }
     uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX];
     MDB_val k = {tly__log_ids_key(source, id, key), key}, v;
-    /* One cursor for every lookup: when the next key lies in the leaf page
-     * the cursor is on (ids appended in order), LMDB searches that page
-     * alone instead of descending from the root. */
+    /* Sources mostly number their ids in order, so the entry after the last
+     * one found is often the one asked for: one step and one comparison
+     * (keys are unique, so an equal key is that entry). Else one cursor for
+     * every lookup: when the key lies in the leaf page the cursor is on,
+     * LMDB searches that page alone instead of descending from the root. */
+    MDB_val nk;
+    if (sc->ids_on && mdb_cursor_get(sc->ids_cur, &nk, &v, MDB_NEXT) == MDB_SUCCESS &&
+        nk.mv_size == k.mv_size && memcmp(nk.mv_data, k.mv_data, k.mv_size) == 0) {
+        *val = v.mv_data;
+        *val_len = v.mv_size;
+        return TLY_OK;
+    }
     int rc = mdb_cursor_get(sc->ids_cur, &k, &v, MDB_SET);
+    sc->ids_on = rc == MDB_SUCCESS;
     if (rc != MDB_SUCCESS)
         return tly__log_mdb_err(rc, "mdb_cursor_get (ids)");
     *val = v.mv_data;
