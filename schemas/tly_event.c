@@ -585,7 +585,7 @@ static int key_find(const keytab *t, const char *k, uint32_t len)
  * keys.
  */
 static tly_err scan_map(tly_mp_reader *r, const keytab *t, slot *slots, fpath where, unsigned level,
-                        bool check, tly_field_error *fe)
+                        bool check, tly_field_error *fe, uint64_t *seen_out)
 {
     (void)pthread_once(&tabs_once, tabs_build);
     const keydef *keys = t->keys;
@@ -624,6 +624,8 @@ static tly_err scan_map(tly_mp_reader *r, const keytab *t, slot *slots, fpath wh
         slots[id].p = v;
         slots[id].len = vlen;
     }
+    if (seen_out)
+        *seen_out = seen;
     return TLY_OK;
 }
 
@@ -878,7 +880,7 @@ static tly_err decode_tier(slot s, int i, tly_tier *t, tly_field_error *fe)
     slot_reader(s, &r);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, ((fpath){"tiers", i, NULL}), "must be a map");
-    tly_err err = scan_map(&r, &tier_tab, ks, (fpath){"tiers", i, NULL}, LV_TIER, true, fe);
+    tly_err err = scan_map(&r, &tier_tab, ks, (fpath){"tiers", i, NULL}, LV_TIER, true, fe, NULL);
     if (err == TLY_OK)
         err = get_str(ks[KT_NAME], (fpath){"tiers", i, "name"}, SK_NAME, true, &t->name, fe);
     if (err == TLY_OK)
@@ -952,7 +954,7 @@ static tly_err decode_bracket(slot s, int i, tly_bracket *b, tly_field_error *fe
     slot_reader(s, &r);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, at, "must be a map");
-    tly_err err = scan_map(&r, &bracket_tab, ks, at, LV_BRACKET, true, fe);
+    tly_err err = scan_map(&r, &bracket_tab, ks, at, LV_BRACKET, true, fe, NULL);
     if (err == TLY_OK)
         err = get_int(ks[KB_FROM], (fpath){"rebate.brackets", i, "from"}, 0, TLY_AMOUNT_MAX,
                       &b->from, fe);
@@ -1025,7 +1027,7 @@ static tly_err decode_rebate(slot s, tly_event *ev, tly_field_error *fe)
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_BAD_FIELD, TOP("rebate"), "must be a map");
     slot ks[KR_COUNT];
-    tly_err err = scan_map(&r, &rebate_tab, ks, TOP("rebate"), LV_REBATE, true, fe);
+    tly_err err = scan_map(&r, &rebate_tab, ks, TOP("rebate"), LV_REBATE, true, fe, NULL);
     int mode = 0;
     if (err == TLY_OK)
         err = get_enum(ks[KR_MODE], TOP("rebate.mode"), mode_names, 2, &mode, fe);
@@ -1350,12 +1352,11 @@ static uint64_t read_keys(const tly_event *ev)
 
 /* Known top-level keys the type does not read must hold values JSON lines
  * can carry, like unknown keys; checked in key-table order. */
-static tly_err check_unread(const slot *s, const tly_event *ev, tly_field_error *fe)
+static tly_err check_unread(const slot *s, uint64_t seen, const tly_event *ev, tly_field_error *fe)
 {
-    uint64_t read = read_keys(ev);
-    for (unsigned k = 0; k < K_TOP_COUNT; k++) {
-        if ((read & KB(k)) || !s[k].p)
-            continue;
+    /* the keys present (scan_map's seen) that the type's decoder did not read */
+    for (uint64_t m = seen & ~read_keys(ev); m != 0; m &= m - 1) {
+        unsigned k = (unsigned)__builtin_ctzll(m);
         tly_err err = check_value(TOP(NULL), top_keys[k].name, top_keys[k].len, s[k].p, s[k].len,
                                   LV_EVENT + 1, fe);
         if (err != TLY_OK)
@@ -1388,12 +1389,13 @@ static const type_decoder decoders[TLY_EV_COUNT] = {
  * map with str keys, so a scan that succeeds and ends at the end of buf
  * has the outcome the checks in their order below would have. Anything
  * else is scanned again the slow way, for the error those name. */
-static tly_err scan_event(const void *buf, size_t len, slot *slots, bool check, tly_field_error *fe)
+static tly_err scan_event(const void *buf, size_t len, slot *slots, bool check, tly_field_error *fe,
+                          uint64_t *seen)
 {
     tly_mp_reader r;
     tly_mp_init(&r, buf, len);
     if (tly_mp_peek(&r) == TLY_MP_MAP &&
-        scan_map(&r, &top_tab, slots, TOP(NULL), LV_EVENT, check, NULL) == TLY_OK &&
+        scan_map(&r, &top_tab, slots, TOP(NULL), LV_EVENT, check, NULL, seen) == TLY_OK &&
         tly_mp_remaining(&r) == 0)
         return TLY_OK;
     if (!tly_mp_is_single_value(buf, len))
@@ -1401,7 +1403,7 @@ static tly_err scan_event(const void *buf, size_t len, slot *slots, bool check, 
     tly_mp_init(&r, buf, len);
     if (tly_mp_peek(&r) != TLY_MP_MAP)
         return fail(fe, TLY_MALFORMED, TOP(NULL), "event is not a map");
-    return scan_map(&r, &top_tab, slots, TOP(NULL), LV_EVENT, check, fe);
+    return scan_map(&r, &top_tab, slots, TOP(NULL), LV_EVENT, check, fe, seen);
 }
 
 static tly_err get_type(slot s, tly_ev_type *type, tly_field_error *fe)
@@ -1466,7 +1468,8 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
                          tly_field_error *fe)
 {
     slot s[K_TOP_COUNT];
-    tly_err err = scan_event(buf, len, s, true, fe);
+    uint64_t seen;
+    tly_err err = scan_event(buf, len, s, true, fe, &seen);
     if (err != TLY_OK)
         return err;
     tly_ev_type type;
@@ -1485,7 +1488,7 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
     if (err == TLY_OK)
         err = decoders[type](s, &e, fe);
     if (err == TLY_OK)
-        err = check_unread(s, &e, fe);
+        err = check_unread(s, seen, &e, fe);
     if (err != TLY_OK)
         return err;
     if (type == TLY_EV_PROGRAM)
@@ -1498,7 +1501,7 @@ tly_err tly_event_decode(const void *buf, size_t len, int64_t recorded_ms, tly_e
 tly_err tly_event_peek_id(const void *buf, size_t len, tly_ev_type *type, tly_str *id)
 {
     slot s[K_TOP_COUNT];
-    tly_err err = scan_event(buf, len, s, false, NULL);
+    tly_err err = scan_event(buf, len, s, false, NULL, NULL);
     tly_ev_type t = TLY_EV_PROGRAM;
     tly_str i = {NULL, 0};
     if (err == TLY_OK)
