@@ -189,14 +189,12 @@ static uint32_t claim_pos(const eng_pstate *st, uint64_t ordinal)
     return i;
 }
 
-/* Puts claim c, read from a record with a new-format ordinal of st (below
- * claim_total, not in memory: TLY_CORRUPT otherwise), in its place; st
- * owns it then, also on failure. *out: its index. */
-static tly_err claim_insert(eng_pstate *st, eng_claim *c, uint32_t *out)
+/* Appends claim c, read from a record with a new-format ordinal of st
+ * (below claim_total: TLY_CORRUPT otherwise), after st's claims; st owns
+ * it then, also on failure. */
+static tly_err claim_append(eng_pstate *st, eng_claim *c)
 {
-    uint32_t i = claim_pos(st, c->ordinal);
-    tly_err err = c->ordinal == ENG_NO_ORDINAL || c->ordinal >= st->claim_total ||
-                          (i < st->claim_count && st->claims[i].ordinal == c->ordinal)
+    tly_err err = c->ordinal == ENG_NO_ORDINAL || c->ordinal >= st->claim_total
                       ? TLY_CORRUPT
                       : eng_grow((void **)&st->claims, &st->claim_cap, st->claim_count + 1,
                                  sizeof *st->claims);
@@ -204,11 +202,66 @@ static tly_err claim_insert(eng_pstate *st, eng_claim *c, uint32_t *out)
         eng_claim_clear(c);
         return err;
     }
-    memmove(&st->claims[i + 1], &st->claims[i], (st->claim_count - i) * sizeof *st->claims);
-    st->claims[i] = *c;
-    st->claim_count++;
+    st->claims[st->claim_count++] = *c;
+    return TLY_OK;
+}
+
+/* Puts claim c (as claim_append; not in memory: TLY_CORRUPT otherwise) in
+ * its place among st's claims. *out: its index. */
+static tly_err claim_insert(eng_pstate *st, eng_claim *c, uint32_t *out)
+{
+    uint32_t i = claim_pos(st, c->ordinal);
+    if (i < st->claim_count && st->claims[i].ordinal == c->ordinal) {
+        eng_claim_clear(c);
+        return TLY_CORRUPT;
+    }
+    TRY(claim_append(st, c));
+    eng_claim last = st->claims[st->claim_count - 1];
+    memmove(&st->claims[i + 1], &st->claims[i], (st->claim_count - 1 - i) * sizeof *st->claims);
+    st->claims[i] = last;
     *out = i;
     return TLY_OK;
+}
+
+static int claim_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const eng_claim *)a)->ordinal, y = ((const eng_claim *)b)->ordinal;
+    return (x > y) - (x < y);
+}
+
+/* st's claims by ordinal (qsort must not see the NULL of an empty vector). */
+static void claims_order(eng_pstate *st)
+{
+    if (st->claim_count > 1)
+        qsort(st->claims, st->claim_count, sizeof *st->claims, claim_cmp);
+}
+
+/* Orders st's claims by ordinal after claim_append put some after them:
+ * one sort, not an insertion each (a partner with 10,000 claims would
+ * move 50 million of them). TLY_CORRUPT when two share an ordinal. */
+static tly_err claims_sort(eng_pstate *st)
+{
+    claims_order(st);
+    for (uint32_t i = 1; i < st->claim_count; i++)
+        if (st->claims[i - 1].ordinal == st->claims[i].ordinal)
+            return TLY_CORRUPT;
+    return TLY_OK;
+}
+
+/* After a failed read of every claim: the ones read leave again (those
+ * an event changed stay, in order), so st's claims are ordered and what
+ * the store holds, as before. */
+static void claims_drop_clean(eng_pstate *st)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < st->claim_count; i++) {
+        if (st->claims[i].dirty)
+            st->claims[kept++] = st->claims[i];
+        else
+            eng_claim_clear(&st->claims[i]);
+    }
+    st->claim_count = kept;
+    claims_order(st);
 }
 
 /* The claim record val of the partner (id, len), with the claim id
@@ -279,25 +332,28 @@ tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out
     return claim_insert(st, &c, out);
 }
 
-/* A scan of a partner's claim records into its state (eng_claims_fill). */
+/* A scan of a partner's claim records into its state (eng_claims_fill):
+ * the first `held` of its claims were in memory before, ordered. */
 typedef struct claim_scan {
     const eng_partner *pp;
+    uint32_t held;
 } claim_scan;
 
 static tly_err claim_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
     (void)key;
     (void)klen;
-    const eng_partner *pp = ((claim_scan *)ctx)->pp;
+    const claim_scan *cs = ctx;
+    eng_pstate *st = cs->pp->st;
     eng_claim c;
-    TRY(claim_unpack_of(val, vlen, pp->id, pp->id_len, NULL, &c));
-    uint32_t i = claim_pos(pp->st, c.ordinal);
-    if (c.ordinal != ENG_NO_ORDINAL && i < pp->st->claim_count &&
-        pp->st->claims[i].ordinal == c.ordinal) {
+    TRY(claim_unpack_of(val, vlen, cs->pp->id, cs->pp->id_len, NULL, &c));
+    uint32_t i;
+    ENG_LOWER_BOUND(st->claims, cs->held, ordinal, c.ordinal, i);
+    if (i < cs->held && st->claims[i].ordinal == c.ordinal) {
         eng_claim_clear(&c); /* in memory already, perhaps changed */
         return TLY_OK;
     }
-    return claim_insert(pp->st, &c, &i);
+    return claim_append(st, &c);
 }
 
 tly_err eng_claims_fill(tly_engine *e, uint32_t p)
@@ -311,11 +367,17 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p)
         memcpy(prefix, KEY_CLAIM, KEY_PREFIX_BYTES);
         prefix[KEY_PREFIX_BYTES] = (char)(unsigned char)pp->id_len;
         memcpy(prefix + KEY_PREFIX_BYTES + 1, pp->id, pp->id_len);
-        claim_scan cs = {pp};
-        TRY(e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len, claim_visit,
-                          &cs));
-        if (st->claim_count != st->claim_total)
-            return TLY_CORRUPT;
+        claim_scan cs = {pp, st->claim_count};
+        tly_err err = e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len,
+                                    claim_visit, &cs);
+        if (err == TLY_OK)
+            err = claims_sort(st);
+        if (err == TLY_OK && st->claim_count != st->claim_total)
+            err = TLY_CORRUPT;
+        if (err != TLY_OK) {
+            claims_drop_clean(st);
+            return err;
+        }
         st->claims_all = true;
     }
     for (uint32_t i = 0; i < st->claim_count; i++)
@@ -335,9 +397,9 @@ static tly_err claims_take_loose(tly_engine *e, const char *id, size_t len, eng_
         eng_claim c = l->c;
         l->c = (eng_claim){0};
         l->taken = true;
-        uint32_t at;
-        TRY(claim_insert(st, &c, &at));
+        TRY(claim_append(st, &c));
     }
+    TRY(claims_sort(st));
     if (st->claim_count != st->claim_total)
         return TLY_CORRUPT;
     st->claims_all = true;
