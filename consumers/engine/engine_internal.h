@@ -332,6 +332,8 @@ enum eng_claim_status {
 #define ENG_CLAIM_FILTER_BITS 256u
 #define ENG_CLAIM_FILTER_K 3u
 #define ENG_CLAIM_FILTER_WORDS (ENG_CLAIM_FILTER_BITS / 64u)
+_Static_assert(ENG_CLAIM_FILTER_BITS % 64u == 0, "the filter is whole 64-bit words");
+_Static_assert(ENG_CLAIM_FILTER_K * 21u <= 64u, "each bit takes 21 bits of a 64-bit hash");
 
 /* A claim of an owned partner. Its ordinal is its place in the partner's
  * submit order [C8] (0, 1, ...), stored with it ("S/3/"), so that the
