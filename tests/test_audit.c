@@ -1208,9 +1208,29 @@ START_TEST(audit_a_running_stack)
     ck_assert_int_eq(tu_run(gen, NULL, events, NULL), 0);
     char web[32]; /* the console's port: stacks run side by side */
     snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    char *const up[] = {(char *)tu_tally(), "up",   "--data",    data,    "--shards",   "2",
-                        "--ingest",         ingest, "--events",  pub,     "--log-read", logread,
-                        "--query",          query,  "--no-sync", "--web", web,          NULL};
+    /* No metrics: `tally up` would derive their ports from --ingest's, and
+     * a test beside this one may hold one (a fresh-clone run failed so:
+     * "cannot serve metrics on 127.0.0.1:31492: Address already in use",
+     * then `tally send` gave up on the stopped ledger). */
+    char *const up[] = {(char *)tu_tally(),
+                        "up",
+                        "--data",
+                        data,
+                        "--shards",
+                        "2",
+                        "--ingest",
+                        ingest,
+                        "--events",
+                        pub,
+                        "--log-read",
+                        logread,
+                        "--query",
+                        query,
+                        "--no-sync",
+                        "--web",
+                        web,
+                        "--no-metrics",
+                        NULL};
     pid_t up_pid = tu_spawn(up, err);
     ck_assert(tu_wait_listening(ingest, 20000));
     char *const send[] = {(char *)tu_tally(), "send", events, "--ingest", ingest, NULL};
