@@ -1195,6 +1195,23 @@ static int run(char **out, char *const *argv)
     return rc;
 }
 
+/* `tally up` on data, two shards, with the given endpoints and a free
+ * console port (stacks run side by side); its log into err. No metrics:
+ * their ports follow --ingest's, and a test beside this one may hold one
+ * (a fresh-clone run failed so: "cannot serve metrics on 127.0.0.1:31492:
+ * Address already in use", the stack stopped, `tally send` gave up). */
+static pid_t spawn_stack(const char *data, const char *ingest, const char *pub, const char *logread,
+                         const char *query, const char *err)
+{
+    char web[32];
+    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
+    const char *const up[] = {tu_tally(),   "up",        "--data",       data,       "--shards",
+                              "2",          "--ingest",  ingest,         "--events", pub,
+                              "--log-read", logread,     "--query",      query,      "--web",
+                              web,          "--no-sync", "--no-metrics", NULL};
+    return tu_spawn((char *const *)up, err);
+}
+
 START_TEST(audit_a_running_stack)
 {
     char *data = tu_tmpdir(), *events = join(data, "gen.jsonl");
@@ -1206,32 +1223,7 @@ START_TEST(audit_a_running_stack)
     char *const gen[] = {(char *)tu_tally(), "gen", "--seed", "5", "--events", "20000", NULL};
     char *dir = tu_tmpdir(), *err = join(dir, "err");
     ck_assert_int_eq(tu_run(gen, NULL, events, NULL), 0);
-    char web[32]; /* the console's port: stacks run side by side */
-    snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
-    /* No metrics: `tally up` would derive their ports from --ingest's, and
-     * a test beside this one may hold one (a fresh-clone run failed so:
-     * "cannot serve metrics on 127.0.0.1:31492: Address already in use",
-     * then `tally send` gave up on the stopped ledger). */
-    char *const up[] = {(char *)tu_tally(),
-                        "up",
-                        "--data",
-                        data,
-                        "--shards",
-                        "2",
-                        "--ingest",
-                        ingest,
-                        "--events",
-                        pub,
-                        "--log-read",
-                        logread,
-                        "--query",
-                        query,
-                        "--no-sync",
-                        "--web",
-                        web,
-                        "--no-metrics",
-                        NULL};
-    pid_t up_pid = tu_spawn(up, err);
+    pid_t up_pid = spawn_stack(data, ingest, pub, logread, query, err);
     ck_assert(tu_wait_listening(ingest, 20000));
     char *const send[] = {(char *)tu_tally(), "send", events, "--ingest", ingest, NULL};
     pid_t send_pid = tu_spawn(send, NULL);
