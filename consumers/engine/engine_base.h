@@ -34,6 +34,16 @@ static inline void eng_put_be64(char *buf, uint64_t v)
         buf[i] = (char)(v >> (56 - 8 * i));
 }
 
+/* The big-endian u64 at buf[0..8) (eng_put_be64's). */
+static inline uint64_t eng_get_be64(const void *buf)
+{
+    const uint8_t *b = buf;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
 /* A string with its length, NUL-terminated: either in the arena (global
  * names, never freed one by one) or an owned copy (eng_copy, freed with
  * eng_name_free by whatever holds it). */

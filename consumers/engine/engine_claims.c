@@ -96,13 +96,6 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
     return TLY_OK;
 }
 
-/* A claim is identified by (partner, claim) [C1]: *out its index among
- * p's claims, or ENG_NONE. */
-static tly_err claim_find(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
-{
-    return eng_claim_lookup(e, p, ev->claim, out);
-}
-
 /* Claim c is denied; its reason is the code of the exception that denied
  * it [C7]. */
 static tly_err deny(eng_claim *c, tly_xkind kind)
@@ -121,7 +114,7 @@ static tly_err claim_unknown_partner(tly_engine *e, uint32_t p, eng_pos pos, con
     if (ev->action == TLY_ACT_SUBMIT) {
         TRY(eng_raise(e, pos, TLY_X_UNKNOWN_PARTNER, p, "claim denied: unknown partner"));
         uint32_t ci;
-        TRY(claim_find(e, p, ev, &ci));
+        TRY(eng_claim_lookup(e, p, ev->claim, &ci));
         if (ci != ENG_NONE)
             return TLY_OK;
         TRY(claim_new(e, p, ev, &ci));
@@ -139,7 +132,7 @@ static tly_err claim_submit(tly_engine *e, uint32_t p, eng_pos pos, const tly_ev
     /* [C2] also when the existing claim was denied: a submit names an id,
      * and the id exists ([C6] covers the other actions). */
     uint32_t ci;
-    TRY(claim_find(e, p, ev, &ci));
+    TRY(eng_claim_lookup(e, p, ev->claim, &ci));
     if (ci != ENG_NONE)
         return eng_raise(e, pos, TLY_X_DUPLICATE_CLAIM, p, "claim '%.*s' exists", CLAIM_ARGS(ev));
     int64_t avail;
@@ -270,7 +263,7 @@ static tly_err claim_event(tly_engine *e, uint32_t p, eng_pos pos, const tly_eve
     if (ev->action == TLY_ACT_SUBMIT)
         return claim_submit(e, p, pos, ev);
     uint32_t ci;
-    TRY(claim_find(e, p, ev, &ci));
+    TRY(eng_claim_lookup(e, p, ev->claim, &ci));
     if (ci == ENG_NONE)
         return eng_raise(e, pos, TLY_X_UNKNOWN_CLAIM, p, "%s of unknown claim '%.*s'",
                          tly_action_name(ev->action), CLAIM_ARGS(ev));

@@ -313,10 +313,9 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_int(pk, plan->last);
     tly_mpw_int(pk, plan->payable);
     tly_mpw_uint(pk, st->claim_total);
-    uint8_t filter[ENG_CLAIM_FILTER_WORDS * 8];
+    char filter[ENG_CLAIM_FILTER_WORDS * 8];
     for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
-        for (uint32_t b = 0; b < 8; b++)
-            filter[w * 8 + b] = (uint8_t)(st->claim_filter[w] >> (8 * b));
+        eng_put_be64(filter + 8 * w, st->claim_filter[w]);
     tly_mpw_bin(pk, filter, sizeof filter);
 }
 
@@ -909,7 +908,7 @@ static tly_err unpack_held(tly_mp_reader *r, eng_pstate *st)
     return TLY_OK;
 }
 
-/* The claims ever filed and their filter (little-endian words). */
+/* The claims ever filed and their filter (big-endian words). */
 static tly_err unpack_claim_count(tly_mp_reader *r, eng_pstate *st)
 {
     const uint8_t *f;
@@ -917,8 +916,7 @@ static tly_err unpack_claim_count(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_uint(r, &st->claim_total) && st->claim_total != ENG_NO_ORDINAL);
     RD(tly_mp_read_bin(r, &f, &n) && n == ENG_CLAIM_FILTER_WORDS * 8);
     for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
-        for (uint32_t b = 0; b < 8; b++)
-            st->claim_filter[w] |= (uint64_t)f[w * 8 + b] << (8 * b);
+        st->claim_filter[w] = eng_get_be64(f + 8 * w);
     return TLY_OK;
 }
 

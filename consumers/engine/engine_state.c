@@ -139,6 +139,34 @@ static tly_err partner_insert(tly_engine *e, const char *id, size_t len, uint64_
     return TLY_OK;
 }
 
+/* The claim record val of the partner (id, len), with the claim id
+ * cid when given: TLY_CORRUPT when it is another's. */
+static tly_err claim_unpack_of(const void *val, size_t vlen, const char *id, size_t len,
+                               const tly_str *cid, eng_claim *out)
+{
+    tly_str partner;
+    TRY(eng_unpack_claim(val, vlen, &partner, out));
+    if (partner.len == len && memcmp(partner.ptr, id, len) == 0 &&
+        (cid == NULL || (out->id.len == cid->len && memcmp(out->id.ptr, cid->ptr, cid->len) == 0)))
+        return TLY_OK;
+    eng_claim_clear(out);
+    return TLY_CORRUPT;
+}
+
+/* The stored record of claim of the partner (id, len) into *out:
+ * TLY_NOT_FOUND when there is none, TLY_CORRUPT when the record under its
+ * key is another's. */
+static tly_err claim_read(const tly_engine *e, const char *id, size_t len, tly_str claim,
+                          eng_claim *out)
+{
+    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    uint32_t klen = eng_claim_key(key, id, (uint32_t)len, claim.ptr, claim.len);
+    const void *val;
+    size_t vlen;
+    TRY(store_get(e, KEY_CLAIM, key, klen, &val, &vlen));
+    return claim_unpack_of(val, vlen, id, len, &claim, out);
+}
+
 /* Fills claim c (its id set) of partner (id, len) from the claims
  * tly_engine_load kept, or else from its stored record. */
 static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *c)
@@ -153,18 +181,12 @@ static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *
         e->loose[i].c = (eng_claim){0};
         return TLY_OK;
     }
-    const void *val;
-    size_t vlen;
-    tly_err err = store_get(e, KEY_CLAIM, key, klen, &val, &vlen);
+    eng_claim got;
+    tly_err err = claim_read(e, id, len, (tly_str){c->id.ptr, c->id.len}, &got);
     if (err != TLY_OK)
         return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
-    eng_claim got;
-    tly_str partner;
-    TRY(eng_unpack_claim(val, vlen, &partner, &got));
     /* a record written before ordinals takes its place in the list */
-    if (partner.len != len || memcmp(partner.ptr, id, len) != 0 || got.id.len != c->id.len ||
-        memcmp(got.id.ptr, c->id.ptr, c->id.len) != 0 ||
-        (got.ordinal != ENG_NO_ORDINAL && got.ordinal != c->ordinal)) {
+    if (got.ordinal != ENG_NO_ORDINAL && got.ordinal != c->ordinal) {
         eng_claim_clear(&got);
         return TLY_CORRUPT;
     }
@@ -264,20 +286,6 @@ static void claims_drop_clean(eng_pstate *st)
     claims_order(st);
 }
 
-/* The claim record val of the partner (id, len), with the claim id
- * cid when given: TLY_CORRUPT when it is another's. */
-static tly_err claim_unpack_of(const void *val, size_t vlen, const char *id, size_t len,
-                               const tly_str *cid, eng_claim *out)
-{
-    tly_str partner;
-    TRY(eng_unpack_claim(val, vlen, &partner, out));
-    if (partner.len == len && memcmp(partner.ptr, id, len) == 0 &&
-        (cid == NULL || (out->id.len == cid->len && memcmp(out->id.ptr, cid->ptr, cid->len) == 0)))
-        return TLY_OK;
-    eng_claim_clear(out);
-    return TLY_CORRUPT;
-}
-
 /* The filter bits of claim id: ENG_CLAIM_FILTER_K slices of its hash. */
 static void claim_filter_bits(const char *id, uint32_t len, uint32_t bits[ENG_CLAIM_FILTER_K])
 {
@@ -320,15 +328,10 @@ tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out
     }
     if (st->claims_all || !claim_filter_may_hold(st, claim.ptr, claim.len))
         return TLY_OK;
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, claim.ptr, claim.len);
-    const void *val;
-    size_t vlen;
-    tly_err err = store_get(e, KEY_CLAIM, key, klen, &val, &vlen);
+    eng_claim c;
+    tly_err err = claim_read(e, pp->id, pp->id_len, claim, &c);
     if (err != TLY_OK)
         return err == TLY_NOT_FOUND ? TLY_OK : err;
-    eng_claim c;
-    TRY(claim_unpack_of(val, vlen, pp->id, pp->id_len, &claim, &c));
     return claim_insert(st, &c, out);
 }
 
@@ -823,8 +826,6 @@ tly_err eng_members_each(tly_engine *e, uint32_t gi, eng_member_fn fn, void *ctx
 
 /* ---- dirty marks and the trim ---- */
 
-/* Marks p for the next flush and, when owned, as touched by this apply
- * (the after-event checks read the touched list). */
 /* A partner read from a record that lists every claim (written before
  * ordinals) changes: its claims are read and marked, so that the flush
  * writes each with its ordinal before the partner's record stops listing
@@ -841,6 +842,8 @@ static tly_err claims_unlegacy(tly_engine *e, uint32_t p)
     return TLY_OK;
 }
 
+/* Marks p for the next flush and, when owned, as touched by this apply
+ * (the after-event checks read the touched list). */
 tly_err eng_partner_dirty(tly_engine *e, uint32_t p)
 {
     eng_partner *pp = &e->partners[p];

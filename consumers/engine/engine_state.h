@@ -38,9 +38,9 @@ tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
 tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
 /* Adds claim id (len bytes) to st's claim filter. */
 void eng_claim_filter_add(eng_pstate *st, const char *id, uint32_t len);
-/* Owned partner p's claim named claim: *out its index among p's claims
- * in memory, read from the store when it is not (ENG_NONE: p has no such
- * claim). */
+/* A claim is identified by (partner, claim) [C1]: owned partner p's claim
+ * named claim, *out its index among p's claims in memory, read from the
+ * store when it is not (ENG_NONE: p has no such claim). */
 tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out);
 /* Reads owned partner p's claim ci when not loaded yet (a partner read
  * from a record written before ordinals knows only their ids). */

@@ -514,12 +514,10 @@ static tly_err exc_docs_push(exc_docs *d, uint64_t seq, uint32_t n, json_t *doc)
 static tly_err exc_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
     const uint8_t *k = (const uint8_t *)key + 2;
-    uint64_t seq = 0;
     uint32_t n = 0;
     if (klen != 2 + 12)
         return TLY_CORRUPT;
-    for (int b = 0; b < 8; b++)
-        seq = (seq << 8) | k[b];
+    uint64_t seq = eng_get_be64(k);
     for (int b = 0; b < 4; b++)
         n = (n << 8) | k[8 + b];
     json_t *doc = json_loadb(val, vlen, 0, NULL);
