@@ -197,10 +197,11 @@ typedef struct tly_field_error {
  * buf/len: exactly one MessagePack map (trailing bytes are malformed).
  * recorded_ms: the time the ledger records the event; `at` must lie in
  *   [TLY_AT_MIN_MS, recorded_ms + TLY_AT_FUTURE_MS].
- * ev: written on success, untouched on failure; its strings borrow from
- *   buf. The tier and bracket arrays are written for a program only (past
- *   tier_count and bracket_count, zero); for any other type, whose counts
- *   are 0, they keep what they held.
+ * ev: written on success; its strings borrow from buf. On failure it may
+ *   hold part of the event and must not be read (every caller stops at the
+ *   error). The tier and bracket arrays are written for a program only
+ *   (past tier_count and bracket_count, zero); for any other type, whose
+ *   counts are 0, they keep what they held.
  * fe: written on failure (may be NULL).
  *
  * Values no field rule reads (unknown keys at any level, keys the type does

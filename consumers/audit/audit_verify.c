@@ -37,11 +37,19 @@
 #include "tly_event.h"
 #include "tly_log.h"
 
+/* Bytes of a cache line on the machines Tally runs on (x86-64, arm64). */
+#define VERIFY_CACHE_LINE_BYTES 64
+
 /* Everything one thread carries from record to record while it checks a
  * batch. */
 typedef struct verify_state {
-    tly_log_scan *scan; /* this thread's scan of the snapshot: ids lookups */
-    uint64_t expect;    /* the seq the next record must have */
+    /* Each thread's state starts a cache line of its own: the states lie
+     * side by side (one allocation), and a thread writes its own at every
+     * record; sharing a line with the next one's head cost the 3M log's
+     * verify a tenth of its time (perf: the stall fell on st->out). */
+    _Alignas(VERIFY_CACHE_LINE_BYTES)
+        tly_log_scan *scan; /* this thread's scan of the snapshot: ids lookups */
+    uint64_t expect;        /* the seq the next record must have */
     uint8_t prev_hash[TLY_HASH_BYTES];
     int64_t prev_ms;
     tly_event ev; /* reused: it is large */
@@ -173,9 +181,6 @@ static bool check_one(verify_state *st, const tly_log_raw *raw)
         return false;
     memcpy(st->prev_hash, rec.hash, TLY_HASH_BYTES);
     st->prev_ms = rec.recorded_ms;
-    st->out->records++;
-    st->out->head_seq = rec.seq;
-    memcpy(st->out->head_hash, rec.hash, TLY_HASH_BYTES);
     st->expect++;
     return true;
 }
@@ -229,6 +234,12 @@ static void check_batch(verify_state *st, verify_batch *b)
     }
     for (uint32_t i = 0; i < b->count && check_one(st, &b->raws[i]); i++)
         ;
+    /* The good records run from first_seq up to the one expected next. */
+    b->v.records = st->expect - b->first_seq;
+    if (b->v.records > 0) {
+        b->v.head_seq = st->expect - 1;
+        memcpy(b->v.head_hash, st->prev_hash, TLY_HASH_BYTES);
+    }
 }
 
 /* The ring of batches between the scan and the checking threads. Batch k
@@ -477,7 +488,9 @@ tly_err tly_audit_verify(const char *log_dir, tly_audit_progress_fn progress, vo
     if (err != TLY_OK)
         return err;
     uint32_t threads = threads_wanted();
-    verify_state *sts = calloc(threads, sizeof *sts);
+    verify_state *sts = aligned_alloc(_Alignof(verify_state), threads * sizeof *sts);
+    if (sts)
+        memset(sts, 0, threads * sizeof *sts);
     err = sts ? verify_log(log, sts, threads, progress, ctx, out) : TLY_NOMEM;
     free(sts);
     tly_log_close(log);
