@@ -562,15 +562,27 @@ static tly_err check_value(fpath where, const char *k, uint32_t klen, const uint
 
 /* --- map scanning --- */
 
+/* True when the len bytes of a and b are the same. A loop, not memcmp: a
+ * key is a few bytes, which the call to memcmp cost more than comparing
+ * (the 1M-event log: 0.42G of event decoding's 2.23G instructions went to
+ * this comparison with memcmp, callgrind). */
+static bool key_same(const char *a, const char *b, uint32_t len)
+{
+    for (uint32_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 /* The index of key k in t, or -1. Every event key passes here: only the
- * names of k's length are compared, the first byte inline. */
+ * names of k's length are compared. */
 static int key_find(const keytab *t, const char *k, uint32_t len)
 {
     if (len == 0 || len > KEY_LEN_MAX)
         return -1;
     for (uint64_t m = t->by_len[len]; m != 0; m &= m - 1) {
         int i = __builtin_ctzll(m);
-        if (t->keys[i].name[0] == k[0] && memcmp(t->keys[i].name, k, len) == 0)
+        if (key_same(t->keys[i].name, k, len))
             return i;
     }
     return -1;

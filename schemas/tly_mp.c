@@ -5,17 +5,6 @@
 
 #include "tly_limits.h"
 
-void tly_mp_init(tly_mp_reader *r, const void *buf, size_t len)
-{
-    r->p = (const uint8_t *)buf;
-    r->end = r->p + len;
-}
-
-size_t tly_mp_remaining(const tly_mp_reader *r)
-{
-    return (size_t)(r->end - r->p);
-}
-
 static uint64_t be_read(const uint8_t *p, unsigned n)
 {
     uint64_t v = 0;
@@ -110,81 +99,13 @@ bool tly_mp_read_bool(tly_mp_reader *r, bool *out)
     return true;
 }
 
-/*
- * Reads any integer encoding into a sign flag and magnitude-free form:
- * *neg is true for a negative value held in *sv, else the value is *uv.
- * Consumes nothing on failure.
- */
-static bool read_integer(tly_mp_reader *r, bool *neg, int64_t *sv, uint64_t *uv)
-{
-    if (!have(r, 1))
-        return false;
-    uint8_t b = r->p[0];
-    if (b <= 0x7f) {
-        *neg = false;
-        *uv = b;
-        r->p += 1;
-        return true;
-    }
-    if (b >= 0xe0) {
-        *neg = true;
-        *sv = (int8_t)b;
-        r->p += 1;
-        return true;
-    }
-    /* 0xcc..0xcf: uint 8/16/32/64; 0xd0..0xd3: int 8/16/32/64. */
-    if (b < 0xcc || b > 0xd3)
-        return false;
-    unsigned n = 1u << ((b - 0xcc) & 3);
-    bool is_signed = b >= 0xd0;
-    if (!have(r, 1 + n))
-        return false;
-    uint64_t raw = be_read(r->p + 1, n);
-    if (!is_signed) {
-        *neg = false;
-        *uv = raw;
-    } else {
-        /* Sign-extend the n-byte two's complement value. */
-        int64_t v;
-        if (n == 8) {
-            memcpy(&v, &raw, sizeof v);
-        } else {
-            uint64_t sign = UINT64_C(1) << (8 * n - 1);
-            v = (int64_t)(raw ^ sign) - (int64_t)sign;
-        }
-        *neg = v < 0;
-        if (v < 0)
-            *sv = v;
-        else
-            *uv = (uint64_t)v;
-    }
-    r->p += 1 + n;
-    return true;
-}
-
-bool tly_mp_read_int(tly_mp_reader *r, int64_t *out)
-{
-    tly_mp_reader save = *r;
-    bool neg;
-    int64_t sv = 0;
-    uint64_t uv = 0;
-    if (!read_integer(r, &neg, &sv, &uv))
-        return false;
-    if (!neg && uv > (uint64_t)INT64_MAX) {
-        *r = save;
-        return false;
-    }
-    *out = neg ? sv : (int64_t)uv;
-    return true;
-}
-
 bool tly_mp_read_uint(tly_mp_reader *r, uint64_t *out)
 {
     tly_mp_reader save = *r;
     bool neg;
     int64_t sv = 0;
     uint64_t uv = 0;
-    if (!read_integer(r, &neg, &sv, &uv))
+    if (!tly__mp_read_integer(r, &neg, &sv, &uv))
         return false;
     if (neg) {
         *r = save;
@@ -287,7 +208,7 @@ static bool read_count(tly_mp_reader *r, const len_forms *f, uint32_t *count)
     return true;
 }
 
-bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len)
+bool tly__mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len)
 {
     const uint8_t *bytes;
     if (!read_bytes(r, &str_forms, &bytes, len))
@@ -363,28 +284,6 @@ static bool skip_scalar(tly_mp_reader *r)
 }
 
 /*
- * The size of the value at r when it is one of the forms events are mostly
- * made of and its size shows in its first byte: fixint, nil, bool, fixstr
- * and the int forms. 0 for anything else (and for an empty input), which
- * skip_scalar and skip_value then read the general way. The caller checks
- * that the bytes are there: a value of these forms is well-formed exactly
- * when its bytes are, as the general path would find.
- */
-static size_t skip_fast(const tly_mp_reader *r)
-{
-    if (!have(r, 1))
-        return 0;
-    uint8_t b = r->p[0];
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return 1;
-    if (b >= 0xa0 && b <= 0xbf)
-        return 1 + (size_t)(b & 0x1f);
-    if (b >= 0xcc && b <= 0xd3)
-        return 1 + ((size_t)1 << ((b - 0xcc) & 3));
-    return 0;
-}
-
-/*
  * Skips one value at nesting level depth (the outermost container is level
  * 1). Recursion is bounded by TLY_MP_DEPTH_MAX; element counts are checked
  * against the bytes left (every element takes at least one byte) so a
@@ -392,7 +291,7 @@ static size_t skip_fast(const tly_mp_reader *r)
  */
 static bool skip_value(tly_mp_reader *r, unsigned depth)
 {
-    size_t n = skip_fast(r);
+    size_t n = tly__mp_fast_size(r);
     if (n > 0) {
         if (!have(r, n))
             return false;
@@ -422,7 +321,7 @@ bool tly_mp_skip(tly_mp_reader *r, const uint8_t **start, size_t *len)
     return tly_mp_skip_at(r, 0, start, len);
 }
 
-bool tly_mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start, size_t *len)
+bool tly__mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start, size_t *len)
 {
     tly_mp_reader save = *r;
     if (!skip_value(r, depth)) {

@@ -221,6 +221,100 @@ START_TEST(test_mp_ints)
 }
 END_TEST
 
+/* Every first byte, followed by 0..40 bytes: the inline fast paths of
+ * tly_mp.h give what the general readers give (outcome, bytes consumed,
+ * outputs), and a reader that fails is untouched. */
+START_TEST(test_mp_fast_paths_match)
+{
+    uint8_t buf[41];
+    for (unsigned b = 0; b < 256; b++) {
+        buf[0] = (uint8_t)b;
+        for (size_t i = 1; i < sizeof buf; i++)
+            buf[i] = (uint8_t)(0x21 + i % 90); /* fixints: a value inside an array or map */
+        for (size_t len = 0; len <= sizeof buf; len++) {
+            tly_mp_reader fast, slow;
+            const char *s1 = NULL, *s2 = NULL;
+            uint32_t n1 = 7, n2 = 7;
+            tly_mp_init(&fast, buf, len);
+            tly_mp_init(&slow, buf, len);
+            bool ok = tly_mp_read_str(&fast, &s1, &n1);
+            ck_assert_msg(ok == tly__mp_read_str(&slow, &s2, &n2), "str 0x%02x len %zu", b, len);
+            ck_assert(fast.p == slow.p && s1 == s2 && n1 == n2);
+            ck_assert(ok || fast.p == buf);
+            for (unsigned depth = 0; depth <= 1; depth++) {
+                const uint8_t *v1 = NULL, *v2 = NULL;
+                size_t l1 = 7, l2 = 7;
+                tly_mp_init(&fast, buf, len);
+                tly_mp_init(&slow, buf, len);
+                ok = tly_mp_skip_at(&fast, depth, &v1, &l1);
+                ck_assert_msg(ok == tly__mp_skip_at(&slow, depth, &v2, &l2), "skip 0x%02x len %zu",
+                              b, len);
+                ck_assert(fast.p == slow.p && v1 == v2 && l1 == l2);
+                ck_assert(ok || fast.p == buf);
+            }
+        }
+    }
+}
+END_TEST
+
+/* Each int form at its edges and in between, against msgpack-c's own
+ * unpacker: tly_mp_read_int (inline) reads what fits int64, and
+ * tly_mp_read_uint what is not negative. */
+START_TEST(test_mp_int_forms_against_msgpack_c)
+{
+    static const uint64_t bits[] = {0,
+                                    1,
+                                    0x7f,
+                                    0x80,
+                                    0xff,
+                                    0x100,
+                                    0x7fff,
+                                    0x8000,
+                                    0xffff,
+                                    0x10000,
+                                    0x7fffffff,
+                                    0x80000000,
+                                    0xffffffff,
+                                    0x100000000,
+                                    UINT64_C(0x7fffffffffffffff),
+                                    UINT64_C(0x8000000000000000),
+                                    UINT64_MAX,
+                                    UINT64_C(0x123456789abcdef0)};
+    for (unsigned b = 0xcc; b <= 0xd3; b++) {
+        unsigned n = 1u << ((b - 0xcc) & 3);
+        for (size_t k = 0; k < sizeof bits / sizeof bits[0]; k++) {
+            uint8_t buf[9] = {(uint8_t)b};
+            for (unsigned i = 0; i < n; i++)
+                buf[1 + i] = (uint8_t)(bits[k] >> (8 * (n - 1 - i)));
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)buf, 1 + n, NULL),
+                             MSGPACK_UNPACK_SUCCESS);
+            tly_mp_reader r;
+            int64_t v = 42;
+            uint64_t uv = 42;
+            tly_mp_init(&r, buf, 1 + n);
+            bool ok = tly_mp_read_int(&r, &v);
+            if (u.data.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+                ck_assert(ok && v == u.data.via.i64);
+                tly_mp_init(&r, buf, 1 + n);
+                ck_assert(!tly_mp_read_uint(&r, &uv) && uv == 42 && r.p == buf);
+            } else {
+                ck_assert_int_eq(u.data.type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+                ck_assert(ok == (u.data.via.u64 <= (uint64_t)INT64_MAX));
+                ck_assert(ok ? v == (int64_t)u.data.via.u64 && r.p == buf + 1 + n
+                             : v == 42 && r.p == buf);
+                tly_mp_init(&r, buf, 1 + n);
+                ck_assert(tly_mp_read_uint(&r, &uv) && uv == u.data.via.u64);
+            }
+            msgpack_unpacked_destroy(&u);
+            tly_mp_init(&r, buf, n); /* one byte short */
+            ck_assert(!tly_mp_read_int(&r, &v) && r.p == buf);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_mp_uint64_and_failures)
 {
     uint8_t big[9] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 1};
@@ -2077,9 +2171,9 @@ static Suite *schemas_suite(void)
 {
     Suite *s = suite_create("schemas");
     TCase *mp = tu_tcase(s, "mp", 0);
-    tu_add_tests(mp,
-                 TU_TESTS(test_mp_ints, test_mp_uint64_and_failures, test_mp_containers_and_skip,
-                          test_mp_depth_limit, test_mpw_same_bytes_as_msgpack_c));
+    tu_add_tests(mp, TU_TESTS(test_mp_ints, test_mp_uint64_and_failures, test_mp_fast_paths_match,
+                              test_mp_int_forms_against_msgpack_c, test_mp_containers_and_skip,
+                              test_mp_depth_limit, test_mpw_same_bytes_as_msgpack_c));
 
     TCase *ev = tu_tcase(s, "event", 120);
     tu_add_tests(ev, TU_TESTS(test_event_round_trip_every_type, test_event_decoded_fields,
