@@ -261,11 +261,12 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
         si = NULL;
         if (s == NATS_OK || jerr == JSStreamNameExistErr)
             break;
-        snprintf(msg, cap, "cannot create stream %s (replicas %d): %s (JetStream error %d)",
-                 r->stream, r->replicas, natsStatus_GetText(s), (int)jerr);
+        snprintf(msg, cap,
+                 "cannot create stream %s (replicas %d): %s (JetStream error %d; attempt %d of %d)",
+                 r->stream, r->replicas, natsStatus_GetText(s), (int)jerr, attempt,
+                 TLY_REPL_CREATE_TRIES);
         if (attempt < TLY_REPL_CREATE_TRIES)
-            tly_logf(TLY_LOG_WARN, "ledger", "%s; attempt %d of %d", msg, attempt,
-                     TLY_REPL_CREATE_TRIES);
+            tly_logf(TLY_LOG_WARN, "ledger", "%s", msg);
     }
     if (s != NATS_OK && jerr != JSStreamNameExistErr)
         return TLY_UNAVAILABLE;

@@ -849,6 +849,117 @@ START_TEST(test_replicate_usage)
 }
 END_TEST
 
+/* One nats-server with JetStream and no cluster, under L's directory, on
+ * a free port: user "admin" may do anything, user "reader" may not
+ * publish JetStream's consumer API, so its requests to create a consumer
+ * go unanswered (each times out). Waits until JetStream answers admin;
+ * writes the port to *port. */
+static pid_t single_start(const tl_ledger *L, int *port)
+{
+    char conf[700], log[700], text[1024];
+    *port = tu_free_port();
+    snprintf(conf, sizeof conf, "%s/single.conf", L->dir);
+    snprintf(log, sizeof log, "%s/single.log", L->dir);
+    snprintf(text, sizeof text,
+             "listen: 127.0.0.1:%d\n"
+             "max_payload: 8MB\n"
+             "jetstream { store_dir: \"%s/single-js\" }\n"
+             "authorization { users = [\n"
+             "  { user: admin, password: admin }\n"
+             "  { user: reader, password: reader,\n"
+             "    permissions: { publish: { deny: [\"$JS.API.CONSUMER.>\"] } } }\n"
+             "] }\n",
+             *port, L->dir);
+    tl_write_text(conf, text);
+    const char *argv[] = {nats_server(), "-c", conf, NULL};
+    pid_t pid = tl_spawn(argv, log, log);
+    char url[128];
+    snprintf(url, sizeof url, "nats://admin:admin@127.0.0.1:%d", *port);
+    bool ready = false;
+    for (int k = 0; k < TL_PROGRESS_MS / 100 && !ready; k++) {
+        natsConnection *nc = NULL;
+        jsCtx *js = NULL;
+        jsAccountInfo *ai = NULL;
+        ready = natsConnection_ConnectTo(&nc, url) == NATS_OK &&
+                natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+                js_GetAccountInfo(&ai, js, NULL, NULL) == NATS_OK;
+        jsAccountInfo_Destroy(ai);
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        if (!ready)
+            tu_sleep_ms(100);
+    }
+    if (!ready)
+        tl_dump_file("nats-server", log);
+    ck_assert_msg(ready, "JetStream did not become ready on port %d", *port);
+    return pid;
+}
+
+/* How many of "attempt 1 of N", "attempt 2 of N", ... text holds. */
+static int attempts_logged(const char *text, int of)
+{
+    int k = 0;
+    for (;;) {
+        char want[64];
+        snprintf(want, sizeof want, "attempt %d of %d", k + 1, of);
+        if (!strstr(text, want))
+            return k;
+        k++;
+    }
+}
+
+/* TLY_REPL_CREATE_TRIES and TLY_REPL_READER_OPEN_TRIES at their edge: a
+ * stream that cannot be created (three replicas on one server) is tried
+ * exactly TLY_REPL_CREATE_TRIES times, and a consumer whose creation times
+ * out every time exactly TLY_REPL_READER_OPEN_TRIES times, each failing
+ * with a clear error and exit 1. */
+START_TEST(test_retry_limits)
+{
+    tl_ledger L;
+    tl_init(&L);
+    int port;
+    pid_t server = single_start(&L, &port);
+    char admin[128], reader[128];
+    snprintf(admin, sizeof admin, "nats://admin:admin@127.0.0.1:%d", port);
+    snprintf(reader, sizeof reader, "nats://reader:reader@127.0.0.1:%d", port);
+
+    const char *r3[] = {"ledger", "--data",     L.data,    "--ingest",    L.ingest, "--events",
+                        L.events, "--log-read", L.logread, "--replicate", admin,    "--stream",
+                        "THREE",  "--replicas", "3",       NULL};
+    ck_assert_int_eq(tl_run(&L, "r3", r3), 1);
+    char *err = tl_output(&L, "r3", "err");
+    ck_assert_msg(attempts_logged(err, TLY_REPL_CREATE_TRIES) == TLY_REPL_CREATE_TRIES, "%s", err);
+    ck_assert_msg(strstr(err, "cannot create stream THREE (replicas 3)"), "%s", err);
+    free(err);
+
+    /* A stream of 20 records, then an auditor that cannot create a consumer. */
+    const char *r1[] = {"--replicate", admin, "--replicas", "1", NULL};
+    tl_start(&L, r1);
+    char file[700];
+    write_sales(&L, "a", "rl", 20, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&L, "send", args), 0, 20, 0, 0);
+    ck_assert_int_eq(tl_stop(&L, SIGTERM), 0);
+    char mirror[700];
+    snprintf(mirror, sizeof mirror, "%s/mirror", L.dir);
+    const char *verify[] = {"audit", "verify", "--data", mirror, "--nats", reader, NULL};
+    ck_assert_int_eq(tl_run(&L, "verify", verify), 1);
+    err = tl_output(&L, "verify", "err");
+    ck_assert_msg(attempts_logged(err, TLY_REPL_READER_OPEN_TRIES) ==
+                      TLY_REPL_READER_OPEN_TRIES - 1,
+                  "%s", err);
+    free(err);
+    /* admin may: the same mirror verifies */
+    const char *ok[] = {"audit", "verify", "--data", mirror, "--nats", admin, NULL};
+    ck_assert_int_eq(tl_run(&L, "ok", ok), 0);
+    char *out = tl_output(&L, "ok", "out");
+    ck_assert_msg(strstr(out, "ok: 20 records"), "%s", out);
+    free(out);
+    tl_stop_pid(&server, SIGTERM);
+    tl_done(&L);
+}
+END_TEST
+
 /* One replicated row of `tally bench ingest --replicate` ("100 R3 ..."):
  * the ledger's events/s and the stream's own ceiling, both measured, and
  * no failure. */
@@ -914,5 +1025,7 @@ int main(void)
                               test_node_killed_under_load, test_takeover, test_audit_nats,
                               test_up_replicate, test_read_replica, test_bench_replicate,
                               test_bench_endpoints));
+    TCase *limits = tu_tcase(s, "limits", 120);
+    tu_add_tests(limits, TU_TESTS(test_retry_limits));
     return tu_run_suite(s);
 }
