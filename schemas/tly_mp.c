@@ -217,7 +217,7 @@ bool tly__mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len)
     return true;
 }
 
-bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
+bool tly__mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
 {
     return read_bytes(r, &bin_forms, out, len);
 }

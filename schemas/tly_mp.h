@@ -63,7 +63,7 @@ bool tly_mp_read_uint(tly_mp_reader *r, uint64_t *out);
 /* float 32 or float 64 (addition: used by tly_json_from_mp; never for money). */
 bool tly_mp_read_float(tly_mp_reader *r, double *out);
 static inline bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len);
-bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len);
+static inline bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len);
 /* Reads an array or map header; the elements (pairs) follow. */
 bool tly_mp_read_array(tly_mp_reader *r, uint32_t *count);
 bool tly_mp_read_map(tly_mp_reader *r, uint32_t *count);
@@ -93,6 +93,7 @@ bool tly_mp_is_single_value(const void *buf, size_t len);
  * 1M-event log's event decoding took 2.76G instructions before (callgrind).
  */
 bool tly__mp_read_str(tly_mp_reader *r, const char **out, uint32_t *len);
+bool tly__mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len);
 bool tly__mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start, size_t *len);
 
 /* The encoded size of the value at r when its first byte shows it: fixint,
@@ -179,6 +180,24 @@ static inline bool tly_mp_read_str(tly_mp_reader *r, const char **out, uint32_t 
         return true;
     }
     return tly__mp_read_str(r, out, len);
+}
+
+/* A bin 8 or bin 16 (a record's event and hash) is read inline. */
+static inline bool tly_mp_read_bin(tly_mp_reader *r, const uint8_t **out, uint32_t *len)
+{
+    size_t left = tly_mp_remaining(r);
+    if (left < 2 || (r->p[0] != 0xc4 && r->p[0] != 0xc5))
+        return tly__mp_read_bin(r, out, len);
+    size_t hdr = r->p[0] == 0xc4 ? 2 : 3;
+    if (left < hdr)
+        return false;
+    uint32_t n = hdr == 2 ? r->p[1] : (uint32_t)r->p[1] << 8 | r->p[2];
+    if (left - hdr < n)
+        return false;
+    *out = r->p + hdr;
+    *len = n;
+    r->p += hdr + n;
+    return true;
 }
 
 static inline bool tly_mp_skip_at(tly_mp_reader *r, unsigned depth, const uint8_t **start,

@@ -229,8 +229,8 @@ START_TEST(test_mp_fast_paths_match)
     uint8_t buf[41];
     for (unsigned b = 0; b < 256; b++) {
         buf[0] = (uint8_t)b;
-        for (size_t i = 1; i < sizeof buf; i++)
-            buf[i] = (uint8_t)(0x21 + i % 90); /* fixints: a value inside an array or map */
+        for (size_t i = 1; i < sizeof buf; i++) /* fixints; as a length: 0x00.., 0x0021 */
+            buf[i] = i == 1 && b == 0xc5 ? 0 : (uint8_t)(0x21 + i % 90);
         for (size_t len = 0; len <= sizeof buf; len++) {
             tly_mp_reader fast, slow;
             const char *s1 = NULL, *s2 = NULL;
@@ -240,6 +240,13 @@ START_TEST(test_mp_fast_paths_match)
             bool ok = tly_mp_read_str(&fast, &s1, &n1);
             ck_assert_msg(ok == tly__mp_read_str(&slow, &s2, &n2), "str 0x%02x len %zu", b, len);
             ck_assert(fast.p == slow.p && s1 == s2 && n1 == n2);
+            ck_assert(ok || fast.p == buf);
+            const uint8_t *b1 = NULL, *b2 = NULL;
+            tly_mp_init(&fast, buf, len);
+            tly_mp_init(&slow, buf, len);
+            ok = tly_mp_read_bin(&fast, &b1, &n1);
+            ck_assert_msg(ok == tly__mp_read_bin(&slow, &b2, &n2), "bin 0x%02x len %zu", b, len);
+            ck_assert(fast.p == slow.p && b1 == b2 && n1 == n2);
             ck_assert(ok || fast.p == buf);
             for (unsigned depth = 0; depth <= 1; depth++) {
                 const uint8_t *v1 = NULL, *v2 = NULL;

@@ -62,15 +62,6 @@ tly_err tly_audit_txn_begin(MDB_env *env, MDB_txn **out)
     return rc == 0 ? TLY_OK : tly_audit_lmdb_err(rc, "read transaction");
 }
 
-uint64_t tly_audit_get_be64(const void *p)
-{
-    const uint8_t *b = p;
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | b[i];
-    return v;
-}
-
 uint32_t tly_audit_get_be32(const void *p)
 {
     const uint8_t *b = p;
