@@ -101,17 +101,14 @@ bool tly_mp_read_bool(tly_mp_reader *r, bool *out)
 
 bool tly_mp_read_uint(tly_mp_reader *r, uint64_t *out)
 {
-    tly_mp_reader save = *r;
+    tly_mp_reader t = *r; /* r moves only on success */
     bool neg;
-    int64_t sv = 0;
-    uint64_t uv = 0;
-    if (!tly__mp_read_integer(r, &neg, &sv, &uv))
+    int64_t sv;
+    uint64_t uv;
+    if (!tly__mp_read_integer(&t, &neg, &sv, &uv) || neg)
         return false;
-    if (neg) {
-        *r = save;
-        return false;
-    }
     *out = uv;
+    *r = t;
     return true;
 }
 

@@ -154,17 +154,14 @@ static inline bool tly__mp_read_integer(tly_mp_reader *r, bool *neg, int64_t *sv
 
 static inline bool tly_mp_read_int(tly_mp_reader *r, int64_t *out)
 {
-    tly_mp_reader save = *r;
+    tly_mp_reader t = *r; /* r moves only on success */
     bool neg;
-    int64_t sv = 0;
-    uint64_t uv = 0;
-    if (!tly__mp_read_integer(r, &neg, &sv, &uv))
+    int64_t sv;
+    uint64_t uv;
+    if (!tly__mp_read_integer(&t, &neg, &sv, &uv) || (!neg && uv > (uint64_t)INT64_MAX))
         return false;
-    if (!neg && uv > (uint64_t)INT64_MAX) {
-        *r = save;
-        return false;
-    }
     *out = neg ? sv : (int64_t)uv;
+    *r = t;
     return true;
 }
 
