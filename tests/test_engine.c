@@ -2425,6 +2425,39 @@ static int bench(size_t events);
  * ENG_MAP_LOAD_NUM/ENG_MAP_LOAD_DEN of 64 entries and doubles on the next;
  * random puts and deletes (backward-shift deletion in long probe runs)
  * agree with a plain array. */
+/* The sale cache's block pool at the edges of its two sizes: each block
+ * holds its whole length apart from every other, a block comes back to
+ * takers of its own size only, and past ENG_POOL_BLOCK_BYTES it is
+ * malloc's (so ASan sees its bounds). */
+START_TEST(pool_size_classes)
+{
+    eng_pool pool = {0};
+    static const size_t lens[] = {1, ENG_POOL_SMALL_BYTES, ENG_POOL_SMALL_BYTES + 1,
+                                  ENG_POOL_BLOCK_BYTES, ENG_POOL_BLOCK_BYTES + 1};
+    enum { N = sizeof lens / sizeof lens[0], ROUNDS = ENG_POOL_CHUNK_BLOCKS + 3 };
+    static char *blocks[ROUNDS][N];
+    for (int r = 0; r < ROUNDS; r++) /* past one chunk of each size */
+        for (int i = 0; i < N; i++) {
+            blocks[r][i] = eng_pool_get(&pool, lens[i]);
+            ck_assert_ptr_nonnull(blocks[r][i]);
+            memset(blocks[r][i], 'A' + (r * N + i) % 50, lens[i]);
+        }
+    for (int r = 0; r < ROUNDS; r++)
+        for (int i = 0; i < N; i++)
+            for (size_t b = 0; b < lens[i]; b++)
+                ck_assert_int_eq(blocks[r][i][b], 'A' + (r * N + i) % 50);
+    /* A freed small block serves the next small taker, not a larger one. */
+    char *small = blocks[0][1], *large = blocks[0][3];
+    eng_pool_put(&pool, large, ENG_POOL_BLOCK_BYTES);
+    eng_pool_put(&pool, small, ENG_POOL_SMALL_BYTES); /* one list would hand this out first */
+    ck_assert_ptr_eq(eng_pool_get(&pool, ENG_POOL_SMALL_BYTES + 1), large);
+    ck_assert_ptr_eq(eng_pool_get(&pool, 1), small);
+    for (int r = 0; r < ROUNDS; r++)
+        eng_pool_put(&pool, blocks[r][4], lens[4]); /* malloc's: freed */
+    eng_pool_free(&pool);
+}
+END_TEST
+
 START_TEST(map_load_edge)
 {
     enum { KEYS = 4000 };
@@ -2542,7 +2575,8 @@ static Suite *engine_suite(void)
                               close_out_of_order_and_unknown, over_return_partial,
                               return_partner_mismatch_across_shards, payouts, claim_state_machine,
                               enrollment_rules, apply_out_of_order, details_pinned,
-                              load_rejects_garbage, journal_row_decode, map_load_edge));
+                              load_rejects_garbage, journal_row_decode, map_load_edge,
+                              pool_size_classes));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);

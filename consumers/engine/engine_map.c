@@ -49,33 +49,42 @@ void eng_arena_free(eng_arena *a)
     a->head = NULL;
 }
 
+/* The size class of a block of len bytes: 0 small, 1 large, -1 malloc. */
+static int pool_class(size_t len)
+{
+    return len <= ENG_POOL_SMALL_BYTES ? 0 : len <= ENG_POOL_BLOCK_BYTES ? 1 : -1;
+}
+
 char *eng_pool_get(eng_pool *p, size_t len)
 {
-    if (len > ENG_POOL_BLOCK_BYTES)
+    int k = pool_class(len);
+    if (k < 0)
         return malloc(len);
-    if (p->free == NULL) {
-        eng_chunk *c = malloc(sizeof *c + (size_t)ENG_POOL_BLOCK_BYTES * ENG_POOL_CHUNK_BLOCKS);
+    size_t size = k == 0 ? ENG_POOL_SMALL_BYTES : ENG_POOL_BLOCK_BYTES;
+    if (p->free[k] == NULL) {
+        eng_chunk *c = malloc(sizeof *c + size * ENG_POOL_CHUNK_BLOCKS);
         if (c == NULL)
             return NULL;
         c->next = p->chunks;
-        c->used = c->cap = (size_t)ENG_POOL_BLOCK_BYTES * ENG_POOL_CHUNK_BLOCKS;
+        c->used = c->cap = size * ENG_POOL_CHUNK_BLOCKS;
         p->chunks = c;
         for (uint32_t i = 0; i < ENG_POOL_CHUNK_BLOCKS; i++)
-            eng_pool_put(p, c->data + (size_t)i * ENG_POOL_BLOCK_BYTES, ENG_POOL_BLOCK_BYTES);
+            eng_pool_put(p, c->data + (size_t)i * size, size);
     }
-    char *b = p->free;
-    memcpy(&p->free, b, sizeof p->free);
+    char *b = p->free[k];
+    memcpy(&p->free[k], b, sizeof p->free[k]);
     return b;
 }
 
 void eng_pool_put(eng_pool *p, char *block, size_t len)
 {
-    if (len > ENG_POOL_BLOCK_BYTES) {
+    int k = pool_class(len);
+    if (k < 0) {
         free(block);
         return;
     }
-    memcpy(block, &p->free, sizeof p->free);
-    p->free = block;
+    memcpy(block, &p->free[k], sizeof p->free[k]);
+    p->free[k] = block;
 }
 
 void eng_pool_free(eng_pool *p)
