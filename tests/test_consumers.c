@@ -525,6 +525,106 @@ START_TEST(test_views_drop_old_docs)
 }
 END_TEST
 
+/* Pages of the mapping of file (a path) in this process's page table:
+ * /proc/self/pagemap's present bit over the file's length from the
+ * mapping's start. */
+static size_t mapped_pages(const char *file)
+{
+    FILE *maps = fopen("/proc/self/maps", "re");
+    ck_assert_ptr_nonnull(maps);
+    char line[1024];
+    unsigned long lo = 0, hi = 0;
+    while (fgets(line, sizeof line, maps)) {
+        char *path = strchr(line, '/');
+        if (path && strncmp(path, file, strlen(file)) == 0 && path[strlen(file)] == '\n') {
+            ck_assert_int_eq(sscanf(line, "%lx-%lx", &lo, &hi), 2);
+            break;
+        }
+    }
+    fclose(maps);
+    ck_assert_msg(hi > lo, "%s is not mapped", file);
+    struct stat st;
+    ck_assert_int_eq(stat(file, &st), 0);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (size_t)st.st_size / page, present = 0;
+    FILE *pm = fopen("/proc/self/pagemap", "re");
+    ck_assert_ptr_nonnull(pm);
+    ck_assert_int_eq(fseeko(pm, (off_t)(lo / page * 8), SEEK_SET), 0);
+    for (size_t i = 0; i < n && i < (hi - lo) / page; i++) {
+        uint64_t e = 0;
+        ck_assert_uint_eq(fread(&e, sizeof e, 1, pm), 1);
+        present += e >> 63;
+    }
+    fclose(pm);
+    return present;
+}
+
+enum { RESIDENT_PARTNERS = 700 }; /* their reads cross TLY_VIEWS_RESIDENT_BYTES_MAX once */
+
+/* TLY_VIEWS_RESIDENT_BYTES_MAX at its edge: the engine's reads of the
+ * store count a value's bytes and a page each, and the read that brings
+ * the count to the limit drops the map's pages from this process (the
+ * page cache keeps them), not the read before it. Each partner's balance
+ * document, asked of an engine that has read nothing yet, is one read of
+ * its record. */
+START_TEST(test_views_resident_bytes_edge)
+{
+    char *data = tu_tmpdir();
+    static char events[RESIDENT_PARTNERS + 1][160];
+    const char *ptrs[RESIDENT_PARTNERS + 1] = {small_events[0]};
+    for (int i = 1; i <= RESIDENT_PARTNERS; i++) {
+        snprintf(events[i], sizeof events[i],
+                 "{\"type\":\"partner\",\"id\":\"r%d\",\"at\":1735689700000,\"partner\":\"p%04d\","
+                 "\"name\":\"Partner %d\",\"program\":\"apex\",\"kind\":\"var\"}",
+                 i, i, i);
+        ptrs[i] = events[i];
+    }
+    append_json(data, ptrs, RESIDENT_PARTNERS + 1);
+    ck_assert_int_eq(consume(data, NULL, NULL), 0);
+    /* What each read will count, from the stored records. */
+    size_t counted[RESIDENT_PARTNERS + 1] = {0};
+    tly_views *v = views_ro(data, 0, 1);
+    for (int i = 1; i <= RESIDENT_PARTNERS; i++) {
+        char key[32], *val = NULL;
+        size_t len = 0;
+        snprintf(key, sizeof key, TLY_ENGINE_PARTNER_PREFIX "p%04d", i);
+        ck_assert_int_eq(tly_views_get(v, key, strlen(key), &val, &len, NULL), TLY_OK);
+        counted[i] = counted[i - 1] + len + TLY_VIEWS_PAGE_BYTES;
+        free(val);
+    }
+    tly_views_close(v);
+    int edge = 1; /* the read that reaches the limit */
+    while (counted[edge] < TLY_VIEWS_RESIDENT_BYTES_MAX)
+        edge++;
+    ck_assert_int_lt(edge, RESIDENT_PARTNERS);
+    char *file = path_join(data, "views/0-of-1/data.mdb");
+    tly_engine *e;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    size_t before = 0;
+    for (int i = 1; i <= edge; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "p%04d", i);
+        json_t *b = tly_engine_view(e, 'b', name);
+        ck_assert_ptr_nonnull(b);
+        json_decref(b);
+        if (i == edge - 1)
+            before = mapped_pages(file);
+    }
+    size_t after = mapped_pages(file);
+    /* Up to the read before the edge the pages the reads touched stay
+     * mapped; the edge's read dropped them all, and what is mapped after
+     * it is what that one view touched since (the record it renders, the
+     * tree's upper pages, its scans). */
+    ck_assert_msg(after * 2 < before, "%zu pages mapped after %d reads, %zu after one more", before,
+                  edge - 1, after);
+    tly_engine_free(e);
+    tly_views_close(v);
+    free(file);
+    tu_rmtree(data);
+}
+END_TEST
+
 START_TEST(test_views_commit_load_roundtrip)
 {
     char *data = tu_tmpdir();
@@ -1781,7 +1881,8 @@ static Suite *consumers_suite(void)
     TCase *views = tu_tcase(s, "views", 0);
     tu_add_tests(views, TU_TESTS(test_views_readonly_missing_creates_nothing,
                                  test_views_shard_mismatch_refused, test_views_sales_mode,
-                                 test_views_commit_load_roundtrip, test_views_drop_old_docs));
+                                 test_views_commit_load_roundtrip, test_views_drop_old_docs,
+                                 test_views_resident_bytes_edge));
     TCase *consume = tu_tcase(s, "consume", 600);
     tu_add_tests(
         consume,
