@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tly_be.h"
 #include "tly_log.h"
 
 /* ids key: u16be(len(source)) ‖ source ‖ id. */
@@ -85,7 +86,6 @@ tly_err tly__log_set_mapsize(tly_log *log, size_t bytes);
 
 /* Encodes seq as the 8-byte big-endian key. */
 void tly__log_seq_key(uint64_t seq, uint8_t key[8]);
-uint64_t tly__log_be64(const uint8_t b[8]);
 
 /* Reads the last record of the "log" database in txn: seq 0 when empty.
  * TLY_OK, TLY_CORRUPT or TLY_STORAGE. */

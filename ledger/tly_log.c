@@ -54,14 +54,6 @@ void tly__log_seq_key(uint64_t seq, uint8_t key[8])
     }
 }
 
-uint64_t tly__log_be64(const uint8_t b[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | b[i];
-    return v;
-}
-
 size_t tly__log_ids_key(tly_str source, tly_str id, uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX])
 {
     TLY_ASSERT(source.len <= TLY_SOURCE_BYTES_MAX && id.len <= TLY_ID_BYTES_MAX);
@@ -162,7 +154,7 @@ tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty)
         return tly__log_mdb_err(rc, "mdb_cursor_get (last)");
     tly_record r;
     if (k.mv_size != 8 || tly_record_decode(v.mv_data, v.mv_size, &r) != TLY_OK ||
-        r.seq != tly__log_be64(k.mv_data)) {
+        r.seq != tly_be64_get(k.mv_data)) {
         tly_logf(TLY_LOG_ERROR, NULL, "log: the last record does not decode");
         return TLY_CORRUPT;
     }
@@ -448,7 +440,7 @@ tly_err tly_log_lookup(tly_log *log, tly_str source, tly_str id, uint64_t *seq)
     else if (v.mv_size != 8)
         err = TLY_CORRUPT;
     else
-        *seq = tly__log_be64(v.mv_data);
+        *seq = tly_be64_get(v.mv_data);
     tly__log_read_end(log, txn);
     return err;
 }

@@ -186,7 +186,7 @@ static tly_err resolve_index(batch *b, uint32_t i, uint32_t pos)
             tly_logf(TLY_LOG_ERROR, NULL, "log: an ids value is not 8 bytes");
             return TLY_CORRUPT;
         }
-        return resolve_stored(b, i, tly__log_be64(v.mv_data));
+        return resolve_stored(b, i, tly_be64_get(v.mv_data));
     }
     if (rc != MDB_NOTFOUND)
         return tly__log_mdb_err(rc, "mdb_get (ids)");

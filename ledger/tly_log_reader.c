@@ -46,7 +46,7 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
 static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val *v, tly_record *rec)
 {
     tly_record r;
-    if (k->mv_size != 8 || tly__log_be64(k->mv_data) != rd->next_seq) {
+    if (k->mv_size != 8 || tly_be64_get(k->mv_data) != rd->next_seq) {
         tly_logf(TLY_LOG_ERROR, NULL, "log: seq %llu is missing", (unsigned long long)rd->next_seq);
         return TLY_CORRUPT;
     }

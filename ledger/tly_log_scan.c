@@ -83,7 +83,7 @@ uint64_t tly_log_scan_last_seq(tly_log_scan *sc)
         tly__log_mdb_err(rc, "mdb_cursor_get (last)");
     if (rc != MDB_SUCCESS || k.mv_size != 8)
         return 0;
-    return tly__log_be64(k.mv_data);
+    return tly_be64_get(k.mv_data);
 }
 
 tly_err tly_log_scan_ids_get(tly_log_scan *sc, tly_str source, tly_str id, const uint8_t **val,

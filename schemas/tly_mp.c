@@ -5,14 +5,6 @@
 
 #include "tly_limits.h"
 
-static uint64_t be_read(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* True when at least n bytes remain. */
 static bool have(const tly_mp_reader *r, size_t n)
 {
@@ -66,7 +58,7 @@ tly_mp_type tly_mp_peek(const tly_mp_reader *r)
         /* A uint64 is an INT only when its value fits int64. */
         if (!have(r, 9))
             return TLY_MP_INVALID;
-        return be_read(r->p + 1, 8) > (uint64_t)INT64_MAX ? TLY_MP_UINT64 : TLY_MP_INT;
+        return tly__mp_be(r->p + 1, 8) > (uint64_t)INT64_MAX ? TLY_MP_UINT64 : TLY_MP_INT;
     case 0xd9:
     case 0xda:
     case 0xdb:
@@ -118,7 +110,7 @@ bool tly_mp_read_float(tly_mp_reader *r, double *out)
         return false;
     uint8_t b = r->p[0];
     if (b == 0xca && have(r, 5)) {
-        uint32_t raw = (uint32_t)be_read(r->p + 1, 4);
+        uint32_t raw = (uint32_t)tly__mp_be(r->p + 1, 4);
         float f;
         memcpy(&f, &raw, sizeof f);
         *out = f;
@@ -126,7 +118,7 @@ bool tly_mp_read_float(tly_mp_reader *r, double *out)
         return true;
     }
     if (b == 0xcb && have(r, 9)) {
-        uint64_t raw = be_read(r->p + 1, 8);
+        uint64_t raw = tly__mp_be(r->p + 1, 8);
         memcpy(out, &raw, sizeof *out);
         r->p += 9;
         return true;
@@ -171,7 +163,7 @@ static bool read_len_header(const tly_mp_reader *r, const len_forms *f, uint32_t
         return false;
     if (!have(r, 1 + n))
         return false;
-    *len = (uint32_t)be_read(r->p + 1, n);
+    *len = (uint32_t)tly__mp_be(r->p + 1, n);
     *hdr = 1 + n;
     return true;
 }
@@ -240,7 +232,7 @@ static bool ext_size(const tly_mp_reader *r, size_t *total)
     unsigned n = b == 0xc7 ? 1 : b == 0xc8 ? 2 : b == 0xc9 ? 4 : 0;
     if (n == 0 || !have(r, 1 + n))
         return false;
-    *total = 1 + n + 1 + (size_t)be_read(r->p + 1, n);
+    *total = 1 + n + 1 + (size_t)tly__mp_be(r->p + 1, n);
     return true;
 }
 

@@ -47,7 +47,7 @@ static void describe(FILE *out, tly_audit_family f, const tly_audit_item *it)
         const char *kind = json_string_value(json_object_get(o, "kind"));
         const char *partner = json_string_value(json_object_get(o, "partner"));
         fprintf(out, "exception at seq %llu (%s, partner %s)",
-                (unsigned long long)tly_audit_get_be64(it->id), kind ? kind : "?",
+                (unsigned long long)tly_be64_get(it->id), kind ? kind : "?",
                 partner ? partner : "none");
         json_decref(o);
         return;

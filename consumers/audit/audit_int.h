@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tly_be.h"
 #include "tly_err.h"
 
 /* Opens the LMDB environment in dir read-only, with room for maxdbs named
@@ -26,16 +27,8 @@ tly_err tly_audit_txn_begin(MDB_env *env, MDB_txn **out);
  * MDB_NOTFOUND to TLY_NOT_FOUND, ENOMEM to TLY_NOMEM, else TLY_STORAGE. */
 tly_err tly_audit_lmdb_err(int rc, const char *what);
 
-/* Big-endian integers as the log and view keys store them (be64 inline:
- * audit verify reads two per record). */
-static inline uint64_t tly_audit_get_be64(const void *p)
-{
-    const uint8_t *b = p;
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | b[i];
-    return v;
-}
+/* Big-endian integers as the log and view keys store them (be64:
+ * tly_be64_get). */
 uint32_t tly_audit_get_be32(const void *p);
 void tly_audit_put_be64(void *p, uint64_t v);
 void tly_audit_put_be32(void *p, uint32_t v);

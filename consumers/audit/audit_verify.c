@@ -109,7 +109,7 @@ static bool check_key(verify_state *st, const tly_log_raw *raw)
 {
     if (raw->key_len != 8)
         return fail(st, st->expect, "stored key is %zu bytes, not 8", raw->key_len);
-    uint64_t k = tly_audit_get_be64(raw->key);
+    uint64_t k = tly_be64_get(raw->key);
     if (k > st->expect)
         return fail(st, st->expect, "missing (gap: the next stored seq is %llu)",
                     (unsigned long long)k);
@@ -166,7 +166,7 @@ static bool check_ids(verify_state *st, const tly_record *rec)
         return fail(st, rec->seq, "idempotency index: %s", tly_strerror(err));
     if (len != 8)
         return fail(st, rec->seq, "idempotency index value is not 8 bytes");
-    uint64_t at = tly_audit_get_be64(v);
+    uint64_t at = tly_be64_get(v);
     if (at != rec->seq)
         return fail(st, rec->seq, "(source, id) is also at seq %llu (duplicate id)",
                     (unsigned long long)at);

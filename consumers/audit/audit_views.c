@@ -114,7 +114,7 @@ static tly_err read_meta(audit_shard *s, uint32_t k, uint32_t n, char *msg, size
     rc = mdb_get(s->txn, s->dbi, &key, &v);
     s->checkpoint = 0;
     if (rc == 0 && v.mv_size == 8)
-        s->checkpoint = tly_audit_get_be64(v.mv_data);
+        s->checkpoint = tly_be64_get(v.mv_data);
     else if (rc == 0) {
         tly_audit_msgf(msg, cap, "store %u-of-%u has a checkpoint of %zu bytes", k, n, v.mv_size);
         return TLY_CORRUPT;
@@ -476,7 +476,7 @@ static bool exception_seq(const MDB_val *key, uint64_t *seq)
 {
     if (key->mv_size != 2 + 8 + 4)
         return false;
-    *seq = tly_audit_get_be64((const uint8_t *)key->mv_data + 2);
+    *seq = tly_be64_get((const uint8_t *)key->mv_data + 2);
     return true;
 }
 

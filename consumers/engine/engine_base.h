@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tly_be.h"
 #include "tly_err.h"
 
 /* Returns from the calling function with the error of x, if any. */
@@ -32,16 +33,6 @@ static inline void eng_put_be64(char *buf, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         buf[i] = (char)(v >> (56 - 8 * i));
-}
-
-/* The big-endian u64 at buf[0..8) (eng_put_be64's). */
-static inline uint64_t eng_get_be64(const void *buf)
-{
-    const uint8_t *b = buf;
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | b[i];
-    return v;
 }
 
 /* A string with its length, NUL-terminated: either in the arena (global

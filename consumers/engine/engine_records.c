@@ -916,7 +916,7 @@ static tly_err unpack_claim_count(tly_mp_reader *r, eng_pstate *st)
     RD(tly_mp_read_uint(r, &st->claim_total) && st->claim_total != ENG_NO_ORDINAL);
     RD(tly_mp_read_bin(r, &f, &n) && n == ENG_CLAIM_FILTER_WORDS * 8);
     for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
-        st->claim_filter[w] = eng_get_be64(f + 8 * w);
+        st->claim_filter[w] = tly_be64_get(f + 8 * w);
     return TLY_OK;
 }
 

@@ -673,7 +673,7 @@ static tly_err load_exception(tly_engine *e, const uint8_t *k, const void *val, 
     json_t *doc = json_loadb(val, vlen, 0, NULL);
     if (doc == NULL)
         return TLY_CORRUPT;
-    eng_exc x = {.at_seq = eng_get_be64(k)};
+    eng_exc x = {.at_seq = tly_be64_get(k)};
     for (int b = 0; b < 4; b++)
         x.n = (x.n << 8) | k[8 + b];
     json_t *kind = json_object_get(doc, "kind"), *partner = json_object_get(doc, "partner");

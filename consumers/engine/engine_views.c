@@ -517,7 +517,7 @@ static tly_err exc_visit(void *ctx, const void *key, size_t klen, const void *va
     uint32_t n = 0;
     if (klen != 2 + 12)
         return TLY_CORRUPT;
-    uint64_t seq = eng_get_be64(k);
+    uint64_t seq = tly_be64_get(k);
     for (int b = 0; b < 4; b++)
         n = (n << 8) | k[8 + b];
     json_t *doc = json_loadb(val, vlen, 0, NULL);
