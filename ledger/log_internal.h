@@ -84,9 +84,6 @@ size_t tly__log_ids_key(tly_str source, tly_str id, uint8_t key[TLY_LOG_IDS_KEY_
  * TLY_STORAGE. */
 tly_err tly__log_set_mapsize(tly_log *log, size_t bytes);
 
-/* Encodes seq as the 8-byte big-endian key. */
-void tly__log_seq_key(uint64_t seq, uint8_t key[8]);
-
 /* Reads the last record of the "log" database in txn: seq 0 when empty.
  * TLY_OK, TLY_CORRUPT or TLY_STORAGE. */
 tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty);

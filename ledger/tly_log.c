@@ -46,14 +46,6 @@ tly_err tly__log_mdb_err(int rc, const char *what)
     }
 }
 
-void tly__log_seq_key(uint64_t seq, uint8_t key[8])
-{
-    for (int i = 7; i >= 0; i--) {
-        key[i] = (uint8_t)seq;
-        seq >>= 8;
-    }
-}
-
 size_t tly__log_ids_key(tly_str source, tly_str id, uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX])
 {
     TLY_ASSERT(source.len <= TLY_SOURCE_BYTES_MAX && id.len <= TLY_ID_BYTES_MAX);

@@ -151,7 +151,7 @@ static tly_err resolve_stored(batch *b, uint32_t i, uint64_t seq)
 {
     tly_log_item *it = &b->items[i];
     uint8_t key[8];
-    tly__log_seq_key(seq, key);
+    tly_be64_put(key, seq);
     MDB_val k = {8, key}, v;
     int rc = mdb_get(b->txn, b->log->dbi_log, &k, &v);
     tly_record rec;
@@ -272,7 +272,7 @@ static int write_item(batch *b, const tly_log_item *it, int64_t recorded_ms,
                           hash) != TLY_OK)
         return ENOMEM;
     uint8_t seq_key[8];
-    tly__log_seq_key(it->seq, seq_key);
+    tly_be64_put(seq_key, it->seq);
     MDB_val k = {8, seq_key}, v = {log->sbuf.size, log->sbuf.data};
     int rc = mdb_put(b->txn, log->dbi_log, &k, &v, MDB_APPEND);
     if (rc != MDB_SUCCESS)

@@ -62,7 +62,7 @@ static tly_err check_next(follow *f, const tly_log_stored *s, tly_record *rec, t
 static int put_record(follow *f, const tly_log_stored *s, const tly_record *rec, tly_str id)
 {
     uint8_t seq_key[8];
-    tly__log_seq_key(rec->seq, seq_key);
+    tly_be64_put(seq_key, rec->seq);
     MDB_val k = {8, seq_key}, v = {s->raw_len, (void *)s->raw};
     int rc = mdb_put(f->txn, f->log->dbi_log, &k, &v, MDB_APPEND);
     if (rc != MDB_SUCCESS)

@@ -69,7 +69,7 @@ tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec)
     if (rd->started) {
         rc = mdb_cursor_get(rd->cur, &k, &v, MDB_NEXT);
     } else {
-        tly__log_seq_key(rd->next_seq, key);
+        tly_be64_put(key, rd->next_seq);
         rc = mdb_cursor_get(rd->cur, &k, &v, MDB_SET_RANGE);
     }
     if (rc != MDB_SUCCESS)

@@ -1,7 +1,8 @@
 /*
- * tly_be.h — big-endian integers as Tally's keys store them (the log's
- * seq keys and ids values, the view store's exception keys and claim
- * filters), so that keys sort as numbers.
+ * tly_be.h — big-endian integers as Tally's keys and records store them
+ * (the log's seq keys and ids values, the chain hash's input, the view
+ * store's checkpoint, exception and sale keys and claim filters), so that
+ * keys sort as numbers.
  */
 #ifndef TLY_BE_H
 #define TLY_BE_H
@@ -16,6 +17,14 @@ static inline uint64_t tly_be64_get(const void *p)
     for (int i = 0; i < 8; i++)
         v = v << 8 | b[i];
     return v;
+}
+
+/* Writes v into p[0..8) big-endian. */
+static inline void tly_be64_put(void *p, uint64_t v)
+{
+    uint8_t *b = p;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (uint8_t)v;
 }
 
 #endif

@@ -14,19 +14,12 @@
 #include <string.h>
 
 #include "tly_assert.h"
+#include "tly_be.h"
 #include "tly_limits.h"
 #include "tly_mp.h"
 #include "tly_record.h"
 
 _Static_assert(SHA256_DIGEST_LENGTH == TLY_HASH_BYTES, "the chain hash is SHA-256");
-
-static void put_be64(uint8_t *b, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
 
 void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t recorded_ms,
                     tly_str source, const void *event, size_t event_len,
@@ -36,8 +29,8 @@ void tly_chain_hash(const uint8_t prev[TLY_HASH_BYTES], uint64_t seq, int64_t re
     /* prev ‖ u64be(seq) ‖ u64be(recorded_ms) ‖ u16be(len(source)) */
     uint8_t head[TLY_HASH_BYTES + 8 + 8 + 2];
     memcpy(head, prev, TLY_HASH_BYTES);
-    put_be64(head + TLY_HASH_BYTES, seq);
-    put_be64(head + TLY_HASH_BYTES + 8, (uint64_t)recorded_ms);
+    tly_be64_put(head + TLY_HASH_BYTES, seq);
+    tly_be64_put(head + TLY_HASH_BYTES + 8, (uint64_t)recorded_ms);
     head[TLY_HASH_BYTES + 16] = (uint8_t)(source.len >> 8);
     head[TLY_HASH_BYTES + 17] = (uint8_t)source.len;
 

@@ -28,9 +28,8 @@ tly_err tly_audit_txn_begin(MDB_env *env, MDB_txn **out);
 tly_err tly_audit_lmdb_err(int rc, const char *what);
 
 /* Big-endian integers as the log and view keys store them (be64:
- * tly_be64_get). */
+ * tly_be64_get and tly_be64_put). */
 uint32_t tly_audit_get_be32(const void *p);
-void tly_audit_put_be64(void *p, uint64_t v);
 void tly_audit_put_be32(void *p, uint32_t v);
 
 /* Appends a formatted sentence to msg (cap bytes; NULL or 0: no-op). */

@@ -68,13 +68,6 @@ uint32_t tly_audit_get_be32(const void *p)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
-void tly_audit_put_be64(void *p, uint64_t v)
-{
-    uint8_t *b = p;
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        b[i] = (uint8_t)v;
-}
-
 void tly_audit_put_be32(void *p, uint32_t v)
 {
     uint8_t *b = p;

@@ -520,7 +520,7 @@ static tly_err refill_exceptions(tly_audit_stream *s, char *msg, size_t cap)
     /* Shards number the exceptions of one seq independently: order them by
      * their text so that the order does not depend on the shard count. */
     qsort(s->pending.docs, s->pending.count, sizeof *s->pending.docs, doc_cmp);
-    tly_audit_put_be64(s->id, seq);
+    tly_be64_put(s->id, seq);
     return TLY_OK;
 }
 

@@ -28,13 +28,6 @@
 
 #define ENG_NONE UINT32_MAX
 
-/* Writes v into buf[0..8) big-endian, so that keys sort as numbers. */
-static inline void eng_put_be64(char *buf, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        buf[i] = (char)(v >> (56 - 8 * i));
-}
-
 /* A string with its length, NUL-terminated: either in the arena (global
  * names, never freed one by one) or an owned copy (eng_copy, freed with
  * eng_name_free by whatever holds it). */

@@ -315,7 +315,7 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_uint(pk, st->claim_total);
     char filter[ENG_CLAIM_FILTER_WORDS * 8];
     for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
-        eng_put_be64(filter + 8 * w, st->claim_filter[w]);
+        tly_be64_put(filter + 8 * w, st->claim_filter[w]);
     tly_mpw_bin(pk, filter, sizeof filter);
 }
 

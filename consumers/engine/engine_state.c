@@ -687,7 +687,7 @@ uint32_t eng_sale_store_body(const tly_engine *e, const eng_sale *s, char *buf)
         memcpy(buf, s->key, s->key_len);
         return s->key_len;
     }
-    eng_put_be64(buf, s->seq);
+    tly_be64_put(buf, s->seq);
     return 8;
 }
 
@@ -710,7 +710,7 @@ static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint
     if (eng_owned(e, fact.partner.ptr, fact.partner.len)) {
         /* every sale of this shard's partners is registered */
         char body[8]; /* the key of eng_sale_store_body with a sale source */
-        eng_put_be64(body, fact.seq);
+        tly_be64_put(body, fact.seq);
         const void *val;
         size_t vlen;
         tly_err err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);

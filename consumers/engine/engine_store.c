@@ -323,7 +323,7 @@ static tly_err flush_excs(flush_ctx *f)
     for (uint32_t i = e->exc_flushed; i < e->exc_count; i++) {
         const eng_exc *x = &e->excs[i];
         char body[12];
-        eng_put_be64(body, x->at_seq);
+        tly_be64_put(body, x->at_seq);
         for (int b = 0; b < 4; b++)
             body[8 + b] = (char)(x->n >> (24 - 8 * b));
         eng_jw w;

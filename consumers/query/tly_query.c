@@ -26,6 +26,7 @@
 #include <zmq.h>
 
 #include "query_internal.h"
+#include "tly_be.h"
 #include "tly_currency.h"
 #include "tly_engine.h"
 #include "tly_json.h"
@@ -297,20 +298,6 @@ static tly_err ensure_dbi(qshard *sh)
     return TLY_OK;
 }
 
-static uint64_t be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
 static void snap_end(snap *sn)
 {
     if (sn->txn)
@@ -336,7 +323,7 @@ static tly_err snap_begin(qshard *sh, snap *sn)
     MDB_val k = {12, "M/checkpoint"}, v;
     rc = mdb_get(sn->txn, sh->dbi, &k, &v);
     if (rc == 0 && v.mv_size == 8)
-        sn->checkpoint = be64(v.mv_data);
+        sn->checkpoint = tly_be64_get(v.mv_data);
     else if (rc != MDB_NOTFOUND) {
         snap_end(sn);
         return rc == 0 ? TLY_CORRUPT : map_mdb(rc);
@@ -915,7 +902,7 @@ static tly_err xm_open(xmerge *xm, const snapset *ss, uint64_t from_seq)
 {
     memset(xm, 0, sizeof *xm);
     uint8_t start[XKEY_BYTES] = {'X', '/'};
-    put_be64(start + 2, from_seq);
+    tly_be64_put(start + 2, from_seq);
     for (uint32_t k = 0; k < ss->count; k++) {
         xm->count = k + 1;
         if (!ss->sn[k].sh->has_dbi)
@@ -978,7 +965,7 @@ static tly_err xm_run(xmerge *xm, const xfilter *f, json_t *arr, uint64_t *next_
         int k = xm_min(xm);
         if (k < 0)
             return TLY_OK;
-        uint64_t seq = be64((const uint8_t *)xm->key[k].mv_data + 2);
+        uint64_t seq = tly_be64_get((const uint8_t *)xm->key[k].mv_data + 2);
         bool full =
             emitted >= TLY_QUERY_EXCEPTIONS_PAGE_MAX || scanned >= TLY_QUERY_EXCEPTIONS_SCAN_MAX;
         if (full && seq != last_seq) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tly_assert.h"
+#include "tly_be.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
@@ -324,11 +325,7 @@ static tly_err read_checkpoint(tly_views *v, MDB_txn *txn, uint64_t *seq)
         tly_logf(TLY_LOG_ERROR, "views", "%s: checkpoint of %zu bytes", v->dir, d.mv_size);
         return TLY_CORRUPT;
     }
-    const uint8_t *b = d.mv_data;
-    uint64_t s = 0;
-    for (int i = 0; i < 8; i++)
-        s = (s << 8) | b[i];
-    *seq = s;
+    *seq = tly_be64_get(d.mv_data);
     return TLY_OK;
 }
 
@@ -733,10 +730,7 @@ static tly_err grow_ahead(tly_views *v)
 static tly_err put_checkpoint(put_ctx *c, uint64_t seq)
 {
     uint8_t b[8];
-    for (int i = 7; i >= 0; i--) {
-        b[i] = (uint8_t)seq;
-        seq >>= 8;
-    }
+    tly_be64_put(b, seq);
     return put_kv(c, TLY_VIEWS_KEY_CHECKPOINT, strlen(TLY_VIEWS_KEY_CHECKPOINT), b, sizeof b);
 }
 
