@@ -190,6 +190,20 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_VIEWS_RESIDENT_BYTES_MAX ((size_t)2u << 20)
 #define TLY_VIEWS_PAGE_BYTES 4096u
 
+/* A commit of at least this many puts is followed by closing and opening
+ * the view store's environment again: LMDB keeps its copies of the pages a
+ * write transaction changed in a list of its own for the next one, and
+ * frees them only with the environment, so after a catch-up's commit they
+ * stayed taken while the engine filled up for the next batch (3M
+ * `bench fold` log, one shard: 96 MB kept over the whole fold). Reopening
+ * alone lowered that fold's peak from 294.6 to 280.6 MB; with the flush
+ * dropping the partners it wrote as it goes (tly_engine_set_flush_drops),
+ * to 237 MB. A small commit (a consumer
+ * at the head) keeps its few pages and its environment: opening one costs
+ * a few file operations and a map. 4,096 puts change at most about 16 MiB
+ * of pages. */
+#define TLY_VIEWS_REOPEN_PUTS 4096u
+
 /* Longest view key: "V/P/" + a 128-byte partner name, with room to spare;
  * LMDB's own key limit is 511 bytes. */
 #define TLY_VIEWS_KEY_BYTES_MAX 256u
@@ -197,15 +211,20 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 /* The engine's cache over a shard's view store (tly_engine_set_store):
  * clean entries it keeps in memory after a flush, the least recently used
  * dropped first. Partners (owned ones with their money state and claims,
- * about 1-2 KiB each, and other shards' partners' enrollments): 16,384
- * keep the working set of a shard hot and bound the cache near 32 MiB.
+ * about 1-3 KiB each, and other shards' partners' enrollments): 4,096.
+ * A consumer's flush drops the others as it writes them
+ * (tly_engine_set_flush_drops), so the cache is what stays in memory
+ * beside the commit's pages at the fold's peak: `bench fold`'s 3M log on
+ * one shard peaked at 269 MB with 16,384 and 237 MB with 4,096 (1M: 170
+ * and 164 MB; 10M: 472 and 434 MB), in the same time within the noise; a
+ * partner beyond it costs a read of its record when an event names it.
  * Sales (about 200 bytes each with their share of the map): returns name
  * recent sales, so 65,536 keep those in memory within about 13 MiB, and an
  * older one costs one read. What changed since the last flush stays in
  * memory until the next one, beyond these (TLY_CONSUME_DIRTY_ENTRIES_MAX
- * bounds it); and the partners a flush wrote stay cached until a flush of
- * fewer follows (they were in memory at the batch's peak anyway). */
-#define TLY_ENGINE_PARTNERS_CACHED_MAX 16384u
+ * bounds it); without flush drops (tests, `audit replay`) the partners a
+ * flush wrote stay cached until a flush of fewer follows. */
+#define TLY_ENGINE_PARTNERS_CACHED_MAX 4096u
 #define TLY_ENGINE_SALES_CACHED_MAX 65536u
 
 /* A batch is committed early once the engine holds this many changed

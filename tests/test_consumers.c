@@ -400,7 +400,8 @@ START_TEST(test_views_shard_mismatch_refused)
 END_TEST
 
 /* Folds data/log in process into engine e, from e's seq + 1 to the head. */
-static void fold_log(const char *data, tly_engine *e)
+/* Folds data's log into e from its seq + 1 up to seq last. */
+static void fold_until(const char *data, tly_engine *e, uint64_t last)
 {
     char *dir = path_join(data, "log");
     tly_log *log;
@@ -409,7 +410,7 @@ static void fold_log(const char *data, tly_engine *e)
     ck_assert_int_eq(tly_log_reader_open(log, tly_engine_seq(e) + 1, &rd), TLY_OK);
     tly_record rec;
     tly_event ev;
-    while (tly_log_reader_next(rd, &rec) == TLY_OK) {
+    while (tly_engine_seq(e) < last && tly_log_reader_next(rd, &rec) == TLY_OK) {
         ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
                          TLY_OK);
         ck_assert_int_eq(tly_engine_apply(e, &rec, &ev), TLY_OK);
@@ -417,6 +418,11 @@ static void fold_log(const char *data, tly_engine *e)
     tly_log_reader_close(rd);
     tly_log_close(log);
     free(dir);
+}
+
+static void fold_log(const char *data, tly_engine *e)
+{
+    fold_until(data, e, UINT64_MAX);
 }
 
 /* Shard 0/1's store of data opened with LMDB itself, in a write
@@ -621,6 +627,81 @@ START_TEST(test_views_resident_bytes_edge)
     tly_engine_free(e);
     tly_views_close(v);
     free(file);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Sales of acme for two commits near TLY_VIEWS_REOPEN_PUTS, after the program and its
+ * enrollment (small_events[0..1]). */
+enum { REOPEN_SALES = 2 * TLY_VIEWS_REOPEN_PUTS + 8 };
+
+/* A commit of TLY_VIEWS_REOPEN_PUTS - 1 puts keeps the environment; one of
+ * exactly TLY_VIEWS_REOPEN_PUTS opens it again, and the store, the engine
+ * folding into it and a fresh load all go on as before. Each sale adds one
+ * put to a commit (its record), so the commits' sizes are set by how many
+ * sales they fold. */
+START_TEST(test_views_reopen_puts_edge)
+{
+    char *data = tu_tmpdir();
+    static char sales[REOPEN_SALES][160];
+    const char *ptrs[2 + REOPEN_SALES] = {small_events[0], small_events[1]};
+    for (int i = 0; i < REOPEN_SALES; i++) {
+        snprintf(sales[i], sizeof sales[i],
+                 "{\"type\":\"sale\",\"id\":\"q%d\",\"at\":%lld,\"partner\":\"acme\","
+                 "\"sku\":\"x\",\"qty\":1,\"amount\":100,\"currency\":\"USD\"}",
+                 i, 1735689800000LL + i);
+        ptrs[2 + i] = sales[i];
+    }
+    append_json(data, ptrs, 2 + REOPEN_SALES);
+    tly_views *v;
+    tly_engine *e;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    /* The program, acme and one sale; then one sale, then two: what a
+     * commit writes beside its sales (acme's records, the checkpoint). */
+    fold_until(data, e, 3);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    fold_until(data, e, 4);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    uint32_t one = tly_views_last_commit_puts(v);
+    fold_until(data, e, 6);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    ck_assert_uint_eq(tly_views_last_commit_puts(v), one + 1);
+    ck_assert_uint_eq(tly_views_reopens(v), 0);
+    uint32_t fixed = one - 1;
+    uint64_t seq = 6 + (TLY_VIEWS_REOPEN_PUTS - 1 - fixed);
+    fold_until(data, e, seq);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    ck_assert_uint_eq(tly_views_last_commit_puts(v), TLY_VIEWS_REOPEN_PUTS - 1);
+    ck_assert_uint_eq(tly_views_reopens(v), 0);
+    ck_assert_uint_le(seq + TLY_VIEWS_REOPEN_PUTS - fixed, 2 + REOPEN_SALES);
+    seq += TLY_VIEWS_REOPEN_PUTS - fixed;
+    fold_until(data, e, seq);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    ck_assert_uint_eq(tly_views_last_commit_puts(v), TLY_VIEWS_REOPEN_PUTS);
+    ck_assert_uint_eq(tly_views_reopens(v), 1);
+    /* After it: the engine reads acme back through the new environment and
+     * folds on; what it committed loads into a fresh engine alike. */
+    fold_log(data, e);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    uint64_t cp = 0;
+    ck_assert_int_eq(tly_views_checkpoint(v, &cp), TLY_OK);
+    ck_assert_uint_eq(cp, 2 + REOPEN_SALES);
+    json_t *b = tly_engine_view(e, 'b', "acme");
+    ck_assert_ptr_nonnull(b);
+    tly_engine *e2;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
+    json_t *b2 = tly_engine_view(e2, 'b', "acme");
+    ck_assert_ptr_nonnull(b2);
+    ck_assert(json_equal(b, b2));
+    ck_assert_int_eq(json_integer_value(json_object_get(b2, "accrued")), REOPEN_SALES * 100 / 100);
+    json_decref(b);
+    json_decref(b2);
+    tly_engine_free(e2);
+    tly_engine_free(e);
+    tly_views_close(v);
     tu_rmtree(data);
 }
 END_TEST
@@ -972,6 +1053,35 @@ START_TEST(test_consume_full_map_at_commit_grows)
     int rc = consume(data, NULL, "500");
     unsetenv("TALLY_VIEWS_MAP_INIT_BYTES");
     ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(checkpoint_of(data, 0, 1), KILL_LOG_EVENTS);
+    assert_same_views(ref, data);
+    tu_rmtree(data);
+    tu_rmtree(ref);
+}
+END_TEST
+
+/* A flush that drops partners as it writes them (tally consume's engines,
+ * tly_engine_set_flush_drops) cannot be redone when a put meets a full map
+ * after a drop: the store grows, the consumer reloads its engine and
+ * refolds from the checkpoint, and ends with the views of a fold that never
+ * met it. A tiny cache makes nearly every partner a drop; a 128 KiB map
+ * makes the puts meet its end. */
+START_TEST(test_consume_full_map_after_drops_reloads)
+{
+    char *ref = data_with_log(1795711639u, KILL_LOG_EVENTS);
+    ck_assert_int_eq(consume(ref, NULL, "500"), 0);
+    char *data = data_sharing_log(ref);
+    setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
+    setenv("TALLY_ENGINE_CACHE_ENTRIES", "5", 1);
+    int rc = consume(data, NULL, "500");
+    unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
+    unsetenv("TALLY_VIEWS_MAP_INIT_BYTES");
+    ck_assert_int_eq(rc, 0);
+    char *errp = path_join(data, "consume.err");
+    char *text = tu_read_file(errp, NULL);
+    ck_assert_msg(text && strstr(text, "failed: storage failure"), "no reload in: %s", text);
+    free(text);
+    free(errp);
     ck_assert_uint_eq(checkpoint_of(data, 0, 1), KILL_LOG_EVENTS);
     assert_same_views(ref, data);
     tu_rmtree(data);
@@ -1882,16 +1992,17 @@ static Suite *consumers_suite(void)
     tu_add_tests(views, TU_TESTS(test_views_readonly_missing_creates_nothing,
                                  test_views_shard_mismatch_refused, test_views_sales_mode,
                                  test_views_commit_load_roundtrip, test_views_drop_old_docs,
-                                 test_views_resident_bytes_edge));
+                                 test_views_resident_bytes_edge, test_views_reopen_puts_edge));
     TCase *consume = tu_tcase(s, "consume", 600);
     tu_add_tests(
         consume,
         TU_TESTS(test_consume_small_log, test_consume_corrupt_record_stops,
                  test_consume_refuses_views_ahead_of_log, test_consume_option_edges,
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
-                 test_consume_full_map_at_commit_grows, test_shards_give_identical_partner_views,
-                 test_consume_small_cache_same_views, test_shards_register_own_sales,
-                 test_seq_sales_in_s2_fold_on, test_bench_fold_growth));
+                 test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
+                 test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
+                 test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
+                 test_bench_fold_growth));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -1243,6 +1243,11 @@ static tly_err kv_scan(void *ctx, const void *prefix, size_t plen, tly_kv_put_fn
     return TLY_OK;
 }
 
+/* Whether restart_on_stores's engines drop the partners a flush writes
+ * beyond their cache as soon as it has written them, as tally consume's
+ * do (tly_engine_set_flush_drops). */
+static bool g_flush_drops;
+
 /* Fresh engines for shards of s->n that restart from stores as a consumer
  * does: the rates and programs loaded, the rest read on demand through a cache of
  * `partners` partners and `sales` sales, the fold resuming after seq. */
@@ -1263,6 +1268,7 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
                                   .partners_cached_max = partners,
                                   .sales_cached_max = sales};
         tly_engine_set_store(s->e[k], &store);
+        tly_engine_set_flush_drops(s->e[k], g_flush_drops);
         tly_engine_set_seq(s->e[k], seq);
     }
     s->seq = seq;
@@ -1272,10 +1278,13 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
  * partners and three sales (nearly every lookup a read, every flush a
  * trim), restarted twice, give the answers and the stored bytes of
  * engines that keep everything in memory, for 1, 2 and 4 shards:
- * cross-shard returns [S1] [S2] included. */
+ * cross-shard returns [S1] [S2] included; and so do such engines whose
+ * flushes drop each partner beyond the cache as soon as it is written
+ * (_i 3-5), nearly every partner of every flush. */
 START_TEST(store_matches_memory)
 {
-    uint32_t n = 1u << _i;
+    uint32_t n = 1u << (_i % 3);
+    g_flush_drops = _i >= 3;
     stream st = {0};
     gen_stream(&st, g_seed + 500 + n, 12000, 30);
     size_t cut1 = st.count / 3, cut2 = 2 * st.count / 3 + 5;
@@ -1299,9 +1308,12 @@ START_TEST(store_matches_memory)
         kv_free(&stores[k]);
         kv_free(&direct[k]);
     }
+    for (uint32_t k = 0; k < n; k++)
+        ck_assert(tly_engine_intact(b.e[k]));
     shards_free(&a);
     shards_free(&b);
     stream_free(&st);
+    g_flush_drops = false;
 }
 END_TEST
 
@@ -2581,7 +2593,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
-    tcase_add_loop_test(tc, store_matches_memory, 0, 3);
+    tcase_add_loop_test(tc, store_matches_memory, 0, 6);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);

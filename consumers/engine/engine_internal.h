@@ -60,7 +60,8 @@
  * Cache entries own their strings (eng_copy), so that dropping one frees
  * it; the arena holds only global names (programs, tier names), freed with
  * the engine. Slot indices of the caches are stable between two flushes:
- * entries are dropped only at the end of a flush.
+ * entries are dropped only by a flush (at its end, or with flush drops a
+ * partner as soon as the flush has written it: engine_store.c).
  */
 #ifndef TLY_ENGINE_INTERNAL_H
 #define TLY_ENGINE_INTERNAL_H
@@ -547,6 +548,9 @@ struct tly_engine {
     tly_engine_sale_fn sale_fn; /* other shards' sales, from the log (NULL: registered) */
     void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
+    bool flush_drops;                 /* tly_engine_set_flush_drops */
+    bool dropped_in_flush;            /* the flush under way dropped a partner */
+    bool broken;                      /* !tly_engine_intact */
     uint64_t visit;                   /* the latest member walk */
 
     /* dirty lists (indices); flags on the objects avoid duplicates */

@@ -908,6 +908,11 @@ static void partner_drop(tly_engine *e, uint32_t p)
     slot_give(&e->partner_slots, p);
 }
 
+void eng_partner_forget(tly_engine *e, uint32_t p)
+{
+    partner_drop(e, p);
+}
+
 /* Drops sale s from the cache (it is clean: the store holds it). */
 static void sale_drop(tly_engine *e, uint32_t s)
 {
@@ -964,6 +969,24 @@ static void trim_one(tly_engine *e, bool partners, uint32_t max)
     }
 }
 
+uint64_t eng_partner_cut(tly_engine *e)
+{
+    const eng_slots *s = &e->partner_slots;
+    uint32_t max = e->partners_max;
+    if (s->live <= max)
+        return 0;
+    uint64_t *used = malloc((size_t)s->live * sizeof *used);
+    if (used == NULL)
+        return 0;
+    uint32_t n = 0, drop = s->live - (max - max / 4);
+    for (uint32_t i = 0; i < s->count; i++)
+        if (e->partners[i].id != NULL)
+            used[n++] = e->partners[i].used;
+    uint64_t cut = drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
+    free(used);
+    return cut;
+}
+
 void eng_cache_trim(tly_engine *e, uint32_t touched)
 {
     TLY_ASSERT(e->store.get != NULL && e->exc_flushed == e->exc_count);
@@ -976,7 +999,7 @@ void eng_cache_trim(tly_engine *e, uint32_t touched)
      * them all back from the store in the next one (one shard of `bench
      * fold --growth`: 10M events 134 s -> 110 s, 3M 9-13 % less; peak
      * memory +2 %). */
-    bool defaults = e->store.partners_cached_max == 0;
+    bool defaults = e->store.partners_cached_max == 0 && !e->flush_drops;
     uint32_t keep = defaults && touched > e->partners_max ? touched : e->partners_max;
     trim_one(e, true, keep);
     trim_one(e, false, e->sales_max);

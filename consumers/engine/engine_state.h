@@ -87,6 +87,17 @@ tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
  * limit keeps when they are more. */
 void eng_cache_trim(tly_engine *e, uint32_t touched);
 
+/* With flush drops (tly_engine_set_flush_drops), before a flush writes its
+ * partners: the lookup seq below which a partner leaves the cache at the
+ * trim after that flush (eng_cache_trim drops the least recently used down
+ * to three quarters of the limit); 0 when none does or without memory for
+ * the selection. A partner looked up at the cut itself is kept (the trim
+ * decides among those). */
+uint64_t eng_partner_cut(tly_engine *e);
+
+/* Drops clean partner p from the cache: the store holds what it is. */
+void eng_partner_forget(tly_engine *e, uint32_t p);
+
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */
 tly_err eng_raise(tly_engine *e, eng_pos pos, tly_xkind kind, uint32_t partner, const char *fmt,

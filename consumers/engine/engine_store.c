@@ -506,8 +506,14 @@ static tly_err flush_journal(flush_ctx *f)
     return err;
 }
 
-/* Partners first: settling their shares moves their programs' sums, which
- * the programs' records and liability documents then store. */
+/* The journals first: they read the closed periods' figures of the dirty
+ * partners, which a flush with drops frees as it goes. Then the partners:
+ * settling their shares moves their programs' sums, which the programs'
+ * records and liability documents then store. With drops, a partner the
+ * trim after this flush would drop (looked up before the cut) leaves the
+ * cache as soon as it is written; nothing after reads it (a flush reads
+ * no partner from the store: the snapshot there would predate what this
+ * flush wrote). */
 static tly_err flush_all(flush_ctx *f)
 {
     tly_engine *e = f->e;
@@ -515,15 +521,19 @@ static tly_err flush_all(flush_ctx *f)
     if (liab == NULL)
         return TLY_NOMEM;
     sort_dirty_partners(e);
-    tly_err err = TLY_OK;
+    uint64_t cut = e->flush_drops && e->store.get != NULL ? eng_partner_cut(e) : 0;
+    tly_err err = flush_journal(f);
     for (uint32_t i = 0; i < e->dirty_partner_count && err == TLY_OK; i++) {
-        const eng_partner *pp = &e->partners[e->dirty_partners[i]];
+        uint32_t p = e->dirty_partners[i];
+        const eng_partner *pp = &e->partners[p];
         if (pp->owned && pp->program != ENG_NONE)
             liab[pp->program] = true;
-        err = flush_partner(f, e->dirty_partners[i]);
+        err = flush_partner(f, p);
+        if (err == TLY_OK && pp->used < cut) {
+            eng_partner_forget(e, p);
+            e->dropped_in_flush = true;
+        }
     }
-    if (err == TLY_OK)
-        err = flush_journal(f);
     if (err == TLY_OK)
         err = flush_programs(f, liab);
     free(liab);
@@ -572,6 +582,8 @@ static void clear_dirty(tly_engine *e)
         e->pairs[i].dirty = false;
     for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
         eng_partner *pp = &e->partners[e->dirty_partners[i]];
+        if (pp->id == NULL) /* dropped by the flush (flush_all) */
+            continue;
         pp->dirty = false;
         if (pp->exp_next_set) {
             pp->exp_known = true;
@@ -598,11 +610,14 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     flush_ctx f = {.e = e, .fn = put_fn, .ctx = ctx};
     msgpack_sbuffer_init(&f.sb);
     f.pk = (tly_mpw){.b = &f.sb};
+    e->dropped_in_flush = false;
     tly_err err = flush_all(&f);
     msgpack_sbuffer_destroy(&f.sb);
     eng_buf_free(&f.json);
-    if (err != TLY_OK)
+    if (err != TLY_OK) {
+        e->broken |= e->dropped_in_flush;
         return err;
+    }
     uint32_t touched = e->dirty_partner_count;
     clear_dirty(e);
     if (e->store.get != NULL)

@@ -44,6 +44,16 @@ void tly_engine_set_store(tly_engine *e, const tly_engine_store *s)
         e->store.sales_cached_max ? e->store.sales_cached_max : TLY_ENGINE_SALES_CACHED_MAX;
 }
 
+void tly_engine_set_flush_drops(tly_engine *e, bool on)
+{
+    e->flush_drops = on;
+}
+
+bool tly_engine_intact(const tly_engine *e)
+{
+    return !e->broken;
+}
+
 /* Changed partners and sales, and exceptions not written yet. */
 uint32_t tly_engine_dirty(const tly_engine *e)
 {

@@ -176,6 +176,26 @@ typedef tly_err (*tly_engine_sale_fn)(void *ctx, tly_str source, tly_str id, boo
  */
 void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx);
 
+/*
+ * Lets each flush (with a store) drop a changed partner from memory as soon
+ * as it has written it, when the cache would drop it after the flush
+ * anyway, so that the write transaction's pages take the memory the
+ * partners leave instead of adding to it; and the partners a flush wrote
+ * are then kept only up to the cache's limit (without it, a flush that
+ * wrote more keeps them all until a smaller one follows). The price: a
+ * flush that fails after it dropped one cannot be redone with the same
+ * engine (tly_engine_intact is false), whose changes then live only in
+ * the aborted transaction: the caller frees it and loads a new one from
+ * the store, then refolds from the checkpoint (tally consume does; off by
+ * default).
+ */
+void tly_engine_set_flush_drops(tly_engine *e, bool on);
+
+/* False once a flush failed after it dropped a partner it had written
+ * (tly_engine_set_flush_drops): the engine must be freed and loaded again.
+ * True otherwise, a failed flush included. */
+bool tly_engine_intact(const tly_engine *e);
+
 /* Entries changed since the last flush (partners, sales, exceptions): what
  * the next flush writes, and what the engine must keep in memory until
  * then. The runtime commits early when this grows large. */

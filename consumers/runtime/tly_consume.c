@@ -259,8 +259,11 @@ static tly_err reload_engine(consumer *c)
     tly_engine_free(c->engine);
     c->engine = NULL;
     tly_err err = tly_engine_new(c->o.shard, c->o.shard_count, &c->engine);
-    if (err == TLY_OK)
+    if (err == TLY_OK) {
+        /* a failed commit reloads the engine anyway (commit) */
+        tly_engine_set_flush_drops(c->engine, true);
         err = tly_views_load(c->views, c->engine);
+    }
     if (err != TLY_OK) {
         tly_errorf(CMD, "shard %u/%u: cannot load the view store: %s", c->o.shard, c->o.shard_count,
                    tly_strerror(err));

@@ -69,6 +69,8 @@ struct tly_views {
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
     bool sales_in_s2;           /* "M/sales" is "own": own sales under "S/2/" */
     bool old_docs_checked;      /* this process's first commit dropped them */
+    uint32_t last_puts;         /* puts of the last commit that succeeded */
+    uint64_t reopens;           /* environments opened again (reopen_env) */
 };
 
 /* True when d holds exactly the bytes of text. */
@@ -126,6 +128,8 @@ static bool file_exists(const char *dir, const char *name)
  * (set_mapsize 0) and retrying is the documented answer. */
 static int begin_read(tly_views *v, MDB_txn **txn)
 {
+    if (v->env == NULL) /* its reopening failed (reopen_env) */
+        return EINVAL;
     int rc = MDB_MAP_RESIZED;
     for (unsigned i = 0; i < TLY_VIEWS_RESIZE_RETRIES_MAX && rc == MDB_MAP_RESIZED; i++) {
         rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, txn);
@@ -207,7 +211,9 @@ static size_t map_bytes_init(void)
     return TLY_VIEWS_MAP_BYTES_INIT;
 }
 
-static tly_err open_env(tly_views *v)
+/* Opens v->dir's environment; a writer's map starts at map_bytes (0:
+ * map_bytes_init). */
+static tly_err open_env(tly_views *v, size_t map_bytes)
 {
     int rc = mdb_env_create(&v->env);
     if (rc != 0)
@@ -220,7 +226,7 @@ static tly_err open_env(tly_views *v)
     unsigned flags = MDB_NOTLS;
     if (v->writable) {
         flags |= MDB_NOMETASYNC;
-        mdb_env_set_mapsize(v->env, map_bytes_init());
+        mdb_env_set_mapsize(v->env, map_bytes ? map_bytes : map_bytes_init());
     } else {
         flags |= MDB_RDONLY;
     }
@@ -274,7 +280,7 @@ tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_coun
         (!file_exists(v->dir, TLY_LAYOUT_LMDB_DATA) || !file_exists(v->dir, TLY_LAYOUT_LMDB_LOCK)))
         err = TLY_NOT_FOUND;
     if (err == TLY_OK)
-        err = open_env(v);
+        err = open_env(v, 0);
     if (err == TLY_OK)
         err = open_db(v);
     if (err != TLY_OK) {
@@ -645,8 +651,9 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
 typedef struct put_ctx {
     tly_views *v;
     MDB_txn *txn;
-    int mdb_rc;    /* the LMDB code of the first failed put, 0 if none */
-    uint32_t puts; /* since the map was last released */
+    int mdb_rc;     /* the LMDB code of the first failed put, 0 if none */
+    uint32_t puts;  /* since the map was last released */
+    uint32_t total; /* in this transaction */
 } put_ctx;
 
 static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val, size_t val_len)
@@ -662,6 +669,7 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     int rc = seq_sale ? mdb_put(c->txn, c->v->dbi, &k, &d, MDB_APPEND) : MDB_KEYEXIST;
     if (rc == MDB_KEYEXIST)
         rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
+    c->total++;
     if (++c->puts >= TLY_VIEWS_RELEASE_PUTS) {
         /* LMDB found each page these puts changed through the map, copied it
          * into its own memory and reads it from there from now on: the map's
@@ -788,11 +796,13 @@ static tly_err drop_old_docs(put_ctx *c)
 
 /* One attempt: checkpoint first (a full map there costs nothing to redo),
  * then the engine's changes, then commit. *redo is set when the attempt
- * failed on a full map before the engine forgot anything. */
+ * failed on a full map before the engine forgot anything
+ * (tly_engine_intact: a flush that drops what it wrote cannot be redone,
+ * and the caller reloads the engine instead, as after a failed commit). */
 static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
 {
     *redo = false;
-    put_ctx c = {v, NULL, 0, 0};
+    put_ctx c = {v, NULL, 0, 0, 0};
     int rc = mdb_txn_begin(v->env, NULL, 0, &c.txn);
     if (rc != 0)
         return mdb_fail("begin write", v->dir, rc);
@@ -807,7 +817,13 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         err = tly_engine_flush(e, put_kv, &c);
     if (err != TLY_OK) {
         mdb_txn_abort(c.txn);
-        *redo = c.mdb_rc == MDB_MAP_FULL;
+        *redo = c.mdb_rc == MDB_MAP_FULL && tly_engine_intact(e);
+        if (c.mdb_rc == MDB_MAP_FULL && !*redo) {
+            /* the refold after the caller's reload meets a larger map */
+            tly_err gerr = grow(v);
+            if (gerr != TLY_OK)
+                return gerr;
+        }
         return err;
     }
     rc = mdb_txn_commit(c.txn);
@@ -824,7 +840,49 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
     v->sales_unwritten = false;
     v->old_docs_checked = true;
+    v->last_puts = c.total;
     return TLY_OK;
+}
+
+/* Closes the environment and opens it again, with the map it had: the
+ * only way to make LMDB free its copies of the pages the last write
+ * transaction changed (TLY_VIEWS_REOPEN_PUTS). Nothing of this process
+ * holds a transaction of it here: the engine's snapshot is ended (and its
+ * handle, bound to the environment, freed), and every other read of this
+ * handle ends its transaction before it returns. */
+static tly_err reopen_env(tly_views *v)
+{
+    TLY_ASSERT(!v->snap_live);
+    if (v->snap)
+        mdb_txn_abort(v->snap);
+    v->snap = NULL;
+    size_t map = v->map_bytes;
+    mdb_env_close(v->env);
+    v->env = NULL;
+    v->map_addr = NULL;
+    tly_err err = open_env(v, map);
+    if (err == TLY_OK)
+        err = open_db(v);
+    if (err == TLY_OK) {
+        v->reopens++;
+        return TLY_OK;
+    }
+    if (v->env)
+        mdb_env_close(v->env);
+    v->env = NULL; /* every call but close now fails (begin_read) */
+    tly_logf(TLY_LOG_ERROR, "views", "%s: cannot open the environment again after a commit",
+             v->dir);
+    return TLY_STORAGE;
+}
+
+uint32_t tly_views_last_commit_puts(const tly_views *v)
+{
+    return v->last_puts;
+}
+
+uint64_t tly_views_reopens(const tly_views *v)
+{
+    return v->reopens;
 }
 
 /*
@@ -881,6 +939,8 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
 {
     if (!v->writable)
         return TLY_USAGE;
+    if (v->env == NULL) /* its reopening failed (reopen_env) */
+        return TLY_STORAGE;
     snap_end(v);
     tly_err err = grow_ahead(v);
     size_t before = map_used(v);
@@ -892,6 +952,8 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
             size_t after = map_used(v);
             v->grew_last = after > before ? after - before : 0;
             release_map(v);
+            if (v->last_puts >= TLY_VIEWS_REOPEN_PUTS)
+                err = reopen_env(v);
         }
         if (!redo)
             return err;

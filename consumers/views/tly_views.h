@@ -211,4 +211,13 @@ void tly_views_release(tly_views *v);
 /* Current map size in bytes (grows by doubling; for tests and status). */
 size_t tly_views_map_bytes(const tly_views *v);
 
+/* Puts (keys written) of the last commit that succeeded; 0 before one. */
+uint32_t tly_views_last_commit_puts(const tly_views *v);
+
+/* Times a commit of at least TLY_VIEWS_REOPEN_PUTS puts closed and opened
+ * the environment again, to give LMDB's copies of the pages it changed
+ * back to the heap. A handle whose reopening failed answers every call
+ * with an error (TLY_STORAGE) and can only be closed. */
+uint64_t tly_views_reopens(const tly_views *v);
+
 #endif
