@@ -238,6 +238,19 @@ static bool find_mapping(uintptr_t a, uintptr_t *lo, uintptr_t *hi, bool *ro_sha
     return found;
 }
 
+void tly_os_release_zero_pages(void *addr, size_t len)
+{
+    static long page;
+    if (page == 0)
+        page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    uintptr_t ps = (uintptr_t)page, a = (uintptr_t)addr;
+    uintptr_t lo = (a + ps - 1) / ps * ps, hi = (a + len) / ps * ps;
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 bool tly_os_release_file_map(const void *addr)
 {
     uintptr_t lo, hi;

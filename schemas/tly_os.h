@@ -90,6 +90,13 @@ void tly_progress_end(void);
  */
 bool tly_os_release_file_map(const void *addr);
 
+/* Gives the whole pages inside [addr, addr + len) of this process's own
+ * memory (the heap, not a file's map) back to the system: they read as
+ * zero bytes afterwards and count in the RSS only once written again. For
+ * memory whose every byte there is zero or unused (free slots of a
+ * vector); pages only partly inside are left alone. */
+void tly_os_release_zero_pages(void *addr, size_t len);
+
 /* Wall clock in Unix ms and a monotonic clock in ns. */
 int64_t tly_now_ms(void);
 uint64_t tly_mono_ns(void);

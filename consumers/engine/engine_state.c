@@ -14,6 +14,7 @@
 
 #include "engine_state.h"
 #include "tly_assert.h"
+#include "tly_os.h"
 
 /* Longest exception detail; details quote at most a few names. */
 #define ENG_DETAIL_BYTES_MAX 512
@@ -969,22 +970,40 @@ static void trim_one(tly_engine *e, bool partners, uint32_t max)
     }
 }
 
-uint64_t eng_partner_cut(tly_engine *e)
+uint64_t eng_cache_cut(tly_engine *e, bool partners)
 {
-    const eng_slots *s = &e->partner_slots;
-    uint32_t max = e->partners_max;
+    const eng_slots *s = partners ? &e->partner_slots : &e->sale_slots;
+    uint32_t max = partners ? e->partners_max : e->sales_max;
     if (s->live <= max)
         return 0;
     uint64_t *used = malloc((size_t)s->live * sizeof *used);
     if (used == NULL)
         return 0;
     uint32_t n = 0, drop = s->live - (max - max / 4);
-    for (uint32_t i = 0; i < s->count; i++)
-        if (e->partners[i].id != NULL)
-            used[n++] = e->partners[i].used;
+    for (uint32_t i = 0; i < s->count; i++) {
+        if (partners ? e->partners[i].id != NULL : e->sales[i].key != NULL)
+            used[n++] = partners ? e->partners[i].used : e->sales[i].used;
+    }
     uint64_t cut = drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
     free(used);
     return cut;
+}
+
+void eng_sale_forget(tly_engine *e, uint32_t s)
+{
+    sale_drop(e, s);
+}
+
+void eng_sales_release(tly_engine *e)
+{
+    uint32_t run = 0; /* the first free slot of the run so far */
+    for (uint32_t i = 0; i <= e->sale_slots.count; i++) {
+        if (i < e->sale_slots.count && e->sales[i].key == NULL)
+            continue;
+        if (i > run)
+            tly_os_release_zero_pages(&e->sales[run], (size_t)(i - run) * sizeof *e->sales);
+        run = i + 1;
+    }
 }
 
 void eng_cache_trim(tly_engine *e, uint32_t touched)

@@ -88,15 +88,24 @@ tly_err eng_sale_dirty(tly_engine *e, uint32_t s);
 void eng_cache_trim(tly_engine *e, uint32_t touched);
 
 /* With flush drops (tly_engine_set_flush_drops), before a flush writes its
- * partners: the lookup seq below which a partner leaves the cache at the
- * trim after that flush (eng_cache_trim drops the least recently used down
- * to three quarters of the limit); 0 when none does or without memory for
- * the selection. A partner looked up at the cut itself is kept (the trim
+ * partners (or sales): the lookup seq below which one leaves the cache at
+ * the trim after that flush (eng_cache_trim drops the least recently used
+ * down to three quarters of the limit); 0 when none does or without memory
+ * for the selection. One looked up at the cut itself is kept (the trim
  * decides among those). */
-uint64_t eng_partner_cut(tly_engine *e);
+uint64_t eng_cache_cut(tly_engine *e, bool partners);
 
-/* Drops clean partner p from the cache: the store holds what it is. */
+/* Drops clean partner p, or sale s, from the cache: the store holds what
+ * it is. */
 void eng_partner_forget(tly_engine *e, uint32_t p);
+void eng_sale_forget(tly_engine *e, uint32_t s);
+
+/* Gives the pages of the sale cache's vector that hold only free slots
+ * back to the system (a free slot is all zero bytes, which is what such a
+ * page reads as afterwards): a flush with drops frees most of a batch's
+ * sales before it writes the partners, and their slots' memory would
+ * otherwise stay resident beside the commit's page copies. */
+void eng_sales_release(tly_engine *e);
 
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */

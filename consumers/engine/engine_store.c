@@ -188,17 +188,29 @@ static tly_err flush_programs(flush_ctx *f, const bool *liab)
     return TLY_OK;
 }
 
-static tly_err flush_sales(flush_ctx *f)
+/* The changed sales. With drops, those the trim after the flush would drop
+ * leave the cache as soon as they are written, and the vector's pages they
+ * leave empty go back to the system before the partners' pages are
+ * written (a batch's new sales are most of a commit's engine memory). */
+static tly_err flush_sales(flush_ctx *f, bool drops)
 {
     tly_engine *e = f->e;
+    uint64_t cut = drops ? eng_cache_cut(e, false) : 0;
     for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
-        const eng_sale *s = &e->sales[e->dirty_sales[i]];
+        uint32_t si = e->dirty_sales[i];
+        const eng_sale *s = &e->sales[si];
         if (!eng_pack_sale(&f->json, s))
             return TLY_NOMEM;
         char body[ENG_KEY_BYTES_MAX], key[ENG_KEY_BYTES_MAX];
         size_t klen = mkkey(key, eng_sale_store_prefix(e), body, eng_sale_store_body(e, s, body));
         TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
+        if (s->used < cut) {
+            eng_sale_forget(e, si);
+            e->dropped_in_flush = true;
+        }
     }
+    if (e->dropped_in_flush)
+        eng_sales_release(e);
     return TLY_OK;
 }
 
@@ -507,7 +519,9 @@ static tly_err flush_journal(flush_ctx *f)
 }
 
 /* The journals first: they read the closed periods' figures of the dirty
- * partners, which a flush with drops frees as it goes. Then the partners:
+ * partners, which a flush with drops frees as it goes. Then the sales
+ * (with drops, their memory goes before the partners' pages are written),
+ * then the partners:
  * settling their shares moves their programs' sums, which the programs'
  * records and liability documents then store. With drops, a partner the
  * trim after this flush would drop (looked up before the cut) leaves the
@@ -521,8 +535,11 @@ static tly_err flush_all(flush_ctx *f)
     if (liab == NULL)
         return TLY_NOMEM;
     sort_dirty_partners(e);
-    uint64_t cut = e->flush_drops && e->store.get != NULL ? eng_partner_cut(e) : 0;
+    bool drops = e->flush_drops && e->store.get != NULL;
     tly_err err = flush_journal(f);
+    if (err == TLY_OK)
+        err = flush_sales(f, drops);
+    uint64_t cut = drops ? eng_cache_cut(e, true) : 0;
     for (uint32_t i = 0; i < e->dirty_partner_count && err == TLY_OK; i++) {
         uint32_t p = e->dirty_partners[i];
         const eng_partner *pp = &e->partners[p];
@@ -538,7 +555,6 @@ static tly_err flush_all(flush_ctx *f)
         err = flush_programs(f, liab);
     free(liab);
     TRY(err);
-    TRY(flush_sales(f));
     return flush_excs(f);
 }
 
@@ -599,8 +615,11 @@ static void clear_dirty(tly_engine *e)
         drop_closed_acts(e, pp); /* written: a failed flush writes them again */
         archive_rows(e, pp);
     }
-    for (uint32_t i = 0; i < e->dirty_sale_count; i++)
-        e->sales[e->dirty_sales[i]].dirty = false;
+    for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
+        eng_sale *sale = &e->sales[e->dirty_sales[i]];
+        if (sale->key != NULL) /* else dropped by the flush (flush_sales) */
+            sale->dirty = false;
+    }
     e->dirty_partner_count = e->dirty_sale_count = 0;
     e->exc_flushed = e->exc_count;
 }
