@@ -56,6 +56,8 @@ void tu_rmtree(char *path)
 #define TU_PORT_LOW 10000
 #define TU_PORT_HIGH 32767
 #define TU_PORT_TRIES 1000
+/* Ports this process holds a reservation for (port_reserve), at most. */
+#define TU_PORT_HELD_MAX 4096
 
 /* True when a fresh TCP socket can bind (connect: false) or connect
  * (true) to 127.0.0.1:port right now. */
@@ -73,10 +75,128 @@ static bool port_try(int port, bool connect_to)
     return ok;
 }
 
-/* True when port can be bound on 127.0.0.1 right now. */
+/*
+ * Reservations across the test processes ctest runs side by side: a port
+ * a test picked stays its own until the process ends, bound or not. A test
+ * that stops a ledger and starts it again on the same ports (a restart, a
+ * take-over) leaves them unbound in between, and a test beside it picking
+ * ports at that moment took one (test_replicate's restart failed with
+ * "Address already in use"). A reservation is a file named by the port in
+ * TU_PORT_DIR, created exclusively, holding the owner's pid; the owner
+ * removes its files when it exits, and a file whose owner is gone (a test
+ * killed by its timeout) is taken over.
+ */
+#define TU_PORT_DIR "/tmp/tally-test-ports"
+
+static int held_port[TU_PORT_HELD_MAX];
+static pid_t held_pid[TU_PORT_HELD_MAX];
+static int held_count;
+
+static void port_file(int port, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%d", TU_PORT_DIR, port);
+}
+
+/* Removes the reservations of this process (not those a parent made
+ * before forking it) when it exits normally. */
+static void ports_release_all(void)
+{
+    char path[64];
+    for (int i = 0; i < held_count; i++)
+        if (held_pid[i] == getpid()) {
+            port_file(held_port[i], path, sizeof path);
+            unlink(path);
+        }
+}
+
+static void port_release(int port)
+{
+    char path[64];
+    for (int i = held_count - 1; i >= 0; i--)
+        if (held_port[i] == port && held_pid[i] == getpid()) {
+            port_file(port, path, sizeof path);
+            unlink(path);
+            held_port[i] = held_port[--held_count];
+            held_pid[i] = held_pid[held_count];
+            return;
+        }
+}
+
+/* True when the reservation at path names a process that is gone; false
+ * while its owner lives, or while it is being written (empty). */
+static bool owner_gone(const char *path)
+{
+    char text[32] = "";
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    long owner = n > 0 ? strtol(text, NULL, 10) : 0;
+    return owner > 0 && kill((pid_t)owner, 0) != 0 && errno == ESRCH;
+}
+
+/* True when this process now holds port's reservation: it made it now, or
+ * took it over from a process that is gone. */
+static bool port_reserve(int port)
+{
+    static bool registered;
+    if (!registered) {
+        (void)mkdir(TU_PORT_DIR, 0777);
+        (void)chmod(TU_PORT_DIR, 01777);
+        atexit(ports_release_all);
+        registered = true;
+    }
+    if (held_count == TU_PORT_HELD_MAX)
+        return false;
+    char path[64];
+    port_file(port, path, sizeof path);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0) {
+            dprintf(fd, "%ld\n", (long)getpid());
+            close(fd);
+            held_port[held_count] = port;
+            held_pid[held_count++] = getpid();
+            return true;
+        }
+        if (errno != EEXIST || !owner_gone(path))
+            return false; /* held (or being written) by a live process */
+        unlink(path);     /* its owner is gone */
+    }
+    return false;
+}
+
+/* Removes the reservations whose owners are gone: Check runs each test in
+ * a child that ends without running atexit's functions, so the runner
+ * sweeps after its tests (a reservation left behind is only taken over
+ * later, by pid). */
+static void ports_sweep(void)
+{
+    DIR *d = opendir(TU_PORT_DIR);
+    if (d == NULL)
+        return;
+    struct dirent *ent;
+    char path[300];
+    while ((ent = readdir(d)) != NULL) {
+        if (ent->d_name[0] < '0' || ent->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", TU_PORT_DIR, ent->d_name);
+        if (owner_gone(path))
+            unlink(path);
+    }
+    closedir(d);
+}
+
+/* True when port can be bound on 127.0.0.1 right now and this process now
+ * holds its reservation. */
 static bool port_free(int port)
 {
-    return port_try(port, false);
+    if (!port_reserve(port))
+        return false;
+    if (port_try(port, false))
+        return true;
+    port_release(port);
+    return false;
 }
 
 /* The next port to try, pseudo-random in [TU_PORT_LOW, TU_PORT_HIGH):
@@ -388,8 +508,11 @@ static bool range_free(const port_set *p, int lo, int n)
         if (lo < p->lo[i] + p->n[i] && p->lo[i] < lo + n)
             return false;
     for (int k = 0; k < n; k++)
-        if (!port_free(lo + k))
+        if (!port_free(lo + k)) {
+            while (k-- > 0)
+                port_release(lo + k);
             return false;
+        }
     return true;
 }
 
@@ -409,8 +532,13 @@ static int pick_ports(port_set *p, int off, int span)
 {
     for (int i = 0; i < TU_PORT_TRIES; i++) {
         int port = port_candidate();
-        if (!range_free(p, port, 1) || (span > 0 && !range_free(p, port + off, span)))
+        /* off 0: the span starts at the port itself (reserved once) */
+        if (!range_free(p, port, off == 0 && span > 0 ? span : 1))
             continue;
+        if (off != 0 && span > 0 && !range_free(p, port + off, span)) {
+            port_release(port);
+            continue;
+        }
         range_take(p, port, 1);
         if (span > 0)
             range_take(p, port + off, span);
@@ -630,6 +758,7 @@ int tu_run_suite(Suite *s)
 {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
+    ports_sweep();
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed < 255 ? failed : 255;
