@@ -657,8 +657,10 @@ static tly_err sale_insert(tly_engine *e, const char *key, uint32_t klen, uint64
     block[klen + rec->partner.len] = '\0';
     uint32_t s;
     tly_err err = slot_take((void **)&e->sales, sizeof *e->sales, &e->sale_slots, &s);
-    if (err == TLY_OK && (err = eng_map_put(&e->sale_map, block, klen, h, s)) != TLY_OK)
+    if (err == TLY_OK && (err = eng_map_put(&e->sale_map, block, klen, h, s)) != TLY_OK) {
+        e->sales[s] = (eng_sale){0}; /* a free slot is all zero (eng_sales_release) */
         slot_give(&e->sale_slots, s);
+    }
     if (err != TLY_OK) {
         eng_pool_put(&e->sale_blocks, block, bytes);
         return err;
