@@ -197,8 +197,8 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * stayed taken while the engine filled up for the next batch (3M
  * `bench fold` log, one shard: 96 MB kept over the whole fold). Reopening
  * alone lowered that fold's peak from 294.6 to 280.6 MB; with the flush
- * dropping the partners it wrote as it goes (tly_engine_set_flush_drops),
- * to 237 MB. A small commit (a consumer
+ * dropping the partners and sales it wrote as it goes
+ * (tly_engine_set_flush_drops), to 211 MB. A small commit (a consumer
  * at the head) keeps its few pages and its environment: opening one costs
  * a few file operations and a map. 4,096 puts change at most about 16 MiB
  * of pages. */
@@ -215,9 +215,9 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * A consumer's flush drops the others as it writes them
  * (tly_engine_set_flush_drops), so the cache is what stays in memory
  * beside the commit's pages at the fold's peak: `bench fold`'s 3M log on
- * one shard peaked at 269 MB with 16,384 and 237 MB with 4,096 (1M: 170
- * and 164 MB; 10M: 472 and 434 MB), in the same time within the noise; a
- * partner beyond it costs a read of its record when an event names it.
+ * one shard peaked at 243 MB with 16,384 and 211 MB with 4,096, in the
+ * same time (11.6-13.3 s against 11.4-12.9 s, alternated); a partner
+ * beyond it costs a read of its record when an event names it.
  * Sales (about 200 bytes each with their share of the map): returns name
  * recent sales, so 65,536 keep those in memory within about 13 MiB, and an
  * older one costs one read. What changed since the last flush stays in
