@@ -549,7 +549,7 @@ struct tly_engine {
     void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
     bool flush_drops;                 /* tly_engine_set_flush_drops */
-    bool dropped_in_flush;            /* the flush under way dropped a partner */
+    bool dropped_in_flush;            /* the flush under way dropped an entry */
     bool broken;                      /* !tly_engine_intact */
     uint64_t visit;                   /* the latest member walk */
 

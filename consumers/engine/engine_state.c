@@ -901,7 +901,7 @@ static uint64_t select_kth(uint64_t *v, uint32_t n, uint32_t k)
 }
 
 /* Drops partner p from the cache (it is clean: the store holds it). */
-static void partner_drop(tly_engine *e, uint32_t p)
+void eng_partner_drop(tly_engine *e, uint32_t p)
 {
     eng_partner *pp = &e->partners[p];
     eng_map_del(&e->partner_map, pp->id, pp->id_len, eng_hash(pp->id, pp->id_len));
@@ -911,13 +911,8 @@ static void partner_drop(tly_engine *e, uint32_t p)
     slot_give(&e->partner_slots, p);
 }
 
-void eng_partner_forget(tly_engine *e, uint32_t p)
-{
-    partner_drop(e, p);
-}
-
 /* Drops sale s from the cache (it is clean: the store holds it). */
-static void sale_drop(tly_engine *e, uint32_t s)
+void eng_sale_drop(tly_engine *e, uint32_t s)
 {
     eng_sale *sale = &e->sales[s];
     eng_map_del(&e->sale_map, sale->key, sale->key_len, eng_hash(sale->key, sale->key_len));
@@ -926,22 +921,55 @@ static void sale_drop(tly_engine *e, uint32_t s)
     slot_give(&e->sale_slots, s);
 }
 
-/* Slot i of a cache: live, clean, and the seq of its last lookup. */
-static bool trim_candidate(const tly_engine *e, bool partners, uint32_t i, uint64_t *used)
+/* Slot i of a cache: live (and clean, with clean_only), and the seq of its
+ * last lookup. */
+static bool cache_entry(const tly_engine *e, bool partners, uint32_t i, bool clean_only,
+                        uint64_t *used)
 {
     if (partners) {
         *used = e->partners[i].used;
-        return e->partners[i].id != NULL && !e->partners[i].dirty;
+        return e->partners[i].id != NULL && !(clean_only && e->partners[i].dirty);
     }
     *used = e->sales[i].used;
-    return e->sales[i].key != NULL && !e->sales[i].dirty;
+    return e->sales[i].key != NULL && !(clean_only && e->sales[i].dirty);
+}
+
+static bool trim_candidate(const tly_engine *e, bool partners, uint32_t i, uint64_t *used)
+{
+    return cache_entry(e, partners, i, true, used);
+}
+
+/* How many entries a trim of a cache over max drops: down to three
+ * quarters of max, so that a trim is rare (the slack is a quarter). */
+static uint32_t trim_drops(const eng_slots *s, uint32_t max)
+{
+    return s->live - (max - max / 4);
+}
+
+/* The lookup seqs of one cache's entries (cache_entry) into used: their
+ * count. */
+static uint32_t collect_used(const tly_engine *e, bool partners, bool clean_only, uint64_t *used)
+{
+    const eng_slots *s = partners ? &e->partner_slots : &e->sale_slots;
+    uint32_t n = 0;
+    uint64_t u;
+    for (uint32_t i = 0; i < s->count; i++)
+        if (cache_entry(e, partners, i, clean_only, &u))
+            used[n++] = u;
+    return n;
+}
+
+/* The drop-th oldest of the n lookups in used (reordered): UINT64_MAX when
+ * every one goes, 0 when there are none. */
+static uint64_t cut_of(uint64_t *used, uint32_t n, uint32_t drop)
+{
+    return n == 0 ? 0 : drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
 }
 
 /* Drops clean entries of one cache, least recently used first, down to
- * three quarters of max, so that a trim is rare (the slack is a quarter
- * of the cache): the drop-th oldest lookup is found by selection, then
- * one pass drops what is older (and as many of its ties as needed).
- * Without memory for the selection it drops nothing. */
+ * three quarters of max (trim_drops): the drop-th oldest lookup is found
+ * by selection, then one pass drops what is older (and as many of its
+ * ties as needed). Without memory for the selection it drops nothing. */
 static void trim_one(tly_engine *e, bool partners, uint32_t max)
 {
     eng_slots *s = partners ? &e->partner_slots : &e->sale_slots;
@@ -950,11 +978,8 @@ static void trim_one(tly_engine *e, bool partners, uint32_t max)
     uint64_t *used = malloc(((size_t)s->live + 1) * sizeof *used), u;
     if (used == NULL)
         return;
-    uint32_t n = 0, drop = s->live - (max - max / 4);
-    for (uint32_t i = 0; i < s->count; i++)
-        if (trim_candidate(e, partners, i, &u))
-            used[n++] = u;
-    uint64_t cut = n == 0 ? 0 : drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
+    uint32_t drop = trim_drops(s, max), n = collect_used(e, partners, true, used);
+    uint64_t cut = cut_of(used, n, drop);
     uint32_t below = 0;
     for (uint32_t i = 0; i < n && cut != UINT64_MAX; i++)
         below += used[i] < cut;
@@ -966,9 +991,9 @@ static void trim_one(tly_engine *e, bool partners, uint32_t max)
         if (u == cut && cut != UINT64_MAX)
             ties--;
         if (partners)
-            partner_drop(e, i);
+            eng_partner_drop(e, i);
         else
-            sale_drop(e, i);
+            eng_sale_drop(e, i);
     }
 }
 
@@ -981,19 +1006,9 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners)
     uint64_t *used = malloc((size_t)s->live * sizeof *used);
     if (used == NULL)
         return 0;
-    uint32_t n = 0, drop = s->live - (max - max / 4);
-    for (uint32_t i = 0; i < s->count; i++) {
-        if (partners ? e->partners[i].id != NULL : e->sales[i].key != NULL)
-            used[n++] = partners ? e->partners[i].used : e->sales[i].used;
-    }
-    uint64_t cut = drop >= n ? UINT64_MAX : select_kth(used, n, drop - 1);
+    uint64_t cut = cut_of(used, collect_used(e, partners, false, used), trim_drops(s, max));
     free(used);
     return cut;
-}
-
-void eng_sale_forget(tly_engine *e, uint32_t s)
-{
-    sale_drop(e, s);
 }
 
 void eng_sales_release(tly_engine *e)

@@ -97,8 +97,8 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners);
 
 /* Drops clean partner p, or sale s, from the cache: the store holds what
  * it is. */
-void eng_partner_forget(tly_engine *e, uint32_t p);
-void eng_sale_forget(tly_engine *e, uint32_t s);
+void eng_partner_drop(tly_engine *e, uint32_t p);
+void eng_sale_drop(tly_engine *e, uint32_t s);
 
 /* Gives the pages of the sale cache's vector that hold only free slots
  * back to the system (a free slot is all zero bytes, which is what such a

@@ -205,7 +205,7 @@ static tly_err flush_sales(flush_ctx *f, bool drops)
         size_t klen = mkkey(key, eng_sale_store_prefix(e), body, eng_sale_store_body(e, s, body));
         TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
         if (s->used < cut) {
-            eng_sale_forget(e, si);
+            eng_sale_drop(e, si);
             e->dropped_in_flush = true;
         }
     }
@@ -521,9 +521,8 @@ static tly_err flush_journal(flush_ctx *f)
 /* The journals first: they read the closed periods' figures of the dirty
  * partners, which a flush with drops frees as it goes. Then the sales
  * (with drops, their memory goes before the partners' pages are written),
- * then the partners:
- * settling their shares moves their programs' sums, which the programs'
- * records and liability documents then store. With drops, a partner the
+ * then the partners: settling their shares moves their programs' sums,
+ * which the programs' records and liability documents then store. With drops, a partner the
  * trim after this flush would drop (looked up before the cut) leaves the
  * cache as soon as it is written; nothing after reads it (a flush reads
  * no partner from the store: the snapshot there would predate what this
@@ -547,7 +546,7 @@ static tly_err flush_all(flush_ctx *f)
             liab[pp->program] = true;
         err = flush_partner(f, p);
         if (err == TLY_OK && pp->used < cut) {
-            eng_partner_forget(e, p);
+            eng_partner_drop(e, p);
             e->dropped_in_flush = true;
         }
     }
