@@ -356,8 +356,11 @@ START_TEST(test_up_data_locked)
     tu_endpoint(ingest, sizeof ingest);
     snprintf(out, sizeof out, "%s/up.out", dir);
     ck_assert_int_eq(up_once(dir, ingest, out), 1);
-    ck_assert_msg(file_lines(out) == 1, "want one line");
-    ck_assert(file_has(out, "is locked: another ledger writes its log"));
+    char *said = tu_read_file(out, NULL);
+    ck_assert_msg(file_lines(out) == 1, "want one line: %s", said);
+    ck_assert_msg(file_has(out, "is locked: another ledger writes its log"), "tally up said: %s",
+                  said);
+    free(said);
     ck_assert(!file_has(out, "started"));
     ck_assert_int_eq(tu_kill_wait(ledger, SIGTERM), 0);
     tu_rmtree(dir);
