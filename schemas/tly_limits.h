@@ -204,6 +204,15 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * of pages. */
 #define TLY_VIEWS_REOPEN_PUTS 4096u
 
+/* A commit puts through one write cursor per region of the store, a
+ * region being a key's first TLY_VIEWS_PUT_REGION_BYTES bytes (tly_views.c:
+ * a cursor finds the next key of its region on the leaf page of the last
+ * without a search from the root). A flush writes about six regions at a
+ * time (state, archive, claims, documents, sales, exceptions); beyond
+ * TLY_VIEWS_PUT_CURSORS a new region takes the slot of the oldest. */
+#define TLY_VIEWS_PUT_CURSORS 8u
+#define TLY_VIEWS_PUT_REGION_BYTES 4u
+
 /* Longest view key: "V/P/" + a 128-byte partner name, with room to spare;
  * LMDB's own key limit is 511 bytes. */
 #define TLY_VIEWS_KEY_BYTES_MAX 256u

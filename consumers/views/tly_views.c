@@ -70,6 +70,7 @@ struct tly_views {
     bool sales_in_s2;           /* "M/sales" is "own": own sales under "S/2/" */
     bool old_docs_checked;      /* this process's first commit dropped them */
     uint32_t last_puts;         /* puts of the last commit that succeeded */
+    uint32_t last_cursors;      /* write cursors it opened (put_cursor_of) */
     uint64_t reopens;           /* environments opened again (reopen_env) */
 };
 
@@ -648,13 +649,73 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
 
 /* --- writing --- */
 
+/* One write cursor per region of the store: a region is a key's first
+ * TLY_VIEWS_PUT_REGION_BYTES bytes ("S/4/", "V/P/", "E/" and a program's
+ * first bytes, "Z/" and a seq's top bytes...). A flush writes each region
+ * in key order but the regions interleaved (a partner's state, then its
+ * claims, then its documents), and a cursor left where its region's last
+ * put landed finds the next key on the same leaf page without a search
+ * from the root (LMDB's mdb_cursor_set, when the key falls between the
+ * page's first and last). */
+typedef struct put_cursor {
+    char region[TLY_VIEWS_PUT_REGION_BYTES];
+    MDB_cursor *cur; /* NULL: a free slot */
+} put_cursor;
+
 typedef struct put_ctx {
     tly_views *v;
     MDB_txn *txn;
     int mdb_rc;     /* the LMDB code of the first failed put, 0 if none */
     uint32_t puts;  /* since the map was last released */
     uint32_t total; /* in this transaction */
+    put_cursor cursors[TLY_VIEWS_PUT_CURSORS];
+    uint32_t next_evict; /* the slot a new region takes when all are used */
+    uint32_t opened;     /* cursors opened in this transaction */
 } put_ctx;
+
+/* Closes every cursor of c; before its transaction ends (LMDB frees a
+ * write transaction's cursors itself at its end, so none may outlive it). */
+static void put_cursors_close(put_ctx *c)
+{
+    for (uint32_t i = 0; i < TLY_VIEWS_PUT_CURSORS; i++) {
+        if (c->cursors[i].cur != NULL)
+            mdb_cursor_close(c->cursors[i].cur);
+        c->cursors[i].cur = NULL;
+    }
+}
+
+/* The cursor of key's region: the one that put its last key, or a new one
+ * (in a free slot, else in place of the oldest region's). NULL when LMDB
+ * cannot open one: the caller puts without it. */
+static MDB_cursor *put_cursor_of(put_ctx *c, const void *key, size_t key_len)
+{
+    char region[TLY_VIEWS_PUT_REGION_BYTES] = {0};
+    memcpy(region, key, key_len < sizeof region ? key_len : sizeof region);
+    put_cursor *slot = NULL;
+    for (uint32_t i = 0; i < TLY_VIEWS_PUT_CURSORS; i++) {
+        put_cursor *pc = &c->cursors[i];
+        if (pc->cur != NULL && memcmp(pc->region, region, sizeof region) == 0)
+            return pc->cur;
+        if (pc->cur == NULL && slot == NULL)
+            slot = pc;
+    }
+    if (slot == NULL) {
+        slot = &c->cursors[c->next_evict++ % TLY_VIEWS_PUT_CURSORS];
+        mdb_cursor_close(slot->cur);
+        slot->cur = NULL;
+    }
+    if (mdb_cursor_open(c->txn, c->v->dbi, &slot->cur) != 0)
+        return slot->cur = NULL;
+    c->opened++;
+    memcpy(slot->region, region, sizeof region);
+    return slot->cur;
+}
+
+/* mdb_put through the region's cursor when there is one. */
+static int put_one(put_ctx *c, MDB_cursor *cur, MDB_val *k, MDB_val *d, unsigned flags)
+{
+    return cur != NULL ? mdb_cursor_put(cur, k, d, flags) : mdb_put(c->txn, c->v->dbi, k, d, flags);
+}
 
 static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *val, size_t val_len)
 {
@@ -663,12 +724,13 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
     MDB_val d = {val_len, (void *)val};
     const size_t zl = sizeof TLY_ENGINE_SEQ_SALE_PREFIX - 1;
     bool seq_sale = key_len > zl && memcmp(key, TLY_ENGINE_SEQ_SALE_PREFIX, zl) == 0;
+    MDB_cursor *cur = put_cursor_of(c, key, key_len);
     /* A new sale is the store's last key, appended; LMDB refuses to append
      * any other key (a sale a return changed) with MDB_KEYEXIST before
      * changing a thing, and that one is put as every other key is. */
-    int rc = seq_sale ? mdb_put(c->txn, c->v->dbi, &k, &d, MDB_APPEND) : MDB_KEYEXIST;
+    int rc = seq_sale ? put_one(c, cur, &k, &d, MDB_APPEND) : MDB_KEYEXIST;
     if (rc == MDB_KEYEXIST)
-        rc = mdb_put(c->txn, c->v->dbi, &k, &d, 0);
+        rc = put_one(c, cur, &k, &d, 0);
     c->total++;
     if (++c->puts >= TLY_VIEWS_RELEASE_PUTS) {
         /* LMDB found each page these puts changed through the map, copied it
@@ -802,7 +864,7 @@ static tly_err drop_old_docs(put_ctx *c)
 static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
 {
     *redo = false;
-    put_ctx c = {v, NULL, 0, 0, 0};
+    put_ctx c = {.v = v};
     int rc = mdb_txn_begin(v->env, NULL, 0, &c.txn);
     if (rc != 0)
         return mdb_fail("begin write", v->dir, rc);
@@ -815,6 +877,7 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         err = drop_old_docs(&c);
     if (err == TLY_OK)
         err = tly_engine_flush(e, put_kv, &c);
+    put_cursors_close(&c);
     if (err != TLY_OK) {
         mdb_txn_abort(c.txn);
         *redo = c.mdb_rc == MDB_MAP_FULL && tly_engine_intact(e);
@@ -841,6 +904,7 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     v->sales_unwritten = false;
     v->old_docs_checked = true;
     v->last_puts = c.total;
+    v->last_cursors = c.opened;
     return TLY_OK;
 }
 
@@ -878,6 +942,11 @@ static tly_err reopen_env(tly_views *v)
 uint32_t tly_views_last_commit_puts(const tly_views *v)
 {
     return v->last_puts;
+}
+
+uint32_t tly_views_last_commit_cursors(const tly_views *v)
+{
+    return v->last_cursors;
 }
 
 uint64_t tly_views_reopens(const tly_views *v)

@@ -214,6 +214,12 @@ size_t tly_views_map_bytes(const tly_views *v);
 /* Puts (keys written) of the last commit that succeeded; 0 before one. */
 uint32_t tly_views_last_commit_puts(const tly_views *v);
 
+/* Write cursors the last commit that succeeded opened: one per region of
+ * the store its puts reached (TLY_VIEWS_PUT_REGION_BYTES), and one more
+ * each time a region came back after its cursor had made room for
+ * another (more than TLY_VIEWS_PUT_CURSORS regions); 0 before one. */
+uint32_t tly_views_last_commit_cursors(const tly_views *v);
+
 /* Times a commit of at least TLY_VIEWS_REOPEN_PUTS puts closed and opened
  * the environment again, to give LMDB's copies of the pages it changed
  * back to the heap. A handle whose reopening failed answers every call
