@@ -177,7 +177,7 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * TLY_VIEWS_RELEASE_PUTS puts of a commit (the write transaction reads each
  * page it changes through the map once, then works on its own copy, so
  * without a release each page counts twice in the RSS, in the map and in
- * LMDB's memory; 4,096 puts read at most 16 MiB of leaf pages), and every
+ * LMDB's memory; 1,024 puts read at most 4 MiB of leaf pages), and every
  * TLY_VIEWS_RESIDENT_BYTES_MAX of what the engine's reads touch (a scan's
  * entries, a look-up's value and a page of TLY_VIEWS_PAGE_BYTES): a close
  * walks every member of its program in one record, between two of the
@@ -185,8 +185,12 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * the 3M `bench fold` log (30,000 partners, 14 MB of partner records, 22
  * MB of pages) peaked at 412 MB with 55-70 MB of the map resident after a
  * walk; with 2 MiB counted this way at 351 MB, in the same time (10.6 and
- * 11.9 s against 10.9 and 12.1 s, alternated). */
-#define TLY_VIEWS_RELEASE_PUTS 4096u
+ * 11.9 s against 10.9 and 12.1 s, alternated). 1,024 puts rather than
+ * 4,096 (thirteenth session): the 10M log on two shards peaked at 252 MiB
+ * per shard against 264 (512: 248), in no more time (45-48 s against
+ * 50 s, and 3M on one shard 16.0-16.5 s against 17.6-24.7 s, alternated
+ * on a busy machine); with 65,536, 360 MiB. */
+#define TLY_VIEWS_RELEASE_PUTS 1024u
 #define TLY_VIEWS_RESIDENT_BYTES_MAX ((size_t)2u << 20)
 #define TLY_VIEWS_PAGE_BYTES 4096u
 

@@ -631,12 +631,33 @@ START_TEST(test_views_resident_bytes_edge)
 }
 END_TEST
 
-/* Sales of acme for two commits near TLY_VIEWS_REOPEN_PUTS, after the program and its
- * enrollment (small_events[0..1]). */
-enum { REOPEN_SALES = 2 * TLY_VIEWS_REOPEN_PUTS + 8 };
+/* A fresh engine loaded from v renders acme's balance as e does, with
+ * accrued as given. */
+static void expect_acme_loads_alike(tly_views *v, tly_engine *e, int64_t accrued)
+{
+    json_t *b = tly_engine_view(e, 'b', "acme");
+    ck_assert_ptr_nonnull(b);
+    tly_engine *e2;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
+    json_t *b2 = tly_engine_view(e2, 'b', "acme");
+    ck_assert_ptr_nonnull(b2);
+    ck_assert(json_equal(b, b2));
+    ck_assert_int_eq(json_integer_value(json_object_get(b2, "accrued")), accrued);
+    json_decref(b);
+    json_decref(b2);
+    tly_engine_free(e2);
+}
 
-/* A commit of TLY_VIEWS_REOPEN_PUTS - 1 puts keeps the environment; one of
- * exactly TLY_VIEWS_REOPEN_PUTS opens it again, and the store, the engine
+/* Sales of acme for commits near TLY_VIEWS_RELEASE_PUTS and
+ * TLY_VIEWS_REOPEN_PUTS, after the program and its enrollment
+ * (small_events[0..1]). */
+enum { REOPEN_SALES = 2 * (TLY_VIEWS_REOPEN_PUTS + TLY_VIEWS_RELEASE_PUTS) + 8 };
+
+/* A commit of TLY_VIEWS_RELEASE_PUTS - 1 puts releases the map not once
+ * while it puts, one of exactly TLY_VIEWS_RELEASE_PUTS once. A commit of
+ * TLY_VIEWS_REOPEN_PUTS - 1 puts keeps the environment; one of exactly
+ * TLY_VIEWS_REOPEN_PUTS opens it again, and the store, the engine
  * folding into it and a fresh load all go on as before. Each sale adds one
  * put to a commit (its record), so the commits' sizes are set by how many
  * sales they fold. */
@@ -665,24 +686,36 @@ START_TEST(test_views_reopen_puts_edge)
     fold_until(data, e, 4);
     ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
     /* Few regions: a cursor each, none made room for another. */
-    ck_assert_uint_le(tly_views_last_commit_cursors(v), TLY_VIEWS_PUT_CURSORS);
-    uint32_t one = tly_views_last_commit_puts(v);
+    ck_assert_uint_le(tly_views_stats_of(v).last_cursors, TLY_VIEWS_PUT_CURSORS);
+    uint32_t one = tly_views_stats_of(v).last_puts;
     fold_until(data, e, 6);
     ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
-    ck_assert_uint_eq(tly_views_last_commit_puts(v), one + 1);
-    ck_assert_uint_eq(tly_views_reopens(v), 0);
-    uint32_t fixed = one - 1;
-    uint64_t seq = 6 + (TLY_VIEWS_REOPEN_PUTS - 1 - fixed);
-    fold_until(data, e, seq);
-    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
-    ck_assert_uint_eq(tly_views_last_commit_puts(v), TLY_VIEWS_REOPEN_PUTS - 1);
-    ck_assert_uint_eq(tly_views_reopens(v), 0);
-    ck_assert_uint_le(seq + TLY_VIEWS_REOPEN_PUTS - fixed, 2 + REOPEN_SALES);
-    seq += TLY_VIEWS_REOPEN_PUTS - fixed;
-    fold_until(data, e, seq);
-    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
-    ck_assert_uint_eq(tly_views_last_commit_puts(v), TLY_VIEWS_REOPEN_PUTS);
-    ck_assert_uint_eq(tly_views_reopens(v), 1);
+    ck_assert_uint_eq(tly_views_stats_of(v).last_puts, one + 1);
+    ck_assert_uint_eq(tly_views_stats_of(v).last_map_releases, 0);
+    ck_assert_uint_eq(tly_views_stats_of(v).reopens, 0);
+    /* Commits of each size around the two limits: one put short of each,
+     * then exactly each. The map is released once every
+     * TLY_VIEWS_RELEASE_PUTS puts; the environment reopened after a commit
+     * of TLY_VIEWS_REOPEN_PUTS. */
+    const uint32_t fixed = one - 1, sizes[] = {
+                                        TLY_VIEWS_RELEASE_PUTS - 1,
+                                        TLY_VIEWS_RELEASE_PUTS,
+                                        TLY_VIEWS_REOPEN_PUTS - 1,
+                                        TLY_VIEWS_REOPEN_PUTS,
+                                    };
+    uint64_t seq = 6;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        seq += sizes[i] - fixed;
+        ck_assert_uint_le(seq, 2 + REOPEN_SALES);
+        fold_until(data, e, seq);
+        ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+        tly_views_stats st = tly_views_stats_of(v);
+        ck_assert_uint_eq(st.last_puts, sizes[i]);
+        ck_assert_uint_eq(st.last_map_releases, sizes[i] / TLY_VIEWS_RELEASE_PUTS);
+        ck_assert_uint_eq(st.reopens, sizes[i] == TLY_VIEWS_REOPEN_PUTS);
+    }
+    ck_assert_uint_eq(tly_views_stats_of(v).last_map_releases,
+                      TLY_VIEWS_REOPEN_PUTS / TLY_VIEWS_RELEASE_PUTS);
     /* After it: the engine reads acme back through the new environment and
      * folds on; what it committed loads into a fresh engine alike. */
     fold_log(data, e);
@@ -690,18 +723,7 @@ START_TEST(test_views_reopen_puts_edge)
     uint64_t cp = 0;
     ck_assert_int_eq(tly_views_checkpoint(v, &cp), TLY_OK);
     ck_assert_uint_eq(cp, 2 + REOPEN_SALES);
-    json_t *b = tly_engine_view(e, 'b', "acme");
-    ck_assert_ptr_nonnull(b);
-    tly_engine *e2;
-    ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
-    json_t *b2 = tly_engine_view(e2, 'b', "acme");
-    ck_assert_ptr_nonnull(b2);
-    ck_assert(json_equal(b, b2));
-    ck_assert_int_eq(json_integer_value(json_object_get(b2, "accrued")), REOPEN_SALES * 100 / 100);
-    json_decref(b);
-    json_decref(b2);
-    tly_engine_free(e2);
+    expect_acme_loads_alike(v, e, REOPEN_SALES * 100 / 100);
     tly_engine_free(e);
     tly_views_close(v);
     tu_rmtree(data);
@@ -746,7 +768,7 @@ START_TEST(test_views_commit_load_roundtrip)
     uint32_t regions = 0;
     ck_assert_int_eq(tly_views_scan(v, "", 0, count_regions, &regions, NULL), TLY_OK);
     ck_assert_uint_gt(regions, TLY_VIEWS_PUT_CURSORS);
-    ck_assert_uint_ge(tly_views_last_commit_cursors(v), regions);
+    ck_assert_uint_ge(tly_views_stats_of(v).last_cursors, regions);
     uint64_t cp = 0;
     ck_assert_int_eq(tly_views_checkpoint(v, &cp), TLY_OK);
     ck_assert_uint_eq(cp, SMALL_COUNT);

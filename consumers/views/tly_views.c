@@ -69,9 +69,7 @@ struct tly_views {
     bool sales_unwritten;       /* set: the next commit writes "M/sales" */
     bool sales_in_s2;           /* "M/sales" is "own": own sales under "S/2/" */
     bool old_docs_checked;      /* this process's first commit dropped them */
-    uint32_t last_puts;         /* puts of the last commit that succeeded */
-    uint32_t last_cursors;      /* write cursors it opened (put_cursor_of) */
-    uint64_t reopens;           /* environments opened again (reopen_env) */
+    tly_views_stats stats;      /* tly_views_stats_of */
 };
 
 /* True when d holds exactly the bytes of text. */
@@ -671,6 +669,7 @@ typedef struct put_ctx {
     put_cursor cursors[TLY_VIEWS_PUT_CURSORS];
     uint32_t next_evict; /* the slot a new region takes when all are used */
     uint32_t opened;     /* cursors opened in this transaction */
+    uint32_t releases;   /* of the map, in this transaction */
 } put_ctx;
 
 /* Closes every cursor of c; before its transaction ends (LMDB frees a
@@ -738,6 +737,7 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
          * pages are needed no more (release_map says why this is safe). */
         (void)tly_os_release_file_map(c->v->map_addr);
         c->puts = 0;
+        c->releases++;
     }
     if (rc == 0)
         return TLY_OK;
@@ -903,8 +903,9 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
         return mdb_fail("commit (the engine must be reloaded)", v->dir, rc);
     v->sales_unwritten = false;
     v->old_docs_checked = true;
-    v->last_puts = c.total;
-    v->last_cursors = c.opened;
+    v->stats.last_puts = c.total;
+    v->stats.last_cursors = c.opened;
+    v->stats.last_map_releases = c.releases;
     return TLY_OK;
 }
 
@@ -928,7 +929,7 @@ static tly_err reopen_env(tly_views *v)
     if (err == TLY_OK)
         err = open_db(v);
     if (err == TLY_OK) {
-        v->reopens++;
+        v->stats.reopens++;
         return TLY_OK;
     }
     if (v->env)
@@ -939,19 +940,9 @@ static tly_err reopen_env(tly_views *v)
     return TLY_STORAGE;
 }
 
-uint32_t tly_views_last_commit_puts(const tly_views *v)
+tly_views_stats tly_views_stats_of(const tly_views *v)
 {
-    return v->last_puts;
-}
-
-uint32_t tly_views_last_commit_cursors(const tly_views *v)
-{
-    return v->last_cursors;
-}
-
-uint64_t tly_views_reopens(const tly_views *v)
-{
-    return v->reopens;
+    return v->stats;
 }
 
 /*
@@ -1021,7 +1012,7 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
             size_t after = map_used(v);
             v->grew_last = after > before ? after - before : 0;
             release_map(v);
-            if (v->last_puts >= TLY_VIEWS_REOPEN_PUTS)
+            if (v->stats.last_puts >= TLY_VIEWS_REOPEN_PUTS)
                 err = reopen_env(v);
         }
         if (!redo)

@@ -211,19 +211,26 @@ void tly_views_release(tly_views *v);
 /* Current map size in bytes (grows by doubling; for tests and status). */
 size_t tly_views_map_bytes(const tly_views *v);
 
-/* Puts (keys written) of the last commit that succeeded; 0 before one. */
-uint32_t tly_views_last_commit_puts(const tly_views *v);
+/* What the commits of a WRITE handle did, for tests and measurement. The
+ * last_ fields are of the last commit that succeeded (0 before one). */
+typedef struct tly_views_stats {
+    uint32_t last_puts; /* keys written */
+    /* write cursors opened: one per region of the store its puts reached
+     * (TLY_VIEWS_PUT_REGION_BYTES), and one more each time a region came
+     * back after its cursor had made room for another (more than
+     * TLY_VIEWS_PUT_CURSORS regions) */
+    uint32_t last_cursors;
+    /* releases of the map during its puts, one every
+     * TLY_VIEWS_RELEASE_PUTS (the one after the commit not counted) */
+    uint32_t last_map_releases;
+    /* commits of at least TLY_VIEWS_REOPEN_PUTS puts that closed and
+     * opened the environment again, to give LMDB's copies of the pages
+     * they changed back to the heap. A handle whose reopening failed
+     * answers every call with an error (TLY_STORAGE) and can only be
+     * closed. */
+    uint64_t reopens;
+} tly_views_stats;
 
-/* Write cursors the last commit that succeeded opened: one per region of
- * the store its puts reached (TLY_VIEWS_PUT_REGION_BYTES), and one more
- * each time a region came back after its cursor had made room for
- * another (more than TLY_VIEWS_PUT_CURSORS regions); 0 before one. */
-uint32_t tly_views_last_commit_cursors(const tly_views *v);
-
-/* Times a commit of at least TLY_VIEWS_REOPEN_PUTS puts closed and opened
- * the environment again, to give LMDB's copies of the pages it changed
- * back to the heap. A handle whose reopening failed answers every call
- * with an error (TLY_STORAGE) and can only be closed. */
-uint64_t tly_views_reopens(const tly_views *v);
+tly_views_stats tly_views_stats_of(const tly_views *v);
 
 #endif
