@@ -240,9 +240,7 @@ static bool find_mapping(uintptr_t a, uintptr_t *lo, uintptr_t *hi, bool *ro_sha
 
 void tly_os_release_zero_pages(void *addr, size_t len)
 {
-    static long page;
-    if (page == 0)
-        page = sysconf(_SC_PAGESIZE);
+    long page = sysconf(_SC_PAGESIZE); /* once a flush: no cached copy to share */
     if (page <= 0)
         return;
     uintptr_t ps = (uintptr_t)page, a = (uintptr_t)addr;

@@ -934,11 +934,6 @@ static bool cache_entry(const tly_engine *e, bool partners, uint32_t i, bool cle
     return e->sales[i].key != NULL && !(clean_only && e->sales[i].dirty);
 }
 
-static bool trim_candidate(const tly_engine *e, bool partners, uint32_t i, uint64_t *used)
-{
-    return cache_entry(e, partners, i, true, used);
-}
-
 /* How many entries a trim of a cache over max drops: down to three
  * quarters of max, so that a trim is rare (the slack is a quarter). */
 static uint32_t trim_drops(const eng_slots *s, uint32_t max)
@@ -986,7 +981,7 @@ static void trim_one(tly_engine *e, bool partners, uint32_t max)
     free(used);
     uint32_t ties = cut == UINT64_MAX ? 0 : drop - below; /* drops at the cut itself */
     for (uint32_t i = 0; i < s->count && n > 0; i++) {
-        if (!trim_candidate(e, partners, i, &u) || u > cut || (u == cut && ties == 0))
+        if (!cache_entry(e, partners, i, true, &u) || u > cut || (u == cut && ties == 0))
             continue;
         if (u == cut && cut != UINT64_MAX)
             ties--;

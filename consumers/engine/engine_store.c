@@ -522,11 +522,11 @@ static tly_err flush_journal(flush_ctx *f)
  * partners, which a flush with drops frees as it goes. Then the sales
  * (with drops, their memory goes before the partners' pages are written),
  * then the partners: settling their shares moves their programs' sums,
- * which the programs' records and liability documents then store. With drops, a partner the
- * trim after this flush would drop (looked up before the cut) leaves the
- * cache as soon as it is written; nothing after reads it (a flush reads
- * no partner from the store: the snapshot there would predate what this
- * flush wrote). */
+ * which the programs' records and liability documents then store. With
+ * drops, a partner the trim after this flush would drop (looked up before
+ * the cut) leaves the cache as soon as it is written; nothing after reads
+ * it (a flush reads no partner from the store: the snapshot there would
+ * predate what this flush wrote). */
 static tly_err flush_all(flush_ctx *f)
 {
     tly_engine *e = f->e;
