@@ -730,6 +730,46 @@ START_TEST(test_views_reopen_puts_edge)
 }
 END_TEST
 
+/* A store removed under its writer, and made anew by another consumer
+ * (another process) at the same path: the writer's next commit is refused
+ * with TLY_USAGE and writes nothing into the new store, which keeps its
+ * own (empty) checkpoint. */
+START_TEST(test_views_replaced_store_refused)
+{
+    char *data = tu_tmpdir();
+    append_json(data, small_events, 4);
+    tly_views *v;
+    tly_engine *e;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    fold_until(data, e, 3);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    tu_rmtree(strdup(tly_views_dir(v)));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tly_views *other;
+        _exit(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &other) == TLY_OK ? 0 : 1);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fold_until(data, e, 4);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_USAGE);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_USAGE);
+    tly_engine_free(e);
+    tly_views_close(v);
+    tly_views *fresh;
+    uint64_t cp = 1;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_READ, &fresh), TLY_OK);
+    ck_assert_int_eq(tly_views_checkpoint(fresh, &cp), TLY_OK);
+    ck_assert_uint_eq(cp, 0);
+    tly_views_close(fresh);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* Counts the regions of a scan in key order: keys whose first
  * TLY_VIEWS_PUT_REGION_BYTES bytes differ from the key's before. The
  * shard's key, written when the store was created, is not counted. */
@@ -2043,7 +2083,8 @@ static Suite *consumers_suite(void)
     tu_add_tests(views, TU_TESTS(test_views_readonly_missing_creates_nothing,
                                  test_views_shard_mismatch_refused, test_views_sales_mode,
                                  test_views_commit_load_roundtrip, test_views_drop_old_docs,
-                                 test_views_resident_bytes_edge, test_views_reopen_puts_edge));
+                                 test_views_resident_bytes_edge, test_views_reopen_puts_edge,
+                                 test_views_replaced_store_refused));
     TCase *consume = tu_tcase(s, "consume", 600);
     tu_add_tests(
         consume,

@@ -301,6 +301,8 @@ static tly_err commit(consumer *c)
     tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
                (unsigned long long)tly_engine_seq(c->engine), tly_strerror(err));
     c->pending = 0;
+    if (err == TLY_USAGE)
+        return err; /* the store is not this consumer's any more (tly_views_commit) */
     if (err == TLY_TOO_LARGE && c->o.batch > 1) {
         /* Halving is bounded: at most log2(batch) times down to 1. */
         c->o.batch /= 2;

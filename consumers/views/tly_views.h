@@ -136,8 +136,13 @@ tly_err tly_views_set_sales(tly_views *v, tly_views_sales_mode mode);
  * dirty-page limit) is TLY_TOO_LARGE: nothing was written; reload the
  * engine and fold fewer records per commit.
  *
- * Returns TLY_OK, TLY_STORAGE, TLY_TOO_LARGE, TLY_NOMEM or an error of the
- * engine's flush.
+ * A store whose DIR/data.mdb is no longer the file this handle opened (the
+ * directory was removed, or removed and made anew by another consumer) is
+ * TLY_USAGE, before anything is written, and so is one replaced while the
+ * commit reopened it: the caller must stop, not retry.
+ *
+ * Returns TLY_OK, TLY_STORAGE, TLY_TOO_LARGE, TLY_USAGE, TLY_NOMEM or an
+ * error of the engine's flush.
  */
 tly_err tly_views_commit(tly_views *v, tly_engine *e);
 
