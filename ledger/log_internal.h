@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tly_be.h"
 #include "tly_log.h"
@@ -50,6 +51,12 @@ struct tly_log {
     int64_t head_recorded_ms;
 
     uint32_t commits_since_reader_check;
+
+    /* Writer: which file data.mdb is (tly__log_same_file). */
+    char data_path[TLY_PATH_BYTES_MAX + 32];
+    dev_t data_dev;
+    ino_t data_ino;
+    bool replaced_logged;
 
     /* Writer: the replica every commit is handed to first (has_replica). */
     tly_log_replica replica;
@@ -95,6 +102,11 @@ void tly__log_clear_stale_readers(tly_log *log);
 
 /* Grows the map by doubling up to its maximum (TLY_STORAGE at it). */
 tly_err tly__log_grow_map(tly_log *log);
+
+/* TLY_OK while DIR/data.mdb is still the file the writer opened; else
+ * TLY_STORAGE (logged once): the log was removed or replaced under the
+ * writer (tly_log_append, tly_log_append_stored). */
+tly_err tly__log_same_file(tly_log *log);
 
 /* Frees the writer's scratch space (tly_log_append.c). */
 void tly__log_scratch_free(tly_log *log);

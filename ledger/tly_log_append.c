@@ -540,6 +540,10 @@ tly_err tly_log_append(tly_log *log, int64_t now_ms, tly_log_item *items, uint32
         mark_rest(items, 0, item_count, TLY_STORAGE);
         return TLY_NOMEM;
     }
+    if (tly__log_same_file(log) != TLY_OK) {
+        mark_rest(items, 0, item_count, TLY_STORAGE);
+        return TLY_STORAGE;
+    }
     for (uint32_t i = 0; i < item_count; i++)
         log->slots[i].in_err = items[i].err;
     return append_chunks(log, now_ms, items, item_count, groups, group_count);

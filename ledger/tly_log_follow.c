@@ -121,6 +121,8 @@ tly_err tly_log_append_stored(tly_log *log, const tly_log_stored *recs, uint32_t
 {
     TLY_ASSERT(log && log->writer && (recs || count == 0));
     tly_err err = check_size(recs, count);
+    if (err == TLY_OK && count > 0)
+        err = tly__log_same_file(log);
     if (err != TLY_OK || count == 0)
         return err;
     for (uint32_t n = 0; n < TLY_LOG_GROW_ATTEMPTS_MAX; n++) {

@@ -332,6 +332,38 @@ START_TEST(test_append_read_back)
 }
 END_TEST
 
+/* A log removed under its writer (an operator wiping it while the ledger
+ * runs), then made anew at the same path by another writer (another
+ * process): every append of the first writer is refused with TLY_STORAGE
+ * and lands in neither file, so nothing is acknowledged into a file that
+ * is gone. */
+START_TEST(test_append_refused_after_log_replaced)
+{
+    char *dir = tu_tmpdir();
+    tly_log *log = open_writer(dir, NULL);
+    pool *p = pool_new(4, 256);
+    pool_add(p, "dist-a", "s-1", 0, 0);
+    ck_assert_int_eq(tly_log_append(log, T0_MS, p->items, 1, NULL, 0), TLY_OK);
+    char *gone = strdup(dir);
+    tu_rmtree(gone);
+    pool_add(p, "dist-a", "s-2", 0, 0);
+    ck_assert_int_eq(tly_log_append(log, T0_MS, &p->items[1], 1, NULL, 0), TLY_STORAGE);
+    ck_assert_int_eq(p->items[1].err, TLY_STORAGE);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tly_log *other = NULL;
+        _exit(tly_log_open(dir, TLY_LOG_WRITE, &other) == TLY_OK ? 0 : 1);
+    }
+    ck_assert_int_eq(child_status(pid), 0);
+    pool_add(p, "dist-a", "s-3", 0, 0);
+    ck_assert_int_eq(tly_log_append(log, T0_MS, &p->items[2], 1, NULL, 0), TLY_STORAGE);
+    ck_assert_int_eq(p->items[2].err, TLY_STORAGE);
+    ck_assert_uint_eq(head_of(log), 1);
+    finish(log, p, dir, 0);
+}
+END_TEST
+
 START_TEST(test_chain_hash_matches_spec)
 {
     /* A fixed input through both implementations. */
@@ -1475,17 +1507,18 @@ static Suite *log_suite(void)
     Suite *s = suite_create("log");
     TCase *tc = tu_tcase(s, "core", 120);
     tu_add_tests(
-        tc, TU_TESTS(test_empty_head, test_append_read_back, test_chain_hash_matches_spec,
-                     test_seq_continuity_and_restart, test_recorded_ms_monotonic,
-                     test_dup_and_conflict, test_dup_within_batch, test_dedupe_survives_restart,
-                     test_atomic_conflict_aborts_group, test_atomic_prefailed_aborts_group,
-                     test_atomic_with_dups, test_map_growth, test_map_max_is_storage_error,
-                     test_map_max_from_environment, test_storage_error_full_disk,
-                     test_reader_in_other_process, test_read_missing, test_reader_detects_corrupt,
-                     test_record_decode_strict, test_item_limits, test_batch_limits,
-                     test_commit_split, test_readers_max, test_stale_reader_slots_reclaimed,
-                     test_growth_waits_for_open_reader, test_single_writer,
-                     test_writer_creates_parents_and_no_sync));
+        tc,
+        TU_TESTS(test_empty_head, test_append_read_back, test_chain_hash_matches_spec,
+                 test_seq_continuity_and_restart, test_recorded_ms_monotonic, test_dup_and_conflict,
+                 test_dup_within_batch, test_dedupe_survives_restart,
+                 test_atomic_conflict_aborts_group, test_atomic_prefailed_aborts_group,
+                 test_atomic_with_dups, test_map_growth, test_map_max_is_storage_error,
+                 test_map_max_from_environment, test_storage_error_full_disk,
+                 test_reader_in_other_process, test_read_missing, test_reader_detects_corrupt,
+                 test_record_decode_strict, test_item_limits, test_batch_limits, test_commit_split,
+                 test_readers_max, test_stale_reader_slots_reclaimed,
+                 test_growth_waits_for_open_reader, test_single_writer,
+                 test_writer_creates_parents_and_no_sync, test_append_refused_after_log_replaced));
     return s;
 }
 
