@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "tly_be.h"
 #include "tly_log.h"
@@ -52,10 +51,8 @@ struct tly_log {
 
     uint32_t commits_since_reader_check;
 
-    /* Writer: which file data.mdb is (tly__log_same_file). */
-    char data_path[TLY_PATH_BYTES_MAX + 32];
-    dev_t data_dev;
-    ino_t data_ino;
+    /* Writer: the path of the lock_fd's file (tly__log_same_file). */
+    char lock_path[TLY_PATH_BYTES_MAX + 32];
     bool replaced_logged;
 
     /* Writer: the replica every commit is handed to first (has_replica). */
@@ -103,7 +100,7 @@ void tly__log_clear_stale_readers(tly_log *log);
 /* Grows the map by doubling up to its maximum (TLY_STORAGE at it). */
 tly_err tly__log_grow_map(tly_log *log);
 
-/* TLY_OK while DIR/data.mdb is still the file the writer opened; else
+/* TLY_OK while DIR/writer.lock is still the file the writer locked; else
  * TLY_STORAGE (logged once): the log was removed or replaced under the
  * writer (tly_log_append, tly_log_append_stored). */
 tly_err tly__log_same_file(tly_log *log);

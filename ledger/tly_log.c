@@ -186,6 +186,7 @@ static tly_err lock_writer(tly_log *log, const char *dir)
         return e == EWOULDBLOCK ? TLY_UNAVAILABLE : TLY_STORAGE;
     }
     log->lock_fd = fd;
+    snprintf(log->lock_path, sizeof log->lock_path, "%s", path);
     return TLY_OK;
 }
 
@@ -293,37 +294,22 @@ static size_t map_max(const tly_log_opts *opts)
     return TLY_LOG_MAP_BYTES_MAX;
 }
 
-/* Records which file the writer's data.mdb is (tly__log_same_file). */
-static tly_err note_data_file(tly_log *log, const char *dir)
-{
-    int fd;
-    struct stat st;
-    if (tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, log->data_path, sizeof log->data_path) != TLY_OK)
-        return TLY_USAGE;
-    if (mdb_env_get_fd(log->env, &fd) != MDB_SUCCESS || fstat(fd, &st) != 0)
-        return TLY_STORAGE;
-    log->data_dev = st.st_dev;
-    log->data_ino = st.st_ino;
-    return TLY_OK;
-}
-
 /*
  * A writer whose log was removed under it (an operator wiping DATA/log
  * while the ledger runs, and maybe starting another ledger there, whose
  * flock is on the new writer.lock) would otherwise go on appending into
- * the removed file and acknowledge events that vanish when it exits. A
- * stat per commit (about a µs beside the commit's fsyncs) refuses them.
+ * the removed file and acknowledge events that vanish when it exits. The
+ * lock file it holds, stat'd at every commit (tly_os_same_file), tells.
  */
 tly_err tly__log_same_file(tly_log *log)
 {
-    struct stat st;
-    if (stat(log->data_path, &st) == 0 && st.st_dev == log->data_dev && st.st_ino == log->data_ino)
+    if (tly_os_same_file(log->lock_path, log->lock_fd))
         return TLY_OK;
     if (!log->replaced_logged)
         tly_logf(TLY_LOG_ERROR, NULL,
-                 "log: %s was removed or replaced while this writer ran; every append is "
-                 "refused (restart the ledger)",
-                 log->data_path);
+                 "log: the log of %s was removed or replaced while this writer ran; every "
+                 "append is refused (restart the ledger)",
+                 log->lock_path);
     log->replaced_logged = true;
     return TLY_STORAGE;
 }
@@ -345,8 +331,6 @@ static tly_err open_writer(tly_log *log, const char *dir, int flags, const tly_l
         err = env_create(log, 0);
     if (err == TLY_OK)
         err = env_open(log, dir, (flags & TLY_LOG_NO_SYNC) ? MDB_NOSYNC : 0);
-    if (err == TLY_OK)
-        err = note_data_file(log, dir);
     if (err == TLY_OK && log->map_bytes < init)
         err = tly__log_set_mapsize(log, init);
     if (err == TLY_OK)

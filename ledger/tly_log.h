@@ -151,9 +151,9 @@ typedef struct tly_log_group {
  * After a fatal LMDB error (MDB_PANIC: a failed write of the meta page, an
  * I/O error) every later append fails with TLY_STORAGE until the handle is
  * closed and reopened; the log on disk is the last committed state. So
- * does every append once DIR/data.mdb is no longer the file the writer
- * opened (removed, or removed and made anew by another writer): nothing is
- * acknowledged into a file that is gone.
+ * does every append once DIR/writer.lock is no longer the file the writer
+ * locked (the log removed, or removed and made anew by another writer):
+ * nothing is acknowledged into a file that is gone.
  *
  * Writer only, one thread at a time. No allocation per event: scratch space
  * is kept in the handle and grows to the largest batch seen.

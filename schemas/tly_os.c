@@ -257,3 +257,10 @@ bool tly_os_release_file_map(const void *addr)
         return false;
     return madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0;
 }
+
+bool tly_os_same_file(const char *path, int fd)
+{
+    struct stat a, b;
+    return fd >= 0 && fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}

@@ -97,6 +97,13 @@ bool tly_os_release_file_map(const void *addr);
  * vector); pages only partly inside are left alone. */
 void tly_os_release_zero_pages(void *addr, size_t len);
 
+/* True when path names the file open as fd (same device and inode): a lock
+ * file a writer holds open and flocked is still the one at its path, so no
+ * other writer can have locked the path since. Used on every commit: it
+ * stats the lock file, never the data file (a stat of a file between two of
+ * its fdatasyncs made each commit about 50 us slower on this machine). */
+bool tly_os_same_file(const char *path, int fd);
+
 /* Wall clock in Unix ms and a monotonic clock in ns. */
 int64_t tly_now_ms(void);
 uint64_t tly_mono_ns(void);

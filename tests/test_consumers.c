@@ -399,6 +399,17 @@ START_TEST(test_views_shard_mismatch_refused)
 }
 END_TEST
 
+/* Opens shard 0 of 1 of data's view store for writing and a new engine
+ * loaded from it (*e). */
+static tly_views *open_loaded(const char *data, tly_engine **e)
+{
+    tly_views *v;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    ck_assert_int_eq(tly_engine_new(0, 1, e), TLY_OK);
+    ck_assert_int_eq(tly_views_load(v, *e), TLY_OK);
+    return v;
+}
+
 /* Folds data/log in process into engine e, from e's seq + 1 to the head. */
 /* Folds data's log into e from its seq + 1 up to seq last. */
 static void fold_until(const char *data, tly_engine *e, uint64_t last)
@@ -604,9 +615,7 @@ START_TEST(test_views_resident_bytes_edge)
     ck_assert_int_lt(edge, RESIDENT_PARTNERS);
     char *file = path_join(data, "views/0-of-1/data.mdb");
     tly_engine *e;
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    v = open_loaded(data, &e);
     size_t before = 0;
     for (int i = 1; i <= edge; i++) {
         char name[16];
@@ -676,9 +685,7 @@ START_TEST(test_views_reopen_puts_edge)
     append_json(data, ptrs, 2 + REOPEN_SALES);
     tly_views *v;
     tly_engine *e;
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    v = open_loaded(data, &e);
     /* The program, acme and one sale; then one sale, then two: what a
      * commit writes beside its sales (acme's records, the checkpoint). */
     fold_until(data, e, 3);
@@ -740,9 +747,7 @@ START_TEST(test_views_replaced_store_refused)
     append_json(data, small_events, 4);
     tly_views *v;
     tly_engine *e;
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    v = open_loaded(data, &e);
     fold_until(data, e, 3);
     ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
     tu_rmtree(strdup(tly_views_dir(v)));
@@ -795,9 +800,7 @@ START_TEST(test_views_commit_load_roundtrip)
     append_json(data, small_events, SMALL_COUNT);
     tly_views *v;
     tly_engine *e, *e2;
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e), TLY_OK);
+    v = open_loaded(data, &e);
     ck_assert_uint_eq(tly_engine_seq(e), 0);
     fold_log(data, e);
     ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
@@ -830,9 +833,7 @@ START_TEST(test_views_commit_load_roundtrip)
             ck_assert_ptr_nonnull(before[i][k] = tly_engine_view(e, kinds[k], names[i]));
     tly_views_close(v);
     /* Reopen and load: the restored engine answers the same. */
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_engine_new(0, 1, &e2), TLY_OK);
-    ck_assert_int_eq(tly_views_load(v, e2), TLY_OK);
+    v = open_loaded(data, &e2);
     ck_assert_uint_eq(tly_engine_seq(e2), SMALL_COUNT);
     for (size_t i = 0; i < 2; i++) {
         for (size_t k = 0; k < 4; k++) {

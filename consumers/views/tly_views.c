@@ -70,8 +70,6 @@ struct tly_views {
     bool sales_in_s2;           /* "M/sales" is "own": own sales under "S/2/" */
     bool old_docs_checked;      /* this process's first commit dropped them */
     tly_views_stats stats;      /* tly_views_stats_of */
-    dev_t store_dev;            /* WRITE: data.mdb as opened (same_store) */
-    ino_t store_ino;
 };
 
 /* True when d holds exactly the bytes of text. */
@@ -238,34 +236,22 @@ static tly_err open_env(tly_views *v, size_t map_bytes)
     return TLY_OK;
 }
 
-/* Records which file data.mdb is (WRITE stores): same_store compares. */
-static tly_err note_store(tly_views *v)
-{
-    int fd;
-    struct stat st;
-    if (mdb_env_get_fd(v->env, &fd) != 0 || fstat(fd, &st) != 0)
-        return TLY_STORAGE;
-    v->store_dev = st.st_dev;
-    v->store_ino = st.st_ino;
-    return TLY_OK;
-}
-
 /*
- * TLY_OK while DIR/data.mdb is still the file this writer opened. An
+ * TLY_OK while DIR/consumer.lock is still the file this writer locked. An
  * operator who removes a running consumer's store (to refold it) and starts
  * another consumer for the shard gets a new directory, and the new
  * consumer's flock is on the new consumer.lock: without this check the old
  * consumer would go on folding into the removed file and, at its next
  * reopen_env, open the new store and write into it beside its owner, two
- * states under one checkpoint. Checked before every commit and every
- * reopening (a stat); otherwise TLY_USAGE, and nothing more is written.
+ * states under one checkpoint. Checked before every commit and after every
+ * reopening (tly_os_same_file); otherwise TLY_USAGE, and nothing more is
+ * written.
  */
 static tly_err same_store(const tly_views *v)
 {
     char path[TLY_PATH_BYTES_MAX + 16];
-    struct stat st;
-    if (tly_layout_join(v->dir, TLY_LAYOUT_LMDB_DATA, path, sizeof path) == TLY_OK &&
-        stat(path, &st) == 0 && st.st_dev == v->store_dev && st.st_ino == v->store_ino)
+    if (tly_layout_join(v->dir, TLY_LAYOUT_CONSUMER_LOCK, path, sizeof path) == TLY_OK &&
+        tly_os_same_file(path, v->lock_fd))
         return TLY_OK;
     tly_logf(TLY_LOG_ERROR, "views",
              "%s: the store was removed or replaced while this consumer ran; stopping (restart "
@@ -318,8 +304,6 @@ tly_err tly_views_open(const char *data_dir, uint32_t shard, uint32_t shard_coun
         err = TLY_NOT_FOUND;
     if (err == TLY_OK)
         err = open_env(v, 0);
-    if (err == TLY_OK && v->writable)
-        err = note_store(v);
     if (err == TLY_OK)
         err = open_db(v);
     if (err != TLY_OK) {
@@ -963,18 +947,12 @@ static tly_err reopen_env(tly_views *v)
         mdb_txn_abort(v->snap);
     v->snap = NULL;
     size_t map = v->map_bytes;
-    dev_t dev = v->store_dev;
-    ino_t ino = v->store_ino;
     mdb_env_close(v->env);
     v->env = NULL;
     v->map_addr = NULL;
     tly_err err = open_env(v, map);
-    if (err == TLY_OK && (err = note_store(v)) == TLY_OK &&
-        (v->store_dev != dev || v->store_ino != ino)) {
-        v->store_dev = dev; /* replaced between the check and the opening */
-        v->store_ino = ino;
-        err = same_store(v);
-    }
+    if (err == TLY_OK)
+        err = same_store(v); /* replaced between the check and the opening */
     if (err == TLY_OK)
         err = open_db(v);
     if (err == TLY_OK) {

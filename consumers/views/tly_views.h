@@ -136,10 +136,10 @@ tly_err tly_views_set_sales(tly_views *v, tly_views_sales_mode mode);
  * dirty-page limit) is TLY_TOO_LARGE: nothing was written; reload the
  * engine and fold fewer records per commit.
  *
- * A store whose DIR/data.mdb is no longer the file this handle opened (the
- * directory was removed, or removed and made anew by another consumer) is
- * TLY_USAGE, before anything is written, and so is one replaced while the
- * commit reopened it: the caller must stop, not retry.
+ * A store whose DIR/consumer.lock is no longer the file this handle locked
+ * (the directory was removed, or removed and made anew by another
+ * consumer) is TLY_USAGE, before anything is written, and so is one
+ * replaced while the commit reopened it: the caller must stop, not retry.
  *
  * Returns TLY_OK, TLY_STORAGE, TLY_TOO_LARGE, TLY_USAGE, TLY_NOMEM or an
  * error of the engine's flush.
