@@ -8,10 +8,12 @@
  * the value is accepted and the value + 1 rejected.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "tly_currency.h"
@@ -21,6 +23,7 @@
 #include "tly_limits.h"
 #include "tly_mp.h"
 #include "tly_mpw.h"
+#include "tly_os.h"
 #include "tly_period.h"
 #include "tly_wire.h"
 
@@ -2150,6 +2153,32 @@ START_TEST(test_layout_paths)
 END_TEST
 
 /* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
+/* tly_os_same_file: the path names the open file until the file is
+ * removed, or replaced by another at the same path. */
+START_TEST(test_os_same_file)
+{
+    char *dir = tu_tmpdir();
+    char path[512], other[512];
+    snprintf(path, sizeof path, "%s/a.lock", dir);
+    snprintf(other, sizeof other, "%s/b.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(tly_os_same_file(path, fd));
+    ck_assert(!tly_os_same_file(path, -1));
+    int fd2 = open(other, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd2, 0);
+    ck_assert(!tly_os_same_file(other, fd));
+    ck_assert_int_eq(rename(other, path), 0); /* replaced */
+    ck_assert(!tly_os_same_file(path, fd));
+    ck_assert(tly_os_same_file(path, fd2));
+    ck_assert_int_eq(unlink(path), 0); /* removed */
+    ck_assert(!tly_os_same_file(path, fd2));
+    close(fd);
+    close(fd2);
+    tu_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_layout_shard_parse)
 {
     char max_ok[32], max_over[32];
@@ -2212,7 +2241,7 @@ static Suite *schemas_suite(void)
     tu_add_tests(cur, TU_TESTS(test_currency_exponent, test_decimal_to_minor));
 
     TCase *lay = tu_tcase(s, "layout", 0);
-    tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse));
+    tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file));
     return s;
 }
 
