@@ -410,7 +410,6 @@ static tly_views *open_loaded(const char *data, tly_engine **e)
     return v;
 }
 
-/* Folds data/log in process into engine e, from e's seq + 1 to the head. */
 /* Folds data's log into e from its seq + 1 up to seq last. */
 static void fold_until(const char *data, tly_engine *e, uint64_t last)
 {
@@ -431,6 +430,7 @@ static void fold_until(const char *data, tly_engine *e, uint64_t last)
     free(dir);
 }
 
+/* Folds data/log in process into engine e, from e's seq + 1 to the head. */
 static void fold_log(const char *data, tly_engine *e)
 {
     fold_until(data, e, UINT64_MAX);
@@ -745,9 +745,8 @@ START_TEST(test_views_replaced_store_refused)
 {
     char *data = tu_tmpdir();
     append_json(data, small_events, 4);
-    tly_views *v;
     tly_engine *e;
-    v = open_loaded(data, &e);
+    tly_views *v = open_loaded(data, &e);
     fold_until(data, e, 3);
     ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
     tu_rmtree(strdup(tly_views_dir(v)));
