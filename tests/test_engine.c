@@ -1322,6 +1322,7 @@ END_TEST
 /* Element indices in stored records (engine_records.h). */
 #define PARTNER_CLAIMS_AT 22u
 #define PARTNER_FIELDS_V6 30u
+#define CLAIM_FIELDS 8u
 #define CLAIM_FIELDS_V5 9u
 
 /* Packs obj as the value of store entry x. */
@@ -1339,11 +1340,66 @@ static void kv_repack(kv_entry *x, const msgpack_object *obj)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Claim records of s with n elements. */
+static size_t claims_with(const kv *s, uint32_t n)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        const kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/3/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        found += up.data.via.array.size == n;
+        msgpack_unpacked_destroy(&up);
+    }
+    return found;
+}
+
+/* Rewrites the claim records of store s as Tally wrote them before their
+ * key alone named their partner and claim: [fmt, partner, claim, status,
+ * ...] (V6). With wrong_claim the first one names another claim than its
+ * key. Returns the records rewritten. */
+static size_t claims_to_v6(kv *s, bool wrong_claim)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/3/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        msgpack_object_array *a = &up.data.via.array;
+        ck_assert_uint_eq(a->size, CLAIM_FIELDS);
+        /* the key: "S/3/" ‖ u8 length ‖ partner ‖ claim */
+        uint32_t plen = (unsigned char)x->key[4];
+        msgpack_object f[CLAIM_FIELDS + 2];
+        f[0] = a->ptr[0];
+        f[1] = (msgpack_object){.type = MSGPACK_OBJECT_STR,
+                                .via.str = {.size = plen, .ptr = x->key + 5}};
+        f[2] = (msgpack_object){
+            .type = MSGPACK_OBJECT_STR,
+            .via.str = {.size = (uint32_t)(x->klen - 5 - plen), .ptr = x->key + 5 + plen}};
+        if (wrong_claim && done == 0)
+            f[2].via.str.size--; /* names a claim the key does not */
+        memcpy(&f[3], &a->ptr[1], (CLAIM_FIELDS - 1) * sizeof *f);
+        a->ptr = f;
+        a->size = CLAIM_FIELDS + 2;
+        kv_repack(x, &up.data);
+        msgpack_unpacked_destroy(&up);
+        done++;
+    }
+    return done;
+}
+
 /* Rewrites store s as Tally wrote it before claim ordinals: every owned
  * partner's record lists its claims' ids in submit order and has no claim
  * count, and claim records have no ordinal. Returns the claims listed. */
 static size_t to_legacy_claims(kv *s)
 {
+    claims_to_v6(s, false);
     size_t listed = 0;
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
@@ -1465,6 +1521,92 @@ START_TEST(claims_legacy_fold_on)
         kv_free(&stores[k]);
     shards_free(&b);
     shards_free(&c);
+    stream_free(&st);
+}
+END_TEST
+
+/* A store whose claim records name their partner and claim (V6, before
+ * the key alone did) folds on to the answers of one uninterrupted fold;
+ * the claims a later batch changes are written in the short form, and a
+ * restart on the mixed store answers the same. */
+START_TEST(claims_v6_fold_on)
+{
+    uint32_t n = (uint32_t)_i + 1;
+    stream st = {0};
+    gen_stream(&st, g_seed + 950 + n, 8000, 16);
+    size_t half = st.count / 2 + 5;
+    kv stores[SHARDS_MAX] = {{0}};
+    shards a, b, c;
+    shards_init(&a, n);
+    fold_flushing(&a, stores, &st, 0, half, 397);
+    shards_free(&a);
+    size_t rewritten = 0;
+    for (uint32_t k = 0; k < n; k++)
+        rewritten += claims_to_v6(&stores[k], false);
+    ck_assert_uint_gt(rewritten, 0); /* the stream files claims */
+    restart_on_stores(&b, n, stores, half, 2, 3);
+    fold_flushing(&b, stores, &st, half, st.count, 397);
+    shards_init(&c, n);
+    shards_fold(&c, &st, 0, st.count);
+    expect_same(&b, &c, n == 1 ? "V6 claims, N=1" : "V6 claims, N=2");
+    shards_free(&b);
+    size_t short_form = 0, v6 = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        short_form += claims_with(&stores[k], CLAIM_FIELDS);
+        v6 += claims_with(&stores[k], CLAIM_FIELDS + 2);
+    }
+    ck_assert_uint_gt(short_form, 0); /* later claims, and changed ones */
+    ck_assert_uint_gt(v6, 0);         /* untouched ones stay as they were */
+    restart_on_stores(&b, n, stores, st.count, 2, 3);
+    expect_same(&b, &c, "V6 claims, restarted on the mixed store");
+    for (uint32_t k = 0; k < n; k++)
+        kv_free(&stores[k]);
+    shards_free(&b);
+    shards_free(&c);
+    stream_free(&st);
+}
+END_TEST
+
+/* A V6 claim record that names another claim than its key is corrupt,
+ * whichever way it is read: by its key, or loaded whole. */
+START_TEST(claims_v6_other_claim_corrupt)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed + 970, 4000, 8);
+    kv store = {0};
+    shards a;
+    shards_init(&a, 1);
+    fold_flushing(&a, &store, &st, 0, st.count, 397);
+    shards_free(&a);
+    ck_assert_uint_gt(claims_to_v6(&store, true), 0);
+    size_t i = 0;
+    while (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/3/", 4) != 0)
+        i++;
+    const kv_entry *x = &store.e[i];
+    /* loaded whole */
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_engine_load(e, x->key, x->klen, x->val, x->vlen), TLY_CORRUPT);
+    tly_engine_free(e);
+    /* the key's body cut short: no claim after the partner, or no partner */
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_engine_load(e, x->key, 5u + (unsigned char)x->key[4], x->val, x->vlen),
+                     TLY_CORRUPT);
+    ck_assert_int_eq(tly_engine_load(e, x->key, 5, x->val, x->vlen), TLY_CORRUPT);
+    tly_engine_free(e);
+    /* read by its key: its partner's claims document */
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, st.count), TLY_OK);
+    const char *doc;
+    size_t len;
+    ck_assert_int_eq(tly_view_reader_doc(r, 'c', x->key + 5, (unsigned char)x->key[4], &doc, &len),
+                     TLY_CORRUPT);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'b', x->key + 5, (unsigned char)x->key[4], &doc, &len),
+                     TLY_OK); /* the balance reads no claim */
+    tly_view_reader_free(r);
+    kv_free(&store);
     stream_free(&st);
 }
 END_TEST
@@ -2595,6 +2737,8 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_loop_test(tc, store_matches_memory, 0, 6);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
+    tcase_add_loop_test(tc, claims_v6_fold_on, 0, 2);
+    tcase_add_test(tc, claims_v6_other_claim_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);

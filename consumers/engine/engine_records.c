@@ -187,13 +187,11 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
     return true;
 }
 
-void eng_pack_claim(tly_mpw *pk, const eng_partner *pp, const eng_claim *c)
+void eng_pack_claim(tly_mpw *pk, const eng_claim *c)
 {
     TLY_ASSERT(c->ordinal != ENG_NO_ORDINAL);
     tly_mpw_array(pk, ENG_CLAIM_FIELDS);
     tly_mpw_int(pk, ENG_RECORD_FORMAT);
-    pk_str(pk, pp->id, pp->id_len);
-    pk_name(pk, c->id);
     tly_mpw_int(pk, c->status);
     tly_mpw_int(pk, c->requested);
     tly_mpw_int(pk, c->approved);
@@ -718,32 +716,48 @@ static tly_err unpack_shares(tly_mp_reader *r, eng_claim *c)
     return TLY_OK;
 }
 
-/* The fields after the head; what it copied stays in c on error. */
-static tly_err unpack_claim_body(tly_mp_reader *r, tly_str *partner, eng_claim *c)
+/* The fields after the head; what it copied stays in c on error. The
+ * partner and claim id are the key's (partner, id); a record that repeats
+ * them (V5, V6) must repeat those. */
+static tly_err unpack_claim_body(tly_mp_reader *r, tly_str partner, tly_str id, eng_claim *c)
 {
     uint32_t count;
     int64_t status;
-    RD(rd_head(r, &count) && (count == ENG_CLAIM_FIELDS || count == ENG_CLAIM_FIELDS_V5));
-    RD(rd_str(r, partner, false) && partner->len <= TLY_NAME_BYTES_MAX);
-    TRY(rd_owned(r, &c->id, false));
-    RD(c->id.len <= TLY_NAME_BYTES_MAX);
+    RD(rd_head(r, &count));
+    RD(count == ENG_CLAIM_FIELDS || count == ENG_CLAIM_FIELDS_V6 || count == ENG_CLAIM_FIELDS_V5);
+    if (count != ENG_CLAIM_FIELDS) {
+        tly_str p, i;
+        RD(rd_str(r, &p, false) && rd_str(r, &i, false));
+        RD(p.len == partner.len && memcmp(p.ptr, partner.ptr, p.len) == 0);
+        RD(i.len == id.len && memcmp(i.ptr, id.ptr, i.len) == 0);
+    }
+    TRY(eng_name_copy(&c->id, id.ptr, id.len));
     RD(rd_i64(r, &status) && status >= 0 && status <= ENG_CLAIM_DENIED);
     c->status = (uint8_t)status;
     RD(rd_i64(r, &c->requested) && rd_i64(r, &c->approved) && rd_i64(r, &c->paid));
     TRY(rd_owned(r, &c->reason, true));
     TRY(unpack_shares(r, c));
     c->ordinal = ENG_NO_ORDINAL;
-    if (count == ENG_CLAIM_FIELDS)
+    if (count != ENG_CLAIM_FIELDS_V5)
         RD(tly_mp_read_uint(r, &c->ordinal) && c->ordinal != ENG_NO_ORDINAL);
     return rd_end(r);
 }
 
-tly_err eng_unpack_claim(const void *val, size_t len, tly_str *partner, eng_claim *out)
+tly_err eng_unpack_claim(const void *key, size_t klen, const void *val, size_t len,
+                         tly_str *partner, eng_claim *out)
 {
+    *out = (eng_claim){0};
+    /* the key body: u8 length ‖ partner ‖ claim, both 1-TLY_NAME_BYTES_MAX */
+    const char *k = key;
+    size_t plen = klen > 0 ? (unsigned char)k[0] : 0;
+    if (plen == 0 || plen > TLY_NAME_BYTES_MAX || klen <= 1 + plen ||
+        klen - 1 - plen > TLY_NAME_BYTES_MAX)
+        return TLY_CORRUPT;
+    *partner = (tly_str){k + 1, (uint32_t)plen};
+    tly_str id = {k + 1 + plen, (uint32_t)(klen - 1 - plen)};
     tly_mp_reader r;
     tly_mp_init(&r, val, len);
-    *out = (eng_claim){0};
-    tly_err err = unpack_claim_body(&r, partner, out);
+    tly_err err = unpack_claim_body(&r, *partner, id, out);
     if (err != TLY_OK)
         eng_claim_clear(out);
     out->loaded = err == TLY_OK;

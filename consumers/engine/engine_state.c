@@ -140,15 +140,14 @@ static tly_err partner_insert(tly_engine *e, const char *id, size_t len, uint64_
     return TLY_OK;
 }
 
-/* The claim record val of the partner (id, len), with the claim id
- * cid when given: TLY_CORRUPT when it is another's. */
-static tly_err claim_unpack_of(const void *val, size_t vlen, const char *id, size_t len,
-                               const tly_str *cid, eng_claim *out)
+/* The claim record val stored under key (its body after "S/3/") of the
+ * partner (id, len): TLY_CORRUPT when the key is another's. */
+static tly_err claim_unpack_of(const void *key, size_t klen, const void *val, size_t vlen,
+                               const char *id, size_t len, eng_claim *out)
 {
     tly_str partner;
-    TRY(eng_unpack_claim(val, vlen, &partner, out));
-    if (partner.len == len && memcmp(partner.ptr, id, len) == 0 &&
-        (cid == NULL || (out->id.len == cid->len && memcmp(out->id.ptr, cid->ptr, cid->len) == 0)))
+    TRY(eng_unpack_claim(key, klen, val, vlen, &partner, out));
+    if (partner.len == len && memcmp(partner.ptr, id, len) == 0)
         return TLY_OK;
     eng_claim_clear(out);
     return TLY_CORRUPT;
@@ -165,7 +164,7 @@ static tly_err claim_read(const tly_engine *e, const char *id, size_t len, tly_s
     const void *val;
     size_t vlen;
     TRY(store_get(e, KEY_CLAIM, key, klen, &val, &vlen));
-    return claim_unpack_of(val, vlen, id, len, &claim, out);
+    return claim_unpack_of(key, klen, val, vlen, id, len, out);
 }
 
 /* Fills claim c (its id set) of partner (id, len) from the claims
@@ -345,12 +344,13 @@ typedef struct claim_scan {
 
 static tly_err claim_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    (void)key;
-    (void)klen;
     const claim_scan *cs = ctx;
     eng_pstate *st = cs->pp->st;
     eng_claim c;
-    TRY(claim_unpack_of(val, vlen, cs->pp->id, cs->pp->id_len, NULL, &c));
+    if (klen < KEY_PREFIX_BYTES)
+        return TLY_CORRUPT;
+    TRY(claim_unpack_of((const char *)key + KEY_PREFIX_BYTES, klen - KEY_PREFIX_BYTES, val, vlen,
+                        cs->pp->id, cs->pp->id_len, &c));
     uint32_t i;
     ENG_LOWER_BOUND(st->claims, cs->held, ordinal, c.ordinal, i);
     if (i < cs->held && st->claims[i].ordinal == c.ordinal) {
@@ -613,13 +613,12 @@ tly_err eng_partner_load(tly_engine *e, const void *val, size_t len)
 }
 
 /* Keeps the claim under its key until its partner's record asks for it. */
-tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len)
+tly_err eng_claim_stash(tly_engine *e, const void *key, size_t klen, const void *val, size_t len)
 {
     eng_loose_claim l = {0};
     tly_str partner;
-    TRY(eng_unpack_claim(val, len, &partner, &l.c));
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    l.key_len = eng_claim_key(key, partner.ptr, partner.len, l.c.id.ptr, l.c.id.len);
+    TRY(eng_unpack_claim(key, klen, val, len, &partner, &l.c));
+    l.key_len = (uint32_t)klen; /* eng_claim_key's: eng_unpack_claim checked it */
     uint64_t h = eng_hash(key, l.key_len);
     tly_err err = eng_map_get(&e->loose_map, key, l.key_len, h) == ENG_NONE ? TLY_OK : TLY_CORRUPT;
     if (err == TLY_OK && (l.key = eng_copy(key, l.key_len)) == NULL)

@@ -35,7 +35,7 @@ tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out
 tly_err eng_partner_load(tly_engine *e, const void *val, size_t len);
 /* A stored claim handed to tly_engine_load, kept until its partner's
  * record is loaded (claims sort before partners). */
-tly_err eng_claim_stash(tly_engine *e, const void *val, size_t len);
+tly_err eng_claim_stash(tly_engine *e, const void *key, size_t klen, const void *val, size_t len);
 /* Adds claim id (len bytes) to st's claim filter. */
 void eng_claim_filter_add(eng_pstate *st, const char *id, uint32_t len);
 /* A claim is identified by (partner, claim) [C1]: owned partner p's claim

@@ -223,7 +223,7 @@ static tly_err flush_claims(flush_ctx *f, const eng_partner *pp)
             continue;
         char key[1 + 2 * TLY_NAME_BYTES_MAX];
         uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, c->id.ptr, c->id.len);
-        eng_pack_claim(&f->pk, pp, c);
+        eng_pack_claim(&f->pk, c);
         TRY(put_packed(f, "S/3/", key, klen));
     }
     return TLY_OK;
@@ -746,7 +746,7 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
                    ? TLY_CORRUPT
                    : eng_sale_load(e, k + 4, (uint32_t)(key_len - 4), val, val_len);
     case '3':
-        return eng_claim_stash(e, val, val_len);
+        return eng_claim_stash(e, k + 4, key_len - 4, val, val_len);
     case '4':
         return eng_partner_load(e, val, val_len);
     case '5':
