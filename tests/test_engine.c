@@ -1320,7 +1320,10 @@ END_TEST
 /* ---- claims: a partner's record does not list them ---- */
 
 /* Element indices in stored records (engine_records.h). */
+#define PARTNER_HIST_AT 20u
 #define PARTNER_CLAIMS_AT 22u
+#define PARTNER_FIELDS 33u
+#define PARTNER_FIELDS_V7 32u
 #define PARTNER_FIELDS_V6 30u
 #define CLAIM_FIELDS 8u
 #define CLAIM_FIELDS_V5 9u
@@ -1394,11 +1397,87 @@ static size_t claims_to_v6(kv *s, bool wrong_claim)
     return done;
 }
 
+/* Entries of store under prefix. */
+static size_t kv_count(const kv *store, const char *prefix)
+{
+    size_t n = 0, plen = strlen(prefix);
+    for (size_t i = 0; i < store->count; i++)
+        n += store->e[i].klen >= plen && memcmp(store->e[i].key, prefix, plen) == 0;
+    return n;
+}
+
+/* The entry of s under key, or NULL. */
+static kv_entry *kv_at(kv *s, const char *key, size_t klen)
+{
+    bool found;
+    size_t i = kv_find(s, key, klen, &found);
+    return found ? &s->e[i] : NULL;
+}
+
+/* Removes the entry of s under key, if any. */
+static void kv_remove(kv *s, const char *key, size_t klen)
+{
+    bool found;
+    size_t i = kv_find(s, key, klen, &found);
+    if (!found)
+        return;
+    free(s->e[i].key);
+    free(s->e[i].val);
+    memmove(&s->e[i], &s->e[i + 1], (s->count - i - 1) * sizeof *s->e);
+    s->count--;
+}
+
+/* Rewrites store s as Tally wrote it before tier histories left the
+ * partner records (V7): each owned partner's record lists its history
+ * (from its "S/6/" entry, which goes) and does not count it. Returns the
+ * history entries moved back. */
+static size_t hist_to_v7(kv *s)
+{
+    size_t moved = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        if (x->klen <= 4 || memcmp(x->key, "S/4/", 4) != 0)
+            continue;
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        msgpack_object_array *a = &up.data.via.array;
+        if (a->size != PARTNER_FIELDS) { /* another shard's partner */
+            msgpack_unpacked_destroy(&up);
+            continue;
+        }
+        uint64_t n = a->ptr[PARTNER_FIELDS - 1].via.u64;
+        ck_assert_uint_eq(a->ptr[PARTNER_HIST_AT].via.array.size, 0);
+        char key[4 + 128];
+        memcpy(key, "S/6/", 4);
+        memcpy(key + 4, x->key + 4, x->klen - 4);
+        kv_entry *c = kv_at(s, key, x->klen);
+        msgpack_unpacked cup;
+        msgpack_unpacked_init(&cup);
+        if (n > 0) {
+            ck_assert_ptr_nonnull(c);
+            ck_assert(msgpack_unpack_next(&cup, c->val, c->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+            ck_assert_uint_eq(cup.data.via.array.size, 2);
+            a->ptr[PARTNER_HIST_AT] = cup.data.via.array.ptr[1];
+            ck_assert_uint_eq(a->ptr[PARTNER_HIST_AT].via.array.size, n);
+        }
+        a->size = PARTNER_FIELDS_V7;
+        kv_repack(x, &up.data);
+        msgpack_unpacked_destroy(&cup);
+        msgpack_unpacked_destroy(&up);
+        if (c != NULL)
+            kv_remove(s, key, x->klen); /* sorts after x: i stays valid */
+        moved += n;
+    }
+    return moved;
+}
+
 /* Rewrites store s as Tally wrote it before claim ordinals: every owned
  * partner's record lists its claims' ids in submit order and has no claim
  * count, and claim records have no ordinal. Returns the claims listed. */
 static size_t to_legacy_claims(kv *s)
 {
+    hist_to_v7(s);
     claims_to_v6(s, false);
     size_t listed = 0;
     for (size_t i = 0; i < s->count; i++) {
@@ -1478,7 +1557,7 @@ static uint64_t claims_counted(const kv *s)
         msgpack_unpacked_init(&up);
         ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
         const msgpack_object_array *a = &up.data.via.array;
-        if (a->size == PARTNER_FIELDS_V6 + 2)
+        if (a->size == PARTNER_FIELDS)
             counted += a->ptr[PARTNER_FIELDS_V6].via.u64;
         msgpack_unpacked_destroy(&up);
     }
@@ -1611,6 +1690,108 @@ START_TEST(claims_v6_other_claim_corrupt)
 }
 END_TEST
 
+/* A store whose partner records list their tier history (V7, before it
+ * left them for "S/6/") folds on to the answers of one uninterrupted fold:
+ * a partner a later batch changes is written in the new form with its
+ * history under "S/6/", and a restart on the mixed store answers the same. */
+START_TEST(history_v7_fold_on)
+{
+    uint32_t n = (uint32_t)_i + 1;
+    stream st = {0};
+    gen_stream(&st, g_seed + 980 + n, 8000, 16);
+    size_t half = st.count / 2 + 7;
+    kv stores[SHARDS_MAX] = {{0}};
+    shards a, b, c;
+    shards_init(&a, n);
+    fold_flushing(&a, stores, &st, 0, half, 397);
+    shards_free(&a);
+    size_t moved = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        moved += hist_to_v7(&stores[k]);
+        ck_assert_uint_eq(kv_count(&stores[k], "S/6/"), 0);
+    }
+    ck_assert_uint_gt(moved, 0); /* the stream moves tiers */
+    restart_on_stores(&b, n, stores, half, 2, 3);
+    fold_flushing(&b, stores, &st, half, st.count, 397);
+    shards_init(&c, n);
+    shards_fold(&c, &st, 0, st.count);
+    expect_same(&b, &c, n == 1 ? "V7 history, N=1" : "V7 history, N=2");
+    shards_free(&b);
+    size_t cold = 0;
+    for (uint32_t k = 0; k < n; k++)
+        cold += kv_count(&stores[k], "S/6/");
+    ck_assert_uint_gt(cold, 0); /* rewritten partners keep theirs apart */
+    restart_on_stores(&b, n, stores, st.count, 2, 3);
+    expect_same(&b, &c, "V7 history, restarted on the mixed store");
+    for (uint32_t k = 0; k < n; k++)
+        kv_free(&stores[k]);
+    shards_free(&b);
+    shards_free(&c);
+    stream_free(&st);
+}
+END_TEST
+
+/* Renders the tier document of partner (id, len) from store with a new
+ * reader: what tly_view_reader_doc returns, after checking that its
+ * balance document, which reads no history, renders. */
+static tly_err tier_doc_of(kv *store, const char *id, size_t len)
+{
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = store};
+    const char *doc;
+    size_t dlen;
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'b', id, len, &doc, &dlen), TLY_OK);
+    tly_err err = tly_view_reader_doc(r, 't', id, len, &doc, &dlen);
+    tly_view_reader_free(r);
+    return err;
+}
+
+/* A partner record that counts history entries its "S/6/" entry does not
+ * hold (or that has none) is corrupt where the history is read: its tier
+ * document; so is an "S/6/" entry loaded before or without its partner. */
+START_TEST(history_count_mismatch_corrupt)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed + 990, 8000, 16);
+    kv store = {0};
+    shards a;
+    shards_init(&a, 1);
+    fold_flushing(&a, &store, &st, 0, st.count, 397);
+    shards_free(&a);
+    size_t i = 0;
+    while (i < store.count && (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/6/", 4) != 0))
+        i++;
+    ck_assert_uint_lt(i, store.count); /* some partner moved tiers */
+    kv_entry *x = &store.e[i];
+    const char *partner = x->key + 4;
+    size_t plen = x->klen - 4;
+    /* loaded whole: before its partner's record */
+    tly_engine *e;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_engine_load(e, x->key, x->klen, x->val, x->vlen), TLY_CORRUPT);
+    tly_engine_free(e);
+    ck_assert_int_eq(tier_doc_of(&store, partner, plen), TLY_OK);
+    /* one entry fewer than the record counts */
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+    ck_assert_uint_gt(up.data.via.array.ptr[1].via.array.size, 0);
+    up.data.via.array.ptr[1].via.array.size--;
+    kv_repack(x, &up.data);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(tier_doc_of(&store, partner, plen), TLY_CORRUPT);
+    /* none at all */
+    char key[4 + 128];
+    memcpy(key, x->key, x->klen);
+    kv_remove(&store, key, x->klen);
+    ck_assert_int_eq(tier_doc_of(&store, key + 4, plen), TLY_CORRUPT);
+    kv_free(&store);
+    stream_free(&st);
+}
+END_TEST
+
 /* ---- the archive: rows no rule reads any more leave the partner record ---- */
 
 /* "acme" version v with a tier window of `window` quarters (else as
@@ -1636,15 +1817,6 @@ static int64_t quarter_ms(int q, char *text)
     if (text != NULL)
         tly_period_format(TLY_PERIOD_QUARTER, p, text);
     return tly_period_start_ms(TLY_PERIOD_QUARTER, p);
-}
-
-/* Entries of store under prefix. */
-static size_t kv_count(const kv *store, const char *prefix)
-{
-    size_t n = 0, plen = strlen(prefix);
-    for (size_t i = 0; i < store->count; i++)
-        n += store->e[i].klen >= plen && memcmp(store->e[i].key, prefix, plen) == 0;
-    return n;
 }
 
 static void flush_into(shards *s, kv *store)
@@ -1786,7 +1958,7 @@ START_TEST(claims_leave_memory)
     const kv_entry *rec = kv_entry_of(&store, "S/4/p1");
     size_t size30 = rec->vlen;
     ck_assert(msgpack_unpack_next(&up, rec->val, rec->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-    ck_assert_uint_eq(up.data.via.array.size, PARTNER_FIELDS_V6 + 2);
+    ck_assert_uint_eq(up.data.via.array.size, PARTNER_FIELDS);
     ck_assert_uint_eq(up.data.via.array.ptr[PARTNER_CLAIMS_AT].via.array.size, 0);
     ck_assert_uint_eq(up.data.via.array.ptr[PARTNER_FIELDS_V6].via.u64, 30);
     msgpack_unpacked_destroy(&up);
@@ -2375,7 +2547,7 @@ START_TEST(overflow_is_an_error)
         if (x->klen > 4 && memcmp(x->key, "S/4/", 4) == 0) {
             /* element 10 of a partner entry is `accrued` (engine_records.h) */
             ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-            ck_assert_uint_eq(up.data.via.array.size, 32);
+            ck_assert_uint_eq(up.data.via.array.size, PARTNER_FIELDS);
             up.data.via.array.ptr[10].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
             up.data.via.array.ptr[10].via.u64 = (uint64_t)INT64_MAX - 5;
             msgpack_packer pk;
@@ -2739,6 +2911,8 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
     tcase_add_loop_test(tc, claims_v6_fold_on, 0, 2);
     tcase_add_test(tc, claims_v6_other_claim_corrupt);
+    tcase_add_loop_test(tc, history_v7_fold_on, 0, 2);
+    tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);

@@ -122,7 +122,9 @@ static tly_err retier_member(tly_engine *e, uint32_t p, void *ctx)
     int32_t t = tier_by_name(c->nr, old);
     if (t < 0) {
         eng_hist h = {.seq = c->seq, .period = c->g->eop, .from = old, .to = c->nr->tiers[0].name};
+        TRY(eng_partner_cold(e, p));
         TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
+        st->cold_dirty = true;
         t = 0;
     }
     st->tier = (uint32_t)t;
@@ -227,8 +229,9 @@ static void trace_grace(eng_pstate *st, const eng_rules *r, uint32_t before, uin
 /* The tier for the window ending at the closed period, with a history
  * entry when it changes [T1] [T2]. Certifications count when their
  * latest earned has not expired before the next period starts [T10]. */
-static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
+static tly_err close_tier(tly_engine *e, uint32_t p_index, eng_program *g, uint64_t seq)
 {
+    eng_pstate *st = e->partners[p_index].st;
     const eng_rules *r = &g->rules;
     int32_t p = g->eop;
     int64_t window;
@@ -242,7 +245,9 @@ static tly_err close_tier(eng_program *g, eng_pstate *st, uint64_t seq)
         return TLY_OK;
     /* History holds changes only; period is the closed period [T1]. */
     eng_hist h = {.seq = seq, .period = p, .from = r->tiers[st->tier].name, .to = r->tiers[t].name};
+    TRY(eng_partner_cold(e, p_index));
     TRY(ENG_PUSH(st->hist, st->hist_count, st->hist_cap, h));
+    st->cold_dirty = true;
     st->tier = t;
     return TLY_OK;
 }
@@ -297,7 +302,7 @@ static tly_err close_member(tly_engine *e, uint32_t p, void *ctx)
     }
     /* then expiry, then tiers [L4] */
     TRY(close_expire(g, st));
-    TRY(close_tier(g, st, seq));
+    TRY(close_tier(e, p, g, seq));
     return eng_partner_dirty(e, p);
 }
 

@@ -93,6 +93,8 @@ static tly_err render(tly_view_reader *r, char view, uint32_t p)
         TRY(eng_claims_fill(r->e, p));
     if (view == 'r')
         TRY(eng_arch_fill(r->e, p));
+    if (view == 't')
+        TRY(eng_partner_cold(r->e, p));
     eng_jw w;
     r->doc.len = 0;
     r->doc.failed = false;

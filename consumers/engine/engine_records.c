@@ -244,8 +244,11 @@ void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows)
         pk_row(pk, &rows[i]);
 }
 
-static void pack_lists(tly_mpw *pk, const eng_pstate *st)
+void eng_pack_cold(tly_mpw *pk, const eng_pstate *st)
 {
+    TLY_ASSERT(st->cold);
+    tly_mpw_array(pk, 2);
+    tly_mpw_int(pk, ENG_RECORD_FORMAT);
     tly_mpw_array(pk, st->hist_count);
     for (uint32_t i = 0; i < st->hist_count; i++) {
         tly_mpw_array(pk, 4);
@@ -254,6 +257,11 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
         pk_name(pk, st->hist[i].from);
         pk_name(pk, st->hist[i].to);
     }
+}
+
+static void pack_lists(tly_mpw *pk, const eng_pstate *st)
+{
+    tly_mpw_array(pk, 0); /* the history: the cold record's (eng_pack_cold) */
     tly_mpw_array(pk, st->cert_count);
     for (uint32_t i = 0; i < st->cert_count; i++) {
         tly_mpw_array(pk, 2);
@@ -315,6 +323,7 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     for (uint32_t w = 0; w < ENG_CLAIM_FILTER_WORDS; w++)
         tly_be64_put(filter + 8 * w, st->claim_filter[w]);
     tly_mpw_bin(pk, filter, sizeof filter);
+    tly_mpw_uint(pk, st->cold ? st->hist_count : st->cold_hist);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -770,8 +779,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V6 ||
-                       count == ENG_PARTNER_FIELDS_OWNED_V5;
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V7 ||
+                       count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
     RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
     RD(rd_str(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
@@ -829,6 +838,7 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
 
 static tly_err unpack_hist(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_pstate *st)
 {
+    TLY_ASSERT(st->hist_count == 0);
     uint32_t n, m;
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
@@ -844,10 +854,10 @@ static tly_err unpack_hist(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_p
     return TLY_OK;
 }
 
-/* Active pairs, then the claim ids in submit order: every claim's in a
- * record written before ordinals (legacy), none in a newer one. */
-static tly_err unpack_certs_claims(tly_mp_reader *r, bool legacy, eng_pstate *st)
+/* Active pairs. */
+static tly_err unpack_certs(tly_mp_reader *r, eng_pstate *st)
 {
+    TLY_ASSERT(st->cert_count == 0);
     uint32_t n;
     RD(tly_mp_read_array(r, &n));
     for (uint32_t i = 0; i < n; i++) {
@@ -861,6 +871,28 @@ static tly_err unpack_certs_claims(tly_mp_reader *r, bool legacy, eng_pstate *st
         TRY(eng_name_copy(&c.key, k.ptr, k.len));
         st->certs[st->cert_count++] = c;
     }
+    return TLY_OK;
+}
+
+tly_err eng_unpack_cold(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st)
+{
+    TLY_ASSERT(!st->cold);
+    tly_mp_reader r;
+    tly_mp_init(&r, val, len);
+    uint32_t count;
+    RD(rd_head(&r, &count) && count == 2);
+    TRY(unpack_hist(&r, names, a, st));
+    RD(st->hist_count == st->cold_hist);
+    TRY(rd_end(&r));
+    st->cold = true;
+    return TLY_OK;
+}
+
+/* The claim ids in submit order: every claim's in a record written before
+ * ordinals (legacy), none in a newer one. */
+static tly_err unpack_claim_ids(tly_mp_reader *r, bool legacy, eng_pstate *st)
+{
+    uint32_t n;
     RD(tly_mp_read_array(r, &n) && (legacy || n == 0));
     for (uint32_t i = 0; i < n; i++) {
         tly_str id;
@@ -959,8 +991,18 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     for (int i = 0; i < 8; i++)
         RD(rd_i64(&r, totals[i]));
     TRY(unpack_buckets_rows(&r, st));
-    TRY(unpack_hist(&r, names, a, st));
-    TRY(unpack_certs_claims(&r, count != ENG_PARTNER_FIELDS_OWNED, st));
+    if (count == ENG_PARTNER_FIELDS_OWNED) {
+        uint32_t n; /* the history is read from "S/6/" when needed */
+        RD(tly_mp_read_array(&r, &n) && n == 0);
+    } else {
+        /* a record written before "S/6/": the next flush writes it there */
+        TRY(unpack_hist(&r, names, a, st));
+        st->cold = true;
+        st->cold_dirty = st->hist_count > 0;
+    }
+    TRY(unpack_certs(&r, st));
+    bool ordinals = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V7;
+    TRY(unpack_claim_ids(&r, !ordinals, st));
     TRY(unpack_held(&r, st));
     TRY(rd_liab(&r, liab));
     TRY(unpack_acts(&r, &st->acts, &st->act_count, &st->act_cap));
@@ -972,8 +1014,12 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(st->arch_count == 0 || st->row_count == 0 || st->arch_last < st->rows[0].period);
         RD(st->arch_count == 0 || st->arch_last >= 0);
     }
-    if (count == ENG_PARTNER_FIELDS_OWNED)
+    if (ordinals)
         TRY(unpack_claim_count(&r, st));
+    if (count == ENG_PARTNER_FIELDS_OWNED) {
+        RD(rd_u32(&r, &st->cold_hist));
+        st->cold = st->cold_hist == 0;
+    }
     st->arch_all = st->arch_count == 0;
     st->claims_all = st->claim_count == st->claim_total;
     return rd_end(&r);
@@ -992,8 +1038,8 @@ uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g)
 eng_pstate *eng_pstate_new(void)
 {
     eng_pstate *st = calloc(1, sizeof(eng_pstate));
-    if (st != NULL)
-        st->arch_all = st->claims_all = true; /* an empty archive, no claims */
+    if (st != NULL) /* an empty archive, no claims, no history */
+        st->arch_all = st->claims_all = st->cold = true;
     return st;
 }
 

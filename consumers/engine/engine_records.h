@@ -30,17 +30,23 @@
  *   "S/4/<partner>"   [fmt, id, program, owned, enroll_seq] for another
  *                      shard's partner; an owned one adds [name, kind,
  *                      region, tier, fails, 8 totals, buckets, rows,
- *                      history, certs, claim ids (empty; written before
+ *                      history (empty: it is "S/6/"'s; V7 and before held
+ *                      it), certs, claim ids (empty; written before
  *                      ordinals, every claim's in submit order), held,
  *                      liab(5), acts by period, open rebate figures,
  *                      archived rows, the newest one's period, what they
  *                      owe, claims ever filed, their filter (bin,
- *                      ENG_CLAIM_FILTER_BITS / 8 bytes)]; an act is
+ *                      ENG_CLAIM_FILTER_BITS / 8 bytes), the history's
+ *                      entries in "S/6/"]; an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
  *                      basis, baseline, has_baseline, referral, referred,
  *                      mdf_gross], a cert [pair key, expires]
+ *   "S/6/<partner>"   [fmt, history]: an owned partner's tier history,
+ *                      written when it changes (a close or a program
+ *                      version that moves its tier), not with every
+ *                      record; an entry is [seq, period, from, to]
  *   "S/5/<u8 len, partner, be32 period>" [fmt, [row...]]: a chunk of
  *                      ENG_ARCH_CHUNK_ROWS archived rows, keyed by the
  *                      first one's period (engine_internal.h, eng_pstate)
@@ -61,6 +67,9 @@
  * 4 packs what took effect per period sparsely (acts, journal rows). */
 #define ENG_RECORD_FORMAT 5
 
+/* The prefix of an owned partner's cold record (eng_pack_cold). */
+#define ENG_COLD_PREFIX "S/6/"
+
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
 
@@ -74,7 +83,8 @@
  * (and an owned one written before claim ordinals, which lists every claim
  * id, and one written before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 32u
+#define ENG_PARTNER_FIELDS_OWNED 33u
+#define ENG_PARTNER_FIELDS_OWNED_V7 32u
 #define ENG_PARTNER_FIELDS_OWNED_V6 30u
 #define ENG_PARTNER_FIELDS_OWNED_V5 27u
 
@@ -105,9 +115,18 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 /* A claim's record; its key (eng_claim_key) names its partner and id. */
 void eng_pack_claim(tly_mpw *pk, const eng_claim *c);
 /* g is pp's program, NULL when it is not enrolled; plan (owned partners
- * only) says which rows the flush archives and the summary it stores. */
+ * only) says which rows the flush archives and the summary it stores. An
+ * owned partner's tier history is counted, not listed: it is its cold
+ * record's. */
 void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
                       const eng_arch_plan *plan);
+/* The cold record of owned partner state st, which holds its cold part
+ * (st->cold): [fmt, history]. */
+void eng_pack_cold(tly_mpw *pk, const eng_pstate *st);
+/* Reads a cold record into st, whose record counted the entries it must
+ * hold (st->cold_hist; TLY_CORRUPT otherwise); tier names are interned in
+ * names/a. On error st keeps what was read, for eng_pstate_free. */
+tly_err eng_unpack_cold(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st);
 /* A chunk of the archive: ENG_ARCH_CHUNK_ROWS rows from rows. */
 void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows);
 /* Reads a chunk of the archive into out[0..ENG_ARCH_CHUNK_ROWS) (final

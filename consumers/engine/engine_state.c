@@ -509,6 +509,29 @@ tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out
     return partner_lookup(e, id, len, true, out);
 }
 
+tly_err eng_partner_cold(tly_engine *e, uint32_t p)
+{
+    const eng_partner *pp = &e->partners[p];
+    eng_pstate *st = pp->st;
+    if (st->cold)
+        return TLY_OK;
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, ENG_COLD_PREFIX, pp->id, pp->id_len, &val, &vlen);
+    if (err != TLY_OK) /* its record counted entries the store must hold */
+        return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
+    return eng_unpack_cold(val, vlen, &e->names, &e->arena, st);
+}
+
+tly_err eng_cold_load(tly_engine *e, const char *id, size_t len, const void *val, size_t vlen)
+{
+    uint32_t p = eng_map_get(&e->partner_map, id, len, eng_hash(id, len));
+    /* after its partner's record (key order), which counted what it holds */
+    if (p == ENG_NONE || e->partners[p].st == NULL || e->partners[p].st->cold)
+        return TLY_CORRUPT;
+    return eng_unpack_cold(val, vlen, &e->names, &e->arena, e->partners[p].st);
+}
+
 /* ---- the archive ---- */
 
 /* A scan of a partner's chunks: every one into st->arch (fill), or only

@@ -29,6 +29,14 @@ tly_err eng_partner_find(tly_engine *e, const char *id, size_t len, uint32_t *ou
 /* As eng_partner_find, but an unknown id gets a new record (unenrolled;
  * with a money state when owned). */
 tly_err eng_partner_get(tly_engine *e, const char *id, size_t len, uint32_t *out);
+/* Reads owned partner p's cold part (its tier history and certifications,
+ * eng_pstate) from the store unless it is in memory. Whatever reads or
+ * changes them calls this first; whatever changes them sets cold_dirty. */
+tly_err eng_partner_cold(tly_engine *e, uint32_t p);
+/* A stored cold record of partner (id, len) handed to tly_engine_load,
+ * after its partner's record: TLY_CORRUPT when that record is not loaded,
+ * not owned, or did not count it. */
+tly_err eng_cold_load(tly_engine *e, const char *id, size_t len, const void *val, size_t vlen);
 /* A stored partner record handed to tly_engine_load into the cache.
  * TLY_CORRUPT when it is in memory already or belongs to another shard
  * layout. */

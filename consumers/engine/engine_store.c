@@ -322,6 +322,10 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
         TRY(eng_arch_plan_of(pp->st, g, &plan));
     eng_pack_partner(&f->pk, pp, g, &plan);
     TRY(put_packed(f, TLY_ENGINE_PARTNER_PREFIX, pp->id, pp->id_len));
+    if (pp->owned && pp->st->cold_dirty) {
+        eng_pack_cold(&f->pk, pp->st);
+        TRY(put_packed(f, ENG_COLD_PREFIX, pp->id, pp->id_len));
+    }
     if (member)
         TRY(flush_archive(f, pp, plan.n));
     if (pp->owned)
@@ -600,6 +604,8 @@ static void clear_dirty(tly_engine *e)
         if (pp->id == NULL) /* dropped by the flush (flush_all) */
             continue;
         pp->dirty = false;
+        if (pp->st != NULL)
+            pp->st->cold_dirty = false;
         if (pp->exp_next_set) {
             pp->exp_known = true;
             pp->exp_program = pp->program;
@@ -751,6 +757,8 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
         return eng_partner_load(e, val, val_len);
     case '5':
         return eng_arch_load(e, k + 4, key_len - 4, val, val_len);
+    case '6':
+        return eng_cold_load(e, k + 4, key_len - 4, val, val_len);
     default:
         return TLY_CORRUPT;
     }

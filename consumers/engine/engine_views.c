@@ -179,6 +179,7 @@ static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
     const eng_program *g = &e->programs[e->partners[p].program];
     const eng_rules *r = &g->rules;
     const eng_pstate *st = e->partners[p].st;
+    TLY_ASSERT(st->cold); /* eng_partner_cold: the caller's */
     head(w, e, p, with_seq);
     key_name(w, "tier", r->tiers[st->tier].name);
     int64_t window = 0;
@@ -389,7 +390,8 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner)
     if (len > TLY_NAME_BYTES_MAX || eng_partner_find(cache_of(e), partner, len, &p) != TLY_OK ||
         p == ENG_NONE || !e->partners[p].owned || e->partners[p].program == ENG_NONE ||
         (view == 'c' && eng_claims_fill(cache_of(e), p) != TLY_OK) ||
-        (view == 'r' && eng_arch_fill(cache_of(e), p) != TLY_OK))
+        (view == 'r' && eng_arch_fill(cache_of(e), p) != TLY_OK) ||
+        (view == 't' && eng_partner_cold(cache_of(e), p) != TLY_OK))
         return NULL;
     return eng_view_json(e, view, p, true);
 }
