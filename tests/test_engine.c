@@ -1564,6 +1564,72 @@ static uint64_t claims_counted(const kv *s)
     return counted;
 }
 
+/* Folds half of a generated stream on n shards, flushing, and rewrites
+ * each shard's store with convert (which returns what it rewrote: the
+ * stream must give it something), as an older Tally would have written it.
+ * Engines restarted on those stores fold the rest to the answers of one
+ * uninterrupted fold; written anew (rewritten returns how many entries are
+ * in the new form), and restarted on the mixed store, they answer the
+ * same. */
+static void fold_on_converted(uint32_t n, uint64_t seed, size_t (*convert)(kv *),
+                              size_t (*rewritten)(const kv *), const char *what)
+{
+    stream st = {0};
+    gen_stream(&st, g_seed + seed + n, 8000, 16);
+    size_t half = st.count / 2 + 3;
+    kv stores[SHARDS_MAX] = {{0}};
+    shards a, b, c;
+    shards_init(&a, n);
+    fold_flushing(&a, stores, &st, 0, half, 397);
+    shards_free(&a);
+    size_t converted = 0;
+    for (uint32_t k = 0; k < n; k++)
+        converted += convert(&stores[k]);
+    ck_assert_msg(converted > 0, "%s: the stream gives nothing to convert", what);
+    restart_on_stores(&b, n, stores, half, 2, 3);
+    fold_flushing(&b, stores, &st, half, st.count, 397);
+    shards_init(&c, n);
+    shards_fold(&c, &st, 0, st.count);
+    expect_same(&b, &c, what);
+    shards_free(&b);
+    size_t anew = 0;
+    for (uint32_t k = 0; k < n; k++)
+        anew += rewritten(&stores[k]);
+    ck_assert_msg(anew > 0, "%s: nothing was written anew", what);
+    restart_on_stores(&b, n, stores, st.count, 2, 3);
+    expect_same(&b, &c, what);
+    for (uint32_t k = 0; k < n; k++)
+        kv_free(&stores[k]);
+    shards_free(&b);
+    shards_free(&c);
+    stream_free(&st);
+}
+
+/* Every claim record of s in the form before the key alone named it. */
+static size_t claims_to_v6_all(kv *s)
+{
+    return claims_to_v6(s, false);
+}
+
+/* Partners written anew since to_legacy_claims: their records count their
+ * claims instead of listing them. */
+static size_t claims_rewritten(const kv *s)
+{
+    return (size_t)claims_counted(s);
+}
+
+/* Claim records in the short form (the key names the claim). */
+static size_t claims_short_form(const kv *s)
+{
+    return claims_with(s, CLAIM_FIELDS);
+}
+
+/* Histories stored apart from their partners' records. */
+static size_t hist_apart(const kv *s)
+{
+    return kv_count(s, "S/6/");
+}
+
 /* A store written before claim ordinals folds on: engines reading it
  * through a tiny cache give the answers of one uninterrupted fold; each
  * partner a batch changes is written anew, with its claims (a restart on
@@ -1571,36 +1637,7 @@ static uint64_t claims_counted(const kv *s)
  * read from the store, not from a list in the partner's record. */
 START_TEST(claims_legacy_fold_on)
 {
-    uint32_t n = (uint32_t)_i + 1;
-    stream st = {0};
-    gen_stream(&st, g_seed + 900 + n, 8000, 16);
-    size_t half = st.count / 2 + 3;
-    kv stores[SHARDS_MAX] = {{0}};
-    shards a, b, c;
-    shards_init(&a, n);
-    fold_flushing(&a, stores, &st, 0, half, 397);
-    shards_free(&a);
-    size_t listed = 0;
-    for (uint32_t k = 0; k < n; k++)
-        listed += to_legacy_claims(&stores[k]);
-    ck_assert_uint_gt(listed, 0); /* the stream files claims */
-    restart_on_stores(&b, n, stores, half, 2, 3);
-    fold_flushing(&b, stores, &st, half, st.count, 397);
-    shards_init(&c, n);
-    shards_fold(&c, &st, 0, st.count);
-    expect_same(&b, &c, n == 1 ? "legacy claims, N=1" : "legacy claims, N=2");
-    shards_free(&b);
-    uint64_t counted = 0;
-    for (uint32_t k = 0; k < n; k++)
-        counted += claims_counted(&stores[k]);
-    ck_assert_uint_gt(counted, 0); /* partners were written anew, their claims counted */
-    restart_on_stores(&b, n, stores, st.count, 2, 3);
-    expect_same(&b, &c, "legacy claims, restarted on the mixed store");
-    for (uint32_t k = 0; k < n; k++)
-        kv_free(&stores[k]);
-    shards_free(&b);
-    shards_free(&c);
-    stream_free(&st);
+    fold_on_converted((uint32_t)_i + 1, 900, to_legacy_claims, claims_rewritten, "legacy claims");
 }
 END_TEST
 
@@ -1610,41 +1647,26 @@ END_TEST
  * restart on the mixed store answers the same. */
 START_TEST(claims_v6_fold_on)
 {
-    uint32_t n = (uint32_t)_i + 1;
-    stream st = {0};
-    gen_stream(&st, g_seed + 950 + n, 8000, 16);
-    size_t half = st.count / 2 + 5;
-    kv stores[SHARDS_MAX] = {{0}};
-    shards a, b, c;
-    shards_init(&a, n);
-    fold_flushing(&a, stores, &st, 0, half, 397);
-    shards_free(&a);
-    size_t rewritten = 0;
-    for (uint32_t k = 0; k < n; k++)
-        rewritten += claims_to_v6(&stores[k], false);
-    ck_assert_uint_gt(rewritten, 0); /* the stream files claims */
-    restart_on_stores(&b, n, stores, half, 2, 3);
-    fold_flushing(&b, stores, &st, half, st.count, 397);
-    shards_init(&c, n);
-    shards_fold(&c, &st, 0, st.count);
-    expect_same(&b, &c, n == 1 ? "V6 claims, N=1" : "V6 claims, N=2");
-    shards_free(&b);
-    size_t short_form = 0, v6 = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        short_form += claims_with(&stores[k], CLAIM_FIELDS);
-        v6 += claims_with(&stores[k], CLAIM_FIELDS + 2);
-    }
-    ck_assert_uint_gt(short_form, 0); /* later claims, and changed ones */
-    ck_assert_uint_gt(v6, 0);         /* untouched ones stay as they were */
-    restart_on_stores(&b, n, stores, st.count, 2, 3);
-    expect_same(&b, &c, "V6 claims, restarted on the mixed store");
-    for (uint32_t k = 0; k < n; k++)
-        kv_free(&stores[k]);
-    shards_free(&b);
-    shards_free(&c);
-    stream_free(&st);
+    fold_on_converted((uint32_t)_i + 1, 950, claims_to_v6_all, claims_short_form, "V6 claims");
 }
 END_TEST
+
+/* Renders view of partner (id, len) from store with a new reader: what
+ * tly_view_reader_doc returns, after checking that its balance document,
+ * which reads neither claims nor history, renders. */
+static tly_err doc_of(kv *store, char view, const char *id, size_t len)
+{
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = store};
+    const char *doc;
+    size_t dlen;
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'b', id, len, &doc, &dlen), TLY_OK);
+    tly_err err = tly_view_reader_doc(r, view, id, len, &doc, &dlen);
+    tly_view_reader_free(r);
+    return err;
+}
 
 /* A V6 claim record that names another claim than its key is corrupt,
  * whichever way it is read: by its key, or loaded whole. */
@@ -1674,17 +1696,7 @@ START_TEST(claims_v6_other_claim_corrupt)
     ck_assert_int_eq(tly_engine_load(e, x->key, 5, x->val, x->vlen), TLY_CORRUPT);
     tly_engine_free(e);
     /* read by its key: its partner's claims document */
-    tly_view_reader *r;
-    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
-    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
-    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, st.count), TLY_OK);
-    const char *doc;
-    size_t len;
-    ck_assert_int_eq(tly_view_reader_doc(r, 'c', x->key + 5, (unsigned char)x->key[4], &doc, &len),
-                     TLY_CORRUPT);
-    ck_assert_int_eq(tly_view_reader_doc(r, 'b', x->key + 5, (unsigned char)x->key[4], &doc, &len),
-                     TLY_OK); /* the balance reads no claim */
-    tly_view_reader_free(r);
+    ck_assert_int_eq(doc_of(&store, 'c', x->key + 5, (unsigned char)x->key[4]), TLY_CORRUPT);
     kv_free(&store);
     stream_free(&st);
 }
@@ -1696,57 +1708,9 @@ END_TEST
  * history under "S/6/", and a restart on the mixed store answers the same. */
 START_TEST(history_v7_fold_on)
 {
-    uint32_t n = (uint32_t)_i + 1;
-    stream st = {0};
-    gen_stream(&st, g_seed + 980 + n, 8000, 16);
-    size_t half = st.count / 2 + 7;
-    kv stores[SHARDS_MAX] = {{0}};
-    shards a, b, c;
-    shards_init(&a, n);
-    fold_flushing(&a, stores, &st, 0, half, 397);
-    shards_free(&a);
-    size_t moved = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        moved += hist_to_v7(&stores[k]);
-        ck_assert_uint_eq(kv_count(&stores[k], "S/6/"), 0);
-    }
-    ck_assert_uint_gt(moved, 0); /* the stream moves tiers */
-    restart_on_stores(&b, n, stores, half, 2, 3);
-    fold_flushing(&b, stores, &st, half, st.count, 397);
-    shards_init(&c, n);
-    shards_fold(&c, &st, 0, st.count);
-    expect_same(&b, &c, n == 1 ? "V7 history, N=1" : "V7 history, N=2");
-    shards_free(&b);
-    size_t cold = 0;
-    for (uint32_t k = 0; k < n; k++)
-        cold += kv_count(&stores[k], "S/6/");
-    ck_assert_uint_gt(cold, 0); /* rewritten partners keep theirs apart */
-    restart_on_stores(&b, n, stores, st.count, 2, 3);
-    expect_same(&b, &c, "V7 history, restarted on the mixed store");
-    for (uint32_t k = 0; k < n; k++)
-        kv_free(&stores[k]);
-    shards_free(&b);
-    shards_free(&c);
-    stream_free(&st);
+    fold_on_converted((uint32_t)_i + 1, 980, hist_to_v7, hist_apart, "V7 history");
 }
 END_TEST
-
-/* Renders the tier document of partner (id, len) from store with a new
- * reader: what tly_view_reader_doc returns, after checking that its
- * balance document, which reads no history, renders. */
-static tly_err tier_doc_of(kv *store, const char *id, size_t len)
-{
-    tly_view_reader *r;
-    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
-    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = store};
-    const char *doc;
-    size_t dlen;
-    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
-    ck_assert_int_eq(tly_view_reader_doc(r, 'b', id, len, &doc, &dlen), TLY_OK);
-    tly_err err = tly_view_reader_doc(r, 't', id, len, &doc, &dlen);
-    tly_view_reader_free(r);
-    return err;
-}
 
 /* A partner record that counts history entries its "S/6/" entry does not
  * hold (or that has none) is corrupt where the history is read: its tier
@@ -1772,7 +1736,7 @@ START_TEST(history_count_mismatch_corrupt)
     ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
     ck_assert_int_eq(tly_engine_load(e, x->key, x->klen, x->val, x->vlen), TLY_CORRUPT);
     tly_engine_free(e);
-    ck_assert_int_eq(tier_doc_of(&store, partner, plen), TLY_OK);
+    ck_assert_int_eq(doc_of(&store, 't', partner, plen), TLY_OK);
     /* one entry fewer than the record counts */
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -1781,12 +1745,12 @@ START_TEST(history_count_mismatch_corrupt)
     up.data.via.array.ptr[1].via.array.size--;
     kv_repack(x, &up.data);
     msgpack_unpacked_destroy(&up);
-    ck_assert_int_eq(tier_doc_of(&store, partner, plen), TLY_CORRUPT);
+    ck_assert_int_eq(doc_of(&store, 't', partner, plen), TLY_CORRUPT);
     /* none at all */
     char key[4 + 128];
     memcpy(key, x->key, x->klen);
     kv_remove(&store, key, x->klen);
-    ck_assert_int_eq(tier_doc_of(&store, key + 4, plen), TLY_CORRUPT);
+    ck_assert_int_eq(doc_of(&store, 't', key + 4, plen), TLY_CORRUPT);
     kv_free(&store);
     stream_free(&st);
 }
