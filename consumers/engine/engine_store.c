@@ -14,10 +14,14 @@
  *   "S/3/<u8 len p><p><claim>" one claim (owning shard)
  *   "S/4/<partner>"            a partner: its enrollment (every shard
  *                              that saw it enroll), and for the owning
- *                              shard its money state, rows, history, certs,
- *                              claim order, held events and liability share
+ *                              shard its money state, rows, certs, claim
+ *                              count, held events and liability share
+ *   "S/5/<u8 len p><p><period>" a chunk of an owned partner's archived rows
+ *   "S/6/<partner>"            an owned partner's tier history
  * Programs come first because sales, claims and partners name them; claims
- * before partners because a partner lists its claims by id. With a store
+ * before partners because a partner (written before ordinals) lists its
+ * claims by id; archived rows and histories after the partner that counts
+ * them. With a store
  * only the rates and programs are loaded: the rest is read when an event
  * needs it.
  */

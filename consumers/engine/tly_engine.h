@@ -49,8 +49,9 @@
  * with a sale source, "Z/<u64be seq>" (the shard's own partners' sales
  * only, appended in log order; stores written before "Z/" keep them under
  * "S/2/<u64be seq>"), "S/3/<claim
- * key>" (owning shard), "S/4/<partner>" (owned: the whole money state;
- * another shard's partner: its enrollment); MessagePack arrays led by a
+ * key>" (owning shard), "S/4/<partner>" (owned: the whole money state
+ * but its archived rows, "S/5/", and its tier history, "S/6/"; another
+ * shard's partner: its enrollment); MessagePack arrays led by a
  * format number. Key order is load order: programs, sales, claims,
  * partners.
  *
