@@ -3,7 +3,8 @@
  * from a view store's state (tly_view_reader_bind and tly_view_reader_doc,
  * consumers/engine/engine_reader.c), what the query service runs on every
  * partner query: the unpacking of the stored program ("S/1/"), partner
- * ("S/4/") and claim ("S/3/") records and the rendering of views 'b', 'r',
+ * ("S/4/"), claim ("S/3/") and tier history ("S/6/") records and the
+ * rendering of views 'b', 'r',
  * 't' and 'c' from whatever they hold. A corrupt or hostile store must give
  * an error code, never a crash, hang or leak.
  *
@@ -22,7 +23,8 @@
  * (modulo their count); the top two bits say what to do with it:
  *   00, 11  replace its value with the payload
  *   01      delete it (the payload is not read)
- *   10      add a record under the same prefix ("S/1/", "S/3/" or "S/4/"):
+ *   10      add a record under the same prefix ("S/1/", "S/3/", "S/4/" or
+ *           "S/6/"):
  *           the payload's bytes up to its first NUL are the rest of the key,
  *           the bytes after it the value (an existing key is replaced)
  *
@@ -261,7 +263,7 @@ static tly_err kv_scan(void *ctx, const void *prefix, size_t plen, tly_kv_put_fn
 
 static kv base;             /* what the flush wrote */
 static uint64_t checkpoint; /* the engine's seq after the fold */
-static size_t targets[64];  /* indexes in base of the S/1/, S/3/, S/4/ records */
+static size_t targets[64];  /* indexes in base of the S/1/, S/3/, S/4/, S/6/ records */
 static size_t target_count;
 static kv work; /* per input: base with one record changed */
 
@@ -269,7 +271,7 @@ static bool is_target(const kv_entry *x)
 {
     return x->klen > PREFIX_BYTES &&
            (memcmp(x->key, "S/1/", 4) == 0 || memcmp(x->key, "S/3/", 4) == 0 ||
-            memcmp(x->key, "S/4/", 4) == 0);
+            memcmp(x->key, "S/4/", 4) == 0 || memcmp(x->key, "S/6/", 4) == 0);
 }
 
 /* Folds the stream through an engine for shard 0 of 1 and flushes it into
@@ -337,8 +339,8 @@ static void write_seed(const char *dir, const char *name, uint8_t sel, const voi
     }
 }
 
-/* A file name for target t: "program-apex", "claim-p1-c1", "partner-p1"
- * (a claim key is "S/3/" <u8 len><partner><claim>). */
+/* A file name for target t: "program-apex", "claim-p1-c1", "partner-p1",
+ * "history-p1" (a claim key is "S/3/" <u8 len><partner><claim>). */
 static void seed_name(size_t t, const char *what, char *out, size_t cap)
 {
     const kv_entry *x = &base.e[targets[t]];
@@ -351,6 +353,9 @@ static void seed_name(size_t t, const char *what, char *out, size_t cap)
     case '3':
         snprintf(out, cap, "%sclaim-%.*s-%.*s", what, (int)(uint8_t)body[0], body + 1,
                  blen - 1 - (int)(uint8_t)body[0], body + 1 + (uint8_t)body[0]);
+        break;
+    case '6':
+        snprintf(out, cap, "%shistory-%.*s", what, blen, body);
         break;
     default:
         snprintf(out, cap, "%spartner-%.*s", what, blen, body);

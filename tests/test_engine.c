@@ -1679,8 +1679,16 @@ START_TEST(claims_v6_other_claim_corrupt)
     shards_init(&a, 1);
     fold_flushing(&a, &store, &st, 0, st.count, 397);
     shards_free(&a);
-    ck_assert_uint_gt(claims_to_v6(&store, true), 0);
     size_t i = 0;
+    while (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/3/", 4) != 0)
+        i++;
+    char short_key[4 + 1 + 2 * 128];
+    size_t short_klen = store.e[i].klen, short_vlen = store.e[i].vlen;
+    memcpy(short_key, store.e[i].key, short_klen);
+    void *short_val = malloc(short_vlen);
+    memcpy(short_val, store.e[i].val, short_vlen);
+    ck_assert_uint_gt(claims_to_v6(&store, true), 0);
+    i = 0;
     while (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/3/", 4) != 0)
         i++;
     const kv_entry *x = &store.e[i];
@@ -1694,6 +1702,15 @@ START_TEST(claims_v6_other_claim_corrupt)
     ck_assert_int_eq(tly_engine_load(e, x->key, 5u + (unsigned char)x->key[4], x->val, x->vlen),
                      TLY_CORRUPT);
     ck_assert_int_eq(tly_engine_load(e, x->key, 5, x->val, x->vlen), TLY_CORRUPT);
+    /* a claim id with a NUL, which no event can carry (a record in the
+     * short form, which names no claim itself: loaded as it is, it is
+     * kept) */
+    char nul_key[4 + 1 + 2 * 128];
+    memcpy(nul_key, short_key, short_klen);
+    ck_assert_int_eq(tly_engine_load(e, nul_key, short_klen, short_val, short_vlen), TLY_OK);
+    nul_key[short_klen - 1] = '\0';
+    ck_assert_int_eq(tly_engine_load(e, nul_key, short_klen, short_val, short_vlen), TLY_CORRUPT);
+    free(short_val);
     tly_engine_free(e);
     /* read by its key: its partner's claims document */
     ck_assert_int_eq(doc_of(&store, 'c', x->key + 5, (unsigned char)x->key[4]), TLY_CORRUPT);
@@ -1737,15 +1754,31 @@ START_TEST(history_count_mismatch_corrupt)
     ck_assert_int_eq(tly_engine_load(e, x->key, x->klen, x->val, x->vlen), TLY_CORRUPT);
     tly_engine_free(e);
     ck_assert_int_eq(doc_of(&store, 't', partner, plen), TLY_OK);
-    /* one entry fewer than the record counts */
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
-    ck_assert_uint_gt(up.data.via.array.ptr[1].via.array.size, 0);
-    up.data.via.array.ptr[1].via.array.size--;
-    kv_repack(x, &up.data);
-    msgpack_unpacked_destroy(&up);
-    ck_assert_int_eq(doc_of(&store, 't', partner, plen), TLY_CORRUPT);
+    /* a tier name with a NUL, which no event can carry; then one entry
+     * fewer than the record counts */
+    char *kept = malloc(x->vlen);
+    size_t kept_len = x->vlen;
+    memcpy(kept, x->val, x->vlen);
+    for (int change = 0; change < 2; change++) {
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        ck_assert(msgpack_unpack_next(&up, kept, kept_len, NULL) == MSGPACK_UNPACK_SUCCESS);
+        msgpack_object_array *hist = &up.data.via.array.ptr[1].via.array;
+        ck_assert_uint_gt(hist->size, 0);
+        msgpack_object *from = &hist->ptr[0].via.array.ptr[2];
+        char name[128];
+        ck_assert_uint_gt(from->via.str.size, 1);
+        memcpy(name, from->via.str.ptr, from->via.str.size);
+        name[1] = '\0';
+        if (change == 0)
+            from->via.str.ptr = name;
+        else
+            hist->size--;
+        kv_repack(x, &up.data);
+        msgpack_unpacked_destroy(&up);
+        ck_assert_int_eq(doc_of(&store, 't', partner, plen), TLY_CORRUPT);
+    }
+    free(kept);
     /* none at all */
     char key[4 + 128];
     memcpy(key, x->key, x->klen);

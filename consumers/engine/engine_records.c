@@ -402,10 +402,18 @@ static tly_err rd_owned(tly_mp_reader *r, eng_name *out, bool nullable)
 }
 
 /* Bytes as a global name in the arena (interned when names is given). */
+/* Whether s[0..len) is text as events carry it: UTF-8 without NUL
+ * (tly_event.c). A stored name or text that is not came from no event, and
+ * would reach a document as "\u0000", which strict JSON readers refuse. */
+static bool text_ok(const char *s, uint32_t len)
+{
+    return memchr(s, '\0', len) == NULL && tly_utf8_valid(s, len);
+}
+
 static tly_err rd_global(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_name *out)
 {
     tly_str s;
-    RD(rd_str(r, &s, false));
+    RD(rd_str(r, &s, false) && text_ok(s.ptr, s.len));
     if (names != NULL)
         return eng_intern(names, a, s.ptr, s.len, out);
     char *c = eng_arena_copy(a, s.ptr, s.len);
@@ -764,6 +772,8 @@ tly_err eng_unpack_claim(const void *key, size_t klen, const void *val, size_t l
         return TLY_CORRUPT;
     *partner = (tly_str){k + 1, (uint32_t)plen};
     tly_str id = {k + 1 + plen, (uint32_t)(klen - 1 - plen)};
+    if (!text_ok(partner->ptr, partner->len) || !text_ok(id.ptr, id.len))
+        return TLY_CORRUPT;
     tly_mp_reader r;
     tly_mp_init(&r, val, len);
     tly_err err = unpack_claim_body(&r, *partner, id, out);
