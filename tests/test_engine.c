@@ -1343,17 +1343,27 @@ static void kv_repack(kv_entry *x, const msgpack_object *obj)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Unpacks the value of entry x into up (for msgpack_unpacked_destroy)
+ * when its key lies under the 4-byte prefix; false, with nothing to free,
+ * when it does not. */
+static bool unpack_under(const kv_entry *x, const char *prefix, msgpack_unpacked *up)
+{
+    if (x->klen <= 4 || memcmp(x->key, prefix, 4) != 0)
+        return false;
+    msgpack_unpacked_init(up);
+    ck_assert(msgpack_unpack_next(up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+    return true;
+}
+
 /* Claim records of s with n elements. */
 static size_t claims_with(const kv *s, uint32_t n)
 {
     size_t found = 0;
     for (size_t i = 0; i < s->count; i++) {
         const kv_entry *x = &s->e[i];
-        if (x->klen <= 4 || memcmp(x->key, "S/3/", 4) != 0)
-            continue;
         msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        if (!unpack_under(x, "S/3/", &up))
+            continue;
         found += up.data.via.array.size == n;
         msgpack_unpacked_destroy(&up);
     }
@@ -1369,11 +1379,9 @@ static size_t claims_to_v6(kv *s, bool wrong_claim)
     size_t done = 0;
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
-        if (x->klen <= 4 || memcmp(x->key, "S/3/", 4) != 0)
-            continue;
         msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        if (!unpack_under(x, "S/3/", &up))
+            continue;
         msgpack_object_array *a = &up.data.via.array;
         ck_assert_uint_eq(a->size, CLAIM_FIELDS);
         /* the key: "S/3/" ‖ u8 length ‖ partner ‖ claim */
@@ -1436,11 +1444,9 @@ static size_t hist_to_v7(kv *s)
     size_t moved = 0;
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
-        if (x->klen <= 4 || memcmp(x->key, "S/4/", 4) != 0)
-            continue;
         msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+        if (!unpack_under(x, "S/4/", &up))
+            continue;
         msgpack_object_array *a = &up.data.via.array;
         if (a->size != PARTNER_FIELDS) { /* another shard's partner */
             msgpack_unpacked_destroy(&up);
@@ -1668,29 +1674,41 @@ static tly_err doc_of(kv *store, char view, const char *id, size_t len)
     return err;
 }
 
+/* Generates a stream (seed offset, events, partners) into st and folds
+ * it on one shard into store, flushing as a consumer does. */
+static void fold_one_store(stream *st, kv *store, uint64_t seed, size_t events, int partners)
+{
+    gen_stream(st, g_seed + seed, events, partners);
+    shards a;
+    shards_init(&a, 1);
+    fold_flushing(&a, store, st, 0, st->count, 397);
+    shards_free(&a);
+}
+
+/* Index of the first entry of s under prefix: s->count when none. */
+static size_t first_under(const kv *s, const char *prefix)
+{
+    size_t i = 0, plen = strlen(prefix);
+    while (i < s->count && (s->e[i].klen <= plen || memcmp(s->e[i].key, prefix, plen) != 0))
+        i++;
+    return i;
+}
+
 /* A V6 claim record that names another claim than its key is corrupt,
  * whichever way it is read: by its key, or loaded whole. */
 START_TEST(claims_v6_other_claim_corrupt)
 {
     stream st = {0};
-    gen_stream(&st, g_seed + 970, 4000, 8);
     kv store = {0};
-    shards a;
-    shards_init(&a, 1);
-    fold_flushing(&a, &store, &st, 0, st.count, 397);
-    shards_free(&a);
-    size_t i = 0;
-    while (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/3/", 4) != 0)
-        i++;
+    fold_one_store(&st, &store, 970, 4000, 8);
+    size_t i = first_under(&store, "S/3/");
+    ck_assert_uint_lt(i, store.count); /* the stream files claims */
     char short_key[4 + 1 + 2 * 128];
     size_t short_klen = store.e[i].klen, short_vlen = store.e[i].vlen;
     memcpy(short_key, store.e[i].key, short_klen);
     void *short_val = malloc(short_vlen);
     memcpy(short_val, store.e[i].val, short_vlen);
-    ck_assert_uint_gt(claims_to_v6(&store, true), 0);
-    i = 0;
-    while (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/3/", 4) != 0)
-        i++;
+    ck_assert_uint_gt(claims_to_v6(&store, true), 0); /* keys and order stay */
     const kv_entry *x = &store.e[i];
     /* loaded whole */
     tly_engine *e;
@@ -1735,15 +1753,9 @@ END_TEST
 START_TEST(history_count_mismatch_corrupt)
 {
     stream st = {0};
-    gen_stream(&st, g_seed + 990, 8000, 16);
     kv store = {0};
-    shards a;
-    shards_init(&a, 1);
-    fold_flushing(&a, &store, &st, 0, st.count, 397);
-    shards_free(&a);
-    size_t i = 0;
-    while (i < store.count && (store.e[i].klen <= 4 || memcmp(store.e[i].key, "S/6/", 4) != 0))
-        i++;
+    fold_one_store(&st, &store, 990, 8000, 16);
+    size_t i = first_under(&store, "S/6/");
     ck_assert_uint_lt(i, store.count); /* some partner moved tiers */
     kv_entry *x = &store.e[i];
     const char *partner = x->key + 4;
