@@ -1801,6 +1801,70 @@ START_TEST(history_count_mismatch_corrupt)
 }
 END_TEST
 
+/* Sets the last byte of str element at of entry x's value to NUL. */
+static void nul_in_str(kv_entry *x, uint32_t at)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    ck_assert(msgpack_unpack_next(&up, x->val, x->vlen, NULL) == MSGPACK_UNPACK_SUCCESS);
+    msgpack_object *o = &up.data.via.array.ptr[at];
+    ck_assert_int_eq(o->type, MSGPACK_OBJECT_STR);
+    ck_assert_uint_gt(o->via.str.size, 0);
+    char text[256];
+    memcpy(text, o->via.str.ptr, o->via.str.size);
+    text[o->via.str.size - 1] = '\0';
+    o->via.str.ptr = text;
+    kv_repack(x, &up.data);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* A stored claim reason or partner name with a NUL, which no event can
+ * carry, is corrupt: the documents that would show it are refused. */
+START_TEST(stored_text_with_nul_corrupt)
+{
+    stream st = {0};
+    kv store = {0};
+    fold_one_store(&st, &store, 995, 8000, 16);
+    /* a claim with a reason: [fmt, status, requested, approved, paid,
+     * reason, shares, ordinal] */
+    size_t i = first_under(&store, "S/3/");
+    for (; i < store.count; i++) {
+        msgpack_unpacked up;
+        if (!unpack_under(&store.e[i], "S/3/", &up))
+            continue;
+        bool reason = up.data.via.array.ptr[5].type == MSGPACK_OBJECT_STR;
+        msgpack_unpacked_destroy(&up);
+        if (reason)
+            break;
+    }
+    ck_assert_uint_lt(i, store.count); /* the stream rejects or denies a claim */
+    kv_entry *x = &store.e[i];
+    const char *partner = x->key + 5;
+    size_t plen = (unsigned char)x->key[4];
+    ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_OK);
+    nul_in_str(x, 5);
+    ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_CORRUPT);
+    /* the partner's own record: [fmt, id, program, owned, enroll_seq, name,
+     * ...] */
+    char key[4 + 128];
+    memcpy(key, "S/4/", 4);
+    memcpy(key + 4, partner, plen);
+    kv_entry *rec = kv_at(&store, key, 4 + plen);
+    ck_assert_ptr_nonnull(rec);
+    nul_in_str(rec, 5);
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
+    const char *doc;
+    size_t dlen;
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'b', partner, plen, &doc, &dlen), TLY_CORRUPT);
+    tly_view_reader_free(r);
+    kv_free(&store);
+    stream_free(&st);
+}
+END_TEST
+
 /* ---- the archive: rows no rule reads any more leave the partner record ---- */
 
 /* "acme" version v with a tier window of `window` quarters (else as
@@ -2922,6 +2986,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, claims_v6_other_claim_corrupt);
     tcase_add_loop_test(tc, history_v7_fold_on, 0, 2);
     tcase_add_test(tc, history_count_mismatch_corrupt);
+    tcase_add_test(tc, stored_text_with_nul_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);

@@ -393,15 +393,6 @@ static bool rd_str(tly_mp_reader *r, tly_str *s, bool nullable)
     return rd_bytes(r, &s->ptr, &s->len, nullable);
 }
 
-/* Bytes (or nil) as an owned name. */
-static tly_err rd_owned(tly_mp_reader *r, eng_name *out, bool nullable)
-{
-    tly_str s;
-    RD(rd_str(r, &s, nullable));
-    return eng_name_copy(out, s.ptr, s.len);
-}
-
-/* Bytes as a global name in the arena (interned when names is given). */
 /* Whether s[0..len) is text as events carry it: UTF-8 without NUL
  * (tly_event.c). A stored name or text that is not came from no event, and
  * would reach a document as "\u0000", which strict JSON readers refuse. */
@@ -410,6 +401,15 @@ static bool text_ok(const char *s, uint32_t len)
     return memchr(s, '\0', len) == NULL && tly_utf8_valid(s, len);
 }
 
+/* Text (or nil) as an owned name. */
+static tly_err rd_owned(tly_mp_reader *r, eng_name *out, bool nullable)
+{
+    tly_str s;
+    RD(rd_str(r, &s, nullable) && (s.ptr == NULL || text_ok(s.ptr, s.len)));
+    return eng_name_copy(out, s.ptr, s.len);
+}
+
+/* Text as a global name in the arena (interned when names is given). */
 static tly_err rd_global(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_name *out)
 {
     tly_str s;
