@@ -2901,6 +2901,48 @@ START_TEST(map_load_edge)
 }
 END_TEST
 
+/* eng_map_set, then eng_map_shrink: to the smallest table within the load
+ * limit (never under 64), every entry kept with its value; a table already
+ * that small stays; an empty one goes down to 64. */
+START_TEST(map_set_and_shrink)
+{
+    enum { KEYS = 3000 };
+    static char keys[KEYS][16];
+    eng_map m = {0};
+    for (uint32_t k = 0; k < KEYS; k++) {
+        snprintf(keys[k], sizeof keys[k], "s%u", k);
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        ck_assert_int_eq(eng_map_put(&m, keys[k], kl, eng_hash(keys[k], kl), k), TLY_OK);
+    }
+    ck_assert_uint_eq(m.cap, 4096);
+    for (uint32_t k = 0; k < KEYS; k++) {
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        if (k % 4 != 0)
+            eng_map_del(&m, keys[k], kl, eng_hash(keys[k], kl));
+        else
+            eng_map_set(&m, keys[k], kl, eng_hash(keys[k], kl), k + KEYS);
+    }
+    eng_map_shrink(&m); /* 750 entries: 1,024 slots hold them, 512 would not */
+    ck_assert_uint_eq(m.cap, 1024);
+    ck_assert_uint_eq(m.count, KEYS / 4);
+    for (uint32_t k = 0; k < KEYS; k++) {
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        ck_assert_uint_eq(eng_map_get(&m, keys[k], kl, eng_hash(keys[k], kl)),
+                          k % 4 == 0 ? k + KEYS : ENG_NONE);
+    }
+    eng_map_shrink(&m);
+    ck_assert_uint_eq(m.cap, 1024);
+    for (uint32_t k = 0; k < KEYS; k += 4) {
+        uint32_t kl = (uint32_t)strlen(keys[k]);
+        eng_map_del(&m, keys[k], kl, eng_hash(keys[k], kl));
+    }
+    eng_map_shrink(&m);
+    ck_assert_uint_eq(m.cap, 64);
+    ck_assert_uint_eq(m.count, 0);
+    eng_map_free(&m);
+}
+END_TEST
+
 START_TEST(bench_test)
 {
     ck_assert_int_eq(bench(bench_events), 0);
@@ -2975,7 +3017,7 @@ static Suite *engine_suite(void)
                               return_partner_mismatch_across_shards, payouts, claim_state_machine,
                               enrollment_rules, apply_out_of_order, details_pinned,
                               load_rejects_garbage, journal_row_decode, map_load_edge,
-                              pool_size_classes));
+                              map_set_and_shrink, pool_size_classes));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);

@@ -119,6 +119,11 @@ uint32_t eng_map_get(const eng_map *m, const void *key, size_t len, uint64_t has
 tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val);
 /* Removes key, which must be present (asserted). */
 void eng_map_del(eng_map *m, const void *key, size_t len, uint64_t hash);
+/* Sets the value of key, which must be present (asserted). */
+void eng_map_set(eng_map *m, const void *key, size_t len, uint64_t hash, uint32_t val);
+/* Rebuilds the table at the smallest size that holds its entries within
+ * the load limit, when that is smaller; on no memory it stays as it is. */
+void eng_map_shrink(eng_map *m);
 void eng_map_free(eng_map *m);
 /* The interned copy of s in map m and arena a: equal strings give the same
  * pointer, kept until the arena is freed. */
@@ -139,7 +144,13 @@ tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_na
         (out) = lo_;                                                                               \
     } while (0)
 
-/* Grows a vector *v of *cap elements of size elem so it holds need. */
+/* Grows a vector *v of *cap elements of size elem so it holds need: an
+ * empty one to need exactly, then by half again. Most vectors are a
+ * partner's, of a few elements each (periods, buckets, certifications),
+ * and a batch at 10M events of `bench fold` holds 100,000 partners: from
+ * at least 4 and doubling, their slack was a third of the engine's heap
+ * (acts 33 MB for 1.3 per partner); the peak of a one-shard fold fell
+ * from 377 to 360 MiB, in the same time. */
 tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);
 #define ENG_PUSH(vec, n, cap, value)                                                               \
     (eng_grow((void **)&(vec), &(cap), (n) + 1, sizeof *(vec)) != TLY_OK                           \

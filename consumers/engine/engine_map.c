@@ -268,6 +268,29 @@ void eng_map_del(eng_map *m, const void *key, size_t len, uint64_t hash)
     m->count--;
 }
 
+void eng_map_set(eng_map *m, const void *key, size_t len, uint64_t hash, uint32_t val)
+{
+    m->slots[map_slot_of(m, key, len, hash)].val = val;
+}
+
+void eng_map_shrink(eng_map *m)
+{
+    uint32_t cap = 64;
+    while ((uint64_t)m->count * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
+        cap *= 2;
+    if (cap >= m->cap)
+        return;
+    eng_slot *slots = slots_alloc(cap);
+    if (slots == NULL)
+        return; /* the larger table still serves */
+    for (uint32_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key != NULL)
+            map_place(slots, cap, &m->slots[i]);
+    slots_free(m->slots, m->cap);
+    m->slots = slots;
+    m->cap = cap;
+}
+
 tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out)
 {
     uint64_t h = eng_hash(s, len);
@@ -296,9 +319,9 @@ tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap)
         return TLY_OK;
-    uint64_t ncap = *cap < 4 ? 4 : (uint64_t)*cap * 2;
+    uint64_t ncap = *cap == 0 ? need : (uint64_t)*cap + *cap / 2 + 1;
     while (ncap < need)
-        ncap *= 2;
+        ncap += ncap / 2 + 1;
     if (ncap > UINT32_MAX - 1 || ncap * elem > SIZE_MAX / 2)
         return TLY_NOMEM;
     void *n = realloc(*v, (size_t)ncap * elem);

@@ -214,7 +214,7 @@ static tly_err flush_sales(flush_ctx *f, bool drops)
         }
     }
     if (e->dropped_in_flush)
-        eng_sales_release(e);
+        eng_sales_compact(e);
     return TLY_OK;
 }
 
