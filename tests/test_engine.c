@@ -1322,7 +1322,8 @@ END_TEST
 /* Element indices in stored records (engine_records.h). */
 #define PARTNER_HIST_AT 20u
 #define PARTNER_CLAIMS_AT 22u
-#define PARTNER_FIELDS 33u
+#define PARTNER_FIELDS 34u
+#define PARTNER_FIELDS_V8 33u
 #define PARTNER_FIELDS_V7 32u
 #define PARTNER_FIELDS_V6 30u
 #define CLAIM_FIELDS 8u
@@ -1435,11 +1436,21 @@ static void kv_remove(kv *s, const char *key, size_t klen)
     s->count--;
 }
 
-/* Rewrites store s as Tally wrote it before tier histories left the
- * partner records (V7): each owned partner's record lists its history
- * (from its "S/6/" entry, which goes) and does not count it. Returns the
- * history entries moved back. */
-static size_t hist_to_v7(kv *s)
+/* Index of the first entry of s under prefix: s->count when none. */
+static size_t first_under(const kv *s, const char *prefix)
+{
+    size_t i = 0, plen = strlen(prefix);
+    while (i < s->count && (s->e[i].klen <= plen || memcmp(s->e[i].key, prefix, plen) != 0))
+        i++;
+    return i;
+}
+
+/* Rewrites store s as Tally wrote it before archive chunks were keyed by
+ * period (V8): each "S/7/" chunk [fmt, prev, rows] under (period, u8
+ * length, partner) goes to "S/5/" as [fmt, rows] under (u8 length,
+ * partner, period), and owned partners' records lose their last element
+ * (the newest chunk's period). Returns the chunks moved. */
+static size_t arch_to_v8(kv *s)
 {
     size_t moved = 0;
     for (size_t i = 0; i < s->count; i++) {
@@ -1447,12 +1458,61 @@ static size_t hist_to_v7(kv *s)
         msgpack_unpacked up;
         if (!unpack_under(x, "S/4/", &up))
             continue;
+        if (up.data.via.array.size == PARTNER_FIELDS) {
+            up.data.via.array.size = PARTNER_FIELDS_V8;
+            kv_repack(x, &up.data);
+        }
+        msgpack_unpacked_destroy(&up);
+    }
+    for (size_t i = first_under(s, "S/7/"); i < s->count;) {
+        kv_entry *x = &s->e[i];
+        msgpack_unpacked up;
+        if (!unpack_under(x, "S/7/", &up))
+            break;
         msgpack_object_array *a = &up.data.via.array;
-        if (a->size != PARTNER_FIELDS) { /* another shard's partner */
+        ck_assert_uint_eq(a->size, 3);
+        a->ptr[1] = a->ptr[2];
+        a->size = 2;
+        /* "S/7/" ‖ be32 period ‖ u8 length ‖ partner -> "S/5/" ‖ u8 length
+         * ‖ partner ‖ be32 period */
+        char key[4 + 1 + 128 + 4];
+        size_t plen = (unsigned char)x->key[8];
+        memcpy(key, "S/5/", 4);
+        memcpy(key + 4, x->key + 8, 1 + plen);
+        memcpy(key + 5 + plen, x->key + 4, 4);
+        kv_repack(x, &up.data);
+        msgpack_unpacked_destroy(&up);
+        void *val = x->val;
+        size_t vlen = x->vlen;
+        x->val = NULL;
+        kv_remove(s, x->key, x->klen); /* i now holds the next "S/7/" */
+        ck_assert_int_eq(kv_put(s, key, 5 + plen + 4, val, vlen), TLY_OK); /* sorts before */
+        free(val);
+        i++;
+        moved++;
+    }
+    return moved;
+}
+
+/* Rewrites store s as Tally wrote it before tier histories left the
+ * partner records (V7): each owned partner's record lists its history
+ * (from its "S/6/" entry, which goes) and does not count it. Returns the
+ * history entries moved back. */
+static size_t hist_to_v7(kv *s)
+{
+    arch_to_v8(s);
+    size_t moved = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        msgpack_unpacked up;
+        if (!unpack_under(x, "S/4/", &up))
+            continue;
+        msgpack_object_array *a = &up.data.via.array;
+        if (a->size != PARTNER_FIELDS_V8) { /* another shard's partner */
             msgpack_unpacked_destroy(&up);
             continue;
         }
-        uint64_t n = a->ptr[PARTNER_FIELDS - 1].via.u64;
+        uint64_t n = a->ptr[PARTNER_FIELDS_V8 - 1].via.u64;
         ck_assert_uint_eq(a->ptr[PARTNER_HIST_AT].via.array.size, 0);
         char key[4 + 128];
         memcpy(key, "S/6/", 4);
@@ -1685,15 +1745,6 @@ static void fold_one_store(stream *st, kv *store, uint64_t seed, size_t events, 
     shards_free(&a);
 }
 
-/* Index of the first entry of s under prefix: s->count when none. */
-static size_t first_under(const kv *s, const char *prefix)
-{
-    size_t i = 0, plen = strlen(prefix);
-    while (i < s->count && (s->e[i].klen <= plen || memcmp(s->e[i].key, prefix, plen) != 0))
-        i++;
-    return i;
-}
-
 /* A V6 claim record that names another claim than its key is corrupt,
  * whichever way it is read: by its key, or loaded whole. */
 START_TEST(claims_v6_other_claim_corrupt)
@@ -1744,6 +1795,72 @@ END_TEST
 START_TEST(history_v7_fold_on)
 {
     fold_on_converted((uint32_t)_i + 1, 980, hist_to_v7, hist_apart, "V7 history");
+}
+END_TEST
+
+/* Archive chunks keyed by period ("S/7/"). */
+static size_t arch_by_period(const kv *s)
+{
+    return kv_count(s, "S/7/");
+}
+
+/* A store whose archive chunks are keyed by partner ("S/5/", V8, before
+ * "S/7/") folds on to the answers of one uninterrupted fold: the chunks a
+ * later batch archives go under "S/7/", chained to no older one, and a
+ * restart on the mixed store (the rebate document reads both) answers
+ * the same. */
+START_TEST(archive_v8_fold_on)
+{
+    fold_on_converted((uint32_t)_i + 1, 985, arch_to_v8, arch_by_period, "V8 archive");
+}
+END_TEST
+
+/* Where a partner's chain of chunks breaks, its rebate document is
+ * corrupt: a link to a chunk that is not there, a chunk under "S/7/" in
+ * the form of "S/5/", a link that does not lead to an older period. */
+START_TEST(archive_chain_broken_corrupt)
+{
+    stream st = {0};
+    kv store = {0};
+    fold_one_store(&st, &store, 995, 8000, 16);
+    size_t i = first_under(&store, "S/7/");
+    ck_assert_uint_lt(i, store.count); /* the stream archives */
+    kv_entry *x = &store.e[i];
+    char id[128];
+    size_t id_len = (unsigned char)x->key[8];
+    memcpy(id, x->key + 9, id_len);
+    ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_OK);
+    void *keep = malloc(x->vlen);
+    size_t keep_len = x->vlen;
+    memcpy(keep, x->val, keep_len);
+    msgpack_unpacked up;
+    /* the form of "S/5/": [fmt, rows] */
+    ck_assert(unpack_under(x, "S/7/", &up));
+    up.data.via.array.ptr[1] = up.data.via.array.ptr[2];
+    up.data.via.array.size = 2;
+    kv_repack(x, &up.data);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_CORRUPT);
+    /* a link to itself */
+    ck_assert(kv_put(&store, x->key, x->klen, keep, keep_len) == TLY_OK);
+    ck_assert(unpack_under(x, "S/7/", &up));
+    up.data.via.array.ptr[1].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    const unsigned char *be = (const unsigned char *)x->key + 4;
+    up.data.via.array.ptr[1].via.u64 =
+        (uint64_t)be[0] << 24 | (uint64_t)be[1] << 16 | (uint64_t)be[2] << 8 | be[3];
+    kv_repack(x, &up.data);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_CORRUPT);
+    /* gone */
+    char key[4 + 4 + 1 + 128];
+    memcpy(key, x->key, x->klen);
+    kv_remove(&store, key, x->klen);
+    ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_CORRUPT);
+    ck_assert(kv_put(&store, key, sizeof key - 128 + id_len, keep, keep_len) == TLY_OK);
+    ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_OK);
+    free(keep);
+    kv_free(&store);
+    stream_free(&st);
 }
 END_TEST
 
@@ -2074,7 +2191,8 @@ START_TEST(archive_rows)
     archive_quarters(&b, &store);
     /* window 1: the quarters before the last closed one are archivable,
      * 10 of p1's 12 rows and 5 of p2's 6: two chunks and one */
-    ck_assert_uint_eq(kv_count(&store, "S/5/"), 3);
+    ck_assert_uint_eq(kv_count(&store, "S/7/"), 3);
+    ck_assert_uint_eq(kv_count(&store, "S/5/"), 0);
     ck_assert_int_eq(vint(&b, 'r', "p1", "periods.11.revenue"), 15500);
     ck_assert_int_eq(vint(&b, 'r', "p1", "periods.0.revenue"), 10000);
     int64_t payable = vint(&b, 'r', "p1", "payable");
@@ -3027,6 +3145,8 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, claims_v6_fold_on, 0, 2);
     tcase_add_test(tc, claims_v6_other_claim_corrupt);
     tcase_add_loop_test(tc, history_v7_fold_on, 0, 2);
+    tcase_add_loop_test(tc, archive_v8_fold_on, 0, 2);
+    tcase_add_test(tc, archive_chain_broken_corrupt);
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);
     tcase_add_test(tc, archive_rows);

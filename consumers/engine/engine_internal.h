@@ -241,9 +241,14 @@ typedef struct eng_row {
     bool has_baseline; /* frozen at close: the basis was growth [R17] */
     bool dirty;        /* an archived row a payout changed since its flush */
     int32_t rate_bps;  /* frozen at close (final rows only) */
-    int64_t revenue;   /* net R [R3] */
-    int64_t adj;       /* rebate adjustments [R8] */
-    int64_t figure;    /* frozen at close (final rows only) */
+    /* The first row of an archived chunk: where the chunk is stored. The
+     * first period of the partner's chunk archived before it (the chain
+     * of "S/7/", ENG_ARCH_NONE at its end), or ENG_ARCH_OLD for a chunk
+     * under "S/5/" (engine_records.h). In the padding: no larger. */
+    int32_t chunk_prev;
+    int64_t revenue; /* net R [R3] */
+    int64_t adj;     /* rebate adjustments [R8] */
+    int64_t figure;  /* frozen at close (final rows only) */
     int64_t paid;
     int64_t basis, baseline; /* X and B, frozen at close [R17] */
     int64_t referral;        /* the period's referral fees [Q3] */
@@ -257,12 +262,18 @@ typedef struct eng_row {
  * (100,000 members: 100,000 puts scattered over the archive's keys). */
 #define ENG_ARCH_CHUNK_ROWS 4u
 
+/* The end of a partner's chain of chunks under "S/7/" (eng_pstate's
+ * arch_head, eng_row's chunk_prev), and a chunk stored under "S/5/". */
+#define ENG_ARCH_NONE (-1)
+#define ENG_ARCH_OLD (-2)
+
 /* A partner's archive summary as a flush stores it: rows[0..n) join the
  * archive, which then holds count rows, the newest of period last, owing
- * payable (eng_arch_plan_of). */
+ * payable, its newest chunk under "S/7/" starting at period head
+ * (eng_arch_plan_of). */
 typedef struct eng_arch_plan {
     uint32_t n, count;
-    int32_t last;
+    int32_t last, head;
     int64_t payable;
 } eng_arch_plan;
 
@@ -359,13 +370,20 @@ typedef struct eng_pstate {
     tly_partner_kind kind;
     uint32_t tier;  /* index into the program's current tiers */
     uint32_t fails; /* failing closes kept by grace [T9] */
+    /* The archive (below) is stored in chunks by period first ("S/7/"),
+     * so that the chunks a close archives for every member go in side by
+     * side instead of under each partner's key all over the archive. Each
+     * names the partner's chunk archived before it; arch_head is the
+     * newest one's first period (ENG_ARCH_NONE: none there). Chunks
+     * archived before that are under "S/5/", by partner. */
+    int32_t arch_head;
     int64_t accrued, clawed_back, adjusted, expired, pending, approved, paid, deficit;
     eng_bucket *buckets; /* live buckets, by period ascending */
     uint32_t bucket_count, bucket_cap;
     eng_row *rows; /* by period ascending, after the archived ones */
     uint32_t row_count, row_cap;
     /* The archive: final rows of periods before its program's arch_h,
-     * stored in chunks of ENG_ARCH_CHUNK_ROWS ("S/5/", engine_records.h)
+     * stored in chunks of ENG_ARCH_CHUNK_ROWS ("S/7/", engine_records.h)
      * and left out of the partner's record, so that neither its record
      * nor its memory grows with every period it ever closed. arch_count
      * and arch_n are whole chunks, and arch holds whole chunks only. What the partner needs of

@@ -378,7 +378,7 @@ static tly_err row_due(const eng_row *row, int64_t *out)
 
 tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_plan *out)
 {
-    eng_arch_plan a = {0, st->arch_count, st->arch_last, st->arch_payable};
+    eng_arch_plan a = {0, st->arch_count, st->arch_last, st->arch_head, st->arch_payable};
     uint32_t n = 0;
     while (n < st->row_count && st->rows[n].final && st->rows[n].period < g->arch_h)
         n++;
@@ -389,6 +389,8 @@ tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_pl
         TRY(tly_money_addto(&a.payable, due));
         a.last = st->rows[a.n].period;
     }
+    if (n > 0)
+        a.head = st->rows[n - ENG_ARCH_CHUNK_ROWS].period;
     *out = a;
     return TLY_OK;
 }
@@ -441,6 +443,7 @@ void eng_arch_commit(eng_pstate *st, bool keep)
     }
     if (n > 0) {
         st->arch_last = st->rows[n - 1].period;
+        st->arch_head = st->rows[n - ENG_ARCH_CHUNK_ROWS].period;
         st->arch_count += n;
         memmove(st->rows, st->rows + n, (st->row_count - n) * sizeof *st->rows);
         st->row_count -= n;

@@ -237,8 +237,11 @@ static void pack_accounts(tly_mpw *pk, const eng_pstate *st, uint32_t first)
 
 void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows)
 {
-    tly_mpw_array(pk, 2);
+    bool old = rows[0].chunk_prev == ENG_ARCH_OLD;
+    tly_mpw_array(pk, old ? 2 : 3);
     tly_mpw_int(pk, ENG_RECORD_FORMAT);
+    if (!old)
+        tly_mpw_int(pk, rows[0].chunk_prev);
     tly_mpw_array(pk, ENG_ARCH_CHUNK_ROWS);
     for (uint32_t i = 0; i < ENG_ARCH_CHUNK_ROWS; i++)
         pk_row(pk, &rows[i]);
@@ -324,6 +327,7 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
         tly_be64_put(filter + 8 * w, st->claim_filter[w]);
     tly_mpw_bin(pk, filter, sizeof filter);
     tly_mpw_uint(pk, st->cold ? st->hist_count : st->cold_hist);
+    tly_mpw_int(pk, plan->head);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -789,7 +793,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V7 ||
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V8 ||
+                       count == ENG_PARTNER_FIELDS_OWNED_V7 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
     RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
@@ -816,12 +821,18 @@ tly_err eng_unpack_arch_chunk(const void *val, size_t len, eng_row *out)
     tly_mp_reader r;
     tly_mp_init(&r, val, len);
     uint32_t count, n;
-    RD(rd_head(&r, &count) && count == 2);
+    int32_t prev = ENG_ARCH_OLD;
+    RD(rd_head(&r, &count) && (count == 2 || count == 3));
+    if (count == 3)
+        RD(rd_i32(&r, &prev) && prev >= ENG_ARCH_NONE);
     RD(tly_mp_read_array(&r, &n) && n == ENG_ARCH_CHUNK_ROWS);
     for (uint32_t i = 0; i < n; i++) {
         TRY(unpack_row(&r, &out[i]));
         RD(out[i].final && (i == 0 || out[i - 1].period < out[i].period));
     }
+    /* the chunk before it lies before it */
+    RD(prev == ENG_ARCH_OLD || prev == ENG_ARCH_NONE || prev < out[0].period);
+    out[0].chunk_prev = prev;
     return rd_end(&r);
 }
 
@@ -1001,7 +1012,8 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     for (int i = 0; i < 8; i++)
         RD(rd_i64(&r, totals[i]));
     TRY(unpack_buckets_rows(&r, st));
-    if (count == ENG_PARTNER_FIELDS_OWNED) {
+    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V8;
+    if (cold_apart) {
         uint32_t n; /* the history is read from "S/6/" when needed */
         RD(tly_mp_read_array(&r, &n) && n == 0);
     } else {
@@ -1011,7 +1023,7 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         st->cold_dirty = st->hist_count > 0;
     }
     TRY(unpack_certs(&r, st));
-    bool ordinals = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V7;
+    bool ordinals = cold_apart || count == ENG_PARTNER_FIELDS_OWNED_V7;
     TRY(unpack_claim_ids(&r, !ordinals, st));
     TRY(unpack_held(&r, st));
     TRY(rd_liab(&r, liab));
@@ -1026,9 +1038,15 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
     }
     if (ordinals)
         TRY(unpack_claim_count(&r, st));
-    if (count == ENG_PARTNER_FIELDS_OWNED) {
+    if (cold_apart) {
         RD(rd_u32(&r, &st->cold_hist));
         st->cold = st->cold_hist == 0;
+    }
+    st->arch_head = ENG_ARCH_NONE; /* older records: every chunk under "S/5/" */
+    if (count == ENG_PARTNER_FIELDS_OWNED) {
+        RD(rd_i32(&r, &st->arch_head));
+        RD(st->arch_head == ENG_ARCH_NONE ||
+           (st->arch_count > 0 && st->arch_head >= 0 && st->arch_head <= st->arch_last));
     }
     st->arch_all = st->arch_count == 0;
     st->claims_all = st->claim_count == st->claim_total;
@@ -1048,8 +1066,10 @@ uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g)
 eng_pstate *eng_pstate_new(void)
 {
     eng_pstate *st = calloc(1, sizeof(eng_pstate));
-    if (st != NULL) /* an empty archive, no claims, no history */
+    if (st != NULL) { /* an empty archive, no claims, no history */
         st->arch_all = st->claims_all = st->cold = true;
+        st->arch_head = ENG_ARCH_NONE;
+    }
     return st;
 }
 

@@ -37,7 +37,10 @@
  *                      archived rows, the newest one's period, what they
  *                      owe, claims ever filed, their filter (bin,
  *                      ENG_CLAIM_FILTER_BITS / 8 bytes), the history's
- *                      entries in "S/6/"]; an act is
+ *                      entries in "S/6/", the first period of its newest
+ *                      archive chunk under "S/7/" (-1: none; V8 and before
+ *                      have no such element, and every chunk is "S/5/")];
+ *                      an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
  *                      [period, final, rate_bps, revenue, adj, figure, paid,
@@ -47,9 +50,19 @@
  *                      written when it changes (a close or a program
  *                      version that moves its tier), not with every
  *                      record; an entry is [seq, period, from, to]
- *   "S/5/<u8 len, partner, be32 period>" [fmt, [row...]]: a chunk of
- *                      ENG_ARCH_CHUNK_ROWS archived rows, keyed by the
- *                      first one's period (engine_internal.h, eng_pstate)
+ *   "S/7/<be32 period, u8 len, partner>" [fmt, prev, [row...]]: a chunk
+ *                      of ENG_ARCH_CHUNK_ROWS archived rows of an owned
+ *                      partner, keyed by the first one's period, then the
+ *                      partner: the chunks of one close sort side by side.
+ *                      prev is the first period of the partner's chunk
+ *                      archived before it (-1: none under "S/7/"), the
+ *                      partner record's last element the newest one's
+ *                      (engine_internal.h, eng_pstate)
+ *   "S/5/<u8 len, partner, be32 period>" [fmt, [row...]]: a chunk as
+ *                      stores before "S/7/" kept them, read still: the
+ *                      chunks a partner archived before its first chunk
+ *                      under "S/7/", and the payouts into them rewrite
+ *                      them here
  *   "J/<program key><period><partner>" [[partner, mask, figures]...]: a
  *                      journal chunk of a closed period (section 11): up
  *                      to ENG_JOURNAL_CHUNK_ROWS partners' acts without
@@ -69,6 +82,10 @@
 
 /* The prefix of an owned partner's cold record (eng_pack_cold). */
 #define ENG_COLD_PREFIX "S/6/"
+/* The prefixes of the archive's chunks: by period first, and (written
+ * before) by partner first. */
+#define ENG_ARCH_PREFIX "S/7/"
+#define ENG_ARCH_OLD_PREFIX "S/5/"
 
 /* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
@@ -83,7 +100,8 @@
  * (and an owned one written before claim ordinals, which lists every claim
  * id, and one written before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 33u
+#define ENG_PARTNER_FIELDS_OWNED 34u
+#define ENG_PARTNER_FIELDS_OWNED_V8 33u
 #define ENG_PARTNER_FIELDS_OWNED_V7 32u
 #define ENG_PARTNER_FIELDS_OWNED_V6 30u
 #define ENG_PARTNER_FIELDS_OWNED_V5 27u
@@ -127,10 +145,12 @@ void eng_pack_cold(tly_mpw *pk, const eng_pstate *st);
  * hold (st->cold_hist; TLY_CORRUPT otherwise); tier names are interned in
  * names/a. On error st keeps what was read, for eng_pstate_free. */
 tly_err eng_unpack_cold(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st);
-/* A chunk of the archive: ENG_ARCH_CHUNK_ROWS rows from rows. */
+/* A chunk of the archive: ENG_ARCH_CHUNK_ROWS rows from rows, in the
+ * form rows[0].chunk_prev says ("S/7/" with its link, or "S/5/"). */
 void eng_pack_arch_chunk(tly_mpw *pk, const eng_row *rows);
 /* Reads a chunk of the archive into out[0..ENG_ARCH_CHUNK_ROWS) (final
- * rows, periods ascending); TLY_CORRUPT otherwise. */
+ * rows, periods ascending), out[0].chunk_prev telling its form and link;
+ * TLY_CORRUPT otherwise. */
 tly_err eng_unpack_arch_chunk(const void *val, size_t len, eng_row *out);
 /* One partner's entry of a journal chunk: [partner, mask, figures] (act a
  * without its period); the chunk is an array of up to

@@ -22,7 +22,6 @@
 /* Store key prefixes of the records read on a miss. */
 #define KEY_SALE "S/2/"
 #define KEY_CLAIM "S/3/"
-#define KEY_ARCH "S/5/"
 #define KEY_PARTNER TLY_ENGINE_PARTNER_PREFIX
 #define KEY_PREFIX_BYTES 4u
 
@@ -534,13 +533,25 @@ tly_err eng_cold_load(tly_engine *e, const char *id, size_t len, const void *val
 
 /* ---- the archive ---- */
 
-/* A scan of a partner's chunks: every one into st->arch (fill), or only
- * the one holding period (find, period ≥ 0). */
+/* A scan of a partner's chunks under "S/5/": every one into st->arch
+ * (fill), or only the one holding period (find, period ≥ 0). */
 typedef struct arch_scan {
     eng_pstate *st;
     int32_t period; /* -1: every chunk */
     uint32_t seen;  /* rows scanned */
 } arch_scan;
+
+/* Chunk into st->arch unless its rows are there already (perhaps changed
+ * since): its last row must not be newer than the archive's newest. */
+static tly_err arch_take(eng_pstate *st, const eng_row *chunk)
+{
+    if (chunk[ENG_ARCH_CHUNK_ROWS - 1].period > st->arch_last)
+        return TLY_CORRUPT;
+    uint32_t i = eng_arch_pos(st, chunk[0].period);
+    if (i < st->arch_n && st->arch[i].period == chunk[0].period)
+        return TLY_OK;
+    return eng_arch_insert(st, chunk);
+}
 
 static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -549,27 +560,56 @@ static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *v
     arch_scan *a = ctx;
     eng_row chunk[ENG_ARCH_CHUNK_ROWS];
     TRY(eng_unpack_arch_chunk(val, vlen, chunk));
-    const eng_row *last = &chunk[ENG_ARCH_CHUNK_ROWS - 1];
-    if (last->period > a->st->arch_last)
-        return TLY_CORRUPT;
+    if (chunk[0].chunk_prev != ENG_ARCH_OLD)
+        return TLY_CORRUPT; /* the form of "S/7/" under "S/5/" */
     a->seen += ENG_ARCH_CHUNK_ROWS;
+    const eng_row *last = &chunk[ENG_ARCH_CHUNK_ROWS - 1];
     if (a->period >= 0 && (a->period < chunk[0].period || a->period > last->period))
-        return TLY_OK;
-    uint32_t i = eng_arch_pos(a->st, chunk[0].period);
-    if (i < a->st->arch_n && a->st->arch[i].period == chunk[0].period)
-        return TLY_OK; /* in memory already, perhaps changed */
-    return eng_arch_insert(a->st, chunk);
+        return chunk[ENG_ARCH_CHUNK_ROWS - 1].period > a->st->arch_last ? TLY_CORRUPT : TLY_OK;
+    return arch_take(a->st, chunk);
 }
 
-/* Scans owned partner p's chunks (a). */
+/* Scans owned partner p's chunks under "S/5/" (a). */
 static tly_err arch_scan_run(tly_engine *e, uint32_t p, arch_scan *a)
 {
     const eng_partner *pp = &e->partners[p];
     char prefix[KEY_PREFIX_BYTES + 1 + TLY_NAME_BYTES_MAX];
-    memcpy(prefix, KEY_ARCH, KEY_PREFIX_BYTES);
+    memcpy(prefix, ENG_ARCH_OLD_PREFIX, KEY_PREFIX_BYTES);
     prefix[KEY_PREFIX_BYTES] = (char)(unsigned char)pp->id_len;
     memcpy(prefix + KEY_PREFIX_BYTES + 1, pp->id, pp->id_len);
     return e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len, arch_visit, a);
+}
+
+/* Walks owned partner p's chain under "S/7/" from its newest chunk, each
+ * into st->arch, back to the first or (period ≥ 0) to the one that would
+ * hold period; *seen counts the rows walked. Periods fall along the chain
+ * and it holds no more rows than the partner archived: a store whose
+ * chain loops or runs on is corrupt. */
+static tly_err arch_chain(tly_engine *e, uint32_t p, int32_t period, uint32_t *seen)
+{
+    const eng_partner *pp = &e->partners[p];
+    eng_pstate *st = pp->st;
+    *seen = 0;
+    for (int32_t at = st->arch_head; at != ENG_ARCH_NONE;) {
+        char key[1 + TLY_NAME_BYTES_MAX + 4];
+        uint32_t klen = eng_arch_key7(key, pp->id, pp->id_len, at);
+        const void *val;
+        size_t vlen;
+        tly_err err = store_get(e, ENG_ARCH_PREFIX, key, klen, &val, &vlen);
+        if (err == TLY_NOT_FOUND)
+            return TLY_CORRUPT; /* its record or the chunk before names it */
+        TRY(err);
+        eng_row chunk[ENG_ARCH_CHUNK_ROWS];
+        TRY(eng_unpack_arch_chunk(val, vlen, chunk));
+        *seen += ENG_ARCH_CHUNK_ROWS;
+        if (chunk[0].period != at || chunk[0].chunk_prev == ENG_ARCH_OLD || *seen > st->arch_count)
+            return TLY_CORRUPT;
+        TRY(arch_take(st, chunk));
+        if (period >= 0 && period >= at)
+            break;
+        at = chunk[0].chunk_prev;
+    }
+    return TLY_OK;
 }
 
 tly_err eng_arch_fill(tly_engine *e, uint32_t p)
@@ -577,9 +617,11 @@ tly_err eng_arch_fill(tly_engine *e, uint32_t p)
     eng_pstate *st = e->partners[p].st;
     if (st->arch_all || e->store.scan == NULL)
         return TLY_OK;
+    uint32_t chained;
+    TRY(arch_chain(e, p, -1, &chained));
     arch_scan a = {st, -1, 0};
     TRY(arch_scan_run(e, p, &a));
-    if (a.seen != st->arch_count || st->arch_n != st->arch_count)
+    if (chained + a.seen != st->arch_count || st->arch_n != st->arch_count)
         return TLY_CORRUPT;
     st->arch_all = true;
     return TLY_OK;
@@ -600,33 +642,72 @@ tly_err eng_arch_row(tly_engine *e, uint32_t p, int32_t period, eng_row **out)
         return TLY_OK;
     if ((*out = arch_find(st, period)) != NULL || st->arch_all || e->store.scan == NULL)
         return TLY_OK;
-    /* its chunk, when it had a row (a closed period without revenue has none) */
-    arch_scan a = {st, period, 0};
-    TRY(arch_scan_run(e, p, &a));
-    *out = arch_find(st, period);
+    /* its chunk, when it had a row (a closed period without revenue has
+     * none): along the chain, else (older than its first) under "S/5/" */
+    uint32_t chained;
+    TRY(arch_chain(e, p, period, &chained));
+    if ((*out = arch_find(st, period)) == NULL) {
+        arch_scan a = {st, period, 0};
+        TRY(arch_scan_run(e, p, &a));
+        *out = arch_find(st, period);
+    }
+    return TLY_OK;
+}
+
+/* Owned partner p of an archive key's partner (u8 length ‖ id at k), or
+ * ENG_NONE. */
+static uint32_t arch_owner(tly_engine *e, const char *k, size_t room)
+{
+    if (room < 1 || (size_t)(unsigned char)k[0] + 1 != room)
+        return ENG_NONE;
+    uint32_t plen = (unsigned char)k[0];
+    uint32_t p = eng_map_get(&e->partner_map, k + 1, plen, eng_hash(k + 1, plen));
+    return p != ENG_NONE && e->partners[p].st != NULL ? p : ENG_NONE;
+}
+
+/* Chunk (read from key, of p) joins the loaded archive: chunks load in
+ * key order, so a partner's come oldest first ("S/5/", then "S/7/"). */
+static tly_err arch_load_chunk(tly_engine *e, uint32_t p, const eng_row *chunk)
+{
+    eng_pstate *st = e->partners[p].st;
+    if (st->arch_n >= st->arch_count || chunk[ENG_ARCH_CHUNK_ROWS - 1].period > st->arch_last ||
+        (st->arch_n > 0 && st->arch[st->arch_n - 1].period >= chunk[0].period))
+        return TLY_CORRUPT;
+    TRY(eng_arch_insert(st, chunk));
+    st->arch_all = st->arch_n == st->arch_count;
     return TLY_OK;
 }
 
 tly_err eng_arch_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen)
 {
     const char *k = key;
-    if (klen < 1 + 4 || (size_t)(unsigned char)k[0] + 1 + 4 != klen)
+    uint32_t p = klen < 1 + 4 ? ENG_NONE : arch_owner(e, k, klen - 4);
+    if (p == ENG_NONE)
         return TLY_CORRUPT;
-    uint32_t plen = (unsigned char)k[0];
-    uint32_t p = eng_map_get(&e->partner_map, k + 1, plen, eng_hash(k + 1, plen));
-    if (p == ENG_NONE || e->partners[p].st == NULL)
-        return TLY_CORRUPT;
-    eng_pstate *st = e->partners[p].st;
     eng_row chunk[ENG_ARCH_CHUNK_ROWS];
     TRY(eng_unpack_arch_chunk(val, vlen, chunk));
     char want[1 + TLY_NAME_BYTES_MAX + 4];
-    if (eng_arch_key(want, k + 1, plen, chunk[0].period) != klen || memcmp(want, k, klen) != 0 ||
-        st->arch_n >= st->arch_count || chunk[ENG_ARCH_CHUNK_ROWS - 1].period > st->arch_last ||
-        (st->arch_n > 0 && st->arch[st->arch_n - 1].period >= chunk[0].period))
+    if (chunk[0].chunk_prev != ENG_ARCH_OLD ||
+        eng_arch_key(want, k + 1, (unsigned char)k[0], chunk[0].period) != klen ||
+        memcmp(want, k, klen) != 0)
         return TLY_CORRUPT;
-    TRY(eng_arch_insert(st, chunk));
-    st->arch_all = st->arch_n == st->arch_count;
-    return TLY_OK;
+    return arch_load_chunk(e, p, chunk);
+}
+
+tly_err eng_arch7_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    const char *k = key;
+    uint32_t p = klen < 4 + 1 ? ENG_NONE : arch_owner(e, k + 4, klen - 4);
+    if (p == ENG_NONE)
+        return TLY_CORRUPT;
+    eng_row chunk[ENG_ARCH_CHUNK_ROWS];
+    TRY(eng_unpack_arch_chunk(val, vlen, chunk));
+    char want[1 + TLY_NAME_BYTES_MAX + 4];
+    if (chunk[0].chunk_prev == ENG_ARCH_OLD ||
+        eng_arch_key7(want, k + 5, (unsigned char)k[4], chunk[0].period) != klen ||
+        memcmp(want, k, klen) != 0)
+        return TLY_CORRUPT;
+    return arch_load_chunk(e, p, chunk);
 }
 
 tly_err eng_partner_load(tly_engine *e, const void *val, size_t len)
@@ -1176,14 +1257,28 @@ uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *
     return key2(buf, person, plen, cert, clen);
 }
 
-/* Key of an archived row: (partner, period), the period big-endian so the
- * rows of a partner sort by period. */
+/* The period big-endian, so that keys sort by it. */
+static void period_be(char be[4], int32_t period)
+{
+    for (int b = 0; b < 4; b++)
+        be[b] = (char)((uint32_t)period >> (24 - 8 * b));
+}
+
+/* Key of an archived chunk under "S/5/": (partner, period), so the
+ * chunks of a partner sort by period. */
 uint32_t eng_arch_key(char *buf, const char *partner, uint32_t plen, int32_t period)
 {
     char be[4];
-    for (int b = 0; b < 4; b++)
-        be[b] = (char)((uint32_t)period >> (24 - 8 * b));
+    period_be(be, period);
     return key2(buf, partner, plen, be, sizeof be);
+}
+
+uint32_t eng_arch_key7(char *buf, const char *partner, uint32_t plen, int32_t period)
+{
+    period_be(buf, period);
+    buf[4] = (char)(unsigned char)plen;
+    memcpy(buf + 5, partner, plen);
+    return 5 + plen;
 }
 
 /* Claim status names, in enum eng_claim_status order (claims view). */

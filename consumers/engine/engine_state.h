@@ -237,10 +237,14 @@ tly_err eng_arch_fill(tly_engine *e, uint32_t p);
 /* The archived row of period of owned partner p (read when needed), or
  * NULL when the partner had none that period. */
 tly_err eng_arch_row(tly_engine *e, uint32_t p, int32_t period, eng_row **out);
-/* An archived row's record for tly_engine_load, after its partner's. */
+/* An archive chunk's record for tly_engine_load, after its partner's:
+ * key after "S/5/" (eng_arch_load) or after "S/7/" (eng_arch7_load). */
 tly_err eng_arch_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen);
-/* The archive key of (partner, period) into buf (≥ 1 + 128 + 4 bytes). */
+tly_err eng_arch7_load(tly_engine *e, const void *key, size_t klen, const void *val, size_t vlen);
+/* The key of the chunk of (partner, first period) into buf (≥ 1 + 128 + 4
+ * bytes), after "S/5/" (eng_arch_key) or after "S/7/" (eng_arch_key7). */
 uint32_t eng_arch_key(char *buf, const char *partner, uint32_t plen, int32_t period);
+uint32_t eng_arch_key7(char *buf, const char *partner, uint32_t plen, int32_t period);
 /* Active pairs whose latest earned has no expiry or expires at or after
  * start_ms [T10]. */
 int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms);

@@ -17,7 +17,9 @@
  *                              shard its money state, rows, certs, claim
  *                              count, held events and liability share
  *   "S/5/<u8 len p><p><period>" a chunk of an owned partner's archived rows
+ *                              (written before "S/7/")
  *   "S/6/<partner>"            an owned partner's tier history
+ *   "S/7/<period><u8 len p><p>" a chunk of an owned partner's archived rows
  * Programs come first because sales, claims and partners name them; claims
  * before partners because a partner (written before ordinals) lists its
  * claims by id; archived rows and histories after the partner that counts
@@ -244,12 +246,15 @@ static bool archive_kept(const tly_engine *e, const eng_partner *pp)
            (st->arch_all && eng_arch_needed(st, &g->rules, g->eop, g->arch_h));
 }
 
+/* A chunk where rows[0].chunk_prev says it is stored. */
 static tly_err put_arch_chunk(flush_ctx *f, const eng_partner *pp, const eng_row *rows)
 {
     char key[1 + TLY_NAME_BYTES_MAX + 4];
-    uint32_t klen = eng_arch_key(key, pp->id, pp->id_len, rows[0].period);
+    bool old = rows[0].chunk_prev == ENG_ARCH_OLD;
+    uint32_t klen = old ? eng_arch_key(key, pp->id, pp->id_len, rows[0].period)
+                        : eng_arch_key7(key, pp->id, pp->id_len, rows[0].period);
     eng_pack_arch_chunk(&f->pk, rows);
-    return put_packed(f, "S/5/", key, klen);
+    return put_packed(f, old ? ENG_ARCH_OLD_PREFIX : ENG_ARCH_PREFIX, key, klen);
 }
 
 /* The chunks owned partner pp's flush archives (its first n rows), and
@@ -266,8 +271,12 @@ static tly_err flush_archive(flush_ctx *f, eng_partner *pp, uint32_t n)
         if (dirty)
             TRY(put_arch_chunk(f, pp, &st->arch[i]));
     }
-    for (uint32_t i = 0; i < n; i += k)
+    int32_t prev = st->arch_head; /* the chain goes on from the newest chunk */
+    for (uint32_t i = 0; i < n; i += k) {
+        st->rows[i].chunk_prev = prev; /* a redone flush sets the same */
         TRY(put_arch_chunk(f, pp, &st->rows[i]));
+        prev = st->rows[i].period;
+    }
     if (archive_kept(f->e, pp))
         TRY(eng_grow((void **)&st->arch, &st->arch_cap, st->arch_n + n, sizeof *st->arch));
     st->arch_pending = n;
@@ -319,7 +328,7 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
     TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
     bool member = pp->owned && pp->program != ENG_NONE;
     const eng_program *g = pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program];
-    eng_arch_plan plan = {0};
+    eng_arch_plan plan = {.head = ENG_ARCH_NONE}; /* a member's: eng_arch_plan_of */
     if (member)
         TRY(settle_share(f->e, pp));
     if (member)
@@ -763,6 +772,8 @@ tly_err tly_engine_load(tly_engine *e, const void *key, size_t key_len, const vo
         return eng_arch_load(e, k + 4, key_len - 4, val, val_len);
     case '6':
         return eng_cold_load(e, k + 4, key_len - 4, val, val_len);
+    case '7':
+        return eng_arch7_load(e, k + 4, key_len - 4, val, val_len);
     default:
         return TLY_CORRUPT;
     }

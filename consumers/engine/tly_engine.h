@@ -50,7 +50,8 @@
  * only, appended in log order; stores written before "Z/" keep them under
  * "S/2/<u64be seq>"), "S/3/<claim
  * key>" (owning shard), "S/4/<partner>" (owned: the whole money state
- * but its archived rows, "S/5/", and its tier history, "S/6/"; another
+ * but its archived rows, "S/7/" (and "S/5/" before), and its tier
+ * history, "S/6/"; another
  * shard's partner: its enrollment); MessagePack arrays led by a
  * format number. Key order is load order: programs, sales, claims,
  * partners.
