@@ -565,7 +565,7 @@ static tly_err arch_visit(void *ctx, const void *key, size_t klen, const void *v
     a->seen += ENG_ARCH_CHUNK_ROWS;
     const eng_row *last = &chunk[ENG_ARCH_CHUNK_ROWS - 1];
     if (a->period >= 0 && (a->period < chunk[0].period || a->period > last->period))
-        return chunk[ENG_ARCH_CHUNK_ROWS - 1].period > a->st->arch_last ? TLY_CORRUPT : TLY_OK;
+        return last->period > a->st->arch_last ? TLY_CORRUPT : TLY_OK;
     return arch_take(a->st, chunk);
 }
 
