@@ -201,11 +201,10 @@ static void slots_free(eng_slot *slots, uint32_t cap)
         munmap(slots, bytes);
 }
 
-static tly_err map_resize(eng_map *m)
+/* Moves m's entries into a new table of cap slots (which holds them);
+ * TLY_NOMEM leaves m as it was. */
+static tly_err map_rehash(eng_map *m, uint32_t cap)
 {
-    uint32_t cap = m->cap == 0 ? 64 : m->cap * 2;
-    if (cap < m->cap)
-        return TLY_NOMEM;
     eng_slot *slots = slots_alloc(cap);
     if (slots == NULL)
         return TLY_NOMEM;
@@ -216,6 +215,14 @@ static tly_err map_resize(eng_map *m)
     m->slots = slots;
     m->cap = cap;
     return TLY_OK;
+}
+
+static tly_err map_resize(eng_map *m)
+{
+    uint32_t cap = m->cap == 0 ? 64 : m->cap * 2;
+    if (cap < m->cap)
+        return TLY_NOMEM;
+    return map_rehash(m, cap);
 }
 
 tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val)
@@ -278,17 +285,8 @@ void eng_map_shrink(eng_map *m)
     uint32_t cap = 64;
     while ((uint64_t)m->count * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
         cap *= 2;
-    if (cap >= m->cap)
-        return;
-    eng_slot *slots = slots_alloc(cap);
-    if (slots == NULL)
-        return; /* the larger table still serves */
-    for (uint32_t i = 0; i < m->cap; i++)
-        if (m->slots[i].key != NULL)
-            map_place(slots, cap, &m->slots[i]);
-    slots_free(m->slots, m->cap);
-    m->slots = slots;
-    m->cap = cap;
+    if (cap < m->cap)
+        (void)map_rehash(m, cap); /* without memory the larger table still serves */
 }
 
 tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out)
