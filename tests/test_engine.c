@@ -1845,9 +1845,7 @@ START_TEST(archive_chain_broken_corrupt)
     ck_assert(kv_put(&store, x->key, x->klen, keep, keep_len) == TLY_OK);
     ck_assert(unpack_under(x, "S/7/", &up));
     up.data.via.array.ptr[1].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    const unsigned char *be = (const unsigned char *)x->key + 4;
-    up.data.via.array.ptr[1].via.u64 =
-        (uint64_t)be[0] << 24 | (uint64_t)be[1] << 16 | (uint64_t)be[2] << 8 | be[3];
+    up.data.via.array.ptr[1].via.u64 = tly_be32_get(x->key + 4);
     kv_repack(x, &up.data);
     msgpack_unpacked_destroy(&up);
     ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_CORRUPT);

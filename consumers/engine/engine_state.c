@@ -1257,25 +1257,18 @@ uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *
     return key2(buf, person, plen, cert, clen);
 }
 
-/* The period big-endian, so that keys sort by it. */
-static void period_be(char be[4], int32_t period)
-{
-    for (int b = 0; b < 4; b++)
-        be[b] = (char)((uint32_t)period >> (24 - 8 * b));
-}
-
 /* Key of an archived chunk under "S/5/": (partner, period), so the
  * chunks of a partner sort by period. */
 uint32_t eng_arch_key(char *buf, const char *partner, uint32_t plen, int32_t period)
 {
     char be[4];
-    period_be(be, period);
+    tly_be32_put(be, (uint32_t)period); /* periods are ≥ 0: they sort as numbers */
     return key2(buf, partner, plen, be, sizeof be);
 }
 
 uint32_t eng_arch_key7(char *buf, const char *partner, uint32_t plen, int32_t period)
 {
-    period_be(buf, period);
+    tly_be32_put(buf, (uint32_t)period);
     buf[4] = (char)(unsigned char)plen;
     memcpy(buf + 5, partner, plen);
     return 5 + plen;

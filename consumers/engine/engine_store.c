@@ -353,8 +353,7 @@ static tly_err flush_excs(flush_ctx *f)
         const eng_exc *x = &e->excs[i];
         char body[12];
         tly_be64_put(body, x->at_seq);
-        for (int b = 0; b < 4; b++)
-            body[8 + b] = (char)(x->n >> (24 - 8 * b));
+        tly_be32_put(body + 8, x->n);
         eng_jw w;
         json_begin(f, &w);
         eng_exc_write(&w, x);
@@ -520,9 +519,7 @@ static tly_err flush_journal(flush_ctx *f)
             end++;
         const eng_partner *first = &e->partners[v[k].p];
         size_t head = program_body(body, &e->programs[first->program], "", 0);
-        uint32_t u = (uint32_t)v[k].act->period ^ UINT32_C(0x80000000);
-        for (int b = 0; b < 4; b++)
-            body[head + (size_t)b] = (char)(u >> (24 - 8 * b));
+        tly_be32_put(body + head, (uint32_t)v[k].act->period ^ UINT32_C(0x80000000));
         memcpy(body + head + 4, first->id, first->id_len);
         tly_mpw_array(&f->pk, end - k);
         for (uint32_t i = k; i < end; i++) {

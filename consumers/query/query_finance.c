@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "query_internal.h"
+#include "tly_be.h"
 #include "tly_engine.h"
 #include "tly_limits.h"
 #include "tly_period.h"
@@ -656,9 +657,8 @@ json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req)
     }
     char prefix[2 + 1 + TLY_NAME_BYTES_MAX + 4];
     size_t plen = program_prefix(prefix, "J/", program);
-    uint32_t u = (uint32_t)period ^ UINT32_C(0x80000000);
-    for (int b = 0; b < 4; b++)
-        prefix[plen++] = (char)(u >> (24 - 8 * b));
+    tly_be32_put(prefix + plen, (uint32_t)period ^ UINT32_C(0x80000000));
+    plen += 4;
     json_t *rows = json_array(), *entries = json_array(), *list = NULL;
     open_scan o = {rows, program, period};
     tly_err err = rows == NULL || entries == NULL ? TLY_NOMEM
