@@ -2265,7 +2265,8 @@ static json_t *api_of(tly_engine *e, const kv_entry *x, json_t *excs, size_t *ex
     return v;
 }
 
-/* Each owned partner's four documents as a tly_view_reader renders them
+/* Each owned partner's four documents and its row of the partner list as
+ * a tly_view_reader renders them
  * from shard k's store are, byte for byte, json_dumps(JSON_COMPACT) of
  * the engine's API objects without "seq"; another shard's partner and an
  * unknown one have none. Returns the number of documents compared. */
@@ -2280,7 +2281,7 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
     json_t *id;
     json_array_foreach(partners, i, id)
     {
-        for (const char *v = "brtc"; *v; v++) {
+        for (const char *v = "brtcP"; *v; v++) {
             json_t *api = tly_engine_view(s->e[k], *v, json_string_value(id));
             ck_assert_ptr_nonnull(api);
             json_object_del(api, "seq");
@@ -2313,7 +2314,8 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
     const char *doc;
     size_t len;
     ck_assert_int_eq(tly_view_reader_doc(r, 'b', "no such partner", 15, &doc, &len), TLY_NOT_FOUND);
-    ck_assert_int_eq(tly_view_reader_doc(r, 'P', "no such partner", 15, &doc, &len), TLY_USAGE);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'P', "no such partner", 15, &doc, &len), TLY_NOT_FOUND);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'e', "no such partner", 15, &doc, &len), TLY_USAGE);
     tly_view_reader_free(r);
     return docs;
 }
@@ -2321,8 +2323,8 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
 /* Every stored "V/" and "X/" value of every shard is, byte for byte,
  * json_dumps(JSON_COMPACT) of the engine's API object, and so is every
  * document a reader renders from the stored state; every owned partner
- * has its four documents and no stored copy of them, and every exception
- * its entry. Returns the number of documents compared. */
+ * has its four documents and its list row and no stored copy of them, and
+ * every exception its entry. Returns the number of documents compared. */
 static size_t expect_store_is_api(const shards *s, kv *stores, const char *what)
 {
     size_t docs = 0;
@@ -2334,7 +2336,7 @@ static size_t expect_store_is_api(const shards *s, kv *stores, const char *what)
             bool is_view = x->klen > 4 && memcmp(x->key, "V/", 2) == 0 && x->key[3] == '/';
             if (!is_view && !(x->klen == 14 && memcmp(x->key, "X/", 2) == 0))
                 continue;
-            ck_assert_msg(!is_view || strchr("brtc", x->key[2]) == NULL,
+            ck_assert_msg(!is_view || strchr("brtcP", x->key[2]) == NULL,
                           "%s shard %u: a stored partner document %.*s", what, k, (int)x->klen,
                           x->key);
             json_t *api = api_of(s->e[k], x, excs, &exc_i);
@@ -2351,7 +2353,7 @@ static size_t expect_store_is_api(const shards *s, kv *stores, const char *what)
         ck_assert_msg(exc_i == json_array_size(excs), "%s shard %u: %zu X/ of %zu exceptions", what,
                       k, exc_i, json_array_size(excs));
         size_t views = expect_reader_is_api(s, k, &stores[k], partners, what);
-        ck_assert_msg(views == 4 * json_array_size(partners),
+        ck_assert_msg(views == 5 * json_array_size(partners),
                       "%s shard %u: %zu views, %zu partners", what, k, views,
                       json_array_size(partners));
         docs += views;

@@ -1,7 +1,8 @@
 /*
  * engine_reader.c — floor 1 of the engine (see engine_internal.h): a
- * partner's balance, rebate, tier and claims documents rendered on demand
- * from the state a view store holds (tly_view_reader, tly_engine.h).
+ * partner's balance, rebate, tier and claims documents and its row of the
+ * partner list, rendered on demand from the state a view store holds
+ * (tly_view_reader, tly_engine.h).
  *
  * The flush stores a partner's state ("S/4/<partner>", its claims under
  * "S/3/", its program under "S/1/"), not these four documents: they were
@@ -106,7 +107,7 @@ static tly_err render(tly_view_reader *r, char view, uint32_t p)
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len)
 {
-    if (r->e == NULL || (view != 'b' && view != 'r' && view != 't' && view != 'c'))
+    if (r->e == NULL || (view != 'b' && view != 'r' && view != 't' && view != 'c' && view != 'P'))
         return TLY_USAGE;
     if (len == 0 || len > TLY_NAME_BYTES_MAX)
         return TLY_NOT_FOUND;

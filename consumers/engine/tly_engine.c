@@ -270,3 +270,11 @@ tly_err tly_engine_open_journal(const void *val, size_t len, const char *program
     memcpy(out, a.v, sizeof a.v);
     return TLY_OK;
 }
+
+tly_err tly_engine_partner_member(const void *val, size_t len, bool *member)
+{
+    eng_partner_rec rec;
+    TRY(eng_peek_partner(val, len, &rec));
+    *member = rec.owned && rec.program.len > 0;
+    return TLY_OK;
+}

@@ -30,8 +30,9 @@
  * written through the sink):
  *   "S/..."               engine state, opaque, read back by the engine;
  *                         a partner's balance, rebate, tier and claims
- *                         documents are rendered from it when read
- *                         (tly_view_reader below), not stored
+ *                         documents and its row of the partner list are
+ *                         rendered from it when read (tly_view_reader
+ *                         below), not stored
  *   "V/l/<program>"       this shard's share of liabilities: JSON object
  *                         {"program","currency","mdf_available","mdf_pending",
  *                          "mdf_approved","rebate_accrued_open","rebate_payable"}
@@ -271,11 +272,11 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * ("S/1/" entries). Returns TLY_OK or the store's or the load's error.
  *
  * tly_view_reader_doc renders view 'b', 'r', 't' or 'c' of partner (len
- * bytes) into *doc (NUL-terminated, not counted in *doc_len), valid until
- * the next call or free. TLY_NOT_FOUND when the partner is not an enrolled
- * partner of this shard in that snapshot; TLY_USAGE for another view
- * letter or a reader never bound; else the store's error, TLY_CORRUPT or
- * TLY_NOMEM. The reader keeps no partner between calls beyond the last.
+ * bytes), or 'P' (its row of `tally partners`, section 11), into *doc (NUL-terminated, not counted
+ * in *doc_len), valid until the next call or free. TLY_NOT_FOUND when the partner is not an
+ * enrolled partner of this shard in that snapshot; TLY_USAGE for another view letter or a reader
+ * never bound; else the store's error, TLY_CORRUPT or TLY_NOMEM. The reader keeps no partner
+ * between calls beyond the last.
  */
 typedef struct tly_view_reader tly_view_reader;
 tly_err tly_view_reader_new(uint32_t shard, uint32_t shard_count, tly_view_reader **out);
@@ -285,9 +286,9 @@ tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store,
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len);
 
-/* Section 11 documents of this shard, as stored: view 'P' of
- * tly_engine_view is the partner's row of `tally partners`, 'e' its funds
- * the next close expires ({"partner","amount"}); tly_engine_report the
+/* Section 11 documents of this shard: view 'P' of tly_engine_view is the
+ * partner's row of `tally partners` (rendered when read: tly_view_reader),
+ * 'e' its funds the next close expires ({"partner","amount"}, stored); tly_engine_report the
  * program's sums per period over this shard's members ("V/R/": "first",
  * "open", "periods" with what took effect in each; rebate of an open period
  * is the members' estimate as of the last flush). NULL for an unknown
@@ -321,6 +322,12 @@ tly_err tly_engine_journal_each(const void *val, size_t len, tly_engine_journal_
 tly_err tly_engine_open_journal(const void *val, size_t len, const char *program,
                                 size_t program_len, int32_t period, const char **partner,
                                 size_t *partner_len, int64_t out[TLY_ENGINE_ACT_FIELDS]);
+
+/* Whether the value of a TLY_ENGINE_PARTNER_PREFIX row is a partner the
+ * shard's partner list shows (an owned partner enrolled in a program),
+ * read without loading it: TLY_OK with *member set, or TLY_CORRUPT for
+ * bytes the engine did not write. */
+tly_err tly_engine_partner_member(const void *val, size_t len, bool *member);
 
 /* Every exception this shard has recorded, ordered by (seq, n) like the
  * "X/" keys (an exception of a held event, raised at enrollment, sits at its

@@ -2,7 +2,8 @@
  * query_finance.c — the finance outputs of SPEC section 11 over every
  * shard: partners, report, expiring, journal. Each reads what the
  * consumers keep for it (consumers/engine/engine_store.c): the partner
- * list rows "V/P/", the program's report sums per shard "V/R/<program>",
+ * list's rows rendered from the partners' records "S/4/" by the shard's
+ * reader (tly__qscan_partners), the program's report sums per shard "V/R/<program>",
  * the funds the next close expires "E/<program key><partner>" and the
  * journals of closed periods "J/<program key><period><first partner>"
  * (chunks of partners' figures, tly_engine_journal_each), where a program
@@ -200,8 +201,7 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
         return bad;
     }
     /* one more than a page from each shard: whether another page follows */
-    tly_err err = tly__qscan_after(ss, "V/P/", 4, after, after ? strlen(after) : 0, &f.kept,
-                                   max + 1, partner_visit, &f);
+    tly_err err = tly__qscan_partners(ss, after, &f.kept, max + 1, partner_visit, &f);
     json_t *out = err == TLY_OK ? tly__qreply(ss) : NULL;
     json_t *list = out ? sorted(f.out, by_partner) : NULL;
     json_decref(f.out);
@@ -720,13 +720,17 @@ typedef struct nearest {
     uint32_t count;
 } nearest;
 
+/* A partner record: its id, when the partner list shows it, is a
+ * suggestion as close as it is to the one wanted. */
 static tly_err nearest_visit(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    (void)val;
-    (void)vlen;
     nearest *n = ctx;
-    const char *id = (const char *)key + 4;
-    size_t len = klen - 4;
+    bool member;
+    tly_err err = tly_engine_partner_member(val, vlen, &member);
+    if (err != TLY_OK || !member)
+        return err;
+    const char *id = (const char *)key + strlen(TLY_ENGINE_PARTNER_PREFIX);
+    size_t len = klen - strlen(TLY_ENGINE_PARTNER_PREFIX);
     if (len > TLY_NAME_BYTES_MAX)
         return TLY_CORRUPT;
     uint32_t d = edit_distance(n->want, n->want_len, id, len);
@@ -762,7 +766,8 @@ json_t *tly__suggest_partners(const tly__qsnaps *ss, const char *partner)
     n->want = partner;
     n->want_len = strlen(partner);
     n->limit = n->want_len / 3 > 2 ? (uint32_t)(n->want_len / 3) : 2;
-    if (tly__qscan(ss, "V/P/", 4, nearest_visit, n) == TLY_OK)
+    if (tly__qscan(ss, TLY_ENGINE_PARTNER_PREFIX, strlen(TLY_ENGINE_PARTNER_PREFIX), nearest_visit,
+                   n) == TLY_OK)
         for (uint32_t i = 0; i < n->count; i++)
             json_array_append_new(out, json_string(n->ids[i]));
     free(n);

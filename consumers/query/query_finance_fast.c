@@ -1,7 +1,8 @@
 /*
  * query_finance_fast.c — the fast way to the two list answers of SPEC
  * section 11 that read a row per partner: `partners` and `expiring`. Each
- * stored row is read by the fast path's reader (query_fast.c: no
+ * row (stored, or rendered from the partner's record) is read by the fast
+ * path's reader (query_fast.c: no
  * allocation, no jansson tree), filtered on what it read and, when kept,
  * packed straight into the reply's MessagePack. The reply must be the
  * bytes query_finance.c's answer gives through tly_query_reply_encode (the
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "query_internal.h"
+#include "tly_engine.h"
 #include "tly_event.h"
 #include "tly_limits.h"
 #include "tly_mpw.h"
@@ -101,8 +103,8 @@ static bool grow(void **v, size_t *cap, size_t count, size_t sz)
 
 /* ---- partners ---- */
 
-/* A kept row: its id (inside the store's map, valid while the snapshot
- * is) and its packed bytes in the rows buffer. */
+/* A kept row: its id (its record's key, inside the store's map, valid
+ * while the snapshot is) and its packed bytes in the rows buffer. */
 typedef struct prow {
     const char *id;
     size_t id_len;
@@ -146,20 +148,23 @@ static bool row_matches(const pfast *x, uint32_t row)
             contains_lower(s, len, x->search, x->search_len));
 }
 
+/* A row rendered from the partner record under key: its id is the key's
+ * (the row, the reader's, goes with the next one rendered). */
 static tly_err partner_row(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    (void)key;
-    (void)klen;
     pfast *x = ctx;
     uint32_t row = tly__qfast_read(x->f, val, vlen);
     if (row == 0)
         return GIVE_UP;
     if (!row_matches(x, row))
         return TLY_OK;
-    prow r = {.off = x->buf.size};
-    if (!tly__qfast_str(x->f, tly__qfast_member(x->f, row, "partner"), &r.id, &r.id_len) ||
+    const char *id;
+    size_t id_len, plen = strlen(TLY_ENGINE_PARTNER_PREFIX);
+    prow r = {.id = (const char *)key + plen, .id_len = klen - plen, .off = x->buf.size};
+    if (!tly__qfast_str(x->f, tly__qfast_member(x->f, row, "partner"), &id, &id_len) ||
+        bytes_cmp(id, id_len, r.id, r.id_len) != 0 ||
         !grow((void **)&x->rows, &x->cap, x->count, sizeof *x->rows))
-        return GIVE_UP; /* a kept row without its id: the jansson way sorts it */
+        return GIVE_UP; /* a row without its key's id: the jansson way sorts it */
     if (!tly__qfast_put(x->f, row, &x->buf))
         return GIVE_UP;
     r.len = x->buf.size - r.off;
@@ -204,10 +209,9 @@ static bool partner_filters(pfast *x, const json_t *req)
 /* The reply: the first max rows (sorted), "next" when more follow. */
 static bool partners_put(const pfast *x, const tly__qsnaps *ss, uint32_t max, msgpack_sbuffer *out)
 {
+    /* No id twice: a shard renders the rows of its own partners only
+     * (tly__qscan_partners), and the shards own disjoint sets. */
     size_t n = x->count < max ? x->count : max, need = 32;
-    for (size_t i = 1; i < x->count && i - 1 < n; i++)
-        if (prow_cmp(&x->rows[i - 1], &x->rows[i]) == 0)
-            return false; /* one id twice in the page: the jansson way's order is qsort's */
     bool next = x->count > max;
     for (size_t i = 0; i < n; i++)
         need += x->rows[i].len;
@@ -242,8 +246,7 @@ bool tly__qfast_partners(tly__qfast *f, const tly__qsnaps *ss, const json_t *req
         return false;
     msgpack_sbuffer_init(&x.buf);
     /* as the jansson way: up to a page and one more from each shard */
-    tly_err err = tly__qscan_after(ss, "V/P/", 4, after, after ? strlen(after) : 0, &x.kept,
-                                   max + 1, partner_row, &x);
+    tly_err err = tly__qscan_partners(ss, after, &x.kept, max + 1, partner_row, &x);
     if (err == TLY_OK && !in_order(x.rows, x.count)) /* one shard's rows are in order */
         qsort(x.rows, x.count, sizeof *x.rows, prow_cmp);
     bool ok = err == TLY_OK && partners_put(&x, ss, max, out);

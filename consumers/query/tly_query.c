@@ -656,8 +656,45 @@ static json_t *unknown_partner(tly_query_store *s, const char *partner)
     return out;
 }
 
-tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
-                         size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx)
+/* What a scan gives its visitor: every entry under the prefix as stored,
+ * or (rows) the partner list's rows, rendered from the records of the
+ * shard's members under TLY_ENGINE_PARTNER_PREFIX. */
+typedef struct scan_how {
+    bool rows;
+    tly__qvisit visit;
+    void *ctx;
+} scan_how;
+
+/* Entry (key, val) of shard k to how's visitor. */
+static tly_err scan_give(const scan_how *how, const snapset *ss, uint32_t k, const MDB_val *key,
+                         const MDB_val *val)
+{
+    if (!how->rows)
+        return how->visit(how->ctx, key->mv_data, key->mv_size, val->mv_data, val->mv_size);
+    bool member;
+    tly_err merr = tly_engine_partner_member(val->mv_data, val->mv_size, &member);
+    if (merr != TLY_OK || !member)
+        return merr;
+    const snap *sn = &ss->sn[k];
+    const size_t plen = strlen(TLY_ENGINE_PARTNER_PREFIX);
+    const char *doc;
+    size_t doc_len;
+    tly_err err = TLY_OK;
+    if (!sn->sh->has_dbi)
+        err = TLY_CORRUPT;
+    if (err == TLY_OK)
+        err = tly_views_reader_bind(&sn->sh->reader, k, ss->count, &sn->sh->txn, sn->txn,
+                                    sn->sh->dbi, sn->checkpoint);
+    if (err == TLY_OK)
+        err = tly_view_reader_doc(sn->sh->reader, 'P', (const char *)key->mv_data + plen,
+                                  key->mv_size - plen, &doc, &doc_len);
+    if (err == TLY_NOT_FOUND) /* a member's record the reader does not take as one */
+        err = TLY_CORRUPT;
+    return err == TLY_OK ? how->visit(how->ctx, key->mv_data, key->mv_size, doc, doc_len) : err;
+}
+
+static tly_err scan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
+                          size_t alen, uint32_t *kept, uint32_t limit, const scan_how *how)
 {
     char from[TLY_VIEWS_KEY_BYTES_MAX + 1];
     if (plen + alen + 1 > sizeof from)
@@ -683,7 +720,7 @@ tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen,
         rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
         while (rc == 0 && err == TLY_OK && *kept < limit && key.mv_size >= plen &&
                memcmp(key.mv_data, prefix, plen) == 0) {
-            err = visit(ctx, key.mv_data, key.mv_size, val.mv_data, val.mv_size);
+            err = scan_give(how, ss, k, &key, &val);
             rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
         }
         mdb_cursor_close(cur);
@@ -691,6 +728,21 @@ tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen,
             err = map_mdb(rc);
     }
     return err;
+}
+
+tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
+                         size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx)
+{
+    scan_how how = {false, visit, ctx};
+    return scan_after(ss, prefix, plen, after, alen, kept, limit, &how);
+}
+
+tly_err tly__qscan_partners(const tly__qsnaps *ss, const char *after, uint32_t *kept,
+                            uint32_t limit, tly__qvisit visit, void *ctx)
+{
+    scan_how how = {true, visit, ctx};
+    return scan_after(ss, TLY_ENGINE_PARTNER_PREFIX, strlen(TLY_ENGINE_PARTNER_PREFIX), after,
+                      after ? strlen(after) : 0, kept, limit, &how);
 }
 
 tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__qvisit visit,

@@ -672,7 +672,7 @@ tly_err tly_views_load(tly_views *v, tly_engine *e)
 /* --- writing --- */
 
 /* One write cursor per region of the store: a region is a key's first
- * TLY_VIEWS_PUT_REGION_BYTES bytes ("S/4/", "V/P/", "E/" and a program's
+ * TLY_VIEWS_PUT_REGION_BYTES bytes ("S/4/", "S/3/", "E/" and a program's
  * first bytes, "Z/" and a seq's top bytes...). A flush writes each region
  * in key order but the regions interleaved (a partner's state, then its
  * claims, then its documents), and a cursor left where its region's last
@@ -840,13 +840,14 @@ static void find_map(tly_views *v, MDB_txn *txn)
 }
 
 /* The partner documents an older Tally stored beside the state (now
- * rendered from it when read): left alone they would stay, never updated,
+ * rendered from it when read: the balance, rebate, tier and claims
+ * documents, and the rows of the partner list): left alone they would stay, never updated,
  * for any tool reading the store directly. The first commit of a process
  * deletes whatever there is of them (nothing, on a store this Tally
  * folded: one look-up per prefix). */
 static tly_err drop_old_docs(put_ctx *c)
 {
-    static const char *const prefixes[] = {"V/b/", "V/r/", "V/t/", "V/c/"};
+    static const char *const prefixes[] = {"V/b/", "V/r/", "V/t/", "V/c/", "V/P/"};
     MDB_cursor *cur;
     int rc = mdb_cursor_open(c->txn, c->v->dbi, &cur);
     if (rc != 0)
