@@ -512,15 +512,16 @@ START_TEST(test_views_sales_mode)
 }
 END_TEST
 
-/* The partner documents an older Tally stored go at a consumer's first
- * commit; the documents that are still stored stay, and the partner's
- * document is the one rendered from its state. */
+/* The partner documents and partner list rows an older Tally stored go at
+ * a consumer's first commit; the documents that are still stored stay, and
+ * the partner's document is the one rendered from its state. */
 START_TEST(test_views_drop_old_docs)
 {
     char *data = tu_tmpdir();
     append_json(data, small_events, SMALL_COUNT - 1);
     ck_assert_int_eq(consume(data, NULL, NULL), 0);
-    static const char *const old[] = {"V/b/acme", "V/r/acme", "V/t/globex", "V/c/zz"};
+    static const char *const old[] = {"V/b/acme", "V/r/acme", "V/t/globex",
+                                      "V/c/zz",   "V/P/acme", "V/P/globex"};
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
         raw_put(data, old[i], "{\"stale\":true}");
     append_json(data, small_events + SMALL_COUNT - 1, 1);
