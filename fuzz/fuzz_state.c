@@ -1,10 +1,11 @@
 /*
- * fuzz_state.c — libFuzzer target: a partner's four documents rendered
- * from a view store's state (tly_view_reader_bind and tly_view_reader_doc,
+ * fuzz_state.c — libFuzzer target: a partner's four documents and its
+ * row of the partner list rendered from a view store's state
+ * (tly_view_reader_bind, tly_view_reader_doc and tly_view_reader_row,
  * consumers/engine/engine_reader.c), what the query service runs on every
- * partner query: the unpacking of the stored program ("S/1/"), partner
+ * partner query and partner list: the unpacking of the stored program ("S/1/"), partner
  * ("S/4/"), claim ("S/3/"), tier history ("S/6/") and archive chunk
- * ("S/7/") records and the rendering of views 'b', 'r', 't' and 'c' from
+ * ("S/7/") records and the rendering of views 'b', 'r', 't', 'c' and 'P' from
  * whatever they hold. A corrupt or hostile store must give
  * an error code, never a crash, hang or leak.
  *
@@ -478,7 +479,7 @@ static void check_doc(tly_err err, const char *doc, size_t len)
 /* Every view of partner (len bytes) through r. */
 static void render_all(tly_view_reader *r, const char *partner, size_t len)
 {
-    for (const char *v = "brtc"; *v; v++) {
+    for (const char *v = "brtcP"; *v; v++) {
         const char *doc = NULL;
         size_t dlen = 0;
         check_doc(tly_view_reader_doc(r, *v, partner, len, &doc, &dlen), doc, dlen);
@@ -547,6 +548,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (x->klen < PREFIX_BYTES || memcmp(x->key, "S/4/", PREFIX_BYTES) != 0)
                 break;
             render_all(r, (const char *)x->key + PREFIX_BYTES, x->klen - PREFIX_BYTES);
+            /* its list row from the record alone, as the query's scan asks */
+            const char *doc = NULL;
+            size_t dlen = 0;
+            check_doc(tly_view_reader_row(r, x->val, x->vlen, NULL, NULL, &doc, &dlen), doc, dlen);
         }
         /* the stream's partners by id, after binding again to the same
          * checkpoint (the reader keeps its programs), as queries do */

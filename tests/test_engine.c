@@ -2265,6 +2265,26 @@ static json_t *api_of(tly_engine *e, const kv_entry *x, json_t *excs, size_t *ex
     return v;
 }
 
+/* The list row tly_view_reader_row renders from partner id's record in
+ * store is the 'P' document tly_view_reader_doc renders. */
+static void expect_row_is_doc(tly_view_reader *r, kv *store, const char *id, const char *what,
+                              uint32_t k)
+{
+    char key[4 + TLY_NAME_BYTES_MAX];
+    size_t klen = (size_t)snprintf(key, sizeof key, "%s%s", TLY_ENGINE_PARTNER_PREFIX, id);
+    const void *val;
+    size_t vlen;
+    ck_assert_int_eq(kv_get(store, key, klen, &val, &vlen), TLY_OK);
+    const char *doc, *row;
+    size_t len, row_len;
+    ck_assert_int_eq(tly_view_reader_doc(r, 'P', id, strlen(id), &doc, &len), TLY_OK);
+    char *want = strndup(doc, len);
+    ck_assert_int_eq(tly_view_reader_row(r, val, vlen, NULL, NULL, &row, &row_len), TLY_OK);
+    ck_assert_msg(row_len == len && memcmp(row, want, len) == 0, "%s shard %u: row of %s", what, k,
+                  id);
+    free(want);
+}
+
 /* Each owned partner's four documents and its row of the partner list as
  * a tly_view_reader renders them
  * from shard k's store are, byte for byte, json_dumps(JSON_COMPACT) of
@@ -2298,6 +2318,7 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             json_decref(api);
             docs++;
         }
+        expect_row_is_doc(r, store, json_string_value(id), what, k);
     }
     for (uint32_t o = 0; o < s->n; o++) { /* the other shards' partners */
         json_t *theirs = o == k ? NULL : tly_engine_partners(s->e[o]);
@@ -2308,6 +2329,15 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             ck_assert_int_eq(tly_view_reader_doc(r, 'b', json_string_value(id),
                                                  json_string_length(id), &doc, &len),
                              TLY_NOT_FOUND);
+            /* its record here, another shard's partner's: no row */
+            char key[4 + TLY_NAME_BYTES_MAX];
+            size_t klen = (size_t)snprintf(key, sizeof key, "%s%s", TLY_ENGINE_PARTNER_PREFIX,
+                                           json_string_value(id));
+            const void *val;
+            size_t vlen;
+            if (kv_get(store, key, klen, &val, &vlen) == TLY_OK)
+                ck_assert_int_eq(tly_view_reader_row(r, val, vlen, NULL, NULL, &doc, &len),
+                                 TLY_NOT_FOUND);
         }
         json_decref(theirs);
     }

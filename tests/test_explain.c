@@ -62,20 +62,6 @@ static void fold(tly_engine *e, const stream *st, size_t from, size_t to, tly_ex
     }
 }
 
-/* Appends the MessagePack form of a JSON event from source to st. */
-static void push_json(stream *st, const char *source, const char *json)
-{
-    json_error_t je;
-    json_t *ev = json_loads(json, 0, &je);
-    ck_assert_msg(ev != NULL, "bad test event %s: %s", json, je.text);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    to_mp(ev, &sb);
-    stream_push(st, source, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    json_decref(ev);
-}
-
 /* Folds the whole stream with an explain of partner and returns its report
  * for period (NULL: every period; a new reference); *ok says whether it
  * matches the views. */
@@ -869,7 +855,7 @@ static const char scenario_lines[] =
 static void scenario_head(stream *st, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        push_json(st, scenario[i][0], scenario[i][1]);
+        stream_push_json(st, scenario[i][0], scenario[i][1]);
 }
 
 static void scenario_stream(stream *st)
@@ -997,7 +983,7 @@ START_TEST(held_events_keep_their_ids)
         {"finance", "{\"type\":\"partner\",\"id\":\"E2\",\"at\":" T1 ",\"partner\":\"p2\","
                     "\"name\":\"P Two\",\"program\":\"acme\",\"kind\":\"msp\"}"}};
     for (size_t i = 0; i < 3; i++)
-        push_json(&st, held[i][0], held[i][1]);
+        stream_push_json(&st, held[i][0], held[i][1]);
     bool ok = false;
     json_t *rep = explain_report(&st, "p2", NULL, &ok);
     ck_assert(ok);
@@ -1031,7 +1017,7 @@ START_TEST(capped_clawback_marked)
         "{\"type\":\"return\",\"id\":\"R8\",\"at\":" T1 ",\"partner\":\"p1\",\"sale\":\"S7\","
         "\"qty\":1,\"amount\":100,\"currency\":\"USD\"}"};
     for (size_t i = 0; i < 3; i++)
-        push_json(&st, "dist-a", evs[i]);
+        stream_push_json(&st, "dist-a", evs[i]);
     bool ok = false;
     json_t *rep = explain_report(&st, "p1", NULL, &ok);
     ck_assert(ok);
@@ -1320,7 +1306,7 @@ static const char *const v2_scenario[][2] = {
 static void v2_stream(stream *st)
 {
     for (size_t i = 0; i < V2_EVENTS; i++)
-        push_json(st, v2_scenario[i][0], v2_scenario[i][1]);
+        stream_push_json(st, v2_scenario[i][0], v2_scenario[i][1]);
 }
 
 /* A grace line as text: seq period count/grace before->after move. */

@@ -217,20 +217,6 @@ static const long long AMOUNTS[] = {0,     1,     127,        128,        255,  
                                     65535, 65536, 4294967295, 4294967296, 9999999999999};
 #define AMOUNT_COUNT (sizeof AMOUNTS / sizeof AMOUNTS[0])
 
-/* Appends JSON event text ev from source to st. */
-static void push_event(stream *st, const char *source, const char *ev)
-{
-    json_error_t je;
-    json_t *o = json_loads(ev, 0, &je);
-    ck_assert_msg(o != NULL, "%s: %s", ev, je.text);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    to_mp(o, &sb);
-    stream_push(st, source, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    json_decref(o);
-}
-
 static void push_program(stream *st, const char *name, int n)
 {
     char ev[1024];
@@ -242,7 +228,7 @@ static void push_program(stream *st, const char *name, int n)
              "\"tiers\":[{\"name\":\"%s\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":10000,"
              "\"rebate_bonus_bps\":0,\"referral_bps\":0,\"benefits\":[]}]}",
              n, name, tier_of(name));
-    push_event(st, "finance", ev);
+    stream_push_json(st, "finance", ev);
 }
 
 /* Partner i: names in mixed case and UTF-8; regions absent or not. */
@@ -256,7 +242,7 @@ static void push_partner(stream *st, uint32_t i, const char *name_fmt)
              "\"name\":\"%s\",\"program\":\"%s\",\"kind\":\"%s\"%s}",
              i, 1735689700000LL + i, id, name, program_of(i), KINDS[i % 4],
              i % 3 ? "" : ",\"region\":\"EMEA\"");
-    push_event(st, "finance", ev);
+    stream_push_json(st, "finance", ev);
     long long amount = AMOUNTS[i % AMOUNT_COUNT];
     if (amount == 0)
         return;
@@ -264,7 +250,7 @@ static void push_partner(stream *st, uint32_t i, const char *name_fmt)
              "{\"type\":\"sale\",\"id\":\"S-%05u\",\"at\":%lld,\"partner\":\"%s\","
              "\"amount\":%lld,\"currency\":\"USD\",\"sku\":\"SKU-1\",\"qty\":1}",
              i, 1735800000000LL + i, id, amount);
-    push_event(st, "dist", ev);
+    stream_push_json(st, "dist", ev);
 }
 
 /* Folds st into shard k of n of data's stores (one commit). */
@@ -354,6 +340,16 @@ START_TEST(test_generated_partners)
     for (uint32_t i = PAGE; i <= 2 * PAGE; i++)
         msp += i % 4 == 1;
     ck_assert_uint_eq(rows, msp);
+    /* searches, filtered on the record before the row is rendered: the
+     * names of i % 6 = 0, 1 and 3 hold "acme" in some case, the ids
+     * g00010..g00019 "G0001" */
+    every_page(store, "{\"search\":\"aCmE\"}", &rows, &pages);
+    size_t acme = 0;
+    for (uint32_t i = 0; i < GEN_ROWS; i++)
+        acme += i % 6 == 0 || i % 6 == 1 || i % 6 == 3;
+    ck_assert_uint_eq(rows, acme);
+    every_page(store, "{\"search\":\"G0001\"}", &rows, &pages);
+    ck_assert_uint_eq(rows, 10);
     static const char *const more[] = {
         "{\"program\":\"alpha\"}",
         "{\"tier\":\"Registered\"}",

@@ -58,6 +58,19 @@ void stream_push(stream *s, const char *source, const void *bytes, size_t len)
     r->len = len;
 }
 
+void stream_push_json(stream *st, const char *source, const char *json)
+{
+    json_error_t je;
+    json_t *ev = json_loads(json, 0, &je);
+    ck_assert_msg(ev != NULL, "bad test event %s: %s", json, je.text);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp(ev, &sb);
+    stream_push(st, source, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    json_decref(ev);
+}
+
 /* Reads the vector events, dropping resends of an accepted (source, id)
  * with the same bytes, as the ledger does. */
 void load_jsonl(stream *st, const char *path)

@@ -29,6 +29,8 @@ void stream_free(stream *s);
 void stream_push(stream *s, const char *source, const void *bytes, size_t len);
 /* Converts a JSON event to MessagePack into sb (cleared first). */
 void to_mp(json_t *ev, msgpack_sbuffer *sb);
+/* Appends the MessagePack form of JSON event text json from source. */
+void stream_push_json(stream *st, const char *source, const char *json);
 /* Appends the {"source","event"} records of a JSON-lines file, dropping
  * resends of an accepted (source, id) as the ledger does (a resend with
  * other bytes fails the test). */

@@ -104,6 +104,54 @@ static tly_err render(tly_view_reader *r, char view, uint32_t p)
     return !r->doc.failed && eng_buf_terminate(&r->doc) ? TLY_OK : TLY_NOMEM;
 }
 
+tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly_view_row_keep keep,
+                            void *ctx, const char **doc, size_t *doc_len)
+{
+    tly_engine *e = r->e;
+    if (e == NULL)
+        return TLY_USAGE;
+    eng_partner_rec rec;
+    TRY(eng_peek_partner(val, len, &rec));
+    if (rec.owned != eng_owned(e, rec.id.ptr, rec.id.len))
+        return TLY_CORRUPT; /* as the cache refuses it (partner_read) */
+    if (!rec.owned || rec.program.ptr == NULL)
+        return TLY_NOT_FOUND;
+    uint32_t gi = eng_program_find(e, rec.program.ptr, rec.program.len);
+    eng_member_head mh;
+    if (gi == ENG_NONE || eng_peek_member(val, len, &mh) != TLY_OK ||
+        mh.tier >= e->programs[gi].rules.tier_count)
+        return TLY_CORRUPT;
+    const eng_program *g = &e->programs[gi];
+    const char *kind = tly_partner_kind_name(mh.kind);
+    tly_view_row_head h = {
+        .partner = rec.id,
+        .name = mh.name,
+        .program = rec.program,
+        .kind = {kind, (uint32_t)strlen(kind)},
+        .tier = {g->rules.tiers[mh.tier].name.ptr, g->rules.tiers[mh.tier].name.len}};
+    if (keep != NULL && !keep(ctx, &h))
+        return TLY_NOT_FOUND;
+    eng_pstate *st = eng_pstate_new();
+    if (st == NULL)
+        return TLY_NOMEM;
+    eng_liab liab;
+    tly_err err = eng_unpack_pstate(val, len, &e->names, &e->arena, st, &liab);
+    if (err == TLY_OK) {
+        eng_jw w;
+        r->doc.len = 0;
+        r->doc.failed = false;
+        eng_jw_init_text(&w, &r->doc);
+        eng_partner_row_write(&w, g, rec.id.ptr, rec.id.len, st);
+        err = !r->doc.failed && eng_buf_terminate(&r->doc) ? TLY_OK : TLY_NOMEM;
+    }
+    eng_pstate_free(st);
+    if (err != TLY_OK)
+        return err;
+    *doc = r->doc.data;
+    *doc_len = r->doc.len;
+    return TLY_OK;
+}
+
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len)
 {

@@ -804,6 +804,23 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     return out->owned ? TLY_OK : rd_end(&r);
 }
 
+tly_err eng_peek_member(const void *val, size_t len, eng_member_head *out)
+{
+    tly_mp_reader r;
+    tly_mp_init(&r, val, len);
+    uint32_t count, fails;
+    tly_str skip;
+    bool owned;
+    uint64_t enrolled;
+    int64_t kind;
+    RD(rd_head(&r, &count) && rd_str(&r, &skip, false) && rd_str(&r, &skip, true));
+    RD(tly_mp_read_bool(&r, &owned) && owned && tly_mp_read_uint(&r, &enrolled));
+    RD(rd_str(&r, &out->name, true) && rd_i64(&r, &kind) && kind >= 0 && kind < TLY_KIND_COUNT);
+    out->kind = (tly_partner_kind)kind;
+    RD(rd_str(&r, &skip, true) && rd_u32(&r, &out->tier) && rd_u32(&r, &fails));
+    return TLY_OK;
+}
+
 static tly_err unpack_row(tly_mp_reader *r, eng_row *w)
 {
     uint32_t m;

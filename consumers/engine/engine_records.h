@@ -191,6 +191,14 @@ typedef struct eng_partner_rec {
     uint64_t enroll_seq;
 } eng_partner_rec;
 tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
+/* An owned partner's record's first fields past eng_peek_partner's: its
+ * name (not checked as text: eng_unpack_pstate does), kind and tier index. */
+typedef struct eng_member_head {
+    tly_str name;
+    tly_partner_kind kind;
+    uint32_t tier;
+} eng_member_head;
+tly_err eng_peek_member(const void *val, size_t len, eng_member_head *out);
 
 /* The money state of an owned partner's record into st (zeroed; on error
  * it holds what was read, for eng_pstate_free) and its liability share

@@ -50,6 +50,10 @@ tly_err eng_on_partner_money(tly_engine *e, eng_pos pos, const tly_event *ev);
  * section 11 partner row ('P') and expiring funds ('e'). with_seq adds
  * "seq" (API objects); the stored documents leave it out. */
 void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool with_seq);
+/* A member's row of `tally partners` [section 11] (view 'P'): partner id
+ * of program g, its state st. */
+void eng_partner_row_write(eng_jw *w, const eng_program *g, const char *id, size_t id_len,
+                           const eng_pstate *st);
 /* What the close of owned member p's earliest open period will expire of
  * its funds: the amount of its 'e' document. */
 int64_t eng_expiring_of(const tly_engine *e, uint32_t p);

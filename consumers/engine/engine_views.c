@@ -250,13 +250,11 @@ static void act_fields(eng_jw *w, const eng_act *a)
         key_int(w, act_names[f], a->v[f]);
 }
 
-/* A partner's row of `tally partners` [section 11]. */
-static void view_partner_row(eng_jw *w, const tly_engine *e, uint32_t p)
+void eng_partner_row_write(eng_jw *w, const eng_program *g, const char *id, size_t id_len,
+                           const eng_pstate *st)
 {
-    const eng_partner *pp = &e->partners[p];
-    const eng_program *g = &e->programs[pp->program];
-    const eng_pstate *st = pp->st;
-    head(w, e, p, false);
+    eng_jw_obj(w);
+    key_str(w, "partner", id, id_len);
     key_name(w, "name", st->name);
     key_str(w, "program", g->name, g->name_len);
     key_lit(w, "kind", tly_partner_kind_name(st->kind));
@@ -354,7 +352,8 @@ void eng_view_write(eng_jw *w, const tly_engine *e, char view, uint32_t p, bool 
         view_claims(w, e, p, with_seq);
         break;
     case 'P':
-        view_partner_row(w, e, p);
+        eng_partner_row_write(w, &e->programs[e->partners[p].program], e->partners[p].id,
+                              e->partners[p].id_len, e->partners[p].st);
         break;
     case 'e':
         view_expiring(w, e, p);

@@ -278,6 +278,21 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * never bound; else the store's error, TLY_CORRUPT or TLY_NOMEM. The reader keeps no partner
  * between calls beyond the last.
  */
+/*
+ * tly_view_reader_row renders the row of `tally partners` from a partner's
+ * record, val[0..len) (the value of TLY_ENGINE_PARTNER_PREFIX ‖ id, read
+ * by the caller's scan), without reading the store: view 'P' byte for
+ * byte. keep (NULL: every row) sees the row's id, name, program, kind and
+ * tier first, read from the record's head, and a row it refuses is not
+ * rendered (TLY_NOT_FOUND); so is another shard's partner and one not
+ * enrolled. TLY_CORRUPT for bytes the engine did not write or a record
+ * of the wrong shard. *doc as tly_view_reader_doc's.
+ */
+typedef struct tly_view_row_head {
+    tly_str partner, name, program, kind, tier;
+} tly_view_row_head;
+typedef bool (*tly_view_row_keep)(void *ctx, const tly_view_row_head *h);
+
 typedef struct tly_view_reader tly_view_reader;
 tly_err tly_view_reader_new(uint32_t shard, uint32_t shard_count, tly_view_reader **out);
 void tly_view_reader_free(tly_view_reader *r);
@@ -285,6 +300,8 @@ tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store,
                              uint64_t checkpoint);
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len);
+tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly_view_row_keep keep,
+                            void *ctx, const char **doc, size_t *doc_len);
 
 /* Section 11 documents of this shard: view 'P' of tly_engine_view is the
  * partner's row of `tally partners` (rendered when read: tly_view_reader),

@@ -246,7 +246,8 @@ bool tly__qfast_partners(tly__qfast *f, const tly__qsnaps *ss, const json_t *req
         return false;
     msgpack_sbuffer_init(&x.buf);
     /* as the jansson way: up to a page and one more from each shard */
-    tly_err err = tly__qscan_partners(ss, after, &x.kept, max + 1, partner_row, &x);
+    tly__pfilter pf = {x.program, x.tier, x.kind, x.searching ? x.search : NULL};
+    tly_err err = tly__qscan_partners(ss, &pf, after, &x.kept, max + 1, partner_row, &x);
     if (err == TLY_OK && !in_order(x.rows, x.count)) /* one shard's rows are in order */
         qsort(x.rows, x.count, sizeof *x.rows, prow_cmp);
     bool ok = err == TLY_OK && partners_put(&x, ss, max, out);

@@ -105,13 +105,21 @@ tly_err tly__qscan(const tly__qsnaps *ss, const void *prefix, size_t plen, tly__
  * before each shard). */
 tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
                          size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx);
+/* The filters of a partners request, NULL each when absent: program, tier
+ * and kind equal, search an ASCII case-insensitive substring of the id or
+ * the name. */
+typedef struct tly__pfilter {
+    const char *program, *tier, *kind, *search;
+} tly__pfilter;
 /* As tly__qscan_after over the rows of `tally partners`: each shard's
  * enrolled partners in id order (their records, TLY_ENGINE_PARTNER_PREFIX
  * ‖ id, are the keys the visitor gets) from the first after `after` (NULL:
  * the first), each with its row rendered from the record (JSON text, the
- * shard's reader's: valid until the visitor returns). */
-tly_err tly__qscan_partners(const tly__qsnaps *ss, const char *after, uint32_t *kept,
-                            uint32_t limit, tly__qvisit visit, void *ctx);
+ * shard's reader's: valid until the visitor returns). Rows that filter
+ * (NULL: none) refuses on the record's head are not rendered nor given;
+ * the visitor may filter the rows it gets again. */
+tly_err tly__qscan_partners(const tly__qsnaps *ss, const tly__pfilter *filter, const char *after,
+                            uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx);
 /* The reply's "seq" (the lowest checkpoint [D8]) and whether the shards'
  * checkpoints differ ("shards_differ"), as tly__qreply gives them. */
 void tly__qsnaps_seq(const tly__qsnaps *ss, uint64_t *seq, bool *differ);

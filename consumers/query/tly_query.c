@@ -657,13 +657,50 @@ static json_t *unknown_partner(tly_query_store *s, const char *partner)
 }
 
 /* What a scan gives its visitor: every entry under the prefix as stored,
- * or (rows) the partner list's rows, rendered from the records of the
- * shard's members under TLY_ENGINE_PARTNER_PREFIX. */
+ * or (rows) the partner list's rows that may pass filter, rendered from
+ * the records of the shard's members under TLY_ENGINE_PARTNER_PREFIX. */
 typedef struct scan_how {
     bool rows;
+    const tly__pfilter *filter;
     tly__qvisit visit;
     void *ctx;
 } scan_how;
+
+static bool bytes_are(tly_str s, const char *want)
+{
+    return want == NULL || (strlen(want) == s.len && memcmp(s.ptr, want, s.len) == 0);
+}
+
+static unsigned char ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* Whether s holds needle, ASCII letters in any case. */
+static bool holds_ci(tly_str s, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t h = 0; h + n <= s.len; h++) {
+        size_t i = 0;
+        while (i < n &&
+               ascii_lower((unsigned char)s.ptr[h + i]) == ascii_lower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+/* The filter on a row's head, before the row is rendered: what the
+ * visitor's filter on the rendered row keeps, this keeps too. */
+static bool row_keep(void *ctx, const tly_view_row_head *h)
+{
+    const tly__pfilter *f = ctx;
+    return f == NULL ||
+           (bytes_are(h->program, f->program) && bytes_are(h->tier, f->tier) &&
+            bytes_are(h->kind, f->kind) &&
+            (f->search == NULL || holds_ci(h->partner, f->search) || holds_ci(h->name, f->search)));
+}
 
 /* Entry (key, val) of shard k to how's visitor. */
 static tly_err scan_give(const scan_how *how, const snapset *ss, uint32_t k, const MDB_val *key,
@@ -671,25 +708,16 @@ static tly_err scan_give(const scan_how *how, const snapset *ss, uint32_t k, con
 {
     if (!how->rows)
         return how->visit(how->ctx, key->mv_data, key->mv_size, val->mv_data, val->mv_size);
-    bool member;
-    tly_err merr = tly_engine_partner_member(val->mv_data, val->mv_size, &member);
-    if (merr != TLY_OK || !member)
-        return merr;
     const snap *sn = &ss->sn[k];
-    const size_t plen = strlen(TLY_ENGINE_PARTNER_PREFIX);
     const char *doc;
     size_t doc_len;
-    tly_err err = TLY_OK;
-    if (!sn->sh->has_dbi)
-        err = TLY_CORRUPT;
+    tly_err err = tly_views_reader_bind(&sn->sh->reader, k, ss->count, &sn->sh->txn, sn->txn,
+                                        sn->sh->dbi, sn->checkpoint);
     if (err == TLY_OK)
-        err = tly_views_reader_bind(&sn->sh->reader, k, ss->count, &sn->sh->txn, sn->txn,
-                                    sn->sh->dbi, sn->checkpoint);
-    if (err == TLY_OK)
-        err = tly_view_reader_doc(sn->sh->reader, 'P', (const char *)key->mv_data + plen,
-                                  key->mv_size - plen, &doc, &doc_len);
-    if (err == TLY_NOT_FOUND) /* a member's record the reader does not take as one */
-        err = TLY_CORRUPT;
+        err = tly_view_reader_row(sn->sh->reader, val->mv_data, val->mv_size, row_keep,
+                                  (void *)how->filter, &doc, &doc_len);
+    if (err == TLY_NOT_FOUND) /* not a member, or not kept */
+        return TLY_OK;
     return err == TLY_OK ? how->visit(how->ctx, key->mv_data, key->mv_size, doc, doc_len) : err;
 }
 
@@ -733,14 +761,14 @@ static tly_err scan_after(const tly__qsnaps *ss, const void *prefix, size_t plen
 tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen, const void *after,
                          size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx)
 {
-    scan_how how = {false, visit, ctx};
+    scan_how how = {false, NULL, visit, ctx};
     return scan_after(ss, prefix, plen, after, alen, kept, limit, &how);
 }
 
-tly_err tly__qscan_partners(const tly__qsnaps *ss, const char *after, uint32_t *kept,
-                            uint32_t limit, tly__qvisit visit, void *ctx)
+tly_err tly__qscan_partners(const tly__qsnaps *ss, const tly__pfilter *filter, const char *after,
+                            uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx)
 {
-    scan_how how = {true, visit, ctx};
+    scan_how how = {true, filter, visit, ctx};
     return scan_after(ss, TLY_ENGINE_PARTNER_PREFIX, strlen(TLY_ENGINE_PARTNER_PREFIX), after,
                       after ? strlen(after) : 0, kept, limit, &how);
 }
