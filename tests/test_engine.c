@@ -1862,6 +1862,59 @@ START_TEST(archive_chain_broken_corrupt)
 }
 END_TEST
 
+/* A partner whose record says its newest archived row is recent (no rows
+ * kept, the archive's last period 1,000 later: the rules reach back into
+ * it, so loading the partner reads the archive) and whose oldest chunk is
+ * gone: each document asked of one reader is corrupt, the second as the
+ * first (the partner does not stay cached without its rows). Record
+ * elements: rows 19, the archive's count 27 and newest period 28. */
+START_TEST(archive_needed_unreadable_corrupt)
+{
+    stream st = {0};
+    kv store = {0};
+    fold_one_store(&st, &store, 995, 8000, 16);
+    size_t i = first_under(&store, "S/7/");
+    ck_assert_uint_lt(i, store.count); /* the stream archives */
+    char key[4 + 128];
+    size_t id_len = (unsigned char)store.e[i].key[8];
+    memcpy(key, "S/4/", 4);
+    memcpy(key + 4, store.e[i].key + 9, id_len);
+    kv_entry *rec = kv_at(&store, key, 4 + id_len);
+    ck_assert_ptr_nonnull(rec);
+    msgpack_unpacked up;
+    ck_assert(unpack_under(rec, "S/4/", &up));
+    msgpack_object *f = up.data.via.array.ptr;
+    ck_assert_uint_eq(up.data.via.array.size, 34);
+    ck_assert_uint_gt(f[27].via.u64, 0);
+    f[19].via.array.size = 0; /* no kept rows: the archive may end anywhere */
+    f[28].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    f[28].via.u64 += 1000;
+    kv_repack(rec, &up.data);
+    msgpack_unpacked_destroy(&up);
+    /* the chain's newest chunk (element 33 names its first period) gone */
+    size_t c = first_under(&store, "S/7/");
+    for (; c < store.count && memcmp(store.e[c].key, "S/7/", 4) == 0; c++)
+        if ((unsigned char)store.e[c].key[8] == id_len &&
+            memcmp(store.e[c].key + 9, key + 4, id_len) == 0)
+            break;
+    char chunk[4 + 4 + 1 + 128];
+    size_t clen = store.e[c].klen;
+    memcpy(chunk, store.e[c].key, clen);
+    kv_remove(&store, chunk, clen);
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    const char *doc;
+    size_t dlen;
+    for (const char *v = "btbP"; *v; v++)
+        ck_assert_int_eq(tly_view_reader_doc(r, *v, key + 4, id_len, &doc, &dlen), TLY_CORRUPT);
+    tly_view_reader_free(r);
+    kv_free(&store);
+    stream_free(&st);
+}
+END_TEST
+
 /* A partner record that counts history entries its "S/6/" entry does not
  * hold (or that has none) is corrupt where the history is read: its tier
  * document; so is an "S/6/" entry loaded before or without its partner. */
@@ -1916,8 +1969,8 @@ START_TEST(history_count_mismatch_corrupt)
 }
 END_TEST
 
-/* Sets the last byte of str element at of entry x's value to NUL. */
-static void nul_in_str(kv_entry *x, uint32_t at)
+/* Sets the last byte of str element at of entry x's value to c. */
+static void char_in_str(kv_entry *x, uint32_t at, char c)
 {
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -1927,7 +1980,7 @@ static void nul_in_str(kv_entry *x, uint32_t at)
     ck_assert_uint_gt(o->via.str.size, 0);
     char text[256];
     memcpy(text, o->via.str.ptr, o->via.str.size);
-    text[o->via.str.size - 1] = '\0';
+    text[o->via.str.size - 1] = c;
     o->via.str.ptr = text;
     kv_repack(x, &up.data);
     msgpack_unpacked_destroy(&up);
@@ -1957,7 +2010,7 @@ START_TEST(stored_text_with_nul_corrupt)
     const char *partner = x->key + 5;
     size_t plen = (unsigned char)x->key[4];
     ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_OK);
-    nul_in_str(x, 5);
+    char_in_str(x, 5, '\0');
     ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_CORRUPT);
     /* the partner's own record: [fmt, id, program, owned, enroll_seq, name,
      * ...] */
@@ -1966,7 +2019,7 @@ START_TEST(stored_text_with_nul_corrupt)
     memcpy(key + 4, partner, plen);
     kv_entry *rec = kv_at(&store, key, 4 + plen);
     ck_assert_ptr_nonnull(rec);
-    nul_in_str(rec, 5);
+    char_in_str(rec, 5, '\0');
     tly_view_reader *r;
     ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
     tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
@@ -1974,6 +2027,50 @@ START_TEST(stored_text_with_nul_corrupt)
     size_t dlen;
     ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
     ck_assert_int_eq(tly_view_reader_doc(r, 'b', partner, plen, &doc, &dlen), TLY_CORRUPT);
+    tly_view_reader_free(r);
+    kv_free(&store);
+    stream_free(&st);
+}
+END_TEST
+
+/* A partner's record under another partner's key (which no flush writes)
+ * is refused, and its bytes do not stand for the partner they name: with
+ * the record of member a, its name changed, under key "S/4/0-other", that
+ * key's documents are corrupt and a's own, asked next of the same reader,
+ * are rendered from a's own record. */
+START_TEST(stored_record_under_other_key_corrupt)
+{
+    stream st = {0};
+    kv store = {0};
+    fold_one_store(&st, &store, 996, 8000, 16);
+    size_t i = first_under(&store, "S/4/");
+    bool member = false;
+    for (; i < store.count && !member; i++)
+        ck_assert_int_eq(tly_engine_partner_member(store.e[i].val, store.e[i].vlen, &member),
+                         TLY_OK);
+    ck_assert(member);
+    char a[132];
+    size_t alen = store.e[i - 1].klen - 4;
+    memcpy(a, store.e[i - 1].key + 4, alen);
+    kv_entry copy = {.val = malloc(store.e[i - 1].vlen), .vlen = store.e[i - 1].vlen};
+    memcpy(copy.val, store.e[i - 1].val, copy.vlen);
+    char_in_str(&copy, 5, 'Z'); /* [fmt, id, program, owned, enroll_seq, name, ...] */
+    kv_put(&store, "S/4/0-other", 11, copy.val, copy.vlen);
+    free(copy.val);
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    const char *doc;
+    size_t dlen;
+    for (const char *v = "brtcP"; *v; v++)
+        ck_assert_int_eq(tly_view_reader_doc(r, *v, "0-other", 7, &doc, &dlen), TLY_CORRUPT);
+    ck_assert_int_eq(tly_view_reader_doc(r, 'P', a, alen, &doc, &dlen), TLY_OK);
+    json_t *row = json_loadb(doc, dlen, 0, NULL);
+    const char *name = json_string_value(json_object_get(row, "name"));
+    ck_assert_ptr_nonnull(name);
+    ck_assert_msg(name[strlen(name) - 1] != 'Z', "a's row from the other key's record: %s", name);
+    json_decref(row);
     tly_view_reader_free(r);
     kv_free(&store);
     stream_free(&st);
@@ -3179,6 +3276,8 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_chain_broken_corrupt);
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);
+    tcase_add_test(tc, stored_record_under_other_key_corrupt);
+    tcase_add_test(tc, archive_needed_unreadable_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);

@@ -463,10 +463,18 @@ static tly_err partner_read(tly_engine *e, const void *val, size_t vlen, uint32_
     TRY(partner_insert(e, id, len, h, gi, st, out));
     e->partners[*out].liab = liab;
     e->partners[*out].enroll_seq = head.enroll_seq;
-    /* rules that reach back into its archive need those rows at hand */
+    /* rules that reach back into its archive need those rows at hand; a
+     * partner whose rows cannot be read does not stay cached without them
+     * (eng_window_sum relies on them) */
     const eng_program *g = gi == ENG_NONE ? NULL : &e->programs[gi];
-    if (st != NULL && g != NULL && eng_arch_needed(st, &g->rules, g->eop, g->arch_h))
-        TRY(eng_arch_fill(e, *out));
+    if (st != NULL && g != NULL && eng_arch_needed(st, &g->rules, g->eop, g->arch_h)) {
+        tly_err err = eng_arch_fill(e, *out);
+        if (err != TLY_OK) {
+            eng_partner_drop(e, *out);
+            *out = ENG_NONE;
+            return err;
+        }
+    }
     return TLY_OK;
 }
 
@@ -485,9 +493,13 @@ static tly_err partner_lookup(tly_engine *e, const char *id, size_t len, bool cr
     size_t vlen;
     tly_err err = store_get(e, KEY_PARTNER, id, len, &val, &vlen);
     if (err == TLY_OK) {
-        TRY(partner_read(e, val, vlen, out));
-        const eng_partner *pp = &e->partners[*out];
-        return pp->id_len == len && memcmp(pp->id, id, len) == 0 ? TLY_OK : TLY_CORRUPT;
+        /* a record under another partner's key is not read into the cache
+         * (it would stand there for the partner it names) */
+        eng_partner_rec head;
+        TRY(eng_peek_partner(val, vlen, &head));
+        if (head.id.len != len || memcmp(head.id.ptr, id, len) != 0)
+            return TLY_CORRUPT;
+        return partner_read(e, val, vlen, out);
     }
     *out = ENG_NONE;
     if (err != TLY_NOT_FOUND || !create)
