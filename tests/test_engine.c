@@ -1720,14 +1720,21 @@ END_TEST
 /* Renders view of partner (id, len) from store with a new reader: what
  * tly_view_reader_doc returns, after checking that its balance document,
  * which reads neither claims nor history, renders. */
-static tly_err doc_of(kv *store, char view, const char *id, size_t len)
+/* A reader of shard 0 of 1 bound to store at checkpoint 1. */
+static tly_view_reader *kv_reader(kv *store)
 {
     tly_view_reader *r;
     ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
     tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    return r;
+}
+
+static tly_err doc_of(kv *store, char view, const char *id, size_t len)
+{
+    tly_view_reader *r = kv_reader(store);
     const char *doc;
     size_t dlen;
-    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
     ck_assert_int_eq(tly_view_reader_doc(r, 'b', id, len, &doc, &dlen), TLY_OK);
     tly_err err = tly_view_reader_doc(r, view, id, len, &doc, &dlen);
     tly_view_reader_free(r);
@@ -1818,17 +1825,26 @@ END_TEST
 /* Where a partner's chain of chunks breaks, its rebate document is
  * corrupt: a link to a chunk that is not there, a chunk under "S/7/" in
  * the form of "S/5/", a link that does not lead to an older period. */
+/* Folds the archive tests' stream into store and returns its first
+ * archive chunk, whose partner's id goes to id (*id_len bytes). */
+static kv_entry *first_chunk(stream *st, kv *store, char id[128], size_t *id_len)
+{
+    fold_one_store(st, store, 995, 8000, 16);
+    size_t i = first_under(store, "S/7/");
+    ck_assert_uint_lt(i, store->count); /* the stream archives */
+    kv_entry *x = &store->e[i];
+    *id_len = (unsigned char)x->key[8];
+    memcpy(id, x->key + 9, *id_len);
+    return x;
+}
+
 START_TEST(archive_chain_broken_corrupt)
 {
     stream st = {0};
     kv store = {0};
-    fold_one_store(&st, &store, 995, 8000, 16);
-    size_t i = first_under(&store, "S/7/");
-    ck_assert_uint_lt(i, store.count); /* the stream archives */
-    kv_entry *x = &store.e[i];
     char id[128];
-    size_t id_len = (unsigned char)x->key[8];
-    memcpy(id, x->key + 9, id_len);
+    size_t id_len;
+    kv_entry *x = first_chunk(&st, &store, id, &id_len);
     ck_assert_int_eq(doc_of(&store, 'r', id, id_len), TLY_OK);
     void *keep = malloc(x->vlen);
     size_t keep_len = x->vlen;
@@ -1872,13 +1888,10 @@ START_TEST(archive_needed_unreadable_corrupt)
 {
     stream st = {0};
     kv store = {0};
-    fold_one_store(&st, &store, 995, 8000, 16);
-    size_t i = first_under(&store, "S/7/");
-    ck_assert_uint_lt(i, store.count); /* the stream archives */
     char key[4 + 128];
-    size_t id_len = (unsigned char)store.e[i].key[8];
+    size_t id_len;
+    (void)first_chunk(&st, &store, key + 4, &id_len);
     memcpy(key, "S/4/", 4);
-    memcpy(key + 4, store.e[i].key + 9, id_len);
     kv_entry *rec = kv_at(&store, key, 4 + id_len);
     ck_assert_ptr_nonnull(rec);
     msgpack_unpacked up;
@@ -1901,10 +1914,7 @@ START_TEST(archive_needed_unreadable_corrupt)
     size_t clen = store.e[c].klen;
     memcpy(chunk, store.e[c].key, clen);
     kv_remove(&store, chunk, clen);
-    tly_view_reader *r;
-    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
-    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
-    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    tly_view_reader *r = kv_reader(&store);
     const char *doc;
     size_t dlen;
     for (const char *v = "btbP"; *v; v++)
@@ -2057,10 +2067,7 @@ START_TEST(stored_record_under_other_key_corrupt)
     char_in_str(&copy, 5, 'Z'); /* [fmt, id, program, owned, enroll_seq, name, ...] */
     kv_put(&store, "S/4/0-other", 11, copy.val, copy.vlen);
     free(copy.val);
-    tly_view_reader *r;
-    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
-    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = &store};
-    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
+    tly_view_reader *r = kv_reader(&store);
     const char *doc;
     size_t dlen;
     for (const char *v = "brtcP"; *v; v++)
