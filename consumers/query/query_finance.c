@@ -201,7 +201,8 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
         return bad;
     }
     /* one more than a page from each shard: whether another page follows */
-    tly__pfilter pf = {f.program, f.tier, f.kind, f.search};
+    tly__pfilter pf;
+    tly__pfilter_init(&pf, f.program, f.tier, f.kind, f.search);
     tly_err err = tly__qscan_partners(ss, &pf, after, &f.kept, max + 1, partner_visit, &f);
     json_t *out = err == TLY_OK ? tly__qreply(ss) : NULL;
     json_t *list = out ? sorted(f.out, by_partner) : NULL;

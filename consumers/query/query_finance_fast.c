@@ -60,6 +60,34 @@ static bool contains_lower(const char *hay, size_t hlen, const char *needle, siz
     return false;
 }
 
+void tly__pfilter_init(tly__pfilter *f, const char *program, const char *tier, const char *kind,
+                       const char *search)
+{
+    *f = (tly__pfilter){.program = program, .tier = tier, .kind = kind};
+    if (search == NULL)
+        return;
+    f->search_len = strlen(search); /* ≤ TLY_NAME_BYTES_MAX: tly__qopt_str */
+    for (size_t i = 0; i < f->search_len; i++)
+        f->lowered[i] = (char)lower((unsigned char)search[i]);
+    f->search = f->lowered;
+}
+
+static bool str_is(tly_str s, const char *want)
+{
+    return want == NULL || bytes_is(s.ptr, s.len, want);
+}
+
+bool tly__pfilter_keeps(void *ctx, const tly_view_row_head *h)
+{
+    const tly__pfilter *f = ctx;
+    return f == NULL ||
+           (str_is(h->program, f->program) && str_is(h->tier, f->tier) &&
+            str_is(h->kind, f->kind) &&
+            (f->search == NULL ||
+             contains_lower(h->partner.ptr, h->partner.len, f->search, f->search_len) ||
+             contains_lower(h->name.ptr, h->name.len, f->search, f->search_len)));
+}
+
 static void put_str(msgpack_packer *pk, const char *s, size_t len)
 {
     msgpack_pack_str(pk, len);
@@ -113,10 +141,7 @@ typedef struct prow {
 
 typedef struct pfast {
     tly__qfast *f;
-    const char *program, *tier, *kind;   /* NULL: any */
-    char search[TLY_NAME_BYTES_MAX + 1]; /* in lower case */
-    size_t search_len;
-    bool searching;
+    tly__pfilter pf;
     msgpack_sbuffer buf; /* the kept rows, packed */
     prow *rows;
     size_t count, cap;
@@ -135,17 +160,18 @@ static bool member_is(const tly__qfast *f, uint32_t row, const char *k, const ch
 static bool row_matches(const pfast *x, uint32_t row)
 {
     const tly__qfast *f = x->f;
-    if (!member_is(f, row, "program", x->program) || !member_is(f, row, "tier", x->tier) ||
-        !member_is(f, row, "kind", x->kind))
+    const tly__pfilter *pf = &x->pf;
+    if (!member_is(f, row, "program", pf->program) || !member_is(f, row, "tier", pf->tier) ||
+        !member_is(f, row, "kind", pf->kind))
         return false;
-    if (!x->searching)
+    if (pf->search == NULL)
         return true;
     const char *s;
     size_t len;
     return (tly__qfast_str(f, tly__qfast_member(f, row, "partner"), &s, &len) &&
-            contains_lower(s, len, x->search, x->search_len)) ||
+            contains_lower(s, len, pf->search, pf->search_len)) ||
            (tly__qfast_str(f, tly__qfast_member(f, row, "name"), &s, &len) &&
-            contains_lower(s, len, x->search, x->search_len));
+            contains_lower(s, len, pf->search, pf->search_len));
 }
 
 /* A row rendered from the partner record under key: its id is the key's
@@ -191,18 +217,15 @@ static bool in_order(const prow *rows, size_t count)
 static bool partner_filters(pfast *x, const json_t *req)
 {
     json_t *bad = NULL;
-    x->program = tly__qopt_str(req, "program", &bad);
-    x->tier = tly__qopt_str(req, "tier", &bad);
-    x->kind = tly__qopt_str(req, "kind", &bad);
+    const char *program = tly__qopt_str(req, "program", &bad);
+    const char *tier = tly__qopt_str(req, "tier", &bad);
+    const char *kind = tly__qopt_str(req, "kind", &bad);
     const char *search = tly__qopt_str(req, "search", &bad);
     if (bad) {
         json_decref(bad);
         return false;
     }
-    x->searching = search != NULL;
-    x->search_len = search ? strlen(search) : 0;
-    for (size_t i = 0; i < x->search_len; i++)
-        x->search[i] = (char)lower((unsigned char)search[i]);
+    tly__pfilter_init(&x->pf, program, tier, kind, search);
     return true;
 }
 
@@ -246,8 +269,7 @@ bool tly__qfast_partners(tly__qfast *f, const tly__qsnaps *ss, const json_t *req
         return false;
     msgpack_sbuffer_init(&x.buf);
     /* as the jansson way: up to a page and one more from each shard */
-    tly__pfilter pf = {x.program, x.tier, x.kind, x.searching ? x.search : NULL};
-    tly_err err = tly__qscan_partners(ss, &pf, after, &x.kept, max + 1, partner_row, &x);
+    tly_err err = tly__qscan_partners(ss, &x.pf, after, &x.kept, max + 1, partner_row, &x);
     if (err == TLY_OK && !in_order(x.rows, x.count)) /* one shard's rows are in order */
         qsort(x.rows, x.count, sizeof *x.rows, prow_cmp);
     bool ok = err == TLY_OK && partners_put(&x, ss, max, out);

@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tly_engine.h"
 #include "tly_err.h"
+#include "tly_limits.h"
 
 /* The section 8 shape of a partner view: its keys in SPEC order, and the
  * members whose objects are ordered too (NULL: none). order_obj in
@@ -107,10 +109,19 @@ tly_err tly__qscan_after(const tly__qsnaps *ss, const void *prefix, size_t plen,
                          size_t alen, uint32_t *kept, uint32_t limit, tly__qvisit visit, void *ctx);
 /* The filters of a partners request, NULL each when absent: program, tier
  * and kind equal, search an ASCII case-insensitive substring of the id or
- * the name. */
+ * the name (kept in lower case). */
 typedef struct tly__pfilter {
-    const char *program, *tier, *kind, *search;
+    const char *program, *tier, *kind;
+    const char *search; /* lowered, or NULL */
+    size_t search_len;
+    char lowered[TLY_NAME_BYTES_MAX + 1];
 } tly__pfilter;
+/* The filters of a request (each a checked option: tly__qopt_str). */
+void tly__pfilter_init(tly__pfilter *f, const char *program, const char *tier, const char *kind,
+                       const char *search);
+/* Whether a row whose record's head is h passes filter ctx (a tly__pfilter,
+ * NULL: every row), before the row is rendered: tly_view_row_keep. */
+bool tly__pfilter_keeps(void *ctx, const tly_view_row_head *h);
 /* As tly__qscan_after over the rows of `tally partners`: each shard's
  * enrolled partners in id order (their records, TLY_ENGINE_PARTNER_PREFIX
  * ‖ id, are the keys the visitor gets) from the first after `after` (NULL:

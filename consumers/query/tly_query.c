@@ -666,42 +666,6 @@ typedef struct scan_how {
     void *ctx;
 } scan_how;
 
-static bool bytes_are(tly_str s, const char *want)
-{
-    return want == NULL || (strlen(want) == s.len && memcmp(s.ptr, want, s.len) == 0);
-}
-
-static unsigned char ascii_lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
-}
-
-/* Whether s holds needle, ASCII letters in any case. */
-static bool holds_ci(tly_str s, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (size_t h = 0; h + n <= s.len; h++) {
-        size_t i = 0;
-        while (i < n &&
-               ascii_lower((unsigned char)s.ptr[h + i]) == ascii_lower((unsigned char)needle[i]))
-            i++;
-        if (i == n)
-            return true;
-    }
-    return false;
-}
-
-/* The filter on a row's head, before the row is rendered: what the
- * visitor's filter on the rendered row keeps, this keeps too. */
-static bool row_keep(void *ctx, const tly_view_row_head *h)
-{
-    const tly__pfilter *f = ctx;
-    return f == NULL ||
-           (bytes_are(h->program, f->program) && bytes_are(h->tier, f->tier) &&
-            bytes_are(h->kind, f->kind) &&
-            (f->search == NULL || holds_ci(h->partner, f->search) || holds_ci(h->name, f->search)));
-}
-
 /* Entry (key, val) of shard k to how's visitor. */
 static tly_err scan_give(const scan_how *how, const snapset *ss, uint32_t k, const MDB_val *key,
                          const MDB_val *val)
@@ -714,7 +678,7 @@ static tly_err scan_give(const scan_how *how, const snapset *ss, uint32_t k, con
     tly_err err = tly_views_reader_bind(&sn->sh->reader, k, ss->count, &sn->sh->txn, sn->txn,
                                         sn->sh->dbi, sn->checkpoint);
     if (err == TLY_OK)
-        err = tly_view_reader_row(sn->sh->reader, val->mv_data, val->mv_size, row_keep,
+        err = tly_view_reader_row(sn->sh->reader, val->mv_data, val->mv_size, tly__pfilter_keeps,
                                   (void *)how->filter, &doc, &doc_len);
     if (err == TLY_NOT_FOUND) /* not a member, or not kept */
         return TLY_OK;
