@@ -58,17 +58,22 @@ void stream_push(stream *s, const char *source, const void *bytes, size_t len)
     r->len = len;
 }
 
-void stream_push_json(stream *st, const char *source, const char *json)
+void to_mp_text(const char *json, msgpack_sbuffer *sb)
 {
     json_error_t je;
     json_t *ev = json_loads(json, 0, &je);
     ck_assert_msg(ev != NULL, "bad test event %s: %s", json, je.text);
+    to_mp(ev, sb);
+    json_decref(ev);
+}
+
+void stream_push_json(stream *st, const char *source, const char *json)
+{
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    to_mp(ev, &sb);
+    to_mp_text(json, &sb);
     stream_push(st, source, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
-    json_decref(ev);
 }
 
 /* Reads the vector events, dropping resends of an accepted (source, id)

@@ -29,6 +29,9 @@ void stream_free(stream *s);
 void stream_push(stream *s, const char *source, const void *bytes, size_t len);
 /* Converts a JSON event to MessagePack into sb (cleared first). */
 void to_mp(json_t *ev, msgpack_sbuffer *sb);
+/* Converts JSON event text to MessagePack into sb (cleared first); a bad
+ * text fails the test. */
+void to_mp_text(const char *json, msgpack_sbuffer *sb);
 /* Appends the MessagePack form of JSON event text json from source. */
 void stream_push_json(stream *st, const char *source, const char *json);
 /* Appends the {"source","event"} records of a JSON-lines file, dropping
