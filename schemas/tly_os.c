@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +250,25 @@ void tly_os_release_zero_pages(void *addr, size_t len)
     uintptr_t lo = (a + ps - 1) / ps * ps, hi = (a + len) / ps * ps;
     if (hi > lo)
         (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+void *tly_os_map(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void tly_os_unmap(void *addr, size_t len)
+{
+    if (addr != NULL)
+        (void)munmap(addr, len);
+}
+
+void tly_os_release_free_heap(void)
+{
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
 }
 
 bool tly_os_release_file_map(const void *addr)

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "engine_base.h"
+#include "engine_stage.h"
 #include "teststream.h"
 #include "testutil.h"
 #include "tly_engine.h"
@@ -1238,6 +1239,144 @@ static tly_err kv_scan(void *ctx, const void *prefix, size_t plen, tly_kv_put_fn
     }
     return TLY_OK;
 }
+
+/* ---- a flush's staged puts (engine_stage.h) ---- */
+
+/* The pairs a replay put, in order; fails the put numbered fail_at (from
+ * 1; 0: none) with TLY_STORAGE, as a full map would. */
+typedef struct put_seq {
+    kv_entry e[8];
+    size_t count, fail_at, calls;
+} put_seq;
+
+static tly_err seq_put(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    put_seq *q = ctx;
+    if (++q->calls == q->fail_at)
+        return TLY_STORAGE;
+    ck_assert_uint_lt(q->count, sizeof q->e / sizeof q->e[0]);
+    kv_entry *x = &q->e[q->count++];
+    x->key = malloc(klen + 1);
+    x->val = malloc(vlen + 1);
+    memcpy(x->key, key, klen);
+    if (vlen > 0)
+        memcpy(x->val, val, vlen);
+    x->klen = klen;
+    x->vlen = vlen;
+    return TLY_OK;
+}
+
+static void seq_free(put_seq *q)
+{
+    for (size_t i = 0; i < q->count; i++) {
+        free(q->e[i].key);
+        free(q->e[i].val);
+    }
+}
+
+/* Pairs 0-4 of stage_pairs: an empty value; a value that fills the rest
+ * of the first block to its last byte (8 bytes of lengths per pair); one a
+ * byte larger than a block, which gets a block of its own; one that opens
+ * the next block; an empty key. */
+static size_t stage_pairs(char *vals, size_t *vlens, const char **keys)
+{
+    static const char *k[] = {"a", "S/4/fill", "S/4/huge", "Z/next", ""};
+    const size_t head = 8;
+    vlens[0] = 0;
+    vlens[1] = ENG_STAGE_BLOCK_BYTES - (head + 1) - (head + strlen(k[1]));
+    vlens[2] = ENG_STAGE_BLOCK_BYTES + 1 - head - strlen(k[2]);
+    vlens[3] = 3;
+    vlens[4] = 5;
+    size_t at = 0;
+    for (int i = 0; i < 5; i++) {
+        keys[i] = k[i];
+        for (size_t j = 0; j < vlens[i]; j++)
+            vals[at + j] = (char)('A' + (i * 7 + j) % 26);
+        at += vlens[i];
+    }
+    return at;
+}
+
+/* Staged pairs replay in the order staged, byte for byte, at the block
+ * size's edges (ENG_STAGE_BLOCK_BYTES): a pair that ends a block exactly
+ * stays in it, one larger than a block gets its own, and the stage is
+ * empty afterwards. */
+START_TEST(stage_replays_in_order)
+{
+    size_t vlens[5];
+    const char *keys[5];
+    char *vals = malloc(3 * ENG_STAGE_BLOCK_BYTES);
+    stage_pairs(vals, vlens, keys);
+    eng_stage st = {0};
+    size_t at = 0, bytes = 0;
+    const uint32_t blocks_after[5] = {1, 1, 2, 3, 3};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(eng_stage_put(&st, keys[i], strlen(keys[i]), vals + at, vlens[i]), TLY_OK);
+        ck_assert_uint_eq(st.blocks, blocks_after[i]);
+        at += vlens[i];
+        bytes += strlen(keys[i]) + vlens[i];
+    }
+    ck_assert_uint_eq(st.bytes, bytes);
+    put_seq q = {0};
+    ck_assert_int_eq(eng_stage_replay(&st, seq_put, &q), TLY_OK);
+    ck_assert_uint_eq(q.count, 5);
+    at = 0;
+    for (int i = 0; i < 5; i++) {
+        ck_assert_uint_eq(q.e[i].klen, strlen(keys[i]));
+        ck_assert(memcmp(q.e[i].key, keys[i], q.e[i].klen) == 0);
+        ck_assert_uint_eq(q.e[i].vlen, vlens[i]);
+        ck_assert(vlens[i] == 0 || memcmp(q.e[i].val, vals + at, vlens[i]) == 0);
+        at += vlens[i];
+    }
+    ck_assert(st.head == NULL && st.blocks == 0 && st.bytes == 0);
+    seq_free(&q);
+    free(vals);
+}
+END_TEST
+
+/* A replay stops at the first put that fails and returns its error: no
+ * pair after it is put, and the stage is empty (its blocks unmapped);
+ * eng_stage_free of a stage not replayed frees it too. */
+START_TEST(stage_replay_stops_at_error)
+{
+    size_t vlens[5];
+    const char *keys[5];
+    char *vals = malloc(3 * ENG_STAGE_BLOCK_BYTES);
+    stage_pairs(vals, vlens, keys);
+    eng_stage st = {0};
+    for (size_t fail_at = 1; fail_at <= 5; fail_at++) {
+        size_t at = 0;
+        for (int i = 0; i < 5; i++) {
+            ck_assert_int_eq(eng_stage_put(&st, keys[i], strlen(keys[i]), vals + at, vlens[i]),
+                             TLY_OK);
+            at += vlens[i];
+        }
+        put_seq q = {.fail_at = fail_at};
+        ck_assert_int_eq(eng_stage_replay(&st, seq_put, &q), TLY_STORAGE);
+        ck_assert_uint_eq(q.calls, fail_at);
+        ck_assert_uint_eq(q.count, fail_at - 1);
+        ck_assert(st.head == NULL && st.blocks == 0 && st.bytes == 0);
+        seq_free(&q);
+    }
+    ck_assert_int_eq(eng_stage_put(&st, "k", 1, "v", 1), TLY_OK);
+    eng_stage_free(&st);
+    ck_assert(st.head == NULL && st.blocks == 0 && st.bytes == 0);
+    free(vals);
+}
+END_TEST
+
+/* A key or value of 4 GiB or more does not fit the stage's u32 lengths:
+ * TLY_TOO_LARGE before a byte is read or staged. */
+START_TEST(stage_refuses_4gib)
+{
+    eng_stage st = {0};
+    const size_t over = (size_t)UINT32_MAX + 1;
+    ck_assert_int_eq(eng_stage_put(&st, "k", 1, NULL, over), TLY_TOO_LARGE);
+    ck_assert_int_eq(eng_stage_put(&st, NULL, over, "v", 1), TLY_TOO_LARGE);
+    ck_assert(st.head == NULL && st.blocks == 0 && st.bytes == 0);
+    eng_stage_free(&st);
+}
+END_TEST
 
 /* Whether restart_on_stores's engines drop the partners a flush writes
  * beyond their cache as soon as it has written them, as tally consume's
@@ -3284,6 +3423,8 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, overflow_is_an_error);
+    tu_add_tests(tc,
+                 TU_TESTS(stage_replays_in_order, stage_replay_stops_at_error, stage_refuses_4gib));
     tc = tu_tcase(s, "stored_text", 300);
     tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes,
                               stored_state_edges));

@@ -33,6 +33,7 @@
  *   5 trace    engine_trace.h   engine_trace.c    the trace hook of `tally explain`
  *   6 base     engine_base.h    engine_map.c      TRY, arena, copies, hash map, vectors
  *                               engine_json.c     the JSON writer
+ *              engine_stage.h   engine_stage.c    a flush's staged puts
  *              tly_xkind.h      tly_xkind.c       the exception kinds
  *              tly_money.h      tly_money.c       money arithmetic
  *

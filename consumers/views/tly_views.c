@@ -1043,8 +1043,13 @@ tly_err tly_views_commit(tly_views *v, tly_engine *e)
             size_t after = map_used(v);
             v->grew_last = after > before ? after - before : 0;
             release_map(v);
-            if (v->stats.last_puts >= TLY_VIEWS_REOPEN_PUTS)
+            if (v->stats.last_puts >= TLY_VIEWS_REOPEN_PUTS) {
                 err = reopen_env(v);
+                /* LMDB's copies of the pages, freed by the reopening, and
+                 * what the engine freed in its flush: free memory that
+                 * would stay counted while the next batch folds. */
+                tly_os_release_free_heap();
+            }
         }
         if (!redo)
             return err;
