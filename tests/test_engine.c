@@ -1278,8 +1278,10 @@ static void seq_free(put_seq *q)
  * of the first block to its last byte (8 bytes of lengths per pair); one a
  * byte larger than a block, which gets a block of its own; one that opens
  * the next block; an empty key. */
-static size_t stage_pairs(char *vals, size_t *vlens, const char **keys)
+static char *stage_pairs(size_t *vlens, const char **keys)
 {
+    char *vals = malloc(3 * ENG_STAGE_BLOCK_BYTES);
+    ck_assert_ptr_nonnull(vals);
     static const char *k[] = {"a", "S/4/fill", "S/4/huge", "Z/next", ""};
     const size_t head = 8;
     vlens[0] = 0;
@@ -1294,7 +1296,24 @@ static size_t stage_pairs(char *vals, size_t *vlens, const char **keys)
             vals[at + j] = (char)('A' + (i * 7 + j) % 26);
         at += vlens[i];
     }
-    return at;
+    return vals;
+}
+
+/* Stages stage_pairs's five pairs into st; with blocks_after, checks the
+ * stage's block count after each. Returns the bytes of their keys and
+ * values. */
+static size_t stage_all(eng_stage *st, const char *vals, const size_t *vlens, const char **keys,
+                        const uint32_t *blocks_after)
+{
+    size_t at = 0, bytes = 0;
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(eng_stage_put(st, keys[i], strlen(keys[i]), vals + at, vlens[i]), TLY_OK);
+        if (blocks_after != NULL)
+            ck_assert_uint_eq(st->blocks, blocks_after[i]);
+        at += vlens[i];
+        bytes += strlen(keys[i]) + vlens[i];
+    }
+    return bytes;
 }
 
 /* Staged pairs replay in the order staged, byte for byte, at the block
@@ -1305,22 +1324,15 @@ START_TEST(stage_replays_in_order)
 {
     size_t vlens[5];
     const char *keys[5];
-    char *vals = malloc(3 * ENG_STAGE_BLOCK_BYTES);
-    stage_pairs(vals, vlens, keys);
+    char *vals = stage_pairs(vlens, keys);
     eng_stage st = {0};
-    size_t at = 0, bytes = 0;
     const uint32_t blocks_after[5] = {1, 1, 2, 3, 3};
-    for (int i = 0; i < 5; i++) {
-        ck_assert_int_eq(eng_stage_put(&st, keys[i], strlen(keys[i]), vals + at, vlens[i]), TLY_OK);
-        ck_assert_uint_eq(st.blocks, blocks_after[i]);
-        at += vlens[i];
-        bytes += strlen(keys[i]) + vlens[i];
-    }
+    size_t bytes = stage_all(&st, vals, vlens, keys, blocks_after);
     ck_assert_uint_eq(st.bytes, bytes);
     put_seq q = {0};
     ck_assert_int_eq(eng_stage_replay(&st, seq_put, &q), TLY_OK);
     ck_assert_uint_eq(q.count, 5);
-    at = 0;
+    size_t at = 0;
     for (int i = 0; i < 5; i++) {
         ck_assert_uint_eq(q.e[i].klen, strlen(keys[i]));
         ck_assert(memcmp(q.e[i].key, keys[i], q.e[i].klen) == 0);
@@ -1341,16 +1353,10 @@ START_TEST(stage_replay_stops_at_error)
 {
     size_t vlens[5];
     const char *keys[5];
-    char *vals = malloc(3 * ENG_STAGE_BLOCK_BYTES);
-    stage_pairs(vals, vlens, keys);
+    char *vals = stage_pairs(vlens, keys);
     eng_stage st = {0};
     for (size_t fail_at = 1; fail_at <= 5; fail_at++) {
-        size_t at = 0;
-        for (int i = 0; i < 5; i++) {
-            ck_assert_int_eq(eng_stage_put(&st, keys[i], strlen(keys[i]), vals + at, vlens[i]),
-                             TLY_OK);
-            at += vlens[i];
-        }
+        stage_all(&st, vals, vlens, keys, NULL);
         put_seq q = {.fail_at = fail_at};
         ck_assert_int_eq(eng_stage_replay(&st, seq_put, &q), TLY_STORAGE);
         ck_assert_uint_eq(q.calls, fail_at);
