@@ -568,10 +568,10 @@ static tly_err flush_partners(flush_ctx *f, bool drops, bool *liab)
 
 /* The journals first: they read the closed periods' figures of the dirty
  * partners, which a flush with drops frees as it goes. Then the sales
- * (with drops, their vector's pages go back to the system as they are
- * written), then the partners: settling their shares moves their
- * programs' sums, which the programs' records and liability documents
- * then store. A flush reads no partner from the store (the snapshot there
+ * (with drops, their vector's pages go back to the system once they are
+ * written: flush_sales), then the partners: settling their shares moves
+ * their programs' sums, which the programs' records and liability
+ * documents then store. A flush reads no partner from the store (the snapshot there
  * would predate what this flush wrote), so nothing after reads a dropped
  * one.
  *
