@@ -252,18 +252,6 @@ void tly_os_release_zero_pages(void *addr, size_t len)
         (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-void *tly_os_map(size_t len)
-{
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-void tly_os_unmap(void *addr, size_t len)
-{
-    if (addr != NULL)
-        (void)munmap(addr, len);
-}
-
 void tly_os_release_free_heap(void)
 {
 #ifdef __GLIBC__

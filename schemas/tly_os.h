@@ -97,13 +97,6 @@ bool tly_os_release_file_map(const void *addr);
  * vector); pages only partly inside are left alone. */
 void tly_os_release_zero_pages(void *addr, size_t len);
 
-/* Anonymous memory of len bytes straight from the system (mmap), zeroed,
- * or NULL; tly_os_unmap gives it back at once, whatever the heap holds.
- * For large buffers that must leave the RSS the moment they are freed
- * (malloc may serve them from its heap, where freed memory stays). */
-void *tly_os_map(size_t len);
-void tly_os_unmap(void *addr, size_t len);
-
 /* Gives the whole free pages of the C library's heap back to the system
  * (glibc's malloc_trim: the free memory inside the heap too, not only at
  * its top). Freed memory otherwise stays counted in the RSS until malloc

@@ -1,9 +1,12 @@
 /*
  * engine_stage.c — a flush's staged puts (engine_stage.h).
  *
- * Blocks come from the system (tly_os_map), not the heap, and go back to it
- * as soon as they are written: the write transaction's pages, which take
- * the heap's free memory, grow while the stage shrinks.
+ * Blocks are mapped straight from the system (as the maps' large slot
+ * tables are, engine_map.c), not taken from the heap, and go back to it
+ * as soon as they are written (a block freed into the heap would stay
+ * counted in the RSS until malloc handed it out again): the write
+ * transaction's pages, which take the heap's free memory, grow while the
+ * stage shrinks.
  *
  * A pair is stored as u32 key length, u32 value length (host order: the
  * bytes never leave the process), the key, the value.
@@ -11,8 +14,7 @@
 #include "engine_stage.h"
 
 #include <string.h>
-
-#include "tly_os.h"
+#include <sys/mman.h>
 
 struct eng_stage_block {
     eng_stage_block *next;
@@ -31,9 +33,11 @@ tly_err eng_stage_put(void *ctx, const void *key, size_t key_len, const void *va
     eng_stage_block *b = s->tail;
     if (b == NULL || b->cap - b->len < need) {
         size_t cap = need > ENG_STAGE_BLOCK_BYTES ? need : ENG_STAGE_BLOCK_BYTES;
-        b = tly_os_map(sizeof *b + cap);
-        if (b == NULL)
+        void *m =
+            mmap(NULL, sizeof *b + cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
             return TLY_NOMEM;
+        b = m;
         *b = (eng_stage_block){.cap = cap};
         if (s->tail != NULL)
             s->tail->next = b;
@@ -53,6 +57,14 @@ tly_err eng_stage_put(void *ctx, const void *key, size_t key_len, const void *va
     return TLY_OK;
 }
 
+/* Unmaps the stage's first block. */
+static void drop_head(eng_stage *s)
+{
+    eng_stage_block *b = s->head;
+    s->head = b->next;
+    (void)munmap(b, sizeof *b + b->cap);
+}
+
 /* Puts the pairs of block b through put. */
 static tly_err replay_block(const eng_stage_block *b, tly_kv_put_fn put, void *ctx)
 {
@@ -70,10 +82,8 @@ tly_err eng_stage_replay(eng_stage *s, tly_kv_put_fn put, void *ctx)
 {
     tly_err err = TLY_OK;
     while (s->head != NULL && err == TLY_OK) {
-        eng_stage_block *b = s->head;
-        err = replay_block(b, put, ctx);
-        s->head = b->next;
-        tly_os_unmap(b, sizeof *b + b->cap);
+        err = replay_block(s->head, put, ctx);
+        drop_head(s);
     }
     eng_stage_free(s);
     return err;
@@ -81,10 +91,7 @@ tly_err eng_stage_replay(eng_stage *s, tly_kv_put_fn put, void *ctx)
 
 void eng_stage_free(eng_stage *s)
 {
-    while (s->head != NULL) {
-        eng_stage_block *b = s->head;
-        s->head = b->next;
-        tly_os_unmap(b, sizeof *b + b->cap);
-    }
+    while (s->head != NULL)
+        drop_head(s);
     *s = (eng_stage){0};
 }

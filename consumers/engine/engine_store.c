@@ -571,9 +571,9 @@ static tly_err flush_partners(flush_ctx *f, bool drops, bool *liab)
  * (with drops, their vector's pages go back to the system once they are
  * written: flush_sales), then the partners: settling their shares moves
  * their programs' sums, which the programs' records and liability
- * documents then store. A flush reads no partner from the store (the snapshot there
- * would predate what this flush wrote), so nothing after reads a dropped
- * one.
+ * documents then store. A flush reads no partner from the store (the
+ * snapshot there would predate what this flush wrote), so nothing after
+ * reads a dropped one.
  *
  * With drops the partners' puts are staged (engine_stage.h) and go to the
  * store only once every partner written is out of memory and the heap's
