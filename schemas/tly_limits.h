@@ -331,10 +331,12 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_BENCH_EVENTS_MAX 100000000u
 #define TLY_BENCH_LATENCY_SAMPLES_MAX 1000000u
 
-/* bench query: client threads at most; seconds one measured run lasts at
- * most (each run also has a warm-up of TLY_BENCH_QUERY_WARMUP_MS, which is
- * not counted); how long it waits for a service it started to answer. */
+/* bench query: client threads at most; requests one client keeps in
+ * flight at most (--window); seconds one measured run lasts at most (each
+ * run also has a warm-up of TLY_BENCH_QUERY_WARMUP_MS, which is not
+ * counted); how long it waits for a service it started to answer. */
 #define TLY_BENCH_QUERY_CLIENTS_MAX 64u
+#define TLY_BENCH_QUERY_WINDOW_MAX 64u
 #define TLY_BENCH_QUERY_SECONDS_MAX 3600u
 #define TLY_BENCH_QUERY_WARMUP_MS 500u
 #define TLY_BENCH_QUERY_READY_MS 10000u

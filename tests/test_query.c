@@ -1238,19 +1238,62 @@ START_TEST(test_fast_answers_odd_docs)
 }
 END_TEST
 
+/* `tally bench query` with the most requests in flight per client: every
+ * run answers queries and none is an error, so every reply was matched to
+ * the request it answers (a balance names its partner, and the bench
+ * checks it against the oldest request in flight; 60 partners drawn at
+ * random would mismatch at once). One more in flight, none, or a window
+ * with --finance are usage errors. */
+START_TEST(test_bench_window)
+{
+    char *dir = tu_tmpdir();
+    char out[TLY_PATH_BYTES_MAX], data[TLY_PATH_BYTES_MAX], w[16];
+    snprintf(out, sizeof out, "%s/bench.json", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(w, sizeof w, "%u", TLY_BENCH_QUERY_WINDOW_MAX);
+    ck_assert_int_eq(tu_run_tally(out, NULL, "bench", "query", "--events", "3000", "--seconds", "1",
+                                  "--window", w, "--data", data, "--json", NULL),
+                     0);
+    size_t len;
+    char *text = tu_read_file(out, &len);
+    json_t *doc = json_loadb(text, len, 0, NULL);
+    ck_assert_ptr_nonnull(doc);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "window")),
+                     TLY_BENCH_QUERY_WINDOW_MAX);
+    json_t *runs = json_object_get(doc, "runs");
+    ck_assert_uint_eq(json_array_size(runs), 4);
+    size_t i;
+    json_t *r;
+    json_array_foreach(runs, i, r)
+    {
+        ck_assert_int_gt(json_integer_value(json_object_get(r, "queries")), 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(r, "errors")), 0);
+    }
+    json_decref(doc);
+    free(text);
+    char over[16];
+    snprintf(over, sizeof over, "%u", TLY_BENCH_QUERY_WINDOW_MAX + 1);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "bench", "query", "--window", over, NULL), 2);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "bench", "query", "--window", "0", NULL), 2);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "bench", "query", "--finance", "--window", "2", NULL),
+                     2);
+    tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *query_suite(void)
 {
     Suite *s = suite_create("query");
     TCase *tc = tu_tcase(s, "views", 300);
-    tu_add_tests(tc,
-                 TU_TESTS(test_views_every_partner, test_json_key_order, test_unknown_partner,
-                          test_human_golden, test_human_money, test_liabilities_sum, test_summary,
-                          test_exceptions_merged, test_exceptions_filters, test_shards_differ,
-                          test_status_from_data, test_wait, test_service_answers,
-                          test_service_bad_requests, test_service_request_size,
-                          test_service_latency, test_service_before_stores, test_exceptions_paging,
-                          test_shard_mismatch, test_unreachable_and_usage,
-                          test_fast_answers_every_partner, test_fast_answers_odd_docs));
+    tu_add_tests(
+        tc,
+        TU_TESTS(test_views_every_partner, test_json_key_order, test_unknown_partner,
+                 test_human_golden, test_human_money, test_liabilities_sum, test_summary,
+                 test_exceptions_merged, test_exceptions_filters, test_shards_differ,
+                 test_status_from_data, test_wait, test_service_answers, test_service_bad_requests,
+                 test_service_request_size, test_service_latency, test_service_before_stores,
+                 test_exceptions_paging, test_shard_mismatch, test_unreachable_and_usage,
+                 test_fast_answers_every_partner, test_fast_answers_odd_docs, test_bench_window));
     return s;
 }
 

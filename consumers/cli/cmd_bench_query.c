@@ -12,9 +12,15 @@
  *    it is compared to, an echo service: a process with a ROUTER on the
  *    same endpoint that sends every request straight back (the transport
  *    and the clients, nothing else).
- * 3. Clients: --clients threads, each with its own DEALER socket and one
- *    request in flight: a balance query of a partner drawn at random from
- *    those the log enrolls. After a warm-up of TLY_BENCH_QUERY_WARMUP_MS,
+ * 3. Clients: --clients threads, each with its own DEALER socket and
+ *    --window requests in flight (one by default): balance queries of
+ *    partners drawn at random from those the log enrolls. With a window
+ *    a client sends the next request as each reply comes, the way a
+ *    front end that serves many users over one connection asks (the
+ *    service answers one connection's requests in the order sent, so a
+ *    reply is matched to the oldest request in flight); a round trip is
+ *    then a request's own, from its sending to its reply, waiting behind
+ *    the client's earlier ones included. After a warm-up of TLY_BENCH_QUERY_WARMUP_MS,
  *    each run counts the queries answered in --seconds and the round-trip
  *    percentiles. A reply that is not that partner's balance (or not the
  *    request itself, for the echo) is an error.
@@ -84,6 +90,7 @@ typedef struct qb_opts {
     uint64_t seed;
     uint64_t seconds;
     uint32_t clients;
+    uint32_t window;   /* --window: requests in flight per client */
     uint32_t partners; /* --partners: of the generated log (--finance) */
     bool finance;      /* --finance: the SPEC section 11 answers */
     unsigned given;    /* 1 << OPT_* of the options given */
@@ -92,6 +99,15 @@ typedef struct qb_opts {
 enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
 
 struct qbench;
+
+/* A request in flight: its bytes (the echo's reply must equal them), its
+ * partner and when it was sent. */
+typedef struct qsent {
+    char req[BENCH_REQUEST_BYTES];
+    size_t len;
+    const char *partner;
+    uint64_t t0_ns;
+} qsent;
 
 /* One client thread and what it measured. */
 typedef struct qclient {
@@ -103,7 +119,9 @@ typedef struct qclient {
     uint32_t samples;
     uint64_t answered; /* in the measured window */
     uint64_t errors;
-    uint64_t total; /* answered in the warm-up and the window */
+    uint64_t total;                         /* answered in the warm-up and the window */
+    qsent sent[TLY_BENCH_QUERY_WINDOW_MAX]; /* a ring: oldest at head */
+    uint32_t head, inflight;
 } qclient;
 
 /* The background consumer and what it folded. */
@@ -285,24 +303,41 @@ static void *client_socket(const qbench *qb)
     return sock;
 }
 
-/* One round trip; false on an error (then the socket is replaced, so a
- * late reply cannot be taken for the next one's). */
-static bool round_trip(qclient *c, void **sock, const char *partner)
+/* Sends the next request (a random partner's balance) into the ring;
+ * false when the send failed. */
+static bool send_next(qclient *c, void *sock)
 {
-    char req[BENCH_REQUEST_BYTES];
-    size_t len = encode_request(partner, req);
+    qbench *qb = c->qb;
+    qsent *q = &c->sent[(c->head + c->inflight) % TLY_BENCH_QUERY_WINDOW_MAX];
+    q->partner = qb->d.partners[tly_bench_rnd(&c->rng) % qb->d.partner_count];
+    q->len = encode_request(q->partner, q->req);
+    q->t0_ns = tly_mono_ns();
+    if (zmq_send(sock, q->req, q->len, 0) < 0)
+        return false;
+    c->inflight++;
+    return true;
+}
+
+/* Receives the reply to the oldest request in flight; false on an error
+ * (none within TLY_QUERY_TIMEOUT_MS, or not that request's answer). *dt
+ * gets the request's round trip. */
+static bool receive_next(qclient *c, void *sock, uint64_t *dt)
+{
+    const qsent *q = &c->sent[c->head];
     zmq_msg_t m;
     zmq_msg_init(&m);
-    bool ok = zmq_send(*sock, req, len, 0) >= 0 && zmq_msg_recv(&m, *sock, 0) >= 0 &&
-              reply_ok(c->qb->echo, req, len, partner, zmq_msg_data(&m), zmq_msg_size(&m));
+    bool ok = zmq_msg_recv(&m, sock, 0) >= 0 &&
+              reply_ok(c->qb->echo, q->req, q->len, q->partner, zmq_msg_data(&m), zmq_msg_size(&m));
+    *dt = tly_mono_ns() - q->t0_ns;
     zmq_msg_close(&m);
-    if (!ok) {
-        zmq_close(*sock);
-        *sock = client_socket(c->qb);
-    }
+    c->head = (c->head + 1) % TLY_BENCH_QUERY_WINDOW_MAX;
+    c->inflight--;
     return ok;
 }
 
+/* Keeps --window requests in flight until the main thread says stop. On
+ * an error the socket is replaced and the requests in flight are given
+ * up, so that a late reply cannot be taken for a later request's. */
 static void *client_main(void *arg)
 {
     qclient *c = arg;
@@ -311,11 +346,17 @@ static void *client_main(void *arg)
     int phase;
     /* Bounded by the run's duration: the main thread sets PHASE_STOP. */
     while ((phase = atomic_load(&qb->phase)) != PHASE_STOP) {
-        const char *p = qb->d.partners[tly_bench_rnd(&c->rng) % qb->d.partner_count];
-        uint64_t t0 = tly_mono_ns();
-        bool ok = round_trip(c, &sock, p);
-        uint64_t dt = tly_mono_ns() - t0;
+        bool ok = true;
+        while (ok && c->inflight < qb->o.window)
+            ok = send_next(c, sock);
+        uint64_t dt = 0;
+        ok = ok && receive_next(c, sock, &dt);
         c->total += ok;
+        if (!ok) {
+            zmq_close(sock);
+            sock = client_socket(qb);
+            c->head = c->inflight = 0;
+        }
         if (phase != PHASE_MEASURE || atomic_load(&qb->phase) != PHASE_MEASURE)
             continue;
         c->answered += ok;
@@ -535,9 +576,10 @@ static json_t *run_json(const qrun *r)
 
 static void print_text(const qbench *qb, const json_t *runs)
 {
-    printf("tally bench query: %llu events, %u partners, %u clients, balance of a random "
-           "partner, %s\n",
-           (unsigned long long)qb->d.head, qb->d.partner_count, qb->o.clients, qb->endpoint);
+    printf("tally bench query: %llu events, %u partners, %u clients with %u request%s in flight "
+           "each, balance of a random partner, %s\n",
+           (unsigned long long)qb->d.head, qb->d.partner_count, qb->o.clients, qb->o.window,
+           qb->o.window == 1 ? "" : "s", qb->endpoint);
     printf("%llu s per run after a %u ms warm-up; the echo service is the ceiling (transport "
            "and clients only)\n",
            (unsigned long long)qb->o.seconds, TLY_BENCH_QUERY_WARMUP_MS);
@@ -886,20 +928,23 @@ static tly_err finance_runs(qbench *qb, json_t *runs)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "Usage: tally bench query [--events N] [--clients N] [--seconds S] [--data DIR]\n"
-            "                         [--query ENDPOINT] [--seed S] [--json]\n"
+            "Usage: tally bench query [--events N] [--clients N] [--window N] [--seconds S]\n"
+            "                         [--data DIR] [--query ENDPOINT] [--seed S] [--json]\n"
             "       tally bench query --finance [--partners N] [--events N] [--seconds S]\n"
             "                         [--data DIR] [--query ENDPOINT] [--seed S] [--json]\n"
             "\n"
             "Measures the query service: folds a generated log (or DIR/log when --data\n"
             "names one that holds records) into one shard, starts a real `tally query`,\n"
-            "and from --clients threads, one request in flight each, asks the balance of\n"
+            "and from --clients threads, --window requests in flight each, asks the balance of\n"
             "random partners: queries/s and round-trip p50/p99/p99.9, idle and while\n"
             "`tally consume` folds the same log into another store beside it. An echo\n"
             "service on the same endpoint, measured the same way, is the ceiling.\n"
             "\n"
             "  --events N    events to generate (default %u, max %u)\n"
             "  --clients N   client threads (default %u, max %u)\n"
+            "  --window N    requests each client keeps in flight (default 1, max %u): the\n"
+            "                next goes as each reply comes; a round trip counts the wait\n"
+            "                behind the client's earlier requests\n"
             "  --seconds S   measured seconds per run (default %u, max %u)\n"
             "  --data DIR    keep the data here (default: a temp directory, removed after)\n"
             "  --query EP    the services' endpoint (default: a free tcp://127.0.0.1 port)\n"
@@ -915,18 +960,20 @@ static void usage(FILE *out)
             "                client: the service's work in process, a client's round\n"
             "                trip and the service process's CPU time per round trip\n",
             BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, BENCH_CLIENTS_DEFAULT,
-            TLY_BENCH_QUERY_CLIENTS_MAX, BENCH_SECONDS_DEFAULT, TLY_BENCH_QUERY_SECONDS_MAX,
-            BENCH_FINANCE_PARTNERS_DEFAULT, TLY_GEN_PARTNERS_MAX, BENCH_FINANCE_ROUNDS);
+            TLY_BENCH_QUERY_CLIENTS_MAX, TLY_BENCH_QUERY_WINDOW_MAX, BENCH_SECONDS_DEFAULT,
+            TLY_BENCH_QUERY_SECONDS_MAX, BENCH_FINANCE_PARTNERS_DEFAULT, TLY_GEN_PARTNERS_MAX,
+            BENCH_FINANCE_ROUNDS);
 }
 
 /* --events is a count here, not the events endpoint: the common --events
  * is not taken. */
-enum { OPT_EVENTS = 1, OPT_SECONDS, OPT_SEED, OPT_CLIENTS, OPT_PARTNERS, OPT_FINANCE };
+enum { OPT_EVENTS = 1, OPT_SECONDS, OPT_SEED, OPT_CLIENTS, OPT_PARTNERS, OPT_FINANCE, OPT_WINDOW };
 
 static const tly_opt qb_opts_table[] = {
     {"--events", OPT_EVENTS, true},     {"--seconds", OPT_SECONDS, true},
     {"--seed", OPT_SEED, true},         {"--clients", OPT_CLIENTS, true},
     {"--partners", OPT_PARTNERS, true}, {"--finance", OPT_FINANCE, false},
+    {"--window", OPT_WINDOW, true},
 };
 
 static int qb_opt(void *ctx, int id, const char *v)
@@ -935,7 +982,8 @@ static int qb_opt(void *ctx, int id, const char *v)
     uint64_t n = 0;
     static const uint64_t max[] = {
         0,          TLY_BENCH_EVENTS_MAX,        TLY_BENCH_QUERY_SECONDS_MAX,
-        UINT64_MAX, TLY_BENCH_QUERY_CLIENTS_MAX, TLY_GEN_PARTNERS_MAX};
+        UINT64_MAX, TLY_BENCH_QUERY_CLIENTS_MAX, TLY_GEN_PARTNERS_MAX,
+        0,          TLY_BENCH_QUERY_WINDOW_MAX};
     if (id == TLY_OPT_ARG)
         return tly_usagef(CMD, "unexpected argument '%s'", v);
     if (id == OPT_FINANCE) {
@@ -951,6 +999,7 @@ static int qb_opt(void *ctx, int id, const char *v)
     o->seed = id == OPT_SEED ? n : o->seed;
     o->clients = id == OPT_CLIENTS ? (uint32_t)n : o->clients;
     o->partners = id == OPT_PARTNERS ? (uint32_t)n : o->partners;
+    o->window = id == OPT_WINDOW ? (uint32_t)n : o->window;
     o->given |= 1u << id;
     return TLY_EXIT_OK;
 }
@@ -964,6 +1013,7 @@ static int parse_args(qb_opts *o, int argc, char **argv)
     o->seed = 1;
     o->seconds = BENCH_SECONDS_DEFAULT;
     o->clients = BENCH_CLIENTS_DEFAULT;
+    o->window = 1;
     const tly_cli_spec spec = {CMD,           TLY_CO_DATA | TLY_CO_QUERY | TLY_CO_JSON,
                                qb_opts_table, sizeof qb_opts_table / sizeof qb_opts_table[0],
                                qb_opt,        o};
@@ -976,6 +1026,8 @@ static int parse_args(qb_opts *o, int argc, char **argv)
     o->query_given = (o->common.given & TLY_CO_QUERY) != 0;
     if (o->finance && (o->given & (1u << OPT_CLIENTS)))
         return tly_usagef(CMD, "--finance asks from one client: --clients does not apply");
+    if (o->finance && (o->given & (1u << OPT_WINDOW)))
+        return tly_usagef(CMD, "--finance asks one request at a time: --window does not apply");
     if (!o->finance && (o->given & (1u << OPT_PARTNERS)))
         return tly_usagef(CMD, "--partners goes with --finance");
     o->partners = o->partners ? o->partners : BENCH_FINANCE_PARTNERS_DEFAULT;
@@ -1043,9 +1095,10 @@ int tly_cmd_bench_query(int argc, char **argv)
         finance_report(qb, runs);
     } else if (err == TLY_OK && qb->o.common.json) {
         json_t *doc =
-            json_pack("{s:I,s:I,s:I,s:I,s:s,s:O}", "events", (json_int_t)qb->d.head, "partners",
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "events", (json_int_t)qb->d.head, "partners",
                       (json_int_t)qb->d.partner_count, "clients", (json_int_t)qb->o.clients,
-                      "seconds", (json_int_t)qb->o.seconds, "endpoint", qb->endpoint, "runs", runs);
+                      "window", (json_int_t)qb->o.window, "seconds", (json_int_t)qb->o.seconds,
+                      "endpoint", qb->endpoint, "runs", runs);
         json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(doc);
