@@ -20,10 +20,11 @@
  *    service answers one connection's requests in the order sent, so a
  *    reply is matched to the oldest request in flight); a round trip is
  *    then a request's own, from its sending to its reply, waiting behind
- *    the client's earlier ones included. After a warm-up of TLY_BENCH_QUERY_WARMUP_MS,
- *    each run counts the queries answered in --seconds and the round-trip
- *    percentiles. A reply that is not that partner's balance (or not the
- *    request itself, for the echo) is an error.
+ *    the client's earlier ones included. After a warm-up of
+ *    TLY_BENCH_QUERY_WARMUP_MS, each run counts the queries answered in
+ *    --seconds and the round-trip percentiles. A reply that is not that
+ *    partner's balance (or not the request itself, for the echo) is an
+ *    error.
  * 4. Load: each service is measured idle, then while `tally consume --shard
  *    0/2` folds the same log from scratch into DIR/views/0-of-2 (restarted
  *    whenever it reaches the head): a consumer folding beside the service,
