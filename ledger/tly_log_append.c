@@ -40,6 +40,11 @@ enum log_kind {
 typedef struct batch {
     tly_log *log;
     MDB_txn *txn;
+    /* One cursor per table for the whole attempt, closed by LMDB with the
+     * transaction: a key next to the last one a cursor visited is found on
+     * its leaf page without a search from the root (mdb_cursor_set), and a
+     * request's ids follow each other in "ids". */
+    MDB_cursor *ids_cur, *log_cur;
     tly_log_item *items;
     uint32_t lo, hi;
     uint32_t table_mask;
@@ -180,7 +185,7 @@ static tly_err resolve_index(batch *b, uint32_t i, uint32_t pos)
     tly_log_item *it = &b->items[i];
     uint8_t key[TLY_LOG_IDS_KEY_BYTES_MAX];
     MDB_val k = {tly__log_ids_key(it->source, it->id, key), key}, v;
-    int rc = mdb_get(b->txn, b->log->dbi_ids, &k, &v);
+    int rc = mdb_cursor_get(b->ids_cur, &k, &v, MDB_SET_KEY);
     if (rc == MDB_SUCCESS) {
         if (v.mv_size != 8) {
             tly_logf(TLY_LOG_ERROR, NULL, "log: an ids value is not 8 bytes");
@@ -274,7 +279,7 @@ static int write_item(batch *b, const tly_log_item *it, int64_t recorded_ms,
     uint8_t seq_key[8];
     tly_be64_put(seq_key, it->seq);
     MDB_val k = {8, seq_key}, v = {log->sbuf.size, log->sbuf.data};
-    int rc = mdb_put(b->txn, log->dbi_log, &k, &v, MDB_APPEND);
+    int rc = mdb_cursor_put(b->log_cur, &k, &v, MDB_APPEND);
     if (rc != MDB_SUCCESS)
         return rc;
     if (log->has_replica &&
@@ -283,7 +288,7 @@ static int write_item(batch *b, const tly_log_item *it, int64_t recorded_ms,
         return ENOMEM;
     uint8_t id_key[TLY_LOG_IDS_KEY_BYTES_MAX];
     MDB_val ik = {tly__log_ids_key(it->source, it->id, id_key), id_key}, iv = {8, seq_key};
-    return mdb_put(b->txn, log->dbi_ids, &ik, &iv, MDB_NOOVERWRITE);
+    return mdb_cursor_put(b->ids_cur, &ik, &iv, MDB_NOOVERWRITE);
 }
 
 static int write_batch(batch *b, int64_t recorded_ms, uint8_t hash[TLY_HASH_BYTES])
@@ -377,6 +382,11 @@ static tly_err attempt(batch *b, const tly_log_group *groups, uint32_t group_cou
     int rc = mdb_txn_begin(b->log->env, NULL, 0, &b->txn);
     if (rc != MDB_SUCCESS)
         return tly__log_mdb_err(rc, "mdb_txn_begin (write)");
+    if ((rc = mdb_cursor_open(b->txn, b->log->dbi_ids, &b->ids_cur)) != MDB_SUCCESS ||
+        (rc = mdb_cursor_open(b->txn, b->log->dbi_log, &b->log_cur)) != MDB_SUCCESS) {
+        mdb_txn_abort(b->txn);
+        return tly__log_mdb_err(rc, "mdb_cursor_open (write)");
+    }
     tly_err err = TLY_OK;
     for (uint32_t g = 0; g < group_count && err == TLY_OK; g++)
         err = resolve_group(b, &groups[g]);
@@ -507,7 +517,7 @@ static tly_err append_chunks(tly_log *log, int64_t now_ms, tly_log_item *items, 
     for (uint32_t g = 0; g < group_count;) {
         uint32_t h = chunk_end(items, groups, group_count, g);
         uint32_t lo = groups[g].first, hi = groups[h - 1].first + groups[h - 1].count;
-        batch b = {log, NULL, items, lo, hi, table_size_for(hi - lo) - 1, 0};
+        batch b = {log, NULL, NULL, NULL, items, lo, hi, table_size_for(hi - lo) - 1, 0};
         tly_err err = run(&b, groups + g, h - g, now_ms);
         if (err != TLY_OK) {
             tly_err code = err == TLY_UNAVAILABLE ? TLY_UNAVAILABLE : TLY_STORAGE;
