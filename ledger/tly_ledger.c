@@ -830,35 +830,40 @@ static void reply_request(tly_ledger *ld, const batch *b, pending *p)
     send_reply(ld, ld->ingest, p, &ld->sbuf);
 }
 
-/* The topic of record rec: the type of the item that appended it, known
- * since it was validated (*k walks the batch's items in order along the
- * records); the record's own event when no item matches. */
-static const char *record_topic(const batch *b, uint32_t *k, const tly_record *rec)
+/* The topic of the record seq, stored as raw: the type of the item that
+ * appended it, known since it was validated (*k walks the batch's items in
+ * order along the records); else the record's own event's. */
+static const char *record_topic(const batch *b, uint32_t *k, uint64_t seq, const uint8_t *raw,
+                                size_t raw_len)
 {
     while (*k < b->item_count && (b->items[*k].err != TLY_OK || b->items[*k].dup))
         (*k)++;
-    if (*k < b->item_count && b->items[*k].seq == rec->seq)
+    if (*k < b->item_count && b->items[*k].seq == seq)
         return tly_ev_type_name((tly_ev_type)b->types[(*k)++]);
+    tly_record rec;
     tly_ev_type type;
     tly_str id;
-    if (tly_event_peek_id(rec->event, rec->event_len, &type, &id) == TLY_OK)
+    if (tly_record_decode(raw, raw_len, &rec) == TLY_OK &&
+        tly_event_peek_id(rec.event, rec.event_len, &type, &id) == TLY_OK)
         return tly_ev_type_name(type);
     return "unknown";
 }
 
 /* Publishes the records batch b appended, head_before+1..head_after: its
  * new items (not dups, not failed), in item order. The records are read
- * back from the log (the chain hash is the commit thread's). */
+ * back from the log as stored (the chain hash is the commit thread's), and
+ * not decoded again: the ledger validated every event in them. */
 static void publish(tly_ledger *ld, const batch *b)
 {
     tly_log_reader *rd = NULL;
     if (tly_log_reader_open(ld->log, b->head_before + 1, &rd) != TLY_OK)
         return;
-    tly_record rec;
+    uint64_t seq;
+    const uint8_t *raw;
+    size_t len;
     uint32_t k = 0;
-    while (tly_log_reader_next(rd, &rec) == TLY_OK && rec.seq <= b->head_after)
-        tly__outq_publish(&ld->published, ld->events, record_topic(b, &k, &rec), rec.raw,
-                          rec.raw_len);
+    while (tly_log_reader_next_raw(rd, &seq, &raw, &len) == TLY_OK && seq <= b->head_after)
+        tly__outq_publish(&ld->published, ld->events, record_topic(b, &k, seq, raw, len), raw, len);
     tly_log_reader_close(rd);
 }
 

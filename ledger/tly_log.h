@@ -226,6 +226,13 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
  * tly_log_reader_close. After TLY_CORRUPT every further call returns
  * TLY_CORRUPT: a reader never skips a bad record. */
 tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec);
+/* The next record's seq and stored bytes, not decoded: for the writer's
+ * own records on their way out (the ledger publishes each batch it just
+ * appended, and every subscriber decodes and checks what it receives).
+ * The same as tly_log_reader_next otherwise, seq checks included; a value
+ * that does not decode is not noticed. */
+tly_err tly_log_reader_next_raw(tly_log_reader *rd, uint64_t *seq, const uint8_t **raw,
+                                size_t *raw_len);
 void tly_log_reader_close(tly_log_reader *rd);
 
 /* Drops this process's page-table entries for the whole map of the log

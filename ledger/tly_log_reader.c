@@ -42,46 +42,61 @@ tly_err tly_log_reader_open(tly_log *log, uint64_t from_seq, tly_log_reader **ou
     return TLY_OK;
 }
 
-/* Checks that the record under the cursor is the next one and decodes it. */
-static tly_err check_record(tly_log_reader *rd, const MDB_val *k, const MDB_val *v, tly_record *rec)
+/* Moves the cursor to the next record and checks that it carries the
+ * seq expected next (sticky corrupt otherwise); *v is its stored value. */
+static tly_err next_value(tly_log_reader *rd, MDB_val *v)
 {
-    tly_record r;
-    if (k->mv_size != 8 || tly_be64_get(k->mv_data) != rd->next_seq) {
+    if (rd->corrupt)
+        return TLY_CORRUPT;
+    uint8_t key[8];
+    MDB_val k = {8, key};
+    int rc;
+    if (rd->started) {
+        rc = mdb_cursor_get(rd->cur, &k, v, MDB_NEXT);
+    } else {
+        tly_be64_put(key, rd->next_seq);
+        rc = mdb_cursor_get(rd->cur, &k, v, MDB_SET_RANGE);
+    }
+    if (rc != MDB_SUCCESS)
+        return tly__log_mdb_err(rc, "mdb_cursor_get (log)");
+    rd->started = true;
+    rd->last_val = v->mv_data;
+    if (k.mv_size != 8 || tly_be64_get(k.mv_data) != rd->next_seq) {
         tly_logf(TLY_LOG_ERROR, NULL, "log: seq %llu is missing", (unsigned long long)rd->next_seq);
+        rd->corrupt = true;
         return TLY_CORRUPT;
     }
-    if (tly_record_decode(v->mv_data, v->mv_size, &r) != TLY_OK || r.seq != rd->next_seq) {
-        tly_logf(TLY_LOG_ERROR, NULL, "log: record %llu does not decode",
-                 (unsigned long long)rd->next_seq);
-        return TLY_CORRUPT;
-    }
-    *rec = r;
     return TLY_OK;
 }
 
 tly_err tly_log_reader_next(tly_log_reader *rd, tly_record *rec)
 {
-    if (rd->corrupt)
-        return TLY_CORRUPT;
-    uint8_t key[8];
-    MDB_val k = {8, key}, v;
-    int rc;
-    if (rd->started) {
-        rc = mdb_cursor_get(rd->cur, &k, &v, MDB_NEXT);
-    } else {
-        tly_be64_put(key, rd->next_seq);
-        rc = mdb_cursor_get(rd->cur, &k, &v, MDB_SET_RANGE);
-    }
-    if (rc != MDB_SUCCESS)
-        return tly__log_mdb_err(rc, "mdb_cursor_get (log)");
-    rd->started = true;
-    rd->last_val = v.mv_data;
-    tly_err err = check_record(rd, &k, &v, rec);
-    if (err != TLY_OK) {
-        rd->corrupt = true;
+    MDB_val v;
+    tly_err err = next_value(rd, &v);
+    if (err != TLY_OK)
         return err;
+    tly_record r;
+    if (tly_record_decode(v.mv_data, v.mv_size, &r) != TLY_OK || r.seq != rd->next_seq) {
+        tly_logf(TLY_LOG_ERROR, NULL, "log: record %llu does not decode",
+                 (unsigned long long)rd->next_seq);
+        rd->corrupt = true;
+        return TLY_CORRUPT;
     }
+    *rec = r;
     rd->next_seq++;
+    return TLY_OK;
+}
+
+tly_err tly_log_reader_next_raw(tly_log_reader *rd, uint64_t *seq, const uint8_t **raw,
+                                size_t *raw_len)
+{
+    MDB_val v;
+    tly_err err = next_value(rd, &v);
+    if (err != TLY_OK)
+        return err;
+    *seq = rd->next_seq++;
+    *raw = v.mv_data;
+    *raw_len = v.mv_size;
     return TLY_OK;
 }
 
