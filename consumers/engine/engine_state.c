@@ -1121,21 +1121,38 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners)
     return cut;
 }
 
-void eng_sales_compact(tly_engine *e)
+tly_err eng_sales_flush_compact(tly_engine *e, uint64_t cut, eng_sale_write_fn write, void *ctx)
 {
     eng_slots *s = &e->sale_slots;
+    tly_err err = TLY_OK;
     uint32_t n = 0;
+    e->dropped_in_flush = true; /* the first drop may come before a failure */
     for (uint32_t i = 0; i < s->count; i++) {
         eng_sale *sale = &e->sales[i];
-        if (sale->key == NULL)
-            continue;
-        sale->dirty = false; /* written by the flush under way */
-        if (i != n) {
-            uint64_t h = eng_hash(sale->key, sale->key_len);
-            eng_map_set(&e->sale_map, sale->key, sale->key_len, h, n);
-            e->sales[n] = *sale;
+        if (sale->key != NULL) {
+            if (err == TLY_OK && sale->dirty)
+                err = write(ctx, sale);
+            /* After a failure the walk only compacts what is left: the
+             * engine is then reloaded (tly_engine_intact). */
+            if (err == TLY_OK && sale->used < cut) {
+                eng_map_del(&e->sale_map, sale->key, sale->key_len,
+                            eng_hash(sale->key, sale->key_len));
+                eng_pool_put(&e->sale_blocks, sale->key, ENG_SALE_BLOCK_BYTES(sale));
+                s->live--;
+            } else {
+                sale->dirty = sale->dirty && err != TLY_OK;
+                if (i != n) {
+                    eng_map_set(&e->sale_map, sale->key, sale->key_len,
+                                eng_hash(sale->key, sale->key_len), n);
+                    e->sales[n] = *sale;
+                }
+                n++;
+            }
         }
-        n++;
+        /* Slots n..i are moved or dropped: their pages go back as the walk
+         * goes, while the store takes the sales written. */
+        if ((i + 1) % ENG_SALES_RELEASE_SLOTS == 0)
+            tly_os_release_zero_pages(&e->sales[n], (size_t)(i + 1 - n) * sizeof *e->sales);
     }
     TLY_ASSERT(n == s->live);
     /* Slots from n on are unused (slot_take writes a slot before its
@@ -1145,6 +1162,40 @@ void eng_sales_compact(tly_engine *e)
     s->free_count = 0;
     e->dirty_sale_count = 0;
     eng_map_shrink(&e->sale_map);
+    return err;
+}
+
+void eng_partners_compact(tly_engine *e)
+{
+    eng_slots *s = &e->partner_slots;
+    uint32_t *to = malloc(((size_t)s->count + 1) * sizeof *to); /* old slot -> new */
+    if (to == NULL)
+        return; /* without memory the vector stays as it is, and serves */
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->count; i++) {
+        eng_partner *pp = &e->partners[i];
+        to[i] = pp->id == NULL ? ENG_NONE : n;
+        if (pp->id == NULL)
+            continue;
+        if (i != n) {
+            eng_map_set(&e->partner_map, pp->id, pp->id_len, eng_hash(pp->id, pp->id_len), n);
+            e->partners[n] = *pp;
+        }
+        n++;
+    }
+    TLY_ASSERT(n == s->live);
+    uint32_t d = 0;
+    for (uint32_t k = 0; k < e->dirty_partner_count; k++)
+        if (to[e->dirty_partners[k]] != ENG_NONE)
+            e->dirty_partners[d++] = to[e->dirty_partners[k]];
+    e->dirty_partner_count = d;
+    free(to);
+    /* Slots from n on are unused (partner_insert writes a slot whole
+     * before its first read): their pages go back, zero when touched. */
+    tly_os_release_zero_pages(&e->partners[n], (size_t)(s->count - n) * sizeof *e->partners);
+    s->count = n;
+    s->free_count = 0;
+    eng_map_shrink(&e->partner_map);
 }
 
 void eng_cache_trim(tly_engine *e, uint32_t touched)

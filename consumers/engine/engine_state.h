@@ -108,16 +108,37 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners);
 void eng_partner_drop(tly_engine *e, uint32_t p);
 void eng_sale_drop(tly_engine *e, uint32_t s);
 
-/* After a flush with drops has written every changed sale (and so
- * cannot be redone: tly_engine_intact): moves the sales left in the cache
- * to the front of its vector, marks them clean, gives the pages of the
- * rest back to the system and shrinks the sale map to fit. A flush with
- * drops frees most of a batch's sales before it writes the partners, and
- * their memory would otherwise stay resident beside the commit's page
- * copies: the sales kept are scattered over the whole vector (at 10M
- * events of `bench fold`, 49,152 of 321,000 slots), so hardly a page of
- * it held free slots only, and the map stays sized for the batch. */
-void eng_sales_compact(tly_engine *e);
+/* Writes one changed sale (a flush's sink). */
+typedef tly_err (*eng_sale_write_fn)(void *ctx, const eng_sale *s);
+
+/* Sales a flush walks between two returns of their vector's pages. */
+#define ENG_SALES_RELEASE_SLOTS 8192u
+
+/* A flush with drops, when some sale leaves the cache (cut > 0,
+ * eng_cache_cut): walks the sale cache in slot order, writes each changed
+ * sale (write), drops those last looked up before cut and moves the rest
+ * to the front of the vector, marked clean; the pages of the slots left
+ * behind go back to the system every ENG_SALES_RELEASE_SLOTS slots, and
+ * the sale map shrinks to fit at the end. A batch's new sales are most of
+ * a commit's engine memory (at 10M events of `bench fold` on one shard,
+ * 321,000 slots of 104 bytes, 49,152 of them kept): written first and
+ * compacted after, the store's copies of the pages the sales fill came on
+ * top of the whole vector (14 MB above the fold's own peak); now they
+ * take about what the walk gave back. After a failed write the walk only
+ * compacts (nothing more is written or dropped) and returns the error:
+ * the flush cannot be redone, and the engine says so (tly_engine_intact). */
+tly_err eng_sales_flush_compact(tly_engine *e, uint64_t cut, eng_sale_write_fn write, void *ctx);
+
+/* After a flush with drops has written and dropped the partners it does
+ * not keep, before their puts go into the store: moves the partners left
+ * to the front of their vector (the dirty list follows them, without the
+ * dropped ones), gives the pages of the rest back to the system and
+ * shrinks the partner map to fit. The vector and the map are sized for
+ * every partner the batch touched (at 10M events of `bench fold` on one
+ * shard, 100,000 slots of 128 bytes and a map of 131,072), and their
+ * pages would otherwise stay resident beside LMDB's copies of the pages
+ * the commit changes. Without memory they stay as they are. */
+void eng_partners_compact(tly_engine *e);
 
 /* Records an exception (printf-style detail) at pos; partner ENG_NONE for
  * none. Callers only record exceptions their shard keeps. */

@@ -202,29 +202,29 @@ static tly_err flush_programs(flush_ctx *f, const bool *liab)
     return TLY_OK;
 }
 
-/* The changed sales. With drops, those the trim after the flush would drop
- * leave the cache as soon as they are written, and the vector's pages they
- * leave empty go back to the system before the partners' pages are
- * written (a batch's new sales are most of a commit's engine memory). */
+/* The store's record of changed sale s (flush_ctx f). */
+static tly_err write_sale(void *ctx, const eng_sale *s)
+{
+    flush_ctx *f = ctx;
+    if (!eng_pack_sale(&f->json, s))
+        return TLY_NOMEM;
+    char body[ENG_KEY_BYTES_MAX], key[ENG_KEY_BYTES_MAX];
+    size_t klen = mkkey(key, eng_sale_store_prefix(f->e), body, eng_sale_store_body(f->e, s, body));
+    return f->fn(f->ctx, key, klen, f->json.data, f->json.len);
+}
+
+/* The changed sales. With drops, when the trim after the flush would drop
+ * some, those leave the cache as they are passed, and the vector's pages
+ * they and the ones moved leave behind go back to the system as the walk
+ * goes (eng_sales_flush_compact), before the partners' pages are written. */
 static tly_err flush_sales(flush_ctx *f, bool drops)
 {
     tly_engine *e = f->e;
     uint64_t cut = drops ? eng_cache_cut(e, false) : 0;
-    for (uint32_t i = 0; i < e->dirty_sale_count; i++) {
-        uint32_t si = e->dirty_sales[i];
-        const eng_sale *s = &e->sales[si];
-        if (!eng_pack_sale(&f->json, s))
-            return TLY_NOMEM;
-        char body[ENG_KEY_BYTES_MAX], key[ENG_KEY_BYTES_MAX];
-        size_t klen = mkkey(key, eng_sale_store_prefix(e), body, eng_sale_store_body(e, s, body));
-        TRY(f->fn(f->ctx, key, klen, f->json.data, f->json.len));
-        if (s->used < cut) {
-            eng_sale_drop(e, si);
-            e->dropped_in_flush = true;
-        }
-    }
-    if (e->dropped_in_flush)
-        eng_sales_compact(e);
+    if (cut > 0)
+        return eng_sales_flush_compact(e, cut, write_sale, f);
+    for (uint32_t i = 0; i < e->dirty_sale_count; i++)
+        TRY(write_sale(f, &e->sales[e->dirty_sales[i]]));
     return TLY_OK;
 }
 
@@ -606,6 +606,8 @@ static tly_err flush_all(flush_ctx *f)
         err = flush_partners(f, drops, liab);
     f->fn = put;
     f->ctx = put_ctx;
+    if (drops && err == TLY_OK && e->dropped_in_flush)
+        eng_partners_compact(e);
     if (drops)
         tly_os_release_free_heap();
     if (err == TLY_OK)
