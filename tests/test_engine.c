@@ -1504,6 +1504,38 @@ START_TEST(store_matches_memory_wide_flush)
 }
 END_TEST
 
+/* A flush with drops of a batch that changed no partner, by an engine
+ * that never had one to change (a shard that owns none yet, after a
+ * program's event): nothing to order, and the dirty list is not there
+ * (qsort must not be handed NULL: the sanitizer build stops at it). */
+START_TEST(flush_drops_no_partner)
+{
+    g_flush_drops = true;
+    stream st = {0};
+    stream_push_json(&st, "finance",
+                     "{\"type\":\"program\",\"id\":\"P1\",\"at\":1735689600000,"
+                     "\"program\":\"apex\",\"version\":1,\"currency\":\"USD\","
+                     "\"period\":\"quarter\",\"tiers\":[{\"name\":\"A\",\"min_revenue\":0,"
+                     "\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{\"mode\":\"retroactive\","
+                     "\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
+                     "\"tier_window_periods\":2}");
+    kv stores[SHARDS_MAX] = {{0}};
+    shards b;
+    restart_on_stores(&b, 1, stores, 0, 2, 3);
+    fold_flushing(&b, stores, &st, 0, st.count, 1);
+    ck_assert_uint_eq(tly_engine_seq(b.e[0]), 1);
+    ck_assert(tly_engine_intact(b.e[0]));
+    bool program = false;
+    for (size_t i = 0; i < stores[0].count; i++)
+        program |= stores[0].e[i].klen > 4 && memcmp(stores[0].e[i].key, "S/1/", 4) == 0;
+    ck_assert(program);
+    kv_free(&stores[0]);
+    shards_free(&b);
+    stream_free(&st);
+    g_flush_drops = false;
+}
+END_TEST
+
 /* ---- claims: a partner's record does not list them ---- */
 
 /* Element indices in stored records (engine_records.h). */
@@ -3463,6 +3495,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
     tcase_add_loop_test(tc, store_matches_memory, 0, 6);
     tcase_add_loop_test(tc, store_matches_memory_wide_flush, 0, 2);
+    tcase_add_test(tc, flush_drops_no_partner);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
     tcase_add_loop_test(tc, claims_v6_fold_on, 0, 2);
     tcase_add_test(tc, claims_v6_other_claim_corrupt);

@@ -430,6 +430,8 @@ static int slot_cmp(const void *a, const void *b)
 static void order_for_release(tly_engine *e)
 {
     uint32_t n = e->dirty_partner_count;
+    if (n < 2)
+        return; /* dirty_partners may be NULL, which qsort must not get */
     qsort(e->dirty_partners, n, sizeof *e->dirty_partners, slot_cmp);
     for (uint32_t lo = 0; lo < n; lo += ENG_FLUSH_RELEASE_PARTNERS)
         sort_dirty_range(e, lo,
