@@ -1171,6 +1171,17 @@ static void expect_same_store(const kv *a, const kv *b, uint32_t n, uint32_t sha
     }
 }
 
+/* Each of n shards' stores against the same shard's direct one
+ * (expect_same_store), then both freed. */
+static void expect_same_stores(kv *stores, kv *direct, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        expect_same_store(&stores[k], &direct[k], n, k);
+        kv_free(&stores[k]);
+        kv_free(&direct[k]);
+    }
+}
+
 /* Fold half, flush, load into fresh engines, fold the rest: the same
  * answers and the same stored bytes as one uninterrupted fold. */
 START_TEST(flush_load_resume)
@@ -1200,11 +1211,7 @@ START_TEST(flush_load_resume)
     shards_init(&c, n);
     fold_flushing(&c, direct, &st, 0, st.count, 1000);
     expect_same(&b, &c, n == 1 ? "resumed vs direct, N=1" : "resumed vs direct, N=2");
-    for (uint32_t k = 0; k < n; k++) {
-        expect_same_store(&stores[k], &direct[k], n, k);
-        kv_free(&stores[k]);
-        kv_free(&direct[k]);
-    }
+    expect_same_stores(stores, direct, n);
     shards_free(&b);
     shards_free(&c);
     stream_free(&st);
@@ -1446,11 +1453,7 @@ START_TEST(store_matches_memory)
     char what[64];
     snprintf(what, sizeof what, "store vs memory, N=%u", n);
     expect_same(&b, &a, what);
-    for (uint32_t k = 0; k < n; k++) {
-        expect_same_store(&stores[k], &direct[k], n, k);
-        kv_free(&stores[k]);
-        kv_free(&direct[k]);
-    }
+    expect_same_stores(stores, direct, n);
     for (uint32_t k = 0; k < n; k++)
         ck_assert(tly_engine_intact(b.e[k]));
     shards_free(&a);
@@ -1491,12 +1494,9 @@ START_TEST(store_matches_memory_wide_flush)
     char what[64];
     snprintf(what, sizeof what, "wide flushes, N=%u", n);
     expect_same(&b, &a, what);
-    for (uint32_t k = 0; k < n; k++) {
+    for (uint32_t k = 0; k < n; k++)
         ck_assert(tly_engine_intact(b.e[k]));
-        expect_same_store(&stores[k], &direct[k], n, k);
-        kv_free(&stores[k]);
-        kv_free(&direct[k]);
-    }
+    expect_same_stores(stores, direct, n);
     shards_free(&a);
     shards_free(&b);
     stream_free(&st);
