@@ -1135,10 +1135,7 @@ tly_err eng_sales_flush_compact(tly_engine *e, uint64_t cut, eng_sale_write_fn w
             /* After a failure the walk only compacts what is left: the
              * engine is then reloaded (tly_engine_intact). */
             if (err == TLY_OK && sale->used < cut) {
-                eng_map_del(&e->sale_map, sale->key, sale->key_len,
-                            eng_hash(sale->key, sale->key_len));
-                eng_pool_put(&e->sale_blocks, sale->key, ENG_SALE_BLOCK_BYTES(sale));
-                s->live--;
+                eng_sale_drop(e, i); /* its free slot is forgotten below */
             } else {
                 sale->dirty = sale->dirty && err != TLY_OK;
                 if (i != n) {

@@ -572,10 +572,12 @@ static tly_err flush_journal(flush_ctx *f)
 }
 
 /* The dirty partners, in id order (sort_dirty_partners), or with drops in
- * runs by id (order_for_release); liab marks their programs. With drops, a partner the trim after
- * this flush would drop (looked up before the cut) leaves the cache as soon as it is written, and
- * every ENG_FLUSH_RELEASE_PARTNERS of them the heap's free pages go back to the system (the caller
- * stages the puts, so the store's pages are not taking that memory yet). */
+ * runs by id (order_for_release); liab marks their programs. With drops,
+ * a partner the trim after this flush would drop (looked up before the
+ * cut) leaves the cache as soon as it is written, and every
+ * ENG_FLUSH_RELEASE_PARTNERS of them the heap's free pages go back to the
+ * system (the caller stages the puts, so the store's pages are not taking
+ * that memory yet). */
 static tly_err flush_partners(flush_ctx *f, bool drops, bool *liab)
 {
     tly_engine *e = f->e;
