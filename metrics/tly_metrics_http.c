@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "tly_limits.h"
+#include "tly_mhd.h"
 #include "tly_os.h"
 
 /* The exposition format's content type (Prometheus text format 0.0.4). */
@@ -169,6 +169,8 @@ tly_err tly_metrics_http_start(const char *text, bool insecure, tly_metrics *reg
 {
     addr a;
     tly_err err = parse_addr(text, insecure, &a, msg, cap);
+    if (err == TLY_OK)
+        err = tly_mhd_load(msg, cap);
     if (err != TLY_OK)
         return err;
     tly_metrics_http *h = calloc(1, sizeof *h);

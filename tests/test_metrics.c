@@ -15,7 +15,8 @@
  *   - a non-loopback --metrics without --insecure is a usage error (exit 2)
  *     for every daemon and for `tally up`, as is a malformed ADDR; with
  *     --insecure a wildcard address serves; another path is 404 and another
- *     method 405; `tally up` exits 1 when a metrics port is taken.
+ *     method 405; `tally up` exits 1 when a metrics port is taken;
+ *   - a ledger maps libmicrohttpd only with --metrics, and cairo never.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -447,11 +448,61 @@ START_TEST(test_up_metrics_port_taken)
 }
 END_TEST
 
+/* Whether process pid maps a file whose name contains lib (/proc/PID/maps). */
+static bool maps_lib(pid_t pid, const char *lib)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    char *maps = tu_read_file(path, NULL);
+    ck_assert_ptr_nonnull(maps);
+    bool has = strstr(maps, lib) != NULL;
+    free(maps);
+    return has;
+}
+
+/* libmicrohttpd is opened when a process starts serving metrics, and only
+ * then; cairo (the statement's drawing) by no daemon (schemas/tly_dl.h). */
+START_TEST(test_http_library_only_when_serving)
+{
+    for (int serve = 0; serve <= 1; serve++) {
+        char *dir = tu_tmpdir();
+        char ingest[64], events[64], log_read[64], addr[64], log[1200];
+        tu_endpoint(ingest, sizeof ingest);
+        tu_endpoint(events, sizeof events);
+        tu_endpoint(log_read, sizeof log_read);
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", tu_free_port());
+        snprintf(log, sizeof log, "%s/ledger.log", dir);
+        char *const argv[] = {(char *)tu_tally(),
+                              "ledger",
+                              "--data",
+                              dir,
+                              "--ingest",
+                              ingest,
+                              "--events",
+                              events,
+                              "--log-read",
+                              log_read,
+                              "--no-sync",
+                              serve ? "--metrics" : NULL,
+                              addr,
+                              NULL};
+        pid_t pid = tu_spawn(argv, log);
+        ck_assert_int_eq(tu_wait_listener(ingest, pid, 15000, NULL), TU_LISTEN_OURS);
+        ck_assert_int_eq(maps_lib(pid, "libmicrohttpd"), serve);
+        ck_assert(!maps_lib(pid, "libcairo"));
+        ck_assert(!maps_lib(pid, "libpango"));
+        ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+        tu_rmtree(dir);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("metrics");
     TCase *tc = tu_tcase(s, "metrics", 600);
     tu_add_tests(tc, TU_TESTS(test_counters_move_with_traffic, test_non_loopback_refused,
-                              test_insecure_and_http_errors, test_up_metrics_port_taken));
+                              test_insecure_and_http_errors, test_up_metrics_port_taken,
+                              test_http_library_only_when_serving));
     return tu_run_suite(s);
 }

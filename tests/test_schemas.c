@@ -17,10 +17,12 @@
 
 #include "testutil.h"
 #include "tly_currency.h"
+#include "tly_dl.h"
 #include "tly_event.h"
 #include "tly_json.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_mhd.h"
 #include "tly_mp.h"
 #include "tly_mpw.h"
 #include "tly_os.h"
@@ -2203,6 +2205,97 @@ START_TEST(test_layout_shard_parse)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* tly_dl: libraries opened when first needed                               */
+
+/* Two functions of the C library, through a table as the rooms use it. */
+enum { DL_strlen, DL_abs, DL_COUNT };
+#define DL_LIBC "libc.so.6"
+
+static tly_dl_set dl_set(const char *const *sonames, size_t n, const char *const *names,
+                         void **table, size_t count)
+{
+    return (tly_dl_set){.what = "the test",
+                        .sonames = sonames,
+                        .soname_count = n,
+                        .names = names,
+                        .table = table,
+                        .count = count};
+}
+
+START_TEST(test_dl_load_and_call)
+{
+    static const char *const libs[] = {DL_LIBC};
+    static const char *const names[] = {"strlen", "abs"};
+    void *table[DL_COUNT] = {0};
+    tly_dl_set set = dl_set(libs, 1, names, table, DL_COUNT);
+    char msg[256] = "";
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_OK);
+    ck_assert_uint_eq(TLY_DL_FN(table, DL_, strlen)("four"), 4);
+    ck_assert_int_eq(TLY_DL_FN(table, DL_, abs)(-7), 7);
+    /* Loaded: a second call changes nothing. */
+    void *before = table[DL_abs];
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_OK);
+    ck_assert_ptr_eq(table[DL_abs], before);
+    ck_assert_str_eq(msg, "");
+}
+END_TEST
+
+START_TEST(test_dl_missing_library_and_function)
+{
+    static const char *const absent[] = {DL_LIBC, "libtally-no-such-library.so.9"};
+    static const char *const names[] = {"strlen", "abs"};
+    void *table[DL_COUNT] = {0};
+    char msg[256];
+    tly_dl_set set = dl_set(absent, 2, names, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(msg, "the test needs libtally-no-such-library.so.9"));
+    ck_assert_ptr_null(table[DL_COUNT - 1]);
+    /* A function none of the libraries has: named, and the set not loaded. */
+    static const char *const libc[] = {DL_LIBC};
+    static const char *const wrong[] = {"strlen", "tly_no_such_function"};
+    set = dl_set(libc, 1, wrong, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(msg, "tly_no_such_function"));
+    ck_assert_ptr_null(table[DL_COUNT - 1]);
+    /* The right names then load into the same table. */
+    set = dl_set(libc, 1, names, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_OK);
+    ck_assert_int_eq(TLY_DL_FN(table, DL_, abs)(-3), 3);
+}
+END_TEST
+
+/* TLY_DL_LIBS_MAX libraries open; one more, or none, is refused. */
+START_TEST(test_dl_libs_max)
+{
+    const char *libs[TLY_DL_LIBS_MAX + 1];
+    for (size_t i = 0; i <= TLY_DL_LIBS_MAX; i++)
+        libs[i] = DL_LIBC;
+    static const char *const names[] = {"strlen", "abs"};
+    void *table[DL_COUNT] = {0};
+    char msg[256];
+    tly_dl_set set = dl_set(libs, TLY_DL_LIBS_MAX + 1, names, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_UNAVAILABLE);
+    ck_assert_ptr_null(table[DL_COUNT - 1]);
+    set = dl_set(libs, 0, names, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_UNAVAILABLE);
+    set = dl_set(libs, TLY_DL_LIBS_MAX, names, table, DL_COUNT);
+    ck_assert_int_eq(tly_dl_load(&set, msg, sizeof msg), TLY_OK);
+    ck_assert_uint_eq(TLY_DL_FN(table, DL_, strlen)("ab"), 2);
+}
+END_TEST
+
+/* libmicrohttpd by the soname the build found: every function Tally calls. */
+START_TEST(test_mhd_load)
+{
+    char msg[256];
+    ck_assert_int_eq(tly_mhd_load(msg, sizeof msg), TLY_OK);
+    for (size_t i = 0; i < TLY_MHD_SYM_COUNT; i++)
+        ck_assert_ptr_nonnull(tly_mhd_syms[i]);
+    ck_assert_int_eq(tly_mhd_load(msg, sizeof msg), TLY_OK);
+}
+END_TEST
+
 static Suite *schemas_suite(void)
 {
     Suite *s = suite_create("schemas");
@@ -2242,6 +2335,10 @@ static Suite *schemas_suite(void)
 
     TCase *lay = tu_tcase(s, "layout", 0);
     tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file));
+
+    TCase *dl = tu_tcase(s, "dl", 0);
+    tu_add_tests(dl, TU_TESTS(test_dl_load_and_call, test_dl_missing_library_and_function,
+                              test_dl_libs_max, test_mhd_load));
     return s;
 }
 

@@ -8,13 +8,12 @@
 #ifndef REPORT_INT_H
 #define REPORT_INT_H
 
-#include <cairo.h>
-#include <pango/pangocairo.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "report_libs.h" /* cairo and pango, through their table */
 #include "tly_err.h"
 #include "tly_limits.h"
 

@@ -38,7 +38,9 @@ static tly_err render(const rb_doc *d, tly_report_format fmt, int fd, char *msg,
         close(fd);
         return TLY_IO;
     }
-    tly_err err = fmt == TLY_REPORT_PDF ? rb_write_pdf(d, f) : rb_write_html(d, f);
+    tly_err err = rb_libs_load(msg, cap);
+    if (err == TLY_OK)
+        err = fmt == TLY_REPORT_PDF ? rb_write_pdf(d, f) : rb_write_html(d, f);
     if (err == TLY_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0)) {
         snprintf(msg, cap, "cannot write: %s", strerror(errno));
         err = TLY_IO;

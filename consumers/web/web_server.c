@@ -11,7 +11,6 @@
  * (counted here: 413) and an idle connection by TLY_WEB_IDLE_TIMEOUT_S.
  */
 #include <arpa/inet.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include <string.h>
 
 #include "tly_limits.h"
+#include "tly_mhd.h"
 #include "tly_os.h"
 #include "tly_query.h"
 #include "web_internal.h"
@@ -496,6 +496,9 @@ static void on_log(void *cls, const char *fmt, va_list ap)
 
 tly_err tly_web_start(const tly_web_config *c, tly_web **out, char *msg, size_t cap)
 {
+    tly_err err = tly_mhd_load(msg, cap);
+    if (err != TLY_OK)
+        return err;
     tly_web *w = calloc(1, sizeof *w);
     if (!w)
         return TLY_NOMEM;
