@@ -2303,6 +2303,303 @@ START_TEST(stored_record_under_other_key_corrupt)
 }
 END_TEST
 
+/* ---- a partner's active certifications: one block of entries ---- */
+
+/* Elements of an owned partner's record: its active pairs, [pair key,
+ * expires] each in the order first earned, and its held events. */
+#define PARTNER_CERTS_AT (PARTNER_HIST_AT + 1u)
+#define PARTNER_HELD_AT (PARTNER_CLAIMS_AT + 1u)
+
+/* The pairs certs_block_edges earns and ends: person i % 7 and cert i / 7,
+ * names of 1 to 40 and 1 to 101 bytes (persons 0 and 4, 1 and 5, 2 and 6
+ * of the same length: entries of the same size), and last the longest
+ * pair key there is (two names of TLY_NAME_BYTES_MAX). */
+#define CERT_PAIRS 42u
+
+static void cert_pair_names(uint32_t i, char person[TLY_NAME_BYTES_MAX + 1],
+                            char cert[TLY_NAME_BYTES_MAX + 1])
+{
+    bool longest = i == CERT_PAIRS - 1;
+    size_t plen = longest ? TLY_NAME_BYTES_MAX : 1 + i % 7 % 4 * 13;
+    size_t clen = longest ? TLY_NAME_BYTES_MAX : 1 + i / 7 * 20;
+    memset(person, longest ? 'P' : (int)('a' + i % 7), plen);
+    memset(cert, longest ? 'C' : (int)('k' + i / 7), clen);
+    person[plen] = cert[clen] = '\0';
+}
+
+/* The pair key of pair i into key; its length. */
+static uint32_t cert_pair_key(uint32_t i, char key[ENG_PAIR_KEY_BYTES_MAX])
+{
+    char person[TLY_NAME_BYTES_MAX + 1], cert[TLY_NAME_BYTES_MAX + 1];
+    cert_pair_names(i, person, cert);
+    size_t plen = strlen(person), clen = strlen(cert);
+    key[0] = (char)plen;
+    memcpy(key + 1, person, plen);
+    memcpy(key + 1 + plen, cert, clen);
+    return (uint32_t)(1 + plen + clen);
+}
+
+/* What the engine must hold for the partner: its active pairs (indices)
+ * and their expiries, in the order first earned; and how often an end
+ * removed the first entry, one in the middle, the last. */
+typedef struct cert_model {
+    uint32_t pair[CERT_PAIRS];
+    int64_t expires[CERT_PAIRS];
+    uint32_t n;
+    uint32_t removed[3];
+} cert_model;
+
+static void cert_model_apply(cert_model *m, uint32_t pair, bool earned, int64_t expires)
+{
+    uint32_t i = 0;
+    while (i < m->n && m->pair[i] != pair)
+        i++;
+    if (earned) {
+        if (i == m->n)
+            m->pair[m->n++] = pair;
+        m->expires[i] = expires; /* [T14] */
+        return;
+    }
+    if (i == m->n)
+        return; /* cert_not_active */
+    m->removed[i == 0 ? 0 : i + 1 == m->n ? 2 : 1]++;
+    memmove(&m->pair[i], &m->pair[i + 1], (m->n - i - 1) * sizeof m->pair[0]);
+    memmove(&m->expires[i], &m->expires[i + 1], (m->n - i - 1) * sizeof m->expires[0]);
+    m->n--;
+}
+
+/* The same certification of partner to a and b (the same id; b NULL: a
+ * only). */
+static void cert_of(shards *a, shards *b, const char *partner, uint32_t pair, const char *action,
+                    int64_t expires)
+{
+    char person[TLY_NAME_BYTES_MAX + 1], cert[TLY_NAME_BYTES_MAX + 1], exp[48] = "";
+    cert_pair_names(pair, person, cert);
+    if (expires != ENG_NO_EXPIRY)
+        snprintf(exp, sizeof exp, ",\"expires\":%" PRId64, expires);
+    int id = ++next_id;
+    shards *both[2] = {a, b};
+    for (int k = 0; k < (b != NULL ? 2 : 1); k++)
+        tsend(both[k], "certs",
+              "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64
+              ",\"partner\":\"%s\",\"person\":\"%s\",\"cert\":\"%s\",\"action\":\"%s\"%s}",
+              id, Q1_25 + DAY, partner, person, cert, action, exp);
+}
+
+/* The same certification of partner "cp" to a and b (the same id; b
+ * NULL: a only). */
+static void cert_both(shards *a, shards *b, uint32_t pair, const char *action, int64_t expires)
+{
+    cert_of(a, b, "cp", pair, action, expires);
+}
+
+/* The partner's block in engine s against m, entry by entry. */
+static void expect_cert_block(const shards *s, const cert_model *m)
+{
+    tly_engine *e = s->e[0];
+    uint32_t p;
+    ck_assert_int_eq(eng_partner_find(e, "cp", 2, &p), TLY_OK);
+    ck_assert_uint_ne(p, ENG_NONE);
+    const eng_pstate *st = e->partners[p].st;
+    ck_assert_uint_eq(eng_cert_count(st), m->n);
+    ck_assert_uint_le(st->cert_bytes, st->cert_cap);
+    uint32_t off = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        char key[ENG_PAIR_KEY_BYTES_MAX];
+        uint32_t klen = cert_pair_key(m->pair[i], key);
+        ck_assert_uint_eq(eng_cert_find(st, key, klen), off);
+        eng_cert c;
+        off = eng_cert_at(st, off, &c);
+        ck_assert_msg(c.key_len == klen && memcmp(c.key, key, klen) == 0, "entry %u", i);
+        ck_assert_int_eq(c.expires_ms, m->expires[i]);
+    }
+    ck_assert_uint_eq(off, st->cert_bytes);
+}
+
+/* The partner's stored record in store against m, pair by pair; whether it
+ * holds the longest pair key. */
+static bool expect_certs_stored(kv *store, const cert_model *m)
+{
+    kv_entry *x = kv_at(store, "S/4/cp", 6);
+    ck_assert_ptr_nonnull(x);
+    msgpack_unpacked up;
+    ck_assert(unpack_under(x, "S/4/", &up));
+    const msgpack_object_array *certs = &up.data.via.array.ptr[PARTNER_CERTS_AT].via.array;
+    ck_assert_uint_eq(certs->size, m->n);
+    bool longest = false;
+    for (uint32_t i = 0; i < m->n; i++) {
+        const msgpack_object *pair = certs->ptr[i].via.array.ptr;
+        char key[ENG_PAIR_KEY_BYTES_MAX];
+        uint32_t klen = cert_pair_key(m->pair[i], key);
+        ck_assert_int_eq(pair[0].type, MSGPACK_OBJECT_BIN);
+        ck_assert_msg(pair[0].via.bin.size == klen && memcmp(pair[0].via.bin.ptr, key, klen) == 0,
+                      "stored pair %u", i);
+        ck_assert_int_eq(pair[1].via.i64, m->expires[i]);
+        longest |= klen == ENG_PAIR_KEY_BYTES_MAX;
+    }
+    msgpack_unpacked_destroy(&up);
+    return longest;
+}
+
+/* The next draw in [0, n) of rng (a 64-bit LCG state). */
+static uint32_t cert_draw(uint64_t *rng, uint32_t n)
+{
+    *rng = *rng * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+    return (uint32_t)(*rng >> 33) % n;
+}
+
+/* One pseudo-random certification: end_pct in a hundred end a pair
+ * (expired or revoked), nearly all of them an active one wherever it is in
+ * the block, a few any pair (cert_not_active when inactive); the rest earn
+ * a pair, new or again, without an expiry, expiring within the open period
+ * or after it. */
+static void cert_step(shards *a, shards *b, cert_model *m, uint64_t *rng, uint32_t end_pct)
+{
+    uint32_t pair = cert_draw(rng, CERT_PAIRS), roll = cert_draw(rng, 100);
+    bool end = roll < end_pct;
+    if (end && roll + 5 < end_pct && m->n > 0)
+        pair = m->pair[cert_draw(rng, m->n)];
+    int64_t expires = ENG_NO_EXPIRY;
+    uint32_t kind = cert_draw(rng, 3);
+    if (!end && kind > 0)
+        expires = (kind == 1 ? Q1_25 + 30 * DAY : Q3_25) + cert_draw(rng, 1000);
+    cert_both(a, b, pair, end ? (cert_draw(rng, 2) ? "expired" : "revoked") : "earned", expires);
+    cert_model_apply(m, pair, !end, expires);
+}
+
+/* The pairs the tier document counts: those without an expiry or expiring
+ * after the open period [T10]. */
+static int64_t cert_model_active(const cert_model *m)
+{
+    int64_t n = 0;
+    for (uint32_t i = 0; i < m->n; i++)
+        n += m->expires[i] >= Q2_25;
+    return n;
+}
+
+/* Flushes a into direct and b into stores, checks the stored pairs and
+ * restarts b on its store, which reads the partner back from its record
+ * (for its tier document, then its block is checked); whether the record
+ * held the longest key. */
+static bool cert_checkpoint(shards *a, shards *b, kv *stores, kv *direct, const cert_model *m)
+{
+    ck_assert_int_eq(tly_engine_flush(a->e[0], kv_put, &direct[0]), TLY_OK);
+    ck_assert_int_eq(tly_engine_flush(b->e[0], kv_put, &stores[0]), TLY_OK);
+    bool longest = expect_certs_stored(&direct[0], m);
+    expect_certs_stored(&stores[0], m);
+    ck_assert_int_eq(vint(a, 't', "cp", "active_certs"), cert_model_active(m));
+    uint64_t seq = b->seq;
+    shards_free(b);
+    restart_on_stores(b, 1, stores, seq, 2, 3);
+    ck_assert_int_eq(vint(b, 't', "cp", "active_certs"), cert_model_active(m));
+    expect_cert_block(b, m); /* read back from the record: the same block */
+    return longest;
+}
+
+/* Many pairs on one partner, earned, earned again, expired and revoked in
+ * mixed order, the longest pair key among them: after every event the
+ * partner's block holds exactly the pairs and expiries a plain list does,
+ * in the order first earned, whichever entry an end removed; the stored
+ * record lists them so at each flush, and an engine read back from its
+ * record after each flush stores the same bytes as one that never was. */
+START_TEST(certs_block_edges)
+{
+    shards a, b;
+    kv stores[1] = {{0}}, direct[1] = {{0}};
+    shards_init(&a, 1);
+    restart_on_stores(&b, 1, stores, 0, 2, 3);
+    int id0 = next_id;
+    program(&a, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&a, "cp", "acme", Q1_25);
+    next_id = id0;
+    program(&b, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&b, "cp", "acme", Q1_25);
+    cert_model m = {0};
+    uint64_t rng = g_seed;
+    uint32_t most = 0, longest = 0;
+    for (int step = 1; step <= 900; step++) {
+        /* the block grows to most pairs, shrinks, grows again */
+        cert_step(&a, &b, &m, &rng, step <= 250 ? 10 : step <= 600 ? 60 : 35);
+        expect_cert_block(&a, &m);
+        most = m.n > most ? m.n : most;
+        if (step % 31 == 0)
+            longest += cert_checkpoint(&a, &b, stores, direct, &m);
+    }
+    cert_checkpoint(&a, &b, stores, direct, &m);
+    ck_assert_uint_ge(most, 20);
+    ck_assert_uint_gt(longest, 0);
+    for (int k = 0; k < 3; k++) /* first, middle and last entries removed */
+        ck_assert_uint_ge(m.removed[k], 10);
+    expect_same(&b, &a, "certifications read back vs in memory");
+    expect_same_stores(stores, direct, 1);
+    shards_free(&a);
+    shards_free(&b);
+}
+END_TEST
+
+/* Sets the bin at field of entry `entry` of list list_at of record x, a
+ * longest pair key, one byte longer. */
+static void lengthen_pair_key(kv_entry *x, uint32_t list_at, uint32_t entry, uint32_t field)
+{
+    msgpack_unpacked up;
+    ck_assert(unpack_under(x, "S/4/", &up));
+    msgpack_object *o = &up.data.via.array.ptr[list_at].via.array.ptr[entry].via.array.ptr[field];
+    ck_assert_int_eq(o->type, MSGPACK_OBJECT_BIN);
+    ck_assert_uint_eq(o->via.bin.size, ENG_PAIR_KEY_BYTES_MAX);
+    char key[ENG_PAIR_KEY_BYTES_MAX + 1];
+    memcpy(key, o->via.bin.ptr, ENG_PAIR_KEY_BYTES_MAX);
+    key[ENG_PAIR_KEY_BYTES_MAX] = 'C';
+    o->via.bin.ptr = key;
+    o->via.bin.size = ENG_PAIR_KEY_BYTES_MAX + 1;
+    kv_repack(x, &up.data);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* What reading partner id from store gives an engine restarted on it. */
+static tly_err partner_read_from(kv *store, const char *id)
+{
+    shards b;
+    restart_on_stores(&b, 1, store, 100, 2, 3);
+    uint32_t p;
+    tly_err err = eng_partner_find(b.e[0], id, strlen(id), &p);
+    shards_free(&b);
+    return err;
+}
+
+/* A stored pair key of ENG_PAIR_KEY_BYTES_MAX bytes (two names of
+ * TLY_NAME_BYTES_MAX) is read back; one byte more, which no event makes,
+ * is corrupt: among a member's active pairs (its record and documents are
+ * refused) and among an unenrolled partner's held events. */
+START_TEST(certs_stored_key_too_long_corrupt)
+{
+    shards a;
+    shards_init(&a, 1);
+    program(&a, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&a, "cp", "acme", Q1_25);
+    cert_of(&a, NULL, "cp", 0, "earned", ENG_NO_EXPIRY);
+    cert_of(&a, NULL, "cp", CERT_PAIRS - 1, "earned", Q3_25);
+    cert_of(&a, NULL, "hp", CERT_PAIRS - 1, "earned", ENG_NO_EXPIRY); /* held [E3] */
+    kv store = {0};
+    ck_assert_int_eq(tly_engine_flush(a.e[0], kv_put, &store), TLY_OK);
+    shards_free(&a);
+    ck_assert_int_eq(partner_read_from(&store, "cp"), TLY_OK);
+    ck_assert_int_eq(partner_read_from(&store, "hp"), TLY_OK);
+    tly_view_reader *r = kv_reader(&store);
+    const char *doc;
+    size_t dlen;
+    ck_assert_int_eq(tly_view_reader_doc(r, 't', "cp", 2, &doc, &dlen), TLY_OK);
+    tly_view_reader_free(r);
+    lengthen_pair_key(kv_at(&store, "S/4/cp", 6), PARTNER_CERTS_AT, 1, 0);
+    ck_assert_int_eq(partner_read_from(&store, "cp"), TLY_CORRUPT);
+    r = kv_reader(&store);
+    ck_assert_int_eq(tly_view_reader_doc(r, 't', "cp", 2, &doc, &dlen), TLY_CORRUPT);
+    tly_view_reader_free(r);
+    lengthen_pair_key(kv_at(&store, "S/4/hp", 6), PARTNER_HELD_AT, 0, 5);
+    ck_assert_int_eq(partner_read_from(&store, "hp"), TLY_CORRUPT);
+    kv_free(&store);
+}
+END_TEST
+
 /* ---- the archive: rows no rule reads any more leave the partner record ---- */
 
 /* "acme" version v with a tier window of `window` quarters (else as
@@ -3505,6 +3802,8 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);
     tcase_add_test(tc, stored_record_under_other_key_corrupt);
+    tcase_add_test(tc, certs_block_edges);
+    tcase_add_test(tc, certs_stored_key_too_long_corrupt);
     tcase_add_test(tc, archive_needed_unreadable_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);

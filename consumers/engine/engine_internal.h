@@ -29,7 +29,8 @@
  *                               engine_mdf.c      one partner's accounts: MDF buckets
  *                                                 and deficit, rebate rows and figures,
  *                                                 its liability share, the invariant
- *   4 records  engine_records.h engine_records.c  the stored records: pack and unpack
+ *   4 records  engine_records.h engine_records.c  the stored records: pack and unpack;
+ *                                                 a partner's certification block
  *   5 trace    engine_trace.h   engine_trace.c    the trace hook of `tally explain`
  *   6 base     engine_base.h    engine_map.c      TRY, arena, copies, hash map, vectors
  *                               engine_json.c     the JSON writer
@@ -301,10 +302,33 @@ typedef struct eng_held {
     uint32_t ref_len;
 } eng_held;
 
-/* An active certification pair [T4]: its key and the expiry of its
- * latest earned [T10] [T14]. */
+/* A partner's active certification pairs [T4], each with the expiry of
+ * its latest earned [T10] [T14], in the order they were first earned (the
+ * partner record lists them so): one block per partner (eng_pstate's
+ * certs), its entries back to back, each
+ *
+ *   int64 expires_ms ‖ u16 key length ‖ pair key (u8 len(person) ‖ person ‖ cert)
+ *
+ * the numbers unaligned (memcpy). Why: an array of {owned key, expiry}
+ * cost a 24-byte entry with its growth slack and a malloc per key (its
+ * header, rounded to 16): 65 bytes a pair as a partner was read back (20.1
+ * MB for the 310,000 pairs of `bench fold` at 10M events), 68 as folded.
+ * The block costs ENG_CERT_HEAD + the key's bytes a pair, its slack and
+ * one malloc per partner: at that bench's keys (5 bytes, 3.1 pairs a
+ * partner; malloc's bytes over 100,000 partners) 21.0 bytes a pair read
+ * back (sized exactly), 23.3 as folded (grown by half). A partner holds a
+ * few pairs: finding one is a walk (engine_records.c, eng_cert_find). */
+#define ENG_CERT_HEAD 10u
+/* A pair key at most: its length byte and two names (events bound both:
+ * tly_event.c). */
+#define ENG_PAIR_KEY_BYTES_MAX (1u + 2u * TLY_NAME_BYTES_MAX)
+_Static_assert(ENG_PAIR_KEY_BYTES_MAX <= UINT16_MAX, "a pair key's length fits its u16");
+
+/* One entry of a partner's certs as read (eng_cert_at): key borrows the
+ * block. */
 typedef struct eng_cert {
-    eng_name key; /* owned pair key */
+    const char *key;
+    uint32_t key_len;
     int64_t expires_ms;
 } eng_cert;
 
@@ -402,8 +426,8 @@ typedef struct eng_pstate {
     uint32_t arch_pending; /* rows[0..arch_pending) archived by the flush under way */
     eng_hist *hist;
     uint32_t hist_count, hist_cap;
-    eng_cert *certs; /* active (person, cert) pairs */
-    uint32_t cert_count, cert_cap;
+    char *certs;                   /* active (person, cert) pairs: entries of eng_cert's layout */
+    uint32_t cert_bytes, cert_cap; /* used, allocated (no count: a walk counts) */
     /* hist is the partner's cold part: only a tier change adds to it and
      * only the tier document reads it. The store keeps it apart
      * ("S/6/<partner>", written when it changes: cold_dirty), so the

@@ -87,8 +87,11 @@ tly_err eng_available(const eng_pstate *st, int64_t *out)
 int64_t eng_active_certs(const eng_pstate *st, int64_t start_ms)
 {
     int64_t n = 0;
-    for (uint32_t i = 0; i < st->cert_count; i++)
-        n += st->certs[i].expires_ms >= start_ms;
+    eng_cert c;
+    for (uint32_t off = 0; off < st->cert_bytes;) {
+        off = eng_cert_at(st, off, &c);
+        n += c.expires_ms >= start_ms;
+    }
     return n;
 }
 

@@ -3,7 +3,8 @@
  * stored records (engine_records.h lists them). Packing writes what the
  * flush stores; unpacking reads a record back into the data model, every
  * string an owned copy (or, for global tier names, interned), so the
- * bytes may go as soon as it returns.
+ * bytes may go as soon as it returns. It also keeps the block of a
+ * partner's active certifications (eng_cert), which its record lists.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,75 @@
 #include "tly_assert.h"
 #include "tly_mp.h"
 #include "tly_mpw.h"
+
+/* ---- a partner's active certifications ---- */
+
+uint32_t eng_cert_at(const eng_pstate *st, uint32_t off, eng_cert *c)
+{
+    TLY_ASSERT(off + ENG_CERT_HEAD <= st->cert_bytes);
+    const char *at = st->certs + off;
+    uint16_t len;
+    memcpy(&c->expires_ms, at, 8);
+    memcpy(&len, at + 8, 2);
+    c->key = at + ENG_CERT_HEAD;
+    c->key_len = len;
+    return off + ENG_CERT_HEAD + len;
+}
+
+uint32_t eng_cert_find(const eng_pstate *st, const char *key, uint32_t len)
+{
+    eng_cert c;
+    for (uint32_t off = 0, next; off < st->cert_bytes; off = next) {
+        next = eng_cert_at(st, off, &c);
+        if (c.key_len == len && memcmp(c.key, key, len) == 0)
+            return off;
+    }
+    return ENG_NONE;
+}
+
+uint32_t eng_cert_count(const eng_pstate *st)
+{
+    uint32_t n = 0;
+    eng_cert c;
+    for (uint32_t off = 0; off < st->cert_bytes; off = eng_cert_at(st, off, &c))
+        n++;
+    return n;
+}
+
+/* Writes entry (key, expires_ms) at at. */
+static void cert_put(char *at, const char *key, uint32_t len, int64_t expires_ms)
+{
+    uint16_t len16 = (uint16_t)len;
+    memcpy(at, &expires_ms, 8);
+    memcpy(at + 8, &len16, 2);
+    memcpy(at + ENG_CERT_HEAD, key, len);
+}
+
+tly_err eng_cert_add(eng_pstate *st, const char *key, uint32_t len, int64_t expires_ms)
+{
+    TLY_ASSERT(len <= ENG_PAIR_KEY_BYTES_MAX);
+    uint32_t need = st->cert_bytes + ENG_CERT_HEAD + len;
+    if (need < st->cert_bytes)
+        return TLY_NOMEM;
+    TRY(eng_grow((void **)&st->certs, &st->cert_cap, need, 1));
+    cert_put(st->certs + st->cert_bytes, key, len, expires_ms);
+    st->cert_bytes = need;
+    return TLY_OK;
+}
+
+void eng_cert_set_expires(eng_pstate *st, uint32_t off, int64_t expires_ms)
+{
+    TLY_ASSERT(off + ENG_CERT_HEAD <= st->cert_bytes);
+    memcpy(st->certs + off, &expires_ms, 8);
+}
+
+void eng_cert_remove(eng_pstate *st, uint32_t off)
+{
+    eng_cert c;
+    uint32_t next = eng_cert_at(st, off, &c);
+    memmove(st->certs + off, st->certs + next, st->cert_bytes - next);
+    st->cert_bytes -= next - off;
+}
 
 /* ---- packing ---- */
 
@@ -265,11 +335,13 @@ void eng_pack_cold(tly_mpw *pk, const eng_pstate *st)
 static void pack_lists(tly_mpw *pk, const eng_pstate *st)
 {
     tly_mpw_array(pk, 0); /* the history: the cold record's (eng_pack_cold) */
-    tly_mpw_array(pk, st->cert_count);
-    for (uint32_t i = 0; i < st->cert_count; i++) {
+    tly_mpw_array(pk, eng_cert_count(st));
+    eng_cert c;
+    for (uint32_t off = 0; off < st->cert_bytes;) {
+        off = eng_cert_at(st, off, &c);
         tly_mpw_array(pk, 2);
-        tly_mpw_bin(pk, st->certs[i].key.ptr, st->certs[i].key.len);
-        tly_mpw_int(pk, st->certs[i].expires_ms);
+        tly_mpw_bin(pk, c.key, c.key_len);
+        tly_mpw_int(pk, c.expires_ms);
     }
     /* the claims are found by their records' ordinals (claim_total) */
     TLY_ASSERT(!st->claims_legacy);
@@ -892,22 +964,42 @@ static tly_err unpack_hist(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_p
     return TLY_OK;
 }
 
-/* Active pairs. */
+/* One active pair: [pair key, expires]. */
+static tly_err rd_cert(tly_mp_reader *r, tly_str *key, int64_t *expires_ms)
+{
+    uint32_t m;
+    RD(tly_mp_read_array(r, &m) && m == 2);
+    RD(rd_str(r, key, false) && key->len >= 1 && key->len <= ENG_PAIR_KEY_BYTES_MAX);
+    RD((unsigned char)key->ptr[0] < key->len && rd_i64(r, expires_ms));
+    return TLY_OK;
+}
+
+/* Active pairs, into a block of exactly their size: a first pass checks
+ * them and sums their bytes, a second copies them (a partner read back is
+ * mostly only read and written again; the fold grows the block if it adds
+ * to it). */
 static tly_err unpack_certs(tly_mp_reader *r, eng_pstate *st)
 {
-    TLY_ASSERT(st->cert_count == 0);
+    TLY_ASSERT(st->certs == NULL);
     uint32_t n;
     RD(tly_mp_read_array(r, &n));
+    tly_mp_reader again = *r;
+    tly_str k;
+    int64_t expires;
+    uint64_t bytes = 0;
     for (uint32_t i = 0; i < n; i++) {
-        tly_str k;
-        uint32_t m;
-        eng_cert c = {0};
-        RD(tly_mp_read_array(r, &m) && m == 2);
-        RD(rd_str(r, &k, false) && k.len >= 1 && (unsigned char)k.ptr[0] < k.len);
-        RD(rd_i64(r, &c.expires_ms));
-        TRY(eng_grow((void **)&st->certs, &st->cert_cap, st->cert_count + 1, sizeof *st->certs));
-        TRY(eng_name_copy(&c.key, k.ptr, k.len));
-        st->certs[st->cert_count++] = c;
+        TRY(rd_cert(r, &k, &expires));
+        bytes += ENG_CERT_HEAD + k.len;
+    }
+    if (bytes == 0)
+        return TLY_OK;
+    if (bytes > UINT32_MAX)
+        return TLY_NOMEM;
+    TRY(eng_grow((void **)&st->certs, &st->cert_cap, (uint32_t)bytes, 1));
+    for (uint32_t i = 0; i < n; i++) {
+        TRY(rd_cert(&again, &k, &expires));
+        cert_put(st->certs + st->cert_bytes, k.ptr, k.len, expires);
+        st->cert_bytes += ENG_CERT_HEAD + k.len;
     }
     return TLY_OK;
 }
@@ -961,6 +1053,7 @@ static tly_err unpack_held_one(tly_mp_reader *r, eng_held *h)
     RD(rd_i64(r, &h->expires_ms));
     tly_str ref;
     RD((unsigned char)key.ptr[0] < key.len);
+    RD(type != TLY_EV_CERTIFICATION || key.len <= ENG_PAIR_KEY_BYTES_MAX);
     h->seq = seq;
     h->type = (uint8_t)type;
     h->action = (uint8_t)action;
@@ -1105,8 +1198,6 @@ void eng_pstate_free(eng_pstate *st)
         return;
     eng_name_free(&st->name);
     eng_name_free(&st->region);
-    for (uint32_t i = 0; i < st->cert_count; i++)
-        eng_name_free(&st->certs[i].key);
     for (uint32_t i = 0; i < st->claim_count; i++)
         eng_claim_clear(&st->claims[i]);
     for (uint32_t i = 0; i < st->held_count; i++) {

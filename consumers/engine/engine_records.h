@@ -231,6 +231,23 @@ tly_err eng_unpack_open_act(const void *val, size_t len, const char *program, si
  * the partner records (eng_unpack_open_act). */
 uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g);
 
+/* ---- a partner's active certifications (engine_internal.h, eng_cert) ---- */
+
+/* The entry at byte offset off of st's certs (off < st->cert_bytes) into
+ * *c; returns the next entry's offset (st->cert_bytes after the last). */
+uint32_t eng_cert_at(const eng_pstate *st, uint32_t off, eng_cert *c);
+/* The offset of the entry of pair key[0..len), ENG_NONE when not active. */
+uint32_t eng_cert_find(const eng_pstate *st, const char *key, uint32_t len);
+/* The active pairs of st. */
+uint32_t eng_cert_count(const eng_pstate *st);
+/* Appends pair key[0..len) (len ≤ ENG_PAIR_KEY_BYTES_MAX, not active)
+ * with its expiry, the block growing by half (eng_grow). */
+tly_err eng_cert_add(eng_pstate *st, const char *key, uint32_t len, int64_t expires_ms);
+/* Sets the expiry of the entry at off. */
+void eng_cert_set_expires(eng_pstate *st, uint32_t off, int64_t expires_ms);
+/* Removes the entry at off; the entries after it keep their order. */
+void eng_cert_remove(eng_pstate *st, uint32_t off);
+
 /* A zeroed money state; NULL when out of memory. */
 eng_pstate *eng_pstate_new(void);
 /* Frees st and everything it owns; st may be NULL. */

@@ -294,27 +294,16 @@ static tly_err fold_cert(tly_engine *e, uint32_t p, eng_pos pos, tly_str pair, u
                          int64_t expires_ms)
 {
     eng_pstate *st = e->partners[p].st;
-    uint32_t i = 0;
-    while (i < st->cert_count && (st->certs[i].key.len != pair.len ||
-                                  memcmp(st->certs[i].key.ptr, pair.ptr, pair.len) != 0))
-        i++;
+    uint32_t at = eng_cert_find(st, pair.ptr, pair.len);
     TRY(eng_partner_dirty(e, p));
     if (action == TLY_ACT_EARNED) {
-        if (i < st->cert_count) {
-            st->certs[i].expires_ms = expires_ms;
-            return TLY_OK;
-        }
-        eng_cert c = {.expires_ms = expires_ms};
-        TRY(eng_name_copy(&c.key, pair.ptr, pair.len));
-        tly_err err = ENG_PUSH(st->certs, st->cert_count, st->cert_cap, c);
-        if (err != TLY_OK)
-            eng_name_free(&c.key);
-        return err;
+        if (at == ENG_NONE)
+            return eng_cert_add(st, pair.ptr, pair.len, expires_ms);
+        eng_cert_set_expires(st, at, expires_ms);
+        return TLY_OK;
     }
-    if (i < st->cert_count) {
-        eng_name_free(&st->certs[i].key);
-        memmove(&st->certs[i], &st->certs[i + 1], (st->cert_count - i - 1) * sizeof *st->certs);
-        st->cert_count--;
+    if (at != ENG_NONE) {
+        eng_cert_remove(st, at);
         return TLY_OK;
     }
     int plen = (unsigned char)pair.ptr[0];
@@ -452,7 +441,7 @@ tly_err eng_on_cert(tly_engine *e, eng_pos pos, const tly_event *ev)
         return TLY_OK;
     uint32_t p;
     TRY(eng_partner_get(e, ev->partner.ptr, ev->partner.len, &p));
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    char key[ENG_PAIR_KEY_BYTES_MAX];
     uint32_t klen = eng_pair_key(key, ev->person.ptr, ev->person.len, ev->cert.ptr, ev->cert.len);
     int64_t expires = ev->has_expires ? ev->expires_ms : ENG_NO_EXPIRY;
     if (e->partners[p].program != ENG_NONE)

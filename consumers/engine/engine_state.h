@@ -160,7 +160,7 @@ uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *
 /* The claim key (partner, claim) into buf (≥ 1 + 128 + 128 bytes). */
 uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char *claim,
                        uint32_t clen);
-/* The certification pair key (person, cert) into buf (≥ 1 + 128 + 128). */
+/* The certification pair key (person, cert) into buf (≥ ENG_PAIR_KEY_BYTES_MAX bytes). */
 uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *cert,
                       uint32_t clen);
 /* Stable name of a claim status ("pending", ...). */
