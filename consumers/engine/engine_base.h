@@ -124,6 +124,12 @@ void eng_map_set(eng_map *m, const void *key, size_t len, uint64_t hash, uint32_
 /* Rebuilds the table at the smallest size that holds its entries within
  * the load limit, when that is smaller; on no memory it stays as it is. */
 void eng_map_shrink(eng_map *m);
+/* Rebuilds m at the smallest size for the kept entries, whose values map
+ * through to: an entry of value v stays, with value to[v], unless to[v] is
+ * ENG_NONE; kept of them do. One pass in slot order with the hashes the
+ * table holds: no key is read, so a dropped entry's key may be gone. On
+ * TLY_NOMEM m is as it was, values and keys that may be gone included. */
+tly_err eng_map_remap(eng_map *m, const uint32_t *to, uint32_t kept);
 void eng_map_free(eng_map *m);
 /* The interned copy of s in map m and arena a: equal strings give the same
  * pointer, kept until the arena is freed. */

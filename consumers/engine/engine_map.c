@@ -289,6 +289,31 @@ void eng_map_shrink(eng_map *m)
         (void)map_rehash(m, cap); /* without memory the larger table still serves */
 }
 
+tly_err eng_map_remap(eng_map *m, const uint32_t *to, uint32_t kept)
+{
+    uint32_t cap = 64;
+    while ((uint64_t)kept * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
+        cap *= 2;
+    eng_slot *slots = slots_alloc(cap);
+    if (slots == NULL)
+        return TLY_NOMEM;
+    uint32_t placed = 0;
+    for (uint32_t i = 0; i < m->cap; i++) {
+        eng_slot s = m->slots[i];
+        if (s.key == NULL || to[s.val] == ENG_NONE)
+            continue;
+        s.val = to[s.val];
+        map_place(slots, cap, &s);
+        placed++;
+    }
+    TLY_ASSERT(placed == kept);
+    slots_free(m->slots, m->cap);
+    m->slots = slots;
+    m->cap = cap;
+    m->count = placed;
+    return TLY_OK;
+}
+
 tly_err eng_intern(eng_map *m, eng_arena *a, const char *s, uint32_t len, eng_name *out)
 {
     uint64_t h = eng_hash(s, len);

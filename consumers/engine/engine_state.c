@@ -1027,13 +1027,20 @@ void eng_partner_drop(tly_engine *e, uint32_t p)
 }
 
 /* Drops sale s from the cache (it is clean: the store holds it). */
+/* Frees sale s's key block and its slot, its map entry left to the caller. */
+static void sale_free(tly_engine *e, uint32_t s)
+{
+    eng_sale *sale = &e->sales[s];
+    eng_pool_put(&e->sale_blocks, sale->key, ENG_SALE_BLOCK_BYTES(sale));
+    *sale = (eng_sale){0};
+    slot_give(&e->sale_slots, s);
+}
+
 void eng_sale_drop(tly_engine *e, uint32_t s)
 {
     eng_sale *sale = &e->sales[s];
     eng_map_del(&e->sale_map, sale->key, sale->key_len, eng_hash(sale->key, sale->key_len));
-    eng_pool_put(&e->sale_blocks, sale->key, ENG_SALE_BLOCK_BYTES(sale));
-    *sale = (eng_sale){0};
-    slot_give(&e->sale_slots, s);
+    sale_free(e, s);
 }
 
 /* Slot i of a cache: live (and clean, with clean_only), and the seq of its
@@ -1124,26 +1131,32 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners)
 tly_err eng_sales_flush_compact(tly_engine *e, uint64_t cut, eng_sale_write_fn write, void *ctx)
 {
     eng_slots *s = &e->sale_slots;
+    /* Where each slot goes (ENG_NONE: dropped or free). The map is rebuilt
+     * from it after the walk, in one pass over its table with the hashes
+     * it holds, rather than probed at a random place (after a read of the
+     * key for its hash) for each sale dropped or moved: at 10M events on
+     * one shard those deletions alone were 1.8 % of the fold's time. */
+    uint32_t *to = malloc(((size_t)s->count + 1) * sizeof *to);
+    if (to == NULL)
+        return TLY_NOMEM; /* nothing dropped yet */
     tly_err err = TLY_OK;
     uint32_t n = 0;
     e->dropped_in_flush = true; /* the first drop may come before a failure */
     for (uint32_t i = 0; i < s->count; i++) {
         eng_sale *sale = &e->sales[i];
+        to[i] = ENG_NONE;
         if (sale->key != NULL) {
             if (err == TLY_OK && sale->dirty)
                 err = write(ctx, sale);
             /* After a failure the walk only compacts what is left: the
              * engine is then reloaded (tly_engine_intact). */
             if (err == TLY_OK && sale->used < cut) {
-                eng_sale_drop(e, i); /* its free slot is forgotten below */
+                sale_free(e, i); /* its free slot is forgotten below */
             } else {
                 sale->dirty = sale->dirty && err != TLY_OK;
-                if (i != n) {
-                    eng_map_set(&e->sale_map, sale->key, sale->key_len,
-                                eng_hash(sale->key, sale->key_len), n);
+                if (i != n)
                     e->sales[n] = *sale;
-                }
-                n++;
+                to[i] = n++;
             }
         }
         /* Slots n..i are moved or dropped: their pages go back as the walk
@@ -1158,8 +1171,12 @@ tly_err eng_sales_flush_compact(tly_engine *e, uint64_t cut, eng_sale_write_fn w
     s->count = n;
     s->free_count = 0;
     e->dirty_sale_count = 0;
-    eng_map_shrink(&e->sale_map);
-    return err;
+    /* On no memory the map still names the sales where they were, and
+     * keys that are gone: the flush fails with the drops done, and the
+     * engine is reloaded (dropped_in_flush). */
+    tly_err mapped = eng_map_remap(&e->sale_map, to, n);
+    free(to);
+    return err != TLY_OK ? err : mapped;
 }
 
 void eng_partners_compact(tly_engine *e)
