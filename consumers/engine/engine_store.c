@@ -370,8 +370,14 @@ static tly_err flush_excs(flush_ctx *f)
     return TLY_OK;
 }
 
-/* A dirty partner by its id, for sorting. */
+/* A dirty partner by its id, for sorting. head: the id's first 8 bytes as
+ * a big-endian number, zeros after a shorter id. Two ids whose heads
+ * differ are in the order of their heads (a zero pads, and no byte is
+ * below it); only equal heads need the ids, which lie all over the heap:
+ * ids of up to 8 bytes (`bench fold`'s) are sorted without reading one
+ * (ordering 100,000 partners twice a flush was 2 % of a 10M fold). */
 typedef struct flush_ref {
+    uint64_t head;
     const char *id;
     uint32_t len;
     uint32_t index;
@@ -380,8 +386,17 @@ typedef struct flush_ref {
 static int ref_cmp(const void *a, const void *b)
 {
     const flush_ref *x = a, *y = b;
+    if (x->head != y->head)
+        return x->head < y->head ? -1 : 1;
     int c = memcmp(x->id, y->id, x->len < y->len ? x->len : y->len);
     return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static uint64_t id_head(const char *id, uint32_t len)
+{
+    unsigned char b[8] = {0};
+    memcpy(b, id, len < sizeof b ? len : sizeof b);
+    return tly_be64_get(b);
 }
 
 /* Puts dirty_partners[lo, hi) in the order of their ids, so the flush
@@ -399,7 +414,8 @@ static void sort_dirty_range(tly_engine *e, uint32_t lo, uint32_t hi)
         return;
     for (uint32_t i = 0; i < n; i++) {
         const eng_partner *pp = &e->partners[e->dirty_partners[lo + i]];
-        r[i] = (flush_ref){pp->id, pp->id_len, e->dirty_partners[lo + i]};
+        r[i] =
+            (flush_ref){id_head(pp->id, pp->id_len), pp->id, pp->id_len, e->dirty_partners[lo + i]};
     }
     qsort(r, n, sizeof *r, ref_cmp);
     for (uint32_t i = 0; i < n; i++)
