@@ -12,7 +12,8 @@
  * that never draws or serves never maps them.
  *
  * A room lists its functions once, with an X-macro, and gets an enum of
- * indices, the names and a table of pointers; a macro per function, defined
+ * indices, the names and a table of pointers (TLY_DL_INDEX, TLY_DL_NAME);
+ * a macro per function, defined
  * after the library's header, makes each call site read as a plain call:
  *
  *   #define cairo_arc TLY_DL_FN(rb_syms, RB_SYM_, cairo_arc)
@@ -27,6 +28,12 @@
 #include <stddef.h>
 
 #include "tly_err.h"
+
+/* For a room's X-macro list of its functions, LIST(X, P) expanding to
+ * X(P, fn) for each: LIST(TLY_DL_INDEX, P) gives the enum's entries P##fn,
+ * LIST(TLY_DL_NAME, P) the names "fn" in the same order. */
+#define TLY_DL_INDEX(p, fn) p##fn,
+#define TLY_DL_NAME(p, fn) #fn,
 
 /* The typed pointer to function fn of a table filled by tly_dl_load: the
  * function's own declaration (its header) gives the type. Inside the

@@ -9,11 +9,7 @@ tly_err tly_mhd_load(char *msg, size_t cap)
 {
     /* The soname of the library CMake found (schemas/CMakeLists.txt). */
     static const char *const sonames[] = {TLY_SONAME_MHD};
-    static const char *const names[] = {
-#define TLY_MHD_SYM_NAME_(f) #f,
-        TLY_MHD_SYMS(TLY_MHD_SYM_NAME_)
-#undef TLY_MHD_SYM_NAME_
-    };
+    static const char *const names[] = {TLY_MHD_SYMS(TLY_DL_NAME, TLY_MHD_SYM_)};
     const tly_dl_set set = {.what = "serving HTTP",
                             .sonames = sonames,
                             .soname_count = 1,

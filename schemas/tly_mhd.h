@@ -22,23 +22,18 @@
 #include "tly_err.h"
 
 /* Every function of libmicrohttpd that Tally calls. */
-#define TLY_MHD_SYMS(X)                                                                            \
-    X(MHD_add_response_header)                                                                     \
-    X(MHD_create_response_from_buffer)                                                             \
-    X(MHD_create_response_from_buffer_with_free_callback)                                          \
-    X(MHD_destroy_response)                                                                        \
-    X(MHD_get_connection_values)                                                                   \
-    X(MHD_lookup_connection_value)                                                                 \
-    X(MHD_queue_response)                                                                          \
-    X(MHD_start_daemon)                                                                            \
-    X(MHD_stop_daemon)
+#define TLY_MHD_SYMS(X, P)                                                                         \
+    X(P, MHD_add_response_header)                                                                  \
+    X(P, MHD_create_response_from_buffer)                                                          \
+    X(P, MHD_create_response_from_buffer_with_free_callback)                                       \
+    X(P, MHD_destroy_response)                                                                     \
+    X(P, MHD_get_connection_values)                                                                \
+    X(P, MHD_lookup_connection_value)                                                              \
+    X(P, MHD_queue_response)                                                                       \
+    X(P, MHD_start_daemon)                                                                         \
+    X(P, MHD_stop_daemon)
 
-enum {
-#define TLY_MHD_SYM_ENUM_(f) TLY_MHD_SYM_##f,
-    TLY_MHD_SYMS(TLY_MHD_SYM_ENUM_)
-#undef TLY_MHD_SYM_ENUM_
-        TLY_MHD_SYM_COUNT
-};
+enum { TLY_MHD_SYMS(TLY_DL_INDEX, TLY_MHD_SYM_) TLY_MHD_SYM_COUNT };
 
 extern void *tly_mhd_syms[TLY_MHD_SYM_COUNT];
 

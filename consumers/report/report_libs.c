@@ -10,11 +10,7 @@ tly_err rb_libs_load(char *msg, size_t cap)
     /* The sonames come from the libraries CMake found (consumers/CMakeLists.txt). */
     static const char *const sonames[] = {TLY_SONAME_PANGOCAIRO, TLY_SONAME_PANGO, TLY_SONAME_CAIRO,
                                           TLY_SONAME_GOBJECT};
-    static const char *const names[] = {
-#define RB_SYM_NAME_(f) #f,
-        RB_SYMS(RB_SYM_NAME_)
-#undef RB_SYM_NAME_
-    };
+    static const char *const names[] = {RB_SYMS(TLY_DL_NAME, RB_SYM_)};
     const tly_dl_set set = {.what = "the statement's PDF and HTML",
                             .sonames = sonames,
                             .soname_count = sizeof sonames / sizeof sonames[0],

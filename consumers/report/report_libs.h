@@ -18,46 +18,41 @@
 #include "tly_err.h"
 
 /* Every function of cairo, pango and glib the room calls. */
-#define RB_SYMS(X)                                                                                 \
-    X(cairo_arc)                                                                                   \
-    X(cairo_create)                                                                                \
-    X(cairo_destroy)                                                                               \
-    X(cairo_fill)                                                                                  \
-    X(cairo_line_to)                                                                               \
-    X(cairo_move_to)                                                                               \
-    X(cairo_pdf_surface_create_for_stream)                                                         \
-    X(cairo_pdf_surface_set_metadata)                                                              \
-    X(cairo_rectangle)                                                                             \
-    X(cairo_restore)                                                                               \
-    X(cairo_save)                                                                                  \
-    X(cairo_set_line_width)                                                                        \
-    X(cairo_set_source_rgb)                                                                        \
-    X(cairo_show_page)                                                                             \
-    X(cairo_stroke)                                                                                \
-    X(cairo_surface_destroy)                                                                       \
-    X(cairo_surface_finish)                                                                        \
-    X(cairo_surface_status)                                                                        \
-    X(cairo_svg_surface_create_for_stream)                                                         \
-    X(cairo_translate)                                                                             \
-    X(g_object_unref)                                                                              \
-    X(pango_cairo_context_set_resolution)                                                          \
-    X(pango_cairo_create_layout)                                                                   \
-    X(pango_cairo_show_layout)                                                                     \
-    X(pango_font_description_free)                                                                 \
-    X(pango_font_description_from_string)                                                          \
-    X(pango_layout_context_changed)                                                                \
-    X(pango_layout_get_context)                                                                    \
-    X(pango_layout_get_size)                                                                       \
-    X(pango_layout_set_font_description)                                                           \
-    X(pango_layout_set_text)                                                                       \
-    X(pango_layout_set_width)
+#define RB_SYMS(X, P)                                                                              \
+    X(P, cairo_arc)                                                                                \
+    X(P, cairo_create)                                                                             \
+    X(P, cairo_destroy)                                                                            \
+    X(P, cairo_fill)                                                                               \
+    X(P, cairo_line_to)                                                                            \
+    X(P, cairo_move_to)                                                                            \
+    X(P, cairo_pdf_surface_create_for_stream)                                                      \
+    X(P, cairo_pdf_surface_set_metadata)                                                           \
+    X(P, cairo_rectangle)                                                                          \
+    X(P, cairo_restore)                                                                            \
+    X(P, cairo_save)                                                                               \
+    X(P, cairo_set_line_width)                                                                     \
+    X(P, cairo_set_source_rgb)                                                                     \
+    X(P, cairo_show_page)                                                                          \
+    X(P, cairo_stroke)                                                                             \
+    X(P, cairo_surface_destroy)                                                                    \
+    X(P, cairo_surface_finish)                                                                     \
+    X(P, cairo_surface_status)                                                                     \
+    X(P, cairo_svg_surface_create_for_stream)                                                      \
+    X(P, cairo_translate)                                                                          \
+    X(P, g_object_unref)                                                                           \
+    X(P, pango_cairo_context_set_resolution)                                                       \
+    X(P, pango_cairo_create_layout)                                                                \
+    X(P, pango_cairo_show_layout)                                                                  \
+    X(P, pango_font_description_free)                                                              \
+    X(P, pango_font_description_from_string)                                                       \
+    X(P, pango_layout_context_changed)                                                             \
+    X(P, pango_layout_get_context)                                                                 \
+    X(P, pango_layout_get_size)                                                                    \
+    X(P, pango_layout_set_font_description)                                                        \
+    X(P, pango_layout_set_text)                                                                    \
+    X(P, pango_layout_set_width)
 
-enum {
-#define RB_SYM_ENUM_(f) RB_SYM_##f,
-    RB_SYMS(RB_SYM_ENUM_)
-#undef RB_SYM_ENUM_
-        RB_SYM_COUNT
-};
+enum { RB_SYMS(TLY_DL_INDEX, RB_SYM_) RB_SYM_COUNT };
 
 extern void *rb_syms[RB_SYM_COUNT];
 
