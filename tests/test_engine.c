@@ -3711,6 +3711,50 @@ START_TEST(map_set_and_shrink)
 }
 END_TEST
 
+/* eng_map_remap: the entries whose to[] is not ENG_NONE stay with their
+ * new values, in the smallest table within the load limit (the edge: 48
+ * kept fit 64 slots, 49 take 128), the others are gone, and no key is read
+ * (a dropped entry's key is overwritten first: its hash alone decides). */
+START_TEST(map_remap_keeps_and_drops)
+{
+    enum { KEYS = 3000 };
+    static char keys[KEYS][16];
+    static uint32_t to[KEYS];
+    uint32_t edge = 64u * ENG_MAP_LOAD_NUM / ENG_MAP_LOAD_DEN;
+    for (uint32_t kept = edge; kept <= edge + 1; kept++) {
+        eng_map m = {0};
+        for (uint32_t k = 0; k < KEYS; k++) {
+            snprintf(keys[k], sizeof keys[k], "r%u", k);
+            uint32_t kl = (uint32_t)strlen(keys[k]);
+            ck_assert_int_eq(eng_map_put(&m, keys[k], kl, eng_hash(keys[k], kl), k), TLY_OK);
+        }
+        /* Keep every 7th key up to kept of them, at values counted down. */
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < KEYS; k++)
+            to[k] = k % 7 == 3 && n < kept ? KEYS - 1 - n++ : ENG_NONE;
+        ck_assert_uint_eq(n, kept);
+        for (uint32_t k = 0; k < KEYS; k++)
+            if (to[k] == ENG_NONE)
+                memset(keys[k], 'x', sizeof keys[k] - 1); /* gone: must not be read */
+        ck_assert_int_eq(eng_map_remap(&m, to, kept), TLY_OK);
+        ck_assert_uint_eq(m.count, kept);
+        ck_assert_uint_eq(m.cap, kept == edge ? 64 : 128);
+        for (uint32_t k = 0; k < KEYS; k++) {
+            if (to[k] == ENG_NONE)
+                continue;
+            uint32_t kl = (uint32_t)strlen(keys[k]);
+            ck_assert_uint_eq(eng_map_get(&m, keys[k], kl, eng_hash(keys[k], kl)), to[k]);
+        }
+        /* A key dropped is not found (by its name, rebuilt for the look-up). */
+        char gone[16];
+        snprintf(gone, sizeof gone, "r%u", 0u);
+        ck_assert_uint_eq(
+            eng_map_get(&m, gone, (uint32_t)strlen(gone), eng_hash(gone, strlen(gone))), ENG_NONE);
+        eng_map_free(&m);
+    }
+}
+END_TEST
+
 START_TEST(bench_test)
 {
     ck_assert_int_eq(bench(bench_events), 0);
@@ -3785,7 +3829,7 @@ static Suite *engine_suite(void)
                               return_partner_mismatch_across_shards, payouts, claim_state_machine,
                               enrollment_rules, apply_out_of_order, details_pinned,
                               load_rejects_garbage, journal_row_decode, map_load_edge,
-                              map_set_and_shrink, pool_size_classes));
+                              map_set_and_shrink, map_remap_keeps_and_drops, pool_size_classes));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
