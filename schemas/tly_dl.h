@@ -5,7 +5,7 @@
  * into every process at start, with its own dependencies: cairo and pango
  * (the statement's PDF and HTML) bring glib, freetype, X11 and some thirty
  * more, libmicrohttpd (the console, --metrics) brings gnutls. In a consumer
- * that folds the 10M-event log they were 6.5 MB of its peak resident
+ * that folds the 10M-event log they were 6.6 MB of its peak resident
  * memory, and it draws no document and serves no HTTP. So the rooms that
  * use them resolve the functions they call here, the first time they need
  * them, and call through that table (report_libs.h, tly_mhd.h): a process

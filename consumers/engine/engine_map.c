@@ -201,20 +201,40 @@ static void slots_free(eng_slot *slots, uint32_t cap)
         munmap(slots, bytes);
 }
 
-/* Moves m's entries into a new table of cap slots (which holds them);
- * TLY_NOMEM leaves m as it was. */
-static tly_err map_rehash(eng_map *m, uint32_t cap)
+/* Moves m's entries into a new table of cap slots (which holds them),
+ * by the hashes the table holds (no key is read). to NULL: every entry as
+ * it is; else an entry of value v goes with value to[v], or not at all when
+ * that is ENG_NONE. TLY_NOMEM leaves m as it was. */
+static tly_err map_rehash(eng_map *m, uint32_t cap, const uint32_t *to)
 {
     eng_slot *slots = slots_alloc(cap);
     if (slots == NULL)
         return TLY_NOMEM;
-    for (uint32_t i = 0; i < m->cap; i++)
-        if (m->slots[i].key != NULL)
-            map_place(slots, cap, &m->slots[i]);
+    uint32_t placed = 0;
+    for (uint32_t i = 0; i < m->cap; i++) {
+        eng_slot s = m->slots[i];
+        if (s.key == NULL || (to != NULL && to[s.val] == ENG_NONE))
+            continue;
+        if (to != NULL)
+            s.val = to[s.val];
+        map_place(slots, cap, &s);
+        placed++;
+    }
     slots_free(m->slots, m->cap);
     m->slots = slots;
     m->cap = cap;
+    m->count = placed;
     return TLY_OK;
+}
+
+/* The smallest table (never under 64 slots) that holds count entries
+ * within the load limit. */
+static uint32_t cap_for(uint32_t count)
+{
+    uint32_t cap = 64;
+    while ((uint64_t)count * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
+        cap *= 2;
+    return cap;
 }
 
 static tly_err map_resize(eng_map *m)
@@ -222,7 +242,7 @@ static tly_err map_resize(eng_map *m)
     uint32_t cap = m->cap == 0 ? 64 : m->cap * 2;
     if (cap < m->cap)
         return TLY_NOMEM;
-    return map_rehash(m, cap);
+    return map_rehash(m, cap, NULL);
 }
 
 tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val)
@@ -282,35 +302,15 @@ void eng_map_set(eng_map *m, const void *key, size_t len, uint64_t hash, uint32_
 
 void eng_map_shrink(eng_map *m)
 {
-    uint32_t cap = 64;
-    while ((uint64_t)m->count * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
-        cap *= 2;
+    uint32_t cap = cap_for(m->count);
     if (cap < m->cap)
-        (void)map_rehash(m, cap); /* without memory the larger table still serves */
+        (void)map_rehash(m, cap, NULL); /* without memory the larger table still serves */
 }
 
 tly_err eng_map_remap(eng_map *m, const uint32_t *to, uint32_t kept)
 {
-    uint32_t cap = 64;
-    while ((uint64_t)kept * ENG_MAP_LOAD_DEN > (uint64_t)cap * ENG_MAP_LOAD_NUM)
-        cap *= 2;
-    eng_slot *slots = slots_alloc(cap);
-    if (slots == NULL)
-        return TLY_NOMEM;
-    uint32_t placed = 0;
-    for (uint32_t i = 0; i < m->cap; i++) {
-        eng_slot s = m->slots[i];
-        if (s.key == NULL || to[s.val] == ENG_NONE)
-            continue;
-        s.val = to[s.val];
-        map_place(slots, cap, &s);
-        placed++;
-    }
-    TLY_ASSERT(placed == kept);
-    slots_free(m->slots, m->cap);
-    m->slots = slots;
-    m->cap = cap;
-    m->count = placed;
+    TRY(map_rehash(m, cap_for(kept), to));
+    TLY_ASSERT(m->count == kept);
     return TLY_OK;
 }
 

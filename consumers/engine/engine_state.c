@@ -1026,7 +1026,6 @@ void eng_partner_drop(tly_engine *e, uint32_t p)
     slot_give(&e->partner_slots, p);
 }
 
-/* Drops sale s from the cache (it is clean: the store holds it). */
 /* Frees sale s's key block and its slot, its map entry left to the caller. */
 static void sale_free(tly_engine *e, uint32_t s)
 {
@@ -1036,6 +1035,7 @@ static void sale_free(tly_engine *e, uint32_t s)
     slot_give(&e->sale_slots, s);
 }
 
+/* Drops sale s from the cache (it is clean: the store holds it). */
 void eng_sale_drop(tly_engine *e, uint32_t s)
 {
     eng_sale *sale = &e->sales[s];
