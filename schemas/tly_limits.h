@@ -254,6 +254,17 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * event. */
 #define TLY_CONSUME_DIRTY_ENTRIES_MAX 500000u
 
+/* Partners a consumer's flush notes, of those it wrote and dropped, to read
+ * back once its commit is done (tly_engine_read_back): a batch that changed
+ * more partners than the cache holds finds them in memory in the next,
+ * read in key order, instead of reading each from a random page of the
+ * store when an event names it. They were all in memory at the batch's
+ * end; read back, they count as changed entries until the next flush
+ * (tly_engine_dirty), so a batch that turns to other partners commits
+ * early rather than hold both sets. Half of TLY_CONSUME_DIRTY_ENTRIES_MAX
+ * leaves a batch room for its sales. */
+#define TLY_CONSUME_READ_BACK_PARTNERS_MAX (TLY_CONSUME_DIRTY_ENTRIES_MAX / 2u)
+
 /* Records a consumer folds between two releases of the view store's map
  * (tly_views_release): a record whose partner, claims or sale are not in
  * the engine's cache reads pages of the store, and at 10M events (100,000

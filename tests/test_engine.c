@@ -1146,15 +1146,24 @@ static void kv_free(kv *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Folds st[from, to) flushing every `batch` records and at the end. */
+/* Partners fold_flushing's read-backs brought back, in all. */
+static uint64_t g_read_back_seen;
+
+/* Folds st[from, to) flushing every `batch` records and at the end; after
+ * each flush (the store holds its puts at once, as after a commit) the
+ * engines read back what it noted (tly_engine_read_back: nothing unless
+ * enabled). */
 static void fold_flushing(shards *s, kv *stores, const stream *st, size_t from, size_t to,
                           size_t batch)
 {
     for (size_t i = from; i < to; i++) {
         shards_fold(s, st, i, i + 1);
         if ((i + 1) % batch == 0 || i + 1 == to)
-            for (uint32_t k = 0; k < s->n; k++)
+            for (uint32_t k = 0; k < s->n; k++) {
                 ck_assert_int_eq(tly_engine_flush(s->e[k], kv_put, &stores[k]), TLY_OK);
+                tly_engine_read_back(s->e[k]);
+                g_read_back_seen += s->e[k]->read_back_idle;
+            }
     }
 }
 
@@ -1398,6 +1407,9 @@ END_TEST
  * do (tly_engine_set_flush_drops). */
 static bool g_flush_drops;
 
+/* The read_back_max of restart_on_stores's engines (0: off). */
+static uint32_t g_read_back_max;
+
 /* Fresh engines for shards of s->n that restart from stores as a consumer
  * does: the rates and programs loaded, the rest read on demand through a cache of
  * `partners` partners and `sales` sales, the fold resuming after seq. */
@@ -1419,6 +1431,7 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
                                   .sales_cached_max = sales};
         tly_engine_set_store(s->e[k], &store);
         tly_engine_set_flush_drops(s->e[k], g_flush_drops);
+        tly_engine_set_read_back(s->e[k], g_read_back_max);
         tly_engine_set_seq(s->e[k], seq);
     }
     s->seq = seq;
@@ -1430,11 +1443,14 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
  * engines that keep everything in memory, for 1, 2 and 4 shards:
  * cross-shard returns [S1] [S2] included; and so do such engines whose
  * flushes drop each partner beyond the cache as soon as it is written
- * (_i 3-5), nearly every partner of every flush. */
+ * (_i 3-5), nearly every partner of every flush, and those that then read
+ * them back after each flush (_i 6-8, tly_engine_read_back). */
 START_TEST(store_matches_memory)
 {
     uint32_t n = 1u << (_i % 3);
     g_flush_drops = _i >= 3;
+    g_read_back_max = _i >= 6 ? 100000u : 0u;
+    g_read_back_seen = 0;
     stream st = {0};
     gen_stream(&st, g_seed + 500 + n, 12000, 30);
     size_t cut1 = st.count / 3, cut2 = 2 * st.count / 3 + 5;
@@ -1456,10 +1472,15 @@ START_TEST(store_matches_memory)
     expect_same_stores(stores, direct, n);
     for (uint32_t k = 0; k < n; k++)
         ck_assert(tly_engine_intact(b.e[k]));
+    if (g_read_back_max > 0) /* it read partners back, and many */
+        ck_assert_uint_gt(g_read_back_seen, 100);
+    else
+        ck_assert_uint_eq(g_read_back_seen, 0);
     shards_free(&a);
     shards_free(&b);
     stream_free(&st);
     g_flush_drops = false;
+    g_read_back_max = 0;
 }
 END_TEST
 
@@ -2797,6 +2818,173 @@ START_TEST(claims_leave_memory)
 }
 END_TEST
 
+/* ---- read-back (tly_engine_read_back) ---- */
+
+#define READ_BACK_PARTNERS 12
+
+/* One event into shard engine s->e[0]: its result, not asserted. */
+static tly_err apply_text(shards *s, const char *source, const char *text)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp_text(text, &sb);
+    tly_event ev;
+    ck_assert_int_eq(tly_event_decode(sb.data, sb.size, REC_MS, &ev, NULL), TLY_OK);
+    tly_record rec = {.seq = ++s->seq,
+                      .recorded_ms = REC_MS,
+                      .source = {source, (uint32_t)strlen(source)},
+                      .event = (const uint8_t *)sb.data,
+                      .event_len = sb.size};
+    tly_err err = tly_engine_apply(s->e[0], &rec, &ev);
+    msgpack_sbuffer_destroy(&sb);
+    return err;
+}
+
+static bool in_memory(const tly_engine *e, const char *id)
+{
+    size_t len = strlen(id);
+    return eng_map_get(&e->partner_map, id, (uint32_t)len, eng_hash(id, len)) != ENG_NONE;
+}
+
+/* Engines a (in memory, flushed into direct) and b (over store: a cache of
+ * two partners, flushes with drops, read_back_max max) fold a program,
+ * READ_BACK_PARTNERS partners r00.. with a sale each, and flush; b drops
+ * most of them as it writes them. The partners b's flush noted. */
+#define READ_BACK_FOLD(max)                                                                        \
+    do {                                                                                           \
+        g_flush_drops = true;                                                                      \
+        g_read_back_max = (max);                                                                   \
+        shards_init(&a, 1);                                                                        \
+        restart_on_stores(&b, 1, &store, 0, 2, 3);                                                 \
+        BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));                                  \
+        for (int i_ = 0; i_ < READ_BACK_PARTNERS; i_++) {                                          \
+            char rid_[8], rsid_[8];                                                                \
+            snprintf(rid_, sizeof rid_, "r%02d", i_);                                              \
+            snprintf(rsid_, sizeof rsid_, "s%02d", i_);                                            \
+            BOTH(enroll(X, rid_, "acme", Q1_25));                                                  \
+            BOTH(sale(X, "d1", rsid_, rid_, 1000 + i_, "USD", Q1_25 + DAY));                       \
+        }                                                                                          \
+        flush_into(&a, &direct);                                                                   \
+        flush_into(&b, &store);                                                                    \
+        g_flush_drops = false;                                                                     \
+        g_read_back_max = 0;                                                                       \
+    } while (0)
+
+/* A flush with drops notes up to read_back_max of the partners it wrote and
+ * dropped: all D of them with a larger limit, D at D, D - 1 at D - 1, none
+ * at 0. tly_engine_read_back brings exactly those back and forgets the
+ * list; tly_engine_dirty counts them until an event changes one (it then
+ * counts as changed, once); the next flush settles the rest into the cache;
+ * and answers and stored bytes stay those of an engine keeping everything
+ * in memory. */
+START_TEST(read_back_edges)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    uint32_t d = 0; /* partners the flush dropped: found by the first run */
+    for (int run = 0; run < 4; run++) {
+        uint32_t max = run == 0 ? UINT32_MAX : run == 1 ? d : run == 2 ? d - 1 : 0;
+        int base = next_id;
+        READ_BACK_FOLD(max);
+        next_id = base;
+        tly_engine *e = b.e[0];
+        uint32_t noted = e->read_back_count;
+        if (run == 0) {
+            d = noted; /* the cache keeps the few used last */
+            ck_assert_uint_ge(d, READ_BACK_PARTNERS - 3);
+            ck_assert_uint_le(d, READ_BACK_PARTNERS);
+        }
+        ck_assert_uint_eq(noted, max < d ? max : d);
+        ck_assert_uint_eq(tly_engine_dirty(e), 0);
+        uint32_t live = e->partner_slots.live;
+        tly_engine_read_back(e);
+        ck_assert_uint_eq(e->read_back_idle, noted);
+        ck_assert_uint_eq(tly_engine_dirty(e), noted);
+        ck_assert_uint_eq(e->partner_slots.live, live + noted);
+        ck_assert(e->read_back_ids == NULL && e->read_back_count == 0);
+        uint32_t flagged = 0, changed = ENG_NONE;
+        for (uint32_t p = 0; p < e->partner_slots.count; p++)
+            if (e->partners[p].id != NULL && e->partners[p].read_back) {
+                flagged++;
+                changed = p;
+            }
+        ck_assert_uint_eq(flagged, noted);
+        if (noted > 0) {
+            char id[8];
+            memcpy(id, e->partners[changed].id, e->partners[changed].id_len);
+            id[e->partners[changed].id_len] = '\0';
+            BOTH(sale(X, "d1", "s-more", id, 500, "USD", Q1_25 + 2 * DAY));
+            ck_assert_uint_eq(e->read_back_idle, noted - 1);
+            ck_assert_uint_eq(e->dirty_partner_count, 1);
+            ck_assert_uint_eq(tly_engine_dirty(e), noted - 1 + 1 + e->dirty_sale_count +
+                                                       (e->exc_count - e->exc_flushed));
+        }
+        flush_into(&a, &direct);
+        flush_into(&b, &store);
+        ck_assert_uint_eq(e->read_back_idle, 0);
+        ck_assert_uint_eq(tly_engine_dirty(e), 0);
+        for (uint32_t p = 0; p < e->partner_slots.count; p++)
+            ck_assert(!e->partners[p].read_back);
+        expect_same_and_free(&b, &a, &store, &direct, "read-back vs memory");
+        memset(&store, 0, sizeof store);
+        memset(&direct, 0, sizeof direct);
+    }
+}
+END_TEST
+
+/* A noted partner whose record the engine refuses ends the read-back
+ * quietly: the partners before it in key order are back, it and those
+ * after stay in the store, the engine is intact, a later partner is read
+ * when an event names it, and an event naming the refused one meets
+ * TLY_CORRUPT, as it would without the read-back. */
+START_TEST(read_back_stops_at_unreadable)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    READ_BACK_FOLD(UINT32_MAX);
+    tly_engine *e = b.e[0];
+    const char *bad = "r06";
+    ck_assert(!in_memory(e, bad) && !in_memory(e, "r07"));
+    bool out[READ_BACK_PARTNERS];
+    uint32_t before = 0; /* dropped partners before the unreadable one */
+    for (int i = 0; i < READ_BACK_PARTNERS; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%02d", i);
+        out[i] = !in_memory(e, id);
+        before += i < 6 && out[i];
+    }
+    ck_assert_uint_gt(before, 0);
+    ck_assert_int_eq(kv_put(&store, "S/4/r06", 7, "\xc1", 1), TLY_OK); /* no MessagePack */
+    tly_engine_read_back(e);
+    ck_assert(tly_engine_intact(e));
+    ck_assert_uint_eq(e->read_back_idle, before);
+    for (int i = 0; i < READ_BACK_PARTNERS; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%02d", i);
+        if (i >= 6 && out[i])
+            ck_assert_msg(!in_memory(e, id), "%s read back after the unreadable one", id);
+        else if (i < 6)
+            ck_assert_msg(in_memory(e, id), "%s not read back", id);
+    }
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"type\":\"sale\",\"id\":\"t07\",\"at\":%" PRId64 ",\"partner\":\"r07\","
+             "\"sku\":\"X\",\"qty\":1,\"amount\":100,\"currency\":\"USD\"}",
+             Q1_25 + 2 * DAY);
+    ck_assert_int_eq(apply_text(&b, "d1", text), TLY_OK);
+    ck_assert(in_memory(e, "r07"));
+    snprintf(text, sizeof text,
+             "{\"type\":\"sale\",\"id\":\"t06\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+             "\"sku\":\"X\",\"qty\":1,\"amount\":100,\"currency\":\"USD\"}",
+             Q1_25 + 2 * DAY, bad);
+    ck_assert_int_eq(apply_text(&b, "d1", text), TLY_CORRUPT);
+    shards_free(&a);
+    shards_free(&b);
+    kv_free(&store);
+    kv_free(&direct);
+}
+END_TEST
+
 START_TEST(archive_rows)
 {
     kv direct = {0}, store = {0};
@@ -3834,7 +4022,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
-    tcase_add_loop_test(tc, store_matches_memory, 0, 6);
+    tcase_add_loop_test(tc, store_matches_memory, 0, 9);
     tcase_add_loop_test(tc, store_matches_memory_wide_flush, 0, 2);
     tcase_add_test(tc, flush_drops_no_partner);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
@@ -3851,6 +4039,8 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_needed_unreadable_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
+    tcase_add_test(tc, read_back_edges);
+    tcase_add_test(tc, read_back_stops_at_unreadable);
     tcase_add_test(tc, overflow_is_an_error);
     tu_add_tests(tc,
                  TU_TESTS(stage_replays_in_order, stage_replay_stops_at_error, stage_refuses_4gib));

@@ -469,6 +469,7 @@ typedef struct eng_partner {
     uint32_t program; /* ENG_NONE: not enrolled */
     bool owned;
     bool dirty;
+    bool read_back;      /* read back after a commit, unchanged since (read_back_idle) */
     uint64_t touch_seq;  /* seq of the last apply that touched it */
     uint64_t enroll_seq; /* seq of its enrollment; 0: not enrolled */
     uint64_t used;       /* seq of its last lookup: what is dropped first */
@@ -603,7 +604,16 @@ struct tly_engine {
     bool flush_drops;                 /* tly_engine_set_flush_drops */
     bool dropped_in_flush;            /* the flush under way dropped an entry */
     bool broken;                      /* !tly_engine_intact */
-    uint64_t visit;                   /* the latest member walk */
+    /* Read-back (tly_engine_set_read_back, engine_store.c): the ids of the
+     * partners the last flush wrote and dropped, each u8 length ‖ id, to
+     * be read again once its commit is done; read_back_idle counts the
+     * partners read back that no event has changed since (tly_engine_dirty
+     * counts them with the changed entries: they are held the same). */
+    uint32_t read_back_max;
+    char *read_back_ids;
+    uint32_t read_back_bytes, read_back_cap, read_back_count;
+    uint32_t read_back_idle;
+    uint64_t visit; /* the latest member walk */
 
     /* dirty lists (indices); flags on the objects avoid duplicates */
     uint32_t *dirty_partners;

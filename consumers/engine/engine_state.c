@@ -971,6 +971,10 @@ tly_err eng_partner_dirty(tly_engine *e, uint32_t p)
     }
     if (pp->dirty)
         return TLY_OK;
+    if (pp->read_back) { /* counted as changed from now on */
+        pp->read_back = false;
+        e->read_back_idle--;
+    }
     if (pp->st != NULL && pp->st->claims_legacy)
         TRY(claims_unlegacy(e, p));
     TRY(ENG_PUSH(e->dirty_partners, e->dirty_partner_count, e->dirty_partner_cap, p));
@@ -1019,6 +1023,8 @@ static uint64_t select_kth(uint64_t *v, uint32_t n, uint32_t k)
 void eng_partner_drop(tly_engine *e, uint32_t p)
 {
     eng_partner *pp = &e->partners[p];
+    if (pp->read_back)
+        e->read_back_idle--;
     eng_map_del(&e->partner_map, pp->id, pp->id_len, eng_hash(pp->id, pp->id_len));
     free(pp->id);
     eng_pstate_free(pp->st);

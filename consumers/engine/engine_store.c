@@ -587,6 +587,71 @@ static tly_err flush_journal(flush_ctx *f)
     return err;
 }
 
+/* Notes a partner the flush drops for tly_engine_read_back, up to the
+ * engine's read_back_max; without memory for its id it is not noted (the
+ * read-back is an optimisation). */
+static void note_read_back(tly_engine *e, const eng_partner *pp)
+{
+    _Static_assert(TLY_NAME_BYTES_MAX <= UINT8_MAX, "an id's length is one byte");
+    if (e->read_back_count >= e->read_back_max)
+        return;
+    uint32_t at = e->read_back_bytes;
+    if (eng_grow((void **)&e->read_back_ids, &e->read_back_cap, at + 1 + pp->id_len, 1) != TLY_OK)
+        return;
+    e->read_back_ids[at] = (char)pp->id_len;
+    memcpy(e->read_back_ids + at + 1, pp->id, pp->id_len);
+    e->read_back_bytes = at + 1 + pp->id_len;
+    e->read_back_count++;
+}
+
+/* Forgets the list of partners to read back, giving its memory back. */
+static void forget_read_back(tly_engine *e)
+{
+    free(e->read_back_ids);
+    e->read_back_ids = NULL;
+    e->read_back_bytes = e->read_back_cap = e->read_back_count = 0;
+}
+
+void tly_engine_read_back(tly_engine *e)
+{
+    uint32_t n = e->read_back_count;
+    flush_ref *r = n == 0 || e->broken || e->store.get == NULL ? NULL : malloc(n * sizeof *r);
+    if (r != NULL) {
+        const char *at = e->read_back_ids;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t len = (unsigned char)*at;
+            r[i] = (flush_ref){id_head(at + 1, len), at + 1, len, i};
+            at += 1 + len;
+        }
+        qsort(r, n, sizeof *r, ref_cmp); /* the store's key order */
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t p;
+            if (eng_map_get(&e->partner_map, r[i].id, r[i].len, eng_hash(r[i].id, r[i].len)) !=
+                ENG_NONE)
+                continue; /* in memory already */
+            if (eng_partner_find(e, r[i].id, r[i].len, &p) != TLY_OK)
+                break;
+            if (p != ENG_NONE) {
+                e->partners[p].read_back = true;
+                e->read_back_idle++;
+            }
+        }
+        free(r);
+    }
+    forget_read_back(e);
+}
+
+/* After a flush: the partners read back that no event changed are clean
+ * entries of the cache now, kept or dropped by its trim like the others. */
+static void settle_read_back(tly_engine *e)
+{
+    for (uint32_t p = 0; p < e->partner_slots.count && e->read_back_idle > 0; p++)
+        if (e->partners[p].read_back) {
+            e->partners[p].read_back = false;
+            e->read_back_idle--;
+        }
+}
+
 /* The dirty partners, in id order (sort_dirty_partners), or with drops in
  * runs by id (order_for_release); liab marks their programs. With drops,
  * a partner the trim after this flush would drop (looked up before the
@@ -605,6 +670,7 @@ static tly_err flush_partners(flush_ctx *f, bool drops, bool *liab)
             liab[pp->program] = true;
         TRY(flush_partner(f, p));
         if (pp->used < cut) {
+            note_read_back(e, pp);
             eng_partner_drop(e, p);
             e->dropped_in_flush = true;
         }
@@ -743,6 +809,7 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     msgpack_sbuffer_init(&f.sb);
     f.pk = (tly_mpw){.b = &f.sb};
     e->dropped_in_flush = false;
+    forget_read_back(e); /* a flush before the last one's list was read */
     tly_err err = flush_all(&f);
     msgpack_sbuffer_destroy(&f.sb);
     eng_buf_free(&f.json);
@@ -754,6 +821,7 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     clear_dirty(e);
     if (e->store.get != NULL)
         eng_cache_trim(e, touched);
+    settle_read_back(e);
     return TLY_OK;
 }
 

@@ -49,6 +49,11 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on)
     e->flush_drops = on;
 }
 
+void tly_engine_set_read_back(tly_engine *e, uint32_t max)
+{
+    e->read_back_max = max;
+}
+
 bool tly_engine_intact(const tly_engine *e)
 {
     return !e->broken;
@@ -57,7 +62,8 @@ bool tly_engine_intact(const tly_engine *e)
 /* Changed partners and sales, and exceptions not written yet. */
 uint32_t tly_engine_dirty(const tly_engine *e)
 {
-    return e->dirty_partner_count + e->dirty_sale_count + (e->exc_count - e->exc_flushed);
+    return e->dirty_partner_count + e->dirty_sale_count + (e->exc_count - e->exc_flushed) +
+           e->read_back_idle;
 }
 
 /* Frees the caches' entries and vectors. */
@@ -101,6 +107,7 @@ void tly_engine_free(tly_engine *e)
     free(e->pairs);
     free(e->dirty_partners);
     free(e->dirty_sales);
+    free(e->read_back_ids);
     free(e->touched);
     eng_map_free(&e->program_map);
     eng_map_free(&e->partner_map);

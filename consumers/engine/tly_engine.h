@@ -199,9 +199,36 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on);
  * True otherwise, a failed flush included. */
 bool tly_engine_intact(const tly_engine *e);
 
+/*
+ * With flush drops, lets each flush note up to max of the partners it wrote
+ * and dropped, for tly_engine_read_back to read into memory again once the
+ * caller has committed that flush; 0 (the default) turns it off. A batch
+ * that changes more partners than the cache holds (a catch-up over many
+ * partners) then finds them in memory in the next batch: read in key
+ * order, neighbours share the store's pages, instead of each read from a
+ * random page when an event names it (10M events of `bench fold` on one
+ * shard, 100,000 partners: README "Memory").
+ */
+void tly_engine_set_read_back(tly_engine *e, uint32_t max);
+
+/*
+ * Reads back the partners the last flush noted (tly_engine_set_read_back)
+ * through the store, in key order, and forgets the list. Call it after
+ * the commit of that flush and before the next apply: the store must hold
+ * what the flush wrote. Each partner read stays in memory until the next
+ * flush, as one an event looked up would; until an event changes it,
+ * tly_engine_dirty counts it, since it is held all the same. Nothing it
+ * reads changes an answer: it is what the next event naming the partner
+ * would read. A partner that cannot be read (no memory, a store error, a
+ * record this engine refuses) ends it quietly and the rest stay in the
+ * store: an event that names one meets the same failure as before.
+ */
+void tly_engine_read_back(tly_engine *e);
+
 /* Entries changed since the last flush (partners, sales, exceptions): what
  * the next flush writes, and what the engine must keep in memory until
- * then. The runtime commits early when this grows large. */
+ * then; with the partners read back and not changed since
+ * (tly_engine_read_back). The runtime commits early when this grows large. */
 uint32_t tly_engine_dirty(const tly_engine *e);
 
 /*

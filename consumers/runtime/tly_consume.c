@@ -262,6 +262,7 @@ static tly_err reload_engine(consumer *c)
     if (err == TLY_OK) {
         /* a failed commit reloads the engine anyway (commit) */
         tly_engine_set_flush_drops(c->engine, true);
+        tly_engine_set_read_back(c->engine, TLY_CONSUME_READ_BACK_PARTNERS_MAX);
         err = tly_views_load(c->views, c->engine);
     }
     if (err != TLY_OK) {
@@ -296,6 +297,9 @@ static tly_err commit(consumer *c)
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
+        /* the partners the flush dropped, back in memory while the store's
+         * pages the commit wrote are free again (tly_engine_read_back) */
+        tly_engine_read_back(c->engine);
         return TLY_OK;
     }
     tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
