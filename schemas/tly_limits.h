@@ -230,7 +230,8 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * beside the commit's pages at the fold's peak: `bench fold`'s 3M log on
  * one shard peaked at 243 MB with 16,384 and 211 MB with 4,096, in the
  * same time (11.6-13.3 s against 11.4-12.9 s, alternated); a partner
- * beyond it costs a read of its record when an event names it.
+ * beyond it costs a read of its record when an event names it, unless the
+ * consumer read it back after the commit (TLY_CONSUME_READ_BACK_PARTNERS_MAX).
  * Sales (about 200 bytes each with their share of the map): returns name
  * recent sales, so 65,536 keep those in memory within about 13 MiB, and an
  * older one costs one read. What changed since the last flush stays in

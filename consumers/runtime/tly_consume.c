@@ -297,9 +297,6 @@ static tly_err commit(consumer *c)
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
-        /* the partners the flush dropped, back in memory while the store's
-         * pages the commit wrote are free again (tly_engine_read_back) */
-        tly_engine_read_back(c->engine);
         return TLY_OK;
     }
     tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
@@ -377,6 +374,13 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
     tly_err err = TLY_OK;
     if (tly_views_sales(c->views) == TLY_VIEWS_SALES_UNSET)
         err = decide_sales(c);
+    /* A batch's first record: the partners the last commit's flush dropped
+     * come back first (tly_engine_read_back), now that the memory of the
+     * commit's page copies is free again; here rather than at the commit,
+     * so that a consumer that stops after its last commit does not read
+     * them for nothing. */
+    if (c->pending == 0)
+        tly_engine_read_back(c->engine);
     if (err == TLY_OK)
         err = tly_engine_apply(c->engine, rec, ev);
     if (err != TLY_OK) {
