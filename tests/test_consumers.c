@@ -23,6 +23,7 @@
 #include <zmq.h>
 
 #include "testutil.h"
+#include "tly_ahead.h"
 #include "tly_cli.h"
 #include "tly_engine.h"
 #include "tly_foldgen.h"
@@ -2077,6 +2078,45 @@ START_TEST(test_consume_tiny_batch_same_views)
 }
 END_TEST
 
+/* The decode-ahead's look ahead (tly_ahead_peek) at a chunk's edges: none
+ * before the first item; within a chunk the items after the last one
+ * handed out, up to the chunk's last (TLY_AHEAD_CHUNK_RECORDS) and not
+ * past it; in the last, shorter chunk up to the log's head; and it moves
+ * nothing (the next item is the one peeked at). */
+START_TEST(test_ahead_peek_edges)
+{
+    const uint32_t n = 2 * TLY_AHEAD_CHUNK_RECORDS + 22;
+    char *data = data_with_log(31, n);
+    char *dir = path_join(data, "log");
+    tly_log *log;
+    ck_assert_int_eq(tly_log_open(dir, TLY_LOG_READ, &log), TLY_OK);
+    tly_ahead *a;
+    ck_assert_int_eq(tly_ahead_start(log, 1, n, &a), TLY_OK);
+    ck_assert_ptr_null(tly_ahead_peek(a, 0));
+    const tly_ahead_item *it;
+    for (uint64_t seq = 1; seq <= n; seq++) {
+        ck_assert_int_eq(tly_ahead_next(a, &it), TLY_OK);
+        ck_assert_uint_eq(it->rec.seq, seq);
+        /* the chunk's last record, or the log's */
+        uint64_t last =
+            (seq - 1) / TLY_AHEAD_CHUNK_RECORDS * TLY_AHEAD_CHUNK_RECORDS + TLY_AHEAD_CHUNK_RECORDS;
+        last = last < n ? last : n;
+        for (uint64_t k = 0; seq + 1 + k <= last; k++) {
+            const tly_ahead_item *p = tly_ahead_peek(a, (uint32_t)k);
+            ck_assert_msg(p != NULL && p->rec.seq == seq + 1 + k, "peek %llu at seq %llu",
+                          (unsigned long long)k, (unsigned long long)seq);
+        }
+        ck_assert_ptr_null(tly_ahead_peek(a, (uint32_t)(last - seq)));
+        ck_assert_ptr_null(tly_ahead_peek(a, UINT32_MAX));
+    }
+    ck_assert_int_eq(tly_ahead_next(a, &it), TLY_NOT_FOUND);
+    tly_ahead_stop(a);
+    tly_log_close(log);
+    free(dir);
+    tu_rmtree(data);
+}
+END_TEST
+
 static Suite *consumers_suite(void)
 {
     Suite *s = suite_create("consumers");
@@ -2095,7 +2135,7 @@ static Suite *consumers_suite(void)
                  test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
                  test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
                  test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
-                 test_bench_fold_growth));
+                 test_bench_fold_growth, test_ahead_peek_edges));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

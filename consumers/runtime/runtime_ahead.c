@@ -156,6 +156,14 @@ tly_err tly_ahead_next(tly_ahead *a, const tly_ahead_item **item)
     return err;
 }
 
+const tly_ahead_item *tly_ahead_peek(const tly_ahead *a, uint32_t k)
+{
+    uint64_t slot = a->consumed % TLY_AHEAD_CHUNKS;
+    if (!a->holding || k >= a->fill[slot] - a->pos)
+        return NULL;
+    return &a->items[slot][a->pos + k];
+}
+
 void tly_ahead_stop(tly_ahead *a)
 {
     if (!a)

@@ -45,6 +45,13 @@ tly_err tly_ahead_start(tly_log *log, uint64_t from_seq, uint32_t max, tly_ahead
  * it has been returned. */
 tly_err tly_ahead_next(tly_ahead *a, const tly_ahead_item **item);
 
+/* The item k places after the one tly_ahead_next returned last (k = 0: the
+ * next), when it lies in the same handed-over chunk; NULL otherwise (before
+ * the first tly_ahead_next, or past the chunk). A look ahead for hints
+ * (tly_engine_prefetch): it moves nothing, and the item is valid as the
+ * last one returned is. */
+const tly_ahead_item *tly_ahead_peek(const tly_ahead *a, uint32_t k);
+
 /* Stops the thread and closes the reader; every item dies. NULL is a no-op. */
 void tly_ahead_stop(tly_ahead *a);
 
