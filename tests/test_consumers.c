@@ -1501,18 +1501,41 @@ START_TEST(test_seq_sales_in_s2_fold_on)
 }
 END_TEST
 
+/* Partners the last `tally consume` on data read back at its batches'
+ * starts, from the line it logs when it stops. */
+static unsigned long long read_back_of(const char *data)
+{
+    char *err = path_join(data, "consume.err");
+    char *text = tu_read_file(err, NULL);
+    ck_assert_ptr_nonnull(text);
+    const char *at = strstr(text, " partners read back)");
+    ck_assert_msg(at != NULL, "no stop line in %s", text);
+    while (at > text && at[-1] >= '0' && at[-1] <= '9')
+        at--;
+    unsigned long long n = strtoull(at, NULL, 10);
+    free(text);
+    free(err);
+    return n;
+}
+
 /* An engine cache of three partners and three sales (every lookup a read
  * of the store, every commit a trim) gives the views of the default cache,
- * byte for byte, on 1 shard and on 2 (returns across shards included). */
+ * byte for byte, on 1 shard and on 2 (returns across shards included);
+ * each batch then reads back the partners the last one changed and
+ * dropped (tly_engine_read_back), and with the default cache, which holds
+ * them all, none. */
 START_TEST(test_consume_small_cache_same_views)
 {
     char *ref = data_with_log(11, SHARD_LOG_EVENTS);
     ck_assert_int_eq(consume(ref, NULL, NULL), 0);
+    ck_assert_uint_eq(read_back_of(ref), 0);
     char *data = data_sharing_log(ref);
     setenv("TALLY_ENGINE_CACHE_ENTRIES", "3", 1);
     const char *shards[] = {"0/1", "0/2", "1/2"};
-    for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++)
+    for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
         ck_assert_int_eq(consume(data, shards[i], "700"), 0);
+        ck_assert_uint_gt(read_back_of(data), 0);
+    }
     unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
     assert_same_views(ref, data);
     tly_rtgen *g;

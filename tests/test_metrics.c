@@ -284,6 +284,8 @@ static void assert_consumer(const tu_stack *s)
     ck_assert(value_of(text, "tally_consumer_batch_records_sum{shard=\"0/1\"}") == SENT_RECORDS);
     ck_assert(value_of(text, "tally_consumer_commit_duration_seconds_count{shard=\"0/1\"}") >= 1);
     ck_assert(value_of(text, "tally_consumer_commit_failures_total{shard=\"0/1\"}") == 0);
+    /* the stack's partners fit the engine's cache: none dropped, none read back */
+    ck_assert(value_of(text, "tally_consumer_partners_read_back_total{shard=\"0/1\"}") == 0);
     ck_assert(value_of(text, "tally_consumer_fold_records_per_second{shard=\"0/1\"}") >= 0);
     free(text);
 }

@@ -612,9 +612,9 @@ static void forget_read_back(tly_engine *e)
     e->read_back_bytes = e->read_back_cap = e->read_back_count = 0;
 }
 
-void tly_engine_read_back(tly_engine *e)
+uint32_t tly_engine_read_back(tly_engine *e)
 {
-    uint32_t n = e->read_back_count;
+    uint32_t n = e->read_back_count, read = 0;
     flush_ref *r = n == 0 || e->broken || e->store.get == NULL ? NULL : malloc(n * sizeof *r);
     if (r != NULL) {
         const char *at = e->read_back_ids;
@@ -634,11 +634,13 @@ void tly_engine_read_back(tly_engine *e)
             if (p != ENG_NONE) {
                 e->partners[p].read_back = true;
                 e->read_back_idle++;
+                read++;
             }
         }
         free(r);
     }
     forget_read_back(e);
+    return read;
 }
 
 /* After a flush: the partners read back that no event changed are clean

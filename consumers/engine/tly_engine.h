@@ -213,7 +213,8 @@ void tly_engine_set_read_back(tly_engine *e, uint32_t max);
 
 /*
  * Reads back the partners the last flush noted (tly_engine_set_read_back)
- * through the store, in key order, and forgets the list. Call it after
+ * through the store, in key order, forgets the list, and returns how many
+ * it read (those in memory already not counted). Call it after
  * the commit of that flush and before the next apply: the store must hold
  * what the flush wrote. Each partner read stays in memory until the next
  * flush, as one an event looked up would; until an event changes it,
@@ -223,7 +224,7 @@ void tly_engine_set_read_back(tly_engine *e, uint32_t max);
  * record this engine refuses) ends it quietly and the rest stay in the
  * store: an event that names one meets the same failure as before.
  */
-void tly_engine_read_back(tly_engine *e);
+uint32_t tly_engine_read_back(tly_engine *e);
 
 /*
  * A hint that ev is about to be applied; it changes nothing, and any event

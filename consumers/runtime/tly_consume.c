@@ -69,7 +69,7 @@ _Static_assert(TLY_CONSUME_BATCH_RECORDS_DEFAULT <= TLY_CONSUME_BATCH_RECORDS_MA
 /* The shard's series (README "Metrics"); all NULL without metrics. */
 typedef struct consumer_metrics {
     tly_metric *checkpoint, *head, *lag, *rate;
-    tly_metric *folded, *failures;
+    tly_metric *folded, *failures, *read_back;
     tly_metric *commit_seconds, *batch_records;
     uint64_t head_seen;     /* the highest head or seq seen in the log */
     uint64_t checkpoint_at; /* the last committed seq */
@@ -98,6 +98,7 @@ typedef struct consumer {
     tly_event sale_ev; /* a sale read back for the engine (log_sale) */
     char sale_partner[TLY_NAME_BYTES_MAX];
     uint32_t sale_lookups;              /* log_sale's since it last released the log's map */
+    uint64_t read_back;                 /* partners read back at batches' starts, in all */
     char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
     char pub[TLY_Z85_KEY_CHARS + 1];
     consumer_metrics m;
@@ -129,6 +130,11 @@ static void register_metrics(consumer *c)
     m->failures = tly_metrics_counter(r, "tally_consumer_commit_failures_total",
                                       "Batch commits that failed (the batch is folded again).",
                                       "shard", shard);
+    m->read_back = tly_metrics_counter(
+        r, "tally_consumer_partners_read_back_total",
+        "Partners read back into memory at a batch's start: the last batch changed them beyond "
+        "the engine's cache.",
+        "shard", shard);
     m->commit_seconds =
         tly_metrics_histogram(r, "tally_consumer_commit_duration_seconds",
                               "Time one batch commit (views and checkpoint, one transaction) took.",
@@ -379,8 +385,12 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
      * commit's page copies is free again; here rather than at the commit,
      * so that a consumer that stops after its last commit does not read
      * them for nothing. */
-    if (c->pending == 0)
-        tly_engine_read_back(c->engine);
+    if (c->pending == 0) {
+        uint32_t read = tly_engine_read_back(c->engine);
+        c->read_back += read;
+        if (c->o.metrics && read > 0)
+            tly_metric_add(c->m.read_back, read);
+    }
     if (err == TLY_OK)
         err = tly_engine_apply(c->engine, rec, ev);
     if (err != TLY_OK) {
@@ -935,10 +945,11 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
         uint64_t seq = tly_engine_seq(c->engine);
         tly_logf(TLY_LOG_INFO, "consume",
                  "shard %u/%u stopped at checkpoint %llu "
-                 "(%llu records in %llu ms)",
+                 "(%llu records in %llu ms, %llu partners read back)",
                  c->o.shard, c->o.shard_count, (unsigned long long)seq,
                  (unsigned long long)(seq - c->start_seq),
-                 (unsigned long long)((tly_mono_ns() - t0) / 1000000u));
+                 (unsigned long long)((tly_mono_ns() - t0) / 1000000u),
+                 (unsigned long long)c->read_back);
     }
     consumer_stop(c);
     free(c);
