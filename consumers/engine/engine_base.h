@@ -115,6 +115,12 @@ typedef struct eng_map {
 uint64_t eng_hash(const void *s, size_t len);
 /* Value of key, or ENG_NONE. */
 uint32_t eng_map_get(const eng_map *m, const void *key, size_t len, uint64_t hash);
+/* A hint that hash is about to be looked up; it changes nothing. Far:
+ * loads the slot its probe starts at into the CPU's cache (ENG_NONE).
+ * Near (that slot loaded): loads the key of the first slot with that hash
+ * within ENG_MAP_PREFETCH_PROBES of the start and returns its value, not
+ * compared (ENG_NONE: none there). */
+uint32_t eng_map_prefetch(const eng_map *m, uint64_t hash, bool near);
 /* Adds key (which must be absent and must stay valid while mapped) → val. */
 tly_err eng_map_put(eng_map *m, const char *key, uint32_t len, uint64_t hash, uint32_t val);
 /* Removes key, which must be present (asserted). */

@@ -49,31 +49,14 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on)
     e->flush_drops = on;
 }
 
-/* Slots tly_engine_prefetch's near step reads looking for the partner's:
- * a probe that runs longer is left to the apply. */
-#define ENG_PREFETCH_PROBES_MAX 8u
-
 void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, bool near)
 {
-    const eng_map *m = &e->partner_map;
-    if (ev->partner.ptr == NULL || m->cap == 0)
+    if (ev->partner.ptr == NULL)
         return;
-    uint64_t h = eng_hash(ev->partner.ptr, ev->partner.len);
-    uint32_t mask = m->cap - 1, i = (uint32_t)h & mask;
-    if (!near) {
-        __builtin_prefetch(&m->slots[i]);
-        return;
-    }
-    for (uint32_t n = 0; n < ENG_PREFETCH_PROBES_MAX; n++, i = (i + 1) & mask) {
-        const eng_slot *s = &m->slots[i];
-        if (s->key == NULL)
-            return;         /* not in memory */
-        if (s->hash == h) { /* the apply compares the ids */
-            __builtin_prefetch(s->key);
-            __builtin_prefetch(&e->partners[s->val]);
-            return;
-        }
-    }
+    uint32_t p =
+        eng_map_prefetch(&e->partner_map, eng_hash(ev->partner.ptr, ev->partner.len), near);
+    if (p != ENG_NONE) /* the apply compares the ids */
+        __builtin_prefetch(&e->partners[p]);
 }
 
 void tly_engine_set_read_back(tly_engine *e, uint32_t max)
