@@ -311,7 +311,11 @@ static int listen_port(int *fd_out)
 }
 
 /* `tally up` on dir with the given ingest endpoint and free others: exit
- * code, its output (stdout and stderr) in out. */
+ * code, its output (stdout and stderr) in out. Without metrics: their
+ * ports follow --ingest's, and a test beside this one may hold one (under
+ * `ctest -j2` test_up_data_locked failed so: "metrics of web on
+ * 127.0.0.1:11461: the port is in use by another process", before the
+ * lock it checks was reached). */
 static int up_once(const char *dir, const char *ingest, const char *out)
 {
     char ev[64], lr[64], q[64], web[32];
@@ -321,7 +325,7 @@ static int up_once(const char *dir, const char *ingest, const char *out)
     snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     return tu_run_tally(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
                         "--events", ev, "--log-read", lr, "--query", q, "--web", web, "--no-sync",
-                        NULL);
+                        "--no-metrics", NULL);
 }
 
 START_TEST(test_up_port_taken)
