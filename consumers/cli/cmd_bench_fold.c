@@ -518,9 +518,29 @@ static growth_worst worst_of(const json_t *run)
     return w;
 }
 
+/* The slowest shard's rate of the run with `shards` shards in the first
+ * (smallest) size of doc, 0 when there is none. */
+static long long first_size_rate(const json_t *doc, json_int_t shards)
+{
+    size_t j;
+    json_t *run;
+    json_array_foreach(json_object_get(json_array_get(json_object_get(doc, "growth"), 0), "runs"),
+                       j, run) if (jint(run, "shards") == shards) return worst_of(run)
+        .min_rate;
+    return 0;
+}
+
+static double percent(double part, double whole)
+{
+    return whole > 0 ? 100.0 * part / whole : 0.0;
+}
+
 /* A line per size and run, then a table of every size (per shard: the
- * slowest shard's rate, the largest restart time, peak RSS with its peak
- * anonymous part in parentheses, and store). */
+ * slowest shard's rate, as a share of the ceiling and of the smallest
+ * size's rate with as many shards, issue 9's "within 20 %"; the largest
+ * restart time, peak RSS with its peak anonymous part in parentheses, and
+ * store), then the ceiling's own rate at each size as a share of the
+ * smallest size's: how much of the slowing is the fold's at all. */
 static void print_growth(const json_t *doc)
 {
     size_t i, j;
@@ -535,23 +555,31 @@ static void print_growth(const json_t *doc)
                jint(size, "ceiling_events_per_s"));
         json_array_foreach(json_object_get(size, "runs"), j, run) print_growth_shards(events, run);
     }
-    printf("%10s %6s %12s %12s %12s %7s %9s %14s %14s %9s\n", "events", "shards", "fold/s/shard",
-           "fold/s total", "ceiling/s", "of ceil", "restart s", "fold MB (anon)",
-           "restart MB (anon)", "store MB");
+    printf("%10s %6s %12s %12s %12s %7s %8s %9s %14s %14s %9s\n", "events", "shards",
+           "fold/s/shard", "fold/s total", "ceiling/s", "of ceil", "of first", "restart s",
+           "fold MB (anon)", "restart MB (anon)", "store MB");
     json_array_foreach(json_object_get(doc, "growth"), i, size)
     {
         double ceiling = (double)jint(size, "ceiling_events_per_s");
         json_array_foreach(json_object_get(size, "runs"), j, run)
         {
             growth_worst w = worst_of(run);
-            printf("%10lld %6lld %12lld %12lld %12.0f %6.0f%% %9.3f %7.0f (%4.0f) %7.0f (%4.0f) "
-                   "%9.1f\n",
+            double first = (double)first_size_rate(doc, jint(run, "shards"));
+            printf("%10lld %6lld %12lld %12lld %12.0f %6.0f%% %7.0f%% %9.3f %7.0f (%4.0f) "
+                   "%7.0f (%4.0f) %9.1f\n",
                    jint(size, "events"), jint(run, "shards"), w.min_rate,
-                   jint(run, "total_events_per_s"), ceiling,
-                   ceiling > 0 ? 100.0 * (double)w.min_rate / ceiling : 0.0, w.restart_s, w.rss_mb,
-                   w.anon_mb, w.restart_rss_mb, w.restart_anon_mb, w.store_mb);
+                   jint(run, "total_events_per_s"), ceiling, percent((double)w.min_rate, ceiling),
+                   percent((double)w.min_rate, first), w.restart_s, w.rss_mb, w.anon_mb,
+                   w.restart_rss_mb, w.restart_anon_mb, w.store_mb);
         }
     }
+    double ceiling0 =
+        (double)jint(json_array_get(json_object_get(doc, "growth"), 0), "ceiling_events_per_s");
+    printf("the ceiling's own rate as a share of the first size's:");
+    json_array_foreach(json_object_get(doc, "growth"), i, size)
+        printf(" %lld events %.0f%%", jint(size, "events"),
+               percent((double)jint(size, "ceiling_events_per_s"), ceiling0));
+    printf("\n");
 }
 
 /* --- command line --- */
