@@ -518,15 +518,17 @@ static growth_worst worst_of(const json_t *run)
     return w;
 }
 
-/* The slowest shard's rate of the run with `shards` shards in the first
- * (smallest) size of doc, 0 when there is none. */
-static long long first_size_rate(const json_t *doc, json_int_t shards)
+/* The slowest shard's rate of first_size's run with `shards` shards, 0
+ * when it has none. */
+static long long run_rate(const json_t *first_size, json_int_t shards)
 {
     size_t j;
     json_t *run;
-    json_array_foreach(json_object_get(json_array_get(json_object_get(doc, "growth"), 0), "runs"),
-                       j, run) if (jint(run, "shards") == shards) return worst_of(run)
-        .min_rate;
+    json_array_foreach(json_object_get(first_size, "runs"), j, run)
+    {
+        if (jint(run, "shards") == shards)
+            return worst_of(run).min_rate;
+    }
     return 0;
 }
 
@@ -545,6 +547,7 @@ static void print_growth(const json_t *doc)
 {
     size_t i, j;
     json_t *size, *run;
+    const json_t *first_size = json_array_get(json_object_get(doc, "growth"), 0);
     json_array_foreach(json_object_get(doc, "growth"), i, size)
     {
         long long events = jint(size, "events");
@@ -564,7 +567,7 @@ static void print_growth(const json_t *doc)
         json_array_foreach(json_object_get(size, "runs"), j, run)
         {
             growth_worst w = worst_of(run);
-            double first = (double)first_size_rate(doc, jint(run, "shards"));
+            double first = (double)run_rate(first_size, jint(run, "shards"));
             printf("%10lld %6lld %12lld %12lld %12.0f %6.0f%% %7.0f%% %9.3f %7.0f (%4.0f) "
                    "%7.0f (%4.0f) %9.1f\n",
                    jint(size, "events"), jint(run, "shards"), w.min_rate,
@@ -573,8 +576,7 @@ static void print_growth(const json_t *doc)
                    w.restart_rss_mb, w.restart_anon_mb, w.store_mb);
         }
     }
-    double ceiling0 =
-        (double)jint(json_array_get(json_object_get(doc, "growth"), 0), "ceiling_events_per_s");
+    double ceiling0 = (double)jint(first_size, "ceiling_events_per_s");
     printf("the ceiling's own rate as a share of the first size's:");
     json_array_foreach(json_object_get(doc, "growth"), i, size)
         printf(" %lld events %.0f%%", jint(size, "events"),
