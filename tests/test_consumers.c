@@ -1060,6 +1060,55 @@ START_TEST(test_bench_fold_growth)
 }
 END_TEST
 
+/* `tally bench fold --partners N`: the same population at every size, in
+ * its own DATA/growth-N-partners-P beside the default log (implies
+ * --growth); 1..TLY_GEN_PARTNERS_MAX. */
+START_TEST(test_bench_fold_growth_partners)
+{
+    char *data = tu_tmpdir();
+    char out[600], dir[600];
+    snprintf(out, sizeof out, "%s/growth.json", data);
+    char *const argv[] = {
+        (char *)tu_tally(), "bench",    "fold", "--partners", "7", "--growth-max", "3000", "--data",
+        (char *)data,       "--shards", "1",    "--json",     NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, out, NULL), 0);
+    json_error_t jerr;
+    json_t *doc = json_load_file(out, 0, &jerr);
+    ck_assert_msg(doc != NULL, "%s", jerr.text);
+    json_t *size = json_array_get(json_object_get(doc, "growth"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(size, "events")), 3000);
+    ck_assert_int_eq(json_integer_value(json_object_get(size, "partners")), 7);
+    json_t *runs = json_object_get(size, "runs");
+    ck_assert_uint_eq(json_array_size(runs), 1);
+    check_growth_run(json_array_get(runs, 0), 1);
+    json_decref(doc);
+    /* The log folded holds the partners asked for: the views list them. */
+    char views[600], listed[700];
+    snprintf(views, sizeof views, "%s/growth-3000-partners-7/views", data);
+    snprintf(listed, sizeof listed, "%s/partners.json", data);
+    char *const list[] = {(char *)tu_tally(), "partners", "--views", views,
+                          "--shards",         "1",        "--json",  NULL};
+    ck_assert_int_eq(tu_run(list, NULL, listed, NULL), 0);
+    doc = json_load_file(listed, 0, &jerr);
+    ck_assert_msg(doc != NULL, "%s", jerr.text);
+    ck_assert_uint_eq(json_array_size(json_object_get(doc, "partners")), 7);
+    json_decref(doc);
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/growth-3000", data);
+    ck_assert_int_ne(stat(dir, &st), 0); /* the default population's log: not made */
+    char max[32], over[32];
+    snprintf(max, sizeof max, "%u", TLY_GEN_PARTNERS_MAX);
+    snprintf(over, sizeof over, "%u", TLY_GEN_PARTNERS_MAX + 1u);
+    ck_assert_int_eq(run_tally("bench", "fold", "--partners", "0", NULL), 2);
+    ck_assert_int_eq(run_tally("bench", "fold", "--partners", over, NULL), 2);
+    /* --partners implies --growth, which --events excludes */
+    char *const both[] = {(char *)tu_tally(), "bench", "fold", "--partners", max,
+                          "--events",         "10",    NULL};
+    ck_assert_int_eq(tu_run(both, NULL, NULL, NULL), 2);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* Copies records [from, to] of src's log into dst's log (same source, id
  * and bytes), as a ledger receiving the same events would store them. */
 static void copy_records(const char *src, const char *dst, uint64_t from, uint64_t to)
@@ -2158,7 +2207,7 @@ static Suite *consumers_suite(void)
                  test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
                  test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
                  test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
-                 test_bench_fold_growth, test_ahead_peek_edges));
+                 test_bench_fold_growth, test_bench_fold_growth_partners, test_ahead_peek_edges));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -77,6 +77,7 @@ typedef struct bench_opts {
     bool events_given;
     bool growth;
     uint64_t growth_max; /* largest log size of --growth */
+    uint32_t partners;   /* --partners; 0: the default population */
 } bench_opts;
 
 typedef struct shard_result {
@@ -365,7 +366,15 @@ static tly_err growth_size(const bench *top, uint64_t events, json_t *sizes)
     uint64_t partners = events / BENCH_GROWTH_EVENTS_PER_PARTNER;
     b->d.gen_partners =
         (uint32_t)(partners < BENCH_GROWTH_PARTNERS_MIN ? BENCH_GROWTH_PARTNERS_MIN : partners);
-    int len = snprintf(dir, sizeof dir, "%s/growth-%llu", top->d.data, (unsigned long long)events);
+    /* A log with a fixed population lives beside the default one: a
+     * reused directory always holds the population asked for. */
+    char suffix[32] = "";
+    if (b->o.partners > 0) {
+        b->d.gen_partners = b->o.partners;
+        snprintf(suffix, sizeof suffix, "-partners-%u", b->o.partners);
+    }
+    int len = snprintf(dir, sizeof dir, "%s/growth-%llu%s", top->d.data, (unsigned long long)events,
+                       suffix);
     tly_err err = len > 0 && (size_t)len < sizeof dir ? TLY_OK : TLY_USAGE;
     if (err == TLY_OK)
         err = tly_bench_data_setup(&b->d, CMD, dir);
@@ -591,8 +600,8 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: tally bench fold [--events N] [--shards N] [--data DIR] [--seed S]\n"
             "                        [--batch N] [--json]\n"
-            "       tally bench fold --growth [--growth-max N] [--shards N] [--data DIR]\n"
-            "                        [--seed S] [--batch N] [--json]\n"
+            "       tally bench fold --growth [--growth-max N] [--partners N] [--shards N]\n"
+            "                        [--data DIR] [--seed S] [--batch N] [--json]\n"
             "\n"
             "Measures folding: builds a log of N generated events (or reuses DIR/log when\n"
             "--data names one that holds records), then times `tally consume\n"
@@ -600,7 +609,8 @@ static void usage(FILE *out)
             "in parallel, while sampling reads of partners' balances from the view stores.\n"
             "\n"
             "With --growth, for logs of 1M, 3M and 10M events (one partner per 100\n"
-            "events; kept in DIR/growth-N): the minimal scan + decode + fold of the log in\n"
+            "events, or --partners at every size; kept in DIR/growth-N, or\n"
+            "DIR/growth-N-partners-P): the minimal scan + decode + fold of the log in\n"
             "this process (the ceiling), the fold rate with 1 shard and with --shards\n"
             "shards, each shard's restart time with its checkpoint at the head, its peak\n"
             "RSS (VmHWM; in parentheses its anonymous part, without the mapped LMDB files)\n"
@@ -614,11 +624,13 @@ static void usage(FILE *out)
             "  --json       one JSON object instead of key=value lines\n"
             "  --growth     measure how folding grows with the log (see above)\n"
             "  --growth-max N  largest log of --growth (default %llu; below %llu: that\n"
-            "               size alone); implies --growth\n",
+            "               size alone); implies --growth\n"
+            "  --partners N as many partners in every log of --growth (1..%u), so that\n"
+            "               the sizes differ in history alone; implies --growth\n",
             BENCH_EVENTS_DEFAULT, TLY_BENCH_EVENTS_MAX, TLY_SHARDS_MAX,
             TLY_CONSUME_BATCH_RECORDS_DEFAULT,
             (unsigned long long)growth_sizes[BENCH_GROWTH_SIZES - 1],
-            (unsigned long long)growth_sizes[0]);
+            (unsigned long long)growth_sizes[0], TLY_GEN_PARTNERS_MAX);
 }
 
 static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max, uint64_t *out)
@@ -631,12 +643,13 @@ static int parse_num(const char *name, const char *v, uint64_t min, uint64_t max
 
 /* --events is a count here, not the events endpoint (bench fold talks to
  * no service): the common --events is not taken. */
-enum { OPT_EVENTS = 1, OPT_GROWTH, OPT_GROWTH_MAX, OPT_SEED, OPT_SHARDS, OPT_BATCH };
+enum { OPT_EVENTS = 1, OPT_GROWTH, OPT_GROWTH_MAX, OPT_PARTNERS, OPT_SEED, OPT_SHARDS, OPT_BATCH };
 
 static const tly_opt fold_opts_table[] = {
     {"--events", OPT_EVENTS, true},         {"--growth", OPT_GROWTH, false},
     {"--growth-max", OPT_GROWTH_MAX, true}, {"--seed", OPT_SEED, true},
     {"--shards", OPT_SHARDS, true},         {"--batch", OPT_BATCH, true},
+    {"--partners", OPT_PARTNERS, true},
 };
 
 static int fold_opt(void *ctx, int id, const char *v)
@@ -645,11 +658,14 @@ static int fold_opt(void *ctx, int id, const char *v)
     uint64_t x = 0;
     int rc = TLY_EXIT_OK;
     o->events_given = o->events_given || id == OPT_EVENTS;
-    o->growth = o->growth || id == OPT_GROWTH || id == OPT_GROWTH_MAX;
+    o->growth = o->growth || id == OPT_GROWTH || id == OPT_GROWTH_MAX || id == OPT_PARTNERS;
     if (id == OPT_EVENTS)
         rc = parse_num("--events", v, 1, TLY_BENCH_EVENTS_MAX, &o->events);
     else if (id == OPT_GROWTH_MAX)
         rc = parse_num("--growth-max", v, 1, TLY_BENCH_EVENTS_MAX, &o->growth_max);
+    else if (id == OPT_PARTNERS &&
+             (rc = parse_num("--partners", v, 1, TLY_GEN_PARTNERS_MAX, &x)) == 0)
+        o->partners = (uint32_t)x;
     else if (id == OPT_SEED)
         rc = parse_num("--seed", v, 0, UINT64_MAX, &o->seed);
     else if (id == OPT_SHARDS && (rc = parse_num("--shards", v, 1, TLY_SHARDS_MAX, &x)) == 0)
