@@ -1018,6 +1018,14 @@ static void check_growth_run(const json_t *run, json_int_t shards)
                             "restart_peak_anon_kb", "store_bytes"};
         for (size_t i = 0; i < sizeof kb / sizeof kb[0]; i++)
             ck_assert_msg(json_integer_value(json_object_get(sh, kb[i])) > 0, "%s", kb[i]);
+        /* Its stop line's figures: at least one commit, none longer than
+         * the fold; 3,000 events of 30 partners fit the engine's cache. */
+        ck_assert_int_ge(json_integer_value(json_object_get(sh, "commits")), 1);
+        ck_assert(json_real_value(json_object_get(sh, "commit_s")) >= 0);
+        ck_assert(json_real_value(json_object_get(sh, "commit_s")) <=
+                  json_real_value(json_object_get(sh, "seconds")));
+        ck_assert_int_eq(json_integer_value(json_object_get(sh, "read_back_partners")), 0);
+        ck_assert(json_real_value(json_object_get(sh, "read_back_s")) == 0);
         /* A whole process's peak holds at least the anonymous part seen. */
         ck_assert_int_ge(json_integer_value(json_object_get(sh, "peak_rss_kb")),
                          json_integer_value(json_object_get(sh, "peak_anon_kb")));
@@ -1068,9 +1076,21 @@ START_TEST(test_bench_fold_growth_partners)
     char *data = tu_tmpdir();
     char out[600], dir[600];
     snprintf(out, sizeof out, "%s/growth.json", data);
-    char *const argv[] = {
-        (char *)tu_tally(), "bench",    "fold", "--partners", "7", "--growth-max", "3000", "--data",
-        (char *)data,       "--shards", "1",    "--json",     NULL};
+    char *const argv[] = {(char *)tu_tally(),
+                          "bench",
+                          "fold",
+                          "--partners",
+                          "7",
+                          "--growth-max",
+                          "3000",
+                          "--data",
+                          (char *)data,
+                          "--shards",
+                          "1",
+                          "--batch",
+                          "1000",
+                          "--json",
+                          NULL};
     ck_assert_int_eq(tu_run(argv, NULL, out, NULL), 0);
     json_error_t jerr;
     json_t *doc = json_load_file(out, 0, &jerr);
@@ -1081,6 +1101,9 @@ START_TEST(test_bench_fold_growth_partners)
     json_t *runs = json_object_get(size, "runs");
     ck_assert_uint_eq(json_array_size(runs), 1);
     check_growth_run(json_array_get(runs, 0), 1);
+    /* 3,000 records in batches of 1,000: three commits, from the stop line */
+    json_t *shard = json_array_get(json_object_get(json_array_get(runs, 0), "per_shard"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(shard, "commits")), 3);
     json_decref(doc);
     /* The log folded holds the partners asked for: the views list them. */
     char views[600], listed[700];
@@ -1557,7 +1580,7 @@ static unsigned long long read_back_of(const char *data)
     char *err = path_join(data, "consume.err");
     char *text = tu_read_file(err, NULL);
     ck_assert_ptr_nonnull(text);
-    const char *at = strstr(text, " partners read back)");
+    const char *at = strstr(text, " partners read back in ");
     ck_assert_msg(at != NULL, "no stop line in %s", text);
     while (at > text && at[-1] >= '0' && at[-1] <= '9')
         at--;

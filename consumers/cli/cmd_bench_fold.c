@@ -205,13 +205,53 @@ static tly_err run_shards(bench *b, bench_run *r)
 
 /* --- growth --- */
 
-/* What one shard of a growth run adds to its fold. */
+/* What one shard of a growth run adds to its fold: its restart, and from
+ * its stop line where its fold's time went (commits, read-backs). */
 typedef struct growth_shard {
     double restart_s;
     uint64_t restart_rss_kb;
     uint64_t restart_anon_kb;
     uint64_t store_bytes;
+    uint64_t commits, commit_ms, read_back, read_back_ms;
 } growth_shard;
+
+/* The end of a consumer's log that holds its stop line (what comes before
+ * it is at most a few warnings). */
+#define BENCH_LOG_TAIL_BYTES 65536
+
+/* Reads shard k of n's stop line from its log (tly_bench_consumer_start):
+ * "...; C commits in T ms; P partners read back in R ms)". TLY_CORRUPT
+ * (printed) when the log holds none. */
+static tly_err read_stop_line(const bench *b, uint32_t k, uint32_t n, growth_shard *g)
+{
+    char path[TLY_PATH_BYTES_MAX + 64];
+    snprintf(path, sizeof path, "%s/bench-consume-%u-of-%u.log", b->d.data, k, n);
+    char *text = calloc(1, BENCH_LOG_TAIL_BYTES + 1);
+    FILE *f = text ? fopen(path, "r") : NULL;
+    tly_err err = TLY_CORRUPT;
+    if (f != NULL) {
+        if (fseek(f, 0, SEEK_END) == 0 && ftell(f) > BENCH_LOG_TAIL_BYTES)
+            (void)fseek(f, -BENCH_LOG_TAIL_BYTES, SEEK_END);
+        else
+            rewind(f);
+        size_t len = fread(text, 1, BENCH_LOG_TAIL_BYTES, f);
+        fclose(f);
+        text[len] = '\0';
+        const char *at = strstr(text, " records in ");
+        at = at ? strchr(at, ';') : NULL;
+        unsigned long long c, cms, rb, rbms;
+        if (at && sscanf(at, "; %llu commits in %llu ms; %llu partners read back in %llu ms)", &c,
+                         &cms, &rb, &rbms) == 4) {
+            *g = (growth_shard){
+                .commits = c, .commit_ms = cms, .read_back = rb, .read_back_ms = rbms};
+            err = TLY_OK;
+        }
+    }
+    free(text);
+    if (err != TLY_OK)
+        tly_errorf(CMD, "no stop line in %s", path);
+    return err;
+}
 
 /* The minimal fold of b's log: read with the log's read API, decode, apply
  * to a fresh engine, store nothing. Events/s, 0 on failure (printed). */
@@ -330,6 +370,11 @@ static json_t *growth_run_json(const bench *b, const bench_run *r, const growth_
                                          "restart_peak_rss_kb", (json_int_t)g[k].restart_rss_kb,
                                          "restart_peak_anon_kb", (json_int_t)g[k].restart_anon_kb,
                                          "store_bytes", (json_int_t)g[k].store_bytes));
+        json_object_update_new(sh,
+                               json_pack("{s:I,s:f,s:I,s:f}", "commits", (json_int_t)g[k].commits,
+                                         "commit_s", (double)g[k].commit_ms / 1000.0,
+                                         "read_back_partners", (json_int_t)g[k].read_back,
+                                         "read_back_s", (double)g[k].read_back_ms / 1000.0));
         json_array_append_new(shards, sh);
     }
     return json_pack("{s:I,s:f,s:I,s:o}", "shards", (json_int_t)r->shards, "wall_s", r->wall_s,
@@ -346,6 +391,8 @@ static tly_err growth_run(bench *b, uint32_t n, json_t *runs)
         r->shards = n;
         err = run_shards(b, r); /* no partners noted: no query reads */
     }
+    for (uint32_t k = 0; err == TLY_OK && k < n; k++)
+        err = read_stop_line(b, k, n, &g[k]); /* before the restart's log replaces it */
     for (uint32_t k = 0; err == TLY_OK && k < n; k++)
         err = restart_shard(b, k, n, &g[k]);
     if (err == TLY_OK)
@@ -490,11 +537,13 @@ static void print_growth_shards(long long events, const json_t *run)
     json_array_foreach(json_object_get(run, "per_shard"), j, s)
         printf("growth events=%lld shards=%lld shard=%lld fold_s=%.3f events_per_s=%lld "
                "peak_rss_mb=%.1f peak_anon_mb=%.1f restart_s=%.3f restart_peak_rss_mb=%.1f "
-               "restart_peak_anon_mb=%.1f store_mb=%.1f\n",
+               "restart_peak_anon_mb=%.1f store_mb=%.1f commits=%lld commit_s=%.3f "
+               "read_back_partners=%lld read_back_s=%.3f\n",
                events, jint(run, "shards"), jint(s, "shard"), jreal(s, "seconds"),
                jint(s, "events_per_s"), mb(s, "peak_rss_kb"), mb(s, "peak_anon_kb"),
                jreal(s, "restart_s"), mb(s, "restart_peak_rss_kb"), mb(s, "restart_peak_anon_kb"),
-               (double)jint(s, "store_bytes") / 1048576.0);
+               (double)jint(s, "store_bytes") / 1048576.0, jint(s, "commits"), jreal(s, "commit_s"),
+               jint(s, "read_back_partners"), jreal(s, "read_back_s"));
 }
 
 static double max_d(double a, double b)
@@ -502,15 +551,22 @@ static double max_d(double a, double b)
     return a > b ? a : b;
 }
 
-/* Over a run's shards: the slowest rate and the largest of the rest. */
+/* Over a run's shards: the slowest rate and the largest of the rest;
+ * commit_pct: the share of a shard's fold time its commits and read-backs
+ * took. */
 typedef struct growth_worst {
     long long min_rate;
-    double restart_s, rss_mb, anon_mb, restart_rss_mb, restart_anon_mb, store_mb;
+    double restart_s, rss_mb, anon_mb, restart_rss_mb, restart_anon_mb, store_mb, commit_pct;
 } growth_worst;
+
+static double percent(double part, double whole)
+{
+    return whole > 0 ? 100.0 * part / whole : 0.0;
+}
 
 static growth_worst worst_of(const json_t *run)
 {
-    growth_worst w = {0, 0, 0, 0, 0, 0, 0};
+    growth_worst w = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t j;
     json_t *s;
     json_array_foreach(json_object_get(run, "per_shard"), j, s)
@@ -523,6 +579,8 @@ static growth_worst worst_of(const json_t *run)
         w.restart_rss_mb = max_d(w.restart_rss_mb, mb(s, "restart_peak_rss_kb"));
         w.restart_anon_mb = max_d(w.restart_anon_mb, mb(s, "restart_peak_anon_kb"));
         w.store_mb = max_d(w.store_mb, (double)jint(s, "store_bytes") / 1048576.0);
+        w.commit_pct = max_d(w.commit_pct, percent(jreal(s, "commit_s") + jreal(s, "read_back_s"),
+                                                   jreal(s, "seconds")));
     }
     return w;
 }
@@ -539,11 +597,6 @@ static long long run_rate(const json_t *first_size, json_int_t shards)
             return worst_of(run).min_rate;
     }
     return 0;
-}
-
-static double percent(double part, double whole)
-{
-    return whole > 0 ? 100.0 * part / whole : 0.0;
 }
 
 /* A line per size and run, then a table of every size (per shard: the
@@ -567,9 +620,9 @@ static void print_growth(const json_t *doc)
                jint(size, "ceiling_events_per_s"));
         json_array_foreach(json_object_get(size, "runs"), j, run) print_growth_shards(events, run);
     }
-    printf("%10s %6s %12s %12s %12s %7s %8s %9s %14s %14s %9s\n", "events", "shards",
-           "fold/s/shard", "fold/s total", "ceiling/s", "of ceil", "of first", "restart s",
-           "fold MB (anon)", "restart MB (anon)", "store MB");
+    printf("%10s %6s %12s %12s %12s %7s %8s %8s %9s %14s %14s %9s\n", "events", "shards",
+           "fold/s/shard", "fold/s total", "ceiling/s", "of ceil", "of first", "commit %",
+           "restart s", "fold MB (anon)", "restart MB (anon)", "store MB");
     json_array_foreach(json_object_get(doc, "growth"), i, size)
     {
         double ceiling = (double)jint(size, "ceiling_events_per_s");
@@ -577,12 +630,12 @@ static void print_growth(const json_t *doc)
         {
             growth_worst w = worst_of(run);
             double first = (double)run_rate(first_size, jint(run, "shards"));
-            printf("%10lld %6lld %12lld %12lld %12.0f %6.0f%% %7.0f%% %9.3f %7.0f (%4.0f) "
+            printf("%10lld %6lld %12lld %12lld %12.0f %6.0f%% %7.0f%% %7.0f%% %9.3f %7.0f (%4.0f) "
                    "%7.0f (%4.0f) %9.1f\n",
                    jint(size, "events"), jint(run, "shards"), w.min_rate,
                    jint(run, "total_events_per_s"), ceiling, percent((double)w.min_rate, ceiling),
-                   percent((double)w.min_rate, first), w.restart_s, w.rss_mb, w.anon_mb,
-                   w.restart_rss_mb, w.restart_anon_mb, w.store_mb);
+                   percent((double)w.min_rate, first), w.commit_pct, w.restart_s, w.rss_mb,
+                   w.anon_mb, w.restart_rss_mb, w.restart_anon_mb, w.store_mb);
         }
     }
     double ceiling0 = (double)jint(first_size, "ceiling_events_per_s");
@@ -612,9 +665,11 @@ static void usage(FILE *out)
             "events, or --partners at every size; kept in DIR/growth-N, or\n"
             "DIR/growth-N-partners-P): the minimal scan + decode + fold of the log in\n"
             "this process (the ceiling), the fold rate with 1 shard and with --shards\n"
-            "shards, each shard's restart time with its checkpoint at the head, its peak\n"
-            "RSS (VmHWM; in parentheses its anonymous part, without the mapped LMDB files)\n"
-            "and its view store's size.\n"
+            "shards, the share of each shard's fold time that went to its commits and\n"
+            "read-backs of partners (\"commit %%\"; the rest is folding the records), each\n"
+            "shard's restart time with its checkpoint at the head, its peak RSS (VmHWM; in\n"
+            "parentheses its anonymous part, without the mapped LMDB files) and its view\n"
+            "store's size.\n"
             "\n"
             "  --events N   events to generate (default %u, max %u)\n"
             "  --shards N   shards of the parallel run (default 2, max %u)\n"

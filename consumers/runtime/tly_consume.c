@@ -97,8 +97,12 @@ typedef struct consumer {
     tly_event ev;      /* reused for every record: no per-record allocation */
     tly_event sale_ev; /* a sale read back for the engine (log_sale) */
     char sale_partner[TLY_NAME_BYTES_MAX];
-    uint32_t sale_lookups;              /* log_sale's since it last released the log's map */
-    uint64_t read_back;                 /* partners read back at batches' starts, in all */
+    uint32_t sale_lookups; /* log_sale's since it last released the log's map */
+    uint64_t read_back;    /* partners read back at batches' starts, in all */
+    /* Where a catch-up's time went, for the stop line: the commits (each
+     * batch's flush and transaction, failed ones included) and the
+     * read-backs; the rest is folding the records. */
+    uint64_t commits, commit_ns, read_back_ns;
     char secret[TLY_Z85_KEY_CHARS + 1]; /* with CURVE: this reader's keys */
     char pub[TLY_Z85_KEY_CHARS + 1];
     consumer_metrics m;
@@ -299,7 +303,10 @@ static tly_err commit(consumer *c)
         return TLY_OK;
     uint64_t t0 = tly_mono_ns();
     tly_err err = tly_views_commit(c->views, c->engine);
-    count_commit(c, c->pending, tly_mono_ns() - t0, err == TLY_OK);
+    uint64_t took = tly_mono_ns() - t0;
+    c->commits++;
+    c->commit_ns += took;
+    count_commit(c, c->pending, took, err == TLY_OK);
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
@@ -386,8 +393,10 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
      * so that a consumer that stops after its last commit does not read
      * them for nothing. */
     if (c->pending == 0) {
+        uint64_t t0 = tly_mono_ns();
         uint32_t read = tly_engine_read_back(c->engine);
         c->read_back += read;
+        c->read_back_ns += read > 0 ? tly_mono_ns() - t0 : 0;
         if (c->o.metrics && read > 0)
             tly_metric_add(c->m.read_back, read);
     }
@@ -945,11 +954,14 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
         uint64_t seq = tly_engine_seq(c->engine);
         tly_logf(TLY_LOG_INFO, "consume",
                  "shard %u/%u stopped at checkpoint %llu "
-                 "(%llu records in %llu ms, %llu partners read back)",
+                 "(%llu records in %llu ms; %llu commits in %llu ms; %llu partners read back "
+                 "in %llu ms)",
                  c->o.shard, c->o.shard_count, (unsigned long long)seq,
                  (unsigned long long)(seq - c->start_seq),
                  (unsigned long long)((tly_mono_ns() - t0) / 1000000u),
-                 (unsigned long long)c->read_back);
+                 (unsigned long long)c->commits, (unsigned long long)(c->commit_ns / 1000000u),
+                 (unsigned long long)c->read_back,
+                 (unsigned long long)(c->read_back_ns / 1000000u));
     }
     consumer_stop(c);
     free(c);
