@@ -237,7 +237,9 @@ static tly_err read_stop_line(const bench *b, uint32_t k, uint32_t n, growth_sha
         size_t len = fread(text, 1, BENCH_LOG_TAIL_BYTES, f);
         fclose(f);
         text[len] = '\0';
-        const char *at = strstr(text, " records in ");
+        const char *at = NULL; /* the log's last stop line */
+        for (const char *p = text; (p = strstr(p, " stopped at checkpoint ")) != NULL; p++)
+            at = p;
         at = at ? strchr(at, ';') : NULL;
         unsigned long long c, cms, rb, rbms;
         if (at && sscanf(at, "; %llu commits in %llu ms; %llu partners read back in %llu ms)", &c,
