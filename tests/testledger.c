@@ -179,8 +179,13 @@ void tl_init(tl_ledger *L)
     tu_endpoint(L->logread, sizeof L->logread);
 }
 
+/* The log of the ledger this test process started last (tl_rpc prints it
+ * when a reply does not come). */
+static char last_started_log[sizeof((tl_ledger *)0)->logfile];
+
 void tl_start_env(tl_ledger *L, const char *const *extra, const char *const *env)
 {
+    snprintf(last_started_log, sizeof last_started_log, "%s", L->logfile);
     const char *argv[40];
     int n = 0;
     const char *fixed[] = {tu_tally(), "ledger",   "--data",  L->data,      "--ingest",
@@ -541,7 +546,11 @@ uint8_t *tl_rpc(void *sock, const void *buf, size_t len, size_t *rlen)
 {
     tl_send_frame(sock, buf, len);
     uint8_t *reply = NULL;
-    ck_assert_msg(tl_recv(sock, TL_REPLY_MS, &reply, rlen), "no reply from the ledger");
+    if (!tl_recv(sock, TL_REPLY_MS, &reply, rlen)) {
+        if (last_started_log[0] != '\0') /* what the ledger said meanwhile */
+            tl_dump_file("the last ledger started", last_started_log);
+        ck_abort_msg("no reply from the ledger");
+    }
     return reply;
 }
 
