@@ -140,12 +140,18 @@ void tly_bench_data_free(tly_bench_data *d)
     d->partner_count = 0;
 }
 
+void tly_bench_consumer_log(const tly_bench_data *d, uint32_t k, uint32_t n,
+                            char buf[TLY_BENCH_LOG_PATH_BYTES])
+{
+    snprintf(buf, TLY_BENCH_LOG_PATH_BYTES, "%s/bench-consume-%u-of-%u.log", d->data, k, n);
+}
+
 pid_t tly_bench_consumer_start(const tly_bench_data *d, uint32_t k, uint32_t n, uint32_t batch)
 {
-    char shard[32], batch_s[16], logpath[TLY_PATH_BYTES_MAX + 64];
+    char shard[32], batch_s[16], logpath[TLY_BENCH_LOG_PATH_BYTES];
     snprintf(shard, sizeof shard, "%u/%u", k, n);
     snprintf(batch_s, sizeof batch_s, "%u", batch);
-    snprintf(logpath, sizeof logpath, "%s/bench-consume-%u-of-%u.log", d->data, k, n);
+    tly_bench_consumer_log(d, k, n, logpath);
     fflush(NULL);
     pid_t pid = fork();
     if (pid != 0)

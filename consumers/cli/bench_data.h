@@ -57,8 +57,17 @@ tly_err tly_bench_data_partners(tly_bench_data *d);
 void tly_bench_data_free(tly_bench_data *d);
 
 /* Starts `tally consume --shard K/N --data DATA --exit-at-head --batch B`,
- * its output in DATA/bench-consume-K-of-N.log. The child's pid, or -1. */
+ * its output in tly_bench_consumer_log's file. The child's pid, or -1. */
 pid_t tly_bench_consumer_start(const tly_bench_data *d, uint32_t k, uint32_t n, uint32_t batch);
+
+/* Room for tly_bench_consumer_log's path: DATA (at most
+ * TLY_PATH_BYTES_MAX) and the file's name. */
+#define TLY_BENCH_LOG_PATH_BYTES (TLY_PATH_BYTES_MAX + 64)
+
+/* The log of shard k of n's consumer, DATA/bench-consume-K-of-N.log, into
+ * buf (TLY_BENCH_LOG_PATH_BYTES). */
+void tly_bench_consumer_log(const tly_bench_data *d, uint32_t k, uint32_t n,
+                            char buf[TLY_BENCH_LOG_PATH_BYTES]);
 
 /* rm -rf path; a missing path is fine. */
 void tly_bench_rm_tree(const char *path);

@@ -195,8 +195,10 @@ static tly_err run_shards(bench *b, bench_run *r)
         tly_views_close(views[k]);
     for (uint32_t k = 0; k < r->shards; k++) {
         if (r->res[k].exit_code != 0) {
-            tly_errorf(CMD, "consumer %u/%u failed (exit %d): see %s/bench-consume-%u-of-%u.log", k,
-                       r->shards, r->res[k].exit_code, b->d.data, k, r->shards);
+            char log[TLY_BENCH_LOG_PATH_BYTES];
+            tly_bench_consumer_log(&b->d, k, r->shards, log);
+            tly_errorf(CMD, "consumer %u/%u failed (exit %d): see %s", k, r->shards,
+                       r->res[k].exit_code, log);
             return TLY_IO;
         }
     }
@@ -224,8 +226,8 @@ typedef struct growth_shard {
  * (printed) when the log holds none. */
 static tly_err read_stop_line(const bench *b, uint32_t k, uint32_t n, growth_shard *g)
 {
-    char path[TLY_PATH_BYTES_MAX + 64];
-    snprintf(path, sizeof path, "%s/bench-consume-%u-of-%u.log", b->d.data, k, n);
+    char path[TLY_BENCH_LOG_PATH_BYTES];
+    tly_bench_consumer_log(&b->d, k, n, path);
     char *text = calloc(1, BENCH_LOG_TAIL_BYTES + 1);
     FILE *f = text ? fopen(path, "r") : NULL;
     tly_err err = TLY_CORRUPT;
@@ -344,9 +346,10 @@ static tly_err restart_shard(bench *b, uint32_t k, uint32_t n, growth_shard *g)
     while (reap(&r, pids, t0) > 0)
         nanosleep(&pause, NULL);
     if (r.res[k].exit_code != 0) {
-        tly_errorf(CMD,
-                   "restart of consumer %u/%u failed (exit %d): see %s/bench-consume-%u-of-%u.log",
-                   k, n, r.res[k].exit_code, b->d.data, k, n);
+        char log[TLY_BENCH_LOG_PATH_BYTES];
+        tly_bench_consumer_log(&b->d, k, n, log);
+        tly_errorf(CMD, "restart of consumer %u/%u failed (exit %d): see %s", k, n,
+                   r.res[k].exit_code, log);
         return TLY_IO;
     }
     g->restart_s = r.res[k].seconds;

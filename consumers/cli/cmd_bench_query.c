@@ -524,8 +524,9 @@ static tly_err fold_first(qbench *qb)
     pid_t pid = tly_bench_consumer_start(&qb->d, 0, 1, TLY_CONSUME_BATCH_RECORDS_DEFAULT);
     int st = 0;
     if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        tly_errorf(CMD, "the consumer folding the log failed: see %s/bench-consume-0-of-1.log",
-                   qb->d.data);
+        char log[TLY_BENCH_LOG_PATH_BYTES];
+        tly_bench_consumer_log(&qb->d, 0, 1, log);
+        tly_errorf(CMD, "the consumer folding the log failed: see %s", log);
         return TLY_IO;
     }
     return TLY_OK;
@@ -1046,8 +1047,9 @@ static tly_err bench_runs(qbench *qb, json_t *runs)
         qrun r = {.lat_ns = lat};
         err = run_one(qb, i % 2 == 0, i >= 2, &r);
         if (err == TLY_OK && r.fold_failed) {
-            tly_errorf(CMD, "the folding consumer failed: see %s/bench-consume-0-of-2.log",
-                       qb->d.data);
+            char log[TLY_BENCH_LOG_PATH_BYTES];
+            tly_bench_consumer_log(&qb->d, 0, 2, log);
+            tly_errorf(CMD, "the folding consumer failed: see %s", log);
             err = TLY_IO;
         }
         if (err == TLY_OK)
