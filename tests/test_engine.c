@@ -2593,6 +2593,133 @@ START_TEST(certs_block_edges)
 }
 END_TEST
 
+/* Fills the vectors and names eng_pstate_settle moves into a block: n
+ * buckets, rows and acts (periods 10, 11, ...), one open figure and two
+ * certification pairs, named name (NULL: none) in region "EMEA". */
+static void fill_state(eng_pstate *s, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t period = 10 + (int32_t)i;
+        eng_row *w;
+        ck_assert_int_eq(eng_row_get(s, period, &w), TLY_OK);
+        w->revenue = 1000 + i;
+        ck_assert_int_eq(
+            eng_pstate_grow(s, (void **)&s->buckets, &s->bucket_cap, i + 1, sizeof *s->buckets),
+            TLY_OK);
+        s->buckets[s->bucket_count++] = (eng_bucket){period, 200 + (int64_t)i};
+        ck_assert_int_eq(eng_pstate_grow(s, (void **)&s->acts, &s->act_cap, i + 1, sizeof *s->acts),
+                         TLY_OK);
+        s->acts[s->act_count++] = (eng_act){.period = period, .v = {[ENG_ACT_PAID] = 7 + i}};
+    }
+    s->opens = malloc(sizeof *s->opens);
+    ck_assert_ptr_nonnull(s->opens);
+    s->opens[0] = (eng_share){12, 345};
+    s->open_count = 1;
+    ck_assert_int_eq(eng_cert_add(s, "\1pA", 4, 99), TLY_OK);
+    ck_assert_int_eq(eng_cert_add(s, "\1qB", 4, ENG_NO_EXPIRY), TLY_OK);
+    if (name != NULL)
+        ck_assert_int_eq(eng_name_copy(&s->name, name, strlen(name)), TLY_OK);
+    ck_assert_int_eq(eng_name_copy(&s->region, "EMEA", 4), TLY_OK);
+    s->accrued = 4242;
+}
+
+/* What fill_state(s, n, ...) put in st, wherever its vectors lie. */
+static void expect_filled(const eng_pstate *st, uint32_t n)
+{
+    ck_assert_uint_eq(st->row_count, n);
+    ck_assert_uint_eq(st->bucket_count, n);
+    ck_assert_uint_eq(st->act_count, n);
+    for (uint32_t i = 0; i < n; i++) {
+        ck_assert_int_eq(st->rows[i].period, 10 + (int32_t)i);
+        ck_assert_int_eq(st->rows[i].revenue, 1000 + (int64_t)i);
+        ck_assert_int_eq(st->buckets[i].remaining, 200 + (int64_t)i);
+        ck_assert_int_eq(st->acts[i].v[ENG_ACT_PAID], 7 + (int64_t)i);
+    }
+    ck_assert_uint_eq(st->open_count, 1);
+    ck_assert_int_eq(st->opens[0].amount, 345);
+    ck_assert_uint_eq(eng_cert_count(st), 2);
+    ck_assert_uint_ne(eng_cert_find(st, "\1qB", 4), ENG_NONE);
+    ck_assert_str_eq(st->region.ptr, "EMEA");
+    ck_assert_int_eq(st->accrued, 4242);
+}
+
+/* eng_pstate_settle: a state read from the store becomes one allocation,
+ * its buckets, rows and acts with ENG_SETTLE_SPARE spare entries; filling
+ * the spare keeps a vector in the block and one entry more moves it out
+ * with what it held (as certifications, the name and the region do when
+ * replaced); the scratch it was read into comes back empty with its
+ * vectors, for the next read. Under the sanitizers every vector is freed
+ * exactly once, in the block or out of it. */
+START_TEST(settled_state_block)
+{
+    eng_pstate *s = eng_pstate_new();
+    ck_assert_ptr_nonnull(s);
+    fill_state(s, 3, "Acme");
+    eng_pstate *st = eng_pstate_settle(s);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_uint_gt(st->block_bytes, 0);
+    expect_filled(st, 3);
+    ck_assert_str_eq(st->name.ptr, "Acme");
+    const void *in[] = {st->buckets, st->rows,     st->acts,       st->opens,
+                        st->certs,   st->name.ptr, st->region.ptr, st + 1};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        ck_assert_msg(eng_pstate_inline(st, in[i]), "vector %zu in the block", i);
+    ck_assert(!eng_pstate_inline(st, st));
+    ck_assert(!eng_pstate_inline(st, (const char *)(st + 1) + st->block_bytes));
+    ck_assert_uint_eq(st->row_cap, 3 + ENG_SETTLE_SPARE);
+    ck_assert_uint_eq(st->bucket_cap, 3 + ENG_SETTLE_SPARE);
+    ck_assert_uint_eq(st->act_cap, 3 + ENG_SETTLE_SPARE);
+    /* the scratch: empty, its vectors kept */
+    ck_assert(s->row_count == 0 && s->bucket_count == 0 && s->act_count == 0);
+    ck_assert(s->cert_bytes == 0 && s->open_count == 0 && s->opens == NULL);
+    ck_assert(s->name.ptr == NULL && s->region.ptr == NULL && s->accrued == 0);
+    ck_assert(s->rows != NULL && s->row_cap >= 3 && s->certs != NULL);
+    ck_assert(s->arch_all && s->claims_all && s->cold && s->arch_head == ENG_ARCH_NONE);
+
+    /* the spare rows fill in the block; the next one moves them out */
+    eng_row *w;
+    for (uint32_t i = 0; i < ENG_SETTLE_SPARE; i++)
+        ck_assert_int_eq(eng_row_get(st, 13 + (int32_t)i, &w), TLY_OK);
+    ck_assert(eng_pstate_inline(st, st->rows));
+    ck_assert_int_eq(eng_row_get(st, 5, &w), TLY_OK); /* before every other */
+    ck_assert(!eng_pstate_inline(st, st->rows));
+    ck_assert_uint_eq(st->row_count, 4 + ENG_SETTLE_SPARE);
+    ck_assert_int_eq(st->rows[0].period, 5);
+    ck_assert_int_eq(st->rows[3].revenue, 1002);
+    ck_assert_int_eq(eng_pstate_grow(st, (void **)&st->buckets, &st->bucket_cap, st->bucket_cap + 1,
+                                     sizeof *st->buckets),
+                     TLY_OK);
+    ck_assert(!eng_pstate_inline(st, st->buckets));
+    ck_assert_int_eq(st->buckets[2].remaining, 202);
+    ck_assert_int_eq(eng_cert_add(st, "\1rC", 4, 5), TLY_OK); /* the certs had no spare */
+    ck_assert(!eng_pstate_inline(st, st->certs));
+    ck_assert_uint_eq(eng_cert_count(st), 3);
+    ck_assert_uint_ne(eng_cert_find(st, "\1pA", 4), ENG_NONE);
+    eng_pstate_release(st, (void *)(uintptr_t)st->region.ptr); /* as a re-enrollment does */
+    ck_assert_int_eq(eng_name_copy(&st->region, "APAC", 4), TLY_OK);
+    ck_assert(!eng_pstate_inline(st, st->region.ptr));
+    ck_assert(eng_pstate_inline(st, st->acts)); /* untouched */
+    eng_pstate_free(st);
+
+    /* the scratch's next read: fewer entries, no name; nothing stale */
+    fill_state(s, 1, NULL);
+    st = eng_pstate_settle(s);
+    ck_assert_ptr_nonnull(st);
+    expect_filled(st, 1);
+    ck_assert_ptr_null(st->name.ptr);
+    eng_pstate_free(st);
+
+    /* an empty state: its spare entries only */
+    st = eng_pstate_settle(s);
+    ck_assert_ptr_nonnull(st);
+    ck_assert(st->row_count == 0 && st->row_cap == ENG_SETTLE_SPARE);
+    ck_assert(eng_pstate_inline(st, st->rows) && eng_pstate_inline(st, st->acts));
+    ck_assert(st->certs == NULL && st->opens == NULL && st->name.ptr == NULL);
+    eng_pstate_free(st);
+    eng_pstate_free(s);
+}
+END_TEST
+
 /* Sets the bin at field of entry `entry` of list list_at of record x, a
  * longest pair key, one byte longer. */
 static void lengthen_pair_key(kv_entry *x, uint32_t list_at, uint32_t entry, uint32_t field)
@@ -4070,6 +4197,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, stored_text_with_nul_corrupt);
     tcase_add_test(tc, stored_record_under_other_key_corrupt);
     tcase_add_test(tc, certs_block_edges);
+    tcase_add_test(tc, settled_state_block);
     tcase_add_test(tc, certs_stored_key_too_long_corrupt);
     tcase_add_test(tc, archive_needed_unreadable_corrupt);
     tcase_add_test(tc, archive_rows);

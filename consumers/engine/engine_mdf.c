@@ -27,8 +27,8 @@ static tly_err bucket_get(eng_pstate *st, int32_t period, eng_bucket **out)
 {
     uint32_t i = bucket_pos(st, period);
     if (i == st->bucket_count || st->buckets[i].period != period) {
-        TRY(eng_grow((void **)&st->buckets, &st->bucket_cap, st->bucket_count + 1,
-                     sizeof *st->buckets));
+        TRY(eng_pstate_grow(st, (void **)&st->buckets, &st->bucket_cap, st->bucket_count + 1,
+                            sizeof *st->buckets));
         memmove(&st->buckets[i + 1], &st->buckets[i], (st->bucket_count - i) * sizeof *st->buckets);
         st->buckets[i] = (eng_bucket){.period = period, .remaining = 0};
         st->bucket_count++;
@@ -148,7 +148,8 @@ tly_err eng_row_get(eng_pstate *st, int32_t period, eng_row **out)
 {
     uint32_t i = row_pos(st, period);
     if (i == st->row_count || st->rows[i].period != period) {
-        TRY(eng_grow((void **)&st->rows, &st->row_cap, st->row_count + 1, sizeof *st->rows));
+        TRY(eng_pstate_grow(st, (void **)&st->rows, &st->row_cap, st->row_count + 1,
+                            sizeof *st->rows));
         memmove(&st->rows[i + 1], &st->rows[i], (st->row_count - i) * sizeof *st->rows);
         st->rows[i] = (eng_row){.period = period};
         st->row_count++;
@@ -541,7 +542,8 @@ void tly_engine_trace_open(tly_engine *e)
 
 /* The entry of period in the ascending vector *v, inserted (zero) when
  * absent. */
-static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, eng_act **out)
+static tly_err act_at(const eng_pstate *st, eng_act **v, uint32_t *n, uint32_t *cap, int32_t period,
+                      eng_act **out)
 {
     if (*n > 0 && (*v)[*n - 1].period == period) { /* most events: the latest period */
         *out = &(*v)[*n - 1];
@@ -550,7 +552,8 @@ static tly_err act_at(eng_act **v, uint32_t *n, uint32_t *cap, int32_t period, e
     uint32_t lo;
     ENG_LOWER_BOUND(*v, *n, period, period, lo);
     if (lo == *n || (*v)[lo].period != period) {
-        TRY(eng_grow((void **)v, cap, *n + 1, sizeof **v));
+        TRY(st != NULL ? eng_pstate_grow(st, (void **)v, cap, *n + 1, sizeof **v)
+                       : eng_grow((void **)v, cap, *n + 1, sizeof **v));
         memmove(&(*v)[lo + 1], &(*v)[lo], (*n - lo) * sizeof **v);
         (*v)[lo] = (eng_act){.period = period};
         (*n)++;
@@ -565,8 +568,8 @@ tly_err eng_book2(eng_program *g, eng_pstate *st, int32_t period, enum eng_act_f
     if (x == 0 && x2 == 0)
         return TLY_OK;
     eng_act *mine, *sum;
-    TRY(act_at(&st->acts, &st->act_count, &st->act_cap, period, &mine));
-    TRY(act_at(&g->rep, &g->rep_count, &g->rep_cap, period, &sum));
+    TRY(act_at(st, &st->acts, &st->act_count, &st->act_cap, period, &mine));
+    TRY(act_at(NULL, &g->rep, &g->rep_count, &g->rep_cap, period, &sum));
     int64_t m1, m2, t1, t2; /* both fields or neither */
     TRY(tly_money_add(mine->v[f], x, &m1));
     TRY(tly_money_add(sum->v[f], x, &t1));

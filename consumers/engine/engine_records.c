@@ -63,7 +63,7 @@ tly_err eng_cert_add(eng_pstate *st, const char *key, uint32_t len, int64_t expi
     uint32_t need = st->cert_bytes + ENG_CERT_HEAD + len;
     if (need < st->cert_bytes)
         return TLY_NOMEM;
-    TRY(eng_grow((void **)&st->certs, &st->cert_cap, need, 1));
+    TRY(eng_pstate_grow(st, (void **)&st->certs, &st->cert_cap, need, 1));
     cert_put(st->certs + st->cert_bytes, key, len, expires_ms);
     st->cert_bytes = need;
     return TLY_OK;
@@ -980,7 +980,7 @@ static tly_err rd_cert(tly_mp_reader *r, tly_str *key, int64_t *expires_ms)
  * to it). */
 static tly_err unpack_certs(tly_mp_reader *r, eng_pstate *st)
 {
-    TLY_ASSERT(st->certs == NULL);
+    TLY_ASSERT(st->cert_bytes == 0);
     uint32_t n;
     RD(tly_mp_read_array(r, &n));
     tly_mp_reader again = *r;
@@ -1173,16 +1173,6 @@ uint32_t eng_acts_closed(const eng_pstate *st, const eng_program *g)
     return n;
 }
 
-eng_pstate *eng_pstate_new(void)
-{
-    eng_pstate *st = calloc(1, sizeof(eng_pstate));
-    if (st != NULL) { /* an empty archive, no claims, no history */
-        st->arch_all = st->claims_all = st->cold = true;
-        st->arch_head = ENG_ARCH_NONE;
-    }
-    return st;
-}
-
 void eng_claim_clear(eng_claim *c)
 {
     eng_name_free(&c->id);
@@ -1191,27 +1181,132 @@ void eng_claim_clear(eng_claim *c)
     *c = (eng_claim){0};
 }
 
+tly_err eng_pstate_grow(const eng_pstate *st, void **v, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return TLY_OK;
+    if (!eng_pstate_inline(st, *v))
+        return eng_grow(v, cap, need, elem);
+    void *out = NULL;
+    uint32_t ncap = *cap; /* grown from the block's size, as eng_grow would */
+    TRY(eng_grow(&out, &ncap, need, elem));
+    memcpy(out, *v, (size_t)*cap * elem);
+    *v = out;
+    *cap = ncap;
+    return TLY_OK;
+}
+
+void eng_pstate_release(const eng_pstate *st, void *p)
+{
+    if (!eng_pstate_inline(st, p))
+        free(p);
+}
+
+static size_t align8(size_t n)
+{
+    return (n + 7u) & ~(size_t)7u;
+}
+
+/* An empty state: an empty archive, no claims, no history. */
+static void pstate_init(eng_pstate *st)
+{
+    st->arch_all = st->claims_all = st->cold = true;
+    st->arch_head = ENG_ARCH_NONE;
+}
+
+eng_pstate *eng_pstate_new(void)
+{
+    eng_pstate *st = calloc(1, sizeof(eng_pstate));
+    if (st != NULL)
+        pstate_init(st);
+    return st;
+}
+
+/* Copies n elements of elem bytes from src to block + off and returns
+ * where they went; NULL for none (src may then be NULL). */
+static void *settle_put(char *block, size_t off, const void *src, size_t n, size_t elem)
+{
+    if (n > 0)
+        memcpy(block + off, src, n * elem);
+    return n > 0 ? block + off : NULL;
+}
+
+eng_pstate *eng_pstate_settle(eng_pstate *s)
+{
+    TLY_ASSERT(s->block_bytes == 0);
+    /* The block's layout: the 8-byte aligned vectors first, then the
+     * certifications' bytes and the names with their NULs. */
+    uint32_t nb = s->bucket_count + ENG_SETTLE_SPARE, nr = s->row_count + ENG_SETTLE_SPARE,
+             na = s->act_count + ENG_SETTLE_SPARE;
+    size_t o_row = align8((size_t)nb * sizeof(eng_bucket));
+    size_t o_act = o_row + align8((size_t)nr * sizeof(eng_row));
+    size_t o_open = o_act + align8((size_t)na * sizeof(eng_act));
+    size_t o_cert = o_open + (size_t)s->open_count * sizeof(eng_share);
+    size_t o_name = o_cert + s->cert_bytes;
+    size_t o_region = o_name + (s->name.ptr != NULL ? s->name.len + 1u : 0);
+    size_t total = o_region + (s->region.ptr != NULL ? s->region.len + 1u : 0);
+    if (total > UINT32_MAX)
+        return NULL;
+    eng_pstate *st = malloc(sizeof *st + total);
+    if (st == NULL)
+        return NULL;
+    char *b = (char *)(st + 1);
+    *st = *s; /* the claims, held events, history and archive move over */
+    st->block_bytes = (uint32_t)total;
+    /* buckets, rows and acts lie in the block even when empty: their spare */
+    settle_put(b, 0, s->buckets, s->bucket_count, sizeof(eng_bucket));
+    st->buckets = (eng_bucket *)(void *)b;
+    st->bucket_cap = nb;
+    settle_put(b, o_row, s->rows, s->row_count, sizeof(eng_row));
+    st->rows = (eng_row *)(void *)(b + o_row);
+    st->row_cap = nr;
+    settle_put(b, o_act, s->acts, s->act_count, sizeof(eng_act));
+    st->acts = (eng_act *)(void *)(b + o_act);
+    st->act_cap = na;
+    st->opens = settle_put(b, o_open, s->opens, s->open_count, sizeof(eng_share));
+    st->certs = settle_put(b, o_cert, s->certs, s->cert_bytes, 1);
+    st->cert_cap = s->cert_bytes;
+    if (s->name.ptr != NULL)
+        st->name.ptr = settle_put(b, o_name, s->name.ptr, s->name.len + 1u, 1);
+    if (s->region.ptr != NULL)
+        st->region.ptr = settle_put(b, o_region, s->region.ptr, s->region.len + 1u, 1);
+    /* s: empty for the next read, keeping the vectors it grew */
+    eng_name_free(&s->name);
+    eng_name_free(&s->region);
+    free(s->opens);
+    *s = (eng_pstate){.buckets = s->buckets,
+                      .bucket_cap = s->bucket_cap,
+                      .rows = s->rows,
+                      .row_cap = s->row_cap,
+                      .acts = s->acts,
+                      .act_cap = s->act_cap,
+                      .certs = s->certs,
+                      .cert_cap = s->cert_cap};
+    pstate_init(s);
+    return st;
+}
+
 /* Frees st's owned strings and vectors, and st; history names are global. */
 void eng_pstate_free(eng_pstate *st)
 {
     if (st == NULL)
         return;
-    eng_name_free(&st->name);
-    eng_name_free(&st->region);
+    eng_pstate_release(st, (void *)(uintptr_t)st->name.ptr);
+    eng_pstate_release(st, (void *)(uintptr_t)st->region.ptr);
     for (uint32_t i = 0; i < st->claim_count; i++)
         eng_claim_clear(&st->claims[i]);
     for (uint32_t i = 0; i < st->held_count; i++) {
         free(st->held[i].key);
         free(st->held[i].ref);
     }
-    free(st->buckets);
-    free(st->rows);
+    eng_pstate_release(st, st->buckets);
+    eng_pstate_release(st, st->rows);
     free(st->hist);
-    free(st->certs);
+    eng_pstate_release(st, st->certs);
     free(st->claims);
     free(st->held);
-    free(st->acts);
-    free(st->opens);
+    eng_pstate_release(st, st->acts);
+    eng_pstate_release(st, st->opens);
     free(st->arch);
     free(st);
 }

@@ -252,6 +252,20 @@ void eng_cert_remove(eng_pstate *st, uint32_t off);
 eng_pstate *eng_pstate_new(void);
 /* Frees st and everything it owns; st may be NULL. */
 void eng_pstate_free(eng_pstate *st);
+/* Whether p lies in st's own allocation (eng_pstate_settle). */
+static inline bool eng_pstate_inline(const eng_pstate *st, const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)(st + 1) < st->block_bytes;
+}
+/* eng_grow for one of st's vectors: one in st's block moves out. */
+tly_err eng_pstate_grow(const eng_pstate *st, void **v, uint32_t *cap, uint32_t need, size_t elem);
+/* Frees p unless it lies in st's block. */
+void eng_pstate_release(const eng_pstate *st, void *p);
+/* A copy of s in one allocation (its names, buckets, rows, acts, opens and
+ * certifications after the struct; its claims, held events, history and
+ * archive moved over); s is left empty for the next read, its vectors kept.
+ * NULL when out of memory (s unchanged). */
+eng_pstate *eng_pstate_settle(eng_pstate *s);
 /* Frees what claim c owns and zeroes it. */
 void eng_claim_clear(eng_claim *c);
 

@@ -413,9 +413,9 @@ static tly_err claims_take_loose(tly_engine *e, const char *id, size_t len, eng_
 static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t gi, const void *val,
                            size_t vlen, eng_pstate **out, eng_liab *liab)
 {
-    eng_pstate *st = eng_pstate_new();
-    if (st == NULL)
+    if (e->scratch == NULL && (e->scratch = eng_pstate_new()) == NULL)
         return TLY_NOMEM;
+    eng_pstate *st = e->scratch;
     /* The bytes may go with the first claim read: copy the id first. */
     char id[TLY_NAME_BYTES_MAX];
     size_t len = head->id.len;
@@ -429,11 +429,14 @@ static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t 
         err = claim_fill(e, id, len, &st->claims[i]);
     if (err == TLY_OK && e->store.get == NULL && !st->claims_legacy)
         err = claims_take_loose(e, id, len, st);
-    if (err != TLY_OK) {
+    eng_pstate *settled = err == TLY_OK ? eng_pstate_settle(st) : NULL;
+    if (settled == NULL) {
+        /* the scratch goes with what was read */
         eng_pstate_free(st);
-        return err;
+        e->scratch = NULL;
+        return err != TLY_OK ? err : TLY_NOMEM;
     }
-    *out = st;
+    *out = settled;
     return TLY_OK;
 }
 

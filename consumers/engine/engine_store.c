@@ -140,7 +140,7 @@ static tly_err settle_opens(eng_program *g, eng_pstate *st)
         free(now);
         return err;
     }
-    free(st->opens);
+    eng_pstate_release(st, st->opens);
     st->opens = now;
     st->open_count = n;
     g->dirty = true;

@@ -107,6 +107,7 @@ void tly_engine_free(tly_engine *e)
     if (e == NULL)
         return;
     free_caches(e);
+    eng_pstate_free(e->scratch);
     for (uint32_t i = 0; i < e->program_count; i++) {
         free(e->programs[i].rep);
         free(e->programs[i].open_rebate);
