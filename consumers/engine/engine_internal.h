@@ -468,14 +468,16 @@ typedef struct eng_pstate {
      * its own allocation (a state the fold made). Why: at 100,000 partners
      * a batch drops and reads back every partner, and the eight
      * allocations of each cost glibc's malloc and free 11 % of the fold's
-     * time (10M events of `bench fold`, one shard, perf); as one block the
-     * fold took 39.5-47.2 s against 46.5-50.6 s and peaked at 249 against
-     * 257 MiB (four runs each, alternated). */
+     * time (10M events of `bench fold`, one shard, perf; 6.5 % as one
+     * block); the peak fell from 252 to 244 MiB. */
     uint32_t block_bytes;
 } eng_pstate;
 
 /* Spare entries a settled state's buckets, rows and acts get: between two
- * flushes the fold adds a period's bucket, row and act to most partners. */
+ * flushes the fold adds a period's bucket, row and act to most partners.
+ * The 10M one-shard peak of `bench fold` with 0, 1 and 2: 275, 243 and
+ * 260 MiB (without a spare most vectors move out of their block at once,
+ * and grow by half; with two most blocks carry room never used). */
 #define ENG_SETTLE_SPARE 1u
 
 /* A cached partner: an owned one with its state, or another shard's
