@@ -2695,7 +2695,8 @@ START_TEST(settled_state_block)
     ck_assert(!eng_pstate_inline(st, st->certs));
     ck_assert_uint_eq(eng_cert_count(st), 3);
     ck_assert_uint_ne(eng_cert_find(st, "\1pA", 4), ENG_NONE);
-    eng_pstate_release(st, (void *)(uintptr_t)st->region.ptr); /* as a re-enrollment does */
+    eng_pstate_name_free(st, &st->region); /* as a re-enrollment does */
+    ck_assert_ptr_null(st->region.ptr);
     ck_assert_int_eq(eng_name_copy(&st->region, "APAC", 4), TLY_OK);
     ck_assert(!eng_pstate_inline(st, st->region.ptr));
     ck_assert(eng_pstate_inline(st, st->acts)); /* untouched */

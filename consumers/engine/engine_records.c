@@ -1202,6 +1202,12 @@ void eng_pstate_release(const eng_pstate *st, void *p)
         free(p);
 }
 
+void eng_pstate_name_free(const eng_pstate *st, eng_name *n)
+{
+    eng_pstate_release(st, (void *)(uintptr_t)n->ptr);
+    *n = (eng_name){NULL, 0};
+}
+
 static size_t align8(size_t n)
 {
     return (n + 7u) & ~(size_t)7u;
@@ -1291,8 +1297,8 @@ void eng_pstate_free(eng_pstate *st)
 {
     if (st == NULL)
         return;
-    eng_pstate_release(st, (void *)(uintptr_t)st->name.ptr);
-    eng_pstate_release(st, (void *)(uintptr_t)st->region.ptr);
+    eng_pstate_name_free(st, &st->name);
+    eng_pstate_name_free(st, &st->region);
     for (uint32_t i = 0; i < st->claim_count; i++)
         eng_claim_clear(&st->claims[i]);
     for (uint32_t i = 0; i < st->held_count; i++) {

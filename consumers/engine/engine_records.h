@@ -261,6 +261,8 @@ static inline bool eng_pstate_inline(const eng_pstate *st, const void *p)
 tly_err eng_pstate_grow(const eng_pstate *st, void **v, uint32_t *cap, uint32_t need, size_t elem);
 /* Frees p unless it lies in st's block. */
 void eng_pstate_release(const eng_pstate *st, void *p);
+/* eng_name_free for st's name or region n. */
+void eng_pstate_name_free(const eng_pstate *st, eng_name *n);
 /* A copy of s in one allocation (its names, buckets, rows, acts, opens and
  * certifications after the struct; its claims, held events, history and
  * archive moved over); s is left empty for the next read, its vectors kept.

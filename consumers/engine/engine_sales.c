@@ -541,14 +541,12 @@ static tly_err fold_held(tly_engine *e, uint32_t p)
  * re-enrollment without a region keeps the one it had [E1]. */
 static tly_err set_identity(eng_pstate *st, const tly_event *ev)
 {
-    eng_pstate_release(st, (void *)(uintptr_t)st->name.ptr);
-    st->name = (eng_name){NULL, 0};
+    eng_pstate_name_free(st, &st->name);
     st->kind = ev->kind;
     TRY(eng_name_copy(&st->name, ev->name.ptr, ev->name.len));
     if (ev->region.ptr == NULL && st->region.ptr != NULL)
         return TLY_OK;
-    eng_pstate_release(st, (void *)(uintptr_t)st->region.ptr);
-    st->region = (eng_name){NULL, 0};
+    eng_pstate_name_free(st, &st->region);
     return eng_name_copy(&st->region, ev->region.ptr, ev->region.len);
 }
 
