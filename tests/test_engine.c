@@ -1525,35 +1525,46 @@ START_TEST(store_matches_memory_wide_flush)
 }
 END_TEST
 
-/* tly_engine_prefetch is a hint only: an engine told of the next two
- * records before each apply (as tally consume does), from an empty map on,
- * for partners it does not know yet and events without one, answers and
- * stores what an engine never told does; under the sanitizers, it reads
- * nothing it must not. */
+/* tly_engine_prefetch is a hint only: an engine told of the next
+ * TLY_ENGINE_PREFETCH_AHEAD records before each apply, each at its
+ * distance (as tally consume does), and of the next one at distances
+ * outside 1..TLY_ENGINE_PREFETCH_AHEAD, from an empty map on, for partners
+ * it does not know yet, other shards' partners and events without one,
+ * answers and stores what an engine never told does; under the
+ * sanitizers, it reads nothing it must not. */
 START_TEST(prefetch_changes_nothing)
 {
     stream st = {0};
     gen_stream(&st, g_seed + 77, 6000, 40);
     shards a, b;
-    shards_init(&a, 1);
-    shards_init(&b, 1);
-    tly_event ahead[2];
+    shards_init(&a, 2);
+    shards_init(&b, 2);
+    tly_event ahead;
     for (size_t i = 0; i < st.count; i++) {
-        for (size_t k = 0; k < 2 && i + 1 + k < st.count; k++) {
-            const rec_buf *r = &st.recs[i + 1 + k];
-            ck_assert_int_eq(tly_event_decode(r->bytes, r->len, REC_MS, &ahead[k], NULL), TLY_OK);
-            tly_engine_prefetch(b.e[0], &ahead[k], k == 0);
+        for (uint32_t k = TLY_ENGINE_PREFETCH_AHEAD + 1; k-- > 0;) {
+            size_t at = i + (k == 0 ? 1 : k);
+            if (at >= st.count)
+                continue;
+            const rec_buf *r = &st.recs[at];
+            ck_assert_int_eq(tly_event_decode(r->bytes, r->len, REC_MS, &ahead, NULL), TLY_OK);
+            for (uint32_t s = 0; s < 2; s++)
+                tly_engine_prefetch(b.e[s], &ahead, k == 0 ? TLY_ENGINE_PREFETCH_AHEAD + 1 : k);
+            if (k == 1)
+                for (uint32_t s = 0; s < 2; s++)
+                    tly_engine_prefetch(b.e[s], &ahead, 0);
         }
         shards_fold(&a, &st, i, i + 1);
         shards_fold(&b, &st, i, i + 1);
     }
     expect_same(&b, &a, "prefetch vs none");
-    kv sa = {0}, sb = {0};
-    ck_assert_int_eq(tly_engine_flush(a.e[0], kv_put, &sa), TLY_OK);
-    ck_assert_int_eq(tly_engine_flush(b.e[0], kv_put, &sb), TLY_OK);
-    expect_same_store(&sb, &sa, 1, 0);
-    kv_free(&sa);
-    kv_free(&sb);
+    for (uint32_t s = 0; s < 2; s++) {
+        kv sa = {0}, sb = {0};
+        ck_assert_int_eq(tly_engine_flush(a.e[s], kv_put, &sa), TLY_OK);
+        ck_assert_int_eq(tly_engine_flush(b.e[s], kv_put, &sb), TLY_OK);
+        expect_same_store(&sb, &sa, 2, s);
+        kv_free(&sa);
+        kv_free(&sb);
+    }
     shards_free(&a);
     shards_free(&b);
     stream_free(&st);

@@ -473,6 +473,9 @@ typedef struct eng_pstate {
     uint32_t block_bytes;
 } eng_pstate;
 
+/* The CPU's cache line (x86-64, arm64): what one prefetch loads. */
+#define ENG_CACHE_LINE_BYTES 64u
+
 /* Spare entries a settled state's buckets, rows and acts get: between two
  * flushes the fold adds a period's bucket, row and act to most partners.
  * The 10M one-shard peak of `bench fold` with 0, 1 and 2: 275, 243 and

@@ -49,14 +49,39 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on)
     e->flush_drops = on;
 }
 
-void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, bool near)
+/* What tly_engine_prefetch loads, by how many records ahead it is told
+ * of the event: each step reads what the one before loaded. */
+enum prefetch_step {
+    PREFETCH_LATEST = 1, /* the state's latest bucket, row and act */
+    PREFETCH_STATE = 2,  /* the partner's money state */
+    PREFETCH_ENTRY = 3,  /* the partner's id and entry */
+    PREFETCH_SLOT = 4    /* the partner map's slot */
+};
+_Static_assert(PREFETCH_SLOT == TLY_ENGINE_PREFETCH_AHEAD, "a step for every distance");
+
+void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, uint32_t ahead)
 {
-    if (ev->partner.ptr == NULL)
+    if (ev->partner.ptr == NULL || ahead == 0 || ahead > TLY_ENGINE_PREFETCH_AHEAD)
         return;
-    uint32_t p =
-        eng_map_prefetch(&e->partner_map, eng_hash(ev->partner.ptr, ev->partner.len), near);
-    if (p != ENG_NONE) /* the apply compares the ids */
+    uint32_t p = eng_map_prefetch(&e->partner_map, eng_hash(ev->partner.ptr, ev->partner.len),
+                                  ahead < PREFETCH_SLOT);
+    /* p is the slot of the first entry with ev's hash, its id not
+     * compared: the apply compares the ids */
+    if (p == ENG_NONE || p >= e->partner_slots.count)
+        return;
+    if (ahead == PREFETCH_ENTRY) {
         __builtin_prefetch(&e->partners[p]);
+        return;
+    }
+    const eng_pstate *st = e->partners[p].st; /* its entry loaded a record ago */
+    if (st == NULL)
+        return;
+    if (ahead == PREFETCH_LATEST) { /* the state loaded a record ago */
+        eng_prefetch_latest(st);
+        return;
+    }
+    for (size_t at = 0; at < sizeof *st; at += ENG_CACHE_LINE_BYTES)
+        __builtin_prefetch((const char *)st + at);
 }
 
 void tly_engine_set_read_back(tly_engine *e, uint32_t max)

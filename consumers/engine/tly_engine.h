@@ -226,15 +226,21 @@ void tly_engine_set_read_back(tly_engine *e, uint32_t max);
  */
 uint32_t tly_engine_read_back(tly_engine *e);
 
+/* How many records ahead tly_engine_prefetch is told of. */
+#define TLY_ENGINE_PREFETCH_AHEAD 4u
+
 /*
- * A hint that ev is about to be applied; it changes nothing, and any event
- * is fine. Far (two records ahead): loads the partner map's slot of ev's
- * partner into the CPU's cache. Near (the next record), that slot loaded:
- * loads the partner's id and entry too. A fold of a catch-up then finds
- * them in the cache instead of waiting on memory for each (10M events of
- * `bench fold`, 100,000 partners: README "Benchmarks").
+ * A hint that ev is about to be applied, `ahead` records from now; it
+ * changes nothing, and any event is fine. Told of each record at every
+ * distance from TLY_ENGINE_PREFETCH_AHEAD down to 1, each step loading
+ * into the CPU's cache what the one before found: at 4 the partner map's
+ * slot of ev's partner; at 3 the partner's id and entry; at 2 its money
+ * state; at 1 its latest bucket, rebate row and finance row. A fold of a
+ * catch-up then finds them in the cache instead of waiting on memory for
+ * each in turn (10M events of `bench fold`, 100,000 partners: README
+ * "Benchmarks"). Any other distance does nothing.
  */
-void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, bool near);
+void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, uint32_t ahead);
 
 /* Entries changed since the last flush (partners, sales, exceptions): what
  * the next flush writes, and what the engine must keep in memory until
