@@ -61,9 +61,11 @@
  *
  * Cache entries own their strings (eng_copy), so that dropping one frees
  * it; the arena holds only global names (programs, tier names), freed with
- * the engine. Slot indices of the caches are stable between two flushes:
- * entries are dropped only by a flush (at its end, or with flush drops a
- * partner as soon as the flush has written it: engine_store.c).
+ * the engine. An owned partner read from the store holds its state in one
+ * block, strings and lists after the struct (eng_pstate's block_bytes).
+ * Slot indices of the caches are stable between two flushes: entries are
+ * dropped only by a flush (at its end, or with flush drops a partner as
+ * soon as the flush has written it: engine_store.c).
  */
 #ifndef TLY_ENGINE_INTERNAL_H
 #define TLY_ENGINE_INTERNAL_H
