@@ -541,7 +541,7 @@ void tly_engine_trace_open(tly_engine *e)
 /* ---- what took effect per period (SPEC section 11) ---- */
 
 /* The entry of period in the ascending vector *v, inserted (zero) when
- * absent. */
+ * absent: a partner st's acts, or its program's sums (st NULL). */
 static tly_err act_at(const eng_pstate *st, eng_act **v, uint32_t *n, uint32_t *cap, int32_t period,
                       eng_act **out)
 {
@@ -552,8 +552,7 @@ static tly_err act_at(const eng_pstate *st, eng_act **v, uint32_t *n, uint32_t *
     uint32_t lo;
     ENG_LOWER_BOUND(*v, *n, period, period, lo);
     if (lo == *n || (*v)[lo].period != period) {
-        TRY(st != NULL ? eng_pstate_grow(st, (void **)v, cap, *n + 1, sizeof **v)
-                       : eng_grow((void **)v, cap, *n + 1, sizeof **v));
+        TRY(eng_pstate_grow(st, (void **)v, cap, *n + 1, sizeof **v));
         memmove(&(*v)[lo + 1], &(*v)[lo], (*n - lo) * sizeof **v);
         (*v)[lo] = (eng_act){.period = period};
         (*n)++;

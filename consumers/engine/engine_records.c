@@ -1185,7 +1185,7 @@ tly_err eng_pstate_grow(const eng_pstate *st, void **v, uint32_t *cap, uint32_t 
 {
     if (need <= *cap)
         return TLY_OK;
-    if (!eng_pstate_inline(st, *v))
+    if (st == NULL || !eng_pstate_inline(st, *v))
         return eng_grow(v, cap, need, elem);
     void *out = NULL;
     uint32_t ncap = *cap; /* grown from the block's size, as eng_grow would */

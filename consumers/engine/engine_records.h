@@ -257,7 +257,8 @@ static inline bool eng_pstate_inline(const eng_pstate *st, const void *p)
 {
     return (uintptr_t)p - (uintptr_t)(st + 1) < st->block_bytes;
 }
-/* eng_grow for one of st's vectors: one in st's block moves out. */
+/* eng_grow for one of st's vectors: one in st's block moves out. st NULL:
+ * a vector of no partner's (eng_grow). */
 tly_err eng_pstate_grow(const eng_pstate *st, void **v, uint32_t *cap, uint32_t need, size_t elem);
 /* Frees p unless it lies in st's block. */
 void eng_pstate_release(const eng_pstate *st, void *p);
