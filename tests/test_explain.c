@@ -1,6 +1,6 @@
 /*
  * test_explain.c — Check suite of `tally explain` and the engine's trace
- * hook (tly_engine_set_trace, consumers/tly_explain.h).
+ * hook (tly_engine_set_trace, consumers/engine/tly_explain.h).
  *
  * (1) For every partner of the seed101 vectors, of a seeded random stream
  *     (the generator of tests/test_engine.c, copied) and of a `tally gen`

@@ -50,7 +50,7 @@ static const char usage_text[] =
     "Options:\n"
     "  --period P  show only the lines of effective period P (2026-Q3, 2026-07);\n"
     "              the check against the balance still covers every line\n"
-    "  --json      one JSON object (see consumers/tly_explain.h)\n"
+    "  --json      one JSON object (see consumers/engine/tly_explain.h)\n"
     "  --data DIR  data directory (default $TALLY_DATA, else ./tally-data);\n"
     "              DIR/log is read, never written\n"
     "  --to SEQ    explain the figures as of seq SEQ\n"
