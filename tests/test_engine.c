@@ -2329,6 +2329,98 @@ START_TEST(stored_text_with_nul_corrupt)
 }
 END_TEST
 
+/* One event into shard engine s->e[0]: its result, not asserted. */
+static tly_err apply_text(shards *s, const char *source, const char *text)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    to_mp_text(text, &sb);
+    tly_event ev;
+    ck_assert_int_eq(tly_event_decode(sb.data, sb.size, REC_MS, &ev, NULL), TLY_OK);
+    tly_record rec = {.seq = ++s->seq,
+                      .recorded_ms = REC_MS,
+                      .source = {source, (uint32_t)strlen(source)},
+                      .event = (const uint8_t *)sb.data,
+                      .event_len = sb.size};
+    tly_err err = tly_engine_apply(s->e[0], &rec, &ev);
+    msgpack_sbuffer_destroy(&sb);
+    return err;
+}
+
+/* What figures_out_of_line_corrupt changes in its store. */
+enum out_of_line { OOL_CLAIM_SHARE, OOL_SALE_CLAWED, OOL_BUCKET };
+
+/* p1 sold 100,000 (1,000 accrued) and filed claim c1 of 500, pending;
+ * stored, then one figure is changed the way no fold leaves it. */
+static void out_of_line_store(kv *store, enum out_of_line what, uint64_t *seq)
+{
+    shards a;
+    shards_init(&a, 1);
+    program(&a, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&a, "p1", "acme", Q1_25);
+    sale(&a, "d1", "S1", "p1", 100000, "USD", Q1_25 + DAY);
+    claim(&a, "p1", "c1", "submit", 500, Q1_25 + 2 * DAY);
+    ck_assert_int_eq(tly_engine_flush(a.e[0], kv_put, store), TLY_OK);
+    *seq = a.seq;
+    shards_free(&a);
+    static const char *const prefix[] = {"S/3/", "S/2/", "S/4/"};
+    size_t i = first_under(store, prefix[what]);
+    ck_assert_uint_lt(i, store->count);
+    msgpack_unpacked up;
+    ck_assert(unpack_under(&store->e[i], prefix[what], &up));
+    msgpack_object *f = up.data.via.array.ptr;
+    msgpack_object *o;
+    switch (what) {
+    case OOL_CLAIM_SHARE: /* [fmt, status, requested, approved, paid, reason, shares, ...] */
+        o = &f[6].via.array.ptr[0].via.array.ptr[1]; /* its one share: 500 */
+        break;
+    case OOL_SALE_CLAWED: /* [fmt, partner, currency, seq, at, amount, returned, accrual,
+                           * clawed, ...]: clawed over the accrual */
+        o = &f[8];
+        o->via.u64 = f[7].via.u64;
+        break;
+    default: /* the partner's first bucket (element 18: [period, remaining]) */
+        o = &f[18].via.array.ptr[0].via.array.ptr[1];
+        break;
+    }
+    ck_assert_int_eq(o->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    o->via.u64 += what == OOL_CLAIM_SHARE ? (uint64_t)-1 : 1u;
+    kv_repack(&store->e[i], &up.data);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* Figures out of line with what the fold keeps, which the fold relies on,
+ * are corrupt when a consumer's engine reads them rather than a reason to
+ * stop the process (a TLY_ASSERT): a claim whose shares do not hold what
+ * it reserves (cancelling it gave back more than its shares), a sale
+ * clawed back beyond its accrual (a return debited a negative amount),
+ * a partner whose MDF invariant fails (its next flush). A document
+ * reader still renders the last, as `audit diff` shows it. */
+START_TEST(figures_out_of_line_corrupt)
+{
+    static const char *const event[] = {
+        "{\"type\":\"claim\",\"id\":\"K900\",\"at\":1735862400000,\"partner\":\"p1\","
+        "\"claim\":\"c1\",\"action\":\"cancel\"}",
+        "{\"type\":\"return\",\"id\":\"R900\",\"at\":1735862400000,\"partner\":\"p1\","
+        "\"sale\":\"S1\",\"qty\":1,\"amount\":50000,\"currency\":\"USD\"}",
+        "{\"type\":\"sale\",\"id\":\"S900\",\"at\":1735862400000,\"partner\":\"p1\","
+        "\"sku\":\"X\",\"qty\":1,\"amount\":1000,\"currency\":\"USD\"}"};
+    static const char *const source[] = {"portal", "d1", "d1"};
+    for (int what = OOL_CLAIM_SHARE; what <= OOL_BUCKET; what++) {
+        kv store = {0};
+        uint64_t seq;
+        out_of_line_store(&store, (enum out_of_line)what, &seq);
+        shards b;
+        restart_on_stores(&b, 1, &store, seq, 8, 8);
+        ck_assert_int_eq(apply_text(&b, source[what], event[what]), TLY_CORRUPT);
+        shards_free(&b);
+        if (what == OOL_BUCKET)
+            ck_assert_int_eq(doc_of(&store, 'b', "p1", 2), TLY_OK);
+        kv_free(&store);
+    }
+}
+END_TEST
+
 /* A partner's record under another partner's key (which no flush writes)
  * is refused, and its bytes do not stand for the partner they name: with
  * the record of member a, its name changed, under key "S/4/0-other", that
@@ -2995,24 +3087,6 @@ END_TEST
 /* ---- read-back (tly_engine_read_back) ---- */
 
 #define READ_BACK_PARTNERS 12
-
-/* One event into shard engine s->e[0]: its result, not asserted. */
-static tly_err apply_text(shards *s, const char *source, const char *text)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    to_mp_text(text, &sb);
-    tly_event ev;
-    ck_assert_int_eq(tly_event_decode(sb.data, sb.size, REC_MS, &ev, NULL), TLY_OK);
-    tly_record rec = {.seq = ++s->seq,
-                      .recorded_ms = REC_MS,
-                      .source = {source, (uint32_t)strlen(source)},
-                      .event = (const uint8_t *)sb.data,
-                      .event_len = sb.size};
-    tly_err err = tly_engine_apply(s->e[0], &rec, &ev);
-    msgpack_sbuffer_destroy(&sb);
-    return err;
-}
 
 static bool in_memory(const tly_engine *e, const char *id)
 {
@@ -4208,6 +4282,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);
     tcase_add_test(tc, stored_record_under_other_key_corrupt);
+    tcase_add_test(tc, figures_out_of_line_corrupt);
     tcase_add_test(tc, certs_block_edges);
     tcase_add_test(tc, settled_state_block);
     tcase_add_test(tc, certs_stored_key_too_long_corrupt);

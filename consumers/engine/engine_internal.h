@@ -627,8 +627,12 @@ struct tly_engine {
     void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
     bool flush_drops;                 /* tly_engine_set_flush_drops */
-    bool dropped_in_flush;            /* the flush under way dropped an entry */
-    bool broken;                      /* !tly_engine_intact */
+    /* A document reader's engine (tly_view_reader_bind): it renders what
+     * the store holds, a broken invariant included (`audit diff` shows
+     * it), and never flushes. */
+    bool reads_only;
+    bool dropped_in_flush; /* the flush under way dropped an entry */
+    bool broken;           /* !tly_engine_intact */
     /* Read-back (tly_engine_set_read_back, engine_store.c): the ids of the
      * partners the last flush wrote and dropped, each u8 length ‖ id, to
      * be read again once its commit is done; read_back_idle counts the

@@ -82,6 +82,7 @@ tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store, 
     }
     tly_engine_set_seq(e, checkpoint);
     tly_engine_set_store(e, &s);
+    e->reads_only = true;
     r->e = e;
     r->checkpoint = checkpoint;
     return TLY_OK;

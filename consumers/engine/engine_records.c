@@ -791,6 +791,10 @@ tly_err eng_unpack_sale(const void *val, size_t len, eng_sale_rec *out)
         RD(rd_i64(&r, &d->fx.units) && d->fx.units > 0 && rd_i32(&r, &d->fx.scale));
         RD(d->fx.scale >= 0 && d->fx.scale <= TLY_RATE_FRAC_DIGITS_MAX);
         RD(rd_i32(&r, &d->fx.ediff) && d->fx.ediff >= -9 && d->fx.ediff <= 9);
+        /* as the fold leaves them: a return claws back at most what is
+         * left of the accrual (fold_return), and debits never below 0 */
+        RD(d->amount >= 0 && d->returned >= 0 && d->returned <= d->amount);
+        RD(d->accrual >= 0 && d->clawed >= 0 && d->clawed <= d->accrual);
     }
     return rd_end(&r);
 }
@@ -807,6 +811,33 @@ static tly_err unpack_shares(tly_mp_reader *r, eng_claim *c)
         TRY(ENG_PUSH(c->shares, c->share_count, c->share_cap, sh));
     }
     return TLY_OK;
+}
+
+/* Whether claim c's figures agree with its status as the fold leaves
+ * them (engine_claims.c): 0 ≤ paid ≤ approved ≤ requested, no share
+ * below 0, and its shares holding what it reserves: a pending claim its
+ * requested amount, an approved or paid one its approved amount, any other
+ * nothing. The fold relies on it (claim_release gives back from the
+ * shares exactly what it releases), so a record that breaks it is corrupt
+ * rather than a reason to stop the process. */
+static bool claim_sound(const eng_claim *c)
+{
+    if (c->requested < 0 || c->approved < 0 || c->approved > c->requested || c->paid < 0 ||
+        c->paid > c->approved)
+        return false;
+    int64_t held = 0;
+    for (uint32_t i = 0; i < c->share_count; i++)
+        if (c->shares[i].amount < 0 || tly_money_addto(&held, c->shares[i].amount) != TLY_OK)
+            return false;
+    switch (c->status) {
+    case ENG_CLAIM_PENDING:
+        return held == c->requested && c->approved == 0 && c->paid == 0;
+    case ENG_CLAIM_APPROVED:
+    case ENG_CLAIM_PAID:
+        return held == c->approved;
+    default:
+        return held == 0 && c->approved == 0 && c->paid == 0;
+    }
 }
 
 /* The fields after the head; what it copied stays in c on error. The
@@ -830,6 +861,7 @@ static tly_err unpack_claim_body(tly_mp_reader *r, tly_str partner, tly_str id, 
     RD(rd_i64(r, &c->requested) && rd_i64(r, &c->approved) && rd_i64(r, &c->paid));
     TRY(rd_owned(r, &c->reason, true));
     TRY(unpack_shares(r, c));
+    RD(claim_sound(c));
     c->ordinal = ENG_NO_ORDINAL;
     if (count != ENG_CLAIM_FIELDS_V5)
         RD(tly_mp_read_uint(r, &c->ordinal) && c->ordinal != ENG_NO_ORDINAL);
@@ -932,7 +964,7 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
     for (uint32_t i = 0; i < n; i++) {
         eng_bucket b;
         RD(tly_mp_read_array(r, &m) && m == 2 && rd_period(r, &b.period));
-        RD(rd_i64(r, &b.remaining));
+        RD(rd_i64(r, &b.remaining) && b.remaining >= 0); /* debits stop at 0 (eng_debit) */
         RD(i == 0 || st->buckets[i - 1].period < b.period);
         TRY(ENG_PUSH(st->buckets, st->bucket_count, st->bucket_cap, b));
     }
@@ -1121,6 +1153,7 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
                           &st->pending, &st->approved,    &st->paid,     &st->deficit};
     for (int i = 0; i < 8; i++)
         RD(rd_i64(&r, totals[i]));
+    RD(st->deficit >= 0); /* what a debit could not take (eng_debit) */
     TRY(unpack_buckets_rows(&r, st));
     bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V8;
     if (cold_apart) {

@@ -423,6 +423,13 @@ static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t 
     tly_err err = eng_unpack_pstate(val, vlen, &e->names, &e->arena, st, liab);
     if (err == TLY_OK && gi != ENG_NONE && st->tier >= e->programs[gi].rules.tier_count)
         err = TLY_CORRUPT;
+    /* Every flush stores the MDF invariant (TLY_ASSERT there): a record
+     * without it would stop a folding engine at its next flush instead of
+     * being refused here. A document reader shows what is stored, broken
+     * or not (`audit diff` reports it); an engine loaded whole, without a
+     * store (tests), is given what it is given. */
+    if (err == TLY_OK && e->store.get != NULL && !e->reads_only && !eng_invariant_ok(st))
+        err = TLY_CORRUPT;
     /* Without a store the claims come from tly_engine_load, now; with one
      * each is read when needed (eng_claim_fill, eng_claim_lookup). */
     for (uint32_t i = 0; i < st->claim_count && err == TLY_OK && e->store.get == NULL; i++)
