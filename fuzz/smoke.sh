@@ -15,7 +15,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${FUZZ_SECONDS:-10}
 jobs=${FUZZ_JOBS:-2}
 artifacts=${FUZZ_ARTIFACTS:-$(pwd)}
-targets=${FUZZ_TARGETS:-"fuzz_event fuzz_ingest fuzz_logread fuzz_query fuzz_jsonl fuzz_csv fuzz_state"}
+targets=${FUZZ_TARGETS:-"fuzz_event fuzz_ingest fuzz_logread fuzz_query fuzz_jsonl fuzz_csv fuzz_state fuzz_engine_load"}
 cc=${FUZZ_CC:-}
 if [ -z "$cc" ]; then
     for c in clang clang-14; do

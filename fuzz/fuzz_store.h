@@ -1,0 +1,485 @@
+/*
+ * fuzz_store.h — what fuzz_state and fuzz_engine_load share: the view
+ * store both fuzz a corrupt copy of, built the same way in each.
+ * - The stream: a fixed stream of events (two programs, a quarterly one and
+ *   a monthly growth one; enrolled partners with sales, a return,
+ *   certifications, claims in every state, closes, a payout, adjustments, a
+ *   referral; an unenrolled partner with held events; an enrolled one with
+ *   nothing), folded once through a tly_engine for shard 0 of 1
+ *   (fold_stream); what tly_engine_flush writes is the base store.
+ * - The store: a small sorted key/value array (kv) with the engine's
+ *   tly_kv_get_fn and tly_kv_scan_fn over it (kv_get, kv_scan).
+ * - The input: byte 0 selects, the rest is the payload. The low six bits
+ *   pick one of the target's records (pick_targets: its is_target in key
+ *   order, modulo their count); the top two bits say what to do with it
+ *   (apply_input):
+ *     00, 11  replace its value with the payload
+ *     01      delete it (the payload is not read)
+ *     10      add a record under the same prefix: the payload's bytes up
+ *             to its first NUL are the rest of the key, the bytes after it
+ *             the value (an existing key is replaced)
+ * - The seeds: one file a seed, the selector byte then the payload, named
+ *   after the record it changes (write_seed, seed_name).
+ */
+#ifndef FUZZ_STORE_H
+#define FUZZ_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+
+#include "tly_engine.h"
+#include "tly_json.h"
+#include "tly_mp.h"
+
+/* recorded_ms of every record: 2100-01-01, after every `at` below. */
+#define REC_MS INT64_C(4102444800000)
+
+/* The events folded into the store, JSON as `tally send` reads it, each
+ * after its source. Times: 2025-01-01 is 1735689600000, a day 86400000. */
+static const char *const stream[][2] = {
+    {"finance", "{\"type\":\"program\",\"id\":\"F1\",\"at\":1735689600000,\"program\":\"apex\","
+                "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":["
+                "{\"name\":\"Authorized\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100,"
+                "\"benefits\":[],\"rebate_bonus_bps\":0,\"referral_bps\":300},"
+                "{\"name\":\"Silver\",\"min_revenue\":2100000,\"min_certs\":1,\"mdf_bps\":150,"
+                "\"benefits\":[\"NFR licenses\"],\"rebate_bonus_bps\":10,\"referral_bps\":400},"
+                "{\"name\":\"Gold\",\"min_revenue\":6300000,\"min_certs\":3,\"mdf_bps\":200,"
+                "\"benefits\":[\"NFR licenses\",\"beta access\"],\"rebate_bonus_bps\":25,"
+                "\"referral_bps\":500}],"
+                "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100},"
+                "{\"from\":2600000,\"bps\":200}],\"min\":10000,\"cap\":310000},"
+                "\"mdf_expiry_periods\":2,\"tier_window_periods\":2,\"mdf_cap_per_period\":390000,"
+                "\"tier_moves\":\"one_step\",\"tier_grace_periods\":1}"},
+    {"finance", "{\"type\":\"program\",\"id\":\"F2\",\"at\":1735689660000,\"program\":\"nimbus\","
+                "\"version\":1,\"currency\":\"EUR\",\"period\":\"month\",\"tiers\":["
+                "{\"name\":\"Registered\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":80,"
+                "\"benefits\":[],\"rebate_bonus_bps\":0,\"referral_bps\":300},"
+                "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":150,"
+                "\"benefits\":[\"partner account manager\"],\"rebate_bonus_bps\":25,"
+                "\"referral_bps\":500}],"
+                "\"rebate\":{\"mode\":\"incremental\",\"brackets\":[{\"from\":0,\"bps\":50},"
+                "{\"from\":870000,\"bps\":150}],\"basis\":\"growth\",\"baseline_periods\":3,"
+                "\"min\":100000,\"cap\":2500000},"
+                "\"mdf_expiry_periods\":3,\"tier_window_periods\":3,\"mdf_cap_per_period\":43000,"
+                "\"tier_moves\":\"any\",\"tier_grace_periods\":2}"},
+    {"finance", "{\"type\":\"partner\",\"id\":\"F3\",\"at\":1735776000000,\"partner\":\"p1\","
+                "\"name\":\"Acme VAR\",\"program\":\"apex\",\"kind\":\"var\",\"region\":\"EMEA\"}"},
+    {"finance", "{\"type\":\"partner\",\"id\":\"F4\",\"at\":1735776000000,\"partner\":\"p2\","
+                "\"name\":\"Margie\",\"program\":\"nimbus\",\"kind\":\"consultant\"}"},
+    {"finance", "{\"type\":\"partner\",\"id\":\"F5\",\"at\":1735776000000,\"partner\":\"p4\","
+                "\"name\":\"Quiet OEM\",\"program\":\"apex\",\"kind\":\"oem\"}"},
+    /* p3 never enrolls: these two are held in its record */
+    {"pos", "{\"type\":\"sale\",\"id\":\"S0\",\"at\":1735862400000,\"partner\":\"p3\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":120000,\"currency\":\"USD\"}"},
+    {"certs", "{\"type\":\"certification\",\"id\":\"C0\",\"at\":1735862400000,"
+              "\"partner\":\"p3\",\"person\":\"eve\",\"cert\":\"sales\",\"action\":\"earned\"}"},
+    {"certs", "{\"type\":\"certification\",\"id\":\"C1\",\"at\":1735862400000,"
+              "\"partner\":\"p1\",\"person\":\"ann\",\"cert\":\"sales\",\"action\":\"earned\"}"},
+    {"certs", "{\"type\":\"certification\",\"id\":\"C2\",\"at\":1735862400000,"
+              "\"partner\":\"p1\",\"person\":\"bob\",\"cert\":\"net-pro\",\"action\":\"earned\","
+              "\"expires\":1798761600000}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S1\",\"at\":1735862400000,\"partner\":\"p1\","
+            "\"sku\":\"X\",\"qty\":2,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S2\",\"at\":1735948800000,\"partner\":\"p1\","
+            "\"sku\":\"Y\",\"qty\":1,\"amount\":400000,\"currency\":\"USD\"}"},
+    {"pos", "{\"type\":\"return\",\"id\":\"R1\",\"at\":1736035200000,\"partner\":\"p1\","
+            "\"sale\":\"S1\",\"qty\":1,\"amount\":100000,\"currency\":\"USD\"}"},
+    {"portal", "{\"type\":\"claim\",\"id\":\"K1\",\"at\":1736121600000,\"partner\":\"p1\","
+               "\"claim\":\"c1\",\"action\":\"submit\",\"amount\":20000,\"activity\":\"webinar\"}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K2\",\"at\":1736208000000,\"partner\":\"p1\","
+                "\"claim\":\"c1\",\"action\":\"approve\",\"amount\":15000}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K3\",\"at\":1736294400000,\"partner\":\"p1\","
+                "\"claim\":\"c1\",\"action\":\"pay\",\"amount\":15000}"},
+    {"portal", "{\"type\":\"claim\",\"id\":\"K4\",\"at\":1736294400000,\"partner\":\"p1\","
+               "\"claim\":\"c2\",\"action\":\"submit\",\"amount\":5000}"},
+    {"finance", "{\"type\":\"claim\",\"id\":\"K5\",\"at\":1736380800000,\"partner\":\"p1\","
+                "\"claim\":\"c2\",\"action\":\"reject\",\"reason\":\"no receipts\"}"},
+    {"portal", "{\"type\":\"claim\",\"id\":\"K6\",\"at\":1736380800000,\"partner\":\"p1\","
+               "\"claim\":\"c3\",\"action\":\"submit\",\"amount\":1000}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S3\",\"at\":1736467200000,\"partner\":\"p2\","
+            "\"sku\":\"Z\",\"qty\":1,\"amount\":900000,\"currency\":\"EUR\"}"},
+    {"crm", "{\"type\":\"referral\",\"id\":\"D1\",\"at\":1736467200000,\"partner\":\"p2\","
+            "\"deal\":\"DEAL-1\",\"amount\":50000,\"currency\":\"EUR\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L1\",\"at\":1738454400000,\"program\":\"nimbus\","
+                "\"period\":\"2025-01\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S4\",\"at\":1739145600000,\"partner\":\"p2\","
+            "\"sku\":\"Z\",\"qty\":1,\"amount\":700000,\"currency\":\"EUR\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L2\",\"at\":1740873600000,\"program\":\"nimbus\","
+                "\"period\":\"2025-02\"}"},
+    /* an open month of the incremental growth program: two slices */
+    {"pos", "{\"type\":\"sale\",\"id\":\"S6\",\"at\":1741564800000,\"partner\":\"p2\","
+            "\"sku\":\"Z\",\"qty\":1,\"amount\":1900000,\"currency\":\"EUR\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L3\",\"at\":1743552000000,\"program\":\"apex\","
+                "\"period\":\"2025-Q1\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S5\",\"at\":1743638400000,\"partner\":\"p1\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":250000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"payout\",\"id\":\"Y1\",\"at\":1743638400000,\"partner\":\"p1\","
+                "\"period\":\"2025-Q1\",\"amount\":1000}"},
+    {"finance", "{\"type\":\"adjust\",\"id\":\"A1\",\"at\":1743638400000,\"partner\":\"p1\","
+                "\"account\":\"mdf\",\"amount\":-2500,\"reason\":\"duplicate invoice\"}"},
+    {"finance", "{\"type\":\"adjust\",\"id\":\"A2\",\"at\":1743638400000,\"partner\":\"p1\","
+                "\"account\":\"rebate\",\"amount\":100,\"reason\":\"goodwill\"}"},
+    {"finance", "{\"type\":\"adjust\",\"id\":\"A3\",\"at\":1743638400000,\"partner\":\"p2\","
+                "\"account\":\"mdf\",\"amount\":300,\"reason\":\"event\"}"},
+    {"certs", "{\"type\":\"certification\",\"id\":\"C3\",\"at\":1743724800000,"
+              "\"partner\":\"p1\",\"person\":\"ann\",\"cert\":\"sales\",\"action\":\"revoked\"}"},
+    /* six more quarters of apex: p1's first four and p4's first four final
+     * rows go to the archive, a chunk each ("S/7/") */
+    {"pos", "{\"type\":\"sale\",\"id\":\"S7\",\"at\":1747267200000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L4\",\"at\":1751414400000,\"program\":\"apex\","
+                "\"period\":\"2025-Q2\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S8\",\"at\":1755216000000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S9\",\"at\":1755302400000,\"partner\":\"p1\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":500000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L5\",\"at\":1759363200000,\"program\":\"apex\","
+                "\"period\":\"2025-Q3\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S10\",\"at\":1763164800000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S11\",\"at\":1763251200000,\"partner\":\"p1\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":500000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L6\",\"at\":1767312000000,\"program\":\"apex\","
+                "\"period\":\"2025-Q4\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S12\",\"at\":1771113600000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L7\",\"at\":1775088000000,\"program\":\"apex\","
+                "\"period\":\"2026-Q1\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S13\",\"at\":1778803200000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L8\",\"at\":1782950400000,\"program\":\"apex\","
+                "\"period\":\"2026-Q2\"}"},
+    {"pos", "{\"type\":\"sale\",\"id\":\"S14\",\"at\":1786752000000,\"partner\":\"p4\","
+            "\"sku\":\"X\",\"qty\":1,\"amount\":3000000,\"currency\":\"USD\"}"},
+    {"finance", "{\"type\":\"close\",\"id\":\"L9\",\"at\":1790899200000,\"program\":\"apex\","
+                "\"period\":\"2026-Q3\"}"},
+};
+
+/* ---- a sorted in-memory key/value store ---- */
+
+typedef struct kv_entry {
+    const uint8_t *key, *val;
+    size_t klen, vlen;
+} kv_entry;
+
+typedef struct kv {
+    kv_entry *e;
+    size_t count, cap;
+} kv;
+
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+/* First index whose key is not below key; *found when it is key. */
+static size_t kv_find(const kv *s, const void *key, size_t klen, bool *found)
+{
+    size_t lo = 0, hi = s->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (key_cmp(s->e[mid].key, s->e[mid].klen, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < s->count && key_cmp(s->e[lo].key, s->e[lo].klen, key, klen) == 0;
+    return lo;
+}
+
+/* Makes room for n more entries. */
+static void kv_reserve(kv *s, size_t n)
+{
+    if (s->count + n <= s->cap)
+        return;
+    while (s->cap < s->count + n)
+        s->cap = s->cap ? s->cap * 2 : 64;
+    s->e = realloc(s->e, s->cap * sizeof *s->e);
+    if (s->e == NULL)
+        abort();
+}
+
+/* Sets key to val (borrowed, not copied); s->cap must leave room. */
+static void kv_set(kv *s, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    bool found;
+    size_t i = kv_find(s, key, klen, &found);
+    if (!found) {
+        if (s->count == s->cap)
+            abort();
+        memmove(&s->e[i + 1], &s->e[i], (s->count - i) * sizeof *s->e);
+        s->count++;
+    }
+    s->e[i] = (kv_entry){key, val, klen, vlen};
+}
+
+/* Removes entry i. */
+static void kv_del(kv *s, size_t i)
+{
+    memmove(&s->e[i], &s->e[i + 1], (s->count - i - 1) * sizeof *s->e);
+    s->count--;
+}
+
+/* s becomes a copy of from's entries (the bytes borrowed), with room for
+ * one more. */
+static void kv_copy(kv *s, const kv *from)
+{
+    s->count = 0;
+    kv_reserve(s, from->count + 1);
+    memcpy(s->e, from->e, from->count * sizeof *from->e);
+    s->count = from->count;
+}
+
+/* Copies of a buffer, each in an allocation of its exact size (so ASan
+ * sees a read past a value's end). */
+static uint8_t *dup_bytes(const void *p, size_t len)
+{
+    uint8_t *d = malloc(len ? len : 1);
+    if (d == NULL)
+        abort();
+    memcpy(d, p, len);
+    return d;
+}
+
+/* tly_kv_put_fn of the fold's flush: the base store keeps copies, never
+ * freed (they are the base store). */
+static tly_err base_put(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    kv *s = ctx;
+    kv_reserve(s, 1);
+    kv_set(s, dup_bytes(key, klen), klen, dup_bytes(val, vlen), vlen);
+    return TLY_OK;
+}
+
+/* tly_kv_get_fn over a kv: exact key. */
+static tly_err kv_get(void *ctx, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+    const kv *s = ctx;
+    bool found;
+    size_t i = kv_find(s, key, klen, &found);
+    if (!found)
+        return TLY_NOT_FOUND;
+    *val = s->e[i].val;
+    *vlen = s->e[i].vlen;
+    return TLY_OK;
+}
+
+/* tly_kv_scan_fn over a kv: every key with the prefix, in byte order. */
+static tly_err kv_scan(void *ctx, const void *prefix, size_t plen, tly_kv_put_fn visit, void *vctx)
+{
+    const kv *s = ctx;
+    bool found;
+    for (size_t i = kv_find(s, prefix, plen, &found); i < s->count; i++) {
+        const kv_entry *x = &s->e[i];
+        if (x->klen < plen || memcmp(x->key, prefix, plen) != 0)
+            break;
+        tly_err err = visit(vctx, x->key, x->klen, x->val, x->vlen);
+        if (err != TLY_OK)
+            return err;
+    }
+    return TLY_OK;
+}
+
+/* ---- the base store, folded once ---- */
+
+#define PREFIX_BYTES 4u
+/* Longest key body an added record gets (the engine's keys are shorter). */
+#define ADD_KEY_BODY_MAX 300u
+
+/* Decodes one event of the JSON text into ev, which borrows from sb (the
+ * caller destroys it); aborts when it does not decode (the text is fixed):
+ * who names the target in the message. */
+static void decode_event(const char *who, const char *text, msgpack_sbuffer *sb, tly_event *ev)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    msgpack_sbuffer_init(sb);
+    tly_field_error fe = {{0}, {0}};
+    if (j == NULL || tly_json_event_to_mp(j, sb, &fe) != TLY_OK ||
+        tly_event_decode(sb->data, sb->size, REC_MS, ev, &fe) != TLY_OK) {
+        fprintf(stderr, "%s: %s: %s %s %s\n", who, text, j ? "" : je.text, fe.field, fe.message);
+        abort();
+    }
+    json_decref(j);
+}
+
+/* Applies ev (decoded from sb) as the engine's next record. */
+static tly_err apply_next(tly_engine *e, const char *source, const msgpack_sbuffer *sb,
+                          const tly_event *ev)
+{
+    tly_record rec = {.seq = tly_engine_seq(e) + 1,
+                      .recorded_ms = REC_MS,
+                      .source = {source, (uint32_t)strlen(source)},
+                      .event = (const uint8_t *)sb->data,
+                      .event_len = sb->size};
+    return tly_engine_apply(e, &rec, ev);
+}
+
+/* Folds the stream through an engine for shard 0 of 1 and flushes it into
+ * base; returns the engine's seq after the fold (the checkpoint). Aborts if
+ * an event does not decode or fold (the stream is fixed). */
+static uint64_t fold_stream(const char *who, kv *base)
+{
+    tly_engine *e;
+    if (tly_engine_new(0, 1, &e) != TLY_OK)
+        abort();
+    size_t n = sizeof stream / sizeof stream[0];
+    for (size_t i = 0; i < n; i++) {
+        msgpack_sbuffer sb;
+        tly_event ev;
+        decode_event(who, stream[i][1], &sb, &ev);
+        tly_err err = apply_next(e, stream[i][0], &sb, &ev);
+        if (err != TLY_OK) {
+            fprintf(stderr, "%s: apply %zu: %s\n", who, i + 1, tly_err_name(err));
+            abort();
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (tly_engine_flush(e, base_put, base) != TLY_OK)
+        abort();
+    uint64_t checkpoint = tly_engine_seq(e);
+    tly_engine_free(e);
+    return checkpoint;
+}
+
+/* Fills targets (of cap) with the indexes in base of the records an input
+ * picks, in key order; returns how many (aborts when none). */
+static size_t pick_targets(const kv *base, bool (*is_target)(const kv_entry *), size_t *targets,
+                           size_t cap)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < base->count && count < cap; i++)
+        if (is_target(&base->e[i]))
+            targets[count++] = i;
+    if (count == 0)
+        abort();
+    return count;
+}
+
+/* ---- one input ---- */
+
+/* Makes work a copy of base with entry i changed as the top two bits of
+ * data[0] say (see the top; data[1...] is the payload): an added record's
+ * key is keep's copy, returned (else NULL). */
+static uint8_t *apply_input(kv *work, const kv *base, size_t i, const uint8_t *data, size_t size,
+                            uint8_t *(*keep)(const void *p, size_t len))
+{
+    kv_copy(work, base);
+    const uint8_t *payload = data + 1;
+    size_t plen = size - 1;
+    switch (data[0] >> 6) {
+    case 1: /* delete */
+        kv_del(work, i);
+        return NULL;
+    case 2: { /* add under the same prefix: key body, NUL, value */
+        const uint8_t *nul = memchr(payload, 0, plen);
+        size_t blen = nul ? (size_t)(nul - payload) : plen;
+        size_t vstart = nul ? blen + 1 : plen;
+        if (blen > ADD_KEY_BODY_MAX)
+            blen = ADD_KEY_BODY_MAX;
+        uint8_t key[PREFIX_BYTES + ADD_KEY_BODY_MAX];
+        memcpy(key, base->e[i].key, PREFIX_BYTES);
+        memcpy(key + PREFIX_BYTES, payload, blen);
+        uint8_t *added = keep(key, PREFIX_BYTES + blen);
+        kv_set(work, added, PREFIX_BYTES + blen, payload + vstart, plen - vstart);
+        return added;
+    }
+    default: /* replace */
+        work->e[i].val = payload;
+        work->e[i].vlen = plen;
+        return NULL;
+    }
+}
+
+/* ---- seeds ---- */
+
+static void write_seed(const char *dir, const char *name, uint8_t sel, const void *a, size_t alen,
+                       const void *b, size_t blen)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fputc(sel, f) == EOF || fwrite(a, 1, alen, f) != alen ||
+        fwrite(b, 1, blen, f) != blen || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+/* The be32 at p. */
+static unsigned be32_at(const uint8_t *p)
+{
+    return (unsigned)p[0] << 24 | (unsigned)p[1] << 16 | (unsigned)p[2] << 8 | p[3];
+}
+
+/* A file name for the record x, after what: "program-apex", "sale-pos-S1",
+ * "claim-p1-c1", "partner-p1", "old-archive-p4-8101", "history-p1",
+ * "archive-p1-8100" (sale and claim keys are u8 len ‖ first ‖ second). */
+static void seed_name(const kv_entry *x, const char *what, char *out, size_t cap)
+{
+    const char *body = (const char *)x->key + PREFIX_BYTES;
+    const uint8_t *ub = x->key + PREFIX_BYTES;
+    int blen = (int)(x->klen - PREFIX_BYTES);
+    switch (x->key[2]) {
+    case '1':
+        snprintf(out, cap, "%sprogram-%.*s", what, blen, body);
+        break;
+    case '2':
+    case '3':
+        snprintf(out, cap, "%s%s-%.*s-%.*s", what, x->key[2] == '2' ? "sale" : "claim", ub[0],
+                 body + 1, blen - 1 - ub[0], body + 1 + ub[0]);
+        break;
+    case '5': /* u8 len, partner, be32 period */
+        snprintf(out, cap, "%sold-archive-%.*s-%u", what, ub[0], body + 1, be32_at(ub + blen - 4));
+        break;
+    case '6':
+        snprintf(out, cap, "%shistory-%.*s", what, blen, body);
+        break;
+    case '7': /* be32 period, u8 len, partner */
+        snprintf(out, cap, "%sarchive-%.*s-%u", what, blen - 5, body + 5, be32_at(ub));
+        break;
+    default:
+        snprintf(out, cap, "%spartner-%.*s", what, blen, body);
+        break;
+    }
+}
+
+/* Index in targets (count of them, in base) of the first record whose key
+ * starts with key, or abort. */
+static size_t target_of(const kv *base, const size_t *targets, size_t count, const char *key)
+{
+    for (size_t t = 0; t < count; t++) {
+        const kv_entry *x = &base->e[targets[t]];
+        if (x->klen >= strlen(key) && memcmp(x->key, key, strlen(key)) == 0)
+            return t;
+    }
+    abort();
+}
+
+/* Writes each record of targets (count of them, in base) as it is, under
+ * its selector, and deleted, for each key of gone (n of them: the first
+ * record whose key starts with it). */
+static void write_record_seeds(const char *dir, const kv *base, const size_t *targets, size_t count,
+                               const char *const *gone, size_t n)
+{
+    char name[512];
+    for (size_t t = 0; t < count; t++) {
+        const kv_entry *x = &base->e[targets[t]];
+        seed_name(x, "", name, sizeof name);
+        write_seed(dir, name, (uint8_t)t, x->val, x->vlen, "", 0);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t t = target_of(base, targets, count, gone[i]);
+        seed_name(&base->e[targets[t]], "delete-", name, sizeof name);
+        write_seed(dir, name, (uint8_t)(0x40 | t), "", 0, "", 0);
+    }
+}
+
+#endif
