@@ -71,6 +71,10 @@
  * output is committed in fuzz/corpus/fuzz_engine_load/. Regenerate it (run
  * by hand) when the engine's record format changes:
  *   FUZZ_ENGINE_LOAD_SEEDS=fuzz/corpus/fuzz_engine_load BUILD/fuzz/fuzz_engine_load
+ * The regress-* files beside them are inputs that once failed (kept, not
+ * written by the target): regress-claim-shares-* change claim c3's
+ * requested amount away from its shares, which aborted the consumer
+ * before 5ac59e8.
  */
 #include <stdbool.h>
 #include <stdint.h>
