@@ -27,6 +27,7 @@ typedef struct audit_shard {
     MDB_txn *txn;
     MDB_dbi dbi;
     uint64_t checkpoint;
+    const void *map_addr; /* an address in the store's map: its shard key's value */
 } audit_shard;
 
 struct tly_audit_viewset {
@@ -109,6 +110,7 @@ static tly_err read_meta(audit_shard *s, uint32_t k, uint32_t n, char *msg, size
         tly_audit_msgf(msg, cap, "store %u-of-%u does not say it is shard %s", k, n, want);
         return rc == 0 || rc == MDB_NOTFOUND ? TLY_CORRUPT : tly_audit_lmdb_err(rc, "M/shard");
     }
+    s->map_addr = v.mv_data; /* a read-only environment reads in its map */
     key.mv_size = strlen(TLY_VIEWS_KEY_CHECKPOINT);
     key.mv_data = TLY_VIEWS_KEY_CHECKPOINT;
     rc = mdb_get(s->txn, s->dbi, &key, &v);
@@ -534,6 +536,19 @@ static tly_err next_exception(tly_audit_stream *s, tly_audit_item *item, char *m
     const char *doc = s->pending.docs[s->pending.next++];
     *item = (tly_audit_item){s->id, 8, doc, strlen(doc)};
     return TLY_OK;
+}
+
+/* Why this is safe: each store is opened read-only (MDB_RDONLY), so LMDB
+ * maps its data.mdb read-only and shared, and the map holds only the page
+ * cache's pages; tly_os_release_file_map leaves any other mapping alone.
+ * Every page this process can reach belongs to its read transaction's
+ * snapshot, which a writer in another process never overwrites while the
+ * transaction lives (it writes into pages freed before the snapshot), so a
+ * page faulted in again holds the same bytes at the same address. */
+void tly_audit_viewset_release(const tly_audit_viewset *vs)
+{
+    for (uint32_t k = 0; k < vs->count; k++)
+        (void)tly_os_release_file_map(vs->shard[k].map_addr); /* NULL: a no-op */
 }
 
 tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
