@@ -139,6 +139,11 @@ typedef struct tly_audit_replay_opts {
      * replaced rules stay in force. Everything else is folded as logged.
      * NULL: an ordinary replay. Its strings must outlive the replay. */
     const tly_event *what_if;
+    /* When not NULL: set to how many times a shard's engine was loaded
+     * again from its last commit and folded on, because a commit met the
+     * end of the view store's map after its flush had dropped partners
+     * (audit_replay.c, fold_log); 0 in most replays. */
+    uint32_t *reloads;
 } tly_audit_replay_opts;
 
 /*

@@ -187,3 +187,12 @@ void tly_ahead_stop(tly_ahead *a)
     free(a->items);
     free(a);
 }
+
+void tly_ahead_prefetch(const tly_ahead *a, const tly_engine *e)
+{
+    for (uint32_t k = TLY_ENGINE_PREFETCH_AHEAD; k > 0; k--) {
+        const tly_ahead_item *next = tly_ahead_peek(a, k - 1);
+        if (next != NULL && next->err == TLY_OK)
+            tly_engine_prefetch(e, &next->ev, k);
+    }
+}

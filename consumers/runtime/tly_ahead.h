@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "tly_engine.h"
 #include "tly_err.h"
 #include "tly_event.h"
 #include "tly_log.h"
@@ -51,6 +52,13 @@ tly_err tly_ahead_next(tly_ahead *a, const tly_ahead_item **item);
  * (tly_engine_prefetch): it moves nothing, and the item is valid as the
  * last one returned is. */
 const tly_ahead_item *tly_ahead_peek(const tly_ahead *a, uint32_t k);
+
+/* Tells engine e of the partners of the next TLY_ENGINE_PREFETCH_AHEAD
+ * records, each at its distance (tly_engine_prefetch), so that they are
+ * on their way to the CPU's cache while the one tly_ahead_next returned
+ * last folds: the consumer's and the replay's fold loop call it before
+ * each apply. A hint: it changes nothing. */
+void tly_ahead_prefetch(const tly_ahead *a, const tly_engine *e);
 
 /* Stops the thread and closes the reader; every item dies. NULL is a no-op. */
 void tly_ahead_stop(tly_ahead *a);

@@ -475,13 +475,7 @@ static tly_err pass_local(consumer *c, uint32_t *n)
         err = tly_ahead_next(ahead, &it);
         if (err != TLY_OK)
             break;
-        /* the partners of the next records, on their way to the CPU's
-         * cache while this one folds (tly_engine_prefetch) */
-        for (uint32_t k = TLY_ENGINE_PREFETCH_AHEAD; k > 0; k--) {
-            const tly_ahead_item *next = tly_ahead_peek(ahead, k - 1);
-            if (next != NULL && next->err == TLY_OK)
-                tly_engine_prefetch(c->engine, &next->ev, k);
-        }
+        tly_ahead_prefetch(ahead, c->engine); /* the next records' partners */
         bool gap;
         err = apply_decoded(c, &it->rec, &it->ev, it->err, &it->fe, false, &gap);
         if (err != TLY_OK || gap) /* a gap here: a reload rewound the engine */
