@@ -312,9 +312,22 @@ char *tl_send_stderr(const tl_ledger *L, const char *tag)
     return text ? text : strdup("");
 }
 
+/* A send that ended without its summary (killed at TL_RUN_MS, or failed):
+ * what the ledger said meanwhile goes to stderr first, so that a failure
+ * under load can be read afterwards (test_replicate's node-killed case once
+ * ran out its time with the ledger answering "storage"). */
+static void assert_summary(tl_sent s, const char *who)
+{
+    if (s.parsed)
+        return;
+    if (last_started_log[0] != '\0')
+        tl_dump_file("the last ledger started", last_started_log);
+    ck_abort_msg("%s: tally send printed no summary (exit %d)", who, s.rc);
+}
+
 void tl_assert_sent(tl_sent s, int rc, long sent, long dups, long rejected)
 {
-    ck_assert_msg(s.parsed, "tally send printed no summary (exit %d)", s.rc);
+    assert_summary(s, "tally send");
     ck_assert_msg(s.rc == rc && s.sent == sent && s.dups == dups && s.rejected == rejected,
                   "tally send: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit "
                   "%d, sent %ld, duplicates %ld, rejected %ld",
@@ -323,7 +336,7 @@ void tl_assert_sent(tl_sent s, int rc, long sent, long dups, long rejected)
 
 void tl_assert_delivered(tl_sent s, long total, const char *who)
 {
-    ck_assert_msg(s.parsed, "%s: tally send printed no summary (exit %d)", who, s.rc);
+    assert_summary(s, who);
     ck_assert_msg(s.rc == 0 && s.sent + s.dups == total && s.rejected == 0,
                   "%s: exit %d, sent %ld, duplicates %ld, rejected %ld; expected exit 0 and "
                   "%ld sent or duplicates, none rejected",
