@@ -498,12 +498,12 @@ _Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX
  * enough for a smooth bar, rare enough to cost nothing. */
 #define TLY_AUDIT_PROGRESS_RECORDS 4096u
 
-/* Documents a digest hashes (or a diff compares) between two releases of
- * the view stores' mapped pages (tly_audit_viewset_release), and after
- * each family: every document is rendered from records read through the
- * map, and without it `audit digest` of the 10M-event store of `bench fold
- * --growth` held 0.9 GB of the store's pages in its resident memory (71 MB
- * with it, in the same time). */
+/* Documents an audit stream (a digest's, a diff's) reads between two
+ * releases of the view stores' mapped pages (audit_views.c), which it
+ * releases again when it closes: every document is rendered from records
+ * read through the map, and without it `audit digest` of the 10M-event
+ * store of `bench fold --growth` held 0.9 GB of the store's pages in its
+ * resident memory (71 MB with it, in the same time). */
 #define TLY_AUDIT_RELEASE_ITEMS 4096u
 
 /* Threads `audit verify` checks records on: one per online core, at most

@@ -223,29 +223,15 @@ static tly_err step_live(tly_audit_stream *s, tly_audit_family f, tly_audit_item
 }
 
 /* Walks one family of both sets in step (a merge of two sorted lists). */
-/* The live and replayed sets of one diff, whose mapped pages are released
- * as a digest's are (TLY_AUDIT_RELEASE_ITEMS). */
-typedef struct diff_sets {
-    const tly_audit_viewset *live, *replay;
-} diff_sets;
-
-static void release_sets(const diff_sets *v)
-{
-    tly_audit_viewset_release(v->live);
-    tly_audit_viewset_release(v->replay);
-}
-
 static tly_err diff_streams(diff_run *d, tly_audit_family f, tly_audit_stream *ls,
-                            tly_audit_stream *rs, const diff_sets *v)
+                            tly_audit_stream *rs)
 {
     tly_audit_item li, ri;
     bool lm = false, rm = false;
     tly_err err = step_live(ls, f, &li, &lm, d);
     if (err == TLY_OK)
         err = step(rs, &ri, &rm, d);
-    for (uint32_t n = 1; err == TLY_OK && (lm || rm); n++) {
-        if (n % TLY_AUDIT_RELEASE_ITEMS == 0)
-            release_sets(v);
+    while (err == TLY_OK && (lm || rm)) {
         int c = !lm ? 1 : !rm ? -1 : item_cmp(f, &li, &ri);
         if (c < 0)
             report_missing(d, f, &li, "live views");
@@ -268,12 +254,10 @@ static tly_err diff_family(diff_run *d, tly_audit_family f, tly_audit_viewset *l
     tly_err err = tly_audit_stream_open(live, f, &ls);
     if (err == TLY_OK)
         err = tly_audit_stream_open(replay, f, &rs);
-    diff_sets v = {live, replay};
     if (err == TLY_OK)
-        err = diff_streams(d, f, ls, rs, &v);
+        err = diff_streams(d, f, ls, rs);
     tly_audit_stream_close(ls);
     tly_audit_stream_close(rs);
-    release_sets(&v);
     return err;
 }
 

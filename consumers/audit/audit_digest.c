@@ -48,15 +48,10 @@ static tly_err digest_family(tly_audit_viewset *vs, tly_audit_family f, EVP_MD_C
     if (!EVP_DigestInit_ex(md, EVP_sha256(), NULL))
         err = TLY_NOMEM;
     tly_audit_item it;
-    for (uint32_t n = 1; err == TLY_OK && (err = tly_audit_stream_next(s, &it, msg, cap)) == TLY_OK;
-         n++) {
+    while (err == TLY_OK && (err = tly_audit_stream_next(s, &it, msg, cap)) == TLY_OK)
         if (!hash_item(md, &it))
             err = TLY_NOMEM;
-        if (n % TLY_AUDIT_RELEASE_ITEMS == 0)
-            tly_audit_viewset_release(vs);
-    }
     tly_audit_stream_close(s);
-    tly_audit_viewset_release(vs);
     if (err != TLY_NOT_FOUND)
         return err;
     unsigned int n = 0;

@@ -156,7 +156,6 @@ typedef struct replay_worker {
     uint32_t reloads;     /* how many times, in all */
 } replay_worker;
 
-/* Commits the worker's shards: changes and checkpoint. */
 /* The partners the last commit of each shard dropped, read back in key
  * order before the next batch folds, as a consumer does (tly_engine_read_back). */
 static void read_back_all(replay_worker *w)
@@ -174,6 +173,7 @@ static void release_all(replay_worker *w)
         tly_views_release(w->r->shard[k].views);
 }
 
+/* Commits the worker's shards: changes and checkpoint. */
 static tly_err commit_all(replay_worker *w)
 {
     for (uint32_t k = w->first; k < w->first + w->count; k++) {

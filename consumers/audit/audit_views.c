@@ -211,6 +211,22 @@ typedef struct doc_list {
     size_t count, next, cap;
 } doc_list;
 
+/* The pages of the stores' maps read so far stop counting in the
+ * process's resident memory; what is read next faults in the same bytes.
+ * A stream does it every TLY_AUDIT_RELEASE_ITEMS items and when it closes.
+ * Why this is safe: each store is opened read-only (MDB_RDONLY), so LMDB
+ * maps its data.mdb read-only and shared, and the map holds only the page
+ * cache's pages; tly_os_release_file_map leaves any other mapping alone.
+ * Every page this process can reach belongs to its read transaction's
+ * snapshot, which a writer in another process never overwrites while the
+ * transaction lives (it writes into pages freed before the snapshot), so a
+ * page faulted in again holds the same bytes at the same address. */
+static void viewset_release(const tly_audit_viewset *vs)
+{
+    for (uint32_t k = 0; k < vs->count; k++)
+        (void)tly_os_release_file_map(vs->shard[k].map_addr); /* NULL: a no-op */
+}
+
 struct tly_audit_stream {
     tly_audit_viewset *vs;
     tly_audit_family family;
@@ -220,6 +236,7 @@ struct tly_audit_stream {
     uint8_t id[TLY_VIEWS_KEY_BYTES_MAX];
     char *doc;        /* the current item's doc (partner families) */
     doc_list pending; /* exceptions of the current seq */
+    uint32_t asked;   /* tly_audit_stream_next calls (viewset_release) */
 };
 
 static const char *const family_prefix[TLY_AUDIT_FAMILY_COUNT] = {
@@ -322,6 +339,7 @@ void tly_audit_stream_close(tly_audit_stream *s)
     pending_clear(&s->pending);
     free(s->pending.docs);
     free(s->doc);
+    viewset_release(s->vs);
     free(s);
 }
 
@@ -538,21 +556,10 @@ static tly_err next_exception(tly_audit_stream *s, tly_audit_item *item, char *m
     return TLY_OK;
 }
 
-/* Why this is safe: each store is opened read-only (MDB_RDONLY), so LMDB
- * maps its data.mdb read-only and shared, and the map holds only the page
- * cache's pages; tly_os_release_file_map leaves any other mapping alone.
- * Every page this process can reach belongs to its read transaction's
- * snapshot, which a writer in another process never overwrites while the
- * transaction lives (it writes into pages freed before the snapshot), so a
- * page faulted in again holds the same bytes at the same address. */
-void tly_audit_viewset_release(const tly_audit_viewset *vs)
-{
-    for (uint32_t k = 0; k < vs->count; k++)
-        (void)tly_os_release_file_map(vs->shard[k].map_addr); /* NULL: a no-op */
-}
-
 tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
 {
+    if (++s->asked % TLY_AUDIT_RELEASE_ITEMS == 0)
+        viewset_release(s->vs);
     if (s->family == TLY_AUDIT_EXCEPTIONS)
         return next_exception(s, item, msg, cap);
     return next_named(s, item, msg, cap);

@@ -35,10 +35,6 @@ void tly_audit_viewset_close(tly_audit_viewset *vs);
 /* Shard count N and the checkpoint of shard k (< N) in its snapshot. */
 uint32_t tly_audit_viewset_shards(const tly_audit_viewset *vs);
 uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k);
-/* The pages of the stores' maps read so far stop counting in the process's
- * resident memory; what is read next faults in the same bytes (the stores
- * are read in one snapshot each, through read-only shared maps). */
-void tly_audit_viewset_release(const tly_audit_viewset *vs);
 
 /* One item of a stream. id: partner or program name, or u64be(seq) for an
  * exception. Both buffers are owned by the stream and live until the next
