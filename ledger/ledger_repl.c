@@ -35,8 +35,29 @@ typedef struct acks {
 } acks;
 
 struct tly_repl {
-    natsConnection *nc;
+    natsConnection *nc; /* API calls, readers, the lease: reconnects when it breaks */
     jsCtx *js;
+    /* The connection a batch is published on (rep_commit only): opened when
+     * a batch needs it, never reconnected, closed when a batch is given up
+     * on. With reconnection, libnats keeps what it could not send when the
+     * connection broke and sends it once reconnected: a batch given up on
+     * then kept landing after the catch-up that followed it, and a record
+     * of the next batch whose expected seq matched where they ended landed
+     * on top of them, after which no catch-up could take the stream
+     * (test_replicate's node-killed case, a ctest -j2 run of 2026-12-06:
+     * "seq 13774: its hash does not chain to the record before").
+     * A fence in the stream itself was tried and does not hold on
+     * nats-server 2.9: expected-last-subject-sequence (a subject per
+     * writer epoch) is checked against what is stored before a record is
+     * proposed, so a pipelined batch refuses its own second record; and
+     * expected-last-msg-id (a chain of message ids) is checked against a
+     * last id that a restarted replica rebuilds only from the records
+     * within the duplicate window, so the replicas decided differently and
+     * their streams diverged (test_no_quorum, the restarted node's 11..20
+     * not the leader's). */
+    natsConnection *pub_nc;
+    jsCtx *pub_js;
+    char urls[TLY_REPL_URLS_MAX * (TLY_REPL_URL_BYTES_MAX + 1)];
     char stream[TLY_REPL_STREAM_NAME_BYTES_MAX + 1];
     char subject[TLY_REPL_STREAM_NAME_BYTES_MAX + 8];
     int replicas;
@@ -172,7 +193,10 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *
 
 /* ---- connecting ---- */
 
-static tly_err connect_cluster(tly_repl *r, const char *urls, char *msg, size_t cap)
+/* Connects *nc to the servers of urls; reconnect: libnats reconnects it
+ * when it breaks (else it closes). */
+static tly_err connect_cluster(const char *urls, bool reconnect, natsConnection **nc, char *msg,
+                               size_t cap)
 {
     char store[TLY_REPL_URLS_MAX][TLY_REPL_URL_BYTES_MAX + 1];
     const char *list[TLY_REPL_URLS_MAX];
@@ -187,37 +211,43 @@ static tly_err connect_cluster(tly_repl *r, const char *urls, char *msg, size_t 
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, TLY_REPL_CONNECT_TIMEOUT_MS);
     if (s == NATS_OK)
-        s = natsOptions_SetMaxReconnect(o, -1);
+        s = reconnect ? natsOptions_SetMaxReconnect(o, -1)
+                      : natsOptions_SetAllowReconnect(o, false);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(o, TLY_REPL_RECONNECT_WAIT_MS);
     if (s == NATS_OK)
         s = natsOptions_SetName(o, "tally ledger");
     if (s == NATS_OK)
-        s = natsConnection_Connect(&r->nc, o);
+        s = natsConnection_Connect(nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
         snprintf(msg, cap, "cannot connect to %s: %s", urls, natsStatus_GetText(s));
         return TLY_UNAVAILABLE;
     }
-    if (natsConnection_GetMaxPayload(r->nc) < (int64_t)TLY_REPL_RECORD_BYTES_MAX) {
+    if (natsConnection_GetMaxPayload(*nc) < (int64_t)TLY_REPL_RECORD_BYTES_MAX) {
         snprintf(msg, cap,
                  "the servers take messages of at most %lld bytes, below a record's %u: "
                  "set max_payload: 8MB in their configuration",
-                 (long long)natsConnection_GetMaxPayload(r->nc), TLY_REPL_RECORD_BYTES_MAX);
+                 (long long)natsConnection_GetMaxPayload(*nc), TLY_REPL_RECORD_BYTES_MAX);
         return TLY_USAGE;
     }
     return TLY_OK;
 }
 
-static tly_err open_js(tly_repl *r, char *msg, size_t cap)
+/* The JetStream context of nc; publishing: with r's acknowledgement
+ * handler. */
+static tly_err open_js(tly_repl *r, natsConnection *nc, bool publishing, jsCtx **js, char *msg,
+                       size_t cap)
 {
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = TLY_REPL_API_WAIT_MS;
-    jo.PublishAsync.MaxPending = TLY_LOG_BATCH_ITEMS_MAX;
-    jo.PublishAsync.AckHandler = on_ack;
-    jo.PublishAsync.AckHandlerClosure = r;
-    natsStatus s = natsConnection_JetStream(&r->js, r->nc, &jo);
+    if (publishing) {
+        jo.PublishAsync.MaxPending = TLY_LOG_BATCH_ITEMS_MAX;
+        jo.PublishAsync.AckHandler = on_ack;
+        jo.PublishAsync.AckHandlerClosure = r;
+    }
+    natsStatus s = natsConnection_JetStream(js, nc, &jo);
     if (s != NATS_OK) {
         snprintf(msg, cap, "JetStream: %s", natsStatus_GetText(s));
         return TLY_UNAVAILABLE;
@@ -290,9 +320,10 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
     snprintf(r->subject, sizeof r->subject, "%s.log", r->stream);
     r->replicas = opts->replicas ? opts->replicas : TLY_REPL_REPLICAS_DEFAULT;
     r->no_create = opts->no_create;
-    err = connect_cluster(r, opts->urls, msg, cap);
+    snprintf(r->urls, sizeof r->urls, "%s", opts->urls);
+    err = connect_cluster(r->urls, true, &r->nc, msg, cap);
     if (err == TLY_OK)
-        err = open_js(r, msg, cap);
+        err = open_js(r, r->nc, false, &r->js, msg, cap);
     if (err == TLY_OK)
         err = ensure_stream(r, msg, cap);
     if (err != TLY_OK) {
@@ -303,10 +334,35 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
     return TLY_OK;
 }
 
+/* Closes the publishing connection: what libnats still holds of it is
+ * dropped, and later answers are not waited for. */
+static void pub_close(tly_repl *r)
+{
+    if (r->pub_js)
+        jsCtx_Destroy(r->pub_js);
+    if (r->pub_nc) {
+        natsConnection_Close(r->pub_nc);
+        natsConnection_Destroy(r->pub_nc);
+    }
+    r->pub_js = NULL;
+    r->pub_nc = NULL;
+}
+
+static tly_err pub_open(tly_repl *r, char *msg, size_t cap)
+{
+    tly_err err = connect_cluster(r->urls, false, &r->pub_nc, msg, cap);
+    if (err == TLY_OK)
+        err = open_js(r, r->pub_nc, true, &r->pub_js, msg, cap);
+    if (err != TLY_OK)
+        pub_close(r);
+    return err;
+}
+
 void tly_repl_close(tly_repl *r)
 {
     if (!r)
         return;
+    pub_close(r);
     kvStore_Destroy(r->kv);
     if (r->js)
         jsCtx_Destroy(r->js);
@@ -404,14 +460,14 @@ static natsStatus publish_one(tly_repl *r, uint64_t seq, const uint8_t *raw, siz
     jsPubOptions_Init(&po);
     if (seq > 1) {
         po.ExpectLastSeq = seq - 1;
-        return js_PublishAsync(r->js, r->subject, raw, (int)len, &po);
+        return js_PublishAsync(r->pub_js, r->subject, raw, (int)len, &po);
     }
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, r->subject, NULL, (const char *)raw, (int)len);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", "0");
     if (s == NATS_OK)
-        s = js_PublishMsgAsync(r->js, &m, &po);
+        s = js_PublishMsgAsync(r->pub_js, &m, &po);
     natsMsg_Destroy(m); /* a no-op once the library owns it */
     return s;
 }
@@ -469,15 +525,6 @@ static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
     return all;
 }
 
-/* Drops what libnats still waits an answer for, after a timeout: the
- * stream may have stored some of it, which the next catch-up finds. */
-static void drop_pending(tly_repl *r)
-{
-    natsMsgList pending = {0};
-    if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK)
-        natsMsgList_Destroy(&pending);
-}
-
 /* Why a batch was refused, logged once per batch and kept for the caller. */
 static tly_err refuse(tly_repl *r, const char *fmt, uint64_t a, uint64_t b, const char *text)
 {
@@ -487,6 +534,10 @@ static tly_err refuse(tly_repl *r, const char *fmt, uint64_t a, uint64_t b, cons
     tly_logf(TLY_LOG_ERROR, "ledger", "%s; the batch is unavailable, nothing acknowledged",
              r->last_error);
     r->stale = true;
+    /* Nothing of the batch may reach the stream after the catch-up that
+     * follows: whatever libnats holds of it goes with its connection (the
+     * stream may have stored some of it, which that catch-up finds). */
+    pub_close(r);
     return TLY_UNAVAILABLE;
 }
 
@@ -500,6 +551,11 @@ static tly_err rep_commit(void *ctx)
     uint64_t lo = r->recs[0].seq, hi = r->recs[r->rec_count - 1].seq;
     TLY_ASSERT(hi - lo + 1 == r->rec_count);
     r->last_error[0] = '\0';
+    char why[256] = "";
+    if (r->pub_nc && natsConnection_IsClosed(r->pub_nc))
+        pub_close(r); /* it broke between two batches */
+    if (!r->pub_js && pub_open(r, why, sizeof why) != TLY_OK)
+        return refuse(r, "seqs %llu..%llu not published: %s", lo, hi, why);
     acks_open(&r->acks, lo, hi);
     natsStatus s = NATS_OK;
     for (uint32_t i = 0; i < r->rec_count && s == NATS_OK; i++)
@@ -509,7 +565,6 @@ static tly_err rep_commit(void *ctx)
     if (!all) {
         if (s != NATS_OK)
             acks_wait(&r->acks, 0, &ok, &bad);
-        drop_pending(r);
         return refuse(r, "%llu of %llu records acknowledged in time (%s)", ok, r->rec_count,
                       s != NATS_OK ? natsStatus_GetText(s) : "no quorum or timeout");
     }
@@ -748,7 +803,10 @@ static tly_err follow_to(tly_repl *r, tly_log *log, uint64_t last, char *msg, si
         if (err == TLY_OK)
             err = tly_log_append_stored(log, recs, n, &bad, why, sizeof why);
         if (err == TLY_CORRUPT)
-            snprintf(msg, cap, "stream %s, seq %llu: %s: refusing to take it into the log",
+            snprintf(msg, cap,
+                     "stream %s, seq %llu: %s: refusing to take it into the log (the log is "
+                     "sound; to replicate it again, start the ledger with another --stream, "
+                     "which it copies the log into)",
                      r->stream, (unsigned long long)bad, why);
         else if (err == TLY_UNAVAILABLE)
             snprintf(msg, cap, "stream %s: seq %llu did not arrive", r->stream,

@@ -24,6 +24,7 @@
 #include "ledger_repl.h"
 #include "testledger.h"
 #include "testutil.h"
+#include "tly_event.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
@@ -477,6 +478,113 @@ START_TEST(test_fenced_writer)
     assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &M, 10);
     cluster_stop(&c);
     tl_done(&M);
+    tl_done(&L);
+}
+END_TEST
+
+/* Appends n sales (ids prefix-0..) to log as one batch, as a ledger's
+ * commit would: through the log's replica when one is set. */
+static tly_err append_sales(tly_log *log, const char *prefix, int n)
+{
+    tly_log_item items[16];
+    msgpack_sbuffer mp[16];
+    ck_assert_int_le(n, 16);
+    for (int i = 0; i < n; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"acme\","
+                 "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,\"currency\":\"USD\"}",
+                 prefix, i, TL_AT_MS, 100 + i);
+        json_t *j = json_loads(json, 0, NULL);
+        msgpack_sbuffer_init(&mp[i]);
+        ck_assert_int_eq(tly_json_event_to_mp(j, &mp[i], NULL), TLY_OK);
+        json_decref(j);
+        tly_event ev;
+        ck_assert_int_eq(tly_event_decode(mp[i].data, mp[i].size, TL_AT_MS, &ev, NULL), TLY_OK);
+        items[i] = (tly_log_item){.source = {"dist-direct", 11},
+                                  .id = ev.id,
+                                  .event = (const uint8_t *)mp[i].data,
+                                  .event_len = mp[i].size};
+    }
+    tly_err err = tly_log_append(log, TL_AT_MS, items, (uint32_t)n, NULL, 0);
+    for (int i = 0; i < n; i++)
+        msgpack_sbuffer_destroy(&mp[i]);
+    return err;
+}
+
+static uint64_t head_of(tly_log *log)
+{
+    uint64_t head = 0;
+    tly_log_head(log, &head, NULL);
+    return head;
+}
+
+/* [N2] a batch given up on because the connection it was published on
+ * broke can never reach the stream afterwards. A writer appends 5 records,
+ * the three servers are killed, and its next batch (3 "lost" records) is
+ * refused. Before the fix libnats kept those records in its reconnect
+ * buffer and sent them once the servers were back: they landed after the
+ * refusal, behind the writer's back (in test case
+ * node_killed_under_load, a ctest -j2 run of 2026-12-06, such late records
+ * kept landing after the catch-up that followed, a record of the next batch
+ * landed on top of them, "seq 13774: its hash does not chain to the record
+ * before", and the ledger answered `storage` until the send gave up). Now
+ * the writer publishes on a connection that is never reconnected and is
+ * closed with the batch: after the servers' return the writer catches up,
+ * its next batch takes seqs 6..8, and nothing of the lost batch is
+ * anywhere. */
+START_TEST(test_lost_batch_stays_lost)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    char a_dir[800], msg[256] = "";
+    snprintf(a_dir, sizeof a_dir, "%s/a", L.dir);
+    tly_repl_opts ro = {c.urls, "LOST", 3, false};
+    tly_repl *ra = NULL;
+    tly_log *la = NULL;
+    ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &la), TLY_OK);
+    ck_assert_msg(tly_repl_open(&ro, &ra, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_msg(tly_repl_attach(ra, la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(append_sales(la, "first", 5), TLY_OK);
+    for (int n = 1; n <= RT_NODES; n++)
+        node_kill(&c, n);
+    ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
+    for (int n = 1; n <= RT_NODES; n++)
+        node_start(&c, n);
+    /* As the ledger does after a refusal: catch up, then the next batch
+     * (until the servers are back and the stream has its quorum). */
+    tly_err err = TLY_UNAVAILABLE;
+    for (int k = 0; k < 600 && err != TLY_OK; k++) {
+        err = tly_repl_catch_up(ra, la, msg, sizeof msg);
+        ck_assert_msg(err == TLY_OK || err == TLY_UNAVAILABLE, "%s", msg);
+        if (err == TLY_OK)
+            err = append_sales(la, "after", 3);
+        if (err != TLY_OK)
+            tu_sleep_ms(100); /* a deadline, not a bound */
+    }
+    ck_assert_int_eq(err, TLY_OK);
+    ck_assert_uint_eq(head_of(la), 8);
+    uint64_t last = 0;
+    ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 8);
+    /* The log (which the stream is, record for record: the catch-up
+     * checked the chain) holds no event of the lost batch. */
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_open(la, 1, &rd), TLY_OK);
+    while (tly_log_reader_next(rd, &rec) == TLY_OK) {
+        tly_event ev;
+        ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
+                         TLY_OK);
+        ck_assert_msg(ev.id.len < 4 || memcmp(ev.id.ptr, "lost", 4) != 0,
+                      "record %llu is of the lost batch", (unsigned long long)rec.seq);
+    }
+    tly_log_reader_close(rd);
+    tly_repl_close(ra);
+    tly_log_close(la);
+    cluster_stop(&c);
     tl_done(&L);
 }
 END_TEST
@@ -1022,9 +1130,9 @@ int main(void)
     TCase *tc = tu_tcase(s, "replicate", 600);
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
-                              test_node_killed_under_load, test_takeover, test_audit_nats,
-                              test_up_replicate, test_read_replica, test_bench_replicate,
-                              test_bench_endpoints));
+                              test_lost_batch_stays_lost, test_node_killed_under_load,
+                              test_takeover, test_audit_nats, test_up_replicate, test_read_replica,
+                              test_bench_replicate, test_bench_endpoints));
     TCase *limits = tu_tcase(s, "limits", 120);
     tu_add_tests(limits, TU_TESTS(test_retry_limits));
     return tu_run_suite(s);
