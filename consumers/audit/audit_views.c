@@ -227,6 +227,18 @@ static void viewset_release(const tly_audit_viewset *vs)
         (void)tly_os_release_file_map(vs->shard[k].map_addr); /* NULL: a no-op */
 }
 
+/* Items between two releases: TLY_AUDIT_RELEASE_ITEMS, or fewer from
+ * $TALLY_AUDIT_RELEASE_ITEMS (tests release after every item, to show the
+ * documents read after a release are the same). */
+static uint32_t release_items(void)
+{
+    const char *env = getenv("TALLY_AUDIT_RELEASE_ITEMS");
+    uint64_t n;
+    if (env && tly_parse_u64(env, 1, TLY_AUDIT_RELEASE_ITEMS, &n))
+        return (uint32_t)n;
+    return TLY_AUDIT_RELEASE_ITEMS;
+}
+
 struct tly_audit_stream {
     tly_audit_viewset *vs;
     tly_audit_family family;
@@ -234,9 +246,10 @@ struct tly_audit_stream {
     size_t prefix_len;
     stream_head head[TLY_SHARDS_MAX];
     uint8_t id[TLY_VIEWS_KEY_BYTES_MAX];
-    char *doc;        /* the current item's doc (partner families) */
-    doc_list pending; /* exceptions of the current seq */
-    uint32_t asked;   /* tly_audit_stream_next calls (viewset_release) */
+    char *doc;              /* the current item's doc (partner families) */
+    doc_list pending;       /* exceptions of the current seq */
+    uint32_t asked;         /* tly_audit_stream_next calls (viewset_release) */
+    uint32_t release_every; /* release_items() */
 };
 
 static const char *const family_prefix[TLY_AUDIT_FAMILY_COUNT] = {
@@ -295,6 +308,7 @@ tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_aud
         return TLY_NOMEM;
     s->vs = vs;
     s->family = f;
+    s->release_every = release_items();
     s->prefix_len = strlen(family_prefix[f]);
     memcpy(s->prefix, family_prefix[f], s->prefix_len);
     tly_err err = TLY_OK;
@@ -558,7 +572,7 @@ static tly_err next_exception(tly_audit_stream *s, tly_audit_item *item, char *m
 
 tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap)
 {
-    if (++s->asked % TLY_AUDIT_RELEASE_ITEMS == 0)
+    if (++s->asked % s->release_every == 0)
         viewset_release(s->vs);
     if (s->family == TLY_AUDIT_EXCEPTIONS)
         return next_exception(s, item, msg, cap);
