@@ -15,10 +15,18 @@
 # and the take-over time, from the kill to the new writer's first
 # acknowledgement, is printed as p50 and max. Needs a built tree
 # (build/tally). Exit 0 when all holds.
+#
+# With WHAT = nodes (the third argument; default writers) the writer stays
+# and one of the three JetStream servers is killed instead, KILLS times at
+# random (kill -9, back after 0.5-3 s): the loss of a machine of the
+# cluster under load, where a batch in flight may be cut off mid-way (the
+# ledger's own publishing connection with it); the same checks hold.
 set -eu
 
 KILLS=${1:-50}
 DIR=${2:-$(mktemp -d /tmp/tally-soak-XXXXXX)}
+WHAT=${3:-writers}
+case $WHAT in writers | nodes) ;; *) echo "usage: nats-soak.sh [KILLS] [DIR] [writers|nodes]" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TALLY=${TALLY_BIN:-$ROOT/build/tally}
 # Events per producer file: a round of a producer; rounds go on until the
@@ -88,6 +96,16 @@ writer=a
 standby=b
 for k in $(seq 1 "$KILLS"); do
     sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 2.0), 2))')"
+    if [ "$WHAT" = nodes ]; then
+        n=$(python3 -c 'import random; print(random.randint(1, 3))')
+        sh "$ROOT/scripts/nats-cluster.sh" kill "$DIR/nats" "$n"
+        sleep "$(python3 -c 'import random; print(round(random.uniform(0.5, 3.0), 2))')"
+        sh "$ROOT/scripts/nats-cluster.sh" start-node "$DIR/nats" "$n"
+        sh "$ROOT/scripts/nats-cluster.sh" wait "$DIR/nats" ||
+            { echo "kill $k: node $n's JetStream not ready again" >&2; exit 1; }
+        echo "kill $k/$KILLS done: node $n back"
+        continue
+    fi
     before=$(grep -c "first acknowledgement as the writer" "$DIR/$standby.log" || true)
     date -u +%Y-%m-%dT%H:%M:%S.%3NZ >>"$DIR/kills"
     kill -9 "$(cat "$DIR/$writer.pid")"
@@ -168,7 +186,7 @@ cmp -s "$DIR/digest-cons" "$DIR/digest-replay" && vd=ok || vd=FAIL
 echo "kills $KILLS, producer rounds completed $rounds, failed $failed; events sent $expect"
 echo "log heads: a $ha, b $hb, stream (c) $hc; audit verify: a $va, b $vb, c $vc"
 echo "$(tail -n 1 "$DIR/receipts-check"): $vr; consumer on the stream = replay: $vd ($(head -n 1 "$DIR/digest-cons"))"
-python3 - "$DIR/kills" "$DIR/acks" <<'EOF'
+[ "$WHAT" = nodes ] || python3 - "$DIR/kills" "$DIR/acks" <<'EOF'
 import sys, datetime
 def read(p):
     return [datetime.datetime.strptime(l.strip()[:23], "%Y-%m-%dT%H:%M:%S.%f") for l in open(p)]

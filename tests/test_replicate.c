@@ -304,6 +304,20 @@ START_TEST(test_catch_up)
 }
 END_TEST
 
+/* Sale prefix-i of partner acme, as MessagePack, appended to sb. */
+static void sale_mp(msgpack_sbuffer *sb, const char *prefix, int i)
+{
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"acme\","
+             "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,\"currency\":\"USD\"}",
+             prefix, i, TL_AT_MS, 100 + i);
+    json_t *j = json_loads(json, 0, NULL);
+    tly_field_error fe;
+    ck_assert_int_eq(tly_json_event_to_mp(j, sb, &fe), TLY_OK);
+    json_decref(j);
+}
+
 /* A request of n sales ID-0.. as raw MessagePack. */
 static void sales_request(msgpack_sbuffer *sb, uint64_t req, const char *prefix, int n)
 {
@@ -313,16 +327,8 @@ static void sales_request(msgpack_sbuffer *sb, uint64_t req, const char *prefix,
     size_t offs[65];
     ck_assert_int_le(n, 64);
     for (int i = 0; i < n; i++) {
-        char json[512];
-        snprintf(json, sizeof json,
-                 "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"acme\","
-                 "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,\"currency\":\"USD\"}",
-                 prefix, i, TL_AT_MS, 100 + i);
-        json_t *j = json_loads(json, 0, NULL);
-        tly_field_error fe;
         offs[i] = ev.size;
-        ck_assert_int_eq(tly_json_event_to_mp(j, &ev, &fe), TLY_OK);
-        json_decref(j);
+        sale_mp(&ev, prefix, i);
     }
     offs[n] = ev.size;
     for (int i = 0; i < n; i++)
@@ -490,15 +496,8 @@ static tly_err append_sales(tly_log *log, const char *prefix, int n)
     msgpack_sbuffer mp[16];
     ck_assert_int_le(n, 16);
     for (int i = 0; i < n; i++) {
-        char json[512];
-        snprintf(json, sizeof json,
-                 "{\"type\":\"sale\",\"id\":\"%s-%d\",\"at\":%lld,\"partner\":\"acme\","
-                 "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":%d,\"currency\":\"USD\"}",
-                 prefix, i, TL_AT_MS, 100 + i);
-        json_t *j = json_loads(json, 0, NULL);
         msgpack_sbuffer_init(&mp[i]);
-        ck_assert_int_eq(tly_json_event_to_mp(j, &mp[i], NULL), TLY_OK);
-        json_decref(j);
+        sale_mp(&mp[i], prefix, i);
         tly_event ev;
         ck_assert_int_eq(tly_event_decode(mp[i].data, mp[i].size, TL_AT_MS, &ev, NULL), TLY_OK);
         items[i] = (tly_log_item){.source = {"dist-direct", 11},
