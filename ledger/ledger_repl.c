@@ -83,7 +83,7 @@ struct tly_repl_reader {
     uint32_t count;   /* of msgs */
     bool pull;        /* a durable pull consumer: the messages are in list */
     natsMsgList list; /* pull: the last fetch */
-    uint64_t next;    /* pull: the seq expected next (a redelivery is skipped) */
+    uint64_t next;    /* the seq expected next */
 };
 
 /* ---- options ---- */
@@ -159,6 +159,17 @@ static uint64_t record_seq(const void *data, int len)
 {
     tly_record rec;
     return len > 0 && tly_record_decode(data, (size_t)len, &rec) == TLY_OK ? rec.seq : 0;
+}
+
+/* The stream seq a consumer's message came from (0 when unknown). */
+static uint64_t stream_seq(natsMsg *m)
+{
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, m) != NATS_OK)
+        return 0;
+    uint64_t seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+    return seq;
 }
 
 /* libnats' thread: one acknowledgement or refusal of a published record. */
@@ -627,6 +638,7 @@ static natsStatus ordered_open(tly_repl *r, uint64_t from_seq, tly_repl_reader *
     so.Stream = r->stream;
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = from_seq;
+    rd->next = from_seq;
     jsErrCode jerr = 0;
     natsStatus s = js_SubscribeSync(&rd->sub, r->js, r->subject, NULL, &so, &jerr);
     if (s == NATS_OK)
@@ -729,6 +741,20 @@ tly_err tly_repl_reader_fetch(tly_repl_reader *rd, tly_log_stored *out, uint32_t
         if (s != NATS_OK)
             return TLY_UNAVAILABLE;
         size_t len = (size_t)natsMsg_GetDataLength(m);
+        /* libnats 3.4 recreates an ordered consumer that missed its
+         * heartbeats (a server killed) from the stream seq after the last
+         * message it delivered, or from seq 1 when it had delivered none:
+         * a standby reading from seq 258501 was handed seq 1, took it for a
+         * stream that is not its log's, and stopped following for good
+         * (`nats-soak.sh 30 DIR nodes`). A message from another place in
+         * the stream than the next is answered unavailable: the caller
+         * opens the reader again at its head. A record that is out of
+         * place at its right place is the log's to refuse (corrupt). */
+        if (record_seq(natsMsg_GetData(m), (int)len) != rd->next && stream_seq(m) != rd->next) {
+            natsMsg_Destroy(m);
+            return TLY_UNAVAILABLE;
+        }
+        rd->next++;
         rd->msgs[rd->count++] = m;
         out[rd->count - 1] = (tly_log_stored){(const uint8_t *)natsMsg_GetData(m), len};
         bytes += len;

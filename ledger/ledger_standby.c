@@ -2,6 +2,7 @@
  * ledger_standby.h. */
 #include "ledger_standby.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -287,8 +288,12 @@ static void *follow_main(void *arg)
         if (!follow_some(f, &rd, recs))
             break;
         if (watch_lease(f)) {
+            /* Told for sure, unless the follower is stopped meanwhile
+             * (tly_follower_stop joins this thread). */
             uint64_t promoted = UINT64_MAX;
-            zmq_send(f->pair, &promoted, sizeof promoted, 0);
+            while (zmq_send(f->pair, &promoted, sizeof promoted, ZMQ_DONTWAIT) < 0 &&
+                   zmq_errno() == EAGAIN && !atomic_load(&f->stop))
+                sleep_ms(TLY_STANDBY_POLL_MS);
             break;
         }
     }

@@ -84,7 +84,8 @@ struct tly_ledger {
      * answers ingest `unavailable` until it takes over */
     tly_lease *lease;
     tly_follower *follower;
-    void *follow_pair; /* the follower's new heads arrive here */
+    void *follow_pair;   /* the follower's new heads arrive here */
+    uint32_t follow_gen; /* followers started: each gets a pair of its own */
     bool standby;
     uint64_t promoted_ns; /* when this ledger last took over; 0 once it acknowledged */
     char name[TLY_LEASE_NAME_BYTES_MAX + 1];
@@ -287,13 +288,22 @@ static void make_name(tly_ledger *ld)
 /* A standby's follower, reporting to follow_pair. */
 static tly_err start_follower(tly_ledger *ld)
 {
-    char name[64];
-    snprintf(name, sizeof name, "inproc://tally-follow-%p", (void *)ld);
-    if (!ld->follow_pair) {
-        ld->follow_pair = zmq_socket(ld->ctx, ZMQ_PAIR);
-        if (!ld->follow_pair || zmq_bind(ld->follow_pair, name) != 0)
-            return TLY_NOMEM;
+    /* A pair of its own, bound at a new address: a PAIR socket takes one
+     * peer, and the previous follower's, closed just before (a take-over
+     * that failed at once), may not have left it yet. The new follower's
+     * connection was then refused, its sends queued until they blocked,
+     * and its take-over never reached this thread: with both ledgers of
+     * `nats-soak.sh 30 DIR nodes` so, nobody wrote again. */
+    char name[80];
+    snprintf(name, sizeof name, "inproc://tally-follow-%p-%u", (void *)ld, ++ld->follow_gen);
+    if (ld->follow_pair) {
+        int linger = 0;
+        zmq_setsockopt(ld->follow_pair, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(ld->follow_pair);
     }
+    ld->follow_pair = zmq_socket(ld->ctx, ZMQ_PAIR);
+    if (!ld->follow_pair || zmq_bind(ld->follow_pair, name) != 0)
+        return TLY_NOMEM;
     int after_ms = ld->opts.no_takeover ? -1 : takeover_after_ms(ld);
     return tly_follower_start(ld->repl, ld->log, ld->name, after_ms, ld->ctx, name, &ld->follower);
 }

@@ -588,6 +588,67 @@ START_TEST(test_lost_batch_stays_lost)
 }
 END_TEST
 
+/* The node number (1..3) of the stream's leader. */
+static int stream_leader(const cluster *c, const char *stream)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
+    ck_assert_ptr_nonnull(si->Cluster);
+    int n = 0;
+    ck_assert_int_eq(sscanf(si->Cluster->Leader, "n%d", &n), 1);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    ck_assert(n >= 1 && n <= RT_NODES);
+    return n;
+}
+
+/* [N4] a read replica (a standby that never takes over) follows on after
+ * the stream's leader is killed while it waits for the next record: libnats
+ * 3.4 recreates the ordered consumer it reads with from seq 1 when it had
+ * delivered nothing since it was opened, and the standby took that record
+ * for a stream that is not its log's and stopped following for good
+ * (`nats-soak.sh 30 DIR nodes`, "seq 258501: it carries seq 1"). */
+START_TEST(test_standby_after_leader_lost)
+{
+    tl_ledger A, B;
+    cluster c;
+    tl_init(&A);
+    tl_init(&B);
+    cluster_start(&A, &c);
+    start_replicated(&A, &c, NULL);
+    char file[700];
+    write_sales(&A, "first", "one", 100, file, sizeof file);
+    const char *args[] = {"--source", "dist-a", file, NULL};
+    tl_assert_sent(tl_send_run(&A, "first", args), 0, 100, 0, 0);
+    /* Started now, B catches up to 100 and its follower opens a reader at
+     * 101 that delivers nothing until the leader is gone (given the time
+     * to open it; killed sooner, the test shows less, not wrongly). */
+    start_replicated(&B, &c, (const char *[]){"--standby", "--no-takeover", NULL});
+    tl_wait_head(&B, 100);
+    tu_sleep_ms(2000);
+    node_kill(&c, stream_leader(&c, TLY_REPL_STREAM_DEFAULT));
+    write_sales(&A, "second", "two", 100, file, sizeof file);
+    tl_sent sent = tl_send_run(&A, "second", args);
+    tl_assert_delivered(sent, 100, "second");
+    tl_wait_head(&B, 200);
+    char *log = tu_read_file(B.logfile, NULL);
+    ck_assert_msg(log && !strstr(log, "following stops here"), "the standby's log: %s", log);
+    free(log);
+    ck_assert_int_eq(tl_stop(&B, SIGTERM), 0);
+    ck_assert_int_eq(tl_stop(&A, SIGTERM), 0);
+    assert_stream_is_log(&c, TLY_REPL_STREAM_DEFAULT, &B, 200);
+    cluster_stop(&c);
+    tl_done(&B);
+    tl_done(&A);
+}
+END_TEST
+
 /* The mirror of data_dir read the stream through its durable pull consumer
  * [N6], which the servers keep: delivered and acknowledged up to seq. */
 static void assert_durable(const cluster *c, const char *data_dir, uint64_t seq)
@@ -1129,9 +1190,10 @@ int main(void)
     TCase *tc = tu_tcase(s, "replicate", 600);
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
-                              test_lost_batch_stays_lost, test_node_killed_under_load,
-                              test_takeover, test_audit_nats, test_up_replicate, test_read_replica,
-                              test_bench_replicate, test_bench_endpoints));
+                              test_lost_batch_stays_lost, test_standby_after_leader_lost,
+                              test_node_killed_under_load, test_takeover, test_audit_nats,
+                              test_up_replicate, test_read_replica, test_bench_replicate,
+                              test_bench_endpoints));
     TCase *limits = tu_tcase(s, "limits", 120);
     tu_add_tests(limits, TU_TESTS(test_retry_limits));
     return tu_run_suite(s);
