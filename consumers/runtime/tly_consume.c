@@ -50,6 +50,7 @@
 #include "tly_log.h"
 #include "tly_mp.h"
 #include "tly_os.h"
+#include "tly_sale_source.h"
 #include "tly_views.h"
 #include "tly_wire.h"
 
@@ -94,10 +95,8 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev;      /* reused for every record: no per-record allocation */
-    tly_event sale_ev; /* a sale read back for the engine (log_sale) */
-    char sale_partner[TLY_NAME_BYTES_MAX];
-    uint32_t sale_lookups; /* log_sale's since it last released the log's map */
+    tly_event ev;          /* reused for every record: no per-record allocation */
+    tly_sale_source sales; /* the engine's look-ups in the log (log_sale) */
     uint64_t read_back;    /* partners read back at batches' starts, in all */
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
@@ -211,42 +210,7 @@ static tly_err log_sale(void *ctx, tly_str source, tly_str id, bool *found, tly_
                    c->o.shard, c->o.shard_count, c->log_dir);
         return TLY_UNAVAILABLE;
     }
-    uint64_t seq = 0;
-    if (err == TLY_OK)
-        err = tly_log_lookup(c->log, source, id, &seq);
-    if (err != TLY_OK)
-        return err == TLY_NOT_FOUND ? TLY_OK : err;
-    tly_log_reader *rd;
-    err = tly_log_reader_open(c->log, seq, &rd);
-    if (err != TLY_OK)
-        return err;
-    tly_record rec;
-    tly_field_error fe;
-    err = tly_log_reader_next(rd, &rec);
-    if (err == TLY_OK && rec.seq != seq)
-        err = TLY_CORRUPT;
-    if (err == TLY_OK &&
-        tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &c->sale_ev, &fe) != TLY_OK)
-        err = TLY_CORRUPT; /* the ledger stored only events that decode */
-    const tly_event *ev = &c->sale_ev;
-    if (err == TLY_OK && ev->type == TLY_EV_SALE && ev->partner.len <= sizeof c->sale_partner) {
-        memcpy(c->sale_partner, ev->partner.ptr, ev->partner.len);
-        *out = (tly_engine_sale){
-            .seq = seq, .partner = {c->sale_partner, ev->partner.len}, .at_ms = ev->at_ms};
-        memcpy(out->currency, ev->currency.ptr, 3);
-        *found = true;
-    }
-    /* Each look-up reads a random leaf of the log's ids index: a fold that
-     * enrolls partners with held sales (or returns old sales) while the
-     * sales are out of the engine's cache read hundreds of MB of the map,
-     * which the decode-ahead's releases do not cover (10M events at
-     * --batch 50000: the log's map reached 894 MB resident). */
-    if (++c->sale_lookups >= TLY_CONSUME_LOG_LOOKUPS_RELEASE) {
-        tly_log_reader_release(rd);
-        c->sale_lookups = 0;
-    }
-    tly_log_reader_close(rd);
-    return err;
+    return err == TLY_OK ? tly_sale_source_find(&c->sales, c->log, source, id, found, out) : err;
 }
 
 /* Decides, before the first record of a new store is folded, which sales
