@@ -22,6 +22,7 @@
 #include <zmq.h>
 
 #include "ledger_repl.h"
+#include "tcpproxy.h"
 #include "testledger.h"
 #include "testutil.h"
 #include "tly_event.h"
@@ -96,15 +97,27 @@ static void node_kill(cluster *c, int n)
     tl_stop_pid(&c->pid[n], SIGKILL);
 }
 
-/* Three servers as one cluster under L's directory; waits for JetStream. */
-static void cluster_start(const tl_ledger *L, cluster *c)
+/* The configuration of three servers as one cluster under L's directory. */
+static void cluster_init(const tl_ledger *L, cluster *c)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->dir, sizeof c->dir, "%s/nats", L->dir);
     ck_assert_int_eq(cluster_script(c, "init", c->urls, sizeof c->urls), 0);
+}
+
+/* Starts the three servers of cluster_init and waits for JetStream. */
+static void cluster_run(cluster *c)
+{
     for (int n = 1; n <= RT_NODES; n++)
         node_start(c, n);
     ck_assert_msg(cluster_script(c, "wait", NULL, 0) == 0, "JetStream did not become ready");
+}
+
+/* Three servers as one cluster under L's directory; waits for JetStream. */
+static void cluster_start(const tl_ledger *L, cluster *c)
+{
+    cluster_init(L, c);
+    cluster_run(c);
 }
 
 static void cluster_stop(cluster *c)
@@ -125,10 +138,10 @@ static void start_replicated(tl_ledger *L, const cluster *c, const char *const *
     tl_start(L, args);
 }
 
-/* The stream's records 1..count equal the log's, byte for byte, and the
+/* The stream's records 1..count equal log's, byte for byte, and the
  * stream holds no more (stream sequence = log seq [N1]). */
-static void assert_stream_is_log(const cluster *c, const char *stream, const tl_ledger *L,
-                                 uint64_t count)
+static void assert_stream_has_log(const cluster *c, const char *stream, tly_log *log,
+                                  uint64_t count)
 {
     tly_repl_opts ro = {c->urls, stream, 0, true};
     tly_repl *r = NULL;
@@ -140,7 +153,6 @@ static void assert_stream_is_log(const cluster *c, const char *stream, const tl_
         e = tly_repl_last_seq(r, &last);
     ck_assert_int_eq(e, TLY_OK);
     ck_assert_uint_eq(last, count);
-    tly_log *log = tl_log_open(L);
     tly_log_reader *lr = NULL;
     tly_repl_reader *sr = NULL;
     ck_assert_int_eq(tly_log_reader_open(log, 1, &lr), TLY_OK);
@@ -172,8 +184,16 @@ static void assert_stream_is_log(const cluster *c, const char *stream, const tl_
     free(recs);
     tly_repl_reader_close(sr);
     tly_log_reader_close(lr);
-    tly_log_close(log);
     tly_repl_close(r);
+}
+
+/* The stream's records 1..count equal L's log's (assert_stream_has_log). */
+static void assert_stream_is_log(const cluster *c, const char *stream, const tl_ledger *L,
+                                 uint64_t count)
+{
+    tly_log *log = tl_log_open(L);
+    assert_stream_has_log(c, stream, log, count);
+    tly_log_close(log);
 }
 
 static void audit_verify(const tl_ledger *L)
@@ -518,6 +538,42 @@ static uint64_t head_of(tly_log *log)
     return head;
 }
 
+/* As the ledger does after a refusal: catches up, then appends n sales
+ * (ids prefix-0..) as the next batch; again until the servers are back and
+ * the stream has its quorum (600 tries 100 ms apart: a deadline, not a
+ * bound). The last try's answer. */
+static tly_err catch_up_and_append(tly_repl *r, tly_log *log, const char *prefix, int n)
+{
+    char msg[256] = "";
+    tly_err err = TLY_UNAVAILABLE;
+    for (int k = 0; k < 600 && err != TLY_OK; k++) {
+        err = tly_repl_catch_up(r, log, msg, sizeof msg);
+        ck_assert_msg(err == TLY_OK || err == TLY_UNAVAILABLE, "%s", msg);
+        if (err == TLY_OK)
+            err = append_sales(log, prefix, n);
+        if (err != TLY_OK)
+            tu_sleep_ms(100);
+    }
+    return err;
+}
+
+/* No record of log is an event whose id starts with prefix. */
+static void assert_no_event_of(tly_log *log, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_open(log, 1, &rd), TLY_OK);
+    while (tly_log_reader_next(rd, &rec) == TLY_OK) {
+        tly_event ev;
+        ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
+                         TLY_OK);
+        ck_assert_msg(ev.id.len < len || memcmp(ev.id.ptr, prefix, len) != 0,
+                      "record %llu is of the %s batch", (unsigned long long)rec.seq, prefix);
+    }
+    tly_log_reader_close(rd);
+}
+
 /* [N2] a batch given up on because the connection it was published on
  * broke can never reach the stream afterwards. A writer appends 5 records,
  * the three servers are killed, and its next batch (3 "lost" records) is
@@ -531,7 +587,9 @@ static uint64_t head_of(tly_log *log)
  * the writer publishes on a connection that is never reconnected and is
  * closed with the batch: after the servers' return the writer catches up,
  * its next batch takes seqs 6..8, and nothing of the lost batch is
- * anywhere. */
+ * anywhere. This case passes on the code before as well (the restarted
+ * servers' stream had no leader yet when libnats sent the batch):
+ * test_refused_batch_not_resent is the one that fails there. */
 START_TEST(test_lost_batch_stays_lost)
 {
     tl_ledger L;
@@ -552,37 +610,116 @@ START_TEST(test_lost_batch_stays_lost)
     ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
     for (int n = 1; n <= RT_NODES; n++)
         node_start(&c, n);
-    /* As the ledger does after a refusal: catch up, then the next batch
-     * (until the servers are back and the stream has its quorum). */
-    tly_err err = TLY_UNAVAILABLE;
-    for (int k = 0; k < 600 && err != TLY_OK; k++) {
-        err = tly_repl_catch_up(ra, la, msg, sizeof msg);
-        ck_assert_msg(err == TLY_OK || err == TLY_UNAVAILABLE, "%s", msg);
-        if (err == TLY_OK)
-            err = append_sales(la, "after", 3);
-        if (err != TLY_OK)
-            tu_sleep_ms(100); /* a deadline, not a bound */
-    }
-    ck_assert_int_eq(err, TLY_OK);
+    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
     ck_assert_uint_eq(head_of(la), 8);
     uint64_t last = 0;
     ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
     ck_assert_uint_eq(last, 8);
     /* The log (which the stream is, record for record: the catch-up
      * checked the chain) holds no event of the lost batch. */
-    tly_log_reader *rd = NULL;
-    tly_record rec;
-    ck_assert_int_eq(tly_log_reader_open(la, 1, &rd), TLY_OK);
-    while (tly_log_reader_next(rd, &rec) == TLY_OK) {
-        tly_event ev;
-        ck_assert_int_eq(tly_event_decode(rec.event, rec.event_len, rec.recorded_ms, &ev, NULL),
-                         TLY_OK);
-        ck_assert_msg(ev.id.len < 4 || memcmp(ev.id.ptr, "lost", 4) != 0,
-                      "record %llu is of the lost batch", (unsigned long long)rec.seq);
-    }
-    tly_log_reader_close(rd);
+    assert_no_event_of(la, "lost");
     tly_repl_close(ra);
     tly_log_close(la);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
+/* Makes the servers of cluster_init keep their client URLs to themselves
+ * (no_advertise): a client then knows only the URLs it was given, and
+ * cannot reconnect around a proxy in front of them. */
+static void cluster_no_advertise(const cluster *c)
+{
+    for (int n = 1; n <= RT_NODES; n++) {
+        char path[800], conf[8192];
+        snprintf(path, sizeof path, "%s/n%d.conf", c->dir, n);
+        char *text = tu_read_file(path, NULL);
+        ck_assert_ptr_nonnull(text);
+        char *at = strstr(text, "cluster {\n");
+        ck_assert_ptr_nonnull(at);
+        at += strlen("cluster {\n");
+        int len = snprintf(conf, sizeof conf, "%.*s    no_advertise: true\n%s", (int)(at - text),
+                           text, at);
+        ck_assert(len > 0 && (size_t)len < sizeof conf);
+        ck_assert(tu_write_file(path, conf, (size_t)len));
+        free(text);
+    }
+}
+
+/* A proxy (tcpproxy.h) with a route to each server of c; their URLs, as
+ * c->urls has the servers', into urls. */
+static tp_proxy *proxy_cluster(const cluster *c, char *urls, size_t cap)
+{
+    tp_target targets[RT_NODES];
+    const char *at = c->urls;
+    for (int n = 0; n < RT_NODES; n++) {
+        ck_assert_int_eq(sscanf(at, "nats://127.0.0.1:%d", &targets[n].port), 1);
+        targets[n].host = "127.0.0.1";
+        at = strchr(at, ',');
+        ck_assert(n == RT_NODES - 1 || at);
+        at = at ? at + 1 : NULL;
+    }
+    tp_proxy *px = tp_start(targets, RT_NODES);
+    ck_assert_ptr_nonnull(px);
+    size_t len = 0;
+    for (int n = 0; n < RT_NODES; n++)
+        len += (size_t)snprintf(urls + len, cap - len, "%snats://127.0.0.1:%d", n ? "," : "",
+                                tp_port(px, n));
+    ck_assert_uint_lt(len, cap);
+    return px;
+}
+
+/* [N2] a batch given up on while its connection was broken never reaches
+ * the stream once the servers can be reached again. libnats 3.4 (conn.c)
+ * keeps what is published on a connection that broke and may reconnect in
+ * a reconnect buffer, and sends it once reconnected (what it had written
+ * before the break is flushed or dropped with the socket, never sent
+ * again). Before e4d24a0 a batch went out on such a connection: it waited
+ * there, was refused after TLY_REPL_ACK_TIMEOUT_MS without an answer, and
+ * landed in the stream after the reconnect, where the catch-up took it into
+ * the log ("record 6 is of the lost batch"). Now a batch's connection is
+ * never reconnected: the batch fails on it, or cannot connect.
+ * The writer reaches each server through a proxy, and the servers do not
+ * advertise their own URLs: the proxy is the only way in. After 5 records,
+ * the proxy cuts every connection and refuses new ones; the first refused
+ * one shows the writer's client is reconnecting (libnats has switched to
+ * its reconnect buffer before it tries), and only then is the next batch
+ * (3 "lost" records) written. Once it is refused, the proxy lets
+ * connections through again; the writer catches up, its next batch takes
+ * seqs 6..8, and nothing of the lost batch is in the log or the stream. */
+START_TEST(test_refused_batch_not_resent)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_init(&L, &c);
+    cluster_no_advertise(&c);
+    cluster_run(&c);
+    char urls[256], a_dir[800], msg[256] = "";
+    tp_proxy *px = proxy_cluster(&c, urls, sizeof urls);
+    snprintf(a_dir, sizeof a_dir, "%s/a", L.dir);
+    tly_repl_opts ro = {urls, "RESENT", 3, false};
+    tly_repl *ra = NULL;
+    tly_log *la = NULL;
+    ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &la), TLY_OK);
+    ck_assert_msg(tly_repl_open(&ro, &ra, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_msg(tly_repl_attach(ra, la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(append_sales(la, "first", 5), TLY_OK);
+    tp_freeze(px);
+    tp_cut(px);
+    ck_assert_msg(tp_wait_refused(px, 1, TL_REPLY_MS), "the writer's client did not reconnect");
+    ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
+    tp_thaw(px);
+    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
+    assert_no_event_of(la, "lost");
+    ck_assert_uint_eq(head_of(la), 8);
+    uint64_t last = 0;
+    ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 8);
+    assert_stream_has_log(&c, "RESENT", la, 8);
+    tly_repl_close(ra);
+    tly_log_close(la);
+    tp_stop(px);
     cluster_stop(&c);
     tl_done(&L);
 }
@@ -1190,10 +1327,10 @@ int main(void)
     TCase *tc = tu_tcase(s, "replicate", 600);
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
-                              test_lost_batch_stays_lost, test_standby_after_leader_lost,
-                              test_node_killed_under_load, test_takeover, test_audit_nats,
-                              test_up_replicate, test_read_replica, test_bench_replicate,
-                              test_bench_endpoints));
+                              test_lost_batch_stays_lost, test_refused_batch_not_resent,
+                              test_standby_after_leader_lost, test_node_killed_under_load,
+                              test_takeover, test_audit_nats, test_up_replicate, test_read_replica,
+                              test_bench_replicate, test_bench_endpoints));
     TCase *limits = tu_tcase(s, "limits", 120);
     tu_add_tests(limits, TU_TESTS(test_retry_limits));
     return tu_run_suite(s);
