@@ -574,6 +574,34 @@ static void assert_no_event_of(tly_log *log, const char *prefix)
     tly_log_reader_close(rd);
 }
 
+/* A writer of its own: the log L.dir/a (no fsync) attached to a 3-replica
+ * stream through urls, with 5 "first" records replicated. */
+static void writer_start(const tl_ledger *L, const char *urls, const char *stream, tly_repl **ra,
+                         tly_log **la)
+{
+    char a_dir[800], msg[256] = "";
+    snprintf(a_dir, sizeof a_dir, "%s/a", L->dir);
+    tly_repl_opts ro = {urls, stream, 3, false};
+    ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, la), TLY_OK);
+    ck_assert_msg(tly_repl_open(&ro, ra, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_msg(tly_repl_attach(*ra, *la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(append_sales(*la, "first", 5), TLY_OK);
+}
+
+/* After a refused batch of 3 "lost" records: the writer catches up and
+ * writes 3 more, at seqs 6..8 of its log and of the stream, and nothing of
+ * the lost batch is in the log (which the stream is, record for record:
+ * the catch-up checked the chain). */
+static void writer_goes_on(tly_repl *ra, tly_log *la)
+{
+    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
+    ck_assert_uint_eq(head_of(la), 8);
+    uint64_t last = 0;
+    ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 8);
+    assert_no_event_of(la, "lost");
+}
+
 /* [N2] a batch given up on because the connection it was published on
  * broke can never reach the stream afterwards. A writer appends 5 records,
  * the three servers are killed, and its next batch (3 "lost" records) is
@@ -596,28 +624,15 @@ START_TEST(test_lost_batch_stays_lost)
     cluster c;
     tl_init(&L);
     cluster_start(&L, &c);
-    char a_dir[800], msg[256] = "";
-    snprintf(a_dir, sizeof a_dir, "%s/a", L.dir);
-    tly_repl_opts ro = {c.urls, "LOST", 3, false};
     tly_repl *ra = NULL;
     tly_log *la = NULL;
-    ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &la), TLY_OK);
-    ck_assert_msg(tly_repl_open(&ro, &ra, msg, sizeof msg) == TLY_OK, "%s", msg);
-    ck_assert_msg(tly_repl_attach(ra, la, msg, sizeof msg) == TLY_OK, "%s", msg);
-    ck_assert_int_eq(append_sales(la, "first", 5), TLY_OK);
+    writer_start(&L, c.urls, "LOST", &ra, &la);
     for (int n = 1; n <= RT_NODES; n++)
         node_kill(&c, n);
     ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
     for (int n = 1; n <= RT_NODES; n++)
         node_start(&c, n);
-    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
-    ck_assert_uint_eq(head_of(la), 8);
-    uint64_t last = 0;
-    ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
-    ck_assert_uint_eq(last, 8);
-    /* The log (which the stream is, record for record: the catch-up
-     * checked the chain) holds no event of the lost batch. */
-    assert_no_event_of(la, "lost");
+    writer_goes_on(ra, la);
     tly_repl_close(ra);
     tly_log_close(la);
     cluster_stop(&c);
@@ -695,27 +710,17 @@ START_TEST(test_refused_batch_not_resent)
     cluster_init(&L, &c);
     cluster_no_advertise(&c);
     cluster_run(&c);
-    char urls[256], a_dir[800], msg[256] = "";
+    char urls[256];
     tp_proxy *px = proxy_cluster(&c, urls, sizeof urls);
-    snprintf(a_dir, sizeof a_dir, "%s/a", L.dir);
-    tly_repl_opts ro = {urls, "RESENT", 3, false};
     tly_repl *ra = NULL;
     tly_log *la = NULL;
-    ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &la), TLY_OK);
-    ck_assert_msg(tly_repl_open(&ro, &ra, msg, sizeof msg) == TLY_OK, "%s", msg);
-    ck_assert_msg(tly_repl_attach(ra, la, msg, sizeof msg) == TLY_OK, "%s", msg);
-    ck_assert_int_eq(append_sales(la, "first", 5), TLY_OK);
+    writer_start(&L, urls, "RESENT", &ra, &la);
     tp_freeze(px);
     tp_cut(px);
     ck_assert_msg(tp_wait_refused(px, 1, TL_REPLY_MS), "the writer's client did not reconnect");
     ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
     tp_thaw(px);
-    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
-    assert_no_event_of(la, "lost");
-    ck_assert_uint_eq(head_of(la), 8);
-    uint64_t last = 0;
-    ck_assert_int_eq(tly_repl_last_seq(ra, &last), TLY_OK);
-    ck_assert_uint_eq(last, 8);
+    writer_goes_on(ra, la);
     assert_stream_has_log(&c, "RESENT", la, 8);
     tly_repl_close(ra);
     tly_log_close(la);
