@@ -345,8 +345,15 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
     return TLY_OK;
 }
 
-/* Closes the publishing connection: what libnats still holds of it is
- * dropped, and later answers are not waited for. */
+/* Closes the publishing connection: nothing is published on it again,
+ * and later answers are not waited for. What it had not sent yet is not
+ * all dropped: libnats 3.4 flushes the outgoing buffer of a connection
+ * still connected when it is closed (waiting up to 500 ms for the
+ * server's answer to a ping), and the kernel sends what it had queued.
+ * So a batch given up on while the connection was alive but slow can
+ * have its tail reach a server after the refusal; a reset of the socket
+ * would drop both, but libnats does not hand its socket out (README
+ * "Replication", the hazard a paused server leaves as well). */
 static void pub_close(tly_repl *r)
 {
     if (r->pub_js)
