@@ -1528,7 +1528,8 @@ END_TEST
 /* tly_engine_prefetch is a hint only: an engine told of the next
  * TLY_ENGINE_PREFETCH_AHEAD records before each apply, each at its
  * distance (as tally consume does), and of the next one at distances
- * outside 1..TLY_ENGINE_PREFETCH_AHEAD, from an empty map on, for partners
+ * outside 1..TLY_ENGINE_PREFETCH_AHEAD and with a hash not its partner's
+ * at every distance, from an empty map on, for partners
  * it does not know yet, other shards' partners and events without one,
  * answers and stores what an engine never told does; under the
  * sanitizers, it reads nothing it must not. */
@@ -1547,11 +1548,17 @@ START_TEST(prefetch_changes_nothing)
                 continue;
             const rec_buf *r = &st.recs[at];
             ck_assert_int_eq(tly_event_decode(r->bytes, r->len, REC_MS, &ahead, NULL), TLY_OK);
+            uint64_t h = tly_engine_partner_hash(&ahead);
+            ck_assert(ahead.partner.ptr != NULL || h == 0);
             for (uint32_t s = 0; s < 2; s++)
-                tly_engine_prefetch(b.e[s], &ahead, k == 0 ? TLY_ENGINE_PREFETCH_AHEAD + 1 : k);
+                tly_engine_prefetch(b.e[s], &ahead, h, k == 0 ? TLY_ENGINE_PREFETCH_AHEAD + 1 : k);
             if (k == 1)
-                for (uint32_t s = 0; s < 2; s++)
-                    tly_engine_prefetch(b.e[s], &ahead, 0);
+                for (uint32_t s = 0; s < 2; s++) {
+                    tly_engine_prefetch(b.e[s], &ahead, h, 0);
+                    /* a hash not of this partner: another's entry, or none */
+                    for (uint32_t d = 1; d <= TLY_ENGINE_PREFETCH_AHEAD; d++)
+                        tly_engine_prefetch(b.e[s], &ahead, ~h, d);
+                }
         }
         shards_fold(&a, &st, i, i + 1);
         shards_fold(&b, &st, i, i + 1);

@@ -59,12 +59,17 @@ enum prefetch_step {
 };
 _Static_assert(PREFETCH_SLOT == TLY_ENGINE_PREFETCH_AHEAD, "a step for every distance");
 
-void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, uint32_t ahead)
+uint64_t tly_engine_partner_hash(const tly_event *ev)
+{
+    return ev->partner.ptr == NULL ? 0 : eng_hash(ev->partner.ptr, ev->partner.len);
+}
+
+void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, uint64_t partner_hash,
+                         uint32_t ahead)
 {
     if (ev->partner.ptr == NULL || ahead == 0 || ahead > TLY_ENGINE_PREFETCH_AHEAD)
         return;
-    uint32_t p = eng_map_prefetch(&e->partner_map, eng_hash(ev->partner.ptr, ev->partner.len),
-                                  ahead < PREFETCH_SLOT);
+    uint32_t p = eng_map_prefetch(&e->partner_map, partner_hash, ahead < PREFETCH_SLOT);
     /* p is the slot of the first entry with ev's hash, its id not
      * compared: the apply compares the ids */
     if (p == ENG_NONE || p >= e->partner_slots.count)

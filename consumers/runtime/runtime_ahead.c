@@ -43,6 +43,7 @@ static uint32_t fill_chunk(tly_ahead *a, tly_ahead_item *chunk, uint32_t *left, 
         it->fe.field[0] = it->fe.message[0] = '\0';
         it->err = tly_event_decode(it->rec.event, it->rec.event_len, it->rec.recorded_ms, &it->ev,
                                    &it->fe);
+        it->partner_hash = it->err == TLY_OK ? tly_engine_partner_hash(&it->ev) : 0;
         a->read_bytes += it->rec.raw_len;
         n++;
         --*left;
@@ -193,6 +194,6 @@ void tly_ahead_prefetch(const tly_ahead *a, const tly_engine *e)
     for (uint32_t k = TLY_ENGINE_PREFETCH_AHEAD; k > 0; k--) {
         const tly_ahead_item *next = tly_ahead_peek(a, k - 1);
         if (next != NULL && next->err == TLY_OK)
-            tly_engine_prefetch(e, &next->ev, k);
+            tly_engine_prefetch(e, &next->ev, next->partner_hash, k);
     }
 }

@@ -30,8 +30,9 @@
 typedef struct tly_ahead_item {
     tly_record rec;
     tly_event ev;
-    tly_err err;        /* tly_event_decode's result for ev */
-    tly_field_error fe; /* when err is not TLY_OK */
+    tly_err err;           /* tly_event_decode's result for ev */
+    tly_field_error fe;    /* when err is not TLY_OK */
+    uint64_t partner_hash; /* tly_engine_partner_hash of ev, once it decoded */
 } tly_ahead_item;
 
 typedef struct tly_ahead tly_ahead;
