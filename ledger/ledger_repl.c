@@ -503,19 +503,6 @@ static void acks_open(acks *a, uint64_t lo, uint64_t hi)
     pthread_mutex_unlock(&a->mu);
 }
 
-static struct timespec deadline_in(int ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    return dl;
-}
-
 /* Waits until every record of the batch is answered, or until no answer at
  * all came for timeout_ms (a large batch on a busy cluster takes longer
  * than that in all, but keeps being answered; a lost quorum answers
@@ -523,7 +510,7 @@ static struct timespec deadline_in(int ms)
  * were answered; *ok and *bad count them. */
 static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
 {
-    struct timespec dl = deadline_in(timeout_ms);
+    struct timespec dl = tly_deadline_in(CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&a->mu);
     uint32_t want = (uint32_t)(a->hi - a->lo + 1), seen = a->ok + a->bad;
     for (;;) {
@@ -533,7 +520,7 @@ static bool acks_wait(acks *a, int timeout_ms, uint32_t *ok, uint32_t *bad)
         if (a->ok + a->bad == want || a->ok + a->bad == seen)
             break;
         seen = a->ok + a->bad; /* progress: another timeout_ms */
-        dl = deadline_in(timeout_ms);
+        dl = tly_deadline_in(CLOCK_REALTIME, timeout_ms);
     }
     bool all = a->ok + a->bad == want;
     *ok = a->ok;

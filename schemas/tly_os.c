@@ -161,6 +161,19 @@ uint64_t tly_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec tly_deadline_in(clockid_t clk, int ms)
+{
+    struct timespec dl;
+    clock_gettime(clk, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9')

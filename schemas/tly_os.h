@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "tly_err.h"
 
@@ -115,5 +116,11 @@ bool tly_os_same_file(const char *path, int fd);
 /* Wall clock in Unix ms and a monotonic clock in ns. */
 int64_t tly_now_ms(void);
 uint64_t tly_mono_ns(void);
+
+/* The time ms (>= 0) milliseconds from now on clock clk, as
+ * pthread_cond_timedwait takes a deadline: CLOCK_REALTIME for a condition
+ * variable made with default attributes, CLOCK_MONOTONIC for one whose
+ * attributes name it. */
+struct timespec tly_deadline_in(clockid_t clk, int ms);
 
 #endif

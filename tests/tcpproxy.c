@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tly_os.h"
+
 /* Connections proxied at once, over all routes: test_replicate's ledger
  * holds two (its API connection and its publishing one). A reconnecting
  * client's attempts while frozen are refused at once, so they do not add
@@ -291,14 +293,7 @@ void tp_thaw(tp_proxy *p)
 
 bool tp_wait_refused(tp_proxy *p, uint32_t n, int timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = tly_deadline_in(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&p->mu);
     int rc = 0;
     while (p->refused < n && rc == 0)
