@@ -46,7 +46,6 @@ typedef struct replay_shard {
 
 typedef struct replay_run {
     const tly_audit_replay_opts *o;
-    tly_log *log;
     replay_shard shard[TLY_SHARDS_MAX];
     uint32_t opened;
     char *msg;
@@ -140,12 +139,12 @@ static tly_err load_engine(replay_shard *s, uint32_t k, uint32_t n)
     return err;
 }
 
-static tly_err open_shards(replay_run *r)
+static tly_err open_shards(replay_run *r, tly_log *log)
 {
     uint32_t n = r->o->shard_count;
     for (uint32_t k = 0; k < n; k++) {
         replay_shard *s = &r->shard[k];
-        s->log = r->log;
+        s->log = log;
         tly_err err = tly_views_open(r->o->out_dir, k, n, TLY_VIEWS_WRITE, &s->views);
         if (err == TLY_OK)
             err = load_engine(s, k, n);
@@ -501,11 +500,10 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
     if (err != TLY_OK)
         tly_audit_msgf(r->msg, r->cap, "%s in %s",
                        err == TLY_NOT_FOUND ? "no log" : tly_strerror(err), o->log_dir);
-    r->log = log;
     if (err == TLY_OK)
         err = check_out(r);
     if (err == TLY_OK)
-        err = open_shards(r);
+        err = open_shards(r, log);
     if (err == TLY_OK)
         err = fold_all(r, log, progress, ctx);
     err = close_and_place(r, err, last_seq);
