@@ -295,6 +295,7 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
     cfg.DenyDelete = true;
     cfg.DenyPurge = true;
     cfg.MaxMsgSize = (int32_t)TLY_REPL_RECORD_BYTES_MAX;
+    cfg.Duplicates = (int64_t)TLY_REPL_DUPLICATES_WINDOW_MS * 1000000; /* ns */
     for (int attempt = 1; attempt <= TLY_REPL_CREATE_TRIES; attempt++) {
         jerr = 0;
         s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
@@ -351,9 +352,9 @@ tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size
  * still connected when it is closed (waiting up to 500 ms for the
  * server's answer to a ping), and the kernel sends what it had queued.
  * So a batch given up on while the connection was alive but slow can
- * have its tail reach a server after the refusal; a reset of the socket
- * would drop both, but libnats does not hand its socket out (README
- * "Replication", the hazard a paused server leaves as well). */
+ * have its tail reach a server after the refusal, as a paused server can
+ * deliver what it holds: such a record lands only as the next link of the
+ * chain, and the next batch not on top of it (publish_one). */
 static void pub_close(tly_repl *r)
 {
     if (r->pub_js)
@@ -469,13 +470,43 @@ static tly_err rep_record(void *ctx, uint64_t seq, const uint8_t *raw, size_t ra
     return TLY_OK;
 }
 
-/* Publishes one record with expected-last-sequence = seq - 1. libnats sends
- * that header only for a non-zero value, so the first record of a stream
- * carries it as a header of its own ("0": the stream must be empty). */
-static natsStatus publish_one(tly_repl *r, uint64_t seq, const uint8_t *raw, size_t len)
+/* A record's message id: its chain hash's first TLY_REPL_MSG_ID_HASH_BYTES
+ * bytes in hex. The ledger publishes only records it encoded. */
+#define MSG_ID_CHARS (2u * TLY_REPL_MSG_ID_HASH_BYTES)
+static void record_msg_id(const uint8_t *raw, size_t len, char out[MSG_ID_CHARS + 1])
+{
+    tly_record rec;
+    tly_err err = tly_record_decode(raw, len, &rec);
+    TLY_ASSERT(err == TLY_OK);
+    static const char hex[] = "0123456789abcdef";
+    for (uint32_t i = 0; i < TLY_REPL_MSG_ID_HASH_BYTES; i++) {
+        out[2 * i] = hex[rec.hash[i] >> 4];
+        out[2 * i + 1] = hex[rec.hash[i] & 15];
+    }
+    out[MSG_ID_CHARS] = '\0';
+}
+
+/* Publishes one record with expected-last-sequence = seq - 1 [N2], its
+ * message id id, and, after the first of a batch, prev (the record before
+ * it) as the expected last message id. Pipelined, each record is checked
+ * against the stream as the ones before left it, so the seq alone fences a
+ * record whose predecessor is missing but not one whose predecessor is
+ * another chain's: a record of a batch given up on that reached a server
+ * late (a paused server, a connection alive but slow; README
+ * "Replication") could land at seq N after the catch-up, and the next
+ * batch's N + 1 on top of it, and the stream would no longer chain. With
+ * the id the server refuses that N + 1 (and the rest of its batch), the
+ * batch is `unavailable`, and the catch-up takes the late record into the
+ * log as the stream's. libnats sends the expected seq only for a non-zero
+ * value, so the first record of a stream carries it as a header of its own
+ * ("0": the stream must be empty). */
+static natsStatus publish_one(tly_repl *r, uint64_t seq, const uint8_t *raw, size_t len,
+                              const char *id, const char *prev)
 {
     jsPubOptions po;
     jsPubOptions_Init(&po);
+    po.MsgId = id;
+    po.ExpectLastMsgId = prev;
     if (seq > 1) {
         po.ExpectLastSeq = seq - 1;
         return js_PublishAsync(r->pub_js, r->subject, raw, (int)len, &po);
@@ -563,8 +594,13 @@ static tly_err rep_commit(void *ctx)
         return refuse(r, "seqs %llu..%llu not published: %s", lo, hi, why);
     acks_open(&r->acks, lo, hi);
     natsStatus s = NATS_OK;
-    for (uint32_t i = 0; i < r->rec_count && s == NATS_OK; i++)
-        s = publish_one(r, r->recs[i].seq, r->buf + r->recs[i].off, r->recs[i].len);
+    char ids[2][MSG_ID_CHARS + 1];
+    for (uint32_t i = 0; i < r->rec_count && s == NATS_OK; i++) {
+        const pub_rec *p = &r->recs[i];
+        record_msg_id(r->buf + p->off, p->len, ids[i & 1]);
+        s = publish_one(r, p->seq, r->buf + p->off, p->len, ids[i & 1],
+                        i > 0 ? ids[(i - 1) & 1] : NULL);
+    }
     uint32_t ok = 0, bad = 0;
     bool all = s == NATS_OK && acks_wait(&r->acks, TLY_REPL_ACK_TIMEOUT_MS, &ok, &bad);
     if (!all) {

@@ -799,6 +799,20 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * `unavailable` and moves on [N5] rather than timing out; far above a
  * healthy R3 round trip (~1 ms). */
 #define TLY_REPL_ACK_TIMEOUT_MS 2000
+/* A record's stream message carries the first TLY_REPL_MSG_ID_HASH_BYTES
+ * bytes of its chain hash, in hex, as its message id (Nats-Msg-Id), and
+ * every record of a batch after its first expects the one before as the
+ * stream's last (Nats-Expected-Last-Msg-Id): the stream then stores only a
+ * chain (ledger_repl.c, publish_one). 16 bytes: no two records of a log
+ * share an id, and the servers keep each id for
+ * TLY_REPL_DUPLICATES_WINDOW_MS only. */
+#define TLY_REPL_MSG_ID_HASH_BYTES 16u
+/* The duplicate window of a stream the ledger creates: JetStream keeps
+ * every message id seen within it, by default for two minutes (at 50,000
+ * records a second, six million ids on each server). The ledger needs
+ * only the last one (the expected last id), which the servers keep
+ * whatever the window; nothing is published twice on purpose. */
+#define TLY_REPL_DUPLICATES_WINDOW_MS 1000
 /* How long one JetStream API call (stream info, create, get) waits. */
 #define TLY_REPL_API_WAIT_MS 2000
 /* Attempts at creating the stream [N1], each waiting TLY_REPL_API_WAIT_MS:

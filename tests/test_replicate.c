@@ -730,6 +730,127 @@ START_TEST(test_refused_batch_not_resent)
 }
 END_TEST
 
+/* Publishes into stream (on c) the record that would follow log's head, a
+ * sale "late-0", with expected last seq = that head: a record of a batch
+ * given up on that reached a server late (it chains onto the log, as such
+ * a batch's first record does). Its seq. */
+static uint64_t publish_late_record(const cluster *c, const char *stream, tly_log *log)
+{
+    uint64_t head = 0;
+    uint8_t prev[TLY_HASH_BYTES], hash[TLY_HASH_BYTES];
+    ck_assert_int_eq(tly_log_head(log, &head, prev), TLY_OK);
+    msgpack_sbuffer ev, rec;
+    msgpack_sbuffer_init(&ev);
+    msgpack_sbuffer_init(&rec);
+    sale_mp(&ev, "late", 0);
+    tly_str source = {"dist-direct", 11};
+    tly_chain_hash(prev, head + 1, TL_AT_MS, source, ev.data, ev.size, hash);
+    ck_assert_int_eq(tly_record_encode(&rec, head + 1, TL_AT_MS, source, ev.data, ev.size, hash),
+                     TLY_OK);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.ExpectLastSeq = head;
+    char subject[64];
+    snprintf(subject, sizeof subject, "%s.log", stream);
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    ck_assert_int_eq(js_Publish(&pa, js, subject, rec.data, (int)rec.size, &po, &jerr), NATS_OK);
+    ck_assert_uint_eq(pa->Sequence, head + 1);
+    jsPubAck_Destroy(pa);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    msgpack_sbuffer_destroy(&ev);
+    msgpack_sbuffer_destroy(&rec);
+    return head + 1;
+}
+
+/* The headers a record's message carries (ledger_repl.c publish_one): its
+ * id, the first TLY_REPL_MSG_ID_HASH_BYTES bytes of its chain hash in hex,
+ * and after the first record of a batch the id of the record before as the
+ * expected last one (NULL: none, prev_id ""). Checks record seq of log
+ * against message seq of stream on c; and that the stream, as the ledger
+ * created it, keeps ids for TLY_REPL_DUPLICATES_WINDOW_MS. */
+static void assert_msg_ids(const cluster *c, const char *stream, tly_log *log, uint64_t seq,
+                           bool has_prev)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
+    ck_assert_int_eq(si->Config->Duplicates, (int64_t)TLY_REPL_DUPLICATES_WINDOW_MS * 1000000);
+    jsStreamInfo_Destroy(si);
+    char want[2][2 * TLY_REPL_MSG_ID_HASH_BYTES + 1];
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    ck_assert_int_eq(tly_log_reader_open(log, seq - 1, &rd), TLY_OK);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
+        for (uint32_t i = 0; i < TLY_REPL_MSG_ID_HASH_BYTES; i++)
+            snprintf(want[k] + 2 * i, 3, "%02x", rec.hash[i]);
+    }
+    tly_log_reader_close(rd);
+    natsMsg *m = NULL;
+    ck_assert_int_eq(js_GetMsg(&m, js, stream, seq, NULL, &jerr), NATS_OK);
+    const char *id = NULL, *prev = NULL;
+    ck_assert_int_eq(natsMsgHeader_Get(m, "Nats-Msg-Id", &id), NATS_OK);
+    ck_assert_str_eq(id, want[1]);
+    natsStatus s = natsMsgHeader_Get(m, "Nats-Expected-Last-Msg-Id", &prev);
+    if (has_prev) {
+        ck_assert_int_eq(s, NATS_OK);
+        ck_assert_str_eq(prev, want[0]);
+    } else {
+        ck_assert_int_eq(s, NATS_NOT_FOUND);
+    }
+    natsMsg_Destroy(m);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
+/* [N2] A record of a batch given up on that reaches the stream late (held
+ * by a paused server, or sent late on a connection alive but slow: README
+ * "Replication") lands only as the next link of the chain, and the next
+ * batch never lands on top of it. The test plays such a record: a writer
+ * appends 5 records, then the record that would follow them is published
+ * straight into the stream at seq 6. The writer's next batch (3 "next"
+ * records, seqs 6..8) is refused: 6 for its seq. Before, 7 then landed on
+ * top of the late record (expected last seq 6 held), the stream no longer
+ * chained, and the catch-up refused it for good ("does not chain"). Now 7
+ * and 8 expect the message id of the writer's own 6 as the stream's last
+ * and are refused too; the catch-up takes the late record into the log,
+ * the next batch takes seqs 7..9, and the stream is the log byte for
+ * byte, without a record of the refused batch. */
+START_TEST(test_late_record_fences_the_next_batch)
+{
+    tl_ledger L;
+    cluster c;
+    tl_init(&L);
+    cluster_start(&L, &c);
+    tly_repl *ra = NULL;
+    tly_log *la = NULL;
+    writer_start(&L, c.urls, "LATE", &ra, &la);
+    ck_assert_uint_eq(publish_late_record(&c, "LATE", la), 6);
+    ck_assert_int_eq(append_sales(la, "next", 3), TLY_UNAVAILABLE);
+    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
+    ck_assert_uint_eq(head_of(la), 9);
+    assert_no_event_of(la, "next");
+    assert_stream_has_log(&c, "LATE", la, 9);
+    assert_msg_ids(&c, "LATE", la, 2, true);  /* the second of the first batch */
+    assert_msg_ids(&c, "LATE", la, 7, false); /* the first of the last batch */
+    assert_msg_ids(&c, "LATE", la, 9, true);
+    tly_repl_close(ra);
+    tly_log_close(la);
+    cluster_stop(&c);
+    tl_done(&L);
+}
+END_TEST
+
 /* The node number (1..3) of the stream's leader. */
 static int stream_leader(const cluster *c, const char *stream)
 {
@@ -1333,6 +1454,7 @@ int main(void)
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
                               test_lost_batch_stays_lost, test_refused_batch_not_resent,
+                              test_late_record_fences_the_next_batch,
                               test_standby_after_leader_lost, test_node_killed_under_load,
                               test_takeover, test_audit_nats, test_up_replicate, test_read_replica,
                               test_bench_replicate, test_bench_endpoints));
