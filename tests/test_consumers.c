@@ -1459,6 +1459,20 @@ static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
            entries_under(data, k, n, TLY_ENGINE_SEQ_SALE_PREFIX);
 }
 
+/* Consumes data as shards 0/1, 0/2 and 1/2, from the first-th of them on,
+ * in batches of 700; with $env set to val while they run (env NULL:
+ * none). */
+static void consume_700(const char *data, size_t first, const char *env, const char *val)
+{
+    static const char *const shards[] = {"0/1", "0/2", "1/2"};
+    if (env != NULL)
+        setenv(env, val, 1);
+    for (size_t i = first; i < 3; i++)
+        ck_assert_int_eq(consume(data, shards[i], "700"), 0);
+    if (env != NULL)
+        unsetenv(env);
+}
+
 /* Issue 9 item 2: beside DIR/log a shard registers its own partners'
  * sales only and reads another's from the log when a return names it (the
  * generator's returns name other partners' sales, ids of later sales and
@@ -1470,13 +1484,8 @@ START_TEST(test_shards_register_own_sales)
 {
     char *own = data_with_log(5, SHARD_LOG_EVENTS);
     char *all = data_sharing_log(own);
-    const char *shards[] = {"0/1", "0/2", "1/2"};
-    for (size_t i = 0; i < 3; i++)
-        ck_assert_int_eq(consume(own, shards[i], "700"), 0);
-    setenv("TALLY_CONSUME_ALL_SALES", "1", 1);
-    for (size_t i = 1; i < 3; i++)
-        ck_assert_int_eq(consume(all, shards[i], "700"), 0);
-    unsetenv("TALLY_CONSUME_ALL_SALES");
+    consume_700(own, 0, NULL, NULL);
+    consume_700(all, 1, "TALLY_CONSUME_ALL_SALES", "1");
     uint64_t every = sales_stored(own, 0, 1);
     ck_assert_uint_gt(every, SHARD_LOG_EVENTS / 4);
     ck_assert_uint_eq(sales_stored(own, 0, 2) + sales_stored(own, 1, 2), every);
@@ -1563,13 +1572,8 @@ START_TEST(test_spilled_sales_fold_the_same)
 {
     char *ref = data_with_log(7, SHARD_LOG_EVENTS);
     char *sp = data_sharing_log(ref);
-    const char *shards[] = {"0/1", "0/2", "1/2"};
-    for (size_t i = 0; i < 3; i++)
-        ck_assert_int_eq(consume(ref, shards[i], "700"), 0);
-    setenv("TALLY_SALE_SPILL_AT", "2", 1);
-    for (size_t i = 0; i < 3; i++)
-        ck_assert_int_eq(consume(sp, shards[i], "700"), 0);
-    unsetenv("TALLY_SALE_SPILL_AT");
+    consume_700(ref, 0, NULL, NULL);
+    consume_700(sp, 0, "TALLY_SALE_SPILL_AT", "2");
     static const uint32_t kn[][2] = {{0, 1}, {0, 2}, {1, 2}};
     for (size_t i = 0; i < 3; i++) {
         entries_buf a = entries_of(ref, kn[i][0], kn[i][1], TLY_ENGINE_SEQ_SALE_PREFIX);
