@@ -602,6 +602,32 @@ static void writer_goes_on(tly_repl *ra, tly_log *la)
     assert_no_event_of(la, "lost");
 }
 
+/* A cluster of its own and a writer of its own on it (writer_start), for
+ * the tests of batches given up on. */
+typedef struct writer_case {
+    tl_ledger L;
+    cluster c;
+    tly_repl *ra;
+    tly_log *la;
+} writer_case;
+
+static void writer_case_start(writer_case *w, const char *stream)
+{
+    tl_init(&w->L);
+    cluster_start(&w->L, &w->c);
+    w->ra = NULL;
+    w->la = NULL;
+    writer_start(&w->L, w->c.urls, stream, &w->ra, &w->la);
+}
+
+static void writer_case_stop(writer_case *w)
+{
+    tly_repl_close(w->ra);
+    tly_log_close(w->la);
+    cluster_stop(&w->c);
+    tl_done(&w->L);
+}
+
 /* [N2] a batch given up on because the connection it was published on
  * broke can never reach the stream afterwards. A writer appends 5 records,
  * the three servers are killed, and its next batch (3 "lost" records) is
@@ -620,23 +646,15 @@ static void writer_goes_on(tly_repl *ra, tly_log *la)
  * test_refused_batch_not_resent is the one that fails there. */
 START_TEST(test_lost_batch_stays_lost)
 {
-    tl_ledger L;
-    cluster c;
-    tl_init(&L);
-    cluster_start(&L, &c);
-    tly_repl *ra = NULL;
-    tly_log *la = NULL;
-    writer_start(&L, c.urls, "LOST", &ra, &la);
+    writer_case w;
+    writer_case_start(&w, "LOST");
     for (int n = 1; n <= RT_NODES; n++)
-        node_kill(&c, n);
-    ck_assert_int_eq(append_sales(la, "lost", 3), TLY_UNAVAILABLE);
+        node_kill(&w.c, n);
+    ck_assert_int_eq(append_sales(w.la, "lost", 3), TLY_UNAVAILABLE);
     for (int n = 1; n <= RT_NODES; n++)
-        node_start(&c, n);
-    writer_goes_on(ra, la);
-    tly_repl_close(ra);
-    tly_log_close(la);
-    cluster_stop(&c);
-    tl_done(&L);
+        node_start(&w.c, n);
+    writer_goes_on(w.ra, w.la);
+    writer_case_stop(&w);
 }
 END_TEST
 
@@ -730,6 +748,16 @@ START_TEST(test_refused_batch_not_resent)
 }
 END_TEST
 
+/* A JetStream context on a connection of its own to c's servers (*nc):
+ * the test's own view of the stream. */
+static jsCtx *js_open(const cluster *c, natsConnection **nc)
+{
+    jsCtx *js = NULL;
+    ck_assert_int_eq(natsConnection_ConnectTo(nc, c->urls), NATS_OK);
+    ck_assert_int_eq(natsConnection_JetStream(&js, *nc, NULL), NATS_OK);
+    return js;
+}
+
 /* Publishes into stream (on c) the record that would follow log's head, a
  * sale "late-0", with expected last seq = that head: a record of a batch
  * given up on that reached a server late (it chains onto the log, as such
@@ -748,9 +776,7 @@ static uint64_t publish_late_record(const cluster *c, const char *stream, tly_lo
     ck_assert_int_eq(tly_record_encode(&rec, head + 1, TL_AT_MS, source, ev.data, ev.size, hash),
                      TLY_OK);
     natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
-    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsCtx *js = js_open(c, &nc);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.ExpectLastSeq = head;
@@ -778,9 +804,7 @@ static void assert_msg_ids(const cluster *c, const char *stream, tly_log *log, u
                            bool has_prev)
 {
     natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
-    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsCtx *js = js_open(c, &nc);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);
@@ -828,26 +852,18 @@ static void assert_msg_ids(const cluster *c, const char *stream, tly_log *log, u
  * byte, without a record of the refused batch. */
 START_TEST(test_late_record_fences_the_next_batch)
 {
-    tl_ledger L;
-    cluster c;
-    tl_init(&L);
-    cluster_start(&L, &c);
-    tly_repl *ra = NULL;
-    tly_log *la = NULL;
-    writer_start(&L, c.urls, "LATE", &ra, &la);
-    ck_assert_uint_eq(publish_late_record(&c, "LATE", la), 6);
-    ck_assert_int_eq(append_sales(la, "next", 3), TLY_UNAVAILABLE);
-    ck_assert_int_eq(catch_up_and_append(ra, la, "after", 3), TLY_OK);
-    ck_assert_uint_eq(head_of(la), 9);
-    assert_no_event_of(la, "next");
-    assert_stream_has_log(&c, "LATE", la, 9);
-    assert_msg_ids(&c, "LATE", la, 2, true);  /* the second of the first batch */
-    assert_msg_ids(&c, "LATE", la, 7, false); /* the first of the last batch */
-    assert_msg_ids(&c, "LATE", la, 9, true);
-    tly_repl_close(ra);
-    tly_log_close(la);
-    cluster_stop(&c);
-    tl_done(&L);
+    writer_case w;
+    writer_case_start(&w, "LATE");
+    ck_assert_uint_eq(publish_late_record(&w.c, "LATE", w.la), 6);
+    ck_assert_int_eq(append_sales(w.la, "next", 3), TLY_UNAVAILABLE);
+    ck_assert_int_eq(catch_up_and_append(w.ra, w.la, "after", 3), TLY_OK);
+    ck_assert_uint_eq(head_of(w.la), 9);
+    assert_no_event_of(w.la, "next");
+    assert_stream_has_log(&w.c, "LATE", w.la, 9);
+    assert_msg_ids(&w.c, "LATE", w.la, 2, true);  /* the second of the first batch */
+    assert_msg_ids(&w.c, "LATE", w.la, 7, false); /* the first of the last batch */
+    assert_msg_ids(&w.c, "LATE", w.la, 9, true);
+    writer_case_stop(&w);
 }
 END_TEST
 
@@ -855,9 +871,7 @@ END_TEST
 static int stream_leader(const cluster *c, const char *stream)
 {
     natsConnection *nc = NULL;
-    jsCtx *js = NULL;
-    ck_assert_int_eq(natsConnection_ConnectTo(&nc, c->urls), NATS_OK);
-    ck_assert_int_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    jsCtx *js = js_open(c, &nc);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     ck_assert_int_eq(js_GetStreamInfo(&si, js, stream, NULL, &jerr), NATS_OK);

@@ -5,13 +5,13 @@
  * Why: with a sale source every sale of this shard's partners is stored
  * under its seq, and a catch-up registers one per sale record, each held
  * in the cache (a slot, its key block, its map entry: about 280 bytes with
- * the vector's growth room) until the flush writes it. At 10M events of
- * `bench fold` on one shard those were most of the batch's memory, and
- * what kept batches at 400,000 records: every batch rewrites every
- * partner it touched, so at 100,000 partners the batch length sets the
- * fold's speed. A spilled sale is its stored record (about 60 bytes) and
- * an index entry (16), in a run mapped from the system and unmapped once
- * the flush wrote it.
+ * the vector's growth room) until the flush writes it. A spilled sale is
+ * its stored record (about 60 bytes) and an index entry (16), in a run
+ * mapped from the system and unmapped once the flush wrote it. The 1M log
+ * of `bench fold` on one shard (10,000 partners) peaked at 102.7 MB
+ * against 121.8 MB; at 10M (100,000 partners) the peak stayed where it
+ * was, the partners' states being most of a batch's memory there
+ * (docs/performance-log.md, the twenty-ninth session).
  *
  * A run holds the spilled sales' index entries by seq ascending, then
  * their records in the order spilled. A sale changed after its spill (a
@@ -143,8 +143,7 @@ bool eng_spill_find(const tly_engine *e, uint64_t seq, const void **val, size_t 
 tly_err eng_spill_each(tly_engine *e, eng_spill_fn fn, void *ctx, bool release)
 {
     tly_err err = TLY_OK;
-    uint32_t i = 0;
-    for (; i < e->spill_count && err == TLY_OK; i++) {
+    for (uint32_t i = 0; i < e->spill_count && err == TLY_OK; i++) {
         eng_spill_run *r = e->spills[i];
         for (uint32_t k = 0; k < r->count && err == TLY_OK; k++)
             err = fn(ctx, r->ent[k].seq, run_records(r) + r->ent[k].off, r->ent[k].len);
