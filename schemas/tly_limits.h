@@ -241,21 +241,6 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 #define TLY_ENGINE_PARTNERS_CACHED_MAX 4096u
 #define TLY_ENGINE_SALES_CACHED_MAX 65536u
 
-/* With a sale source, the changed sales at which an apply moves the older
- * half of them out of the cache into a run of their stored records
- * (tly_engine_set_sale_spill): a new sale cached until the flush held
- * about 280 bytes (its slot with the vector's growth room, its key block,
- * its map entry), spilled about 80 (its record, about 60, and its index
- * entry). A run of 32,768 is about 2.5 MB, found by binary search. The
- * dirty-entry count (tly_engine_dirty) counts TLY_ENGINE_SPILLED_PER_ENTRY
- * spilled sales as one changed entry, by those sizes. */
-#define TLY_ENGINE_SALE_SPILL_AT 65536u
-#define TLY_ENGINE_SPILLED_PER_ENTRY 4u
-/* The largest spill threshold tly_engine_set_sale_spill takes (a larger
- * one is taken as this): a spill then moves at most about half of it, which
- * one run holds (ENG_SPILL_RUN_SALES_MAX). */
-#define TLY_ENGINE_SALE_SPILL_AT_MAX (1u << 21)
-
 /* A batch is committed early once the engine holds this many changed
  * entries (tly_engine_dirty: partners, sales, exceptions), whatever
  * --batch says. A changed sale pins about 200 bytes, a changed partner its

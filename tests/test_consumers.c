@@ -1459,20 +1459,6 @@ static uint64_t sales_stored(const char *data, uint32_t k, uint32_t n)
            entries_under(data, k, n, TLY_ENGINE_SEQ_SALE_PREFIX);
 }
 
-/* Consumes data as shards 0/1, 0/2 and 1/2, from the first-th of them on,
- * in batches of 700; with $env set to val while they run (env NULL:
- * none). */
-static void consume_700(const char *data, size_t first, const char *env, const char *val)
-{
-    static const char *const shards[] = {"0/1", "0/2", "1/2"};
-    if (env != NULL)
-        setenv(env, val, 1);
-    for (size_t i = first; i < 3; i++)
-        ck_assert_int_eq(consume(data, shards[i], "700"), 0);
-    if (env != NULL)
-        unsetenv(env);
-}
-
 /* Issue 9 item 2: beside DIR/log a shard registers its own partners'
  * sales only and reads another's from the log when a return names it (the
  * generator's returns name other partners' sales, ids of later sales and
@@ -1484,8 +1470,13 @@ START_TEST(test_shards_register_own_sales)
 {
     char *own = data_with_log(5, SHARD_LOG_EVENTS);
     char *all = data_sharing_log(own);
-    consume_700(own, 0, NULL, NULL);
-    consume_700(all, 1, "TALLY_CONSUME_ALL_SALES", "1");
+    const char *shards[] = {"0/1", "0/2", "1/2"};
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_int_eq(consume(own, shards[i], "700"), 0);
+    setenv("TALLY_CONSUME_ALL_SALES", "1", 1);
+    for (size_t i = 1; i < 3; i++)
+        ck_assert_int_eq(consume(all, shards[i], "700"), 0);
+    unsetenv("TALLY_CONSUME_ALL_SALES");
     uint64_t every = sales_stored(own, 0, 1);
     ck_assert_uint_gt(every, SHARD_LOG_EVENTS / 4);
     ck_assert_uint_eq(sales_stored(own, 0, 2) + sales_stored(own, 1, 2), every);
@@ -1521,100 +1512,6 @@ START_TEST(test_shards_register_own_sales)
     strs_free(&y);
     tu_rmtree(all);
     tu_rmtree(own);
-}
-END_TEST
-
-/* Appends each entry it is shown to a tu_buf-like growing text: key
- * length, key, value length, value. */
-typedef struct entries_buf {
-    char *p;
-    size_t len, cap;
-} entries_buf;
-
-static void entries_add(entries_buf *b, const void *bytes, size_t n)
-{
-    if (b->len + n + 16 > b->cap) {
-        b->cap = (b->len + n + 16) * 2;
-        b->p = realloc(b->p, b->cap);
-        ck_assert_ptr_nonnull(b->p);
-    }
-    b->len += (size_t)snprintf(b->p + b->len, 16, "%zu:", n);
-    memcpy(b->p + b->len, bytes, n);
-    b->len += n;
-}
-
-static tly_err entries_visit(void *ctx, const void *k, size_t klen, const void *v, size_t vlen)
-{
-    entries_add(ctx, k, klen);
-    entries_add(ctx, v, vlen);
-    return TLY_OK;
-}
-
-/* Every entry of shard k of n under prefix, keys and values, in key order. */
-static entries_buf entries_of(const char *data, uint32_t k, uint32_t n, const char *prefix)
-{
-    tly_views *v = views_ro(data, k, n);
-    entries_buf b = {0};
-    ck_assert_int_eq(tly_views_scan(v, prefix, strlen(prefix), entries_visit, &b, NULL), TLY_OK);
-    tly_views_close(v);
-    return b;
-}
-
-/* Issue 9: a consumer beside its log moves the sales a batch changed out
- * of its cache into runs of their stored records (tly_engine_set_sale_spill)
- * and finds them there until the flush writes them. $TALLY_SALE_SPILL_AT=2
- * spills each sale as soon as another changes, so every return of a sale
- * of the same batch reads it from a run, and batches of 700 write the runs
- * and read their sales back from the store in the batches after: the
- * partner views, the exceptions and the stored sales (each the newest copy)
- * are those of consumers that keep them cached, byte for byte. */
-START_TEST(test_spilled_sales_fold_the_same)
-{
-    char *ref = data_with_log(7, SHARD_LOG_EVENTS);
-    char *sp = data_sharing_log(ref);
-    consume_700(ref, 0, NULL, NULL);
-    consume_700(sp, 0, "TALLY_SALE_SPILL_AT", "2");
-    static const uint32_t kn[][2] = {{0, 1}, {0, 2}, {1, 2}};
-    for (size_t i = 0; i < 3; i++) {
-        entries_buf a = entries_of(ref, kn[i][0], kn[i][1], TLY_ENGINE_SEQ_SALE_PREFIX);
-        entries_buf b = entries_of(sp, kn[i][0], kn[i][1], TLY_ENGINE_SEQ_SALE_PREFIX);
-        ck_assert_uint_gt(a.len, 0);
-        ck_assert_msg(a.len == b.len && memcmp(a.p, b.p, a.len) == 0,
-                      "shard %u/%u: the stored sales differ", kn[i][0], kn[i][1]);
-        free(a.p);
-        free(b.p);
-    }
-    tly_rtgen *g;
-    ck_assert_int_eq(tly_rtgen_new(7, SHARD_LOG_EVENTS, &g), TLY_OK);
-    uint32_t partners = tly_rtgen_partner_count(g);
-    tly_rtgen_free(g);
-    tly_views *x = views_ro(ref, 0, 1), *y = views_ro(sp, 0, 1);
-    const char kinds[] = {'b', 'r', 't', 'c'};
-    uint32_t present = 0;
-    for (uint32_t i = 0; i < partners; i++) {
-        char name[32];
-        tly_rtgen_partner_name(i, name, sizeof name);
-        for (size_t j = 0; j < 4; j++) {
-            char *a = get_doc(x, kinds[j], name), *b = get_doc(y, kinds[j], name);
-            ck_assert_msg((!a && !b) || (a && b && strcmp(a, b) == 0), "%c of %s differs", kinds[j],
-                          name);
-            present += a != NULL;
-            free(a);
-            free(b);
-        }
-    }
-    ck_assert_uint_gt(present, partners);
-    tly_views_close(x);
-    tly_views_close(y);
-    compare_partners(sp, 2, partners); /* and its 2 shards its 1 */
-    strs ex = all_exceptions(ref, 1), ey = all_exceptions(sp, 1);
-    ck_assert_uint_eq(ex.n, ey.n);
-    for (size_t i = 0; i < ex.n; i++)
-        ck_assert_str_eq(ex.v[i], ey.v[i]);
-    strs_free(&ex);
-    strs_free(&ey);
-    tu_rmtree(sp);
-    tu_rmtree(ref);
 }
 END_TEST
 
@@ -2332,9 +2229,8 @@ static Suite *consumers_suite(void)
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
                  test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
-                 test_shards_register_own_sales, test_spilled_sales_fold_the_same,
-                 test_seq_sales_in_s2_fold_on, test_bench_fold_growth,
-                 test_bench_fold_growth_partners, test_ahead_peek_edges));
+                 test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
+                 test_bench_fold_growth, test_bench_fold_growth_partners, test_ahead_peek_edges));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

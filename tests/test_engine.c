@@ -3187,126 +3187,6 @@ START_TEST(read_back_edges)
 }
 END_TEST
 
-/* ---- the spill of changed sales (tly_engine_set_sale_spill) ---- */
-
-/* A log's sales as a sale source answers them: (source, id) → the fact. */
-typedef struct sale_fact {
-    char source[8], id[8], partner[8];
-    uint64_t seq;
-    int64_t at_ms;
-} sale_fact;
-
-#define SPILL_FACTS_MAX 16u
-static sale_fact g_facts[SPILL_FACTS_MAX];
-static uint32_t g_fact_count;
-
-static tly_err facts_find(void *ctx, tly_str source, tly_str id, bool *found, tly_engine_sale *out)
-{
-    (void)ctx;
-    *found = false;
-    for (uint32_t i = 0; i < g_fact_count; i++) {
-        const sale_fact *f = &g_facts[i];
-        if (strlen(f->source) == source.len && memcmp(f->source, source.ptr, source.len) == 0 &&
-            strlen(f->id) == id.len && memcmp(f->id, id.ptr, id.len) == 0) {
-            *found = true;
-            *out = (tly_engine_sale){.seq = f->seq,
-                                     .partner = {f->partner, (uint32_t)strlen(f->partner)},
-                                     .at_ms = f->at_ms};
-            memcpy(out->currency, "USD", 3);
-        }
-    }
-    return TLY_OK;
-}
-
-/* Sale id of p1 in USD into a and b (the same seq), noted as the log's. */
-static void spill_sale(shards *a, shards *b, const char *id, int64_t amount)
-{
-    sale(a, "d", id, "p1", amount, "USD", Q1_25 + DAY);
-    sale(b, "d", id, "p1", amount, "USD", Q1_25 + DAY);
-    ck_assert_uint_lt(g_fact_count, SPILL_FACTS_MAX);
-    sale_fact *f = &g_facts[g_fact_count++];
-    *f = (sale_fact){.seq = b->seq, .at_ms = Q1_25 + DAY};
-    snprintf(f->source, sizeof f->source, "d");
-    snprintf(f->id, sizeof f->id, "%s", id);
-    snprintf(f->partner, sizeof f->partner, "p1");
-}
-
-/* A return of sale id into a and b, with the same id. */
-static void spill_return(shards *a, shards *b, const char *id)
-{
-    int base = next_id;
-    ret(a, "d", id, "p1", 100, "USD", Q1_25 + 2 * DAY);
-    next_id = base;
-    ret(b, "d", id, "p1", 100, "USD", Q1_25 + 2 * DAY);
-}
-
-/* Engine b, over a store with a sale source and a spill at SPILL_AT changed
- * sales, and engine a, the same without a spill: an apply that starts with
- * SPILL_AT - 1 changed sales spills nothing, one that starts with SPILL_AT
- * spills the older half; a return finds its sale in the run (and changes
- * it: the cache's newer copy is what the flush stores), in the run after
- * another return changed a spilled neighbour, and in the store after the
- * flush, which empties the runs. Answers and stored bytes are a's. */
-START_TEST(sale_spill_edges)
-{
-    enum { SPILL_AT = 4 };
-    kv sa = {0}, sb = {0};
-    shards a, b;
-    g_fact_count = 0;
-    restart_on_stores(&a, 1, &sa, 0, 64, 64);
-    restart_on_stores(&b, 1, &sb, 0, 64, 64);
-    tly_engine_set_sale_source(a.e[0], facts_find, NULL);
-    tly_engine_set_sale_source(b.e[0], facts_find, NULL);
-    tly_engine_set_sale_spill(b.e[0], SPILL_AT);
-    tly_engine *e = b.e[0];
-    /* the threshold's bound, at its edge */
-    tly_engine_set_sale_spill(e, TLY_ENGINE_SALE_SPILL_AT_MAX);
-    ck_assert_uint_eq(e->spill_at, TLY_ENGINE_SALE_SPILL_AT_MAX);
-    tly_engine_set_sale_spill(e, TLY_ENGINE_SALE_SPILL_AT_MAX + 1);
-    ck_assert_uint_eq(e->spill_at, TLY_ENGINE_SALE_SPILL_AT_MAX);
-    tly_engine_set_sale_spill(e, SPILL_AT);
-    BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));
-    BOTH(enroll(X, "p1", "acme", Q1_25));
-    static const char *const ids[] = {"s1", "s2", "s3", "s4", "s5"};
-    for (int i = 0; i < SPILL_AT; i++) {
-        spill_sale(&a, &b, ids[i], 10000 + i);
-        ck_assert_uint_eq(e->spilled, 0); /* it started with i changed sales */
-        ck_assert_uint_eq(e->dirty_sale_count, (uint32_t)i + 1);
-    }
-    ck_assert_uint_eq(tly_engine_dirty(e), 1 + SPILL_AT); /* p1 and the sales */
-    /* starts with SPILL_AT: s1 and s2 leave the cache, and the return finds
-     * s1 in the run and changes it (back in the cache) */
-    spill_return(&a, &b, "s1");
-    ck_assert_uint_eq(e->spill_count, 1);
-    ck_assert_uint_eq(e->spilled, SPILL_AT / 2);
-    ck_assert_uint_eq(e->dirty_sale_count, SPILL_AT - SPILL_AT / 2 + 1);
-    const void *val;
-    size_t vlen;
-    ck_assert(eng_spill_find(e, a.seq - 4, &val, &vlen));  /* s1 */
-    ck_assert(eng_spill_find(e, a.seq - 3, &val, &vlen));  /* s2 */
-    ck_assert(!eng_spill_find(e, a.seq - 2, &val, &vlen)); /* s3: cached */
-    spill_return(&a, &b, "s2");
-    ck_assert_uint_eq(e->spill_count, 1); /* it started with 3 changed */
-    spill_sale(&a, &b, ids[4], 20000);
-    ck_assert_uint_eq(e->spill_count, 2); /* it started with 4: s3, s4 */
-    ck_assert_uint_eq(e->spilled, SPILL_AT);
-    ck_assert_uint_eq(tly_engine_dirty(e), 1 + e->dirty_sale_count +
-                                               SPILL_AT / TLY_ENGINE_SPILLED_PER_ENTRY +
-                                               (e->exc_count - e->exc_flushed));
-    spill_return(&a, &b, "s4");
-    expect_same(&b, &a, "spilled, before the flush");
-    flush_into(&a, &sa);
-    flush_into(&b, &sb);
-    ck_assert_uint_eq(e->spill_count, 0);
-    ck_assert_uint_eq(e->spilled, 0);
-    ck_assert_uint_eq(tly_engine_dirty(e), 0);
-    spill_return(&a, &b, "s3"); /* from the store now */
-    flush_into(&a, &sa);
-    flush_into(&b, &sb);
-    expect_same_and_free(&b, &a, &sb, &sa, "spilled vs cached");
-}
-END_TEST
-
 /* A noted partner whose record the engine refuses ends the read-back
  * quietly: the partners before it in key order are back, it and those
  * after stay in the store, the engine is intact, a later partner is read
@@ -4417,7 +4297,6 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, read_back_edges);
-    tcase_add_test(tc, sale_spill_edges);
     tcase_add_test(tc, read_back_stops_at_unreadable);
     tcase_add_test(tc, overflow_is_an_error);
     tu_add_tests(tc, TU_TESTS(stage_replays_in_order, stage_replay_stops_at_error,

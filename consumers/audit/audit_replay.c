@@ -135,7 +135,7 @@ static tly_err load_engine(replay_shard *s, uint32_t k, uint32_t n)
     if (err == TLY_OK && tly_views_sales(s->views) == TLY_VIEWS_SALES_UNSET)
         err = tly_views_set_sales(s->views, TLY_VIEWS_SALES_OWN);
     if (err == TLY_OK && tly_views_sales(s->views) == TLY_VIEWS_SALES_OWN)
-        tly_sale_source_attach(s->engine, replay_sale, s);
+        tly_engine_set_sale_source(s->engine, replay_sale, s);
     return err;
 }
 

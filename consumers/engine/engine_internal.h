@@ -571,9 +571,6 @@ typedef struct eng_loose_claim {
 
 /* ---- the engine ---- */
 
-/* A run of spilled sales (engine_spill.c). */
-typedef struct eng_spill_run eng_spill_run;
-
 /* Position of the record being folded, for exceptions: a held event keeps
  * its own seq and exception counter [D7]. */
 typedef struct eng_pos {
@@ -611,14 +608,6 @@ struct tly_engine {
     eng_slots sale_slots;
     eng_map sale_map;
     eng_pool sale_blocks; /* the sales' key blocks */
-    /* Changed sales out of the cache until the next flush (with a sale
-     * source: eng_spill_sales), oldest run first; spill_at: the changed
-     * sales that start a spill (0: never). */
-    eng_spill_run **spills;
-    uint32_t spill_count, spill_cap;
-    uint32_t spilled; /* sales in the runs */
-    uint32_t spill_at;
-    eng_buf spill_buf; /* one sale record packed */
 
     eng_loose_claim *loose; /* tly_engine_load's claims, until their partner */
     uint32_t loose_count, loose_cap;

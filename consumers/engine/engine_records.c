@@ -221,6 +221,9 @@ void eng_pack_program(tly_mpw *pk, const eng_program *g)
  * written straight into the flush's reused buffer, a bounded record with
  * no check of room per value. */
 
+/* Largest sale record: fixarray, 11 integers of ≤ 9 bytes, two names. */
+#define SALE_RECORD_BYTES_MAX (1 + 11 * 9 + 2 * (2 + UINT8_MAX))
+
 /* The sale record: [fmt, partner, currency, seq, at] and, with its money
  * facts, [amount, returned, accrual, clawed, bps, fx units, fx scale, fx
  * ediff]. */
@@ -228,12 +231,12 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
 {
     _Static_assert(TLY_NAME_BYTES_MAX <= UINT8_MAX, "partner id is str8");
     b->len = 0;
-    if (b->cap < ENG_SALE_RECORD_BYTES_MAX) {
-        char *d = realloc(b->data, ENG_SALE_RECORD_BYTES_MAX);
+    if (b->cap < SALE_RECORD_BYTES_MAX) {
+        char *d = realloc(b->data, SALE_RECORD_BYTES_MAX);
         if (d == NULL)
             return false;
         b->data = d;
-        b->cap = ENG_SALE_RECORD_BYTES_MAX;
+        b->cap = SALE_RECORD_BYTES_MAX;
     }
     char *at = tly_mpw_put_array(b->data, s->has_detail ? 13 : 5);
     at = tly_mpw_put_int(at, ENG_RECORD_FORMAT);
@@ -250,7 +253,7 @@ bool eng_pack_sale(eng_buf *b, const eng_sale *s)
             at = tly_mpw_put_int(at, v[i]);
     }
     b->len = (size_t)(at - b->data);
-    TLY_ASSERT(b->len <= ENG_SALE_RECORD_BYTES_MAX);
+    TLY_ASSERT(b->len <= SALE_RECORD_BYTES_MAX);
     return true;
 }
 

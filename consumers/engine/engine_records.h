@@ -128,10 +128,7 @@
 void eng_pack_program(tly_mpw *pk, const eng_program *g);
 /* The rates of one pair. */
 void eng_pack_rates(tly_mpw *pk, const eng_rate_pair *rp);
-/* Largest sale record: fixarray, 11 integers of ≤ 9 bytes, two names. */
-#define ENG_SALE_RECORD_BYTES_MAX (1u + 11u * 9u + 2u * (2u + UINT8_MAX))
-/* The sale record into b (emptied first); false when out of memory (never
- * when b->cap is ENG_SALE_RECORD_BYTES_MAX already). */
+/* The sale record into b (emptied first); false when out of memory. */
 bool eng_pack_sale(eng_buf *b, const eng_sale *s);
 /* A claim's record; its key (eng_claim_key) names its partner and id. */
 void eng_pack_claim(tly_mpw *pk, const eng_claim *c);

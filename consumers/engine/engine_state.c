@@ -836,17 +836,14 @@ static tly_err sale_from_log(tly_engine *e, const char *key, uint32_t klen, uint
     eng_sale_rec rec = {.partner = fact.partner, .seq = fact.seq, .at_ms = fact.at_ms};
     memcpy(rec.currency, fact.currency, 3);
     if (eng_owned(e, fact.partner.ptr, fact.partner.len)) {
-        /* every sale of this shard's partners is registered: spilled
-         * since the last flush (the newest copy), or in the store */
+        /* every sale of this shard's partners is registered */
         char body[8]; /* the key of eng_sale_store_body with a sale source */
         tly_be64_put(body, fact.seq);
         const void *val;
         size_t vlen;
-        if (!eng_spill_find(e, fact.seq, &val, &vlen)) {
-            tly_err err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);
-            if (err != TLY_OK)
-                return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
-        }
+        tly_err err = store_get(e, eng_sale_store_prefix(e), body, sizeof body, &val, &vlen);
+        if (err != TLY_OK)
+            return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
         TRY(eng_unpack_sale(val, vlen, &rec));
         if (rec.seq != fact.seq)
             return TLY_CORRUPT;

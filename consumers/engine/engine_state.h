@@ -108,33 +108,6 @@ uint64_t eng_cache_cut(tly_engine *e, bool partners);
 void eng_partner_drop(tly_engine *e, uint32_t p);
 void eng_sale_drop(tly_engine *e, uint32_t s);
 
-/* ---- changed sales out of the cache (engine_spill.c) ---- */
-
-/* With a sale source: moves the first n of the changed sales (the dirty
- * list's oldest) into a new run of spilled sales, each its stored record,
- * and drops them from the cache; the flush writes them (eng_spill_each).
- * TLY_NOMEM changes nothing. */
-tly_err eng_spill_sales(tly_engine *e, uint32_t n);
-/* The most sales one run takes (eng_spill_sales takes the first this
- * many of a larger n): its record offsets are 32 bits, and a run is mapped
- * for records of the largest size. */
-#define ENG_SPILL_RUN_SALES_MAX (1u << 20)
-_Static_assert((uint64_t)ENG_SPILL_RUN_SALES_MAX *ENG_SALE_RECORD_BYTES_MAX < UINT32_MAX,
-               "a run's offsets fit 32 bits");
-_Static_assert(TLY_ENGINE_SALE_SPILL_AT_MAX / 2 <= ENG_SPILL_RUN_SALES_MAX,
-               "a spill at the largest threshold fits one run");
-/* The newest spilled record of the sale at seq into *val, *len (valid
- * until the next flush); false when none was spilled. */
-bool eng_spill_find(const tly_engine *e, uint64_t seq, const void **val, size_t *len);
-/* Calls fn for every spilled record, oldest run first, each run by seq;
- * stops at fn's first error and returns it. release: each run is unmapped
- * once written, and all of them when fn fails (the engine must then be
- * loaded again); else they stay until eng_spill_free. */
-typedef tly_err (*eng_spill_fn)(void *ctx, uint64_t seq, const void *val, size_t len);
-tly_err eng_spill_each(tly_engine *e, eng_spill_fn fn, void *ctx, bool release);
-/* Unmaps every run: after a flush that wrote them, or with the engine. */
-void eng_spill_free(tly_engine *e);
-
 /* Writes one changed sale (a flush's sink). */
 typedef tly_err (*eng_sale_write_fn)(void *ctx, const eng_sale *s);
 

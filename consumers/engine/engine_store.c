@@ -213,30 +213,13 @@ static tly_err write_sale(void *ctx, const eng_sale *s)
     return f->fn(f->ctx, key, klen, f->json.data, f->json.len);
 }
 
-/* A spilled sale (eng_spill_each). */
-static tly_err write_spilled(void *ctx, uint64_t seq, const void *val, size_t len)
-{
-    flush_ctx *f = ctx;
-    char body[8], key[ENG_KEY_BYTES_MAX];
-    tly_be64_put(body, seq);
-    size_t klen = mkkey(key, eng_sale_store_prefix(f->e), body, sizeof body);
-    return f->fn(f->ctx, key, klen, val, len);
-}
-
-/* The changed sales: the spilled ones first (eng_spill_sales; with drops
- * each run's memory goes as soon as it is written), then those in the
- * cache, which are newer where both hold one. With drops, when the trim
- * after the flush would drop some, those leave the cache as they are
- * passed, and the vector's pages they and the ones moved leave behind go
- * back to the system as the walk goes (eng_sales_flush_compact), before
- * the partners' pages are written. */
+/* The changed sales. With drops, when the trim after the flush would drop
+ * some, those leave the cache as they are passed, and the vector's pages
+ * they and the ones moved leave behind go back to the system as the walk
+ * goes (eng_sales_flush_compact), before the partners' pages are written. */
 static tly_err flush_sales(flush_ctx *f, bool drops)
 {
     tly_engine *e = f->e;
-    if (e->spill_count > 0) {
-        e->dropped_in_flush |= drops;
-        TRY(eng_spill_each(e, write_spilled, f, drops));
-    }
     uint64_t cut = drops ? eng_cache_cut(e, false) : 0;
     if (cut > 0)
         return eng_sales_flush_compact(e, cut, write_sale, f);
@@ -838,7 +821,6 @@ tly_err tly_engine_flush(tly_engine *e, tly_kv_put_fn put_fn, void *ctx)
     }
     uint32_t touched = e->dirty_partner_count;
     clear_dirty(e);
-    eng_spill_free(e); /* written (flush_sales) */
     if (e->store.get != NULL)
         eng_cache_trim(e, touched);
     settle_read_back(e);

@@ -49,12 +49,6 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on)
     e->flush_drops = on;
 }
 
-void tly_engine_set_sale_spill(tly_engine *e, uint32_t changed_sales)
-{
-    e->spill_at =
-        changed_sales < TLY_ENGINE_SALE_SPILL_AT_MAX ? changed_sales : TLY_ENGINE_SALE_SPILL_AT_MAX;
-}
-
 /* What tly_engine_prefetch loads, by how many records ahead it is told
  * of the event: each step reads what the one before loaded. */
 enum prefetch_step {
@@ -109,7 +103,7 @@ bool tly_engine_intact(const tly_engine *e)
 uint32_t tly_engine_dirty(const tly_engine *e)
 {
     return e->dirty_partner_count + e->dirty_sale_count + (e->exc_count - e->exc_flushed) +
-           e->read_back_idle + e->spilled / TLY_ENGINE_SPILLED_PER_ENTRY;
+           e->read_back_idle;
 }
 
 /* Frees the caches' entries and vectors. */
@@ -143,7 +137,6 @@ void tly_engine_free(tly_engine *e)
     if (e == NULL)
         return;
     free_caches(e);
-    eng_spill_free(e);
     eng_pstate_free(e->scratch);
     for (uint32_t i = 0; i < e->program_count; i++) {
         free(e->programs[i].rep);
@@ -260,8 +253,6 @@ tly_err tly_engine_apply(tly_engine *e, const tly_record *rec, const tly_event *
 {
     if (rec->seq != e->seq + 1 || rec->source.len > TLY_SOURCE_BYTES_MAX)
         return TLY_USAGE;
-    if (e->spill_at > 0 && e->sale_fn != NULL && e->dirty_sale_count >= e->spill_at)
-        TRY(eng_spill_sales(e, e->dirty_sale_count / 2)); /* the older half */
     e->cur_seq = rec->seq;
     TRY(repeated_sale(e, rec, ev));
     uint32_t n = 0;

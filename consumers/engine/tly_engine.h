@@ -194,19 +194,6 @@ void tly_engine_set_sale_source(tly_engine *e, tly_engine_sale_fn fn, void *ctx)
  */
 void tly_engine_set_flush_drops(tly_engine *e, bool on);
 
-/*
- * With a sale source (tly_engine_set_sale_source), lets an apply that
- * finds changed_sales changed sales in the cache first move the older half
- * of them out of it: each becomes its stored record in a run of its own
- * (about 80 bytes against about 280 in the cache), found there by its seq
- * until the next flush writes it. 0 (the default) turns it off; above
- * TLY_ENGINE_SALE_SPILL_AT_MAX it is taken as that. A catch-up
- * registers a sale per sale record, and with it off they all stay cached
- * until the flush (README "Memory"). A flush with drops that fails after
- * it wrote a run has lost it: tly_engine_intact is then false.
- */
-void tly_engine_set_sale_spill(tly_engine *e, uint32_t changed_sales);
-
 /* False once a flush failed after it dropped a partner it had written
  * (tly_engine_set_flush_drops): the engine must be freed and loaded again.
  * True otherwise, a failed flush included. */
@@ -268,8 +255,7 @@ void tly_engine_prefetch(const tly_engine *e, const tly_event *ev, uint64_t part
 /* Entries changed since the last flush (partners, sales, exceptions): what
  * the next flush writes, and what the engine must keep in memory until
  * then; with the partners read back and not changed since
- * (tly_engine_read_back), and the spilled sales, TLY_ENGINE_SPILLED_PER_ENTRY
- * of them an entry. The runtime commits early when this grows large. */
+ * (tly_engine_read_back). The runtime commits early when this grows large. */
 uint32_t tly_engine_dirty(const tly_engine *e);
 
 /*

@@ -3,10 +3,7 @@
  */
 #include "tly_sale_source.h"
 
-#include <stdlib.h>
 #include <string.h>
-
-#include "tly_os.h"
 
 tly_err tly_sale_source_find(tly_sale_source *s, tly_log *log, tly_str source, tly_str id,
                              bool *found, tly_engine_sale *out)
@@ -47,14 +44,4 @@ tly_err tly_sale_source_find(tly_sale_source *s, tly_log *log, tly_str source, t
     }
     tly_log_reader_close(rd);
     return err;
-}
-
-void tly_sale_source_attach(tly_engine *e, tly_engine_sale_fn fn, void *ctx)
-{
-    tly_engine_set_sale_source(e, fn, ctx);
-    const char *env = getenv("TALLY_SALE_SPILL_AT");
-    uint64_t n;
-    if (env == NULL || !tly_parse_u64(env, 2, TLY_ENGINE_SALE_SPILL_AT_MAX, &n))
-        n = TLY_ENGINE_SALE_SPILL_AT;
-    tly_engine_set_sale_spill(e, (uint32_t)n);
 }

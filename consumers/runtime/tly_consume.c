@@ -222,7 +222,7 @@ static tly_err decide_sales(consumer *c)
     bool own = !c->o.remote && c->log != NULL && getenv("TALLY_CONSUME_ALL_SALES") == NULL;
     tly_err err = tly_views_set_sales(c->views, own ? TLY_VIEWS_SALES_OWN : TLY_VIEWS_SALES_ALL);
     if (err == TLY_OK && own)
-        tly_sale_source_attach(c->engine, log_sale, c);
+        tly_engine_set_sale_source(c->engine, log_sale, c);
     return err;
 }
 
@@ -253,7 +253,7 @@ static tly_err reload_engine(consumer *c)
                    c->o.shard, c->o.shard_count, c->log_dir, tly_views_dir(c->views));
         return TLY_USAGE;
     }
-    tly_sale_source_attach(c->engine, log_sale, c);
+    tly_engine_set_sale_source(c->engine, log_sale, c);
     return TLY_OK;
 }
 

@@ -38,11 +38,4 @@ typedef struct tly_sale_source {
 tly_err tly_sale_source_find(tly_sale_source *s, tly_log *log, tly_str source, tly_str id,
                              bool *found, tly_engine_sale *out);
 
-/* Sets engine e's sale source to fn (ctx) and the spill of its changed
- * sales that goes with one (tly_engine_set_sale_spill):
- * TLY_ENGINE_SALE_SPILL_AT, or for tests $TALLY_SALE_SPILL_AT (2 and up;
- * 2 spills one sale at a time, so every look-up of a sale changed since the
- * last flush goes through the runs). */
-void tly_sale_source_attach(tly_engine *e, tly_engine_sale_fn fn, void *ctx);
-
 #endif
