@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tly_assert.h"
+#include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_os.h"
 
@@ -478,12 +479,7 @@ static void record_msg_id(const uint8_t *raw, size_t len, char out[MSG_ID_CHARS 
     tly_record rec;
     tly_err err = tly_record_decode(raw, len, &rec);
     TLY_ASSERT(err == TLY_OK);
-    static const char hex[] = "0123456789abcdef";
-    for (uint32_t i = 0; i < TLY_REPL_MSG_ID_HASH_BYTES; i++) {
-        out[2 * i] = hex[rec.hash[i] >> 4];
-        out[2 * i + 1] = hex[rec.hash[i] & 15];
-    }
-    out[MSG_ID_CHARS] = '\0';
+    tly_hex_encode(rec.hash, TLY_REPL_MSG_ID_HASH_BYTES, out);
 }
 
 /* Publishes one record with expected-last-sequence = seq - 1 [N2], its

@@ -816,8 +816,7 @@ static void assert_msg_ids(const cluster *c, const char *stream, tly_log *log, u
     ck_assert_int_eq(tly_log_reader_open(log, seq - 1, &rd), TLY_OK);
     for (int k = 0; k < 2; k++) {
         ck_assert_int_eq(tly_log_reader_next(rd, &rec), TLY_OK);
-        for (uint32_t i = 0; i < TLY_REPL_MSG_ID_HASH_BYTES; i++)
-            snprintf(want[k] + 2 * i, 3, "%02x", rec.hash[i]);
+        tly_hex_encode(rec.hash, TLY_REPL_MSG_ID_HASH_BYTES, want[k]);
     }
     tly_log_reader_close(rd);
     natsMsg *m = NULL;
