@@ -1615,7 +1615,8 @@ END_TEST
 /* Element indices in stored records (engine_records.h). */
 #define PARTNER_HIST_AT 20u
 #define PARTNER_CLAIMS_AT 22u
-#define PARTNER_FIELDS 34u
+#define PARTNER_FIELDS 35u
+#define PARTNER_FIELDS_V9 34u
 #define PARTNER_FIELDS_V8 33u
 #define PARTNER_FIELDS_V7 32u
 #define PARTNER_FIELDS_V6 30u
@@ -1738,20 +1739,60 @@ static size_t first_under(const kv *s, const char *prefix)
     return i;
 }
 
-/* Rewrites store s as Tally wrote it before archive chunks were keyed by
- * period (V8): each "S/7/" chunk [fmt, prev, rows] under (period, u8
- * length, partner) goes to "S/5/" as [fmt, rows] under (u8 length,
- * partner, period), and owned partners' records lose their last element
- * (the newest chunk's period). Returns the chunks moved. */
-static size_t arch_to_v8(kv *s)
+/* Rewrites store s as Tally wrote it before partners kept their
+ * archive's revenue (V9): owned partners' records lose their last element
+ * ([from, entries]). Returns the revenue entries dropped. */
+static size_t rev_to_v9(kv *s)
 {
-    size_t moved = 0;
+    size_t dropped = 0;
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
         msgpack_unpacked up;
         if (!unpack_under(x, "S/4/", &up))
             continue;
-        if (up.data.via.array.size == PARTNER_FIELDS) {
+        msgpack_object_array *a = &up.data.via.array;
+        if (a->size == PARTNER_FIELDS) {
+            const msgpack_object_array *rev = &a->ptr[PARTNER_FIELDS - 1].via.array;
+            ck_assert_uint_eq(rev->size, 2);
+            dropped += rev->ptr[1].via.array.size;
+            a->size = PARTNER_FIELDS_V9;
+            kv_repack(x, &up.data);
+        }
+        msgpack_unpacked_destroy(&up);
+    }
+    return dropped;
+}
+
+/* Partner records of s that keep their archive's revenue. */
+static size_t partners_with_rev(const kv *s)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        msgpack_unpacked up;
+        if (!unpack_under(&s->e[i], "S/4/", &up))
+            continue;
+        found += up.data.via.array.size == PARTNER_FIELDS;
+        msgpack_unpacked_destroy(&up);
+    }
+    return found;
+}
+
+/* Rewrites store s as Tally wrote it before archive chunks were keyed by
+ * period (V8): each "S/7/" chunk [fmt, prev, rows] under (period, u8
+ * length, partner) goes to "S/5/" as [fmt, rows] under (u8 length,
+ * partner, period), and owned partners' records lose their last two
+ * elements (the archive's revenue, the newest chunk's period). Returns
+ * the chunks moved. */
+static size_t arch_to_v8(kv *s)
+{
+    size_t moved = 0;
+    rev_to_v9(s);
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        msgpack_unpacked up;
+        if (!unpack_under(x, "S/4/", &up))
+            continue;
+        if (up.data.via.array.size == PARTNER_FIELDS_V9) {
             up.data.via.array.size = PARTNER_FIELDS_V8;
             kv_repack(x, &up.data);
         }
@@ -2115,6 +2156,16 @@ START_TEST(archive_v8_fold_on)
 }
 END_TEST
 
+/* Records written before partners kept their archive's revenue (V9) are
+ * read as keeping none: a partner whose rules reach into its archive
+ * reads the rows themselves until its next flush keeps their revenue.
+ * The answers are those of one uninterrupted fold. */
+START_TEST(archive_rev_v9_fold_on)
+{
+    fold_on_converted((uint32_t)_i + 1, 985, rev_to_v9, partners_with_rev, "V9 revenue");
+}
+END_TEST
+
 /* Where a partner's chain of chunks breaks, its rebate document is
  * corrupt: a link to a chunk that is not there, a chunk under "S/7/" in
  * the form of "S/5/", a link that does not lead to an older period. */
@@ -2172,11 +2223,12 @@ START_TEST(archive_chain_broken_corrupt)
 END_TEST
 
 /* A partner whose record says its newest archived row is recent (no rows
- * kept, the archive's last period 1,000 later: the rules reach back into
- * it, so loading the partner reads the archive) and whose oldest chunk is
- * gone: each document asked of one reader is corrupt, the second as the
- * first (the partner does not stay cached without its rows). Record
- * elements: rows 19, the archive's count 27 and newest period 28. */
+ * kept, the archive's last period 1,000 later, none of its revenue kept:
+ * the rules reach back into it, so loading the partner reads the archive)
+ * and whose oldest chunk is gone: each document asked of one reader is
+ * corrupt, the second as the first (the partner does not stay cached
+ * without its rows). Record elements: rows 19, the archive's count 27 and
+ * newest period 28, its revenue [from, entries] last. */
 START_TEST(archive_needed_unreadable_corrupt)
 {
     stream st = {0};
@@ -2190,11 +2242,16 @@ START_TEST(archive_needed_unreadable_corrupt)
     msgpack_unpacked up;
     ck_assert(unpack_under(rec, "S/4/", &up));
     msgpack_object *f = up.data.via.array.ptr;
-    ck_assert_uint_eq(up.data.via.array.size, 34);
+    ck_assert_uint_eq(up.data.via.array.size, PARTNER_FIELDS);
     ck_assert_uint_gt(f[27].via.u64, 0);
     f[19].via.array.size = 0; /* no kept rows: the archive may end anywhere */
     f[28].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
     f[28].via.u64 += 1000;
+    /* and none of its revenue kept: the rules read the rows themselves */
+    msgpack_object *rev = f[PARTNER_FIELDS - 1].via.array.ptr;
+    rev[0].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    rev[0].via.u64 = f[28].via.u64 + 1;
+    rev[1].via.array.size = 0;
     kv_repack(rec, &up.data);
     msgpack_unpacked_destroy(&up);
     /* the chain's newest chunk (element 33 names its first period) gone */
@@ -3250,9 +3307,10 @@ START_TEST(archive_rows)
     next_id = base;
     restart_on_stores(&b, 1, &store, 0, 1, 1);
     archive_quarters(&b, &store);
-    /* window 1: the quarters before the last closed one are archivable,
-     * 10 of p1's 12 rows and 5 of p2's 6: two chunks and one */
-    ck_assert_uint_eq(kv_count(&store, "S/7/"), 3);
+    /* every final row is archivable, in whole chunks: p1's 12 and 4 of
+     * p2's 6, three chunks and one; window 1: each keeps the revenue of
+     * its last closed quarter */
+    ck_assert_uint_eq(kv_count(&store, "S/7/"), 4);
     ck_assert_uint_eq(kv_count(&store, "S/5/"), 0);
     ck_assert_int_eq(vint(&b, 'r', "p1", "periods.11.revenue"), 15500);
     ck_assert_int_eq(vint(&b, 'r', "p1", "periods.0.revenue"), 10000);
@@ -4285,6 +4343,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, claims_v6_other_claim_corrupt);
     tcase_add_loop_test(tc, history_v7_fold_on, 0, 2);
     tcase_add_loop_test(tc, archive_v8_fold_on, 0, 2);
+    tcase_add_loop_test(tc, archive_rev_v9_fold_on, 0, 2);
     tcase_add_test(tc, archive_chain_broken_corrupt);
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);

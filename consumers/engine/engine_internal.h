@@ -165,10 +165,11 @@ typedef struct eng_program {
     int32_t first_period;
     int32_t eop;          /* earliest open period */
     int32_t expired_upto; /* buckets of periods ≤ this have expired [G5] */
-    /* Final rows of periods before this are archived at a flush: the
-     * highest eop − max(window, baseline) the program has had (never
-     * lower, so that what is archived depends on the events folded and
-     * not on when the flushes fell); 0 at first (periods are ≥ 0). */
+    /* The highest eop − max(window, baseline) the program has had (never
+     * lower, so that what is stored depends on the events folded and not
+     * on when the flushes fell); 0 at first (periods are ≥ 0). Archived
+     * rows of periods from here on keep their revenue with the partner
+     * (eng_pstate's rev). */
     int32_t arch_h;
     /* Σ of the shares the owned members had at their last flush (each
      * member stores its own, eng_partner.liab); the flush settles the
@@ -273,13 +274,23 @@ typedef struct eng_row {
 
 /* A partner's archive summary as a flush stores it: rows[0..n) join the
  * archive, which then holds count rows, the newest of period last, owing
- * payable, its newest chunk under "S/7/" starting at period head
+ * payable, its newest chunk under "S/7/" starting at period head, and the
+ * revenue of its rows from period from on stays with the partner
  * (eng_arch_plan_of). */
 typedef struct eng_arch_plan {
     uint32_t n, count;
     int32_t last, head;
     int64_t payable;
+    int32_t from;
 } eng_arch_plan;
+
+/* What the rules read of an archived row: the revenue of a tier window
+ * and of a growth baseline [T1] [Q2] [R15]. */
+typedef struct eng_rev {
+    int32_t period;
+    int64_t revenue;
+    int64_t referred;
+} eng_rev;
 
 typedef struct eng_hist {
     uint64_t seq;
@@ -409,16 +420,23 @@ typedef struct eng_pstate {
     uint32_t bucket_count, bucket_cap;
     eng_row *rows; /* by period ascending, after the archived ones */
     uint32_t row_count, row_cap;
-    /* The archive: final rows of periods before its program's arch_h,
-     * stored in chunks of ENG_ARCH_CHUNK_ROWS ("S/7/", engine_records.h)
-     * and left out of the partner's record, so that neither its record
-     * nor its memory grows with every period it ever closed. arch_count
-     * and arch_n are whole chunks, and arch holds whole chunks only. What the partner needs of
-     * them is summed here; the rows themselves are read when a payout
-     * names one of their periods (eng_arch_row), when the rebate document
-     * lists them, or when the rules reach back into them (a new version
-     * with a longer window or baseline: eng_arch_needed). Without a store
-     * every archived row stays in arch. */
+    /* The archive: final rows, stored in chunks of ENG_ARCH_CHUNK_ROWS
+     * ("S/7/", engine_records.h) and left out of the partner's record,
+     * so that neither its record nor its memory grows with every period
+     * it ever closed, and a batch rewrites only the rows its sales can
+     * change. A flush archives every final row in whole chunks (the
+     * final rows of fewer stay in rows), so arch_count and arch_n are
+     * whole chunks, and arch holds whole chunks only. What the partner
+     * needs of them is summed or kept here: what they owe, and the
+     * revenue of those of periods from rev_from on, which the rules read
+     * at every close and flush (the tier window, the growth baseline:
+     * eng_window_sum); rev_from is its program's arch_h at the partner's
+     * last flush, so rev holds a window's or baseline's rows at most.
+     * The rows themselves are read when a payout names one of their
+     * periods (eng_arch_row), when the rebate document lists them, or
+     * when the rules reach back before rev_from (a new version with a
+     * longer window or baseline: eng_arch_needed). Without a store every
+     * row stays in rows (nothing flushes). */
     uint32_t arch_count;  /* rows archived */
     int32_t arch_last;    /* the newest archived row's period (arch_count > 0) */
     int64_t arch_payable; /* Σ figure + referral − paid over them [R10] [Q3] */
@@ -426,6 +444,9 @@ typedef struct eng_pstate {
     uint32_t arch_n, arch_cap;
     bool arch_all;         /* arch holds every archived row */
     uint32_t arch_pending; /* rows[0..arch_pending) archived by the flush under way */
+    eng_rev *rev;          /* every archived row of period ≥ rev_from, ascending */
+    uint32_t rev_count, rev_cap;
+    int32_t rev_from;
     eng_hist *hist;
     uint32_t hist_count, hist_cap;
     char *certs;                   /* active (person, cert) pairs: entries of eng_cert's layout */

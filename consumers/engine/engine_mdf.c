@@ -337,14 +337,26 @@ static tly_err rows_sum(const eng_row *v, uint32_t first, uint32_t n, int32_t fr
     return TLY_OK;
 }
 
-/* Archived rows count too: a version with a longer window or baseline
- * reaches back into them, and eng_arch_needed has them read first. */
+/* Archived rows count too: from rev, or from the rows themselves when the
+ * sum reaches before rev_from (a version with a longer window or
+ * baseline: eng_arch_needed has them read first). */
 tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *out)
 {
     int64_t sum = 0;
     if (st->arch_count > 0 && from <= st->arch_last) {
-        TLY_ASSERT(st->arch_all);
-        TRY(rows_sum(st->arch, 0, st->arch_n, from, to, referred, &sum));
+        if (from >= st->rev_from) {
+            for (uint32_t i = 0; i < st->rev_count; i++) {
+                const eng_rev *v = &st->rev[i];
+                if (v->period < from || v->period > to)
+                    continue;
+                TRY(tly_money_addto(&sum, v->revenue));
+                if (referred)
+                    TRY(tly_money_addto(&sum, v->referred));
+            }
+        } else {
+            TLY_ASSERT(st->arch_all);
+            TRY(rows_sum(st->arch, 0, st->arch_n, from, to, referred, &sum));
+        }
     }
     TRY(rows_sum(st->rows, row_pos(st, from), st->row_count, from, to, referred, &sum));
     *out = sum;
@@ -369,7 +381,7 @@ void eng_program_arch_advance(eng_program *g, const eng_rules *r)
 bool eng_arch_needed(const eng_pstate *st, const eng_rules *r, int32_t eop, int32_t arch_h)
 {
     int32_t reach = eng_rules_reach(r, eop);
-    return (st->arch_count > 0 && st->arch_last >= reach) || reach < arch_h;
+    return (st->arch_count > 0 && st->arch_last >= reach && reach < st->rev_from) || reach < arch_h;
 }
 
 /* What a row owes: its figure and referral fees less what was paid
@@ -382,9 +394,13 @@ static tly_err row_due(const eng_row *row, int64_t *out)
 
 tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_plan *out)
 {
-    eng_arch_plan a = {0, st->arch_count, st->arch_last, st->arch_head, st->arch_payable};
+    eng_arch_plan a = {.count = st->arch_count,
+                       .last = st->arch_last,
+                       .head = st->arch_head,
+                       .payable = st->arch_payable,
+                       .from = g->arch_h};
     uint32_t n = 0;
-    while (n < st->row_count && st->rows[n].final && st->rows[n].period < g->arch_h)
+    while (n < st->row_count && st->rows[n].final)
         n++;
     n -= n % ENG_ARCH_CHUNK_ROWS; /* whole chunks only */
     for (; a.n < n; a.n++, a.count++) {
@@ -429,9 +445,19 @@ tly_err eng_arch_insert(eng_pstate *st, const eng_row *chunk)
     return TLY_OK;
 }
 
-void eng_arch_commit(eng_pstate *st, bool keep)
+void eng_arch_commit(eng_pstate *st, bool keep, int32_t from)
 {
     uint32_t n = st->arch_pending;
+    /* rev as the flush stored it (eng_pack_partner): each entry is read
+     * before it is overwritten, since none moves up */
+    uint32_t kept = 0, at = 0;
+    eng_rev v;
+    while (eng_rev_walk(st, n, from, &at, &v)) {
+        TLY_ASSERT(kept < st->rev_cap); /* reserved by the flush */
+        st->rev[kept++] = v;
+    }
+    st->rev_count = kept;
+    st->rev_from = from;
     for (uint32_t i = 0; i < st->arch_n; i++)
         st->arch[i].dirty = false;
     if (keep && n > 0) {

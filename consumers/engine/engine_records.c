@@ -363,6 +363,47 @@ static void pack_lists(tly_mpw *pk, const eng_pstate *st)
     }
 }
 
+bool eng_rev_walk(const eng_pstate *st, uint32_t n, int32_t from, uint32_t *at, eng_rev *out)
+{
+    while (*at < st->rev_count + n) {
+        uint32_t i = (*at)++;
+        const eng_row *row = i >= st->rev_count ? &st->rows[i - st->rev_count] : NULL;
+        eng_rev v = row != NULL ? (eng_rev){row->period, row->revenue, row->referred} : st->rev[i];
+        if (v.period >= from) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+uint32_t eng_rev_count(const eng_pstate *st, uint32_t n, int32_t from)
+{
+    uint32_t count = 0, at = 0;
+    eng_rev v;
+    while (eng_rev_walk(st, n, from, &at, &v))
+        count++;
+    return count;
+}
+
+/* The archive's revenue the partner keeps once the flush under way has
+ * archived plan->n rows: [from, [[period, revenue, referred]...]]
+ * (eng_rev_walk; eng_arch_commit keeps the same in memory). */
+static void pack_rev(tly_mpw *pk, const eng_pstate *st, const eng_arch_plan *plan)
+{
+    tly_mpw_array(pk, 2);
+    tly_mpw_int(pk, plan->from);
+    tly_mpw_array(pk, eng_rev_count(st, plan->n, plan->from));
+    uint32_t at = 0;
+    eng_rev v;
+    while (eng_rev_walk(st, plan->n, plan->from, &at, &v)) {
+        tly_mpw_array(pk, 3);
+        tly_mpw_int(pk, v.period);
+        tly_mpw_int(pk, v.revenue);
+        tly_mpw_int(pk, v.referred);
+    }
+}
+
 void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
                       const eng_arch_plan *plan)
 {
@@ -400,6 +441,7 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_bin(pk, filter, sizeof filter);
     tly_mpw_uint(pk, st->cold ? st->hist_count : st->cold_hist);
     tly_mpw_int(pk, plan->head);
+    pack_rev(pk, st, plan);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -897,7 +939,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V8 ||
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9 ||
+                       count == ENG_PARTNER_FIELDS_OWNED_V8 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V7 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
@@ -974,6 +1017,24 @@ static tly_err unpack_buckets_rows(tly_mp_reader *r, eng_pstate *st)
         TRY(unpack_row(r, &w));
         RD(i == 0 || st->rows[i - 1].period < w.period);
         TRY(ENG_PUSH(st->rows, st->row_count, st->row_cap, w));
+    }
+    return TLY_OK;
+}
+
+/* The archive's revenue (pack_rev): periods ascending, from rev_from on,
+ * archived ones only. */
+static tly_err unpack_rev(tly_mp_reader *r, eng_pstate *st)
+{
+    uint32_t n, m;
+    RD(tly_mp_read_array(r, &m) && m == 2 && rd_period(r, &st->rev_from));
+    RD(tly_mp_read_array(r, &n));
+    for (uint32_t i = 0; i < n; i++) {
+        eng_rev v;
+        RD(tly_mp_read_array(r, &m) && m == 3 && rd_period(r, &v.period));
+        RD(rd_i64(r, &v.revenue) && rd_i64(r, &v.referred));
+        RD(v.period >= st->rev_from && st->arch_count > 0 && v.period <= st->arch_last);
+        RD(i == 0 || st->rev[i - 1].period < v.period);
+        TRY(ENG_PUSH(st->rev, st->rev_count, st->rev_cap, v));
     }
     return TLY_OK;
 }
@@ -1155,7 +1216,8 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(rd_i64(&r, totals[i]));
     RD(st->deficit >= 0); /* what a debit could not take (eng_debit) */
     TRY(unpack_buckets_rows(&r, st));
-    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V8;
+    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9 ||
+                      count == ENG_PARTNER_FIELDS_OWNED_V8;
     if (cold_apart) {
         uint32_t n; /* the history is read from "S/6/" when needed */
         RD(tly_mp_read_array(&r, &n) && n == 0);
@@ -1186,11 +1248,16 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         st->cold = st->cold_hist == 0;
     }
     st->arch_head = ENG_ARCH_NONE; /* older records: every chunk under "S/5/" */
-    if (count == ENG_PARTNER_FIELDS_OWNED) {
+    if (count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9) {
         RD(rd_i32(&r, &st->arch_head));
         RD(st->arch_head == ENG_ARCH_NONE ||
            (st->arch_count > 0 && st->arch_head >= 0 && st->arch_head <= st->arch_last));
     }
+    /* Older records archived only rows the rules no longer read, and keep
+     * none of their revenue: from after the newest on. */
+    st->rev_from = st->arch_count > 0 ? st->arch_last + 1 : 0;
+    if (count == ENG_PARTNER_FIELDS_OWNED)
+        TRY(unpack_rev(&r, st));
     st->arch_all = st->arch_count == 0;
     st->claims_all = st->claim_count == st->claim_total;
     return rd_end(&r);
@@ -1280,7 +1347,8 @@ eng_pstate *eng_pstate_settle(eng_pstate *s)
     size_t o_row = align8((size_t)nb * sizeof(eng_bucket));
     size_t o_act = o_row + align8((size_t)nr * sizeof(eng_row));
     size_t o_open = o_act + align8((size_t)na * sizeof(eng_act));
-    size_t o_cert = o_open + (size_t)s->open_count * sizeof(eng_share);
+    size_t o_rev = o_open + (size_t)s->open_count * sizeof(eng_share);
+    size_t o_cert = o_rev + (size_t)s->rev_count * sizeof(eng_rev);
     size_t o_name = o_cert + s->cert_bytes;
     size_t o_region = o_name + (s->name.ptr != NULL ? s->name.len + 1u : 0);
     size_t total = o_region + (s->region.ptr != NULL ? s->region.len + 1u : 0);
@@ -1303,6 +1371,8 @@ eng_pstate *eng_pstate_settle(eng_pstate *s)
     st->acts = (eng_act *)(void *)(b + o_act);
     st->act_cap = na;
     st->opens = settle_put(b, o_open, s->opens, s->open_count, sizeof(eng_share));
+    st->rev = settle_put(b, o_rev, s->rev, s->rev_count, sizeof(eng_rev));
+    st->rev_cap = s->rev_count;
     st->certs = settle_put(b, o_cert, s->certs, s->cert_bytes, 1);
     st->cert_cap = s->cert_bytes;
     if (s->name.ptr != NULL)
@@ -1320,7 +1390,9 @@ eng_pstate *eng_pstate_settle(eng_pstate *s)
                       .acts = s->acts,
                       .act_cap = s->act_cap,
                       .certs = s->certs,
-                      .cert_cap = s->cert_cap};
+                      .cert_cap = s->cert_cap,
+                      .rev = s->rev,
+                      .rev_cap = s->rev_cap};
     pstate_init(s);
     return st;
 }
@@ -1346,6 +1418,7 @@ void eng_pstate_free(eng_pstate *st)
     free(st->held);
     eng_pstate_release(st, st->acts);
     eng_pstate_release(st, st->opens);
+    eng_pstate_release(st, st->rev);
     free(st->arch);
     free(st);
 }

@@ -97,10 +97,12 @@
 #define ENG_JOURNAL_CHUNK_ROWS TLY_ENGINE_JOURNAL_CHUNK_ROWS
 
 /* Elements of a partner record: another shard's partner, an owned one
- * (and an owned one written before claim ordinals, which lists every claim
- * id, and one written before the archive, read as one with none). */
+ * (and an owned one written before it kept its archive's revenue, V9, read
+ * as one that keeps none; before claim ordinals, which lists every claim
+ * id; and before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 34u
+#define ENG_PARTNER_FIELDS_OWNED 35u
+#define ENG_PARTNER_FIELDS_OWNED_V9 34u
 #define ENG_PARTNER_FIELDS_OWNED_V8 33u
 #define ENG_PARTNER_FIELDS_OWNED_V7 32u
 #define ENG_PARTNER_FIELDS_OWNED_V6 30u
@@ -122,6 +124,13 @@
 /* Elements of a program record (and of one written before the archive). */
 #define ENG_PROGRAM_FIELDS 24u
 #define ENG_PROGRAM_FIELDS_V5 23u
+
+/* The revenue st keeps of its archive once rows[0..n) have joined it,
+ * from period from on (eng_pstate's rev): its rev entries from there, then
+ * those rows'. eng_rev_walk gives the next in *out (*at: 0 at first) and
+ * false after the last; eng_rev_count counts them. */
+bool eng_rev_walk(const eng_pstate *st, uint32_t n, int32_t from, uint32_t *at, eng_rev *out);
+uint32_t eng_rev_count(const eng_pstate *st, uint32_t n, int32_t from);
 
 /* ---- packing (into the flush's buffers) ---- */
 

@@ -240,7 +240,8 @@ void eng_program_arch_advance(eng_program *g, const eng_rules *r);
  * program's arch_h, until its closes catch up): then the archive is kept
  * in memory (eng_arch_fill). */
 bool eng_arch_needed(const eng_pstate *st, const eng_rules *r, int32_t eop, int32_t arch_h);
-/* What a flush archives of st: its leading final rows before g->arch_h. */
+/* What a flush archives of st: its leading final rows, in whole chunks;
+ * the revenue of those of periods from g->arch_h on stays in st->rev. */
 tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_plan *out);
 /* A payout of amount into archived row (in st->arch). */
 tly_err eng_arch_paid(eng_pstate *st, eng_row *row, int64_t amount);
@@ -250,8 +251,9 @@ uint32_t eng_arch_pos(const eng_pstate *st, int32_t period);
 tly_err eng_arch_insert(eng_pstate *st, const eng_row *chunk);
 /* After a flush: rows[0..arch_pending) leave the rows for the archive,
  * kept in st->arch when keep (the flush reserved the room), else st->arch
- * is emptied; dirty marks go. */
-void eng_arch_commit(eng_pstate *st, bool keep);
+ * is emptied; rev becomes the entries from period from on (the flush
+ * reserved their room too); dirty marks go. */
+void eng_arch_commit(eng_pstate *st, bool keep, int32_t from);
 /* Reads every archived row of owned partner p into its arch (a no-op
  * when they are there, or without a store). */
 tly_err eng_arch_fill(tly_engine *e, uint32_t p);

@@ -287,6 +287,10 @@ static tly_err flush_archive(flush_ctx *f, eng_partner *pp, uint32_t n)
     }
     if (archive_kept(f->e, pp))
         TRY(eng_grow((void **)&st->arch, &st->arch_cap, st->arch_n + n, sizeof *st->arch));
+    /* the room eng_arch_commit's rev takes */
+    int32_t from = f->e->programs[pp->program].arch_h;
+    TRY(eng_pstate_grow(st, (void **)&st->rev, &st->rev_cap, eng_rev_count(st, n, from),
+                        sizeof *st->rev));
     st->arch_pending = n;
     return TLY_OK;
 }
@@ -766,7 +770,7 @@ static void drop_claims(const tly_engine *e, eng_pstate *st)
 static void archive_rows(const tly_engine *e, eng_partner *pp)
 {
     if (pp->owned && pp->program != ENG_NONE)
-        eng_arch_commit(pp->st, archive_kept(e, pp));
+        eng_arch_commit(pp->st, archive_kept(e, pp), e->programs[pp->program].arch_h);
 }
 
 static void clear_dirty(tly_engine *e)
