@@ -52,10 +52,11 @@
  * compact record (its partner and currency), so that a return folded by
  * one shard can be judged against a sale of another shard's partner
  * ([S1] [S2]) without any shard holding all sales in memory; the money
- * facts of a sale live with its owner only. A partner's rebate rows of
- * periods no rule reads any more leave its state for an archive of their
- * own (eng_pstate), so that a partner's record and memory do not grow with
- * every period it closes. Without a store the cache is the whole state
+ * facts of a sale live with its owner only. A partner's final rebate rows
+ * leave its state for an archive of their own, the partner keeping what
+ * its rules read of them (eng_pstate), so that a partner's record and
+ * memory do not grow with every period it closes and a batch rewrites only
+ * what its events can change. Without a store the cache is the whole state
  * (nothing is dropped, the archive stays in memory): tests and `tally
  * explain`.
  *
@@ -436,7 +437,7 @@ typedef struct eng_pstate {
      * periods (eng_arch_row), when the rebate document lists them, or
      * when the rules reach back before rev_from (a new version with a
      * longer window or baseline: eng_arch_needed). Without a store every
-     * row stays in rows (nothing flushes). */
+     * archived row stays in arch. */
     uint32_t arch_count;  /* rows archived */
     int32_t arch_last;    /* the newest archived row's period (arch_count > 0) */
     int64_t arch_payable; /* Σ figure + referral − paid over them [R10] [Q3] */
