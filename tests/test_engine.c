@@ -2346,8 +2346,9 @@ static void char_in_str(kv_entry *x, uint32_t at, char c)
     msgpack_unpacked_destroy(&up);
 }
 
-/* A stored claim reason or partner name with a NUL, which no event can
- * carry, is corrupt: the documents that would show it are refused. */
+/* A stored claim reason, partner name, partner id or program name with a
+ * NUL, which no event can carry, is corrupt: the documents that would
+ * show it are refused. */
 START_TEST(stored_text_with_nul_corrupt)
 {
     stream st = {0};
@@ -2387,6 +2388,14 @@ START_TEST(stored_text_with_nul_corrupt)
     size_t dlen;
     ck_assert_int_eq(tly_view_reader_bind(r, &kvs, 1), TLY_OK);
     ck_assert_int_eq(tly_view_reader_doc(r, 'b', partner, plen, &doc, &dlen), TLY_CORRUPT);
+    /* the id it names (element 1): its row of the partner list, rendered
+     * from the record alone, is refused too (the name put back first, so
+     * that only the id is wrong) */
+    char_in_str(rec, 5, 'x');
+    ck_assert_int_eq(tly_view_reader_row(r, rec->val, rec->vlen, NULL, NULL, &doc, &dlen), TLY_OK);
+    char_in_str(rec, 1, '\0');
+    ck_assert_int_eq(tly_view_reader_row(r, rec->val, rec->vlen, NULL, NULL, &doc, &dlen),
+                     TLY_CORRUPT);
     tly_view_reader_free(r);
     kv_free(&store);
     stream_free(&st);

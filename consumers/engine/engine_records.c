@@ -944,8 +944,11 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
                        count == ENG_PARTNER_FIELDS_OWNED_V7 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
-    RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
-    RD(rd_str(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
+    RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX &&
+       text_ok(out->id.ptr, out->id.len));
+    RD(rd_str(&r, &out->program, true) &&
+       (out->program.ptr == NULL || text_ok(out->program.ptr, out->program.len)));
+    RD(tly_mp_read_bool(&r, &out->owned));
     RD(owned_count == out->owned);
     RD(tly_mp_read_uint(&r, &out->enroll_seq));
     return out->owned ? TLY_OK : rd_end(&r);
