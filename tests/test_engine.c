@@ -1650,19 +1650,24 @@ static bool unpack_under(const kv_entry *x, const char *prefix, msgpack_unpacked
     return true;
 }
 
-/* Claim records of s with n elements. */
-static size_t claims_with(const kv *s, uint32_t n)
+/* Records of s under the 4-byte prefix with n elements. */
+static size_t records_with(const kv *s, const char *prefix, uint32_t n)
 {
     size_t found = 0;
     for (size_t i = 0; i < s->count; i++) {
-        const kv_entry *x = &s->e[i];
         msgpack_unpacked up;
-        if (!unpack_under(x, "S/3/", &up))
+        if (!unpack_under(&s->e[i], prefix, &up))
             continue;
         found += up.data.via.array.size == n;
         msgpack_unpacked_destroy(&up);
     }
     return found;
+}
+
+/* Claim records of s with n elements. */
+static size_t claims_with(const kv *s, uint32_t n)
+{
+    return records_with(s, "S/3/", n);
 }
 
 /* Rewrites the claim records of store s as Tally wrote them before their
@@ -1766,15 +1771,7 @@ static size_t rev_to_v9(kv *s)
 /* Partner records of s that keep their archive's revenue. */
 static size_t partners_with_rev(const kv *s)
 {
-    size_t found = 0;
-    for (size_t i = 0; i < s->count; i++) {
-        msgpack_unpacked up;
-        if (!unpack_under(&s->e[i], "S/4/", &up))
-            continue;
-        found += up.data.via.array.size == PARTNER_FIELDS;
-        msgpack_unpacked_destroy(&up);
-    }
-    return found;
+    return records_with(s, "S/4/", PARTNER_FIELDS);
 }
 
 /* Rewrites store s as Tally wrote it before archive chunks were keyed by
