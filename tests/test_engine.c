@@ -2048,9 +2048,6 @@ START_TEST(claims_v6_fold_on)
 }
 END_TEST
 
-/* Renders view of partner (id, len) from store with a new reader: what
- * tly_view_reader_doc returns, after checking that its balance document,
- * which reads neither claims nor history, renders. */
 /* A reader of shard 0 of 1 bound to store at checkpoint 1. */
 static tly_view_reader *kv_reader(kv *store)
 {
@@ -2061,6 +2058,9 @@ static tly_view_reader *kv_reader(kv *store)
     return r;
 }
 
+/* Renders view of partner (id, len) from store with a new reader: what
+ * tly_view_reader_doc returns, after checking that its balance document,
+ * which reads neither claims nor history, renders. */
 static tly_err doc_of(kv *store, char view, const char *id, size_t len)
 {
     tly_view_reader *r = kv_reader(store);
