@@ -39,7 +39,11 @@
  *                      ENG_CLAIM_FILTER_BITS / 8 bytes), the history's
  *                      entries in "S/6/", the first period of its newest
  *                      archive chunk under "S/7/" (-1: none; V8 and before
- *                      have no such element, and every chunk is "S/5/")];
+ *                      have no such element, and every chunk is "S/5/"),
+ *                      the revenue it keeps of its archive [from,
+ *                      [[period, revenue, referred]...]] (every archived
+ *                      row of period ≥ from; V9 and before have no such
+ *                      element and keep none)];
  *                      an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is

@@ -235,10 +235,11 @@ tly_err eng_window_revenue(const eng_pstate *st, int32_t from, int32_t to, int64
 int32_t eng_rules_reach(const eng_rules *r, int32_t eop);
 /* Raises g->arch_h to what rules r reach now (a close, a new version). */
 void eng_program_arch_advance(eng_program *g, const eng_rules *r);
-/* True when rules r at eop read archived rows of st, or may read rows a
- * flush will archive (after a version that reaches further back than the
- * program's arch_h, until its closes catch up): then the archive is kept
- * in memory (eng_arch_fill). */
+/* True when rules r at eop read archived rows of st whose revenue st does
+ * not keep (before its rev_from), or may read rows a flush will archive
+ * without keeping their revenue (after a version that reaches further
+ * back than the program's arch_h, until its closes catch up): then the
+ * archive is kept in memory (eng_arch_fill). */
 bool eng_arch_needed(const eng_pstate *st, const eng_rules *r, int32_t eop, int32_t arch_h);
 /* What a flush archives of st: its leading final rows, in whole chunks;
  * the revenue of those of periods from g->arch_h on stays in st->rev. */

@@ -519,7 +519,8 @@ static tly_err snap_begin(tly_views *v)
  * bytes, at val) and drops the map's pages every
  * TLY_VIEWS_RESIDENT_BYTES_MAX of it. A close walks every member of its
  * program: the scan shows their records, and each member's close looks
- * up more of its state (archived rows, claims), a leaf page each
+ * up more of its state (claims; archived rows when its rules reach back
+ * before the revenue it keeps of them), a leaf page each
  * (tly_limits.h has the figures). Here the engine's
  * snapshot is open, and dropping is safe too: LMDB never changes a page
  * that a live snapshot can reach, and this process, the only writer,
