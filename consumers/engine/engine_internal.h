@@ -276,13 +276,14 @@ typedef struct eng_row {
 /* A partner's archive summary as a flush stores it: rows[0..n) join the
  * archive, which then holds count rows, the newest of period last, owing
  * payable, its newest chunk under "S/7/" starting at period head, and the
- * revenue of its rows from period from on stays with the partner
- * (eng_arch_plan_of). */
+ * revenue of its rows from period from on stays with the partner,
+ * rev_count entries (eng_arch_plan_of). */
 typedef struct eng_arch_plan {
     uint32_t n, count;
     int32_t last, head;
     int64_t payable;
     int32_t from;
+    uint32_t rev_count;
 } eng_arch_plan;
 
 /* What the rules read of an archived row: the revenue of a tier window

@@ -337,6 +337,20 @@ static tly_err rows_sum(const eng_row *v, uint32_t first, uint32_t n, int32_t fr
     return TLY_OK;
 }
 
+/* The same over the revenue st keeps of its archive (eng_pstate's rev). */
+static tly_err rev_sum(const eng_pstate *st, int32_t from, int32_t to, bool referred, int64_t *sum)
+{
+    for (uint32_t i = 0; i < st->rev_count; i++) {
+        const eng_rev *v = &st->rev[i];
+        if (v->period < from || v->period > to)
+            continue;
+        TRY(tly_money_addto(sum, v->revenue));
+        if (referred)
+            TRY(tly_money_addto(sum, v->referred));
+    }
+    return TLY_OK;
+}
+
 /* Archived rows count too: from rev, or from the rows themselves when the
  * sum reaches before rev_from (a version with a longer window or
  * baseline: eng_arch_needed has them read first). */
@@ -344,19 +358,9 @@ tly_err eng_window_sum(const eng_pstate *st, int32_t from, int32_t to, bool refe
 {
     int64_t sum = 0;
     if (st->arch_count > 0 && from <= st->arch_last) {
-        if (from >= st->rev_from) {
-            for (uint32_t i = 0; i < st->rev_count; i++) {
-                const eng_rev *v = &st->rev[i];
-                if (v->period < from || v->period > to)
-                    continue;
-                TRY(tly_money_addto(&sum, v->revenue));
-                if (referred)
-                    TRY(tly_money_addto(&sum, v->referred));
-            }
-        } else {
-            TLY_ASSERT(st->arch_all);
-            TRY(rows_sum(st->arch, 0, st->arch_n, from, to, referred, &sum));
-        }
+        TLY_ASSERT(from >= st->rev_from || st->arch_all);
+        TRY(from >= st->rev_from ? rev_sum(st, from, to, referred, &sum)
+                                 : rows_sum(st->arch, 0, st->arch_n, from, to, referred, &sum));
     }
     TRY(rows_sum(st->rows, row_pos(st, from), st->row_count, from, to, referred, &sum));
     *out = sum;
@@ -411,6 +415,7 @@ tly_err eng_arch_plan_of(const eng_pstate *st, const eng_program *g, eng_arch_pl
     }
     if (n > 0)
         a.head = st->rows[n - ENG_ARCH_CHUNK_ROWS].period;
+    a.rev_count = eng_rev_count(st, n, a.from);
     *out = a;
     return TLY_OK;
 }

@@ -393,15 +393,17 @@ static void pack_rev(tly_mpw *pk, const eng_pstate *st, const eng_arch_plan *pla
 {
     tly_mpw_array(pk, 2);
     tly_mpw_int(pk, plan->from);
-    tly_mpw_array(pk, eng_rev_count(st, plan->n, plan->from));
-    uint32_t at = 0;
+    tly_mpw_array(pk, plan->rev_count);
+    uint32_t at = 0, packed = 0;
     eng_rev v;
     while (eng_rev_walk(st, plan->n, plan->from, &at, &v)) {
         tly_mpw_array(pk, 3);
         tly_mpw_int(pk, v.period);
         tly_mpw_int(pk, v.revenue);
         tly_mpw_int(pk, v.referred);
+        packed++;
     }
+    TLY_ASSERT(packed == plan->rev_count); /* eng_arch_plan_of counted them */
 }
 
 void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
@@ -519,11 +521,17 @@ static bool text_ok(const char *s, uint32_t len)
     return memchr(s, '\0', len) == NULL && tly_utf8_valid(s, len);
 }
 
+/* A stored string that must be text (or nil, when nullable). */
+static bool rd_text(tly_mp_reader *r, tly_str *s, bool nullable)
+{
+    return rd_str(r, s, nullable) && (s->ptr == NULL || text_ok(s->ptr, s->len));
+}
+
 /* Text (or nil) as an owned name. */
 static tly_err rd_owned(tly_mp_reader *r, eng_name *out, bool nullable)
 {
     tly_str s;
-    RD(rd_str(r, &s, nullable) && (s.ptr == NULL || text_ok(s.ptr, s.len)));
+    RD(rd_text(r, &s, nullable));
     return eng_name_copy(out, s.ptr, s.len);
 }
 
@@ -531,7 +539,7 @@ static tly_err rd_owned(tly_mp_reader *r, eng_name *out, bool nullable)
 static tly_err rd_global(tly_mp_reader *r, eng_map *names, eng_arena *a, eng_name *out)
 {
     tly_str s;
-    RD(rd_str(r, &s, false) && text_ok(s.ptr, s.len));
+    RD(rd_text(r, &s, false));
     if (names != NULL)
         return eng_intern(names, a, s.ptr, s.len, out);
     char *c = eng_arena_copy(a, s.ptr, s.len);
@@ -944,11 +952,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
                        count == ENG_PARTNER_FIELDS_OWNED_V7 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
     RD(count == ENG_PARTNER_FIELDS_FOREIGN || owned_count);
-    RD(rd_str(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX &&
-       text_ok(out->id.ptr, out->id.len));
-    RD(rd_str(&r, &out->program, true) &&
-       (out->program.ptr == NULL || text_ok(out->program.ptr, out->program.len)));
-    RD(tly_mp_read_bool(&r, &out->owned));
+    RD(rd_text(&r, &out->id, false) && out->id.len <= TLY_NAME_BYTES_MAX);
+    RD(rd_text(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
     RD(owned_count == out->owned);
     RD(tly_mp_read_uint(&r, &out->enroll_seq));
     return out->owned ? TLY_OK : rd_end(&r);

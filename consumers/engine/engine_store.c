@@ -265,12 +265,12 @@ static tly_err put_arch_chunk(flush_ctx *f, const eng_partner *pp, const eng_row
     return put_packed(f, old ? ENG_ARCH_OLD_PREFIX : ENG_ARCH_PREFIX, key, klen);
 }
 
-/* The chunks owned partner pp's flush archives (its first n rows), and
- * the archived chunks a payout changed; n is kept for clear_dirty, which
- * moves those rows once the commit holds them. */
-static tly_err flush_archive(flush_ctx *f, eng_partner *pp, uint32_t n)
+/* The chunks owned partner pp's flush archives (its first plan->n rows),
+ * and the archived chunks a payout changed; n is kept for clear_dirty,
+ * which moves those rows once the commit holds them. */
+static tly_err flush_archive(flush_ctx *f, eng_partner *pp, const eng_arch_plan *plan)
 {
-    const uint32_t k = ENG_ARCH_CHUNK_ROWS;
+    const uint32_t k = ENG_ARCH_CHUNK_ROWS, n = plan->n;
     eng_pstate *st = pp->st;
     for (uint32_t i = 0; i < st->arch_n; i += k) {
         bool dirty = false;
@@ -288,9 +288,7 @@ static tly_err flush_archive(flush_ctx *f, eng_partner *pp, uint32_t n)
     if (archive_kept(f->e, pp))
         TRY(eng_grow((void **)&st->arch, &st->arch_cap, st->arch_n + n, sizeof *st->arch));
     /* the room eng_arch_commit's rev takes */
-    int32_t from = f->e->programs[pp->program].arch_h;
-    TRY(eng_pstate_grow(st, (void **)&st->rev, &st->rev_cap, eng_rev_count(st, n, from),
-                        sizeof *st->rev));
+    TRY(eng_pstate_grow(st, (void **)&st->rev, &st->rev_cap, plan->rev_count, sizeof *st->rev));
     st->arch_pending = n;
     return TLY_OK;
 }
@@ -352,7 +350,7 @@ static tly_err flush_partner(flush_ctx *f, uint32_t p)
         TRY(put_packed(f, ENG_COLD_PREFIX, pp->id, pp->id_len));
     }
     if (member)
-        TRY(flush_archive(f, pp, plan.n));
+        TRY(flush_archive(f, pp, &plan));
     if (pp->owned)
         TRY(flush_claims(f, pp));
     return member ? flush_finance(f, p) : TLY_OK;
