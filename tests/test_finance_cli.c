@@ -494,6 +494,30 @@ static void expect_money(const char *text, const json_t *o, const char *key, int
     expect_text(text, m, what);
 }
 
+/* No line of text ends in a space (a table pads no cell after the last),
+ * and the lines of the table whose heading line starts with heading, up to
+ * the next empty line, are all as long: its last column is right-aligned,
+ * so every row ends where the headings end. */
+static void expect_table_layout(const char *text, const char *heading, const char *what)
+{
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        size_t n = strcspn(l, "\n");
+        ck_assert_msg(n == 0 || l[n - 1] != ' ', "%s: a line ends in a space: \"%.*s\"", what,
+                      (int)n, l);
+    }
+    const char *l = strstr(text, heading);
+    ck_assert_msg(l != NULL && (l == text || l[-1] == '\n'), "%s: no table under \"%s\"", what,
+                  heading);
+    size_t width = strcspn(l, "\n"), rows = 0;
+    for (; *l && *l != '\n'; rows++) {
+        size_t n = strcspn(l, "\n");
+        ck_assert_msg(n == width, "%s: row %zu is %zu wide, the headings %zu: \"%.*s\"", what, rows,
+                      n, width, (int)n, l);
+        l += n + (l[n] == '\n');
+    }
+    ck_assert_msg(rows >= 3, "%s: headings, rows and a total", what);
+}
+
 START_TEST(test_tables)
 {
     json_t *rep = json_object_get(json_object_get(g_want, "report"), "apex");
@@ -516,6 +540,7 @@ START_TEST(test_tables)
     money_text(revenue, 2, total, sizeof total);
     expect_text(t, "Total", "report");
     expect_text(t, total, "report total revenue");
+    expect_table_layout(t, "Period", "report");
     free(t);
 
     t = ask("partners", "--search NORTH", NULL);

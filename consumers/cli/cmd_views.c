@@ -9,13 +9,12 @@
  * money as decimal amounts of the currency (minor units / 10^exponent,
  * integer arithmetic), columns aligned, bold headings only on a terminal.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli_asof.h"
+#include "cli_table.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_limits.h"
@@ -42,86 +41,6 @@ typedef struct source {
     const view_opts *o;
     tly_query_store *store; /* non-NULL with --views */
 } source;
-
-/* ------------------------------------------------------------------------ */
-/* Tables                                                                    */
-
-/* Columns of the widest table (rebate periods, liabilities). */
-#define TABLE_COLS_MAX 9u
-
-typedef struct table {
-    uint32_t cols;
-    const char *align; /* 'l' or 'r' per column */
-    char **cells;      /* rows * cols strings, row 0 the headings */
-    uint32_t rows;
-    uint32_t cap;
-} table;
-
-static bool out_is_tty(void)
-{
-    return isatty(STDOUT_FILENO) == 1;
-}
-
-static void table_init(table *t, const char *align)
-{
-    *t = (table){.cols = (uint32_t)strlen(align), .align = align};
-}
-
-/* Adds a row of t->cols strings (copied). Rows are bounded by the reply,
- * which is bounded by the frame size. */
-static void table_row(table *t, ...)
-{
-    if (t->rows == t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 16;
-        char **c = realloc(t->cells, (size_t)cap * t->cols * sizeof *c);
-        if (!c)
-            abort();
-        t->cells = c;
-        t->cap = cap;
-    }
-    va_list ap;
-    va_start(ap, t);
-    for (uint32_t c = 0; c < t->cols; c++) {
-        const char *s = va_arg(ap, const char *);
-        t->cells[(size_t)t->rows * t->cols + c] = strdup(s ? s : "");
-    }
-    va_end(ap);
-    t->rows++;
-}
-
-static void table_print(table *t, bool headings)
-{
-    size_t w[TABLE_COLS_MAX] = {0};
-    for (uint32_t r = 0; r < t->rows; r++)
-        for (uint32_t c = 0; c < t->cols; c++) {
-            size_t l = strlen(t->cells[(size_t)r * t->cols + c]);
-            w[c] = l > w[c] ? l : w[c];
-        }
-    bool tty = out_is_tty();
-    for (uint32_t r = 0; r < t->rows; r++) {
-        bool bold = tty && headings && r == 0;
-        char line[4096];
-        size_t o = 0;
-        for (uint32_t c = 0; c < t->cols; c++) {
-            const char *s = t->cells[(size_t)r * t->cols + c];
-            int n = snprintf(line + o, sizeof line - o, t->align[c] == 'r' ? "%s%*s" : "%s%-*s",
-                             c ? "  " : "", (int)w[c], s);
-            o += (size_t)n;
-            if (o >= sizeof line - 1) {
-                o = sizeof line - 1;
-                break;
-            }
-        }
-        while (o > 0 && line[o - 1] == ' ')
-            o--;
-        line[o] = '\0';
-        printf("%s%s%s\n", bold ? "\033[1m" : "", line, bold ? "\033[0m" : "");
-    }
-    for (uint32_t i = 0; i < t->rows * t->cols; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    *t = (table){0};
-}
 
 /* ------------------------------------------------------------------------ */
 /* Field formatting                                                          */
@@ -154,16 +73,16 @@ static const char *int_of(const json_t *o, const char *key, char *buf, size_t ca
 /* The heading block: label/value pairs, values aligned. */
 static void print_head(const json_t *reply, const char *partner, const char *currency)
 {
-    table t;
-    table_init(&t, "ll");
+    cli_table t;
+    cli_table_init(&t, "ll");
     char seq[32];
     if (partner)
-        table_row(&t, "Partner", partner);
+        cli_table_row(&t, "Partner", partner);
     if (currency)
-        table_row(&t, "Currency", currency);
+        cli_table_row(&t, "Currency", currency);
     snprintf(seq, sizeof seq, "seq %s", int_of(reply, "seq", (char[24]){0}, 24));
-    table_row(&t, "As of", seq);
-    table_print(&t, false);
+    cli_table_row(&t, "As of", seq);
+    cli_table_print(&t, false);
 }
 
 /* [D8] A cross-shard answer whose shards were at different positions. */
@@ -187,46 +106,46 @@ typedef struct money_ctx {
 
 static void print_balance(const json_t *r, const money_ctx *m)
 {
-    table t;
-    table_init(&t, "ll");
-    table_row(&t, "Partner", str_of(r, "partner", "-"));
-    table_row(&t, "Program", str_of(r, "program", "-"));
-    table_row(&t, "Tier", str_of(r, "tier", "-"));
-    table_row(&t, "Currency", str_of(r, "currency", "-"));
+    cli_table t;
+    cli_table_init(&t, "ll");
+    cli_table_row(&t, "Partner", str_of(r, "partner", "-"));
+    cli_table_row(&t, "Program", str_of(r, "program", "-"));
+    cli_table_row(&t, "Tier", str_of(r, "tier", "-"));
+    cli_table_row(&t, "Currency", str_of(r, "currency", "-"));
     char seq[48], num[24];
     snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
-    table_row(&t, "As of", seq);
-    table_print(&t, false);
+    cli_table_row(&t, "As of", seq);
+    cli_table_print(&t, false);
     static const char *const keys[] = {"accrued",  "clawed_back", "adjusted", "expired",  "pending",
                                        "approved", "paid",        "deficit",  "available"};
     static const char *const labels[] = {"Accrued",     "Clawed back",    "Adjusted",
                                          "Expired",     "Pending claims", "Approved, unpaid",
                                          "Paid claims", "Deficit",        "Available"};
-    table_init(&t, "lr");
-    table_row(&t, "MDF", "Amount");
+    cli_table_init(&t, "lr");
+    cli_table_row(&t, "MDF", "Amount");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char b[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, labels[i], money_of(r, keys[i], m->exp, b, sizeof b));
+        cli_table_row(&t, labels[i], money_of(r, keys[i], m->exp, b, sizeof b));
     }
     printf("\n");
-    table_print(&t, true);
+    cli_table_print(&t, true);
     json_t *buckets = json_object_get(r, "buckets");
     printf("\n");
     if (json_array_size(buckets) == 0) {
         printf("No live MDF buckets.\n");
         return;
     }
-    table_init(&t, "lrl");
-    table_row(&t, "Bucket", "Remaining", "Expires after");
+    cli_table_init(&t, "lrl");
+    cli_table_row(&t, "Bucket", "Remaining", "Expires after");
     size_t i;
     json_t *b;
     json_array_foreach(buckets, i, b)
     {
         char a[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, str_of(b, "period", "-"), money_of(b, "remaining", m->exp, a, sizeof a),
-                  str_of(b, "expires_after", "-"));
+        cli_table_row(&t, str_of(b, "period", "-"), money_of(b, "remaining", m->exp, a, sizeof a),
+                      str_of(b, "expires_after", "-"));
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
 }
 
 /* What the basis of a period's figure is, in words: net revenue
@@ -265,7 +184,7 @@ static void rate_text(const json_t *p, int64_t bps, char *out, size_t cap)
 }
 
 /* One rebate period: revenue, basis, rate, figure, referral fees [Q3]. */
-static void rebate_row(table *t, const json_t *p, const money_ctx *m)
+static void rebate_row(cli_table *t, const json_t *p, const money_ctx *m)
 {
     char rev[TLY_QUERY_MONEY_CHARS], x[TLY_QUERY_MONEY_CHARS], reb[TLY_QUERY_MONEY_CHARS],
         ref[TLY_QUERY_MONEY_CHARS], paid[TLY_QUERY_MONEY_CHARS], rate[48] = "-",
@@ -274,11 +193,11 @@ static void rebate_row(table *t, const json_t *p, const money_ctx *m)
     if (json_is_integer(bps))
         rate_text(p, (int64_t)json_integer_value(bps), rate, sizeof rate);
     baseline_text(p, m, base, sizeof base);
-    table_row(t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
-              money_of(p, "basis", m->exp, x, sizeof x), base, rate,
-              money_of(p, "rebate", m->exp, reb, sizeof reb),
-              money_of(p, "referral", m->exp, ref, sizeof ref), str_of(p, "status", "-"),
-              money_of(p, "paid", m->exp, paid, sizeof paid));
+    cli_table_row(t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
+                  money_of(p, "basis", m->exp, x, sizeof x), base, rate,
+                  money_of(p, "rebate", m->exp, reb, sizeof reb),
+                  money_of(p, "referral", m->exp, ref, sizeof ref), str_of(p, "status", "-"),
+                  money_of(p, "paid", m->exp, paid, sizeof paid));
 }
 
 static void print_rebate(const json_t *r, const money_ctx *m)
@@ -286,26 +205,26 @@ static void print_rebate(const json_t *r, const money_ctx *m)
     print_head(r, str_of(r, "partner", "-"), m->currency);
     printf("\n");
     json_t *periods = json_object_get(r, "periods");
-    table t;
+    cli_table t;
     if (json_array_size(periods) == 0) {
         printf("No rebate periods yet.\n");
     } else {
-        table_init(&t, "lrrlrrrlr");
-        table_row(&t, "Period", "Net revenue", "Basis", "Baseline", "Rate", "Rebate",
-                  "Referral fees", "Status", "Paid");
+        cli_table_init(&t, "lrrlrrrlr");
+        cli_table_row(&t, "Period", "Net revenue", "Basis", "Baseline", "Rate", "Rebate",
+                      "Referral fees", "Status", "Paid");
         size_t i;
         json_t *p;
         json_array_foreach(periods, i, p) rebate_row(&t, p, m);
-        table_print(&t, true);
+        cli_table_print(&t, true);
     }
     char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
-    table_init(&t, "lr");
-    table_row(&t, "Payable (final periods, rebate and referral fees, unpaid)",
-              money_of(r, "payable", m->exp, a, sizeof a));
-    table_row(&t, "Accrued in open periods (rebate and referral fees)",
-              money_of(r, "accrued_open", m->exp, b, sizeof b));
+    cli_table_init(&t, "lr");
+    cli_table_row(&t, "Payable (final periods, rebate and referral fees, unpaid)",
+                  money_of(r, "payable", m->exp, a, sizeof a));
+    cli_table_row(&t, "Accrued in open periods (rebate and referral fees)",
+                  money_of(r, "accrued_open", m->exp, b, sizeof b));
     printf("\n");
-    table_print(&t, false);
+    cli_table_print(&t, false);
 }
 
 /* A tier's benefits, comma separated; "none" without any. */
@@ -369,45 +288,45 @@ static void next_text(const json_t *next, const money_ctx *m, char *out, size_t 
 
 static void print_tier(const json_t *r, const money_ctx *m)
 {
-    table t;
-    table_init(&t, "ll");
+    cli_table t;
+    cli_table_init(&t, "ll");
     char rev[TLY_QUERY_MONEY_CHARS], certs[24], next[512], seq[48], num[24];
     char benefits[1024], grace[256];
-    table_row(&t, "Partner", str_of(r, "partner", "-"));
-    table_row(&t, "Tier", str_of(r, "tier", "-"));
+    cli_table_row(&t, "Partner", str_of(r, "partner", "-"));
+    cli_table_row(&t, "Tier", str_of(r, "tier", "-"));
     benefits_text(r, benefits, sizeof benefits);
-    table_row(&t, "Benefits", benefits);
+    cli_table_row(&t, "Benefits", benefits);
     if (grace_text(r, grace, sizeof grace))
-        table_row(&t, "Grace", grace);
-    table_row(&t, "Currency", m->currency ? m->currency : "-");
-    table_row(&t, "Window revenue", money_of(r, "window_revenue", m->exp, rev, sizeof rev));
-    table_row(&t, "Active certs", int_of(r, "active_certs", certs, sizeof certs));
+        cli_table_row(&t, "Grace", grace);
+    cli_table_row(&t, "Currency", m->currency ? m->currency : "-");
+    cli_table_row(&t, "Window revenue", money_of(r, "window_revenue", m->exp, rev, sizeof rev));
+    cli_table_row(&t, "Active certs", int_of(r, "active_certs", certs, sizeof certs));
     next_text(json_object_get(r, "next"), m, next, sizeof next);
-    table_row(&t, "Next tier", next);
+    cli_table_row(&t, "Next tier", next);
     if (json_is_object(json_object_get(r, "next"))) {
         benefits_text(json_object_get(r, "next"), benefits, sizeof benefits);
-        table_row(&t, "Next benefits", benefits);
+        cli_table_row(&t, "Next benefits", benefits);
     }
     snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
-    table_row(&t, "As of", seq);
-    table_print(&t, false);
+    cli_table_row(&t, "As of", seq);
+    cli_table_print(&t, false);
     json_t *hist = json_object_get(r, "history");
     printf("\n");
     if (json_array_size(hist) == 0) {
         printf("No tier changes yet.\n");
         return;
     }
-    table_init(&t, "rlll");
-    table_row(&t, "Seq", "Closed period", "From", "To");
+    cli_table_init(&t, "rlll");
+    cli_table_row(&t, "Seq", "Closed period", "From", "To");
     size_t i;
     json_t *h;
     json_array_foreach(hist, i, h)
     {
         char s[24];
-        table_row(&t, int_of(h, "seq", s, sizeof s), str_of(h, "period", "-"),
-                  str_of(h, "from", "-"), str_of(h, "to", "-"));
+        cli_table_row(&t, int_of(h, "seq", s, sizeof s), str_of(h, "period", "-"),
+                      str_of(h, "from", "-"), str_of(h, "to", "-"));
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
 }
 
 static void print_claims(const json_t *r, const money_ctx *m)
@@ -419,20 +338,20 @@ static void print_claims(const json_t *r, const money_ctx *m)
         printf("No claims.\n");
         return;
     }
-    table t;
-    table_init(&t, "llrrrl");
-    table_row(&t, "Claim", "Status", "Requested", "Approved", "Paid", "Reason");
+    cli_table t;
+    cli_table_init(&t, "llrrrl");
+    cli_table_row(&t, "Claim", "Status", "Requested", "Approved", "Paid", "Reason");
     size_t i;
     json_t *c;
     json_array_foreach(claims, i, c)
     {
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS], d[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, str_of(c, "claim", "-"), str_of(c, "status", "-"),
-                  money_of(c, "requested", m->exp, a, sizeof a),
-                  money_of(c, "approved", m->exp, b, sizeof b),
-                  money_of(c, "paid", m->exp, d, sizeof d), str_of(c, "reason", ""));
+        cli_table_row(&t, str_of(c, "claim", "-"), str_of(c, "status", "-"),
+                      money_of(c, "requested", m->exp, a, sizeof a),
+                      money_of(c, "approved", m->exp, b, sizeof b),
+                      money_of(c, "paid", m->exp, d, sizeof d), str_of(c, "reason", ""));
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
 }
 
 static void print_liabilities(const json_t *r, const money_ctx *unused)
@@ -446,10 +365,10 @@ static void print_liabilities(const json_t *r, const money_ctx *unused)
     } else {
         static const char *const keys[] = {"mdf_available", "mdf_pending", "mdf_approved",
                                            "rebate_accrued_open", "rebate_payable"};
-        table t;
-        table_init(&t, "llrrrrr");
-        table_row(&t, "Program", "Currency", "MDF available", "MDF pending", "MDF approved",
-                  "Rebate accrued (open)", "Rebate payable");
+        cli_table t;
+        cli_table_init(&t, "llrrrrr");
+        cli_table_row(&t, "Program", "Currency", "MDF available", "MDF pending", "MDF approved",
+                      "Rebate accrued (open)", "Rebate payable");
         size_t i;
         json_t *p;
         json_array_foreach(progs, i, p)
@@ -458,14 +377,14 @@ static void print_liabilities(const json_t *r, const money_ctx *unused)
             char v[5][TLY_QUERY_MONEY_CHARS];
             for (int k = 0; k < 5; k++)
                 money_of(p, keys[k], exp, v[k], sizeof v[k]);
-            table_row(&t, str_of(p, "program", "-"), str_of(p, "currency", "-"),
-                      json_is_integer(json_object_get(p, keys[0])) ? v[0] : "-",
-                      json_is_integer(json_object_get(p, keys[1])) ? v[1] : "-",
-                      json_is_integer(json_object_get(p, keys[2])) ? v[2] : "-",
-                      json_is_integer(json_object_get(p, keys[3])) ? v[3] : "-",
-                      json_is_integer(json_object_get(p, keys[4])) ? v[4] : "-");
+            cli_table_row(&t, str_of(p, "program", "-"), str_of(p, "currency", "-"),
+                          json_is_integer(json_object_get(p, keys[0])) ? v[0] : "-",
+                          json_is_integer(json_object_get(p, keys[1])) ? v[1] : "-",
+                          json_is_integer(json_object_get(p, keys[2])) ? v[2] : "-",
+                          json_is_integer(json_object_get(p, keys[3])) ? v[3] : "-",
+                          json_is_integer(json_object_get(p, keys[4])) ? v[4] : "-");
         }
-        table_print(&t, true);
+        cli_table_print(&t, true);
     }
     print_differ_note(r);
 }
@@ -480,18 +399,18 @@ static void print_exceptions(const json_t *r, const money_ctx *unused)
     if (count == 0) {
         printf("No exceptions.\n");
     } else {
-        table t;
-        table_init(&t, "rlll");
-        table_row(&t, "Seq", "Kind", "Partner", "Detail");
+        cli_table t;
+        cli_table_init(&t, "rlll");
+        cli_table_row(&t, "Seq", "Kind", "Partner", "Detail");
         size_t i;
         json_t *x;
         json_array_foreach(xs, i, x)
         {
             char s[24];
-            table_row(&t, int_of(x, "seq", s, sizeof s), str_of(x, "kind", "-"),
-                      str_of(x, "partner", "-"), str_of(x, "detail", ""));
+            cli_table_row(&t, int_of(x, "seq", s, sizeof s), str_of(x, "kind", "-"),
+                          str_of(x, "partner", "-"), str_of(x, "detail", ""));
         }
-        table_print(&t, true);
+        cli_table_print(&t, true);
         printf("\n%zu exception%s\n", count, count == 1 ? "" : "s");
     }
     print_differ_note(r);

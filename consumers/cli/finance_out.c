@@ -2,104 +2,21 @@
  * finance_out.c — tables, CSV and GL codes of the finance commands. See
  * finance_out.h.
  *
- * The table is the one of the partner views (cmd_views.c): columns sized
- * to their widest cell, numbers right-aligned, two spaces between columns,
- * headings bold only on a terminal.
+ * The tables are the partner views' (cli_table.h).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include "cli_table.h"
 #include "finance_out.h"
 #include "tly_assert.h"
 #include "tly_limits.h"
 #include "tly_query.h"
-
-/* Columns of the widest table (report: period, status and ten figures). */
-#define FIN_TABLE_COLS_MAX 12u
-
-typedef struct table {
-    uint32_t cols;
-    const char *align; /* 'l' or 'r' per column */
-    char **cells;      /* rows * cols strings, row 0 the headings */
-    uint32_t rows;
-    uint32_t cap;
-} table;
-
-static void table_init(table *t, const char *align)
-{
-    *t = (table){.cols = (uint32_t)strlen(align), .align = align};
-    TLY_ASSERT(t->cols <= FIN_TABLE_COLS_MAX);
-}
-
-/* Adds a row of cells[0..t->cols) (copied). Rows are bounded by the reply,
- * which is bounded by the frame size. */
-static void table_add(table *t, const char *const *cells)
-{
-    if (t->rows == t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 16;
-        char **c = realloc(t->cells, (size_t)cap * t->cols * sizeof *c);
-        if (!c)
-            abort();
-        t->cells = c;
-        t->cap = cap;
-    }
-    for (uint32_t c = 0; c < t->cols; c++) {
-        char *s = strdup(cells[c] ? cells[c] : "");
-        if (!s)
-            abort();
-        t->cells[(size_t)t->rows * t->cols + c] = s;
-    }
-    t->rows++;
-}
-
-/* table_add of the variadic strings. */
-static void table_row(table *t, ...)
-{
-    const char *cells[FIN_TABLE_COLS_MAX];
-    va_list ap;
-    va_start(ap, t);
-    for (uint32_t c = 0; c < t->cols; c++)
-        cells[c] = va_arg(ap, const char *);
-    va_end(ap);
-    table_add(t, cells);
-}
-
-/* Prints and frees the table; the first row in bold on a terminal when
- * headings. The last column, left-aligned, is not padded. */
-static void table_print(table *t, bool headings)
-{
-    size_t w[FIN_TABLE_COLS_MAX] = {0};
-    for (uint32_t r = 0; r < t->rows; r++)
-        for (uint32_t c = 0; c < t->cols; c++) {
-            size_t l = strlen(t->cells[(size_t)r * t->cols + c]);
-            w[c] = l > w[c] ? l : w[c];
-        }
-    bool tty = isatty(STDOUT_FILENO) == 1;
-    for (uint32_t r = 0; r < t->rows; r++) {
-        bool bold = tty && headings && r == 0;
-        fputs(bold ? "\033[1m" : "", stdout);
-        for (uint32_t c = 0; c < t->cols; c++) {
-            const char *s = t->cells[(size_t)r * t->cols + c];
-            bool last = c + 1 == t->cols;
-            if (t->align[c] == 'r')
-                printf("%s%*s", c ? "  " : "", (int)w[c], s);
-            else
-                printf("%s%-*s", c ? "  " : "", last ? 0 : (int)w[c], s);
-        }
-        fputs(bold ? "\033[0m\n" : "\n", stdout);
-    }
-    for (uint32_t i = 0; i < t->rows * t->cols; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    *t = (table){0};
-}
 
 /* ------------------------------------------------------------------------ */
 /* Fields                                                                    */
@@ -146,14 +63,14 @@ static const char *currency_of(const json_t *currencies, const char *program)
 /* The "As of seq N" block, with label/value pairs before it. */
 static void print_head(const json_t *reply, const char *const *pairs, size_t n)
 {
-    table t;
-    table_init(&t, "ll");
+    cli_table t;
+    cli_table_init(&t, "ll");
     for (size_t i = 0; i + 1 < n; i += 2)
-        table_row(&t, pairs[i], pairs[i + 1]);
+        cli_table_row(&t, pairs[i], pairs[i + 1]);
     char seq[40];
     snprintf(seq, sizeof seq, "seq %lld", (long long)int_of(reply, "seq"));
-    table_row(&t, "As of", seq);
-    table_print(&t, false);
+    cli_table_row(&t, "As of", seq);
+    cli_table_print(&t, false);
 }
 
 /* [D8] A cross-shard answer whose shards were at different positions. */
@@ -180,10 +97,10 @@ void tly_fin_table_partners(const json_t *reply, const json_t *currencies)
         print_differ_note(reply);
         return;
     }
-    table t;
-    table_init(&t, "llllllrrl");
-    table_row(&t, "Partner", "Name", "Program", "Kind", "Region", "Tier", "MDF available",
-              "Rebate payable", "Currency");
+    cli_table t;
+    cli_table_init(&t, "llllllrrl");
+    cli_table_row(&t, "Partner", "Name", "Program", "Kind", "Region", "Tier", "MDF available",
+                  "Rebate payable", "Currency");
     size_t i;
     json_t *p;
     json_array_foreach(list, i, p)
@@ -191,12 +108,12 @@ void tly_fin_table_partners(const json_t *reply, const json_t *currencies)
         const char *cur = currency_of(currencies, str_of(p, "program", NULL));
         int exp = tly_query_currency_exponent(cur);
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, str_of(p, "partner", "-"), str_of(p, "name", "-"), str_of(p, "program", "-"),
-                  str_of(p, "kind", "-"), str_of(p, "region", "-"), str_of(p, "tier", "-"),
-                  money_of(p, "available", exp, a, sizeof a),
-                  money_of(p, "rebate_payable", exp, b, sizeof b), cur ? cur : "-");
+        cli_table_row(&t, str_of(p, "partner", "-"), str_of(p, "name", "-"),
+                      str_of(p, "program", "-"), str_of(p, "kind", "-"), str_of(p, "region", "-"),
+                      str_of(p, "tier", "-"), money_of(p, "available", exp, a, sizeof a),
+                      money_of(p, "rebate_payable", exp, b, sizeof b), cur ? cur : "-");
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
     printf("\n%zu partner%s\n", count, count == 1 ? "" : "s");
     print_differ_note(reply);
 }
@@ -209,21 +126,21 @@ static const char *const REPORT_HEADS[] = {"Revenue",  "MDF accrued",  "Clawed b
                                            "Expired",  "MDF approved", "MDF paid",    "Rebate",
                                            "Referral", "Rebate paid"};
 #define REPORT_FIGURES (sizeof REPORT_KEYS / sizeof REPORT_KEYS[0])
-_Static_assert(REPORT_FIGURES + 2 <= FIN_TABLE_COLS_MAX, "the report fits a table");
+_Static_assert(REPORT_FIGURES + 2 <= CLI_TABLE_COLS_MAX, "the report fits a table");
 _Static_assert(REPORT_FIGURES == sizeof REPORT_HEADS / sizeof REPORT_HEADS[0], "a heading each");
 
 /* One report row: period, status, the figures (added into sums unless
  * sums is NULL; *overflow set when a sum does not fit). */
-static void report_row(table *t, const json_t *p, int exp, int64_t *sums, bool *overflow)
+static void report_row(cli_table *t, const json_t *p, int exp, int64_t *sums, bool *overflow)
 {
     char cells[REPORT_FIGURES][TLY_QUERY_MONEY_CHARS];
-    const char *row[FIN_TABLE_COLS_MAX] = {str_of(p, "period", "-"), str_of(p, "status", "-")};
+    const char *row[CLI_TABLE_COLS_MAX] = {str_of(p, "period", "-"), str_of(p, "status", "-")};
     for (size_t f = 0; f < REPORT_FIGURES; f++) {
         row[f + 2] = money_of(p, REPORT_KEYS[f], exp, cells[f], sizeof cells[f]);
         if (__builtin_add_overflow(sums[f], int_of(p, REPORT_KEYS[f]), &sums[f]))
             *overflow = true;
     }
-    table_add(t, row);
+    cli_table_add(t, row);
 }
 
 void tly_fin_table_report(const json_t *reply)
@@ -238,11 +155,11 @@ void tly_fin_table_report(const json_t *reply)
         printf("No periods with figures yet.\n");
         return;
     }
-    table t;
-    table_init(&t, "llrrrrrrrrrr");
-    const char *heads[FIN_TABLE_COLS_MAX] = {"Period", "Status"};
+    cli_table t;
+    cli_table_init(&t, "llrrrrrrrrrr");
+    const char *heads[CLI_TABLE_COLS_MAX] = {"Period", "Status"};
     memcpy(heads + 2, REPORT_HEADS, sizeof REPORT_HEADS);
-    table_add(&t, heads);
+    cli_table_add(&t, heads);
     int64_t sums[REPORT_FIGURES] = {0};
     bool overflow = false;
     size_t i;
@@ -252,11 +169,11 @@ void tly_fin_table_report(const json_t *reply)
         report_row(&t, p, exp, sums, &overflow);
     }
     char cells[REPORT_FIGURES][TLY_QUERY_MONEY_CHARS];
-    const char *total[FIN_TABLE_COLS_MAX] = {"Total", ""};
+    const char *total[CLI_TABLE_COLS_MAX] = {"Total", ""};
     for (size_t f = 0; f < REPORT_FIGURES; f++)
         total[f + 2] = overflow ? "-" : money(sums[f], exp, cells[f], sizeof cells[f]);
-    table_add(&t, total);
-    table_print(&t, true);
+    cli_table_add(&t, total);
+    cli_table_print(&t, true);
 }
 
 /* One program of the expiring answer. */
@@ -275,17 +192,17 @@ static void expiring_program(const json_t *prog, const json_t *currencies)
     printf("%s: the close of %s expires %s %s from %zu partner%s.\n", name,
            str_of(prog, "period", "-"), money_of(prog, "total", exp, total, sizeof total),
            cur ? cur : "", n, n == 1 ? "" : "s");
-    table t;
-    table_init(&t, "lr");
-    table_row(&t, "Partner", "Expiring");
+    cli_table t;
+    cli_table_init(&t, "lr");
+    cli_table_row(&t, "Partner", "Expiring");
     size_t i;
     json_t *p;
     json_array_foreach(parts, i, p)
     {
         char a[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, str_of(p, "partner", "-"), money_of(p, "amount", exp, a, sizeof a));
+        cli_table_row(&t, str_of(p, "partner", "-"), money_of(p, "amount", exp, a, sizeof a));
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
 }
 
 void tly_fin_table_expiring(const json_t *reply, const json_t *currencies)
@@ -330,22 +247,22 @@ static void account_add(account_sums *s, const char *account, int side, int64_t 
 /* The totals per account, then the journal's total (debits = credits). */
 static void print_account_totals(account_sums *s, int exp, int64_t total)
 {
-    table t;
-    table_init(&t, "lrr");
-    table_row(&t, "Account", "Debit", "Credit");
+    cli_table t;
+    cli_table_init(&t, "lrr");
+    cli_table_row(&t, "Account", "Debit", "Credit");
     size_t i;
     json_t *name;
     json_array_foreach(s->order, i, name)
     {
         json_t *pair = json_object_get(s->sums, json_string_value(name));
         char d[TLY_QUERY_MONEY_CHARS], c[TLY_QUERY_MONEY_CHARS];
-        table_row(&t, json_string_value(name), money(int_of_index(pair, 0), exp, d, sizeof d),
-                  money(int_of_index(pair, 1), exp, c, sizeof c));
+        cli_table_row(&t, json_string_value(name), money(int_of_index(pair, 0), exp, d, sizeof d),
+                      money(int_of_index(pair, 1), exp, c, sizeof c));
     }
     char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
     const char *sum = s->overflow ? "-" : money(total, exp, a, sizeof a);
-    table_row(&t, "Total", sum, s->overflow ? "-" : money(total, exp, b, sizeof b));
-    table_print(&t, true);
+    cli_table_row(&t, "Total", sum, s->overflow ? "-" : money(total, exp, b, sizeof b));
+    cli_table_print(&t, true);
 }
 
 void tly_fin_table_journal(const json_t *reply)
@@ -365,9 +282,9 @@ void tly_fin_table_journal(const json_t *reply)
     account_sums s = {json_array(), json_object(), false};
     if (!s.order || !s.sums)
         abort();
-    table t;
-    table_init(&t, "llllr");
-    table_row(&t, "Partner", "Kind", "Debit", "Credit", "Amount");
+    cli_table t;
+    cli_table_init(&t, "llllr");
+    cli_table_row(&t, "Partner", "Kind", "Debit", "Credit", "Amount");
     int64_t total = 0;
     size_t i;
     json_t *e;
@@ -375,14 +292,15 @@ void tly_fin_table_journal(const json_t *reply)
     {
         char a[TLY_QUERY_MONEY_CHARS];
         int64_t amount = int_of(e, "amount");
-        table_row(&t, str_of(e, "partner", "-"), str_of(e, "kind", "-"), str_of(e, "debit", "-"),
-                  str_of(e, "credit", "-"), money(amount, exp, a, sizeof a));
+        cli_table_row(&t, str_of(e, "partner", "-"), str_of(e, "kind", "-"),
+                      str_of(e, "debit", "-"), str_of(e, "credit", "-"),
+                      money(amount, exp, a, sizeof a));
         account_add(&s, str_of(e, "debit", "-"), 0, amount);
         account_add(&s, str_of(e, "credit", "-"), 1, amount);
         if (__builtin_add_overflow(total, amount, &total))
             s.overflow = true;
     }
-    table_print(&t, true);
+    cli_table_print(&t, true);
     printf("\n%zu entr%s, each debiting and crediting its amount.\n\n", json_array_size(entries),
            json_array_size(entries) == 1 ? "y" : "ies");
     print_account_totals(&s, exp, total);
