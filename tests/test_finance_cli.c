@@ -500,10 +500,11 @@ static void expect_money(const char *text, const json_t *o, const char *key, int
  * so every row ends where the headings end. */
 static void expect_table_layout(const char *text, const char *heading, const char *what)
 {
-    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+    for (const char *l = text; *l;) {
         size_t n = strcspn(l, "\n");
         ck_assert_msg(n == 0 || l[n - 1] != ' ', "%s: a line ends in a space: \"%.*s\"", what,
                       (int)n, l);
+        l += n + (l[n] == '\n');
     }
     const char *l = strstr(text, heading);
     ck_assert_msg(l != NULL && (l == text || l[-1] == '\n'), "%s: no table under \"%s\"", what,

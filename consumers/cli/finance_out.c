@@ -14,7 +14,6 @@
 
 #include "cli_table.h"
 #include "finance_out.h"
-#include "tly_assert.h"
 #include "tly_limits.h"
 #include "tly_query.h"
 
