@@ -1615,7 +1615,9 @@ END_TEST
 /* Element indices in stored records (engine_records.h). */
 #define PARTNER_HIST_AT 20u
 #define PARTNER_CLAIMS_AT 22u
-#define PARTNER_FIELDS 35u
+#define PARTNER_REV_AT 34u
+#define PARTNER_FIELDS 36u
+#define PARTNER_FIELDS_V10 35u
 #define PARTNER_FIELDS_V9 34u
 #define PARTNER_FIELDS_V8 33u
 #define PARTNER_FIELDS_V7 32u
@@ -1670,12 +1672,16 @@ static size_t claims_with(const kv *s, uint32_t n)
     return records_with(s, "S/3/", n);
 }
 
+static size_t buckets_to_v10(kv *s);
+
 /* Rewrites the claim records of store s as Tally wrote them before their
  * key alone named their partner and claim: [fmt, partner, claim, status,
- * ...] (V6). With wrong_claim the first one names another claim than its
- * key. Returns the records rewritten. */
+ * ...] (V6), and before buckets (buckets_to_v10). With wrong_claim the
+ * first one names another claim than its key. Returns the records
+ * rewritten. */
 static size_t claims_to_v6(kv *s, bool wrong_claim)
 {
+    buckets_to_v10(s);
     size_t done = 0;
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
@@ -1744,20 +1750,77 @@ static size_t first_under(const kv *s, const char *prefix)
     return i;
 }
 
+/* A claim key's bucket: "S/3/" ‖ 0 ‖ be32 bucket ‖ u8 length ‖ ... */
+#define CLAIM_BUCKET_BYTES 5u
+
+/* True when x is a claim record keyed by bucket. */
+static bool claim_bucketed(const kv_entry *x)
+{
+    return x->klen > 4 + CLAIM_BUCKET_BYTES && memcmp(x->key, "S/3/", 4) == 0 && x->key[4] == 0;
+}
+
+/* Rewrites store s as Tally wrote it before claims were keyed by bucket
+ * (V10): each claim record goes under "S/3/" ‖ u8 length ‖ partner ‖
+ * claim, and owned partners' records lose their last element (the
+ * buckets of their claims). Returns the claims moved. */
+static size_t buckets_to_v10(kv *s)
+{
+    size_t moved = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        msgpack_unpacked up;
+        if (!unpack_under(x, "S/4/", &up))
+            continue;
+        if (up.data.via.array.size == PARTNER_FIELDS) {
+            up.data.via.array.size = PARTNER_FIELDS_V10;
+            kv_repack(x, &up.data);
+        }
+        msgpack_unpacked_destroy(&up);
+    }
+    /* the bucketed keys sort first under "S/3/", each before the key it
+     * moves to */
+    for (size_t i = first_under(s, "S/3/"); i < s->count && claim_bucketed(&s->e[i]);) {
+        kv_entry *x = &s->e[i];
+        char key[4 + 1 + 2 * 128];
+        size_t klen = x->klen - CLAIM_BUCKET_BYTES;
+        memcpy(key, "S/3/", 4);
+        memcpy(key + 4, x->key + 4 + CLAIM_BUCKET_BYTES, klen - 4);
+        void *val = x->val;
+        size_t vlen = x->vlen;
+        x->val = NULL;
+        kv_remove(s, x->key, x->klen);                             /* i now holds the next one */
+        ck_assert_int_eq(kv_put(s, key, klen, val, vlen), TLY_OK); /* sorts after */
+        free(val);
+        moved++;
+    }
+    return moved;
+}
+
+/* Claim records keyed by bucket. */
+static size_t claims_bucketed(const kv *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->count; i++)
+        n += claim_bucketed(&s->e[i]);
+    return n;
+}
+
 /* Rewrites store s as Tally wrote it before partners kept their
- * archive's revenue (V9): owned partners' records lose their last element
- * ([from, entries]). Returns the revenue entries dropped. */
+ * archive's revenue (V9), after buckets_to_v10: owned partners' records
+ * lose their last element ([from, entries]). Returns the revenue entries
+ * dropped. */
 static size_t rev_to_v9(kv *s)
 {
     size_t dropped = 0;
+    buckets_to_v10(s);
     for (size_t i = 0; i < s->count; i++) {
         kv_entry *x = &s->e[i];
         msgpack_unpacked up;
         if (!unpack_under(x, "S/4/", &up))
             continue;
         msgpack_object_array *a = &up.data.via.array;
-        if (a->size == PARTNER_FIELDS) {
-            const msgpack_object_array *rev = &a->ptr[PARTNER_FIELDS - 1].via.array;
+        if (a->size == PARTNER_FIELDS_V10) {
+            const msgpack_object_array *rev = &a->ptr[PARTNER_REV_AT].via.array;
             ck_assert_uint_eq(rev->size, 2);
             dropped += rev->ptr[1].via.array.size;
             a->size = PARTNER_FIELDS_V9;
@@ -2048,6 +2111,16 @@ START_TEST(claims_v6_fold_on)
 }
 END_TEST
 
+/* A store written before claims were keyed by bucket (V10) folds on to
+ * the answers of one uninterrupted fold: its partners' claims are read
+ * under their own keys (and rewritten there), new ones go by bucket, and
+ * a restart on the mixed store answers the same. */
+START_TEST(claims_buckets_v10_fold_on)
+{
+    fold_on_converted((uint32_t)_i + 1, 990, buckets_to_v10, claims_bucketed, "V10 claims");
+}
+END_TEST
+
 /* A reader of shard 0 of 1 bound to store at checkpoint 1. */
 static tly_view_reader *kv_reader(kv *store)
 {
@@ -2090,6 +2163,7 @@ START_TEST(claims_v6_other_claim_corrupt)
     stream st = {0};
     kv store = {0};
     fold_one_store(&st, &store, 970, 4000, 8);
+    ck_assert_uint_gt(buckets_to_v10(&store), 0); /* the keys claims_to_v6 keeps */
     size_t i = first_under(&store, "S/3/");
     ck_assert_uint_lt(i, store.count); /* the stream files claims */
     char short_key[4 + 1 + 2 * 128];
@@ -2225,7 +2299,7 @@ END_TEST
  * and whose oldest chunk is gone: each document asked of one reader is
  * corrupt, the second as the first (the partner does not stay cached
  * without its rows). Record elements: rows 19, the archive's count 27 and
- * newest period 28, its revenue [from, entries] last. */
+ * newest period 28, its revenue [from, entries] 34. */
 START_TEST(archive_needed_unreadable_corrupt)
 {
     stream st = {0};
@@ -2245,7 +2319,7 @@ START_TEST(archive_needed_unreadable_corrupt)
     f[28].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
     f[28].via.u64 += 1000;
     /* and none of its revenue kept: the rules read the rows themselves */
-    msgpack_object *rev = f[PARTNER_FIELDS - 1].via.array.ptr;
+    msgpack_object *rev = f[PARTNER_REV_AT].via.array.ptr;
     rev[0].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
     rev[0].via.u64 = f[28].via.u64 + 1;
     rev[1].via.array.size = 0;
@@ -2365,8 +2439,9 @@ START_TEST(stored_text_with_nul_corrupt)
     }
     ck_assert_uint_lt(i, store.count); /* the stream rejects or denies a claim */
     kv_entry *x = &store.e[i];
-    const char *partner = x->key + 5;
-    size_t plen = (unsigned char)x->key[4];
+    size_t at = 4 + (claim_bucketed(x) ? CLAIM_BUCKET_BYTES : 0); /* its length byte */
+    const char *partner = x->key + at + 1;
+    size_t plen = (unsigned char)x->key[at];
     ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_OK);
     char_in_str(x, 5, '\0');
     ck_assert_int_eq(doc_of(&store, 'c', partner, plen), TLY_CORRUPT);
@@ -3151,6 +3226,81 @@ START_TEST(claims_leave_memory)
     vstr_eq(&b, 'c', "p1", "claims.159.claim", "c159");
     vstr_eq(&b, 'c', "p1", "claims.7.status", "denied");
     expect_same_and_free(&b, &a, &store, &direct, "claims: store vs memory");
+}
+END_TEST
+
+/* Moves engines s on to seq: their next record is seq + 1. */
+static void jump_to(shards *s, uint64_t seq)
+{
+    s->seq = seq;
+    for (uint32_t k = 0; k < s->n; k++)
+        tly_engine_set_seq(s->e[k], seq);
+}
+
+/* Buckets (engine_internal.h): a claim submitted at seq lies in bucket
+ * (seq >> 20) + 1, and a partner's record tells the 64 buckets below its
+ * newest apart. p1 files c0 in bucket 1, c1 in bucket 2 and c2 in bucket
+ * 65: c1 is the oldest the mask holds (63 below), c0 the newest it does
+ * not (64 below). Each is found by its id, newest bucket first, and
+ * listed in submit order; the answers and stored bytes are those of an
+ * engine that keeps every claim. */
+START_TEST(claims_by_bucket)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    int base = next_id;
+    shards_init(&a, 1);
+    restart_on_stores(&b, 1, &store, 0, 8, 8);
+    counting_kv counted = {&store, 0};
+    tly_engine_store cs = {.get = counting_get, .scan = counting_scan, .ctx = &counted};
+    tly_engine_set_store(b.e[0], &cs);
+    next_id = base;
+    BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));
+    BOTH(enroll(X, "p1", "acme", Q1_25));
+    const uint64_t to[3] = {0, (UINT64_C(1) << 20) - 1, (UINT64_C(64) << 20) - 1};
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "c%d", i);
+        if (to[i] > 0)
+            BOTH(jump_to(X, to[i]));
+        BOTH(claim(X, "p1", id, "submit", 10, Q1_25 + DAY));
+        flush_into(&a, &direct);
+        flush_into(&b, &store);
+    }
+    /* three buckets: 1, 2 and 65, in key order */
+    uint32_t buckets[3], n = 0;
+    for (size_t i = 0; i < store.count; i++)
+        if (claim_bucketed(&store.e[i]) && n < 3)
+            buckets[n++] = tly_be32_get(store.e[i].key + 5);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(buckets[0], 1);
+    ck_assert_uint_eq(buckets[1], 2);
+    ck_assert_uint_eq(buckets[2], 65);
+    ck_assert_uint_eq(claims_bucketed(&store), 3);
+    /* one read for the newest, one more a bucket back */
+    counted.claim_gets = 0;
+    BOTH(claim(X, "p1", "c2", "approve", 10, Q1_25 + DAY));
+    ck_assert_uint_eq(counted.claim_gets, 1);
+    BOTH(claim(X, "p1", "c1", "approve", 10, Q1_25 + DAY));
+    ck_assert_uint_eq(counted.claim_gets, 3);
+    BOTH(claim(X, "p1", "c0", "approve", 10, Q1_25 + DAY));
+    ck_assert_uint_eq(counted.claim_gets, 6);
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    /* decided where they were filed: still three records */
+    ck_assert_uint_eq(claims_bucketed(&store), 3);
+    ck_assert_uint_eq(kv_exceptions(&store, "invalid_transition"), 3);
+    /* an id in none of them [C6]; one filed [C2] */
+    BOTH(claim(X, "p1", "c9", "approve", 10, Q1_25 + DAY));
+    BOTH(claim(X, "p1", "c0", "submit", 10, Q1_25 + DAY));
+    flush_into(&a, &direct);
+    flush_into(&b, &store);
+    ck_assert_uint_eq(kv_exceptions(&store, "unknown_claim"), 1);
+    ck_assert_uint_eq(kv_exceptions(&store, "duplicate_claim"), 1);
+    vstr_eq(&b, 'c', "p1", "claims.0.claim", "c0");
+    vstr_eq(&b, 'c', "p1", "claims.1.claim", "c1");
+    vstr_eq(&b, 'c', "p1", "claims.2.claim", "c2");
+    expect_same_and_free(&b, &a, &store, &direct, "claims by bucket: store vs memory");
 }
 END_TEST
 
@@ -4350,6 +4500,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, history_v7_fold_on, 0, 2);
     tcase_add_loop_test(tc, archive_v8_fold_on, 0, 2);
     tcase_add_loop_test(tc, archive_rev_v9_fold_on, 0, 2);
+    tcase_add_loop_test(tc, claims_buckets_v10_fold_on, 0, 2);
     tcase_add_test(tc, archive_chain_broken_corrupt);
     tcase_add_test(tc, history_count_mismatch_corrupt);
     tcase_add_test(tc, stored_text_with_nul_corrupt);
@@ -4361,6 +4512,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_needed_unreadable_corrupt);
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
+    tcase_add_test(tc, claims_by_bucket);
     tcase_add_test(tc, read_back_edges);
     tcase_add_test(tc, read_back_stops_at_unreadable);
     tcase_add_test(tc, overflow_is_an_error);

@@ -82,8 +82,11 @@ static tly_err claim_release(eng_program *g, eng_pstate *st, eng_claim *c, int64
 static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_t *out)
 {
     eng_pstate *st = e->partners[p].st;
-    eng_claim c = {
-        .ordinal = st->claim_total, .requested = ev->amount, .dirty = true, .loaded = true};
+    eng_claim c = {.ordinal = st->claim_total,
+                   .bucket = eng_claim_bucket_of(e->cur_seq),
+                   .requested = ev->amount,
+                   .dirty = true,
+                   .loaded = true};
     TRY(eng_name_copy(&c.id, ev->claim.ptr, ev->claim.len));
     tly_err err = ENG_PUSH(st->claims, st->claim_count, st->claim_cap, c);
     if (err != TLY_OK) {
@@ -92,6 +95,7 @@ static tly_err claim_new(tly_engine *e, uint32_t p, const tly_event *ev, uint32_
     }
     st->claim_total++;
     eng_claim_filter_add(st, ev->claim.ptr, ev->claim.len);
+    eng_claim_bucket_add(st, c.bucket);
     *out = st->claim_count - 1;
     return TLY_OK;
 }

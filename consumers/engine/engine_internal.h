@@ -373,6 +373,22 @@ enum eng_claim_status {
 
 #define ENG_NO_ORDINAL UINT64_MAX
 
+/* Where a claim's record lies: "S/3/" ‖ 0 ‖ be32 bucket ‖ u8 length ‖
+ * partner ‖ claim, its bucket the log position of its submit shifted
+ * right by ENG_CLAIM_BUCKET_SHIFT, plus one (0: a record written before
+ * buckets, under "S/3/" ‖ u8 length ‖ partner ‖ claim). Why: keyed by
+ * partner first, the claims a batch files and decides fall on as many
+ * pages as there are partners filing; at 10M events of `bench fold`
+ * (858,000 claims) a batch's 35,000 claim puts (1.4 MB) dirtied 14,000
+ * pages (57 MB), as many as all its partner records did. By bucket first,
+ * they fall on the newest bucket's pages. A partner keeps which buckets
+ * hold its claims (eng_pstate's claim_hi, claim_lo, claim_mask), and a
+ * look-up by id tries those, newest first. */
+#define ENG_CLAIM_BUCKET_SHIFT 20u
+/* The buckets below claim_hi that claim_mask tells apart; older ones
+ * (down to claim_lo) are all tried. */
+#define ENG_CLAIM_MASK_BUCKETS 64u
+
 /* A partner's claim filter: ENG_CLAIM_FILTER_BITS bits, ENG_CLAIM_FILTER_K
  * of them set by each claim id it ever filed (a Bloom filter, stored with
  * the partner). A submit checks [C2] against the store only when the
@@ -393,6 +409,7 @@ _Static_assert(ENG_CLAIM_FILTER_K * 21u <= 64u, "each bit takes 21 bits of a 64-
 typedef struct eng_claim {
     eng_name id;      /* owned */
     uint64_t ordinal; /* ENG_NO_ORDINAL: a record written before ordinals */
+    uint32_t bucket;  /* its key's bucket, 0: none (ENG_CLAIM_BUCKET_SHIFT) */
     bool loaded;      /* the fields below are read (or set) */
     uint8_t status;
     bool dirty;
@@ -476,6 +493,13 @@ typedef struct eng_pstate {
     uint64_t claim_filter[ENG_CLAIM_FILTER_WORDS]; /* their ids (eng_claim_filter_add) */
     bool claims_all;                               /* claims holds all claim_total of them */
     bool claims_legacy;                            /* read from a record that lists every claim */
+    /* The buckets holding its claims (ENG_CLAIM_BUCKET_SHIFT): the newest
+     * (0: none) and the oldest; bit d of claim_mask is set when bucket
+     * claim_hi − d holds one (d < ENG_CLAIM_MASK_BUCKETS). claims_unbucketed:
+     * some were filed before buckets, under the partner's own keys. */
+    uint32_t claim_hi, claim_lo;
+    uint64_t claim_mask;
+    bool claims_unbucketed;
     eng_held *held;
     uint32_t held_count, held_cap;
     eng_act *acts; /* what took effect per period [section 11], ascending */

@@ -444,6 +444,11 @@ void eng_pack_partner(tly_mpw *pk, const eng_partner *pp, const eng_program *g,
     tly_mpw_uint(pk, st->cold ? st->hist_count : st->cold_hist);
     tly_mpw_int(pk, plan->head);
     pack_rev(pk, st, plan);
+    tly_mpw_array(pk, 4);
+    tly_mpw_bool(pk, st->claims_unbucketed);
+    tly_mpw_uint(pk, st->claim_hi);
+    tly_mpw_uint(pk, st->claim_lo);
+    tly_mpw_uint(pk, st->claim_mask);
 }
 
 /* The rates of one pair: [fmt, from, to, [[at, seq, units, scale]...]]. */
@@ -922,8 +927,16 @@ tly_err eng_unpack_claim(const void *key, size_t klen, const void *val, size_t l
                          tly_str *partner, eng_claim *out)
 {
     *out = (eng_claim){0};
-    /* the key body: u8 length ‖ partner ‖ claim, both 1-TLY_NAME_BYTES_MAX */
+    /* the key body: [0 ‖ be32 bucket ≥ 1 ‖] u8 length ‖ partner ‖ claim,
+     * both 1-TLY_NAME_BYTES_MAX */
     const char *k = key;
+    if (klen > 0 && k[0] == 0) {
+        if (klen < ENG_CLAIM_BUCKET_BYTES || (out->bucket = tly_be32_get(k + 1)) == 0 ||
+            out->bucket == UINT32_MAX)
+            return TLY_CORRUPT;
+        k += ENG_CLAIM_BUCKET_BYTES;
+        klen -= ENG_CLAIM_BUCKET_BYTES;
+    }
     size_t plen = klen > 0 ? (unsigned char)k[0] : 0;
     if (plen == 0 || plen > TLY_NAME_BYTES_MAX || klen <= 1 + plen ||
         klen - 1 - plen > TLY_NAME_BYTES_MAX)
@@ -934,10 +947,12 @@ tly_err eng_unpack_claim(const void *key, size_t klen, const void *val, size_t l
         return TLY_CORRUPT;
     tly_mp_reader r;
     tly_mp_init(&r, val, len);
+    uint32_t bucket = out->bucket;
     tly_err err = unpack_claim_body(&r, *partner, id, out);
     if (err != TLY_OK)
         eng_claim_clear(out);
     out->loaded = err == TLY_OK;
+    out->bucket = err == TLY_OK ? bucket : 0;
     return err;
 }
 
@@ -947,7 +962,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     tly_mp_init(&r, val, len);
     uint32_t count;
     RD(rd_head(&r, &count));
-    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9 ||
+    bool owned_count = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V10 ||
+                       count == ENG_PARTNER_FIELDS_OWNED_V9 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V8 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V7 ||
                        count == ENG_PARTNER_FIELDS_OWNED_V6 || count == ENG_PARTNER_FIELDS_OWNED_V5;
@@ -1198,6 +1214,43 @@ static tly_err unpack_claim_count(tly_mp_reader *r, eng_pstate *st)
     return TLY_OK;
 }
 
+/* Which buckets hold the claims: [unbucketed, hi, lo, mask], hi 0 with
+ * no bucket (then lo and mask 0), else lo ≤ hi and bit 0 of mask set;
+ * none without claims. */
+static tly_err unpack_claim_buckets(tly_mp_reader *r, eng_pstate *st)
+{
+    uint32_t m;
+    RD(tly_mp_read_array(r, &m) && m == 4 && tly_mp_read_bool(r, &st->claims_unbucketed));
+    RD(rd_u32(r, &st->claim_hi) && rd_u32(r, &st->claim_lo) && st->claim_hi < UINT32_MAX);
+    RD(tly_mp_read_uint(r, &st->claim_mask));
+    bool none = st->claim_hi == 0 && st->claim_lo == 0 && st->claim_mask == 0;
+    RD(none || (st->claim_lo >= 1 && st->claim_lo <= st->claim_hi && (st->claim_mask & 1) != 0));
+    RD(st->claim_total > 0 || (none && !st->claims_unbucketed));
+    return TLY_OK;
+}
+
+/* The elements newer records end with (a record of count elements): the
+ * newest archive chunk's period (V9 on), the archive's revenue (V10 on),
+ * the claims' buckets (V11). */
+static tly_err unpack_newer(tly_mp_reader *r, uint32_t count, eng_pstate *st)
+{
+    st->arch_head = ENG_ARCH_NONE; /* older records: every chunk under "S/5/" */
+    bool revs = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V10;
+    if (revs || count == ENG_PARTNER_FIELDS_OWNED_V9) {
+        RD(rd_i32(r, &st->arch_head));
+        RD(st->arch_head == ENG_ARCH_NONE ||
+           (st->arch_count > 0 && st->arch_head >= 0 && st->arch_head <= st->arch_last));
+    }
+    /* Older records archived only rows the rules no longer read, and keep
+     * none of their revenue: from after the newest on. */
+    st->rev_from = st->arch_count > 0 ? st->arch_last + 1 : 0;
+    if (revs)
+        TRY(unpack_rev(r, st));
+    /* every claim of an older record is under the partner's own keys */
+    st->claims_unbucketed = st->claim_total > 0;
+    return count == ENG_PARTNER_FIELDS_OWNED ? unpack_claim_buckets(r, st) : TLY_OK;
+}
+
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab)
 {
@@ -1224,8 +1277,8 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(rd_i64(&r, totals[i]));
     RD(st->deficit >= 0); /* what a debit could not take (eng_debit) */
     TRY(unpack_buckets_rows(&r, st));
-    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9 ||
-                      count == ENG_PARTNER_FIELDS_OWNED_V8;
+    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V10 ||
+                      count == ENG_PARTNER_FIELDS_OWNED_V9 || count == ENG_PARTNER_FIELDS_OWNED_V8;
     if (cold_apart) {
         uint32_t n; /* the history is read from "S/6/" when needed */
         RD(tly_mp_read_array(&r, &n) && n == 0);
@@ -1255,17 +1308,7 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(rd_u32(&r, &st->cold_hist));
         st->cold = st->cold_hist == 0;
     }
-    st->arch_head = ENG_ARCH_NONE; /* older records: every chunk under "S/5/" */
-    if (count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V9) {
-        RD(rd_i32(&r, &st->arch_head));
-        RD(st->arch_head == ENG_ARCH_NONE ||
-           (st->arch_count > 0 && st->arch_head >= 0 && st->arch_head <= st->arch_last));
-    }
-    /* Older records archived only rows the rules no longer read, and keep
-     * none of their revenue: from after the newest on. */
-    st->rev_from = st->arch_count > 0 ? st->arch_last + 1 : 0;
-    if (count == ENG_PARTNER_FIELDS_OWNED)
-        TRY(unpack_rev(&r, st));
+    TRY(unpack_newer(&r, count, st));
     st->arch_all = st->arch_count == 0;
     st->claims_all = st->claim_count == st->claim_total;
     return rd_end(&r);

@@ -23,8 +23,11 @@
  *                      fx scale, fx ediff]
  *   "S/3/<claim key>" [fmt, status, requested, approved, paid, reason,
  *                      shares, ordinal] (ordinal: the claim's place in its
- *                      partner's submit order [C8]); the key (u8 length ‖
- *                      partner ‖ claim) names the claim. Records written
+ *                      partner's submit order [C8]); the key (0 ‖ be32
+ *                      bucket ‖ u8 length ‖ partner ‖ claim, the bucket
+ *                      from its submit's seq: ENG_CLAIM_BUCKET_SHIFT;
+ *                      written before buckets, u8 length ‖ partner ‖
+ *                      claim) names the claim. Records written
  *                      before (ENG_CLAIM_FIELDS_V6, _V5) hold partner and
  *                      claim after fmt, and before ordinals no ordinal
  *   "S/4/<partner>"   [fmt, id, program, owned, enroll_seq] for another
@@ -43,7 +46,10 @@
  *                      the revenue it keeps of its archive [from,
  *                      [[period, revenue, referred]...]] (every archived
  *                      row of period ≥ from; V9 and before have no such
- *                      element and keep none)];
+ *                      element and keep none), the buckets of its claims
+ *                      [unbucketed, hi, lo, mask] (eng_pstate; V10 and
+ *                      before have no such element: every claim is under
+ *                      the partner's own keys)];
  *                      an act is
  *                      [period, mask, the figures whose bit is set], in
  *                      eng_act_field order, zeros left out; a row is
@@ -91,7 +97,10 @@
 #define ENG_ARCH_PREFIX "S/7/"
 #define ENG_ARCH_OLD_PREFIX "S/5/"
 
-/* Longest key the engine writes: "S/3/" + 1 + 128 + 128. */
+/* The bytes a claim key's bucket takes: 0 ‖ be32 bucket. */
+#define ENG_CLAIM_BUCKET_BYTES 5u
+
+/* Longest key the engine writes: "S/3/" + 5 + 1 + 128 + 128. */
 #define ENG_KEY_BYTES_MAX 300
 
 /* Partners in one journal chunk: a closed period's journal is written in
@@ -101,11 +110,14 @@
 #define ENG_JOURNAL_CHUNK_ROWS TLY_ENGINE_JOURNAL_CHUNK_ROWS
 
 /* Elements of a partner record: another shard's partner, an owned one
- * (and an owned one written before it kept its archive's revenue, V9, read
+ * (and an owned one written before its claims' buckets, V10, read as one
+ * whose claims are all under its own keys; before it kept its archive's
+ * revenue, V9, read
  * as one that keeps none; before claim ordinals, which lists every claim
  * id; and before the archive, read as one with none). */
 #define ENG_PARTNER_FIELDS_FOREIGN 5u
-#define ENG_PARTNER_FIELDS_OWNED 35u
+#define ENG_PARTNER_FIELDS_OWNED 36u
+#define ENG_PARTNER_FIELDS_OWNED_V10 35u
 #define ENG_PARTNER_FIELDS_OWNED_V9 34u
 #define ENG_PARTNER_FIELDS_OWNED_V8 33u
 #define ENG_PARTNER_FIELDS_OWNED_V7 32u
@@ -189,10 +201,10 @@ typedef struct eng_sale_rec {
 } eng_sale_rec;
 tly_err eng_unpack_sale(const void *val, size_t len, eng_sale_rec *out);
 
-/* The claim stored under key (its body after "S/3/": u8 length ‖ partner
- * ‖ claim) into *out (owned copies; cleared on error); *partner borrows
- * key. A record that names its partner and claim itself (V5, V6) must name
- * the key's. */
+/* The claim stored under key (its body after "S/3/": [0 ‖ be32 bucket ‖]
+ * u8 length ‖ partner ‖ claim) into *out (owned copies, its bucket set;
+ * cleared on error); *partner borrows key. A record that names its partner and claim itself (V5,
+ * V6) must name the key's. */
 tly_err eng_unpack_claim(const void *key, size_t klen, const void *val, size_t len,
                          tly_str *partner, eng_claim *out);
 

@@ -152,25 +152,84 @@ static tly_err claim_unpack_of(const void *key, size_t klen, const void *val, si
     return TLY_CORRUPT;
 }
 
-/* The stored record of claim of the partner (id, len) into *out:
- * TLY_NOT_FOUND when there is none, TLY_CORRUPT when the record under its
- * key is another's. */
-static tly_err claim_read(const tly_engine *e, const char *id, size_t len, tly_str claim,
-                          eng_claim *out)
+/* The stored record of claim of the partner (id, len) in bucket (0: under
+ * the partner's own key) into *out: TLY_NOT_FOUND when there is none,
+ * TLY_CORRUPT when the record under its key is another's. */
+static tly_err claim_read(const tly_engine *e, const char *id, size_t len, uint32_t bucket,
+                          tly_str claim, eng_claim *out)
 {
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
-    uint32_t klen = eng_claim_key(key, id, (uint32_t)len, claim.ptr, claim.len);
+    char key[ENG_CLAIM_KEY_BYTES_MAX];
+    uint32_t klen = eng_claim_store_key(key, bucket, id, (uint32_t)len, claim.ptr, claim.len);
     const void *val;
     size_t vlen;
     TRY(store_get(e, KEY_CLAIM, key, klen, &val, &vlen));
-    return claim_unpack_of(key, klen, val, vlen, id, len, out);
+    TRY(claim_unpack_of(key, klen, val, vlen, id, len, out));
+    if (out->bucket == bucket)
+        return TLY_OK;
+    eng_claim_clear(out);
+    return TLY_CORRUPT;
+}
+
+/* The bucket below b (at most claim_hi + 1) that holds claims of st, 0
+ * when none does. */
+static uint32_t claim_bucket_below(const eng_pstate *st, uint32_t b)
+{
+    while (st->claim_hi != 0 && b > st->claim_lo) {
+        uint32_t d = st->claim_hi - --b;
+        if (d >= ENG_CLAIM_MASK_BUCKETS || (st->claim_mask >> d & 1) != 0)
+            return b;
+    }
+    return 0;
+}
+
+/* The stored record of claim of partner pp, wherever its buckets say it
+ * may be (newest first: an event names recent claims), into *out: as
+ * claim_read. */
+static tly_err claim_find(const tly_engine *e, const eng_partner *pp, tly_str claim, eng_claim *out)
+{
+    const eng_pstate *st = pp->st;
+    if (st->claim_hi != 0) {
+        for (uint32_t b = claim_bucket_below(st, st->claim_hi + 1); b != 0;
+             b = claim_bucket_below(st, b)) {
+            tly_err err = claim_read(e, pp->id, pp->id_len, b, claim, out);
+            if (err != TLY_NOT_FOUND)
+                return err;
+        }
+    }
+    return st->claims_unbucketed ? claim_read(e, pp->id, pp->id_len, 0, claim, out) : TLY_NOT_FOUND;
+}
+
+uint32_t eng_claim_bucket_of(uint64_t seq)
+{
+    /* below UINT32_MAX, so that claim_hi + 1 is a bucket number too */
+    uint64_t b = seq >> ENG_CLAIM_BUCKET_SHIFT;
+    return b >= UINT32_MAX - 2 ? UINT32_MAX - 1 : (uint32_t)b + 1;
+}
+
+void eng_claim_bucket_add(eng_pstate *st, uint32_t b)
+{
+    TLY_ASSERT(b != 0);
+    if (st->claim_hi == 0) {
+        st->claim_hi = st->claim_lo = b;
+        st->claim_mask = 1;
+    } else if (b > st->claim_hi) {
+        uint32_t d = b - st->claim_hi;
+        st->claim_mask = d >= ENG_CLAIM_MASK_BUCKETS ? 1 : st->claim_mask << d | 1;
+        st->claim_hi = b;
+    } else {
+        uint32_t d = st->claim_hi - b;
+        if (d < ENG_CLAIM_MASK_BUCKETS)
+            st->claim_mask |= UINT64_C(1) << d;
+        if (b < st->claim_lo)
+            st->claim_lo = b;
+    }
 }
 
 /* Fills claim c (its id set) of partner (id, len) from the claims
  * tly_engine_load kept, or else from its stored record. */
 static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *c)
 {
-    char key[1 + 2 * TLY_NAME_BYTES_MAX];
+    char key[ENG_CLAIM_KEY_BYTES_MAX];
     uint32_t klen = eng_claim_key(key, id, (uint32_t)len, c->id.ptr, c->id.len);
     uint32_t i = eng_map_get(&e->loose_map, key, klen, eng_hash(key, klen));
     if (i != ENG_NONE && !e->loose[i].taken) {
@@ -181,7 +240,7 @@ static tly_err claim_fill(tly_engine *e, const char *id, size_t len, eng_claim *
         return TLY_OK;
     }
     eng_claim got;
-    tly_err err = claim_read(e, id, len, (tly_str){c->id.ptr, c->id.len}, &got);
+    tly_err err = claim_read(e, id, len, c->bucket, (tly_str){c->id.ptr, c->id.len}, &got);
     if (err != TLY_OK)
         return err == TLY_NOT_FOUND ? TLY_CORRUPT : err;
     /* a record written before ordinals takes its place in the list */
@@ -328,7 +387,7 @@ tly_err eng_claim_lookup(tly_engine *e, uint32_t p, tly_str claim, uint32_t *out
     if (st->claims_all || !claim_filter_may_hold(st, claim.ptr, claim.len))
         return TLY_OK;
     eng_claim c;
-    tly_err err = claim_read(e, pp->id, pp->id_len, claim, &c);
+    tly_err err = claim_find(e, pp, claim, &c);
     if (err != TLY_OK)
         return err == TLY_NOT_FOUND ? TLY_OK : err;
     return claim_insert(st, &c, out);
@@ -366,13 +425,22 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p)
     if (!st->claims_all) {
         if (e->store.scan == NULL)
             return TLY_CORRUPT; /* a store that reads claims one by one only */
-        char prefix[KEY_PREFIX_BYTES + 1 + TLY_NAME_BYTES_MAX];
-        memcpy(prefix, KEY_CLAIM, KEY_PREFIX_BYTES);
-        prefix[KEY_PREFIX_BYTES] = (char)(unsigned char)pp->id_len;
-        memcpy(prefix + KEY_PREFIX_BYTES + 1, pp->id, pp->id_len);
         claim_scan cs = {pp, st->claim_count};
-        tly_err err = e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + 1 + pp->id_len,
-                                    claim_visit, &cs);
+        /* each bucket of the partner's, then its own keys */
+        tly_err err = TLY_OK;
+        for (uint32_t b = claim_bucket_below(st, st->claim_hi + 1);;
+             b = claim_bucket_below(st, b)) {
+            if (b == 0 && !st->claims_unbucketed)
+                break;
+            char prefix[KEY_PREFIX_BYTES + ENG_CLAIM_KEY_BYTES_MAX];
+            memcpy(prefix, KEY_CLAIM, KEY_PREFIX_BYTES);
+            /* the key of claim "" is the partner's prefix */
+            uint32_t n =
+                eng_claim_store_key(prefix + KEY_PREFIX_BYTES, b, pp->id, pp->id_len, "", 0);
+            err = e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + n, claim_visit, &cs);
+            if (err != TLY_OK || b == 0)
+                break;
+        }
         if (err == TLY_OK)
             err = claims_sort(st);
         if (err == TLY_OK && st->claim_count != st->claim_total)
@@ -744,6 +812,10 @@ tly_err eng_claim_stash(tly_engine *e, const void *key, size_t klen, const void 
     eng_loose_claim l = {0};
     tly_str partner;
     TRY(eng_unpack_claim(key, klen, val, len, &partner, &l.c));
+    if (l.c.bucket != 0) { /* kept by (partner, claim), as claim_fill finds it */
+        key = (const char *)key + ENG_CLAIM_BUCKET_BYTES;
+        klen -= ENG_CLAIM_BUCKET_BYTES;
+    }
     l.key_len = (uint32_t)klen; /* eng_claim_key's: eng_unpack_claim checked it */
     uint64_t h = eng_hash(key, l.key_len);
     tly_err err = eng_map_get(&e->loose_map, key, l.key_len, h) == ENG_NONE ? TLY_OK : TLY_CORRUPT;
@@ -1342,6 +1414,17 @@ uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char
                        uint32_t clen)
 {
     return key2(buf, partner, plen, claim, clen);
+}
+
+uint32_t eng_claim_store_key(char *buf, uint32_t bucket, const char *partner, uint32_t plen,
+                             const char *claim, uint32_t clen)
+{
+    if (bucket == 0)
+        return eng_claim_key(buf, partner, plen, claim, clen);
+    buf[0] = 0;
+    tly_be32_put(buf + 1, bucket);
+    return ENG_CLAIM_BUCKET_BYTES +
+           eng_claim_key(buf + ENG_CLAIM_BUCKET_BYTES, partner, plen, claim, clen);
 }
 
 /* Key of an active certification: (person, cert) [T4]. */

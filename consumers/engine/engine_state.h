@@ -160,6 +160,16 @@ uint32_t eng_sale_key(char *buf, const char *src, uint32_t src_len, const char *
 /* The claim key (partner, claim) into buf (≥ 1 + 128 + 128 bytes). */
 uint32_t eng_claim_key(char *buf, const char *partner, uint32_t plen, const char *claim,
                        uint32_t clen);
+/* The longest body of a claim's store key (after "S/3/"). */
+#define ENG_CLAIM_KEY_BYTES_MAX (ENG_CLAIM_BUCKET_BYTES + 1 + 2 * TLY_NAME_BYTES_MAX)
+/* The store key body of claim (partner, claim) in bucket (0: the key
+ * written before buckets) into buf (≥ ENG_CLAIM_KEY_BYTES_MAX bytes). */
+uint32_t eng_claim_store_key(char *buf, uint32_t bucket, const char *partner, uint32_t plen,
+                             const char *claim, uint32_t clen);
+/* The bucket of a claim submitted at seq (engine_internal.h). */
+uint32_t eng_claim_bucket_of(uint64_t seq);
+/* Notes that bucket b (≥ 1) holds a claim of st. */
+void eng_claim_bucket_add(eng_pstate *st, uint32_t b);
 /* The certification pair key (person, cert) into buf (≥ ENG_PAIR_KEY_BYTES_MAX bytes). */
 uint32_t eng_pair_key(char *buf, const char *person, uint32_t plen, const char *cert,
                       uint32_t clen);

@@ -11,7 +11,9 @@
  *   "S/2/<u8 len src><src><id>" one registered sale (every shard)
  *   ("Z/<u64be seq>"            with a sale source: one of the shard's own
  *                               partners' sales, last in key order)
- *   "S/3/<u8 len p><p><claim>" one claim (owning shard)
+ *   "S/3/<0><be32 bucket><u8 len p><p><claim>" one claim (owning shard),
+ *                              by the bucket of its submit's seq; written
+ *                              before buckets "S/3/<u8 len p><p><claim>"
  *   "S/4/<partner>"            a partner: its enrollment (every shard
  *                              that saw it enroll), and for the owning
  *                              shard its money state, rows, certs, claim
@@ -235,8 +237,9 @@ static tly_err flush_claims(flush_ctx *f, const eng_partner *pp)
         const eng_claim *c = &pp->st->claims[i];
         if (!c->dirty)
             continue;
-        char key[1 + 2 * TLY_NAME_BYTES_MAX];
-        uint32_t klen = eng_claim_key(key, pp->id, pp->id_len, c->id.ptr, c->id.len);
+        char key[ENG_CLAIM_KEY_BYTES_MAX];
+        uint32_t klen =
+            eng_claim_store_key(key, c->bucket, pp->id, pp->id_len, c->id.ptr, c->id.len);
         eng_pack_claim(&f->pk, c);
         TRY(put_packed(f, "S/3/", key, klen));
     }
