@@ -3304,6 +3304,81 @@ START_TEST(claims_by_bucket)
 }
 END_TEST
 
+/* Renders the balance document of partner (id, len) from store with a new
+ * reader at checkpoint seq. */
+static tly_err balance_at(kv *store, const char *id, size_t len, uint64_t seq)
+{
+    tly_view_reader *r;
+    ck_assert_int_eq(tly_view_reader_new(0, 1, &r), TLY_OK);
+    tly_engine_store kvs = {.get = kv_get, .scan = kv_scan, .ctx = store};
+    ck_assert_int_eq(tly_view_reader_bind(r, &kvs, seq), TLY_OK);
+    const char *doc;
+    size_t dlen;
+    tly_err err = tly_view_reader_doc(r, 'b', id, len, &doc, &dlen);
+    tly_view_reader_free(r);
+    return err;
+}
+
+/* A partner record's claim buckets [unbucketed, hi, lo, mask] (its last
+ * element) must be sound: hi 0 with nothing else, or lo ≤ hi with bit 0
+ * of the mask set, and hi no later than the bucket of the checkpoint it
+ * is read at (else every look-up of an unknown id would try buckets up
+ * to there). Each broken form reads as corrupt, never as a partner. */
+START_TEST(claim_buckets_checked)
+{
+    stream st = {0};
+    kv store = {0};
+    fold_one_store(&st, &store, 975, 4000, 8);
+    /* the first owned partner with claims: all in bucket 1 (seq < 2^20) */
+    kv_entry *rec = NULL;
+    for (size_t i = first_under(&store, "S/4/"); i < store.count && rec == NULL; i++) {
+        msgpack_unpacked up;
+        if (!unpack_under(&store.e[i], "S/4/", &up))
+            break;
+        const msgpack_object_array *a = &up.data.via.array;
+        if (a->size == PARTNER_FIELDS && a->ptr[PARTNER_FIELDS - 1].via.array.ptr[1].via.u64 == 1)
+            rec = &store.e[i];
+        msgpack_unpacked_destroy(&up);
+    }
+    ck_assert_ptr_nonnull(rec);
+    const char *id = rec->key + 4;
+    size_t len = rec->klen - 4;
+    ck_assert_int_eq(balance_at(&store, id, len, 4000), TLY_OK);
+    /* {hi, lo, mask}: one in the next bucket; lo above hi; mask bit 0
+     * clear; lo 0; no bucket with a mask */
+    const uint64_t broken[5][3] = {{2, 1, 3}, {1, 2, 1}, {1, 1, 2}, {1, 0, 1}, {0, 0, 1}};
+    void *orig = malloc(rec->vlen);
+    size_t orig_len = rec->vlen;
+    memcpy(orig, rec->val, orig_len);
+    for (int b = 0; b < 5; b++) {
+        msgpack_unpacked up;
+        ck_assert(unpack_under(rec, "S/4/", &up));
+        msgpack_object *f = up.data.via.array.ptr[PARTNER_FIELDS - 1].via.array.ptr;
+        for (int j = 0; j < 3; j++)
+            f[1 + j].via.u64 = broken[b][j];
+        kv_repack(rec, &up.data);
+        msgpack_unpacked_destroy(&up);
+        ck_assert_msg(balance_at(&store, id, len, 4000) == TLY_CORRUPT, "broken form %d", b);
+    }
+    /* the next bucket, read at a checkpoint in it, is sound */
+    msgpack_unpacked up;
+    ck_assert(unpack_under(rec, "S/4/", &up));
+    msgpack_object *f = up.data.via.array.ptr[PARTNER_FIELDS - 1].via.array.ptr;
+    f[1].via.u64 = 2;
+    f[2].via.u64 = 1;
+    f[3].via.u64 = 3;
+    kv_repack(rec, &up.data);
+    msgpack_unpacked_destroy(&up);
+    ck_assert_int_eq(balance_at(&store, id, len, 4000), TLY_CORRUPT);
+    ck_assert_int_eq(balance_at(&store, id, len, UINT64_C(1) << 20), TLY_OK);
+    free(rec->val);
+    rec->val = orig;
+    rec->vlen = orig_len;
+    kv_free(&store);
+    stream_free(&st);
+}
+END_TEST
+
 /* ---- read-back (tly_engine_read_back) ---- */
 
 #define READ_BACK_PARTNERS 12
@@ -4513,6 +4588,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, archive_rows);
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, claims_by_bucket);
+    tcase_add_test(tc, claim_buckets_checked);
     tcase_add_test(tc, read_back_edges);
     tcase_add_test(tc, read_back_stops_at_unreadable);
     tcase_add_test(tc, overflow_is_an_error);

@@ -498,6 +498,10 @@ static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t 
      * store (tests), is given what it is given. */
     if (err == TLY_OK && e->store.get != NULL && !e->reads_only && !eng_invariant_ok(st))
         err = TLY_CORRUPT;
+    /* Claims in a bucket the log has not reached are a broken record, and
+     * would have every look-up of an unknown id try buckets up to there. */
+    if (err == TLY_OK && e->store.get != NULL && st->claim_hi > eng_claim_bucket_of(e->seq))
+        err = TLY_CORRUPT;
     /* Without a store the claims come from tly_engine_load, now; with one
      * each is read when needed (eng_claim_fill, eng_claim_lookup). */
     for (uint32_t i = 0; i < st->claim_count && err == TLY_OK && e->store.get == NULL; i++)
