@@ -185,7 +185,7 @@ static tly_err pool_put(void *ctx, const void *key, size_t klen, const void *val
 
 /* Elements of an owned partner's record and of an archive chunk under
  * "S/7/" (engine_records.h: ENG_PARTNER_FIELDS_OWNED, [fmt, prev, rows]). */
-#define PARTNER_FIELDS 35u
+#define PARTNER_FIELDS 36u
 #define CHUNK7_FIELDS 3u
 
 static kv base;             /* what the flush wrote, p4 in the older form */
@@ -242,9 +242,9 @@ static uint8_t *mp_drop(const kv_entry *x, uint32_t want, uint32_t drop, size_t 
     return out;
 }
 
-/* Rewrites owned partner id's record and archive in the form written
- * before "S/7/": the record without its last two elements (the archive's
- * revenue, the chain's head),
+/* Rewrites owned partner id's record (one without claims) and archive in
+ * the form written before "S/7/": the record without its last three
+ * elements (its claims' buckets, the archive's revenue, the chain's head),
  * each chunk "S/7/<be32 period, u8 len, id>" [fmt, prev, rows] as
  * "S/5/<u8 len, id, be32 period>" [fmt, rows]. */
 static void to_old_form(const char *id)
@@ -256,9 +256,12 @@ static void to_old_form(const char *id)
     size_t i = kv_find(&base, key, strlen(key), &found);
     if (!found || idlen > 16)
         abort();
-    uint8_t *v9 = mp_drop(&base.e[i], PARTNER_FIELDS, PARTNER_FIELDS - 1, &len);
+    uint8_t *v10 = mp_drop(&base.e[i], PARTNER_FIELDS, PARTNER_FIELDS - 1, &len);
+    kv_entry without_buckets = {.val = v10, .vlen = len};
+    uint8_t *v9 = mp_drop(&without_buckets, PARTNER_FIELDS - 1, PARTNER_FIELDS - 2, &len);
+    free(v10);
     kv_entry without_rev = {.val = v9, .vlen = len};
-    uint8_t *val = mp_drop(&without_rev, PARTNER_FIELDS - 1, PARTNER_FIELDS - 2, &len);
+    uint8_t *val = mp_drop(&without_rev, PARTNER_FIELDS - 2, PARTNER_FIELDS - 3, &len);
     free(v9);
     free((void *)base.e[i].val);
     base.e[i].val = val;

@@ -431,8 +431,14 @@ static void seed_name(const kv_entry *x, const char *what, char *out, size_t cap
     case '1':
         snprintf(out, cap, "%sprogram-%.*s", what, blen, body);
         break;
-    case '2':
     case '3':
+        if (blen > 5 && ub[0] == 0) { /* 0, be32 bucket, then as a sale's */
+            body += 5;
+            ub += 5;
+            blen -= 5;
+        }
+        /* fall through */
+    case '2':
         snprintf(out, cap, "%s%s-%.*s-%.*s", what, x->key[2] == '2' ? "sale" : "claim", ub[0],
                  body + 1, blen - 1 - ub[0], body + 1 + ub[0]);
         break;
@@ -452,12 +458,16 @@ static void seed_name(const kv_entry *x, const char *what, char *out, size_t cap
 }
 
 /* Index in targets (count of them, in base) of the first record whose key
- * starts with key, or abort. */
+ * starts with key (a claim's: its key without its bucket), or abort. */
 static size_t target_of(const kv *base, const size_t *targets, size_t count, const char *key)
 {
+    size_t n = strlen(key);
     for (size_t t = 0; t < count; t++) {
         const kv_entry *x = &base->e[targets[t]];
-        if (x->klen >= strlen(key) && memcmp(x->key, key, strlen(key)) == 0)
+        /* a claim's key without its bucket (0, be32) */
+        size_t skip = x->klen > 9 && memcmp(x->key, "S/3/", 4) == 0 && x->key[4] == 0 ? 5 : 0;
+        if (x->klen - skip >= n && memcmp(x->key, key, n < 4 ? n : 4) == 0 &&
+            (n <= 4 || memcmp(x->key + 4 + skip, key + 4, n - 4) == 0))
             return t;
     }
     abort();
