@@ -1759,6 +1759,23 @@ static bool claim_bucketed(const kv_entry *x)
     return x->klen > 4 + CLAIM_BUCKET_BYTES && memcmp(x->key, "S/3/", 4) == 0 && x->key[4] == 0;
 }
 
+/* Partner records of s with `from` elements (owned ones) keep their first
+ * `to`. */
+static void partners_cut(kv *s, uint32_t from, uint32_t to)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        kv_entry *x = &s->e[i];
+        msgpack_unpacked up;
+        if (!unpack_under(x, "S/4/", &up))
+            continue;
+        if (up.data.via.array.size == from) {
+            up.data.via.array.size = to;
+            kv_repack(x, &up.data);
+        }
+        msgpack_unpacked_destroy(&up);
+    }
+}
+
 /* Rewrites store s as Tally wrote it before claims were keyed by bucket
  * (V10): each claim record goes under "S/3/" ‖ u8 length ‖ partner ‖
  * claim, and owned partners' records lose their last element (the
@@ -1766,17 +1783,7 @@ static bool claim_bucketed(const kv_entry *x)
 static size_t buckets_to_v10(kv *s)
 {
     size_t moved = 0;
-    for (size_t i = 0; i < s->count; i++) {
-        kv_entry *x = &s->e[i];
-        msgpack_unpacked up;
-        if (!unpack_under(x, "S/4/", &up))
-            continue;
-        if (up.data.via.array.size == PARTNER_FIELDS) {
-            up.data.via.array.size = PARTNER_FIELDS_V10;
-            kv_repack(x, &up.data);
-        }
-        msgpack_unpacked_destroy(&up);
-    }
+    partners_cut(s, PARTNER_FIELDS, PARTNER_FIELDS_V10);
     /* the bucketed keys sort first under "S/3/", each before the key it
      * moves to */
     for (size_t i = first_under(s, "S/3/"); i < s->count && claim_bucketed(&s->e[i]);) {
@@ -1847,17 +1854,7 @@ static size_t arch_to_v8(kv *s)
 {
     size_t moved = 0;
     rev_to_v9(s);
-    for (size_t i = 0; i < s->count; i++) {
-        kv_entry *x = &s->e[i];
-        msgpack_unpacked up;
-        if (!unpack_under(x, "S/4/", &up))
-            continue;
-        if (up.data.via.array.size == PARTNER_FIELDS_V9) {
-            up.data.via.array.size = PARTNER_FIELDS_V8;
-            kv_repack(x, &up.data);
-        }
-        msgpack_unpacked_destroy(&up);
-    }
+    partners_cut(s, PARTNER_FIELDS_V9, PARTNER_FIELDS_V8);
     for (size_t i = first_under(s, "S/7/"); i < s->count;) {
         kv_entry *x = &s->e[i];
         msgpack_unpacked up;
@@ -3172,6 +3169,26 @@ static void denied_claims(shards *s, int from, int to)
     }
 }
 
+/* Engines a (in memory) and b (over store through counted, which cs
+ * binds: a cache of eight partners) with acme (no MDF) and its member p1
+ * folded. */
+static void acme_p1_pair(shards *a, shards *b, kv *store, counting_kv *counted,
+                         tly_engine_store *cs)
+{
+    int base = next_id;
+    shards_init(a, 1);
+    restart_on_stores(b, 1, store, 0, 8, 8);
+    *counted = (counting_kv){store, 0};
+    *cs = (tly_engine_store){.get = counting_get, .scan = counting_scan, .ctx = counted};
+    tly_engine_set_store(b->e[0], cs);
+    shards *both[2] = {a, b};
+    for (int i = 0; i < 2; i++) { /* the same events, ids and all (BOTH) */
+        next_id = base;
+        program(both[i], "acme", 1, "USD", "retroactive", Q1_25);
+        enroll(both[i], "p1", "acme", Q1_25);
+    }
+}
+
 /* A partner's claims leave its record and, after a flush, its memory:
  * the record stays the same size as it files more claims, a submit reads
  * the store only when the claim filter may hold its id, and the answers
@@ -3180,15 +3197,9 @@ START_TEST(claims_leave_memory)
 {
     kv direct = {0}, store = {0};
     shards a, b;
-    int base = next_id;
-    shards_init(&a, 1);
-    restart_on_stores(&b, 1, &store, 0, 8, 8);
-    counting_kv counted = {&store, 0};
-    tly_engine_store cs = {.get = counting_get, .scan = counting_scan, .ctx = &counted};
-    tly_engine_set_store(b.e[0], &cs);
-    next_id = base;
-    BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));
-    BOTH(enroll(X, "p1", "acme", Q1_25));
+    counting_kv counted;
+    tly_engine_store cs;
+    acme_p1_pair(&a, &b, &store, &counted, &cs);
     BOTH(denied_claims(X, 0, 30));
     flush_into(&a, &direct);
     flush_into(&b, &store);
@@ -3248,15 +3259,9 @@ START_TEST(claims_by_bucket)
 {
     kv direct = {0}, store = {0};
     shards a, b;
-    int base = next_id;
-    shards_init(&a, 1);
-    restart_on_stores(&b, 1, &store, 0, 8, 8);
-    counting_kv counted = {&store, 0};
-    tly_engine_store cs = {.get = counting_get, .scan = counting_scan, .ctx = &counted};
-    tly_engine_set_store(b.e[0], &cs);
-    next_id = base;
-    BOTH(program(X, "acme", 1, "USD", "retroactive", Q1_25));
-    BOTH(enroll(X, "p1", "acme", Q1_25));
+    counting_kv counted;
+    tly_engine_store cs;
+    acme_p1_pair(&a, &b, &store, &counted, &cs);
     const uint64_t to[3] = {0, (UINT64_C(1) << 20) - 1, (UINT64_C(64) << 20) - 1};
     for (int i = 0; i < 3; i++) {
         char id[8];
