@@ -50,7 +50,8 @@
  * with a sale source, "Z/<u64be seq>" (the shard's own partners' sales
  * only, appended in log order; stores written before "Z/" keep them under
  * "S/2/<u64be seq>"), "S/3/<claim
- * key>" (owning shard), "S/4/<partner>" (owned: the whole money state
+ * key>" (owning shard; by the bucket of its submit's seq first, stores
+ * written before buckets by partner), "S/4/<partner>" (owned: the whole money state
  * but its archived rows, "S/7/" (and "S/5/" before), and its tier
  * history, "S/6/"; another
  * shard's partner: its enrollment); MessagePack arrays led by a
