@@ -3309,6 +3309,38 @@ START_TEST(claims_by_bucket)
 }
 END_TEST
 
+/* The bucket of a seq at its edges, and what a partner keeps of its
+ * buckets as claims arrive: the mask shifts with a newer bucket, and one
+ * 64 or more above the newest starts it again (the older ones are then
+ * all tried, from lo). */
+START_TEST(claim_bucket_edges)
+{
+    const uint64_t width = UINT64_C(1) << ENG_CLAIM_BUCKET_SHIFT;
+    ck_assert_uint_eq(eng_claim_bucket_of(0), 1);
+    ck_assert_uint_eq(eng_claim_bucket_of(width - 1), 1);
+    ck_assert_uint_eq(eng_claim_bucket_of(width), 2);
+    /* the last buckets: never UINT32_MAX, so that hi + 1 is one too */
+    ck_assert_uint_eq(eng_claim_bucket_of((uint64_t)(UINT32_MAX - 3) * width), UINT32_MAX - 2);
+    ck_assert_uint_eq(eng_claim_bucket_of((uint64_t)(UINT32_MAX - 2) * width), UINT32_MAX - 1);
+    ck_assert_uint_eq(eng_claim_bucket_of(UINT64_MAX), UINT32_MAX - 1);
+    eng_pstate st = {0};
+    eng_claim_bucket_add(&st, 5);
+    ck_assert(st.claim_hi == 5 && st.claim_lo == 5 && st.claim_mask == 1);
+    eng_claim_bucket_add(&st, 5);
+    ck_assert(st.claim_hi == 5 && st.claim_mask == 1);
+    eng_claim_bucket_add(&st, 7);
+    ck_assert(st.claim_hi == 7 && st.claim_lo == 5 && st.claim_mask == 5);
+    eng_claim_bucket_add(&st, 6); /* an older one (a reload's refold) */
+    ck_assert(st.claim_hi == 7 && st.claim_mask == 7);
+    eng_claim_bucket_add(&st, 7 + ENG_CLAIM_MASK_BUCKETS - 1); /* 63 above: bit 63 */
+    ck_assert_uint_eq(st.claim_mask, UINT64_C(1) << 63 | 1);
+    eng_claim_bucket_add(&st, 200); /* 64 and more above: only the newest */
+    ck_assert(st.claim_hi == 200 && st.claim_lo == 5 && st.claim_mask == 1);
+    eng_claim_bucket_add(&st, 2); /* below lo, beyond the mask */
+    ck_assert(st.claim_hi == 200 && st.claim_lo == 2 && st.claim_mask == 1);
+}
+END_TEST
+
 /* Renders the balance document of partner (id, len) from store with a new
  * reader at checkpoint seq. */
 static tly_err balance_at(kv *store, const char *id, size_t len, uint64_t seq)
@@ -4594,6 +4626,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, claims_leave_memory);
     tcase_add_test(tc, claims_by_bucket);
     tcase_add_test(tc, claim_buckets_checked);
+    tcase_add_test(tc, claim_bucket_edges);
     tcase_add_test(tc, read_back_edges);
     tcase_add_test(tc, read_back_stops_at_unreadable);
     tcase_add_test(tc, overflow_is_an_error);
