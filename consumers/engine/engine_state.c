@@ -182,21 +182,48 @@ static uint32_t claim_bucket_below(const eng_pstate *st, uint32_t b)
     return 0;
 }
 
+/* A walk over the places where st's claims may be stored, newest first:
+ * each bucket holding some (an event names recent claims), then, when
+ * some were filed before buckets, the partner's own keys (bucket 0). */
+typedef struct claim_places {
+    uint32_t below; /* the next bucket is below this one */
+    bool done;
+} claim_places;
+
+static claim_places claim_places_of(const eng_pstate *st)
+{
+    return (claim_places){st->claim_hi + 1, false};
+}
+
+/* The next place of walk w into *b; false when none is left. */
+static bool claim_place_next(const eng_pstate *st, claim_places *w, uint32_t *b)
+{
+    if (w->done)
+        return false;
+    uint32_t n = claim_bucket_below(st, w->below);
+    if (n != 0) {
+        w->below = n;
+        *b = n;
+        return true;
+    }
+    w->done = true;
+    *b = 0;
+    return st->claims_unbucketed;
+}
+
 /* The stored record of claim of partner pp, wherever its buckets say it
- * may be (newest first: an event names recent claims), into *out: as
- * claim_read. */
+ * may be (claim_places), into *out: as claim_read. */
 static tly_err claim_find(const tly_engine *e, const eng_partner *pp, tly_str claim, eng_claim *out)
 {
     const eng_pstate *st = pp->st;
-    if (st->claim_hi != 0) {
-        for (uint32_t b = claim_bucket_below(st, st->claim_hi + 1); b != 0;
-             b = claim_bucket_below(st, b)) {
-            tly_err err = claim_read(e, pp->id, pp->id_len, b, claim, out);
-            if (err != TLY_NOT_FOUND)
-                return err;
-        }
+    claim_places w = claim_places_of(st);
+    uint32_t b;
+    while (claim_place_next(st, &w, &b)) {
+        tly_err err = claim_read(e, pp->id, pp->id_len, b, claim, out);
+        if (err != TLY_NOT_FOUND)
+            return err;
     }
-    return st->claims_unbucketed ? claim_read(e, pp->id, pp->id_len, 0, claim, out) : TLY_NOT_FOUND;
+    return TLY_NOT_FOUND;
 }
 
 uint32_t eng_claim_bucket_of(uint64_t seq)
@@ -426,20 +453,16 @@ tly_err eng_claims_fill(tly_engine *e, uint32_t p)
         if (e->store.scan == NULL)
             return TLY_CORRUPT; /* a store that reads claims one by one only */
         claim_scan cs = {pp, st->claim_count};
-        /* each bucket of the partner's, then its own keys */
         tly_err err = TLY_OK;
-        for (uint32_t b = claim_bucket_below(st, st->claim_hi + 1);;
-             b = claim_bucket_below(st, b)) {
-            if (b == 0 && !st->claims_unbucketed)
-                break;
+        claim_places w = claim_places_of(st);
+        uint32_t b;
+        while (err == TLY_OK && claim_place_next(st, &w, &b)) {
             char prefix[KEY_PREFIX_BYTES + ENG_CLAIM_KEY_BYTES_MAX];
             memcpy(prefix, KEY_CLAIM, KEY_PREFIX_BYTES);
             /* the key of claim "" is the partner's prefix */
             uint32_t n =
                 eng_claim_store_key(prefix + KEY_PREFIX_BYTES, b, pp->id, pp->id_len, "", 0);
             err = e->store.scan(e->store.ctx, prefix, KEY_PREFIX_BYTES + n, claim_visit, &cs);
-            if (err != TLY_OK || b == 0)
-                break;
         }
         if (err == TLY_OK)
             err = claims_sort(st);
