@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli_asof.h"
+#include "cli_fields.h"
 #include "finance_out.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -310,22 +311,6 @@ static json_t *build_request(const fin_cmd *c, const fin_opts *o)
     return req;
 }
 
-/* With --curve-server-key and --curve-secret, asks the service over CURVE. */
-static int use_curve(const fin_cmd *c, const fin_opts *o)
-{
-    char msg[256] = "";
-    if (!o->curve_server_key)
-        return TLY_EXIT_OK;
-    tly_err err = tly_query_client_curve(o->curve_server_key, o->curve_secret, msg, sizeof msg);
-    if (err == TLY_USAGE)
-        return tly_usagef(c->name, "%s", msg);
-    if (err != TLY_OK) {
-        tly_errorf(c->name, "%s", msg);
-        return TLY_EXIT_FAIL;
-    }
-    return TLY_EXIT_OK;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Commands                                                                  */
 
@@ -427,7 +412,7 @@ static int run_fin(const fin_cmd *c, const fin_show *s, int argc, char **argv)
     int rc = parse(c, &o, argc, argv);
     if (rc != TLY_EXIT_OK)
         return rc < 0 ? TLY_EXIT_OK : rc;
-    if ((rc = use_curve(c, &o)) != TLY_EXIT_OK)
+    if ((rc = cli_use_curve(c->name, o.curve_server_key, o.curve_secret)) != TLY_EXIT_OK)
         return rc;
     json_t *accounts = NULL;
     char msg[512];

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli_asof.h"
+#include "cli_fields.h"
 #include "cli_table.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
@@ -44,22 +45,6 @@ typedef struct source {
 
 /* ------------------------------------------------------------------------ */
 /* Field formatting                                                          */
-
-static const char *str_of(const json_t *o, const char *key, const char *dflt)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : dflt;
-}
-
-/* Money field as a decimal amount; "-" when absent. */
-static const char *money_of(const json_t *o, const char *key, int exp, char *buf, size_t cap)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return "-";
-    tly_query_format_money((int64_t)json_integer_value(v), exp, buf, cap);
-    return buf;
-}
 
 static const char *int_of(const json_t *o, const char *key, char *buf, size_t cap)
 {
@@ -108,10 +93,10 @@ static void print_balance(const json_t *r, const money_ctx *m)
 {
     cli_table t;
     cli_table_init(&t, "ll");
-    cli_table_row(&t, "Partner", str_of(r, "partner", "-"));
-    cli_table_row(&t, "Program", str_of(r, "program", "-"));
-    cli_table_row(&t, "Tier", str_of(r, "tier", "-"));
-    cli_table_row(&t, "Currency", str_of(r, "currency", "-"));
+    cli_table_row(&t, "Partner", cli_str_of(r, "partner", "-"));
+    cli_table_row(&t, "Program", cli_str_of(r, "program", "-"));
+    cli_table_row(&t, "Tier", cli_str_of(r, "tier", "-"));
+    cli_table_row(&t, "Currency", cli_str_of(r, "currency", "-"));
     char seq[48], num[24];
     snprintf(seq, sizeof seq, "seq %s", int_of(r, "seq", num, sizeof num));
     cli_table_row(&t, "As of", seq);
@@ -125,7 +110,7 @@ static void print_balance(const json_t *r, const money_ctx *m)
     cli_table_row(&t, "MDF", "Amount");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char b[TLY_QUERY_MONEY_CHARS];
-        cli_table_row(&t, labels[i], money_of(r, keys[i], m->exp, b, sizeof b));
+        cli_table_row(&t, labels[i], cli_money_of(r, keys[i], m->exp, b, sizeof b));
     }
     printf("\n");
     cli_table_print(&t, true);
@@ -142,8 +127,9 @@ static void print_balance(const json_t *r, const money_ctx *m)
     json_array_foreach(buckets, i, b)
     {
         char a[TLY_QUERY_MONEY_CHARS];
-        cli_table_row(&t, str_of(b, "period", "-"), money_of(b, "remaining", m->exp, a, sizeof a),
-                      str_of(b, "expires_after", "-"));
+        cli_table_row(&t, cli_str_of(b, "period", "-"),
+                      cli_money_of(b, "remaining", m->exp, a, sizeof a),
+                      cli_str_of(b, "expires_after", "-"));
     }
     cli_table_print(&t, true);
 }
@@ -154,7 +140,8 @@ static void baseline_text(const json_t *p, const money_ctx *m, char *out, size_t
 {
     char b[TLY_QUERY_MONEY_CHARS];
     if (json_is_integer(json_object_get(p, "baseline")))
-        snprintf(out, cap, "growth over baseline %s", money_of(p, "baseline", m->exp, b, sizeof b));
+        snprintf(out, cap, "growth over baseline %s",
+                 cli_money_of(p, "baseline", m->exp, b, sizeof b));
     else
         snprintf(out, cap, "net revenue");
 }
@@ -193,16 +180,17 @@ static void rebate_row(cli_table *t, const json_t *p, const money_ctx *m)
     if (json_is_integer(bps))
         rate_text(p, (int64_t)json_integer_value(bps), rate, sizeof rate);
     baseline_text(p, m, base, sizeof base);
-    cli_table_row(t, str_of(p, "period", "-"), money_of(p, "revenue", m->exp, rev, sizeof rev),
-                  money_of(p, "basis", m->exp, x, sizeof x), base, rate,
-                  money_of(p, "rebate", m->exp, reb, sizeof reb),
-                  money_of(p, "referral", m->exp, ref, sizeof ref), str_of(p, "status", "-"),
-                  money_of(p, "paid", m->exp, paid, sizeof paid));
+    cli_table_row(t, cli_str_of(p, "period", "-"),
+                  cli_money_of(p, "revenue", m->exp, rev, sizeof rev),
+                  cli_money_of(p, "basis", m->exp, x, sizeof x), base, rate,
+                  cli_money_of(p, "rebate", m->exp, reb, sizeof reb),
+                  cli_money_of(p, "referral", m->exp, ref, sizeof ref),
+                  cli_str_of(p, "status", "-"), cli_money_of(p, "paid", m->exp, paid, sizeof paid));
 }
 
 static void print_rebate(const json_t *r, const money_ctx *m)
 {
-    print_head(r, str_of(r, "partner", "-"), m->currency);
+    print_head(r, cli_str_of(r, "partner", "-"), m->currency);
     printf("\n");
     json_t *periods = json_object_get(r, "periods");
     cli_table t;
@@ -220,9 +208,9 @@ static void print_rebate(const json_t *r, const money_ctx *m)
     char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
     cli_table_init(&t, "lr");
     cli_table_row(&t, "Payable (final periods, rebate and referral fees, unpaid)",
-                  money_of(r, "payable", m->exp, a, sizeof a));
+                  cli_money_of(r, "payable", m->exp, a, sizeof a));
     cli_table_row(&t, "Accrued in open periods (rebate and referral fees)",
-                  money_of(r, "accrued_open", m->exp, b, sizeof b));
+                  cli_money_of(r, "accrued_open", m->exp, b, sizeof b));
     printf("\n");
     cli_table_print(&t, false);
 }
@@ -255,10 +243,10 @@ static bool grace_text(const json_t *r, char *out, size_t cap)
         return false;
     long long n = (long long)json_integer_value(left);
     if (n <= 0)
-        snprintf(out, cap, "kept %s by grace: no more failing closes", str_of(r, "tier", "-"));
+        snprintf(out, cap, "kept %s by grace: no more failing closes", cli_str_of(r, "tier", "-"));
     else
-        snprintf(out, cap, "kept %s by grace: %lld more failing close%s", str_of(r, "tier", "-"), n,
-                 n == 1 ? "" : "s");
+        snprintf(out, cap, "kept %s by grace: %lld more failing close%s",
+                 cli_str_of(r, "tier", "-"), n, n == 1 ? "" : "s");
     return true;
 }
 
@@ -271,8 +259,8 @@ static void next_text(const json_t *next, const money_ctx *m, char *out, size_t 
     char rev[TLY_QUERY_MONEY_CHARS], certs[24];
     json_int_t need_rev = json_integer_value(json_object_get(next, "revenue_needed"));
     json_int_t need_certs = json_integer_value(json_object_get(next, "certs_needed"));
-    const char *tier = str_of(next, "tier", "-");
-    money_of(next, "revenue_needed", m->exp, rev, sizeof rev);
+    const char *tier = cli_str_of(next, "tier", "-");
+    cli_money_of(next, "revenue_needed", m->exp, rev, sizeof rev);
     int_of(next, "certs_needed", certs, sizeof certs);
     if (need_rev == 0 && need_certs == 0)
         snprintf(out, cap, "qualifies for %s at the next close", tier);
@@ -292,14 +280,14 @@ static void print_tier(const json_t *r, const money_ctx *m)
     cli_table_init(&t, "ll");
     char rev[TLY_QUERY_MONEY_CHARS], certs[24], next[512], seq[48], num[24];
     char benefits[1024], grace[256];
-    cli_table_row(&t, "Partner", str_of(r, "partner", "-"));
-    cli_table_row(&t, "Tier", str_of(r, "tier", "-"));
+    cli_table_row(&t, "Partner", cli_str_of(r, "partner", "-"));
+    cli_table_row(&t, "Tier", cli_str_of(r, "tier", "-"));
     benefits_text(r, benefits, sizeof benefits);
     cli_table_row(&t, "Benefits", benefits);
     if (grace_text(r, grace, sizeof grace))
         cli_table_row(&t, "Grace", grace);
     cli_table_row(&t, "Currency", m->currency ? m->currency : "-");
-    cli_table_row(&t, "Window revenue", money_of(r, "window_revenue", m->exp, rev, sizeof rev));
+    cli_table_row(&t, "Window revenue", cli_money_of(r, "window_revenue", m->exp, rev, sizeof rev));
     cli_table_row(&t, "Active certs", int_of(r, "active_certs", certs, sizeof certs));
     next_text(json_object_get(r, "next"), m, next, sizeof next);
     cli_table_row(&t, "Next tier", next);
@@ -323,15 +311,15 @@ static void print_tier(const json_t *r, const money_ctx *m)
     json_array_foreach(hist, i, h)
     {
         char s[24];
-        cli_table_row(&t, int_of(h, "seq", s, sizeof s), str_of(h, "period", "-"),
-                      str_of(h, "from", "-"), str_of(h, "to", "-"));
+        cli_table_row(&t, int_of(h, "seq", s, sizeof s), cli_str_of(h, "period", "-"),
+                      cli_str_of(h, "from", "-"), cli_str_of(h, "to", "-"));
     }
     cli_table_print(&t, true);
 }
 
 static void print_claims(const json_t *r, const money_ctx *m)
 {
-    print_head(r, str_of(r, "partner", "-"), m->currency);
+    print_head(r, cli_str_of(r, "partner", "-"), m->currency);
     printf("\n");
     json_t *claims = json_object_get(r, "claims");
     if (json_array_size(claims) == 0) {
@@ -346,10 +334,10 @@ static void print_claims(const json_t *r, const money_ctx *m)
     json_array_foreach(claims, i, c)
     {
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS], d[TLY_QUERY_MONEY_CHARS];
-        cli_table_row(&t, str_of(c, "claim", "-"), str_of(c, "status", "-"),
-                      money_of(c, "requested", m->exp, a, sizeof a),
-                      money_of(c, "approved", m->exp, b, sizeof b),
-                      money_of(c, "paid", m->exp, d, sizeof d), str_of(c, "reason", ""));
+        cli_table_row(&t, cli_str_of(c, "claim", "-"), cli_str_of(c, "status", "-"),
+                      cli_money_of(c, "requested", m->exp, a, sizeof a),
+                      cli_money_of(c, "approved", m->exp, b, sizeof b),
+                      cli_money_of(c, "paid", m->exp, d, sizeof d), cli_str_of(c, "reason", ""));
     }
     cli_table_print(&t, true);
 }
@@ -373,11 +361,11 @@ static void print_liabilities(const json_t *r, const money_ctx *unused)
         json_t *p;
         json_array_foreach(progs, i, p)
         {
-            int exp = tly_query_currency_exponent(str_of(p, "currency", NULL));
+            int exp = tly_query_currency_exponent(cli_str_of(p, "currency", NULL));
             char v[5][TLY_QUERY_MONEY_CHARS];
             for (int k = 0; k < 5; k++)
-                money_of(p, keys[k], exp, v[k], sizeof v[k]);
-            cli_table_row(&t, str_of(p, "program", "-"), str_of(p, "currency", "-"),
+                cli_money_of(p, keys[k], exp, v[k], sizeof v[k]);
+            cli_table_row(&t, cli_str_of(p, "program", "-"), cli_str_of(p, "currency", "-"),
                           json_is_integer(json_object_get(p, keys[0])) ? v[0] : "-",
                           json_is_integer(json_object_get(p, keys[1])) ? v[1] : "-",
                           json_is_integer(json_object_get(p, keys[2])) ? v[2] : "-",
@@ -407,8 +395,8 @@ static void print_exceptions(const json_t *r, const money_ctx *unused)
         json_array_foreach(xs, i, x)
         {
             char s[24];
-            cli_table_row(&t, int_of(x, "seq", s, sizeof s), str_of(x, "kind", "-"),
-                          str_of(x, "partner", "-"), str_of(x, "detail", ""));
+            cli_table_row(&t, int_of(x, "seq", s, sizeof s), cli_str_of(x, "kind", "-"),
+                          cli_str_of(x, "partner", "-"), cli_str_of(x, "detail", ""));
         }
         cli_table_print(&t, true);
         printf("\n%zu exception%s\n", count, count == 1 ? "" : "s");
@@ -441,7 +429,7 @@ static int fetch(const source *src, json_t *req, json_t **reply)
     if (code) {
         /* A refusal names itself, so a script can tell it from a failure. */
         bool refused = strcmp(code, tly_err_name(TLY_FORBIDDEN)) == 0;
-        tly_errorf(src->cmd, "%s%s", refused ? "forbidden: " : "", str_of(r, "message", code));
+        tly_errorf(src->cmd, "%s%s", refused ? "forbidden: " : "", cli_str_of(r, "message", code));
         json_decref(r);
         return TLY_EXIT_FAIL;
     }
@@ -710,24 +698,6 @@ static void print_reply(const view_cmd *c, const source *src, const json_t *repl
     c->print(reply, &m);
 }
 
-/* With --curve-server-key and --curve-secret, asks the service over CURVE. */
-static int use_curve(const view_cmd *c, const view_opts *o)
-{
-    char msg[256] = "";
-    if (!o->curve_server_key != !o->curve_secret)
-        return tly_usagef(c->name, "--curve-server-key and --curve-secret go together");
-    if (!o->curve_server_key)
-        return TLY_EXIT_OK;
-    tly_err err = tly_query_client_curve(o->curve_server_key, o->curve_secret, msg, sizeof msg);
-    if (err == TLY_USAGE)
-        return tly_usagef(c->name, "%s", msg);
-    if (err != TLY_OK) {
-        tly_errorf(c->name, "%s", msg);
-        return TLY_EXIT_FAIL;
-    }
-    return TLY_EXIT_OK;
-}
-
 /* The store to answer from: --views DIR, or with --as-of-close the replay
  * at the close (the partner's program asked of --views or the service);
  * none for the service. */
@@ -764,7 +734,7 @@ static int run_view(const view_cmd *c, int argc, char **argv)
     if (rc != TLY_EXIT_OK)
         return rc < 0 ? TLY_EXIT_OK : rc;
     source src = {c->name, &o, NULL};
-    if ((rc = use_curve(c, &o)) != TLY_EXIT_OK)
+    if ((rc = cli_use_curve(c->name, o.curve_server_key, o.curve_secret)) != TLY_EXIT_OK)
         return rc;
     if ((rc = open_source(c, &o, &src)) != TLY_EXIT_OK)
         return rc;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli_fields.h"
 #include "cli_table.h"
 #include "finance_out.h"
 #include "tly_limits.h"
@@ -20,25 +21,9 @@
 /* ------------------------------------------------------------------------ */
 /* Fields                                                                    */
 
-static const char *str_of(const json_t *o, const char *key, const char *dflt)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s ? s : dflt;
-}
-
 static int64_t int_of(const json_t *o, const char *key)
 {
     return (int64_t)json_integer_value(json_object_get(o, key));
-}
-
-/* Money field as a decimal amount; "-" when absent. */
-static const char *money_of(const json_t *o, const char *key, int exp, char *buf, size_t cap)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return "-";
-    tly_query_format_money((int64_t)json_integer_value(v), exp, buf, cap);
-    return buf;
 }
 
 /* Element i of an array of integers. */
@@ -104,13 +89,14 @@ void tly_fin_table_partners(const json_t *reply, const json_t *currencies)
     json_t *p;
     json_array_foreach(list, i, p)
     {
-        const char *cur = currency_of(currencies, str_of(p, "program", NULL));
+        const char *cur = currency_of(currencies, cli_str_of(p, "program", NULL));
         int exp = tly_query_currency_exponent(cur);
         char a[TLY_QUERY_MONEY_CHARS], b[TLY_QUERY_MONEY_CHARS];
-        cli_table_row(&t, str_of(p, "partner", "-"), str_of(p, "name", "-"),
-                      str_of(p, "program", "-"), str_of(p, "kind", "-"), str_of(p, "region", "-"),
-                      str_of(p, "tier", "-"), money_of(p, "available", exp, a, sizeof a),
-                      money_of(p, "rebate_payable", exp, b, sizeof b), cur ? cur : "-");
+        cli_table_row(&t, cli_str_of(p, "partner", "-"), cli_str_of(p, "name", "-"),
+                      cli_str_of(p, "program", "-"), cli_str_of(p, "kind", "-"),
+                      cli_str_of(p, "region", "-"), cli_str_of(p, "tier", "-"),
+                      cli_money_of(p, "available", exp, a, sizeof a),
+                      cli_money_of(p, "rebate_payable", exp, b, sizeof b), cur ? cur : "-");
     }
     cli_table_print(&t, true);
     printf("\n%zu partner%s\n", count, count == 1 ? "" : "s");
@@ -133,9 +119,10 @@ _Static_assert(REPORT_FIGURES == sizeof REPORT_HEADS / sizeof REPORT_HEADS[0], "
 static void report_row(cli_table *t, const json_t *p, int exp, int64_t *sums, bool *overflow)
 {
     char cells[REPORT_FIGURES][TLY_QUERY_MONEY_CHARS];
-    const char *row[CLI_TABLE_COLS_MAX] = {str_of(p, "period", "-"), str_of(p, "status", "-")};
+    const char *row[CLI_TABLE_COLS_MAX] = {cli_str_of(p, "period", "-"),
+                                           cli_str_of(p, "status", "-")};
     for (size_t f = 0; f < REPORT_FIGURES; f++) {
-        row[f + 2] = money_of(p, REPORT_KEYS[f], exp, cells[f], sizeof cells[f]);
+        row[f + 2] = cli_money_of(p, REPORT_KEYS[f], exp, cells[f], sizeof cells[f]);
         if (__builtin_add_overflow(sums[f], int_of(p, REPORT_KEYS[f]), &sums[f]))
             *overflow = true;
     }
@@ -144,9 +131,10 @@ static void report_row(cli_table *t, const json_t *p, int exp, int64_t *sums, bo
 
 void tly_fin_table_report(const json_t *reply)
 {
-    const char *cur = str_of(reply, "currency", NULL);
+    const char *cur = cli_str_of(reply, "currency", NULL);
     int exp = tly_query_currency_exponent(cur);
-    const char *head[] = {"Program", str_of(reply, "program", "-"), "Currency", cur ? cur : "-"};
+    const char *head[] = {"Program", cli_str_of(reply, "program", "-"), "Currency",
+                          cur ? cur : "-"};
     print_head(reply, head, 4);
     printf("\n");
     json_t *periods = json_object_get(reply, "periods");
@@ -178,18 +166,18 @@ void tly_fin_table_report(const json_t *reply)
 /* One program of the expiring answer. */
 static void expiring_program(const json_t *prog, const json_t *currencies)
 {
-    const char *name = str_of(prog, "program", "-");
+    const char *name = cli_str_of(prog, "program", "-");
     const char *cur = currency_of(currencies, name);
     int exp = tly_query_currency_exponent(cur);
     json_t *parts = json_object_get(prog, "partners");
     size_t n = json_array_size(parts);
     char total[TLY_QUERY_MONEY_CHARS];
     if (n == 0) {
-        printf("%s: the close of %s expires nothing.\n", name, str_of(prog, "period", "-"));
+        printf("%s: the close of %s expires nothing.\n", name, cli_str_of(prog, "period", "-"));
         return;
     }
     printf("%s: the close of %s expires %s %s from %zu partner%s.\n", name,
-           str_of(prog, "period", "-"), money_of(prog, "total", exp, total, sizeof total),
+           cli_str_of(prog, "period", "-"), cli_money_of(prog, "total", exp, total, sizeof total),
            cur ? cur : "", n, n == 1 ? "" : "s");
     cli_table t;
     cli_table_init(&t, "lr");
@@ -199,7 +187,8 @@ static void expiring_program(const json_t *prog, const json_t *currencies)
     json_array_foreach(parts, i, p)
     {
         char a[TLY_QUERY_MONEY_CHARS];
-        cli_table_row(&t, str_of(p, "partner", "-"), money_of(p, "amount", exp, a, sizeof a));
+        cli_table_row(&t, cli_str_of(p, "partner", "-"),
+                      cli_money_of(p, "amount", exp, a, sizeof a));
     }
     cli_table_print(&t, true);
 }
@@ -266,10 +255,10 @@ static void print_account_totals(account_sums *s, int exp, int64_t total)
 
 void tly_fin_table_journal(const json_t *reply)
 {
-    const char *cur = str_of(reply, "currency", NULL);
+    const char *cur = cli_str_of(reply, "currency", NULL);
     int exp = tly_query_currency_exponent(cur);
-    const char *head[] = {"Program",  str_of(reply, "program", "-"),
-                          "Period",   str_of(reply, "period", "-"),
+    const char *head[] = {"Program",  cli_str_of(reply, "program", "-"),
+                          "Period",   cli_str_of(reply, "period", "-"),
                           "Currency", cur ? cur : "-"};
     print_head(reply, head, 6);
     printf("\n");
@@ -291,11 +280,11 @@ void tly_fin_table_journal(const json_t *reply)
     {
         char a[TLY_QUERY_MONEY_CHARS];
         int64_t amount = int_of(e, "amount");
-        cli_table_row(&t, str_of(e, "partner", "-"), str_of(e, "kind", "-"),
-                      str_of(e, "debit", "-"), str_of(e, "credit", "-"),
+        cli_table_row(&t, cli_str_of(e, "partner", "-"), cli_str_of(e, "kind", "-"),
+                      cli_str_of(e, "debit", "-"), cli_str_of(e, "credit", "-"),
                       money(amount, exp, a, sizeof a));
-        account_add(&s, str_of(e, "debit", "-"), 0, amount);
-        account_add(&s, str_of(e, "credit", "-"), 1, amount);
+        account_add(&s, cli_str_of(e, "debit", "-"), 0, amount);
+        account_add(&s, cli_str_of(e, "credit", "-"), 1, amount);
         if (__builtin_add_overflow(total, amount, &total))
             s.overflow = true;
     }
@@ -485,7 +474,7 @@ void tly_fin_accounts_apply(json_t *journal, const json_t *map)
     json_array_foreach(json_object_get(journal, "entries"), i, e)
     {
         for (int s = 0; s < 2; s++) {
-            json_t *code = json_object_get(map, str_of(e, sides[s], ""));
+            json_t *code = json_object_get(map, cli_str_of(e, sides[s], ""));
             if (json_is_string(code))
                 json_object_set(e, sides[s], code);
         }
