@@ -266,6 +266,12 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * leaves a batch room for its sales. */
 #define TLY_CONSUME_READ_BACK_PARTNERS_MAX (TLY_CONSUME_DIRTY_ENTRIES_MAX / 2u)
 
+/* Partners a consumer's read-back must hold before a second thread decodes
+ * half of their records (tly_engine_read_back_begin): below it a thread's
+ * start costs more than it saves. $TALLY_CONSUME_READ_SPLIT_MIN overrides
+ * it (tests: 1 splits every read-back). */
+#define TLY_CONSUME_READ_SPLIT_MIN 4096u
+
 /* Records a consumer folds between two releases of the view store's map
  * (tly_views_release): a record whose partner, claims or sale are not in
  * the engine's cache reads pages of the store, and at 10M events (100,000

@@ -1149,6 +1149,22 @@ static void kv_free(kv *s)
 /* Partners fold_flushing's read-backs brought back, in all. */
 static uint64_t g_read_back_seen;
 
+/* Whether the tests' read-backs go through tly_engine_read_back_begin,
+ * _split_decode and _finish (every list split, decoded on this thread)
+ * instead of tly_engine_read_back: the two must leave the same engine. */
+static bool g_read_split;
+
+static uint32_t read_back(tly_engine *e)
+{
+    if (!g_read_split)
+        return tly_engine_read_back(e);
+    tly_engine_read_split *s = tly_engine_read_back_begin(e, 1);
+    if (s == NULL) /* a list of one, or none */
+        return tly_engine_read_back(e);
+    tly_engine_read_split_decode(s);
+    return tly_engine_read_back_finish(e, s, NULL, NULL);
+}
+
 /* Folds st[from, to) flushing every `batch` records and at the end; after
  * each flush (the store holds its puts at once, as after a commit) the
  * engines read back what it noted (tly_engine_read_back: nothing unless
@@ -1161,7 +1177,7 @@ static void fold_flushing(shards *s, kv *stores, const stream *st, size_t from, 
         if ((i + 1) % batch == 0 || i + 1 == to)
             for (uint32_t k = 0; k < s->n; k++) {
                 ck_assert_int_eq(tly_engine_flush(s->e[k], kv_put, &stores[k]), TLY_OK);
-                tly_engine_read_back(s->e[k]);
+                read_back(s->e[k]);
                 g_read_back_seen += s->e[k]->read_back_idle;
             }
     }
@@ -1444,12 +1460,14 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
  * cross-shard returns [S1] [S2] included; and so do such engines whose
  * flushes drop each partner beyond the cache as soon as it is written
  * (_i 3-5), nearly every partner of every flush, and those that then read
- * them back after each flush (_i 6-8, tly_engine_read_back). */
+ * them back after each flush (_i 6-8, tly_engine_read_back; _i 9-11 the
+ * same split in two halves, tly_engine_read_back_begin). */
 START_TEST(store_matches_memory)
 {
     uint32_t n = 1u << (_i % 3);
     g_flush_drops = _i >= 3;
     g_read_back_max = _i >= 6 ? 100000u : 0u;
+    g_read_split = _i >= 9;
     g_read_back_seen = 0;
     stream st = {0};
     gen_stream(&st, g_seed + 500 + n, 12000, 30);
@@ -1481,6 +1499,7 @@ START_TEST(store_matches_memory)
     stream_free(&st);
     g_flush_drops = false;
     g_read_back_max = 0;
+    g_read_split = false;
 }
 END_TEST
 
@@ -3456,9 +3475,10 @@ static bool in_memory(const tly_engine *e, const char *id)
  * list; tly_engine_dirty counts them until an event changes one (it then
  * counts as changed, once); the next flush settles the rest into the cache;
  * and answers and stored bytes stay those of an engine keeping everything
- * in memory. */
+ * in memory. _i 1: the read-back split in two (tly_engine_read_back_begin). */
 START_TEST(read_back_edges)
 {
+    g_read_split = _i == 1;
     kv direct = {0}, store = {0};
     shards a, b;
     uint32_t d = 0; /* partners the flush dropped: found by the first run */
@@ -3477,7 +3497,7 @@ START_TEST(read_back_edges)
         ck_assert_uint_eq(noted, max < d ? max : d);
         ck_assert_uint_eq(tly_engine_dirty(e), 0);
         uint32_t live = e->partner_slots.live;
-        tly_engine_read_back(e);
+        read_back(e);
         ck_assert_uint_eq(e->read_back_idle, noted);
         ck_assert_uint_eq(tly_engine_dirty(e), noted);
         ck_assert_uint_eq(e->partner_slots.live, live + noted);
@@ -3509,6 +3529,7 @@ START_TEST(read_back_edges)
         memset(&store, 0, sizeof store);
         memset(&direct, 0, sizeof direct);
     }
+    g_read_split = false;
 }
 END_TEST
 
@@ -3516,9 +3537,13 @@ END_TEST
  * quietly: the partners before it in key order are back, it and those
  * after stay in the store, the engine is intact, a later partner is read
  * when an event names it, and an event naming the refused one meets
- * TLY_CORRUPT, as it would without the read-back. */
+ * TLY_CORRUPT, as it would without the read-back. _i 1: the read-back
+ * split in two (tly_engine_read_back_begin); _i 2: split, and the refused
+ * record peeks well (its head is whole) but does not decode, so the
+ * second thread's decode is what refuses it when it lies in its half. */
 START_TEST(read_back_stops_at_unreadable)
 {
+    g_read_split = _i >= 1;
     kv direct = {0}, store = {0};
     shards a, b;
     READ_BACK_FOLD(UINT32_MAX);
@@ -3534,8 +3559,16 @@ START_TEST(read_back_stops_at_unreadable)
         before += i < 6 && out[i];
     }
     ck_assert_uint_gt(before, 0);
-    ck_assert_int_eq(kv_put(&store, "S/4/r06", 7, "\xc1", 1), TLY_OK); /* no MessagePack */
-    tly_engine_read_back(e);
+    if (_i < 2) {
+        ck_assert_int_eq(kv_put(&store, "S/4/r06", 7, "\xc1", 1), TLY_OK); /* no MessagePack */
+    } else {
+        kv_entry *x = kv_at(&store, "S/4/r06", 7);
+        ck_assert_ptr_nonnull(x);
+        eng_partner_rec head;
+        ck_assert_int_eq(eng_peek_partner(x->val, x->vlen - 1, &head), TLY_OK);
+        x->vlen--; /* its last element cut short */
+    }
+    read_back(e);
     ck_assert(tly_engine_intact(e));
     ck_assert_uint_eq(e->read_back_idle, before);
     for (int i = 0; i < READ_BACK_PARTNERS; i++) {
@@ -3558,6 +3591,90 @@ START_TEST(read_back_stops_at_unreadable)
              "\"sku\":\"X\",\"qty\":1,\"amount\":100,\"currency\":\"USD\"}",
              Q1_25 + 2 * DAY, bad);
     ck_assert_int_eq(apply_text(&b, "d1", text), TLY_CORRUPT);
+    shards_free(&a);
+    shards_free(&b);
+    kv_free(&store);
+    kv_free(&direct);
+    g_read_split = false;
+}
+END_TEST
+
+/* A job of a split read-back for partner id (eng_read_job_prepare's
+ * input). */
+static eng_read_job job_of(const char *id)
+{
+    size_t len = strlen(id);
+    return (eng_read_job){.id = id, .len = (uint32_t)len, .h = eng_hash(id, len)};
+}
+
+/* The jobs of a split read-back (eng_read_job_prepare, _decode, _adopt): a
+ * partner in memory, or not stored, is nothing to read; an owned partner's
+ * current record is decoded apart and adopted into memory; one written
+ * before its tier history was kept apart (V7: decoding it interns names)
+ * is left to the engine, which reads it when adopting; a record that peeks
+ * well but does not decode fails its job, and its adoption says so. */
+START_TEST(read_back_jobs)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    READ_BACK_FOLD(UINT32_MAX);
+    tly_engine *e = b.e[0];
+    ck_assert(!in_memory(e, "r00") && !in_memory(e, "r01") && !in_memory(e, "r02"));
+    eng_pstate *scratch = NULL;
+    uint32_t p;
+    eng_read_job j = job_of("r00");
+    ck_assert_int_eq(eng_read_job_prepare(e, &j), TLY_OK);
+    ck_assert_int_eq(j.kind, ENG_JOB_DECODE);
+    eng_read_job_decode(&j, &scratch);
+    ck_assert_int_eq(j.err, TLY_OK);
+    ck_assert(j.st != NULL && scratch != NULL);
+    ck_assert(!in_memory(e, "r00")); /* decoding touches no engine */
+    ck_assert_int_eq(eng_read_job_adopt(e, &j, &p), TLY_OK);
+    ck_assert(p != ENG_NONE && j.st == NULL && in_memory(e, "r00"));
+    ck_assert_uint_eq(e->partners[p].st->tier, 0);
+    ck_assert_uint_eq(e->partners[p].enroll_seq, j.enroll_seq);
+    const char *nothing[] = {"r00", "nobody"}; /* in memory now; never stored */
+    for (int i = 0; i < 2; i++) {
+        j = job_of(nothing[i]);
+        ck_assert_int_eq(eng_read_job_prepare(e, &j), TLY_OK);
+        ck_assert_int_eq(j.kind, ENG_JOB_NONE);
+        eng_read_job_decode(&j, &scratch);
+        ck_assert_int_eq(eng_read_job_adopt(e, &j, &p), TLY_OK);
+        ck_assert_uint_eq(p, ENG_NONE);
+    }
+    ck_assert(!in_memory(e, "nobody"));
+    hist_to_v7(&store); /* every owned partner record as V7 wrote it */
+    j = job_of("r01");
+    ck_assert_int_eq(eng_read_job_prepare(e, &j), TLY_OK);
+    ck_assert_int_eq(j.kind, ENG_JOB_ENGINE);
+    eng_read_job_decode(&j, &scratch);
+    ck_assert(j.st == NULL && !in_memory(e, "r01"));
+    ck_assert_int_eq(eng_read_job_adopt(e, &j, &p), TLY_OK);
+    ck_assert(p != ENG_NONE && in_memory(e, "r01"));
+    kv_entry *x = kv_at(&store, "S/4/r02", 7);
+    ck_assert_ptr_nonnull(x);
+    x->vlen--; /* its last element cut short */
+    j = job_of("r02");
+    ck_assert_int_eq(eng_read_job_prepare(e, &j), TLY_OK);
+    ck_assert_int_eq(j.kind, ENG_JOB_ENGINE); /* V7 still */
+    ck_assert_int_eq(eng_read_job_adopt(e, &j, &p), TLY_CORRUPT);
+    shards_free(&a);
+    shards_free(&b);
+    kv_free(&store);
+    kv_free(&direct);
+    READ_BACK_FOLD(UINT32_MAX);
+    e = b.e[0];
+    x = kv_at(&store, "S/4/r02", 7);
+    x->vlen--; /* its last element cut short */
+    j = job_of("r02");
+    ck_assert_int_eq(eng_read_job_prepare(e, &j), TLY_OK);
+    ck_assert_int_eq(j.kind, ENG_JOB_DECODE); /* its head is whole */
+    eng_read_job_decode(&j, &scratch);
+    ck_assert_int_eq(j.err, TLY_CORRUPT);
+    ck_assert(j.st == NULL && scratch == NULL); /* the scratch went with what was read */
+    ck_assert_int_eq(eng_read_job_adopt(e, &j, &p), TLY_CORRUPT);
+    ck_assert(p == ENG_NONE && !in_memory(e, "r02") && tly_engine_intact(e));
+    eng_pstate_free(scratch);
     shards_free(&a);
     shards_free(&b);
     kv_free(&store);
@@ -4603,7 +4720,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
-    tcase_add_loop_test(tc, store_matches_memory, 0, 9);
+    tcase_add_loop_test(tc, store_matches_memory, 0, 12);
     tcase_add_loop_test(tc, store_matches_memory_wide_flush, 0, 2);
     tcase_add_test(tc, flush_drops_no_partner);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);
@@ -4627,8 +4744,9 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, claims_by_bucket);
     tcase_add_test(tc, claim_buckets_checked);
     tcase_add_test(tc, claim_bucket_edges);
-    tcase_add_test(tc, read_back_edges);
-    tcase_add_test(tc, read_back_stops_at_unreadable);
+    tcase_add_loop_test(tc, read_back_edges, 0, 2);
+    tcase_add_loop_test(tc, read_back_stops_at_unreadable, 0, 3);
+    tcase_add_test(tc, read_back_jobs);
     tcase_add_test(tc, overflow_is_an_error);
     tu_add_tests(tc, TU_TESTS(stage_replays_in_order, stage_replay_stops_at_error,
                               stage_refuses_4gib, prefetch_changes_nothing));

@@ -972,6 +972,8 @@ tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out)
     RD(rd_text(&r, &out->program, true) && tly_mp_read_bool(&r, &out->owned));
     RD(owned_count == out->owned);
     RD(tly_mp_read_uint(&r, &out->enroll_seq));
+    out->cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V10 ||
+                      count == ENG_PARTNER_FIELDS_OWNED_V9 || count == ENG_PARTNER_FIELDS_OWNED_V8;
     return out->owned ? TLY_OK : rd_end(&r);
 }
 
@@ -1277,13 +1279,13 @@ tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena
         RD(rd_i64(&r, totals[i]));
     RD(st->deficit >= 0); /* what a debit could not take (eng_debit) */
     TRY(unpack_buckets_rows(&r, st));
-    bool cold_apart = count == ENG_PARTNER_FIELDS_OWNED || count == ENG_PARTNER_FIELDS_OWNED_V10 ||
-                      count == ENG_PARTNER_FIELDS_OWNED_V9 || count == ENG_PARTNER_FIELDS_OWNED_V8;
+    bool cold_apart = head.cold_apart;
     if (cold_apart) {
         uint32_t n; /* the history is read from "S/6/" when needed */
         RD(tly_mp_read_array(&r, &n) && n == 0);
     } else {
         /* a record written before "S/6/": the next flush writes it there */
+        TLY_ASSERT(a != NULL); /* eng_read_job_prepare leaves these to the engine */
         TRY(unpack_hist(&r, names, a, st));
         st->cold = true;
         st->cold_dirty = st->hist_count > 0;

@@ -214,6 +214,7 @@ typedef struct eng_partner_rec {
     tly_str id, program;
     bool owned;
     uint64_t enroll_seq;
+    bool cold_apart; /* owned, its tier history under "S/6/": decoding it interns no name */
 } eng_partner_rec;
 tly_err eng_peek_partner(const void *val, size_t len, eng_partner_rec *out);
 /* An owned partner's record's first fields past eng_peek_partner's: its
@@ -229,7 +230,9 @@ tly_err eng_peek_member(const void *val, size_t len, eng_member_head *out);
  * it holds what was read, for eng_pstate_free) and its liability share
  * into *liab. Its claims get their ids only (not loaded), in submit
  * order: the caller reads each from its own record when needed. Tier names of the history are
- * interned in names/a. */
+ * interned in names/a, which only a record written before the history was
+ * kept apart needs (eng_partner_rec's cold_apart false): for any other,
+ * both may be NULL, and the call touches nothing but st, liab and val. */
 tly_err eng_unpack_pstate(const void *val, size_t len, eng_map *names, eng_arena *a, eng_pstate *st,
                           eng_liab *liab);
 

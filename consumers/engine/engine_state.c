@@ -500,6 +500,53 @@ static tly_err claims_take_loose(tly_engine *e, const char *id, size_t len, eng_
     return TLY_OK;
 }
 
+/* What an owned partner's decoded record is checked against, read off
+ * the engine beforehand, so that pstate_checked touches nothing of the
+ * engine (a read-back's second thread runs it: eng_read_job_decode). */
+static eng_decode_env decode_env(const tly_engine *e, uint32_t gi)
+{
+    bool store = e->store.get != NULL;
+    return (eng_decode_env){.tier_count =
+                                gi != ENG_NONE ? e->programs[gi].rules.tier_count : UINT32_MAX,
+                            /* Every flush stores the MDF invariant (TLY_ASSERT there): a
+                             * record without it would stop a folding engine at its next flush
+                             * instead of being refused here. A document reader shows what is
+                             * stored, broken or not (`audit diff` reports it); an engine loaded
+                             * whole, without a store (tests), is given what it is given. */
+                            .invariant = store && !e->reads_only,
+                            /* Claims in a bucket the log has not reached are a broken record,
+                             * and would have every look-up of an unknown id try buckets up to
+                             * there. */
+                            .bucket_max = store ? eng_claim_bucket_of(e->seq) : UINT32_MAX};
+}
+
+/* Decodes an owned partner's record into st (eng_unpack_pstate; names and
+ * a NULL for a record whose history is kept apart) and checks it. */
+static tly_err pstate_checked(const eng_decode_env *env, eng_map *names, eng_arena *a,
+                              const void *val, size_t vlen, eng_pstate *st, eng_liab *liab)
+{
+    tly_err err = eng_unpack_pstate(val, vlen, names, a, st, liab);
+    if (err == TLY_OK && (st->tier >= env->tier_count || st->claim_hi > env->bucket_max ||
+                          (env->invariant && !eng_invariant_ok(st))))
+        err = TLY_CORRUPT;
+    return err;
+}
+
+/* After a decode into *scratch that ended with err: the state settled into
+ * one block (*out), or, on err or without memory, the scratch freed with
+ * what was read (*scratch NULL). */
+static tly_err pstate_settled(tly_err err, eng_pstate **scratch, eng_pstate **out)
+{
+    eng_pstate *settled = err == TLY_OK ? eng_pstate_settle(*scratch) : NULL;
+    if (settled == NULL) {
+        eng_pstate_free(*scratch);
+        *scratch = NULL;
+        return err != TLY_OK ? err : TLY_NOMEM;
+    }
+    *out = settled;
+    return TLY_OK;
+}
+
 /* The money state of an owned partner's record (its claims' ids). */
 static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t gi, const void *val,
                            size_t vlen, eng_pstate **out, eng_liab *liab)
@@ -511,34 +558,39 @@ static tly_err pstate_read(tly_engine *e, const eng_partner_rec *head, uint32_t 
     char id[TLY_NAME_BYTES_MAX];
     size_t len = head->id.len;
     memcpy(id, head->id.ptr, len);
-    tly_err err = eng_unpack_pstate(val, vlen, &e->names, &e->arena, st, liab);
-    if (err == TLY_OK && gi != ENG_NONE && st->tier >= e->programs[gi].rules.tier_count)
-        err = TLY_CORRUPT;
-    /* Every flush stores the MDF invariant (TLY_ASSERT there): a record
-     * without it would stop a folding engine at its next flush instead of
-     * being refused here. A document reader shows what is stored, broken
-     * or not (`audit diff` reports it); an engine loaded whole, without a
-     * store (tests), is given what it is given. */
-    if (err == TLY_OK && e->store.get != NULL && !e->reads_only && !eng_invariant_ok(st))
-        err = TLY_CORRUPT;
-    /* Claims in a bucket the log has not reached are a broken record, and
-     * would have every look-up of an unknown id try buckets up to there. */
-    if (err == TLY_OK && e->store.get != NULL && st->claim_hi > eng_claim_bucket_of(e->seq))
-        err = TLY_CORRUPT;
+    eng_decode_env env = decode_env(e, gi);
+    tly_err err = pstate_checked(&env, &e->names, &e->arena, val, vlen, st, liab);
     /* Without a store the claims come from tly_engine_load, now; with one
      * each is read when needed (eng_claim_fill, eng_claim_lookup). */
     for (uint32_t i = 0; i < st->claim_count && err == TLY_OK && e->store.get == NULL; i++)
         err = claim_fill(e, id, len, &st->claims[i]);
     if (err == TLY_OK && e->store.get == NULL && !st->claims_legacy)
         err = claims_take_loose(e, id, len, st);
-    eng_pstate *settled = err == TLY_OK ? eng_pstate_settle(st) : NULL;
-    if (settled == NULL) {
-        /* the scratch goes with what was read */
-        eng_pstate_free(st);
-        e->scratch = NULL;
-        return err != TLY_OK ? err : TLY_NOMEM;
+    return pstate_settled(err, &e->scratch, out);
+}
+
+/* Partner (id, len) of program gi into the cache with its state st (NULL:
+ * another shard's partner) and what its record says of it; *out its
+ * index. */
+static tly_err partner_adopt(tly_engine *e, const char *id, size_t len, uint64_t h, uint32_t gi,
+                             eng_pstate *st, const eng_liab *liab, uint64_t enroll_seq,
+                             uint32_t *out)
+{
+    TRY(partner_insert(e, id, len, h, gi, st, out));
+    e->partners[*out].liab = *liab;
+    e->partners[*out].enroll_seq = enroll_seq;
+    /* rules that reach back into its archive need those rows at hand; a
+     * partner whose rows cannot be read does not stay cached without them
+     * (eng_window_sum relies on them) */
+    const eng_program *g = gi == ENG_NONE ? NULL : &e->programs[gi];
+    if (st != NULL && g != NULL && eng_arch_needed(st, &g->rules, g->eop, g->arch_h)) {
+        tly_err err = eng_arch_fill(e, *out);
+        if (err != TLY_OK) {
+            eng_partner_drop(e, *out);
+            *out = ENG_NONE;
+            return err;
+        }
     }
-    *out = settled;
     return TLY_OK;
 }
 
@@ -565,22 +617,70 @@ static tly_err partner_read(tly_engine *e, const void *val, size_t vlen, uint32_
     eng_liab liab = {0};
     if (head.owned)
         TRY(pstate_read(e, &head, gi, val, vlen, &st, &liab));
-    TRY(partner_insert(e, id, len, h, gi, st, out));
-    e->partners[*out].liab = liab;
-    e->partners[*out].enroll_seq = head.enroll_seq;
-    /* rules that reach back into its archive need those rows at hand; a
-     * partner whose rows cannot be read does not stay cached without them
-     * (eng_window_sum relies on them) */
-    const eng_program *g = gi == ENG_NONE ? NULL : &e->programs[gi];
-    if (st != NULL && g != NULL && eng_arch_needed(st, &g->rules, g->eop, g->arch_h)) {
-        tly_err err = eng_arch_fill(e, *out);
-        if (err != TLY_OK) {
-            eng_partner_drop(e, *out);
-            *out = ENG_NONE;
-            return err;
-        }
-    }
+    return partner_adopt(e, id, len, h, gi, st, &liab, head.enroll_seq, out);
+}
+
+tly_err eng_read_job_prepare(tly_engine *e, eng_read_job *j)
+{
+    j->kind = ENG_JOB_NONE;
+    j->st = NULL;
+    j->err = TLY_OK;
+    if (eng_map_get(&e->partner_map, j->id, j->len, j->h) != ENG_NONE)
+        return TLY_OK; /* in memory already */
+    const void *val;
+    size_t vlen;
+    tly_err err = store_get(e, KEY_PARTNER, j->id, j->len, &val, &vlen);
+    if (err == TLY_NOT_FOUND)
+        return TLY_OK;
+    TRY(err);
+    /* whatever is not an owned partner's current record, the engine reads
+     * itself, as an event naming it would (partner_lookup) */
+    j->kind = ENG_JOB_ENGINE;
+    eng_partner_rec head;
+    uint32_t gi = ENG_NONE;
+    if (eng_peek_partner(val, vlen, &head) != TLY_OK || head.id.len != j->len ||
+        memcmp(head.id.ptr, j->id, j->len) != 0 || !head.owned || !head.cold_apart ||
+        !eng_owned(e, j->id, j->len) ||
+        (head.program.ptr != NULL &&
+         (gi = eng_program_find(e, head.program.ptr, head.program.len)) == ENG_NONE))
+        return TLY_OK;
+    j->kind = ENG_JOB_DECODE;
+    j->gi = gi;
+    j->enroll_seq = head.enroll_seq;
+    j->env = decode_env(e, gi);
+    j->val = val;
+    j->vlen = vlen;
     return TLY_OK;
+}
+
+void eng_read_job_decode(eng_read_job *j, eng_pstate **scratch)
+{
+    if (j->kind != ENG_JOB_DECODE)
+        return;
+    if (*scratch == NULL && (*scratch = eng_pstate_new()) == NULL) {
+        j->err = TLY_NOMEM;
+        return;
+    }
+    j->liab = (eng_liab){0};
+    j->err = pstate_checked(&j->env, NULL, NULL, j->val, j->vlen, *scratch, &j->liab);
+    j->err = pstate_settled(j->err, scratch, &j->st);
+}
+
+tly_err eng_read_job_adopt(tly_engine *e, eng_read_job *j, uint32_t *out)
+{
+    *out = ENG_NONE;
+    if (j->kind == ENG_JOB_ENGINE)
+        return eng_partner_find(e, j->id, j->len, out);
+    if (j->kind != ENG_JOB_DECODE)
+        return TLY_OK;
+    TRY(j->err);
+    eng_pstate *st = j->st;
+    j->st = NULL;
+    if (eng_map_get(&e->partner_map, j->id, j->len, j->h) != ENG_NONE) {
+        eng_pstate_free(st); /* read since (eng_read_job_prepare) */
+        return TLY_OK;
+    }
+    return partner_adopt(e, j->id, j->len, j->h, j->gi, st, &j->liab, j->enroll_seq, out);
 }
 
 /* The cached record of id, else the stored one, else (create) a new one. */

@@ -57,6 +57,54 @@ tly_err eng_claim_fill(tly_engine *e, uint32_t p, uint32_t ci);
  * A flush needs none: it writes the changed claims, which are loaded. */
 tly_err eng_claims_fill(tly_engine *e, uint32_t p);
 
+/* What a decoded partner record is checked against (engine_state.c):
+ * its tier index below tier_count, its claims' newest bucket at most
+ * bucket_max, and with invariant its MDF invariant (eng_invariant_ok). */
+typedef struct eng_decode_env {
+    uint32_t tier_count, bucket_max;
+    bool invariant;
+} eng_decode_env;
+
+/* What a read-back's job (tly_engine_read_back_begin) is. */
+enum eng_job_kind {
+    ENG_JOB_NONE,   /* nothing to read: in memory already, or not stored */
+    ENG_JOB_ENGINE, /* read by the engine itself when adopted (eng_partner_find) */
+    ENG_JOB_DECODE  /* an owned partner's current record: eng_read_job_decode */
+};
+
+/* One partner of a read-back whose record another thread decodes. */
+typedef struct eng_read_job {
+    const char *id; /* borrowed: the engine's read-back list */
+    uint32_t len;
+    uint64_t h; /* eng_hash of the id */
+    enum eng_job_kind kind;
+    /* ENG_JOB_DECODE: its program, enrollment, checks and stored record
+     * (the store's bytes, valid until the next flush) */
+    uint32_t gi;
+    uint64_t enroll_seq;
+    eng_decode_env env;
+    const void *val;
+    size_t vlen;
+    /* what the decode gave: err, and on TLY_OK the settled state st (owned
+     * by the job until adopted) and the liability share */
+    tly_err err;
+    eng_pstate *st;
+    eng_liab liab;
+} eng_read_job;
+
+/* Fetches the stored record of job j's partner (id, len and h set) on the
+ * engine's thread and decides its kind. An error of the store is
+ * returned (j is then ENG_JOB_NONE). */
+tly_err eng_read_job_prepare(tly_engine *e, eng_read_job *j);
+/* Decodes j's record into a settled state, on any thread: it reads only j,
+ * the record's bytes and *scratch (a state of eng_pstate_new or NULL, kept
+ * for the next job; NULL again after a failure). */
+void eng_read_job_decode(eng_read_job *j, eng_pstate **scratch);
+/* Takes j's partner into the cache on the engine's thread, as
+ * eng_partner_find would read it: *out its index, ENG_NONE when nothing
+ * was read; the decode's error, or the engine's, is returned. */
+tly_err eng_read_job_adopt(tly_engine *e, eng_read_job *j, uint32_t *out);
+
 /* The cached sale of key, read when not in memory: from the store, or,
  * with a sale source (tly_engine_set_sale_source), by its seq from the log
  * (this shard's partner's: then from the store under that seq). *out is

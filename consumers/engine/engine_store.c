@@ -617,33 +617,118 @@ static void forget_read_back(tly_engine *e)
     e->read_back_bytes = e->read_back_cap = e->read_back_count = 0;
 }
 
+/* The read-back list in the store's key order: n refs (NULL without
+ * memory, or with nothing to read). */
+static flush_ref *read_back_sorted(const tly_engine *e)
+{
+    uint32_t n = e->read_back_count;
+    flush_ref *r = n == 0 || e->broken || e->store.get == NULL ? NULL : malloc(n * sizeof *r);
+    if (r == NULL)
+        return NULL;
+    const char *at = e->read_back_ids;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = (unsigned char)*at;
+        r[i] = (flush_ref){id_head(at + 1, len), at + 1, len, i};
+        at += 1 + len;
+    }
+    qsort(r, n, sizeof *r, ref_cmp);
+    return r;
+}
+
+/* Partner p (ENG_NONE: none) was read back: it counts as held. */
+static uint32_t read_back_mark(tly_engine *e, uint32_t p)
+{
+    if (p == ENG_NONE)
+        return 0;
+    e->partners[p].read_back = true;
+    e->read_back_idle++;
+    return 1;
+}
+
+/* Reads back the partners of r[0..n) in order; *read counts them. False
+ * when one could not be read, which ends the read-back. */
+static bool read_back_refs(tly_engine *e, const flush_ref *r, uint32_t n, uint32_t *read)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t p;
+        if (eng_map_get(&e->partner_map, r[i].id, r[i].len, eng_hash(r[i].id, r[i].len)) !=
+            ENG_NONE)
+            continue; /* in memory already */
+        if (eng_partner_find(e, r[i].id, r[i].len, &p) != TLY_OK)
+            return false;
+        *read += read_back_mark(e, p);
+    }
+    return true;
+}
+
 uint32_t tly_engine_read_back(tly_engine *e)
 {
-    uint32_t n = e->read_back_count, read = 0;
-    flush_ref *r = n == 0 || e->broken || e->store.get == NULL ? NULL : malloc(n * sizeof *r);
-    if (r != NULL) {
-        const char *at = e->read_back_ids;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t len = (unsigned char)*at;
-            r[i] = (flush_ref){id_head(at + 1, len), at + 1, len, i};
-            at += 1 + len;
-        }
-        qsort(r, n, sizeof *r, ref_cmp); /* the store's key order */
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t p;
-            if (eng_map_get(&e->partner_map, r[i].id, r[i].len, eng_hash(r[i].id, r[i].len)) !=
-                ENG_NONE)
-                continue; /* in memory already */
-            if (eng_partner_find(e, r[i].id, r[i].len, &p) != TLY_OK)
-                break;
-            if (p != ENG_NONE) {
-                e->partners[p].read_back = true;
-                e->read_back_idle++;
-                read++;
-            }
-        }
+    uint32_t read = 0;
+    flush_ref *r = read_back_sorted(e);
+    if (r != NULL)
+        (void)read_back_refs(e, r, e->read_back_count, &read);
+    free(r);
+    forget_read_back(e);
+    return read;
+}
+
+struct tly_engine_read_split {
+    flush_ref *refs;   /* the whole list, sorted; the engine's half first */
+    uint32_t mine;     /* refs the engine reads itself */
+    eng_read_job *job; /* the rest, prepared */
+    uint32_t jobs;
+    eng_pstate *scratch; /* the decoding thread's */
+};
+
+tly_engine_read_split *tly_engine_read_back_begin(tly_engine *e, uint32_t min)
+{
+    if (e->read_back_count < min || e->read_back_count < 2)
+        return NULL;
+    tly_engine_read_split *s = calloc(1, sizeof *s);
+    flush_ref *r = s != NULL ? read_back_sorted(e) : NULL;
+    uint32_t n = e->read_back_count, mine = n / 2;
+    eng_read_job *job = r != NULL ? calloc(n - mine, sizeof *job) : NULL;
+    if (job == NULL) {
         free(r);
+        free(s);
+        return NULL;
     }
+    *s = (tly_engine_read_split){.refs = r, .mine = mine, .job = job};
+    /* A store error ends the list there, as it would end the read-back. */
+    for (uint32_t i = mine; i < n; i++) {
+        eng_read_job *j = &job[i - mine];
+        *j = (eng_read_job){.id = r[i].id, .len = r[i].len, .h = eng_hash(r[i].id, r[i].len)};
+        if (eng_read_job_prepare(e, j) != TLY_OK)
+            break;
+        s->jobs++;
+    }
+    return s;
+}
+
+void tly_engine_read_split_decode(tly_engine_read_split *s)
+{
+    for (uint32_t i = 0; i < s->jobs; i++)
+        eng_read_job_decode(&s->job[i], &s->scratch);
+    eng_pstate_free(s->scratch);
+    s->scratch = NULL;
+}
+
+uint32_t tly_engine_read_back_finish(tly_engine *e, tly_engine_read_split *s,
+                                     void (*wait)(void *ctx), void *ctx)
+{
+    uint32_t read = 0;
+    bool go = read_back_refs(e, s->refs, s->mine, &read);
+    if (wait != NULL)
+        wait(ctx);
+    for (uint32_t i = 0; i < s->jobs; i++) {
+        uint32_t p;
+        if (go && (go = eng_read_job_adopt(e, &s->job[i], &p) == TLY_OK))
+            read += read_back_mark(e, p);
+        eng_pstate_free(s->job[i].st); /* not adopted */
+    }
+    free(s->job);
+    free(s->refs);
+    free(s);
     forget_read_back(e);
     return read;
 }

@@ -34,6 +34,7 @@
  * without committing, since the engine's state is then unusable.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -323,6 +324,39 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool published, boo
     return apply_decoded(c, rec, &c->ev, decoded, &fe, published, gap);
 }
 
+/* --- read-back --- */
+
+static void *decode_main(void *split)
+{
+    tly_engine_read_split_decode(split);
+    return NULL;
+}
+
+static void join_decode(void *thread)
+{
+    (void)pthread_join(*(pthread_t *)thread, NULL);
+}
+
+/* The partners the last commit's flush dropped, read back: with many, a
+ * second thread decodes half of their records (tly_engine_read_back_begin)
+ * while this one reads the other half. */
+static uint32_t read_back(consumer *c)
+{
+    uint32_t min = TLY_CONSUME_READ_SPLIT_MIN;
+    const char *env = getenv("TALLY_CONSUME_READ_SPLIT_MIN");
+    if (env != NULL && *env != '\0')
+        min = (uint32_t)strtoul(env, NULL, 10);
+    tly_engine_read_split *s = tly_engine_read_back_begin(c->engine, min);
+    if (s == NULL)
+        return tly_engine_read_back(c->engine);
+    pthread_t t;
+    if (pthread_create(&t, NULL, decode_main, s) != 0) {
+        tly_engine_read_split_decode(s); /* no thread: the same work, in turn */
+        return tly_engine_read_back_finish(c->engine, s, NULL, NULL);
+    }
+    return tly_engine_read_back_finish(c->engine, s, join_decode, &t);
+}
+
 /* apply_one for a record whose event is decoded already: decoded is
  * tly_event_decode's result for ev, fe its details. */
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
@@ -358,7 +392,7 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
      * them for nothing. */
     if (c->pending == 0) {
         uint64_t t0 = tly_mono_ns();
-        uint32_t read = tly_engine_read_back(c->engine);
+        uint32_t read = read_back(c);
         c->read_back += read;
         c->read_back_ns += read > 0 ? tly_mono_ns() - t0 : 0;
         if (c->o.metrics && read > 0)
