@@ -280,10 +280,6 @@ static void *follow_main(void *arg)
     tly_follower *f = arg;
     tly_repl_reader *rd = NULL;
     tly_log_stored *recs = malloc(TLY_REPL_CHUNK_RECORDS * sizeof *recs);
-    char val[TLY_LEASE_NAME_BYTES_MAX + 1];
-    if (tly_repl_lease_get(f->r, PROMOTE_KEY, val, sizeof val, &f->promote_rev) != TLY_OK)
-        f->promote_rev = 0;
-    f->seen_at_ns = tly_mono_ns();
     while (recs && !atomic_load(&f->stop)) {
         if (!follow_some(f, &rd, recs))
             break;
@@ -317,6 +313,16 @@ tly_err tly_follower_start(tly_repl *r, tly_log *log, const char *name, int take
     f->log = log;
     snprintf(f->name, sizeof f->name, "%s", name);
     f->takeover_after_ms = takeover_after_ms;
+    /* Which promote is old: the one the key holds now, read before this
+     * returns, so that a promote asked once the ledger is reachable (its
+     * sockets are bound after this) is always new. Read by the thread,
+     * a promote asked between the ledger's bind and the thread's first
+     * read was taken for an old one and never acted on (test_takeover
+     * under ASan: the promoted standby never became the writer). */
+    char val[TLY_LEASE_NAME_BYTES_MAX + 1];
+    if (tly_repl_lease_get(r, PROMOTE_KEY, val, sizeof val, &f->promote_rev) != TLY_OK)
+        f->promote_rev = 0;
+    f->seen_at_ns = tly_mono_ns();
     f->pair = zmq_socket(zctx, ZMQ_PAIR);
     if (!f->pair || zmq_connect(f->pair, notify) != 0 ||
         pthread_create(&f->thread, NULL, follow_main, f) != 0) {

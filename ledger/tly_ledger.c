@@ -417,6 +417,10 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
         err = open_log(ld, msg, cap);
     if (err == TLY_OK)
         err = open_replication(ld, msg, cap);
+    /* A standby follows before it is reachable: a promote asked of it once
+     * it is (tally ledger promote) is one its follower counts as new. */
+    if (err == TLY_OK && ld->standby)
+        err = start_follower(ld);
     if (err == TLY_OK)
         err = open_socket(ld, ZMQ_ROUTER, opts->ingest, TLY_LEDGER_PEER_REPLIES_MAX, &ld->ingest,
                           msg, cap);
@@ -425,8 +429,6 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     if (err == TLY_OK)
         err = open_socket(ld, ZMQ_ROUTER, opts->log_read, TLY_LEDGER_LOGREAD_PEER_REPLIES_MAX,
                           &ld->logread, msg, cap);
-    if (err == TLY_OK && ld->standby)
-        err = start_follower(ld);
     if (err != TLY_OK) {
         tly_ledger_stop(ld);
         return err;
