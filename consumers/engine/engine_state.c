@@ -506,18 +506,20 @@ static tly_err claims_take_loose(tly_engine *e, const char *id, size_t len, eng_
 static eng_decode_env decode_env(const tly_engine *e, uint32_t gi)
 {
     bool store = e->store.get != NULL;
-    return (eng_decode_env){.tier_count =
-                                gi != ENG_NONE ? e->programs[gi].rules.tier_count : UINT32_MAX,
-                            /* Every flush stores the MDF invariant (TLY_ASSERT there): a
-                             * record without it would stop a folding engine at its next flush
-                             * instead of being refused here. A document reader shows what is
-                             * stored, broken or not (`audit diff` reports it); an engine loaded
-                             * whole, without a store (tests), is given what it is given. */
-                            .invariant = store && !e->reads_only,
-                            /* Claims in a bucket the log has not reached are a broken record,
-                             * and would have every look-up of an unknown id try buckets up to
-                             * there. */
-                            .bucket_max = store ? eng_claim_bucket_of(e->seq) : UINT32_MAX};
+    eng_decode_env env = {.tier_count = UINT32_MAX, .bucket_max = UINT32_MAX};
+    if (gi != ENG_NONE)
+        env.tier_count = e->programs[gi].rules.tier_count;
+    /* Every flush stores the MDF invariant (TLY_ASSERT there): a record
+     * without it would stop a folding engine at its next flush instead of
+     * being refused here. A document reader shows what is stored, broken
+     * or not (`audit diff` reports it); an engine loaded whole, without a
+     * store (tests), is given what it is given. */
+    env.invariant = store && !e->reads_only;
+    /* Claims in a bucket the log has not reached are a broken record, and
+     * would have every look-up of an unknown id try buckets up to there. */
+    if (store)
+        env.bucket_max = eng_claim_bucket_of(e->seq);
+    return env;
 }
 
 /* Decodes an owned partner's record into st (eng_unpack_pstate; names and

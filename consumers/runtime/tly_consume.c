@@ -96,9 +96,10 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev;          /* reused for every record: no per-record allocation */
-    tly_sale_source sales; /* the engine's look-ups in the log (log_sale) */
-    uint64_t read_back;    /* partners read back at batches' starts, in all */
+    tly_event ev;            /* reused for every record: no per-record allocation */
+    tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
+    uint64_t read_back;      /* partners read back at batches' starts, in all */
+    uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
      * read-backs; the rest is folding the records. */
@@ -342,11 +343,7 @@ static void join_decode(void *thread)
  * while this one reads the other half. */
 static uint32_t read_back(consumer *c)
 {
-    uint32_t min = TLY_CONSUME_READ_SPLIT_MIN;
-    const char *env = getenv("TALLY_CONSUME_READ_SPLIT_MIN");
-    if (env != NULL && *env != '\0')
-        min = (uint32_t)strtoul(env, NULL, 10);
-    tly_engine_read_split *s = tly_engine_read_back_begin(c->engine, min);
+    tly_engine_read_split *s = tly_engine_read_back_begin(c->engine, c->read_split_min);
     if (s == NULL)
         return tly_engine_read_back(c->engine);
     pthread_t t;
@@ -936,6 +933,9 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
     }
     c->o = *o;
     c->stop = stop;
+    const char *split = getenv("TALLY_CONSUME_READ_SPLIT_MIN"); /* tests */
+    c->read_split_min = split != NULL && *split != '\0' ? (uint32_t)strtoul(split, NULL, 10)
+                                                        : TLY_CONSUME_READ_SPLIT_MIN;
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK && o->on_ready)
