@@ -30,6 +30,7 @@
 #include "tly_audit.h"
 #include "tly_engine.h"
 #include "tly_event.h"
+#include "tly_helper.h"
 #include "tly_layout.h"
 #include "tly_log.h"
 #include "tly_os.h"
@@ -42,6 +43,7 @@ typedef struct replay_shard {
     uint64_t stop; /* last seq to fold; UINT64_MAX for none */
     tly_log *log;  /* the log replayed, which the engine reads sales from */
     tly_sale_source sales;
+    tly_helper helper; /* its flushes' and read-backs' second thread */
 } replay_shard;
 
 typedef struct replay_run {
@@ -131,6 +133,8 @@ static tly_err load_engine(replay_shard *s, uint32_t k, uint32_t n)
         return err;
     tly_engine_set_flush_drops(s->engine, true);
     tly_engine_set_read_back(s->engine, TLY_CONSUME_READ_BACK_PARTNERS_MAX);
+    tly_engine_helper h = tly_helper_of(&s->helper);
+    tly_engine_set_flush_helper(s->engine, &h, TLY_CONSUME_FLUSH_SPLIT_MIN);
     err = tly_views_load(s->views, s->engine);
     if (err == TLY_OK && tly_views_sales(s->views) == TLY_VIEWS_SALES_UNSET)
         err = tly_views_set_sales(s->views, TLY_VIEWS_SALES_OWN);
@@ -178,11 +182,13 @@ typedef struct replay_worker {
 } replay_worker;
 
 /* The partners the last commit of each shard dropped, read back in key
- * order before the next batch folds, as a consumer does (tly_engine_read_back). */
+ * order before the next batch folds, as a consumer does (tly_helper_read_back). */
 static void read_back_all(replay_worker *w)
 {
-    for (uint32_t k = w->first; k < w->first + w->count; k++)
-        (void)tly_engine_read_back(w->r->shard[k].engine);
+    for (uint32_t k = w->first; k < w->first + w->count; k++) {
+        replay_shard *s = &w->r->shard[k];
+        (void)tly_helper_read_back(&s->helper, s->engine, TLY_CONSUME_READ_SPLIT_MIN);
+    }
 }
 
 /* The store pages the engines read since the last release stop counting

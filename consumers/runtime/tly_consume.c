@@ -34,7 +34,6 @@
  * without committing, since the engine's state is then unusable.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -45,6 +44,7 @@
 #include "tly_ahead.h"
 #include "tly_consume.h"
 #include "tly_engine.h"
+#include "tly_helper.h"
 #include "tly_keys.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
@@ -96,10 +96,12 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev;            /* reused for every record: no per-record allocation */
-    tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
-    uint64_t read_back;      /* partners read back at batches' starts, in all */
-    uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
+    tly_event ev;             /* reused for every record: no per-record allocation */
+    tly_sale_source sales;    /* the engine's look-ups in the log (log_sale) */
+    uint64_t read_back;       /* partners read back at batches' starts, in all */
+    uint32_t read_split_min;  /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
+    uint32_t flush_split_min; /* TLY_CONSUME_FLUSH_SPLIT_MIN or $TALLY_CONSUME_FLUSH_SPLIT_MIN */
+    tly_helper helper;        /* the read-back's and the flush's second thread */
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
      * read-backs; the rest is folding the records. */
@@ -239,6 +241,8 @@ static tly_err reload_engine(consumer *c)
         /* a failed commit reloads the engine anyway (commit) */
         tly_engine_set_flush_drops(c->engine, true);
         tly_engine_set_read_back(c->engine, TLY_CONSUME_READ_BACK_PARTNERS_MAX);
+        tly_engine_helper h = tly_helper_of(&c->helper);
+        tly_engine_set_flush_helper(c->engine, &h, c->flush_split_min);
         err = tly_views_load(c->views, c->engine);
     }
     if (err != TLY_OK) {
@@ -327,31 +331,12 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool published, boo
 
 /* --- read-back --- */
 
-static void *decode_main(void *split)
-{
-    tly_engine_read_split_decode(split);
-    return NULL;
-}
-
-static void join_decode(void *thread)
-{
-    (void)pthread_join(*(pthread_t *)thread, NULL);
-}
-
-/* The partners the last commit's flush dropped, read back: with many, a
- * second thread decodes half of their records (tly_engine_read_back_begin)
- * while this one reads the other half. */
+/* The partners the last commit's flush dropped, read back: with many, the
+ * helper decodes half of their records while this thread reads the other
+ * half (tly_helper_read_back). */
 static uint32_t read_back(consumer *c)
 {
-    tly_engine_read_split *s = tly_engine_read_back_begin(c->engine, c->read_split_min);
-    if (s == NULL)
-        return tly_engine_read_back(c->engine);
-    pthread_t t;
-    if (pthread_create(&t, NULL, decode_main, s) != 0) {
-        tly_engine_read_split_decode(s); /* no thread: the same work, in turn */
-        return tly_engine_read_back_finish(c->engine, s, NULL, NULL);
-    }
-    return tly_engine_read_back_finish(c->engine, s, join_decode, &t);
+    return tly_helper_read_back(&c->helper, c->engine, c->read_split_min);
 }
 
 /* apply_one for a record whose event is decoded already: decoded is
@@ -924,6 +909,13 @@ static tly_err consumer_run(consumer *c)
     return err;
 }
 
+/* A split's minimum: $name when set (tests set 1: every split), else dflt. */
+static uint32_t env_min(const char *name, uint32_t dflt)
+{
+    const char *v = getenv(name);
+    return v != NULL && *v != '\0' ? (uint32_t)strtoul(v, NULL, 10) : dflt;
+}
+
 tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
 {
     consumer *c = calloc(1, sizeof *c);
@@ -933,9 +925,8 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
     }
     c->o = *o;
     c->stop = stop;
-    const char *split = getenv("TALLY_CONSUME_READ_SPLIT_MIN"); /* tests */
-    c->read_split_min = split != NULL && *split != '\0' ? (uint32_t)strtoul(split, NULL, 10)
-                                                        : TLY_CONSUME_READ_SPLIT_MIN;
+    c->read_split_min = env_min("TALLY_CONSUME_READ_SPLIT_MIN", TLY_CONSUME_READ_SPLIT_MIN);
+    c->flush_split_min = env_min("TALLY_CONSUME_FLUSH_SPLIT_MIN", TLY_CONSUME_FLUSH_SPLIT_MIN);
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK && o->on_ready)
