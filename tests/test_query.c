@@ -717,6 +717,81 @@ START_TEST(test_service_answers)
 }
 END_TEST
 
+/* Sends one request on a DEALER: `empty` empty envelope frames, then the
+ * balance query of partner as the body. */
+static void send_balance(void *sock, const char *partner, uint32_t empty)
+{
+    for (uint32_t i = 0; i < empty; i++)
+        ck_assert_int_eq(zmq_send(sock, "", 0, ZMQ_SNDMORE), 0);
+    json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", partner);
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    ck_assert_int_eq(tly_query_pack(req, &body), TLY_OK);
+    ck_assert_int_eq(zmq_send(sock, body.data, body.size, 0), (int)body.size);
+    msgpack_sbuffer_destroy(&body);
+    json_decref(req);
+}
+
+/* Many requests in flight from one client, more than one wake-up's drain
+ * (TLY_QUERY_DRAIN_MAX): the service answers a drain's requests first and
+ * then sends their replies together, and each reply still comes back in
+ * the order asked, with the envelope it came with (one empty frame, as a
+ * REQ socket sends, on every third). A request with one envelope frame
+ * too many (TLY_QUERY_ENVELOPE_FRAMES_MAX) among them gets no reply and
+ * takes no other's; one with exactly the most frames gets its answer. */
+START_TEST(test_service_drain)
+{
+    char ep[64];
+    pid_t pid = start_service(ep, sizeof ep, "2");
+    json_t *partners = json_object_get(g_expect, "partners");
+    const char *ids[TLY_QUERY_DRAIN_MAX * 2 + 1];
+    const uint32_t n = sizeof ids / sizeof ids[0];
+    uint32_t known = 0;
+    const char *id;
+    json_t *want;
+    json_object_foreach(partners, id, want) ids[known++ % n] = id;
+    ck_assert_uint_gt(known, 0);
+    for (uint32_t i = known; i < n; i++)
+        ids[i] = ids[i % known];
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    ck_assert_int_eq(zmq_connect(sock, ep), 0);
+    for (uint32_t i = 0; i < n; i++) {
+        if (i == n / 2) /* dropped: the router's frame and this many more */
+            send_balance(sock, ids[i], TLY_QUERY_ENVELOPE_FRAMES_MAX);
+        send_balance(sock, ids[i], i == n - 1 ? TLY_QUERY_ENVELOPE_FRAMES_MAX - 1 : i % 3 == 0);
+    }
+    int timeout = 10000;
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t empty = i == n - 1 ? TLY_QUERY_ENVELOPE_FRAMES_MAX - 1 : i % 3 == 0;
+        for (uint32_t f = 0; f < empty; f++) {
+            char b[8];
+            ck_assert_int_eq(zmq_recv(sock, b, sizeof b, 0), 0);
+        }
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        ck_assert_int_ge(zmq_msg_recv(&m, sock, 0), 0);
+        ck_assert(!zmq_msg_more(&m));
+        json_t *reply = tly_json_from_mp(zmq_msg_data(&m), zmq_msg_size(&m));
+        zmq_msg_close(&m);
+        const char *got = json_string_value(json_object_get(reply, "partner"));
+        ck_assert_msg(got != NULL && strcmp(got, ids[i]) == 0, "reply %u: %s for %s", i,
+                      got ? got : "(none)", ids[i]);
+        json_decref(reply);
+    }
+    timeout = 200;
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    char b[8];
+    ck_assert_int_eq(zmq_recv(sock, b, sizeof b, 0), -1); /* nothing for the dropped one */
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+}
+END_TEST
+
 static json_t *call(const char *ep, const char *req_text)
 {
     json_t *req = json_loads(req_text, 0, NULL);
@@ -1286,14 +1361,14 @@ static Suite *query_suite(void)
     Suite *s = suite_create("query");
     TCase *tc = tu_tcase(s, "views", 300);
     tu_add_tests(
-        tc,
-        TU_TESTS(test_views_every_partner, test_json_key_order, test_unknown_partner,
-                 test_human_golden, test_human_money, test_liabilities_sum, test_summary,
-                 test_exceptions_merged, test_exceptions_filters, test_shards_differ,
-                 test_status_from_data, test_wait, test_service_answers, test_service_bad_requests,
-                 test_service_request_size, test_service_latency, test_service_before_stores,
-                 test_exceptions_paging, test_shard_mismatch, test_unreachable_and_usage,
-                 test_fast_answers_every_partner, test_fast_answers_odd_docs, test_bench_window));
+        tc, TU_TESTS(test_views_every_partner, test_json_key_order, test_unknown_partner,
+                     test_human_golden, test_human_money, test_liabilities_sum, test_summary,
+                     test_exceptions_merged, test_exceptions_filters, test_shards_differ,
+                     test_status_from_data, test_wait, test_service_answers, test_service_drain,
+                     test_service_bad_requests, test_service_request_size, test_service_latency,
+                     test_service_before_stores, test_exceptions_paging, test_shard_mismatch,
+                     test_unreachable_and_usage, test_fast_answers_every_partner,
+                     test_fast_answers_odd_docs, test_bench_window));
     return s;
 }
 
