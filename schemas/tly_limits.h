@@ -272,12 +272,6 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * it (tests: 1 splits every read-back). */
 #define TLY_CONSUME_READ_SPLIT_MIN 4096u
 
-/* Partners a consumer's flush must write before the helper packs half of
- * each chunk of them (tly_engine_set_flush_helper): below it a thread's
- * start costs more than it saves. $TALLY_CONSUME_FLUSH_SPLIT_MIN overrides
- * it (tests: 1 splits every flush). */
-#define TLY_CONSUME_FLUSH_SPLIT_MIN 4096u
-
 /* Records a consumer folds between two releases of the view store's map
  * (tly_views_release): a record whose partner, claims or sale are not in
  * the engine's cache reads pages of the store, and at 10M events (100,000

@@ -698,6 +698,32 @@ static char *digest_line(const char *text, const char *family)
     return NULL;
 }
 
+/* A replay that commits every 97 records with a cache of 5 partners reads
+ * most partners back after every commit, as a consumer does, and with
+ * TALLY_CONSUME_READ_SPLIT_MIN=1 a second thread decodes half of every
+ * read-back (tly_helper_read_back): the digests are those of a replay
+ * that holds everything, on 1 shard and on 2. */
+START_TEST(replay_split_read_back_same_digests)
+{
+    char *data = gen_data(3000);
+    char *want = replay(data, "r-plain", "1", NULL, NULL);
+    setenv("TALLY_ENGINE_CACHE_ENTRIES", "5", 1);
+    setenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS", "97", 1);
+    setenv("TALLY_CONSUME_READ_SPLIT_MIN", "1", 1);
+    char *one = replay(data, "r-split1", "1", NULL, NULL);
+    char *two = replay(data, "r-split2", "2", NULL, NULL);
+    unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
+    unsetenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS");
+    unsetenv("TALLY_CONSUME_READ_SPLIT_MIN");
+    ck_assert_str_eq(one, want);
+    ck_assert_str_eq(two, want);
+    free(one);
+    free(two);
+    free(want);
+    free(data);
+}
+END_TEST
+
 /* A replay bounds its memory as a consumer does (its flushes drop the
  * partners they write beyond the cache), so a commit that meets the end of
  * the view store's map after a drop cannot be redone: the shard is loaded
@@ -1364,7 +1390,8 @@ static Suite *audit_suite(void)
     tc = tu_tcase(s, "export", 120);
     tu_add_tests(tc, TU_TESTS(export_recomputes_to_verify_head, export_range));
     tc = tu_tcase(s, "replay", 300);
-    tu_add_tests(tc, TU_TESTS(digest_does_not_depend_on_shards, replay_full_map_after_drops_resumes,
+    tu_add_tests(tc, TU_TESTS(digest_does_not_depend_on_shards, replay_split_read_back_same_digests,
+                              replay_full_map_after_drops_resumes,
                               replay_answers_queries_and_refuses_a_used_out,
                               replay_until_cuts_by_recorded_time,
                               replay_what_if_replaces_a_programs_rules,

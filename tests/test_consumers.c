@@ -1271,15 +1271,13 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
     /* The killed consumers start from a tiny map, so kills also land while
      * a commit is aborted, the map doubled and the batch flushed again.
      * In the last round their engines also keep a tiny cache and split
-     * every read-back and every flush, so kills land while state is read
-     * back from the store, half of it on a second thread, and while a
-     * flush packs half of its partners on one. */
+     * every read-back, so kills land while state is read back from the
+     * store, half of it on a second thread. */
     setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
     for (int round = 0; round < 3; round++) {
         if (round == 2) {
             setenv("TALLY_ENGINE_CACHE_ENTRIES", "5", 1);
             setenv("TALLY_CONSUME_READ_SPLIT_MIN", "1", 1);
-            setenv("TALLY_CONSUME_FLUSH_SPLIT_MIN", "1", 1);
         }
         char *data = data_sharing_log(ref);
         char *logp = path_join(data, "consume.log");
@@ -1309,7 +1307,6 @@ START_TEST(test_consume_kill9_resumes_exactly_once)
     }
     unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
     unsetenv("TALLY_CONSUME_READ_SPLIT_MIN");
-    unsetenv("TALLY_CONSUME_FLUSH_SPLIT_MIN");
     tu_rmtree(ref);
 }
 END_TEST
@@ -1603,9 +1600,7 @@ static unsigned long long read_back_of(const char *data)
  * each batch then reads back the partners the last one changed and
  * dropped (tly_engine_read_back), and with the default cache, which holds
  * them all, none. The 2-shard consumers split every read-back, a second
- * thread decoding half of it (TALLY_CONSUME_READ_SPLIT_MIN=1), and every
- * flush, a second thread packing half of each chunk of its partners
- * (TALLY_CONSUME_FLUSH_SPLIT_MIN=1). */
+ * thread decoding half of it (TALLY_CONSUME_READ_SPLIT_MIN=1). */
 START_TEST(test_consume_small_cache_same_views)
 {
     char *ref = data_with_log(11, SHARD_LOG_EVENTS);
@@ -1615,15 +1610,12 @@ START_TEST(test_consume_small_cache_same_views)
     setenv("TALLY_ENGINE_CACHE_ENTRIES", "3", 1);
     const char *shards[] = {"0/1", "0/2", "1/2"};
     for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
-        if (i == 1) {
+        if (i == 1)
             setenv("TALLY_CONSUME_READ_SPLIT_MIN", "1", 1);
-            setenv("TALLY_CONSUME_FLUSH_SPLIT_MIN", "1", 1);
-        }
         ck_assert_int_eq(consume(data, shards[i], "700"), 0);
         ck_assert_uint_gt(read_back_of(data), 0);
     }
     unsetenv("TALLY_CONSUME_READ_SPLIT_MIN");
-    unsetenv("TALLY_CONSUME_FLUSH_SPLIT_MIN");
     unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
     assert_same_views(ref, data);
     tly_rtgen *g;

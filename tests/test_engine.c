@@ -24,7 +24,6 @@
 #include "teststream.h"
 #include "testutil.h"
 #include "tly_engine.h"
-#include "tly_helper.h"
 #include "tly_json.h"
 #include "tly_money.h"
 #include "tly_period.h"
@@ -1419,38 +1418,6 @@ START_TEST(stage_refuses_4gib)
 }
 END_TEST
 
-/* How restart_on_stores's engines get a second thread for their flushes
- * (tly_engine_set_flush_helper, every flush split): none, the runtime's
- * (tly_helper.h, a real thread), or one whose start always fails (the
- * engine then packs both halves itself). */
-enum { HELPER_NONE, HELPER_THREAD, HELPER_REFUSING };
-static int g_flush_helper;
-
-/* The helper behind g_flush_helper: the runtime's, counting its starts. */
-static tly_helper g_helper;
-static uint32_t g_helper_starts;
-
-static bool counted_start(void *ctx, void (*fn)(void *), void *arg)
-{
-    g_helper_starts++;
-    if (g_flush_helper == HELPER_REFUSING)
-        return false;
-    tly_engine_helper h = tly_helper_of(ctx);
-    return h.start(h.ctx, fn, arg);
-}
-
-static void counted_join(void *ctx)
-{
-    tly_engine_helper h = tly_helper_of(ctx);
-    h.join(h.ctx);
-}
-
-static void set_flush_helper(tly_engine *e)
-{
-    tly_engine_helper h = {.start = counted_start, .join = counted_join, .ctx = &g_helper};
-    tly_engine_set_flush_helper(e, g_flush_helper == HELPER_NONE ? NULL : &h, 1);
-}
-
 /* Whether restart_on_stores's engines drop the partners a flush writes
  * beyond their cache as soon as it has written them, as tally consume's
  * do (tly_engine_set_flush_drops). */
@@ -1481,7 +1448,6 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
         tly_engine_set_store(s->e[k], &store);
         tly_engine_set_flush_drops(s->e[k], g_flush_drops);
         tly_engine_set_read_back(s->e[k], g_read_back_max);
-        set_flush_helper(s->e[k]);
         tly_engine_set_seq(s->e[k], seq);
     }
     s->seq = seq;
@@ -1495,17 +1461,13 @@ static void restart_on_stores(shards *s, uint32_t n, kv *stores, uint64_t seq, u
  * flushes drop each partner beyond the cache as soon as it is written
  * (_i 3-5), nearly every partner of every flush, and those that then read
  * them back after each flush (_i 6-8, tly_engine_read_back; _i 9-11 the
- * same split in two halves, tly_engine_read_back_begin; _i 12-14 with
- * every flush's partners packed in halves, one on a second thread,
- * tly_engine_set_flush_helper). */
+ * same split in two halves, tly_engine_read_back_begin). */
 START_TEST(store_matches_memory)
 {
     uint32_t n = 1u << (_i % 3);
     g_flush_drops = _i >= 3;
     g_read_back_max = _i >= 6 ? 100000u : 0u;
     g_read_split = _i >= 9;
-    g_flush_helper = _i >= 12 ? HELPER_THREAD : HELPER_NONE;
-    g_helper_starts = 0;
     g_read_back_seen = 0;
     stream st = {0};
     gen_stream(&st, g_seed + 500 + n, 12000, 30);
@@ -1532,116 +1494,12 @@ START_TEST(store_matches_memory)
         ck_assert_uint_gt(g_read_back_seen, 100);
     else
         ck_assert_uint_eq(g_read_back_seen, 0);
-    if (g_flush_helper != HELPER_NONE) /* the flushes were split */
-        ck_assert_uint_gt(g_helper_starts, 20);
-    else
-        ck_assert_uint_eq(g_helper_starts, 0);
     shards_free(&a);
     shards_free(&b);
     stream_free(&st);
     g_flush_drops = false;
     g_read_back_max = 0;
     g_read_split = false;
-    g_flush_helper = HELPER_NONE;
-}
-END_TEST
-
-/* Pushes the enrolments of partners p<from>..p<to - 1> in program apex. */
-static void push_enrolls(stream *st, uint32_t from, uint32_t to)
-{
-    char json[256];
-    for (uint32_t i = from; i < to; i++) {
-        snprintf(json, sizeof json,
-                 "{\"type\":\"partner\",\"id\":\"E%u\",\"at\":1735689600000,"
-                 "\"partner\":\"p%05u\",\"name\":\"P %u\",\"program\":\"apex\","
-                 "\"kind\":\"var\"}",
-                 i, i, i);
-        stream_push_json(st, "fin", json);
-    }
-}
-
-/* Pushes a sale of each of partners p<from>..p<to - 1>, each with an id of
- * its own. */
-static void push_sales(stream *st, uint32_t from, uint32_t to)
-{
-    static uint32_t id;
-    char json[256];
-    for (uint32_t i = from; i < to; i++) {
-        snprintf(json, sizeof json,
-                 "{\"type\":\"sale\",\"id\":\"S%u\",\"at\":1735700000000,"
-                 "\"partner\":\"p%05u\",\"sku\":\"X\",\"qty\":1,\"amount\":%u,"
-                 "\"currency\":\"USD\"}",
-                 ++id, i, 1000 + i);
-        stream_push_json(st, "dist", json);
-    }
-}
-
-/* Folds st[from, to) into s, checks that shard 0 then holds `dirty`
- * changed partners, and flushes every shard into its store, reading back
- * what each flush noted. */
-static void fold_segment(shards *s, kv *stores, const stream *st, size_t from, size_t to,
-                         uint32_t dirty)
-{
-    shards_fold(s, st, from, to);
-    ck_assert_uint_eq(s->e[0]->dirty_partner_count, dirty);
-    for (uint32_t k = 0; k < s->n; k++) {
-        ck_assert_int_eq(tly_engine_flush(s->e[k], kv_put, &stores[k]), TLY_OK);
-        read_back(s->e[k]);
-    }
-}
-
-/* A split flush at the edges of its chunks (ENG_FLUSH_CHUNK_PARTNERS): one
- * whole chunk; one more partner than that, so the second chunk's first
- * half is empty and its one partner is the helper's; two chunks and a
- * half. The engine reading from its store through a cache of two
- * partners, dropping each as it is written and reading them back, stores
- * and answers what an engine holding everything does, with the helper's
- * half on a second thread (_i 0) and, when the helper cannot start one,
- * packed in turn by the engine itself (_i 1). */
-START_TEST(flush_split_chunks)
-{
-    const uint32_t chunk = ENG_FLUSH_CHUNK_PARTNERS;
-    g_flush_drops = true;
-    g_read_back_max = 100000u;
-    g_flush_helper = _i == 0 ? HELPER_THREAD : HELPER_REFUSING;
-    g_helper_starts = 0;
-    stream st = {0};
-    stream_push_json(&st, "fin",
-                     "{\"type\":\"program\",\"id\":\"P1\",\"at\":1735689600000,"
-                     "\"program\":\"apex\",\"version\":1,\"currency\":\"USD\","
-                     "\"period\":\"quarter\",\"tiers\":[{\"name\":\"A\",\"min_revenue\":0,"
-                     "\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{\"mode\":\"retroactive\","
-                     "\"brackets\":[{\"from\":0,\"bps\":100}]},\"mdf_expiry_periods\":2,"
-                     "\"tier_window_periods\":2}");
-    /* program; enroll p0..p[chunk-1] | enroll p[chunk], a sale of each of
-     * p0..p[chunk-1] | enroll the rest, a sale of each partner */
-    const uint32_t partners = 2 * chunk + chunk / 2;
-    push_enrolls(&st, 0, chunk);
-    push_enrolls(&st, chunk, chunk + 1);
-    push_sales(&st, 0, chunk);
-    push_enrolls(&st, chunk + 1, partners);
-    push_sales(&st, 0, partners);
-    const size_t cut1 = 1 + chunk, cut2 = cut1 + 1 + chunk;
-    kv stores[SHARDS_MAX] = {{0}}, direct[SHARDS_MAX] = {{0}};
-    shards a, b;
-    shards_init(&a, 1);
-    restart_on_stores(&b, 1, stores, 0, 2, 3);
-    fold_segment(&a, direct, &st, 0, cut1, chunk);
-    fold_segment(&b, stores, &st, 0, cut1, chunk);
-    fold_segment(&a, direct, &st, cut1, cut2, chunk + 1);
-    fold_segment(&b, stores, &st, cut1, cut2, chunk + 1);
-    fold_segment(&a, direct, &st, cut2, st.count, partners);
-    fold_segment(&b, stores, &st, cut2, st.count, partners);
-    expect_same(&b, &a, "split flushes at the chunks' edges");
-    ck_assert(tly_engine_intact(b.e[0]));
-    expect_same_stores(stores, direct, 1);
-    ck_assert_uint_eq(g_helper_starts, 1 + 2 + 3); /* one per chunk */
-    shards_free(&a);
-    shards_free(&b);
-    stream_free(&st);
-    g_flush_drops = false;
-    g_read_back_max = 0;
-    g_flush_helper = HELPER_NONE;
 }
 END_TEST
 
@@ -4862,8 +4720,7 @@ static Suite *engine_suite(void)
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
     tcase_add_loop_test(tc, flush_load_resume, 0, 2);
-    tcase_add_loop_test(tc, store_matches_memory, 0, 15);
-    tcase_add_loop_test(tc, flush_split_chunks, 0, 2);
+    tcase_add_loop_test(tc, store_matches_memory, 0, 12);
     tcase_add_loop_test(tc, store_matches_memory_wide_flush, 0, 2);
     tcase_add_test(tc, flush_drops_no_partner);
     tcase_add_loop_test(tc, claims_legacy_fold_on, 0, 2);

@@ -43,13 +43,15 @@ typedef struct replay_shard {
     uint64_t stop; /* last seq to fold; UINT64_MAX for none */
     tly_log *log;  /* the log replayed, which the engine reads sales from */
     tly_sale_source sales;
-    tly_helper helper; /* its flushes' and read-backs' second thread */
+    tly_helper helper; /* its read-backs' second thread */
 } replay_shard;
 
 typedef struct replay_run {
     const tly_audit_replay_opts *o;
     replay_shard shard[TLY_SHARDS_MAX];
     uint32_t opened;
+    uint32_t read_split_min; /* tly_helper_split_min */
+    uint32_t batch;          /* records between commits: batch_records */
     char *msg;
     size_t cap;
 } replay_run;
@@ -133,8 +135,6 @@ static tly_err load_engine(replay_shard *s, uint32_t k, uint32_t n)
         return err;
     tly_engine_set_flush_drops(s->engine, true);
     tly_engine_set_read_back(s->engine, TLY_CONSUME_READ_BACK_PARTNERS_MAX);
-    tly_engine_helper h = tly_helper_of(&s->helper);
-    tly_engine_set_flush_helper(s->engine, &h, TLY_CONSUME_FLUSH_SPLIT_MIN);
     err = tly_views_load(s->views, s->engine);
     if (err == TLY_OK && tly_views_sales(s->views) == TLY_VIEWS_SALES_UNSET)
         err = tly_views_set_sales(s->views, TLY_VIEWS_SALES_OWN);
@@ -187,7 +187,7 @@ static void read_back_all(replay_worker *w)
 {
     for (uint32_t k = w->first; k < w->first + w->count; k++) {
         replay_shard *s = &w->r->shard[k];
-        (void)tly_helper_read_back(&s->helper, s->engine, TLY_CONSUME_READ_SPLIT_MIN);
+        (void)tly_helper_read_back(&s->helper, s->engine, w->r->read_split_min);
     }
 }
 
@@ -283,6 +283,18 @@ static bool past_end(const replay_worker *w, const tly_record *rec)
 
 /* True when one of the worker's engines holds so many changes that they
  * are committed early, bounding memory as a consumer does. */
+/* Records between two commits: TLY_AUDIT_REPLAY_BATCH_RECORDS, or fewer
+ * from $TALLY_AUDIT_REPLAY_BATCH_RECORDS (tests commit often, so that a
+ * small log's replay reads partners back between its batches). */
+static uint32_t batch_records(void)
+{
+    const char *env = getenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS");
+    uint64_t n;
+    if (env && tly_parse_u64(env, 1, TLY_AUDIT_REPLAY_BATCH_RECORDS, &n))
+        return (uint32_t)n;
+    return TLY_AUDIT_REPLAY_BATCH_RECORDS;
+}
+
 static bool worker_full(const replay_worker *w)
 {
     for (uint32_t k = w->first; k < w->first + w->count; k++)
@@ -326,7 +338,7 @@ static tly_err fold_pass(replay_worker *w, uint64_t from, uint64_t total, uint64
         err = fold_one(w, it);
         if (err == TLY_OK && (*done + 1) % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0)
             release_all(w);
-        if (err == TLY_OK && (++*done % TLY_AUDIT_REPLAY_BATCH_RECORDS == 0 || worker_full(w))) {
+        if (err == TLY_OK && (++*done % w->r->batch == 0 || worker_full(w))) {
             err = commit_all(w);
             if (w->reload)
                 break;
@@ -499,7 +511,11 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
     if (!r)
         return TLY_NOMEM;
     char none[1] = "";
-    *r = (replay_run){.o = o, .msg = msg && cap ? msg : none, .cap = msg ? cap : 1};
+    *r = (replay_run){.o = o,
+                      .msg = msg && cap ? msg : none,
+                      .cap = msg ? cap : 1,
+                      .read_split_min = tly_helper_split_min(),
+                      .batch = batch_records()};
     r->msg[0] = '\0';
     tly_log *log = NULL;
     tly_err err = tly_log_open(o->log_dir, TLY_LOG_READ, &log);

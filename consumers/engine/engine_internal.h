@@ -674,8 +674,6 @@ struct tly_engine {
     void *sale_ctx;
     uint32_t partners_max, sales_max; /* cache limits, clean entries */
     bool flush_drops;                 /* tly_engine_set_flush_drops */
-    tly_engine_helper flush_helper;   /* tly_engine_set_flush_helper (start NULL: none) */
-    uint32_t flush_split_min;
     /* A document reader's engine (tly_view_reader_bind): it renders what
      * the store holds, a broken invariant included (`audit diff` shows
      * it), and never flushes. */

@@ -89,20 +89,6 @@ tly_err eng_stage_replay(eng_stage *s, tly_kv_put_fn put, void *ctx)
     return err;
 }
 
-void eng_stage_append(eng_stage *dst, eng_stage *src)
-{
-    if (src->head == NULL)
-        return;
-    if (dst->tail != NULL)
-        dst->tail->next = src->head;
-    else
-        dst->head = src->head;
-    dst->tail = src->tail;
-    dst->bytes += src->bytes;
-    dst->blocks += src->blocks;
-    *src = (eng_stage){0};
-}
-
 void eng_stage_free(eng_stage *s)
 {
     while (s->head != NULL)

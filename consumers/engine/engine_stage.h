@@ -20,13 +20,6 @@
  * growth more closely, for one mmap and munmap more per block. */
 #define ENG_STAGE_BLOCK_BYTES ((size_t)1u << 20)
 
-/* Partners of one chunk of a split flush (tly_engine_set_flush_helper):
- * two halves, one packed on the helper's thread, each into a stage of its
- * own. A chunk's partners leave memory only once both halves are packed,
- * so a smaller chunk holds fewer written partners, for one thread start
- * more per chunk (at 10M events of `bench fold`, about 48 chunks a flush). */
-#define ENG_FLUSH_CHUNK_PARTNERS 2048u
-
 typedef struct eng_stage_block eng_stage_block;
 
 /* Puts copied in order into a list of blocks. Zero-initialised is empty. */
@@ -45,12 +38,6 @@ tly_err eng_stage_put(void *ctx, const void *key, size_t key_len, const void *va
  * next). Stops at the first error of put and returns it. The stage is
  * empty afterwards either way. */
 tly_err eng_stage_replay(eng_stage *s, tly_kv_put_fn put, void *ctx);
-
-/* Moves what src stages to the end of dst, in its order, without a copy
- * (src is empty afterwards): two halves staged on two threads become one
- * stage in the order a single thread would have staged them. dst's next
- * puts go on after src's. */
-void eng_stage_append(eng_stage *dst, eng_stage *src);
 
 /* Frees what is staged. */
 void eng_stage_free(eng_stage *s);

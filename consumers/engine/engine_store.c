@@ -331,30 +331,19 @@ static tly_err flush_finance(flush_ctx *f, uint32_t p)
     return TLY_OK;
 }
 
-/* Before partner p's records are packed: moves its share of its
- * program's sums (settle_share), when it is an owned member. This is the
- * part of a partner's flush that writes what other partners' flushes also
- * write, so a split flush runs it on the engine's thread, in order. What
- * is stored keeps the MDF invariant (TLY_ASSERT, every build type). */
-static tly_err flush_partner_settle(tly_engine *e, uint32_t p)
-{
-    eng_partner *pp = &e->partners[p];
-    TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
-    return pp->owned && pp->program != ENG_NONE ? settle_share(e, pp) : TLY_OK;
-}
-
 /* Stores partner p's state and, when owned, its changed claims and (when
- * enrolled) its section 11 documents, once it is settled. Its balance,
- * rebate, tier and claims documents are rendered from that state when
- * read (engine_reader.c). It reads the engine's programs and writes only
- * partner p and f's buffers, so the two halves of a split flush run it on
- * two threads (flush_chunk). */
-static tly_err flush_partner_pack(flush_ctx *f, uint32_t p)
+ * enrolled) its section 11 documents. Its balance, rebate, tier and claims
+ * documents are rendered from that state when read (engine_reader.c). What
+ * is stored keeps the MDF invariant (TLY_ASSERT, every build type). */
+static tly_err flush_partner(flush_ctx *f, uint32_t p)
 {
     eng_partner *pp = &f->e->partners[p];
+    TLY_ASSERT(pp->st == NULL || eng_invariant_ok(pp->st));
     bool member = pp->owned && pp->program != ENG_NONE;
     const eng_program *g = pp->program == ENG_NONE ? NULL : &f->e->programs[pp->program];
     eng_arch_plan plan = {.head = ENG_ARCH_NONE}; /* a member's: eng_arch_plan_of */
+    if (member)
+        TRY(settle_share(f->e, pp));
     if (member)
         TRY(eng_arch_plan_of(pp->st, g, &plan));
     eng_pack_partner(&f->pk, pp, g, &plan);
@@ -755,119 +744,30 @@ static void settle_read_back(tly_engine *e)
         }
 }
 
-/* One half of a chunk: its own buffers and stage (f), the dirty list's
- * [from, to), and the first error. */
-typedef struct pack_half {
-    flush_ctx f;
-    eng_stage stage;
-    uint32_t from, to;
-    tly_err err;
-} pack_half;
-
-static void pack_half_run(void *arg)
-{
-    pack_half *h = arg;
-    for (uint32_t i = h->from; i < h->to && h->err == TLY_OK; i++)
-        h->err = flush_partner_pack(&h->f, h->f.e->dirty_partners[i]);
-}
-
-/* Packs the settled partners dirty_partners[from, to) into f's stage: the
- * second half on the helper's thread into h's stage, appended to f's once
- * both are done, so the stage holds them in the list's order. The first
- * error in that order is returned. */
-static tly_err flush_chunk(flush_ctx *f, pack_half *h, uint32_t from, uint32_t to)
-{
-    const tly_engine_helper *hp = &f->e->flush_helper;
-    TLY_ASSERT(f->fn == eng_stage_put); /* a flush with drops stages its partners */
-    if (to == from)
-        return TLY_OK;
-    uint32_t mid = from + (to - from) / 2;
-    h->from = mid;
-    h->to = to;
-    h->err = TLY_OK;
-    bool apart = hp->start(hp->ctx, pack_half_run, h);
-    tly_err err = TLY_OK;
-    for (uint32_t i = from; i < mid && err == TLY_OK; i++)
-        err = flush_partner_pack(f, f->e->dirty_partners[i]);
-    if (apart)
-        hp->join(hp->ctx);
-    else
-        pack_half_run(h);
-    eng_stage_append(f->ctx, &h->stage);
-    return err != TLY_OK ? err : h->err;
-}
-
-/* Marks dirty partner i's program in liab and, when the trim after this
- * flush would drop it (used before cut), drops it now; every
- * ENG_FLUSH_RELEASE_PARTNERS partners the heap's free pages go back. */
-static void flushed(tly_engine *e, uint32_t i, uint64_t cut, bool drops, bool *liab)
-{
-    uint32_t p = e->dirty_partners[i];
-    const eng_partner *pp = &e->partners[p];
-    if (pp->owned && pp->program != ENG_NONE)
-        liab[pp->program] = true;
-    if (pp->used < cut) {
-        note_read_back(e, pp);
-        eng_partner_drop(e, p);
-        e->dropped_in_flush = true;
-    }
-    if (drops && (i + 1) % ENG_FLUSH_RELEASE_PARTNERS == 0)
-        tly_os_release_free_heap();
-}
-
-/* flush_partners in chunks of ENG_FLUSH_CHUNK_PARTNERS, each packed on two
- * threads (flush_chunk) after its partners are settled in order. A
- * partner whose settling fails ends the chunk before it: the partners
- * before it are packed, and the first error in the list's order is
- * returned, as in one thread. */
-static tly_err flush_partners_split(flush_ctx *f, uint64_t cut, bool *liab)
-{
-    tly_engine *e = f->e;
-    pack_half h = {.f = {.e = e, .fn = eng_stage_put}};
-    h.f.ctx = &h.stage;
-    msgpack_sbuffer_init(&h.f.sb);
-    h.f.pk = (tly_mpw){.b = &h.f.sb};
-    tly_err err = TLY_OK;
-    for (uint32_t from = 0; from < e->dirty_partner_count && err == TLY_OK;) {
-        uint32_t to = e->dirty_partner_count - from > ENG_FLUSH_CHUNK_PARTNERS
-                          ? from + ENG_FLUSH_CHUNK_PARTNERS
-                          : e->dirty_partner_count;
-        uint32_t settled = from;
-        while (settled < to && err == TLY_OK &&
-               (err = flush_partner_settle(e, e->dirty_partners[settled])) == TLY_OK)
-            settled++;
-        tly_err packed = flush_chunk(f, &h, from, settled);
-        err = packed != TLY_OK ? packed : err;
-        for (uint32_t i = from; i < settled && err == TLY_OK; i++)
-            flushed(e, i, cut, true, liab);
-        from = to;
-    }
-    eng_stage_free(&h.stage);
-    msgpack_sbuffer_destroy(&h.f.sb);
-    eng_buf_free(&h.f.json);
-    return err;
-}
-
 /* The dirty partners, in id order (sort_dirty_partners), or with drops in
  * runs by id (order_for_release); liab marks their programs. With drops,
  * a partner the trim after this flush would drop (looked up before the
  * cut) leaves the cache as soon as it is written, and every
  * ENG_FLUSH_RELEASE_PARTNERS of them the heap's free pages go back to the
  * system (the caller stages the puts, so the store's pages are not taking
- * that memory yet); with a helper and enough of them, two threads pack
- * them (flush_partners_split). */
+ * that memory yet). */
 static tly_err flush_partners(flush_ctx *f, bool drops, bool *liab)
 {
     tly_engine *e = f->e;
     uint64_t cut = drops ? eng_cache_cut(e, true) : 0;
-    if (drops && e->flush_helper.start != NULL && e->dirty_partner_count >= e->flush_split_min &&
-        e->dirty_partner_count >= 2)
-        return flush_partners_split(f, cut, liab);
     for (uint32_t i = 0; i < e->dirty_partner_count; i++) {
         uint32_t p = e->dirty_partners[i];
-        TRY(flush_partner_settle(e, p));
-        TRY(flush_partner_pack(f, p));
-        flushed(e, i, cut, drops, liab);
+        const eng_partner *pp = &e->partners[p];
+        if (pp->owned && pp->program != ENG_NONE)
+            liab[pp->program] = true;
+        TRY(flush_partner(f, p));
+        if (pp->used < cut) {
+            note_read_back(e, pp);
+            eng_partner_drop(e, p);
+            e->dropped_in_flush = true;
+        }
+        if (drops && (i + 1) % ENG_FLUSH_RELEASE_PARTNERS == 0)
+            tly_os_release_free_heap();
     }
     return TLY_OK;
 }

@@ -49,12 +49,6 @@ void tly_engine_set_flush_drops(tly_engine *e, bool on)
     e->flush_drops = on;
 }
 
-void tly_engine_set_flush_helper(tly_engine *e, const tly_engine_helper *h, uint32_t min)
-{
-    e->flush_helper = h != NULL ? *h : (tly_engine_helper){0};
-    e->flush_split_min = min;
-}
-
 /* What tly_engine_prefetch loads, by how many records ahead it is told
  * of the event: each step reads what the one before loaded. */
 enum prefetch_step {

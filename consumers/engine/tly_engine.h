@@ -255,26 +255,6 @@ void tly_engine_read_split_decode(tly_engine_read_split *s);
 uint32_t tly_engine_read_back_finish(tly_engine *e, tly_engine_read_split *s,
                                      void (*wait)(void *ctx), void *ctx);
 
-/*
- * A second thread for the flush; the engine starts none itself. With
- * flush drops (tly_engine_set_flush_drops) and at least min changed
- * partners, tly_engine_flush packs the partners' records in chunks, half
- * of each on the helper while its own thread packs the other half (at 10M
- * events of `bench fold` on one shard a flush packs about 97,000 partners
- * with the second core idle). start(ctx, fn, arg) runs fn(arg) on another
- * thread and returns true, or returns false (the engine then calls
- * fn(arg) itself); join(ctx) returns once that fn has returned. fn reads
- * the engine's programs and names and writes only the partners of its
- * half. What is stored, and in what order, is what a flush without the
- * helper stores. NULL h (the default) turns it off.
- */
-typedef struct tly_engine_helper {
-    bool (*start)(void *ctx, void (*fn)(void *), void *arg);
-    void (*join)(void *ctx);
-    void *ctx;
-} tly_engine_helper;
-void tly_engine_set_flush_helper(tly_engine *e, const tly_engine_helper *h, uint32_t min);
-
 /* How many records ahead tly_engine_prefetch is told of. */
 #define TLY_ENGINE_PREFETCH_AHEAD 4u
 

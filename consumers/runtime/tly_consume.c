@@ -96,12 +96,11 @@ typedef struct consumer {
     void *sub;
     void *dealer;
     uint64_t start_seq;
-    tly_event ev;             /* reused for every record: no per-record allocation */
-    tly_sale_source sales;    /* the engine's look-ups in the log (log_sale) */
-    uint64_t read_back;       /* partners read back at batches' starts, in all */
-    uint32_t read_split_min;  /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
-    uint32_t flush_split_min; /* TLY_CONSUME_FLUSH_SPLIT_MIN or $TALLY_CONSUME_FLUSH_SPLIT_MIN */
-    tly_helper helper;        /* the read-back's and the flush's second thread */
+    tly_event ev;            /* reused for every record: no per-record allocation */
+    tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
+    uint64_t read_back;      /* partners read back at batches' starts, in all */
+    uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
+    tly_helper helper;       /* the read-back's second thread */
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
      * read-backs; the rest is folding the records. */
@@ -241,8 +240,6 @@ static tly_err reload_engine(consumer *c)
         /* a failed commit reloads the engine anyway (commit) */
         tly_engine_set_flush_drops(c->engine, true);
         tly_engine_set_read_back(c->engine, TLY_CONSUME_READ_BACK_PARTNERS_MAX);
-        tly_engine_helper h = tly_helper_of(&c->helper);
-        tly_engine_set_flush_helper(c->engine, &h, c->flush_split_min);
         err = tly_views_load(c->views, c->engine);
     }
     if (err != TLY_OK) {
@@ -909,13 +906,6 @@ static tly_err consumer_run(consumer *c)
     return err;
 }
 
-/* A split's minimum: $name when set (tests set 1: every split), else dflt. */
-static uint32_t env_min(const char *name, uint32_t dflt)
-{
-    const char *v = getenv(name);
-    return v != NULL && *v != '\0' ? (uint32_t)strtoul(v, NULL, 10) : dflt;
-}
-
 tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
 {
     consumer *c = calloc(1, sizeof *c);
@@ -925,8 +915,7 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
     }
     c->o = *o;
     c->stop = stop;
-    c->read_split_min = env_min("TALLY_CONSUME_READ_SPLIT_MIN", TLY_CONSUME_READ_SPLIT_MIN);
-    c->flush_split_min = env_min("TALLY_CONSUME_FLUSH_SPLIT_MIN", TLY_CONSUME_FLUSH_SPLIT_MIN);
+    c->read_split_min = tly_helper_split_min();
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK && o->on_ready)

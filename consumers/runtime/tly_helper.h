@@ -1,9 +1,9 @@
 /*
- * tly_helper.h — the consumer's second thread for the engine's work
- * (tly_engine_helper): one function at a time, on a thread started for it
- * and joined when the engine asks. The engine starts no thread itself; the
- * read-back's decoding (tly_engine_read_back_begin) and the flush's
- * packing (tly_engine_set_flush_helper) run their second halves here.
+ * tly_helper.h — the second thread of a read-back (tly_engine_read_back_begin):
+ * with many partners to read back, a thread started for the purpose
+ * decodes half of their records while the caller's thread reads the other
+ * half. The engine starts no thread itself; `tally consume` and `tally
+ * audit replay` read back through here.
  */
 #ifndef TLY_HELPER_H
 #define TLY_HELPER_H
@@ -12,21 +12,21 @@
 
 #include "tly_engine.h"
 
-/* One helper. Zero-initialised is idle; it holds nothing between a join
- * and the next start. */
+/* One helper thread's handle. Zero-initialised is idle; it holds nothing
+ * between two read-backs. */
 typedef struct tly_helper {
     pthread_t thread;
-    void (*fn)(void *);
-    void *arg;
 } tly_helper;
 
-/* The engine's view of h: start runs fn(arg) on a new thread (false when
- * none can be started: the caller runs it), join waits for it. */
-tly_engine_helper tly_helper_of(tly_helper *h);
-
-/* tly_engine_read_back of e, its records' decoding split with h when the
- * list holds at least min partners (tly_engine_read_back_begin); returns
- * how many partners were read back. */
+/* tly_engine_read_back of e, its records' decoding split with a thread of
+ * h when the list holds at least min partners (tly_engine_read_back_begin;
+ * when no thread can be started, the same work in turn on this one).
+ * Returns how many partners were read back. */
 uint32_t tly_helper_read_back(tly_helper *h, tly_engine *e, uint32_t min);
+
+/* The min for tly_helper_read_back: TLY_CONSUME_READ_SPLIT_MIN, or
+ * $TALLY_CONSUME_READ_SPLIT_MIN when set (tests: 1 splits every
+ * read-back of two partners or more). Read it once per run. */
+uint32_t tly_helper_split_min(void);
 
 #endif
