@@ -270,8 +270,11 @@ static int serve_one(void *sock, tly_query_store *store, reply_slot *slot)
            zmq_msg_gets(&parts[n - 1], "User-Id"), &slot->out);
     zmq_msg_close(&parts[n - 1]);
     slot->env_n = n - 1;
-    for (uint32_t i = 0; i + 1 < n; i++)
-        slot->env[i] = parts[i]; /* moved: closed by send_replies */
+    for (uint32_t i = 0; i + 1 < n; i++) { /* closed by send_replies */
+        zmq_msg_init(&slot->env[i]);
+        zmq_msg_move(&slot->env[i], &parts[i]);
+        zmq_msg_close(&parts[i]);
+    }
     return 1;
 }
 
