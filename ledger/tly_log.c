@@ -287,11 +287,8 @@ static size_t map_max(const tly_log_opts *opts)
 {
     if (opts && opts->map_bytes_max)
         return opts->map_bytes_max;
-    const char *s = getenv("TALLY_LOG_MAP_MAX_BYTES");
-    uint64_t v;
-    if (s && *s && tly_parse_u64(s, 1, TLY_LOG_MAP_BYTES_MAX, &v))
-        return (size_t)v;
-    return TLY_LOG_MAP_BYTES_MAX;
+    return (size_t)tly_env_u64("TALLY_LOG_MAP_MAX_BYTES", 1, TLY_LOG_MAP_BYTES_MAX,
+                               TLY_LOG_MAP_BYTES_MAX);
 }
 
 /*

@@ -187,6 +187,12 @@ bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return true;
 }
 
+uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt)
+{
+    uint64_t v;
+    return tly_parse_u64(getenv(name), min, max, &v) ? v : dflt;
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;

@@ -37,6 +37,10 @@ void tly_rmtree(const char *path);
  * or the environment); false otherwise. */
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* $name parsed as tly_parse_u64 with min and max, or dflt when it is unset
+ * or not such a number (the tests' overrides of a limit). */
+uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt);
+
 /*
  * Lines on stderr. A command's own error is one line "tally <cmd>:
  * <message>" (SPEC section 7). A daemon (tally ledger, consume, query, up:

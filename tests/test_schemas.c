@@ -2157,6 +2157,26 @@ END_TEST
 /* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
 /* tly_os_same_file: the path names the open file until the file is
  * removed, or replaced by another at the same path. */
+/* A limit's test override: the default when unset, empty, not a number
+ * or outside [min, max]; the number at both edges of the range. */
+START_TEST(test_os_env_u64)
+{
+    const char *name = "TALLY_TEST_ENV_U64";
+    unsetenv(name);
+    ck_assert_uint_eq(tly_env_u64(name, 10, 20, 7), 7);
+    const char *dflt[] = {"", "x", "9", "21", "-1", "15x", " 15", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof dflt / sizeof dflt[0]; i++) {
+        setenv(name, dflt[i], 1);
+        ck_assert_msg(tly_env_u64(name, 10, 20, 7) == 7, "'%s'", dflt[i]);
+    }
+    setenv(name, "10", 1);
+    ck_assert_uint_eq(tly_env_u64(name, 10, 20, 7), 10);
+    setenv(name, "20", 1);
+    ck_assert_uint_eq(tly_env_u64(name, 10, 20, 7), 20);
+    unsetenv(name);
+}
+END_TEST
+
 START_TEST(test_os_same_file)
 {
     char *dir = tu_tmpdir();
@@ -2334,7 +2354,8 @@ static Suite *schemas_suite(void)
     tu_add_tests(cur, TU_TESTS(test_currency_exponent, test_decimal_to_minor));
 
     TCase *lay = tu_tcase(s, "layout", 0);
-    tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file));
+    tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file,
+                               test_os_env_u64));
 
     TCase *dl = tu_tcase(s, "dl", 0);
     tu_add_tests(dl, TU_TESTS(test_dl_load_and_call, test_dl_missing_library_and_function,

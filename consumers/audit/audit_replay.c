@@ -43,7 +43,6 @@ typedef struct replay_shard {
     uint64_t stop; /* last seq to fold; UINT64_MAX for none */
     tly_log *log;  /* the log replayed, which the engine reads sales from */
     tly_sale_source sales;
-    tly_helper helper; /* its read-backs' second thread */
 } replay_shard;
 
 typedef struct replay_run {
@@ -51,7 +50,10 @@ typedef struct replay_run {
     replay_shard shard[TLY_SHARDS_MAX];
     uint32_t opened;
     uint32_t read_split_min; /* tly_helper_split_min */
-    uint32_t batch;          /* records between commits: batch_records */
+    /* Records between two commits: TLY_AUDIT_REPLAY_BATCH_RECORDS, or
+     * fewer from $TALLY_AUDIT_REPLAY_BATCH_RECORDS (tests commit often, so
+     * that a small log's replay reads partners back between batches). */
+    uint32_t batch;
     char *msg;
     size_t cap;
 } replay_run;
@@ -185,10 +187,8 @@ typedef struct replay_worker {
  * order before the next batch folds, as a consumer does (tly_helper_read_back). */
 static void read_back_all(replay_worker *w)
 {
-    for (uint32_t k = w->first; k < w->first + w->count; k++) {
-        replay_shard *s = &w->r->shard[k];
-        (void)tly_helper_read_back(&s->helper, s->engine, w->r->read_split_min);
-    }
+    for (uint32_t k = w->first; k < w->first + w->count; k++)
+        (void)tly_helper_read_back(w->r->shard[k].engine, w->r->read_split_min);
 }
 
 /* The store pages the engines read since the last release stop counting
@@ -283,18 +283,6 @@ static bool past_end(const replay_worker *w, const tly_record *rec)
 
 /* True when one of the worker's engines holds so many changes that they
  * are committed early, bounding memory as a consumer does. */
-/* Records between two commits: TLY_AUDIT_REPLAY_BATCH_RECORDS, or fewer
- * from $TALLY_AUDIT_REPLAY_BATCH_RECORDS (tests commit often, so that a
- * small log's replay reads partners back between its batches). */
-static uint32_t batch_records(void)
-{
-    const char *env = getenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS");
-    uint64_t n;
-    if (env && tly_parse_u64(env, 1, TLY_AUDIT_REPLAY_BATCH_RECORDS, &n))
-        return (uint32_t)n;
-    return TLY_AUDIT_REPLAY_BATCH_RECORDS;
-}
-
 static bool worker_full(const replay_worker *w)
 {
     for (uint32_t k = w->first; k < w->first + w->count; k++)
@@ -515,7 +503,9 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
                       .msg = msg && cap ? msg : none,
                       .cap = msg ? cap : 1,
                       .read_split_min = tly_helper_split_min(),
-                      .batch = batch_records()};
+                      .batch = (uint32_t)tly_env_u64("TALLY_AUDIT_REPLAY_BATCH_RECORDS", 1,
+                                                     TLY_AUDIT_REPLAY_BATCH_RECORDS,
+                                                     TLY_AUDIT_REPLAY_BATCH_RECORDS)};
     r->msg[0] = '\0';
     tly_log *log = NULL;
     tly_err err = tly_log_open(o->log_dir, TLY_LOG_READ, &log);

@@ -232,11 +232,8 @@ static void viewset_release(const tly_audit_viewset *vs)
  * documents read after a release are the same). */
 static uint32_t release_items(void)
 {
-    const char *env = getenv("TALLY_AUDIT_RELEASE_ITEMS");
-    uint64_t n;
-    if (env && tly_parse_u64(env, 1, TLY_AUDIT_RELEASE_ITEMS, &n))
-        return (uint32_t)n;
-    return TLY_AUDIT_RELEASE_ITEMS;
+    return (uint32_t)tly_env_u64("TALLY_AUDIT_RELEASE_ITEMS", 1, TLY_AUDIT_RELEASE_ITEMS,
+                                 TLY_AUDIT_RELEASE_ITEMS);
 }
 
 struct tly_audit_stream {

@@ -6,6 +6,7 @@
  */
 #include "tly_helper.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "tly_limits.h"
@@ -16,21 +17,22 @@ static void *decode_main(void *split)
     return NULL;
 }
 
-static void join_decode(void *h)
+static void join_decode(void *thread)
 {
-    (void)pthread_join(((tly_helper *)h)->thread, NULL);
+    (void)pthread_join(*(pthread_t *)thread, NULL);
 }
 
-uint32_t tly_helper_read_back(tly_helper *h, tly_engine *e, uint32_t min)
+uint32_t tly_helper_read_back(tly_engine *e, uint32_t min)
 {
     tly_engine_read_split *s = tly_engine_read_back_begin(e, min);
     if (s == NULL)
         return tly_engine_read_back(e);
-    if (pthread_create(&h->thread, NULL, decode_main, s) != 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, decode_main, s) != 0) {
         tly_engine_read_split_decode(s); /* no thread: the same work, in turn */
         return tly_engine_read_back_finish(e, s, NULL, NULL);
     }
-    return tly_engine_read_back_finish(e, s, join_decode, h);
+    return tly_engine_read_back_finish(e, s, join_decode, &t);
 }
 
 uint32_t tly_helper_split_min(void)

@@ -100,7 +100,6 @@ typedef struct consumer {
     tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
     uint64_t read_back;      /* partners read back at batches' starts, in all */
     uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
-    tly_helper helper;       /* the read-back's second thread */
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
      * read-backs; the rest is folding the records. */
@@ -333,7 +332,7 @@ static tly_err apply_one(consumer *c, const tly_record *rec, bool published, boo
  * half (tly_helper_read_back). */
 static uint32_t read_back(consumer *c)
 {
-    return tly_helper_read_back(&c->helper, c->engine, c->read_split_min);
+    return tly_helper_read_back(c->engine, c->read_split_min);
 }
 
 /* apply_one for a record whose event is decoded already: decoded is

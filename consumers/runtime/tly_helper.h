@@ -8,21 +8,15 @@
 #ifndef TLY_HELPER_H
 #define TLY_HELPER_H
 
-#include <pthread.h>
+#include <stdint.h>
 
 #include "tly_engine.h"
 
-/* One helper thread's handle. Zero-initialised is idle; it holds nothing
- * between two read-backs. */
-typedef struct tly_helper {
-    pthread_t thread;
-} tly_helper;
-
-/* tly_engine_read_back of e, its records' decoding split with a thread of
- * h when the list holds at least min partners (tly_engine_read_back_begin;
- * when no thread can be started, the same work in turn on this one).
- * Returns how many partners were read back. */
-uint32_t tly_helper_read_back(tly_helper *h, tly_engine *e, uint32_t min);
+/* tly_engine_read_back of e, its records' decoding split with a thread
+ * started for it when the list holds at least min partners
+ * (tly_engine_read_back_begin; when no thread can be started, the same
+ * work in turn on this one). Returns how many partners were read back. */
+uint32_t tly_helper_read_back(tly_engine *e, uint32_t min);
 
 /* The min for tly_helper_read_back: TLY_CONSUME_READ_SPLIT_MIN, or
  * $TALLY_CONSUME_READ_SPLIT_MIN when set (tests: 1 splits every

@@ -203,11 +203,8 @@ static tly_err open_db(tly_views *v)
  * growth path through the real binary). */
 static size_t map_bytes_init(void)
 {
-    const char *env = getenv("TALLY_VIEWS_MAP_INIT_BYTES");
-    uint64_t n;
-    if (env && tly_parse_u64(env, (uint64_t)1 << 16, TLY_VIEWS_MAP_BYTES_MAX, &n))
-        return (size_t)n;
-    return TLY_VIEWS_MAP_BYTES_INIT;
+    return (size_t)tly_env_u64("TALLY_VIEWS_MAP_INIT_BYTES", (uint64_t)1 << 16,
+                               TLY_VIEWS_MAP_BYTES_MAX, TLY_VIEWS_MAP_BYTES_INIT);
 }
 
 /* Opens v->dir's environment; a writer's map starts at map_bytes (0:
@@ -583,11 +580,7 @@ static tly_err snap_scan(void *ctx, const void *prefix, size_t prefix_len, tly_k
  * when unset. */
 static uint32_t cache_entries_env(void)
 {
-    const char *env = getenv("TALLY_ENGINE_CACHE_ENTRIES");
-    uint64_t n;
-    if (env && tly_parse_u64(env, 1, UINT32_MAX, &n))
-        return (uint32_t)n;
-    return 0;
+    return (uint32_t)tly_env_u64("TALLY_ENGINE_CACHE_ENTRIES", 1, UINT32_MAX, 0);
 }
 
 static tly_err load_visit(void *ctx, const void *key, size_t key_len, const void *val,
