@@ -3791,6 +3791,79 @@ static void expect_row_is_doc(tly_view_reader *r, kv *store, const char *id, con
     free(want);
 }
 
+/* The reference for the writer's MessagePack back end: msgpack-c's own
+ * calls over a jansson tree, members in insertion order. */
+static void ref_pack(msgpack_packer *pk, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        msgpack_pack_map(pk, json_object_size(v));
+        const char *k;
+        const json_t *m;
+        json_object_foreach((json_t *)(uintptr_t)v, k, m)
+        {
+            msgpack_pack_str_with_body(pk, k, strlen(k));
+            ref_pack(pk, m);
+        }
+        return;
+    }
+    case JSON_ARRAY: {
+        msgpack_pack_array(pk, json_array_size(v));
+        size_t i;
+        const json_t *m;
+        json_array_foreach(v, i, m) ref_pack(pk, m);
+        return;
+    }
+    case JSON_STRING:
+        msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        return;
+    default:
+        ck_assert(json_is_null(v));
+        msgpack_pack_nil(pk);
+        return;
+    }
+}
+
+/* msgpack-c's bytes of v, in sb (initialised here). */
+static void ref_bytes(const json_t *v, msgpack_sbuffer *sb)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    ref_pack(&pk, v);
+}
+
+/* tly_view_reader_reply of views 'b', 'r' and 'c' is msgpack-c's packing
+ * of the API object with its "seq"; 't' is not its to answer. */
+static void expect_reply_is_api(tly_view_reader *r, const shards *s, uint32_t k, const char *id,
+                                const char *what)
+{
+    for (const char *v = "brc"; *v; v++) {
+        json_t *api = tly_engine_view(s->e[k], *v, id);
+        ck_assert_ptr_nonnull(api);
+        msgpack_sbuffer want, got;
+        ref_bytes(api, &want);
+        msgpack_sbuffer_init(&got);
+        msgpack_sbuffer_write(&got, "x", 1); /* appended after what out holds */
+        ck_assert_int_eq(tly_view_reader_reply(r, *v, id, strlen(id), &got), TLY_OK);
+        ck_assert_msg(got.size == want.size + 1 && memcmp(got.data + 1, want.data, want.size) == 0,
+                      "%s shard %u: reply %c of %s: %zu bytes, msgpack-c %zu (seed %" PRIu64 ")",
+                      what, k, *v, id, got.size - 1, want.size, g_seed);
+        msgpack_sbuffer_destroy(&want);
+        msgpack_sbuffer_destroy(&got);
+        json_decref(api);
+    }
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    ck_assert_int_eq(tly_view_reader_reply(r, 't', id, strlen(id), &out), TLY_USAGE);
+    ck_assert_int_eq(tly_view_reader_reply(r, 'P', id, strlen(id), &out), TLY_USAGE);
+    ck_assert_uint_eq(out.size, 0);
+    msgpack_sbuffer_destroy(&out);
+}
+
 /* Each owned partner's four documents and its row of the partner list as
  * a tly_view_reader renders them
  * from shard k's store are, byte for byte, json_dumps(JSON_COMPACT) of
@@ -3825,6 +3898,7 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             docs++;
         }
         expect_row_is_doc(r, store, json_string_value(id), what, k);
+        expect_reply_is_api(r, s, k, json_string_value(id), what);
     }
     for (uint32_t o = 0; o < s->n; o++) { /* the other shards' partners */
         json_t *theirs = o == k ? NULL : tly_engine_partners(s->e[o]);
@@ -3835,6 +3909,13 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             ck_assert_int_eq(tly_view_reader_doc(r, 'b', json_string_value(id),
                                                  json_string_length(id), &doc, &len),
                              TLY_NOT_FOUND);
+            msgpack_sbuffer out;
+            msgpack_sbuffer_init(&out);
+            ck_assert_int_eq(
+                tly_view_reader_reply(r, 'b', json_string_value(id), json_string_length(id), &out),
+                TLY_NOT_FOUND);
+            ck_assert_uint_eq(out.size, 0);
+            msgpack_sbuffer_destroy(&out);
             /* its record here, another shard's partner's: no row */
             char key[4 + TLY_NAME_BYTES_MAX];
             size_t klen = (size_t)snprintf(key, sizeof key, "%s%s", TLY_ENGINE_PARTNER_PREFIX,
@@ -4160,6 +4241,116 @@ END_TEST
 
 /* The stored text of names with every escapable character is jansson's
  * text, and the escapes really occur. */
+/* The calls of one document for jw_mp_edges: the edges of every head the
+ * MessagePack back end writes (fix forms and the 16- and 32-bit ones of
+ * maps, arrays and strings; integers at each width), a container's head
+ * growing inside another, an invalid UTF-8 string ("" as jansson's
+ * refusal) and a NULL one (null). */
+static char jw_keys[65536][8];
+
+static void jw_script(eng_jw *w, int which)
+{
+    static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536};
+    static const int64_t ints[] = {
+        INT64_MIN, -2147483649LL, -2147483648LL, -32769,       -32768,
+        -129,      -128,          -33,           -32,          -1,
+        0,         127,           128,           255,          256,
+        65535,     65536,         4294967295LL,  4294967296LL, INT64_MAX};
+    static char big[65536];
+    memset(big, 'a', sizeof big);
+    size_t counts[] = {0, 15, 16, 65535, 65536};
+    eng_jw_obj(w);
+    switch (which) {
+    case 0: /* strings and integers */
+        eng_jw_key(w, "s");
+        eng_jw_arr(w);
+        for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+            eng_jw_str(w, big, lens[i]);
+        eng_jw_str(w, "\xff\xfe", 2);
+        eng_jw_str(w, NULL, 3);
+        eng_jw_str(w, "\xc3\xa9\x01\"", 4);
+        eng_jw_end(w);
+        eng_jw_key(w, "i");
+        eng_jw_arr(w);
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+            eng_jw_int(w, ints[i]);
+        eng_jw_null(w);
+        eng_jw_end(w);
+        break;
+    case 1: /* arrays of every head, each inside an array */
+        eng_jw_key(w, "a");
+        eng_jw_arr(w);
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            eng_jw_arr(w);
+            for (size_t i = 0; i < counts[c]; i++)
+                eng_jw_int(w, (int64_t)i);
+            eng_jw_end(w);
+        }
+        eng_jw_end(w);
+        break;
+    default: /* maps of every head, the largest at the top */
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0] - 1; c++) {
+            eng_jw_key(w, jw_keys[c]);
+            eng_jw_obj(w);
+            for (size_t i = 0; i < counts[c]; i++) {
+                eng_jw_key(w, jw_keys[i]);
+                eng_jw_obj(w);
+                eng_jw_end(w);
+            }
+            eng_jw_end(w);
+        }
+        for (size_t i = sizeof counts / sizeof counts[0] - 1; i < 65536; i++) {
+            eng_jw_key(w, jw_keys[i]);
+            eng_jw_arr(w);
+            eng_jw_end(w);
+        }
+        break;
+    }
+    eng_jw_end(w);
+}
+
+/* The writer's MessagePack back end gives msgpack-c's bytes for the tree
+ * back end's document, appended to what the buffer holds; a string with
+ * a NUL byte is refused. */
+START_TEST(jw_mp_edges)
+{
+    for (size_t i = 0; i < 65536; i++)
+        snprintf(jw_keys[i], sizeof jw_keys[i], "k%zu", i);
+    for (int which = 0; which < 3; which++) {
+        eng_jw w;
+        eng_jw_init_tree(&w);
+        jw_script(&w, which);
+        json_t *tree = eng_jw_take(&w);
+        ck_assert_ptr_nonnull(tree);
+        msgpack_sbuffer want, got;
+        ref_bytes(tree, &want);
+        msgpack_sbuffer_init(&got);
+        msgpack_sbuffer_write(&got, "\x93", 1);
+        eng_jw_init_mp(&w, &got);
+        jw_script(&w, which);
+        ck_assert(!w.failed);
+        ck_assert_uint_eq(w.depth, 0);
+        ck_assert_msg(got.size == want.size + 1 && memcmp(got.data + 1, want.data, want.size) == 0,
+                      "script %d: %zu bytes, msgpack-c %zu", which, got.size - 1, want.size);
+        msgpack_sbuffer_destroy(&want);
+        msgpack_sbuffer_destroy(&got);
+        json_decref(tree);
+    }
+    for (size_t len = 1; len <= 3; len++) { /* "x", then "x\0" and "x\0y" */
+        msgpack_sbuffer b;
+        msgpack_sbuffer_init(&b);
+        eng_jw w;
+        eng_jw_init_mp(&w, &b);
+        eng_jw_obj(&w);
+        eng_jw_key(&w, "a");
+        eng_jw_str(&w, "x\0y", len);
+        eng_jw_end(&w);
+        ck_assert(w.failed == (len > 1));
+        msgpack_sbuffer_destroy(&b);
+    }
+}
+END_TEST
+
 START_TEST(stored_text_escapes)
 {
     stream st = {0};
@@ -4752,7 +4943,7 @@ static Suite *engine_suite(void)
                               stage_refuses_4gib, prefetch_changes_nothing));
     tc = tu_tcase(s, "stored_text", 300);
     tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes,
-                              stored_state_edges));
+                              jw_mp_edges, stored_state_edges));
     return s;
 }
 

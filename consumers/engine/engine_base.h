@@ -11,6 +11,7 @@
 #define TLY_ENGINE_BASE_H
 
 #include <jansson.h>
+#include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -193,19 +194,29 @@ bool eng_buf_terminate(eng_buf *b);
 void eng_buf_free(eng_buf *b);
 
 typedef struct eng_jw {
-    eng_buf *text;                   /* text back end; NULL: tree back end */
+    eng_buf *text;                   /* text back end */
+    msgpack_sbuffer *mp;             /* MessagePack back end; neither: tree */
     bool comma;                      /* text: the next member or element needs a ',' */
     const char *key;                 /* tree: name of the next member */
-    char closer[ENG_JW_DEPTH_MAX];   /* text: '}' or ']' of each open one */
+    char closer[ENG_JW_DEPTH_MAX];   /* text, mp: '}' or ']' of each open one */
     json_t *stack[ENG_JW_DEPTH_MAX]; /* tree: open containers (borrowed) */
+    size_t at[ENG_JW_DEPTH_MAX];     /* mp: where each open one's head is */
+    uint32_t n[ENG_JW_DEPTH_MAX];    /* mp: members or elements so far */
     uint32_t depth;
     json_t *root;
-    bool failed; /* tree: an allocation failed */
+    bool failed; /* tree: an allocation failed; mp: that, or a string refused */
 } eng_jw;
 
 /* Starts a document appended to b (its len is not reset). */
 void eng_jw_init_text(eng_jw *w, eng_buf *b);
 void eng_jw_init_tree(eng_jw *w);
+/* Starts a document appended to b as MessagePack: the bytes msgpack-c packs
+ * for the tree back end's document (maps in insertion order, integers in
+ * their smallest form, the fix forms where they fit), without the tree.
+ * w->failed when b could not grow or a string held a NUL byte (the text
+ * back end writes it as \u0000, which jansson refuses to read back: the
+ * caller takes the text way and reports what that gives). */
+void eng_jw_init_mp(eng_jw *w, msgpack_sbuffer *b);
 /* Tree back end: the finished document (caller owns it), or NULL when an
  * allocation failed. */
 json_t *eng_jw_take(eng_jw *w);

@@ -11,12 +11,19 @@
  *
  * Tree back end: the jansson objects the public API returns, built with
  * the same calls the views make on the text back end.
+ *
+ * MessagePack back end: what msgpack-c packs for the tree back end's
+ * document, written straight into a buffer (the query service's partner
+ * answers). A container's head is written when it ends, once its count is
+ * known: its contents are moved down over the room left for the longest
+ * head. Documents are small and nest ENG_JW_DEPTH_MAX deep at most.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_base.h"
 #include "tly_assert.h"
+#include "tly_mpw.h"
 
 /* ---- the buffer ---- */
 
@@ -224,6 +231,74 @@ static void tree_open(eng_jw *w, json_t *c)
     w->stack[w->depth++] = tree_add(w, c) ? c : NULL;
 }
 
+/* ---- MessagePack back end ---- */
+
+/* The longest head of a map or array: map32 or array32. */
+#define MP_HEAD_ROOM 5u
+
+/* Counts a value into the open array (a map counts its keys). */
+static void mp_item(eng_jw *w)
+{
+    if (w->depth > 0 && w->closer[w->depth - 1] == ']')
+        w->n[w->depth - 1]++;
+}
+
+/* Room for n more bytes, or NULL (w->failed). */
+static char *mp_at(eng_jw *w, size_t n)
+{
+    if (w->failed || !tly_mpw_room(w->mp, n)) {
+        w->failed = true;
+        return NULL;
+    }
+    return w->mp->data + w->mp->size;
+}
+
+static void mp_open(eng_jw *w, char closer)
+{
+    TLY_ASSERT(w->depth < ENG_JW_DEPTH_MAX);
+    mp_item(w);
+    w->closer[w->depth] = closer;
+    w->at[w->depth] = w->mp->size;
+    w->n[w->depth] = 0;
+    w->depth++;
+    if (mp_at(w, MP_HEAD_ROOM) != NULL)
+        w->mp->size += MP_HEAD_ROOM;
+}
+
+/* Writes the head of the container closing at depth w->depth and moves its
+ * contents down to follow it. */
+static void mp_close(eng_jw *w)
+{
+    if (w->failed)
+        return;
+    char head[MP_HEAD_ROOM];
+    uint32_t d = w->depth;
+    char *end =
+        w->closer[d] == '}' ? tly_mpw_put_map(head, w->n[d]) : tly_mpw_put_array(head, w->n[d]);
+    size_t hlen = (size_t)(end - head);
+    char *at = w->mp->data + w->at[d];
+    size_t body = w->mp->size - w->at[d] - MP_HEAD_ROOM;
+    memmove(at + hlen, at + MP_HEAD_ROOM, body);
+    memcpy(at, head, hlen);
+    w->mp->size -= MP_HEAD_ROOM - hlen;
+}
+
+/* A string as msgpack-c packs it; one with a NUL byte is refused. */
+static void mp_str(eng_jw *w, const char *s, size_t len)
+{
+    if (len > 0 && memchr(s, '\0', len) != NULL) {
+        w->failed = true;
+        return;
+    }
+    char *p = mp_at(w, TLY_MPW_HEAD_BYTES_MAX + len);
+    if (p == NULL)
+        return;
+    p = tly_mpw_put_str_head(p, len);
+    if (len > 0)
+        memcpy(p, s, len);
+    w->mp->size = (size_t)(p + len - w->mp->data);
+}
+
 /* ---- the interface ---- */
 
 void eng_jw_init_text(eng_jw *w, eng_buf *b)
@@ -236,9 +311,14 @@ void eng_jw_init_tree(eng_jw *w)
     *w = (eng_jw){0};
 }
 
+void eng_jw_init_mp(eng_jw *w, msgpack_sbuffer *b)
+{
+    *w = (eng_jw){.mp = b};
+}
+
 json_t *eng_jw_take(eng_jw *w)
 {
-    TLY_ASSERT(w->text == NULL && w->depth == 0);
+    TLY_ASSERT(w->text == NULL && w->mp == NULL && w->depth == 0);
     json_t *root = w->root;
     w->root = NULL;
     if (w->failed) {
@@ -250,6 +330,10 @@ json_t *eng_jw_take(eng_jw *w)
 
 void eng_jw_obj(eng_jw *w)
 {
+    if (w->mp != NULL) {
+        mp_open(w, '}');
+        return;
+    }
     if (w->text == NULL) {
         tree_open(w, json_object());
         return;
@@ -263,6 +347,10 @@ void eng_jw_obj(eng_jw *w)
 
 void eng_jw_arr(eng_jw *w)
 {
+    if (w->mp != NULL) {
+        mp_open(w, ']');
+        return;
+    }
     if (w->text == NULL) {
         tree_open(w, json_array());
         return;
@@ -278,6 +366,8 @@ void eng_jw_end(eng_jw *w)
 {
     TLY_ASSERT(w->depth > 0);
     w->depth--;
+    if (w->mp != NULL)
+        mp_close(w);
     if (w->text == NULL)
         return;
     buf_ch(w->text, w->closer[w->depth]);
@@ -286,6 +376,12 @@ void eng_jw_end(eng_jw *w)
 
 void eng_jw_key(eng_jw *w, const char *k)
 {
+    if (w->mp != NULL) {
+        TLY_ASSERT(w->depth > 0 && w->closer[w->depth - 1] == '}');
+        w->n[w->depth - 1]++;
+        mp_str(w, k, strlen(k));
+        return;
+    }
     if (w->text == NULL) {
         w->key = k;
         return;
@@ -302,6 +398,11 @@ void eng_jw_str(eng_jw *w, const char *s, size_t len)
         eng_jw_null(w);
         return;
     }
+    if (w->mp != NULL) {
+        mp_item(w);
+        mp_str(w, s, utf8_valid(s, len) ? len : 0);
+        return;
+    }
     if (w->text == NULL) {
         json_t *j = json_stringn(s, len);
         tree_add(w, j != NULL ? j : json_string(""));
@@ -313,6 +414,13 @@ void eng_jw_str(eng_jw *w, const char *s, size_t len)
 
 void eng_jw_int(eng_jw *w, int64_t v)
 {
+    if (w->mp != NULL) {
+        mp_item(w);
+        char *p = mp_at(w, TLY_MPW_HEAD_BYTES_MAX);
+        if (p != NULL)
+            w->mp->size = (size_t)(tly_mpw_put_int(p, v) - w->mp->data);
+        return;
+    }
     if (w->text == NULL) {
         tree_add(w, json_integer(v));
         return;
@@ -323,6 +431,15 @@ void eng_jw_int(eng_jw *w, int64_t v)
 
 void eng_jw_null(eng_jw *w)
 {
+    if (w->mp != NULL) {
+        mp_item(w);
+        char *p = mp_at(w, 1);
+        if (p != NULL) {
+            *p = (char)0xc0;
+            w->mp->size++;
+        }
+        return;
+    }
     if (w->text == NULL) {
         tree_add(w, json_null());
         return;

@@ -88,8 +88,8 @@ tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store, 
     return TLY_OK;
 }
 
-/* Renders view of owned member p into r->doc. */
-static tly_err render(tly_view_reader *r, char view, uint32_t p)
+/* Reads what view of owned member p needs beyond its hot state. */
+static tly_err render_fill(tly_view_reader *r, char view, uint32_t p)
 {
     if (view == 'c')
         TRY(eng_claims_fill(r->e, p));
@@ -97,6 +97,13 @@ static tly_err render(tly_view_reader *r, char view, uint32_t p)
         TRY(eng_arch_fill(r->e, p));
     if (view == 't')
         TRY(eng_partner_cold(r->e, p));
+    return TLY_OK;
+}
+
+/* Renders view of owned member p into r->doc. */
+static tly_err render(tly_view_reader *r, char view, uint32_t p)
+{
+    TRY(render_fill(r, view, p));
     eng_jw w;
     r->doc.len = 0;
     r->doc.failed = false;
@@ -153,18 +160,45 @@ tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly
     return TLY_OK;
 }
 
+/* The enrolled member of this shard named partner (len bytes) into *p. */
+static tly_err reader_member(tly_view_reader *r, const char *partner, size_t len, uint32_t *p)
+{
+    if (len == 0 || len > TLY_NAME_BYTES_MAX)
+        return TLY_NOT_FOUND;
+    TRY(eng_partner_find(r->e, partner, len, p));
+    const eng_partner *pp = *p == ENG_NONE ? NULL : &r->e->partners[*p];
+    return pp != NULL && pp->owned && pp->program != ENG_NONE ? TLY_OK : TLY_NOT_FOUND;
+}
+
+tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner, size_t len,
+                              msgpack_sbuffer *out)
+{
+    if (r->e == NULL || (view != 'b' && view != 'r' && view != 'c'))
+        return TLY_USAGE;
+    size_t start = out->size;
+    uint32_t p;
+    tly_err err = reader_member(r, partner, len, &p);
+    if (err == TLY_OK)
+        err = render_fill(r, view, p);
+    if (err == TLY_OK) {
+        eng_jw w;
+        eng_jw_init_mp(&w, out);
+        eng_view_write(&w, r->e, view, p, true); /* e->seq: the bound checkpoint */
+        err = w.failed ? TLY_BAD_FIELD : TLY_OK;
+    }
+    eng_cache_trim(r->e, 0);
+    if (err != TLY_OK)
+        out->size = start;
+    return err;
+}
+
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len)
 {
     if (r->e == NULL || (view != 'b' && view != 'r' && view != 't' && view != 'c' && view != 'P'))
         return TLY_USAGE;
-    if (len == 0 || len > TLY_NAME_BYTES_MAX)
-        return TLY_NOT_FOUND;
     uint32_t p;
-    tly_err err = eng_partner_find(r->e, partner, len, &p);
-    if (err == TLY_OK &&
-        (p == ENG_NONE || !r->e->partners[p].owned || r->e->partners[p].program == ENG_NONE))
-        err = TLY_NOT_FOUND;
+    tly_err err = reader_member(r, partner, len, &p);
     if (err == TLY_OK)
         err = render(r, view, p);
     eng_cache_trim(r->e, 0);

@@ -78,6 +78,7 @@
 #define TLY_ENGINE_H
 
 #include <jansson.h>
+#include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -362,6 +363,17 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * between calls beyond the last.
  */
 /*
+ * tly_view_reader_reply appends view 'b', 'r' or 'c' of partner to out as
+ * the query service's MessagePack reply: the section 8 object with "seq"
+ * (the bound checkpoint), the bytes the service packs from
+ * tly_view_reader_doc's text (those views' documents are written in the
+ * SPEC's key order), without the text. TLY_USAGE for another view (its
+ * document is reordered to answer) or a reader never bound; TLY_NOT_FOUND
+ * as tly_view_reader_doc; TLY_BAD_FIELD when a string holds a NUL byte
+ * (the text way refuses that document: ask it for the error) or out could
+ * not grow. out is as it was unless TLY_OK.
+ */
+/*
  * tly_view_reader_row renders the row of `tally partners` from a partner's
  * record, val[0..len) (the value of TLY_ENGINE_PARTNER_PREFIX ‖ id, read
  * by the caller's scan), without reading the store: view 'P' byte for
@@ -385,6 +397,8 @@ tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, 
                             const char **doc, size_t *doc_len);
 tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly_view_row_keep keep,
                             void *ctx, const char **doc, size_t *doc_len);
+tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner, size_t len,
+                              msgpack_sbuffer *out);
 
 /* Section 11 documents of this shard: view 'P' of tly_engine_view is the
  * partner's row of `tally partners` (rendered when read: tly_view_reader),

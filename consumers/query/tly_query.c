@@ -346,6 +346,27 @@ static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char vie
     return err == TLY_OK ? tly_view_reader_doc(sh->reader, view, partner, len, doc, doc_len) : err;
 }
 
+/* The reply to view of partner straight from its state, for the views
+ * whose documents are in the section 8 order (tly_view_reader_reply);
+ * false (out as it was) for the others and whatever the text way must
+ * answer, a reply over a frame included. */
+static bool snap_reply(tly_query_store *s, uint32_t k, const snap *sn, char view,
+                       const char *partner, size_t len, msgpack_sbuffer *out)
+{
+    qshard *sh = sn->sh;
+    if (!sh->has_dbi || (view != 'b' && view != 'r' && view != 'c') ||
+        tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi, sn->checkpoint) !=
+            TLY_OK)
+        return false;
+    size_t start = out->size;
+    if (tly_view_reader_reply(sh->reader, view, partner, len, out) != TLY_OK)
+        return false;
+    if (out->size - start <= TLY_FRAME_BYTES_MAX)
+        return true;
+    out->size = start;
+    return false;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Replies                                                                   */
 
@@ -571,10 +592,13 @@ static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view
     snap sn;
     if (!s->n || !s->sh[k].env || snap_begin(&s->sh[k], &sn) != TLY_OK)
         return false;
-    const char *text;
-    size_t text_len;
-    bool ok = snap_doc(s, k, &sn, view, partner, len, &text, &text_len) == TLY_OK &&
-              tly__qfast_reply(&s->fast, text, text_len, tly__qshape_of(view), sn.checkpoint, out);
+    bool ok = snap_reply(s, k, &sn, view, partner, len, out);
+    if (!ok) {
+        const char *text;
+        size_t text_len;
+        ok = snap_doc(s, k, &sn, view, partner, len, &text, &text_len) == TLY_OK &&
+             tly__qfast_reply(&s->fast, text, text_len, tly__qshape_of(view), sn.checkpoint, out);
+    }
     snap_end(&sn);
     return ok;
 }
