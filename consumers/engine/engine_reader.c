@@ -173,7 +173,7 @@ static tly_err reader_member(tly_view_reader *r, const char *partner, size_t len
 tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner, size_t len,
                               msgpack_sbuffer *out)
 {
-    if (r->e == NULL || (view != 'b' && view != 'r' && view != 'c'))
+    if (r->e == NULL || (view != 'b' && view != 'r' && view != 't' && view != 'c'))
         return TLY_USAGE;
     size_t start = out->size;
     uint32_t p;

@@ -189,13 +189,6 @@ static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
     int64_t active = eng_active_certs(st, tly_period_start_ms(g->kind, g->eop + 1));
     key_int(w, "active_certs", active);
     tier_next(w, r, st, window, active);
-    key_benefits(w, &r->tiers[st->tier]);
-    /* grace left while closes are failing; null without grace [T9] [T12] */
-    eng_jw_key(w, "grace_left");
-    if (r->grace > 0 && st->fails > 0)
-        eng_jw_int(w, r->grace - (int64_t)st->fails);
-    else
-        eng_jw_null(w);
     eng_jw_key(w, "history");
     eng_jw_arr(w);
     for (uint32_t i = 0; i < st->hist_count; i++) {
@@ -208,6 +201,14 @@ static void view_tier(eng_jw *w, const tly_engine *e, uint32_t p, bool with_seq)
         eng_jw_end(w);
     }
     eng_jw_end(w);
+    /* section 10's additions after section 8's keys, as the answer has them */
+    key_benefits(w, &r->tiers[st->tier]);
+    /* grace left while closes are failing; null without grace [T9] [T12] */
+    eng_jw_key(w, "grace_left");
+    if (r->grace > 0 && st->fails > 0)
+        eng_jw_int(w, r->grace - (int64_t)st->fails);
+    else
+        eng_jw_null(w);
     eng_jw_end(w);
 }
 

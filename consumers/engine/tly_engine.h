@@ -363,12 +363,12 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * between calls beyond the last.
  */
 /*
- * tly_view_reader_reply appends view 'b', 'r' or 'c' of partner to out as
- * the query service's MessagePack reply: the section 8 object with "seq"
- * (the bound checkpoint), the bytes the service packs from
- * tly_view_reader_doc's text (those views' documents are written in the
- * SPEC's key order), without the text. TLY_USAGE for another view (its
- * document is reordered to answer) or a reader never bound; TLY_NOT_FOUND
+ * tly_view_reader_reply appends view 'b', 'r', 't' or 'c' of partner to
+ * out as the query service's MessagePack reply: the section 8 object with
+ * "seq" (the bound checkpoint), the bytes the service packs from
+ * tly_view_reader_doc's text (the documents are written in the SPEC's key
+ * order, section 10's additions after), without the text. TLY_USAGE for
+ * another view or a reader never bound; TLY_NOT_FOUND
  * as tly_view_reader_doc; TLY_BAD_FIELD when a string holds a NUL byte
  * (the text way refuses that document: ask it for the error) or out could
  * not grow. out is as it was unless TLY_OK.

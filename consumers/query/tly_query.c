@@ -346,17 +346,15 @@ static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char vie
     return err == TLY_OK ? tly_view_reader_doc(sh->reader, view, partner, len, doc, doc_len) : err;
 }
 
-/* The reply to view of partner straight from its state, for the views
- * whose documents are in the section 8 order (tly_view_reader_reply);
- * false (out as it was) for the others and whatever the text way must
- * answer, a reply over a frame included. */
+/* The reply to view of partner straight from its state (the documents are
+ * in the section 8 order: tly_view_reader_reply); false (out as it was)
+ * for whatever the text way must answer, a reply over a frame included. */
 static bool snap_reply(tly_query_store *s, uint32_t k, const snap *sn, char view,
                        const char *partner, size_t len, msgpack_sbuffer *out)
 {
     qshard *sh = sn->sh;
-    if (!sh->has_dbi || (view != 'b' && view != 'r' && view != 'c') ||
-        tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi, sn->checkpoint) !=
-            TLY_OK)
+    if (!sh->has_dbi || tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi,
+                                              sn->checkpoint) != TLY_OK)
         return false;
     size_t start = out->size;
     if (tly_view_reader_reply(sh->reader, view, partner, len, out) != TLY_OK)
