@@ -35,7 +35,10 @@
  *   every document is TLY_USAGE;
  * - every document is TLY_OK, TLY_NOT_FOUND, TLY_CORRUPT or TLY_NOMEM, and
  *   a TLY_OK one is NUL-terminated at doc[len] and is one JSON object
- *   (json_loadb).
+ *   (json_loadb);
+ * - the query service's reply to each partner view (tly_view_reader_reply)
+ *   is that document with its "seq", as msgpack-c packs it, and an error
+ *   where the document is one.
  * Documents are asked for every key under "S/4/" (as tly_views_docs walks
  * them) and for the partners of the stream by id (as a query names one).
  *
@@ -53,6 +56,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <msgpack.h>
 
 #include "fuzz_store.h"
 #include "tly_engine.h"
@@ -134,13 +138,106 @@ static void check_doc(tly_err err, const char *doc, size_t len)
     json_decref(j);
 }
 
-/* Every view of partner (len bytes) through r. */
+/* msgpack-c's packing of v, members in the order jansson holds them. */
+static void ref_pack(msgpack_packer *pk, json_t *v)
+{
+    const char *k;
+    json_t *m;
+    size_t i;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        msgpack_pack_map(pk, json_object_size(v));
+        json_object_foreach(v, k, m)
+        {
+            msgpack_pack_str_with_body(pk, k, strlen(k));
+            ref_pack(pk, m);
+        }
+        return;
+    case JSON_ARRAY:
+        msgpack_pack_array(pk, json_array_size(v));
+        json_array_foreach(v, i, m) ref_pack(pk, m);
+        return;
+    case JSON_STRING:
+        msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        return;
+    case JSON_NULL:
+        msgpack_pack_nil(pk);
+        return;
+    default:
+        abort(); /* the documents hold no reals or booleans */
+    }
+}
+
+/* The reply to view of partner (tly_view_reader_reply) is the document doc
+ * (TLY_OK from tly_view_reader_doc) with "seq" after "tier" (balance) or
+ * "partner" (the others), packed by msgpack-c; an error where the document
+ * was not. */
+static void check_reply(tly_view_reader *r, char view, const char *partner, size_t len,
+                        tly_err doc_err, const char *doc, size_t dlen)
+{
+    msgpack_sbuffer got;
+    msgpack_sbuffer_init(&got);
+    tly_err err = tly_view_reader_reply(r, view, partner, len, &got);
+    if (err != TLY_OK && got.size != 0)
+        abort();
+    if (doc_err != TLY_OK) {
+        if (err == TLY_OK)
+            abort();
+        msgpack_sbuffer_destroy(&got);
+        return;
+    }
+    if (err != TLY_OK) { /* out of memory only: a stored name holds no NUL */
+        if (err != TLY_NOMEM && err != TLY_BAD_FIELD)
+            abort();
+        msgpack_sbuffer_destroy(&got);
+        return;
+    }
+    json_t *d = json_loadb(doc, dlen, 0, NULL);
+    json_t *want = json_object();
+    const char *after = view == 'b' ? "tier" : "partner";
+    const char *k;
+    json_t *m;
+    json_object_foreach(d, k, m)
+    {
+        json_object_set(want, k, m);
+        if (strcmp(k, after) == 0)
+            json_object_set_new(want, "seq", json_integer((json_int_t)checkpoint));
+    }
+    msgpack_sbuffer ref;
+    msgpack_sbuffer_init(&ref);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ref, msgpack_sbuffer_write);
+    ref_pack(&pk, want);
+    if (ref.size != got.size || memcmp(ref.data, got.data, ref.size) != 0) {
+        fprintf(stderr, "fuzz_state: reply %c of %.*s is not its document: %.*s\n", view, (int)len,
+                partner, (int)dlen, doc);
+        abort();
+    }
+    msgpack_sbuffer_destroy(&ref);
+    msgpack_sbuffer_destroy(&got);
+    json_decref(want);
+    json_decref(d);
+}
+
+/* Every view of partner (len bytes) through r, and the reply of each
+ * partner view. */
 static void render_all(tly_view_reader *r, const char *partner, size_t len)
 {
     for (const char *v = "brtcP"; *v; v++) {
         const char *doc = NULL;
         size_t dlen = 0;
-        check_doc(tly_view_reader_doc(r, *v, partner, len, &doc, &dlen), doc, dlen);
+        tly_err err = tly_view_reader_doc(r, *v, partner, len, &doc, &dlen);
+        check_doc(err, doc, dlen);
+        if (*v == 'P')
+            continue;
+        char *copy = err == TLY_OK ? strndup(doc, dlen) : NULL;
+        if (err == TLY_OK && copy == NULL)
+            abort();
+        check_reply(r, *v, partner, len, err, copy, dlen);
+        free(copy);
     }
 }
 
