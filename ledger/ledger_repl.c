@@ -267,13 +267,47 @@ static tly_err open_js(tly_repl *r, natsConnection *nc, bool publishing, jsCtx *
     return TLY_OK;
 }
 
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Looks the stream up, TLY_REPL_LOOKUP_TRIES times when it gets no answer:
+ * only the stream's leader answers, so the lookup times out while the
+ * stream (or the cluster's meta group) elects one, and a member without a
+ * leader may answer "temporarily unavailable" (JSClusterNotAvailErr) at
+ * once; each attempt then lasts one TLY_REPL_API_WAIT_MS. NATS_OK, or the
+ * last answer's status and *jerr (msg says why). */
+static natsStatus lookup_stream(tly_repl *r, jsErrCode *jerr, char *msg, size_t cap)
+{
+    natsStatus s = NATS_OK;
+    for (int attempt = 1; attempt <= TLY_REPL_LOOKUP_TRIES; attempt++) {
+        uint64_t start = tly_mono_ns();
+        jsStreamInfo *si = NULL;
+        *jerr = 0;
+        s = js_GetStreamInfo(&si, r->js, r->stream, NULL, jerr);
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_OK || (s != NATS_TIMEOUT && *jerr != JSClusterNotAvailErr))
+            return s;
+        snprintf(msg, cap, "stream %s: %s (no JetStream quorum?), attempt %d of %d", r->stream,
+                 natsStatus_GetText(s), attempt, TLY_REPL_LOOKUP_TRIES);
+        if (attempt == TLY_REPL_LOOKUP_TRIES)
+            break;
+        tly_logf(TLY_LOG_WARN, "ledger", "%s", msg);
+        int64_t spent_ms = (int64_t)((tly_mono_ns() - start) / 1000000u);
+        if (spent_ms < TLY_REPL_API_WAIT_MS)
+            sleep_ms(TLY_REPL_API_WAIT_MS - spent_ms);
+    }
+    return s;
+}
+
 /* Creates the stream when absent [N1]; an existing one is taken as it is. */
 static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
+    natsStatus s = lookup_stream(r, &jerr, msg, cap);
     if (s == NATS_OK)
         return TLY_OK;
     if (jerr == JSStreamNotFoundErr && r->no_create) {
@@ -281,8 +315,9 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
         return TLY_NOT_FOUND;
     }
     if (jerr != JSStreamNotFoundErr) {
-        snprintf(msg, cap, "stream %s: %s (no JetStream quorum?)", r->stream,
-                 natsStatus_GetText(s));
+        if (s != NATS_TIMEOUT && jerr != JSClusterNotAvailErr)
+            snprintf(msg, cap, "stream %s: %s (no JetStream quorum?)", r->stream,
+                     natsStatus_GetText(s));
         return TLY_UNAVAILABLE;
     }
     jsStreamConfig cfg;

@@ -40,9 +40,11 @@ tly_err tly_repl_check(const tly_repl_opts *opts, char *msg, size_t cap);
 
 /* Connects to the cluster and makes sure the stream exists: created when
  * absent (file storage, opts->replicas, delete and purge denied, messages up
- * to TLY_REPL_RECORD_BYTES_MAX). TLY_USAGE (bad options, or servers whose
- * max_payload is below a record), TLY_UNAVAILABLE (no server, no JetStream
- * quorum) with a sentence in msg; *out only on success. */
+ * to TLY_REPL_RECORD_BYTES_MAX). A lookup of the stream left unanswered (its
+ * leader being elected) is asked again, TLY_REPL_LOOKUP_TRIES times in all.
+ * TLY_USAGE (bad options, or servers whose max_payload is below a record),
+ * TLY_UNAVAILABLE (no server, no JetStream quorum) with a sentence in msg;
+ * *out only on success. */
 tly_err tly_repl_open(const tly_repl_opts *opts, tly_repl **out, char *msg, size_t cap);
 
 /* Closes the connection. NULL is a no-op. */

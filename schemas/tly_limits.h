@@ -812,6 +812,16 @@ _Static_assert(TLY_SEND_TIMEOUT_S_DEFAULT * 1000u > TLY_ACK_TIMEOUT_MS,
  * three servers and a test suite sharing two cores); a creation that timed
  * out but happened is found by the next attempt. */
 #define TLY_REPL_CREATE_TRIES 5
+/* Attempts at looking the stream up when a ledger, an auditor or a mirror
+ * opens it [N1], each lasting TLY_REPL_API_WAIT_MS: only the stream's
+ * leader answers, and a cluster that has just regained its quorum answers
+ * no lookup while it elects the stream's and the meta group's leaders
+ * (each after a randomized election timeout of seconds, longer on a busy
+ * machine) and a returning node recovers its state (test_replicate
+ * test_no_quorum, the stream read back right after node 3 was restarted:
+ * "stream TALLY_LOG: Timeout", 2026-12-07). 10 tries, 20 s, outlast a
+ * couple of election rounds; a cluster without quorum is still reported. */
+#define TLY_REPL_LOOKUP_TRIES 10
 /* Attempts at creating the consumer a catch-up, a standby or a mirror
  * reads the stream with, each waiting TLY_REPL_API_WAIT_MS, for the same
  * reason: a ledger starting on a busy machine once timed out creating its

@@ -1296,8 +1296,9 @@ END_TEST
 /* One nats-server with JetStream and no cluster, under L's directory, on
  * a free port: user "admin" may do anything, user "reader" may not
  * publish JetStream's consumer API, so its requests to create a consumer
- * go unanswered (each times out). Waits until JetStream answers admin;
- * writes the port to *port. */
+ * go unanswered (each times out), and user "blind" may not ask for a
+ * stream's info, so its lookups go unanswered as while the stream elects
+ * a leader. Waits until JetStream answers admin; writes the port to *port. */
 static pid_t single_start(const tl_ledger *L, int *port)
 {
     char conf[700], log[700], text[1024];
@@ -1312,6 +1313,8 @@ static pid_t single_start(const tl_ledger *L, int *port)
              "  { user: admin, password: admin }\n"
              "  { user: reader, password: reader,\n"
              "    permissions: { publish: { deny: [\"$JS.API.CONSUMER.>\"] } } }\n"
+             "  { user: blind, password: blind,\n"
+             "    permissions: { publish: { deny: [\"$JS.API.STREAM.INFO.>\"] } } }\n"
              "] }\n",
              *port, L->dir);
     tl_write_text(conf, text);
@@ -1352,20 +1355,23 @@ static int attempts_logged(const char *text, int of)
     }
 }
 
-/* TLY_REPL_CREATE_TRIES and TLY_REPL_READER_OPEN_TRIES at their edge: a
- * stream that cannot be created (three replicas on one server) is tried
- * exactly TLY_REPL_CREATE_TRIES times, and a consumer whose creation times
- * out every time exactly TLY_REPL_READER_OPEN_TRIES times, each failing
- * with a clear error and exit 1. */
+/* TLY_REPL_CREATE_TRIES, TLY_REPL_READER_OPEN_TRIES and
+ * TLY_REPL_LOOKUP_TRIES at their edge: a stream that cannot be created
+ * (three replicas on one server) is tried exactly TLY_REPL_CREATE_TRIES
+ * times, a consumer whose creation times out every time exactly
+ * TLY_REPL_READER_OPEN_TRIES times, and a stream whose lookup times out
+ * every time exactly TLY_REPL_LOOKUP_TRIES times, each failing with a clear
+ * error and exit 1. */
 START_TEST(test_retry_limits)
 {
     tl_ledger L;
     tl_init(&L);
     int port;
     pid_t server = single_start(&L, &port);
-    char admin[128], reader[128];
+    char admin[128], reader[128], blind[128];
     snprintf(admin, sizeof admin, "nats://admin:admin@127.0.0.1:%d", port);
     snprintf(reader, sizeof reader, "nats://reader:reader@127.0.0.1:%d", port);
+    snprintf(blind, sizeof blind, "nats://blind:blind@127.0.0.1:%d", port);
 
     const char *r3[] = {"ledger", "--data",     L.data,    "--ingest",    L.ingest, "--events",
                         L.events, "--log-read", L.logread, "--replicate", admin,    "--stream",
@@ -1392,6 +1398,13 @@ START_TEST(test_retry_limits)
     ck_assert_msg(attempts_logged(err, TLY_REPL_READER_OPEN_TRIES) ==
                       TLY_REPL_READER_OPEN_TRIES - 1,
                   "%s", err);
+    free(err);
+    /* An auditor whose lookups of the stream are never answered. */
+    const char *lookup[] = {"audit", "verify", "--data", mirror, "--nats", blind, NULL};
+    ck_assert_int_eq(tl_run(&L, "lookup", lookup), 1);
+    err = tl_output(&L, "lookup", "err");
+    ck_assert_msg(attempts_logged(err, TLY_REPL_LOOKUP_TRIES) == TLY_REPL_LOOKUP_TRIES, "%s", err);
+    ck_assert_msg(strstr(err, "stream TALLY_LOG: Timeout"), "%s", err);
     free(err);
     /* admin may: the same mirror verifies */
     const char *ok[] = {"audit", "verify", "--data", mirror, "--nats", admin, NULL};
