@@ -37,7 +37,7 @@
  *   a TLY_OK one is NUL-terminated at doc[len] and is one JSON object
  *   (json_loadb);
  * - the query service's reply to each partner view (tly_view_reader_reply)
- *   is that document with its "seq", as msgpack-c packs it, and an error
+ *   is that document with its "seq", as tly_query_pack packs it, and an error
  *   where the document is one.
  * Documents are asked for every key under "S/4/" (as tly_views_docs walks
  * them) and for the partners of the stream by id (as a query names one).
@@ -60,6 +60,7 @@
 
 #include "fuzz_store.h"
 #include "tly_engine.h"
+#include "tly_query.h"
 
 /* The partners of the stream, asked for by id on every input. */
 static const char *const partner_ids[] = {"p1", "p2", "p3", "p4"};
@@ -138,43 +139,10 @@ static void check_doc(tly_err err, const char *doc, size_t len)
     json_decref(j);
 }
 
-/* msgpack-c's packing of v, members in the order jansson holds them. */
-static void ref_pack(msgpack_packer *pk, json_t *v)
-{
-    const char *k;
-    json_t *m;
-    size_t i;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        msgpack_pack_map(pk, json_object_size(v));
-        json_object_foreach(v, k, m)
-        {
-            msgpack_pack_str_with_body(pk, k, strlen(k));
-            ref_pack(pk, m);
-        }
-        return;
-    case JSON_ARRAY:
-        msgpack_pack_array(pk, json_array_size(v));
-        json_array_foreach(v, i, m) ref_pack(pk, m);
-        return;
-    case JSON_STRING:
-        msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
-        return;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(v));
-        return;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        return;
-    default:
-        abort(); /* the documents hold no reals or booleans */
-    }
-}
-
 /* The reply to view of partner (tly_view_reader_reply) is the document doc
  * (TLY_OK from tly_view_reader_doc) with "seq" after "tier" (balance) or
- * "partner" (the others), packed by msgpack-c; an error where the document
- * was not. */
+ * "partner" (the others), as the service packs a jansson tree
+ * (tly_query_pack); an error where the document was not. */
 static void check_reply(tly_view_reader *r, char view, const char *partner, size_t len,
                         tly_err doc_err, const char *doc, size_t dlen)
 {
@@ -208,9 +176,8 @@ static void check_reply(tly_view_reader *r, char view, const char *partner, size
     }
     msgpack_sbuffer ref;
     msgpack_sbuffer_init(&ref);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &ref, msgpack_sbuffer_write);
-    ref_pack(&pk, want);
+    if (tly_query_pack(want, &ref) != TLY_OK)
+        abort();
     if (ref.size != got.size || memcmp(ref.data, got.data, ref.size) != 0) {
         fprintf(stderr, "fuzz_state: reply %c of %.*s is not its document: %.*s\n", view, (int)len,
                 partner, (int)dlen, doc);

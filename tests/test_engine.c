@@ -27,6 +27,7 @@
 #include "tly_json.h"
 #include "tly_money.h"
 #include "tly_period.h"
+#include "tly_query.h"
 #include "tly_xkind.h"
 
 /* recorded_ms given to every test record: 2100-01-01, after every `at`. */
@@ -3791,52 +3792,16 @@ static void expect_row_is_doc(tly_view_reader *r, kv *store, const char *id, con
     free(want);
 }
 
-/* The reference for the writer's MessagePack back end: msgpack-c's own
- * calls over a jansson tree, members in insertion order. */
-static void ref_pack(msgpack_packer *pk, const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, json_object_size(v));
-        const char *k;
-        const json_t *m;
-        json_object_foreach((json_t *)(uintptr_t)v, k, m)
-        {
-            msgpack_pack_str_with_body(pk, k, strlen(k));
-            ref_pack(pk, m);
-        }
-        return;
-    }
-    case JSON_ARRAY: {
-        msgpack_pack_array(pk, json_array_size(v));
-        size_t i;
-        const json_t *m;
-        json_array_foreach(v, i, m) ref_pack(pk, m);
-        return;
-    }
-    case JSON_STRING:
-        msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
-        return;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(v));
-        return;
-    default:
-        ck_assert(json_is_null(v));
-        msgpack_pack_nil(pk);
-        return;
-    }
-}
-
-/* msgpack-c's bytes of v, in sb (initialised here). */
+/* The reference for the writer's MessagePack back end: the query
+ * service's own packing of a jansson tree (tly_query_pack: msgpack-c's
+ * calls, members in insertion order), into sb (initialised here). */
 static void ref_bytes(const json_t *v, msgpack_sbuffer *sb)
 {
     msgpack_sbuffer_init(sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    ref_pack(&pk, v);
+    ck_assert_int_eq(tly_query_pack(v, sb), TLY_OK);
 }
 
-/* tly_view_reader_reply of each partner view is msgpack-c's packing of the
+/* tly_view_reader_reply of each partner view is tly_query_pack's packing of the
  * API object with its "seq"; 'P' is not its to answer. */
 static void expect_reply_is_api(tly_view_reader *r, const shards *s, uint32_t k, const char *id,
                                 const char *what)
@@ -3850,7 +3815,8 @@ static void expect_reply_is_api(tly_view_reader *r, const shards *s, uint32_t k,
         msgpack_sbuffer_write(&got, "x", 1); /* appended after what out holds */
         ck_assert_int_eq(tly_view_reader_reply(r, *v, id, strlen(id), &got), TLY_OK);
         ck_assert_msg(got.size == want.size + 1 && memcmp(got.data + 1, want.data, want.size) == 0,
-                      "%s shard %u: reply %c of %s: %zu bytes, msgpack-c %zu (seed %" PRIu64 ")",
+                      "%s shard %u: reply %c of %s: %zu bytes, tly_query_pack %zu (seed %" PRIu64
+                      ")",
                       what, k, *v, id, got.size - 1, want.size, g_seed);
         msgpack_sbuffer_destroy(&want);
         msgpack_sbuffer_destroy(&got);
@@ -4309,7 +4275,7 @@ static void jw_script(eng_jw *w, int which)
     eng_jw_end(w);
 }
 
-/* The writer's MessagePack back end gives msgpack-c's bytes for the tree
+/* The writer's MessagePack back end gives tly_query_pack's bytes for the tree
  * back end's document, appended to what the buffer holds; a string with
  * a NUL byte is refused. */
 START_TEST(jw_mp_edges)
@@ -4331,7 +4297,7 @@ START_TEST(jw_mp_edges)
         ck_assert(!w.failed);
         ck_assert_uint_eq(w.depth, 0);
         ck_assert_msg(got.size == want.size + 1 && memcmp(got.data + 1, want.data, want.size) == 0,
-                      "script %d: %zu bytes, msgpack-c %zu", which, got.size - 1, want.size);
+                      "script %d: %zu bytes, tly_query_pack %zu", which, got.size - 1, want.size);
         msgpack_sbuffer_destroy(&want);
         msgpack_sbuffer_destroy(&got);
         json_decref(tree);
