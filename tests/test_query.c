@@ -1264,11 +1264,11 @@ static char *big_doc(int kind, size_t n)
     return d;
 }
 
-/* Documents no store renders (odd, large, or not what a view holds) give
- * the same reply bytes the fast way as the jansson way, or the fast way
- * declines and the jansson way answers: the two paths' encoders, fed the
- * same text. */
-START_TEST(test_fast_answers_odd_docs)
+/* Documents no store renders (odd, large, or not what a view holds): the
+ * fast reader (the list answers' rows) reads each one as jansson does and
+ * packs what it read as tly_query_pack packs jansson's reading, or it
+ * declines and the jansson way answers. */
+START_TEST(test_fast_reader_odd_docs)
 {
     size_t n_odd = sizeof odd_docs / sizeof odd_docs[0];
     char *docs[64];
@@ -1284,31 +1284,29 @@ START_TEST(test_fast_answers_odd_docs)
     ck_assert(tly__qfast_init(&f));
     size_t fast_ones = 0;
     for (size_t i = 0; i < n; i++) {
-        for (const char *v = "brtc"; *v; v++) {
-            msgpack_sbuffer fast, slow;
-            msgpack_sbuffer_init(&fast);
-            msgpack_sbuffer_init(&slow);
-            bool took =
-                tly__qfast_reply(&f, docs[i], strlen(docs[i]), tly__qshape_of(*v), 42, &fast);
-            json_t *reply = tly__qpartner_reply(docs[i], strlen(docs[i]), *v, 42);
-            ck_assert_msg(reply != NULL || !took, "doc %zu: the fast way answered a non-object", i);
-            if (took) {
-                tly_query_reply_encode(reply, &slow);
-                ck_assert_msg(fast.size == slow.size &&
-                                  memcmp(fast.data, slow.data, fast.size) == 0,
-                              "doc %zu view %c: %zu bytes the fast way, %zu the jansson way", i, *v,
-                              fast.size, slow.size);
-                fast_ones++;
-            } else {
-                ck_assert_uint_eq(fast.size, 0);
-            }
-            json_decref(reply);
-            msgpack_sbuffer_destroy(&fast);
-            msgpack_sbuffer_destroy(&slow);
+        msgpack_sbuffer fast, slow;
+        msgpack_sbuffer_init(&fast);
+        msgpack_sbuffer_init(&slow);
+        uint32_t top = tly__qfast_read(&f, docs[i], strlen(docs[i]));
+        json_t *doc = json_loadb(docs[i], strlen(docs[i]), 0, NULL);
+        ck_assert_msg(json_is_object(doc) || top == 0, "doc %zu: read a non-object", i);
+        if (top != 0) {
+            ck_assert(tly__qfast_put(&f, top, &fast));
+            ck_assert_int_eq(tly_query_pack(doc, &slow), TLY_OK);
+            ck_assert_msg(fast.size == slow.size && memcmp(fast.data, slow.data, fast.size) == 0,
+                          "doc %zu: %zu bytes the fast way, %zu the jansson way", i, fast.size,
+                          slow.size);
+            fast_ones++;
         }
+        json_decref(doc);
+        msgpack_sbuffer_destroy(&fast);
+        msgpack_sbuffer_destroy(&slow);
         free(docs[i]);
     }
-    ck_assert_uint_gt(fast_ones, n); /* most of them take the fast way */
+    /* what the engine could write is read: the objects of the subset
+     * (query_internal.h), the big ones but the one over
+     * TLY_QUERY_FAST_VALUES_MAX included */
+    ck_assert_msg(fast_ones == 14, "%zu of %zu documents read", fast_ones, n);
     tly__qfast_free(&f);
 }
 END_TEST
@@ -1368,7 +1366,7 @@ static Suite *query_suite(void)
                      test_service_bad_requests, test_service_request_size, test_service_latency,
                      test_service_before_stores, test_exceptions_paging, test_shard_mismatch,
                      test_unreachable_and_usage, test_fast_answers_every_partner,
-                     test_fast_answers_odd_docs, test_bench_window));
+                     test_fast_reader_odd_docs, test_bench_window));
     return s;
 }
 

@@ -1,11 +1,13 @@
 /*
- * query_fast.c — the query service's fast way from a stored view document
- * to its encoded reply (query_internal.h): the document is read once into
- * a flat array of values (no allocation), then written out as MessagePack
- * in the section 8 key order. It must give the bytes of the jansson way
- * (json_loadb, order_obj, tly_query_pack) for every document it accepts;
- * whatever it does not read exactly as jansson would, it refuses, and the
- * jansson way answers.
+ * query_fast.c — the query service's fast reader of a JSON document (the
+ * list answers' rows and expiring funds, query_finance_fast.c;
+ * query_internal.h): the document is read once into a flat array of
+ * values (no allocation), then values are looked up in it and written out
+ * as MessagePack. It must give the bytes of the jansson way (json_loadb,
+ * tly_query_pack) for every document it accepts; whatever it does not
+ * read exactly as jansson would, it refuses, and the jansson way answers.
+ * (The partner answers are packed straight from the partner's state:
+ * tly_view_reader_reply.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -221,48 +223,7 @@ static uint32_t read_value(qread *r, unsigned depth)
     }
 }
 
-/* --- writing --- */
-
-static void put_str(msgpack_packer *pk, const char *s, size_t len)
-{
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s, len);
-}
-
-/* A value as tly_query_pack writes it (no reordering below it). */
-static void put_value(const tly__qnode *nd, uint32_t k, msgpack_packer *pk)
-{
-    const tly__qnode *v = &nd[k];
-    switch (v->type) {
-    case QN_OBJ:
-        msgpack_pack_map(pk, v->count);
-        for (uint32_t c = v->first; c; c = nd[nd[c].next].next) {
-            put_str(pk, nd[c].s, nd[c].count);
-            put_value(nd, nd[c].next, pk);
-        }
-        return;
-    case QN_ARR:
-        msgpack_pack_array(pk, v->count);
-        for (uint32_t c = v->first; c; c = nd[c].next)
-            put_value(nd, c, pk);
-        return;
-    case QN_STR:
-        put_str(pk, v->s, v->count);
-        return;
-    case QN_INT:
-        msgpack_pack_int64(pk, v->i);
-        return;
-    case QN_TRUE:
-        msgpack_pack_true(pk);
-        return;
-    case QN_FALSE:
-        msgpack_pack_false(pk);
-        return;
-    default:
-        msgpack_pack_nil(pk);
-        return;
-    }
-}
+/* --- looking up --- */
 
 /* True when key holds exactly the bytes of name. A key holds no NUL (no
  * escapes, no control characters), so a shorter name differs within the
@@ -274,14 +235,6 @@ static bool key_is(const tly__qnode *key, const char *name)
                           : name[0] == '\0';
 }
 
-static bool listed(const tly__qnode *key, const char *const *keys)
-{
-    for (; *keys; keys++)
-        if (key_is(key, *keys))
-            return true;
-    return false;
-}
-
 /* The value of member name of object obj; 0 when absent. */
 static uint32_t member(const tly__qnode *nd, uint32_t obj, const char *name)
 {
@@ -289,72 +242,6 @@ static uint32_t member(const tly__qnode *nd, uint32_t obj, const char *name)
         if (key_is(&nd[c], name))
             return nd[c].next;
     return 0;
-}
-
-/* An object in order_obj's order: keys listed first, then the others. */
-static void put_ordered(const tly__qnode *nd, uint32_t obj, const char *const *keys,
-                        msgpack_packer *pk)
-{
-    msgpack_pack_map(pk, nd[obj].count);
-    for (const char *const *k = keys; *k; k++) {
-        uint32_t v = member(nd, obj, *k);
-        if (v) {
-            put_str(pk, *k, strlen(*k));
-            put_value(nd, v, pk);
-        }
-    }
-    for (uint32_t c = nd[obj].first; c; c = nd[nd[c].next].next)
-        if (!listed(&nd[c], keys)) {
-            put_str(pk, nd[c].s, nd[c].count);
-            put_value(nd, nd[c].next, pk);
-        }
-}
-
-/* A top-level member's value: the shape's array member has its object
- * elements ordered, its object member is ordered; anything else as is. */
-static void put_member(const tly__qnode *nd, const tly__qnode *key, uint32_t v,
-                       const tly__qshape *sh, msgpack_packer *pk)
-{
-    if (sh->elems && key_is(key, sh->elems) && nd[v].type == QN_ARR) {
-        msgpack_pack_array(pk, nd[v].count);
-        for (uint32_t c = nd[v].first; c; c = nd[c].next) {
-            if (nd[c].type == QN_OBJ)
-                put_ordered(nd, c, sh->elem_keys, pk);
-            else
-                put_value(nd, c, pk);
-        }
-    } else if (sh->member && key_is(key, sh->member) && nd[v].type == QN_OBJ) {
-        put_ordered(nd, v, sh->member_keys, pk);
-    } else {
-        put_value(nd, v, pk);
-    }
-}
-
-/* The reply: the document with "seq" set (an existing "seq" replaced), in
- * the shape's order. */
-static void put_reply(const tly__qnode *nd, uint32_t doc, const tly__qshape *sh, uint64_t seq,
-                      msgpack_packer *pk)
-{
-    bool has_seq = member(nd, doc, "seq") != 0;
-    msgpack_pack_map(pk, nd[doc].count + !has_seq);
-    for (const char *const *k = sh->keys; *k; k++) {
-        if (strcmp(*k, "seq") == 0) {
-            put_str(pk, "seq", 3);
-            msgpack_pack_int64(pk, (int64_t)seq); /* as json_integer((json_int_t)seq) */
-            continue;
-        }
-        uint32_t v = member(nd, doc, *k);
-        if (v) {
-            put_str(pk, *k, strlen(*k));
-            tly__qnode key = {.type = QN_STR, .s = *k, .count = (uint32_t)strlen(*k)};
-            put_member(nd, &key, v, sh, pk);
-        }
-    }
-    for (uint32_t c = nd[doc].first; c; c = nd[nd[c].next].next)
-        if (!listed(&nd[c], sh->keys) && !key_is(&nd[c], "seq")) {
-            put_str(pk, nd[c].s, nd[c].count);
-            put_member(nd, &nd[c], nd[c].next, sh, pk);
-        }
 }
 
 uint32_t tly__qfast_read(tly__qfast *f, const char *doc, size_t len)
@@ -385,8 +272,8 @@ int64_t tly__qfast_int(const tly__qfast *f, uint32_t v)
     return v != 0 && f->nodes[v].type == QN_INT ? f->nodes[v].i : 0;
 }
 
-/* --- writing straight into a buffer (the list answers): the bytes the
- * msgpack_pack_* calls above give, without a call per piece --- */
+/* --- writing straight into a buffer: the bytes msgpack-c's
+ * msgpack_pack_* calls give, without a call per piece --- */
 
 static bool emit_str(msgpack_sbuffer *b, const char *s, size_t len)
 {
@@ -398,7 +285,7 @@ static bool emit_str(msgpack_sbuffer *b, const char *s, size_t len)
     return true;
 }
 
-/* A value as put_value packs it. */
+/* A value as tly_query_pack packs jansson's reading of it. */
 static bool emit_value(const tly__qnode *nd, uint32_t k, msgpack_sbuffer *b)
 {
     const tly__qnode *v = &nd[k];
@@ -432,19 +319,4 @@ static bool emit_value(const tly__qnode *nd, uint32_t k, msgpack_sbuffer *b)
 bool tly__qfast_put(const tly__qfast *f, uint32_t v, msgpack_sbuffer *out)
 {
     return emit_value(f->nodes, v, out);
-}
-
-bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
-                      uint64_t seq, msgpack_sbuffer *out)
-{
-    uint32_t top = tly__qfast_read(f, doc, len);
-    if (!top)
-        return false;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    put_reply(f->nodes, top, shape, seq, &pk);
-    if (out->size <= TLY_FRAME_BYTES_MAX)
-        return true;
-    out->size = 0;
-    return false;
 }

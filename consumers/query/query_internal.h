@@ -15,18 +15,6 @@
 #include "tly_err.h"
 #include "tly_limits.h"
 
-/* The section 8 shape of a partner view: its keys in SPEC order, and the
- * members whose objects are ordered too (NULL: none). order_obj in
- * tly_query.c: the listed keys present, in list order, then the others as
- * stored. */
-typedef struct tly__qshape {
-    const char *const *keys;        /* the top level (NULL-terminated) */
-    const char *elems;              /* an array member: its object elements */
-    const char *const *elem_keys;   /*   in this order */
-    const char *member;             /* an object member */
-    const char *const *member_keys; /*   in this order */
-} tly__qshape;
-
 /* One value of a document the fast path read (query_fast.c). */
 typedef struct tly__qnode tly__qnode;
 
@@ -42,38 +30,15 @@ typedef struct tly__qfast {
 bool tly__qfast_init(tly__qfast *f);
 void tly__qfast_free(tly__qfast *f);
 
-/*
- * Encodes into out (empty on entry) the reply to a partner query of the
- * view of that shape whose stored document is
- * doc[0..len) and whose shard is at checkpoint seq: exactly the bytes
- * tly_query_reply_encode gives for the reply tly_query_answer builds from
- * the same document (json_loadb, "seq" set, the section 8 key order, then
- * tly_query_pack), without a jansson tree.
- *
- * It reads a subset of JSON, the one the engine writes: compact (no
- * whitespace), strings without escapes, integers of at most 18 digits, no
- * duplicate keys, nested at most TLY_QUERY_FAST_DEPTH_MAX levels, at most
- * TLY_QUERY_FAST_VALUES_MAX values. For anything else (and for an answer
- * over TLY_FRAME_BYTES_MAX) it returns false with out empty, and the caller
- * takes the jansson way, which also says what is wrong with a bad document.
- */
-bool tly__qfast_reply(tly__qfast *f, const char *doc, size_t len, const tly__qshape *shape,
-                      uint64_t seq, msgpack_sbuffer *out);
-
-/* The shape of partner view 'b', 'r', 't' or 'c' (claims for any other). */
-const tly__qshape *tly__qshape_of(char view);
-/* The jansson way's reply to a partner query of view whose document (JSON
- * text, rendered from the shard's state) is doc[0..len), at checkpoint
- * seq: the section 8 object in its key order; NULL when doc is not a JSON
- * object (or out of memory). The fast way's bytes must equal its
- * encoding (tly_query_reply_encode). */
-json_t *tly__qpartner_reply(const char *doc, size_t len, char view, uint64_t seq);
-
 /* The fast path's reader for the list answers (query_finance_fast.c):
  * reads the document doc[0..len) into f's scratch (over what it read
  * before) and returns its top value, an object; 0 when the document is
- * not an object of the subset tly__qfast_reply reads (the caller then
- * takes the jansson way). */
+ * not an object of the subset it reads (the caller then takes the jansson
+ * way, which also says what is wrong with a bad document). The subset is
+ * the one the engine writes: compact (no whitespace), strings without
+ * escapes, integers of at most 18 digits, no duplicate keys, nested at
+ * most TLY_QUERY_FAST_DEPTH_MAX levels, at most TLY_QUERY_FAST_VALUES_MAX
+ * values. */
 uint32_t tly__qfast_read(tly__qfast *f, const char *doc, size_t len);
 /* The value of member name of object obj; 0 when absent (or obj is not an
  * object), as json_object_get. */

@@ -464,25 +464,31 @@ static void order_member(json_t *obj, const char *member, const char *const *key
         json_object_set_new(obj, member, order_obj(v, keys));
 }
 
-/* The section 8 shapes of the partner views; the fast path
- * (query_fast.c) writes the same orders from the same table. Every key
- * list holds "seq". */
-static const tly__qshape SHAPES[] = {
+/* The section 8 shape of a partner view: its keys in SPEC order, and the
+ * members whose objects are ordered too (NULL: none); order_obj: the
+ * listed keys present, in list order, then the others as stored. The
+ * engine writes its documents in these orders (tly_view_reader_reply
+ * relies on it); the jansson way orders them again. Every key list holds
+ * "seq". */
+typedef struct qshape {
+    const char *const *keys;        /* the top level (NULL-terminated) */
+    const char *elems;              /* an array member: its object elements */
+    const char *const *elem_keys;   /*   in this order */
+    const char *member;             /* an object member */
+    const char *const *member_keys; /*   in this order */
+} qshape;
+
+static const qshape SHAPES[] = {
     {BALANCE_KEYS, "buckets", BUCKET_KEYS, NULL, NULL},
     {REBATE_KEYS, "periods", PERIOD_KEYS, NULL, NULL},
     {TIER_KEYS, "history", HISTORY_KEYS, "next", NEXT_KEYS},
     {CLAIMS_KEYS, "claims", CLAIM_KEYS, NULL, NULL},
 };
 
-const tly__qshape *tly__qshape_of(char view)
-{
-    return &SHAPES[view == 'b' ? 0 : view == 'r' ? 1 : view == 't' ? 2 : 3];
-}
-
 /* The section 8 shape of a partner view (doc already carries "seq"). */
 static json_t *shape_view(json_t *doc, char view)
 {
-    const tly__qshape *sh = tly__qshape_of(view);
+    const qshape *sh = &SHAPES[view == 'b' ? 0 : view == 'r' ? 1 : view == 't' ? 2 : 3];
     json_t *o = order_obj(doc, sh->keys);
     if (sh->member)
         order_member(o, sh->member, sh->member_keys);
@@ -490,7 +496,11 @@ static json_t *shape_view(json_t *doc, char view)
     return o;
 }
 
-json_t *tly__qpartner_reply(const char *doc, size_t len, char view, uint64_t seq)
+/* The reply to a partner query of view whose document (JSON text,
+ * rendered from the shard's state) is doc[0..len), at checkpoint seq: the
+ * section 8 object in its key order; NULL when doc is not a JSON object
+ * (or out of memory). */
+static json_t *partner_reply(const char *doc, size_t len, char view, uint64_t seq)
 {
     json_t *o = json_loadb(doc, len, 0, NULL);
     if (!json_is_object(o)) {
@@ -561,7 +571,7 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     size_t text_len;
     json_t *out = NULL;
     err = snap_doc(s, k, &sn, view, partner, len, &text, &text_len);
-    if (err == TLY_OK && (out = tly__qpartner_reply(text, text_len, view, sn.checkpoint)) == NULL)
+    if (err == TLY_OK && (out = partner_reply(text, text_len, view, sn.checkpoint)) == NULL)
         err = TLY_CORRUPT;
     snap_end(&sn);
     if (err == TLY_NOT_FOUND)
@@ -571,11 +581,11 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     return out;
 }
 
-/* The fast way for a partner query (query_fast.c): the request read as
- * answer_partner reads it, the document read in one snapshot and encoded
- * straight into out. False (out empty) unless it is the plain case: a bad
- * argument, a store or partner that is missing, a document outside the
- * fast path's subset all take the jansson way, which says what is wrong. */
+/* The fast way for a partner query: the request read as answer_partner
+ * reads it, the answer packed straight from the partner's state in one
+ * snapshot (snap_reply). False (out empty) unless it is the plain case: a
+ * bad argument, a store or partner that is missing, a name the direct way
+ * refuses all take the jansson way, which says what is wrong. */
 static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view,
                                 msgpack_sbuffer *out)
 {
@@ -591,12 +601,6 @@ static bool answer_partner_fast(tly_query_store *s, const json_t *req, char view
     if (!s->n || !s->sh[k].env || snap_begin(&s->sh[k], &sn) != TLY_OK)
         return false;
     bool ok = snap_reply(s, k, &sn, view, partner, len, out);
-    if (!ok) {
-        const char *text;
-        size_t text_len;
-        ok = snap_doc(s, k, &sn, view, partner, len, &text, &text_len) == TLY_OK &&
-             tly__qfast_reply(&s->fast, text, text_len, tly__qshape_of(view), sn.checkpoint, out);
-    }
     snap_end(&sn);
     return ok;
 }
