@@ -4294,7 +4294,7 @@ START_TEST(jw_mp_edges)
         msgpack_sbuffer_write(&got, "\x93", 1);
         eng_jw_init_mp(&w, &got);
         jw_script(&w, which);
-        ck_assert(!w.failed);
+        ck_assert(!w.mp.failed);
         ck_assert_uint_eq(w.depth, 0);
         ck_assert_msg(got.size == want.size + 1 && memcmp(got.data + 1, want.data, want.size) == 0,
                       "script %d: %zu bytes, tly_query_pack %zu", which, got.size - 1, want.size);
@@ -4311,7 +4311,7 @@ START_TEST(jw_mp_edges)
         eng_jw_key(&w, "a");
         eng_jw_str(&w, "x\0y", len);
         eng_jw_end(&w);
-        ck_assert(w.failed == (len > 1));
+        ck_assert(w.mp.failed == (len > 1));
         msgpack_sbuffer_destroy(&b);
     }
 }

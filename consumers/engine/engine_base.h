@@ -18,6 +18,7 @@
 
 #include "tly_be.h"
 #include "tly_err.h"
+#include "tly_mpw.h"
 
 /* Returns from the calling function with the error of x, if any. */
 #define TRY(x)                                                                                     \
@@ -195,7 +196,7 @@ void eng_buf_free(eng_buf *b);
 
 typedef struct eng_jw {
     eng_buf *text;                   /* text back end */
-    msgpack_sbuffer *mp;             /* MessagePack back end; neither: tree */
+    tly_mpw mp;                      /* MessagePack back end (mp.b set); neither: tree */
     bool comma;                      /* text: the next member or element needs a ',' */
     const char *key;                 /* tree: name of the next member */
     char closer[ENG_JW_DEPTH_MAX];   /* text, mp: '}' or ']' of each open one */
@@ -204,7 +205,7 @@ typedef struct eng_jw {
     uint32_t n[ENG_JW_DEPTH_MAX];    /* mp: members or elements so far */
     uint32_t depth;
     json_t *root;
-    bool failed; /* tree: an allocation failed; mp: that, or a string refused */
+    bool failed; /* tree: an allocation failed (mp: mp.failed) */
 } eng_jw;
 
 /* Starts a document appended to b (its len is not reset). */
@@ -213,7 +214,7 @@ void eng_jw_init_tree(eng_jw *w);
 /* Starts a document appended to b as MessagePack: the bytes msgpack-c packs
  * for the tree back end's document (maps in insertion order, integers in
  * their smallest form, the fix forms where they fit), without the tree.
- * w->failed when b could not grow or a string held a NUL byte (the text
+ * w->mp.failed when b could not grow or a string held a NUL byte (the text
  * back end writes it as \u0000, which jansson refuses to read back: the
  * caller takes the text way and reports what that gives). */
 void eng_jw_init_mp(eng_jw *w, msgpack_sbuffer *b);

@@ -23,7 +23,6 @@
 
 #include "engine_base.h"
 #include "tly_assert.h"
-#include "tly_mpw.h"
 
 /* ---- the buffer ---- */
 
@@ -243,60 +242,43 @@ static void mp_item(eng_jw *w)
         w->n[w->depth - 1]++;
 }
 
-/* Room for n more bytes, or NULL (w->failed). */
-static char *mp_at(eng_jw *w, size_t n)
-{
-    if (w->failed || !tly_mpw_room(w->mp, n)) {
-        w->failed = true;
-        return NULL;
-    }
-    return w->mp->data + w->mp->size;
-}
-
 static void mp_open(eng_jw *w, char closer)
 {
     TLY_ASSERT(w->depth < ENG_JW_DEPTH_MAX);
     mp_item(w);
     w->closer[w->depth] = closer;
-    w->at[w->depth] = w->mp->size;
+    w->at[w->depth] = w->mp.b->size;
     w->n[w->depth] = 0;
     w->depth++;
-    if (mp_at(w, MP_HEAD_ROOM) != NULL)
-        w->mp->size += MP_HEAD_ROOM;
+    if (tly_mpw_at(&w->mp, MP_HEAD_ROOM) != NULL)
+        w->mp.b->size += MP_HEAD_ROOM;
 }
 
 /* Writes the head of the container closing at depth w->depth and moves its
  * contents down to follow it. */
 static void mp_close(eng_jw *w)
 {
-    if (w->failed)
+    if (w->mp.failed)
         return;
     char head[MP_HEAD_ROOM];
     uint32_t d = w->depth;
     char *end =
         w->closer[d] == '}' ? tly_mpw_put_map(head, w->n[d]) : tly_mpw_put_array(head, w->n[d]);
     size_t hlen = (size_t)(end - head);
-    char *at = w->mp->data + w->at[d];
-    size_t body = w->mp->size - w->at[d] - MP_HEAD_ROOM;
+    char *at = w->mp.b->data + w->at[d];
+    size_t body = w->mp.b->size - w->at[d] - MP_HEAD_ROOM;
     memmove(at + hlen, at + MP_HEAD_ROOM, body);
     memcpy(at, head, hlen);
-    w->mp->size -= MP_HEAD_ROOM - hlen;
+    w->mp.b->size -= MP_HEAD_ROOM - hlen;
 }
 
 /* A string as msgpack-c packs it; one with a NUL byte is refused. */
 static void mp_str(eng_jw *w, const char *s, size_t len)
 {
-    if (len > 0 && memchr(s, '\0', len) != NULL) {
-        w->failed = true;
-        return;
-    }
-    char *p = mp_at(w, TLY_MPW_HEAD_BYTES_MAX + len);
-    if (p == NULL)
-        return;
-    p = tly_mpw_put_str_head(p, len);
-    if (len > 0)
-        memcpy(p, s, len);
-    w->mp->size = (size_t)(p + len - w->mp->data);
+    if (len > 0 && memchr(s, '\0', len) != NULL)
+        w->mp.failed = true;
+    else
+        tly_mpw_str(&w->mp, len > 0 ? s : "", len);
 }
 
 /* ---- the interface ---- */
@@ -313,12 +295,12 @@ void eng_jw_init_tree(eng_jw *w)
 
 void eng_jw_init_mp(eng_jw *w, msgpack_sbuffer *b)
 {
-    *w = (eng_jw){.mp = b};
+    *w = (eng_jw){.mp = {.b = b}};
 }
 
 json_t *eng_jw_take(eng_jw *w)
 {
-    TLY_ASSERT(w->text == NULL && w->mp == NULL && w->depth == 0);
+    TLY_ASSERT(w->text == NULL && w->mp.b == NULL && w->depth == 0);
     json_t *root = w->root;
     w->root = NULL;
     if (w->failed) {
@@ -330,7 +312,7 @@ json_t *eng_jw_take(eng_jw *w)
 
 void eng_jw_obj(eng_jw *w)
 {
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         mp_open(w, '}');
         return;
     }
@@ -347,7 +329,7 @@ void eng_jw_obj(eng_jw *w)
 
 void eng_jw_arr(eng_jw *w)
 {
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         mp_open(w, ']');
         return;
     }
@@ -366,7 +348,7 @@ void eng_jw_end(eng_jw *w)
 {
     TLY_ASSERT(w->depth > 0);
     w->depth--;
-    if (w->mp != NULL)
+    if (w->mp.b != NULL)
         mp_close(w);
     if (w->text == NULL)
         return;
@@ -376,7 +358,7 @@ void eng_jw_end(eng_jw *w)
 
 void eng_jw_key(eng_jw *w, const char *k)
 {
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         TLY_ASSERT(w->depth > 0 && w->closer[w->depth - 1] == '}');
         w->n[w->depth - 1]++;
         mp_str(w, k, strlen(k));
@@ -398,7 +380,7 @@ void eng_jw_str(eng_jw *w, const char *s, size_t len)
         eng_jw_null(w);
         return;
     }
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         mp_item(w);
         mp_str(w, s, utf8_valid(s, len) ? len : 0);
         return;
@@ -414,11 +396,9 @@ void eng_jw_str(eng_jw *w, const char *s, size_t len)
 
 void eng_jw_int(eng_jw *w, int64_t v)
 {
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         mp_item(w);
-        char *p = mp_at(w, TLY_MPW_HEAD_BYTES_MAX);
-        if (p != NULL)
-            w->mp->size = (size_t)(tly_mpw_put_int(p, v) - w->mp->data);
+        tly_mpw_int(&w->mp, v);
         return;
     }
     if (w->text == NULL) {
@@ -431,13 +411,9 @@ void eng_jw_int(eng_jw *w, int64_t v)
 
 void eng_jw_null(eng_jw *w)
 {
-    if (w->mp != NULL) {
+    if (w->mp.b != NULL) {
         mp_item(w);
-        char *p = mp_at(w, 1);
-        if (p != NULL) {
-            *p = (char)0xc0;
-            w->mp->size++;
-        }
+        tly_mpw_nil(&w->mp);
         return;
     }
     if (w->text == NULL) {

@@ -184,7 +184,7 @@ tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner
         eng_jw w;
         eng_jw_init_mp(&w, out);
         eng_view_write(&w, r->e, view, p, true); /* e->seq: the bound checkpoint */
-        err = w.failed ? TLY_BAD_FIELD : TLY_OK;
+        err = w.mp.failed ? TLY_BAD_FIELD : TLY_OK;
     }
     eng_cache_trim(r->e, 0);
     if (err != TLY_OK)
