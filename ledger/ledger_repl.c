@@ -267,10 +267,10 @@ static tly_err open_js(tly_repl *r, natsConnection *nc, bool publishing, jsCtx *
     return TLY_OK;
 }
 
-static void sleep_ms(int64_t ms)
+/* A lookup of the stream that got no answer (lookup_stream asks again). */
+static bool lookup_unanswered(natsStatus s, jsErrCode jerr)
 {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    return s == NATS_TIMEOUT || jerr == JSClusterNotAvailErr;
 }
 
 /* Looks the stream up, TLY_REPL_LOOKUP_TRIES times when it gets no answer:
@@ -288,16 +288,14 @@ static natsStatus lookup_stream(tly_repl *r, jsErrCode *jerr, char *msg, size_t 
         *jerr = 0;
         s = js_GetStreamInfo(&si, r->js, r->stream, NULL, jerr);
         jsStreamInfo_Destroy(si);
-        if (s == NATS_OK || (s != NATS_TIMEOUT && *jerr != JSClusterNotAvailErr))
+        if (s == NATS_OK || !lookup_unanswered(s, *jerr))
             return s;
         snprintf(msg, cap, "stream %s: %s (no JetStream quorum?), attempt %d of %d", r->stream,
                  natsStatus_GetText(s), attempt, TLY_REPL_LOOKUP_TRIES);
         if (attempt == TLY_REPL_LOOKUP_TRIES)
             break;
         tly_logf(TLY_LOG_WARN, "ledger", "%s", msg);
-        int64_t spent_ms = (int64_t)((tly_mono_ns() - start) / 1000000u);
-        if (spent_ms < TLY_REPL_API_WAIT_MS)
-            sleep_ms(TLY_REPL_API_WAIT_MS - spent_ms);
+        tly_sleep_ms(TLY_REPL_API_WAIT_MS - (int64_t)((tly_mono_ns() - start) / 1000000u));
     }
     return s;
 }
@@ -315,7 +313,7 @@ static tly_err ensure_stream(tly_repl *r, char *msg, size_t cap)
         return TLY_NOT_FOUND;
     }
     if (jerr != JSStreamNotFoundErr) {
-        if (s != NATS_TIMEOUT && jerr != JSClusterNotAvailErr)
+        if (!lookup_unanswered(s, jerr)) /* else lookup_stream said so */
             snprintf(msg, cap, "stream %s: %s (no JetStream quorum?)", r->stream,
                      natsStatus_GetText(s));
         return TLY_UNAVAILABLE;

@@ -46,12 +46,6 @@ struct tly_follower {
     uint64_t promote_rev;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static uint64_t ms_ns(int ms)
 {
     return (uint64_t)ms * 1000000u;
@@ -61,7 +55,7 @@ static uint64_t ms_ns(int ms)
 static void nap(atomic_bool *stop, int ms)
 {
     for (int t = 0; t < ms && !atomic_load(stop); t += 20)
-        sleep_ms(ms - t < 20 ? ms - t : 20);
+        tly_sleep_ms(ms - t < 20 ? ms - t : 20);
 }
 
 /* ---- the writer's lease ---- */
@@ -105,7 +99,7 @@ static tly_err take_over_stale(tly_lease *l, const char *holder, uint64_t rev, c
     tly_logf(TLY_LOG_INFO, "ledger", "the writer's lease is held by %s: waiting %d ms for it",
              holder, l->takeover_after_ms);
     while (tly_mono_ns() < end) {
-        sleep_ms(TLY_STANDBY_POLL_MS);
+        tly_sleep_ms(TLY_STANDBY_POLL_MS);
         char now_holder[TLY_LEASE_NAME_BYTES_MAX + 1];
         uint64_t now_rev = 0;
         tly_err err = tly_repl_lease_get(l->r, LEASE_KEY, now_holder, sizeof now_holder, &now_rev);
@@ -241,7 +235,7 @@ static bool follow_some(tly_follower *f, tly_repl_reader **rd, tly_log_stored *r
     uint64_t head = 0;
     tly_log_head(f->log, &head, NULL);
     if (!*rd && tly_repl_reader_open(f->r, head + 1, rd) != TLY_OK) {
-        sleep_ms(TLY_STANDBY_POLL_MS);
+        tly_sleep_ms(TLY_STANDBY_POLL_MS);
         return true;
     }
     uint32_t n = 0;
@@ -267,7 +261,7 @@ static bool follow_some(tly_follower *f, tly_repl_reader **rd, tly_log_stored *r
     if (err != TLY_OK) { /* storage: read the same records again later */
         tly_repl_reader_close(*rd);
         *rd = NULL;
-        sleep_ms(TLY_STANDBY_POLL_MS);
+        tly_sleep_ms(TLY_STANDBY_POLL_MS);
         return true;
     }
     tly_log_head(f->log, &head, NULL);
@@ -289,7 +283,7 @@ static void *follow_main(void *arg)
             uint64_t promoted = UINT64_MAX;
             while (zmq_send(f->pair, &promoted, sizeof promoted, ZMQ_DONTWAIT) < 0 &&
                    zmq_errno() == EAGAIN && !atomic_load(&f->stop))
-                sleep_ms(TLY_STANDBY_POLL_MS);
+                tly_sleep_ms(TLY_STANDBY_POLL_MS);
             break;
         }
     }

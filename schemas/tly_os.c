@@ -187,6 +187,14 @@ bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return true;
 }
 
+void tly_sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt)
 {
     uint64_t v;

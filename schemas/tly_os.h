@@ -37,6 +37,9 @@ void tly_rmtree(const char *path);
  * or the environment); false otherwise. */
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* Sleeps ms milliseconds (nothing for ms <= 0); a signal may end it early. */
+void tly_sleep_ms(int64_t ms);
+
 /* $name parsed as tly_parse_u64 with min and max, or dflt when it is unset
  * or not such a number (the tests' overrides of a limit). */
 uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt);

@@ -19,6 +19,7 @@
 #include "tly_cmd.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
+#include "tly_os.h"
 #include "tly_query.h"
 
 /* PROJECT_VERSION, defined for the command layer by the root CMakeLists.txt. */
@@ -327,12 +328,6 @@ static void explain_timeout(const status_opts *o, const json_t *st)
                    (long long)json_integer_value(json_object_get(st, "head")));
 }
 
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 int tly_cmd_wait(int argc, char **argv)
 {
     status_opts o = {0};
@@ -365,7 +360,7 @@ int tly_cmd_wait(int argc, char **argv)
         if (now >= deadline)
             break;
         int64_t left = (int64_t)((deadline - now) / 1000000u);
-        sleep_ms(left < TLY_WAIT_POLL_MS ? left : TLY_WAIT_POLL_MS);
+        tly_sleep_ms(left < TLY_WAIT_POLL_MS ? left : TLY_WAIT_POLL_MS);
     }
     explain_timeout(&o, last);
     json_decref(last);
