@@ -2155,8 +2155,6 @@ START_TEST(test_layout_paths)
 END_TEST
 
 /* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
-/* tly_os_same_file: the path names the open file until the file is
- * removed, or replaced by another at the same path. */
 /* A limit's test override: the default when unset, empty, not a number
  * or outside [min, max]; the number at both edges of the range. */
 START_TEST(test_os_env_u64)
@@ -2177,6 +2175,8 @@ START_TEST(test_os_env_u64)
 }
 END_TEST
 
+/* tly_os_same_file: the path names the open file until the file is
+ * removed, or replaced by another at the same path. */
 START_TEST(test_os_same_file)
 {
     char *dir = tu_tmpdir();

@@ -335,15 +335,22 @@ static tly_err snap_begin(qshard *sh, snap *sn)
  * of s->n, rendered from the state by the shard's reader: *doc (JSON text)
  * lives until the shard's next render. TLY_NOT_FOUND when the partner is
  * not an enrolled partner of the shard. */
+/* Binds shard k's reader to the snapshot sn (TLY_NOT_FOUND: the store has
+ * no views yet). */
+static tly_err snap_bind(tly_query_store *s, uint32_t k, const snap *sn)
+{
+    qshard *sh = sn->sh;
+    return sh->has_dbi ? tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi,
+                                               sn->checkpoint)
+                       : TLY_NOT_FOUND;
+}
+
 static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char view,
                         const char *partner, size_t len, const char **doc, size_t *doc_len)
 {
-    qshard *sh = sn->sh;
-    if (!sh->has_dbi)
-        return TLY_NOT_FOUND;
-    tly_err err =
-        tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi, sn->checkpoint);
-    return err == TLY_OK ? tly_view_reader_doc(sh->reader, view, partner, len, doc, doc_len) : err;
+    tly_err err = snap_bind(s, k, sn);
+    return err == TLY_OK ? tly_view_reader_doc(sn->sh->reader, view, partner, len, doc, doc_len)
+                         : err;
 }
 
 /* The reply to view of partner straight from its state (the documents are
@@ -352,12 +359,10 @@ static tly_err snap_doc(tly_query_store *s, uint32_t k, const snap *sn, char vie
 static bool snap_reply(tly_query_store *s, uint32_t k, const snap *sn, char view,
                        const char *partner, size_t len, msgpack_sbuffer *out)
 {
-    qshard *sh = sn->sh;
-    if (!sh->has_dbi || tly_views_reader_bind(&sh->reader, k, s->n, &sh->txn, sn->txn, sh->dbi,
-                                              sn->checkpoint) != TLY_OK)
+    if (snap_bind(s, k, sn) != TLY_OK)
         return false;
     size_t start = out->size;
-    if (tly_view_reader_reply(sh->reader, view, partner, len, out) != TLY_OK)
+    if (tly_view_reader_reply(sn->sh->reader, view, partner, len, out) != TLY_OK)
         return false;
     if (out->size - start <= TLY_FRAME_BYTES_MAX)
         return true;
