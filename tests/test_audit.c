@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "tly_audit.h"
@@ -1260,6 +1261,27 @@ START_TEST(digest_refuses_shards_at_different_checkpoints)
 }
 END_TEST
 
+/* A shard store that is not there (an empty directory, a link to nothing)
+ * is named with what is missing, not only "cannot open". */
+START_TEST(digest_names_a_missing_store)
+{
+    char *views = tu_tmpdir();
+    char *shard = join(views, "0-of-1");
+    ck_assert_int_eq(mkdir(shard, 0755), 0);
+    char *err;
+    ck_assert_int_eq(audit(NULL, &err, "digest", "--views", views, NULL, NULL, NULL, NULL), 1);
+    ck_assert_msg(strstr(err, "0-of-1: it has no data.mdb") != NULL, "%s", err);
+    free(err);
+    ck_assert_int_eq(rmdir(shard), 0);
+    ck_assert_int_eq(symlink("/nonexistent-tally-store", shard), 0);
+    ck_assert_int_eq(audit(NULL, &err, "digest", "--views", views, NULL, NULL, NULL, NULL), 1);
+    ck_assert_msg(strstr(err, "0-of-1: it has no data.mdb") != NULL, "%s", err);
+    free(err);
+    free(shard);
+    tu_rmtree(views);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ live stack */
 
 /* True once pid has exited (reaped, status in *code); false while it runs. */
@@ -1397,8 +1419,9 @@ static Suite *audit_suite(void)
                               replay_what_if_replaces_a_programs_rules,
                               vector_digests_do_not_depend_on_shards));
     tc = tu_tcase(s, "diff", 300);
-    tu_add_tests(
-        tc, TU_TESTS(diff_finds_a_corrupted_view, digest_refuses_shards_at_different_checkpoints));
+    tu_add_tests(tc, TU_TESTS(diff_finds_a_corrupted_view,
+                              digest_refuses_shards_at_different_checkpoints,
+                              digest_names_a_missing_store));
     tc = tu_tcase(s, "live", 600);
     tcase_add_test(tc, audit_a_running_stack);
     return s;

@@ -281,13 +281,10 @@ static void fold_into(const char *data, const stream *st, uint32_t k, uint32_t n
  * names in names (cycled; NULL: the generated ones) folded from events. */
 static char *partners_store(uint32_t n, uint32_t partners, const char *const *names)
 {
-    static const char *const gen_names[] = {"Acme Corp %u",
-                                            "ACME Holdings",
-                                            "caf\xc3\xa9 %u",
-                                            "\xc3\x9c"
-                                            "ber acme",
-                                            "North-%u",
-                                            "x"};
+    static const char *const gen_names[] = {
+        "Acme Corp %u",   "ACME Holdings",
+        "caf\xc3\xa9 %u", "\303\234ber acme", /* Über, octal: ends at 3 digits */
+        "North-%u",       "x"};
     const char *const *use = names ? names : gen_names;
     size_t count = 0;
     while (count < 6 && use[count])

@@ -141,6 +141,9 @@ static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_s
     }
     if (err == TLY_OK)
         err = read_meta(s, k, n, msg, cap);
+    else if (err == TLY_NOT_FOUND) /* a dangling link, an empty or half-copied directory */
+        tly_audit_msgf(msg, cap, "cannot open the store %s: it has no %s", path,
+                       TLY_LAYOUT_LMDB_DATA);
     else
         tly_audit_msgf(msg, cap, "cannot open the store %s", path);
     return err;
