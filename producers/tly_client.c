@@ -76,22 +76,31 @@ static tly_err connect_socket(tly_client *c)
     return dealer_to(c, c->eps[c->ep_index], &c->sock);
 }
 
-/* Splits opts.endpoint at commas into c->eps: 1..TLY_CLIENT_ENDPOINTS_MAX
- * non-empty endpoints of at most TLY_PATH_BYTES_MAX bytes, else false. */
-static bool split_endpoints(tly_client *c, const char *list)
+/* Splits list at commas into eps (NULL: only counts): the number of
+ * endpoints when list is 1..TLY_CLIENT_ENDPOINTS_MAX non-empty endpoints of
+ * at most TLY_PATH_BYTES_MAX bytes, else 0. */
+static uint32_t split_endpoints(const char *list, char (*eps)[TLY_PATH_BYTES_MAX + 1])
 {
-    c->ep_count = 0;
+    uint32_t n = 0;
     for (const char *p = list;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == 0 || len > TLY_PATH_BYTES_MAX || c->ep_count == TLY_CLIENT_ENDPOINTS_MAX)
-            return false;
-        memcpy(c->eps[c->ep_count], p, len);
-        c->eps[c->ep_count++][len] = '\0';
+        if (len == 0 || len > TLY_PATH_BYTES_MAX || n == TLY_CLIENT_ENDPOINTS_MAX)
+            return 0;
+        if (eps) {
+            memcpy(eps[n], p, len);
+            eps[n][len] = '\0';
+        }
+        n++;
         if (!comma)
-            return true;
+            return n;
         p = comma + 1;
     }
+}
+
+bool tly_client_endpoints_ok(const char *list)
+{
+    return list && split_endpoints(list, NULL) > 0;
 }
 
 static tly_err read_secret(tly_client *c, char *msg, size_t cap)
@@ -117,7 +126,8 @@ tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg
     tly_client *c = calloc(1, sizeof *c);
     if (!c)
         return TLY_NOMEM;
-    if (!split_endpoints(c, opts->endpoint)) {
+    c->ep_count = split_endpoints(opts->endpoint, c->eps);
+    if (c->ep_count == 0) {
         snprintf(msg, cap, "the ingest endpoints are 1 to %u endpoints separated by commas",
                  TLY_CLIENT_ENDPOINTS_MAX);
         free(c);

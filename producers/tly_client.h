@@ -50,6 +50,13 @@ typedef void (*tly_client_done_fn)(void *ctx, uint64_t tag, tly_err whole,
                                    const tly_ingest_result *results, uint32_t count,
                                    const char *msg);
 
+/* True when list is what opts.endpoint takes: 1 to TLY_CLIENT_ENDPOINTS_MAX
+ * non-empty endpoints of at most TLY_PATH_BYTES_MAX bytes, separated by
+ * commas (tly_client_open refuses any other with TLY_USAGE). A command
+ * checks its option with it, so that a bad list is a usage error before
+ * anything is read or sent. */
+bool tly_client_endpoints_ok(const char *list);
+
 /* Connects (lazily: ZeroMQ connects in the background). */
 tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg, size_t cap);
 void tly_client_close(tly_client *c);

@@ -6,6 +6,9 @@
  *     --help` and `tally bench --help` print, so a new one without a row
  *     here fails) refuses a flag it does not take: exit 2, the command named;
  *     a shared flag a command does not take is refused the same way;
+ *   - every bounded option of the table below is refused one past its
+ *     limit (exit 2, the command and the option named, the limit in the
+ *     message) and taken at the limit itself;
  *   - `tally up` records its endpoints in DATA/endpoints.json; with two
  *     stacks on different ports, send, wait, status and a view command given
  *     --data talk to the stack of that directory;
@@ -32,6 +35,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tly_limits.h"
 
 static bool file_has(const char *path, const char *text)
 {
@@ -172,6 +176,145 @@ START_TEST(test_unknown_flag)
         ck_assert_msg(file_has(err, want), "tally %s %s: stderr lacks \"%s\"", r->name, flags[k],
                       want);
     }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Option limits                                                             */
+
+/* How a limit row spells its value for n: the number n, n endpoints or n
+ * batch sizes separated by commas, n bytes. */
+typedef enum lim_kind { LIM_NUMBER, LIM_ENDPOINTS, LIM_SIZES, LIM_BYTES } lim_kind;
+
+/* An option bounded by a limit of tly_limits.h, and how a command line
+ * that takes the option at its limit stops at once, before any network or
+ * disk: tail follows the option (NULL: an unknown flag, which the parser
+ * reaches only when it took the option: exit 2, "unknown option"). */
+typedef struct limit_row {
+    const char *cmd; /* "wait", "bench ingest" */
+    const char *option;
+    lim_kind kind;
+    unsigned long long max;
+    const char *const *tail;
+    int ok_exit;         /* with tail: the exit at the limit */
+    const char *ok_says; /* with tail: on stderr at the limit */
+} limit_row;
+
+/* send checks its endpoints once its options are parsed: at the limit it
+ * goes on to its input, which does not exist. */
+static const char *const send_tail[] = {"--source", "finance", "/nonexistent/ev.jsonl", NULL};
+
+static const limit_row limit_rows[] = {
+    {"wait", "--timeout", LIM_NUMBER, TLY_WAIT_TIMEOUT_S_MAX, NULL, 0, NULL},
+    {"send", "--timeout", LIM_NUMBER, TLY_SEND_TIMEOUT_S_MAX, NULL, 0, NULL},
+    {"send", "--ack-timeout-ms", LIM_NUMBER, TLY_ACK_TIMEOUT_MS_MAX, NULL, 0, NULL},
+    {"send", "--window", LIM_NUMBER, TLY_CLIENT_WINDOW_MAX, NULL, 0, NULL},
+    {"send", "--ingest", LIM_ENDPOINTS, TLY_CLIENT_ENDPOINTS_MAX, send_tail, 1, "cannot open"},
+    {"ledger", "--takeover-after", LIM_NUMBER, TLY_TAKEOVER_AFTER_S_MAX, NULL, 0, NULL},
+    {"ledger", "--replicas", LIM_NUMBER, TLY_REPL_REPLICAS_MAX, NULL, 0, NULL},
+    {"ledger", "--name", LIM_BYTES, TLY_LEASE_NAME_BYTES_MAX, NULL, 0, NULL},
+    {"summary", "--top", LIM_NUMBER, TLY_SUMMARY_TOP_MAX, NULL, 0, NULL},
+    {"gen", "--events", LIM_NUMBER, TLY_GEN_EVENTS_MAX, NULL, 0, NULL},
+    {"gen", "--months", LIM_NUMBER, TLY_GEN_MONTHS_MAX, NULL, 0, NULL},
+    {"bench ingest", "--events", LIM_NUMBER, TLY_BENCH_EVENTS_MAX, NULL, 0, NULL},
+    {"bench ingest", "--producers", LIM_NUMBER, TLY_BENCH_PRODUCERS_MAX, NULL, 0, NULL},
+    {"bench ingest", "--window", LIM_NUMBER, TLY_CLIENT_WINDOW_MAX, NULL, 0, NULL},
+    {"bench ingest", "--batches", LIM_SIZES, TLY_BENCH_BATCHES_MAX, NULL, 0, NULL},
+    {"bench ingest", "--ingest", LIM_ENDPOINTS, TLY_CLIENT_ENDPOINTS_MAX, NULL, 0, NULL},
+    {"bench query", "--events", LIM_NUMBER, TLY_BENCH_EVENTS_MAX, NULL, 0, NULL},
+    {"bench query", "--clients", LIM_NUMBER, TLY_BENCH_QUERY_CLIENTS_MAX, NULL, 0, NULL},
+    {"bench query", "--seconds", LIM_NUMBER, TLY_BENCH_QUERY_SECONDS_MAX, NULL, 0, NULL},
+    {"bench fold", "--events", LIM_NUMBER, TLY_BENCH_EVENTS_MAX, NULL, 0, NULL},
+    {"bench fold", "--growth-max", LIM_NUMBER, TLY_BENCH_EVENTS_MAX, NULL, 0, NULL},
+};
+
+/* The value of r's option for n into buf (cap bytes). */
+static void limit_value(const limit_row *r, unsigned long long n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    if (r->kind == LIM_NUMBER)
+        len = (size_t)snprintf(buf, cap, "%llu", n);
+    for (unsigned long long k = 0; r->kind == LIM_ENDPOINTS && k < n; k++)
+        len +=
+            (size_t)snprintf(buf + len, cap - len, "%stcp://127.0.0.1:%llu", k ? "," : "", k + 1);
+    for (unsigned long long k = 0; r->kind == LIM_SIZES && k < n; k++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%llu", k ? "," : "", k + 1);
+    for (unsigned long long k = 0; r->kind == LIM_BYTES && k < n; k++)
+        buf[len++] = 'n';
+    if (r->kind == LIM_BYTES)
+        buf[len] = '\0';
+    ck_assert_msg(len < cap, "%s %s: value too long for the buffer", r->cmd, r->option);
+}
+
+/* Runs "tally <cmd> <option> <value for n> <tail>"; the exit code, stderr
+ * in err. */
+static int run_limit(const limit_row *r, unsigned long long n, const char *err)
+{
+    static const char *const unknown[] = {"--no-such-flag", NULL};
+    char first[32], second[32] = "", value[1024];
+    if (sscanf(r->cmd, "%31s %31s", first, second) < 1)
+        ck_abort_msg("bad row %s", r->cmd);
+    limit_value(r, n, value, sizeof value);
+    char *argv[12] = {(char *)tu_tally(), first};
+    int k = 2;
+    if (second[0])
+        argv[k++] = second;
+    argv[k++] = (char *)r->option;
+    argv[k++] = value;
+    for (const char *const *t = r->tail ? r->tail : unknown; *t; t++)
+        argv[k++] = (char *)*t;
+    argv[k] = NULL;
+    return tu_run(argv, NULL, NULL, err);
+}
+
+/* One past the limit: exit 2, one usage error naming the command, the
+ * option and the limit. At the limit: not refused for the option, the
+ * command line goes on to stop where the row says. */
+START_TEST(test_option_limit)
+{
+    const limit_row *r = &limit_rows[_i];
+    char *dir = tu_tmpdir();
+    char err[1200], refused[160], max[32];
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(refused, sizeof refused, "tally %s: %s", r->cmd, r->option);
+    snprintf(max, sizeof max, "%llu", r->max);
+    int rc = run_limit(r, r->max + 1, err);
+    char *said = tu_read_file(err, NULL);
+    ck_assert_msg(rc == 2, "tally %s %s %llu: exit %d, want 2", r->cmd, r->option, r->max + 1, rc);
+    ck_assert_msg(said && strstr(said, refused) && strstr(said, max),
+                  "tally %s %s %llu: want \"%s\" and %s, said: %s", r->cmd, r->option, r->max + 1,
+                  refused, max, said);
+    free(said);
+    rc = run_limit(r, r->max, err);
+    said = tu_read_file(err, NULL);
+    const char *ok_says = r->tail ? r->ok_says : "unknown option '--no-such-flag'";
+    int ok_exit = r->tail ? r->ok_exit : 2;
+    ck_assert_msg(rc == ok_exit && said && strstr(said, ok_says) && !strstr(said, refused),
+                  "tally %s %s %llu: exit %d, want %d with \"%s\", said: %s", r->cmd, r->option,
+                  r->max, rc, ok_exit, ok_says, said);
+    free(said);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* --batches longer than bench ingest's old 128-byte copy: a ninth size
+ * past the cut is seen and refused, not dropped. */
+START_TEST(test_batches_long_list)
+{
+    char *dir = tu_tmpdir();
+    char err[1200], list[512];
+    snprintf(err, sizeof err, "%s/err", dir);
+    size_t len = 0;
+    for (unsigned k = 0; k < TLY_BENCH_BATCHES_MAX; k++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%u,", k + 1);
+    while (len < 300)
+        list[len++] = ',';
+    snprintf(list + len, sizeof list - len, "1");
+    ck_assert_int_eq(
+        tu_run_tally(NULL, err, "bench", "ingest", "--batches", list, "--no-such-flag", NULL), 2);
+    ck_assert_msg(file_has(err, "tally bench ingest: --batches"), "stderr lacks the refusal");
     tu_rmtree(dir);
 }
 END_TEST
@@ -466,6 +609,9 @@ int main(void)
     TCase *flags = tu_tcase(s, "flags", 60);
     tu_add_tests(flags, TU_TESTS(test_every_command_listed));
     tcase_add_loop_test(flags, test_unknown_flag, 0, (int)(sizeof rows / sizeof rows[0]));
+    tcase_add_loop_test(flags, test_option_limit, 0,
+                        (int)(sizeof limit_rows / sizeof limit_rows[0]));
+    tu_add_tests(flags, TU_TESTS(test_batches_long_list));
     TCase *stacks = tu_tcase(s, "stacks", 300);
     tu_add_tests(stacks, TU_TESTS(test_data_routing, test_up_port_taken, test_up_data_locked,
                                   test_send_timeout, test_log_lines));

@@ -47,6 +47,9 @@
  * fits TLY_PATH_BYTES_MAX. */
 #define TLY_BENCH_DIR_BYTES (TLY_PATH_BYTES_MAX / 2)
 
+/* --events at the least: a run fills the default largest batch (1000). */
+#define BENCH_EVENTS_MIN 1000u
+
 typedef struct bench_opts {
     uint64_t events;
     uint32_t producers;
@@ -101,21 +104,31 @@ static void usage(FILE *out)
                  "                   each run's events get ids no earlier run used\n");
 }
 
+/* --batches LIST into o->batches. The list is split in a copy of its own
+ * length: a fixed buffer cut a long list short, and the sizes past the cut
+ * were dropped unseen, a ninth among them. */
 static int parse_batches(const char *s, bench_opts *o)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
+    char *buf = strdup(s);
+    if (!buf) {
+        tly_errorf("bench ingest", "out of memory");
+        return TLY_EXIT_FAIL;
+    }
     o->batch_count = 0;
     char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    int rc = TLY_EXIT_OK;
+    for (char *t = strtok_r(buf, ",", &save); t && rc == TLY_EXIT_OK;
+         t = strtok_r(NULL, ",", &save)) {
         uint64_t v;
         if (o->batch_count == TLY_BENCH_BATCHES_MAX ||
             !tly_parse_u64(t, 1, TLY_BATCH_EVENTS_MAX, &v))
-            return tly_usagef("bench ingest", "--batches: up to %u sizes of 1..%u",
-                              TLY_BENCH_BATCHES_MAX, TLY_BATCH_EVENTS_MAX);
-        o->batches[o->batch_count++] = (uint32_t)v;
+            rc = tly_usagef("bench ingest", "--batches: up to %u sizes of 1..%u",
+                            TLY_BENCH_BATCHES_MAX, TLY_BATCH_EVENTS_MAX);
+        else
+            o->batches[o->batch_count++] = (uint32_t)v;
     }
-    return TLY_EXIT_OK;
+    free(buf);
+    return rc;
 }
 
 enum {
@@ -146,8 +159,9 @@ static int bench_opt(void *ctx, int id, const char *v)
     uint64_t n = 0;
     switch (id) {
     case OPT_EVENTS:
-        if (!tly_parse_u64(v, 1000, 100000000, &n))
-            return tly_usagef("bench ingest", "--events must be 1000..100000000");
+        if (!tly_parse_u64(v, BENCH_EVENTS_MIN, TLY_BENCH_EVENTS_MAX, &n))
+            return tly_usagef("bench ingest", "--events must be %u..%u", BENCH_EVENTS_MIN,
+                              TLY_BENCH_EVENTS_MAX);
         o->events = n;
         return TLY_EXIT_OK;
     case OPT_PRODUCERS:
@@ -172,6 +186,10 @@ static int bench_opt(void *ctx, int id, const char *v)
         o->replicate = v;
         return TLY_EXIT_OK;
     case OPT_INGEST:
+        if (!tly_client_endpoints_ok(v))
+            return tly_usagef("bench ingest",
+                              "--ingest takes 1 to %u endpoints separated by commas",
+                              TLY_CLIENT_ENDPOINTS_MAX);
         o->ingest = v;
         return TLY_EXIT_OK;
     default:
