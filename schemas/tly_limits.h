@@ -344,8 +344,9 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * aborted transaction) before it stops with an error. */
 #define TLY_CONSUME_RELOAD_RETRIES_MAX 3u
 
-/* bench fold: events it generates at most, and latency samples it keeps
- * (8 MiB of u64) for the query-read percentiles. */
+/* Events a bench generates at most (bench fold, its --growth-max, bench
+ * query and bench ingest --events), and the latency samples bench fold
+ * keeps (8 MiB of u64) for the query-read percentiles. */
 #define TLY_BENCH_EVENTS_MAX 100000000u
 #define TLY_BENCH_LATENCY_SAMPLES_MAX 1000000u
 
