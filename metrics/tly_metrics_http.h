@@ -7,7 +7,8 @@
  * path and 405 for another method. The thread only reads the registry's
  * atomics: the daemon that counts never waits for a scrape. At most
  * TLY_METRICS_CONNECTIONS_MAX connections at once, each closed after
- * TLY_METRICS_CONNECTION_TIMEOUT_S idle.
+ * TLY_METRICS_CONNECTION_TIMEOUT_S idle; one more waits in the listen
+ * backlog, unanswered, until one of them goes.
  *
  * ADDR is HOST:PORT: an IPv4 address, "localhost" (127.0.0.1) or "*"
  * (every IPv4 interface), or an IPv6 address in brackets ("[::1]:7420");

@@ -32,6 +32,7 @@
 #include "tly_audit.h"
 #include "tly_engine.h"
 #include "tly_json.h"
+#include "tly_limits.h"
 #include "tly_log.h"
 #include "tly_os.h"
 #include "tly_period.h"
@@ -583,6 +584,149 @@ START_TEST(what_if_bad_files_are_errors)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ limits */
+
+/* Appends events (JSON texts) to the log of data (created when new), all
+ * recorded at now_ms, one append each. */
+static void append_events(const char *data, char *const *events, uint32_t n, int64_t now_ms)
+{
+    char *log_dir = join(data, "log");
+    tly_log *log;
+    ck_assert_int_eq(tly_log_open(log_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &log), TLY_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        json_t *j = json_loads(events[i], 0, NULL);
+        ck_assert_msg(j != NULL, "%s", events[i]);
+        msgpack_sbuffer mp;
+        msgpack_sbuffer_init(&mp);
+        ck_assert_int_eq(tly_json_event_to_mp(j, &mp, NULL), TLY_OK);
+        tly_event ev;
+        ck_assert_int_eq(tly_event_decode(mp.data, mp.size, now_ms, &ev, NULL), TLY_OK);
+        tly_log_item it = {.source = {"test", 4},
+                           .id = ev.id,
+                           .event = (const uint8_t *)mp.data,
+                           .event_len = mp.size};
+        ck_assert_int_eq(tly_log_append(log, now_ms, &it, 1, NULL, 0), TLY_OK);
+        ck_assert_int_eq(it.err, TLY_OK);
+        msgpack_sbuffer_destroy(&mp);
+        json_decref(j);
+    }
+    tly_log_close(log);
+    free(log_dir);
+}
+
+/* A monthly program event of one tier, as JSON text (malloc'd). */
+static char *program_event(const char *id, const char *program, int64_t at_ms)
+{
+    char *s = malloc(512);
+    snprintf(s, 512,
+             "{\"type\":\"program\",\"id\":\"%s\",\"at\":%lld,\"program\":\"%s\","
+             "\"version\":1,\"currency\":\"USD\",\"period\":\"month\",\"tiers\":"
+             "[{\"name\":\"Authorized\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],"
+             "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+             "\"mdf_expiry_periods\":4,\"tier_window_periods\":2}",
+             id, (long long)at_ms, program);
+    return s;
+}
+
+/* The close of monthly period p of program, dated at the next one's start. */
+static char *close_event(const char *id, const char *program, int32_t p)
+{
+    char text[TLY_PERIOD_TEXT_BYTES], *s = malloc(256);
+    tly_period_format(TLY_PERIOD_MONTH, p, text);
+    snprintf(s, 256,
+             "{\"type\":\"close\",\"id\":\"%s\",\"at\":%lld,\"program\":\"%s\",\"period\":\"%s\"}",
+             id, (long long)tly_period_start_ms(TLY_PERIOD_MONTH, p + 1), program, text);
+    return s;
+}
+
+static void free_events(char **events, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(events[i]);
+    free(events);
+}
+
+/* The close index holds TLY_AUDIT_CLOSES_PROGRAMS_MAX programs; the log's
+ * next program is refused (exit 1) with its seq and the limit. */
+START_TEST(close_index_holds_programs_up_to_the_limit)
+{
+    const uint32_t max = TLY_AUDIT_CLOSES_PROGRAMS_MAX;
+    char *data = tu_tmpdir();
+    int64_t at =
+        tly_period_start_ms(TLY_PERIOD_MONTH, tly_period_of(TLY_PERIOD_MONTH, tly_now_ms())) - 1;
+    char **ev = calloc(max + 1, sizeof *ev);
+    for (uint32_t i = 0; i <= max; i++) {
+        char id[32], name[32];
+        snprintf(id, sizeof id, "PG-%05u", i);
+        snprintf(name, sizeof name, "pg-%05u", i);
+        ev[i] = program_event(id, name, at);
+    }
+    append_events(data, ev, max, tly_now_ms());
+    tly_audit_closes *c = NULL;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "", last[32];
+    ck_assert_int_eq(tly_audit_closes_open(data, false, &c, msg, sizeof msg), TLY_OK);
+    snprintf(last, sizeof last, "pg-%05u", max - 1);
+    ck_assert_uint_eq(tly_audit_closes_program_seq(c, last), max);
+    tly_audit_closes_free(c);
+    append_events(data, ev + max, 1, tly_now_ms());
+    c = NULL;
+    ck_assert_int_eq(tly_audit_closes_open(data, false, &c, msg, sizeof msg), TLY_TOO_LARGE);
+    ck_assert_ptr_null(c);
+    char want[128];
+    snprintf(want, sizeof want, "seq %u: program pg-%05u is past the %u programs", max + 1, max,
+             max);
+    ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
+    char *err = NULL;
+    int rc = tally(data, NULL, &err, "balance", "p-1", "--data", data, "--program", last,
+                   "--as-of-close", "2025-01", NULL);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc, err);
+    free(err);
+    free_events(ev, max + 1);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* The close index holds TLY_AUDIT_CLOSES_PERIODS_MAX closed periods of a
+ * program; the close of the next is refused (exit 1) with its seq and the
+ * limit. The periods run from TLY_YEAR_MIN, recorded after the last. */
+START_TEST(close_index_holds_periods_up_to_the_limit)
+{
+    const uint32_t max = TLY_AUDIT_CLOSES_PERIODS_MAX;
+    char *data = tu_tmpdir();
+    int32_t first = TLY_YEAR_MIN * 12;
+    int64_t now = tly_period_start_ms(TLY_PERIOD_MONTH, first + (int32_t)max + 2);
+    char **ev = calloc(max + 2, sizeof *ev);
+    ev[0] = program_event("PG-1", "pm", tly_period_start_ms(TLY_PERIOD_MONTH, first));
+    for (uint32_t i = 0; i <= max; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "CL-%05u", i);
+        ev[i + 1] = close_event(id, "pm", first + (int32_t)i);
+    }
+    append_events(data, ev, max + 1, now);
+    tly_audit_closes *c = NULL;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "", period[TLY_PERIOD_TEXT_BYTES];
+    ck_assert_int_eq(tly_audit_closes_open(data, false, &c, msg, sizeof msg), TLY_OK);
+    tly_period_format(TLY_PERIOD_MONTH, first + (int32_t)max - 1, period);
+    uint64_t seq = 0;
+    ck_assert_int_eq(tly_audit_closes_find(c, "pm", period, &seq, msg, sizeof msg), TLY_OK);
+    ck_assert_uint_eq(seq, max + 1);
+    tly_audit_closes_free(c);
+    append_events(data, ev + max + 1, 1, now);
+    c = NULL;
+    ck_assert_int_eq(tly_audit_closes_open(data, false, &c, msg, sizeof msg), TLY_TOO_LARGE);
+    char want[128];
+    snprintf(want, sizeof want, "seq %u: a close of program pm past the %u periods", max + 2, max);
+    ck_assert_msg(strstr(msg, want) != NULL, "%s", msg);
+    char *err = NULL;
+    int rc = tally(data, NULL, &err, "balance", "p-1", "--data", data, "--program", "pm",
+                   "--as-of-close", period, NULL);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc, err);
+    free(err);
+    free_events(ev, max + 2);
+    tu_rmtree(data);
+}
+END_TEST
+
 static Suite *asof_suite(void)
 {
     Suite *s = suite_create("asof");
@@ -590,7 +734,9 @@ static Suite *asof_suite(void)
     tu_add_tests(tc,
                  TU_TESTS(index_agrees_with_the_engine, as_of_close_equals_a_replay_to_its_seq,
                           the_replay_is_kept_and_reused, unknown_and_open_closes_are_errors,
-                          what_if_compare_shows_changes_and_movers, what_if_bad_files_are_errors));
+                          what_if_compare_shows_changes_and_movers, what_if_bad_files_are_errors,
+                          close_index_holds_programs_up_to_the_limit,
+                          close_index_holds_periods_up_to_the_limit));
     return s;
 }
 

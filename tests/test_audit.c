@@ -31,6 +31,7 @@
 #include "tly_cli.h"
 #include "tly_foldgen.h"
 #include "tly_json.h"
+#include "tly_limits.h"
 #include "tly_log.h"
 
 #define T0_MS INT64_C(1748736000000) /* 2025-06-01T00:00:00Z */
@@ -1282,6 +1283,230 @@ START_TEST(digest_names_a_missing_store)
 }
 END_TEST
 
+/* Lines of text (its newlines). */
+static int count_lines(const char *text)
+{
+    int lines = 0;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    return lines;
+}
+
+/* Puts the liabilities document "{}" of n programs the log does not have,
+ * "zz-<from>".."zz-<from + n - 1>", into a live shard store: one
+ * difference each, only in the live views. */
+static void put_fake_liabilities(const char *data, const char *shard, uint32_t from, uint32_t n)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    open_store(data, shard, &env, &txn, &dbi);
+    for (uint32_t i = from; i < from + n; i++) {
+        char key[32];
+        int len = snprintf(key, sizeof key, "V/l/zz-%05u", i);
+        put(txn, dbi, key, (size_t)len, "{}", 2);
+    }
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A data dir with a generated log folded by one live consumer. */
+static char *live_data(void)
+{
+    char *data = gen_data(300);
+    consume_all(data, 1);
+    return data;
+}
+
+/* audit diff prints TLY_AUDIT_DIFF_LINES_MAX difference lines and no
+ * count; one difference more and it prints as many, then only counts. */
+START_TEST(diff_prints_lines_up_to_the_limit)
+{
+    char *data = live_data(), *out, *err;
+    put_fake_liabilities(data, "0-of-1", 0, TLY_AUDIT_DIFF_LINES_MAX);
+    int rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_int_eq(count_lines(out), (int)TLY_AUDIT_DIFF_LINES_MAX);
+    ck_assert_msg(strstr(out, "program zz-00000 liabilities: only in the live views\n") != NULL,
+                  "%s", out);
+    ck_assert_msg(strstr(out, "differences in all") == NULL, "%s", out);
+    free(out);
+    free(err);
+    put_fake_liabilities(data, "0-of-1", TLY_AUDIT_DIFF_LINES_MAX, 1);
+    rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_int_eq(count_lines(out), (int)TLY_AUDIT_DIFF_LINES_MAX + 1);
+    char want[64];
+    snprintf(want, sizeof want, "\n... %u differences in all\n", TLY_AUDIT_DIFF_LINES_MAX + 1);
+    ck_assert_msg(strlen(out) > strlen(want) && strcmp(out + strlen(out) - strlen(want), want) == 0,
+                  "%s", out);
+    free(out);
+    free(err);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Gives the first liabilities document of a live shard store a member
+ * "note", a string of len 'x's; returns its program (malloc'd). */
+static char *add_note(const char *data, const char *shard, size_t len)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    open_store(data, shard, &env, &txn, &dbi);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val k = {4, "V/l/"}, v;
+    ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
+    ck_assert(k.mv_size > 4 && memcmp(k.mv_data, "V/l/", 4) == 0);
+    char *program = strndup((const char *)k.mv_data + 4, k.mv_size - 4);
+    json_t *doc = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    ck_assert_ptr_nonnull(doc);
+    char *note = malloc(len + 1);
+    memset(note, 'x', len);
+    note[len] = '\0';
+    json_object_set_new(doc, "note", json_string(note));
+    char *text = json_dumps(doc, JSON_COMPACT);
+    MDB_val nv = {strlen(text), text};
+    ck_assert_int_eq(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
+    mdb_cursor_close(cur);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(text);
+    free(note);
+    json_decref(doc);
+    return program;
+}
+
+/* A diff line shows a value of TLY_AUDIT_DIFF_VALUE_CHARS_MAX characters
+ * whole; one longer is cut there, followed by "...". */
+START_TEST(diff_cuts_a_value_past_the_limit)
+{
+    char *data = live_data(), *out, *err;
+    const size_t max = TLY_AUDIT_DIFF_VALUE_CHARS_MAX;
+    char *want = malloc(max + 256), *xs = malloc(max + 1);
+    memset(xs, 'x', max);
+    /* "x...x" with its quotes: max characters. */
+    char *program = add_note(data, "0-of-1", max - 2);
+    xs[max - 2] = '\0';
+    snprintf(want, max + 256,
+             "program %s liabilities: field \"note\": live \"%s\", replay (absent)\n", program, xs);
+    int rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_str_eq(out, want);
+    free(out);
+    free(err);
+    free(program);
+    /* One more: its first max characters (the closing quote is cut). */
+    program = add_note(data, "0-of-1", max - 1);
+    xs[max - 2] = 'x';
+    xs[max - 1] = '\0';
+    snprintf(want, max + 256,
+             "program %s liabilities: field \"note\": live \"%s..., replay (absent)\n", program,
+             xs);
+    rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_str_eq(out, want);
+    free(out);
+    free(err);
+    free(program);
+    free(xs);
+    free(want);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* A view key of TLY_VIEWS_KEY_BYTES_MAX bytes is read; one byte longer is
+ * a corrupt store, named with the key's size, not read past its buffer. */
+START_TEST(digest_refuses_a_view_key_past_the_limit)
+{
+    char *data = live_data(), *views = join(data, "views"), *out, *err;
+    char key[TLY_VIEWS_KEY_BYTES_MAX + 2];
+    memset(key, 'k', sizeof key);
+    memcpy(key, "V/l/", 4);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    open_store(data, "0-of-1", &env, &txn, &dbi);
+    put(txn, dbi, key, TLY_VIEWS_KEY_BYTES_MAX, "{}", 2);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    int rc = audit(&out, &err, "digest", "--views", views, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    open_store(data, "0-of-1", &env, &txn, &dbi);
+    put(txn, dbi, key, TLY_VIEWS_KEY_BYTES_MAX + 1, "{}", 2);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    rc = audit(&out, &err, "digest", "--views", views, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    char want[64];
+    snprintf(want, sizeof want, "a view key of %u bytes (at most %u)", TLY_VIEWS_KEY_BYTES_MAX + 1,
+             TLY_VIEWS_KEY_BYTES_MAX);
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(views);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Creates empty files dir/f-<from>..dir/f-<from + n - 1>. */
+static void fill_dir(const char *dir, uint32_t from, uint32_t n)
+{
+    for (uint32_t i = from; i < from + n; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/f-%05u", dir, i);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+    }
+}
+
+/* A views directory of TLY_AUDIT_VIEWS_DIRENTS_MAX entries (its store
+ * among them) is digested; one entry more is refused, where the store could
+ * have been among those not read. The same bound on a replay's --out. */
+START_TEST(audit_refuses_a_directory_past_its_entries)
+{
+    char *data = live_data(), *views = join(data, "views"), *err;
+    fill_dir(views, 0, TLY_AUDIT_VIEWS_DIRENTS_MAX - 1);
+    int rc = audit(NULL, &err, "digest", "--views", views, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    fill_dir(views, TLY_AUDIT_VIEWS_DIRENTS_MAX - 1, 1);
+    rc = audit(NULL, &err, "digest", "--views", views, NULL, NULL, NULL, NULL);
+    char want[64];
+    snprintf(want, sizeof want, "holds more than %u entries", TLY_AUDIT_VIEWS_DIRENTS_MAX);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc, err);
+    free(err);
+    /* A replay's --out: with its one store as many entries is replayed
+     * into (and digested); one more is refused before any work. */
+    char *out = join(data, "out");
+    make_dir(out);
+    fill_dir(out, 0, TLY_AUDIT_VIEWS_DIRENTS_MAX - 1);
+    rc = audit(NULL, &err, "replay", "--data", data, "--out", out, "--shards", "1");
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    char *out2 = join(data, "out2");
+    make_dir(out2);
+    fill_dir(out2, 0, TLY_AUDIT_VIEWS_DIRENTS_MAX);
+    rc = audit(NULL, &err, "replay", "--data", data, "--out", out2, "--shards", "1");
+    snprintf(want, sizeof want, "more than the %u a views directory holds",
+             TLY_AUDIT_VIEWS_DIRENTS_MAX);
+    ck_assert_msg(rc == 1 && strstr(err, want) != NULL, "exit %d: %s", rc, err);
+    char *store = join(out2, "0-of-1");
+    struct stat st;
+    ck_assert_int_ne(stat(store, &st), 0);
+    free(store);
+    free(err);
+    free(out2);
+    free(out);
+    free(views);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ live stack */
 
 /* True once pid has exited (reaped, status in *code); false while it runs. */
@@ -1419,9 +1644,11 @@ static Suite *audit_suite(void)
                               replay_what_if_replaces_a_programs_rules,
                               vector_digests_do_not_depend_on_shards));
     tc = tu_tcase(s, "diff", 300);
-    tu_add_tests(tc, TU_TESTS(diff_finds_a_corrupted_view,
-                              digest_refuses_shards_at_different_checkpoints,
-                              digest_names_a_missing_store));
+    tu_add_tests(
+        tc, TU_TESTS(diff_finds_a_corrupted_view, digest_refuses_shards_at_different_checkpoints,
+                     digest_names_a_missing_store, diff_prints_lines_up_to_the_limit,
+                     diff_cuts_a_value_past_the_limit, digest_refuses_a_view_key_past_the_limit,
+                     audit_refuses_a_directory_past_its_entries));
     tc = tu_tcase(s, "live", 600);
     tcase_add_test(tc, audit_a_running_stack);
     return s;

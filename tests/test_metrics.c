@@ -22,6 +22,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tly_limits.h"
 
 /* A scrape's bytes at most (ours are a few tens of KiB). */
 #define SCRAPE_BYTES_MAX (1u << 20)
@@ -450,6 +452,109 @@ START_TEST(test_up_metrics_port_taken)
 }
 END_TEST
 
+/* A connection to 127.0.0.1:port (reads time out after 10 s); -1 when
+ * the connect fails. */
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends text on fd; false when the server has closed it. */
+static bool send_text(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    return send(fd, text, len, MSG_NOSIGNAL) == (ssize_t)len;
+}
+
+/* Reads an HTTP reply on fd to its end (the server closes the connection
+ * after it). Returns the status; 0 when the connection closed without a
+ * byte. */
+static int read_reply(int fd)
+{
+    char *buf = malloc(SCRAPE_BYTES_MAX + 1);
+    size_t n = 0;
+    for (ssize_t got; n < SCRAPE_BYTES_MAX && (got = read(fd, buf + n, SCRAPE_BYTES_MAX - n)) > 0;)
+        n += (size_t)got;
+    buf[n] = '\0';
+    int status = 0;
+    if (n > 0)
+        ck_assert_msg(sscanf(buf, "HTTP/1.1 %d", &status) == 1 && strstr(buf, "\r\n\r\n"),
+                      "not an HTTP/1.1 reply: %.200s", buf);
+    free(buf);
+    return status;
+}
+
+/* The head of a GET /metrics, its last empty line left to send. */
+#define REQUEST_HEAD "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+/* While a server holds its connections, how long one more is watched for
+ * a reply it must not get: a server without the limit answers in
+ * milliseconds, and the held ones are closed as idle only after
+ * TLY_METRICS_CONNECTION_TIMEOUT_S. */
+#define QUEUED_WATCH_MS 1000
+_Static_assert(QUEUED_WATCH_MS * 5 <= TLY_METRICS_CONNECTION_TIMEOUT_S * 1000,
+               "the watch ends well before the held connections' idle timeout");
+
+/* A metrics server holds TLY_METRICS_CONNECTIONS_MAX connections at once
+ * and answers each; one more waits unanswered (libmicrohttpd leaves it in
+ * the listen backlog) until one of them goes, then is answered. The held
+ * ones send their request's head only, so the server keeps them waiting
+ * for the rest. */
+START_TEST(test_connections_up_to_the_limit)
+{
+    char *dir = tu_tmpdir();
+    char ingest[64], events[64], log_read[64], addr[64], ep[64], log[1200];
+    tu_endpoint(ingest, sizeof ingest);
+    tu_endpoint(events, sizeof events);
+    tu_endpoint(log_read, sizeof log_read);
+    int port = tu_free_port();
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    snprintf(log, sizeof log, "%s/ledger.log", dir);
+    char *const argv[] = {(char *)tu_tally(), "ledger", "--data",     dir,      "--ingest",  ingest,
+                          "--events",         events,   "--log-read", log_read, "--metrics", addr,
+                          "--no-sync",        NULL};
+    pid_t pid = tu_spawn(argv, log);
+    ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, NULL), TU_LISTEN_OURS);
+    int held[TLY_METRICS_CONNECTIONS_MAX];
+    for (unsigned i = 0; i < TLY_METRICS_CONNECTIONS_MAX; i++) {
+        held[i] = connect_to(port);
+        ck_assert_int_ge(held[i], 0);
+        ck_assert(send_text(held[i], REQUEST_HEAD));
+    }
+    /* One past them is not answered while they are held. */
+    int fd = connect_to(port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(send_text(fd, REQUEST_HEAD "\r\n"));
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pfd, 1, QUEUED_WATCH_MS), 0);
+    /* With the first gone it is (the server took every one held before
+     * it: with a smaller limit it would take the next held one and leave
+     * this one waiting); then every one held is answered. */
+    ck_assert(send_text(held[0], "\r\n"));
+    ck_assert_int_eq(read_reply(held[0]), 200);
+    close(held[0]);
+    ck_assert_int_eq(read_reply(fd), 200);
+    close(fd);
+    for (unsigned i = 1; i < TLY_METRICS_CONNECTIONS_MAX; i++) {
+        ck_assert(send_text(held[i], "\r\n"));
+        ck_assert_int_eq(read_reply(held[i]), 200);
+        close(held[i]);
+    }
+    ck_assert_int_eq(tu_kill_wait(pid, SIGTERM), 0);
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* Whether process pid maps a file whose name contains lib (/proc/PID/maps). */
 static bool maps_lib(pid_t pid, const char *lib)
 {
@@ -503,8 +608,9 @@ int main(void)
 {
     Suite *s = suite_create("metrics");
     TCase *tc = tu_tcase(s, "metrics", 600);
-    tu_add_tests(tc, TU_TESTS(test_counters_move_with_traffic, test_non_loopback_refused,
-                              test_insecure_and_http_errors, test_up_metrics_port_taken,
-                              test_http_library_only_when_serving));
+    tu_add_tests(tc,
+                 TU_TESTS(test_counters_move_with_traffic, test_non_loopback_refused,
+                          test_insecure_and_http_errors, test_up_metrics_port_taken,
+                          test_http_library_only_when_serving, test_connections_up_to_the_limit));
     return tu_run_suite(s);
 }

@@ -156,9 +156,17 @@ static tly_err index_record(tly_audit_closes *c, const tly_record *rec, char *ms
         return TLY_CORRUPT;
     }
     err = type == TLY_EV_PROGRAM ? on_program(c, &ev, rec->seq) : on_close(c, &ev, rec->seq);
-    if (err == TLY_TOO_LARGE)
-        tly_audit_msgf(msg, cap, "seq %llu: more programs or closes than the index holds",
-                       (unsigned long long)rec->seq);
+    if (err == TLY_TOO_LARGE && type == TLY_EV_PROGRAM)
+        tly_audit_msgf(msg, cap,
+                       "seq %llu: program %.*s is past the %u programs the close index holds",
+                       (unsigned long long)rec->seq, (int)ev.program.len, ev.program.ptr,
+                       TLY_AUDIT_CLOSES_PROGRAMS_MAX);
+    else if (err == TLY_TOO_LARGE)
+        tly_audit_msgf(msg, cap,
+                       "seq %llu: a close of program %.*s past the %u periods the close index "
+                       "holds per program",
+                       (unsigned long long)rec->seq, (int)ev.program.len, ev.program.ptr,
+                       TLY_AUDIT_CLOSES_PERIODS_MAX);
     return err;
 }
 

@@ -65,17 +65,24 @@ static bool path_exists(const char *path)
 }
 
 /* True when dir holds any shard store K-of-N (of any N): one views
- * directory holds one set, or readers could not tell which to use. */
-static bool holds_stores(const char *dir)
+ * directory holds one set, or readers could not tell which to use.
+ * *entries is how many entries it holds besides "." and "..", counted up
+ * to TLY_AUDIT_VIEWS_DIRENTS_MAX + 1 (more are not read). */
+static bool holds_stores(const char *dir, uint32_t *entries)
 {
+    *entries = 0;
     DIR *d = opendir(dir);
     if (!d)
         return false;
     struct dirent *e;
-    uint32_t k, n, seen = 0;
+    uint32_t k, n;
     bool found = false;
-    while (!found && (e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX)
+    while (!found && *entries <= TLY_AUDIT_VIEWS_DIRENTS_MAX && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        (*entries)++;
         found = tly_layout_shard_parse(e->d_name, &k, &n);
+    }
     closedir(d);
     return found;
 }
@@ -89,8 +96,19 @@ static tly_err check_out(replay_run *r)
         tly_audit_msgf(r->msg, r->cap, "%s exists (an interrupted replay?): remove it", path);
         return TLY_USAGE;
     }
-    if (holds_stores(out)) {
+    uint32_t entries;
+    if (holds_stores(out, &entries)) {
         tly_audit_msgf(r->msg, r->cap, "%s already holds views; choose an empty --out", out);
+        return TLY_USAGE;
+    }
+    /* The replay's stores join them: past the limit no audit would read
+     * the result (audit_views.c), so it is refused before any work. */
+    if (entries + r->o->shard_count > TLY_AUDIT_VIEWS_DIRENTS_MAX) {
+        tly_audit_msgf(r->msg, r->cap,
+                       "%s holds %u entries: with the replay's %u shard store%s, more than the "
+                       "%u a views directory holds; choose an empty --out",
+                       out, entries, r->o->shard_count, r->o->shard_count == 1 ? "" : "s",
+                       TLY_AUDIT_VIEWS_DIRENTS_MAX);
         return TLY_USAGE;
     }
     /* --out must fit a TLY_PATH_BYTES_MAX buffer with its NUL. */

@@ -82,12 +82,24 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
     uint64_t mask[TLY_SHARDS_MAX + 1] = {0};
     struct dirent *e;
     uint32_t seen = 0;
-    while ((e = readdir(d)) != NULL && seen++ < TLY_AUDIT_VIEWS_DIRENTS_MAX) {
+    while (seen <= TLY_AUDIT_VIEWS_DIRENTS_MAX && (e = readdir(d)) != NULL) {
         uint32_t k, cnt;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        seen++;
         if (tly_layout_shard_parse(e->d_name, &k, &cnt))
             mask[cnt] |= UINT64_C(1) << k;
     }
     closedir(d);
+    /* Past the limit a store may be among the entries not read: refused,
+     * rather than a digest of another set or a "no views" that is wrong. */
+    if (seen > TLY_AUDIT_VIEWS_DIRENTS_MAX) {
+        tly_audit_msgf(msg, cap,
+                       "%s holds more than %u entries (a views directory holds its shard "
+                       "stores K-of-N)",
+                       views_dir, TLY_AUDIT_VIEWS_DIRENTS_MAX);
+        return TLY_TOO_LARGE;
+    }
     *n = pick_set(views_dir, mask);
     if (*n == 0) {
         tly_audit_msgf(msg, cap, "no views in %s (no complete set of shard stores K-of-N)",
@@ -465,8 +477,10 @@ static tly_err next_named(tly_audit_stream *s, tly_audit_item *item, char *msg, 
         return TLY_NOT_FOUND;
     const MDB_val *key = &s->head[first].key;
     size_t id_len = key->mv_size - s->prefix_len;
-    if (id_len > sizeof s->id) {
-        tly_audit_msgf(msg, cap, "a view key of %zu bytes", key->mv_size);
+    _Static_assert(sizeof s->id == TLY_VIEWS_KEY_BYTES_MAX, "an id fits its key's buffer");
+    if (key->mv_size > TLY_VIEWS_KEY_BYTES_MAX) {
+        tly_audit_msgf(msg, cap, "a view key of %zu bytes (at most %u)", key->mv_size,
+                       TLY_VIEWS_KEY_BYTES_MAX);
         return TLY_CORRUPT;
     }
     memcpy(s->id, (const uint8_t *)key->mv_data + s->prefix_len, id_len);
