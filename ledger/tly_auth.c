@@ -64,6 +64,12 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
     char *key = strtok_r(line, " \t\r\n", &save);
     if (!key || key[0] == '#')
         return TLY_OK;
+    /* Before anything is decoded into the next slot: with the table full
+     * there is none. */
+    if (a->count >= TLY_AUTH_KEYS_MAX) {
+        snprintf(msg, cap, "line %zu: more than %u keys", lineno, TLY_AUTH_KEYS_MAX);
+        return TLY_BAD_FIELD;
+    }
     char *source = strtok_r(NULL, " \t\r\n", &save);
     char *roles = strtok_r(NULL, " \t\r\n", &save);
     auth_key *k = &a->keys[a->count];
@@ -97,10 +103,6 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
                      source);
             return TLY_BAD_FIELD;
         }
-    }
-    if (a->count >= TLY_AUTH_KEYS_MAX) {
-        snprintf(msg, cap, "line %zu: more than %u keys", lineno, TLY_AUTH_KEYS_MAX);
-        return TLY_BAD_FIELD;
     }
     strcpy(k->source, source);
     a->count++;

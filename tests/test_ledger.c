@@ -1632,6 +1632,57 @@ START_TEST(test_startup_refusals)
 }
 END_TEST
 
+/* An authorized-keys file of TLY_AUTH_KEYS_MAX keys after a comment line:
+ * the all-zero key (Z85 "0" x 40) as dist-fill, last's key as dist-last;
+ * with one_more, one more all-zero key after them. */
+static void write_auth_keys(const char *path, const tl_keys *last, bool one_more)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "# %u keys%s\n", TLY_AUTH_KEYS_MAX, one_more ? " and one more" : "");
+    for (unsigned i = 0; i + 1 < TLY_AUTH_KEYS_MAX; i++)
+        fprintf(f, "%040d dist-fill sales\n", 0);
+    fprintf(f, "%s dist-last sales\n", last->pub);
+    if (one_more)
+        fprintf(f, "%040d dist-fill sales\n", 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* TLY_AUTH_KEYS_MAX at its edge: a file of that many keys is loaded whole
+ * (the last one sends), one more key refuses the start with exit 1 and the
+ * line named. The extra key is the all-zero key: decoded into a slot past
+ * the table (as it once was) it zeroed the count and was let in. */
+START_TEST(test_auth_keys_max)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_keys server, last;
+    tl_make_keys(&L, "server", &server);
+    tl_make_keys(&L, "last", &last);
+    char authz[700];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
+
+    write_auth_keys(authz, &last, true);
+    ck_assert_int_eq(ledger_refuses(&L, extra), 1);
+    char want[64];
+    snprintf(want, sizeof want, "line %u: more than %u keys", TLY_AUTH_KEYS_MAX + 2,
+             TLY_AUTH_KEYS_MAX);
+    assert_refusal_says(&L, want);
+
+    write_auth_keys(authz, &last, false);
+    tl_start(&L, extra);
+    char file[700];
+    snprintf(file, sizeof file, "%s/last.jsonl", L.dir);
+    tl_write_sales(file, "last", 1);
+    const char *args[] = {"--curve-server-key", server.pub, "--curve-secret", last.file, file,
+                          NULL};
+    tl_assert_sent(tl_send_run(&L, "last", args), 0, 1, 0, 0);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-last", "last-0", &(uint64_t){0}), TLY_OK);
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 8. SIGTERM while producers send                                     */
 
@@ -2265,7 +2316,8 @@ static Suite *ledger_suite(void)
     tcase_add_test(tu_tcase(s, "storage", 120), test_storage_full);
     TCase *c = tu_tcase(s, "curve", 60);
     tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
-                             test_loopback_only_without_curve, test_startup_refusals));
+                             test_loopback_only_without_curve, test_startup_refusals,
+                             test_auth_keys_max));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
     tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));

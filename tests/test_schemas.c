@@ -1525,6 +1525,35 @@ START_TEST(test_period_parse_format)
 }
 END_TEST
 
+/* TLY_YEAR_MIN and TLY_YEAR_MAX at their edges: the first month of the
+ * first year and the last quarter of the last are periods, the month
+ * before and the year after are not. */
+START_TEST(test_period_year_limits)
+{
+    tly_period_kind k;
+    int32_t p;
+    char text[32];
+    snprintf(text, sizeof text, "%04d-01", TLY_YEAR_MIN);
+    ck_assert_msg(tly_period_parse(text, strlen(text), &k, &p) == TLY_OK, "%s refused", text);
+    ck_assert_int_eq(p, TLY_YEAR_MIN * 12);
+    snprintf(text, sizeof text, "%04d-Q4", TLY_YEAR_MAX);
+    ck_assert_msg(tly_period_parse(text, strlen(text), &k, &p) == TLY_OK, "%s refused", text);
+    ck_assert_int_eq(p, TLY_YEAR_MAX * 4 + 3);
+    snprintf(text, sizeof text, "%04d-12", TLY_YEAR_MAX);
+    ck_assert_msg(tly_period_parse(text, strlen(text), &k, &p) == TLY_OK, "%s refused", text);
+    ck_assert_int_le(p, TLY_PERIOD_INDEX_MAX);
+    const char *const fmts[] = {"%04d-12", "%04d-Q4", "%04d-01", "%04d-Q1"};
+    const int years[] = {TLY_YEAR_MIN - 1, TLY_YEAR_MIN - 1, TLY_YEAR_MAX + 1, TLY_YEAR_MAX + 1};
+    for (size_t i = 0; i < sizeof years / sizeof years[0]; i++) {
+        snprintf(text, sizeof text, fmts[i], years[i]);
+        p = -5;
+        ck_assert_msg(tly_period_parse(text, strlen(text), &k, &p) == TLY_BAD_FIELD,
+                      "accepted '%s'", text);
+        ck_assert_int_eq(p, -5);
+    }
+}
+END_TEST
+
 /* ---------- JSON helpers ---------- */
 
 START_TEST(test_b64_hex)
@@ -2175,6 +2204,52 @@ START_TEST(test_os_env_u64)
 }
 END_TEST
 
+/* Writes one tly_errorf line of "tally x: " and len 'm's to a temp file in
+ * place of stderr; returns what was written (malloc'd) and its length. */
+static char *log_line_of(size_t len, size_t *written)
+{
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/stderr", dir);
+    char *msg = malloc(len + 1);
+    memset(msg, 'm', len);
+    msg[len] = '\0';
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    tly_errorf("x", "%s", msg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char *text = tu_read_file(path, written);
+    ck_assert_ptr_nonnull(text);
+    free(msg);
+    tu_rmtree(dir);
+    return text;
+}
+
+/* TLY_LOG_LINE_BYTES_MAX at its edge: a line of TLY_LOG_LINE_BYTES_MAX - 1
+ * bytes (its newline included) is written whole; a longer message, one
+ * byte or far over, is cut to that length and still ends the line. */
+START_TEST(test_os_log_line_limit)
+{
+    const char *prefix = "tally x: ";
+    size_t fit = TLY_LOG_LINE_BYTES_MAX - 2 - strlen(prefix);
+    const size_t lens[] = {fit, fit + 1, 3 * TLY_LOG_LINE_BYTES_MAX};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t n = 0;
+        char *text = log_line_of(lens[i], &n);
+        ck_assert_uint_eq(n, TLY_LOG_LINE_BYTES_MAX - 1);
+        ck_assert_int_eq(strncmp(text, prefix, strlen(prefix)), 0);
+        ck_assert_uint_eq(strspn(text + strlen(prefix), "m"), fit);
+        ck_assert_int_eq(text[n - 1], '\n');
+        free(text);
+    }
+}
+END_TEST
+
 /* tly_os_same_file: the path names the open file until the file is
  * removed, or replaced by another at the same path. */
 START_TEST(test_os_same_file)
@@ -2340,7 +2415,7 @@ static Suite *schemas_suite(void)
 
     TCase *per = tu_tcase(s, "period", 0);
     tu_add_tests(per, TU_TESTS(test_time_parse, test_time_format, test_period_of_boundaries,
-                               test_period_parse_format));
+                               test_period_parse_format, test_period_year_limits));
 
     TCase *js = tu_tcase(s, "json", 0);
     tu_add_tests(js, TU_TESTS(test_b64_hex, test_json_from_mp_types, test_json_key_order_kept));
@@ -2355,7 +2430,7 @@ static Suite *schemas_suite(void)
 
     TCase *lay = tu_tcase(s, "layout", 0);
     tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file,
-                               test_os_env_u64));
+                               test_os_env_u64, test_os_log_line_limit));
 
     TCase *dl = tu_tcase(s, "dl", 0);
     tu_add_tests(dl, TU_TESTS(test_dl_load_and_call, test_dl_missing_library_and_function,

@@ -344,6 +344,42 @@ START_TEST(test_v2_rate_text)
 }
 END_TEST
 
+/* TLY_RATE_INT_DIGITS_MAX and TLY_RATE_FRAC_DIGITS_MAX at their edges:
+ * all nines in both parts is accepted, one more digit in either part is
+ * bad_field on `rate`, with a message naming the digit limits. */
+START_TEST(test_v2_limit_rate_digits)
+{
+    char text[TLY_RATE_INT_DIGITS_MAX + TLY_RATE_FRAC_DIGITS_MAX + 4];
+    char want[64];
+    snprintf(want, sizeof want, "1..%d digits before the point and 0..%d after",
+             TLY_RATE_INT_DIGITS_MAX, TLY_RATE_FRAC_DIGITS_MAX);
+    for (int extra_int = 0; extra_int <= 1; extra_int++) {
+        for (int extra_frac = 0; extra_frac <= 1; extra_frac++) {
+            int ints = TLY_RATE_INT_DIGITS_MAX + extra_int;
+            int fracs = TLY_RATE_FRAC_DIGITS_MAX + extra_frac;
+            memset(text, '9', (size_t)ints);
+            text[ints] = '.';
+            memset(text + ints + 1, '9', (size_t)fracs);
+            text[ints + 1 + fracs] = '\0';
+            json_t *j = jparse(v2_rate);
+            jset(j, "rate", json_string(text));
+            tly_event ev;
+            tly_field_error fe = {"", ""};
+            tly_err err = decode_json(j, &ev, &fe);
+            if (!extra_int && !extra_frac) {
+                ck_assert_msg(err == TLY_OK, "'%s': %s", text, fe.message);
+                ck_assert_int_eq(ev.rate.scale, TLY_RATE_FRAC_DIGITS_MAX);
+            } else {
+                ck_assert_msg(err == TLY_BAD_FIELD, "'%s' accepted", text);
+                ck_assert_str_eq(fe.field, "rate");
+                ck_assert_msg(strstr(fe.message, want), "message: %s", fe.message);
+            }
+            json_decref(j);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_v2_rate_fields)
 {
     static const expect_case c[] = {
@@ -680,7 +716,7 @@ static Suite *v2_suite(void)
                               test_v2_expires, test_v2_expires_iso_text, test_v2_duplicate_keys));
     TCase *lim = tu_tcase(s, "limits", 120);
     tu_add_tests(lim, TU_TESTS(test_v2_limit_program_ranges, test_v2_limit_benefits,
-                               test_v2_limit_referral));
+                               test_v2_limit_referral, test_v2_limit_rate_digits));
     TCase *vec = tu_tcase(s, "vectors", 120);
     tu_add_tests(vec, TU_TESTS(test_v2_vectors_all_decode));
     return s;
