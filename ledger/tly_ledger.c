@@ -26,6 +26,7 @@ _Static_assert(TLY_COMMIT_EVENTS_MAX >= TLY_BATCH_EVENTS_MAX, "a whole request f
 typedef struct pending {
     zmq_msg_t env[TLY_ENVELOPE_FRAMES_MAX];
     uint32_t env_count;
+    bool env_cut; /* more routing frames came than env holds: refused */
     zmq_msg_t body;
     tly_ingest_req *req; /* decoded view into body */
     tly_err whole_err;   /* whole-request error, TLY_OK when the events count */
@@ -486,10 +487,14 @@ void tly_ledger_stop(tly_ledger *ld)
 /* ---- receiving ---- */
 
 /* Receives one multipart message into p (envelope + body). Returns 1 when a
- * message was read, 0 when none is waiting, -1 on error. */
+ * message was read, 0 when none is waiting, -1 on error. Routing frames
+ * past TLY_ENVELOPE_FRAMES_MAX are dropped and p->env_cut set: the request
+ * is then refused, answered over the envelope kept (its first frame is the
+ * connected peer's). */
 static int recv_request(void *sock, pending *p, int flags)
 {
     p->env_count = 0;
+    p->env_cut = false;
     for (;;) {
         zmq_msg_t m;
         zmq_msg_init(&m);
@@ -504,10 +509,12 @@ static int recv_request(void *sock, pending *p, int flags)
             p->body = m;
             return 1;
         }
-        if (p->env_count < TLY_ENVELOPE_FRAMES_MAX)
+        if (p->env_count < TLY_ENVELOPE_FRAMES_MAX) {
             p->env[p->env_count++] = m;
-        else
-            zmq_msg_close(&m); /* too deep an envelope: the reply cannot route */
+        } else {
+            zmq_msg_close(&m); /* too deep an envelope: refused */
+            p->env_cut = true;
+        }
     }
 }
 
@@ -530,6 +537,13 @@ static void whole_error(pending *p, tly_err err, const char *msg)
 {
     p->whole_err = err;
     snprintf(p->whole_msg, sizeof p->whole_msg, "%s", msg);
+}
+
+/* The message of a request refused for its envelope (recv_request). */
+static void envelope_message(char *out, size_t cap)
+{
+    snprintf(out, cap, "more than %u routing frames before the request (expected one frame)",
+             TLY_ENVELOPE_FRAMES_MAX);
 }
 
 /* Decides the request's source: the CURVE identity, or the declared one. */
@@ -604,6 +618,10 @@ static bool take_request(tly_ledger *ld, batch *b)
     p->first_item = b->item_count;
     p->whole_err = tly_wire_ingest_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), p->req,
                                           p->whole_msg, sizeof p->whole_msg);
+    if (p->env_cut) {
+        p->whole_err = TLY_MALFORMED;
+        envelope_message(p->whole_msg, sizeof p->whole_msg);
+    }
     if (p->whole_err == TLY_OK)
         resolve_source(ld, p);
     if (p->whole_err == TLY_OK)
@@ -1017,7 +1035,11 @@ static void serve_logread(tly_ledger *ld)
             tly_wire_logread_decode(zmq_msg_data(&p->body), zmq_msg_size(&p->body), &from, &max);
         /* The head alone (max 0) is no one's data: any authenticated key may
          * ask it (`tally send` does, to tell its own resends from others'). */
-        if (err == TLY_OK && max > 0 && !logread_allowed(ld, p)) {
+        if (p->env_cut) {
+            char msg[128];
+            envelope_message(msg, sizeof msg);
+            logread_error(ld, TLY_MALFORMED, msg);
+        } else if (err == TLY_OK && max > 0 && !logread_allowed(ld, p)) {
             logread_error(ld, TLY_FORBIDDEN,
                           "this key has no reading role (reader, auditor, finance)");
         } else if (err == TLY_OK) {

@@ -853,6 +853,174 @@ START_TEST(test_whole_request_errors)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* the envelope and ZeroMQ's own bound on a frame                      */
+
+/* Sends `hops` routing frames ("hop-0", "hop-1", ..., as proxies in front
+ * of the ledger would add) and then body on d; receives the multipart
+ * reply, whose routing frames must be the first `echoed` of those sent.
+ * Returns the reply's body (malloc'd, *rlen bytes). */
+static uint8_t *envelope_rpc(void *d, unsigned hops, const msgpack_sbuffer *body, unsigned echoed,
+                             size_t *rlen)
+{
+    char hop[16];
+    for (unsigned i = 0; i < hops; i++) {
+        int n = snprintf(hop, sizeof hop, "hop-%u", i);
+        ck_assert_int_eq(zmq_send(d, hop, (size_t)n, ZMQ_SNDMORE), n);
+    }
+    tl_send_frame(d, body->data, body->size);
+    zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+    ck_assert_msg(zmq_poll(&it, 1, TL_REPLY_MS) == 1, "no reply from the ledger");
+    for (unsigned i = 0;; i++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        ck_assert_int_ge(zmq_msg_recv(&m, d, 0), 0);
+        if (!zmq_msg_more(&m)) {
+            ck_assert_uint_eq(i, echoed);
+            *rlen = zmq_msg_size(&m);
+            uint8_t *out = malloc(*rlen);
+            memcpy(out, zmq_msg_data(&m), *rlen);
+            zmq_msg_close(&m);
+            return out;
+        }
+        ck_assert_uint_lt(i, echoed);
+        int n = snprintf(hop, sizeof hop, "hop-%u", i);
+        ck_assert_msg(zmq_msg_size(&m) == (size_t)n && memcmp(zmq_msg_data(&m), hop, n) == 0,
+                      "routing frame %u is not %s", i, hop);
+        zmq_msg_close(&m);
+    }
+}
+
+/* Asserts a whole-request refusal for the envelope: malformed, the message
+ * naming the routing frames. */
+static void assert_envelope_refused(const uint8_t *body, size_t len, lt_reply *r, bool has_req,
+                                    uint64_t req)
+{
+    reply_decode(body, len, r);
+    assert_whole(r, TLY_MALFORMED, has_req, req);
+    ck_assert_msg(strstr(r->msg, "routing frames"), "message: %s", r->msg);
+}
+
+/* TLY_ENVELOPE_FRAMES_MAX at its edge, on ingest and log-read: a request
+ * behind TLY_ENVELOPE_FRAMES_MAX - 1 routing frames of the DEALER's own
+ * (its ROUTER adds the last, the peer's identity) is served and the reply
+ * carries them all back; with one frame more it is refused whole,
+ * `malformed`, and nothing is appended. The reply still reaches the peer:
+ * the frames kept begin with its identity. */
+START_TEST(test_envelope_frames_max)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_dealer(ctx, L.ingest);
+    lt_reply *r = reply_new();
+    uint64_t head = 0;
+    still_serving(d, &L, &head);
+    const unsigned hops = TLY_ENVELOPE_FRAMES_MAX - 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    size_t len = 0;
+
+    evlist *e = ev_new();
+    ev_add_sale(e, "env-1", 3);
+    req_encode(&sb, 21, "dist-env", false, e);
+    uint8_t *body = envelope_rpc(d, hops, &sb, hops, &len);
+    reply_decode(body, len, r);
+    free(body);
+    ck_assert_int_eq(r->whole, TLY_OK);
+    assert_result_seq(r, 0, head + 1, false);
+    head += 1;
+
+    evlist *e2 = ev_new();
+    ev_add_sale(e2, "env-2", 4);
+    msgpack_sbuffer_clear(&sb);
+    req_encode(&sb, 22, "dist-env", false, e2);
+    body = envelope_rpc(d, hops + 1, &sb, hops, &len);
+    assert_envelope_refused(body, len, r, true, 22);
+    free(body);
+    ck_assert_uint_eq(tl_log_head(&L), head);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-env", "env-2", &(uint64_t){0}), TLY_NOT_FOUND);
+    still_serving(d, &L, &head);
+
+    void *lr = tl_dealer(ctx, L.logread);
+    logread_request(&sb, 1, 10);
+    body = envelope_rpc(lr, hops, &sb, hops, &len);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, (const char *)body, len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *recs = tl_map_get(&u.data, "records");
+    ck_assert_msg(recs && recs->type == MSGPACK_OBJECT_ARRAY, "log-read reply without records");
+    ck_assert_uint_eq(recs->via.array.size, head);
+    msgpack_unpacked_destroy(&u);
+    free(body);
+    body = envelope_rpc(lr, hops + 1, &sb, hops, &len);
+    assert_envelope_refused(body, len, r, false, 0);
+    free(body);
+
+    ev_free(e);
+    ev_free(e2);
+    msgpack_sbuffer_destroy(&sb);
+    reply_free(r);
+    zmq_close(lr);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    tl_done(&L);
+}
+END_TEST
+
+/* TLY_FRAME_BYTES_HARD_MAX at its edge: a frame of exactly that many bytes
+ * reaches the ledger, which answers too_large (it is over
+ * TLY_FRAME_BYTES_MAX); one byte more is dropped by ZeroMQ itself, which
+ * disconnects the peer (its monitor sees it) without an answer, and the
+ * ledger serves the peer again once it reconnects: the next reply is that
+ * of the next request. */
+START_TEST(test_frame_bytes_hard_max)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_start(&L, NULL);
+    void *ctx = tl_ctx();
+    void *d = tl_sock(ctx, ZMQ_DEALER, NULL, NULL);
+    ck_assert_int_eq(zmq_socket_monitor(d, "inproc://hard-max", ZMQ_EVENT_DISCONNECTED), 0);
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    int linger = 0;
+    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger);
+    ck_assert_int_eq(zmq_connect(mon, "inproc://hard-max"), 0);
+    tl_connect(d, L.ingest);
+    lt_reply *r = reply_new();
+    uint64_t head = 0;
+    still_serving(d, &L, &head);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+
+    sized_request(&sb, 90, "hard-1", TLY_FRAME_BYTES_HARD_MAX);
+    ingest_frame(d, sb.data, sb.size, r);
+    assert_whole(r, TLY_TOO_LARGE, true, 90);
+
+    sized_request(&sb, 91, "hard-2", (size_t)TLY_FRAME_BYTES_HARD_MAX + 1);
+    tl_send_frame(d, sb.data, sb.size);
+    zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+    ck_assert_msg(zmq_poll(&it, 1, TL_REPLY_MS) == 1, "the ledger kept an oversized peer");
+    uint8_t ev[6];
+    ck_assert_int_eq(zmq_recv(mon, ev, sizeof ev, 0), 6);
+    uint16_t event;
+    memcpy(&event, ev, 2);
+    ck_assert_int_eq(event, ZMQ_EVENT_DISCONNECTED);
+    still_serving(d, &L, &head);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-w", "hard-1", &(uint64_t){0}), TLY_NOT_FOUND);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-w", "hard-2", &(uint64_t){0}), TLY_NOT_FOUND);
+
+    msgpack_sbuffer_destroy(&sb);
+    reply_free(r);
+    zmq_close(mon);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+    tl_done(&L);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* many large requests at once: more event bytes than one commit holds   */
 
 #define BIG_REQUESTS 24
@@ -1114,11 +1282,17 @@ START_TEST(test_concurrent_producers)
     ck_assert_uint_eq(tl_log_head(&L), GC_PRODUCERS * GC_EVENTS);
     producers_all_present(&p, &L);
 
-    /* A log-read asking for more than 4096 records gets at most 4096. */
+    /* TLY_LOGREAD_RECORDS_MAX at its edge: a log-read asking for that many
+     * records gets them all, one asking for one more (or far more) gets
+     * that many, and the rest from the next request. */
+    _Static_assert(GC_PRODUCERS * GC_EVENTS > TLY_LOGREAD_RECORDS_MAX + 100, "log long enough");
     void *ctx = tl_ctx();
     void *lr = tl_dealer(ctx, L.logread);
-    check_logread(lr, &L, 1, 100000, 4096);
-    check_logread(lr, &L, GC_PRODUCERS * GC_EVENTS - 99, 4096, 100);
+    check_logread(lr, &L, 1, TLY_LOGREAD_RECORDS_MAX, TLY_LOGREAD_RECORDS_MAX);
+    check_logread(lr, &L, 1, TLY_LOGREAD_RECORDS_MAX + 1, TLY_LOGREAD_RECORDS_MAX);
+    check_logread(lr, &L, 1, 100000, TLY_LOGREAD_RECORDS_MAX);
+    check_logread(lr, &L, TLY_LOGREAD_RECORDS_MAX + 1, 1, 1);
+    check_logread(lr, &L, GC_PRODUCERS * GC_EVENTS - 99, TLY_LOGREAD_RECORDS_MAX, 100);
     zmq_close(lr);
     zmq_ctx_term(ctx);
     tl_done(&L);
@@ -1675,8 +1849,8 @@ START_TEST(test_auth_keys_max)
     char file[700];
     snprintf(file, sizeof file, "%s/last.jsonl", L.dir);
     tl_write_sales(file, "last", 1);
-    const char *args[] = {"--curve-server-key", server.pub, "--curve-secret", last.file, file,
-                          NULL};
+    const char *args[] = {
+        "--curve-server-key", server.pub, "--curve-secret", last.file, file, NULL};
     tl_assert_sent(tl_send_run(&L, "last", args), 0, 1, 0, 0);
     ck_assert_int_eq(tl_log_lookup(&L, "dist-last", "last-0", &(uint64_t){0}), TLY_OK);
     tl_done(&L);
@@ -2307,8 +2481,9 @@ static Suite *ledger_suite(void)
     tcase_add_test(tu_tcase(s, "vectors", 240), test_vectors_through_send);
     tcase_add_test(tu_tcase(s, "idempotency", 60), test_idempotency);
     TCase *v = tu_tcase(s, "validation", 120);
-    tu_add_tests(
-        v, TU_TESTS(test_event_errors, test_whole_request_errors, test_at_bound_recorded_time));
+    tu_add_tests(v, TU_TESTS(test_event_errors, test_whole_request_errors,
+                             test_at_bound_recorded_time, test_envelope_frames_max));
+    tcase_add_test(tu_tcase(s, "hard_frame", 120), test_frame_bytes_hard_max);
     tcase_add_test(tu_tcase(s, "big_batch", 120), test_oversized_batch);
     tcase_add_test(tu_tcase(s, "atomic", 60), test_atomic);
     tcase_add_test(tu_tcase(s, "group_commit", 180), test_concurrent_producers);

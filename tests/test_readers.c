@@ -904,6 +904,8 @@ static size_t reply_ratio(const tl_ledger *L, void *ctx, const msgpack_sbuffer *
     ck_assert_int_ne(res[0].err, TLY_OK);
     ck_assert_int_ne(res[TLY_BATCH_EVENTS_MAX - 1].err, TLY_OK);
     ck_assert_uint_ge(len, 16 * frame->size);
+    /* within the reply budget's bound on one reply */
+    ck_assert_uint_le(len, TLY_LEDGER_REPLY_BYTES_MAX);
     free(res);
     free(reply);
     zmq_close(d);

@@ -2010,6 +2010,41 @@ START_TEST(test_wire_reply_round_trip)
 }
 END_TEST
 
+/* TLY_LEDGER_RESULT_BYTES_MAX and TLY_LEDGER_REPLY_BYTES_MAX (the ledger's
+ * reply budget) hold the worst case: every result an error with the
+ * longest code, a message and a field as long as their buffers hold, or a
+ * duplicate's largest seq; a reply of TLY_BATCH_EVENTS_MAX such results
+ * and the largest req. */
+START_TEST(test_wire_reply_bytes_max)
+{
+    tly_ingest_result worst = {.err = TLY_OK};
+    size_t longest = 0;
+    for (int e = TLY_MALFORMED; e < TLY_ERR_COUNT; e++)
+        if (strlen(tly_err_name((tly_err)e)) > longest) {
+            longest = strlen(tly_err_name((tly_err)e));
+            worst.err = (tly_err)e;
+        }
+    memset(worst.field, 'f', sizeof worst.field - 1);
+    memset(worst.message, 'm', sizeof worst.message - 1);
+    tly_ingest_result dup = {.err = TLY_OK, .seq = UINT64_MAX, .dup = true};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tly_wire_reply_result(&pk, &worst);
+    ck_assert_uint_le(sb.size, TLY_LEDGER_RESULT_BYTES_MAX);
+    msgpack_sbuffer_clear(&sb);
+    tly_wire_reply_result(&pk, &dup);
+    ck_assert_uint_le(sb.size, TLY_LEDGER_RESULT_BYTES_MAX);
+    msgpack_sbuffer_clear(&sb);
+    tly_wire_reply_begin(&pk, UINT64_MAX, TLY_BATCH_EVENTS_MAX);
+    for (uint32_t i = 0; i < TLY_BATCH_EVENTS_MAX; i++)
+        tly_wire_reply_result(&pk, &worst);
+    ck_assert_uint_le(sb.size, TLY_LEDGER_REPLY_BYTES_MAX);
+    msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
 START_TEST(test_wire_logread)
 {
     msgpack_sbuffer sb;
@@ -2421,9 +2456,10 @@ static Suite *schemas_suite(void)
     tu_add_tests(js, TU_TESTS(test_b64_hex, test_json_from_mp_types, test_json_key_order_kept));
 
     TCase *w = tu_tcase(s, "wire", 120);
-    tu_add_tests(w, TU_TESTS(test_wire_ingest_round_trip, test_wire_ingest_malformed,
-                             test_wire_batch_limit, test_wire_frame_limit,
-                             test_wire_reply_round_trip, test_wire_logread));
+    tu_add_tests(w,
+                 TU_TESTS(test_wire_ingest_round_trip, test_wire_ingest_malformed,
+                          test_wire_batch_limit, test_wire_frame_limit, test_wire_reply_round_trip,
+                          test_wire_logread, test_wire_reply_bytes_max));
 
     TCase *cur = tu_tcase(s, "currency", 0);
     tu_add_tests(cur, TU_TESTS(test_currency_exponent, test_decimal_to_minor));
