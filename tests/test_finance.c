@@ -10,6 +10,8 @@
  * rebate estimates and journal rows must not depend on where the commits
  * fall. Then tly_query_answer answers each query of the vector.
  */
+/* asprintf */
+#define _GNU_SOURCE
 #include <check.h>
 #include <jansson.h>
 #include <lmdb.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "teststream.h"
 #include "testutil.h"
@@ -559,6 +562,165 @@ START_TEST(test_open_journal_records)
 }
 END_TEST
 
+/* A raw write transaction on the one-shard store of data. */
+typedef struct raw_store {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+} raw_store;
+
+static void raw_open(const char *data, raw_store *rs)
+{
+    char dir[1200];
+    ck_assert_int_eq(tly_views_path(data, 0, 1, dir, sizeof dir), TLY_OK);
+    ck_assert_int_eq(mdb_env_create(&rs->env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(rs->env, 8), 0);
+    ck_assert_int_eq(mdb_env_open(rs->env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(rs->env, NULL, 0, &rs->txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(rs->txn, "views", 0, &rs->dbi), 0);
+}
+
+static void raw_put(raw_store *rs, const char *key, const void *val, size_t len)
+{
+    MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
+    ck_assert_int_eq(mdb_put(rs->txn, rs->dbi, &k, &v, 0), 0);
+}
+
+static void raw_commit(raw_store *rs)
+{
+    ck_assert_int_eq(mdb_txn_commit(rs->txn), 0);
+    mdb_env_close(rs->env);
+}
+
+/* A copy of the one-shard fixture store (mdb_env_copy) in a new data
+ * directory, for a test to add rows to. */
+static char *fixture_copy(void)
+{
+    char *data = tu_tmpdir(), from[1200], to[1200];
+    ck_assert_int_eq(tly_views_path(g_data[0], 0, 1, from, sizeof from), TLY_OK);
+    ck_assert_int_eq(tly_views_path(data, 0, 1, to, sizeof to), TLY_OK);
+    char views[1200];
+    snprintf(views, sizeof views, "%s/views", data);
+    ck_assert_int_eq(mkdir(views, 0755), 0);
+    ck_assert_int_eq(mkdir(to, 0755), 0);
+    MDB_env *env;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+    ck_assert_int_eq(mdb_env_open(env, from, MDB_RDONLY, 0644), 0);
+    ck_assert_int_eq(mdb_env_copy(env, to), 0);
+    mdb_env_close(env);
+    return data;
+}
+
+/* The suggestions of a balance asked for the unknown partner want. */
+static json_t *suggestions_for(const char *data, const char *want)
+{
+    json_t *r = ask(data, 1, json_pack("{s:s, s:s}", "q", "balance", "partner", want));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
+    return r;
+}
+
+/* TLY_QUERY_SUGGESTIONS_MAX: an unknown partner's error names every near
+ * id while there are that many, and the nearest that many (by distance,
+ * then id) when there are more; the message lists the same ids. Near ids
+ * are added as copies of a member's record under new keys. */
+START_TEST(test_suggestions_max)
+{
+    char *data = fixture_copy();
+    raw_store rs;
+    raw_open(data, &rs);
+    char key[64];
+    snprintf(key, sizeof key, "%sdatum-msp-614", TLY_ENGINE_PARTNER_PREFIX);
+    MDB_val k = {strlen(key), key}, v;
+    ck_assert_int_eq(mdb_get(rs.txn, rs.dbi, &k, &v), 0);
+    char *rec = malloc(v.mv_size);
+    memcpy(rec, v.mv_data, v.mv_size);
+    size_t len = v.mv_size;
+    /* datum-msp-614 and these are all one edit from "datum-msp-61" */
+    for (unsigned d = 0; d + 1 < TLY_QUERY_SUGGESTIONS_MAX; d++) {
+        snprintf(key, sizeof key, "%sdatum-msp-61%u", TLY_ENGINE_PARTNER_PREFIX, d);
+        raw_put(&rs, key, rec, len);
+    }
+    raw_commit(&rs);
+    json_t *r = suggestions_for(data, "datum-msp-61");
+    json_t *near = json_object_get(r, "suggestions");
+    ck_assert_uint_eq(json_array_size(near), TLY_QUERY_SUGGESTIONS_MAX);
+    ck_assert_str_eq(json_string_value(json_array_get(near, TLY_QUERY_SUGGESTIONS_MAX - 1)),
+                     "datum-msp-614");
+    ck_assert_ptr_nonnull(
+        strstr(json_string_value(json_object_get(r, "message")), "'datum-msp-614'?"));
+    json_decref(r);
+    /* one more near id: the last by id (datum-msp-614) is cut */
+    raw_open(data, &rs);
+    snprintf(key, sizeof key, "%sdatum-msp-61%u", TLY_ENGINE_PARTNER_PREFIX,
+             TLY_QUERY_SUGGESTIONS_MAX - 1);
+    raw_put(&rs, key, rec, len);
+    raw_commit(&rs);
+    free(rec);
+    r = suggestions_for(data, "datum-msp-61");
+    near = json_object_get(r, "suggestions");
+    ck_assert_uint_eq(json_array_size(near), TLY_QUERY_SUGGESTIONS_MAX);
+    const char *msg = json_string_value(json_object_get(r, "message"));
+    for (unsigned d = 0; d < TLY_QUERY_SUGGESTIONS_MAX; d++) {
+        char id[32], quoted[40];
+        snprintf(id, sizeof id, "datum-msp-61%u", d);
+        snprintf(quoted, sizeof quoted, "'%s'", id);
+        ck_assert_str_eq(json_string_value(json_array_get(near, d)), id);
+        ck_assert_ptr_nonnull(strstr(msg, quoted));
+    }
+    ck_assert_ptr_null(strstr(msg, "datum-msp-614"));
+    json_decref(r);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* A one-period report document of program "far" (months from 2000-01)
+ * whose one row is `after` periods after its first. */
+static json_t *far_report(const char *data, int32_t after)
+{
+    int32_t first;
+    tly_period_kind kind;
+    ck_assert_int_eq(tly_period_parse("2000-01", 7, &kind, &first), TLY_OK);
+    char row[TLY_PERIOD_TEXT_BYTES];
+    tly_period_format(kind, first + after, row);
+    char *doc = NULL;
+    ck_assert_int_ge(
+        asprintf(&doc,
+                 "{\"program\":\"far\",\"currency\":\"USD\",\"first\":\"2000-01\","
+                 "\"open\":\"2000-02\",\"periods\":[{\"period\":\"%s\",\"revenue\":1}]}",
+                 row),
+        0);
+    raw_store rs;
+    raw_open(data, &rs);
+    raw_put(&rs, "V/R/far", doc, strlen(doc));
+    raw_commit(&rs);
+    free(doc);
+    return ask(data, 1, json_pack("{s:s, s:s}", "q", "report", "program", "far"));
+}
+
+/* TLY_PERIODS_REPORT_MAX: a report spans that many periods from the
+ * program's first; a stored row one period later is a corrupt store, said
+ * so with the bound, not an answer. */
+START_TEST(test_report_periods_max)
+{
+    char *data = fixture_copy();
+    json_t *r = far_report(data, (int32_t)TLY_PERIODS_REPORT_MAX - 1);
+    ck_assert_ptr_null(json_object_get(r, "error"));
+    json_t *periods = json_object_get(r, "periods");
+    ck_assert_uint_eq(json_array_size(periods), TLY_PERIODS_REPORT_MAX);
+    json_t *last = json_array_get(periods, TLY_PERIODS_REPORT_MAX - 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(last, "revenue")), 1);
+    json_decref(r);
+    r = far_report(data, (int32_t)TLY_PERIODS_REPORT_MAX);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "corrupt");
+    char says[64];
+    snprintf(says, sizeof says, "%u or more periods after", TLY_PERIODS_REPORT_MAX);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "message")), says));
+    json_decref(r);
+    tu_rmtree(data);
+}
+END_TEST
+
 static void build_fixture(void)
 {
     stream st = {0};
@@ -593,6 +755,8 @@ static Suite *finance_suite(void)
     tcase_add_test(tc, test_open_journal_records);
     tcase_add_test(tc, test_journal_chunks);
     tcase_add_loop_test(tc, test_fast_same_bytes, 0, 2);
+    tcase_add_test(tc, test_suggestions_max);
+    tcase_add_test(tc, test_report_periods_max);
     return s;
 }
 

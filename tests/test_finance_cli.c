@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "tly_limits.h"
 
 /* The vector: 3,017 records that append 2,910 events. */
 #define VECTOR_SEQ "2910"
@@ -764,6 +765,38 @@ START_TEST(test_accounts_bad)
 }
 END_TEST
 
+/* TLY_GL_CODE_BYTES_MAX: a GL code of that many bytes maps (the journal
+ * shows it); one byte more is exit 1 naming the bound, nothing on stdout. */
+START_TEST(test_accounts_gl_code_max)
+{
+    char code[TLY_GL_CODE_BYTES_MAX + 2], text[TLY_GL_CODE_BYTES_MAX + 64], path[1200];
+    for (size_t over = 0; over < 2; over++) {
+        memset(code, 'G', TLY_GL_CODE_BYTES_MAX + over);
+        code[TLY_GL_CODE_BYTES_MAX + over] = '\0';
+        snprintf(text, sizeof text, "{\"cash\": \"%s\"}", code);
+        write_file("gl-max.json", text, path, sizeof path);
+        char *out = NULL, *err = NULL;
+        int rc = run(&out, &err, "journal", "--program", "apex", "--period", "2025-Q2",
+                     "--accounts", path, "--json", "--query", g_stack.query, NULL);
+        if (!over) {
+            ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+            char quoted[TLY_GL_CODE_BYTES_MAX + 4];
+            snprintf(quoted, sizeof quoted, "\"%s\"", code);
+            expect_text(out, quoted, "a GL code at the bound");
+        } else {
+            char says[80];
+            snprintf(says, sizeof says, "'cash' must map to a GL code of 1 to %u bytes",
+                     TLY_GL_CODE_BYTES_MAX);
+            ck_assert_int_eq(rc, 1);
+            expect_text(err, says, "a GL code one byte over");
+            ck_assert_str_eq(out, "");
+        }
+        free(out);
+        free(err);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Bad inputs                                                                */
 
@@ -844,7 +877,7 @@ int main(void)
     tu_add_tests(tc, TU_TESTS(test_partners_json, test_report_json, test_expiring_json,
                               test_journal_json, test_views_and_data, test_as_of_close, test_csv,
                               test_tables, test_tables_expiring_journal, test_accounts,
-                              test_accounts_bad, test_empty_answers));
+                              test_accounts_bad, test_accounts_gl_code_max, test_empty_answers));
     tcase_add_loop_test(tc, test_bad_inputs, 0, (int)(sizeof bad_lines / sizeof bad_lines[0]));
     return tu_run_suite(s);
 }

@@ -1023,27 +1023,51 @@ START_TEST(test_service_before_stores)
 }
 END_TEST
 
-/* Writes a one-shard store whose "X/" keys hold `count` exceptions, two per
- * seq (n = 0, 1), straight through LMDB in the layout of tly_engine.h. */
-static void write_exceptions(const char *data, uint32_t count)
-{
-    tly_engine *e = NULL;
-    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
-    tly_views *v = NULL;
-    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
-    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
-    char dir[1200];
-    snprintf(dir, sizeof dir, "%s", tly_views_dir(v));
-    tly_views_close(v);
-    tly_engine_free(e);
+/* A new one-shard store under data (an empty engine's commit), opened
+ * straight through LMDB to put keys in the layout of tly_engine.h;
+ * raw_store_commit commits and closes it. */
+typedef struct raw_store {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "views", 0, &dbi), 0);
+} raw_store;
+
+static void raw_store_open(const char *data, raw_store *rs)
+{
+    tly_views *v = NULL;
+    ck_assert_int_eq(tly_views_open(data, 0, 1, TLY_VIEWS_WRITE, &v), TLY_OK);
+    tly_engine *e = NULL;
+    ck_assert_int_eq(tly_engine_new(0, 1, &e), TLY_OK);
+    ck_assert_int_eq(tly_views_commit(v, e), TLY_OK);
+    tly_engine_free(e);
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s", tly_views_dir(v));
+    tly_views_close(v);
+    ck_assert_int_eq(mdb_env_create(&rs->env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(rs->env, 8), 0);
+    ck_assert_int_eq(mdb_env_open(rs->env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(rs->env, NULL, 0, &rs->txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(rs->txn, "views", 0, &rs->dbi), 0);
+}
+
+static void raw_put(raw_store *rs, const void *key, size_t klen, const char *val, size_t vlen)
+{
+    MDB_val k = {klen, (void *)key}, d = {vlen, (void *)val};
+    ck_assert_int_eq(mdb_put(rs->txn, rs->dbi, &k, &d, 0), 0);
+}
+
+static void raw_store_commit(raw_store *rs)
+{
+    ck_assert_int_eq(mdb_txn_commit(rs->txn), 0);
+    mdb_env_close(rs->env);
+}
+
+/* Writes a one-shard store whose "X/" keys hold `count` exceptions, two per
+ * seq (n = 0, 1) from seq 1. */
+static void write_exceptions(const char *data, uint32_t count)
+{
+    raw_store rs;
+    raw_store_open(data, &rs);
     for (uint32_t i = 0; i < count; i++) {
         uint64_t seq = 1 + i / 2;
         uint8_t key[14] = {'X', '/'};
@@ -1054,11 +1078,9 @@ static void write_exceptions(const char *data, uint32_t count)
         int len = snprintf(val, sizeof val,
                            "{\"seq\":%llu,\"kind\":\"%s\",\"partner\":\"p%u\",\"detail\":\"d\"}",
                            (unsigned long long)seq, i % 2 ? "late" : "held", i % 7);
-        MDB_val k = {sizeof key, key}, d = {(size_t)len, val};
-        ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+        raw_put(&rs, key, sizeof key, val, (size_t)len);
     }
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    raw_store_commit(&rs);
 }
 
 /* [D16] A list longer than one reply: the service cuts it between two seqs
@@ -1104,6 +1126,111 @@ START_TEST(test_exceptions_paging)
     json_decref(got);
     run_free(&r);
     tu_rmtree(data);
+}
+END_TEST
+
+/* [D16] TLY_QUERY_EXCEPTIONS_SCAN_MAX: a filter that matches nothing
+ * examines exactly that many stored exceptions in one reply without a cut;
+ * with more, the reply stops at the next seq boundary with "next_seq"
+ * (and no rows), and asking again from there gives the rest. */
+START_TEST(test_exceptions_scan_bound)
+{
+    enum { COUNT = TLY_QUERY_EXCEPTIONS_SCAN_MAX + 2 }; /* seqs 1 .. SCAN_MAX / 2 + 1 */
+    char *data = tu_tmpdir();
+    write_exceptions(data, COUNT);
+    char views[1200];
+    snprintf(views, sizeof views, "%s/views", data);
+    tly_query_store *store = NULL;
+    ck_assert_int_eq(tly_query_store_open(views, NULL, 1, &store), TLY_OK);
+    json_t *req =
+        json_pack("{s:s, s:s, s:i}", "q", "exceptions", "partner", "nobody", "from_seq", 2);
+    json_t *page = NULL;
+    /* from seq 2: exactly TLY_QUERY_EXCEPTIONS_SCAN_MAX examined, all of them */
+    ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+    ck_assert_ptr_null(json_object_get(page, "error"));
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "exceptions")), 0);
+    ck_assert_ptr_null(json_object_get(page, "next_seq"));
+    json_decref(page);
+    /* from seq 1: two more, so the reply is cut before the last seq */
+    json_object_set_new(req, "from_seq", json_integer(1));
+    ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+    ck_assert_ptr_null(json_object_get(page, "error"));
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "exceptions")), 0);
+    json_int_t next = json_integer_value(json_object_get(page, "next_seq"));
+    ck_assert_int_eq(next, TLY_QUERY_EXCEPTIONS_SCAN_MAX / 2 + 1);
+    json_decref(page);
+    json_object_set_new(req, "from_seq", json_integer(next));
+    json_object_del(req, "partner");
+    ck_assert_int_eq(tly_query_answer(store, req, &page), TLY_OK);
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "exceptions")), 2);
+    ck_assert_ptr_null(json_object_get(page, "next_seq"));
+    json_decref(page);
+    json_decref(req);
+    tly_query_store_close(store);
+    tu_rmtree(data);
+}
+END_TEST
+
+/* Writes a one-shard store holding the liability shares ("V/l/<program>")
+ * of `count` programs p00000.., each with every sum 1. */
+static void write_liabilities(const char *data, uint32_t count)
+{
+    raw_store rs;
+    raw_store_open(data, &rs);
+    for (uint32_t i = 0; i < count; i++) {
+        char key[32], val[256];
+        int klen = snprintf(key, sizeof key, "V/l/p%05u", i);
+        int vlen = snprintf(val, sizeof val,
+                            "{\"program\":\"p%05u\",\"currency\":\"USD\",\"mdf_available\":1,"
+                            "\"mdf_pending\":1,\"mdf_approved\":1,\"rebate_accrued_open\":1,"
+                            "\"rebate_payable\":1}",
+                            i);
+        raw_put(&rs, key, (size_t)klen, val, (size_t)vlen);
+    }
+    raw_store_commit(&rs);
+}
+
+/* TLY_QUERY_PROGRAMS_MAX: a liabilities answer sums that many programs;
+ * one more is too_large, a message naming the bound, and `tally
+ * liabilities` says so with exit 1. */
+START_TEST(test_liabilities_programs_max)
+{
+    for (uint32_t over = 0; over < 2; over++) {
+        char *data = tu_tmpdir();
+        write_liabilities(data, TLY_QUERY_PROGRAMS_MAX + over);
+        char views[1200];
+        snprintf(views, sizeof views, "%s/views", data);
+        tly_query_store *store = NULL;
+        ck_assert_int_eq(tly_query_store_open(views, NULL, 1, &store), TLY_OK);
+        json_t *req = json_pack("{s:s}", "q", "liabilities"), *ans = NULL;
+        ck_assert_int_eq(tly_query_answer(store, req, &ans), TLY_OK);
+        json_decref(req);
+        tly_query_store_close(store);
+        run_result r = tally("liabilities", "--views", views, "--shards", "1", "--json", NULL);
+        char says[64];
+        snprintf(says, sizeof says, "more than %u programs", TLY_QUERY_PROGRAMS_MAX);
+        if (!over) {
+            json_t *progs = json_object_get(ans, "programs");
+            ck_assert_uint_eq(json_array_size(progs), TLY_QUERY_PROGRAMS_MAX);
+            ck_assert_int_eq(
+                json_integer_value(json_object_get(
+                    json_array_get(progs, TLY_QUERY_PROGRAMS_MAX - 1), "mdf_available")),
+                1);
+            json_t *got = parse_out(&r);
+            ck_assert_uint_eq(json_array_size(json_object_get(got, "programs")),
+                              TLY_QUERY_PROGRAMS_MAX);
+            json_decref(got);
+        } else {
+            ck_assert_str_eq(json_string_value(json_object_get(ans, "error")), "too_large");
+            ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(ans, "message")), says));
+            ck_assert_int_eq(r.code, 1);
+            ck_assert_ptr_nonnull(strstr(r.err, says));
+            ck_assert_str_eq(r.out, "");
+        }
+        run_free(&r);
+        json_decref(ans);
+        tu_rmtree(data);
+    }
 }
 END_TEST
 
@@ -1311,6 +1438,54 @@ START_TEST(test_fast_reader_odd_docs)
 }
 END_TEST
 
+/* A document nested "[" depth times under "a": {"a":[[...[1]...]]}. */
+static char *nested_doc(unsigned depth)
+{
+    char *d = malloc(16 + 2 * (size_t)depth), *p = d;
+    p += sprintf(p, "{\"a\":");
+    for (unsigned i = 0; i < depth; i++)
+        *p++ = '[';
+    *p++ = '1';
+    for (unsigned i = 0; i < depth; i++)
+        *p++ = ']';
+    sprintf(p, "}");
+    return d;
+}
+
+/* TLY_QUERY_FAST_DEPTH_MAX: a document whose deepest value is that many
+ * levels below the top is read the fast way, one level more is left to
+ * the jansson way; both pack as tly_query_pack packs jansson's reading. */
+START_TEST(test_fast_reader_depth)
+{
+    tly__qfast f;
+    ck_assert(tly__qfast_init(&f));
+    for (unsigned over = 0; over < 2; over++) {
+        /* the top object is level 0, "a"'s array level 1, the 1 one deeper
+         * than the innermost array */
+        char *doc = nested_doc(TLY_QUERY_FAST_DEPTH_MAX - 1 + over);
+        json_t *j = json_loads(doc, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        msgpack_sbuffer fast, slow;
+        msgpack_sbuffer_init(&fast);
+        msgpack_sbuffer_init(&slow);
+        ck_assert_int_eq(tly_query_pack(j, &slow), TLY_OK);
+        uint32_t top = tly__qfast_read(&f, doc, strlen(doc));
+        if (!over) {
+            ck_assert_msg(top != 0, "%s: not read at the depth bound", doc);
+            ck_assert(tly__qfast_put(&f, top, &fast));
+            ck_assert(fast.size == slow.size && memcmp(fast.data, slow.data, fast.size) == 0);
+        } else {
+            ck_assert_msg(top == 0, "%s: read one level past the bound", doc);
+        }
+        msgpack_sbuffer_destroy(&fast);
+        msgpack_sbuffer_destroy(&slow);
+        json_decref(j);
+        free(doc);
+    }
+    tly__qfast_free(&f);
+}
+END_TEST
+
 /* `tally bench query` with the most requests in flight per client: every
  * run answers queries and none is an error, so every reply was matched to
  * the request it answers (a balance names its partner, and the bench
@@ -1366,7 +1541,8 @@ static Suite *query_suite(void)
                      test_service_bad_requests, test_service_request_size, test_service_latency,
                      test_service_before_stores, test_exceptions_paging, test_shard_mismatch,
                      test_unreachable_and_usage, test_fast_answers_every_partner,
-                     test_fast_reader_odd_docs, test_bench_window));
+                     test_fast_reader_odd_docs, test_bench_window, test_exceptions_scan_bound,
+                     test_liabilities_programs_max, test_fast_reader_depth));
     return s;
 }
 

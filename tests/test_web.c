@@ -11,7 +11,9 @@
  *     its suggestions), a bad filter 400, POST 405, / 302;
  *   - limits at their edge: a request of TLY_WEB_REQUEST_BYTES_MAX bytes
  *     served and one byte more 413; TLY_WEB_CONNECTIONS_MAX connections
- *     served and one more closed unanswered;
+ *     served and one more closed unanswered; TLY_WEB_ARGS_MAX arguments
+ *     served and one more 400; a partner of TLY_WEB_EXPLAIN_LINES_MAX
+ *     explain lines shown whole, one of a line more cut with a note;
  *   - a non-loopback --web without --insecure is exit 2;
  *   - headless Chromium renders a partner page: its DOM text holds the
  *     balance's figures and its screenshot has the chart's colours where
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -424,8 +427,26 @@ static int keep_alive_get(int fd)
     return status;
 }
 
+/* TLY_WEB_ARGS_MAX query arguments are served (empty filters are no
+ * filter, so they may repeat); one more is 400 bad_field naming the bound. */
+static void check_args_max(const tu_stack *s)
+{
+    char path[64 + 8 * TLY_WEB_ARGS_MAX] = "/exceptions?format=json";
+    for (unsigned i = 1; i < TLY_WEB_ARGS_MAX; i++)
+        strcat(path, "&kind=");
+    json_decref(get_json(s, path, 200));
+    strcat(path, "&kind=");
+    json_t *e = get_json(s, path, 400);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "bad_field");
+    char says[64];
+    snprintf(says, sizeof says, "more than %u arguments", TLY_WEB_ARGS_MAX);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "message")), says));
+    json_decref(e);
+}
+
 static void check_limits(const tu_stack *s)
 {
+    check_args_max(s);
     ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX), 200);
     ck_assert_int_eq(padded_get(s, "/liabilities", TLY_WEB_REQUEST_BYTES_MAX + 1), 413);
     int fds[TLY_WEB_CONNECTIONS_MAX];
@@ -451,6 +472,113 @@ static void check_limits(const tu_stack *s)
     ck_assert_int_eq(status, 200);
     for (unsigned i = 1; i < TLY_WEB_CONNECTIONS_MAX; i++)
         close(fds[i]);
+}
+
+/* Explain lines one partner's page would show: the MDF lines and each
+ * rebate period's revenue lines, adjustments and payouts of its JSON. */
+static size_t explain_total(const tu_stack *s, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/partners/%s?format=json", id);
+    json_t *page = get_json(s, path, 200);
+    const json_t *rep = json_object_get(page, "explain");
+    size_t n = json_array_size(json_object_get(json_object_get(rep, "mdf"), "lines"));
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(json_object_get(rep, "rebates"), "periods"), i, p)
+    {
+        n += json_array_size(json_object_get(p, "revenue_lines")) +
+             json_array_size(json_object_get(p, "adjustments")) +
+             json_array_size(json_object_get(p, "payouts"));
+    }
+    json_decref(page);
+    return n;
+}
+
+/* Rows of the page's explain table, and whether the page says it is cut. */
+static size_t explain_rows(const tu_stack *s, const char *id, bool *cut)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/partners/%s", id);
+    char *html = get_html(s, path, 200);
+    char *t = strstr(html, "<table id=\"explain\">");
+    ck_assert_ptr_nonnull(t);
+    char *end = strstr(t, "</table>");
+    ck_assert_ptr_nonnull(end);
+    *end = '\0';
+    size_t n = 0;
+    for (const char *r = strstr(t, "<tr><td class=\"n\">"); r; r = strstr(r + 1, "<tr><td"))
+        n++;
+    char note[96];
+    snprintf(note, sizeof note, "The first %u lines; ?format=json has them all.",
+             TLY_WEB_EXPLAIN_LINES_MAX);
+    *cut = strstr(end + 1, note) != NULL;
+    free(html);
+    return n;
+}
+
+/* A new partner's events that give it exactly `lines` explain lines: a
+ * sale is three (MDF accrual, its credit, a revenue line), a negative MDF
+ * adjustment two (the adjustment, its debit). */
+static unsigned write_lines_partner(FILE *f, const char *id, size_t lines, long long at)
+{
+    unsigned adjusts = (unsigned)((3 - lines % 3) % 3); /* 2a = lines (mod 3) */
+    size_t sales = (lines - 2 * adjusts) / 3;
+    fprintf(f,
+            "{\"at\":%lld,\"id\":\"%s-j\",\"kind\":\"var\",\"name\":\"X\",\"partner\":"
+            "\"%s\",\"program\":\"xmax\",\"region\":\"EMEA\",\"type\":\"partner\"}\n",
+            at, id, id);
+    for (size_t i = 0; i < sales; i++)
+        fprintf(f,
+                "{\"amount\":10000,\"at\":%lld,\"currency\":\"USD\",\"id\":\"%s-s%zu\","
+                "\"partner\":\"%s\",\"qty\":1,\"sku\":\"X\",\"type\":\"sale\"}\n",
+                at + 1, id, i, id);
+    for (unsigned i = 0; i < adjusts; i++)
+        fprintf(f,
+                "{\"account\":\"mdf\",\"amount\":-1,\"at\":%lld,\"id\":\"%s-a%u\","
+                "\"partner\":\"%s\",\"reason\":\"x\",\"type\":\"adjust\"}\n",
+                at + 2, id, i, id);
+    return 1 + (unsigned)sales + adjusts;
+}
+
+/* TLY_WEB_EXPLAIN_LINES_MAX: a partner with exactly that many explain
+ * lines has them all on its page, without the note; one with a line more
+ * has the first that many and the note (its JSON has them all). Both are
+ * partners of a new monthly program. */
+static void check_explain_max(const tu_stack *s)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/explain-max.jsonl", s->dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    long long at = (long long)time(NULL) * 1000 - 3600000;
+    fprintf(f,
+            "{\"at\":%lld,\"currency\":\"USD\",\"id\":\"xmax-p\",\"mdf_cap_per_period\":"
+            "1000000000,\"mdf_expiry_periods\":12,\"period\":\"month\",\"program\":\"xmax\","
+            "\"rebate\":{\"brackets\":[{\"bps\":100,\"from\":0}],\"mode\":\"retroactive\"},"
+            "\"tier_grace_periods\":1,\"tier_window_periods\":2,\"tiers\":[{\"benefits\":[],"
+            "\"mdf_bps\":100,\"min_certs\":0,\"min_revenue\":0,\"name\":\"Authorized\","
+            "\"rebate_bonus_bps\":0,\"referral_bps\":300}],\"type\":\"program\",\"version\":1}\n",
+            at);
+    static const char *const ids[] = {"xmax-var-001", "xmax-var-002"};
+    unsigned events = 1;
+    for (int p = 0; p < 2; p++)
+        events += write_lines_partner(f, ids[p], TLY_WEB_EXPLAIN_LINES_MAX + (size_t)p, at + 1);
+    fclose(f);
+    char *const send[] = {(char *)tu_tally(), "send", "--source", "xmax", "--ingest",
+                          (char *)s->ingest,  path,   NULL};
+    ck_assert_int_eq(tu_run(send, NULL, NULL, NULL), 0);
+    char seq[32];
+    snprintf(seq, sizeof seq, "%u", 2910 + events);
+    char *const wait[] = {(char *)tu_tally(), "wait",      "--seq", seq, "--query",
+                          (char *)s->query,   "--timeout", "120",   NULL};
+    ck_assert_int_eq(tu_run(wait, NULL, NULL, NULL), 0);
+    for (int p = 0; p < 2; p++) {
+        ck_assert_uint_eq(explain_total(s, ids[p]), TLY_WEB_EXPLAIN_LINES_MAX + (size_t)p);
+        bool cut;
+        ck_assert_uint_eq(explain_rows(s, ids[p], &cut), TLY_WEB_EXPLAIN_LINES_MAX);
+        ck_assert_msg(cut == (p == 1), "%s: the note is %s", ids[p], cut ? "shown" : "missing");
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -619,6 +747,7 @@ START_TEST(test_console_pages)
     check_partners(&s);
     check_errors(&s);
     check_statements(&s);
+    check_explain_max(&s);
     check_limits(&s);
     check_browser(&s, "alpine-distributor-760");
     stack_down(&s);

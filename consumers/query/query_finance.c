@@ -236,6 +236,7 @@ typedef struct report_sum {
     bool seen;
     int64_t (*sums)[ACT_KEY_COUNT]; /* TLY_PERIODS_REPORT_MAX periods from first */
     int32_t last; /* the latest period with a non-zero figure, first - 1 if none */
+    bool beyond;  /* a row TLY_PERIODS_REPORT_MAX or more periods after first */
 } report_sum;
 
 /* Parses the period text of key k in o. */
@@ -270,9 +271,12 @@ static tly_err report_add(report_sum *r, const json_t *doc)
     {
         tly_period_kind k;
         int32_t p;
-        if (!period_of(row, "period", &k, &p) || k != r->kind || p < r->first ||
-            p - r->first >= (int32_t)TLY_PERIODS_REPORT_MAX)
+        if (!period_of(row, "period", &k, &p) || k != r->kind || p < r->first)
             return TLY_CORRUPT;
+        if (p - r->first >= (int32_t)TLY_PERIODS_REPORT_MAX) {
+            r->beyond = true;
+            return TLY_CORRUPT;
+        }
         for (size_t f = 0; f < ACT_KEY_COUNT; f++) {
             int64_t *cell = &r->sums[p - r->first][f];
             if (__builtin_add_overflow(*cell, iget(row, ACT_KEYS[f]), cell))
@@ -349,7 +353,12 @@ json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req)
     memcpy(prefix + 4, r.program, strlen(r.program));
     tly_err err = tly__qscan(ss, prefix, 4 + strlen(r.program), report_visit, &r);
     json_t *out;
-    if (err != TLY_OK)
+    if (r.beyond)
+        out = tly__qerr(err, NULL,
+                        "cannot sum the report: a period %u or more periods after the "
+                        "program's first (a corrupt store)",
+                        TLY_PERIODS_REPORT_MAX);
+    else if (err != TLY_OK)
         out = tly__qerr(err, NULL, "cannot sum the report: %s", tly_strerror(err));
     else if (!r.seen)
         out = tly__qerr(TLY_NOT_FOUND, "program", "unknown program '%s'", r.program);

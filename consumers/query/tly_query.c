@@ -830,7 +830,8 @@ typedef struct liabs {
 /* The summed fields, in SPEC order: PROGRAM_KEYS[2..6]. */
 #define LIAB_SUMS 5
 
-/* Finds or inserts (sorted by name) the entry of a program. */
+/* Finds or inserts (sorted by name) the entry of a program (len at most
+ * TLY_NAME_BYTES_MAX); NULL when TLY_QUERY_PROGRAMS_MAX are held already. */
 static liab *liab_slot(liabs *ls, const char *name, size_t len)
 {
     uint32_t i = 0;
@@ -841,7 +842,7 @@ static liab *liab_slot(liabs *ls, const char *name, size_t len)
         if (c > 0 || (c == 0 && ls->v[i].program[len] != '\0'))
             break;
     }
-    if (ls->count >= TLY_QUERY_PROGRAMS_MAX || len > TLY_NAME_BYTES_MAX)
+    if (ls->count >= TLY_QUERY_PROGRAMS_MAX)
         return NULL;
     memmove(&ls->v[i + 1], &ls->v[i], (ls->count - i) * sizeof ls->v[0]);
     ls->count++;
@@ -880,9 +881,13 @@ static tly_err liabs_add_shard(liabs *ls, const snap *sn)
     for (uint32_t i = 0; rc == 0 && i <= TLY_QUERY_PROGRAMS_MAX; i++) {
         if (k.mv_size < 5 || memcmp(k.mv_data, "V/l/", 4) != 0)
             break;
-        liab *l = liab_slot(ls, (const char *)k.mv_data + 4, k.mv_size - 4);
+        size_t len = k.mv_size - 4;
+        liab *l = len > TLY_NAME_BYTES_MAX ? NULL : liab_slot(ls, (const char *)k.mv_data + 4, len);
         json_t *share = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-        err = !l ? TLY_TOO_LARGE : !share ? TLY_CORRUPT : liab_add(l, share);
+        /* a name over the bound is a corrupt store; no slot left, too many programs */
+        err = len > TLY_NAME_BYTES_MAX || !share ? TLY_CORRUPT
+              : !l                               ? TLY_TOO_LARGE
+                                                 : liab_add(l, share);
         json_decref(share);
         if (err != TLY_OK)
             break;
@@ -926,6 +931,9 @@ static json_t *answer_liabilities(tly_query_store *s)
     if (out) {
         json_object_set_new(out, "programs", liabs_json(&ls));
         mark_differ(out, &ss);
+    } else if (err == TLY_TOO_LARGE) {
+        out = err_reply(err, NULL, "cannot sum liabilities: more than %u programs",
+                        TLY_QUERY_PROGRAMS_MAX);
     } else {
         out = err_reply(err, NULL, "cannot sum liabilities: %s", tly_strerror(err));
     }
