@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <pthread.h>
 #endif
 #include <stdarg.h>
 #include <stdio.h>
@@ -195,10 +196,39 @@ void tly_sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
+/* Names of the overrides whose value was refused, each said once: a store
+ * reads its override at every reopening (each commit), and an operator
+ * needs one line, not one a batch. Only the first TLY_ENV_WARNED_MAX
+ * names are remembered; a process reads fewer. */
+#define TLY_ENV_WARNED_MAX 16u
+static pthread_mutex_t env_warned_mu = PTHREAD_MUTEX_INITIALIZER;
+static const char *env_warned[TLY_ENV_WARNED_MAX];
+static uint32_t env_warned_count;
+
+static bool env_warn_first(const char *name)
+{
+    bool first = true;
+    pthread_mutex_lock(&env_warned_mu);
+    for (uint32_t i = 0; i < env_warned_count && first; i++)
+        first = strcmp(env_warned[i], name) != 0;
+    if (first && env_warned_count < TLY_ENV_WARNED_MAX)
+        env_warned[env_warned_count++] = name;
+    pthread_mutex_unlock(&env_warned_mu);
+    return first;
+}
+
 uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt)
 {
+    const char *s = getenv(name);
     uint64_t v;
-    return tly_parse_u64(getenv(name), min, max, &v) ? v : dflt;
+    if (tly_parse_u64(s, min, max, &v))
+        return v;
+    if (s != NULL && *s != '\0' && env_warn_first(name))
+        tly_logf(TLY_LOG_WARN, NULL,
+                 "ignoring $%s=%.40s: not a whole number in %" PRIu64 "..%" PRIu64
+                 "; using the default",
+                 name, s, min, max);
+    return dflt;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

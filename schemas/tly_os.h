@@ -41,7 +41,8 @@ bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 void tly_sleep_ms(int64_t ms);
 
 /* $name parsed as tly_parse_u64 with min and max, or dflt when it is unset
- * or not such a number (the tests' overrides of a limit). */
+ * or not such a number (the tests' overrides of a limit). A value set and
+ * refused is logged once per process ("ignoring $NAME=..."). */
 uint64_t tly_env_u64(const char *name, uint64_t min, uint64_t max, uint64_t dflt);
 
 /*

@@ -1262,6 +1262,30 @@ START_TEST(digest_refuses_shards_at_different_checkpoints)
 }
 END_TEST
 
+/* An override its range refuses ($TALLY_AUDIT_RELEASE_ITEMS starts at 1)
+ * is named once, though every view family's stream reads it, and the
+ * default digests the same. */
+START_TEST(digest_names_a_refused_override_once)
+{
+    char *data = gen_data(600);
+    consume_all(data, 1);
+    char *want, *out, *err;
+    ck_assert_int_eq(audit(&want, NULL, "digest", "--data", data, NULL, NULL, NULL, NULL), 0);
+    setenv("TALLY_AUDIT_RELEASE_ITEMS", "0", 1);
+    int rc = audit(&out, &err, "digest", "--data", data, NULL, NULL, NULL, NULL);
+    unsetenv("TALLY_AUDIT_RELEASE_ITEMS");
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_str_eq(out, want);
+    const char *line = "ignoring $TALLY_AUDIT_RELEASE_ITEMS=0: not a whole number in 1..";
+    const char *first = strstr(err, line);
+    ck_assert_msg(first != NULL && strstr(first + 1, line) == NULL, "%s", err);
+    free(want);
+    free(out);
+    free(err);
+    tu_rmtree(data);
+}
+END_TEST
+
 /* A shard store that is not there (an empty directory, a link to nothing)
  * is named with what is missing, not only "cannot open". */
 START_TEST(digest_names_a_missing_store)
@@ -1644,11 +1668,12 @@ static Suite *audit_suite(void)
                               replay_what_if_replaces_a_programs_rules,
                               vector_digests_do_not_depend_on_shards));
     tc = tu_tcase(s, "diff", 300);
-    tu_add_tests(
-        tc, TU_TESTS(diff_finds_a_corrupted_view, digest_refuses_shards_at_different_checkpoints,
-                     digest_names_a_missing_store, diff_prints_lines_up_to_the_limit,
-                     diff_cuts_a_value_past_the_limit, digest_refuses_a_view_key_past_the_limit,
-                     audit_refuses_a_directory_past_its_entries));
+    tu_add_tests(tc, TU_TESTS(diff_finds_a_corrupted_view,
+                              digest_refuses_shards_at_different_checkpoints,
+                              digest_names_a_missing_store, digest_names_a_refused_override_once,
+                              diff_prints_lines_up_to_the_limit, diff_cuts_a_value_past_the_limit,
+                              digest_refuses_a_view_key_past_the_limit,
+                              audit_refuses_a_directory_past_its_entries));
     tc = tu_tcase(s, "live", 600);
     tcase_add_test(tc, audit_a_running_stack);
     return s;

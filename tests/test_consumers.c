@@ -1577,21 +1577,34 @@ START_TEST(test_seq_sales_in_s2_fold_on)
 }
 END_TEST
 
-/* Partners the last `tally consume` on data read back at its batches'
- * starts, from the line it logs when it stops. */
-static unsigned long long read_back_of(const char *data)
+/* The number before what in the line the last `tally consume` on data
+ * logs when it stops ("N records in ..; K commits in ..; P partners read
+ * back in .."). */
+static unsigned long long stop_figure(const char *data, const char *what)
 {
     char *err = path_join(data, "consume.err");
     char *text = tu_read_file(err, NULL);
     ck_assert_ptr_nonnull(text);
-    const char *at = strstr(text, " partners read back in ");
-    ck_assert_msg(at != NULL, "no stop line in %s", text);
+    const char *at = strstr(text, what);
+    ck_assert_msg(at != NULL, "no '%s' in %s", what, text);
     while (at > text && at[-1] >= '0' && at[-1] <= '9')
         at--;
     unsigned long long n = strtoull(at, NULL, 10);
     free(text);
     free(err);
     return n;
+}
+
+/* Partners it read back at its batches' starts. */
+static unsigned long long read_back_of(const char *data)
+{
+    return stop_figure(data, " partners read back in ");
+}
+
+/* Commits it made. */
+static unsigned long long commits_of(const char *data)
+{
+    return stop_figure(data, " commits in ");
 }
 
 /* An engine cache of three partners and three sales (every lookup a read
@@ -1623,6 +1636,44 @@ START_TEST(test_consume_small_cache_same_views)
     uint32_t partners = tly_rtgen_partner_count(g);
     tly_rtgen_free(g);
     compare_partners(data, 2, partners);
+    tu_rmtree(data);
+    tu_rmtree(ref);
+}
+END_TEST
+
+/* Occurrences of needle in text. */
+static unsigned count_of(const char *text, const char *needle)
+{
+    unsigned n = 0;
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* A test override set to what its range refuses is named on stderr, once,
+ * and the default folds: the same views as without it. */
+START_TEST(test_consume_refused_override_said_once)
+{
+    char *ref = data_with_log(12, SHARD_LOG_EVENTS);
+    ck_assert_int_eq(consume(ref, NULL, NULL), 0);
+    char *data = data_sharing_log(ref);
+    setenv("TALLY_ENGINE_CACHE_ENTRIES", "many", 1);
+    setenv("TALLY_CONSUME_READ_SPLIT_MIN", "-1", 1);
+    int rc = consume(data, NULL, "700");
+    unsetenv("TALLY_CONSUME_READ_SPLIT_MIN");
+    unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_gt(commits_of(data), 2);
+    char *err_path = path_join(data, "consume.err");
+    char *err = tu_read_file(err_path, NULL);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_msg(count_of(err, "ignoring $TALLY_ENGINE_CACHE_ENTRIES=many: not a whole number "
+                                "in 1..4294967295; using the default") == 1,
+                  "%s", err);
+    ck_assert_msg(count_of(err, "ignoring $TALLY_CONSUME_READ_SPLIT_MIN=-1") == 1, "%s", err);
+    assert_same_views(ref, data);
+    free(err);
+    free(err_path);
     tu_rmtree(data);
     tu_rmtree(ref);
 }
@@ -2237,8 +2288,9 @@ static Suite *consumers_suite(void)
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
                  test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
-                 test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
-                 test_bench_fold_growth, test_bench_fold_growth_partners, test_ahead_peek_edges));
+                 test_consume_refused_override_said_once, test_shards_register_own_sales,
+                 test_seq_sales_in_s2_fold_on, test_bench_fold_growth,
+                 test_bench_fold_growth_partners, test_ahead_peek_edges));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

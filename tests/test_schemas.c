@@ -2218,7 +2218,6 @@ START_TEST(test_layout_paths)
 }
 END_TEST
 
-/* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
 /* A limit's test override: the default when unset, empty, not a number
  * or outside [min, max]; the number at both edges of the range. */
 START_TEST(test_os_env_u64)
@@ -2311,6 +2310,7 @@ START_TEST(test_os_same_file)
 }
 END_TEST
 
+/* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
 START_TEST(test_layout_shard_parse)
 {
     char max_ok[32], max_over[32];

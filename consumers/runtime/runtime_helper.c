@@ -7,9 +7,9 @@
 #include "tly_helper.h"
 
 #include <pthread.h>
-#include <stdlib.h>
 
 #include "tly_limits.h"
+#include "tly_os.h"
 
 static void *decode_main(void *split)
 {
@@ -37,6 +37,6 @@ uint32_t tly_helper_read_back(tly_engine *e, uint32_t min)
 
 uint32_t tly_helper_split_min(void)
 {
-    const char *v = getenv("TALLY_CONSUME_READ_SPLIT_MIN");
-    return v != NULL && *v != '\0' ? (uint32_t)strtoul(v, NULL, 10) : TLY_CONSUME_READ_SPLIT_MIN;
+    return (uint32_t)tly_env_u64("TALLY_CONSUME_READ_SPLIT_MIN", 0, UINT32_MAX,
+                                 TLY_CONSUME_READ_SPLIT_MIN);
 }
