@@ -17,17 +17,30 @@
  *     open one, an unknown partner: exit 1; a file that is neither .pdf
  *     nor .html, or no --period: exit 2.
  *
- * The stack is started once for the suite (an unchecked fixture); every
+ * The limits at their edge, on a second stack of programs written here
+ * (case "limits") and in-process (case "pages"):
+ *   - TLY_STATEMENT_LINES_MAX lines in a period stated whole, one more
+ *     refused (exit 1, the bound named);
+ *   - TLY_STATEMENT_CHART_PERIODS_MAX periods charted whole; one more
+ *     close and the chart shows the latest ones;
+ *   - a PDF of TLY_STATEMENT_PAGES_MAX pages written, one line more
+ *     refused by the report room (TLY_TOO_LARGE) with no file left.
+ *
+ * Each stack is started once for its case (an unchecked fixture); every
  * test writes into its own temporary directory.
  */
 #include <check.h>
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
+#include "tly_limits.h"
 #include "tly_query.h"
+#include "tly_report.h"
 
 #define VECTOR "seed102-v2-events.jsonl"
 
@@ -167,12 +180,13 @@ static size_t count_lines(const json_t *v)
     return n;
 }
 
-static size_t explain_lines(const char *dir, const char *partner, const char *period)
+static size_t explain_lines(const tu_stack *st, const char *dir, const char *partner,
+                            const char *period)
 {
     char out[1200];
     snprintf(out, sizeof out, "%s/explain.json", dir);
     /* exit 1 only says a rebate row differs from its view: the lines stand */
-    int rc = tu_run_tally(out, NULL, "explain", partner, "--period", period, "--data", g.dir,
+    int rc = tu_run_tally(out, NULL, "explain", partner, "--period", period, "--data", st->dir,
                           "--json", NULL);
     ck_assert_int_le(rc, 1);
     json_t *j = json_load_file(out, 0, NULL);
@@ -321,7 +335,7 @@ START_TEST(test_figures_equal_answers)
     char seq[64], where[160], lines[80];
     snprintf(seq, sizeof seq, "as of log seq %lld.", g_seq);
     snprintf(lines, sizeof lines, "in log order: %zu lines.",
-             explain_lines(dir, cases[_i].partner, cases[_i].period));
+             explain_lines(&g, dir, cases[_i].partner, cases[_i].period));
     for (int k = 0; k < 2; k++) {
         const char *ext = k ? "html" : "pdf";
         char *t = statement(dir, cases[_i].partner, cases[_i].period, ext);
@@ -347,7 +361,7 @@ END_TEST
 START_TEST(test_empty_period)
 {
     char *dir = tu_tmpdir();
-    ck_assert_int_eq(explain_lines(dir, "graphic-consultant-718", "2025-02"), 0);
+    ck_assert_int_eq(explain_lines(&g, dir, "graphic-consultant-718", "2025-02"), 0);
     for (int k = 0; k < 2; k++) {
         char *t = statement(dir, "graphic-consultant-718", "2025-02", k ? "html" : "pdf");
         assert_has(t, "No activity in 2025-02", "the empty statement");
@@ -385,6 +399,328 @@ START_TEST(test_bad_periods)
 }
 END_TEST
 
+/* ---- the limits: a second stack of programs built here ---- */
+
+static tu_stack big;     /* the stack of the limits' case */
+static long long big_ok; /* its head: every event sent to it so far */
+
+/* The month m months after 2010-01, as "2010-01". */
+static void month(int m, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%04d-%02d", 2010 + m / 12, m % 12 + 1);
+}
+
+/* Sends the n events of the JSON-lines file path to the big stack and
+ * waits until the query service has folded them. */
+static void big_send(const char *path, long long n)
+{
+    ck_assert_int_eq(
+        tu_run_tally(NULL, NULL, "send", "--source", "finance", "--ingest", big.ingest, path, NULL),
+        0);
+    big_ok += n;
+    char seq[32];
+    snprintf(seq, sizeof seq, "%lld", big_ok);
+    ck_assert_int_eq(tu_run_tally(NULL, NULL, "wait", "--seq", seq, "--timeout", "120", "--query",
+                                  big.query, NULL),
+                     0);
+}
+
+/* The events of one line written into dir/name.jsonl and sent. */
+static void big_send_one(const char *dir, const char *event)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/one.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s\n", event);
+    ck_assert_int_eq(fclose(f), 0);
+    big_send(path, 1);
+}
+
+/* Program "lines" (quarters from 2025-Q1, one tier) and its partner busy,
+ * with exactly TLY_STATEMENT_LINES_MAX explain lines in 2025-Q1: a sale
+ * makes three (accrual, credit, revenue), an MDF adjustment two
+ * (adjust_mdf, credit), a rebate adjustment one. */
+static long long write_lines_program(FILE *f)
+{
+    long long n = 2;
+    fputs("{\"type\":\"program\",\"id\":\"LP\",\"at\":\"2025-01-01T00:00:00Z\",\"program\":"
+          "\"lines\",\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\",\"tiers\":[{"
+          "\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{"
+          "\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+          "\"mdf_expiry_periods\":4,\"tier_window_periods\":1}\n"
+          "{\"type\":\"partner\",\"id\":\"LB\",\"at\":\"2025-01-01T00:00:01Z\",\"partner\":"
+          "\"busy\",\"name\":\"Busy\",\"program\":\"lines\",\"kind\":\"var\"}\n",
+          f);
+    for (unsigned i = 0; i < TLY_STATEMENT_LINES_MAX / 3; i++, n++)
+        fprintf(f,
+                "{\"type\":\"sale\",\"id\":\"LS-%u\",\"at\":\"2025-01-02T00:00:00Z\",\"partner\":"
+                "\"busy\",\"sku\":\"X\",\"qty\":1,\"amount\":1000,\"currency\":\"USD\"}\n",
+                i);
+    if (TLY_STATEMENT_LINES_MAX % 3 != 0) {
+        fprintf(f,
+                "{\"type\":\"adjust\",\"id\":\"LA-0\",\"at\":\"2025-01-03T00:00:00Z\","
+                "\"partner\":\"busy\",\"account\":\"%s\",\"amount\":5,\"reason\":\"edge\"}\n",
+                TLY_STATEMENT_LINES_MAX % 3 == 2 ? "mdf" : "rebate");
+        n++;
+    }
+    return n;
+}
+
+/* Program "long" (months from 2010-01) and its partner steady, a sale in
+ * the first month, TLY_STATEMENT_CHART_PERIODS_MAX - 1 closes and a sale
+ * in the open month: the program has exactly that many periods. */
+static long long write_long_program(FILE *f)
+{
+    long long n = 3;
+    char p[16], next[16];
+    fputs("{\"type\":\"program\",\"id\":\"MP\",\"at\":\"2010-01-01T00:00:00Z\",\"program\":"
+          "\"long\",\"version\":1,\"currency\":\"USD\",\"period\":\"month\",\"tiers\":[{"
+          "\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],\"rebate\":{"
+          "\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+          "\"mdf_expiry_periods\":12,\"tier_window_periods\":1}\n"
+          "{\"type\":\"partner\",\"id\":\"MS\",\"at\":\"2010-01-01T00:00:01Z\",\"partner\":"
+          "\"steady\",\"name\":\"Steady\",\"program\":\"long\",\"kind\":\"var\"}\n"
+          "{\"type\":\"sale\",\"id\":\"MS-0\",\"at\":\"2010-01-15T00:00:00Z\",\"partner\":"
+          "\"steady\",\"sku\":\"X\",\"qty\":1,\"amount\":1000,\"currency\":\"USD\"}\n",
+          f);
+    for (int m = 0; m + 1 < (int)TLY_STATEMENT_CHART_PERIODS_MAX; m++, n++) {
+        month(m, p, sizeof p);
+        month(m + 1, next, sizeof next);
+        fprintf(f,
+                "{\"type\":\"close\",\"id\":\"MC-%s\",\"at\":\"%s-01T00:00:00Z\",\"program\":"
+                "\"long\",\"period\":\"%s\"}\n",
+                p, next, p);
+    }
+    month((int)TLY_STATEMENT_CHART_PERIODS_MAX - 1, p, sizeof p);
+    fprintf(f,
+            "{\"type\":\"sale\",\"id\":\"MS-1\",\"at\":\"%s-15T00:00:00Z\",\"partner\":"
+            "\"steady\",\"sku\":\"X\",\"qty\":1,\"amount\":1000,\"currency\":\"USD\"}\n",
+            p);
+    return n + 1;
+}
+
+static void big_up(void)
+{
+    tu_stack_opts o = {.shards = 1};
+    ck_assert_msg(tu_stack_up(&big, &o), "%s", big.why);
+    char *dir = tu_tmpdir(), path[1200];
+    snprintf(path, sizeof path, "%s/limits.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    long long n = write_lines_program(f);
+    n += write_long_program(f);
+    ck_assert_int_eq(fclose(f), 0);
+    big_send(path, n);
+    tu_rmtree(dir);
+}
+
+static void big_down(void)
+{
+    ck_assert_int_eq(tu_stack_down(&big), 0);
+}
+
+/* Runs `tally statement` on the big stack into dir/file; the exit code,
+ * and its stderr in *err (malloc'd). */
+static int big_statement(const char *dir, const char *partner, const char *period, const char *file,
+                         char **err)
+{
+    char path[1200], errpath[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    snprintf(errpath, sizeof errpath, "%s/statement.err", dir);
+    int rc = tu_run_tally(NULL, errpath, "statement", partner, "--period", period, "--out", path,
+                          "--data", big.dir, "--query", big.query, NULL);
+    *err = tu_read_file(errpath, NULL);
+    ck_assert_ptr_nonnull(*err);
+    return rc;
+}
+
+static size_t occurrences(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *at = text; (at = strstr(at, what)) != NULL; at += strlen(what))
+        n++;
+    return n;
+}
+
+/* TLY_STATEMENT_LINES_MAX: a partner with exactly that many lines in the
+ * period gets them all (HTML: no page bound in the way); one line more is
+ * refused with exit 1, the bound named, and no file written. */
+START_TEST(test_lines_at_max)
+{
+    char *dir = tu_tmpdir(), *err, want[160], path[1200];
+    ck_assert_uint_eq(explain_lines(&big, dir, "busy", "2025-Q1"), TLY_STATEMENT_LINES_MAX);
+    int rc = big_statement(dir, "busy", "2025-Q1", "max.html", &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(err);
+    snprintf(path, sizeof path, "%s/max.html", dir);
+    char *t = squeezed(path);
+    snprintf(want, sizeof want, "in log order: %u lines.", TLY_STATEMENT_LINES_MAX);
+    assert_has(t, want, "the statement at the bound");
+    /* a line's row is the only one whose first cell is right-aligned (seq) */
+    ck_assert_uint_eq(occurrences(t, "<tr><td class=\"r\">"), TLY_STATEMENT_LINES_MAX);
+    free(t);
+
+    big_send_one(dir, "{\"type\":\"adjust\",\"id\":\"LA-1\",\"at\":\"2025-01-03T00:00:00Z\","
+                      "\"partner\":\"busy\",\"account\":\"rebate\",\"amount\":5,\"reason\":"
+                      "\"one more line\"}");
+    rc = big_statement(dir, "busy", "2025-Q1", "over.html", &err);
+    snprintf(want, sizeof want, "busy has more than %u lines in 2025-Q1", TLY_STATEMENT_LINES_MAX);
+    ck_assert_msg(rc == 1, "exit %d, want 1: %s", rc, err);
+    assert_has(err, want, "stderr of one line more");
+    free(err);
+    snprintf(path, sizeof path, "%s/over.html", dir);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* The chart's table in the HTML statement at path: its data rows, the
+ * period of the first and the last. */
+static void chart_rows(const char *path, size_t *rows, char *first, char *last, size_t cap)
+{
+    char *t = squeezed(path);
+    const char *h = strstr(t, "by period</h2>");
+    const char *table = h ? strstr(h, "<table") : NULL;
+    char *end = table ? strstr(table, "</table>") : NULL;
+    ck_assert_msg(end != NULL, "%s has no chart table", path);
+    *end = '\0';
+    ck_assert_uint_gt(occurrences(table, "<tr><td>"), 0);
+    *rows = occurrences(table, "<tr><td>");
+    const char *a = strstr(table, "<tr><td>") + strlen("<tr><td>"), *b = a;
+    for (const char *at = a; (at = strstr(at, "<tr><td>")) != NULL; at += strlen("<tr><td>"))
+        b = at + strlen("<tr><td>");
+    snprintf(first, cap, "%.*s", (int)strcspn(a, "<"), a);
+    snprintf(last, cap, "%.*s", (int)strcspn(b, "<"), b);
+    free(t);
+}
+
+/* TLY_STATEMENT_CHART_PERIODS_MAX: a program of exactly that many periods
+ * is charted whole, from its first; after one more close the chart shows
+ * the latest that many, its first period left out. */
+START_TEST(test_chart_periods_at_max)
+{
+    char *dir = tu_tmpdir(), *err, path[1200], first[16], last[16], next[16], got0[16], got1[16];
+    char event[300];
+    size_t rows;
+    month(0, first, sizeof first);
+    month((int)TLY_STATEMENT_CHART_PERIODS_MAX - 1, last, sizeof last);
+    month((int)TLY_STATEMENT_CHART_PERIODS_MAX, next, sizeof next);
+    snprintf(path, sizeof path, "%s/chart.html", dir);
+    for (int k = 0; k < 2; k++) {
+        int rc = big_statement(dir, "steady", last, "chart.html", &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+        free(err);
+        chart_rows(path, &rows, got0, got1, sizeof got0);
+        ck_assert_uint_eq(rows, TLY_STATEMENT_CHART_PERIODS_MAX);
+        if (k == 0) {
+            ck_assert_str_eq(got0, first);
+            ck_assert_str_eq(got1, last);
+            snprintf(event, sizeof event,
+                     "{\"type\":\"close\",\"id\":\"MC-%s\",\"at\":\"%s-01T00:00:00Z\","
+                     "\"program\":\"long\",\"period\":\"%s\"}",
+                     last, next, last);
+            big_send_one(dir, event);
+        } else {
+            month(1, first, sizeof first);
+            ck_assert_str_eq(got0, first);
+            ck_assert_str_eq(got1, next);
+        }
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ---- the page bound, drawn in-process ---- */
+
+/* A statement of n identical explain lines (identical rows keep the
+ * columns' widths, so every full page holds the same number of them). */
+static json_t *paged_statement(size_t n)
+{
+    json_t *lines = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(lines, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:i}", "seq", 100000,
+                                               "kind", "accrual", "cause", "sale", "source", "shop",
+                                               "id", "S-1", "period", "2025-Q1", "amount", 10));
+    json_t *st = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:i, s:i, s:{}, s:o, s:[], s:[], s:{s:s}, "
+        "s:{s:s, s:i}, s:[{s:s, s:i, s:i}]}",
+        "partner", "paged", "program", "lines", "currency", "USD", "period", "2025-Q1", "status",
+        "open", "seq", 1, "activity", 1, "opening", 0, "closing", 0, "movements", "lines", lines,
+        "claims", "rebates", "tier", "tier", "Base", "expiring", "period", "2025-Q1", "amount", 0,
+        "chart", "period", "2025-Q1", "available", 0, "revenue", 0);
+    ck_assert_ptr_nonnull(st);
+    return st;
+}
+
+/* Writes the statement of n lines as dir/file; its pages (pdfinfo), 0
+ * when it was refused (*err and msg say why). */
+static unsigned pdf_pages(const char *dir, const char *file, size_t n, tly_err *err, char *msg,
+                          size_t cap)
+{
+    char path[1200], info[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    snprintf(info, sizeof info, "%s/pdfinfo.txt", dir);
+    json_t *st = paged_statement(n);
+    *err = tly_report_statement_write(st, TLY_REPORT_PDF, path, msg, cap);
+    json_decref(st);
+    if (*err != TLY_OK)
+        return 0;
+    char *const argv[] = {"pdfinfo", path, NULL};
+    ck_assert_msg(tu_run(argv, NULL, info, NULL) == 0,
+                  "pdfinfo failed (scripts/deps.sh installs poppler-utils)");
+    char *t = tu_read_file(info, NULL);
+    const char *p = t ? strstr(t, "Pages:") : NULL;
+    ck_assert_ptr_nonnull(p);
+    unsigned pages = (unsigned)strtoul(p + strlen("Pages:"), NULL, 10);
+    free(t);
+    return pages;
+}
+
+/* The most lines that fit on k pages. */
+static size_t lines_on(const char *dir, unsigned k)
+{
+    char msg[512];
+    tly_err err;
+    size_t lo = 0, hi = 1024; /* a page holds far fewer than 1024 / k rows */
+    ck_assert_uint_gt(pdf_pages(dir, "probe.pdf", hi, &err, msg, sizeof msg), k);
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        unsigned pages = pdf_pages(dir, "probe.pdf", mid, &err, msg, sizeof msg);
+        ck_assert_msg(err == TLY_OK, "%zu lines: %s", mid, msg);
+        *(pages <= k ? &lo : &hi) = mid;
+    }
+    return lo;
+}
+
+/* TLY_STATEMENT_PAGES_MAX: a statement of exactly that many pages is
+ * written; one line more, which starts the next page, is refused
+ * (TLY_TOO_LARGE, "more than N pages") and leaves no file behind. The
+ * line count of the edge follows from the rows one more page holds. */
+START_TEST(test_pages_at_max)
+{
+    char *dir = tu_tmpdir(), msg[512] = "", want[64];
+    tly_err err;
+    size_t three = lines_on(dir, 3), per_page = lines_on(dir, 4) - three;
+    size_t edge = three + (TLY_STATEMENT_PAGES_MAX - 3) * per_page;
+    unsigned pages = pdf_pages(dir, "max.pdf", edge, &err, msg, sizeof msg);
+    ck_assert_msg(err == TLY_OK, "%zu lines: %s", edge, msg);
+    ck_assert_uint_eq(pages, TLY_STATEMENT_PAGES_MAX);
+    ck_assert_uint_eq(pdf_pages(dir, "over.pdf", edge + 1, &err, msg, sizeof msg), 0);
+    ck_assert_int_eq(err, TLY_TOO_LARGE);
+    snprintf(want, sizeof want, "more than %u pages", TLY_STATEMENT_PAGES_MAX);
+    ck_assert_str_eq(msg, want);
+    /* neither the file nor its temporary sibling (over.pdf.XXXXXX) */
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        ck_assert_msg(strncmp(e->d_name, "over.pdf", strlen("over.pdf")) != 0, "%s left behind",
+                      e->d_name);
+    closedir(d);
+    tu_rmtree(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("statement");
@@ -392,5 +728,10 @@ int main(void)
     tcase_add_unchecked_fixture(tc, stack_up, stack_down);
     tcase_add_loop_test(tc, test_figures_equal_answers, 0, (int)(sizeof cases / sizeof cases[0]));
     tu_add_tests(tc, TU_TESTS(test_empty_period, test_bad_periods));
+    tc = tu_tcase(s, "limits", 600);
+    tcase_add_unchecked_fixture(tc, big_up, big_down);
+    tu_add_tests(tc, TU_TESTS(test_lines_at_max, test_chart_periods_at_max));
+    tc = tu_tcase(s, "pages", 300);
+    tu_add_tests(tc, TU_TESTS(test_pages_at_max));
     return tu_run_suite(s);
 }

@@ -65,8 +65,9 @@ static int run_statement(const web_req *r, const char *id, const char *period, c
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The file at path as the reply's body (at most TLY_WEB_STATEMENT_BYTES_MAX). */
-static bool body_of_file(const char *path, web_reply *out)
+/* The file at path as the reply's body (at most TLY_WEB_STATEMENT_BYTES_MAX;
+ * *too_large set when it is larger). */
+static bool body_of_file(const char *path, web_reply *out, bool *too_large)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
@@ -78,7 +79,8 @@ static bool body_of_file(const char *path, web_reply *out)
         total += got;
     }
     fclose(f);
-    return total > 0 && total <= TLY_WEB_STATEMENT_BYTES_MAX && !out->body.failed;
+    *too_large = total > TLY_WEB_STATEMENT_BYTES_MAX;
+    return total > 0 && !*too_large && !out->body.failed;
 }
 
 /* The first line of the child's stderr, for an error page. */
@@ -106,13 +108,18 @@ static void serve_statement(const web_req *r, const char *id, const char *period
     snprintf(path, sizeof path, "%s/statement.%s", dir, pdf ? "pdf" : "html");
     snprintf(errpath, sizeof errpath, "%s/stderr", dir);
     int rc = run_statement(r, id, period, path, errpath);
-    if (rc == 0 && body_of_file(path, out)) {
+    bool too_large = false;
+    if (rc == 0 && body_of_file(path, out, &too_large)) {
         out->status = 200;
         out->type = pdf ? "application/pdf" : "text/html; charset=utf-8";
     } else {
         web_buf_free(&out->body);
         out->body = (web_buf){0};
         first_line(errpath, msg, sizeof msg);
+        if (too_large)
+            snprintf(msg, sizeof msg,
+                     "the statement is larger than %u bytes, the most the console serves",
+                     TLY_WEB_STATEMENT_BYTES_MAX);
         web_error(r, out, rc == 1 ? 404 : 500, rc == 1 ? "not_found" : "io", msg, NULL);
     }
     unlink(path);
