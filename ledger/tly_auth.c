@@ -109,6 +109,31 @@ static tly_err parse_line(tly_auth *a, char *line, size_t lineno, char *msg, siz
     return TLY_OK;
 }
 
+/* The longest key line fits: key, source, every role and a partner:ID. */
+_Static_assert(TLY_Z85_KEY_CHARS + 1 + TLY_SOURCE_BYTES_MAX + 1 +
+                       sizeof "sales,certs,claims,finance,reader,auditor," +
+                       sizeof TLY_ROLE_PARTNER_PREFIX + TLY_NAME_BYTES_MAX <=
+                   TLY_AUTH_LINE_BYTES_MAX,
+               "an authorized-keys line holds any key line");
+
+/* Reads one line of f without its newline into line (TLY_AUTH_LINE_BYTES_MAX
+ * + 1 bytes, NUL-terminated). Returns 1, EOF at the end of the file, or 0
+ * for a line longer than TLY_AUTH_LINE_BYTES_MAX. */
+static int read_line(FILE *f, char *line)
+{
+    size_t len = 0;
+    int c = getc(f);
+    if (c == EOF)
+        return EOF;
+    for (; c != EOF && c != '\n'; c = getc(f)) {
+        if (len == TLY_AUTH_LINE_BYTES_MAX)
+            return 0;
+        line[len++] = (char)c;
+    }
+    line[len] = '\0';
+    return 1;
+}
+
 tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap)
 {
     FILE *f = fopen(path, "r");
@@ -121,12 +146,18 @@ tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap)
         fclose(f);
         return TLY_NOMEM;
     }
-    char line[512];
+    char line[TLY_AUTH_LINE_BYTES_MAX + 1];
     size_t lineno = 0;
     tly_err err = TLY_OK;
-    while (err == TLY_OK && fgets(line, sizeof line, f)) {
+    int got;
+    while (err == TLY_OK && (got = read_line(f, line)) != EOF) {
         lineno++;
-        err = parse_line(a, line, lineno, msg, cap);
+        if (got == 0) {
+            snprintf(msg, cap, "line %zu: longer than %u bytes", lineno, TLY_AUTH_LINE_BYTES_MAX);
+            err = TLY_BAD_FIELD;
+        } else {
+            err = parse_line(a, line, lineno, msg, cap);
+        }
     }
     fclose(f);
     if (err != TLY_OK) {

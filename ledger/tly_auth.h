@@ -46,7 +46,8 @@ enum {
 typedef struct tly_auth tly_auth;
 
 /* Loads an authorized-keys file. On error returns TLY_IO (unreadable) or
- * TLY_BAD_FIELD (a bad line) and writes a sentence naming the line into msg. */
+ * TLY_BAD_FIELD (a bad line, including one longer than
+ * TLY_AUTH_LINE_BYTES_MAX) and writes a sentence naming the line into msg. */
 tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap);
 
 /* Starts the ZAP handler on zmq context ctx (inproc://zeromq.zap.01). It runs

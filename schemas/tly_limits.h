@@ -878,6 +878,12 @@ _Static_assert(TLY_REPL_CHUNK_RECORDS <= TLY_LOG_BATCH_ITEMS_MAX, "a chunk is on
 /* Authorized keys at most; a partner program has tens of producers. */
 #define TLY_AUTH_KEYS_MAX 1024u
 
+/* Bytes of one authorized-keys line before its newline: a key line is at
+ * most ~300 (a 40-character key, a source name, every role and one
+ * partner:ID); the rest is room for a comment. A longer line is refused,
+ * never read as two. */
+#define TLY_AUTH_LINE_BYTES_MAX 1024u
+
 /* --- tally gen (producers/gen.h) --- */
 
 /* --events: a hundred million lines is ~20 GB of JSON, far beyond any test

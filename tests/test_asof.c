@@ -490,7 +490,7 @@ static void assert_program(json_t *p, json_t *live_row, bool changes)
     ck_assert(any == changes);
     json_t *movers = json_object_get(p, "movers");
     ck_assert(changes ? json_array_size(movers) > 0 : json_array_size(movers) == 0);
-    ck_assert_uint_le(json_array_size(movers), 10);
+    ck_assert_uint_le(json_array_size(movers), TLY_AUDIT_COMPARE_MOVERS_MAX);
     long long prev = -1;
     size_t i;
     json_t *m;
@@ -727,6 +727,81 @@ START_TEST(close_index_holds_periods_up_to_the_limit)
 }
 END_TEST
 
+/* A log of program pm (mdf_bps 100) and `moving` partners mv-00.. of it,
+ * partner i with one sale of (i + 1) * 10,000 in 2025-01, folded into
+ * DATA/views; and pm again as version 2 with mdf_bps 200 in DATA/pm-v2.json
+ * (malloc'd path in *file). Under it each partner's MDF available grows by
+ * its own (i + 1) * 100 (no close: nothing expires, nothing is payable). */
+static char *movers_data(uint32_t moving, char **file)
+{
+    char *data = tu_tmpdir();
+    int32_t jan = 2025 * 12;
+    int64_t t0 = tly_period_start_ms(TLY_PERIOD_MONTH, jan);
+    uint32_t n = 1 + 2 * moving;
+    char **ev = calloc(n, sizeof *ev);
+    ev[0] = program_event("PG-1", "pm", t0);
+    for (uint32_t i = 0; i < moving; i++) {
+        ev[1 + 2 * i] = malloc(256);
+        snprintf(ev[1 + 2 * i], 256,
+                 "{\"type\":\"partner\",\"id\":\"PA-%02u\",\"at\":%lld,\"partner\":"
+                 "\"mv-%02u\",\"program\":\"pm\",\"name\":\"Mover %u\",\"kind\":\"var\","
+                 "\"region\":\"EMEA\"}",
+                 i, (long long)t0 + 1000, i, i);
+        ev[2 + 2 * i] = malloc(256);
+        snprintf(ev[2 + 2 * i], 256,
+                 "{\"type\":\"sale\",\"id\":\"SA-%02u\",\"at\":%lld,\"partner\":\"mv-%02u\","
+                 "\"sku\":\"k\",\"qty\":1,\"amount\":%u,\"currency\":\"USD\"}",
+                 i, (long long)t0 + 2000, i, (i + 1) * 10000);
+    }
+    append_events(data, ev, n, tly_now_ms());
+    free_events(ev, n);
+    char *const argv[] = {(char *)tu_tally(), "consume", "--data",         data,
+                          "--shard",          "0/1",     "--exit-at-head", NULL};
+    ck_assert_int_eq(tu_run(argv, NULL, NULL, NULL), 0);
+    char *v2 = program_event("PG-2", "pm", t0);
+    json_t *j = json_loads(v2, 0, NULL);
+    free(v2);
+    json_object_set_new(j, "version", json_integer(2));
+    json_object_set_new(json_array_get(json_object_get(j, "tiers"), 0), "mdf_bps",
+                        json_integer(200));
+    *file = join(data, "pm-v2.json");
+    ck_assert_int_eq(json_dump_file(j, *file, 0), 0);
+    json_decref(j);
+    return data;
+}
+
+/* TLY_AUDIT_COMPARE_MOVERS_MAX at its edge: with exactly that many
+ * partners moving, all are listed; with one more, that many are, the ones
+ * that change most, largest first (the smallest mover, mv-00, is left
+ * out). */
+START_TEST(what_if_compare_lists_movers_up_to_the_limit)
+{
+    for (uint32_t over = 0; over < 2; over++) {
+        uint32_t moving = TLY_AUDIT_COMPARE_MOVERS_MAX + over;
+        char *file = NULL, *data = movers_data(moving, &file), *out = join(data, "wi");
+        json_t *c = answer(data, "audit", "replay", "--data", data, "--out", out, "--program", file,
+                           "--compare", NULL);
+        json_t *p = json_array_get(json_object_get(c, "programs"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(p, "program")), "pm");
+        json_t *movers = json_object_get(p, "movers");
+        ck_assert_uint_eq(json_array_size(movers), TLY_AUDIT_COMPARE_MOVERS_MAX);
+        for (uint32_t i = 0; i < TLY_AUDIT_COMPARE_MOVERS_MAX; i++) {
+            uint32_t want = moving - 1 - i; /* mv-NN moves by (NN + 1) * 100 */
+            json_t *m = json_array_get(movers, i);
+            char id[16];
+            snprintf(id, sizeof id, "mv-%02u", want);
+            ck_assert_str_eq(json_string_value(json_object_get(m, "partner")), id);
+            json_t *a = json_object_get(m, "available");
+            ck_assert_int_eq(json_integer_value(json_object_get(a, "change")), (want + 1) * 100);
+        }
+        json_decref(c);
+        free(out);
+        free(file);
+        tu_rmtree(data);
+    }
+}
+END_TEST
+
 static Suite *asof_suite(void)
 {
     Suite *s = suite_create("asof");
@@ -736,7 +811,8 @@ static Suite *asof_suite(void)
                           the_replay_is_kept_and_reused, unknown_and_open_closes_are_errors,
                           what_if_compare_shows_changes_and_movers, what_if_bad_files_are_errors,
                           close_index_holds_programs_up_to_the_limit,
-                          close_index_holds_periods_up_to_the_limit));
+                          close_index_holds_periods_up_to_the_limit,
+                          what_if_compare_lists_movers_up_to_the_limit));
     return s;
 }
 

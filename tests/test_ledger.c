@@ -1857,6 +1857,52 @@ START_TEST(test_auth_keys_max)
 }
 END_TEST
 
+/* An authorized-keys file whose first line is a comment of comment_bytes
+ * bytes (before its newline) and whose second holds key's key as dist-long. */
+static void write_long_comment_keys(const char *path, size_t comment_bytes, const tl_keys *key)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputc('#', f);
+    for (size_t i = 1; i < comment_bytes; i++)
+        fputc('x', f);
+    fprintf(f, "\n%s dist-long sales\n", key->pub);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* TLY_AUTH_LINE_BYTES_MAX at its edge: a comment line of that many bytes is
+ * one line (the key after it sends; read in 512-byte pieces, as it once was,
+ * its tail was taken for a key line), one byte more refuses the start with
+ * exit 1 and the line named. */
+START_TEST(test_auth_line_bytes_max)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_keys server, key;
+    tl_make_keys(&L, "server", &server);
+    tl_make_keys(&L, "long", &key);
+    char authz[700];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
+
+    write_long_comment_keys(authz, TLY_AUTH_LINE_BYTES_MAX + 1, &key);
+    ck_assert_int_eq(ledger_refuses(&L, extra), 1);
+    char want[64];
+    snprintf(want, sizeof want, "line 1: longer than %u bytes", TLY_AUTH_LINE_BYTES_MAX);
+    assert_refusal_says(&L, want);
+
+    write_long_comment_keys(authz, TLY_AUTH_LINE_BYTES_MAX, &key);
+    tl_start(&L, extra);
+    char file[700];
+    snprintf(file, sizeof file, "%s/long.jsonl", L.dir);
+    tl_write_sales(file, "long", 1);
+    const char *args[] = {"--curve-server-key", server.pub, "--curve-secret", key.file, file, NULL};
+    tl_assert_sent(tl_send_run(&L, "long", args), 0, 1, 0, 0);
+    ck_assert_int_eq(tl_log_lookup(&L, "dist-long", "long-0", &(uint64_t){0}), TLY_OK);
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 8. SIGTERM while producers send                                     */
 
@@ -2492,7 +2538,7 @@ static Suite *ledger_suite(void)
     TCase *c = tu_tcase(s, "curve", 60);
     tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
                              test_loopback_only_without_curve, test_startup_refusals,
-                             test_auth_keys_max));
+                             test_auth_keys_max, test_auth_line_bytes_max));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
     tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));

@@ -14,6 +14,7 @@
  * Every command runs as a real `tally` process.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <lmdb.h>
@@ -1234,6 +1235,73 @@ START_TEST(test_liabilities_programs_max)
 }
 END_TEST
 
+/* Entries of dir, "." and ".." aside. */
+static uint32_t dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    uint32_t n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Fills dir up to `entries` entries with empty files. */
+static void fill_dir(const char *dir, uint32_t entries)
+{
+    for (uint32_t i = dir_entries(dir); i < entries; i++) {
+        char path[1300];
+        snprintf(path, sizeof path, "%s/filler-%05u", dir, i);
+        ck_assert(tu_write_file(path, "", 0));
+    }
+    ck_assert_uint_eq(dir_entries(dir), entries);
+}
+
+/* TLY_QUERY_VIEWS_DIR_ENTRIES_MAX at its edge: a views directory of that
+ * many entries (its one store 0-of-1 and empty files) is read whole and
+ * its store answers; with one entry more the service may not have seen
+ * every store, so it answers too_large naming the directory and the bound
+ * (it once answered from the entries it had read), and `tally liabilities`
+ * says so with exit 1. */
+START_TEST(test_views_dir_entries_max)
+{
+    char *data = tu_tmpdir();
+    raw_store rs;
+    raw_store_open(data, &rs);
+    raw_store_commit(&rs);
+    char views[1200];
+    snprintf(views, sizeof views, "%s/views", data);
+    char says[1300];
+    snprintf(says, sizeof says, "%s holds more than %u entries", views,
+             TLY_QUERY_VIEWS_DIR_ENTRIES_MAX);
+    for (uint32_t over = 0; over < 2; over++) {
+        fill_dir(views, TLY_QUERY_VIEWS_DIR_ENTRIES_MAX + over);
+        tly_query_store *store = NULL;
+        ck_assert_int_eq(tly_query_store_open(views, NULL, 0, &store), TLY_OK);
+        json_t *req = json_pack("{s:s}", "q", "liabilities"), *ans = NULL;
+        ck_assert_int_eq(tly_query_answer(store, req, &ans), TLY_OK);
+        json_decref(req);
+        tly_query_store_close(store);
+        run_result r = tally("liabilities", "--views", views, "--json", NULL);
+        if (!over) {
+            ck_assert_ptr_null(json_object_get(ans, "error"));
+            ck_assert_uint_eq(json_array_size(json_object_get(ans, "programs")), 0);
+            json_decref(parse_out(&r));
+        } else {
+            ck_assert_str_eq(json_string_value(json_object_get(ans, "error")), "too_large");
+            ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(ans, "message")), says));
+            ck_assert_int_eq(r.code, 1);
+            ck_assert_msg(strstr(r.err, says) != NULL, "stderr: %s", r.err);
+            ck_assert_str_eq(r.out, "");
+        }
+        run_free(&r);
+        json_decref(ans);
+    }
+    tu_rmtree(data);
+}
+END_TEST
+
 /* A store under another K-of-N name than its own "M/shard" is refused:
  * it would answer for the wrong partners. */
 START_TEST(test_shard_mismatch)
@@ -1542,7 +1610,8 @@ static Suite *query_suite(void)
                      test_service_before_stores, test_exceptions_paging, test_shard_mismatch,
                      test_unreachable_and_usage, test_fast_answers_every_partner,
                      test_fast_reader_odd_docs, test_bench_window, test_exceptions_scan_bound,
-                     test_liabilities_programs_max, test_fast_reader_depth));
+                     test_liabilities_programs_max, test_fast_reader_depth,
+                     test_views_dir_entries_max));
     return s;
 }
 

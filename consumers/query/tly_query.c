@@ -64,6 +64,8 @@ struct tly_query_store {
     uint32_t want;       /* shard count asked for, 0 to discover */
     uint32_t n;          /* shard count of the set in use, 0 while none */
     uint32_t open_count; /* shards of the set with env != NULL */
+    bool crowded;        /* the last discovery met more than
+                            TLY_QUERY_VIEWS_DIR_ENTRIES_MAX entries */
     qshard sh[TLY_SHARDS_MAX];
     tly__qfast fast;               /* scratch of the fast path (query_fast.c) */
     uint64_t fast_answers;         /* tly_query_store_fast_answers */
@@ -182,17 +184,25 @@ static uint32_t choose_n(const nset sets[TLY_SHARDS_MAX + 1])
     return best_full ? best_full : best_any;
 }
 
-/* Finds the shard count to use when none was given. */
-static uint32_t discover_n(const tly_query_store *s)
+/* Finds the shard count to use when none was given. With more than
+ * TLY_QUERY_VIEWS_DIR_ENTRIES_MAX entries ("." and ".." aside) a store may
+ * be among those not read: none is used (0) and s->crowded says why,
+ * rather than answers from another set or a "no view store" that is wrong. */
+static uint32_t discover_n(tly_query_store *s)
 {
     nset sets[TLY_SHARDS_MAX + 1];
     memset(sets, 0, sizeof sets);
+    s->crowded = false;
     DIR *d = opendir(s->views);
     if (!d)
         return 0;
     struct dirent *de;
-    for (uint32_t i = 0; i < TLY_QUERY_VIEWS_DIR_ENTRIES_MAX && (de = readdir(d)); i++) {
+    uint32_t seen = 0;
+    while (seen <= TLY_QUERY_VIEWS_DIR_ENTRIES_MAX && (de = readdir(d)) != NULL) {
         uint32_t k, n;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        seen++;
         if (!tly_layout_shard_parse(de->d_name, &k, &n))
             continue;
         char p[TLY_PATH_BYTES_MAX + 32];
@@ -204,7 +214,8 @@ static uint32_t discover_n(const tly_query_store *s)
             sets[n].mtime = mtime;
     }
     closedir(d);
-    return choose_n(sets);
+    s->crowded = seen > TLY_QUERY_VIEWS_DIR_ENTRIES_MAX;
+    return s->crowded ? 0 : choose_n(sets);
 }
 
 /* Brings the open set up to date before a request: cheap once complete. */
@@ -538,12 +549,23 @@ static const char *opt_name(const json_t *req, const char *field, json_t **bad)
     return json_string_value(v);
 }
 
+/* The answer while no set of shard stores is in use (s->n == 0). */
+static json_t *no_store_reply(const tly_query_store *s)
+{
+    if (s->crowded)
+        return err_reply(TLY_TOO_LARGE, NULL,
+                         "%s holds more than %u entries (a views directory holds its shard "
+                         "stores K-of-N)",
+                         s->views, TLY_QUERY_VIEWS_DIR_ENTRIES_MAX);
+    return err_reply(TLY_UNAVAILABLE, NULL, "no view store under %s yet", s->views);
+}
+
 static bool shards_ready(const tly_query_store *s, json_t **bad)
 {
     if (s->n && s->open_count == s->n)
         return true;
     if (!s->n)
-        *bad = err_reply(TLY_UNAVAILABLE, NULL, "no view store under %s yet", s->views);
+        *bad = no_store_reply(s);
     else
         *bad = err_reply(TLY_UNAVAILABLE, NULL, "%u of %u shard view stores under %s exist yet",
                          s->open_count, s->n, s->views);
@@ -567,7 +589,7 @@ static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
     uint32_t k = s->n ? tly_engine_shard_of(partner, len, s->n) : 0;
     if (!s->n || !s->sh[k].env)
         return s->n ? err_reply(TLY_UNAVAILABLE, NULL, "shard %u/%u has no view store yet", k, s->n)
-                    : err_reply(TLY_UNAVAILABLE, NULL, "no view store under %s yet", s->views);
+                    : no_store_reply(s);
     snap sn;
     tly_err err = snap_begin(&s->sh[k], &sn);
     if (err != TLY_OK)
@@ -1169,6 +1191,8 @@ void tly_query_store_set_data(tly_query_store *s, const char *data_dir)
 
 static json_t *answer_status(tly_query_store *s)
 {
+    if (s->crowded)
+        return no_store_reply(s); /* not "no shards": which ones is unknown */
     json_t *shards = json_array();
     uint64_t cps[TLY_SHARDS_MAX];
     for (uint32_t k = 0; k < s->n; k++)
