@@ -1294,6 +1294,11 @@ START_TEST(test_views_dir_entries_max)
             ck_assert_int_eq(r.code, 1);
             ck_assert_msg(strstr(r.err, says) != NULL, "stderr: %s", r.err);
             ck_assert_str_eq(r.out, "");
+            run_free(&r);
+            /* the summary says so too, not "no views yet" */
+            r = tally("summary", "--data", data, NULL);
+            ck_assert_int_eq(r.code, 1);
+            ck_assert_msg(strstr(r.err, says) != NULL, "stderr: %s", r.err);
         }
         run_free(&r);
         json_decref(ans);

@@ -296,7 +296,15 @@ int tly_cmd_summary(int argc, char **argv)
     json_t *liab = ask(s, "liabilities", NULL);
     uint32_t n = shard_count_of(status);
     if (n == 0 || json_object_get(liab, "error")) {
-        tly_errorf("summary", "no views in %s yet (is 'tally consume' running?)", views);
+        /* "unavailable" is no store yet; any other error says what is wrong
+         * (a views directory past its entries, a corrupt store) */
+        const json_t *bad = json_object_get(liab, "error") ? liab : status;
+        const char *code = json_string_value(json_object_get(bad, "error"));
+        const char *text = json_string_value(json_object_get(bad, "message"));
+        if (code != NULL && strcmp(code, "unavailable") != 0)
+            tly_errorf("summary", "%s", text != NULL ? text : code);
+        else
+            tly_errorf("summary", "no views in %s yet (is 'tally consume' running?)", views);
         json_decref(status);
         json_decref(liab);
         tly_query_store_close(s);
