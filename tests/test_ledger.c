@@ -1807,99 +1807,91 @@ START_TEST(test_startup_refusals)
 END_TEST
 
 /* An authorized-keys file of TLY_AUTH_KEYS_MAX keys after a comment line:
- * the all-zero key (Z85 "0" x 40) as dist-fill, last's key as dist-last;
- * with one_more, one more all-zero key after them. */
-static void write_auth_keys(const char *path, const tl_keys *last, bool one_more)
+ * the all-zero key (Z85 "0" x 40) as dist-fill, key's as dist-WHO last;
+ * over, one more all-zero key after them. */
+static void write_auth_keys(const char *path, const tl_keys *key, const char *who, bool over)
 {
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "# %u keys%s\n", TLY_AUTH_KEYS_MAX, one_more ? " and one more" : "");
+    fprintf(f, "# %u keys%s\n", TLY_AUTH_KEYS_MAX, over ? " and one more" : "");
     for (unsigned i = 0; i + 1 < TLY_AUTH_KEYS_MAX; i++)
         fprintf(f, "%040d dist-fill sales\n", 0);
-    fprintf(f, "%s dist-last sales\n", last->pub);
-    if (one_more)
+    fprintf(f, "%s dist-%s sales\n", key->pub, who);
+    if (over)
         fprintf(f, "%040d dist-fill sales\n", 0);
     ck_assert_int_eq(fclose(f), 0);
 }
 
-/* TLY_AUTH_KEYS_MAX at its edge: a file of that many keys is loaded whole
- * (the last one sends), one more key refuses the start with exit 1 and the
- * line named. The extra key is the all-zero key: decoded into a slot past
- * the table (as it once was) it zeroed the count and was let in. */
-START_TEST(test_auth_keys_max)
-{
-    tl_ledger L;
-    tl_init(&L);
-    tl_keys server, last;
-    tl_make_keys(&L, "server", &server);
-    tl_make_keys(&L, "last", &last);
-    char authz[700];
-    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
-    const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
-
-    write_auth_keys(authz, &last, true);
-    ck_assert_int_eq(ledger_refuses(&L, extra), 1);
-    char want[64];
-    snprintf(want, sizeof want, "line %u: more than %u keys", TLY_AUTH_KEYS_MAX + 2,
-             TLY_AUTH_KEYS_MAX);
-    assert_refusal_says(&L, want);
-
-    write_auth_keys(authz, &last, false);
-    tl_start(&L, extra);
-    char file[700];
-    snprintf(file, sizeof file, "%s/last.jsonl", L.dir);
-    tl_write_sales(file, "last", 1);
-    const char *args[] = {
-        "--curve-server-key", server.pub, "--curve-secret", last.file, file, NULL};
-    tl_assert_sent(tl_send_run(&L, "last", args), 0, 1, 0, 0);
-    ck_assert_int_eq(tl_log_lookup(&L, "dist-last", "last-0", &(uint64_t){0}), TLY_OK);
-    tl_done(&L);
-}
-END_TEST
-
-/* An authorized-keys file whose first line is a comment of comment_bytes
- * bytes (before its newline) and whose second holds key's key as dist-long. */
-static void write_long_comment_keys(const char *path, size_t comment_bytes, const tl_keys *key)
+/* An authorized-keys file whose first line is a comment of
+ * TLY_AUTH_LINE_BYTES_MAX bytes before its newline (over: one more) and
+ * whose second holds key's key as dist-WHO. */
+static void write_long_comment_keys(const char *path, const tl_keys *key, const char *who,
+                                    bool over)
 {
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputc('#', f);
-    for (size_t i = 1; i < comment_bytes; i++)
+    for (size_t i = 1; i < TLY_AUTH_LINE_BYTES_MAX + (over ? 1u : 0u); i++)
         fputc('x', f);
-    fprintf(f, "\n%s dist-long sales\n", key->pub);
+    fprintf(f, "\n%s dist-%s sales\n", key->pub, who);
     ck_assert_int_eq(fclose(f), 0);
 }
 
-/* TLY_AUTH_LINE_BYTES_MAX at its edge: a comment line of that many bytes is
- * one line (the key after it sends; read in 512-byte pieces, as it once was,
- * its tail was taken for a key line), one byte more refuses the start with
- * exit 1 and the line named. */
-START_TEST(test_auth_line_bytes_max)
+/* A bound of the authorized-keys file at its edge: the file write makes one
+ * past it refuses the ledger's start with exit 1 and says want; the file at
+ * the edge is loaded whole (the key it names last, who's, sends a sale). */
+static void auth_file_edge(const char *who,
+                           void (*write)(const char *path, const tl_keys *key, const char *who,
+                                         bool over),
+                           const char *want)
 {
     tl_ledger L;
     tl_init(&L);
     tl_keys server, key;
     tl_make_keys(&L, "server", &server);
-    tl_make_keys(&L, "long", &key);
+    tl_make_keys(&L, who, &key);
     char authz[700];
     snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
     const char *extra[] = {"--curve-secret", server.file, "--authorized-keys", authz, NULL};
 
-    write_long_comment_keys(authz, TLY_AUTH_LINE_BYTES_MAX + 1, &key);
+    write(authz, &key, who, true);
     ck_assert_int_eq(ledger_refuses(&L, extra), 1);
-    char want[64];
-    snprintf(want, sizeof want, "line 1: longer than %u bytes", TLY_AUTH_LINE_BYTES_MAX);
     assert_refusal_says(&L, want);
 
-    write_long_comment_keys(authz, TLY_AUTH_LINE_BYTES_MAX, &key);
+    write(authz, &key, who, false);
     tl_start(&L, extra);
-    char file[700];
-    snprintf(file, sizeof file, "%s/long.jsonl", L.dir);
-    tl_write_sales(file, "long", 1);
+    char file[700], source[64], id[64];
+    snprintf(file, sizeof file, "%s/%s.jsonl", L.dir, who);
+    snprintf(source, sizeof source, "dist-%s", who);
+    snprintf(id, sizeof id, "%s-0", who);
+    tl_write_sales(file, who, 1);
     const char *args[] = {"--curve-server-key", server.pub, "--curve-secret", key.file, file, NULL};
-    tl_assert_sent(tl_send_run(&L, "long", args), 0, 1, 0, 0);
-    ck_assert_int_eq(tl_log_lookup(&L, "dist-long", "long-0", &(uint64_t){0}), TLY_OK);
+    tl_assert_sent(tl_send_run(&L, who, args), 0, 1, 0, 0);
+    ck_assert_int_eq(tl_log_lookup(&L, source, id, &(uint64_t){0}), TLY_OK);
     tl_done(&L);
+}
+
+/* TLY_AUTH_KEYS_MAX at its edge: a file of that many keys is loaded whole,
+ * one more key refuses the start with the line named. The extra key is the
+ * all-zero key: decoded into a slot past the table (as it once was) it
+ * zeroed the count and was let in. */
+START_TEST(test_auth_keys_max)
+{
+    char want[64];
+    snprintf(want, sizeof want, "line %u: more than %u keys", TLY_AUTH_KEYS_MAX + 2,
+             TLY_AUTH_KEYS_MAX);
+    auth_file_edge("last", write_auth_keys, want);
+}
+END_TEST
+
+/* TLY_AUTH_LINE_BYTES_MAX at its edge: a comment line of that many bytes is
+ * one line (read in 512-byte pieces, as it once was, its tail was taken for
+ * a key line), one byte more refuses the start with the line named. */
+START_TEST(test_auth_line_bytes_max)
+{
+    char want[64];
+    snprintf(want, sizeof want, "line 1: longer than %u bytes", TLY_AUTH_LINE_BYTES_MAX);
+    auth_file_edge("long", write_long_comment_keys, want);
 }
 END_TEST
 
