@@ -1,6 +1,7 @@
 /*
  * tly_layout.c — the data directory's layout (tly_layout.h).
  */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +56,36 @@ tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *bu
 tly_err tly_layout_shard_name(uint32_t k, uint32_t n, char *buf, size_t cap)
 {
     return fmt(buf, cap, "%u-of-%u", k, n);
+}
+
+tly_err tly_layout_each_shard(const char *views_dir, uint32_t max,
+                              bool (*visit)(void *ctx, uint32_t k, uint32_t n), void *ctx,
+                              uint32_t *entries)
+{
+    DIR *d = opendir(views_dir);
+    if (!d)
+        return TLY_NOT_FOUND;
+    tly_err err = TLY_OK;
+    uint32_t seen = 0;
+    bool go = true;
+    struct dirent *e;
+    while (go && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (seen == max) {
+            err = TLY_TOO_LARGE;
+            seen = max + 1;
+            break;
+        }
+        seen++;
+        uint32_t k, n;
+        if (tly_layout_shard_parse(e->d_name, &k, &n))
+            go = visit(ctx, k, n);
+    }
+    closedir(d);
+    if (entries)
+        *entries = seen;
+    return err;
 }
 
 bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n)

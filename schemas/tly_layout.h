@@ -64,6 +64,17 @@ tly_err tly_layout_shard_name(uint32_t k, uint32_t n, char *buf, size_t cap);
  * zeros or trailing bytes, 1 <= N <= TLY_SHARDS_MAX and K < N. */
 bool tly_layout_shard_parse(const char *name, uint32_t *k, uint32_t *n);
 
+/* Calls visit(ctx, k, n) for each entry of views_dir named as a shard
+ * store (tly_layout_shard_parse), in directory order, until visit returns
+ * false, reading at most max entries besides "." and "..". TLY_NOT_FOUND
+ * when views_dir cannot be read; TLY_TOO_LARGE when it holds more than max
+ * (a store may be among those not read: the caller refuses the directory
+ * rather than use another set or say there is none); else TLY_OK.
+ * *entries (NULL: not wanted) gets the entries read, max + 1 when more. */
+tly_err tly_layout_each_shard(const char *views_dir, uint32_t max,
+                              bool (*visit)(void *ctx, uint32_t k, uint32_t n), void *ctx,
+                              uint32_t *entries);
+
 /* DATA/asof, DATA/asof/closes.json, DATA/asof/seq-S and DATA/asof/build-S-PID. */
 tly_err tly_layout_asof(const char *data, char *buf, size_t cap);
 tly_err tly_layout_asof_index(const char *data, char *buf, size_t cap);

@@ -18,7 +18,6 @@
  * once closed; a directory rename is atomic, and an interrupted replay
  * leaves only OUT/views behind, never a half-built OUT/K-of-N.
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,26 +63,24 @@ static bool path_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+/* Stops the walk at the first shard store (tly_layout_each_shard). */
+static bool store_found(void *found, uint32_t k, uint32_t n)
+{
+    (void)k;
+    (void)n;
+    *(bool *)found = true;
+    return false;
+}
+
 /* True when dir holds any shard store K-of-N (of any N): one views
  * directory holds one set, or readers could not tell which to use.
  * *entries is how many entries it holds besides "." and "..", counted up
  * to TLY_AUDIT_VIEWS_DIRENTS_MAX + 1 (more are not read). */
 static bool holds_stores(const char *dir, uint32_t *entries)
 {
-    *entries = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return false;
-    struct dirent *e;
-    uint32_t k, n;
     bool found = false;
-    while (!found && *entries <= TLY_AUDIT_VIEWS_DIRENTS_MAX && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        (*entries)++;
-        found = tly_layout_shard_parse(e->d_name, &k, &n);
-    }
-    closedir(d);
+    *entries = 0;
+    (void)tly_layout_each_shard(dir, TLY_AUDIT_VIEWS_DIRENTS_MAX, store_found, &found, entries);
     return found;
 }
 

@@ -7,7 +7,6 @@
  */
 #include "audit_views.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,28 +71,23 @@ static uint32_t pick_set(const char *views_dir, const uint64_t *mask)
     return best;
 }
 
+/* A shard store's bit in the mask of its N (tly_layout_each_shard). */
+static bool mark_store(void *mask, uint32_t k, uint32_t n)
+{
+    ((uint64_t *)mask)[n] |= UINT64_C(1) << k;
+    return true;
+}
+
 static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t cap)
 {
-    DIR *d = opendir(views_dir);
-    if (!d) {
+    uint64_t mask[TLY_SHARDS_MAX + 1] = {0};
+    tly_err err =
+        tly_layout_each_shard(views_dir, TLY_AUDIT_VIEWS_DIRENTS_MAX, mark_store, mask, NULL);
+    if (err == TLY_NOT_FOUND) {
         tly_audit_msgf(msg, cap, "no views in %s (cannot read the directory)", views_dir);
         return TLY_NOT_FOUND;
     }
-    uint64_t mask[TLY_SHARDS_MAX + 1] = {0};
-    struct dirent *e;
-    uint32_t seen = 0;
-    while (seen <= TLY_AUDIT_VIEWS_DIRENTS_MAX && (e = readdir(d)) != NULL) {
-        uint32_t k, cnt;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        seen++;
-        if (tly_layout_shard_parse(e->d_name, &k, &cnt))
-            mask[cnt] |= UINT64_C(1) << k;
-    }
-    closedir(d);
-    /* Past the limit a store may be among the entries not read: refused,
-     * rather than a digest of another set or a "no views" that is wrong. */
-    if (seen > TLY_AUDIT_VIEWS_DIRENTS_MAX) {
+    if (err == TLY_TOO_LARGE) {
         tly_audit_msgf(msg, cap,
                        "%s holds more than %u entries (a views directory holds its shard "
                        "stores K-of-N)",

@@ -15,7 +15,6 @@
  */
 #include "tly_query.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <lmdb.h>
 #include <stdarg.h>
@@ -184,38 +183,38 @@ static uint32_t choose_n(const nset sets[TLY_SHARDS_MAX + 1])
     return best_full ? best_full : best_any;
 }
 
+/* The walk of discover_n: its store and the sets found so far. */
+typedef struct discovery {
+    const tly_query_store *s;
+    nset sets[TLY_SHARDS_MAX + 1];
+} discovery;
+
+/* Counts store K-of-N into its set when its data file is there
+ * (tly_layout_each_shard). */
+static bool note_store(void *ctx, uint32_t k, uint32_t n)
+{
+    discovery *dv = ctx;
+    char p[TLY_PATH_BYTES_MAX + 32];
+    int64_t mtime = 0;
+    if (shard_path(dv->s, k, n, p, sizeof p) && store_exists(p, &mtime)) {
+        dv->sets[n].present |= (uint64_t)1 << k;
+        if (mtime > dv->sets[n].mtime)
+            dv->sets[n].mtime = mtime;
+    }
+    return true;
+}
+
 /* Finds the shard count to use when none was given. With more than
  * TLY_QUERY_VIEWS_DIR_ENTRIES_MAX entries ("." and ".." aside) a store may
  * be among those not read: none is used (0) and s->crowded says why,
  * rather than answers from another set or a "no view store" that is wrong. */
 static uint32_t discover_n(tly_query_store *s)
 {
-    nset sets[TLY_SHARDS_MAX + 1];
-    memset(sets, 0, sizeof sets);
-    s->crowded = false;
-    DIR *d = opendir(s->views);
-    if (!d)
-        return 0;
-    struct dirent *de;
-    uint32_t seen = 0;
-    while (seen <= TLY_QUERY_VIEWS_DIR_ENTRIES_MAX && (de = readdir(d)) != NULL) {
-        uint32_t k, n;
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        seen++;
-        if (!tly_layout_shard_parse(de->d_name, &k, &n))
-            continue;
-        char p[TLY_PATH_BYTES_MAX + 32];
-        int64_t mtime = 0;
-        if (!shard_path(s, k, n, p, sizeof p) || !store_exists(p, &mtime))
-            continue;
-        sets[n].present |= (uint64_t)1 << k;
-        if (mtime > sets[n].mtime)
-            sets[n].mtime = mtime;
-    }
-    closedir(d);
-    s->crowded = seen > TLY_QUERY_VIEWS_DIR_ENTRIES_MAX;
-    return s->crowded ? 0 : choose_n(sets);
+    discovery dv = {.s = s};
+    tly_err err =
+        tly_layout_each_shard(s->views, TLY_QUERY_VIEWS_DIR_ENTRIES_MAX, note_store, &dv, NULL);
+    s->crowded = err == TLY_TOO_LARGE;
+    return err == TLY_OK ? choose_n(dv.sets) : 0;
 }
 
 /* Brings the open set up to date before a request: cheap once complete. */
@@ -904,12 +903,11 @@ static tly_err liabs_add_shard(liabs *ls, const snap *sn)
         if (k.mv_size < 5 || memcmp(k.mv_data, "V/l/", 4) != 0)
             break;
         size_t len = k.mv_size - 4;
-        liab *l = len > TLY_NAME_BYTES_MAX ? NULL : liab_slot(ls, (const char *)k.mv_data + 4, len);
+        bool long_name = len > TLY_NAME_BYTES_MAX;
+        liab *l = long_name ? NULL : liab_slot(ls, (const char *)k.mv_data + 4, len);
         json_t *share = json_loadb(v.mv_data, v.mv_size, 0, NULL);
         /* a name over the bound is a corrupt store; no slot left, too many programs */
-        err = len > TLY_NAME_BYTES_MAX || !share ? TLY_CORRUPT
-              : !l                               ? TLY_TOO_LARGE
-                                                 : liab_add(l, share);
+        err = long_name || !share ? TLY_CORRUPT : !l ? TLY_TOO_LARGE : liab_add(l, share);
         json_decref(share);
         if (err != TLY_OK)
             break;
