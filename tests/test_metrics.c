@@ -385,23 +385,45 @@ END_TEST
 
 /* --insecure lets a daemon serve on every interface; only GET and HEAD of
  * /metrics are served. */
-START_TEST(test_insecure_and_http_errors)
+/* Starts a ledger in dir serving metrics on host (with --insecure when
+ * host is not loopback) at a free port (*port), and waits until it
+ * listens. */
+static pid_t metrics_ledger(const char *dir, const char *host, int *port)
 {
-    char *dir = tu_tmpdir();
     char ingest[64], events[64], log_read[64], addr[64], ep[64], log[1200];
     tu_endpoint(ingest, sizeof ingest);
     tu_endpoint(events, sizeof events);
     tu_endpoint(log_read, sizeof log_read);
-    int port = tu_free_port();
-    snprintf(addr, sizeof addr, "0.0.0.0:%d", port);
-    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    *port = tu_free_port();
+    snprintf(addr, sizeof addr, "%s:%d", host, *port);
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", *port);
     snprintf(log, sizeof log, "%s/ledger.log", dir);
-    char *const argv[] = {(char *)tu_tally(), "ledger",    "--data",    dir,
-                          "--ingest",         ingest,      "--events",  events,
-                          "--log-read",       log_read,    "--metrics", addr,
-                          "--insecure",       "--no-sync", NULL};
+    bool loopback = strcmp(host, "127.0.0.1") == 0;
+    char *const argv[] = {(char *)tu_tally(),
+                          "ledger",
+                          "--data",
+                          (char *)dir,
+                          "--ingest",
+                          ingest,
+                          "--events",
+                          events,
+                          "--log-read",
+                          log_read,
+                          "--metrics",
+                          addr,
+                          "--no-sync",
+                          loopback ? NULL : "--insecure",
+                          NULL};
     pid_t pid = tu_spawn(argv, log);
     ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, NULL), TU_LISTEN_OURS);
+    return pid;
+}
+
+START_TEST(test_insecure_and_http_errors)
+{
+    char *dir = tu_tmpdir();
+    int port;
+    pid_t pid = metrics_ledger(dir, "0.0.0.0", &port);
     char *text = scrape(port);
     promtool_check(dir, text, "ledger");
     ck_assert(value_of(text, "tally_ledger_head_seq") == 0);
@@ -512,19 +534,8 @@ _Static_assert(QUEUED_WATCH_MS * 5 <= TLY_METRICS_CONNECTION_TIMEOUT_S * 1000,
 START_TEST(test_connections_up_to_the_limit)
 {
     char *dir = tu_tmpdir();
-    char ingest[64], events[64], log_read[64], addr[64], ep[64], log[1200];
-    tu_endpoint(ingest, sizeof ingest);
-    tu_endpoint(events, sizeof events);
-    tu_endpoint(log_read, sizeof log_read);
-    int port = tu_free_port();
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
-    snprintf(log, sizeof log, "%s/ledger.log", dir);
-    char *const argv[] = {(char *)tu_tally(), "ledger", "--data",     dir,      "--ingest",  ingest,
-                          "--events",         events,   "--log-read", log_read, "--metrics", addr,
-                          "--no-sync",        NULL};
-    pid_t pid = tu_spawn(argv, log);
-    ck_assert_int_eq(tu_wait_listener(ep, pid, 15000, NULL), TU_LISTEN_OURS);
+    int port;
+    pid_t pid = metrics_ledger(dir, "127.0.0.1", &port);
     int held[TLY_METRICS_CONNECTIONS_MAX];
     for (unsigned i = 0; i < TLY_METRICS_CONNECTIONS_MAX; i++) {
         held[i] = connect_to(port);
