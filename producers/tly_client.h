@@ -57,6 +57,10 @@ typedef void (*tly_client_done_fn)(void *ctx, uint64_t tag, tly_err whole,
  * anything is read or sent. */
 bool tly_client_endpoints_ok(const char *list);
 
+/* The usage error of a command's --ingest that tly_client_endpoints_ok
+ * refuses (a printf format of TLY_CLIENT_ENDPOINTS_MAX). */
+#define TLY_CLIENT_ENDPOINTS_USAGE "--ingest takes 1 to %u endpoints separated by commas"
+
 /* Connects (lazily: ZeroMQ connects in the background). */
 tly_err tly_client_open(const tly_client_opts *opts, tly_client **out, char *msg, size_t cap);
 void tly_client_close(tly_client *c);

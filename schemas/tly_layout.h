@@ -75,6 +75,11 @@ tly_err tly_layout_each_shard(const char *views_dir, uint32_t max,
                               bool (*visit)(void *ctx, uint32_t k, uint32_t n), void *ctx,
                               uint32_t *entries);
 
+/* What a reader says of a views directory tly_layout_each_shard found
+ * crowded (a printf format of the directory and max). */
+#define TLY_LAYOUT_CROWDED_FMT                                                                     \
+    "%s holds more than %u entries (a views directory holds its shard stores K-of-N)"
+
 /* DATA/asof, DATA/asof/closes.json, DATA/asof/seq-S and DATA/asof/build-S-PID. */
 tly_err tly_layout_asof(const char *data, char *buf, size_t cap);
 tly_err tly_layout_asof_index(const char *data, char *buf, size_t cap);

@@ -88,10 +88,7 @@ static tly_err find_set(const char *views_dir, uint32_t *n, char *msg, size_t ca
         return TLY_NOT_FOUND;
     }
     if (err == TLY_TOO_LARGE) {
-        tly_audit_msgf(msg, cap,
-                       "%s holds more than %u entries (a views directory holds its shard "
-                       "stores K-of-N)",
-                       views_dir, TLY_AUDIT_VIEWS_DIRENTS_MAX);
+        tly_audit_msgf(msg, cap, TLY_LAYOUT_CROWDED_FMT, views_dir, TLY_AUDIT_VIEWS_DIRENTS_MAX);
         return TLY_TOO_LARGE;
     }
     *n = pick_set(views_dir, mask);

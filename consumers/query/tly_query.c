@@ -552,10 +552,8 @@ static const char *opt_name(const json_t *req, const char *field, json_t **bad)
 static json_t *no_store_reply(const tly_query_store *s)
 {
     if (s->crowded)
-        return err_reply(TLY_TOO_LARGE, NULL,
-                         "%s holds more than %u entries (a views directory holds its shard "
-                         "stores K-of-N)",
-                         s->views, TLY_QUERY_VIEWS_DIR_ENTRIES_MAX);
+        return err_reply(TLY_TOO_LARGE, NULL, TLY_LAYOUT_CROWDED_FMT, s->views,
+                         TLY_QUERY_VIEWS_DIR_ENTRIES_MAX);
     return err_reply(TLY_UNAVAILABLE, NULL, "no view store under %s yet", s->views);
 }
 

@@ -187,9 +187,7 @@ static int bench_opt(void *ctx, int id, const char *v)
         return TLY_EXIT_OK;
     case OPT_INGEST:
         if (!tly_client_endpoints_ok(v))
-            return tly_usagef("bench ingest",
-                              "--ingest takes 1 to %u endpoints separated by commas",
-                              TLY_CLIENT_ENDPOINTS_MAX);
+            return tly_usagef("bench ingest", TLY_CLIENT_ENDPOINTS_USAGE, TLY_CLIENT_ENDPOINTS_MAX);
         o->ingest = v;
         return TLY_EXIT_OK;
     default:

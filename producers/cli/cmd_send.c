@@ -238,8 +238,7 @@ static int parse_args(int argc, char **argv, send_opts *o, tly_common_opts *c)
     if (tly_common_endpoints("send", c) != TLY_EXIT_OK)
         return TLY_EXIT_FAIL;
     if (!tly_client_endpoints_ok(c->ingest))
-        return tly_usagef("send", "--ingest takes 1 to %u endpoints separated by commas",
-                          TLY_CLIENT_ENDPOINTS_MAX);
+        return tly_usagef("send", TLY_CLIENT_ENDPOINTS_USAGE, TLY_CLIENT_ENDPOINTS_MAX);
     o->client.endpoint = c->ingest;
     /* The log-read endpoint belongs to the ledger of the ingest one: given,
      * or of the same origin as ingest (both recorded, both default). */
