@@ -9,6 +9,9 @@
  *   - every bounded option of the table below is refused one past its
  *     limit (exit 2, the command and the option named, the limit in the
  *     message) and taken at the limit itself;
+ *   - `tally ledger promote` names itself in every error (a flag only the
+ *     daemon takes, a missing value, --name, --replicate or --stream out of
+ *     bounds: exit 2; a cluster that does not answer: exit 1);
  *   - `tally up` records its endpoints in DATA/endpoints.json; with two
  *     stacks on different ports, send, wait, status and a view command given
  *     --data talk to the stack of that directory;
@@ -214,6 +217,7 @@ static const limit_row limit_rows[] = {
     {"ledger", "--takeover-after", LIM_NUMBER, TLY_TAKEOVER_AFTER_S_MAX, NULL, 0, NULL},
     {"ledger", "--replicas", LIM_NUMBER, TLY_REPL_REPLICAS_MAX, NULL, 0, NULL},
     {"ledger", "--name", LIM_BYTES, TLY_LEASE_NAME_BYTES_MAX, NULL, 0, NULL},
+    {"ledger promote", "--name", LIM_BYTES, TLY_LEASE_NAME_BYTES_MAX, NULL, 0, NULL},
     {"summary", "--top", LIM_NUMBER, TLY_SUMMARY_TOP_MAX, NULL, 0, NULL},
     {"gen", "--events", LIM_NUMBER, TLY_GEN_EVENTS_MAX, NULL, 0, NULL},
     {"gen", "--months", LIM_NUMBER, TLY_GEN_MONTHS_MAX, NULL, 0, NULL},
@@ -315,6 +319,86 @@ START_TEST(test_batches_long_list)
     ck_assert_int_eq(
         tu_run_tally(NULL, err, "bench", "ingest", "--batches", list, "--no-such-flag", NULL), 2);
     ck_assert_msg(file_has(err, "tally bench ingest: --batches"), "stderr lacks the refusal");
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* ledger promote                                                            */
+
+/* Values the rows below point at, filled by promote_values: a --name one
+ * byte past TLY_LEASE_NAME_BYTES_MAX, a URL one byte past
+ * TLY_REPL_URL_BYTES_MAX, one URL more than TLY_REPL_URLS_MAX, and a NATS
+ * URL on a loopback port nothing listens on. */
+static char long_name[TLY_LEASE_NAME_BYTES_MAX + 2];
+static char long_url[TLY_REPL_URL_BYTES_MAX + 2];
+static char many_urls[(TLY_REPL_URLS_MAX + 1) * 32];
+static char nats_url[64];
+
+static void promote_values(void)
+{
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    int len = snprintf(long_url, sizeof long_url, "nats://127.0.0.1:4222/");
+    memset(long_url + len, 'u', sizeof long_url - 1 - (size_t)len);
+    long_url[sizeof long_url - 1] = '\0';
+    size_t at = 0;
+    for (unsigned k = 0; k <= TLY_REPL_URLS_MAX; k++)
+        at += (size_t)snprintf(many_urls + at, sizeof many_urls - at, "%snats://127.0.0.1:%u",
+                               k ? "," : "", 4222 + k);
+    ck_assert_uint_lt(at, sizeof many_urls);
+    snprintf(nats_url, sizeof nats_url, "nats://127.0.0.1:%d", tu_free_port());
+}
+
+/* A `tally ledger promote` command line that fails before it changes
+ * anything: the arguments after "promote", its exit, what stderr says. */
+typedef struct promote_row {
+    const char *args[5];
+    int exit;
+    const char *says;
+} promote_row;
+
+static const promote_row promote_rows[] = {
+    {{"--no-such-flag"}, 2, "unknown option '--no-such-flag'"},
+    {{"--replicate", nats_url, "--no-sync"}, 2, "unknown option '--no-sync'"},
+    {{"--replicate", nats_url, "--replicas", "3"}, 2, "unknown option '--replicas'"},
+    {{"--replicate"}, 2, "option --replicate needs a value"},
+    {{"--replicate", nats_url, "--name"}, 2, "option --name needs a value"},
+    {{"--replicate", nats_url, "--name="}, 2, "--name takes 1 to"},
+    {{"--replicate", nats_url, "--name", long_name}, 2, "--name takes 1 to"},
+    {{"--replicate", nats_url, "stray"}, 2, "unexpected argument 'stray'"},
+    {{"--name", "A"}, 2, "--replicate URL[,URL...] is required"},
+    {{"--replicate", ""}, 2, "--replicate takes 1 to"},
+    {{"--replicate", long_url}, 2, "--replicate takes 1 to"},
+    {{"--replicate", many_urls}, 2, "--replicate takes 1 to"},
+    {{"--replicate", nats_url, "--stream", "no spaces"}, 2, "--stream takes 1 to"},
+    {{"--replicate", nats_url}, 1, "cannot connect"},
+};
+
+/* Every way `tally ledger promote` fails on its own command line or an
+ * unreachable cluster: each line of stderr names "tally ledger promote"
+ * (never the daemon's "tally ledger"), a usage error exits 2. */
+START_TEST(test_promote_errors)
+{
+    const promote_row *r = &promote_rows[_i];
+    promote_values();
+    char *dir = tu_tmpdir();
+    char err[1200];
+    snprintf(err, sizeof err, "%s/err", dir);
+    char *argv[9] = {(char *)tu_tally(), "ledger", "promote"};
+    for (int k = 0; k < 5 && r->args[k]; k++)
+        argv[3 + k] = (char *)r->args[k];
+    int rc = tu_run(argv, NULL, NULL, err);
+    char *said = tu_read_file(err, NULL);
+    ck_assert_msg(rc == r->exit && said && strstr(said, r->says),
+                  "row %d: exit %d, want %d with \"%s\", said: %s", _i, rc, r->exit, r->says, said);
+    for (char *line = said; *line; line = strchr(line, '\n') + 1) {
+        bool named = strncmp(line, "tally ledger promote: ", 22) == 0 ||
+                     strncmp(line, "Try 'tally ledger promote --help'.\n", 35) == 0;
+        ck_assert_msg(named, "row %d: a line not of tally ledger promote: %s", _i, line);
+        ck_assert_ptr_nonnull(strchr(line, '\n'));
+    }
+    free(said);
     tu_rmtree(dir);
 }
 END_TEST
@@ -612,6 +696,8 @@ int main(void)
     tcase_add_loop_test(flags, test_option_limit, 0,
                         (int)(sizeof limit_rows / sizeof limit_rows[0]));
     tu_add_tests(flags, TU_TESTS(test_batches_long_list));
+    tcase_add_loop_test(flags, test_promote_errors, 0,
+                        (int)(sizeof promote_rows / sizeof promote_rows[0]));
     TCase *stacks = tu_tcase(s, "stacks", 300);
     tu_add_tests(stacks, TU_TESTS(test_data_routing, test_up_port_taken, test_up_data_locked,
                                   test_send_timeout, test_log_lines));

@@ -113,11 +113,19 @@ static const tly_opt ledger_opts[] = {
     {"--no-takeover", OPT_NO_TAKEOVER, false},
 };
 
-static int ledger_opt(void *ctx, int id, const char *value)
+/* The options of `tally ledger promote`: which stream, which standby. */
+static const tly_opt promote_opts[] = {
+    {"--replicate", OPT_REPLICATE, true},
+    {"--stream", OPT_STREAM, true},
+    {"--name", OPT_NAME, true},
+};
+
+/* One option of cmd ("ledger" or "ledger promote", the name its usage
+ * errors begin with) into o. */
+static int opt_into(const char *cmd, tly_ledger_opts *o, int id, const char *value)
 {
-    tly_ledger_opts *o = ctx;
     if (id == TLY_OPT_ARG)
-        return tly_usagef("ledger", "unexpected argument '%s'", value);
+        return tly_usagef(cmd, "unexpected argument '%s'", value);
     o->no_sync = o->no_sync || id == OPT_NO_SYNC;
     o->insecure = o->insecure || id == OPT_INSECURE;
     o->curve_secret = id == OPT_CURVE_SECRET ? value : o->curve_secret;
@@ -127,24 +135,33 @@ static int ledger_opt(void *ctx, int id, const char *value)
     o->standby = o->standby || id == OPT_STANDBY;
     o->no_takeover = o->no_takeover || id == OPT_NO_TAKEOVER;
     if (id == OPT_NAME && (!value[0] || strlen(value) > TLY_LEASE_NAME_BYTES_MAX))
-        return tly_usagef("ledger", "--name takes 1 to %u bytes", TLY_LEASE_NAME_BYTES_MAX);
+        return tly_usagef(cmd, "--name takes 1 to %u bytes", TLY_LEASE_NAME_BYTES_MAX);
     o->name = id == OPT_NAME ? value : o->name;
     if (id == OPT_TAKEOVER_AFTER) {
         uint64_t sec = 0;
-        int rc =
-            tly_cli_u64("ledger", "--takeover-after", value, 1, TLY_TAKEOVER_AFTER_S_MAX, &sec);
+        int rc = tly_cli_u64(cmd, "--takeover-after", value, 1, TLY_TAKEOVER_AFTER_S_MAX, &sec);
         if (rc != TLY_EXIT_OK)
             return rc;
         o->takeover_after_ms = (int)sec * 1000;
     }
     if (id == OPT_REPLICAS) {
         uint64_t r = 0;
-        int rc = tly_cli_u64("ledger", "--replicas", value, 1, TLY_REPL_REPLICAS_MAX, &r);
+        int rc = tly_cli_u64(cmd, "--replicas", value, 1, TLY_REPL_REPLICAS_MAX, &r);
         if (rc != TLY_EXIT_OK)
             return rc;
         o->replicas = (int)r;
     }
     return TLY_EXIT_OK;
+}
+
+static int ledger_opt(void *ctx, int id, const char *value)
+{
+    return opt_into("ledger", ctx, id, value);
+}
+
+static int promote_opt(void *ctx, int id, const char *value)
+{
+    return opt_into("ledger promote", ctx, id, value);
 }
 
 static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **metrics)
@@ -211,8 +228,8 @@ static int cmd_promote(int argc, char **argv)
 {
     tly_ledger_opts o = {0};
     const tly_cli_spec spec = {"ledger promote", 0,
-                               ledger_opts,      sizeof ledger_opts / sizeof ledger_opts[0],
-                               ledger_opt,       &o};
+                               promote_opts,     sizeof promote_opts / sizeof promote_opts[0],
+                               promote_opt,      &o};
     int rc = tly_cli_parse(&spec, NULL, argc, argv);
     if (rc == TLY_CLI_HELP)
         usage(stdout);
@@ -221,8 +238,10 @@ static int cmd_promote(int argc, char **argv)
     if (!o.replicate)
         return tly_usagef("ledger promote", "--replicate URL[,URL...] is required");
     tly_repl_opts ro = {o.replicate, o.stream, o.replicas, true};
-    tly_repl *r = NULL;
     char msg[256] = "";
+    if (tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("ledger promote", "%s", msg);
+    tly_repl *r = NULL;
     tly_err err = tly_repl_open(&ro, &r, msg, sizeof msg);
     if (err == TLY_OK)
         err = tly_repl_lease_open(r, msg, sizeof msg);
