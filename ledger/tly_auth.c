@@ -116,9 +116,14 @@ _Static_assert(TLY_Z85_KEY_CHARS + 1 + TLY_SOURCE_BYTES_MAX + 1 +
                    TLY_AUTH_LINE_BYTES_MAX,
                "an authorized-keys line holds any key line");
 
+/* What read_line found. */
+enum { LINE_LONG, LINE_READ, LINE_NUL };
+
 /* Reads one line of f without its newline into line (TLY_AUTH_LINE_BYTES_MAX
- * + 1 bytes, NUL-terminated). Returns 1, EOF at the end of the file, or 0
- * for a line longer than TLY_AUTH_LINE_BYTES_MAX. */
+ * + 1 bytes, NUL-terminated). Returns LINE_READ, EOF at the end of the file,
+ * LINE_LONG for a line longer than TLY_AUTH_LINE_BYTES_MAX, or LINE_NUL for
+ * one holding a NUL byte: as a string it would end there, and the roles
+ * after it would be dropped unseen. */
 static int read_line(FILE *f, char *line)
 {
     size_t len = 0;
@@ -127,11 +132,13 @@ static int read_line(FILE *f, char *line)
         return EOF;
     for (; c != EOF && c != '\n'; c = getc(f)) {
         if (len == TLY_AUTH_LINE_BYTES_MAX)
-            return 0;
+            return LINE_LONG;
+        if (c == '\0')
+            return LINE_NUL;
         line[len++] = (char)c;
     }
     line[len] = '\0';
-    return 1;
+    return LINE_READ;
 }
 
 tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap)
@@ -147,20 +154,24 @@ tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap)
         return TLY_NOMEM;
     }
     char line[TLY_AUTH_LINE_BYTES_MAX + 1];
+    char why[192] = "";
     size_t lineno = 0;
     tly_err err = TLY_OK;
     int got;
     while (err == TLY_OK && (got = read_line(f, line)) != EOF) {
         lineno++;
-        if (got == 0) {
-            snprintf(msg, cap, "line %zu: longer than %u bytes", lineno, TLY_AUTH_LINE_BYTES_MAX);
-            err = TLY_BAD_FIELD;
-        } else {
-            err = parse_line(a, line, lineno, msg, cap);
-        }
+        err = TLY_BAD_FIELD;
+        if (got == LINE_LONG)
+            snprintf(why, sizeof why, "line %zu: longer than %u bytes", lineno,
+                     TLY_AUTH_LINE_BYTES_MAX);
+        else if (got == LINE_NUL)
+            snprintf(why, sizeof why, "line %zu: a NUL byte (the file is text)", lineno);
+        else
+            err = parse_line(a, line, lineno, why, sizeof why);
     }
     fclose(f);
     if (err != TLY_OK) {
+        snprintf(msg, cap, "%s: %s", path, why);
         free(a);
         return err;
     }

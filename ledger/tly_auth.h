@@ -47,7 +47,8 @@ typedef struct tly_auth tly_auth;
 
 /* Loads an authorized-keys file. On error returns TLY_IO (unreadable) or
  * TLY_BAD_FIELD (a bad line, including one longer than
- * TLY_AUTH_LINE_BYTES_MAX) and writes a sentence naming the line into msg. */
+ * TLY_AUTH_LINE_BYTES_MAX or holding a NUL byte) and writes a sentence
+ * naming the file and the line into msg ("PATH: line N: ..."). */
 tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap);
 
 /* Starts the ZAP handler on zmq context ctx (inproc://zeromq.zap.01). It runs

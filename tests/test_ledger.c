@@ -1895,6 +1895,57 @@ START_TEST(test_auth_line_bytes_max)
 }
 END_TEST
 
+/* An authorized-keys file whose second line, after a comment, gives key's
+ * key to dist-WHO with the roles "claims,sales"; over: a NUL byte before
+ * ",sales" (read as a string, the line once ended there: the key was let in
+ * with claims alone). */
+static void write_nul_keys(const char *path, const tl_keys *key, const char *who, bool over)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "# one key\n%s dist-%s claims", key->pub, who);
+    if (over)
+        fputc('\0', f);
+    fprintf(f, ",sales\n");
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A NUL byte in an authorized-keys line refuses the start, the file and the
+ * line named, as any malformed line does; without it the line's every role
+ * holds (its key sends a sale). The query service loads the file with the
+ * same loader and refuses it the same way. */
+START_TEST(test_auth_line_nul)
+{
+    const char *want = "authorized_keys: line 2: a NUL byte";
+    auth_file_edge("nul", write_nul_keys, want);
+
+    tl_ledger L;
+    tl_init(&L);
+    tl_keys server, key;
+    tl_make_keys(&L, "server", &server);
+    tl_make_keys(&L, "nul", &key);
+    char authz[700], ep[64], out[700];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    write_nul_keys(authz, &key, "nul", true);
+    tu_endpoint(ep, sizeof ep);
+    snprintf(out, sizeof out, "%s/refused.log", L.dir);
+    const char *argv[] = {tu_tally(),
+                          "query",
+                          "--data",
+                          L.data,
+                          "--query",
+                          ep,
+                          "--curve-secret",
+                          server.file,
+                          "--authorized-keys",
+                          authz,
+                          NULL};
+    ck_assert_int_eq(tl_wait_exit(tl_spawn(argv, out, out), TL_EXIT_MS), 1);
+    assert_refusal_says(&L, want);
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 8. SIGTERM while producers send                                     */
 
@@ -2530,7 +2581,7 @@ static Suite *ledger_suite(void)
     TCase *c = tu_tcase(s, "curve", 60);
     tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
                              test_loopback_only_without_curve, test_startup_refusals,
-                             test_auth_keys_max, test_auth_line_bytes_max));
+                             test_auth_keys_max, test_auth_line_bytes_max, test_auth_line_nul));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
     tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));
