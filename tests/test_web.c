@@ -13,7 +13,9 @@
  *     served and one byte more 413; TLY_WEB_CONNECTIONS_MAX connections
  *     served and one more closed unanswered; TLY_WEB_ARGS_MAX arguments
  *     served and one more 400; a partner of TLY_WEB_EXPLAIN_LINES_MAX
- *     explain lines shown whole, one of a line more cut with a note;
+ *     explain lines shown whole, one of a line more cut with a note; a
+ *     statement file of TLY_WEB_STATEMENT_BYTES_MAX bytes served whole and
+ *     one byte more a 500 naming the bound (in-process, web_internal.h);
  *   - a non-loopback --web without --insecure is exit 2;
  *   - headless Chromium renders a partner page: its DOM text holds the
  *     balance's figures and its screenshot has the chart's colours where
@@ -36,6 +38,7 @@
 #include "tly_currency.h"
 #include "tly_limits.h"
 #include "tly_query.h"
+#include "web_internal.h"
 
 /* A two-shard stack (tu_stack_up: it waits for the console too) and its
  * stop: exit 0. */
@@ -784,10 +787,55 @@ START_TEST(test_console_usage)
 }
 END_TEST
 
+/* TLY_WEB_STATEMENT_BYTES_MAX at its edge, where the console turns the
+ * file `tally statement` wrote into its reply (web_statement_reply, called
+ * here: a real statement that large takes ~100,000 claims). A file of the
+ * bound is served whole, byte for byte, as the PDF; one byte more is a 500
+ * whose message names the bound. */
+START_TEST(test_statement_bytes_max)
+{
+    char *dir = tu_tmpdir();
+    char path[1200], errpath[1200], want[128];
+    snprintf(path, sizeof path, "%s/statement.pdf", dir);
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    ck_assert(tu_write_file(errpath, "", 0));
+    size_t max = TLY_WEB_STATEMENT_BYTES_MAX;
+    char *data = malloc(max + 1);
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i <= max; i++)
+        data[i] = (char)(i * 131 % 251); /* a byte out of place shows */
+    web_req r = {.path = "/partners/p/statement.pdf", .json = true};
+
+    ck_assert(tu_write_file(path, data, max));
+    web_reply out = {0};
+    web_statement_reply(&r, 0, path, errpath, true, &out);
+    ck_assert_int_eq(out.status, 200);
+    ck_assert_str_eq(out.type, "application/pdf");
+    ck_assert_uint_eq(out.body.len, max);
+    ck_assert(memcmp(out.body.data, data, max) == 0);
+    web_buf_free(&out.body);
+
+    ck_assert(tu_write_file(path, data, max + 1));
+    out = (web_reply){0};
+    web_statement_reply(&r, 0, path, errpath, true, &out);
+    ck_assert_int_eq(out.status, 500);
+    json_t *e = json_loads(out.body.data ? out.body.data : "", 0, NULL);
+    snprintf(want, sizeof want, "the statement is larger than %zu bytes", max);
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    ck_assert_msg(msg && strstr(msg, want), "over the bound: %s", out.body.data);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "io");
+    json_decref(e);
+    web_buf_free(&out.body);
+    free(data);
+    tu_rmtree(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("web");
     TCase *tc = tu_tcase(s, "console", 600);
     tu_add_tests(tc, TU_TESTS(test_console_usage, test_console_pages));
+    tcase_add_test(tu_tcase(s, "statement", 60), test_statement_bytes_max);
     return tu_run_suite(s);
 }

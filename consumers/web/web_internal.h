@@ -102,6 +102,13 @@ void web_page_partners(const web_req *r, web_reply *out);
 void web_page_partner(const web_req *r, const char *id, web_reply *out);
 /* /partners/ID/statement.html|pdf [?period=P] (web_statement.c). */
 void web_page_statement(const web_req *r, const char *id, const char *what, web_reply *out);
+/* The reply to the statement `tally statement` wrote into path, rc its
+ * exit code and errpath its stderr: the file as the body (a PDF when pdf),
+ * or an error page: 404 not_found when rc is 1 (no such partner or
+ * period), 500 io otherwise, with the first line of errpath or, for a file
+ * larger than TLY_WEB_STATEMENT_BYTES_MAX, a message naming that bound. */
+void web_statement_reply(const web_req *r, int rc, const char *path, const char *errpath, bool pdf,
+                         web_reply *out);
 void web_page_report(const web_req *r, const char *program, web_reply *out);
 void web_page_liabilities(const web_req *r, web_reply *out);
 void web_page_expiring(const web_req *r, web_reply *out);

@@ -96,11 +96,31 @@ static void first_line(const char *path, char *out, size_t cap)
         snprintf(out, cap, "the statement could not be written");
 }
 
+void web_statement_reply(const web_req *r, int rc, const char *path, const char *errpath, bool pdf,
+                         web_reply *out)
+{
+    bool too_large = false;
+    if (rc == 0 && body_of_file(path, out, &too_large)) {
+        out->status = 200;
+        out->type = pdf ? "application/pdf" : "text/html; charset=utf-8";
+        return;
+    }
+    char msg[256];
+    web_buf_free(&out->body);
+    out->body = (web_buf){0};
+    first_line(errpath, msg, sizeof msg);
+    if (too_large)
+        snprintf(msg, sizeof msg,
+                 "the statement is larger than %u bytes, the most the console serves",
+                 TLY_WEB_STATEMENT_BYTES_MAX);
+    web_error(r, out, rc == 1 ? 404 : 500, rc == 1 ? "not_found" : "io", msg, NULL);
+}
+
 /* Writes the statement into a fresh directory and serves it. */
 static void serve_statement(const web_req *r, const char *id, const char *period, bool pdf,
                             web_reply *out)
 {
-    char dir[] = "/tmp/tally-web-XXXXXX", path[64], errpath[64], msg[256];
+    char dir[] = "/tmp/tally-web-XXXXXX", path[64], errpath[64];
     if (mkdtemp(dir) == NULL) {
         web_error(r, out, 500, "io", "no temporary directory for the statement", NULL);
         return;
@@ -108,20 +128,7 @@ static void serve_statement(const web_req *r, const char *id, const char *period
     snprintf(path, sizeof path, "%s/statement.%s", dir, pdf ? "pdf" : "html");
     snprintf(errpath, sizeof errpath, "%s/stderr", dir);
     int rc = run_statement(r, id, period, path, errpath);
-    bool too_large = false;
-    if (rc == 0 && body_of_file(path, out, &too_large)) {
-        out->status = 200;
-        out->type = pdf ? "application/pdf" : "text/html; charset=utf-8";
-    } else {
-        web_buf_free(&out->body);
-        out->body = (web_buf){0};
-        first_line(errpath, msg, sizeof msg);
-        if (too_large)
-            snprintf(msg, sizeof msg,
-                     "the statement is larger than %u bytes, the most the console serves",
-                     TLY_WEB_STATEMENT_BYTES_MAX);
-        web_error(r, out, rc == 1 ? 404 : 500, rc == 1 ? "not_found" : "io", msg, NULL);
-    }
+    web_statement_reply(r, rc, path, errpath, pdf, out);
     unlink(path);
     unlink(errpath);
     rmdir(dir);
