@@ -255,6 +255,36 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * event. */
 #define TLY_CONSUME_DIRTY_ENTRIES_MAX 500000u
 
+/* A batch is also committed early once the consumer's resident anonymous
+ * memory (tly_os_anon_resident, read every TLY_CONSUME_VIEWS_RELEASE_RECORDS
+ * records) and what its commit will add on top of it would reach
+ * TLY_CONSUME_ANON_BYTES_MAX, whatever --batch and the entry count say:
+ * what a batch holds depends on the data's shape, not on its number of
+ * entries alone. What a commit adds is what the last one added
+ * (tly_views_stats' last_anon_rise), at least TLY_CONSUME_COMMIT_RISE_MIN;
+ * TLY_CONSUME_COMMIT_RISE_FIRST before any. Measured (thirty-seventh
+ * session, one shard, MiB of anonymous memory at a commit's start and at
+ * most during it):
+ *   - `bench fold --growth`'s 10M log (100,000 partners, 100 events
+ *     each), 400,000-record batches: the first commit 157 → 225, the
+ *     others from 188-218 up by 8-20 at most (their flushes free about as
+ *     much as LMDB copies);
+ *   - its 1M log held at 100,000 partners (`--partners 100000`, 10
+ *     events each): the first commit 158 → 242 (a batch of 337,896
+ *     records, cut by the entries), a later one from 246; the fold peaked
+ *     at 271 MiB in all (284 MB), over the 256 MB bound, with no limit
+ *     reached.
+ * The first commit of a process adds the most: the engine's states, grown
+ * event by event, leave a fragmented heap that LMDB's page copies cannot
+ * reuse. 228 MiB of anonymous memory leaves about 16 MiB of the 256 MB
+ * (244 MiB) bound for the mapped files (the log's resident pages,
+ * TLY_CONSUME_LOG_RESIDENT_BYTES_MAX, and the store's between its
+ * releases). $TALLY_CONSUME_ANON_BYTES overrides the bound (tests: 1
+ * commits every TLY_CONSUME_VIEWS_RELEASE_RECORDS records). */
+#define TLY_CONSUME_ANON_BYTES_MAX ((uint64_t)228u << 20)
+#define TLY_CONSUME_COMMIT_RISE_FIRST ((uint64_t)96u << 20)
+#define TLY_CONSUME_COMMIT_RISE_MIN ((uint64_t)16u << 20)
+
 /* Partners a consumer's flush notes, of those it wrote and dropped, to read
  * back once its commit is done (tly_engine_read_back): a batch that changed
  * more partners than the cache holds finds them in memory in the next,

@@ -316,6 +316,21 @@ void tly_os_release_free_heap(void)
 #endif
 }
 
+bool tly_os_anon_resident(uint64_t *bytes)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return false;
+    unsigned long long size, resident, shared;
+    bool ok = fscanf(f, "%llu %llu %llu", &size, &resident, &shared) == 3 && page > 0 &&
+              shared <= resident;
+    fclose(f);
+    if (ok)
+        *bytes = (uint64_t)(resident - shared) * (uint64_t)page;
+    return ok;
+}
+
 bool tly_os_release_file_map(const void *addr)
 {
     uintptr_t lo, hi;

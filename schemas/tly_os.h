@@ -114,6 +114,13 @@ void tly_os_release_zero_pages(void *addr, size_t len);
  * without glibc. */
 void tly_os_release_free_heap(void);
 
+/* This process's resident anonymous memory in bytes: its RSS without the
+ * pages of files it maps (/proc/self/statm, resident less shared). What a
+ * consumer's batch holds in memory shows here; the view store's and the
+ * log's mapped pages, which their releases bound, do not. False when it
+ * cannot be read (no /proc). A read costs a few microseconds. */
+bool tly_os_anon_resident(uint64_t *bytes);
+
 /* True when path names the file open as fd (same device and inode): a lock
  * file a writer holds open and flocked is still the one at its path, so no
  * other writer can have locked the path since. Used on every commit: it

@@ -1679,6 +1679,30 @@ START_TEST(test_consume_refused_override_said_once)
 }
 END_TEST
 
+/* A consumer's memory bound (TLY_CONSUME_ANON_BYTES_MAX, read every
+ * TLY_CONSUME_VIEWS_RELEASE_RECORDS records) commits a batch early, and the
+ * pass that read it ends there: with a bound of one byte every batch is
+ * TLY_CONSUME_VIEWS_RELEASE_RECORDS records, none is the remainder of a
+ * --batch cut short, and the views are the same byte for byte. */
+START_TEST(test_consume_memory_bound_commits_early)
+{
+    const unsigned long long per = TLY_CONSUME_VIEWS_RELEASE_RECORDS;
+    ck_assert_uint_gt(3000, per); /* --batch 3000 below: cut once each */
+    char *ref = data_with_log(13, SHARD_LOG_EVENTS);
+    ck_assert_int_eq(consume(ref, NULL, "3000"), 0);
+    ck_assert_uint_eq(commits_of(ref), (SHARD_LOG_EVENTS + 2999) / 3000);
+    char *data = data_sharing_log(ref);
+    setenv("TALLY_CONSUME_ANON_BYTES", "1", 1);
+    int rc = consume(data, NULL, "3000");
+    unsetenv("TALLY_CONSUME_ANON_BYTES");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(commits_of(data), (SHARD_LOG_EVENTS + per - 1) / per);
+    assert_same_views(ref, data);
+    tu_rmtree(data);
+    tu_rmtree(ref);
+}
+END_TEST
+
 /* --- live: tally ledger + tally send --- */
 
 static void write_jsonl(const char *path, const char *const *events, size_t n)
@@ -1783,6 +1807,24 @@ START_TEST(test_remote_catch_up_through_log_read)
                             "--log-read",       lr,        "--exit-at-head", NULL};
     ck_assert_int_eq(tu_run(remote, NULL, NULL, rerr), 0);
     ck_assert_uint_eq(checkpoint_of(far, 0, 1), REMOTE_LOG_EVENTS);
+    /* Through log-read too, a batch the memory bound ends (here every
+     * TLY_CONSUME_VIEWS_RELEASE_RECORDS records) leaves the rest of its
+     * reply to the next batch, which the pass fills before it ends: no
+     * commit of a --batch's remainder. */
+    char *tight = tu_tmpdir(), *terr = path_join(tight, "consume.err");
+    char *const bounded[] = {
+        (char *)tu_tally(), "consume", "--data",         tight, "--remote", "--log-read", lr,
+        "--batch",          "3000",    "--exit-at-head", NULL};
+    setenv("TALLY_CONSUME_ANON_BYTES", "1", 1);
+    int trc = tu_run(bounded, NULL, NULL, terr);
+    unsetenv("TALLY_CONSUME_ANON_BYTES");
+    ck_assert_int_eq(trc, 0);
+    ck_assert_uint_eq(commits_of(tight),
+                      (REMOTE_LOG_EVENTS + TLY_CONSUME_VIEWS_RELEASE_RECORDS - 1) /
+                          TLY_CONSUME_VIEWS_RELEASE_RECORDS);
+    assert_same_views(data, tight);
+    free(terr);
+    tu_rmtree(tight);
     ck_assert_int_eq(tu_kill_wait(lp, SIGTERM), 0);
     assert_same_views(data, far);
     ck_assert_int_eq(sales_mode(data, 0, 1), TLY_VIEWS_SALES_OWN);
@@ -2288,9 +2330,9 @@ static Suite *consumers_suite(void)
                  test_consume_restart_resumes_exactly_once, test_consume_kill9_resumes_exactly_once,
                  test_consume_full_map_at_commit_grows, test_consume_full_map_after_drops_reloads,
                  test_shards_give_identical_partner_views, test_consume_small_cache_same_views,
-                 test_consume_refused_override_said_once, test_shards_register_own_sales,
-                 test_seq_sales_in_s2_fold_on, test_bench_fold_growth,
-                 test_bench_fold_growth_partners, test_ahead_peek_edges));
+                 test_consume_refused_override_said_once, test_consume_memory_bound_commits_early,
+                 test_shards_register_own_sales, test_seq_sales_in_s2_fold_on,
+                 test_bench_fold_growth, test_bench_fold_growth_partners, test_ahead_peek_edges));
     TCase *live = tu_tcase(s, "live", 300);
     tu_add_tests(live, TU_TESTS(test_live_follow_ledger, test_remote_catch_up_through_log_read));
     TCase *faults = tu_tcase(s, "faults", 300);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2310,6 +2311,44 @@ START_TEST(test_os_same_file)
 }
 END_TEST
 
+/* tly_os_anon_resident: 64 MiB written in a fresh mapping count in full
+ * (a file's pages mapped do not: only this process's own memory), and
+ * count no more once given back. */
+START_TEST(test_os_anon_resident)
+{
+    const size_t len = (size_t)64 << 20;
+    uint64_t before, during, after;
+    ck_assert(tly_os_anon_resident(&before));
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(p != MAP_FAILED);
+    memset(p, 1, len);
+    ck_assert(tly_os_anon_resident(&during));
+    ck_assert_uint_ge(during, before + len - ((size_t)4 << 20));
+    ck_assert_int_eq(munmap(p, len), 0);
+    ck_assert(tly_os_anon_resident(&after));
+    ck_assert_uint_le(after + len - ((size_t)4 << 20), during);
+    /* a file's pages, mapped and read, are not anonymous */
+    char *dir = tu_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/pages", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+    char *f = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    ck_assert(f != MAP_FAILED);
+    unsigned sum = 0;
+    for (size_t i = 0; i < len; i += 4096)
+        sum += (unsigned char)f[i];
+    ck_assert_uint_eq(sum, 0);
+    uint64_t mapped;
+    ck_assert(tly_os_anon_resident(&mapped));
+    ck_assert_uint_lt(mapped, after + ((size_t)4 << 20));
+    munmap(f, len);
+    close(fd);
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* Shard names: canonical "K-of-N" with K < N <= TLY_SHARDS_MAX only. */
 START_TEST(test_layout_shard_parse)
 {
@@ -2466,7 +2505,7 @@ static Suite *schemas_suite(void)
 
     TCase *lay = tu_tcase(s, "layout", 0);
     tu_add_tests(lay, TU_TESTS(test_layout_paths, test_layout_shard_parse, test_os_same_file,
-                               test_os_env_u64, test_os_log_line_limit));
+                               test_os_anon_resident, test_os_env_u64, test_os_log_line_limit));
 
     TCase *dl = tu_tcase(s, "dl", 0);
     tu_add_tests(dl, TU_TESTS(test_dl_load_and_call, test_dl_missing_library_and_function,

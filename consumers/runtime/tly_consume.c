@@ -6,7 +6,8 @@
  * the store when an event needs it, so a restart takes the same time
  * whatever the log holds), then folds the log from checkpoint + 1 in seq
  * order. Every batch (at most --batch records, fewer when the engine holds
- * TLY_CONSUME_DIRTY_ENTRIES_MAX changes, or whatever the log holds) is
+ * TLY_CONSUME_DIRTY_ENTRIES_MAX changes or its memory and its commit's
+ * would pass TLY_CONSUME_ANON_BYTES_MAX, or whatever the log holds) is
  * committed with its checkpoint in one LMDB transaction, so a crash at any
  * moment, kill -9 included, resumes at the checkpoint and applies every
  * record exactly once.
@@ -100,6 +101,12 @@ typedef struct consumer {
     tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
     uint64_t read_back;      /* partners read back at batches' starts, in all */
     uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
+    uint64_t anon_max;       /* TLY_CONSUME_ANON_BYTES_MAX or $TALLY_CONSUME_ANON_BYTES */
+    uint64_t commit_rise;    /* what the next commit is expected to add to it */
+    /* apply_decoded committed a batch that had reached a limit: the pass
+     * reading it ends there, so that the next begins a whole batch
+     * rather than commit the few records left of this one's --batch */
+    bool batch_ended;
     /* Where a catch-up's time went, for the stop line: the commits (each
      * batch's flush and transaction, failed ones included) and the
      * read-backs; the rest is folding the records. */
@@ -276,6 +283,8 @@ static tly_err commit(consumer *c)
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
+        uint64_t rise = tly_views_stats_of(c->views).last_anon_rise;
+        c->commit_rise = rise > TLY_CONSUME_COMMIT_RISE_MIN ? rise : TLY_CONSUME_COMMIT_RISE_MIN;
         return TLY_OK;
     }
     tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
@@ -312,6 +321,16 @@ static bool batch_too_old(const consumer *c)
  * events socket, not the log) whose event does not decode proves nothing
  * about the log: it is treated as a gap, so the log decides.
  */
+/* True when the batch's memory and what its commit will add reach the
+ * consumer's bound (TLY_CONSUME_ANON_BYTES_MAX); false when the memory
+ * cannot be read. */
+static bool memory_full(const consumer *c)
+{
+    uint64_t anon;
+    uint64_t room = c->anon_max > c->commit_rise ? c->anon_max - c->commit_rise : 0;
+    return tly_os_anon_resident(&anon) && anon >= room;
+}
+
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
                              tly_err decoded, const tly_field_error *fe, bool published, bool *gap);
 
@@ -386,13 +405,18 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
     }
     if (c->pending++ == 0)
         c->batch_start_ns = tly_mono_ns();
-    if (c->pending % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0)
+    bool full = false;
+    if (c->pending % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0) {
         tly_views_release(c->views);
+        full = memory_full(c);
+    }
     /* The engine keeps what a batch changed in memory until the commit:
      * a batch ends early when that grows large, whatever --batch says. */
-    if (c->pending >= c->o.batch || batch_too_old(c) ||
-        tly_engine_dirty(c->engine) >= TLY_CONSUME_DIRTY_ENTRIES_MAX)
+    if (full || c->pending >= c->o.batch || batch_too_old(c) ||
+        tly_engine_dirty(c->engine) >= TLY_CONSUME_DIRTY_ENTRIES_MAX) {
+        c->batch_ended = true;
         return commit(c);
+    }
     return TLY_OK;
 }
 
@@ -453,10 +477,13 @@ static tly_err pass_local(consumer *c, uint32_t *n)
             break;
         tly_ahead_prefetch(ahead, c->engine); /* the next records' partners */
         bool gap;
+        c->batch_ended = false;
         err = apply_decoded(c, &it->rec, &it->ev, it->err, &it->fe, false, &gap);
         if (err != TLY_OK || gap) /* a gap here: a reload rewound the engine */
             break;
         ++*n;
+        if (c->batch_ended)
+            break;
     }
     tly_ahead_stop(ahead);
     if (err == TLY_NOT_FOUND)
@@ -687,23 +714,27 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
     return err;
 }
 
-/* One batch through log-read: requests until the batch is full or a reply
- * brings nothing new. Bounded: every further request follows a reply that
- * applied at least one record, and *n stops at the batch size. */
+/* One batch through log-read: requests until a batch ends with a reply or
+ * a reply brings nothing new. A batch that ends inside a reply (a limit
+ * reached, apply_decoded) leaves the reply's other records to the next,
+ * which the pass then fills. Bounded: every further request follows a
+ * reply that applied at least one record, and asks for no more than the
+ * open batch's room, so the batch that fills it ends the pass. */
 static tly_err pass_remote(consumer *c, uint32_t *n)
 {
     *n = 0;
-    while (*n < c->o.batch && !*c->stop) {
-        uint32_t want = c->o.batch - *n, count, before = *n;
+    while (!*c->stop) {
+        uint32_t want = c->o.batch - c->pending, count, before = *n;
         if (want > TLY_CONSUME_LOGREAD_RECORDS_MAX)
             want = TLY_CONSUME_LOGREAD_RECORDS_MAX;
         bool gap;
+        c->batch_ended = false;
         tly_err err = fetch_once(c, want, n, &count, &gap);
         if (err != TLY_OK)
             return err;
         /* A gap (a reload rewound the engine mid-reply) ends the batch; the
          * next pass asks again from the checkpoint. */
-        if (count == 0 || *n == before || gap)
+        if (count == 0 || *n == before || gap || (c->batch_ended && c->pending == 0))
             break;
     }
     return TLY_OK;
@@ -915,6 +946,9 @@ tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
     c->o = *o;
     c->stop = stop;
     c->read_split_min = tly_helper_split_min();
+    c->anon_max =
+        tly_env_u64("TALLY_CONSUME_ANON_BYTES", 1, UINT64_MAX, TLY_CONSUME_ANON_BYTES_MAX);
+    c->commit_rise = TLY_CONSUME_COMMIT_RISE_FIRST;
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK && o->on_ready)

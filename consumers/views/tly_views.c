@@ -688,7 +688,18 @@ typedef struct put_ctx {
     uint32_t next_evict; /* the slot a new region takes when all are used */
     uint32_t opened;     /* cursors opened in this transaction */
     uint32_t releases;   /* of the map, in this transaction */
+    /* the process's resident anonymous memory at the flush's start and the
+     * most seen since, read at each release of the map (0: unknown) */
+    uint64_t anon_start, anon_max;
 } put_ctx;
+
+/* Notes the process's resident anonymous memory now in c->anon_max. */
+static void note_anon(put_ctx *c)
+{
+    uint64_t anon;
+    if (tly_os_anon_resident(&anon) && anon > c->anon_max)
+        c->anon_max = anon;
+}
 
 /* Closes every cursor of c; before its transaction ends (LMDB frees a
  * write transaction's cursors itself at its end, so none may outlive it). */
@@ -756,6 +767,7 @@ static tly_err put_kv(void *ctx, const void *key, size_t key_len, const void *va
         (void)tly_os_release_file_map(c->v->map_addr);
         c->puts = 0;
         c->releases++;
+        note_anon(c);
     }
     if (rc == 0)
         return TLY_OK;
@@ -894,9 +906,12 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
                      TLY_VIEWS_SALES_VALUE_OWN, strlen(TLY_VIEWS_SALES_VALUE_OWN));
     if (err == TLY_OK && !v->old_docs_checked)
         err = drop_old_docs(&c);
+    if (!tly_os_anon_resident(&c.anon_start))
+        c.anon_start = 0;
     if (err == TLY_OK)
         err = tly_engine_flush(e, put_kv, &c);
     put_cursors_close(&c);
+    note_anon(&c); /* LMDB holds its copies of every page the commit writes */
     if (err != TLY_OK) {
         mdb_txn_abort(c.txn);
         *redo = c.mdb_rc == MDB_MAP_FULL && tly_engine_intact(e);
@@ -925,6 +940,8 @@ static tly_err commit_once(tly_views *v, tly_engine *e, bool *redo)
     v->stats.last_puts = c.total;
     v->stats.last_cursors = c.opened;
     v->stats.last_map_releases = c.releases;
+    v->stats.last_anon_rise =
+        c.anon_start > 0 && c.anon_max > c.anon_start ? c.anon_max - c.anon_start : 0;
     return TLY_OK;
 }
 

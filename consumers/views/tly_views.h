@@ -228,6 +228,12 @@ typedef struct tly_views_stats {
     /* releases of the map during its puts, one every
      * TLY_VIEWS_RELEASE_PUTS (the one after the commit not counted) */
     uint32_t last_map_releases;
+    /* how far the process's resident anonymous memory rose above what it
+     * was at the flush's start, at most, read at each of those releases and
+     * at the flush's end (LMDB's copies of the pages the commit writes,
+     * the engine's packed records, less what the flush freed); 0 when it
+     * fell or could not be read (tly_os_anon_resident) */
+    uint64_t last_anon_rise;
     /* commits of at least TLY_VIEWS_REOPEN_PUTS puts that closed and
      * opened the environment again, to give LMDB's copies of the pages
      * they changed back to the heap. A handle whose reopening failed
