@@ -22,12 +22,14 @@ struct tly_auth {
     bool running;
 };
 
-/* "partner:ID": the partner-portal role, answering one partner's figures. */
+/* "partner:ID": the partner-portal role, answering one partner's figures.
+ * ID is a partner an event can name (1..TLY_NAME_BYTES_MAX bytes of UTF-8):
+ * another (a file saved in Latin-1) would let the key answer for none. */
 static bool parse_partner_role(const char *r, auth_key *k)
 {
     size_t n = strlen(TLY_ROLE_PARTNER_PREFIX), len = strlen(r);
     if (strncmp(r, TLY_ROLE_PARTNER_PREFIX, n) != 0 || len == n || len - n > TLY_NAME_BYTES_MAX ||
-        k->partner[0] != '\0')
+        !tly_utf8_valid(r + n, len - n) || k->partner[0] != '\0')
         return false;
     memcpy(k->partner, r + n, len - n + 1);
     k->roles |= TLY_ROLE_PARTNER;

@@ -24,9 +24,12 @@ tly_err tly_key_read_secret(const char *path, char *secret, char *msg, size_t ca
         return TLY_IO;
     }
     char tok[TLY_Z85_KEY_CHARS + 2] = "";
-    int n = fscanf(f, "%41s", tok);
+    int start = 0, end = 0; /* where the token starts and ends in the file */
+    int n = fscanf(f, " %n%41s%n", &start, tok, &end);
     fclose(f);
-    if (n != 1 || !tly_key_z85_valid(tok)) {
+    /* %s stops at white space only: a NUL inside the token ("KEY\0...")
+     * leaves it shorter than what was read, and the file is no key file. */
+    if (n != 1 || (size_t)(end - start) != strlen(tok) || !tly_key_z85_valid(tok)) {
         snprintf(msg, cap, "%s: expected a 40-character Z85 secret key", path);
         return TLY_BAD_FIELD;
     }

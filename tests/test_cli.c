@@ -516,6 +516,45 @@ START_TEST(test_data_routing)
 END_TEST
 
 /* ------------------------------------------------------------------------ */
+/* The endpoints file                                                        */
+
+/* An endpoints file that is not a JSON object refuses a client command
+ * (exit 1) with one plain line that says why. jansson's message quotes the
+ * file near the error: its control bytes (an escape sequence would reach
+ * the terminal) and a character it cuts in two are shown as '?'; a file of
+ * JSON but no object is said to be one (the message ended in ": "). Found
+ * by fuzz_endpoints. */
+START_TEST(test_endpoints_file_refused)
+{
+    static const struct {
+        const char *text;
+        const char *says;
+    } files[] = {
+        {"{\"query\": \x1b[2J}\n", "writes: invalid token near '?'\n"},
+        {"\"\\\xcd\x80\"\n", "writes: invalid escape near '\"\\?'\n"},
+        {"[1]\n", "writes: not a JSON object\n"},
+    };
+    char *dir = tu_tmpdir();
+    char path[1200], err[1200];
+    snprintf(path, sizeof path, "%s/endpoints.json", dir);
+    snprintf(err, sizeof err, "%s/status.err", dir);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        ck_assert(tu_write_file(path, files[i].text, strlen(files[i].text)));
+        ck_assert_int_eq(tu_run_tally(NULL, err, "status", "--data", dir, NULL), 1);
+        char *text = tu_read_file(err, NULL);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strncmp(text, "tally status: ", 14) == 0 && strstr(text, files[i].says),
+                      "file %zu: %s", i, text);
+        size_t len = strlen(text);
+        for (size_t k = 0; k + 1 < len; k++)
+            ck_assert_msg(text[k] >= 0x20 && text[k] < 0x7f, "file %zu byte %zu: %s", i, k, text);
+        free(text);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
 /* Failing fast                                                              */
 
 /* A socket listening on a free loopback port (never accepting); its port. */
@@ -695,7 +734,7 @@ int main(void)
     tcase_add_loop_test(flags, test_unknown_flag, 0, (int)(sizeof rows / sizeof rows[0]));
     tcase_add_loop_test(flags, test_option_limit, 0,
                         (int)(sizeof limit_rows / sizeof limit_rows[0]));
-    tu_add_tests(flags, TU_TESTS(test_batches_long_list));
+    tu_add_tests(flags, TU_TESTS(test_batches_long_list, test_endpoints_file_refused));
     tcase_add_loop_test(flags, test_promote_errors, 0,
                         (int)(sizeof promote_rows / sizeof promote_rows[0]));
     TCase *stacks = tu_tcase(s, "stacks", 300);

@@ -1946,6 +1946,54 @@ START_TEST(test_auth_line_nul)
 }
 END_TEST
 
+/* An authorized-keys file whose first line gives a partner portal the
+ * all-zero key and the role partner:Müller (over: the ü in Latin-1, a byte
+ * that is not UTF-8) and whose second holds key's key as dist-WHO. */
+static void write_partner_keys(const char *path, const tl_keys *key, const char *who, bool over)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%040d portal partner:%s\n", 0, over ? "M\xfcller" : "M\xc3\xbcller");
+    fprintf(f, "%s dist-%s sales\n", key->pub, who);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A partner:ID names a partner an event can name (UTF-8): an ID that is
+ * not UTF-8 (a file saved in Latin-1) refuses the start with the line
+ * named, where it was taken and the portal's key answered for a partner no
+ * event can name (fuzz_auth found it); the same ID in UTF-8 is taken. */
+START_TEST(test_auth_partner_utf8)
+{
+    auth_file_edge("portal", write_partner_keys, "line 1: roles must be");
+}
+END_TEST
+
+/* A secret key file is its key and white space: a NUL right after the key
+ * ("KEY\0...", a file written from a buffer) refuses the start, where the
+ * key was taken and the rest ignored (fuzz_auth found it). */
+START_TEST(test_curve_secret_nul)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_keys server;
+    tl_make_keys(&L, "server", &server);
+    char secret[700], authz[700], text[128];
+    snprintf(secret, sizeof secret, "%s/nul.key", L.dir);
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    snprintf(text, sizeof text, "%s dist-a sales\n", server.pub);
+    tl_write_text(authz, text);
+    size_t key_chars = strlen(server.sec);
+    char bytes[sizeof server.sec + 2];
+    memcpy(bytes, server.sec, key_chars);
+    memcpy(bytes + key_chars, "\0x\n", 3);
+    ck_assert(tu_write_file(secret, bytes, key_chars + 3));
+    const char *args[] = {"--curve-secret", secret, "--authorized-keys", authz, NULL};
+    ck_assert_int_eq(ledger_refuses(&L, args), 1);
+    assert_refusal_says(&L, "expected a 40-character Z85 secret key");
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 8. SIGTERM while producers send                                     */
 
@@ -2581,7 +2629,8 @@ static Suite *ledger_suite(void)
     TCase *c = tu_tcase(s, "curve", 60);
     tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
                              test_loopback_only_without_curve, test_startup_refusals,
-                             test_auth_keys_max, test_auth_line_bytes_max, test_auth_line_nul));
+                             test_auth_keys_max, test_auth_line_bytes_max, test_auth_line_nul,
+                             test_auth_partner_utf8, test_curve_secret_nul));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
     tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));
