@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """make_seeds.py — writes the seeds of fuzz_query, fuzz_logread, fuzz_jsonl,
-fuzz_csv and the unknown-key seeds of fuzz_event into fuzz/corpus/ (the
+fuzz_csv, fuzz_auth, fuzz_endpoints and the unknown-key seeds of fuzz_event
+into fuzz/corpus/ (the
 first seeds of fuzz_event and fuzz_ingest come from make_seeds.c, those of
 fuzz_state from the target itself: FUZZ_STATE_SEEDS=DIR fuzz_state). Run by
 hand from anywhere; the output is committed. Needs only the standard
@@ -156,3 +157,45 @@ shapes = {
 for n, v in shapes.items():
     e = dict(base); e['x-note'] = v
     write('fuzz_event', n, mp(e))
+
+# fuzz_auth: authorized-keys files and a CURVE secret key file. A key is the
+# Z85 text of 32 bytes (any 32 bytes are a public or a secret key). A CR is
+# white space (followed by a blank here: git am drops the CR of a CRLF
+# line in a patch).
+Z85 = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#'
+def z85(b):
+    words = struct.unpack('>8I', b)
+    return ''.join(Z85[w // 85**k % 85] for w in words for k in (4, 3, 2, 1, 0))
+def key(name): return z85(hashlib.sha256(name.encode()).digest())
+write('fuzz_auth', 'keys', ('# producers\n'
+    '%s pos-east sales\n'
+    '%s pos-east sales\n'
+    '\n'
+    '%s\tcerts-bot\tcerts,claims\r \n'
+    '  # the finance desk and the auditors\n'
+    '%s finance finance\n'
+    '%s audit reader,auditor\n'
+    '%s portal-acme partner:acme\n'
+    % tuple(key(n) for n in ('east-1', 'east-2', 'certs', 'finance', 'audit', 'acme'))).encode())
+write('fuzz_auth', 'bad-line', ('%s dist-a sales\nnot-a-key dist-b sales\n' % key('a')).encode())
+write('fuzz_auth', 'long-comment', ('#' + 'x' * 1023 + '\n%s dist-long sales' % key('long')).encode())
+write('fuzz_auth', 'secret', (key('secret') + '\n').encode())
+# what fuzz_auth found: a partner:ID in Latin-1 was taken, and a secret key
+# followed by a NUL was read as the key
+write('fuzz_auth', 'regress-partner-latin1', key('portal').encode() + b' portal partner:M\xfcller\n')
+write('fuzz_auth', 'regress-secret-nul', key('secret').encode() + b'\0x\n')
+
+# fuzz_endpoints: DIR/endpoints.json as `tally up` writes it, and one that
+# records the query service alone
+up = {'ingest': 'tcp://127.0.0.1:7410', 'events': 'tcp://127.0.0.1:7411',
+      'log_read': 'tcp://127.0.0.1:7412', 'query': 'tcp://127.0.0.1:7413', 'web': '127.0.0.1:7414',
+      'metrics': {'ledger': '127.0.0.1:7420', 'consume 0/1': '127.0.0.1:7421',
+                  'query': '127.0.0.1:7422'},
+      'pid': 4242}
+write('fuzz_endpoints', 'up', (json.dumps(up, indent=2) + '\n').encode())
+write('fuzz_endpoints', 'query-only', b'{"query": "tcp://10.0.0.7:7413", "ingest": null}\n')
+# what fuzz_endpoints found: jansson's message quoted a control byte and half
+# a character, and said nothing of JSON that is no object
+write('fuzz_endpoints', 'regress-control-byte', b'{"query": \x1b[2J}\n')
+write('fuzz_endpoints', 'regress-cut-character', b'"\\\xcd\x80"\n')
+write('fuzz_endpoints', 'regress-not-object', b'[1]\n')

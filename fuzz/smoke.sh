@@ -15,7 +15,8 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${FUZZ_SECONDS:-10}
 jobs=${FUZZ_JOBS:-2}
 artifacts=${FUZZ_ARTIFACTS:-$(pwd)}
-targets=${FUZZ_TARGETS:-"fuzz_event fuzz_ingest fuzz_logread fuzz_query fuzz_jsonl fuzz_csv fuzz_state fuzz_engine_load"}
+targets=${FUZZ_TARGETS:-"fuzz_event fuzz_ingest fuzz_logread fuzz_query fuzz_jsonl fuzz_csv
+    fuzz_state fuzz_engine_load fuzz_auth fuzz_endpoints"}
 cc=${FUZZ_CC:-}
 if [ -z "$cc" ]; then
     for c in clang clang-14; do
@@ -55,8 +56,10 @@ max_len() {
 run_one() {
     mkdir -p "$work/corpus-$1"
     rc=0
-    "$work/build/fuzz/$1" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -max_len="$(max_len "$1")" -print_final_stats=1 -artifact_prefix="$artifacts/$1-" \
+    # TMPDIR: fuzz_endpoints' data directory goes with $work, crash or not.
+    TMPDIR="$work" "$work/build/fuzz/$1" -max_total_time="$seconds" -timeout=10 \
+        -rss_limit_mb=2048 -max_len="$(max_len "$1")" -print_final_stats=1 \
+        -artifact_prefix="$artifacts/$1-" \
         "$work/corpus-$1" "$src/fuzz/corpus/$1" >"$work/$1.log" 2>&1 || rc=$?
     echo "$rc" >"$work/$1.rc"
 }
