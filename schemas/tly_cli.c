@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tly_event.h"
+#include "tly_json.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
@@ -160,24 +161,6 @@ static const char *endpoint_of(const tly_common_opts *o, size_t k)
     return *(const char *const *)((const char *)o + endpoint_fields[k].offset);
 }
 
-/* Why a file did not load as a JSON object (j: what it loaded as, if
- * anything). jansson's text quotes the file near the error ("invalid token
- * near '...'", which may end inside a character): its control bytes, and
- * its non-ASCII bytes unless it is UTF-8, are shown as '?', so the file's
- * bytes never reach the terminal raw. */
-static const char *json_why(const json_t *j, json_error_t *jerr)
-{
-    if (j)
-        return "not a JSON object";
-    bool utf8 = tly_utf8_valid(jerr->text, strlen(jerr->text));
-    for (char *p = jerr->text; *p; p++) {
-        unsigned char b = (unsigned char)*p;
-        if (b < 0x20 || b == 0x7f || (b >= 0x80 && !utf8))
-            *p = '?';
-    }
-    return jerr->text;
-}
-
 /* The recorded endpoints stay allocated for the life of the process: a
  * command reads them once and points its options at them. */
 static json_t *recorded;
@@ -193,7 +176,7 @@ int tly_common_endpoints(const char *cmd, tly_common_opts *o)
     json_t *j = json_load_file(path, 0, &jerr);
     if (!json_is_object(j)) {
         tly_errorf(cmd, "%s: not the endpoints file 'tally up' writes: %s", path,
-                   json_why(j, &jerr));
+                   tly_json_load_why(j, &jerr));
         json_decref(j);
         return TLY_EXIT_FAIL;
     }

@@ -385,3 +385,16 @@ void tly_hex_encode(const void *buf, size_t len, char *out)
     }
     out[2 * len] = '\0';
 }
+
+const char *tly_json_load_why(const json_t *j, json_error_t *jerr)
+{
+    if (j)
+        return "not a JSON object";
+    bool utf8 = tly_utf8_valid(jerr->text, strlen(jerr->text));
+    for (char *p = jerr->text; *p; p++) {
+        unsigned char b = (unsigned char)*p;
+        if (b < 0x20 || b == 0x7f || (b >= 0x80 && !utf8))
+            *p = '?';
+    }
+    return jerr->text;
+}

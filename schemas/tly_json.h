@@ -54,4 +54,12 @@ tly_err tly_b64_decode(const char *s, size_t len, uint8_t *out, size_t cap, size
 /* Lowercase hex; writes 2*len characters plus NUL. */
 void tly_hex_encode(const void *buf, size_t len, char *out);
 
+/* Why a file did not load as a JSON object (j: what it loaded as, if
+ * anything, and jerr jansson's error): "not a JSON object", or jansson's
+ * text, which quotes the file near the error (and may end inside a
+ * character), with its control bytes, and its non-ASCII bytes unless it
+ * is UTF-8, made '?' in place, so the file's bytes never reach a terminal
+ * raw. */
+const char *tly_json_load_why(const json_t *j, json_error_t *jerr);
+
 #endif

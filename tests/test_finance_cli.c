@@ -742,6 +742,16 @@ START_TEST(test_accounts_bad)
         free(err);
     }
     char *err = NULL;
+    /* jansson's text quotes the file: a terminal escape in it is shown as
+     * '?', never written to the terminal (tly_json_load_why) */
+    write_file("bad.json", "{\"cash\": \x1b[2J}", path, sizeof path);
+    ck_assert_int_eq(run(NULL, &err, "journal", "--program", "apex", "--period", "2025-Q2",
+                         "--accounts", path, "--query", g_stack.query, NULL),
+                     1);
+    expect_text(err, "accounts file", "escape");
+    ck_assert_msg(strchr(err, 0x1b) == NULL, "raw escape on stderr: %s", err);
+    free(err);
+    err = NULL;
     snprintf(path, sizeof path, "%s/no-such.json", g_stack.dir);
     ck_assert_int_eq(run(NULL, &err, "journal", "--program", "apex", "--period", "2025-Q2",
                          "--accounts", path, "--query", g_stack.query, NULL),

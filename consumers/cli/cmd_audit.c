@@ -439,8 +439,9 @@ static int what_if_load(const char *path, what_if *w)
     json_error_t jerr;
     json_t *ev = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(ev)) {
+        tly_errorf(sub, "%s: not a JSON object (%s, line %d)", path, tly_json_load_why(ev, &jerr),
+                   jerr.line);
         json_decref(ev);
-        tly_errorf(sub, "%s: not a JSON object (%s, line %d)", path, jerr.text, jerr.line);
         return TLY_EXIT_FAIL;
     }
     int64_t now = tly_now_ms();

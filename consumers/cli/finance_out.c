@@ -15,6 +15,7 @@
 #include "cli_fields.h"
 #include "cli_table.h"
 #include "finance_out.h"
+#include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_query.h"
 
@@ -427,7 +428,8 @@ static tly_err accounts_read(const char *path, json_t **doc, char *msg, size_t c
         snprintf(msg, cap, "accounts file %s is over %u bytes", path, TLY_ACCOUNTS_FILE_BYTES_MAX);
     else if (!json_is_object(*doc)) {
         snprintf(msg, cap, "accounts file %s: %s", path,
-                 *doc ? "not a JSON object {\"account\": \"GL code\", ...}" : je.text);
+                 *doc ? "not a JSON object {\"account\": \"GL code\", ...}"
+                      : tly_json_load_why(NULL, &je));
         err = TLY_MALFORMED;
     }
     return err;
