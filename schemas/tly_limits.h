@@ -354,9 +354,13 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
 /* Sales a consumer looks up in the log (another shard's, or its own when
  * out of its cache and store: tly_consume.c log_sale) between two releases
  * of the log's map: each reads up to one page per level of the ids index
- * and the record's page, so 256 keep the look-ups' share of the RSS
- * near 5 MB; a release is one madvise. */
-#define TLY_CONSUME_LOG_LOOKUPS_RELEASE 256u
+ * and the record's page, and the kernel maps the cached pages around each
+ * page it faults in with it (fault-around, 64 KiB), so a look-up can count
+ * 300 KiB in the RSS: 256 of them let the log's map reach 94 MB of the
+ * 10M log of 100,000 partners (`bench fold --growth --partners 100000`,
+ * one shard, thirty-seventh session, a fold peaking at 273 MiB), 32 keep
+ * it under 20 MB. A release is one madvise. */
+#define TLY_CONSUME_LOG_LOOKUPS_RELEASE 32u
 
 /* How long the consumer waits on the events socket before it polls the
  * log anyway: a dropped PUB message, or a ledger that is not publishing,
