@@ -7,6 +7,8 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "tly_os.h"
+
 typedef struct auth_key {
     uint8_t key[32];
     char source[TLY_SOURCE_BYTES_MAX + 1];
@@ -17,7 +19,7 @@ typedef struct auth_key {
 struct tly_auth {
     auth_key keys[TLY_AUTH_KEYS_MAX];
     size_t count;
-    void *ctx;
+    void *sock; /* the handler's, bound by tly_auth_start, then the thread's */
     pthread_t thread;
     bool running;
 };
@@ -225,14 +227,7 @@ static void zap_reply(void *sock, zmq_msg_t *reqid, const char *code, const char
 static void *zap_thread(void *arg)
 {
     tly_auth *a = arg;
-    void *sock = zmq_socket(a->ctx, ZMQ_REP);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(sock, "inproc://zeromq.zap.01") != 0) {
-        fprintf(stderr, "tally ledger: ZAP bind failed: %s\n", zmq_strerror(zmq_errno()));
-        zmq_close(sock);
-        return NULL;
-    }
+    void *sock = a->sock;
     for (;;) {
         zmq_msg_t f[8];
         int n = zap_recv(sock, f, 8);
@@ -259,11 +254,30 @@ static void *zap_thread(void *arg)
     return NULL;
 }
 
+/* The handler is bound here, before the thread starts. Bound by the thread
+ * itself, it could come after the caller's CURVE sockets, and a client whose
+ * handshake came before it got in without a key check: libzmq 4.3 lets every
+ * key through while nothing is bound at inproc://zeromq.zap.01, so a stranger
+ * could subscribe to the events socket and read the whole log. The socket
+ * then belongs to the thread (pthread_create is the full barrier ZeroMQ asks
+ * of a socket that changes threads). */
 tly_err tly_auth_start(tly_auth *auth, void *ctx)
 {
-    auth->ctx = ctx;
-    if (pthread_create(&auth->thread, NULL, zap_thread, auth) != 0)
+    void *sock = zmq_socket(ctx, ZMQ_REP);
+    if (!sock)
         return TLY_NOMEM;
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(sock, "inproc://zeromq.zap.01") != 0) {
+        tly_logf(TLY_LOG_ERROR, NULL, "ZAP handler: bind failed: %s", zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return TLY_IO;
+    }
+    auth->sock = sock;
+    if (pthread_create(&auth->thread, NULL, zap_thread, auth) != 0) {
+        zmq_close(sock);
+        return TLY_NOMEM;
+    }
     auth->running = true;
     return TLY_OK;
 }

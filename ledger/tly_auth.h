@@ -52,7 +52,10 @@ typedef struct tly_auth tly_auth;
 tly_err tly_auth_load(const char *path, tly_auth **out, char *msg, size_t cap);
 
 /* Starts the ZAP handler on zmq context ctx (inproc://zeromq.zap.01). It runs
- * until the context is terminated. Call before binding CURVE sockets. */
+ * until the context is terminated. Call before binding CURVE sockets: the
+ * handler is bound when this returns, so no client of theirs is ever let in
+ * unchecked. TLY_OK, TLY_NOMEM, or TLY_IO when the handler's endpoint could
+ * not be bound (logged). */
 tly_err tly_auth_start(tly_auth *auth, void *ctx);
 
 /* Waits for the ZAP thread (after zmq_ctx_term has begun) and frees auth.

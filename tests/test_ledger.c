@@ -12,6 +12,7 @@
  * (TALLY_TEST_SEED overrides) and prints its seed.
  */
 #include <check.h>
+#include <errno.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 
 #include "testledger.h"
 #include "testutil.h"
+#include "tly_auth.h"
 #include "tly_json.h"
 #include "tly_limits.h"
 #include "tly_log.h"
@@ -1994,6 +1996,45 @@ START_TEST(test_curve_secret_nul)
 }
 END_TEST
 
+/* Rounds of test_auth_bound_on_start: bound by the handler's own thread,
+ * the endpoint was still free in most rounds, so a handful always finds it. */
+#define AUTH_START_ROUNDS 20
+
+/* tly_auth_start returns with the ZAP handler bound. libzmq lets a CURVE
+ * client in unchecked while no handler is bound, so a handler that binds
+ * later than the CURVE sockets (from its own thread) could let a stranger
+ * read the events socket: the endpoint must be taken here already. */
+START_TEST(test_auth_bound_on_start)
+{
+    tl_ledger L;
+    tl_init(&L);
+    tl_keys key;
+    tl_make_keys(&L, "reader", &key);
+    char authz[700];
+    snprintf(authz, sizeof authz, "%s/authorized_keys", L.dir);
+    FILE *f = fopen(authz, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s reader reader\n", key.pub);
+    ck_assert_int_eq(fclose(f), 0);
+    for (int i = 0; i < AUTH_START_ROUNDS; i++) {
+        char msg[256] = "";
+        tly_auth *auth = NULL;
+        ck_assert_int_eq(tly_auth_load(authz, &auth, msg, sizeof msg), TLY_OK);
+        void *ctx = zmq_ctx_new();
+        ck_assert_int_eq(tly_auth_start(auth, ctx), TLY_OK);
+        void *probe = zmq_socket(ctx, ZMQ_REP);
+        int rc = zmq_bind(probe, "inproc://zeromq.zap.01");
+        int e = zmq_errno();
+        zmq_close(probe);
+        zmq_ctx_term(ctx);
+        tly_auth_free(auth);
+        ck_assert_msg(rc != 0 && e == EADDRINUSE,
+                      "round %d: the ZAP endpoint was free after tly_auth_start", i);
+    }
+    tl_done(&L);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* 8. SIGTERM while producers send                                     */
 
@@ -2627,10 +2668,11 @@ static Suite *ledger_suite(void)
     tcase_add_test(tu_tcase(s, "crash", 240), test_crash_recovery);
     tcase_add_test(tu_tcase(s, "storage", 120), test_storage_full);
     TCase *c = tu_tcase(s, "curve", 60);
-    tu_add_tests(c, TU_TESTS(test_curve_roles, test_curve_role_matrix,
-                             test_loopback_only_without_curve, test_startup_refusals,
-                             test_auth_keys_max, test_auth_line_bytes_max, test_auth_line_nul,
-                             test_auth_partner_utf8, test_curve_secret_nul));
+    tu_add_tests(c,
+                 TU_TESTS(test_curve_roles, test_curve_role_matrix,
+                          test_loopback_only_without_curve, test_startup_refusals,
+                          test_auth_keys_max, test_auth_line_bytes_max, test_auth_line_nul,
+                          test_auth_partner_utf8, test_curve_secret_nul, test_auth_bound_on_start));
     tcase_add_test(tu_tcase(s, "sigterm", 180), test_sigterm_keeps_acks);
     TCase *r = tu_tcase(s, "log_read", 60);
     tu_add_tests(r, TU_TESTS(test_logread, test_events_pub, test_events_pub_mixed));
