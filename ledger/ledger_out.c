@@ -12,15 +12,20 @@
 /* Prefix of every send buffer: which queue to credit when ZeroMQ frees it. */
 typedef struct out_buf {
     tly_outq *q;
-    size_t len;
+    _Atomic size_t len; /* stored last, see on_freed */
 } out_buf;
 
-/* ZeroMQ's free callback (runs on its I/O thread). */
+/* ZeroMQ's free callback (runs on its I/O thread). ZeroMQ orders it after
+ * out_msg on the sending thread, but with atomics inside libzmq that
+ * ThreadSanitizer cannot see (the library is not instrumented): len,
+ * stored last in out_msg with release and loaded first here with acquire,
+ * carries the same order in C11 terms. */
 static void on_freed(void *data, void *hint)
 {
     (void)data;
     out_buf *b = hint;
-    atomic_fetch_sub(&b->q->bytes, b->len);
+    size_t len = atomic_load_explicit(&b->len, memory_order_acquire);
+    atomic_fetch_sub(&b->q->bytes, len);
     free(b);
 }
 
@@ -57,8 +62,8 @@ static bool out_msg(tly_outq *q, const void *body, size_t len, zmq_msg_t *m)
     if (!b)
         return false;
     b->q = q;
-    b->len = len;
     memcpy(b + 1, body, len);
+    atomic_store_explicit(&b->len, len, memory_order_release);
     atomic_fetch_add(&q->bytes, len);
     if (zmq_msg_init_data(m, b + 1, len, on_freed, b) != 0) {
         atomic_fetch_sub(&q->bytes, len);

@@ -14,6 +14,7 @@
 #include "ledger_out.h"
 #include "ledger_repl.h"
 #include "ledger_standby.h"
+#include "tly_assert.h"
 #include "tly_auth.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
@@ -92,12 +93,20 @@ struct tly_ledger {
     char name[TLY_LEASE_NAME_BYTES_MAX + 1];
     tly_auth *auth;
     batch batches[2];
-    batch *filling;          /* owned by the main thread */
-    batch *committing;       /* owned by the commit thread while not NULL */
-    atomic_bool handed_back; /* the commit thread sent `committing` back, not collected yet */
-    uint64_t head;           /* last committed seq, as the main thread knows it */
-    int64_t recorded_ms;     /* recorded time of the last batch taken (or the head's) */
-    pending spare;           /* for log-read and refusals */
+    batch *filling;    /* owned by the main thread */
+    batch *committing; /* owned by the commit thread while not NULL */
+    /* A batch, and the log's writer state (the main thread commits too
+     * while the commit thread is idle), change threads with the batch's
+     * pointer on the inproc pairs. ZeroMQ orders the two sides, but with
+     * atomics inside libzmq that ThreadSanitizer cannot see (the library
+     * is not instrumented); these two carry the same order in C11 terms:
+     * stored with release before each send, loaded with acquire after
+     * each receive. */
+    _Atomic(batch *) handed_over; /* the batch last sent to the commit thread */
+    atomic_bool handed_back;      /* the commit thread sent `committing` back, not collected yet */
+    uint64_t head;                /* last committed seq, as the main thread knows it */
+    int64_t recorded_ms;          /* recorded time of the last batch taken (or the head's) */
+    pending spare;                /* for log-read and refusals */
     msgpack_sbuffer sbuf;
     tly_outq replies; /* ingest and log-read replies not yet read */
     tly_outq published;
@@ -401,6 +410,7 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
     tly_ledger *ld = calloc(1, sizeof *ld);
     if (!ld)
         return TLY_NOMEM;
+    atomic_init(&ld->handed_over, NULL);
     atomic_init(&ld->handed_back, false);
     ld->opts = *opts;
     make_name(ld);
@@ -418,6 +428,13 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
         err = open_log(ld, msg, cap);
     if (err == TLY_OK)
         err = open_replication(ld, msg, cap);
+    /* The head is read before a standby's follower starts: from then on
+     * the follower appends on its own thread and sends each new head here
+     * (read after it, the head was read while the follower wrote it). */
+    if (err == TLY_OK) {
+        tly_log_head(ld->log, &ld->head, NULL);
+        ld->recorded_ms = head_recorded_ms(ld->log, ld->head);
+    }
     /* A standby follows before it is reachable: a promote asked of it once
      * it is (tally ledger promote) is one its follower counts as new. */
     if (err == TLY_OK && ld->standby)
@@ -434,9 +451,6 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
         tly_ledger_stop(ld);
         return err;
     }
-    uint8_t hash[TLY_HASH_BYTES];
-    tly_log_head(ld->log, &ld->head, hash);
-    ld->recorded_ms = head_recorded_ms(ld->log, ld->head);
     register_metrics(ld);
     tly_metric_set(ld->metrics.head, (int64_t)ld->head);
     uint64_t head = ld->head;
@@ -768,9 +782,11 @@ static void *worker_main(void *arg)
         batch *b = NULL;
         if (zmq_recv(ld->worker_in, &b, sizeof b, 0) != (int)sizeof b || !b)
             break;
+        batch *sent = atomic_load_explicit(&ld->handed_over, memory_order_acquire);
+        TLY_ASSERT(sent == b);
         commit_batch(ld, b);
         /* Before the send: the main thread clears it after the receive. */
-        atomic_store(&ld->handed_back, true);
+        atomic_store_explicit(&ld->handed_back, true, memory_order_release);
         zmq_send(ld->worker_out, &b, sizeof b, 0);
     }
     return NULL;
@@ -932,6 +948,7 @@ static void submit(tly_ledger *ld)
     ld->committing = ld->filling;
     ld->filling = ld->committing == &ld->batches[0] ? &ld->batches[1] : &ld->batches[0];
     batch *b = ld->committing;
+    atomic_store_explicit(&ld->handed_over, b, memory_order_release);
     zmq_send(ld->to_worker, &b, sizeof b, 0);
 }
 
@@ -959,7 +976,8 @@ static void collect_committed(tly_ledger *ld, int flags)
     batch *b = NULL;
     if (!ld->committing || zmq_recv(ld->from_worker, &b, sizeof b, flags) != (int)sizeof b)
         return;
-    atomic_store(&ld->handed_back, false);
+    bool back = atomic_exchange_explicit(&ld->handed_back, false, memory_order_acquire);
+    TLY_ASSERT(back);
     ld->committing = NULL;
     submit(ld);
     finish_batch(ld, b);
