@@ -1173,7 +1173,7 @@ static tly_err follow_step(tly_repl *r, tly_log *log, tly_repl_reader **rd, tly_
     return err;
 }
 
-tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile sig_atomic_t *stop,
+tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, tly_stop_flag *stop,
                         void (*caught_up)(void *ctx), void *ctx, char *msg, size_t cap)
 {
     uint64_t head = 0;
@@ -1192,7 +1192,7 @@ tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile
     if (err == TLY_OK)
         caught_up(ctx);
     tly_repl_reader *rd = NULL;
-    while (err == TLY_OK && !*stop)
+    while (err == TLY_OK && !atomic_load(stop))
         err = follow_step(r, log, &rd, recs, msg, cap);
     tly_repl_reader_close(rd);
     free(recs);

@@ -15,13 +15,13 @@
 #ifndef LEDGER_REPL_H
 #define LEDGER_REPL_H
 
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "tly_err.h"
 #include "tly_log.h"
+#include "tly_os.h"
 
 typedef struct tly_repl_opts {
     const char *urls;   /* "nats://HOST:PORT[,nats://HOST:PORT...]" */
@@ -144,7 +144,7 @@ void tly_repl_durable_name(const char *log_dir, char *out, size_t cap);
  * arrives (within TLY_STANDBY_POLL_MS). Returns TLY_OK on stop, or the
  * error that ended it (msg says why; TLY_CORRUPT for a record that is not
  * the next link of the chain). */
-tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, volatile sig_atomic_t *stop,
+tly_err tly_repl_follow(const tly_repl_opts *opts, const char *log_dir, tly_stop_flag *stop,
                         void (*caught_up)(void *ctx), void *ctx, char *msg, size_t cap);
 
 /* A reader of the stream from a seq on (an ordered consumer: in order, no

@@ -1186,7 +1186,7 @@ static bool refusing_ingest(tly_ledger *ld)
     return ld->standby || (ld->lease && tly_lease_deposed(ld->lease));
 }
 
-tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
+tly_err tly_ledger_run(tly_ledger *ld, tly_stop_flag *stop)
 {
     tly_err err = start_worker(ld);
     if (err != TLY_OK)
@@ -1195,7 +1195,7 @@ tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop)
                                {ld->logread, 0, ZMQ_POLLIN, 0},
                                {ld->ingest, 0, ZMQ_POLLIN, 0},
                                {ld->follow_pair, 0, ZMQ_POLLIN, 0}};
-    while (!*stop) {
+    while (!atomic_load(stop)) {
         items[3].socket = ld->follow_pair; /* created by the first follower */
         /* While the filling batch is full, leave new requests queued in
          * ZeroMQ until the commit thread takes it. */

@@ -7,11 +7,11 @@
 #ifndef TLY_LEDGER_H
 #define TLY_LEDGER_H
 
-#include <signal.h>
 #include <stdbool.h>
 
 #include "tly_err.h"
 #include "tly_metrics.h"
+#include "tly_os.h"
 
 typedef struct tly_ledger_opts {
     const char *data;   /* data directory; the log is DIR/log */
@@ -51,7 +51,7 @@ tly_err tly_ledger_start(const tly_ledger_opts *opts, tly_ledger **out, char *ms
 
 /* Serves until *stop becomes non-zero; the batch in hand is committed and
  * acknowledged, requests still queued get `unavailable`. */
-tly_err tly_ledger_run(tly_ledger *ld, volatile sig_atomic_t *stop);
+tly_err tly_ledger_run(tly_ledger *ld, tly_stop_flag *stop);
 
 /* Closes sockets and the log. NULL is a no-op. */
 void tly_ledger_stop(tly_ledger *ld);

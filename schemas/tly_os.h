@@ -1,11 +1,13 @@
 /*
  * tly_os.h — the operating-system edge every room may use: directories,
- * clocks, and the lines a process writes on stderr (error lines and a
- * progress line on a terminal). No command-line parsing here (tly_cli.h).
+ * clocks, a daemon's stop flag, and the lines a process writes on stderr
+ * (error lines and a progress line on a terminal). No command-line parsing
+ * here (tly_cli.h).
  */
 #ifndef TLY_OS_H
 #define TLY_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +38,17 @@ void tly_rmtree(const char *path);
 /* Parses a decimal unsigned integer in [min, max] (from the command line
  * or the environment); false otherwise. */
 bool tly_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/*
+ * The flag a daemon's SIGINT/SIGTERM handler sets and its loop reads
+ * (non-zero: stop). A lock-free atomic, not a volatile sig_atomic_t: the
+ * kernel runs the handler on any thread that does not block the signal (a
+ * libnats thread of a replicated ledger, its commit thread, a consumer's
+ * decode-ahead thread), and the only objects C11 lets a handler share with
+ * another thread are lock-free atomics.
+ */
+typedef atomic_int tly_stop_flag;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may set a tly_stop_flag");
 
 /* Sleeps ms milliseconds (nothing for ms <= 0); a signal may end it early. */
 void tly_sleep_ms(int64_t ms);

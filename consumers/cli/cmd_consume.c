@@ -39,12 +39,12 @@ static void mirror_ready(void *ctx)
     close(fd);
 }
 
-static volatile sig_atomic_t consume_stop;
+static tly_stop_flag consume_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    consume_stop = 1;
+    atomic_store(&consume_stop, 1);
 }
 
 typedef struct consume_opts {

@@ -38,11 +38,11 @@
 /* How long one poll waits before the loop looks at the stop flag again. */
 #define QUERY_POLL_MS 200
 
-static volatile sig_atomic_t stop_signal;
+static tly_stop_flag stop_signal;
 
 static void on_stop(int sig)
 {
-    stop_signal = sig;
+    atomic_store(&stop_signal, sig);
 }
 
 typedef struct query_opts {
@@ -308,7 +308,7 @@ static void install_signals(void)
 static int serve(void *sock, tly_query_store *store)
 {
     static reply_slot slots[TLY_QUERY_DRAIN_MAX];
-    while (!stop_signal) {
+    while (!atomic_load(&stop_signal)) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
         int rc = zmq_poll(&it, 1, QUERY_POLL_MS);
         if (rc < 0 && errno != EINTR) {

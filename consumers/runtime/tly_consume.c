@@ -83,7 +83,7 @@ typedef struct consumer_metrics {
 
 typedef struct consumer {
     tly_consume_opts o;
-    volatile sig_atomic_t *stop; /* set by the caller to end the run */
+    tly_stop_flag *stop; /* set by the caller to end the run */
     char log_dir[TLY_PATH_BYTES_MAX];
     tly_views *views;
     tly_engine *engine;
@@ -470,7 +470,7 @@ static tly_err pass_local(consumer *c, uint32_t *n)
         tly_errorf(CMD, "cannot read the log %s: %s", c->log_dir, tly_strerror(err));
         return err;
     }
-    while (*n < c->o.batch && !*c->stop) {
+    while (*n < c->o.batch && !atomic_load(c->stop)) {
         const tly_ahead_item *it;
         err = tly_ahead_next(ahead, &it);
         if (err != TLY_OK)
@@ -636,7 +636,7 @@ static tly_err logread_parse(const void *buf, size_t len, logread_reply *out)
 static tly_err apply_reply(consumer *c, logread_reply *rep, uint32_t *n, bool *gap)
 {
     *gap = false;
-    for (uint32_t i = 0; i < rep->count && !*c->stop; i++) {
+    for (uint32_t i = 0; i < rep->count && !atomic_load(c->stop); i++) {
         const uint8_t *bin;
         uint32_t len;
         tly_record rec;
@@ -682,12 +682,12 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
     if (err == TLY_OK)
         err = logread_recv(c, &msg);
     if (err != TLY_OK) {
-        if (!c->logread_quiet && !*c->stop)
+        if (!c->logread_quiet && !atomic_load(c->stop))
             tly_logf(TLY_LOG_WARN, CMD, "log-read %s: no reply; retrying", c->o.log_read);
         c->logread_quiet = true;
         dealer_reset(c);
         /* --exit-at-head must not take silence for the head of the log. */
-        return c->o.exit_at_head && !*c->stop ? TLY_UNAVAILABLE : TLY_OK;
+        return c->o.exit_at_head && !atomic_load(c->stop) ? TLY_UNAVAILABLE : TLY_OK;
     }
     c->logread_quiet = false;
     logread_reply rep = {0};
@@ -723,7 +723,7 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
 static tly_err pass_remote(consumer *c, uint32_t *n)
 {
     *n = 0;
-    while (!*c->stop) {
+    while (!atomic_load(c->stop)) {
         uint32_t want = c->o.batch - c->pending, count, before = *n;
         if (want > TLY_CONSUME_LOGREAD_RECORDS_MAX)
             want = TLY_CONSUME_LOGREAD_RECORDS_MAX;
@@ -818,7 +818,7 @@ static tly_err follow(consumer *c, int wait_ms)
     if (zmq_poll(&it, 1, wait_ms) <= 0)
         return TLY_OK; /* quiet, or a signal */
     tly_err err = TLY_OK;
-    for (uint32_t i = 0; i < c->o.batch && !*c->stop && err == TLY_OK; i++) {
+    for (uint32_t i = 0; i < c->o.batch && !atomic_load(c->stop) && err == TLY_OK; i++) {
         zmq_msg_t body;
         int got = sub_recv(c, &body);
         if (got == 0)
@@ -916,13 +916,13 @@ static void consumer_stop(consumer *c)
 static tly_err consumer_run(consumer *c)
 {
     tly_err err = TLY_OK;
-    while (!*c->stop && err == TLY_OK) {
+    while (!atomic_load(c->stop) && err == TLY_OK) {
         uint32_t n = 0;
         err = pass(c, &n);
         if (err == TLY_OK)
             err = commit(c);
         update_metrics(c);
-        if (err != TLY_OK || *c->stop || (n == 0 && c->o.exit_at_head))
+        if (err != TLY_OK || atomic_load(c->stop) || (n == 0 && c->o.exit_at_head))
             break;
         if (c->sub)
             err = follow(c, n > 0 ? 0 : TLY_CONSUME_IDLE_POLL_MS);
@@ -936,7 +936,7 @@ static tly_err consumer_run(consumer *c)
     return err;
 }
 
-tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop)
+tly_err tly_consume_run(const tly_consume_opts *o, tly_stop_flag *stop)
 {
     consumer *c = calloc(1, sizeof *c);
     if (!c) {

@@ -11,12 +11,12 @@
 #ifndef TLY_CONSUME_H
 #define TLY_CONSUME_H
 
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "tly_err.h"
 #include "tly_metrics.h"
+#include "tly_os.h"
 
 typedef struct tly_consume_opts {
     const char *data;     /* the data directory (log and views live there) */
@@ -45,6 +45,6 @@ typedef struct tly_consume_opts {
  * committed), or the error that stopped it (the engine's state is then not
  * committed).
  */
-tly_err tly_consume_run(const tly_consume_opts *o, volatile sig_atomic_t *stop);
+tly_err tly_consume_run(const tly_consume_opts *o, tly_stop_flag *stop);
 
 #endif

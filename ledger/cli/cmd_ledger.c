@@ -37,12 +37,12 @@
 #include "tly_limits.h"
 #include "tly_metrics_http.h"
 
-static volatile sig_atomic_t stop_requested;
+static tly_stop_flag stop_requested;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_requested = 1;
+    atomic_store(&stop_requested, 1);
 }
 
 static void usage(FILE *out)
