@@ -314,13 +314,6 @@ static bool batch_too_old(const consumer *c)
     return age_ns >= (uint64_t)TLY_CONSUME_COMMIT_INTERVAL_MS * 1000000u;
 }
 
-/*
- * Applies one record if it is the next one. *gap is set when its seq lies
- * beyond the next one (the caller fills from the log); older records are
- * ignored. Commits when the batch is full. A published record (from the
- * events socket, not the log) whose event does not decode proves nothing
- * about the log: it is treated as a gap, so the log decides.
- */
 /* True when the batch's memory and what its commit will add reach the
  * consumer's bound (TLY_CONSUME_ANON_BYTES_MAX); false when the memory
  * cannot be read. */
@@ -331,6 +324,14 @@ static bool memory_full(const consumer *c)
     return tly_os_anon_resident(&anon) && anon >= room;
 }
 
+/*
+ * Applies one record if it is the next one. *gap is set when its seq lies
+ * beyond the next one (the caller fills from the log); older records are
+ * ignored. Commits when the batch reaches one of its limits (batch_ended
+ * then). A published record (from the
+ * events socket, not the log) whose event does not decode proves nothing
+ * about the log: it is treated as a gap, so the log decides.
+ */
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
                              tly_err decoded, const tly_field_error *fe, bool published, bool *gap);
 
