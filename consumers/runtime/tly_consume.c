@@ -328,9 +328,9 @@ static bool memory_full(const consumer *c)
  * Applies one record if it is the next one. *gap is set when its seq lies
  * beyond the next one (the caller fills from the log); older records are
  * ignored. Commits when the batch reaches one of its limits (batch_ended
- * then). A published record (from the
- * events socket, not the log) whose event does not decode proves nothing
- * about the log: it is treated as a gap, so the log decides.
+ * then). A published record (from the events socket, not the log) whose
+ * event does not decode proves nothing about the log: it is treated as a
+ * gap, so the log decides.
  */
 static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event *ev,
                              tly_err decoded, const tly_field_error *fe, bool published, bool *gap);
