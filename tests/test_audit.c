@@ -689,6 +689,23 @@ static char *replay(const char *data, const char *name, const char *shards, cons
     return out;
 }
 
+/* A replay of data on one shard with --timing: its digests, and the
+ * counts its timing line gives (folds resumed after a full map, commits). */
+static char *replay_timed(const char *data, const char *name, unsigned *resumed, unsigned *commits)
+{
+    char *out_dir = join(data, name), *out, *err;
+    int rc = audit(&out, &err, "replay", "--data", data, "--out", out_dir, "--timing", NULL);
+    ck_assert_msg(rc == 0, "replay %s: exit %d: %s", name, rc, err);
+    const char *line = strstr(err, "shard(s); ");
+    ck_assert_msg(line != NULL &&
+                      sscanf(line, "shard(s); %u fold(s) resumed after a full map; %u commit(s)",
+                             resumed, commits) == 2,
+                  "%s", err);
+    free(err);
+    free(out_dir);
+    return out;
+}
+
 /* The line of a digest output that starts with `family `. */
 static char *digest_line(const char *text, const char *family)
 {
@@ -739,20 +756,52 @@ START_TEST(replay_full_map_after_drops_resumes)
     char *want = replay(data, "r-plain", "1", NULL, NULL);
     setenv("TALLY_VIEWS_MAP_INIT_BYTES", "131072", 1);
     setenv("TALLY_ENGINE_CACHE_ENTRIES", "5", 1);
-    char *out_dir = join(data, "r-tiny"), *got, *err;
-    int rc = audit(&got, &err, "replay", "--data", data, "--out", out_dir, "--timing", NULL);
+    unsigned resumed = 0, commits = 0;
+    char *got = replay_timed(data, "r-tiny", &resumed, &commits);
     unsetenv("TALLY_VIEWS_MAP_INIT_BYTES");
     unsetenv("TALLY_ENGINE_CACHE_ENTRIES");
-    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     ck_assert_str_eq(got, want);
-    unsigned resumed = 0;
-    const char *line = strstr(err, "shard(s); ");
-    ck_assert_msg(line != NULL && sscanf(line, "shard(s); %u fold(s) resumed", &resumed) == 1, "%s",
-                  err);
     ck_assert_uint_gt(resumed, 0);
     free(got);
-    free(err);
-    free(out_dir);
+    free(want);
+    free(data);
+}
+END_TEST
+
+/* A replay ends a batch at the consumers' memory bound (tly_helper_bound)
+ * as a consumer does, checked with the stores' release every
+ * TLY_CONSUME_VIEWS_RELEASE_RECORDS records: with a bound of one byte
+ * every batch ends at its first check, and the digests are those of a
+ * replay in one batch, on one shard and on two. A batch ended early ends
+ * there: the next counts its records afresh, so with batches of 3,000
+ * records they still end at every check (before, they were counted from
+ * the log's start and a short batch followed each early one). */
+START_TEST(replay_memory_bound_commits_early)
+{
+    const unsigned events = 3 * TLY_CONSUME_VIEWS_RELEASE_RECORDS + 856;
+    char *data = gen_data(events);
+    unsigned resumed = 0, commits = 0;
+    char *want = replay_timed(data, "r-plain", &resumed, &commits);
+    ck_assert_uint_eq(commits, 1);
+    setenv("TALLY_CONSUME_ANON_BYTES", "1", 1);
+    char *bound = replay_timed(data, "r-bound", &resumed, &commits);
+    ck_assert_uint_eq(commits, events / TLY_CONSUME_VIEWS_RELEASE_RECORDS + 1);
+    setenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS", "3000", 1);
+    char *both = replay_timed(data, "r-both", &resumed, &commits);
+    ck_assert_uint_eq(commits, events / TLY_CONSUME_VIEWS_RELEASE_RECORDS + 1);
+    char *two = replay(data, "r-two", "2", NULL, NULL);
+    unsetenv("TALLY_CONSUME_ANON_BYTES");
+    char *batches = replay_timed(data, "r-batches", &resumed, &commits);
+    unsetenv("TALLY_AUDIT_REPLAY_BATCH_RECORDS");
+    ck_assert_uint_eq(commits, (events + 2999) / 3000);
+    ck_assert_str_eq(bound, want);
+    ck_assert_str_eq(both, want);
+    ck_assert_str_eq(two, want);
+    ck_assert_str_eq(batches, want);
+    free(bound);
+    free(both);
+    free(two);
+    free(batches);
     free(want);
     free(data);
 }
@@ -1661,12 +1710,12 @@ static Suite *audit_suite(void)
     tc = tu_tcase(s, "export", 120);
     tu_add_tests(tc, TU_TESTS(export_recomputes_to_verify_head, export_range));
     tc = tu_tcase(s, "replay", 300);
-    tu_add_tests(tc, TU_TESTS(digest_does_not_depend_on_shards, replay_split_read_back_same_digests,
-                              replay_full_map_after_drops_resumes,
-                              replay_answers_queries_and_refuses_a_used_out,
-                              replay_until_cuts_by_recorded_time,
-                              replay_what_if_replaces_a_programs_rules,
-                              vector_digests_do_not_depend_on_shards));
+    tu_add_tests(
+        tc,
+        TU_TESTS(digest_does_not_depend_on_shards, replay_split_read_back_same_digests,
+                 replay_full_map_after_drops_resumes, replay_memory_bound_commits_early,
+                 replay_answers_queries_and_refuses_a_used_out, replay_until_cuts_by_recorded_time,
+                 replay_what_if_replaces_a_programs_rules, vector_digests_do_not_depend_on_shards));
     tc = tu_tcase(s, "diff", 300);
     tu_add_tests(tc, TU_TESTS(diff_finds_a_corrupted_view,
                               digest_refuses_shards_at_different_checkpoints,

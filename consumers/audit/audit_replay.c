@@ -9,8 +9,11 @@
  * read transactions are not tied to threads) and applies every record to
  * each of its shards' engines, as a consumer does: an engine sees every
  * record and keeps what its shard owns. Engines share nothing, so the
- * threads need no locks. Commits come every TLY_AUDIT_REPLAY_BATCH_RECORDS
- * records.
+ * threads need no locks. A thread commits its shards every
+ * TLY_AUDIT_REPLAY_BATCH_RECORDS records, or sooner when one of its engines
+ * holds TLY_CONSUME_DIRTY_ENTRIES_MAX changes or the process reaches the
+ * consumers' memory bound for as many shards (tly_helper_bound: a replay on
+ * one shard stays within what one consumer may use).
  *
  * tly_views_open places a store in DATA/views/K-of-N, while a replay's
  * --out is itself a views directory (OUT/K-of-N, what `--views OUT` reads).
@@ -196,6 +199,10 @@ typedef struct replay_worker {
     uint64_t what_if_seq; /* ... at this seq */
     bool reload;          /* a commit failed after its flush dropped partners */
     uint32_t reloads;     /* how many times, in all */
+    uint32_t pending;     /* records folded since the last commit */
+    uint32_t commits;     /* commits of its shards, in all (commit_all) */
+    uint32_t threads;     /* workers of the replay, each committing on its own */
+    tly_helper_bound bound;
 } replay_worker;
 
 /* The partners the last commit of each shard dropped, read back in key
@@ -215,12 +222,18 @@ static void release_all(replay_worker *w)
         tly_views_release(w->r->shard[k].views);
 }
 
-/* Commits the worker's shards: changes and checkpoint. */
+/* Commits the worker's shards: changes and checkpoint. The next commit is
+ * expected to add to the memory what the largest of these added. */
 static tly_err commit_all(replay_worker *w)
 {
+    uint64_t rise = 0;
+    w->pending = 0;
+    w->commits++;
     for (uint32_t k = w->first; k < w->first + w->count; k++) {
         replay_shard *s = &w->r->shard[k];
         tly_err err = tly_views_commit(s->views, s->engine);
+        uint64_t added = tly_views_stats_of(s->views).last_anon_rise;
+        rise = err == TLY_OK && added > rise ? added : rise;
         if (err != TLY_OK && !tly_engine_intact(s->engine)) {
             /* its flush dropped partners and then met the end of the map,
              * which has grown since: fold again from its last commit */
@@ -234,6 +247,7 @@ static tly_err commit_all(replay_worker *w)
             return err;
         }
     }
+    tly_helper_bound_committed(&w->bound, rise);
     return TLY_OK;
 }
 
@@ -296,10 +310,16 @@ static bool past_end(const replay_worker *w, const tly_record *rec)
     return rec->seq > w->stop_max;
 }
 
-/* True when one of the worker's engines holds so many changes that they
- * are committed early, bounding memory as a consumer does. */
-static bool worker_full(const replay_worker *w)
+/* True when the worker's batch ends: its records, or, checked with the
+ * stores' release, the process's memory bound, or one of its engines
+ * holding so many changes that they are committed early, bounding memory
+ * as a consumer does. */
+static bool batch_ends(const replay_worker *w, bool memory_checked)
 {
+    if (w->pending >= w->r->batch)
+        return true;
+    if (memory_checked && tly_helper_bound_reached(&w->bound, w->threads))
+        return true;
     for (uint32_t k = w->first; k < w->first + w->count; k++)
         if (tly_engine_dirty(w->r->shard[k].engine) >= TLY_CONSUME_DIRTY_ENTRIES_MAX)
             return true;
@@ -339,9 +359,13 @@ static tly_err fold_pass(replay_worker *w, uint64_t from, uint64_t total, uint64
         for (uint32_t k = w->first; k < w->first + w->count; k++)
             tly_ahead_prefetch(ahead, w->r->shard[k].engine); /* as a consumer does */
         err = fold_one(w, it);
-        if (err == TLY_OK && (*done + 1) % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0)
+        if (err != TLY_OK)
+            break;
+        ++*done;
+        bool release = ++w->pending % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0;
+        if (release)
             release_all(w);
-        if (err == TLY_OK && (++*done % w->r->batch == 0 || worker_full(w))) {
+        if (batch_ends(w, release)) {
             err = commit_all(w);
             if (w->reload)
                 break;
@@ -413,6 +437,8 @@ static void plan_workers(replay_run *r, tly_log *log, replay_worker *w, uint32_t
         w[i].log = log;
         w[i].first = next;
         w[i].count = n / t + (i < n % t ? 1 : 0);
+        w[i].threads = t;
+        tly_helper_bound_init(&w[i].bound, n);
         next += w[i].count;
         for (uint32_t k = w[i].first; k < next; k++)
             w[i].stop_max = r->shard[k].stop > w[i].stop_max ? r->shard[k].stop : w[i].stop_max;
@@ -457,12 +483,16 @@ static tly_err fold_all(replay_run *r, tly_log *log, tly_audit_progress_fn progr
     bool seen = false;
     if (r->o->reloads)
         *r->o->reloads = 0;
+    if (r->o->commits)
+        *r->o->commits = 0;
     for (uint32_t i = 0; i < t; i++) {
         if (started[i])
             pthread_join(tid[i], NULL);
         seen = seen || w[i].what_if_seen;
         if (r->o->reloads)
             *r->o->reloads += w[i].reloads;
+        if (r->o->commits)
+            *r->o->commits += w[i].commits;
         if (err == TLY_OK && w[i].err != TLY_OK) {
             err = w[i].err;
             tly_audit_msgf(r->msg, r->cap, "%s", w[i].msg);

@@ -144,6 +144,9 @@ typedef struct tly_audit_replay_opts {
      * end of the view store's map after its flush had dropped partners
      * (audit_replay.c, fold_log); 0 in most replays. */
     uint32_t *reloads;
+    /* When not NULL: set to how many commits the replay's threads made, in
+     * all (each commits its shards together; the last one included). */
+    uint32_t *commits;
 } tly_audit_replay_opts;
 
 /*

@@ -397,8 +397,8 @@ static const char replay_help[] =
     "                and rebate payable change most (--json: one object)\n"
     "  --timing      print the fold's rate on stderr when done, as 'replay: N\n"
     "                records in S s, R records/s, K shard(s); F fold(s) resumed after\n"
-    "                a full map' (a terminal shows it anyway, after the progress line),\n"
-    "                to compare with 'tally bench fold'\n"
+    "                a full map; C commit(s)' (a terminal shows it anyway, after the\n"
+    "                progress line), to compare with 'tally bench fold'\n"
     "  --nats URL[,URL...]  first read the replication stream into DATA/log from its\n"
     "                head + 1 on, as 'tally audit verify --nats' does\n"
     "  --stream NAME the stream (default TALLY_LOG)\n";
@@ -534,8 +534,9 @@ static int run_replay(int argc, char **argv)
         ro.what_if = &wi.ev;
     }
     uint64_t last = 0, t0_ns = tly_mono_ns();
-    uint32_t reloads = 0;
+    uint32_t reloads = 0, commits = 0;
     ro.reloads = &reloads;
+    ro.commits = &commits;
     char msg[TLY_AUDIT_ERROR_BYTES] = "";
     tly_err err = tly_audit_replay(&ro, cli_progress, "replay", &last, msg, sizeof msg);
     double s = (double)(tly_mono_ns() - t0_ns) / 1e9;
@@ -543,9 +544,9 @@ static int run_replay(int argc, char **argv)
     if (err == TLY_OK && (o.timing || tly_progress_enabled()))
         fprintf(stderr,
                 "replay: %llu records in %.2f s, %.0f records/s, %llu shard(s); %u fold(s) "
-                "resumed after a full map\n",
+                "resumed after a full map; %u commit(s)\n",
                 (unsigned long long)last, s, s > 0 ? (double)last / s : 0.0,
-                (unsigned long long)o.shards, reloads);
+                (unsigned long long)o.shards, reloads, commits);
     if (err == TLY_NOT_FOUND && !msg[0])
         rc = log_error(CMD " replay", log_dir, err);
     else if (err != TLY_OK)

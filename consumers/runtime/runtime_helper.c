@@ -40,3 +40,27 @@ uint32_t tly_helper_split_min(void)
     return (uint32_t)tly_env_u64("TALLY_CONSUME_READ_SPLIT_MIN", 0, UINT32_MAX,
                                  TLY_CONSUME_READ_SPLIT_MIN);
 }
+
+void tly_helper_bound_init(tly_helper_bound *b, uint32_t shards)
+{
+    uint64_t each =
+        tly_env_u64("TALLY_CONSUME_ANON_BYTES", 1, UINT64_MAX, TLY_CONSUME_ANON_BYTES_MAX);
+    uint64_t n = shards > 0 ? shards : 1;
+    b->max = each <= UINT64_MAX / n ? each * n : UINT64_MAX;
+    b->rise = TLY_CONSUME_COMMIT_RISE_FIRST;
+}
+
+void tly_helper_bound_committed(tly_helper_bound *b, uint64_t last_anon_rise)
+{
+    b->rise =
+        last_anon_rise > TLY_CONSUME_COMMIT_RISE_MIN ? last_anon_rise : TLY_CONSUME_COMMIT_RISE_MIN;
+}
+
+bool tly_helper_bound_reached(const tly_helper_bound *b, uint32_t committers)
+{
+    uint64_t n = committers > 0 ? committers : 1;
+    uint64_t adds = b->rise <= UINT64_MAX / n ? b->rise * n : UINT64_MAX;
+    uint64_t room = b->max > adds ? b->max - adds : 0;
+    uint64_t anon;
+    return tly_os_anon_resident(&anon) && anon >= room;
+}

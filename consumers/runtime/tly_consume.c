@@ -101,8 +101,7 @@ typedef struct consumer {
     tly_sale_source sales;   /* the engine's look-ups in the log (log_sale) */
     uint64_t read_back;      /* partners read back at batches' starts, in all */
     uint32_t read_split_min; /* TLY_CONSUME_READ_SPLIT_MIN or $TALLY_CONSUME_READ_SPLIT_MIN */
-    uint64_t anon_max;       /* TLY_CONSUME_ANON_BYTES_MAX or $TALLY_CONSUME_ANON_BYTES */
-    uint64_t commit_rise;    /* what the next commit is expected to add to it */
+    tly_helper_bound bound;  /* the memory bound a batch ends at (tly_helper_bound_reached) */
     /* apply_decoded committed a batch that had reached a limit: the pass
      * reading it ends there, so that the next begins a whole batch
      * rather than commit the few records left of this one's --batch */
@@ -283,8 +282,7 @@ static tly_err commit(consumer *c)
     if (err == TLY_OK) {
         c->pending = 0;
         c->commit_failures = 0;
-        uint64_t rise = tly_views_stats_of(c->views).last_anon_rise;
-        c->commit_rise = rise > TLY_CONSUME_COMMIT_RISE_MIN ? rise : TLY_CONSUME_COMMIT_RISE_MIN;
+        tly_helper_bound_committed(&c->bound, tly_views_stats_of(c->views).last_anon_rise);
         return TLY_OK;
     }
     tly_errorf(CMD, "shard %u/%u: commit up to seq %llu failed: %s", c->o.shard, c->o.shard_count,
@@ -312,16 +310,6 @@ static bool batch_too_old(const consumer *c)
         return false;
     uint64_t age_ns = tly_mono_ns() - c->batch_start_ns;
     return age_ns >= (uint64_t)TLY_CONSUME_COMMIT_INTERVAL_MS * 1000000u;
-}
-
-/* True when the batch's memory and what its commit will add reach the
- * consumer's bound (TLY_CONSUME_ANON_BYTES_MAX); false when the memory
- * cannot be read. */
-static bool memory_full(const consumer *c)
-{
-    uint64_t anon;
-    uint64_t room = c->anon_max > c->commit_rise ? c->anon_max - c->commit_rise : 0;
-    return tly_os_anon_resident(&anon) && anon >= room;
 }
 
 /*
@@ -409,7 +397,7 @@ static tly_err apply_decoded(consumer *c, const tly_record *rec, const tly_event
     bool full = false;
     if (c->pending % TLY_CONSUME_VIEWS_RELEASE_RECORDS == 0) {
         tly_views_release(c->views);
-        full = memory_full(c);
+        full = tly_helper_bound_reached(&c->bound, 1);
     }
     /* The engine keeps what a batch changed in memory until the commit:
      * a batch ends early when that grows large, whatever --batch says. */
@@ -947,9 +935,7 @@ tly_err tly_consume_run(const tly_consume_opts *o, tly_stop_flag *stop)
     c->o = *o;
     c->stop = stop;
     c->read_split_min = tly_helper_split_min();
-    c->anon_max =
-        tly_env_u64("TALLY_CONSUME_ANON_BYTES", 1, UINT64_MAX, TLY_CONSUME_ANON_BYTES_MAX);
-    c->commit_rise = TLY_CONSUME_COMMIT_RISE_FIRST;
+    tly_helper_bound_init(&c->bound, 1);
     uint64_t t0 = tly_mono_ns();
     tly_err err = consumer_start(c);
     if (err == TLY_OK && o->on_ready)
