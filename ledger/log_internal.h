@@ -97,7 +97,8 @@ tly_err tly__log_last(tly_log *log, MDB_txn *txn, tly_record *rec, bool *empty);
  * so the file would grow without bound, and a few of them fill the table. */
 void tly__log_clear_stale_readers(tly_log *log);
 
-/* Grows the map by doubling up to its maximum (TLY_STORAGE at it). */
+/* Grows the map by doubling up to its maximum (TLY_STORAGE at it), as
+ * tly__log_set_mapsize sets it. */
 tly_err tly__log_grow_map(tly_log *log);
 
 /* TLY_OK while DIR/writer.lock is still the file the writer locked; else

@@ -70,7 +70,11 @@ static struct timespec grow_deadline(void)
     return ts;
 }
 
-tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
+/* Sets the map size as tly__log_set_mapsize does, or with grow, to twice
+ * the size it finds under the lock, up to map_bytes_max: a reader thread
+ * of the handle may adopt another process's size meanwhile
+ * (tly__log_read_begin), so map_bytes is read under the lock only. */
+static tly_err resize(tly_log *log, size_t bytes, bool grow)
 {
     struct timespec deadline = grow_deadline();
     int prc = pthread_rwlock_timedwrlock(&log->map_lock, &deadline);
@@ -79,6 +83,14 @@ tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
                  strerror(prc));
         return TLY_STORAGE;
     }
+    if (grow && log->map_bytes >= log->map_bytes_max) {
+        pthread_rwlock_unlock(&log->map_lock);
+        tly_logf(TLY_LOG_ERROR, NULL, "log: the map is full at its maximum of %zu bytes",
+                 log->map_bytes_max);
+        return TLY_STORAGE;
+    }
+    if (grow)
+        bytes = log->map_bytes > log->map_bytes_max / 2 ? log->map_bytes_max : log->map_bytes * 2;
     int rc = mdb_env_set_mapsize(log->env, bytes);
     MDB_envinfo info;
     if (rc == MDB_SUCCESS)
@@ -87,6 +99,16 @@ tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
         log->map_bytes = info.me_mapsize;
     pthread_rwlock_unlock(&log->map_lock);
     return rc == MDB_SUCCESS ? TLY_OK : tly__log_mdb_err(rc, "mdb_env_set_mapsize");
+}
+
+tly_err tly__log_set_mapsize(tly_log *log, size_t bytes)
+{
+    return resize(log, bytes, false);
+}
+
+tly_err tly__log_grow_map(tly_log *log)
+{
+    return resize(log, 0, true);
 }
 
 void tly__log_clear_stale_readers(tly_log *log)
@@ -403,9 +425,12 @@ void tly_log_close(tly_log *log)
     free(log);
 }
 
-size_t tly_log_map_bytes(const tly_log *log)
+size_t tly_log_map_bytes(tly_log *log)
 {
-    return log->map_bytes;
+    pthread_rwlock_rdlock(&log->map_lock);
+    size_t bytes = log->map_bytes;
+    pthread_rwlock_unlock(&log->map_lock);
+    return bytes;
 }
 
 tly_err tly_log_head(tly_log *log, uint64_t *seq, uint8_t hash[TLY_HASH_BYTES])

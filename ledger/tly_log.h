@@ -82,7 +82,7 @@ tly_err tly_log_open_opts(const char *dir, int flags, const tly_log_opts *opts, 
 void tly_log_close(tly_log *log);
 
 /* Current map size in bytes (it grows by doubling when full). */
-size_t tly_log_map_bytes(const tly_log *log);
+size_t tly_log_map_bytes(tly_log *log);
 
 /* Last seq (0 for an empty log) and its hash (zeros for an empty log). For a
  * writer this is the in-memory head; for a reader it is read fresh from the

@@ -359,18 +359,6 @@ void tly_log_set_replica(tly_log *log, const tly_log_replica *replica)
         log->replica = *replica;
 }
 
-/* Doubles the map, up to its maximum. */
-tly_err tly__log_grow_map(tly_log *log)
-{
-    if (log->map_bytes >= log->map_bytes_max) {
-        tly_logf(TLY_LOG_ERROR, NULL, "log: the map is full at its maximum of %zu bytes",
-                 log->map_bytes_max);
-        return TLY_STORAGE;
-    }
-    size_t next = log->map_bytes > log->map_bytes_max / 2 ? log->map_bytes_max : log->map_bytes * 2;
-    return tly__log_set_mapsize(log, next);
-}
-
 /* One attempt: resolve, write, commit. *map_full is set when LMDB ran out
  * of map; the transaction is then gone and the caller grows and retries. */
 static tly_err attempt(batch *b, const tly_log_group *groups, uint32_t group_count,
