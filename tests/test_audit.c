@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit_views.h"
 #include "testutil.h"
 #include "tly_audit.h"
 #include "tly_cli.h"
@@ -1383,6 +1384,66 @@ static void put_fake_liabilities(const char *data, const char *shard, uint32_t f
     mdb_env_close(env);
 }
 
+/* Streams family f of a and b side by side: the same items, byte for
+ * byte; returns how many. */
+static size_t same_items(tly_audit_viewset *a, tly_audit_viewset *b, tly_audit_family f)
+{
+    tly_audit_stream *sa, *sb;
+    ck_assert_int_eq(tly_audit_stream_open(a, f, &sa), TLY_OK);
+    ck_assert_int_eq(tly_audit_stream_open(b, f, &sb), TLY_OK);
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    size_t n = 0;
+    for (;;) {
+        tly_audit_item x, y;
+        tly_err ea = tly_audit_stream_next(sa, &x, msg, sizeof msg);
+        tly_err eb = tly_audit_stream_next(sb, &y, msg, sizeof msg);
+        ck_assert_int_eq(ea, eb);
+        if (ea != TLY_OK)
+            break;
+        ck_assert(x.id_len == y.id_len && memcmp(x.id, y.id, x.id_len) == 0);
+        ck_assert(x.doc_len == y.doc_len && memcmp(x.doc, y.doc, x.doc_len) == 0);
+        n++;
+    }
+    tly_audit_stream_close(sa);
+    tly_audit_stream_close(sb);
+    return n;
+}
+
+/* `audit digest` hashes the families on several threads, each reading a
+ * twin of the view set (its own transactions at the same snapshots): a
+ * twin streams every family's items as the set does. Once a writer has
+ * committed to a store since the set was opened, no twin is made
+ * (TLY_UNAVAILABLE: the digest then runs on the set's own thread). */
+START_TEST(viewset_twin_reads_the_same_snapshot)
+{
+    char *data = gen_data(3000);
+    char *views = join(data, "views");
+    free(replay(data, "views", "1", NULL, NULL));
+    tly_audit_viewset *vs, *twin;
+    char msg[TLY_AUDIT_ERROR_BYTES] = "";
+    ck_assert_int_eq(tly_audit_viewset_open(views, &vs, msg, sizeof msg), TLY_OK);
+    ck_assert_int_eq(tly_audit_viewset_twin(vs, &twin), TLY_OK);
+    for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT; f++) {
+        size_t n = same_items(vs, twin, (tly_audit_family)f);
+        ck_assert_msg(n > 0, "family %d is empty", f);
+    }
+    tly_audit_viewset_close(twin);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        put_fake_liabilities(data, "0-of-1", 0, 1); /* a writer of its own */
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(tly_audit_viewset_twin(vs, &twin), TLY_UNAVAILABLE);
+    tly_audit_viewset_close(vs);
+    free(views);
+    free(data);
+}
+END_TEST
+
 /* A data dir with a generated log folded by one live consumer. */
 static char *live_data(void)
 {
@@ -1717,12 +1778,12 @@ static Suite *audit_suite(void)
                  replay_answers_queries_and_refuses_a_used_out, replay_until_cuts_by_recorded_time,
                  replay_what_if_replaces_a_programs_rules, vector_digests_do_not_depend_on_shards));
     tc = tu_tcase(s, "diff", 300);
-    tu_add_tests(tc, TU_TESTS(diff_finds_a_corrupted_view,
-                              digest_refuses_shards_at_different_checkpoints,
-                              digest_names_a_missing_store, digest_names_a_refused_override_once,
-                              diff_prints_lines_up_to_the_limit, diff_cuts_a_value_past_the_limit,
-                              digest_refuses_a_view_key_past_the_limit,
-                              audit_refuses_a_directory_past_its_entries));
+    tu_add_tests(
+        tc, TU_TESTS(diff_finds_a_corrupted_view, digest_refuses_shards_at_different_checkpoints,
+                     digest_names_a_missing_store, digest_names_a_refused_override_once,
+                     viewset_twin_reads_the_same_snapshot, diff_prints_lines_up_to_the_limit,
+                     diff_cuts_a_value_past_the_limit, digest_refuses_a_view_key_past_the_limit,
+                     audit_refuses_a_directory_past_its_entries));
     tc = tu_tcase(s, "live", 600);
     tcase_add_test(tc, audit_a_running_stack);
     return s;

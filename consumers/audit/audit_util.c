@@ -37,7 +37,10 @@ tly_err tly_audit_env_open(const char *dir, unsigned maxdbs, MDB_env **out)
     if (rc == 0)
         rc = mdb_env_set_maxreaders(env, TLY_LOG_READERS_MAX);
     if (rc == 0)
-        rc = mdb_env_open(env, dir, MDB_RDONLY, TLY_FILE_MODE);
+        /* MDB_NOTLS: a read transaction is not tied to the thread that
+         * began it, so one thread can begin a twin's for another
+         * (tly_audit_viewset_twin). */
+        rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, TLY_FILE_MODE);
     if (rc != 0) {
         mdb_env_close(env);
         return tly_audit_lmdb_err(rc, dir);

@@ -31,6 +31,7 @@ typedef struct audit_shard {
 
 struct tly_audit_viewset {
     uint32_t count;
+    bool twin; /* its environments belong to another set (tly_audit_viewset_twin) */
     audit_shard shard[TLY_SHARDS_MAX];
 };
 
@@ -136,12 +137,19 @@ static tly_err open_shard(const char *views_dir, uint32_t k, uint32_t n, audit_s
     tly_err err = tly_layout_shard(views_dir, k, n, path, sizeof path);
     if (err == TLY_OK)
         err = tly_audit_env_open(path, 4, &s->env);
+    /* The database is opened in a transaction of its own, committed, so
+     * that its handle belongs to the environment and serves every snapshot
+     * taken after, a twin's too (tly_audit_viewset_twin). */
+    MDB_txn *first = NULL;
     if (err == TLY_OK)
-        err = tly_audit_txn_begin(s->env, &s->txn);
+        err = tly_audit_txn_begin(s->env, &first);
     if (err == TLY_OK) {
-        int rc = mdb_dbi_open(s->txn, "views", 0, &s->dbi);
+        int rc = mdb_dbi_open(first, "views", 0, &s->dbi);
+        rc = rc == 0 ? mdb_txn_commit(first) : (mdb_txn_abort(first), rc);
         err = rc == 0 ? TLY_OK : tly_audit_lmdb_err(rc, path);
     }
+    if (err == TLY_OK)
+        err = tly_audit_txn_begin(s->env, &s->txn);
     if (err == TLY_OK)
         err = read_meta(s, k, n, msg, cap);
     else if (err == TLY_NOT_FOUND) /* a dangling link, an empty or half-copied directory */
@@ -174,6 +182,36 @@ tly_err tly_audit_viewset_open(const char *views_dir, tly_audit_viewset **out, c
     return TLY_OK;
 }
 
+tly_err tly_audit_viewset_twin(const tly_audit_viewset *vs, tly_audit_viewset **out)
+{
+    tly_audit_viewset *t = calloc(1, sizeof *t);
+    if (!t)
+        return TLY_NOMEM;
+    t->twin = true;
+    tly_err err = TLY_OK;
+    for (uint32_t k = 0; k < vs->count && err == TLY_OK; k++) {
+        t->shard[k] = vs->shard[k];
+        t->shard[k].txn = NULL;
+        t->count = k + 1;
+        /* No retry on MDB_MAP_RESIZED here: adopting a new map size is not
+         * allowed while vs's transactions are open, and a store that grew
+         * has moved past vs's snapshot anyway. */
+        int rc = mdb_txn_begin(vs->shard[k].env, NULL, MDB_RDONLY, &t->shard[k].txn);
+        if (rc == MDB_MAP_RESIZED)
+            err = TLY_UNAVAILABLE;
+        else if (rc != 0)
+            err = tly_audit_lmdb_err(rc, "read transaction");
+        else if (mdb_txn_id(t->shard[k].txn) != mdb_txn_id(vs->shard[k].txn))
+            err = TLY_UNAVAILABLE; /* a writer committed between the two */
+    }
+    if (err != TLY_OK) {
+        tly_audit_viewset_close(t);
+        return err;
+    }
+    *out = t;
+    return TLY_OK;
+}
+
 void tly_audit_viewset_close(tly_audit_viewset *vs)
 {
     if (!vs)
@@ -181,7 +219,7 @@ void tly_audit_viewset_close(tly_audit_viewset *vs)
     for (uint32_t k = 0; k < vs->count; k++) {
         if (vs->shard[k].txn)
             mdb_txn_abort(vs->shard[k].txn);
-        if (vs->shard[k].env)
+        if (vs->shard[k].env && !vs->twin)
             mdb_env_close(vs->shard[k].env);
     }
     free(vs);

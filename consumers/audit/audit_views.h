@@ -30,6 +30,11 @@ typedef struct tly_audit_viewset tly_audit_viewset;
  * TLY_STORAGE or TLY_NOMEM; msg (cap bytes) says why on failure. */
 tly_err tly_audit_viewset_open(const char *views_dir, tly_audit_viewset **out, char *msg,
                                size_t cap);
+/* A second handle on vs's snapshots, for another thread: its own read
+ * transactions on vs's environments, at the same snapshots. TLY_OK,
+ * TLY_UNAVAILABLE when a store has moved on since vs was opened (a writer
+ * committed), TLY_STORAGE or TLY_NOMEM. Close it before vs. */
+tly_err tly_audit_viewset_twin(const tly_audit_viewset *vs, tly_audit_viewset **out);
 void tly_audit_viewset_close(tly_audit_viewset *vs);
 
 /* Shard count N and the checkpoint of shard k (< N) in its snapshot. */
