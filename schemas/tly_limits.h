@@ -558,11 +558,16 @@ _Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX
  * are checked in parallel and the verdicts merged in seq order. */
 #define TLY_AUDIT_VERIFY_THREADS_MAX 8u
 
-/* Threads `audit digest` (and `audit replay`'s digests) hash view families
- * on: one per online core, at most this many, each family on one thread
- * (its hash is one pass over its items in order). More threads than the
- * six families would wait. */
-#define TLY_AUDIT_DIGEST_THREADS_MAX 6u
+/* Threads `audit digest` (and `audit replay`'s digests) and `audit diff`
+ * walk the view families on: one per online core, at most this many, each
+ * family on one thread (a digest is one hash over the family's items in
+ * order, a diff one merge of two sorted walks). More threads than the six
+ * families would wait. */
+#define TLY_AUDIT_FAMILY_THREADS_MAX 6u
+
+/* View sets one walk of the families reads side by side: a diff's live
+ * views and its replay. */
+#define TLY_AUDIT_VIEWSETS_MAX 2u
 
 /* Consecutive records one verify thread checks at a time: large enough that
  * handing a batch over costs nothing per record, small enough that a fault

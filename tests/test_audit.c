@@ -1476,6 +1476,30 @@ START_TEST(diff_prints_lines_up_to_the_limit)
                   "%s", out);
     free(out);
     free(err);
+    /* The families are compared in parallel but printed in order, the
+     * limit counted over all of them: a balance changed too gives its
+     * three mdf lines first (the field, the bucket, the invariant), and
+     * the liabilities' lines are cut three earlier. */
+    free(corrupt_balance(data, "0-of-1"));
+    rc = audit(&out, &err, "diff", "--data", data, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, err);
+    ck_assert_int_eq(count_lines(out), (int)TLY_AUDIT_DIFF_LINES_MAX + 1);
+    const char *line = out;
+    for (int i = 0; i < 3; i++, line = strchr(line, '\n') + 1)
+        ck_assert_msg(strncmp(line, "partner ", 8) == 0 && strstr(line, " mdf: ") != NULL &&
+                          strstr(line, " mdf: ") < strchr(line, '\n'),
+                      "%s", out);
+    ck_assert_msg(strncmp(line, "program zz-00000 liabilities: ", 30) == 0, "%s", out);
+    char last[64];
+    snprintf(last, sizeof last, "program zz-%05u ", TLY_AUDIT_DIFF_LINES_MAX - 4);
+    ck_assert_msg(strstr(out, last) != NULL, "%s", out);
+    snprintf(last, sizeof last, "program zz-%05u ", TLY_AUDIT_DIFF_LINES_MAX - 3);
+    ck_assert_msg(strstr(out, last) == NULL, "%s", out);
+    snprintf(want, sizeof want, "\n... %u differences in all\n", TLY_AUDIT_DIFF_LINES_MAX + 4);
+    ck_assert_msg(strlen(out) > strlen(want) && strcmp(out + strlen(out) - strlen(want), want) == 0,
+                  "%s", out);
+    free(out);
+    free(err);
     tu_rmtree(data);
 }
 END_TEST

@@ -24,18 +24,29 @@
 #include "tly_audit.h"
 #include "tly_os.h"
 
-/* The state of one comparison. */
+/* The state of one family's comparison. Families are compared in
+ * parallel, each into a buffer of its own (open_memstream), and the
+ * buffers printed in family order (compare_sets); every difference is one
+ * line, and where each of the first TLY_AUDIT_DIFF_LINES_MAX begins is
+ * kept, so that the lines printed in all can be cut at that many. */
 typedef struct diff_run {
     FILE *out;
+    char *buf; /* out's bytes once closed */
+    size_t len;
     uint64_t differences;
-    char *msg;
-    size_t cap;
+    long line_at[TLY_AUDIT_DIFF_LINES_MAX];
+    char msg[TLY_AUDIT_ERROR_BYTES];
 } diff_run;
 
 /* Counts a difference; true when its line should still be printed. */
 static bool report(diff_run *d)
 {
-    return ++d->differences <= TLY_AUDIT_DIFF_LINES_MAX;
+    if (d->differences >= TLY_AUDIT_DIFF_LINES_MAX) {
+        d->differences++;
+        return false;
+    }
+    d->line_at[d->differences++] = ftell(d->out);
+    return true;
 }
 
 /* Writes "what" for an item: "partner P", "program P" or "exception at
@@ -207,7 +218,7 @@ static int item_cmp(tly_audit_family f, const tly_audit_item *a, const tly_audit
 /* Steps a stream; *more is false at its end. */
 static tly_err step(tly_audit_stream *s, tly_audit_item *it, bool *more, diff_run *d)
 {
-    tly_err err = tly_audit_stream_next(s, it, d->msg, d->cap);
+    tly_err err = tly_audit_stream_next(s, it, d->msg, sizeof d->msg);
     *more = err == TLY_OK;
     return err == TLY_NOT_FOUND ? TLY_OK : err;
 }
@@ -289,12 +300,51 @@ static tly_err replay_like(const char *log_dir, const char *tmp, tly_audit_views
     return tly_audit_replay(&o, progress, ctx, &last, msg, cap);
 }
 
-/* Compares every family; prints the verdict line when all match. */
-static tly_err compare_sets(diff_run *d, tly_audit_viewset *live, tly_audit_viewset *replay)
+/* One family of the live views (sets[0]) against the replay (sets[1]),
+ * into its own buffer (tly_audit_each_family). */
+static tly_err diff_one(void *ctx, tly_audit_family f, tly_audit_viewset *const *sets)
 {
-    tly_err err = TLY_OK;
-    for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT && err == TLY_OK; f++)
-        err = diff_family(d, (tly_audit_family)f, live, replay);
+    diff_run *d = &((diff_run *)ctx)[f];
+    d->out = open_memstream(&d->buf, &d->len);
+    if (!d->out)
+        return TLY_NOMEM;
+    tly_err err = diff_family(d, f, sets[0], sets[1]);
+    if (fclose(d->out) != 0 && err == TLY_OK)
+        err = TLY_NOMEM;
+    d->out = NULL;
+    return err;
+}
+
+/* Compares every family; prints their lines in family order, at most
+ * TLY_AUDIT_DIFF_LINES_MAX in all, and the verdict line when all match.
+ * A family that failed has its lines printed as far as it came, and its
+ * error is returned: what one walk of the families in order would give. */
+static tly_err compare_sets(FILE *out, uint64_t *differences, tly_audit_viewset *live,
+                            tly_audit_viewset *replay, char *msg, size_t cap)
+{
+    diff_run *runs = calloc(TLY_AUDIT_FAMILY_COUNT, sizeof *runs);
+    if (!runs)
+        return TLY_NOMEM;
+    tly_audit_viewset *sets[2] = {live, replay};
+    tly_err errs[TLY_AUDIT_FAMILY_COUNT], err = TLY_OK;
+    tly_audit_each_family(sets, 2, diff_one, runs, errs);
+    uint64_t total = 0;
+    for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT && err == TLY_OK; f++) {
+        diff_run *d = &runs[f];
+        uint64_t room = total < TLY_AUDIT_DIFF_LINES_MAX ? TLY_AUDIT_DIFF_LINES_MAX - total : 0;
+        uint64_t lines =
+            d->differences < TLY_AUDIT_DIFF_LINES_MAX ? d->differences : TLY_AUDIT_DIFF_LINES_MAX;
+        size_t upto = room < lines ? (size_t)d->line_at[room] : d->len;
+        if (d->buf)
+            fwrite(d->buf, 1, upto, out);
+        total += d->differences;
+        err = errs[f];
+        if (err != TLY_OK)
+            tly_audit_msgf(msg, cap, "%s", d->msg);
+    }
+    for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT; f++)
+        free(runs[f].buf);
+    free(runs);
     if (err != TLY_OK)
         return err;
     uint64_t seq = UINT64_MAX, seq_max = 0;
@@ -303,13 +353,14 @@ static tly_err compare_sets(diff_run *d, tly_audit_viewset *live, tly_audit_view
         seq = c < seq ? c : seq;
         seq_max = c > seq_max ? c : seq_max;
     }
-    if (d->differences > TLY_AUDIT_DIFF_LINES_MAX)
-        fprintf(d->out, "... %llu differences in all\n", (unsigned long long)d->differences);
-    else if (d->differences == 0 && seq == seq_max)
-        fprintf(d->out, "all views match at seq %llu\n", (unsigned long long)seq);
-    else if (d->differences == 0)
-        fprintf(d->out, "all views match at seq %llu (shards at seq %llu..%llu)\n",
+    if (total > TLY_AUDIT_DIFF_LINES_MAX)
+        fprintf(out, "... %llu differences in all\n", (unsigned long long)total);
+    else if (total == 0 && seq == seq_max)
+        fprintf(out, "all views match at seq %llu\n", (unsigned long long)seq);
+    else if (total == 0)
+        fprintf(out, "all views match at seq %llu (shards at seq %llu..%llu)\n",
                 (unsigned long long)seq, (unsigned long long)seq, (unsigned long long)seq_max);
+    *differences = total;
     return TLY_OK;
 }
 
@@ -317,7 +368,6 @@ tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *t
                        FILE *out, tly_audit_progress_fn progress, void *ctx, uint64_t *differences,
                        char *msg, size_t cap)
 {
-    diff_run d = {.out = out, .msg = msg, .cap = cap};
     tly_audit_viewset *live = NULL, *replay = NULL;
     tly_err err = tly_audit_viewset_open(views_dir, &live, msg, cap);
     if (err != TLY_OK)
@@ -333,11 +383,9 @@ tly_err tly_audit_diff(const char *log_dir, const char *views_dir, const char *t
     if (err == TLY_OK)
         err = tly_audit_viewset_open(tmp, &replay, msg, cap);
     if (err == TLY_OK)
-        err = compare_sets(&d, live, replay);
+        err = compare_sets(out, differences, live, replay, msg, cap);
     tly_audit_viewset_close(replay);
     tly_audit_viewset_close(live);
     remove_tree(tmp);
-    if (err == TLY_OK)
-        *differences = d.differences;
     return err;
 }

@@ -10,12 +10,9 @@
  * so digests of two view sets compare byte for byte.
  */
 #include <openssl/evp.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "audit_int.h"
 #include "audit_views.h"
@@ -64,50 +61,26 @@ static tly_err digest_family(tly_audit_viewset *vs, tly_audit_family f, EVP_MD_C
     return EVP_DigestFinal_ex(md, out, &n) && n == TLY_HASH_BYTES ? TLY_OK : TLY_NOMEM;
 }
 
-/* The families are digested in parallel, each by one thread with a view
- * set of its own (a twin of the first, at the same snapshots): a family is
- * one hash over its items in order, so it cannot be split, but families
- * are independent. A thread takes the next family not yet taken. */
+/* The families are digested in parallel (tly_audit_each_family): a
+ * family's digest is one hash over its items in order, but families are
+ * independent. */
 typedef struct digest_run {
-    tly_audit_viewset *vs[TLY_AUDIT_DIGEST_THREADS_MAX];
-    _Atomic int next; /* the next family to take */
-    tly_err err[TLY_AUDIT_FAMILY_COUNT];
     char msg[TLY_AUDIT_FAMILY_COUNT][TLY_AUDIT_ERROR_BYTES];
     uint8_t sha[TLY_AUDIT_FAMILY_COUNT][TLY_HASH_BYTES];
 } digest_run;
 
-typedef struct digest_thread {
-    digest_run *run;
-    tly_audit_viewset *vs;
-} digest_thread;
-
-static void *digest_main(void *arg)
+static tly_err digest_one(void *ctx, tly_audit_family f, tly_audit_viewset *const *sets)
 {
-    digest_thread *t = arg;
-    digest_run *r = t->run;
+    digest_run *r = ctx;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    for (int f; (f = atomic_fetch_add(&r->next, 1)) < TLY_AUDIT_FAMILY_COUNT;)
-        r->err[f] = md ? digest_family(t->vs, (tly_audit_family)f, md, r->sha[f], r->msg[f],
-                                       sizeof r->msg[f])
-                       : TLY_NOMEM;
+    tly_err err =
+        md ? digest_family(sets[0], f, md, r->sha[f], r->msg[f], sizeof r->msg[f]) : TLY_NOMEM;
     EVP_MD_CTX_free(md);
-    return NULL;
+    return err;
 }
 
-/* Threads to digest with: one per online CPU, at most
- * TLY_AUDIT_DIGEST_THREADS_MAX, at least one. */
-static uint32_t digest_threads(void)
-{
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    return cpus < 1 ? 1
-                    : (uint32_t)(cpus < (long)TLY_AUDIT_DIGEST_THREADS_MAX
-                                     ? cpus
-                                     : TLY_AUDIT_DIGEST_THREADS_MAX);
-}
-
-/* Digests an open view set. The result and the error reported are those
- * of the families in order, whatever thread met them: the first family
- * that failed names the error. */
+/* Digests an open view set. The error reported is that of the first
+ * family in order that failed, whatever thread met it. */
 static tly_err digest_set(tly_audit_viewset *vs, tly_audit_digest *out, char *msg, size_t cap)
 {
     digest_run *r = calloc(1, sizeof *r);
@@ -120,30 +93,12 @@ static tly_err digest_set(tly_audit_viewset *vs, tly_audit_digest *out, char *ms
         d.seq = c < d.seq ? c : d.seq;
         d.seq_max = c > d.seq_max ? c : d.seq_max;
     }
-    /* Fewer threads when a twin cannot be had (a store moved on since vs
-     * was opened): the families are the same either way. */
-    uint32_t n = 1, want = digest_threads();
-    r->vs[0] = vs;
-    while (n < want && tly_audit_viewset_twin(vs, &r->vs[n]) == TLY_OK)
-        n++;
-    digest_thread t[TLY_AUDIT_DIGEST_THREADS_MAX];
-    pthread_t tid[TLY_AUDIT_DIGEST_THREADS_MAX];
-    bool started[TLY_AUDIT_DIGEST_THREADS_MAX] = {false};
-    for (uint32_t i = 0; i < n; i++)
-        t[i] = (digest_thread){r, r->vs[i]};
-    for (uint32_t i = 1; i < n; i++)
-        started[i] = pthread_create(&tid[i], NULL, digest_main, &t[i]) == 0;
-    digest_main(&t[0]); /* takes whatever a thread that did not start leaves */
-    for (uint32_t i = 1; i < n; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        tly_audit_viewset_close(r->vs[i]);
-    }
-    tly_err err = TLY_OK;
+    tly_err errs[TLY_AUDIT_FAMILY_COUNT], err = TLY_OK;
+    tly_audit_each_family(&vs, 1, digest_one, r, errs);
     for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT && err == TLY_OK; f++) {
-        err = r->err[f];
+        err = errs[f];
         memcpy(d.sha[f], r->sha[f], TLY_HASH_BYTES);
-        if (err != TLY_OK && msg && cap)
+        if (err != TLY_OK)
             tly_audit_msgf(msg, cap, "%s", r->msg[f]);
     }
     free(r);

@@ -8,12 +8,16 @@
 #include "audit_views.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "audit_int.h"
+#include "tly_assert.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_os.h"
@@ -620,4 +624,75 @@ tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *m
     if (s->family == TLY_AUDIT_EXCEPTIONS)
         return next_exception(s, item, msg, cap);
     return next_named(s, item, msg, cap);
+}
+
+/* ---- every family, in parallel ---- */
+
+/* One thread of tly_audit_each_family, with its handles on the sets. */
+typedef struct family_thread {
+    tly_audit_viewset *sets[TLY_AUDIT_VIEWSETS_MAX];
+    uint32_t nsets;
+    tly_audit_family_fn fn;
+    void *ctx;
+    _Atomic int *next; /* the next family to take, shared */
+    tly_err *err;
+} family_thread;
+
+static void *family_main(void *arg)
+{
+    family_thread *t = arg;
+    for (int f; (f = atomic_fetch_add(t->next, 1)) < TLY_AUDIT_FAMILY_COUNT;)
+        t->err[f] = t->fn(t->ctx, (tly_audit_family)f, t->sets);
+    return NULL;
+}
+
+/* Threads to walk the families on: one per online CPU, at most
+ * TLY_AUDIT_FAMILY_THREADS_MAX, at least one. */
+static uint32_t family_threads(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        return 1;
+    return cpus < (long)TLY_AUDIT_FAMILY_THREADS_MAX ? (uint32_t)cpus
+                                                     : TLY_AUDIT_FAMILY_THREADS_MAX;
+}
+
+/* Gives thread t twins of every set; false (none kept) when one cannot
+ * be had. */
+static bool twin_all(family_thread *t, tly_audit_viewset *const *sets)
+{
+    for (uint32_t i = 0; i < t->nsets; i++)
+        if (tly_audit_viewset_twin(sets[i], &t->sets[i]) != TLY_OK) {
+            while (i-- > 0)
+                tly_audit_viewset_close(t->sets[i]);
+            return false;
+        }
+    return true;
+}
+
+void tly_audit_each_family(tly_audit_viewset *const *sets, uint32_t nsets, tly_audit_family_fn fn,
+                           void *ctx, tly_err err[TLY_AUDIT_FAMILY_COUNT])
+{
+    TLY_ASSERT(nsets <= TLY_AUDIT_VIEWSETS_MAX);
+    _Atomic int next = 0;
+    family_thread t[TLY_AUDIT_FAMILY_THREADS_MAX];
+    pthread_t tid[TLY_AUDIT_FAMILY_THREADS_MAX];
+    bool started[TLY_AUDIT_FAMILY_THREADS_MAX] = {false};
+    uint32_t n = 0, want = family_threads();
+    for (; n < want; n++) {
+        t[n] = (family_thread){.nsets = nsets, .fn = fn, .ctx = ctx, .next = &next, .err = err};
+        if (n == 0)
+            memcpy(t[0].sets, sets, nsets * sizeof *sets);
+        else if (!twin_all(&t[n], sets))
+            break; /* a store moved on since the sets were opened */
+    }
+    for (uint32_t i = 1; i < n; i++)
+        started[i] = pthread_create(&tid[i], NULL, family_main, &t[i]) == 0;
+    family_main(&t[0]); /* and whatever a thread that did not start leaves */
+    for (uint32_t i = 1; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        for (uint32_t k = 0; k < nsets; k++)
+            tly_audit_viewset_close(t[i].sets[k]);
+    }
 }

@@ -62,4 +62,19 @@ tly_err tly_audit_stream_open(tly_audit_viewset *vs, tly_audit_family f, tly_aud
 tly_err tly_audit_stream_next(tly_audit_stream *s, tly_audit_item *item, char *msg, size_t cap);
 void tly_audit_stream_close(tly_audit_stream *s);
 
+/* The work on one family, on one thread: sets are that thread's handles on
+ * the caller's view sets, in the caller's order (the sets themselves, or
+ * twins at the same snapshots). */
+typedef tly_err (*tly_audit_family_fn)(void *ctx, tly_audit_family f,
+                                       tly_audit_viewset *const *sets);
+
+/* Calls fn once for every family, on up to one thread per online core
+ * (TLY_AUDIT_FAMILY_THREADS_MAX), this one among them: each takes the next
+ * family not yet taken, reading twins of the nsets sets (fewer threads
+ * when twins cannot be had: the same calls, fewer at once). err[f] gets
+ * family f's result. fn keeps what it finds per family, for the caller to
+ * read in family order. nsets is at most TLY_AUDIT_VIEWSETS_MAX. */
+void tly_audit_each_family(tly_audit_viewset *const *sets, uint32_t nsets, tly_audit_family_fn fn,
+                           void *ctx, tly_err err[TLY_AUDIT_FAMILY_COUNT]);
+
 #endif
