@@ -1,9 +1,10 @@
 /*
  * fuzz_state.c — libFuzzer target: a partner's four documents and its
  * row of the partner list rendered from a view store's state
- * (tly_view_reader_bind, tly_view_reader_doc and tly_view_reader_row,
- * consumers/engine/engine_reader.c), what the query service runs on every
- * partner query and partner list: the unpacking of the stored program ("S/1/"), partner
+ * (tly_view_reader_bind, tly_view_reader_doc, tly_view_reader_canonical
+ * and tly_view_reader_row, consumers/engine/engine_reader.c), what the
+ * query service runs on every partner query and partner list and
+ * `tally audit digest` on every partner: the unpacking of the stored program ("S/1/"), partner
  * ("S/4/"), claim ("S/3/"), tier history ("S/6/") and archive chunk
  * ("S/7/") records and the rendering of views 'b', 'r', 't', 'c' and 'P' from
  * whatever they hold. A corrupt or hostile store must give
@@ -38,7 +39,12 @@
  *   (json_loadb);
  * - the query service's reply to each partner view (tly_view_reader_reply)
  *   is that document with its "seq", as tly_query_pack packs it, and an error
- *   where the document is one.
+ *   where the document is one;
+ * - the canonical text of each document (tly_view_reader_canonical, what
+ *   `tally audit digest` hashes) is json_dumps(JSON_COMPACT |
+ *   JSON_SORT_KEYS) of the document read back with json_loadb, "seq"
+ *   deleted, as the audit computed it before; the document's error where
+ *   the document is one.
  * Documents are asked for every key under "S/4/" (as tly_views_docs walks
  * them) and for the partners of the stream by id (as a query names one).
  *
@@ -189,8 +195,43 @@ static void check_reply(tly_view_reader *r, char view, const char *partner, size
     json_decref(d);
 }
 
-/* Every view of partner (len bytes) through r, and the reply of each
- * partner view. */
+/* The canonical text of view of partner is what json_dumps(JSON_COMPACT |
+ * JSON_SORT_KEYS) writes for the document doc (TLY_OK from
+ * tly_view_reader_doc) read back, "seq" deleted; doc_err where the
+ * document was not. */
+static void check_canonical(tly_view_reader *r, char view, const char *partner, size_t len,
+                            tly_err doc_err, const char *doc, size_t dlen)
+{
+    const char *got = NULL;
+    size_t glen = 0;
+    tly_err err = tly_view_reader_canonical(r, view, partner, len, &got, &glen);
+    if (err == TLY_NOMEM || doc_err == TLY_NOMEM)
+        return;
+    if (doc_err != TLY_OK) {
+        if (err != doc_err)
+            abort();
+        return;
+    }
+    json_t *d = json_loadb(doc, dlen, JSON_REJECT_DUPLICATES, NULL);
+    if (err == TLY_BAD_FIELD && d == NULL) /* a NUL byte: the text way refuses it */
+        return;
+    if (err != TLY_OK || d == NULL || got[glen] != '\0')
+        abort();
+    json_object_del(d, "seq");
+    char *want = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(d);
+    if (want == NULL)
+        return; /* out of memory */
+    if (strlen(want) != glen || memcmp(want, got, glen) != 0) {
+        fprintf(stderr, "fuzz_state: canonical %c of %.*s: %.*s\n  jansson: %s\n", view, (int)len,
+                partner, (int)glen, got, want);
+        abort();
+    }
+    free(want);
+}
+
+/* Every view of partner (len bytes) through r, its canonical text, and
+ * the reply of each partner view. */
 static void render_all(tly_view_reader *r, const char *partner, size_t len)
 {
     for (const char *v = "brtcP"; *v; v++) {
@@ -198,12 +239,12 @@ static void render_all(tly_view_reader *r, const char *partner, size_t len)
         size_t dlen = 0;
         tly_err err = tly_view_reader_doc(r, *v, partner, len, &doc, &dlen);
         check_doc(err, doc, dlen);
-        if (*v == 'P')
-            continue;
         char *copy = err == TLY_OK ? strndup(doc, dlen) : NULL;
         if (err == TLY_OK && copy == NULL)
             abort();
-        check_reply(r, *v, partner, len, err, copy, dlen);
+        check_canonical(r, *v, partner, len, err, copy, dlen);
+        if (*v != 'P')
+            check_reply(r, *v, partner, len, err, copy, dlen);
         free(copy);
     }
 }

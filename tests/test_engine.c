@@ -3830,11 +3830,35 @@ static void expect_reply_is_api(tly_view_reader *r, const shards *s, uint32_t k,
     msgpack_sbuffer_destroy(&out);
 }
 
+/* The canonical text of view v of partner id (tly_view_reader_canonical)
+ * is, byte for byte, what `tally audit digest` made of the document doc
+ * (len bytes, as tly_view_reader_doc rendered it) before it had that call:
+ * json_dumps(JSON_COMPACT | JSON_SORT_KEYS) of its json_loadb, "seq"
+ * deleted (schemas/DIGEST.md). */
+static void expect_canonical_is_jansson(tly_view_reader *r, char v, const char *id, const char *doc,
+                                        size_t len, const char *what, uint32_t k)
+{
+    json_t *o = json_loadb(doc, len, JSON_REJECT_DUPLICATES, NULL);
+    ck_assert_ptr_nonnull(o);
+    json_object_del(o, "seq");
+    char *want = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *got;
+    size_t got_len;
+    ck_assert_int_eq(tly_view_reader_canonical(r, v, id, strlen(id), &got, &got_len), TLY_OK);
+    ck_assert_msg(strlen(want) == got_len && memcmp(want, got, got_len) == 0 && got[got_len] == 0,
+                  "%s shard %u: canonical %c of %s\nrendered: %.*s\n jansson: %s (seed %" PRIu64
+                  ")",
+                  what, k, v, id, (int)got_len, got, want, g_seed);
+    free(want);
+    json_decref(o);
+}
+
 /* Each owned partner's four documents and its row of the partner list as
  * a tly_view_reader renders them
  * from shard k's store are, byte for byte, json_dumps(JSON_COMPACT) of
- * the engine's API objects without "seq"; another shard's partner and an
- * unknown one have none. Returns the number of documents compared. */
+ * the engine's API objects without "seq", and so are their canonical
+ * texts of the jansson path's; another shard's partner and an unknown one
+ * have none. Returns the number of documents compared. */
 static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_t *partners,
                                    const char *what)
 {
@@ -3859,6 +3883,7 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             ck_assert_msg(strlen(text) == len && memcmp(text, doc, len) == 0 && doc[len] == '\0',
                           "%s shard %u: %c of %s\nrendered: %.*s\n     api: %s (seed %" PRIu64 ")",
                           what, k, *v, json_string_value(id), (int)len, doc, text, g_seed);
+            expect_canonical_is_jansson(r, *v, json_string_value(id), doc, len, what, k);
             free(text);
             json_decref(api);
             docs++;
@@ -3874,6 +3899,9 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
             size_t len;
             ck_assert_int_eq(tly_view_reader_doc(r, 'b', json_string_value(id),
                                                  json_string_length(id), &doc, &len),
+                             TLY_NOT_FOUND);
+            ck_assert_int_eq(tly_view_reader_canonical(r, 'b', json_string_value(id),
+                                                       json_string_length(id), &doc, &len),
                              TLY_NOT_FOUND);
             msgpack_sbuffer out;
             msgpack_sbuffer_init(&out);
@@ -3899,6 +3927,8 @@ static size_t expect_reader_is_api(const shards *s, uint32_t k, kv *store, json_
     ck_assert_int_eq(tly_view_reader_doc(r, 'b', "no such partner", 15, &doc, &len), TLY_NOT_FOUND);
     ck_assert_int_eq(tly_view_reader_doc(r, 'P', "no such partner", 15, &doc, &len), TLY_NOT_FOUND);
     ck_assert_int_eq(tly_view_reader_doc(r, 'e', "no such partner", 15, &doc, &len), TLY_USAGE);
+    ck_assert_int_eq(tly_view_reader_canonical(r, 'b', "nobody", 6, &doc, &len), TLY_NOT_FOUND);
+    ck_assert_int_eq(tly_view_reader_canonical(r, 'e', "nobody", 6, &doc, &len), TLY_USAGE);
     tly_view_reader_free(r);
     return docs;
 }
@@ -4314,6 +4344,136 @@ START_TEST(jw_mp_edges)
         ck_assert(w.mp.failed == (len > 1));
         msgpack_sbuffer_destroy(&b);
     }
+}
+END_TEST
+
+/* The calls of one document for jw_canonical_edges: ENG_JW_MEMBERS_MAX
+ * members at the top and in one nested object, written against key order,
+ * whose keys order differently raw and escaped ('"' 0x22 before '#',
+ * "\"" after it; a control character before ' '), a key that prefixes
+ * another, the empty key, non-ASCII keys after ASCII; strings with every
+ * escape, DEL, multi-byte and invalid UTF-8 (""), empty; the integer
+ * edges; empty containers; nested objects whose keys need reordering. */
+static char jw_wide_keys[ENG_JW_MEMBERS_MAX][8];
+
+static void jw_canonical_script(eng_jw *w)
+{
+    static const char *const strs[] = {
+        "",         "q\"uo\\te/", "\b\f\n\r\t\x01\x1f\x7f", "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80",
+        "\xff\xfe", "\xc3",       "\xed\xa0\x80",           "plain"};
+    eng_jw_obj(w);
+    eng_jw_key(w, "z");
+    eng_jw_int(w, INT64_MAX);
+    eng_jw_key(w, "a\"");
+    eng_jw_int(w, INT64_MIN);
+    eng_jw_key(w, "a#");
+    eng_jw_int(w, 0);
+    eng_jw_key(w, "a!");
+    eng_jw_int(w, -1);
+    eng_jw_key(w, "a\\");
+    eng_jw_null(w);
+    eng_jw_key(w, "a\x1f");
+    eng_jw_str(w, "", 0);
+    eng_jw_key(w, "\xc3\xa9");
+    eng_jw_str(w, NULL, 0);
+    eng_jw_key(w, "\x7f");
+    eng_jw_int(w, 1);
+    eng_jw_key(w, "\xe4\xb8\xad");
+    eng_jw_str(w, "\xc3\xa9", 2);
+    eng_jw_key(w, "ab");
+    eng_jw_obj(w);
+    eng_jw_end(w);
+    eng_jw_key(w, "a");
+    eng_jw_arr(w);
+    eng_jw_end(w);
+    eng_jw_key(w, "");
+    eng_jw_int(w, 2);
+    eng_jw_key(w, "s");
+    eng_jw_arr(w);
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        eng_jw_str(w, strs[i], strlen(strs[i]));
+    eng_jw_end(w);
+    eng_jw_key(w, "n"); /* {"y":[{"d":..,"c":..},{}],"x":{"b":..,"a":..}}: the deepest */
+    eng_jw_obj(w);
+    eng_jw_key(w, "y");
+    eng_jw_arr(w);
+    eng_jw_obj(w);
+    eng_jw_key(w, "d");
+    eng_jw_str(w, "\"d\"", 3);
+    eng_jw_key(w, "c");
+    eng_jw_int(w, -5);
+    eng_jw_end(w);
+    eng_jw_obj(w);
+    eng_jw_end(w);
+    eng_jw_end(w);
+    eng_jw_key(w, "x");
+    eng_jw_obj(w);
+    eng_jw_key(w, "b");
+    eng_jw_int(w, 3);
+    eng_jw_key(w, "a");
+    eng_jw_int(w, 4);
+    eng_jw_end(w);
+    eng_jw_end(w);
+    eng_jw_key(w, "w"); /* the widest object, keys last to first */
+    eng_jw_obj(w);
+    for (size_t i = ENG_JW_MEMBERS_MAX; i-- > 0;) {
+        eng_jw_key(w, jw_wide_keys[i]);
+        eng_jw_int(w, (int64_t)i);
+    }
+    eng_jw_end(w);
+    eng_jw_key(w, "e");
+    eng_jw_obj(w);
+    eng_jw_end(w);
+    eng_jw_end(w);
+}
+
+/* The canonical text gives, appended to what the buffer holds, what
+ * json_dumps(JSON_COMPACT | JSON_SORT_KEYS) writes for the tree back
+ * end's document and for the text back end's read back with json_loadb
+ * (the audit's way before); a string with a NUL byte fails it. */
+START_TEST(jw_canonical_edges)
+{
+    for (size_t i = 0; i < ENG_JW_MEMBERS_MAX; i++)
+        snprintf(jw_wide_keys[i], sizeof jw_wide_keys[i], "k%02zu", i);
+    eng_jw w;
+    eng_jw_init_tree(&w);
+    jw_canonical_script(&w);
+    json_t *tree = eng_jw_take(&w);
+    ck_assert_ptr_nonnull(tree);
+    ck_assert_uint_eq(json_object_size(tree), ENG_JW_MEMBERS_MAX);
+    char *want = json_dumps(tree, JSON_COMPACT | JSON_SORT_KEYS);
+    eng_buf b = {0};
+    eng_jw_members m;
+    b.data = strdup("x"); /* appended after what b holds */
+    b.len = b.cap = 1;
+    eng_jw_init_canonical(&w, &b, &m);
+    jw_canonical_script(&w);
+    ck_assert(!w.failed && !b.failed);
+    ck_assert_uint_eq(w.depth, 0);
+    ck_assert_msg(b.len == strlen(want) + 1 && memcmp(b.data + 1, want, b.len - 1) == 0,
+                  "canonical %.*s\n  jansson %s", (int)b.len, b.data, want);
+    eng_buf text = {0};
+    eng_jw_init_text(&w, &text);
+    jw_canonical_script(&w);
+    json_t *back = json_loadb(text.data, text.len, JSON_REJECT_DUPLICATES, NULL);
+    ck_assert_ptr_nonnull(back);
+    char *want_back = json_dumps(back, JSON_COMPACT | JSON_SORT_KEYS);
+    ck_assert_str_eq(want_back, want);
+    for (size_t len = 1; len <= 3; len++) { /* "x", then "x\0" and "x\0y" */
+        b.len = 0;
+        eng_jw_init_canonical(&w, &b, &m);
+        eng_jw_obj(&w);
+        eng_jw_key(&w, "a");
+        eng_jw_str(&w, "x\0y", len);
+        eng_jw_end(&w);
+        ck_assert(w.failed == (len > 1));
+    }
+    eng_buf_free(&b);
+    eng_buf_free(&text);
+    free(want);
+    free(want_back);
+    json_decref(back);
+    json_decref(tree);
 }
 END_TEST
 
@@ -4909,7 +5069,7 @@ static Suite *engine_suite(void)
                               stage_refuses_4gib, prefetch_changes_nothing));
     tc = tu_tcase(s, "stored_text", 300);
     tu_add_tests(tc, TU_TESTS(stored_text_vectors, stored_text_random, stored_text_escapes,
-                              jw_mp_edges, stored_state_edges));
+                              jw_mp_edges, jw_canonical_edges, stored_state_edges));
     return s;
 }
 

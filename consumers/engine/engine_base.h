@@ -182,6 +182,18 @@ tly_err eng_grow(void **v, uint32_t *cap, uint32_t need, size_t elem);
 /* Deepest nesting a view needs: object, array, object (one spare). */
 #define ENG_JW_DEPTH_MAX 4u
 
+/* Most members of one object the canonical text sorts: the partner
+ * documents' widest, the balance, has 15 with "seq" (one spare). */
+#define ENG_JW_MEMBERS_MAX 16u
+
+/* Canonical text: each open object's members so far, where each starts in
+ * the buffer (its key's opening quote) and its key, to sort them at the
+ * object's end. Kept apart from eng_jw, whose other uses need none. */
+typedef struct eng_jw_members {
+    size_t at[ENG_JW_DEPTH_MAX][ENG_JW_MEMBERS_MAX];
+    const char *key[ENG_JW_DEPTH_MAX][ENG_JW_MEMBERS_MAX];
+} eng_jw_members;
+
 /* A growable byte buffer, reused across documents; failed is sticky. */
 typedef struct eng_buf {
     char *data; /* owned; freed by eng_buf_free */
@@ -196,20 +208,31 @@ void eng_buf_free(eng_buf *b);
 
 typedef struct eng_jw {
     eng_buf *text;                   /* text back end */
+    eng_jw_members *sorted;          /* text: canonical (members sorted); NULL: as written */
     tly_mpw mp;                      /* MessagePack back end (mp.b set); neither: tree */
     bool comma;                      /* text: the next member or element needs a ',' */
     const char *key;                 /* tree: name of the next member */
     char closer[ENG_JW_DEPTH_MAX];   /* text, mp: '}' or ']' of each open one */
     json_t *stack[ENG_JW_DEPTH_MAX]; /* tree: open containers (borrowed) */
-    size_t at[ENG_JW_DEPTH_MAX];     /* mp: where each open one's head is */
-    uint32_t n[ENG_JW_DEPTH_MAX];    /* mp: members or elements so far */
+    size_t at[ENG_JW_DEPTH_MAX];     /* mp: where each open one's head is; sorted: its body */
+    uint32_t n[ENG_JW_DEPTH_MAX];    /* mp: members or elements so far; sorted: members */
     uint32_t depth;
     json_t *root;
-    bool failed; /* tree: an allocation failed (mp: mp.failed) */
+    bool failed; /* tree: an allocation failed; sorted: a NUL byte (mp: mp.failed) */
 } eng_jw;
 
 /* Starts a document appended to b (its len is not reset). */
 void eng_jw_init_text(eng_jw *w, eng_buf *b);
+/* Starts a canonical document appended to b: schemas/DIGEST.md's text,
+ * the bytes json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) gives for the
+ * text back end's document read back with json_loadb, written straight
+ * from the calls: the text back end's bytes with each object's members
+ * reordered by key (strcmp, as jansson compares keys without NUL bytes)
+ * when the object ends, in m. Objects have at most ENG_JW_MEMBERS_MAX
+ * members and no key twice (asserted). w->failed when a string held a NUL
+ * byte: json_loadb refuses the text back end's "\u0000", so the caller
+ * takes the text way and reports what that gives. */
+void eng_jw_init_canonical(eng_jw *w, eng_buf *b, eng_jw_members *m);
 void eng_jw_init_tree(eng_jw *w);
 /* Starts a document appended to b as MessagePack: the bytes msgpack-c packs
  * for the tree back end's document (maps in insertion order, integers in

@@ -30,6 +30,7 @@ struct tly_view_reader {
     tly_engine *e;       /* NULL until bound */
     uint64_t checkpoint; /* of the state e's programs were read from */
     eng_buf doc;         /* the last document, NUL-terminated */
+    eng_jw_members sort; /* room to sort a canonical document's members */
 };
 
 tly_err tly_view_reader_new(uint32_t shard, uint32_t shard_count, tly_view_reader **out)
@@ -100,16 +101,21 @@ static tly_err render_fill(tly_view_reader *r, char view, uint32_t p)
     return TLY_OK;
 }
 
-/* Renders view of owned member p into r->doc. */
-static tly_err render(tly_view_reader *r, char view, uint32_t p)
+/* Renders view of owned member p into r->doc, canonical or as written. */
+static tly_err render(tly_view_reader *r, char view, uint32_t p, bool canonical)
 {
     TRY(render_fill(r, view, p));
     eng_jw w;
     r->doc.len = 0;
     r->doc.failed = false;
-    eng_jw_init_text(&w, &r->doc);
+    if (canonical)
+        eng_jw_init_canonical(&w, &r->doc, &r->sort);
+    else
+        eng_jw_init_text(&w, &r->doc);
     eng_view_write(&w, r->e, view, p, false);
-    return !r->doc.failed && eng_buf_terminate(&r->doc) ? TLY_OK : TLY_NOMEM;
+    if (r->doc.failed || !eng_buf_terminate(&r->doc))
+        return TLY_NOMEM;
+    return w.failed ? TLY_BAD_FIELD : TLY_OK;
 }
 
 tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly_view_row_keep keep,
@@ -192,19 +198,32 @@ tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner
     return err;
 }
 
-tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
-                            const char **doc, size_t *doc_len)
+/* tly_view_reader_doc, or tly_view_reader_canonical when canonical. */
+static tly_err reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
+                          bool canonical, const char **doc, size_t *doc_len)
 {
     if (r->e == NULL || (view != 'b' && view != 'r' && view != 't' && view != 'c' && view != 'P'))
         return TLY_USAGE;
     uint32_t p;
     tly_err err = reader_member(r, partner, len, &p);
     if (err == TLY_OK)
-        err = render(r, view, p);
+        err = render(r, view, p, canonical);
     eng_cache_trim(r->e, 0);
     if (err != TLY_OK)
         return err;
     *doc = r->doc.data;
     *doc_len = r->doc.len;
     return TLY_OK;
+}
+
+tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
+                            const char **doc, size_t *doc_len)
+{
+    return reader_doc(r, view, partner, len, false, doc, doc_len);
+}
+
+tly_err tly_view_reader_canonical(tly_view_reader *r, char view, const char *partner, size_t len,
+                                  const char **doc, size_t *doc_len)
+{
+    return reader_doc(r, view, partner, len, true, doc, doc_len);
 }

@@ -361,6 +361,13 @@ json_t *tly_engine_view(const tly_engine *e, char view, const char *partner);
  * enrolled partner of this shard in that snapshot; TLY_USAGE for another view letter or a reader
  * never bound; else the store's error, TLY_CORRUPT or TLY_NOMEM. The reader keeps no partner
  * between calls beyond the last.
+ *
+ * tly_view_reader_canonical renders the same document as its canonical text (schemas/DIGEST.md):
+ * the bytes json_dumps(JSON_COMPACT | JSON_SORT_KEYS) gives for tly_view_reader_doc's text read
+ * back with json_loadb (which has no "seq" to delete), without the parse and the dump: what
+ * `tally audit digest` hashes. Returns as tly_view_reader_doc, and TLY_BAD_FIELD when a string
+ * holds a NUL byte (json_loadb refuses that text: ask tly_view_reader_doc for it). *doc as
+ * tly_view_reader_doc's (the same buffer).
  */
 /*
  * tly_view_reader_reply appends view 'b', 'r', 't' or 'c' of partner to
@@ -395,6 +402,8 @@ tly_err tly_view_reader_bind(tly_view_reader *r, const tly_engine_store *store,
                              uint64_t checkpoint);
 tly_err tly_view_reader_doc(tly_view_reader *r, char view, const char *partner, size_t len,
                             const char **doc, size_t *doc_len);
+tly_err tly_view_reader_canonical(tly_view_reader *r, char view, const char *partner, size_t len,
+                                  const char **doc, size_t *doc_len);
 tly_err tly_view_reader_row(tly_view_reader *r, const void *val, size_t len, tly_view_row_keep keep,
                             void *ctx, const char **doc, size_t *doc_len);
 tly_err tly_view_reader_reply(tly_view_reader *r, char view, const char *partner, size_t len,
