@@ -243,8 +243,9 @@ uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k)
 
 /* One shard's position in a family: the current entry, if any. A partner
  * family walks the partner records ("S/4/<partner>") and val is the
- * document its reader rendered from the state (tly_view_reader), which
- * lives until the head's next step. */
+ * canonical text of the document its reader rendered from the state
+ * (tly_view_reader_canonical), which lives until the head's next step;
+ * mv_data NULL when that document is one json_loadb refuses. */
 typedef struct stream_head {
     MDB_cursor *cur;
     MDB_val key, val;
@@ -325,11 +326,11 @@ static tly_err head_step(tly_audit_stream *s, stream_head *h, MDB_cursor_op op)
             return TLY_OK;
         const char *doc;
         size_t len;
-        tly_err err = tly_view_reader_doc(h->reader, family_view[s->family],
-                                          (const char *)h->key.mv_data + s->prefix_len,
-                                          h->key.mv_size - s->prefix_len, &doc, &len);
-        if (err == TLY_OK) {
-            h->val = (MDB_val){len, (void *)doc};
+        tly_err err = tly_view_reader_canonical(h->reader, family_view[s->family],
+                                                (const char *)h->key.mv_data + s->prefix_len,
+                                                h->key.mv_size - s->prefix_len, &doc, &len);
+        if (err == TLY_OK || err == TLY_BAD_FIELD) { /* a NUL byte: not JSON (partner_doc) */
+            h->val = err == TLY_OK ? (MDB_val){len, (void *)doc} : (MDB_val){0, NULL};
             return TLY_OK;
         }
         if (err != TLY_NOT_FOUND)
@@ -440,6 +441,40 @@ static char *canonical(const json_t *o)
     return json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 }
 
+/* The canonical text of the partner whose key is shard `first`'s, as its
+ * reader rendered it (head_step), into s->doc, and steps that shard on.
+ * Nothing to merge: a partner's documents are one shard's, and one in two
+ * shards is refused. A document json_loadb would refuse is reported as
+ * the other families report theirs (load_doc), the errors in the order
+ * merge_key gave them before the partner families left it. */
+static tly_err partner_doc(tly_audit_stream *s, int first, char *msg, size_t cap)
+{
+    MDB_val key = s->head[first].key;
+    tly_err err = TLY_OK;
+    for (uint32_t k = (uint32_t)first; k < s->vs->count && err == TLY_OK; k++) {
+        stream_head *h = &s->head[k];
+        if (!h->live || id_cmp(h->key.mv_data, h->key.mv_size, key.mv_data, key.mv_size))
+            continue;
+        if (h->val.mv_data == NULL) {
+            tly_audit_msgf(msg, cap, "a view doc is not a JSON object");
+            return TLY_CORRUPT;
+        }
+        if (k != (uint32_t)first) {
+            tly_audit_msgf(msg, cap, "\"%.*s\" is stored in more than one shard", (int)key.mv_size,
+                           (const char *)key.mv_data);
+            return TLY_CORRUPT;
+        }
+        free(s->doc);
+        s->doc = malloc(h->val.mv_size + 1);
+        if (s->doc == NULL)
+            return TLY_NOMEM;
+        memcpy(s->doc, h->val.mv_data, h->val.mv_size);
+        s->doc[h->val.mv_size] = '\0';
+        err = head_step(s, h, MDB_NEXT);
+    }
+    return err;
+}
+
 /* Adds the integer fields of share into acc (liabilities of one program);
  * text fields must agree. */
 static tly_err add_share(json_t *acc, const json_t *share, char *msg, size_t cap)
@@ -466,8 +501,8 @@ static tly_err add_share(json_t *acc, const json_t *share, char *msg, size_t cap
     return TLY_OK;
 }
 
-/* Merges the entries with key equal to shard `first`'s key from every
- * shard into one object, and steps those shards on. */
+/* Merges the liabilities entries with key equal to shard `first`'s key
+ * from every shard into one object, and steps those shards on. */
 static tly_err merge_key(tly_audit_stream *s, int first, json_t **out, char *msg, size_t cap)
 {
     MDB_val key = s->head[first].key;
@@ -482,12 +517,7 @@ static tly_err merge_key(tly_audit_stream *s, int first, json_t **out, char *msg
             err = TLY_CORRUPT;
         else if (!acc)
             acc = o;
-        else if (s->family != TLY_AUDIT_LIABILITIES) {
-            tly_audit_msgf(msg, cap, "\"%.*s\" is stored in more than one shard", (int)key.mv_size,
-                           (const char *)key.mv_data);
-            err = TLY_CORRUPT;
-            json_decref(o);
-        } else {
+        else {
             err = add_share(acc, o, msg, cap);
             json_decref(o);
         }
@@ -500,6 +530,22 @@ static tly_err merge_key(tly_audit_stream *s, int first, json_t **out, char *msg
     }
     *out = acc;
     return TLY_OK;
+}
+
+/* The canonical text of the liabilities of the program whose key is shard
+ * `first`'s, summed over the shards, into s->doc. */
+static tly_err program_doc(tly_audit_stream *s, int first, char *msg, size_t cap)
+{
+    json_t *o;
+    tly_err err = merge_key(s, first, &o, msg, cap);
+    if (err != TLY_OK)
+        return err;
+    /* The view seq is where the store stands, not part of the figures. */
+    json_object_del(o, "seq");
+    free(s->doc);
+    s->doc = canonical(o);
+    json_decref(o);
+    return s->doc != NULL ? TLY_OK : TLY_NOMEM;
 }
 
 /* The next partner (or program) item. */
@@ -517,17 +563,10 @@ static tly_err next_named(tly_audit_stream *s, tly_audit_item *item, char *msg, 
         return TLY_CORRUPT;
     }
     memcpy(s->id, (const uint8_t *)key->mv_data + s->prefix_len, id_len);
-    json_t *o;
-    tly_err err = merge_key(s, first, &o, msg, cap);
+    tly_err err =
+        family_view[s->family] ? partner_doc(s, first, msg, cap) : program_doc(s, first, msg, cap);
     if (err != TLY_OK)
         return err;
-    /* The view seq is where the store stands, not part of the figures. */
-    json_object_del(o, "seq");
-    free(s->doc);
-    s->doc = canonical(o);
-    json_decref(o);
-    if (!s->doc)
-        return TLY_NOMEM;
     *item = (tly_audit_item){s->id, id_len, s->doc, strlen(s->doc)};
     return TLY_OK;
 }
