@@ -822,11 +822,22 @@ START_TEST(digest_does_not_depend_on_shards)
     for (const char *p = d1; (p = strchr(p, '\n')) != NULL; p++)
         lines++;
     ck_assert_int_eq(lines, 7);
-    /* `audit digest` of a replay's directory prints the same bytes. */
+    /* `audit digest` of a replay's directory prints the same bytes, its
+     * families walked on one thread or on one thread each. */
     char *r2 = join(data, "r2"), *dd;
     ck_assert_int_eq(audit(&dd, NULL, "digest", "--views", r2, NULL, NULL, NULL, NULL), 0);
     ck_assert_str_eq(dd, d1);
     free(dd);
+    char threads[16];
+    snprintf(threads, sizeof threads, "%u", TLY_AUDIT_FAMILY_THREADS_MAX);
+    const char *each[] = {"1", threads};
+    for (int i = 0; i < 2; i++) {
+        setenv("TALLY_AUDIT_FAMILY_THREADS", each[i], 1);
+        ck_assert_int_eq(audit(&dd, NULL, "digest", "--views", r2, NULL, NULL, NULL, NULL), 0);
+        unsetenv("TALLY_AUDIT_FAMILY_THREADS");
+        ck_assert_str_eq(dd, d1);
+        free(dd);
+    }
     free(r2);
     /* The digest sees the figures: a shorter replay differs, in every family
      * that changed, while the seq line says where it stopped. */
@@ -1549,6 +1560,19 @@ START_TEST(diff_prints_lines_up_to_the_limit)
     snprintf(want, sizeof want, "\n... %u differences in all\n", TLY_AUDIT_DIFF_LINES_MAX + 4);
     ck_assert_msg(strlen(out) > strlen(want) && strcmp(out + strlen(out) - strlen(want), want) == 0,
                   "%s", out);
+    /* The same lines on one thread, and on one thread per family. */
+    char threads[16];
+    snprintf(threads, sizeof threads, "%u", TLY_AUDIT_FAMILY_THREADS_MAX);
+    const char *each[] = {"1", threads};
+    for (int i = 0; i < 2; i++) {
+        char *again;
+        setenv("TALLY_AUDIT_FAMILY_THREADS", each[i], 1);
+        rc = audit(&again, NULL, "diff", "--data", data, NULL, NULL, NULL, NULL);
+        unsetenv("TALLY_AUDIT_FAMILY_THREADS");
+        ck_assert_int_eq(rc, 1);
+        ck_assert_str_eq(again, out);
+        free(again);
+    }
     free(out);
     free(err);
     tu_rmtree(data);

@@ -686,14 +686,14 @@ static void *family_main(void *arg)
 }
 
 /* Threads to walk the families on: one per online CPU, at most
- * TLY_AUDIT_FAMILY_THREADS_MAX, at least one. */
+ * TLY_AUDIT_FAMILY_THREADS_MAX, at least one; $TALLY_AUDIT_FAMILY_THREADS
+ * sets it within those (tests: one thread, or one per family). */
 static uint32_t family_threads(void)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1)
-        return 1;
-    return cpus < (long)TLY_AUDIT_FAMILY_THREADS_MAX ? (uint32_t)cpus
-                                                     : TLY_AUDIT_FAMILY_THREADS_MAX;
+    uint64_t n = cpus < 1 ? 1 : (uint64_t)cpus;
+    n = n < TLY_AUDIT_FAMILY_THREADS_MAX ? n : TLY_AUDIT_FAMILY_THREADS_MAX;
+    return (uint32_t)tly_env_u64("TALLY_AUDIT_FAMILY_THREADS", 1, TLY_AUDIT_FAMILY_THREADS_MAX, n);
 }
 
 /* Gives thread t twins of every set; false (none kept) when one cannot
