@@ -283,7 +283,10 @@ _Static_assert(TLY_CSV_COLUMNS_MAX <= TLY_CSV_ROW_BYTES_MAX, "every field takes 
  * With the bound at 228 MiB the 1M log above peaked at 251,692 KiB (258
  * MB); at 220, 249,360 KiB (255 MB), and the 10M log at 242,092 KiB in 29
  * commits (25 without the bound, at 235,000-244,000 KiB); at 216, 242,492
- * and 231,632 KiB in 31 commits. $TALLY_CONSUME_ANON_BYTES overrides the
+ * and 231,632 KiB in 31 commits. `tally audit replay` ends its batches at
+ * the same bound, once for each shard it folds in its one process
+ * (tly_helper_bound): the 10M log replayed on one shard peaked at 234,808
+ * KiB with it, 261,964 without. $TALLY_CONSUME_ANON_BYTES overrides the
  * bound (tests: 1 commits every TLY_CONSUME_VIEWS_RELEASE_RECORDS
  * records). */
 #define TLY_CONSUME_ANON_BYTES_MAX ((uint64_t)220u << 20)
