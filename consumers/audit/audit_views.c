@@ -677,11 +677,25 @@ typedef struct family_thread {
     tly_err *err;
 } family_thread;
 
+/* The order the families are taken in: the longest first, so that no
+ * thread starts a long one while the others run out of work. Measured on
+ * the 10M-event store of `bench fold --growth` (a digest on one thread, a
+ * busy machine): exceptions 3.9 s (stored documents, through jansson),
+ * rebates 2.4, claims 1.5, tiers 0.9, mdf 0.6, liabilities 0. On two
+ * threads, three runs alternated: 4.1-5.2 s in this order, 5.5-6.9 s in
+ * the families' own. */
+static const tly_audit_family take_order[TLY_AUDIT_FAMILY_COUNT] = {
+    TLY_AUDIT_EXCEPTIONS, TLY_AUDIT_REBATES, TLY_AUDIT_CLAIMS,
+    TLY_AUDIT_TIERS,      TLY_AUDIT_MDF,     TLY_AUDIT_LIABILITIES,
+};
+
 static void *family_main(void *arg)
 {
     family_thread *t = arg;
-    for (int f; (f = atomic_fetch_add(t->next, 1)) < TLY_AUDIT_FAMILY_COUNT;)
-        t->err[f] = t->fn(t->ctx, (tly_audit_family)f, t->sets);
+    for (int i; (i = atomic_fetch_add(t->next, 1)) < TLY_AUDIT_FAMILY_COUNT;) {
+        tly_audit_family f = take_order[i];
+        t->err[f] = t->fn(t->ctx, f, t->sets);
+    }
     return NULL;
 }
 
