@@ -347,12 +347,8 @@ static tly_err compare_sets(FILE *out, uint64_t *differences, tly_audit_viewset 
     free(runs);
     if (err != TLY_OK)
         return err;
-    uint64_t seq = UINT64_MAX, seq_max = 0;
-    for (uint32_t k = 0; k < tly_audit_viewset_shards(live); k++) {
-        uint64_t c = tly_audit_viewset_checkpoint(live, k);
-        seq = c < seq ? c : seq;
-        seq_max = c > seq_max ? c : seq_max;
-    }
+    uint64_t seq, seq_max;
+    tly_audit_viewset_seqs(live, &seq, &seq_max);
     if (total > TLY_AUDIT_DIFF_LINES_MAX)
         fprintf(out, "... %llu differences in all\n", (unsigned long long)total);
     else if (total == 0 && seq == seq_max)

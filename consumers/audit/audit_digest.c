@@ -87,12 +87,7 @@ static tly_err digest_set(tly_audit_viewset *vs, tly_audit_digest *out, char *ms
     if (!r)
         return TLY_NOMEM;
     tly_audit_digest d = {.shard_count = tly_audit_viewset_shards(vs)};
-    d.seq = UINT64_MAX;
-    for (uint32_t k = 0; k < d.shard_count; k++) {
-        uint64_t c = tly_audit_viewset_checkpoint(vs, k);
-        d.seq = c < d.seq ? c : d.seq;
-        d.seq_max = c > d.seq_max ? c : d.seq_max;
-    }
+    tly_audit_viewset_seqs(vs, &d.seq, &d.seq_max);
     tly_err errs[TLY_AUDIT_FAMILY_COUNT], err = TLY_OK;
     tly_audit_each_family(&vs, 1, digest_one, r, errs);
     for (int f = 0; f < TLY_AUDIT_FAMILY_COUNT && err == TLY_OK; f++) {

@@ -239,6 +239,17 @@ uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k)
     return vs->shard[k].checkpoint;
 }
 
+void tly_audit_viewset_seqs(const tly_audit_viewset *vs, uint64_t *lowest, uint64_t *highest)
+{
+    *lowest = UINT64_MAX;
+    *highest = 0;
+    for (uint32_t k = 0; k < vs->count; k++) {
+        uint64_t c = vs->shard[k].checkpoint;
+        *lowest = c < *lowest ? c : *lowest;
+        *highest = c > *highest ? c : *highest;
+    }
+}
+
 /* ---- streams ---- */
 
 /* One shard's position in a family: the current entry, if any. A partner

@@ -40,6 +40,9 @@ void tly_audit_viewset_close(tly_audit_viewset *vs);
 /* Shard count N and the checkpoint of shard k (< N) in its snapshot. */
 uint32_t tly_audit_viewset_shards(const tly_audit_viewset *vs);
 uint64_t tly_audit_viewset_checkpoint(const tly_audit_viewset *vs, uint32_t k);
+/* The lowest and the highest checkpoint of its shards: the seq the set
+ * stands at as a whole, and whether every shard stands there. */
+void tly_audit_viewset_seqs(const tly_audit_viewset *vs, uint64_t *lowest, uint64_t *highest);
 
 /* One item of a stream. id: partner or program name, or u64be(seq) for an
  * exception. Both buffers are owned by the stream and live until the next
