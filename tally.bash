@@ -3,14 +3,18 @@
 # time `tally` is completed); or source it: `. tally.bash`.
 #
 # It asks the binary being completed, so it never drifts from it: commands
-# (and the subcommands of audit and bench) from the "Commands:" section of
-# `tally --help` (`tally audit --help`, ...), flags from the --help of the
-# command at hand. A flag's value is a directory after DIR, else a file name.
+# (and the subcommands of audit, bench and ledger) from the "Commands:"
+# section of `tally --help` (`tally audit --help`, ...) or the usage lines
+# of `tally ledger --help`, flags from the --help of the command at hand.
+# A flag's value is a directory after DIR, else a file name.
 
-# Prints the names listed under "Commands:" in the help of "$@".
+# Prints the names listed under "Commands:" in the help of "$@", and the
+# subcommand of each indented usage line `tally CMD SUB ...` (tally ledger
+# has no "Commands:" section, only its promote line).
 _tally_commands()
 {
-    "$@" --help 2>/dev/null | sed -n '/^Commands:/,/^$/s/^  \([a-z][a-z-]*\)  .*/\1/p'
+    "$@" --help 2>/dev/null | sed -n -e '/^Commands:/,/^$/s/^  \([a-z][a-z-]*\)  .*/\1/p' \
+        -e 's/^ \{1,\}tally [a-z]\{1,\} \([a-z][a-z-]*\) .*/\1/p'
 }
 
 # Prints every long flag the help of "$@" names.
@@ -47,7 +51,7 @@ _tally()
         fi
     done
     if ((COMP_CWORD == ${#cmd[@]})) && [[ $cur != -* ]] &&
-        { ((${#cmd[@]} == 1)) || _tally_has_sub "${cmd[1]}"; }; then
+        { ((${#cmd[@]} == 1)) || { ((${#cmd[@]} == 2)) && _tally_has_sub "${cmd[1]}"; }; }; then
         mapfile -t COMPREPLY < <(compgen -W "$(_tally_commands "${cmd[@]}")" -- "$cur")
         return 0
     fi
@@ -71,7 +75,7 @@ _tally()
 # True for the commands that take a subcommand.
 _tally_has_sub()
 {
-    [[ $1 == audit || $1 == bench ]]
+    [[ $1 == audit || $1 == bench || $1 == ledger ]]
 }
 
 complete -F _tally tally

@@ -25,7 +25,8 @@
  *     machine; MANPATH lets it find the man pages of Documentation=), and
  *     the template's ExecStart turns the instance 0-of-2 into --shard 0/2;
  *   - `bash -n` accepts the completion, which completes `tally ba` to
- *     balance (and subcommands and flags);
+ *     balance (and subcommands, `tally ledger promote` among them, and
+ *     flags);
  *   - tally ledger, tally consume and tally query send READY=1 to
  *     $NOTIFY_SOCKET once they serve and STOPPING=1 when they stop.
  */
@@ -638,6 +639,14 @@ START_TEST(completion_completes_commands_and_flags)
     free(out);
     out = complete_words("tally bench f");
     ck_assert_str_eq(out, "fold\n");
+    free(out);
+    /* tally ledger's one subcommand is named on a usage line of its help,
+     * not under "Commands:". */
+    out = complete_words("tally ledger p");
+    ck_assert_str_eq(out, "promote\n");
+    free(out);
+    out = complete_words("tally ledger promote --str");
+    ck_assert_str_eq(out, "--stream\n");
     free(out);
     out = complete_words("tally wait --ti");
     ck_assert_str_eq(out, "--timeout\n");
