@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs what is missing, checks the tree (scripts/tidy.sh), builds Tally
 # and runs every test: the Check suites (ctest) in a Release build and again
-# in a Debug build under ASan/UBSan, then a short libFuzzer smoke run of the
-# codec and request decoder.
+# in a Debug build under ASan/UBSan, then a short libFuzzer smoke run of
+# every target (fuzz/smoke.sh).
 set -eu
 cd "$(dirname "$0")/.."
 TALLY_WITH_FUZZ=1 sh scripts/deps.sh
