@@ -1,6 +1,8 @@
 /* tly_send.c — streaming import for `tally send`; see tly_send.h. */
 #include "tly_send.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -336,19 +338,29 @@ static void progress(const tly_send_stats *st)
     tly_progress("sending", st->sent + st->duplicates + st->rejected, 0);
 }
 
-/* Sends the JSON lines of `in`; blank lines count in the line numbers. */
+/* Sends the JSON lines of `in`; blank lines count in the line numbers.
+ * getline's -1 is the end of the input or a read error (an I/O error, a
+ * directory given as FILE): the error is TLY_IO with msg set, never taken
+ * for the end, so a run that could not read its input does not say "sent". */
 static tly_err send_lines(tly_client *c, const tly_send_config *cfg, batch *b, send_run *run,
-                          FILE *in)
+                          FILE *in, char *msg, size_t cap)
 {
     char *line = NULL;
     size_t linecap = 0;
     tly_err err = TLY_OK;
+    errno = 0;
     while (err == TLY_OK && getline(&line, &linecap, in) > 0) {
         run->stats->lines++;
         if (blank(line))
             continue;
         err = add_line(c, cfg, b, line, run);
         progress(run->stats);
+        errno = 0;
+    }
+    if (err == TLY_OK && ferror(in)) {
+        snprintf(msg, cap, "cannot read the input after line %llu: %s",
+                 (unsigned long long)run->stats->lines, strerror(errno ? errno : EIO));
+        err = TLY_IO;
     }
     free(line);
     return err;
@@ -447,7 +459,8 @@ tly_err tly_send_stream(const tly_send_config *cfg, FILE *in, tly_send_stats *st
     if (err == TLY_OK)
         learn_head(c, cfg, &run, why, sizeof why);
     if (err == TLY_OK)
-        err = ci ? send_rows(c, cfg, b, &run, ci, msg, cap) : send_lines(c, cfg, b, &run, in);
+        err = ci ? send_rows(c, cfg, b, &run, ci, msg, cap)
+                 : send_lines(c, cfg, b, &run, in, msg, cap);
     if (err == TLY_OK)
         err = flush_batch(c, cfg, b, &run);
     tly_client_drain(c);

@@ -108,6 +108,10 @@ static int parse_option(const tly_cli_spec *s, tly_common_opts *c, int argc, cha
     else if (eq)
         return tly_usagef(s->cmd, "option %s takes no value", o->name);
     if (common) {
+        /* An empty DIR would put the data at the root of the file system
+         * ("/log", "/views"): `--data "$UNSET"` is a usage error instead. */
+        if (o->id == TLY_CO_DATA && value[0] == '\0')
+            return tly_usagef(s->cmd, "--data needs a directory, not ''");
         set_common(c, o->id, value);
         return TLY_EXIT_OK;
     }

@@ -23,8 +23,19 @@ __attribute__((format(printf, 3, 4))) static tly_err fmt(char *buf, size_t cap, 
     return TLY_OK;
 }
 
+/* An empty directory: joined, the path would be at the root of the file
+ * system ("/log", "/0-of-1"), never what was meant. TLY_USAGE, buf "". */
+static tly_err refuse_empty(char *buf, size_t cap)
+{
+    if (cap > 0)
+        buf[0] = '\0';
+    return TLY_USAGE;
+}
+
 tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap)
 {
+    if (dir[0] == '\0')
+        return refuse_empty(buf, cap);
     return fmt(buf, cap, "%s/%s", dir, name);
 }
 
@@ -50,6 +61,8 @@ tly_err tly_layout_endpoints(const char *data, char *buf, size_t cap)
 
 tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap)
 {
+    if (views_dir[0] == '\0')
+        return refuse_empty(buf, cap);
     return fmt(buf, cap, "%s/%u-of-%u", views_dir, k, n);
 }
 

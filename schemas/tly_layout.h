@@ -43,7 +43,8 @@
 #define TLY_LAYOUT_ASOF "asof"
 #define TLY_LAYOUT_ASOF_INDEX "closes.json"
 
-/* dir/name. */
+/* dir/name. An empty dir is TLY_USAGE (buf ""): joined it would name a path
+ * at the root of the file system. */
 tly_err tly_layout_join(const char *dir, const char *name, char *buf, size_t cap);
 
 /* DATA/log, DATA/views and DATA/tally.pid. */
@@ -54,7 +55,8 @@ tly_err tly_layout_pid(const char *data, char *buf, size_t cap);
 /* DATA/endpoints.json. */
 tly_err tly_layout_endpoints(const char *data, char *buf, size_t cap);
 
-/* VIEWS/K-of-N: shard k of n in a views directory. */
+/* VIEWS/K-of-N: shard k of n in a views directory (an empty one is
+ * TLY_USAGE, as for tly_layout_join). */
 tly_err tly_layout_shard(const char *views_dir, uint32_t k, uint32_t n, char *buf, size_t cap);
 
 /* The name "K-of-N" alone. */

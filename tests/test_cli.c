@@ -503,6 +503,22 @@ static void check_mismatch(const tu_stack *a, const tu_stack *b)
     ck_assert(!file_has(err, "warning"));
 }
 
+/* wait --shards N on a stack of another count: the timeout says so, not
+ * a shard's checkpoint (already past the seq waited for). */
+static void check_wait_shards(const tu_stack *a)
+{
+    char err[1200];
+    snprintf(err, sizeof err, "%s/ws.err", a->dir);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "wait", "--data", a->dir, "--seq", "1", "--shards",
+                                  "2", "--timeout", "0", NULL),
+                     1);
+    char *said = tu_read_file(err, NULL);
+    ck_assert_msg(said && strstr(said, "waiting for seq 1: the stack has 1 shard, not the 2 "
+                                       "--shards expects"),
+                  "wait said: %s", said);
+    free(said);
+}
+
 START_TEST(test_data_routing)
 {
     tu_stack a, b;
@@ -510,6 +526,7 @@ START_TEST(test_data_routing)
     stack_up(&b);
     check_routing(&a, &b);
     check_mismatch(&a, &b);
+    check_wait_shards(&a);
     stack_down(&a);
     stack_down(&b);
 }
@@ -550,6 +567,130 @@ START_TEST(test_endpoints_file_refused)
             ck_assert_msg(text[k] >= 0x20 && text[k] < 0x7f, "file %zu byte %zu: %s", i, k, text);
         free(text);
     }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Bad input                                                                 */
+
+/* Command lines that take --data, each with everything else it needs. */
+static const char *const data_lines[][6] = {
+    {"status"},
+    {"wait", "--seq", "1"},
+    {"balance", "acme"},
+    {"consume"},
+    {"ledger"},
+    {"up"},
+    {"query"},
+    {"explain", "acme"},
+    {"audit", "verify"},
+    {"audit", "diff"},
+    {"audit", "replay", "--out", "/nonexistent/out"},
+};
+
+/* An empty --data ("--data $UNSET") would put the log and the views at
+ * the root of the file system ("/log", "/views": a consumer created
+ * /views so): exit 2 naming the flag, in both spellings, before any
+ * directory is touched. */
+START_TEST(test_data_empty)
+{
+    char *dir = tu_tmpdir();
+    char err[1200];
+    snprintf(err, sizeof err, "%s/err", dir);
+    for (size_t i = 0; i < sizeof data_lines / sizeof data_lines[0]; i++) {
+        for (int form = 0; form < 2; form++) {
+            char *argv[12] = {(char *)tu_tally()};
+            int k = 1;
+            for (int a = 0; a < 6 && data_lines[i][a]; a++)
+                argv[k++] = (char *)data_lines[i][a];
+            if (form == 0) {
+                argv[k++] = "--data";
+                argv[k++] = "";
+            } else {
+                argv[k++] = "--data=";
+            }
+            int rc = tu_run(argv, NULL, NULL, err);
+            char *said = tu_read_file(err, NULL);
+            ck_assert_msg(rc == 2 && said && strstr(said, ": --data needs a directory, not ''"),
+                          "tally %s %s --data '': exit %d, want 2 naming --data; said: %s",
+                          data_lines[i][0], data_lines[i][1] ? data_lines[i][1] : "", rc, said);
+            free(said);
+        }
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* send's input: a directory (a read error) is exit 1 naming it, never
+ * "sent 0"; --receipts naming the input itself (or a hard link to it) is
+ * refused before it is opened, which would have emptied the input. No
+ * ledger is needed: each stops before the first request. */
+START_TEST(test_send_bad_input)
+{
+    char *dir = tu_tmpdir();
+    char ingest[64], ev[1200], link_path[1200], out[1200], err[1200];
+    tu_endpoint(ingest, sizeof ingest);
+    snprintf(ev, sizeof ev, "%s/ev.jsonl", dir);
+    snprintf(link_path, sizeof link_path, "%s/receipts", dir);
+    snprintf(out, sizeof out, "%s/send.out", dir);
+    snprintf(err, sizeof err, "%s/send.err", dir);
+    ck_assert_int_eq(
+        tu_run_tally(out, err, "send", "--ingest", ingest, "--timeout", "5", dir, NULL), 1);
+    ck_assert_msg(file_has(err, "tally send: cannot read the input after line 0: Is a directory"),
+                  "stderr lacks the read error");
+    ck_assert_int_eq(file_lines(out), 0);
+    ck_assert(tu_write_file(ev, program_line, strlen(program_line)));
+    ck_assert_int_eq(link(ev, link_path), 0);
+    const char *const receipts[] = {ev, link_path};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(tu_run_tally(out, err, "send", "--ingest", ingest, "--timeout", "5",
+                                      "--receipts", receipts[i], ev, NULL),
+                         2);
+        ck_assert(file_has(err, "tally send: --receipts "));
+        ck_assert(file_has(err, " is the input file"));
+        ck_assert_msg(file_has(ev, program_line), "the input was changed");
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* A --query endpoint ZeroMQ cannot parse: status and wait say so (exit 2)
+ * at once; wait does not poll it until --timeout runs out. */
+START_TEST(test_bad_query_endpoint)
+{
+    char *dir = tu_tmpdir();
+    char err[1200];
+    snprintf(err, sizeof err, "%s/err", dir);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "status", "--data", dir, "--query", "bogus", NULL), 2);
+    ck_assert(file_has(err, "tally status: bad query endpoint 'bogus'"));
+    ck_assert_int_eq(tu_run_tally(NULL, err, "wait", "--data", dir, "--query", "bogus", "--seq",
+                                  "1", "--timeout", "20", NULL),
+                     2);
+    ck_assert(file_has(err, "tally wait: bad query endpoint 'bogus'"));
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* A --log-read endpoint ZeroMQ cannot parse stops a remote consumer
+ * (exit 1, the endpoint named): it asked again for ever before. */
+START_TEST(test_consume_bad_log_read)
+{
+    char *dir = tu_tmpdir();
+    char log[1200];
+    snprintf(log, sizeof log, "%s/consume.log", dir);
+    char *const argv[] = {(char *)tu_tally(), "consume",    "--data", dir,
+                          "--remote",         "--log-read", "bogus",  NULL};
+    pid_t pid = tu_spawn(argv, log);
+    int status = -1;
+    for (int waited = 0; waited < 15000 && waitpid(pid, &status, WNOHANG) == 0; waited += 50)
+        tu_sleep_ms(50);
+    if (status == -1) {
+        tu_kill_wait(pid, SIGKILL);
+        ck_abort_msg("consume with --log-read bogus did not stop within 15 s");
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+    ck_assert(file_has(log, "log-read socket bogus: "));
     tu_rmtree(dir);
 }
 END_TEST
@@ -735,6 +876,8 @@ int main(void)
     tcase_add_loop_test(flags, test_option_limit, 0,
                         (int)(sizeof limit_rows / sizeof limit_rows[0]));
     tu_add_tests(flags, TU_TESTS(test_batches_long_list, test_endpoints_file_refused));
+    tu_add_tests(flags, TU_TESTS(test_data_empty, test_send_bad_input, test_bad_query_endpoint,
+                                 test_consume_bad_log_read));
     tcase_add_loop_test(flags, test_promote_errors, 0,
                         (int)(sizeof promote_rows / sizeof promote_rows[0]));
     TCase *stacks = tu_tcase(s, "stacks", 300);

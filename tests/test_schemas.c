@@ -2216,6 +2216,19 @@ START_TEST(test_layout_paths)
     strcpy(small, "junk");
     ck_assert_int_eq(tly_layout_join(dir, TLY_LAYOUT_LMDB_DATA, small, sizeof small), TLY_USAGE);
     ck_assert_str_eq(small, "");
+    /* An empty directory would put the path at the root ("/log",
+     * "/0-of-1"): refused, whatever the room. */
+    for (size_t i = 0; i < sizeof fn / sizeof fn[0]; i++) {
+        strcpy(small, "junk");
+        ck_assert_int_eq(fn[i]("", small, sizeof small), TLY_USAGE);
+        ck_assert_str_eq(small, "");
+    }
+    strcpy(small, "junk");
+    ck_assert_int_eq(tly_layout_shard("", 0, 1, small, sizeof small), TLY_USAGE);
+    ck_assert_str_eq(small, "");
+    strcpy(small, "junk");
+    ck_assert_int_eq(tly_layout_join("", TLY_LAYOUT_LOG, small, sizeof small), TLY_USAGE);
+    ck_assert_str_eq(small, "");
 }
 END_TEST
 

@@ -73,6 +73,10 @@ static tly_err get_status(const char *cmd, const status_opts *o, int probe_ms, j
     tly_err err = req ? tly_query_call(o->common.query, req, probe_ms, &r) : TLY_NOMEM;
     json_decref(req);
     *from_service = err == TLY_OK;
+    if (err == TLY_USAGE) { /* an endpoint ZeroMQ cannot parse: no wait mends it */
+        tly_usagef(cmd, "bad query endpoint '%s'", o->common.query);
+        return TLY_USAGE;
+    }
     if (err == TLY_TIMEOUT || err == TLY_IO)
         err = status_from_data(o, &r);
     if (err != TLY_OK)
@@ -231,6 +235,8 @@ int tly_cmd_status(int argc, char **argv)
     json_t *st = NULL;
     bool from_service = false;
     tly_err err = get_status("status", &o, TLY_STATUS_PROBE_MS, &st, &from_service);
+    if (err == TLY_USAGE)
+        return TLY_EXIT_USAGE;
     if (err == TLY_NOT_FOUND || err == TLY_TIMEOUT || err == TLY_IO) {
         tly_errorf("status", "query service not reachable at %s and no data at %s", o.common.query,
                    o.common.data);
@@ -318,6 +324,14 @@ static void explain_timeout(const status_opts *o, const json_t *st)
     else if (!low)
         tly_errorf("wait", "timed out after %llu s waiting for seq %llu: no shard view stores yet",
                    (unsigned long long)o->timeout_s, (unsigned long long)o->seq);
+    else if (o->shards && json_array_size(shards) != o->shards)
+        /* reached() wants exactly --shards N: the lowest checkpoint may be
+         * past seq, and naming it would not say why the wait went on. */
+        tly_errorf("wait",
+                   "timed out after %llu s waiting for seq %llu: the stack has %zu shard%s, "
+                   "not the %u --shards expects",
+                   (unsigned long long)o->timeout_s, (unsigned long long)o->seq,
+                   json_array_size(shards), json_array_size(shards) == 1 ? "" : "s", o->shards);
     else
         tly_errorf("wait",
                    "timed out after %llu s waiting for seq %llu: shard %s is at %lld "
@@ -348,7 +362,12 @@ int tly_cmd_wait(int argc, char **argv)
             left_ms < TLY_STATUS_PROBE_MS ? (int)(left_ms > 0 ? left_ms : 1) : TLY_STATUS_PROBE_MS;
         json_t *st = NULL;
         bool svc;
-        if (get_status("wait", &o, probe, &st, &svc) == TLY_OK) {
+        tly_err err = get_status("wait", &o, probe, &st, &svc);
+        if (err == TLY_USAGE) {
+            json_decref(last);
+            return TLY_EXIT_USAGE;
+        }
+        if (err == TLY_OK) {
             json_decref(last);
             last = st;
             if (reached(&o, st)) {

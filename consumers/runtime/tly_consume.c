@@ -664,9 +664,14 @@ static tly_err fetch_once(consumer *c, uint32_t want, uint32_t *n, uint32_t *cou
 {
     *count = 0;
     *gap = false;
+    /* zmq_connect refuses only what no retry mends (an endpoint it cannot
+     * parse, a transport it lacks): an unreachable ledger connects and is
+     * waited for below. So a refusal stops the consumer, as a bad events
+     * endpoint does, instead of asking again for ever. */
     tly_err err = dealer_open(c);
-    if (err == TLY_OK)
-        err = logread_send(c, tly_engine_seq(c->engine) + 1, want);
+    if (err != TLY_OK)
+        return err;
+    err = logread_send(c, tly_engine_seq(c->engine) + 1, want);
     zmq_msg_t msg;
     if (err == TLY_OK)
         err = logread_recv(c, &msg);

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tly_cli.h"
 #include "tly_client.h"
@@ -261,6 +262,16 @@ int tly_cmd_send(int argc, char **argv)
     if (!in) {
         tly_errorf("send", "cannot open %s", o.path);
         return TLY_EXIT_FAIL;
+    }
+    /* Opening the receipts truncates them: when they are the input itself
+     * (the same file under another name too), the input would be emptied
+     * before a line of it was read, and its events lost. */
+    struct stat in_st, rc_st;
+    if (o.receipts && fstat(fileno(in), &in_st) == 0 && stat(o.receipts, &rc_st) == 0 &&
+        in_st.st_dev == rc_st.st_dev && in_st.st_ino == rc_st.st_ino && S_ISREG(in_st.st_mode)) {
+        if (in != stdin)
+            fclose(in);
+        return tly_usagef("send", "--receipts %s is the input file: give another FILE", o.receipts);
     }
     FILE *receipts = o.receipts ? fopen(o.receipts, "w") : NULL;
     if (o.receipts && !receipts) {
