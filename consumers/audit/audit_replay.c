@@ -535,6 +535,21 @@ static tly_err close_and_place(replay_run *r, tly_err err, uint64_t *last_seq)
     return err;
 }
 
+/* True when --until lies before the log's first record (or the log is
+ * empty): the replay would fold nothing, and its empty stores left in
+ * --out would refuse the next replay there as "already holds views". */
+static bool until_before_first(const tly_audit_replay_opts *o, tly_log *log)
+{
+    tly_log_reader *rd = NULL;
+    if (!o->has_until || tly_log_reader_open(log, 1, &rd) != TLY_OK)
+        return false;
+    tly_record rec;
+    tly_err err = tly_log_reader_next(rd, &rec);
+    bool before = err == TLY_NOT_FOUND || (err == TLY_OK && rec.recorded_ms > o->until_ms);
+    tly_log_reader_close(rd);
+    return before;
+}
+
 tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress, void *ctx,
                          uint64_t *last_seq, char *msg, size_t cap)
 {
@@ -557,6 +572,13 @@ tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn p
     if (err != TLY_OK)
         tly_audit_msgf(r->msg, r->cap, "%s in %s",
                        err == TLY_NOT_FOUND ? "no log" : tly_strerror(err), o->log_dir);
+    if (err == TLY_OK && until_before_first(o, log)) {
+        tly_log_close(log);
+        free(r);
+        if (last_seq)
+            *last_seq = 0;
+        return TLY_OK;
+    }
     if (err == TLY_OK)
         err = check_out(r);
     if (err == TLY_OK)

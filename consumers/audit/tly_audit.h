@@ -152,8 +152,10 @@ typedef struct tly_audit_replay_opts {
 /*
  * Folds the log from seq 1 into fresh view stores out_dir/K-of-N, the same
  * layout the consumers write, so queries with --views out_dir answer from
- * them. *last_seq gets the last seq folded (the lowest over shards).
- * Returns TLY_OK, TLY_NOT_FOUND (no log; or a what_if program the fold
+ * them. *last_seq gets the last seq folded (the lowest over shards). With
+ * has_until before the log's first record (or an empty log) nothing is
+ * folded and nothing is created: TLY_OK with *last_seq 0, which no store
+ * in out_dir then contradicts. Returns TLY_OK, TLY_NOT_FOUND (no log; or a what_if program the fold
  * never met: msg names it), TLY_USAGE (out_dir already holds
  * views; msg says so), TLY_CORRUPT (a record or event fails to decode),
  * TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or TLY_NOMEM.
