@@ -72,6 +72,31 @@ static void set_common(tly_common_opts *o, int bit, const char *value)
     o->metrics = bit == TLY_CO_METRICS ? value : o->metrics;
 }
 
+/* True when every comma-separated element of value names a ZeroMQ
+ * transport the project uses and something after it: "bogus" or "" given
+ * as an endpoint is a usage error here, where it was a misleading refusal
+ * later ("refusing to bind bogus without CURVE", "query service not
+ * reachable"). What ZeroMQ itself refuses past the prefix ("tcp://host"
+ * without a port) is still reported where the socket is opened. */
+static bool endpoints_ok(const char *value)
+{
+    static const char *const transports[] = {"tcp://", "ipc://", "inproc://"};
+    const char *p = value;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        bool ok = false;
+        for (size_t k = 0; k < sizeof transports / sizeof transports[0] && !ok; k++) {
+            size_t t = strlen(transports[k]);
+            ok = len > t && strncmp(p, transports[k], t) == 0;
+        }
+        if (!ok)
+            return false;
+        if (p[len] == '\0')
+            return true;
+        p += len + 1;
+    }
+}
+
 /* The option named arg (up to its '=', if any) in table; NULL if none. */
 static const tly_opt *find_opt(const tly_opt *table, size_t n, const char *arg, size_t name_len)
 {
@@ -112,6 +137,10 @@ static int parse_option(const tly_cli_spec *s, tly_common_opts *c, int argc, cha
          * ("/log", "/views"): `--data "$UNSET"` is a usage error instead. */
         if (o->id == TLY_CO_DATA && value[0] == '\0')
             return tly_usagef(s->cmd, "--data needs a directory, not ''");
+        if ((o->id & TLY_CO_ENDPOINTS) && !endpoints_ok(value))
+            return tly_usagef(s->cmd,
+                              "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)",
+                              o->name, value);
         set_common(c, o->id, value);
         return TLY_EXIT_OK;
     }

@@ -655,6 +655,40 @@ START_TEST(test_send_bad_input)
 }
 END_TEST
 
+/* An endpoint option's value must name a transport (tcp://, ipc://,
+ * inproc://) and something after it, each element of a list too: anything
+ * else is a usage error naming the option, where the ledger said
+ * "refusing to bind bogus without CURVE" and the others failed later. */
+static const struct {
+    const char *cmd, *opt, *value;
+} bad_endpoints[] = {
+    {"ledger", "--ingest", "bogus"},
+    {"ledger", "--log-read", ""},
+    {"query", "--query", "tcp://"},
+    {"consume", "--events", "ipc://"},
+    {"send", "--ingest", "tcp://127.0.0.1:1,bogus"},
+    {"send", "--ingest", "tcp://127.0.0.1:1,"},
+    {"status", "--query", "127.0.0.1:7413"},
+};
+
+START_TEST(test_endpoint_syntax)
+{
+    char *dir = tu_tmpdir();
+    char err[1200], want[256];
+    snprintf(err, sizeof err, "%s/err", dir);
+    const char *cmd = bad_endpoints[_i].cmd, *opt = bad_endpoints[_i].opt;
+    const char *value = bad_endpoints[_i].value;
+    ck_assert_int_eq(tu_run_tally(NULL, err, cmd, "--data", dir, opt, value, NULL), 2);
+    snprintf(want, sizeof want, "tally %s: %s: '%s' is not a ZeroMQ endpoint", cmd, opt, value);
+    ck_assert_msg(file_has(err, want), "%s %s '%s'", cmd, opt, value);
+    /* The shortest accepted: parsed, then not reachable (exit 1, not 2). */
+    ck_assert_int_eq(tu_run_tally(NULL, err, "status", "--data", dir, "--query", "ipc://x", NULL),
+                     1);
+    ck_assert(!file_has(err, "is not a ZeroMQ endpoint"));
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* A --query endpoint ZeroMQ cannot parse: status and wait say so (exit 2)
  * at once; wait does not poll it until --timeout runs out. */
 START_TEST(test_bad_query_endpoint)
@@ -662,12 +696,13 @@ START_TEST(test_bad_query_endpoint)
     char *dir = tu_tmpdir();
     char err[1200];
     snprintf(err, sizeof err, "%s/err", dir);
-    ck_assert_int_eq(tu_run_tally(NULL, err, "status", "--data", dir, "--query", "bogus", NULL), 2);
-    ck_assert(file_has(err, "tally status: bad query endpoint 'bogus'"));
-    ck_assert_int_eq(tu_run_tally(NULL, err, "wait", "--data", dir, "--query", "bogus", "--seq",
-                                  "1", "--timeout", "20", NULL),
+    ck_assert_int_eq(
+        tu_run_tally(NULL, err, "status", "--data", dir, "--query", "tcp://bogus", NULL), 2);
+    ck_assert(file_has(err, "tally status: bad query endpoint 'tcp://bogus'"));
+    ck_assert_int_eq(tu_run_tally(NULL, err, "wait", "--data", dir, "--query", "tcp://bogus",
+                                  "--seq", "1", "--timeout", "20", NULL),
                      2);
-    ck_assert(file_has(err, "tally wait: bad query endpoint 'bogus'"));
+    ck_assert(file_has(err, "tally wait: bad query endpoint 'tcp://bogus'"));
     tu_rmtree(dir);
 }
 END_TEST
@@ -679,18 +714,18 @@ START_TEST(test_consume_bad_log_read)
     char *dir = tu_tmpdir();
     char log[1200];
     snprintf(log, sizeof log, "%s/consume.log", dir);
-    char *const argv[] = {(char *)tu_tally(), "consume",    "--data", dir,
-                          "--remote",         "--log-read", "bogus",  NULL};
+    char *const argv[] = {(char *)tu_tally(), "consume",    "--data",      dir,
+                          "--remote",         "--log-read", "tcp://bogus", NULL};
     pid_t pid = tu_spawn(argv, log);
     int status = -1;
     for (int waited = 0; waited < 15000 && waitpid(pid, &status, WNOHANG) == 0; waited += 50)
         tu_sleep_ms(50);
     if (status == -1) {
         tu_kill_wait(pid, SIGKILL);
-        ck_abort_msg("consume with --log-read bogus did not stop within 15 s");
+        ck_abort_msg("consume with --log-read tcp://bogus did not stop within 15 s");
     }
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
-    ck_assert(file_has(log, "log-read socket bogus: "));
+    ck_assert(file_has(log, "log-read socket tcp://bogus: "));
     tu_rmtree(dir);
 }
 END_TEST
@@ -878,6 +913,8 @@ int main(void)
     tu_add_tests(flags, TU_TESTS(test_batches_long_list, test_endpoints_file_refused));
     tu_add_tests(flags, TU_TESTS(test_data_empty, test_send_bad_input, test_bad_query_endpoint,
                                  test_consume_bad_log_read));
+    tcase_add_loop_test(flags, test_endpoint_syntax, 0,
+                        (int)(sizeof bad_endpoints / sizeof bad_endpoints[0]));
     tcase_add_loop_test(flags, test_promote_errors, 0,
                         (int)(sizeof promote_rows / sizeof promote_rows[0]));
     TCase *stacks = tu_tcase(s, "stacks", 300);

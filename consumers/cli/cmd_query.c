@@ -31,6 +31,7 @@
 #include "tly_cmd.h"
 #include "tly_json.h"
 #include "tly_layout.h"
+#include "tly_ledger.h"
 #include "tly_limits.h"
 #include "tly_metrics_http.h"
 #include "tly_query.h"
@@ -173,17 +174,6 @@ static int parse(int argc, char **argv, query_opts *o)
         tly_metrics_addr_check(o->common.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
         return tly_usagef("query", "%s", msg);
     return rc;
-}
-
-/* True for endpoints only this machine can reach. */
-static bool is_loopback(const char *ep)
-{
-    static const char *const ok[] = {"tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://",
-                                     "inproc://"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        if (strncmp(ep, ok[i], strlen(ok[i])) == 0)
-            return true;
-    return false;
 }
 
 /* With CURVE: TLY_OK when the authenticated key (user, its source name)
@@ -449,7 +439,7 @@ int tly_cmd_query(int argc, char **argv)
         return rc < 0 ? TLY_EXIT_OK : rc;
     if (!o.curve_secret != !o.authorized_keys)
         return tly_usagef("query", "--curve-secret and --authorized-keys go together");
-    if (!o.insecure && !o.curve_secret && !is_loopback(o.common.query)) {
+    if (!o.insecure && !o.curve_secret && !tly_endpoint_is_loopback(o.common.query)) {
         tly_errorf("query",
                    "refusing to bind %s: not a loopback endpoint (serve it with "
                    "--curve-secret and --authorized-keys, or pass --insecure)",
