@@ -16,7 +16,7 @@ seconds=${FUZZ_SECONDS:-10}
 jobs=${FUZZ_JOBS:-2}
 artifacts=${FUZZ_ARTIFACTS:-$(pwd)}
 targets=${FUZZ_TARGETS:-"fuzz_event fuzz_ingest fuzz_logread fuzz_query fuzz_jsonl fuzz_csv
-    fuzz_state fuzz_engine_load fuzz_auth fuzz_endpoints"}
+    fuzz_state fuzz_engine_load fuzz_auth fuzz_endpoints fuzz_web"}
 cc=${FUZZ_CC:-}
 if [ -z "$cc" ]; then
     for c in clang clang-14; do
@@ -56,7 +56,8 @@ max_len() {
 run_one() {
     mkdir -p "$work/corpus-$1"
     rc=0
-    # TMPDIR: fuzz_endpoints' data directory goes with $work, crash or not.
+    # TMPDIR: fuzz_endpoints' and fuzz_web's data directories go with
+    # $work, crash or not.
     TMPDIR="$work" "$work/build/fuzz/$1" -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -max_len="$(max_len "$1")" -print_final_stats=1 \
         -artifact_prefix="$artifacts/$1-" \

@@ -37,6 +37,7 @@ static const char *opt_str(const json_t *req, const char *field, json_t **bad)
     size_t len = json_string_length(v);
     if (!json_is_string(v) || len == 0 || len > TLY_NAME_BYTES_MAX ||
         strlen(json_string_value(v)) != len) {
+        json_decref(*bad); /* an earlier field's refusal: the last is answered */
         *bad = tly__qerr(TLY_BAD_FIELD, field, "'%s' must be a string of 1 to %u bytes", field,
                          TLY_NAME_BYTES_MAX);
         return NULL;
@@ -153,6 +154,7 @@ static uint32_t page_max(const json_t *req, json_t **bad)
         return TLY_QUERY_PARTNERS_PAGE_MAX;
     json_int_t n = json_integer_value(v);
     if (!json_is_integer(v) || n < 1 || n > (json_int_t)TLY_QUERY_PARTNERS_PAGE_MAX) {
+        json_decref(*bad); /* an earlier field's refusal: the last is answered */
         *bad =
             tly__qerr(TLY_BAD_FIELD, "max", "'max' must be 1 to %u", TLY_QUERY_PARTNERS_PAGE_MAX);
         return 0;

@@ -541,6 +541,7 @@ static const char *opt_name(const json_t *req, const char *field, json_t **bad)
     size_t len = json_string_length(v);
     if (!json_is_string(v) || len == 0 || len > TLY_NAME_BYTES_MAX ||
         strlen(json_string_value(v)) != len) {
+        json_decref(*bad); /* an earlier field's refusal: the last is answered */
         *bad = err_reply(TLY_BAD_FIELD, field, "'%s' must be a string of 1 to %u bytes", field,
                          TLY_NAME_BYTES_MAX);
         return NULL;
@@ -1442,8 +1443,18 @@ static tly_err call_on(void *sock, const char *endpoint, const msgpack_sbuffer *
         return errno == EINVAL || errno == EPROTONOSUPPORT ? TLY_USAGE : TLY_IO;
     if (zmq_send(sock, body->data, body->size, 0) < 0)
         return TLY_IO;
+    /* A signal caught while waiting (EINTR) is not the service's failure:
+     * the wait goes on for the time left. */
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    uint64_t deadline = tly_mono_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
     int rc = zmq_poll(&it, 1, timeout_ms);
+    while (rc < 0 && errno == EINTR) {
+        uint64_t now = tly_mono_ns();
+        long left = timeout_ms < 0    ? -1
+                    : now >= deadline ? 0
+                                      : (long)((deadline - now + 999999u) / 1000000u);
+        rc = zmq_poll(&it, 1, left);
+    }
     if (rc < 0)
         return TLY_IO;
     if (rc == 0)

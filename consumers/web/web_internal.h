@@ -54,7 +54,9 @@ typedef struct web_req {
     const char *path;
     web_arg args[TLY_WEB_ARGS_MAX];
     uint32_t nargs;
-    bool json; /* ?format=json */
+    size_t bytes;  /* of the headers' and arguments' names and values */
+    bool too_many; /* more than TLY_WEB_ARGS_MAX arguments were added */
+    bool json;     /* ?format=json */
 } web_req;
 
 typedef struct web_reply {
@@ -64,6 +66,24 @@ typedef struct web_reply {
     const char *type;     /* the content type when neither HTML nor JSON (static) */
     web_buf body;
 } web_reply;
+
+/* Adds one header (arg false) or query argument (arg true) of the request
+ * to r as the server reads them: its name's and value's bytes count toward
+ * TLY_WEB_REQUEST_BYTES_MAX, an argument goes to r->args (one past
+ * TLY_WEB_ARGS_MAX sets r->too_many instead). value NULL is an argument
+ * without "=", taken as "". name and value are borrowed for the request. */
+void web_req_add(web_req *r, const char *name, const char *value, bool arg);
+
+/*
+ * Answers one request into out (status 200 on entry): r with cfg and path
+ * (decoded, as the library hands it) set and its headers and arguments
+ * added, method the HTTP method, body whether the request announces a
+ * body. The checks every page shares (method, size, arguments, format)
+ * come first, then the page of the path. A body that failed (out->body.
+ * failed) is answered as a 500 by the server. The server calls this for
+ * every request, and fuzz/fuzz_web.c runs it on hostile ones.
+ */
+void web_serve(web_req *r, const char *method, bool body, web_reply *out);
 
 /* The value of argument name, or NULL (also when it is empty). */
 const char *web_arg_get(const web_req *r, const char *name);

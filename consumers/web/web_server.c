@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tly_event.h"
 #include "tly_limits.h"
 #include "tly_mhd.h"
 #include "tly_os.h"
@@ -236,11 +237,41 @@ static void suggestions(web_buf *b, const json_t *detail)
     web_put(b, "</ul>");
 }
 
+/* A copy of s without the bytes that are not UTF-8 text (NULL: out of
+ * memory): a message cut at a bound ("%.*s", snprintf) may cut a
+ * character, which JSON text cannot hold. */
+static char *text_of(const char *s)
+{
+    size_t n = strlen(s), len = 0;
+    char *t = malloc(n + 1);
+    for (size_t i = 0; t && i < n;) {
+        size_t k = 1;
+        while (k < 4 && i + k < n && !tly_utf8_valid(s + i, k))
+            k++;
+        if (tly_utf8_valid(s + i, k)) {
+            memcpy(t + len, s + i, k);
+            len += k;
+            i += k;
+        } else {
+            i++;
+        }
+    }
+    if (t)
+        t[len] = '\0';
+    return t;
+}
+
 void web_error(const web_req *r, web_reply *out, int status, const char *code, const char *message,
                const json_t *detail)
 {
     web_buf_free(&out->body);
     out->status = status;
+    char *text = text_of(message);
+    if (!text) {
+        out->body.failed = true;
+        return;
+    }
+    message = text;
     if (r->json) {
         json_t *e = json_pack("{s:s, s:s}", "error", code, "message", message);
         const char *field = json_string_value(json_object_get(detail, "field"));
@@ -250,6 +281,7 @@ void web_error(const web_req *r, web_reply *out, int status, const char *code, c
             json_object_set(e, "suggestions", json_object_get(detail, "suggestions"));
         web_json(out, e);
         json_decref(e);
+        free(text);
         return;
     }
     out->json = false;
@@ -262,6 +294,7 @@ void web_error(const web_req *r, web_reply *out, int status, const char *code, c
     web_put(&out->body, "</p>");
     suggestions(&out->body, detail);
     web_page_close(&out->body, r, NULL);
+    free(text);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -319,24 +352,23 @@ void web_page_close(web_buf *b, const web_req *r, const json_t *answer)
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-typedef struct collect {
-    web_req *r;
-    size_t bytes;  /* request size counted (TLY_WEB_REQUEST_BYTES_MAX) */
-    bool too_many; /* more than TLY_WEB_ARGS_MAX arguments */
-} collect;
+void web_req_add(web_req *r, const char *name, const char *value, bool arg)
+{
+    r->bytes += strlen(name) + (value ? strlen(value) : 0);
+    if (!arg)
+        return;
+    if (r->nargs == TLY_WEB_ARGS_MAX) {
+        r->too_many = true;
+        return;
+    }
+    r->args[r->nargs++] = (web_arg){name, value ? value : ""};
+}
 
+/* The library's callback over a request's headers and arguments. */
 static enum MHD_Result count_value(void *cls, enum MHD_ValueKind kind, const char *key,
                                    const char *value)
 {
-    collect *c = cls;
-    c->bytes += strlen(key) + (value ? strlen(value) : 0);
-    if (kind != MHD_GET_ARGUMENT_KIND)
-        return MHD_YES;
-    if (c->r->nargs == TLY_WEB_ARGS_MAX) {
-        c->too_many = true;
-        return MHD_YES;
-    }
-    c->r->args[c->r->nargs++] = (web_arg){key, value ? value : ""};
+    web_req_add(cls, key, value, kind == MHD_GET_ARGUMENT_KIND);
     return MHD_YES;
 }
 
@@ -377,12 +409,47 @@ static void route(const web_req *r, web_reply *out)
     }
 }
 
-/* The request's checks before its page: method, size, arguments, format. */
-static void serve(web_req *r, struct MHD_Connection *conn, const char *method, bool body,
-                  web_reply *out)
+/* Whether s is UTF-8 text (tly_utf8_valid). */
+static bool is_text(const char *s)
 {
-    collect c = {.r = r, .bytes = strlen(r->path)};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, count_value, &c);
+    return tly_utf8_valid(s, strlen(s));
+}
+
+/*
+ * Refuses a request whose path or an argument is not UTF-8 text: no page,
+ * partner or program has such a name, and the questions to the service
+ * and the JSON replies are JSON text, which cannot hold it (a filter would
+ * be dropped, a question not asked). A path is a 404 page, an argument a
+ * 400 naming it (when its name is text). Returns true when it refused.
+ */
+static bool refuse_bytes(const web_req *r, web_reply *out)
+{
+    if (!is_text(r->path)) {
+        web_error(r, out, 404, "not_found", "no such page", NULL);
+        return true;
+    }
+    for (uint32_t i = 0; i < r->nargs; i++) {
+        const web_arg *a = &r->args[i];
+        if (is_text(a->name) && is_text(a->value))
+            continue;
+        char msg[TLY_NAME_BYTES_MAX + 64] = "an argument's name is not UTF-8 text";
+        json_t *d = NULL;
+        if (is_text(a->name)) {
+            snprintf(msg, sizeof msg, "'%.*s' is not UTF-8 text", (int)TLY_NAME_BYTES_MAX, a->name);
+            d = json_pack("{s:s}", "field", a->name);
+        }
+        web_error(r, out, 400, "bad_field", msg, d);
+        json_decref(d);
+        return true;
+    }
+    return false;
+}
+
+/* The request's checks before its page (method, size, arguments, format,
+ * text), then the page. */
+void web_serve(web_req *r, const char *method, bool body, web_reply *out)
+{
+    size_t bytes = strlen(r->path) + r->bytes;
     const char *format = web_arg_get(r, "format");
     r->json = format && strcmp(format, "json") == 0;
     char msg[160];
@@ -390,20 +457,20 @@ static void serve(web_req *r, struct MHD_Connection *conn, const char *method, b
         web_error(r, out, 405, "usage", "the console is read-only: GET and HEAD only", NULL);
     } else if (body) {
         web_error(r, out, 413, "too_large", "no page takes a request body", NULL);
-    } else if (c.bytes > TLY_WEB_REQUEST_BYTES_MAX) {
+    } else if (bytes > TLY_WEB_REQUEST_BYTES_MAX) {
         snprintf(msg, sizeof msg,
                  "the request has %zu bytes of path, arguments and headers "
                  "(at most %u)",
-                 c.bytes, TLY_WEB_REQUEST_BYTES_MAX);
+                 bytes, TLY_WEB_REQUEST_BYTES_MAX);
         web_error(r, out, 413, "too_large", msg, NULL);
-    } else if (c.too_many) {
+    } else if (r->too_many) {
         snprintf(msg, sizeof msg, "more than %u arguments", TLY_WEB_ARGS_MAX);
         web_error(r, out, 400, "bad_field", msg, NULL);
     } else if (format && strcmp(format, "json") != 0 && strcmp(format, "html") != 0) {
         json_t *d = json_pack("{s:s}", "field", "format");
         web_error(r, out, 400, "bad_field", "'format' is html or json", d);
         json_decref(d);
-    } else {
+    } else if (!refuse_bytes(r, out)) {
         route(r, out);
     }
 }
@@ -476,7 +543,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     web_req r = {.cfg = &w->cfg, .path = url};
     web_reply out = {.status = 200};
     uint64_t t0 = tly_mono_ns();
-    serve(&r, conn, method, body, &out);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, count_value, &r);
+    web_serve(&r, method, body, &out);
     tly_metric_add(w->requests[page_of(url)], 1);
     tly_metric_observe(w->seconds, tly_mono_ns() - t0);
     return respond(conn, &out);
