@@ -42,9 +42,9 @@
  *   "message"; an HTML one is a whole page ("<!DOCTYPE html>" ...
  *   "</html>\n"); both NUL-terminated at body.len;
  * - the page does not show the request's bytes raw: a path or argument
- *   holding a byte the console never writes itself (a control byte other
- *   than tab, newline and carriage return) and one of < > " ' does not
- *   appear as it is in an HTML reply.
+ *   holding one of < > " ' between two bytes the console never writes
+ *   itself (control bytes other than tab, newline and carriage return)
+ *   does not appear as it is in an HTML reply.
  */
 #define _GNU_SOURCE /* nftw */
 #include <errno.h>
@@ -233,14 +233,21 @@ static bool foreign(unsigned char c)
 }
 
 /* s shown raw in body: it holds a character escaping replaces (< > " ';
- * not &, with which every escape starts) and a foreign byte (so the
- * console's own markup cannot hold it), and appears as it is. */
+ * not &, with which every escape starts) between two foreign bytes (so
+ * neither the console's own markup nor its edge next to an escaped text
+ * can hold it), and appears as it is. */
 static bool shown_raw(const char *body, const char *s)
 {
-    if (!s || !strpbrk(s, "<>\"'"))
+    const char *first = NULL, *last = NULL;
+    for (const char *p = s ? s : ""; *p; p++)
+        if (foreign((unsigned char)*p)) {
+            first = first ? first : p;
+            last = p;
+        }
+    if (!first)
         return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (foreign(*p))
+    for (const char *p = first + 1; p < last; p++)
+        if (strchr("<>\"'", *p))
             return strstr(body, s) != NULL;
     return false;
 }
