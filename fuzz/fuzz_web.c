@@ -128,6 +128,16 @@ static void write_log(const char *dir)
         msgpack_sbuffer_destroy(&sb[i]);
 }
 
+/* Receives one frame into m, again when a signal interrupts the wait
+ * (libFuzzer's timer may land on this thread); whether more follow. */
+static bool recv_frame(void *sock, zmq_msg_t *m)
+{
+    while (zmq_msg_recv(m, sock, 0) < 0)
+        if (errno != EINTR)
+            abort();
+    return zmq_msg_more(m);
+}
+
 /* The query service's thread: answers every request on sock (a ROUTER:
  * the client's identity, then its request), as `tally query` does
  * without CURVE. */
@@ -137,8 +147,7 @@ static void *serve_queries(void *sock)
         zmq_msg_t id, body;
         zmq_msg_init(&id);
         zmq_msg_init(&body);
-        if (zmq_msg_recv(&id, sock, 0) < 0 || !zmq_msg_more(&id) ||
-            zmq_msg_recv(&body, sock, 0) < 0 || zmq_msg_more(&body))
+        if (!recv_frame(sock, &id) || recv_frame(sock, &body))
             abort(); /* the client sends one frame; nothing else connects */
         msgpack_sbuffer out;
         msgpack_sbuffer_init(&out);
@@ -150,8 +159,12 @@ static void *serve_queries(void *sock)
             tly_query_reply_encode(reply, &out);
         json_decref(reply);
         json_decref(req);
-        if (zmq_msg_send(&id, sock, ZMQ_SNDMORE) < 0 || zmq_send(sock, out.data, out.size, 0) < 0)
-            abort();
+        while (zmq_msg_send(&id, sock, ZMQ_SNDMORE) < 0)
+            if (errno != EINTR)
+                abort();
+        while (zmq_send(sock, out.data, out.size, 0) < 0)
+            if (errno != EINTR)
+                abort();
         msgpack_sbuffer_destroy(&out);
         zmq_msg_close(&body);
     }
