@@ -353,6 +353,7 @@ int tly_cmd_wait(int argc, char **argv)
     int64_t timeout_ms = (int64_t)o.timeout_s * 1000;
     uint64_t deadline = tly_mono_ns() + (uint64_t)timeout_ms * 1000000u;
     json_t *last = NULL;
+    bool last_svc = false; /* last came from the service */
     /* Each round sleeps TLY_WAIT_POLL_MS unless the deadline has passed. */
     uint64_t rounds = (uint64_t)timeout_ms / TLY_WAIT_POLL_MS + 2;
     for (uint64_t r = 0; r < rounds; r++) {
@@ -367,13 +368,22 @@ int tly_cmd_wait(int argc, char **argv)
             json_decref(last);
             return TLY_EXIT_USAGE;
         }
-        if (err == TLY_OK) {
+        if (err == TLY_OK && reached(&o, st)) {
+            json_decref(last);
+            json_decref(st);
+            return TLY_EXIT_OK;
+        }
+        /* What the timeout explains: the service's last answer over a
+         * fallback to the data directory after a probe it did not answer
+         * in time. The fallback lists the --shards N layout it was asked
+         * for, stores or not ("shard 0/2 is at 0"), where the service
+         * lists the shards the stack runs. */
+        if (err == TLY_OK && (svc || !last_svc)) {
             json_decref(last);
             last = st;
-            if (reached(&o, st)) {
-                json_decref(last);
-                return TLY_EXIT_OK;
-            }
+            last_svc = svc;
+        } else {
+            json_decref(st);
         }
         now = tly_mono_ns();
         if (now >= deadline)
