@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -711,6 +712,26 @@ START_TEST(test_bad_query_endpoint)
 }
 END_TEST
 
+/* wait --shards N answered from the data directory (no service there):
+ * the shards it asked for that have no store are named as missing, not
+ * as "at 0". */
+START_TEST(test_wait_missing_store)
+{
+    char *dir = tu_tmpdir();
+    char err[1200], views[1200], want[1400];
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(views, sizeof views, "%s/views", dir);
+    ck_assert_int_eq(mkdir(views, 0700), 0);
+    ck_assert_int_eq(tu_run_tally(NULL, err, "wait", "--data", dir, "--query", "tcp://127.0.0.1:1",
+                                  "--seq", "1", "--shards", "2", "--timeout", "0", NULL),
+                     1);
+    snprintf(want, sizeof want, "waiting for seq 1: shard 0/2 has no view store under %s/views",
+             dir);
+    ck_assert_msg(file_has(err, want), "wait said something else");
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* A --log-read endpoint ZeroMQ cannot parse stops a remote consumer
  * (exit 1, the endpoint named): it asked again for ever before. */
 START_TEST(test_consume_bad_log_read)
@@ -916,7 +937,7 @@ int main(void)
                         (int)(sizeof limit_rows / sizeof limit_rows[0]));
     tu_add_tests(flags, TU_TESTS(test_batches_long_list, test_endpoints_file_refused));
     tu_add_tests(flags, TU_TESTS(test_data_empty, test_send_bad_input, test_bad_query_endpoint,
-                                 test_consume_bad_log_read));
+                                 test_wait_missing_store, test_consume_bad_log_read));
     tcase_add_loop_test(flags, test_endpoint_syntax, 0,
                         (int)(sizeof bad_endpoints / sizeof bad_endpoints[0]));
     tcase_add_loop_test(flags, test_promote_errors, 0,

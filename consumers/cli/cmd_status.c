@@ -332,6 +332,14 @@ static void explain_timeout(const status_opts *o, const json_t *st)
                    "not the %u --shards expects",
                    (unsigned long long)o->timeout_s, (unsigned long long)o->seq,
                    json_array_size(shards), json_array_size(shards) == 1 ? "" : "s", o->shards);
+    else if (json_is_false(json_object_get(low, "present")))
+        /* Listed at checkpoint 0 because it was asked for (--shards N),
+         * not because a store of that shard exists. */
+        tly_errorf("wait",
+                   "timed out after %llu s waiting for seq %llu: shard %s has no view store "
+                   "under %s/views",
+                   (unsigned long long)o->timeout_s, (unsigned long long)o->seq,
+                   json_string_value(json_object_get(low, "shard")), o->common.data);
     else
         tly_errorf("wait",
                    "timed out after %llu s waiting for seq %llu: shard %s is at %lld "
