@@ -334,6 +334,20 @@ START_TEST(test_bad_requests)
     ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "bad_field");
     ck_assert_str_eq(json_string_value(json_object_get(r, "field")), "period");
     json_decref(r);
+    /* a year out of range is not "not a quarter": the forms are named */
+    r = ask(g_data[0], 1,
+            json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "apex", "period", "1999-Q1"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "bad_field");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "field")), "period");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "message")),
+                     "'1999-Q1' is not a period: a quarter (2026-Q3) or a month (2026-07) of the "
+                     "years 2000 to 9999");
+    json_decref(r);
+    r = ask(g_data[0], 1,
+            json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "apex", "period", "2025-07"));
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "message")),
+                                 "is not a quarter (2026-Q3) of program apex"));
+    json_decref(r);
     r = ask(g_data[0], 1, json_pack("{s:s}", "q", "journal"));
     ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "missing_field");
     json_decref(r);

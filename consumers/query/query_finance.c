@@ -641,17 +641,24 @@ static json_t *journal_check(const tly__qsnaps *ss, const json_t *req, const cha
     program_doc d = {4 + len, NULL};
     tly_err err = tly__qscan(ss, prefix, 4 + len, journal_program, &d);
     json_t *doc = d.doc;
-    tly_period_kind pk, gk;
+    /* gk: the quarter's form is named when the program's open period is unreadable */
+    tly_period_kind pk, gk = TLY_PERIOD_QUARTER;
     if (err != TLY_OK || doc == NULL) {
         json_decref(doc);
         return err != TLY_OK
                    ? tly__qerr(err, NULL, "cannot read: %s", tly_strerror(err))
                    : tly__qerr(TLY_NOT_FOUND, "program", "unknown program '%s'", *program);
     }
-    bool ok = period_of(doc, "open", &gk, open) &&
-              tly_period_parse(ptext, strlen(ptext), &pk, period) == TLY_OK && pk == gk;
+    bool known = period_of(doc, "open", &gk, open);
+    bool parsed = tly_period_parse(ptext, strlen(ptext), &pk, period) == TLY_OK;
+    bool ok = known && parsed && pk == gk;
     *cur = json_incref(json_object_get(doc, "currency"));
     json_decref(doc);
+    if (!parsed) /* not the kind's form, or a year out of range: say which forms */
+        return tly__qerr(TLY_BAD_FIELD, "period",
+                         "'%s' is not a period: a quarter (2026-Q3) or a month (2026-07) of "
+                         "the years %d to %d",
+                         ptext, TLY_YEAR_MIN, TLY_YEAR_MAX);
     if (!ok) /* [JN4] */
         return tly__qerr(TLY_BAD_FIELD, "period", "'%s' is not a %s of program %s", ptext,
                          gk == TLY_PERIOD_MONTH ? "month (2026-07)" : "quarter (2026-Q3)",
