@@ -510,6 +510,11 @@ _Static_assert(TLY_WEB_CONNECTION_MEMORY_BYTES >= 4u * TLY_WEB_REQUEST_BYTES_MAX
 #define TLY_WAIT_TIMEOUT_S_MAX 86400u
 #define TLY_WAIT_POLL_MS 50
 
+/* The largest log position a command takes (`wait --seq`, `exceptions
+ * --from-seq`): it travels to the query service as a JSON and MessagePack
+ * integer, which the service reads as int64. */
+#define TLY_SEQ_ARG_MAX ((uint64_t)INT64_MAX)
+
 /* `tally up`: first restart delay of a child that died, doubled on each
  * further death up to the maximum, and reset to the first once the child
  * had stayed up TLY_UP_STABLE_MS: a crash loop costs little CPU, a rare

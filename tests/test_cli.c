@@ -211,6 +211,8 @@ static const char *const send_tail[] = {"--source", "finance", "/nonexistent/ev.
 
 static const limit_row limit_rows[] = {
     {"wait", "--timeout", LIM_NUMBER, TLY_WAIT_TIMEOUT_S_MAX, NULL, 0, NULL},
+    {"wait", "--seq", LIM_NUMBER, TLY_SEQ_ARG_MAX, NULL, 0, NULL},
+    {"exceptions", "--from-seq", LIM_NUMBER, TLY_SEQ_ARG_MAX, NULL, 0, NULL},
     {"send", "--timeout", LIM_NUMBER, TLY_SEND_TIMEOUT_S_MAX, NULL, 0, NULL},
     {"send", "--ack-timeout-ms", LIM_NUMBER, TLY_ACK_TIMEOUT_MS_MAX, NULL, 0, NULL},
     {"send", "--window", LIM_NUMBER, TLY_CLIENT_WINDOW_MAX, NULL, 0, NULL},

@@ -168,8 +168,9 @@ static int status_opt(void *ctx, int id, const char *v)
         o->shards = (uint32_t)n;
         return TLY_EXIT_OK;
     case OPT_SEQ:
-        if (!tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->seq))
-            return tly_usagef(o->cmd, "--seq takes a log position");
+        if (!tly_parse_u64(v, 0, TLY_SEQ_ARG_MAX, &o->seq))
+            return tly_usagef(o->cmd, "--seq takes a log position, 0..%llu",
+                              (unsigned long long)TLY_SEQ_ARG_MAX);
         o->has_seq = true;
         return TLY_EXIT_OK;
     case OPT_TIMEOUT:

@@ -619,8 +619,9 @@ static int view_opt(void *ctx, int id, const char *v)
     uint64_t n = 0;
     if (id == OPT_SHARDS && !tly_parse_u64(v, 1, TLY_SHARDS_MAX, &n))
         return tly_usagef(p->c->name, "--shards takes 1..%u", TLY_SHARDS_MAX);
-    if (id == OPT_FROM_SEQ && !tly_parse_u64(v, 0, UINT64_MAX >> 1, &o->from_seq))
-        return tly_usagef(p->c->name, "--from-seq takes a seq");
+    if (id == OPT_FROM_SEQ && !tly_parse_u64(v, 0, TLY_SEQ_ARG_MAX, &o->from_seq))
+        return tly_usagef(p->c->name, "--from-seq takes a log position, 0..%llu",
+                          (unsigned long long)TLY_SEQ_ARG_MAX);
     if (id == OPT_KIND && tly_xkind_parse(v, strlen(v)) == TLY_X_COUNT)
         return unknown_kind(p->c->name, v);
     if (id == TLY_OPT_ARG && (!p->c->partner || o->partner))
