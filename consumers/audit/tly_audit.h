@@ -155,10 +155,11 @@ typedef struct tly_audit_replay_opts {
  * them. *last_seq gets the last seq folded (the lowest over shards). With
  * has_until before the log's first record (or an empty log) nothing is
  * folded and nothing is created: TLY_OK with *last_seq 0, which no store
- * in out_dir then contradicts. Returns TLY_OK, TLY_NOT_FOUND (no log; or a what_if program the fold
- * never met: msg names it), TLY_USAGE (out_dir already holds
- * views; msg says so), TLY_CORRUPT (a record or event fails to decode),
- * TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or TLY_NOMEM.
+ * in out_dir then contradicts. Returns TLY_OK, TLY_NOT_FOUND (no log; or a
+ * what_if program the fold never met: msg names it), TLY_USAGE (out_dir
+ * already holds views; msg says so), TLY_CORRUPT (a record or event fails
+ * to decode), TLY_OVERFLOW (the engine's money left int64), TLY_STORAGE or
+ * TLY_NOMEM.
  */
 tly_err tly_audit_replay(const tly_audit_replay_opts *o, tly_audit_progress_fn progress, void *ctx,
                          uint64_t *last_seq, char *msg, size_t cap);
