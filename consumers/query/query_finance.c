@@ -27,24 +27,6 @@
 
 /* ---- helpers ---- */
 
-/* A string option of the request: NULL when absent; *bad set when it is
- * not a string of 1..TLY_NAME_BYTES_MAX bytes without NUL. */
-static const char *opt_str(const json_t *req, const char *field, json_t **bad)
-{
-    json_t *v = json_object_get(req, field);
-    if (v == NULL || json_is_null(v))
-        return NULL;
-    size_t len = json_string_length(v);
-    if (!json_is_string(v) || len == 0 || len > TLY_NAME_BYTES_MAX ||
-        strlen(json_string_value(v)) != len) {
-        json_decref(*bad); /* an earlier field's refusal: the last is answered */
-        *bad = tly__qerr(TLY_BAD_FIELD, field, "'%s' must be a string of 1 to %u bytes", field,
-                         TLY_NAME_BYTES_MAX);
-        return NULL;
-    }
-    return json_string_value(v);
-}
-
 /* The program key prefix (u8 length ‖ name) after a two-byte prefix. */
 static size_t program_prefix(char *buf, const char *pfx, const char *program)
 {
@@ -162,11 +144,6 @@ static uint32_t page_max(const json_t *req, json_t **bad)
     return (uint32_t)n;
 }
 
-const char *tly__qopt_str(const json_t *req, const char *field, json_t **bad)
-{
-    return opt_str(req, field, bad);
-}
-
 uint32_t tly__qpage_max(const json_t *req, json_t **bad)
 {
     return page_max(req, bad);
@@ -191,12 +168,12 @@ static bool partners_page(json_t *out, json_t *list, uint32_t max)
 json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req)
 {
     json_t *bad = NULL;
-    partner_filter f = {.program = opt_str(req, "program", &bad),
-                        .tier = opt_str(req, "tier", &bad),
-                        .kind = opt_str(req, "kind", &bad),
-                        .search = opt_str(req, "search", &bad),
+    partner_filter f = {.program = tly__qopt_str(req, "program", &bad),
+                        .tier = tly__qopt_str(req, "tier", &bad),
+                        .kind = tly__qopt_str(req, "kind", &bad),
+                        .search = tly__qopt_str(req, "search", &bad),
                         .out = json_array()};
-    const char *after = opt_str(req, "after", &bad);
+    const char *after = tly__qopt_str(req, "after", &bad);
     uint32_t max = page_max(req, &bad);
     if (bad || f.out == NULL) {
         json_decref(f.out);
@@ -342,7 +319,7 @@ static json_t *report_reply(const tly__qsnaps *ss, report_sum *r)
 json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req)
 {
     json_t *bad = NULL;
-    report_sum r = {.program = opt_str(req, "program", &bad)};
+    report_sum r = {.program = tly__qopt_str(req, "program", &bad)};
     if (bad)
         return bad;
     if (r.program == NULL)
@@ -482,7 +459,7 @@ static json_t *expiring_list(json_t *programs)
 json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req)
 {
     json_t *bad = NULL;
-    expiring x = {.only = opt_str(req, "program", &bad), .programs = json_object()};
+    expiring x = {.only = tly__qopt_str(req, "program", &bad), .programs = json_object()};
     if (bad || x.programs == NULL) {
         json_decref(x.programs);
         return bad;
@@ -627,8 +604,8 @@ static json_t *journal_check(const tly__qsnaps *ss, const json_t *req, const cha
                              int32_t *period, int32_t *open, json_t **cur)
 {
     json_t *bad = NULL;
-    *program = opt_str(req, "program", &bad);
-    const char *ptext = opt_str(req, "period", &bad);
+    *program = tly__qopt_str(req, "program", &bad);
+    const char *ptext = tly__qopt_str(req, "period", &bad);
     if (bad)
         return bad;
     if (*program == NULL || ptext == NULL)

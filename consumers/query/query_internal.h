@@ -112,7 +112,7 @@ json_t *tly__answer_partners(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_report(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_expiring(const tly__qsnaps *ss, const json_t *req);
 json_t *tly__answer_journal(const tly__qsnaps *ss, const json_t *req);
-/* A string option of a section 11 request: NULL when absent; *bad (an
+/* A string option of a request (tly_query.c): NULL when absent; *bad (an
  * error reply) when it is not a string of 1..TLY_NAME_BYTES_MAX bytes
  * without NUL. */
 const char *tly__qopt_str(const json_t *req, const char *field, json_t **bad);

@@ -531,9 +531,9 @@ static json_t *partner_reply(const char *doc, size_t len, char view, uint64_t se
 /* ------------------------------------------------------------------------ */
 /* Arguments                                                                 */
 
-/* Reads an optional string argument of 1..TLY_NAME_BYTES_MAX bytes. Returns
- * NULL and sets *bad to an error reply when it is present but invalid. */
-static const char *opt_name(const json_t *req, const char *field, json_t **bad)
+/* tly__qopt_str (query_internal.h): every answer's string options, the
+ * section 11 answers' included, are checked here. */
+const char *tly__qopt_str(const json_t *req, const char *field, json_t **bad)
 {
     json_t *v = json_object_get(req, field);
     if (!v || json_is_null(v))
@@ -578,7 +578,7 @@ static json_t *unknown_partner(tly_query_store *s, const char *partner);
 static json_t *answer_partner(tly_query_store *s, const json_t *req, char view)
 {
     json_t *bad = NULL;
-    const char *partner = opt_name(req, "partner", &bad);
+    const char *partner = tly__qopt_str(req, "partner", &bad);
     if (bad)
         return bad;
     if (!partner)
@@ -1091,9 +1091,9 @@ static json_t *parse_xfilter(const json_t *req, xfilter *f)
 {
     *f = (xfilter){0}; /* every field set, also when a bad one returns early */
     json_t *bad = NULL;
-    f->partner = opt_name(req, "partner", &bad);
+    f->partner = tly__qopt_str(req, "partner", &bad);
     if (!bad)
-        f->kind = opt_name(req, "kind", &bad);
+        f->kind = tly__qopt_str(req, "kind", &bad);
     if (bad)
         return bad;
     json_t *from = json_object_get(req, "from_seq");
