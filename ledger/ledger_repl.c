@@ -106,8 +106,9 @@ static bool stream_name_ok(const char *s)
 
 /* Splits urls at commas into list (copies into store); TLY_USAGE on a
  * list out of bounds. */
-static tly_err split_urls(const char *urls, char store[][TLY_REPL_URL_BYTES_MAX + 1],
-                          const char **list, int *count, char *msg, size_t cap)
+static tly_err split_urls(const char *urls, const char *flag,
+                          char store[][TLY_REPL_URL_BYTES_MAX + 1], const char **list, int *count,
+                          char *msg, size_t cap)
 {
     int n = 0;
     const char *p = urls ? urls : "";
@@ -116,9 +117,9 @@ static tly_err split_urls(const char *urls, char store[][TLY_REPL_URL_BYTES_MAX 
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         if (len == 0 || len > TLY_REPL_URL_BYTES_MAX || n == (int)TLY_REPL_URLS_MAX) {
             snprintf(msg, cap,
-                     "--replicate takes 1 to %u server URLs of at most %u bytes, "
+                     "%s takes 1 to %u server URLs of at most %u bytes, "
                      "separated by commas",
-                     TLY_REPL_URLS_MAX, TLY_REPL_URL_BYTES_MAX);
+                     flag ? flag : "--replicate", TLY_REPL_URLS_MAX, TLY_REPL_URL_BYTES_MAX);
             return TLY_USAGE;
         }
         memcpy(store[n], p, len);
@@ -138,7 +139,7 @@ tly_err tly_repl_check(const tly_repl_opts *o, char *msg, size_t cap)
     char store[TLY_REPL_URLS_MAX][TLY_REPL_URL_BYTES_MAX + 1];
     const char *list[TLY_REPL_URLS_MAX];
     int n;
-    tly_err err = split_urls(o->urls, store, list, &n, msg, cap);
+    tly_err err = split_urls(o->urls, o->flag, store, list, &n, msg, cap);
     if (err != TLY_OK)
         return err;
     if (o->stream && !stream_name_ok(o->stream)) {
@@ -213,7 +214,7 @@ static tly_err connect_cluster(const char *urls, bool reconnect, natsConnection 
     char store[TLY_REPL_URLS_MAX][TLY_REPL_URL_BYTES_MAX + 1];
     const char *list[TLY_REPL_URLS_MAX];
     int n;
-    tly_err err = split_urls(urls, store, list, &n, msg, cap);
+    tly_err err = split_urls(urls, NULL, store, list, &n, msg, cap);
     if (err != TLY_OK)
         return err;
     natsOptions *o = NULL;

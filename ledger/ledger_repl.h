@@ -28,6 +28,7 @@ typedef struct tly_repl_opts {
     const char *stream; /* NULL: TLY_REPL_STREAM_DEFAULT */
     int replicas;       /* for a stream created here; 0: TLY_REPL_REPLICAS_DEFAULT */
     bool no_create;     /* a reader's: an absent stream is TLY_NOT_FOUND, not created */
+    const char *flag;   /* the option urls came from, named in msg; NULL: "--replicate" */
 } tly_repl_opts;
 
 typedef struct tly_repl tly_repl;

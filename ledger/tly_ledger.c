@@ -261,7 +261,7 @@ static tly_err open_replication(tly_ledger *ld, char *msg, size_t cap)
 {
     if (!ld->opts.replicate)
         return TLY_OK;
-    tly_repl_opts ro = {ld->opts.replicate, ld->opts.stream, ld->opts.replicas, false};
+    tly_repl_opts ro = {ld->opts.replicate, ld->opts.stream, ld->opts.replicas, false, NULL};
     tly_err err = tly_repl_open(&ro, &ld->repl, msg, cap);
     if (err == TLY_OK)
         err = tly_repl_attach(ld->repl, ld->log, msg, cap);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tly_event.h"
@@ -49,11 +50,27 @@ int tly_cli_u64(const char *cmd, const char *name, const char *value, uint64_t m
                       (unsigned long long)max, value);
 }
 
+int tly_cli_unreachable(const char *cmd, const tly_common_opts *o)
+{
+    struct stat st;
+    const char *why = NULL;
+    if (o->data_named && stat(o->data, &st) != 0)
+        why = strerror(errno);
+    else if (o->data_named && !S_ISDIR(st.st_mode))
+        why = strerror(ENOTDIR);
+    if (why)
+        tly_errorf(cmd, "query service not reachable at %s, and data directory %s: %s", o->query,
+                   o->data, why);
+    else
+        tly_errorf(cmd, "query service not reachable at %s", o->query);
+    return TLY_EXIT_FAIL;
+}
+
 /* The common flags, in one table: name, TLY_CO_* bit, takes a value. */
 static const tly_opt common_opts[] = {
-    {"--data", TLY_CO_DATA, true},       {"--ingest", TLY_CO_INGEST, true},
-    {"--events", TLY_CO_EVENTS, true},   {"--log-read", TLY_CO_LOG_READ, true},
-    {"--query", TLY_CO_QUERY, true},     {"--json", TLY_CO_JSON, false},
+    {"--data", TLY_CO_DATA, TLY_OPT_PATH}, {"--ingest", TLY_CO_INGEST, true},
+    {"--events", TLY_CO_EVENTS, true},     {"--log-read", TLY_CO_LOG_READ, true},
+    {"--query", TLY_CO_QUERY, true},       {"--json", TLY_CO_JSON, false},
     {"--metrics", TLY_CO_METRICS, true},
 };
 
@@ -132,11 +149,11 @@ static int parse_option(const tly_cli_spec *s, tly_common_opts *c, int argc, cha
         return tly_usagef(s->cmd, "option %s needs a value", o->name);
     else if (eq)
         return tly_usagef(s->cmd, "option %s takes no value", o->name);
+    /* An empty --data would put the data at the root of the file system
+     * ("/log", "/views"), and any empty path a message that names none. */
+    if (o->value == TLY_OPT_PATH && value[0] == '\0')
+        return tly_usagef(s->cmd, "%s: empty path", o->name);
     if (common) {
-        /* An empty DIR would put the data at the root of the file system
-         * ("/log", "/views"): `--data "$UNSET"` is a usage error instead. */
-        if (o->id == TLY_CO_DATA && value[0] == '\0')
-            return tly_usagef(s->cmd, "--data needs a directory, not ''");
         if ((o->id & TLY_CO_ENDPOINTS) && !endpoints_ok(value))
             return tly_usagef(s->cmd,
                               "%s: '%s' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)",

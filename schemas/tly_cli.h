@@ -69,14 +69,25 @@ void tly_common_defaults(tly_common_opts *o);
  * "--" ends the options; "-" and anything not starting with '-' is an
  * operand. A flag the command does not take is a usage error naming the
  * command ("tally balance: unknown option '--shard'"), as is a missing
- * value or a value given to a flag without one. Options are exact names:
+ * value, a value given to a flag without one, or an empty path
+ * (TLY_OPT_PATH). Options are exact names:
  * no abbreviations, so adding an option never changes what an old command
  * line means.
  */
+/* What an option takes after its name. A path is a value the parser
+ * itself refuses empty ("--out: empty path"): `--out "$UNSET"` would
+ * otherwise reach the command as "", and its errors then named no file
+ * ("no view store under  yet"), or put DATA at the root of the file system. */
+typedef enum tly_opt_takes {
+    TLY_OPT_FLAG = 0,  /* nothing: "--json" (false in a table) */
+    TLY_OPT_VALUE = 1, /* a value: "--shards 4" (true in a table) */
+    TLY_OPT_PATH = 2,  /* a file or directory, never empty: "--out DIR" */
+} tly_opt_takes;
+
 typedef struct tly_opt {
-    const char *name; /* "--shards" */
-    int id;           /* the command's code for it, handed to handle; > 0 */
-    bool value;       /* takes a value */
+    const char *name;    /* "--shards" */
+    int id;              /* the command's code for it, handed to handle; > 0 */
+    tly_opt_takes value; /* what it takes */
 } tly_opt;
 
 /* The id handed to handle for an operand. */
@@ -108,6 +119,13 @@ typedef struct tly_cli_spec {
  * returned.
  */
 int tly_cli_parse(const tly_cli_spec *spec, tly_common_opts *common, int argc, char **argv);
+
+/* Prints "tally <cmd>: query service not reachable at <o->query>" and,
+ * when the data directory was named (--data or $TALLY_DATA) and cannot be
+ * opened, why it named no other stack: ", and data directory DIR: No such
+ * file or directory" (DIR is where `tally up` records its endpoints, the
+ * documented way a client finds the stack). Returns TLY_EXIT_FAIL. */
+int tly_cli_unreachable(const char *cmd, const tly_common_opts *o);
 
 /* Parses a decimal option value in [min, max]; TLY_EXIT_OK, else a usage
  * error "<name> takes min..max, not 'value'" (printed) for cmd. */

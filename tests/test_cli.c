@@ -17,8 +17,13 @@
  *     --data talk to the stack of that directory;
  *   - status names the directory the answering stack serves and warns when
  *     it is not the one asked for;
+ *   - an empty path option ("--out ''") and an empty element of a comma
+ *     list ("--batches 1,,2") are exit 2 naming the option;
+ *   - a client whose query service does not answer names the --data
+ *     directory too when that does not exist (exit 1);
  *   - `tally up` fails fast (exit 1, one line, no child started) when a port
- *     is taken and when the data directory is locked by another ledger;
+ *     is taken and when the data directory is locked by another ledger, and
+ *     refuses a --web or --replicate its child would refuse (exit 2);
  *   - `tally send --timeout` gives up against a ledger that never answers;
  *   - daemon log lines: ISO-8601 timestamp and level; colour on a terminal
  *     only, never with NO_COLOR set (even empty); a client's error line
@@ -326,6 +331,94 @@ START_TEST(test_batches_long_list)
 }
 END_TEST
 
+/* An empty element of a comma-separated list (also a leading or trailing
+ * comma) is exit 2 naming the option: bench ingest --batches skipped it
+ * and ran other sizes than asked, audit verify and consume --nats named
+ * --replicate, bench ingest --replicate was refused by a ledger after the
+ * first runs. checked_later: the command checks it after parsing (the
+ * row gives --data DIR, no unknown flag behind it). */
+static const struct {
+    const char *cmd, *opt, *value;
+    bool checked_later;
+} empty_elements[] = {
+    {"bench ingest", "--batches", "1,,2", false},
+    {"bench ingest", "--batches", ",1", false},
+    {"bench ingest", "--batches", "1,", false},
+    {"bench ingest", "--ingest", "tcp://127.0.0.1:1,,tcp://127.0.0.1:2", false},
+    {"bench ingest", "--replicate", "nats://127.0.0.1:1,", false},
+    {"send", "--ingest", ",tcp://127.0.0.1:1", false},
+    {"ledger", "--replicate", "nats://127.0.0.1:1,,nats://127.0.0.1:2", true},
+    {"audit verify", "--nats", ",nats://127.0.0.1:1", true},
+    {"consume", "--nats", "nats://127.0.0.1:1,", true},
+};
+
+START_TEST(test_list_empty_element)
+{
+    char *dir = tu_tmpdir();
+    char err[1200], first[32], second[32] = "", want[96];
+    snprintf(err, sizeof err, "%s/err", dir);
+    ck_assert(sscanf(empty_elements[_i].cmd, "%31s %31s", first, second) >= 1);
+    char *argv[12] = {(char *)tu_tally(), first};
+    int k = 2;
+    if (second[0])
+        argv[k++] = second;
+    argv[k++] = (char *)empty_elements[_i].opt;
+    argv[k++] = (char *)empty_elements[_i].value;
+    if (empty_elements[_i].checked_later) {
+        argv[k++] = "--data";
+        argv[k++] = dir;
+    } else {
+        argv[k++] = "--no-such-flag";
+    }
+    int rc = tu_run(argv, NULL, NULL, err);
+    char *said = tu_read_file(err, NULL);
+    snprintf(want, sizeof want, "tally %s: %s", empty_elements[_i].cmd, empty_elements[_i].opt);
+    ck_assert_msg(rc == 2 && said && strstr(said, want),
+                  "tally %s %s '%s': exit %d, want 2 and \"%s\"; said: %s", empty_elements[_i].cmd,
+                  empty_elements[_i].opt, empty_elements[_i].value, rc, want, said);
+    free(said);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* The query service not reachable and the data directory named by --data
+ * missing: the one line says both (exit 1), since DIR is where a client
+ * finds the stack 'tally up' records; it named the endpoint only. */
+static const char *const unreachable_lines[][7] = {
+    {"balance", "acme"},
+    {"liabilities"},
+    {"partners"},
+    {"statement", "acme", "--period", "2026-Q1", "--out", "/nonexistent/s.html"},
+};
+
+START_TEST(test_unreachable_names_data)
+{
+    char *dir = tu_tmpdir();
+    char err[1200], none[1200], query[64], want[1400];
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(none, sizeof none, "%s/none", dir);
+    tu_endpoint(query, sizeof query);
+    char *argv[16] = {(char *)tu_tally()};
+    int k = 1;
+    for (int a = 0; a < 7 && unreachable_lines[_i][a]; a++)
+        argv[k++] = (char *)unreachable_lines[_i][a];
+    argv[k++] = "--data";
+    argv[k++] = none;
+    argv[k++] = "--query";
+    argv[k++] = query;
+    int rc = tu_run(argv, NULL, NULL, err);
+    snprintf(want, sizeof want,
+             "tally %s: query service not reachable at %s, and data directory %s: No such file "
+             "or directory",
+             unreachable_lines[_i][0], query, none);
+    char *said = tu_read_file(err, NULL);
+    ck_assert_msg(rc == 1 && said && strstr(said, want), "exit %d, want 1 and \"%s\"; said: %s", rc,
+                  want, said);
+    free(said);
+    tu_rmtree(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* ledger promote                                                            */
 
@@ -581,49 +674,74 @@ END_TEST
 /* ------------------------------------------------------------------------ */
 /* Bad input                                                                 */
 
-/* Command lines that take --data, each with everything else it needs. */
-static const char *const data_lines[][6] = {
-    {"status"},
-    {"wait", "--seq", "1"},
-    {"balance", "acme"},
-    {"consume"},
-    {"ledger"},
-    {"up"},
-    {"query"},
-    {"explain", "acme"},
-    {"audit", "verify"},
-    {"audit", "diff"},
-    {"audit", "replay", "--out", "/nonexistent/out"},
+/* Every path-valued option (TLY_OPT_PATH), first in its row, and a
+ * command line that takes it with everything else it needs. --data is
+ * the shared one: an empty DIR would put the log and the views at the
+ * root of the file system ("/log", "/views": a consumer created /views
+ * so); the others gave messages with the path missing ("no view store
+ * under  yet", "no log in ./tally-data/log" for replay --out ''). */
+static const char *const path_lines[][6] = {
+    {"--data", "status"},
+    {"--data", "wait", "--seq", "1"},
+    {"--data", "balance", "acme"},
+    {"--data", "consume"},
+    {"--data", "ledger"},
+    {"--data", "up"},
+    {"--data", "query"},
+    {"--data", "explain", "acme"},
+    {"--data", "audit", "verify"},
+    {"--data", "audit", "diff"},
+    {"--data", "audit", "replay", "--out", "/nonexistent/out"},
+    {"--out", "audit", "replay"},
+    {"--program", "audit", "replay", "--out", "/nonexistent/out"},
+    {"--views", "audit", "diff"},
+    {"--views", "balance", "acme"},
+    {"--curve-secret", "balance", "acme"},
+    {"--views", "partners"},
+    {"--curve-secret", "partners"},
+    {"--accounts", "journal"},
+    {"--out", "statement", "acme"},
+    {"--curve-secret", "consume"},
+    {"--curve-secret", "query"},
+    {"--authorized-keys", "query"},
+    {"--curve-secret", "ledger"},
+    {"--authorized-keys", "ledger"},
+    {"--curve-secret", "send"},
+    {"--receipts", "send"},
+    {"--out", "gen"},
+    {"--dir", "bench", "ingest"},
 };
 
-/* An empty --data ("--data $UNSET") would put the log and the views at
- * the root of the file system ("/log", "/views": a consumer created
- * /views so): exit 2 naming the flag, in both spellings, before any
- * directory is touched. */
-START_TEST(test_data_empty)
+/* An empty path is exit 2 naming the option ("--out: empty path"), in
+ * both spellings, before any file or directory is touched. An unknown
+ * flag follows it, so a command that took it stops there (bench ingest
+ * --dir '' ran its benchmark in /tally-bench-XXXXXX). */
+START_TEST(test_path_empty)
 {
     char *dir = tu_tmpdir();
-    char err[1200];
+    char err[1200], want[64];
     snprintf(err, sizeof err, "%s/err", dir);
-    for (size_t i = 0; i < sizeof data_lines / sizeof data_lines[0]; i++) {
-        for (int form = 0; form < 2; form++) {
-            char *argv[12] = {(char *)tu_tally()};
-            int k = 1;
-            for (int a = 0; a < 6 && data_lines[i][a]; a++)
-                argv[k++] = (char *)data_lines[i][a];
-            if (form == 0) {
-                argv[k++] = "--data";
-                argv[k++] = "";
-            } else {
-                argv[k++] = "--data=";
-            }
-            int rc = tu_run(argv, NULL, NULL, err);
-            char *said = tu_read_file(err, NULL);
-            ck_assert_msg(rc == 2 && said && strstr(said, ": --data needs a directory, not ''"),
-                          "tally %s %s --data '': exit %d, want 2 naming --data; said: %s",
-                          data_lines[i][0], data_lines[i][1] ? data_lines[i][1] : "", rc, said);
-            free(said);
+    const char *const *line = path_lines[_i];
+    snprintf(want, sizeof want, ": %s: empty path", line[0]);
+    for (int form = 0; form < 2; form++) {
+        char *argv[12] = {(char *)tu_tally()}, joined[64];
+        int k = 1;
+        for (int a = 1; a < 6 && line[a]; a++)
+            argv[k++] = (char *)line[a];
+        snprintf(joined, sizeof joined, "%s=", line[0]);
+        if (form == 0) {
+            argv[k++] = (char *)line[0];
+            argv[k++] = "";
+        } else {
+            argv[k++] = joined;
         }
+        argv[k++] = "--no-such-flag";
+        int rc = tu_run(argv, NULL, NULL, err);
+        char *said = tu_read_file(err, NULL);
+        ck_assert_msg(rc == 2 && said && strstr(said, want),
+                      "tally %s %s %s '': exit %d, want 2 and \"%s\"; said: %s", line[1],
+                      line[2] ? line[2] : "", line[0], rc, want, said);
+        free(said);
     }
     tu_rmtree(dir);
 }
@@ -779,13 +897,10 @@ static int listen_port(int *fd_out)
     return 0;
 }
 
-/* `tally up` on dir with the given ingest endpoint and free others: exit
- * code, its output (stdout and stderr) in out. Without metrics: their
- * ports follow --ingest's, and a test beside this one may hold one (under
- * `ctest -j2` test_up_data_locked failed so: "metrics of web on
- * 127.0.0.1:11461: the port is in use by another process", before the
- * lock it checks was reached). */
-static int up_once(const char *dir, const char *ingest, const char *out)
+/* `tally up` as up_once, with one more option and its value after the
+ * others (opt NULL: none), so a --web given there wins over up_once's. */
+static int up_with(const char *dir, const char *ingest, const char *opt, const char *value,
+                   const char *out)
 {
     char ev[64], lr[64], q[64], web[32];
     tu_endpoint(ev, sizeof ev);
@@ -794,8 +909,48 @@ static int up_once(const char *dir, const char *ingest, const char *out)
     snprintf(web, sizeof web, "127.0.0.1:%d", tu_free_port());
     return tu_run_tally(out, out, "up", "--data", dir, "--shards", "1", "--ingest", ingest,
                         "--events", ev, "--log-read", lr, "--query", q, "--web", web, "--no-sync",
-                        "--no-metrics", NULL);
+                        "--no-metrics", opt, value, NULL);
 }
+
+/* `tally up` on dir with the given ingest endpoint and free others: exit
+ * code, its output (stdout and stderr) in out. Without metrics: their
+ * ports follow --ingest's, and a test beside this one may hold one (under
+ * `ctest -j2` test_up_data_locked failed so: "metrics of web on
+ * 127.0.0.1:11461: the port is in use by another process", before the
+ * lock it checks was reached). */
+static int up_once(const char *dir, const char *ingest, const char *out)
+{
+    return up_with(dir, ingest, NULL, NULL, out);
+}
+
+/* [up] A value up hands on to a child that the child would refuse is
+ * refused by up itself (exit 2, the option named, no child started): up
+ * started every child, the one refused it, and up stopped the others and
+ * exited 1. */
+static const struct {
+    const char *opt, *value;
+} up_bad_values[] = {
+    {"--web", "bogus"},
+    {"--web", "127.0.0.1"},
+    {"--web", "127.0.0.1:0"},
+    {"--web", "192.0.2.1:7414"},
+    {"--replicate", "nats://127.0.0.1:1,"},
+};
+
+START_TEST(test_up_bad_value)
+{
+    char *dir = tu_tmpdir();
+    char ingest[64], out[1200], want[64];
+    tu_endpoint(ingest, sizeof ingest);
+    snprintf(out, sizeof out, "%s/up.out", dir);
+    snprintf(want, sizeof want, "tally up: %s", up_bad_values[_i].opt);
+    int rc = up_with(dir, ingest, up_bad_values[_i].opt, up_bad_values[_i].value, out);
+    ck_assert_msg(rc == 2 && file_has(out, want), "up %s %s: exit %d, want 2 naming it",
+                  up_bad_values[_i].opt, up_bad_values[_i].value, rc);
+    ck_assert_msg(!file_has(out, "started"), "a child was started");
+    tu_rmtree(dir);
+}
+END_TEST
 
 START_TEST(test_up_port_taken)
 {
@@ -938,8 +1093,13 @@ int main(void)
     tcase_add_loop_test(flags, test_option_limit, 0,
                         (int)(sizeof limit_rows / sizeof limit_rows[0]));
     tu_add_tests(flags, TU_TESTS(test_batches_long_list, test_endpoints_file_refused));
-    tu_add_tests(flags, TU_TESTS(test_data_empty, test_send_bad_input, test_bad_query_endpoint,
+    tu_add_tests(flags, TU_TESTS(test_send_bad_input, test_bad_query_endpoint,
                                  test_wait_missing_store, test_consume_bad_log_read));
+    tcase_add_loop_test(flags, test_path_empty, 0, (int)(sizeof path_lines / sizeof path_lines[0]));
+    tcase_add_loop_test(flags, test_list_empty_element, 0,
+                        (int)(sizeof empty_elements / sizeof empty_elements[0]));
+    tcase_add_loop_test(flags, test_unreachable_names_data, 0,
+                        (int)(sizeof unreachable_lines / sizeof unreachable_lines[0]));
     tcase_add_loop_test(flags, test_endpoint_syntax, 0,
                         (int)(sizeof bad_endpoints / sizeof bad_endpoints[0]));
     tcase_add_loop_test(flags, test_promote_errors, 0,
@@ -947,5 +1107,7 @@ int main(void)
     TCase *stacks = tu_tcase(s, "stacks", 300);
     tu_add_tests(stacks, TU_TESTS(test_data_routing, test_up_port_taken, test_up_data_locked,
                                   test_send_timeout, test_log_lines));
+    tcase_add_loop_test(stacks, test_up_bad_value, 0,
+                        (int)(sizeof up_bad_values / sizeof up_bad_values[0]));
     return tu_run_suite(s);
 }

@@ -143,7 +143,7 @@ static void start_replicated(tl_ledger *L, const cluster *c, const char *const *
 static void assert_stream_has_log(const cluster *c, const char *stream, tly_log *log,
                                   uint64_t count)
 {
-    tly_repl_opts ro = {c->urls, stream, 0, true};
+    tly_repl_opts ro = {c->urls, stream, 0, true, NULL};
     tly_repl *r = NULL;
     char msg[256] = "";
     ck_assert_msg(tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_OK, "%s", msg);
@@ -581,7 +581,7 @@ static void writer_start(const tl_ledger *L, const char *urls, const char *strea
 {
     char a_dir[800], msg[256] = "";
     snprintf(a_dir, sizeof a_dir, "%s/a", L->dir);
-    tly_repl_opts ro = {urls, stream, 3, false};
+    tly_repl_opts ro = {urls, stream, 3, false, NULL};
     ck_assert_int_eq(tly_log_open(a_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, la), TLY_OK);
     ck_assert_msg(tly_repl_open(&ro, ra, msg, sizeof msg) == TLY_OK, "%s", msg);
     ck_assert_msg(tly_repl_attach(*ra, *la, msg, sizeof msg) == TLY_OK, "%s", msg);
@@ -1459,7 +1459,7 @@ START_TEST(test_bench_replicate)
         at += strlen("created stream ");
         char name[64];
         ck_assert_int_eq(sscanf(at, "%63s", name), 1);
-        tly_repl_opts ro = {c.urls, name, 0, true};
+        tly_repl_opts ro = {c.urls, name, 0, true, NULL};
         tly_repl *r = NULL;
         char msg[256];
         ck_assert_msg(tly_repl_open(&ro, &r, msg, sizeof msg) == TLY_NOT_FOUND, "stream %s is left",

@@ -88,12 +88,12 @@ enum {
 
 static const tly_opt export_opts[] = {{"--from", OPT_FROM, true}, {"--to", OPT_TO, true}};
 static const tly_opt verify_opts[] = {{"--nats", OPT_NATS, true}, {"--stream", OPT_STREAM, true}};
-static const tly_opt views_opts[] = {{"--views", OPT_VIEWS, true}};
+static const tly_opt views_opts[] = {{"--views", OPT_VIEWS, TLY_OPT_PATH}};
 static const tly_opt replay_opts[] = {
     {"--to", OPT_TO, true},
-    {"--out", OPT_OUT, true},
+    {"--out", OPT_OUT, TLY_OPT_PATH},
     {"--shards", OPT_SHARDS, true},
-    {"--program", OPT_PROGRAM, true},
+    {"--program", OPT_PROGRAM, TLY_OPT_PATH},
     {"--timing", OPT_TIMING, false},
     {"--until", OPT_UNTIL, true},
     {"--compare", OPT_COMPARE, false},
@@ -223,7 +223,7 @@ static int mirror_first(const char *sub, const audit_opts *o, const char *log_di
         return tly_usagef(sub, "--stream goes with --nats");
     if (!o->nats)
         return TLY_EXIT_OK;
-    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    tly_repl_opts ro = {o->nats, o->stream, 0, true, "--nats"};
     char msg[256] = "";
     if (tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef(sub, "%s", msg);

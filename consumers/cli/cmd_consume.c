@@ -130,7 +130,7 @@ enum {
 static const tly_opt consume_opts_table[] = {
     {"--shard", OPT_SHARD, true},
     {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH},
     {"--batch", OPT_BATCH, true},
     {"--remote", OPT_REMOTE, false},
     {"--exit-at-head", OPT_AT_HEAD, false},
@@ -211,7 +211,7 @@ static int parse_args(consume_opts *o, int argc, char **argv)
         return tly_usagef(CMD, "--stream goes with --nats");
     if (o->nats && o->run.remote)
         return tly_usagef(CMD, "--nats reads the stream into DIR/log: not with --remote");
-    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    tly_repl_opts ro = {o->nats, o->stream, 0, true, "--nats"};
     if (o->nats && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef(CMD, "%s", msg);
     if (tly_common_endpoints(CMD, &o->common) != TLY_EXIT_OK)
@@ -269,7 +269,7 @@ static void mirror_child(const consume_opts *o, const char *log_dir, int fd)
         _exit(write(fd, &b, 1) == 1 ? TLY_EXIT_OK : TLY_EXIT_FAIL);
     }
     tly_log_close(probe);
-    tly_repl_opts ro = {o->nats, o->stream, 0, true};
+    tly_repl_opts ro = {o->nats, o->stream, 0, true, "--nats"};
     char msg[256] = "";
     tly_err err = tly_repl_follow(&ro, log_dir, &consume_stop, mirror_ready, &fd, msg, sizeof msg);
     if (err != TLY_OK)

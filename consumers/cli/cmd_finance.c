@@ -82,17 +82,17 @@ static const struct {
     unsigned needs;
 } fin_options[] = {
     {{"--csv", OPT_CSV, false}, 0},
-    {{"--views", OPT_VIEWS, true}, 0},
+    {{"--views", OPT_VIEWS, TLY_OPT_PATH}, 0},
     {{"--shards", OPT_SHARDS, true}, 0},
     {{"--curve-server-key", OPT_CURVE_SERVER_KEY, true}, 0},
-    {{"--curve-secret", OPT_CURVE_SECRET, true}, 0},
+    {{"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH}, 0},
     {{"--as-of-close", OPT_AS_OF, true}, 0},
     {{"--program", OPT_PROGRAM, true}, FIN_PROGRAM},
     {{"--tier", OPT_TIER, true}, FIN_FILTERS},
     {{"--kind", OPT_KIND, true}, FIN_FILTERS},
     {{"--search", OPT_SEARCH, true}, FIN_FILTERS},
     {{"--period", OPT_PERIOD, true}, FIN_PERIOD},
-    {{"--accounts", OPT_ACCOUNTS, true}, FIN_ACCOUNTS},
+    {{"--accounts", OPT_ACCOUNTS, TLY_OPT_PATH}, FIN_ACCOUNTS},
 };
 #define FIN_OPTIONS (sizeof fin_options / sizeof fin_options[0])
 
@@ -253,7 +253,7 @@ static int fetch(const source *src, const json_t *req, json_t **reply, bool quie
     if (quiet)
         ;
     else if (err == TLY_TIMEOUT || err == TLY_IO)
-        tly_errorf(src->cmd, "query service not reachable at %s", ep);
+        tly_cli_unreachable(src->cmd, &src->o->common);
     else if (err == TLY_USAGE)
         rc = tly_usagef(src->cmd, "bad query endpoint '%s'", ep);
     else if (err != TLY_OK)

@@ -131,8 +131,8 @@ enum { OPT_SHARDS = 1, OPT_INSECURE, OPT_CURVE_SECRET, OPT_AUTHORIZED_KEYS };
 static const tly_opt query_opts_table[] = {
     {"--shards", OPT_SHARDS, true},
     {"--insecure", OPT_INSECURE, false},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
-    {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+    {"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH},
+    {"--authorized-keys", OPT_AUTHORIZED_KEYS, TLY_OPT_PATH},
 };
 
 static int query_opt(void *ctx, int id, const char *v)

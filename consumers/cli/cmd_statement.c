@@ -65,7 +65,8 @@ static const char usage_text[] =
 
 enum { OPT_PERIOD = 1, OPT_OUT };
 
-static const tly_opt stmt_opts_table[] = {{"--period", OPT_PERIOD, true}, {"--out", OPT_OUT, true}};
+static const tly_opt stmt_opts_table[] = {{"--period", OPT_PERIOD, true},
+                                          {"--out", OPT_OUT, TLY_OPT_PATH}};
 
 static int stmt_opt(void *ctx, int id, const char *val)
 {
@@ -115,10 +116,8 @@ static int ask(const stmt_opts *o, json_t *req, json_t **reply)
     tly_err err =
         req == NULL ? TLY_NOMEM : tly_query_call(o->common.query, req, TLY_QUERY_TIMEOUT_MS, &r);
     json_decref(req);
-    if (err == TLY_TIMEOUT || err == TLY_IO) {
-        tly_errorf(CMD, "query service not reachable at %s", o->common.query);
-        return TLY_EXIT_FAIL;
-    }
+    if (err == TLY_TIMEOUT || err == TLY_IO)
+        return tly_cli_unreachable(CMD, &o->common);
     if (err == TLY_USAGE)
         return tly_usagef(CMD, "bad query endpoint '%s'", o->common.query);
     if (err != TLY_OK) {

@@ -37,12 +37,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledger_repl.h"
 #include "tly_cli.h"
 #include "tly_cmd.h"
 #include "tly_layout.h"
 #include "tly_limits.h"
 #include "tly_metrics_http.h"
 #include "tly_os.h"
+#include "tly_web.h"
 
 #define CMD "up"
 
@@ -220,6 +222,27 @@ static int resolve_metrics(up_opts *o)
     return TLY_EXIT_OK;
 }
 
+/* [up] The values up hands on to its children, checked as the children
+ * check them: a malformed one is a usage error here, before any child
+ * starts, where the child refused it after its siblings had started and
+ * up stopped them all and exited 1. Exit code. */
+static int check_child_values(const up_opts *o)
+{
+    tly_web_addr addr;
+    char msg[256];
+    if (tly_web_addr_parse(o->web, &addr) != TLY_OK)
+        return tly_usagef(CMD, "--web: '%s' is not HOST:PORT (127.0.0.1:7414, [::1]:7414)", o->web);
+    if (!addr.loopback && !o->insecure)
+        return tly_usagef(CMD,
+                          "--web %s is reachable from other machines and the console has no "
+                          "login: use a loopback address, or --insecure",
+                          o->web);
+    tly_repl_opts ro = {o->replicate, NULL, 0, false, "--replicate"};
+    if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef(CMD, "%s", msg);
+    return TLY_EXIT_OK;
+}
+
 static int parse(int argc, char **argv, up_opts *o)
 {
     tly_common_defaults(&o->common);
@@ -233,6 +256,8 @@ static int parse(int argc, char **argv, up_opts *o)
         usage(stdout);
     if (rc == TLY_EXIT_OK && o->standby && !o->replicate)
         return tly_usagef(CMD, "--standby goes with --replicate");
+    if (rc == TLY_EXIT_OK)
+        rc = check_child_values(o);
     return rc == TLY_EXIT_OK ? resolve_metrics(o) : rc;
 }
 

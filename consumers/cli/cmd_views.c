@@ -415,10 +415,8 @@ static int fetch(const source *src, json_t *req, json_t **reply)
     json_t *r = NULL;
     tly_err err = src->store ? tly_query_answer(src->store, req, &r)
                              : tly_query_call(src->o->common.query, req, TLY_QUERY_TIMEOUT_MS, &r);
-    if (err == TLY_TIMEOUT || err == TLY_IO) {
-        tly_errorf(src->cmd, "query service not reachable at %s", src->o->common.query);
-        return TLY_EXIT_FAIL;
-    }
+    if (err == TLY_TIMEOUT || err == TLY_IO)
+        return tly_cli_unreachable(src->cmd, &src->o->common);
     if (err == TLY_USAGE)
         return tly_usagef(src->cmd, "bad query endpoint '%s'", src->o->common.query);
     if (err != TLY_OK) {
@@ -584,9 +582,9 @@ enum {
 
 /* The options of every view command; the exceptions filters come last. */
 static const tly_opt view_opts_table[] = {
-    {"--views", OPT_VIEWS, true},
+    {"--views", OPT_VIEWS, TLY_OPT_PATH},
     {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH},
     {"--shards", OPT_SHARDS, true},
     {"--as-of-close", OPT_AS_OF, true},
     {"--program", OPT_PROGRAM, true},

@@ -102,8 +102,8 @@ enum {
 static const tly_opt ledger_opts[] = {
     {"--no-sync", OPT_NO_SYNC, false},
     {"--insecure", OPT_INSECURE, false},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
-    {"--authorized-keys", OPT_AUTHORIZED_KEYS, true},
+    {"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH},
+    {"--authorized-keys", OPT_AUTHORIZED_KEYS, TLY_OPT_PATH},
     {"--replicate", OPT_REPLICATE, true},
     {"--stream", OPT_STREAM, true},
     {"--replicas", OPT_REPLICAS, true},
@@ -186,7 +186,7 @@ static int parse_args(int argc, char **argv, tly_ledger_opts *o, const char **me
                                     "--name go with --replicate");
     if (o->no_takeover && !o->standby)
         return tly_usagef("ledger", "--no-takeover goes with --standby");
-    tly_repl_opts ro = {o->replicate, o->stream, o->replicas, false};
+    tly_repl_opts ro = {o->replicate, o->stream, o->replicas, false, NULL};
     if (o->replicate && tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger", "%s", msg);
     if (c.metrics && tly_metrics_addr_check(c.metrics, o->insecure, msg, sizeof msg) != TLY_OK)
@@ -237,7 +237,7 @@ static int cmd_promote(int argc, char **argv)
         return rc < 0 ? TLY_EXIT_OK : rc;
     if (!o.replicate)
         return tly_usagef("ledger promote", "--replicate URL[,URL...] is required");
-    tly_repl_opts ro = {o.replicate, o.stream, o.replicas, true};
+    tly_repl_opts ro = {o.replicate, o.stream, o.replicas, true, NULL};
     char msg[256] = "";
     if (tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
         return tly_usagef("ledger promote", "%s", msg);

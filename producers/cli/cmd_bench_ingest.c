@@ -104,31 +104,45 @@ static void usage(FILE *out)
                  "                   each run's events get ids no earlier run used\n");
 }
 
-/* --batches LIST into o->batches. The list is split in a copy of its own
- * length: a fixed buffer cut a long list short, and the sizes past the cut
- * were dropped unseen, a ninth among them. */
+/* --batches LIST into o->batches. The list is read in place, element by
+ * element: a fixed buffer cut a long list short, and the sizes past the
+ * cut were dropped unseen, a ninth among them; strtok skipped an empty
+ * element ("1,,2", ",1", "1,"), so a typo ran a different benchmark. */
 static int parse_batches(const char *s, bench_opts *o)
 {
-    char *buf = strdup(s);
-    if (!buf) {
-        tly_errorf("bench ingest", "out of memory");
-        return TLY_EXIT_FAIL;
-    }
     o->batch_count = 0;
-    char *save = NULL;
-    int rc = TLY_EXIT_OK;
-    for (char *t = strtok_r(buf, ",", &save); t && rc == TLY_EXIT_OK;
-         t = strtok_r(NULL, ",", &save)) {
-        uint64_t v;
-        if (o->batch_count == TLY_BENCH_BATCHES_MAX ||
-            !tly_parse_u64(t, 1, TLY_BATCH_EVENTS_MAX, &v))
-            rc = tly_usagef("bench ingest", "--batches: up to %u sizes of 1..%u",
-                            TLY_BENCH_BATCHES_MAX, TLY_BATCH_EVENTS_MAX);
-        else
-            o->batches[o->batch_count++] = (uint32_t)v;
+    for (const char *p = s;; p++) {
+        size_t len = strcspn(p, ",");
+        char size[24]; /* a decimal uint64 and its NUL fit */
+        uint64_t v = 0;
+        if (len == 0)
+            return tly_usagef("bench ingest", "--batches: an empty size in '%s'", s);
+        if (len < sizeof size) {
+            memcpy(size, p, len);
+            size[len] = '\0';
+        }
+        if (o->batch_count == TLY_BENCH_BATCHES_MAX || len >= sizeof size ||
+            !tly_parse_u64(size, 1, TLY_BATCH_EVENTS_MAX, &v))
+            return tly_usagef("bench ingest", "--batches: up to %u sizes of 1..%u",
+                              TLY_BENCH_BATCHES_MAX, TLY_BATCH_EVENTS_MAX);
+        o->batches[o->batch_count++] = (uint32_t)v;
+        p += len;
+        if (*p == '\0')
+            return TLY_EXIT_OK;
     }
-    free(buf);
-    return rc;
+}
+
+/* --replicate URL[,URL...], checked as the ledgers the runs start check
+ * it: a bad list is a usage error here, not a ledger's refusal after the
+ * first runs. */
+static int parse_replicate(const char *v, bench_opts *o)
+{
+    char msg[256];
+    tly_repl_opts ro = {v, NULL, 0, false, "--replicate"};
+    if (tly_repl_check(&ro, msg, sizeof msg) != TLY_OK)
+        return tly_usagef("bench ingest", "%s", msg);
+    o->replicate = v;
+    return TLY_EXIT_OK;
 }
 
 enum {
@@ -143,14 +157,10 @@ enum {
 };
 
 static const tly_opt bench_opts_table[] = {
-    {"--events", OPT_EVENTS, true},
-    {"--producers", OPT_PRODUCERS, true},
-    {"--window", OPT_WINDOW, true},
-    {"--batches", OPT_BATCHES, true},
-    {"--dir", OPT_DIR, true},
-    {"--no-sync", OPT_NO_SYNC, false},
-    {"--replicate", OPT_REPLICATE, true},
-    {"--ingest", OPT_INGEST, true},
+    {"--events", OPT_EVENTS, true},       {"--producers", OPT_PRODUCERS, true},
+    {"--window", OPT_WINDOW, true},       {"--batches", OPT_BATCHES, true},
+    {"--dir", OPT_DIR, TLY_OPT_PATH},     {"--no-sync", OPT_NO_SYNC, false},
+    {"--replicate", OPT_REPLICATE, true}, {"--ingest", OPT_INGEST, true},
 };
 
 static int bench_opt(void *ctx, int id, const char *v)
@@ -183,8 +193,7 @@ static int bench_opt(void *ctx, int id, const char *v)
         o->no_sync = true;
         return TLY_EXIT_OK;
     case OPT_REPLICATE:
-        o->replicate = v;
-        return TLY_EXIT_OK;
+        return parse_replicate(v, o);
     case OPT_INGEST:
         if (!tly_client_endpoints_ok(v))
             return tly_usagef("bench ingest", TLY_CLIENT_ENDPOINTS_USAGE, TLY_CLIENT_ENDPOINTS_MAX);

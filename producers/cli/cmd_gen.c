@@ -106,13 +106,10 @@ static void set_num(tly_gen_opts *o, int which, uint64_t v)
 enum { OPT_START = OPT_NUM_COUNT + 1, OPT_OUT };
 
 static const tly_opt gen_opts_table[] = {
-    {"--seed", OPT_SEED + 1, true},
-    {"--events", OPT_EVENTS + 1, true},
-    {"--partners", OPT_PARTNERS + 1, true},
-    {"--months", OPT_MONTHS + 1, true},
-    {"--resend-pct", OPT_RESEND + 1, true},
-    {"--start", OPT_START, true},
-    {"--out", OPT_OUT, true},
+    {"--seed", OPT_SEED + 1, true},         {"--events", OPT_EVENTS + 1, true},
+    {"--partners", OPT_PARTNERS + 1, true}, {"--months", OPT_MONTHS + 1, true},
+    {"--resend-pct", OPT_RESEND + 1, true}, {"--start", OPT_START, true},
+    {"--out", OPT_OUT, TLY_OPT_PATH},
 };
 
 static int gen_opt(void *ctx, int id, const char *v)

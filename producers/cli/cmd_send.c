@@ -139,12 +139,12 @@ static const tly_opt send_opts_table[] = {
     {"--batch", OPT_BATCH, true},
     {"--window", OPT_WINDOW, true},
     {"--curve-server-key", OPT_CURVE_SERVER_KEY, true},
-    {"--curve-secret", OPT_CURVE_SECRET, true},
+    {"--curve-secret", OPT_CURVE_SECRET, TLY_OPT_PATH},
     {"--ack-timeout-ms", OPT_ACK_TIMEOUT_MS, true},
     {"--retries", OPT_RETRIES, true},
     {"--timeout", OPT_TIMEOUT, true},
     {"--columns", OPT_COLUMNS, true},
-    {"--receipts", OPT_RECEIPTS, true},
+    {"--receipts", OPT_RECEIPTS, TLY_OPT_PATH},
 };
 
 /* The numeric options: their bounds. */
