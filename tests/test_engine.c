@@ -984,6 +984,212 @@ START_TEST(enrollment_rules)
 }
 END_TEST
 
+/* ---- section 10 scenarios (the rules that mutation testing found no
+ * test to fail without) ---- */
+
+/* program()'s "acme" as a section 10 program: the same tiers, retroactive
+ * brackets, expiry and window, with rebate_extra appended to the rebate
+ * object and extra to the program (each "" or starting with a comma). */
+static void program_v2(shards *s, int version, const char *rebate_extra, const char *extra,
+                       int64_t at)
+{
+    tsend(s, "fin",
+          "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":%d,\"currency\":\"USD\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100},"
+          "{\"name\":\"Silver\",\"min_revenue\":100000,\"min_certs\":1,\"mdf_bps\":200},"
+          "{\"name\":\"Gold\",\"min_revenue\":500000,\"min_certs\":2,\"mdf_bps\":300}],"
+          "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100},"
+          "{\"from\":100000,\"bps\":200},{\"from\":500000,\"bps\":300}]%s},"
+          "\"mdf_expiry_periods\":2,\"tier_window_periods\":1%s}",
+          ++next_id, at, version, rebate_extra, extra);
+}
+
+static void rate(shards *s, const char *from, const char *to, const char *r, int64_t at)
+{
+    tsend(s, "fin",
+          "{\"type\":\"rate\",\"id\":\"X%d\",\"at\":%" PRId64 ",\"currency\":\"%s\","
+          "\"to\":\"%s\",\"rate\":\"%s\"}",
+          ++next_id, at, from, to, r);
+}
+
+/* [K1] [K5] The cap's room is the cap less the accruals credited to the
+ * period, as capped: a raised cap gives back what an earlier cap cut, a
+ * lowered one floors later accruals at 0. */
+START_TEST(mdf_cap_room_counts_capped_accruals)
+{
+    shards s;
+    shards_init(&s, 1);
+    program_v2(&s, 1, "", ",\"mdf_cap_per_period\":500", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 1000 at 1 %, cut to 500 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 500);
+    program_v2(&s, 2, "", ",\"mdf_cap_per_period\":2000", Q1_25 + DAY);
+    sale(&s, "d", "S2", "p1", 200000, "USD", Q1_25 + DAY); /* 2000, room 2000 - 500 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 2000);
+    program_v2(&s, 3, "", ",\"mdf_cap_per_period\":1000", Q1_25 + DAY);
+    sale(&s, "d", "S3", "p1", 10000, "USD", Q1_25 + DAY); /* room 1000 - 2000 < 0: 0 */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 2000);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 310000);
+    expect_invariant(&s, "p1");
+    shards_free(&s);
+}
+END_TEST
+
+/* [T10] A certification counts at the close of P when its expires is at
+ * or after the start of P + 1: Q2's first millisecond still counts, the
+ * millisecond before does not. */
+START_TEST(cert_expires_at_next_period_start)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    const char *partners[2] = {"p1", "p2"};
+    for (int i = 0; i < 2; i++) {
+        enroll(&s, partners[i], "acme", Q1_25);
+        tsend(&s, "certs",
+              "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64 ",\"partner\":\"%s\","
+              "\"person\":\"ann\",\"cert\":\"sales\",\"action\":\"earned\",\"expires\":%" PRId64
+              "}",
+              ++next_id, Q1_25, partners[i], Q2_25 - i);
+        sale(&s, "d", i == 0 ? "S1" : "S2", partners[i], 100000, "USD", Q1_25 + DAY);
+    }
+    close_period(&s, "acme", "2025-Q1", Q2_25);
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    vstr_eq(&s, 't', "p2", "tier", "Base");
+    shards_free(&s);
+}
+END_TEST
+
+/* [F1] [F2] [F6] The rate in force at t is the one of the greatest at ≤ t,
+ * of equal at the one folded last; the conversion scales by the currencies'
+ * minor-unit exponents (JPY 0, USD 2); before the first rate nothing
+ * moves. */
+START_TEST(fx_rate_in_force_edges)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25); /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                     /* 2 */
+    int64_t t = Q1_25 + DAY;
+    rate(&s, "EUR", "USD", "1.1", t);               /* 3 */
+    rate(&s, "EUR", "USD", "1.2", t);               /* 4: same at, folded last */
+    rate(&s, "JPY", "USD", "0.0067", t);            /* 5 */
+    sale(&s, "d", "S1", "p1", 10000, "EUR", t);     /* 6: EUR 100.00 = USD 120.00 */
+    sale(&s, "d", "S2", "p1", 100000, "JPY", t);    /* 7: JPY 100000 = USD 670.00 */
+    sale(&s, "d", "S3", "p1", 10000, "EUR", t - 1); /* 8: no rate in force yet */
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 12000 + 67000);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "accrued"), 120 + 670);
+    expect_excs(&s, "8:currency_mismatch:p1\n");
+    shards_free(&s);
+}
+END_TEST
+
+/* The figure key of report period (0 when the report has no row for it:
+ * nothing took effect there). */
+static int64_t report_int(const shards *s, const char *period, const char *key)
+{
+    json_t *rep = tly_engine_report(s->e[0], "acme");
+    ck_assert_ptr_nonnull(rep);
+    json_t *row;
+    size_t i;
+    int64_t out = 0;
+    json_array_foreach(json_object_get(rep, "periods"), i, row)
+    {
+        if (strcmp(json_string_value(json_object_get(row, "period")), period) == 0)
+            out = json_integer_value(json_object_get(row, key));
+    }
+    json_decref(rep);
+    return out;
+}
+
+/* [RP5] An approval, a payment and a payout dated in a closed period take
+ * effect in the earliest open one, and the report books them there. */
+START_TEST(late_approval_payment_payout_reported_open)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* accrues 1000, rebate 2000 */
+    claim(&s, "p1", "c1", "submit", 600, Q1_25 + DAY);
+    close_period(&s, "acme", "2025-Q1", Q2_25);
+    claim(&s, "p1", "c1", "approve", 500, Q1_25 + 2 * DAY); /* dated in the closed Q1 */
+    claim(&s, "p1", "c1", "pay", 200, Q1_25 + 3 * DAY);
+    payout(&s, "p1", "2025-Q1", 300, Q1_25 + 4 * DAY);
+    static const char *const keys[] = {"mdf_approved", "mdf_paid", "rebate_paid"};
+    static const int64_t want[] = {500, 200, 300};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(report_int(&s, "2025-Q1", keys[k]), 0);
+        ck_assert_int_eq(report_int(&s, "2025-Q2", keys[k]), want[k]);
+    }
+    ck_assert_int_eq(report_int(&s, "2025-Q1", "rebate"), 2000);
+    shards_free(&s);
+}
+END_TEST
+
+/* Whether the tier view of partner has "grace_left" null, else its value
+ * in *left. */
+static bool grace_left(const shards *s, const char *partner, int64_t *left)
+{
+    json_t *t = view(s, 't', partner);
+    ck_assert_ptr_nonnull(t);
+    json_t *g = json_object_get(t, "grace_left");
+    bool null = json_is_null(g);
+    *left = null ? -1 : json_integer_value(g);
+    json_decref(t);
+    return null;
+}
+
+/* [T9] A new program version sets every count of failing closes to 0: the
+ * grace starts over, so two more failing closes keep the tier. */
+START_TEST(new_version_restarts_grace)
+{
+    const int64_t q1_26 = INT64_C(1767225600000);
+    int64_t left;
+    shards s;
+    shards_init(&s, 1);
+    program_v2(&s, 1, "", ",\"tier_grace_periods\":2", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    cert(&s, "p1", "ann", "earned", Q1_25);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);
+    close_period(&s, "acme", "2025-Q1", Q2_25); /* Silver */
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* no revenue: 1 failing close */
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    ck_assert(!grace_left(&s, "p1", &left));
+    ck_assert_int_eq(left, 1);
+    program_v2(&s, 2, "", ",\"tier_grace_periods\":2", Q3_25);
+    ck_assert(grace_left(&s, "p1", &left)); /* the count is 0 */
+    close_period(&s, "acme", "2025-Q3", Q4_25);
+    ck_assert(!grace_left(&s, "p1", &left));
+    ck_assert_int_eq(left, 1);
+    close_period(&s, "acme", "2025-Q4", q1_26); /* the second since the version */
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    ck_assert(!grace_left(&s, "p1", &left));
+    ck_assert_int_eq(left, 0);
+    shards_free(&s);
+}
+END_TEST
+
+/* [M8] [R8] [RP1] An adjustment lands in the earliest open period whatever
+ * its at: dated two quarters ahead, the MDF credit still goes to Q1's
+ * bucket and the rebate adjustment to Q1's row. */
+START_TEST(adjust_lands_in_earliest_open_period)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    adjust(&s, "p1", "mdf", 500, Q3_25 + DAY);
+    adjust(&s, "p1", "rebate", 300, Q3_25 + DAY);
+    vstr_eq(&s, 'b', "p1", "buckets.0.period", "2025-Q1");
+    ck_assert_int_eq(vint(&s, 'b', "p1", "buckets.0.remaining"), 500);
+    vstr_eq(&s, 'r', "p1", "periods.0.period", "2025-Q1");
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.rebate"), 300);
+    expect_invariant(&s, "p1");
+    shards_free(&s);
+}
+END_TEST
 /* ---- seeded random streams ---- */
 
 static uint64_t g_seed = UINT64_C(20261126);
@@ -5033,6 +5239,10 @@ static Suite *engine_suite(void)
                               enrollment_rules, apply_out_of_order, details_pinned,
                               load_rejects_garbage, journal_row_decode, map_load_edge,
                               map_set_and_shrink, map_remap_keeps_and_drops, pool_size_classes));
+    tu_add_tests(tc,
+                 TU_TESTS(mdf_cap_room_counts_capped_accruals, cert_expires_at_next_period_start,
+                          fx_rate_in_force_edges, late_approval_payment_payout_reported_open,
+                          new_version_restarts_grace, adjust_lands_in_earliest_open_period));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
