@@ -735,6 +735,99 @@ START_TEST(test_report_periods_max)
 }
 END_TEST
 
+/* A store of two quarterly programs of 2025, "neg" and "neg2" (whose key
+ * "V/R/neg2" starts with "V/R/neg"): a sale of neg's p1 in 2025-Q1, the
+ * close of 2025-Q1, then an adjustment of -100 MDF, so in 2025-Q2 [RP1];
+ * neg2's q1 sells 5,000 in 2025-Q1 and 2025-Q3. */
+static char *two_programs_store(void)
+{
+    static const char *const events[][2] = {
+        {"finance", "{\"type\":\"program\",\"id\":\"G-%s\",\"at\":1735689600000,\"program\":"
+                    "\"%s\",\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\","
+                    "\"mdf_expiry_periods\":4,\"tier_window_periods\":1,\"rebate\":{\"mode\":"
+                    "\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":0}]},\"tiers\":[{\"name\":"
+                    "\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":1000}]}"},
+        {"finance", "{\"type\":\"partner\",\"id\":\"P-%s\",\"at\":1735689700000,\"partner\":"
+                    "\"%s-p\",\"name\":\"One\",\"program\":\"%s\",\"kind\":\"var\"}"},
+    };
+    stream st = {0};
+    char ev[1024];
+    static const char *const programs[] = {"neg", "neg2"};
+    for (int g = 0; g < 2; g++) {
+        snprintf(ev, sizeof ev, events[0][1], programs[g], programs[g]);
+        stream_push_json(&st, events[0][0], ev);
+        snprintf(ev, sizeof ev, events[1][1], programs[g], programs[g], programs[g]);
+        stream_push_json(&st, events[1][0], ev);
+    }
+    stream_push_json(&st, "dist",
+                     "{\"type\":\"sale\",\"id\":\"S-1\",\"at\":1738368000000,\"partner\":\"neg-p\","
+                     "\"sku\":\"SKU-1\",\"qty\":1,\"amount\":10000,\"currency\":\"USD\"}");
+    stream_push_json(
+        &st, "dist",
+        "{\"type\":\"sale\",\"id\":\"S-2\",\"at\":1738368000000,\"partner\":"
+        "\"neg2-p\",\"sku\":\"SKU-1\",\"qty\":1,\"amount\":5000,\"currency\":\"USD\"}");
+    stream_push_json(
+        &st, "dist",
+        "{\"type\":\"sale\",\"id\":\"S-3\",\"at\":1752000000000,\"partner\":"
+        "\"neg2-p\",\"sku\":\"SKU-1\",\"qty\":1,\"amount\":5000,\"currency\":\"USD\"}");
+    stream_push_json(&st, "finance",
+                     "{\"type\":\"close\",\"id\":\"C-1\",\"at\":1743465600000,\"program\":\"neg\","
+                     "\"period\":\"2025-Q1\"}");
+    stream_push_json(&st, "finance",
+                     "{\"type\":\"adjust\",\"id\":\"A-1\",\"at\":1743552000000,\"partner\":"
+                     "\"neg-p\",\"account\":\"mdf\",\"amount\":-100,\"reason\":\"correction\"}");
+    char *data = tu_tmpdir();
+    fold_committed(data, &st, 0, 1);
+    stream_free(&st);
+    return data;
+}
+
+/* [RP4] The report runs to the latest period with a non-zero figure,
+ * whatever its sign: neg's 2025-Q2, whose one figure is the adjustment of
+ * -100, is its last row; and neg's report sums neg's documents only, not
+ * those of neg2, whose name neg's starts. */
+START_TEST(test_report_negative_last)
+{
+    char *data = two_programs_store();
+    json_t *r = ask(data, 1, json_pack("{s:s, s:s}", "q", "report", "program", "neg"));
+    json_t *periods = json_object_get(r, "periods");
+    ck_assert_uint_eq(json_array_size(periods), 2);
+    json_t *q1 = json_array_get(periods, 0), *q2 = json_array_get(periods, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(q1, "status")), "closed");
+    ck_assert_int_eq(json_integer_value(json_object_get(q1, "revenue")), 10000);
+    ck_assert_int_eq(json_integer_value(json_object_get(q1, "mdf_accrued")), 1000);
+    ck_assert_str_eq(json_string_value(json_object_get(q2, "period")), "2025-Q2");
+    ck_assert_str_eq(json_string_value(json_object_get(q2, "status")), "open");
+    ck_assert_int_eq(json_integer_value(json_object_get(q2, "mdf_adjusted")), -100);
+    static const char *const zero[] = {"revenue",     "mdf_accrued",  "mdf_clawed_back",
+                                       "mdf_expired", "mdf_approved", "mdf_paid",
+                                       "rebate",      "referral",     "rebate_paid"};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+        ck_assert_msg(json_integer_value(json_object_get(q2, zero[i])) == 0, "2025-Q2 %s", zero[i]);
+    json_decref(r);
+    /* neg2's own report: its two sales, in 2025-Q1 and 2025-Q3 */
+    r = ask(data, 1, json_pack("{s:s, s:s}", "q", "report", "program", "neg2"));
+    periods = json_object_get(r, "periods");
+    ck_assert_uint_eq(json_array_size(periods), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(periods, 0), "revenue")),
+                     5000);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(periods, 2), "revenue")),
+                     5000);
+    json_decref(r);
+    /* the journal of neg's open 2025-Q2: the adjustment, a negative accrual
+     * swapped [JN1]; of its closed 2025-Q1: the accrual */
+    r = ask(data, 1,
+            json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "neg", "period", "2025-Q2"));
+    json_t *want =
+        json_pack("[{s:s, s:s, s:s, s:s, s:i}]", "partner", "neg-p", "kind", "mdf_accrual", "debit",
+                  "mdf_liability", "credit", "contra_revenue_mdf", "amount", 100);
+    expect_same(json_object_get(r, "entries"), want, "journal neg 2025-Q2");
+    json_decref(want);
+    json_decref(r);
+    tu_rmtree(data);
+}
+END_TEST
+
 static void build_fixture(void)
 {
     stream st = {0};
@@ -771,6 +864,7 @@ static Suite *finance_suite(void)
     tcase_add_loop_test(tc, test_fast_same_bytes, 0, 2);
     tcase_add_test(tc, test_suggestions_max);
     tcase_add_test(tc, test_report_periods_max);
+    tcase_add_test(tc, test_report_negative_last);
     return s;
 }
 
