@@ -562,6 +562,29 @@ START_TEST(test_tables)
 }
 END_TEST
 
+/* The last two blank-separated fields of the line of text that starts
+ * with word and a blank, into a and b (each of cap bytes). */
+static void last_two_fields(const char *text, const char *word, char *a, char *b, size_t cap)
+{
+    char start[128];
+    snprintf(start, sizeof start, "\n%s ", word);
+    const char *l = strstr(text, start);
+    ck_assert_msg(l != NULL, "no line starts with \"%s\" in:\n%s", word, text);
+    l++;
+    size_t n = strcspn(l, "\n");
+    char line[512];
+    ck_assert_uint_lt(n, sizeof line);
+    memcpy(line, l, n);
+    line[n] = '\0';
+    const char *prev = "", *last = "";
+    for (char *tok = strtok(line, " "); tok != NULL; tok = strtok(NULL, " ")) {
+        prev = last;
+        last = tok;
+    }
+    snprintf(a, cap, "%s", prev);
+    snprintf(b, cap, "%s", last);
+}
+
 START_TEST(test_tables_expiring_journal)
 {
     json_t *exp = json_object_get(g_want, "expiring");
@@ -594,6 +617,38 @@ START_TEST(test_tables_expiring_journal)
     money_text(sum, 2, total, sizeof total);
     snprintf(line, sizeof line, "  %s  %s\n", total, total);
     expect_text(t, line, "journal total: debits = credits");
+    /* each account's row: what the entries debit and credit it */
+    json_t *sums = json_object();
+    json_array_foreach(json_object_get(j, "entries"), i, e)
+    {
+        static const char *const sides[] = {"debit", "credit"};
+        for (size_t s = 0; s < 2; s++) {
+            const char *account = json_string_value(json_object_get(e, sides[s]));
+            json_t *pair = json_object_get(sums, account);
+            if (pair == NULL) {
+                pair = json_pack("[I, I]", (json_int_t)0, (json_int_t)0);
+                json_object_set_new(sums, account, pair);
+            }
+            json_array_set_new(pair, s,
+                               json_integer(json_integer_value(json_array_get(pair, s)) +
+                                            json_integer_value(json_object_get(e, "amount"))));
+        }
+    }
+    ck_assert_uint_ge(json_object_size(sums), 2);
+    const char *account;
+    json_t *pair;
+    json_object_foreach(sums, account, pair)
+    {
+        char debit[64], credit[64], got_debit[64], got_credit[64];
+        money_text((long long)json_integer_value(json_array_get(pair, 0)), 2, debit, sizeof debit);
+        money_text((long long)json_integer_value(json_array_get(pair, 1)), 2, credit,
+                   sizeof credit);
+        last_two_fields(t, account, got_debit, got_credit, sizeof got_debit);
+        ck_assert_msg(strcmp(got_debit, debit) == 0 && strcmp(got_credit, credit) == 0,
+                      "journal account %s: debit %s credit %s, want %s and %s", account, got_debit,
+                      got_credit, debit, credit);
+    }
+    json_decref(sums);
     expect_text(t, "EUR", "journal");
     free(t);
 }
