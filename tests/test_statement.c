@@ -9,8 +9,12 @@
  *     statement names (balance, each rebate row up to the period and
  *     payable, each claim, the tier, the funds the next close expires,
  *     the chart's last point = available and the rows' cumulative revenue),
- *     as many explain lines as `tally explain --json --period` has; the
- *     HTML holds the same figures and an inline <svg> chart;
+ *     as many explain lines as `tally explain --json --period` has, the
+ *     period's status (closed before the earliest open period), an MDF
+ *     bridge whose opening plus movements is the closing, the chart's
+ *     point of the period, and the claims approved and paid in it as
+ *     explain's approve and pay lines sum; the HTML holds the same
+ *     figures and an inline <svg> chart;
  *   - a partner without activity in the period: an empty statement that
  *     says so;
  *   - a period of the other kind, before the program's first or after its
@@ -25,6 +29,9 @@
  *     close and the chart shows the latest ones;
  *   - a PDF of TLY_STATEMENT_PAGES_MAX pages written, one line more
  *     refused by the report room (TLY_TOO_LARGE) with no file left.
+ *
+ * In-process too: the next tier's line when both needs are met, when one
+ * is not, and at the top tier.
  *
  * Each stack is started once for its case (an unchecked fixture); every
  * test writes into its own temporary directory.
@@ -318,6 +325,91 @@ static void check_rest(const char *t, const answers *a, const char *partner, con
     }
 }
 
+/* The amount after label and a blank in text, in minor units (exp
+ * digits after the point; thousands separators skipped). */
+static int64_t money_after(const char *text, const char *label, const char *where)
+{
+    const char *p = strstr(text, label);
+    ck_assert_msg(p != NULL, "%s lacks \"%s\"", where, label);
+    p += strlen(label);
+    ck_assert_msg(*p == ' ', "%s: no amount after \"%s\"", where, label);
+    p++;
+    bool neg = *p == '-';
+    p += neg;
+    int64_t v = 0;
+    int digits = 0;
+    for (; (*p >= '0' && *p <= '9') || *p == ',' || *p == '.'; p++)
+        if (*p >= '0' && *p <= '9') {
+            v = v * 10 + (*p - '0');
+            digits++;
+        }
+    ck_assert_msg(digits > 0, "%s: no amount after \"%s\"", where, label);
+    return neg ? -v : v;
+}
+
+/* The header's status (closed before the program's earliest open period,
+ * else open) and the MDF bridge: the opening plus the period's movements,
+ * each with the sign it has on `available`, is the closing, which is the
+ * chart's point of the period. */
+static void check_balance(const char *t, const answers *a, const char *period, const char *where)
+{
+    char want[512];
+    const char *open = NULL;
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(a->exp, "programs"), i,
+                       r) if (strcmp(sget(r, "program"), a->program) == 0) open = sget(r, "period");
+    ck_assert_ptr_nonnull(open);
+    snprintf(want, sizeof want, "for %s (%s)", period,
+             strcmp(period, open) < 0 ? "closed" : "open");
+    assert_has(t, want, where);
+    static const char *const moves[] = {"Accrued", "Clawed back", "Adjusted", "Expired",
+                                        "Claimed (net of releases)"};
+    int64_t opening = money_after(t, "Opening available", where), sum = opening;
+    for (size_t k = 0; k < sizeof moves / sizeof moves[0]; k++)
+        sum += money_after(t, moves[k], where);
+    int64_t closing = money_after(t, "Closing available", where);
+    ck_assert_msg(sum == closing,
+                  "%s: opening %lld and the movements make %lld, not the closing %lld", where,
+                  (long long)opening, (long long)sum, (long long)closing);
+    ck_assert_msg(sum != opening, "%s: the period moves no MDF", where);
+    snprintf(want, sizeof want, "\n%s %s ", period, money(closing, a->exp_digits));
+    assert_has(t, want, where);
+}
+
+/* The amounts of explain's lines of kind under v (dir/explain.json). */
+static int64_t kind_sum(const json_t *v, const char *kind)
+{
+    int64_t n = 0;
+    size_t i;
+    json_t *c;
+    const char *k;
+    if (json_is_object(v) && json_object_get(v, "seq") && strcmp(sget(v, "kind"), kind) == 0)
+        return iget(v, "amount");
+    if (json_is_array(v))
+        json_array_foreach(v, i, c) n += kind_sum(c, kind);
+    else if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, c) n += kind_sum(c, kind);
+    return n;
+}
+
+/* The claims approved and paid in the period, as explain's approve and
+ * pay lines of it (explain_lines wrote them to dir/explain.json) sum. */
+static void check_claims_moved(const char *t, const answers *a, const char *dir, const char *where)
+{
+    char path[1200], want[256];
+    snprintf(path, sizeof path, "%s/explain.json", dir);
+    json_t *x = json_load_file(path, 0, NULL);
+    ck_assert_ptr_nonnull(x);
+    snprintf(want, sizeof want, "Claims approved in the period %s",
+             money(kind_sum(x, "approve"), a->exp_digits));
+    assert_has(t, want, where);
+    snprintf(want, sizeof want, "Claims paid in the period %s",
+             money(kind_sum(x, "pay"), a->exp_digits));
+    assert_has(t, want, where);
+    json_decref(x);
+}
+
 static const struct {
     const char *partner, *period;
 } cases[] = {
@@ -345,6 +437,8 @@ START_TEST(test_figures_equal_answers)
         if (k == 0) {
             check_rebates(t, &a, cases[_i].period, where);
             check_rest(t, &a, cases[_i].partner, where);
+            check_balance(t, &a, cases[_i].period, where);
+            check_claims_moved(t, &a, dir, where);
         } else {
             assert_has(t, "<svg", where);
             assert_has(t, money(iget(a.reb, "payable"), a.exp_digits), where);
@@ -721,6 +815,41 @@ START_TEST(test_pages_at_max)
 }
 END_TEST
 
+/* The next tier's line, drawn in-process: a partner whose needs are both
+ * met (the tier answer floors them at 0) qualifies at the next close; one
+ * short of a cent or of a certification is told what it needs; at the top
+ * tier ("next" null) there is none. */
+START_TEST(test_next_tier_text)
+{
+    static const struct {
+        json_int_t revenue, certs;
+        const char *want;
+    } rows[] = {
+        {0, 0, "Gold: qualifies at the next close"},
+        {1, 0, "Gold: needs 0.01 more revenue and 0 more certifications"},
+        {0, 1, "Gold: needs 0.00 more revenue and 1 more certifications"},
+        {-1, -1, "none: this is the top tier"},
+    };
+    char *dir = tu_tmpdir(), path[1200], msg[512] = "";
+    snprintf(path, sizeof path, "%s/tier.html", dir);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        json_t *st = paged_statement(1);
+        json_t *next = rows[i].revenue < 0
+                           ? json_null()
+                           : json_pack("{s:s, s:I, s:I, s:[]}", "tier", "Gold", "revenue_needed",
+                                       rows[i].revenue, "certs_needed", rows[i].certs, "benefits");
+        json_object_set_new(json_object_get(st, "tier"), "next", next);
+        ck_assert_int_eq(tly_report_statement_write(st, TLY_REPORT_HTML, path, msg, sizeof msg),
+                         TLY_OK);
+        char *t = squeezed(path);
+        assert_has(t, rows[i].want, "the next tier");
+        free(t);
+        json_decref(st);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("statement");
@@ -732,6 +861,6 @@ int main(void)
     tcase_add_unchecked_fixture(tc, big_up, big_down);
     tu_add_tests(tc, TU_TESTS(test_lines_at_max, test_chart_periods_at_max));
     tc = tu_tcase(s, "pages", 300);
-    tu_add_tests(tc, TU_TESTS(test_pages_at_max));
+    tu_add_tests(tc, TU_TESTS(test_pages_at_max, test_next_tier_text));
     return tu_run_suite(s);
 }
