@@ -785,7 +785,8 @@ static char *two_programs_store(void)
 /* [RP4] The report runs to the latest period with a non-zero figure,
  * whatever its sign: neg's 2025-Q2, whose one figure is the adjustment of
  * -100, is its last row; and neg's report sums neg's documents only, not
- * those of neg2, whose name neg's starts. */
+ * those of neg2, whose name neg's starts (nor is "ne", which starts
+ * both, a program). */
 START_TEST(test_report_negative_last)
 {
     char *data = two_programs_store();
@@ -823,6 +824,15 @@ START_TEST(test_report_negative_last)
                   "mdf_liability", "credit", "contra_revenue_mdf", "amount", 100);
     expect_same(json_object_get(r, "entries"), want, "journal neg 2025-Q2");
     json_decref(want);
+    json_decref(r);
+    /* "ne" starts both names but is no program: its report and journal are
+     * not found, not neg's or neg2's */
+    r = ask(data, 1, json_pack("{s:s, s:s}", "q", "report", "program", "ne"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
+    json_decref(r);
+    r = ask(data, 1,
+            json_pack("{s:s, s:s, s:s}", "q", "journal", "program", "ne", "period", "2025-Q1"));
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")), "not_found");
     json_decref(r);
     tu_rmtree(data);
 }
