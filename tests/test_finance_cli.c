@@ -520,6 +520,36 @@ static void expect_table_layout(const char *text, const char *heading, const cha
     ck_assert_msg(rows >= 3, "%s: headings, rows and a total", what);
 }
 
+/* The blank-separated fields of the line of text that starts with word
+ * and a blank, as an array of strings. */
+static json_t *line_fields(const char *text, const char *word)
+{
+    char start[128];
+    snprintf(start, sizeof start, "\n%s ", word);
+    const char *l = strstr(text, start);
+    ck_assert_msg(l != NULL, "no line starts with \"%s\" in:\n%s", word, text);
+    l++;
+    size_t n = strcspn(l, "\n");
+    char line[512];
+    ck_assert_uint_lt(n, sizeof line);
+    memcpy(line, l, n);
+    line[n] = '\0';
+    json_t *fields = json_array();
+    for (char *tok = strtok(line, " "); tok != NULL; tok = strtok(NULL, " "))
+        json_array_append_new(fields, json_string(tok));
+    return fields;
+}
+
+/* Field i of the line that starts with word, counted from the end when i
+ * is negative. */
+static const char *field_of(json_t *fields, int i)
+{
+    size_t n = json_array_size(fields);
+    size_t at = i < 0 ? n - (size_t)-i : (size_t)i;
+    ck_assert_uint_lt(at, n);
+    return json_string_value(json_array_get(fields, at));
+}
+
 START_TEST(test_tables)
 {
     json_t *rep = json_object_get(json_object_get(g_want, "report"), "apex");
@@ -543,6 +573,12 @@ START_TEST(test_tables)
     expect_text(t, "Total", "report");
     expect_text(t, total, "report total revenue");
     expect_table_layout(t, "Period", "report");
+    json_array_foreach(json_object_get(rep, "periods"), i, row)
+    {
+        json_t *fields = line_fields(t, json_string_value(json_object_get(row, "period")));
+        ck_assert_str_eq(field_of(fields, 1), json_string_value(json_object_get(row, "status")));
+        json_decref(fields);
+    }
     free(t);
 
     t = ask("partners", "--search NORTH", NULL);
@@ -555,35 +591,25 @@ START_TEST(test_tables)
     expect_money(t, p, "available", 2, "partners");
     expect_money(t, p, "rebate_payable", 2, "partners");
     expect_text(t, "2 partners", "partners");
+    /* each row ends in its program's currency (the report names it) */
+    json_array_foreach(
+        json_object_get(json_object_get(json_object_get(g_want, "partners"), "--search NORTH"),
+                        "partners"),
+        i, p)
+    {
+        json_t *fields = line_fields(t, json_string_value(json_object_get(p, "partner")));
+        json_t *report = json_object_get(json_object_get(g_want, "report"),
+                                         json_string_value(json_object_get(p, "program")));
+        ck_assert_str_eq(field_of(fields, -1),
+                         json_string_value(json_object_get(report, "currency")));
+        json_decref(fields);
+    }
     free(t);
     t = ask("partners", "--search zzz-none", NULL);
     expect_text(t, "No partners match.", "partners, none");
     free(t);
 }
 END_TEST
-
-/* The last two blank-separated fields of the line of text that starts
- * with word and a blank, into a and b (each of cap bytes). */
-static void last_two_fields(const char *text, const char *word, char *a, char *b, size_t cap)
-{
-    char start[128];
-    snprintf(start, sizeof start, "\n%s ", word);
-    const char *l = strstr(text, start);
-    ck_assert_msg(l != NULL, "no line starts with \"%s\" in:\n%s", word, text);
-    l++;
-    size_t n = strcspn(l, "\n");
-    char line[512];
-    ck_assert_uint_lt(n, sizeof line);
-    memcpy(line, l, n);
-    line[n] = '\0';
-    const char *prev = "", *last = "";
-    for (char *tok = strtok(line, " "); tok != NULL; tok = strtok(NULL, " ")) {
-        prev = last;
-        last = tok;
-    }
-    snprintf(a, cap, "%s", prev);
-    snprintf(b, cap, "%s", last);
-}
 
 START_TEST(test_tables_expiring_journal)
 {
@@ -643,7 +669,10 @@ START_TEST(test_tables_expiring_journal)
         money_text((long long)json_integer_value(json_array_get(pair, 0)), 2, debit, sizeof debit);
         money_text((long long)json_integer_value(json_array_get(pair, 1)), 2, credit,
                    sizeof credit);
-        last_two_fields(t, account, got_debit, got_credit, sizeof got_debit);
+        json_t *fields = line_fields(t, account);
+        snprintf(got_debit, sizeof got_debit, "%s", field_of(fields, -2));
+        snprintf(got_credit, sizeof got_credit, "%s", field_of(fields, -1));
+        json_decref(fields);
         ck_assert_msg(strcmp(got_debit, debit) == 0 && strcmp(got_credit, credit) == 0,
                       "journal account %s: debit %s credit %s, want %s and %s", account, got_debit,
                       got_credit, debit, credit);
