@@ -14,7 +14,7 @@
  *     bridge whose opening plus movements is the closing, the chart's
  *     point of the period, and the claims approved and paid in it as
  *     explain's approve and pay lines sum; the HTML holds the same
- *     figures and an inline <svg> chart;
+ *     figures, the lines in log order and an inline <svg> chart;
  *   - a partner without activity in the period: an empty statement that
  *     says so;
  *   - a period of the other kind, before the program's first or after its
@@ -410,6 +410,27 @@ static void check_claims_moved(const char *t, const answers *a, const char *dir,
     json_decref(x);
 }
 
+/* The HTML's table of the period's lines: as many rows as explain has
+ * lines, in log order (their seqs never decrease). */
+static void check_lines_order(const char *html, size_t lines, const char *where)
+{
+    const char *p = strstr(html, ">Seq</th>");
+    ck_assert_msg(p != NULL, "%s: no table of lines", where);
+    const char *end = strstr(p, "</table>");
+    ck_assert_ptr_nonnull(end);
+    static const char row[] = "<tr><td class=\"r\">";
+    size_t rows = 0;
+    long long prev = 0;
+    for (p = strstr(p, row); p != NULL && p < end; p = strstr(p, row)) {
+        p += strlen(row);
+        long long seq = strtoll(p, NULL, 10);
+        ck_assert_msg(seq >= prev, "%s: line of seq %lld after seq %lld", where, seq, prev);
+        prev = seq;
+        rows++;
+    }
+    ck_assert_uint_eq(rows, lines);
+}
+
 static const struct {
     const char *partner, *period;
 } cases[] = {
@@ -426,8 +447,8 @@ START_TEST(test_figures_equal_answers)
     answers_get(&a, cases[_i].partner);
     char seq[64], where[160], lines[80];
     snprintf(seq, sizeof seq, "as of log seq %lld.", g_seq);
-    snprintf(lines, sizeof lines, "in log order: %zu lines.",
-             explain_lines(&g, dir, cases[_i].partner, cases[_i].period));
+    size_t count = explain_lines(&g, dir, cases[_i].partner, cases[_i].period);
+    snprintf(lines, sizeof lines, "in log order: %zu lines.", count);
     for (int k = 0; k < 2; k++) {
         const char *ext = k ? "html" : "pdf";
         char *t = statement(dir, cases[_i].partner, cases[_i].period, ext);
@@ -441,6 +462,7 @@ START_TEST(test_figures_equal_answers)
             check_claims_moved(t, &a, dir, where);
         } else {
             assert_has(t, "<svg", where);
+            check_lines_order(t, count, where);
             assert_has(t, money(iget(a.reb, "payable"), a.exp_digits), where);
             assert_has(t, money(iget(a.bal, "available"), a.exp_digits), where);
         }
