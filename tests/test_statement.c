@@ -473,17 +473,33 @@ START_TEST(test_figures_equal_answers)
 }
 END_TEST
 
-/* No line in the period: a statement that says so, and no line table. */
+/* No line in the period: a statement that says so and has no line table,
+ * but every other part SPEC section 11 lists (claims, rebate rows, tier,
+ * the next close's expiring funds as of the seq, the chart): a quiet
+ * partner is the one most in need of its funds' expiry. */
 START_TEST(test_empty_period)
 {
     char *dir = tu_tmpdir();
-    ck_assert_int_eq(explain_lines(&g, dir, "graphic-consultant-718", "2025-02"), 0);
+    const char *partner = "graphic-consultant-718", *period = "2025-02";
+    ck_assert_int_eq(explain_lines(&g, dir, partner, period), 0);
+    answers a = {0};
+    answers_get(&a, partner);
     for (int k = 0; k < 2; k++) {
-        char *t = statement(dir, "graphic-consultant-718", "2025-02", k ? "html" : "pdf");
-        assert_has(t, "No activity in 2025-02", "the empty statement");
-        ck_assert_ptr_null(strstr(t, "Activity in"));
+        char *t = statement(dir, partner, period, k ? "html" : "pdf");
+        const char *where = k ? "the empty statement's html" : "the empty statement's pdf";
+        assert_has(t, "No activity in 2025-02", where);
+        ck_assert_ptr_null(strstr(t, "Seq"));
+        assert_has(t, "MDF claims", where);
+        assert_has(t, "Funds expiring at the next close", where);
+        if (k == 0) {
+            check_rebates(t, &a, period, where);
+            check_rest(t, &a, partner, where);
+        } else {
+            assert_has(t, "<svg", where);
+        }
         free(t);
     }
+    answers_free(&a);
     tu_rmtree(dir);
 }
 END_TEST

@@ -186,6 +186,13 @@ static void lines(rb_doc *d, const json_t *st)
 {
     const json_t *ls = json_object_get(st, "lines");
     rb_add_textf(d, RB_HEADING, "Activity in %s", sget(st, "period"));
+    if (!json_is_true(json_object_get(st, "activity"))) {
+        rb_add_textf(d, RB_TEXT,
+                     "No activity in %s: no MDF movement, claim or rebate line of %s took "
+                     "effect in this period.",
+                     sget(st, "period"), sget(st, "partner"));
+        return;
+    }
     rb_add_textf(d, RB_TEXT,
                  "Every line of 'tally explain' whose effective period is %s, in log order: "
                  "%zu lines.",
@@ -379,13 +386,9 @@ tly_err rb_doc_build(rb_doc *d, const void *statement, char *msg, size_t cap)
         return err;
     header(d, st);
     balance(d, st);
-    if (!json_is_true(json_object_get(st, "activity"))) {
-        rb_add_textf(d, RB_TEXT,
-                     "No activity in %s: no MDF movement, claim or rebate line of %s took "
-                     "effect in this period.",
-                     sget(st, "period"), sget(st, "partner"));
-        return d->nomem ? TLY_NOMEM : TLY_OK;
-    }
+    /* A quiet period still gets the whole statement (SPEC section 11): its
+     * claims, tier and the funds the next close expires are as of the seq,
+     * and a partner with no activity is the one most in need of them. */
     lines(d, st);
     claims(d, st);
     rebates(d, st);
