@@ -1190,6 +1190,145 @@ START_TEST(adjust_lands_in_earliest_open_period)
     shards_free(&s);
 }
 END_TEST
+/* [T8] [T9] Under one_step a close moves a tier one position at most, also
+ * when the grace runs out: a Gold partner whose window evaluates Base
+ * keeps Gold for one failing close (g = 1), then falls to Silver, not to
+ * Base. */
+START_TEST(one_step_grace_moves_down_one_position)
+{
+    const int64_t q1_26 = INT64_C(1767225600000);
+    shards s;
+    shards_init(&s, 1);
+    program_v2(&s, 1, "", ",\"tier_moves\":\"one_step\",\"tier_grace_periods\":1", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    cert(&s, "p1", "ann", "earned", Q1_25);
+    cert(&s, "p1", "bob", "earned", Q1_25);
+    sale(&s, "d", "S1", "p1", 500000, "USD", Q1_25 + DAY);
+    close_period(&s, "acme", "2025-Q1", Q2_25); /* Gold evaluated: one up, Silver */
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    sale(&s, "d", "S2", "p1", 500000, "USD", Q2_25 + DAY);
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* Gold */
+    vstr_eq(&s, 't', "p1", "tier", "Gold");
+    close_period(&s, "acme", "2025-Q3", Q4_25); /* Base evaluated: 1 failing close */
+    vstr_eq(&s, 't', "p1", "tier", "Gold");
+    close_period(&s, "acme", "2025-Q4", q1_26); /* the grace runs out: one down */
+    vstr_eq(&s, 't', "p1", "tier", "Silver");
+    vstr_eq(&s, 't', "p1", "history.2.period", "2025-Q4");
+    vstr_eq(&s, 't', "p1", "history.2.to", "Silver");
+    shards_free(&s);
+}
+END_TEST
+
+/* [F2] A conversion rounds half to even: at 0.5 USD per EUR, EUR 0.05 is
+ * USD 0.025, so 2 cents, and EUR 0.07 is 0.035, so 4 cents. */
+START_TEST(fx_conversion_rounds_half_even)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    rate(&s, "EUR", "USD", "0.5", Q1_25);
+    sale(&s, "d", "S1", "p1", 5, "EUR", Q1_25 + DAY);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 2);
+    sale(&s, "d", "S2", "p1", 7, "EUR", Q1_25 + DAY);
+    ck_assert_int_eq(vint(&s, 'r', "p1", "periods.0.revenue"), 2 + 4);
+    shards_free(&s);
+}
+END_TEST
+
+/* [L1] [R7] A period text names a period by kind and index: "6075-Q1"
+ * has the index of the month 2025-01 (24300) yet is no period of a
+ * monthly program, so a close of it is close_out_of_order and closes
+ * nothing, and "2024-Q4" (an index before 2025-01) is not final. */
+START_TEST(period_of_the_other_kind_names_no_period)
+{
+    shards s;
+    shards_init(&s, 1);
+    tsend(&s, "fin",
+          "{\"type\":\"program\",\"id\":\"PM\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":1,\"currency\":\"USD\",\"period\":\"month\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],"
+          "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+          "\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
+          Q1_25);                                          /* 1 */
+    enroll(&s, "p1", "acme", Q1_25);                       /* 2 */
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* 3 */
+    close_period(&s, "acme", "6075-Q1", Q2_25);            /* 4 */
+    payout(&s, "p1", "2024-Q4", 1, Q2_25);                 /* 5 */
+    expect_excs(&s, "4:close_out_of_order:-\n5:payout_not_final:p1\n");
+    vstr_eq(&s, 'r', "p1", "periods.0.period", "2025-01");
+    vstr_eq(&s, 'r', "p1", "periods.0.status", "open");
+    shards_free(&s);
+}
+END_TEST
+
+/* [G5] Expiry is a fact of the close that made it: after a version
+ * lengthens N, a later close does not bring an expired bucket back, so a
+ * claim share from it released later still goes to expired. */
+START_TEST(longer_expiry_keeps_expired_buckets_expired)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25); /* N = 2 */
+    enroll(&s, "p1", "acme", Q1_25);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* Q1 bucket 1000 */
+    claim(&s, "p1", "c1", "submit", 1000, Q1_25 + DAY);    /* all of it from Q1 */
+    close_period(&s, "acme", "2025-Q1", Q2_25);
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* Q1 expires (0 left) */
+    tsend(&s, "fin",
+          "{\"type\":\"program\",\"id\":\"V2\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":2,\"currency\":\"USD\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],"
+          "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}]},"
+          "\"mdf_expiry_periods\":4,\"tier_window_periods\":1}",
+          Q3_25);
+    close_period(&s, "acme", "2025-Q3", Q4_25); /* expires up to 2024-Q4 under N = 4 */
+    claim(&s, "p1", "c1", "cancel", -1, Q4_25 + DAY);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 1000);
+    ck_assert_int_eq(vint(&s, 'b', "p1", "available"), 0);
+    expect_invariant(&s, "p1");
+    shards_free(&s);
+}
+END_TEST
+
+/* [G5] [section 11] An expiry is reported in the closed period whose close
+ * expired it: Q1's bucket, expired by the close of Q2, is Q2's mdf_expired,
+ * not Q3's. */
+START_TEST(expiry_reported_in_the_closed_period)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    enroll(&s, "p1", "acme", Q1_25);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY); /* Q1 bucket 1000 */
+    close_period(&s, "acme", "2025-Q1", Q2_25);
+    close_period(&s, "acme", "2025-Q2", Q3_25); /* N = 2: Q1 expires */
+    ck_assert_int_eq(vint(&s, 'b', "p1", "expired"), 1000);
+    ck_assert_int_eq(report_int(&s, "2025-Q2", "mdf_expired"), 1000);
+    ck_assert_int_eq(report_int(&s, "2025-Q3", "mdf_expired"), 0);
+    shards_free(&s);
+}
+END_TEST
+
+/* [E3] [T10] A held certification keeps its expires: earned before p1
+ * enrolls and expiring within Q1, it no longer counts at Q1's close. */
+START_TEST(held_certification_keeps_its_expires)
+{
+    shards s;
+    shards_init(&s, 1);
+    program(&s, "acme", 1, "USD", "retroactive", Q1_25);
+    tsend(&s, "certs",
+          "{\"type\":\"certification\",\"id\":\"C%d\",\"at\":%" PRId64 ",\"partner\":\"p1\","
+          "\"person\":\"ann\",\"cert\":\"sales\",\"action\":\"earned\",\"expires\":%" PRId64 "}",
+          ++next_id, Q1_25, Q1_25 + 2 * DAY); /* held */
+    enroll(&s, "p1", "acme", Q1_25 + DAY);
+    sale(&s, "d", "S1", "p1", 100000, "USD", Q1_25 + DAY);
+    close_period(&s, "acme", "2025-Q1", Q2_25);
+    vstr_eq(&s, 't', "p1", "tier", "Base");
+    shards_free(&s);
+}
+END_TEST
+
 /* ---- seeded random streams ---- */
 
 static uint64_t g_seed = UINT64_C(20261126);
@@ -3936,6 +4075,63 @@ START_TEST(archive_rows)
 END_TEST
 #undef BOTH
 
+/* "acme" with a growth rebate over a baseline of four quarters and a tier
+ * window of one: the baseline reaches further back than the window. */
+static void program_growth(shards *s, int64_t at)
+{
+    tsend(s, "fin",
+          "{\"type\":\"program\",\"id\":\"P%d\",\"at\":%" PRId64 ",\"program\":\"acme\","
+          "\"version\":1,\"currency\":\"USD\",\"period\":\"quarter\","
+          "\"tiers\":[{\"name\":\"Base\",\"min_revenue\":0,\"min_certs\":0,\"mdf_bps\":100}],"
+          "\"rebate\":{\"mode\":\"retroactive\",\"brackets\":[{\"from\":0,\"bps\":100}],"
+          "\"basis\":\"growth\",\"baseline_periods\":4},"
+          "\"mdf_expiry_periods\":2,\"tier_window_periods\":1}",
+          ++next_id, at);
+}
+
+/* Twelve closed quarters of the growth program, p1 selling 10000 + 1000 q
+ * in quarter q, a flush after each close; then a sale of 30000 in the open
+ * quarter. */
+static void growth_quarters(shards *s, kv *store)
+{
+    program_growth(s, Q1_25);
+    enroll(s, "p1", "acme", Q1_25);
+    char id[16], text[TLY_PERIOD_TEXT_BYTES];
+    for (int q = 0; q < 12; q++) {
+        snprintf(id, sizeof id, "S%d", q);
+        sale(s, "d", id, "p1", 10000 + 1000 * q, "USD", quarter_ms(q, NULL) + DAY);
+        quarter_ms(q, text);
+        close_period(s, "acme", text, quarter_ms(q + 1, NULL));
+        flush_into(s, store);
+    }
+    sale(s, "d", "S12", "p1", 30000, "USD", quarter_ms(12, NULL) + DAY);
+}
+
+/* [R11] The archive keeps the revenue the growth baseline reads, not only
+ * the tier window's: an engine reading p1 from its store figures each
+ * quarter's baseline from the four before it (the open quarter: the mean
+ * of 18000..21000, 19500), as an engine keeping everything in memory. */
+START_TEST(archive_keeps_the_growth_baseline)
+{
+    kv direct = {0}, store = {0};
+    shards a, b;
+    int base = next_id;
+    shards_init(&a, 1);
+    growth_quarters(&a, &direct);
+    next_id = base;
+    restart_on_stores(&b, 1, &store, 0, 1, 1);
+    growth_quarters(&b, &store);
+    json_t *r = view(&b, 'r', "p1");
+    ck_assert_ptr_nonnull(r);
+    json_t *rows = json_object_get(r, "periods");
+    json_t *last = json_array_get(rows, json_array_size(rows) - 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(last, "baseline")), 19500);
+    ck_assert_int_eq(json_integer_value(json_object_get(last, "basis")), 10500);
+    json_decref(r);
+    expect_same_and_free(&b, &a, &store, &direct, "growth baseline: store vs memory");
+}
+END_TEST
+
 /* ---- stored documents: the flush's text is the API object's json_dumps ---- */
 
 /* The API object a stored "V/" or "X/" entry must equal: view objects
@@ -5242,7 +5438,12 @@ static Suite *engine_suite(void)
     tu_add_tests(tc,
                  TU_TESTS(mdf_cap_room_counts_capped_accruals, cert_expires_at_next_period_start,
                           fx_rate_in_force_edges, late_approval_payment_payout_reported_open,
-                          new_version_restarts_grace, adjust_lands_in_earliest_open_period));
+                          new_version_restarts_grace, adjust_lands_in_earliest_open_period,
+                          one_step_grace_moves_down_one_position, fx_conversion_rounds_half_even,
+                          period_of_the_other_kind_names_no_period,
+                          longer_expiry_keeps_expired_buckets_expired,
+                          expiry_reported_in_the_closed_period,
+                          held_certification_keeps_its_expires, archive_keeps_the_growth_baseline));
     tc = tu_tcase(s, "random", 300);
     tcase_add_loop_test(tc, random_streams, 0, 1);
     tc = tu_tcase(s, "flush_load", 300);
