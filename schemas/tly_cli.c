@@ -50,7 +50,7 @@ int tly_cli_u64(const char *cmd, const char *name, const char *value, uint64_t m
                       (unsigned long long)max, value);
 }
 
-int tly_cli_unreachable(const char *cmd, const tly_common_opts *o)
+const char *tly_cli_data_note(const tly_common_opts *o, char *buf, size_t cap)
 {
     struct stat st;
     const char *why = NULL;
@@ -59,10 +59,17 @@ int tly_cli_unreachable(const char *cmd, const tly_common_opts *o)
     else if (o->data_named && !S_ISDIR(st.st_mode))
         why = strerror(ENOTDIR);
     if (why)
-        tly_errorf(cmd, "query service not reachable at %s, and data directory %s: %s", o->query,
-                   o->data, why);
-    else
-        tly_errorf(cmd, "query service not reachable at %s", o->query);
+        snprintf(buf, cap, ", and data directory %s: %s", o->data, why);
+    else if (cap > 0)
+        buf[0] = '\0';
+    return buf;
+}
+
+int tly_cli_unreachable(const char *cmd, const tly_common_opts *o)
+{
+    char note[TLY_CLI_DATA_NOTE_BYTES];
+    tly_errorf(cmd, "query service not reachable at %s%s", o->query,
+               tly_cli_data_note(o, note, sizeof note));
     return TLY_EXIT_FAIL;
 }
 

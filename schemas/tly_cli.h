@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "tly_err.h"
+#include "tly_limits.h"
 #include "tly_os.h"
 
 #define TLY_EXIT_OK 0
@@ -126,6 +127,11 @@ int tly_cli_parse(const tly_cli_spec *spec, tly_common_opts *common, int argc, c
  * file or directory" (DIR is where `tally up` records its endpoints, the
  * documented way a client finds the stack). Returns TLY_EXIT_FAIL. */
 int tly_cli_unreachable(const char *cmd, const tly_common_opts *o);
+/* The ", and data directory DIR: why" of tly_cli_unreachable into buf
+ * (TLY_CLI_DATA_NOTE_BYTES), or "" when DIR was not named or is a
+ * directory; returns buf. For the messages that add to it. */
+#define TLY_CLI_DATA_NOTE_BYTES (TLY_PATH_BYTES_MAX + 96u)
+const char *tly_cli_data_note(const tly_common_opts *o, char *buf, size_t cap);
 
 /* Parses a decimal option value in [min, max]; TLY_EXIT_OK, else a usage
  * error "<name> takes min..max, not 'value'" (printed) for cmd. */

@@ -389,6 +389,7 @@ static const char *const unreachable_lines[][7] = {
     {"liabilities"},
     {"partners"},
     {"statement", "acme", "--period", "2026-Q1", "--out", "/nonexistent/s.html"},
+    {"balance", "acme", "--as-of-close", "2026-Q1"}, /* asks the service for the program */
 };
 
 START_TEST(test_unreachable_names_data)
@@ -748,9 +749,9 @@ START_TEST(test_path_empty)
 END_TEST
 
 /* send's input: a directory (a read error) is exit 1 naming it, never
- * "sent 0"; --receipts naming the input itself (or a hard link to it) is
- * refused before it is opened, which would have emptied the input. No
- * ledger is needed: each stops before the first request. */
+ * "sent 0"; an empty file operand is exit 2; --receipts naming the input itself (or a hard link to
+ * it) is refused before it is opened, which would have emptied the input. No ledger is needed: each
+ * stops before the first request. */
 START_TEST(test_send_bad_input)
 {
     char *dir = tu_tmpdir();
@@ -764,6 +765,10 @@ START_TEST(test_send_bad_input)
         tu_run_tally(out, err, "send", "--ingest", ingest, "--timeout", "5", dir, NULL), 1);
     ck_assert_msg(file_has(err, "tally send: cannot read the input after line 0: Is a directory"),
                   "stderr lacks the read error");
+    /* an empty file operand (an unset "$FILE") is a usage error naming it */
+    ck_assert_int_eq(tu_run_tally(out, err, "send", "--ingest", ingest, "--timeout", "5", "", NULL),
+                     2);
+    ck_assert_msg(file_has(err, "tally send: FILE: empty path"), "stderr lacks the empty path");
     ck_assert_int_eq(file_lines(out), 0);
     ck_assert(tu_write_file(ev, program_line, strlen(program_line)));
     ck_assert_int_eq(link(ev, link_path), 0);

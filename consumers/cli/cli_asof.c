@@ -51,9 +51,10 @@ int tly_asof_store(const char *cmd, const char *data, const char *program, const
     return TLY_EXIT_OK;
 }
 
-int tly_asof_partner_program(const char *cmd, tly_query_store *live, const char *endpoint,
+int tly_asof_partner_program(const char *cmd, tly_query_store *live, const tly_common_opts *o,
                              const char *partner, char *buf, size_t cap)
 {
+    const char *endpoint = o->query;
     json_t *req = json_pack("{s:s, s:s}", "q", "balance", "partner", partner), *bal = NULL;
     tly_err err = !req   ? TLY_NOMEM
                   : live ? tly_query_answer(live, req, &bal)
@@ -62,11 +63,12 @@ int tly_asof_partner_program(const char *cmd, tly_query_store *live, const char 
     const char *program = json_string_value(json_object_get(bal, "program"));
     const char *error = json_string_value(json_object_get(bal, "message"));
     int rc = TLY_EXIT_OK;
+    char note[TLY_CLI_DATA_NOTE_BYTES];
     if (err == TLY_TIMEOUT || err == TLY_IO)
         tly_errorf(cmd,
-                   "query service not reachable at %s to find the partner's program: "
+                   "query service not reachable at %s%s, to find the partner's program: "
                    "give --program",
-                   endpoint);
+                   endpoint, tly_cli_data_note(o, note, sizeof note));
     else if (err != TLY_OK || !program)
         tly_errorf(cmd, "%s", error ? error : tly_strerror(err == TLY_OK ? TLY_NOT_FOUND : err));
     if (err != TLY_OK || !program)

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tly_cli.h"
 #include "tly_query.h"
 
 /* The option's help line, for a command's usage text. */
@@ -44,11 +45,12 @@ int tly_asof_store(const char *cmd, const char *data, const char *program, const
 
 /*
  * The program of partner (its balance's "program"), asked of live (a
- * store) or, when live is NULL, of the query service at endpoint, into buf.
- * Returns TLY_EXIT_OK, or 1 after printing why (unknown partner, the
- * service not reachable: then --program names the program).
+ * store) or, when live is NULL, of the query service at o->query, into
+ * buf. Returns TLY_EXIT_OK, or 1 after printing why (unknown partner, the
+ * service not reachable: then --program names the program, and a named
+ * data directory that does not exist is named too, tly_cli_data_note).
  */
-int tly_asof_partner_program(const char *cmd, tly_query_store *live, const char *endpoint,
+int tly_asof_partner_program(const char *cmd, tly_query_store *live, const tly_common_opts *o,
                              const char *partner, char *buf, size_t cap);
 
 #endif

@@ -717,7 +717,7 @@ static int open_source(const view_cmd *c, const view_opts *o, source *src)
     if (o->program)
         snprintf(program, sizeof program, "%s", o->program);
     else
-        rc = tly_asof_partner_program(c->name, src->store, o->common.query, o->partner, program,
+        rc = tly_asof_partner_program(c->name, src->store, &o->common, o->partner, program,
                                       sizeof program);
     tly_query_store_close(src->store);
     src->store = NULL;

@@ -188,6 +188,8 @@ static int send_opt(void *ctx, int id, const char *v)
     case TLY_OPT_ARG:
         if (o->path)
             return tly_usagef("send", "only one input file");
+        if (v[0] == '\0') /* an unset "$FILE": name it, as an empty path option is */
+            return tly_usagef("send", "FILE: empty path ('-' reads the standard input)");
         o->path = v;
         return TLY_EXIT_OK;
     case OPT_SOURCE:
