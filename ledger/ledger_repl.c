@@ -71,6 +71,9 @@ struct tly_repl {
     kvStore *kv; /* the lease bucket, once tly_repl_lease_open ran */
     bool no_create;
     bool stale;
+    /* Attached as the stream's writer (tly_repl_attach): a catch-up that
+     * finds the stream behind the log publishes the rest again. */
+    bool writer;
     char last_error[480];
     /* A mirror's durable pull consumer [N6] (tly_repl_mirror and
      * tly_repl_follow name it); empty: an ordered consumer, the ledger's
@@ -865,6 +868,74 @@ void tly_repl_reader_close(tly_repl_reader *rd)
     free(rd);
 }
 
+/* ---- the stream against the log ---- */
+
+/* Compares the log's record at seq with the stream's. */
+static tly_err same_record(tly_repl *r, tly_log *log, uint64_t seq, char *msg, size_t cap)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, r->js, r->stream, seq, NULL, &jerr);
+    if (s != NATS_OK) {
+        snprintf(msg, cap, "stream %s: cannot read seq %llu: %s", r->stream,
+                 (unsigned long long)seq, natsStatus_GetText(s));
+        return TLY_UNAVAILABLE;
+    }
+    tly_log_reader *rd = NULL;
+    tly_record rec;
+    tly_err err = tly_log_reader_open(log, seq, &rd);
+    if (err == TLY_OK)
+        err = tly_log_reader_next(rd, &rec);
+    bool same = err == TLY_OK && rec.raw_len == (size_t)natsMsg_GetDataLength(m) &&
+                memcmp(rec.raw, natsMsg_GetData(m), rec.raw_len) == 0;
+    tly_log_reader_close(rd);
+    natsMsg_Destroy(m);
+    if (err != TLY_OK) {
+        snprintf(msg, cap, "cannot read seq %llu of the log: %s", (unsigned long long)seq,
+                 tly_strerror(err));
+        return err;
+    }
+    if (!same) {
+        snprintf(msg, cap,
+                 "stream %s holds another record at seq %llu than this log: the log is not "
+                 "the stream's (use another --stream, or a fresh data directory to follow it)",
+                 r->stream, (unsigned long long)seq);
+        return TLY_CORRUPT;
+    }
+    return TLY_OK;
+}
+
+/* Publishes the log's records first..head into the stream, whose last
+ * seq is first - 1, a chunk per wait for the acknowledgements. */
+static tly_err copy_log(tly_repl *r, tly_log *log, uint64_t first, uint64_t head, char *msg,
+                        size_t cap)
+{
+    uint64_t next = first;
+    while (next <= head) {
+        tly_log_reader *rd = NULL;
+        tly_record rec;
+        tly_err err = tly_log_reader_open(log, next, &rd);
+        rep_begin(r);
+        for (uint32_t i = 0; err == TLY_OK && i < TLY_REPL_CHUNK_RECORDS && next <= head; i++) {
+            err = tly_log_reader_next(rd, &rec);
+            if (err == TLY_OK)
+                err = rep_record(r, rec.seq, rec.raw, rec.raw_len);
+            next++;
+        }
+        tly_log_reader_close(rd);
+        if (err == TLY_OK)
+            err = rep_commit(r);
+        if (err != TLY_OK) {
+            snprintf(msg, cap, "copying the log into stream %s: %s", r->stream,
+                     r->last_error[0] ? r->last_error : tly_strerror(err));
+            return err;
+        }
+    }
+    tly_logf(TLY_LOG_INFO, "ledger", "copied the log's records %llu..%llu into stream %s",
+             (unsigned long long)first, (unsigned long long)head, r->stream);
+    return TLY_OK;
+}
+
 /* ---- catching up [N3] ---- */
 
 /* Appends the stream's records head+1 .. last to the log. */
@@ -904,6 +975,39 @@ static tly_err follow_to(tly_repl *r, tly_log *log, uint64_t last, char *msg, si
     return err;
 }
 
+/*
+ * The stream's last seq is below the log's head. Every record of a
+ * writer's log was acknowledged by the stream before the log took it [N2],
+ * so the stream lost acknowledged records: JetStream acknowledges a record
+ * once a quorum holds it, before its servers write it to disk, and all of
+ * them stopped at once (kill -9 of the three, test_replicate's
+ * test_lost_batch_stays_lost under ctest -j2: the stream came back at seq
+ * 1 of 5). When the stream's last record is the log's, the writer
+ * publishes the rest again, as it copies a log into an empty stream [N1]
+ * (each record with its expected last seq, so another writer's append
+ * still fences it); every append was refused as fenced before, for ever.
+ * A mirror cannot publish: it refuses, as a stream that is not the log's.
+ */
+static tly_err refill(tly_repl *r, tly_log *log, uint64_t last, uint64_t head, char *msg,
+                      size_t cap)
+{
+    if (!r->writer) {
+        snprintf(msg, cap, "the log's head seq %llu is beyond stream %s's last seq %llu",
+                 (unsigned long long)head, r->stream, (unsigned long long)last);
+        return TLY_CORRUPT;
+    }
+    tly_err err = last > 0 ? same_record(r, log, last, msg, cap) : TLY_OK;
+    if (err != TLY_OK)
+        return err;
+    tly_logf(TLY_LOG_WARN, "ledger",
+             "stream %s's last seq %llu is below the log's head %llu: the stream lost records "
+             "it had acknowledged (did all its servers stop at once?); publishing %llu..%llu "
+             "again from the log",
+             r->stream, (unsigned long long)last, (unsigned long long)head,
+             (unsigned long long)last + 1, (unsigned long long)head);
+    return copy_log(r, log, last + 1, head, msg, cap);
+}
+
 tly_err tly_repl_catch_up(tly_repl *r, tly_log *log, char *msg, size_t cap)
 {
     uint64_t last = 0, head = 0;
@@ -912,7 +1016,8 @@ tly_err tly_repl_catch_up(tly_repl *r, tly_log *log, char *msg, size_t cap)
         return TLY_UNAVAILABLE;
     }
     tly_log_head(log, &head, NULL);
-    tly_err err = follow_to(r, log, last, msg, cap);
+    tly_err err =
+        last < head ? refill(r, log, last, head, msg, cap) : follow_to(r, log, last, msg, cap);
     if (err == TLY_OK) {
         r->stale = false;
         if (last > head)
@@ -924,71 +1029,6 @@ tly_err tly_repl_catch_up(tly_repl *r, tly_log *log, char *msg, size_t cap)
 
 /* ---- attaching [N1] ---- */
 
-/* Compares the log's record at seq with the stream's. */
-static tly_err same_record(tly_repl *r, tly_log *log, uint64_t seq, char *msg, size_t cap)
-{
-    natsMsg *m = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetMsg(&m, r->js, r->stream, seq, NULL, &jerr);
-    if (s != NATS_OK) {
-        snprintf(msg, cap, "stream %s: cannot read seq %llu: %s", r->stream,
-                 (unsigned long long)seq, natsStatus_GetText(s));
-        return TLY_UNAVAILABLE;
-    }
-    tly_log_reader *rd = NULL;
-    tly_record rec;
-    tly_err err = tly_log_reader_open(log, seq, &rd);
-    if (err == TLY_OK)
-        err = tly_log_reader_next(rd, &rec);
-    bool same = err == TLY_OK && rec.raw_len == (size_t)natsMsg_GetDataLength(m) &&
-                memcmp(rec.raw, natsMsg_GetData(m), rec.raw_len) == 0;
-    tly_log_reader_close(rd);
-    natsMsg_Destroy(m);
-    if (err != TLY_OK) {
-        snprintf(msg, cap, "cannot read seq %llu of the log: %s", (unsigned long long)seq,
-                 tly_strerror(err));
-        return err;
-    }
-    if (!same) {
-        snprintf(msg, cap,
-                 "stream %s holds another record at seq %llu than this log: the log is not "
-                 "the stream's (use another --stream, or a fresh data directory to follow it)",
-                 r->stream, (unsigned long long)seq);
-        return TLY_CORRUPT;
-    }
-    return TLY_OK;
-}
-
-/* Publishes the log's records 1..head into the empty stream, a chunk per
- * wait for the acknowledgements. */
-static tly_err copy_log(tly_repl *r, tly_log *log, uint64_t head, char *msg, size_t cap)
-{
-    uint64_t next = 1;
-    while (next <= head) {
-        tly_log_reader *rd = NULL;
-        tly_record rec;
-        tly_err err = tly_log_reader_open(log, next, &rd);
-        rep_begin(r);
-        for (uint32_t i = 0; err == TLY_OK && i < TLY_REPL_CHUNK_RECORDS && next <= head; i++) {
-            err = tly_log_reader_next(rd, &rec);
-            if (err == TLY_OK)
-                err = rep_record(r, rec.seq, rec.raw, rec.raw_len);
-            next++;
-        }
-        tly_log_reader_close(rd);
-        if (err == TLY_OK)
-            err = rep_commit(r);
-        if (err != TLY_OK) {
-            snprintf(msg, cap, "copying the log into stream %s: %s", r->stream,
-                     r->last_error[0] ? r->last_error : tly_strerror(err));
-            return err;
-        }
-    }
-    tly_logf(TLY_LOG_INFO, "ledger", "copied the log's %llu records into stream %s",
-             (unsigned long long)head, r->stream);
-    return TLY_OK;
-}
-
 tly_err tly_repl_attach(tly_repl *r, tly_log *log, char *msg, size_t cap)
 {
     uint64_t last = 0, head = 0;
@@ -998,17 +1038,12 @@ tly_err tly_repl_attach(tly_repl *r, tly_log *log, char *msg, size_t cap)
     }
     tly_log_head(log, &head, NULL);
     tly_err err = TLY_OK;
-    if (last == 0 && head > 0) {
-        err = copy_log(r, log, head, msg, cap);
-    } else if (head > last) {
-        snprintf(msg, cap,
-                 "the log's head seq %llu is beyond stream %s's last seq %llu: the log is not "
-                 "the stream's",
-                 (unsigned long long)head, r->stream, (unsigned long long)last);
-        err = TLY_CORRUPT;
-    } else if (head > 0) {
+    r->writer = true;
+    if (last == 0 && head > 0)
+        err = copy_log(r, log, 1, head, msg, cap);
+    else if (head > 0 && head <= last)
         err = same_record(r, log, head, msg, cap);
-    }
+    /* a stream behind the log (head > last) is refilled by the catch-up */
     if (err == TLY_OK)
         err = tly_repl_catch_up(r, log, msg, cap);
     if (err == TLY_OK)

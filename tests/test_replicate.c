@@ -658,6 +658,57 @@ START_TEST(test_lost_batch_stays_lost)
 }
 END_TEST
 
+/* [N1] [N2] A stream that lost records it had acknowledged is refilled
+ * from the writer's log. JetStream acknowledges a record once a quorum
+ * holds it, before its servers write it to disk: with all three killed at
+ * once (test_lost_batch_stays_lost under ctest -j2) the stream came back
+ * at seq 1 of 5, and every later append was refused as fenced, for ever.
+ * Here the log gets ahead of the stream by appending without its replica.
+ * The writer's catch-up (at attach, and after a refused batch) publishes
+ * what the stream lacks when the stream's last record is the log's; a
+ * log whose record there is another is still refused. */
+START_TEST(test_stream_behind_refilled)
+{
+    writer_case w;
+    writer_case_start(&w, "BEHIND"); /* 5 records, on the stream */
+    char msg[256] = "";
+    tly_log_set_replica(w.la, NULL);
+    ck_assert_int_eq(append_sales(w.la, "ahead", 4), TLY_OK);
+    ck_assert_uint_eq(head_of(w.la), 9);
+    uint64_t last = 0;
+    ck_assert_int_eq(tly_repl_last_seq(w.ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 5);
+    ck_assert_msg(tly_repl_attach(w.ra, w.la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(tly_repl_last_seq(w.ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 9);
+    /* the same after a refused batch: the catch-up refills, the batch goes on */
+    tly_log_set_replica(w.la, NULL);
+    ck_assert_int_eq(append_sales(w.la, "ahead2", 2), TLY_OK);
+    ck_assert_msg(tly_repl_catch_up(w.ra, w.la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_msg(tly_repl_attach(w.ra, w.la, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(append_sales(w.la, "after", 3), TLY_OK);
+    ck_assert_uint_eq(head_of(w.la), 14);
+    ck_assert_int_eq(tly_repl_last_seq(w.ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 14);
+    /* another log, longer than the stream, whose record 14 is not the stream's */
+    char b_dir[800];
+    snprintf(b_dir, sizeof b_dir, "%s/b", w.L.dir);
+    tly_log *lb = NULL;
+    ck_assert_int_eq(tly_log_open(b_dir, TLY_LOG_WRITE | TLY_LOG_NO_SYNC, &lb), TLY_OK);
+    ck_assert_int_eq(append_sales(lb, "other", 15), TLY_OK);
+    tly_repl *rb = NULL;
+    tly_repl_opts ro = {w.c.urls, "BEHIND", 3, false, NULL};
+    ck_assert_msg(tly_repl_open(&ro, &rb, msg, sizeof msg) == TLY_OK, "%s", msg);
+    ck_assert_int_eq(tly_repl_attach(rb, lb, msg, sizeof msg), TLY_CORRUPT);
+    ck_assert_msg(strstr(msg, "is not the stream's") != NULL, "%s", msg);
+    ck_assert_int_eq(tly_repl_last_seq(w.ra, &last), TLY_OK);
+    ck_assert_uint_eq(last, 14);
+    tly_repl_close(rb);
+    tly_log_close(lb);
+    writer_case_stop(&w);
+}
+END_TEST
+
 /* Makes the servers of cluster_init keep their client URLs to themselves
  * (no_advertise): a client then knows only the URLs it was given, and
  * cannot reconnect around a proxy in front of them. */
@@ -1479,8 +1530,8 @@ int main(void)
     TCase *tc = tu_tcase(s, "replicate", 600);
     tu_add_tests(tc, TU_TESTS(test_replicate_usage, test_replicated_ingest, test_copy_and_refuse,
                               test_catch_up, test_no_quorum, test_fenced_writer,
-                              test_lost_batch_stays_lost, test_refused_batch_not_resent,
-                              test_late_record_fences_the_next_batch,
+                              test_lost_batch_stays_lost, test_stream_behind_refilled,
+                              test_refused_batch_not_resent, test_late_record_fences_the_next_batch,
                               test_standby_after_leader_lost, test_node_killed_under_load,
                               test_takeover, test_audit_nats, test_up_replicate, test_read_replica,
                               test_bench_replicate, test_bench_endpoints));
